@@ -1,0 +1,1 @@
+"""agentloop: an asynchronous tool-execution agent runtime for FluxRouter."""

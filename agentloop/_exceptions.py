@@ -1,0 +1,153 @@
+"""The one exception tree of agentloop, rooted in `AgentloopError`.
+
+Every message says what happened and what to do about it. None of them ever contains an API key:
+`APIStatusError` messages are built from the server's error text after `redact()` removed the key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._types import RunResult
+
+__all__ = [
+    "AgentloopError",
+    "ConfigurationError",
+    "ToolDefinitionError",
+    "ConversationError",
+    "APIError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "APIResponseError",
+    "APIStatusError",
+    "BadRequestError",
+    "ToolsNotSupportedError",
+    "AuthenticationError",
+    "RateLimitError",
+    "InternalServerError",
+    "RunError",
+    "RunLimitExceeded",
+    "StepLimitExceeded",
+    "SandboxUnavailableError",
+]
+
+
+class AgentloopError(Exception):
+    """Base class of every error agentloop raises on purpose."""
+
+
+class ConfigurationError(AgentloopError, ValueError):
+    """The library was set up wrongly (missing API key, bad option value)."""
+
+
+class ToolDefinitionError(AgentloopError, ValueError):
+    """A tool cannot be registered: bad schema, duplicate name, unsupported signature.
+
+    Raised at registration time, never in the middle of a run.
+    """
+
+
+class ConversationError(AgentloopError, ValueError):
+    """The conversation handed to `Agent.run(messages=...)` is not a valid chat-format list."""
+
+
+class SandboxUnavailableError(AgentloopError):
+    """The requested sandbox mode cannot be provided on this host (fail closed, never run unsandboxed)."""
+
+
+# --- talking to the model ---------------------------------------------------------------------------
+
+
+class APIError(AgentloopError):
+    """A request to the model endpoint failed."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+class APIConnectionError(APIError):
+    """The endpoint could not be reached or the connection broke. Retried by the retry policy."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out (connect, read or total). Retried by the retry policy."""
+
+
+class APIResponseError(APIError):
+    """The endpoint answered 2xx with a body that is not a usable completion.
+
+    Covers malformed JSON, a body with an `error` object instead of `choices`, and a body with no
+    message in it. `body` holds the raw text (truncated) for diagnosis.
+    """
+
+    def __init__(self, message: str, *, body: str = "", request_id: str | None = None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.body = body
+
+
+class APIStatusError(APIError):
+    """The endpoint answered with an HTTP error status.
+
+    `status_code`, the parsed error `body` (dict, or the raw text when it is not JSON) and the
+    `request_id` header are kept for diagnosis.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers or {}
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the request was rejected as malformed. Retrying will not help."""
+
+
+class ToolsNotSupportedError(BadRequestError):
+    """The routed model does not support tool calling. Pin a tool-capable `flux-pinned-*` model."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the API key is missing, wrong or lacks permission."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. Retried (honouring retry-after) by the retry policy."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the endpoint failed. Retried by the retry policy."""
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+class RunError(AgentloopError):
+    """A run stopped before the model gave a final answer."""
+
+
+class RunLimitExceeded(RunError):
+    """A run hit one of its limits. `.result` is the partial `RunResult`: nothing is lost."""
+
+    stop_reason = "limit"
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class StepLimitExceeded(RunLimitExceeded):
+    """The model still asked for tools after `max_steps` model requests."""
+
+    stop_reason = "max_steps"

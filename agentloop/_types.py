@@ -1,0 +1,124 @@
+"""Plain data that crosses module boundaries: usage, tool-call records, model turns, run results.
+
+All of it is slotted dataclasses over plain dicts: the conversation itself stays a list of OpenAI
+chat-format dicts, never wrapped, so nothing is copied or reflected on per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Usage", "ToolCallRecord", "ModelTurn", "RunResult", "OutcomeStatus", "StopReason"]
+
+OutcomeStatus = Literal[
+    "ok",  # the tool returned a value
+    "raised",  # the tool raised an exception
+    "invalid_arguments",  # arguments were not JSON, or violated the schema
+    "unknown_tool",  # the model named a tool that is not registered (or an empty name)
+    "invalid_result",  # the tool returned something that cannot be encoded as JSON
+    "timeout",  # the tool ran past its time limit
+    "memory",  # the tool hit its memory limit (sandboxed modes)
+    "cpu",  # the tool hit its CPU-seconds limit (sandboxed modes)
+    "output_limit",  # the tool's output was larger than allowed (and was cut)
+    "crashed",  # the sandboxed process died of a signal
+    "cancelled",  # the run was cancelled while the tool ran
+    "sandbox_unavailable",  # the sandbox the tool needs could not be provided
+]
+
+StopReason = Literal["final", "max_steps"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as reported by the endpoint, summed over a run's model requests."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.requests + other.requests,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+    @classmethod
+    def from_openai(cls, raw: Any) -> Usage:
+        """Lenient: a missing or odd `usage` object counts as zero tokens, never an error."""
+        if not isinstance(raw, dict):
+            return cls(requests=1)
+        p = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
+        c = _int(raw.get("completion_tokens", raw.get("output_tokens")))
+        t = _int(raw.get("total_tokens")) or p + c
+        return cls(1, p, c, t)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    """What happened to one tool call: the call as sent back to the model and its outcome.
+
+    `content` is exactly the text of the `role: "tool"` message the model received.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    status: OutcomeStatus
+    content: str
+    step: int
+    duration_s: float = 0.0
+    error: str | None = None
+    raw_arguments: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(slots=True)
+class ModelTurn:
+    """One model answer in canonical form, whatever wire it came over.
+
+    `message` is an OpenAI chat-format assistant dict: `content` (str or None) and, when the
+    model wants tools, `tool_calls` as `[{"id", "type": "function", "function": {"name",
+    "arguments": str}}]`. Adapters normalise what the wire sent; ids are repaired by the loop.
+    """
+
+    message: dict[str, Any]
+    usage: Usage
+    finish_reason: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return self.message.get("tool_calls") or []
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The outcome of `Agent.run`.
+
+    `messages` is the whole conversation in OpenAI chat format (the caller's messages first),
+    ready to be passed back as `Agent.run(messages=...)` to continue it.
+    """
+
+    output: str | None
+    messages: list[dict[str, Any]]
+    steps: int
+    usage: Usage
+    stop_reason: str
+    run_id: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+
+    @property
+    def last_message(self) -> dict[str, Any] | None:
+        return self.messages[-1] if self.messages else None
