@@ -97,6 +97,7 @@ class ModelTurn:
     finish_reason: str | None = None
     model: str | None = None
     request_id: str | None = None
+    streamed: bool = False  # True when the text deltas were already emitted while streaming
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:

@@ -1,0 +1,173 @@
+"""Running one assistant message's tool calls: concurrently, each to exactly one outcome.
+
+Every call ends in a `ToolCallRecord` whose `content` is the tool message the model receives.
+Nothing a call does (bad JSON, schema violations, an unknown name, an exception, a timeout, an
+unencodable result) escapes as an exception or touches its siblings: each call is its own task
+in one task group and catches its own failures. Only cancellation of the run propagates, after
+the call's record has been written as `cancelled`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import anyio
+
+from . import _json
+from ._events import ToolCallFinished, ToolCallStarted
+from ._model import Emit
+from ._tools import ArgumentsError, Tool, ToolRegistry, parse_arguments
+from ._types import OutcomeStatus, ToolCallRecord
+
+__all__ = ["Dispatcher", "default_error_formatter"]
+
+ErrorFormatter = Callable[[str, BaseException], str]
+
+
+def default_error_formatter(tool_name: str, exc: BaseException) -> str:
+    """What the model sees when a tool raises: the exception type and message, nothing more.
+
+    Override with `Agent(format_tool_error=...)` to reveal less (e.g. only a generic message for
+    some exception types) or more.
+    """
+    return f"Tool {tool_name!r} raised {type(exc).__name__}: {exc}"
+
+
+class Dispatcher:
+    """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
+
+    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error")
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        *,
+        run_id: str,
+        emit: Emit | None,
+        log: Any,
+        max_concurrent: int | None,
+        format_error: ErrorFormatter,
+    ) -> None:
+        self.registry = registry
+        self.run_id = run_id
+        self.emit = emit
+        self.log = log
+        self.limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
+        self.format_error = format_error
+
+    async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
+        """Run `calls` concurrently; return their records in the order the model listed them.
+
+        If the run is cancelled meanwhile, `records` still holds a `cancelled` record for every
+        call that did not finish (the caller reads it through `partial`).
+        """
+        records: list[ToolCallRecord | None] = [None] * len(calls)
+        if len(calls) == 1:  # no task group needed for a single call
+            await self._run_one(records, 0, calls[0], step)
+        else:
+            async with anyio.create_task_group() as tg:
+                for i, call in enumerate(calls):
+                    tg.start_soon(self._run_one, records, i, call, step)
+        return records  # type: ignore[return-value]  # every slot is filled
+
+    async def _run_one(self, records: list[Any], i: int, call: dict[str, Any], step: int) -> None:
+        fn = call["function"]
+        call_id: str = call["id"]
+        name: str = fn["name"]
+        raw = fn["arguments"]
+        start = time.perf_counter()
+        record = ToolCallRecord(call_id, name, None, "cancelled", "", step, raw_arguments=raw)
+        records[i] = record  # visible as `cancelled` if the run is cancelled from here on
+        try:
+            status, content, error = await self._execute(record, raw)
+        except anyio.get_cancelled_exc_class():
+            record.content = f"Tool {name!r} was cancelled before it finished."
+            record.duration_s = time.perf_counter() - start
+            raise
+        record.status, record.content, record.error = status, content, error
+        record.duration_s = time.perf_counter() - start
+        if self.log is not None:
+            self.log.debug(
+                "tool finished", tool_call_id=call_id, tool=name, outcome=status, duration_s=round(record.duration_s, 6)
+            )
+        if self.emit is not None:
+            await self.emit(ToolCallFinished(self.run_id, step, record))
+
+    async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
+        name = record.name
+        tool = self.registry.get(name) if name else None
+        if tool is None:
+            available = ", ".join(self.registry.names) or "(none)"
+            what = f"There is no tool named {name!r}." if name else "The tool call has no function name."
+            return "unknown_tool", f"{what} Available tools: {available}. Call one of them by its exact name.", name
+        try:
+            args = parse_arguments(raw)
+        except ArgumentsError as e:
+            return "invalid_arguments", f"Invalid arguments for tool {name!r}: {e}", "invalid JSON"
+        record.arguments = args
+        problems = tool.validation_errors(args)
+        if problems:
+            listed = "\n".join(f"- {p}" for p in problems)
+            return (
+                "invalid_arguments",
+                f"Invalid arguments for tool {name!r}:\n{listed}\nFix the arguments to match the tool's "
+                "parameters schema and call it again.",
+                "schema violation",
+            )
+        if self.log is not None:
+            self.log.debug("tool started", tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
+        if self.emit is not None:
+            await self.emit(ToolCallStarted(self.run_id, record.step, record.id, name, raw))
+        if self.limiter is None:
+            return await self._invoke(tool, args)
+        async with self.limiter:
+            return await self._invoke(tool, args)
+
+    async def _invoke(self, tool: Tool, args: dict[str, Any]) -> tuple[OutcomeStatus, str, str | None]:
+        limits = tool.limits
+        if tool.sandbox in ("process", "isolated"):
+            outcome = await self.registry.sandbox_for(tool.sandbox).call(tool.ref, args, limits)
+            return outcome.status, outcome.content, outcome.error
+        try:
+            kwargs = tool.bind(args)
+        except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
+            return "invalid_arguments", f"Invalid arguments for tool {tool.name!r}: {e}", "conversion"
+        timed_out = True
+        try:
+            with anyio.move_on_after(limits.timeout):
+                if tool.sandbox == "inline":
+                    value = await tool.fn(**kwargs)
+                else:  # thread: Python cannot kill a thread; on timeout it is abandoned
+                    value = await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
+                timed_out = False
+        except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
+            return "raised", self.format_error(tool.name, e), type(e).__name__
+        if timed_out:
+            abandoned = "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
+            return "timeout", f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.", "timeout"
+        return encode_result(tool.name, value, limits.output_bytes)
+
+
+def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:
+    """A tool's return value → the tool-message text: `str` as is, anything else as JSON."""
+    if isinstance(value, str):
+        content = value
+    else:
+        try:
+            content = _json.dumps_str(value)
+        except (TypeError, ValueError) as e:
+            return (
+                "invalid_result",
+                f"Tool {name!r} returned a {type(value).__name__} that cannot be encoded as JSON ({e}).",
+                type(value).__name__,
+            )
+    if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char
+        data = content.encode()
+        if len(data) > cap:
+            kept = data[:cap].decode("utf-8", "ignore")
+            marker = f"\n[output truncated: {len(data)} bytes, limit {cap}]"
+            return "output_limit", kept + marker, f"{len(data)} bytes"
+    return "ok", content, None

@@ -1,0 +1,109 @@
+"""Run events (what `Agent.stream` yields) and the structlog binding used for debug logs.
+
+Logging: the library never configures logging. When the application has configured structlog,
+agentloop's events go through the application's structlog pipeline (logger name "agentloop").
+Otherwise they go to the stdlib logger "agentloop", and only when that logger is enabled for
+DEBUG; when it is not, the per-run logger is `None` and the hot path pays one `if`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from ._types import RunResult, ToolCallRecord, Usage
+
+__all__ = [
+    "Event",
+    "RunStarted",
+    "TextDelta",
+    "ToolCallDelta",
+    "ToolCallStarted",
+    "ToolCallFinished",
+    "StepFinished",
+    "RunFinished",
+    "run_logger",
+]
+
+_stdlib_logger = logging.getLogger("agentloop")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta(Event):
+    """A piece of the assistant's text (the whole text at once when the wire is not streamed)."""
+
+    step: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta(Event):
+    """The model is streaming a tool call: `name` once known, then argument fragments.
+
+    `index` is the call's position in the message; the id is final only in `ToolCallStarted`,
+    after id repair.
+    """
+
+    step: int
+    index: int
+    name: str | None
+    arguments_delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted(Event):
+    """A tool call's arguments are complete and it is about to run (id already repaired)."""
+
+    step: int
+    tool_call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished(Event):
+    """A tool call ended; `record` has its outcome status, result text and duration."""
+
+    step: int
+    record: ToolCallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished(Event):
+    """One model request and the tools it asked for are done."""
+
+    step: int
+    usage: Usage  # this step's model usage
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Event):
+    result: RunResult
+
+
+def run_logger(**bound: Any) -> Any:
+    """A structlog logger bound to `bound`, or None when nothing would be logged."""
+    if structlog.is_configured():
+        return structlog.get_logger("agentloop").bind(**bound)
+    if _stdlib_logger.isEnabledFor(logging.DEBUG):
+        return structlog.wrap_logger(
+            _stdlib_logger,
+            wrapper_class=structlog.stdlib.BoundLogger,
+            processors=[structlog.stdlib.render_to_log_kwargs],
+        ).bind(**bound)
+    return None

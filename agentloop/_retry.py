@@ -1,0 +1,69 @@
+"""RetryPolicy: when and how long to wait before re-sending a model request, as data.
+
+The rules are openai-python's, the ecosystem's expectation: retry connection errors, timeouts,
+408, 409, 429 and every status >= 500; 2 retries; backoff `min(0.5 * 2**n, 8)` seconds times
+`1 - 0.25 * random()`; honour `retry-after-ms`, then `retry-after` (seconds or an HTTP date)
+when it is at most 60 s; `x-should-retry: true|false` overrides the status rule.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a `FluxClient` retries. `RetryPolicy(max_retries=0)` turns retries off."""
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.25  # the delay is multiplied by 1 - jitter * random()
+    max_retry_after: float = 60.0  # a server-requested wait longer than this is not honoured
+    retry_statuses: frozenset[int] = frozenset({408, 409, 429})  # plus every status >= 500
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("RetryPolicy.max_retries must be >= 0")
+
+    def should_retry_status(self, status: int, headers: Mapping[str, str]) -> bool:
+        override = headers.get("x-should-retry")
+        if override == "true":
+            return True
+        if override == "false":
+            return False
+        return status in self.retry_statuses or status >= 500
+
+    def delay(self, retry_index: int, headers: Mapping[str, str] | None = None) -> float:
+        """Seconds to wait before retry number `retry_index` (0 for the first retry)."""
+        if headers:
+            server = _retry_after(headers)
+            if server is not None and 0 <= server <= self.max_retry_after:
+                return server
+        backoff = min(self.initial_delay * 2**retry_index, self.max_delay)
+        return backoff * (1 - self.jitter * random.random())
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return email.utils.mktime_tz(parsed) - time.time()

@@ -1,0 +1,251 @@
+"""Tool and ToolRegistry: registration, the wire `tools` array, argument parsing and validation.
+
+Everything that can be wrong with a tool definition is caught here, at registration time: a bad
+name, a schema jsonschema rejects, a duplicate, an unsupported signature, an unavailable
+sandbox. Nothing about a definition can fail in the middle of a run. Per call, the only work is
+parsing the arguments leniently and running the validator that was built once, at registration,
+against exactly the schema that is sent to the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from . import _json
+from ._exceptions import ToolDefinitionError
+from ._limits import Limits
+from ._schema import function_schema
+
+__all__ = ["Tool", "ToolRegistry", "SandboxMode", "parse_arguments"]
+
+SandboxMode = Literal["inline", "thread", "process", "isolated"]
+_MODES = ("inline", "thread", "process", "isolated")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tool:
+    """One registered tool. Built by `ToolRegistry.register`; immutable afterwards."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: Callable[..., Any]
+    is_async: bool
+    bind: Callable[[dict[str, Any]], dict[str, Any]]
+    sandbox: SandboxMode
+    limits: Limits
+    definition: dict[str, Any] = field(repr=False)  # the entry of the wire `tools` array
+    validator: Any = field(repr=False)  # Draft202012Validator, built once
+    ref: str | None = None  # "module:qualname" for the out-of-process modes
+
+    def validation_errors(self, arguments: dict[str, Any]) -> list[str]:
+        """Every schema violation as `"<json path>: <message>"`, empty when the arguments are valid."""
+        if self.validator.is_valid(arguments):  # the common case: one pass, no error objects
+            return []
+        errors = sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        return [f"{e.json_path}: {e.message}" for e in errors]
+
+
+class ToolRegistry:
+    """A set of tools offered to the model, with their JSON schemas and execution modes.
+
+    `sandbox` and `limits` are the defaults for tools registered here; each tool may override
+    them. A registry can be shared by many agents and runs; registering while runs are in
+    flight is safe (the runs keep the tools array they started with).
+    """
+
+    def __init__(self, *, sandbox: SandboxMode | None = None, limits: Limits | None = None) -> None:
+        if sandbox is not None and sandbox not in _MODES:
+            raise ToolDefinitionError(f"unknown sandbox mode {sandbox!r}; use one of {', '.join(_MODES)}")
+        self._default_sandbox = sandbox
+        self._default_limits = limits or Limits()
+        self._tools: dict[str, Tool] = {}
+        self._definitions: list[dict[str, Any]] = []
+        self._sandboxes: dict[bool, Any] = {}  # isolated? -> ProcessSandbox, created on first use
+
+    # --- registration -------------------------------------------------------------------------
+
+    @overload
+    def tool(self, fn: Callable[..., Any], /) -> Callable[..., Any]: ...
+    @overload
+    def tool(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        sandbox: SandboxMode | None = None,
+        limits: Limits | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+
+    def tool(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorator form of `register`: `@tools.tool` or `@tools.tool(name=..., sandbox=...)`.
+
+        Returns the function unchanged, so it stays callable (and testable) as plain Python.
+        """
+        if fn is not None:
+            self.register(fn)
+            return fn
+
+        def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.register(f, **options)
+            return f
+
+        return decorate
+
+    def register(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        *,
+        sandbox: SandboxMode | None = None,
+        limits: Limits | None = None,
+    ) -> Tool:
+        """Register `fn` as a tool and return its `Tool`.
+
+        The schema comes from the type hints and docstring unless `parameters` gives it
+        explicitly. Raises `ToolDefinitionError` for anything that would fail later.
+        """
+        if not callable(fn):
+            raise ToolDefinitionError(f"cannot register {fn!r}: a tool must be a callable")
+        fs = function_schema(fn, name=name, description=description, parameters=parameters)
+        params = fs.parameters
+        if not isinstance(params, dict) or params.get("type") != "object":
+            raise ToolDefinitionError(
+                f"tool {fs.name!r}: the parameters schema must be a JSON schema of type 'object' "
+                f"(the model always sends an arguments object); got {params!r}"
+            )
+        try:
+            Draft202012Validator.check_schema(params)
+        except SchemaError as e:
+            raise ToolDefinitionError(
+                f"tool {fs.name!r}: invalid JSON schema at {e.json_path}: {e.message}"
+            ) from None
+        if fs.name in self._tools:
+            raise ToolDefinitionError(
+                f"a tool named {fs.name!r} is already registered; pass name=... to register it under another name"
+            )
+        mode = sandbox or self._default_sandbox or ("inline" if fs.is_async else "thread")
+        if mode not in _MODES:
+            raise ToolDefinitionError(f"tool {fs.name!r}: unknown sandbox mode {mode!r}; use one of {', '.join(_MODES)}")
+        if mode == "inline" and not fs.is_async:
+            raise ToolDefinitionError(
+                f"tool {fs.name!r}: sandbox='inline' needs an async function; a sync function would "
+                "block the event loop. Use sandbox='thread' (the default for sync functions)."
+            )
+        ref = self._check_sandbox(fs.name, fn, mode) if mode in ("process", "isolated") else None
+        definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
+        if fs.description:
+            definition["function"]["description"] = fs.description
+        tool = Tool(
+            name=fs.name,
+            description=fs.description,
+            parameters=params,
+            fn=fn,
+            is_async=fs.is_async,
+            bind=fs.bind,
+            sandbox=mode,
+            limits=self._default_limits.merge(limits),
+            definition=definition,
+            validator=Draft202012Validator(params),
+            ref=ref,
+        )
+        self._tools[tool.name] = tool
+        # A new list, never a mutation: runs in flight keep the array they started with.
+        self._definitions = [*self._definitions, definition]
+        return tool
+
+    def _check_sandbox(self, name: str, fn: Callable[..., Any], mode: str) -> str:
+        from ._sandbox import ProcessSandbox  # lazy: the sandbox is not needed by most programs
+
+        ref = ProcessSandbox.tool_ref(fn)
+        self.sandbox_for(mode).check_available()
+        return ref
+
+    def sandbox_for(self, mode: str) -> Any:
+        """The registry's fork-server sandbox for "process" or "isolated" (created on first use)."""
+        isolated = mode == "isolated"
+        box = self._sandboxes.get(isolated)
+        if box is None:
+            from ._sandbox import ProcessSandbox
+
+            box = self._sandboxes[isolated] = ProcessSandbox(isolated=isolated)
+        return box
+
+    async def aclose(self) -> None:
+        """Stop the fork servers of the sandboxed modes, if any were started."""
+        for box in self._sandboxes.values():
+            await box.aclose()
+
+    async def __aenter__(self) -> ToolRegistry:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- lookup -------------------------------------------------------------------------------
+
+    @property
+    def definitions(self) -> list[dict[str, Any]]:
+        """The `tools` array sent to the model (do not mutate it)."""
+        return self._definitions
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(list(self._tools.values()))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"ToolRegistry({', '.join(self._tools)})"
+
+
+class ArgumentsError(ValueError):
+    """The arguments of one call cannot be used; the message is written for the model."""
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """Parse a tool call's `arguments` leniently (see wire-notes: `""`, `null`, missing → `{}`).
+
+    Providers normally send a JSON string; some send an already-parsed object.
+    """
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            value = _json.loads(raw)
+        except ValueError as e:
+            raise ArgumentsError(
+                f"The arguments are not valid JSON ({e}). Send the arguments as one JSON object "
+                "that matches the tool's parameters schema."
+            ) from None
+    else:
+        value = raw
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ArgumentsError(
+            f"The arguments must be a JSON object, got {type(value).__name__ if not isinstance(value, list) else 'an array'}. "
+            "Send the arguments as one JSON object that matches the tool's parameters schema."
+        )
+    return value
