@@ -133,12 +133,20 @@ class Agent:
                 except Exception as e:  # handed to the consumer as is, not wrapped in a group
                     events.error = e
 
-        async with anyio.create_task_group() as tg, receive:
-            tg.start_soon(produce)
-            try:
-                yield events
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg, receive:
+                tg.start_soon(produce)
+                try:
+                    yield events
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The only task that can fail is the consumer's own body (the loop's errors are
+            # caught in produce): give the caller its exception, not a group around it.
+            if len(group.exceptions) == 1:
+                exc = group.exceptions[0]
+                raise exc from exc.__cause__
+            raise
         if events.error is not None and not events.raised:
             raise events.error
 

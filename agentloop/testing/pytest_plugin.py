@@ -1,0 +1,31 @@
+"""pytest plugin (entry point `agentloop`): `fake_router` and `flux_client` fixtures.
+
+Both are async fixtures for anyio's pytest plugin: mark tests with `pytest.mark.anyio`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agentloop._client import FluxClient
+from agentloop.testing._server import FakeFluxRouter
+
+
+@pytest.fixture
+async def fake_router() -> AsyncIterator[FakeFluxRouter]:
+    """A started `FakeFluxRouter` with an empty script: `fake_router.add(text("hi"))`."""
+    async with FakeFluxRouter() as router:
+        yield router
+
+
+@pytest.fixture
+async def flux_client(fake_router: FakeFluxRouter) -> AsyncIterator[FluxClient]:
+    """A `FluxClient` pointed at `fake_router` (API key "test", retries without waiting)."""
+    from agentloop._retry import RetryPolicy
+
+    async with FluxClient(
+        base_url=fake_router.base_url, api_key="test", retry=RetryPolicy(initial_delay=0.001, max_delay=0.01)
+    ) as client:
+        yield client
