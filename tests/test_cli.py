@@ -1,0 +1,60 @@
+"""The `agentloop` command: the offline demo and `run` against a fake router, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentloop.cli import main
+from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+
+TESTS = Path(__file__).parent
+
+
+def test_demo_prints_the_transcript(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "user: What's the weather in Lisbon and Porto?" in out
+    assert '→ get_weather({"city":"Lisbon"})' in out and '→ get_weather({"city":"Porto"})' in out
+    assert '← get_weather ok' in out and '"temp_c":17' in out
+    assert "assistant: Lisbon: 21 °C, clear" in out
+    assert "final after 2 step(s), 2 tool call(s)" in out
+
+
+def test_demo_json_events(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--json", "Weather in Tokyo?"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[0]["type"] == "RunStarted"
+    assert events[-1]["type"] == "RunFinished"
+    assert events[-1]["result"]["output"].startswith("Tokyo: 15")
+
+
+@pytest.mark.anyio
+async def test_run_against_a_router_in_a_subprocess() -> None:
+    import anyio
+
+    script = [tool_calls(call("shout", {"text": "hello"})), text("It says HELLO.")]
+    async with FakeFluxRouter(script, api_key="sk-cli-test-key") as router:
+        env = {**os.environ, "FLUX_API_KEY": "sk-cli-test-key", "PYTHONPATH": str(TESTS)}
+        proc = await anyio.run_process(
+            [sys.executable, "-m", "agentloop.cli", "run", "--base-url", router.base_url,
+             "--tool", "cli_tools:shout", "--model", "flux-pinned-gpt-5", "Shout hello"],
+            env=env,
+            check=False,
+        )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert '← shout ok' in out and '"HELLO"' not in out and "HELLO" in out
+    assert "It says HELLO." in out
+    assert router.requests[0].json["model"] == "flux-pinned-gpt-5"
+    assert "sk-cli-test-key" not in out + proc.stderr.decode()
+
+
+def test_run_without_key_says_what_to_do(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FLUX_API_KEY", raising=False)
+    assert main(["run", "hi"]) == 2
+    assert "FLUX_API_KEY" in capsys.readouterr().err
