@@ -1,0 +1,373 @@
+"""`FakeFluxRouter`: a real HTTP/1.1 server on 127.0.0.1 that answers from a script.
+
+It runs inside the caller's event loop (asyncio or trio, via anyio): one task group owns the
+accept loop and every connection, so leaving the `async with` cancels all of them — no threads,
+no orphan tasks. HTTP parsing is h11 (keep-alive, Content-Length and chunked request bodies,
+chunked responses for streams), so clients exercise their real transport code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import h11
+
+from agentloop import _json
+from agentloop.testing._render import RenderContext, Rendered, Wire, render, render_error, render_json
+from agentloop.testing._replies import Reply
+
+__all__ = ["FakeFluxRouter", "Handler", "RecordedRequest"]
+
+OPENAI_CHAT_PATH = "/v1/chat/completions"
+ANTHROPIC_MESSAGES_PATH = "/anthropic/v1/messages"
+MODELS = ("flux-auto", "flux-fast", "flux-smart")
+
+# Errors that mean "the peer went away": end that connection quietly, never the server.
+_CONNECTION_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the fake router received it."""
+
+    method: str
+    path: str  # without the query string
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    json: Any  # the parsed body, or None when empty / not JSON
+    wire: Wire | None  # None for non-chat paths
+    stream: bool  # the body's "stream"
+    connection: int = 0  # serial number of the TCP connection it came on (keep-alive tests)
+
+
+Handler = Callable[[RecordedRequest], "Reply | Awaitable[Reply]"]
+
+
+class FakeFluxRouter:
+    """A scripted FluxRouter. `script`: Replies served in order (one per model request), or a
+    handler `(RecordedRequest) -> Reply | Awaitable[Reply]`. Replies queued with `add()` come
+    after the script's own (in handler mode: before the handler is asked)."""
+
+    def __init__(
+        self,
+        script: Iterable[Reply] | Handler = (),
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._handler: Handler | None = None
+        self._script: Iterator[Reply] = iter(())
+        if callable(script):
+            self._handler = script
+        else:
+            self._script = iter(script)  # lazy: an endless generator is a valid script
+        self._added: deque[Reply] = deque()
+        self.api_key = api_key
+        self.host = host
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.served = 0  # replies taken from the script / handler so far
+        self._port: int | None = None
+        self._call_ids = itertools.count(1)
+        self._serials = itertools.count(1)
+        self._connections = itertools.count(1)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None:
+            raise RuntimeError("FakeFluxRouter is already running")
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=0)
+        self._port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg = anyio.create_task_group()
+        try:
+            await tg.__aenter__()
+        except BaseException:
+            await listener.aclose()
+            raise
+        self._listener, self._tg = listener, tg
+        tg.start_soon(listener.serve, self._serve_connection, tg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg, listener = self._tg, self._listener
+        assert tg is not None and listener is not None, "FakeFluxRouter was not started"
+        self._tg = self._listener = None
+        # Cancelling the group stops the accept loop and every connection (in-flight requests
+        # included: their clients see the connection close); sockets close in `async with`.
+        tg.cancel_scope.cancel()
+        try:
+            return await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeFluxRouter is not started: use `async with`")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        """What an OpenAI-wire client is given."""
+        return self.url + "/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        """What an Anthropic-wire client is given."""
+        return self.url + "/anthropic"
+
+    def add(self, *replies: Reply) -> None:
+        """Append to the script."""
+        for r in replies:
+            if not isinstance(r, Reply):
+                raise TypeError(f"FakeFluxRouter.add() takes Reply values, not {r!r}")
+        self._added.extend(replies)
+
+    @property
+    def model_requests(self) -> list[RecordedRequest]:
+        """The recorded chat requests only (either wire)."""
+        return [r for r in self.requests if r.wire is not None]
+
+    # --- HTTP/1.1 over h11 ------------------------------------------------------------------
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn_id = next(self._connections)
+        async with stream:
+            try:
+                while await self._serve_one(conn, stream, conn_id):
+                    conn.start_next_cycle()
+            except h11.RemoteProtocolError as e:
+                await self._bad_request(conn, stream, e)
+            except _CONNECTION_ERRORS:
+                pass  # the client went away; nothing to answer
+
+    async def _serve_one(self, conn: h11.Connection, stream: anyio.abc.SocketStream, conn_id: int) -> bool:
+        """Read one request, answer it. True when the connection may serve another one."""
+        event = await _next_event(conn, stream)
+        if not isinstance(event, h11.Request):
+            return False  # ConnectionClosed between requests: a normal keep-alive ending
+        if conn.client_is_waiting_for_100_continue:
+            await stream.send(_out(conn, h11.InformationalResponse(status_code=100, headers=[])))
+        body = bytearray()
+        while True:
+            part = await _next_event(conn, stream)
+            if isinstance(part, h11.Data):
+                body += part.data
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:
+                return False
+        request = self._record(event, bytes(body), conn_id)
+        if not await self._respond(conn, stream, request):
+            return False
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    def _record(self, event: h11.Request, body: bytes, conn_id: int) -> RecordedRequest:
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key, val = name.decode("latin-1").lower(), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        path = event.target.decode("latin-1").split("?", 1)[0]
+        parsed: Any = None
+        if body:
+            try:
+                parsed = _json.loads(body)
+            except ValueError:
+                parsed = None
+        wire: Wire | None = None
+        if path == OPENAI_CHAT_PATH:
+            wire = "openai"
+        elif path == ANTHROPIC_MESSAGES_PATH:
+            wire = "anthropic"
+        stream = isinstance(parsed, dict) and parsed.get("stream") is True
+        rec = RecordedRequest(
+            event.method.decode("latin-1"), path, headers, body, parsed, wire, stream, conn_id
+        )
+        self.requests.append(rec)
+        return rec
+
+    async def _respond(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, req: RecordedRequest
+    ) -> bool:
+        """Answer one request. False when the connection must be closed without more ado."""
+        if req.path == "/v1/models":
+            if req.method != "GET":
+                return await _send(
+                    conn,
+                    stream,
+                    render_error(405, "Method not allowed", wire=None, type="invalid_request_error"),
+                )
+            denied = self._check_auth(req, "openai")
+            return await _send(conn, stream, denied or render_json(200, _model_list()))
+        if req.wire is None:
+            message = f"FakeFluxRouter: no route for {req.method} {req.path}"
+            wire: Wire | None = "anthropic" if req.path.startswith("/anthropic/") else None
+            return await _send(conn, stream, render_error(404, message, wire=wire, type="not_found_error"))
+        if req.method != "POST":
+            return await _send(
+                conn,
+                stream,
+                render_error(405, "Method not allowed", wire=req.wire, type="invalid_request_error"),
+            )
+        denied = self._check_auth(req, req.wire)
+        if denied is not None:
+            return await _send(conn, stream, denied)
+        if not isinstance(req.json, dict):
+            message = "FakeFluxRouter: the request body is not a JSON object"
+            return await _send(
+                conn, stream, render_error(400, message, wire=req.wire, type="invalid_request_error")
+            )
+        # Counted down just before the last write, so a client that has read its whole answer
+        # always sees `in_flight` without that request (no race with this task's epilogue).
+        self.in_flight += 1
+        counted = True
+
+        def finished() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.in_flight -= 1
+
+        try:
+            reply = await self._next_reply(req)
+            if isinstance(reply, Rendered):  # the script could not answer: a loud 500
+                return await _send(conn, stream, reply, before_last_write=finished)
+            if reply.delay > 0:
+                await anyio.sleep(reply.delay)
+            if reply.kind == "drop":
+                return False
+            model = req.json.get("model")
+            options = req.json.get("stream_options")
+            ctx = RenderContext(
+                wire=req.wire,
+                stream=req.stream,
+                model=model if isinstance(model, str) else "flux-auto",
+                include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+                serial=next(self._serials),
+                next_call_id=lambda: f"call_{next(self._call_ids)}",
+            )
+            return await _send(conn, stream, render(reply, ctx), reply.chunk_delay, finished)
+        finally:
+            finished()
+
+    def _check_auth(self, req: RecordedRequest, wire: Wire) -> Rendered | None:
+        if self.api_key is None:
+            return None
+        if wire == "anthropic":
+            if req.headers.get("x-api-key") == self.api_key:
+                return None
+            return render_error(401, "invalid x-api-key", wire="anthropic", type="authentication_error")
+        if req.headers.get("authorization") == f"Bearer {self.api_key}":
+            return None
+        message = "Incorrect API key provided. You must pass it as `Authorization: Bearer <key>`."
+        return render_error(401, message, wire="openai", type="invalid_request_error", code="invalid_api_key")
+
+    async def _next_reply(self, req: RecordedRequest) -> Reply | Rendered:
+        """The next Reply (script, then `add()`ed, then handler) or a 500 explaining why not."""
+        reply: Any
+        try:
+            reply = next(self._script)
+        except StopIteration:
+            if self._added:
+                reply = self._added.popleft()
+            elif self._handler is not None:
+                try:
+                    reply = self._handler(req)
+                    if inspect.isawaitable(reply):
+                        reply = await reply
+                except Exception as e:  # noqa: BLE001 - a buggy test handler: tell the client, loudly
+                    return render_error(
+                        500, f"FakeFluxRouter: handler raised {type(e).__name__}: {e}", wire=req.wire
+                    )
+            else:
+                return render_error(
+                    500, f"FakeFluxRouter: script exhausted after {self.served} replies", wire=req.wire
+                )
+        if not isinstance(reply, Reply):
+            return render_error(500, f"FakeFluxRouter: expected a Reply, got {reply!r}", wire=req.wire)
+        self.served += 1
+        return reply
+
+    async def _bad_request(
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, e: h11.RemoteProtocolError
+    ) -> None:
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                await _send(conn, stream, render_error(e.error_status_hint, f"Bad request: {e}", wire=None))
+            except (*_CONNECTION_ERRORS, h11.LocalProtocolError):
+                pass
+
+
+async def _next_event(conn: h11.Connection, stream: anyio.abc.SocketStream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            data = await stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            data = b""  # h11 turns EOF into ConnectionClosed, or an error mid-message
+        conn.receive_data(data)
+
+
+async def _send(
+    conn: h11.Connection,
+    stream: anyio.abc.SocketStream,
+    r: Rendered,
+    chunk_delay: float = 0,
+    before_last_write: Callable[[], None] = lambda: None,
+) -> bool:
+    """Write a rendered response. With `frames`, one chunk per SSE event (chunked encoding,
+    chosen by h11 because there is no Content-Length). False after an `abort` (mid-stream drop)."""
+    headers = [*r.headers, ("server", "fake-fluxrouter")]
+    if r.frames is None:
+        headers.append(("content-length", str(len(r.body))))
+        out = _out(conn, h11.Response(status_code=r.status, headers=headers))
+        out += _out(conn, h11.Data(data=r.body)) if r.body else b""
+        before_last_write()
+        await stream.send(out + _out(conn, h11.EndOfMessage()))  # one write: no partial answers
+        return True
+    await stream.send(_out(conn, h11.Response(status_code=r.status, headers=headers)))
+    for frame in r.frames:
+        if chunk_delay > 0:
+            await anyio.sleep(chunk_delay)
+        await stream.send(_out(conn, h11.Data(data=frame)))
+    before_last_write()
+    if r.abort:
+        return False
+    await stream.send(_out(conn, h11.EndOfMessage()))
+    return True
+
+
+def _out(conn: h11.Connection, event: Any) -> bytes:
+    data: bytes | None = conn.send(event)
+    assert data is not None  # only ConnectionClosed yields None, and we never send it
+    return data
+
+
+def _model_list() -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "fluxrouter"} for m in MODELS
+        ],
+    }
