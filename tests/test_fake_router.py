@@ -706,3 +706,9 @@ async def test_malformed_http_and_bad_script_items() -> None:
         assert r.status_code == 500 and "expected a Reply" in r.json()["error"]["message"]
     with pytest.raises(TypeError):
         router.add("nope")  # type: ignore[arg-type]
+
+
+async def test_an_error_in_the_body_propagates_unwrapped() -> None:
+    with pytest.raises(KeyError):
+        async with FakeFluxRouter():
+            raise KeyError("mine")

@@ -112,7 +112,10 @@ class FakeFluxRouter:
         # included: their clients see the connection close); sockets close in `async with`.
         tg.cancel_scope.cancel()
         try:
-            return await tg.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not handed to the group: it propagates as is after
+            # the group closes, instead of coming out wrapped in an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+            return None
         finally:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
