@@ -1,0 +1,41 @@
+"""Every example runs offline against the fake router and does what it says."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+pytestmark = pytest.mark.anyio
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLUX_API_KEY", raising=False)
+
+
+async def test_weather_example(capsys: pytest.CaptureFixture[str]) -> None:
+    output = await load("weather").main("What's the weather in Lisbon and Paris?")
+    assert output == "Lisbon: 21 °C, clear\nParis: 21 °C, clear"
+    printed = capsys.readouterr().out
+    assert printed.count("tool get_weather") == 2
+
+
+async def test_support_agent_example_recovers_from_a_validation_error(capsys: pytest.CaptureFixture[str]) -> None:
+    output = await load("support_agent").main()
+    assert "refund R-77" in output
+    printed = capsys.readouterr().out
+    assert "issue_refund" in printed and "-> invalid_arguments" in printed and "-> ok" in printed
