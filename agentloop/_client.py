@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import anyio
 import httpx
+from httpx_sse import EventSource
 
 from ._exceptions import (
     APIConnectionError,
@@ -27,27 +28,41 @@ from ._exceptions import (
 )
 from ._json import loads
 from ._model import Emit, ModelRequest
-from ._retry import RetryPolicy
+from ._retry import Failure, RetryPolicy
 from ._types import ModelTurn
+from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from ._wire._openai import OpenAIWire
 
-__all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_TIMEOUT"]
+__all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
 DEFAULT_BASE_URL = "https://api.fluxrouter.ai/v1"
+DEFAULT_ANTHROPIC_BASE_URL = "https://api.fluxrouter.ai/anthropic"
 # LLM answers can take minutes; connecting should not. (openai-python uses the same shape.)
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 _USER_AGENT = "agentloop/0.1"
 
 
 class FluxClient:
-    """An async client for FluxRouter (or any OpenAI-compatible endpoint).
+    """An async client for FluxRouter (or any OpenAI- or Anthropic-compatible endpoint).
 
     - `api_key`: defaults to `$FLUX_API_KEY`; a missing key is a `ConfigurationError` here, not
       a 401 later.
     - `base_url`: defaults to `$FLUX_BASE_URL`, else `https://api.fluxrouter.ai/v1`.
-    - `timeout`: seconds or an `httpx.Timeout` (connect / read / write / pool); a run's own
-      deadline (a cancel scope around it) always wins.
-    - `retry`: a `RetryPolicy` (2 retries by default, openai-python's rules).
+    - `wire`: `"openai"` (chat completions) or `"anthropic"` (Messages). By default it follows
+      the base URL: one ending in `/anthropic` (e.g. `https://api.fluxrouter.ai/anthropic`)
+      speaks Anthropic, anything else OpenAI. `wire="anthropic"` without a base URL uses
+      FluxRouter's `/anthropic` endpoint. The conversation stays in OpenAI chat format either way.
+    - `max_tokens`: the `max_tokens` sent when the wire requires one (Anthropic) and the agent's
+      `model_settings` has none.
+    - `stream`: when the caller streams (`Agent.stream`), stream over the wire too (default), so
+      text deltas arrive as the model writes them. `False`: one plain request per step, its text
+      emitted whole.
+    - `timeout`: seconds or an `httpx.Timeout` (connect / read / write / pool; read is the gap
+      allowed between two pieces of a stream). `total_timeout`: seconds for one model request,
+      retries and their waits included (None: no bound). A run's own deadline (a cancel scope
+      around it) always wins.
+    - `retry`: a `RetryPolicy` (2 retries by default, openai-python's rules). A stream is retried
+      only while nothing of it was handed to the caller.
     - `http_client` / `transport`: the seams for a custom `httpx.AsyncClient` or transport (tests,
       proxies, another HTTP stack). A client passed in is not closed by `aclose()`.
 
@@ -59,8 +74,11 @@ class FluxClient:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        wire: Literal["openai"] | None = None,
+        wire: Literal["openai", "anthropic"] | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        stream: bool = True,
         timeout: float | httpx.Timeout | None = None,
+        total_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -73,15 +91,26 @@ class FluxClient:
                 "no API key: pass FluxClient(api_key=...) or set the FLUX_API_KEY environment variable"
             )
         self._api_key = key
-        url = (base_url or os.environ.get("FLUX_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if wire not in (None, "openai", "anthropic"):
+            raise ConfigurationError(f"unknown wire {wire!r}; supported: 'openai', 'anthropic'")
+        url = base_url or os.environ.get("FLUX_BASE_URL") or (
+            DEFAULT_ANTHROPIC_BASE_URL if wire == "anthropic" else DEFAULT_BASE_URL
+        )
+        url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+        if wire is None:
+            wire = "anthropic" if url.endswith("/anthropic") or "/anthropic/" in url else "openai"
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ConfigurationError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if total_timeout is not None and total_timeout <= 0:
+            raise ConfigurationError(f"total_timeout must be positive seconds or None, got {total_timeout!r}")
         self.base_url = url
-        if wire not in (None, "openai"):
-            raise ConfigurationError(f"unknown wire {wire!r}; supported: 'openai'")
-        self._wire = OpenAIWire
-        self.wire = self._wire.name
-        self._url = url + self._wire.path
+        self._wire: Any = AnthropicWire(max_tokens=max_tokens) if wire == "anthropic" else OpenAIWire()
+        self.wire = wire
+        self._url = self._wire.url(url)
+        self.stream = stream
+        self.total_timeout = total_timeout
         self.retry = retry or RetryPolicy()
         self._headers = {
             "content-type": "application/json",
@@ -90,6 +119,7 @@ class FluxClient:
             **(headers or {}),
             **self._wire.auth_headers(key),
         }
+        self._stream_headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-cache"}
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         self._owns_http = http_client is None
@@ -116,37 +146,91 @@ class FluxClient:
     # --- the Model protocol -------------------------------------------------------------------
 
     async def request(self, request: ModelRequest, emit: Emit | None = None) -> ModelTurn:
-        """Send one chat request (with retries) and return the assistant turn."""
-        body = self._wire.encode(request)
+        """Send one model request (with retries) and return the assistant turn.
+
+        With `emit` (and `stream=True`), the answer is streamed: text and tool-call deltas are
+        awaited into `emit` as they arrive, and the turn comes back with `streamed=True`.
+        """
+        if self.total_timeout is None:
+            return await self._request(request, emit)
+        with anyio.move_on_after(self.total_timeout):
+            return await self._request(request, emit)
+        raise APITimeoutError(
+            f"the model request to {self._url} took longer than total_timeout={self.total_timeout:g} s "
+            "(retries included); raise FluxClient(total_timeout=...) if the model needs longer"
+        )
+
+    async def _request(self, request: ModelRequest, emit: Emit | None) -> ModelTurn:
+        streaming = emit is not None and self.stream
+        body = self._wire.encode(request, stream=streaming)
+        progress = _Progress() if streaming else None
         policy = self.retry
         attempt = 0
         while True:
             try:
-                response = await self._http.post(self._url, content=body, headers=self._headers)
-            except httpx.TimeoutException as e:
-                error: APIError = APITimeoutError(
-                    f"request to {self._url} timed out ({type(e).__name__}); raise FluxClient(timeout=...) "
-                    "if the model needs longer"
-                )
-                headers: dict[str, str] = {}
-                retryable = True
-            except httpx.TransportError as e:
-                error = APIConnectionError(
-                    f"could not reach {self._url}: {self._redact(str(e)) or type(e).__name__}; check "
-                    "the base URL and the network"
-                )
-                headers = {}
-                retryable = True
-            else:
-                if response.status_code < 300:
-                    return self._wire.decode(response.content, request_id=response.headers.get("x-request-id"))
-                headers = dict(response.headers)
-                error = self._status_error(response)
-                retryable = policy.should_retry_status(response.status_code, headers)
-            if not retryable or attempt >= policy.max_retries:
-                raise error
-            await anyio.sleep(policy.delay(attempt, headers))
+                if progress is None:
+                    return await self._post(body)
+                return await self._stream(body, request, emit, progress)  # type: ignore[arg-type]
+            except Failure as f:
+                if not f.retryable or attempt >= policy.max_retries or (progress is not None and progress.emitted):
+                    raise f.error from f.__cause__
+                delay = policy.delay(attempt, f.headers)
+            await anyio.sleep(delay)
             attempt += 1
+
+    async def _post(self, body: bytes) -> ModelTurn:
+        """One plain request → the decoded turn, or a `Failure`."""
+        try:
+            response = await self._http.post(self._url, content=body, headers=self._headers)
+        except httpx.TransportError as e:
+            raise self._transport_failure(e) from e
+        if response.status_code >= 300:
+            raise self._status_failure(response)
+        return self._wire.decode(response.content, request_id=response.headers.get("x-request-id"))
+
+    async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
+        """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
+        try:
+            async with self._http.stream("POST", self._url, content=body, headers=self._stream_headers) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise self._status_failure(response)
+                request_id = response.headers.get("x-request-id")
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
+                    return self._wire.decode(await response.aread(), request_id=request_id)
+                assembler = self._wire.assembler(request.run_id, request.step, request_id)
+                async for sse in EventSource(response).aiter_sse():
+                    for event in assembler.feed(sse.event, sse.data):
+                        progress.emitted = True
+                        await emit(event)
+                return assembler.result()
+        except httpx.TransportError as e:
+            failure = self._transport_failure(e)
+            if progress.emitted:
+                failure.error.message += " (part of the answer had already been streamed: not retried)"
+                failure.error.args = (failure.error.message,)
+            raise failure from e
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def _transport_failure(self, e: httpx.TransportError) -> Failure:
+        if isinstance(e, httpx.TimeoutException):
+            error: APIError = APITimeoutError(
+                f"request to {self._url} timed out ({type(e).__name__}); raise FluxClient(timeout=...) "
+                "if the model needs longer"
+            )
+        else:
+            error = APIConnectionError(
+                f"could not reach {self._url} or the connection broke: "
+                f"{self._redact(str(e)) or type(e).__name__}; check the base URL and the network"
+            )
+        return Failure(error, retryable=True)
+
+    def _status_failure(self, response: httpx.Response) -> Failure:
+        headers = dict(response.headers)
+        retryable = self.retry.should_retry_status(response.status_code, headers)
+        return Failure(self._status_error(response), retryable=retryable, headers=headers)
 
     # --- errors -------------------------------------------------------------------------------
 
@@ -210,3 +294,12 @@ def _says_tools_unsupported(message: str) -> bool:
     return ("tool" in m or "function" in m) and any(
         s in m for s in ("not support", "unsupported", "does not support", "doesn't support", "not available")
     )
+
+
+class _Progress:
+    """Whether any part of a streamed answer has reached the caller (then it is never retried)."""
+
+    __slots__ = ("emitted",)
+
+    def __init__(self) -> None:
+        self.emitted = False

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "Failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +34,12 @@ class RetryPolicy:
 
     def should_retry_status(self, status: int, headers: Mapping[str, str]) -> bool:
         override = headers.get("x-should-retry")
-        if override == "true":
-            return True
-        if override == "false":
-            return False
+        if override is not None:
+            override = override.strip().lower()
+            if override == "true":
+                return True
+            if override == "false":
+                return False
         return status in self.retry_statuses or status >= 500
 
     def delay(self, retry_index: int, headers: Mapping[str, str] | None = None) -> float:
@@ -67,3 +69,18 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         if parsed is None:
             return None
         return email.utils.mktime_tz(parsed) - time.time()
+
+
+class Failure(Exception):
+    """Internal: one failed attempt. `error` is what the caller gets if it is not retried.
+
+    Never escapes the client: `FluxClient.request` raises `error` (an `APIError`) in its place.
+    """
+
+    __slots__ = ("error", "retryable", "headers")
+
+    def __init__(self, error: Exception, *, retryable: bool, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable
+        self.headers = headers or {}

@@ -15,13 +15,22 @@ from .. import _json
 from .._exceptions import APIResponseError
 from .._model import ModelRequest
 from .._types import ModelTurn, Usage
+from ._stream import NO_EVENTS, StreamAssembler, ToolSlot
 
-__all__ = ["OpenAIWire"]
+__all__ = ["OpenAIWire", "OpenAIStream"]
 
 
 class OpenAIWire:
     name = "openai"
     path = "/chat/completions"
+
+    @staticmethod
+    def url(base_url: str) -> str:
+        return base_url + "/chat/completions"
+
+    @staticmethod
+    def assembler(run_id: str | None, step: int, request_id: str | None) -> OpenAIStream:
+        return OpenAIStream(run_id, step, request_id)
 
     @staticmethod
     def auth_headers(api_key: str) -> dict[str, str]:
@@ -134,6 +143,96 @@ def normalize_tool_call(raw: Any) -> dict[str, Any]:
         "type": "function",
         "function": {"name": name if isinstance(name, str) else "", "arguments": args},
     }
+
+
+class OpenAIStream(StreamAssembler):
+    """`chat.completion.chunk` events → deltas and a `ModelTurn` (see `_stream.py`)."""
+
+    __slots__ = ()
+
+    def feed(self, event: str, data: str) -> tuple[Any, ...]:
+        if event == "error":
+            obj = self.parse(data) if data.strip() else None
+            raise self.error(obj.get("error", obj) if isinstance(obj, dict) else obj)
+        if event not in ("", "message") or not data:
+            return NO_EVENTS  # a router's own events (`event: status`...) and empty data
+        if data == "[DONE]":
+            self.complete = True
+            return NO_EVENTS
+        chunk = self.parse(data)
+        if not isinstance(chunk, dict):
+            return NO_EVENTS
+        if chunk.get("error") is not None:  # a JSON error object mid-stream
+            raise self.error(chunk["error"])
+        self.chunks += 1
+        if self.response_id is None:
+            self.response_id = chunk.get("id") if isinstance(chunk.get("id"), str) else None
+            self.model = chunk.get("model") if isinstance(chunk.get("model"), str) else None
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):  # usually a last chunk with empty choices, after the finish
+            self.usage = Usage.from_openai(usage)
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
+            return NO_EVENTS
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            return NO_EVENTS
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+            self.complete = True
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return NO_EVENTS
+        out: list[Any] = []
+        content = delta.get("content")
+        if content and isinstance(content, str):
+            out.append(self.text_delta(content))
+        if isinstance(delta.get("refusal"), str):
+            self.refusal.append(delta["refusal"])
+        calls = delta.get("tool_calls")
+        if not calls and isinstance(delta.get("function_call"), dict):  # legacy single function_call
+            calls = [{"index": 0, "function": delta["function_call"]}]
+        if calls and isinstance(calls, list):
+            for tc in calls:
+                if isinstance(tc, dict):
+                    ev = self._tool(tc)
+                    if ev is not None:
+                        out.append(ev)
+        return tuple(out)
+
+    def _tool(self, tc: dict[str, Any]) -> Any:
+        slots = self.slots
+        cid = tc.get("id") if isinstance(tc.get("id"), str) else ""
+        index = tc.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # No index (some OpenAI-compatible servers): a new id opens a call, else continue the last.
+            known = next((i for i, s in slots.items() if cid and s.id == cid), None)
+            if known is not None:
+                index = known
+            elif cid or not slots:
+                index = max(slots, default=-1) + 1
+            else:
+                index = max(slots)
+        slot = slots.get(index)
+        if slot is None:
+            slot = slots[index] = ToolSlot()
+        if cid and not slot.id:
+            slot.id = cid  # taken once: routers that repeat it do not change it
+        fn = tc.get("function")
+        fragment = ""
+        if isinstance(fn, dict):
+            name = fn.get("name")
+            if name and isinstance(name, str) and not slot.name:
+                slot.name = name  # taken once, never concatenated
+            args = fn.get("arguments")
+            if isinstance(args, str):
+                fragment = args
+            elif args is not None:  # an already-parsed object
+                try:
+                    fragment = _json.dumps_str(args)
+                except TypeError:
+                    fragment = str(args)
+        return self.tool_delta(index, slot, fragment)
 
 
 def _preview(data: Any, limit: int = 2000) -> str:

@@ -1,0 +1,151 @@
+"""What both wires' stream assemblers share: text and tool-call slots, deltas out, a turn at the end.
+
+An assembler is fed one SSE event at a time (`feed(event, data)`, already split by httpx-sse)
+and returns the events to emit for it (`TextDelta` / `ToolCallDelta`, usually zero or one). It
+never does I/O: the client awaits `emit` for each returned event (back-pressure) and calls
+`result()` when the HTTP body ends. It is lenient about what it receives (wire-notes.md):
+unknown events and comments are ignored, ids and names are taken once, arguments concatenated.
+A stream that carries an error, or ends before the answer did, raises a `Failure` whose `error`
+is the typed `APIError` the caller sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _json
+from .._events import TextDelta, ToolCallDelta
+from .._exceptions import APIConnectionError, APIResponseError
+from .._retry import Failure
+from .._types import ModelTurn, Usage
+
+__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS"]
+
+NO_EVENTS: tuple[()] = ()
+
+# Error types a server may send mid-stream that are worth a retry (before anything was emitted).
+_RETRYABLE_TYPES = frozenset(
+    {"server_error", "api_error", "overloaded_error", "rate_limit_error", "timeout_error", "internal_error"}
+)
+
+
+class ToolSlot:
+    """One tool call being assembled: id and name taken once, argument fragments appended."""
+
+    __slots__ = ("id", "name", "args", "announced")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.args: list[str] = []
+        self.announced = False  # a ToolCallDelta carrying the name was emitted
+
+    def as_call(self) -> dict[str, Any]:
+        args = "".join(self.args)
+        return {
+            "id": self.id,  # repaired by the loop before the message is stored
+            "type": "function",
+            "function": {"name": self.name, "arguments": args if args.strip() else "{}"},
+        }
+
+
+class StreamAssembler:
+    """Base class: the accumulated answer. Subclasses implement `feed` for their wire."""
+
+    __slots__ = ("run_id", "step", "request_id", "text", "refusal", "slots", "finish_reason", "usage", "model",
+                 "response_id", "chunks", "complete")  # fmt: skip
+
+    def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
+        self.run_id = run_id or ""
+        self.step = step
+        self.request_id = request_id
+        self.text: list[str] = []
+        self.refusal: list[str] = []
+        self.slots: dict[int, ToolSlot] = {}
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.chunks = 0  # data events understood
+        self.complete = False  # the wire's end marker (finish reason, [DONE], message_stop) was seen
+
+    def feed(self, event: str, data: str) -> tuple[Any, ...]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- helpers for subclasses -------------------------------------------------------------
+
+    def parse(self, data: str) -> Any:
+        try:
+            return _json.loads(data)
+        except ValueError:
+            raise Failure(
+                APIResponseError(
+                    "the stream carried an event whose data is not JSON; this is a router or proxy fault, "
+                    "retry later or report it with the request id",
+                    body=data[:2000],
+                    request_id=self.request_id,
+                ),
+                retryable=True,
+            ) from None
+
+    def text_delta(self, piece: str) -> TextDelta:
+        self.text.append(piece)
+        return TextDelta(self.run_id, self.step, piece)
+
+    def tool_delta(self, index: int, slot: ToolSlot, fragment: str) -> ToolCallDelta | None:
+        """Record a fragment; the delta to emit (the name goes out once, with the first delta)."""
+        if fragment:
+            slot.args.append(fragment)
+        if not slot.announced:
+            if not slot.name:
+                return None  # wait for the name before announcing the call
+            slot.announced = True
+            return ToolCallDelta(self.run_id, self.step, index, slot.name, "".join(slot.args))
+        if not fragment:
+            return None
+        return ToolCallDelta(self.run_id, self.step, index, None, fragment)
+
+    def error(self, err: Any) -> Failure:
+        """An error event / error object in the stream → a typed error (retryable if transient)."""
+        if isinstance(err, dict):
+            kind = err.get("type") or err.get("code")
+            message = err.get("message") or kind or "no message"
+        else:
+            kind, message = None, str(err) if err else "no message"
+        retryable = kind is None or str(kind) in _RETRYABLE_TYPES
+        return Failure(
+            APIResponseError(
+                f"the stream was interrupted by an error from the endpoint ({kind or 'unknown type'}): {message}",
+                body=_json.dumps_str(err)[:2000] if isinstance(err, dict) else str(err)[:2000],
+                request_id=self.request_id,
+            ),
+            retryable=retryable,
+        )
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def result(self) -> ModelTurn:
+        """The assembled turn, once the body has ended; a truncated stream is a connection error."""
+        if not self.complete:
+            what = "before any event" if not self.chunks else "before the answer was complete"
+            raise Failure(
+                APIConnectionError(
+                    f"the stream ended {what} (the connection was closed early); the request is retried "
+                    "when nothing had been handed to the caller yet",
+                    request_id=self.request_id,
+                ),
+                retryable=True,
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
+        if self.slots:
+            message["tool_calls"] = [self.slots[i].as_call() for i in sorted(self.slots)]
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
+        return ModelTurn(
+            message=message,
+            usage=self.usage or Usage(requests=1),
+            finish_reason=self.finish_reason,
+            model=self.model,
+            request_id=self.request_id or self.response_id,
+            streamed=True,
+        )
