@@ -1,0 +1,250 @@
+"""Transport robustness: retries (openai-python's rules), timeouts, typed errors, on both wires and
+both backends, over the real-HTTP fake router."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from agentloop import (
+    Agent,
+    APIConnectionError,
+    APIResponseError,
+    APITimeoutError,
+    BadRequestError,
+    FluxClient,
+    InternalServerError,
+    ModelRequest,
+    RateLimitError,
+    RetryPolicy,
+    ToolsNotSupportedError,
+)
+from agentloop.testing import FakeFluxRouter, drop, error, raw, text
+
+pytestmark = pytest.mark.anyio
+
+WIRES = ["openai", "anthropic"]
+
+
+class RecordingPolicy(RetryPolicy):
+    """The real policy, but it records the delays it chose and makes the test wait only 1 ms."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        object.__setattr__(self, "chosen", [])
+
+    def delay(self, retry_index: int, headers: Any = None) -> float:
+        self.chosen.append(RetryPolicy.delay(self, retry_index, headers))  # type: ignore[attr-defined]
+        return 0.001
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[FakeFluxRouter]:
+    async with FakeFluxRouter() as r:
+        yield r
+
+
+def url_for(router: FakeFluxRouter, wire: str) -> str:
+    return router.base_url if wire == "openai" else router.anthropic_url
+
+
+async def one(client: FluxClient, *, stream: bool = False) -> Any:
+    seen: list[Any] = []
+
+    async def emit(event: Any) -> None:
+        seen.append(event)
+
+    req = ModelRequest(model="flux-auto", messages=[{"role": "user", "content": "hi"}], tools=[], run_id="r", step=1)
+    return await client.request(req, emit if stream else None)
+
+
+# --- the policy itself --------------------------------------------------------------------------
+
+
+def test_backoff_is_jittered_exponential_and_capped() -> None:
+    policy = RetryPolicy()
+    for n in range(8):
+        top = min(0.5 * 2**n, 8.0)
+        for _ in range(50):
+            assert 0.75 * top <= policy.delay(n) <= top
+
+
+def test_retry_after_headers() -> None:
+    policy = RetryPolicy()
+    assert policy.delay(0, {"retry-after-ms": "250"}) == 0.25
+    assert policy.delay(0, {"retry-after-ms": "250", "retry-after": "30"}) == 0.25  # -ms first
+    assert policy.delay(0, {"retry-after": "3"}) == 3.0
+    date = email.utils.formatdate(time.time() + 20, usegmt=True)
+    assert 18 <= policy.delay(0, {"retry-after": date}) <= 20.5
+    assert policy.delay(0, {"retry-after": "120"}) <= 0.5  # over 60 s: not honoured, backoff instead
+    assert policy.delay(0, {"retry-after": "soon"}) <= 0.5
+    assert policy.delay(0, {"retry-after": "-1"}) <= 0.5
+
+
+def test_status_rules_and_x_should_retry() -> None:
+    policy = RetryPolicy()
+    assert [s for s in (400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 529) if policy.should_retry_status(s, {})] == [
+        408, 409, 429, 500, 502, 529,
+    ]  # fmt: skip
+    assert policy.should_retry_status(400, {"x-should-retry": "true"})
+    assert not policy.should_retry_status(503, {"x-should-retry": "False"})
+    with pytest.raises(ValueError):
+        RetryPolicy(max_retries=-1)
+
+
+# --- retries over HTTP --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_429_with_retry_after_is_honoured(router: FakeFluxRouter, wire: str, stream: bool) -> None:
+    router.add(error(429, "slow down", type="rate_limit_error", headers={"retry-after": "2"}), text("ok"))
+    policy = RecordingPolicy()
+    async with FluxClient(base_url=url_for(router, wire), api_key="k", retry=policy) as client:
+        turn = await one(client, stream=stream)
+    assert turn.message["content"] == "ok"
+    assert policy.chosen == [2.0] and len(router.requests) == 2
+
+
+async def test_429_gives_up_with_a_typed_error(router: FakeFluxRouter) -> None:
+    router.add(*[error(429, "slow down", headers={"retry-after-ms": "5"})] * 3)
+    async with FluxClient(base_url=router.base_url, api_key="k", retry=RecordingPolicy()) as client:
+        with pytest.raises(RateLimitError, match="slow down") as info:
+            await one(client)
+    assert info.value.status_code == 429 and "RetryPolicy(max_retries" in str(info.value)
+    assert len(router.requests) == 3
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_500s_then_success(router: FakeFluxRouter, wire: str, stream: bool) -> None:
+    router.add(error(500, "boom", type="server_error"), error(503, "busy"), text("ok"))
+    policy = RecordingPolicy()
+    async with FluxClient(base_url=url_for(router, wire), api_key="k", retry=policy) as client:
+        turn = await one(client, stream=stream)
+    assert turn.message["content"] == "ok" and len(router.requests) == 3
+    assert 0.375 <= policy.chosen[0] <= 0.5 and 0.75 <= policy.chosen[1] <= 1.0  # backoff, no header
+
+
+async def test_500s_past_max_retries(router: FakeFluxRouter) -> None:
+    router.add(*[error(500, "boom")] * 2)
+    async with FluxClient(base_url=router.base_url, api_key="k", retry=RecordingPolicy(max_retries=1)) as client:
+        with pytest.raises(InternalServerError, match="boom"):
+            await one(client)
+    assert len(router.requests) == 2
+
+
+async def test_x_should_retry_true_retries_a_400(router: FakeFluxRouter) -> None:
+    router.add(error(400, "transient", headers={"x-should-retry": "true"}), text("ok"))
+    async with FluxClient(base_url=router.base_url, api_key="k", retry=RecordingPolicy()) as client:
+        assert (await one(client)).message["content"] == "ok"
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_connection_drop_before_the_answer_is_retried(router: FakeFluxRouter, wire: str, stream: bool) -> None:
+    router.add(drop(), text("ok"))
+    async with FluxClient(base_url=url_for(router, wire), api_key="k", retry=RecordingPolicy()) as client:
+        assert (await one(client, stream=stream)).message["content"] == "ok"
+    assert len(router.requests) == 2
+
+
+async def test_connection_drops_exhaust_retries(router: FakeFluxRouter) -> None:
+    router.add(drop(), drop(), drop())
+    async with FluxClient(base_url=router.base_url, api_key="secret-key-abcdef", retry=RecordingPolicy()) as client:
+        with pytest.raises(APIConnectionError) as info:
+            await one(client)
+    assert "secret-key-abcdef" not in str(info.value) and len(router.requests) == 3
+
+
+async def test_unreachable_host_is_a_connection_error() -> None:
+    async with FakeFluxRouter() as r:
+        url = r.base_url  # the port is free again once the router is gone
+    async with FluxClient(base_url=url, api_key="k", retry=RetryPolicy(max_retries=0)) as client:
+        with pytest.raises(APIConnectionError, match="could not reach"):
+            await one(client)
+
+
+# --- timeouts ---------------------------------------------------------------------------------
+
+
+async def test_read_timeout(router: FakeFluxRouter) -> None:
+    router.add(text("late", delay=1.0))
+    timeout = httpx.Timeout(5.0, read=0.05)
+    async with FluxClient(base_url=router.base_url, api_key="k", timeout=timeout, retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises(APITimeoutError, match="timed out"):
+            await one(c)
+
+
+async def test_read_timeout_of_a_stream_before_any_delta_is_retried(router: FakeFluxRouter) -> None:
+    router.add(*[text("late", chunk_delay=0.5)] * 2, text("in time"))
+    timeout = httpx.Timeout(5.0, read=0.1)
+    async with FluxClient(base_url=router.base_url, api_key="k", timeout=timeout, retry=RecordingPolicy()) as c:
+        assert (await one(c, stream=True)).message["content"] == "in time"
+        router.add(*[text("late", chunk_delay=0.5)] * 3)
+        with pytest.raises(APITimeoutError, match="ReadTimeout"):
+            await one(c, stream=True)
+    assert len(router.requests) == 6
+
+
+async def test_total_timeout_bounds_one_request_with_its_retries(router: FakeFluxRouter) -> None:
+    router.add(error(500, "boom"), text("late", delay=5.0))
+    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=0.2, retry=RecordingPolicy()) as c:
+        start = time.perf_counter()
+        with pytest.raises(APITimeoutError, match="total_timeout=0.2"):
+            await one(c)
+        assert time.perf_counter() - start < 2.0
+    assert len(router.requests) == 2
+
+
+async def test_the_runs_deadline_wins(router: FakeFluxRouter) -> None:
+    router.add(text("late", delay=5.0))
+    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=60) as c:
+        with anyio.move_on_after(0.1) as scope:
+            await Agent(client=c).run("hi")
+    assert scope.cancelled_caught  # cancelled by the caller's scope, not turned into an APIError
+
+
+# --- typed answers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_tools_not_supported(router: FakeFluxRouter, wire: str) -> None:
+    router.add(error(400, "This model does not support tools", type="invalid_request_error"))
+    async with FluxClient(base_url=url_for(router, wire), api_key="k") as c:
+        with pytest.raises(ToolsNotSupportedError, match="flux-pinned-") as info:
+            await one(c)
+    assert isinstance(info.value, BadRequestError) and info.value.status_code == 400
+    assert len(router.requests) == 1  # never retried
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("{not json", "not JSON"),
+        ('{"error": {"message": "upstream exploded", "type": "server_error"}}', "upstream exploded"),
+        ("[1, 2]", "instead of"),
+        ('"just a string"', "instead of"),
+    ],
+)
+async def test_200_that_is_not_an_answer(router: FakeFluxRouter, wire: str, body: str, match: str) -> None:
+    router.add(raw(200, body))
+    async with FluxClient(base_url=url_for(router, wire), api_key="k") as c:
+        with pytest.raises(APIResponseError, match=match) as info:
+            await one(c)
+    assert info.value.request_id is None or isinstance(info.value.request_id, str)
+    assert len(router.requests) == 1
+
+
+async def test_200_without_choices(router: FakeFluxRouter) -> None:
+    router.add(raw(200, '{"id": "x", "choices": []}'))
+    async with FluxClient(base_url=router.base_url, api_key="k") as c:
+        with pytest.raises(APIResponseError, match="without any choices"):
+            await one(c)
