@@ -1,0 +1,197 @@
+"""What runs in a child forked by the zygote: confine it, run the tool once, write the result.
+
+`run_child` never returns. Confinement happens before any tool code runs and fails closed: if a
+step fails, the child exits with EXIT_CONFINE_FAILED without calling the tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import inspect
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from .. import _json
+from ._protocol import EXIT_CONFINE_FAILED, NOBODY, RESULT_FD
+
+__all__ = ["run_child", "prctl"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_MIB = 1 << 20
+_MSG_CAP = 2000  # exception messages are cut to this many characters
+# Pre-encoded so that it can be written when no memory is left to build anything.
+_MEMORY_FRAME = b'{"s":"memory"}\n'
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def run_child(
+    call: dict[str, Any],
+    fds: tuple[int, int, int],
+    scratch: str,
+    fn: Callable[..., Any],
+    binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    cfg: dict[str, Any],
+) -> NoReturn:
+    code = EXIT_CONFINE_FAILED
+    try:
+        args = _confine(call, fds, scratch, cfg)
+        code = 0
+        _run(fn, binder, args, call["limits"])
+    except BaseException:  # noqa: BLE001 - the child must always end in os._exit below
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _setlimit(which: int, soft: int, hard: int | None = None) -> None:
+    cur_hard = resource.getrlimit(which)[1]
+    hard = soft if hard is None else hard
+    if cur_hard != resource.RLIM_INFINITY:  # cannot raise a hard limit without CAP_SYS_RESOURCE
+        hard, soft = min(hard, cur_hard), min(soft, cur_hard)
+    resource.setrlimit(which, (soft, hard))
+
+
+def _confine(call: dict[str, Any], fds: tuple[int, int, int], scratch: str, cfg: dict[str, Any]) -> Any:
+    # The zygote's SIGCHLD wake-up pipe and handler must not leak into the tool.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote, whatever happens
+    os.setsid()  # own session and process group: the zygote kills the whole group
+    res_fd, out_fd, err_fd = fds
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    if res_fd != RESULT_FD:
+        os.dup2(res_fd, RESULT_FD)
+    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(scratch)
+    os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None  # re-read TMPDIR
+    if cfg["drop_to_nobody"]:
+        # Root in the sandbox could write /proc/sys and ignores RLIMIT_NPROC: become nobody.
+        os.chown(scratch, NOBODY, NOBODY)
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        if os.getuid() != NOBODY or os.geteuid() != NOBODY:
+            raise OSError("could not drop privileges")
+    if cfg["isolated"]:
+        prctl(_PR_SET_NO_NEW_PRIVS, 1)  # no setuid binaries, no regaining capabilities
+
+    # The arguments were pre-written by the host into the result memfd; empty it for the result.
+    size = os.fstat(RESULT_FD).st_size
+    raw = os.pread(RESULT_FD, size, 0) if size else b"{}"
+    os.ftruncate(RESULT_FD, 0)
+    args = _json.loads(raw)
+
+    limits = call["limits"]
+    _setlimit(resource.RLIMIT_CORE, 0)
+    if limits.get("open_files"):
+        _setlimit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+    if limits.get("file_size_mb"):
+        _setlimit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) * _MIB)
+    if cfg.get("nproc"):
+        _setlimit(resource.RLIMIT_NPROC, int(cfg["nproc"]))
+    if limits.get("cpu_s"):
+        secs = max(1, math.ceil(limits["cpu_s"]))
+        _setlimit(resource.RLIMIT_CPU, secs)  # soft = hard: SIGKILL, also for PID 1 of a namespace
+    if limits.get("memory_mb"):
+        # Relative to what the forked interpreter already maps, so memory_mb is the tool's share.
+        with open("/proc/self/statm", "rb") as f:
+            mapped = int(f.read().split()[0]) * _PAGE
+        _setlimit(resource.RLIMIT_AS, mapped + int(limits["memory_mb"]) * _MIB)
+    return args
+
+
+def _write(data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(view):
+        offset += os.pwrite(RESULT_FD, view[offset:], offset)
+
+
+def _header(status: str, **fields: Any) -> bytes:
+    return _json.dumps({"s": status, **fields}) + b"\n"
+
+
+def _exc_fields(exc: BaseException) -> dict[str, Any]:
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        message = "<unprintable>"
+    return {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _run(
+    fn: Callable[..., Any],
+    binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    args: Any,
+    limits: dict[str, Any],
+) -> None:
+    try:
+        kwargs = binder(args) if binder is not None else args
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+    except MemoryError:
+        _write(_MEMORY_FRAME)
+        return
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE: it wrote more than file_size_mb
+            _write(_header("output_limit", **_exc_fields(exc)))
+        else:
+            _write(_header("raised", **_exc_fields(exc)))
+            traceback.print_exc()
+        return
+    except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt are results too
+        _write(_header("raised", **_exc_fields(exc)))
+        traceback.print_exc()
+        return
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001 - e.g. EFBIG on a flooded stdout
+                pass
+
+    try:
+        text = result if isinstance(result, str) else _json.dumps_str(result)
+    except MemoryError:
+        _write(_MEMORY_FRAME)
+        return
+    except (TypeError, ValueError) as exc:
+        _write(_header("invalid_result", **_exc_fields(exc)))
+        return
+    cap = limits.get("output_bytes")
+    # Cut before encoding: a 1 GB string is not copied again, the host never sees more than cap.
+    if cap is None:
+        body, cut = text.encode("utf-8", "replace"), False
+    else:
+        body = text[:cap].encode("utf-8", "replace")
+        cut = len(text) > cap or len(body) > cap
+        body = body[:cap]
+    _write(_header("ok", n=len(text), cut=cut) + body)

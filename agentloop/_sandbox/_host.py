@@ -1,0 +1,344 @@
+"""`ProcessSandbox`: the host side of the "process" and "isolated" execution modes.
+
+No background task and no loop-bound object: every call owns a socketpair and three memfds and
+awaits its own socket, so one sandbox serves any number of event loops, on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+
+from .. import _json
+from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
+from ._bwrap import bwrap_argv, probe_bwrap
+from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
+from ._outcome import classify, unavailable
+from ._protocol import BOOT, FRAME_STARTED, FRAME_STATUS, PID, SCRATCH_IN_SANDBOX, base_env
+
+__all__ = ["ProcessSandbox"]
+
+_wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
+_KILL_GRACE = 5.0  # seconds the zygote gets to confirm a kill before it is killed itself
+_NPROC_BUDGET = 512  # processes a sandboxed uid may add (where RLIMIT_NPROC is enforced)
+_PRELOAD = ("asyncio", "agentloop._json", "agentloop._sandbox._child")
+
+
+class _Server:
+    """One running zygote, as seen from the host."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], ctl: socket.socket, scratch: str | None, err_fd: int):
+        self.popen, self.ctl, self.scratch, self.err_fd = popen, ctl, scratch, err_fd
+        self.ids = itertools.count(1)
+        self.broken = False
+
+    def alive(self) -> bool:
+        return not self.broken and self.popen.poll() is None
+
+    def send(self, msg: dict[str, Any], fds: list[int] = []) -> None:  # noqa: B006 - never mutated
+        socket.send_fds(self.ctl, [_json.dumps(msg)], fds)
+
+    def why_dead(self) -> str:
+        """The tail of the zygote's stderr: the reason it failed to start, usually."""
+        size = os.fstat(self.err_fd).st_size
+        tail = os.pread(self.err_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip()
+        code = self.popen.poll()
+        return f"the fork server exited ({code})" + (f": {tail}" if tail else "")
+
+    def stop(self) -> None:
+        self.broken = True
+        self.ctl.close()  # the zygote sees EOF, kills its children and exits
+
+    def kill(self) -> None:
+        self.broken = True
+        if self.popen.poll() is None:
+            self.popen.kill()  # children die through PR_SET_PDEATHSIG / --die-with-parent
+
+
+class ProcessSandbox:
+    """Runs tool calls in fresh child processes forked from a long-lived fork server.
+
+    `isolated=True` runs the fork server inside bubblewrap. `max_processes` caps the children
+    running at once (default 2 x CPU count); further calls queue in the fork server. `env` adds
+    allowlisted variables to the children's tiny environment. `on_started(pid)` is a test / event
+    hook called when a call's child started (the pid is the sandbox's own for "isolated").
+    """
+
+    def __init__(
+        self,
+        *,
+        isolated: bool = False,
+        max_processes: int | None = None,
+        env: Mapping[str, str] | None = None,
+        bwrap_path: str | None = None,
+        on_started: Callable[[int], None] | None = None,
+    ) -> None:
+        if env and any(k.upper() == "FLUX_API_KEY" for k in env):
+            raise ConfigurationError("the sandbox environment must not carry the API key (FLUX_API_KEY)")
+        if max_processes is not None and max_processes < 1:
+            raise ConfigurationError("max_processes must be at least 1")
+        self.isolated = isolated
+        self.max_processes = max_processes or 2 * (os.cpu_count() or 1)
+        self._env = base_env(dict(os.environ), dict(env or {}))
+        self._bwrap = bwrap_path if bwrap_path is not None else (shutil.which("bwrap") or "bwrap")
+        self._on_started = on_started
+        self._lock = threading.Lock()  # guards _server: calls may come from several loops/threads
+        self._server: _Server | None = None
+        self._available: SandboxUnavailableError | None | bool = None  # cached probe result
+        self._closed = False
+
+    # --- registration-time checks -------------------------------------------------------------------
+
+    @staticmethod
+    def tool_ref(fn: Callable[..., Any]) -> str:
+        """"module:qualname" of `fn`, checked to be importable by that path in a fresh process."""
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", None)
+        name = getattr(fn, "__name__", repr(fn))
+        move = f"; define {name!r} at the top level of an importable module to run it sandboxed"
+        if not module or not qualname:
+            raise ToolDefinitionError(f"{fn!r} has no module or qualified name{move}")
+        if module == "__main__":
+            raise ToolDefinitionError(f"{name!r} is defined in __main__, which a fork server cannot import{move}")
+        if "<locals>" in qualname or "<lambda>" in qualname:
+            raise ToolDefinitionError(f"{name!r} is a lambda or a nested function ({qualname}){move}")
+        mod = sys.modules.get(module)
+        if mod is None:
+            try:
+                mod = importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001
+                raise ToolDefinitionError(f"module {module!r} of {name!r} cannot be imported: {exc}{move}") from None
+        obj: Any = mod
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                # Decorators run before the module attribute is assigned: accept a module that is
+                # still importing; the fork server reports a clear error if it is really missing.
+                if getattr(getattr(mod, "__spec__", None), "_initializing", False):
+                    return f"{module}:{qualname}"
+                raise ToolDefinitionError(f"{module}:{qualname} does not resolve to {name!r}{move}")
+        while obj is not fn and hasattr(obj, "__wrapped__"):
+            obj = obj.__wrapped__
+        if obj is not fn:
+            raise ToolDefinitionError(f"{module}:{qualname} names another object, not {name!r}{move}")
+        return f"{module}:{qualname}"
+
+    def check_available(self) -> None:
+        """Raise SandboxUnavailableError (with the reason) if this mode cannot run on this host."""
+        if self._available is True:
+            return
+        if isinstance(self._available, SandboxUnavailableError):
+            raise self._available
+        try:
+            if not sys.platform.startswith("linux"):
+                raise SandboxUnavailableError(f"sandboxed tools need Linux, this is {sys.platform}")
+            if not (hasattr(os, "memfd_create") and hasattr(socket, "send_fds") and hasattr(os, "fork")):
+                raise SandboxUnavailableError("this Python lacks os.memfd_create / socket.send_fds / os.fork")
+            if self.isolated:
+                if not (os.path.isfile(self._bwrap) and os.access(self._bwrap, os.X_OK)):
+                    raise SandboxUnavailableError(
+                        f"bubblewrap not found ({self._bwrap!r}): install it (Debian/Ubuntu: "
+                        "apt-get install bubblewrap) or use sandbox='process'"
+                    )
+                probe_bwrap(self._bwrap, self._path(), self._env)
+        except SandboxUnavailableError as exc:
+            self._available = exc
+            raise
+        self._available = True
+
+    # --- the fork server ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _path() -> list[str]:
+        return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+
+    def _nproc(self, drop_to_nobody: bool) -> int | None:
+        if os.geteuid() == 0 and not drop_to_nobody:
+            return None  # Linux does not enforce RLIMIT_NPROC for root; the PID namespace contains it
+        uid = 65534 if drop_to_nobody else os.getuid()
+        count = 0
+        for entry in os.scandir("/proc"):
+            try:
+                if entry.name.isdigit() and entry.stat().st_uid == uid:
+                    count += 1
+            except OSError:
+                pass
+        return count + _NPROC_BUDGET  # RLIMIT_NPROC counts all processes of the uid
+
+    def _start_server(self) -> _Server:
+        self.check_available()
+        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        err_fd = os.memfd_create("agentloop-zygote-stderr", os.MFD_CLOEXEC)
+        drop = self.isolated and os.geteuid() == 0
+        scratch = SCRATCH_IN_SANDBOX if self.isolated else tempfile.mkdtemp(prefix="agentloop-sandbox-")
+        cfg = {
+            "path": self._path(),
+            "ctl_fd": child.fileno(),
+            "scratch": scratch,
+            "isolated": self.isolated,
+            "drop_to_nobody": drop,
+            "nproc": self._nproc(drop),
+            "max_processes": self.max_processes,
+            "parent_pid": None if self.isolated else os.getpid(),
+            "preload": _PRELOAD,
+        }
+        argv = [sys.executable, "-I", "-c", BOOT, _json.dumps_str(cfg)]
+        if self.isolated:
+            argv = bwrap_argv(self._bwrap, cfg["path"]) + argv
+        try:
+            popen = subprocess.Popen(
+                argv, env={**self._env, "HOME": scratch}, cwd="/" if self.isolated else scratch,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fd,
+                pass_fds=[child.fileno()], close_fds=True,
+            )
+        except OSError as exc:
+            host.close()
+            os.close(err_fd)
+            raise SandboxUnavailableError(f"cannot start the fork server: {exc}") from None
+        finally:
+            child.close()
+        host.settimeout(2.0)  # sends only block if the zygote is stuck; it is then declared broken
+        return _Server(popen, host, None if self.isolated else scratch, err_fd)
+
+    def _ensure_server(self) -> _Server:
+        with self._lock:
+            if self._closed:
+                raise SandboxUnavailableError("the sandbox was closed")
+            if self._server is None or not self._server.alive():
+                if self._server is not None:
+                    self._discard(self._server)
+                self._server = self._start_server()
+            return self._server
+
+    @staticmethod
+    def _discard(server: _Server) -> None:
+        server.kill()
+        server.popen.wait()  # already dead or SIGKILLed: reaping is immediate
+        os.close(server.err_fd)
+        if server.scratch:
+            shutil.rmtree(server.scratch, ignore_errors=True)
+
+    # --- one call -----------------------------------------------------------------------------------
+
+    async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> SandboxOutcome:
+        try:
+            server = self._ensure_server()
+        except SandboxUnavailableError as exc:
+            return unavailable(str(exc))
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds = [os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC) for n in ("result", "stdout", "stderr")]
+        try:
+            data = _json.dumps(arguments)
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fds[0], data[written:], written)
+            call_id = next(server.ids)
+            msg = {"op": "call", "id": call_id, "ref": ref, "limits": limits.to_wire()}
+            try:
+                server.send(msg, [theirs.fileno(), *fds])
+            except OSError as exc:
+                server.broken = True
+                return unavailable(f"the fork server does not accept calls: {exc}")
+            finally:
+                theirs.close()
+            mine.setblocking(False)
+            status, host_killed = await self._wait(server, call_id, mine, limits.timeout or DEFAULT_TIMEOUT)
+            if status is None:
+                server.broken = True
+                if host_killed:  # we killed the zygote itself to stop this call
+                    return classify({"killed": host_killed}, host_killed, limits, *fds)
+                return unavailable(server.why_dead())
+            return classify(status, host_killed, limits, *fds)
+        finally:
+            mine.close()
+            for fd in fds:
+                os.close(fd)
+
+    async def _wait(
+        self, server: _Server, call_id: int, sock: socket.socket, timeout: float
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            frame = await _recv(sock)  # queued until a slot is free: no timeout while queued
+            if frame[:1] == FRAME_STARTED:
+                if self._on_started is not None:
+                    self._on_started(PID.unpack(frame[1:])[0])
+                with anyio.move_on_after(timeout):
+                    frame = await _recv(sock)
+                    return _status(frame), None
+                return await self._kill(server, call_id, sock, "timeout"), "timeout"
+            return _status(frame), None
+        except BaseException:
+            # Cancelled (or anything else): the child must be dead before we let go.
+            with anyio.CancelScope(shield=True):
+                await self._kill(server, call_id, sock, "cancelled")
+            raise
+
+    async def _kill(self, server: _Server, call_id: int, sock: socket.socket, reason: str) -> dict[str, Any] | None:
+        try:
+            server.send({"op": "kill", "id": call_id, "reason": reason})
+        except OSError:
+            server.kill()
+            return None
+        with anyio.move_on_after(_KILL_GRACE):
+            while True:
+                frame = await _recv(sock)
+                if frame[:1] != FRAME_STARTED:
+                    return _status(frame)
+        server.kill()  # the zygote does not answer: kill it, and its children with it
+        return None
+
+    # --- shutdown -----------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop the fork server (running calls end as "cancelled"). Idempotent."""
+        with self._lock:
+            self._closed = True
+            server, self._server = self._server, None
+        if server is None:
+            return
+        server.stop()
+        with anyio.CancelScope(shield=True):
+            try:
+                pidfd = os.pidfd_open(server.popen.pid)
+            except OSError:
+                pidfd = None
+            if pidfd is not None:
+                try:
+                    with anyio.move_on_after(_KILL_GRACE):
+                        await _wait_readable(pidfd)  # readable once the zygote has exited
+                finally:
+                    os.close(pidfd)
+            self._discard(server)
+
+    async def __aenter__(self) -> ProcessSandbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    while True:
+        try:
+            return sock.recv(1 << 16)
+        except BlockingIOError:
+            await _wait_readable(sock)
+
+
+def _status(frame: bytes) -> dict[str, Any] | None:
+    """The zygote's status frame; None when the socket closed without one (zygote gone)."""
+    if frame[:1] != FRAME_STATUS:
+        return None
+    status = _json.loads(frame[1:])
+    return status if isinstance(status, dict) else None

@@ -1,0 +1,56 @@
+"""What the host, the fork server ("zygote") and a forked child agree on.
+
+Host -> zygote, over a SOCK_SEQPACKET control socket, one JSON message each:
+  {"op": "call", "id", "ref", "limits", ...} with SCM_RIGHTS fds [status socket, result memfd,
+  stdout memfd, stderr memfd]; the arguments JSON is pre-written into the result memfd.
+  {"op": "kill", "id", "reason"}: kill that call's process group (timeout / cancellation).
+Zygote -> host, over the call's own SOCK_SEQPACKET status socket:
+  b"P" + pid   the child started (its timeout starts now)
+  b"S" + JSON  the child was reaped (exit code / signal / CPU seconds / why it was killed)
+Child -> host, through the result memfd: one JSON header line, then the raw result text.
+
+Nothing a child writes is ever unpickled; the host reads at most the output cap of every memfd.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "RESULT_FD",
+    "EXIT_CONFINE_FAILED",
+    "NOBODY",
+    "SCRATCH_IN_SANDBOX",
+    "FRAME_STARTED",
+    "FRAME_STATUS",
+    "PID",
+    "BOOT",
+    "base_env",
+]
+
+RESULT_FD = 3  # the result memfd's number in the child
+EXIT_CONFINE_FAILED = 71  # the child could not confine itself and did not run the tool
+NOBODY = 65534  # uid/gid of isolated children when the host runs as root
+SCRATCH_IN_SANDBOX = "/scratch"  # tmpfs inside bubblewrap that holds the per-call scratch dirs
+
+FRAME_STARTED = b"P"
+FRAME_STATUS = b"S"
+PID = struct.Struct("!i")
+
+# The zygote is started with `python -I -c BOOT CONFIG`: -I keeps the host's PYTHON* variables and
+# user site out; the host's sys.path is installed before anything of ours is imported so that
+# tool modules (tests included) import exactly as they do on the host.
+BOOT = (
+    "import sys, json; cfg = json.loads(sys.argv[1]); sys.path[:] = cfg['path']; "
+    "from agentloop._sandbox._zygote import main; main(cfg)"
+)
+
+_FORWARDED = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+
+
+def base_env(host_env: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """The tiny allowlisted environment of the zygote and every child (no secrets)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.update({k: host_env[k] for k in _FORWARDED if k in host_env})
+    env.update(extra or {})
+    return env

@@ -1,0 +1,255 @@
+"""The fork server ("zygote"): a fresh interpreter that imports the tool modules once and forks one
+confined child per call. Single-threaded: one epoll loop over the control socket and a SIGCHLD
+wake-up pipe. Started by the host as `python -I -c BOOT CONFIG` (see _protocol.BOOT).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import importlib
+import inspect
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import _json
+from ._child import prctl, run_child
+from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
+
+__all__ = ["main", "resolve"]
+
+_CLONE_NEWPID = 0x20000000
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """`module:qualname` -> the callable. An object that wraps the function (e.g. a registry's
+    tool object that is not itself a function) is unwrapped through `__wrapped__`."""
+    module_name, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    while not callable(obj) or (not inspect_function(obj) and hasattr(obj, "__wrapped__")):
+        obj = obj.__wrapped__
+    return obj  # type: ignore[no-any-return]
+
+
+def inspect_function(obj: Any) -> bool:
+    return inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj)
+
+
+def _binder(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    try:
+        from .._schema import function_schema  # type: ignore[attr-defined]
+    except ImportError:  # TODO(lead): drop once agentloop._schema.function_schema has landed
+        return None
+    return function_schema(fn).bind  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class _Call:
+    id: int
+    msg: dict[str, Any]
+    status: socket.socket
+    fds: tuple[int, int, int]  # result, stdout, stderr memfds
+    pid: int = 0
+    scratch: str = ""
+    killed: str | None = None
+
+
+class _Zygote:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.max = int(cfg["max_processes"])
+        self.ctl = socket.socket(fileno=int(cfg["ctl_fd"]))
+        self.ctl.setblocking(False)
+        self.tools: dict[str, tuple[Callable[..., Any], Any]] = {}
+        self.running: dict[int, _Call] = {}  # by pid
+        self.by_id: dict[int, _Call] = {}
+        self.queue: collections.deque[_Call] = collections.deque()
+        os.makedirs(cfg["scratch"], exist_ok=True)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r = wake_r
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the C handler writes to wake_w
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        self.own_pidns = self._probe_pidns()
+
+    @staticmethod
+    def _probe_pidns() -> int | None:
+        """A PID namespace per call (needs CAP_SYS_ADMIN): when the child exits, the kernel kills
+        everything left in it, even processes that escaped the process group with setsid."""
+        try:
+            fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if _libc.unshare(_CLONE_NEWPID) != 0:
+            os.close(fd)
+            return None
+        if _libc.setns(fd, _CLONE_NEWPID) != 0:  # back to our own namespace for children
+            raise OSError(ctypes.get_errno(), "setns failed after the PID-namespace probe")
+        return fd
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "ctl":
+                    if not self._read_ctl():
+                        return self._shutdown()
+                else:
+                    try:
+                        while os.read(self.wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self._reap()
+
+    def _read_ctl(self) -> bool:
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.ctl, 1 << 16, 8)
+            except BlockingIOError:
+                return True
+            if not data and not fds:
+                return False  # the host closed the control socket (or died)
+            try:
+                msg = _json.loads(data)
+                if msg["op"] == "call" and len(fds) == 4:
+                    status = socket.socket(fileno=fds[0])
+                    status.setblocking(False)
+                    call = _Call(int(msg["id"]), msg, status, (fds[1], fds[2], fds[3]))
+                    fds = []
+                    self.by_id[call.id] = call
+                    self.queue.append(call)
+                elif msg["op"] == "kill":
+                    self._kill(int(msg["id"]), str(msg.get("reason", "cancelled")))
+            except (ValueError, KeyError, TypeError):
+                pass  # malformed message from the host: drop it
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self._start_queued()
+
+    def _send(self, call: _Call, frame: bytes) -> None:
+        try:
+            call.status.send(frame)
+        except OSError:
+            pass  # the host gave up on this call (cancelled): nothing to tell
+
+    def _start_queued(self) -> None:
+        while self.queue and len(self.running) < self.max:
+            self._start(self.queue.popleft())
+
+    def _start(self, call: _Call) -> None:
+        ref = call.msg["ref"]
+        try:
+            if ref not in self.tools:
+                fn = resolve(ref)
+                self.tools[ref] = (fn, _binder(fn))
+            fn, binder = self.tools[ref]
+            call.scratch = tempfile.mkdtemp(prefix=f"call{call.id}-", dir=self.cfg["scratch"])
+        except Exception as exc:  # noqa: BLE001 - reported to the host as sandbox_unavailable
+            return self._finish(call, {"error": f"cannot load tool {ref!r}: {type(exc).__name__}: {exc}"})
+        if self.own_pidns is not None:
+            _libc.unshare(_CLONE_NEWPID)  # the next fork() is PID 1 of a fresh namespace
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pid, fork_error = -1, exc
+        if pid == 0:
+            run_child(call.msg, call.fds, call.scratch, fn, binder, self.cfg)
+        if self.own_pidns is not None:
+            _libc.setns(self.own_pidns, _CLONE_NEWPID)
+        if pid < 0:
+            return self._finish(call, {"error": f"fork failed: {fork_error}"})
+        for fd in call.fds:
+            os.close(fd)
+        call.pid = pid
+        self.running[pid] = call
+        self._send(call, FRAME_STARTED + PID.pack(pid))
+
+    def _kill(self, call_id: int, reason: str) -> None:
+        call = self.by_id.get(call_id)
+        if call is None:
+            return
+        if call.pid == 0:  # still queued
+            self.queue.remove(call)
+            return self._finish(call, {"killed": reason, "queued": True})
+        call.killed = call.killed or reason
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(call.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            call = self.running.pop(pid, None)
+            if call is None:
+                continue  # an orphan that was re-parented to us (pid 1 in bubblewrap)
+            try:
+                os.killpg(pid, signal.SIGKILL)  # whatever the tool left behind in its group
+            except OSError:
+                pass
+            status: dict[str, Any] = {"cpu": rusage.ru_utime + rusage.ru_stime, "rss_kb": rusage.ru_maxrss}
+            if os.WIFSIGNALED(wstatus):
+                status["signal"] = os.WTERMSIG(wstatus)
+            else:
+                status["exit"] = os.WEXITSTATUS(wstatus)
+            if call.killed:
+                status["killed"] = call.killed
+            self._finish(call, status)
+
+    def _finish(self, call: _Call, status: dict[str, Any]) -> None:
+        if call.scratch:
+            shutil.rmtree(call.scratch, ignore_errors=True)
+        if call.pid == 0:
+            for fd in call.fds:
+                os.close(fd)
+        self._send(call, FRAME_STATUS + _json.dumps(status))
+        call.status.close()
+        self.by_id.pop(call.id, None)
+        self._start_queued()
+
+    def _shutdown(self) -> None:
+        for call in list(self.queue):
+            self._finish(call, {"killed": "closed", "queued": True})
+        self.queue.clear()
+        for call in list(self.running.values()):
+            self._kill(call.id, "closed")
+        while self.running:
+            try:
+                pid, wstatus, rusage = os.wait4(-1, 0)
+            except ChildProcessError:
+                break
+            call = self.running.pop(pid, None)
+            if call is not None:
+                self._finish(call, {"killed": "closed"})
+        shutil.rmtree(self.cfg["scratch"], ignore_errors=True)
+
+
+def main(cfg: dict[str, Any]) -> None:
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote dies with the host
+    if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
+        sys.exit(1)  # the host died before PDEATHSIG was armed
+    for name in cfg.get("preload", ()):
+        importlib.import_module(name)
+    _Zygote(cfg).serve()

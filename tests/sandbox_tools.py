@@ -1,0 +1,129 @@
+"""Hostile (and a few friendly) tools for tests/test_sandbox.py: importable by "module:qualname"."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import enum
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+
+def echo(text: str, n: int = 1) -> dict[str, Any]:
+    return {"text": text * n, "pid_is_child": True}
+
+
+def shout(text: str) -> str:
+    return text.upper()
+
+
+async def async_add(a: int, b: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return a + b
+
+
+def trivial() -> int:
+    return 1
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def describe(color: Color, point: Point) -> str:
+    return f"{color.name} at {point.x},{point.y}"
+
+
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def memory_bomb() -> int:
+    hog = []
+    while True:
+        hog.append(bytearray(16 << 20))
+
+
+def cpu_spin() -> None:
+    while True:
+        pass
+
+
+def stubborn_spin() -> None:
+    """Ignores SIGTERM / SIGXCPU / SIGINT and spins: only SIGKILL stops it."""
+    for sig in (signal.SIGTERM, signal.SIGXCPU, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        pass
+
+
+def fork_bomb(n: int) -> str:
+    """Forks `n` children that block forever; half of them leave the process group (setsid)."""
+    for i in range(n):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            if i % 2:
+                os.setsid()
+            while True:
+                time.sleep(3600)
+    time.sleep(3600)
+    return "unreachable"
+
+
+def huge_result() -> str:
+    return "x" * (1 << 30)
+
+
+def flood_stdout() -> str:
+    chunk = b"y" * (1 << 20)
+    for _ in range(1024):
+        os.write(1, chunk)
+    return "done"
+
+
+def read_env(name: str) -> dict[str, Any]:
+    return {"value": os.environ.get(name), "keys": sorted(os.environ)}
+
+
+def connect(host: str, port: int) -> str:
+    with socket.create_connection((host, port), timeout=2):
+        return "connected"
+
+
+def write_file(path: str) -> str:
+    with open(path, "w") as f:
+        f.write("hello")
+    return os.path.abspath(path)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def block_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def not_json() -> object:
+    return {1, 2, 3}
+
+
+def whoami() -> dict[str, Any]:
+    return {"cwd": os.getcwd(), "uid": os.getuid(), "argv0": sys.argv[0]}
