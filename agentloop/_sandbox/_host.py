@@ -71,8 +71,8 @@ class ProcessSandbox:
 
     `isolated=True` runs the fork server inside bubblewrap. `max_processes` caps the children
     running at once (default 2 x CPU count); further calls queue in the fork server. `env` adds
-    allowlisted variables to the children's tiny environment. `on_started(pid)` is a test / event
-    hook called when a call's child started (the pid is the sandbox's own for "isolated").
+    allowlisted variables to the children's tiny environment. `bwrap_path` overrides where
+    bubblewrap is looked for.
     """
 
     def __init__(
@@ -82,7 +82,6 @@ class ProcessSandbox:
         max_processes: int | None = None,
         env: Mapping[str, str] | None = None,
         bwrap_path: str | None = None,
-        on_started: Callable[[int], None] | None = None,
     ) -> None:
         if env and any(k.upper() == "FLUX_API_KEY" for k in env):
             raise ConfigurationError("the sandbox environment must not carry the API key (FLUX_API_KEY)")
@@ -92,7 +91,6 @@ class ProcessSandbox:
         self.max_processes = max_processes or 2 * (os.cpu_count() or 1)
         self._env = base_env(dict(os.environ), dict(env or {}))
         self._bwrap = bwrap_path if bwrap_path is not None else (shutil.which("bwrap") or "bwrap")
-        self._on_started = on_started
         self._lock = threading.Lock()  # guards _server: calls may come from several loops/threads
         self._server: _Server | None = None
         self._available: SandboxUnavailableError | None | bool = None  # cached probe result
@@ -231,7 +229,20 @@ class ProcessSandbox:
 
     # --- one call -----------------------------------------------------------------------------------
 
-    async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> SandboxOutcome:
+    async def call(
+        self,
+        ref: str,
+        arguments: dict[str, Any],
+        limits: Limits,
+        *,
+        on_started: Callable[[int], None] | None = None,
+    ) -> SandboxOutcome:
+        """Run `ref` with `arguments` in a fresh child under `limits`; every failure is an outcome.
+
+        `on_started(pid)` is called once the child runs (its timeout starts then); for "isolated"
+        the pid is the one inside the sandbox's PID namespace. Cancelling the caller kills the
+        child (and everything it started) before the cancellation propagates.
+        """
         try:
             server = self._ensure_server()
         except SandboxUnavailableError as exc:
@@ -253,7 +264,8 @@ class ProcessSandbox:
             finally:
                 theirs.close()
             mine.setblocking(False)
-            status, host_killed = await self._wait(server, call_id, mine, limits.timeout or DEFAULT_TIMEOUT)
+            timeout = limits.timeout or DEFAULT_TIMEOUT
+            status, host_killed = await self._wait(server, call_id, mine, timeout, on_started)
             if status is None:
                 server.broken = True
                 if host_killed:  # we killed the zygote itself to stop this call
@@ -266,13 +278,18 @@ class ProcessSandbox:
                 os.close(fd)
 
     async def _wait(
-        self, server: _Server, call_id: int, sock: socket.socket, timeout: float
+        self,
+        server: _Server,
+        call_id: int,
+        sock: socket.socket,
+        timeout: float,
+        on_started: Callable[[int], None] | None,
     ) -> tuple[dict[str, Any] | None, str | None]:
         try:
             frame = await _recv(sock)  # queued until a slot is free: no timeout while queued
             if frame[:1] == FRAME_STARTED:
-                if self._on_started is not None:
-                    self._on_started(PID.unpack(frame[1:])[0])
+                if on_started is not None:
+                    on_started(PID.unpack(frame[1:])[0])
                 with anyio.move_on_after(timeout):
                     frame = await _recv(sock)
                     return _status(frame), None

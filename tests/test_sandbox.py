@@ -1,0 +1,388 @@
+"""The "process" and "isolated" sandbox modes, one test per guarantee, on asyncio and trio.
+
+The hostile tools live in tests/sandbox_tools.py (the fork server imports them by name). One
+sandbox per mode is shared by the whole module: it is used from both backends' event loops.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import shutil
+import socket
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from agentloop._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
+from agentloop._sandbox import Limits, ProcessSandbox, SandboxOutcome
+
+import sandbox_tools
+
+pytestmark = pytest.mark.anyio
+
+T = "sandbox_tools:"
+ROOT = os.geteuid() == 0
+
+
+def _bwrap_missing() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    try:
+        ProcessSandbox(isolated=True).check_available()
+    except SandboxUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="module")
+def process_sb() -> Iterator[ProcessSandbox]:
+    sb = ProcessSandbox(max_processes=4)
+    sb.check_available()
+    yield sb
+    anyio.run(sb.aclose)
+
+
+@pytest.fixture(scope="module")
+def isolated_sb() -> Iterator[ProcessSandbox]:
+    reason = _bwrap_missing()
+    if reason:
+        pytest.skip(f"isolated mode unavailable: {reason}")
+    sb = ProcessSandbox(isolated=True, max_processes=4)
+    yield sb
+    anyio.run(sb.aclose)
+
+
+@pytest.fixture(params=["process", "isolated"])
+def sb(request: pytest.FixtureRequest) -> ProcessSandbox:
+    return request.getfixturevalue(f"{request.param}_sb")  # type: ignore[no-any-return]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below `root`, by walking /proc's parent links."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _zygote_pid(sb: ProcessSandbox) -> int:
+    assert sb._server is not None
+    return sb._server.popen.pid
+
+
+def _kin_of_zygote(sb: ProcessSandbox) -> set[int]:
+    """Processes forked from the zygote, wherever they were re-parented: same command line."""
+    zpid = _zygote_pid(sb)
+    with open(f"/proc/{zpid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    kin = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != zpid:
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read() == cmdline and _alive(int(entry)):
+                        kin.add(int(entry))
+            except OSError:
+                continue
+    return kin
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+async def test_ok_round_trip(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "echo", {"text": "hi", "n": 2}, Limits())
+    assert (out.status, out.content, out.error, out.truncated) == ("ok", '{"text":"hihi","pid_is_child":true}', None, False)
+    out = await sb.call(T + "shout", {"text": "hé"}, Limits())
+    assert (out.status, out.content) == ("ok", "HÉ")  # str results go to the model as is
+    out = await sb.call(T + "async_add", {"a": 2, "b": 3}, Limits())
+    assert (out.status, out.content) == ("ok", "5")
+
+
+async def test_enum_and_dataclass_arguments_are_bound(process_sb: ProcessSandbox) -> None:
+    schema = pytest.importorskip("agentloop._schema")
+    if not hasattr(schema, "function_schema"):
+        pytest.skip("agentloop._schema.function_schema has not landed yet")
+    out = await process_sb.call(T + "describe", {"color": "blue", "point": {"x": 1, "y": 2}}, Limits())
+    assert (out.status, out.content) == ("ok", "BLUE at 1,2")
+
+
+async def test_raised(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "boom", {"message": "no such report"}, Limits())
+    assert (out.status, out.content, out.error) == ("raised", "ValueError: no such report", "ValueError")
+    assert "Traceback" in out.stderr  # for the logs, not for the model
+
+
+async def test_non_json_result_is_invalid_result(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "not_json", {}, Limits())
+    assert out.status == "invalid_result"
+    assert "cannot be encoded as JSON" in out.content
+
+
+# --- resource limits ------------------------------------------------------------------------------
+
+
+async def test_memory_bomb(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "memory_bomb", {}, Limits(memory_mb=64, timeout=20))
+    assert (out.status, out.error) == ("memory", "memory_mb")
+    assert "64 MB" in out.content
+
+
+async def test_cpu_spin_hits_cpu_limit(process_sb: ProcessSandbox) -> None:
+    out = await process_sb.call(T + "cpu_spin", {}, Limits(cpu_s=1, timeout=20))
+    assert (out.status, out.error) == ("cpu", "cpu_s")
+    assert "1 s of CPU" in out.content
+
+
+async def test_busy_loop_ignoring_signals_is_killed_at_timeout(process_sb: ProcessSandbox) -> None:
+    pids: list[int] = []
+    out = await process_sb.call(T + "stubborn_spin", {}, Limits(timeout=0.3), on_started=pids.append)
+    assert (out.status, out.content) == ("timeout", "Tool timed out after 0.3 s and was killed")
+    assert len(pids) == 1 and not _alive(pids[0])
+
+
+async def test_fork_bomb_dies_with_the_call(process_sb: ProcessSandbox) -> None:
+    pids: list[int] = []
+    out = await process_sb.call(T + "fork_bomb", {"n": 40}, Limits(timeout=20), on_started=pids.append)
+    assert (out.status, out.content) == ("ok", "40")
+    assert not _alive(pids[0])
+    left = _kin_of_zygote(process_sb)
+    if not ROOT:  # without CAP_SYS_ADMIN there is no PID namespace: setsid escapees survive
+        pytest.xfail(f"processes that left the group with setsid are not contained as non-root: {left}")
+    assert left == set()
+
+
+async def test_fork_bomb_contained_in_isolated_mode(isolated_sb: ProcessSandbox) -> None:
+    await isolated_sb.call(T + "trivial", {}, Limits())  # the zygote is up
+    baseline = _descendants(_zygote_pid(isolated_sb))
+    out = await isolated_sb.call(T + "fork_bomb", {"n": 40}, Limits(timeout=20))
+    assert (out.status, out.content) == ("ok", "40")
+    assert _descendants(_zygote_pid(isolated_sb)) == baseline
+
+
+async def test_gigabyte_result_is_cut_at_the_cap(process_sb: ProcessSandbox) -> None:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = await process_sb.call(T + "huge_result", {}, Limits(output_bytes=1000, timeout=30))
+    assert (out.status, out.truncated, out.error) == ("output_limit", True, "output_bytes")
+    assert out.content.startswith("x" * 1000)
+    assert "[output truncated: the result has 1,073,741,824 characters, the limit is 1,000 bytes]" in out.content
+    assert len(out.content) < 1200
+    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert rss_growth_mb < 100  # the host never held the gigabyte
+
+
+async def test_gigabyte_of_stdout_is_stopped(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "flood_stdout", {}, Limits(output_bytes=5000, file_size_mb=4))
+    assert (out.status, out.truncated) == ("output_limit", True)
+    assert "file-size limit (4 MB)" in out.content
+    assert out.stdout == "y" * 5000  # captured, capped
+
+
+async def test_segfault_is_crashed(sb: ProcessSandbox) -> None:
+    out = await sb.call(T + "segfault", {}, Limits())
+    assert (out.status, out.error, out.content) == ("crashed", "SIGSEGV", "Tool process crashed (SIGSEGV)")
+
+
+# --- environment and isolation --------------------------------------------------------------------
+
+
+async def test_api_key_is_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_API_KEY", "sk-flux-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
+    async with ProcessSandbox(env={"GREETING": "hi"}) as sb:
+        out = await sb.call(T + "read_env", {"name": "FLUX_API_KEY"}, Limits())
+    assert out.status == "ok"
+    result = sandbox_tools.json_loads(out.content)
+    assert result["value"] is None
+    assert set(result["keys"]) <= {"PATH", "LANG", "HOME", "TMPDIR", "PWD", "PYTHONDONTWRITEBYTECODE", "GREETING", "LC_ALL", "LC_CTYPE", "TZ"}
+    with pytest.raises(ConfigurationError):
+        ProcessSandbox(env={"FLUX_API_KEY": "x"})
+
+
+async def test_isolated_has_no_network(isolated_sb: ProcessSandbox) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # reachable from the host...
+        port = listener.getsockname()[1]
+        out = await isolated_sb.call(T + "connect", {"host": "127.0.0.1", "port": port}, Limits(timeout=10))
+    assert out.status == "raised"  # ...but not from inside the sandbox
+    assert out.error in {"ConnectionRefusedError", "OSError", "TimeoutError"}
+
+
+async def test_isolated_writes_only_in_scratch(isolated_sb: ProcessSandbox) -> None:
+    out = await isolated_sb.call(T + "write_file", {"path": "inside.txt"}, Limits())
+    assert out.status == "ok" and out.content.startswith('/scratch/')
+    outside = os.path.join(os.path.dirname(sandbox_tools.__file__), "sandbox-escape.txt")
+    for path in (outside, "/tmp/sandbox-escape.txt", "/sandbox-escape.txt"):
+        out = await isolated_sb.call(T + "write_file", {"path": path}, Limits())
+        assert out.status == "raised", path
+        assert out.error in {"OSError", "PermissionError", "FileNotFoundError"}, out.content
+    assert not os.path.exists(outside)
+
+
+async def test_process_mode_scratch_dir_is_fresh_and_removed(process_sb: ProcessSandbox) -> None:
+    first = await process_sb.call(T + "write_file", {"path": "note.txt"}, Limits())
+    second = await process_sb.call(T + "write_file", {"path": "note.txt"}, Limits())
+    assert first.status == second.status == "ok"
+    assert os.path.dirname(first.content) != os.path.dirname(second.content)
+    assert not os.path.exists(first.content)
+
+
+# --- cancellation, concurrency, lifecycle ---------------------------------------------------------
+
+
+async def test_cancellation_kills_the_child(process_sb: ProcessSandbox) -> None:
+    started = anyio.Event()
+    pids: list[int] = []
+
+    def on_started(pid: int) -> None:
+        pids.append(pid)
+        started.set()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_started() -> None:
+                await started.wait()
+                scope.cancel()
+
+            tg.start_soon(cancel_when_started)
+            await process_sb.call(T + "block_forever", {}, Limits(timeout=60), on_started=on_started)
+    assert scope.cancelled_caught
+    assert len(pids) == 1 and not _alive(pids[0])
+    out = await process_sb.call(T + "trivial", {}, Limits())  # the sandbox still works
+    assert out.status == "ok"
+
+
+async def test_cancellation_in_isolated_mode_leaves_nothing(isolated_sb: ProcessSandbox) -> None:
+    await isolated_sb.call(T + "trivial", {}, Limits())
+    baseline = _descendants(_zygote_pid(isolated_sb))
+    started = anyio.Event()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_started() -> None:
+                await started.wait()
+                scope.cancel()
+
+            tg.start_soon(cancel_when_started)
+            await isolated_sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set())
+    assert _descendants(_zygote_pid(isolated_sb)) == baseline
+
+
+async def test_max_processes_queues_calls_and_siblings_keep_results() -> None:
+    results: dict[int, SandboxOutcome] = {}
+    async with ProcessSandbox(max_processes=1) as sb:
+
+        async def one(i: int, ref: str) -> None:
+            results[i] = await sb.call(T + ref, {"message": "x"} if ref == "boom" else {}, Limits(timeout=5))
+
+        async with anyio.create_task_group() as tg:
+            for i, ref in enumerate(["trivial", "segfault", "boom", "trivial"]):
+                tg.start_soon(one, i, ref)
+    assert [results[i].status for i in range(4)] == ["ok", "crashed", "raised", "ok"]
+
+
+async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
+    sb = ProcessSandbox()
+    started = anyio.Event()
+    outcome: list[SandboxOutcome] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            outcome.append(await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set()))
+
+        tg.start_soon(run)
+        await started.wait()
+        await sb.aclose()
+    await sb.aclose()
+    assert outcome[0].status == "cancelled"
+    out = await sb.call(T + "trivial", {}, Limits())
+    assert out.status == "sandbox_unavailable"
+
+
+async def test_dead_fork_server_is_sandbox_unavailable_then_restarted() -> None:
+    async with ProcessSandbox() as sb:
+        started = anyio.Event()
+        outcome: list[SandboxOutcome] = []
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                outcome.append(await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set()))
+
+            tg.start_soon(run)
+            await started.wait()
+            old = _zygote_pid(sb)
+            os.kill(old, 9)
+        assert outcome[0].status == "sandbox_unavailable"
+        out = await sb.call(T + "trivial", {}, Limits())
+        assert out.status == "ok" and _zygote_pid(sb) != old
+
+
+# --- registration-time errors ---------------------------------------------------------------------
+
+
+def _closure() -> object:
+    def inner() -> int:
+        return 1
+
+    return inner
+
+
+@pytest.mark.parametrize(
+    "fn", [lambda: 1, _closure(), functools.partial(sandbox_tools.echo, "x")], ids=["lambda", "closure", "partial"]
+)
+def test_not_importable_function_is_a_definition_error(fn: object) -> None:
+    with pytest.raises(ToolDefinitionError, match="module"):
+        ProcessSandbox.tool_ref(fn)  # type: ignore[arg-type]
+
+
+def test_main_module_function_is_a_definition_error() -> None:
+    def tool() -> None: ...
+
+    tool.__module__ = "__main__"
+    tool.__qualname__ = "tool"
+    with pytest.raises(ToolDefinitionError, match="__main__"):
+        ProcessSandbox.tool_ref(tool)
+
+
+def test_tool_ref_of_a_module_function() -> None:
+    assert ProcessSandbox.tool_ref(sandbox_tools.echo) == "sandbox_tools:echo"
+
+
+async def test_isolated_without_bubblewrap_fails_closed() -> None:
+    sb = ProcessSandbox(isolated=True, bwrap_path="/nonexistent/bwrap")
+    with pytest.raises(SandboxUnavailableError, match="bubblewrap not found"):
+        sb.check_available()
+    out = await sb.call(T + "trivial", {}, Limits())
+    assert (out.status, out.error) == ("sandbox_unavailable", "sandbox_unavailable")
+    await sb.aclose()
+
+
+def test_limits_merge_and_validation() -> None:
+    base = Limits(timeout=30, memory_mb=512)
+    assert base.merge(Limits(memory_mb=64)) == Limits(timeout=30, memory_mb=64)
+    assert base.merge(None) is base
+    with pytest.raises(ToolDefinitionError):
+        Limits(timeout=-1)
