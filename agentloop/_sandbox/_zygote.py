@@ -6,6 +6,7 @@ wake-up pipe. Started by the host as `python -I -c BOOT CONFIG` (see _protocol.B
 from __future__ import annotations
 
 import collections
+import gc
 import ctypes
 import importlib
 import inspect
@@ -15,7 +16,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -159,7 +159,9 @@ class _Zygote:
                 fn = resolve(ref)
                 self.tools[ref] = (fn, _binder(fn))
             fn, binder = self.tools[ref]
-            call.scratch = tempfile.mkdtemp(prefix=f"call{call.id}-", dir=self.cfg["scratch"])
+            call.scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
+            os.mkdir(call.scratch, 0o700)
+            gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs
         except Exception as exc:  # noqa: BLE001 - reported to the host as sandbox_unavailable
             return self._finish(call, {"error": f"cannot load tool {ref!r}: {type(exc).__name__}: {exc}"})
         if self.own_pidns is not None:
@@ -220,7 +222,10 @@ class _Zygote:
 
     def _finish(self, call: _Call, status: dict[str, Any]) -> None:
         if call.scratch:
-            shutil.rmtree(call.scratch, ignore_errors=True)
+            try:
+                os.rmdir(call.scratch)  # the common case: the tool left nothing behind
+            except OSError:
+                shutil.rmtree(call.scratch, ignore_errors=True)
         if call.pid == 0:
             for fd in call.fds:
                 os.close(fd)
