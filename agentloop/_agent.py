@@ -1,10 +1,15 @@
-"""Agent: the one agent loop, shared by `run` and `stream`, by every wire and transport.
+"""Agent: the one agent loop, shared by `run`, `stream` and `resume`, by every wire and transport.
 
 One step is one model request. If the answer has tool calls, the assistant message is appended
 (ids repaired first), all calls of that message run concurrently, their tool messages are
 appended in the order the model listed them, and the loop goes on. An answer without tool calls
-is final. After `max_steps` requests that still asked for tools, `StepLimitExceeded` carries the
-partial result, including the tool results of the last step.
+is final. The run's `RunLimits` bound it (steps, tool calls, tokens, wall clock, repeated
+calls); each exceeded limit raises its `RunLimitExceeded` subclass carrying the partial result,
+which is always a valid conversation.
+
+Calls that need approval pause the run (`stop_reason="approval_required"`); `resume` continues
+it. With a `Journal`, every model answer and every tool outcome is committed before the loop
+moves on, and `resume(run_id)` continues a run after a crash (semantics in `_journal.py`).
 
 An `Agent` holds configuration only; each run has its own state, so one agent can serve many
 concurrent runs.
@@ -14,22 +19,39 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
+from ._approval import ApprovalPredicate, Decision, check_approval, check_decisions, decision_record, decision_to_data
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import Event, RunFinished, RunStarted, StepFinished, TextDelta, run_logger
-from ._exceptions import ConfigurationError, ConversationError, StepLimitExceeded
+from ._exceptions import (
+    ConfigurationError,
+    ConversationError,
+    LoopDetected,
+    ResumeError,
+    RunLimitExceeded,
+    StepLimitExceeded,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+    ToolCallLimitExceeded,
+)
 from ._ids import IdRegistry, new_run_id
+from ._journal import Journal, Replay, replay
+from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
+from ._runlimits import RunLimits
 from ._tools import ToolRegistry
-from ._types import RunResult, ToolCallRecord, Usage
+from ._types import PendingCall, RunResult, ToolCallRecord, Usage
 
 __all__ = ["Agent", "ToolChoice"]
 
 ToolChoice = str | dict[str, Any]
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use the max_tool_calls budget
 
 
 class Agent:
@@ -39,7 +61,8 @@ class Agent:
       `agentloop.testing.ScriptedModel`.
     - `model`: passed through unchanged (`flux-auto`, any `flux-pinned-*`).
     - `instructions`: a system message put first when the conversation has none.
-    - `max_steps`: model requests per run before `StepLimitExceeded`.
+    - `limits`: the run's `RunLimits` (steps, tool calls, tokens, timeout / deadline, loop
+      detection). `max_steps=` is a shortcut that overrides `limits.max_steps`.
     - `tool_choice`: `"auto"`, `"none"`, `"required"`, a tool name, or the OpenAI dict form.
       A choice that forces a tool (a name, the dict, or `"required"`) applies to the first step
       only and then falls back to `"auto"`; otherwise the model would be forced to call tools
@@ -48,6 +71,9 @@ class Agent:
     - `model_settings`: extra request fields (`temperature`, `max_tokens`, ...), sent as they are.
     - `format_tool_error(tool_name, exception) -> str`: what the model is told when a tool
       raises (default: the exception type and message).
+    - `require_approval(tool_name, arguments) -> bool`: calls for which it returns True pause
+      the run for a human decision (as do tools registered with `requires_approval=True`).
+    - `journal`: a `Journal` (e.g. `SQLiteJournal(path)`) that makes runs durable and resumable.
     """
 
     def __init__(
@@ -57,31 +83,45 @@ class Agent:
         tools: ToolRegistry | None = None,
         model: str = "flux-auto",
         instructions: str | None = None,
-        max_steps: int = 10,
+        max_steps: int | None = None,
+        limits: RunLimits | None = None,
         tool_choice: ToolChoice = "auto",
         reset_tool_choice: bool = True,
         max_concurrent_tools: int | None = None,
         model_settings: Mapping[str, Any] | None = None,
         format_tool_error: ErrorFormatter | None = None,
+        require_approval: ApprovalPredicate | None = None,
+        journal: Journal | None = None,
     ) -> None:
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-            raise ConfigurationError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if limits is not None and not isinstance(limits, RunLimits):
+            raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
+        limits = limits or RunLimits()
+        if max_steps is not None:
+            limits = replace(limits, max_steps=max_steps)  # validates it
         if max_concurrent_tools is not None and max_concurrent_tools < 1:
             raise ConfigurationError(f"max_concurrent_tools must be >= 1 or None, got {max_concurrent_tools!r}")
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
         if not callable(getattr(client, "request", None)):
             raise ConfigurationError(f"client must implement the Model interface (e.g. FluxClient), got {client!r}")
+        if require_approval is not None and not callable(require_approval):
+            raise ConfigurationError(f"require_approval must be a callable (name, arguments) -> bool, got {require_approval!r}")
         self.client = client
         self.tools = tools if tools is not None else ToolRegistry()
         self.model = model
         self.instructions = instructions
-        self.max_steps = max_steps
+        self.limits = limits
         self.tool_choice = _normalize_tool_choice(tool_choice, self.tools)
         self.reset_tool_choice = reset_tool_choice
         self.max_concurrent_tools = max_concurrent_tools
         self.model_settings = dict(model_settings or {})
         self.format_tool_error = format_tool_error or default_error_formatter
+        self.require_approval = require_approval
+        self.journal = journal
+
+    @property
+    def max_steps(self) -> int | None:
+        return self.limits.max_steps
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model!r}, tools={self.tools.names}, max_steps={self.max_steps})"
@@ -94,14 +134,33 @@ class Agent:
         *,
         messages: list[dict[str, Any]] | None = None,
         run_id: str | None = None,
+        limits: RunLimits | None = None,
     ) -> RunResult:
-        """Run the loop to a final answer and return the `RunResult`.
+        """Run the loop to a final answer (or an approval pause) and return the `RunResult`.
 
         `prompt` is appended as a user message to `messages` (the caller's conversation, which
-        is not modified). Raises `StepLimitExceeded` (with `.result`) when the steps run out,
-        and the `APIError` subclasses when the model endpoint fails.
+        is not modified). Raises a `RunLimitExceeded` subclass (with `.result`) when a limit is
+        hit, and the `APIError` subclasses when the model endpoint fails. `limits` replaces the
+        agent's limits for this run.
         """
-        return await self._loop(self._start(prompt, messages, run_id), None)
+        return await self._loop(self._start(prompt, messages, run_id), None, limits or self.limits)
+
+    async def resume(
+        self,
+        source: RunResult | str,
+        *,
+        approvals: Mapping[str, Decision] | None = None,
+        limits: RunLimits | None = None,
+    ) -> RunResult:
+        """Continue a paused run (a `RunResult`, maybe from `RunResult.from_json`) or a journaled run (its id).
+
+        `approvals` decides every pending call: `True` runs it, `False` / `Reject(reason)` tells
+        the model it was rejected, `Override(value)` stands in as its result. A journaled run
+        interrupted by a crash continues where its journal stops; a finished one is returned
+        as it is. Limits count the whole run (steps and tool calls so far included); the
+        timeout starts now.
+        """
+        return await self._loop(await self._restore(source, approvals), None, limits or self.limits)
 
     @asynccontextmanager
     async def stream(
@@ -110,6 +169,7 @@ class Agent:
         *,
         messages: list[dict[str, Any]] | None = None,
         run_id: str | None = None,
+        limits: RunLimits | None = None,
     ) -> AsyncIterator[_EventStream]:
         """Run the loop and yield its events as they happen: the same loop as `run`.
 
@@ -129,7 +189,7 @@ class Agent:
         async def produce() -> None:
             async with send:
                 try:
-                    await self._loop(state, send.send)
+                    await self._loop(state, send.send, limits or self.limits)
                 except Exception as e:  # handed to the consumer as is, not wrapped in a group
                     events.error = e
 
@@ -150,7 +210,7 @@ class Agent:
         if events.error is not None and not events.raised:
             raise events.error
 
-    # --- the loop -----------------------------------------------------------------------------
+    # --- starting and restoring runs ----------------------------------------------------------
 
     def _start(self, prompt: str | None, messages: list[dict[str, Any]] | None, run_id: str | None) -> _Run:
         conversation = _check_conversation(messages) if messages is not None else []
@@ -164,8 +224,86 @@ class Agent:
             conversation.insert(0, {"role": "system", "content": self.instructions})
         return _Run(run_id or new_run_id(), conversation)
 
-    async def _loop(self, run: _Run, emit: Emit | None) -> RunResult:
+    async def _restore(self, source: RunResult | str, approvals: Mapping[str, Decision] | None) -> _Run:
+        if isinstance(source, str):
+            if self.journal is None:
+                raise ResumeError(
+                    f"cannot resume run {source!r} by id: this agent has no journal. Pass journal=... "
+                    "to Agent, or resume from the RunResult of a paused run."
+                )
+            token = await self.journal.acquire(source)
+            try:
+                state = replay(await self.journal.load(source))
+                run = _Run.from_replay(source, state)
+                run.lease = token
+                if state.pending:
+                    decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
+                    if approvals:
+                        data = {k: decision_to_data(v) for k, v in approvals.items()}
+                        await self.journal.append(source, "approvals", data, step=run.steps)
+                    run.resume = _Resume(state.calls, state.records, state.started, decisions)
+                elif approvals:
+                    raise ResumeError(f"run {source!r} has no pending calls; approvals are not needed")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.journal.release(source, token)
+                raise
+            return run
+        if not isinstance(source, RunResult):
+            raise ResumeError(f"resume takes a RunResult or a journaled run id, got {type(source).__name__}")
+        if self.journal is not None:  # the journal knows best (and holds the lease)
+            if source.run_id in {r.run_id for r in await self.journal.list_runs()}:
+                return await self._restore(source.run_id, approvals)
+        if not source.pending:
+            raise ResumeError(
+                f"run {source.run_id!r} is not paused (stop_reason={source.stop_reason!r}); to continue a "
+                "conversation, call Agent.run(messages=result.messages)"
+            )
+        decisions = check_decisions(source.pending, approvals)
+        last = source.messages[-1] if source.messages else {}
+        calls = last.get("tool_calls") or []
+        ids = {c.get("id") for c in calls}
+        if last.get("role") != "assistant" or not {p.id for p in source.pending} <= ids:
+            raise ResumeError(f"run {source.run_id!r}: the last message is not the assistant message of the pending calls")
+        step = source.steps
+        done = [r for r in source.tool_calls if r.step == step and r.id in ids]
+        run = _Run(source.run_id, _check_conversation(source.messages))
+        run.steps, run.usage = step, source.usage
+        run.tool_calls = [r for r in source.tool_calls if not (r.step == step and r.id in ids)]
+        run.resume = _Resume(calls, {r.id: r for r in done}, frozenset(), decisions)
+        return run
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self, run: _Run, emit: Emit | None, limits: RunLimits) -> RunResult:
+        if not isinstance(limits, RunLimits):
+            raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
+        journal = self.journal
+        if journal is not None and run.lease is None and run.final is None:
+            run.lease = await journal.create(run.run_id, {"model": self.model, "messages": run.messages})
+        try:
+            if run.final is not None:  # a journaled run that had already finished
+                return run.final
+            with anyio.CancelScope(deadline=limits.cancel_deadline()) as scope:
+                return await self._steps(run, emit, limits)
+            # only reached when the deadline cancelled the run
+            run.close_step()
+            assert scope.cancelled_caught
+            raise self._limit(
+                run,
+                TimeLimitExceeded,
+                f"the run passed its time limit ({limits.describe_time()}) and was cancelled; tool calls cut "
+                "short have status 'cancelled'. The partial result is in .result; give the run more time "
+                "or continue with Agent.run(messages=exc.result.messages).",
+            )
+        finally:
+            if journal is not None and run.lease is not None:
+                with anyio.CancelScope(shield=True):
+                    await journal.release(run.run_id, run.lease)
+
+    async def _steps(self, run: _Run, emit: Emit | None, limits: RunLimits) -> RunResult:
         log = run_logger(run_id=run.run_id, model=self.model)
+        journal = self.journal
         tools = self.tools
         dispatcher = Dispatcher(
             tools,
@@ -174,7 +312,12 @@ class Agent:
             log=log,
             max_concurrent=self.max_concurrent_tools,
             format_error=self.format_tool_error,
+            on_invoke=run.journal_start if journal is not None else None,
+            on_finish=run.settle,
         )
+        run.journal = journal
+        run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))
+        run.tool_count = sum(r.status not in _NOT_COUNTED for r in run.tool_calls)
         ids = IdRegistry(run.messages)
         request = ModelRequest(
             model=self.model,
@@ -184,19 +327,49 @@ class Agent:
             settings=self.model_settings,
             run_id=run.run_id,
         )
+        if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in (None, "auto", "none"):
+            request.tool_choice = "auto"
         if emit is not None:
             await emit(RunStarted(run.run_id, self.model))
-        while run.steps < self.max_steps:
+        resume, run.resume = run.resume, None
+        if resume is not None:
+            paused = await self._tools_step(run, resume.calls, run.steps, dispatcher, limits, resume)
+            if paused is not None:
+                return paused
+            if emit is not None:
+                await emit(StepFinished(run.run_id, run.steps, Usage(), len(resume.calls)))
+        while True:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a deadline holds even if nothing below yields
+            if limits.max_steps is not None and run.steps >= limits.max_steps:
+                raise self._limit(
+                    run,
+                    StepLimitExceeded,
+                    f"the model still asked for tools after max_steps={limits.max_steps} model requests; the "
+                    "partial result (every message and tool result so far) is in .result. Raise max_steps or "
+                    "continue with Agent.run(messages=exc.result.messages).",
+                )
+            if limits.max_total_tokens is not None and run.usage.total_tokens >= limits.max_total_tokens:
+                raise self._limit(
+                    run,
+                    TokenLimitExceeded,
+                    f"the run used {run.usage.total_tokens} tokens, reaching max_total_tokens="
+                    f"{limits.max_total_tokens}; no further model request was sent. The partial result is in "
+                    ".result; raise the limit or continue with Agent.run(messages=exc.result.messages).",
+                )
             step = request.step = run.steps + 1
             if log is not None:
                 log.debug("model request", step=step, messages=len(run.messages))
             turn = await self.client.request(request, emit)
-            run.steps = step
-            run.usage = run.usage + turn.usage
             message = turn.message
             calls = message.get("tool_calls")
             if calls:
                 ids.repair(calls)  # before the message is stored: a bad id is never replayed
+            if journal is not None:
+                await journal.append(
+                    run.run_id, "model", {"message": message, "usage": _usage_data(turn.usage)}, step=step
+                )
+            run.steps = step
+            run.usage = run.usage + turn.usage
             run.messages.append(message)
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
@@ -204,22 +377,111 @@ class Agent:
                 return await self._finish(run, message.get("content"), "final", emit, log)
             if self.reset_tool_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
                 request.tool_choice = "auto"
-            records = await dispatcher.run(calls, step)
-            run.add_tool_results(records)
+            paused = await self._tools_step(run, calls, step, dispatcher, limits, None)
+            if paused is not None:
+                return paused
             if log is not None:
-                log.debug("step finished", step=step, tool_calls=len(records), total_tokens=turn.usage.total_tokens)
+                log.debug("step finished", step=step, tool_calls=len(calls), total_tokens=turn.usage.total_tokens)
             if emit is not None:
-                await emit(StepFinished(run.run_id, step, turn.usage, len(records)))
-        result = run.result(None, "max_steps")
-        raise StepLimitExceeded(
-            f"the model still asked for tools after max_steps={self.max_steps} model requests; the "
-            "partial result (every message and tool result so far) is in .result. Raise max_steps or "
-            "continue with Agent.run(messages=exc.result.messages).",
-            result,
+                await emit(StepFinished(run.run_id, step, turn.usage, len(calls)))
+
+    async def _tools_step(
+        self,
+        run: _Run,
+        calls: list[dict[str, Any]],
+        step: int,
+        dispatcher: Dispatcher,
+        limits: RunLimits,
+        resume: _Resume | None,
+    ) -> RunResult | None:
+        """Run one assistant message's calls; None when done, the paused result when approvals are needed."""
+        run.step_calls = calls
+        run.step_records = records = dict(resume.records) if resume is not None else {}
+        started = resume.started if resume is not None else frozenset()
+        decisions = resume.decisions if resume is not None else {}
+        guard, max_calls = run.guard, limits.max_tool_calls
+        to_run: list[dict[str, Any]] = []
+        pending: list[PendingCall] = []
+        loop_stop = over_budget = False
+        for call in calls:
+            cid, fn = call["id"], call["function"]
+            name, raw = fn["name"], fn["arguments"]
+            verdict = guard.observe(name, raw)
+            done = records.get(cid)
+            if done is not None:
+                run.tool_count += done.status not in _NOT_COUNTED
+                loop_stop = loop_stop or (done.status == "loop_detected" and verdict == 2)
+                over_budget = over_budget or done.status == "skipped"
+                continue
+            if verdict:
+                loop_stop = loop_stop or verdict == 2
+                await run.settle(_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
+                continue
+            if max_calls is not None and run.tool_count >= max_calls:
+                over_budget = True
+                text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
+                await run.settle(_record(cid, name, raw, step, "skipped", text))
+                continue
+            run.tool_count += 1
+            tool = self.tools.get(name)
+            if cid in started and not (tool is not None and tool.idempotent):
+                text = (
+                    f"Outcome unknown: the run was interrupted while {name!r} was running, and it was not "
+                    "run again because it is not marked idempotent. It may or may not have taken effect: "
+                    "check before calling it again."
+                )
+                await run.settle(_record(cid, name, raw, step, "outcome_unknown", text))
+                continue
+            args = check_approval(self.tools, self.require_approval, name, raw)
+            if args is not None:
+                p = PendingCall(cid, name, args, step)
+                if cid not in decisions:
+                    pending.append(p)
+                    continue
+                stand_in = decision_record(p, decisions[cid], raw)
+                if stand_in is not None:
+                    await run.settle(stand_in)
+                    continue
+            to_run.append(call)
+        if to_run:
+            await dispatcher.run(to_run, step)  # each record reaches run.step_records through settle
+        if pending:
+            return await self._pause(run, pending)
+        run.close_step()
+        if loop_stop:
+            raise self._limit(
+                run,
+                LoopDetected,
+                f"the model kept calling the same tool with the same arguments ({guard.streak} times in a row, "
+                "after being told to stop); the run was stopped. The partial result is in .result.",
+            )
+        if over_budget:
+            raise self._limit(
+                run,
+                ToolCallLimitExceeded,
+                f"the model asked for more than max_tool_calls={max_calls} tool calls; the calls over the "
+                "budget were not run (status 'skipped'). The partial result is in .result; raise the limit or "
+                "continue with Agent.run(messages=exc.result.messages).",
+            )
+        return None
+
+    async def _pause(self, run: _Run, pending: list[PendingCall]) -> RunResult:
+        done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
+        result = RunResult(
+            None, run.messages, run.steps, run.usage, "approval_required", run.run_id, [*run.tool_calls, *done], pending
         )
+        if self.journal is not None:
+            data = {"pending": [{"id": p.id, "name": p.name, "arguments": p.arguments, "step": p.step} for p in pending]}
+            await self.journal.append(run.run_id, "paused", data, step=run.steps, status="paused")
+        return result
+
+    def _limit(self, run: _Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
+        return cls(message, run.result(None, cls.stop_reason))
 
     async def _finish(self, run: _Run, output: str | None, reason: str, emit: Emit | None, log: Any) -> RunResult:
         result = run.result(output, reason)
+        if self.journal is not None:
+            await self.journal.append(run.run_id, "end", {"stop_reason": reason, "output": output}, step=run.steps, status=reason)
         if log is not None:
             log.debug("run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens)
         if emit is not None:
@@ -254,10 +516,42 @@ class _EventStream:
         return event
 
 
+class _Resume:
+    """Where a restored run picks up: the calls of its last step and what is known about them."""
+
+    __slots__ = ("calls", "records", "started", "decisions")
+
+    def __init__(
+        self,
+        calls: list[dict[str, Any]],
+        records: dict[str, ToolCallRecord],
+        started: frozenset[str] | set[str],
+        decisions: Mapping[str, Decision],
+    ) -> None:
+        self.calls = calls
+        self.records = records  # finished calls: not run again
+        self.started = started  # started, never finished (a crash): re-run only if idempotent
+        self.decisions = decisions
+
+
 class _Run:
     """The state of one run."""
 
-    __slots__ = ("run_id", "messages", "steps", "usage", "tool_calls")
+    __slots__ = (
+        "run_id",
+        "messages",
+        "steps",
+        "usage",
+        "tool_calls",
+        "tool_count",
+        "guard",
+        "step_calls",
+        "step_records",
+        "journal",
+        "lease",
+        "resume",
+        "final",
+    )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
         self.run_id = run_id
@@ -265,13 +559,79 @@ class _Run:
         self.steps = 0
         self.usage = Usage()
         self.tool_calls: list[ToolCallRecord] = []
+        self.tool_count = 0
+        self.guard: LoopGuard | None = None
+        self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
+        self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
+        self.journal: Journal | None = None
+        self.lease: str | None = None
+        self.resume: _Resume | None = None
+        self.final: RunResult | None = None
 
-    def add_tool_results(self, records: list[ToolCallRecord]) -> None:
+    @classmethod
+    def from_replay(cls, run_id: str, state: Replay) -> _Run:
+        run = cls(run_id, state.messages)
+        run.steps, run.usage, run.tool_calls = state.steps, state.usage, state.tool_calls
+        if state.final is not None:
+            run.final = run.result(state.final[1], state.final[0])
+        elif state.calls:
+            run.resume = _Resume(state.calls, state.records, state.started, {})
+        return run
+
+    async def journal_start(self, record: ToolCallRecord) -> None:
+        assert self.journal is not None
+        data = {"name": record.name, "arguments": record.raw_arguments}
+        await self.journal.append(self.run_id, "tool_start", data, step=record.step, call_id=record.id)
+
+    async def settle(self, record: ToolCallRecord) -> None:
+        """A call's outcome is final: commit it (durable runs) before the loop can move on."""
+        if self.journal is not None:
+            await self.journal.append(self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id)
+        self.step_records[record.id] = record
+
+    def close_step(self) -> None:
+        """Append the tool messages of the step in progress, in the model's order.
+
+        Calls without an outcome (the run was cancelled while they ran) get a `cancelled` record,
+        so the conversation stays valid.
+        """
+        calls, self.step_calls = self.step_calls, None
+        if not calls:
+            return
+        records = []
+        for c in calls:
+            r = self.step_records.get(c["id"])
+            if r is None:
+                name = c["function"]["name"]
+                text = f"Tool {name!r} was cancelled before it finished."
+                r = _record(c["id"], name, c["function"]["arguments"], self.steps, "cancelled", text)
+            records.append(r)
+        self.step_records = {}
         self.tool_calls.extend(records)
         self.messages.extend({"role": "tool", "tool_call_id": r.id, "content": r.content} for r in records)
 
     def result(self, output: str | None, reason: str) -> RunResult:
         return RunResult(output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls)
+
+
+def _record(cid: str, name: str, raw: Any, step: int, status: Any, content: str) -> ToolCallRecord:
+    return ToolCallRecord(cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else "")
+
+
+def _record_data(r: ToolCallRecord) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "arguments": r.arguments,
+        "status": r.status,
+        "content": r.content,
+        "duration_s": r.duration_s,
+        "error": r.error,
+        "raw_arguments": r.raw_arguments,
+    }
+
+
+def _usage_data(u: Usage) -> dict[str, int]:
+    return {"requests": u.requests, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
 def _normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice:

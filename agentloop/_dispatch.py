@@ -10,7 +10,7 @@ the call's record has been written as `cancelled`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -39,7 +39,7 @@ def default_error_formatter(tool_name: str, exc: BaseException) -> str:
 class Dispatcher:
     """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
 
-    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error")
+    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error", "on_invoke", "on_finish")
 
     def __init__(
         self,
@@ -50,6 +50,8 @@ class Dispatcher:
         log: Any,
         max_concurrent: int | None,
         format_error: ErrorFormatter,
+        on_invoke: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
+        on_finish: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.run_id = run_id
@@ -57,6 +59,10 @@ class Dispatcher:
         self.log = log
         self.limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self.format_error = format_error
+        # Durable runs: awaited right before the tool itself runs, and once its record is final
+        # (not for cancelled calls). The run journal commits there.
+        self.on_invoke = on_invoke
+        self.on_finish = on_finish
 
     async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
         """Run `calls` concurrently; return their records in the order the model listed them.
@@ -89,6 +95,8 @@ class Dispatcher:
             raise
         record.status, record.content, record.error = status, content, error
         record.duration_s = time.perf_counter() - start
+        if self.on_finish is not None:
+            await self.on_finish(record)
         if self.log is not None:
             self.log.debug(
                 "tool finished", tool_call_id=call_id, tool=name, outcome=status, duration_s=round(record.duration_s, 6)
@@ -122,8 +130,12 @@ class Dispatcher:
         if self.emit is not None:
             await self.emit(ToolCallStarted(self.run_id, record.step, record.id, name, raw))
         if self.limiter is None:
+            if self.on_invoke is not None:
+                await self.on_invoke(record)
             return await self._invoke(tool, args)
         async with self.limiter:
+            if self.on_invoke is not None:
+                await self.on_invoke(record)
             return await self._invoke(tool, args)
 
     async def _invoke(self, tool: Tool, args: dict[str, Any]) -> tuple[OutcomeStatus, str, str | None]:
@@ -135,20 +147,29 @@ class Dispatcher:
             kwargs = tool.bind(args)
         except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
             return "invalid_arguments", f"Invalid arguments for tool {tool.name!r}: {e}", "conversion"
-        timed_out = True
+        timed_out = False
         try:
-            with anyio.move_on_after(limits.timeout):
-                if tool.sandbox == "inline":
-                    value = await tool.fn(**kwargs)
-                else:  # thread: Python cannot kill a thread; on timeout it is abandoned
-                    value = await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
-                timed_out = False
+            if limits.timeout is None:  # no cancel scope to enter and leave: the common, hot case
+                value = await self._call(tool, kwargs)
+            else:
+                timed_out = True
+                with anyio.move_on_after(limits.timeout):
+                    value = await self._call(tool, kwargs)
+                    timed_out = False
         except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
             return "raised", self.format_error(tool.name, e), type(e).__name__
         if timed_out:
             abandoned = "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
             return "timeout", f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.", "timeout"
         return encode_result(tool.name, value, limits.output_bytes)
+
+
+    @staticmethod
+    async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
+        if tool.sandbox == "inline":
+            return await tool.fn(**kwargs)
+        # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
+        return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
 
 
 def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:

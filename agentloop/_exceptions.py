@@ -29,6 +29,15 @@ __all__ = [
     "RunError",
     "RunLimitExceeded",
     "StepLimitExceeded",
+    "ToolCallLimitExceeded",
+    "TokenLimitExceeded",
+    "TimeLimitExceeded",
+    "LoopDetected",
+    "ResumeError",
+    "JournalError",
+    "JournalCorruptError",
+    "RunNotFoundError",
+    "RunLockedError",
     "SandboxUnavailableError",
 ]
 
@@ -151,3 +160,59 @@ class StepLimitExceeded(RunLimitExceeded):
     """The model still asked for tools after `max_steps` model requests."""
 
     stop_reason = "max_steps"
+
+
+class ToolCallLimitExceeded(RunLimitExceeded):
+    """The model asked for more tool calls than `RunLimits.max_tool_calls` allows.
+
+    The calls over the budget were not run; each got a tool result saying so (status `skipped`).
+    """
+
+    stop_reason = "max_tool_calls"
+
+
+class TokenLimitExceeded(RunLimitExceeded):
+    """The reported token usage reached `RunLimits.max_total_tokens`; no further request was sent."""
+
+    stop_reason = "max_total_tokens"
+
+
+class TimeLimitExceeded(RunLimitExceeded):
+    """The run passed `RunLimits.timeout` / `deadline` and was cancelled.
+
+    Tool calls cut short have status `cancelled` and a tool message saying so.
+    """
+
+    stop_reason = "timeout"
+
+
+class LoopDetected(RunLimitExceeded):
+    """The model kept calling the same tool with the same arguments after it was told to stop."""
+
+    stop_reason = "loop_detected"
+
+
+class ResumeError(RunError, ValueError):
+    """`Agent.resume` was given something it cannot continue: a finished run, missing approvals."""
+
+
+# --- durable runs ------------------------------------------------------------------------------------
+
+
+class JournalError(AgentloopError):
+    """The run journal cannot be used."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal file is not a database, not an agentloop journal, or its contents are damaged."""
+
+
+class RunNotFoundError(JournalError, KeyError):
+    """No run with this id is in the journal."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RunLockedError(JournalError):
+    """Another live process (or task) holds the run's lease: two cannot continue one run at once."""

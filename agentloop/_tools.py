@@ -42,6 +42,8 @@ class Tool:
     definition: dict[str, Any] = field(repr=False)  # the entry of the wire `tools` array
     validator: Any = field(repr=False)  # Draft202012Validator, built once
     ref: str | None = None  # "module:qualname" for the out-of-process modes
+    idempotent: bool = False  # safe to run again after a crash left its outcome unknown (journal)
+    requires_approval: bool = False  # a run pauses for a human decision before calling it
 
     def validation_errors(self, arguments: dict[str, Any]) -> list[str]:
         """Every schema violation as `"<json path>: <message>"`, empty when the arguments are valid."""
@@ -81,6 +83,8 @@ class ToolRegistry:
         parameters: dict[str, Any] | None = None,
         sandbox: SandboxMode | None = None,
         limits: Limits | None = None,
+        idempotent: bool = False,
+        requires_approval: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
     def tool(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -107,8 +111,15 @@ class ToolRegistry:
         *,
         sandbox: SandboxMode | None = None,
         limits: Limits | None = None,
+        idempotent: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """Register `fn` as a tool and return its `Tool`.
+
+        `idempotent=True`: running it twice with the same arguments is harmless, so a durable run
+        resumed after a crash that interrupted it runs it again (otherwise the model is told the
+        outcome is unknown). `requires_approval=True`: every call pauses the run until a human
+        approves, rejects or overrides it (`Agent.resume(result, approvals=...)`).
 
         The schema comes from the type hints and docstring unless `parameters` gives it
         explicitly. Raises `ToolDefinitionError` for anything that would fail later.
@@ -156,6 +167,8 @@ class ToolRegistry:
             definition=definition,
             validator=Draft202012Validator(params),
             ref=ref,
+            idempotent=bool(idempotent),
+            requires_approval=bool(requires_approval),
         )
         self._tools[tool.name] = tool
         # A new list, never a mutation: runs in flight keep the array they started with.

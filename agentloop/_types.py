@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Usage", "ToolCallRecord", "ModelTurn", "RunResult", "OutcomeStatus", "StopReason"]
+__all__ = ["Usage", "ToolCallRecord", "ModelTurn", "RunResult", "PendingCall", "OutcomeStatus", "StopReason"]
 
 OutcomeStatus = Literal[
     "ok",  # the tool returned a value
@@ -24,9 +24,22 @@ OutcomeStatus = Literal[
     "crashed",  # the sandboxed process died of a signal
     "cancelled",  # the run was cancelled while the tool ran
     "sandbox_unavailable",  # the sandbox the tool needs could not be provided
+    "skipped",  # not run: the run's max_tool_calls budget was spent
+    "loop_detected",  # not run: the same call was repeated too many times in a row
+    "rejected",  # not run: a human rejected it (approval)
+    "overridden",  # not run: a human supplied the result (approval Override)
+    "outcome_unknown",  # a crash interrupted it; not idempotent, so it was not run again
 ]
 
-StopReason = Literal["final", "max_steps"]
+StopReason = Literal[
+    "final",
+    "max_steps",
+    "max_tool_calls",
+    "max_total_tokens",
+    "timeout",
+    "loop_detected",
+    "approval_required",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +117,16 @@ class ModelTurn:
         return self.message.get("tool_calls") or []
 
 
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A tool call waiting for a human decision: its id, tool name and validated arguments."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    step: int
+
+
 @dataclass(slots=True)
 class RunResult:
     """The outcome of `Agent.run`.
@@ -119,6 +142,25 @@ class RunResult:
     stop_reason: str
     run_id: str
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    pending: list[PendingCall] = field(default_factory=list)  # stop_reason "approval_required"
+
+    @property
+    def paused(self) -> bool:
+        """True when the run waits for approvals: continue it with `Agent.resume(result, approvals=...)`."""
+        return bool(self.pending)
+
+    def to_json(self) -> str:
+        """The whole result as JSON text (a paused run can be resumed from it in another process)."""
+        from ._approval import result_to_json
+
+        return result_to_json(self)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> RunResult:
+        """The inverse of `to_json`. Raises `ResumeError` for text that is not a serialized result."""
+        from ._approval import result_from_json
+
+        return result_from_json(data)
 
     @property
     def last_message(self) -> dict[str, Any] | None:

@@ -1,0 +1,477 @@
+"""Durable runs: the `Journal` interface, its replay, and `SQLiteJournal` (stdlib sqlite3, WAL).
+
+With `Agent(journal=...)` every run is journaled under its `run_id`, and each of these is
+committed before the loop moves on: the run's start (its conversation), every model answer (ids
+repaired), the start of every tool call (right before the tool runs), every tool outcome, an
+approval pause and the decisions, the end. `Agent.resume(run_id)` replays the journal and goes
+on from where it stops:
+
+- journaled model answers are not requested again;
+- finished tool calls are not run again: their journaled results are used;
+- a call that started but did not finish (the process died while it ran) is run again only if
+  its tool was registered with `idempotent=True`; otherwise it is not run, and the model gets a
+  tool result saying its outcome is unknown (status `outcome_unknown`);
+- calls that had not started run normally; a finished run is returned as it is.
+
+One process at a time: a run is leased to the process that runs or resumes it. A second
+`resume` of the same run while the first is alive raises `RunLockedError`. The lease of a
+process that died (same host: its pid is gone; another host: `lease_ttl` seconds without a
+journal write) is taken over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from secrets import token_hex
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from . import _json
+from ._approval import Decision, decision_from_data
+from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
+from ._types import PendingCall, ToolCallRecord, Usage
+
+__all__ = ["Journal", "SQLiteJournal", "JournaledRun", "JournalEntry", "RunInfo", "Replay", "replay"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    kind: str  # "model" | "tool_start" | "tool_end" | "paused" | "approvals" | "end"
+    step: int
+    call_id: str | None
+    data: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    status: str  # "running" (or interrupted), "paused", or the stop reason it ended with
+    model: str | None
+    steps: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledRun:
+    info: RunInfo
+    header: dict[str, Any]  # {"model", "messages": the conversation the run started with}
+    entries: list[JournalEntry]
+
+
+class Journal(ABC):
+    """Where durable runs are committed. Every method commits before it returns."""
+
+    @abstractmethod
+    async def create(self, run_id: str, header: dict[str, Any]) -> str:
+        """Journal a new run and lease it to the caller; return the lease token."""
+
+    @abstractmethod
+    async def acquire(self, run_id: str) -> str:
+        """Lease an existing run (`RunNotFoundError`, `RunLockedError`); return the token."""
+
+    @abstractmethod
+    async def release(self, run_id: str, token: str) -> None: ...
+
+    @abstractmethod
+    async def append(
+        self,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        step: int = 0,
+        call_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        """Commit one entry (and the run's new status, if given)."""
+
+    @abstractmethod
+    async def load(self, run_id: str) -> JournaledRun: ...
+
+    @abstractmethod
+    async def list_runs(self) -> list[RunInfo]: ...
+
+    @abstractmethod
+    async def delete(self, run_id: str) -> None: ...
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Replay:
+    """A journaled run rebuilt: the conversation so far and the state of its last step."""
+
+    messages: list[dict[str, Any]]
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)  # of the closed steps
+    calls: list[dict[str, Any]] | None = None  # the last step's calls when it is not closed
+    records: dict[str, ToolCallRecord] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    pending: list[PendingCall] = field(default_factory=list)
+    approvals: dict[str, Decision] = field(default_factory=dict)
+    final: tuple[str, str | None] | None = None  # (stop_reason, output)
+
+
+def replay(run: JournaledRun) -> Replay:
+    try:
+        return _replay(run)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise JournalCorruptError(
+            f"run {run.info.run_id!r}: the journal entries cannot be replayed ({type(e).__name__}: {e}); "
+            "the journal was modified or damaged"
+        ) from None
+
+
+def _replay(run: JournaledRun) -> Replay:
+    r = Replay(messages=list(run.header["messages"]))
+    for e in run.entries:
+        d = e.data
+        if e.kind == "model":
+            _close_step(r)
+            message = d["message"]
+            r.messages.append(message)
+            r.steps = e.step
+            r.usage = r.usage + Usage(**d["usage"])
+            r.calls = message.get("tool_calls") or None
+        elif e.kind == "tool_start":
+            r.started.add(e.call_id)  # type: ignore[arg-type]
+        elif e.kind == "tool_end":
+            r.records[e.call_id] = ToolCallRecord(e.call_id, step=e.step, **d)  # type: ignore[arg-type]
+        elif e.kind == "paused":
+            r.pending = [PendingCall(**p) for p in d["pending"]]
+        elif e.kind == "approvals":
+            r.approvals.update({k: decision_from_data(v) for k, v in d.items()})
+        elif e.kind == "end":
+            r.final = (d["stop_reason"], d["output"])
+    r.started -= r.records.keys()
+    r.pending = [p for p in r.pending if p.id not in r.records]
+    return r
+
+
+def _close_step(r: Replay) -> None:
+    if not r.calls:
+        return
+    records = [r.records[c["id"]] for c in r.calls]  # KeyError: a step moved on without an outcome
+    r.tool_calls.extend(records)
+    r.messages.extend({"role": "tool", "tool_call_id": x.id, "content": x.content} for x in records)
+    r.calls, r.records, r.started, r.pending, r.approvals = None, {}, set(), [], {}
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+_FORMAT = "agentloop-journal"
+_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE agentloop_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE agentloop_runs (
+    run_id TEXT PRIMARY KEY, status TEXT NOT NULL, model TEXT, steps INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, header TEXT NOT NULL);
+CREATE TABLE agentloop_entries (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, step INTEGER NOT NULL,
+    call_id TEXT, data TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE agentloop_leases (
+    run_id TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    expires_at REAL NOT NULL);
+"""
+_HOST = socket.gethostname()
+
+
+class SQLiteJournal(Journal):
+    """A `Journal` in one SQLite file (WAL mode), usable by many processes at once.
+
+    Writes run in anyio worker threads, one at a time per journal object, so the event loop
+    never waits on the disk. `durability="normal"` (the default) survives the process being
+    killed (kill -9) at any point; `"full"` also survives power loss, at the cost of an fsync
+    per commit. `lease_ttl`: seconds after which another host may take over a run whose
+    process stopped writing (on the same host a dead pid is detected at once).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: Literal["normal", "full"] = "normal", lease_ttl: float = 60.0
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise JournalError(f"durability must be 'normal' or 'full', got {durability!r}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self.lease_ttl = lease_ttl
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one statement sequence at a time on the connection
+        self._tokens: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteJournal({self.path!r})"
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(self._locked, fn, *args))
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            conn = self._conn or self._open()
+            try:
+                return fn(conn, *args)
+            except sqlite3.DatabaseError as e:
+                if conn.in_transaction:
+                    conn.rollback()
+                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                    raise JournalError(f"journal {self.path} stayed locked by another process: {e}") from None
+                raise JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            head = b""
+        except OSError as e:
+            raise JournalError(f"cannot open journal {self.path}: {e}") from None
+        if head and head != b"SQLite format 3\x00":
+            raise JournalCorruptError(
+                f"{self.path} is not a SQLite database, so not an agentloop journal; pass the path of a "
+                "journal or of a file that does not exist yet"
+            )
+        try:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot open journal {self.path}: {e}") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+            conn.execute("BEGIN IMMEDIATE")
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                conn.executescript("COMMIT; BEGIN IMMEDIATE;" + _SCHEMA)  # executescript commits first
+                conn.executemany(
+                    "INSERT INTO agentloop_meta VALUES (?, ?)", [("format", _FORMAT), ("version", _VERSION)]
+                )
+                tables = {"agentloop_meta"}
+            conn.execute("COMMIT")
+            if "agentloop_meta" not in tables:
+                raise JournalCorruptError(
+                    f"{self.path} is a SQLite database but not an agentloop journal (its tables: "
+                    f"{', '.join(sorted(tables))}); pass another path"
+                )
+            meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
+            if meta.get("format") != _FORMAT:
+                raise JournalCorruptError(f"{self.path} is not an agentloop journal (format {meta.get('format')!r})")
+            if meta.get("version") != _VERSION:
+                raise JournalCorruptError(
+                    f"{self.path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
+                    f"reads version {_VERSION}. Use the agentloop version that wrote it."
+                )
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise JournalCorruptError(f"{self.path} is damaged or not an agentloop journal: {e}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close the connection (it reopens on next use)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def _take_lease(self, conn: sqlite3.Connection, run_id: str) -> str:
+        row = conn.execute(
+            "SELECT token, host, pid, expires_at FROM agentloop_leases WHERE run_id=?", (run_id,)
+        ).fetchone()
+        if row is not None:
+            token, host, pid, expires_at = row
+            held = (token in self._tokens.values() or _pid_alive(pid)) if host == _HOST else expires_at > time.time()
+            if held:
+                raise RunLockedError(
+                    f"run {run_id!r} is being run by another process or task (pid {pid} on {host}); two cannot "
+                    "continue one run at once. Wait for it to finish, or stop it and resume again."
+                )
+            conn.execute("DELETE FROM agentloop_leases WHERE run_id=?", (run_id,))
+        token = token_hex(8)
+        conn.execute(
+            "INSERT INTO agentloop_leases VALUES (?, ?, ?, ?, ?)",
+            (run_id, token, _HOST, os.getpid(), time.time() + self.lease_ttl),
+        )
+        self._tokens[run_id] = token
+        return token
+
+    def _create(self, conn: sqlite3.Connection, run_id: str, header: dict[str, Any]) -> str:
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("SELECT 1 FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone():
+            conn.rollback()
+            raise JournalError(
+                f"run {run_id!r} is already in journal {self.path}; continue it with Agent.resume({run_id!r}) "
+                "or start a new run with another run_id"
+            )
+        now = time.time()
+        conn.execute(
+            "INSERT INTO agentloop_runs VALUES (?, 'running', ?, 0, ?, ?, ?)",
+            (run_id, header.get("model"), now, now, _json.dumps_str(header)),
+        )
+        token = self._take_lease(conn, run_id)
+        conn.execute("COMMIT")
+        return token
+
+    def _acquire(self, conn: sqlite3.Connection, run_id: str) -> str:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone():
+                raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+            token = self._take_lease(conn, run_id)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+        return token
+
+    def _release(self, conn: sqlite3.Connection, run_id: str, token: str) -> None:
+        conn.execute("DELETE FROM agentloop_leases WHERE run_id=? AND token=?", (run_id, token))
+        if self._tokens.get(run_id) == token:
+            del self._tokens[run_id]
+
+    async def create(self, run_id: str, header: dict[str, Any]) -> str:
+        return await self._call(self._create, run_id, header)
+
+    async def acquire(self, run_id: str) -> str:
+        return await self._call(self._acquire, run_id)
+
+    async def release(self, run_id: str, token: str) -> None:
+        await self._call(self._release, run_id, token)
+
+    # --- entries ------------------------------------------------------------------------------
+
+    def _append(self, conn: sqlite3.Connection, run_id: str, kind: str, data: bytes, step: int, call_id: Any, status: Any) -> None:
+        now = time.time()
+        token = self._tokens.get(run_id)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "UPDATE agentloop_leases SET expires_at=? WHERE run_id=? AND token=?", (now + self.lease_ttl, run_id, token)
+            )
+            if cur.rowcount != 1:
+                raise RunLockedError(
+                    f"run {run_id!r}: this process no longer holds the run's lease (another process took the run "
+                    "over); it stops writing to the journal"
+                )
+            conn.execute(
+                "INSERT INTO agentloop_entries VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM agentloop_entries "
+                "WHERE run_id=?), ?, ?, ?, ?, ?)",
+                (run_id, run_id, kind, step, call_id, data, now),
+            )
+            conn.execute(
+                "UPDATE agentloop_runs SET updated_at=?, steps=MAX(steps, ?), status=COALESCE(?, status) WHERE run_id=?",
+                (now, step, status, run_id),
+            )
+        except BaseException:
+            conn.rollback()
+            raise
+        self._commit(conn)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+
+    async def append(
+        self,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        step: int = 0,
+        call_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        payload = _json.dumps(data)  # encoded on the loop: a bad value fails here, not in the thread
+        await self._call(self._append, run_id, kind, payload, step, call_id, status)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _load(self, conn: sqlite3.Connection, run_id: str) -> JournaledRun:
+        conn.execute("BEGIN")  # one consistent snapshot
+        try:
+            row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+            rows = conn.execute(
+                "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=? ORDER BY seq", (run_id,)
+            ).fetchall()
+        finally:
+            conn.rollback()
+        try:
+            header = _json.loads(row[6])
+            entries = [JournalEntry(s, k, st, c, _json.loads(d), at) for s, k, st, c, d, at in rows]
+        except ValueError as e:
+            raise JournalCorruptError(f"run {run_id!r} in journal {self.path} has damaged data: {e}") from None
+        return JournaledRun(RunInfo(*row[:6]), header, entries)
+
+    def _list(self, conn: sqlite3.Connection) -> list[RunInfo]:
+        return [RunInfo(*r) for r in conn.execute(f"SELECT {_INFO} FROM agentloop_runs ORDER BY created_at, run_id")]
+
+    def _delete(self, conn: sqlite3.Connection, run_id: str) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone():
+                raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}")
+            self._take_lease(conn, run_id)  # refuses a run that is being run
+            for table in ("agentloop_entries", "agentloop_leases", "agentloop_runs"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            self._tokens.pop(run_id, None)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+
+    async def load(self, run_id: str) -> JournaledRun:
+        return await self._call(self._load, run_id)
+
+    async def list_runs(self) -> list[RunInfo]:
+        return await self._call(self._list)
+
+    async def delete(self, run_id: str) -> None:
+        await self._call(self._delete, run_id)
+
+    # Synchronous forms, for tools and the CLI (no event loop needed).
+    def load_sync(self, run_id: str) -> JournaledRun:
+        return self._locked(self._load, run_id)
+
+    def list_runs_sync(self) -> list[RunInfo]:
+        return self._locked(self._list)
+
+    def delete_sync(self, run_id: str) -> None:
+        self._locked(self._delete, run_id)
+
+
+_INFO = "run_id, status, model, steps, created_at, updated_at"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
