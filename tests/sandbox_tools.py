@@ -70,9 +70,11 @@ def stubborn_spin() -> None:
         pass
 
 
-def fork_bomb(n: int) -> int:
+def fork_bomb(n: int) -> list[int]:
     """Forks `n` children that block forever, half of them in a session of their own (setsid,
-    so out of the call's process group), and returns without waiting for them."""
+    so out of the call's process group), and returns their pids as /proc shows them (the host's
+    pids in "process" mode, even inside a PID namespace) without waiting for them."""
+    r, w = os.pipe()
     forked = 0
     for i in range(n):
         try:
@@ -82,10 +84,11 @@ def fork_bomb(n: int) -> int:
         if pid == 0:
             if i % 2:
                 os.setsid()
+            os.write(w, os.readlink("/proc/self").encode().rjust(16))
             while True:
                 time.sleep(3600)
         forked += 1
-    return forked
+    return [int(os.read(r, 16)) for _ in range(forked)]
 
 
 def huge_result() -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import _json
-from ._child import prctl, run_child
+from ._child import prctl, run_child, spare_main
 from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
 
 __all__ = ["main", "resolve"]
@@ -65,6 +65,13 @@ class _Call:
     killed: str | None = None
 
 
+@dataclass(slots=True)
+class _Spare:
+    pid: int
+    sock: socket.socket
+    known: frozenset[str]  # the tools it inherited, resolved
+
+
 class _Zygote:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
@@ -84,6 +91,8 @@ class _Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the C handler writes to wake_w
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         self.own_pidns = self._probe_pidns()
+        self.spare: _Spare | None = None
+        self.closing = False
 
     @staticmethod
     def _probe_pidns() -> int | None:
@@ -164,23 +173,61 @@ class _Zygote:
             gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs
         except Exception as exc:  # noqa: BLE001 - reported to the host as sandbox_unavailable
             return self._finish(call, {"error": f"cannot load tool {ref!r}: {type(exc).__name__}: {exc}"})
-        if self.own_pidns is not None:
-            _libc.unshare(_CLONE_NEWPID)  # the next fork() is PID 1 of a fresh namespace
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            pid, fork_error = -1, exc
-        if pid == 0:
-            run_child(call.msg, call.fds, call.scratch, fn, binder, self.cfg)
-        if self.own_pidns is not None:
-            _libc.setns(self.own_pidns, _CLONE_NEWPID)
+        pid = self._from_spare(call)
+        if pid is None:
+            pid = self._fork()
+            if pid == 0:
+                run_child(call.msg, call.fds, call.scratch, fn, binder, self.cfg)
         if pid < 0:
-            return self._finish(call, {"error": f"fork failed: {fork_error}"})
+            return self._finish(call, {"error": "fork failed"})
         for fd in call.fds:
             os.close(fd)
         call.pid = pid
         self.running[pid] = call
         self._send(call, FRAME_STARTED + PID.pack(pid))
+        self._fork_spare()
+
+    def _fork(self) -> int:
+        """os.fork(), in a fresh PID namespace when we can; -1 if the fork failed."""
+        if self.own_pidns is not None:
+            _libc.unshare(_CLONE_NEWPID)  # the next fork() is PID 1 of a fresh namespace
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid != 0 and self.own_pidns is not None:
+            _libc.setns(self.own_pidns, _CLONE_NEWPID)
+        return pid
+
+    def _fork_spare(self) -> None:
+        if self.spare is not None or self.closing or len(self.running) >= self.max:
+            return
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self._fork()
+        if pid == 0:
+            mine.close()
+            spare_main(theirs, self.tools, self.cfg)
+        theirs.close()
+        if pid < 0:
+            mine.close()
+            return
+        self.spare = _Spare(pid, mine, frozenset(self.tools))
+
+    def _from_spare(self, call: _Call) -> int | None:
+        """Hand the call to the pre-forked child; None if there is none that knows the tool."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            if call.msg["ref"] in spare.known:
+                frame = _json.dumps({"call": call.msg, "scratch": call.scratch})
+                socket.send_fds(spare.sock, [frame], list(call.fds))
+                return spare.pid
+        except OSError:
+            pass
+        finally:
+            spare.sock.close()  # a spare that got no call sees EOF and exits
+        return None
 
     def _kill(self, call_id: int, reason: str) -> None:
         call = self.by_id.get(call_id)
@@ -206,7 +253,10 @@ class _Zygote:
                 return
             call = self.running.pop(pid, None)
             if call is None:
-                continue  # an orphan that was re-parented to us (pid 1 in bubblewrap)
+                if self.spare is not None and self.spare.pid == pid:
+                    self.spare.sock.close()
+                    self.spare = None
+                continue  # a discarded spare, or an orphan re-parented to us (pid 1 in bubblewrap)
             try:
                 os.killpg(pid, signal.SIGKILL)  # whatever the tool left behind in its group
             except OSError:
@@ -235,6 +285,10 @@ class _Zygote:
         self._start_queued()
 
     def _shutdown(self) -> None:
+        self.closing = True
+        if self.spare is not None:
+            self.spare.sock.close()
+            self.spare = None
         for call in list(self.queue):
             self._finish(call, {"killed": "closed", "queued": True})
         self.queue.clear()
