@@ -116,33 +116,134 @@ def _load_tool(tools: ToolRegistry, spec: str) -> None:
 
 
 async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO) -> None:
-    if not as_json:
-        out.write(f"user: {prompt}\n")
-    in_text = False
-    async with agent.stream(prompt) as events:
-        async for event in events:
-            if as_json:
+    """Print a run as it happens: JSON lines, a live view on a terminal, or plain lines."""
+    if as_json:
+        async with agent.stream(prompt) as events:
+            async for event in events:
                 out.write(json.dumps(_event_json(event), default=str) + "\n")
-                continue
-            if isinstance(event, TextDelta):
-                if not in_text:
-                    out.write(f"\n[step {event.step}] assistant: ")
-                    in_text = True
-                out.write(event.text)
-            elif isinstance(event, ToolCallStarted):
-                out.write(f"[step {event.step}] → {event.name}({event.arguments})  id={event.tool_call_id}\n")
-            elif isinstance(event, ToolCallFinished):
-                r = event.record
-                out.write(f"[step {event.step}] ← {r.name} {r.status} in {r.duration_s * 1000:.2f} ms: {r.content}\n")
-            elif isinstance(event, StepFinished):
-                out.write(f"[step {event.step}] finished: {event.tool_calls} tool call(s), {event.usage.total_tokens} tokens\n")
-            elif isinstance(event, RunFinished):
-                r = event.result
-                out.write(
-                    f"\n\n{r.stop_reason} after {r.steps} step(s), {len(r.tool_calls)} tool call(s), "
-                    f"{r.usage.total_tokens} tokens (run {r.run_id})\n"
-                )
-            out.flush()
+                out.flush()
+        return
+    view = _LiveView(out) if out.isatty() and _has_rich() else _PlainView(out)
+    view.line(f"user: {prompt}")
+    with view:
+        async with agent.stream(prompt) as events:
+            async for event in events:
+                view.handle(event)
+
+
+class _PlainView:
+    """One line per event (no terminal control codes): for pipes, logs and CI."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.in_text = False
+        self.in_flight: dict[str, str] = {}
+        self.tokens = 0
+        self.step = 0
+
+    def __enter__(self) -> _PlainView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def text(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            if not self.in_text:
+                self.text(f"\n[step {event.step}] assistant: ")
+                self.in_text = True
+            self.text(event.text)
+            return
+        if self.in_text and not isinstance(event, RunFinished):
+            self.text("\n")
+            self.in_text = False
+        if isinstance(event, ToolCallStarted):
+            self.in_flight[event.tool_call_id] = event.name
+            self.line(f"[step {event.step}] → {event.name}({event.arguments})  id={event.tool_call_id}")
+        elif isinstance(event, ToolCallFinished):
+            r = event.record
+            self.in_flight.pop(r.id, None)
+            self.line(f"[step {event.step}] ← {r.name} {r.status} in {r.duration_s * 1000:.2f} ms: {_short(r.content)}")
+        elif isinstance(event, StepFinished):
+            self.step = event.step
+            self.tokens += event.usage.total_tokens
+            self.line(f"[step {event.step}] finished: {event.tool_calls} tool call(s), {event.usage.total_tokens} tokens")
+        elif isinstance(event, RunFinished):
+            r = event.result
+            self.line(
+                f"\n\n{r.stop_reason} after {r.steps} step(s), {len(r.tool_calls)} tool call(s), "
+                f"{r.usage.total_tokens} tokens (run {r.run_id})"
+            )
+
+
+class _LiveView(_PlainView):
+    """On a terminal: the transcript scrolls, and a status line shows the step, the tool calls
+    in flight and the tokens so far. rich is imported only here, so `import agentloop` stays
+    light."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.partial = ""  # streamed text not yet ended by a newline: shown live, printed whole
+        self.console = Console(file=out, highlight=False)
+        # No auto-refresh: that would be a background thread; the view redraws on each event.
+        self.live = Live(console=self.console, transient=True, auto_refresh=False, get_renderable=self._status)
+
+    def __enter__(self) -> _LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.text("")
+        self.live.__exit__(None, None, None)
+
+    def line(self, text: str) -> None:
+        self.text("")  # flush a partial line first
+        self.console.print(text, markup=False)
+
+    def text(self, text: str) -> None:
+        # Live redraws the status below the transcript, so only whole lines may be printed.
+        *done, self.partial = (self.partial + text).split("\n")
+        for piece in done:
+            self.console.print(piece, markup=False)
+        if not text and self.partial:
+            self.console.print(self.partial, markup=False)
+            self.partial = ""
+
+    def handle(self, event: Event) -> None:
+        super().handle(event)
+        self.live.refresh()
+
+    def _status(self) -> Any:
+        from rich.text import Text
+
+        flying = ", ".join(sorted(set(self.in_flight.values()))) or "none"
+        status = Text(self.partial + "\n") if self.partial else Text()
+        status.append(
+            f"⏳ step {self.step + 1} · tools in flight: {len(self.in_flight)} ({flying}) · {self.tokens} tokens",
+            style="dim",
+        )
+        return status
+
+
+def _has_rich() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rich") is not None
+
+
+def _short(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
 def _event_json(event: Event) -> dict[str, Any]:

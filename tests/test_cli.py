@@ -58,3 +58,44 @@ def test_run_without_key_says_what_to_do(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.delenv("FLUX_API_KEY", raising=False)
     assert main(["run", "hi"]) == 2
     assert "FLUX_API_KEY" in capsys.readouterr().err
+
+
+class _Terminal:
+    """A text sink that says it is a terminal, so the CLI picks its live view."""
+
+    def __init__(self) -> None:
+        import io
+
+        self.buffer = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_view_on_a_terminal() -> None:
+    import anyio
+
+    from agentloop import Agent, FluxClient
+    from agentloop._demo import demo_tools
+    from agentloop.cli import _print_run
+    from agentloop.testing import FakeFluxRouter, weather_handler
+
+    term = _Terminal()
+
+    async def go() -> None:
+        async with FakeFluxRouter(weather_handler) as router:
+            async with FluxClient(base_url=router.base_url, api_key="demo-key") as client:
+                await _print_run(Agent(client=client, tools=demo_tools()), "Weather in Paris?", False, term)  # type: ignore[arg-type]
+
+    anyio.run(go)
+    out = term.buffer.getvalue()
+    assert "\x1b[" in out  # terminal control codes: the live status line was drawn
+    assert "→ get_weather" in out and "← get_weather ok" in out
+    assert "Paris: 12 °C, overcast" in out  # streamed text printed whole, not torn by redraws
+    assert "final after 2 step(s)" in out
