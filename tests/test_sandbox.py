@@ -324,17 +324,29 @@ async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
 async def test_dead_fork_server_is_sandbox_unavailable_then_restarted() -> None:
     async with ProcessSandbox() as sb:
         started = anyio.Event()
+        pids: list[int] = []
         outcome: list[SandboxOutcome] = []
+
+        def on_started(pid: int) -> None:
+            pids.append(pid)
+            started.set()
+
         async with anyio.create_task_group() as tg:
 
             async def run() -> None:
-                outcome.append(await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set()))
+                outcome.append(await sb.call(T + "block_forever", {}, Limits(), on_started=on_started))
 
             tg.start_soon(run)
             await started.wait()
+            child = os.pidfd_open(pids[0])
             old = _zygote_pid(sb)
             os.kill(old, 9)
         assert outcome[0].status == "sandbox_unavailable"
+        try:
+            with anyio.fail_after(10):
+                await anyio.wait_readable(child)  # the orphan dies too (PR_SET_PDEATHSIG)
+        finally:
+            os.close(child)
         out = await sb.call(T + "trivial", {}, Limits())
         assert out.status == "ok" and _zygote_pid(sb) != old
 

@@ -54,7 +54,7 @@ def run_child(
     code = EXIT_CONFINE_FAILED
     try:
         if not early_done:
-            early_setup()
+            early_setup(cfg)
         args = _confine(call, fds, scratch, cfg)
         code = 0
         _run(fn, binder, args, call["limits"])
@@ -72,7 +72,7 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
     """A child forked ahead of time: the fork and its first scheduling (~1.5 ms on a loaded
     2-core machine) are then off the call's critical path. It waits for one call, then runs it."""
     try:
-        early_setup()
+        early_setup(cfg)
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
         if not data or len(fds) != 3:
             os._exit(0)  # the zygote discarded us
@@ -83,12 +83,20 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
     run_child(msg["call"], (fds[0], fds[1], fds[2]), msg["scratch"], fn, binder, cfg, early_done=True)
 
 
-def early_setup() -> None:
+def early_setup(cfg: dict[str, Any]) -> None:
     """The call-independent part of the confinement."""
     # The zygote's SIGCHLD wake-up pipe and handler must not leak into the tool.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote, whatever happens
+    zygote = cfg.get("zygote_pid")
+    if zygote:
+        # The zygote may have died before PDEATHSIG was armed. getppid() says 0 in a PID namespace
+        # of our own; /proc (the zygote's namespace) still names the real parent. (In "isolated"
+        # the zygote is PID 1 of bubblewrap's namespace: its death kills us anyway.)
+        with open("/proc/self/stat", "rb") as f:
+            if int(f.read().rsplit(b")", 1)[1].split()[1]) != zygote:
+                os._exit(EXIT_CONFINE_FAILED)
     # Own process group, killed as a whole by the zygote. Not setsid(): with scheduler autogroups
     # a new session costs ~1 ms; the zygote already runs in a session of its own, without a tty.
     os.setpgid(0, 0)

@@ -75,6 +75,8 @@ class _Spare:
 class _Zygote:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
+        if not cfg["isolated"]:
+            cfg["zygote_pid"] = os.getpid()
         self.max = int(cfg["max_processes"])
         self.ctl = socket.socket(fileno=int(cfg["ctl_fd"]))
         self.ctl.setblocking(False)
