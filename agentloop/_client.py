@@ -32,6 +32,7 @@ from ._retry import Failure, RetryPolicy
 from ._types import ModelTurn
 from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from ._wire._openai import OpenAIWire
+from ._wire._transport import TransportKind, make_transport
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
@@ -40,6 +41,7 @@ DEFAULT_ANTHROPIC_BASE_URL = "https://api.fluxrouter.ai/anthropic"
 # LLM answers can take minutes; connecting should not. (openai-python uses the same shape.)
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 _USER_AGENT = "agentloop/0.1"
+_TRANSPORTS = ("auto", "httpcore", "sharded", "aiohttp")
 
 
 class FluxClient:
@@ -63,8 +65,12 @@ class FluxClient:
       around it) always wins.
     - `retry`: a `RetryPolicy` (2 retries by default, openai-python's rules). A stream is retried
       only while nothing of it was handed to the caller.
-    - `http_client` / `transport`: the seams for a custom `httpx.AsyncClient` or transport (tests,
-      proxies, another HTTP stack). A client passed in is not closed by `aclose()`.
+    - `transport`: `"auto"` (default: the fastest measured HTTP transport for the running event
+      loop: aiohttp's pool through `httpx-aiohttp` on asyncio, sharded httpx pools on trio),
+      `"httpcore"` (httpx's own pool), `"sharded"`, `"aiohttp"`, or any `httpx.AsyncBaseTransport`.
+      With environment proxies (`HTTPS_PROXY`...) the client keeps httpx's own transport.
+    - `http_client`: a custom `httpx.AsyncClient` (tests, proxies, mTLS); not closed by `aclose()`.
+    - `max_connections`: the connection pool's size (all kept alive).
 
     Use it as `async with FluxClient() as client:` or call `await client.aclose()`.
     """
@@ -82,7 +88,7 @@ class FluxClient:
         retry: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | TransportKind = "auto",
         max_connections: int = 1000,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
@@ -122,13 +128,17 @@ class FluxClient:
         self._stream_headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-cache"}
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
+        if isinstance(transport, str) and transport not in _TRANSPORTS:
+            raise ConfigurationError(f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport")
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
-            # Env proxies are honoured as httpx does; the key never goes into the URL.
-        )
+        if http_client is None:
+            # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+            if isinstance(transport, str):
+                # Environment proxies are honoured by httpx's own transport only: keep it then.
+                transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
+            http_client = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+        self._http = http_client
 
     def __repr__(self) -> str:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
@@ -294,6 +304,10 @@ def _says_tools_unsupported(message: str) -> bool:
     return ("tool" in m or "function" in m) and any(
         s in m for s in ("not support", "unsupported", "does not support", "doesn't support", "not available")
     )
+
+
+def _env_proxies() -> bool:
+    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in os.environ)
 
 
 class _Progress:

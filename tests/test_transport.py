@@ -248,3 +248,59 @@ async def test_200_without_choices(router: FakeFluxRouter) -> None:
     async with FluxClient(base_url=router.base_url, api_key="k") as c:
         with pytest.raises(APIResponseError, match="without any choices"):
             await one(c)
+
+
+# --- transports -------------------------------------------------------------------------------
+
+
+def kinds_for(backend: str) -> list[str]:
+    return ["auto", "httpcore", "sharded"] + (["aiohttp"] if backend == "asyncio" else [])
+
+
+async def test_every_transport_streams_retries_and_maps_errors(router: FakeFluxRouter, anyio_backend: str) -> None:
+    from agentloop.testing import call, drop_after, tool_calls
+
+    for kind in kinds_for(anyio_backend):
+        router.add(drop(), tool_calls(call("f", {"a": 1}), call("g", {"b": 2}), quirks=["keepalive", "no_done"]))
+        router.add(text("partial answer here", quirks=[drop_after(3)]))
+        router.add(*[text("slow", delay=1.0)] * 3)  # retried twice
+        timeout = httpx.Timeout(5.0, read=0.1)
+        async with FluxClient(
+            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
+        ) as c:
+            turn = await one(c, stream=True)
+            assert [tc["function"]["arguments"] for tc in turn.tool_calls] == ['{"a":1}', '{"b":2}'], kind
+            with pytest.raises(APIConnectionError, match="already been streamed"):
+                await one(c, stream=True)
+            with pytest.raises(APITimeoutError, match="ReadTimeout"):
+                await one(c)
+            router.add(*[text("ok")] * 20)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:  # many at once over one pool
+                    for _ in range(20):
+                        tg.start_soon(one, c)
+
+
+async def test_connection_refused_is_not_a_timeout(anyio_backend: str) -> None:
+    async with FakeFluxRouter() as r:
+        url = r.base_url
+    for kind in kinds_for(anyio_backend):
+        async with FluxClient(base_url=url, api_key="k", transport=kind, retry=RetryPolicy(max_retries=0)) as c:  # type: ignore[arg-type]
+            with pytest.raises(APIConnectionError, match="could not reach") as info:
+                await one(c)
+            assert not isinstance(info.value, APITimeoutError), kind
+
+
+async def test_auto_transport_per_backend(router: FakeFluxRouter, anyio_backend: str) -> None:
+    router.add(text("ok"))
+    async with FluxClient(base_url=router.base_url, api_key="k") as c:
+        await one(c)
+        picked = c._http._transport.kind  # type: ignore[attr-defined]
+    assert picked == {"asyncio": "aiohttp", "trio": "sharded"}[anyio_backend]
+
+
+def test_unknown_transport_is_a_configuration_error() -> None:
+    from agentloop import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown transport"):
+        FluxClient(api_key="k", transport="curl")  # type: ignore[arg-type]

@@ -1,0 +1,156 @@
+"""Which HTTP transport should FluxClient use by default? Steps/s of agentloop runs per transport.
+
+Runs the scripted agent runs of ../shared/bench (a user prompt; S steps of K parallel tool calls;
+a final answer) against that bench's fake server, once per transport variant and concurrency,
+each measurement in a fresh process pinned to core 1 (server on core 0). Needs the bench venv
+(uvloop, httptools for the server) with agentloop installed:
+
+    /tmp/benchvenv/bin/python benchmarks/bench_transport.py --bench-dir ../shared/bench
+    /tmp/benchvenv/bin/python benchmarks/bench_transport.py --variants default,aiohttp --conc 200
+
+Variants: `default` (what FluxClient picks), `httpcore` (httpx's own pool as FluxClient sizes it),
+`httpcore-100` (keep-alive capped at 100, the pre-0.2 setting), `sharded` (httpcore pools behind a
+round-robin), `aiohttp` (httpx-aiohttp, asyncio only). `--backend trio` measures on trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("default", "httpcore", "httpcore-100", "sharded", "aiohttp")
+
+
+def _client(variant: str, url: str, concurrency: int):  # noqa: ANN202
+    import httpx
+
+    from agentloop import FluxClient, RetryPolicy
+
+    kw = {"base_url": url + "/v1", "api_key": "x", "retry": RetryPolicy(max_retries=0)}
+    if variant == "default":
+        return FluxClient(**kw)
+    if variant == "httpcore":
+        return FluxClient(**kw, transport="httpcore")
+    if variant == "httpcore-100":
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+        return FluxClient(**kw, http_client=httpx.AsyncClient(limits=limits, timeout=60))
+    if variant == "sharded":
+        return FluxClient(**kw, transport="sharded")
+    if variant == "aiohttp":
+        return FluxClient(**kw, transport="aiohttp")
+    raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+async def _measure(variant: str, url: str, runs: int, concurrency: int, steps: int, tools_k: int) -> dict:
+    import anyio
+
+    from agentloop import Agent, ToolRegistry
+
+    registry = ToolRegistry()
+    for i in range(tools_k):
+
+        async def work(x: int, label: str) -> str:
+            """Work."""
+            return f"{label}:{x}"
+
+        registry.register(work, name=f"work_{i}")
+    client = _client(variant, url, concurrency)
+    async with client:
+        agent = Agent(client=client, tools=registry, model=f"bench-s{steps}-k{tools_k}", max_steps=steps + 1)
+        for _ in range(3):
+            assert (await agent.run("go")).output == "done"
+        left = runs
+        failures: list[str] = []
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                try:
+                    result = await agent.run("go")
+                    if result.output != "done":
+                        failures.append(repr(result.output))
+                except Exception as e:  # noqa: BLE001 - reported
+                    failures.append(repr(e))
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(concurrency, runs)):
+                tg.start_soon(worker)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    n = runs * (steps + 1)
+    return {"variant": variant, "C": concurrency, "R": runs, "wall_s": round(wall, 3), "steps_per_s": round(n / wall),
+            "cpu_ms_per_step": round(cpu * 1000 / n, 3), "failures": len(failures), "first_failure": failures[:1]}  # fmt: skip
+
+
+def _one(args: argparse.Namespace) -> None:
+    import anyio
+
+    backend_options = {}
+    if args.backend == "asyncio" and args.loop == "uvloop":
+        backend_options = {"use_uvloop": True}
+    result = anyio.run(
+        _measure, args.variant, args.url, args.runs, args.concurrency, args.steps, args.tools,
+        backend=args.backend, backend_options=backend_options,
+    )  # fmt: skip
+    result["backend"] = args.backend
+    print(json.dumps(result))
+
+
+def _matrix(args: argparse.Namespace) -> None:
+    bench = Path(args.bench_dir).resolve()
+    pin = shutil.which("taskset") and (os.cpu_count() or 1) > 1
+    server_cmd = [sys.executable, str(bench / "fake_server.py"), "--port", "0"]
+    server = subprocess.Popen(["taskset", "-c", "0", *server_cmd] if pin else server_cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
+        rows = []
+        for _round in range(args.rounds):
+            for conc, runs in ((1, 200), (args.conc, args.conc_runs)):
+                for variant in args.variants.split(","):
+                    cmd = [sys.executable, __file__, "--one", "--variant", variant, "--url", url, "--runs", str(runs),
+                           "--concurrency", str(conc), "--backend", args.backend, "--steps", "3", "--tools", "4"]  # fmt: skip
+                    proc = subprocess.run(["taskset", "-c", "1", *cmd] if pin else cmd, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        print(f"{variant} C={conc}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
+                    print(json.dumps(row), file=sys.stderr)
+                    rows.append(row)
+        print(f"\n| variant ({args.backend}) | C | steps/s | CPU ms/step | failures |\n|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['variant']} | {r['C']} | {r['steps_per_s']:,} | {r['cpu_ms_per_step']} | {r['failures']} |")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bench-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
+    p.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
+    p.add_argument("--conc", type=int, default=200)
+    p.add_argument("--conc-runs", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=1)
+    # one measurement (internal)
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="default")
+    p.add_argument("--url", default="")
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--tools", type=int, default=4)
+    args = p.parse_args()
+    _one(args) if args.one else _matrix(args)
+
+
+if __name__ == "__main__":
+    main()
