@@ -99,7 +99,12 @@ class Dispatcher:
             await self.on_finish(record)
         if self.log is not None:
             self.log.debug(
-                "tool finished", tool_call_id=call_id, tool=name, outcome=status, duration_s=round(record.duration_s, 6)
+                "tool finished",
+                step=step,
+                tool_call_id=call_id,
+                tool=name,
+                outcome=status,
+                duration_s=round(record.duration_s, 6),
             )
         if self.emit is not None:
             await self.emit(ToolCallFinished(self.run_id, step, record))
@@ -126,7 +131,7 @@ class Dispatcher:
                 "schema violation",
             )
         if self.log is not None:
-            self.log.debug("tool started", tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
+            self.log.debug("tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
         if self.emit is not None:
             await self.emit(ToolCallStarted(self.run_id, record.step, record.id, name, raw))
         if self.limiter is None:

@@ -193,6 +193,7 @@ async def test_debug_events_through_configured_structlog() -> None:
     finished = events[2]
     assert finished["tool_call_id"] == "c9" and finished["outcome"] == "ok" and "duration_s" in finished
     assert events[0]["step"] == 1 and events[4]["step"] == 2
+    assert events[1]["step"] == 1 and events[2]["step"] == 1
     assert SECRET not in repr(events)
 
 
