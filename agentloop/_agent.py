@@ -585,9 +585,9 @@ class _Run:
 
     async def settle(self, record: ToolCallRecord) -> None:
         """A call's outcome is final: commit it (durable runs) before the loop can move on."""
+        self.step_records[record.id] = record
         if self.journal is not None:
             await self.journal.append(self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id)
-        self.step_records[record.id] = record
 
     def close_step(self) -> None:
         """Append the tool messages of the step in progress, in the model's order.

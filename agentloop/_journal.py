@@ -257,7 +257,9 @@ class SQLiteJournal(Journal):
             conn.execute("BEGIN IMMEDIATE")
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
-                conn.executescript("COMMIT; BEGIN IMMEDIATE;" + _SCHEMA)  # executescript commits first
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO agentloop_meta VALUES (?, ?)", [("format", _FORMAT), ("version", _VERSION)]
                 )

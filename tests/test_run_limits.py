@@ -86,7 +86,7 @@ async def test_max_tool_calls_runs_what_fits_and_skips_the_rest() -> None:
     with pytest.raises(ToolCallLimitExceeded, match="max_tool_calls=3") as info:
         await agent.run("go")
     partial = info.value.result
-    assert executed == ["a", "b", "c"]
+    assert sorted(executed) == ["a", "b", "c"]
     assert [r.status for r in partial.tool_calls] == ["ok", "ok", "ok", "skipped"]
     assert partial.stop_reason == "max_tool_calls" and partial.steps == 2
     assert "budget" in partial.messages[-1]["content"]
