@@ -7,19 +7,32 @@ Limits (the timeout and the output cap apply in every mode), few programs need a
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
-__all__ = ["Limits"]
+from ._exceptions import ToolDefinitionError
+
+__all__ = ["Limits", "SANDBOX_DEFAULT_TIMEOUT"]
+
+# A child under a tight address-space limit can spin in allocation failures forever, and
+# RLIMIT_CPU does not count time spent blocked: a wall-clock kill is always needed, so a
+# sandboxed call without an explicit timeout still gets this one.
+SANDBOX_DEFAULT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource limits of a tool call. `None` means "no limit" (or the registry's default).
+    """Resource limits of a tool call. `None` means "no limit".
 
     - `timeout`: wall-clock seconds. Every mode. "thread" can only abandon the thread (Python
-      cannot kill a thread); the out-of-process modes kill the child's process group.
-    - `output_bytes`: cap of the result text sent to the model. Every mode. A longer result is cut
-      and ends with a visible marker, with outcome `output_limit`.
-    - `memory_mb`, `cpu_s`, `open_files`, `file_size_mb`: hard rlimits, "process"/"isolated" only.
+      cannot kill a thread); the out-of-process modes kill the child's process group, and use
+      60 s when no timeout is set (see `SANDBOX_DEFAULT_TIMEOUT`).
+    - `output_bytes`: cap of the result text sent to the model (64 KB by default). Every mode. A
+      longer result is cut and ends with a visible marker, with outcome `output_limit`.
+    - `memory_mb` (RLIMIT_AS the tool may add to the forked interpreter), `cpu_s` (RLIMIT_CPU),
+      `open_files` (RLIMIT_NOFILE), `file_size_mb` (RLIMIT_FSIZE): "process" / "isolated" only.
+
+    Registry defaults and per-tool limits combine with `merge`: every field the tool sets to a
+    value other than the class default wins.
     """
 
     timeout: float | None = None
@@ -33,7 +46,9 @@ class Limits:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
-                raise ValueError(f"Limits.{f.name} must be a positive number or None, got {value!r}")
+                raise ToolDefinitionError(f"Limits.{f.name} must be a positive number or None, got {value!r}")
+        if self.open_files is not None and self.open_files < 8:
+            raise ToolDefinitionError("Limits.open_files must be at least 8 (the interpreter needs a few)")
 
     def merge(self, override: Limits | None) -> Limits:
         """These limits with every field that `override` sets differently from the defaults."""
@@ -45,3 +60,6 @@ class Limits:
             if getattr(override, f.name) != f.default
         }
         return replace(self, **changes) if changes else self
+
+    def to_wire(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -47,11 +47,10 @@ def inspect_function(obj: Any) -> bool:
 
 
 def _binder(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    try:
-        from .._schema import function_schema  # type: ignore[attr-defined]
-    except ImportError:  # TODO(lead): drop once agentloop._schema.function_schema has landed
-        return None
-    return function_schema(fn).bind  # type: ignore[no-any-return]
+    """The same argument binder the host registered (Enum members, dataclasses, ...)."""
+    from .._schema import function_schema
+
+    return function_schema(fn).bind
 
 
 @dataclass(slots=True)
