@@ -1,0 +1,220 @@
+"""The activities: everything with I/O happens here, in the worker, never in workflow code.
+
+- `describe_tools`: the worker's tools (schemas, approval and idempotency flags, activity
+  options), once per run; recorded in the history, so a replay sees the same tools.
+- `model_request`: one model request. The conversation comes by reference (see `_store`); the
+  answer's tool-call ids are repaired here, so workflow code never needs randomness.
+- `tool_call`: one tool call through the worker's own `Dispatcher`, so argument conversion,
+  the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
+  those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
+  after `heartbeat_timeout` and cancellation reaches the tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import anyio
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from .._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
+from .._events import run_logger
+from .._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConversationError,
+)
+from .._ids import IdRegistry
+from .._model import Model, ModelRequest
+from .._tools import ToolRegistry
+from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
+from ._store import REFERENCE_MISSING, ROOT, ConversationStore
+
+__all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS"]
+
+T = TypeVar("T")
+
+# Model errors that another attempt cannot fix (FluxClient already retried the transient ones).
+NON_RETRYABLE_MODEL_ERRORS = [
+    BadRequestError.__name__,
+    "ToolsNotSupportedError",
+    AuthenticationError.__name__,
+    ConfigurationError.__name__,
+    ConversationError.__name__,
+    REFERENCE_MISSING,
+]
+
+
+def tools_digest(definitions: list[dict[str, Any]]) -> str:
+    data = json.dumps(definitions, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:40]
+
+
+class AgentActivities:
+    """The activities of one worker: its model, its tools and its conversation store."""
+
+    def __init__(
+        self,
+        model: Model,
+        tools: ToolRegistry,
+        *,
+        store: ConversationStore | None = None,
+        tool_options: Mapping[str, ToolActivityOptions] | None = None,
+        default_tool_timeout: float = 600.0,
+        heartbeat_timeout: float = 30.0,
+        model_timeout: float = 600.0,
+        model_attempts: int = 3,
+        format_tool_error: ErrorFormatter | None = None,
+    ) -> None:
+        if not callable(getattr(model, "request", None)):
+            raise ConfigurationError(f"model must implement the Model interface (e.g. FluxClient), got {model!r}")
+        if not isinstance(tools, ToolRegistry):
+            raise ConfigurationError(f"tools must be a ToolRegistry, got {tools!r}")
+        unknown = sorted(set(tool_options or {}) - set(tools.names))
+        if unknown:
+            raise ConfigurationError(f"tool_options names tools that are not registered: {unknown}; registered: {tools.names}")
+        self.model = model
+        self.tools = tools
+        self.store = store if store is not None else ConversationStore()
+        self.tool_options = dict(tool_options or {})
+        self.default_tool_timeout = default_tool_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.model_timeout = model_timeout
+        self.model_attempts = model_attempts
+        self.format_tool_error = format_tool_error or default_error_formatter
+        self.tool_executions = 0  # tool activities started in this process (soak/diagnostics)
+
+    @property
+    def activities(self) -> list[Any]:
+        return [self.describe_tools, self.model_request, self.tool_call]
+
+    # --- describe_tools -------------------------------------------------------------------------
+
+    @activity.defn(name=DESCRIBE_ACTIVITY)
+    async def describe_tools(self) -> dict[str, Any]:
+        out = []
+        for tool in self.tools:
+            opts = self.tool_options.get(tool.name, ToolActivityOptions())
+            timeout = opts.start_to_close_timeout
+            if timeout is None:
+                timeout = tool.limits.timeout + 30 if tool.limits.timeout is not None else self.default_tool_timeout
+            attempts = opts.maximum_attempts or (3 if tool.idempotent else 1)
+            out.append(
+                {
+                    "name": tool.name,
+                    "definition": tool.definition,
+                    "idempotent": tool.idempotent,
+                    "requires_approval": tool.requires_approval,
+                    "start_to_close_timeout": timeout,
+                    "heartbeat_timeout": opts.heartbeat_timeout or self.heartbeat_timeout,
+                    "maximum_attempts": attempts,
+                }
+            )
+        model = {
+            "start_to_close_timeout": self.model_timeout,
+            "heartbeat_timeout": self.heartbeat_timeout,
+            "maximum_attempts": self.model_attempts,
+        }
+        return {"tools": out, "digest": tools_digest(self.tools.definitions), "model": model}
+
+    # --- model_request --------------------------------------------------------------------------
+
+    @activity.defn(name=MODEL_ACTIVITY)
+    async def model_request(self, data: dict[str, Any]) -> dict[str, Any]:
+        store = self.store
+        base = data.get("base", ROOT)
+        prefix = store.conversation(base) if base != ROOT else []
+        if prefix is None:
+            raise ApplicationError(
+                "this worker does not have the conversation prefix the workflow referenced (worker restarted "
+                "or another worker); the workflow sends the whole conversation again",
+                type=REFERENCE_MISSING,
+                non_retryable=True,
+            )
+        tools = data.get("tools")
+        if tools is None:
+            definitions = self.tools.definitions
+            if data.get("tools_digest") != tools_digest(definitions):
+                raise ApplicationError(
+                    "this worker's tool definitions differ from the run's; the workflow sends them inline",
+                    type=REFERENCE_MISSING,
+                    non_retryable=True,
+                )
+            tools = definitions
+        delta = data.get("delta") or []
+        digest = store.extend(base, delta)
+        conversation = [*prefix, *delta]
+        request = ModelRequest(
+            model=data["model"],
+            messages=conversation,
+            tools=tools,
+            tool_choice=data.get("tool_choice"),
+            settings=data.get("settings") or {},
+            run_id=data.get("run_id"),
+            step=data.get("step", 0),
+        )
+        turn = await _heartbeating(self.model.request, request, None)
+        message = turn.message
+        if message.get("tool_calls"):
+            IdRegistry(conversation).repair(message["tool_calls"])  # here, not in the workflow: ids are random
+        store.put(digest, message)
+        return {
+            "message": message,
+            "usage": asdict(turn.usage),
+            "finish_reason": turn.finish_reason,
+            "model": turn.model,
+            "request_id": turn.request_id,
+        }
+
+    # --- tool_call ------------------------------------------------------------------------------
+
+    @activity.defn(name=TOOL_ACTIVITY)
+    async def tool_call(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.tool_executions += 1
+        run_id = data.get("run_id") or ""
+        dispatcher = Dispatcher(
+            self.tools,
+            run_id=run_id,
+            emit=None,
+            log=run_logger(run_id=run_id),
+            max_concurrent=None,
+            format_error=self.format_tool_error,
+        )
+        call = {
+            "id": data.get("call_id") or "call",
+            "type": "function",
+            "function": {"name": data["name"], "arguments": json.dumps(data.get("arguments") or {})},
+        }
+        record = (await _heartbeating(dispatcher.run, [call], int(data.get("step", 0))))[0]
+        return {"status": record.status, "content": record.content, "error": record.error, "duration_s": record.duration_s}
+
+
+async def _heartbeating(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`await fn(*args)`, heartbeating every third of the activity's heartbeat timeout meanwhile."""
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return await fn(*args)
+    interval = max(timeout.total_seconds() / 3, 0.05)
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await anyio.sleep(interval)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(beat)
+            result = await fn(*args)
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the body's own error, not a group around it
+        if len(group.exceptions) == 1:
+            exc = group.exceptions[0]
+            raise exc from exc.__cause__
+        raise
+    return result

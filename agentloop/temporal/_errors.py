@@ -1,0 +1,22 @@
+"""Errors of Temporal runs, in agentloop's one exception tree."""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigurationError, RunError
+
+__all__ = ["TemporalRunError", "TemporalNotInstalledError"]
+
+
+class TemporalRunError(RunError):
+    """A run on Temporal failed for good (e.g. the model endpoint kept failing, or it was cancelled
+    or terminated). `error_type` names the cause (e.g. `AuthenticationError`), `run_id` the
+    workflow; the Temporal UI / `temporal workflow show --workflow-id RUN_ID` has the history."""
+
+    def __init__(self, message: str, *, run_id: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.error_type = error_type
+
+
+class TemporalNotInstalledError(ConfigurationError, ImportError):
+    """`agentloop.temporal` was imported without the `temporalio` package."""

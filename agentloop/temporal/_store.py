@@ -1,0 +1,106 @@
+"""The conversation store: how a long conversation stays out of Temporal's history.
+
+Temporal records every activity input in the workflow history, and caps payloads (~2 MB) and
+history size. Sending the whole conversation with every model request would grow the history by
+the conversation's full length at every step (quadratic in the number of steps). Instead the
+conversation is *content-addressed*: each message is a node `(parent digest, message)` and its
+digest is `sha256(parent digest + canonical JSON of the message)`, so a digest names a whole
+conversation prefix, exactly.
+
+- The workflow knows the digest of the prefix the worker has already seen and sends only the
+  messages after it (the delta: normally just the step's tool results). The model activity's own
+  answer is stored by the activity, so it is not sent back either.
+- The store lives in the worker process (bounded, least recently used nodes go first). A worker
+  that does not have the prefix (restarted, or another worker) raises `ReferenceMissing`; the
+  workflow then sends the whole conversation once, and deltas again after that.
+
+The digest function is pure (hashlib and json), so workflow code can use it deterministically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["ROOT", "digest_of", "chain", "ConversationStore", "REFERENCE_MISSING"]
+
+ROOT = ""  # the digest of the empty conversation
+REFERENCE_MISSING = "ReferenceMissing"  # the ApplicationError type a store miss is reported with
+
+
+def canonical(message: Any) -> bytes:
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_of(parent: str, message: Any) -> str:
+    h = hashlib.sha256(parent.encode())
+    h.update(b"\x00")
+    h.update(canonical(message))
+    return h.hexdigest()[:40]
+
+
+def chain(parent: str, messages: list[Any]) -> str:
+    """The digest of `parent`'s conversation followed by `messages`."""
+    for m in messages:
+        parent = digest_of(parent, m)
+    return parent
+
+
+class ConversationStore:
+    """Content-addressed conversation prefixes, bounded by `max_bytes` (LRU). One per worker."""
+
+    __slots__ = ("_nodes", "_bytes", "max_bytes", "hits", "misses")
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self._nodes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def put(self, parent: str, message: Any) -> str:
+        """Store `message` after `parent`'s conversation; return the new prefix's digest."""
+        data = canonical(message)
+        h = hashlib.sha256(parent.encode())
+        h.update(b"\x00")
+        h.update(data)
+        digest = h.hexdigest()[:40]
+        if digest in self._nodes:
+            self._nodes.move_to_end(digest)
+            return digest
+        self._nodes[digest] = (parent, message, len(data))
+        self._bytes += len(data)
+        while self._bytes > self.max_bytes and len(self._nodes) > 1:
+            _, (_, _, size) = self._nodes.popitem(last=False)
+            self._bytes -= size
+        return digest
+
+    def extend(self, parent: str, messages: list[Any]) -> str:
+        for m in messages:
+            parent = self.put(parent, m)
+        return parent
+
+    def conversation(self, digest: str) -> list[Any] | None:
+        """The whole conversation `digest` names, or None when any part of it is not here."""
+        out: list[Any] = []
+        nodes = self._nodes
+        while digest != ROOT:
+            node = nodes.get(digest)
+            if node is None:
+                self.misses += 1
+                return None
+            nodes.move_to_end(digest)
+            out.append(node[1])
+            digest = node[0]
+        out.reverse()
+        self.hits += 1
+        return out

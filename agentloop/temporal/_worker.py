@@ -1,0 +1,182 @@
+"""The worker: the agent workflow and its activities on a task queue, and `agentloop worker`.
+
+`create_worker(client, task_queue, tools=registry, model=FluxClient())` returns a
+`temporalio.worker.Worker` (use it with `async with` or `await worker.run()`; it may share a
+worker with your own workflows via `workflows=` / `activities=`). Workflows run in Temporal's
+sandbox with agentloop and anyio / sniffio passed through: the loop's modules hold no global
+mutable state, and re-importing them for every run would only cost time.
+
+`worker_main(argv)` is `agentloop worker --task-queue Q --tools module:registry`. SIGTERM or
+SIGINT stop polling at once; in-flight activities get `--graceful-shutdown-timeout` seconds to
+finish (their results are recorded), after which they are cancelled and handed back to
+Temporal, which retries them on another worker (idempotent tools) or reports an unknown
+outcome; either way no workflow is lost: its state is in Temporal's history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import anyio
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from .._dispatch import ErrorFormatter
+from .._exceptions import ConfigurationError
+from .._model import Model
+from .._tools import ToolRegistry
+from ._activities import AgentActivities
+from ._spec import ToolActivityOptions
+from ._store import ConversationStore
+from ._workflow import AgentWorkflow
+
+__all__ = ["create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
+
+# Modules the workflow sandbox hands over as they are instead of re-importing them per run.
+PASSTHROUGH_MODULES = ("agentloop", "anyio", "sniffio", "structlog", "jsonschema", "orjson", "docstring_parser")
+
+
+def sandbox_runner(extra_passthrough: Sequence[str] = ()) -> SandboxedWorkflowRunner:
+    """Temporal's sandboxed workflow runner with agentloop, anyio and sniffio passed through."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES, *extra_passthrough)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
+def create_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    tools: ToolRegistry,
+    model: Model,
+    tool_options: Mapping[str, ToolActivityOptions] | None = None,
+    store: ConversationStore | None = None,
+    heartbeat_timeout: float = 30.0,
+    model_timeout: float = 600.0,
+    model_attempts: int = 3,
+    default_tool_timeout: float = 600.0,
+    format_tool_error: ErrorFormatter | None = None,
+    graceful_shutdown_timeout: float = 30.0,
+    workflows: Sequence[type] = (),
+    activities: Sequence[Any] = (),
+    **worker_options: Any,
+) -> Worker:
+    """A Temporal worker that runs agent workflows with `tools` and `model` (see module docs).
+
+    - `tool_options`: per-tool `ToolActivityOptions` (timeouts, heartbeat, attempts).
+    - `heartbeat_timeout`: seconds; how fast a lost worker is noticed (model and tool activities).
+    - `model_timeout` / `model_attempts`: one model request's limit and its attempts (the client's
+      own retries come first).
+    - `graceful_shutdown_timeout`: seconds in-flight activities get to finish on shutdown.
+    - `worker_options`: passed to `temporalio.worker.Worker` (e.g. `max_concurrent_activities`).
+    """
+    if not isinstance(task_queue, str) or not task_queue:
+        raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")
+    acts = AgentActivities(
+        model,
+        tools,
+        store=store,
+        tool_options=tool_options,
+        default_tool_timeout=default_tool_timeout,
+        heartbeat_timeout=heartbeat_timeout,
+        model_timeout=model_timeout,
+        model_attempts=model_attempts,
+        format_tool_error=format_tool_error,
+    )
+    worker_options.setdefault("workflow_runner", sandbox_runner())
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[AgentWorkflow, *workflows],
+        activities=[*acts.activities, *activities],
+        graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
+        **worker_options,
+    )
+    worker.agent_activities = acts  # type: ignore[attr-defined]  # for diagnostics and tests
+    return worker
+
+
+def load_registry(spec: str) -> ToolRegistry:
+    """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"--tools must look like module:registry, got {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigurationError(f"cannot load the tools {spec!r}: {e}. Check the module is importable here.") from None
+    if not isinstance(obj, ToolRegistry) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, ToolRegistry):
+        raise ConfigurationError(f"{spec!r} is a {type(obj).__name__}, not a ToolRegistry")
+    return obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentloop worker", description="Run agentloop agents on a Temporal task queue.")
+    p.add_argument("--task-queue", required=True, help="the Temporal task queue to poll")
+    p.add_argument("--tools", required=True, help="module:registry, the ToolRegistry the agents may use")
+    p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
+    p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    p.add_argument("--base-url", default=None, help="FluxRouter URL (default: FLUX_BASE_URL or the public API)")
+    p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)")
+    p.add_argument("--graceful-shutdown-timeout", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--max-concurrent-activities", type=int, default=None)
+    p.add_argument("--sticky-timeout", type=float, default=None, help=argparse.SUPPRESS)  # tests: fast failover
+    return p
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0."""
+    args = _parser().parse_args(argv)
+    try:
+        tools = load_registry(args.tools)
+    except ConfigurationError as e:
+        print(f"agentloop worker: {e}", file=sys.stderr)
+        return 2
+    return anyio.run(_serve, args, tools, backend="asyncio")  # temporalio runs on asyncio
+
+
+async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
+    from .._client import FluxClient
+
+    try:
+        client = await Client.connect(args.address, namespace=args.namespace)
+    except Exception as e:  # RuntimeError from the core SDK: the server is not reachable
+        print(f"agentloop worker: cannot connect to Temporal at {args.address} ({e}); start it or pass --address", file=sys.stderr)
+        return 1
+    options: dict[str, Any] = {}
+    if args.max_concurrent_activities:
+        options["max_concurrent_activities"] = args.max_concurrent_activities
+    if args.sticky_timeout:
+        options["sticky_queue_schedule_to_start_timeout"] = timedelta(seconds=args.sticky_timeout)
+    async with FluxClient(base_url=args.base_url) as model, tools:
+        worker = create_worker(
+            client,
+            args.task_queue,
+            tools=tools,
+            model=model,
+            heartbeat_timeout=args.heartbeat_timeout,
+            model_timeout=args.model_timeout,
+            graceful_shutdown_timeout=args.graceful_shutdown_timeout,
+            **options,
+        )
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with worker:
+                print(f"agentloop worker: polling task queue {args.task_queue!r} on {args.address}", flush=True)
+                async for sig in signals:
+                    print(f"agentloop worker: {signal.Signals(sig).name}, shutting down gracefully", flush=True)
+                    break
+            # leaving `async with worker` waited for in-flight activities (or handed them back)
+    print("agentloop worker: stopped", flush=True)
+    return 0

@@ -1,0 +1,283 @@
+"""The Temporal workflow: the ONE agent loop (`Agent.run` / `Agent.resume`), unchanged, driven by
+activities at its two seams.
+
+- The model seam (`Model.request`) is `_ActivityModel`: each model request is a
+  `model_request` activity; the conversation goes by reference (`_store`), so the history grows
+  per step by what the step added, not by the conversation's length.
+- The tool seam is the sandbox seam of the `Dispatcher`: the workflow's registry holds proxies
+  of the worker's tools (same names, schemas, approval and idempotency flags) whose sandbox is
+  `_ActivityBox`; invoking one runs a `tool_call` activity. So the loop's own code validates
+  arguments, repairs nothing (the model activity already did), applies `RunLimits` (steps, tool
+  calls, tokens, loop detection, the timeout as a cancel scope, which Temporal turns into a
+  durable timer), keeps the calls of one message concurrent (one task group: the activities are
+  scheduled together) and pauses for approval. The tool itself runs in the worker through the
+  worker's `Dispatcher`, with its sandbox mode and `Limits`.
+
+Determinism: nothing here reads a clock, a random source or does I/O. The loop runs on
+Temporal's deterministic event loop (anyio's asyncio backend uses the running loop's `time()`,
+`call_at` and tasks, which Temporal makes durable); the only random thing in the loop, minting a
+tool-call id, never happens here because the model activity repairs ids before the answer is
+recorded. A run's `deadline` is turned into a timeout against `workflow.now()`. The one value
+that is not replayed exactly is `ToolCallRecord.duration_s` (measured by the loop around the
+activity); it is reporting only and never decides anything. `tests/test_temporal.py` replays
+recorded histories with Temporal's `Replayer` to check this.
+
+Approval: when the loop pauses, the workflow waits for the `approve` update (validated: one
+decision per pending call), then continues with `Agent.resume`, as in-process.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from dataclasses import asdict, replace
+
+    from .._agent import Agent
+    from .._approval import check_decisions, decision_from_data
+    from .._exceptions import RunLimitExceeded
+    from .._runlimits import RunLimits
+    from .._tools import ToolRegistry
+    from .._types import ModelTurn, PendingCall, RunResult, Usage
+    from ._activities import NON_RETRYABLE_MODEL_ERRORS
+    from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
+    from ._store import REFERENCE_MISSING, ROOT, chain, digest_of
+
+__all__ = ["AgentWorkflow"]
+
+
+def _cause_type(e: BaseException) -> str | None:
+    cause = e.__cause__
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.type
+        cause = cause.__cause__
+    return None
+
+
+def _cause_message(e: BaseException) -> str:
+    cause: BaseException | None = e
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause)
+
+
+class _Outcome:
+    """What the Dispatcher reads from a sandbox call."""
+
+    __slots__ = ("status", "content", "error")
+
+    def __init__(self, status: str, content: str, error: str | None) -> None:
+        self.status, self.content, self.error = status, content, error
+
+
+class _ActivityBox:
+    """Stands in for a fork-server sandbox: a proxy tool's invocation is a `tool_call` activity."""
+
+    def __init__(self, run_id: str, tools: dict[str, dict[str, Any]]) -> None:
+        self.run_id = run_id
+        self.tools = tools
+
+    async def call(self, ref: str, args: dict[str, Any], limits: Any) -> _Outcome:
+        spec = self.tools[ref]
+        try:
+            out = await workflow.execute_activity(
+                TOOL_ACTIVITY,
+                {"run_id": self.run_id, "name": ref, "arguments": args},
+                start_to_close_timeout=timedelta(seconds=spec["start_to_close_timeout"]),
+                heartbeat_timeout=timedelta(seconds=spec["heartbeat_timeout"]),
+                retry_policy=RetryPolicy(maximum_attempts=spec["maximum_attempts"]),
+                summary=ref,
+            )
+        except ActivityError as e:
+            # Every attempt was lost (a worker died or was shut down mid-call; the tool's own
+            # failures are outcomes, not activity failures). Same semantics as a resumed durable run.
+            attempts = spec["maximum_attempts"]
+            text = (
+                f"Outcome unknown: the worker running {ref!r} was lost ({_cause_message(e)})"
+                + (f" on all {attempts} attempts" if attempts > 1 else "")
+                + (
+                    ", and it was not run again because it is not marked idempotent"
+                    if not spec["idempotent"]
+                    else ""
+                )
+                + ". It may or may not have taken effect: check before calling it again."
+            )
+            return _Outcome("outcome_unknown", text, "worker lost")
+        return _Outcome(out["status"], out["content"], out["error"])
+
+
+class _ActivityTools(ToolRegistry):
+    """The workflow's registry: proxies of the worker's tools, invoked through `_ActivityBox`."""
+
+    def __init__(self, box: _ActivityBox) -> None:
+        super().__init__()
+        self._box = box
+
+    def add(self, spec: dict[str, Any]) -> None:
+        fn = spec["definition"]["function"]
+        self.register(
+            _proxy,
+            name=spec["name"],
+            description=fn.get("description") or "",
+            parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+            sandbox="process",
+            idempotent=spec["idempotent"],
+            requires_approval=spec["requires_approval"],
+        )
+
+    def _check_sandbox(self, name: str, fn: Any, mode: str) -> str:
+        return name  # the "ref" the box receives: the tool's name on the worker
+
+    def sandbox_for(self, mode: str) -> Any:
+        return self._box
+
+
+def _proxy(**kwargs: Any) -> None:  # pragma: no cover - never called: the box runs the activity
+    raise AssertionError("a proxy tool is invoked through its activity")
+
+
+class _ActivityModel:
+    """The `Model` the workflow's agent talks to: one `model_request` activity per request."""
+
+    def __init__(self, described: dict[str, Any]) -> None:
+        self.tools_digest = described["digest"]
+        self.definitions = [t["definition"] for t in described["tools"]]
+        opts = described["model"]
+        self.options: dict[str, Any] = {
+            "start_to_close_timeout": timedelta(seconds=opts["start_to_close_timeout"]),
+            "heartbeat_timeout": timedelta(seconds=opts["heartbeat_timeout"]),
+            "retry_policy": RetryPolicy(
+                maximum_attempts=opts["maximum_attempts"], non_retryable_error_types=NON_RETRYABLE_MODEL_ERRORS
+            ),
+        }
+        self.base = ROOT  # the digest of the conversation prefix the worker has stored
+        self.synced = 0  # ...its length
+        self.tail: Any = None  # ...and its last message (identity check: the loop only appends)
+        self.full_sends = 0
+
+    async def request(self, request: Any, emit: Any = None) -> ModelTurn:
+        messages = request.messages
+        n = self.synced
+        if n > len(messages) or (n and messages[n - 1] is not self.tail):
+            self.base, n = ROOT, 0
+        data: dict[str, Any] = {
+            "model": request.model,
+            "base": self.base,
+            "delta": messages[n:],
+            "tools_digest": self.tools_digest,
+            "tool_choice": request.tool_choice,
+            "settings": dict(request.settings),
+            "run_id": request.run_id,
+            "step": request.step,
+        }
+        if not request.tools:
+            data["tools"] = []
+        try:
+            out = await workflow.execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+        except ActivityError as e:
+            if _cause_type(e) != REFERENCE_MISSING:
+                raise
+            # This worker does not hold the prefix: send everything, once.
+            self.full_sends += 1
+            data.update(base=ROOT, delta=list(messages), tools=self.definitions if request.tools else [])
+            out = await workflow.execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+        message = out["message"]
+        self.base = digest_of(chain(data["base"], data["delta"]), message)
+        self.synced, self.tail = len(messages) + 1, message  # the loop appends this very dict
+        return ModelTurn(message, Usage(**out["usage"]), out.get("finish_reason"), out.get("model"), out.get("request_id"))
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class AgentWorkflow:
+    """One agent run. Input: `{"agent": spec, "prompt": str | None, "messages": list | None}`.
+
+    Output: `{"result": RunResult JSON, "error": None | {"type", "message"}}`; a `RunLimitExceeded`
+    comes back as its type and message with the partial result, for the client to raise.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[PendingCall] = []
+        self._decisions: dict[str, Any] | None = None
+        self._done = False
+
+    @workflow.run
+    async def run(self, data: dict[str, Any]) -> dict[str, Any]:
+        run_id = workflow.info().workflow_id
+        described = await workflow.execute_activity(
+            DESCRIBE_ACTIVITY, start_to_close_timeout=timedelta(seconds=60), summary="tools"
+        )
+        box = _ActivityBox(run_id, {t["name"]: t for t in described["tools"]})
+        tools = _ActivityTools(box)
+        for spec in described["tools"]:
+            tools.add(spec)
+        spec = data["agent"]
+        limits = limits_from_data(spec["limits"])
+        agent = Agent(
+            client=_ActivityModel(described),
+            tools=tools,
+            model=spec["model"],
+            instructions=spec.get("instructions"),
+            limits=self._limits(limits),
+            tool_choice=spec.get("tool_choice", "auto"),
+            reset_tool_choice=spec.get("reset_tool_choice", True),
+            max_concurrent_tools=spec.get("max_concurrent_tools"),
+            model_settings=spec.get("model_settings"),
+        )
+        try:
+            result = await agent.run(data.get("prompt"), messages=data.get("messages"), run_id=run_id)
+            while result.paused:
+                self._pending = list(result.pending)
+                await workflow.wait_condition(lambda: self._decisions is not None)
+                decisions, self._decisions, self._pending = self._decisions, None, []
+                result = await agent.resume(result, approvals=decisions, limits=self._limits(limits))
+        except RunLimitExceeded as e:
+            return {"result": e.result.to_json(), "error": {"type": type(e).__name__, "message": str(e)}}
+        except ActivityError as e:  # the model request failed for good: fail the run, do not retry it
+            raise ApplicationError(
+                f"the model request failed: {_cause_message(e)}", type=_cause_type(e) or "ActivityError", non_retryable=True
+            ) from None
+        finally:
+            self._done = True
+        return {"result": result.to_json(), "error": None}
+
+    @staticmethod
+    def _limits(limits: RunLimits) -> RunLimits:
+        """An absolute deadline becomes a timeout against workflow time (no wall clock in here)."""
+        if limits.deadline is None:
+            return limits
+        left = max(limits.deadline - workflow.now().timestamp(), 0.001)
+        timeout = left if limits.timeout is None else min(left, limits.timeout)
+        return replace(limits, deadline=None, timeout=timeout)
+
+    # --- approval -------------------------------------------------------------------------------
+
+    @workflow.query(name="pending")
+    def pending(self) -> list[dict[str, Any]]:
+        return [asdict(p) for p in self._pending]
+
+    @workflow.update(name="wait_for_approval")
+    async def wait_for_approval(self) -> list[dict[str, Any]]:
+        """Wait until the run waits for decisions (the pending calls) or has finished (empty)."""
+        await workflow.wait_condition(lambda: bool(self._pending and self._decisions is None) or self._done)
+        return [] if self._done else [asdict(p) for p in self._pending]
+
+    @workflow.update(name="approve")
+    async def approve(self, decisions: dict[str, Any]) -> None:
+        self._decisions = {k: decision_from_data(v) for k, v in decisions.items()}
+
+    @approve.validator
+    def _check_approve(self, decisions: dict[str, Any]) -> None:
+        if not self._pending or self._decisions is not None:
+            raise ApplicationError("the run is not waiting for approvals", type="ResumeError", non_retryable=True)
+        if not isinstance(decisions, dict):
+            raise ApplicationError("approvals must be {call_id: decision}", type="ResumeError", non_retryable=True)
+        try:
+            check_decisions(self._pending, {k: decision_from_data(v) for k, v in decisions.items()})
+        except Exception as e:  # ResumeError: unknown or missing ids
+            raise ApplicationError(str(e), type="ResumeError", non_retryable=True) from None
