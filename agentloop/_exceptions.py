@@ -39,6 +39,9 @@ __all__ = [
     "RunNotFoundError",
     "RunLockedError",
     "SandboxUnavailableError",
+    "MissingDependencyError",
+    "MCPServerError",
+    "MCPToolError",
 ]
 
 
@@ -216,3 +219,22 @@ class RunNotFoundError(JournalError, KeyError):
 
 class RunLockedError(JournalError):
     """Another live process (or task) holds the run's lease: two cannot continue one run at once."""
+
+
+# --- optional integrations -----------------------------------------------------------------------------
+
+
+class MissingDependencyError(ConfigurationError, ImportError):
+    """An optional feature needs a package that is not installed; the message names the extra to install."""
+
+
+class MCPServerError(AgentloopError):
+    """An MCP server could not be started or reached, failed a request, or was used after it was closed."""
+
+
+class MCPToolError(AgentloopError):
+    """An MCP tool reported an error result (`isError`).
+
+    Raised from the tool function, so the call's outcome is `raised` and the model reads the
+    server's own error text.
+    """

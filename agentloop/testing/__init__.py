@@ -10,6 +10,9 @@ async with FakeFluxRouter([tool_calls(call("get_weather", {"city": "Lisbon"})), 
     assert router.requests[1].json["messages"][-1]["role"] == "tool"
 ```
 
+Without HTTP: `TestModel()` calls every tool with arguments generated from its schema and then
+answers; `FunctionModel(fn)` answers with `fn(messages, tools)`; `ScriptedModel` plays replies.
+
 With pytest, the `fake_router` fixture (registered by agentloop's pytest plugin) gives a
 started router with an empty script; `flux_client` gives a client pointed at it.
 """
@@ -29,11 +32,15 @@ from agentloop.testing._replies import (
 )
 from agentloop.testing._scripted import ScriptedModel
 from agentloop.testing._server import FakeFluxRouter, RecordedRequest
+from agentloop.testing._testmodel import FunctionModel, TestModel, generate_arguments
 
 __all__ = [
     "FakeFluxRouter",
     "RecordedRequest",
     "ScriptedModel",
+    "TestModel",
+    "FunctionModel",
+    "generate_arguments",
     "Reply",
     "ScriptedCall",
     "call",

@@ -1,0 +1,431 @@
+"""Tools from Model Context Protocol servers, registered in a `ToolRegistry` next to Python tools.
+
+```python
+from agentloop.mcp import MCPServer
+
+async with MCPServer.stdio("python", ["-m", "my_server"]) as server:   # or MCPServer.http(url)
+    server.register_into(tools, prefix="fs_")
+    result = await agent.run("...")
+```
+
+Why it is built this way:
+- Each server tool goes through `ToolRegistry.register(fn, parameters=inputSchema)`, so it gets
+  exactly what a Python tool gets: `check_schema` at registration, the validator built once,
+  lenient argument parsing and the same outcomes. Nothing about a server's tools fails mid-run.
+- The connection (and the server process, for stdio) lives exactly as long as the `async with`
+  block: the `mcp` client's task group belongs to the task that entered it (structured
+  concurrency). Enter and leave the block in the same task.
+- After the block, the tools are removed (when the registry can `unregister`) and in any case
+  unusable: a call gets `MCPServerError` saying the server is closed; calls still in flight
+  when it closes are cancelled and get the same error. Nothing can hang on a dead session.
+- One session serves parallel calls: MCP requests carry ids, so the calls of one assistant
+  message go out concurrently (`max_concurrent_calls` caps them for servers that cannot cope).
+
+The `mcp` package is imported here only, never by `import agentloop` (extra: `agentloop[mcp]`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, TextIO
+
+import anyio
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from ._exceptions import MCPServerError, MCPToolError, MissingDependencyError, ToolDefinitionError
+from ._limits import Limits
+from ._tools import Tool, ToolRegistry
+
+__all__ = ["MCPServer", "MCPServerError", "MCPToolError", "render_content"]
+
+_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+_MAX_NAME = 64
+
+
+def _import_mcp() -> Any:
+    try:
+        import mcp
+    except ImportError as e:  # the optional dependency is missing: say how to get it
+        raise MissingDependencyError(
+            f"MCP tool sources need the 'mcp' package ({e}). Install it with: pip install 'agentloop[mcp]'"
+        ) from None
+    return mcp
+
+
+class MCPServer:
+    """One connection to an MCP server; its tools can be registered into any `ToolRegistry`.
+
+    Build it with `MCPServer.stdio(command, args)` (runs the server as a subprocess) or
+    `MCPServer.http(url)` (streamable HTTP), or `MCPServer(transport)` with anything
+    `mcp.Client` accepts (a transport, or an in-process `mcp` server in tests). Then
+    `async with` it: the connection opens, the tool list is fetched once, and the tools can be
+    registered with `register_into`.
+
+    - `name`: how errors and logs name the server (default: the name the server reports).
+    - `read_timeout`: seconds to wait for each response from the server (None: no limit; a
+      tool's own `Limits(timeout=...)` applies as well).
+    - `max_concurrent_calls`: cap on this server's calls in flight at once (None: no cap).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        name: str | None = None,
+        read_timeout: float | None = None,
+        max_concurrent_calls: int | None = None,
+        _factory: Callable[[], Any] | None = None,
+        _label: str | None = None,
+    ) -> None:
+        if max_concurrent_calls is not None and max_concurrent_calls < 1:
+            raise MCPServerError(f"max_concurrent_calls must be >= 1 or None, got {max_concurrent_calls!r}")
+        self._source = source
+        self._factory = _factory  # stdio/http: the transport is built on entry, when `mcp` is imported
+        self._name = name
+        self._label = _label or repr(source)
+        self._read_timeout = read_timeout
+        self._max_concurrent = max_concurrent_calls
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._state = "new"  # new -> open -> closed; one use only, like a file
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._inflight: set[anyio.CancelScope] = set()
+        self._tools: list[dict[str, Any]] = []
+        self._registered: list[tuple[ToolRegistry, str]] = []
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def stdio(
+        cls,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        errlog: TextIO | None = None,
+        name: str | None = None,
+        read_timeout: float | None = None,
+        max_concurrent_calls: int | None = None,
+    ) -> MCPServer:
+        """A server run as a subprocess, spoken to over its stdin/stdout.
+
+        `env` is added to the few variables the `mcp` SDK passes on (PATH, HOME, ...); the
+        server's stderr goes to `errlog` (default: this process's stderr).
+        """
+        argv = [command, *args]
+
+        def source() -> Any:
+            mcp = _import_mcp()
+            from mcp.client.stdio import stdio_client
+
+            params = mcp.StdioServerParameters(command=command, args=list(args), env=dict(env or {}) or None, cwd=cwd)
+            return stdio_client(params, errlog=errlog if errlog is not None else sys.stderr)
+
+        return cls(
+            None,
+            name=name,
+            read_timeout=read_timeout,
+            max_concurrent_calls=max_concurrent_calls,
+            _factory=source,
+            _label=" ".join(argv),
+        )
+
+    @classmethod
+    def http(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+        read_timeout: float | None = None,
+        max_concurrent_calls: int | None = None,
+    ) -> MCPServer:
+        """A server reached over streamable HTTP at `url` (e.g. `http://127.0.0.1:8000/mcp`)."""
+
+        def source() -> Any:
+            _import_mcp()
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            # The SDK's own default timeouts: a server may hold a response stream open for long.
+            client = httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(30.0, read=300.0))
+            return _OwnedHTTP(client, streamable_http_client(url, http_client=client))
+
+        return cls(
+            None, name=name, read_timeout=read_timeout, max_concurrent_calls=max_concurrent_calls, _factory=source, _label=url
+        )
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> MCPServer:
+        if self._state != "new":
+            raise MCPServerError(
+                f"MCP server {self.name!r} was already {'opened' if self._state == 'open' else 'closed'}; "
+                "an MCPServer is used by one `async with` block. Create a new one to connect again."
+            )
+        mcp = _import_mcp()
+        self._state = "open"
+        source = self._factory() if self._factory is not None else self._source
+        async with AsyncExitStack() as stack:
+            try:
+                self._client = await stack.enter_async_context(
+                    mcp.Client(source, read_timeout_seconds=self._read_timeout)
+                )
+                self._tools = await self._list_tools()
+            except Exception as e:
+                self._state = "closed"
+                raise MCPServerError(
+                    f"Could not connect to the MCP server {self.name!r}: {_describe(e)}. Check that the "
+                    "command or URL starts an MCP server (run it by hand to see its errors)."
+                ) from e
+            if self._name is None:
+                info = getattr(self._client, "server_info", None)
+                self._name = getattr(info, "name", None) or None
+            self._limiter = anyio.CapacityLimiter(self._max_concurrent) if self._max_concurrent else None
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._state = "closed"
+        for scope in list(self._inflight):  # calls from other tasks must not wait on a closing session
+            scope.cancel()
+        for registry, local in self._registered:
+            unregister = getattr(registry, "unregister", None)
+            if unregister is not None and registry.get(local) is not None:
+                unregister(local)
+        self._registered.clear()
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.__aexit__(*exc)
+
+    async def _list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:  # the list may be paginated
+            page = await self._client.list_tools(cursor=cursor)
+            tools.extend(_wire(t) for t in page.tools)
+            cursor = getattr(page, "next_cursor", None)
+            if not cursor:
+                return tools
+
+    # --- tools --------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name or self._label
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The server's tool definitions as MCP sends them (`name`, `description`, `inputSchema`)."""
+        return list(self._tools)
+
+    def register_into(
+        self,
+        registry: ToolRegistry,
+        *,
+        prefix: str = "",
+        include: Collection[str] | None = None,
+        exclude: Collection[str] = (),
+        limits: Limits | None = None,
+        requires_approval: bool = False,
+        idempotent: bool = False,
+    ) -> list[Tool]:
+        """Register the server's tools (all, or `include` minus `exclude`) into `registry`.
+
+        Local names are `prefix` + the server's name, with characters a model API rejects
+        replaced by `_` (`files.read` → `files_read`); the server is always called by its own
+        name. All or nothing: every tool is checked first, and a bad schema, an invalid name or
+        a collision raises `ToolDefinitionError` naming the server and tool before any is added.
+        """
+        if self._state != "open":
+            raise MCPServerError(f"MCP server {self.name!r} is not open: call register_into inside `async with server:`.")
+        known = {t["name"] for t in self._tools}
+        unknown = sorted(set(include or ()) - known)
+        if unknown:
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r} has no tool named {', '.join(map(repr, unknown))}; it has: "
+                f"{', '.join(sorted(known)) or '(none)'}."
+            )
+        chosen = [t for t in self._tools if (include is None or t["name"] in include) and t["name"] not in exclude]
+        # Check everything in a scratch registry first: the same checks as the real one, and
+        # nothing is half-registered when one tool is bad.
+        scratch = ToolRegistry()
+        planned: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        for spec in chosen:
+            remote = spec["name"]
+            local = self._local_name(prefix, remote)
+            if local in scratch or local in registry:
+                clash = "another tool of this server" if local in scratch else "a tool already in the registry"
+                raise ToolDefinitionError(
+                    f"MCP server {self.name!r}, tool {remote!r}: the name {local!r} is taken by {clash}. Register "
+                    f"this server's tools with a prefix, e.g. register_into(tools, prefix={_suggest(self.name)!r}), "
+                    f"or leave it out with exclude=[{remote!r}]."
+                )
+            schema = self._checked_schema(remote, spec.get("inputSchema"))
+            try:
+                scratch.register(self._tool_fn(remote, local), name=local, description=spec.get("description") or "",
+                                 parameters=schema, sandbox="inline")
+            except ToolDefinitionError as e:
+                raise ToolDefinitionError(
+                    f"MCP server {self.name!r}, tool {remote!r}: {e} (leave it out with exclude=[{remote!r}])"
+                ) from None
+            planned.append((spec, local, schema))
+        added: list[Tool] = []
+        for spec, local, schema in planned:
+            added.append(
+                registry.register(
+                    self._tool_fn(spec["name"], local),
+                    name=local,
+                    description=spec.get("description") or "",
+                    parameters=schema,
+                    sandbox="inline",  # an async call over the session: runs in the event loop
+                    limits=limits,
+                    idempotent=idempotent,
+                    requires_approval=requires_approval,
+                )
+            )
+            self._registered.append((registry, local))
+        return added
+
+    def _local_name(self, prefix: str, remote: str) -> str:
+        local = prefix + _BAD_NAME_CHARS.sub("_", remote)
+        if not local or len(local) > _MAX_NAME:
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r}, tool {remote!r}: the local name {local!r} is not 1-{_MAX_NAME} "
+                "characters long. Use a shorter prefix, or leave the tool out with exclude=[...]."
+            )
+        return local
+
+    def _checked_schema(self, remote: str, schema: Any) -> dict[str, Any]:
+        if not isinstance(schema, dict):
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r}, tool {remote!r}: its inputSchema is not a JSON object ({schema!r}). "
+                f"Fix the tool on the server, or leave it out with exclude=[{remote!r}]."
+            )
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as e:
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r}, tool {remote!r}: its inputSchema is not a valid JSON Schema "
+                f"(at {e.json_path}: {e.message}). Fix the tool on the server, or leave it out with "
+                f"exclude=[{remote!r}]."
+            ) from None
+        return schema
+
+    def _tool_fn(self, remote: str, local: str) -> Callable[..., Any]:
+        # Called as fn(**arguments) with the validated arguments (an explicit schema means no
+        # binding); **kwargs takes any key, even ones that are not Python identifiers.
+        async def call_mcp_tool(**arguments: Any) -> str:
+            return await self.call(remote, arguments)
+
+        call_mcp_tool.__name__ = call_mcp_tool.__qualname__ = local
+        return call_mcp_tool
+
+    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> str:
+        """Call the server's tool `tool` (its own name) and return its result as text for a model.
+
+        Raises `MCPToolError` with the server's text when the result is an error (`isError`),
+        and `MCPServerError` when the server fails, is gone, or this block has closed.
+        """
+        if self._state != "open" or self._client is None:
+            raise MCPServerError(
+                f"MCP server {self.name!r} is closed: tool {tool!r} can only be called inside the "
+                "`async with` block that opened it. Run the agent inside that block."
+            )
+        client = self._client
+        scope = anyio.CancelScope()
+        self._inflight.add(scope)
+        try:
+            with scope:
+                if self._limiter is None:
+                    result = await client.call_tool(tool, arguments or {})
+                else:
+                    async with self._limiter:
+                        result = await client.call_tool(tool, arguments or {})
+        except Exception as e:
+            raise MCPServerError(
+                f"MCP server {self.name!r} failed the call to tool {tool!r}: {_describe(e)}"
+            ) from e
+        finally:
+            self._inflight.discard(scope)
+        if scope.cancelled_caught:  # only __aexit__ cancels this scope
+            raise MCPServerError(f"MCP server {self.name!r} was closed while tool {tool!r} was running.")
+        data = _wire(result)
+        text = render_content(data.get("content"), data.get("structuredContent"))
+        if data.get("isError"):
+            raise MCPToolError(text or "the tool reported an error without a message")
+        return text
+
+    def __repr__(self) -> str:
+        return f"MCPServer({self.name!r}, {self._state}, tools={[t['name'] for t in self._tools]})"
+
+
+class _OwnedHTTP:
+    """The streamable-HTTP transport plus the HTTP client it uses, closed together (ours to close)."""
+
+    def __init__(self, client: Any, transport: Any) -> None:
+        self._client, self._transport = client, transport
+
+    async def __aenter__(self) -> Any:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._client)
+            streams = await stack.enter_async_context(self._transport)
+            self._stack = stack.pop_all()
+        return streams
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._stack.__aexit__(*exc)
+
+
+def _wire(model: Any) -> dict[str, Any]:
+    """An `mcp` result object as its JSON wire form (camelCase keys, the protocol's own names)."""
+    if isinstance(model, dict):
+        return model
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _describe(e: BaseException) -> str:
+    error = getattr(e, "error", None)  # mcp's MCPError carries ErrorData
+    message = getattr(error, "message", None) or str(e) or "no details"
+    return f"{type(e).__name__}: {message}"
+
+
+def _suggest(name: str) -> str:
+    stem = _BAD_NAME_CHARS.sub("_", name.split()[0].rsplit("/", 1)[-1]).strip("_")[:20] or "mcp"
+    return f"{stem}_"
+
+
+def render_content(content: Any, structured: Any = None) -> str:
+    """MCP content blocks → one text for the model: text blocks joined, anything else described.
+
+    Binary data (images, audio, blobs) is never pasted in: the model gets its kind and size.
+    With no content blocks, the structured result is sent as JSON.
+    """
+    parts: list[str] = []
+    for block in content or ():
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(block.get("text", ""))
+        elif kind in ("image", "audio"):
+            size = len(block.get("data", "")) * 3 // 4
+            parts.append(f"[{kind}: {block.get('mimeType', 'unknown type')}, about {size} bytes, not shown]")
+        elif kind == "resource":
+            res = block.get("resource") or {}
+            if "text" in res:
+                parts.append(f"[resource {res.get('uri', '')}]\n{res['text']}")
+            else:
+                parts.append(f"[resource {res.get('uri', '')}: {res.get('mimeType', 'binary')}, not shown]")
+        elif kind == "resource_link":
+            label = block.get("name") or block.get("title") or ""
+            parts.append(f"[resource link {label}: {block.get('uri', '')}]".replace("link :", "link:"))
+        else:
+            parts.append(f"[{kind or 'unknown'} content, not shown]")
+    if not parts and structured is not None:
+        return json.dumps(structured, ensure_ascii=False)
+    return "\n".join(parts)
