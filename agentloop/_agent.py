@@ -40,12 +40,13 @@ from ._exceptions import (
     ToolCallLimitExceeded,
 )
 from ._ids import IdRegistry, new_run_id
-from ._journal import Journal, Replay, replay
+from ._journal import Journal, replay
 from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
 from ._runlimits import RunLimits
+from ._runstate import Resume, Run, make_record, usage_data
 from ._tools import ToolRegistry
-from ._types import PendingCall, RunResult, ToolCallRecord, Usage
+from ._types import PendingCall, RunResult, Usage
 
 __all__ = ["Agent", "ToolChoice"]
 
@@ -212,7 +213,7 @@ class Agent:
 
     # --- starting and restoring runs ----------------------------------------------------------
 
-    def _start(self, prompt: str | None, messages: list[dict[str, Any]] | None, run_id: str | None) -> _Run:
+    def _start(self, prompt: str | None, messages: list[dict[str, Any]] | None, run_id: str | None) -> Run:
         conversation = _check_conversation(messages) if messages is not None else []
         if prompt is not None:
             if not isinstance(prompt, str):
@@ -222,9 +223,9 @@ class Agent:
             raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
         if self.instructions and conversation[0].get("role") not in ("system", "developer"):
             conversation.insert(0, {"role": "system", "content": self.instructions})
-        return _Run(run_id or new_run_id(), conversation)
+        return Run(run_id or new_run_id(), conversation)
 
-    async def _restore(self, source: RunResult | str, approvals: Mapping[str, Decision] | None) -> _Run:
+    async def _restore(self, source: RunResult | str, approvals: Mapping[str, Decision] | None) -> Run:
         if isinstance(source, str):
             if self.journal is None:
                 raise ResumeError(
@@ -234,14 +235,14 @@ class Agent:
             token = await self.journal.acquire(source)
             try:
                 state = replay(await self.journal.load(source))
-                run = _Run.from_replay(source, state)
+                run = Run.from_replay(source, state)
                 run.lease = token
                 if state.pending:
                     decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
                     if approvals:
                         data = {k: decision_to_data(v) for k, v in approvals.items()}
                         await self.journal.append(source, "approvals", data, step=run.steps)
-                    run.resume = _Resume(state.calls, state.records, state.started, decisions)
+                    run.resume = Resume(state.calls, state.records, state.started, decisions)
                 elif approvals:
                     raise ResumeError(f"run {source!r} has no pending calls; approvals are not needed")
             except BaseException:
@@ -267,15 +268,15 @@ class Agent:
             raise ResumeError(f"run {source.run_id!r}: the last message is not the assistant message of the pending calls")
         step = source.steps
         done = [r for r in source.tool_calls if r.step == step and r.id in ids]
-        run = _Run(source.run_id, _check_conversation(source.messages))
+        run = Run(source.run_id, _check_conversation(source.messages))
         run.steps, run.usage = step, source.usage
         run.tool_calls = [r for r in source.tool_calls if not (r.step == step and r.id in ids)]
-        run.resume = _Resume(calls, {r.id: r for r in done}, frozenset(), decisions)
+        run.resume = Resume(calls, {r.id: r for r in done}, frozenset(), decisions)
         return run
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _loop(self, run: _Run, emit: Emit | None, limits: RunLimits) -> RunResult:
+    async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
         journal = self.journal
@@ -283,6 +284,9 @@ class Agent:
             run.lease = await journal.create(run.run_id, {"model": self.model, "messages": run.messages})
         try:
             if run.final is not None:  # a journaled run that had already finished
+                if journal is not None and not run.ended:
+                    data = {"stop_reason": run.final.stop_reason, "output": run.final.output}
+                    await journal.append(run.run_id, "end", data, step=run.steps, status=run.final.stop_reason)
                 return run.final
             with anyio.CancelScope(deadline=limits.cancel_deadline()) as scope:
                 return await self._steps(run, emit, limits)
@@ -301,7 +305,7 @@ class Agent:
                 with anyio.CancelScope(shield=True):
                     await journal.release(run.run_id, run.lease)
 
-    async def _steps(self, run: _Run, emit: Emit | None, limits: RunLimits) -> RunResult:
+    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
         log = run_logger(run_id=run.run_id, model=self.model)
         journal = self.journal
         tools = self.tools
@@ -366,7 +370,7 @@ class Agent:
                 ids.repair(calls)  # before the message is stored: a bad id is never replayed
             if journal is not None:
                 await journal.append(
-                    run.run_id, "model", {"message": message, "usage": _usage_data(turn.usage)}, step=step
+                    run.run_id, "model", {"message": message, "usage": usage_data(turn.usage)}, step=step
                 )
             run.steps = step
             run.usage = run.usage + turn.usage
@@ -387,12 +391,12 @@ class Agent:
 
     async def _tools_step(
         self,
-        run: _Run,
+        run: Run,
         calls: list[dict[str, Any]],
         step: int,
         dispatcher: Dispatcher,
         limits: RunLimits,
-        resume: _Resume | None,
+        resume: Resume | None,
     ) -> RunResult | None:
         """Run one assistant message's calls; None when done, the paused result when approvals are needed."""
         run.step_calls = calls
@@ -415,12 +419,12 @@ class Agent:
                 continue
             if verdict:
                 loop_stop = loop_stop or verdict == 2
-                await run.settle(_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
+                await run.settle(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
                 continue
             if max_calls is not None and run.tool_count >= max_calls:
                 over_budget = True
                 text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
-                await run.settle(_record(cid, name, raw, step, "skipped", text))
+                await run.settle(make_record(cid, name, raw, step, "skipped", text))
                 continue
             run.tool_count += 1
             tool = self.tools.get(name)
@@ -430,7 +434,7 @@ class Agent:
                     "run again because it is not marked idempotent. It may or may not have taken effect: "
                     "check before calling it again."
                 )
-                await run.settle(_record(cid, name, raw, step, "outcome_unknown", text))
+                await run.settle(make_record(cid, name, raw, step, "outcome_unknown", text))
                 continue
             args = check_approval(self.tools, self.require_approval, name, raw)
             if args is not None:
@@ -465,7 +469,7 @@ class Agent:
             )
         return None
 
-    async def _pause(self, run: _Run, pending: list[PendingCall]) -> RunResult:
+    async def _pause(self, run: Run, pending: list[PendingCall]) -> RunResult:
         done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
         result = RunResult(
             None, run.messages, run.steps, run.usage, "approval_required", run.run_id, [*run.tool_calls, *done], pending
@@ -475,10 +479,10 @@ class Agent:
             await self.journal.append(run.run_id, "paused", data, step=run.steps, status="paused")
         return result
 
-    def _limit(self, run: _Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
+    def _limit(self, run: Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
         return cls(message, run.result(None, cls.stop_reason))
 
-    async def _finish(self, run: _Run, output: str | None, reason: str, emit: Emit | None, log: Any) -> RunResult:
+    async def _finish(self, run: Run, output: str | None, reason: str, emit: Emit | None, log: Any) -> RunResult:
         result = run.result(output, reason)
         if self.journal is not None:
             await self.journal.append(run.run_id, "end", {"stop_reason": reason, "output": output}, step=run.steps, status=reason)
@@ -514,124 +518,6 @@ class _EventStream:
         if isinstance(event, RunFinished):
             self.result = event.result
         return event
-
-
-class _Resume:
-    """Where a restored run picks up: the calls of its last step and what is known about them."""
-
-    __slots__ = ("calls", "records", "started", "decisions")
-
-    def __init__(
-        self,
-        calls: list[dict[str, Any]],
-        records: dict[str, ToolCallRecord],
-        started: frozenset[str] | set[str],
-        decisions: Mapping[str, Decision],
-    ) -> None:
-        self.calls = calls
-        self.records = records  # finished calls: not run again
-        self.started = started  # started, never finished (a crash): re-run only if idempotent
-        self.decisions = decisions
-
-
-class _Run:
-    """The state of one run."""
-
-    __slots__ = (
-        "run_id",
-        "messages",
-        "steps",
-        "usage",
-        "tool_calls",
-        "tool_count",
-        "guard",
-        "step_calls",
-        "step_records",
-        "journal",
-        "lease",
-        "resume",
-        "final",
-    )
-
-    def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
-        self.run_id = run_id
-        self.messages = messages
-        self.steps = 0
-        self.usage = Usage()
-        self.tool_calls: list[ToolCallRecord] = []
-        self.tool_count = 0
-        self.guard: LoopGuard | None = None
-        self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
-        self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
-        self.journal: Journal | None = None
-        self.lease: str | None = None
-        self.resume: _Resume | None = None
-        self.final: RunResult | None = None
-
-    @classmethod
-    def from_replay(cls, run_id: str, state: Replay) -> _Run:
-        run = cls(run_id, state.messages)
-        run.steps, run.usage, run.tool_calls = state.steps, state.usage, state.tool_calls
-        if state.final is not None:
-            run.final = run.result(state.final[1], state.final[0])
-        elif state.calls:
-            run.resume = _Resume(state.calls, state.records, state.started, {})
-        return run
-
-    async def journal_start(self, record: ToolCallRecord) -> None:
-        assert self.journal is not None
-        data = {"name": record.name, "arguments": record.raw_arguments}
-        await self.journal.append(self.run_id, "tool_start", data, step=record.step, call_id=record.id)
-
-    async def settle(self, record: ToolCallRecord) -> None:
-        """A call's outcome is final: commit it (durable runs) before the loop can move on."""
-        self.step_records[record.id] = record
-        if self.journal is not None:
-            await self.journal.append(self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id)
-
-    def close_step(self) -> None:
-        """Append the tool messages of the step in progress, in the model's order.
-
-        Calls without an outcome (the run was cancelled while they ran) get a `cancelled` record,
-        so the conversation stays valid.
-        """
-        calls, self.step_calls = self.step_calls, None
-        if not calls:
-            return
-        records = []
-        for c in calls:
-            r = self.step_records.get(c["id"])
-            if r is None:
-                name = c["function"]["name"]
-                text = f"Tool {name!r} was cancelled before it finished."
-                r = _record(c["id"], name, c["function"]["arguments"], self.steps, "cancelled", text)
-            records.append(r)
-        self.step_records = {}
-        self.tool_calls.extend(records)
-        self.messages.extend({"role": "tool", "tool_call_id": r.id, "content": r.content} for r in records)
-
-    def result(self, output: str | None, reason: str) -> RunResult:
-        return RunResult(output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls)
-
-
-def _record(cid: str, name: str, raw: Any, step: int, status: Any, content: str) -> ToolCallRecord:
-    return ToolCallRecord(cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else "")
-
-
-def _record_data(r: ToolCallRecord) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "arguments": r.arguments,
-        "status": r.status,
-        "content": r.content,
-        "duration_s": r.duration_s,
-        "error": r.error,
-        "raw_arguments": r.raw_arguments,
-    }
-
-
-def _usage_data(u: Usage) -> dict[str, int]:
-    return {"requests": u.requests, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
 def _normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice:

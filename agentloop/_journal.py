@@ -126,6 +126,7 @@ class Replay:
     pending: list[PendingCall] = field(default_factory=list)
     approvals: dict[str, Decision] = field(default_factory=dict)
     final: tuple[str, str | None] | None = None  # (stop_reason, output)
+    ended: bool = False  # the "end" entry is there (a crash can come between the final answer and it)
 
 
 def replay(run: JournaledRun) -> Replay:
@@ -159,6 +160,10 @@ def _replay(run: JournaledRun) -> Replay:
             r.approvals.update({k: decision_from_data(v) for k, v in d.items()})
         elif e.kind == "end":
             r.final = (d["stop_reason"], d["output"])
+            r.ended = True
+    last = r.messages[-1] if r.steps else None
+    if r.final is None and last is not None and last.get("role") == "assistant" and not r.calls:
+        r.final = ("final", last.get("content"))  # the final answer was committed, its "end" was not
     r.started -= r.records.keys()
     r.pending = [p for p in r.pending if p.id not in r.records]
     return r

@@ -214,3 +214,15 @@ async def test_delete_and_cli(journal: SQLiteJournal, tmp_path: Path) -> None:
     assert runs_main(["--journal", path, "delete", "cli_run"], out=out, err=err) == 0
     assert await journal.list_runs() == []
     assert runs_main(["--journal", str(tmp_path / "missing.db"), "list"], out=out, err=err) == 1
+
+
+async def test_final_answer_committed_but_not_its_end(journal: SQLiteJournal) -> None:
+    """A crash between the final answer's commit and the 'end' entry: resume returns it, asks nothing."""
+    token = await journal.create("r", {"model": "m", "messages": [{"role": "user", "content": "go"}]})
+    usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    await journal.append("r", "model", {"message": {"role": "assistant", "content": "the end"}, "usage": usage}, step=1)
+    await journal.release("r", token)
+    model = ScriptedModel([])
+    result = await Agent(client=model, journal=journal, max_steps=1).resume("r")
+    assert result.output == "the end" and result.stop_reason == "final" and model.requests == []
+    assert (await journal.load("r")).info.status == "final"

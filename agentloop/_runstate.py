@@ -1,0 +1,134 @@
+"""The state of one run, and what a restored run picks up from (used by the loop in `_agent.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._approval import Decision
+from ._journal import Journal, Replay
+from ._loopguard import LoopGuard
+from ._types import RunResult, ToolCallRecord, Usage
+
+__all__ = ["Run", "Resume", "make_record", "usage_data"]
+
+
+class Resume:
+    """Where a restored run picks up: the calls of its last step and what is known about them."""
+
+    __slots__ = ("calls", "records", "started", "decisions")
+
+    def __init__(
+        self,
+        calls: list[dict[str, Any]],
+        records: dict[str, ToolCallRecord],
+        started: frozenset[str] | set[str],
+        decisions: Mapping[str, Decision],
+    ) -> None:
+        self.calls = calls
+        self.records = records  # finished calls: not run again
+        self.started = started  # started, never finished (a crash): re-run only if idempotent
+        self.decisions = decisions
+
+
+class Run:
+    """The state of one run."""
+
+    __slots__ = (
+        "run_id",
+        "messages",
+        "steps",
+        "usage",
+        "tool_calls",
+        "tool_count",
+        "guard",
+        "step_calls",
+        "step_records",
+        "journal",
+        "lease",
+        "resume",
+        "final",
+        "ended",
+    )
+
+    def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
+        self.run_id = run_id
+        self.messages = messages
+        self.steps = 0
+        self.usage = Usage()
+        self.tool_calls: list[ToolCallRecord] = []
+        self.tool_count = 0
+        self.guard: LoopGuard | None = None
+        self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
+        self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
+        self.journal: Journal | None = None
+        self.lease: str | None = None
+        self.resume: Resume | None = None
+        self.final: RunResult | None = None
+        self.ended = True  # False: a journaled final answer still lacks its "end" entry
+
+    @classmethod
+    def from_replay(cls, run_id: str, state: Replay) -> Run:
+        run = cls(run_id, state.messages)
+        run.steps, run.usage, run.tool_calls = state.steps, state.usage, state.tool_calls
+        if state.final is not None:
+            run.final = run.result(state.final[1], state.final[0])
+            run.ended = state.ended
+        elif state.calls:
+            run.resume = Resume(state.calls, state.records, state.started, {})
+        return run
+
+    async def journal_start(self, record: ToolCallRecord) -> None:
+        assert self.journal is not None
+        data = {"name": record.name, "arguments": record.raw_arguments}
+        await self.journal.append(self.run_id, "tool_start", data, step=record.step, call_id=record.id)
+
+    async def settle(self, record: ToolCallRecord) -> None:
+        """A call's outcome is final: commit it (durable runs) before the loop can move on."""
+        self.step_records[record.id] = record
+        if self.journal is not None:
+            await self.journal.append(self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id)
+
+    def close_step(self) -> None:
+        """Append the tool messages of the step in progress, in the model's order.
+
+        Calls without an outcome (the run was cancelled while they ran) get a `cancelled` record,
+        so the conversation stays valid.
+        """
+        calls, self.step_calls = self.step_calls, None
+        if not calls:
+            return
+        records = []
+        for c in calls:
+            r = self.step_records.get(c["id"])
+            if r is None:
+                name = c["function"]["name"]
+                text = f"Tool {name!r} was cancelled before it finished."
+                r = make_record(c["id"], name, c["function"]["arguments"], self.steps, "cancelled", text)
+            records.append(r)
+        self.step_records = {}
+        self.tool_calls.extend(records)
+        self.messages.extend({"role": "tool", "tool_call_id": r.id, "content": r.content} for r in records)
+
+    def result(self, output: str | None, reason: str) -> RunResult:
+        return RunResult(output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls)
+
+
+def make_record(cid: str, name: str, raw: Any, step: int, status: Any, content: str) -> ToolCallRecord:
+    return ToolCallRecord(cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else "")
+
+
+def _record_data(r: ToolCallRecord) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "arguments": r.arguments,
+        "status": r.status,
+        "content": r.content,
+        "duration_s": r.duration_s,
+        "error": r.error,
+        "raw_arguments": r.raw_arguments,
+    }
+
+
+def usage_data(u: Usage) -> dict[str, int]:
+    return {"requests": u.requests, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
