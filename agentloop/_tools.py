@@ -175,6 +175,15 @@ class ToolRegistry:
         self._definitions = [*self._definitions, definition]
         return tool
 
+    def unregister(self, name: str) -> Tool:
+        """Remove the tool `name` and return it. Runs in flight keep the tools array they started with."""
+        try:
+            tool = self._tools.pop(name)
+        except KeyError:
+            raise KeyError(f"no tool named {name!r} is registered") from None
+        self._definitions = [d for d in self._definitions if d is not tool.definition]
+        return tool
+
     def _check_sandbox(self, name: str, fn: Callable[..., Any], mode: str) -> str:
         from ._sandbox import ProcessSandbox  # lazy: the sandbox is not needed by most programs
 
