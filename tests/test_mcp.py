@@ -134,7 +134,8 @@ async def test_names_that_collide_after_sanitizing() -> None:
                 server.register_into(tools)
             assert len(tools) == 0
             server.register_into(tools, exclude=["files_read"])
-    assert "files_read" in tools
+            assert "files_read" in tools
+    assert "files_read" not in tools  # unregistered when the server's block closed
 
 
 async def test_invalid_server_schema_is_a_definition_error_naming_server_and_tool() -> None:
