@@ -14,12 +14,18 @@ async with FluxClient() as client:
     agent = Agent(client=client, tools=tools, model="flux-auto")
     result = await agent.run("What's the weather in Lisbon?")
 ```
+
+Optional parts live in their own modules and are imported only when used: `agentloop.mcp`,
+`agentloop.otel`, `agentloop.temporal`, `agentloop.testing`.
 """
 
 from ._agent import Agent, ToolChoice
-from ._client import DEFAULT_BASE_URL, FluxClient
+from ._approval import Decision, Override, Reject
+from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
 from ._events import (
     Event,
+    ModelRequestStarted,
+    ModelResponded,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -40,19 +46,34 @@ from ._exceptions import (
     ConfigurationError,
     ConversationError,
     InternalServerError,
+    JournalCorruptError,
+    JournalError,
+    LoopDetected,
+    MCPServerError,
+    MCPToolError,
+    MissingDependencyError,
     RateLimitError,
+    ResumeError,
     RunError,
     RunLimitExceeded,
+    RunLockedError,
+    RunNotFoundError,
     SandboxUnavailableError,
     StepLimitExceeded,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+    ToolCallLimitExceeded,
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
+from ._journal import Journal, RunInfo, SQLiteJournal
 from ._limits import Limits
 from ._model import Model, ModelRequest
+from ._observe import Observer
 from ._retry import RetryPolicy
+from ._runlimits import RunLimits
 from ._tools import SandboxMode, Tool, ToolRegistry
-from ._types import ModelTurn, OutcomeStatus, RunResult, ToolCallRecord, Usage
+from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, ToolCallRecord, Usage
 
 __version__ = "0.1.0"
 
@@ -62,20 +83,33 @@ __all__ = [
     "ToolRegistry",
     "Tool",
     "Limits",
+    "RunLimits",
     "SandboxMode",
     "RetryPolicy",
     "RunResult",
     "ToolCallRecord",
+    "PendingCall",
     "Usage",
     "OutcomeStatus",
     "ToolChoice",
     "Model",
     "ModelRequest",
     "ModelTurn",
+    "Observer",
     "DEFAULT_BASE_URL",
+    "DEFAULT_ANTHROPIC_BASE_URL",
+    # approval and durable runs
+    "Decision",
+    "Override",
+    "Reject",
+    "Journal",
+    "SQLiteJournal",
+    "RunInfo",
     # events
     "Event",
     "RunStarted",
+    "ModelRequestStarted",
+    "ModelResponded",
     "TextDelta",
     "ToolCallDelta",
     "ToolCallStarted",
@@ -85,9 +119,12 @@ __all__ = [
     # errors
     "AgentloopError",
     "ConfigurationError",
+    "MissingDependencyError",
     "ToolDefinitionError",
     "ConversationError",
     "SandboxUnavailableError",
+    "MCPServerError",
+    "MCPToolError",
     "APIError",
     "APIConnectionError",
     "APITimeoutError",
@@ -101,5 +138,14 @@ __all__ = [
     "RunError",
     "RunLimitExceeded",
     "StepLimitExceeded",
+    "ToolCallLimitExceeded",
+    "TokenLimitExceeded",
+    "TimeLimitExceeded",
+    "LoopDetected",
+    "ResumeError",
+    "JournalError",
+    "JournalCorruptError",
+    "RunNotFoundError",
+    "RunLockedError",
     "__version__",
 ]

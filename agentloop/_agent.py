@@ -27,7 +27,17 @@ import anyio.lowlevel
 
 from ._approval import ApprovalPredicate, Decision, check_approval, check_decisions, decision_record, decision_to_data
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
-from ._events import Event, RunFinished, RunStarted, StepFinished, TextDelta, run_logger
+from ._events import (
+    Event,
+    ModelRequestStarted,
+    ModelResponded,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    TextDelta,
+    run_logger,
+)
+from ._observe import Observer, fan_out
 from ._exceptions import (
     ConfigurationError,
     ConversationError,
@@ -75,6 +85,9 @@ class Agent:
     - `require_approval(tool_name, arguments) -> bool`: calls for which it returns True pause
       the run for a human decision (as do tools registered with `requires_approval=True`).
     - `journal`: a `Journal` (e.g. `SQLiteJournal(path)`) that makes runs durable and resumable.
+    - `observers`: callables (sync or async) that receive every event of every run, as
+      `Agent.stream` would yield them: metrics, tracing (`agentloop.otel.OTelObserver`), audit.
+      An observer that raises is logged and ignored: telemetry never breaks a run.
     """
 
     def __init__(
@@ -93,6 +106,7 @@ class Agent:
         format_tool_error: ErrorFormatter | None = None,
         require_approval: ApprovalPredicate | None = None,
         journal: Journal | None = None,
+        observers: list[Observer] | tuple[Observer, ...] = (),
     ) -> None:
         if limits is not None and not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
@@ -119,6 +133,10 @@ class Agent:
         self.format_tool_error = format_tool_error or default_error_formatter
         self.require_approval = require_approval
         self.journal = journal
+        for o in observers:
+            if not callable(o):
+                raise ConfigurationError(f"observers must be callables taking an Event, got {o!r}")
+        self.observers = tuple(observers)
 
     @property
     def max_steps(self) -> int | None:
@@ -279,6 +297,8 @@ class Agent:
     async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
+        if self.observers:  # one emit for the stream consumer and the observers alike
+            emit = fan_out(self.observers, emit)
         journal = self.journal
         if journal is not None and run.lease is None and run.final is None:
             run.lease = await journal.create(run.run_id, {"model": self.model, "messages": run.messages})
@@ -333,6 +353,7 @@ class Agent:
         )
         if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in (None, "auto", "none"):
             request.tool_choice = "auto"
+        request.tool_errors = {r.id for r in run.tool_calls if r.status != "ok"}
         if emit is not None:
             await emit(RunStarted(run.run_id, self.model))
         resume, run.resume = run.resume, None
@@ -363,11 +384,19 @@ class Agent:
             step = request.step = run.steps + 1
             if log is not None:
                 log.debug("model request", step=step, messages=len(run.messages))
+            if emit is not None:
+                await emit(ModelRequestStarted(run.run_id, step, self.model, len(run.messages)))
             turn = await self.client.request(request, emit)
             message = turn.message
             calls = message.get("tool_calls")
             if calls:
                 ids.repair(calls)  # before the message is stored: a bad id is never replayed
+            if emit is not None:
+                await emit(
+                    ModelResponded(
+                        run.run_id, step, turn.usage, turn.finish_reason, len(calls or ()), turn.model, turn.request_id
+                    )
+                )
             if journal is not None:
                 await journal.append(
                     run.run_id, "model", {"message": message, "usage": usage_data(turn.usage)}, step=step
@@ -381,9 +410,11 @@ class Agent:
                 return await self._finish(run, message.get("content"), "final", emit, log)
             if self.reset_tool_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
                 request.tool_choice = "auto"
+            recorded = len(run.tool_calls)
             paused = await self._tools_step(run, calls, step, dispatcher, limits, None)
             if paused is not None:
                 return paused
+            request.tool_errors.update(r.id for r in run.tool_calls[recorded:] if r.status != "ok")
             if log is not None:
                 log.debug("step finished", step=step, tool_calls=len(calls), total_tokens=turn.usage.total_tokens)
             if emit is not None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Event",
     "RunStarted",
+    "ModelRequestStarted",
+    "ModelResponded",
     "TextDelta",
     "ToolCallDelta",
     "ToolCallStarted",
@@ -40,6 +42,27 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
     model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequestStarted(Event):
+    """A model request (one step) is about to be sent."""
+
+    step: int
+    model: str
+    messages: int  # the conversation's length at that moment
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponded(Event):
+    """The model answered a step (before any of its tool calls run)."""
+
+    step: int
+    usage: Usage
+    finish_reason: str | None
+    tool_calls: int
+    response_model: str | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

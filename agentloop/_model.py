@@ -30,6 +30,9 @@ class ModelRequest:
     settings: Mapping[str, Any] = field(default_factory=dict)  # extra body fields: temperature, ...
     run_id: str | None = None
     step: int = 0
+    # ids of the calls whose outcome was not "ok": wires that can mark a failed result (the
+    # Anthropic wire's `is_error`) read it; the OpenAI wire has no such flag.
+    tool_errors: set[str] = field(default_factory=set)
 
 
 @runtime_checkable

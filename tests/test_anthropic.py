@@ -274,3 +274,17 @@ async def test_conversation_moves_between_wires() -> None:
     history = router.requests[2].json["messages"]
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant", "user"]
     assert history[1]["content"][0]["type"] == "tool_use"
+
+
+async def test_failed_calls_go_back_with_is_error_through_the_loop(router: FakeFluxRouter, client: FluxClient) -> None:
+    router.add(
+        tool_calls(call("get_weather", {"city": "Atlantis"}, id="bad"), call("get_weather", {"city": "Lisbon"}, id="good")),
+        text("Lisbon is 21."),
+    )
+    result = await Agent(client=client, tools=weather_tools()).run("Weather in Atlantis and Lisbon?")
+    assert [r.status for r in result.tool_calls] == ["raised", "ok"]
+    results_message = router.requests[1].json["messages"][-1]
+    assert results_message["role"] == "user"
+    blocks = {b["tool_use_id"]: b for b in results_message["content"]}
+    assert blocks["bad"]["is_error"] is True and "LookupError" in str(blocks["bad"]["content"])
+    assert not blocks["good"].get("is_error")
