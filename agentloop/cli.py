@@ -25,6 +25,15 @@ DEMO_PROMPT = "What's the weather in Lisbon and Porto?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["runs"]:  # `agentloop runs list|show|delete`: its own parser, no event loop
+        from ._journal_cli import main as runs_main
+
+        return runs_main(argv[1:])
+    if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tools module:registry`
+        from .temporal import worker_main
+
+        return worker_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.verbose:
         _configure_logging()
@@ -71,7 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, default=10)
     run.add_argument("--system", default=None, help="instructions (system message)")
     run.add_argument("--json", action="store_true", help="print one JSON object per event")
+    run.add_argument("--journal", default=None, metavar="PATH",
+                     help="make the run durable in this SQLite journal (see `agentloop runs`)")
+    run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.set_defaults(func=_run)
+
+    sub.add_parser("runs", help="list, show or delete journaled runs (agentloop runs --help)")
+    sub.add_parser("worker", help="run a Temporal worker for agent runs (agentloop worker --help)")
     return p
 
 
@@ -92,9 +107,17 @@ async def _run(args: argparse.Namespace) -> int:
     tools = ToolRegistry()
     for spec in args.tool:
         _load_tool(tools, spec)
+    journal = None
+    if args.journal:
+        from ._journal import SQLiteJournal
+
+        journal = SQLiteJournal(args.journal)
     async with FluxClient(base_url=args.base_url) as client:
-        agent = Agent(client=client, tools=tools, model=args.model, max_steps=args.max_steps, instructions=args.system)
-        await _print_run(agent, args.prompt, args.json, sys.stdout)
+        agent = Agent(
+            client=client, tools=tools, model=args.model, max_steps=args.max_steps, instructions=args.system,
+            journal=journal,
+        )
+        await _print_run(agent, args.prompt, args.json, sys.stdout, run_id=args.run_id)
     return 0
 
 
@@ -115,10 +138,10 @@ def _load_tool(tools: ToolRegistry, spec: str) -> None:
         tools.register(obj)
 
 
-async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO) -> None:
+async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO, run_id: str | None = None) -> None:
     """Print a run as it happens: JSON lines, a live view on a terminal, or plain lines."""
     if as_json:
-        async with agent.stream(prompt) as events:
+        async with agent.stream(prompt, run_id=run_id) as events:
             async for event in events:
                 out.write(json.dumps(_event_json(event), default=str) + "\n")
                 out.flush()
@@ -126,7 +149,7 @@ async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO) -> N
     view = _LiveView(out) if out.isatty() and _has_rich() else _PlainView(out)
     view.line(f"user: {prompt}")
     with view:
-        async with agent.stream(prompt) as events:
+        async with agent.stream(prompt, run_id=run_id) as events:
             async for event in events:
                 view.handle(event)
 

@@ -99,3 +99,26 @@ def test_live_view_on_a_terminal() -> None:
     assert "→ get_weather" in out and "← get_weather ok" in out
     assert "Paris: 12 °C, overcast" in out  # streamed text printed whole, not torn by redraws
     assert "final after 2 step(s)" in out
+
+
+@pytest.mark.anyio
+async def test_run_with_a_journal_then_runs_list_and_show(tmp_path: Path) -> None:
+    import anyio
+
+    journal = tmp_path / "runs.db"
+    script = [tool_calls(call("shout", {"text": "hello"})), text("It says HELLO.")]
+    async with FakeFluxRouter(script, api_key="sk-cli-test-key") as router:
+        env = {**os.environ, "FLUX_API_KEY": "sk-cli-test-key", "PYTHONPATH": str(TESTS)}
+        proc = await anyio.run_process(
+            [sys.executable, "-m", "agentloop.cli", "run", "--base-url", router.base_url, "--tool", "cli_tools:shout",
+             "--journal", str(journal), "--run-id", "run_cli_1", "Shout hello"],
+            env=env, check=False,
+        )
+    assert proc.returncode == 0, proc.stderr.decode()
+    listed = await anyio.run_process([sys.executable, "-m", "agentloop.cli", "runs", "--journal", str(journal), "list"])
+    assert "run_cli_1" in listed.stdout.decode()
+    shown = await anyio.run_process(
+        [sys.executable, "-m", "agentloop.cli", "runs", "--journal", str(journal), "show", "run_cli_1"]
+    )
+    transcript = shown.stdout.decode()
+    assert "shout" in transcript and "HELLO" in transcript and "It says HELLO." in transcript
