@@ -18,6 +18,7 @@ from jsonschema.exceptions import SchemaError
 
 from . import _json
 from ._exceptions import ToolDefinitionError
+from ._fastcheck import compile_fast_check
 from ._limits import Limits
 from ._schema import function_schema
 
@@ -42,11 +43,15 @@ class Tool:
     definition: dict[str, Any] = field(repr=False)  # the entry of the wire `tools` array
     validator: Any = field(repr=False)  # Draft202012Validator, built once
     ref: str | None = None  # "module:qualname" for the out-of-process modes
+    fast_check: Callable[[dict[str, Any]], bool] | None = field(default=None, repr=False)
     idempotent: bool = False  # safe to run again after a crash left its outcome unknown (journal)
     requires_approval: bool = False  # a run pauses for a human decision before calling it
 
     def validation_errors(self, arguments: dict[str, Any]) -> list[str]:
         """Every schema violation as `"<json path>: <message>"`, empty when the arguments are valid."""
+        fast = self.fast_check
+        if fast is not None and fast(arguments):  # sound for acceptance: jsonschema would agree
+            return []
         if self.validator.is_valid(arguments):  # the common case: one pass, no error objects
             return []
         errors = sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
@@ -166,6 +171,7 @@ class ToolRegistry:
             limits=self._default_limits.merge(limits),
             definition=definition,
             validator=Draft202012Validator(params),
+            fast_check=compile_fast_check(params),
             ref=ref,
             idempotent=bool(idempotent),
             requires_approval=bool(requires_approval),

@@ -1,0 +1,100 @@
+"""A fast acceptance check for the most common tool schema: a flat object of scalar fields.
+
+jsonschema stays the authority. For a schema of the shape `{"type": "object", "properties":
+{name: {"type": <scalar>, "enum"?: [strings], ...annotations}}, "required": [...],
+"additionalProperties": false}` this builds a plain-Python check that is *sound for
+acceptance*: whenever it says valid, jsonschema would too. When it says invalid (or the schema
+has another shape) the cached jsonschema validator decides and words the errors. The common
+case, valid arguments, then costs a dict walk instead of a validator descent (~12 µs a call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["compile_fast_check"]
+
+# Keys that never affect validity: descriptions, titles, defaults, examples.
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"})
+
+
+def _is_str(v: Any) -> bool:
+    return type(v) is str
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int  # bool is excluded on purpose: True is not an integer in JSON schema
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is int or type(v) is float
+
+
+def _is_bool(v: Any) -> bool:
+    return type(v) is bool
+
+
+def _is_null(v: Any) -> bool:
+    return v is None
+
+
+_SCALARS: dict[str, Callable[[Any], bool]] = {
+    "string": _is_str,
+    "integer": _is_int,
+    "number": _is_number,
+    "boolean": _is_bool,
+    "null": _is_null,
+}
+
+
+def _field_check(schema: Any) -> Callable[[Any], bool] | None:
+    if not isinstance(schema, dict) or not set(schema) <= _ANNOTATIONS | {"type", "enum"}:
+        return None
+    kind = schema.get("type")
+    if kind is None and "enum" not in schema:
+        return None
+    type_ok = _SCALARS.get(kind) if kind is not None else None
+    if kind is not None and type_ok is None:
+        return None
+    enum = schema.get("enum")
+    if enum is not None:
+        # Only string enums: Python's `in` would let True match 1, which JSON schema does not.
+        if not isinstance(enum, list) or not enum or not all(type(e) is str for e in enum):
+            return None
+        allowed = frozenset(enum)
+        if type_ok is None or type_ok is _is_str:
+            return lambda v: type(v) is str and v in allowed
+        return None
+    return type_ok
+
+
+def compile_fast_check(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
+    """A fast acceptance check for `schema`, or None when the schema is not of the simple shape."""
+    if not set(schema) <= _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}:
+        return None
+    if schema.get("type") != "object" or schema.get("additionalProperties") is not False:
+        return None
+    props = schema.get("properties", {})
+    required = schema.get("required", [])
+    if not isinstance(props, dict) or not isinstance(required, list) or not set(required) <= set(props):
+        return None
+    checks: dict[str, Callable[[Any], bool]] = {}
+    for name, sub in props.items():
+        check = _field_check(sub)
+        if check is None:
+            return None
+        checks[name] = check
+    need = frozenset(required)
+    n_required = len(need)
+
+    def fast_check(args: dict[str, Any]) -> bool:
+        if n_required and not need <= args.keys():
+            return False
+        for key, value in args.items():
+            check = checks.get(key)
+            if check is None or not check(value):
+                return False
+        return True
+
+    return fast_check

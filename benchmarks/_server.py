@@ -1,0 +1,121 @@
+"""A fast, stateless fake OpenAI chat-completions server for the benchmarks (stdlib asyncio).
+
+The scenario comes from the model name `bench-s<S>-k<K>[-l<ms>]`: while the conversation has
+fewer than S assistant messages, the answer asks for K tools `work_<i>(x, label)`; then it is
+the text "done". `-l<ms>` waits before answering (a slow model). `GET /stats` returns the request
+count. Hand-parsed HTTP/1.1 with keep-alive: the server must never be the bottleneck, so it
+parses only what the benchmark clients send (Content-Length bodies).
+
+    python benchmarks/_server.py --port 0     # prints {"url": ...} once listening
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+
+_MODEL = re.compile(rb'"model"\s*:\s*"bench-s(\d+)-k(\d+)(?:-l(\d+))?"')
+STATS = {"requests": 0}
+
+
+def answer(body: bytes) -> bytes:
+    m = _MODEL.search(body)
+    steps, tools = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
+    step = body.count(b'"role":"assistant"') + body.count(b'"role": "assistant"')
+    if step < steps:
+        calls = [
+            {
+                "id": f"call_{step}_{i}",
+                "type": "function",
+                "function": {"name": f"work_{i}", "arguments": json.dumps({"x": i, "label": "abc"})},
+            }
+            for i in range(tools)
+        ]
+        message = {"role": "assistant", "content": None, "tool_calls": calls}
+        finish = "tool_calls"
+    else:
+        message, finish = {"role": "assistant", "content": "done"}, "stop"
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "bench",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def latency_ms(body: bytes) -> int:
+    m = _MODEL.search(body)
+    return int(m.group(3)) if m and m.group(3) else 0
+
+
+class Http(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buf[:head_end]
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            length = int(m.group(1)) if m else 0
+            if len(self.buf) < head_end + 4 + length:
+                return
+            body = self.buf[head_end + 4 : head_end + 4 + length]
+            self.buf = self.buf[head_end + 4 + length :]
+            self.handle(head.split(b" ", 2)[1], body)
+
+    def handle(self, path: bytes, body: bytes) -> None:
+        if path.startswith(b"/stats"):
+            self.send(json.dumps(STATS).encode())
+            return
+        STATS["requests"] += 1
+        delay = latency_ms(body)
+        payload = answer(body)
+        if delay:
+            asyncio.get_running_loop().call_later(delay / 1000, self.send, payload)
+        else:
+            self.send(payload)
+
+    def send(self, payload: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(payload)).encode()
+                + b"\r\n\r\n"
+                + payload
+            )
+
+
+async def serve(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Http, "127.0.0.1", port, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"url": f"http://127.0.0.1:{port}"}), flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=0)
+    args = p.parse_args()
+    try:
+        import uvloop  # optional: a faster server loop where installed
+
+        uvloop.run(serve(args.port))
+    except ImportError:
+        asyncio.run(serve(args.port))
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,66 @@
+"""The fast acceptance check never accepts what jsonschema rejects (property-based)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from agentloop._fastcheck import compile_fast_check
+
+SCALAR_TYPES = ["string", "integer", "number", "boolean", "null"]
+
+field_schema = st.one_of(
+    st.builds(lambda t: {"type": t}, st.sampled_from(SCALAR_TYPES)),
+    st.builds(lambda e: {"type": "string", "enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
+    st.builds(lambda e: {"enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
+    st.builds(lambda t: {"type": t, "description": "d", "default": None}, st.sampled_from(SCALAR_TYPES)),
+)
+
+
+@st.composite
+def schemas(draw):  # type: ignore[no-untyped-def]
+    props = draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), field_schema, max_size=4))
+    required = draw(st.lists(st.sampled_from(sorted(props)) if props else st.nothing(), unique=True))
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3),
+    st.sampled_from([0, 1, 1.0, True, False, "", "a"]),
+)
+arguments = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.one_of(json_scalars, st.lists(json_scalars, max_size=2)), max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(schemas(), arguments)
+def test_fast_acceptance_implies_jsonschema_acceptance(schema: dict, args: dict) -> None:
+    check = compile_fast_check(schema)
+    assert check is not None  # every schema of this shape gets a fast path
+    if check(args):
+        assert Draft202012Validator(schema).is_valid(args), (schema, args)
+
+
+def test_other_shapes_get_no_fast_path() -> None:
+    assert compile_fast_check({"type": "object", "properties": {"x": {"type": "array"}}}) is None
+    assert compile_fast_check({"type": "object", "properties": {"x": {"type": "string"}}}) is None  # extra keys allowed
+    assert compile_fast_check(
+        {"type": "object", "properties": {"x": {"type": "string", "minLength": 2}}, "additionalProperties": False}
+    ) is None
+    assert compile_fast_check(
+        {"type": "object", "properties": {"x": {"enum": [1, True]}}, "additionalProperties": False}
+    ) is None
+
+
+def test_fast_path_accepts_typical_arguments() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "City"}, "days": {"type": "integer", "default": 1}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    check = compile_fast_check(schema)
+    assert check is not None
+    assert check({"city": "Lisbon"}) and check({"city": "Lisbon", "days": 3})
+    assert not check({"days": 3}) and not check({"city": "Lisbon", "days": True}) and not check({"city": 1})
+    assert not check({"city": "Lisbon", "extra": 1})
