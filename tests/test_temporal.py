@@ -110,3 +110,188 @@ async def test_weather_parallel_calls_and_result(env: WorkflowEnvironment, queue
     )
     # the model saw the whole conversation, rebuilt from the worker's store
     assert [m["role"] for m in router.model_requests[1].json["messages"]] == ["user", "assistant", "tool", "tool"]
+
+
+def model_inputs(history: Any) -> list[dict[str, Any]]:
+    """The inputs of the model_request activities recorded in a workflow history."""
+    out = []
+    for event in history.events:
+        attrs = event.activity_task_scheduled_event_attributes
+        if attrs.activity_type.name == "agentloop.model_request":
+            out.append(json.loads(attrs.input.payloads[0].data))
+    return out
+
+
+async def test_history_carries_deltas_not_the_conversation(env: WorkflowEnvironment, queue: str) -> None:
+    big = "x" * 20_000
+    script = [
+        tool_calls(call("fetch", {"key": "a"}), call("fetch", {"key": "b"})),
+        tool_calls(call("fetch", {"key": "c"})),
+        text("done"),
+    ]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            run = await start_run(env.client, agent(), big, task_queue=queue)
+            result = await run.result()
+            history = await run.handle.fetch_history()
+    assert result.output == "done" and result.steps == 3
+    inputs = model_inputs(history)
+    # step 1 sends the prompt; later steps only the tool results (the model's own answers are
+    # already in the worker's store), never the big prompt again
+    assert [[m["role"] for m in i["delta"]] for i in inputs] == [["user"], ["tool", "tool"], ["tool"]]
+    assert all("tools" not in i for i in inputs)  # the tools array is referenced by digest too
+    assert all(big not in json.dumps(i) for i in inputs[1:])
+    # the model still received the whole conversation each time
+    assert [len(r.json["messages"]) for r in router.model_requests] == [1, 4, 6]
+    assert router.model_requests[2].json["messages"][0]["content"] == big
+
+
+async def test_a_worker_without_the_prefix_gets_the_whole_conversation_once(env: WorkflowEnvironment, queue: str) -> None:
+    script = [
+        tool_calls(call("fetch", {"key": "a"}), call("send_email", {"to": "bob", "body": "hi"}, id="mail")),
+        text("sent"),
+    ]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            run = await start_run(env.client, agent(), "mail bob", task_queue=queue)
+            pending = await run.wait_for_approval()
+        assert [p.id for p in pending] == ["mail"]
+        fresh = ConversationStore()  # a new worker: its store is empty
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model, store=fresh):
+            await run.approve({"mail": True})
+            result = await run.result()
+            history = await run.handle.fetch_history()
+    assert result.output == "sent"
+    assert [r.status for r in result.tool_calls] == ["ok", "ok"]
+    inputs = model_inputs(history)
+    assert [[m["role"] for m in i["delta"]] for i in inputs] == [["user"], ["tool", "tool"], ["user", "assistant", "tool", "tool"]]
+    assert inputs[2]["base"] == "" and "tools" in inputs[2]  # the retry sent everything, once
+    assert fresh.misses == 1
+    assert [m["role"] for m in router.model_requests[1].json["messages"]] == ["user", "assistant", "tool", "tool"]
+
+
+async def test_approval_update_approve_reject_override(env: WorkflowEnvironment, queue: str, side_effects: Path) -> None:
+    script = [
+        tool_calls(
+            call("send_email", {"to": "a", "body": "1"}, id="m1"),
+            call("send_email", {"to": "b", "body": "2"}, id="m2"),
+            call("send_email", {"to": "c", "body": "3"}, id="m3"),
+            call("fetch", {"key": "k"}, id="f"),
+        ),
+        text("ok"),
+    ]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            run = await start_run(env.client, agent(), "mail", task_queue=queue)
+            pending = await run.wait_for_approval()
+            assert [(p.id, p.name, p.arguments) for p in pending] == [
+                ("m1", "send_email", {"to": "a", "body": "1"}),
+                ("m2", "send_email", {"to": "b", "body": "2"}),
+                ("m3", "send_email", {"to": "c", "body": "3"}),
+            ]
+            assert [p.id for p in await run.pending()] == ["m1", "m2", "m3"]
+            assert lines(side_effects) == ["start fetch k", "end fetch k"]  # the rest of the step ran
+            with pytest.raises(ResumeError, match="missing"):
+                await run.approve({"m1": True})
+            with pytest.raises(ResumeError, match="not pending"):
+                await run.approve({"m1": True, "m2": True, "m3": True, "zz": True})
+            await run.approve({"m1": True, "m2": Reject("no"), "m3": Override({"sent": "by hand"})})
+            result = await run.result()
+            assert await run.wait_for_approval() == []
+    assert result.output == "ok"
+    by_id = {r.id: r for r in result.tool_calls}
+    assert [by_id[i].status for i in ("m1", "m2", "m3", "f")] == ["ok", "rejected", "overridden", "ok"]
+    assert "Reason: no" in by_id["m2"].content and json.loads(by_id["m3"].content) == {"sent": "by hand"}
+    assert lines(side_effects).count("start send_email a") == 1 and not any("send_email b" in x for x in lines(side_effects))
+    # tool messages in the model's order
+    assert [m.get("tool_call_id") for m in result.messages if m["role"] == "tool"] == ["m1", "m2", "m3", "f"]
+
+
+async def test_limits_raise_the_same_errors_with_partial_results(env: WorkflowEnvironment, queue: str) -> None:
+    forever = [tool_calls(call("fetch", {"key": str(i)})) for i in range(10)]
+    async with FakeFluxRouter(forever) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            with pytest.raises(StepLimitExceeded) as steps:
+                await (await start_run(env.client, agent(max_steps=2), "go", task_queue=queue)).result()
+            calls = tool_calls(call("fetch", {"key": "x"}), call("fetch", {"key": "y"}), call("fetch", {"key": "z"}))
+            router.add(calls)
+            with pytest.raises(ToolCallLimitExceeded) as budget:
+                limits = RunLimits(max_tool_calls=2)
+                await (await start_run(env.client, agent(), "go", task_queue=queue, limits=limits)).result()
+    assert steps.value.result.steps == 2 and steps.value.result.stop_reason == "max_steps"
+    assert [m["role"] for m in steps.value.result.messages] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert [r.status for r in budget.value.result.tool_calls] == ["ok", "ok", "skipped"]
+
+
+async def test_time_limit_cancels_the_tool_activity(env: WorkflowEnvironment, queue: str, side_effects: Path) -> None:
+    script = [tool_calls(call("wait_forever", {"key": "w"}, id="w"))]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        worker = create_worker(env.client, queue, tools=temporal_tools.registry, model=model, heartbeat_timeout=1)
+        async with worker:
+            run = await start_run(env.client, agent(limits=RunLimits(timeout=1)), "go", task_queue=queue)
+            with pytest.raises(TimeLimitExceeded) as exc:
+                await run.result()
+    result = exc.value.result
+    assert result.stop_reason == "timeout"
+    assert [(r.id, r.status) for r in result.tool_calls] == [("w", "cancelled")]
+    assert result.messages[-1] == {"role": "tool", "tool_call_id": "w", "content": "Tool 'wait_forever' was cancelled before it finished."}
+
+
+async def test_tool_outcomes_come_from_the_worker_dispatcher(env: WorkflowEnvironment, queue: str) -> None:
+    script = [
+        tool_calls(
+            call("boom", {"x": 1}, id="b"),
+            call("fetch", {"key": 5}, id="bad"),
+            call("nope", {}, id="u"),
+        ),
+        text("fine"),
+    ]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            result = await (await start_run(env.client, agent(), "go", task_queue=queue)).result()
+    by_id = {r.id: r for r in result.tool_calls}
+    assert by_id["b"].status == "raised" and by_id["b"].content == "Tool 'boom' raised ValueError: bad x 1"
+    assert by_id["bad"].status == "invalid_arguments" and "$.key: 5 is not of type 'string'" in by_id["bad"].content
+    assert by_id["u"].status == "unknown_tool"
+
+
+async def test_model_errors_fail_the_run_with_a_clear_error(env: WorkflowEnvironment, queue: str) -> None:
+    async with FakeFluxRouter([error(401, "bad key")]) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            run = await start_run(env.client, agent(), "go", task_queue=queue)
+            with pytest.raises(TemporalRunError) as exc:
+                await run.result()
+    assert exc.value.error_type == "AuthenticationError"
+    assert run.run_id in str(exc.value) and "temporal workflow show" in str(exc.value)
+    assert len(router.model_requests) == 1  # not retried: another attempt cannot fix a bad key
+
+
+async def test_histories_replay_deterministically(env: WorkflowEnvironment, queue: str) -> None:
+    script = [
+        tool_calls(call("fetch", {"key": "a"}), call("get_weather", {"city": "Oslo"}), call("send_email", {"to": "x", "body": "y"}, id="m")),
+        tool_calls(call("fetch", {"key": "b"})),
+        text("done"),
+    ]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            run = await start_run(env.client, agent(limits=RunLimits(timeout=600)), "go", task_queue=queue)
+            await run.wait_for_approval()
+            await run.approve({"m": True})
+            await run.result()
+            history = await run.handle.fetch_history()
+    replayer = Replayer(workflows=[AgentWorkflow], workflow_runner=sandbox_runner())
+    await replayer.replay_workflow(history)  # raises on any nondeterminism
+
+
+def test_store_is_content_addressed_and_bounded() -> None:
+    from agentloop.temporal._store import ROOT, chain
+
+    store = ConversationStore(max_bytes=200)
+    msgs = [{"role": "user", "content": "a" * 50}, {"role": "assistant", "content": "b" * 50}]
+    d = store.extend(ROOT, msgs)
+    assert d == chain(ROOT, msgs) and store.conversation(d) == msgs
+    assert store.extend(ROOT, [dict(m) for m in msgs]) == d  # same content, same digest
+    d2 = store.extend(d, [{"role": "user", "content": "c" * 50}, {"role": "assistant", "content": "d" * 50}])
+    assert store.nbytes <= 200
+    assert store.conversation(d2) is None  # its beginning was evicted: a miss, never a wrong answer
+    assert chain(ROOT, [{"a": 1, "b": 2}]) == chain(ROOT, [{"b": 2, "a": 1}])

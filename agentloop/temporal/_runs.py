@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 
 from .. import _exceptions
@@ -81,7 +88,13 @@ class AgentRun:
 
     async def wait_for_approval(self) -> list[PendingCall]:
         """Wait until the run needs decisions and return the pending calls; empty once it has finished."""
-        return [PendingCall(**p) for p in await self.handle.execute_update("wait_for_approval")]
+        try:
+            data = await self.handle.execute_update("wait_for_approval")
+        except RPCError:
+            if (await self.handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return []  # it has finished: nothing will ever wait for approval
+            raise
+        return [PendingCall(**p) for p in data]
 
     async def approve(self, approvals: Mapping[str, Decision]) -> None:
         """Decide every pending call (as `Agent.resume(result, approvals=...)`); the run continues."""

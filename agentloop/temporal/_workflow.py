@@ -36,6 +36,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    import asyncio
     from dataclasses import asdict, replace
 
     from .._agent import Agent
@@ -67,6 +68,31 @@ def _cause_message(e: BaseException) -> str:
     return str(cause)
 
 
+async def _execute_activity(name: str, arg: Any, **options: Any) -> Any:
+    """`workflow.execute_activity`, but cancellable the way anyio cancels.
+
+    Temporal swallows a task's cancellation while it awaits an activity (it requests the
+    activity's cancellation and keeps waiting for the outcome). anyio's cancel scopes, on the
+    other hand, re-deliver cancellation on every loop iteration until the task leaves the scope,
+    so awaiting the activity directly would spin the workflow's event loop forever. Here the
+    activity is its own Temporal-owned handle; our task only waits on it through a shield, so a
+    cancellation (the run's timeout, a failing sibling) leaves at once, exactly as in-process,
+    and the activity is asked to cancel (the worker sees it at its next heartbeat).
+    """
+    handle = workflow.start_activity(name, arg, **options)
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        handle.cancel()
+        handle.add_done_callback(_consume)
+        raise
+
+
+def _consume(task: Any) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: its outcome no longer matters to the run
+
+
 class _Outcome:
     """What the Dispatcher reads from a sandbox call."""
 
@@ -86,7 +112,7 @@ class _ActivityBox:
     async def call(self, ref: str, args: dict[str, Any], limits: Any) -> _Outcome:
         spec = self.tools[ref]
         try:
-            out = await workflow.execute_activity(
+            out = await _execute_activity(
                 TOOL_ACTIVITY,
                 {"run_id": self.run_id, "name": ref, "arguments": args},
                 start_to_close_timeout=timedelta(seconds=spec["start_to_close_timeout"]),
@@ -179,14 +205,14 @@ class _ActivityModel:
         if not request.tools:
             data["tools"] = []
         try:
-            out = await workflow.execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+            out = await _execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
         except ActivityError as e:
             if _cause_type(e) != REFERENCE_MISSING:
                 raise
             # This worker does not hold the prefix: send everything, once.
             self.full_sends += 1
             data.update(base=ROOT, delta=list(messages), tools=self.definitions if request.tools else [])
-            out = await workflow.execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+            out = await _execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
         message = out["message"]
         self.base = digest_of(chain(data["base"], data["delta"]), message)
         self.synced, self.tail = len(messages) + 1, message  # the loop appends this very dict
