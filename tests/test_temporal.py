@@ -295,3 +295,116 @@ def test_store_is_content_addressed_and_bounded() -> None:
     assert store.nbytes <= 200
     assert store.conversation(d2) is None  # its beginning was evicted: a miss, never a wrong answer
     assert chain(ROOT, [{"a": 1, "b": 2}]) == chain(ROOT, [{"b": 2, "a": 1}])
+
+
+# --- worker processes: SIGKILL mid-run, SIGTERM with a call in flight ------------------------------
+
+
+class WorkerProcess:
+    """`agentloop worker` (worker_main) in a subprocess, its stdout read line by line."""
+
+    def __init__(self, env: WorkflowEnvironment, queue: str, router: FakeFluxRouter, tmp: Path, **extra_env: str) -> None:
+        self.cmd = [
+            sys.executable,
+            str(Path(__file__).parent / "temporal_tools.py"),
+            "--task-queue", queue,
+            "--tools", "temporal_tools:registry",
+            "--address", env.client.service_client.config.target_host,
+            "--base-url", router.base_url,
+            "--heartbeat-timeout", "1",
+            "--sticky-timeout", "1",
+            "--graceful-shutdown-timeout", "60",
+        ]  # fmt: skip
+        self.env = {**os.environ, "FLUX_API_KEY": "k", **extra_env}
+        self.stderr = (tmp / f"worker-{uuid.uuid4().hex[:6]}.err").open("wb")
+        self.proc: Any = None
+        self._buffer = b""
+
+    async def __aenter__(self) -> WorkerProcess:
+        import anyio
+
+        self.proc = await anyio.open_process(self.cmd, env=self.env, stderr=self.stderr)
+        await self.wait_for(b"polling task queue")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        await self.proc.aclose()
+        self.stderr.close()
+
+    async def wait_for(self, text: bytes) -> None:
+        """Read stdout until a line containing `text` (a blocking read: no polling, no sleeps)."""
+        while True:
+            line, sep, rest = self._buffer.partition(b"\n")
+            if sep:
+                self._buffer = rest
+                if text in line:
+                    return
+                continue
+            chunk = await self.proc.stdout.receive()
+            self._buffer += chunk
+
+
+def counts(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in lines(path):
+        out[line] = out.get(line, 0) + 1
+    return out
+
+
+async def test_sigkilled_worker_restarted_finishes_without_rerunning_finished_calls(
+    env: WorkflowEnvironment, queue: str, side_effects: Path, tmp_path: Path
+) -> None:
+    script = [
+        tool_calls(call("get_weather", {"city": "Lisbon"}, id="a"), call("get_weather", {"city": "Paris"}, id="b")),
+        tool_calls(call("fetch", {"key": "k1"}, id="f"), call("record", {"key": "k2"}, id="r")),
+        text("done"),
+    ]
+    async with FakeFluxRouter(script) as router:
+        async with WorkerProcess(env, queue, router, tmp_path, HANG_TOOLS="fetch,record") as first:
+            run = await start_run(env.client, agent(), "go", task_queue=queue)
+            await first.wait_for(b"HANGING")
+            await first.wait_for(b"HANGING")  # both calls of step 2 are in flight
+            first.proc.send_signal(9)  # SIGKILL: no chance to clean up
+            assert await first.proc.wait() == -9
+        async with WorkerProcess(env, queue, router, tmp_path):
+            result = await run.result()
+    assert result.output == "done" and result.steps == 3
+    assert counts(side_effects) == {
+        "start get_weather Lisbon": 1,  # finished before the kill: never run again
+        "end get_weather Lisbon": 1,
+        "start get_weather Paris": 1,
+        "end get_weather Paris": 1,
+        "start fetch k1": 2,  # idempotent, cut short by the kill: run again by the new worker
+        "end fetch k1": 1,
+        "start record k2": 1,  # not idempotent: not run again; the model is told the outcome is unknown
+    }
+    by_id = {r.id: r for r in result.tool_calls}
+    assert [by_id[i].status for i in "abfr"] == ["ok", "ok", "ok", "outcome_unknown"]
+    assert "not marked idempotent" in by_id["r"].content
+    assert len(router.model_requests) == 3  # answered model requests are not sent again
+    assert [m["role"] for m in result.messages] == ["user", "assistant", "tool", "tool", "assistant", "tool", "tool", "assistant"]
+
+
+async def test_sigterm_lets_the_call_in_flight_finish(env: WorkflowEnvironment, queue: str, side_effects: Path, tmp_path: Path) -> None:
+    import anyio
+
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    script = [tool_calls(call("gated", {"key": "g"}, id="g")), text("done")]
+    async with FakeFluxRouter(script) as router:
+        async with WorkerProcess(env, queue, router, tmp_path, GATE_FIFO=str(fifo)) as first:
+            run = await start_run(env.client, agent(), "go", task_queue=queue)
+            await first.wait_for(b"HANGING gated")
+            first.proc.terminate()
+            await first.wait_for(b"SIGTERM, shutting down gracefully")
+            await anyio.to_thread.run_sync(fifo.write_text, "open\n")  # the tool may finish now
+            await first.wait_for(b"stopped")
+            assert await first.proc.wait() == 0
+        async with WorkerProcess(env, queue, router, tmp_path):
+            result = await run.result()
+    assert result.output == "done"
+    assert counts(side_effects) == {"start gated g": 1, "end gated g": 1}  # finished once, not handed back
+    assert [(r.id, r.status, r.content) for r in result.tool_calls] == [("g", "ok", "gated g")]
