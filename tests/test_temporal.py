@@ -408,3 +408,15 @@ async def test_sigterm_lets_the_call_in_flight_finish(env: WorkflowEnvironment, 
     assert result.output == "done"
     assert counts(side_effects) == {"start gated g": 1, "end gated g": 1}  # finished once, not handed back
     assert [(r.id, r.status, r.content) for r in result.tool_calls] == [("g", "ok", "gated g")]
+
+
+def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentloop._exceptions import ConfigurationError
+    from agentloop.temporal._spec import agent_spec
+    from agentloop.temporal import worker_main
+
+    assert worker_main(["--task-queue", "q", "--tools", "no_such_module:registry"]) == 2
+    assert "cannot load the tools 'no_such_module:registry'" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="requires_approval=True"):
+        agent_spec(agent(require_approval=lambda name, args: True))
+    assert agent_spec(agent(max_steps=3))["limits"]["max_steps"] == 3
