@@ -117,7 +117,7 @@ DRIVERS = {"raw_httpx": raw_httpx, "agentloop": agentloop_driver}
 
 
 async def server_requests(url: str) -> int:
-    async with httpx.AsyncClient() as c:
+    async with httpx.AsyncClient(timeout=120) as c:  # the server may be busy accepting thousands of connections
         return int((await c.get(url + "/stats")).json()["requests"])
 
 
