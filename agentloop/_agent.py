@@ -26,9 +26,9 @@ import anyio
 import anyio.lowlevel
 
 from ._approval import ApprovalPredicate, Decision, check_approval, check_decisions, decision_record, decision_to_data
+from ._conversation import ToolChoice, check_conversation, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
-    Event,
     ModelRequestStarted,
     ModelResponded,
     RunFinished,
@@ -37,7 +37,6 @@ from ._events import (
     TextDelta,
     run_logger,
 )
-from ._observe import Observer, fan_out
 from ._exceptions import (
     ConfigurationError,
     ConversationError,
@@ -53,15 +52,15 @@ from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
 from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
+from ._observe import Observer, fan_out
 from ._runlimits import RunLimits
 from ._runstate import Resume, Run, make_record, usage_data
+from ._stream import EventStream, stream_events
 from ._tools import ToolRegistry
 from ._types import PendingCall, RunResult, Usage
 
 __all__ = ["Agent", "ToolChoice"]
 
-ToolChoice = str | dict[str, Any]
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use the max_tool_calls budget
 
 
@@ -126,7 +125,7 @@ class Agent:
         self.model = model
         self.instructions = instructions
         self.limits = limits
-        self.tool_choice = _normalize_tool_choice(tool_choice, self.tools)
+        self.tool_choice = normalize_tool_choice(tool_choice, self.tools)
         self.reset_tool_choice = reset_tool_choice
         self.max_concurrent_tools = max_concurrent_tools
         self.model_settings = dict(model_settings or {})
@@ -189,7 +188,7 @@ class Agent:
         messages: list[dict[str, Any]] | None = None,
         run_id: str | None = None,
         limits: RunLimits | None = None,
-    ) -> AsyncIterator[_EventStream]:
+    ) -> AsyncIterator[EventStream]:
         """Run the loop and yield its events as they happen: the same loop as `run`.
 
         ```python
@@ -202,37 +201,13 @@ class Agent:
         `async with` / `async for`.
         """
         state = self._start(prompt, messages, run_id)
-        send, receive = anyio.create_memory_object_stream[Event](0)
-        events = _EventStream(receive)
-
-        async def produce() -> None:
-            async with send:
-                try:
-                    await self._loop(state, send.send, limits or self.limits)
-                except Exception as e:  # handed to the consumer as is, not wrapped in a group
-                    events.error = e
-
-        try:
-            async with anyio.create_task_group() as tg, receive:
-                tg.start_soon(produce)
-                try:
-                    yield events
-                finally:
-                    tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The only task that can fail is the consumer's own body (the loop's errors are
-            # caught in produce): give the caller its exception, not a group around it.
-            if len(group.exceptions) == 1:
-                exc = group.exceptions[0]
-                raise exc from exc.__cause__
-            raise
-        if events.error is not None and not events.raised:
-            raise events.error
+        async with stream_events(lambda emit: self._loop(state, emit, limits or self.limits)) as events:
+            yield events
 
     # --- starting and restoring runs ----------------------------------------------------------
 
     def _start(self, prompt: str | None, messages: list[dict[str, Any]] | None, run_id: str | None) -> Run:
-        conversation = _check_conversation(messages) if messages is not None else []
+        conversation = check_conversation(messages) if messages is not None else []
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise ConversationError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -286,7 +261,7 @@ class Agent:
             raise ResumeError(f"run {source.run_id!r}: the last message is not the assistant message of the pending calls")
         step = source.steps
         done = [r for r in source.tool_calls if r.step == step and r.id in ids]
-        run = Run(source.run_id, _check_conversation(source.messages))
+        run = Run(source.run_id, check_conversation(source.messages))
         run.steps, run.usage = step, source.usage
         run.tool_calls = [r for r in source.tool_calls if not (r.step == step and r.id in ids)]
         run.resume = Resume(calls, {r.id: r for r in done}, frozenset(), decisions)
@@ -522,65 +497,3 @@ class Agent:
         if emit is not None:
             await emit(RunFinished(run.run_id, result))
         return result
-
-
-class _EventStream:
-    """The async iterator `Agent.stream` yields; raises the run's error where iteration ends."""
-
-    __slots__ = ("_receive", "error", "raised", "result")
-
-    def __init__(self, receive: Any) -> None:
-        self._receive = receive
-        self.error: Exception | None = None
-        self.raised = False
-        self.result: RunResult | None = None
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            event = await self._receive.receive()
-        except anyio.EndOfStream:
-            if self.error is not None and not self.raised:
-                self.raised = True
-                raise self.error
-            raise StopAsyncIteration from None
-        if isinstance(event, RunFinished):
-            self.result = event.result
-        return event
-
-
-def _normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice:
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, str):
-        name = choice
-        choice = {"type": "function", "function": {"name": name}}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        name = choice["function"].get("name")
-    else:
-        raise ConfigurationError(
-            f"tool_choice must be 'auto', 'none', 'required', a tool name or "
-            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
-        )
-    if name not in tools:
-        raise ConfigurationError(
-            f"tool_choice forces tool {name!r}, which is not registered; registered: {tools.names}"
-        )
-    return choice
-
-
-def _check_conversation(messages: Any) -> list[dict[str, Any]]:
-    """Validate the caller's conversation (cheaply) and return a shallow copy the run may extend."""
-    if not isinstance(messages, list):
-        raise ConversationError(f"messages must be a list of chat-format dicts, got {type(messages).__name__}")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
-        role = m.get("role")
-        if role not in _ROLES:
-            raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
-        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise ConversationError(f"messages[{i}] is a tool message without a string tool_call_id")
-    return list(messages)
