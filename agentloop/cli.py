@@ -7,7 +7,6 @@ agentloop's structlog debug events to stderr.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -122,15 +121,9 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _load_tool(tools: ToolRegistry, spec: str) -> None:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"agentloop: --tool must look like module:function, got {spec!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"agentloop: cannot load tool {spec!r}: {e}") from None
+    from ._imports import resolve
+
+    obj = resolve(spec, what="tool")
     if isinstance(obj, ToolRegistry):
         for tool in obj:
             tools.register(tool.fn, tool.name, tool.description, tool.parameters, sandbox=tool.sandbox, limits=tool.limits)

@@ -122,3 +122,11 @@ async def test_run_with_a_journal_then_runs_list_and_show(tmp_path: Path) -> Non
     )
     transcript = shown.stdout.decode()
     assert "shout" in transcript and "HELLO" in transcript and "It says HELLO." in transcript
+
+
+def test_run_with_an_unloadable_tool_says_which(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FLUX_API_KEY", "sk-test-0000000000")
+    assert main(["run", "--tool", "no_such_module:fn", "hi"]) == 2
+    assert "cannot load the tool 'no_such_module:fn'" in capsys.readouterr().err
+    assert main(["run", "--tool", "nocolon", "hi"]) == 2
+    assert "module:attribute" in capsys.readouterr().err

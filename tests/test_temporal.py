@@ -416,7 +416,7 @@ def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.Captur
     from agentloop.temporal import worker_main
 
     assert worker_main(["--task-queue", "q", "--tools", "no_such_module:registry"]) == 2
-    assert "cannot load the tools 'no_such_module:registry'" in capsys.readouterr().err
+    assert "cannot load the tools registry 'no_such_module:registry'" in capsys.readouterr().err
     with pytest.raises(ConfigurationError, match="requires_approval=True"):
         agent_spec(agent(require_approval=lambda name, args: True))
     assert agent_spec(agent(max_steps=3))["limits"]["max_steps"] == 3

@@ -30,7 +30,7 @@ from .. import _json
 from .._exceptions import APIResponseError
 from .._model import ModelRequest
 from .._types import ModelTurn, Usage
-from ._openai import _preview
+from ._openai import _preview, load_body
 from ._stream import NO_EVENTS, StreamAssembler, ToolSlot
 
 __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
@@ -103,16 +103,7 @@ class AnthropicWire:
 
     @staticmethod
     def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
-        try:
-            data = _json.loads(content)
-        except ValueError:
-            raise APIResponseError(
-                "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
-                "fault, retry later or report it with the request id",
-                body=_preview(content),
-                request_id=request_id,
-            ) from None
-        return parse_message(data, request_id=request_id)
+        return parse_message(load_body(content, request_id), request_id=request_id)
 
 
 # --- request: canonical → Anthropic -----------------------------------------------------------

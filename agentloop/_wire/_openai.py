@@ -52,16 +52,20 @@ class OpenAIWire:
 
     @staticmethod
     def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
-        try:
-            data = _json.loads(content)
-        except ValueError:
-            raise APIResponseError(
-                "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
-                "fault, retry later or report it with the request id",
-                body=_preview(content),
-                request_id=request_id,
-            ) from None
-        return parse_completion(data, request_id=request_id)
+        return parse_completion(load_body(content, request_id), request_id=request_id)
+
+
+def load_body(content: bytes, request_id: str | None) -> Any:
+    """A 200 body as JSON; not JSON at all is a typed error on every wire, never a crash."""
+    try:
+        return _json.loads(content)
+    except ValueError:
+        raise APIResponseError(
+            "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
+            "fault, retry later or report it with the request id",
+            body=_preview(content),
+            request_id=request_id,
+        ) from None
 
 
 def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:

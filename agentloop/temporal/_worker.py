@@ -16,7 +16,6 @@ outcome; either way no workflow is lost: its state is in Temporal's history.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from .._dispatch import ErrorFormatter
 from .._exceptions import ConfigurationError
+from .._imports import resolve
 from .._model import Model
 from .._tools import ToolRegistry
 from ._activities import AgentActivities
@@ -105,15 +105,7 @@ def create_worker(
 
 def load_registry(spec: str) -> ToolRegistry:
     """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"--tools must look like module:registry, got {spec!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise ConfigurationError(f"cannot load the tools {spec!r}: {e}. Check the module is importable here.") from None
+    obj = resolve(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
         obj = obj()
     if not isinstance(obj, ToolRegistry):
