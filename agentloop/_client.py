@@ -242,8 +242,6 @@ class FluxClient:
         retryable = self.retry.should_retry_status(response.status_code, headers)
         return Failure(self._status_error(response), retryable=retryable, headers=headers)
 
-    # --- errors -------------------------------------------------------------------------------
-
     def _redact(self, text: str) -> str:
         # Keys shorter than 8 characters are test placeholders; replacing them would mangle text.
         key = self._api_key
