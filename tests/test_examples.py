@@ -54,3 +54,17 @@ async def test_temporal_example(capsys: pytest.CaptureFixture[str], monkeypatch:
     printed = capsys.readouterr().out
     assert "2 tool calls (one activity each)" in printed
     assert "Lisbon: 21 °C, clear" in printed and "Paris: 21 °C, clear" in printed
+
+
+async def test_fastapi_service_example_answers_one_request_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fastapi")
+    answer = await load("fastapi_service").main("What's the weather in Lisbon?")
+    assert answer["output"] == "Lisbon: 21 °C, clear" and answer["tools"] == ["get_weather: ok"]
+    assert "Lisbon: 21" in capsys.readouterr().out
+
+
+async def test_worker_example_runs_its_sample_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    results = await load("worker").main()
+    assert [r["id"] for r in results] == ["job-A-1", "job-A-2", "job-A-3"]
+    assert all(r["stop_reason"] == "final" and "label LBL-" in r["output"] for r in results)
+    assert capsys.readouterr().out.count("stock reserved") == 3

@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import StatusCode  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from agentloop import Agent, Event, FluxClient, InternalServerError, ToolRegistry  # noqa: E402
-from agentloop.otel import OTelObserver  # noqa: E402
-from agentloop.testing import FakeFluxRouter, FunctionModel, ScriptedModel, call, error, text, tool_calls  # noqa: E402
+from agentloop import Agent, Event, FluxClient, InternalServerError, ToolRegistry
+from agentloop.otel import OTelObserver
+from agentloop.testing import FakeFluxRouter, FunctionModel, ScriptedModel, call, error, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -138,7 +138,8 @@ async def test_over_http_response_model_and_id_and_never_the_api_key(
 ) -> None:
     tracing = OTelObserver(tracer_provider=provider, capture_content=True)  # even with content on
     async with FakeFluxRouter([tool_calls(call("lookup", {"key": "k"})), text("fine")]) as router:
-        async with FluxClient(base_url=router.base_url, api_key=API_KEY) as client:
+        client = FluxClient(base_url=router.base_url, api_key=API_KEY)
+        async with client:
             agent = Agent(client=client, tools=registry(), observers=[tracing])
             await agent.run("hello")
     spans = exporter.get_finished_spans()
@@ -261,9 +262,8 @@ async def test_a_run_that_raises_ends_every_span_inside_guard(
     tracing = OTelObserver(tracer_provider=provider)
     model = ScriptedModel([tool_calls(call("lookup", {"key": "a"})), error(500, "router down")])
     agent = Agent(client=model, tools=registry(), observers=[tracing])
-    with pytest.raises(InternalServerError):
-        with tracing.guard():
-            await agent.run("go")
+    with pytest.raises(InternalServerError), tracing.guard():
+        await agent.run("go")
     assert tracing.open_runs == ()
     spans = exporter.get_finished_spans()
     (run,) = by_name(spans, "invoke_agent")
