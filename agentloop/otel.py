@@ -135,6 +135,8 @@ class OTelObserver:
             self._finish_run(event.run_id, event.result)
         elif type(event).__name__ == "RunFailed":  # the loop's failure event, where it has one
             self.end_run(event.run_id, getattr(event, "error", None))
+        elif type(event).__name__ == "RunPaused":  # an approval pause, where the loop reports one
+            self._finish_run(event.run_id, event.result)  # type: ignore[attr-defined]
 
     # --- ending what is left open ----------------------------------------------------------------
 

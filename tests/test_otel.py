@@ -352,6 +352,31 @@ async def test_a_run_failed_event_ends_the_runs_spans(
     assert all(s.status.status_code == StatusCode.ERROR for s in exporter.get_finished_spans())
 
 
+async def test_a_run_paused_event_ends_the_runs_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    @dataclass(frozen=True, slots=True)
+    class RunPaused(Event):
+        result: Any
+
+    tools = ToolRegistry()
+
+    @tools.tool(requires_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return "paid"
+
+    tracing = OTelObserver(tracer_provider=provider)
+    agent = Agent(
+        client=ScriptedModel([tool_calls(call("pay", {"amount": 3}))]), tools=tools, observers=[tracing]
+    )
+    paused = await agent.run("pay 3", run_id="p")
+    tracing(RunPaused("p", paused))
+    (run,) = by_name(exporter.get_finished_spans(), "invoke_agent")
+    assert run.attributes["agentloop.run.stop_reason"] == "approval_required"
+    assert tracing.open_runs == ()
+
+
 async def test_a_resumed_run_ends_the_paused_runs_span(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
