@@ -26,7 +26,9 @@ from ._events import (
     Event,
     ModelRequestStarted,
     ModelResponded,
+    RunFailed,
     RunFinished,
+    RunPaused,
     RunStarted,
     StepFinished,
     TextDelta,
@@ -116,6 +118,8 @@ __all__ = [
     "ToolCallFinished",
     "StepFinished",
     "RunFinished",
+    "RunPaused",
+    "RunFailed",
     # errors
     "AgentloopError",
     "ConfigurationError",

@@ -31,10 +31,13 @@ from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
     ModelRequestStarted,
     ModelResponded,
+    RunFailed,
     RunFinished,
+    RunPaused,
     RunStarted,
     StepFinished,
     TextDelta,
+    ToolCallFinished,
     run_logger,
 )
 from ._exceptions import (
@@ -57,7 +60,7 @@ from ._runlimits import RunLimits
 from ._runstate import Resume, Run, make_record, usage_data
 from ._stream import EventStream, stream_events
 from ._tools import ToolRegistry
-from ._types import PendingCall, RunResult, Usage
+from ._types import PendingCall, RunResult, ToolCallRecord, Usage
 
 __all__ = ["Agent", "ToolChoice"]
 
@@ -272,7 +275,8 @@ class Agent:
     async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
-        if self.observers:  # one emit for the stream consumer and the observers alike
+        observe = fan_out(self.observers, None) if self.observers else None
+        if observe is not None:  # one emit for the stream consumer and the observers alike
             emit = fan_out(self.observers, emit)
         journal = self.journal
         if journal is not None and run.lease is None and run.final is None:
@@ -295,6 +299,11 @@ class Agent:
                 "short have status 'cancelled'. The partial result is in .result; give the run more time "
                 "or continue with Agent.run(messages=exc.result.messages).",
             )
+        except BaseException as exc:
+            if observe is not None:  # observers only: the stream consumer gets the exception itself
+                with anyio.CancelScope(shield=True):
+                    await observe(RunFailed(run.run_id, exc))
+            raise
         finally:
             if journal is not None and run.lease is not None:
                 with anyio.CancelScope(shield=True):
@@ -335,6 +344,8 @@ class Agent:
         if resume is not None:
             paused = await self._tools_step(run, resume.calls, run.steps, dispatcher, limits, resume)
             if paused is not None:
+                if emit is not None:
+                    await emit(RunPaused(run.run_id, paused))
                 return paused
             if emit is not None:
                 await emit(StepFinished(run.run_id, run.steps, Usage(), len(resume.calls)))
@@ -388,6 +399,8 @@ class Agent:
             recorded = len(run.tool_calls)
             paused = await self._tools_step(run, calls, step, dispatcher, limits, None)
             if paused is not None:
+                if emit is not None:
+                    await emit(RunPaused(run.run_id, paused))
                 return paused
             request.tool_errors.update(r.id for r in run.tool_calls[recorded:] if r.status != "ok")
             if log is not None:
@@ -410,6 +423,13 @@ class Agent:
         started = resume.started if resume is not None else frozenset()
         decisions = resume.decisions if resume is not None else {}
         guard, max_calls = run.guard, limits.max_tool_calls
+        emit = dispatcher.emit
+
+        async def decided(record: ToolCallRecord) -> None:
+            """A call the loop settles without running it (skipped, rejected, ...): still an event."""
+            await run.settle(record)
+            if emit is not None:
+                await emit(ToolCallFinished(run.run_id, record.step, record))
         to_run: list[dict[str, Any]] = []
         pending: list[PendingCall] = []
         loop_stop = over_budget = False
@@ -425,12 +445,12 @@ class Agent:
                 continue
             if verdict:
                 loop_stop = loop_stop or verdict == 2
-                await run.settle(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
+                await decided(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
                 continue
             if max_calls is not None and run.tool_count >= max_calls:
                 over_budget = True
                 text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
-                await run.settle(make_record(cid, name, raw, step, "skipped", text))
+                await decided(make_record(cid, name, raw, step, "skipped", text))
                 continue
             run.tool_count += 1
             tool = self.tools.get(name)
@@ -440,7 +460,7 @@ class Agent:
                     "run again because it is not marked idempotent. It may or may not have taken effect: "
                     "check before calling it again."
                 )
-                await run.settle(make_record(cid, name, raw, step, "outcome_unknown", text))
+                await decided(make_record(cid, name, raw, step, "outcome_unknown", text))
                 continue
             args = check_approval(self.tools, self.require_approval, name, raw)
             if args is not None:
@@ -450,7 +470,7 @@ class Agent:
                     continue
                 stand_in = decision_record(p, decisions[cid], raw)
                 if stand_in is not None:
-                    await run.settle(stand_in)
+                    await decided(stand_in)
                     continue
             to_run.append(call)
         if to_run:

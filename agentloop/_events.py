@@ -31,6 +31,8 @@ __all__ = [
     "ToolCallFinished",
     "StepFinished",
     "RunFinished",
+    "RunPaused",
+    "RunFailed",
     "run_logger",
 ]
 
@@ -120,6 +122,24 @@ class StepFinished(Event):
 @dataclass(frozen=True, slots=True)
 class RunFinished(Event):
     result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunPaused(Event):
+    """The run stopped for human approval (`result.stop_reason == "approval_required"`)."""
+
+    result: RunResult
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed(Event):
+    """The run ended with an exception (a limit, an API error, cancellation).
+
+    Delivered to observers only, so that tracing can close its spans: a `stream` consumer gets
+    the exception itself.
+    """
+
+    error: BaseException
 
 
 def run_logger(**bound: Any) -> Any:

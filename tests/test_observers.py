@@ -80,3 +80,30 @@ async def test_observers_and_stream_get_the_same_events() -> None:
         async for event in events:
             streamed.append(event)
     assert observed == streamed
+
+
+async def test_calls_the_loop_settles_without_running_them_are_events_too() -> None:
+    from agentloop import RunLimits, ToolCallLimitExceeded
+
+    events: list[object] = []
+    model = ScriptedModel([tool_calls(call("ping", {"n": 1}), call("ping", {"n": 2}), call("ping", {"n": 3}))])
+    agent = Agent(client=model, tools=tools(), limits=RunLimits(max_tool_calls=2), observers=[events.append])
+    with pytest.raises(ToolCallLimitExceeded):
+        await agent.run("go")
+    finished = [e.record.status for e in events if isinstance(e, ToolCallFinished)]
+    assert sorted(finished) == ["ok", "ok", "skipped"]
+    assert type(events[-1]).__name__ == "RunFailed" and isinstance(events[-1].error, ToolCallLimitExceeded)
+
+
+async def test_an_approval_pause_is_an_event() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool(requires_approval=True)
+    async def pay(amount: int) -> str:
+        return "paid"
+
+    events: list[object] = []
+    model = ScriptedModel([tool_calls(call("pay", {"amount": 3}))])
+    result = await Agent(client=model, tools=registry, observers=[events.append]).run("pay")
+    assert result.stop_reason == "approval_required"
+    assert type(events[-1]).__name__ == "RunPaused" and events[-1].result is result
