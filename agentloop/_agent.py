@@ -25,7 +25,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._approval import ApprovalPredicate, Decision, check_approval, check_decisions, decision_record, decision_to_data
+from ._approval import (
+    ApprovalPredicate,
+    Decision,
+    check_decisions,
+    decision_to_data,
+)
 from ._conversation import ToolChoice, check_conversation, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
@@ -37,19 +42,15 @@ from ._events import (
     RunStarted,
     StepFinished,
     TextDelta,
-    ToolCallFinished,
     run_logger,
 )
 from ._exceptions import (
     ConfigurationError,
     ConversationError,
-    LoopDetected,
     ResumeError,
-    RunLimitExceeded,
     StepLimitExceeded,
     TimeLimitExceeded,
     TokenLimitExceeded,
-    ToolCallLimitExceeded,
 )
 from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
@@ -57,14 +58,14 @@ from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
 from ._observe import Observer, fan_out
 from ._runlimits import RunLimits
-from ._runstate import Resume, Run, make_record, usage_data
+from ._runstate import Resume, Run, usage_data
 from ._stream import EventStream, stream_events
 from ._tools import ToolRegistry
-from ._types import PendingCall, RunResult, ToolCallRecord, Usage
+from ._toolstep import NOT_COUNTED, limit_error, tools_step
+from ._types import RunResult, Usage
 
 __all__ = ["Agent", "ToolChoice"]
 
-_NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use the max_tool_calls budget
 
 
 class Agent:
@@ -292,7 +293,7 @@ class Agent:
             # only reached when the deadline cancelled the run
             run.close_step()
             assert scope.cancelled_caught
-            raise self._limit(
+            raise limit_error(
                 run,
                 TimeLimitExceeded,
                 f"the run passed its time limit ({limits.describe_time()}) and was cancelled; tool calls cut "
@@ -325,7 +326,7 @@ class Agent:
         )
         run.journal = journal
         run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))
-        run.tool_count = sum(r.status not in _NOT_COUNTED for r in run.tool_calls)
+        run.tool_count = sum(r.status not in NOT_COUNTED for r in run.tool_calls)
         ids = IdRegistry(run.messages)
         request = ModelRequest(
             model=self.model,
@@ -342,7 +343,7 @@ class Agent:
             await emit(RunStarted(run.run_id, self.model))
         resume, run.resume = run.resume, None
         if resume is not None:
-            paused = await self._tools_step(run, resume.calls, run.steps, dispatcher, limits, resume)
+            paused = await tools_step(self, run, resume.calls, run.steps, dispatcher, limits, resume)
             if paused is not None:
                 if emit is not None:
                     await emit(RunPaused(run.run_id, paused))
@@ -352,7 +353,7 @@ class Agent:
         while True:
             await anyio.lowlevel.checkpoint_if_cancelled()  # a deadline holds even if nothing below yields
             if limits.max_steps is not None and run.steps >= limits.max_steps:
-                raise self._limit(
+                raise limit_error(
                     run,
                     StepLimitExceeded,
                     f"the model still asked for tools after max_steps={limits.max_steps} model requests; the "
@@ -360,7 +361,7 @@ class Agent:
                     "continue with Agent.run(messages=exc.result.messages).",
                 )
             if limits.max_total_tokens is not None and run.usage.total_tokens >= limits.max_total_tokens:
-                raise self._limit(
+                raise limit_error(
                     run,
                     TokenLimitExceeded,
                     f"the run used {run.usage.total_tokens} tokens, reaching max_total_tokens="
@@ -397,7 +398,7 @@ class Agent:
             if self.reset_tool_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
                 request.tool_choice = "auto"
             recorded = len(run.tool_calls)
-            paused = await self._tools_step(run, calls, step, dispatcher, limits, None)
+            paused = await tools_step(self, run, calls, step, dispatcher, limits, None)
             if paused is not None:
                 if emit is not None:
                     await emit(RunPaused(run.run_id, paused))
@@ -407,106 +408,6 @@ class Agent:
                 log.debug("step finished", step=step, tool_calls=len(calls), total_tokens=turn.usage.total_tokens)
             if emit is not None:
                 await emit(StepFinished(run.run_id, step, turn.usage, len(calls)))
-
-    async def _tools_step(
-        self,
-        run: Run,
-        calls: list[dict[str, Any]],
-        step: int,
-        dispatcher: Dispatcher,
-        limits: RunLimits,
-        resume: Resume | None,
-    ) -> RunResult | None:
-        """Run one assistant message's calls; None when done, the paused result when approvals are needed."""
-        run.step_calls = calls
-        run.step_records = records = dict(resume.records) if resume is not None else {}
-        started = resume.started if resume is not None else frozenset()
-        decisions = resume.decisions if resume is not None else {}
-        guard, max_calls = run.guard, limits.max_tool_calls
-        emit = dispatcher.emit
-
-        async def decided(record: ToolCallRecord) -> None:
-            """A call the loop settles without running it (skipped, rejected, ...): still an event."""
-            await run.settle(record)
-            if emit is not None:
-                await emit(ToolCallFinished(run.run_id, record.step, record))
-        to_run: list[dict[str, Any]] = []
-        pending: list[PendingCall] = []
-        loop_stop = over_budget = False
-        for call in calls:
-            cid, fn = call["id"], call["function"]
-            name, raw = fn["name"], fn["arguments"]
-            verdict = guard.observe(name, raw)
-            done = records.get(cid)
-            if done is not None:
-                run.tool_count += done.status not in _NOT_COUNTED
-                loop_stop = loop_stop or (done.status == "loop_detected" and verdict == 2)
-                over_budget = over_budget or done.status == "skipped"
-                continue
-            if verdict:
-                loop_stop = loop_stop or verdict == 2
-                await decided(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
-                continue
-            if max_calls is not None and run.tool_count >= max_calls:
-                over_budget = True
-                text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
-                await decided(make_record(cid, name, raw, step, "skipped", text))
-                continue
-            run.tool_count += 1
-            tool = self.tools.get(name)
-            if cid in started and not (tool is not None and tool.idempotent):
-                text = (
-                    f"Outcome unknown: the run was interrupted while {name!r} was running, and it was not "
-                    "run again because it is not marked idempotent. It may or may not have taken effect: "
-                    "check before calling it again."
-                )
-                await decided(make_record(cid, name, raw, step, "outcome_unknown", text))
-                continue
-            args = check_approval(self.tools, self.require_approval, name, raw)
-            if args is not None:
-                p = PendingCall(cid, name, args, step)
-                if cid not in decisions:
-                    pending.append(p)
-                    continue
-                stand_in = decision_record(p, decisions[cid], raw)
-                if stand_in is not None:
-                    await decided(stand_in)
-                    continue
-            to_run.append(call)
-        if to_run:
-            await dispatcher.run(to_run, step)  # each record reaches run.step_records through settle
-        if pending:
-            return await self._pause(run, pending)
-        run.close_step()
-        if loop_stop:
-            raise self._limit(
-                run,
-                LoopDetected,
-                f"the model kept calling the same tool with the same arguments ({guard.streak} times in a row, "
-                "after being told to stop); the run was stopped. The partial result is in .result.",
-            )
-        if over_budget:
-            raise self._limit(
-                run,
-                ToolCallLimitExceeded,
-                f"the model asked for more than max_tool_calls={max_calls} tool calls; the calls over the "
-                "budget were not run (status 'skipped'). The partial result is in .result; raise the limit or "
-                "continue with Agent.run(messages=exc.result.messages).",
-            )
-        return None
-
-    async def _pause(self, run: Run, pending: list[PendingCall]) -> RunResult:
-        done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
-        result = RunResult(
-            None, run.messages, run.steps, run.usage, "approval_required", run.run_id, [*run.tool_calls, *done], pending
-        )
-        if self.journal is not None:
-            data = {"pending": [{"id": p.id, "name": p.name, "arguments": p.arguments, "step": p.step} for p in pending]}
-            await self.journal.append(run.run_id, "paused", data, step=run.steps, status="paused")
-        return result
-
-    def _limit(self, run: Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
-        return cls(message, run.result(None, cls.stop_reason))
 
     async def _finish(self, run: Run, output: str | None, reason: str, emit: Emit | None, log: Any) -> RunResult:
         result = run.result(output, reason)

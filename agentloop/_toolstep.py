@@ -1,0 +1,128 @@
+"""One step's tool calls under the run's rules: loop detection, the tool-call budget, resume
+decisions for interrupted calls, and human approval. What passes is handed to the Dispatcher.
+
+Kept apart from the loop itself (`_agent.py`) so that the loop reads as the loop: send, append,
+run the step's calls, repeat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._approval import check_approval, decision_record
+from ._dispatch import Dispatcher
+from ._events import ToolCallFinished
+from ._exceptions import LoopDetected, RunLimitExceeded, ToolCallLimitExceeded
+from ._journal import Journal
+from ._runlimits import RunLimits
+from ._runstate import Resume, Run, make_record
+from ._types import PendingCall, RunResult, ToolCallRecord
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["tools_step", "limit_error", "NOT_COUNTED"]
+
+NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use the max_tool_calls budget
+
+
+async def tools_step(
+    agent: Agent,
+    run: Run,
+    calls: list[dict[str, Any]],
+    step: int,
+    dispatcher: Dispatcher,
+    limits: RunLimits,
+    resume: Resume | None,
+) -> RunResult | None:
+    """Run one assistant message's calls; None when done, the paused result when approvals are needed."""
+    run.step_calls = calls
+    run.step_records = records = dict(resume.records) if resume is not None else {}
+    started = resume.started if resume is not None else frozenset()
+    decisions = resume.decisions if resume is not None else {}
+    guard, max_calls = run.guard, limits.max_tool_calls
+    emit = dispatcher.emit
+
+    async def decided(record: ToolCallRecord) -> None:
+        """A call the loop settles without running it (skipped, rejected, ...): still an event."""
+        await run.settle(record)
+        if emit is not None:
+            await emit(ToolCallFinished(run.run_id, record.step, record))
+    to_run: list[dict[str, Any]] = []
+    pending: list[PendingCall] = []
+    loop_stop = over_budget = False
+    for call in calls:
+        cid, fn = call["id"], call["function"]
+        name, raw = fn["name"], fn["arguments"]
+        verdict = guard.observe(name, raw)
+        done = records.get(cid)
+        if done is not None:
+            run.tool_count += done.status not in NOT_COUNTED
+            loop_stop = loop_stop or (done.status == "loop_detected" and verdict == 2)
+            over_budget = over_budget or done.status == "skipped"
+            continue
+        if verdict:
+            loop_stop = loop_stop or verdict == 2
+            await decided(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
+            continue
+        if max_calls is not None and run.tool_count >= max_calls:
+            over_budget = True
+            text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
+            await decided(make_record(cid, name, raw, step, "skipped", text))
+            continue
+        run.tool_count += 1
+        tool = agent.tools.get(name)
+        if cid in started and not (tool is not None and tool.idempotent):
+            text = (
+                f"Outcome unknown: the run was interrupted while {name!r} was running, and it was not "
+                "run again because it is not marked idempotent. It may or may not have taken effect: "
+                "check before calling it again."
+            )
+            await decided(make_record(cid, name, raw, step, "outcome_unknown", text))
+            continue
+        args = check_approval(agent.tools, agent.require_approval, name, raw)
+        if args is not None:
+            p = PendingCall(cid, name, args, step)
+            if cid not in decisions:
+                pending.append(p)
+                continue
+            stand_in = decision_record(p, decisions[cid], raw)
+            if stand_in is not None:
+                await decided(stand_in)
+                continue
+        to_run.append(call)
+    if to_run:
+        await dispatcher.run(to_run, step)  # each record reaches run.step_records through settle
+    if pending:
+        return await _pause(agent.journal, run, pending)
+    run.close_step()
+    if loop_stop:
+        raise limit_error(
+            run,
+            LoopDetected,
+            f"the model kept calling the same tool with the same arguments ({guard.streak} times in a row, "
+            "after being told to stop); the run was stopped. The partial result is in .result.",
+        )
+    if over_budget:
+        raise limit_error(
+            run,
+            ToolCallLimitExceeded,
+            f"the model asked for more than max_tool_calls={max_calls} tool calls; the calls over the "
+            "budget were not run (status 'skipped'). The partial result is in .result; raise the limit or "
+            "continue with Agent.run(messages=exc.result.messages).",
+        )
+    return None
+
+async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) -> RunResult:
+    done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
+    result = RunResult(
+        None, run.messages, run.steps, run.usage, "approval_required", run.run_id, [*run.tool_calls, *done], pending
+    )
+    if journal is not None:
+        data = {"pending": [{"id": p.id, "name": p.name, "arguments": p.arguments, "step": p.step} for p in pending]}
+        await journal.append(run.run_id, "paused", data, step=run.steps, status="paused")
+    return result
+
+def limit_error(run: Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
+    """The limit's exception, carrying the run's partial result."""
+    return cls(message, run.result(None, cls.stop_reason))
