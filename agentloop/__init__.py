@@ -21,6 +21,7 @@ Optional parts live in their own modules and are imported only when used: `agent
 
 from ._agent import Agent, ToolChoice
 from ._approval import Decision, Override, Reject
+from ._budget import InputBudget
 from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
 from ._events import (
     Event,
@@ -86,6 +87,7 @@ __all__ = [
     "Tool",
     "Limits",
     "RunLimits",
+    "InputBudget",
     "SandboxMode",
     "RetryPolicy",
     "RunResult",

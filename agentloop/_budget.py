@@ -1,0 +1,76 @@
+"""InputBudget: how much of each untrusted input one run or one request may cost. A frozen policy.
+
+Everything that reaches agentloop from outside (a model's answer, an HTTP response, a stream)
+is bounded here, in one place, so that one hostile or broken input costs its own run a bounded
+amount of time and memory and nothing else in the process. Past a budget a tool call gets a clear
+tool error fed back to the model, or a model request a typed `APIError`; nothing else happens.
+
+The defaults are sized for a service that runs many agents in one process: generous for every
+answer a real model gives, small enough that a hostile one cannot stall or bloat the process.
+
+Model answers (checked by the loop, per tool call or per message):
+
+- `max_argument_bytes`: bytes of one tool call's JSON arguments text.
+- `max_json_depth`: nesting depth of any JSON the runtime parses (arguments, bodies, journal);
+  one limit for the one canonical codec.
+- `max_tool_calls`: tool calls in one model message.
+- `max_tool_name_chars`: characters of a tool name as the model wrote it (the name is echoed
+  back in the error text only up to this length).
+- `max_error_bytes`: bytes of an error text fed back to the model; a longer one is cut with a
+  visible marker.
+- `max_violations`: schema violations listed (with their JSON paths) in one error text.
+
+HTTP (checked by `FluxClient`, per model request):
+
+- `max_response_bytes`: bytes of one response body (non-streamed).
+- `max_sse_line_bytes`: bytes of one line of a streamed response.
+- `stream_idle_timeout`: seconds between two stream events (keep-alive comments do not count).
+- `request_timeout`: seconds for one whole model request, retries included, when the client
+  has no `total_timeout` of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["InputBudget"]
+
+_KiB = 1024
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class InputBudget:
+    """Bounds on untrusted input. See the module docs for each field; every field is overridable.
+
+    ```python
+    client = FluxClient(input_budget=InputBudget(max_response_bytes=64 * 1024 * 1024))
+    ```
+    """
+
+    # model answers
+    max_argument_bytes: int = 1 * _MiB
+    max_json_depth: int = 64
+    max_tool_calls: int = 128
+    max_tool_name_chars: int = 256
+    max_error_bytes: int = 8 * _KiB
+    max_violations: int = 5
+    # HTTP
+    max_response_bytes: int = 32 * _MiB
+    max_sse_line_bytes: int = 4 * _MiB
+    stream_idle_timeout: float = 300.0
+    request_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want_int = f.type in ("int", int)
+            ok = not isinstance(value, bool) and isinstance(value, int if want_int else (int, float))
+            if not ok or value <= 0:
+                kind = "a positive integer" if want_int else "a positive number of seconds"
+                raise ConfigurationError(
+                    f"InputBudget.{f.name} must be {kind}, got {value!r}; "
+                    f"leave it out to keep the default"
+                )
