@@ -8,6 +8,7 @@ Temporal's Python SDK runs on asyncio only, so these tests do too.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -420,3 +421,93 @@ def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.Captur
     with pytest.raises(ConfigurationError, match="requires_approval=True"):
         agent_spec(agent(require_approval=lambda name, args: True))
     assert agent_spec(agent(max_steps=3))["limits"]["max_steps"] == 3
+
+
+# --- the workflow's own code runs under Temporal's sandbox ---------------------------------------
+
+# Each import goes at the top of the workflow module and each call at the top of AgentWorkflow.run,
+# in a copy of the package, as a careless edit would put them; the sandbox must fail the workflow
+# task on the call (a clock or a random source in workflow code breaks replay). A module-level
+# import is the case that matters: an import inside the function is restricted in any case.
+NONDETERMINISTIC = {
+    "datetime": ("from datetime import datetime", "datetime.now()"),
+    "random": ("import random", "random.random()"),
+    "time": ("import time", "time.time()"),
+}
+
+
+def test_the_workflow_module_is_not_passed_through() -> None:
+    from temporalio.worker.workflow_sandbox._importer import Importer
+
+    from agentloop.temporal import PASSTHROUGH_MODULES
+
+    restrictions = sandbox_runner().restrictions
+    importer = Importer(restrictions, restriction_context=None)  # type: ignore[arg-type]
+    assert not importer.module_configured_passthrough("agentloop.temporal._workflow")
+    assert "agentloop" not in PASSTHROUGH_MODULES and "agentloop.temporal" not in PASSTHROUGH_MODULES
+    assert importer.module_configured_passthrough("agentloop._types")  # data shared with the host
+
+
+def patched_package(tmp_path: Path, import_line: str, call_line: str) -> Path:
+    import agentloop
+
+    root = tmp_path / "pkg"
+    shutil.copytree(Path(agentloop.__file__).parent, root / "agentloop", ignore=shutil.ignore_patterns("__pycache__"))
+    workflow_py = root / "agentloop" / "temporal" / "_workflow.py"
+    source = workflow_py.read_text()
+    top, anchor = "from typing import Any\n", "        run_id = workflow.info().workflow_id\n"
+    assert source.count(top) == 1 and source.count(anchor) == 1, "_workflow.py changed: update this test's anchors"
+    source = source.replace(top, f"{top}{import_line}\n").replace(anchor, f"        {call_line}\n{anchor}")
+    workflow_py.write_text(source)
+    return root
+
+
+@pytest.mark.parametrize("call_name", sorted(NONDETERMINISTIC))
+async def test_a_clock_or_random_in_the_workflow_code_fails_the_workflow_task(
+    env: WorkflowEnvironment, queue: str, tmp_path: Path, call_name: str
+) -> None:
+    import anyio
+    from temporalio.api.enums.v1 import EventType
+
+    root = patched_package(tmp_path, *NONDETERMINISTIC[call_name])
+    with anyio.fail_after(120):
+        async with FakeFluxRouter([text("done")]) as router, WorkerProcess(
+            env, queue, router, tmp_path, PYTHONPATH=str(root)
+        ):
+            run = await start_run(env.client, agent(), "go", task_queue=queue)
+            handle = env.client.get_workflow_handle(run.run_id)
+            # long-polls the history: returns as soon as the worker reports the task failure
+            async for event in handle.fetch_history_events(wait_new_event=True):
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                    failure = event.workflow_task_failed_event_attributes.failure
+                    break
+                assert event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, (
+                    f"{call_name} in AgentWorkflow.run went unnoticed: the workflow code is not sandboxed"
+                )
+            await handle.terminate("test over")
+    assert failure.application_failure_info.type == "RestrictedWorkflowAccessError", failure
+    assert "from inside a workflow" in failure.message
+    assert len(router.model_requests) == 0
+
+
+# --- every test here is bounded: a failing workflow task retries forever, which must fail the test,
+# not hang the suite. Generous, because the machine may be busy; it only has to end.
+TEST_BOUND_S = 300
+
+
+def _bounded(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import anyio
+
+        with anyio.fail_after(TEST_BOUND_S):
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+for _name, _fn in list(globals().items()):
+    if _name.startswith("test_") and inspect.iscoroutinefunction(_fn):
+        globals()[_name] = _bounded(_fn)

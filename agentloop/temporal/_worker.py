@@ -3,8 +3,10 @@
 `create_worker(client, task_queue, tools=registry, model=FluxClient())` returns a
 `temporalio.worker.Worker` (use it with `async with` or `await worker.run()`; it may share a
 worker with your own workflows via `workflows=` / `activities=`). Workflows run in Temporal's
-sandbox with agentloop and anyio / sniffio passed through: the loop's modules hold no global
-mutable state, and re-importing them for every run would only cost time.
+sandbox: the workflow module itself is loaded afresh for every run under the sandbox's
+restrictions (a clock read or a random number in it fails the workflow task), while the loop's
+modules, anyio and sniffio are passed through: they hold no global mutable state, and
+re-importing them for every run would only cost time.
 
 `worker_main(argv)` is `agentloop worker --task-queue Q --tools module:registry`. SIGTERM or
 SIGINT stop polling at once; in-flight activities get `--graceful-shutdown-timeout` seconds to
@@ -40,12 +42,43 @@ from ._workflow import AgentWorkflow
 
 __all__ = ["create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
 
-# Modules the workflow sandbox hands over as they are instead of re-importing them per run.
-PASSTHROUGH_MODULES = ("agentloop", "anyio", "sniffio", "structlog", "jsonschema", "orjson", "docstring_parser")
+# The module whose code runs as the workflow: Temporal's sandbox must load it afresh for every run,
+# with its own restricted view of `datetime`, `time`, `random`, ..., so that a clock read or a
+# random number in the workflow's own code fails the workflow task instead of breaking replay.
+WORKFLOW_MODULE = "agentloop.temporal._workflow"
+
+# Third-party modules the workflow sandbox hands over as they are instead of re-importing them per
+# run. They hold no per-run state that matters to a workflow.
+_THIRD_PARTY_PASSTHROUGH = ("anyio", "sniffio", "structlog", "jsonschema", "orjson", "docstring_parser")
+
+
+def _agentloop_passthrough() -> tuple[str, ...]:
+    """Every agentloop module except the workflow module and the two packages above it.
+
+    Passing "agentloop" through whole would pass the workflow module through as well (a
+    passthrough name covers its submodules), and then the sandbox never checks the workflow's
+    code. So each sibling is named instead: the loop's modules (data types, exceptions, the
+    loop itself) are shared with the host, which keeps one class per type across the sandbox
+    boundary, and the two `__init__` modules re-run cheaply in the sandbox over passed-through
+    children. Found with `pkgutil.iter_modules`, which reads directories and imports nothing.
+    """
+    import pkgutil
+    from pathlib import Path
+
+    here = Path(__file__).parent  # agentloop/temporal (still being imported: no attribute yet)
+    names: list[str] = []
+    for path, prefix in ((here.parent, "agentloop."), (here, "agentloop.temporal.")):
+        for info in pkgutil.iter_modules([str(path)], prefix):
+            if info.name not in (WORKFLOW_MODULE, "agentloop.temporal"):
+                names.append(info.name)
+    return tuple(names)
+
+
+PASSTHROUGH_MODULES = (*_THIRD_PARTY_PASSTHROUGH, *_agentloop_passthrough())
 
 
 def sandbox_runner(extra_passthrough: Sequence[str] = ()) -> SandboxedWorkflowRunner:
-    """Temporal's sandboxed workflow runner with agentloop, anyio and sniffio passed through."""
+    """Temporal's sandboxed workflow runner: `PASSTHROUGH_MODULES` shared, the workflow code sandboxed."""
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES, *extra_passthrough)
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
