@@ -78,7 +78,7 @@ from ._runlimits import RunLimits
 from ._tools import SandboxMode, Tool, ToolRegistry
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, ToolCallRecord, Usage
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)
 
 __all__ = [
     "Agent",
@@ -155,3 +155,36 @@ __all__ = [
     "RunLockedError",
     "__version__",
 ]
+
+
+# Public classes and functions show as `agentloop.X` (in reprs, tracebacks and docs), not as the
+# private module that happens to define them, as httpx does. Pickling still works: `agentloop.X`
+# is where they are found. `typing.get_type_hints` resolves a class's string annotations in the
+# module its `__module__` names, so a class's own annotations are resolved first, in the module
+# that wrote them (pydantic, FastAPI and cattrs read them); a class whose annotations cannot be
+# resolved there keeps its module name rather than break them (a test checks that none does).
+def _fix_module_names() -> None:
+    import sys
+    import typing
+
+    for name in __all__:
+        obj = globals()[name]
+        if not (isinstance(obj, type) or callable(obj)) or not getattr(obj, "__module__", "").startswith("agentloop._"):
+            continue
+        own = obj.__dict__.get("__annotations__") if isinstance(obj, type) else None
+        if own:
+            # the defining module's names, plus the public ones it imports only for type checking
+            namespace = {**globals(), **vars(sys.modules[obj.__module__])}
+            try:
+                resolved = typing.get_type_hints(obj, globalns=namespace, include_extras=True)
+            except Exception:
+                continue
+            obj.__annotations__ = {key: resolved[key] for key in own}
+        try:
+            obj.__module__ = __name__
+        except (AttributeError, TypeError):  # typing aliases refuse; they keep theirs
+            pass
+
+
+_fix_module_names()
+del _fix_module_names

@@ -1,0 +1,50 @@
+"""The public surface as a user meets it: names, module names, type hints, pickling, version."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pickle
+import tomllib
+import traceback
+import typing
+from pathlib import Path
+
+import pytest
+
+import agentloop
+
+PUBLIC_CLASSES = [getattr(agentloop, n) for n in agentloop.__all__ if isinstance(getattr(agentloop, n), type)]
+
+
+@pytest.mark.parametrize("cls", PUBLIC_CLASSES, ids=lambda c: c.__name__)
+def test_public_classes_show_as_agentloop_and_keep_their_type_hints(cls: type) -> None:
+    assert cls.__module__ == "agentloop"
+    assert getattr(agentloop, cls.__name__) is cls
+    typing.get_type_hints(cls)  # pydantic / FastAPI / cattrs resolve these; must not raise
+
+
+def test_a_traceback_names_the_public_exception() -> None:
+    try:
+        agentloop.FluxClient(api_key="")
+    except agentloop.ConfigurationError:
+        text = traceback.format_exc()
+    assert "agentloop.ConfigurationError: " in text
+    assert "_exceptions" not in text.splitlines()[-1]
+
+
+def test_public_exceptions_and_data_survive_pickling() -> None:
+    err = agentloop.ConfigurationError("model must be a non-empty string")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+    usage = agentloop.Usage(requests=2, prompt_tokens=3, completion_tokens=4, total_tokens=7)
+    assert pickle.loads(pickle.dumps(usage)) == usage
+
+
+def test_the_version_is_written_once() -> None:
+    assert importlib.metadata.version("agentloop") == agentloop.__version__
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+
+
+def test_every_name_in_all_exists() -> None:
+    missing = [n for n in agentloop.__all__ if not hasattr(agentloop, n)]
+    assert missing == []
