@@ -2,6 +2,41 @@
 
 Every message says what happened and what to do about it. None of them ever contains an API key:
 `APIStatusError` messages are built from the server's error text after `redact()` removed the key.
+
+The tree (a test keeps this picture equal to the classes)::
+
+    AgentloopError
+        APIError                        a model request failed
+            APIConnectionError              no answer: connection refused, dropped, ...
+                APITimeoutError                 ... or too slow
+            APIResponseError                an answer agentloop cannot use (bad JSON, too big, ...)
+            APIStatusError                  an HTTP error status
+                AuthenticationError             401 / 403: the key
+                BadRequestError                 400 / 404 / 422: the request
+                    ToolsNotSupportedError          the routed model cannot call tools
+                InternalServerError             5xx after the retries
+                RateLimitError                  429 after the retries
+        ConfigurationError  (also ValueError)   a caller's mistake, refused before anything runs
+            MissingDependencyError  (also ImportError)
+        ConversationError  (also ValueError)    `messages=` is not a valid conversation
+        JournalError                    durable runs
+            JournalCorruptError             not a journal, or damaged
+            RunLockedError                  another live process runs it
+            RunNotFoundError  (also KeyError)
+        MCPServerError                  an MCP server could not be started or reached
+        MCPToolError                    an MCP tool call failed outside the model's view
+        RunError                        a run stopped without a final answer
+            ResumeError  (also ValueError)  the decisions or the run cannot be resumed
+            RunLimitExceeded                a `RunLimits` budget; `.result` is the partial run
+                LoopDetected
+                StepLimitExceeded
+                TimeLimitExceeded
+                TokenLimitExceeded
+                ToolCallLimitExceeded
+        SandboxUnavailableError         a sandbox mode this machine cannot provide
+        ToolDefinitionError  (also ValueError)  a tool cannot be registered as written
+
+A tool's own exception never escapes a run: it becomes that call's outcome, fed back to the model.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import pickle
+import re
 import tomllib
 import traceback
 import typing
@@ -48,3 +49,24 @@ def test_the_version_is_written_once() -> None:
 def test_every_name_in_all_exists() -> None:
     missing = [n for n in agentloop.__all__ if not hasattr(agentloop, n)]
     assert missing == []
+
+
+def _tree(cls: type, depth: int = 0) -> list[str]:
+    extra = [b.__name__ for b in cls.__bases__[1:]]
+    line = "    " * depth + cls.__name__ + (f"  (also {', '.join(extra)})" if extra else "")
+    children = sorted(
+        (c for c in cls.__subclasses__() if c.__module__ == "agentloop" and c.__bases__[0] is cls),
+        key=lambda c: c.__name__,
+    )
+    return [line] + [row for c in children for row in _tree(c, depth + 1)]
+
+
+def test_the_exception_tree_in_the_docs_is_the_real_one() -> None:
+    import agentloop._exceptions as module
+
+    doc = module.__doc__ or ""
+    block = doc.split("The tree (a test keeps this picture equal to the classes)::\n\n", 1)[1].split("\n\n", 1)[0]
+    # each row: indentation, the class and its extra bases; then, after a gap, a comment
+    rows = [re.match(r"    (\s*\w+(?:  \(also [^)]*\))?)", row) for row in block.splitlines()]
+    drawn = [m.group(1) if m else "" for m in rows]
+    assert drawn == _tree(agentloop.AgentloopError)
