@@ -76,7 +76,7 @@ from ._observe import Observer
 from ._retry import RetryPolicy
 from ._runlimits import RunLimits
 from ._tools import SandboxMode, Tool, ToolRegistry
-from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, ToolCallRecord, Usage
+from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 
 __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)
 
@@ -95,6 +95,7 @@ __all__ = [
     "PendingCall",
     "Usage",
     "OutcomeStatus",
+    "StopReason",
     "ToolChoice",
     "Model",
     "ModelRequest",

@@ -139,7 +139,7 @@ class RunResult:
     messages: list[dict[str, Any]]
     steps: int
     usage: Usage
-    stop_reason: str
+    stop_reason: StopReason
     run_id: str
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     pending: list[PendingCall] = field(default_factory=list)  # stop_reason "approval_required"
