@@ -47,6 +47,8 @@ from ._events import (
 from ._exceptions import (
     ConfigurationError,
     ConversationError,
+    JournalError,
+    RunLimitExceeded,
     ResumeError,
     StepLimitExceeded,
     TimeLimitExceeded,
@@ -231,7 +233,8 @@ class Agent:
                 )
             token = await self.journal.acquire(source)
             try:
-                state = replay(await self.journal.load(source))
+                loaded = await self.journal.load(source)
+                state = replay(loaded)
                 run = Run.from_replay(source, state)
                 run.lease = token
                 if state.pending:
@@ -242,6 +245,10 @@ class Agent:
                     run.resume = Resume(state.calls, state.records, state.started, decisions)
                 elif approvals:
                     raise ResumeError(f"run {source!r} has no pending calls; approvals are not needed")
+                if state.final is None:  # where a resume picked up: shown by the run inspector
+                    was = loaded.info.status
+                    after = "paused" if state.pending else ("interrupted" if was == "running" else was)
+                    await self.journal.append(source, "resumed", {"after": after}, step=run.steps, status="running")
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.journal.release(source, token)
@@ -301,6 +308,9 @@ class Agent:
                 "or continue with Agent.run(messages=exc.result.messages).",
             )
         except BaseException as exc:
+            if journal is not None and run.lease is not None:
+                with anyio.CancelScope(shield=True):
+                    await _journal_failure(journal, run, exc)
             if observe is not None:  # observers only: the stream consumer gets the exception itself
                 with anyio.CancelScope(shield=True):
                     await observe(RunFailed(run.run_id, exc))
@@ -418,3 +428,22 @@ class Agent:
         if emit is not None:
             await emit(RunFinished(run.run_id, result))
         return result
+
+
+async def _journal_failure(journal: Journal, run: Run, exc: BaseException) -> None:
+    """Journal why a run stopped with an error (a limit, the endpoint), so `agentloop ui` can say.
+
+    A cancelled or killed run journals nothing: it is interrupted, and resumable as it is.
+    Replay ignores this entry; resuming the run goes on from its last step.
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, JournalError):
+        return
+    if isinstance(exc, RunLimitExceeded):
+        status = exc.result.stop_reason
+    else:
+        status = "failed"
+    data = {"stop_reason": status, "error": type(exc).__name__, "message": str(exc)}
+    try:
+        await journal.append(run.run_id, "failed", data, step=run.steps, status=status)
+    except JournalError:
+        pass  # the original error is the one to raise

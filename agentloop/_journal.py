@@ -22,6 +22,7 @@ journal write) is taken over.
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import sqlite3
 import threading
@@ -38,9 +39,12 @@ import anyio
 from . import _json
 from ._approval import Decision, decision_from_data
 from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
+from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, lease_alive, query_runs, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
-__all__ = ["Journal", "SQLiteJournal", "JournaledRun", "JournalEntry", "RunInfo", "Replay", "replay"]
+__all__ = [
+    "Journal", "SQLiteJournal", "JournaledRun", "JournalEntry", "RunInfo", "Replay", "replay", "RunSummary", "RunPage",
+]
 
 T = TypeVar("T")
 
@@ -107,6 +111,39 @@ class Journal(ABC):
 
     @abstractmethod
     async def delete(self, run_id: str) -> None: ...
+
+    async def query_runs(
+        self,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        after: tuple[float, str] | None = None,
+    ) -> RunPage:
+        """One page of runs, newest first (what `agentloop ui` lists).
+
+        `status`: a group of `STATUS_GROUPS` ("final", "paused", "interrupted", "failed",
+        "step_limit", "other_limit"); `search`: text in the run's prompt or final output;
+        `after`: the `cursor` of the previous page. This default reads every run (fine for
+        small journals); `SQLiteJournal` answers it with indexed SQL.
+        """
+        runs = sorted(await self.list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+        statuses = _status_group(status)
+        out: list[RunSummary] = []
+        for info in runs:
+            if statuses is not None and info.status not in statuses:
+                continue
+            if after is not None and (info.created_at, info.run_id) >= after:
+                continue
+            summary = _summary_of(await self.load(info.run_id))
+            if search and not any(search in (t or "") for t in (summary.prompt, summary.output)):
+                continue
+            out.append(summary)
+            if len(out) > limit:
+                break
+        more = len(out) > limit
+        out = out[:limit]
+        return RunPage(out, (out[-1].created_at, out[-1].run_id) if more else None, None)
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -208,13 +245,19 @@ class SQLiteJournal(Journal):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: Literal["normal", "full"] = "normal", lease_ttl: float = 60.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        lease_ttl: float = 60.0,
+        read_only: bool = False,
     ) -> None:
         if durability not in ("normal", "full"):
             raise JournalError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.path = os.fspath(path)
         self.durability = durability
         self.lease_ttl = lease_ttl
+        self.read_only = read_only  # opened with SQLite's mode=ro: reads never block or change the file
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement sequence at a time on the connection
         self._tokens: dict[str, str] = {}
@@ -237,9 +280,13 @@ class SQLiteJournal(Journal):
                     conn.rollback()
                 if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                     raise JournalError(f"journal {self.path} stayed locked by another process: {e}") from None
+                if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
+                    raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
                 raise JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}") from None
 
     def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._open_read_only()
         try:
             with open(self.path, "rb") as f:
                 head = f.read(16)
@@ -268,7 +315,10 @@ class SQLiteJournal(Journal):
                 conn.executemany(
                     "INSERT INTO agentloop_meta VALUES (?, ?)", [("format", _FORMAT), ("version", _VERSION)]
                 )
-                tables = {"agentloop_meta"}
+                tables = {"agentloop_meta", "agentloop_runs"}
+            if "agentloop_runs" in tables:  # the runs list's order (added later: older files get them here)
+                conn.execute(_INDEXES[0])
+                conn.execute(_INDEXES[1])
             conn.execute("COMMIT")
             if "agentloop_meta" not in tables:
                 raise JournalCorruptError(
@@ -289,6 +339,21 @@ class SQLiteJournal(Journal):
         except BaseException:
             conn.close()
             raise
+        self._conn = conn
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not os.path.exists(self.path):
+            raise JournalError(f"no journal at {self.path}; pass the path of an existing journal")
+        uri = pathlib.Path(self.path).absolute().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
+            meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
+        except sqlite3.Error as e:
+            raise JournalCorruptError(f"{self.path} cannot be read as an agentloop journal: {e}") from None
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            conn.close()
+            raise JournalCorruptError(f"{self.path} is not an agentloop journal of version {_VERSION}")
         self._conn = conn
         return conn
 
@@ -430,6 +495,20 @@ class SQLiteJournal(Journal):
             raise JournalCorruptError(f"run {run_id!r} in journal {self.path} has damaged data: {e}") from None
         return JournaledRun(RunInfo(*row[:6]), header, entries)
 
+    def _alive(self, host: str, pid: int, expires_at: float) -> bool:
+        return lease_alive(host, pid, expires_at, this_host=_HOST, pid_alive=_pid_alive)
+
+    def _query(self, conn: sqlite3.Connection, status: str | None, search: str | None, limit: int, after: Any) -> RunPage:
+        return query_runs(
+            conn, statuses=_status_group(status), search=search, limit=limit, after=after, alive=self._alive
+        )
+
+    def _summary(self, conn: sqlite3.Connection, run_id: str) -> RunSummary:
+        row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+        return summarize(conn, [row], self._alive)[0]
+
     def _list(self, conn: sqlite3.Connection) -> list[RunInfo]:
         return [RunInfo(*r) for r in conn.execute(f"SELECT {_INFO} FROM agentloop_runs ORDER BY created_at, run_id")]
 
@@ -456,6 +535,20 @@ class SQLiteJournal(Journal):
     async def delete(self, run_id: str) -> None:
         await self._call(self._delete, run_id)
 
+    async def query_runs(
+        self,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        after: tuple[float, str] | None = None,
+    ) -> RunPage:
+        return await self._call(self._query, status, search, limit, after)
+
+    async def run_summary(self, run_id: str) -> RunSummary:
+        """The `RunSummary` of one run (`RunNotFoundError`): counts, tokens, whether it is live."""
+        return await self._call(self._summary, run_id)
+
     # Synchronous forms, for tools and the CLI (no event loop needed).
     def load_sync(self, run_id: str) -> JournaledRun:
         return self._locked(self._load, run_id)
@@ -468,6 +561,29 @@ class SQLiteJournal(Journal):
 
 
 _INFO = "run_id, status, model, steps, created_at, updated_at"
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS agentloop_runs_newest ON agentloop_runs (created_at, run_id)",
+    "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
+)
+
+
+def _status_group(status: str | None) -> tuple[str, ...] | None:
+    if status is None or status == "":
+        return None
+    try:
+        return STATUS_GROUPS[status]
+    except KeyError:
+        raise JournalError(f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}") from None
+
+
+def _summary_of(run: JournaledRun) -> RunSummary:
+    calls = sum(e.kind == "tool_end" for e in run.entries)
+    tokens = sum((e.data.get("usage") or {}).get("total_tokens", 0) for e in run.entries if e.kind == "model")
+    output = next((e.data.get("output") for e in run.entries if e.kind == "end"), None)
+    users = [m.get("content") for m in run.header.get("messages", []) if m.get("role") == "user"]
+    i = run.info
+    prompt = users[-1] if users else None
+    return RunSummary(i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output)
 
 
 def _pid_alive(pid: int) -> bool:

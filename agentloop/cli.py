@@ -29,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._journal_cli import main as runs_main
 
         return runs_main(argv[1:])
+    if argv[:1] == ["ui"]:  # `agentloop ui --journal runs.db`: the run inspector (extra `ui`)
+        from .ui._cli import main as ui_main
+
+        return ui_main(argv[1:])
     if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tools module:registry`
         from .temporal import worker_main
 
@@ -85,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     sub.add_parser("runs", help="list, show or delete journaled runs (agentloop runs --help)")
+    sub.add_parser("ui", help="serve the run inspector for a journal (agentloop ui --help)")
     sub.add_parser("worker", help="run a Temporal worker for agent runs (agentloop worker --help)")
     return p
 

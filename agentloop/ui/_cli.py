@@ -1,0 +1,114 @@
+"""`agentloop ui --journal runs.db [--host H] [--port P] [--token T] [--allow-resume --tools M:R]`.
+
+Binds 127.0.0.1 by default; a non-loopback --host is refused without --token (the journal
+holds prompts, tool arguments and results). Prints the URL and opens nothing by itself.
+Exit status: 0 stopped, 1 journal or setup error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import socket
+import sys
+from typing import TextIO
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agentloop ui", description="Serve the run inspector for a journal.")
+    p.add_argument("--journal", help="journal file (default: $AGENTLOOP_JOURNAL or ./agentloop-runs.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=None,
+                   help="require this token (needed for a non-loopback --host); 'generate' makes one")
+    p.add_argument("--allow-resume", action="store_true",
+                   help="resume a paused run from the page once its calls are decided (needs --tools)")
+    p.add_argument("--tools", default=None, metavar="MODULE:REGISTRY", help="the ToolRegistry resumed runs use")
+    p.add_argument("--base-url", default=None, help="model endpoint for resumed runs (default $FLUX_BASE_URL)")
+    return p
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    path = args.journal or os.environ.get("AGENTLOOP_JOURNAL") or "agentloop-runs.db"
+    token = secrets.token_urlsafe(16) if args.token == "generate" else args.token
+    if not _is_loopback(args.host) and not token:
+        print(f"agentloop ui: refusing to serve {args.host} without --token: anyone who can reach it could "
+              "read the journal. Pass --token SECRET (or --token generate), or bind 127.0.0.1.", file=err)
+        return 2
+    if args.allow_resume != bool(args.tools):
+        print("agentloop ui: --allow-resume and --tools MODULE:REGISTRY go together", file=err)
+        return 2
+    if not os.path.exists(path):
+        print(f"agentloop ui: no journal at {path}; pass --journal PATH or set AGENTLOOP_JOURNAL", file=err)
+        return 1
+    try:
+        import uvicorn
+
+        from ._app import create_app
+    except ImportError as e:
+        print(f"agentloop ui: {e}; install the inspector with: pip install 'agentloop[ui]'", file=err)
+        return 1
+    factory = None
+    if args.allow_resume:
+        from .._exceptions import ConfigurationError
+
+        try:
+            factory = _agent_factory(args.tools, args.base_url)
+        except ConfigurationError as e:
+            print(f"agentloop ui: {e}", file=err)
+            return 1
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host.strip("[]"), args.port))
+    except OSError as e:
+        print(f"agentloop ui: cannot listen on {args.host}:{args.port}: {e}", file=err)
+        return 1
+    port = sock.getsockname()[1]
+    app = create_app(path, token=token, host=args.host, agent_factory=factory)
+    shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    print(f"agentloop run inspector for {path}: {url}", file=out, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-def]
+    from .._agent import Agent
+    from .._client import FluxClient
+    from .._imports import resolve
+    from .._tools import ToolRegistry
+    from .._exceptions import ConfigurationError
+
+    tools = resolve(spec, what="tool registry")
+    if not isinstance(tools, ToolRegistry):
+        raise ConfigurationError(f"--tools {spec!r} is not a ToolRegistry")
+
+    def make(model: str | None, journal):  # type: ignore[no-untyped-def]
+        return Agent(client=FluxClient(base_url=base_url), tools=tools, model=model or "flux-auto", journal=journal)
+
+    return make

@@ -1,0 +1,212 @@
+"""What the run page shows, computed from a journaled run: steps, calls, timing, resume markers, chat.
+
+Only plain data here (no HTML): the templates render it, and Jinja2 escapes every string, so
+text from a model or a tool can never become markup.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._journal import JournaledRun, RunSummary, replay
+from .._exceptions import JournalCorruptError
+
+__all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
+
+STATUS_LABELS = {
+    "final": "final",
+    "paused": "paused",
+    "running": "interrupted",
+    "failed": "failed",
+    "max_steps": "step limit",
+    "max_tool_calls": "tool-call limit",
+    "max_total_tokens": "token limit",
+    "timeout": "time limit",
+    "loop_detected": "loop detected",
+}
+
+
+def status_label(status: str, live: bool) -> str:
+    return "running" if live else STATUS_LABELS.get(status, status)
+
+
+def status_class(status: str, live: bool) -> str:
+    label = status_label(status, live)
+    return {"final": "ok", "running": "live", "paused": "paused", "interrupted": "warn"}.get(label, "bad")
+
+
+@dataclass
+class CallView:
+    id: str
+    name: str
+    arguments: str  # pretty JSON (or the raw text the model sent)
+    status: str  # the outcome, or "running" / "interrupted" when it has none yet
+    content: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    start: float | None = None
+    end: float | None = None
+    duration_s: float | None = None
+    runs: int = 0  # how many times it was started (2: re-ran after a crash)
+    note: str | None = None  # replayed / re-ran / not re-run / decided by a human
+    bar: tuple[float, float] = (0.0, 0.0)  # x and width in 0..1000 of the run's span
+
+
+@dataclass
+class StepView:
+    n: int
+    start: float
+    end: float
+    usage: dict[str, int]
+    content: str | None
+    calls: list[CallView] = field(default_factory=list)
+    bar: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class Marker:
+    kind: str  # resumed | paused | approvals | failed | end
+    step: int
+    at: float
+    text: str
+
+
+@dataclass
+class RunView:
+    summary: RunSummary
+    steps: list[StepView]
+    markers: list[Marker]
+    chat: list[dict[str, Any]]  # {"role", "content", "calls": [name(args)...], "tool": name}
+    usage: dict[str, int]
+    pending: list[dict[str, Any]]  # paused: {"id", "name", "arguments", "decision"}
+    span: float
+    version: str
+    error: str | None = None  # the journal could not be replayed
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _decision_text(data: Any) -> str:
+    if isinstance(data, dict) and "override" in data:
+        return f"override: {_pretty(data['override'])}"
+    if isinstance(data, dict) and "reject" in data:
+        return f"rejected{': ' + data['reject'] if data['reject'] else ''}"
+    return "approved" if data else "rejected"
+
+
+def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
+    start = run.info.created_at
+    steps: list[StepView] = []
+    calls: dict[str, CallView] = {}
+    markers: list[Marker] = []
+    last_at = start
+    resumed_at: float | None = None
+    usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    chat: list[dict[str, Any]] = [
+        {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []} for m in run.header.get("messages", [])
+    ]
+    decisions: dict[str, Any] = {}
+    for e in run.entries:
+        d = e.data
+        if e.kind == "model":
+            message = d.get("message") or {}
+            u = {k: int(v) for k, v in (d.get("usage") or {}).items() if isinstance(v, int)}
+            for k in usage:
+                usage[k] += u.get(k, 0)
+            step = StepView(e.step, last_at, e.at, u, message.get("content"))
+            for c in message.get("tool_calls") or ():
+                fn = c.get("function") or {}
+                cv = CallView(str(c.get("id")), str(fn.get("name")), _pretty(fn.get("arguments", "")), "not started")
+                step.calls.append(cv)
+                calls[cv.id] = cv
+            steps.append(step)
+            chat.append({
+                "role": "assistant",
+                "content": _text(message.get("content")),
+                "calls": [f"{c.name}({c.arguments})" for c in step.calls],
+            })
+        elif e.kind == "tool_start" and e.call_id in calls:
+            cv = calls[e.call_id]
+            cv.runs += 1
+            if cv.runs > 1 or (resumed_at is not None and cv.start is not None and cv.start < resumed_at):
+                cv.note = "re-ran after the resume (idempotent)"
+            cv.start, cv.status = e.at, "running"
+        elif e.kind == "tool_end" and e.call_id in calls:
+            cv = calls[e.call_id]
+            cv.status = str(d.get("status"))
+            cv.content, cv.error = d.get("content"), d.get("error")
+            cv.traceback = d.get("traceback")
+            cv.duration_s = d.get("duration_s") or 0.0
+            cv.end = e.at
+            if cv.start is None:  # decided without running (rejected, skipped, outcome unknown...)
+                cv.start = e.at - (cv.duration_s or 0.0)
+            if cv.status == "outcome_unknown":
+                cv.note = "not re-run after the crash: not idempotent"
+            elif cv.id in decisions:
+                cv.note = f"human decision: {decisions[cv.id]}"
+            chat.append({"role": "tool", "tool": cv.name, "content": cv.content, "calls": [], "status": cv.status})
+        elif e.kind == "paused":
+            names = ", ".join(f"{p.get('name')}" for p in d.get("pending", []))
+            markers.append(Marker("paused", e.step, e.at, f"paused for approval of {names}"))
+        elif e.kind == "approvals":
+            decisions.update({k: _decision_text(v) for k, v in d.items()})
+            text = ", ".join(f"{calls[k].name if k in calls else k}: {decisions[k]}" for k in d)
+            markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
+        elif e.kind == "resumed":
+            resumed_at = e.at
+            for cv in (steps[-1].calls if steps else []):
+                if cv.end is not None and cv.end <= e.at:
+                    cv.note = cv.note or "replayed from the journal (not run again)"
+            markers.append(Marker("resumed", e.step, e.at, f"resumed after it was {d.get('after', 'stopped')}"))
+        elif e.kind == "failed":
+            markers.append(Marker("failed", e.step, e.at, f"{d.get('error')}: {d.get('message')}"))
+        elif e.kind == "end":
+            markers.append(Marker("end", e.step, e.at, f"finished: {d.get('stop_reason')}"))
+        last_at = e.at
+    for cv in calls.values():
+        if cv.status == "running" and not summary.live:
+            cv.status = "interrupted"
+    end = max([last_at, start, *(c.end or 0 for c in calls.values())])
+    span = max(end - start, 1e-6)
+    for s in steps:
+        s.bar = _bar(s.start, s.end, start, span)
+        for c in s.calls:
+            if c.start is not None:
+                c.bar = _bar(c.start, c.end if c.end is not None else end, start, span)
+    pending, error = _pending(run, calls, decisions)
+    version = f"{run.info.updated_at}:{len(run.entries)}:{summary.live}"
+    return RunView(summary, steps, markers, chat, usage, pending, span, version, error)
+
+
+def _pending(run: JournaledRun, calls: dict[str, CallView], decisions: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    if run.info.status != "paused":
+        return [], None
+    try:
+        state = replay(run)
+    except JournalCorruptError as e:
+        return [], str(e)
+    return [
+        {"id": p.id, "name": p.name, "arguments": _pretty(p.arguments), "decision": decisions.get(p.id)}
+        for p in state.pending
+    ], None
+
+
+def _bar(a: float, b: float, origin: float, span: float) -> tuple[float, float]:
+    x = max(0.0, (a - origin) / span * 1000)
+    w = max(2.0, (b - a) / span * 1000)
+    return round(min(x, 998.0), 1), round(min(w, 1000 - min(x, 998.0)), 1)
+
+
+def _text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    return _pretty(content)
