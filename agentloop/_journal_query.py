@@ -63,9 +63,17 @@ class RunPage:
 
 
 def _like(text: str) -> str:
-    # Runs are stored as JSON text: search for the term as JSON writes it (quotes, newlines...).
-    encoded = _json.dumps_str(text)[1:-1]
-    return "%" + encoded.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+# The decoded text of the run's messages and final output is searched (not the JSON around it,
+# whose keys would match words such as "content").
+_SEARCH = (
+    "(EXISTS (SELECT 1 FROM json_each(r.header, '$.messages') m "
+    "WHERE json_extract(m.value, '$.content') LIKE ? ESCAPE '!') "
+    "OR EXISTS (SELECT 1 FROM agentloop_entries e WHERE e.run_id = r.run_id AND e.kind = 'end' "
+    "AND json_extract(CAST(e.data AS TEXT), '$.output') LIKE ? ESCAPE '!'))"
+)
 
 
 def query_runs(
@@ -84,10 +92,7 @@ def query_runs(
         args.extend(statuses)
     if search:
         pattern = _like(search)
-        where.append(
-            "(header LIKE ? ESCAPE '!' OR EXISTS (SELECT 1 FROM agentloop_entries e WHERE e.run_id = r.run_id "
-            "AND e.kind = 'end' AND e.data LIKE ? ESCAPE '!'))"
-        )
+        where.append(_SEARCH)
         args.extend([pattern, pattern])
     count_where = " AND ".join(where) or "1"
     count_args = list(args)

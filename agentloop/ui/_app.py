@@ -81,7 +81,8 @@ def create_app(
     writer = SQLiteJournal(journal_path)
     env = _env()
     csrf = secrets.token_urlsafe(16)
-    state: dict[str, Any] = {"tasks": None, "resuming": set(), "errors": {}}
+    # "done": run id -> an Event set when the inspector's resume of it ends (tests wait on it)
+    state: dict[str, Any] = {"tasks": None, "resuming": set(), "errors": {}, "done": {}}
 
     def page(name: str, request: Request, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(csrf=csrf, path=request.url.path, **context)
@@ -141,6 +142,7 @@ def create_app(
             return _error(env, 409, str(e))
         if ready and agent_factory is not None and state["tasks"] is not None:
             state["resuming"].add(run_id)
+            state["done"][run_id] = anyio.Event()
             state["tasks"].start_soon(_resume, run_id)
         return RedirectResponse(f"/runs/{_quote(run_id)}", status_code=303)
 
@@ -155,6 +157,7 @@ def create_app(
             state["errors"][run_id] = f"{type(e).__name__}: {e}"
         finally:
             state["resuming"].discard(run_id)
+            state["done"][run_id].set()
             close = getattr(getattr(agent, "client", None), "aclose", None)
             if close is not None:
                 with anyio.CancelScope(shield=True):
