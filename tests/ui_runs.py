@@ -74,7 +74,7 @@ async def _interrupt(agent: Agent, prompt: str, run_id: str, started: anyio.Even
             tg.start_soon(stop)
 
 
-async def build_journal(path: str, *, with_stream: bool = True) -> dict[str, Any]:
+async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
     """Journal one run of each kind in `path`; returns {name: run_id}."""
     journal = SQLiteJournal(path)
     tools = make_tools()
@@ -164,3 +164,6 @@ async def build_journal(path: str, *, with_stream: bool = True) -> dict[str, Any
         ids["streamed"] = "streamed"
     journal.close()
     return ids
+
+
+TOOLS = make_tools()  # `agentloop ui --allow-resume --tools ui_runs:TOOLS` in the browser tests

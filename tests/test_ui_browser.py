@@ -1,0 +1,91 @@
+"""The run inspector in a real browser: Playwright driving the system Chromium (never `playwright install`).
+
+One browser and one served journal per module; skipped, with the reason, where Chromium or the
+playwright package is missing. Playwright's sync API runs its own loop, so these tests are sync;
+the served `agentloop ui` and the fake router (for the resumed run) are subprocesses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ui_browser import browser, served, why_no_browser  # noqa: E402
+from ui_runs import build_journal  # noqa: E402
+
+pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=why_no_browser() or "")
+
+ROUTER = """
+import anyio, sys
+from agentloop.testing import FakeFluxRouter, text
+async def main():
+    async with FakeFluxRouter(lambda request: text("Refund approved and done.")) as router:
+        print(router.base_url, flush=True)
+        await anyio.sleep_forever()
+anyio.run(main)
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    path = str(tmp_path_factory.mktemp("uib") / "runs.db")
+    anyio.run(build_journal, path, False)
+    router = subprocess.Popen([sys.executable, "-c", ROUTER], stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = router.stdout.readline().strip()  # type: ignore[union-attr]
+        extra = ("--allow-resume", "--tools", "ui_runs:TOOLS", "--base-url", base_url)
+        env = {"PYTHONPATH": str(Path(__file__).parent), "FLUX_API_KEY": "test"}
+        with served(path, *extra, env=env) as url, browser() as b:
+            page = b.new_page()  # type: ignore[attr-defined]
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield url.rstrip("/"), page
+            assert errors == [], errors  # no CSP violation, no script error on any page
+    finally:
+        router.terminate()
+        router.wait()
+
+
+def test_runs_list_filter_and_open_a_run(site: tuple[str, Any]) -> None:
+    url, page = site
+    page.goto(url + "/")
+    assert page.locator("tr.run-row").count() == 8
+    page.select_option("#status-filter", "failed")  # submits by itself (app.js)
+    page.wait_for_url("**status=failed**")
+    assert page.locator("tr.run-row").count() == 1
+    page.click("a[href='/runs/failed']")
+    page.wait_for_url("**/runs/failed")
+    assert "FluxRouter answered 503" in page.inner_text(".timeline")
+
+
+def test_expand_a_call_and_html_results_stay_text(site: tuple[str, Any]) -> None:
+    url, page = site
+    page.goto(url + "/runs/errors")
+    details = page.locator("#call-e5")
+    assert not details.evaluate("d => d.open")
+    page.click("a.wf-row[data-call='e5']")  # the bar in the waterfall opens its details
+    assert details.evaluate("d => d.open")
+    assert '<script>document.title="pwned"</script><b>bold</b>' in details.locator("pre.result").inner_text()
+    assert page.title() != "pwned" and page.locator("b", has_text="bold").count() == 0
+    assert '"url": "https://example.test/"' in details.locator("pre.args").inner_text()
+
+
+def test_approve_a_paused_call_and_watch_the_run_continue(site: tuple[str, Any]) -> None:
+    url, page = site
+    page.goto(url + "/runs/refund")
+    assert page.inner_text("#run-status") == "paused"
+    page.click("#pending-r1 button.approve")
+    # the page follows the resumed run by itself (app.js polls its /state)
+    from playwright.sync_api import expect
+
+    expect(page.locator("#run-status")).to_have_text("final", timeout=60_000)
+    assert "Refund approved and done." in page.inner_text(".chat")
+    assert "refunded 20" in page.inner_text(".chat")
