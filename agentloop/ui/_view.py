@@ -194,6 +194,9 @@ def _pending(run: JournaledRun, calls: dict[str, CallView], decisions: dict[str,
         state = replay(run)
     except JournalCorruptError as e:
         return [], str(e)
+    for p in state.pending:
+        if p.id in calls and calls[p.id].status == "not started":
+            calls[p.id].status = "awaiting_approval"
     return [
         {"id": p.id, "name": p.name, "arguments": _pretty(p.arguments), "decision": decisions.get(p.id)}
         for p in state.pending
