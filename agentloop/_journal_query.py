@@ -66,13 +66,19 @@ def _like(text: str) -> str:
     return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
 
 
-# The decoded text of the run's messages and final output is searched (not the JSON around it,
-# whose keys would match words such as "content").
+def _like_json(text: str) -> str:
+    # The term as JSON writes it inside a string (quotes, newlines, backslashes escaped).
+    return _like(_json.dumps_str(text)[1:-1])
+
+
+# The decoded text of the run's messages and final output is searched, not the JSON around it
+# (whose keys would match words such as "content"). A LIKE over the raw JSON text comes first:
+# it is cheap and drops almost every run before any JSON is parsed.
 _SEARCH = (
-    "(EXISTS (SELECT 1 FROM json_each(r.header, '$.messages') m "
-    "WHERE json_extract(m.value, '$.content') LIKE ? ESCAPE '!') "
-    "OR EXISTS (SELECT 1 FROM agentloop_entries e WHERE e.run_id = r.run_id AND e.kind = 'end' "
-    "AND json_extract(CAST(e.data AS TEXT), '$.output') LIKE ? ESCAPE '!'))"
+    "(r.run_id IN (SELECT run_id FROM agentloop_runs WHERE header LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM "
+    "json_each(header, '$.messages') m WHERE json_extract(m.value, '$.content') LIKE ? ESCAPE '!')) "
+    "OR r.run_id IN (SELECT run_id FROM agentloop_entries WHERE kind = 'end' AND CAST(data AS TEXT) LIKE ? "
+    "ESCAPE '!' AND json_extract(CAST(data AS TEXT), '$.output') LIKE ? ESCAPE '!'))"
 )
 
 
@@ -91,9 +97,9 @@ def query_runs(
         where.append(f"status IN ({', '.join('?' * len(statuses))})")
         args.extend(statuses)
     if search:
-        pattern = _like(search)
+        pattern, raw = _like(search), _like_json(search)
         where.append(_SEARCH)
-        args.extend([pattern, pattern])
+        args.extend([raw, pattern, raw, pattern])
     count_where = " AND ".join(where) or "1"
     count_args = list(args)
     if after is not None:
