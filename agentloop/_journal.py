@@ -123,7 +123,8 @@ class Journal(ABC):
         """One page of runs, newest first (what `agentloop ui` lists).
 
         `status`: a group of `STATUS_GROUPS` ("final", "paused", "interrupted", "failed",
-        "step_limit", "other_limit"); `search`: text in the run's prompt or final output;
+        "step_limit", "other_limit"); `search`: text in the run's prompt or final output
+        (case-insensitive; SQLite folds ASCII letters only);
         `after`: the `cursor` of the previous page. This default reads every run (fine for
         small journals); `SQLiteJournal` answers it with indexed SQL.
         """
@@ -136,7 +137,7 @@ class Journal(ABC):
             if after is not None and (info.created_at, info.run_id) >= after:
                 continue
             summary = _summary_of(await self.load(info.run_id))
-            if search and not any(search in (t or "") for t in (summary.prompt, summary.output)):
+            if search and not any(search.lower() in (t or "").lower() for t in (summary.prompt, summary.output)):
                 continue
             out.append(summary)
             if len(out) > limit:

@@ -194,14 +194,14 @@ async def test_compare_highlights_the_differences(ui: UI) -> None:
 
 
 async def test_state_endpoint_changes_when_the_journal_moves(db: str, ui: UI) -> None:
-    before = (await ui.get("/runs/refund/state")).json()
+    before = (await ui.get("/state/refund")).json()
     assert before["live"] is False and before["status"] == "paused"
     journal = SQLiteJournal(db)
     token = await journal.acquire("refund")
     await journal.append("refund", "approvals", {"r1": True}, step=1)
     await journal.release("refund", token)
     journal.close()
-    after = (await ui.get("/runs/refund/state")).json()
+    after = (await ui.get("/state/refund")).json()
     assert after["version"] != before["version"]
     assert "decided: approved" in await ui.html("/runs/refund")
 
@@ -211,7 +211,7 @@ def csrf_of(html: str) -> str:
 
 
 async def test_decisions_need_the_page_csrf_token(ui: UI) -> None:
-    r = await ui.client.post("/runs/refund/decide", data={"call_id": "r1", "decision": "approve", "csrf": "x"})
+    r = await ui.client.post("/decide/refund", data={"call_id": "r1", "decision": "approve", "csrf": "x"})
     assert r.status_code == 403
     assert "decided" not in await ui.html("/runs/refund")
 
@@ -230,7 +230,7 @@ async def test_approve_reject_override_resume_the_run(db: str, decision: str, va
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
             csrf = csrf_of((await c.get("/runs/refund")).text)
-            r = await c.post("/runs/refund/decide", data={"call_id": "r1", "decision": decision, "value": value,
+            r = await c.post("/decide/refund", data={"call_id": "r1", "decision": decision, "value": value,
                                                           "csrf": csrf})
             assert r.status_code == 303
             with anyio.fail_after(20):
@@ -244,15 +244,15 @@ async def test_approve_reject_override_resume_the_run(db: str, decision: str, va
 
 async def test_a_decision_for_a_call_that_is_not_pending_is_refused(ui: UI) -> None:
     csrf = csrf_of(await ui.html("/runs/refund"))
-    r = await ui.client.post("/runs/refund/decide", data={"call_id": "nope", "decision": "approve", "csrf": csrf})
+    r = await ui.client.post("/decide/refund", data={"call_id": "nope", "decision": "approve", "csrf": csrf})
     assert r.status_code == 409 and "not waiting for a decision" in r.text
-    r = await ui.client.post("/runs/weather/decide", data={"call_id": "w1", "decision": "approve", "csrf": csrf})
+    r = await ui.client.post("/decide/weather", data={"call_id": "w1", "decision": "approve", "csrf": csrf})
     assert r.status_code == 409
 
 
 async def test_decisions_are_recorded_without_resume(ui: UI) -> None:
     csrf = csrf_of(await ui.html("/runs/refund"))
-    r = await ui.client.post("/runs/refund/decide", data={"call_id": "r1", "decision": "reject", "value": "<b>no</b>",
+    r = await ui.client.post("/decide/refund", data={"call_id": "r1", "decision": "reject", "value": "<b>no</b>",
                                                           "csrf": csrf})
     assert r.status_code == 303
     html = await ui.html("/runs/refund")

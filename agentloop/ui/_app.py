@@ -189,8 +189,9 @@ def create_app(
 
     routes = [
         Route("/", runs_list),
-        Route("/runs/{run_id:path}/state", run_state),
-        Route("/runs/{run_id:path}/decide", decide, methods=["POST"]),
+        # the run id comes last in every path: an id may itself contain "/" (or "/state")
+        Route("/state/{run_id:path}", run_state),
+        Route("/decide/{run_id:path}", decide, methods=["POST"]),
         Route("/runs/{run_id:path}", run_page),
         Route("/compare", compare),
         Mount("/static", StaticFiles(packages=[("agentloop.ui", "static")]), name="static"),
@@ -217,7 +218,7 @@ def _error(env: jinja2.Environment, status: int, message: str) -> HTMLResponse:
 def _quote(run_id: str) -> str:
     from urllib.parse import quote
 
-    return quote(run_id, safe="")
+    return quote(run_id, safe="/")
 
 
 def _cursor(text: str | None) -> tuple[float, str] | None:

@@ -22,19 +22,19 @@ function wire(root) {
 }
 
 async function poll(box) {
-  const base = "/runs/" + encodeURIComponent(box.dataset.run);
+  const id = encodeURIComponent(box.dataset.run);
   for (;;) {
     await new Promise((r) => setTimeout(r, 700));
     let state;
     try {
-      const res = await fetch(base + "/state", { cache: "no-store" });
+      const res = await fetch("/state/" + id, { cache: "no-store" });
       if (!res.ok) continue;
       state = await res.json();
     } catch (e) {
       continue; // the server restarted or the network blinked: try again
     }
     if (state.version !== box.dataset.version) {
-      const res = await fetch(base + "?partial=1", { cache: "no-store" });
+      const res = await fetch("/runs/" + id + "?partial=1", { cache: "no-store" });
       if (res.ok) {
         const open = [...box.querySelectorAll("details[open]")].map((d) => d.id);
         box.innerHTML = await res.text(); // server-rendered and escaped by the server

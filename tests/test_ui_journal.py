@@ -1,0 +1,160 @@
+"""The journal reads behind the run inspector: query_runs (SQL and the default), failed/resumed entries."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agentloop import Agent, RunLimits, SQLiteJournal, StepLimitExceeded
+from agentloop._journal import Journal, replay
+from agentloop.testing import ScriptedModel, call, text, tool_calls
+from agentloop.ui import create_app
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ui_runs import make_tools  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+class PlainJournal(Journal):
+    """A Journal that only implements the abstract methods: query_runs is the default one."""
+
+    def __init__(self, inner: SQLiteJournal) -> None:
+        self.inner = inner
+
+    async def create(self, run_id: str, header: dict[str, Any]) -> str:
+        return await self.inner.create(run_id, header)
+
+    async def acquire(self, run_id: str) -> str:
+        return await self.inner.acquire(run_id)
+
+    async def release(self, run_id: str, token: str) -> None:
+        await self.inner.release(run_id, token)
+
+    async def append(self, run_id: str, kind: str, data: dict[str, Any], **kw: Any) -> None:
+        await self.inner.append(run_id, kind, data, **kw)
+
+    async def load(self, run_id: str) -> Any:
+        return await self.inner.load(run_id)
+
+    async def list_runs(self) -> list[Any]:
+        return await self.inner.list_runs()
+
+    async def delete(self, run_id: str) -> None:
+        await self.inner.delete(run_id)
+
+
+async def journal_of(path: Path, prompts: list[tuple[str, str]]) -> SQLiteJournal:
+    journal = SQLiteJournal(path)
+    for i, (prompt, output) in enumerate(prompts):
+        await Agent(client=ScriptedModel([text(output)]), journal=journal).run(prompt, run_id=f"r{i:03d}")
+    return journal
+
+
+async def test_default_query_runs_agrees_with_the_sql_one(tmp_path: Path) -> None:
+    journal = await journal_of(tmp_path / "j.db", [(f"prompt {i}", f"out {i % 3}") for i in range(7)])
+    plain = PlainJournal(journal)
+    for kw in ({}, {"status": "final"}, {"status": "paused"}, {"search": "out 1"}, {"search": "PROMPT 4"}):
+        a, b = await journal.query_runs(limit=3, **kw), await plain.query_runs(limit=3, **kw)
+        assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs], kw
+        assert a.cursor == b.cursor
+        if a.cursor:
+            c, d = await journal.query_runs(limit=3, after=a.cursor, **kw), await plain.query_runs(limit=3, after=b.cursor, **kw)
+            assert [r.run_id for r in c.runs] == [r.run_id for r in d.runs]
+    journal.close()
+
+
+ascii_text = st.text(alphabet=st.sampled_from(list('ab%_!"\\\n <>xyZ')), max_size=8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=st.lists(st.tuples(ascii_text, ascii_text), min_size=1, max_size=6), term=ascii_text.filter(str.strip))
+def test_search_matches_exactly_the_runs_whose_text_contains_the_term(
+    tmp_path_factory: pytest.TempPathFactory, runs: list[tuple[str, str]], term: str
+) -> None:
+    path = tmp_path_factory.mktemp("prop") / "j.db"
+    runs = [(p or "p", o or "o") for p, o in runs]
+
+    async def main() -> list[str]:
+        journal = await journal_of(path, runs)
+        page = await journal.query_runs(search=term.strip(), limit=100)
+        journal.close()
+        return sorted(r.run_id for r in page.runs)
+
+    needle = term.strip().lower()  # LIKE folds ASCII case, as the inspector's search does
+    expected = sorted(f"r{i:03d}" for i, (p, o) in enumerate(runs) if needle in p.lower() or needle in o.lower())
+    assert anyio.run(main) == expected
+
+
+async def test_a_stopped_run_journals_why_and_resumes_to_running_then_final(tmp_path: Path) -> None:
+    journal = SQLiteJournal(tmp_path / "j.db")
+    tools = make_tools()
+    looping = Agent(client=ScriptedModel(lambda r: tool_calls(call("read_order", {"order": str(r.step)}))),
+                    tools=tools, journal=journal, max_steps=2)
+    with pytest.raises(StepLimitExceeded):
+        await looping.run("go", run_id="x")
+    run = await journal.load("x")
+    assert run.info.status == "max_steps" and run.entries[-1].kind == "failed"
+    assert run.entries[-1].data["error"] == "StepLimitExceeded"
+    assert replay(run).steps == 2  # replay ignores the entry
+    agent = Agent(client=ScriptedModel([text("done")]), tools=tools, journal=journal, limits=RunLimits(max_steps=5))
+    result = await agent.resume("x")
+    assert result.output == "done"
+    run = await journal.load("x")
+    kinds = [e.kind for e in run.entries]
+    assert kinds[-3:] == ["resumed", "model", "end"] and run.entries[-3].data == {"after": "max_steps"}
+    assert run.info.status == "final"
+    journal.close()
+
+
+async def test_hostile_run_ids_are_linked_and_shown_as_text(tmp_path: Path) -> None:
+    journal = SQLiteJournal(tmp_path / "j.db")
+    nasty = ['<b id="x">&amp;</b>', "a/b/state", "q?x=1#frag", "sp ace%20"]
+    for rid in nasty:
+        await Agent(client=ScriptedModel([text("ok")]), journal=journal).run("hi", run_id=rid)
+    journal.close()
+    app = create_app(str(tmp_path / "j.db"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        listing = (await c.get("/")).text
+        assert '<b id="x">' not in listing
+        import re
+
+        links = re.findall(r'<td class="mono"><a href="(/runs/[^"]+)">', listing)
+        assert len(links) == len(nasty)
+        for link, rid in zip(links, reversed(nasty)):
+            r = await c.get(link.replace("&amp;", "&"))
+            assert r.status_code == 200, (rid, link)
+            import html
+
+            assert f'<span class="mono">{html.escape(rid, quote=False)}</span>' in r.text.replace("&#34;", '"').replace("&#39;", "'")
+
+
+async def test_a_raised_calls_traceback_is_shown_escaped(tmp_path: Path) -> None:
+    # Written through the public Journal API, as a version that journals tracebacks does.
+    journal = SQLiteJournal(tmp_path / "j.db")
+    token = await journal.create("tb", {"model": "flux-auto", "messages": [{"role": "user", "content": "go"}]})
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "t1", "type": "function", "function": {"name": "boom", "arguments": "{}"}}]}
+    usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    await journal.append("tb", "model", {"message": message, "usage": usage}, step=1)
+    await journal.append("tb", "tool_start", {"name": "boom", "arguments": "{}"}, step=1, call_id="t1")
+    await journal.append("tb", "tool_end", {
+        "name": "boom", "arguments": {}, "status": "raised", "content": "Tool 'boom' raised ValueError: <x>",
+        "duration_s": 0.01, "error": "ValueError", "raw_arguments": "{}",
+        "traceback": 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: <script>x</script>',
+    }, step=1, call_id="t1")
+    await journal.release("tb", token)
+    journal.close()
+    app = create_app(str(tmp_path / "j.db"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        html = (await c.get("/runs/tb")).text
+    assert '<pre class="traceback">Traceback (most recent call last):' in html
+    assert "ValueError: &lt;script&gt;x&lt;/script&gt;</pre>" in html
+    assert '<span class="badge st-interrupted">interrupted</span>' not in html  # it has its outcome
