@@ -39,7 +39,7 @@ import anyio
 from . import _json
 from ._approval import Decision, decision_from_data
 from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
-from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, lease_alive, query_runs, summarize
+from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, lease_alive, query_runs, status_group, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
 __all__ = [
@@ -128,23 +128,7 @@ class Journal(ABC):
         `after`: the `cursor` of the previous page. This default reads every run (fine for
         small journals); `SQLiteJournal` answers it with indexed SQL.
         """
-        runs = sorted(await self.list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
-        statuses = _status_group(status)
-        out: list[RunSummary] = []
-        for info in runs:
-            if statuses is not None and info.status not in statuses:
-                continue
-            if after is not None and (info.created_at, info.run_id) >= after:
-                continue
-            summary = _summary_of(await self.load(info.run_id))
-            if search and not any(search.lower() in (t or "").lower() for t in (summary.prompt, summary.output)):
-                continue
-            out.append(summary)
-            if len(out) > limit:
-                break
-        more = len(out) > limit
-        out = out[:limit]
-        return RunPage(out, (out[-1].created_at, out[-1].run_id) if more else None, None)
+        return await default_query(self, status=status, search=search, limit=limit, after=after)
 
 
 # --- replay -----------------------------------------------------------------------------------
@@ -501,7 +485,7 @@ class SQLiteJournal(Journal):
 
     def _query(self, conn: sqlite3.Connection, status: str | None, search: str | None, limit: int, after: Any) -> RunPage:
         return query_runs(
-            conn, statuses=_status_group(status), search=search, limit=limit, after=after, alive=self._alive
+            conn, statuses=status_group(status), search=search, limit=limit, after=after, alive=self._alive
         )
 
     def _summary(self, conn: sqlite3.Connection, run_id: str) -> RunSummary:
@@ -566,25 +550,6 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS agentloop_runs_newest ON agentloop_runs (created_at, run_id)",
     "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
 )
-
-
-def _status_group(status: str | None) -> tuple[str, ...] | None:
-    if status is None or status == "":
-        return None
-    try:
-        return STATUS_GROUPS[status]
-    except KeyError:
-        raise JournalError(f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}") from None
-
-
-def _summary_of(run: JournaledRun) -> RunSummary:
-    calls = sum(e.kind == "tool_end" for e in run.entries)
-    tokens = sum((e.data.get("usage") or {}).get("total_tokens", 0) for e in run.entries if e.kind == "model")
-    output = next((e.data.get("output") for e in run.entries if e.kind == "end"), None)
-    users = [m.get("content") for m in run.header.get("messages", []) if m.get("role") == "user"]
-    i = run.info
-    prompt = users[-1] if users else None
-    return RunSummary(i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -13,11 +13,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _json
+from ._exceptions import JournalError
 
-__all__ = ["RunSummary", "RunPage", "STATUS_GROUPS", "query_runs", "summarize"]
+if TYPE_CHECKING:
+    from ._journal import Journal, JournaledRun
+
+__all__ = ["RunSummary", "RunPage", "STATUS_GROUPS", "query_runs", "summarize", "status_group", "default_query"]
 
 # What a user filters by -> the journal statuses it covers. A run that stopped at a limit
 # journals the limit's stop reason; one whose process died keeps "running" (and no live lease).
@@ -192,3 +196,45 @@ def _prompt(header: str | bytes) -> str | None:
 
 def lease_alive(host: str, pid: int, expires_at: float, *, this_host: str, pid_alive: Any) -> bool:
     return bool(pid_alive(pid)) if host == this_host else expires_at > time.time()
+
+
+def status_group(status: str | None) -> tuple[str, ...] | None:
+    if status is None or status == "":
+        return None
+    try:
+        return STATUS_GROUPS[status]
+    except KeyError:
+        raise JournalError(f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}") from None
+
+
+def _summary_of(run: JournaledRun) -> RunSummary:
+    calls = sum(e.kind == "tool_end" for e in run.entries)
+    tokens = sum((e.data.get("usage") or {}).get("total_tokens", 0) for e in run.entries if e.kind == "model")
+    output = next((e.data.get("output") for e in run.entries if e.kind == "end"), None)
+    users = [m.get("content") for m in run.header.get("messages", []) if m.get("role") == "user"]
+    i = run.info
+    prompt = users[-1] if users else None
+    return RunSummary(i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output)
+
+
+async def default_query(
+    journal: Journal, *, status: str | None, search: str | None, limit: int, after: tuple[float, str] | None
+) -> RunPage:
+    """`Journal.query_runs` for any journal: reads every run (fine for small journals)."""
+    runs = sorted(await journal.list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+    statuses = status_group(status)
+    out: list[RunSummary] = []
+    for info in runs:
+        if statuses is not None and info.status not in statuses:
+            continue
+        if after is not None and (info.created_at, info.run_id) >= after:
+            continue
+        summary = _summary_of(await journal.load(info.run_id))
+        if search and not any(search.lower() in (t or "").lower() for t in (summary.prompt, summary.output)):
+            continue
+        out.append(summary)
+        if len(out) > limit:
+            break
+    more = len(out) > limit
+    out = out[:limit]
+    return RunPage(out, (out[-1].created_at, out[-1].run_id) if more else None, None)

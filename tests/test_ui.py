@@ -313,3 +313,54 @@ def test_cli_refuses_a_public_host_without_a_token(db: str, capsys: pytest.Captu
     assert ui_main(["--journal", db, "--allow-resume"]) == 2
     assert ui_main(["--journal", db + ".missing"]) == 1
     assert "no journal at" in capsys.readouterr().err
+
+
+async def test_a_running_run_is_live_and_its_state_moves_as_steps_land(tmp_path: Path) -> None:
+    path = str(tmp_path / "live.db")
+    journal = SQLiteJournal(path)
+    tools = make_tools()
+    release, started = anyio.Event(), anyio.Event()
+
+    @tools.tool
+    async def wait_here() -> str:
+        """Blocks until the test lets it go."""
+        started.set()
+        await release.wait()
+        return "let go"
+
+    from agentloop.testing import call, tool_calls
+
+    agent = Agent(client=ScriptedModel([tool_calls(call("wait_here", {}, id="h1")), text("finished")]),
+                  tools=tools, journal=journal)
+    app = create_app(path)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        async with anyio.create_task_group() as tg:
+            async def go() -> None:
+                await agent.run("hold on", run_id="live")
+
+            tg.start_soon(go)
+            with anyio.fail_after(10):
+                await started.wait()
+            during = (await c.get("/state/live")).json()
+            assert during["live"] is True and during["status"] == "running"
+            page = (await c.get("/runs/live")).text
+            assert 'data-live="1"' in page and '<span class="badge st-running">running</span>' in page
+            assert 'class="badge live">running</span>' in (await c.get("/")).text
+            release.set()
+        after = (await c.get("/state/live")).json()
+        assert after["live"] is False and after["status"] == "final" and after["version"] != during["version"]
+        partial = (await c.get("/runs/live?partial=1")).text
+        assert "<html" not in partial and "finished" in partial and "let go" in partial
+    journal.close()
+
+
+def test_cli_serves_the_journal_and_generates_a_token(db: str) -> None:
+    from ui_browser import served
+
+    with served(db, "--token", "generate") as url:
+        assert "?token=" in url
+        bare = url.split("?")[0]
+        assert httpx.get(bare, trust_env=False).status_code == 401
+        r = httpx.get(url, trust_env=False)
+        assert r.status_code == 200 and "weather-fast" in r.text
+        assert httpx.get(bare + "static/app.js", cookies=r.cookies, trust_env=False).status_code == 200
