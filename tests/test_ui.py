@@ -364,3 +364,16 @@ def test_cli_serves_the_journal_and_generates_a_token(db: str) -> None:
         r = httpx.get(url, trust_env=False)
         assert r.status_code == 200 and "weather-fast" in r.text
         assert httpx.get(bare + "static/app.js", cookies=r.cookies, trust_env=False).status_code == 200
+
+
+async def test_a_file_that_is_not_a_journal_gives_an_error_page(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    app = create_app(str(other))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        r = await c.get("/")
+    assert r.status_code == 500 and "cannot be read as an agentloop journal" in r.text
+    assert "content-security-policy" in r.headers
