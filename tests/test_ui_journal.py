@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -158,3 +159,36 @@ async def test_a_raised_calls_traceback_is_shown_escaped(tmp_path: Path) -> None
     assert '<pre class="traceback">Traceback (most recent call last):' in html
     assert "ValueError: &lt;script&gt;x&lt;/script&gt;</pre>" in html
     assert '<span class="badge st-interrupted">interrupted</span>' not in html  # it has its outcome
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    status=st.one_of(st.sampled_from(["", "final", "paused", "failed", "step_limit"]), st.text(max_size=10)),
+    q=st.text(max_size=20),
+    after=st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["nan:x", "inf:", "-1e309:a", "1:", ":"])),
+    run=st.text(min_size=1, max_size=20),
+)
+def test_hostile_query_strings_never_break_the_pages(
+    tmp_path_factory: pytest.TempPathFactory, status: str, q: str, after: str | None, run: str
+) -> None:
+    path = tmp_path_factory.getbasetemp() / "hostile.db"
+    if not path.exists():
+        async def make() -> None:
+            journal = await journal_of(path, [("hello <b>", "world")])
+            journal.close()
+
+        anyio.run(make)
+
+    async def main() -> list[int]:
+        app = create_app(str(path))
+        params = {"status": status, "q": q, **({"after": after} if after is not None else {})}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            codes = [(await c.get("/", params=params)).status_code]
+            codes.append((await c.get("/compare", params=[("run", run), ("run", "r000")])).status_code)
+            codes.append((await c.get("/state/" + quote(run, safe=""))).status_code)
+        return codes
+
+    listing, compare, state = anyio.run(main)
+    assert listing in (200, 400)
+    assert compare in (200, 404)
+    assert state in (200, 404)
