@@ -192,3 +192,31 @@ def test_hostile_query_strings_never_break_the_pages(
     assert listing in (200, 400)
     assert compare in (200, 404)
     assert state in (200, 404)
+
+
+def test_a_long_pause_does_not_squash_the_timeline() -> None:
+    from agentloop._journal import JournalEntry, JournaledRun, RunInfo
+    from agentloop._journal_query import RunSummary
+    from agentloop.ui._view import build_view
+
+    t0 = 1_000.0
+    calls = [{"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}]
+    usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    entries = [
+        JournalEntry(1, "model", 1, None, {"message": {"role": "assistant", "content": None, "tool_calls": calls},
+                                           "usage": usage}, t0 + 1.0),
+        JournalEntry(2, "paused", 1, None, {"pending": [{"id": "c1", "name": "refund", "arguments": {}, "step": 1}]}, t0 + 1.1),
+        JournalEntry(3, "approvals", 1, None, {"c1": True}, t0 + 3 * 3600),  # a human answered 3 hours later
+        JournalEntry(4, "resumed", 1, None, {"after": "paused"}, t0 + 3 * 3600 + 0.1),
+        JournalEntry(5, "tool_start", 1, "c1", {"name": "refund", "arguments": "{}"}, t0 + 3 * 3600 + 0.2),
+        JournalEntry(6, "tool_end", 1, "c1", {"name": "refund", "arguments": {}, "status": "ok", "content": "done",
+                                              "duration_s": 1.0, "error": None, "raw_arguments": "{}"}, t0 + 3 * 3600 + 1.2),
+    ]
+    info = RunInfo("p", "running", "flux-auto", 1, t0, t0 + 3 * 3600 + 1.2)
+    run = JournaledRun(info, {"model": "flux-auto", "messages": [{"role": "user", "content": "go"}]}, entries)
+    view = build_view(run, RunSummary("p", "running", "flux-auto", 1, t0, info.updated_at, 1, 2, False, "go", None))
+    call = view.steps[0].calls[0]
+    assert call.bar[1] > 100  # a 1 s call stays a tenth of the bar or more, not a 0.01 % sliver
+    assert view.steps[0].bar[1] > 100
+    assert view.shortened > 3 * 3600 - 10
+    assert call.note == "human decision: approved"

@@ -7,6 +7,8 @@ text from a model or a tool can never become markup.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +86,7 @@ class RunView:
     span: float
     version: str
     error: str | None = None  # the journal could not be replayed
+    shortened: float = 0.0  # seconds of idle time (a pause, a crash) left out of the timeline
 
 
 def _pretty(value: Any) -> str:
@@ -176,15 +179,17 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
         if cv.status == "running" and not summary.live:
             cv.status = "interrupted"
     end = max([last_at, start, *(c.end or 0 for c in calls.values())])
-    span = max(end - start, 1e-6)
+    edges = [start, end, *(t for s in steps for t in (s.start, s.end))]
+    edges += [t for c in calls.values() for t in (c.start, c.end) if t is not None]
+    place, span, shortened = _timeline(edges)
     for s in steps:
-        s.bar = _bar(s.start, s.end, start, span)
+        s.bar = _bar(place(s.start), place(s.end), span)
         for c in s.calls:
             if c.start is not None:
-                c.bar = _bar(c.start, c.end if c.end is not None else end, start, span)
+                c.bar = _bar(place(c.start), place(c.end if c.end is not None else end), span)
     pending, error = _pending(run, calls, decisions)
     version = f"{run.info.updated_at}:{len(run.entries)}:{summary.live}"
-    return RunView(summary, steps, markers, chat, usage, pending, span, version, error)
+    return RunView(summary, steps, markers, chat, usage, pending, span, version, error, shortened)
 
 
 def _pending(run: JournaledRun, calls: dict[str, CallView], decisions: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -203,10 +208,35 @@ def _pending(run: JournaledRun, calls: dict[str, CallView], decisions: dict[str,
     ], None
 
 
-def _bar(a: float, b: float, origin: float, span: float) -> tuple[float, float]:
-    x = max(0.0, (a - origin) / span * 1000)
+GAP = 2.0  # seconds: a quieter stretch than this is idle (a pause for approval, a crash) and is shortened
+
+
+def _timeline(times: list[float]) -> tuple[Callable[[float], float], float, float]:
+    """Map wall-clock times onto the waterfall: linear, except that idle gaps (a run can wait
+    hours for an approval) are cut down to GAP seconds, or a fifth of the busy time, so the
+    steps stay readable. Returns (place, span, seconds left out)."""
+    points = sorted(set(times))
+    deltas = [b - a for a, b in zip(points, points[1:])]
+    busy = sum(d for d in deltas if d <= GAP)
+    cap = max(GAP, busy / 5)
+    pos = [0.0]
+    for d in deltas:
+        pos.append(pos[-1] + min(d, cap))
+
+    def place(t: float) -> float:
+        i = max(0, bisect_right(points, t) - 1)
+        if i >= len(deltas):
+            return pos[-1]
+        d = deltas[i]
+        return pos[i] + (t - points[i]) * (min(d, cap) / d if d else 0.0)
+
+    return place, max(pos[-1], 1e-6), sum(d - cap for d in deltas if d > cap)
+
+
+def _bar(a: float, b: float, span: float) -> tuple[float, float]:
+    x = min(max(0.0, a / span * 1000), 998.0)
     w = max(2.0, (b - a) / span * 1000)
-    return round(min(x, 998.0), 1), round(min(w, 1000 - min(x, 998.0)), 1)
+    return round(x, 1), round(min(w, 1000 - x), 1)
 
 
 def _text(content: Any) -> str | None:
