@@ -69,7 +69,7 @@ from ._exceptions import (
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
-from ._journal import Journal, RunInfo, SQLiteJournal
+from ._journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
 from ._limits import Limits
 from ._model import Model, ModelRequest
 from ._observe import Observer
@@ -110,6 +110,8 @@ __all__ = [
     "Journal",
     "SQLiteJournal",
     "RunInfo",
+    "RunSummary",
+    "RunPage",
     # events
     "Event",
     "RunStarted",

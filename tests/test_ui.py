@@ -22,7 +22,7 @@ from agentloop.ui import create_app
 from agentloop.ui._cli import main as ui_main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ui_runs import SCRIPT_RESULT, build_journal, make_tools  # noqa: E402
+from ui_runs import build_journal, make_tools
 
 pytestmark = pytest.mark.anyio
 

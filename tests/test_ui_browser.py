@@ -17,8 +17,8 @@ import anyio
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ui_browser import browser, served, why_no_browser  # noqa: E402
-from ui_runs import build_journal  # noqa: E402
+from ui_browser import browser, served, why_no_browser
+from ui_runs import build_journal
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=why_no_browser() or "")
 

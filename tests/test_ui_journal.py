@@ -19,7 +19,7 @@ from agentloop.testing import ScriptedModel, call, text, tool_calls
 from agentloop.ui import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ui_runs import make_tools  # noqa: E402
+from ui_runs import make_tools
 
 pytestmark = pytest.mark.anyio
 
@@ -129,7 +129,7 @@ async def test_hostile_run_ids_are_linked_and_shown_as_text(tmp_path: Path) -> N
 
         links = re.findall(r'<td class="mono"><a href="(/runs/[^"]+)">', listing)
         assert len(links) == len(nasty)
-        for link, rid in zip(links, reversed(nasty)):
+        for link, rid in zip(links, reversed(nasty), strict=True):
             r = await c.get(link.replace("&amp;", "&"))
             assert r.status_code == 200, (rid, link)
             import html
@@ -195,7 +195,7 @@ def test_hostile_query_strings_never_break_the_pages(
 
 
 def test_a_long_pause_does_not_squash_the_timeline() -> None:
-    from agentloop._journal import JournalEntry, JournaledRun, RunInfo
+    from agentloop._journal import JournaledRun, JournalEntry, RunInfo
     from agentloop._journal_query import RunSummary
     from agentloop.ui._view import build_view
 

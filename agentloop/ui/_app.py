@@ -153,7 +153,7 @@ def create_app(
             run = await reader.load(run_id)
             agent = agent_factory(run.info.model, writer)
             await agent.resume(run_id)
-        except Exception as e:  # noqa: BLE001 - shown on the run's page; the journal has the rest
+        except Exception as e:
             state["errors"][run_id] = f"{type(e).__name__}: {e}"
         finally:
             state["resuming"].discard(run_id)
@@ -172,7 +172,7 @@ def create_app(
             summaries = [await reader.run_summary(i) for i in ids]
         except RunNotFoundError as e:
             return _error(env, 404, str(e))
-        views = [build_view(r, s) for r, s in zip(runs, summaries)]
+        views = [build_view(r, s) for r, s in zip(runs, summaries, strict=True)]
         return page("compare.html", request, a=views[0], b=views[1], rows=compare_runs(views[0], views[1]))
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ Exit status: 0 stopped, 1 journal or setup error, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -85,24 +86,23 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"agentloop ui: cannot listen on {args.host}:{args.port}: {e}", file=err)
         return 1
     port = sock.getsockname()[1]
+    sock.listen(128)  # listening before the URL is printed: an early request waits, never is refused
     app = create_app(path, token=token, host=args.host, agent_factory=factory)
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"agentloop run inspector for {path}: {url}", file=out, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
 def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-def]
     from .._agent import Agent
     from .._client import FluxClient
+    from .._exceptions import ConfigurationError
     from .._imports import resolve
     from .._tools import ToolRegistry
-    from .._exceptions import ConfigurationError
 
     tools = resolve(spec, what="tool registry")
     if not isinstance(tools, ToolRegistry):

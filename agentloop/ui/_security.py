@@ -72,7 +72,7 @@ def _cookies(headers: dict[str, str]) -> dict[str, str]:
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(headers.get("cookie", ""))
-    except Exception:  # noqa: BLE001 - a malformed cookie header counts as none
+    except Exception:
         return {}
     return {k: v.value for k, v in jar.items()}
 

@@ -10,10 +10,11 @@ import json
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
-from .._journal import JournaledRun, RunSummary, replay
 from .._exceptions import JournalCorruptError
+from .._journal import JournaledRun, RunSummary, replay
 
 __all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
 
@@ -216,7 +217,7 @@ def _timeline(times: list[float]) -> tuple[Callable[[float], float], float, floa
     hours for an approval) are cut down to GAP seconds, or a fifth of the busy time, so the
     steps stay readable. Returns (place, span, seconds left out)."""
     points = sorted(set(times))
-    deltas = [b - a for a, b in zip(points, points[1:])]
+    deltas = [b - a for a, b in pairwise(points)]
     busy = sum(d for d in deltas if d <= GAP)
     cap = max(GAP, busy / 5)
     pos = [0.0]
