@@ -268,6 +268,10 @@ class SQLiteJournal(Journal):
                 if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
                     raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
                 raise JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}") from None
+            finally:
+                if self.read_only:  # see _open_read_only
+                    conn.close()
+                    self._conn = None
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
@@ -328,6 +332,9 @@ class SQLiteJournal(Journal):
         return conn
 
     def _open_read_only(self) -> sqlite3.Connection:
+        # A fresh connection for every read: a long-lived mode=ro connection was seen to keep an
+        # old view of the file after a writer in another process closed (and reset the WAL).
+        # Opening one costs a fraction of a millisecond.
         if not os.path.exists(self.path):
             raise JournalError(f"no journal at {self.path}; pass the path of an existing journal")
         uri = pathlib.Path(self.path).absolute().as_uri() + "?mode=ro"

@@ -377,3 +377,34 @@ async def test_a_file_that_is_not_a_journal_gives_an_error_page(tmp_path: Path) 
         r = await c.get("/")
     assert r.status_code == 500 and "cannot be read as an agentloop journal" in r.text
     assert "content-security-policy" in r.headers
+
+
+def test_the_served_inspector_sees_commits_of_other_processes(db: str) -> None:
+    # Regression: the served inspector kept a long-lived mode=ro connection, which went on
+    # showing the journal as it was once another process had committed and closed: a paused
+    # run's page never showed a decision journaled elsewhere.
+    from ui_browser import served
+
+    from agentloop.testing import call, tool_calls
+
+    async def pause() -> None:
+        journal = SQLiteJournal(db)
+        model = ScriptedModel([tool_calls(call("refund", {"order": "B-2", "amount": 5}, id="q1"))])
+        await Agent(client=model, tools=make_tools(), journal=journal).run("Refund B-2", run_id="s2")
+        journal.close()
+
+    async def decide() -> None:
+        journal = SQLiteJournal(db)
+        token = await journal.acquire("s2")
+        await journal.append("s2", "approvals", {"q1": False}, step=1)
+        await journal.release("s2", token)
+        journal.close()
+
+    with served(db) as url, httpx.Client(trust_env=False, base_url=url) as c:
+        csrf = csrf_of(c.get("/runs/refund").text)
+        assert c.post("/decide/refund", data={"call_id": "r1", "decision": "reject", "csrf": csrf}).status_code == 303
+        anyio.run(pause)
+        before = c.get("/state/s2").json()["version"]
+        anyio.run(decide)
+        assert c.get("/state/s2").json()["version"] != before
+        assert "decided: rejected" in c.get("/runs/s2").text

@@ -47,6 +47,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.journal = path  # type: ignore[attr-defined]
             yield url.rstrip("/"), page
             assert errors == [], errors  # no CSP violation, no script error on any page
     finally:
@@ -89,3 +90,33 @@ def test_approve_a_paused_call_and_watch_the_run_continue(site: tuple[str, Any])
     expect(page.locator("#run-status")).to_have_text("final", timeout=60_000)
     assert "Refund approved and done." in page.inner_text(".chat")
     assert "refunded 20" in page.inner_text(".chat")
+
+
+def test_a_decision_taken_elsewhere_shows_up_without_reloading(site: tuple[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    from agentloop import Agent, SQLiteJournal
+    from agentloop.testing import ScriptedModel, call, tool_calls
+    from ui_runs import make_tools
+
+    url, page = site
+
+    async def pause() -> None:
+        journal = SQLiteJournal(page.journal)
+        model = ScriptedModel([tool_calls(call("refund", {"order": "B-2", "amount": 5}, id="q1"))])
+        await Agent(client=model, tools=make_tools(), journal=journal).run("Refund B-2", run_id="second-refund")
+        journal.close()
+
+    async def decide() -> None:  # another inspector, or a script: journal a decision
+        journal = SQLiteJournal(page.journal)
+        token = await journal.acquire("second-refund")
+        await journal.append("second-refund", "approvals", {"q1": False}, step=1)
+        await journal.release("second-refund", token)
+        journal.close()
+
+    # (trio: playwright's sync API keeps an asyncio loop running in this thread)
+    anyio.run(pause, backend="trio")
+    page.goto(url + "/runs/second-refund")
+    expect(page.locator("#pending-q1")).to_be_visible()
+    anyio.run(decide, backend="trio")
+    expect(page.locator("#pending-q1 .decided")).to_have_text("decided: rejected", timeout=30_000)

@@ -220,3 +220,36 @@ def test_a_long_pause_does_not_squash_the_timeline() -> None:
     assert view.steps[0].bar[1] > 100
     assert view.shortened > 3 * 3600 - 10
     assert call.note == "human decision: approved"
+
+
+WRITER = """
+import sys, anyio
+from agentloop import SQLiteJournal
+async def main():
+    j = SQLiteJournal(sys.argv[1])
+    token = await j.acquire("r000")
+    await j.append("r000", "approvals", {"x": True}, step=1)
+    await j.release("r000", token)
+    j.close()
+anyio.run(main)
+"""
+
+
+async def test_the_read_only_journal_sees_what_another_process_commits(tmp_path: Path) -> None:
+    # (The served inspector once kept an old view of the file: see test_ui.py's
+    # test_the_served_inspector_sees_commits_of_other_processes.)
+    import subprocess
+
+    path = tmp_path / "j.db"
+    (await journal_of(path, [("p", "o")])).close()
+    reader = SQLiteJournal(path, read_only=True)
+    writer = SQLiteJournal(path)
+    token = await writer.acquire("r000")  # the inspector journals a decision: its writer stays open
+    await writer.append("r000", "approvals", {"y": True}, step=1)
+    await writer.release("r000", token)
+    for n in (4, 5, 6):
+        assert len((await reader.load("r000")).entries) == n - 1
+        await anyio.to_thread.run_sync(lambda: subprocess.run([sys.executable, "-c", WRITER, str(path)], check=True))
+        assert len((await reader.load("r000")).entries) == n
+    reader.close()
+    writer.close()

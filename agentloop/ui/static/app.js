@@ -23,8 +23,10 @@ function wire(root) {
 
 async function poll(box) {
   const id = encodeURIComponent(box.dataset.run);
+  let settled = false;
+  let delay = 700;
   for (;;) {
-    await new Promise((r) => setTimeout(r, 700));
+    await new Promise((r) => setTimeout(r, delay));
     let state;
     try {
       const res = await fetch("/state/" + id, { cache: "no-store" });
@@ -38,18 +40,21 @@ async function poll(box) {
       if (res.ok) {
         const open = [...box.querySelectorAll("details[open]")].map((d) => d.id);
         box.innerHTML = await res.text(); // server-rendered and escaped by the server
-        open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
+        open.forEach((i) => { const d = document.getElementById(i); if (d) d.open = true; });
         box.dataset.version = state.version;
         wire(box);
       }
     }
     box.dataset.live = state.live ? "1" : "0";
-    if (!state.live && state.status !== "running") {
-      // one more look shortly after the run stops, then rest
-      if (box.dataset.settled === "1") return;
-      box.dataset.settled = "1";
+    // a running run is followed closely; a paused one waits for a decision (taken here or
+    // elsewhere) and a resume; anything else has stopped: one more look, then rest
+    delay = state.live ? 700 : 2000;
+    if (state.live || state.status === "paused") {
+      settled = false;
+    } else if (settled) {
+      return;
     } else {
-      box.dataset.settled = "0";
+      settled = true;
     }
   }
 }
