@@ -94,10 +94,10 @@ def test_approve_a_paused_call_and_watch_the_run_continue(site: tuple[str, Any])
 
 def test_a_decision_taken_elsewhere_shows_up_without_reloading(site: tuple[str, Any]) -> None:
     from playwright.sync_api import expect
+    from ui_runs import make_tools
 
     from agentloop import Agent, SQLiteJournal
     from agentloop.testing import ScriptedModel, call, tool_calls
-    from ui_runs import make_tools
 
     url, page = site
 
