@@ -21,7 +21,15 @@ from ._exceptions import JournalError
 if TYPE_CHECKING:
     from ._journal import Journal, JournaledRun
 
-__all__ = ["RunSummary", "RunPage", "STATUS_GROUPS", "query_runs", "summarize", "status_group", "default_query"]
+__all__ = [
+    "RunSummary",
+    "RunPage",
+    "STATUS_GROUPS",
+    "query_runs",
+    "summarize",
+    "status_group",
+    "default_query",
+]
 
 # What a user filters by -> the journal statuses it covers. A run that stopped at a limit
 # journals the limit's stop reason; one whose process died keeps "running" (and no live lease).
@@ -120,7 +128,9 @@ def query_runs(
         rows = rows[:limit]
         total = None
         if not search:
-            total = conn.execute(f"SELECT COUNT(*) FROM agentloop_runs WHERE {count_where}", count_args).fetchone()[0]
+            total = conn.execute(
+                f"SELECT COUNT(*) FROM agentloop_runs WHERE {count_where}", count_args
+            ).fetchone()[0]
         runs = summarize(conn, rows, alive)
     finally:
         conn.rollback()
@@ -159,8 +169,17 @@ def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any)
         calls, tokens = counts.get(run_id, (0, 0))
         out.append(
             RunSummary(
-                run_id, status, model, steps, created, updated, calls, tokens, leases.get(run_id, False),
-                _prompt(header), outputs.get(run_id),
+                run_id,
+                status,
+                model,
+                steps,
+                created,
+                updated,
+                calls,
+                tokens,
+                leases.get(run_id, False),
+                _prompt(header),
+                outputs.get(run_id),
             )
         )
     return out
@@ -204,7 +223,9 @@ def status_group(status: str | None) -> tuple[str, ...] | None:
     try:
         return STATUS_GROUPS[status]
     except KeyError:
-        raise JournalError(f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}") from None
+        raise JournalError(
+            f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}"
+        ) from None
 
 
 def _summary_of(run: JournaledRun) -> RunSummary:
@@ -214,7 +235,9 @@ def _summary_of(run: JournaledRun) -> RunSummary:
     users = [m.get("content") for m in run.header.get("messages", []) if m.get("role") == "user"]
     i = run.info
     prompt = users[-1] if users else None
-    return RunSummary(i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output)
+    return RunSummary(
+        i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output
+    )
 
 
 async def default_query(

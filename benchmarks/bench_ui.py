@@ -36,13 +36,28 @@ def generate(path: str, n: int) -> None:
         rid = f"run-{i:06d}"
         at = t0 + i * 3.7
         status = STATUSES[i % len(STATUSES)]
-        header = {"model": "flux-auto", "messages": [{"role": "user", "content": f"order {i}: what is the status?"}]}
+        header = {
+            "model": "flux-auto",
+            "messages": [{"role": "user", "content": f"order {i}: what is the status?"}],
+        }
         runs.append((rid, status, "flux-auto", 1, at, at + 1.2, _json.dumps_str(header)))
-        msg = {"message": {"role": "assistant", "content": f"order {i} shipped"},
-               "usage": {"requests": 1, "prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48}}
+        msg = {
+            "message": {"role": "assistant", "content": f"order {i} shipped"},
+            "usage": {"requests": 1, "prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
+        }
         entries.append((rid, 1, "model", 1, None, _json.dumps(msg), at + 1.1))
         if status == "final":
-            entries.append((rid, 2, "end", 1, None, _json.dumps({"stop_reason": "final", "output": f"order {i} shipped"}), at + 1.2))
+            entries.append(
+                (
+                    rid,
+                    2,
+                    "end",
+                    1,
+                    None,
+                    _json.dumps({"stop_reason": "final", "output": f"order {i} shipped"}),
+                    at + 1.2,
+                )
+            )
     conn.executemany("INSERT INTO agentloop_runs VALUES (?, ?, ?, ?, ?, ?, ?)", runs)
     conn.executemany("INSERT INTO agentloop_entries VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
     conn.commit()
@@ -84,7 +99,9 @@ def main() -> None:
         path = os.path.join(tmp, "runs.db")
         t = time.perf_counter()
         generate(path, args.runs)
-        print(f"generated {args.runs} runs in {time.perf_counter() - t:.1f} s ({os.path.getsize(path) / 1e6:.0f} MB)")
+        print(
+            f"generated {args.runs} runs in {time.perf_counter() - t:.1f} s ({os.path.getsize(path) / 1e6:.0f} MB)"
+        )
         anyio.run(measure, path, args.repeat)
 
 

@@ -63,7 +63,9 @@ async def open_ui(db: str, **kw: Any) -> Any:
 async def ui(db: str):
     app = create_app(db)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as c:
             yield UI(app, c)
 
 
@@ -79,10 +81,25 @@ def status_of(html: str, run_id: str) -> str:
 async def test_runs_list_shows_every_run_newest_first_with_its_status(ui: UI) -> None:
     html = await ui.html("/")
     assert run_ids(html) == [
-        "streamed", "resumed", "crashed", "looping", "failed", "refund", "errors", "weather-fast", "weather",
+        "streamed",
+        "resumed",
+        "crashed",
+        "looping",
+        "failed",
+        "refund",
+        "errors",
+        "weather-fast",
+        "weather",
     ]
-    expected = {"weather": "final", "refund": "paused", "crashed": "interrupted", "failed": "failed",
-                "looping": "step limit", "streamed": "final", "resumed": "final"}
+    expected = {
+        "weather": "final",
+        "refund": "paused",
+        "crashed": "interrupted",
+        "failed": "failed",
+        "looping": "step limit",
+        "streamed": "final",
+        "resumed": "final",
+    }
     assert {k: status_of(html, k) for k in expected} == expected
     assert "9 runs" in html
     row = html.split('name="run" value="weather"', 1)[1].split("</tr>", 1)[0]
@@ -154,7 +171,10 @@ async def test_run_page_shows_every_outcome_and_escapes_tool_and_model_text(ui: 
     html = await ui.html("/runs/errors")
     for status in ("unknown_tool", "invalid_arguments", "raised", "timeout", "ok"):
         assert f'<span class="badge st-{status}">{status}</span>' in html
-    assert "<script>document" not in html and "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in html
+    assert (
+        "<script>document" not in html
+        and "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in html
+    )
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<b>" not in html
     assert html.count("<script") == 1  # only the inspector's own file
@@ -218,9 +238,15 @@ async def test_decisions_need_the_page_csrf_token(ui: UI) -> None:
 
 @pytest.mark.parametrize(
     ("decision", "value", "expected"),
-    [("approve", "", "refunded 20"), ("reject", "too much", "too much"), ("override", '{"refunded": 0}', '{"refunded":0}')],
+    [
+        ("approve", "", "refunded 20"),
+        ("reject", "too much", "too much"),
+        ("override", '{"refunded": 0}', '{"refunded":0}'),
+    ],
 )
-async def test_approve_reject_override_resume_the_run(db: str, decision: str, value: str, expected: str) -> None:
+async def test_approve_reject_override_resume_the_run(
+    db: str, decision: str, value: str, expected: str
+) -> None:
     tools = make_tools()
 
     def factory(model: str | None, journal: SQLiteJournal) -> Agent:
@@ -228,10 +254,13 @@ async def test_approve_reject_override_resume_the_run(db: str, decision: str, va
 
     app = create_app(db, agent_factory=factory)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as c:
             csrf = csrf_of((await c.get("/runs/refund")).text)
-            r = await c.post("/decide/refund", data={"call_id": "r1", "decision": decision, "value": value,
-                                                          "csrf": csrf})
+            r = await c.post(
+                "/decide/refund", data={"call_id": "r1", "decision": decision, "value": value, "csrf": csrf}
+            )
             assert r.status_code == 303
             with anyio.fail_after(20):
                 await app.state.inspector["done"]["refund"].wait()
@@ -252,8 +281,9 @@ async def test_a_decision_for_a_call_that_is_not_pending_is_refused(ui: UI) -> N
 
 async def test_decisions_are_recorded_without_resume(ui: UI) -> None:
     csrf = csrf_of(await ui.html("/runs/refund"))
-    r = await ui.client.post("/decide/refund", data={"call_id": "r1", "decision": "reject", "value": "<b>no</b>",
-                                                          "csrf": csrf})
+    r = await ui.client.post(
+        "/decide/refund", data={"call_id": "r1", "decision": "reject", "value": "<b>no</b>", "csrf": csrf}
+    )
     assert r.status_code == 303
     html = await ui.html("/runs/refund")
     assert "decided: rejected: &lt;b&gt;no&lt;/b&gt;" in html and "agent.resume" in html
@@ -330,11 +360,15 @@ async def test_a_running_run_is_live_and_its_state_moves_as_steps_land(tmp_path:
 
     from agentloop.testing import call, tool_calls
 
-    agent = Agent(client=ScriptedModel([tool_calls(call("wait_here", {}, id="h1")), text("finished")]),
-                  tools=tools, journal=journal)
+    agent = Agent(
+        client=ScriptedModel([tool_calls(call("wait_here", {}, id="h1")), text("finished")]),
+        tools=tools,
+        journal=journal,
+    )
     app = create_app(path)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         async with anyio.create_task_group() as tg:
+
             async def go() -> None:
                 await agent.run("hold on", run_id="live")
 
@@ -402,7 +436,10 @@ def test_the_served_inspector_sees_commits_of_other_processes(db: str) -> None:
 
     with served(db) as url, httpx.Client(trust_env=False, base_url=url) as c:
         csrf = csrf_of(c.get("/runs/refund").text)
-        assert c.post("/decide/refund", data={"call_id": "r1", "decision": "reject", "csrf": csrf}).status_code == 303
+        assert (
+            c.post("/decide/refund", data={"call_id": "r1", "decision": "reject", "csrf": csrf}).status_code
+            == 303
+        )
         anyio.run(pause)
         before = c.get("/state/s2").json()["version"]
         anyio.run(decide)

@@ -104,7 +104,9 @@ def test_a_decision_taken_elsewhere_shows_up_without_reloading(site: tuple[str, 
     async def pause() -> None:
         journal = SQLiteJournal(page.journal)
         model = ScriptedModel([tool_calls(call("refund", {"order": "B-2", "amount": 5}, id="q1"))])
-        await Agent(client=model, tools=make_tools(), journal=journal).run("Refund B-2", run_id="second-refund")
+        await Agent(client=model, tools=make_tools(), journal=journal).run(
+            "Refund B-2", run_id="second-refund"
+        )
         journal.close()
 
     async def decide() -> None:  # another inspector, or a script: journal a decision

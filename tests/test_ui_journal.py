@@ -67,7 +67,10 @@ async def test_default_query_runs_agrees_with_the_sql_one(tmp_path: Path) -> Non
         assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs], kw
         assert a.cursor == b.cursor
         if a.cursor:
-            c, d = await journal.query_runs(limit=3, after=a.cursor, **kw), await plain.query_runs(limit=3, after=b.cursor, **kw)
+            c, d = (
+                await journal.query_runs(limit=3, after=a.cursor, **kw),
+                await plain.query_runs(limit=3, after=b.cursor, **kw),
+            )
             assert [r.run_id for r in c.runs] == [r.run_id for r in d.runs]
     journal.close()
 
@@ -76,7 +79,10 @@ ascii_text = st.text(alphabet=st.sampled_from(list('ab%_!"\\\n <>xyZ')), max_siz
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(runs=st.lists(st.tuples(ascii_text, ascii_text), min_size=1, max_size=6), term=ascii_text.filter(str.strip))
+@given(
+    runs=st.lists(st.tuples(ascii_text, ascii_text), min_size=1, max_size=6),
+    term=ascii_text.filter(str.strip),
+)
 def test_search_matches_exactly_the_runs_whose_text_contains_the_term(
     tmp_path_factory: pytest.TempPathFactory, runs: list[tuple[str, str]], term: str
 ) -> None:
@@ -90,22 +96,30 @@ def test_search_matches_exactly_the_runs_whose_text_contains_the_term(
         return sorted(r.run_id for r in page.runs)
 
     needle = term.strip().lower()  # LIKE folds ASCII case, as the inspector's search does
-    expected = sorted(f"r{i:03d}" for i, (p, o) in enumerate(runs) if needle in p.lower() or needle in o.lower())
+    expected = sorted(
+        f"r{i:03d}" for i, (p, o) in enumerate(runs) if needle in p.lower() or needle in o.lower()
+    )
     assert anyio.run(main) == expected
 
 
 async def test_a_stopped_run_journals_why_and_resumes_to_running_then_final(tmp_path: Path) -> None:
     journal = SQLiteJournal(tmp_path / "j.db")
     tools = make_tools()
-    looping = Agent(client=ScriptedModel(lambda r: tool_calls(call("read_order", {"order": str(r.step)}))),
-                    tools=tools, journal=journal, max_steps=2)
+    looping = Agent(
+        client=ScriptedModel(lambda r: tool_calls(call("read_order", {"order": str(r.step)}))),
+        tools=tools,
+        journal=journal,
+        max_steps=2,
+    )
     with pytest.raises(StepLimitExceeded):
         await looping.run("go", run_id="x")
     run = await journal.load("x")
     assert run.info.status == "max_steps" and run.entries[-1].kind == "failed"
     assert run.entries[-1].data["error"] == "StepLimitExceeded"
     assert replay(run).steps == 2  # replay ignores the entry
-    agent = Agent(client=ScriptedModel([text("done")]), tools=tools, journal=journal, limits=RunLimits(max_steps=5))
+    agent = Agent(
+        client=ScriptedModel([text("done")]), tools=tools, journal=journal, limits=RunLimits(max_steps=5)
+    )
     result = await agent.resume("x")
     assert result.output == "done"
     run = await journal.load("x")
@@ -134,23 +148,41 @@ async def test_hostile_run_ids_are_linked_and_shown_as_text(tmp_path: Path) -> N
             assert r.status_code == 200, (rid, link)
             import html
 
-            assert f'<span class="mono">{html.escape(rid, quote=False)}</span>' in r.text.replace("&#34;", '"').replace("&#39;", "'")
+            assert f'<span class="mono">{html.escape(rid, quote=False)}</span>' in r.text.replace(
+                "&#34;", '"'
+            ).replace("&#39;", "'")
 
 
 async def test_a_raised_calls_traceback_is_shown_escaped(tmp_path: Path) -> None:
     # Written through the public Journal API, as a version that journals tracebacks does.
     journal = SQLiteJournal(tmp_path / "j.db")
-    token = await journal.create("tb", {"model": "flux-auto", "messages": [{"role": "user", "content": "go"}]})
-    message = {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "t1", "type": "function", "function": {"name": "boom", "arguments": "{}"}}]}
+    token = await journal.create(
+        "tb", {"model": "flux-auto", "messages": [{"role": "user", "content": "go"}]}
+    )
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "boom", "arguments": "{}"}}],
+    }
     usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     await journal.append("tb", "model", {"message": message, "usage": usage}, step=1)
     await journal.append("tb", "tool_start", {"name": "boom", "arguments": "{}"}, step=1, call_id="t1")
-    await journal.append("tb", "tool_end", {
-        "name": "boom", "arguments": {}, "status": "raised", "content": "Tool 'boom' raised ValueError: <x>",
-        "duration_s": 0.01, "error": "ValueError", "raw_arguments": "{}",
-        "traceback": 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: <script>x</script>',
-    }, step=1, call_id="t1")
+    await journal.append(
+        "tb",
+        "tool_end",
+        {
+            "name": "boom",
+            "arguments": {},
+            "status": "raised",
+            "content": "Tool 'boom' raised ValueError: <x>",
+            "duration_s": 0.01,
+            "error": "ValueError",
+            "raw_arguments": "{}",
+            "traceback": 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: <script>x</script>',
+        },
+        step=1,
+        call_id="t1",
+    )
     await journal.release("tb", token)
     journal.close()
     app = create_app(str(tmp_path / "j.db"))
@@ -165,7 +197,9 @@ async def test_a_raised_calls_traceback_is_shown_escaped(tmp_path: Path) -> None
 @given(
     status=st.one_of(st.sampled_from(["", "final", "paused", "failed", "step_limit"]), st.text(max_size=10)),
     q=st.text(max_size=20),
-    after=st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["nan:x", "inf:", "-1e309:a", "1:", ":"])),
+    after=st.one_of(
+        st.none(), st.text(max_size=20), st.sampled_from(["nan:x", "inf:", "-1e309:a", "1:", ":"])
+    ),
     run=st.text(min_size=1, max_size=20),
 )
 def test_hostile_query_strings_never_break_the_pages(
@@ -173,6 +207,7 @@ def test_hostile_query_strings_never_break_the_pages(
 ) -> None:
     path = tmp_path_factory.getbasetemp() / "hostile.db"
     if not path.exists():
+
         async def make() -> None:
             journal = await journal_of(path, [("hello <b>", "world")])
             journal.close()
@@ -182,7 +217,9 @@ def test_hostile_query_strings_never_break_the_pages(
     async def main() -> list[int]:
         app = create_app(str(path))
         params = {"status": status, "q": q, **({"after": after} if after is not None else {})}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as c:
             codes = [(await c.get("/", params=params)).status_code]
             codes.append((await c.get("/compare", params=[("run", run), ("run", "r000")])).status_code)
             codes.append((await c.get("/state/" + quote(run, safe=""))).status_code)
@@ -203,18 +240,47 @@ def test_a_long_pause_does_not_squash_the_timeline() -> None:
     calls = [{"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}]
     usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     entries = [
-        JournalEntry(1, "model", 1, None, {"message": {"role": "assistant", "content": None, "tool_calls": calls},
-                                           "usage": usage}, t0 + 1.0),
-        JournalEntry(2, "paused", 1, None, {"pending": [{"id": "c1", "name": "refund", "arguments": {}, "step": 1}]}, t0 + 1.1),
+        JournalEntry(
+            1,
+            "model",
+            1,
+            None,
+            {"message": {"role": "assistant", "content": None, "tool_calls": calls}, "usage": usage},
+            t0 + 1.0,
+        ),
+        JournalEntry(
+            2,
+            "paused",
+            1,
+            None,
+            {"pending": [{"id": "c1", "name": "refund", "arguments": {}, "step": 1}]},
+            t0 + 1.1,
+        ),
         JournalEntry(3, "approvals", 1, None, {"c1": True}, t0 + 3 * 3600),  # a human answered 3 hours later
         JournalEntry(4, "resumed", 1, None, {"after": "paused"}, t0 + 3 * 3600 + 0.1),
         JournalEntry(5, "tool_start", 1, "c1", {"name": "refund", "arguments": "{}"}, t0 + 3 * 3600 + 0.2),
-        JournalEntry(6, "tool_end", 1, "c1", {"name": "refund", "arguments": {}, "status": "ok", "content": "done",
-                                              "duration_s": 1.0, "error": None, "raw_arguments": "{}"}, t0 + 3 * 3600 + 1.2),
+        JournalEntry(
+            6,
+            "tool_end",
+            1,
+            "c1",
+            {
+                "name": "refund",
+                "arguments": {},
+                "status": "ok",
+                "content": "done",
+                "duration_s": 1.0,
+                "error": None,
+                "raw_arguments": "{}",
+            },
+            t0 + 3 * 3600 + 1.2,
+        ),
     ]
     info = RunInfo("p", "running", "flux-auto", 1, t0, t0 + 3 * 3600 + 1.2)
     run = JournaledRun(info, {"model": "flux-auto", "messages": [{"role": "user", "content": "go"}]}, entries)
-    view = build_view(run, RunSummary("p", "running", "flux-auto", 1, t0, info.updated_at, 1, 2, False, "go", None))
+    view = build_view(
+        run, RunSummary("p", "running", "flux-auto", 1, t0, info.updated_at, 1, 2, False, "go", None)
+    )
     call = view.steps[0].calls[0]
     assert call.bar[1] > 100  # a 1 s call stays a tenth of the bar or more, not a 0.01 % sliver
     assert view.steps[0].bar[1] > 100
@@ -249,7 +315,9 @@ async def test_the_read_only_journal_sees_what_another_process_commits(tmp_path:
     await writer.release("r000", token)
     for n in (4, 5, 6):
         assert len((await reader.load("r000")).entries) == n - 1
-        await anyio.to_thread.run_sync(lambda: subprocess.run([sys.executable, "-c", WRITER, str(path)], check=True))
+        await anyio.to_thread.run_sync(
+            lambda: subprocess.run([sys.executable, "-c", WRITER, str(path)], check=True)
+        )
         assert len((await reader.load("r000")).entries) == n
     reader.close()
     writer.close()

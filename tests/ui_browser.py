@@ -14,8 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -41,13 +47,16 @@ def why_no_browser() -> str | None:
 def served(journal: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """`agentloop ui --journal JOURNAL --port 0 ...` in a subprocess; yields its URL."""
     cmd = [sys.executable, "-m", "agentloop.cli", "ui", "--journal", journal, "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the server printed its URL (or died)
         if "http://" not in line:
-            raise RuntimeError(f"agentloop ui did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"agentloop ui did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         yield line.split(": ", 1)[1].strip()
     finally:
         proc.terminate()

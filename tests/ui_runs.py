@@ -62,6 +62,7 @@ async def _interrupt(agent: Agent, prompt: str, run_id: str, started: anyio.Even
     """Run until `started` is set (a tool is mid-flight), then cancel: what a killed process leaves."""
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
+
             async def go() -> None:
                 await agent.run(prompt, run_id=run_id)
 
@@ -81,37 +82,55 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
     ids: dict[str, Any] = {}
 
     def agent(script: Any, **kw: Any) -> Agent:
-        return Agent(client=ScriptedModel(script), tools=tools, journal=journal, model=kw.pop("model", "flux-auto"), **kw)
+        return Agent(
+            client=ScriptedModel(script),
+            tools=tools,
+            journal=journal,
+            model=kw.pop("model", "flux-auto"),
+            **kw,
+        )
 
     # final, two parallel calls
-    await agent([
-        tool_calls(call("get_weather", {"city": "Lisbon"}, id="w1"), call("get_weather", {"city": "Porto"}, id="w2")),
-        text("Lisbon and Porto are both sunny, 24°C."),
-    ]).run("What's the weather in Lisbon and Porto?", run_id="weather")
+    await agent(
+        [
+            tool_calls(
+                call("get_weather", {"city": "Lisbon"}, id="w1"),
+                call("get_weather", {"city": "Porto"}, id="w2"),
+            ),
+            text("Lisbon and Porto are both sunny, 24°C."),
+        ]
+    ).run("What's the weather in Lisbon and Porto?", run_id="weather")
     ids["final"] = "weather"
     # the same prompt with another model: for compare
-    await agent([
-        tool_calls(call("get_weather", {"city": "Lisbon"}, id="v1")),
-        text("Lisbon is sunny."),
-    ], model="flux-fast").run("What's the weather in Lisbon and Porto?", run_id="weather-fast")
+    await agent(
+        [
+            tool_calls(call("get_weather", {"city": "Lisbon"}, id="v1")),
+            text("Lisbon is sunny."),
+        ],
+        model="flux-fast",
+    ).run("What's the weather in Lisbon and Porto?", run_id="weather-fast")
     ids["compare"] = "weather-fast"
     # every failing outcome in one step, and a tool result that is HTML
-    await agent([
-        tool_calls(
-            call("no_such_tool", {}, id="e1"),
-            call("divide", '{"a": 1, "b": ', id="e2"),
-            call("divide", {"a": 1, "b": 0}, id="e3"),
-            call("slow_search", {"query": "x"}, id="e4"),
-            call("fetch_page", {"url": "https://example.test/"}, id="e5"),
-        ),
-        text("Some tools failed; the page says <b>hello</b>."),
-    ]).run("Try everything <img src=x onerror=alert(1)>", run_id="errors")
+    await agent(
+        [
+            tool_calls(
+                call("no_such_tool", {}, id="e1"),
+                call("divide", '{"a": 1, "b": ', id="e2"),
+                call("divide", {"a": 1, "b": 0}, id="e3"),
+                call("slow_search", {"query": "x"}, id="e4"),
+                call("fetch_page", {"url": "https://example.test/"}, id="e5"),
+            ),
+            text("Some tools failed; the page says <b>hello</b>."),
+        ]
+    ).run("Try everything <img src=x onerror=alert(1)>", run_id="errors")
     ids["errors"] = "errors"
     # paused for approval
     paused = await agent([tool_calls(call("refund", {"order": "A-17", "amount": 20}, id="r1"))]).run(
-        "Refund order A-17", run_id="refund")
+        "Refund order A-17", run_id="refund"
+    )
     assert paused.stop_reason == "approval_required"
     ids["paused"] = "refund"
+
     # failed: the endpoint errors on step 2
     def failing(request: Any) -> Any:
         if request.step == 1:
@@ -126,7 +145,8 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
     # step limit
     try:
         await agent(lambda r: tool_calls(call("read_order", {"order": str(r.step)})), max_steps=2).run(
-            "Read every order", run_id="looping")
+            "Read every order", run_id="looping"
+        )
     except RunLimitExceeded:
         pass
     ids["step_limit"] = "looping"
@@ -141,21 +161,45 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
         await anyio.sleep_forever()
         return "charged"
 
-    crashing = Agent(client=ScriptedModel([
-        tool_calls(call("read_order", {"order": "5"}, id="c1"), call("charge", {"order": "5"}, id="c2")),
-    ]), tools=crash_tools, journal=journal)
+    crashing = Agent(
+        client=ScriptedModel(
+            [
+                tool_calls(
+                    call("read_order", {"order": "5"}, id="c1"), call("charge", {"order": "5"}, id="c2")
+                ),
+            ]
+        ),
+        tools=crash_tools,
+        journal=journal,
+    )
     await _interrupt(crashing, "Charge order 5", "crashed", started)
     ids["interrupted"] = "crashed"
     started = anyio.Event()
-    await _interrupt(crashing.__class__(client=ScriptedModel([
-        tool_calls(call("read_order", {"order": "6"}, id="d1"), call("charge", {"order": "6"}, id="d2")),
-    ]), tools=crash_tools, journal=journal), "Charge order 6", "resumed", started)
+    await _interrupt(
+        crashing.__class__(
+            client=ScriptedModel(
+                [
+                    tool_calls(
+                        call("read_order", {"order": "6"}, id="d1"), call("charge", {"order": "6"}, id="d2")
+                    ),
+                ]
+            ),
+            tools=crash_tools,
+            journal=journal,
+        ),
+        "Charge order 6",
+        "resumed",
+        started,
+    )
     await agent([text("Order 6: charge outcome unknown, please check.")]).resume("resumed")
     ids["resumed"] = "resumed"
     if with_stream:
-        async with FakeFluxRouter([
-            tool_calls(call("get_weather", {"city": "Oslo"}, id="s1")), text("Oslo: sunny."),
-        ]) as router:
+        async with FakeFluxRouter(
+            [
+                tool_calls(call("get_weather", {"city": "Oslo"}, id="s1")),
+                text("Oslo: sunny."),
+            ]
+        ) as router:
             async with FluxClient(base_url=router.base_url, api_key="test") as client:
                 streaming = Agent(client=client, tools=tools, journal=journal)
                 async with streaming.stream("Weather in Oslo?", run_id="streamed") as events:

@@ -35,8 +35,14 @@ __all__ = ["create_app", "AgentFactory"]
 
 AgentFactory = Callable[[str | None, SQLiteJournal], Agent]  # (the run's model, journal) -> Agent
 PAGE_SIZE = 50
-FILTERS = {"final": "final", "paused": "paused", "interrupted": "interrupted / running", "failed": "failed",
-           "step_limit": "step limit", "other_limit": "other limits"}
+FILTERS = {
+    "final": "final",
+    "paused": "paused",
+    "interrupted": "interrupted / running",
+    "failed": "failed",
+    "step_limit": "step limit",
+    "other_limit": "other limits",
+}
 
 
 def _env() -> jinja2.Environment:
@@ -100,8 +106,15 @@ def create_app(
         if result.cursor is not None:
             params = {k: v for k, v in {"status": status, "q": search}.items() if v}
             more = "?" + urlencode({**params, "after": f"{result.cursor[0]!r}:{result.cursor[1]}"})
-        return page("runs.html", request, page=result, status=status, search=search or "", more=more,
-                    first=after is not None)
+        return page(
+            "runs.html",
+            request,
+            page=result,
+            status=status,
+            search=search or "",
+            more=more,
+            first=after is not None,
+        )
 
     async def run_page(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -112,8 +125,12 @@ def create_app(
             return _error(env, 404, str(e))
         view = build_view(run, summary)
         live = summary.live or run_id in state["resuming"]
-        context = dict(run=view, live=live, can_resume=agent_factory is not None,
-                       resume_error=state["errors"].get(run_id))
+        context = dict(
+            run=view,
+            live=live,
+            can_resume=agent_factory is not None,
+            resume_error=state["errors"].get(run_id),
+        )
         if request.query_params.get("partial"):
             return HTMLResponse(env.get_template("_run_body.html").render(csrf=csrf, **context))
         return page("run.html", request, **context)
@@ -126,8 +143,13 @@ def create_app(
         except RunNotFoundError as e:
             return JSONResponse({"error": str(e)}, status_code=404)
         live = summary.live or run_id in state["resuming"]
-        return JSONResponse({"version": build_view(run, summary).version, "live": live,
-                             "status": status_label(summary.status, summary.live)})
+        return JSONResponse(
+            {
+                "version": build_view(run, summary).version,
+                "live": live,
+                "status": status_label(summary.status, summary.live),
+            }
+        )
 
     async def decide(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -253,7 +275,9 @@ async def _record(journal: SQLiteJournal, run_id: str, call_id: str, decision: D
         state = replay(await journal.load(run_id))
         pending = {p.id for p in state.pending}
         if call_id not in pending:
-            raise JournalError(f"call {call_id!r} of run {run_id!r} is not waiting for a decision (reload the page)")
+            raise JournalError(
+                f"call {call_id!r} of run {run_id!r} is not waiting for a decision (reload the page)"
+            )
         await journal.append(run_id, "approvals", {call_id: decision_to_data(decision)}, step=state.steps)
         return pending <= {*state.approvals, call_id}
     finally:

@@ -24,12 +24,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", help="journal file (default: $AGENTLOOP_JOURNAL or ./agentloop-runs.db)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--token", default=None,
-                   help="require this token (needed for a non-loopback --host); 'generate' makes one")
-    p.add_argument("--allow-resume", action="store_true",
-                   help="resume a paused run from the page once its calls are decided (needs --tools)")
-    p.add_argument("--tools", default=None, metavar="MODULE:REGISTRY", help="the ToolRegistry resumed runs use")
-    p.add_argument("--base-url", default=None, help="model endpoint for resumed runs (default $FLUX_BASE_URL)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="require this token (needed for a non-loopback --host); 'generate' makes one",
+    )
+    p.add_argument(
+        "--allow-resume",
+        action="store_true",
+        help="resume a paused run from the page once its calls are decided (needs --tools)",
+    )
+    p.add_argument(
+        "--tools", default=None, metavar="MODULE:REGISTRY", help="the ToolRegistry resumed runs use"
+    )
+    p.add_argument(
+        "--base-url", default=None, help="model endpoint for resumed runs (default $FLUX_BASE_URL)"
+    )
     return p
 
 
@@ -52,8 +62,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     path = args.journal or os.environ.get("AGENTLOOP_JOURNAL") or "agentloop-runs.db"
     token = secrets.token_urlsafe(16) if args.token == "generate" else args.token
     if not _is_loopback(args.host) and not token:
-        print(f"agentloop ui: refusing to serve {args.host} without --token: anyone who can reach it could "
-              "read the journal. Pass --token SECRET (or --token generate), or bind 127.0.0.1.", file=err)
+        print(
+            f"agentloop ui: refusing to serve {args.host} without --token: anyone who can reach it could "
+            "read the journal. Pass --token SECRET (or --token generate), or bind 127.0.0.1.",
+            file=err,
+        )
         return 2
     if args.allow_resume != bool(args.tools):
         print("agentloop ui: --allow-resume and --tools MODULE:REGISTRY go together", file=err)
@@ -109,6 +122,8 @@ def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-
         raise ConfigurationError(f"--tools {spec!r} is not a ToolRegistry")
 
     def make(model: str | None, journal):  # type: ignore[no-untyped-def]
-        return Agent(client=FluxClient(base_url=base_url), tools=tools, model=model or "flux-auto", journal=journal)
+        return Agent(
+            client=FluxClient(base_url=base_url), tools=tools, model=model or "flux-auto", journal=journal
+        )
 
     return make

@@ -44,7 +44,9 @@ def compare_runs(a: RunView, b: RunView) -> list[Row]:
     for sta, stb in zip_longest(a.steps, b.steps):
         n = (sta or stb).n  # type: ignore[union-attr]
         rows.append(Row(f"step {n}", "", "", section=True))
-        rows.append(Row("model said", (sta.content or "") if sta else "—", (stb.content or "") if stb else "—"))
+        rows.append(
+            Row("model said", (sta.content or "") if sta else "—", (stb.content or "") if stb else "—")
+        )
         calls_a = sta.calls if sta else []
         calls_b = stb.calls if stb else []
         for i, (ca, cb) in enumerate(zip_longest(calls_a, calls_b), 1):

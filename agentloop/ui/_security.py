@@ -47,7 +47,9 @@ class Guard:
         host = headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if name not in self.hosts:
-            await _plain(send, 421, f"unexpected Host header {host!r}: open the inspector by the URL it printed")
+            await _plain(
+                send, 421, f"unexpected Host header {host!r}: open the inspector by the URL it printed"
+            )
             return
         set_cookie = False
         if self.token is not None:
@@ -61,7 +63,9 @@ class Guard:
             if message["type"] == "http.response.start":
                 extra = list(HEADERS)
                 if set_cookie:
-                    extra.append((b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()))
+                    extra.append(
+                        (b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode())
+                    )
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -89,6 +93,11 @@ def _token_of(scope: dict[str, Any], headers: dict[str, str]) -> str | None:
 
 
 async def _plain(send: Any, status: int, text: str) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), *HEADERS]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *HEADERS],
+        }
+    )
     await send({"type": "http.response.body", "body": text.encode()})

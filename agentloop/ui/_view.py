@@ -116,7 +116,8 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
     resumed_at: float | None = None
     usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     chat: list[dict[str, Any]] = [
-        {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []} for m in run.header.get("messages", [])
+        {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []}
+        for m in run.header.get("messages", [])
     ]
     decisions: dict[str, Any] = {}
     for e in run.entries:
@@ -129,15 +130,19 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
             step = StepView(e.step, last_at, e.at, u, message.get("content"))
             for c in message.get("tool_calls") or ():
                 fn = c.get("function") or {}
-                cv = CallView(str(c.get("id")), str(fn.get("name")), _pretty(fn.get("arguments", "")), "not started")
+                cv = CallView(
+                    str(c.get("id")), str(fn.get("name")), _pretty(fn.get("arguments", "")), "not started"
+                )
                 step.calls.append(cv)
                 calls[cv.id] = cv
             steps.append(step)
-            chat.append({
-                "role": "assistant",
-                "content": _text(message.get("content")),
-                "calls": [f"{c.name}({c.arguments})" for c in step.calls],
-            })
+            chat.append(
+                {
+                    "role": "assistant",
+                    "content": _text(message.get("content")),
+                    "calls": [f"{c.name}({c.arguments})" for c in step.calls],
+                }
+            )
         elif e.kind == "tool_start" and e.call_id in calls:
             cv = calls[e.call_id]
             cv.runs += 1
@@ -157,7 +162,9 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
                 cv.note = "not re-run after the crash: not idempotent"
             elif cv.id in decisions:
                 cv.note = f"human decision: {decisions[cv.id]}"
-            chat.append({"role": "tool", "tool": cv.name, "content": cv.content, "calls": [], "status": cv.status})
+            chat.append(
+                {"role": "tool", "tool": cv.name, "content": cv.content, "calls": [], "status": cv.status}
+            )
         elif e.kind == "paused":
             names = ", ".join(f"{p.get('name')}" for p in d.get("pending", []))
             markers.append(Marker("paused", e.step, e.at, f"paused for approval of {names}"))
@@ -167,10 +174,12 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
             markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
         elif e.kind == "resumed":
             resumed_at = e.at
-            for cv in (steps[-1].calls if steps else []):
+            for cv in steps[-1].calls if steps else []:
                 if cv.end is not None and cv.end <= e.at:
                     cv.note = cv.note or "replayed from the journal (not run again)"
-            markers.append(Marker("resumed", e.step, e.at, f"resumed after it was {d.get('after', 'stopped')}"))
+            markers.append(
+                Marker("resumed", e.step, e.at, f"resumed after it was {d.get('after', 'stopped')}")
+            )
         elif e.kind == "failed":
             markers.append(Marker("failed", e.step, e.at, f"{d.get('error')}: {d.get('message')}"))
         elif e.kind == "end":
@@ -193,7 +202,9 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
     return RunView(summary, steps, markers, chat, usage, pending, span, version, error, shortened)
 
 
-def _pending(run: JournaledRun, calls: dict[str, CallView], decisions: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+def _pending(
+    run: JournaledRun, calls: dict[str, CallView], decisions: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str | None]:
     if run.info.status != "paused":
         return [], None
     try:
