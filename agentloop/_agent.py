@@ -438,10 +438,7 @@ async def _journal_failure(journal: Journal, run: Run, exc: BaseException) -> No
     """
     if not isinstance(exc, Exception) or isinstance(exc, JournalError):
         return
-    if isinstance(exc, RunLimitExceeded):
-        status = exc.result.stop_reason
-    else:
-        status = "failed"
+    status: str = exc.result.stop_reason if isinstance(exc, RunLimitExceeded) else "failed"
     data = {"stop_reason": status, "error": type(exc).__name__, "message": str(exc)}
     try:
         await journal.append(run.run_id, "failed", data, step=run.steps, status=status)

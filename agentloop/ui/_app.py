@@ -26,7 +26,8 @@ from starlette.staticfiles import StaticFiles
 from .._agent import Agent
 from .._approval import Decision, Override, Reject, decision_to_data
 from .._exceptions import AgentloopError, JournalError, RunNotFoundError
-from .._journal import STATUS_GROUPS, SQLiteJournal
+from .._journal import SQLiteJournal
+from .._journal_query import STATUS_GROUPS
 from ._compare import compare_runs
 from ._security import LOOPBACK, Guard
 from ._view import STATUS_LABELS, build_view, status_class, status_label

@@ -42,7 +42,7 @@ def compare_runs(a: RunView, b: RunView) -> list[Row]:
         Row("final output", _output(a), _output(b)),
     ]
     for sta, stb in zip_longest(a.steps, b.steps):
-        n = (sta or stb).n  # type: ignore[union-attr]
+        n = (sta or stb).n
         rows.append(Row(f"step {n}", "", "", section=True))
         rows.append(
             Row("model said", (sta.content or "") if sta else "—", (stb.content or "") if stb else "—")

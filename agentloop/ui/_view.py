@@ -92,10 +92,11 @@ class RunView:
 
 def _pretty(value: Any) -> str:
     if isinstance(value, str):
+        text = value
         try:
-            value = json.loads(value)
+            value = json.loads(text)
         except ValueError:
-            return value
+            return text
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
