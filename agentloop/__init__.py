@@ -20,6 +20,9 @@ Optional parts live in their own modules and are imported only when used: `agent
 """
 
 from ._agent import Agent, ToolChoice
+from ._context import RunContext
+from ._conversation import messages_from_json, messages_to_json
+from ._output import JsonSchema
 from ._approval import Decision, Override, Reject
 from ._budget import InputBudget
 from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
@@ -55,6 +58,7 @@ from ._exceptions import (
     MCPServerError,
     MCPToolError,
     MissingDependencyError,
+    OutputValidationError,
     RateLimitError,
     ResumeError,
     RunError,
@@ -82,6 +86,10 @@ __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject re
 
 __all__ = [
     "Agent",
+    "RunContext",
+    "JsonSchema",
+    "messages_to_json",
+    "messages_from_json",
     "FluxClient",
     "ToolRegistry",
     "Tool",
@@ -151,6 +159,7 @@ __all__ = [
     "TokenLimitExceeded",
     "TimeLimitExceeded",
     "LoopDetected",
+    "OutputValidationError",
     "ResumeError",
     "JournalError",
     "JournalCorruptError",

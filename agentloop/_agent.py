@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, Generic
 
 import anyio
 import anyio.lowlevel
@@ -31,6 +32,7 @@ from ._approval import (
     check_decisions,
     decision_to_data,
 )
+from ._context import check_instructions, check_no_running_loop, resolve_instructions
 from ._conversation import ToolChoice, check_conversation, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
@@ -54,6 +56,8 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
+from typing_extensions import TypeVar
+
 from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
 from ._loopguard import LoopGuard
@@ -62,15 +66,19 @@ from ._observe import Observer, fan_out
 from ._runlimits import RunLimits
 from ._runstate import Resume, Run, usage_data
 from ._stream import EventStream, stream_events
+from ._output import OutputMode, OutputSpec, jsonable
+from ._outputstep import output_request, output_step
 from ._tools import ToolRegistry
 from ._toolstep import NOT_COUNTED, limit_error, tools_step
-from ._types import RunResult, Usage
+from ._types import OutputT, RunResult, Usage
+
+DepsT = TypeVar("DepsT", default=None)
 
 __all__ = ["Agent", "ToolChoice"]
 
 
 
-class Agent:
+class Agent(Generic[DepsT, OutputT]):
     """A model, its tools and the rules of the loop. Reusable and safe for concurrent runs.
 
     - `client`: anything with the `Model` interface: a `FluxClient` (shared connection pool) or
@@ -93,6 +101,12 @@ class Agent:
     - `observers`: callables (sync or async) that receive every event of every run, as
       `Agent.stream` would yield them: metrics, tracing (`agentloop.otel.OTelObserver`), audit.
       An observer that raises is logged and ignored: telemetry never breaks a run.
+    - `instructions` may also be a function (sync or async) of the `RunContext`, evaluated once
+      at the start of each run; its text becomes the run's system message (and is journaled).
+    - `deps_type`: the type of `run(..., deps=...)`, for type checkers only (`Agent[Deps, T]`).
+    - `output_type`: the type of `result.output` (default `str`); see `_output.py`.
+      `output_mode`: "auto" (default), "tool" or "native". `output_retries`: how many invalid
+      final answers are fed back before `OutputValidationError`.
     """
 
     def __init__(
@@ -101,7 +115,7 @@ class Agent:
         client: Model,
         tools: ToolRegistry | None = None,
         model: str = "flux-auto",
-        instructions: str | None = None,
+        instructions: Any = None,
         max_steps: int | None = None,
         limits: RunLimits | None = None,
         tool_choice: ToolChoice = "auto",
@@ -112,6 +126,10 @@ class Agent:
         require_approval: ApprovalPredicate | None = None,
         journal: Journal | None = None,
         observers: list[Observer] | tuple[Observer, ...] = (),
+        deps_type: type[DepsT] | None = None,
+        output_type: Any = str,
+        output_mode: OutputMode = "auto",
+        output_retries: int = 1,
     ) -> None:
         if limits is not None and not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
@@ -142,6 +160,18 @@ class Agent:
             if not callable(o):
                 raise ConfigurationError(f"observers must be callables taking an Event, got {o!r}")
         self.observers = tuple(observers)
+        check_instructions(instructions, "Agent")
+        self.deps_type = deps_type
+        if not isinstance(output_retries, int) or isinstance(output_retries, bool) or output_retries < 0:
+            raise ConfigurationError(f"output_retries must be an int >= 0, got {output_retries!r}")
+        self.output_type = output_type
+        self.output_retries = output_retries
+        self.output: OutputSpec | None = None
+        if output_type is not str:
+            if "final_result" in self.tools:
+                raise ConfigurationError("a tool named 'final_result' clashes with the final-answer tool of output_type")
+            wire = getattr(client, "wire", None)
+            self.output = OutputSpec(output_type, output_mode, wire=wire, has_tools=len(self.tools) > 0)
 
     @property
     def max_steps(self) -> int | None:
@@ -159,32 +189,51 @@ class Agent:
         messages: list[dict[str, Any]] | None = None,
         run_id: str | None = None,
         limits: RunLimits | None = None,
-    ) -> RunResult:
+        deps: DepsT = None,  # type: ignore[assignment]
+        model: str | None = None,
+        model_settings: Mapping[str, Any] | None = None,
+        instructions: Any = None,
+    ) -> RunResult[OutputT]:
         """Run the loop to a final answer (or an approval pause) and return the `RunResult`.
 
         `prompt` is appended as a user message to `messages` (the caller's conversation, which
         is not modified). Raises a `RunLimitExceeded` subclass (with `.result`) when a limit is
-        hit, and the `APIError` subclasses when the model endpoint fails. `limits` replaces the
-        agent's limits for this run.
+        hit, and the `APIError` subclasses when the model endpoint fails.
+
+        Per run: `deps` reaches tools and instructions as `RunContext.deps`; `limits`, `model`
+        and `instructions` replace the agent's for this run; `model_settings` is merged over the
+        agent's (this run's keys win).
         """
-        return await self._loop(self._start(prompt, messages, run_id), None, limits or self.limits)
+        run = self._start(prompt, messages, run_id, deps, model, model_settings, instructions)
+        return await self._loop(run, None, limits or self.limits)
+
+    def run_sync(self, prompt: str | None = None, **kwargs: Any) -> RunResult[OutputT]:
+        """`run` for scripts and notebooks: starts an event loop, runs, returns the result.
+
+        Raises `ConfigurationError` inside a running event loop (use `await agent.run(...)`).
+        """
+        check_no_running_loop()
+        return anyio.run(partial(self.run, prompt, **kwargs))
 
     async def resume(
         self,
-        source: RunResult | str,
+        source: RunResult[Any] | str,
         *,
         approvals: Mapping[str, Decision] | None = None,
         limits: RunLimits | None = None,
-    ) -> RunResult:
+        deps: DepsT = None,  # type: ignore[assignment]
+    ) -> RunResult[OutputT]:
         """Continue a paused run (a `RunResult`, maybe from `RunResult.from_json`) or a journaled run (its id).
 
         `approvals` decides every pending call: `True` runs it, `False` / `Reject(reason)` tells
         the model it was rejected, `Override(value)` stands in as its result. A journaled run
         interrupted by a crash continues where its journal stops; a finished one is returned
         as it is. Limits count the whole run (steps and tool calls so far included); the
-        timeout starts now.
+        timeout starts now. `deps` is given again: it is live state, never stored.
         """
-        return await self._loop(await self._restore(source, approvals), None, limits or self.limits)
+        run = await self._restore(source, approvals)
+        self._configure(run, deps, None, None)
+        return await self._loop(run, None, limits or self.limits)
 
     @asynccontextmanager
     async def stream(
@@ -194,6 +243,10 @@ class Agent:
         messages: list[dict[str, Any]] | None = None,
         run_id: str | None = None,
         limits: RunLimits | None = None,
+        deps: DepsT = None,  # type: ignore[assignment]
+        model: str | None = None,
+        model_settings: Mapping[str, Any] | None = None,
+        instructions: Any = None,
     ) -> AsyncIterator[EventStream]:
         """Run the loop and yield its events as they happen: the same loop as `run`.
 
@@ -204,15 +257,24 @@ class Agent:
         ```
         The loop waits for the consumer (no unbounded buffering: a slow consumer slows the
         run). Leaving the block early cancels the run. Errors of the run are raised from the
-        `async with` / `async for`.
+        `async with` / `async for`. Takes the same per-run arguments as `run`.
         """
-        state = self._start(prompt, messages, run_id)
+        state = self._start(prompt, messages, run_id, deps, model, model_settings, instructions)
         async with stream_events(lambda emit: self._loop(state, emit, limits or self.limits)) as events:
             yield events
 
     # --- starting and restoring runs ----------------------------------------------------------
 
-    def _start(self, prompt: str | None, messages: list[dict[str, Any]] | None, run_id: str | None) -> Run:
+    def _start(
+        self,
+        prompt: str | None,
+        messages: list[dict[str, Any]] | None,
+        run_id: str | None,
+        deps: Any = None,
+        model: str | None = None,
+        model_settings: Mapping[str, Any] | None = None,
+        instructions: Any = None,
+    ) -> Run:
         conversation = check_conversation(messages) if messages is not None else []
         if prompt is not None:
             if not isinstance(prompt, str):
@@ -220,9 +282,28 @@ class Agent:
             conversation.append({"role": "user", "content": prompt})
         if not conversation:
             raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
-        if self.instructions and conversation[0].get("role") not in ("system", "developer"):
-            conversation.insert(0, {"role": "system", "content": self.instructions})
-        return Run(run_id or new_run_id(), conversation)
+        new_start = len(conversation) - 1 if prompt is not None else len(conversation)
+        check_instructions(instructions, "run")
+        instructions = self.instructions if instructions is None else instructions
+        run = Run(run_id or new_run_id(), conversation)
+        if instructions and conversation[0].get("role") not in ("system", "developer"):
+            if callable(instructions):
+                run.instructions = instructions  # resolved by the loop, which can await it
+            else:
+                conversation.insert(0, {"role": "system", "content": instructions})
+                new_start += 1
+        run.new_start = new_start
+        self._configure(run, deps, model, model_settings)
+        return run
+
+    def _configure(self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None) -> None:
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
+        if model_settings is not None and not isinstance(model_settings, Mapping):
+            raise ConfigurationError(f"model_settings must be a mapping of request fields, got {model_settings!r}")
+        run.deps = deps
+        run.model = model or self.model
+        run.settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings
 
     async def _restore(self, source: RunResult | str, approvals: Mapping[str, Decision] | None) -> Run:
         if isinstance(source, str):
@@ -236,6 +317,7 @@ class Agent:
                 loaded = await self.journal.load(source)
                 state = replay(loaded)
                 run = Run.from_replay(source, state)
+                run.new_start = int(loaded.header.get("new_start", 0))
                 run.lease = token
                 if state.pending:
                     decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
@@ -273,7 +355,7 @@ class Agent:
         step = source.steps
         done = [r for r in source.tool_calls if r.step == step and r.id in ids]
         run = Run(source.run_id, check_conversation(source.messages))
-        run.steps, run.usage = step, source.usage
+        run.steps, run.usage, run.new_start = step, source.usage, source.new_start
         run.tool_calls = [r for r in source.tool_calls if not (r.step == step and r.id in ids)]
         run.resume = Resume(calls, {r.id: r for r in done}, frozenset(), decisions)
         return run
@@ -287,13 +369,22 @@ class Agent:
         if observe is not None:  # one emit for the stream consumer and the observers alike
             emit = fan_out(self.observers, emit)
         journal = self.journal
+        if run.instructions is not None:  # dynamic instructions: resolved once, then journaled like static ones
+            text = await resolve_instructions(run.instructions, run.context(0))
+            run.instructions = None
+            if text:
+                run.messages.insert(0, {"role": "system", "content": text})
+                run.new_start += 1
         if journal is not None and run.lease is None and run.final is None:
-            run.lease = await journal.create(run.run_id, {"model": self.model, "messages": run.messages})
+            header = {"model": run.model, "messages": run.messages, "new_start": run.new_start}
+            run.lease = await journal.create(run.run_id, header)
         try:
             if run.final is not None:  # a journaled run that had already finished
                 if journal is not None and not run.ended:
                     data = {"stop_reason": run.final.stop_reason, "output": run.final.output}
                     await journal.append(run.run_id, "end", data, step=run.steps, status=run.final.stop_reason)
+                if self.output is not None and run.final.output is not None:  # journaled as JSON data
+                    run.final.output = self.output.restore(run.final.output)
                 return run.final
             with anyio.CancelScope(deadline=limits.cancel_deadline()) as scope:
                 return await self._steps(run, emit, limits)
@@ -321,7 +412,7 @@ class Agent:
                     await journal.release(run.run_id, run.lease)
 
     async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
-        log = run_logger(run_id=run.run_id, model=self.model)
+        log = run_logger(run_id=run.run_id, model=run.model)
         journal = self.journal
         tools = self.tools
         dispatcher = Dispatcher(
@@ -333,24 +424,29 @@ class Agent:
             format_error=self.format_tool_error,
             on_invoke=run.journal_start if journal is not None else None,
             on_finish=run.settle,
+            context=lambda r: run.context(r.step, r.id, r.name),
         )
         run.journal = journal
         run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))
         run.tool_count = sum(r.status not in NOT_COUNTED for r in run.tool_calls)
         ids = IdRegistry(run.messages)
         request = ModelRequest(
-            model=self.model,
+            model=run.model,
             messages=run.messages,
             tools=tools.definitions,
             tool_choice=self.tool_choice if tools.definitions else None,
-            settings=self.model_settings,
+            settings=run.settings,
             run_id=run.run_id,
         )
-        if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in (None, "auto", "none"):
+        output = self.output
+        if output is not None:
+            output_request(output, request, self.tool_choice)
+        reset_choice = self.reset_tool_choice and (output is None or output.allows_text or output.mode != "tool")
+        if reset_choice and run.steps >= 1 and request.tool_choice not in (None, "auto", "none"):
             request.tool_choice = "auto"
         request.tool_errors = {r.id for r in run.tool_calls if r.status != "ok"}
         if emit is not None:
-            await emit(RunStarted(run.run_id, self.model))
+            await emit(RunStarted(run.run_id, run.model))
         resume, run.resume = run.resume, None
         if resume is not None:
             paused = await tools_step(self, run, resume.calls, run.steps, dispatcher, limits, resume)
@@ -382,7 +478,7 @@ class Agent:
             if log is not None:
                 log.debug("model request", step=step, messages=len(run.messages))
             if emit is not None:
-                await emit(ModelRequestStarted(run.run_id, step, self.model, len(run.messages)))
+                await emit(ModelRequestStarted(run.run_id, step, run.model, len(run.messages)))
             turn = await self.client.request(request, emit)
             message = turn.message
             calls = message.get("tool_calls")
@@ -394,18 +490,29 @@ class Agent:
                         run.run_id, step, turn.usage, turn.finish_reason, len(calls or ()), turn.model, turn.request_id
                     )
                 )
+            usage = turn.usage.for_model(turn.model or run.model)
             if journal is not None:
-                await journal.append(
-                    run.run_id, "model", {"message": message, "usage": usage_data(turn.usage)}, step=step
-                )
+                await journal.append(run.run_id, "model", {"message": message, "usage": usage_data(usage)}, step=step)
             run.steps = step
-            run.usage = run.usage + turn.usage
+            run.usage = run.usage + usage
             run.messages.append(message)
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
+            if output is not None:  # a final answer (or a failed one) ends or repeats the step here
+                verdict, value = await output_step(self, run, output, message, step, dispatcher, limits)
+                if verdict == "done":
+                    return await self._finish(run, value, "final", emit, log)
+                if verdict == "paused":
+                    if emit is not None:
+                        await emit(RunPaused(run.run_id, value))
+                    return value  # type: ignore[no-any-return]
+                if verdict == "retry":
+                    if emit is not None:
+                        await emit(StepFinished(run.run_id, step, turn.usage, len(calls or ())))
+                    continue
             if not calls:
                 return await self._finish(run, message.get("content"), "final", emit, log)
-            if self.reset_tool_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
+            if reset_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
                 request.tool_choice = "auto"
             recorded = len(run.tool_calls)
             paused = await tools_step(self, run, calls, step, dispatcher, limits, None)
@@ -419,10 +526,11 @@ class Agent:
             if emit is not None:
                 await emit(StepFinished(run.run_id, step, turn.usage, len(calls)))
 
-    async def _finish(self, run: Run, output: str | None, reason: str, emit: Emit | None, log: Any) -> RunResult:
+    async def _finish(self, run: Run, output: Any, reason: str, emit: Emit | None, log: Any) -> RunResult[Any]:
         result = run.result(output, reason)
         if self.journal is not None:
-            await self.journal.append(run.run_id, "end", {"stop_reason": reason, "output": output}, step=run.steps, status=reason)
+            data = {"stop_reason": reason, "output": output if self.output is None else jsonable(output)}
+            await self.journal.append(run.run_id, "end", data, step=run.steps, status=reason)
         if log is not None:
             log.debug("run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens)
         if emit is not None:

@@ -139,13 +139,16 @@ def check_decisions(pending: list[PendingCall], approvals: Mapping[str, Decision
 _FORMAT = "agentloop.RunResult/1"
 
 
-def result_to_json(result: RunResult) -> str:
+def result_to_json(result: RunResult[Any]) -> str:
+    from ._output import jsonable  # structured outputs (dataclasses, pydantic models) as JSON data
+
     data = {
         "format": _FORMAT,
-        "output": result.output,
+        "output": jsonable(result.output),
         "messages": result.messages,
+        "new_start": result.new_start,
         "steps": result.steps,
-        "usage": asdict(result.usage),
+        "usage": result.usage.to_data(),
         "stop_reason": result.stop_reason,
         "run_id": result.run_id,
         "tool_calls": [asdict(r) for r in result.tool_calls],
@@ -163,11 +166,12 @@ def result_from_json(text: str | bytes) -> RunResult:
             output=data["output"],
             messages=list(data["messages"]),
             steps=int(data["steps"]),
-            usage=Usage(**data["usage"]),
+            usage=Usage.from_data(data["usage"]),
             stop_reason=str(data["stop_reason"]),
             run_id=str(data["run_id"]),
             tool_calls=[ToolCallRecord(**r) for r in data["tool_calls"]],
             pending=[PendingCall(**p) for p in data["pending"]],
+            new_start=int(data.get("new_start", 0)),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ResumeError(

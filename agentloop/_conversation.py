@@ -7,7 +7,9 @@ from typing import Any
 from ._exceptions import ConfigurationError, ConversationError
 from ._tools import ToolRegistry
 
-__all__ = ["ToolChoice", "normalize_tool_choice", "check_conversation"]
+__all__ = ["ToolChoice", "normalize_tool_choice", "check_conversation", "messages_to_json", "messages_from_json"]
+
+_FORMAT = "agentloop.messages/1"
 
 ToolChoice = str | dict[str, Any]
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -46,3 +48,29 @@ def check_conversation(messages: Any) -> list[dict[str, Any]]:
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise ConversationError(f"messages[{i}] is a tool message without a string tool_call_id")
     return list(messages)
+
+
+def messages_to_json(messages: list[dict[str, Any]]) -> str:
+    """A whole conversation (e.g. `result.all_messages()`) as JSON text, to store and continue later."""
+    from . import _json
+
+    return _json.dumps_str({"format": _FORMAT, "messages": check_conversation(messages)})
+
+
+def messages_from_json(data: str | bytes) -> list[dict[str, Any]]:
+    """The inverse of `messages_to_json`: pass the list to `Agent.run(prompt, messages=...)`.
+
+    Raises `ConversationError` for text that is not a stored conversation (a plain JSON list of
+    chat-format messages is accepted too).
+    """
+    from . import _json
+
+    try:
+        value = _json.loads(data)
+    except ValueError as e:
+        raise ConversationError(f"stored conversation is not valid JSON ({e})") from None
+    if isinstance(value, dict):
+        if value.get("format") != _FORMAT:
+            raise ConversationError(f"not a stored conversation: expected format {_FORMAT!r}, got {value.get('format')!r}")
+        value = value.get("messages")
+    return check_conversation(value)

@@ -39,7 +39,7 @@ def default_error_formatter(tool_name: str, exc: BaseException) -> str:
 class Dispatcher:
     """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
 
-    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error", "on_invoke", "on_finish")
+    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error", "on_invoke", "on_finish", "context")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class Dispatcher:
         format_error: ErrorFormatter,
         on_invoke: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
         on_finish: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
+        context: Callable[[ToolCallRecord], Any] | None = None,
     ) -> None:
         self.registry = registry
         self.run_id = run_id
@@ -63,6 +64,7 @@ class Dispatcher:
         # (not for cancelled calls). The run journal commits there.
         self.on_invoke = on_invoke
         self.on_finish = on_finish
+        self.context = context  # record -> RunContext, for tools that take one
 
     async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
         """Run `calls` concurrently; return their records in the order the model listed them.
@@ -137,13 +139,13 @@ class Dispatcher:
         if self.limiter is None:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
-            return await self._invoke(tool, args)
+            return await self._invoke(tool, args, record)
         async with self.limiter:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
-            return await self._invoke(tool, args)
+            return await self._invoke(tool, args, record)
 
-    async def _invoke(self, tool: Tool, args: dict[str, Any]) -> tuple[OutcomeStatus, str, str | None]:
+    async def _invoke(self, tool: Tool, args: dict[str, Any], record: ToolCallRecord) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
         if tool.sandbox in ("process", "isolated"):
             outcome = await self.registry.sandbox_for(tool.sandbox).call(tool.ref, args, limits)
@@ -152,6 +154,8 @@ class Dispatcher:
             kwargs = tool.bind(args)
         except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
             return "invalid_arguments", f"Invalid arguments for tool {tool.name!r}: {e}", "conversion"
+        if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
+            kwargs = {**kwargs, tool.context: self.context(record) if self.context is not None else None}
         timed_out = False
         try:
             if limits.timeout is None:  # no cancel scope to enter and leave: the common, hot case

@@ -230,6 +230,22 @@ class LoopDetected(RunLimitExceeded):
     stop_reason = "loop_detected"
 
 
+class OutputValidationError(RunError):
+    """The model's final answers kept failing `output_type` validation (`output_retries` spent).
+
+    `.last_answer` is the last answer as the model sent it (JSON text), `.errors` its validation
+    errors (`"<json path>: <message>"`), `.result` the partial `RunResult` (a valid conversation).
+    """
+
+    stop_reason = "output_invalid"
+
+    def __init__(self, message: str, result: RunResult, last_answer: str | None, errors: list[str]) -> None:
+        super().__init__(message)
+        self.result = result
+        self.last_answer = last_answer
+        self.errors = errors
+
+
 class ResumeError(RunError, ValueError):
     """`Agent.resume` was given something it cannot continue: a finished run, missing approvals."""
 

@@ -52,7 +52,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
-    kind: str  # "model" | "tool_start" | "tool_end" | "paused" | "approvals" | "end"
+    kind: str  # "model" | "message" | "tool_start" | "tool_end" | "paused" | "approvals" | "end"
     step: int
     call_id: str | None
     data: dict[str, Any]
@@ -170,8 +170,12 @@ def _replay(run: JournaledRun) -> Replay:
             message = d["message"]
             r.messages.append(message)
             r.steps = e.step
-            r.usage = r.usage + Usage(**d["usage"])
+            r.usage = r.usage + Usage.from_data(d["usage"])
             r.calls = message.get("tool_calls") or None
+        elif e.kind == "message":  # a message the loop itself added (output-validation feedback)
+            _close_step(r)
+            r.calls = None
+            r.messages.append(d["message"])
         elif e.kind == "tool_start":
             r.started.add(e.call_id)  # type: ignore[arg-type]
         elif e.kind == "tool_end":

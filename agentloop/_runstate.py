@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._approval import Decision
+from ._context import RunContext
 from ._journal import Journal, Replay
 from ._loopguard import LoopGuard
 from ._types import RunResult, ToolCallRecord, Usage
@@ -49,6 +50,12 @@ class Run:
         "resume",
         "final",
         "ended",
+        "deps",
+        "model",
+        "settings",
+        "instructions",
+        "new_start",
+        "output_failures",
     )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
@@ -66,6 +73,12 @@ class Run:
         self.resume: Resume | None = None
         self.final: RunResult | None = None
         self.ended = True  # False: a journaled final answer still lacks its "end" entry
+        self.deps: Any = None  # RunContext.deps: live state, never journaled
+        self.model = ""  # the model requested for this run (Agent.model unless overridden)
+        self.settings: Mapping[str, Any] = {}
+        self.instructions: Any = None  # a dynamic instructions function the loop still has to call
+        self.new_start = 0  # index of the first message this run added (RunResult.new_messages)
+        self.output_failures = 0  # final answers that failed output_type validation
 
     @classmethod
     def from_replay(cls, run_id: str, state: Replay) -> Run:
@@ -110,8 +123,15 @@ class Run:
         self.tool_calls.extend(records)
         self.messages.extend({"role": "tool", "tool_call_id": r.id, "content": r.content} for r in records)
 
-    def result(self, output: str | None, reason: str) -> RunResult:
-        return RunResult(output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls)
+    def result(self, output: Any, reason: str) -> RunResult[Any]:
+        return RunResult(
+            output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls, new_start=self.new_start
+        )
+
+    def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:
+        """The RunContext for a tool call (or, without a call, for dynamic instructions)."""
+        retry = sum(1 for r in self.tool_calls if r.name == tool and r.status != "ok") if tool else 0
+        return RunContext(self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages)
 
 
 def make_record(cid: str, name: str, raw: Any, step: int, status: Any, content: str) -> ToolCallRecord:
@@ -130,5 +150,5 @@ def _record_data(r: ToolCallRecord) -> dict[str, Any]:
     }
 
 
-def usage_data(u: Usage) -> dict[str, int]:
-    return {"requests": u.requests, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
+def usage_data(u: Usage) -> dict[str, Any]:
+    return u.to_data()

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import _json
+from ._context import context_param
 from ._exceptions import ToolDefinitionError
 from ._fastcheck import compile_fast_check
 from ._limits import Limits
@@ -46,6 +47,7 @@ class Tool:
     fast_check: Callable[[dict[str, Any]], bool] | None = field(default=None, repr=False)
     idempotent: bool = False  # safe to run again after a crash left its outcome unknown (journal)
     requires_approval: bool = False  # a run pauses for a human decision before calling it
+    context: str | None = None  # the parameter that receives the RunContext (never in the schema)
 
     def validation_errors(self, arguments: dict[str, Any]) -> list[str]:
         """Every schema violation as `"<json path>: <message>"`, empty when the arguments are valid."""
@@ -131,7 +133,9 @@ class ToolRegistry:
         """
         if not callable(fn):
             raise ToolDefinitionError(f"cannot register {fn!r}: a tool must be a callable")
-        fs = function_schema(fn, name=name, description=description, parameters=parameters)
+        ctx = context_param(fn)
+        skip = frozenset((ctx,)) if ctx is not None else frozenset()
+        fs = function_schema(fn, name=name, description=description, parameters=parameters, skip_params=skip)
         params = fs.parameters
         if not isinstance(params, dict) or params.get("type") != "object":
             raise ToolDefinitionError(
@@ -156,6 +160,12 @@ class ToolRegistry:
                 f"tool {fs.name!r}: sandbox='inline' needs an async function; a sync function would "
                 "block the event loop. Use sandbox='thread' (the default for sync functions)."
             )
+        if ctx is not None and mode in ("process", "isolated"):
+            raise ToolDefinitionError(
+                f"tool {fs.name!r} takes a RunContext ({ctx!r}) but runs in sandbox={mode!r}: the context "
+                "holds live Python objects (deps) and agentloop never pickles them across the process "
+                "boundary. Pass the JSON data the tool needs as arguments, or use sandbox='thread'."
+            )
         ref = self._check_sandbox(fs.name, fn, mode) if mode in ("process", "isolated") else None
         definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
         if fs.description:
@@ -175,6 +185,7 @@ class ToolRegistry:
             ref=ref,
             idempotent=bool(idempotent),
             requires_approval=bool(requires_approval),
+            context=ctx,
         )
         self._tools[tool.name] = tool
         # A new list, never a mutation: runs in flight keep the array they started with.

@@ -6,8 +6,11 @@ chat-format dicts, never wrapped, so nothing is copied or reflected on per reque
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal
+
+from typing_extensions import TypeVar
 
 __all__ = ["Usage", "ToolCallRecord", "ModelTurn", "RunResult", "PendingCall", "OutcomeStatus", "StopReason"]
 
@@ -44,19 +47,88 @@ StopReason = Literal[
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token usage as reported by the endpoint, summed over a run's model requests."""
+    """Token usage as reported by the endpoint, summed over a run's model requests.
+
+    `prompt_tokens` (alias `input_tokens`) counts every input token, cached ones included;
+    `cache_read_tokens` / `cache_write_tokens` say how many of them were read from / written to
+    the provider's prompt cache (OpenAI `prompt_tokens_details.cached_tokens`; Anthropic
+    `cache_read_input_tokens` / `cache_creation_input_tokens`). `by_model` splits a run's usage
+    by the model that answered (the router's resolved model when it reports one, e.g. what
+    `flux-auto` routed to), each entry a `Usage` without its own split.
+    """
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    # Never mutated after construction; excluded from == so a split does not change equality.
+    by_model: Mapping[str, Usage] = field(default_factory=dict, compare=False)
+
+    @property
+    def input_tokens(self) -> int:
+        return self.prompt_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        a, b = self.by_model, other.by_model
+        if not b:
+            split = a
+        elif not a:
+            split = b
+        else:
+            split = dict(a)
+            for k, v in b.items():
+                split[k] = split[k] + v if k in split else v
         return Usage(
             self.requests + other.requests,
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            split,
+        )
+
+    def for_model(self, model: str) -> Usage:
+        """This (one request's) usage, attributed to `model` in `by_model`."""
+        flat = self if not self.by_model else Usage.from_data(self.to_data())
+        return Usage(
+            self.requests, self.prompt_tokens, self.completion_tokens, self.total_tokens,
+            self.cache_read_tokens, self.cache_write_tokens, {model: flat},
+        )  # fmt: skip
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain JSON data (journal, `RunResult.to_json`); `from_data` reads it back."""
+        data: dict[str, Any] = {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cache_read_tokens or self.cache_write_tokens:
+            data["cache_read_tokens"] = self.cache_read_tokens
+            data["cache_write_tokens"] = self.cache_write_tokens
+        if self.by_model:
+            data["by_model"] = {k: v.to_data() for k, v in self.by_model.items()}
+        return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Usage:
+        """The inverse of `to_data` (also reads the data of older versions, which lack the new keys)."""
+        split = data.get("by_model") or {}
+        return cls(
+            int(data.get("requests", 0)),
+            int(data.get("prompt_tokens", 0)),
+            int(data.get("completion_tokens", 0)),
+            int(data.get("total_tokens", 0)),
+            int(data.get("cache_read_tokens", 0)),
+            int(data.get("cache_write_tokens", 0)),
+            {str(k): cls.from_data(v) for k, v in split.items()},
         )
 
     @classmethod
@@ -67,7 +139,9 @@ class Usage:
         p = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
         c = _int(raw.get("completion_tokens", raw.get("output_tokens")))
         t = _int(raw.get("total_tokens")) or p + c
-        return cls(1, p, c, t)
+        details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return cls(1, p, c, t, cached)
 
 
 def _int(value: Any) -> int:
@@ -127,15 +201,20 @@ class PendingCall:
     step: int
 
 
+OutputT = TypeVar("OutputT", default=str)  # PEP 696 default: a plain Agent's result is RunResult[str]
+
+
 @dataclass(slots=True)
-class RunResult:
+class RunResult(Generic[OutputT]):
     """The outcome of `Agent.run`.
 
+    `output` is the final answer: the text, or with `Agent(output_type=T)` a validated `T`.
     `messages` is the whole conversation in OpenAI chat format (the caller's messages first),
-    ready to be passed back as `Agent.run(messages=...)` to continue it.
+    ready to be passed back as `Agent.run(messages=...)` to continue it; `new_messages()` is the
+    part this run added (from the prompt's user message on).
     """
 
-    output: str | None
+    output: OutputT | None
     messages: list[dict[str, Any]]
     steps: int
     usage: Usage
@@ -143,11 +222,20 @@ class RunResult:
     run_id: str
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     pending: list[PendingCall] = field(default_factory=list)  # stop_reason "approval_required"
+    new_start: int = 0  # index in `messages` where this run's own messages begin
 
     @property
     def paused(self) -> bool:
         """True when the run waits for approvals: continue it with `Agent.resume(result, approvals=...)`."""
         return bool(self.pending)
+
+    def all_messages(self) -> list[dict[str, Any]]:
+        """The whole conversation (a new list): store it, e.g. with `messages_to_json`, to continue the chat."""
+        return list(self.messages)
+
+    def new_messages(self) -> list[dict[str, Any]]:
+        """The messages this run added: the prompt's user message (if any) and everything after it."""
+        return self.messages[self.new_start :]
 
     def to_json(self) -> str:
         """The whole result as JSON text (a paused run can be resumed from it in another process)."""
@@ -156,8 +244,11 @@ class RunResult:
         return result_to_json(self)
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> RunResult:
-        """The inverse of `to_json`. Raises `ResumeError` for text that is not a serialized result."""
+    def from_json(cls, data: str | bytes) -> RunResult[Any]:
+        """The inverse of `to_json`. Raises `ResumeError` for text that is not a serialized result.
+
+        A structured `output` comes back as its JSON data (a dict, list, ...), not as the type.
+        """
         from ._approval import result_from_json
 
         return result_from_json(data)

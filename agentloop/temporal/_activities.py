@@ -166,7 +166,7 @@ class AgentActivities:
         store.put(digest, message)
         return {
             "message": message,
-            "usage": asdict(turn.usage),
+            "usage": turn.usage.to_data(),
             "finish_reason": turn.finish_reason,
             "model": turn.model,
             "request_id": turn.request_id,

@@ -78,6 +78,16 @@ def agent_spec(agent: Any) -> dict[str, Any]:
             "Agent(journal=...) is not used on Temporal: Temporal's history makes the run durable. "
             "Create the agent without a journal."
         )
+    if callable(agent.instructions):
+        raise ConfigurationError(
+            "Agent(instructions=<function>) cannot run on Temporal: a function cannot be sent to the worker. "
+            "Resolve the instructions first and pass the text."
+        )
+    if getattr(agent, "output", None) is not None:
+        raise ConfigurationError(
+            "Agent(output_type=...) is not supported on Temporal yet: the worker runs a text-output loop. "
+            "Validate the final text yourself, or run the agent without Temporal."
+        )
     from .._dispatch import default_error_formatter
 
     if agent.format_tool_error is not default_error_formatter:

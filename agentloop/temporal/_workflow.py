@@ -216,7 +216,7 @@ class _ActivityModel:
         message = out["message"]
         self.base = digest_of(chain(data["base"], data["delta"]), message)
         self.synced, self.tail = len(messages) + 1, message  # the loop appends this very dict
-        return ModelTurn(message, Usage(**out["usage"]), out.get("finish_reason"), out.get("model"), out.get("request_id"))
+        return ModelTurn(message, Usage.from_data(out["usage"]), out.get("finish_reason"), out.get("model"), out.get("request_id"))
 
 
 @workflow.defn(name=WORKFLOW_NAME)

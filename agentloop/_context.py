@@ -1,0 +1,123 @@
+"""RunContext: what a run hands to the tools and instructions that ask for it (dependency injection).
+
+A tool whose first parameter is annotated `RunContext[Deps]` gets the run's context as that
+argument: the `deps` passed to `Agent.run(..., deps=...)`, the run id, the step, the usage so
+far, the tool call id and how many earlier calls of the same tool failed in this run. The
+parameter never appears in the tool's schema: the model cannot see or forge it.
+
+This replaces contextvars for per-run data: a contextvar set around `agent.run` is not reliably
+visible in tools that run in worker threads or in other tasks, and is invisible to the type
+checker. `ctx.deps` is an explicit, typed argument that reaches every tool of the run and
+nothing else.
+
+Sandboxed tools ("process" / "isolated") cannot take a RunContext: the context holds live
+Python objects (a database pool, a client), and agentloop never pickles anything across the
+process boundary. Registration refuses such a tool with a clear error; pass the JSON data the
+tool needs as arguments instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Union
+
+from typing_extensions import TypeVar
+
+from ._exceptions import ConfigurationError
+from ._types import Usage
+
+__all__ = ["RunContext", "Instructions", "context_param", "resolve_instructions", "check_no_running_loop"]
+
+DepsT = TypeVar("DepsT", default=None)
+
+
+@dataclass(slots=True)
+class RunContext(Generic[DepsT]):
+    """The run as a tool (or a dynamic `instructions` function) sees it. Read it; do not keep it.
+
+    - `deps`: what was passed to `Agent.run(..., deps=...)` (None when nothing was).
+    - `run_id`, `model` (the model requested for this run), `step` (the model request whose
+      tool calls are running, 0 before the first), `usage` (the run's usage so far).
+    - `tool_call_id`, `tool_name`: the call being run (None for instructions).
+    - `retry`: how many earlier calls of this tool in this run did not end "ok" (0 the first
+      time): a tool can tell it is being called again after a failure.
+    - `messages`: the conversation so far (the run's own list: read it, never mutate it).
+    """
+
+    deps: DepsT
+    run_id: str
+    model: str
+    step: int = 0
+    usage: Usage = field(default_factory=Usage)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    retry: int = 0
+    messages: Sequence[dict[str, Any]] = ()
+
+
+Instructions = Union[
+    str,
+    Callable[[RunContext[Any]], str],
+    Callable[[RunContext[Any]], Awaitable[str]],
+]
+
+
+def context_param(fn: Callable[..., Any]) -> str | None:
+    """The name of `fn`'s first parameter when it is annotated `RunContext[...]`, else None.
+
+    String annotations (`from __future__ import annotations`) are recognised by name, so the
+    types named inside the brackets need not be resolvable.
+    """
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not params:
+        return None
+    p = params[0]
+    ann = p.annotation
+    if isinstance(ann, str):
+        head = ann.split("[", 1)[0].strip().rsplit(".", 1)[-1]
+        return p.name if head == "RunContext" else None
+    return p.name if (typing.get_origin(ann) or ann) is RunContext else None
+
+
+async def resolve_instructions(instructions: Any, ctx: RunContext[Any]) -> str | None:
+    """A dynamic `instructions` function's text for this run (sync or async function)."""
+    text = instructions(ctx)
+    if inspect.isawaitable(text):
+        text = await text
+    if text is not None and not isinstance(text, str):
+        raise ConfigurationError(
+            f"the instructions function {getattr(instructions, '__name__', instructions)!r} returned "
+            f"{type(text).__name__}; it must return a str (or None for no instructions)"
+        )
+    return text or None
+
+
+def check_instructions(instructions: Any, where: str) -> None:
+    if instructions is not None and not isinstance(instructions, str) and not callable(instructions):
+        raise ConfigurationError(
+            f"{where}: instructions must be a str or a (sync or async) function of the RunContext "
+            f"returning a str, got {instructions!r}"
+        )
+
+
+def check_no_running_loop() -> None:
+    """`run_sync` starts its own event loop; inside a running one that would deadlock or fail."""
+    import sniffio
+
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = "asyncio" if asyncio._get_running_loop() is not None else None  # e.g. a notebook cell
+    if library is not None:
+        raise ConfigurationError(
+            f"Agent.run_sync was called inside a running {library} event loop (an async function, a "
+            "notebook, a web handler); it cannot start another loop there. Use `await agent.run(...)` "
+            "instead."
+        )

@@ -1,0 +1,215 @@
+"""Structured output: `Agent(output_type=T)` makes `result.output` a validated `T`.
+
+`T` is a dataclass, a TypedDict, a pydantic model (when pydantic is installed; agentloop does
+not depend on it), `list[...]` or any type tools accept, a union of them, a union with `str`
+(text fallback), or an explicit JSON schema (`JsonSchema({...})` or a plain dict), whose
+output is the validated JSON value.
+
+Two mechanisms, one loop:
+
+- "tool": a final-answer tool `final_result` whose parameters are the output schema. Works on
+  every tool-capable model and on the Anthropic wire. Without a text fallback the tool choice is
+  "required", so the model answers by calling it. A valid call ends the run; the other calls of
+  that message are not run (they get a "not run" result, so the conversation stays valid).
+- "native": the OpenAI wire's `response_format: json_schema`; the answer text is the JSON.
+
+"auto" (the default) picks "native" on the OpenAI wire when the agent has no tools and no
+text fallback, "tool" otherwise. An invalid answer is fed back to the model with the JSON paths
+of its errors and retried; after `output_retries` failed answers the run raises
+`OutputValidationError`, which carries the last answer and the partial result.
+
+Schemas are wrapped as `{"response": ...}` when the type is not an object (a list, a union):
+both mechanisms need an object at the root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from . import _json
+from ._exceptions import ConfigurationError
+from ._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
+
+__all__ = ["JsonSchema", "OutputSpec", "OutputMode", "OutputInvalid", "jsonable", "TOOL_NAME"]
+
+OutputMode = Literal["auto", "tool", "native"]
+TOOL_NAME = "final_result"
+_MODES = ("auto", "tool", "native")
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonSchema:
+    """An explicit JSON schema as an output type; `result.output` is the validated JSON value."""
+
+    schema: dict[str, Any]
+    name: str = "output"
+    description: str | None = None
+
+
+class OutputInvalid(Exception):
+    """Internal: one answer failed validation; `errors` are `"<json path>: <message>"` lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class OutputSpec:
+    """What a run must answer with, and how the answer is asked for, checked and converted."""
+
+    __slots__ = ("type", "mode", "allows_text", "schema", "wrapped", "validator", "convert", "name",
+                 "definition", "response_format")  # fmt: skip
+
+    def __init__(self, output_type: Any, mode: OutputMode, *, wire: str | None, has_tools: bool) -> None:
+        if mode not in _MODES:
+            raise ConfigurationError(f"output_mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        self.type = output_type
+        members = _union_members(output_type)
+        self.allows_text = str in members
+        structured = [m for m in members if m is not str]
+        if not structured:
+            raise ConfigurationError("output_type=str is the default; pass a structured type, or leave it out")
+        self.name = "output"
+        schema, self.convert = self._schema(structured)
+        self.wrapped = schema.get("type") != "object"
+        if self.wrapped:
+            schema = {"type": "object", "properties": {"response": schema}, "required": ["response"],
+                      "additionalProperties": False}  # fmt: skip
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as e:
+            raise ConfigurationError(f"output_type: not a valid JSON schema at {e.json_path}: {e.message}") from None
+        self.schema = schema
+        self.validator = Draft202012Validator(schema)
+        if mode == "auto":
+            mode = "native" if wire == "openai" and not has_tools and not self.allows_text else "tool"
+        if mode == "native" and wire == "anthropic":
+            raise ConfigurationError(
+                "output_mode='native' needs the OpenAI wire's response_format; the Anthropic wire has none. "
+                "Use output_mode='tool' or 'auto' (which picks the final_result tool there)."
+            )
+        if mode == "native" and self.allows_text:
+            raise ConfigurationError(
+                "output_mode='native' cannot express a text fallback (str in the output type); use "
+                "output_mode='tool' or 'auto'"
+            )
+        self.mode = mode
+        description = "Give the final answer. Call this once, when the answer is complete."
+        self.definition = {"type": "function", "function": {"name": TOOL_NAME, "description": description,
+                                                             "parameters": schema}}  # fmt: skip
+        self.response_format = {"type": "json_schema", "json_schema": {"name": self.name, "schema": schema}}
+
+    def _schema(self, structured: list[Any]) -> tuple[dict[str, Any], Any]:
+        if len(structured) == 1:
+            only = structured[0]
+            if isinstance(only, JsonSchema):
+                self.name = only.name
+                return dict(only.schema), None
+            if isinstance(only, Mapping):
+                return dict(only), None
+            pyd = _pydantic_schema(only)
+            if pyd is not None:
+                self.name = only.__name__
+                return pyd
+            self.name = getattr(only, "__name__", "output")
+            tp: Any = only
+        else:
+            tp = Union[tuple(structured)]  # noqa: UP007 - built at run time
+        try:
+            return _build(tp, ())
+        except _Unsupported as e:
+            raise ConfigurationError(
+                f"output_type {tp!r} cannot be turned into a JSON schema: {e.why}. Use a dataclass, "
+                "TypedDict, pydantic model, list/dict of those, a union, or JsonSchema({...})."
+            ) from None
+
+    # --- checking answers -------------------------------------------------------------------
+
+    def parse(self, raw: Any) -> Any:
+        """A JSON text (tool arguments or native answer) or already-decoded value → the output."""
+        if isinstance(raw, str):
+            try:
+                value = _json.loads(raw) if raw.strip() else None
+            except ValueError as e:
+                raise OutputInvalid([f"$: the answer is not valid JSON ({e})"]) from None
+        else:
+            value = raw
+        return self.validate(value)
+
+    def validate(self, value: Any) -> Any:
+        if not self.validator.is_valid(value):
+            errors = sorted(self.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+            raise OutputInvalid([f"{_path(e.json_path, self.wrapped)}: {e.message}" for e in errors])
+        if self.wrapped:
+            value = value["response"]
+        if self.convert is None:
+            return value
+        try:
+            return self.convert(value)
+        except Exception as e:  # noqa: BLE001 - a pydantic validator or a conversion said no
+            raise OutputInvalid([f"$: {type(e).__name__}: {e}"]) from None
+
+    def restore(self, data: Any) -> Any:
+        """A journaled output (its JSON data) → the output again; text stays text."""
+        if isinstance(data, str) and self.allows_text:
+            return data
+        return self.validate({"response": data} if self.wrapped else data)
+
+    def feedback(self, errors: list[str]) -> str:
+        listed = "\n".join(f"- {e}" for e in errors)
+        how = f"Call {TOOL_NAME} again" if self.mode == "tool" else "Answer again with only the JSON"
+        return f"The final answer does not match the required schema:\n{listed}\n{how} with the errors fixed."
+
+    def text_refused(self) -> str:
+        return f"Plain text is not a final answer here: give the final answer by calling the {TOOL_NAME} tool."
+
+
+def _path(json_path: str, wrapped: bool) -> str:
+    if wrapped and json_path.startswith("$.response"):
+        return "$" + json_path[len("$.response") :]
+    return json_path
+
+
+def _union_members(tp: Any) -> list[Any]:
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        return list(typing.get_args(tp))
+    return [tp]
+
+
+def _pydantic_schema(tp: Any) -> tuple[dict[str, Any], Any] | None:
+    """(schema, converter) for a pydantic model class; None when pydantic is absent or it is not one."""
+    if not isinstance(tp, type) or not any(c.__module__.startswith("pydantic") for c in tp.__mro__[1:]):
+        return None
+    validate = getattr(tp, "model_validate", None)
+    schema = getattr(tp, "model_json_schema", None)
+    if validate is None or schema is None:
+        return None
+    return schema(), validate
+
+
+def jsonable(value: Any) -> Any:
+    """An output as plain JSON data (journal, `to_json`): dataclasses and pydantic models included."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
+        return jsonable(value.value)
+    return str(value)
