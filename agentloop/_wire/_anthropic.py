@@ -280,17 +280,21 @@ def _call(cid: Any, name: Any, value: Any) -> dict[str, Any]:
 
 
 def _usage(raw: Any, base: Usage | None = None) -> Usage:
-    """Anthropic usage → Usage; cache reads / writes count as prompt tokens."""
+    """Anthropic usage → Usage; cache reads / writes count as prompt tokens and are also kept apart."""
     if not isinstance(raw, dict):
         return base or Usage(requests=1)
-    p = sum(v for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-            if isinstance(v := raw.get(k), int) and v > 0)  # fmt: skip
-    c = raw.get("output_tokens")
-    c = c if isinstance(c, int) and c > 0 else 0
+    read, write = _pos(raw.get("cache_read_input_tokens")), _pos(raw.get("cache_creation_input_tokens"))
+    p = _pos(raw.get("input_tokens")) + read + write
+    c = _pos(raw.get("output_tokens"))
     if base is not None:  # message_delta: output tokens are cumulative, input may be absent
-        p = p or base.prompt_tokens
+        if not p:
+            p, read, write = base.prompt_tokens, base.cache_read_tokens, base.cache_write_tokens
         c = c or base.completion_tokens
-    return Usage(1, p, c, p + c)
+    return Usage(1, p, c, p + c, read, write)
+
+
+def _pos(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
 class AnthropicStream(StreamAssembler):

@@ -235,10 +235,14 @@ def _stop_reason(reply: Reply, calls: list[tuple[str, ScriptedCall]]) -> str:
 
 def _anthropic_usage(reply: Reply) -> dict[str, Any]:
     u = _usage(reply)
-    return {
+    out = {
         "input_tokens": u.get("prompt_tokens", u.get("input_tokens", 0)),
         "output_tokens": u.get("completion_tokens", u.get("output_tokens", 0)),
     }
+    for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):  # prompt caching, when scripted
+        if key in u:
+            out[key] = u[key]
+    return out
 
 
 def _anthropic_input(arguments: Mapping[str, Any] | str | None) -> Any:
@@ -296,7 +300,7 @@ def _anthropic_stream(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1},
+        "usage": {**{k: v for k, v in usage.items() if k != "output_tokens"}, "output_tokens": 1},
     }
     frames = [ev("message_start", message=start)]
     blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
