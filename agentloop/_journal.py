@@ -185,6 +185,8 @@ def _replay(run: JournaledRun) -> Replay:
         elif e.kind == "approvals":
             r.approvals.update({k: decision_from_data(v) for k, v in d.items()})
         elif e.kind == "end":
+            if r.calls and all(c["id"] in r.records for c in r.calls):
+                _close_step(r)  # a run that ended on a tool step (the final_result tool)
             r.final = (d["stop_reason"], d["output"])
             r.ended = True
     last = r.messages[-1] if r.steps else None
