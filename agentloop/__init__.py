@@ -22,6 +22,7 @@ Optional parts live in their own modules and are imported only when used: `agent
 from ._agent import Agent, ToolChoice
 from ._context import RunContext
 from ._conversation import messages_from_json, messages_to_json
+from ._history import History
 from ._output import JsonSchema
 from ._approval import Decision, Override, Reject
 from ._budget import InputBudget
@@ -88,6 +89,7 @@ __all__ = [
     "Agent",
     "RunContext",
     "JsonSchema",
+    "History",
     "messages_to_json",
     "messages_from_json",
     "FluxClient",

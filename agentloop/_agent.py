@@ -58,6 +58,7 @@ from ._exceptions import (
 )
 from typing_extensions import TypeVar
 
+from ._history import History
 from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
 from ._loopguard import LoopGuard
@@ -104,6 +105,8 @@ class Agent(Generic[DepsT, OutputT]):
     - `instructions` may also be a function (sync or async) of the `RunContext`, evaluated once
       at the start of each run; its text becomes the run's system message (and is journaled).
     - `deps_type`: the type of `run(..., deps=...)`, for type checkers only (`Agent[Deps, T]`).
+    - `history`: a `History(...)` policy: what of a long conversation each request carries
+      (the run's messages and the journal keep everything); see `_history.py`.
     - `output_type`: the type of `result.output` (default `str`); see `_output.py`.
       `output_mode`: "auto" (default), "tool" or "native". `output_retries`: how many invalid
       final answers are fed back before `OutputValidationError`.
@@ -130,6 +133,7 @@ class Agent(Generic[DepsT, OutputT]):
         output_type: Any = str,
         output_mode: OutputMode = "auto",
         output_retries: int = 1,
+        history: History | None = None,
     ) -> None:
         if limits is not None and not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
@@ -166,6 +170,9 @@ class Agent(Generic[DepsT, OutputT]):
             raise ConfigurationError(f"output_retries must be an int >= 0, got {output_retries!r}")
         self.output_type = output_type
         self.output_retries = output_retries
+        if history is not None and not isinstance(history, History):
+            raise ConfigurationError(f"history must be a History(...) policy, got {history!r}")
+        self.history = history
         self.output: OutputSpec | None = None
         if output_type is not str:
             if "final_result" in self.tools:
@@ -447,6 +454,7 @@ class Agent(Generic[DepsT, OutputT]):
         request.tool_errors = {r.id for r in run.tool_calls if r.status != "ok"}
         if emit is not None:
             await emit(RunStarted(run.run_id, run.model))
+        history = self.history.start() if self.history is not None else None
         resume, run.resume = run.resume, None
         if resume is not None:
             paused = await tools_step(self, run, resume.calls, run.steps, dispatcher, limits, resume)
@@ -479,7 +487,11 @@ class Agent(Generic[DepsT, OutputT]):
                 log.debug("model request", step=step, messages=len(run.messages))
             if emit is not None:
                 await emit(ModelRequestStarted(run.run_id, step, run.model, len(run.messages)))
+            if history is not None:  # what is sent; run.messages (and the journal) keep everything
+                request.messages = await history.process(run.messages, run.context(step))
             turn = await self.client.request(request, emit)
+            if history is not None:
+                history.observe(turn.usage.prompt_tokens)
             message = turn.message
             calls = message.get("tool_calls")
             if calls:

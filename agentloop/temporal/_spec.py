@@ -88,6 +88,11 @@ def agent_spec(agent: Any) -> dict[str, Any]:
             "Agent(output_type=...) is not supported on Temporal yet: the worker runs a text-output loop. "
             "Validate the final text yourself, or run the agent without Temporal."
         )
+    if getattr(agent, "history", None) is not None:
+        raise ConfigurationError(
+            "Agent(history=...) is not supported on Temporal yet: the workflow sends the whole conversation. "
+            "Create the agent without a history policy."
+        )
     from .._dispatch import default_error_formatter
 
     if agent.format_tool_error is not default_error_formatter:
