@@ -502,11 +502,13 @@ class Agent(Generic[DepsT, OutputT]):
                         run.run_id, step, turn.usage, turn.finish_reason, len(calls or ()), turn.model, turn.request_id
                     )
                 )
-            usage = turn.usage.for_model(turn.model or run.model)
+            model = turn.model or run.model
             if journal is not None:
-                await journal.append(run.run_id, "model", {"message": message, "usage": usage_data(usage)}, step=step)
+                data = {"message": message, "usage": usage_data(turn.usage), "model": model}
+                await journal.append(run.run_id, "model", data, step=step)
             run.steps = step
-            run.usage = run.usage + usage
+            run.usage = run.usage + turn.usage
+            run.turns.append((model, turn.usage))  # split by model when a result is made, not per step
             run.messages.append(message)
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))

@@ -141,6 +141,7 @@ class Replay:
     messages: list[dict[str, Any]]
     steps: int = 0
     usage: Usage = field(default_factory=Usage)
+    turns: list[tuple[str, Usage]] = field(default_factory=list)  # (model, usage) of each answer
     tool_calls: list[ToolCallRecord] = field(default_factory=list)  # of the closed steps
     calls: list[dict[str, Any]] | None = None  # the last step's calls when it is not closed
     records: dict[str, ToolCallRecord] = field(default_factory=dict)
@@ -170,7 +171,10 @@ def _replay(run: JournaledRun) -> Replay:
             message = d["message"]
             r.messages.append(message)
             r.steps = e.step
-            r.usage = r.usage + Usage.from_data(d["usage"])
+            usage = Usage.from_data(d["usage"])
+            r.usage = r.usage + usage
+            if "model" in d:
+                r.turns.append((d["model"], usage))
             r.calls = message.get("tool_calls") or None
         elif e.kind == "message":  # a message the loop itself added (output-validation feedback)
             _close_step(r)

@@ -56,6 +56,7 @@ class Run:
         "instructions",
         "new_start",
         "output_failures",
+        "turns",
     )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
@@ -79,11 +80,12 @@ class Run:
         self.instructions: Any = None  # a dynamic instructions function the loop still has to call
         self.new_start = 0  # index of the first message this run added (RunResult.new_messages)
         self.output_failures = 0  # final answers that failed output_type validation
+        self.turns: list[tuple[str, Usage]] = []  # (model, usage) of each request: Usage.by_model
 
     @classmethod
     def from_replay(cls, run_id: str, state: Replay) -> Run:
         run = cls(run_id, state.messages)
-        run.steps, run.usage, run.tool_calls = state.steps, state.usage, state.tool_calls
+        run.steps, run.usage, run.tool_calls, run.turns = state.steps, state.usage, state.tool_calls, state.turns
         if state.final is not None:
             run.final = run.result(state.final[1], state.final[0])
             run.ended = state.ended
@@ -125,8 +127,23 @@ class Run:
 
     def result(self, output: Any, reason: str) -> RunResult[Any]:
         return RunResult(
-            output, self.messages, self.steps, self.usage, reason, self.run_id, self.tool_calls, new_start=self.new_start
+            output, self.messages, self.steps, self.total_usage(), reason, self.run_id, self.tool_calls, new_start=self.new_start
         )
+
+    def total_usage(self) -> Usage:
+        """The run's usage with its split by model (built here, once, rather than at every step)."""
+        u, turns = self.usage, self.turns
+        if not turns:
+            return u
+        first = turns[0][0]
+        if not u.by_model and all(m == first for m, _ in turns):  # one model: the total is its share
+            split: dict[str, Usage] = {first: u}
+        else:
+            split = dict(u.by_model)  # a restored run's earlier split, if any
+            for model, t in turns:
+                split[model] = split[model] + t if model in split else t
+        return Usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
+                     u.cache_read_tokens, u.cache_write_tokens, split)  # fmt: skip
 
     def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""

@@ -116,7 +116,7 @@ async def tools_step(
 async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) -> RunResult:
     done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
     result = RunResult(
-        None, run.messages, run.steps, run.usage, "approval_required", run.run_id, [*run.tool_calls, *done], pending,
+        None, run.messages, run.steps, run.total_usage(), "approval_required", run.run_id, [*run.tool_calls, *done], pending,
         run.new_start,
     )
     if journal is not None:

@@ -45,6 +45,30 @@ StopReason = Literal[
 ]
 
 
+class _NoSplit(Mapping[str, Any]):
+    """The empty `Usage.by_model`: one shared, immutable instance, so no dict is built per Usage."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+_NO_SPLIT: Mapping[str, Any] = _NoSplit()
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage as reported by the endpoint, summed over a run's model requests.
@@ -64,7 +88,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     # Never mutated after construction; excluded from == so a split does not change equality.
-    by_model: Mapping[str, Usage] = field(default_factory=dict, compare=False)
+    by_model: Mapping[str, Usage] = field(default=_NO_SPLIT, compare=False)
 
     @property
     def input_tokens(self) -> int:
@@ -80,7 +104,7 @@ class Usage:
             split = a
         elif not a:
             split = b
-        else:
+        else:  # rare: adding two totals that were both split
             split = dict(a)
             for k, v in b.items():
                 split[k] = split[k] + v if k in split else v
@@ -128,7 +152,7 @@ class Usage:
             int(data.get("total_tokens", 0)),
             int(data.get("cache_read_tokens", 0)),
             int(data.get("cache_write_tokens", 0)),
-            {str(k): cls.from_data(v) for k, v in split.items()},
+            {str(k): cls.from_data(v) for k, v in split.items()} if split else _NO_SPLIT,
         )
 
     @classmethod
