@@ -68,3 +68,22 @@ async def test_worker_example_runs_its_sample_jobs(capsys: pytest.CaptureFixture
     assert [r["id"] for r in results] == ["job-A-1", "job-A-2", "job-A-3"]
     assert all(r["stop_reason"] == "final" and "label LBL-" in r["output"] for r in results)
     assert capsys.readouterr().out.count("stock reserved") == 3
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_invoice_agent_example_returns_a_validated_invoice(wire: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("invoice_agent")
+    invoice = await module.main(wire)
+    assert isinstance(invoice, module.Invoice) and invoice.total == 9.0
+    assert [line.item for line in invoice.lines] == ["tea", "scone"]
+    printed = capsys.readouterr().out
+    assert "tool final_result -> invalid_arguments" in printed and "tool final_result -> ok" in printed
+    assert "3 requests" in printed
+
+
+async def test_chat_store_example_keeps_everything_and_sends_little(capsys: pytest.CaptureFixture[str]) -> None:
+    out = await load("chat_store").main()
+    assert out["stored"] == 13 and out["last"] == "You are Ana."  # system + 6 questions + 6 answers
+    sent = out["sent"]
+    assert sent == [2, 4, 6, 6, 6, 6]  # system, first question, the last 4 turns (the new question is one)
+    assert "(+2 messages, 1 request)" in capsys.readouterr().out
