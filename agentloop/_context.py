@@ -23,14 +23,14 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Union
+from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
 from ._exceptions import ConfigurationError
 from ._types import Usage
 
-__all__ = ["RunContext", "Instructions", "context_param", "resolve_instructions", "check_no_running_loop"]
+__all__ = ["Instructions", "RunContext", "check_no_running_loop", "context_param", "resolve_instructions"]
 
 DepsT = TypeVar("DepsT", default=None)
 
@@ -59,11 +59,7 @@ class RunContext(Generic[DepsT]):
     messages: Sequence[dict[str, Any]] = ()
 
 
-Instructions = Union[
-    str,
-    Callable[[RunContext[Any]], str],
-    Callable[[RunContext[Any]], Awaitable[str]],
-]
+Instructions = str | Callable[[RunContext[Any]], str] | Callable[[RunContext[Any]], Awaitable[str]]
 
 
 def context_param(fn: Callable[..., Any]) -> str | None:

@@ -26,6 +26,7 @@ The tree (a test keeps this picture equal to the classes)::
         MCPServerError                  an MCP server could not be started or reached
         MCPToolError                    an MCP tool call failed outside the model's view
         RunError                        a run stopped without a final answer
+            OutputValidationError           final answers kept failing `output_type`
             ResumeError  (also ValueError)  the decisions or the run cannot be resumed
             RunLimitExceeded                a `RunLimits` budget; `.result` is the partial run
                 LoopDetected
@@ -68,6 +69,7 @@ __all__ = [
     "TokenLimitExceeded",
     "TimeLimitExceeded",
     "LoopDetected",
+    "OutputValidationError",
     "ResumeError",
     "JournalError",
     "JournalCorruptError",

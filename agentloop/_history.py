@@ -75,7 +75,7 @@ def estimate(message: dict[str, Any]) -> int:
 class HistoryState:
     """A policy applied to one run: caches message sizes and the tokenizer calibration."""
 
-    __slots__ = ("policy", "sizes", "scale", "sent_estimate", "head")
+    __slots__ = ("head", "policy", "scale", "sent_estimate", "sizes")
 
     def __init__(self, policy: History) -> None:
         self.policy = policy

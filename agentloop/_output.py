@@ -34,10 +34,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import _json
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, ResumeError
 from ._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
 
-__all__ = ["JsonSchema", "OutputSpec", "OutputMode", "OutputInvalid", "jsonable", "TOOL_NAME"]
+__all__ = ["TOOL_NAME", "JsonSchema", "OutputInvalid", "OutputMode", "OutputSpec", "jsonable"]
 
 OutputMode = Literal["auto", "tool", "native"]
 TOOL_NAME = "final_result"
@@ -64,8 +64,18 @@ class OutputInvalid(Exception):
 class OutputSpec:
     """What a run must answer with, and how the answer is asked for, checked and converted."""
 
-    __slots__ = ("type", "mode", "allows_text", "schema", "wrapped", "validator", "convert", "name",
-                 "definition", "response_format")  # fmt: skip
+    __slots__ = (
+        "allows_text",
+        "convert",
+        "definition",
+        "mode",
+        "name",
+        "response_format",
+        "schema",
+        "type",
+        "validator",
+        "wrapped",
+    )  # fmt: skip
 
     def __init__(self, output_type: Any, mode: OutputMode, *, wire: str | None, has_tools: bool) -> None:
         if mode not in _MODES:
@@ -160,7 +170,13 @@ class OutputSpec:
         """A journaled output (its JSON data) → the output again; text stays text."""
         if isinstance(data, str) and self.allows_text:
             return data
-        return self.validate({"response": data} if self.wrapped else data)
+        try:
+            return self.validate({"response": data} if self.wrapped else data)
+        except OutputInvalid as e:
+            raise ResumeError(
+                f"the journaled output of this run no longer validates against output_type ({e}); was "
+                "output_type changed since the run finished? Resume it with the agent that ran it."
+            ) from None
 
     def feedback(self, errors: list[str]) -> str:
         listed = "\n".join(f"- {e}" for e in errors)

@@ -4,6 +4,7 @@ Over the real-HTTP fake router on both wires, through run and stream, on asyncio
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,7 +48,7 @@ def valid_body(body: dict[str, Any]) -> None:
     if "system" in body or body["messages"][0]["role"] != "system" and isinstance(body["messages"][0]["content"], list):
         msgs = body["messages"]  # Anthropic: strict alternation, results right after their calls
         assert msgs[0]["role"] == "user"
-        for a, b in zip(msgs, msgs[1:]):
+        for a, b in itertools.pairwise(msgs):
             assert a["role"] != b["role"]
         for i, m in enumerate(msgs):
             uses = {x["id"] for x in m["content"] if x.get("type") == "tool_use"} if m["role"] == "assistant" else set()
@@ -178,14 +179,18 @@ async def test_the_journal_keeps_the_whole_conversation(tmp_path: Any) -> None:
 
 # --- repair, property-based -----------------------------------------------------------------
 
+def assistant_with_calls(ids: list[str], content: str | None) -> dict[str, Any]:
+    calls = [{"id": i, "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in ids]
+    return {"role": "assistant", "content": content, "tool_calls": calls}
+
+
 message = st.one_of(
     st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]), "content": st.text(max_size=5)}),
     st.builds(
-        lambda ids, content: {"role": "assistant", "content": content,
-                              "tool_calls": [{"id": i, "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in ids]},
+        assistant_with_calls,
         st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=3, unique=True),
         st.none() | st.text(max_size=3),
-    ),  # fmt: skip
+    ),
     st.builds(lambda i: {"role": "tool", "tool_call_id": i, "content": "r"}, st.sampled_from(["a", "b", "c", "d", "z"])),
 )
 
@@ -197,3 +202,19 @@ def test_repair_always_gives_a_history_both_wires_accept(messages: list[dict[str
     valid_canonical(out)
     kept_users = [m for m in out if m["role"] == "user" and m in messages]
     assert kept_users == [m for m in messages if m["role"] == "user"]  # user messages are never dropped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"history": History(keep_last=2)}, "history"),
+        ({"instructions": lambda ctx: "x"}, "instructions"),
+        ({"output_type": dict[str, int]}, "output_type"),
+    ],
+)
+def test_temporal_refuses_what_it_cannot_send_to_a_worker(kwargs: dict[str, Any], match: str) -> None:
+    pytest.importorskip("temporalio")
+    from agentloop.temporal._spec import agent_spec
+
+    with pytest.raises(ConfigurationError, match=match):
+        agent_spec(Agent(client=ScriptedModel(), **kwargs))

@@ -13,7 +13,15 @@ from typing import Any, TypedDict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wirehelp import WIRES, last_tool_result, last_user_text, make_client, run_or_stream, tool_names, tool_params
+from wirehelp import (
+    WIRES,
+    last_tool_result,
+    last_user_text,
+    make_client,
+    run_or_stream,
+    tool_names,
+    tool_params,
+)
 
 from agentloop import (
     Agent,
@@ -301,3 +309,13 @@ async def test_any_answer_ends_in_an_output_or_a_typed_error(answers: list[Any])
     assert isinstance(result.output, Invoice)
     roles = [m["role"] for m in result.messages]
     assert roles.count("tool") == roles.count("assistant")  # every final_result call was answered
+
+
+async def test_resuming_with_a_changed_output_type_is_a_resume_error(tmp_path: Any) -> None:
+    from agentloop import ResumeError
+
+    journal = SQLiteJournal(tmp_path / "j.db")
+    await Agent(client=ScriptedModel([tool_calls(call("final_result", INVOICE))]), output_type=Invoice, journal=journal).run("go", run_id="o2")
+    with pytest.raises(ResumeError, match="no longer validates"):
+        await Agent(client=ScriptedModel(), output_type=list[int], journal=journal).resume("o2")
+    journal.close()
