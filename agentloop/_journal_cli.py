@@ -97,6 +97,9 @@ def render_run(run: JournaledRun) -> str:
             for c in msg.get("tool_calls") or ():
                 fn = c.get("function", {})
                 lines.append(f"[assistant] -> {fn.get('name')}({_short(fn.get('arguments'), 200)})  id={c.get('id')}")
+        elif e.kind == "message":  # added by the loop itself (output-validation feedback)
+            msg = d.get("message", {})
+            lines.append(f"[{msg.get('role')}] {_short(msg.get('content'))}")
         elif e.kind == "tool_start":
             open_calls[e.call_id or ""] = d.get("name", "?")
         elif e.kind == "tool_end":

@@ -319,3 +319,14 @@ async def test_resuming_with_a_changed_output_type_is_a_resume_error(tmp_path: A
     with pytest.raises(ResumeError, match="no longer validates"):
         await Agent(client=ScriptedModel(), output_type=list[int], journal=journal).resume("o2")
     journal.close()
+
+
+async def test_the_journal_viewer_shows_the_feedback_message(tmp_path: Any) -> None:
+    from agentloop._journal_cli import render_run
+
+    journal = SQLiteJournal(tmp_path / "j.db")
+    model = ScriptedModel([text("plain"), tool_calls(call("final_result", INVOICE))])
+    await Agent(client=model, output_type=Invoice, output_mode="tool", journal=journal).run("go", run_id="o3")
+    shown = render_run(await journal.load("o3"))
+    journal.close()
+    assert "[user] Plain text is not a final answer" in shown and "=== finished: final" in shown
