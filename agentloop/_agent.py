@@ -448,9 +448,11 @@ class Agent(Generic[DepsT, OutputT]):
         output = self.output
         if output is not None:
             output_request(output, request, self.tool_choice)
-        reset_choice = self.reset_tool_choice and (output is None or output.allows_text or output.mode != "tool")
-        if reset_choice and run.steps >= 1 and request.tool_choice not in (None, "auto", "none"):
-            request.tool_choice = "auto"
+        # after a forced first step: "auto", or "required" while the answer must come through final_result
+        settled = "required" if output is not None and output.mode == "tool" and not output.allows_text else "auto"
+        unforced = (None, "auto", "none", settled)
+        if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in unforced:
+            request.tool_choice = settled
         request.tool_errors = {r.id for r in run.tool_calls if r.status != "ok"}
         if emit is not None:
             await emit(RunStarted(run.run_id, run.model))
@@ -512,6 +514,9 @@ class Agent(Generic[DepsT, OutputT]):
             run.messages.append(message)
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
+            if self.reset_tool_choice and step == 1 and request.tool_choice not in unforced:
+                request.tool_choice = settled
+            recorded = len(run.tool_calls)
             if output is not None:  # a final answer (or a failed one) ends or repeats the step here
                 verdict, value = await output_step(self, run, output, message, step, dispatcher, limits)
                 if verdict == "done":
@@ -521,14 +526,12 @@ class Agent(Generic[DepsT, OutputT]):
                         await emit(RunPaused(run.run_id, value))
                     return value  # type: ignore[no-any-return]
                 if verdict == "retry":
+                    request.tool_errors.update(r.id for r in run.tool_calls[recorded:] if r.status != "ok")
                     if emit is not None:
                         await emit(StepFinished(run.run_id, step, turn.usage, len(calls or ())))
                     continue
             if not calls:
                 return await self._finish(run, message.get("content"), "final", emit, log)
-            if reset_choice and step == 1 and request.tool_choice not in (None, "auto", "none"):
-                request.tool_choice = "auto"
-            recorded = len(run.tool_calls)
             paused = await tools_step(self, run, calls, step, dispatcher, limits, None)
             if paused is not None:
                 if emit is not None:

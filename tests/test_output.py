@@ -330,3 +330,30 @@ async def test_the_journal_viewer_shows_the_feedback_message(tmp_path: Any) -> N
     shown = render_run(await journal.load("o3"))
     journal.close()
     assert "[user] Plain text is not a final answer" in shown and "=== finished: final" in shown
+
+
+async def test_test_model_answers_a_structured_agent_from_the_schema() -> None:
+    from agentloop.testing import TestModel
+
+    result = await Agent(client=TestModel(), output_type=Line).run("x")
+    assert isinstance(result.output, Line) and result.steps == 1
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_forced_first_tool_then_required_and_failed_answers_marked_as_errors(router: FakeFluxRouter, wire: str) -> None:
+    router.add(
+        tool_calls(call("lookup", {"number": "INV-1"})),
+        tool_calls(call("final_result", {"number": "INV-1"})),  # invalid
+        tool_calls(call("final_result", INVOICE)),
+    )
+    async with make_client(router, wire) as client:
+        agent = Agent(client=client, tools=lookup_tools(), output_type=Invoice, output_mode="tool", tool_choice="lookup")
+        result = await agent.run("Invoice INV-1?")
+    assert result.output == EXPECTED
+    choices = [r.json["tool_choice"] for r in router.requests]
+    if wire == "openai":
+        assert choices == [{"type": "function", "function": {"name": "lookup"}}, "required", "required"]
+    else:
+        assert choices == [{"type": "tool", "name": "lookup"}, {"type": "any"}, {"type": "any"}]
+        results = router.requests[2].json["messages"][-1]["content"]
+        assert [b.get("is_error", False) for b in results if b["type"] == "tool_result"] == [True]
