@@ -17,6 +17,7 @@ concurrent runs.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -220,7 +221,20 @@ class Agent(Generic[DepsT, OutputT]):
         Raises `ConfigurationError` inside a running event loop (use `await agent.run(...)`).
         """
         check_no_running_loop()
-        return anyio.run(partial(self.run, prompt, **kwargs))
+        return anyio.run(partial(self._run_in_new_loop, prompt, kwargs))
+
+    async def _run_in_new_loop(self, prompt: str | None, kwargs: dict[str, Any]) -> RunResult[OutputT]:
+        # A connection pool is bound to the loop it ran in, and this loop ends with the call: run
+        # on a copy of the client with a pool of its own, closed here (otherwise the next
+        # run_sync would reuse connections of a closed loop).
+        fresh = getattr(self.client, "fresh_pool", None)
+        client = fresh() if callable(fresh) else None
+        if client is None:
+            return await self.run(prompt, **kwargs)
+        async with client:
+            agent = copy.copy(self)
+            agent.client = client
+            return await agent.run(prompt, **kwargs)
 
     async def resume(
         self,

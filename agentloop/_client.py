@@ -7,6 +7,7 @@ texts coming back from the server are scrubbed of it before they are put into ex
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Literal
 
@@ -131,6 +132,7 @@ class FluxClient:
         if isinstance(transport, str) and transport not in _TRANSPORTS:
             raise ConfigurationError(f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport")
         self._owns_http = http_client is None
+        self._pool_args = (timeout, transport, max_connections)  # to build a fresh pool: fresh_pool()
         if http_client is None:
             # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -152,6 +154,22 @@ class FluxClient:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+    def fresh_pool(self) -> FluxClient | None:
+        """A copy of this client with a new connection pool of its own (None if the pool is the caller's).
+
+        A connection pool belongs to the event loop it was used in; `Agent.run_sync` starts a new
+        loop per call, so it runs on a copy like this and closes it afterwards.
+        """
+        if not self._owns_http:
+            return None
+        timeout, transport, max_connections = self._pool_args
+        twin = copy.copy(self)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if isinstance(transport, str):
+            transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
+        twin._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+        return twin
 
     # --- the Model protocol -------------------------------------------------------------------
 

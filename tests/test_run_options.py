@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from agentloop import (
     Agent,
     ConfigurationError,
     ConversationError,
+    FluxClient,
     RunContext,
     RunResult,
     SQLiteJournal,
@@ -52,6 +56,30 @@ def test_run_sync_takes_the_per_run_arguments() -> None:
     agent.run_sync("hi", deps=7, model="flux-pinned-x")
     assert model.requests[0]["model"] == "flux-pinned-x"
     assert model.requests[0]["messages"][0] == {"role": "system", "content": "deps=7"}
+
+
+@pytest.fixture
+def router_process() -> Iterator[dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "router_process.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
+def test_run_sync_again_and_again_with_one_long_lived_client(router_process: dict[str, str], wire: str, transport: Any) -> None:
+    """Each run_sync is a new event loop; a pool bound to the previous one must not be reused."""
+    url = router_process["url"] if wire == "openai" else router_process["anthropic_url"]
+    client = FluxClient(base_url=url, api_key="k", transport=transport)
+    agent = Agent(client=client)
+    outputs = [agent.run_sync("hi").output for _ in range(3)]
+    assert [o.split()[0] for o in outputs] == ["hello"] * 3 and len(set(outputs)) == 3  # type: ignore[union-attr]
 
 
 async def test_run_sync_inside_a_running_loop_refuses_clearly() -> None:
