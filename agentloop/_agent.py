@@ -48,6 +48,7 @@ from ._events import (
     run_logger,
 )
 from ._exceptions import (
+    BadRequestError,
     ConfigurationError,
     ConversationError,
     JournalError,
@@ -69,7 +70,7 @@ from ._runlimits import RunLimits
 from ._runstate import Resume, Run, usage_data
 from ._stream import EventStream, stream_events
 from ._output import OutputMode, OutputSpec, jsonable
-from ._outputstep import output_request, output_step
+from ._outputstep import native_refused, output_request, output_step
 from ._tools import ToolRegistry
 from ._toolstep import NOT_COUNTED, limit_error, tools_step
 from ._types import OutputT, RunResult, Usage
@@ -505,7 +506,16 @@ class Agent(Generic[DepsT, OutputT]):
                 await emit(ModelRequestStarted(run.run_id, step, run.model, len(run.messages)))
             if history is not None:  # what is sent; run.messages (and the journal) keep everything
                 request.messages = await history.process(run.messages, run.context(step))
-            turn = await self.client.request(request, emit)
+            try:
+                turn = await self.client.request(request, emit)
+            except BadRequestError as e:
+                switched = native_refused(output, request, e) if output is not None else None
+                if switched is None:
+                    raise
+                output, settled, unforced = switched, "required", (None, "auto", "none", "required")
+                if log is not None:
+                    log.debug("response_format refused by the route; using the final_result tool", step=step)
+                continue  # the same step again, asking through the tool
             if history is not None:
                 history.observe(turn.usage.prompt_tokens)
             message = turn.message

@@ -14,7 +14,8 @@ Two mechanisms, one loop:
 - "native": the OpenAI wire's `response_format: json_schema`; the answer text is the JSON.
 
 "auto" (the default) picks "native" on the OpenAI wire when the agent has no tools and no
-text fallback, "tool" otherwise. An invalid answer is fed back to the model with the JSON paths
+text fallback, "tool" otherwise; when the route refuses the response format (a 400 naming it),
+the run repeats the step through the tool (`native_refused` in `_outputstep.py`). An invalid answer is fed back to the model with the JSON paths
 of its errors and retried; after `output_retries` failed answers the run raises
 `OutputValidationError`, which carries the last answer and the partial result.
 
@@ -24,6 +25,7 @@ both mechanisms need an object at the root.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -66,6 +68,7 @@ class OutputSpec:
 
     __slots__ = (
         "allows_text",
+        "auto",
         "convert",
         "definition",
         "mode",
@@ -98,6 +101,7 @@ class OutputSpec:
             raise ConfigurationError(f"output_type: not a valid JSON schema at {e.json_path}: {e.message}") from None
         self.schema = schema
         self.validator = Draft202012Validator(schema)
+        self.auto = mode == "auto"  # chosen here: a route that refuses "native" falls back to the tool
         if mode == "auto":
             mode = "native" if wire == "openai" and not has_tools and not self.allows_text else "tool"
         if mode == "native" and wire == "anthropic":
@@ -139,6 +143,12 @@ class OutputSpec:
                 f"output_type {tp!r} cannot be turned into a JSON schema: {e.why}. Use a dataclass, "
                 "TypedDict, pydantic model, list/dict of those, a union, or JsonSchema({...})."
             ) from None
+
+    def as_tool(self) -> OutputSpec:
+        """The same output asked for through the final_result tool (a copy: the agent's stays as it is)."""
+        twin = copy.copy(self)
+        twin.mode = "tool"
+        return twin
 
     # --- checking answers -------------------------------------------------------------------
 

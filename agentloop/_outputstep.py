@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._dispatch import Dispatcher
 from ._events import ToolCallFinished
-from ._exceptions import OutputValidationError
+from ._exceptions import BadRequestError, OutputValidationError
 from ._model import ModelRequest
 from ._output import TOOL_NAME, OutputInvalid, OutputSpec
 from ._runlimits import RunLimits
@@ -23,7 +23,9 @@ from ._toolstep import tools_step
 if TYPE_CHECKING:
     from ._agent import Agent
 
-__all__ = ["output_request", "output_step"]
+__all__ = ["output_request", "output_step", "native_refused"]
+
+_NATIVE_WORDS = ("response_format", "json_schema", "structured output", "response format")
 
 Verdict = Literal["done", "paused", "retry", "tools"]
 _ACCEPTED = "Final result accepted."
@@ -40,6 +42,20 @@ def output_request(spec: OutputSpec, request: ModelRequest, tool_choice: Any) ->
         request.tool_choice = "required"  # the answer must come through the tool: never plain text
     elif request.tool_choice is None:
         request.tool_choice = "auto"
+
+
+def native_refused(spec: OutputSpec, request: ModelRequest, error: BadRequestError) -> OutputSpec | None:
+    """When the route refused an automatically chosen response format: the tool spec, with the
+    request switched over to it (this run only). None when the error is about something else."""
+    if spec.mode != "native" or not spec.auto:
+        return None
+    text = str(error).lower()
+    if not any(w in text for w in _NATIVE_WORDS):
+        return None
+    tool = spec.as_tool()
+    request.settings = {k: v for k, v in request.settings.items() if k != "response_format"}
+    output_request(tool, request, "auto" if request.tool_choice is None else request.tool_choice)
+    return tool
 
 
 async def output_step(

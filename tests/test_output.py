@@ -357,3 +357,35 @@ async def test_a_forced_first_tool_then_required_and_failed_answers_marked_as_er
         assert choices == [{"type": "tool", "name": "lookup"}, {"type": "any"}, {"type": "any"}]
         results = router.requests[2].json["messages"][-1]["content"]
         assert [b.get("is_error", False) for b in results if b["type"] == "tool_result"] == [True]
+
+
+@pytest.mark.parametrize("how", ["run", "stream"])
+async def test_a_route_that_refuses_the_response_format_falls_back_to_the_tool(router: FakeFluxRouter, how: str) -> None:
+    from agentloop.testing import error
+
+    def handler(req: Any) -> Any:
+        if "response_format" in req.json:
+            return error(400, "response_format json_schema is not supported by the routed model")
+        return tool_calls(call("final_result", INVOICE))
+
+    router._handler = handler
+    async with make_client(router, "openai") as client:
+        agent = Agent(client=client, output_type=Invoice)  # auto: native first
+        result = await run_or_stream(agent, how, "Invoice?")
+        assert agent.output is not None and agent.output.mode == "native"  # the agent itself is unchanged
+    assert result.output == EXPECTED and result.steps == 1
+    retried = router.requests[1].json
+    assert "response_format" not in retried and tool_names(retried) == ["final_result"]
+    assert retried["tool_choice"] == "required"
+
+
+async def test_an_explicit_native_mode_or_another_400_is_not_papered_over(router: FakeFluxRouter) -> None:
+    from agentloop import BadRequestError
+    from agentloop.testing import error
+
+    router.add(error(400, "response_format json_schema is not supported"), error(400, "context length exceeded"))
+    async with make_client(router, "openai") as client:
+        with pytest.raises(BadRequestError, match="response_format"):
+            await Agent(client=client, output_type=Invoice, output_mode="native").run("x")
+        with pytest.raises(BadRequestError, match="context length"):
+            await Agent(client=client, output_type=Invoice).run("x")
