@@ -24,6 +24,7 @@ from ._context import RunContext
 from ._conversation import messages_from_json, messages_to_json
 from ._history import History
 from ._output import JsonSchema
+from ._outputstream import OutputDelta
 from ._approval import Decision, Override, Reject
 from ._budget import InputBudget
 from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
@@ -135,6 +136,7 @@ __all__ = [
     "RunFinished",
     "RunPaused",
     "RunFailed",
+    "OutputDelta",
     # errors
     "AgentloopError",
     "ConfigurationError",

@@ -71,6 +71,7 @@ from ._runstate import Resume, Run, usage_data
 from ._stream import EventStream, stream_events
 from ._output import OutputMode, OutputSpec, jsonable
 from ._outputstep import native_refused, output_request, output_step
+from ._outputstream import partial_output_emit
 from ._tools import ToolRegistry
 from ._toolstep import NOT_COUNTED, limit_error, tools_step
 from ._types import OutputT, RunResult, Usage
@@ -463,6 +464,8 @@ class Agent(Generic[DepsT, OutputT]):
         output = self.output
         if output is not None:
             output_request(output, request, self.tool_choice)
+            if emit is not None:  # partial outputs for the stream; `lambda` sees a switched spec too
+                emit = dispatcher.emit = partial_output_emit(emit, lambda: output)  # type: ignore[arg-type,return-value]
         # after a forced first step: "auto", or "required" while the answer must come through final_result
         settled = "required" if output is not None and output.mode == "tool" and not output.allows_text else "auto"
         unforced = (None, "auto", "none", settled)

@@ -5,6 +5,7 @@ real-HTTP fake router on both wires, through run and stream, on asyncio and trio
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -287,7 +288,7 @@ async def test_a_journaled_structured_run_resumes_to_the_same_instance(tmp_path:
 # --- hostile answers ------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | st.text(max_size=10),
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -389,3 +390,64 @@ async def test_an_explicit_native_mode_or_another_400_is_not_papered_over(router
             await Agent(client=client, output_type=Invoice, output_mode="native").run("x")
         with pytest.raises(BadRequestError, match="context length"):
             await Agent(client=client, output_type=Invoice).run("x")
+
+
+# --- partial output while streaming ---------------------------------------------------------
+
+
+async def stream_partials(agent: Agent[Any, Any], prompt: str) -> tuple[list[Any], Any]:
+    from agentloop import OutputDelta, RunFinished
+
+    partials, final = [], None
+    async with agent.stream(prompt) as events:
+        async for event in events:
+            if isinstance(event, OutputDelta):
+                partials.append(event.output)
+            elif isinstance(event, RunFinished):
+                final = event.result.output
+    return partials, final
+
+
+def grows_into(partial: Any, full: Any) -> bool:
+    """`partial` is a piece of `full`: every key it has, with a value that grows into full's."""
+    if isinstance(partial, dict):
+        return isinstance(full, dict) and all(k in full and grows_into(v, full[k]) for k, v in partial.items())
+    if isinstance(partial, list):
+        return isinstance(full, list) and len(partial) <= len(full) and all(grows_into(a, b) for a, b in zip(partial, full))
+    if isinstance(partial, str):
+        return isinstance(full, str) and full.startswith(partial)
+    return partial == full
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_streaming_yields_growing_partial_outputs_through_the_tool(router: FakeFluxRouter, wire: str) -> None:
+    router.add(tool_calls(call("final_result", INVOICE)))
+    async with make_client(router, wire) as client:
+        partials, final = await stream_partials(Agent(client=client, output_type=Invoice, output_mode="tool"), "x")
+    assert final == EXPECTED
+    assert len(partials) >= 2 and partials[-1] == INVOICE
+    assert all(grows_into(p, INVOICE) for p in partials)
+    assert all(grows_into(a, b) for a, b in itertools.pairwise(partials))
+
+
+async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeFluxRouter) -> None:
+    router.add(text(json.dumps({"response": [{"item": "tea", "amount": 1.5}, {"item": "scone", "amount": 2.0}]})))
+    async with make_client(router, "openai") as client:
+        partials, final = await stream_partials(Agent(client=client, output_type=list[Line]), "x")
+    assert final == [Line("tea", 1.5), Line("scone", 2.0)]
+    assert len(partials) >= 2 and partials[-1] == [{"item": "tea", "amount": 1.5}, {"item": "scone", "amount": 2.0}]
+    assert all(isinstance(p, list) for p in partials)  # unwrapped, like the output
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, st.data())
+def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data: st.DataObject) -> None:
+    from agentloop._outputstream import _NOTHING, complete_json
+
+    textual = json.dumps(value)
+    cut = data.draw(st.integers(0, len(textual)))
+    partial = complete_json(textual[:cut])
+    if cut == len(textual):
+        assert partial == value
+    elif partial is not _NOTHING and isinstance(value, (dict, list)):
+        assert grows_into(partial, value)
