@@ -26,6 +26,7 @@ from typing import Any, Generic
 
 import anyio
 import anyio.lowlevel
+from typing_extensions import TypeVar
 
 from ._approval import (
     ApprovalPredicate,
@@ -58,20 +59,18 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
-from typing_extensions import TypeVar
-
 from ._history import History
 from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
 from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
 from ._observe import Observer, fan_out
-from ._runlimits import RunLimits
-from ._runstate import Resume, Run, usage_data
-from ._stream import EventStream, stream_events
 from ._output import OutputMode, OutputSpec, jsonable
 from ._outputstep import native_refused, output_request, output_step
 from ._outputstream import partial_output_emit
+from ._runlimits import RunLimits
+from ._runstate import Resume, Run, usage_data
+from ._stream import EventStream, stream_events
 from ._tools import ToolRegistry
 from ._toolstep import NOT_COUNTED, limit_error, tools_step
 from ._types import OutputT, RunResult, Usage
@@ -385,7 +384,7 @@ class Agent(Generic[DepsT, OutputT]):
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
+    async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
         observe = fan_out(self.observers, None) if self.observers else None
@@ -434,7 +433,7 @@ class Agent(Generic[DepsT, OutputT]):
                 with anyio.CancelScope(shield=True):
                     await journal.release(run.run_id, run.lease)
 
-    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult:
+    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
         log = run_logger(run_id=run.run_id, model=run.model)
         journal = self.journal
         tools = self.tools

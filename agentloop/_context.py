@@ -107,6 +107,7 @@ def check_no_running_loop() -> None:
     """`run_sync` starts its own event loop; inside a running one that would deadlock or fail."""
     import sniffio
 
+    library: str | None
     try:
         library = sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:

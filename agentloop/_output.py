@@ -135,7 +135,7 @@ class OutputSpec:
             self.name = getattr(only, "__name__", "output")
             tp: Any = only
         else:
-            tp = Union[tuple(structured)]  # noqa: UP007 - built at run time
+            tp = Union[tuple(structured)]
         try:
             return _build(tp, ())
         except _Unsupported as e:
@@ -173,7 +173,7 @@ class OutputSpec:
             return value
         try:
             return self.convert(value)
-        except Exception as e:  # noqa: BLE001 - a pydantic validator or a conversion said no
+        except Exception as e:
             raise OutputInvalid([f"$: {type(e).__name__}: {e}"]) from None
 
     def restore(self, data: Any) -> Any:

@@ -23,7 +23,7 @@ from ._toolstep import tools_step
 if TYPE_CHECKING:
     from ._agent import Agent
 
-__all__ = ["output_request", "output_step", "native_refused"]
+__all__ = ["native_refused", "output_request", "output_step"]
 
 _NATIVE_WORDS = ("response_format", "json_schema", "structured output", "response format")
 

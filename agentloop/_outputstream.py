@@ -22,7 +22,7 @@ from ._events import Event, TextDelta, ToolCallDelta
 from ._model import Emit
 from ._output import TOOL_NAME, OutputSpec
 
-__all__ = ["OutputDelta", "partial_output_emit", "complete_json"]
+__all__ = ["OutputDelta", "complete_json", "partial_output_emit"]
 
 
 @dataclass(frozen=True, slots=True)

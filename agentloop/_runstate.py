@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ._approval import Decision
 from ._context import RunContext
 from ._journal import Journal, Replay
 from ._loopguard import LoopGuard
-from ._types import RunResult, ToolCallRecord, Usage
+from ._types import RunResult, StopReason, ToolCallRecord, Usage
 
 __all__ = ["Run", "Resume", "make_record", "usage_data"]
 
@@ -127,7 +127,8 @@ class Run:
 
     def result(self, output: Any, reason: str) -> RunResult[Any]:
         return RunResult(
-            output, self.messages, self.steps, self.total_usage(), reason, self.run_id, self.tool_calls, new_start=self.new_start
+            output, self.messages, self.steps, self.total_usage(), cast(StopReason, reason), self.run_id, self.tool_calls,
+            new_start=self.new_start,
         )
 
     def total_usage(self) -> Usage:

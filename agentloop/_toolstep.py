@@ -27,7 +27,7 @@ NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use t
 
 
 async def tools_step(
-    agent: Agent,
+    agent: Agent[Any, Any],
     run: Run,
     calls: list[dict[str, Any]],
     step: int,
@@ -113,7 +113,7 @@ async def tools_step(
         )
     return None
 
-async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) -> RunResult:
+async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) -> RunResult[Any]:
     done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
     result = RunResult(
         None, run.messages, run.steps, run.total_usage(), "approval_required", run.run_id, [*run.tool_calls, *done], pending,

@@ -42,6 +42,7 @@ StopReason = Literal[
     "timeout",
     "loop_detected",
     "approval_required",
+    "output_invalid",  # OutputValidationError: the final answers kept failing output_type
 ]
 
 
