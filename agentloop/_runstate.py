@@ -9,7 +9,7 @@ from ._approval import Decision
 from ._context import RunContext
 from ._journal import Journal, Replay
 from ._loopguard import LoopGuard
-from ._types import RunResult, StopReason, ToolCallRecord, Usage
+from ._types import RunResult, StopReason, ToolCallRecord, Usage, _make_usage
 
 __all__ = ["Run", "Resume", "make_record", "usage_data"]
 
@@ -137,14 +137,14 @@ class Run:
         if not turns:
             return u
         first = turns[0][0]
-        if not u.by_model and all(m == first for m, _ in turns):  # one model: the total is its share
+        if not u.by_model and (len(turns) == 1 or len({m for m, _ in turns}) == 1):  # one model: all of it
             split: dict[str, Usage] = {first: u}
         else:
             split = dict(u.by_model)  # a restored run's earlier split, if any
             for model, t in turns:
                 split[model] = split[model] + t if model in split else t
-        return Usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
-                     u.cache_read_tokens, u.cache_write_tokens, split)  # fmt: skip
+        return _make_usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
+                           u.cache_read_tokens, u.cache_write_tokens, split)  # fmt: skip
 
     def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""

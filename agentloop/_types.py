@@ -109,7 +109,7 @@ class Usage:
             split = dict(a)
             for k, v in b.items():
                 split[k] = split[k] + v if k in split else v
-        return Usage(
+        return _make_usage(
             self.requests + other.requests,
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -167,6 +167,25 @@ class Usage:
         details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
         return cls(1, p, c, t, cached)
+
+
+def _make_usage(
+    requests: int, prompt: int, completion: int, total: int, read: int, write: int, split: Mapping[str, Usage]
+) -> Usage:
+    """`Usage(...)` without the frozen dataclass `__init__` (a call and a global lookup per field):
+    the loop adds usages at every step."""
+    u = _new(Usage)
+    _set(u, "requests", requests)
+    _set(u, "prompt_tokens", prompt)
+    _set(u, "completion_tokens", completion)
+    _set(u, "total_tokens", total)
+    _set(u, "cache_read_tokens", read)
+    _set(u, "cache_write_tokens", write)
+    _set(u, "by_model", split)
+    return u
+
+
+_new, _set = object.__new__, object.__setattr__
 
 
 def _int(value: Any) -> int:
