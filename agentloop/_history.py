@@ -32,7 +32,9 @@ from ._exceptions import ConfigurationError
 
 __all__ = ["History", "HistoryProcessor", "HistoryState", "repair_history"]
 
-HistoryProcessor = Callable[[RunContext[Any], list[dict[str, Any]]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
+HistoryProcessor = Callable[
+    [RunContext[Any], list[dict[str, Any]]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"
+]
 _OMITTED = "(Earlier messages of this conversation were omitted to fit the context window.)"
 
 
@@ -52,7 +54,9 @@ class History:
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ConfigurationError(f"History({name}=...) must be a positive int or None, got {v!r}")
         if self.processor is not None and not callable(self.processor):
-            raise ConfigurationError(f"History(processor=...) must be a function (ctx, messages) -> messages, got {self.processor!r}")
+            raise ConfigurationError(
+                f"History(processor=...) must be a function (ctx, messages) -> messages, got {self.processor!r}"
+            )
 
     def start(self) -> HistoryState:
         return HistoryState(self)
@@ -107,7 +111,9 @@ class HistoryState:
             if inspect.isawaitable(result):
                 result = await result
             if not isinstance(result, list) or not result:
-                raise ConfigurationError("the history processor must return a non-empty list of chat-format messages")
+                raise ConfigurationError(
+                    "the history processor must return a non-empty list of chat-format messages"
+                )
             out = result
         out = repair_history(out)
         if exact:
@@ -127,7 +133,9 @@ class HistoryState:
             i -= 1
             used += self.sizes[i]
             if messages[i].get("role") in ("user", "assistant", "system", "developer"):  # a turn starts here
-                if (p.keep_last is not None and turns >= p.keep_last) or (budget is not None and used > budget and turns > 0):
+                if (p.keep_last is not None and turns >= p.keep_last) or (
+                    budget is not None and used > budget and turns > 0
+                ):
                     break
                 turns += 1
                 start = i
@@ -157,7 +165,10 @@ def _drop_tool_results(out: list[dict[str, Any]], head: int, keep: int, note: st
                 break
     if boundary is None:
         return out
-    return [{**m, "content": note} if idx < boundary and m.get("role") == "tool" else m for idx, m in enumerate(out)]
+    return [
+        {**m, "content": note} if idx < boundary and m.get("role") == "tool" else m
+        for idx, m in enumerate(out)
+    ]
 
 
 def repair_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -169,7 +180,9 @@ def repair_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     answered: set[str] = set()
     for m in messages:
         if not isinstance(m, dict):
-            raise ConfigurationError(f"the history processor returned {type(m).__name__} where a message dict was expected")
+            raise ConfigurationError(
+                f"the history processor returned {type(m).__name__} where a message dict was expected"
+            )
         role = m.get("role")
         if role == "tool":
             cid = m.get("tool_call_id")

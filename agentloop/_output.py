@@ -88,7 +88,9 @@ class OutputSpec:
         self.allows_text = str in members
         structured = [m for m in members if m is not str]
         if not structured:
-            raise ConfigurationError("output_type=str is the default; pass a structured type, or leave it out")
+            raise ConfigurationError(
+                "output_type=str is the default; pass a structured type, or leave it out"
+            )
         self.name = "output"
         schema, self.convert = self._schema(structured)
         self.wrapped = schema.get("type") != "object"
@@ -98,7 +100,9 @@ class OutputSpec:
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as e:
-            raise ConfigurationError(f"output_type: not a valid JSON schema at {e.json_path}: {e.message}") from None
+            raise ConfigurationError(
+                f"output_type: not a valid JSON schema at {e.json_path}: {e.message}"
+            ) from None
         self.schema = schema
         self.validator = Draft202012Validator(schema)
         self.auto = mode == "auto"  # chosen here: a route that refuses "native" falls back to the tool
@@ -135,7 +139,7 @@ class OutputSpec:
             self.name = getattr(only, "__name__", "output")
             tp: Any = only
         else:
-            tp = Union[tuple(structured)]
+            tp = Union[tuple(structured)]  # noqa: UP007 - a union built at run time from a list
         try:
             return _build(tp, ())
         except _Unsupported as e:
@@ -194,7 +198,9 @@ class OutputSpec:
         return f"The final answer does not match the required schema:\n{listed}\n{how} with the errors fixed."
 
     def text_refused(self) -> str:
-        return f"Plain text is not a final answer here: give the final answer by calling the {TOOL_NAME} tool."
+        return (
+            f"Plain text is not a final answer here: give the final answer by calling the {TOOL_NAME} tool."
+        )
 
 
 def _path(json_path: str, wrapped: bool) -> str:

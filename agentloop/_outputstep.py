@@ -83,7 +83,9 @@ async def output_step(
             return "tools", None
         if spec.allows_text:
             return "done", content or ""
-        await _fail(agent, run, spec, content, ["$: plain text instead of a final_result call"], spec.text_refused())
+        await _fail(
+            agent, run, spec, content, ["$: plain text instead of a final_result call"], spec.text_refused()
+        )
         return "retry", None
     first = finals[0]
     raw = first["function"]["arguments"]
@@ -108,7 +110,9 @@ async def output_step(
         record = make_record(c["id"], TOOL_NAME, c["function"]["arguments"], step, "invalid_arguments", text)
         await _settle(run, dispatcher, record)
         known[c["id"]] = record
-    paused = await tools_step(agent, run, calls, step, dispatcher, limits, Resume(calls, known, frozenset(), {}))
+    paused = await tools_step(
+        agent, run, calls, step, dispatcher, limits, Resume(calls, known, frozenset(), {})
+    )
     if paused is not None:
         return "paused", paused
     _count(agent, run, raw, errors)
@@ -121,7 +125,9 @@ async def _settle(run: Run, dispatcher: Dispatcher, record: Any) -> None:
         await dispatcher.emit(ToolCallFinished(run.run_id, record.step, record))
 
 
-async def _fail(agent: Agent[Any, Any], run: Run, spec: OutputSpec, answer: Any, errors: list[str], text: str) -> None:
+async def _fail(
+    agent: Agent[Any, Any], run: Run, spec: OutputSpec, answer: Any, errors: list[str], text: str
+) -> None:
     """A text answer that is not an acceptable output: count it, then tell the model why."""
     _count(agent, run, answer, errors)
     feedback = {"role": "user", "content": text}

@@ -23,7 +23,14 @@ import anyio
 
 from agentloop import Agent, FluxClient, History, messages_from_json, messages_to_json
 
-QUESTIONS = ["Hi, I'm Ana.", "What is 2 + 2?", "And times 3?", "Name a prime.", "Another one?", "What's my name?"]
+QUESTIONS = [
+    "Hi, I'm Ana.",
+    "What is 2 + 2?",
+    "And times 3?",
+    "Name a prime.",
+    "Another one?",
+    "What's my name?",
+]
 
 
 async def main() -> dict[str, object]:
@@ -37,7 +44,9 @@ async def main() -> dict[str, object]:
             answers = ["Hello Ana!", "4.", "12.", "7.", "11.", "You are Ana."]
             router = await stack.enter_async_context(FakeFluxRouter([text(a) for a in answers]))
             client = await stack.enter_async_context(FluxClient(base_url=router.base_url, api_key="offline"))
-        agent = Agent(client=client, instructions="You are a friendly assistant.", history=History(keep_last=4))
+        agent = Agent(
+            client=client, instructions="You are a friendly assistant.", history=History(keep_last=4)
+        )
         sent: list[int] = []
         for i, question in enumerate(QUESTIONS):
             history = messages_from_json(store["chat-1"]) if "chat-1" in store else None
@@ -45,7 +54,9 @@ async def main() -> dict[str, object]:
             result = await agent.run(question, messages=history, **overrides)  # type: ignore[arg-type]
             store["chat-1"] = messages_to_json(result.all_messages())
             added = result.new_messages()
-            print(f"> {question}\n< {result.output}   (+{len(added)} messages, {result.usage.requests} request)")
+            print(
+                f"> {question}\n< {result.output}   (+{len(added)} messages, {result.usage.requests} request)"
+            )
             if not os.environ.get("FLUX_API_KEY"):
                 sent.append(len(router.requests[-1].json["messages"]))
         stored = messages_from_json(store["chat-1"])

@@ -86,7 +86,12 @@ async def main(wire: str = "openai") -> Invoice:
             url = router.base_url if wire == "openai" else router.anthropic_url
             client = await stack.enter_async_context(FluxClient(base_url=url, api_key="offline"))
         agent = Agent[Shop, Invoice](
-            client=client, tools=tools, instructions=instructions, deps_type=Shop, output_type=Invoice, output_retries=2
+            client=client,
+            tools=tools,
+            instructions=instructions,
+            deps_type=Shop,
+            output_type=Invoice,
+            output_retries=2,
         )
         result = await agent.run("Invoice for Ana: 2 tea and 1 scone.", deps=shop)
         invoice = result.output

@@ -45,13 +45,19 @@ def valid_canonical(messages: list[dict[str, Any]]) -> None:
 
 def valid_body(body: dict[str, Any]) -> None:
     """The same check on the request body as the wire sent it."""
-    if "system" in body or body["messages"][0]["role"] != "system" and isinstance(body["messages"][0]["content"], list):
+    if "system" in body or (
+        body["messages"][0]["role"] != "system" and isinstance(body["messages"][0]["content"], list)
+    ):
         msgs = body["messages"]  # Anthropic: strict alternation, results right after their calls
         assert msgs[0]["role"] == "user"
         for a, b in itertools.pairwise(msgs):
             assert a["role"] != b["role"]
         for i, m in enumerate(msgs):
-            uses = {x["id"] for x in m["content"] if x.get("type") == "tool_use"} if m["role"] == "assistant" else set()
+            uses = (
+                {x["id"] for x in m["content"] if x.get("type") == "tool_use"}
+                if m["role"] == "assistant"
+                else set()
+            )
             if uses:
                 nxt = msgs[i + 1]["content"]
                 assert {x["tool_use_id"] for x in nxt if x.get("type") == "tool_result"} == uses
@@ -63,7 +69,10 @@ def valid_body(body: dict[str, Any]) -> None:
 
 
 def long_chat(turns: int) -> list[dict[str, Any]]:
-    msgs: list[dict[str, Any]] = [{"role": "system", "content": "sys"}, {"role": "user", "content": "the task"}]
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "the task"},
+    ]
     for i in range(turns):
         msgs.append({"role": "assistant", "content": None, "tool_calls": [
             {"id": f"c{i}", "type": "function", "function": {"name": "echo", "arguments": json.dumps({"n": i})}}]})  # fmt: skip
@@ -84,7 +93,9 @@ def echo_tools() -> ToolRegistry:
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("how", ["run", "stream"])
-async def test_keep_last_turns_sends_the_task_and_the_recent_turns(router: FakeFluxRouter, wire: str, how: str) -> None:
+async def test_keep_last_turns_sends_the_task_and_the_recent_turns(
+    router: FakeFluxRouter, wire: str, how: str
+) -> None:
     router.add(text("done"))
     chat = long_chat(30)
     async with make_client(router, wire) as client:
@@ -127,10 +138,14 @@ async def test_a_1000_step_run_stays_within_its_token_budget(router: FakeFluxRou
 
     router._handler = handler  # the fixture's router, in handler mode
     async with make_client(router, wire) as client:
-        agent = Agent(client=client, tools=echo_tools(), history=History(max_tokens=budget), max_steps=steps + 1)
+        agent = Agent(
+            client=client, tools=echo_tools(), history=History(max_tokens=budget), max_steps=steps + 1
+        )
         result = await agent.run("Count to a thousand, one tool call at a time.")
     assert result.output == "finished" and result.steps == steps
-    assert len(result.messages) == 2 * steps  # user + 999 (call, result) pairs + the answer: nothing lost from the run's own conversation
+    assert (
+        len(result.messages) == 2 * steps
+    )  # user + 999 (call, result) pairs + the answer: nothing lost from the run's own conversation
     assert max(sizes[10:]) <= budget * 1.1, max(sizes)  # calibrated after the first requests
     assert sizes[-1] < sizes[steps // 2] * 1.5  # flat, not growing with the run
 
@@ -160,7 +175,9 @@ async def test_a_processor_returning_nonsense_is_a_clear_error(bad: Any) -> None
         await agent.run("hi")
 
 
-@pytest.mark.parametrize("kwargs", [{"keep_last": 0}, {"max_tokens": -5}, {"keep_tool_results": True}, {"processor": 3}])
+@pytest.mark.parametrize(
+    "kwargs", [{"keep_last": 0}, {"max_tokens": -5}, {"keep_tool_results": True}, {"processor": 3}]
+)
 def test_bad_policies_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         History(**kwargs)
@@ -179,19 +196,25 @@ async def test_the_journal_keeps_the_whole_conversation(tmp_path: Any) -> None:
 
 # --- repair, property-based -----------------------------------------------------------------
 
+
 def assistant_with_calls(ids: list[str], content: str | None) -> dict[str, Any]:
     calls = [{"id": i, "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in ids]
     return {"role": "assistant", "content": content, "tool_calls": calls}
 
 
 message = st.one_of(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]), "content": st.text(max_size=5)}),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant"]), "content": st.text(max_size=5)}
+    ),
     st.builds(
         assistant_with_calls,
         st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=3, unique=True),
         st.none() | st.text(max_size=3),
     ),
-    st.builds(lambda i: {"role": "tool", "tool_call_id": i, "content": "r"}, st.sampled_from(["a", "b", "c", "d", "z"])),
+    st.builds(
+        lambda i: {"role": "tool", "tool_call_id": i, "content": "r"},
+        st.sampled_from(["a", "b", "c", "d", "z"]),
+    ),
 )
 
 

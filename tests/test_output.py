@@ -84,8 +84,13 @@ def lookup_tools() -> ToolRegistry:
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("how", ["run", "stream"])
-async def test_dataclass_output_through_the_final_result_tool(router: FakeFluxRouter, wire: str, how: str) -> None:
-    router.add(tool_calls(call("lookup", {"number": "INV-1"})), tool_calls(call("final_result", INVOICE, id="call_f")))
+async def test_dataclass_output_through_the_final_result_tool(
+    router: FakeFluxRouter, wire: str, how: str
+) -> None:
+    router.add(
+        tool_calls(call("lookup", {"number": "INV-1"})),
+        tool_calls(call("final_result", INVOICE, id="call_f")),
+    )
     async with make_client(router, wire) as client:
         agent = Agent[None, Invoice](client=client, tools=lookup_tools(), output_type=Invoice)
         result = await run_or_stream(agent, how, "Invoice INV-1?")
@@ -97,7 +102,11 @@ async def test_dataclass_output_through_the_final_result_tool(router: FakeFluxRo
     assert tool_names(router.requests[1].json) == ["lookup", "final_result"]  # still required at step 2
     assert router.requests[1].json["tool_choice"] in ("required", {"type": "any"})
     # the conversation stays valid: the final call has its tool message
-    assert result.messages[-1] == {"role": "tool", "tool_call_id": "call_f", "content": "Final result accepted."}
+    assert result.messages[-1] == {
+        "role": "tool",
+        "tool_call_id": "call_f",
+        "content": "Final result accepted.",
+    }
     assert result.tool_calls[-1].name == "final_result" and result.tool_calls[-1].status == "ok"
 
 
@@ -159,7 +168,10 @@ async def test_invalid_final_result_next_to_other_calls_still_runs_them() -> Non
         return "done"
 
     model = ScriptedModel(
-        [tool_calls(call("side_effect", id="c1"), call("final_result", {"bad": 1}, id="c2")), tool_calls(call("final_result", INVOICE))]
+        [
+            tool_calls(call("side_effect", id="c1"), call("final_result", {"bad": 1}, id="c2")),
+            tool_calls(call("final_result", INVOICE)),
+        ]
     )
     result = await Agent(client=model, tools=tools, output_type=Invoice).run("go")
     assert result.output == EXPECTED and ran == ["x"]
@@ -196,7 +208,13 @@ async def test_text_or_invoice(router: FakeFluxRouter, wire: str) -> None:
         (list[int], {"response": [1, 2, 3]}, [1, 2, 3]),
         (Line | Contact, {"response": {"name": "Ana", "email": "a@x"}}, {"name": "Ana", "email": "a@x"}),
         (Line | Contact, {"response": {"item": "a", "amount": 2}}, Line("a", 2)),
-        (JsonSchema({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}, name="count"), {"n": 4}, {"n": 4}),
+        (
+            JsonSchema(
+                {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}, name="count"
+            ),
+            {"n": 4},
+            {"n": 4},
+        ),
         ({"type": "object", "properties": {"n": {"type": "integer"}}}, {"n": 5}, {"n": 5}),
     ],
 )
@@ -213,10 +231,17 @@ async def test_pydantic_model_output_when_pydantic_is_installed() -> None:
         name: str
         age: int = pydantic.Field(ge=0)
 
-    model = ScriptedModel([tool_calls(call("final_result", {"name": "Ana", "age": -1})), tool_calls(call("final_result", {"name": "Ana", "age": 30}))])
+    model = ScriptedModel(
+        [
+            tool_calls(call("final_result", {"name": "Ana", "age": -1})),
+            tool_calls(call("final_result", {"name": "Ana", "age": 30})),
+        ]
+    )
     result = await Agent(client=model, output_type=Person).run("who?")
     assert result.output == Person(name="Ana", age=30)
-    assert "$.age" in model.requests[1]["messages"][-1]["content"]  # pydantic's schema bound, fed back by path
+    assert (
+        "$.age" in model.requests[1]["messages"][-1]["content"]
+    )  # pydantic's schema bound, fed back by path
     assert RunResult.from_json(result.to_json()).output == {"name": "Ana", "age": 30}
 
 
@@ -238,7 +263,9 @@ async def test_native_response_format_on_the_openai_wire(router: FakeFluxRouter,
     assert [m["role"] for m in result.messages] == ["user", "assistant", "user", "assistant"]
 
 
-async def test_auto_picks_the_tool_on_the_anthropic_wire_and_native_is_refused_there(router: FakeFluxRouter) -> None:
+async def test_auto_picks_the_tool_on_the_anthropic_wire_and_native_is_refused_there(
+    router: FakeFluxRouter,
+) -> None:
     async with make_client(router, "anthropic") as client:
         assert Agent(client=client, output_type=Invoice).output.mode == "tool"  # type: ignore[union-attr]
         with pytest.raises(ConfigurationError, match="Anthropic wire"):
@@ -288,7 +315,11 @@ async def test_a_journaled_structured_run_resumes_to_the_same_instance(tmp_path:
 # --- hostile answers ------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -300,7 +331,9 @@ async def test_any_answer_ends_in_an_output_or_a_typed_error(answers: list[Any])
     def script(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
         i = sum(1 for m in messages if m["role"] == "assistant")
         a = answers[i] if i < len(answers) else INVOICE
-        return [call("final_result", a if isinstance(a, str) else json.dumps(a) if not isinstance(a, dict) else a)]
+        return [
+            call("final_result", a if isinstance(a, str) else json.dumps(a) if not isinstance(a, dict) else a)
+        ]
 
     agent = Agent(client=FunctionModel(script), output_type=Invoice, output_retries=len(answers))
     try:
@@ -316,7 +349,11 @@ async def test_resuming_with_a_changed_output_type_is_a_resume_error(tmp_path: A
     from agentloop import ResumeError
 
     journal = SQLiteJournal(tmp_path / "j.db")
-    await Agent(client=ScriptedModel([tool_calls(call("final_result", INVOICE))]), output_type=Invoice, journal=journal).run("go", run_id="o2")
+    await Agent(
+        client=ScriptedModel([tool_calls(call("final_result", INVOICE))]),
+        output_type=Invoice,
+        journal=journal,
+    ).run("go", run_id="o2")
     with pytest.raises(ResumeError, match="no longer validates"):
         await Agent(client=ScriptedModel(), output_type=list[int], journal=journal).resume("o2")
     journal.close()
@@ -341,14 +378,18 @@ async def test_test_model_answers_a_structured_agent_from_the_schema() -> None:
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_a_forced_first_tool_then_required_and_failed_answers_marked_as_errors(router: FakeFluxRouter, wire: str) -> None:
+async def test_a_forced_first_tool_then_required_and_failed_answers_marked_as_errors(
+    router: FakeFluxRouter, wire: str
+) -> None:
     router.add(
         tool_calls(call("lookup", {"number": "INV-1"})),
         tool_calls(call("final_result", {"number": "INV-1"})),  # invalid
         tool_calls(call("final_result", INVOICE)),
     )
     async with make_client(router, wire) as client:
-        agent = Agent(client=client, tools=lookup_tools(), output_type=Invoice, output_mode="tool", tool_choice="lookup")
+        agent = Agent(
+            client=client, tools=lookup_tools(), output_type=Invoice, output_mode="tool", tool_choice="lookup"
+        )
         result = await agent.run("Invoice INV-1?")
     assert result.output == EXPECTED
     choices = [r.json["tool_choice"] for r in router.requests]
@@ -361,7 +402,9 @@ async def test_a_forced_first_tool_then_required_and_failed_answers_marked_as_er
 
 
 @pytest.mark.parametrize("how", ["run", "stream"])
-async def test_a_route_that_refuses_the_response_format_falls_back_to_the_tool(router: FakeFluxRouter, how: str) -> None:
+async def test_a_route_that_refuses_the_response_format_falls_back_to_the_tool(
+    router: FakeFluxRouter, how: str
+) -> None:
     from agentloop.testing import error
 
     def handler(req: Any) -> Any:
@@ -384,7 +427,9 @@ async def test_an_explicit_native_mode_or_another_400_is_not_papered_over(router
     from agentloop import BadRequestError
     from agentloop.testing import error
 
-    router.add(error(400, "response_format json_schema is not supported"), error(400, "context length exceeded"))
+    router.add(
+        error(400, "response_format json_schema is not supported"), error(400, "context length exceeded")
+    )
     async with make_client(router, "openai") as client:
         with pytest.raises(BadRequestError, match="response_format"):
             await Agent(client=client, output_type=Invoice, output_mode="native").run("x")
@@ -411,19 +456,29 @@ async def stream_partials(agent: Agent[Any, Any], prompt: str) -> tuple[list[Any
 def grows_into(partial: Any, full: Any) -> bool:
     """`partial` is a piece of `full`: every key it has, with a value that grows into full's."""
     if isinstance(partial, dict):
-        return isinstance(full, dict) and all(k in full and grows_into(v, full[k]) for k, v in partial.items())
+        return isinstance(full, dict) and all(
+            k in full and grows_into(v, full[k]) for k, v in partial.items()
+        )
     if isinstance(partial, list):
-        return isinstance(full, list) and len(partial) <= len(full) and all(grows_into(a, b) for a, b in zip(partial, full))
+        return (
+            isinstance(full, list)
+            and len(partial) <= len(full)
+            and all(grows_into(a, b) for a, b in zip(partial, full, strict=False))
+        )
     if isinstance(partial, str):
         return isinstance(full, str) and full.startswith(partial)
     return partial == full
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_streaming_yields_growing_partial_outputs_through_the_tool(router: FakeFluxRouter, wire: str) -> None:
+async def test_streaming_yields_growing_partial_outputs_through_the_tool(
+    router: FakeFluxRouter, wire: str
+) -> None:
     router.add(tool_calls(call("final_result", INVOICE)))
     async with make_client(router, wire) as client:
-        partials, final = await stream_partials(Agent(client=client, output_type=Invoice, output_mode="tool"), "x")
+        partials, final = await stream_partials(
+            Agent(client=client, output_type=Invoice, output_mode="tool"), "x"
+        )
     assert final == EXPECTED
     assert len(partials) >= 2 and partials[-1] == INVOICE
     assert all(grows_into(p, INVOICE) for p in partials)
@@ -431,11 +486,16 @@ async def test_streaming_yields_growing_partial_outputs_through_the_tool(router:
 
 
 async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeFluxRouter) -> None:
-    router.add(text(json.dumps({"response": [{"item": "tea", "amount": 1.5}, {"item": "scone", "amount": 2.0}]})))
+    router.add(
+        text(json.dumps({"response": [{"item": "tea", "amount": 1.5}, {"item": "scone", "amount": 2.0}]}))
+    )
     async with make_client(router, "openai") as client:
         partials, final = await stream_partials(Agent(client=client, output_type=list[Line]), "x")
     assert final == [Line("tea", 1.5), Line("scone", 2.0)]
-    assert len(partials) >= 2 and partials[-1] == [{"item": "tea", "amount": 1.5}, {"item": "scone", "amount": 2.0}]
+    assert len(partials) >= 2 and partials[-1] == [
+        {"item": "tea", "amount": 1.5},
+        {"item": "scone", "amount": 2.0},
+    ]
     assert all(isinstance(p, list) for p in partials)  # unwrapped, like the output
 
 

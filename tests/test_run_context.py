@@ -56,7 +56,10 @@ def context_tools(seen: list[RunContext[Deps]]) -> ToolRegistry:
 async def test_tool_receives_deps_and_run_metadata(router: FakeFluxRouter, wire: str, how: str) -> None:
     seen: list[RunContext[Deps]] = []
     router.add(
-        tool_calls(call("balance", {"account": "main"}, id="call_a"), call("balance_sync", {"account": "main"}, id="call_b")),
+        tool_calls(
+            call("balance", {"account": "main"}, id="call_a"),
+            call("balance_sync", {"account": "main"}, id="call_b"),
+        ),
         text("You have 5."),
     )
     deps = Deps("ana", {"main": 5})
@@ -69,7 +72,9 @@ async def test_tool_receives_deps_and_run_metadata(router: FakeFluxRouter, wire:
         assert ctx.deps is deps and ctx.run_id == "run-ctx" and ctx.step == 1 and ctx.retry == 0
         assert ctx.usage.requests == 1 and ctx.model == "flux-auto"
     assert {c.tool_name for c in seen} == {"balance", "balance_sync"}
-    assert result.messages[2]["content"] == "{\"user\":\"ana\",\"balance\":5}" and result.messages[3]["content"] == "5"
+    assert (
+        result.messages[2]["content"] == '{"user":"ana","balance":5}' and result.messages[3]["content"] == "5"
+    )
     # the context parameter is invisible to the model, on either wire
     params = tool_params(router.requests[0].json, "balance")
     assert params["properties"] == {"account": {"type": "string", "description": "the account name."}}
@@ -79,7 +84,9 @@ async def test_tool_receives_deps_and_run_metadata(router: FakeFluxRouter, wire:
 @pytest.mark.parametrize("wire", WIRES)
 async def test_the_model_cannot_forge_the_context(router: FakeFluxRouter, wire: str) -> None:
     seen: list[RunContext[Deps]] = []
-    router.add(tool_calls(call("balance", {"account": "main", "ctx": {"deps": {"user": "mallory"}}})), text("no"))
+    router.add(
+        tool_calls(call("balance", {"account": "main", "ctx": {"deps": {"user": "mallory"}}})), text("no")
+    )
     async with make_client(router, wire) as client:
         result = await Agent(client=client, tools=context_tools(seen)).run("x", deps=Deps("ana", {"main": 1}))
     assert seen == [] and result.tool_calls[0].status == "invalid_arguments"

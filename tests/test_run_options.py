@@ -61,7 +61,10 @@ def test_run_sync_takes_the_per_run_arguments() -> None:
 @pytest.fixture
 def router_process() -> Iterator[dict[str, str]]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "router_process.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(Path(__file__).parent / "router_process.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
     try:
@@ -73,7 +76,9 @@ def router_process() -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("transport", ["auto", "httpcore"])
-def test_run_sync_again_and_again_with_one_long_lived_client(router_process: dict[str, str], wire: str, transport: Any) -> None:
+def test_run_sync_again_and_again_with_one_long_lived_client(
+    router_process: dict[str, str], wire: str, transport: Any
+) -> None:
     """Each run_sync is a new event loop; a pool bound to the previous one must not be reused."""
     url = router_process["url"] if wire == "openai" else router_process["anthropic_url"]
     client = FluxClient(base_url=url, api_key="k", transport=transport)
@@ -119,13 +124,29 @@ def test_run_sync_inside_a_bare_asyncio_loop_callback_refuses() -> None:
 async def test_per_run_model_settings_and_instructions(router: FakeFluxRouter, wire: str, how: str) -> None:
     router.add(text("a"), text("b"))
     async with make_client(router, wire) as client:
-        agent = Agent(client=client, model="flux-auto", instructions="Agent rules.", model_settings={"temperature": 0.1, "top_p": 0.5})
-        await run_or_stream(agent, how, "one", model="flux-pinned-fast", model_settings={"temperature": 0.9}, instructions="Run rules.")
+        agent = Agent(
+            client=client,
+            model="flux-auto",
+            instructions="Agent rules.",
+            model_settings={"temperature": 0.1, "top_p": 0.5},
+        )
+        await run_or_stream(
+            agent,
+            how,
+            "one",
+            model="flux-pinned-fast",
+            model_settings={"temperature": 0.9},
+            instructions="Run rules.",
+        )
         await run_or_stream(agent, how, "two")  # the overrides did not stick to the agent
     first, second = (r.json for r in router.requests)
     assert first["model"] == "flux-pinned-fast" and first["temperature"] == 0.9 and first["top_p"] == 0.5
     assert system_text(first) == "Run rules."
-    assert second["model"] == "flux-auto" and second["temperature"] == 0.1 and system_text(second) == "Agent rules."
+    assert (
+        second["model"] == "flux-auto"
+        and second["temperature"] == 0.1
+        and system_text(second) == "Agent rules."
+    )
 
 
 @pytest.mark.parametrize("wire", WIRES)
@@ -143,7 +164,9 @@ async def test_dynamic_instructions_see_the_run_context(router: FakeFluxRouter, 
 
     router.add(text("hi Ana"))
     async with make_client(router, wire) as client:
-        agent = Agent[dict[str, str], str](client=client, instructions=sync_instr if kind == "sync" else async_instr)
+        agent = Agent[dict[str, str], str](
+            client=client, instructions=sync_instr if kind == "sync" else async_instr
+        )
         result = await agent.run("hello", deps={"name": "Ana"}, run_id="run-dyn")
     assert system_text(router.requests[0].json) == "The user is Ana."
     assert result.messages[0] == {"role": "system", "content": "The user is Ana."}
@@ -218,7 +241,11 @@ async def test_store_and_continue_a_chat_through_json(router: FakeFluxRouter, wi
 
 async def test_new_messages_with_messages_only_and_after_a_json_round_trip_of_the_result() -> None:
     agent = Agent(client=ScriptedModel([text("ok")]))
-    history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "yes"}, {"role": "user", "content": "now"}]
+    history = [
+        {"role": "user", "content": "earlier"},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "now"},
+    ]
     result = await agent.run(messages=history)
     assert result.new_messages() == [{"role": "assistant", "content": "ok"}]
     back = RunResult.from_json(result.to_json())
@@ -227,7 +254,15 @@ async def test_new_messages_with_messages_only_and_after_a_json_round_trip_of_th
 
 @pytest.mark.parametrize(
     "text_in",
-    ["", "not json", "[1, 2]", '{"format": "other", "messages": []}', '[{"role": "wizard"}]', '{"format": "agentloop.messages/1"}', "[[]]"],
+    [
+        "",
+        "not json",
+        "[1, 2]",
+        '{"format": "other", "messages": []}',
+        '[{"role": "wizard"}]',
+        '{"format": "agentloop.messages/1"}',
+        "[[]]",
+    ],
 )
 def test_messages_from_json_rejects_what_is_not_a_conversation(text_in: str) -> None:
     with pytest.raises(ConversationError):
@@ -252,9 +287,16 @@ def test_messages_json_round_trip_is_exact(messages: list[dict[str, Any]]) -> No
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("how", ["run", "stream"])
-async def test_usage_counts_requests_cache_tokens_and_models(router: FakeFluxRouter, wire: str, how: str) -> None:
+async def test_usage_counts_requests_cache_tokens_and_models(
+    router: FakeFluxRouter, wire: str, how: str
+) -> None:
     if wire == "openai":
-        cached = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107, "prompt_tokens_details": {"cached_tokens": 60}}
+        cached = {
+            "prompt_tokens": 100,
+            "completion_tokens": 7,
+            "total_tokens": 107,
+            "prompt_tokens_details": {"cached_tokens": 60},
+        }
     else:
         cached = {"input_tokens": 40, "output_tokens": 7, "cache_read_input_tokens": 60}
     router.add(tool_calls(call("noop", {}), usage=cached), text("done", usage=cached))
@@ -285,11 +327,20 @@ def test_usage_adds_per_model_without_mixing() -> None:
     assert total.by_model["m1"] == Usage(2, 20, 4, 24) and total.by_model["m2"].cache_write_tokens == 3
     assert a.by_model == {"m1": Usage(1, 10, 2, 12)}  # adding never mutated an operand
     assert Usage.from_data(total.to_data()).by_model == total.by_model
-    assert Usage.from_data({"requests": 1, "prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}) == Usage(1, 2, 3, 5)
+    assert Usage.from_data(
+        {"requests": 1, "prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    ) == Usage(1, 2, 3, 5)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 50)), max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]), st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 50)
+        ),
+        max_size=12,
+    )
+)
 def test_usage_split_always_sums_to_the_total(turns: list[tuple[str, int, int, int]]) -> None:
     total = Usage()
     for model, p, c, cached in turns:
@@ -301,7 +352,18 @@ def test_usage_split_always_sums_to_the_total(turns: list[tuple[str, int, int, i
 
 
 async def test_usage_survives_the_journal(tmp_path: Any) -> None:
-    model = ScriptedModel([text("done", usage={"prompt_tokens": 9, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}})])
+    model = ScriptedModel(
+        [
+            text(
+                "done",
+                usage={
+                    "prompt_tokens": 9,
+                    "completion_tokens": 1,
+                    "prompt_tokens_details": {"cached_tokens": 4},
+                },
+            )
+        ]
+    )
     journal = SQLiteJournal(tmp_path / "j.db")
     agent = Agent(client=model, journal=journal)
     result = await agent.run("hi", run_id="u1")
