@@ -155,7 +155,7 @@ class Dispatcher:
         except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
             return "invalid_arguments", f"Invalid arguments for tool {tool.name!r}: {e}", "conversion"
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
-            kwargs = {**kwargs, tool.context: self.context(record) if self.context is not None else None}
+            kwargs = {**kwargs, tool.context: self._context(record)}
         timed_out = False
         try:
             if limits.timeout is None:  # no cancel scope to enter and leave: the common, hot case
@@ -172,6 +172,14 @@ class Dispatcher:
             return "timeout", f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.", "timeout"
         return encode_result(tool.name, value, limits.output_bytes)
 
+
+    def _context(self, record: ToolCallRecord) -> Any:
+        if self.context is not None:
+            return self.context(record)
+        # No run behind this dispatcher (a Temporal worker's activity): the call's own facts, no deps.
+        from ._context import RunContext
+
+        return RunContext(None, self.run_id, "", record.step, tool_call_id=record.id, tool_name=record.name)
 
     @staticmethod
     async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:

@@ -256,6 +256,27 @@ async def test_tool_outcomes_come_from_the_worker_dispatcher(env: WorkflowEnviro
     assert by_id["u"].status == "unknown_tool"
 
 
+async def test_a_run_context_tool_on_a_worker_gets_the_call_but_no_deps(env: WorkflowEnvironment, queue: str) -> None:
+    """deps are live objects and never cross to a worker: ctx.deps is None there, the rest is set."""
+    from agentloop import RunContext, ToolRegistry
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def whoami(ctx: RunContext[None]) -> str:
+        return f"{ctx.run_id} {ctx.tool_call_id} {ctx.tool_name} {ctx.deps}"
+
+    script = [tool_calls(call("whoami", {}, id="w1")), text("ok")]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=tools, model=model):
+            run = await start_run(env.client, Agent(client=model, tools=tools), "who?", task_queue=queue)
+            result = await run.result()
+    assert result.tool_calls[0].status == "ok"
+    run_id, _call_id, name, deps = result.tool_calls[0].content.split()
+    # the workflow does not hand the model's call id to the activity (yet): only these are checked
+    assert (run_id, name, deps) == (run.run_id, "whoami", "None")
+
+
 async def test_model_errors_fail_the_run_with_a_clear_error(env: WorkflowEnvironment, queue: str) -> None:
     async with FakeFluxRouter([error(401, "bad key")]) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
         async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
