@@ -28,6 +28,7 @@ import anyio
 import anyio.lowlevel
 from typing_extensions import TypeVar
 
+from . import _json
 from ._approval import (
     ApprovalPredicate,
     Decision,
@@ -65,7 +66,7 @@ from ._journal import Journal, replay
 from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
 from ._observe import Observer, fan_out
-from ._output import OutputMode, OutputSpec, jsonable
+from ._output import OutputMode, OutputSpec, StoredOutput, jsonable
 from ._outputstep import native_refused, output_request, output_step
 from ._outputstream import partial_output_emit
 from ._runlimits import RunLimits
@@ -405,8 +406,10 @@ class Agent(Generic[DepsT, OutputT]):
                 if journal is not None and not run.ended:
                     data = {"stop_reason": run.final.stop_reason, "output": run.final.output}
                     await journal.append(run.run_id, "end", data, step=run.steps, status=run.final.stop_reason)
-                if self.output is not None and run.final.output is not None:  # journaled as JSON data
+                if self.output is not None and run.final.output is not None:  # journaled as JSON
                     run.final.output = self.output.restore(run.final.output)
+                elif isinstance(run.final.output, StoredOutput):  # a plain agent gets the data
+                    run.final.output = run.final.output.data
                 return run.final
             with anyio.CancelScope(deadline=limits.cancel_deadline()) as scope:
                 return await self._steps(run, emit, limits)
@@ -572,7 +575,10 @@ class Agent(Generic[DepsT, OutputT]):
     async def _finish(self, run: Run, output: Any, reason: str, emit: Emit | None, log: Any) -> RunResult[Any]:
         result = run.result(output, reason)
         if self.journal is not None:
-            data = {"stop_reason": reason, "output": output if self.output is None else jsonable(output)}
+            data: dict[str, Any] = {"stop_reason": reason, "output": output}
+            if self.output is not None and not isinstance(output, str):  # text for readers (ui, search)
+                value = jsonable(output)  # ... and the data that `resume` validates again
+                data.update(output=_json.dumps_str(value), output_data=value)
             await self.journal.append(run.run_id, "end", data, step=run.steps, status=reason)
         if log is not None:
             log.debug("run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens)

@@ -150,6 +150,8 @@ class Replay:
     approvals: dict[str, Decision] = field(default_factory=dict)
     final: tuple[str, str | None] | None = None  # (stop_reason, output)
     ended: bool = False  # the "end" entry is there (a crash can come between the final answer and it)
+    final_data: Any = None  # a structured output's JSON data ("output_data"), when there is one
+    has_final_data: bool = False
 
 
 def replay(run: JournaledRun) -> Replay:
@@ -192,6 +194,8 @@ def _replay(run: JournaledRun) -> Replay:
             if r.calls and all(c["id"] in r.records for c in r.calls):
                 _close_step(r)  # a run that ended on a tool step (the final_result tool)
             r.final = (d["stop_reason"], d["output"])
+            if "output_data" in d:  # a structured output: "output" is its JSON text, this its data
+                r.final_data, r.has_final_data = d["output_data"], True
             r.ended = True
     last = r.messages[-1] if r.steps else None
     if r.final is None and last is not None and last.get("role") == "assistant" and not r.calls:

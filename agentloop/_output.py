@@ -55,6 +55,13 @@ class JsonSchema:
     description: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredOutput:
+    """Internal: a structured output read back from the journal, as JSON data, until validated."""
+
+    data: Any
+
+
 class OutputInvalid(Exception):
     """Internal: one answer failed validation; `errors` are `"<json path>: <message>"` lines."""
 
@@ -180,12 +187,15 @@ class OutputSpec:
         except Exception as e:
             raise OutputInvalid([f"$: {type(e).__name__}: {e}"]) from None
 
-    def restore(self, data: Any) -> Any:
-        """A journaled output (its JSON data) → the output again; text stays text."""
-        if isinstance(data, str) and self.allows_text:
-            return data
+    def restore(self, stored: Any) -> Any:
+        """A journaled output → the output again: its data validated again; text stays text when
+        text is allowed, else it is a native answer's JSON text (journaled before its "end")."""
+        if isinstance(stored, str) and self.allows_text:
+            return stored
         try:
-            return self.validate({"response": data} if self.wrapped else data)
+            if not isinstance(stored, StoredOutput):
+                return self.parse(stored)
+            return self.validate({"response": stored.data} if self.wrapped else stored.data)
         except OutputInvalid as e:
             raise ResumeError(
                 f"the journaled output of this run no longer validates against output_type ({e}); was "

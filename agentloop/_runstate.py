@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from ._approval import Decision
 from ._context import RunContext
+from ._output import StoredOutput
 from ._journal import Journal, Replay
 from ._loopguard import LoopGuard
 from ._types import RunResult, StopReason, ToolCallRecord, Usage, _make_usage
@@ -88,6 +89,8 @@ class Run:
         run.steps, run.usage, run.tool_calls, run.turns = state.steps, state.usage, state.tool_calls, state.turns
         if state.final is not None:
             run.final = run.result(state.final[1], state.final[0])
+            if state.has_final_data:
+                run.final.output = StoredOutput(state.final_data)
             run.ended = state.ended
         elif state.calls:
             run.resume = Resume(state.calls, state.records, state.started, {})
