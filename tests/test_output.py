@@ -513,11 +513,13 @@ def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data:
         assert grows_into(partial, value)
 
 
-async def test_the_journal_keeps_a_structured_output_as_text_for_readers_and_data_for_resume(tmp_path: Any) -> None:
+async def test_the_journal_keeps_a_structured_output_as_text_for_readers_and_data_for_resume(
+    tmp_path: Any,
+) -> None:
     journal = SQLiteJournal(tmp_path / "j.db")
     model = ScriptedModel([tool_calls(call("final_result", INVOICE))])
     result = await Agent(client=model, output_type=Invoice, journal=journal).run("go", run_id="o4")
-    end = [e for e in (await journal.load("o4")).entries if e.kind == "end"][0]
+    end = next(e for e in (await journal.load("o4")).entries if e.kind == "end")
     assert isinstance(end.data["output"], str) and json.loads(end.data["output"]) == end.data["output_data"]
     page = await journal.query_runs(search="INV-1")  # the run list and its search read the text
     assert [r.run_id for r in page.runs] == ["o4"] and page.runs[0].output == end.data["output"]
