@@ -21,13 +21,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _json
-from ._protocol import EXIT_CONFINE_FAILED, NOBODY, RESULT_FD
+from ._privs import confine_privileges
+from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
-_PR_SET_NO_NEW_PRIVS = 38
 _MIB = 1 << 20
 _MSG_CAP = 2000  # exception messages are cut to this many characters
 # Pre-encoded so that it can be written when no memory is left to build anything.
@@ -121,16 +121,7 @@ def _confine(call: dict[str, Any], fds: tuple[int, int, int], scratch: str, cfg:
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
         sys.modules["tempfile"].tempdir = None  # re-read TMPDIR
-    if cfg["drop_to_nobody"]:
-        # Root in the sandbox could write /proc/sys and ignores RLIMIT_NPROC: become nobody.
-        os.chown(scratch, NOBODY, NOBODY)
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-        if os.getuid() != NOBODY or os.geteuid() != NOBODY:
-            raise OSError("could not drop privileges")
-    if cfg["isolated"]:
-        prctl(_PR_SET_NO_NEW_PRIVS, 1)  # no setuid binaries, no regaining capabilities
+    confine_privileges(call, scratch, cfg)
 
     # The arguments were pre-written by the host into the result memfd; empty it for the result.
     size = os.fstat(RESULT_FD).st_size
@@ -144,8 +135,8 @@ def _confine(call: dict[str, Any], fds: tuple[int, int, int], scratch: str, cfg:
         _setlimit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
     if limits.get("file_size_mb"):
         _setlimit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"]) * _MIB)
-    if cfg.get("nproc"):
-        _setlimit(resource.RLIMIT_NPROC, int(cfg["nproc"]))
+    if call.get("nproc") or cfg.get("nproc"):  # per call uid: the call's own budget
+        _setlimit(resource.RLIMIT_NPROC, int(call.get("nproc") or cfg["nproc"]))
     if limits.get("cpu_s"):
         secs = max(1, math.ceil(limits["cpu_s"]))
         _setlimit(resource.RLIMIT_CPU, secs)  # soft = hard: SIGKILL, also for PID 1 of a namespace

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefin
 from ._bwrap import bwrap_argv, probe_bwrap
 from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._outcome import classify, unavailable
+from ._privs import set_dumpable
 from ._protocol import BOOT, FRAME_STARTED, FRAME_STATUS, PID, SCRATCH_IN_SANDBOX, base_env
 
 __all__ = ["ProcessSandbox"]
@@ -33,6 +34,16 @@ _wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_read
 _KILL_GRACE = 5.0  # seconds the zygote gets to confirm a kill before it is killed itself
 _NPROC_BUDGET = 512  # processes a sandboxed uid may add (where RLIMIT_NPROC is enforced)
 _PRELOAD = ("asyncio", "agentloop._json", "agentloop._sandbox._child")
+_UID_BLOCK = 64  # per-call uids of one sandbox: calls beyond this many at once queue
+_sandbox_counter = itertools.count()
+
+
+def _default_uids() -> range:
+    """64 uids no other live sandbox on this machine uses: derived from our pid (unique among live
+    processes) and which of this process's sandboxes it is (4 may run at once without sharing)."""
+    block = ((os.getpid() & 0x3FFFFF) << 2) | (next(_sandbox_counter) & 3)
+    start = (1 << 30) + block * _UID_BLOCK
+    return range(start, start + _UID_BLOCK)
 
 
 class _Server:
@@ -85,6 +96,8 @@ class ProcessSandbox:
         env: Mapping[str, str] | None = None,
         bwrap_path: str | None = None,
         scratch_root: str | None = None,
+        uid_range: range | None = None,
+        ro_paths: Sequence[str] = (),
     ) -> None:
         if env and any(k.upper() == "FLUX_API_KEY" for k in env):
             raise ConfigurationError("the sandbox environment must not carry the API key (FLUX_API_KEY)")
@@ -99,6 +112,10 @@ class ProcessSandbox:
         self._available: SandboxUnavailableError | None | bool = None  # cached probe result
         self._closed = False
         self._scratch_root = scratch_root
+        if uid_range is not None and (len(uid_range) < 1 or uid_range.step != 1 or uid_range.start < 1000 or uid_range.stop > 1 << 32):
+            raise ConfigurationError("uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1")
+        self._uids = uid_range if uid_range is not None else _default_uids()
+        self._ro_paths = tuple(os.path.abspath(p) for p in ro_paths)
 
     # --- registration-time checks -------------------------------------------------------------------
 
@@ -165,10 +182,9 @@ class ProcessSandbox:
     def _path() -> list[str]:
         return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
-    def _nproc(self, drop_to_nobody: bool) -> int | None:
-        if os.geteuid() == 0 and not drop_to_nobody:
-            return None  # Linux does not enforce RLIMIT_NPROC for root; the PID namespace contains it
-        uid = 65534 if drop_to_nobody else os.getuid()
+    @staticmethod
+    def _nproc() -> int:
+        uid = os.getuid()
         count = 0
         for entry in os.scandir("/proc"):
             try:
@@ -188,15 +204,19 @@ class ProcessSandbox:
         self.check_available()
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         err_fd = os.memfd_create("agentloop-zygote-stderr", os.MFD_CLOEXEC)
-        drop = self.isolated and os.geteuid() == 0
+        root = os.geteuid() == 0
+        # No process of our uid (a tool, when we are not root) may ptrace us or read our memory.
+        set_dumpable(False)
         scratch = SCRATCH_IN_SANDBOX if self.isolated else tempfile.mkdtemp(prefix="agentloop-sandbox-", dir=self._scratch_parent())
+        if root and not self.isolated:
+            os.chmod(scratch, 0o711)  # children (other uids) may enter their own dir, not list
         cfg = {
             "path": self._path(),
             "ctl_fd": child.fileno(),
             "scratch": scratch,
             "isolated": self.isolated,
-            "drop_to_nobody": drop,
-            "nproc": self._nproc(drop),
+            "uids": [self._uids.start, len(self._uids)] if root else None,
+            "nproc": _NPROC_BUDGET if root else self._nproc(),
             "max_processes": self.max_processes,
             "parent_pid": None if self.isolated else os.getpid(),
             "preload": _PRELOAD,

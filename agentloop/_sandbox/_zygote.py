@@ -11,6 +11,7 @@ import ctypes
 import importlib
 import inspect
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -21,12 +22,15 @@ from typing import Any, Callable
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
+from ._privs import SeccompUnavailable, compile_seccomp, kill_uid, set_dumpable, set_subreaper
 from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
 
 __all__ = ["main", "resolve"]
 
 _CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
+_CAP_SYS_ADMIN = 21
+_SWEEP_ROUNDS = 2000  # kill(-1)-as-the-call's-uid rounds before a uid is set aside as dirty
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -62,6 +66,7 @@ class _Call:
     pid: int = 0
     scratch: str = ""
     killed: str | None = None
+    uid: int = 0
 
 
 @dataclass(slots=True)
@@ -92,6 +97,18 @@ class _Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the C handler writes to wake_w
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         self.own_pidns = self._probe_pidns()
+        # One unprivileged uid per running call (when we are root): the call cannot touch the
+        # host, the fork server or a sibling, RLIMIT_NPROC applies to it, and every process it
+        # leaves behind is found by its uid. A uid goes back to the pool once nothing runs as it.
+        start, count = cfg.get("uids") or (0, 0)
+        self.free_uids: collections.deque[int] = collections.deque(range(start, start + count))
+        self.dirty_uids: set[int] = set()
+        self.deferred: list[tuple[int, int, Any]] = []  # call children reaped during a sweep
+        self.own_scratch = bool(count) and cfg["isolated"] and _has_cap(_CAP_SYS_ADMIN)
+        try:
+            cfg["seccomp_bpf"] = compile_seccomp()
+        except SeccompUnavailable as exc:
+            cfg["seccomp_bpf"], cfg["seccomp_error"] = b"", str(exc)
         self.spare: _Spare | None = None
         self.closing = False
 
@@ -125,6 +142,8 @@ class _Zygote:
                     except BlockingIOError:
                         pass
                     self._reap()
+            if self.deferred:  # children a sweep reaped on the way
+                self._reap()
 
     def _read_ctl(self) -> bool:
         while True:
@@ -160,6 +179,10 @@ class _Zygote:
 
     def _start_queued(self) -> None:
         while self.queue and len(self.running) < self.max:
+            if self.dirty_uids:
+                self._sweep_dirty()
+            if not self.free_uids and self.cfg.get("uids"):
+                return  # every uid still has processes alive: wait for them to be swept
             self._start(self.queue.popleft())
 
     def _start(self, call: _Call) -> None:
@@ -169,8 +192,14 @@ class _Zygote:
                 fn = resolve(ref)
                 self.tools[ref] = (fn, _binder(fn))
             fn, binder = self.tools[ref]
-            call.scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
-            os.mkdir(call.scratch, 0o700)
+            if self.own_scratch:  # the child mounts a tmpfs of its own there
+                call.msg["own_scratch"] = True
+                scratch = self.cfg["scratch"]
+            else:
+                call.scratch = scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
+                os.mkdir(call.scratch, 0o700)
+            if self.free_uids:
+                call.uid = call.msg["uid"] = self.free_uids.popleft()
             gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs
         except Exception as exc:  # noqa: BLE001 - reported to the host as sandbox_unavailable
             return self._finish(call, {"error": f"cannot load tool {ref!r}: {type(exc).__name__}: {exc}"})
@@ -178,9 +207,10 @@ class _Zygote:
         if pid is None:
             pid = self._fork()
             if pid == 0:
-                run_child(call.msg, call.fds, call.scratch, fn, binder, self.cfg)
+                run_child(call.msg, call.fds, scratch, fn, binder, self.cfg)
         if pid < 0:
-            return self._finish(call, {"error": "fork failed"})
+            self._release_uid(call)
+            return self._finish(call, {"error": "fork failed (the host is out of processes or memory)"})
         for fd in call.fds:
             os.close(fd)
         call.pid = pid
@@ -221,7 +251,7 @@ class _Zygote:
             return None
         try:
             if call.msg["ref"] in spare.known:
-                frame = _json.dumps({"call": call.msg, "scratch": call.scratch})
+                frame = _json.dumps({"call": call.msg, "scratch": call.scratch or self.cfg["scratch"]})
                 socket.send_fds(spare.sock, [frame], list(call.fds))
                 return spare.pid
         except OSError:
@@ -246,30 +276,72 @@ class _Zygote:
 
     def _reap(self) -> None:
         while True:
+            if self.deferred:
+                self._reaped(*self.deferred.pop())
+                continue
             try:
                 pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            call = self.running.pop(pid, None)
-            if call is None:
-                if self.spare is not None and self.spare.pid == pid:
-                    self.spare.sock.close()
-                    self.spare = None
-                continue  # a discarded spare, or an orphan re-parented to us (pid 1 in bubblewrap)
-            try:
-                os.killpg(pid, signal.SIGKILL)  # whatever the tool left behind in its group
-            except OSError:
-                pass
-            status: dict[str, Any] = {"cpu": rusage.ru_utime + rusage.ru_stime, "rss_kb": rusage.ru_maxrss}
-            if os.WIFSIGNALED(wstatus):
-                status["signal"] = os.WTERMSIG(wstatus)
+            self._reaped(pid, wstatus, rusage)
+
+    def _reaped(self, pid: int, wstatus: int, rusage: Any) -> None:
+        call = self.running.pop(pid, None)
+        if call is None:
+            if self.spare is not None and self.spare.pid == pid:
+                self.spare.sock.close()
+                self.spare = None
+            return  # a discarded spare, or an orphan re-parented to us (we are a subreaper)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # whatever the tool left behind in its group
+        except OSError:
+            pass
+        self._release_uid(call)  # after this, nothing of the call runs (or its uid is set aside)
+        status: dict[str, Any] = {"cpu": rusage.ru_utime + rusage.ru_stime, "rss_kb": rusage.ru_maxrss}
+        if os.WIFSIGNALED(wstatus):
+            status["signal"] = os.WTERMSIG(wstatus)
+        else:
+            status["exit"] = os.WEXITSTATUS(wstatus)
+        if call.killed:
+            status["killed"] = call.killed
+        self._finish(call, status)
+
+    # --- leftovers: every process a call started dies with the call -----------------------------------
+
+    def _release_uid(self, call: _Call) -> None:
+        if call.uid:
+            uid, call.uid = call.uid, 0
+            if self._sweep(uid):
+                self.free_uids.append(uid)
             else:
-                status["exit"] = os.WEXITSTATUS(wstatus)
-            if call.killed:
-                status["killed"] = call.killed
-            self._finish(call, status)
+                self.dirty_uids.add(uid)
+
+    def _sweep(self, uid: int) -> bool:
+        """Kill every process still running as `uid` (a setsid daemon, a double fork: with a PID
+        namespace the kernel already did) and reap the ones re-parented to us. True when none is
+        left. Synchronous, so the call's outcome is sent only once its processes are gone."""
+        for _ in range(_SWEEP_ROUNDS):
+            if kill_uid(uid):
+                return True
+            while True:  # orphans come to us (PR_SET_CHILD_SUBREAPER); reap them so they vanish
+                try:
+                    pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid in self.running or (self.spare is not None and self.spare.pid == pid):
+                    self.deferred.append((pid, wstatus, rusage))
+            os.sched_yield()
+        return False
+
+    def _sweep_dirty(self) -> None:
+        for uid in list(self.dirty_uids):
+            if self._sweep(uid):
+                self.dirty_uids.discard(uid)
+                self.free_uids.append(uid)
 
     def _finish(self, call: _Call, status: dict[str, Any]) -> None:
         if call.scratch:
@@ -296,18 +368,36 @@ class _Zygote:
         for call in list(self.running.values()):
             self._kill(call.id, "closed")
         while self.running:
-            try:
-                pid, wstatus, rusage = os.wait4(-1, 0)
-            except ChildProcessError:
-                break
+            if self.deferred:
+                pid = self.deferred.pop()[0]
+            else:
+                try:
+                    pid = os.wait4(-1, 0)[0]
+                except ChildProcessError:
+                    break
             call = self.running.pop(pid, None)
             if call is not None:
+                self._release_uid(call)
                 self._finish(call, {"killed": "closed"})
         shutil.rmtree(self.cfg["scratch"], ignore_errors=True)
 
 
+def _has_cap(cap: int) -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
 def main(cfg: dict[str, Any]) -> None:
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote dies with the host
+    set_dumpable(False)  # no same-uid process may ptrace us or read our /proc/<pid>/mem
+    set_subreaper()  # a daemonised grandchild comes back to us, not to init: we can reap it
+    # Queued calls hold 4 fds each here: use the whole hard limit before refusing any.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
         sys.exit(1)  # the host died before PDEATHSIG was armed
     for name in cfg.get("preload", ()):

@@ -1,0 +1,230 @@
+"""Privileges of a sandboxed child: drop root to a per-call uid, drop every capability, and load a
+seccomp filter, all before the tool's code runs.
+
+Why each step: a root child could read `/proc/<host>/{environ,mem}`, signal the host, open
+`/proc/sys` for writing and ignore RLIMIT_NPROC. As an unprivileged uid of its own (one per call,
+so sibling calls cannot touch each other) with an empty bounding set and no_new_privs, it can do
+none of that, and RLIMIT_NPROC caps its process count. The seccomp filter removes the syscalls a
+tool never needs and an attacker wants (ptrace, process_vm_*, namespaces, mounts, keyrings, bpf).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+from collections.abc import Sequence
+
+__all__ = [
+    "SeccompUnavailable",
+    "compile_seccomp",
+    "load_seccomp",
+    "drop_root",
+    "set_no_new_privs",
+    "set_dumpable",
+    "set_subreaper",
+    "kill_uid",
+    "DENIED_SYSCALLS",
+]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECCOMP = 22
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_MODE_FILTER = 2
+
+# Denied with EPERM. Everything here is either an escape route out of the sandbox (ptrace,
+# process_vm_*, namespaces, mounts, open_by_handle_at), a kernel attack surface a tool has no use
+# for (bpf, keyrings, userfaultfd, perf), or a machine-wide setting (clock, swap, modules, reboot).
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
+    "mount", "umount2", "unshare", "setns", "pivot_root", "chroot",
+    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "open_by_handle_at", "name_to_handle_at",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "swapon", "swapoff", "reboot", "acct", "quotactl", "syslog", "vhangup",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm",
+)
+# clone() with any of these flags creates a namespace: denied like unshare().
+_CLONE_NS_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x80)
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_MASKED_EQ = 7
+
+
+def _act_errno(err: int) -> int:
+    return 0x00050000 | (err & 0xFFFF)
+
+
+class SeccompUnavailable(Exception):
+    pass
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS) -> bytes:
+    """The filter as a classic-BPF program, compiled by libseccomp (once, in the fork server)."""
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise SeccompUnavailable(f"libseccomp is not installed ({exc}); Debian: apt-get install libseccomp2") from None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        raise SeccompUnavailable("seccomp_init failed")
+    try:
+        eperm = _act_errno(errno.EPERM)
+        for syscall in denied:
+            nr = lib.seccomp_syscall_resolve_name(syscall.encode())
+            if nr >= 0 and lib.seccomp_rule_add_array(ctx, eperm, nr, 0, None) != 0:
+                raise SeccompUnavailable(f"seccomp rule for {syscall} rejected")
+        clone = lib.seccomp_syscall_resolve_name(b"clone")
+        for flag in _CLONE_NS_FLAGS:
+            cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
+            if lib.seccomp_rule_add_array(ctx, eperm, clone, 1, ctypes.byref(cmp)) != 0:
+                raise SeccompUnavailable("seccomp rule for clone flags rejected")
+        # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.
+        clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
+        if clone3 >= 0:
+            lib.seccomp_rule_add_array(ctx, _act_errno(errno.ENOSYS), clone3, 0, None)
+        fd = os.memfd_create("agentloop-seccomp", os.MFD_CLOEXEC)
+        try:
+            if lib.seccomp_export_bpf(ctx, fd) != 0:
+                raise SeccompUnavailable("seccomp_export_bpf failed")
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+        finally:
+            os.close(fd)
+    finally:
+        lib.seccomp_release(ctx)
+
+
+def load_seccomp(program: bytes) -> None:
+    """Install a compiled filter on this process (needs no_new_privs or CAP_SYS_ADMIN)."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot load the seccomp filter: {os.strerror(err)}")
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def set_no_new_privs() -> None:
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_dumpable(on: bool) -> None:
+    _prctl(_PR_SET_DUMPABLE, int(on))
+
+
+def set_subreaper() -> None:
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except OSError:
+        return 63
+
+
+_LAST_CAP = _last_cap()
+
+
+def drop_root(uid: int) -> None:
+    """Root -> `uid` for good: empty bounding set, no groups, real/effective/saved ids all `uid`,
+    no capabilities left (the kernel clears them when every uid becomes non-zero). Verified."""
+    if uid <= 0:
+        raise OSError(errno.EINVAL, f"refusing to switch to uid {uid}")
+    for cap in range(_LAST_CAP + 1):
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot drop capability {cap} from the bounding set: {os.strerror(err)}")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
+        raise OSError(errno.EPERM, "could not drop privileges")
+
+
+def kill_uid(uid: int) -> bool:
+    """SIGKILL every process of `uid` (the fork server, as root, borrows the uid for one kill(-1):
+    the kernel then only lets it signal that uid's processes). True if none was left."""
+    if uid <= 0 or os.geteuid() != 0:
+        return True
+    os.setresuid(uid, uid, 0)  # the saved uid 0 lets us come back
+    try:
+        if os.getresuid() != (uid, uid, 0):  # never kill(-1) as anyone else
+            return True
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        return False
+    finally:
+        os.setresuid(0, 0, 0)
+
+
+_MS_NOSUID, _MS_NODEV, _MS_PRIVATE, _CLONE_NEWNS = 0x2, 0x4, 1 << 18, 0x00020000
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+
+def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
+    """A tmpfs of this call's own at `target`, in a mount namespace of its own: no sibling sees
+    it, its size is the call's alone, and it disappears with the call's last process."""
+    if _libc.unshare(_CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    # Private first, so that nothing mounted here propagates back to the fork server's view.
+    _libc.mount(b"none", target.encode(), None, _MS_PRIVATE, None)
+    opts = f"mode=0700,uid={uid},gid={uid}" + (f",size={int(size_mb)}m" if size_mb else "")
+    if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot mount the scratch tmpfs: {os.strerror(err)}")
+
+
+def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, object]) -> None:
+    """Everything privilege-related, in the only safe order: mounts need root, then root goes,
+    then no_new_privs, then the seccomp filter (which also denies mount/unshare)."""
+    uid = int(call.get("uid") or 0)  # type: ignore[call-overload]
+    if call.get("own_scratch"):
+        _mount_scratch(scratch, uid, call["limits"].get("scratch_mb"))  # type: ignore[union-attr]
+    elif uid:
+        os.chown(scratch, uid, uid)
+    if uid:
+        drop_root(uid)
+        # A credential change clears PR_SET_PDEATHSIG: arm it again, then make sure the fork
+        # server did not die in between (we would have missed its death signal).
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        zygote = cfg.get("zygote_pid")
+        if zygote:
+            with open("/proc/self/stat", "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) != zygote:
+                    raise OSError(errno.ESRCH, "the fork server died while the call started")
+    set_no_new_privs()
+    program = cfg.get("seccomp_bpf")
+    if isinstance(program, bytes) and program:
+        load_seccomp(program)
+    os.chdir(scratch)  # again: a tmpfs mounted over the cwd is only seen through a fresh chdir
