@@ -9,6 +9,7 @@ everything else read-only. The zygote runs as PID 1 and children fork inside.
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from ._protocol import SCRATCH_IN_SANDBOX
 
 __all__ = ["bwrap_argv", "probe_bwrap", "SCRATCH_TMPFS_BYTES"]
 
-SCRATCH_TMPFS_BYTES = 512 << 20  # total of all scratch dirs of one sandbox (tmpfs, RAM-backed)
+SCRATCH_TMPFS_BYTES = 512 << 20  # the shared scratch tmpfs, used only where a call cannot mount its own
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 _ETC_FILES = (
     "/etc/ld.so.cache",
@@ -33,10 +34,24 @@ _ETC_FILES = (
 )
 
 
-def _python_roots(path: Sequence[str]) -> list[str]:
-    """The directories to bind read-only: interpreter prefixes and every sys.path entry."""
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
-    candidates += [p for p in path if p]
+def _site_dirs(path: Sequence[str]) -> list[str]:
+    """The site-packages in use: the interpreter's, and every sys.path entry named like one.
+    Not the current directory nor arbitrary sys.path entries (a .env or a socket may sit there)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        dirs.append(site.getusersitepackages())
+    dirs += [p for p in path if os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages")]
+    return dirs
+
+
+def _python_roots(path: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """The paths to bind read-only: interpreter prefixes, the site-packages in use, agentloop
+    itself, and `extra` (the tools' own modules or packages, and the user's `ro_paths`)."""
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.abspath(sys.executable))]
+    candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
+    candidates += _site_dirs(path)
+    candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the agentloop package
+    candidates += list(extra)
     roots: list[str] = []
     for c in candidates:
         for p in {os.path.abspath(c), os.path.realpath(c)}:
@@ -50,7 +65,7 @@ def _python_roots(path: Sequence[str]) -> list[str]:
     return kept
 
 
-def bwrap_argv(bwrap: str, path: Sequence[str]) -> list[str]:
+def bwrap_argv(bwrap: str, path: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     argv = [bwrap, "--die-with-parent", "--new-session", "--as-pid-1"]
     if os.geteuid() == 0:
         # No user namespace: it would map root to root anyway, and without one the zygote keeps
@@ -78,7 +93,7 @@ def bwrap_argv(bwrap: str, path: Sequence[str]) -> list[str]:
         if os.path.exists(f):
             parents(f)
             argv += ["--ro-bind", f, f]
-    for r in _python_roots(path):
+    for r in _python_roots(path, extra):
         parents(r)
         argv += ["--ro-bind", r, r]
         made.add(r)
@@ -90,7 +105,7 @@ def bwrap_argv(bwrap: str, path: Sequence[str]) -> list[str]:
 
 def probe_bwrap(bwrap: str, path: Sequence[str], env: dict[str, str]) -> None:
     """Run the real command line once with a trivial program; raise if it does not work."""
-    argv = bwrap_argv(bwrap, path) + [sys.executable, "-I", "-c", "import sys; sys.exit(0)"]
+    argv = bwrap_argv(bwrap, path) + [os.path.abspath(sys.executable), "-I", "-c", "import sys; sys.exit(0)"]
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:

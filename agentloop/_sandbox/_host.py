@@ -53,6 +53,10 @@ class _Server:
         self.popen, self.ctl, self.scratch, self.err_fd = popen, ctl, scratch, err_fd
         self.ids = itertools.count(1)
         self.broken = False
+        self.binds: frozenset[str] = frozenset()  # what bubblewrap binds for the tools ("isolated")
+        self.inflight = 0  # calls using this server (guarded by the sandbox's lock)
+        self.retired = False  # replaced: discarded once its last call ends
+        self.discarded = False
 
     def alive(self) -> bool:
         return not self.broken and self.popen.poll() is None
@@ -116,6 +120,7 @@ class ProcessSandbox:
             raise ConfigurationError("uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1")
         self._uids = uid_range if uid_range is not None else _default_uids()
         self._ro_paths = tuple(os.path.abspath(p) for p in ro_paths)
+        self._tool_binds: dict[str, frozenset[str]] = {}
 
     # --- registration-time checks -------------------------------------------------------------------
 
@@ -200,10 +205,18 @@ class ProcessSandbox:
         shm = "/dev/shm"
         return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
-    def _start_server(self) -> _Server:
+    def _start_server(self, binds: frozenset[str] = frozenset()) -> _Server:
         self.check_available()
-        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        err_fd = os.memfd_create("agentloop-zygote-stderr", os.MFD_CLOEXEC)
+        try:
+            host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            raise SandboxUnavailableError(f"cannot start the fork server: {exc}") from None
+        try:
+            err_fd = os.memfd_create("agentloop-zygote-stderr", os.MFD_CLOEXEC)
+        except OSError as exc:
+            host.close()
+            child.close()
+            raise SandboxUnavailableError(f"cannot start the fork server: {exc}") from None
         root = os.geteuid() == 0
         # No process of our uid (a tool, when we are not root) may ptrace us or read our memory.
         set_dumpable(False)
@@ -221,9 +234,9 @@ class ProcessSandbox:
             "parent_pid": None if self.isolated else os.getpid(),
             "preload": _PRELOAD,
         }
-        argv = [sys.executable, "-I", "-c", BOOT, _json.dumps_str(cfg)]
+        argv = [os.path.abspath(sys.executable), "-I", "-c", BOOT, _json.dumps_str(cfg)]
         if self.isolated:
-            argv = bwrap_argv(self._bwrap, cfg["path"]) + argv
+            argv = bwrap_argv(self._bwrap, cfg["path"], sorted(binds)) + argv
         try:
             popen = subprocess.Popen(
                 argv, env={**self._env, "HOME": scratch}, cwd="/" if self.isolated else scratch,
@@ -237,20 +250,50 @@ class ProcessSandbox:
         finally:
             child.close()
         host.settimeout(2.0)  # sends only block if the zygote is stuck; it is then declared broken
-        return _Server(popen, host, None if self.isolated else scratch, err_fd)
+        server = _Server(popen, host, None if self.isolated else scratch, err_fd)
+        server.binds = binds
+        return server
 
-    def _ensure_server(self) -> _Server:
+    def _ensure_server(self, binds: frozenset[str]) -> _Server:
+        """The running server (one more call in flight on it), started or replaced as needed: a
+        dead one, or one whose bubblewrap lacks a tool's directory, is retired."""
         with self._lock:
             if self._closed:
                 raise SandboxUnavailableError("the sandbox was closed")
-            if self._server is None or not self._server.alive():
-                if self._server is not None:
-                    self._discard(self._server)
-                self._server = self._start_server()
+            old = self._server
+            if old is not None and (not old.alive() or not binds <= old.binds):
+                self._server = None
+                old.retired = True
+                if old.inflight == 0:
+                    self._discard(old)
+                binds |= old.binds
+            if self._server is None:
+                self._server = self._start_server(binds)
+            self._server.inflight += 1
             return self._server
+
+    def _binds_for(self, ref: str) -> frozenset[str]:
+        """"isolated": the tool's own top-level package directory (or module file) and `ro_paths`."""
+        if not self.isolated:
+            return frozenset()
+        found = self._tool_binds.get(ref)
+        if found is None:
+            top = ref.partition(":")[0].split(".")[0]
+            try:
+                mod = sys.modules.get(top) or importlib.import_module(top)
+            except Exception:  # noqa: BLE001 - the fork server reports the import error itself
+                mod = None
+            paths = list(getattr(mod, "__path__", None) or [])
+            if not paths and getattr(mod, "__file__", None):
+                paths = [mod.__file__]  # type: ignore[list-item]
+            found = self._tool_binds[ref] = frozenset(os.path.realpath(p) for p in paths)
+        return found | frozenset(self._ro_paths)
 
     @staticmethod
     def _discard(server: _Server) -> None:
+        if server.discarded:
+            return
+        server.discarded = True
         server.kill()
         server.popen.wait()  # already dead or SIGKILLed: reaping is immediate
         os.close(server.err_fd)
@@ -274,11 +317,40 @@ class ProcessSandbox:
         child (and everything it started) before the cancellation propagates.
         """
         try:
-            server = self._ensure_server()
+            server = self._ensure_server(self._binds_for(ref))
         except SandboxUnavailableError as exc:
             return unavailable(str(exc))
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        fds = [os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC) for n in ("result", "stdout", "stderr")]
+        try:
+            return await self._call_on(server, ref, arguments, limits, on_started)
+        finally:
+            with self._lock:
+                server.inflight -= 1
+                retired = server.retired and server.inflight == 0
+            if retired:
+                self._discard(server)
+
+    async def _call_on(
+        self,
+        server: _Server,
+        ref: str,
+        arguments: dict[str, Any],
+        limits: Limits,
+        on_started: Callable[[int], None] | None,
+    ) -> SandboxOutcome:
+        fds: list[int] = []
+        try:  # out of fds / memory here is this call's outcome, never an exception out of the run
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                for n in ("result", "stdout", "stderr"):
+                    fds.append(os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC))
+            except OSError:
+                mine.close()
+                theirs.close()
+                raise
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            return unavailable(f"the host cannot start another call ({exc.strerror or exc}); lower the number of parallel calls or raise `ulimit -n`")
         try:
             data = _json.dumps(arguments)
             written = 0
@@ -297,6 +369,9 @@ class ProcessSandbox:
             timeout = limits.timeout or DEFAULT_TIMEOUT
             status, host_killed = await self._wait(server, call_id, mine, timeout, on_started)
             if status is None:
+                if not host_killed and server.popen.poll() is None:
+                    # The fork server lives but dropped this call (it ran out of fds receiving it).
+                    return unavailable("the fork server could not take this call (out of file descriptors?)")
                 server.broken = True
                 if host_killed:  # we killed the zygote itself to stop this call
                     return classify({"killed": host_killed}, host_killed, limits, *fds)
