@@ -30,6 +30,7 @@ class Limits:
       longer result is cut and ends with a visible marker, with outcome `output_limit`.
     - `memory_mb` (RLIMIT_AS the tool may add to the forked interpreter), `cpu_s` (RLIMIT_CPU),
       `open_files` (RLIMIT_NOFILE), `file_size_mb` (RLIMIT_FSIZE): "process" / "isolated" only.
+    - `scratch_mb`: size of the call's own `/scratch` tmpfs ("isolated"; RAM-backed).
 
     Registry defaults and per-tool limits combine with `merge`: every field the tool sets to a
     value other than the class default wins.
@@ -41,6 +42,7 @@ class Limits:
     output_bytes: int | None = 64_000
     open_files: int | None = 64
     file_size_mb: int | None = 16
+    scratch_mb: int | None = 256
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -6,9 +6,11 @@ awaits its own socket, so one sandbox serves any number of event loops, on async
 
 from __future__ import annotations
 
+import errno
 import importlib
 import itertools
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -25,7 +27,7 @@ from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefin
 from ._bwrap import bwrap_argv, probe_bwrap
 from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._outcome import classify, unavailable
-from ._privs import set_dumpable
+from ._privs import others_can_read, set_dumpable
 from ._protocol import BOOT, FRAME_STARTED, FRAME_STATUS, PID, SCRATCH_IN_SANDBOX, base_env
 
 __all__ = ["ProcessSandbox"]
@@ -34,6 +36,8 @@ _wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_read
 _KILL_GRACE = 5.0  # seconds the zygote gets to confirm a kill before it is killed itself
 _NPROC_BUDGET = 512  # processes a sandboxed uid may add (where RLIMIT_NPROC is enforced)
 _PRELOAD = ("asyncio", "agentloop._json", "agentloop._sandbox._child")
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS}
+_SETUP_PATIENCE = 60.0  # seconds a call waits for fds that other calls of this sandbox hold
 _UID_BLOCK = 64  # per-call uids of one sandbox: calls beyond this many at once queue
 _sandbox_counter = itertools.count()
 
@@ -44,6 +48,12 @@ def _default_uids() -> range:
     block = ((os.getpid() & 0x3FFFFF) << 2) | (next(_sandbox_counter) & 3)
     start = (1 << 30) + block * _UID_BLOCK
     return range(start, start + _UID_BLOCK)
+
+
+def _interpreter_dirs() -> list[str]:
+    import site
+
+    return [sys.prefix, sys.base_prefix, os.path.dirname(os.__file__), *site.getsitepackages()]
 
 
 class _Server:
@@ -120,6 +130,9 @@ class ProcessSandbox:
             raise ConfigurationError("uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1")
         self._uids = uid_range if uid_range is not None else _default_uids()
         self._ro_paths = tuple(os.path.abspath(p) for p in ro_paths)
+        self._active = 0  # calls between admission and their outcome (guarded by _lock)
+        # 4 fds per queued call in the fork server, which shares our hard limit; 32 for itself.
+        self._max_active = max(1, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32) // 4)
         self._tool_binds: dict[str, frozenset[str]] = {}
 
     # --- registration-time checks -------------------------------------------------------------------
@@ -230,6 +243,8 @@ class ProcessSandbox:
             "isolated": self.isolated,
             "uids": [self._uids.start, len(self._uids)] if root else None,
             "nproc": _NPROC_BUDGET if root else self._nproc(),
+            # Only where the interpreter cannot be read by another uid (e.g. pyenv under /root).
+            "keep_read": root and not self.isolated and not others_can_read(_interpreter_dirs()),
             "max_processes": self.max_processes,
             "parent_pid": None if self.isolated else os.getpid(),
             "preload": _PRELOAD,
@@ -316,18 +331,36 @@ class ProcessSandbox:
         the pid is the one inside the sandbox's PID namespace. Cancelling the caller kills the
         child (and everything it started) before the cancellation propagates.
         """
+        await self._admit()
         try:
-            server = self._ensure_server(self._binds_for(ref))
-        except SandboxUnavailableError as exc:
-            return unavailable(str(exc))
-        try:
-            return await self._call_on(server, ref, arguments, limits, on_started)
+            try:
+                server = self._ensure_server(self._binds_for(ref))
+            except SandboxUnavailableError as exc:
+                return unavailable(str(exc))
+            try:
+                return await self._call_on(server, ref, arguments, limits, on_started)
+            finally:
+                with self._lock:
+                    server.inflight -= 1
+                    retired = server.retired and server.inflight == 0
+                if retired:
+                    self._discard(server)
         finally:
             with self._lock:
-                server.inflight -= 1
-                retired = server.retired and server.inflight == 0
-            if retired:
-                self._discard(server)
+                self._active -= 1
+
+    async def _admit(self) -> None:
+        """Wait for one of the `_max_active` call slots. Every call in flight holds 4 fds in the
+        host and (queued) 4 in the fork server: past the fd limit, calls queue here instead of
+        failing. Polled with a backoff: a loop-bound primitive would tie the sandbox to one loop."""
+        delay = 0.001
+        while True:
+            with self._lock:
+                if self._active < self._max_active:
+                    self._active += 1
+                    return
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def _call_on(
         self,
@@ -337,20 +370,20 @@ class ProcessSandbox:
         limits: Limits,
         on_started: Callable[[int], None] | None,
     ) -> SandboxOutcome:
-        fds: list[int] = []
-        try:  # out of fds / memory here is this call's outcome, never an exception out of the run
-            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        delay, waited = 0.001, 0.0
+        while True:  # out of fds / memory here: wait while other calls can free some, else fail
             try:
-                for n in ("result", "stdout", "stderr"):
-                    fds.append(os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC))
-            except OSError:
-                mine.close()
-                theirs.close()
-                raise
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            return unavailable(f"the host cannot start another call ({exc.strerror or exc}); lower the number of parallel calls or raise `ulimit -n`")
+                mine, theirs, fds = _call_fds()
+                break
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT or self._active <= 1 or waited > _SETUP_PATIENCE:
+                    return unavailable(
+                        f"the host cannot start another call ({exc.strerror or exc}); "
+                        "lower the number of parallel calls or raise `ulimit -n`"
+                    )
+            await anyio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
         try:
             data = _json.dumps(arguments)
             written = 0
@@ -448,6 +481,22 @@ class ProcessSandbox:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _call_fds() -> tuple[socket.socket, socket.socket, list[int]]:
+    """A call's status socketpair and its result/stdout/stderr memfds; nothing leaks on failure."""
+    fds: list[int] = []
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        for n in ("result", "stdout", "stderr"):
+            fds.append(os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC))
+    except OSError:
+        mine.close()
+        theirs.close()
+        for fd in fds:
+            os.close(fd)
+        raise
+    return mine, theirs, fds
 
 
 async def _recv(sock: socket.socket) -> bytes:

@@ -26,6 +26,7 @@ __all__ = [
     "set_dumpable",
     "set_subreaper",
     "kill_uid",
+    "uid_has_processes",
     "DENIED_SYSCALLS",
 ]
 
@@ -153,38 +154,84 @@ def _last_cap() -> int:
 _LAST_CAP = _last_cap()
 
 
-def drop_root(uid: int) -> None:
-    """Root -> `uid` for good: empty bounding set, no groups, real/effective/saved ids all `uid`,
-    no capabilities left (the kernel clears them when every uid becomes non-zero). Verified."""
+CAP_DAC_READ_SEARCH = 2
+_PR_SET_KEEPCAPS = 8
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _capset_only(cap: int | None) -> None:
+    data = (_CapData * 2)()
+    if cap is not None:
+        data[cap // 32].effective = data[cap // 32].permitted = 1 << (cap % 32)
+    if _libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def drop_root(uid: int, keep: int | None = None) -> None:
+    """Root -> `uid` for good: no groups, real/effective/saved ids all `uid`, no capabilities left
+    in any set (bounding included) except `keep` (only CAP_DAC_READ_SEARCH, for an interpreter
+    installed where other uids cannot read, e.g. under /root). Verified."""
     if uid <= 0:
         raise OSError(errno.EINVAL, f"refusing to switch to uid {uid}")
     for cap in range(_LAST_CAP + 1):
+        if cap == keep:
+            continue
         if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
             err = ctypes.get_errno()
             raise OSError(err, f"cannot drop capability {cap} from the bounding set: {os.strerror(err)}")
     os.setgroups([])
     os.setresgid(uid, uid, uid)
+    if keep is not None:
+        _prctl(_PR_SET_KEEPCAPS, 1)
     os.setresuid(uid, uid, uid)
+    if keep is not None:
+        _prctl(_PR_SET_KEEPCAPS, 0)
+        _capset_only(keep)
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
         raise OSError(errno.EPERM, "could not drop privileges")
 
 
-def kill_uid(uid: int) -> bool:
-    """SIGKILL every process of `uid` (the fork server, as root, borrows the uid for one kill(-1):
-    the kernel then only lets it signal that uid's processes). True if none was left."""
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process of `uid`: the fork server, as root, borrows the uid for one kill(-1),
+    so the kernel lets it signal that uid's processes only. (kill(-1) reports success even when
+    it signalled nothing, so whether any is left is asked of /proc: `uid_has_processes`.)"""
     if uid <= 0 or os.geteuid() != 0:
-        return True
+        return
     os.setresuid(uid, uid, 0)  # the saved uid 0 lets us come back
     try:
-        if os.getresuid() != (uid, uid, 0):  # never kill(-1) as anyone else
-            return True
-        try:
+        if os.getresuid() == (uid, uid, 0):  # never kill(-1) as anyone else
             os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            return True
-        return False
+    except ProcessLookupError:
+        pass
     finally:
         os.setresuid(0, 0, 0)
+
+
+def uid_has_processes(uid: int) -> bool:
+    """Whether any process (zombies included) runs as `uid`. /proc/<pid> of a process that changed
+    uid is owned by root (it is not dumpable), so the Uid line of its status is read instead."""
+    want = str(uid)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if want in line.split()[1:]:
+                            return True
+                        break
+        except OSError:
+            pass
+    return False
 
 
 _MS_NOSUID, _MS_NODEV, _MS_PRIVATE, _CLONE_NEWNS = 0x2, 0x4, 1 << 18, 0x00020000
@@ -205,6 +252,23 @@ def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
         raise OSError(err, f"cannot mount the scratch tmpfs: {os.strerror(err)}")
 
 
+def others_can_read(paths: Sequence[str]) -> bool:
+    """Whether a process of another uid can read these directories (every parent searchable)."""
+    for p in paths:
+        d = os.path.realpath(p)
+        while True:
+            try:
+                mode = os.stat(d).st_mode
+            except OSError:
+                return False
+            if not mode & 0o001:
+                return False
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+    return True
+
+
 def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, object]) -> None:
     """Everything privilege-related, in the only safe order: mounts need root, then root goes,
     then no_new_privs, then the seccomp filter (which also denies mount/unshare)."""
@@ -214,7 +278,7 @@ def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, obj
     elif uid:
         os.chown(scratch, uid, uid)
     if uid:
-        drop_root(uid)
+        drop_root(uid, CAP_DAC_READ_SEARCH if cfg.get("keep_read") else None)
         # A credential change clears PR_SET_PDEATHSIG: arm it again, then make sure the fork
         # server did not die in between (we would have missed its death signal).
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

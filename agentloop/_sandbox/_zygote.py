@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
-from ._privs import SeccompUnavailable, compile_seccomp, kill_uid, set_dumpable, set_subreaper
+from ._privs import SeccompUnavailable, compile_seccomp, kill_uid, set_dumpable, set_subreaper, uid_has_processes
 from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
 
 __all__ = ["main", "resolve"]
@@ -30,7 +30,7 @@ __all__ = ["main", "resolve"]
 _CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
 _CAP_SYS_ADMIN = 21
-_SWEEP_ROUNDS = 2000  # kill(-1)-as-the-call's-uid rounds before a uid is set aside as dirty
+_SWEEP_ROUNDS = 200  # kill + /proc scan rounds before a uid is set aside as dirty (retried later)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -319,12 +319,14 @@ class _Zygote:
                 self.dirty_uids.add(uid)
 
     def _sweep(self, uid: int) -> bool:
-        """Kill every process still running as `uid` (a setsid daemon, a double fork: with a PID
-        namespace the kernel already did) and reap the ones re-parented to us. True when none is
-        left. Synchronous, so the call's outcome is sent only once its processes are gone."""
+        """Kill every process still running as `uid` (a setsid daemon, a double fork) and reap the
+        ones re-parented to us; True when none is left. With a PID namespace per call the kernel
+        already did all of it when the call's PID 1 died. Synchronous, so the call's outcome is
+        sent only once nothing of it runs."""
+        if self.own_pidns is not None:
+            return True
         for _ in range(_SWEEP_ROUNDS):
-            if kill_uid(uid):
-                return True
+            kill_uid(uid)
             while True:  # orphans come to us (PR_SET_CHILD_SUBREAPER); reap them so they vanish
                 try:
                     pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
@@ -334,6 +336,8 @@ class _Zygote:
                     break
                 if pid in self.running or (self.spare is not None and self.spare.pid == pid):
                     self.deferred.append((pid, wstatus, rusage))
+            if not uid_has_processes(uid):
+                return True
             os.sched_yield()
         return False
 
