@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .ui._cli import main as ui_main
 
         return ui_main(argv[1:])
+    if argv[:1] == ["doctor"]:  # `agentloop doctor`: what the sandbox can enforce on this machine
+        from ._sandbox._doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tools module:registry`
         from .temporal import worker_main
 
@@ -90,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="list, show or delete journaled runs (agentloop runs --help)")
     sub.add_parser("ui", help="serve the run inspector for a journal (agentloop ui --help)")
+    sub.add_parser("doctor", help="what the tool sandbox can enforce on this machine")
     sub.add_parser("worker", help="run a Temporal worker for agent runs (agentloop worker --help)")
     return p
 

@@ -234,7 +234,7 @@ def uid_has_processes(uid: int) -> bool:
     return False
 
 
-_MS_NOSUID, _MS_NODEV, _MS_PRIVATE, _CLONE_NEWNS = 0x2, 0x4, 1 << 18, 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE, _CLONE_NEWNS = 0x2, 0x4, 0x4000, 1 << 18, 0x00020000
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
@@ -245,7 +245,9 @@ def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
     # Private first, so that nothing mounted here propagates back to the fork server's view.
-    _libc.mount(b"none", target.encode(), None, _MS_PRIVATE, None)
+    if _libc.mount(b"none", b"/", None, _MS_PRIVATE | _MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot make the call's mounts private: {os.strerror(err)}")
     opts = f"mode=0700,uid={uid},gid={uid}" + (f",size={int(size_mb)}m" if size_mb else "")
     if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode()) != 0:
         err = ctypes.get_errno()

@@ -104,7 +104,9 @@ class _Zygote:
         self.free_uids: collections.deque[int] = collections.deque(range(start, start + count))
         self.dirty_uids: set[int] = set()
         self.deferred: list[tuple[int, int, Any]] = []  # call children reaped during a sweep
-        self.own_scratch = bool(count) and cfg["isolated"] and _has_cap(_CAP_SYS_ADMIN)
+        # A tmpfs per call, in a mount namespace of its own (~0.2 ms): sized by scratch_mb and
+        # invisible to siblings (even to one that kept CAP_DAC_READ_SEARCH).
+        self.own_scratch = bool(count) and _has_cap(_CAP_SYS_ADMIN)
         try:
             cfg["seccomp_bpf"] = compile_seccomp()
         except SeccompUnavailable as exc:
@@ -192,12 +194,13 @@ class _Zygote:
                 fn = resolve(ref)
                 self.tools[ref] = (fn, _binder(fn))
             fn, binder = self.tools[ref]
-            if self.own_scratch:  # the child mounts a tmpfs of its own there
-                call.msg["own_scratch"] = True
+            if self.own_scratch and self.cfg["isolated"]:  # the child mounts its own /scratch
                 scratch = self.cfg["scratch"]
             else:
                 call.scratch = scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
                 os.mkdir(call.scratch, 0o700)
+            if self.own_scratch:
+                call.msg["own_scratch"] = True
             if self.free_uids:
                 call.uid = call.msg["uid"] = self.free_uids.popleft()
             gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs

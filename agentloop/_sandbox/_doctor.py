@@ -1,0 +1,213 @@
+"""`agentloop doctor`: what this machine lets the sandbox enforce, and which cells of README's
+threat table therefore hold here. The tests use `probe()` to skip (with the reason) what the
+machine cannot do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+__all__ = ["Capabilities", "probe", "cells", "main"]
+
+_CAP_SYS_ADMIN = 21
+_CLONE_NEWUSER = 0x10000000
+_SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 alike
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    root: bool
+    cap_sys_admin: bool
+    user_namespaces: bool
+    cgroup_v2: str  # "delegated", "not delegated (...)" or "absent"
+    seccomp: str  # "" when usable, else why not
+    landlock_abi: int  # 0: not available
+    bwrap_version: str
+    bwrap_works: bool
+    bwrap_detail: str
+    interpreter_readable: bool  # by other uids (else "process" children keep CAP_DAC_READ_SEARCH)
+
+
+def _cap_eff() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def _userns() -> bool:
+    """Try it in a throwaway child: unshare(CLONE_NEWUSER) must not change this process."""
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        os._exit(0 if libc.unshare(_CLONE_NEWUSER) == 0 else 1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _cgroup_v2() -> str:
+    mount = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                mount = parts[1]
+                break
+    if mount is None:
+        return "absent"
+    rel = ""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                rel = line.strip()[3:]
+    here = os.path.join(mount, rel.lstrip("/"))
+    try:
+        with open(os.path.join(here, "cgroup.controllers")) as f:
+            controllers = set(f.read().split())
+    except OSError:
+        controllers = set()
+    missing = {"memory", "pids"} - controllers
+    if missing:
+        return f"not delegated (controllers here: {' '.join(sorted(controllers)) or 'none'}; missing {' '.join(sorted(missing))})"
+    if not os.access(here, os.W_OK):
+        return f"not delegated ({here} is not writable)"
+    return "delegated"
+
+
+def _seccomp() -> str:
+    from ._privs import SeccompUnavailable, compile_seccomp
+
+    try:
+        compile_seccomp()
+    except SeccompUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+def _landlock() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    abi = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+    return max(0, int(abi))
+
+
+def _bwrap() -> tuple[str, bool, str]:
+    path = shutil.which("bwrap")
+    if path is None:
+        return "", False, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "", False, str(exc)
+    from .._exceptions import SandboxUnavailableError
+    from ._host import ProcessSandbox
+
+    try:
+        ProcessSandbox(isolated=True).check_available()
+    except SandboxUnavailableError as exc:
+        return version, False, str(exc)
+    return version, True, "works"
+
+
+def probe() -> Capabilities:
+    from ._host import _interpreter_dirs
+    from ._privs import others_can_read
+
+    version, works, detail = _bwrap()
+    return Capabilities(
+        root=os.geteuid() == 0,
+        cap_sys_admin=bool(_cap_eff() >> _CAP_SYS_ADMIN & 1),
+        user_namespaces=_userns(),
+        cgroup_v2=_cgroup_v2(),
+        seccomp=_seccomp(),
+        landlock_abi=_landlock(),
+        bwrap_version=version,
+        bwrap_works=works,
+        bwrap_detail=detail,
+        interpreter_readable=others_can_read(_interpreter_dirs()),
+    )
+
+
+THREATS = ("host memory/env", "host files", "write outside scratch", "network", "signal the host",
+           "outlive the call", "memory", "pids", "disk", "sibling call")
+
+
+def cells(c: Capabilities) -> dict[str, dict[str, str]]:
+    """The threat table's "process" and "isolated" rows as they hold on this machine."""
+    pidns = c.root and c.cap_sys_admin
+    seccomp = " (no seccomp here)" if c.seccomp else ""
+    nproc = "limited to 512 processes per call (RLIMIT_NPROC on the call's own uid)"
+    process: dict[str, str] = {}
+    if c.root:
+        process["host memory/env"] = "prevented (per-call uid, non-dumpable host, seccomp)" + seccomp
+        process["host files"] = "not prevented (world-readable files" + (
+            "" if c.interpreter_readable else "; all files: the interpreter is unreadable by other uids, so calls keep CAP_DAC_READ_SEARCH") + ")"
+        process["write outside scratch"] = "limited to world-writable dirs (/tmp, /dev/shm)"
+        process["signal the host"] = "prevented (per-call uid" + (", own PID namespace)" if pidns else ")")
+        process["outlive the call"] = "prevented (" + ("own PID namespace" if pidns else "subreaper + kill by the call's uid") + ")"
+        process["pids"] = nproc
+        process["sibling call"] = "prevented (per-call uid, own scratch tmpfs)" if c.cap_sys_admin else (
+            "prevented (per-call uid, 0700 scratch)" if c.interpreter_readable else "not prevented (CAP_DAC_READ_SEARCH kept)")
+    else:
+        process["host memory/env"] = "prevented (non-dumpable host, seccomp denies ptrace)" + seccomp
+        process["host files"] = process["write outside scratch"] = "not prevented (the host's uid)"
+        process["signal the host"] = process["outlive the call"] = process["sibling call"] = "not prevented (same uid)"
+        process["pids"] = "limited to 512 more processes of the host's uid"
+    process["network"] = "not prevented"
+    process["memory"] = "limited to memory_mb per process (RLIMIT_AS); /dev/shm and /tmp files unbounded"
+    process["disk"] = "limited to file_size_mb per file; the number of files is not"
+    iso: dict[str, str] = {}
+    if c.bwrap_works:
+        iso["host memory/env"] = "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp
+        iso["host files"] = "limited to read-only binds (system dirs, interpreter, site-packages, the tool's package, ro_paths)"
+        iso["write outside scratch"] = "prevented (read-only root, /proc/sys read-only)"
+        iso["network"] = "prevented (empty network namespace)"
+        iso["signal the host"] = "prevented (own PID namespace)"
+        iso["outlive the call"] = "prevented (PID namespace per call)" if pidns else "prevented (bubblewrap's PID namespace dies with the fork server; per call: process group)"
+        iso["memory"] = "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs"
+        iso["pids"] = nproc if c.root else "limited to 512 processes"
+        iso["disk"] = "limited to scratch_mb (own tmpfs)" if c.root else "limited to 512 MB shared tmpfs"
+        iso["sibling call"] = "prevented (per-call uid, own /scratch tmpfs)" if c.root else "not prevented (same uid in the sandbox)"
+    else:
+        iso = {t: f"unavailable: {c.bwrap_detail}" for t in THREATS}
+    if c.cgroup_v2 == "delegated":
+        note = " (cgroup v2 is delegated here but not used yet)"
+        process["memory"] += note
+        iso["memory"] = iso.get("memory", "") + note
+    return {"process": process, "isolated": iso}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentloop doctor", description="what this machine lets the sandbox enforce")
+    parser.parse_args(list(argv or []))
+    if not sys.platform.startswith("linux"):
+        print(f"sandboxed tools need Linux; this is {sys.platform}")
+        return 1
+    c = probe()
+    labels = {
+        "root": "running as root", "cap_sys_admin": "CAP_SYS_ADMIN", "user_namespaces": "user namespaces",
+        "cgroup_v2": "cgroup v2", "seccomp": "seccomp (libseccomp)", "landlock_abi": "Landlock ABI",
+        "bwrap_version": "bubblewrap", "bwrap_works": "bubblewrap works", "bwrap_detail": "bubblewrap detail",
+        "interpreter_readable": "interpreter readable by other uids",
+    }
+    for f in fields(c):
+        value = getattr(c, f.name)
+        if f.name == "seccomp":
+            value = "yes" if not value else f"no: {value}"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        print(f"{labels[f.name]:<36} {value or 'no'}")
+    print()
+    for mode, row in cells(c).items():
+        print(f'"{mode}" on this machine:')
+        for threat in THREATS:
+            print(f"  {threat:<22} {row.get(threat, '')}")
+    print('\n"inline" and "thread" run in the host process: every threat is "not prevented".')
+    return 0

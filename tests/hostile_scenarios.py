@@ -1,0 +1,100 @@
+"""Hostile scenarios that must run in a process of their own: `python hostile_scenarios.py NAME`
+prints one JSON line. tests/test_sandbox_hostile.py runs them inside `unshare --pid --fork
+--mount-proc` (so that a kill(-1) that escaped could not reach anything outside), optionally
+under `setpriv --bounding-set=-sys_admin` (root without CAP_SYS_ADMIN, a typical container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+
+import anyio
+
+import hostile_tools as ht
+from agentloop import Agent, Limits, SandboxUnavailableError, ToolRegistry
+from agentloop.testing import ScriptedModel, call, text, tool_calls
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _call_uid_processes() -> list[int]:
+    """Live processes running as a non-root uid: in this PID namespace, only calls' processes."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and _alive(int(name)):
+            try:
+                with open(f"/proc/{name}/status") as f:
+                    uid = next(line for line in f if line.startswith("Uid:")).split()[1]
+            except (OSError, StopIteration):
+                continue
+            if uid != "0":
+                found.append(int(name))
+    return found
+
+
+def _registry(mode: str, limits: Limits) -> ToolRegistry:
+    registry = ToolRegistry(sandbox=mode, limits=limits)  # type: ignore[arg-type]
+    for fn in (ht.kill, ht.daemon, ht.fork_bomb, ht.trivial, ht.whoami, ht.number):
+        registry.register(fn)
+    return registry
+
+
+async def kills(mode: str) -> dict[str, object]:
+    registry = _registry(mode, Limits(timeout=30))
+    script = [
+        tool_calls(call("whoami", {})),
+        tool_calls(call("kill", {"pid": os.getpid()}), call("kill", {"pid": 0}), call("kill", {"pid": 1})),
+        tool_calls(call("kill", {"pid": -1})),
+        tool_calls(call("daemon", {})),
+        tool_calls(call("fork_bomb", {"n": 5000})),
+        tool_calls(call("trivial", {})),
+        text("survived"),
+    ]
+    async with registry:
+        box = registry.sandbox_for(mode)
+        result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+        zygote = box._server.popen.pid if box._server else None
+        zygote_alive = zygote is not None and _alive(zygote)
+        left = _call_uid_processes()  # while the fork server still runs: nothing of any call
+    records = [(r.name, r.status, r.content) for r in result.tool_calls]
+    daemon = [r for r in result.tool_calls if r.name == "daemon"][0]
+    daemon_pid = int(daemon.content) if daemon.status == "ok" else None
+    return {
+        "output": result.output,
+        "records": records,
+        "zygote_alive_after": zygote_alive,
+        "daemon_pid": daemon_pid,
+        "daemon_alive": mode == "process" and daemon_pid is not None and _alive(daemon_pid),
+        "left": left,
+    }
+
+
+async def many_calls(mode: str) -> dict[str, object]:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    registry = _registry(mode, Limits(timeout=60))
+    script = [tool_calls(*[call("number", {"i": i}) for i in range(500)]), text("after")]
+    async with registry:
+        result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+    statuses: dict[str, int] = {}
+    for r in result.tool_calls:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    reasons = sorted({r.content[:150] for r in result.tool_calls if r.status != "ok"})
+    return {"output": result.output, "statuses": statuses, "n": len(result.tool_calls), "reasons": reasons[:5]}
+
+
+if __name__ == "__main__":
+    name, mode = sys.argv[1], sys.argv[2]
+    try:
+        out = anyio.run({"kills": kills, "many_calls": many_calls}[name], mode)
+    except SandboxUnavailableError as exc:
+        out = {"unavailable": str(exc)}
+    print(json.dumps(out))

@@ -1,0 +1,228 @@
+"""Every "prevented" cell of README's threat table, as a hostile tool run through `Agent.run`.
+
+The tools are in tests/hostile_tools.py. Scenarios that signal every process they may (kill(-1))
+run in tests/hostile_scenarios.py inside `unshare --pid --fork --mount-proc`, so that even a
+sandbox failure could not reach a process outside that namespace; the root-without-CAP_SYS_ADMIN
+variants add `setpriv --bounding-set=-sys_admin`. Tests needing what this machine lacks skip with
+the reason (`agentloop doctor` says the same).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+import hostile_tools as ht
+from agentloop import Agent, Limits, ToolRegistry
+from agentloop._sandbox._doctor import probe
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
+
+pytestmark = pytest.mark.anyio
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CAPS = probe()
+needs_root = pytest.mark.skipif(not CAPS.root, reason="per-call uids need the host to run as root")
+MODES = ["process", pytest.param("isolated", marks=pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}"))]
+
+
+def _registry(mode: str, **limits: object) -> ToolRegistry:
+    registry = ToolRegistry(sandbox=mode, limits=Limits(timeout=30, **limits))  # type: ignore[arg-type]
+    for name in dir(ht):
+        fn = getattr(ht, name)
+        if callable(fn) and getattr(fn, "__module__", None) == "hostile_tools" and not name.startswith("_"):
+            registry.register(fn)
+    return registry
+
+
+async def _run(mode: str, *calls: dict, **limits: object):  # type: ignore[no-untyped-def]
+    async with _registry(mode, **limits) as registry:
+        result = await Agent(client=ScriptedModel([tool_calls(*calls), text("done")]), tools=registry).run("go")
+    assert result.output == "done"  # the host survived and the run finished
+    return result.tool_calls
+
+
+@needs_root
+@pytest.mark.parametrize("mode", MODES)
+async def test_host_memory_and_environment_are_out_of_reach(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_API_KEY", "sk-host-secret-1234")
+    host = os.getpid()
+    records = await _run(
+        mode,
+        call("read_file", {"path": f"/proc/{host}/environ"}),
+        call("overwrite_memory", {"pid": host}),
+        call("read_file", {"path": "/proc/1/environ"}),
+        call("overwrite_memory", {"pid": 1}),
+    )
+    for r in records:
+        assert r.status == "raised", (r.name, r.content)
+        assert r.content.split(":")[0] in {"PermissionError", "FileNotFoundError"}, r.content
+        assert "sk-host-secret" not in r.content
+
+
+@needs_root
+@pytest.mark.parametrize("mode", MODES)
+async def test_no_write_outside_scratch_nor_proc_sys(mode: str) -> None:
+    records = await _run(
+        mode,
+        call("open_for_writing", {"path": "/proc/sys/kernel/hostname"}),  # opened only, never written
+        call("open_for_writing", {"path": "/proc/sys/vm/drop_caches"}),
+        call("fill_dir", {"path": "/agentloop-escape", "mb": 1}),
+        call("fill_dir", {"path": os.path.join(HERE, "agentloop-escape"), "mb": 1}),
+        call("fill_dir", {"path": "inside.bin", "mb": 1}),
+    )
+    sys_a, sys_b, root, beside, inside = records
+    for r in (sys_a, sys_b):
+        assert r.status == "raised" and r.content.split(":")[0] in {"PermissionError", "OSError"}, r.content
+    assert root.content == beside.content == "0"  # not one MB written outside
+    assert not os.path.exists("/agentloop-escape") and not os.path.exists(os.path.join(HERE, "agentloop-escape"))
+    assert inside.content == "1"
+
+
+@needs_root
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_sibling_call_cannot_see_the_scratch(mode: str) -> None:
+    """Two calls at once: one writes a secret in its scratch and waits on an abstract socket until
+    the other has looked for it (no sleeping: the sibling connects when it is done)."""
+    token = uuid.uuid4().hex
+    records = await _run(
+        mode,
+        call("write_and_wait", {"name": "secret.txt", "token": token}),
+        call("peek_siblings", {"name": "secret.txt", "token": token}),
+    )
+    writer, peeker = records
+    assert writer.status == "ok" and writer.content == "seen", writer.content
+    assert peeker.status == "ok", peeker.content
+    seen = json.loads(peeker.content)
+    assert "sibling-secret" not in peeker.content
+    if mode == "process":  # the sibling's dir exists next to ours: closed to us, or an empty mount point
+        assert seen["found"] and all(r == [] for r in seen["read"])
+        assert set(seen["errors"]) <= {"PermissionError", "FileNotFoundError"}
+    else:  # our /scratch is a tmpfs of our own: the sibling's is not even there
+        assert seen["found"] == [] and seen["cwd"] == "/scratch"
+
+
+@pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}")
+async def test_isolated_has_no_network_and_no_dns() -> None:
+    async with FakeFluxRouter() as listening:  # a port the host really listens on
+        port = int(listening.url.rsplit(":", 1)[1])
+        isolated = await _run("isolated", call("connect_tcp", {"port": port}), call("resolve", {"name": "example.com"}))
+        control = await _run("process", call("connect_tcp", {"port": port}))
+    tcp, dns = isolated
+    assert tcp.status == "raised" and "Connection" in tcp.content or "Network" in tcp.content, tcp.content
+    assert dns.status == "raised" and dns.content.startswith("gaierror"), dns.content
+    assert control[0].status == "ok"  # "process" does reach it: the table says "not prevented"
+
+
+@pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}")
+async def test_isolated_does_not_bind_the_cwd_nor_sys_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env").write_text("FLUX_API_KEY=sk-dotenv-secret\n")
+    sock_path = str(tmp_path / "app.sock")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(sock_path)
+        listener.listen()
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        repo = os.path.dirname(HERE)
+        records = await _run(
+            "isolated",
+            call("read_file", {"path": str(tmp_path / ".env")}),
+            call("connect_unix", {"path": sock_path}),
+            call("read_file", {"path": os.path.join(repo, "pyproject.toml")}),  # repo root: not bound
+            call("read_file", {"path": ht.__file__}),  # the tool's own module: bound
+        )
+    env, unix, repo_file, own = records
+    for r in (env, unix, repo_file):
+        assert r.status == "raised" and r.content.startswith("FileNotFoundError"), r.content
+    assert own.status == "ok" and "Hostile tools" in own.content
+
+
+@pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}")
+async def test_isolated_scratch_is_capped_per_call() -> None:
+    records = await _run(
+        "isolated",
+        call("fill_dir", {"path": "a.bin", "mb": 64}),
+        call("fill_dir", {"path": "b.bin", "mb": 64}),
+        scratch_mb=16,
+        file_size_mb=128,
+    )
+    for r in records:  # each call has its own 16 MB, not a share of one
+        assert r.status == "ok" and 14 <= int(r.content) <= 16, r.content
+
+
+@pytest.mark.parametrize("mode", ["process", "isolated"])
+async def test_memfds_are_bounded_by_file_size_and_open_files(mode: str) -> None:
+    if mode == "isolated" and not CAPS.bwrap_works:
+        pytest.skip(f"isolated unavailable: {CAPS.bwrap_detail}")
+    records = await _run(mode, call("fill_memfds", {"count": 100, "mb": 8}), open_files=16, file_size_mb=2)
+    assert records[0].status == "ok" and int(records[0].content) <= 16 * 2, records[0].content
+
+
+# --- in a PID namespace of their own: kill(-1), daemons, fork bombs, fd exhaustion -------------------
+
+
+def _wrapped(scenario: str, mode: str, *, no_sys_admin: bool = False, timeout: float = 300) -> dict:  # type: ignore[type-arg]
+    if not CAPS.root or shutil.which("unshare") is None:
+        pytest.skip("needs root and util-linux unshare (to run the scenario in its own PID namespace)")
+    argv = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if no_sys_admin:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs util-linux setpriv")
+        argv += ["setpriv", "--bounding-set=-sys_admin"]
+    argv += [sys.executable, os.path.join(HERE, "hostile_scenarios.py"), scenario, mode]
+    proc = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "unavailable" in out:
+        pytest.skip(f"{mode} unavailable here: {out['unavailable']}")
+    return out  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("no_sys_admin", [False, True], ids=["root", "root-without-CAP_SYS_ADMIN"])
+@pytest.mark.parametrize("mode", ["process", "isolated"])
+def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> None:
+    out = _wrapped("kills", mode, no_sys_admin=no_sys_admin)
+    assert out["output"] == "survived"  # the host lived through kill(host), kill(-1), ...
+    assert out["zygote_alive_after"]  # ...and so did the fork server
+    records = out["records"]
+    who = json.loads(records[0][2])
+    assert int(who["uid"]) >= 1000 and who["no_new_privs"] == "1" and who["seccomp"] == "2"
+    assert int(who["cap_eff"], 16) & ~(1 << 2) == 0 and int(who["cap_bnd"], 16) & ~(1 << 2) == 0  # at most DAC_READ_SEARCH
+    for name, status, content in records[1:4]:  # the host, the fork server, pid 1
+        assert status in ("raised", "ok"), content
+        if status == "raised":
+            assert content.split(":")[0] in {"PermissionError", "ProcessLookupError"}, content
+    bomb = [r for r in records if r[0] == "fork_bomb"][0]
+    assert bomb[1] == "ok" and int(bomb[2]) <= 512  # RLIMIT_NPROC binds the call's own uid
+    assert [r[1] for r in records if r[0] == "daemon"] == ["ok"]
+    assert not out["daemon_alive"]  # the double-forked setsid daemon died with its call
+    assert out["left"] == []  # nothing of any call runs once its outcome is in
+
+
+def test_500_parallel_calls_at_ulimit_1024_all_get_an_outcome() -> None:
+    out = _wrapped("many_calls", "process")
+    assert out["n"] == 500 and out["output"] == "after"  # no exception out of the run
+    assert set(out["statuses"]) <= {"ok", "sandbox_unavailable"}
+    assert out["statuses"].get("ok", 0) == 500, out  # beyond the fd budget, calls queue
+
+
+def test_doctor_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentloop._sandbox._doctor import cells
+    from agentloop.cli import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert ("running as root                      yes" in out) == CAPS.root
+    for mode, row in cells(CAPS).items():
+        assert f'"{mode}" on this machine:' in out
+        for threat, cell in row.items():
+            assert f"{threat:<22} {cell}" in out
+    if CAPS.root and CAPS.cap_sys_admin:  # what the tests above proved here
+        assert cells(CAPS)["process"]["signal the host"].startswith("prevented")
+        assert cells(CAPS)["process"]["outlive the call"].startswith("prevented")
