@@ -9,7 +9,7 @@ against exactly the schema that is sent to the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -64,11 +64,14 @@ class ToolRegistry:
     """A set of tools offered to the model, with their JSON schemas and execution modes.
 
     `sandbox` and `limits` are the defaults for tools registered here; each tool may override
-    them. A registry can be shared by many agents and runs; registering while runs are in
+    them. `sandbox_ro_paths` are bound read-only into "isolated" tools' sandbox, besides the
+    interpreter, the site-packages in use and each tool's own package (data files, say). A registry can be shared by many agents and runs; registering while runs are in
     flight is safe (the runs keep the tools array they started with).
     """
 
-    def __init__(self, *, sandbox: SandboxMode | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self, *, sandbox: SandboxMode | None = None, limits: Limits | None = None, sandbox_ro_paths: Sequence[str] = ()
+    ) -> None:
         if sandbox is not None and sandbox not in _MODES:
             raise ToolDefinitionError(f"unknown sandbox mode {sandbox!r}; use one of {', '.join(_MODES)}")
         self._default_sandbox = sandbox
@@ -76,6 +79,7 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
         self._definitions: list[dict[str, Any]] = []
         self._sandboxes: dict[bool, Any] = {}  # isolated? -> ProcessSandbox, created on first use
+        self._ro_paths = tuple(sandbox_ro_paths)  # extra read-only binds of "isolated" tools
 
     # --- registration -------------------------------------------------------------------------
 
@@ -215,7 +219,7 @@ class ToolRegistry:
         if box is None:
             from ._sandbox import ProcessSandbox
 
-            box = self._sandboxes[isolated] = ProcessSandbox(isolated=isolated)
+            box = self._sandboxes[isolated] = ProcessSandbox(isolated=isolated, ro_paths=self._ro_paths)
         return box
 
     async def aclose(self) -> None:

@@ -226,3 +226,28 @@ def test_doctor_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None
     if CAPS.root and CAPS.cap_sys_admin:  # what the tests above proved here
         assert cells(CAPS)["process"]["signal the host"].startswith("prevented")
         assert cells(CAPS)["process"]["outlive the call"].startswith("prevented")
+
+
+@needs_root
+@pytest.mark.skipif(bool(CAPS.seccomp), reason=f"no seccomp here: {CAPS.seccomp}")
+@pytest.mark.parametrize("mode", MODES)
+async def test_seccomp_denies_namespaces_and_ptrace(mode: str) -> None:
+    (record,) = await _run(mode, call("escape_syscalls", {}))
+    assert record.status == "ok", record.content
+    assert json.loads(record.content) == {"unshare": 1, "ptrace": 1}  # EPERM, from the filter
+
+
+@pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}")
+async def test_ro_paths_are_bound_read_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "table.csv").write_text("a,b\n")
+    registry = ToolRegistry(sandbox="isolated", sandbox_ro_paths=[str(data)])
+    registry.register(ht.read_file)
+    registry.register(ht.fill_dir)
+    script = [tool_calls(call("read_file", {"path": str(data / "table.csv")}), call("fill_dir", {"path": str(data / "x"), "mb": 1})), text("done")]
+    async with registry:
+        result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+    read, write = result.tool_calls
+    assert (read.status, read.content) == ("ok", "a,b\n")
+    assert write.content == "0" and not (data / "x").exists()

@@ -161,8 +161,10 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
         process["signal the host"] = process["outlive the call"] = process["sibling call"] = "not prevented (same uid)"
         process["pids"] = "limited to 512 more processes of the host's uid"
     process["network"] = "not prevented"
-    process["memory"] = "limited to memory_mb per process (RLIMIT_AS); /dev/shm and /tmp files unbounded"
-    process["disk"] = "limited to file_size_mb per file; the number of files is not"
+    process["memory"] = ("limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb; "
+                         "files in /dev/shm and /tmp are not counted")
+    process["disk"] = ("limited to scratch_mb in the scratch dir (own tmpfs); /tmp and /dev/shm: file_size_mb per file only"
+                       if c.root and c.cap_sys_admin else "limited to file_size_mb per file; the number of files is not")
     iso: dict[str, str] = {}
     if c.bwrap_works:
         iso["host memory/env"] = "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp
@@ -171,7 +173,7 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
         iso["network"] = "prevented (empty network namespace)"
         iso["signal the host"] = "prevented (own PID namespace)"
         iso["outlive the call"] = "prevented (PID namespace per call)" if pidns else "prevented (bubblewrap's PID namespace dies with the fork server; per call: process group)"
-        iso["memory"] = "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs"
+        iso["memory"] = "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs + open_files x file_size_mb of memfds"
         iso["pids"] = nproc if c.root else "limited to 512 processes"
         iso["disk"] = "limited to scratch_mb (own tmpfs)" if c.root else "limited to 512 MB shared tmpfs"
         iso["sibling call"] = "prevented (per-call uid, own /scratch tmpfs)" if c.root else "not prevented (same uid in the sandbox)"
