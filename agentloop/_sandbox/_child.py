@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _json
-from ._privs import confine_privileges
+from ._privs import confine_privileges, early_privileges
 from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
@@ -100,6 +100,7 @@ def early_setup(cfg: dict[str, Any]) -> None:
     # Own process group, killed as a whole by the zygote. Not setsid(): with scheduler autogroups
     # a new session costs ~1 ms; the zygote already runs in a session of its own, without a tty.
     os.setpgid(0, 0)
+    early_privileges(cfg)
 
 
 def _setlimit(which: int, soft: int, hard: int | None = None) -> None:

@@ -53,6 +53,7 @@ DENIED_SYSCALLS = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm",
 )
 # clone() with any of these flags creates a namespace: denied like unshare().
+_CLONE_NEWNS = 0x00020000
 _CLONE_NS_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x80)
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_CMP_MASKED_EQ = 7
@@ -74,8 +75,12 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS) -> bytes:
-    """The filter as a classic-BPF program, compiled by libseccomp (once, in the fork server)."""
+def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS, *, allow_scratch_mount: bool = False) -> bytes:
+    """The filter as a classic-BPF program, compiled by libseccomp (once, in the fork server).
+    `allow_scratch_mount`: mount() and unshare(CLONE_NEWNS) stay allowed, for the call's own
+    scratch tmpfs (mounted while still root; the uid switch then takes CAP_SYS_ADMIN away)."""
+    if allow_scratch_mount:
+        denied = [d for d in denied if d not in ("mount", "unshare")]
     name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
         lib = ctypes.CDLL(name, use_errno=True)
@@ -96,11 +101,14 @@ def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS) -> bytes:
             nr = lib.seccomp_syscall_resolve_name(syscall.encode())
             if nr >= 0 and lib.seccomp_rule_add_array(ctx, eperm, nr, 0, None) != 0:
                 raise SeccompUnavailable(f"seccomp rule for {syscall} rejected")
-        clone = lib.seccomp_syscall_resolve_name(b"clone")
-        for flag in _CLONE_NS_FLAGS:
-            cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
-            if lib.seccomp_rule_add_array(ctx, eperm, clone, 1, ctypes.byref(cmp)) != 0:
-                raise SeccompUnavailable("seccomp rule for clone flags rejected")
+        for syscall in (b"clone", b"unshare") if allow_scratch_mount else (b"clone",):
+            nr = lib.seccomp_syscall_resolve_name(syscall)
+            for flag in _CLONE_NS_FLAGS:
+                if syscall == b"unshare" and flag == _CLONE_NEWNS:
+                    continue
+                cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
+                if lib.seccomp_rule_add_array(ctx, eperm, nr, 1, ctypes.byref(cmp)) != 0:
+                    raise SeccompUnavailable(f"seccomp rule for {syscall.decode()} flags rejected")
         # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.
         clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
@@ -175,18 +183,34 @@ def _capset_only(cap: int | None) -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def drop_root(uid: int, keep: int | None = None) -> None:
-    """Root -> `uid` for good: no groups, real/effective/saved ids all `uid`, no capabilities left
-    in any set (bounding included) except `keep` (only CAP_DAC_READ_SEARCH, for an interpreter
-    installed where other uids cannot read, e.g. under /root). Verified."""
-    if uid <= 0:
-        raise OSError(errno.EINVAL, f"refusing to switch to uid {uid}")
+def drop_bounding_set(keep: int | None) -> None:
+    """Empty the capability bounding set (but `keep`): nothing can ever be regained by an exec.
+    The effective set is untouched (the uid switch empties it later), so this runs early."""
     for cap in range(_LAST_CAP + 1):
         if cap == keep:
             continue
         if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
             err = ctypes.get_errno()
             raise OSError(err, f"cannot drop capability {cap} from the bounding set: {os.strerror(err)}")
+
+
+def early_privileges(cfg: dict[str, object]) -> None:
+    """The call-independent steps, done by a spare child before it has a call (off the critical
+    path: loading the filter alone costs ~0.5 ms): bounding set, no_new_privs, seccomp."""
+    if cfg.get("uids"):
+        drop_bounding_set(CAP_DAC_READ_SEARCH if cfg.get("keep_read") else None)
+    set_no_new_privs()
+    program = cfg.get("seccomp_bpf")
+    if isinstance(program, bytes) and program:
+        load_seccomp(program)
+
+
+def drop_root(uid: int, keep: int | None = None) -> None:
+    """Root -> `uid` for good: no groups, real/effective/saved ids all `uid`, no capabilities left
+    in any set (bounding included) except `keep` (only CAP_DAC_READ_SEARCH, for an interpreter
+    installed where other uids cannot read, e.g. under /root). Verified."""
+    if uid <= 0:
+        raise OSError(errno.EINVAL, f"refusing to switch to uid {uid}")
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     if keep is not None:
@@ -234,7 +258,7 @@ def uid_has_processes(uid: int) -> bool:
     return False
 
 
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE, _CLONE_NEWNS = 0x2, 0x4, 0x4000, 1 << 18, 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
@@ -273,7 +297,8 @@ def others_can_read(paths: Sequence[str]) -> bool:
 
 def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, object]) -> None:
     """Everything privilege-related, in the only safe order: mounts need root, then root goes,
-    then no_new_privs, then the seccomp filter (which also denies mount/unshare)."""
+    (`early_privileges` already loaded the filter: it lets a process with CAP_SYS_ADMIN mount
+    and unshare a mount namespace, which nothing can do once root is gone)."""
     uid = int(call.get("uid") or 0)  # type: ignore[call-overload]
     if call.get("own_scratch"):
         _mount_scratch(scratch, uid, call["limits"].get("scratch_mb"))  # type: ignore[union-attr]
@@ -289,8 +314,4 @@ def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, obj
             with open("/proc/self/stat", "rb") as f:
                 if int(f.read().rsplit(b")", 1)[1].split()[1]) != zygote:
                     raise OSError(errno.ESRCH, "the fork server died while the call started")
-    set_no_new_privs()
-    program = cfg.get("seccomp_bpf")
-    if isinstance(program, bytes) and program:
-        load_seccomp(program)
     os.chdir(scratch)  # again: a tmpfs mounted over the cwd is only seen through a fresh chdir

@@ -108,7 +108,7 @@ class _Zygote:
         # invisible to siblings (even to one that kept CAP_DAC_READ_SEARCH).
         self.own_scratch = bool(count) and _has_cap(_CAP_SYS_ADMIN)
         try:
-            cfg["seccomp_bpf"] = compile_seccomp()
+            cfg["seccomp_bpf"] = compile_seccomp(allow_scratch_mount=self.own_scratch)
         except SeccompUnavailable as exc:
             cfg["seccomp_bpf"], cfg["seccomp_error"] = b"", str(exc)
         self.spare: _Spare | None = None
