@@ -12,8 +12,8 @@ import resource
 import sys
 
 import anyio
-
 import hostile_tools as ht
+
 from agentloop import Agent, Limits, SandboxUnavailableError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
@@ -66,7 +66,7 @@ async def kills(mode: str) -> dict[str, object]:
         zygote_alive = zygote is not None and _alive(zygote)
         left = _call_uid_processes()  # while the fork server still runs: nothing of any call
     records = [(r.name, r.status, r.content) for r in result.tool_calls]
-    daemon = [r for r in result.tool_calls if r.name == "daemon"][0]
+    daemon = next(r for r in result.tool_calls if r.name == "daemon")
     daemon_pid = int(daemon.content) if daemon.status == "ok" else None
     return {
         "output": result.output,
@@ -88,7 +88,12 @@ async def many_calls(mode: str) -> dict[str, object]:
     for r in result.tool_calls:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     reasons = sorted({r.content[:150] for r in result.tool_calls if r.status != "ok"})
-    return {"output": result.output, "statuses": statuses, "n": len(result.tool_calls), "reasons": reasons[:5]}
+    return {
+        "output": result.output,
+        "statuses": statuses,
+        "n": len(result.tool_calls),
+        "reasons": reasons[:5],
+    }
 
 
 if __name__ == "__main__":

@@ -165,8 +165,14 @@ def resolve(name: str) -> str:
 
 
 def whoami() -> dict[str, Any]:
-    return {"uid": os.getuid(), "cwd": os.getcwd(), "no_new_privs": _status("NoNewPrivs"), "cap_eff": _status("CapEff"),
-            "cap_bnd": _status("CapBnd"), "seccomp": _status("Seccomp")}
+    return {
+        "uid": os.getuid(),
+        "cwd": os.getcwd(),
+        "no_new_privs": _status("NoNewPrivs"),
+        "cap_eff": _status("CapEff"),
+        "cap_bnd": _status("CapBnd"),
+        "seccomp": _status("Seccomp"),
+    }
 
 
 def _status(field: str) -> str:
@@ -191,7 +197,10 @@ def escape_syscalls() -> dict[str, int]:
 
     libc = ctypes.CDLL(None, use_errno=True)
     out = {}
-    for name, fn in (("unshare", lambda: libc.unshare(0x10000000)), ("ptrace", lambda: libc.ptrace(16, os.getppid() or 1, None, None))):
+    for name, fn in (
+        ("unshare", lambda: libc.unshare(0x10000000)),
+        ("ptrace", lambda: libc.ptrace(16, os.getppid() or 1, None, None)),
+    ):
         ctypes.set_errno(0)
         out[name] = 0 if fn() == 0 else ctypes.get_errno()
     return out

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import uuid
 
+import hostile_tools as ht
 import pytest
 
-import hostile_tools as ht
 from agentloop import Agent, Limits, ToolRegistry
 from agentloop._sandbox._doctor import probe
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
@@ -29,7 +29,13 @@ pytestmark = pytest.mark.anyio
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAPS = probe()
 needs_root = pytest.mark.skipif(not CAPS.root, reason="per-call uids need the host to run as root")
-MODES = ["process", pytest.param("isolated", marks=pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}"))]
+MODES = [
+    "process",
+    pytest.param(
+        "isolated",
+        marks=pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}"),
+    ),
+]
 
 
 def _registry(mode: str, **limits: object) -> ToolRegistry:
@@ -43,14 +49,18 @@ def _registry(mode: str, **limits: object) -> ToolRegistry:
 
 async def _run(mode: str, *calls: dict, **limits: object):  # type: ignore[no-untyped-def]
     async with _registry(mode, **limits) as registry:
-        result = await Agent(client=ScriptedModel([tool_calls(*calls), text("done")]), tools=registry).run("go")
+        result = await Agent(client=ScriptedModel([tool_calls(*calls), text("done")]), tools=registry).run(
+            "go"
+        )
     assert result.output == "done"  # the host survived and the run finished
     return result.tool_calls
 
 
 @needs_root
 @pytest.mark.parametrize("mode", MODES)
-async def test_host_memory_and_environment_are_out_of_reach(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_host_memory_and_environment_are_out_of_reach(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FLUX_API_KEY", "sk-host-secret-1234")
     host = os.getpid()
     records = await _run(
@@ -81,7 +91,9 @@ async def test_no_write_outside_scratch_nor_proc_sys(mode: str) -> None:
     for r in (sys_a, sys_b):
         assert r.status == "raised" and r.content.split(":")[0] in {"PermissionError", "OSError"}, r.content
     assert root.content == beside.content == "0"  # not one MB written outside
-    assert not os.path.exists("/agentloop-escape") and not os.path.exists(os.path.join(HERE, "agentloop-escape"))
+    assert not os.path.exists("/agentloop-escape") and not os.path.exists(
+        os.path.join(HERE, "agentloop-escape")
+    )
     assert inside.content == "1"
 
 
@@ -112,10 +124,12 @@ async def test_a_sibling_call_cannot_see_the_scratch(mode: str) -> None:
 async def test_isolated_has_no_network_and_no_dns() -> None:
     async with FakeFluxRouter() as listening:  # a port the host really listens on
         port = int(listening.url.rsplit(":", 1)[1])
-        isolated = await _run("isolated", call("connect_tcp", {"port": port}), call("resolve", {"name": "example.com"}))
+        isolated = await _run(
+            "isolated", call("connect_tcp", {"port": port}), call("resolve", {"name": "example.com"})
+        )
         control = await _run("process", call("connect_tcp", {"port": port}))
     tcp, dns = isolated
-    assert tcp.status == "raised" and "Connection" in tcp.content or "Network" in tcp.content, tcp.content
+    assert tcp.status == "raised" and ("Connection" in tcp.content or "Network" in tcp.content), tcp.content
     assert dns.status == "raised" and dns.content.startswith("gaierror"), dns.content
     assert control[0].status == "ok"  # "process" does reach it: the table says "not prevented"
 
@@ -193,12 +207,14 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     records = out["records"]
     who = json.loads(records[0][2])
     assert int(who["uid"]) >= 1000 and who["no_new_privs"] == "1" and who["seccomp"] == "2"
-    assert int(who["cap_eff"], 16) & ~(1 << 2) == 0 and int(who["cap_bnd"], 16) & ~(1 << 2) == 0  # at most DAC_READ_SEARCH
-    for name, status, content in records[1:4]:  # the host, the fork server, pid 1
+    assert (
+        int(who["cap_eff"], 16) & ~(1 << 2) == 0 and int(who["cap_bnd"], 16) & ~(1 << 2) == 0
+    )  # at most DAC_READ_SEARCH
+    for _name, status, content in records[1:4]:  # the host, the fork server, pid 1
         assert status in ("raised", "ok"), content
         if status == "raised":
             assert content.split(":")[0] in {"PermissionError", "ProcessLookupError"}, content
-    bomb = [r for r in records if r[0] == "fork_bomb"][0]
+    bomb = next(r for r in records if r[0] == "fork_bomb")
     assert bomb[1] == "ok" and int(bomb[2]) <= 512  # RLIMIT_NPROC binds the call's own uid
     assert [r[1] for r in records if r[0] == "daemon"] == ["ok"]
     assert not out["daemon_alive"]  # the double-forked setsid daemon died with its call
@@ -245,7 +261,13 @@ async def test_ro_paths_are_bound_read_only(tmp_path) -> None:  # type: ignore[n
     registry = ToolRegistry(sandbox="isolated", sandbox_ro_paths=[str(data)])
     registry.register(ht.read_file)
     registry.register(ht.fill_dir)
-    script = [tool_calls(call("read_file", {"path": str(data / "table.csv")}), call("fill_dir", {"path": str(data / "x"), "mb": 1})), text("done")]
+    script = [
+        tool_calls(
+            call("read_file", {"path": str(data / "table.csv")}),
+            call("fill_dir", {"path": str(data / "x"), "mb": 1}),
+        ),
+        text("done"),
+    ]
     async with registry:
         result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
     read, write = result.tool_calls

@@ -103,7 +103,9 @@ def _bwrap() -> tuple[str, bool, str]:
     if path is None:
         return "", False, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
     try:
-        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        version = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return "", False, str(exc)
     from .._exceptions import SandboxUnavailableError
@@ -135,8 +137,18 @@ def probe() -> Capabilities:
     )
 
 
-THREATS = ("host memory/env", "host files", "write outside scratch", "network", "signal the host",
-           "outlive the call", "memory", "pids", "disk", "sibling call")
+THREATS = (
+    "host memory/env",
+    "host files",
+    "write outside scratch",
+    "network",
+    "signal the host",
+    "outlive the call",
+    "memory",
+    "pids",
+    "disk",
+    "sibling call",
+)
 
 
 def cells(c: Capabilities) -> dict[str, dict[str, str]]:
@@ -147,36 +159,71 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
     process: dict[str, str] = {}
     if c.root:
         process["host memory/env"] = "prevented (per-call uid, non-dumpable host, seccomp)" + seccomp
-        process["host files"] = "not prevented (world-readable files" + (
-            "" if c.interpreter_readable else "; all files: the interpreter is unreadable by other uids, so calls keep CAP_DAC_READ_SEARCH") + ")"
+        process["host files"] = (
+            "not prevented (world-readable files"
+            + (
+                ""
+                if c.interpreter_readable
+                else "; all files: the interpreter is unreadable by other uids, so calls keep CAP_DAC_READ_SEARCH"
+            )
+            + ")"
+        )
         process["write outside scratch"] = "limited to world-writable dirs (/tmp, /dev/shm)"
         process["signal the host"] = "prevented (per-call uid" + (", own PID namespace)" if pidns else ")")
-        process["outlive the call"] = "prevented (" + ("own PID namespace" if pidns else "subreaper + kill by the call's uid") + ")"
+        process["outlive the call"] = (
+            "prevented (" + ("own PID namespace" if pidns else "subreaper + kill by the call's uid") + ")"
+        )
         process["pids"] = nproc
-        process["sibling call"] = "prevented (per-call uid, own scratch tmpfs)" if c.cap_sys_admin else (
-            "prevented (per-call uid, 0700 scratch)" if c.interpreter_readable else "not prevented (CAP_DAC_READ_SEARCH kept)")
+        process["sibling call"] = (
+            "prevented (per-call uid, own scratch tmpfs)"
+            if c.cap_sys_admin
+            else (
+                "prevented (per-call uid, 0700 scratch)"
+                if c.interpreter_readable
+                else "not prevented (CAP_DAC_READ_SEARCH kept)"
+            )
+        )
     else:
         process["host memory/env"] = "prevented (non-dumpable host, seccomp denies ptrace)" + seccomp
         process["host files"] = process["write outside scratch"] = "not prevented (the host's uid)"
-        process["signal the host"] = process["outlive the call"] = process["sibling call"] = "not prevented (same uid)"
+        process["signal the host"] = process["outlive the call"] = process["sibling call"] = (
+            "not prevented (same uid)"
+        )
         process["pids"] = "limited to 512 more processes of the host's uid"
     process["network"] = "not prevented"
-    process["memory"] = ("limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb; "
-                         "files in /dev/shm and /tmp are not counted")
-    process["disk"] = ("limited to scratch_mb in the scratch dir (own tmpfs); /tmp and /dev/shm: file_size_mb per file only"
-                       if c.root and c.cap_sys_admin else "limited to file_size_mb per file; the number of files is not")
+    process["memory"] = (
+        "limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb; "
+        "files in /dev/shm and /tmp are not counted"
+    )
+    process["disk"] = (
+        "limited to scratch_mb in the scratch dir (own tmpfs); /tmp and /dev/shm: file_size_mb per file only"
+        if c.root and c.cap_sys_admin
+        else "limited to file_size_mb per file; the number of files is not"
+    )
     iso: dict[str, str] = {}
     if c.bwrap_works:
         iso["host memory/env"] = "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp
-        iso["host files"] = "limited to read-only binds (system dirs, interpreter, site-packages, the tool's package, ro_paths)"
+        iso["host files"] = (
+            "limited to read-only binds (system dirs, interpreter, site-packages, the tool's package, ro_paths)"
+        )
         iso["write outside scratch"] = "prevented (read-only root, /proc/sys read-only)"
         iso["network"] = "prevented (empty network namespace)"
         iso["signal the host"] = "prevented (own PID namespace)"
-        iso["outlive the call"] = "prevented (PID namespace per call)" if pidns else "prevented (bubblewrap's PID namespace dies with the fork server; per call: process group)"
-        iso["memory"] = "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs + open_files x file_size_mb of memfds"
+        iso["outlive the call"] = (
+            "prevented (PID namespace per call)"
+            if pidns
+            else "prevented (bubblewrap's PID namespace dies with the fork server; per call: process group)"
+        )
+        iso["memory"] = (
+            "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs + open_files x file_size_mb of memfds"
+        )
         iso["pids"] = nproc if c.root else "limited to 512 processes"
         iso["disk"] = "limited to scratch_mb (own tmpfs)" if c.root else "limited to 512 MB shared tmpfs"
-        iso["sibling call"] = "prevented (per-call uid, own /scratch tmpfs)" if c.root else "not prevented (same uid in the sandbox)"
+        iso["sibling call"] = (
+            "prevented (per-call uid, own /scratch tmpfs)"
+            if c.root
+            else "not prevented (same uid in the sandbox)"
+        )
     else:
         iso = {t: f"unavailable: {c.bwrap_detail}" for t in THREATS}
     if c.cgroup_v2 == "delegated":
@@ -187,16 +234,24 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentloop doctor", description="what this machine lets the sandbox enforce")
+    parser = argparse.ArgumentParser(
+        prog="agentloop doctor", description="what this machine lets the sandbox enforce"
+    )
     parser.parse_args(list(argv or []))
     if not sys.platform.startswith("linux"):
         print(f"sandboxed tools need Linux; this is {sys.platform}")
         return 1
     c = probe()
     labels = {
-        "root": "running as root", "cap_sys_admin": "CAP_SYS_ADMIN", "user_namespaces": "user namespaces",
-        "cgroup_v2": "cgroup v2", "seccomp": "seccomp (libseccomp)", "landlock_abi": "Landlock ABI",
-        "bwrap_version": "bubblewrap", "bwrap_works": "bubblewrap works", "bwrap_detail": "bubblewrap detail",
+        "root": "running as root",
+        "cap_sys_admin": "CAP_SYS_ADMIN",
+        "user_namespaces": "user namespaces",
+        "cgroup_v2": "cgroup v2",
+        "seccomp": "seccomp (libseccomp)",
+        "landlock_abi": "Landlock ABI",
+        "bwrap_version": "bubblewrap",
+        "bwrap_works": "bubblewrap works",
+        "bwrap_detail": "bubblewrap detail",
         "interpreter_readable": "interpreter readable by other uids",
     }
     for f in fields(c):

@@ -236,8 +236,9 @@ class ProcessSandbox:
         scratch = SCRATCH_IN_SANDBOX if self.isolated else tempfile.mkdtemp(prefix="agentloop-sandbox-", dir=self._scratch_parent())
         if root and not self.isolated:
             os.chmod(scratch, 0o711)  # children (other uids) may enter their own dir, not list
+        path = self._path()
         cfg = {
-            "path": self._path(),
+            "path": path,
             "ctl_fd": child.fileno(),
             "scratch": scratch,
             "isolated": self.isolated,
@@ -251,7 +252,7 @@ class ProcessSandbox:
         }
         argv = [os.path.abspath(sys.executable), "-I", "-c", BOOT, _json.dumps_str(cfg)]
         if self.isolated:
-            argv = bwrap_argv(self._bwrap, cfg["path"], sorted(binds)) + argv
+            argv = bwrap_argv(self._bwrap, path, sorted(binds)) + argv
         try:
             popen = subprocess.Popen(
                 argv, env={**self._env, "HOME": scratch}, cwd="/" if self.isolated else scratch,
@@ -298,9 +299,10 @@ class ProcessSandbox:
                 mod = sys.modules.get(top) or importlib.import_module(top)
             except Exception:  # noqa: BLE001 - the fork server reports the import error itself
                 mod = None
-            paths = list(getattr(mod, "__path__", None) or [])
-            if not paths and getattr(mod, "__file__", None):
-                paths = [mod.__file__]  # type: ignore[list-item]
+            paths: list[str] = list(getattr(mod, "__path__", None) or [])
+            file = getattr(mod, "__file__", None)
+            if not paths and isinstance(file, str):
+                paths = [file]
             found = self._tool_binds[ref] = frozenset(os.path.realpath(p) for p in paths)
         return found | frozenset(self._ro_paths)
 

@@ -43,14 +43,50 @@ _SECCOMP_MODE_FILTER = 2
 # process_vm_*, namespaces, mounts, open_by_handle_at), a kernel attack surface a tool has no use
 # for (bpf, keyrings, userfaultfd, perf), or a machine-wide setting (clock, swap, modules, reboot).
 DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
-    "mount", "umount2", "unshare", "setns", "pivot_root", "chroot",
-    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-    "open_by_handle_at", "name_to_handle_at",
-    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "swapon", "swapoff", "reboot", "acct", "quotactl", "syslog", "vhangup",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "process_madvise",
+    "pidfd_getfd",
+    "mount",
+    "umount2",
+    "unshare",
+    "setns",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "acct",
+    "quotactl",
+    "syslog",
+    "vhangup",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "iopl",
+    "ioperm",
 )
 # clone() with any of these flags creates a namespace: denied like unshare().
 _CLONE_NEWNS = 0x00020000
@@ -68,7 +104,12 @@ class SeccompUnavailable(Exception):
 
 
 class _ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 class _SockFprog(ctypes.Structure):
@@ -85,12 +126,20 @@ def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS, *, allow_scratch_mo
     try:
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError as exc:
-        raise SeccompUnavailable(f"libseccomp is not installed ({exc}); Debian: apt-get install libseccomp2") from None
+        raise SeccompUnavailable(
+            f"libseccomp is not installed ({exc}); Debian: apt-get install libseccomp2"
+        ) from None
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+    ]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
@@ -101,14 +150,14 @@ def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS, *, allow_scratch_mo
             nr = lib.seccomp_syscall_resolve_name(syscall.encode())
             if nr >= 0 and lib.seccomp_rule_add_array(ctx, eperm, nr, 0, None) != 0:
                 raise SeccompUnavailable(f"seccomp rule for {syscall} rejected")
-        for syscall in (b"clone", b"unshare") if allow_scratch_mount else (b"clone",):
-            nr = lib.seccomp_syscall_resolve_name(syscall)
+        for name in ("clone", "unshare") if allow_scratch_mount else ("clone",):
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
             for flag in _CLONE_NS_FLAGS:
-                if syscall == b"unshare" and flag == _CLONE_NEWNS:
+                if name == "unshare" and flag == _CLONE_NEWNS:
                     continue
                 cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
                 if lib.seccomp_rule_add_array(ctx, eperm, nr, 1, ctypes.byref(cmp)) != 0:
-                    raise SeccompUnavailable(f"seccomp rule for {syscall.decode()} flags rejected")
+                    raise SeccompUnavailable(f"seccomp rule for {name} flags rejected")
         # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.
         clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
@@ -171,7 +220,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 def _capset_only(cap: int | None) -> None:
@@ -301,7 +354,8 @@ def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, obj
     and unshare a mount namespace, which nothing can do once root is gone)."""
     uid = int(call.get("uid") or 0)  # type: ignore[call-overload]
     if call.get("own_scratch"):
-        _mount_scratch(scratch, uid, call["limits"].get("scratch_mb"))  # type: ignore[union-attr]
+        limits = call["limits"]
+        _mount_scratch(scratch, uid, limits.get("scratch_mb") if isinstance(limits, dict) else None)
     elif uid:
         os.chown(scratch, uid, uid)
     if uid:

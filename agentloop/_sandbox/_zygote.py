@@ -6,8 +6,8 @@ wake-up pipe. Started by the host as `python -I -c BOOT CONFIG` (see _protocol.B
 from __future__ import annotations
 
 import collections
-import gc
 import ctypes
+import gc
 import importlib
 import inspect
 import os
@@ -22,7 +22,14 @@ from typing import Any, Callable
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
-from ._privs import SeccompUnavailable, compile_seccomp, kill_uid, set_dumpable, set_subreaper, uid_has_processes
+from ._privs import (
+    SeccompUnavailable,
+    compile_seccomp,
+    kill_uid,
+    set_dumpable,
+    set_subreaper,
+    uid_has_processes,
+)
 from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
 
 __all__ = ["main", "resolve"]
@@ -382,10 +389,10 @@ class _Zygote:
                     pid = os.wait4(-1, 0)[0]
                 except ChildProcessError:
                     break
-            call = self.running.pop(pid, None)
-            if call is not None:
-                self._release_uid(call)
-                self._finish(call, {"killed": "closed"})
+            ended = self.running.pop(pid) if pid in self.running else None
+            if ended is not None:
+                self._release_uid(ended)
+                self._finish(ended, {"killed": "closed"})
         shutil.rmtree(self.cfg["scratch"], ignore_errors=True)
 
 
