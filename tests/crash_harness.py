@@ -175,9 +175,18 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
 
     # the end: written exactly once, last, and the run's status says so
     ends = [e for e in entries if e.kind == "end"]
-    p(len(ends) == 1 and entries[-1].kind == "end", f"the run must end with exactly one 'end' entry; kinds: {[e.kind for e in entries][-4:]}")
-    p(all(e.data == {"stop_reason": "final", "output": FINAL} for e in ends), f"'end' entry data {[e.data for e in ends]}")
-    p((run.info.status, run.info.steps) == ("final", STEPS + 1), f"run status/steps {(run.info.status, run.info.steps)}, want ('final', {STEPS + 1})")
+    p(
+        len(ends) == 1 and entries[-1].kind == "end",
+        f"the run must end with exactly one 'end' entry; kinds: {[e.kind for e in entries][-4:]}",
+    )
+    p(
+        all(e.data == {"stop_reason": "final", "output": FINAL} for e in ends),
+        f"'end' entry data {[e.data for e in ends]}",
+    )
+    p(
+        (run.info.status, run.info.steps) == ("final", STEPS + 1),
+        f"run status/steps {(run.info.status, run.info.steps)}, want ('final', {STEPS + 1})",
+    )
 
     # model answers: each step once, in order; never requested again once committed
     models = [e for e in entries if e.kind == "model"]
@@ -187,7 +196,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
         for ln in a.lines:
             if ln[0] == "REQ" and int(ln[1]) in answered:
                 e = answered[int(ln[1])]
-                p(by[e.seq] >= i, f"step {ln[1]} requested again in attempt {i} after its answer was committed in attempt {by[e.seq]}")
+                p(
+                    by[e.seq] >= i,
+                    f"step {ln[1]} requested again in attempt {i} after its answer was committed in attempt {by[e.seq]}",
+                )
     calls: dict[str, tuple[int, str, str]] = {}  # call id -> (step, tool, token)
     for e in models:
         for c in e.data["message"].get("tool_calls") or ():
@@ -202,7 +214,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
             continue
         where = calls.get(e.call_id or "")
         if where is None or where[0] != e.step or answered[e.step].seq > e.seq:
-            p(False, f"{e.kind} entry #{e.seq} for call {e.call_id!r} at step {e.step}: not a call of that step's answer")
+            p(
+                False,
+                f"{e.kind} entry #{e.seq} for call {e.call_id!r} at step {e.step}: not a call of that step's answer",
+            )
             continue
         nxt = answered.get(e.step + 1)
         p(nxt is None or e.seq < nxt.seq, f"{e.kind} of {e.call_id} committed after the next step's answer")
@@ -211,7 +226,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
             starts[e.call_id].append(e)  # type: ignore[index]
         else:
             p(e.call_id not in outcome, f"{e.call_id} has two outcomes")
-            p(e.data.get("name") == where[1], f"outcome of {e.call_id} names tool {e.data.get('name')!r}, not {where[1]!r}")
+            p(
+                e.data.get("name") == where[1],
+                f"outcome of {e.call_id} names tool {e.data.get('name')!r}, not {where[1]!r}",
+            )
             outcome.setdefault(e.call_id, e)  # type: ignore[arg-type]
     p(set(outcome) == set(calls), f"calls without an outcome: {sorted(set(calls) - set(outcome))}")
 
@@ -228,13 +246,19 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
                 p(n_start >= 1, f"attempt {i}: {cid} ran before its tool_start was committed")
                 p(n_end == 0, f"attempt {i}: {cid} ran although its outcome was already committed")
                 if cid in calls:
-                    p(any(by[s.seq] == i for s in starts[cid]), f"attempt {i}: {cid} ran without a tool_start of this attempt")
+                    p(
+                        any(by[s.seq] == i for s in starts[cid]),
+                        f"attempt {i}: {cid} ran without a tool_start of this attempt",
+                    )
                     p(i not in execs[cid], f"attempt {i}: {cid} ran twice")
                     execs[cid].append(i)
             elif ln[0] == "RET":
                 later = any(x[:2] == ["APPEND", "tool_end"] and x[3] == ln[1] for x in lines[k + 1 :])
                 cut = a.outside_kill and k == len(lines) - 1  # killed between the return and the commit
-                p(later or cut, f"attempt {i}: {ln[1]} returned but its outcome was not committed before the process went on (lost when it dies)")
+                p(
+                    later or cut,
+                    f"attempt {i}: {ln[1]} returned but its outcome was not committed before the process went on (lost when it dies)",
+                )
 
     # outcomes: ok from a run in the same attempt; outcome_unknown only for a non-idempotent
     # call started in an earlier attempt that died, and then not run again
@@ -245,13 +269,25 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
         a_end, s = by[e.seq], sorted(by[x.seq] for x in starts[cid])
         status = e.data.get("status")
         if status == "ok":
-            p(e.data.get("content") == f"{'wrote' if tool == 'write' else 'read'} {token}", f"{cid}: content {e.data.get('content')!r}")
-            p(bool(s) and s[-1] == a_end and a_end in execs[cid], f"{cid} ({tool}) ok in attempt {a_end} without running there (starts in {s}, runs in {execs[cid]})")
+            p(
+                e.data.get("content") == f"{'wrote' if tool == 'write' else 'read'} {token}",
+                f"{cid}: content {e.data.get('content')!r}",
+            )
+            p(
+                bool(s) and s[-1] == a_end and a_end in execs[cid],
+                f"{cid} ({tool}) ok in attempt {a_end} without running there (starts in {s}, runs in {execs[cid]})",
+            )
             if tool == "write":
-                p(len(s) == 1 and len(execs[cid]) == 1, f"non-idempotent {cid} started in attempts {s}, ran in {execs[cid]}")
+                p(
+                    len(s) == 1 and len(execs[cid]) == 1,
+                    f"non-idempotent {cid} started in attempts {s}, ran in {execs[cid]}",
+                )
         elif status == "outcome_unknown":
             p(tool == "write", f"idempotent {cid} reported outcome_unknown instead of being run again")
-            p(bool(s) and s[-1] < a_end, f"{cid} reported outcome_unknown in attempt {a_end} but its start was never journaled before (starts in {s}): a lost execution")
+            p(
+                bool(s) and s[-1] < a_end,
+                f"{cid} reported outcome_unknown in attempt {a_end} but its start was never journaled before (starts in {s}): a lost execution",
+            )
             p(a_end not in execs[cid], f"{cid} reported outcome_unknown and run")
             p(not s or attempts[s[-1]].exit == KILLED, f"{cid}: its attempt did not die, yet its outcome is unknown")
         else:
@@ -266,7 +302,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
         cid = None if k[3] == "-" else k[3]
         mine = [e for e in entries if by[e.seq] == i and e.kind == kind and e.step == int(k[2]) and e.call_id == cid]
         if phase == "after":
-            p(len(mine) == 1 and mine[0] is [e for e in entries if by[e.seq] == i][-1], f"attempt {i} died right after committing {k[1:]}, which is not its last entry")
+            p(
+                len(mine) == 1 and mine[0] is [e for e in entries if by[e.seq] == i][-1],
+                f"attempt {i} died right after committing {k[1:]}, which is not its last entry",
+            )
         else:
             p(not mine, f"attempt {i} died {phase} committing {k[1:]}, yet the entry is in the journal")
 
@@ -277,7 +316,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
     for i, m in enumerate(msgs):
         if m["role"] == "assistant" and m.get("tool_calls"):
             ids = [c["id"] for c in m["tool_calls"]]
-            p([x.get("tool_call_id") for x in msgs[i + 1 : i + 1 + len(ids)]] == ids, f"tool messages after step message {i} out of order")
+            p(
+                [x.get("tool_call_id") for x in msgs[i + 1 : i + 1 + len(ids)]] == ids,
+                f"tool messages after step message {i} out of order",
+            )
     p(len(state.tool_calls) == len(calls), f"{len(state.tool_calls)} records for {len(calls)} calls")
 
 
