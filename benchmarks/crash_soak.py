@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import crash_harness as harness  # noqa: E402
+import crash_harness as harness
 
 
 def random_spec(rng: random.Random) -> str:

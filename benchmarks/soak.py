@@ -48,7 +48,7 @@ from agentloop import Agent, FluxClient, ToolRegistry
 from agentloop.testing import FakeFluxRouter, call, text, tool_calls
 
 sys.path.insert(0, str(Path(__file__).parent))  # soak_tools, importable by the sandbox's children too
-import soak_tools  # noqa: E402
+import soak_tools
 
 
 def make_tools() -> ToolRegistry:
@@ -178,8 +178,8 @@ def sample(label: str, runs: int) -> Sample:
     )
 
 
-async def _still_running(pids: set[int], timeout: float = 10.0) -> list[int]:
-    """The processes of `pids` that have not exited within `timeout` (waits on pidfds, not a clock)."""
+async def _still_running(pids: set[int], grace_s: float = 10.0) -> list[int]:
+    """The processes of `pids` that have not exited within `grace_s` (waits on pidfds, not a clock)."""
     left = []
     for pid in sorted(pids):
         try:
@@ -187,7 +187,7 @@ async def _still_running(pids: set[int], timeout: float = 10.0) -> list[int]:
         except ProcessLookupError:
             continue
         try:
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(grace_s):
                 await anyio.wait_readable(fd)  # readable once the process has exited
                 continue
             left.append(pid)
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 connections need ~4,000 fds
     report = anyio.run(soak, args.sequential, args.concurrent, args.batches, args.every, backend=args.backend)
     if args.json:

@@ -9,6 +9,7 @@ the effects file (what happened: requests, side effects, returns, where a proces
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def run_attempt(
 def event_gaps(r: AttemptRun) -> list[float]:
     """Seconds from each event of a whole run (its "GO" first) to the next; the last: to the exit."""
     times = [t for t, _ in r.events]
-    return [b - a for a, b in zip(times, times[1:])] + [max(r.seconds - times[-1], 0.0)]
+    return [b - a for a, b in itertools.pairwise(times)] + [max(r.seconds - times[-1], 0.0)]
 
 
 def trial(
@@ -262,7 +263,7 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
 
     # outcomes: ok from a run in the same attempt; outcome_unknown only for a non-idempotent
     # call started in an earlier attempt that died, and then not run again
-    for cid, (step, tool, token) in calls.items():
+    for cid, (_step, tool, token) in calls.items():
         e = outcome.get(cid)
         if e is None:
             continue

@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from agentloop import Agent, ToolRegistry
 from agentloop._exceptions import RunNotFoundError
@@ -139,10 +140,10 @@ async def _effect(name: str, token: str, result: str) -> str:
     cid = f"c{token}"
     step = _steps.get(cid, 0)
     checkpoint(f"tool.before.{name}", step, cid)
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     note("EXEC", cid, *journal_view(cid))
     checkpoint(f"tool.after.{name}", step, cid)
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     note("RET", cid)
     return result
 

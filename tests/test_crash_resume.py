@@ -24,9 +24,8 @@ import os
 import random
 from pathlib import Path
 
-import pytest
-
 import crash_harness as harness
+import pytest
 
 # (kill of the first attempt, kill of the resume, ...): each a crash_worker.py checkpoint
 WINDOWS: list[tuple[str, ...]] = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-import soak  # noqa: E402
+import soak
 
 pytestmark = pytest.mark.anyio
 
