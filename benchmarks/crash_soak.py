@@ -2,8 +2,9 @@
 
 The big version of tests/test_crash_resume.py (which hits every crash window once per suite
 run): each trial kills the worker 1-4 times, each kill either at a random named checkpoint
-(random point, step and occurrence) or from outside at a moment drawn uniformly over the
-measured duration of a whole run (from the worker's "go" to its end entry), then resumes to the end; every trial is checked exactly
+(random point, step and occurrence) or from outside after a random event of the run (counted
+on a measured whole run, in lockstep with the worker) and a random part of the measured time to
+the next event, then resumes to the end; every trial is checked exactly
 by tests/crash_harness.py. Reports the kills by window, where the outside kills landed, and the
 outcomes.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -51,16 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     windows: Counter[str] = Counter()
     missed = 0  # self-kill specs the run never reached (e.g. step 6 has no tool calls)
-    outside: list[tuple[float, int | None]] = []  # (fraction of a whole run, journal writes done)
+    outside: list[tuple[float, int | None]] = []  # (event picked / events of a whole run, journal writes done)
     outcomes: Counter[str] = Counter()
     kills = trials = 0
     with tempfile.TemporaryDirectory(prefix="crash-soak-") as tmp:
         d = Path(tmp)
-        whole: dict[str, list[float]] = {b: [] for b in ("asyncio", "trio")}
-        for b in whole:  # measure whole attempts first; more samples come from trials that finish
-            for i in range(3):
-                runs, _ = harness.trial(d, f"calibrate_{b}_{i}", b)
-                whole[b].append(harness.run_span(runs[0]))
+        # a whole run per backend: its events and the time from each to the next
+        whole = {b: harness.trial(d, f"whole_{b}", b)[0][0] for b in ("asyncio", "trio")}
+        gaps = {b: harness.event_gaps(r) for b, r in whole.items()}
         while kills < args.kills:
             trials += 1
             backend = harness.env_backend(trials)
@@ -68,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             journal, effects = d / "runs.db", d / f"{run_id}.effects"
             code = harness.KILLED
             for _ in range(rng.randint(1, 4)):
-                if rng.random() < args.outside:
-                    u = rng.random()
-                    r = harness.run_attempt(journal, effects, run_id, backend, kill_after=u * statistics.median(whole[backend]))
-                    outside.append((u, r.appends if r.code == harness.KILLED else None))
+                if rng.random() < args.outside:  # after a random event, a random part of its gap later
+                    k = rng.randrange(len(gaps[backend]))
+                    at = (k, rng.random() * gaps[backend][k])
+                    r = harness.run_attempt(journal, effects, run_id, backend, kill_at=at)
+                    outside.append((k / len(gaps[backend]), r.appends if r.code == harness.KILLED else None))
                 else:
                     spec = random_spec(rng)
                     r = harness.run_attempt(journal, effects, run_id, backend, kill=spec)
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "kills": kills,
         "self_kills_by_window": dict(sorted(windows.items())),
         "self_kill_specs_not_reached": missed,
-        "whole_attempt_s": {b: round(statistics.median(v), 3) for b, v in whole.items()},
+        "whole_run": {b: f"{len(r.events)} events in {r.events[-1][0]:.3f} s" for b, r in whole.items()},
         "outside_kills": len(landed),
         "outside_finished_first": sum(n is None for _, n in outside),
         "outside_kills_by_decile_of_run": [deciles[i] for i in range(10)],
