@@ -57,7 +57,7 @@ MUTATIONS = [
                 "    async def flush(self) -> None:\n        batch, self.unflushed = self.unflushed, []\n"
                 "        for record in batch:\n            if self.journal is None:\n                continue\n",
             ),
-            ("agentloop/_runstate.py", '        "ended",\n    )', '        "ended",\n        "unflushed",\n    )'),
+            ("agentloop/_runstate.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
             ("agentloop/_runstate.py", "        self.ended = True  #", "        self.unflushed = []\n        self.ended = True  #"),
             ("agentloop/_toolstep.py", "        await dispatcher.run(to_run, step)  #", "        await dispatcher.run(to_run, step)\n    await run.flush()  #"),
         ),
@@ -82,8 +82,8 @@ MUTATIONS = [
             (
                 "agentloop/_dispatch.py",
                 "        if self.limiter is None:\n            if self.on_invoke is not None:\n                await self.on_invoke(record)\n"
-                "            return await self._invoke(tool, args)",
-                "        if self.limiter is None:\n            outcome = await self._invoke(tool, args)\n"
+                "            return await self._invoke(tool, args, record)",
+                "        if self.limiter is None:\n            outcome = await self._invoke(tool, args, record)\n"
                 "            if self.on_invoke is not None:\n                await self.on_invoke(record)\n            return outcome",
             ),
         ),
