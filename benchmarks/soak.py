@@ -3,18 +3,27 @@
 One process runs `--sequential` agent runs back to back and `--concurrent` runs at once (in
 `--batches` batches) against the fake FluxRouter, through a TCP proxy that is restarted between
 the phases (every pooled connection dies, the port comes back): the client's pool must recover.
-It samples RSS, open fds (sockets apart), tasks, threads and child processes, and reports the
-RSS curve. Checks (exact, no thresholds on timing or RSS):
+It samples RSS, open fds (sockets apart), tasks, threads, child processes and their
+descendants, and checks:
 
-- after warm-up, the sequential phase ends with exactly the fds, tasks and children it had;
-- non-socket fds and children never change; sockets stay within the pool's bound (one leaked
-  socket per run would exceed it);
-- once client, proxy and router are closed, fds, tasks and children are exactly the baseline.
+- after warm-up, the sequential phase ends with exactly the fds, sockets, tasks, threads and
+  children it had, and RSS grew by at most `rss_seq_mb` (a leak of ~1 KB a run over 10,000 runs
+  exceeds the default);
+- non-socket fds, threads outside the worker-thread pool and the child processes (the process
+  sandbox's fork server) never change; the fork server's own children stay within its bound
+  (running calls + one spare); sockets stay within the pool's bound (one leaked socket per run
+  would exceed it); pool threads stay within the pools' bounds;
+- each concurrent batch after the first ends with at most `rss_batch_mb` more RSS than the first
+  (the first one sets the peak the allocator keeps; the same batch again must reuse it);
+- once client, proxy, router and the tools' sandbox are closed, fds, tasks, threads outside the
+  pool and child processes are exactly the baseline, and every process ever seen below this one
+  is gone.
 
     .venv/bin/python benchmarks/soak.py                       # 10,000 back to back, 1,000 at once
     .venv/bin/python benchmarks/soak.py --sequential 1000 --concurrent 200 --json
 
-Each run: two model requests, two parallel tool calls (one inline, one in a worker thread).
+Each run: two model requests, three parallel tool calls (one inline, one in a worker thread,
+one in a fresh child process of the "process" sandbox).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +46,9 @@ import sniffio
 
 from agentloop import Agent, FluxClient, ToolRegistry
 from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+
+sys.path.insert(0, str(Path(__file__).parent))  # soak_tools, importable by the sandbox's children too
+import soak_tools
 
 
 def make_tools() -> ToolRegistry:
@@ -51,14 +64,20 @@ def make_tools() -> ToolRegistry:
         """The local time in a city (a sync tool: runs in a worker thread)."""
         return f"12:00 in {city}"
 
+    tools.register(soak_tools.word_count, sandbox="process")  # a fresh child process per call
     return tools
+
+
+CALLS = ["get_weather", "local_time", "word_count"]
 
 
 def handler(request: Any) -> Any:
     messages = request.json.get("messages") or []
     if messages and messages[-1].get("role") == "tool":
         return text("Lisbon: 21 °C, 12:00")
-    return tool_calls(call("get_weather", {"city": "Lisbon"}), call("local_time", {"city": "Lisbon"}))
+    return tool_calls(
+        call("get_weather", {"city": "Lisbon"}), call("local_time", {"city": "Lisbon"}), call("word_count", {"text": "Lisbon weather"})
+    )
 
 
 # --- process state ---------------------------------------------------------------------------------
@@ -72,12 +91,24 @@ class Sample:
     fds: int
     sockets: int
     tasks: int
-    threads: int
+    threads: int  # native threads of the process
+    pool_threads: int  # ...of which idle worker threads of anyio / trio (they exit after 10 s idle)
     children: list[int] = field(default_factory=list)
+    descendants: list[int] = field(default_factory=list)  # below the children (sandboxed calls, spares)
 
     @property
     def other_fds(self) -> int:
         return self.fds - self.sockets
+
+    @property
+    def other_threads(self) -> int:
+        return self.threads - self.pool_threads
+
+
+# anyio's worker threads (its default limiter: 40 at once), trio's thread cache, and asyncio's
+# default executor (getaddrinfo; at most min(32, CPUs + 4) threads)
+_POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_")
+MAX_POOL_THREADS = 40 + min(32, (os.cpu_count() or 1) + 4)
 
 
 def _fds() -> tuple[int, int]:
@@ -92,14 +123,28 @@ def _fds() -> tuple[int, int]:
     return total, sockets
 
 
-def _children() -> list[int]:
+def _children(pid: int | str = "self") -> list[int]:
     pids: list[int] = []
-    for tid in os.listdir("/proc/self/task"):
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # it exited meanwhile
+        return []
+    for tid in tids:
         try:
-            pids += [int(p) for p in Path(f"/proc/self/task/{tid}/children").read_text().split()]
+            pids += [int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
         except OSError:
             continue
     return sorted(pids)
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    out: list[int] = []
+    todo = [c for p in pids for c in _children(p)]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += _children(pid)
+    return sorted(out)
 
 
 def _rss_mb() -> float:
@@ -125,7 +170,38 @@ def _tasks() -> int:
 def sample(label: str, runs: int) -> Sample:
     gc.collect()
     fds, sockets = _fds()
-    return Sample(label, runs, round(_rss_mb(), 1), fds, sockets, _tasks(), len(os.listdir("/proc/self/task")), _children())
+    pool = sum(t.name.startswith(_POOL_THREADS) for t in threading.enumerate())
+    children = _children()
+    return Sample(
+        label, runs, round(_rss_mb(), 1), fds, sockets, _tasks(), len(os.listdir("/proc/self/task")), pool,
+        children, _descendants(children),
+    )
+
+
+async def _still_running(pids: set[int], grace_s: float = 10.0) -> list[int]:
+    """The processes of `pids` that have not exited within `grace_s` (waits on pidfds, not a clock)."""
+    left = []
+    for pid in sorted(pids):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            with anyio.move_on_after(grace_s):
+                await anyio.wait_readable(fd)  # readable once the process has exited
+                continue
+            left.append(pid)
+        finally:
+            os.close(fd)
+    return [pid for pid in left if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 # --- a restartable TCP proxy: "the server restarts" from the client's point of view ----------------
@@ -211,7 +287,18 @@ class Report:
         return d
 
 
-async def soak(sequential: int = 10_000, concurrent: int = 1_000, batches: int = 2, every: int = 500) -> Report:
+RSS_SEQ_MB = 8.0
+RSS_BATCH_MB = 12.0
+
+
+async def soak(
+    sequential: int = 10_000,
+    concurrent: int = 1_000,
+    batches: int = 2,
+    every: int = 500,
+    rss_seq_mb: float = RSS_SEQ_MB,
+    rss_batch_mb: float = RSS_BATCH_MB,
+) -> Report:
     """Run the soak in the current event loop and return its report (problems empty when clean)."""
     tools = make_tools()
     agent_kwargs = {"tools": tools, "model": "flux-auto", "max_steps": 4}
@@ -222,12 +309,19 @@ async def soak(sequential: int = 10_000, concurrent: int = 1_000, batches: int =
     restarts = 0
     baseline = sample("baseline", 0)
     samples.append(baseline)
+    seen: set[int] = set()  # every process ever seen below this one
+
+    def take(label: str) -> Sample:
+        s = sample(label, ok)
+        seen.update(s.children, s.descendants)
+        samples.append(s)
+        return s
 
     async def one(agent: Agent) -> None:
         nonlocal ok
         result = await agent.run("Weather and time in Lisbon?")
-        if result.output != "Lisbon: 21 °C, 12:00" or [r.status for r in result.tool_calls] != ["ok", "ok"]:
-            problems.append(f"unexpected result: {result.output!r} {[r.status for r in result.tool_calls]}")
+        if result.output != "Lisbon: 21 °C, 12:00" or [r.status for r in result.tool_calls] != ["ok"] * len(CALLS):
+            problems.append(f"unexpected result: {result.output!r} {[(r.status, r.content) for r in result.tool_calls]}")
         ok += 1
 
     async with FakeFluxRouter(handler) as router, Proxy(router._port or int(router.url.rsplit(":", 1)[1])) as proxy:
@@ -239,50 +333,67 @@ async def soak(sequential: int = 10_000, concurrent: int = 1_000, batches: int =
                 await one(agent)
                 router.requests.clear()  # the fake router records every request; that is not ours to measure
                 if i + 1 == warm or (i + 1) % every == 0 or i + 1 == sequential:
-                    samples.append(sample("sequential", i + 1))
-            after_warm = next((s for s in samples if s.label == "sequential"), None)
-            end_seq = samples[-1]
-            if after_warm is not None:
-                for what in ("fds", "sockets", "tasks", "children"):
-                    if getattr(end_seq, what) != getattr(after_warm, what):
-                        problems.append(
-                            f"sequential: {what} went from {getattr(after_warm, what)} after warm-up to "
-                            f"{getattr(end_seq, what)} after {end_seq.runs} runs"
-                        )
+                    take("sequential")
+            after_warm, end_seq = samples[1], samples[-1]
+            for what in ("fds", "sockets", "tasks", "other_threads", "children"):
+                if getattr(end_seq, what) != getattr(after_warm, what):
+                    problems.append(
+                        f"sequential: {what} went from {getattr(after_warm, what)} after warm-up to "
+                        f"{getattr(end_seq, what)} after {end_seq.runs} runs"
+                    )
+            if end_seq.rss_mb - after_warm.rss_mb > rss_seq_mb:
+                problems.append(
+                    f"sequential: RSS grew from {after_warm.rss_mb} MB after warm-up to {end_seq.rss_mb} MB after "
+                    f"{end_seq.runs} runs, more than {rss_seq_mb} MB"
+                )
             # the server restarts: every pooled connection is dead; the pool must recover
             await proxy.restart()
             restarts += 1
             for _ in range(20):
                 await one(agent)
             router.requests.clear()
-            samples.append(sample("after restart", ok))
+            take("after restart")
             # concurrent batches, with a restart between them
             for b in range(batches):
                 async with anyio.create_task_group() as tg:
                     for _ in range(concurrent):
                         tg.start_soon(one, agent)
                 router.requests.clear()
-                samples.append(sample(f"batch {b + 1}", ok))
+                take(f"batch {b + 1}")
                 if b + 1 < batches:
                     await proxy.restart()
                     restarts += 1
+            first = next(s for s in samples if s.label == "batch 1")
+            for s in samples:
+                if s.label.startswith("batch") and s.rss_mb - first.rss_mb > rss_batch_mb:
+                    problems.append(f"{s.label}: RSS {s.rss_mb} MB, more than {rss_batch_mb} MB over batch 1 ({first.rss_mb} MB)")
             # 4 sockets per connection (client, proxy both sides, router); a pool of at most
             # `concurrent` connections plus what the sequential phase kept open, and slack for
             # connections closing while new ones open. A leak of one socket per run exceeds it.
             bound = end_seq.sockets + 5 * concurrent
+            box = tools.sandbox_for("process")
             for s in samples[1:]:
-                if s.other_fds != samples[1].other_fds:
-                    problems.append(f"{s.label} at {s.runs} runs: {s.other_fds} non-socket fds, {samples[1].other_fds} after warm-up")
-                if s.children != baseline.children:
-                    problems.append(f"{s.label} at {s.runs} runs: child processes {s.children}, baseline {baseline.children}")
+                at = f"{s.label} at {s.runs} runs"
+                if s.other_fds != after_warm.other_fds:
+                    problems.append(f"{at}: {s.other_fds} non-socket fds, {after_warm.other_fds} after warm-up")
+                if s.other_threads != after_warm.other_threads:
+                    problems.append(f"{at}: {s.other_threads} threads besides the worker pool, {after_warm.other_threads} after warm-up")
+                if s.pool_threads > MAX_POOL_THREADS:
+                    problems.append(f"{at}: {s.pool_threads} pool threads, more than the pools' bound {MAX_POOL_THREADS}")
+                if s.children != after_warm.children or len(s.children) != len(baseline.children) + 1:
+                    problems.append(f"{at}: child processes {s.children}, after warm-up {after_warm.children} (baseline + the fork server)")
+                if len(s.descendants) > box.max_processes + 1:
+                    problems.append(f"{at}: {len(s.descendants)} processes below the fork server, more than its {box.max_processes} + a spare")
                 if s.sockets > bound:
-                    problems.append(f"{s.label} at {s.runs} runs: {s.sockets} sockets, more than the pool's bound {bound}")
+                    problems.append(f"{at}: {s.sockets} sockets, more than the pool's bound {bound}")
     await tools.aclose()
-    end = sample("closed", ok)
-    samples.append(end)
-    for what in ("fds", "sockets", "tasks", "children"):
+    end = take("closed")
+    for what in ("fds", "sockets", "tasks", "other_threads", "children"):
         if getattr(end, what) != getattr(baseline, what):
             problems.append(f"after closing everything: {what} is {getattr(end, what)}, baseline {getattr(baseline, what)}")
+    left = await _still_running(seen - set(baseline.children) - set(baseline.descendants))
+    if left:
+        problems.append(f"after closing everything: processes {left} (children or their descendants) still run")
     expected = sequential + 20 + concurrent * batches
     if ok != expected:
         problems.append(f"{ok} runs finished, {expected} expected")
@@ -298,16 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 connections need ~4,000 fds
     report = anyio.run(soak, args.sequential, args.concurrent, args.batches, args.every, backend=args.backend)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
         print(f"{report.runs_ok} runs in {report.wall_s} s ({args.backend}), {report.restarts} server restarts")
-        print(f"{'phase':<14}{'runs':>7}{'RSS MB':>9}{'fds':>6}{'sockets':>9}{'tasks':>7}{'threads':>9}{'children':>9}")
+        print(f"{'phase':<14}{'runs':>7}{'RSS MB':>9}{'fds':>6}{'sockets':>9}{'tasks':>7}{'threads':>9}{'(pool)':>7}{'children':>9}{'below':>6}")
         for s in report.samples:
-            print(f"{s.label:<14}{s.runs:>7}{s.rss_mb:>9}{s.fds:>6}{s.sockets:>9}{s.tasks:>7}{s.threads:>9}{len(s.children):>9}")
+            print(
+                f"{s.label:<14}{s.runs:>7}{s.rss_mb:>9}{s.fds:>6}{s.sockets:>9}{s.tasks:>7}{s.threads:>9}{s.pool_threads:>7}"
+                f"{len(s.children):>9}{len(s.descendants):>6}"
+            )
         print("clean" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(report.problems))
     return 0 if not report.problems else 1
 
