@@ -194,13 +194,39 @@ async def test_read_timeout_of_a_stream_before_any_delta_is_retried(router: Fake
 
 
 async def test_total_timeout_bounds_one_request_with_its_retries(router: FakeFluxRouter) -> None:
-    router.add(error(500, "boom"), text("late", delay=5.0))
-    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=0.2, retry=RecordingPolicy()) as c:
+    # The retry's answer never comes (an hour): only total_timeout can end the request. The
+    # bound is generous so that two loopback requests fit in it on a busy machine (the old 0.2 s
+    # failed whenever the first request paid for importing the transport's library).
+    router.add(error(500, "boom"), text("late", delay=3600))
+    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=1.5, retry=RecordingPolicy()) as c:
         start = time.perf_counter()
-        with pytest.raises(APITimeoutError, match="total_timeout=0.2"):
+        with pytest.raises(APITimeoutError, match="total_timeout=1.5"):
             await one(c)
-        assert time.perf_counter() - start < 2.0
+        assert time.perf_counter() - start < 600  # ended by total_timeout, not by the hour-long answer
     assert len(router.requests) == 2
+
+
+FIRST_REQUEST = """
+import sys, anyio
+from agentloop import FluxClient
+
+async def main():
+    async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key="k"):
+        print("aiohttp" in sys.modules)
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_entering_the_client_builds_the_transport_not_the_first_request(backend: str) -> None:
+    # Regression (#13): aiohttp was imported inside the first request on asyncio (0.3-0.7 s
+    # charged to that request's total_timeout). A fresh interpreter, so no earlier test imported it.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, backend], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ("True" if backend == "asyncio" else "False")
 
 
 async def test_the_runs_deadline_wins(router: FakeFluxRouter) -> None:
