@@ -10,7 +10,7 @@ real FluxRouter (or $FLUX_BASE_URL).
 
 In production the worker is its own process (any number of them):
 
-    agentloop worker --task-queue agents --tools examples.temporal_agent:tools
+    agentloop worker --task-queue agents --tool examples.temporal_agent:tools
 """
 
 from __future__ import annotations
