@@ -106,6 +106,7 @@ class FluxClient:
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+        _refuse_full_endpoint(url)
         if wire is None:
             wire = "anthropic" if url.endswith("/anthropic") or "/anthropic/" in url else "openai"
         if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -279,7 +280,8 @@ class FluxClient:
             body: Any = loads(text)
         except ValueError:
             body = text[:2000]
-        message = _error_message(body) or response.reason_phrase or "no error message"
+        # One sentence, whatever the server's ends with: "...key. Check..." never "...key.. Check...".
+        message = (_error_message(body) or response.reason_phrase or "no error message").rstrip().rstrip(".")
         request_id = response.headers.get("x-request-id")
         where = f"FluxRouter answered {status} for POST {self._url}"
         kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": dict(response.headers)}
@@ -306,7 +308,27 @@ class FluxClient:
             )
         if status >= 500:
             return InternalServerError(f"{where}: {message}. The router failed; try again later.", **kwargs)
+        if status in (404, 405):
+            return APIStatusError(
+                f"{where}: {message}. Check base_url ({self.base_url!r}): it is the API root, e.g. "
+                f"{DEFAULT_BASE_URL!r} or {DEFAULT_ANTHROPIC_BASE_URL!r}; the client appends the endpoint's path.",
+                **kwargs,
+            )
         return APIStatusError(f"{where}: {message}", **kwargs)
+
+
+def _refuse_full_endpoint(url: str) -> None:
+    """A pasted endpoint (…/v1/chat/completions, …/anthropic/v1/messages) would 404 on every
+    request with the path appended twice: say at construction what to pass instead."""
+    for endpoint in ("/chat/completions", "/messages"):
+        if url.endswith(endpoint):
+            root = url.removesuffix(endpoint)
+            if endpoint == "/messages" and root.endswith("/anthropic/v1"):
+                root = root.removesuffix("/v1")
+            raise ConfigurationError(
+                f"base_url {url!r} is a full endpoint; pass the API root instead: base_url={root!r} "
+                f"(the client appends {endpoint})"
+            )
 
 
 def _error_message(body: Any) -> str | None:
