@@ -289,22 +289,26 @@ async def test_every_transport_streams_retries_and_maps_errors(router: FakeFluxR
     for kind in kinds_for(anyio_backend):
         router.add(drop(), tool_calls(call("f", {"a": 1}), call("g", {"b": 2}), quirks=["keepalive", "no_done"]))
         router.add(text("partial answer here", quirks=[drop_after(3)]))
-        router.add(*[text("slow", delay=1.0)] * 3)  # retried twice
-        timeout = httpx.Timeout(5.0, read=0.1)
-        async with FluxClient(
-            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
-        ) as c:
+        async with FluxClient(base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy()) as c:  # type: ignore[arg-type]
             turn = await one(c, stream=True)
             assert [tc["function"]["arguments"] for tc in turn.tool_calls] == ['{"a":1}', '{"b":2}'], kind
             with pytest.raises(APIConnectionError, match="already been streamed"):
                 await one(c, stream=True)
-            with pytest.raises(APITimeoutError, match="ReadTimeout"):
-                await one(c)
             router.add(*[text("ok")] * 20)
-            with anyio.fail_after(5):
+            with anyio.fail_after(120):  # a guard against a hang, not a wait
                 async with anyio.create_task_group() as tg:  # many at once over one pool
                     for _ in range(20):
                         tg.start_soon(one, c)
+        # A read timeout of its own client: the answers above must not depend on how fast a busy
+        # machine serves them (a 0.1 s read timeout on every request did), and this one must
+        # time out whatever the load, so its answer never comes. Retried twice.
+        router.add(*[text("never", delay=3600)] * 3)
+        timeout = httpx.Timeout(5.0, read=0.5)
+        async with FluxClient(
+            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
+        ) as c:
+            with pytest.raises(APITimeoutError, match="ReadTimeout"):
+                await one(c)
 
 
 async def test_connection_refused_is_not_a_timeout(anyio_backend: str) -> None:
