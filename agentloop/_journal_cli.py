@@ -99,7 +99,7 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
 
     try:
         result = anyio.run(go)
-    except BaseException as raised:  # noqa: BLE001 - classified below, re-raised if unknown
+    except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, JournalError):
             raise e from None

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging()
     try:
         return anyio.run(args.func, args)
-    except BaseException as raised:  # noqa: BLE001 - classified below, re-raised if unknown
+    except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
             return 130

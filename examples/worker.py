@@ -145,10 +145,7 @@ class JobDir:
         jobs = []
         for path in sorted((self.root / "incoming").glob("*.json")):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                prompt = data.get("prompt") if isinstance(data, dict) else None
-                if not isinstance(prompt, str) or not prompt.strip():
-                    raise ValueError('a job file is a JSON object with a non-empty "prompt" string')
+                prompt = _prompt(path)
             except (ValueError, OSError) as e:  # JSONDecodeError is a ValueError
                 self._reject(path, e)
                 continue
@@ -195,6 +192,14 @@ class JobDir:
             data = {"id": job.id, "error": type(outcome).__name__, "message": str(outcome)}
             _write_json(self.root / "failed" / f"{job.id}.json", data)
         (self.root / "incoming" / f"{job.id}.json").unlink(missing_ok=True)
+
+
+def _prompt(path: Path) -> str:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    prompt = data.get("prompt") if isinstance(data, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError('a job file is a JSON object with a non-empty "prompt" string')
+    return prompt
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

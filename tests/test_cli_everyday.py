@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import agentloop
-from agentloop import Agent, ToolRegistry
+from agentloop import Agent
 from agentloop._journal import SQLiteJournal
 from agentloop._journal_cli import main as runs_main
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls

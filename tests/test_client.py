@@ -20,12 +20,12 @@ from agentloop import (
     ConfigurationError,
     FluxClient,
     InternalServerError,
+    ModelRequest,
     RateLimitError,
     RetryPolicy,
     ToolRegistry,
     ToolsNotSupportedError,
 )
-from agentloop import ModelRequest
 from agentloop.testing import FakeFluxRouter, call, drop, error, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio

@@ -18,6 +18,7 @@ it can be without running it (its arguments parsed, its modules loaded, its extr
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import shlex
@@ -169,10 +170,11 @@ async def test_documented_commands_run_as_written(block: Block, workdir: Path) -
         for command in block.commands:
             if not _runnable(command):
                 continue
-            done = await anyio.to_thread.run_sync(lambda: subprocess.run(
-                ["bash", "-c", command], cwd=workdir, env=_env(command, router.base_url),
+            run = functools.partial(
+                subprocess.run, ["bash", "-c", command], cwd=workdir, env=_env(command, router.base_url),
                 capture_output=True, text=True, timeout=300, check=False,
-            ))
+            )
+            done = await anyio.to_thread.run_sync(run)
             assert done.returncode == 0, f"{block.where}: `{command}` exited {done.returncode}:\n{done.stderr[-3000:]}"
 
 
