@@ -48,6 +48,7 @@ NOT_RUN = {
     "python examples/worker.py jobs/ --watch": "polls its directory forever; the same worker without --watch runs above",
     "agentloop run --base-url http://127.0.0.1:8000/v1 --model flux-pinned-gpt-5 \"prompt\"":
         "talks to your server on the fixed port 8000; checked: the arguments parse",
+    "agentloop ui --journal runs.db": "serves the inspector until stopped; checked: the arguments parse",
     "agentloop worker --task-queue agents --tool mymodule:registry": "needs a Temporal server and runs until "
     "SIGTERM; checked: the arguments parse and the registry loads",
     "agentloop worker --task-queue agents --tool examples.temporal_agent:tools": "needs a Temporal server and runs "
@@ -182,7 +183,10 @@ CHECK_AGENTLOOP = """
 import sys
 from agentloop._cli_common import load_tools
 argv = sys.argv[1:]
-if argv[0] == "worker":
+if argv[0] == "ui":
+    from agentloop.ui._cli import _parser
+    _parser().parse_args(argv[1:])
+elif argv[0] == "worker":
     from agentloop.temporal._worker import _parser, load_registry
     args = _parser().parse_args(argv[1:])
     load_registry(args.tool[0]) if len(args.tool) == 1 else load_tools(args.tool)
