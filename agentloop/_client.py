@@ -33,7 +33,7 @@ from ._retry import Failure, RetryPolicy
 from ._types import ModelTurn
 from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from ._wire._openai import OpenAIWire
-from ._wire._transport import TransportKind, make_transport
+from ._wire._transport import TransportKind, make_transport, prepare
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
@@ -106,6 +106,7 @@ class FluxClient:
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+        _refuse_full_endpoint(url)
         if wire is None:
             wire = "anthropic" if url.endswith("/anthropic") or "/anthropic/" in url else "openai"
         if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -133,12 +134,14 @@ class FluxClient:
             raise ConfigurationError(f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport")
         self._owns_http = http_client is None
         self._pool_args = (timeout, transport, max_connections)  # to build a fresh pool: fresh_pool()
+        self._transport: object = None  # what __aenter__ prepares for the running loop
         if http_client is None:
             # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
             if isinstance(transport, str):
                 # Environment proxies are honoured by httpx's own transport only: keep it then.
                 transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
+            self._transport = transport
             http_client = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
         self._http = http_client
 
@@ -146,6 +149,10 @@ class FluxClient:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
 
     async def __aenter__(self) -> FluxClient:
+        # Build the transport for this event loop now (importing its library: aiohttp takes
+        # 0.3-0.7 s), so the first request is as fast as the next and its total_timeout is spent
+        # on the request only. See benchmarks/bench_first_request.py.
+        prepare(self._transport)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -168,6 +175,7 @@ class FluxClient:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         if isinstance(transport, str):
             transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
+        twin._transport = transport  # its own: entering the twin must not build the original's
         twin._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
         return twin
 
@@ -272,7 +280,8 @@ class FluxClient:
             body: Any = loads(text)
         except ValueError:
             body = text[:2000]
-        message = _error_message(body) or response.reason_phrase or "no error message"
+        # One sentence, whatever the server's ends with: "...key. Check..." never "...key.. Check...".
+        message = (_error_message(body) or response.reason_phrase or "no error message").rstrip().rstrip(".")
         request_id = response.headers.get("x-request-id")
         where = f"FluxRouter answered {status} for POST {self._url}"
         kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": dict(response.headers)}
@@ -299,7 +308,27 @@ class FluxClient:
             )
         if status >= 500:
             return InternalServerError(f"{where}: {message}. The router failed; try again later.", **kwargs)
+        if status in (404, 405):
+            return APIStatusError(
+                f"{where}: {message}. Check base_url ({self.base_url!r}): it is the API root, e.g. "
+                f"{DEFAULT_BASE_URL!r} or {DEFAULT_ANTHROPIC_BASE_URL!r}; the client appends the endpoint's path.",
+                **kwargs,
+            )
         return APIStatusError(f"{where}: {message}", **kwargs)
+
+
+def _refuse_full_endpoint(url: str) -> None:
+    """A pasted endpoint (…/v1/chat/completions, …/anthropic/v1/messages) would 404 on every
+    request with the path appended twice: say at construction what to pass instead."""
+    for endpoint in ("/chat/completions", "/messages"):
+        if url.endswith(endpoint):
+            root = url.removesuffix(endpoint)
+            if endpoint == "/messages" and root.endswith("/anthropic/v1"):
+                root = root.removesuffix("/v1")
+            raise ConfigurationError(
+                f"base_url {url!r} is a full endpoint; pass the API root instead: base_url={root!r} "
+                f"(the client appends {endpoint})"
+            )
 
 
 def _error_message(body: Any) -> str | None:

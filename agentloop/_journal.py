@@ -15,15 +15,15 @@ on from where it stops:
 
 One process at a time: a run is leased to the process that runs or resumes it. A second
 `resume` of the same run while the first is alive raises `RunLockedError`. The lease of a
-process that died (same host: its pid is gone; another host: `lease_ttl` seconds without a
-journal write) is taken over.
+process that died (same machine: the process is gone, at once; another machine: `lease_ttl`
+seconds without a journal write) is taken over. Holders are named by boot id, pid and process
+start time, not by host name (see `_lease.py`).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import sqlite3
 import threading
 import time
@@ -36,10 +36,10 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
-from . import _json
+from . import _json, _lease
 from ._approval import Decision, decision_from_data
 from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
-from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, lease_alive, query_runs, status_group, summarize
+from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, query_runs, status_group, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
 __all__ = [
@@ -62,7 +62,7 @@ class JournalEntry:
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     run_id: str
-    status: str  # "running" (or interrupted), "paused", or the stop reason it ended with
+    status: str  # "running", "interrupted" (listed: its process is gone), "paused", or its stop reason
     model: str | None
     steps: int
     created_at: float
@@ -230,7 +230,6 @@ CREATE TABLE agentloop_leases (
     run_id TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
     expires_at REAL NOT NULL);
 """
-_HOST = socket.gethostname()
 
 
 class SQLiteJournal(Journal):
@@ -372,23 +371,29 @@ class SQLiteJournal(Journal):
 
     # --- leases -------------------------------------------------------------------------------
 
+    def _holder_alive(self, token: str, column: str, pid: int, expires_at: float) -> bool:
+        if token in self._tokens.values():
+            return True
+        here = _lease.alive_here(_lease.parse(column, pid))
+        return expires_at > time.time() if here is None else here
+
     def _take_lease(self, conn: sqlite3.Connection, run_id: str) -> str:
         row = conn.execute(
             "SELECT token, host, pid, expires_at FROM agentloop_leases WHERE run_id=?", (run_id,)
         ).fetchone()
         if row is not None:
-            token, host, pid, expires_at = row
-            held = (token in self._tokens.values() or _pid_alive(pid)) if host == _HOST else expires_at > time.time()
-            if held:
+            if self._holder_alive(*row):
+                holder = _lease.parse(row[1], row[2])
                 raise RunLockedError(
-                    f"run {run_id!r} is being run by another process or task (pid {pid} on {host}); two cannot "
-                    "continue one run at once. Wait for it to finish, or stop it and resume again."
+                    f"run {run_id!r} is being run by another process or task (pid {holder.pid} on {holder.host}); "
+                    "two cannot continue one run at once. Wait for it to finish, or stop it and resume again."
                 )
             conn.execute("DELETE FROM agentloop_leases WHERE run_id=?", (run_id,))
         token = token_hex(8)
+        me = _lease.me()
         conn.execute(
             "INSERT INTO agentloop_leases VALUES (?, ?, ?, ?, ?)",
-            (run_id, token, _HOST, os.getpid(), time.time() + self.lease_ttl),
+            (run_id, token, me.column(), me.pid, time.time() + self.lease_ttl),
         )
         self._tokens[run_id] = token
         return token
@@ -502,7 +507,8 @@ class SQLiteJournal(Journal):
         return JournaledRun(RunInfo(*row[:6]), header, entries)
 
     def _alive(self, host: str, pid: int, expires_at: float) -> bool:
-        return lease_alive(host, pid, expires_at, this_host=_HOST, pid_alive=_pid_alive)
+        here = _lease.alive_here(_lease.parse(host, pid))  # see _lease.py: boot id + pid + start time
+        return expires_at > time.time() if here is None else here
 
     def _query(self, conn: sqlite3.Connection, status: str | None, search: str | None, limit: int, after: Any) -> RunPage:
         return query_runs(
@@ -516,7 +522,18 @@ class SQLiteJournal(Journal):
         return summarize(conn, [row], self._alive)[0]
 
     def _list(self, conn: sqlite3.Connection) -> list[RunInfo]:
-        return [RunInfo(*r) for r in conn.execute(f"SELECT {_INFO} FROM agentloop_runs ORDER BY created_at, run_id")]
+        rows = conn.execute(
+            f"SELECT {_INFO_R}, l.token, l.host, l.pid, l.expires_at FROM agentloop_runs r "
+            "LEFT JOIN agentloop_leases l ON l.run_id = r.run_id ORDER BY r.created_at, r.run_id"
+        ).fetchall()
+        runs = []
+        for *info, token, column, pid, expires_at in rows:
+            # 'running' is what the journal says until the run ends; with no live lease holder
+            # the process that ran it was killed or the run failed: it waits for a resume.
+            if info[1] == "running" and (token is None or not self._holder_alive(token, column, pid, expires_at)):
+                info[1] = "interrupted"
+            runs.append(RunInfo(*info))
+        return runs
 
     def _delete(self, conn: sqlite3.Connection, run_id: str) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -571,17 +588,5 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS agentloop_runs_newest ON agentloop_runs (created_at, run_id)",
     "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
 )
+_INFO_R = ", ".join(f"r.{c}" for c in _INFO.split(", "))
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True

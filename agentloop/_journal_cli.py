@@ -1,8 +1,12 @@
-"""`agentloop runs list | show RUN_ID | delete RUN_ID`: look into a run journal from the shell.
+"""`agentloop runs list | show RUN_ID | delete RUN_ID | resume RUN_ID`: journaled runs from the shell.
 
-The CLI wires `main(argv)` as the `runs` subcommand. The journal path comes from `--journal`,
-else the `AGENTLOOP_JOURNAL` environment variable, else `agentloop-runs.db` in the current
-directory. Exit status: 0 done, 1 journal error (message on stderr), 2 usage error.
+The CLI wires `main(argv)` as the `runs` subcommand. The journal path comes from `--journal`
+(before or after the subcommand: `agentloop runs list --journal runs.db` and `agentloop runs
+--journal runs.db list` are the same), else the `AGENTLOOP_JOURNAL` environment variable, else
+`agentloop-runs.db` in the current directory. `resume` continues a run that was interrupted or
+paused for approval; it needs the run's tools (`--tool`, as `agentloop run` takes them).
+Exit status: 0 done, 1 journal error (message on stderr), 2 usage or configuration error,
+3 the resumed run hit a limit.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ._exceptions import JournalError
+from ._cli_common import add_tool_options, safe, safe_text, unwrap
+from ._exceptions import AgentloopError, JournalError, RunLimitExceeded
 from ._journal import JournaledRun, RunInfo, SQLiteJournal
 
 __all__ = ["main", "render_run"]
@@ -21,19 +26,34 @@ __all__ = ["main", "render_run"]
 DEFAULT_PATH = "agentloop-runs.db"
 
 
+def _parser() -> argparse.ArgumentParser:
+    journal_help = f"journal file (default: $AGENTLOOP_JOURNAL or ./{DEFAULT_PATH})"
+    parser = argparse.ArgumentParser(prog="agentloop runs", description="List, show, delete and resume journaled runs.")
+    parser.add_argument("--journal", default=None, help=journal_help)
+    # The same option on each subcommand, so it may come after it too; SUPPRESS keeps a value
+    # given before the subcommand from being overwritten by the subcommand's default.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--journal", default=argparse.SUPPRESS, help=journal_help)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", parents=[after], help="one line per run: id, status, steps, model, last update")
+    show = sub.add_parser("show", parents=[after], help="a run as a readable transcript")
+    show.add_argument("run_id")
+    delete = sub.add_parser("delete", parents=[after], help="delete a run (refused while it is being run)")
+    delete.add_argument("run_id")
+    resume = sub.add_parser("resume", parents=[after], help="continue an interrupted or paused run (needs its tools)")
+    resume.add_argument("run_id")
+    add_tool_options(resume)
+    resume.add_argument("--model", default=None, help="model id (default: the one the run was started with)")
+    resume.add_argument("--approve", action="append", default=[], metavar="CALL_ID", help="approve a pending call (repeatable)")
+    resume.add_argument("--deny", action="append", default=[], metavar="CALL_ID", help="reject a pending call (repeatable)")
+    return parser
+
+
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(prog="agentloop runs", description="List, show and delete journaled runs.")
-    parser.add_argument("--journal", help=f"journal file (default: $AGENTLOOP_JOURNAL or ./{DEFAULT_PATH})")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="one line per run: id, status, steps, model, last update")
-    show = sub.add_parser("show", help="a run as a readable transcript")
-    show.add_argument("run_id")
-    delete = sub.add_parser("delete", help="delete a run (refused while it is being run)")
-    delete.add_argument("run_id")
     try:
-        args = parser.parse_args(argv)
+        args = _parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
     path = args.journal or os.environ.get("AGENTLOOP_JOURNAL") or DEFAULT_PATH
@@ -50,9 +70,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
                 print(_list_line(info), file=out)
         elif args.command == "show":
             out.write(render_run(journal.load_sync(args.run_id)))
-        else:
+        elif args.command == "delete":
             journal.delete_sync(args.run_id)
-            print(f"deleted run {args.run_id}", file=out)
+            print(f"deleted run {safe(args.run_id)}", file=out)
+        else:
+            return _resume(args, journal, out, err)
     except JournalError as e:
         print(f"agentloop runs: {e}", file=err)
         return 1
@@ -61,16 +83,52 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     return 0
 
 
+def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: TextIO) -> int:
+    import anyio
+
+    from ._agent import Agent
+    from ._cli_common import load_tools
+    from ._client import FluxClient
+
+    async def go() -> Any:
+        model = args.model or journal.load_sync(args.run_id).info.model or "flux-auto"
+        approvals = {**{i: True for i in args.approve}, **{i: False for i in args.deny}}
+        async with FluxClient(base_url=args.base_url) as client, load_tools(args.tool) as tools:
+            agent = Agent(client=client, tools=tools, model=model, journal=journal)
+            return await agent.resume(args.run_id, approvals=approvals or None)
+
+    try:
+        result = anyio.run(go)
+    except BaseException as raised:
+        e = unwrap(raised)
+        if isinstance(e, JournalError):
+            raise e from None
+        if isinstance(e, RunLimitExceeded):
+            print(f"agentloop runs: {e}", file=err)
+            return 3
+        if isinstance(e, AgentloopError):
+            print(f"agentloop runs: {type(e).__name__}: {e}", file=err)
+            return 2
+        raise
+    if result.output:
+        print(safe_text(str(result.output)), file=out)
+    pending = ", ".join(f"{safe(p.id)} ({safe(p.name)})" for p in result.pending)
+    waiting = f"; waiting for approval of {pending} (--approve/--deny CALL_ID)" if pending else ""
+    print(f"\n{result.stop_reason} after {result.steps} step(s){waiting} (run {safe(result.run_id)})", file=out)
+    return 0
+
+
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _list_line(info: RunInfo) -> str:
-    return f"{info.run_id}  {info.status:<17} steps={info.steps:<3} model={info.model}  updated {_when(info.updated_at)}"
+    return (f"{safe(info.run_id)}  {info.status:<17} steps={info.steps:<3} model={safe(info.model)}  "
+            f"updated {_when(info.updated_at)}")
 
 
 def _short(value: Any, limit: int = 400) -> str:
-    s = value if isinstance(value, str) else repr(value)
+    s = safe_text(value if isinstance(value, str) else repr(value))
     s = s.replace("\n", "\n    ")
     return s if len(s) <= limit else s[:limit] + f"... [{len(s) - limit} more chars]"
 
@@ -79,12 +137,12 @@ def render_run(run: JournaledRun) -> str:
     """A journaled run as a transcript: the conversation, each call with its outcome, pauses, the end."""
     info = run.info
     lines = [
-        f"run {info.run_id}  status={info.status}  model={info.model}  steps={info.steps}",
+        f"run {safe(info.run_id)}  status={info.status}  model={safe(info.model)}  steps={info.steps}",
         f"started {_when(info.created_at)}, last update {_when(info.updated_at)}",
         "",
     ]
     for m in run.header.get("messages", []):
-        lines.append(f"[{m.get('role')}] {_short(m.get('content'))}")
+        lines.append(f"[{safe(m.get('role'))}] {_short(m.get('content'))}")
     open_calls: dict[str, str] = {}
     for e in run.entries:
         d = e.data
@@ -96,22 +154,22 @@ def render_run(run: JournaledRun) -> str:
                 lines.append(f"[assistant] {_short(msg['content'])}")
             for c in msg.get("tool_calls") or ():
                 fn = c.get("function", {})
-                lines.append(f"[assistant] -> {fn.get('name')}({_short(fn.get('arguments'), 200)})  id={c.get('id')}")
+                lines.append(f"[assistant] -> {safe(fn.get('name'))}({_short(fn.get('arguments'), 200)})  id={safe(c.get('id'))}")
         elif e.kind == "message":  # added by the loop itself (output-validation feedback)
             msg = d.get("message", {})
-            lines.append(f"[{msg.get('role')}] {_short(msg.get('content'))}")
+            lines.append(f"[{safe(msg.get('role'))}] {_short(msg.get('content'))}")
         elif e.kind == "tool_start":
             open_calls[e.call_id or ""] = d.get("name", "?")
         elif e.kind == "tool_end":
             open_calls.pop(e.call_id or "", None)
-            lines.append(f"[tool {d.get('name')} id={e.call_id}] {d.get('status')}: {_short(d.get('content'))}")
+            lines.append(f"[tool {safe(d.get('name'))} id={safe(e.call_id)}] {safe(d.get('status'))}: {_short(d.get('content'))}")
         elif e.kind == "paused":
-            ids = ", ".join(f"{p['id']} ({p['name']})" for p in d.get("pending", []))
+            ids = ", ".join(f"{safe(p['id'])} ({safe(p['name'])})" for p in d.get("pending", []))
             lines.append(f"=== paused: waiting for approval of {ids}")
         elif e.kind == "approvals":
-            lines.append("=== approvals: " + ", ".join(f"{k}={v}" for k, v in d.items()))
+            lines.append("=== approvals: " + ", ".join(f"{safe(k)}={safe(v)}" for k, v in d.items()))
         elif e.kind == "end":
             lines.append(f"=== finished: {d.get('stop_reason')}")
     for cid, name in open_calls.items():
-        lines.append(f"[tool {name} id={cid}] started, no outcome journaled (interrupted)")
+        lines.append(f"[tool {safe(name)} id={safe(cid)}] started, no outcome journaled (interrupted)")
     return "\n".join(lines) + "\n"

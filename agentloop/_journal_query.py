@@ -11,7 +11,6 @@ does and runs that land meanwhile do not shift the pages.
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -211,10 +210,6 @@ def _prompt(header: str | bytes) -> str | None:
             content = m.get("content")
             return content if isinstance(content, str) else _json.dumps_str(content)
     return None
-
-
-def lease_alive(host: str, pid: int, expires_at: float, *, this_host: str, pid_alive: Any) -> bool:
-    return bool(pid_alive(pid)) if host == this_host else expires_at > time.time()
 
 
 def status_group(status: str | None) -> tuple[str, ...] | None:

@@ -1,7 +1,9 @@
-"""The `agentloop` command: `demo` (offline, against the built-in fake FluxRouter) and `run`.
+"""The `agentloop` command (also `python -m agentloop`): `demo` (offline, against the built-in
+fake FluxRouter), `run`, `runs` (journaled runs) and `worker` (Temporal).
 
 The CLI is an application, so unlike the library it may configure logging: `-v` sends
-agentloop's structlog debug events to stderr.
+agentloop's structlog debug events to stderr. Colour and live redraws only on a terminal; text
+that comes from the model or the journal is printed with its control characters escaped.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from typing import Any, TextIO
 import anyio
 
 from ._agent import Agent
+from ._cli_common import add_tool_options, load_tools, safe, safe_text, unwrap
 from ._client import FluxClient
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
-from ._tools import ToolRegistry
 
 DEMO_PROMPT = "What's the weather in Lisbon and Porto?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["runs"]:  # `agentloop runs list|show|delete`: its own parser, no event loop
+    if argv[:1] == ["runs"]:  # `agentloop runs list|show|delete|resume`: its own parser
         from ._journal_cli import main as runs_main
 
         return runs_main(argv[1:])
@@ -37,17 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._sandbox._doctor import main as doctor_main
 
         return doctor_main(argv[1:])
-    if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tools module:registry`
+    if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tool module:registry`
         from .temporal import worker_main
 
         return worker_main(argv[1:])
     args = _parser().parse_args(argv)
+    if getattr(args, "prompt", None) == "-":  # `echo "..." | agentloop run -`
+        args.prompt = sys.stdin.read()
     if args.verbose:
         _configure_logging()
     try:
         return anyio.run(args.func, args)
-    except BaseException as raised:  # noqa: BLE001 - classified below, re-raised if unknown
-        e = _unwrap(raised)
+    except BaseException as raised:
+        e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
             return 130
         if isinstance(e, BrokenPipeError):  # e.g. `agentloop demo --json | head`
@@ -62,28 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _unwrap(e: BaseException) -> BaseException:
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
-    return e
-
-
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="agentloop", description="Tool-calling agents on FluxRouter.")
+    p.add_argument("--version", action="version", version=f"agentloop {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log agentloop debug events to stderr")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the weather example, offline against the built-in fake FluxRouter")
-    demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
+    demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT, help="the prompt ('-': read it from stdin)")
     demo.add_argument("--json", action="store_true", help="print one JSON object per event")
     demo.set_defaults(func=_demo)
 
     run = sub.add_parser("run", help="run a prompt with your tools against FluxRouter")
-    run.add_argument("prompt")
-    run.add_argument("--tool", action="append", default=[], metavar="MODULE:FUNCTION",
-                     help="a tool to offer (repeatable); MODULE:REGISTRY registers a whole ToolRegistry")
+    run.add_argument("prompt", help="the prompt ('-': read it from stdin)")
+    add_tool_options(run)
     run.add_argument("--model", default="flux-auto", help="model id (default flux-auto; flux-pinned-* pins one)")
-    run.add_argument("--base-url", default=None, help="endpoint (default $FLUX_BASE_URL or FluxRouter's)")
     run.add_argument("--max-steps", type=int, default=10)
     run.add_argument("--system", default=None, help="instructions (system message)")
     run.add_argument("--json", action="store_true", help="print one JSON object per event")
@@ -92,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.set_defaults(func=_run)
 
-    sub.add_parser("runs", help="list, show or delete journaled runs (agentloop runs --help)")
+    sub.add_parser("runs", help="list, show, delete or resume journaled runs (agentloop runs --help)")
     sub.add_parser("ui", help="serve the run inspector for a journal (agentloop ui --help)")
     sub.add_parser("doctor", help="what the tool sandbox can enforce on this machine")
     sub.add_parser("worker", help="run a Temporal worker for agent runs (agentloop worker --help)")
@@ -113,32 +112,19 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    tools = ToolRegistry()
-    for spec in args.tool:
-        _load_tool(tools, spec)
+    tools = load_tools(args.tool)
     journal = None
     if args.journal:
         from ._journal import SQLiteJournal
 
         journal = SQLiteJournal(args.journal)
-    async with FluxClient(base_url=args.base_url) as client:
+    async with FluxClient(base_url=args.base_url) as client, tools:
         agent = Agent(
             client=client, tools=tools, model=args.model, max_steps=args.max_steps, instructions=args.system,
             journal=journal,
         )
         await _print_run(agent, args.prompt, args.json, sys.stdout, run_id=args.run_id)
     return 0
-
-
-def _load_tool(tools: ToolRegistry, spec: str) -> None:
-    from ._imports import resolve
-
-    obj = resolve(spec, what="tool")
-    if isinstance(obj, ToolRegistry):
-        for tool in obj:
-            tools.register(tool.fn, tool.name, tool.description, tool.parameters, sandbox=tool.sandbox, limits=tool.limits)
-    else:
-        tools.register(obj)
 
 
 async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO, run_id: str | None = None) -> None:
@@ -150,7 +136,7 @@ async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO, run_
                 out.flush()
         return
     view = _LiveView(out) if out.isatty() and _has_rich() else _PlainView(out)
-    view.line(f"user: {prompt}")
+    view.line(f"user: {safe_text(prompt)}")
     with view:
         async with agent.stream(prompt, run_id=run_id) as events:
             async for event in events:
@@ -186,18 +172,18 @@ class _PlainView:
             if not self.in_text:
                 self.text(f"\n[step {event.step}] assistant: ")
                 self.in_text = True
-            self.text(event.text)
+            self.text(safe_text(event.text))
             return
         if self.in_text and not isinstance(event, RunFinished):
             self.text("\n")
             self.in_text = False
         if isinstance(event, ToolCallStarted):
-            self.in_flight[event.tool_call_id] = event.name
-            self.line(f"[step {event.step}] → {event.name}({event.arguments})  id={event.tool_call_id}")
+            self.in_flight[event.tool_call_id] = safe(event.name)
+            self.line(f"[step {event.step}] → {safe(event.name)}({safe(event.arguments)})  id={safe(event.tool_call_id)}")
         elif isinstance(event, ToolCallFinished):
             r = event.record
             self.in_flight.pop(r.id, None)
-            self.line(f"[step {event.step}] ← {r.name} {r.status} in {r.duration_s * 1000:.2f} ms: {_short(r.content)}")
+            self.line(f"[step {event.step}] ← {safe(r.name)} {r.status} in {r.duration_s * 1000:.2f} ms: {_short(r.content)}")
         elif isinstance(event, StepFinished):
             self.step = event.step
             self.tokens += event.usage.total_tokens
@@ -206,7 +192,7 @@ class _PlainView:
             r = event.result
             self.line(
                 f"\n\n{r.stop_reason} after {r.steps} step(s), {len(r.tool_calls)} tool call(s), "
-                f"{r.usage.total_tokens} tokens (run {r.run_id})"
+                f"{r.usage.total_tokens} tokens (run {safe(r.run_id)})"
             )
 
 
@@ -269,6 +255,7 @@ def _has_rich() -> bool:
 
 
 def _short(text: str, limit: int = 400) -> str:
+    text = safe_text(text)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 
 
@@ -285,12 +272,13 @@ def _event_json(event: Event) -> dict[str, Any]:
 
 def _configure_logging() -> None:
     import logging
+    import os
 
     import structlog
 
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-                    structlog.dev.ConsoleRenderer()],
+                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )

@@ -10,7 +10,8 @@
 Runs offline against the built-in fake FluxRouter (on the OpenAI or the Anthropic wire) unless
 FLUX_API_KEY is set, in which case it asks the real FluxRouter.
 
-    python examples/invoice_agent.py [openai|anthropic]
+    python examples/invoice_agent.py               # the OpenAI wire
+    python examples/invoice_agent.py anthropic     # the Anthropic wire
 """
 
 from __future__ import annotations

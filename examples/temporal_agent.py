@@ -6,11 +6,11 @@ With TEMPORAL_ADDRESS set it uses that server instead; with FLUX_API_KEY set the
 real FluxRouter (or $FLUX_BASE_URL).
 
     pip install 'agentloop[temporal]'
-    python examples/temporal_agent.py ["What's the weather in Lisbon and Paris?"]
+    python examples/temporal_agent.py "What's the weather in Lisbon and Paris?"   # the prompt is optional
 
 In production the worker is its own process (any number of them):
 
-    agentloop worker --task-queue agents --tools examples.temporal_agent:tools
+    agentloop worker --task-queue agents --tool examples.temporal_agent:tools
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Runs offline against the built-in fake FluxRouter unless FLUX_API_KEY is set, in which case it
 asks the real FluxRouter (or $FLUX_BASE_URL).
 
-    python examples/weather.py ["What's the weather in Lisbon and Paris?"]
+    python examples/weather.py "What's the weather in Lisbon and Paris?"   # the prompt is optional
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ outcome is unknown.
 Offline (FLUX_API_KEY unset) the model is the built-in fake FluxRouter with a scripted handler.
 
     python examples/worker.py                     # a temporary job directory with 3 sample jobs
-    python examples/worker.py JOBS_DIR [--watch]  # your directory; --watch keeps polling for jobs
+    python examples/worker.py jobs/               # your job directory (incoming/ done/ failed/)
+    python examples/worker.py jobs/ --watch       # ... and keep polling it for new jobs
+
+A job file that is not a JSON object with a "prompt" is reported on stderr, recorded in
+`failed/<id>.json` with the reason, and removed; the other jobs run.
 """
 
 from __future__ import annotations
@@ -137,8 +141,28 @@ class JobDir:
         _write_json(self.root / "incoming" / f"{job.id}.json", {"id": job.id, "prompt": job.prompt})
 
     def pending(self) -> list[Job]:
-        files = sorted((self.root / "incoming").glob("*.json"))
-        return [Job(p.stem, json.loads(p.read_text())["prompt"]) for p in files]  # the file name is the id
+        """The valid waiting jobs; a job file that is not one is moved aside (see `_reject`)."""
+        jobs = []
+        for path in sorted((self.root / "incoming").glob("*.json")):
+            try:
+                prompt = _prompt(path)
+            except (ValueError, OSError) as e:  # JSONDecodeError is a ValueError
+                self._reject(path, e)
+                continue
+            jobs.append(Job(path.stem, prompt))  # the file name is the id
+        return jobs
+
+    def _reject(self, path: Path, error: BaseException) -> None:
+        """One bad job file must not stop the others: report it, record why in `failed/`, remove it."""
+        reason = f"{type(error).__name__}: {error}"
+        print(f"worker: skipped job file {path.name}: {reason}", file=sys.stderr)
+        try:
+            raw = path.read_text(encoding="utf-8", errors="replace")[:2000]
+        except OSError:
+            raw = ""
+        data = {"id": path.stem, "error": "InvalidJob", "message": reason, "job_file": raw}
+        _write_json(self.root / "failed" / f"{path.stem}.json", data)
+        path.unlink(missing_ok=True)
 
     async def feed(self, send: ObjectSendStream[Job], *, watch: bool = False, poll_s: float = 1.0) -> None:
         """Send the waiting jobs (those left over from a crash included); with `watch`, keep polling."""
@@ -168,6 +192,14 @@ class JobDir:
             data = {"id": job.id, "error": type(outcome).__name__, "message": str(outcome)}
             _write_json(self.root / "failed" / f"{job.id}.json", data)
         (self.root / "incoming" / f"{job.id}.json").unlink(missing_ok=True)
+
+
+def _prompt(path: Path) -> str:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    prompt = data.get("prompt") if isinstance(data, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError('a job file is a JSON object with a non-empty "prompt" string')
+    return prompt
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

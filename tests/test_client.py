@@ -20,6 +20,7 @@ from agentloop import (
     ConfigurationError,
     FluxClient,
     InternalServerError,
+    ModelRequest,
     RateLimitError,
     RetryPolicy,
     ToolRegistry,
@@ -206,3 +207,40 @@ async def test_custom_transport_seam() -> None:
     async with FluxClient(api_key="k", base_url="http://flux.invalid/v1", transport=httpx.MockTransport(handler)) as c:
         result = await Agent(client=c).run("hi")
     assert result.output == "via transport"
+
+
+# --- #13: messages a new user meets first ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_401_message_has_one_period_between_sentences() -> None:
+    # Regression: the server's "Invalid API key." plus ". Check the API key" printed "key.. Check".
+    async with FakeFluxRouter([error(401, "Invalid API key.")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", retry=NO_RETRY) as client:
+            with pytest.raises(AuthenticationError) as info:
+                await client.request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[]))
+    assert "Invalid API key. Check the API key" in str(info.value) and "key.." not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pasted", "root"),
+    [
+        ("https://api.fluxrouter.ai/v1/chat/completions", "https://api.fluxrouter.ai/v1"),
+        ("https://api.fluxrouter.ai/v1/chat/completions/", "https://api.fluxrouter.ai/v1"),
+        ("https://api.fluxrouter.ai/anthropic/v1/messages", "https://api.fluxrouter.ai/anthropic"),
+        ("http://127.0.0.1:8000/v1/chat/completions", "http://127.0.0.1:8000/v1"),
+    ],
+)
+def test_a_pasted_full_endpoint_is_refused_with_the_root_to_pass(pasted: str, root: str) -> None:
+    # Regression: a pasted endpoint gave a bare 404 at the first request.
+    with pytest.raises(ConfigurationError, match=f"base_url={root!r}"):
+        FluxClient(base_url=pasted, api_key="k")
+
+
+@pytest.mark.anyio
+async def test_a_404_says_to_check_base_url() -> None:
+    async with FakeFluxRouter([error(404, "Not Found")]) as router:
+        async with FluxClient(base_url=router.url + "/wrong", api_key="k", retry=NO_RETRY) as client:
+            with pytest.raises(APIStatusError, match="Check base_url") as info:
+                await client.request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[]))
+    assert info.value.status_code == 404

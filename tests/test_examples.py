@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -87,3 +88,23 @@ async def test_chat_store_example_keeps_everything_and_sends_little(capsys: pyte
     sent = out["sent"]
     assert sent == [2, 4, 6, 6, 6, 6]  # system, first question, the last 4 turns (the new question is one)
     assert "(+2 messages, 1 request)" in capsys.readouterr().out
+
+
+async def test_worker_example_skips_a_bad_job_and_runs_the_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression (#13): one job file without a "prompt" killed the worker; the valid jobs never ran.
+    worker = load("worker")
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "job-A-1.json").write_text('{"id": "job-A-1", "prompt": "Fulfil order A-1."}')
+    (incoming / "no-prompt.json").write_text('{"id": "no-prompt"}')
+    (incoming / "not-json.json").write_text("{oops")
+    (incoming / "a-list.json").write_text("[1, 2]")
+    (incoming / "job-A-3.json").write_text('{"id": "job-A-3", "prompt": "Fulfil order A-3."}')
+    results = await worker.main(str(tmp_path))
+    assert [r["id"] for r in results] == ["job-A-1", "job-A-3"]
+    failed = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "failed").glob("*.json")}
+    assert sorted(failed) == ["a-list", "no-prompt", "not-json"]
+    assert failed["no-prompt"]["error"] == "InvalidJob" and '"prompt"' in failed["no-prompt"]["message"]
+    assert list(incoming.iterdir()) == []  # nothing left to trip the next start
+    err = capsys.readouterr().err
+    assert err.count("skipped job file") == 3 and "no-prompt.json" in err

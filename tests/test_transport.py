@@ -194,13 +194,39 @@ async def test_read_timeout_of_a_stream_before_any_delta_is_retried(router: Fake
 
 
 async def test_total_timeout_bounds_one_request_with_its_retries(router: FakeFluxRouter) -> None:
-    router.add(error(500, "boom"), text("late", delay=5.0))
-    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=0.2, retry=RecordingPolicy()) as c:
+    # The retry's answer never comes (an hour): only total_timeout can end the request. The
+    # bound is generous so that two loopback requests fit in it on a busy machine (the old 0.2 s
+    # failed whenever the first request paid for importing the transport's library).
+    router.add(error(500, "boom"), text("late", delay=3600))
+    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=1.5, retry=RecordingPolicy()) as c:
         start = time.perf_counter()
-        with pytest.raises(APITimeoutError, match="total_timeout=0.2"):
+        with pytest.raises(APITimeoutError, match=r"total_timeout=1\.5"):
             await one(c)
-        assert time.perf_counter() - start < 2.0
+        assert time.perf_counter() - start < 600  # ended by total_timeout, not by the hour-long answer
     assert len(router.requests) == 2
+
+
+FIRST_REQUEST = """
+import sys, anyio
+from agentloop import FluxClient
+
+async def main():
+    async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key="k"):
+        print("aiohttp" in sys.modules)
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_entering_the_client_builds_the_transport_not_the_first_request(backend: str) -> None:
+    # Regression (#13): aiohttp was imported inside the first request on asyncio (0.3-0.7 s
+    # charged to that request's total_timeout). A fresh interpreter, so no earlier test imported it.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, backend], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ("True" if backend == "asyncio" else "False")
 
 
 async def test_the_runs_deadline_wins(router: FakeFluxRouter) -> None:
@@ -263,22 +289,26 @@ async def test_every_transport_streams_retries_and_maps_errors(router: FakeFluxR
     for kind in kinds_for(anyio_backend):
         router.add(drop(), tool_calls(call("f", {"a": 1}), call("g", {"b": 2}), quirks=["keepalive", "no_done"]))
         router.add(text("partial answer here", quirks=[drop_after(3)]))
-        router.add(*[text("slow", delay=1.0)] * 3)  # retried twice
-        timeout = httpx.Timeout(5.0, read=0.1)
-        async with FluxClient(
-            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
-        ) as c:
+        async with FluxClient(base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy()) as c:  # type: ignore[arg-type]
             turn = await one(c, stream=True)
             assert [tc["function"]["arguments"] for tc in turn.tool_calls] == ['{"a":1}', '{"b":2}'], kind
             with pytest.raises(APIConnectionError, match="already been streamed"):
                 await one(c, stream=True)
-            with pytest.raises(APITimeoutError, match="ReadTimeout"):
-                await one(c)
             router.add(*[text("ok")] * 20)
-            with anyio.fail_after(5):
+            with anyio.fail_after(120):  # a guard against a hang, not a wait
                 async with anyio.create_task_group() as tg:  # many at once over one pool
                     for _ in range(20):
                         tg.start_soon(one, c)
+        # A read timeout of its own client: the answers above must not depend on how fast a busy
+        # machine serves them (a 0.1 s read timeout on every request did), and this one must
+        # time out whatever the load, so its answer never comes. Retried twice.
+        router.add(*[text("never", delay=3600)] * 3)
+        timeout = httpx.Timeout(5.0, read=0.5)
+        async with FluxClient(
+            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
+        ) as c:
+            with pytest.raises(APITimeoutError, match="ReadTimeout"):
+                await one(c)
 
 
 async def test_connection_refused_is_not_a_timeout(anyio_backend: str) -> None:

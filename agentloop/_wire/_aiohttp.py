@@ -6,8 +6,8 @@ benchmarks/bench_transport.py). Why not the `httpx-aiohttp` package: it maps a r
 and a server that hangs up to `ConnectTimeout`, which would tell users to raise a timeout when the
 host is down; this one maps aiohttp's errors to the httpx exception that says what happened.
 
-The session is created at the first request (it belongs to the running asyncio loop) and closed
-by `aclose()`. Compression is left to httpx (aiohttp does not decompress), as are redirects.
+The session belongs to the running asyncio loop: it is created by `prepare()` (FluxClient's
+`__aenter__`) or else at the first request, and closed by `aclose()`. Compression is left to httpx (aiohttp does not decompress), as are redirects.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
         self._ssl: ssl.SSLContext | bool = httpx.create_ssl_context() if verify is True else verify
         self._session: aiohttp.ClientSession | None = None
+
+    def prepare(self) -> None:
+        if self._session is None:
+            self._open()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl)

@@ -9,11 +9,15 @@ The options, all behind httpx's transport seam so the rest of the client does no
   connections. Any backend, no extra dependency.
 - `"aiohttp"`: aiohttp's connection pool behind httpx's API (`_aiohttp.py`). asyncio only;
   falls back to `"sharded"` when aiohttp is not installed.
-- `"auto"` (default): decided at the first request, from the running event loop: see `AUTO`.
+- `"auto"` (default): decided from the running event loop: see `AUTO`.
 
-The choice is made lazily because a client may be built outside any event loop and used on
-either backend. When environment proxies are configured the client keeps httpx's own transport
-(it is the one that honours them).
+The choice waits for an event loop because a client may be built outside any and used on either
+backend. It is made when the client is entered (`async with FluxClient()` calls `prepare()`),
+so the transport's library is imported and its pool built there, not inside the first request
+where the time would count against the request's `total_timeout` (aiohttp's import alone is
+0.3-0.7 s on a busy machine). A client used without `async with` still prepares at its first
+request. When environment proxies are configured the client keeps httpx's own transport (it is
+the one that honours them).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Literal
 
 import httpx
 
-__all__ = ["TransportKind", "AutoTransport", "ShardedTransport", "make_transport", "AUTO"]
+__all__ = ["TransportKind", "AutoTransport", "ShardedTransport", "make_transport", "prepare", "AUTO"]
 
 TransportKind = Literal["auto", "httpcore", "sharded", "aiohttp"]
 
@@ -71,8 +75,15 @@ def make_transport(kind: TransportKind, limits: httpx.Limits, **kwargs: object) 
     raise ValueError(f"unknown transport {kind!r}; use 'auto', 'httpcore', 'sharded' or 'aiohttp'")
 
 
+def prepare(transport: object) -> None:
+    """Build what `transport` builds lazily, now, inside the running event loop (idempotent)."""
+    ready = getattr(transport, "prepare", None)
+    if ready is not None:
+        ready()
+
+
 class AutoTransport(httpx.AsyncBaseTransport):
-    """Picks the transport for the running event loop at the first request (see `AUTO`)."""
+    """Picks the transport for the running event loop (see `AUTO`) when prepared or at the first request."""
 
     def __init__(self, limits: httpx.Limits, **kwargs: object) -> None:
         self._limits = limits
@@ -80,12 +91,16 @@ class AutoTransport(httpx.AsyncBaseTransport):
         self._inner: httpx.AsyncBaseTransport | None = None
         self.kind: TransportKind | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def prepare(self) -> httpx.AsyncBaseTransport:
         inner = self._inner
         if inner is None:
             self.kind = AUTO["asyncio" if _on_asyncio() else "trio"]
             inner = self._inner = make_transport(self.kind, self._limits, **self._kwargs)
-        return await inner.handle_async_request(request)
+        prepare(inner)
+        return inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await (self._inner or self.prepare()).handle_async_request(request)
 
     async def aclose(self) -> None:
         if self._inner is not None:

@@ -8,7 +8,7 @@ restrictions (a clock read or a random number in it fails the workflow task), wh
 modules, anyio and sniffio are passed through: they hold no global mutable state, and
 re-importing them for every run would only cost time.
 
-`worker_main(argv)` is `agentloop worker --task-queue Q --tools module:registry`. SIGTERM or
+`worker_main(argv)` is `agentloop worker --task-queue Q --tool module:registry`. SIGTERM or
 SIGINT stop polling at once; in-flight activities get `--graceful-shutdown-timeout` seconds to
 finish (their results are recorded), after which they are cancelled and handed back to
 Temporal, which retries them on another worker (idempotent tools) or reports an unknown
@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from .._dispatch import ErrorFormatter
 from .._exceptions import ConfigurationError
 from .._imports import resolve
@@ -138,6 +139,7 @@ def create_worker(
 
 def load_registry(spec: str) -> ToolRegistry:
     """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
+    import_from_cwd()  # `agentloop worker` runs where the user's modules are, as `python -m` would
     obj = resolve(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
         obj = obj()
@@ -149,10 +151,9 @@ def load_registry(spec: str) -> ToolRegistry:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentloop worker", description="Run agentloop agents on a Temporal task queue.")
     p.add_argument("--task-queue", required=True, help="the Temporal task queue to poll")
-    p.add_argument("--tools", required=True, help="module:registry, the ToolRegistry the agents may use")
     p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
     p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
-    p.add_argument("--base-url", default=None, help="FluxRouter URL (default: FLUX_BASE_URL or the public API)")
+    add_tool_options(p, required=True)  # --tool / --base-url, named as `agentloop run` names them
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds (default 30)")
     p.add_argument("--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)")
     p.add_argument("--graceful-shutdown-timeout", type=float, default=30.0, help="seconds (default 30)")
@@ -165,7 +166,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0."""
     args = _parser().parse_args(argv)
     try:
-        tools = load_registry(args.tools)
+        tools = load_registry(args.tool[0]) if len(args.tool) == 1 else load_tools(args.tool)
     except ConfigurationError as e:
         print(f"agentloop worker: {e}", file=sys.stderr)
         return 2

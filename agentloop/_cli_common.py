@@ -1,0 +1,84 @@
+"""What `agentloop run`, `agentloop runs resume` and `agentloop worker` share: the tool options,
+loading tools from `module:attribute` (the current directory importable, as with `python -m`),
+and printing untrusted text (model output, run ids) without its control characters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._tools import ToolRegistry
+
+__all__ = ["add_tool_options", "load_tools", "import_from_cwd", "safe", "safe_text", "unwrap"]
+
+TOOL_HELP = (
+    "a tool to offer (repeatable): MODULE:FUNCTION, or MODULE:REGISTRY for a whole ToolRegistry; "
+    "MODULE is imported from the current directory like `python -m`"
+)
+
+
+def add_tool_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """`--tool` (repeatable; `--tools` is the same option) and `--base-url`, as every command names them."""
+    p.add_argument("--tool", "--tools", dest="tool", action="append", default=[], required=required,
+                   metavar="MODULE:ATTR", help=TOOL_HELP)
+    p.add_argument("--base-url", default=None, help="FluxRouter endpoint (default $FLUX_BASE_URL or FluxRouter's)")
+
+
+def import_from_cwd() -> None:
+    """Make modules in the current directory importable, as `python -m` and `python script.py`
+    do (the `agentloop` entry point's sys.path[0] is its bin directory instead)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def load_tools(specs: Sequence[str]) -> ToolRegistry:
+    """The registry the `--tool` options name. One registry is used as it is (its MCP servers and
+    sandboxes included); functions and several registries are gathered into a new one."""
+    from ._imports import resolve
+    from ._tools import ToolRegistry
+
+    import_from_cwd()
+    found = [resolve(spec, what="tool") for spec in specs]
+    if len(found) == 1 and isinstance(found[0], ToolRegistry):
+        return found[0]
+    tools = ToolRegistry()
+    for obj in found:
+        for t in obj if isinstance(obj, ToolRegistry) else ():
+            tools.register(t.fn, t.name, t.description, t.parameters, sandbox=t.sandbox, limits=t.limits,
+                           idempotent=t.idempotent, requires_approval=t.requires_approval)
+        if not isinstance(obj, ToolRegistry):
+            tools.register(obj)
+    return tools
+
+
+# C0 controls except tab and newline, DEL, C1 controls: a model (or whoever wrote a run id) can
+# write ESC sequences that would move the cursor, retitle or recolour the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
+def safe_text(text: str) -> str:
+    """Model text for a terminal: tabs and newlines kept, every other control character escaped."""
+    return _CONTROL.sub(_escape, text)
+
+
+def safe(value: object) -> str:
+    """One-line text (an id, a name): every control character escaped, newlines included."""
+    return _CONTROL_ALL.sub(_escape, str(value))
+
+
+def unwrap(e: BaseException) -> BaseException:
+    """The one exception inside (nested) single-exception groups, as task groups raise them."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
