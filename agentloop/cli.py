@@ -25,7 +25,27 @@ from ._exceptions import AgentloopError, RunLimitExceeded
 DEMO_PROMPT = "What's the weather in Lisbon and Porto?"
 
 
+def _exit_now(code: int) -> None:
+    """End the process once the worker has stopped, without interpreter finalization.
+
+    temporalio's native runtime keeps threads that may call back into Python while the
+    interpreter finalizes; that aborted `agentloop worker` ("Fatal Python error:
+    PyGILState_Release", exit 134) about half the time when it could not reach Temporal. By
+    now the worker has shut down (its activities finished or were handed back) and nothing is
+    left to clean up but buffered output, which is flushed first.
+    """
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    process_exit = argv is None  # the `agentloop` command itself, not a caller passing argv
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["runs"]:  # `agentloop runs list|show|delete|resume`: its own parser
         from ._journal_cli import main as runs_main
@@ -42,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tool module:registry`
         from .temporal import worker_main
 
-        return worker_main(argv[1:])
+        code = worker_main(argv[1:])
+        if process_exit:
+            _exit_now(code)
+        return code
     args = _parser().parse_args(argv)
     if getattr(args, "prompt", None) == "-":  # `echo "..." | agentloop run -`
         args.prompt = sys.stdin.read()
