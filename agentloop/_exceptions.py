@@ -73,6 +73,7 @@ __all__ = [
     "ResumeError",
     "JournalError",
     "JournalCorruptError",
+    "JournalWriteError",
     "RunNotFoundError",
     "RunLockedError",
     "SandboxUnavailableError",
@@ -261,6 +262,15 @@ class JournalError(AgentloopError):
 
 class JournalCorruptError(JournalError):
     """The journal file is not a database, not an agentloop journal, or its contents are damaged."""
+
+
+class JournalWriteError(JournalError):
+    """The journal could not be written: the disk is full (the message says so) or an I/O error.
+
+    The failed write was not committed and nothing before it is lost; the run's lease is
+    released, so once the disk has room `Agent.resume(run_id)` continues the run (in this
+    process too).
+    """
 
 
 class RunNotFoundError(JournalError, KeyError):

@@ -21,8 +21,10 @@ journal write) is taken over.
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
+import shutil
 import socket
 import sqlite3
 import threading
@@ -38,7 +40,7 @@ import anyio
 
 from . import _json
 from ._approval import Decision, decision_from_data
-from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
+from ._exceptions import JournalCorruptError, JournalError, JournalWriteError, RunLockedError, RunNotFoundError
 from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, lease_alive, query_runs, status_group, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
@@ -260,6 +262,8 @@ class SQLiteJournal(Journal):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement sequence at a time on the connection
         self._tokens: dict[str, str] = {}
+        # Leases this object released whose delete could not be written (disk full): free for it to retake.
+        self._abandoned: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({self.path!r})"
@@ -274,18 +278,43 @@ class SQLiteJournal(Journal):
             conn = self._conn or self._open()
             try:
                 return fn(conn, *args)
-            except sqlite3.DatabaseError as e:
-                if conn.in_transaction:
-                    conn.rollback()
-                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                    raise JournalError(f"journal {self.path} stayed locked by another process: {e}") from None
-                if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+                _rollback(conn)
+                if self.read_only and isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
                     raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
-                raise JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}") from None
+                raise self._typed(e) from None
             finally:
                 if self.read_only:  # see _open_read_only
                     conn.close()
                     self._conn = None
+
+    def _typed(self, e: sqlite3.DatabaseError | UnicodeDecodeError) -> JournalError:
+        """A sqlite error → the journal error that says what happened (by SQLite's result code)."""
+        if isinstance(e, UnicodeDecodeError):  # a text column whose bytes were damaged
+            return JournalCorruptError(
+                f"journal {self.path} is damaged or not an agentloop journal: it holds bytes that are not UTF-8 "
+                f"text where text belongs ({e.reason}); restore it from a backup or pass another path"
+            )
+        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
+            return JournalError(f"journal {self.path} stayed locked by another process: {e}")
+        if code == _SQLITE_FULL or (code in _IO_CODES and self._disk_full()):
+            return JournalWriteError(
+                f"journal {self.path}: the disk is full ({e}). The failed write was not committed and the journal "
+                "is intact up to it; free disk space, then continue the run with Agent.resume(run_id)."
+            )
+        if code in _IO_CODES:
+            return JournalWriteError(
+                f"journal {self.path} could not be written (I/O error: {e}); the failed write was not committed. "
+                "Check the disk and the file's permissions, then continue the run with Agent.resume(run_id)."
+            )
+        return JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}")
+
+    def _disk_full(self) -> bool:
+        try:
+            return shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free < _FULL_BELOW
+        except OSError:
+            return False
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
@@ -296,6 +325,8 @@ class SQLiteJournal(Journal):
         except FileNotFoundError:
             head = b""
         except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise JournalWriteError(f"cannot open journal {self.path}: the disk is full ({e})") from None
             raise JournalError(f"cannot open journal {self.path}: {e}") from None
         if head and head != b"SQLite format 3\x00":
             raise JournalCorruptError(
@@ -336,9 +367,10 @@ class SQLiteJournal(Journal):
                     f"{self.path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
                     f"reads version {_VERSION}. Use the agentloop version that wrote it."
                 )
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            _rollback(conn)
             conn.close()
-            raise JournalCorruptError(f"{self.path} is damaged or not an agentloop journal: {e}") from None
+            raise self._typed(e) from None
         except BaseException:
             conn.close()
             raise
@@ -355,7 +387,7 @@ class SQLiteJournal(Journal):
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:  # SQLite's message can quote damaged bytes
             raise JournalCorruptError(f"{self.path} cannot be read as an agentloop journal: {e}") from None
         if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             conn.close()
@@ -379,7 +411,7 @@ class SQLiteJournal(Journal):
         if row is not None:
             token, host, pid, expires_at = row
             held = (token in self._tokens.values() or _pid_alive(pid)) if host == _HOST else expires_at > time.time()
-            if held:
+            if held and self._abandoned.get(run_id) != token:
                 raise RunLockedError(
                     f"run {run_id!r} is being run by another process or task (pid {pid} on {host}); two cannot "
                     "continue one run at once. Wait for it to finish, or stop it and resume again."
@@ -391,6 +423,7 @@ class SQLiteJournal(Journal):
             (run_id, token, _HOST, os.getpid(), time.time() + self.lease_ttl),
         )
         self._tokens[run_id] = token
+        self._abandoned.pop(run_id, None)
         return token
 
     def _create(self, conn: sqlite3.Connection, run_id: str, header: dict[str, Any]) -> str:
@@ -423,9 +456,9 @@ class SQLiteJournal(Journal):
         return token
 
     def _release(self, conn: sqlite3.Connection, run_id: str, token: str) -> None:
-        conn.execute("DELETE FROM agentloop_leases WHERE run_id=? AND token=?", (run_id, token))
         if self._tokens.get(run_id) == token:
             del self._tokens[run_id]
+        conn.execute("DELETE FROM agentloop_leases WHERE run_id=? AND token=?", (run_id, token))
 
     async def create(self, run_id: str, header: dict[str, Any]) -> str:
         return await self._call(self._create, run_id, header)
@@ -434,7 +467,13 @@ class SQLiteJournal(Journal):
         return await self._call(self._acquire, run_id)
 
     async def release(self, run_id: str, token: str) -> None:
-        await self._call(self._release, run_id, token)
+        """Give the lease up. Never raises for a write failure: it runs in the `finally` of a run
+        that may be failing for that very reason (a full disk), and must not hide its error. The
+        lease row then stays on disk, but this object knows it gave it up and retakes it."""
+        try:
+            await self._call(self._release, run_id, token)
+        except (JournalWriteError, JournalCorruptError):
+            self._abandoned[run_id] = token
 
     # --- entries ------------------------------------------------------------------------------
 
@@ -571,6 +610,21 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS agentloop_runs_newest ON agentloop_runs (created_at, run_id)",
     "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
 )
+
+# SQLite primary result codes (sqlite3.h); Python gives them as `sqlite_errorcode` (3.11+).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOLFS = 10, 13, 14, 22
+_IO_CODES = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_NOLFS})
+_FULL_BELOW = 64 * 1024  # free bytes under which an I/O error is reported as a full disk
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open; on a full disk the rollback itself may fail, and that changes nothing."""
+    try:
+        if conn.in_transaction:
+            conn.rollback()
+    except sqlite3.Error:
+        pass
 
 
 def _pid_alive(pid: int) -> bool:
