@@ -59,11 +59,12 @@ def streamed(request: pytest.FixtureRequest) -> bool:
     return request.param
 
 
-async def test_endless_body_stops_at_max_response_bytes(wire: str, streamed: bool) -> None:
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])  # auto: aiohttp's pool on asyncio, httpcore's on trio
+async def test_endless_body_stops_at_max_response_bytes(wire: str, streamed: bool, transport: str) -> None:
     """Issue #15: a 1.5 GB body took 3.1 GB of RSS. An endless one now ends at the budget."""
     budget = InputBudget(max_response_bytes=512 * KiB)
     async with FakeFluxRouter([raw(200, CHUNK, repeat=None)]) as router:
-        async with client_for(router, wire, retries=2, input_budget=budget) as client:
+        async with client_for(router, wire, retries=2, input_budget=budget, transport=transport) as client:
             with pytest.raises(APIResponseError) as info:
                 await run_once(client, streamed)
     message = str(info.value)
@@ -128,13 +129,14 @@ async def test_total_timeout_still_wins_over_the_budget() -> None:
 
 @pytest.mark.parametrize("noise", [b": keep-alive\n\n", b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
                                    b"event: fluxrouter.status\ndata: {}\n\n"])  # fmt: skip
-async def test_keepalive_only_stream_ends_at_the_idle_timeout(wire: str, noise: bytes) -> None:
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
+async def test_keepalive_only_stream_ends_at_the_idle_timeout(wire: str, noise: bytes, transport: str) -> None:
     """Issue #15: an SSE stream of keep-alives only never ended. Noise does not reset the idle
     clock; the stream is cut after `stream_idle_timeout` and retried like a read timeout."""
     script = [raw(200, noise, content_type="text/event-stream", repeat=None, chunk_delay=0.005), text("ok")]
     async with FakeFluxRouter(script) as router:
         budget = InputBudget(stream_idle_timeout=0.3)
-        async with client_for(router, wire, retries=1, input_budget=budget) as client:
+        async with client_for(router, wire, retries=1, input_budget=budget, transport=transport) as client:
             last = await run_once(client, streamed=True)
     assert last.result.output == "ok"  # the idle stream was retried, and the retry answered
     assert len(router.model_requests) == 2
