@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from agentloop import (
@@ -157,6 +158,24 @@ async def test_a_live_stream_is_not_idle() -> None:
         async with client_for(router, "openai", input_budget=InputBudget(stream_idle_timeout=5)) as client:
             last = await run_once(client, streamed=True)
     assert last.result.output == "a b c d e f g h"
+
+
+async def test_time_in_the_consumer_is_not_idleness() -> None:
+    """README: time spent in the caller's consumer does not count toward stream_idle_timeout.
+    The consumer here is deliberately slower than the idle budget on the first delta."""
+    from agentloop import TextDelta
+
+    async with FakeFluxRouter([text("one two three")]) as router:
+        async with client_for(router, "openai", input_budget=InputBudget(stream_idle_timeout=0.2)) as client:
+            slow_once = True
+            async with Agent(client=client).stream("hi") as events:
+                async for event in events:
+                    if isinstance(event, TextDelta) and slow_once:
+                        slow_once = False
+                        await anyio.sleep(0.6)  # a slow consumer (the behaviour under test), not a wait
+                    last = event
+    assert last.result.output == "one two three"  # type: ignore[attr-defined]
+    assert len(router.model_requests) == 1  # not cut and retried
 
 
 async def test_endless_error_body_is_read_only_in_part(streamed: bool) -> None:
