@@ -153,7 +153,7 @@ def responses(draw: st.DrawFn, wire: str) -> Reply:
 # --- running one example ------------------------------------------------------------------------------
 
 
-async def http_example(reply: Reply, wire: str, streamed: bool) -> str:
+async def http_example(reply: Reply, wire: str, streamed: bool, budget: InputBudget = BUDGET) -> str:
     """One run against `reply` (then plain answers): its outcome class, or "FINDING ..."."""
 
     def handler(_req: Any) -> Reply:
@@ -161,7 +161,7 @@ async def http_example(reply: Reply, wire: str, streamed: bool) -> str:
 
     async with FakeFluxRouter(handler) as router:
         base = router.anthropic_url if wire == "anthropic" else router.base_url
-        async with FluxClient(base_url=base, api_key="sk-fuzz-0123456789", retry=RETRY, input_budget=BUDGET) as client:
+        async with FluxClient(base_url=base, api_key="sk-fuzz-0123456789", retry=RETRY, input_budget=budget) as client:
             agent = Agent(client=client, tools=tools)
             try:
                 with anyio.fail_after(HANG):
@@ -276,13 +276,44 @@ def fuzz_journal(n: int, backend: str, outcomes: Counter[str], workdir: str, *, 
     run()
 
 
+# --- the issue's memory repros, with the default budget ------------------------------------------------
+
+MEMORY_CASES = {
+    "1.5 GB body": dict(body=b"x" * (1 << 20), repeat=1536, content_type="application/json", streamed=False),
+    "200 MB SSE line": dict(body=b"data: " + b"x" * ((1 << 20) - 6), repeat=200, content_type="text/event-stream", streamed=True),
+}
+
+
+async def memory_case(name: str) -> dict[str, Any]:
+    """One of the issue's hostile bodies against a client with the default `InputBudget`."""
+    case = MEMORY_CASES[name]
+    reply = raw(200, case["body"], content_type=case["content_type"], repeat=case["repeat"])
+    before = _max_rss_mb()
+    started = time.perf_counter()
+    outcome = await http_example(reply, "openai", case["streamed"], budget=InputBudget())
+    return {"case": name, "outcome": outcome, "seconds": round(time.perf_counter() - started, 2),
+            "peak_rss_growth_mb": round(_max_rss_mb() - before, 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--http", type=int, default=10_000, help="HTTP response examples")
     parser.add_argument("--journal", type=int, default=2_000, help="damaged-journal examples")
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="only the issue's 1.5 GB body / 200 MB SSE line, default budget")
+    parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_case:  # one case per process: peak RSS is per process
+        print(json.dumps(anyio.run(memory_case, args.memory_case, backend=args.backend if args.backend != "both" else "asyncio")))
+        return
+    if args.memory:
+        for name in MEMORY_CASES:
+            for backend in (["asyncio", "trio"] if args.backend == "both" else [args.backend]):
+                cmd = [sys.executable, __file__, "--memory-case", name, "--backend", backend]
+                out = __import__("subprocess").run(cmd, capture_output=True, text=True, check=True).stdout
+                print(backend, out.strip())
+        return
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     report: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
