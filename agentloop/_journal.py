@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
-import shutil
 import socket
 import sqlite3
 import threading
@@ -41,6 +40,7 @@ import anyio
 from . import _json
 from ._approval import Decision, decision_from_data
 from ._exceptions import JournalCorruptError, JournalError, JournalWriteError, RunLockedError, RunNotFoundError
+from ._journal_errors import rollback, typed_error
 from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, lease_alive, query_runs, status_group, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
@@ -279,42 +279,14 @@ class SQLiteJournal(Journal):
             try:
                 return fn(conn, *args)
             except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-                _rollback(conn)
+                rollback(conn)
                 if self.read_only and isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
                     raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
-                raise self._typed(e) from None
+                raise typed_error(self.path, e) from None
             finally:
                 if self.read_only:  # see _open_read_only
                     conn.close()
                     self._conn = None
-
-    def _typed(self, e: sqlite3.DatabaseError | UnicodeDecodeError) -> JournalError:
-        """A sqlite error → the journal error that says what happened (by SQLite's result code)."""
-        if isinstance(e, UnicodeDecodeError):  # a text column whose bytes were damaged
-            return JournalCorruptError(
-                f"journal {self.path} is damaged or not an agentloop journal: it holds bytes that are not UTF-8 "
-                f"text where text belongs ({e.reason}); restore it from a backup or pass another path"
-            )
-        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
-        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
-            return JournalError(f"journal {self.path} stayed locked by another process: {e}")
-        if code == _SQLITE_FULL or (code in _IO_CODES and self._disk_full()):
-            return JournalWriteError(
-                f"journal {self.path}: the disk is full ({e}). The failed write was not committed and the journal "
-                "is intact up to it; free disk space, then continue the run with Agent.resume(run_id)."
-            )
-        if code in _IO_CODES:
-            return JournalWriteError(
-                f"journal {self.path} could not be written (I/O error: {e}); the failed write was not committed. "
-                "Check the disk and the file's permissions, then continue the run with Agent.resume(run_id)."
-            )
-        return JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}")
-
-    def _disk_full(self) -> bool:
-        try:
-            return shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free < _FULL_BELOW
-        except OSError:
-            return False
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
@@ -368,9 +340,9 @@ class SQLiteJournal(Journal):
                     f"reads version {_VERSION}. Use the agentloop version that wrote it."
                 )
         except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-            _rollback(conn)
+            rollback(conn)
             conn.close()
-            raise self._typed(e) from None
+            raise typed_error(self.path, e) from None
         except BaseException:
             conn.close()
             raise
@@ -610,21 +582,6 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS agentloop_runs_newest ON agentloop_runs (created_at, run_id)",
     "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
 )
-
-# SQLite primary result codes (sqlite3.h); Python gives them as `sqlite_errorcode` (3.11+).
-_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
-_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOLFS = 10, 13, 14, 22
-_IO_CODES = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_NOLFS})
-_FULL_BELOW = 64 * 1024  # free bytes under which an I/O error is reported as a full disk
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Roll back what is open; on a full disk the rollback itself may fail, and that changes nothing."""
-    try:
-        if conn.in_transaction:
-            conn.rollback()
-    except sqlite3.Error:
-        pass
 
 
 def _pid_alive(pid: int) -> bool:
