@@ -7,7 +7,8 @@ mounts a 1 MiB tmpfs on MOUNT_DIR and journals a run there. The run's first tool
 (as another process would) and returns a large result, so committing its outcome hits ENOSPC.
 Then it checks what issue #15 asks, and prints one JSON line with what it saw:
 the error, whether the journal still loads, and whether this same process (same journal
-object) can resume the run once space is freed.
+object) can resume the run once space is freed; then, with the file system remounted read-only,
+what a new run raises (an I/O error that is not a full disk).
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ async def main() -> dict:
         seen["resumed"] = (await agent2.resume("r1")).output
     except AgentloopError as e:
         seen["resumed"] = f"{type(e).__name__}: {e}"
+    journal.close()
+    # The other kind of write failure: an I/O error (here a read-only file system).
+    subprocess.run(["mount", "-o", "remount,ro", mount_dir], check=True)
+    try:
+        await Agent(client=ScriptedModel([text("done")]), tools=tools, journal=journal).run("hi", run_id="r2")
+        seen["read_only"] = "finished"
+    except AgentloopError as e:
+        seen["read_only"] = f"{type(e).__name__}: {e}"
     journal.close()
     return seen
 

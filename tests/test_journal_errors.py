@@ -174,6 +174,9 @@ def test_disk_full_is_a_write_error_and_the_same_process_resumes(tmp_path: Path,
     assert "disk is full" in seen["message"] and "Agent.resume" in seen["message"]
     assert seen["entries"] == ["model", "tool_start"]  # intact: everything committed before the failure
     assert seen["resumed"] == "done"  # the lease was released: this same process continued the run
+    # An I/O error that is not a full disk (the file system remounted read-only): also a write
+    # error, and it does not claim the disk is full.
+    assert seen["read_only"].startswith("JournalWriteError: ") and "disk is full" not in seen["read_only"]
 
 
 def test_journal_write_error_is_a_journal_error() -> None:
