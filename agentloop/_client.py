@@ -39,8 +39,8 @@ from ._model import Emit, ModelRequest
 from ._retry import Failure, RetryPolicy
 from ._secrets import CREDENTIAL_HEADERS, Redactor
 from ._types import ModelTurn
-from ._wire._bounded import read_body, read_some, sse_events
 from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
+from ._wire._bounded import read_body, read_some, sse_events
 from ._wire._openai import OpenAIWire
 from ._wire._transport import TransportKind, make_transport
 

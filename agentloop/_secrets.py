@@ -11,6 +11,7 @@ error loses a cause, never leaks a key.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ _WALK_NODES = 10_000  # objects the leak check may visit (a transport error reac
 class Redactor:
     """Cuts `secrets` (the API key, the credential header values) out of text, data and errors."""
 
-    __slots__ = ("_secrets", "_bytes")
+    __slots__ = ("_bytes", "_secrets")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         found = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET}
@@ -95,10 +96,8 @@ class Redactor:
         for name, value in list(getattr(e, "__dict__", {}).items()):
             new = self._scrub_attr(value)
             if new is not value:
-                try:
+                with contextlib.suppress(AttributeError):  # a read-only attribute: the leak check decides
                     setattr(e, name, new)
-                except AttributeError:  # a read-only attribute: the leak check decides
-                    pass
 
     def _scrub_attr(self, value: Any) -> Any:
         if isinstance(value, httpx.Request):
@@ -108,8 +107,8 @@ class Redactor:
             return value
         if isinstance(value, httpx.Response):
             value.headers = httpx.Headers(self.headers(value.headers))
-            if value._request is not None:  # noqa: SLF001 - the property raises when it is unset
-                self._scrub_attr(value._request)  # noqa: SLF001
+            if value._request is not None:  # `.request` raises when it is unset
+                self._scrub_attr(value._request)
             return value
         if isinstance(value, httpx.Headers):
             return httpx.Headers(self.headers(value))
@@ -140,7 +139,7 @@ def _walk(obj: Any, secrets: tuple[str, ...], raw: tuple[bytes, ...], depth: int
         return any(s in data for s in raw)
     try:
         texts = [str(obj), repr(obj)]
-    except Exception:  # noqa: BLE001 - a broken __repr__ cannot show a key
+    except Exception:  # a broken __repr__ cannot show a key
         texts = []
     if any(s in t for t in texts for s in secrets):
         return True

@@ -59,7 +59,7 @@ async def main() -> dict:
         seen["first"] = type(e).__name__
         seen["message"] = str(e)
         seen["is_journal_write_error"] = type(e).__name__ == "JournalWriteError"
-    except Exception as e:  # noqa: BLE001 - the point is to see it
+    except Exception as e:  # the point is to see it
         seen["first"] = "RAW " + type(e).__name__
         seen["message"] = str(e)
     try:
@@ -75,7 +75,7 @@ async def main() -> dict:
         seen["resumed"] = f"{type(e).__name__}: {e}"
     journal.close()
     # The other kind of write failure: an I/O error (here a read-only file system).
-    subprocess.run(["mount", "-o", "remount,ro", mount_dir], check=True)
+    await anyio.run_process(["mount", "-o", "remount,ro", mount_dir])
     try:
         await Agent(client=ScriptedModel([text("done")]), tools=tools, journal=journal).run("hi", run_id="r2")
         seen["read_only"] = "finished"

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-import fuzz_http  # noqa: E402
+import fuzz_http  # after the sys.path line above
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -11,7 +11,6 @@ import socket
 import string
 from typing import Any
 
-import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,7 +38,7 @@ def leaks(obj: Any, key: str, depth: int = 12, seen: set[int] | None = None) -> 
         try:
             if key in show(obj):
                 hits.append(f"{show.__name__}({type(obj).__name__})")
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     if isinstance(obj, (str, int, float, bool, type(None))):
         return hits
@@ -137,7 +136,7 @@ MODES = sorted(failures("sk-placeholder-key"))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=KEYS, mode=st.sampled_from(MODES + ["refused"]), wire=st.sampled_from(["openai", "anthropic"]),
+@given(key=KEYS, mode=st.sampled_from([*MODES, "refused"]), wire=st.sampled_from(["openai", "anthropic"]),
        streamed=st.booleans())  # fmt: skip
 async def test_no_failure_mode_carries_the_key(key: str, mode: str, wire: str, streamed: bool) -> None:
     script = [] if mode == "refused" else [failures(key)[mode]]
@@ -161,5 +160,4 @@ async def test_the_walk_finds_a_key_where_one_is(wire: str) -> None:
     exc = APIConnectionError("x")
     exc.__context__ = ValueError({"deep": [("k", KEY)]})
     assert leaks(exc, KEY)
-    with anyio.fail_after(5):
-        assert not leaks(APIConnectionError("clean"), KEY)
+    assert not leaks(APIConnectionError("clean"), KEY)

@@ -74,7 +74,8 @@ async def sse_events(response: httpx.Response, max_line: int, max_body: int) -> 
     buf = bytearray()
     scan = 0  # buf[:scan] holds no line end (but maybe a final CR waiting for its LF)
     total = 0
-    event, data, size = "", [], 0
+    event, size = "", 0
+    data: list[str] = []
     async for chunk in response.aiter_bytes():
         total += len(chunk)
         if total > max_body:
