@@ -13,6 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentloop import (
     Agent,
@@ -216,3 +218,38 @@ def test_input_budget_must_be_an_input_budget() -> None:
 
     with pytest.raises(ConfigurationError, match="InputBudget"):
         FluxClient(api_key=KEY, input_budget={"max_response_bytes": 1})  # type: ignore[arg-type]
+
+
+# --- the bounded SSE reader parses what httpx-sse did -------------------------------------------------
+
+OPENAI_EVENTS = [
+    b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi "}}]}',
+    b": keep-alive",
+    b'data: {"choices": [{"index": 0, "delta": {"content": "th\xc3\xa9re"}}]}',
+    b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+    b"data: [DONE]",
+]
+ANTHROPIC_EVENTS = [
+    b'event: message_start\ndata: {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}',
+    b'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}',
+    b"event: ping\ndata: {\"type\": \"ping\"}",
+    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi "}}',
+    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "th\xc3\xa9re"}}',
+    b'event: message_delta\ndata: {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}',
+    b'event: message_stop\ndata: {"type": "message_stop"}',
+]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(wire=st.sampled_from(["openai", "anthropic"]), newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+       chunk_size=st.integers(1, 64))  # fmt: skip
+async def test_any_line_ending_and_any_chunking_parse_alike(wire: str, newline: bytes, chunk_size: int) -> None:
+    """SSE allows LF, CRLF and CR; the network may cut anywhere (inside a CRLF, inside a UTF-8
+    character). Every combination gives the same answer."""
+    events = ANTHROPIC_EVENTS if wire == "anthropic" else OPENAI_EVENTS
+    body = b"".join(e.replace(b"\n", newline) + newline + newline for e in events)
+    reply = raw(200, body, content_type="text/event-stream", chunk_size=chunk_size)
+    async with FakeFluxRouter([reply]) as router:
+        async with client_for(router, wire) as client:
+            last = await run_once(client, streamed=True)
+    assert last.result.output == "hi thére"

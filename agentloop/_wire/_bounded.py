@@ -109,4 +109,6 @@ async def sse_events(response: httpx.Response, max_line: int, max_body: int) -> 
         scan = len(buf)
         if scan > max_line:
             raise too_big("one line of the streamed response", "max_sse_line_bytes", max_line, request_id)
-    # The body ended: an event without its final blank line is not dispatched (SSE rules).
+    if buf == b"\r" and (data or event):  # the body ended on the CR of the blank line that dispatches
+        yield event or "message", "\n".join(data)
+    # Otherwise an event without its final blank line is not dispatched (SSE rules).

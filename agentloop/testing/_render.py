@@ -75,6 +75,10 @@ def render(reply: Reply, ctx: RenderContext) -> Rendered:
             reply.status, reply.error_message, wire=ctx.wire, type=kind, code=code, headers=extra
         )
     if reply.kind == "raw":
+        if reply.chunk_size is not None:
+            size, body = reply.chunk_size, reply.body
+            pieces = [body[i : i + size] for i in range(0, len(body), size)]
+            return _with_headers(Rendered(reply.status, [("content-type", reply.content_type)], frames=pieces), extra)
         if reply.repeat == 1 and reply.declared_length is None:
             return _with_headers(
                 Rendered(reply.status, [("content-type", reply.content_type)], reply.body), extra
