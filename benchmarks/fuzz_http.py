@@ -139,8 +139,9 @@ def responses(draw: st.DrawFn, wire: str) -> Reply:
         st.sampled_from(["0", "-1", "1e9", "abc", "true", "false", "gzip", "deflate", "br", "identity",
                          "Wed, 21 Oct 2015 07:28:00 GMT"]) | _HEADER_VALUE, max_size=3))  # fmt: skip
     shape = draw(st.sampled_from(["plain"] * 6 + ["endless", "oversized", "lying-length", "drip"]))
-    if shape == "endless":
-        return raw(status, body or b"x", content_type=content_type, headers=headers, repeat=None)
+    if shape == "endless":  # pieces of >= 1 KiB: a 1-byte chunk loop would measure chunk overhead, not the bound
+        piece = (body or b"x") * max(1, 1024 // max(len(body), 1))
+        return raw(status, piece, content_type=content_type, headers=headers, repeat=None)
     if shape == "oversized":
         return raw(status, b"x" * 65536, content_type=content_type, headers=headers, repeat=8)
     if shape == "lying-length":
@@ -234,7 +235,10 @@ def describe(reply: Reply) -> str:
             f"type={reply.content_type!r} headers={dict(reply.headers)}")  # fmt: skip
 
 
-def fuzz_http(n: int, backend: str, outcomes: Counter[str], jumps: list[str] | None = None, *, strict: bool = False) -> None:
+def fuzz_http(
+    n: int, backend: str, outcomes: Counter[str], jumps: list[str] | None = None, *, strict: bool = False,
+    seconds: Counter[str] | None = None, progress: bool = False,
+) -> None:
     """`n` generated responses, each through a real run. `strict`: a finding fails the example
     (hypothesis then shrinks it to the smallest response that shows it: the test suite's mode)."""
 
@@ -244,8 +248,13 @@ def fuzz_http(n: int, backend: str, outcomes: Counter[str], jumps: list[str] | N
     def run(wire: str, streamed: bool, data: st.DataObject) -> None:
         reply = data.draw(responses(wire))
         before = _max_rss_mb()
+        started = time.perf_counter()
         outcome = anyio.run(http_example, reply, wire, streamed, backend=backend)
         outcomes[outcome] += 1
+        if seconds is not None:
+            seconds[outcome] += time.perf_counter() - started
+        if progress and sum(outcomes.values()) % 500 == 0:
+            print(f"{backend}: {sum(outcomes.values())} examples, max RSS {_max_rss_mb():.0f} MB", file=sys.stderr, flush=True)
         assert not (strict and outcome.startswith("FINDING")), f"{outcome} for {wire} streamed={streamed} {describe(reply)}"
         if jumps is not None and _max_rss_mb() - before > RSS_JUMP_MB:
             jumps.append(f"+{_max_rss_mb() - before:.0f} MB: {wire} streamed={streamed} {describe(reply)} -> {outcome}")
@@ -255,6 +264,8 @@ def fuzz_http(n: int, backend: str, outcomes: Counter[str], jumps: list[str] | N
 
 def fuzz_journal(n: int, backend: str, outcomes: Counter[str], workdir: str, *, strict: bool = False) -> None:
     """`n` random corruptions of a real journal file, each resumed (same `strict` as above)."""
+    if n < 1:
+        return
     base = os.path.join(workdir, "base.db")
     make_journal(base)
     with open(base, "rb") as f:
@@ -321,14 +332,16 @@ def main() -> None:
     for backend in backends:
         http: Counter[str] = Counter()
         jumps: list[str] = []
+        seconds: Counter[str] = Counter()
         started = time.perf_counter()
-        fuzz_http(args.http // len(backends), backend, http, jumps)
+        fuzz_http(args.http // len(backends), backend, http, jumps, seconds=seconds, progress=True)
         http_s = time.perf_counter() - started
         journal: Counter[str] = Counter()
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
             fuzz_journal(args.journal // len(backends), backend, journal, workdir)
         report[backend] = {"http": dict(http.most_common()), "http_seconds": round(http_s, 1), "rss_jumps": jumps,
+                           "seconds_by_outcome": {k: round(v, 1) for k, v in seconds.most_common()},
                            "journal": dict(journal.most_common()), "journal_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     report["max_rss_mb"] = round(_max_rss_mb(), 1)
     report["max_rss_mb_at_start"] = round(rss0 / 1024, 1)
