@@ -24,6 +24,7 @@ __all__ = ["typed_error", "rollback"]
 # SQLite primary result codes (sqlite3.h); Python gives them as `sqlite_errorcode` (3.11+).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOLFS = 10, 13, 14, 22
+_SQLITE_IOERR_SHORT_READ = _SQLITE_IOERR | (2 << 8)
 _IO_CODES = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_NOLFS})
 _FULL_BELOW = 64 * 1024  # free bytes under which an I/O error is reported as a full disk
 
@@ -34,7 +35,10 @@ def typed_error(path: str, e: sqlite3.Error | UnicodeDecodeError) -> JournalErro
             f"journal {path} is damaged or not an agentloop journal: it holds bytes that are not UTF-8 "
             f"text where text belongs ({e.reason}); restore it from a backup or pass another path"
         )
-    code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    extended = getattr(e, "sqlite_errorcode", None) or 0
+    code = extended & 0xFF  # the primary result code
+    if extended == _SQLITE_IOERR_SHORT_READ:  # the file is shorter than its own header says: truncated
+        return JournalCorruptError(f"journal {path} is damaged (truncated): {e}")
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
         return JournalError(f"journal {path} stayed locked by another process: {e}")
     if code == _SQLITE_FULL or (code in _IO_CODES and _disk_full(path)):
