@@ -1,23 +1,30 @@
 """FluxClient: one shared httpx connection pool, typed errors, retries, and a wire adapter.
 
 A client is meant to be long-lived and shared by many agents and concurrent runs. It never
-holds per-run state. The API key is kept out of every repr, log line and error message: error
-texts coming back from the server are scrubbed of it before they are put into exceptions.
+holds per-run state. The API key is kept out of every repr, log line and error: an error leaves
+the client only after it and its whole cause chain were scrubbed (`_secrets.py`).
+
+Every response is read within the client's `InputBudget` (`_wire/_bounded.py`): body bytes are
+counted while reading, SSE lines are bounded, a stream that sends nothing but keep-alives for
+`stream_idle_timeout` seconds is cut, and a request has a total time bound even when the
+caller set none (`request_timeout`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any, Literal
 
 import anyio
 import httpx
-from httpx_sse import EventSource
 
+from ._budget import InputBudget
 from ._exceptions import (
     APIConnectionError,
     APIError,
+    APIResponseError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -30,8 +37,10 @@ from ._exceptions import (
 from ._json import loads
 from ._model import Emit, ModelRequest
 from ._retry import Failure, RetryPolicy
+from ._secrets import CREDENTIAL_HEADERS, Redactor
 from ._types import ModelTurn
 from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
+from ._wire._bounded import read_body, read_some, sse_events
 from ._wire._openai import OpenAIWire
 from ._wire._transport import TransportKind, make_transport, prepare
 
@@ -43,6 +52,7 @@ DEFAULT_ANTHROPIC_BASE_URL = "https://api.fluxrouter.ai/anthropic"
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 _USER_AGENT = "agentloop/0.1"
 _TRANSPORTS = ("auto", "httpcore", "sharded", "aiohttp")
+_ERROR_BODY_BYTES = 64 * 1024  # of an error response: enough to say what went wrong, the rest is not read
 
 
 class FluxClient:
@@ -62,8 +72,14 @@ class FluxClient:
       emitted whole.
     - `timeout`: seconds or an `httpx.Timeout` (connect / read / write / pool; read is the gap
       allowed between two pieces of a stream). `total_timeout`: seconds for one model request,
-      retries and their waits included (None: no bound). A run's own deadline (a cancel scope
-      around it) always wins.
+      retries and their waits included (None: `input_budget.request_timeout`, 600 s by default).
+      A run's own deadline (a cancel scope around it) always wins.
+    - `input_budget`: an `InputBudget`; its HTTP fields bound every response: body bytes
+      (`max_response_bytes`), one SSE line or event (`max_sse_line_bytes`), the time between two
+      stream events (`stream_idle_timeout`; keep-alive comments do not count) and the total time
+      of a request without `total_timeout` (`request_timeout`). Past a byte budget the request
+      fails with `APIResponseError` (not retried); past a time budget with `APITimeoutError`
+      (an idle stream is retried like a read timeout while nothing was streamed to the caller).
     - `retry`: a `RetryPolicy` (2 retries by default, openai-python's rules). A stream is retried
       only while nothing of it was handed to the caller.
     - `transport`: `"auto"` (default: the fastest measured HTTP transport for the running event
@@ -91,6 +107,7 @@ class FluxClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | TransportKind = "auto",
         max_connections: int = 1000,
+        input_budget: InputBudget | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
         if not key:
@@ -113,6 +130,9 @@ class FluxClient:
             raise ConfigurationError(f"max_tokens must be a positive integer, got {max_tokens!r}")
         if total_timeout is not None and total_timeout <= 0:
             raise ConfigurationError(f"total_timeout must be positive seconds or None, got {total_timeout!r}")
+        if input_budget is not None and not isinstance(input_budget, InputBudget):
+            raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
+        self.input_budget = input_budget or InputBudget()
         self.base_url = url
         self._wire: Any = AnthropicWire(max_tokens=max_tokens) if wire == "anthropic" else OpenAIWire()
         self.wire = wire
@@ -128,6 +148,9 @@ class FluxClient:
             **self._wire.auth_headers(key),
         }
         self._stream_headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-cache"}
+        # The key, and every credential header value as sent ("Bearer <key>", a proxy's token).
+        credentials = [v for k, v in self._headers.items() if k.lower() in CREDENTIAL_HEADERS]
+        self._redactor = Redactor([key, *credentials])
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         if isinstance(transport, str) and transport not in _TRANSPORTS:
@@ -187,14 +210,22 @@ class FluxClient:
         With `emit` (and `stream=True`), the answer is streamed: text and tool-call deltas are
         awaited into `emit` as they arrive, and the turn comes back with `streamed=True`.
         """
-        if self.total_timeout is None:
-            return await self._request(request, emit)
-        with anyio.move_on_after(self.total_timeout):
-            return await self._request(request, emit)
-        raise APITimeoutError(
-            f"the model request to {self._url} took longer than total_timeout={self.total_timeout:g} s "
-            "(retries included); raise FluxClient(total_timeout=...) if the model needs longer"
-        )
+        limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
+        try:
+            with anyio.move_on_after(limit):
+                return await self._request(request, emit)
+            if self.total_timeout is not None:
+                raise APITimeoutError(
+                    f"the model request to {self._url} took longer than total_timeout={limit:g} s "
+                    "(retries included); raise FluxClient(total_timeout=...) if the model needs longer"
+                )
+            raise APITimeoutError(
+                f"the model request to {self._url} took longer than InputBudget.request_timeout={limit:g} s "
+                "(retries included; the bound every request has when FluxClient(total_timeout=...) is not set); "
+                "raise FluxClient(total_timeout=...) if the model needs longer"
+            )
+        except APIError as e:
+            raise self._redactor.exception(e) from e.__cause__
 
     async def _request(self, request: ModelRequest, emit: Emit | None) -> ModelTurn:
         streaming = emit is not None and self.stream
@@ -217,42 +248,89 @@ class FluxClient:
     async def _post(self, body: bytes) -> ModelTurn:
         """One plain request → the decoded turn, or a `Failure`."""
         try:
-            response = await self._http.post(self._url, content=body, headers=self._headers)
-        except httpx.TransportError as e:
+            async with self._http.stream("POST", self._url, content=body, headers=self._headers) as response:
+                if response.status_code >= 300:
+                    raise self._status_failure(response, await read_some(response, _ERROR_BODY_BYTES))
+                content = await read_body(response, self.input_budget.max_response_bytes)
+        except httpx.HTTPError as e:
             raise self._transport_failure(e) from e
-        if response.status_code >= 300:
-            raise self._status_failure(response)
-        return self._wire.decode(response.content, request_id=response.headers.get("x-request-id"))
+        return self._wire.decode(content, request_id=response.headers.get("x-request-id"))
 
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
+        budget = self.input_budget
         try:
             async with self._http.stream("POST", self._url, content=body, headers=self._stream_headers) as response:
                 if response.status_code >= 300:
-                    await response.aread()
-                    raise self._status_failure(response)
+                    raise self._status_failure(response, await read_some(response, _ERROR_BODY_BYTES))
                 request_id = response.headers.get("x-request-id")
                 if "text/event-stream" not in response.headers.get("content-type", ""):
                     # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
-                    return self._wire.decode(await response.aread(), request_id=request_id)
+                    content = await read_body(response, budget.max_response_bytes)
+                    return self._wire.decode(content, request_id=request_id)
                 assembler = self._wire.assembler(request.run_id, request.step, request_id)
-                async for sse in EventSource(response).aiter_sse():
-                    for event in assembler.feed(sse.event, sse.data):
-                        progress.emitted = True
-                        await emit(event)
-                return assembler.result()
-        except httpx.TransportError as e:
+                events = sse_events(response, budget.max_sse_line_bytes, budget.max_response_bytes)
+                try:
+                    if await self._pump(events, assembler, emit, progress):
+                        return assembler.result()
+                finally:
+                    await events.aclose()  # type: ignore[attr-defined]
+                raise self._idle_failure(request_id, progress)
+        except httpx.HTTPError as e:
             failure = self._transport_failure(e)
             if progress.emitted:
                 failure.error.message += " (part of the answer had already been streamed: not retried)"
                 failure.error.args = (failure.error.message,)
             raise failure from e
 
+    async def _pump(self, events: Any, assembler: Any, emit: Emit, progress: _Progress) -> bool:
+        """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle.
+
+        The idle clock restarts at every event the assembler understood (so keep-alive comments,
+        `ping`s and a router's status events do not keep a dead stream open), and stops while
+        `emit` runs: a slow consumer is its own business, not the server's idleness.
+        """
+        idle = self.input_budget.stream_idle_timeout
+        with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
+            async for event, data in events:
+                seen = assembler.chunks, assembler.complete
+                out = assembler.feed(event, data)
+                if out:
+                    scope.deadline = math.inf
+                    for delta in out:
+                        progress.emitted = True
+                        await emit(delta)
+                    scope.deadline = anyio.current_time() + idle
+                elif (assembler.chunks, assembler.complete) != seen:
+                    scope.deadline = anyio.current_time() + idle
+            return True
+        return False
+
     # --- errors -------------------------------------------------------------------------------
 
-    def _transport_failure(self, e: httpx.TransportError) -> Failure:
+    def _idle_failure(self, request_id: str | None, progress: _Progress) -> Failure:
+        idle = self.input_budget.stream_idle_timeout
+        error = APITimeoutError(
+            f"the stream from {self._url} sent no event for InputBudget.stream_idle_timeout={idle:g} s "
+            "(keep-alives do not count); raise FluxClient(input_budget=InputBudget(stream_idle_timeout=...)) "
+            "if the model pauses longer"
+            + (" (part of the answer had already been streamed: not retried)" if progress.emitted else ""),
+            request_id=request_id,
+        )
+        return Failure(error, retryable=True)
+
+    def _transport_failure(self, e: httpx.HTTPError) -> Failure:
+        if isinstance(e, httpx.DecodingError):  # e.g. a body that claims gzip and is not
+            error: APIError = APIResponseError(
+                f"the response from {self._url} could not be decoded ({self._redact(str(e)) or type(e).__name__}); "
+                "this is a router or proxy fault, retry later or report it"
+            )
+            return Failure(error, retryable=False)
+        if not isinstance(e, httpx.TransportError):  # httpx's other request errors: a broken exchange
+            error = APIConnectionError(f"the request to {self._url} failed: {type(e).__name__}: {self._redact(str(e))}")
+            return Failure(error, retryable=False)
         if isinstance(e, httpx.TimeoutException):
-            error: APIError = APITimeoutError(
+            error = APITimeoutError(
                 f"request to {self._url} timed out ({type(e).__name__}); raise FluxClient(timeout=...) "
                 "if the model needs longer"
             )
@@ -263,28 +341,26 @@ class FluxClient:
             )
         return Failure(error, retryable=True)
 
-    def _status_failure(self, response: httpx.Response) -> Failure:
-        headers = dict(response.headers)
+    def _status_failure(self, response: httpx.Response, content: bytes) -> Failure:
+        headers = self._redactor.headers(response.headers)
         retryable = self.retry.should_retry_status(response.status_code, headers)
-        return Failure(self._status_error(response), retryable=retryable, headers=headers)
+        return Failure(self._status_error(response, content, headers), retryable=retryable, headers=headers)
 
     def _redact(self, text: str) -> str:
-        # Keys shorter than 8 characters are test placeholders; replacing them would mangle text.
-        key = self._api_key
-        return text.replace(key, "[redacted]") if len(key) >= 8 and key in text else text
+        return self._redactor.text(text)
 
-    def _status_error(self, response: httpx.Response) -> APIStatusError:
+    def _status_error(self, response: httpx.Response, content: bytes, headers: dict[str, str]) -> APIStatusError:
         status = response.status_code
-        text = self._redact(response.text)
+        text = self._redact(content.decode(response.encoding or "utf-8", "replace"))
         try:
-            body: Any = loads(text)
+            body: Any = self._redactor.value(loads(text))  # again: JSON escapes can spell the key
         except ValueError:
             body = text[:2000]
         # One sentence, whatever the server's ends with: "...key. Check..." never "...key.. Check...".
-        message = (_error_message(body) or response.reason_phrase or "no error message").rstrip().rstrip(".")
+        message = (_error_message(body) or self._redact(response.reason_phrase) or "no error message").rstrip().rstrip(".")
         request_id = response.headers.get("x-request-id")
         where = f"FluxRouter answered {status} for POST {self._url}"
-        kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": dict(response.headers)}
+        kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": headers}
         if status in (400, 422):
             if _says_tools_unsupported(message):
                 return ToolsNotSupportedError(

@@ -1,7 +1,7 @@
 """The one exception tree of agentloop, rooted in `AgentloopError`.
 
-Every message says what happened and what to do about it. None of them ever contains an API key:
-`APIStatusError` messages are built from the server's error text after `redact()` removed the key.
+Every message says what happened and what to do about it. None of them ever carries an API key:
+`FluxClient` scrubs each error it raises, and its whole cause / context chain (`_secrets.py`).
 
 The tree (a test keeps this picture equal to the classes)::
 
@@ -21,6 +21,7 @@ The tree (a test keeps this picture equal to the classes)::
         ConversationError  (also ValueError)    `messages=` is not a valid conversation
         JournalError                    durable runs
             JournalCorruptError             not a journal, or damaged
+            JournalWriteError               disk full or I/O error; nothing lost, the lease released
             RunLockedError                  another live process runs it
             RunNotFoundError  (also KeyError)
         MCPServerError                  an MCP server could not be started or reached
@@ -73,6 +74,7 @@ __all__ = [
     "ResumeError",
     "JournalError",
     "JournalCorruptError",
+    "JournalWriteError",
     "RunNotFoundError",
     "RunLockedError",
     "SandboxUnavailableError",
@@ -261,6 +263,15 @@ class JournalError(AgentloopError):
 
 class JournalCorruptError(JournalError):
     """The journal file is not a database, not an agentloop journal, or its contents are damaged."""
+
+
+class JournalWriteError(JournalError):
+    """The journal could not be written: the disk is full (the message says so) or an I/O error.
+
+    The failed write was not committed and nothing before it is lost; the run's lease is
+    released, so once the disk has room `Agent.resume(run_id)` continues the run (in this
+    process too).
+    """
 
 
 class RunNotFoundError(JournalError, KeyError):

@@ -22,6 +22,7 @@ start time, not by host name (see `_lease.py`).
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import sqlite3
@@ -38,7 +39,8 @@ import anyio
 
 from . import _json, _lease
 from ._approval import Decision, decision_from_data
-from ._exceptions import JournalCorruptError, JournalError, RunLockedError, RunNotFoundError
+from ._exceptions import JournalCorruptError, JournalError, JournalWriteError, RunLockedError, RunNotFoundError
+from ._journal_errors import rollback, typed_error
 from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, query_runs, status_group, summarize
 from ._types import PendingCall, ToolCallRecord, Usage
 
@@ -259,6 +261,8 @@ class SQLiteJournal(Journal):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement sequence at a time on the connection
         self._tokens: dict[str, str] = {}
+        # Leases this object released whose delete could not be written (disk full): free for it to retake.
+        self._abandoned: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({self.path!r})"
@@ -273,14 +277,11 @@ class SQLiteJournal(Journal):
             conn = self._conn or self._open()
             try:
                 return fn(conn, *args)
-            except sqlite3.DatabaseError as e:
-                if conn.in_transaction:
-                    conn.rollback()
-                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                    raise JournalError(f"journal {self.path} stayed locked by another process: {e}") from None
-                if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+                rollback(conn)
+                if self.read_only and isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
                     raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
-                raise JournalCorruptError(f"journal {self.path} is damaged or not an agentloop journal: {e}") from None
+                raise typed_error(self.path, e) from None
             finally:
                 if self.read_only:  # see _open_read_only
                     conn.close()
@@ -295,6 +296,8 @@ class SQLiteJournal(Journal):
         except FileNotFoundError:
             head = b""
         except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise JournalWriteError(f"cannot open journal {self.path}: the disk is full ({e})") from None
             raise JournalError(f"cannot open journal {self.path}: {e}") from None
         if head and head != b"SQLite format 3\x00":
             raise JournalCorruptError(
@@ -335,9 +338,10 @@ class SQLiteJournal(Journal):
                     f"{self.path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
                     f"reads version {_VERSION}. Use the agentloop version that wrote it."
                 )
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+            rollback(conn)
             conn.close()
-            raise JournalCorruptError(f"{self.path} is damaged or not an agentloop journal: {e}") from None
+            raise typed_error(self.path, e) from None
         except BaseException:
             conn.close()
             raise
@@ -354,7 +358,7 @@ class SQLiteJournal(Journal):
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
-        except sqlite3.Error as e:
+        except (sqlite3.Error, UnicodeDecodeError) as e:  # SQLite's message can quote damaged bytes
             raise JournalCorruptError(f"{self.path} cannot be read as an agentloop journal: {e}") from None
         if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             conn.close()
@@ -382,7 +386,8 @@ class SQLiteJournal(Journal):
             "SELECT token, host, pid, expires_at FROM agentloop_leases WHERE run_id=?", (run_id,)
         ).fetchone()
         if row is not None:
-            if self._holder_alive(*row):
+            # a lease this object could not delete (a failed write) is ours to take back
+            if self._holder_alive(*row) and self._abandoned.get(run_id) != row[0]:
                 holder = _lease.parse(row[1], row[2])
                 raise RunLockedError(
                     f"run {run_id!r} is being run by another process or task (pid {holder.pid} on {holder.host}); "
@@ -396,6 +401,7 @@ class SQLiteJournal(Journal):
             (run_id, token, me.column(), me.pid, time.time() + self.lease_ttl),
         )
         self._tokens[run_id] = token
+        self._abandoned.pop(run_id, None)
         return token
 
     def _create(self, conn: sqlite3.Connection, run_id: str, header: dict[str, Any]) -> str:
@@ -428,9 +434,9 @@ class SQLiteJournal(Journal):
         return token
 
     def _release(self, conn: sqlite3.Connection, run_id: str, token: str) -> None:
-        conn.execute("DELETE FROM agentloop_leases WHERE run_id=? AND token=?", (run_id, token))
         if self._tokens.get(run_id) == token:
             del self._tokens[run_id]
+        conn.execute("DELETE FROM agentloop_leases WHERE run_id=? AND token=?", (run_id, token))
 
     async def create(self, run_id: str, header: dict[str, Any]) -> str:
         return await self._call(self._create, run_id, header)
@@ -439,7 +445,13 @@ class SQLiteJournal(Journal):
         return await self._call(self._acquire, run_id)
 
     async def release(self, run_id: str, token: str) -> None:
-        await self._call(self._release, run_id, token)
+        """Give the lease up. Never raises for a write failure: it runs in the `finally` of a run
+        that may be failing for that very reason (a full disk), and must not hide its error. The
+        lease row then stays on disk, but this object knows it gave it up and retakes it."""
+        try:
+            await self._call(self._release, run_id, token)
+        except (JournalWriteError, JournalCorruptError):
+            self._abandoned[run_id] = token
 
     # --- entries ------------------------------------------------------------------------------
 

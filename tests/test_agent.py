@@ -76,7 +76,7 @@ async def test_round_trip_weather(fake_router: FakeFluxRouter, flux_client: Flux
         }
     ]
     assert second["messages"] == result.messages[:3]  # the whole conversation went back
-    assert fake_router.requests[0].headers["authorization"] == "Bearer test"
+    assert fake_router.requests[0].headers["authorization"] == "[redacted]"  # sent; recorded without the key
 
 
 async def test_parallel_calls_really_overlap(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:

@@ -163,7 +163,8 @@ async def test_headers_and_wire_selection(router: FakeFluxRouter, client: FluxCl
     await Agent(client=client).run("hello")
     req = router.requests[0]
     assert req.path == "/anthropic/v1/messages" and req.wire == "anthropic"
-    assert req.headers["x-api-key"] == KEY and req.headers["anthropic-version"] == "2023-06-01"
+    # The router checked the key (api_key=KEY: a wrong one is a 401) and recorded it redacted.
+    assert req.headers["x-api-key"] == "[redacted]" and req.headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in req.headers
     async with FluxClient(wire="anthropic", api_key="k") as default:
         assert default._url == "https://api.fluxrouter.ai/anthropic/v1/messages"

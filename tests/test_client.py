@@ -153,7 +153,7 @@ async def test_key_never_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixtur
 
     caplog.set_level(logging.DEBUG)
     script = [tool_calls(call("ping", {})), error(401, f"Invalid API key: {SECRET}")]
-    async with FakeFluxRouter(script) as router:
+    async with FakeFluxRouter(script, record_secrets=True) as router:
         async with FluxClient(base_url=router.base_url, api_key=SECRET, retry=NO_RETRY) as client:
             agent = Agent(client=client, tools=tools)
             with pytest.raises(AuthenticationError) as exc_info:

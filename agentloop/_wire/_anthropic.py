@@ -37,6 +37,9 @@ __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VER
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+_MESSAGE_EVENTS = frozenset(
+    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+)
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
            "pause_turn": "stop", "refusal": "content_filter"}  # fmt: skip
 _SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -315,6 +318,8 @@ class AnthropicStream(StreamAssembler):
         kind = obj.get("type") or event
         if kind == "error" or event == "error":
             raise self.error(obj.get("error", obj))
+        if kind not in _MESSAGE_EVENTS:
+            return NO_EVENTS  # a router's own events: not part of the answer (nor proof the stream is alive)
         self.chunks += 1
         if kind == "content_block_delta":
             delta = obj.get("delta")

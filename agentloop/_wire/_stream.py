@@ -1,6 +1,6 @@
 """What both wires' stream assemblers share: text and tool-call slots, deltas out, a turn at the end.
 
-An assembler is fed one SSE event at a time (`feed(event, data)`, already split by httpx-sse)
+An assembler is fed one SSE event at a time (`feed(event, data)`, already split by `_bounded.sse_events`)
 and returns the events to emit for it (`TextDelta` / `ToolCallDelta`, usually zero or one). It
 never does I/O: the client awaits `emit` for each returned event (back-pressure) and calls
 `result()` when the HTTP body ends. It is lenient about what it receives (wire-notes.md):

@@ -5,6 +5,7 @@ Pure functions: no I/O, so the server only has to write what comes out (and hono
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Rendered:
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
-    frames: list[bytes] | None = None  # SSE events, written one chunk each, when streaming
+    frames: Iterable[bytes] | None = None  # SSE events (or raw chunks), written one chunk each; may be endless
     abort: bool = False  # close the connection after the frames, without the terminating chunk
 
 
@@ -74,8 +75,21 @@ def render(reply: Reply, ctx: RenderContext) -> Rendered:
             reply.status, reply.error_message, wire=ctx.wire, type=kind, code=code, headers=extra
         )
     if reply.kind == "raw":
+        if reply.chunk_size is not None:
+            size, body = reply.chunk_size, reply.body
+            pieces = [body[i : i + size] for i in range(0, len(body), size)]
+            return _with_headers(Rendered(reply.status, [("content-type", reply.content_type)], frames=pieces), extra)
+        if reply.repeat == 1 and reply.declared_length is None:
+            return _with_headers(
+                Rendered(reply.status, [("content-type", reply.content_type)], reply.body), extra
+            )
+        head = [("content-type", reply.content_type)]
+        if reply.declared_length is not None:
+            head.append(("content-length", str(reply.declared_length)))
+        body = reply.body
+        frames = itertools.repeat(body) if reply.repeat is None else itertools.repeat(body, reply.repeat)
         return _with_headers(
-            Rendered(reply.status, [("content-type", reply.content_type)], reply.body), extra
+            Rendered(reply.status, head, frames=frames, abort=reply.declared_length is not None), extra
         )
     if reply.kind != "message":
         raise ValueError(f"cannot render a {reply.kind!r} reply")

@@ -102,8 +102,11 @@ class Reply:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0  # seconds before the response headers (timeout tests)
-    chunk_delay: float = 0.0  # seconds before each streamed SSE event (read-timeout tests)
+    chunk_delay: float = 0.0  # seconds before each streamed SSE event / raw body chunk (read-timeout tests)
     quirks: tuple[Quirk, ...] = ()
+    repeat: int | None = 1  # raw: the body is sent this many times, one chunk each (None: forever)
+    declared_length: int | None = None  # raw: a Content-Length longer than what is sent (a truncated body)
+    chunk_size: int | None = None  # raw: the body written in pieces of this many bytes (parser boundary tests)
 
     def with_quirks(self, *quirks: Quirk) -> Reply:
         """A copy with more quirks / stream faults appended (they compose)."""
@@ -209,11 +212,38 @@ def raw(
     headers: Mapping[str, Any] | None = None,
     content_type: str = "application/json",
     delay: float = 0,
+    repeat: int | None = 1,
+    chunk_delay: float = 0,
+    declared_length: int | None = None,
+    chunk_size: int | None = None,
 ) -> Reply:
-    """A response sent verbatim, whatever the wire: malformed JSON, a 200 carrying an error, ..."""
+    """A response sent verbatim, whatever the wire: malformed JSON, a 200 carrying an error, ...
+
+    Hostile bodies: `repeat=n` sends `body` n times, one chunk each (`None`: forever, e.g. an
+    endless body or a keep-alive-only SSE stream with `content_type="text/event-stream"`), with
+    `chunk_delay` seconds before each (a slow drip). `declared_length`: the Content-Length sent,
+    longer than the body; the connection closes after the body (a truncated response).
+    `chunk_size=n`: the body is written n bytes at a time (chunked encoding), so a client's parser
+    meets every boundary a network can cut.
+    """
     data = body.encode() if isinstance(body, str) else bytes(body)
+    if repeat is not None and repeat < 1:
+        raise ValueError(f"repeat must be >= 1 or None (forever), got {repeat!r}")
+    if chunk_size is not None and (chunk_size < 1 or repeat != 1 or declared_length is not None):
+        raise ValueError("chunk_size must be >= 1, and goes with repeat=1 and no declared_length")
+    if declared_length is not None and (repeat is None or declared_length <= len(data) * repeat):
+        raise ValueError("declared_length must be longer than the body sent (it makes a truncated response)")
     return Reply(
-        "raw", status=status, body=data, content_type=content_type, headers=_headers(headers), delay=delay
+        "raw",
+        status=status,
+        body=data,
+        content_type=content_type,
+        headers=_headers(headers),
+        delay=delay,
+        chunk_delay=chunk_delay,
+        repeat=repeat,
+        declared_length=declared_length,
+        chunk_size=chunk_size,
     )
 
 

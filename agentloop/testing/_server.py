@@ -30,6 +30,10 @@ OPENAI_CHAT_PATH = "/v1/chat/completions"
 ANTHROPIC_MESSAGES_PATH = "/anthropic/v1/messages"
 MODELS = ("flux-auto", "flux-fast", "flux-smart")
 
+# Request headers that carry credentials: recorded as "[redacted]" unless `record_secrets=True`.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+REDACTED = "[redacted]"
+
 # Errors that mean "the peer went away": end that connection quietly, never the server.
 _CONNECTION_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
@@ -40,7 +44,7 @@ class RecordedRequest:
 
     method: str
     path: str  # without the query string
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "; credentials "[redacted]"
     body: bytes
     json: Any  # the parsed body, or None when empty / not JSON
     wire: Wire | None  # None for non-chat paths
@@ -54,7 +58,11 @@ Handler = Callable[[RecordedRequest], "Reply | Awaitable[Reply]"]
 class FakeFluxRouter:
     """A scripted FluxRouter. `script`: Replies served in order (one per model request), or a
     handler `(RecordedRequest) -> Reply | Awaitable[Reply]`. Replies queued with `add()` come
-    after the script's own (in handler mode: before the handler is asked)."""
+    after the script's own (in handler mode: before the handler is asked).
+
+    Credential headers (`authorization`, `x-api-key`, ...) are checked against `api_key` as they
+    arrive but recorded as `"[redacted]"`, so a failing test's output never shows a key; a test
+    about the headers themselves passes `record_secrets=True`."""
 
     def __init__(
         self,
@@ -62,7 +70,9 @@ class FakeFluxRouter:
         *,
         api_key: str | None = None,
         host: str = "127.0.0.1",
+        record_secrets: bool = False,
     ) -> None:
+        self.record_secrets = record_secrets
         self._handler: Handler | None = None
         self._script: Iterator[Reply] = iter(())
         if callable(script):
@@ -179,16 +189,20 @@ class FakeFluxRouter:
                 break
             else:
                 return False
-        request = self._record(event, bytes(body), conn_id)
-        if not await self._respond(conn, stream, request):
+        request, credentials = self._record(event, bytes(body), conn_id)
+        if not await self._respond(conn, stream, request, credentials):
             return False
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    def _record(self, event: h11.Request, body: bytes, conn_id: int) -> RecordedRequest:
+    def _record(self, event: h11.Request, body: bytes, conn_id: int) -> tuple[RecordedRequest, dict[str, str]]:
+        """The request as recorded, and its credential headers as sent (for the auth check only)."""
         headers: dict[str, str] = {}
         for name, value in event.headers:
             key, val = name.decode("latin-1").lower(), value.decode("latin-1")
             headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        credentials = {k: v for k, v in headers.items() if k in _CREDENTIAL_HEADERS}
+        if not self.record_secrets:
+            headers.update(dict.fromkeys(credentials, REDACTED))
         path = event.target.decode("latin-1").split("?", 1)[0]
         parsed: Any = None
         if body:
@@ -206,10 +220,10 @@ class FakeFluxRouter:
             event.method.decode("latin-1"), path, headers, body, parsed, wire, stream, conn_id
         )
         self.requests.append(rec)
-        return rec
+        return rec, credentials
 
     async def _respond(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream, req: RecordedRequest
+        self, conn: h11.Connection, stream: anyio.abc.SocketStream, req: RecordedRequest, credentials: dict[str, str]
     ) -> bool:
         """Answer one request. False when the connection must be closed without more ado."""
         if req.path == "/v1/models":
@@ -219,7 +233,7 @@ class FakeFluxRouter:
                     stream,
                     render_error(405, "Method not allowed", wire=None, type="invalid_request_error"),
                 )
-            denied = self._check_auth(req, "openai")
+            denied = self._check_auth(credentials, "openai")
             return await _send(conn, stream, denied or render_json(200, _model_list()))
         if req.wire is None:
             message = f"FakeFluxRouter: no route for {req.method} {req.path}"
@@ -231,7 +245,7 @@ class FakeFluxRouter:
                 stream,
                 render_error(405, "Method not allowed", wire=req.wire, type="invalid_request_error"),
             )
-        denied = self._check_auth(req, req.wire)
+        denied = self._check_auth(credentials, req.wire)
         if denied is not None:
             return await _send(conn, stream, denied)
         if not isinstance(req.json, dict):
@@ -272,14 +286,14 @@ class FakeFluxRouter:
         finally:
             finished()
 
-    def _check_auth(self, req: RecordedRequest, wire: Wire) -> Rendered | None:
+    def _check_auth(self, credentials: dict[str, str], wire: Wire) -> Rendered | None:
         if self.api_key is None:
             return None
         if wire == "anthropic":
-            if req.headers.get("x-api-key") == self.api_key:
+            if credentials.get("x-api-key") == self.api_key:
                 return None
             return render_error(401, "invalid x-api-key", wire="anthropic", type="authentication_error")
-        if req.headers.get("authorization") == f"Bearer {self.api_key}":
+        if credentials.get("authorization") == f"Bearer {self.api_key}":
             return None
         message = "Incorrect API key provided. You must pass it as `Authorization: Bearer <key>`."
         return render_error(401, message, wire="openai", type="invalid_request_error", code="invalid_api_key")
