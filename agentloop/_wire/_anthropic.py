@@ -271,7 +271,10 @@ def _call(cid: Any, name: Any, value: Any) -> dict[str, Any]:
     elif isinstance(value, str):  # not an object: kept, so the dispatcher reports it as invalid
         args = value if value.strip() else "{}"
     else:
-        args = _json.dumps_str(value)
+        try:
+            args = _json.dumps_str(value)
+        except (TypeError, ValueError):  # not encodable: kept as text the dispatcher refuses as not JSON
+            args = f"<tool_use input that cannot be encoded as JSON: {type(value).__name__}>"
     return {
         "id": cid if isinstance(cid, str) else "",
         "type": "function",
