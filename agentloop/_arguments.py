@@ -30,7 +30,15 @@ from ._tools import ArgumentsError, parse_arguments
 if TYPE_CHECKING:
     from ._tools import Tool
 
-__all__ = ["Checked", "Rejected", "INLINE_BYTES", "check_arguments", "clip", "truncate", "too_many_calls_text"]
+__all__ = [
+    "Checked",
+    "Rejected",
+    "INLINE_BYTES",
+    "check_arguments",
+    "clip",
+    "truncate",
+    "too_many_calls_text",
+]
 
 # Up to this size arguments are checked on the event loop: a flat 8 KiB object validates in well
 # under a millisecond, and most arguments are a few hundred bytes.
@@ -96,7 +104,9 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
     name = tool.name
     text = raw_text(raw)
     if text is None:
-        return Rejected("invalid_arguments", f"Invalid arguments for tool {name!r}: they are not JSON.", "invalid JSON")
+        return Rejected(
+            "invalid_arguments", f"Invalid arguments for tool {name!r}: they are not JSON.", "invalid JSON"
+        )
     over = _size(text, budget.max_argument_bytes)
     if over is not None:
         return Rejected(
@@ -117,7 +127,11 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
     try:
         return Checked(args, tool.bind(args))
     except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
-        return Rejected("invalid_arguments", f"Invalid arguments for tool {name!r}: {clip(str(e), _LINE_CHARS)}", "conversion")
+        return Rejected(
+            "invalid_arguments",
+            f"Invalid arguments for tool {name!r}: {clip(str(e), _LINE_CHARS)}",
+            "conversion",
+        )
 
 
 def violations_text(name: str, problems: list[str], budget: InputBudget) -> str:

@@ -17,7 +17,16 @@ from __future__ import annotations
 import json as _json
 from typing import Any
 
-__all__ = ["dumps", "dumps_str", "canonical", "loads", "depth_exceeds", "DepthError", "JSONDecodeError", "MAX_DEPTH"]
+__all__ = [
+    "dumps",
+    "dumps_str",
+    "canonical",
+    "loads",
+    "depth_exceeds",
+    "DepthError",
+    "JSONDecodeError",
+    "MAX_DEPTH",
+]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
 
@@ -60,7 +69,9 @@ if _orjson is not None:
 
 else:  # pragma: no cover
     _encoder = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    _sorted_encoder = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    _sorted_encoder = _json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True
+    )
 
     def dumps_str(obj: Any) -> str:
         return _encoder.encode(obj)
@@ -82,7 +93,9 @@ def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DE
         raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)") from None
     except ValueError as e:
         if "depth limit" in str(e):  # orjson's own limit (1024): the same error as ours
-            raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)") from None
+            raise DepthError(
+                f"the JSON is nested deeper than {max_depth} levels (arrays and objects)"
+            ) from None
         raise
     if _brackets(data) > max_depth and depth_exceeds(value, max_depth):
         raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)")

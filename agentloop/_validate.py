@@ -109,7 +109,9 @@ def _with_patterns(compiled: dict[str, Any]) -> Any:
         if validator.is_type(instance, "string") and not search(patrn, instance):
             yield ValidationError(f"{short_repr(instance)} does not match {patrn!r}")
 
-    def pattern_properties(validator: Any, pp: dict[str, Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    def pattern_properties(
+        validator: Any, pp: dict[str, Any], instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
         if not validator.is_type(instance, "object"):
             return
         for patrn, subschema in pp.items():
@@ -117,7 +119,9 @@ def _with_patterns(compiled: dict[str, Any]) -> Any:
                 if search(patrn, k):
                     yield from validator.descend(v, subschema, path=k, schema_path=patrn)
 
-    def additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    def additional_properties(
+        validator: Any, ap: Any, instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
         if not validator.is_type(instance, "object"):
             return
         props = schema.get("properties", {})

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from agentloop import Agent, AgentloopError, FluxClient, RetryPolicy, RunLimits, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, Reply, call, text, tool_calls
@@ -37,7 +38,7 @@ def tools() -> ToolRegistry:
 
     @reg.tool
     async def step(n: int) -> int:
-        await anyio.sleep(0)  # like any real tool: it awaits something
+        await anyio.lowlevel.checkpoint()  # like any real tool: it awaits something
         return n
 
     @reg.tool
@@ -51,7 +52,11 @@ def tools() -> ToolRegistry:
     async def check(s: str) -> str:
         return s
 
-    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+        "required": ["s"],
+    }
     reg.register(check, parameters=schema)
     return reg
 
@@ -169,7 +174,9 @@ async def main(args: argparse.Namespace) -> None:
     child.start()
     try:
         url = await anyio.to_thread.run_sync(urls.get)
-        async with FluxClient(base_url=url, api_key="k", stream=False, retry=RetryPolicy(max_retries=0)) as client:
+        async with FluxClient(
+            base_url=url, api_key="k", stream=False, retry=RetryPolicy(max_retries=0)
+        ) as client:
             for r in (tool_calls(call("step", {"n": 1})), text("warm")):
                 replies.put(r)
             await Agent(client=client, tools=reg).run("warm up")

@@ -32,11 +32,10 @@ from hypothesis import HealthCheck, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from hostile_answers import AnswerServer, anthropic_body, fuzz_tools, openai_body, rss_mb, run_one  # noqa: E402
+from hostile_answers import AnswerServer, anthropic_body, fuzz_tools, openai_body, rss_mb, run_one
 
-from agentloop import FluxClient, RetryPolicy  # noqa: E402
-from agentloop.testing import FakeFluxRouter  # noqa: E402
-
+from agentloop import FluxClient, RetryPolicy
+from agentloop.testing import FakeFluxRouter
 
 # --- section: model answers (both wires) ------------------------------------------------------------
 
@@ -56,11 +55,15 @@ def model_answers(wire: str) -> Callable[[Any, int, Counter[str]], None]:
             )
             tools = fuzz_tools()
 
-            @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @settings(
+                max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
+            )
             @given(body=strategy)
             def one(body: bytes) -> None:
                 outcome = portal.call(run_one, client, server, body, tools)
-                assert outcome.startswith("final") or outcome.endswith(("Error", "Exceeded", "Detected")), outcome
+                assert outcome.startswith("final") or outcome.endswith(("Error", "Exceeded", "Detected")), (
+                    outcome
+                )
                 outcomes[outcome] += 1
 
             one()

@@ -45,7 +45,11 @@ def fuzz_tools() -> ToolRegistry:
     async def check(s: str) -> str:
         return "ok"
 
-    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+        "required": ["s"],
+    }
     tools.register(check, parameters=schema)
     return tools
 
@@ -61,7 +65,15 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.sampled_from(["", "s", "a" * 28 + "!", "\u0000", "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace")]),
+    st.sampled_from(
+        [
+            "",
+            "s",
+            "a" * 28 + "!",
+            "\u0000",
+            "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+        ]
+    ),
 )
 
 
@@ -97,7 +109,9 @@ def arguments_text(draw: Any) -> Any:
     if kind == 0:
         return draw(deep_text())
     if kind == 1:  # invalid JSON
-        return draw(st.sampled_from(['{"xs": [1,', "{", "nope", "[1, 2]", "null", '"str"', "", "{}}", "\udcff"]))
+        return draw(
+            st.sampled_from(['{"xs": [1,', "{", "nope", "[1, 2]", "null", '"str"', "", "{}}", "\udcff"])
+        )
     if kind == 2:  # already-parsed object, or any value at all
         return draw(values)
     if kind == 3:  # 100k wrong items (issue #15)
@@ -106,7 +120,9 @@ def arguments_text(draw: Any) -> Any:
         return dumps({"s": draw(huge_string())})
     if kind == 5:
         return dumps({"xs": draw(st.lists(st.integers(-5, 5), max_size=20))})
-    return dumps(draw(st.dictionaries(st.sampled_from(["xs", "text", "n", "s", "why", "x"]), values, max_size=4)))
+    return dumps(
+        draw(st.dictionaries(st.sampled_from(["xs", "text", "n", "s", "why", "x"]), values, max_size=4))
+    )
 
 
 @st.composite
@@ -137,7 +153,11 @@ def openai_call(draw: Any) -> Any:
     fn = mutate(draw, {"name": draw(tool_name()), "arguments": draw(arguments_text())})
     if isinstance(fn, dict) and draw(st.booleans()):
         fn.pop(draw(st.sampled_from(["name", "arguments"])), None)
-    call = {"id": draw(st.one_of(st.just(None), st.text(max_size=8), st.integers())), "type": "function", "function": fn}
+    call = {
+        "id": draw(st.one_of(st.just(None), st.text(max_size=8), st.integers())),
+        "type": "function",
+        "function": fn,
+    }
     if draw(st.booleans()):
         call["index"] = draw(st.one_of(st.integers(-2, 3), scalars))
     return mutate(draw, call)
@@ -147,16 +167,32 @@ def openai_call(draw: Any) -> Any:
 def openai_body(draw: Any) -> bytes:
     n = draw(st.sampled_from([0, 1, 2, 3, 5, BUDGET.max_tool_calls + 2]))
     if n > 5:  # many calls, each small (a body of 130 huge calls is the HTTP budget's business)
-        calls = [{"id": f"c{i}", "function": {"name": "echo", "arguments": dumps({"text": str(i)})}} for i in range(n)]
+        calls = [
+            {"id": f"c{i}", "function": {"name": "echo", "arguments": dumps({"text": str(i)})}}
+            for i in range(n)
+        ]
     else:
         calls = [draw(openai_call()) for _ in range(n)]
-    message: dict[str, Any] = {"role": "assistant", "content": mutate(draw, draw(st.one_of(st.none(), st.text(max_size=20))))}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": mutate(draw, draw(st.one_of(st.none(), st.text(max_size=20)))),
+    }
     if calls:
         message["tool_calls"] = mutate(draw, calls[:n])
     if draw(st.integers(0, 9)) == 0:
-        message["function_call"] = draw(openai_call()).get("function") if draw(st.booleans()) else draw(values)
+        message["function_call"] = (
+            draw(openai_call()).get("function") if draw(st.booleans()) else draw(values)
+        )
     choice = mutate(draw, {"index": 0, "message": mutate(draw, message), "finish_reason": "tool_calls"})
-    body = mutate(draw, {"id": "x", "object": "chat.completion", "choices": mutate(draw, [choice]), "usage": mutate(draw, {})})
+    body = mutate(
+        draw,
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": mutate(draw, [choice]),
+            "usage": mutate(draw, {}),
+        },
+    )
     return finish(draw, body)
 
 
@@ -173,7 +209,12 @@ def anthropic_block(draw: Any) -> Any:
             raw_input = json.loads(raw_input)
         except (ValueError, RecursionError):
             pass
-    block = {"type": "tool_use", "id": draw(st.one_of(st.text(max_size=8), scalars)), "name": draw(tool_name()), "input": raw_input}
+    block = {
+        "type": "tool_use",
+        "id": draw(st.one_of(st.text(max_size=8), scalars)),
+        "name": draw(tool_name()),
+        "input": raw_input,
+    }
     return mutate(draw, block)
 
 
@@ -181,7 +222,9 @@ def anthropic_block(draw: Any) -> Any:
 def anthropic_body(draw: Any) -> bytes:
     n = draw(st.sampled_from([0, 1, 2, 3, BUDGET.max_tool_calls + 2]))
     if n > 4:  # many calls, each small
-        blocks = [{"type": "tool_use", "id": f"t{i}", "name": "echo", "input": {"text": str(i)}} for i in range(n)]
+        blocks = [
+            {"type": "tool_use", "id": f"t{i}", "name": "echo", "input": {"text": str(i)}} for i in range(n)
+        ]
     else:
         blocks = [draw(anthropic_block()) for _ in range(n)]
     body = {

@@ -6,18 +6,17 @@ bounded error texts and RSS, on asyncio and trio. A few examples here; ~10,000 i
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from anyio.from_thread import start_blocking_portal
+from hostile_answers import AnswerServer, anthropic_body, fuzz_tools, openai_body, rss_mb, run_one
 from hypothesis import HealthCheck, given, settings
 
 from agentloop import FluxClient, RetryPolicy
 from agentloop.testing import FakeFluxRouter
-from hostile_answers import AnswerServer, anthropic_body, fuzz_tools, openai_body, rss_mb, run_one
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
@@ -30,11 +29,19 @@ def harness(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         server = AnswerServer()
         router = stack.enter_context(portal.wrap_async_context_manager(FakeFluxRouter(server.handler)))
         opts = {"api_key": "k", "stream": False, "retry": RetryPolicy(max_retries=0)}
-        openai = stack.enter_context(portal.wrap_async_context_manager(FluxClient(base_url=router.base_url, **opts)))
+        openai = stack.enter_context(
+            portal.wrap_async_context_manager(FluxClient(base_url=router.base_url, **opts))
+        )
         anthropic = stack.enter_context(
             portal.wrap_async_context_manager(FluxClient(base_url=router.anthropic_url, **opts))
         )
-        yield {"portal": portal, "server": server, "openai": openai, "anthropic": anthropic, "tools": fuzz_tools()}
+        yield {
+            "portal": portal,
+            "server": server,
+            "openai": openai,
+            "anthropic": anthropic,
+            "tools": fuzz_tools(),
+        }
 
 
 def play(h: dict[str, Any], wire: str, body: bytes) -> None:

@@ -101,7 +101,9 @@ async def test_arguments_over_the_byte_budget_are_refused_without_echo() -> None
 
 async def test_a_large_bad_value_within_the_budget_is_echoed_only_in_part() -> None:
     value = "b" * 900_000
-    result, _ = await run_over_http([tool_calls(call("takes_ints", {"xs": value})), text("done")], int_tools())
+    result, _ = await run_over_http(
+        [tool_calls(call("takes_ints", {"xs": value})), text("done")], int_tools()
+    )
     (msg,) = tool_messages(result)
     assert "$.xs: 'bbbb" in msg["content"] and "is not of type 'array'" not in msg["content"][:300]
     assert len(msg["content"].encode()) <= BUDGET.max_error_bytes
@@ -142,9 +144,7 @@ async def test_deep_anthropic_tool_use_input_is_a_tool_error_or_a_typed_error() 
         block = f'{{"type": "tool_use", "id": "toolu_1", "name": "takes_any", "input": {{"x": {nested(n)}}}}}'
         return f'{{"type": "message", "role": "assistant", "content": [{block}], "stop_reason": "tool_use"}}'
 
-    result, _ = await run_over_http(
-        [raw(200, body(100)), text("done")], int_tools(), wire="anthropic"
-    )
+    result, _ = await run_over_http([raw(200, body(100)), text("done")], int_tools(), wire="anthropic")
     assert result.tool_calls[0].status == "invalid_arguments"
     assert "nested deeper than 64 levels" in result.tool_calls[0].content
     with pytest.raises(APIResponseError, match="nested deeper than 200 levels"):
@@ -158,7 +158,11 @@ async def test_a_backtracking_pattern_runs_in_linear_time() -> None:
     async def check(s: str) -> str:
         return "matched"
 
-    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}},
+        "required": ["s"],
+    }
     tools.register(check, parameters=schema)
     replies = [tool_calls(call("check", {"s": "a" * 28 + "!"}), call("check", {"s": "aaa"})), text("done")]
     result, _ = await run_over_http(replies, tools)
@@ -179,7 +183,10 @@ async def test_pattern_properties_and_additional_properties_use_the_linear_engin
     }
     tools.register(props, name="props", parameters=schema)
     bad_key = "a" * 40 + "!"
-    replies = [tool_calls(call("props", {bad_key: 1}), call("props", {"aaaa": 1}), call("props", {"aa": "x"})), text("done")]
+    replies = [
+        tool_calls(call("props", {bad_key: 1}), call("props", {"aaaa": 1}), call("props", {"aa": "x"})),
+        text("done"),
+    ]
     result, _ = await run_over_http(replies, tools)
     assert [r.status for r in result.tool_calls] == ["invalid_arguments", "ok", "invalid_arguments"]
     assert "Additional properties are not allowed" in result.tool_calls[0].content
@@ -192,7 +199,9 @@ def test_a_pattern_re2_cannot_compile_is_refused_at_registration(pattern: str) -
     with pytest.raises(ToolDefinitionError, match="cannot be compiled by RE2"):
         tools.register(lambda s: s, name="t", parameters=schema)
     with pytest.raises(ToolDefinitionError, match="cannot be compiled by RE2"):
-        tools.register(lambda **kw: kw, name="u", parameters={"type": "object", "patternProperties": {pattern: {}}})
+        tools.register(
+            lambda **kw: kw, name="u", parameters={"type": "object", "patternProperties": {pattern: {}}}
+        )
     assert "t" not in tools and "u" not in tools
 
 
@@ -203,16 +212,23 @@ def test_patterns_with_unevaluated_properties_are_refused_at_registration() -> N
 
 
 def test_pattern_text_in_enum_or_default_data_is_not_compiled() -> None:
-    schema = {"type": "object", "properties": {"s": {"type": "string", "enum": ["(?=x)"], "default": "(?=x)"}}}
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", "enum": ["(?=x)"], "default": "(?=x)"}},
+    }
     ToolRegistry().register(lambda s: s, name="t", parameters=schema)  # data, not a regex: no error
 
 
 async def test_tool_calls_over_the_per_message_budget_get_a_tool_error_each() -> None:
     budget = InputBudget(max_tool_calls=3)
     calls = [call("takes_ints", {"xs": [i]}) for i in range(5)]
-    result, requests = await run_over_http([tool_calls(*calls), text("done")], int_tools(), input_budget=budget)
+    result, requests = await run_over_http(
+        [tool_calls(*calls), text("done")], int_tools(), input_budget=budget
+    )
     assert [r.status for r in result.tool_calls] == ["ok"] * 3 + ["too_many_calls"] * 2
-    assert "the message has 5 tool calls, more than the limit of 3 per message" in result.tool_calls[4].content
+    assert (
+        "the message has 5 tool calls, more than the limit of 3 per message" in result.tool_calls[4].content
+    )
     assert_valid_conversation(requests[1].json["messages"])
     assert result.output == "done"
 
@@ -235,7 +251,9 @@ async def test_a_huge_exception_message_is_cut_to_the_error_budget() -> None:
         raise RuntimeError("x" * 5_000_000)
 
     budget = InputBudget(max_error_bytes=1000)
-    result, _ = await run_over_http([tool_calls(call("explode", {})), text("done")], tools, input_budget=budget)
+    result, _ = await run_over_http(
+        [tool_calls(call("explode", {})), text("done")], tools, input_budget=budget
+    )
     content = result.tool_calls[0].content
     assert len(content.encode()) <= 1000
     assert content.startswith("Tool 'explode' raised RuntimeError: xxx")
@@ -265,7 +283,9 @@ def test_the_depth_budget_cannot_pass_the_codecs_limit() -> None:
 async def test_max_violations_is_honoured() -> None:
     budget = InputBudget(max_violations=2)
     result, _ = await run_over_http(
-        [tool_calls(call("takes_ints", {"xs": ["a", "b", "c"]})), text("done")], int_tools(), input_budget=budget
+        [tool_calls(call("takes_ints", {"xs": ["a", "b", "c"]})), text("done")],
+        int_tools(),
+        input_budget=budget,
     )
     content = result.tool_calls[0].content
     assert "more than 2 schema violations; the first 2:" in content
@@ -289,7 +309,13 @@ def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit
         assert s.startswith(kept)
 
 
-@given(st.recursive(st.none() | st.integers() | st.text(max_size=5), lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c), max_leaves=30))
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c),
+        max_leaves=30,
+    )
+)
 def test_the_depth_check_agrees_with_a_recursive_definition(value: object) -> None:
     from agentloop._json import depth_exceeds
 
