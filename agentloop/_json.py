@@ -26,6 +26,7 @@ __all__ = [
     "DepthError",
     "JSONDecodeError",
     "MAX_DEPTH",
+    "MAX_VALUE_DEPTH",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -35,6 +36,10 @@ JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad i
 # it unless given a smaller `max_depth`; the check costs one C pass (`count`) for input with fewer
 # brackets than the limit, which is nearly all of it.
 MAX_DEPTH = 200
+# The deepest value inside a document: tool-call arguments travel back to the model inside a
+# request body (body → messages → message → content → block → input: 6 levels and more), so the
+# deepest arguments any budget accepts leave that envelope room under MAX_DEPTH.
+MAX_VALUE_DEPTH = 128
 
 
 class DepthError(ValueError):

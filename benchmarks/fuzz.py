@@ -47,6 +47,7 @@ def model_answers(wire: str) -> Callable[[Any, int, Counter[str]], None]:
         with ExitStack() as stack:
             server = AnswerServer()
             router = stack.enter_context(portal.wrap_async_context_manager(FakeFluxRouter(server.handler)))
+            server.router = router
             url = router.base_url if wire == "openai" else router.anthropic_url
             client = stack.enter_context(
                 portal.wrap_async_context_manager(

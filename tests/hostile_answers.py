@@ -180,9 +180,8 @@ def openai_body(draw: Any) -> bytes:
     if calls:
         message["tool_calls"] = mutate(draw, calls[:n])
     if draw(st.integers(0, 9)) == 0:
-        message["function_call"] = (
-            draw(openai_call()).get("function") if draw(st.booleans()) else draw(values)
-        )
+        legacy = draw(openai_call())
+        message["function_call"] = legacy.get("function") if isinstance(legacy, dict) else legacy
     choice = mutate(draw, {"index": 0, "message": mutate(draw, message), "finish_reason": "tool_calls"})
     body = mutate(
         draw,
@@ -267,7 +266,7 @@ class AnswerServer:
 
     def __init__(self) -> None:
         self.body = b"{}"
-        self.outcomes: dict[str, int] = {}
+        self.router: Any = None  # set by the harness: its recorded requests are cleared after each run
 
     def handler(self, request: Any) -> Any:
         messages = request.json.get("messages") if isinstance(request.json, dict) else None
@@ -282,6 +281,9 @@ async def run_one(client: Any, server: AnswerServer, body: bytes, tools: ToolReg
         result = await Agent(client=client, tools=tools).run("go")
     except AgentloopError as e:
         return type(e).__name__
+    finally:
+        if server.router is not None:
+            server.router.requests.clear()  # the fake router records every request: not ours to keep
     assert result.steps == 1 or result.output == FINAL, result  # the answer was final, or the run went on
     messages = result.messages
     for i, m in enumerate(messages):

@@ -28,6 +28,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         portal = stack.enter_context(start_blocking_portal(request.param))
         server = AnswerServer()
         router = stack.enter_context(portal.wrap_async_context_manager(FakeFluxRouter(server.handler)))
+        server.router = router
         opts = {"api_key": "k", "stream": False, "retry": RetryPolicy(max_retries=0)}
         openai = stack.enter_context(
             portal.wrap_async_context_manager(FluxClient(base_url=router.base_url, **opts))

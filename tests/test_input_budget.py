@@ -151,6 +151,22 @@ async def test_deep_anthropic_tool_use_input_is_a_tool_error_or_a_typed_error() 
         await run_over_http([raw(200, body(1000))], int_tools(), wire="anthropic")
 
 
+@pytest.mark.parametrize("depth", [128, 150, 199, 200])
+async def test_deep_tool_use_input_text_is_not_replayed_past_the_codecs_limit(depth: int) -> None:
+    # Found by the fuzz suite: a tool_use "input" given as JSON text 199 levels deep was refused
+    # (deeper than max_json_depth), but replayed whole; the next request body was then deeper than
+    # the 200 levels a router's parser accepts, and the run failed with a 400.
+    nested = '{"a":' * depth + "1" + "}" * depth
+    block = {"type": "tool_use", "id": "toolu_1", "name": "takes_any", "input": nested}
+    body = {"type": "message", "role": "assistant", "content": [block], "stop_reason": "tool_use"}
+    result, requests = await run_over_http(
+        [raw(200, json.dumps(body)), text("done")], int_tools(), wire="anthropic"
+    )
+    assert result.output == "done"
+    assert result.tool_calls[0].status == "invalid_arguments"
+    assert requests[1].json is not None  # the router could parse the replayed conversation
+
+
 async def test_a_backtracking_pattern_runs_in_linear_time() -> None:
     # Issue #15: ^(a+)+$ against 28 characters took 59 s on the loop (Python's re backtracks).
     tools = ToolRegistry()
@@ -275,9 +291,9 @@ async def test_the_agent_takes_the_clients_budget_unless_given_its_own() -> None
 
 
 def test_the_depth_budget_cannot_pass_the_codecs_limit() -> None:
-    with pytest.raises(ConfigurationError, match="max_json_depth must be at most 200"):
-        InputBudget(max_json_depth=1000)
-    assert InputBudget(max_json_depth=200).max_json_depth == 200
+    with pytest.raises(ConfigurationError, match="max_json_depth must be at most 128"):
+        InputBudget(max_json_depth=129)
+    assert InputBudget(max_json_depth=128).max_json_depth == 128
 
 
 async def test_max_violations_is_honoured() -> None:

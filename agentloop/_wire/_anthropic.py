@@ -184,8 +184,8 @@ def _input(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
     if isinstance(arguments, str) and arguments.strip():
-        try:
-            value = _json.loads(arguments)
+        try:  # deeper than any budget accepts: the call was refused, and the body must stay encodable
+            value = _json.loads(arguments, max_depth=_json.MAX_VALUE_DEPTH)
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
