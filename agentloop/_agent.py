@@ -29,6 +29,7 @@ import anyio.lowlevel
 from typing_extensions import TypeVar
 
 from . import _json
+from ._budget import InputBudget
 from ._approval import (
     ApprovalPredicate,
     Decision,
@@ -102,6 +103,9 @@ class Agent(Generic[DepsT, OutputT]):
     - `require_approval(tool_name, arguments) -> bool`: calls for which it returns True pause
       the run for a human decision (as do tools registered with `requires_approval=True`).
     - `journal`: a `Journal` (e.g. `SQLiteJournal(path)`) that makes runs durable and resumable.
+    - `input_budget`: the `InputBudget` for model answers (argument bytes and depth, tool calls
+      per message, error-text bytes...). Default: the client's `input_budget` when it has one
+      (`FluxClient(input_budget=...)`), else `InputBudget()`.
     - `observers`: callables (sync or async) that receive every event of every run, as
       `Agent.stream` would yield them: metrics, tracing (`agentloop.otel.OTelObserver`), audit.
       An observer that raises is logged and ignored: telemetry never breaks a run.
@@ -137,6 +141,7 @@ class Agent(Generic[DepsT, OutputT]):
         output_mode: OutputMode = "auto",
         output_retries: int = 1,
         history: History | None = None,
+        input_budget: InputBudget | None = None,
     ) -> None:
         if limits is not None and not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
@@ -151,6 +156,12 @@ class Agent(Generic[DepsT, OutputT]):
             raise ConfigurationError(f"client must implement the Model interface (e.g. FluxClient), got {client!r}")
         if require_approval is not None and not callable(require_approval):
             raise ConfigurationError(f"require_approval must be a callable (name, arguments) -> bool, got {require_approval!r}")
+        if input_budget is None:
+            input_budget = getattr(client, "input_budget", None)
+            input_budget = input_budget if isinstance(input_budget, InputBudget) else InputBudget()
+        elif not isinstance(input_budget, InputBudget):
+            raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
+        self.input_budget = input_budget
         self.client = client
         self.tools = tools if tools is not None else ToolRegistry()
         self.model = model
@@ -450,6 +461,7 @@ class Agent(Generic[DepsT, OutputT]):
             on_invoke=run.journal_start if journal is not None else None,
             on_finish=run.settle,
             context=lambda r: run.context(r.step, r.id, r.name),
+            budget=self.input_budget,
         )
         run.journal = journal
         run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))

@@ -19,9 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import anyio
+
 from . import _json
+from ._arguments import Checked, checked_arguments
+from ._budget import InputBudget
 from ._exceptions import ResumeError
-from ._tools import ArgumentsError, ToolRegistry, parse_arguments
+from ._tools import ToolRegistry
 from ._types import PendingCall, RunResult, ToolCallRecord, Usage
 
 __all__ = [
@@ -57,23 +61,26 @@ class Reject:
 Decision = bool | Override | Reject
 
 
-def check_approval(
-    registry: ToolRegistry, predicate: ApprovalPredicate | None, name: str, raw: Any
+async def check_approval(
+    registry: ToolRegistry,
+    predicate: ApprovalPredicate | None,
+    name: str,
+    raw: Any,
+    budget: InputBudget,
+    limiter: anyio.CapacityLimiter,
 ) -> dict[str, Any] | None:
     """The validated arguments when this call needs approval, else None.
 
-    Calls that will fail anyway (unknown tool, invalid arguments) need no approval: they never
-    reach the tool.
+    Calls that will fail anyway (unknown tool, invalid arguments, arguments over the budget)
+    need no approval: they never reach the tool.
     """
     tool = registry.get(name)
     if tool is None or (not tool.requires_approval and predicate is None):
         return None
-    try:
-        args = parse_arguments(raw)
-    except ArgumentsError:
+    checked = await checked_arguments(tool, raw, budget, False, limiter)
+    if not isinstance(checked, Checked):
         return None
-    if tool.validation_errors(args):
-        return None
+    args = checked.arguments
     if tool.requires_approval or predicate(name, args):  # type: ignore[misc]
         return args
     return None

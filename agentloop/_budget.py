@@ -11,8 +11,9 @@ answer a real model gives, small enough that a hostile one cannot stall or bloat
 Model answers (checked by the loop, per tool call or per message):
 
 - `max_argument_bytes`: bytes of one tool call's JSON arguments text.
-- `max_json_depth`: nesting depth of any JSON the runtime parses (arguments, bodies, journal);
-  one limit for the one canonical codec.
+- `max_json_depth`: nesting depth of a tool call's arguments (at most `_json.MAX_VALUE_DEPTH`,
+  128, so that they fit, inside a request body, under the limit of 200 the one canonical codec
+  enforces on everything it parses: bodies, stream events, journal).
 - `max_tool_calls`: tool calls in one model message.
 - `max_tool_name_chars`: characters of a tool name as the model wrote it (the name is echoed
   back in the error text only up to this length).
@@ -34,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ._exceptions import ConfigurationError
+from ._json import MAX_VALUE_DEPTH
 
 __all__ = ["InputBudget"]
 
@@ -74,3 +76,8 @@ class InputBudget:
                     f"InputBudget.{f.name} must be {kind}, got {value!r}; "
                     f"leave it out to keep the default"
                 )
+        if self.max_json_depth > MAX_VALUE_DEPTH:
+            raise ConfigurationError(
+                f"InputBudget.max_json_depth must be at most {MAX_VALUE_DEPTH} (arguments are sent back "
+                f"inside a request body, which the JSON codec holds to 200 levels), got {self.max_json_depth}"
+            )

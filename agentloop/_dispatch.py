@@ -17,9 +17,11 @@ from typing import Any
 import anyio
 
 from . import _json
+from ._arguments import Rejected, checked_arguments, clip, truncate
+from ._budget import InputBudget
 from ._events import ToolCallFinished, ToolCallStarted
 from ._model import Emit
-from ._tools import ArgumentsError, Tool, ToolRegistry, parse_arguments
+from ._tools import Tool, ToolRegistry
 from ._types import OutcomeStatus, ToolCallRecord
 
 __all__ = ["Dispatcher", "default_error_formatter"]
@@ -39,7 +41,19 @@ def default_error_formatter(tool_name: str, exc: BaseException) -> str:
 class Dispatcher:
     """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
 
-    __slots__ = ("registry", "run_id", "emit", "log", "limiter", "format_error", "on_invoke", "on_finish", "context")
+    __slots__ = (
+        "budget",
+        "checker",
+        "context",
+        "emit",
+        "format_error",
+        "limiter",
+        "log",
+        "on_finish",
+        "on_invoke",
+        "registry",
+        "run_id",
+    )
 
     def __init__(
         self,
@@ -53,6 +67,7 @@ class Dispatcher:
         on_invoke: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
         on_finish: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
         context: Callable[[ToolCallRecord], Any] | None = None,
+        budget: InputBudget | None = None,
     ) -> None:
         self.registry = registry
         self.run_id = run_id
@@ -65,6 +80,10 @@ class Dispatcher:
         self.on_invoke = on_invoke
         self.on_finish = on_finish
         self.context = context  # record -> RunContext, for tools that take one
+        self.budget = budget or InputBudget()
+        # Large arguments are checked in a worker thread, one at a time for this run: a hostile
+        # answer with many large calls occupies one thread, never the event loop.
+        self.checker = anyio.CapacityLimiter(1)
 
     async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
         """Run `calls` concurrently; return their records in the order the model listed them.
@@ -95,6 +114,8 @@ class Dispatcher:
             record.content = f"Tool {name!r} was cancelled before it finished."
             record.duration_s = time.perf_counter() - start
             raise
+        if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
+            content = truncate(content, self.budget.max_error_bytes)
         record.status, record.content, record.error = status, content, error
         record.duration_s = time.perf_counter() - start
         if self.on_finish is not None:
@@ -113,25 +134,19 @@ class Dispatcher:
 
     async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
         name = record.name
+        budget = self.budget
         tool = self.registry.get(name) if name else None
         if tool is None:
             available = ", ".join(self.registry.names) or "(none)"
-            what = f"There is no tool named {name!r}." if name else "The tool call has no function name."
-            return "unknown_tool", f"{what} Available tools: {available}. Call one of them by its exact name.", name
-        try:
-            args = parse_arguments(raw)
-        except ArgumentsError as e:
-            return "invalid_arguments", f"Invalid arguments for tool {name!r}: {e}", "invalid JSON"
-        record.arguments = args
-        problems = tool.validation_errors(args)
-        if problems:
-            listed = "\n".join(f"- {p}" for p in problems)
-            return (
-                "invalid_arguments",
-                f"Invalid arguments for tool {name!r}:\n{listed}\nFix the arguments to match the tool's "
-                "parameters schema and call it again.",
-                "schema violation",
-            )
+            shown = clip(name, budget.max_tool_name_chars)
+            what = f"There is no tool named {shown!r}." if name else "The tool call has no function name."
+            text = f"{what} Available tools: {available}. Call one of them by its exact name."
+            return "unknown_tool", text, clip(name, budget.max_tool_name_chars)
+        bind = tool.sandbox not in ("process", "isolated")  # the child process binds for itself
+        checked = await checked_arguments(tool, raw, budget, bind, self.checker)
+        if isinstance(checked, Rejected):
+            return checked.status, checked.content, checked.error  # type: ignore[return-value]
+        args = record.arguments = checked.arguments
         if self.log is not None:
             self.log.debug("tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
         if self.emit is not None:
@@ -139,21 +154,19 @@ class Dispatcher:
         if self.limiter is None:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
-            return await self._invoke(tool, args, record)
+            return await self._invoke(tool, args, checked.kwargs, record)
         async with self.limiter:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
-            return await self._invoke(tool, args, record)
+            return await self._invoke(tool, args, checked.kwargs, record)
 
-    async def _invoke(self, tool: Tool, args: dict[str, Any], record: ToolCallRecord) -> tuple[OutcomeStatus, str, str | None]:
+    async def _invoke(
+        self, tool: Tool, args: dict[str, Any], kwargs: dict[str, Any] | None, record: ToolCallRecord
+    ) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
-        if tool.sandbox in ("process", "isolated"):
+        if kwargs is None:  # the process modes: the child binds the arguments itself
             outcome = await self.registry.sandbox_for(tool.sandbox).call(tool.ref, args, limits)
             return outcome.status, outcome.content, outcome.error
-        try:
-            kwargs = tool.bind(args)
-        except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
-            return "invalid_arguments", f"Invalid arguments for tool {tool.name!r}: {e}", "conversion"
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
             kwargs = {**kwargs, tool.context: self._context(record)}
         timed_out = False

@@ -1,7 +1,15 @@
-"""JSON codec: orjson when it is installed (3-10x faster on the hot path), stdlib json otherwise.
+"""The one JSON codec: parsing, hashing (loop guard), journaling and sending all go through here.
 
-`dumps` returns bytes (what goes on the wire); `dumps_str` returns text (tool-message content).
-Both raise `TypeError` / `ValueError` for values that are not JSON-encodable, like the stdlib.
+orjson when it is installed (3-10x faster on the hot path), stdlib json otherwise. `dumps`
+returns bytes (what goes on the wire); `dumps_str` returns text (tool-message content);
+`canonical` returns the sorted-key text the loop guard compares. All three raise `TypeError` /
+`ValueError` for values that are not JSON-encodable, like the stdlib.
+
+Depth: `MAX_DEPTH` is the deepest nesting any value may have anywhere in the runtime. It is
+below orjson's encoder limit (a value parsed here can always be encoded again: hashed,
+journaled, sent back) and far below Python's recursion limit (nothing recursive ever sees a
+value deep enough to raise `RecursionError`). `loads` rejects deeper input with `DepthError`,
+a `ValueError`; `InputBudget.max_json_depth` sets a smaller limit for tool-call arguments.
 """
 
 from __future__ import annotations
@@ -9,9 +17,34 @@ from __future__ import annotations
 import json as _json
 from typing import Any
 
-__all__ = ["dumps", "dumps_str", "loads", "JSONDecodeError"]
+__all__ = [
+    "dumps",
+    "dumps_str",
+    "canonical",
+    "loads",
+    "depth_exceeds",
+    "DepthError",
+    "JSONDecodeError",
+    "MAX_DEPTH",
+    "MAX_VALUE_DEPTH",
+]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
+
+# orjson's encoder refuses values nested 254 deep; 200 leaves room for the envelope around a
+# value (request body → messages → message → tool call → arguments). Every `loads` enforces
+# it unless given a smaller `max_depth`; the check costs one C pass (`count`) for input with fewer
+# brackets than the limit, which is nearly all of it.
+MAX_DEPTH = 200
+# The deepest value inside a document: tool-call arguments travel back to the model inside a
+# request body (body → messages → message → content → block → input: 6 levels and more), so the
+# deepest arguments any budget accepts leave that envelope room under MAX_DEPTH.
+MAX_VALUE_DEPTH = 128
+
+
+class DepthError(ValueError):
+    """JSON nested deeper than the limit; the message names the limit."""
+
 
 try:
     import orjson as _orjson
@@ -20,6 +53,7 @@ except ImportError:  # pragma: no cover - exercised only where orjson has no whe
 
 if _orjson is not None:
     _OPT = _orjson.OPT_NON_STR_KEYS
+    _OPT_SORTED = _orjson.OPT_NON_STR_KEYS | _orjson.OPT_SORT_KEYS
 
     def dumps(obj: Any) -> bytes:
         try:
@@ -30,11 +64,19 @@ if _orjson is not None:
     def dumps_str(obj: Any) -> str:
         return dumps(obj).decode()
 
-    def loads(data: bytes | bytearray | memoryview | str) -> Any:
-        return _orjson.loads(data)
+    def canonical(obj: Any) -> str:
+        try:
+            return _orjson.dumps(obj, option=_OPT_SORTED).decode()
+        except _orjson.JSONEncodeError as e:
+            raise TypeError(str(e)) from None
+
+    _loads = _orjson.loads
 
 else:  # pragma: no cover
     _encoder = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    _sorted_encoder = _json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True
+    )
 
     def dumps_str(obj: Any) -> str:
         return _encoder.encode(obj)
@@ -42,5 +84,52 @@ else:  # pragma: no cover
     def dumps(obj: Any) -> bytes:
         return _encoder.encode(obj).encode()
 
-    def loads(data: bytes | bytearray | memoryview | str) -> Any:
-        return _json.loads(data)
+    def canonical(obj: Any) -> str:
+        return _sorted_encoder.encode(obj)
+
+    _loads = _json.loads
+
+
+def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON; raise `DepthError` (a `ValueError`) for a value nested deeper than `max_depth`."""
+    try:
+        value = _loads(data)
+    except RecursionError:  # pragma: no cover - stdlib fallback on pathological input
+        raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)") from None
+    except ValueError as e:
+        if "depth limit" in str(e):  # orjson's own limit (1024): the same error as ours
+            raise DepthError(
+                f"the JSON is nested deeper than {max_depth} levels (arrays and objects)"
+            ) from None
+        raise
+    if _brackets(data) > max_depth and depth_exceeds(value, max_depth):
+        raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)")
+    return value
+
+
+def _brackets(data: bytes | bytearray | memoryview | str) -> int:
+    """An upper bound of the nesting depth, in C: the number of opening brackets."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    b = bytes(data)
+    return b.count(b"[") + b.count(b"{")
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` has more than `limit` levels of nested lists and dicts.
+
+    Level by level (no recursion, so no depth can overflow the stack), stopping as soon as the
+    limit is passed; the cost is one look at each container's members.
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for c in level:
+            members = c.values() if type(c) is dict else c
+            below += [v for v in members if type(v) is dict or type(v) is list]
+        level = below
+    return False

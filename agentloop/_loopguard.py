@@ -2,26 +2,33 @@
 
 The streak runs over the calls of the whole run in the order the model made them (within a
 step: the order it listed them). Arguments are compared as parsed JSON with sorted keys, so
-`{"a":1,"b":2}` and `{"b": 2, "a": 1}` are the same call.
+`{"a":1,"b":2}` and `{"b": 2, "a": 1}` are the same call. Large arguments (over
+`INLINE_BYTES`) are compared as the text the model sent: the loop guard runs on the event loop
+for every call, and parsing and re-encoding a megabyte there would stall every other run.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
+from . import _json
+from ._arguments import INLINE_BYTES, clip
 from ._tools import ArgumentsError, parse_arguments
 
 __all__ = ["LoopGuard", "call_key"]
 
 
 def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
-    try:
-        args = parse_arguments(raw_arguments)
-        return name, json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    except ArgumentsError:
-        return name, raw_arguments if isinstance(raw_arguments, str) else repr(raw_arguments)
+    """The identity of a call. Never raises: any depth, any size, any type of arguments."""
+    if isinstance(raw_arguments, str) and len(raw_arguments) > INLINE_BYTES:
+        return name, raw_arguments
+    try:  # the one canonical codec: depth-limited parse, sorted-key encode
+        return name, _json.canonical(parse_arguments(raw_arguments))
+    except (ArgumentsError, TypeError, ValueError):
+        if isinstance(raw_arguments, str):
+            return name, raw_arguments
+        return name, f"<{type(raw_arguments).__name__} {id(raw_arguments)}>"  # unencodable: never equal
 
 
 class LoopGuard:
@@ -50,6 +57,7 @@ class LoopGuard:
         return 1 if self.streak == self.threshold else 2
 
     def message(self, name: str, verdict: int) -> str:
+        name = clip(name, 256)
         if verdict == 1:
             return (
                 f"Not run: you called {name!r} with the same arguments {self.streak} times in a row, and the "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal, overload
 
 from jsonschema import Draft202012Validator
@@ -22,6 +23,7 @@ from ._exceptions import ToolDefinitionError
 from ._fastcheck import compile_fast_check
 from ._limits import Limits
 from ._schema import function_schema
+from ._validate import build_validator
 
 __all__ = ["Tool", "ToolRegistry", "SandboxMode", "parse_arguments"]
 
@@ -42,21 +44,26 @@ class Tool:
     sandbox: SandboxMode
     limits: Limits
     definition: dict[str, Any] = field(repr=False)  # the entry of the wire `tools` array
-    validator: Any = field(repr=False)  # Draft202012Validator, built once
+    validator: Any = field(repr=False)  # Draft 2020-12 with bounded work (`_validate.py`), built once
     ref: str | None = None  # "module:qualname" for the out-of-process modes
     fast_check: Callable[[dict[str, Any]], bool] | None = field(default=None, repr=False)
     idempotent: bool = False  # safe to run again after a crash left its outcome unknown (journal)
     requires_approval: bool = False  # a run pauses for a human decision before calling it
     context: str | None = None  # the parameter that receives the RunContext (never in the schema)
 
-    def validation_errors(self, arguments: dict[str, Any]) -> list[str]:
-        """Every schema violation as `"<json path>: <message>"`, empty when the arguments are valid."""
+    def validation_errors(self, arguments: dict[str, Any], limit: int | None = None) -> list[str]:
+        """The schema violations as `"<json path>: <message>"`, empty when the arguments are valid.
+
+        With `limit`, only the first `limit` are built: errors are generated lazily, and building
+        every one of them is what made a 100,000-item bad argument cost seconds.
+        """
         fast = self.fast_check
         if fast is not None and fast(arguments):  # sound for acceptance: jsonschema would agree
             return []
         if self.validator.is_valid(arguments):  # the common case: one pass, no error objects
             return []
-        errors = sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        found = islice(self.validator.iter_errors(arguments), limit)
+        errors = sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path])
         return [f"{e.json_path}: {e.message}" for e in errors]
 
 
@@ -184,7 +191,7 @@ class ToolRegistry:
             sandbox=mode,
             limits=self._default_limits.merge(limits),
             definition=definition,
-            validator=Draft202012Validator(params),
+            validator=build_validator(params, fs.name),
             fast_check=compile_fast_check(params),
             ref=ref,
             idempotent=bool(idempotent),
@@ -267,16 +274,19 @@ class ArgumentsError(ValueError):
     """The arguments of one call cannot be used; the message is written for the model."""
 
 
-def parse_arguments(raw: Any) -> dict[str, Any]:
+def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any]:
     """Parse a tool call's `arguments` leniently (see wire-notes: `""`, `null`, missing → `{}`).
 
-    Providers normally send a JSON string; some send an already-parsed object.
+    Providers normally send a JSON string; some send an already-parsed object. Nesting deeper
+    than `max_depth` is refused (`InputBudget.max_json_depth` in a run).
     """
     if raw is None or raw == "":
         return {}
     if isinstance(raw, str):
         try:
-            value = _json.loads(raw)
+            value = _json.loads(raw, max_depth=max_depth)
+        except _json.DepthError as e:
+            raise ArgumentsError(f"{e}. Send flatter arguments.") from None
         except ValueError as e:
             raise ArgumentsError(
                 f"The arguments are not valid JSON ({e}). Send the arguments as one JSON object "
@@ -284,6 +294,8 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
             ) from None
     else:
         value = raw
+        if _json.depth_exceeds(value, max_depth):
+            raise ArgumentsError(f"the JSON is nested deeper than {max_depth} levels. Send flatter arguments.")
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 from ._approval import check_approval, decision_record
+from ._arguments import clip, too_many_calls_text
 from ._dispatch import Dispatcher
 from ._events import ToolCallFinished
 from ._exceptions import LoopDetected, RunLimitExceeded, ToolCallLimitExceeded
@@ -23,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["tools_step", "limit_error", "NOT_COUNTED"]
 
-NOT_COUNTED = frozenset({"skipped", "loop_detected"})  # calls that do not use the max_tool_calls budget
+# calls that do not use the run's max_tool_calls budget
+NOT_COUNTED = frozenset({"skipped", "loop_detected", "too_many_calls"})
+_YIELD_EVERY = 64  # calls settled between two checkpoints: a message with 100,000 calls must not stall the loop
 
 
 async def tools_step(
@@ -42,6 +47,9 @@ async def tools_step(
     decisions = resume.decisions if resume is not None else {}
     guard, max_calls = run.guard, limits.max_tool_calls
     emit = dispatcher.emit
+    budget = dispatcher.budget
+    per_message = budget.max_tool_calls
+    extra_text = too_many_calls_text(len(calls), budget) if len(calls) > per_message else ""
 
     async def decided(record: ToolCallRecord) -> None:
         """A call the loop settles without running it (skipped, rejected, ...): still an event."""
@@ -51,9 +59,15 @@ async def tools_step(
     to_run: list[dict[str, Any]] = []
     pending: list[PendingCall] = []
     loop_stop = over_budget = False
-    for call in calls:
+    for i, call in enumerate(calls):
         cid, fn = call["id"], call["function"]
         name, raw = fn["name"], fn["arguments"]
+        if i and not i % _YIELD_EVERY:
+            await anyio.lowlevel.checkpoint()
+        if i >= per_message:  # over the per-message budget: not run, not counted, not watched
+            if cid not in records:
+                await decided(make_record(cid, name, raw, step, "too_many_calls", extra_text))
+            continue
         verdict = guard.observe(name, raw)
         done = records.get(cid)
         if done is not None:
@@ -74,13 +88,13 @@ async def tools_step(
         tool = agent.tools.get(name)
         if cid in started and not (tool is not None and tool.idempotent):
             text = (
-                f"Outcome unknown: the run was interrupted while {name!r} was running, and it was not "
+                f"Outcome unknown: the run was interrupted while {clip(name, budget.max_tool_name_chars)!r} was running, and it was not "
                 "run again because it is not marked idempotent. It may or may not have taken effect: "
                 "check before calling it again."
             )
             await decided(make_record(cid, name, raw, step, "outcome_unknown", text))
             continue
-        args = check_approval(agent.tools, agent.require_approval, name, raw)
+        args = await check_approval(agent.tools, agent.require_approval, name, raw, budget, dispatcher.checker)
         if args is not None:
             p = PendingCall(cid, name, args, step)
             if cid not in decisions:

@@ -28,6 +28,7 @@ OutcomeStatus = Literal[
     "cancelled",  # the run was cancelled while the tool ran
     "sandbox_unavailable",  # the sandbox the tool needs could not be provided
     "skipped",  # not run: the run's max_tool_calls budget was spent
+    "too_many_calls",  # not run: its message had more calls than InputBudget.max_tool_calls
     "loop_detected",  # not run: the same call was repeated too many times in a row
     "rejected",  # not run: a human rejected it (approval)
     "overridden",  # not run: a human supplied the result (approval Override)

@@ -14,7 +14,7 @@ import sys
 import anyio
 import hostile_tools as ht
 
-from agentloop import Agent, Limits, SandboxUnavailableError, ToolRegistry
+from agentloop import Agent, InputBudget, Limits, SandboxUnavailableError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 
@@ -83,7 +83,9 @@ async def many_calls(mode: str) -> dict[str, object]:
     registry = _registry(mode, Limits(timeout=60))
     script = [tool_calls(*[call("number", {"i": i}) for i in range(500)]), text("after")]
     async with registry:
-        result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+        # 500 calls in one message: past the default InputBudget.max_tool_calls (128), on purpose
+        budget = InputBudget(max_tool_calls=500)
+        result = await Agent(client=ScriptedModel(script), tools=registry, input_budget=budget).run("go")
     statuses: dict[str, int] = {}
     for r in result.tool_calls:
         statuses[r.status] = statuses.get(r.status, 0) + 1

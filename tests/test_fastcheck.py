@@ -10,12 +10,13 @@ from agentloop._fastcheck import compile_fast_check
 
 SCALAR_TYPES = ["string", "integer", "number", "boolean", "null"]
 
-field_schema = st.one_of(
+scalar_schema = st.one_of(
     st.builds(lambda t: {"type": t}, st.sampled_from(SCALAR_TYPES)),
     st.builds(lambda e: {"type": "string", "enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
     st.builds(lambda e: {"enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
     st.builds(lambda t: {"type": t, "description": "d", "default": None}, st.sampled_from(SCALAR_TYPES)),
 )
+field_schema = st.one_of(scalar_schema, st.builds(lambda f: {"type": "array", "items": f}, scalar_schema))
 
 
 @st.composite

@@ -187,8 +187,8 @@ def _input(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
     if isinstance(arguments, str) and arguments.strip():
-        try:
-            value = _json.loads(arguments)
+        try:  # deeper than any budget accepts: the call was refused, and the body must stay encodable
+            value = _json.loads(arguments, max_depth=_json.MAX_VALUE_DEPTH)
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
@@ -274,7 +274,10 @@ def _call(cid: Any, name: Any, value: Any) -> dict[str, Any]:
     elif isinstance(value, str):  # not an object: kept, so the dispatcher reports it as invalid
         args = value if value.strip() else "{}"
     else:
-        args = _json.dumps_str(value)
+        try:
+            args = _json.dumps_str(value)
+        except (TypeError, ValueError):  # not encodable: kept as text the dispatcher refuses as not JSON
+            args = f"<tool_use input that cannot be encoded as JSON: {type(value).__name__}>"
     return {
         "id": cid if isinstance(cid, str) else "",
         "type": "function",

@@ -59,6 +59,13 @@ def load_body(content: bytes, request_id: str | None) -> Any:
     """A 200 body as JSON; not JSON at all is a typed error on every wire, never a crash."""
     try:
         return _json.loads(content)
+    except _json.DepthError as e:  # the codec's one depth limit, on every wire
+        raise APIResponseError(
+            f"the endpoint answered 200 with a body that is valid JSON but {e}, more than any answer "
+            "needs; this is a router or proxy fault, retry later or report it with the request id",
+            body=_preview(content),
+            request_id=request_id,
+        ) from None
     except ValueError:
         raise APIResponseError(
             "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
