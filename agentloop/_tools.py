@@ -152,6 +152,7 @@ class ToolRegistry:
             raise ToolDefinitionError(
                 f"tool {fs.name!r}: invalid JSON schema at {e.json_path}: {e.message}"
             ) from None
+        _check_refs(fs.name, params)
         if fs.name in self._tools:
             raise ToolDefinitionError(
                 f"a tool named {fs.name!r} is already registered; pass name=... to register it under another name"
@@ -261,6 +262,39 @@ class ToolRegistry:
 
     def __repr__(self) -> str:
         return f"ToolRegistry({', '.join(self._tools)})"
+
+
+def _check_refs(name: str, schema: dict[str, Any]) -> None:
+    """Every `$ref` must resolve now: jsonschema would only find out mid-run, on the first call."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    def walk(node: Any, resolver: Any) -> None:
+        if isinstance(node, list):
+            for x in node:
+                walk(x, resolver)
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str) and node is not schema:
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for key in ("$ref", "$dynamicRef"):
+            ref = node.get(key)
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable as e:
+                    raise ToolDefinitionError(
+                        f"tool {name!r}: the parameters schema has {key} {ref!r}, which does not resolve ({str(e)[:200]}). "
+                        "Define it under \"$defs\" of the parameters schema (remote references are not fetched)."
+                    ) from None
+        for key, value in node.items():
+            if key not in ("enum", "const", "default", "examples"):  # data, not schemas
+                walk(value, resolver)
+
+    root = Resource.from_contents(schema, default_specification=DRAFT202012)
+    walk(schema, Registry().with_resource(root.id() or "", root).resolver(root.id() or ""))
 
 
 class ArgumentsError(ValueError):
