@@ -148,7 +148,7 @@ class Dispatcher:
     async def _invoke(self, tool: Tool, args: dict[str, Any], record: ToolCallRecord) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
         if tool.sandbox in ("process", "isolated"):
-            outcome = await self.registry.sandbox_for(tool.sandbox).call(tool.ref, args, limits)
+            outcome = await self.registry.sandbox_for(tool.sandbox, tool.name).call(tool.ref, args, limits)
             return outcome.status, outcome.content, outcome.error
         try:
             kwargs = tool.bind(args)
