@@ -43,7 +43,7 @@ from ._agentconfig import (
     check_model_settings,
 )
 from ._context import check_instructions, check_no_running_loop, resolve_instructions
-from ._conversation import ToolChoice, check_conversation, normalize_tool_choice
+from ._conversation import ToolChoice, check_conversation, history_message, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
     ModelRequestStarted,
@@ -564,7 +564,7 @@ class Agent(Generic[DepsT, OutputT]):
             run.steps = step
             run.usage = run.usage + turn.usage
             run.turns.append((model, turn.usage))  # split by model when a result is made, not per step
-            run.messages.append(message)
+            run.messages.append(history_message(message))  # `calls` keep the model's raw arguments
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
             if self.reset_tool_choice and step == 1 and request.tool_choice not in unforced:

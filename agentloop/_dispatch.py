@@ -89,6 +89,8 @@ class Dispatcher:
         start = time.perf_counter()
         record = ToolCallRecord(call_id, name, None, "cancelled", "", step, raw_arguments=raw)
         records[i] = record  # visible as `cancelled` if the run is cancelled from here on
+        if self.emit is not None:  # every call, whatever its outcome: Started, then Finished
+            await self.emit(ToolCallStarted(self.run_id, step, call_id, name, raw))
         try:
             status, content, error = await self._execute(record, raw)
         except anyio.get_cancelled_exc_class():
@@ -121,7 +123,11 @@ class Dispatcher:
         try:
             args = parse_arguments(raw)
         except ArgumentsError as e:
-            return "invalid_arguments", f"Invalid arguments for tool {name!r}: {e}", "invalid JSON"
+            # The conversation carries "{}" in this call's place (valid for every provider), so the
+            # model is shown what it sent: it cannot fix what it cannot see.
+            sent = raw if isinstance(raw, str) else _json.dumps_str(raw)
+            shown = sent if len(sent) <= 300 else sent[:300] + "…"
+            return "invalid_arguments", f"Invalid arguments for tool {name!r}: {e} You sent: {shown}", "invalid JSON"
         record.arguments = args
         problems = tool.validation_errors(args)
         if problems:
@@ -134,8 +140,6 @@ class Dispatcher:
             )
         if self.log is not None:
             self.log.debug("tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
-        if self.emit is not None:
-            await self.emit(ToolCallStarted(self.run_id, record.step, record.id, name, raw))
         if self.limiter is None:
             if self.on_invoke is not None:
                 await self.on_invoke(record)

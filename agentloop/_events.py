@@ -94,7 +94,12 @@ class ToolCallDelta(Event):
 
 @dataclass(frozen=True, slots=True)
 class ToolCallStarted(Event):
-    """A tool call's arguments are complete and it is about to run (id already repaired)."""
+    """A tool call's arguments are complete and the loop takes it up (id already repaired).
+
+    Every call gets one, then one `ToolCallFinished`, whatever its outcome: also calls that are
+    refused before they run (unknown tool, invalid arguments, loop detected, over budget,
+    rejected). `arguments` is the model's raw text.
+    """
 
     step: int
     tool_call_id: str
