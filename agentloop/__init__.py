@@ -72,6 +72,7 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
     ToolCallLimitExceeded,
+    SandboxedToolError,
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "AgentloopError",
     "ConfigurationError",
     "MissingDependencyError",
+    "SandboxedToolError",
     "ToolDefinitionError",
     "ConversationError",
     "SandboxUnavailableError",

@@ -147,6 +147,20 @@ class RunFailed(Event):
     error: BaseException
 
 
+def warning_logger(**bound: Any) -> Any:
+    """Like `run_logger`, for the rare warnings (a tool raised): logged at WARNING without DEBUG on."""
+    structlog = sys.modules.get("structlog")
+    if (structlog is None or not structlog.is_configured()) and not _stdlib_logger.isEnabledFor(logging.WARNING):
+        return None
+    import structlog
+
+    if structlog.is_configured():
+        return structlog.get_logger("agentloop").bind(**bound)
+    return structlog.wrap_logger(
+        _stdlib_logger, wrapper_class=structlog.stdlib.BoundLogger, processors=[structlog.stdlib.render_to_log_kwargs]
+    ).bind(**bound)
+
+
 def run_logger(**bound: Any) -> Any:
     """A structlog logger bound to `bound`, or None when nothing would be logged."""
     structlog = sys.modules.get("structlog")  # configured by the application => imported already

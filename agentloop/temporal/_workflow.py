@@ -96,10 +96,11 @@ def _consume(task: Any) -> None:
 class _Outcome:
     """What the Dispatcher reads from a sandbox call."""
 
-    __slots__ = ("status", "content", "error")
+    __slots__ = ("status", "content", "error", "traceback")
+    formatted = True  # the worker's Dispatcher wrote the text (and its format_tool_error): keep it
 
-    def __init__(self, status: str, content: str, error: str | None) -> None:
-        self.status, self.content, self.error = status, content, error
+    def __init__(self, status: str, content: str, error: str | None, traceback: str | None = None) -> None:
+        self.status, self.content, self.error, self.traceback = status, content, error, traceback
 
 
 class _ActivityBox:
@@ -135,7 +136,7 @@ class _ActivityBox:
                 + ". It may or may not have taken effect: check before calling it again."
             )
             return _Outcome("outcome_unknown", text, "worker lost")
-        return _Outcome(out["status"], out["content"], out["error"])
+        return _Outcome(out["status"], out["content"], out["error"], out.get("traceback"))
 
 
 class _ActivityTools(ToolRegistry):
