@@ -191,7 +191,7 @@ class ToolRegistry:
         definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
         if fs.description:
             definition["function"]["description"] = fs.description
-        return self.add(Tool(
+        return self._insert(Tool(
             name=fs.name,
             description=fs.description,
             parameters=params,
@@ -213,6 +213,9 @@ class ToolRegistry:
         """Add an already built `Tool` (e.g. from another registry) under its own name."""
         if not isinstance(tool, Tool):
             raise ToolDefinitionError(f"add() takes a Tool (from register()), got {tool!r}; use register(fn) for a function")
+        return self._insert(tool)
+
+    def _insert(self, tool: Tool) -> Tool:
         if tool.name in self._tools:
             raise ToolDefinitionError(
                 f"a tool named {tool.name!r} is already registered; pass name=... to register it under another name"
@@ -227,7 +230,7 @@ class ToolRegistry:
         clash = sorted(set(other.names) & set(self._tools))
         if clash:
             raise ToolDefinitionError(f"tools named {', '.join(map(repr, clash))} are already registered")
-        added = [self.add(tool) for tool in other]
+        added = [self._insert(tool) for tool in other]
         for tool in added:
             if tool.sandbox in ("process", "isolated"):
                 self._owners[tool.name] = other._owners.get(tool.name, other)

@@ -146,7 +146,7 @@ class _ActivityTools(ToolRegistry):
         super().__init__()
         self._box = box
 
-    def add(self, spec: dict[str, Any]) -> None:
+    def add_spec(self, spec: dict[str, Any]) -> None:
         fn = spec["definition"]["function"]
         self.register(
             _proxy,
@@ -161,7 +161,7 @@ class _ActivityTools(ToolRegistry):
     def _check_sandbox(self, name: str, fn: Any, mode: str) -> str:
         return name  # the "ref" the box receives: the tool's name on the worker
 
-    def sandbox_for(self, mode: str) -> Any:
+    def sandbox_for(self, mode: str, tool: str | None = None) -> Any:
         return self._box
 
 
@@ -242,7 +242,7 @@ class AgentWorkflow:
         box = _ActivityBox(run_id, {t["name"]: t for t in described["tools"]})
         tools = _ActivityTools(box)
         for spec in described["tools"]:
-            tools.add(spec)
+            tools.add_spec(spec)
         spec = data["agent"]
         limits = limits_from_data(spec["limits"])
         agent = Agent(
