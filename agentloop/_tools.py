@@ -16,6 +16,12 @@ from typing import Any, Literal, overload
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+# Imported here, not lazily: jsonschema has imported it already, and a lazy import would run inside
+# Temporal's workflow sandbox (the workflow registers its tool proxies), which forbids attrs' import.
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
 from . import _json
 from ._context import context_param
 from ._exceptions import ToolDefinitionError
@@ -323,9 +329,6 @@ def _check_limits(limits: Any) -> None:
 
 def _check_refs(name: str, schema: dict[str, Any]) -> None:
     """Every `$ref` must resolve now: jsonschema would only find out mid-run, on the first call."""
-    from referencing import Registry, Resource
-    from referencing.exceptions import Unresolvable
-    from referencing.jsonschema import DRAFT202012
 
     def walk(node: Any, resolver: Any) -> None:
         if isinstance(node, list):

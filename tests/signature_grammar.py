@@ -104,7 +104,9 @@ _REQUIRED = object()
 
 @st.composite
 def _param(draw: Any, i: int, depth: int) -> tuple[str, Any, Any]:
-    tp = draw(types(depth))
+    # Each parameter gets its own nesting depth, so the everyday flat signatures
+    # (`q: str, limit: int | None = None`) are drawn often, not only deep trees.
+    tp = draw(types(draw(st.integers(0, depth))))
     kind = draw(st.sampled_from(["required", "none", "value"]))
     if kind == "none":
         return f"p{i}", Optional[tp], None  # noqa: UP007
