@@ -346,8 +346,8 @@ class Agent(Generic[DepsT, OutputT]):
     def _configure(self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None) -> None:
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
-        if model_settings is not None and not isinstance(model_settings, Mapping):
-            raise ConfigurationError(f"model_settings must be a mapping of request fields, got {model_settings!r}")
+        if model_settings is not None:  # per run, the same rules as at construction
+            model_settings = check_model_settings(model_settings)
         run.deps = deps
         run.model = model or self.model
         run.settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings

@@ -135,6 +135,13 @@ def test_agent_refuses_mistakes_at_construction(options: dict[str, Any], match: 
         agent(**options)
 
 
+async def test_per_run_model_settings_follow_the_same_rules() -> None:
+    bot = agent(client=ScriptedModel([text("hi")]))
+    with pytest.raises(ConfigurationError, match="may not set 'messages'"):
+        await bot.run("go", model_settings={"messages": []})
+    assert (await bot.run("go", model_settings={"temperature": 0})).output == "hi"
+
+
 def test_agreeing_settings_are_fine() -> None:
     assert agent(max_steps=3, limits=RunLimits(max_steps=3)).max_steps == 3
     assert agent(max_steps=4, limits=RunLimits(timeout=30)).limits == RunLimits(max_steps=4, timeout=30)
