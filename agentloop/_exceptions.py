@@ -35,6 +35,7 @@ The tree (a test keeps this picture equal to the classes)::
                 TokenLimitExceeded
                 ToolCallLimitExceeded
         SandboxUnavailableError         a sandbox mode this machine cannot provide
+        SandboxedToolError              never raised: stands in for a sandboxed tool's exception
         ToolDefinitionError  (also ValueError)  a tool cannot be registered as written
 
 A tool's own exception never escapes a run: it becomes that call's outcome, fed back to the model.

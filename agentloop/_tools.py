@@ -370,7 +370,7 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
         return {}
     if isinstance(raw, str):
         try:
-            value = _json.loads(raw)
+            value = _json.loads_exact(raw)  # a tool's int argument must not arrive rounded through a float
         except ValueError as e:
             raise ArgumentsError(
                 f"The arguments are not valid JSON ({e}). Send the arguments as one JSON object "

@@ -121,3 +121,20 @@ async def test_union_falls_back_when_a_member_cannot_parse_the_value() -> None:
     )
     result = await Agent(client=model, tools=tools).run("go")
     assert [r.content for r in result.tool_calls] == ["datetime", "str"]
+
+
+async def test_integers_beyond_64_bits_stay_exact_both_ways() -> None:
+    # Found by benchmarks/fuzz_signatures.py: orjson reads 99999999999999999999999 as the float
+    # 1e+23 (the int parameter then got 99999999999999991611392) and cannot write 2**70 at all.
+    def double(n: int, counts: dict[str, int]) -> int:
+        assert type(n) is int and all(type(v) is int for v in counts.values())
+        return 2 * n + sum(counts.values())
+
+    tools = ToolRegistry()
+    tools.register(double)
+    big = 99999999999999999999999
+    script = [tool_calls(call("double", {"n": big, "counts": {"x": 2**70}})), text("done")]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="test") as client:
+        result = await Agent(client=client, tools=tools).run("go")
+    [record] = result.tool_calls
+    assert record.status == "ok" and record.content == str(2 * big + 2**70)
