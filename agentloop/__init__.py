@@ -73,6 +73,7 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
     ToolCallLimitExceeded,
+    SandboxedToolError,
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
@@ -142,6 +143,7 @@ __all__ = [
     "AgentloopError",
     "ConfigurationError",
     "MissingDependencyError",
+    "SandboxedToolError",
     "ToolDefinitionError",
     "ConversationError",
     "SandboxUnavailableError",

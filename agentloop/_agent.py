@@ -18,9 +18,8 @@ concurrent runs.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from functools import partial
 from typing import Any, Generic
 
@@ -36,8 +35,16 @@ from ._approval import (
     check_decisions,
     decision_to_data,
 )
+from ._agentconfig import (
+    build_tools,
+    check_callable,
+    check_choice_needs_tools,
+    check_int,
+    check_limits,
+    check_model_settings,
+)
 from ._context import check_instructions, check_no_running_loop, resolve_instructions
-from ._conversation import ToolChoice, check_conversation, normalize_tool_choice
+from ._conversation import ToolChoice, check_conversation, history_message, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
     ModelRequestStarted,
@@ -90,16 +97,24 @@ class Agent(Generic[DepsT, OutputT]):
       `agentloop.testing.ScriptedModel`.
     - `model`: passed through unchanged (`flux-auto`, any `flux-pinned-*`).
     - `instructions`: a system message put first when the conversation has none.
+    - `tools`: a `ToolRegistry`, or a list of functions, registries, `Tool`s and open
+      `MCPServer`s, from which the agent builds its registry (a snapshot: tools registered
+      into a listed registry later are not seen).
     - `limits`: the run's `RunLimits` (steps, tool calls, tokens, timeout / deadline, loop
-      detection). `max_steps=` is a shortcut that overrides `limits.max_steps`.
+      detection). `max_steps=` is a shortcut for `limits.max_steps` (passing both with
+      different values is an error).
     - `tool_choice`: `"auto"`, `"none"`, `"required"`, a tool name, or the OpenAI dict form.
       A choice that forces a tool (a name, the dict, or `"required"`) applies to the first step
       only and then falls back to `"auto"`; otherwise the model would be forced to call tools
       forever and never answer. `reset_tool_choice=False` keeps it for every step.
     - `max_concurrent_tools`: cap on the tool calls of one run running at once (None: no cap).
-    - `model_settings`: extra request fields (`temperature`, `max_tokens`, ...), sent as they are.
+    - `model_settings`: extra request fields (`temperature`, `max_tokens`, ...), sent as they are;
+      the fields the loop sets itself (`model`, `messages`, `tools`, `tool_choice`, `stream`, ...)
+      are refused.
     - `format_tool_error(tool_name, exception) -> str`: what the model is told when a tool
-      raises (default: the exception type and message).
+      raises, in every sandbox mode (default: the tool name, exception type and message). For
+      "process" / "isolated" tools `exception` is a `SandboxedToolError` carrying the child's
+      exception type name, message and traceback text.
     - `require_approval(tool_name, arguments) -> bool`: calls for which it returns True pause
       the run for a human decision (as do tools registered with `requires_approval=True`).
     - `journal`: a `Journal` (e.g. `SQLiteJournal(path)`) that makes runs durable and resumable.
@@ -123,7 +138,7 @@ class Agent(Generic[DepsT, OutputT]):
         self,
         *,
         client: Model,
-        tools: ToolRegistry | None = None,
+        tools: ToolRegistry | Sequence[Any] | None = None,
         model: str = "flux-auto",
         instructions: Any = None,
         max_steps: int | None = None,
@@ -143,40 +158,49 @@ class Agent(Generic[DepsT, OutputT]):
         history: History | None = None,
         input_budget: InputBudget | None = None,
     ) -> None:
-        if limits is not None and not isinstance(limits, RunLimits):
-            raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
-        limits = limits or RunLimits()
-        if max_steps is not None:
-            limits = replace(limits, max_steps=max_steps)  # validates it
-        if max_concurrent_tools is not None and max_concurrent_tools < 1:
-            raise ConfigurationError(f"max_concurrent_tools must be >= 1 or None, got {max_concurrent_tools!r}")
-        if not isinstance(model, str) or not model:
+        # Every caller mistake is refused here, naming the argument and the fix (see _agentconfig).
+        limits = check_limits(limits, max_steps)
+        if max_concurrent_tools is not None:
+            check_int("max_concurrent_tools", max_concurrent_tools)
+        if not isinstance(model, str) or not model.strip():
             raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
         if not callable(getattr(client, "request", None)):
-            raise ConfigurationError(f"client must implement the Model interface (e.g. FluxClient), got {client!r}")
-        if require_approval is not None and not callable(require_approval):
-            raise ConfigurationError(f"require_approval must be a callable (name, arguments) -> bool, got {require_approval!r}")
+            raise ConfigurationError(
+                f"client must implement the Model interface (e.g. a FluxClient or agentloop.testing.ScriptedModel), "
+                f"got {client!r}"
+            )
+        if not isinstance(reset_tool_choice, bool):
+            raise ConfigurationError(f"reset_tool_choice must be True or False, got {reset_tool_choice!r}")
+        if require_approval is not None:
+            check_callable("require_approval", require_approval, ("tool_name", "arguments"))
+        if format_tool_error is not None:
+            check_callable("format_tool_error", format_tool_error, ("tool_name", "exception"))
+        if journal is not None and not all(callable(getattr(journal, m, None)) for m in ("create", "append", "load")):
+            raise ConfigurationError(f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}")
+        if not isinstance(observers, (list, tuple)):
+            raise ConfigurationError(f"observers must be a list of callables taking an Event, got {observers!r}")
         if input_budget is None:
             input_budget = getattr(client, "input_budget", None)
             input_budget = input_budget if isinstance(input_budget, InputBudget) else InputBudget()
         elif not isinstance(input_budget, InputBudget):
             raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
         self.input_budget = input_budget
-        self.client = client
-        self.tools = tools if tools is not None else ToolRegistry()
-        self.model = model
-        self.instructions = instructions
-        self.limits = limits
-        self.tool_choice = normalize_tool_choice(tool_choice, self.tools)
-        self.reset_tool_choice = reset_tool_choice
-        self.max_concurrent_tools = max_concurrent_tools
-        self.model_settings = dict(model_settings or {})
-        self.format_tool_error = format_tool_error or default_error_formatter
-        self.require_approval = require_approval
-        self.journal = journal
         for o in observers:
             if not callable(o):
                 raise ConfigurationError(f"observers must be callables taking an Event, got {o!r}")
+        self.client = client
+        self.tools = build_tools(tools)
+        self.model = model
+        self.instructions = instructions
+        self.limits = limits
+        check_choice_needs_tools(tool_choice, self.tools)
+        self.tool_choice = normalize_tool_choice(tool_choice, self.tools)
+        self.reset_tool_choice = reset_tool_choice
+        self.max_concurrent_tools = max_concurrent_tools
+        self.model_settings = check_model_settings(model_settings)
+        self.format_tool_error = format_tool_error or default_error_formatter
+        self.require_approval = require_approval
+        self.journal = journal
         self.observers = tuple(observers)
         check_instructions(instructions, "Agent")
         self.deps_type = deps_type
@@ -333,8 +357,8 @@ class Agent(Generic[DepsT, OutputT]):
     def _configure(self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None) -> None:
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
-        if model_settings is not None and not isinstance(model_settings, Mapping):
-            raise ConfigurationError(f"model_settings must be a mapping of request fields, got {model_settings!r}")
+        if model_settings is not None:  # per run, the same rules as at construction
+            model_settings = check_model_settings(model_settings)
         run.deps = deps
         run.model = model or self.model
         run.settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings
@@ -552,7 +576,7 @@ class Agent(Generic[DepsT, OutputT]):
             run.steps = step
             run.usage = run.usage + turn.usage
             run.turns.append((model, turn.usage))  # split by model when a result is made, not per step
-            run.messages.append(message)
+            run.messages.append(history_message(message))  # `calls` keep the model's raw arguments
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
             if self.reset_tool_choice and step == 1 and request.tool_choice not in unforced:

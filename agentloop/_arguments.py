@@ -118,7 +118,13 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
     try:
         args = parse_arguments(text, max_depth=budget.max_json_depth)
     except ArgumentsError as e:
-        return Rejected("invalid_arguments", f"Invalid arguments for tool {name!r}: {e}", "invalid JSON")
+        # The conversation carries "{}" in this call's place (valid for every provider), so the
+        # model is shown what it sent: it cannot fix what it cannot see.
+        return Rejected(
+            "invalid_arguments",
+            f"Invalid arguments for tool {name!r}: {e} You sent: {clip(text, _LINE_CHARS)}",
+            "invalid JSON",
+        )
     problems = tool.validation_errors(args, limit=budget.max_violations + 1)
     if problems:
         return Rejected("invalid_arguments", violations_text(name, problems, budget), "schema violation")

@@ -35,6 +35,7 @@ from ._exceptions import (
     ToolsNotSupportedError,
 )
 from ._json import loads
+from ._agentconfig import check_client_options
 from ._model import Emit, ModelRequest
 from ._retry import Failure, RetryPolicy
 from ._secrets import CREDENTIAL_HEADERS, Redactor
@@ -109,6 +110,11 @@ class FluxClient:
         max_connections: int = 1000,
         input_budget: InputBudget | None = None,
     ) -> None:
+        check_client_options(  # every caller mistake is refused here (see _agentconfig)
+            api_key=api_key, base_url=base_url, max_tokens=max_tokens, stream=stream, timeout=timeout,
+            total_timeout=total_timeout, retry=retry, headers=headers, http_client=http_client,
+            transport=transport, max_connections=max_connections,
+        )
         key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
         if not key:
             raise ConfigurationError(

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _json
 from ._exceptions import ConfigurationError, ConversationError
 from ._tools import ToolRegistry
 
-__all__ = ["ToolChoice", "normalize_tool_choice", "check_conversation", "messages_to_json", "messages_from_json"]
+__all__ = [
+    "ToolChoice",
+    "normalize_tool_choice",
+    "check_conversation",
+    "history_message",
+    "messages_to_json",
+    "messages_from_json",
+]
 
 _FORMAT = "agentloop.messages/1"
 
@@ -74,3 +82,38 @@ def messages_from_json(data: str | bytes) -> list[dict[str, Any]]:
             raise ConversationError(f"not a stored conversation: expected format {_FORMAT!r}, got {value.get('format')!r}")
         value = value.get("messages")
     return check_conversation(value)
+def history_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message as it enters the conversation: every call's arguments valid JSON object text.
+
+    `flux-auto` may send the next step to another provider, which translates the history; some
+    reject every later request when an earlier call's arguments are not a JSON object. The
+    model's own text stays on the call's record (`raw_arguments`) and in the error it is told.
+    Valid object text is kept byte for byte; the message is copied only when a call changes.
+    """
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    fixed: list[dict[str, Any]] | None = None
+    for i, c in enumerate(calls):
+        fn = c.get("function") or {}
+        raw = fn.get("arguments")
+        text = _object_text(raw)
+        if text is not raw:
+            fixed = fixed if fixed is not None else list(calls)
+            fixed[i] = {**c, "function": {**fn, "arguments": text}}
+    return message if fixed is None else {**message, "tool_calls": fixed}
+
+
+def _object_text(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            value = _json.loads(raw)
+        except ValueError:
+            return "{}"
+        return raw if isinstance(value, dict) else "{}"
+    if isinstance(raw, dict):
+        try:
+            return _json.dumps_str(raw)
+        except (TypeError, ValueError):
+            return "{}"
+    return "{}"

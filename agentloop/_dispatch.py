@@ -10,6 +10,7 @@ the call's record has been written as `cancelled`.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -19,7 +20,8 @@ import anyio
 from . import _json
 from ._arguments import Rejected, checked_arguments, clip, truncate
 from ._budget import InputBudget
-from ._events import ToolCallFinished, ToolCallStarted
+from ._events import ToolCallFinished, ToolCallStarted, warning_logger
+from ._exceptions import SandboxedToolError
 from ._model import Emit
 from ._tools import Tool, ToolRegistry
 from ._types import OutcomeStatus, ToolCallRecord
@@ -30,12 +32,24 @@ ErrorFormatter = Callable[[str, BaseException], str]
 
 
 def default_error_formatter(tool_name: str, exc: BaseException) -> str:
-    """What the model sees when a tool raises: the exception type and message, nothing more.
+    """What the model sees when a tool raises: the tool, the exception type and message, nothing more.
 
     Override with `Agent(format_tool_error=...)` to reveal less (e.g. only a generic message for
-    some exception types) or more.
+    some exception types) or more. For "process" / "isolated" tools `exc` is a
+    `SandboxedToolError` standing in for the child's exception (its `exc_type`, message and
+    `traceback`); the traceback is never shown to the model by default.
     """
-    return f"Tool {tool_name!r} raised {type(exc).__name__}: {exc}"
+    return f"Tool {tool_name!r} raised {exception_type(exc)}: {exc}"
+
+
+def exception_type(exc: BaseException) -> str:
+    """The class name of the exception the tool raised, wherever it ran."""
+    return exc.exc_type if isinstance(exc, SandboxedToolError) else type(exc).__name__
+
+
+def _named(name: str, text: str) -> str:
+    """A sandbox outcome's text with the tool named, as every other error text names it."""
+    return f"Tool {name!r}{text[4:]}" if text.startswith("Tool ") else f"Tool {name!r}: {text}"
 
 
 class Dispatcher:
@@ -108,6 +122,8 @@ class Dispatcher:
         start = time.perf_counter()
         record = ToolCallRecord(call_id, name, None, "cancelled", "", step, raw_arguments=raw)
         records[i] = record  # visible as `cancelled` if the run is cancelled from here on
+        if self.emit is not None:  # every call, whatever its outcome: Started, then Finished
+            await self.emit(ToolCallStarted(self.run_id, step, call_id, name, raw))
         try:
             status, content, error = await self._execute(record, raw)
         except anyio.get_cancelled_exc_class():
@@ -149,8 +165,6 @@ class Dispatcher:
         args = record.arguments = checked.arguments
         if self.log is not None:
             self.log.debug("tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
-        if self.emit is not None:
-            await self.emit(ToolCallStarted(self.run_id, record.step, record.id, name, raw))
         if self.limiter is None:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
@@ -165,8 +179,16 @@ class Dispatcher:
     ) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
         if kwargs is None:  # the process modes: the child binds the arguments itself
-            outcome = await self.registry.sandbox_for(tool.sandbox).call(tool.ref, args, limits)
-            return outcome.status, outcome.content, outcome.error
+            outcome = await self.registry.sandbox_for(tool.sandbox, tool.name).call(tool.ref, args, limits)
+            if getattr(outcome, "formatted", False):  # its text was written where it ran (a Temporal worker)
+                record.traceback = getattr(outcome, "traceback", None)
+                return outcome.status, outcome.content, outcome.error
+            if outcome.status == "raised":  # the same formatter, record and log as in-process tools
+                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, outcome.traceback)
+                return "raised", self._raised(record, stand_in, outcome.traceback), outcome.error
+            if outcome.status == "ok" or (outcome.status == "output_limit" and "[output truncated:" in outcome.content):
+                return outcome.status, outcome.content, outcome.error  # the tool's own output
+            return outcome.status, _named(tool.name, outcome.content), outcome.error
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
             kwargs = {**kwargs, tool.context: self._context(record)}
         timed_out = False
@@ -179,7 +201,7 @@ class Dispatcher:
                     value = await self._call(tool, kwargs)
                     timed_out = False
         except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
-            return "raised", self.format_error(tool.name, e), type(e).__name__
+            return "raised", self._raised(record, e, "".join(traceback.format_exception(e))), type(e).__name__
         if timed_out:
             abandoned = "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
             return "timeout", f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.", "timeout"
@@ -193,6 +215,30 @@ class Dispatcher:
         from ._context import RunContext
 
         return RunContext(None, self.run_id, "", record.step, tool_call_id=record.id, tool_name=record.name)
+
+    def _raised(self, record: ToolCallRecord, exc: BaseException, tb: str) -> str:
+        """A tool raised: keep and log its traceback; the model gets only the formatted text."""
+        record.traceback = tb
+        log = self.log or warning_logger(run_id=self.run_id)
+        if log is not None:
+            log.warning(
+                "tool raised",
+                step=record.step,
+                tool_call_id=record.id,
+                tool=record.name,
+                exc_type=exception_type(exc),
+                traceback=tb,
+            )
+        try:
+            text = self.format_error(record.name, exc)
+            if isinstance(text, str):
+                return text
+            problem = f"returned {type(text).__name__}, not str"
+        except Exception as e:  # noqa: BLE001 - a broken formatter must not end the run
+            problem = f"raised {type(e).__name__}: {e}"
+        if log is not None:
+            log.warning("format_tool_error failed; the default text was sent", tool=record.name, problem=problem)
+        return default_error_formatter(record.name, exc)
 
     @staticmethod
     async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:

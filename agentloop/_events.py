@@ -94,7 +94,12 @@ class ToolCallDelta(Event):
 
 @dataclass(frozen=True, slots=True)
 class ToolCallStarted(Event):
-    """A tool call's arguments are complete and it is about to run (id already repaired)."""
+    """A tool call's arguments are complete and the loop takes it up (id already repaired).
+
+    Every call gets one, then one `ToolCallFinished`, whatever its outcome: also calls that are
+    refused before they run (unknown tool, invalid arguments, loop detected, over budget,
+    rejected). `arguments` is the model's raw text.
+    """
 
     step: int
     tool_call_id: str
@@ -140,6 +145,20 @@ class RunFailed(Event):
     """
 
     error: BaseException
+
+
+def warning_logger(**bound: Any) -> Any:
+    """Like `run_logger`, for the rare warnings (a tool raised): logged at WARNING without DEBUG on."""
+    structlog = sys.modules.get("structlog")
+    if (structlog is None or not structlog.is_configured()) and not _stdlib_logger.isEnabledFor(logging.WARNING):
+        return None
+    import structlog
+
+    if structlog.is_configured():
+        return structlog.get_logger("agentloop").bind(**bound)
+    return structlog.wrap_logger(
+        _stdlib_logger, wrapper_class=structlog.stdlib.BoundLogger, processors=[structlog.stdlib.render_to_log_kwargs]
+    ).bind(**bound)
 
 
 def run_logger(**bound: Any) -> Any:

@@ -36,6 +36,7 @@ The tree (a test keeps this picture equal to the classes)::
                 TokenLimitExceeded
                 ToolCallLimitExceeded
         SandboxUnavailableError         a sandbox mode this machine cannot provide
+        SandboxedToolError              never raised: stands in for a sandboxed tool's exception
         ToolDefinitionError  (also ValueError)  a tool cannot be registered as written
 
 A tool's own exception never escapes a run: it becomes that call's outcome, fed back to the model.
@@ -101,6 +102,21 @@ class ToolDefinitionError(AgentloopError, ValueError):
 
 class ConversationError(AgentloopError, ValueError):
     """The conversation handed to `Agent.run(messages=...)` is not a valid chat-format list."""
+
+
+class SandboxedToolError(AgentloopError):
+    """A "process" / "isolated" tool raised in its child process; what `format_tool_error` gets.
+
+    The exception itself cannot cross the process boundary (nothing a child sends is unpickled),
+    so this stands in for it: `exc_type` is its class name, `str(e)` its message, `traceback`
+    the child's traceback text. Never raised by agentloop; only handed to the formatter.
+    """
+
+    def __init__(self, exc_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
 
 
 class SandboxUnavailableError(AgentloopError):

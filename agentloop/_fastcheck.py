@@ -68,6 +68,10 @@ def _field_check(schema: Any) -> Callable[[Any], bool] | None:
     kind = schema.get("type")
     if kind is None and "enum" not in schema:
         return None
+    if isinstance(kind, list):  # {"type": ["integer", "null"]}: what `int | None` becomes
+        return _any_of_types(kind) if "enum" not in schema else None
+    if kind is not None and not isinstance(kind, str):
+        return None
     type_ok = _SCALARS.get(kind) if kind is not None else None
     if kind is not None and type_ok is None:
         return None
@@ -81,6 +85,16 @@ def _field_check(schema: Any) -> Callable[[Any], bool] | None:
             return lambda v: type(v) is str and v in allowed
         return None
     return type_ok
+
+
+def _any_of_types(kinds: list[Any]) -> Callable[[Any], bool] | None:
+    """The check for a list of scalar type names, or None when one of them is not a scalar name."""
+    if not kinds or not all(isinstance(k, str) and k in _SCALARS for k in kinds):
+        return None
+    checks = tuple(_SCALARS[k] for k in dict.fromkeys(kinds))
+    if len(checks) == 1:
+        return checks[0]
+    return lambda v: any(check(v) for check in checks)
 
 
 def compile_fast_check(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:

@@ -39,6 +39,7 @@ import anyio
 
 from . import _json, _lease
 from ._approval import Decision, decision_from_data
+from ._conversation import history_message
 from ._exceptions import JournalCorruptError, JournalError, JournalWriteError, RunLockedError, RunNotFoundError
 from ._journal_errors import rollback, typed_error
 from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, query_runs, status_group, summarize
@@ -172,8 +173,8 @@ def _replay(run: JournaledRun) -> Replay:
         d = e.data
         if e.kind == "model":
             _close_step(r)
-            message = d["message"]
-            r.messages.append(message)
+            message = d["message"]  # as the model sent it: the calls are rerun from their raw arguments
+            r.messages.append(history_message(message))
             r.steps = e.step
             usage = Usage.from_data(d["usage"])
             r.usage = r.usage + usage

@@ -15,6 +15,7 @@ a `ValueError`; `InputBudget.max_json_depth` sets a smaller limit for tool-call 
 from __future__ import annotations
 
 import json as _json
+import re
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "dumps_str",
     "canonical",
     "loads",
+    "loads_exact",
     "depth_exceeds",
     "DepthError",
     "JSONDecodeError",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
+_LONG_INT = re.compile(r"\d{19}")  # 19+ digits may not fit in 64 bits
 
 # orjson's encoder refuses values nested 254 deep; 200 leaves room for the envelope around a
 # value (request body → messages → message → tool call → arguments). Every `loads` enforces
@@ -55,10 +58,19 @@ if _orjson is not None:
     _OPT = _orjson.OPT_NON_STR_KEYS
     _OPT_SORTED = _orjson.OPT_NON_STR_KEYS | _orjson.OPT_SORT_KEYS
 
+    _exact = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    _exact_sorted = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+
     def dumps(obj: Any) -> bytes:
         try:
             return _orjson.dumps(obj, option=_OPT)
         except _orjson.JSONEncodeError as e:
+            if "64-bit" not in str(e):
+                raise TypeError(str(e)) from None
+        # An integer beyond 64 bits is valid JSON that orjson cannot write: the stdlib can (rare path).
+        try:
+            return _exact.encode(obj).encode()
+        except (TypeError, ValueError) as e:
             raise TypeError(str(e)) from None
 
     def dumps_str(obj: Any) -> str:
@@ -68,6 +80,11 @@ if _orjson is not None:
         try:
             return _orjson.dumps(obj, option=_OPT_SORTED).decode()
         except _orjson.JSONEncodeError as e:
+            if "64-bit" not in str(e):
+                raise TypeError(str(e)) from None
+        try:  # an integer beyond 64 bits (exact since loads_exact): the stdlib writes it
+            return _exact_sorted.encode(obj)
+        except (TypeError, ValueError) as e:
             raise TypeError(str(e)) from None
 
     _loads = _orjson.loads
@@ -105,6 +122,19 @@ def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DE
     if _brackets(data) > max_depth and depth_exceeds(value, max_depth):
         raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)")
     return value
+
+
+def loads_exact(data: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """`loads`, except that integers beyond 64 bits stay exact ints (orjson reads them as floats).
+
+    For a tool's arguments: an `int` parameter must not receive 99999999999999991611392 for
+    99999999999999999999999. Text with a run of 19+ digits (rare) goes through the stdlib parser,
+    under the same depth limit.
+    """
+    value = loads(data, max_depth=max_depth)  # checks the JSON and its depth first
+    # then, rarely, again with the stdlib parser, which keeps long ints exact (the depth is
+    # known to be bounded, so its recursion is too)
+    return _json.loads(data) if _LONG_INT.search(data) else value
 
 
 def _brackets(data: bytes | bytearray | memoryview | str) -> int:

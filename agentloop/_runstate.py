@@ -168,6 +168,7 @@ def _record_data(r: ToolCallRecord) -> dict[str, Any]:
         "duration_s": r.duration_s,
         "error": r.error,
         "raw_arguments": r.raw_arguments,
+        "traceback": r.traceback,
     }
 
 

@@ -204,6 +204,8 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return ({**schema, "description": desc} if desc else schema), conv
     if tp is Any or tp is object:
         return {}, None
+    if tp is int:  # JSON Schema's "integer" accepts 1.0: the tool still gets the int it asked for
+        return {"type": "integer"}, _to_int  # returns its argument unchanged (no copy) for a real int
     if isinstance(tp, type) and tp in _SCALARS:
         return {"type": _SCALARS[tp]}, None
     if isinstance(tp, type) and tp in _FORMATS:
@@ -222,18 +224,22 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return _enum(tp, [m.value for m in tp]), tp
     if tp in stack:
         raise _Unsupported(tp, "it refers to itself, and recursive types are not supported")
+    if _is_pydantic_model(tp):
+        return _pydantic(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass(tp, (*stack, tp))
     if typing.is_typeddict(tp):
         return _typeddict(tp, (*stack, tp))
     container = origin or tp
+    if container in _SETS and args and not _hashable(args[0]):
+        raise _Unsupported(tp, "set items must be hashable; use list[...] for items that are lists, dicts or mutable objects")
     if container in _SEQUENCES or container in _SETS:
         schema: Schema = {"type": "array"}
         conv = None
         if args:
             schema["items"], conv = _build(args[0], stack)
         if container in _SEQUENCES:
-            return schema, (lambda v: [conv(x) for x in v]) if conv else None
+            return schema, _each(conv) if conv else None
         schema["uniqueItems"] = True
         factory = frozenset if container is frozenset else set
         return schema, (lambda v: factory(map(conv, v))) if conv else factory
@@ -255,9 +261,82 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
             raise _Unsupported(tp, "JSON object keys are strings, so the key type must be str")
         schema, conv = _build(args[1], stack) if args else ({}, None)
         return {"type": "object", **({"additionalProperties": schema} if schema else {})}, (
-            (lambda v: {k: conv(x) for k, x in v.items()}) if conv else None
+            _each_value(conv) if conv else None
         )
     raise _Unsupported(tp, "it is not a JSON-compatible type")
+
+
+def _each(conv: Conv) -> Conv:
+    """Convert a list's items; the same list back when no item changed (the common all-int case)."""
+
+    def conv_list(v: list[Any]) -> list[Any]:
+        out = [conv(x) for x in v]
+        return v if all(a is b for a, b in zip(out, v)) else out
+
+    return conv_list
+
+
+def _each_value(conv: Conv) -> Conv:
+    def conv_dict(v: dict[str, Any]) -> dict[str, Any]:
+        out = {k: conv(x) for k, x in v.items()}
+        return v if all(out[k] is x for k, x in v.items()) else out
+
+    return conv_dict
+
+
+def _to_int(v: Any) -> Any:
+    return int(v) if type(v) is float else v
+
+
+def _hashable(tp: Any) -> bool:
+    """Whether values converted for `tp` can be set members (decided from the type, at registration)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _hashable(args[0])
+    if isinstance(tp, typing.NewType):
+        return _hashable(tp.__supertype__)
+    if origin is Union or origin is types.UnionType:
+        return all(_hashable(a) for a in args)
+    if origin is Literal or tp is Any or tp is object:  # Any: whatever arrives is the caller's choice
+        return True
+    if origin in (tuple, frozenset):
+        return all(_hashable(a) for a in args if a is not Ellipsis)
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or _is_pydantic_model(tp)):
+        return tp.__hash__ is not None
+    if typing.is_typeddict(tp) or (origin or tp) in (*_SEQUENCES, *_SETS, *_MAPPINGS):
+        return (origin or tp) is frozenset
+    return isinstance(tp, type) and getattr(tp, "__hash__", None) is not None
+
+
+def _is_pydantic_model(tp: Any) -> bool:
+    # pydantic is never imported here: if the annotation is a pydantic model, pydantic is loaded already.
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+def _pydantic(model: Any) -> tuple[Schema, Conv]:
+    """A pydantic model's own JSON schema (its $defs inlined, so it can sit anywhere) and its validation."""
+    try:
+        schema = model.model_json_schema()
+    except Exception as e:  # noqa: BLE001 - pydantic's own refusal (e.g. a field with no JSON schema)
+        raise _Unsupported(model, f"pydantic cannot build its JSON schema ({e})") from None
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(x, seen) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref[len("#/$defs/"):]
+            if name in seen or name not in defs:
+                raise _Unsupported(model, f"it refers to {name} recursively, and recursive types are not supported")
+            rest = {k: inline(v, seen) for k, v in node.items() if k != "$ref"}
+            return {**inline(defs[name], (*seen, name)), **rest}
+        return {k: inline(v, seen) for k, v in node.items()}
+
+    return inline(schema, ()), model.model_validate
 
 
 def _enum(tp: Any, values: list[Any]) -> Schema:
@@ -292,9 +371,17 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
     choices = [(Draft202012Validator(s).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:
+        failed: Exception | None = None
         for accepts, c in choices:
             if accepts(v):
-                return c(v) if c else v
+                if c is None:
+                    return v
+                try:  # e.g. `datetime | str` given "tomorrow": the schema accepts it, the parse does not
+                    return c(v)
+                except (TypeError, ValueError) as e:
+                    failed = failed or e
+        if failed is not None:
+            raise failed
         return v
 
     return schema, conv_union
@@ -328,10 +415,15 @@ def _object(
     fixes = tuple(convs)
 
     def conv_object(d: dict[str, Any]) -> dict[str, Any]:
-        out = dict(d)  # never mutate the caller's dict
+        out = d  # copied on the first change: never mutate the caller's dict, never copy for nothing
         for k, c in fixes:
-            if k in out:
-                out[k] = c(out[k])
+            if k in d:
+                old = d[k]
+                new = c(old)
+                if new is not old:
+                    if out is d:
+                        out = dict(d)
+                    out[k] = new
         return out
 
     return schema, conv_object

@@ -17,6 +17,12 @@ from typing import Any, Literal, overload
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+# Imported here, not lazily: jsonschema has imported it already, and a lazy import would run inside
+# Temporal's workflow sandbox (the workflow registers its tool proxies), which forbids attrs' import.
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
 from . import _json
 from ._context import context_param
 from ._exceptions import ToolDefinitionError
@@ -81,12 +87,14 @@ class ToolRegistry:
     ) -> None:
         if sandbox is not None and sandbox not in _MODES:
             raise ToolDefinitionError(f"unknown sandbox mode {sandbox!r}; use one of {', '.join(_MODES)}")
+        _check_limits(limits)
         self._default_sandbox = sandbox
         self._default_limits = limits or Limits()
         self._tools: dict[str, Tool] = {}
         self._definitions: list[dict[str, Any]] = []
         self._sandboxes: dict[bool, Any] = {}  # isolated? -> ProcessSandbox, created on first use
         self._ro_paths = tuple(sandbox_ro_paths)  # extra read-only binds of "isolated" tools
+        self._owners: dict[str, ToolRegistry] = {}  # tools taken from another registry run in its sandbox
 
     # --- registration -------------------------------------------------------------------------
 
@@ -110,8 +118,13 @@ class ToolRegistry:
 
         Returns the function unchanged, so it stays callable (and testable) as plain Python.
         """
+        unknown = sorted(set(options) - _TOOL_OPTIONS)
+        if unknown:
+            raise ToolDefinitionError(
+                f"unknown option {unknown[0]!r} for tool(); the options are {', '.join(sorted(_TOOL_OPTIONS))}"
+            )
         if fn is not None:
-            self.register(fn)
+            self.register(fn, **options)
             return fn
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,6 +157,15 @@ class ToolRegistry:
         """
         if not callable(fn):
             raise ToolDefinitionError(f"cannot register {fn!r}: a tool must be a callable")
+        for arg, value in (("name", name), ("description", description)):
+            if value is not None and not isinstance(value, str):
+                raise ToolDefinitionError(f"{arg} must be a str or None, got {value!r}")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise ToolDefinitionError(f"parameters must be a JSON schema dict or None, got {type(parameters).__name__}")
+        for arg, flag in (("idempotent", idempotent), ("requires_approval", requires_approval)):
+            if not isinstance(flag, bool):
+                raise ToolDefinitionError(f"{arg} must be True or False, got {flag!r}")
+        _check_limits(limits)
         ctx = context_param(fn)
         skip = frozenset((ctx,)) if ctx is not None else frozenset()
         fs = function_schema(fn, name=name, description=description, parameters=parameters, skip_params=skip)
@@ -159,6 +181,7 @@ class ToolRegistry:
             raise ToolDefinitionError(
                 f"tool {fs.name!r}: invalid JSON schema at {e.json_path}: {e.message}"
             ) from None
+        _check_refs(fs.name, params)
         if fs.name in self._tools:
             raise ToolDefinitionError(
                 f"a tool named {fs.name!r} is already registered; pass name=... to register it under another name"
@@ -181,7 +204,7 @@ class ToolRegistry:
         definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
         if fs.description:
             definition["function"]["description"] = fs.description
-        tool = Tool(
+        return self._insert(Tool(
             name=fs.name,
             description=fs.description,
             parameters=params,
@@ -197,11 +220,34 @@ class ToolRegistry:
             idempotent=bool(idempotent),
             requires_approval=bool(requires_approval),
             context=ctx,
-        )
+        ))
+
+    def add(self, tool: Tool) -> Tool:
+        """Add an already built `Tool` (e.g. from another registry) under its own name."""
+        if not isinstance(tool, Tool):
+            raise ToolDefinitionError(f"add() takes a Tool (from register()), got {tool!r}; use register(fn) for a function")
+        return self._insert(tool)
+
+    def _insert(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ToolDefinitionError(
+                f"a tool named {tool.name!r} is already registered; pass name=... to register it under another name"
+            )
         self._tools[tool.name] = tool
         # A new list, never a mutation: runs in flight keep the array they started with.
-        self._definitions = [*self._definitions, definition]
+        self._definitions = [*self._definitions, tool.definition]
         return tool
+
+    def include(self, other: ToolRegistry) -> list[Tool]:
+        """Add every tool of `other` (as it is now); sandboxed ones keep running in `other`'s sandbox."""
+        clash = sorted(set(other.names) & set(self._tools))
+        if clash:
+            raise ToolDefinitionError(f"tools named {', '.join(map(repr, clash))} are already registered")
+        added = [self._insert(tool) for tool in other]
+        for tool in added:
+            if tool.sandbox in ("process", "isolated"):
+                self._owners[tool.name] = other._owners.get(tool.name, other)
+        return added
 
     def unregister(self, name: str) -> Tool:
         """Remove the tool `name` and return it. Runs in flight keep the tools array they started with."""
@@ -210,6 +256,7 @@ class ToolRegistry:
         except KeyError:
             raise KeyError(f"no tool named {name!r} is registered") from None
         self._definitions = [d for d in self._definitions if d is not tool.definition]
+        self._owners.pop(name, None)
         return tool
 
     def _check_sandbox(self, name: str, fn: Callable[..., Any], mode: str) -> str:
@@ -219,8 +266,15 @@ class ToolRegistry:
         self.sandbox_for(mode).check_available()
         return ref
 
-    def sandbox_for(self, mode: str) -> Any:
-        """The registry's fork-server sandbox for "process" or "isolated" (created on first use)."""
+    def sandbox_for(self, mode: str, tool: str | None = None) -> Any:
+        """The fork-server sandbox for "process" or "isolated" (created on first use).
+
+        A tool taken from another registry (`include`) runs in that registry's sandbox, which
+        that registry's `aclose()` stops.
+        """
+        owner = self._owners.get(tool) if tool is not None else None
+        if owner is not None:
+            return owner.sandbox_for(mode)
         isolated = mode == "isolated"
         box = self._sandboxes.get(isolated)
         if box is None:
@@ -270,6 +324,46 @@ class ToolRegistry:
         return f"ToolRegistry({', '.join(self._tools)})"
 
 
+_TOOL_OPTIONS = frozenset({"name", "description", "parameters", "sandbox", "limits", "idempotent", "requires_approval"})
+
+
+def _check_limits(limits: Any) -> None:
+    if limits is not None and not isinstance(limits, Limits):
+        raise ToolDefinitionError(
+            f"limits must be a Limits (e.g. Limits(timeout=10, memory_mb=256)) or None, got {limits!r}"
+        )
+
+
+def _check_refs(name: str, schema: dict[str, Any]) -> None:
+    """Every `$ref` must resolve now: jsonschema would only find out mid-run, on the first call."""
+
+    def walk(node: Any, resolver: Any) -> None:
+        if isinstance(node, list):
+            for x in node:
+                walk(x, resolver)
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str) and node is not schema:
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for key in ("$ref", "$dynamicRef"):
+            ref = node.get(key)
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Unresolvable as e:
+                    raise ToolDefinitionError(
+                        f"tool {name!r}: the parameters schema has {key} {ref!r}, which does not resolve ({str(e)[:200]}). "
+                        "Define it under \"$defs\" of the parameters schema (remote references are not fetched)."
+                    ) from None
+        for key, value in node.items():
+            if key not in ("enum", "const", "default", "examples"):  # data, not schemas
+                walk(value, resolver)
+
+    root = Resource.from_contents(schema, default_specification=DRAFT202012)
+    walk(schema, Registry().with_resource(root.id() or "", root).resolver(root.id() or ""))
+
+
 class ArgumentsError(ValueError):
     """The arguments of one call cannot be used; the message is written for the model."""
 
@@ -284,7 +378,7 @@ def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any
         return {}
     if isinstance(raw, str):
         try:
-            value = _json.loads(raw, max_depth=max_depth)
+            value = _json.loads_exact(raw, max_depth=max_depth)  # an int argument must not arrive rounded
         except _json.DepthError as e:
             raise ArgumentsError(f"{e}. Send flatter arguments.") from None
         except ValueError as e:

@@ -14,7 +14,7 @@ import anyio.lowlevel
 from ._approval import check_approval, decision_record
 from ._arguments import clip, too_many_calls_text
 from ._dispatch import Dispatcher
-from ._events import ToolCallFinished
+from ._events import ToolCallFinished, ToolCallStarted
 from ._exceptions import LoopDetected, RunLimitExceeded, ToolCallLimitExceeded
 from ._journal import Journal
 from ._runlimits import RunLimits
@@ -54,7 +54,8 @@ async def tools_step(
     async def decided(record: ToolCallRecord) -> None:
         """A call the loop settles without running it (skipped, rejected, ...): still an event."""
         await run.settle(record)
-        if emit is not None:
+        if emit is not None:  # every call gets both events, even one that never runs
+            await emit(ToolCallStarted(run.run_id, record.step, record.id, record.name, record.raw_arguments))
             await emit(ToolCallFinished(run.run_id, record.step, record))
     to_run: list[dict[str, Any]] = []
     pending: list[PendingCall] = []

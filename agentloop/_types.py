@@ -209,6 +209,7 @@ class ToolCallRecord:
     duration_s: float = 0.0
     error: str | None = None
     raw_arguments: str = ""
+    traceback: str | None = None  # status "raised": the exception's traceback text, in every sandbox mode
 
     @property
     def ok(self) -> bool:

@@ -30,6 +30,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 _MIB = 1 << 20
 _MSG_CAP = 2000  # exception messages are cut to this many characters
+_TB_CAP = 8000  # tracebacks keep their last this many characters (the innermost frames)
 # Pre-encoded so that it can be written when no memory is left to build anything.
 _MEMORY_FRAME = b'{"s":"memory"}\n'
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -160,12 +161,19 @@ def _header(status: str, **fields: Any) -> bytes:
     return _json.dumps({"s": status, **fields}) + b"\n"
 
 
-def _exc_fields(exc: BaseException) -> dict[str, Any]:
+def _exc_fields(exc: BaseException, *, with_traceback: bool = False) -> dict[str, Any]:
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a hostile __str__
         message = "<unprintable>"
-    return {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
+    fields = {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
+    if with_traceback:  # sent back in the result frame: the host keeps it on the call's record
+        try:
+            tb = "".join(traceback.format_exception(exc))
+        except Exception:  # noqa: BLE001 - formatting calls the hostile __str__ again
+            tb = f"{type(exc).__name__}: <unprintable>\n"
+        fields["tb"] = tb[-_TB_CAP:]
+    return fields
 
 
 async def _await(awaitable: Any) -> Any:
@@ -190,11 +198,11 @@ def _run(
         if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE: it wrote more than file_size_mb
             _write(_header("output_limit", **_exc_fields(exc)))
         else:
-            _write(_header("raised", **_exc_fields(exc)))
+            _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
             traceback.print_exc()
         return
     except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt are results too
-        _write(_header("raised", **_exc_fields(exc)))
+        _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
         traceback.print_exc()
         return
     finally:

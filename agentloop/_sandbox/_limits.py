@@ -27,6 +27,8 @@ class SandboxOutcome:
     truncated: bool = False
     stdout: str = ""
     stderr: str = ""
+    exc_message: str = ""  # status "raised": the exception's message (`error` is its type name)
+    traceback: str = ""  # status "raised": the child's traceback text (its last 8000 characters)
 
     @property
     def ok(self) -> bool:

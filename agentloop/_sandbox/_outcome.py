@@ -17,7 +17,7 @@ from ._protocol import EXIT_CONFINE_FAILED
 
 __all__ = ["classify", "unavailable"]
 
-_HEADER_MAX = 8192  # the child's header line is small (exception messages are cut at 2000 chars)
+_HEADER_MAX = 64 << 10  # the child's header line: a message cut at 2000 chars, a traceback at 8000
 _NO_CAP = 64 << 20  # what the host reads at most when output_bytes is None
 _CHILD_STATUSES = {"ok", "raised", "invalid_result", "memory", "output_limit"}
 
@@ -91,7 +91,9 @@ def classify(status: dict[str, Any], host_killed: str | None, limits: Limits, re
             marker = f"\n…[output truncated: the result has {total:,} characters, the limit is {cap:,} bytes]"
             return outcome("output_limit", text + marker, "output_bytes", True)
         if kind == "raised":
-            return outcome("raised", f"{etype}: {emsg}" if emsg else etype, etype)
+            raised = outcome("raised", f"{etype}: {emsg}" if emsg else etype, etype)
+            raised.exc_message, raised.traceback = emsg, str(header.get("tb") or "")
+            return raised
         if kind == "invalid_result":
             return outcome(
                 "invalid_result", f"Tool returned a value that cannot be encoded as JSON ({etype}: {emsg})", etype

@@ -192,7 +192,13 @@ class AgentActivities:
             "function": {"name": data["name"], "arguments": json.dumps(data.get("arguments") or {})},
         }
         record = (await _heartbeating(dispatcher.run, [call], int(data.get("step", 0))))[0]
-        return {"status": record.status, "content": record.content, "error": record.error, "duration_s": record.duration_s}
+        return {
+            "status": record.status,
+            "content": record.content,
+            "error": record.error,
+            "duration_s": record.duration_s,
+            "traceback": record.traceback,
+        }
 
 
 async def _heartbeating(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -96,10 +96,11 @@ def _consume(task: Any) -> None:
 class _Outcome:
     """What the Dispatcher reads from a sandbox call."""
 
-    __slots__ = ("status", "content", "error")
+    __slots__ = ("status", "content", "error", "traceback")
+    formatted = True  # the worker's Dispatcher wrote the text (and its format_tool_error): keep it
 
-    def __init__(self, status: str, content: str, error: str | None) -> None:
-        self.status, self.content, self.error = status, content, error
+    def __init__(self, status: str, content: str, error: str | None, traceback: str | None = None) -> None:
+        self.status, self.content, self.error, self.traceback = status, content, error, traceback
 
 
 class _ActivityBox:
@@ -135,7 +136,7 @@ class _ActivityBox:
                 + ". It may or may not have taken effect: check before calling it again."
             )
             return _Outcome("outcome_unknown", text, "worker lost")
-        return _Outcome(out["status"], out["content"], out["error"])
+        return _Outcome(out["status"], out["content"], out["error"], out.get("traceback"))
 
 
 class _ActivityTools(ToolRegistry):
@@ -145,7 +146,7 @@ class _ActivityTools(ToolRegistry):
         super().__init__()
         self._box = box
 
-    def add(self, spec: dict[str, Any]) -> None:
+    def add_spec(self, spec: dict[str, Any]) -> None:
         fn = spec["definition"]["function"]
         self.register(
             _proxy,
@@ -160,7 +161,7 @@ class _ActivityTools(ToolRegistry):
     def _check_sandbox(self, name: str, fn: Any, mode: str) -> str:
         return name  # the "ref" the box receives: the tool's name on the worker
 
-    def sandbox_for(self, mode: str) -> Any:
+    def sandbox_for(self, mode: str, tool: str | None = None) -> Any:
         return self._box
 
 
@@ -241,7 +242,7 @@ class AgentWorkflow:
         box = _ActivityBox(run_id, {t["name"]: t for t in described["tools"]})
         tools = _ActivityTools(box)
         for spec in described["tools"]:
-            tools.add(spec)
+            tools.add_spec(spec)
         spec = data["agent"]
         limits = limits_from_data(spec["limits"])
         agent = Agent(

@@ -1,0 +1,226 @@
+"""Checking what a caller hands to `Agent(...)`: every mistake is refused at construction.
+
+A mistake found inside `run()` is found late (after a model request was paid for, or never, in a
+branch the caller's tests do not reach). So each argument is checked here, once, and a
+`ConfigurationError` names the argument, what was wrong and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
+from typing import Any
+
+from . import _json
+from ._exceptions import ConfigurationError, ToolDefinitionError
+from ._runlimits import RunLimits
+from ._tools import Tool, ToolRegistry
+
+__all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
+
+# Request fields the loop itself sets on every request: a model_settings entry would overwrite them.
+_OWNED = {
+    "model": "pass model=... to Agent",
+    "messages": "pass the conversation to Agent.run(messages=...)",
+    "tools": "pass tools=... to Agent",
+    "tool_choice": "pass tool_choice=... to Agent",
+    "stream": "use Agent.stream(...) for a streamed run",
+    "stream_options": "the loop sets it when it streams",
+    "functions": "the legacy functions API is not used; pass tools=... to Agent",
+    "function_call": "the legacy functions API is not used; pass tool_choice=... to Agent",
+    "system": "pass instructions=... to Agent (or a system message in messages=...)",
+}
+
+
+def build_tools(tools: Any) -> ToolRegistry:
+    """`tools=` as a registry: a registry as is, or a list of functions, registries, `Tool`s, MCP servers."""
+    if tools is None:
+        return ToolRegistry()
+    if isinstance(tools, ToolRegistry):
+        return tools
+    if not isinstance(tools, (list, tuple)):
+        raise ConfigurationError(
+            f"tools must be a ToolRegistry or a list of tools (functions, ToolRegistry, Tool, MCPServer), "
+            f"got {type(tools).__name__}. Wrap a single function in a list: tools=[{_label(tools)}]."
+        )
+    registry = ToolRegistry()
+    for i, item in enumerate(tools):
+        try:
+            _add(registry, item)
+        except ToolDefinitionError as e:
+            raise ToolDefinitionError(f"tools[{i}]: {e}") from None
+        except ConfigurationError as e:
+            raise ConfigurationError(f"tools[{i}]: {e}") from None
+    return registry
+
+
+def _add(registry: ToolRegistry, item: Any) -> None:
+    if isinstance(item, ToolRegistry):
+        registry.include(item)
+    elif isinstance(item, Tool):
+        registry.add(item)
+    elif _is_mcp_server(item):
+        item.register_into(registry)  # raises MCPServerError when the server is not open
+    elif isinstance(item, (str, bytes)) or not callable(item):
+        raise ConfigurationError(
+            f"{item!r} is not a tool: pass the function itself (tools=[get_weather], not tools=['get_weather']), "
+            "a ToolRegistry, a Tool or an open MCPServer."
+        )
+    else:
+        registry.register(item)
+
+
+def _is_mcp_server(item: Any) -> bool:
+    if not hasattr(item, "register_into"):
+        return False
+    from .mcp import MCPServer  # imports no mcp package itself: that happens when a server opens
+
+    return isinstance(item, MCPServer)
+
+
+def _label(x: Any) -> str:
+    return getattr(x, "__name__", None) or repr(x)
+
+
+def check_limits(limits: Any, max_steps: Any) -> RunLimits:
+    """The run limits from `limits=` and the `max_steps=` shortcut; refuses the two disagreeing."""
+    if limits is not None and not isinstance(limits, RunLimits):
+        raise ConfigurationError(f"limits must be a RunLimits (e.g. RunLimits(max_steps=5, timeout=60)), got {limits!r}")
+    if max_steps is None:
+        return limits or RunLimits()
+    check_int("max_steps", max_steps)
+    if limits is None:
+        return RunLimits(max_steps=max_steps)
+    default = next(f.default for f in fields(RunLimits) if f.name == "max_steps")
+    if limits.max_steps not in (default, max_steps):
+        raise ConfigurationError(
+            f"max_steps={max_steps} disagrees with limits=RunLimits(max_steps={limits.max_steps}); pass it once, "
+            f"e.g. limits=RunLimits(..., max_steps={max_steps}) without max_steps=."
+        )
+    return replace(limits, max_steps=max_steps)
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
+
+
+def check_model_settings(settings: Any) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise ConfigurationError(
+            f"model_settings must be a dict of extra request fields, e.g. {{'temperature': 0.2}}, got {settings!r}"
+        )
+    for key, value in settings.items():
+        if not isinstance(key, str):
+            raise ConfigurationError(f"model_settings keys must be strings (request field names), got {key!r}")
+        if key in _OWNED:
+            raise ConfigurationError(
+                f"model_settings may not set {key!r}: the agent loop sets it on every request ({_OWNED[key]})."
+            )
+        if key == "n" and value != 1:
+            raise ConfigurationError(
+                f"model_settings n={value!r}: the loop continues one conversation, so it needs exactly one "
+                "choice per request; remove n (run the agent several times for several answers)."
+            )
+    try:
+        _json.dumps(dict(settings))
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(f"model_settings must be JSON-encodable (they are sent as they are): {e}") from None
+    return dict(settings)
+
+
+def check_callable(name: str, fn: Any, args: tuple[str, ...]) -> None:
+    """`fn` is a callable that accepts len(args) positional arguments (named in the message)."""
+    shape = f"({', '.join(args)})"
+    if not callable(fn):
+        raise ConfigurationError(f"{name} must be a callable {shape}, got {fn!r}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable without a signature: trust it
+    try:
+        sig.bind(*args)
+    except TypeError:
+        raise ConfigurationError(
+            f"{name} must accept {len(args)} positional arguments {shape}; {_label(fn)}{sig} does not"
+        ) from None
+
+
+def check_choice_needs_tools(choice: Any, registry: ToolRegistry) -> None:
+    if choice == "required" and not len(registry):
+        raise ConfigurationError(
+            "tool_choice='required' forces a tool call, but the agent has no tools; register tools or use 'auto'."
+        )
+
+
+Formatter = Callable[[str, BaseException], str]
+
+
+def check_client_options(
+    *,
+    api_key: Any,
+    base_url: Any,
+    max_tokens: Any,
+    stream: Any,
+    timeout: Any,
+    total_timeout: Any,
+    retry: Any,
+    headers: Any,
+    http_client: Any,
+    transport: Any,
+    max_connections: Any,
+) -> None:
+    """FluxClient's arguments, checked before anything is built (the key itself is never echoed)."""
+    import httpx
+
+    from ._retry import RetryPolicy
+
+    if api_key is not None and (not isinstance(api_key, str) or any(c.isspace() or ord(c) < 32 for c in api_key)):
+        what = type(api_key).__name__ if not isinstance(api_key, str) else "a str with whitespace or control characters"
+        raise ConfigurationError(
+            f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
+            "check how it was read (e.g. .strip() a line read from a file)."
+        )
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}")
+    check_int("max_tokens", max_tokens)
+    if not isinstance(stream, bool):
+        raise ConfigurationError(f"stream must be True or False, got {stream!r}")
+    if isinstance(timeout, httpx.Timeout):
+        parts = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write, "pool": timeout.pool}
+        bad = {k: v for k, v in parts.items() if v is not None and v <= 0}
+        if bad:
+            raise ConfigurationError(f"timeout: every part of the httpx.Timeout must be positive or None, got {bad}")
+    elif timeout is not None:
+        _positive_seconds("timeout", timeout)
+    if total_timeout is not None:
+        _positive_seconds("total_timeout", total_timeout)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}")
+    if headers is not None:
+        if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
+        owned = sorted(k for k in headers if k.lower() in ("authorization", "x-api-key"))
+        if owned:
+            raise ConfigurationError(
+                f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
+            )
+    if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        raise ConfigurationError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}")
+    if not isinstance(transport, (str, httpx.AsyncBaseTransport)):
+        raise ConfigurationError(
+            f"transport must be 'auto', 'httpcore', 'sharded', 'aiohttp' or an httpx.AsyncBaseTransport, got {transport!r}"
+        )
+    if http_client is not None and transport != "auto":
+        raise ConfigurationError(
+            "transport= and http_client= disagree: a custom http_client brings its own transport. Pass one of them."
+        )
+    check_int("max_connections", max_connections)
+
+
+def _positive_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
