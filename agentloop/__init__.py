@@ -20,14 +20,11 @@ Optional parts live in their own modules and are imported only when used: `agent
 """
 
 from ._agent import Agent, ToolChoice
-from ._context import RunContext
-from ._conversation import messages_from_json, messages_to_json
-from ._history import History
-from ._output import JsonSchema
-from ._outputstream import OutputDelta
 from ._approval import Decision, Override, Reject
 from ._budget import InputBudget
 from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
+from ._context import RunContext
+from ._conversation import messages_from_json, messages_to_json
 from ._events import (
     Event,
     ModelRequestStarted,
@@ -68,19 +65,22 @@ from ._exceptions import (
     RunLimitExceeded,
     RunLockedError,
     RunNotFoundError,
+    SandboxedToolError,
     SandboxUnavailableError,
     StepLimitExceeded,
     TimeLimitExceeded,
     TokenLimitExceeded,
     ToolCallLimitExceeded,
-    SandboxedToolError,
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
+from ._history import History
 from ._journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
 from ._limits import Limits
 from ._model import Model, ModelRequest
 from ._observe import Observer
+from ._output import JsonSchema
+from ._outputstream import OutputDelta
 from ._retry import RetryPolicy
 from ._runlimits import RunLimits
 from ._tools import SandboxMode, Tool, ToolRegistry
@@ -189,7 +189,9 @@ def _fix_module_names() -> None:
 
     for name in __all__:
         obj = globals()[name]
-        if not (isinstance(obj, type) or callable(obj)) or not getattr(obj, "__module__", "").startswith("agentloop._"):
+        if not (isinstance(obj, type) or callable(obj)) or not getattr(obj, "__module__", "").startswith(
+            "agentloop._"
+        ):
             continue
         own = obj.__dict__.get("__annotations__") if isinstance(obj, type) else None
         if own:

@@ -28,13 +28,6 @@ import anyio.lowlevel
 from typing_extensions import TypeVar
 
 from . import _json
-from ._budget import InputBudget
-from ._approval import (
-    ApprovalPredicate,
-    Decision,
-    check_decisions,
-    decision_to_data,
-)
 from ._agentconfig import (
     build_tools,
     check_callable,
@@ -43,6 +36,13 @@ from ._agentconfig import (
     check_limits,
     check_model_settings,
 )
+from ._approval import (
+    ApprovalPredicate,
+    Decision,
+    check_decisions,
+    decision_to_data,
+)
+from ._budget import InputBudget
 from ._context import check_instructions, check_no_running_loop, resolve_instructions
 from ._conversation import ToolChoice, check_conversation, history_message, normalize_tool_choice
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
@@ -62,8 +62,8 @@ from ._exceptions import (
     ConfigurationError,
     ConversationError,
     JournalError,
-    RunLimitExceeded,
     ResumeError,
+    RunLimitExceeded,
     StepLimitExceeded,
     TimeLimitExceeded,
     TokenLimitExceeded,
@@ -87,7 +87,6 @@ from ._types import OutputT, RunResult, Usage
 DepsT = TypeVar("DepsT", default=None)
 
 __all__ = ["Agent", "ToolChoice"]
-
 
 
 class Agent(Generic[DepsT, OutputT]):
@@ -175,10 +174,16 @@ class Agent(Generic[DepsT, OutputT]):
             check_callable("require_approval", require_approval, ("tool_name", "arguments"))
         if format_tool_error is not None:
             check_callable("format_tool_error", format_tool_error, ("tool_name", "exception"))
-        if journal is not None and not all(callable(getattr(journal, m, None)) for m in ("create", "append", "load")):
-            raise ConfigurationError(f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}")
+        if journal is not None and not all(
+            callable(getattr(journal, m, None)) for m in ("create", "append", "load")
+        ):
+            raise ConfigurationError(
+                f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}"
+            )
         if not isinstance(observers, (list, tuple)):
-            raise ConfigurationError(f"observers must be a list of callables taking an Event, got {observers!r}")
+            raise ConfigurationError(
+                f"observers must be a list of callables taking an Event, got {observers!r}"
+            )
         if input_budget is None:
             input_budget = getattr(client, "input_budget", None)
             input_budget = input_budget if isinstance(input_budget, InputBudget) else InputBudget()
@@ -214,7 +219,9 @@ class Agent(Generic[DepsT, OutputT]):
         self.output: OutputSpec | None = None
         if output_type is not str:
             if "final_result" in self.tools:
-                raise ConfigurationError("a tool named 'final_result' clashes with the final-answer tool of output_type")
+                raise ConfigurationError(
+                    "a tool named 'final_result' clashes with the final-answer tool of output_type"
+                )
             wire = getattr(client, "wire", None)
             self.output = OutputSpec(output_type, output_mode, wire=wire, has_tools=len(self.tools) > 0)
 
@@ -354,7 +361,9 @@ class Agent(Generic[DepsT, OutputT]):
         self._configure(run, deps, model, model_settings)
         return run
 
-    def _configure(self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None) -> None:
+    def _configure(
+        self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None
+    ) -> None:
         if model is not None and (not isinstance(model, str) or not model):
             raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
         if model_settings is not None:  # per run, the same rules as at construction
@@ -388,7 +397,9 @@ class Agent(Generic[DepsT, OutputT]):
                 if state.final is None:  # where a resume picked up: shown by the run inspector
                     was = loaded.info.status
                     after = "paused" if state.pending else ("interrupted" if was == "running" else was)
-                    await self.journal.append(source, "resumed", {"after": after}, step=run.steps, status="running")
+                    await self.journal.append(
+                        source, "resumed", {"after": after}, step=run.steps, status="running"
+                    )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.journal.release(source, token)
@@ -409,7 +420,9 @@ class Agent(Generic[DepsT, OutputT]):
         calls = last.get("tool_calls") or []
         ids = {c.get("id") for c in calls}
         if last.get("role") != "assistant" or not {p.id for p in source.pending} <= ids:
-            raise ResumeError(f"run {source.run_id!r}: the last message is not the assistant message of the pending calls")
+            raise ResumeError(
+                f"run {source.run_id!r}: the last message is not the assistant message of the pending calls"
+            )
         step = source.steps
         done = [r for r in source.tool_calls if r.step == step and r.id in ids]
         run = Run(source.run_id, check_conversation(source.messages))
@@ -427,7 +440,9 @@ class Agent(Generic[DepsT, OutputT]):
         if observe is not None:  # one emit for the stream consumer and the observers alike
             emit = fan_out(self.observers, emit)
         journal = self.journal
-        if run.instructions is not None:  # dynamic instructions: resolved once, then journaled like static ones
+        if (
+            run.instructions is not None
+        ):  # dynamic instructions: resolved once, then journaled like static ones
             text = await resolve_instructions(run.instructions, run.context(0))
             run.instructions = None
             if text:
@@ -440,7 +455,9 @@ class Agent(Generic[DepsT, OutputT]):
             if run.final is not None:  # a journaled run that had already finished
                 if journal is not None and not run.ended:
                     data = {"stop_reason": run.final.stop_reason, "output": run.final.output}
-                    await journal.append(run.run_id, "end", data, step=run.steps, status=run.final.stop_reason)
+                    await journal.append(
+                        run.run_id, "end", data, step=run.steps, status=run.final.stop_reason
+                    )
                 if self.output is not None and run.final.output is not None:  # journaled as JSON
                     run.final.output = self.output.restore(run.final.output)
                 elif isinstance(run.final.output, StoredOutput):  # a plain agent gets the data
@@ -505,7 +522,9 @@ class Agent(Generic[DepsT, OutputT]):
             if emit is not None:  # partial outputs for the stream; `lambda` sees a switched spec too
                 emit = dispatcher.emit = partial_output_emit(emit, lambda: output)  # type: ignore[arg-type,return-value]
         # after a forced first step: "auto", or "required" while the answer must come through final_result
-        settled = "required" if output is not None and output.mode == "tool" and not output.allows_text else "auto"
+        settled = (
+            "required" if output is not None and output.mode == "tool" and not output.allows_text else "auto"
+        )
         unforced = (None, "auto", "none", settled)
         if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in unforced:
             request.tool_choice = settled
@@ -566,7 +585,13 @@ class Agent(Generic[DepsT, OutputT]):
             if emit is not None:
                 await emit(
                     ModelResponded(
-                        run.run_id, step, turn.usage, turn.finish_reason, len(calls or ()), turn.model, turn.request_id
+                        run.run_id,
+                        step,
+                        turn.usage,
+                        turn.finish_reason,
+                        len(calls or ()),
+                        turn.model,
+                        turn.request_id,
                     )
                 )
             model = turn.model or run.model
@@ -604,11 +629,15 @@ class Agent(Generic[DepsT, OutputT]):
                 return paused
             request.tool_errors.update(r.id for r in run.tool_calls[recorded:] if r.status != "ok")
             if log is not None:
-                log.debug("step finished", step=step, tool_calls=len(calls), total_tokens=turn.usage.total_tokens)
+                log.debug(
+                    "step finished", step=step, tool_calls=len(calls), total_tokens=turn.usage.total_tokens
+                )
             if emit is not None:
                 await emit(StepFinished(run.run_id, step, turn.usage, len(calls)))
 
-    async def _finish(self, run: Run, output: Any, reason: str, emit: Emit | None, log: Any) -> RunResult[Any]:
+    async def _finish(
+        self, run: Run, output: Any, reason: str, emit: Emit | None, log: Any
+    ) -> RunResult[Any]:
         result = run.result(output, reason)
         if self.journal is not None:
             data: dict[str, Any] = {"stop_reason": reason, "output": output}
@@ -617,7 +646,9 @@ class Agent(Generic[DepsT, OutputT]):
                 data.update(output=_json.dumps_str(value), output_data=value)
             await self.journal.append(run.run_id, "end", data, step=run.steps, status=reason)
         if log is not None:
-            log.debug("run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens)
+            log.debug(
+                "run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens
+            )
         if emit is not None:
             await emit(RunFinished(run.run_id, result))
         return result

@@ -86,7 +86,9 @@ def _label(x: Any) -> str:
 def check_limits(limits: Any, max_steps: Any) -> RunLimits:
     """The run limits from `limits=` and the `max_steps=` shortcut; refuses the two disagreeing."""
     if limits is not None and not isinstance(limits, RunLimits):
-        raise ConfigurationError(f"limits must be a RunLimits (e.g. RunLimits(max_steps=5, timeout=60)), got {limits!r}")
+        raise ConfigurationError(
+            f"limits must be a RunLimits (e.g. RunLimits(max_steps=5, timeout=60)), got {limits!r}"
+        )
     if max_steps is None:
         return limits or RunLimits()
     check_int("max_steps", max_steps)
@@ -115,7 +117,9 @@ def check_model_settings(settings: Any) -> dict[str, Any]:
         )
     for key, value in settings.items():
         if not isinstance(key, str):
-            raise ConfigurationError(f"model_settings keys must be strings (request field names), got {key!r}")
+            raise ConfigurationError(
+                f"model_settings keys must be strings (request field names), got {key!r}"
+            )
         if key in _OWNED:
             raise ConfigurationError(
                 f"model_settings may not set {key!r}: the agent loop sets it on every request ({_OWNED[key]})."
@@ -128,7 +132,9 @@ def check_model_settings(settings: Any) -> dict[str, Any]:
     try:
         _json.dumps(dict(settings))
     except (TypeError, ValueError) as e:
-        raise ConfigurationError(f"model_settings must be JSON-encodable (they are sent as they are): {e}") from None
+        raise ConfigurationError(
+            f"model_settings must be JSON-encodable (they are sent as they are): {e}"
+        ) from None
     return dict(settings)
 
 
@@ -178,30 +184,49 @@ def check_client_options(
 
     from ._retry import RetryPolicy
 
-    if api_key is not None and (not isinstance(api_key, str) or any(c.isspace() or ord(c) < 32 for c in api_key)):
-        what = type(api_key).__name__ if not isinstance(api_key, str) else "a str with whitespace or control characters"
+    if api_key is not None and (
+        not isinstance(api_key, str) or any(c.isspace() or ord(c) < 32 for c in api_key)
+    ):
+        what = (
+            type(api_key).__name__
+            if not isinstance(api_key, str)
+            else "a str with whitespace or control characters"
+        )
         raise ConfigurationError(
             f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
             "check how it was read (e.g. .strip() a line read from a file)."
         )
     if base_url is not None and not isinstance(base_url, str):
-        raise ConfigurationError(f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}")
+        raise ConfigurationError(
+            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}"
+        )
     check_int("max_tokens", max_tokens)
     if not isinstance(stream, bool):
         raise ConfigurationError(f"stream must be True or False, got {stream!r}")
     if isinstance(timeout, httpx.Timeout):
-        parts = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write, "pool": timeout.pool}
+        parts = {
+            "connect": timeout.connect,
+            "read": timeout.read,
+            "write": timeout.write,
+            "pool": timeout.pool,
+        }
         bad = {k: v for k, v in parts.items() if v is not None and v <= 0}
         if bad:
-            raise ConfigurationError(f"timeout: every part of the httpx.Timeout must be positive or None, got {bad}")
+            raise ConfigurationError(
+                f"timeout: every part of the httpx.Timeout must be positive or None, got {bad}"
+            )
     elif timeout is not None:
         _positive_seconds("timeout", timeout)
     if total_timeout is not None:
         _positive_seconds("total_timeout", total_timeout)
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}")
+        raise ConfigurationError(
+            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}"
+        )
     if headers is not None:
-        if not isinstance(headers, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
             raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
         owned = sorted(k for k in headers if k.lower() in ("authorization", "x-api-key"))
         if owned:
@@ -209,7 +234,9 @@ def check_client_options(
                 f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
             )
     if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-        raise ConfigurationError(f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}")
+        raise ConfigurationError(
+            f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
+        )
     if not isinstance(transport, (str, httpx.AsyncBaseTransport)):
         raise ConfigurationError(
             f"transport must be 'auto', 'httpcore', 'sharded', 'aiohttp' or an httpx.AsyncBaseTransport, got {transport!r}"
@@ -222,5 +249,10 @@ def check_client_options(
 
 
 def _positive_seconds(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value == float("inf")
+    ):
         raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")

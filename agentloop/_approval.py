@@ -96,14 +96,26 @@ def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolC
             f"Not run: a human rejected this call of {pending.name!r}.{reason} Do not call it again "
             "with these arguments; continue without it or ask the user."
         )
-        return ToolCallRecord(pending.id, pending.name, pending.arguments, "rejected", content, pending.step, raw_arguments=raw)
+        return ToolCallRecord(
+            pending.id, pending.name, pending.arguments, "rejected", content, pending.step, raw_arguments=raw
+        )
     if isinstance(decision, Override):
         from ._dispatch import encode_result
 
         status, content, error = encode_result(pending.name, decision.result, None)
         if status != "ok":
-            raise ResumeError(f"Override for call {pending.id!r}: {content} Pass a str or a JSON-encodable value.")
-        return ToolCallRecord(pending.id, pending.name, pending.arguments, "overridden", content, pending.step, raw_arguments=raw)
+            raise ResumeError(
+                f"Override for call {pending.id!r}: {content} Pass a str or a JSON-encodable value."
+            )
+        return ToolCallRecord(
+            pending.id,
+            pending.name,
+            pending.arguments,
+            "overridden",
+            content,
+            pending.step,
+            raw_arguments=raw,
+        )
     raise ResumeError(
         f"approval for call {pending.id!r} must be True, False, Reject(reason) or Override(result), got {decision!r}"
     )
@@ -125,12 +137,16 @@ def decision_from_data(data: Any) -> Decision:
     return bool(data)
 
 
-def check_decisions(pending: list[PendingCall], approvals: Mapping[str, Decision] | None) -> dict[str, Decision]:
+def check_decisions(
+    pending: list[PendingCall], approvals: Mapping[str, Decision] | None
+) -> dict[str, Decision]:
     wanted = {p.id for p in pending}
     approvals = dict(approvals or {})
     unknown = sorted(set(approvals) - wanted)
     if unknown:
-        raise ResumeError(f"approvals given for calls that are not pending: {unknown}; pending: {sorted(wanted)}")
+        raise ResumeError(
+            f"approvals given for calls that are not pending: {unknown}; pending: {sorted(wanted)}"
+        )
     missing = sorted(wanted - set(approvals))
     if missing:
         names = ", ".join(f"{p.id} ({p.name})" for p in pending if p.id in missing)

@@ -73,8 +73,7 @@ class InputBudget:
             if not ok or value <= 0:
                 kind = "a positive integer" if want_int else "a positive number of seconds"
                 raise ConfigurationError(
-                    f"InputBudget.{f.name} must be {kind}, got {value!r}; "
-                    f"leave it out to keep the default"
+                    f"InputBudget.{f.name} must be {kind}, got {value!r}; leave it out to keep the default"
                 )
         if self.max_json_depth > MAX_VALUE_DEPTH:
             raise ConfigurationError(

@@ -25,9 +25,19 @@ TOOL_HELP = (
 
 def add_tool_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     """`--tool` (repeatable; `--tools` is the same option) and `--base-url`, as every command names them."""
-    p.add_argument("--tool", "--tools", dest="tool", action="append", default=[], required=required,
-                   metavar="MODULE:ATTR", help=TOOL_HELP)
-    p.add_argument("--base-url", default=None, help="FluxRouter endpoint (default $FLUX_BASE_URL or FluxRouter's)")
+    p.add_argument(
+        "--tool",
+        "--tools",
+        dest="tool",
+        action="append",
+        default=[],
+        required=required,
+        metavar="MODULE:ATTR",
+        help=TOOL_HELP,
+    )
+    p.add_argument(
+        "--base-url", default=None, help="FluxRouter endpoint (default $FLUX_BASE_URL or FluxRouter's)"
+    )
 
 
 def import_from_cwd() -> None:
@@ -50,8 +60,16 @@ def load_tools(specs: Sequence[str]) -> ToolRegistry:
     tools = ToolRegistry()
     for obj in found:
         for t in obj if isinstance(obj, ToolRegistry) else ():
-            tools.register(t.fn, t.name, t.description, t.parameters, sandbox=t.sandbox, limits=t.limits,
-                           idempotent=t.idempotent, requires_approval=t.requires_approval)
+            tools.register(
+                t.fn,
+                t.name,
+                t.description,
+                t.parameters,
+                sandbox=t.sandbox,
+                limits=t.limits,
+                idempotent=t.idempotent,
+                requires_approval=t.requires_approval,
+            )
         if not isinstance(obj, ToolRegistry):
             tools.register(obj)
     return tools

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from ._agentconfig import check_client_options
 from ._budget import InputBudget
 from ._exceptions import (
     APIConnectionError,
@@ -35,7 +36,6 @@ from ._exceptions import (
     ToolsNotSupportedError,
 )
 from ._json import loads
-from ._agentconfig import check_client_options
 from ._model import Emit, ModelRequest
 from ._retry import Failure, RetryPolicy
 from ._secrets import CREDENTIAL_HEADERS, Redactor
@@ -111,9 +111,17 @@ class FluxClient:
         input_budget: InputBudget | None = None,
     ) -> None:
         check_client_options(  # every caller mistake is refused here (see _agentconfig)
-            api_key=api_key, base_url=base_url, max_tokens=max_tokens, stream=stream, timeout=timeout,
-            total_timeout=total_timeout, retry=retry, headers=headers, http_client=http_client,
-            transport=transport, max_connections=max_connections,
+            api_key=api_key,
+            base_url=base_url,
+            max_tokens=max_tokens,
+            stream=stream,
+            timeout=timeout,
+            total_timeout=total_timeout,
+            retry=retry,
+            headers=headers,
+            http_client=http_client,
+            transport=transport,
+            max_connections=max_connections,
         )
         key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
         if not key:
@@ -123,8 +131,10 @@ class FluxClient:
         self._api_key = key
         if wire not in (None, "openai", "anthropic"):
             raise ConfigurationError(f"unknown wire {wire!r}; supported: 'openai', 'anthropic'")
-        url = base_url or os.environ.get("FLUX_BASE_URL") or (
-            DEFAULT_ANTHROPIC_BASE_URL if wire == "anthropic" else DEFAULT_BASE_URL
+        url = (
+            base_url
+            or os.environ.get("FLUX_BASE_URL")
+            or (DEFAULT_ANTHROPIC_BASE_URL if wire == "anthropic" else DEFAULT_BASE_URL)
         )
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
@@ -160,7 +170,9 @@ class FluxClient:
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         if isinstance(transport, str) and transport not in _TRANSPORTS:
-            raise ConfigurationError(f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport")
+            raise ConfigurationError(
+                f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport"
+            )
         self._owns_http = http_client is None
         self._pool_args = (timeout, transport, max_connections)  # to build a fresh pool: fresh_pool()
         self._transport: object = None  # what __aenter__ prepares for the running loop
@@ -245,7 +257,11 @@ class FluxClient:
                     return await self._post(body)
                 return await self._stream(body, request, emit, progress)  # type: ignore[arg-type]
             except Failure as f:
-                if not f.retryable or attempt >= policy.max_retries or (progress is not None and progress.emitted):
+                if (
+                    not f.retryable
+                    or attempt >= policy.max_retries
+                    or (progress is not None and progress.emitted)
+                ):
                     raise f.error from f.__cause__
                 delay = policy.delay(attempt, f.headers)
             await anyio.sleep(delay)
@@ -266,7 +282,9 @@ class FluxClient:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
         budget = self.input_budget
         try:
-            async with self._http.stream("POST", self._url, content=body, headers=self._stream_headers) as response:
+            async with self._http.stream(
+                "POST", self._url, content=body, headers=self._stream_headers
+            ) as response:
                 if response.status_code >= 300:
                     raise self._status_failure(response, await read_some(response, _ERROR_BODY_BYTES))
                 request_id = response.headers.get("x-request-id")
@@ -333,7 +351,9 @@ class FluxClient:
             )
             return Failure(error, retryable=False)
         if not isinstance(e, httpx.TransportError):  # httpx's other request errors: a broken exchange
-            error = APIConnectionError(f"the request to {self._url} failed: {type(e).__name__}: {self._redact(str(e))}")
+            error = APIConnectionError(
+                f"the request to {self._url} failed: {type(e).__name__}: {self._redact(str(e))}"
+            )
             return Failure(error, retryable=False)
         if isinstance(e, httpx.TimeoutException):
             error = APITimeoutError(
@@ -355,7 +375,9 @@ class FluxClient:
     def _redact(self, text: str) -> str:
         return self._redactor.text(text)
 
-    def _status_error(self, response: httpx.Response, content: bytes, headers: dict[str, str]) -> APIStatusError:
+    def _status_error(
+        self, response: httpx.Response, content: bytes, headers: dict[str, str]
+    ) -> APIStatusError:
         status = response.status_code
         text = self._redact(content.decode(response.encoding or "utf-8", "replace"))
         try:
@@ -363,7 +385,11 @@ class FluxClient:
         except ValueError:
             body = text[:2000]
         # One sentence, whatever the server's ends with: "...key. Check..." never "...key.. Check...".
-        message = (_error_message(body) or self._redact(response.reason_phrase) or "no error message").rstrip().rstrip(".")
+        message = (
+            (_error_message(body) or self._redact(response.reason_phrase) or "no error message")
+            .rstrip()
+            .rstrip(".")
+        )
         request_id = response.headers.get("x-request-id")
         where = f"FluxRouter answered {status} for POST {self._url}"
         kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": headers}
@@ -375,7 +401,9 @@ class FluxClient:
                     "of a model verified to support tools).",
                     **kwargs,
                 )
-            return BadRequestError(f"{where}: {message}. The request was rejected; retrying will not help.", **kwargs)
+            return BadRequestError(
+                f"{where}: {message}. The request was rejected; retrying will not help.", **kwargs
+            )
         if status in (401, 403):
             return AuthenticationError(
                 f"{where}: {message}. Check the API key (FLUX_API_KEY or FluxClient(api_key=...)) "

@@ -46,7 +46,9 @@ def normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice
 def check_conversation(messages: Any) -> list[dict[str, Any]]:
     """Validate the caller's conversation (cheaply) and return a shallow copy the run may extend."""
     if not isinstance(messages, list):
-        raise ConversationError(f"messages must be a list of chat-format dicts, got {type(messages).__name__}")
+        raise ConversationError(
+            f"messages must be a list of chat-format dicts, got {type(messages).__name__}"
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
@@ -79,9 +81,13 @@ def messages_from_json(data: str | bytes) -> list[dict[str, Any]]:
         raise ConversationError(f"stored conversation is not valid JSON ({e})") from None
     if isinstance(value, dict):
         if value.get("format") != _FORMAT:
-            raise ConversationError(f"not a stored conversation: expected format {_FORMAT!r}, got {value.get('format')!r}")
+            raise ConversationError(
+                f"not a stored conversation: expected format {_FORMAT!r}, got {value.get('format')!r}"
+            )
         value = value.get("messages")
     return check_conversation(value)
+
+
 def history_message(message: dict[str, Any]) -> dict[str, Any]:
     """The assistant message as it enters the conversation: every call's arguments valid JSON object text.
 

@@ -164,7 +164,9 @@ class Dispatcher:
             return checked.status, checked.content, checked.error  # type: ignore[return-value]
         args = record.arguments = checked.arguments
         if self.log is not None:
-            self.log.debug("tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox)
+            self.log.debug(
+                "tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox
+            )
         if self.limiter is None:
             if self.on_invoke is not None:
                 await self.on_invoke(record)
@@ -184,9 +186,13 @@ class Dispatcher:
                 record.traceback = getattr(outcome, "traceback", None)
                 return outcome.status, outcome.content, outcome.error
             if outcome.status == "raised":  # the same formatter, record and log as in-process tools
-                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, outcome.traceback)
+                stand_in = SandboxedToolError(
+                    outcome.error or "Exception", outcome.exc_message, outcome.traceback
+                )
                 return "raised", self._raised(record, stand_in, outcome.traceback), outcome.error
-            if outcome.status == "ok" or (outcome.status == "output_limit" and "[output truncated:" in outcome.content):
+            if outcome.status == "ok" or (
+                outcome.status == "output_limit" and "[output truncated:" in outcome.content
+            ):
                 return outcome.status, outcome.content, outcome.error  # the tool's own output
             return outcome.status, _named(tool.name, outcome.content), outcome.error
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
@@ -203,10 +209,17 @@ class Dispatcher:
         except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
             return "raised", self._raised(record, e, "".join(traceback.format_exception(e))), type(e).__name__
         if timed_out:
-            abandoned = "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
-            return "timeout", f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.", "timeout"
+            abandoned = (
+                "; its worker thread was abandoned and may still be running"
+                if tool.sandbox == "thread"
+                else ""
+            )
+            return (
+                "timeout",
+                f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.",
+                "timeout",
+            )
         return encode_result(tool.name, value, limits.output_bytes)
-
 
     def _context(self, record: ToolCallRecord) -> Any:
         if self.context is not None:
@@ -234,10 +247,12 @@ class Dispatcher:
             if isinstance(text, str):
                 return text
             problem = f"returned {type(text).__name__}, not str"
-        except Exception as e:  # noqa: BLE001 - a broken formatter must not end the run
+        except Exception as e:
             problem = f"raised {type(e).__name__}: {e}"
         if log is not None:
-            log.warning("format_tool_error failed; the default text was sent", tool=record.name, problem=problem)
+            log.warning(
+                "format_tool_error failed; the default text was sent", tool=record.name, problem=problem
+            )
         return default_error_formatter(record.name, exc)
 
     @staticmethod

@@ -150,14 +150,18 @@ class RunFailed(Event):
 def warning_logger(**bound: Any) -> Any:
     """Like `run_logger`, for the rare warnings (a tool raised): logged at WARNING without DEBUG on."""
     structlog = sys.modules.get("structlog")
-    if (structlog is None or not structlog.is_configured()) and not _stdlib_logger.isEnabledFor(logging.WARNING):
+    if (structlog is None or not structlog.is_configured()) and not _stdlib_logger.isEnabledFor(
+        logging.WARNING
+    ):
         return None
     import structlog
 
     if structlog.is_configured():
         return structlog.get_logger("agentloop").bind(**bound)
     return structlog.wrap_logger(
-        _stdlib_logger, wrapper_class=structlog.stdlib.BoundLogger, processors=[structlog.stdlib.render_to_log_kwargs]
+        _stdlib_logger,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[structlog.stdlib.render_to_log_kwargs],
     ).bind(**bound)
 
 

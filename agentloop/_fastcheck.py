@@ -17,7 +17,9 @@ from typing import Any
 __all__ = ["compile_fast_check"]
 
 # Keys that never affect validity: descriptions, titles, defaults, examples.
-_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"})
+_ANNOTATIONS = frozenset(
+    {"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+)
 
 
 def _is_str(v: Any) -> bool:

@@ -20,5 +20,7 @@ def resolve(spec: str, *, what: str = "object") -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise ConfigurationError(f"cannot load the {what} {spec!r}: {e}. Check that the module is importable here.") from None
+        raise ConfigurationError(
+            f"cannot load the {what} {spec!r}: {e}. Check that the module is importable here."
+        ) from None
     return obj

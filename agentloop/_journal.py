@@ -40,13 +40,34 @@ import anyio
 from . import _json, _lease
 from ._approval import Decision, decision_from_data
 from ._conversation import history_message
-from ._exceptions import JournalCorruptError, JournalError, JournalWriteError, RunLockedError, RunNotFoundError
+from ._exceptions import (
+    JournalCorruptError,
+    JournalError,
+    JournalWriteError,
+    RunLockedError,
+    RunNotFoundError,
+)
 from ._journal_errors import rollback, typed_error
-from ._journal_query import STATUS_GROUPS, RunPage, RunSummary, default_query, query_runs, status_group, summarize
+from ._journal_query import (
+    RunPage,
+    RunSummary,
+    default_query,
+    query_runs,
+    status_group,
+    summarize,
+)
 from ._types import PendingCall, ToolCallRecord, Usage
 
 __all__ = [
-    "Journal", "SQLiteJournal", "JournaledRun", "JournalEntry", "RunInfo", "Replay", "replay", "RunSummary", "RunPage",
+    "Journal",
+    "SQLiteJournal",
+    "JournaledRun",
+    "JournalEntry",
+    "RunInfo",
+    "Replay",
+    "replay",
+    "RunSummary",
+    "RunPage",
 ]
 
 T = TypeVar("T")
@@ -281,7 +302,9 @@ class SQLiteJournal(Journal):
             except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
                 rollback(conn)
                 if self.read_only and isinstance(e, sqlite3.OperationalError) and "readonly" in str(e):
-                    raise JournalError(f"journal {self.path} was opened read-only; it cannot be written: {e}") from None
+                    raise JournalError(
+                        f"journal {self.path} was opened read-only; it cannot be written: {e}"
+                    ) from None
                 raise typed_error(self.path, e) from None
             finally:
                 if self.read_only:  # see _open_read_only
@@ -333,7 +356,9 @@ class SQLiteJournal(Journal):
                 )
             meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
             if meta.get("format") != _FORMAT:
-                raise JournalCorruptError(f"{self.path} is not an agentloop journal (format {meta.get('format')!r})")
+                raise JournalCorruptError(
+                    f"{self.path} is not an agentloop journal (format {meta.get('format')!r})"
+                )
             if meta.get("version") != _VERSION:
                 raise JournalCorruptError(
                     f"{self.path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
@@ -426,7 +451,9 @@ class SQLiteJournal(Journal):
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not conn.execute("SELECT 1 FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone():
-                raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+                raise RunNotFoundError(
+                    f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
+                )
             token = self._take_lease(conn, run_id)
         except BaseException:
             conn.rollback()
@@ -456,13 +483,23 @@ class SQLiteJournal(Journal):
 
     # --- entries ------------------------------------------------------------------------------
 
-    def _append(self, conn: sqlite3.Connection, run_id: str, kind: str, data: bytes, step: int, call_id: Any, status: Any) -> None:
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        kind: str,
+        data: bytes,
+        step: int,
+        call_id: Any,
+        status: Any,
+    ) -> None:
         now = time.time()
         token = self._tokens.get(run_id)
         conn.execute("BEGIN IMMEDIATE")
         try:
             cur = conn.execute(
-                "UPDATE agentloop_leases SET expires_at=? WHERE run_id=? AND token=?", (now + self.lease_ttl, run_id, token)
+                "UPDATE agentloop_leases SET expires_at=? WHERE run_id=? AND token=?",
+                (now + self.lease_ttl, run_id, token),
             )
             if cur.rowcount != 1:
                 raise RunLockedError(
@@ -504,11 +541,16 @@ class SQLiteJournal(Journal):
     def _load(self, conn: sqlite3.Connection, run_id: str) -> JournaledRun:
         conn.execute("BEGIN")  # one consistent snapshot
         try:
-            row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)
+            ).fetchone()
             if row is None:
-                raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+                raise RunNotFoundError(
+                    f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
+                )
             rows = conn.execute(
-                "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=? ORDER BY seq", (run_id,)
+                "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=? ORDER BY seq",
+                (run_id,),
             ).fetchall()
         finally:
             conn.rollback()
@@ -516,14 +558,18 @@ class SQLiteJournal(Journal):
             header = _json.loads(row[6])
             entries = [JournalEntry(s, k, st, c, _json.loads(d), at) for s, k, st, c, d, at in rows]
         except ValueError as e:
-            raise JournalCorruptError(f"run {run_id!r} in journal {self.path} has damaged data: {e}") from None
+            raise JournalCorruptError(
+                f"run {run_id!r} in journal {self.path} has damaged data: {e}"
+            ) from None
         return JournaledRun(RunInfo(*row[:6]), header, entries)
 
     def _alive(self, host: str, pid: int, expires_at: float) -> bool:
         here = _lease.alive_here(_lease.parse(host, pid))  # see _lease.py: boot id + pid + start time
         return expires_at > time.time() if here is None else here
 
-    def _query(self, conn: sqlite3.Connection, status: str | None, search: str | None, limit: int, after: Any) -> RunPage:
+    def _query(
+        self, conn: sqlite3.Connection, status: str | None, search: str | None, limit: int, after: Any
+    ) -> RunPage:
         return query_runs(
             conn, statuses=status_group(status), search=search, limit=limit, after=after, alive=self._alive
         )
@@ -531,7 +577,9 @@ class SQLiteJournal(Journal):
     def _summary(self, conn: sqlite3.Connection, run_id: str) -> RunSummary:
         row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
-            raise RunNotFoundError(f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs")
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
+            )
         return summarize(conn, [row], self._alive)[0]
 
     def _list(self, conn: sqlite3.Connection) -> list[RunInfo]:
@@ -543,7 +591,9 @@ class SQLiteJournal(Journal):
         for *info, token, column, pid, expires_at in rows:
             # 'running' is what the journal says until the run ends; with no live lease holder
             # the process that ran it was killed or the run failed: it waits for a resume.
-            if info[1] == "running" and (token is None or not self._holder_alive(token, column, pid, expires_at)):
+            if info[1] == "running" and (
+                token is None or not self._holder_alive(token, column, pid, expires_at)
+            ):
                 info[1] = "interrupted"
             runs.append(RunInfo(*info))
         return runs
@@ -602,4 +652,3 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS agentloop_runs_status ON agentloop_runs (status, created_at, run_id)",
 )
 _INFO_R = ", ".join(f"r.{c}" for c in _INFO.split(", "))
-

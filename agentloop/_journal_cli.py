@@ -28,7 +28,9 @@ DEFAULT_PATH = "agentloop-runs.db"
 
 def _parser() -> argparse.ArgumentParser:
     journal_help = f"journal file (default: $AGENTLOOP_JOURNAL or ./{DEFAULT_PATH})"
-    parser = argparse.ArgumentParser(prog="agentloop runs", description="List, show, delete and resume journaled runs.")
+    parser = argparse.ArgumentParser(
+        prog="agentloop runs", description="List, show, delete and resume journaled runs."
+    )
     parser.add_argument("--journal", default=None, help=journal_help)
     # The same option on each subcommand, so it may come after it too; SUPPRESS keeps a value
     # given before the subcommand from being overwritten by the subcommand's default.
@@ -40,12 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     delete = sub.add_parser("delete", parents=[after], help="delete a run (refused while it is being run)")
     delete.add_argument("run_id")
-    resume = sub.add_parser("resume", parents=[after], help="continue an interrupted or paused run (needs its tools)")
+    resume = sub.add_parser(
+        "resume", parents=[after], help="continue an interrupted or paused run (needs its tools)"
+    )
     resume.add_argument("run_id")
     add_tool_options(resume)
     resume.add_argument("--model", default=None, help="model id (default: the one the run was started with)")
-    resume.add_argument("--approve", action="append", default=[], metavar="CALL_ID", help="approve a pending call (repeatable)")
-    resume.add_argument("--deny", action="append", default=[], metavar="CALL_ID", help="reject a pending call (repeatable)")
+    resume.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="CALL_ID",
+        help="approve a pending call (repeatable)",
+    )
+    resume.add_argument(
+        "--deny", action="append", default=[], metavar="CALL_ID", help="reject a pending call (repeatable)"
+    )
     return parser
 
 
@@ -114,7 +126,9 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
         print(safe_text(str(result.output)), file=out)
     pending = ", ".join(f"{safe(p.id)} ({safe(p.name)})" for p in result.pending)
     waiting = f"; waiting for approval of {pending} (--approve/--deny CALL_ID)" if pending else ""
-    print(f"\n{result.stop_reason} after {result.steps} step(s){waiting} (run {safe(result.run_id)})", file=out)
+    print(
+        f"\n{result.stop_reason} after {result.steps} step(s){waiting} (run {safe(result.run_id)})", file=out
+    )
     return 0
 
 
@@ -123,8 +137,10 @@ def _when(t: float) -> str:
 
 
 def _list_line(info: RunInfo) -> str:
-    return (f"{safe(info.run_id)}  {info.status:<17} steps={info.steps:<3} model={safe(info.model)}  "
-            f"updated {_when(info.updated_at)}")
+    return (
+        f"{safe(info.run_id)}  {info.status:<17} steps={info.steps:<3} model={safe(info.model)}  "
+        f"updated {_when(info.updated_at)}"
+    )
 
 
 def _short(value: Any, limit: int = 400) -> str:
@@ -154,7 +170,9 @@ def render_run(run: JournaledRun) -> str:
                 lines.append(f"[assistant] {_short(msg['content'])}")
             for c in msg.get("tool_calls") or ():
                 fn = c.get("function", {})
-                lines.append(f"[assistant] -> {safe(fn.get('name'))}({_short(fn.get('arguments'), 200)})  id={safe(c.get('id'))}")
+                lines.append(
+                    f"[assistant] -> {safe(fn.get('name'))}({_short(fn.get('arguments'), 200)})  id={safe(c.get('id'))}"
+                )
         elif e.kind == "message":  # added by the loop itself (output-validation feedback)
             msg = d.get("message", {})
             lines.append(f"[{safe(msg.get('role'))}] {_short(msg.get('content'))}")
@@ -162,7 +180,9 @@ def render_run(run: JournaledRun) -> str:
             open_calls[e.call_id or ""] = d.get("name", "?")
         elif e.kind == "tool_end":
             open_calls.pop(e.call_id or "", None)
-            lines.append(f"[tool {safe(d.get('name'))} id={safe(e.call_id)}] {safe(d.get('status'))}: {_short(d.get('content'))}")
+            lines.append(
+                f"[tool {safe(d.get('name'))} id={safe(e.call_id)}] {safe(d.get('status'))}: {_short(d.get('content'))}"
+            )
         elif e.kind == "paused":
             ids = ", ".join(f"{safe(p['id'])} ({safe(p['name'])})" for p in d.get("pending", []))
             lines.append(f"=== paused: waiting for approval of {ids}")

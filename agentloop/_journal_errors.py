@@ -39,7 +39,9 @@ def typed_error(path: str, e: sqlite3.Error | UnicodeDecodeError) -> JournalErro
     code = extended & 0xFF  # the primary result code
     if extended == _SQLITE_IOERR_SHORT_READ:  # the file is shorter than its own header says: truncated
         return JournalCorruptError(f"journal {path} is damaged (truncated): {e}")
-    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (
+        isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+    ):
         return JournalError(f"journal {path} stayed locked by another process: {e}")
     if code == _SQLITE_FULL or (code in _IO_CODES and _disk_full(path)):
         return JournalWriteError(

@@ -59,7 +59,9 @@ if _orjson is not None:
     _OPT_SORTED = _orjson.OPT_NON_STR_KEYS | _orjson.OPT_SORT_KEYS
 
     _exact = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    _exact_sorted = _json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    _exact_sorted = _json.JSONEncoder(
+        ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True
+    )
 
     def dumps(obj: Any) -> bytes:
         try:

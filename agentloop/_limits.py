@@ -47,7 +47,9 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
                 raise ToolDefinitionError(f"Limits.{f.name} must be a positive number or None, got {value!r}")
         if self.open_files is not None and self.open_files < 8:
             raise ToolDefinitionError("Limits.open_files must be at least 8 (the interpreter needs a few)")

@@ -34,7 +34,7 @@ def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
 class LoopGuard:
     """Tracks the current streak of identical calls. `threshold=None` never fires."""
 
-    __slots__ = ("threshold", "key", "streak")
+    __slots__ = ("key", "streak", "threshold")
 
     def __init__(self, threshold: int | None, history: Iterable[tuple[str, Any]] = ()) -> None:
         self.threshold = threshold

@@ -28,8 +28,10 @@ def fan_out(observers: Sequence[Observer], emit: Emit | None) -> Emit:
                 result = observer(event)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:  # noqa: BLE001 - an observer's failure is its own
-                _log.warning("agentloop observer %r failed on %s", observer, type(event).__name__, exc_info=True)
+            except Exception:
+                _log.warning(
+                    "agentloop observer %r failed on %s", observer, type(event).__name__, exc_info=True
+                )
         if emit is not None:
             await emit(event)
 

@@ -77,9 +77,11 @@ class Failure(Exception):
     Never escapes the client: `FluxClient.request` raises `error` (an `APIError`) in its place.
     """
 
-    __slots__ = ("error", "retryable", "headers")
+    __slots__ = ("error", "headers", "retryable")
 
-    def __init__(self, error: Exception, *, retryable: bool, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, error: Exception, *, retryable: bool, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retryable = retryable

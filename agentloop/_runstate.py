@@ -7,9 +7,9 @@ from typing import Any, cast
 
 from ._approval import Decision
 from ._context import RunContext
-from ._output import StoredOutput
 from ._journal import Journal, Replay
 from ._loopguard import LoopGuard
+from ._output import StoredOutput
 from ._types import RunResult, StopReason, ToolCallRecord, Usage, _make_usage
 
 __all__ = ["Run", "Resume", "make_record", "usage_data"]
@@ -18,7 +18,7 @@ __all__ = ["Run", "Resume", "make_record", "usage_data"]
 class Resume:
     """Where a restored run picks up: the calls of its last step and what is known about them."""
 
-    __slots__ = ("calls", "records", "started", "decisions")
+    __slots__ = ("calls", "decisions", "records", "started")
 
     def __init__(
         self,
@@ -37,27 +37,27 @@ class Run:
     """The state of one run."""
 
     __slots__ = (
-        "run_id",
-        "messages",
-        "steps",
-        "usage",
-        "tool_calls",
-        "tool_count",
+        "deps",
+        "ended",
+        "final",
         "guard",
-        "step_calls",
-        "step_records",
+        "instructions",
         "journal",
         "lease",
-        "resume",
-        "final",
-        "ended",
-        "deps",
+        "messages",
         "model",
-        "settings",
-        "instructions",
         "new_start",
         "output_failures",
+        "resume",
+        "run_id",
+        "settings",
+        "step_calls",
+        "step_records",
+        "steps",
+        "tool_calls",
+        "tool_count",
         "turns",
+        "usage",
     )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
@@ -86,7 +86,12 @@ class Run:
     @classmethod
     def from_replay(cls, run_id: str, state: Replay) -> Run:
         run = cls(run_id, state.messages)
-        run.steps, run.usage, run.tool_calls, run.turns = state.steps, state.usage, state.tool_calls, state.turns
+        run.steps, run.usage, run.tool_calls, run.turns = (
+            state.steps,
+            state.usage,
+            state.tool_calls,
+            state.turns,
+        )
         if state.final is not None:
             run.final = run.result(state.final[1], state.final[0])
             if state.has_final_data:
@@ -105,7 +110,9 @@ class Run:
         """A call's outcome is final: commit it (durable runs) before the loop can move on."""
         self.step_records[record.id] = record
         if self.journal is not None:
-            await self.journal.append(self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id)
+            await self.journal.append(
+                self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id
+            )
 
     def close_step(self) -> None:
         """Append the tool messages of the step in progress, in the model's order.
@@ -130,7 +137,13 @@ class Run:
 
     def result(self, output: Any, reason: str) -> RunResult[Any]:
         return RunResult(
-            output, self.messages, self.steps, self.total_usage(), cast(StopReason, reason), self.run_id, self.tool_calls,
+            output,
+            self.messages,
+            self.steps,
+            self.total_usage(),
+            cast(StopReason, reason),
+            self.run_id,
+            self.tool_calls,
             new_start=self.new_start,
         )
 
@@ -152,11 +165,15 @@ class Run:
     def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""
         retry = sum(1 for r in self.tool_calls if r.name == tool and r.status != "ok") if tool else 0
-        return RunContext(self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages)
+        return RunContext(
+            self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages
+        )
 
 
 def make_record(cid: str, name: str, raw: Any, step: int, status: Any, content: str) -> ToolCallRecord:
-    return ToolCallRecord(cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else "")
+    return ToolCallRecord(
+        cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else ""
+    )
 
 
 def _record_data(r: ToolCallRecord) -> dict[str, Any]:

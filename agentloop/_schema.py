@@ -18,8 +18,9 @@ import sys
 import types
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, NotRequired, Required, Union
+from typing import Annotated, Any, Literal, NotRequired, Required, Union
 
 import docstring_parser
 from jsonschema import Draft202012Validator
@@ -32,7 +33,13 @@ __all__ = ["FunctionSchema", "function_schema"]
 Schema = dict[str, Any]
 Conv = Callable[[Any], Any]
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+_SCALARS: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 _FORMATS: dict[Any, tuple[str, Conv]] = {
     dt.datetime: ("date-time", dt.datetime.fromisoformat),
     dt.date: ("date", dt.date.fromisoformat),
@@ -232,7 +239,9 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return _typeddict(tp, (*stack, tp))
     container = origin or tp
     if container in _SETS and args and not _hashable(args[0]):
-        raise _Unsupported(tp, "set items must be hashable; use list[...] for items that are lists, dicts or mutable objects")
+        raise _Unsupported(
+            tp, "set items must be hashable; use list[...] for items that are lists, dicts or mutable objects"
+        )
     if container in _SEQUENCES or container in _SETS:
         schema: Schema = {"type": "array"}
         conv = None
@@ -318,7 +327,7 @@ def _pydantic(model: Any) -> tuple[Schema, Conv]:
     """A pydantic model's own JSON schema (its $defs inlined, so it can sit anywhere) and its validation."""
     try:
         schema = model.model_json_schema()
-    except Exception as e:  # noqa: BLE001 - pydantic's own refusal (e.g. a field with no JSON schema)
+    except Exception as e:
         raise _Unsupported(model, f"pydantic cannot build its JSON schema ({e})") from None
     defs = schema.pop("$defs", {})
 
@@ -329,9 +338,11 @@ def _pydantic(model: Any) -> tuple[Schema, Conv]:
             return node
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            name = ref[len("#/$defs/"):]
+            name = ref[len("#/$defs/") :]
             if name in seen or name not in defs:
-                raise _Unsupported(model, f"it refers to {name} recursively, and recursive types are not supported")
+                raise _Unsupported(
+                    model, f"it refers to {name} recursively, and recursive types are not supported"
+                )
             rest = {k: inline(v, seen) for k, v in node.items() if k != "$ref"}
             return {**inline(defs[name], (*seen, name)), **rest}
         return {k: inline(v, seen) for k, v in node.items()}
@@ -453,7 +464,9 @@ def _typeddict(cls: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         # __required_keys__ is right for inherited keys; explicit (Not)Required wins because string
         # annotations can hide it from __required_keys__ on 3.11
         items.append((key, hint, key in cls.__required_keys__ if req is None else req, _NO))
-    return _object(items, _parse_doc(cls.__dict__.get("__doc__"))[1], stack)  # stays a dict; only its values get converted
+    return _object(
+        items, _parse_doc(cls.__dict__.get("__doc__"))[1], stack
+    )  # stays a dict; only its values get converted
 
 
 def _strip_required(hint: Any) -> tuple[Any, bool | None]:

@@ -21,10 +21,14 @@ __all__ = ["Redactor", "REDACTED", "CREDENTIAL_HEADERS"]
 
 REDACTED = "[redacted]"
 # Headers that carry credentials on either wire (and through proxies): never kept, whatever their value.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"})
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
 _MIN_SECRET = 8  # shorter "keys" are test placeholders; cutting them out would mangle ordinary text
 _WALK_DEPTH = 6  # how deep the leak check follows attributes (request → headers → raw list → item)
-_WALK_NODES = 10_000  # objects the leak check may visit (a transport error reaches ~270); past it: assume a leak
+_WALK_NODES = (
+    10_000  # objects the leak check may visit (a transport error reaches ~270); past it: assume a leak
+)
 
 
 class Redactor:

@@ -83,7 +83,11 @@ class ToolRegistry:
     """
 
     def __init__(
-        self, *, sandbox: SandboxMode | None = None, limits: Limits | None = None, sandbox_ro_paths: Sequence[str] = ()
+        self,
+        *,
+        sandbox: SandboxMode | None = None,
+        limits: Limits | None = None,
+        sandbox_ro_paths: Sequence[str] = (),
     ) -> None:
         if sandbox is not None and sandbox not in _MODES:
             raise ToolDefinitionError(f"unknown sandbox mode {sandbox!r}; use one of {', '.join(_MODES)}")
@@ -161,7 +165,9 @@ class ToolRegistry:
             if value is not None and not isinstance(value, str):
                 raise ToolDefinitionError(f"{arg} must be a str or None, got {value!r}")
         if parameters is not None and not isinstance(parameters, dict):
-            raise ToolDefinitionError(f"parameters must be a JSON schema dict or None, got {type(parameters).__name__}")
+            raise ToolDefinitionError(
+                f"parameters must be a JSON schema dict or None, got {type(parameters).__name__}"
+            )
         for arg, flag in (("idempotent", idempotent), ("requires_approval", requires_approval)):
             if not isinstance(flag, bool):
                 raise ToolDefinitionError(f"{arg} must be True or False, got {flag!r}")
@@ -188,7 +194,9 @@ class ToolRegistry:
             )
         mode = sandbox or self._default_sandbox or ("inline" if fs.is_async else "thread")
         if mode not in _MODES:
-            raise ToolDefinitionError(f"tool {fs.name!r}: unknown sandbox mode {mode!r}; use one of {', '.join(_MODES)}")
+            raise ToolDefinitionError(
+                f"tool {fs.name!r}: unknown sandbox mode {mode!r}; use one of {', '.join(_MODES)}"
+            )
         if mode == "inline" and not fs.is_async:
             raise ToolDefinitionError(
                 f"tool {fs.name!r}: sandbox='inline' needs an async function; a sync function would "
@@ -204,28 +212,32 @@ class ToolRegistry:
         definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
         if fs.description:
             definition["function"]["description"] = fs.description
-        return self._insert(Tool(
-            name=fs.name,
-            description=fs.description,
-            parameters=params,
-            fn=fn,
-            is_async=fs.is_async,
-            bind=fs.bind,
-            sandbox=mode,
-            limits=self._default_limits.merge(limits),
-            definition=definition,
-            validator=build_validator(params, fs.name),
-            fast_check=compile_fast_check(params),
-            ref=ref,
-            idempotent=bool(idempotent),
-            requires_approval=bool(requires_approval),
-            context=ctx,
-        ))
+        return self._insert(
+            Tool(
+                name=fs.name,
+                description=fs.description,
+                parameters=params,
+                fn=fn,
+                is_async=fs.is_async,
+                bind=fs.bind,
+                sandbox=mode,
+                limits=self._default_limits.merge(limits),
+                definition=definition,
+                validator=build_validator(params, fs.name),
+                fast_check=compile_fast_check(params),
+                ref=ref,
+                idempotent=bool(idempotent),
+                requires_approval=bool(requires_approval),
+                context=ctx,
+            )
+        )
 
     def add(self, tool: Tool) -> Tool:
         """Add an already built `Tool` (e.g. from another registry) under its own name."""
         if not isinstance(tool, Tool):
-            raise ToolDefinitionError(f"add() takes a Tool (from register()), got {tool!r}; use register(fn) for a function")
+            raise ToolDefinitionError(
+                f"add() takes a Tool (from register()), got {tool!r}; use register(fn) for a function"
+            )
         return self._insert(tool)
 
     def _insert(self, tool: Tool) -> Tool:
@@ -324,7 +336,9 @@ class ToolRegistry:
         return f"ToolRegistry({', '.join(self._tools)})"
 
 
-_TOOL_OPTIONS = frozenset({"name", "description", "parameters", "sandbox", "limits", "idempotent", "requires_approval"})
+_TOOL_OPTIONS = frozenset(
+    {"name", "description", "parameters", "sandbox", "limits", "idempotent", "requires_approval"}
+)
 
 
 def _check_limits(limits: Any) -> None:
@@ -354,7 +368,7 @@ def _check_refs(name: str, schema: dict[str, Any]) -> None:
                 except Unresolvable as e:
                     raise ToolDefinitionError(
                         f"tool {name!r}: the parameters schema has {key} {ref!r}, which does not resolve ({str(e)[:200]}). "
-                        "Define it under \"$defs\" of the parameters schema (remote references are not fetched)."
+                        'Define it under "$defs" of the parameters schema (remote references are not fetched).'
                     ) from None
         for key, value in node.items():
             if key not in ("enum", "const", "default", "examples"):  # data, not schemas
@@ -389,7 +403,9 @@ def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any
     else:
         value = raw
         if _json.depth_exceeds(value, max_depth):
-            raise ArgumentsError(f"the JSON is nested deeper than {max_depth} levels. Send flatter arguments.")
+            raise ArgumentsError(
+                f"the JSON is nested deeper than {max_depth} levels. Send flatter arguments."
+            )
     if value is None:
         return {}
     if not isinstance(value, dict):

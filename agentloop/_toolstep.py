@@ -28,7 +28,9 @@ __all__ = ["tools_step", "limit_error", "NOT_COUNTED"]
 
 # calls that do not use the run's max_tool_calls budget
 NOT_COUNTED = frozenset({"skipped", "loop_detected", "too_many_calls"})
-_YIELD_EVERY = 64  # calls settled between two checkpoints: a message with 100,000 calls must not stall the loop
+_YIELD_EVERY = (
+    64  # calls settled between two checkpoints: a message with 100,000 calls must not stall the loop
+)
 
 
 async def tools_step(
@@ -57,6 +59,7 @@ async def tools_step(
         if emit is not None:  # every call gets both events, even one that never runs
             await emit(ToolCallStarted(run.run_id, record.step, record.id, record.name, record.raw_arguments))
             await emit(ToolCallFinished(run.run_id, record.step, record))
+
     to_run: list[dict[str, Any]] = []
     pending: list[PendingCall] = []
     loop_stop = over_budget = False
@@ -95,7 +98,9 @@ async def tools_step(
             )
             await decided(make_record(cid, name, raw, step, "outcome_unknown", text))
             continue
-        args = await check_approval(agent.tools, agent.require_approval, name, raw, budget, dispatcher.checker)
+        args = await check_approval(
+            agent.tools, agent.require_approval, name, raw, budget, dispatcher.checker
+        )
         if args is not None:
             p = PendingCall(cid, name, args, step)
             if cid not in decisions:
@@ -128,16 +133,29 @@ async def tools_step(
         )
     return None
 
+
 async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) -> RunResult[Any]:
     done = [run.step_records[c["id"]] for c in run.step_calls or () if c["id"] in run.step_records]
     result = RunResult(
-        None, run.messages, run.steps, run.total_usage(), "approval_required", run.run_id, [*run.tool_calls, *done], pending,
+        None,
+        run.messages,
+        run.steps,
+        run.total_usage(),
+        "approval_required",
+        run.run_id,
+        [*run.tool_calls, *done],
+        pending,
         run.new_start,
     )
     if journal is not None:
-        data = {"pending": [{"id": p.id, "name": p.name, "arguments": p.arguments, "step": p.step} for p in pending]}
+        data = {
+            "pending": [
+                {"id": p.id, "name": p.name, "arguments": p.arguments, "step": p.step} for p in pending
+            ]
+        }
         await journal.append(run.run_id, "paused", data, step=run.steps, status="paused")
     return result
+
 
 def limit_error(run: Run, cls: type[RunLimitExceeded], message: str) -> RunLimitExceeded:
     """The limit's exception, carrying the run's partial result."""

@@ -105,12 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a prompt with your tools against FluxRouter")
     run.add_argument("prompt", help="the prompt ('-': read it from stdin)")
     add_tool_options(run)
-    run.add_argument("--model", default="flux-auto", help="model id (default flux-auto; flux-pinned-* pins one)")
+    run.add_argument(
+        "--model", default="flux-auto", help="model id (default flux-auto; flux-pinned-* pins one)"
+    )
     run.add_argument("--max-steps", type=int, default=10)
     run.add_argument("--system", default=None, help="instructions (system message)")
     run.add_argument("--json", action="store_true", help="print one JSON object per event")
-    run.add_argument("--journal", default=None, metavar="PATH",
-                     help="make the run durable in this SQLite journal (see `agentloop runs`)")
+    run.add_argument(
+        "--journal",
+        default=None,
+        metavar="PATH",
+        help="make the run durable in this SQLite journal (see `agentloop runs`)",
+    )
     run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.set_defaults(func=_run)
 
@@ -143,14 +149,20 @@ async def _run(args: argparse.Namespace) -> int:
         journal = SQLiteJournal(args.journal)
     async with FluxClient(base_url=args.base_url) as client, tools:
         agent = Agent(
-            client=client, tools=tools, model=args.model, max_steps=args.max_steps, instructions=args.system,
+            client=client,
+            tools=tools,
+            model=args.model,
+            max_steps=args.max_steps,
+            instructions=args.system,
             journal=journal,
         )
         await _print_run(agent, args.prompt, args.json, sys.stdout, run_id=args.run_id)
     return 0
 
 
-async def _print_run(agent: Agent, prompt: str, as_json: bool, out: TextIO, run_id: str | None = None) -> None:
+async def _print_run(
+    agent: Agent, prompt: str, as_json: bool, out: TextIO, run_id: str | None = None
+) -> None:
     """Print a run as it happens: JSON lines, a live view on a terminal, or plain lines."""
     if as_json:
         async with agent.stream(prompt, run_id=run_id) as events:
@@ -202,15 +214,21 @@ class _PlainView:
             self.in_text = False
         if isinstance(event, ToolCallStarted):
             self.in_flight[event.tool_call_id] = safe(event.name)
-            self.line(f"[step {event.step}] → {safe(event.name)}({safe(event.arguments)})  id={safe(event.tool_call_id)}")
+            self.line(
+                f"[step {event.step}] → {safe(event.name)}({safe(event.arguments)})  id={safe(event.tool_call_id)}"
+            )
         elif isinstance(event, ToolCallFinished):
             r = event.record
             self.in_flight.pop(r.id, None)
-            self.line(f"[step {event.step}] ← {safe(r.name)} {r.status} in {r.duration_s * 1000:.2f} ms: {_short(r.content)}")
+            self.line(
+                f"[step {event.step}] ← {safe(r.name)} {r.status} in {r.duration_s * 1000:.2f} ms: {_short(r.content)}"
+            )
         elif isinstance(event, StepFinished):
             self.step = event.step
             self.tokens += event.usage.total_tokens
-            self.line(f"[step {event.step}] finished: {event.tool_calls} tool call(s), {event.usage.total_tokens} tokens")
+            self.line(
+                f"[step {event.step}] finished: {event.tool_calls} tool call(s), {event.usage.total_tokens} tokens"
+            )
         elif isinstance(event, RunFinished):
             r = event.result
             self.line(
@@ -232,7 +250,9 @@ class _LiveView(_PlainView):
         self.partial = ""  # streamed text not yet ended by a newline: shown live, printed whole
         self.console = Console(file=out, highlight=False)
         # No auto-refresh: that would be a background thread; the view redraws on each event.
-        self.live = Live(console=self.console, transient=True, auto_refresh=False, get_renderable=self._status)
+        self.live = Live(
+            console=self.console, transient=True, auto_refresh=False, get_renderable=self._status
+        )
 
     def __enter__(self) -> _LiveView:
         self.live.__enter__()
@@ -300,8 +320,11 @@ def _configure_logging() -> None:
     import structlog
 
     structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ)],
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty() and "NO_COLOR" not in os.environ),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )

@@ -124,7 +124,9 @@ class MCPServer:
             mcp = _import_mcp()
             from mcp.client.stdio import stdio_client
 
-            params = mcp.StdioServerParameters(command=command, args=list(args), env=dict(env or {}) or None, cwd=cwd)
+            params = mcp.StdioServerParameters(
+                command=command, args=list(args), env=dict(env or {}) or None, cwd=cwd
+            )
             return stdio_client(params, errlog=errlog if errlog is not None else sys.stderr)
 
         return cls(
@@ -158,7 +160,12 @@ class MCPServer:
             return _OwnedHTTP(client, streamable_http_client(url, http_client=client))
 
         return cls(
-            None, name=name, read_timeout=read_timeout, max_concurrent_calls=max_concurrent_calls, _factory=source, _label=url
+            None,
+            name=name,
+            read_timeout=read_timeout,
+            max_concurrent_calls=max_concurrent_calls,
+            _factory=source,
+            _label=url,
         )
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -244,7 +251,9 @@ class MCPServer:
         a collision raises `ToolDefinitionError` naming the server and tool before any is added.
         """
         if self._state != "open":
-            raise MCPServerError(f"MCP server {self.name!r} is not open: call register_into inside `async with server:`.")
+            raise MCPServerError(
+                f"MCP server {self.name!r} is not open: call register_into inside `async with server:`."
+            )
         known = {t["name"] for t in self._tools}
         unknown = sorted(set(include or ()) - known)
         if unknown:
@@ -252,7 +261,9 @@ class MCPServer:
                 f"MCP server {self.name!r} has no tool named {', '.join(map(repr, unknown))}; it has: "
                 f"{', '.join(sorted(known)) or '(none)'}."
             )
-        chosen = [t for t in self._tools if (include is None or t["name"] in include) and t["name"] not in exclude]
+        chosen = [
+            t for t in self._tools if (include is None or t["name"] in include) and t["name"] not in exclude
+        ]
         # Check everything in a scratch registry first: the same checks as the real one, and
         # nothing is half-registered when one tool is bad.
         scratch = ToolRegistry()
@@ -261,7 +272,9 @@ class MCPServer:
             remote = spec["name"]
             local = self._local_name(prefix, remote)
             if local in scratch or local in registry:
-                clash = "another tool of this server" if local in scratch else "a tool already in the registry"
+                clash = (
+                    "another tool of this server" if local in scratch else "a tool already in the registry"
+                )
                 raise ToolDefinitionError(
                     f"MCP server {self.name!r}, tool {remote!r}: the name {local!r} is taken by {clash}. Register "
                     f"this server's tools with a prefix, e.g. register_into(tools, prefix={_suggest(self.name)!r}), "
@@ -269,8 +282,13 @@ class MCPServer:
                 )
             schema = self._checked_schema(remote, spec.get("inputSchema"))
             try:
-                scratch.register(self._tool_fn(remote, local), name=local, description=spec.get("description") or "",
-                                 parameters=schema, sandbox="inline")
+                scratch.register(
+                    self._tool_fn(remote, local),
+                    name=local,
+                    description=spec.get("description") or "",
+                    parameters=schema,
+                    sandbox="inline",
+                )
             except ToolDefinitionError as e:
                 raise ToolDefinitionError(
                     f"MCP server {self.name!r}, tool {remote!r}: {e} (leave it out with exclude=[{remote!r}])"

@@ -66,8 +66,9 @@ async def raw_httpx(args: argparse.Namespace, tools: list[Any]):  # type: ignore
     ]
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     past = history(args.history)
-    async with httpx.AsyncClient(base_url=args.url + "/v1", limits=limits, timeout=600,
-                                 headers={"authorization": "Bearer x"}) as client:
+    async with httpx.AsyncClient(
+        base_url=args.url + "/v1", limits=limits, timeout=600, headers={"authorization": "Bearer x"}
+    ) as client:
 
         async def call(results: list[str], i: int, name: str, raw_args: str) -> None:
             a = json.loads(raw_args)
@@ -78,7 +79,9 @@ async def raw_httpx(args: argparse.Namespace, tools: list[Any]):  # type: ignore
         async def run_one() -> str:
             messages: list[dict[str, Any]] = [*past, {"role": "user", "content": "go"}]
             for _ in range(args.steps + 1):
-                r = await client.post("/chat/completions", json={"model": args.model, "messages": messages, "tools": schemas})
+                r = await client.post(
+                    "/chat/completions", json={"model": args.model, "messages": messages, "tools": schemas}
+                )
                 r.raise_for_status()
                 message = r.json()["choices"][0]["message"]
                 messages.append(message)
@@ -89,7 +92,10 @@ async def raw_httpx(args: argparse.Namespace, tools: list[Any]):  # type: ignore
                 async with anyio.create_task_group() as tg:
                     for i, c in enumerate(calls):
                         tg.start_soon(call, results, i, c["function"]["name"], c["function"]["arguments"])
-                messages.extend({"role": "tool", "tool_call_id": c["id"], "content": res} for c, res in zip(calls, results))
+                messages.extend(
+                    {"role": "tool", "tool_call_id": c["id"], "content": res}
+                    for c, res in zip(calls, results)
+                )
             raise RuntimeError("no final answer")
 
         yield run_one
@@ -103,7 +109,9 @@ async def agentloop_driver(args: argparse.Namespace, tools: list[Any]):  # type:
     for t in tools:
         registry.register(t)
     past = history(args.history)
-    async with FluxClient(base_url=args.url + "/v1", api_key="x", max_connections=max(args.concurrency, 10)) as client:
+    async with FluxClient(
+        base_url=args.url + "/v1", api_key="x", max_connections=max(args.concurrency, 10)
+    ) as client:
         agent = Agent(client=client, tools=registry, model=args.model, max_steps=args.steps + 1)
 
         async def run_one() -> str:
@@ -117,7 +125,9 @@ DRIVERS = {"raw_httpx": raw_httpx, "agentloop": agentloop_driver}
 
 
 async def server_requests(url: str) -> int:
-    async with httpx.AsyncClient(timeout=120) as c:  # the server may be busy accepting thousands of connections
+    async with httpx.AsyncClient(
+        timeout=120
+    ) as c:  # the server may be busy accepting thousands of connections
         return int((await c.get(url + "/stats")).json()["requests"])
 
 
@@ -157,8 +167,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 4),
         "steps_per_s": round(requests / wall, 1),
         "cpu_ms_per_step": round(cpu * 1000 / requests, 4),
-        "overhead_ms_per_step": round((wall - (-(-args.runs // args.concurrency)) * args.steps * args.sleep_ms / 1000)
-                                      * 1000 * min(args.concurrency, args.runs) / requests, 4),
+        "overhead_ms_per_step": round(
+            (wall - (-(-args.runs // args.concurrency)) * args.steps * args.sleep_ms / 1000)
+            * 1000
+            * min(args.concurrency, args.runs)
+            / requests,
+            4,
+        ),
         "peak_rss_mb": round(ru1.ru_maxrss / 1024, 1),
         "requests": requests,
         "expected_requests": expected,
@@ -181,8 +196,13 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
             while await server_requests(args.url) - before < args.runs:  # every run is waiting on the model
                 await anyio.sleep(0.05)
             peak = _rss_mb()
-    return {"driver": args.driver, "runs": args.runs, "rss_base_mb": base, "rss_waiting_mb": peak,
-            "kb_per_run": round((peak - base) * 1024 / args.runs, 2)}
+    return {
+        "driver": args.driver,
+        "runs": args.runs,
+        "rss_base_mb": base,
+        "rss_waiting_mb": peak,
+        "kb_per_run": round((peak - base) * 1024 / args.runs, 2),
+    }
 
 
 def _rss_mb() -> float:

@@ -69,7 +69,9 @@ COLUMNS = ("import", "enter", "first request", "steady request", "first run", "s
 
 
 def _trial(url: str, backend: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, url, backend], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, url, backend], capture_output=True, text=True, check=False
+    )
     if done.returncode:
         raise SystemExit(f"trial failed on {backend}:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -80,7 +82,9 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--backends", default="asyncio,trio")
     args = p.parse_args()
-    server = subprocess.Popen([sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
         print("| backend | " + " | ".join(COLUMNS) + " |")

@@ -19,10 +19,10 @@ import anyio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from agentloop._exceptions import SandboxUnavailableError  # noqa: E402
-from agentloop._sandbox import Limits, ProcessSandbox  # noqa: E402
+import sandbox_tools
 
-import sandbox_tools  # noqa: E402
+from agentloop._exceptions import SandboxUnavailableError
+from agentloop._sandbox import Limits, ProcessSandbox
 
 
 async def measure(n: int, once: Callable[[], Awaitable[object]]) -> list[float]:
@@ -44,7 +44,9 @@ async def main(n: int) -> None:
 
     def row(mode: str, times: list[float]) -> None:
         p90 = statistics.quantiles(times, n=10)[-1]
-        rows.append((mode, f"{statistics.median(times) * 1e3:.2f}", f"{p90 * 1e3:.2f}", f"{min(times) * 1e3:.2f}"))
+        rows.append(
+            (mode, f"{statistics.median(times) * 1e3:.2f}", f"{p90 * 1e3:.2f}", f"{min(times) * 1e3:.2f}")
+        )
 
     row("thread", await measure(n, thread_once))
     limits = Limits(timeout=10, memory_mb=256, cpu_s=5)

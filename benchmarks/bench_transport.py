@@ -27,7 +27,7 @@ from pathlib import Path
 VARIANTS = ("default", "httpcore", "httpcore-100", "sharded", "aiohttp")
 
 
-def _client(variant: str, url: str, concurrency: int):  # noqa: ANN202
+def _client(variant: str, url: str, concurrency: int):
     import httpx
 
     from agentloop import FluxClient, RetryPolicy
@@ -76,7 +76,7 @@ async def _measure(variant: str, url: str, runs: int, concurrency: int, steps: i
                     result = await agent.run("go")
                     if result.output != "done":
                         failures.append(repr(result.output))
-                except Exception as e:  # noqa: BLE001 - reported
+                except Exception as e:
                     failures.append(repr(e))
 
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -107,7 +107,9 @@ def _matrix(args: argparse.Namespace) -> None:
     bench = Path(args.bench_dir).resolve()
     pin = shutil.which("taskset") and (os.cpu_count() or 1) > 1
     server_cmd = [sys.executable, str(bench / "fake_server.py"), "--port", "0"]
-    server = subprocess.Popen(["taskset", "-c", "0", *server_cmd] if pin else server_cmd, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", *server_cmd] if pin else server_cmd, stdout=subprocess.PIPE, text=True
+    )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
         rows = []
@@ -116,16 +118,22 @@ def _matrix(args: argparse.Namespace) -> None:
                 for variant in args.variants.split(","):
                     cmd = [sys.executable, __file__, "--one", "--variant", variant, "--url", url, "--runs", str(runs),
                            "--concurrency", str(conc), "--backend", args.backend, "--steps", "3", "--tools", "4"]  # fmt: skip
-                    proc = subprocess.run(["taskset", "-c", "1", *cmd] if pin else cmd, capture_output=True, text=True)
+                    proc = subprocess.run(
+                        ["taskset", "-c", "1", *cmd] if pin else cmd, capture_output=True, text=True
+                    )
                     if proc.returncode != 0:
                         print(f"{variant} C={conc}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                         continue
                     row = json.loads(proc.stdout.strip().splitlines()[-1])
                     print(json.dumps(row), file=sys.stderr)
                     rows.append(row)
-        print(f"\n| variant ({args.backend}) | C | steps/s | CPU ms/step | failures |\n|---|---:|---:|---:|---:|")
+        print(
+            f"\n| variant ({args.backend}) | C | steps/s | CPU ms/step | failures |\n|---|---:|---:|---:|---:|"
+        )
         for r in rows:
-            print(f"| {r['variant']} | {r['C']} | {r['steps_per_s']:,} | {r['cpu_ms_per_step']} | {r['failures']} |")
+            print(
+                f"| {r['variant']} | {r['C']} | {r['steps_per_s']:,} | {r['cpu_ms_per_step']} | {r['failures']} |"
+            )
     finally:
         server.terminate()
         server.wait()

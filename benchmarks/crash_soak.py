@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     windows: Counter[str] = Counter()
     missed = 0  # self-kill specs the run never reached (e.g. step 6 has no tool calls)
-    outside: list[tuple[float, int | None]] = []  # (event picked / events of a whole run, journal writes done)
+    outside: list[
+        tuple[float, int | None]
+    ] = []  # (event picked / events of a whole run, journal writes done)
     outcomes: Counter[str] = Counter()
     kills = trials = 0
     with tempfile.TemporaryDirectory(prefix="crash-soak-") as tmp:
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         "outside_kills": len(landed),
         "outside_finished_first": sum(n is None for _, n in outside),
         "outside_kills_by_decile_of_run": [deciles[i] for i in range(10)],
-        "outside_kills_by_journal_writes_done": dict(sorted(Counter(n for _, n in outside if n is not None).items())),
+        "outside_kills_by_journal_writes_done": dict(
+            sorted(Counter(n for _, n in outside if n is not None).items())
+        ),
         "outcomes": dict(outcomes),
         "wall_s": round(wall, 1),
     }

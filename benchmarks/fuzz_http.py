@@ -36,7 +36,9 @@ from hypothesis import strategies as st
 from agentloop import Agent, AgentloopError, FluxClient, InputBudget, RetryPolicy, SQLiteJournal, ToolRegistry
 from agentloop.testing import FakeFluxRouter, Reply, ScriptedModel, call, raw, text, tool_calls
 
-BUDGET = InputBudget(max_response_bytes=256 * 1024, max_sse_line_bytes=64 * 1024, stream_idle_timeout=1, request_timeout=5)
+BUDGET = InputBudget(
+    max_response_bytes=256 * 1024, max_sse_line_bytes=64 * 1024, stream_idle_timeout=1, request_timeout=5
+)
 RETRY = RetryPolicy(max_retries=1, initial_delay=0.001, max_delay=0.005, max_retry_after=0.01)
 HANG = 30.0  # seconds: a run that has not ended by then is a finding (its own bound is 5 s a request)
 
@@ -52,7 +54,9 @@ def echo(x: str) -> str:
 # --- strategies: HTTP responses -------------------------------------------------------------------
 
 _TOKEN = st.text("abcdefghijklmnopqrstuvwxyz-_./0123456789", min_size=0, max_size=20)
-_HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)  # h11: no edge spaces
+_HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(
+    str.strip
+)  # h11: no edge spaces
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -68,13 +72,19 @@ def valid_body(wire: str, tool: bool, args: Any = None) -> dict[str, Any]:
     """A well-formed answer of the wire: text, or a call of `echo` with `args` (valid by default)."""
     args = {"x": "a"} if args is None else args
     if wire == "anthropic":
-        block = {"type": "tool_use", "id": "tu_1", "name": "echo", "input": args} if tool else {"type": "text", "text": "hi"}
+        block = (
+            {"type": "tool_use", "id": "tu_1", "name": "echo", "input": args}
+            if tool
+            else {"type": "text", "text": "hi"}
+        )
         return {"id": "m1", "type": "message", "role": "assistant", "content": [block],
                 "stop_reason": "tool_use" if tool else "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
     message: dict[str, Any] = {"role": "assistant", "content": None if tool else "hi"}
     if tool:
         arguments = args if isinstance(args, str) else json.dumps(args)
-        message["tool_calls"] = [{"id": "c1", "type": "function", "function": {"name": "echo", "arguments": arguments}}]
+        message["tool_calls"] = [
+            {"id": "c1", "type": "function", "function": {"name": "echo", "arguments": arguments}}
+        ]
     return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message,
             "finish_reason": "tool_calls" if tool else "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}  # fmt: skip
 
@@ -117,7 +127,9 @@ def bodies(draw: st.DrawFn, wire: str) -> tuple[bytes, str]:
         return draw(st.binary(max_size=300)), "application/json"
     if kind == "json":
         return _dumps(draw(json_values)), "application/json"
-    args = draw(st.none() | json_values | st.text(max_size=20))  # None: valid arguments; else likely a tool error
+    args = draw(
+        st.none() | json_values | st.text(max_size=20)
+    )  # None: valid arguments; else likely a tool error
     body = valid_body(wire, draw(st.booleans()), args)
     if kind == "mutated":  # one field replaced by anything
         key = draw(st.sampled_from(sorted(body)))
@@ -133,13 +145,17 @@ def responses(draw: st.DrawFn, wire: str) -> Reply:
     status = draw(st.sampled_from([200] * 6 + [400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503, 529]) |
                   st.integers(200, 599).filter(lambda s: s not in (204, 304)))  # fmt: skip
     body, content_type = draw(bodies(wire))
-    content_type = draw(st.sampled_from([content_type] * 4 + ["text/html", "application/json; charset=latin-1", ""]) | _TOKEN)
+    content_type = draw(
+        st.sampled_from([content_type] * 4 + ["text/html", "application/json; charset=latin-1", ""]) | _TOKEN
+    )
     headers = draw(st.dictionaries(
         st.sampled_from(["retry-after", "retry-after-ms", "x-should-retry", "x-request-id", "content-encoding", "x-junk"]),
         st.sampled_from(["0", "-1", "1e9", "abc", "true", "false", "gzip", "deflate", "br", "identity",
                          "Wed, 21 Oct 2015 07:28:00 GMT"]) | _HEADER_VALUE, max_size=3))  # fmt: skip
     shape = draw(st.sampled_from(["plain"] * 6 + ["endless", "oversized", "lying-length", "drip"]))
-    if shape == "endless":  # pieces of >= 1 KiB: a 1-byte chunk loop would measure chunk overhead, not the bound
+    if (
+        shape == "endless"
+    ):  # pieces of >= 1 KiB: a 1-byte chunk loop would measure chunk overhead, not the bound
         piece = (body or b"x") * max(1, 1024 // max(len(body), 1))
         return raw(status, piece, content_type=content_type, headers=headers, repeat=None)
     if shape == "oversized":
@@ -147,7 +163,9 @@ def responses(draw: st.DrawFn, wire: str) -> Reply:
     if shape == "lying-length":
         return raw(status, body, content_type=content_type, headers=headers, declared_length=len(body) + 10)
     if shape == "drip":
-        return raw(status, body or b" ", content_type=content_type, headers=headers, repeat=5, chunk_delay=0.01)
+        return raw(
+            status, body or b" ", content_type=content_type, headers=headers, repeat=5, chunk_delay=0.01
+        )
     return raw(status, body, content_type=content_type, headers=headers)
 
 
@@ -162,7 +180,9 @@ async def http_example(reply: Reply, wire: str, streamed: bool, budget: InputBud
 
     async with FakeFluxRouter(handler) as router:
         base = router.anthropic_url if wire == "anthropic" else router.base_url
-        async with FluxClient(base_url=base, api_key="sk-fuzz-0123456789", retry=RETRY, input_budget=budget) as client:
+        async with FluxClient(
+            base_url=base, api_key="sk-fuzz-0123456789", retry=RETRY, input_budget=budget
+        ) as client:
             agent = Agent(client=client, tools=tools)
             try:
                 with anyio.fail_after(HANG):
@@ -187,7 +207,11 @@ async def http_example(reply: Reply, wire: str, streamed: bool, budget: InputBud
 def make_journal(path: str) -> None:
     async def go() -> None:
         journal = SQLiteJournal(path)
-        script = [tool_calls(call("echo", {"x": "1"}, id="a")), tool_calls(call("echo", {"x": "2"}, id="b")), text("done")]
+        script = [
+            tool_calls(call("echo", {"x": "1"}, id="a")),
+            tool_calls(call("echo", {"x": "2"}, id="b")),
+            text("done"),
+        ]
         await Agent(client=ScriptedModel(script), tools=tools, journal=journal).run("hi", run_id="r1")
         journal.close()
 
@@ -198,7 +222,9 @@ async def journal_example(path: str) -> str:
     journal = SQLiteJournal(path)
     try:
         with anyio.fail_after(HANG):
-            result = await Agent(client=ScriptedModel([text("done")] * 3), tools=tools, journal=journal).resume("r1")
+            result = await Agent(
+                client=ScriptedModel([text("done")] * 3), tools=tools, journal=journal
+            ).resume("r1")
         return "final answer" if result.output is not None else "ended"
     except AgentloopError as e:
         return f"typed {type(e).__name__}"
@@ -236,8 +262,14 @@ def describe(reply: Reply) -> str:
 
 
 def fuzz_http(
-    n: int, backend: str, outcomes: Counter[str], jumps: list[str] | None = None, *, strict: bool = False,
-    seconds: Counter[str] | None = None, progress: bool = False,
+    n: int,
+    backend: str,
+    outcomes: Counter[str],
+    jumps: list[str] | None = None,
+    *,
+    strict: bool = False,
+    seconds: Counter[str] | None = None,
+    progress: bool = False,
 ) -> None:
     """`n` generated responses, each through a real run. `strict`: a finding fails the example
     (hypothesis then shrinks it to the smallest response that shows it: the test suite's mode)."""
@@ -254,10 +286,18 @@ def fuzz_http(
         if seconds is not None:
             seconds[outcome] += time.perf_counter() - started
         if progress and sum(outcomes.values()) % 500 == 0:
-            print(f"{backend}: {sum(outcomes.values())} examples, max RSS {_max_rss_mb():.0f} MB", file=sys.stderr, flush=True)
-        assert not (strict and outcome.startswith("FINDING")), f"{outcome} for {wire} streamed={streamed} {describe(reply)}"
+            print(
+                f"{backend}: {sum(outcomes.values())} examples, max RSS {_max_rss_mb():.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
+        assert not (strict and outcome.startswith("FINDING")), (
+            f"{outcome} for {wire} streamed={streamed} {describe(reply)}"
+        )
         if jumps is not None and _max_rss_mb() - before > RSS_JUMP_MB:
-            jumps.append(f"+{_max_rss_mb() - before:.0f} MB: {wire} streamed={streamed} {describe(reply)} -> {outcome}")
+            jumps.append(
+                f"+{_max_rss_mb() - before:.0f} MB: {wire} streamed={streamed} {describe(reply)} -> {outcome}"
+            )
 
     run()
 
@@ -272,7 +312,13 @@ def fuzz_journal(n: int, backend: str, outcomes: Counter[str], workdir: str, *, 
         original = f.read()
     counter = iter(range(10**9))
 
-    @settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         path = os.path.join(workdir, f"d{next(counter)}.db")
@@ -292,7 +338,9 @@ def fuzz_journal(n: int, backend: str, outcomes: Counter[str], workdir: str, *, 
 
 MEMORY_CASES = {
     "1.5 GB body": dict(body=b"x" * (1 << 20), repeat=1536, content_type="application/json", streamed=False),
-    "200 MB SSE line": dict(body=b"data: " + b"x" * ((1 << 20) - 6), repeat=200, content_type="text/event-stream", streamed=True),
+    "200 MB SSE line": dict(
+        body=b"data: " + b"x" * ((1 << 20) - 6), repeat=200, content_type="text/event-stream", streamed=True
+    ),
 }
 
 
@@ -308,20 +356,32 @@ async def memory_case(name: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--http", type=int, default=10_000, help="HTTP response examples")
     parser.add_argument("--journal", type=int, default=2_000, help="damaged-journal examples")
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--memory", action="store_true", help="only the issue's 1.5 GB body / 200 MB SSE line, default budget")
+    parser.add_argument(
+        "--memory", action="store_true", help="only the issue's 1.5 GB body / 200 MB SSE line, default budget"
+    )
     parser.add_argument("--memory-case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_case:  # one case per process: peak RSS is per process
-        print(json.dumps(anyio.run(memory_case, args.memory_case, backend=args.backend if args.backend != "both" else "asyncio")))
+        print(
+            json.dumps(
+                anyio.run(
+                    memory_case,
+                    args.memory_case,
+                    backend=args.backend if args.backend != "both" else "asyncio",
+                )
+            )
+        )
         return
     if args.memory:
         for name in MEMORY_CASES:
-            for backend in (["asyncio", "trio"] if args.backend == "both" else [args.backend]):
+            for backend in ["asyncio", "trio"] if args.backend == "both" else [args.backend]:
                 cmd = [sys.executable, __file__, "--memory-case", name, "--backend", backend]
                 out = __import__("subprocess").run(cmd, capture_output=True, text=True, check=True).stdout
                 print(backend, out.strip())
@@ -345,7 +405,10 @@ def main() -> None:
                            "journal": dict(journal.most_common()), "journal_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     report["max_rss_mb"] = round(_max_rss_mb(), 1)
     report["max_rss_mb_at_start"] = round(rss0 / 1024, 1)
-    findings = {b: [k for k in (*report[b]["http"], *report[b]["journal"]) if k.startswith("FINDING")] for b in backends}
+    findings = {
+        b: [k for k in (*report[b]["http"], *report[b]["journal"]) if k.startswith("FINDING")]
+        for b in backends
+    }
     report["findings"] = findings
     if args.json:
         print(json.dumps(report, indent=2))

@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-import anyio  # noqa: E402
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from signature_grammar import signatures  # noqa: E402
-from test_signature_property import exercise  # noqa: E402
+import anyio
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from signature_grammar import signatures
+from test_signature_property import exercise
 
-from agentloop import FluxClient  # noqa: E402
-from agentloop.testing import FakeFluxRouter  # noqa: E402
+from agentloop import FluxClient
+from agentloop.testing import FakeFluxRouter
 
 
 def main() -> None:
@@ -51,13 +51,16 @@ def main() -> None:
     @given(sig=signatures(), data=st.data())
     def one(sig, data) -> None:  # type: ignore[no-untyped-def]
         async def run() -> str:
-            async with FakeFluxRouter() as router, FluxClient(base_url=router.base_url, api_key="test") as client:
+            async with (
+                FakeFluxRouter() as router,
+                FluxClient(base_url=router.base_url, api_key="test") as client,
+            ):
                 return await exercise(sig, data, router, client)
 
         params[len(sig.params)] += 1
         try:
             outcomes[anyio.run(run, backend=opts.backend)] += 1
-        except Exception as e:  # noqa: BLE001 - counted and reported, the run goes on
+        except Exception as e:
             key = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
             outcomes["FAILED"] += 1
             failures.setdefault(key, (repr(sig), traceback.format_exc(limit=-3)))

@@ -44,7 +44,13 @@ MUTATIONS = [
     Mutation(
         "M2",
         "a call whose start was never journaled is reported outcome_unknown on resume (lost execution)",
-        (("agentloop/_toolstep.py", "if cid in started and not", "if (cid in started or resume is not None) and not"),),
+        (
+            (
+                "agentloop/_toolstep.py",
+                "if cid in started and not",
+                "if (cid in started or resume is not None) and not",
+            ),
+        ),
     ),
     Mutation(
         "M3",
@@ -58,8 +64,16 @@ MUTATIONS = [
                 "        for record in batch:\n            if self.journal is None:\n                continue\n",
             ),
             ("agentloop/_runstate.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
-            ("agentloop/_runstate.py", "        self.ended = True  #", "        self.unflushed = []\n        self.ended = True  #"),
-            ("agentloop/_toolstep.py", "        await dispatcher.run(to_run, step)  #", "        await dispatcher.run(to_run, step)\n    await run.flush()  #"),
+            (
+                "agentloop/_runstate.py",
+                "        self.ended = True  #",
+                "        self.unflushed = []\n        self.ended = True  #",
+            ),
+            (
+                "agentloop/_toolstep.py",
+                "        await dispatcher.run(to_run, step)  #",
+                "        await dispatcher.run(to_run, step)\n    await run.flush()  #",
+            ),
         ),
     ),
     Mutation(
@@ -72,7 +86,11 @@ MUTATIONS = [
                 "        try:\n            if self.on_finish is not None:\n                await self.on_finish(record)\n"
                 "            status, content, error = await self._execute(record, raw)",
             ),
-            ("agentloop/_dispatch.py", "        if self.on_finish is not None:\n            await self.on_finish(record)\n        if self.log", "        if self.log"),
+            (
+                "agentloop/_dispatch.py",
+                "        if self.on_finish is not None:\n            await self.on_finish(record)\n        if self.log",
+                "        if self.log",
+            ),
         ),
     ),
     Mutation(
@@ -102,17 +120,35 @@ MUTATIONS = [
     Mutation(
         "M7",
         "resume forgets the finished calls of the interrupted step (re-runs finished non-idempotent calls)",
-        (("agentloop/_runstate.py", "run.resume = Resume(state.calls, state.records, state.started, {})", "run.resume = Resume(state.calls, {}, state.started, {})"),),
+        (
+            (
+                "agentloop/_runstate.py",
+                "run.resume = Resume(state.calls, state.records, state.started, {})",
+                "run.resume = Resume(state.calls, {}, state.started, {})",
+            ),
+        ),
     ),
     Mutation(
         "M8",
         "replay forgets which calls had started (re-runs an interrupted non-idempotent call)",
-        (("agentloop/_journal.py", "            r.started.add(e.call_id)  # type: ignore[arg-type]", "            pass"),),
+        (
+            (
+                "agentloop/_journal.py",
+                "            r.started.add(e.call_id)  # type: ignore[arg-type]",
+                "            pass",
+            ),
+        ),
     ),
     Mutation(
         "M9",
         "an interrupted idempotent call is not run again (outcome_unknown for every tool)",
-        (("agentloop/_toolstep.py", "if cid in started and not (tool is not None and tool.idempotent):", "if cid in started:"),),
+        (
+            (
+                "agentloop/_toolstep.py",
+                "if cid in started and not (tool is not None and tool.idempotent):",
+                "if cid in started:",
+            ),
+        ),
     ),
     Mutation(
         "M10",
@@ -120,8 +156,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_journal.py",
-                '                (run_id, run_id, kind, step, call_id, data, now),\n            )\n',
-                '                (run_id, run_id, kind, step, call_id, data, now),\n            )\n'
+                "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n",
+                "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n"
                 '            conn.execute("COMMIT")\n            conn.execute("BEGIN IMMEDIATE")\n',
             ),
         ),
@@ -146,8 +182,13 @@ MUTATIONS = [
     Mutation(
         "M13",
         "the outcome_unknown decision of an interrupted call is not committed",
-        (("agentloop/_toolstep.py", '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        await run.settle(record)',
-          '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        run.step_records[record.id] = record'),),
+        (
+            (
+                "agentloop/_toolstep.py",
+                '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        await run.settle(record)',
+                '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        run.step_records[record.id] = record',
+            ),
+        ),
     ),
 ]
 
@@ -158,7 +199,9 @@ def apply(copy: Path, m: Mutation) -> None:
         source = path.read_text()
         n = source.count(old)
         if n != 1:
-            raise SystemExit(f"{m.key}: the text to replace occurs {n} times in {file} (the source changed; update the mutation)")
+            raise SystemExit(
+                f"{m.key}: the text to replace occurs {n} times in {file} (the source changed; update the mutation)"
+            )
         path.write_text(source.replace(old, new))
 
 
@@ -189,9 +232,16 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy(ROOT / "pyproject.toml", copy)
             apply(copy, m)
-            check = subprocess.run([sys.executable, "-c", "import agentloop; print(agentloop.__file__)"], cwd=copy,
-                                   env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True)
-            assert check.stdout.startswith(str(copy)), f"the copy is not the package under test: {check.stdout}"
+            check = subprocess.run(
+                [sys.executable, "-c", "import agentloop; print(agentloop.__file__)"],
+                cwd=copy,
+                env={**os.environ, "PYTHONPATH": str(copy)},
+                capture_output=True,
+                text=True,
+            )
+            assert check.stdout.startswith(str(copy)), (
+                f"the copy is not the package under test: {check.stdout}"
+            )
             failed, tail, seconds = run_tests(copy, args.tests, args.maxfail)
         caught = bool(failed) != (m.key == "M0")
         holes += not caught

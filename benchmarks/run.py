@@ -62,10 +62,22 @@ def import_time(module: str, n: int = 5) -> float:
 SCENARIOS = {
     "a": ("(a) sequential: R=200 C=1 S=3 K=4", dict(runs=200, concurrency=1, steps=3, tools=4)),
     "b": ("(b) concurrency: R=1000 C=200 S=3 K=4", dict(runs=1000, concurrency=200, steps=3, tools=4)),
-    "c": ("(c) parallel tools: R=20 C=1 S=2 K=8 T=50 ms", dict(runs=20, concurrency=1, steps=2, tools=8, sleep_ms=50)),
-    "h10": ("history 10 messages: R=100 C=1 S=3 K=4", dict(runs=100, concurrency=1, steps=3, tools=4, history=10)),
-    "h100": ("history 100 messages: R=100 C=1 S=3 K=4", dict(runs=100, concurrency=1, steps=3, tools=4, history=100)),
-    "h1000": ("history 1,000 messages: R=100 C=1 S=3 K=4", dict(runs=100, concurrency=1, steps=3, tools=4, history=1000)),
+    "c": (
+        "(c) parallel tools: R=20 C=1 S=2 K=8 T=50 ms",
+        dict(runs=20, concurrency=1, steps=2, tools=8, sleep_ms=50),
+    ),
+    "h10": (
+        "history 10 messages: R=100 C=1 S=3 K=4",
+        dict(runs=100, concurrency=1, steps=3, tools=4, history=10),
+    ),
+    "h100": (
+        "history 100 messages: R=100 C=1 S=3 K=4",
+        dict(runs=100, concurrency=1, steps=3, tools=4, history=100),
+    ),
+    "h1000": (
+        "history 1,000 messages: R=100 C=1 S=3 K=4",
+        dict(runs=100, concurrency=1, steps=3, tools=4, history=1000),
+    ),
 }
 DRIVERS = ("raw_httpx", "agentloop")
 
@@ -75,7 +87,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="1 round, R divided by 4")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--hold", type=int, default=10_000, help="runs waiting on a slow model for the memory test (0: skip)")
+    p.add_argument(
+        "--hold", type=int, default=10_000, help="runs waiting on a slow model for the memory test (0: skip)"
+    )
     args = p.parse_args()
     rounds = 1 if args.quick else args.rounds
     chosen = [s for s in args.scenarios.split(",") if s]
@@ -91,15 +105,26 @@ def main() -> None:
                 for d in DRIVERS:
                     m = drive(url, d, **params)
                     ok = m["errors"] == 0 and m["requests"] == m["expected_requests"]
-                    print(f"[round {r + 1}/{rounds}] {key:6} {d:10} cpu {m['cpu_ms_per_step']:.3f} ms/step "
-                          f"{m['steps_per_s']:8.1f} steps/s {'ok' if ok else 'FAILED'}", file=sys.stderr)
+                    print(
+                        f"[round {r + 1}/{rounds}] {key:6} {d:10} cpu {m['cpu_ms_per_step']:.3f} ms/step "
+                        f"{m['steps_per_s']:8.1f} steps/s {'ok' if ok else 'FAILED'}",
+                        file=sys.stderr,
+                    )
                     if ok:
                         results.setdefault((key, d), []).append(m)
         hold = {}
         for d in DRIVERS if args.hold else ():
             try:
-                hold[d] = drive(url, d, runs=args.hold, concurrency=args.hold, steps=1, tools=1,
-                                latency_ms=15_000, hold=True)
+                hold[d] = drive(
+                    url,
+                    d,
+                    runs=args.hold,
+                    concurrency=args.hold,
+                    steps=1,
+                    tools=1,
+                    latency_ms=15_000,
+                    hold=True,
+                )
             except subprocess.CalledProcessError as e:  # e.g. a pool that cannot open that many connections
                 print(f"memory test failed for {d}: {e.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
     finally:
@@ -126,22 +151,34 @@ def render(results: dict, chosen: list[str], hold: dict, imports: dict, rounds: 
     for key in chosen:
         title = SCENARIOS[key][0]
         base = results.get((key, "raw_httpx"))
-        lines += [f"#### {title}", "", "| driver | steps/s | CPU ms/step | × raw_httpx CPU | overhead ms/step | peak RSS MB |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"#### {title}",
+            "",
+            "| driver | steps/s | CPU ms/step | × raw_httpx CPU | overhead ms/step | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for d in DRIVERS:
             ms = results.get((key, d))
             if not ms:
                 lines.append(f"| {d} | failed | | | | |")
                 continue
             ratio = med(ms, "cpu_ms_per_step") / med(base, "cpu_ms_per_step") if base else float("nan")
-            lines.append(f"| {d} | {med(ms, 'steps_per_s'):,.0f} | {med(ms, 'cpu_ms_per_step'):.3f} | {ratio:.2f}× | "
-                         f"{med(ms, 'overhead_ms_per_step'):.3f} | {med(ms, 'peak_rss_mb'):.0f} |")
+            lines.append(
+                f"| {d} | {med(ms, 'steps_per_s'):,.0f} | {med(ms, 'cpu_ms_per_step'):.3f} | {ratio:.2f}× | "
+                f"{med(ms, 'overhead_ms_per_step'):.3f} | {med(ms, 'peak_rss_mb'):.0f} |"
+            )
         lines.append("")
     if hold:
-        lines += ["#### memory per run: runs waiting on a slow model at once", "",
-                  "| driver | runs | RSS before MB | RSS with all waiting MB | KB per run |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {d} | {h['runs']:,} | {h['rss_base_mb']:.1f} | {h['rss_waiting_mb']:.1f} | {h['kb_per_run']:.1f} |"
-                  for d, h in hold.items()]
+        lines += [
+            "#### memory per run: runs waiting on a slow model at once",
+            "",
+            "| driver | runs | RSS before MB | RSS with all waiting MB | KB per run |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {d} | {h['runs']:,} | {h['rss_base_mb']:.1f} | {h['rss_waiting_mb']:.1f} | {h['kb_per_run']:.1f} |"
+            for d, h in hold.items()
+        ]
         lines.append("")
     lines += ["#### start-up", "", "| module | interpreter + import, s (median of 5) |", "|---|---:|"]
     lines += [f"| {m} | {t:.3f} |" for m, t in imports.items()]

@@ -76,7 +76,9 @@ def handler(request: Any) -> Any:
     if messages and messages[-1].get("role") == "tool":
         return text("Lisbon: 21 °C, 12:00")
     return tool_calls(
-        call("get_weather", {"city": "Lisbon"}), call("local_time", {"city": "Lisbon"}), call("word_count", {"text": "Lisbon weather"})
+        call("get_weather", {"city": "Lisbon"}),
+        call("local_time", {"city": "Lisbon"}),
+        call("word_count", {"text": "Lisbon weather"}),
     )
 
 
@@ -173,8 +175,16 @@ def sample(label: str, runs: int) -> Sample:
     pool = sum(t.name.startswith(_POOL_THREADS) for t in threading.enumerate())
     children = _children()
     return Sample(
-        label, runs, round(_rss_mb(), 1), fds, sockets, _tasks(), len(os.listdir("/proc/self/task")), pool,
-        children, _descendants(children),
+        label,
+        runs,
+        round(_rss_mb(), 1),
+        fds,
+        sockets,
+        _tasks(),
+        len(os.listdir("/proc/self/task")),
+        pool,
+        children,
+        _descendants(children),
     )
 
 
@@ -320,11 +330,18 @@ async def soak(
     async def one(agent: Agent) -> None:
         nonlocal ok
         result = await agent.run("Weather and time in Lisbon?")
-        if result.output != "Lisbon: 21 °C, 12:00" or [r.status for r in result.tool_calls] != ["ok"] * len(CALLS):
-            problems.append(f"unexpected result: {result.output!r} {[(r.status, r.content) for r in result.tool_calls]}")
+        if result.output != "Lisbon: 21 °C, 12:00" or [r.status for r in result.tool_calls] != ["ok"] * len(
+            CALLS
+        ):
+            problems.append(
+                f"unexpected result: {result.output!r} {[(r.status, r.content) for r in result.tool_calls]}"
+            )
         ok += 1
 
-    async with FakeFluxRouter(handler) as router, Proxy(router._port or int(router.url.rsplit(":", 1)[1])) as proxy:
+    async with (
+        FakeFluxRouter(handler) as router,
+        Proxy(router._port or int(router.url.rsplit(":", 1)[1])) as proxy,
+    ):
         async with FluxClient(base_url=f"http://127.0.0.1:{proxy.port}/v1", api_key="soak") as client:
             agent = Agent(client=client, **agent_kwargs)
             # sequential: warm up, then every run must leave the process exactly as it was
@@ -366,7 +383,9 @@ async def soak(
             first = next(s for s in samples if s.label == "batch 1")
             for s in samples:
                 if s.label.startswith("batch") and s.rss_mb - first.rss_mb > rss_batch_mb:
-                    problems.append(f"{s.label}: RSS {s.rss_mb} MB, more than {rss_batch_mb} MB over batch 1 ({first.rss_mb} MB)")
+                    problems.append(
+                        f"{s.label}: RSS {s.rss_mb} MB, more than {rss_batch_mb} MB over batch 1 ({first.rss_mb} MB)"
+                    )
             # 4 sockets per connection (client, proxy both sides, router); a pool of at most
             # `concurrent` connections plus what the sequential phase kept open, and slack for
             # connections closing while new ones open. A leak of one socket per run exceeds it.
@@ -375,29 +394,52 @@ async def soak(
             for s in samples[1:]:
                 at = f"{s.label} at {s.runs} runs"
                 if s.other_fds != after_warm.other_fds:
-                    problems.append(f"{at}: {s.other_fds} non-socket fds, {after_warm.other_fds} after warm-up")
+                    problems.append(
+                        f"{at}: {s.other_fds} non-socket fds, {after_warm.other_fds} after warm-up"
+                    )
                 if s.other_threads != after_warm.other_threads:
-                    problems.append(f"{at}: {s.other_threads} threads besides the worker pool, {after_warm.other_threads} after warm-up")
+                    problems.append(
+                        f"{at}: {s.other_threads} threads besides the worker pool, {after_warm.other_threads} after warm-up"
+                    )
                 if s.pool_threads > MAX_POOL_THREADS:
-                    problems.append(f"{at}: {s.pool_threads} pool threads, more than the pools' bound {MAX_POOL_THREADS}")
+                    problems.append(
+                        f"{at}: {s.pool_threads} pool threads, more than the pools' bound {MAX_POOL_THREADS}"
+                    )
                 if s.children != after_warm.children or len(s.children) != len(baseline.children) + 1:
-                    problems.append(f"{at}: child processes {s.children}, after warm-up {after_warm.children} (baseline + the fork server)")
+                    problems.append(
+                        f"{at}: child processes {s.children}, after warm-up {after_warm.children} (baseline + the fork server)"
+                    )
                 if len(s.descendants) > box.max_processes + 1:
-                    problems.append(f"{at}: {len(s.descendants)} processes below the fork server, more than its {box.max_processes} + a spare")
+                    problems.append(
+                        f"{at}: {len(s.descendants)} processes below the fork server, more than its {box.max_processes} + a spare"
+                    )
                 if s.sockets > bound:
                     problems.append(f"{at}: {s.sockets} sockets, more than the pool's bound {bound}")
     await tools.aclose()
     end = take("closed")
     for what in ("fds", "sockets", "tasks", "other_threads", "children"):
         if getattr(end, what) != getattr(baseline, what):
-            problems.append(f"after closing everything: {what} is {getattr(end, what)}, baseline {getattr(baseline, what)}")
+            problems.append(
+                f"after closing everything: {what} is {getattr(end, what)}, baseline {getattr(baseline, what)}"
+            )
     left = await _still_running(seen - set(baseline.children) - set(baseline.descendants))
     if left:
-        problems.append(f"after closing everything: processes {left} (children or their descendants) still run")
+        problems.append(
+            f"after closing everything: processes {left} (children or their descendants) still run"
+        )
     expected = sequential + 20 + concurrent * batches
     if ok != expected:
         problems.append(f"{ok} runs finished, {expected} expected")
-    return Report(samples, sequential, concurrent, batches, restarts, ok, round(time.perf_counter() - started, 2), problems)
+    return Report(
+        samples,
+        sequential,
+        concurrent,
+        batches,
+        restarts,
+        ok,
+        round(time.perf_counter() - started, 2),
+        problems,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,8 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
-        print(f"{report.runs_ok} runs in {report.wall_s} s ({args.backend}), {report.restarts} server restarts")
-        print(f"{'phase':<14}{'runs':>7}{'RSS MB':>9}{'fds':>6}{'sockets':>9}{'tasks':>7}{'threads':>9}{'(pool)':>7}{'children':>9}{'below':>6}")
+        print(
+            f"{report.runs_ok} runs in {report.wall_s} s ({args.backend}), {report.restarts} server restarts"
+        )
+        print(
+            f"{'phase':<14}{'runs':>7}{'RSS MB':>9}{'fds':>6}{'sockets':>9}{'tasks':>7}{'threads':>9}{'(pool)':>7}{'children':>9}{'below':>6}"
+        )
         for s in report.samples:
             print(
                 f"{s.label:<14}{s.runs:>7}{s.rss_mb:>9}{s.fds:>6}{s.sockets:>9}{s.tasks:>7}{s.threads:>9}{s.pool_threads:>7}"

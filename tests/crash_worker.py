@@ -104,9 +104,12 @@ def journal_view(call_id: str) -> tuple[int, int, int]:
     global _reader
     if _reader is None:
         _reader = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, isolation_level=None)
-    kinds = [k for (k,) in _reader.execute(
-        "SELECT kind FROM agentloop_entries WHERE run_id=? AND call_id=?", (run_id, call_id)
-    )]
+    kinds = [
+        k
+        for (k,) in _reader.execute(
+            "SELECT kind FROM agentloop_entries WHERE run_id=? AND call_id=?", (run_id, call_id)
+        )
+    ]
     (in_model,) = _reader.execute(
         "SELECT COUNT(*) FROM agentloop_entries WHERE run_id=? AND kind='model' AND instr(data, ?) > 0",
         (run_id, f'"id":"{call_id}"'),
@@ -115,12 +118,29 @@ def journal_view(call_id: str) -> tuple[int, int, int]:
 
 
 class CrashJournal(SQLiteJournal):
-    async def append(self, run_id: str, kind: str, data: dict[str, Any], *, step: int = 0,
-                     call_id: str | None = None, status: str | None = None) -> None:
+    async def append(
+        self,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        step: int = 0,
+        call_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
         note("APPEND", kind, step, call_id or "-")
         await super().append(run_id, kind, data, step=step, call_id=call_id, status=status)
 
-    def _append(self, conn: sqlite3.Connection, run_id: str, kind: str, data: bytes, step: int, call_id: Any, status: Any) -> None:
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        kind: str,
+        data: bytes,
+        step: int,
+        call_id: Any,
+        status: Any,
+    ) -> None:
         name = kind if call_id is None else f"{kind}.{_tool_of.get(call_id, 'unknown')}"
         self._current = (name, step, call_id)
         checkpoint(f"append.before.{name}", step, call_id)
@@ -166,7 +186,9 @@ def answer(request: Any) -> Any:
     if request.step > STEPS:
         return text(FINAL)
     names = ["write", "read"] + (["write"] if request.step % 2 else [])
-    return tool_calls(*(call(n, {"token": t}, id=f"c{t}") for n, t in ((n, secrets.token_hex(6)) for n in names)))
+    return tool_calls(
+        *(call(n, {"token": t}, id=f"c{t}") for n, t in ((n, secrets.token_hex(6)) for n in names))
+    )
 
 
 def learn_calls(journal: SQLiteJournal) -> None:

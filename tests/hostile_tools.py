@@ -204,4 +204,3 @@ def escape_syscalls() -> dict[str, int]:
         ctypes.set_errno(0)
         out[name] = 0 if fn() == 0 else ctypes.get_errno()
     return out
-

@@ -27,7 +27,11 @@ def _tool(name: str, schema: dict[str, Any], description: str | None = None) -> 
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required if required is not None else list(props)}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required if required is not None else list(props),
+    }
 
 
 TOOLS = [

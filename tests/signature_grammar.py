@@ -30,7 +30,9 @@ def _fresh(prefix: str) -> str:
     return f"{prefix}{next(_names)}"
 
 
-literals = st.lists(st.sampled_from(["a", "b", "zz", 1, 2, -3, True]), min_size=1, max_size=3, unique=True).map(
+literals = st.lists(
+    st.sampled_from(["a", "b", "zz", 1, 2, -3, True]), min_size=1, max_size=3, unique=True
+).map(
     lambda vals: Literal[tuple(vals)]  # type: ignore[misc]
 )
 enums = st.sampled_from([("red", "green"), (1, 2, 3), ("x",)]).map(
@@ -42,7 +44,7 @@ leaves = hashable_leaves
 
 def _dataclass(fields: list[tuple[Any, bool]], frozen: bool) -> Any:
     spec = [
-        (f"f{i}", Optional[tp], field(default=None)) if has_default else (f"f{i}", tp)  # noqa: UP007
+        (f"f{i}", Optional[tp], field(default=None)) if has_default else (f"f{i}", tp)
         for i, (tp, has_default) in enumerate(sorted(fields, key=lambda f: f[1]))  # defaults go last
     ]
     return dataclasses.make_dataclass(_fresh("D"), spec, frozen=frozen)
@@ -64,11 +66,13 @@ def types(depth: int) -> st.SearchStrategy[Any]:
         st.tuples(inner, inner).map(lambda ts: tuple[ts[0], ts[1]]),  # type: ignore[valid-type]
         hashable_leaves.map(lambda t: set[t]),  # type: ignore[valid-type]
         inner.map(lambda t: dict[str, t]),  # type: ignore[valid-type]
-        inner.map(lambda t: Optional[t]),  # noqa: UP007
+        inner.map(lambda t: Optional[t]),
         inner.map(lambda t: t | None),  # the 3.10 spelling, a different object from Optional
         st.tuples(inner, inner).map(lambda ts: Union[ts]),  # noqa: UP007
         inner.map(lambda t: Annotated[t, "a description"]),
-        st.builds(_dataclass, st.lists(st.tuples(inner, st.booleans()), min_size=1, max_size=3), st.booleans()),
+        st.builds(
+            _dataclass, st.lists(st.tuples(inner, st.booleans()), min_size=1, max_size=3), st.booleans()
+        ),
         st.builds(_typeddict, st.lists(inner, min_size=1, max_size=3), st.booleans()),
     )
 
@@ -91,7 +95,7 @@ class Signature:
             "    _record(dict(locals()))\n"
             "    return 'ok'\n"
         )
-        exec(src, ns)  # noqa: S102 - our own generated source: the point is a real def
+        exec(src, ns)
         return ns["tool_fn"]
 
     def __repr__(self) -> str:
@@ -109,7 +113,7 @@ def _param(draw: Any, i: int, depth: int) -> tuple[str, Any, Any]:
     tp = draw(types(draw(st.integers(0, depth))))
     kind = draw(st.sampled_from(["required", "none", "value"]))
     if kind == "none":
-        return f"p{i}", Optional[tp], None  # noqa: UP007
+        return f"p{i}", Optional[tp], None
     if kind == "value" and tp in _DEFAULTS:
         return f"p{i}", tp, _DEFAULTS[tp]
     return f"p{i}", tp, _REQUIRED
@@ -163,7 +167,9 @@ def conforms(value: Any, tp: Any) -> bool:
         return type(value) is dict and all(type(k) is str and conforms(x, args[1]) for k, x in value.items())
     if dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp, include_extras=True)
-        return type(value) is tp and all(conforms(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(tp))
+        return type(value) is tp and all(
+            conforms(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(tp)
+        )
     if typing.is_typeddict(tp):
         hints = typing.get_type_hints(tp, include_extras=True)
         return (

@@ -66,7 +66,7 @@ async def fetch(key: str) -> str:
 def gated(key: str) -> str:
     """Wait for the test to open the gate (a line on GATE_FIFO), then finish."""
     _note(f"start gated {key}")
-    print(f"HANGING gated", flush=True)
+    print("HANGING gated", flush=True)
     with open(os.environ["GATE_FIFO"]) as fifo:
         fifo.readline()
     _note(f"end gated {key}")

@@ -13,10 +13,7 @@ from agentloop import (
     ConversationError,
     FluxClient,
     RunFinished,
-    RunStarted,
-    StepFinished,
     StepLimitExceeded,
-    TextDelta,
     ToolCallFinished,
     ToolCallStarted,
     ToolRegistry,
@@ -42,7 +39,9 @@ def weather_tools() -> ToolRegistry:
 
 
 async def test_round_trip_weather(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
-    fake_router.add(tool_calls(call("get_weather", {"city": "Lisbon"}, id="call_a")), text("21 °C and clear in Lisbon."))
+    fake_router.add(
+        tool_calls(call("get_weather", {"city": "Lisbon"}, id="call_a")), text("21 °C and clear in Lisbon.")
+    )
     agent = Agent(client=flux_client, tools=weather_tools(), model="flux-pinned-gpt-5", max_steps=10)
 
     result = await agent.run("What's the weather in Lisbon?")
@@ -91,7 +90,9 @@ async def test_parallel_calls_really_overlap(fake_router: FakeFluxRouter, flux_c
         return f"{me} met {other}"
 
     fake_router.add(
-        tool_calls(call("rendezvous", {"me": "a", "other": "b"}), call("rendezvous", {"me": "b", "other": "a"})),
+        tool_calls(
+            call("rendezvous", {"me": "a", "other": "b"}), call("rendezvous", {"me": "b", "other": "a"})
+        ),
         text("done"),
     )
     with anyio.fail_after(10):  # a guard against a deadlock, not a wait
@@ -99,7 +100,9 @@ async def test_parallel_calls_really_overlap(fake_router: FakeFluxRouter, flux_c
     assert [m["content"] for m in result.messages if m["role"] == "tool"] == ["a met b", "b met a"]
 
 
-async def test_results_in_model_order_not_completion_order(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
+async def test_results_in_model_order_not_completion_order(
+    fake_router: FakeFluxRouter, flux_client: FluxClient
+) -> None:
     tools = ToolRegistry()
     second_done = anyio.Event()
 
@@ -120,7 +123,9 @@ async def test_results_in_model_order_not_completion_order(fake_router: FakeFlux
     assert [r.name for r in result.tool_calls] == ["first", "second"]
 
 
-async def test_sync_tools_run_in_a_worker_thread(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
+async def test_sync_tools_run_in_a_worker_thread(
+    fake_router: FakeFluxRouter, flux_client: FluxClient
+) -> None:
     """A sync tool blocks on a threading.Event that the event loop sets: a blocked loop would deadlock."""
     tools = ToolRegistry()
     release = threading.Event()
@@ -178,7 +183,11 @@ async def test_step_limit_keeps_everything(fake_router: FakeFluxRouter, flux_cli
     ],
 )
 async def test_tool_choice_on_the_wire(
-    fake_router: FakeFluxRouter, flux_client: FluxClient, choice: object, first_wire: object, second_wire: object
+    fake_router: FakeFluxRouter,
+    flux_client: FluxClient,
+    choice: object,
+    first_wire: object,
+    second_wire: object,
 ) -> None:
     fake_router.add(tool_calls(call("get_weather", {"city": "Rome"})), text("done"))
     await Agent(client=flux_client, tools=weather_tools(), tool_choice=choice).run("go")
@@ -252,7 +261,9 @@ async def test_many_concurrent_runs_on_one_agent(flux_client: FluxClient) -> Non
         assert outputs[i].startswith(f"{city}: 21")
 
 
-async def test_continue_a_conversation_without_mutating_it(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
+async def test_continue_a_conversation_without_mutating_it(
+    fake_router: FakeFluxRouter, flux_client: FluxClient
+) -> None:
     history = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
@@ -268,7 +279,9 @@ async def test_continue_a_conversation_without_mutating_it(fake_router: FakeFlux
     assert len(fake_router.requests[0].json["messages"]) == 4
 
 
-async def test_instructions_become_the_system_message(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
+async def test_instructions_become_the_system_message(
+    fake_router: FakeFluxRouter, flux_client: FluxClient
+) -> None:
     fake_router.add(text("ok"))
     await Agent(client=flux_client, instructions="You are terse.").run("hi")
     assert fake_router.requests[0].json["messages"][0] == {"role": "system", "content": "You are terse."}
@@ -296,7 +309,9 @@ async def test_nothing_to_send_is_a_typed_error(flux_client: FluxClient) -> None
 
 async def test_stream_events_in_order(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
     fake_router.add(
-        tool_calls(call("get_weather", {"city": "Lisbon"}, id="x1"), call("get_weather", {"city": "Porto"}, id="x2")),
+        tool_calls(
+            call("get_weather", {"city": "Lisbon"}, id="x1"), call("get_weather", {"city": "Porto"}, id="x2")
+        ),
         text("All sunny."),
     )
     agent = Agent(client=flux_client, tools=weather_tools())
@@ -310,9 +325,20 @@ async def test_stream_events_in_order(fake_router: FakeFluxRouter, flux_client: 
     collapsed = [k for i, k in enumerate(kinds) if not (k.endswith("Delta") and i and kinds[i - 1] == k)]
     tools_part = collapsed[4:8]
     assert collapsed[:4] == ["RunStarted", "ModelRequestStarted", "ToolCallDelta", "ModelResponded"]
-    assert sorted(tools_part) == ["ToolCallFinished", "ToolCallFinished", "ToolCallStarted", "ToolCallStarted"]
+    assert sorted(tools_part) == [
+        "ToolCallFinished",
+        "ToolCallFinished",
+        "ToolCallStarted",
+        "ToolCallStarted",
+    ]
     assert tools_part.index("ToolCallStarted") < tools_part.index("ToolCallFinished")
-    assert collapsed[8:] == ["StepFinished", "ModelRequestStarted", "TextDelta", "ModelResponded", "RunFinished"]
+    assert collapsed[8:] == [
+        "StepFinished",
+        "ModelRequestStarted",
+        "TextDelta",
+        "ModelResponded",
+        "RunFinished",
+    ]
     assert events.result is not None and events.result.output == "All sunny."
 
 
@@ -327,7 +353,9 @@ async def test_stream_raises_the_run_error(fake_router: FakeFluxRouter, flux_cli
     assert any(isinstance(e, ToolCallFinished) for e in seen)
 
 
-async def test_stream_consumer_leaving_early_cancels_the_run(fake_router: FakeFluxRouter, flux_client: FluxClient) -> None:
+async def test_stream_consumer_leaving_early_cancels_the_run(
+    fake_router: FakeFluxRouter, flux_client: FluxClient
+) -> None:
     tools = ToolRegistry()
     never = anyio.Event()
 

@@ -19,7 +19,16 @@ from agentloop import (
     ToolRegistry,
 )
 from agentloop._wire._anthropic import AnthropicWire, encode_messages
-from agentloop.testing import FakeFluxRouter, call, error, raw, stream_error, text, tool_calls, weather_handler
+from agentloop.testing import (
+    FakeFluxRouter,
+    call,
+    error,
+    raw,
+    stream_error,
+    text,
+    tool_calls,
+    weather_handler,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -68,8 +77,16 @@ CONVERSATION: list[dict[str, Any]] = [
         "role": "assistant",
         "content": "Checking.",
         "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Lisbon"}'}},
-            {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Po'}},
+            {
+                "id": "toolu_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Lisbon"}'},
+            },
+            {
+                "id": "toolu_2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Po'},
+            },
         ],
     },
     {"role": "tool", "tool_call_id": "toolu_1", "content": '{"temp_c":21}'},
@@ -80,7 +97,11 @@ CONVERSATION: list[dict[str, Any]] = [
 
 def test_golden_request_body() -> None:
     req = ModelRequest(
-        model="flux-auto", messages=CONVERSATION, tools=[WEATHER_TOOL], tool_choice="auto", settings={"temperature": 0.2}
+        model="flux-auto",
+        messages=CONVERSATION,
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        settings={"temperature": 0.2},
     )
     assert AnthropicWire().body(req) == {
         "model": "flux-auto",
@@ -100,8 +121,11 @@ def test_golden_request_body() -> None:
                 "role": "user",  # all results of the turn in ONE user message, before the text
                 "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"temp_c":21}'},
-                    {"type": "tool_result", "tool_use_id": "toolu_2",
-                     "content": "Invalid arguments for tool 'get_weather': ..."},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_2",
+                        "content": "Invalid arguments for tool 'get_weather': ...",
+                    },
                     {"type": "text", "text": "And in Faro?"},
                 ],
             },  # fmt: skip
@@ -110,7 +134,11 @@ def test_golden_request_body() -> None:
             {
                 "name": "get_weather",
                 "description": "Get the current weather for a city.",
-                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
             }
         ],
         "tool_choice": {"type": "auto"},
@@ -129,19 +157,29 @@ def test_golden_request_body() -> None:
     ],
 )
 def test_tool_choice_mapping(choice: Any, expected: Any) -> None:
-    req = ModelRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], tool_choice=choice)
+    req = ModelRequest(
+        model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], tool_choice=choice
+    )
     assert AnthropicWire().body(req).get("tool_choice") == expected
 
 
 def test_settings_mapping_and_max_tokens() -> None:
     settings = {"max_tokens": 100, "stop": "END", "parallel_tool_calls": False, "user": "u1", "top_k": 5}
-    req = ModelRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], settings=settings)
+    req = ModelRequest(
+        model="m", messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], settings=settings
+    )
     body = AnthropicWire(max_tokens=999).body(req, stream=True)
-    assert body["max_tokens"] == 100 and body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u1"}
+    assert (
+        body["max_tokens"] == 100
+        and body["stop_sequences"] == ["END"]
+        and body["metadata"] == {"user_id": "u1"}
+    )
     assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
     assert body["top_k"] == 5 and body["stream"] is True
     assert "stop" not in body and "user" not in body and "parallel_tool_calls" not in body
-    no_tools = ModelRequest(model="m", messages=[{"role": "user", "content": "x"}], tools=[], tool_choice="auto")
+    no_tools = ModelRequest(
+        model="m", messages=[{"role": "user", "content": "x"}], tools=[], tool_choice="auto"
+    )
     assert AnthropicWire(max_tokens=999).body(no_tools) == {
         "model": "m", "max_tokens": 999, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
     }  # fmt: skip
@@ -183,27 +221,49 @@ async def test_plain_round_trip_with_parallel_calls(router: FakeFluxRouter, clie
     assert result.output == "Lisbon is 21 °C."
     assert result.usage.requests == 2 and result.usage.total_tokens == 30
     # result.messages stays canonical (OpenAI chat format)
-    assert [m["role"] for m in result.messages] == ["system", "user", "assistant", "tool", "tool", "assistant"]
+    assert [m["role"] for m in result.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+    ]
     assert result.messages[2] == {
         "role": "assistant",
         "content": "Let me check.",
         "tool_calls": [
-            {"id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Lisbon"}'}},
-            {"id": "toolu_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Atlantis"}'}},
+            {
+                "id": "toolu_a",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Lisbon"}'},
+            },
+            {
+                "id": "toolu_b",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Atlantis"}'},
+            },
         ],
     }
     first, second = (r.json for r in router.requests)
     assert first["system"] == "Be brief." and first["max_tokens"] == 4096
     assert all(m["role"] != "system" for m in first["messages"])
     results = second["messages"][-1]
-    assert results["role"] == "user" and [b["type"] for b in results["content"]] == ["tool_result", "tool_result"]
+    assert results["role"] == "user" and [b["type"] for b in results["content"]] == [
+        "tool_result",
+        "tool_result",
+    ]
     assert [b["tool_use_id"] for b in results["content"]] == ["toolu_a", "toolu_b"]
     assert "LookupError" in results["content"][1]["content"]
 
 
 async def test_streamed_round_trip_with_parallel_calls(router: FakeFluxRouter, client: FluxClient) -> None:
     router.add(
-        tool_calls(call("get_weather", {"city": "Lisbon"}), call("get_weather", {"city": "Porto"}), quirks=["keepalive"]),
+        tool_calls(
+            call("get_weather", {"city": "Lisbon"}),
+            call("get_weather", {"city": "Porto"}),
+            quirks=["keepalive"],
+        ),
         text("Both 21 °C.", quirks=["keepalive"]),
     )
     events: list[Any] = []
@@ -221,7 +281,10 @@ async def test_streamed_round_trip_with_parallel_calls(router: FakeFluxRouter, c
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Both 21 °C."
     result = events[-1].result
     assert result.output == "Both 21 °C." and result.usage.total_tokens == 30
-    assert [c["function"]["arguments"] for c in result.messages[1]["tool_calls"]] == ['{"city":"Lisbon"}', '{"city":"Porto"}']
+    assert [c["function"]["arguments"] for c in result.messages[1]["tool_calls"]] == [
+        '{"city":"Lisbon"}',
+        '{"city":"Porto"}',
+    ]
     assert all(r.stream for r in router.requests)
 
 
@@ -254,7 +317,9 @@ async def test_200_with_error_object_is_typed(router: FakeFluxRouter, client: Fl
         await Agent(client=client).run("x")
 
 
-async def test_invalid_tool_input_from_the_model_is_answered(router: FakeFluxRouter, client: FluxClient) -> None:
+async def test_invalid_tool_input_from_the_model_is_answered(
+    router: FakeFluxRouter, client: FluxClient
+) -> None:
     router.add(tool_calls(call("get_weather", '{"city": "Lis')), text("sorry"))
     result = await Agent(client=client, tools=weather_tools()).run("x")
     assert result.tool_calls[0].status == "invalid_arguments"
@@ -277,9 +342,14 @@ async def test_conversation_moves_between_wires() -> None:
     assert history[1]["content"][0]["type"] == "tool_use"
 
 
-async def test_failed_calls_go_back_with_is_error_through_the_loop(router: FakeFluxRouter, client: FluxClient) -> None:
+async def test_failed_calls_go_back_with_is_error_through_the_loop(
+    router: FakeFluxRouter, client: FluxClient
+) -> None:
     router.add(
-        tool_calls(call("get_weather", {"city": "Atlantis"}, id="bad"), call("get_weather", {"city": "Lisbon"}, id="good")),
+        tool_calls(
+            call("get_weather", {"city": "Atlantis"}, id="bad"),
+            call("get_weather", {"city": "Lisbon"}, id="good"),
+        ),
         text("Lisbon is 21."),
     )
     result = await Agent(client=client, tools=weather_tools()).run("Weather in Atlantis and Lisbon?")

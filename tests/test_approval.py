@@ -42,7 +42,9 @@ def make_tools() -> tuple[ToolRegistry, list[str]]:
 
 def step_one() -> list:
     return [
-        tool_calls(call("lookup", {"key": "addr"}, id="c1"), call("send_email", {"to": "bob", "body": "hi"}, id="c2")),
+        tool_calls(
+            call("lookup", {"key": "addr"}, id="c1"), call("send_email", {"to": "bob", "body": "hi"}, id="c2")
+        ),
         text("done"),
     ]
 
@@ -98,7 +100,9 @@ async def test_predicate_over_name_and_arguments() -> None:
     model = ScriptedModel(
         [tool_calls(call("pay", {"amount": 5}, id="p1"), call("pay", {"amount": 500}, id="p2")), text("ok")]
     )
-    agent = Agent(client=model, tools=tools, require_approval=lambda name, args: name == "pay" and args["amount"] > 100)
+    agent = Agent(
+        client=model, tools=tools, require_approval=lambda name, args: name == "pay" and args["amount"] > 100
+    )
     paused = await agent.run("pay")
     assert [p.id for p in paused.pending] == ["p2"] and done == ["pay 5"]
     result = await agent.resume(paused, approvals={"p2": True})

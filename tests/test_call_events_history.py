@@ -129,7 +129,13 @@ async def test_loop_detected_and_skipped_calls_get_both_events() -> None:
     assert sorted(assert_started_then_finished(seen).values()) == ["loop_detected", "loop_detected", "ok"]
 
     seen.clear()
-    model = ScriptedModel([tool_calls(call("add", {"a": 1, "b": 1}), call("add", {"a": 2, "b": 2}), call("add", {"a": 3, "b": 3}))])
+    model = ScriptedModel(
+        [
+            tool_calls(
+                call("add", {"a": 1, "b": 1}), call("add", {"a": 2, "b": 2}), call("add", {"a": 3, "b": 3})
+            )
+        ]
+    )
     agent = Agent(client=model, tools=tools(), limits=RunLimits(max_tool_calls=1), observers=[seen.append])
     with pytest.raises(ToolCallLimitExceeded):
         await agent.run("go")
@@ -138,7 +144,10 @@ async def test_loop_detected_and_skipped_calls_get_both_events() -> None:
 
 async def test_rejected_and_overridden_calls_get_both_events_on_resume() -> None:
     model = ScriptedModel(
-        [tool_calls(call("delete", {"path": "/a"}, id="a"), call("delete", {"path": "/b"}, id="b")), text("ok")]
+        [
+            tool_calls(call("delete", {"path": "/a"}, id="a"), call("delete", {"path": "/b"}, id="b")),
+            text("ok"),
+        ]
     )
     agent = Agent(client=model, tools=tools())
     paused = await agent.run("clean up")
@@ -158,17 +167,22 @@ def sent_arguments(request: Any) -> list[Any]:
     """The arguments of every earlier tool call, as the request carries them (either wire)."""
     if request.wire == "openai":
         return [
-            c["function"]["arguments"]
-            for m in request.json["messages"]
-            for c in m.get("tool_calls") or ()
+            c["function"]["arguments"] for m in request.json["messages"] for c in m.get("tool_calls") or ()
         ]
-    return [b["input"] for m in request.json["messages"] if isinstance(m["content"], list)
-            for b in m["content"] if b.get("type") == "tool_use"]
+    return [
+        b["input"]
+        for m in request.json["messages"]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b.get("type") == "tool_use"
+    ]
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
 async def test_invalid_arguments_enter_history_as_a_json_object(wire: str) -> None:
-    calls = [call("add", raw, id=f"c{i}") for i, raw in enumerate(BAD)] + [call("add", '{"a": 1, "b": 2}', id="good")]
+    calls = [call("add", raw, id=f"c{i}") for i, raw in enumerate(BAD)] + [
+        call("add", '{"a": 1, "b": 2}', id="good")
+    ]
     async with FakeFluxRouter([tool_calls(*calls), text("done")]) as router:
         url = router.base_url if wire == "openai" else router.anthropic_url
         async with FluxClient(base_url=url, api_key="test", stream=False) as client:

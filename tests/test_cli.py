@@ -20,7 +20,7 @@ def test_demo_prints_the_transcript(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "user: What's the weather in Lisbon and Porto?" in out
     assert '→ get_weather({"city":"Lisbon"})' in out and '→ get_weather({"city":"Porto"})' in out
-    assert '← get_weather ok' in out and '"temp_c":17' in out
+    assert "← get_weather ok" in out and '"temp_c":17' in out
     assert "assistant: Lisbon: 21 °C, clear" in out
     assert "final after 2 step(s), 2 tool call(s)" in out
 
@@ -41,20 +41,33 @@ async def test_run_against_a_router_in_a_subprocess() -> None:
     async with FakeFluxRouter(script, api_key="sk-cli-test-key") as router:
         env = {**os.environ, "FLUX_API_KEY": "sk-cli-test-key", "PYTHONPATH": str(TESTS)}
         proc = await anyio.run_process(
-            [sys.executable, "-m", "agentloop.cli", "run", "--base-url", router.base_url,
-             "--tool", "cli_tools:shout", "--model", "flux-pinned-gpt-5", "Shout hello"],
+            [
+                sys.executable,
+                "-m",
+                "agentloop.cli",
+                "run",
+                "--base-url",
+                router.base_url,
+                "--tool",
+                "cli_tools:shout",
+                "--model",
+                "flux-pinned-gpt-5",
+                "Shout hello",
+            ],
             env=env,
             check=False,
         )
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr.decode()
-    assert '← shout ok' in out and '"HELLO"' not in out and "HELLO" in out
+    assert "← shout ok" in out and '"HELLO"' not in out and "HELLO" in out
     assert "It says HELLO." in out
     assert router.requests[0].json["model"] == "flux-pinned-gpt-5"
     assert "sk-cli-test-key" not in out + proc.stderr.decode()
 
 
-def test_run_without_key_says_what_to_do(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_without_key_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("FLUX_API_KEY", raising=False)
     assert main(["run", "hi"]) == 2
     assert "FLUX_API_KEY" in capsys.readouterr().err
@@ -110,12 +123,28 @@ async def test_run_with_a_journal_then_runs_list_and_show(tmp_path: Path) -> Non
     async with FakeFluxRouter(script, api_key="sk-cli-test-key") as router:
         env = {**os.environ, "FLUX_API_KEY": "sk-cli-test-key", "PYTHONPATH": str(TESTS)}
         proc = await anyio.run_process(
-            [sys.executable, "-m", "agentloop.cli", "run", "--base-url", router.base_url, "--tool", "cli_tools:shout",
-             "--journal", str(journal), "--run-id", "run_cli_1", "Shout hello"],
-            env=env, check=False,
+            [
+                sys.executable,
+                "-m",
+                "agentloop.cli",
+                "run",
+                "--base-url",
+                router.base_url,
+                "--tool",
+                "cli_tools:shout",
+                "--journal",
+                str(journal),
+                "--run-id",
+                "run_cli_1",
+                "Shout hello",
+            ],
+            env=env,
+            check=False,
         )
     assert proc.returncode == 0, proc.stderr.decode()
-    listed = await anyio.run_process([sys.executable, "-m", "agentloop.cli", "runs", "--journal", str(journal), "list"])
+    listed = await anyio.run_process(
+        [sys.executable, "-m", "agentloop.cli", "runs", "--journal", str(journal), "list"]
+    )
     assert "run_cli_1" in listed.stdout.decode()
     shown = await anyio.run_process(
         [sys.executable, "-m", "agentloop.cli", "runs", "--journal", str(journal), "show", "run_cli_1"]
@@ -124,7 +153,9 @@ async def test_run_with_a_journal_then_runs_list_and_show(tmp_path: Path) -> Non
     assert "shout" in transcript and "HELLO" in transcript and "It says HELLO." in transcript
 
 
-def test_run_with_an_unloadable_tool_says_which(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_with_an_unloadable_tool_says_which(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("FLUX_API_KEY", "sk-test-0000000000")
     assert main(["run", "--tool", "no_such_module:fn", "hi"]) == 2
     assert "cannot load the tool 'no_such_module:fn'" in capsys.readouterr().err

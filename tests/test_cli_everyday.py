@@ -51,13 +51,24 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def cli(*args: str, cwd: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGENTLOOP_JOURNAL")}
-    return subprocess.run([AGENTLOOP, *args], cwd=cwd, input=stdin, capture_output=True, text=True,
-                          env={**base, "FLUX_API_KEY": KEY, **(env or {})}, check=False)
+    return subprocess.run(
+        [AGENTLOOP, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, "FLUX_API_KEY": KEY, **(env or {})},
+        check=False,
+    )
 
 
-async def acli(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+async def acli(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return await anyio.to_thread.run_sync(lambda: cli(*args, cwd=cwd, stdin=stdin))
 
 
@@ -77,7 +88,9 @@ def journaled(db: Path, run_id: str = "r1") -> None:
 
 @pytest.mark.parametrize("command", [["list"], ["show", "r1"], ["delete", "r1"]])
 @pytest.mark.parametrize("where", ["after", "before"])
-def test_runs_takes_journal_before_or_after_the_subcommand(tmp_path: Path, command: list[str], where: str) -> None:
+def test_runs_takes_journal_before_or_after_the_subcommand(
+    tmp_path: Path, command: list[str], where: str
+) -> None:
     # The repro: `agentloop runs list --journal runs.db` (the README's form) was rejected.
     db = tmp_path / "runs.db"
     journaled(db)
@@ -87,7 +100,9 @@ def test_runs_takes_journal_before_or_after_the_subcommand(tmp_path: Path, comma
     assert "r1" in out.getvalue()
 
 
-def test_runs_journal_after_wins_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_journal_after_wins_over_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "runs.db"
     journaled(db)
     monkeypatch.setenv("AGENTLOOP_JOURNAL", str(tmp_path / "missing.db"))
@@ -105,8 +120,12 @@ def test_version() -> None:
 
 
 def test_python_dash_m_agentloop() -> None:
-    done = subprocess.run([sys.executable, "-m", "agentloop", "demo", "--json", "Weather in Tokyo?"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "agentloop", "demo", "--json", "Weather in Tokyo?"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["result"]["output"].startswith("Tokyo: 15")
 
@@ -122,8 +141,16 @@ async def test_run_reads_the_prompt_from_stdin_and_its_tool_from_the_current_dir
     # The repro: `agentloop run --tool mytools:registry` could not import mytools from the cwd.
     script = [tool_calls(call("shout", {"text": "hi"})), text("It says HI.")]
     async with FakeFluxRouter(script, api_key=KEY) as router:
-        done = await acli("run", "--base-url", router.base_url, "--tool", "mytools:registry", "-",
-                          cwd=project, stdin="Shout hi")
+        done = await acli(
+            "run",
+            "--base-url",
+            router.base_url,
+            "--tool",
+            "mytools:registry",
+            "-",
+            cwd=project,
+            stdin="Shout hi",
+        )
         assert done.returncode == 0, done.stderr
         assert router.requests[0].json["messages"][-1]["content"] == "Shout hi"
     assert "← shout ok" in done.stdout and "It says HI." in done.stdout
@@ -172,11 +199,33 @@ async def test_runs_resume_approves_a_paused_call(project: Path) -> None:
     journal.close()
     assert paused.stop_reason == "approval_required"
     async with FakeFluxRouter([text("Refunded.")], api_key=KEY) as router:
-        waiting = await acli("runs", "resume", "p", "--journal", str(db), "--base-url", router.base_url,
-                             "--tool", "mytools:registry", cwd=project)
+        waiting = await acli(
+            "runs",
+            "resume",
+            "p",
+            "--journal",
+            str(db),
+            "--base-url",
+            router.base_url,
+            "--tool",
+            "mytools:registry",
+            cwd=project,
+        )
         assert waiting.returncode == 2 and "c1" in waiting.stderr  # no decision given: says which call
-        done = await acli("runs", "resume", "p", "--journal", str(db), "--base-url", router.base_url,
-                          "--tool", "mytools:registry", "--approve", "c1", cwd=project)
+        done = await acli(
+            "runs",
+            "resume",
+            "p",
+            "--journal",
+            str(db),
+            "--base-url",
+            router.base_url,
+            "--tool",
+            "mytools:registry",
+            "--approve",
+            "c1",
+            cwd=project,
+        )
     assert done.returncode == 0, done.stderr
     assert "Refunded." in done.stdout
     shown = await acli("runs", "show", "p", "--journal", str(db))
@@ -199,7 +248,9 @@ def test_run_and_worker_use_the_same_option_names() -> None:
 
     args = worker_parser().parse_args(["--task-queue", "q", "--tool", "m:registry", "--base-url", "http://x"])
     assert args.tool == ["m:registry"] and args.base_url == "http://x"
-    old = worker_parser().parse_args(["--task-queue", "q", "--tools", "m:registry"])  # the old name still works
+    old = worker_parser().parse_args(
+        ["--task-queue", "q", "--tools", "m:registry"]
+    )  # the old name still works
     assert old.tool == ["m:registry"]
 
 
@@ -221,7 +272,9 @@ async def test_model_text_and_run_ids_are_printed_with_control_characters_escape
     db = tmp_path / "runs.db"
     run_id = "run\x1b[2Jx"
     async with FakeFluxRouter([text(f"hello {HOSTILE}")], api_key=KEY) as router:
-        done = await acli("run", "--base-url", router.base_url, "--journal", str(db), "--run-id", run_id, "hi")
+        done = await acli(
+            "run", "--base-url", router.base_url, "--journal", str(db), "--run-id", run_id, "hi"
+        )
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x9b" not in done.stdout and "\x07" not in done.stdout
     assert "\\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b" in done.stdout

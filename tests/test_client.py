@@ -158,7 +158,13 @@ async def test_key_never_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixtur
             agent = Agent(client=client, tools=tools)
             with pytest.raises(AuthenticationError) as exc_info:
                 await agent.run("hi")
-            texts = [repr(client), repr(agent), str(exc_info.value), repr(exc_info.value), str(exc_info.value.body)]
+            texts = [
+                repr(client),
+                repr(agent),
+                str(exc_info.value),
+                repr(exc_info.value),
+                str(exc_info.value.body),
+            ]
     assert router.requests[0].headers["authorization"] == f"Bearer {SECRET}"  # it was really used
     assert "[redacted]" in str(exc_info.value)
     assert any("tool finished" in r.getMessage() or "tool finished" in str(r.msg) for r in caplog.records)
@@ -189,7 +195,14 @@ async def test_debug_events_through_configured_structlog() -> None:
         structlog.reset_defaults()
     assert result.output == "ok"
     names = [e["event"] for e in events]
-    assert names == ["model request", "tool started", "tool finished", "step finished", "model request", "run finished"]
+    assert names == [
+        "model request",
+        "tool started",
+        "tool finished",
+        "step finished",
+        "model request",
+        "run finished",
+    ]
     assert all(e["run_id"] == "run_fixed" for e in events)
     finished = events[2]
     assert finished["tool_call_id"] == "c9" and finished["outcome"] == "ok" and "duration_s" in finished
@@ -202,9 +215,13 @@ async def test_custom_transport_seam() -> None:
     """Any httpx transport can carry the requests (here: an in-process ASGI-less mock transport)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": "via transport"}}]})
+        return httpx.Response(
+            200, json={"choices": [{"message": {"role": "assistant", "content": "via transport"}}]}
+        )
 
-    async with FluxClient(api_key="k", base_url="http://flux.invalid/v1", transport=httpx.MockTransport(handler)) as c:
+    async with FluxClient(
+        api_key="k", base_url="http://flux.invalid/v1", transport=httpx.MockTransport(handler)
+    ) as c:
         result = await Agent(client=c).run("hi")
     assert result.output == "via transport"
 
@@ -218,7 +235,9 @@ async def test_401_message_has_one_period_between_sentences() -> None:
     async with FakeFluxRouter([error(401, "Invalid API key.")]) as router:
         async with FluxClient(base_url=router.base_url, api_key="k", retry=NO_RETRY) as client:
             with pytest.raises(AuthenticationError) as info:
-                await client.request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[]))
+                await client.request(
+                    ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[])
+                )
     assert "Invalid API key. Check the API key" in str(info.value) and "key.." not in str(info.value)
 
 
@@ -242,5 +261,7 @@ async def test_a_404_says_to_check_base_url() -> None:
     async with FakeFluxRouter([error(404, "Not Found")]) as router:
         async with FluxClient(base_url=router.url + "/wrong", api_key="k", retry=NO_RETRY) as client:
             with pytest.raises(APIStatusError, match="Check base_url") as info:
-                await client.request(ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[]))
+                await client.request(
+                    ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[])
+                )
     assert info.value.status_code == 404

@@ -42,7 +42,9 @@ def agent(**options: Any) -> Agent:
 
 
 async def test_tools_as_a_list_of_functions_runs() -> None:
-    model = ScriptedModel([tool_calls(call("get_weather", {"city": "Oslo"}), call("lookup", {"term": "x"})), text("ok")])
+    model = ScriptedModel(
+        [tool_calls(call("get_weather", {"city": "Oslo"}), call("lookup", {"term": "x"})), text("ok")]
+    )
     bot = Agent(client=model, tools=[get_weather, lookup])  # used to fail in run() with AttributeError
     assert bot.tools.names == ["get_weather", "lookup"]
     result = await bot.run("go")
@@ -188,7 +190,9 @@ def test_a_malformed_api_key_is_refused_without_showing_it(key: Any) -> None:
 
 
 def test_valid_client_options_still_construct() -> None:
-    client = FluxClient(api_key="test", timeout=httpx.Timeout(5.0), total_timeout=30, retry=RetryPolicy(), max_tokens=10)
+    client = FluxClient(
+        api_key="test", timeout=httpx.Timeout(5.0), total_timeout=30, retry=RetryPolicy(), max_tokens=10
+    )
     assert client.total_timeout == 30
 
 
@@ -202,7 +206,10 @@ def test_valid_client_options_still_construct() -> None:
         (lambda r: r.register("get_weather"), "must be a callable"),
         (lambda r: r.register(get_weather, name="has space"), "is invalid"),
         (lambda r: r.register(get_weather, parameters={"type": "array"}), "type 'object'"),
-        (lambda r: r.register(get_weather, parameters={"type": "object", "properties": 3}), "not a valid JSON Schema"),
+        (
+            lambda r: r.register(get_weather, parameters={"type": "object", "properties": 3}),
+            "not a valid JSON Schema",
+        ),
         (lambda r: r.register(get_weather, sandbox="inline"), "needs an async function"),
         (lambda r: r.register(get_weather, description=42), "description must be a str"),
         (lambda r: r.register(get_weather, limits={"timeout": 1}), "limits must be a Limits"),

@@ -72,7 +72,9 @@ OUTSIDE_KILLS = 12
 
 
 def test_outside_kills_over_the_whole_run(tmp_path: Path) -> None:
-    seed = int(os.environ.get("CRASH_SEED") or random.randrange(2**32))  # CRASH_SEED=... reproduces the moments
+    seed = int(
+        os.environ.get("CRASH_SEED") or random.randrange(2**32)
+    )  # CRASH_SEED=... reproduces the moments
     rng = random.Random(seed)
     print(f"crash test seed={seed}")  # shown with the captured output when the test fails
     # A whole run on this machine now, per backend: its events (effects lines, from "GO" to the
@@ -91,7 +93,9 @@ def test_outside_kills_over_the_whole_run(tmp_path: Path) -> None:
         try:
             runs, _ = harness.trial(tmp_path, f"out_{i}", backend, outside=(at,))
         except AssertionError as e:
-            raise AssertionError(f"seed {seed}, kill {at[1]:.4f} s after event {k} ({whole[backend].events[k][1]}): {e}") from None
+            raise AssertionError(
+                f"seed {seed}, kill {at[1]:.4f} s after event {k} ({whole[backend].events[k][1]}): {e}"
+            ) from None
         landed.append((k, runs[0].appends if runs[0].code == harness.KILLED else None))
     print(
         f"whole run: {events} events, {[round(r.events[-1][0], 3) for r in whole.values()]} s; kills (after event #, "

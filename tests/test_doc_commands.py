@@ -43,11 +43,9 @@ NOT_RUN = {
     "pip install fastapi uvicorn": "needs a package index; checked: both are installed here",
     "python examples/fastapi_service.py serve": "serves on the fixed port 8000 until stopped (other jobs share "
     "this machine); the in-process form of the same app runs above",
-    "curl -s localhost:8000/ask -H 'content-type: application/json' -d '{\"prompt\": \"Weather in Paris?\"}'":
-        "talks to the server of `serve`; checked: the app has the route",
+    "curl -s localhost:8000/ask -H 'content-type: application/json' -d '{\"prompt\": \"Weather in Paris?\"}'": "talks to the server of `serve`; checked: the app has the route",
     "python examples/worker.py jobs/ --watch": "polls its directory forever; the same worker without --watch runs above",
-    "agentloop run --base-url http://127.0.0.1:8000/v1 --model flux-pinned-gpt-5 \"prompt\"":
-        "talks to your server on the fixed port 8000; checked: the arguments parse",
+    'agentloop run --base-url http://127.0.0.1:8000/v1 --model flux-pinned-gpt-5 "prompt"': "talks to your server on the fixed port 8000; checked: the arguments parse",
     "agentloop ui --journal runs.db": "serves the inspector until stopped; checked: the arguments parse",
     "agentloop worker --task-queue agents --tool mymodule:registry": "needs a Temporal server and runs until "
     "SIGTERM; checked: the arguments parse and the registry loads",
@@ -161,7 +159,9 @@ def _answer(request: object) -> object:
     return text("done")
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if any(_runnable(c) for c in b.commands)], ids=lambda b: b.where)
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if any(_runnable(c) for c in b.commands)], ids=lambda b: b.where
+)
 # One backend: the commands are subprocesses (each picks its own loop); this loop only hosts the
 # fake router, so running every block twice would double the time and test nothing more.
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -172,11 +172,19 @@ async def test_documented_commands_run_as_written(block: Block, workdir: Path) -
             if not _runnable(command):
                 continue
             run = functools.partial(
-                subprocess.run, ["bash", "-c", command], cwd=workdir, env=_env(command, router.base_url),
-                capture_output=True, text=True, timeout=300, check=False,
+                subprocess.run,
+                ["bash", "-c", command],
+                cwd=workdir,
+                env=_env(command, router.base_url),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
             )
             done = await anyio.to_thread.run_sync(run)
-            assert done.returncode == 0, f"{block.where}: `{command}` exited {done.returncode}:\n{done.stderr[-3000:]}"
+            assert done.returncode == 0, (
+                f"{block.where}: `{command}` exited {done.returncode}:\n{done.stderr[-3000:]}"
+            )
 
 
 CHECK_AGENTLOOP = """
@@ -202,8 +210,14 @@ print("ok")
 def test_commands_that_cannot_run_here_are_still_checked(command: str, workdir: Path) -> None:
     argv = shlex.split(command, comments=True)
     if argv[0] == "agentloop":
-        done = subprocess.run([sys.executable, "-c", CHECK_AGENTLOOP, *argv[1:]], cwd=workdir,
-                              capture_output=True, text=True, check=False, env=_env(command, "http://127.0.0.1:9/v1"))
+        done = subprocess.run(
+            [sys.executable, "-c", CHECK_AGENTLOOP, *argv[1:]],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=_env(command, "http://127.0.0.1:9/v1"),
+        )
         assert done.stdout.strip() == "ok", done.stderr
     elif argv[:2] == ["pip", "install"]:
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -236,7 +250,9 @@ def test_the_two_commands() -> None:
     demo, tests = (TWO_COMMANDS.fullmatch(c) for c in two)  # type: ignore[misc]
     assert demo.group(1) == "." and demo.group(2) == ".venv/bin/agentloop demo"
     assert tests.group(1) == "'.[test]'" and tests.group(2) == ".venv/bin/python -m pytest -q"
-    assert {"pytest", "trio"} <= {re.split(r"[<>=\[ ;]", r)[0] for r in extras["test"]}  # "(asyncio and trio)"
+    assert {"pytest", "trio"} <= {
+        re.split(r"[<>=\[ ;]", r)[0] for r in extras["test"]
+    }  # "(asyncio and trio)"
     done = subprocess.run([str(BIN / "agentloop"), "demo"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "final after 2 step(s)" in done.stdout
 

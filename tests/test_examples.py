@@ -35,7 +35,9 @@ async def test_weather_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed.count("tool get_weather") == 2
 
 
-async def test_support_agent_example_recovers_from_a_validation_error(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_support_agent_example_recovers_from_a_validation_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     output = await load("support_agent").main()
     assert "refund R-77" in output
     printed = capsys.readouterr().out
@@ -57,7 +59,9 @@ async def test_temporal_example(capsys: pytest.CaptureFixture[str], monkeypatch:
     assert "Lisbon: 21 °C, clear" in printed and "Paris: 21 °C, clear" in printed
 
 
-async def test_fastapi_service_example_answers_one_request_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_fastapi_service_example_answers_one_request_in_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     pytest.importorskip("fastapi")
     answer = await load("fastapi_service").main("What's the weather in Lisbon?")
     assert answer["output"] == "Lisbon: 21 °C, clear" and answer["tools"] == ["get_weather: ok"]
@@ -72,7 +76,9 @@ async def test_worker_example_runs_its_sample_jobs(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
-async def test_invoice_agent_example_returns_a_validated_invoice(wire: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_invoice_agent_example_returns_a_validated_invoice(
+    wire: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     module = load("invoice_agent")
     invoice = await module.main(wire)
     assert isinstance(invoice, module.Invoice) and invoice.total == 9.0
@@ -82,7 +88,9 @@ async def test_invoice_agent_example_returns_a_validated_invoice(wire: str, caps
     assert "3 requests" in printed
 
 
-async def test_chat_store_example_keeps_everything_and_sends_little(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_chat_store_example_keeps_everything_and_sends_little(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = await load("chat_store").main()
     assert out["stored"] == 13 and out["last"] == "You are Ana."  # system + 6 questions + 6 answers
     sent = out["sent"]
@@ -90,7 +98,9 @@ async def test_chat_store_example_keeps_everything_and_sends_little(capsys: pyte
     assert "(+2 messages, 1 request)" in capsys.readouterr().out
 
 
-async def test_worker_example_skips_a_bad_job_and_runs_the_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_worker_example_skips_a_bad_job_and_runs_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Regression (#13): one job file without a "prompt" killed the worker; the valid jobs never ran.
     worker = load("worker")
     incoming = tmp_path / "incoming"

@@ -12,7 +12,10 @@ SCALAR_TYPES = ["string", "integer", "number", "boolean", "null"]
 
 scalar_schema = st.one_of(
     st.builds(lambda t: {"type": t}, st.sampled_from(SCALAR_TYPES)),
-    st.builds(lambda e: {"type": "string", "enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
+    st.builds(
+        lambda e: {"type": "string", "enum": e},
+        st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True),
+    ),
     st.builds(lambda e: {"enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
     st.builds(lambda t: {"type": t, "description": "d", "default": None}, st.sampled_from(SCALAR_TYPES)),
 )
@@ -27,10 +30,18 @@ def schemas(draw):  # type: ignore[no-untyped-def]
 
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
     st.sampled_from([0, 1, 1.0, True, False, "", "a"]),
 )
-arguments = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.one_of(json_scalars, st.lists(json_scalars, max_size=2)), max_size=5)
+arguments = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.one_of(json_scalars, st.lists(json_scalars, max_size=2)),
+    max_size=5,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -44,19 +55,34 @@ def test_fast_acceptance_implies_jsonschema_acceptance(schema: dict, args: dict)
 
 def test_other_shapes_get_no_fast_path() -> None:
     assert compile_fast_check({"type": "object", "properties": {"x": {"type": "array"}}}) is None
-    assert compile_fast_check({"type": "object", "properties": {"x": {"type": "string"}}}) is None  # extra keys allowed
-    assert compile_fast_check(
-        {"type": "object", "properties": {"x": {"type": "string", "minLength": 2}}, "additionalProperties": False}
-    ) is None
-    assert compile_fast_check(
-        {"type": "object", "properties": {"x": {"enum": [1, True]}}, "additionalProperties": False}
-    ) is None
+    assert (
+        compile_fast_check({"type": "object", "properties": {"x": {"type": "string"}}}) is None
+    )  # extra keys allowed
+    assert (
+        compile_fast_check(
+            {
+                "type": "object",
+                "properties": {"x": {"type": "string", "minLength": 2}},
+                "additionalProperties": False,
+            }
+        )
+        is None
+    )
+    assert (
+        compile_fast_check(
+            {"type": "object", "properties": {"x": {"enum": [1, True]}}, "additionalProperties": False}
+        )
+        is None
+    )
 
 
 def test_fast_path_accepts_typical_arguments() -> None:
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string", "description": "City"}, "days": {"type": "integer", "default": 1}},
+        "properties": {
+            "city": {"type": "string", "description": "City"},
+            "days": {"type": "integer", "default": 1},
+        },
         "required": ["city"],
         "additionalProperties": False,
     }

@@ -62,7 +62,9 @@ def streamed(request: pytest.FixtureRequest) -> bool:
     return request.param
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpcore"])  # auto: aiohttp's pool on asyncio, httpcore's on trio
+@pytest.mark.parametrize(
+    "transport", ["auto", "httpcore"]
+)  # auto: aiohttp's pool on asyncio, httpcore's on trio
 async def test_endless_body_stops_at_max_response_bytes(wire: str, streamed: bool, transport: str) -> None:
     """Issue #15: a 1.5 GB body took 3.1 GB of RSS. An endless one now ends at the budget."""
     budget = InputBudget(max_response_bytes=512 * KiB)
@@ -104,7 +106,9 @@ async def test_many_data_lines_of_one_event_count_as_one_line(wire: str) -> None
 async def test_endless_stream_of_events_stops_at_max_response_bytes() -> None:
     event = b'data: {"id": "c", "choices": []}\n\n' * 100
     async with FakeFluxRouter([raw(200, event, content_type="text/event-stream", repeat=None)]) as router:
-        async with client_for(router, "openai", input_budget=InputBudget(max_response_bytes=256 * KiB)) as client:
+        async with client_for(
+            router, "openai", input_budget=InputBudget(max_response_bytes=256 * KiB)
+        ) as client:
             with pytest.raises(APIResponseError, match="max_response_bytes"):
                 await run_once(client, streamed=True)
 
@@ -133,7 +137,9 @@ async def test_total_timeout_still_wins_over_the_budget() -> None:
 @pytest.mark.parametrize("noise", [b": keep-alive\n\n", b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
                                    b"event: fluxrouter.status\ndata: {}\n\n"])  # fmt: skip
 @pytest.mark.parametrize("transport", ["auto", "httpcore"])
-async def test_keepalive_only_stream_ends_at_the_idle_timeout(wire: str, noise: bytes, transport: str) -> None:
+async def test_keepalive_only_stream_ends_at_the_idle_timeout(
+    wire: str, noise: bytes, transport: str
+) -> None:
     """Issue #15: an SSE stream of keep-alives only never ended. Noise does not reset the idle
     clock; the stream is cut after `stream_idle_timeout` and retried like a read timeout."""
     script = [raw(200, noise, content_type="text/event-stream", repeat=None, chunk_delay=0.005), text("ok")]
@@ -146,7 +152,9 @@ async def test_keepalive_only_stream_ends_at_the_idle_timeout(wire: str, noise: 
 
 
 async def test_idle_stream_error_names_the_budget() -> None:
-    keepalive = raw(200, b": keep-alive\n\n", content_type="text/event-stream", repeat=None, chunk_delay=0.005)
+    keepalive = raw(
+        200, b": keep-alive\n\n", content_type="text/event-stream", repeat=None, chunk_delay=0.005
+    )
     async with FakeFluxRouter([keepalive]) as router:
         async with client_for(router, "openai", input_budget=InputBudget(stream_idle_timeout=0.2)) as client:
             with pytest.raises(APITimeoutError) as info:
@@ -232,7 +240,7 @@ OPENAI_EVENTS = [
 ANTHROPIC_EVENTS = [
     b'event: message_start\ndata: {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}',
     b'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}',
-    b"event: ping\ndata: {\"type\": \"ping\"}",
+    b'event: ping\ndata: {"type": "ping"}',
     b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi "}}',
     b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "th\xc3\xa9re"}}',
     b'event: message_delta\ndata: {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}',
@@ -243,7 +251,9 @@ ANTHROPIC_EVENTS = [
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(wire=st.sampled_from(["openai", "anthropic"]), newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
        chunk_size=st.integers(1, 64))  # fmt: skip
-async def test_any_line_ending_and_any_chunking_parse_alike(wire: str, newline: bytes, chunk_size: int) -> None:
+async def test_any_line_ending_and_any_chunking_parse_alike(
+    wire: str, newline: bytes, chunk_size: int
+) -> None:
     """SSE allows LF, CRLF and CR; the network may cut anywhere (inside a CRLF, inside a UTF-8
     character). Every combination gives the same answer."""
     events = ANTHROPIC_EVENTS if wire == "anthropic" else OPENAI_EVENTS

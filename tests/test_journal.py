@@ -12,7 +12,13 @@ import anyio
 import pytest
 
 from agentloop import Agent, APIError, ToolRegistry
-from agentloop._exceptions import JournalCorruptError, JournalError, ResumeError, RunLockedError, RunNotFoundError
+from agentloop._exceptions import (
+    JournalCorruptError,
+    JournalError,
+    ResumeError,
+    RunLockedError,
+    RunNotFoundError,
+)
 from agentloop._journal import SQLiteJournal, replay
 from agentloop._journal_cli import main as runs_main
 from agentloop.testing import ScriptedModel, call, text, tool_calls
@@ -89,8 +95,13 @@ async def test_resume_after_failure_does_not_request_or_run_again(journal: SQLit
     result = await Agent(client=model, tools=tools, journal=journal).resume("r")
     assert result.output == "all done" and ran == ["charge 1", "fetch 1"]
     assert len(model.requests) == 1 and result.steps == 3
-    assert [m.get("tool_call_id") for m in model.requests[0]["messages"] if m["role"] == "tool"] == ["c1", "f1"]
-    again = await Agent(client=ScriptedModel([]), tools=tools, journal=journal).resume("r")  # finished: as it is
+    assert [m.get("tool_call_id") for m in model.requests[0]["messages"] if m["role"] == "tool"] == [
+        "c1",
+        "f1",
+    ]
+    again = await Agent(client=ScriptedModel([]), tools=tools, journal=journal).resume(
+        "r"
+    )  # finished: as it is
     assert again.output == "all done" and again.messages == result.messages
 
 
@@ -103,10 +114,23 @@ async def test_started_but_unfinished_calls(journal: SQLiteJournal) -> None:
         for cid, name in (("c1", "charge"), ("f1", "fetch"), ("c2", "charge"), ("f2", "fetch"))
     ]
     usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    await journal.append("r", "model", {"message": {"role": "assistant", "content": None, "tool_calls": calls}, "usage": usage}, step=1)
+    await journal.append(
+        "r",
+        "model",
+        {"message": {"role": "assistant", "content": None, "tool_calls": calls}, "usage": usage},
+        step=1,
+    )
     for cid in ("c1", "f1", "f2"):
         await journal.append("r", "tool_start", {"name": "x", "arguments": "{}"}, step=1, call_id=cid)
-    done = {"name": "fetch", "arguments": {"order": "7"}, "status": "ok", "content": "order 7", "duration_s": 0.0, "error": None, "raw_arguments": "{}"}
+    done = {
+        "name": "fetch",
+        "arguments": {"order": "7"},
+        "status": "ok",
+        "content": "order 7",
+        "duration_s": 0.0,
+        "error": None,
+        "raw_arguments": "{}",
+    }
     await journal.append("r", "tool_end", done, step=1, call_id="f2")
     await journal.release("r", token)  # as if the process had died
 
@@ -152,7 +176,9 @@ async def test_two_resumers_cannot_both_proceed(journal: SQLiteJournal, tmp_path
 async def test_lease_of_a_dead_process_is_taken_over(journal: SQLiteJournal, tmp_path: Path) -> None:
     tools, _ = make_tools()
     await journal.create("r", {"model": "m", "messages": [{"role": "user", "content": "go"}]})
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     with sqlite3.connect(tmp_path / "runs.db") as db:
         db.execute("UPDATE agentloop_leases SET pid=?, token='other'", (int(dead.stdout),))
     fresh = SQLiteJournal(tmp_path / "runs.db")
@@ -165,7 +191,12 @@ async def test_lease_of_a_dead_process_is_taken_over(journal: SQLiteJournal, tmp
 
 async def test_approval_pause_survives_in_the_journal(journal: SQLiteJournal) -> None:
     tools, ran = make_tools()
-    model = ScriptedModel([tool_calls(call("fetch", {"order": "1"}, id="f"), call("refund", {"order": "1"}, id="r1")), text("refunded")])
+    model = ScriptedModel(
+        [
+            tool_calls(call("fetch", {"order": "1"}, id="f"), call("refund", {"order": "1"}, id="r1")),
+            text("refunded"),
+        ]
+    )
     paused = await Agent(client=model, tools=tools, journal=journal).run("refund 1", run_id="p")
     assert paused.stop_reason == "approval_required" and (await journal.load("p")).info.status == "paused"
     agent2 = Agent(client=model, tools=tools, journal=journal)
@@ -208,9 +239,18 @@ async def test_delete_and_cli(journal: SQLiteJournal, tmp_path: Path) -> None:
     out = io.StringIO()
     assert runs_main(["--journal", path, "show", "cli_run"], out=out, err=err) == 0
     shown = out.getvalue()
-    for piece in ("[user] check order 9", "-> fetch(", "[tool fetch id=f9] ok: order 9", "Order 9 is fine.", "finished: final"):
+    for piece in (
+        "[user] check order 9",
+        "-> fetch(",
+        "[tool fetch id=f9] ok: order 9",
+        "Order 9 is fine.",
+        "finished: final",
+    ):
         assert piece in shown, shown
-    assert runs_main(["--journal", path, "show", "nope"], out=out, err=err) == 1 and "no run 'nope'" in err.getvalue()
+    assert (
+        runs_main(["--journal", path, "show", "nope"], out=out, err=err) == 1
+        and "no run 'nope'" in err.getvalue()
+    )
     assert runs_main(["--journal", path, "delete", "cli_run"], out=out, err=err) == 0
     assert await journal.list_runs() == []
     assert runs_main(["--journal", str(tmp_path / "missing.db"), "list"], out=out, err=err) == 1
@@ -220,7 +260,9 @@ async def test_final_answer_committed_but_not_its_end(journal: SQLiteJournal) ->
     """A crash between the final answer's commit and the 'end' entry: resume returns it, asks nothing."""
     token = await journal.create("r", {"model": "m", "messages": [{"role": "user", "content": "go"}]})
     usage = {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    await journal.append("r", "model", {"message": {"role": "assistant", "content": "the end"}, "usage": usage}, step=1)
+    await journal.append(
+        "r", "model", {"message": {"role": "assistant", "content": "the end"}, "usage": usage}, step=1
+    )
     await journal.release("r", token)
     model = ScriptedModel([])
     result = await Agent(client=model, journal=journal, max_steps=1).resume("r")

@@ -44,7 +44,11 @@ def fetch(order: str) -> str:
 
 
 def script() -> list:
-    return [tool_calls(call("fetch", {"order": "1"}, id="a")), tool_calls(call("fetch", {"order": "2"}, id="b")), text("done")]
+    return [
+        tool_calls(call("fetch", {"order": "1"}, id="a")),
+        tool_calls(call("fetch", {"order": "2"}, id="b")),
+        text("done"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,9 @@ _paths = itertools.count()
 @pytest.mark.anyio
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-async def test_random_corruption_is_a_typed_error(real_journal: bytes, tmp_path: Path, data: st.DataObject) -> None:
+async def test_random_corruption_is_a_typed_error(
+    real_journal: bytes, tmp_path: Path, data: st.DataObject
+) -> None:
     damaged = bytearray(real_journal)
     for _ in range(data.draw(st.integers(1, 20), label="flips")):
         damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
@@ -88,7 +94,9 @@ async def test_random_corruption_is_a_typed_error(real_journal: bytes, tmp_path:
     try:
         for run_id in ("done", "cut"):
             try:  # each ends in a result or a typed error; anything else fails the test
-                await Agent(client=ScriptedModel([text("done")] * 3), tools=tools, journal=journal).resume(run_id)
+                await Agent(client=ScriptedModel([text("done")] * 3), tools=tools, journal=journal).resume(
+                    run_id
+                )
             except AgentloopError:
                 pass
         try:
@@ -107,7 +115,9 @@ async def test_damage_sqlite_reports_in_bytes_that_are_not_utf8(real_journal: by
     path.write_bytes(real_journal)
     db = sqlite3.connect(path)
     db.execute("PRAGMA writable_schema=ON")
-    db.execute("UPDATE sqlite_master SET name = CAST(X'61E4E4' AS TEXT), sql = 'CREATE TABLE' WHERE name='agentloop_runs'")
+    db.execute(
+        "UPDATE sqlite_master SET name = CAST(X'61E4E4' AS TEXT), sql = 'CREATE TABLE' WHERE name='agentloop_runs'"
+    )
     db.commit()
     db.close()
     journal = SQLiteJournal(path)
@@ -119,7 +129,11 @@ async def test_damage_sqlite_reports_in_bytes_that_are_not_utf8(real_journal: by
 
 @pytest.mark.anyio
 async def test_text_values_that_are_not_utf8_are_corruption(real_journal: bytes, tmp_path: Path) -> None:
-    for table, column in (("agentloop_runs", "status"), ("agentloop_meta", "value"), ("agentloop_runs", "header")):
+    for table, column in (
+        ("agentloop_runs", "status"),
+        ("agentloop_meta", "value"),
+        ("agentloop_runs", "header"),
+    ):
         path = tmp_path / f"{table}-{column}.db"
         path.write_bytes(real_journal)
         with sqlite3.connect(path) as db:
@@ -133,7 +147,11 @@ async def test_text_values_that_are_not_utf8_are_corruption(real_journal: bytes,
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "content",
-    [b"\xff\xfe\x00garbage" * 100, "née, not a journal\n".encode("latin-1") * 50, b"SQLite format 3\x00" + b"\xe4" * 4000],
+    [
+        b"\xff\xfe\x00garbage" * 100,
+        "née, not a journal\n".encode("latin-1") * 50,
+        b"SQLite format 3\x00" + b"\xe4" * 4000,
+    ],
     ids=["binary", "latin-1 text", "sqlite header then garbage"],
 )
 async def test_opening_what_is_not_a_journal_is_corruption(tmp_path: Path, content: bytes) -> None:
@@ -180,4 +198,6 @@ def test_disk_full_is_a_write_error_and_the_same_process_resumes(tmp_path: Path,
 
 
 def test_journal_write_error_is_a_journal_error() -> None:
-    assert issubclass(JournalWriteError, JournalError) and not issubclass(JournalWriteError, JournalCorruptError)
+    assert issubclass(JournalWriteError, JournalError) and not issubclass(
+        JournalWriteError, JournalCorruptError
+    )

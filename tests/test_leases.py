@@ -56,7 +56,9 @@ def set_lease(db: Path, **values: object) -> None:
 async def resume(db: Path) -> str:
     journal = SQLiteJournal(db)
     try:
-        result = await Agent(client=ScriptedModel([text("resumed")]), tools=ToolRegistry(), journal=journal).resume("r")
+        result = await Agent(
+            client=ScriptedModel([text("resumed")]), tools=ToolRegistry(), journal=journal
+        ).resume("r")
     finally:
         journal.close()
     return result.output

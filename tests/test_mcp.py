@@ -17,11 +17,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-pytest.importorskip("mcp", reason="the MCP tests need the optional 'mcp' package (pip install 'agentloop[mcp]')")
+pytest.importorskip(
+    "mcp", reason="the MCP tests need the optional 'mcp' package (pip install 'agentloop[mcp]')"
+)
 
-from agentloop import Agent, ToolDefinitionError, ToolRegistry  # noqa: E402
-from agentloop.mcp import MCPServer, MCPServerError, MCPToolError, render_content  # noqa: E402
-from agentloop.testing import ScriptedModel, call, text, tool_calls  # noqa: E402
+from agentloop import Agent, ToolDefinitionError, ToolRegistry
+from agentloop.mcp import MCPServer, MCPServerError, render_content
+from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +94,9 @@ async def test_stdio_tools_run_next_to_python_tools() -> None:
     assert contents[1] == "Hi There"
     assert contents[2] == "contents of /etc/motd"  # the server was called by its own name, files.read
     assert contents[3].startswith("a red dot\n[image: image/png, about")
-    assert contents[4] == "Tool 'fail' raised MCPToolError: cannot do that: no disk"  # the model sees the server's text
+    assert (
+        contents[4] == "Tool 'fail' raised MCPToolError: cannot do that: no disk"
+    )  # the model sees the server's text
     assert "'b' is a required property" in contents[5] and "'two' is not of type 'integer'" in contents[5]
     assert "'whisper' is not one of ['upper', 'title']" in contents[6]
     assert result.output == "done"
@@ -104,7 +108,9 @@ async def test_parallel_calls_share_one_session() -> None:
     with anyio.fail_after(HANG_GUARD):  # a client that serialized calls would deadlock here
         async with stdio_server() as server:
             server.register_into(tools, include=["rendezvous"])
-            model = ScriptedModel([tool_calls(*(call("rendezvous", {"parties": 4, "who": i}) for i in range(4))), text("ok")])
+            model = ScriptedModel(
+                [tool_calls(*(call("rendezvous", {"parties": 4, "who": i}) for i in range(4))), text("ok")]
+            )
             result = await Agent(client=model, tools=tools).run("meet")
     assert [r.status for r in result.tool_calls] == ["ok"] * 4
     assert all(r.content.startswith("met ") for r in result.tool_calls)
@@ -121,7 +127,9 @@ async def test_name_collisions_and_prefix() -> None:
             two.register_into(tools, prefix="two_", include=["add", "shout"])
             assert tools.names == ["local_echo", "add", "two_add", "two_shout"]
 
-            model = ScriptedModel([tool_calls(call("add", {"a": 1, "b": 1}), call("two_add", {"a": 2, "b": 2})), text("ok")])
+            model = ScriptedModel(
+                [tool_calls(call("add", {"a": 1, "b": 1}), call("two_add", {"a": 2, "b": 2})), text("ok")]
+            )
             result = await Agent(client=model, tools=tools).run("sum")
     assert [r.content for r in result.tool_calls] == ["2", "4"]
 
@@ -130,7 +138,9 @@ async def test_names_that_collide_after_sanitizing() -> None:
     tools = ToolRegistry()
     with anyio.fail_after(HANG_GUARD):
         async with stdio_server("collide") as server:
-            with pytest.raises(ToolDefinitionError, match=r"'fixture', tool 'files_read'.*taken by another tool"):
+            with pytest.raises(
+                ToolDefinitionError, match=r"'fixture', tool 'files_read'.*taken by another tool"
+            ):
                 server.register_into(tools)
             assert len(tools) == 0
             server.register_into(tools, exclude=["files_read"])
@@ -196,10 +206,15 @@ async def test_server_dying_mid_call_is_an_error_not_a_hang() -> None:
     with anyio.fail_after(HANG_GUARD):
         async with stdio_server(errlog=subprocess_devnull()) as server:
             server.register_into(tools, include=["crash", "add"])
-            model = ScriptedModel([tool_calls(call("crash", {})), tool_calls(call("add", {"a": 1, "b": 1})), text("ok")])
+            model = ScriptedModel(
+                [tool_calls(call("crash", {})), tool_calls(call("add", {"a": 1, "b": 1})), text("ok")]
+            )
             result = await Agent(client=model, tools=tools).run("crash it")
     crash, after = result.tool_calls
-    assert crash.status == "raised" and "MCPServerError: MCP server 'fixture' failed the call to tool 'crash'" in crash.content
+    assert (
+        crash.status == "raised"
+        and "MCPServerError: MCP server 'fixture' failed the call to tool 'crash'" in crash.content
+    )
     assert after.status == "raised" and "failed the call to tool 'add'" in after.content
 
 
@@ -211,7 +226,7 @@ async def test_a_command_that_is_not_an_mcp_server() -> None:
 
 
 def subprocess_devnull():  # type: ignore[no-untyped-def]
-    return open(subprocess.os.devnull, "w")  # noqa: SIM115  # closed with the test process
+    return open(subprocess.os.devnull, "w")  # closed with the test process
 
 
 # --- streamable HTTP ------------------------------------------------------------------------------
@@ -271,7 +286,10 @@ def test_render_content() -> None:
         {"type": "text", "text": "two"},
         {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
         {"type": "resource", "resource": {"uri": "file:///a.txt", "text": "hello"}},
-        {"type": "resource", "resource": {"uri": "file:///b.bin", "blob": "AAAA", "mimeType": "application/zip"}},
+        {
+            "type": "resource",
+            "resource": {"uri": "file:///b.bin", "blob": "AAAA", "mimeType": "application/zip"},
+        },
         {"type": "resource_link", "uri": "file:///c", "name": "c"},
         {"type": "hologram"},
     ]

@@ -86,7 +86,9 @@ async def test_calls_the_loop_settles_without_running_them_are_events_too() -> N
     from agentloop import RunLimits, ToolCallLimitExceeded
 
     events: list[object] = []
-    model = ScriptedModel([tool_calls(call("ping", {"n": 1}), call("ping", {"n": 2}), call("ping", {"n": 3}))])
+    model = ScriptedModel(
+        [tool_calls(call("ping", {"n": 1}), call("ping", {"n": 2}), call("ping", {"n": 3}))]
+    )
     agent = Agent(client=model, tools=tools(), limits=RunLimits(max_tool_calls=2), observers=[events.append])
     with pytest.raises(ToolCallLimitExceeded):
         await agent.run("go")

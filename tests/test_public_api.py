@@ -65,7 +65,9 @@ def test_the_exception_tree_in_the_docs_is_the_real_one() -> None:
     import agentloop._exceptions as module
 
     doc = module.__doc__ or ""
-    block = doc.split("The tree (a test keeps this picture equal to the classes)::\n\n", 1)[1].split("\n\n", 1)[0]
+    block = doc.split("The tree (a test keeps this picture equal to the classes)::\n\n", 1)[1].split(
+        "\n\n", 1
+    )[0]
     # each row: indentation, the class and its extra bases; then, after a gap, a comment
     rows = [re.match(r"    (\s*\w+(?:  \(also [^)]*\))?)", row) for row in block.splitlines()]
     drawn = [m.group(1) if m else "" for m in rows]

@@ -77,7 +77,10 @@ async def test_pydantic_parameters_arrive_as_models_over_http() -> None:
         ),
         text("done"),
     ]
-    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="test") as client:
+    async with (
+        FakeFluxRouter(script) as router,
+        FluxClient(base_url=router.base_url, api_key="test") as client,
+    ):
         result = await Agent(client=client, tools=tools).run("go")
     assert [r.content for r in result.tool_calls] == ["2xA1", "3", "none", "C"]
     by_type = [type(x).__name__ for x in received]
@@ -93,7 +96,10 @@ async def test_the_models_validation_is_fed_back_not_raised() -> None:
         [
             tool_calls(
                 call("place", {"order": {"sku": "A", "quantity": 0}}),  # ge=1: the schema says so too
-                call("place", {"order": {"sku": "A", "quantity": 1, "ship_to": {"city": "x", "zip_code": "12"}}}),
+                call(
+                    "place",
+                    {"order": {"sku": "A", "quantity": 1, "ship_to": {"city": "x", "zip_code": "12"}}},
+                ),
             ),
             text("ok"),
         ]

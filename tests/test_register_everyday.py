@@ -7,7 +7,7 @@ and `Agent.run`, which is where `def search(q: str, limit: int | None = None)` u
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -22,7 +22,7 @@ def search(q: str, limit: int | None = None) -> str:
     return f"{q}:{limit!r}"
 
 
-def search_optional(q: str, limit: Optional[str] = None) -> str:  # noqa: UP007 - the typing spelling on purpose
+def search_optional(q: str, limit: str | None = None) -> str:
     return f"{q}:{limit!r}"
 
 
@@ -50,8 +50,16 @@ def test_fast_check_handles_type_lists_and_agrees_with_jsonschema() -> None:
     tool = ToolRegistry().register(search)
     assert tool.fast_check is not None  # `int | None` still gets the fast path
     validator = Draft202012Validator(tool.parameters)
-    for args in ({"q": "a"}, {"q": "a", "limit": 3}, {"q": "a", "limit": None}, {"q": "a", "limit": 2.0},
-                 {"q": "a", "limit": True}, {"q": "a", "limit": "3"}, {"limit": 1}, {"q": "a", "x": 1}):
+    for args in (
+        {"q": "a"},
+        {"q": "a", "limit": 3},
+        {"q": "a", "limit": None},
+        {"q": "a", "limit": 2.0},
+        {"q": "a", "limit": True},
+        {"q": "a", "limit": "3"},
+        {"limit": 1},
+        {"q": "a", "x": 1},
+    ):
         if tool.fast_check(args):
             assert validator.is_valid(args), args
         assert (tool.validation_errors(args) == []) == validator.is_valid(args), args
@@ -71,7 +79,10 @@ async def test_search_signature_runs_end_to_end_over_http() -> None:
         ),
         text("done"),
     ]
-    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="test") as client:
+    async with (
+        FakeFluxRouter(script) as router,
+        FluxClient(base_url=router.base_url, api_key="test") as client,
+    ):
         result = await Agent(client=client, tools=tools).run("go")
     assert [r.content for r in result.tool_calls] == ["a:2", "b:None", "c:None", "d:1.5", "e:2"]
     assert result.output == "done"
@@ -84,7 +95,9 @@ def test_unresolvable_ref_is_refused_at_registration() -> None:
     with pytest.raises(ToolDefinitionError, match=r"\$defs/nope"):
         ToolRegistry().register(f, parameters=bad)
     with pytest.raises(ToolDefinitionError, match="remote references are not fetched"):
-        ToolRegistry().register(f, parameters={"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}})
+        ToolRegistry().register(
+            f, parameters={"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}}
+        )
 
 
 async def test_resolvable_refs_still_work_mid_run() -> None:
@@ -117,7 +130,10 @@ async def test_union_falls_back_when_a_member_cannot_parse_the_value() -> None:
     tools = ToolRegistry()
     tools.register(when)
     model = ScriptedModel(
-        [tool_calls(call("when", {"at": "2024-01-02T03:04:05"}), call("when", {"at": "tomorrow"})), text("ok")]
+        [
+            tool_calls(call("when", {"at": "2024-01-02T03:04:05"}), call("when", {"at": "tomorrow"})),
+            text("ok"),
+        ]
     )
     result = await Agent(client=model, tools=tools).run("go")
     assert [r.content for r in result.tool_calls] == ["datetime", "str"]
@@ -134,7 +150,10 @@ async def test_integers_beyond_64_bits_stay_exact_both_ways() -> None:
     tools.register(double)
     big = 99999999999999999999999
     script = [tool_calls(call("double", {"n": big, "counts": {"x": 2**70}})), text("done")]
-    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="test") as client:
+    async with (
+        FakeFluxRouter(script) as router,
+        FluxClient(base_url=router.base_url, api_key="test") as client,
+    ):
         result = await Agent(client=client, tools=tools).run("go")
     [record] = result.tool_calls
     assert record.status == "ok" and record.content == str(2 * big + 2**70)

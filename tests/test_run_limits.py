@@ -55,7 +55,13 @@ def test_run_limits_is_frozen_and_validated() -> None:
     limits = RunLimits(max_tool_calls=3)
     with pytest.raises(FrozenInstanceError):
         limits.max_tool_calls = 4  # type: ignore[misc]
-    for bad in ({"max_steps": 0}, {"max_tool_calls": -1}, {"max_total_tokens": True}, {"timeout": 0}, {"loop_threshold": 1}):
+    for bad in (
+        {"max_steps": 0},
+        {"max_tool_calls": -1},
+        {"max_total_tokens": True},
+        {"timeout": 0},
+        {"loop_threshold": 1},
+    ):
         with pytest.raises(ConfigurationError):
             RunLimits(**bad)  # type: ignore[arg-type]
     assert issubclass(StepLimitExceeded, RunLimitExceeded) and StepLimitExceeded.stop_reason == "max_steps"
@@ -65,7 +71,9 @@ def test_run_limits_is_frozen_and_validated() -> None:
 
 async def test_step_limit_from_run_limits() -> None:
     tools, _ = counting_tools()
-    model = ScriptedModel([tool_calls(call("lookup", {"key": "a"})), tool_calls(call("lookup", {"key": "b"}))])
+    model = ScriptedModel(
+        [tool_calls(call("lookup", {"key": "a"})), tool_calls(call("lookup", {"key": "b"}))]
+    )
     agent = Agent(client=model, tools=tools, limits=RunLimits(max_steps=2))
     with pytest.raises(StepLimitExceeded) as info:
         await agent.run("go")
@@ -104,9 +112,7 @@ async def test_max_tool_calls_exactly_spent_lets_the_model_answer() -> None:
 async def test_token_limit_stops_before_the_next_request() -> None:
     tools, _ = counting_tools()
     usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    model = ScriptedModel(
-        [tool_calls(call("lookup", {"key": k}), usage=usage) for k in "abcd"]
-    )
+    model = ScriptedModel([tool_calls(call("lookup", {"key": k}), usage=usage) for k in "abcd"])
     agent = Agent(client=model, tools=tools, limits=RunLimits(max_total_tokens=30))
     with pytest.raises(TokenLimitExceeded, match="max_total_tokens=30") as info:
         await agent.run("go")
@@ -132,7 +138,9 @@ async def test_token_limit_over_http(fake_router: FakeFluxRouter, flux_client: F
 
 async def test_timeout_cancels_tools_and_keeps_the_partial_result() -> None:
     tools, executed = counting_tools()
-    model = ScriptedModel([tool_calls(call("lookup", {"key": "a"})), tool_calls(call("lookup", {"key": "b"}), call("hang"))])
+    model = ScriptedModel(
+        [tool_calls(call("lookup", {"key": "a"})), tool_calls(call("lookup", {"key": "b"}), call("hang"))]
+    )
     agent = Agent(client=model, tools=tools)
     with pytest.raises(TimeLimitExceeded, match="timeout=0.05 s") as info:
         await agent.run("go", limits=RunLimits(timeout=0.05))

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+import sandbox_tools
 
 from agentloop._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
 from agentloop._sandbox import Limits, ProcessSandbox, SandboxOutcome
-
-import sandbox_tools
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +106,12 @@ def _nspids(pid: int) -> list[int]:
 
 async def test_ok_round_trip(sb: ProcessSandbox) -> None:
     out = await sb.call(T + "echo", {"text": "hi", "n": 2}, Limits())
-    assert (out.status, out.content, out.error, out.truncated) == ("ok", '{"text":"hihi","pid_is_child":true}', None, False)
+    assert (out.status, out.content, out.error, out.truncated) == (
+        "ok",
+        '{"text":"hihi","pid_is_child":true}',
+        None,
+        False,
+    )
     out = await sb.call(T + "shout", {"text": "hé"}, Limits())
     assert (out.status, out.content) == ("ok", "HÉ")  # str results go to the model as is
     out = await sb.call(T + "async_add", {"a": 2, "b": 3}, Limits())
@@ -181,7 +185,9 @@ async def test_gigabyte_result_is_cut_at_the_cap(process_sb: ProcessSandbox) -> 
     out = await process_sb.call(T + "huge_result", {}, Limits(output_bytes=1000, timeout=30))
     assert (out.status, out.truncated, out.error) == ("output_limit", True, "output_bytes")
     assert out.content.startswith("x" * 1000)
-    assert "[output truncated: the result has 1,073,741,824 characters, the limit is 1,000 bytes]" in out.content
+    assert (
+        "[output truncated: the result has 1,073,741,824 characters, the limit is 1,000 bytes]" in out.content
+    )
     assert len(out.content) < 1200
     rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert rss_growth_mb < 100  # the host never held the gigabyte
@@ -210,7 +216,18 @@ async def test_api_key_is_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None
     assert out.status == "ok"
     result = sandbox_tools.json_loads(out.content)
     assert result["value"] is None
-    assert set(result["keys"]) <= {"PATH", "LANG", "HOME", "TMPDIR", "PWD", "PYTHONDONTWRITEBYTECODE", "GREETING", "LC_ALL", "LC_CTYPE", "TZ"}
+    assert set(result["keys"]) <= {
+        "PATH",
+        "LANG",
+        "HOME",
+        "TMPDIR",
+        "PWD",
+        "PYTHONDONTWRITEBYTECODE",
+        "GREETING",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+    }
     with pytest.raises(ConfigurationError):
         ProcessSandbox(env={"FLUX_API_KEY": "x"})
 
@@ -225,7 +242,7 @@ async def test_isolated_has_no_network(isolated_sb: ProcessSandbox) -> None:
 
 async def test_isolated_writes_only_in_scratch(isolated_sb: ProcessSandbox) -> None:
     out = await isolated_sb.call(T + "write_file", {"path": "inside.txt"}, Limits())
-    assert out.status == "ok" and out.content.startswith('/scratch/')
+    assert out.status == "ok" and out.content.startswith("/scratch/")
     outside = os.path.join(os.path.dirname(sandbox_tools.__file__), "sandbox-escape.txt")
     for path in (outside, "/tmp/sandbox-escape.txt", "/sandbox-escape.txt"):
         out = await isolated_sb.call(T + "write_file", {"path": path}, Limits())
@@ -310,7 +327,9 @@ async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
-            outcome.append(await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set()))
+            outcome.append(
+                await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set())
+            )
 
         tg.start_soon(run)
         await started.wait()
@@ -362,7 +381,9 @@ def _closure() -> object:
 
 
 @pytest.mark.parametrize(
-    "fn", [lambda: 1, _closure(), functools.partial(sandbox_tools.echo, "x")], ids=["lambda", "closure", "partial"]
+    "fn",
+    [lambda: 1, _closure(), functools.partial(sandbox_tools.echo, "x")],
+    ids=["lambda", "closure", "partial"],
 )
 def test_not_importable_function_is_a_definition_error(fn: object) -> None:
     with pytest.raises(ToolDefinitionError, match="module"):

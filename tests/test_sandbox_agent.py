@@ -8,8 +8,8 @@ import shutil
 
 import anyio
 import pytest
-
 import sandbox_tools as st
+
 from agentloop import Agent, Limits, ToolDefinitionError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
@@ -87,7 +87,9 @@ def test_process_mode_needs_an_importable_function() -> None:
         registry.register(local_tool, sandbox="process")
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (apt-get install bubblewrap)"
+)
 async def test_isolated_mode_through_the_loop() -> None:
     """A port the host really listens on is unreachable from "isolated"; "process" reaches it."""
     from agentloop.testing import FakeFluxRouter
@@ -109,7 +111,12 @@ async def test_isolated_mode_through_the_loop() -> None:
             registry.register(st.connect)
         async with isolated, process:
             boxed = await Agent(client=ScriptedModel(script), tools=isolated).run("go")
-            control = await Agent(client=ScriptedModel([tool_calls(call("connect", {"host": "127.0.0.1", "port": port})), text("done")]), tools=process).run("go")
+            control = await Agent(
+                client=ScriptedModel(
+                    [tool_calls(call("connect", {"host": "127.0.0.1", "port": port})), text("done")]
+                ),
+                tools=process,
+            ).run("go")
     outside, net, inside = boxed.tool_calls
     assert outside.status == "raised" and "Read-only file system" in outside.content
     assert not os.path.exists("/etc/agentloop-pwned")

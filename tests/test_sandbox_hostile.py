@@ -39,11 +39,11 @@ MODES = [
 ]
 
 
-
 def exc_type(content: str) -> str:
     """The exception type in the model-facing text "Tool 'x' raised T: message" (every mode names the tool)."""
     m = re.match(r"Tool '[^']*' raised (\w+)", content)
     return m.group(1) if m else content.split(":")[0]
+
 
 def _registry(mode: str, **limits: object) -> ToolRegistry:
     registry = ToolRegistry(sandbox=mode, limits=Limits(timeout=30, **limits))  # type: ignore[arg-type]

@@ -8,16 +8,14 @@ import datetime as dt
 import enum
 import functools
 import uuid
+from collections.abc import Sequence
 from typing import (
     Annotated,
     Any,
     Literal,
     NotRequired,
-    Optional,
     Required,
-    Sequence,
     TypedDict,
-    Union,
 )
 
 import pytest
@@ -25,7 +23,6 @@ from jsonschema import Draft202012Validator
 
 from agentloop._exceptions import ToolDefinitionError
 from agentloop._schema import FunctionSchema, function_schema
-
 
 # --- module-level types used by the tools below -------------------------------------------------------
 
@@ -66,7 +63,7 @@ class Shape:
     color: Color = Color.RED
     tags: set[str] = dataclasses.field(default_factory=set)
     named: dict[str, Point] = dataclasses.field(default_factory=dict)
-    anchor: Optional[Point] = None
+    anchor: Point | None = None
     computed: int = dataclasses.field(default=0, init=False)
 
 
@@ -126,12 +123,22 @@ def t_containers(
     any_map: dict[str, Any],
 ) -> None: ...
 def t_choices(
-    lit: Literal["a", "b"], lit_mixed: Literal["a", 1], color: Color, level: Level, mixed: Mixed,
-    lit_num: Literal[1, 2], lit_enum: Literal[Color.RED],
+    lit: Literal["a", "b"],
+    lit_mixed: Literal["a", 1],
+    color: Color,
+    level: Level,
+    mixed: Mixed,
+    lit_num: Literal[1, 2],
+    lit_enum: Literal[Color.RED],
 ) -> None: ...
 def t_optional(
-    o1: Optional[str], o2: int | None, o3: Optional[list[int]], u: Union[int, str], u3: int | str | None,
-    oc: Color | None, of: dt.datetime | None,
+    o1: str | None,
+    o2: int | None,
+    o3: list[int] | None,
+    u: int | str,
+    u3: int | str | None,
+    oc: Color | None,
+    of: dt.datetime | None,
 ) -> None: ...
 def t_formats(when: dt.datetime, day: dt.date, at: dt.time, ident: uuid.UUID) -> None: ...
 def t_nested(shape: Shape, review: Review, movies: list[Movie]) -> None: ...
@@ -345,9 +352,18 @@ def test_explicit_name_and_description_override() -> None:
 
 def test_defaults_and_required() -> None:
     def f2(
-        a: int, b: str = "x", c: Color = Color.GREEN, d: tuple[int, int] = (1, 2), e: Optional[int] = None,
-        f: dt.date = dt.date(2024, 1, 2), h: float = float("nan"), i: list[int] = [1, 2],  # noqa: B006
-        j: set[int] = frozenset({1}), *, k: bool, m: Any = object(),
+        a: int,
+        b: str = "x",
+        c: Color = Color.GREEN,
+        d: tuple[int, int] = (1, 2),
+        e: int | None = None,
+        f: dt.date = dt.date(2024, 1, 2),
+        h: float = float("nan"),
+        i: list[int] = [1, 2],  # noqa: B006
+        j: set[int] = frozenset({1}),
+        *,
+        k: bool,
+        m: Any = object(),
     ) -> None: ...
 
     fs = function_schema(f2)
@@ -547,14 +563,18 @@ def test_skip_params_by_name_and_by_class_name() -> None:
 
 
 def test_bind_fast_path_returns_the_same_dict() -> None:
-    for fn, args in [(google, {"city": "x"}), (sphinx_style, {"city": "x", "days": 2}), (t_scalars, {"s": "x"})]:
+    for fn, args in [
+        (google, {"city": "x"}),
+        (sphinx_style, {"city": "x", "days": 2}),
+        (t_scalars, {"s": "x"}),
+    ]:
         assert function_schema(fn).bind(args) is args
 
     class Simple(TypedDict):
         n: int
         tags: list[str]
 
-    def plain(a: list[int], b: dict[str, Any], c: Literal["x"], d: Simple, e: Optional[str] = None) -> None: ...
+    def plain(a: list[int], b: dict[str, Any], c: Literal["x"], d: Simple, e: str | None = None) -> None: ...
 
     args2 = {"a": [1], "b": {}, "c": "x", "d": {"n": 1, "tags": []}}
     assert function_schema(plain).bind(args2) is args2
@@ -562,25 +582,51 @@ def test_bind_fast_path_returns_the_same_dict() -> None:
 
 def test_bind_enum_tuple_set_formats() -> None:
     def f(
-        color: Color, level: Level, lit: Literal[Color.GREEN], tup: tuple[int, Color], var: tuple[str, ...],
-        st: set[Color], fz: frozenset[int], when: dt.datetime, day: dt.date, at: dt.time, ident: uuid.UUID,
+        color: Color,
+        level: Level,
+        lit: Literal[Color.GREEN],
+        tup: tuple[int, Color],
+        var: tuple[str, ...],
+        st: set[Color],
+        fz: frozenset[int],
+        when: dt.datetime,
+        day: dt.date,
+        at: dt.time,
+        ident: uuid.UUID,
         plain: int = 0,
     ) -> None: ...
 
     uid = uuid.uuid4()
     args = {
-        "color": "red", "level": 2, "lit": "green", "tup": [1, "green"], "var": ["a", "b"],
-        "st": ["red", "green"], "fz": [1, 2], "when": "2024-05-06T07:08:09+00:00", "day": "2024-05-06",
-        "at": "07:08:09", "ident": str(uid), "plain": 5,
+        "color": "red",
+        "level": 2,
+        "lit": "green",
+        "tup": [1, "green"],
+        "var": ["a", "b"],
+        "st": ["red", "green"],
+        "fz": [1, 2],
+        "when": "2024-05-06T07:08:09+00:00",
+        "day": "2024-05-06",
+        "at": "07:08:09",
+        "ident": str(uid),
+        "plain": 5,
     }
     snapshot = dict(args)
     out = function_schema(f).bind(args)
     assert args == snapshot  # the input dict is not mutated
     assert out == {
-        "color": Color.RED, "level": Level.HIGH, "lit": Color.GREEN, "tup": (1, Color.GREEN),
-        "var": ("a", "b"), "st": {Color.RED, Color.GREEN}, "fz": frozenset({1, 2}),
-        "when": dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc), "day": dt.date(2024, 5, 6),
-        "at": dt.time(7, 8, 9), "ident": uid, "plain": 5,
+        "color": Color.RED,
+        "level": Level.HIGH,
+        "lit": Color.GREEN,
+        "tup": (1, Color.GREEN),
+        "var": ("a", "b"),
+        "st": {Color.RED, Color.GREEN},
+        "fz": frozenset({1, 2}),
+        "when": dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC),
+        "day": dt.date(2024, 5, 6),
+        "at": dt.time(7, 8, 9),
+        "ident": uid,
+        "plain": 5,
     }
     assert isinstance(out["tup"], tuple) and isinstance(out["st"], set) and isinstance(out["fz"], frozenset)
 
@@ -623,7 +669,7 @@ def test_bind_nested_dataclasses() -> None:
 
 
 def test_bind_optional_none_and_missing() -> None:
-    def f(p: Point | None = None, c: Optional[Color] = None, when: dt.datetime | None = None) -> None: ...
+    def f(p: Point | None = None, c: Color | None = None, when: dt.datetime | None = None) -> None: ...
 
     fs = function_schema(f)
     assert fs.bind({"p": None, "c": None, "when": None}) == {"p": None, "c": None, "when": None}
@@ -632,7 +678,7 @@ def test_bind_optional_none_and_missing() -> None:
 
 
 def test_bind_union_picks_the_matching_member() -> None:
-    def f(v: Union[int, Point, list[Color], None]) -> None: ...
+    def f(v: int | Point | list[Color] | None) -> None: ...
 
     fs = function_schema(f)
     Draft202012Validator.check_schema(fs.parameters)
@@ -668,8 +714,18 @@ def test_generated_schema_validates_sample_arguments() -> None:
 def test_container_schema_validates_sample_arguments() -> None:
     v = check(function_schema(t_containers))
     good = {
-        "li": [1], "seq": ["a"], "abc_seq": [1.5, 2], "st": [1, 2], "fs": [], "tup": [1, "a"], "var": [],
-        "empty": [], "mapping": {"k": 1.0}, "bare_list": [None], "bare_dict": {}, "bare_tuple": [1, "x"],
+        "li": [1],
+        "seq": ["a"],
+        "abc_seq": [1.5, 2],
+        "st": [1, 2],
+        "fs": [],
+        "tup": [1, "a"],
+        "var": [],
+        "empty": [],
+        "mapping": {"k": 1.0},
+        "bare_list": [None],
+        "bare_dict": {},
+        "bare_tuple": [1, "x"],
         "any_map": {"k": None},
     }
     assert v.is_valid(good)

@@ -126,7 +126,9 @@ def failures(key: str) -> dict[str, Any]:
         "429 retry header": error(429, "slow", headers={"x-echo": key, "retry-after": "0"}),
         "json-escaped body": raw(400, '{"error": {"message": "key \\u0073' + key[1:] + '"}}'),
         "non-json 200": raw(200, f"<html>{key}</html>", content_type="text/html"),
-        "stream error": text("hello", quirks=[stream_error(1, {"type": "invalid_request_error", "message": key})]),
+        "stream error": text(
+            "hello", quirks=[stream_error(1, {"type": "invalid_request_error", "message": key})]
+        ),
         "dropped": drop(),
         "truncated": raw(200, f'{{"echo": "{key}", "choices": ['.encode(), declared_length=5000),
     }

@@ -23,7 +23,9 @@ RSS_BATCH_MB = 4.0
 
 
 async def test_soak_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) -> None:
-    report = await soak.soak(sequential=600, concurrent=100, batches=2, every=150, rss_seq_mb=RSS_SEQ_MB, rss_batch_mb=RSS_BATCH_MB)
+    report = await soak.soak(
+        sequential=600, concurrent=100, batches=2, every=150, rss_seq_mb=RSS_SEQ_MB, rss_batch_mb=RSS_BATCH_MB
+    )
     with capsys.disabled():
         curve = ", ".join(f"{runs}:{mb}" for runs, mb in report.to_dict()["rss_curve_mb"])
         print(f"\nsoak: {report.runs_ok} runs in {report.wall_s} s; RSS MB by runs: {curve}")
@@ -31,7 +33,10 @@ async def test_soak_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) ->
     assert report.runs_ok == 600 + 20 + 200
     baseline, warm, closed = report.samples[0], report.samples[1], report.samples[-1]
     # the sandbox's fork server was a child the whole time (so the child checks could fail), and is gone
-    assert all(s.children == warm.children and len(s.children) == len(baseline.children) + 1 for s in report.samples[1:-1])
+    assert all(
+        s.children == warm.children and len(s.children) == len(baseline.children) + 1
+        for s in report.samples[1:-1]
+    )
     assert (closed.fds, closed.sockets, closed.tasks, closed.other_threads, closed.children) == (
         baseline.fds,
         baseline.sockets,
@@ -39,5 +44,8 @@ async def test_soak_leaves_nothing_behind(capsys: pytest.CaptureFixture[str]) ->
         baseline.other_threads,
         baseline.children,
     )
-    assert report.samples[-2].rss_mb - next(s for s in report.samples if s.label == "batch 1").rss_mb <= RSS_BATCH_MB
+    assert (
+        report.samples[-2].rss_mb - next(s for s in report.samples if s.label == "batch 1").rss_mb
+        <= RSS_BATCH_MB
+    )
     assert report.restarts == 2  # and every run after each restart succeeded (runs_ok above)

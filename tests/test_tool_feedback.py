@@ -113,7 +113,9 @@ async def test_already_parsed_object_arguments_are_accepted() -> None:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "p1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}}],
+            "tool_calls": [
+                {"id": "p1", "type": "function", "function": {"name": "add", "arguments": '{"a":2,"b":3}'}}
+            ],
         },
         Usage(1),
     )
@@ -179,7 +181,9 @@ async def test_arguments_are_bound_to_python_types() -> None:
         seen.update(place=place, unit=unit, days=days)
         return "ok"
 
-    result, _ = await run_calls(call("forecast", {"place": {"city": "Faro"}, "unit": "fahrenheit"}), tools=tools)
+    result, _ = await run_calls(
+        call("forecast", {"place": {"city": "Faro"}, "unit": "fahrenheit"}), tools=tools
+    )
     assert result.tool_calls[0].status == "ok"
     assert seen == {"place": Place("Faro", "PT"), "unit": Unit.F, "days": 1}
 
@@ -205,7 +209,10 @@ async def test_inline_timeout_and_output_cap() -> None:
     slow_r, chatty_r, quick_r = result.tool_calls
     assert slow_r.status == "timeout" and "timed out after 0.05 s" in slow_r.content
     assert chatty_r.status == "output_limit"
-    assert chatty_r.content.startswith("x" * 100) and "[output truncated: 10000 bytes, limit 100]" in chatty_r.content
+    assert (
+        chatty_r.content.startswith("x" * 100)
+        and "[output truncated: 10000 bytes, limit 100]" in chatty_r.content
+    )
     assert quick_r.status == "ok"
 
 
@@ -228,7 +235,9 @@ async def test_max_concurrent_tools_caps_a_run() -> None:
         running -= 1
         return i
 
-    result, _ = await run_calls(*(call("work", {"i": i}) for i in range(6)), tools=tools, max_concurrent_tools=2)
+    result, _ = await run_calls(
+        *(call("work", {"i": i}) for i in range(6)), tools=tools, max_concurrent_tools=2
+    )
     assert [r.content for r in result.tool_calls] == [str(i) for i in range(6)]
     assert peak == 2
 
@@ -242,7 +251,9 @@ def test_registration_errors_happen_at_registration() -> None:
     with pytest.raises(ToolDefinitionError, match="already registered"):
         tools.register(twin)
     with pytest.raises(ToolDefinitionError, match="(?i)valid JSON schema"):
-        tools.register(lambda **kw: None, name="bad", parameters={"type": "object", "properties": {"x": {"type": 12}}})
+        tools.register(
+            lambda **kw: None, name="bad", parameters={"type": "object", "properties": {"x": {"type": 12}}}
+        )
     with pytest.raises(ToolDefinitionError, match="type 'object'"):
         tools.register(lambda **kw: None, name="arr", parameters={"type": "array"})
     with pytest.raises(ToolDefinitionError, match="needs an async function"):

@@ -12,8 +12,8 @@ import shutil
 from typing import Any
 
 import pytest
-
 import sandbox_tools as st
+
 from agentloop import Agent, Limits, SandboxedToolError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
@@ -82,7 +82,9 @@ async def test_format_tool_error_is_used_in_every_mode(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["thread", "process"])
-async def test_traceback_is_logged_with_run_step_and_call_ids(mode: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_traceback_is_logged_with_run_step_and_call_ids(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="agentloop"):
         result, _ = await run_boom(mode)
     [entry] = [r for r in caplog.records if r.getMessage() == "tool raised"]

@@ -60,7 +60,9 @@ async def one(client: FluxClient, *, stream: bool = False) -> Any:
     async def emit(event: Any) -> None:
         seen.append(event)
 
-    req = ModelRequest(model="flux-auto", messages=[{"role": "user", "content": "hi"}], tools=[], run_id="r", step=1)
+    req = ModelRequest(
+        model="flux-auto", messages=[{"role": "user", "content": "hi"}], tools=[], run_id="r", step=1
+    )
     return await client.request(req, emit if stream else None)
 
 
@@ -134,7 +136,9 @@ async def test_500s_then_success(router: FakeFluxRouter, wire: str, stream: bool
 
 async def test_500s_past_max_retries(router: FakeFluxRouter) -> None:
     router.add(*[error(500, "boom")] * 2)
-    async with FluxClient(base_url=router.base_url, api_key="k", retry=RecordingPolicy(max_retries=1)) as client:
+    async with FluxClient(
+        base_url=router.base_url, api_key="k", retry=RecordingPolicy(max_retries=1)
+    ) as client:
         with pytest.raises(InternalServerError, match="boom"):
             await one(client)
     assert len(router.requests) == 2
@@ -148,7 +152,9 @@ async def test_x_should_retry_true_retries_a_400(router: FakeFluxRouter) -> None
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("stream", [False, True])
-async def test_connection_drop_before_the_answer_is_retried(router: FakeFluxRouter, wire: str, stream: bool) -> None:
+async def test_connection_drop_before_the_answer_is_retried(
+    router: FakeFluxRouter, wire: str, stream: bool
+) -> None:
     router.add(drop(), text("ok"))
     async with FluxClient(base_url=url_for(router, wire), api_key="k", retry=RecordingPolicy()) as client:
         assert (await one(client, stream=stream)).message["content"] == "ok"
@@ -157,7 +163,9 @@ async def test_connection_drop_before_the_answer_is_retried(router: FakeFluxRout
 
 async def test_connection_drops_exhaust_retries(router: FakeFluxRouter) -> None:
     router.add(drop(), drop(), drop())
-    async with FluxClient(base_url=router.base_url, api_key="secret-key-abcdef", retry=RecordingPolicy()) as client:
+    async with FluxClient(
+        base_url=router.base_url, api_key="secret-key-abcdef", retry=RecordingPolicy()
+    ) as client:
         with pytest.raises(APIConnectionError) as info:
             await one(client)
     assert "secret-key-abcdef" not in str(info.value) and len(router.requests) == 3
@@ -177,7 +185,9 @@ async def test_unreachable_host_is_a_connection_error() -> None:
 async def test_read_timeout(router: FakeFluxRouter) -> None:
     router.add(text("late", delay=1.0))
     timeout = httpx.Timeout(5.0, read=0.05)
-    async with FluxClient(base_url=router.base_url, api_key="k", timeout=timeout, retry=RetryPolicy(max_retries=0)) as c:
+    async with FluxClient(
+        base_url=router.base_url, api_key="k", timeout=timeout, retry=RetryPolicy(max_retries=0)
+    ) as c:
         with pytest.raises(APITimeoutError, match="timed out"):
             await one(c)
 
@@ -185,7 +195,9 @@ async def test_read_timeout(router: FakeFluxRouter) -> None:
 async def test_read_timeout_of_a_stream_before_any_delta_is_retried(router: FakeFluxRouter) -> None:
     router.add(*[text("late", chunk_delay=0.5)] * 2, text("in time"))
     timeout = httpx.Timeout(5.0, read=0.1)
-    async with FluxClient(base_url=router.base_url, api_key="k", timeout=timeout, retry=RecordingPolicy()) as c:
+    async with FluxClient(
+        base_url=router.base_url, api_key="k", timeout=timeout, retry=RecordingPolicy()
+    ) as c:
         assert (await one(c, stream=True)).message["content"] == "in time"
         router.add(*[text("late", chunk_delay=0.5)] * 3)
         with pytest.raises(APITimeoutError, match="ReadTimeout"):
@@ -198,7 +210,9 @@ async def test_total_timeout_bounds_one_request_with_its_retries(router: FakeFlu
     # bound is generous so that two loopback requests fit in it on a busy machine (the old 0.2 s
     # failed whenever the first request paid for importing the transport's library).
     router.add(error(500, "boom"), text("late", delay=3600))
-    async with FluxClient(base_url=router.base_url, api_key="k", total_timeout=1.5, retry=RecordingPolicy()) as c:
+    async with FluxClient(
+        base_url=router.base_url, api_key="k", total_timeout=1.5, retry=RecordingPolicy()
+    ) as c:
         start = time.perf_counter()
         with pytest.raises(APITimeoutError, match=r"total_timeout=1\.5"):
             await one(c)
@@ -225,7 +239,9 @@ def test_entering_the_client_builds_the_transport_not_the_first_request(backend:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", FIRST_REQUEST, backend], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST, backend], capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == ("True" if backend == "asyncio" else "False")
 
 
@@ -283,13 +299,19 @@ def kinds_for(backend: str) -> list[str]:
     return ["auto", "httpcore", "sharded"] + (["aiohttp"] if backend == "asyncio" else [])
 
 
-async def test_every_transport_streams_retries_and_maps_errors(router: FakeFluxRouter, anyio_backend: str) -> None:
+async def test_every_transport_streams_retries_and_maps_errors(
+    router: FakeFluxRouter, anyio_backend: str
+) -> None:
     from agentloop.testing import call, drop_after, tool_calls
 
     for kind in kinds_for(anyio_backend):
-        router.add(drop(), tool_calls(call("f", {"a": 1}), call("g", {"b": 2}), quirks=["keepalive", "no_done"]))
+        router.add(
+            drop(), tool_calls(call("f", {"a": 1}), call("g", {"b": 2}), quirks=["keepalive", "no_done"])
+        )
         router.add(text("partial answer here", quirks=[drop_after(3)]))
-        async with FluxClient(base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy()) as c:  # type: ignore[arg-type]
+        async with FluxClient(
+            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy()
+        ) as c:  # type: ignore[arg-type]
             turn = await one(c, stream=True)
             assert [tc["function"]["arguments"] for tc in turn.tool_calls] == ['{"a":1}', '{"b":2}'], kind
             with pytest.raises(APIConnectionError, match="already been streamed"):
@@ -305,7 +327,11 @@ async def test_every_transport_streams_retries_and_maps_errors(router: FakeFluxR
         router.add(*[text("never", delay=3600)] * 3)
         timeout = httpx.Timeout(5.0, read=0.5)
         async with FluxClient(
-            base_url=router.base_url, api_key="k", transport=kind, retry=RecordingPolicy(), timeout=timeout  # type: ignore[arg-type]
+            base_url=router.base_url,
+            api_key="k",
+            transport=kind,
+            retry=RecordingPolicy(),
+            timeout=timeout,  # type: ignore[arg-type]
         ) as c:
             with pytest.raises(APITimeoutError, match="ReadTimeout"):
                 await one(c)
@@ -315,7 +341,9 @@ async def test_connection_refused_is_not_a_timeout(anyio_backend: str) -> None:
     async with FakeFluxRouter() as r:
         url = r.base_url
     for kind in kinds_for(anyio_backend):
-        async with FluxClient(base_url=url, api_key="k", transport=kind, retry=RetryPolicy(max_retries=0)) as c:  # type: ignore[arg-type]
+        async with FluxClient(
+            base_url=url, api_key="k", transport=kind, retry=RetryPolicy(max_retries=0)
+        ) as c:  # type: ignore[arg-type]
             with pytest.raises(APIConnectionError, match="could not reach") as info:
                 await one(c)
             assert not isinstance(info.value, APITimeoutError), kind

@@ -47,7 +47,12 @@ def _site_dirs(path: Sequence[str]) -> list[str]:
 def _python_roots(path: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
     """The paths to bind read-only: interpreter prefixes, the site-packages in use, agentloop
     itself, and `extra` (the tools' own modules or packages, and the user's `ro_paths`)."""
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.abspath(sys.executable))]
+    candidates = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.abspath(sys.executable)),
+    ]
     candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
     candidates += _site_dirs(path)
     candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the agentloop package

@@ -59,11 +59,11 @@ def run_child(
         args = _confine(call, fds, scratch, cfg)
         code = 0
         _run(fn, binder, args, call["limits"])
-    except BaseException:  # noqa: BLE001 - the child must always end in os._exit below
+    except BaseException:
         try:
             traceback.print_exc()
             sys.stderr.flush()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             pass
     finally:
         os._exit(code)
@@ -79,7 +79,7 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
             os._exit(0)  # the zygote discarded us
         msg = _json.loads(data)
         fn, binder = tools[msg["call"]["ref"]]
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
     run_child(msg["call"], (fds[0], fds[1], fds[2]), msg["scratch"], fn, binder, cfg, early_done=True)
 
@@ -164,13 +164,13 @@ def _header(status: str, **fields: Any) -> bytes:
 def _exc_fields(exc: BaseException, *, with_traceback: bool = False) -> dict[str, Any]:
     try:
         message = str(exc)
-    except Exception:  # noqa: BLE001 - a hostile __str__
+    except Exception:
         message = "<unprintable>"
     fields = {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
     if with_traceback:  # sent back in the result frame: the host keeps it on the call's record
         try:
             tb = "".join(traceback.format_exception(exc))
-        except Exception:  # noqa: BLE001 - formatting calls the hostile __str__ again
+        except Exception:
             tb = f"{type(exc).__name__}: <unprintable>\n"
         fields["tb"] = tb[-_TB_CAP:]
     return fields
@@ -201,7 +201,7 @@ def _run(
             _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
             traceback.print_exc()
         return
-    except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt are results too
+    except BaseException as exc:
         _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
         traceback.print_exc()
         return
@@ -209,7 +209,7 @@ def _run(
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except BaseException:  # noqa: BLE001 - e.g. EFBIG on a flooded stdout
+            except BaseException:
                 pass
 
     try:

@@ -123,11 +123,15 @@ class ProcessSandbox:
         self._bwrap = bwrap_path if bwrap_path is not None else (shutil.which("bwrap") or "bwrap")
         self._lock = threading.Lock()  # guards _server: calls may come from several loops/threads
         self._server: _Server | None = None
-        self._available: SandboxUnavailableError | None | bool = None  # cached probe result
+        self._available: SandboxUnavailableError | bool | None = None  # cached probe result
         self._closed = False
         self._scratch_root = scratch_root
-        if uid_range is not None and (len(uid_range) < 1 or uid_range.step != 1 or uid_range.start < 1000 or uid_range.stop > 1 << 32):
-            raise ConfigurationError("uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1")
+        if uid_range is not None and (
+            len(uid_range) < 1 or uid_range.step != 1 or uid_range.start < 1000 or uid_range.stop > 1 << 32
+        ):
+            raise ConfigurationError(
+                "uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1"
+            )
         self._uids = uid_range if uid_range is not None else _default_uids()
         self._ro_paths = tuple(os.path.abspath(p) for p in ro_paths)
         self._active = 0  # calls between admission and their outcome (guarded by _lock)
@@ -139,7 +143,7 @@ class ProcessSandbox:
 
     @staticmethod
     def tool_ref(fn: Callable[..., Any]) -> str:
-        """"module:qualname" of `fn`, checked to be importable by that path in a fresh process."""
+        """ "module:qualname" of `fn`, checked to be importable by that path in a fresh process."""
         module = getattr(fn, "__module__", None)
         qualname = getattr(fn, "__qualname__", None)
         name = getattr(fn, "__name__", repr(fn))
@@ -147,15 +151,19 @@ class ProcessSandbox:
         if not module or not qualname:
             raise ToolDefinitionError(f"{fn!r} has no module or qualified name{move}")
         if module == "__main__":
-            raise ToolDefinitionError(f"{name!r} is defined in __main__, which a fork server cannot import{move}")
+            raise ToolDefinitionError(
+                f"{name!r} is defined in __main__, which a fork server cannot import{move}"
+            )
         if "<locals>" in qualname or "<lambda>" in qualname:
             raise ToolDefinitionError(f"{name!r} is a lambda or a nested function ({qualname}){move}")
         mod = sys.modules.get(module)
         if mod is None:
             try:
                 mod = importlib.import_module(module)
-            except Exception as exc:  # noqa: BLE001
-                raise ToolDefinitionError(f"module {module!r} of {name!r} cannot be imported: {exc}{move}") from None
+            except Exception as exc:
+                raise ToolDefinitionError(
+                    f"module {module!r} of {name!r} cannot be imported: {exc}{move}"
+                ) from None
         obj: Any = mod
         for part in qualname.split("."):
             obj = getattr(obj, part, None)
@@ -233,7 +241,11 @@ class ProcessSandbox:
         root = os.geteuid() == 0
         # No process of our uid (a tool, when we are not root) may ptrace us or read our memory.
         set_dumpable(False)
-        scratch = SCRATCH_IN_SANDBOX if self.isolated else tempfile.mkdtemp(prefix="agentloop-sandbox-", dir=self._scratch_parent())
+        scratch = (
+            SCRATCH_IN_SANDBOX
+            if self.isolated
+            else tempfile.mkdtemp(prefix="agentloop-sandbox-", dir=self._scratch_parent())
+        )
         if root and not self.isolated:
             os.chmod(scratch, 0o711)  # children (other uids) may enter their own dir, not list
         path = self._path()
@@ -255,9 +267,15 @@ class ProcessSandbox:
             argv = bwrap_argv(self._bwrap, path, sorted(binds)) + argv
         try:
             popen = subprocess.Popen(
-                argv, env={**self._env, "HOME": scratch}, cwd="/" if self.isolated else scratch,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fd,
-                pass_fds=[child.fileno()], close_fds=True, start_new_session=True,
+                argv,
+                env={**self._env, "HOME": scratch},
+                cwd="/" if self.isolated else scratch,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err_fd,
+                pass_fds=[child.fileno()],
+                close_fds=True,
+                start_new_session=True,
             )
         except OSError as exc:
             host.close()
@@ -289,7 +307,7 @@ class ProcessSandbox:
             return self._server
 
     def _binds_for(self, ref: str) -> frozenset[str]:
-        """"isolated": the tool's own top-level package directory (or module file) and `ro_paths`."""
+        """ "isolated": the tool's own top-level package directory (or module file) and `ro_paths`."""
         if not self.isolated:
             return frozenset()
         found = self._tool_binds.get(ref)
@@ -297,7 +315,7 @@ class ProcessSandbox:
             top = ref.partition(":")[0].split(".")[0]
             try:
                 mod = sys.modules.get(top) or importlib.import_module(top)
-            except Exception:  # noqa: BLE001 - the fork server reports the import error itself
+            except Exception:
                 mod = None
             paths: list[str] = list(getattr(mod, "__path__", None) or [])
             file = getattr(mod, "__file__", None)
@@ -441,7 +459,9 @@ class ProcessSandbox:
                 await self._kill(server, call_id, sock, "cancelled")
             raise
 
-    async def _kill(self, server: _Server, call_id: int, sock: socket.socket, reason: str) -> dict[str, Any] | None:
+    async def _kill(
+        self, server: _Server, call_id: int, sock: socket.socket, reason: str
+    ) -> dict[str, Any] | None:
         try:
             server.send({"op": "kill", "id": call_id, "reason": reason})
         except OSError:

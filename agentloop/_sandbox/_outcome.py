@@ -49,7 +49,9 @@ def _mb(n: float) -> str:
     return f"{n:g}"
 
 
-def classify(status: dict[str, Any], host_killed: str | None, limits: Limits, res: int, out: int, err: int) -> SandboxOutcome:
+def classify(
+    status: dict[str, Any], host_killed: str | None, limits: Limits, res: int, out: int, err: int
+) -> SandboxOutcome:
     cap = limits.output_bytes or _NO_CAP
     stdout_b, stdout_n = _read(out, cap)
     stderr_b, stderr_n = _read(err, cap, tail=True)
@@ -96,7 +98,9 @@ def classify(status: dict[str, Any], host_killed: str | None, limits: Limits, re
             return raised
         if kind == "invalid_result":
             return outcome(
-                "invalid_result", f"Tool returned a value that cannot be encoded as JSON ({etype}: {emsg})", etype
+                "invalid_result",
+                f"Tool returned a value that cannot be encoded as JSON ({etype}: {emsg})",
+                etype,
             )
         if kind == "output_limit":
             return outcome(

@@ -17,8 +17,9 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
@@ -211,7 +212,7 @@ class _Zygote:
             if self.free_uids:
                 call.uid = call.msg["uid"] = self.free_uids.popleft()
             gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs
-        except Exception as exc:  # noqa: BLE001 - reported to the host as sandbox_unavailable
+        except Exception as exc:
             return self._finish(call, {"error": f"cannot load tool {ref!r}: {type(exc).__name__}: {exc}"})
         pid = self._from_spare(call)
         if pid is None:

@@ -12,7 +12,6 @@ The session belongs to the running asyncio loop: it is created by `prepare()` (F
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ def _mapped() -> Iterator[None]:
         yield
     except aiohttp.ConnectionTimeoutError as e:
         raise httpx.ConnectTimeout(str(e) or "connect timed out") from e
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as e:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as e:
         raise httpx.ReadTimeout(str(e) or "read timed out") from e
     except aiohttp.ClientConnectorError as e:
         raise httpx.ConnectError(str(e)) from e
@@ -79,14 +78,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._open()
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+        connector = aiohttp.TCPConnector(
+            limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         t: dict[str, Any] = request.extensions.get("timeout") or {}
-        timeout = aiohttp.ClientTimeout(total=None, connect=t.get("pool"), sock_connect=t.get("connect"), sock_read=t.get("read"))
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.get("pool"), sock_connect=t.get("connect"), sock_read=t.get("read")
+        )
         try:
             body: Any = request.content or None
         except httpx.RequestNotRead:

@@ -38,7 +38,14 @@ __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VER
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 _MESSAGE_EVENTS = frozenset(
-    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"}
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
 )
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
            "pause_turn": "stop", "refusal": "content_filter"}  # fmt: skip
@@ -48,7 +55,7 @@ _SYSTEM_ROLES = frozenset({"system", "developer"})
 class AnthropicWire:
     name = "anthropic"
 
-    __slots__ = ("max_tokens", "_tools_in", "_tools_out")
+    __slots__ = ("_tools_in", "_tools_out", "max_tokens")
 
     def __init__(self, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self.max_tokens = max_tokens
@@ -127,7 +134,11 @@ def encode_messages(
             continue
         if role == "tool":
             call_id = m.get("tool_call_id")
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id, "content": _text(m.get("content"))}
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": call_id,
+                "content": _text(m.get("content")),
+            }
             if tool_errors and call_id in tool_errors:
                 block["is_error"] = True
             _append(out, "user", [block])
@@ -159,7 +170,9 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return "" if content is None else str(content)
 
 
@@ -177,7 +190,9 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
             url = (part.get("image_url") or {}).get("url", "")
             if url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
-                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                blocks.append(
+                    {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+                )
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
     return blocks

@@ -64,7 +64,9 @@ async def read_some(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
-async def sse_events(response: httpx.Response, max_line: int, max_body: int) -> AsyncIterator[tuple[str, str]]:
+async def sse_events(
+    response: httpx.Response, max_line: int, max_body: int
+) -> AsyncIterator[tuple[str, str]]:
     """`(event, data)` for each dispatched server-sent event; comments and empty events are skipped.
 
     A line longer than `max_line` bytes, or a body past `max_body` bytes in all, ends the stream

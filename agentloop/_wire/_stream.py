@@ -32,7 +32,7 @@ _RETRYABLE_TYPES = frozenset(
 class ToolSlot:
     """One tool call being assembled: id and name taken once, argument fragments appended."""
 
-    __slots__ = ("id", "name", "args", "announced")
+    __slots__ = ("announced", "args", "id", "name")
 
     def __init__(self) -> None:
         self.id = ""
@@ -52,8 +52,20 @@ class ToolSlot:
 class StreamAssembler:
     """Base class: the accumulated answer. Subclasses implement `feed` for their wire."""
 
-    __slots__ = ("run_id", "step", "request_id", "text", "refusal", "slots", "finish_reason", "usage", "model",
-                 "response_id", "chunks", "complete")  # fmt: skip
+    __slots__ = (
+        "chunks",
+        "complete",
+        "finish_reason",
+        "model",
+        "refusal",
+        "request_id",
+        "response_id",
+        "run_id",
+        "slots",
+        "step",
+        "text",
+        "usage",
+    )  # fmt: skip
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         self.run_id = run_id or ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from typing import Any, TypeVar
 
 import anyio
@@ -73,12 +72,16 @@ class AgentActivities:
         format_tool_error: ErrorFormatter | None = None,
     ) -> None:
         if not callable(getattr(model, "request", None)):
-            raise ConfigurationError(f"model must implement the Model interface (e.g. FluxClient), got {model!r}")
+            raise ConfigurationError(
+                f"model must implement the Model interface (e.g. FluxClient), got {model!r}"
+            )
         if not isinstance(tools, ToolRegistry):
             raise ConfigurationError(f"tools must be a ToolRegistry, got {tools!r}")
         unknown = sorted(set(tool_options or {}) - set(tools.names))
         if unknown:
-            raise ConfigurationError(f"tool_options names tools that are not registered: {unknown}; registered: {tools.names}")
+            raise ConfigurationError(
+                f"tool_options names tools that are not registered: {unknown}; registered: {tools.names}"
+            )
         self.model = model
         self.tools = tools
         self.store = store if store is not None else ConversationStore()
@@ -103,7 +106,9 @@ class AgentActivities:
             opts = self.tool_options.get(tool.name, ToolActivityOptions())
             timeout = opts.start_to_close_timeout
             if timeout is None:
-                timeout = tool.limits.timeout + 30 if tool.limits.timeout is not None else self.default_tool_timeout
+                timeout = (
+                    tool.limits.timeout + 30 if tool.limits.timeout is not None else self.default_tool_timeout
+                )
             attempts = opts.maximum_attempts or (3 if tool.idempotent else 1)
             out.append(
                 {
@@ -162,7 +167,9 @@ class AgentActivities:
         turn = await _heartbeating(self.model.request, request, None)
         message = turn.message
         if message.get("tool_calls"):
-            IdRegistry(conversation).repair(message["tool_calls"])  # here, not in the workflow: ids are random
+            IdRegistry(conversation).repair(
+                message["tool_calls"]
+            )  # here, not in the workflow: ids are random
         store.put(digest, message)
         return {
             "message": message,

@@ -24,8 +24,8 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.service import RPCError
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
+from temporalio.service import RPCError
 
 from .. import _exceptions
 from .._approval import Decision, decision_to_data

@@ -51,7 +51,9 @@ class ToolActivityOptions:
         for f in fields(self):
             v = getattr(self, f.name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-                raise ConfigurationError(f"ToolActivityOptions.{f.name} must be a positive number or None, got {v!r}")
+                raise ConfigurationError(
+                    f"ToolActivityOptions.{f.name} must be a positive number or None, got {v!r}"
+                )
 
 
 def limits_to_data(limits: RunLimits) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def chain(parent: str, messages: list[Any]) -> str:
 class ConversationStore:
     """Content-addressed conversation prefixes, bounded by `max_bytes` (LRU). One per worker."""
 
-    __slots__ = ("_nodes", "_bytes", "max_bytes", "hits", "misses")
+    __slots__ = ("_bytes", "_nodes", "hits", "max_bytes", "misses")
 
     def __init__(self, max_bytes: int = 256 << 20) -> None:
         self._nodes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()

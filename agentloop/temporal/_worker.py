@@ -80,7 +80,9 @@ PASSTHROUGH_MODULES = (*_THIRD_PARTY_PASSTHROUGH, *_agentloop_passthrough())
 
 def sandbox_runner(extra_passthrough: Sequence[str] = ()) -> SandboxedWorkflowRunner:
     """Temporal's sandboxed workflow runner: `PASSTHROUGH_MODULES` shared, the workflow code sandboxed."""
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES, *extra_passthrough)
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        *PASSTHROUGH_MODULES, *extra_passthrough
+    )
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
@@ -149,16 +151,22 @@ def load_registry(spec: str) -> ToolRegistry:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="agentloop worker", description="Run agentloop agents on a Temporal task queue.")
+    p = argparse.ArgumentParser(
+        prog="agentloop worker", description="Run agentloop agents on a Temporal task queue."
+    )
     p.add_argument("--task-queue", required=True, help="the Temporal task queue to poll")
     p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
     p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
     add_tool_options(p, required=True)  # --tool / --base-url, named as `agentloop run` names them
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)")
+    p.add_argument(
+        "--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)"
+    )
     p.add_argument("--graceful-shutdown-timeout", type=float, default=30.0, help="seconds (default 30)")
     p.add_argument("--max-concurrent-activities", type=int, default=None)
-    p.add_argument("--sticky-timeout", type=float, default=None, help=argparse.SUPPRESS)  # tests: fast failover
+    p.add_argument(
+        "--sticky-timeout", type=float, default=None, help=argparse.SUPPRESS
+    )  # tests: fast failover
     return p
 
 
@@ -179,7 +187,10 @@ async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
     try:
         client = await Client.connect(args.address, namespace=args.namespace)
     except Exception as e:  # RuntimeError from the core SDK: the server is not reachable
-        print(f"agentloop worker: cannot connect to Temporal at {args.address} ({e}); start it or pass --address", file=sys.stderr)
+        print(
+            f"agentloop worker: cannot connect to Temporal at {args.address} ({e}); start it or pass --address",
+            file=sys.stderr,
+        )
         return 1
     options: dict[str, Any] = {}
     if args.max_concurrent_activities:
@@ -199,9 +210,13 @@ async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
         )
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with worker:
-                print(f"agentloop worker: polling task queue {args.task_queue!r} on {args.address}", flush=True)
+                print(
+                    f"agentloop worker: polling task queue {args.task_queue!r} on {args.address}", flush=True
+                )
                 async for sig in signals:
-                    print(f"agentloop worker: {signal.Signals(sig).name}, shutting down gracefully", flush=True)
+                    print(
+                        f"agentloop worker: {signal.Signals(sig).name}, shutting down gracefully", flush=True
+                    )
                     break
             # leaving `async with worker` waited for in-flight activities (or handed them back)
     print("agentloop worker: stopped", flush=True)

@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from .._exceptions import RunLimitExceeded
     from .._runlimits import RunLimits
     from .._tools import ToolRegistry
-    from .._types import ModelTurn, PendingCall, RunResult, Usage
+    from .._types import ModelTurn, PendingCall, Usage
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of
@@ -96,7 +96,7 @@ def _consume(task: Any) -> None:
 class _Outcome:
     """What the Dispatcher reads from a sandbox call."""
 
-    __slots__ = ("status", "content", "error", "traceback")
+    __slots__ = ("content", "error", "status", "traceback")
     formatted = True  # the worker's Dispatcher wrote the text (and its format_tool_error): keep it
 
     def __init__(self, status: str, content: str, error: str | None, traceback: str | None = None) -> None:
@@ -180,7 +180,8 @@ class _ActivityModel:
             "start_to_close_timeout": timedelta(seconds=opts["start_to_close_timeout"]),
             "heartbeat_timeout": timedelta(seconds=opts["heartbeat_timeout"]),
             "retry_policy": RetryPolicy(
-                maximum_attempts=opts["maximum_attempts"], non_retryable_error_types=NON_RETRYABLE_MODEL_ERRORS
+                maximum_attempts=opts["maximum_attempts"],
+                non_retryable_error_types=NON_RETRYABLE_MODEL_ERRORS,
             ),
         }
         self.base = ROOT  # the digest of the conversation prefix the worker has stored
@@ -206,18 +207,28 @@ class _ActivityModel:
         if not request.tools:
             data["tools"] = []
         try:
-            out = await _execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+            out = await _execute_activity(
+                MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
+            )
         except ActivityError as e:
             if _cause_type(e) != REFERENCE_MISSING:
                 raise
             # This worker does not hold the prefix: send everything, once.
             self.full_sends += 1
             data.update(base=ROOT, delta=list(messages), tools=self.definitions if request.tools else [])
-            out = await _execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
+            out = await _execute_activity(
+                MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
+            )
         message = out["message"]
         self.base = digest_of(chain(data["base"], data["delta"]), message)
         self.synced, self.tail = len(messages) + 1, message  # the loop appends this very dict
-        return ModelTurn(message, Usage.from_data(out["usage"]), out.get("finish_reason"), out.get("model"), out.get("request_id"))
+        return ModelTurn(
+            message,
+            Usage.from_data(out["usage"]),
+            out.get("finish_reason"),
+            out.get("model"),
+            out.get("request_id"),
+        )
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -267,7 +278,9 @@ class AgentWorkflow:
             return {"result": e.result.to_json(), "error": {"type": type(e).__name__, "message": str(e)}}
         except ActivityError as e:  # the model request failed for good: fail the run, do not retry it
             raise ApplicationError(
-                f"the model request failed: {_cause_message(e)}", type=_cause_type(e) or "ActivityError", non_retryable=True
+                f"the model request failed: {_cause_message(e)}",
+                type=_cause_type(e) or "ActivityError",
+                non_retryable=True,
             ) from None
         finally:
             self._done = True
@@ -301,9 +314,13 @@ class AgentWorkflow:
     @approve.validator
     def _check_approve(self, decisions: dict[str, Any]) -> None:
         if not self._pending or self._decisions is not None:
-            raise ApplicationError("the run is not waiting for approvals", type="ResumeError", non_retryable=True)
+            raise ApplicationError(
+                "the run is not waiting for approvals", type="ResumeError", non_retryable=True
+            )
         if not isinstance(decisions, dict):
-            raise ApplicationError("approvals must be {call_id: decision}", type="ResumeError", non_retryable=True)
+            raise ApplicationError(
+                "approvals must be {call_id: decision}", type="ResumeError", non_retryable=True
+            )
         try:
             check_decisions(self._pending, {k: decision_from_data(v) for k, v in decisions.items()})
         except Exception as e:  # ResumeError: unknown or missing ids

@@ -35,7 +35,9 @@ class Rendered:
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
-    frames: Iterable[bytes] | None = None  # SSE events (or raw chunks), written one chunk each; may be endless
+    frames: Iterable[bytes] | None = (
+        None  # SSE events (or raw chunks), written one chunk each; may be endless
+    )
     abort: bool = False  # close the connection after the frames, without the terminating chunk
 
 
@@ -78,7 +80,9 @@ def render(reply: Reply, ctx: RenderContext) -> Rendered:
         if reply.chunk_size is not None:
             size, body = reply.chunk_size, reply.body
             pieces = [body[i : i + size] for i in range(0, len(body), size)]
-            return _with_headers(Rendered(reply.status, [("content-type", reply.content_type)], frames=pieces), extra)
+            return _with_headers(
+                Rendered(reply.status, [("content-type", reply.content_type)], frames=pieces), extra
+            )
         if reply.repeat == 1 and reply.declared_length is None:
             return _with_headers(
                 Rendered(reply.status, [("content-type", reply.content_type)], reply.body), extra

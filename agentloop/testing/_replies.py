@@ -106,7 +106,9 @@ class Reply:
     quirks: tuple[Quirk, ...] = ()
     repeat: int | None = 1  # raw: the body is sent this many times, one chunk each (None: forever)
     declared_length: int | None = None  # raw: a Content-Length longer than what is sent (a truncated body)
-    chunk_size: int | None = None  # raw: the body written in pieces of this many bytes (parser boundary tests)
+    chunk_size: int | None = (
+        None  # raw: the body written in pieces of this many bytes (parser boundary tests)
+    )
 
     def with_quirks(self, *quirks: Quirk) -> Reply:
         """A copy with more quirks / stream faults appended (they compose)."""

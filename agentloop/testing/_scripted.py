@@ -76,7 +76,9 @@ class ScriptedModel:
 
     def _turn(self, reply: Reply) -> ModelTurn:
         if reply.kind == "error":
-            cls = _STATUS_ERRORS.get(reply.status, InternalServerError if reply.status >= 500 else APIStatusError)
+            cls = _STATUS_ERRORS.get(
+                reply.status, InternalServerError if reply.status >= 500 else APIStatusError
+            )
             raise cls(f"scripted error {reply.status}: {reply.error_message}", status_code=reply.status)
         if reply.kind != "message":
             raise ValueError(f"ScriptedModel cannot play a {reply.kind!r} reply; use FakeFluxRouter for it")
@@ -86,8 +88,14 @@ class ScriptedModel:
             for c in reply.tool_calls:
                 fn: dict[str, Any] = {"name": c.name}
                 if c.arguments is not None:
-                    fn["arguments"] = c.arguments if isinstance(c.arguments, str) else _json.dumps_str(c.arguments)
+                    fn["arguments"] = (
+                        c.arguments if isinstance(c.arguments, str) else _json.dumps_str(c.arguments)
+                    )
                 calls.append({"id": c.id if c.id is not None else f"call_{next(self._ids)}", "function": fn})
             raw["tool_calls"] = calls
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-        return ModelTurn(normalize_message(raw), Usage.from_openai(reply.usage or {"prompt_tokens": 10, "completion_tokens": 5}), finish)
+        return ModelTurn(
+            normalize_message(raw),
+            Usage.from_openai(reply.usage or {"prompt_tokens": 10, "completion_tokens": 5}),
+            finish,
+        )

@@ -194,7 +194,9 @@ class FakeFluxRouter:
             return False
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    def _record(self, event: h11.Request, body: bytes, conn_id: int) -> tuple[RecordedRequest, dict[str, str]]:
+    def _record(
+        self, event: h11.Request, body: bytes, conn_id: int
+    ) -> tuple[RecordedRequest, dict[str, str]]:
         """The request as recorded, and its credential headers as sent (for the auth check only)."""
         headers: dict[str, str] = {}
         for name, value in event.headers:
@@ -223,7 +225,11 @@ class FakeFluxRouter:
         return rec, credentials
 
     async def _respond(
-        self, conn: h11.Connection, stream: anyio.abc.SocketStream, req: RecordedRequest, credentials: dict[str, str]
+        self,
+        conn: h11.Connection,
+        stream: anyio.abc.SocketStream,
+        req: RecordedRequest,
+        credentials: dict[str, str],
     ) -> bool:
         """Answer one request. False when the connection must be closed without more ado."""
         if req.path == "/v1/models":
@@ -311,7 +317,7 @@ class FakeFluxRouter:
                     reply = self._handler(req)
                     if inspect.isawaitable(reply):
                         reply = await reply
-                except Exception as e:  # noqa: BLE001 - a buggy test handler: tell the client, loudly
+                except Exception as e:
                     return render_error(
                         500, f"FakeFluxRouter: handler raised {type(e).__name__}: {e}", wire=req.wire
                     )

@@ -31,7 +31,9 @@ __all__ = ["TestModel", "FunctionModel", "generate_arguments"]
 
 CallSpec = Union[ScriptedCall, tuple[str, Any], dict[str, Any]]
 FunctionResult = Union[ModelTurn, Reply, str, Sequence[CallSpec]]
-ModelFunction = Callable[[list[dict[str, Any]], list[dict[str, Any]]], "FunctionResult | Awaitable[FunctionResult]"]
+ModelFunction = Callable[
+    [list[dict[str, Any]], list[dict[str, Any]]], "FunctionResult | Awaitable[FunctionResult]"
+]
 
 
 def _usage(messages: list[dict[str, Any]], answer: dict[str, Any]) -> Usage:
@@ -41,7 +43,9 @@ def _usage(messages: list[dict[str, Any]], answer: dict[str, Any]) -> Usage:
     return Usage(1, prompt, completion, prompt + completion)
 
 
-def _turn(messages: list[dict[str, Any]], content: str | None, calls: Iterable[tuple[str, Any]] = ()) -> ModelTurn:
+def _turn(
+    messages: list[dict[str, Any]], content: str | None, calls: Iterable[tuple[str, Any]] = ()
+) -> ModelTurn:
     raw: dict[str, Any] = {"role": "assistant", "content": content}
     tool_calls = [
         {
