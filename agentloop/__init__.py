@@ -40,6 +40,7 @@ from ._events import (
     ToolCallStarted,
 )
 from ._exceptions import (
+    AgentToolError,
     AgentloopError,
     APIConnectionError,
     APIError,
@@ -74,6 +75,7 @@ from ._exceptions import (
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
+from ._handoff import Handoff
 from ._history import History
 from ._journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
 from ._limits import Limits
@@ -93,6 +95,7 @@ __all__ = [
     "RunContext",
     "JsonSchema",
     "History",
+    "Handoff",
     "messages_to_json",
     "messages_from_json",
     "FluxClient",
@@ -168,6 +171,7 @@ __all__ = [
     "LoopDetected",
     "OutputValidationError",
     "ResumeError",
+    "AgentToolError",
     "JournalError",
     "JournalCorruptError",
     "JournalWriteError",

@@ -68,12 +68,14 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
+from ._agenttool import ancestor_limit, as_tool, log_fields, nested_emits, spend
+from ._handoff import build_handoffs, find_agent, take_handoff, with_handoffs
 from ._history import History
 from ._ids import IdRegistry, new_run_id
 from ._journal import Journal, replay
 from ._loopguard import LoopGuard
 from ._model import Emit, Model, ModelRequest
-from ._observe import Observer, fan_out
+from ._observe import Observer
 from ._output import OutputMode, OutputSpec, StoredOutput, jsonable
 from ._outputstep import native_refused, output_request, output_step
 from ._outputstream import partial_output_emit
@@ -131,6 +133,9 @@ class Agent(Generic[DepsT, OutputT]):
     - `output_type`: the type of `result.output` (default `str`); see `_output.py`.
       `output_mode`: "auto" (default), "tool" or "native". `output_retries`: how many invalid
       final answers are fed back before `OutputValidationError`.
+    - `name`: the agent's name (handoff tools are `transfer_to_<name>`; `result.agent_name`).
+    - `handoffs`: agents (or `Handoff(agent, input_filter=..., tool_name=..., description=...)`)
+      the model may hand the conversation to; see `_handoff.py`.
     """
 
     def __init__(
@@ -156,6 +161,8 @@ class Agent(Generic[DepsT, OutputT]):
         output_retries: int = 1,
         history: History | None = None,
         input_budget: InputBudget | None = None,
+        name: str | None = None,
+        handoffs: Any = (),
     ) -> None:
         # Every caller mistake is refused here, naming the argument and the fix (see _agentconfig).
         limits = check_limits(limits, max_steps)
@@ -216,6 +223,10 @@ class Agent(Generic[DepsT, OutputT]):
         if history is not None and not isinstance(history, History):
             raise ConfigurationError(f"history must be a History(...) policy, got {history!r}")
         self.history = history
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.handoffs = build_handoffs(handoffs, self.tools)
         self.output: OutputSpec | None = None
         if output_type is not str:
             if "final_result" in self.tools:
@@ -230,7 +241,20 @@ class Agent(Generic[DepsT, OutputT]):
         return self.limits.max_steps
 
     def __repr__(self) -> str:
-        return f"Agent(model={self.model!r}, tools={self.tools.names}, max_steps={self.max_steps})"
+        named = f"name={self.name!r}, " if self.name else ""
+        return f"Agent({named}model={self.model!r}, tools={self.tools.names}, max_steps={self.max_steps})"
+
+    def as_tool(self, name: str | None = None, description: str | None = None) -> Any:
+        """This agent as a tool of another: register the returned function in the other's registry.
+
+        ```python
+        tools.register(research.as_tool(name="research", description="Research a topic"))
+        ```
+        The model calls it with `{"input": "..."}`; the inner run shares the outer run's client
+        deadline, budgets, deps, event stream and journal (see `_agenttool.py`). `name` defaults
+        to the agent's `name`.
+        """
+        return as_tool(self, name, description)
 
     # --- public entry points ------------------------------------------------------------------
 
@@ -436,20 +460,20 @@ class Agent(Generic[DepsT, OutputT]):
     async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
-        observe = fan_out(self.observers, None) if self.observers else None
-        if observe is not None:  # one emit for the stream consumer and the observers alike
-            emit = fan_out(self.observers, emit)
-        journal = self.journal
-        if (
-            run.instructions is not None
-        ):  # dynamic instructions: resolved once, then journaled like static ones
+        # one emit for the stream consumer and the observers alike; a nested run's reach the outer's
+        emit, observe = nested_emits(run, self.observers, emit)
+        run.emit, run.observe, run.limits = emit, observe, limits
+        run.journal = journal = self.journal
+        agent = find_agent(self, run.agent_name)  # a resumed run that was handed off: that agent
+        run.agent_name = agent.name
+        if run.instructions is not None:  # dynamic instructions: resolved once, then journaled like static ones
             text = await resolve_instructions(run.instructions, run.context(0))
             run.instructions = None
             if text:
                 run.messages.insert(0, {"role": "system", "content": text})
                 run.new_start += 1
         if journal is not None and run.lease is None and run.final is None:
-            header = {"model": run.model, "messages": run.messages, "new_start": run.new_start}
+            header = {"model": run.model, "messages": run.messages, "new_start": run.new_start, **log_fields(run)}
             run.lease = await journal.create(run.run_id, header)
         try:
             if run.final is not None:  # a journaled run that had already finished
@@ -458,13 +482,18 @@ class Agent(Generic[DepsT, OutputT]):
                     await journal.append(
                         run.run_id, "end", data, step=run.steps, status=run.final.stop_reason
                     )
-                if self.output is not None and run.final.output is not None:  # journaled as JSON
-                    run.final.output = self.output.restore(run.final.output)
+                if agent.output is not None and run.final.output is not None:  # journaled as JSON
+                    run.final.output = agent.output.restore(run.final.output)
                 elif isinstance(run.final.output, StoredOutput):  # a plain agent gets the data
                     run.final.output = run.final.output.data
                 return run.final
             with anyio.CancelScope(deadline=limits.cancel_deadline()) as scope:
-                return await self._steps(run, emit, limits)
+                first = True
+                while True:
+                    result = await agent._steps(run, emit, limits, first)
+                    if result is not None:
+                        return result
+                    agent, first = await take_handoff(run), False  # the model handed the run over
             # only reached when the deadline cancelled the run
             run.close_step()
             assert scope.cancelled_caught
@@ -488,10 +517,11 @@ class Agent(Generic[DepsT, OutputT]):
                 with anyio.CancelScope(shield=True):
                     await journal.release(run.run_id, run.lease)
 
-    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
-        log = run_logger(run_id=run.run_id, model=run.model)
-        journal = self.journal
-        tools = self.tools
+    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits, first: bool = True) -> RunResult[Any] | None:
+        """The steps of one agent: a result, or None when the model handed the run to another agent."""
+        log = run_logger(run_id=run.run_id, model=run.model, **log_fields(run))
+        journal = run.journal
+        tools = with_handoffs(self.tools, self.handoffs) if self.handoffs else self.tools
         dispatcher = Dispatcher(
             tools,
             run_id=run.run_id,
@@ -504,9 +534,9 @@ class Agent(Generic[DepsT, OutputT]):
             context=lambda r: run.context(r.step, r.id, r.name),
             budget=self.input_budget,
         )
-        run.journal = journal
-        run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))
-        run.tool_count = sum(r.status not in NOT_COUNTED for r in run.tool_calls)
+        if first:  # after a handoff the run goes on: its loop guard and counters stay
+            run.guard = LoopGuard(limits.loop_threshold, ((r.name, r.raw_arguments) for r in run.tool_calls))
+            run.tool_count = sum(r.status not in NOT_COUNTED for r in run.tool_calls)
         ids = IdRegistry(run.messages)
         request = ModelRequest(
             model=run.model,
@@ -529,7 +559,7 @@ class Agent(Generic[DepsT, OutputT]):
         if self.reset_tool_choice and run.steps >= 1 and request.tool_choice not in unforced:
             request.tool_choice = settled
         request.tool_errors = {r.id for r in run.tool_calls if r.status != "ok"}
-        if emit is not None:
+        if emit is not None and first:
             await emit(RunStarted(run.run_id, run.model))
         history = self.history.start() if self.history is not None else None
         resume, run.resume = run.resume, None
@@ -543,7 +573,7 @@ class Agent(Generic[DepsT, OutputT]):
                 await emit(StepFinished(run.run_id, run.steps, Usage(), len(resume.calls)))
         while True:
             await anyio.lowlevel.checkpoint_if_cancelled()  # a deadline holds even if nothing below yields
-            if limits.max_steps is not None and run.steps >= limits.max_steps:
+            if limits.max_steps is not None and run.steps + run.nested_steps >= limits.max_steps:
                 raise limit_error(
                     run,
                     StepLimitExceeded,
@@ -559,6 +589,11 @@ class Agent(Generic[DepsT, OutputT]):
                     f"{limits.max_total_tokens}; no further model request was sent. The partial result is in "
                     ".result; raise the limit or continue with Agent.run(messages=exc.result.messages).",
                 )
+            if run.parent is not None:  # a nested run: the budgets of the runs above it hold too
+                spent = ancestor_limit(run)
+                if spent is not None:
+                    cls = StepLimitExceeded if spent[0] == "steps" else TokenLimitExceeded
+                    raise limit_error(run, cls, spent[1])
             step = request.step = run.steps + 1
             if log is not None:
                 log.debug("model request", step=step, messages=len(run.messages))
@@ -601,6 +636,8 @@ class Agent(Generic[DepsT, OutputT]):
             run.steps = step
             run.usage = run.usage + turn.usage
             run.turns.append((model, turn.usage))  # split by model when a result is made, not per step
+            if run.parent is not None:
+                spend(run, model, turn.usage)  # counted once in every run above, too
             run.messages.append(history_message(message))  # `calls` keep the model's raw arguments
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
@@ -634,17 +671,19 @@ class Agent(Generic[DepsT, OutputT]):
                 )
             if emit is not None:
                 await emit(StepFinished(run.run_id, step, turn.usage, len(calls)))
+            if run.handoff is not None:
+                return None
 
     async def _finish(
         self, run: Run, output: Any, reason: str, emit: Emit | None, log: Any
     ) -> RunResult[Any]:
         result = run.result(output, reason)
-        if self.journal is not None:
+        if run.journal is not None:
             data: dict[str, Any] = {"stop_reason": reason, "output": output}
             if self.output is not None and not isinstance(output, str):  # text for readers (ui, search)
                 value = jsonable(output)  # ... and the data that `resume` validates again
                 data.update(output=_json.dumps_str(value), output_data=value)
-            await self.journal.append(run.run_id, "end", data, step=run.steps, status=reason)
+            await run.journal.append(run.run_id, "end", data, step=run.steps, status=reason)
         if log is not None:
             log.debug(
                 "run finished", steps=run.steps, stop_reason=reason, total_tokens=run.usage.total_tokens

@@ -176,6 +176,7 @@ def result_to_json(result: RunResult[Any]) -> str:
         "run_id": result.run_id,
         "tool_calls": [asdict(r) for r in result.tool_calls],
         "pending": [asdict(p) for p in result.pending],
+        "agent_name": result.agent_name,
     }
     return _json.dumps_str(data)
 
@@ -195,6 +196,7 @@ def result_from_json(text: str | bytes) -> RunResult:
             tool_calls=[ToolCallRecord(**r) for r in data["tool_calls"]],
             pending=[PendingCall(**p) for p in data["pending"]],
             new_start=int(data.get("new_start", 0)),
+            agent_name=data.get("agent_name"),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ResumeError(

@@ -57,6 +57,9 @@ class RunContext(Generic[DepsT]):
     tool_name: str | None = None
     retry: int = 0
     messages: Sequence[dict[str, Any]] = ()
+    # The run's own state, for agentloop's tools that act on the run itself (agents as tools,
+    # handoffs); not part of the public API.
+    _run: Any = field(default=None, repr=False, compare=False)
 
 
 Instructions = str | Callable[[RunContext[Any]], str] | Callable[[RunContext[Any]], Awaitable[str]]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,12 +41,17 @@ _stdlib_logger = logging.getLogger("agentloop")
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """`parent_call_id`: set on the events of a nested run (an agent run as a tool, `Agent.as_tool`):
+    the id of the outer tool call the run works for. None for the events of a top-level run."""
+
     run_id: str
+    parent_call_id: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
     model: str
+    parent_run_id: str | None = field(default=None, kw_only=True)  # a nested run: the outer run's id
 
 
 @dataclass(frozen=True, slots=True)

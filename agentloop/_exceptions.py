@@ -27,6 +27,7 @@ The tree (a test keeps this picture equal to the classes)::
         MCPServerError                  an MCP server could not be started or reached
         MCPToolError                    an MCP tool call failed outside the model's view
         RunError                        a run stopped without a final answer
+            AgentToolError                  an agent tool could not run its inner agent (told to the model)
             OutputValidationError           final answers kept failing `output_type`
             ResumeError  (also ValueError)  the decisions or the run cannot be resumed
             RunLimitExceeded                a `RunLimits` budget; `.result` is the partial run
@@ -73,6 +74,7 @@ __all__ = [
     "LoopDetected",
     "OutputValidationError",
     "ResumeError",
+    "AgentToolError",
     "JournalError",
     "JournalCorruptError",
     "JournalWriteError",
@@ -268,6 +270,11 @@ class OutputValidationError(RunError):
 
 class ResumeError(RunError, ValueError):
     """`Agent.resume` was given something it cannot continue: a finished run, missing approvals."""
+
+
+class AgentToolError(RunError):
+    """An agent tool (`Agent.as_tool`) could not run its inner agent: nested too deep, outside a run,
+    or the inner run paused for approval. Like any tool error, the model is told."""
 
 
 # --- durable runs ------------------------------------------------------------------------------------

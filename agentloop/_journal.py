@@ -76,7 +76,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
-    kind: str  # "model" | "message" | "tool_start" | "tool_end" | "paused" | "approvals" | "end"
+    kind: str  # "model" | "message" | "tool_start" | "tool_end" | "paused" | "approvals" | "handoff" | "end"
     step: int
     call_id: str | None
     data: dict[str, Any]
@@ -176,6 +176,7 @@ class Replay:
     ended: bool = False  # the "end" entry is there (a crash can come between the final answer and it)
     final_data: Any = None  # a structured output's JSON data ("output_data"), when there is one
     has_final_data: bool = False
+    agent: str | None = None  # the agent a handoff passed the run to (the last one)
 
 
 def replay(run: JournaledRun) -> Replay:
@@ -206,6 +207,9 @@ def _replay(run: JournaledRun) -> Replay:
             _close_step(r)
             r.calls = None
             r.messages.append(d["message"])
+        elif e.kind == "handoff":  # the conversation the agent handed to starts from (filtered)
+            _close_step(r)
+            r.messages, r.agent = list(d["messages"]), d["agent"]
         elif e.kind == "tool_start":
             r.started.add(e.call_id)  # type: ignore[arg-type]
         elif e.kind == "tool_end":

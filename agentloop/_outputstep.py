@@ -132,8 +132,8 @@ async def _fail(
     _count(agent, run, answer, errors)
     feedback = {"role": "user", "content": text}
     run.messages.append(feedback)
-    if agent.journal is not None:
-        await agent.journal.append(run.run_id, "message", {"message": feedback}, step=run.steps)
+    if run.journal is not None:
+        await run.journal.append(run.run_id, "message", {"message": feedback}, step=run.steps)
 
 
 def _count(agent: Agent[Any, Any], run: Run, answer: Any, errors: list[str]) -> None:

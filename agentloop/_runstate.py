@@ -58,6 +58,14 @@ class Run:
         "tool_count",
         "turns",
         "usage",
+        "parent",
+        "nested_steps",
+        "emit",
+        "observe",
+        "observers",
+        "handoff",
+        "agent_name",
+        "limits",
     )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
@@ -82,6 +90,15 @@ class Run:
         self.new_start = 0  # index of the first message this run added (RunResult.new_messages)
         self.output_failures = 0  # final answers that failed output_type validation
         self.turns: list[tuple[str, Usage]] = []  # (model, usage) of each request: Usage.by_model
+        # Agents as tools and handoffs (_agenttool.py, _handoff.py):
+        self.parent: Any = None  # a nested run: the outer run's call it works for (a `Parent`)
+        self.nested_steps = 0  # model requests of nested runs, counted against max_steps
+        self.emit: Any = None  # the run's emit and observers-only emit, for its nested runs
+        self.observe: Any = None
+        self.observers: frozenset[Any] = frozenset()  # observers that already see this run's events
+        self.handoff: Any = None  # a Handoff the model asked for in the step in progress
+        self.agent_name: str | None = None  # the agent running the loop (changes at a handoff)
+        self.limits: Any = None  # the RunLimits the loop runs under (nested runs check them too)
 
     @classmethod
     def from_replay(cls, run_id: str, state: Replay) -> Run:
@@ -92,6 +109,7 @@ class Run:
             state.tool_calls,
             state.turns,
         )
+        run.agent_name = state.agent
         if state.final is not None:
             run.final = run.result(state.final[1], state.final[0])
             if state.has_final_data:
@@ -145,6 +163,7 @@ class Run:
             self.run_id,
             self.tool_calls,
             new_start=self.new_start,
+            agent_name=self.agent_name,
         )
 
     def total_usage(self) -> Usage:
@@ -166,7 +185,7 @@ class Run:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""
         retry = sum(1 for r in self.tool_calls if r.name == tool and r.status != "ok") if tool else 0
         return RunContext(
-            self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages
+            self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages, _run=self
         )
 
 

@@ -193,6 +193,14 @@ class ToolRegistry:
                 f"a tool named {fs.name!r} is already registered; pass name=... to register it under another name"
             )
         mode = sandbox or self._default_sandbox or ("inline" if fs.is_async else "thread")
+        if hasattr(fn, "__agentloop_agent__"):  # Agent.as_tool: the inner run is part of this run
+            if sandbox not in (None, "inline"):
+                raise ToolDefinitionError(
+                    f"tool {fs.name!r} is an agent (Agent.as_tool): it runs inline, in the outer run's tasks; "
+                    f"sandbox={sandbox!r} cannot apply. Sandbox the inner agent's own tools instead."
+                )
+            mode = "inline"
+            idempotent = True  # running it again resumes the journaled inner run, never repeats it
         if mode not in _MODES:
             raise ToolDefinitionError(
                 f"tool {fs.name!r}: unknown sandbox mode {mode!r}; use one of {', '.join(_MODES)}"

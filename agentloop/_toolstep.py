@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._agenttool import calls_spent, count_call
 from ._approval import check_approval, decision_record
 from ._arguments import clip, too_many_calls_text
 from ._dispatch import Dispatcher
@@ -63,6 +64,7 @@ async def tools_step(
     to_run: list[dict[str, Any]] = []
     pending: list[PendingCall] = []
     loop_stop = over_budget = False
+    outer_spent: str | None = None  # a nested run: a run above it spent its max_tool_calls
     for i, call in enumerate(calls):
         cid, fn = call["id"], call["function"]
         name, raw = fn["name"], fn["arguments"]
@@ -83,12 +85,13 @@ async def tools_step(
             loop_stop = loop_stop or verdict == 2
             await decided(make_record(cid, name, raw, step, "loop_detected", guard.message(name, verdict)))
             continue
-        if max_calls is not None and run.tool_count >= max_calls:
+        outer_spent = calls_spent(run) if run.parent is not None else None  # the outer budgets hold too
+        if outer_spent is not None or (max_calls is not None and run.tool_count >= max_calls):
             over_budget = True
-            text = f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
+            text = outer_spent or f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
             await decided(make_record(cid, name, raw, step, "skipped", text))
             continue
-        run.tool_count += 1
+        count_call(run)
         tool = agent.tools.get(name)
         if cid in started and not (tool is not None and tool.idempotent):
             text = (
@@ -114,7 +117,7 @@ async def tools_step(
     if to_run:
         await dispatcher.run(to_run, step)  # each record reaches run.step_records through settle
     if pending:
-        return await _pause(agent.journal, run, pending)
+        return await _pause(run.journal, run, pending)
     run.close_step()
     if loop_stop:
         raise limit_error(
@@ -123,6 +126,8 @@ async def tools_step(
             f"the model kept calling the same tool with the same arguments ({guard.streak} times in a row, "
             "after being told to stop); the run was stopped. The partial result is in .result.",
         )
+    if over_budget and outer_spent is not None:
+        raise limit_error(run, ToolCallLimitExceeded, outer_spent.replace("Not run: t", "T") + " The partial result is in .result.")
     if over_budget:
         raise limit_error(
             run,
@@ -146,6 +151,7 @@ async def _pause(journal: Journal | None, run: Run, pending: list[PendingCall]) 
         [*run.tool_calls, *done],
         pending,
         run.new_start,
+        run.agent_name,
     )
     if journal is not None:
         data = {

@@ -269,6 +269,7 @@ class RunResult(Generic[OutputT]):
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     pending: list[PendingCall] = field(default_factory=list)  # stop_reason "approval_required"
     new_start: int = 0  # index in `messages` where this run's own messages begin
+    agent_name: str | None = None  # the `Agent(name=...)` that finished the run (after handoffs)
 
     @property
     def paused(self) -> bool:

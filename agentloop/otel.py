@@ -14,6 +14,7 @@ Spans (the run span is a child of whatever span is current when the run starts):
     invoke_agent                  gen_ai.operation.name=invoke_agent, agentloop.run.id, model, usage
     ├── chat {model}              one per model request: request/response model, tokens, finish reasons
     ├── execute_tool {name}       one per tool call: tool name, call id, agentloop.tool.outcome
+    │   └── invoke_agent          an agent used as a tool (`Agent.as_tool`): the inner run, nested
     └── ...
 
 Content (prompts, answers, tool arguments and results) is recorded only with
@@ -196,6 +197,10 @@ class OTelObserver:
     def _start_run(self, event: RunStarted) -> None:
         # The same run id again: a resumed run (after a pause or a crash). Its old spans end here.
         self.end_run(event.run_id, description="run restarted")
+        # A nested run (an agent used as a tool) is a child of the outer call's execute_tool span.
+        outer = self._runs.get(event.parent_run_id) if event.parent_run_id else None
+        call_span = outer.tools.get(event.parent_call_id) if outer and event.parent_call_id else None
+        context = self._trace.set_span_in_context(call_span) if call_span is not None else None
         span = self._tracer.start_span(
             "invoke_agent",
             kind=self._trace.SpanKind.INTERNAL,
@@ -205,7 +210,8 @@ class OTelObserver:
                 "gen_ai.request.model": event.model,
                 "agentloop.run.id": event.run_id,
             },
-        )  # no context= : the current span (the caller's, e.g. an HTTP request) is the parent
+            context=context,
+        )  # context None: the current span (the caller's, e.g. an HTTP request) is the parent
         self._runs[event.run_id] = _Run(event.run_id, span, event.model)
         started = _guarded.get()
         if started is not None:

@@ -118,3 +118,15 @@ async def test_worker_example_skips_a_bad_job_and_runs_the_others(
     assert list(incoming.iterdir()) == []  # nothing left to trip the next start
     err = capsys.readouterr().err
     assert err.count("skipped job file") == 3 and "no-prompt.json" in err
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_agent_team_example_nests_a_research_agent_and_hands_off_to_billing(
+    wire: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = await load("agent_team").main(wire)
+    assert result.agent_name == "billing" and "A-17 is refunded" in result.output
+    assert result.usage.requests == 6  # the research agent's two requests included
+    printed = capsys.readouterr().out
+    assert "    " + result.run_id[:22] in printed  # the nested run's events, indented under the call
+    assert "search -> ok" in printed and "refund -> ok" in printed and "transfer_to_billing -> ok" in printed

@@ -415,3 +415,27 @@ def test_missing_opentelemetry_raises_missing_dependency_error(monkeypatch: pyte
 def test_import_agentloop_does_not_import_opentelemetry() -> None:
     code = "import sys, agentloop, agentloop.otel; assert not any(m.startswith('opentelemetry') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_an_agent_tools_inner_run_is_a_child_of_the_outer_tool_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Agents as tools (issue 17): invoke_agent (outer) > execute_tool research > invoke_agent (inner) > chat."""
+    tracing = OTelObserver(tracer_provider=provider)
+    model = ScriptedModel([tool_calls(call("research", {"input": "x"}, id="call_r")), text("inner"), text("outer")])
+    inner = Agent(client=model, name="research")
+    tools = ToolRegistry()
+    tools.register(inner.as_tool())
+    await Agent(client=model, tools=tools, observers=[tracing]).run("q")
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    runs = [s for s in spans if s.name == "invoke_agent"]
+    assert len(runs) == 2
+    outer_run = next(s for s in runs if s.parent is None or s.parent.span_id not in by_id)
+    inner_run = next(s for s in runs if s is not outer_run)
+    tool = by_id[inner_run.parent.span_id]
+    assert tool.name == "execute_tool research" and tool.attributes["gen_ai.tool.call.id"] == "call_r"
+    assert by_id[tool.parent.span_id] is outer_run
+    inner_chats = [s for s in spans if s.name.startswith("chat") and s.parent.span_id == inner_run.context.span_id]
+    assert len(inner_chats) == 1
+    assert tracing.open_runs == ()

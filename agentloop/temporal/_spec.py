@@ -95,6 +95,17 @@ def agent_spec(agent: Any) -> dict[str, Any]:
             "Agent(history=...) is not supported on Temporal yet: the workflow sends the whole conversation. "
             "Create the agent without a history policy."
         )
+    if getattr(agent, "handoffs", ()):
+        raise ConfigurationError(
+            "Agent(handoffs=[...]) is not supported on Temporal yet: the workflow runs one agent's loop. "
+            "Run agents with handoffs without Temporal."
+        )
+    nested = [t.name for t in agent.tools if hasattr(t.fn, "__agentloop_agent__")]
+    if nested:
+        raise ConfigurationError(
+            f"agent tools ({', '.join(nested)}: Agent.as_tool) are not supported on Temporal yet: an inner "
+            "agent run cannot be sent to the worker as an activity. Run the outer agent without Temporal."
+        )
     from .._dispatch import default_error_formatter
 
     if agent.format_tool_error is not default_error_formatter:
