@@ -36,6 +36,7 @@ from ._agentconfig import (
     check_limits,
     check_model_settings,
 )
+from ._agenttool import ancestor_limit, as_tool, log_fields, nested_emits, spend
 from ._approval import (
     ApprovalPredicate,
     Decision,
@@ -68,7 +69,6 @@ from ._exceptions import (
     TimeLimitExceeded,
     TokenLimitExceeded,
 )
-from ._agenttool import ancestor_limit, as_tool, log_fields, nested_emits, spend
 from ._handoff import build_handoffs, find_agent, take_handoff, with_handoffs
 from ._history import History
 from ._ids import IdRegistry, new_run_id
@@ -466,14 +466,21 @@ class Agent(Generic[DepsT, OutputT]):
         run.journal = journal = self.journal
         agent = find_agent(self, run.agent_name)  # a resumed run that was handed off: that agent
         run.agent_name = agent.name
-        if run.instructions is not None:  # dynamic instructions: resolved once, then journaled like static ones
+        if (
+            run.instructions is not None
+        ):  # dynamic instructions: resolved once, then journaled like static ones
             text = await resolve_instructions(run.instructions, run.context(0))
             run.instructions = None
             if text:
                 run.messages.insert(0, {"role": "system", "content": text})
                 run.new_start += 1
         if journal is not None and run.lease is None and run.final is None:
-            header = {"model": run.model, "messages": run.messages, "new_start": run.new_start, **log_fields(run)}
+            header = {
+                "model": run.model,
+                "messages": run.messages,
+                "new_start": run.new_start,
+                **log_fields(run),
+            }
             run.lease = await journal.create(run.run_id, header)
         try:
             if run.final is not None:  # a journaled run that had already finished
@@ -517,7 +524,9 @@ class Agent(Generic[DepsT, OutputT]):
                 with anyio.CancelScope(shield=True):
                     await journal.release(run.run_id, run.lease)
 
-    async def _steps(self, run: Run, emit: Emit | None, limits: RunLimits, first: bool = True) -> RunResult[Any] | None:
+    async def _steps(
+        self, run: Run, emit: Emit | None, limits: RunLimits, first: bool = True
+    ) -> RunResult[Any] | None:
         """The steps of one agent: a result, or None when the model handed the run to another agent."""
         log = run_logger(run_id=run.run_id, model=run.model, **log_fields(run))
         journal = run.journal

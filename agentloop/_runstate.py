@@ -37,17 +37,25 @@ class Run:
     """The state of one run."""
 
     __slots__ = (
+        "agent_name",
         "deps",
+        "emit",
         "ended",
         "final",
         "guard",
+        "handoff",
         "instructions",
         "journal",
         "lease",
+        "limits",
         "messages",
         "model",
+        "nested_steps",
         "new_start",
+        "observe",
+        "observers",
         "output_failures",
+        "parent",
         "resume",
         "run_id",
         "settings",
@@ -58,14 +66,6 @@ class Run:
         "tool_count",
         "turns",
         "usage",
-        "parent",
-        "nested_steps",
-        "emit",
-        "observe",
-        "observers",
-        "handoff",
-        "agent_name",
-        "limits",
     )
 
     def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
@@ -185,7 +185,16 @@ class Run:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""
         retry = sum(1 for r in self.tool_calls if r.name == tool and r.status != "ok") if tool else 0
         return RunContext(
-            self.deps, self.run_id, self.model, step, self.usage, call_id, tool, retry, self.messages, _run=self
+            self.deps,
+            self.run_id,
+            self.model,
+            step,
+            self.usage,
+            call_id,
+            tool,
+            retry,
+            self.messages,
+            _run=self,
         )
 
 

@@ -88,7 +88,9 @@ async def tools_step(
         outer_spent = calls_spent(run) if run.parent is not None else None  # the outer budgets hold too
         if outer_spent is not None or (max_calls is not None and run.tool_count >= max_calls):
             over_budget = True
-            text = outer_spent or f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
+            text = (
+                outer_spent or f"Not run: the run's budget of max_tool_calls={max_calls} tool calls is spent."
+            )
             await decided(make_record(cid, name, raw, step, "skipped", text))
             continue
         count_call(run)
@@ -127,7 +129,11 @@ async def tools_step(
             "after being told to stop); the run was stopped. The partial result is in .result.",
         )
     if over_budget and outer_spent is not None:
-        raise limit_error(run, ToolCallLimitExceeded, outer_spent.replace("Not run: t", "T") + " The partial result is in .result.")
+        raise limit_error(
+            run,
+            ToolCallLimitExceeded,
+            outer_spent.replace("Not run: t", "T") + " The partial result is in .result.",
+        )
     if over_budget:
         raise limit_error(
             run,

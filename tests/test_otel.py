@@ -422,7 +422,9 @@ async def test_an_agent_tools_inner_run_is_a_child_of_the_outer_tool_span(
 ) -> None:
     """Agents as tools (issue 17): invoke_agent (outer) > execute_tool research > invoke_agent (inner) > chat."""
     tracing = OTelObserver(tracer_provider=provider)
-    model = ScriptedModel([tool_calls(call("research", {"input": "x"}, id="call_r")), text("inner"), text("outer")])
+    model = ScriptedModel(
+        [tool_calls(call("research", {"input": "x"}, id="call_r")), text("inner"), text("outer")]
+    )
     inner = Agent(client=model, name="research")
     tools = ToolRegistry()
     tools.register(inner.as_tool())
@@ -436,6 +438,8 @@ async def test_an_agent_tools_inner_run_is_a_child_of_the_outer_tool_span(
     tool = by_id[inner_run.parent.span_id]
     assert tool.name == "execute_tool research" and tool.attributes["gen_ai.tool.call.id"] == "call_r"
     assert by_id[tool.parent.span_id] is outer_run
-    inner_chats = [s for s in spans if s.name.startswith("chat") and s.parent.span_id == inner_run.context.span_id]
+    inner_chats = [
+        s for s in spans if s.name.startswith("chat") and s.parent.span_id == inner_run.context.span_id
+    ]
     assert len(inner_chats) == 1
     assert tracing.open_runs == ()
