@@ -23,9 +23,10 @@ from agentloop import (
     ModelRequest,
     RateLimitError,
     RetryPolicy,
+    ToolRegistry,
     ToolsNotSupportedError,
 )
-from agentloop.testing import FakeFluxRouter, drop, error, raw, text
+from agentloop.testing import FakeFluxRouter, call, drop, error, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -362,3 +363,72 @@ def test_unknown_transport_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="unknown transport"):
         FluxClient(api_key="k", transport="curl")  # type: ignore[arg-type]
+
+
+# --- connection reuse (keep-alive) ------------------------------------------------------------
+
+reuse_tools = ToolRegistry()
+
+
+@reuse_tools.tool
+async def echo(x: int) -> int:
+    """Return x."""
+    return x
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_sequential_runs_reuse_one_connection(anyio_backend: str, stream: bool) -> None:
+    """Repro of a soak finding: on trio the "sharded" pool sent each request to the next of its 62
+    httpcore pools in turn, so 30 sequential requests opened 30 connections (the soak saw ~63
+    through a proxy where asyncio held one). One request at a time must ride one connection on
+    every transport kind and both backends."""
+    for kind in kinds_for(anyio_backend):
+        async with FakeFluxRouter() as r:
+            async with FluxClient(base_url=r.base_url, api_key="k", transport=kind, stream=stream) as c:  # type: ignore[arg-type]
+                for i in range(10):  # 10 runs of 3 model calls each, one after the other
+                    r.add(tool_calls(call("echo", {"x": i})), tool_calls(call("echo", {"x": -i})), text(f"done {i}"))
+                    result = await Agent(client=c, tools=reuse_tools).run("go")
+                    assert result.output == f"done {i}", kind
+            assert len(r.requests) == 30, kind
+            opened = {q.connection for q in r.requests}
+        assert len(opened) == 1, f"{kind} on {anyio_backend}: {len(opened)} connections for 30 sequential requests"
+
+
+async def test_sharded_pool_gives_slots_back_after_a_burst(anyio_backend: str) -> None:
+    """40 requests at once (every 4th failing with a 500 that is not retried), one cancelled while
+    the server holds it, then 10 in sequence: the sequential ones must ride one connection opened by
+    the burst. A slot not given back on an error, a cancellation or a closed body would send them
+    to another pool and a fresh connection."""
+    held = anyio.Event()
+    served = 0
+
+    async def handler(req: Any) -> Any:
+        nonlocal served
+        if req.json["messages"][0]["content"] == "hold":
+            held.set()
+            await anyio.sleep_forever()
+        served += 1
+        return error(500, "no") if served <= 40 and served % 4 == 0 else text("ok")
+
+    async def ask(c: FluxClient, content: str = "hi", stream: bool = False) -> None:
+        req = ModelRequest(model="flux-auto", messages=[{"role": "user", "content": content}], tools=[], run_id="r", step=1)
+        try:
+            await c.request(req, (lambda e: anyio.lowlevel.checkpoint()) if stream else None)
+        except InternalServerError:
+            pass
+
+    async with FakeFluxRouter(handler) as r:
+        async with FluxClient(base_url=r.base_url, api_key="k", transport="sharded", retry=RetryPolicy(max_retries=0), max_connections=32) as c:
+            async with anyio.create_task_group() as tg:
+                for i in range(40):
+                    tg.start_soon(ask, c, "hi", bool(i % 2))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask, c, "hold")
+                await held.wait()
+                tg.cancel_scope.cancel()
+            burst = {q.connection for q in r.requests}
+            for _ in range(10):
+                await ask(c)
+        later = {q.connection for q in r.requests[41:]}
+    assert len(r.requests) == 51 and served == 50
+    assert len(later) == 1 and later <= burst, (later, burst)
