@@ -110,7 +110,7 @@ async def agentloop_driver(args: argparse.Namespace, tools: list[Any]):  # type:
         registry.register(t)
     past = history(args.history)
     async with FluxClient(
-        base_url=args.url + "/v1", api_key="x", max_connections=max(args.concurrency, 10)
+        base_url=args.url + "/v1", api_key="x", max_connections=args.max_connections or max(args.concurrency, 10)
     ) as client:
         agent = Agent(client=client, tools=registry, model=args.model, max_steps=args.steps + 1)
 
@@ -161,6 +161,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     expected = args.runs * (args.steps + 1)
     return {
         "driver": args.driver,
+        "backend": args.backend,
         "runs": args.runs,
         "concurrency": args.concurrency,
         "history": args.history,
@@ -223,11 +224,13 @@ def main() -> None:
     p.add_argument("--history", type=int, default=0)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--hold", action="store_true", help="measure memory per waiting run instead")
+    p.add_argument("--max-connections", type=int, default=0, help="FluxClient's pool size (0: max(C, 10))")
+    p.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     args = p.parse_args()
     args.model = f"bench-s{args.steps}-k{args.tools}" + (f"-l{args.latency_ms}" if args.latency_ms else "")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # many concurrent connections
-    print(json.dumps(anyio.run(hold if args.hold else measure, args)))
+    print(json.dumps(anyio.run(hold if args.hold else measure, args, backend=args.backend)))
 
 
 if __name__ == "__main__":
