@@ -44,6 +44,7 @@ from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from ._wire._bounded import read_body, read_some, sse_events
 from ._wire._openai import OpenAIWire
 from ._wire._transport import TransportKind, make_transport, prepare
+from ._wire._transport import http_client as make_http_client
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
@@ -183,7 +184,7 @@ class FluxClient:
                 # Environment proxies are honoured by httpx's own transport only: keep it then.
                 transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
             self._transport = transport
-            http_client = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+            http_client = make_http_client(timeout, transport, limits)
         self._http = http_client
 
     def __repr__(self) -> str:
@@ -217,7 +218,7 @@ class FluxClient:
         if isinstance(transport, str):
             transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
         twin._transport = transport  # its own: entering the twin must not build the original's
-        twin._http = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+        twin._http = make_http_client(timeout, transport, limits)
         return twin
 
     # --- the Model protocol -------------------------------------------------------------------

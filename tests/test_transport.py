@@ -432,3 +432,18 @@ async def test_sharded_pool_gives_slots_back_after_a_burst(anyio_backend: str) -
         later = {q.connection for q in r.requests[41:]}
     assert len(r.requests) == 51 and served == 50
     assert len(later) == 1 and later <= burst, (later, burst)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_cookie_the_router_sets_is_sent_back(router: FakeFluxRouter, anyio_backend: str, stream: bool) -> None:
+    """Sticky sessions of a load balancer in front of a router work by cookie: one set by an answer
+    is sent with the next requests, answers without Set-Cookie keep it, and none is invented."""
+    answer = '{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
+    for kind in kinds_for(anyio_backend):
+        router.requests.clear()
+        router.add(text("first"), raw(200, answer, headers={"set-cookie": "lb=node-7; Path=/"}), text("a"), text("b"))
+        async with FluxClient(base_url=router.base_url, api_key="k", transport=kind, stream=stream) as c:  # type: ignore[arg-type]
+            for _ in range(4):
+                await one(c, stream=stream)
+        sent = ["cookie" in q.headers for q in router.requests]  # its value is redacted in the record
+        assert sent == [False, False, True, True], kind
