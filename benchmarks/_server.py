@@ -4,7 +4,10 @@ The scenario comes from the model name `bench-s<S>-k<K>[-l<ms>]`: while the conv
 fewer than S assistant messages, the answer asks for K tools `work_<i>(x, label)`; then it is
 the text "done". `-l<ms>` waits before answering (a slow model). `GET /stats` returns the request
 count. Hand-parsed HTTP/1.1 with keep-alive: the server must never be the bottleneck, so it
-parses only what the benchmark clients send (Content-Length bodies).
+parses only what the benchmark clients send (Content-Length bodies). A request with
+`"stream": true` gets the same answer as SSE chunks (chunked transfer encoding): a role chunk,
+each tool call's id and name then its arguments in 3 fragments (or the text), a finish chunk,
+a usage chunk, `data: [DONE]`.
 
     python benchmarks/_server.py --port 0     # prints {"url": ...} once listening
 """
@@ -21,7 +24,7 @@ _MODEL = re.compile(rb'"model"\s*:\s*"bench-s(\d+)-k(\d+)(?:-l(\d+))?"')
 STATS = {"requests": 0}
 
 
-def answer(body: bytes) -> bytes:
+def message_for(body: bytes) -> tuple[dict[str, object], str]:
     m = _MODEL.search(body)
     steps, tools = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
     step = body.count(b'"role":"assistant"') + body.count(b'"role": "assistant"')
@@ -38,6 +41,11 @@ def answer(body: bytes) -> bytes:
         finish = "tool_calls"
     else:
         message, finish = {"role": "assistant", "content": "done"}, "stop"
+    return message, finish
+
+
+def answer(body: bytes) -> bytes:
+    message, finish = message_for(body)
     return json.dumps(
         {
             "id": "chatcmpl-bench",
@@ -49,6 +57,36 @@ def answer(body: bytes) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+
+
+def sse_chunks(body: bytes) -> list[bytes]:
+    """The answer to `body` as SSE events, one per element."""
+    message, finish = message_for(body)
+
+    def event(delta: dict[str, object], finish_reason: str | None = None, **extra: object) -> bytes:
+        chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}  # fmt: skip
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    out = [event({"role": "assistant", "content": None if "tool_calls" in message else ""})]
+    for i, call in enumerate(message.get("tool_calls") or []):  # type: ignore[attr-defined]
+        fn = call["function"]
+        out.append(event({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                          "function": {"name": fn["name"], "arguments": ""}}]}))  # fmt: skip
+        args, third = fn["arguments"], -(-len(fn["arguments"]) // 3)
+        for j in range(0, len(args), third):
+            out.append(event({"tool_calls": [{"index": i, "function": {"arguments": args[j : j + third]}}]}))
+    if message.get("content"):
+        out.append(event({"content": message["content"]}))
+    out.append(event({}, finish))
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    out.append(b"data: " + json.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
+                                       "model": "bench", "choices": [], "usage": usage}).encode() + b"\n\n")  # fmt: skip
+    out.append(b"data: [DONE]\n\n")
+    return out
 
 
 def latency_ms(body: bytes) -> int:
@@ -81,6 +119,9 @@ class Http(asyncio.Protocol):
             self.send(json.dumps(STATS).encode())
             return
         STATS["requests"] += 1
+        if _STREAM.search(body):
+            self.send_stream(sse_chunks(body))
+            return
         delay = latency_ms(body)
         payload = answer(body)
         if delay:
@@ -96,6 +137,13 @@ class Http(asyncio.Protocol):
                 + b"\r\n\r\n"
                 + payload
             )
+
+
+    def send_stream(self, events: list[bytes]) -> None:
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        framed = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]
+        if not self.transport.is_closing():
+            self.transport.write(head + b"".join(framed) + b"0\r\n\r\n")
 
 
 async def serve(port: int) -> None:
