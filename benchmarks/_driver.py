@@ -110,7 +110,9 @@ async def agentloop_driver(args: argparse.Namespace, tools: list[Any]):  # type:
         registry.register(t)
     past = history(args.history)
     async with FluxClient(
-        base_url=args.url + "/v1", api_key="x", max_connections=args.max_connections or max(args.concurrency, 10)
+        base_url=args.url + "/v1",
+        api_key="x",
+        max_connections=args.max_connections or max(args.concurrency, 10),
     ) as client:
         agent = Agent(client=client, tools=registry, model=args.model, max_steps=args.steps + 1)
 

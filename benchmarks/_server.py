@@ -138,7 +138,6 @@ class Http(asyncio.Protocol):
                 + payload
             )
 
-
     def send_stream(self, events: list[bytes]) -> None:
         head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         framed = [b"%x\r\n%s\r\n" % (len(e), e) for e in events]

@@ -1,16 +1,16 @@
 """Which HTTP transport should FluxClient use by default? Steps/s of agentloop runs per transport.
 
-Runs the scripted agent runs of ../shared/bench (a user prompt; S steps of K parallel tool calls;
-a final answer) against that bench's fake server, once per transport variant and concurrency,
-each measurement in a fresh process pinned to core 1 (server on core 0). Needs the bench venv
+Runs the scripted agent runs of the peer harness (kept outside this repository, see README.md:
+a user prompt; S steps of K parallel tool calls; a final answer) against that harness's fake
+server, once per transport variant and concurrency, each measurement in a fresh process pinned to core 1 (server on core 0). Needs the bench venv
 (uvloop, httptools for the server) with agentloop installed:
 
-    /tmp/benchvenv/bin/python benchmarks/bench_transport.py --bench-dir ../shared/bench
+    /tmp/benchvenv/bin/python benchmarks/bench_transport.py --bench-dir PATH/TO/HARNESS
     /tmp/benchvenv/bin/python benchmarks/bench_transport.py --variants default,aiohttp --conc 200
 
 Variants: `default` (what FluxClient picks), `httpcore` (httpx's own pool as FluxClient sizes it),
-`httpcore-100` (keep-alive capped at 100, the pre-0.2 setting), `sharded` (httpcore pools behind a
-round-robin), `aiohttp` (httpx-aiohttp, asyncio only). `--backend trio` measures on trio.
+`httpcore-100` (keep-alive capped at 100, the pre-0.2 setting), `sharded` (httpcore pools, the least
+busy first), `aiohttp` (httpx-aiohttp, asyncio only). `--backend trio` measures on trio.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def _matrix(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bench-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
+    p.add_argument("--bench-dir", required=True, help="the peer harness's folder (its fake_server.py and drivers/)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
     p.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))

@@ -45,7 +45,9 @@ def tools(k: int) -> object:
     return registry
 
 
-async def drive(url: str, runs: int, concurrency: int, stream: bool, steps: int, k: int, prof: cProfile.Profile | None) -> dict[str, float]:
+async def drive(
+    url: str, runs: int, concurrency: int, stream: bool, steps: int, k: int, prof: cProfile.Profile | None
+) -> dict[str, float]:
     from agentloop import Agent, FluxClient, RunFinished
 
     async with FluxClient(base_url=url + "/v1", api_key="x", max_connections=max(concurrency, 10)) as client:
@@ -55,8 +57,8 @@ async def drive(url: str, runs: int, concurrency: int, stream: bool, steps: int,
             if stream:
                 last = None
                 async with agent.stream("go") as events:
-                    async for last in events:
-                        pass
+                    async for event in events:
+                        last = event
                 assert isinstance(last, RunFinished) and last.result.output == "done", last
             else:
                 assert (await agent.run("go")).output == "done"
@@ -80,7 +82,12 @@ async def drive(url: str, runs: int, concurrency: int, stream: bool, steps: int,
         wall, ru1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     n = runs * (steps + 1)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"steps": n, "wall_s": round(wall, 3), "steps_per_s": round(n / wall, 1), "cpu_ms_per_step": round(cpu * 1000 / n, 4)}
+    return {
+        "steps": n,
+        "wall_s": round(wall, 3),
+        "steps_per_s": round(n / wall, 1),
+        "cpu_ms_per_step": round(cpu * 1000 / n, 4),
+    }
 
 
 def main() -> None:
@@ -91,15 +98,23 @@ def main() -> None:
     p.add_argument("--tools", type=int, default=4)
     p.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     p.add_argument("--cprofile", metavar="FILE", help="profile with cProfile and save its data here")
-    p.add_argument("--top", type=int, default=0, help="print the N functions with the most own time, per step")
-    p.add_argument("--groups", action="store_true", help="print own time per step grouped by library / agentloop module")
+    p.add_argument(
+        "--top", type=int, default=0, help="print the N functions with the most own time, per step"
+    )
+    p.add_argument(
+        "--groups", action="store_true", help="print own time per step grouped by library / agentloop module"
+    )
     args = p.parse_args()
     concurrency, stream = MODES[args.mode]
-    server = subprocess.Popen([sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
         prof = cProfile.Profile() if args.cprofile or args.top or args.groups else None
-        out = anyio.run(drive, url, args.runs, concurrency, stream, args.steps, args.tools, prof, backend=args.backend)
+        out = anyio.run(
+            drive, url, args.runs, concurrency, stream, args.steps, args.tools, prof, backend=args.backend
+        )
     finally:
         server.terminate()
         server.wait()
@@ -121,7 +136,9 @@ def per_step(stats: pstats.Stats, steps: int, top: int) -> None:
     print(f"{'own µs/step':>11} {'cum µs/step':>11} {'%':>5} {'calls/step':>10}  function")
     for (file, line, name), (_cc, nc, tt, ct, _callers) in ranked:
         where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
-        print(f"{tt * 1e6 / steps:11.1f} {ct * 1e6 / steps:11.1f} {100 * tt / total:5.1f} {nc / steps:10.2f}  {name} ({where})")
+        print(
+            f"{tt * 1e6 / steps:11.1f} {ct * 1e6 / steps:11.1f} {100 * tt / total:5.1f} {nc / steps:10.2f}  {name} ({where})"
+        )
 
 
 def group_of(file: str, name: str) -> str:
@@ -133,7 +150,20 @@ def group_of(file: str, name: str) -> str:
             return "json (orjson/stdlib)"
         return "builtins (isinstance, dict.get, decode...)"
     parts = Path(file).parts
-    for lib in ("agentloop", "aiohttp", "httpx", "httpcore", "anyio", "jsonschema", "structlog", "multidict", "yarl", "trio", "h11", "json"):
+    for lib in (
+        "agentloop",
+        "aiohttp",
+        "httpx",
+        "httpcore",
+        "anyio",
+        "jsonschema",
+        "structlog",
+        "multidict",
+        "yarl",
+        "trio",
+        "h11",
+        "json",
+    ):
         if lib in parts:
             i = parts.index(lib)
             return f"agentloop/{'/'.join(parts[i + 1 :])}" if lib == "agentloop" else lib

@@ -386,12 +386,18 @@ async def test_sequential_runs_reuse_one_connection(anyio_backend: str, stream: 
         async with FakeFluxRouter() as r:
             async with FluxClient(base_url=r.base_url, api_key="k", transport=kind, stream=stream) as c:  # type: ignore[arg-type]
                 for i in range(10):  # 10 runs of 3 model calls each, one after the other
-                    r.add(tool_calls(call("echo", {"x": i})), tool_calls(call("echo", {"x": -i})), text(f"done {i}"))
+                    r.add(
+                        tool_calls(call("echo", {"x": i})),
+                        tool_calls(call("echo", {"x": -i})),
+                        text(f"done {i}"),
+                    )
                     result = await Agent(client=c, tools=reuse_tools).run("go")
                     assert result.output == f"done {i}", kind
             assert len(r.requests) == 30, kind
             opened = {q.connection for q in r.requests}
-        assert len(opened) == 1, f"{kind} on {anyio_backend}: {len(opened)} connections for 30 sequential requests"
+        assert len(opened) == 1, (
+            f"{kind} on {anyio_backend}: {len(opened)} connections for 30 sequential requests"
+        )
 
 
 async def test_sharded_pool_gives_slots_back_after_a_burst(anyio_backend: str) -> None:
@@ -411,14 +417,22 @@ async def test_sharded_pool_gives_slots_back_after_a_burst(anyio_backend: str) -
         return error(500, "no") if served <= 40 and served % 4 == 0 else text("ok")
 
     async def ask(c: FluxClient, content: str = "hi", stream: bool = False) -> None:
-        req = ModelRequest(model="flux-auto", messages=[{"role": "user", "content": content}], tools=[], run_id="r", step=1)
+        req = ModelRequest(
+            model="flux-auto", messages=[{"role": "user", "content": content}], tools=[], run_id="r", step=1
+        )
         try:
             await c.request(req, (lambda e: anyio.lowlevel.checkpoint()) if stream else None)
         except InternalServerError:
             pass
 
     async with FakeFluxRouter(handler) as r:
-        async with FluxClient(base_url=r.base_url, api_key="k", transport="sharded", retry=RetryPolicy(max_retries=0), max_connections=32) as c:
+        async with FluxClient(
+            base_url=r.base_url,
+            api_key="k",
+            transport="sharded",
+            retry=RetryPolicy(max_retries=0),
+            max_connections=32,
+        ) as c:
             async with anyio.create_task_group() as tg:
                 for i in range(40):
                     tg.start_soon(ask, c, "hi", bool(i % 2))
@@ -435,13 +449,17 @@ async def test_sharded_pool_gives_slots_back_after_a_burst(anyio_backend: str) -
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_cookie_the_router_sets_is_sent_back(router: FakeFluxRouter, anyio_backend: str, stream: bool) -> None:
+async def test_a_cookie_the_router_sets_is_sent_back(
+    router: FakeFluxRouter, anyio_backend: str, stream: bool
+) -> None:
     """Sticky sessions of a load balancer in front of a router work by cookie: one set by an answer
     is sent with the next requests, answers without Set-Cookie keep it, and none is invented."""
     answer = '{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
     for kind in kinds_for(anyio_backend):
         router.requests.clear()
-        router.add(text("first"), raw(200, answer, headers={"set-cookie": "lb=node-7; Path=/"}), text("a"), text("b"))
+        router.add(
+            text("first"), raw(200, answer, headers={"set-cookie": "lb=node-7; Path=/"}), text("a"), text("b")
+        )
         async with FluxClient(base_url=router.base_url, api_key="k", transport=kind, stream=stream) as c:  # type: ignore[arg-type]
             for _ in range(4):
                 await one(c, stream=stream)

@@ -28,7 +28,15 @@ from typing import Literal
 
 import httpx
 
-__all__ = ["TransportKind", "AutoTransport", "ShardedTransport", "make_transport", "prepare", "http_client", "AUTO"]
+__all__ = [
+    "TransportKind",
+    "AutoTransport",
+    "ShardedTransport",
+    "make_transport",
+    "prepare",
+    "http_client",
+    "AUTO",
+]
 
 TransportKind = Literal["auto", "httpcore", "sharded", "aiohttp"]
 
@@ -55,7 +63,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         total = limits.max_connections or 1000
         shards = max(1, min(64, total // _SHARD_SIZE))
         per = -(-total // shards)
-        pool = httpx.Limits(max_connections=per, max_keepalive_connections=per, keepalive_expiry=limits.keepalive_expiry)
+        pool = httpx.Limits(
+            max_connections=per, max_keepalive_connections=per, keepalive_expiry=limits.keepalive_expiry
+        )
         kwargs.setdefault("verify", httpx.create_ssl_context())  # one context for all (each costs ~30 ms)
         self._shards = [httpx.AsyncHTTPTransport(limits=pool, **kwargs) for _ in range(shards)]  # type: ignore[arg-type]
         self._busy = [0] * shards  # requests holding a slot, per pool
@@ -80,7 +90,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 class _SlotStream(httpx.AsyncByteStream):
     """A response body that gives its pool's slot back when closed (once)."""
 
-    __slots__ = ("_inner", "_busy", "_i")
+    __slots__ = ("_busy", "_i", "_inner")
 
     def __init__(self, inner: httpx.AsyncByteStream, busy: list[int], i: int) -> None:
         self._inner, self._busy, self._i = inner, busy, i
@@ -112,7 +122,9 @@ def make_transport(kind: TransportKind, limits: httpx.Limits, **kwargs: object) 
     raise ValueError(f"unknown transport {kind!r}; use 'auto', 'httpcore', 'sharded' or 'aiohttp'")
 
 
-def http_client(timeout: httpx.Timeout | float | None, transport: httpx.AsyncBaseTransport | None, limits: httpx.Limits) -> httpx.AsyncClient:
+def http_client(
+    timeout: httpx.Timeout | float | None, transport: httpx.AsyncBaseTransport | None, limits: httpx.Limits
+) -> httpx.AsyncClient:
     """The `httpx.AsyncClient` FluxClient owns: httpx's, with `_SetCookieOnly` as its cookie store."""
     client = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
     if isinstance(getattr(client, "_cookies", None), httpx.Cookies):  # httpx's private slot; else leave it be
