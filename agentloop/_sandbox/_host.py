@@ -24,7 +24,7 @@ import anyio
 
 from .. import _json
 from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
-from ._bwrap import bwrap_argv, probe_bwrap
+from ._bwrap import _python_roots, bwrap_argv, probe_bwrap
 from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._outcome import classify, unavailable
 from ._privs import others_can_read, set_dumpable
@@ -261,6 +261,8 @@ class ProcessSandbox:
             "max_processes": self.max_processes,
             "parent_pid": None if self.isolated else os.getpid(),
             "preload": _PRELOAD,
+            # What Landlock lets a child read besides system dirs (its tool's package is added per call).
+            "landlock_ro": _python_roots(path, sorted(binds | frozenset(self._ro_paths))),
         }
         argv = [os.path.abspath(sys.executable), "-I", "-c", BOOT, _json.dumps_str(cfg)]
         if self.isolated:

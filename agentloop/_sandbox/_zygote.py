@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
+from ._landlock import abi as landlock_abi
 from ._privs import (
     SeccompUnavailable,
     compile_seccomp,
@@ -119,6 +120,8 @@ class _Zygote:
             cfg["seccomp_bpf"] = compile_seccomp(allow_scratch_mount=self.own_scratch)
         except SeccompUnavailable as exc:
             cfg["seccomp_bpf"], cfg["seccomp_error"] = b"", str(exc)
+        # Landlock (ABI > 0): each child builds and enters a domain reading only what it needs.
+        cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.spare: _Spare | None = None
         self.closing = False
 
