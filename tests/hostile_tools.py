@@ -204,3 +204,18 @@ def escape_syscalls() -> dict[str, int]:
         ctypes.set_errno(0)
         out[name] = 0 if fn() == 0 else ctypes.get_errno()
     return out
+
+
+def import_module(name: str) -> str:
+    """Imports `name` (stdlib, or a module the host can import from a directory of its sys.path)."""
+    import importlib
+
+    return str(getattr(importlib.import_module(name), "__name__", name))
+
+
+def write_and_read_scratch() -> str:
+    """Its own scratch stays writable under Landlock: write, read back, list."""
+    with open("note.txt", "w") as f:
+        f.write("mine")
+    with open("note.txt") as f:
+        return f.read() + ":" + ",".join(sorted(os.listdir(".")))
