@@ -184,7 +184,9 @@ def _header(status: str, **fields: Any) -> bytes:
     return _json.dumps({"s": status, **fields}) + b"\n"
 
 
-def _exc_fields(exc: BaseException, *, with_traceback: bool = False, landlocked: bool = False) -> dict[str, Any]:
+def _exc_fields(
+    exc: BaseException, *, with_traceback: bool = False, landlocked: bool = False
+) -> dict[str, Any]:
     try:
         message = str(exc)
         hint = denial_hint(exc) if landlocked else None

@@ -99,7 +99,9 @@ class ProcessSandbox:
     allowlisted variables to the children's tiny environment. `bwrap_path` overrides where
     bubblewrap is looked for. `scratch_root` is where "process" mode creates the per-call scratch
     dirs (default: /dev/shm when writable, since a mkdir + rmdir on a journaled disk costs ~3 ms a
-    call; else the temp dir). "isolated" always uses a tmpfs inside the sandbox.
+    call; else the temp dir). "isolated" always uses a tmpfs inside the sandbox. `ro_paths` are
+    what tools may read besides the interpreter, site-packages, agentloop and their own package
+    (bubblewrap binds them; Landlock, where the kernel has it, allows them in both modes).
     """
 
     def __init__(

@@ -56,7 +56,14 @@ _ETC = (
     "/etc/ca-certificates",
 )
 # "process" keeps the network (the table says so): name resolution needs these.
-_ETC_NET = ("/etc/hosts", "/etc/resolv.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols")
+_ETC_NET = (
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+)
 
 
 class LandlockError(OSError):
