@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _json
-from ._landlock import READ, Ruleset, denial_hint, tool_paths
+from ._landlock import READ, Ruleset, denial_hint
 from ._privs import confine_privileges, early_privileges
 from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
 
@@ -145,7 +145,7 @@ def _confine(
     confine_privileges(call, scratch, cfg)
     if ruleset is not None:  # after the scratch mount: a Landlock domain may not mount
         ruleset.allow([scratch], ~0)  # the call's scratch: everything
-        ruleset.allow(tool_paths(call["ref"].partition(":")[0]), READ)
+        ruleset.allow(call.get("tool_dirs") or (), READ)  # the tool's own package (found by the zygote)
         ruleset.restrict()
 
     # The arguments were pre-written by the host into the result memfd; empty it for the result.

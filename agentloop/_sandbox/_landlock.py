@@ -24,6 +24,8 @@ import stat
 import sys
 from collections.abc import Iterable, Sequence
 
+from ._bwrap import _ETC_FILES, _SYSTEM_DIRS
+
 __all__ = ["abi", "Ruleset", "read_paths", "tool_paths", "denial_hint", "LandlockError"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -42,19 +44,6 @@ _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # the on
 
 READ = EXECUTE | READ_FILE | READ_DIR
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
-_ETC = (
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/nsswitch.conf",
-    "/etc/mime.types",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-)
 # "process" keeps the network (the table says so): name resolution needs these.
 _ETC_NET = (
     "/etc/hosts",
@@ -99,7 +88,7 @@ def read_paths(roots: Iterable[str], *, network: bool) -> list[str]:
     """Everything a child reads and executes: system dirs, the /etc files Python and libc open,
     /proc (read only: /proc/<host> stays closed by uid and non-dumpability), and `roots` (the
     interpreter, site-packages in use, agentloop, the tools' packages, `ro_paths`)."""
-    return [*_SYSTEM, *_ETC, *(_ETC_NET if network else ()), "/proc", *roots]
+    return [*_SYSTEM_DIRS, *_ETC_FILES, *(_ETC_NET if network else ()), "/proc", *roots]
 
 
 class Ruleset:
