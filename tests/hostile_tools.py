@@ -219,3 +219,18 @@ def write_and_read_scratch() -> str:
         f.write("mine")
     with open("note.txt") as f:
         return f.read() + ":" + ",".join(sorted(os.listdir(".")))
+
+
+def read_through_symlink(target: str) -> str:
+    """A symlink in its own (writable) scratch that points at `target`, then read through it."""
+    os.symlink(target, "link")
+    with open("link", "rb") as f:
+        return f.read(200).decode(errors="replace")
+
+
+def exec_cat(path: str) -> str:
+    """Reads `path` with another program (a child process inherits the confinement, or not)."""
+    import subprocess
+
+    proc = subprocess.run(["cat", path], capture_output=True, timeout=20)
+    return f"{proc.returncode}:{proc.stdout[:200].decode(errors='replace')}"

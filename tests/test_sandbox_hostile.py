@@ -336,9 +336,12 @@ async def test_landlock_confines_reads_and_writes(
         call("read_file", {"path": ht.__file__}),
         call("import_module", {"name": "xml.dom.minidom"}),
         call("write_and_read_scratch", {}),
+        call("read_through_symlink", {"target": str(shadow)}),
+        call("exec_cat", {"path": str(shadow)}),
     )
-    shadow_r, env_r, tmp_w, shm_w, own, stdlib, scratch = records
-    for r in (shadow_r, env_r):
+    shadow_r, env_r, tmp_w, shm_w, own, stdlib, scratch, link, cat = records
+    assert cat.status == "ok" and cat.content.startswith("1:") and "secret" not in cat.content
+    for r in (shadow_r, env_r, link):
         assert r.status == "raised", r.content
         # Landlock says EACCES; "isolated" does not even bind these paths.
         assert exc_type(r.content) in {"PermissionError", "FileNotFoundError"}, r.content

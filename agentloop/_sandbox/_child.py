@@ -60,7 +60,7 @@ def run_child(
             ruleset = early_setup(cfg)
         args = _confine(call, fds, scratch, cfg, ruleset)
         code = 0
-        _run(fn, binder, args, call["limits"], landlocked=ruleset is not None)
+        _run(fn, binder, args, call["limits"], allowed=None if ruleset is None else ruleset.allowed)
     except BaseException:
         try:
             traceback.print_exc()
@@ -185,11 +185,11 @@ def _header(status: str, **fields: Any) -> bytes:
 
 
 def _exc_fields(
-    exc: BaseException, *, with_traceback: bool = False, landlocked: bool = False
+    exc: BaseException, *, with_traceback: bool = False, allowed: list[str] | None = None
 ) -> dict[str, Any]:
     try:
         message = str(exc)
-        hint = denial_hint(exc) if landlocked else None
+        hint = denial_hint(exc, allowed) if allowed is not None else None
         if hint:
             message = f"{message} ({hint})"
     except Exception:
@@ -214,7 +214,7 @@ def _run(
     args: Any,
     limits: dict[str, Any],
     *,
-    landlocked: bool = False,
+    allowed: list[str] | None = None,
 ) -> None:
     try:
         kwargs = binder(args) if binder is not None else args
@@ -228,11 +228,11 @@ def _run(
         if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE: it wrote more than file_size_mb
             _write(_header("output_limit", **_exc_fields(exc)))
         else:
-            _write(_header("raised", **_exc_fields(exc, with_traceback=True, landlocked=landlocked)))
+            _write(_header("raised", **_exc_fields(exc, with_traceback=True, allowed=allowed)))
             traceback.print_exc()
         return
     except BaseException as exc:
-        _write(_header("raised", **_exc_fields(exc, with_traceback=True, landlocked=landlocked)))
+        _write(_header("raised", **_exc_fields(exc, with_traceback=True, allowed=allowed)))
         traceback.print_exc()
         return
     finally:

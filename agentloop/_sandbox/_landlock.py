@@ -151,9 +151,10 @@ def tool_paths(module_name: str) -> list[str]:
     return [os.path.realpath(p) for p in paths]
 
 
-def denial_hint(exc: BaseException) -> str | None:
-    """What to do when the tool failed on a path the ruleset does not allow: an import from a
-    directory that is not the tool's own package, or a data file elsewhere. None otherwise."""
+def denial_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
+    """What to do when the tool failed on a path outside the `allowed` ones: an import from a
+    directory that is not the tool's own package, or a data file elsewhere. None otherwise (a
+    permission the file system itself refuses, inside an allowed path, gets no hint)."""
     path = None
     if isinstance(exc, PermissionError) and exc.errno == errno.EACCES and exc.filename:
         path = str(exc.filename)
@@ -167,6 +168,9 @@ def denial_hint(exc: BaseException) -> str | None:
             if path:
                 break
     if path is None or path.startswith(("/proc/", "/sys/", "/dev/")):
+        return None
+    full = os.path.abspath(path)
+    if any(full == a or full.startswith(a.rstrip("/") + "/") for a in allowed):
         return None
     return (
         f"{path} is outside what sandboxed tools may read (the interpreter, the site-packages in use, "
