@@ -378,3 +378,11 @@ async def test_an_import_from_ro_paths_works(tmp_path: pathlib.Path, monkeypatch
         result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
     (record,) = result.tool_calls
     assert (record.status, record.content) == ("ok", "helper_in_ro_paths")
+
+
+def test_without_landlock_calls_still_run_and_doctor_says_so() -> None:
+    """Landlock hidden by a seccomp filter (EPERM): best effort, the call runs without it."""
+    out = _wrapped("no_landlock", "process")
+    assert out["abi"] == 0
+    assert (out["status"], out["content"], out["output"]) == ("ok", "anyone may read this", "done")
+    assert "Landlock" not in out["cells"]["host files"] + out["cells"]["write outside scratch"]
