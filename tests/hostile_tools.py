@@ -234,3 +234,11 @@ def exec_cat(path: str) -> str:
 
     proc = subprocess.run(["cat", path], capture_output=True, timeout=20)
     return f"{proc.returncode}:{proc.stdout[:200].decode(errors='replace')}"
+
+
+def mp_lock() -> str:
+    """A multiprocessing lock: a POSIX semaphore, created in /dev/shm."""
+    import multiprocessing
+
+    multiprocessing.Lock()
+    return "locked"

@@ -386,3 +386,10 @@ def test_without_landlock_calls_still_run_and_doctor_says_so() -> None:
     assert out["abi"] == 0
     assert (out["status"], out["content"], out["output"]) == ("ok", "anyone may read this", "done")
     assert "Landlock" not in out["cells"]["host files"] + out["cells"]["write outside scratch"]
+
+
+@needs_landlock
+async def test_multiprocessing_semaphores_are_refused_as_the_readme_says() -> None:
+    """README: a "process" tool cannot create multiprocessing semaphores (they live in /dev/shm)."""
+    (record,) = await _run("process", call("mp_lock", {}))
+    assert record.status == "raised" and exc_type(record.content) == "PermissionError", record.content
