@@ -77,8 +77,9 @@ class ToolRegistry:
     """A set of tools offered to the model, with their JSON schemas and execution modes.
 
     `sandbox` and `limits` are the defaults for tools registered here; each tool may override
-    them. `sandbox_ro_paths` are bound read-only into "isolated" tools' sandbox, besides the
-    interpreter, the site-packages in use and each tool's own package (data files, say). A registry can be shared by many agents and runs; registering while runs are in
+    them. `sandbox_ro_paths` are what "process" and "isolated" tools may read besides the
+    interpreter, the site-packages in use and each tool's own package (data files, say): bound
+    read-only by bubblewrap, allowed by Landlock where the kernel has it. A registry can be shared by many agents and runs; registering while runs are in
     flight is safe (the runs keep the tools array they started with).
     """
 
@@ -97,7 +98,7 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
         self._definitions: list[dict[str, Any]] = []
         self._sandboxes: dict[bool, Any] = {}  # isolated? -> ProcessSandbox, created on first use
-        self._ro_paths = tuple(sandbox_ro_paths)  # extra read-only binds of "isolated" tools
+        self._ro_paths = tuple(sandbox_ro_paths)  # extra read-only paths of sandboxed tools
         self._owners: dict[str, ToolRegistry] = {}  # tools taken from another registry run in its sandbox
 
     # --- registration -------------------------------------------------------------------------

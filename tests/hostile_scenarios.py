@@ -98,10 +98,47 @@ async def many_calls(mode: str) -> dict[str, object]:
     }
 
 
+def _world_readable(path: str, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+async def no_landlock(mode: str) -> dict[str, object]:
+    """The host under a seccomp filter that hides Landlock (EPERM), as some container runtimes do:
+    calls still run, without it, and `agentloop doctor` says which cells then do not hold."""
+    import tempfile
+
+    from agentloop._sandbox._doctor import cells, probe
+    from agentloop._sandbox._privs import compile_seccomp, load_seccomp, set_no_new_privs
+
+    set_no_new_privs()
+    load_seccomp(compile_seccomp(["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]))
+    caps = probe()
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        readable = _world_readable(os.path.join(d, "world-readable.txt"), "anyone may read this")
+        registry = ToolRegistry(sandbox=mode, limits=Limits(timeout=30))
+        registry.register(ht.read_file)
+        script = [tool_calls(call("read_file", {"path": readable})), text("done")]
+        async with registry:
+            result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+    (record,) = result.tool_calls
+    return {
+        "abi": caps.landlock_abi,
+        "cells": cells(caps)[mode],
+        "status": record.status,
+        "content": record.content,
+        "output": result.output,
+    }
+
+
 if __name__ == "__main__":
     name, mode = sys.argv[1], sys.argv[2]
     try:
-        out = anyio.run({"kills": kills, "many_calls": many_calls}[name], mode)
+        scenarios = {"kills": kills, "many_calls": many_calls, "no_landlock": no_landlock}
+        out = anyio.run(scenarios[name], mode)
     except SandboxUnavailableError as exc:
         out = {"unavailable": str(exc)}
     print(json.dumps(out))

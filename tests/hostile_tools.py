@@ -204,3 +204,41 @@ def escape_syscalls() -> dict[str, int]:
         ctypes.set_errno(0)
         out[name] = 0 if fn() == 0 else ctypes.get_errno()
     return out
+
+
+def import_module(name: str) -> str:
+    """Imports `name` (stdlib, or a module the host can import from a directory of its sys.path)."""
+    import importlib
+
+    return str(getattr(importlib.import_module(name), "__name__", name))
+
+
+def write_and_read_scratch() -> str:
+    """Its own scratch stays writable under Landlock: write, read back, list."""
+    with open("note.txt", "w") as f:
+        f.write("mine")
+    with open("note.txt") as f:
+        return f.read() + ":" + ",".join(sorted(os.listdir(".")))
+
+
+def read_through_symlink(target: str) -> str:
+    """A symlink in its own (writable) scratch that points at `target`, then read through it."""
+    os.symlink(target, "link")
+    with open("link", "rb") as f:
+        return f.read(200).decode(errors="replace")
+
+
+def exec_cat(path: str) -> str:
+    """Reads `path` with another program (a child process inherits the confinement, or not)."""
+    import subprocess
+
+    proc = subprocess.run(["cat", path], capture_output=True, timeout=20)
+    return f"{proc.returncode}:{proc.stdout[:200].decode(errors='replace')}"
+
+
+def mp_lock() -> str:
+    """A multiprocessing lock: a POSIX semaphore, created in /dev/shm."""
+    import multiprocessing
+
+    multiprocessing.Lock()
+    return "locked"

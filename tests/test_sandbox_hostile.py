@@ -9,8 +9,10 @@ the reason (`agentloop doctor` says the same).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.anyio
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAPS = probe()
 needs_root = pytest.mark.skipif(not CAPS.root, reason="per-call uids need the host to run as root")
+needs_landlock = pytest.mark.skipif(not CAPS.landlock_abi, reason="the kernel has no Landlock (ABI 0)")
 MODES = [
     "process",
     pytest.param(
@@ -37,6 +40,10 @@ MODES = [
         marks=pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}"),
     ),
 ]
+
+
+def _existing(paths: list[str]) -> list[str]:
+    return [p for p in paths if os.path.exists(p)]
 
 
 def exc_type(content: str) -> str:
@@ -136,7 +143,10 @@ async def test_isolated_has_no_network_and_no_dns() -> None:
         )
         control = await _run("process", call("connect_tcp", {"port": port}))
     tcp, dns = isolated
-    assert tcp.status == "raised" and ("Connection" in tcp.content or "Network" in tcp.content), tcp.content
+    # Landlock (ABI >= 4) refuses the connect() first (PermissionError); else the empty namespace.
+    assert tcp.status == "raised" and any(
+        w in tcp.content for w in ("Connection", "Network", "PermissionError")
+    )
     assert dns.status == "raised" and exc_type(dns.content) == "gaierror", dns.content
     assert control[0].status == "ok"  # "process" does reach it: the table says "not prevented"
 
@@ -246,6 +256,13 @@ def test_doctor_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None
         assert f'"{mode}" on this machine:' in out
         for threat, cell in row.items():
             assert f"{threat:<22} {cell}" in out
+    if CAPS.landlock_abi:  # what the Landlock tests below prove here
+        assert cells(CAPS)["process"]["host files"].startswith("limited to read-only paths (Landlock")
+        assert cells(CAPS)["process"]["write outside scratch"].startswith("prevented (Landlock")
+    without = cells(dataclasses.replace(CAPS, landlock_abi=0))["process"]  # an older kernel: said so
+    assert "Landlock" not in without["write outside scratch"] + without["host files"]
+    if CAPS.root:
+        assert without["write outside scratch"].startswith("limited to world-writable dirs")
     if CAPS.root and CAPS.cap_sys_admin:  # what the tests above proved here
         assert cells(CAPS)["process"]["signal the host"].startswith("prevented")
         assert cells(CAPS)["process"]["outlive the call"].startswith("prevented")
@@ -260,12 +277,23 @@ async def test_seccomp_denies_namespaces_and_ptrace(mode: str) -> None:
     assert json.loads(record.content) == {"unshare": 1, "ptrace": 1}  # EPERM, from the filter
 
 
-@pytest.mark.skipif(not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}")
-async def test_ro_paths_are_bound_read_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("process", marks=needs_landlock),
+        pytest.param(
+            "isolated",
+            marks=pytest.mark.skipif(
+                not CAPS.bwrap_works, reason=f"isolated unavailable: {CAPS.bwrap_detail}"
+            ),
+        ),
+    ],
+)
+async def test_ro_paths_are_bound_read_only(mode: str, tmp_path: pathlib.Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "table.csv").write_text("a,b\n")
-    registry = ToolRegistry(sandbox="isolated", sandbox_ro_paths=[str(data)])
+    registry = ToolRegistry(sandbox=mode, sandbox_ro_paths=[str(data)])
     registry.register(ht.read_file)
     registry.register(ht.fill_dir)
     script = [
@@ -280,3 +308,88 @@ async def test_ro_paths_are_bound_read_only(tmp_path) -> None:  # type: ignore[n
     read, write = result.tool_calls
     assert (read.status, read.content) == ("ok", "a,b\n")
     assert write.content == "0" and not (data / "x").exists()
+
+
+# --- Landlock: what a "process" (or "isolated") child may read and write -------------------------
+
+
+@needs_landlock
+@pytest.mark.parametrize("mode", MODES)
+async def test_landlock_confines_reads_and_writes(
+    mode: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root-owned 0600 file (an /etc/shadow stand-in), a `.env` in the host's cwd, world-writable
+    /tmp and /dev/shm: out of reach, even where the child keeps CAP_DAC_READ_SEARCH; its own module,
+    the stdlib and its scratch still work."""
+    shadow = tmp_path / "shadow"
+    shadow.write_text("root:$6$secret-hash:19000::::::\n")
+    shadow.chmod(0o600)
+    (tmp_path / ".env").write_text("FLUX_API_KEY=sk-dotenv-secret\n")
+    monkeypatch.chdir(tmp_path)
+    tag = uuid.uuid4().hex
+    outside = [f"/tmp/agentloop-escape-{tag}", f"/dev/shm/agentloop-escape-{tag}"]
+    records = await _run(
+        mode,
+        call("read_file", {"path": str(shadow)}),
+        call("read_file", {"path": str(tmp_path / ".env")}),
+        *(call("fill_dir", {"path": p, "mb": 1}) for p in outside),
+        call("read_file", {"path": ht.__file__}),
+        call("import_module", {"name": "xml.dom.minidom"}),
+        call("write_and_read_scratch", {}),
+        call("read_through_symlink", {"target": str(shadow)}),
+        call("exec_cat", {"path": str(shadow)}),
+    )
+    shadow_r, env_r, tmp_w, shm_w, own, stdlib, scratch, link, cat = records
+    assert cat.status == "ok" and cat.content.startswith("1:") and "secret" not in cat.content
+    for r in (shadow_r, env_r, link):
+        assert r.status == "raised", r.content
+        # Landlock says EACCES; "isolated" does not even bind these paths.
+        assert exc_type(r.content) in {"PermissionError", "FileNotFoundError"}, r.content
+        assert "secret" not in r.content.replace(str(tmp_path), "")
+    assert (tmp_w.content, shm_w.content) == ("0", "0") and _existing(outside) == []
+    assert own.status == "ok" and "Hostile tools" in own.content
+    assert (stdlib.status, stdlib.content) == ("ok", "xml.dom.minidom")
+    assert (scratch.status, scratch.content) == ("ok", "mine:note.txt")
+
+
+@needs_landlock
+async def test_an_import_from_outside_the_ruleset_names_the_path_and_ro_paths(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module the host imports from an arbitrary sys.path entry is not readable by the tool; the
+    tool error says which path and what to do (sandbox_ro_paths)."""
+    (tmp_path / "helper_beside_the_script.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (record,) = await _run("process", call("import_module", {"name": "helper_beside_the_script"}))
+    assert record.status == "raised", record.content
+    assert exc_type(record.content) in {"ModuleNotFoundError", "PermissionError"}, record.content
+    assert str(tmp_path / "helper_beside_the_script") in record.content
+    assert "sandbox_ro_paths" in record.content
+
+
+@needs_landlock
+async def test_an_import_from_ro_paths_works(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "helper_in_ro_paths.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = ToolRegistry(sandbox="process", sandbox_ro_paths=[str(tmp_path)])
+    registry.register(ht.import_module)
+    script = [tool_calls(call("import_module", {"name": "helper_in_ro_paths"})), text("done")]
+    async with registry:
+        result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
+    (record,) = result.tool_calls
+    assert (record.status, record.content) == ("ok", "helper_in_ro_paths")
+
+
+def test_without_landlock_calls_still_run_and_doctor_says_so() -> None:
+    """Landlock hidden by a seccomp filter (EPERM): best effort, the call runs without it."""
+    out = _wrapped("no_landlock", "process")
+    assert out["abi"] == 0
+    assert (out["status"], out["content"], out["output"]) == ("ok", "anyone may read this", "done")
+    assert "Landlock" not in out["cells"]["host files"] + out["cells"]["write outside scratch"]
+
+
+@needs_landlock
+async def test_multiprocessing_semaphores_are_refused_as_the_readme_says() -> None:
+    """README: a "process" tool cannot create multiprocessing semaphores (they live in /dev/shm)."""
+    (record,) = await _run("process", call("mp_lock", {}))
+    assert record.status == "raised" and exc_type(record.content) == "PermissionError", record.content

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _json
+from ._landlock import READ, Ruleset, denial_hint
 from ._privs import confine_privileges, early_privileges
 from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
 
@@ -51,14 +52,15 @@ def run_child(
     cfg: dict[str, Any],
     *,
     early_done: bool = False,
+    ruleset: Ruleset | None = None,
 ) -> NoReturn:
     code = EXIT_CONFINE_FAILED
     try:
         if not early_done:
-            early_setup(cfg)
-        args = _confine(call, fds, scratch, cfg)
+            ruleset = early_setup(cfg)
+        args = _confine(call, fds, scratch, cfg, ruleset)
         code = 0
-        _run(fn, binder, args, call["limits"])
+        _run(fn, binder, args, call["limits"], allowed=None if ruleset is None else ruleset.allowed)
     except BaseException:
         try:
             traceback.print_exc()
@@ -73,7 +75,7 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
     """A child forked ahead of time: the fork and its first scheduling (~1.5 ms on a loaded
     2-core machine) are then off the call's critical path. It waits for one call, then runs it."""
     try:
-        early_setup(cfg)
+        ruleset = early_setup(cfg)
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
         if not data or len(fds) != 3:
             os._exit(0)  # the zygote discarded us
@@ -81,11 +83,13 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
         fn, binder = tools[msg["call"]["ref"]]
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
-    run_child(msg["call"], (fds[0], fds[1], fds[2]), msg["scratch"], fn, binder, cfg, early_done=True)
+    fds3 = (fds[0], fds[1], fds[2])
+    run_child(msg["call"], fds3, msg["scratch"], fn, binder, cfg, early_done=True, ruleset=ruleset)
 
 
-def early_setup(cfg: dict[str, Any]) -> None:
-    """The call-independent part of the confinement."""
+def early_setup(cfg: dict[str, Any]) -> Ruleset | None:
+    """The call-independent part of the confinement; returns the Landlock ruleset built so far
+    (system dirs, interpreter, site-packages, agentloop, ro_paths), None where there is none."""
     # The zygote's SIGCHLD wake-up pipe and handler must not leak into the tool.
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -102,6 +106,12 @@ def early_setup(cfg: dict[str, Any]) -> None:
     # a new session costs ~1 ms; the zygote already runs in a session of its own, without a tty.
     os.setpgid(0, 0)
     early_privileges(cfg)
+    version = int(cfg.get("landlock") or 0)
+    if not version:
+        return None
+    ruleset = Ruleset(version, deny_tcp=bool(cfg["isolated"]))
+    ruleset.allow_defaults(cfg.get("landlock_ro") or (), network=not cfg["isolated"])
+    return ruleset
 
 
 def _setlimit(which: int, soft: int, hard: int | None = None) -> None:
@@ -112,18 +122,31 @@ def _setlimit(which: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def _confine(call: dict[str, Any], fds: tuple[int, int, int], scratch: str, cfg: dict[str, Any]) -> Any:
+def _confine(
+    call: dict[str, Any],
+    fds: tuple[int, int, int],
+    scratch: str,
+    cfg: dict[str, Any],
+    ruleset: Ruleset | None,
+) -> Any:
     res_fd, out_fd, err_fd = fds
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     if res_fd != RESULT_FD:
         os.dup2(res_fd, RESULT_FD)
-    os.closerange(RESULT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    keep = ruleset.fd if ruleset is not None else top
+    os.closerange(RESULT_FD + 1, keep)
+    os.closerange(keep + 1, top)
     os.chdir(scratch)
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
         sys.modules["tempfile"].tempdir = None  # re-read TMPDIR
     confine_privileges(call, scratch, cfg)
+    if ruleset is not None:  # after the scratch mount: a Landlock domain may not mount
+        ruleset.allow([scratch], ~0)  # the call's scratch: everything
+        ruleset.allow(call.get("tool_dirs") or (), READ)  # the tool's own package (found by the zygote)
+        ruleset.restrict()
 
     # The arguments were pre-written by the host into the result memfd; empty it for the result.
     size = os.fstat(RESULT_FD).st_size
@@ -161,9 +184,14 @@ def _header(status: str, **fields: Any) -> bytes:
     return _json.dumps({"s": status, **fields}) + b"\n"
 
 
-def _exc_fields(exc: BaseException, *, with_traceback: bool = False) -> dict[str, Any]:
+def _exc_fields(
+    exc: BaseException, *, with_traceback: bool = False, allowed: list[str] | None = None
+) -> dict[str, Any]:
     try:
         message = str(exc)
+        hint = denial_hint(exc, allowed) if allowed is not None else None
+        if hint:
+            message = f"{message} ({hint})"
     except Exception:
         message = "<unprintable>"
     fields = {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
@@ -185,6 +213,8 @@ def _run(
     binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
     args: Any,
     limits: dict[str, Any],
+    *,
+    allowed: list[str] | None = None,
 ) -> None:
     try:
         kwargs = binder(args) if binder is not None else args
@@ -198,11 +228,11 @@ def _run(
         if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE: it wrote more than file_size_mb
             _write(_header("output_limit", **_exc_fields(exc)))
         else:
-            _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
+            _write(_header("raised", **_exc_fields(exc, with_traceback=True, allowed=allowed)))
             traceback.print_exc()
         return
     except BaseException as exc:
-        _write(_header("raised", **_exc_fields(exc, with_traceback=True)))
+        _write(_header("raised", **_exc_fields(exc, with_traceback=True, allowed=allowed)))
         traceback.print_exc()
         return
     finally:

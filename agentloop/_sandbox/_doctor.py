@@ -151,6 +151,21 @@ THREATS = (
 )
 
 
+def _landlock_process(process: dict[str, str], c: Capabilities) -> None:
+    """What Landlock changes in the "process" row: reads only of what the tool needs, writes only of
+    its scratch, even where the child keeps CAP_DAC_READ_SEARCH."""
+    lock = f"Landlock ABI {c.landlock_abi}"
+    process["host files"] = (
+        f"limited to read-only paths ({lock}): system dirs, interpreter, site-packages, agentloop, "
+        "the tool's package, ro_paths"
+    )
+    process["write outside scratch"] = f"prevented ({lock}: only the call's scratch)"
+    if c.root and not c.cap_sys_admin:
+        process["sibling call"] = f"prevented (per-call uid, {lock}: only its own scratch)"
+    if c.root and c.cap_sys_admin:
+        process["disk"] = "limited to scratch_mb (own tmpfs; Landlock: nowhere else)"
+
+
 def cells(c: Capabilities) -> dict[str, dict[str, str]]:
     """The threat table's "process" and "isolated" rows as they hold on this machine."""
     pidns = c.root and c.cap_sys_admin
@@ -192,22 +207,28 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
         process["pids"] = "limited to 512 more processes of the host's uid"
     process["network"] = "not prevented"
     process["memory"] = (
-        "limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb; "
-        "files in /dev/shm and /tmp are not counted"
+        "limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb"
+        + ("" if c.landlock_abi else "; files in /dev/shm and /tmp are not counted")
     )
     process["disk"] = (
         "limited to scratch_mb in the scratch dir (own tmpfs); /tmp and /dev/shm: file_size_mb per file only"
         if c.root and c.cap_sys_admin
         else "limited to file_size_mb per file; the number of files is not"
     )
+    if c.landlock_abi:
+        _landlock_process(process, c)
     iso: dict[str, str] = {}
     if c.bwrap_works:
         iso["host memory/env"] = "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp
         iso["host files"] = (
             "limited to read-only binds (system dirs, interpreter, site-packages, the tool's package, ro_paths)"
         )
-        iso["write outside scratch"] = "prevented (read-only root, /proc/sys read-only)"
-        iso["network"] = "prevented (empty network namespace)"
+        iso["write outside scratch"] = "prevented (read-only root, /proc/sys read-only" + (
+            "; Landlock: only the call's scratch)" if c.landlock_abi else ")"
+        )
+        iso["network"] = "prevented (empty network namespace" + (
+            "; Landlock denies TCP bind/connect)" if c.landlock_abi >= 4 else ")"
+        )
         iso["signal the host"] = "prevented (own PID namespace)"
         iso["outlive the call"] = (
             "prevented (PID namespace per call)"
@@ -226,6 +247,10 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
         )
     else:
         iso = {t: f"unavailable: {c.bwrap_detail}" for t in THREATS}
+    if c.landlock_abi:
+        iso["host files"] = iso["host files"].replace(
+            "limited to read-only binds", "limited to read-only binds + Landlock"
+        )
     if c.cgroup_v2 == "delegated":
         note = " (cgroup v2 is delegated here but not used yet)"
         process["memory"] += note

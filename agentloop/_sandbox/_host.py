@@ -24,7 +24,7 @@ import anyio
 
 from .. import _json
 from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
-from ._bwrap import bwrap_argv, probe_bwrap
+from ._bwrap import _python_roots, bwrap_argv, probe_bwrap
 from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._outcome import classify, unavailable
 from ._privs import others_can_read, set_dumpable
@@ -99,7 +99,9 @@ class ProcessSandbox:
     allowlisted variables to the children's tiny environment. `bwrap_path` overrides where
     bubblewrap is looked for. `scratch_root` is where "process" mode creates the per-call scratch
     dirs (default: /dev/shm when writable, since a mkdir + rmdir on a journaled disk costs ~3 ms a
-    call; else the temp dir). "isolated" always uses a tmpfs inside the sandbox.
+    call; else the temp dir). "isolated" always uses a tmpfs inside the sandbox. `ro_paths` are
+    what tools may read besides the interpreter, site-packages, agentloop and their own package
+    (bubblewrap binds them; Landlock, where the kernel has it, allows them in both modes).
     """
 
     def __init__(
@@ -261,6 +263,8 @@ class ProcessSandbox:
             "max_processes": self.max_processes,
             "parent_pid": None if self.isolated else os.getpid(),
             "preload": _PRELOAD,
+            # What Landlock lets a child read besides system dirs (its tool's package is added per call).
+            "landlock_ro": _python_roots(path, sorted(binds | frozenset(self._ro_paths))),
         }
         argv = [os.path.abspath(sys.executable), "-I", "-c", BOOT, _json.dumps_str(cfg)]
         if self.isolated:

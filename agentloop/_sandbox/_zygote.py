@@ -23,6 +23,8 @@ from typing import Any
 
 from .. import _json
 from ._child import prctl, run_child, spare_main
+from ._landlock import abi as landlock_abi
+from ._landlock import tool_paths
 from ._privs import (
     SeccompUnavailable,
     compile_seccomp,
@@ -93,6 +95,7 @@ class _Zygote:
         self.ctl = socket.socket(fileno=int(cfg["ctl_fd"]))
         self.ctl.setblocking(False)
         self.tools: dict[str, tuple[Callable[..., Any], Any]] = {}
+        self.tool_dirs: dict[str, list[str]] = {}
         self.running: dict[int, _Call] = {}  # by pid
         self.by_id: dict[int, _Call] = {}
         self.queue: collections.deque[_Call] = collections.deque()
@@ -119,6 +122,8 @@ class _Zygote:
             cfg["seccomp_bpf"] = compile_seccomp(allow_scratch_mount=self.own_scratch)
         except SeccompUnavailable as exc:
             cfg["seccomp_bpf"], cfg["seccomp_error"] = b"", str(exc)
+        # Landlock (ABI > 0): each child builds and enters a domain reading only what it needs.
+        cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.spare: _Spare | None = None
         self.closing = False
 
@@ -201,6 +206,10 @@ class _Zygote:
             if ref not in self.tools:
                 fn = resolve(ref)
                 self.tools[ref] = (fn, _binder(fn))
+                # What Landlock lets the child read of the tool's own package (once per tool).
+                self.tool_dirs[ref] = tool_paths(ref.partition(":")[0])
+            if self.cfg["landlock"]:
+                call.msg["tool_dirs"] = self.tool_dirs[ref]
             fn, binder = self.tools[ref]
             if self.own_scratch and self.cfg["isolated"]:  # the child mounts its own /scratch
                 scratch = self.cfg["scratch"]
