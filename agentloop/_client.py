@@ -180,11 +180,9 @@ class FluxClient:
         if http_client is None:
             # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
             limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            if isinstance(transport, str):
-                # Environment proxies are honoured by httpx's own transport only: keep it then.
-                transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
-            self._transport = transport
-            http_client = make_http_client(timeout, transport, limits)
+            built = _built_transport(transport, limits)
+            self._transport = built
+            http_client = make_http_client(timeout, built, limits)
         self._http = http_client
 
     def __repr__(self) -> str:
@@ -215,10 +213,9 @@ class FluxClient:
         timeout, transport, max_connections = self._pool_args
         twin = copy.copy(self)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        if isinstance(transport, str):
-            transport = None if _env_proxies() else make_transport(transport, limits)  # type: ignore[arg-type]
-        twin._transport = transport  # its own: entering the twin must not build the original's
-        twin._http = make_http_client(timeout, transport, limits)
+        built = _built_transport(transport, limits)
+        twin._transport = built  # its own: entering the twin must not build the original's
+        twin._http = make_http_client(timeout, built, limits)
         return twin
 
     # --- the Model protocol -------------------------------------------------------------------
@@ -277,7 +274,8 @@ class FluxClient:
                 content = await read_body(response, self.input_budget.max_response_bytes)
         except httpx.HTTPError as e:
             raise self._transport_failure(e) from e
-        return self._wire.decode(content, request_id=response.headers.get("x-request-id"))
+        turn: ModelTurn = self._wire.decode(content, request_id=response.headers.get("x-request-id"))
+        return turn
 
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
@@ -292,12 +290,14 @@ class FluxClient:
                 if "text/event-stream" not in response.headers.get("content-type", ""):
                     # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
                     content = await read_body(response, budget.max_response_bytes)
-                    return self._wire.decode(content, request_id=request_id)
+                    turn: ModelTurn = self._wire.decode(content, request_id=request_id)
+                    return turn
                 assembler = self._wire.assembler(request.run_id, request.step, request_id)
                 events = sse_events(response, budget.max_sse_line_bytes, budget.max_response_bytes)
                 try:
                     if await self._pump(events, assembler, emit, progress):
-                        return assembler.result()
+                        streamed: ModelTurn = assembler.result()
+                        return streamed
                 finally:
                     await events.aclose()  # type: ignore[attr-defined]
                 raise self._idle_failure(request_id, progress)
@@ -460,6 +460,16 @@ def _says_tools_unsupported(message: str) -> bool:
     return ("tool" in m or "function" in m) and any(
         s in m for s in ("not support", "unsupported", "does not support", "doesn't support", "not available")
     )
+
+
+def _built_transport(
+    transport: httpx.AsyncBaseTransport | TransportKind, limits: httpx.Limits
+) -> httpx.AsyncBaseTransport | None:
+    """The transport a new pool uses: the caller's own, a built one, or None for httpx's default."""
+    if not isinstance(transport, str):
+        return transport
+    # Environment proxies are honoured by httpx's own transport only: keep it then.
+    return None if _env_proxies() else make_transport(transport, limits)
 
 
 def _env_proxies() -> bool:

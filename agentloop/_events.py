@@ -154,10 +154,8 @@ class RunFailed(Event):
 
 def warning_logger(**bound: Any) -> Any:
     """Like `run_logger`, for the rare warnings (a tool raised): logged at WARNING without DEBUG on."""
-    structlog = sys.modules.get("structlog")
-    if (structlog is None or not structlog.is_configured()) and not _stdlib_logger.isEnabledFor(
-        logging.WARNING
-    ):
+    loaded = sys.modules.get("structlog")
+    if (loaded is None or not loaded.is_configured()) and not _stdlib_logger.isEnabledFor(logging.WARNING):
         return None
     import structlog
 
@@ -172,9 +170,9 @@ def warning_logger(**bound: Any) -> Any:
 
 def run_logger(**bound: Any) -> Any:
     """A structlog logger bound to `bound`, or None when nothing would be logged."""
-    structlog = sys.modules.get("structlog")  # configured by the application => imported already
-    if structlog is not None and structlog.is_configured():
-        return structlog.get_logger("agentloop").bind(**bound)
+    loaded = sys.modules.get("structlog")  # configured by the application => imported already
+    if loaded is not None and loaded.is_configured():
+        return loaded.get_logger("agentloop").bind(**bound)
     if _stdlib_logger.isEnabledFor(logging.DEBUG):
         import structlog
 

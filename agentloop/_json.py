@@ -52,7 +52,8 @@ class DepthError(ValueError):
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised only where orjson has no wheel
-    _orjson = None
+    # Typed as the module so the orjson branch below checks against its stubs; None only marks absence.
+    _orjson = None  # type: ignore[assignment]
 
 if _orjson is not None:
     _OPT = _orjson.OPT_NON_STR_KEYS

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ._exceptions import APIError
+
 __all__ = ["RetryPolicy", "Failure"]
 
 
@@ -48,7 +50,7 @@ class RetryPolicy:
             server = _retry_after(headers)
             if server is not None and 0 <= server <= self.max_retry_after:
                 return server
-        backoff = min(self.initial_delay * 2**retry_index, self.max_delay)
+        backoff = min(self.initial_delay * 2.0**retry_index, self.max_delay)
         return backoff * (1 - self.jitter * random.random())
 
 
@@ -79,9 +81,7 @@ class Failure(Exception):
 
     __slots__ = ("error", "headers", "retryable")
 
-    def __init__(
-        self, error: Exception, *, retryable: bool, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, error: APIError, *, retryable: bool, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(str(error))
         self.error = error
         self.retryable = retryable

@@ -183,7 +183,7 @@ def _type_hints(obj: Any, what: str) -> dict[str, Any]:
             localns[var] = cell.cell_contents
         except ValueError:  # empty cell
             pass
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is not globals():
             for k, v in frame.f_locals.items():
@@ -243,7 +243,7 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
             tp, "set items must be hashable; use list[...] for items that are lists, dicts or mutable objects"
         )
     if container in _SEQUENCES or container in _SETS:
-        schema: Schema = {"type": "array"}
+        schema = {"type": "array"}
         conv = None
         if args:
             schema["items"], conv = _build(args[0], stack)
@@ -251,7 +251,10 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
             return schema, _each(conv) if conv else None
         schema["uniqueItems"] = True
         factory = frozenset if container is frozenset else set
-        return schema, (lambda v: factory(map(conv, v))) if conv else factory
+        if conv is None:
+            return schema, factory
+        item = conv  # a name the lambda can close over with its narrowed type
+        return schema, lambda v: factory(map(item, v))
     if container is tuple:
         if tp is tuple or (len(args) == 2 and args[1] is Ellipsis):
             schema, conv = _build(args[0], stack) if args else ({}, None)

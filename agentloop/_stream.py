@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._events import Event, RunFinished
 from ._model import Emit
@@ -56,7 +57,7 @@ class EventStream:
 
     __slots__ = ("_receive", "error", "raised", "result")
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
         self._receive = receive
         self.error: Exception | None = None
         self.raised = False
@@ -69,10 +70,14 @@ class EventStream:
         try:
             event = await self._receive.receive()
         except anyio.EndOfStream:
-            if self.error is not None and not self.raised:
-                self.raised = True
-                raise self.error
-            raise StopAsyncIteration from None
-        if isinstance(event, RunFinished):
-            self.result = event.result
-        return event
+            pass
+        else:
+            if isinstance(event, RunFinished):
+                self.result = event.result
+            return event
+        # Raised outside the `except`, so the loop's error keeps its own __context__ instead of
+        # showing as raised "during handling of" the channel's EndOfStream.
+        if self.error is not None and not self.raised:
+            self.raised = True
+            raise self.error
+        raise StopAsyncIteration

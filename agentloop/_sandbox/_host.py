@@ -32,7 +32,8 @@ from ._protocol import BOOT, FRAME_STARTED, FRAME_STATUS, PID, SCRATCH_IN_SANDBO
 
 __all__ = ["ProcessSandbox"]
 
-_wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
+# anyio >= 4.7 (see pyproject) waits on a raw fd (the pidfd) as well as on a socket.
+_wait_readable = anyio.wait_readable
 _KILL_GRACE = 5.0  # seconds the zygote gets to confirm a kill before it is killed itself
 _NPROC_BUDGET = 512  # processes a sandboxed uid may add (where RLIMIT_NPROC is enforced)
 _PRELOAD = ("asyncio", "agentloop._json", "agentloop._sandbox._child")

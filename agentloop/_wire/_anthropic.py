@@ -248,9 +248,9 @@ def parse_message(data: Any, *, request_id: str | None = None) -> ModelTurn:
     content = data.get("content")
     if data.get("type") == "error" or (not isinstance(content, list) and data.get("error") is not None):
         error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else error
+        detail = error.get("message") if isinstance(error, dict) else error
         raise APIResponseError(
-            f"the endpoint answered 200 with an error instead of a message: {message}",
+            f"the endpoint answered 200 with an error instead of a message: {detail}",
             body=_preview(data),
             request_id=request_id,
         )
@@ -361,8 +361,9 @@ class AnthropicStream(StreamAssembler):
                 ordinal = len(self.slots)
                 self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
                 slot = self.slots[ordinal] = ToolSlot()
-                slot.id = block.get("id") if isinstance(block.get("id"), str) else ""
-                slot.name = block.get("name") if isinstance(block.get("name"), str) else ""
+                block_id, name = block.get("id"), block.get("name")
+                slot.id = block_id if isinstance(block_id, str) else ""
+                slot.name = name if isinstance(name, str) else ""
                 initial = block.get("input")
                 first = _json.dumps_str(initial) if isinstance(initial, dict) and initial else ""
                 ev = self.tool_delta(ordinal, slot, first)
