@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 
@@ -26,7 +26,7 @@ from ._arguments import Checked, checked_arguments
 from ._budget import InputBudget
 from ._exceptions import ResumeError
 from ._tools import ToolRegistry
-from ._types import PendingCall, RunResult, ToolCallRecord, Usage
+from ._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 
 __all__ = [
     "Override",
@@ -181,6 +181,14 @@ def result_to_json(result: RunResult[Any]) -> str:
     return _json.dumps_str(data)
 
 
+def _stop_reason(value: object) -> StopReason:
+    """`value` as a StopReason; a document naming another (edited, or from elsewhere) is not a RunResult."""
+    for reason in get_args(StopReason):
+        if value == reason:
+            return reason  # type: ignore[no-any-return]  # get_args is untyped: each item is a StopReason
+    raise ValueError(f"unknown stop_reason {value!r}; one of {', '.join(get_args(StopReason))} was expected")
+
+
 def result_from_json(text: str | bytes) -> RunResult:
     try:
         data = _json.loads(text)
@@ -191,7 +199,7 @@ def result_from_json(text: str | bytes) -> RunResult:
             messages=list(data["messages"]),
             steps=int(data["steps"]),
             usage=Usage.from_data(data["usage"]),
-            stop_reason=str(data["stop_reason"]),
+            stop_reason=_stop_reason(data["stop_reason"]),
             run_id=str(data["run_id"]),
             tool_calls=[ToolCallRecord(**r) for r in data["tool_calls"]],
             pending=[PendingCall(**p) for p in data["pending"]],

@@ -189,6 +189,13 @@ def replay(run: JournaledRun) -> Replay:
         ) from None
 
 
+def _call_id(entry: JournalEntry) -> str:
+    """The call a tool entry is about; one without (a damaged row) cannot be replayed (ValueError)."""
+    if entry.call_id is None:
+        raise ValueError(f"a {entry.kind} entry has no call id")
+    return entry.call_id
+
+
 def _replay(run: JournaledRun) -> Replay:
     r = Replay(messages=list(run.header["messages"]))
     for e in run.entries:
@@ -211,9 +218,10 @@ def _replay(run: JournaledRun) -> Replay:
             _close_step(r)
             r.messages, r.agent = list(d["messages"]), d["agent"]
         elif e.kind == "tool_start":
-            r.started.add(e.call_id)  # type: ignore[arg-type]
+            r.started.add(_call_id(e))
         elif e.kind == "tool_end":
-            r.records[e.call_id] = ToolCallRecord(e.call_id, step=e.step, **d)  # type: ignore[arg-type]
+            call_id = _call_id(e)
+            r.records[call_id] = ToolCallRecord(call_id, step=e.step, **d)
         elif e.kind == "paused":
             r.pending = [PendingCall(**p) for p in d["pending"]]
         elif e.kind == "approvals":

@@ -151,3 +151,15 @@ async def test_pause_twice_in_one_run_over_http(fake_router: FakeFluxRouter, flu
     assert final.output == "both handled" and done == ["email a"]
     assert [r.status for r in final.tool_calls] == ["ok", "rejected"]
     assert final.steps == 3 and final.usage.requests == 3
+
+
+async def test_from_json_refuses_an_unknown_stop_reason() -> None:
+    # mypy found it: result_from_json took any string as the StopReason, so an edited document
+    # came back as a RunResult whose stop_reason no code path can produce.
+    model = ScriptedModel([text("done")])
+    result = await Agent(client=model).run("hi")
+    data = json.loads(result.to_json())
+    assert RunResult.from_json(json.dumps(data)).stop_reason == "final"
+    data["stop_reason"] = "finished"
+    with pytest.raises(ResumeError, match=r"unknown stop_reason 'finished'; one of final, max_steps"):
+        RunResult.from_json(json.dumps(data))

@@ -201,3 +201,25 @@ def test_journal_write_error_is_a_journal_error() -> None:
     assert issubclass(JournalWriteError, JournalError) and not issubclass(
         JournalWriteError, JournalCorruptError
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["tool_start", "tool_end"])
+async def test_a_tool_entry_without_its_call_id_is_corruption(
+    real_journal: bytes, tmp_path: Path, kind: str
+) -> None:
+    # mypy found it: replay filed a tool entry whose call_id column is NULL under the key None,
+    # so the damaged journal replayed as if that call had never started (and ran it again).
+    path = tmp_path / f"{kind}.db"
+    path.write_bytes(real_journal)
+    with sqlite3.connect(path) as db:
+        changed = db.execute(
+            "UPDATE agentloop_entries SET call_id = NULL WHERE run_id = 'cut' AND kind = ?", (kind,)
+        ).rowcount
+    assert changed > 0
+    journal = SQLiteJournal(path)
+    try:
+        with pytest.raises(JournalCorruptError, match="no call id"):
+            await Agent(client=ScriptedModel([text("done")] * 3), tools=tools, journal=journal).resume("cut")
+    finally:
+        journal.close()
