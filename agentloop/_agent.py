@@ -411,6 +411,8 @@ class Agent(Generic[DepsT, OutputT]):
                 run.new_start = int(loaded.header.get("new_start", 0))
                 run.lease = token
                 if state.pending:
+                    # replay keeps pending calls only while their step's calls are open
+                    assert state.calls is not None, "pending calls without their step"
                     decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
                     if approvals:
                         data = {k: decision_to_data(v) for k, v in approvals.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._tools import ToolRegistry
 
 _WEATHER = {
@@ -16,7 +18,7 @@ def demo_tools() -> ToolRegistry:
     tools = ToolRegistry()
 
     @tools.tool
-    async def get_weather(city: str) -> dict:
+    async def get_weather(city: str) -> dict[str, Any]:
         """Get the current weather for a city.
 
         Args:

@@ -81,7 +81,7 @@ class Run:
         self.journal: Journal | None = None
         self.lease: str | None = None
         self.resume: Resume | None = None
-        self.final: RunResult | None = None
+        self.final: RunResult[Any] | None = None
         self.ended = True  # False: a journaled final answer still lacks its "end" entry
         self.deps: Any = None  # RunContext.deps: live state, never journaled
         self.model = ""  # the model requested for this run (Agent.model unless overridden)
@@ -111,9 +111,10 @@ class Run:
         )
         run.agent_name = state.agent
         if state.final is not None:
-            run.final = run.result(state.final[1], state.final[0])
-            if state.has_final_data:
-                run.final.output = StoredOutput(state.final_data)
+            final = run.result(state.final[1], state.final[0])
+            if state.has_final_data:  # validated against output_type when the run is finished
+                final.output = StoredOutput(state.final_data)
+            run.final = final
             run.ended = state.ended
         elif state.calls:
             run.resume = Resume(state.calls, state.records, state.started, {})

@@ -49,6 +49,7 @@ async def tools_step(
     started = resume.started if resume is not None else frozenset()
     decisions = resume.decisions if resume is not None else {}
     guard, max_calls = run.guard, limits.max_tool_calls
+    assert guard is not None, "Agent._loop sets run.guard before the first step"
     emit = dispatcher.emit
     budget = dispatcher.budget
     per_message = budget.max_tool_calls

@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         _configure_logging()
     try:
-        return anyio.run(args.func, args)
+        status: int = anyio.run(args.func, args)  # every subcommand returns its exit status
+        return status
     except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
@@ -230,10 +231,10 @@ class _PlainView:
                 f"[step {event.step}] finished: {event.tool_calls} tool call(s), {event.usage.total_tokens} tokens"
             )
         elif isinstance(event, RunFinished):
-            r = event.result
+            result = event.result
             self.line(
-                f"\n\n{r.stop_reason} after {r.steps} step(s), {len(r.tool_calls)} tool call(s), "
-                f"{r.usage.total_tokens} tokens (run {safe(r.run_id)})"
+                f"\n\n{result.stop_reason} after {result.steps} step(s), {len(result.tool_calls)} tool call(s), "
+                f"{result.usage.total_tokens} tokens (run {safe(result.run_id)})"
             )
 
 

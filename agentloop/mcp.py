@@ -405,7 +405,8 @@ def _wire(model: Any) -> dict[str, Any]:
     """An `mcp` result object as its JSON wire form (camelCase keys, the protocol's own names)."""
     if isinstance(model, dict):
         return model
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data
 
 
 def _describe(e: BaseException) -> str:

@@ -52,7 +52,7 @@ from ._events import (
 from ._exceptions import MissingDependencyError
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from ._types import RunResult, ToolCallRecord
 
@@ -104,7 +104,9 @@ class OTelObserver:
         from . import __version__
 
         self._trace = _import_trace()
-        self._tracer = self._trace.get_tracer("agentloop", __version__, tracer_provider=tracer_provider)
+        self._tracer: Tracer = self._trace.get_tracer(
+            "agentloop", __version__, tracer_provider=tracer_provider
+        )
         self.capture_content = capture_content
         self._runs: dict[str, _Run] = {}
 

@@ -328,3 +328,13 @@ async def test_my_agent_refunds_a_damaged_order() -> None:
     result = await build_support_agent(FunctionModel(model)).run("Order 7 arrived broken.")
     assert result.output == "Done: refund of order 7 (damaged) started."
     assert [r.name for r in result.tool_calls] == ["find_order", "refund"]
+
+
+def test_generated_arguments_are_always_an_object() -> None:
+    # mypy found it: a schema that admits other JSON values too ({} admits anything) could yield
+    # a number or a list as the "arguments object" a tool call carries.
+    for seed in range(4):
+        assert isinstance(generate_arguments({}, seed=seed), dict)
+        assert isinstance(generate_arguments({"type": ["integer", "object"]}, seed=seed), dict)
+    with pytest.raises(ConfigurationError, match="could not generate arguments"):
+        generate_arguments({"type": "integer"})

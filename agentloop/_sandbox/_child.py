@@ -141,7 +141,9 @@ def _confine(
     os.chdir(scratch)
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
-        sys.modules["tempfile"].tempdir = None  # re-read TMPDIR
+        import tempfile  # imported already: only its cached directory is reset
+
+        tempfile.tempdir = None  # re-read TMPDIR
     confine_privileges(call, scratch, cfg)
     if ruleset is not None:  # after the scratch mount: a Landlock domain may not mount
         ruleset.allow([scratch], ~0)  # the call's scratch: everything

@@ -62,7 +62,7 @@ def _cause_type(e: BaseException) -> str | None:
 
 
 def _cause_message(e: BaseException) -> str:
-    cause: BaseException | None = e
+    cause = e
     while cause.__cause__ is not None:
         cause = cause.__cause__
     return str(cause)

@@ -91,9 +91,9 @@ def render(reply: Reply, ctx: RenderContext) -> Rendered:
         if reply.declared_length is not None:
             head.append(("content-length", str(reply.declared_length)))
         body = reply.body
-        frames = itertools.repeat(body) if reply.repeat is None else itertools.repeat(body, reply.repeat)
+        chunks = itertools.repeat(body) if reply.repeat is None else itertools.repeat(body, reply.repeat)
         return _with_headers(
-            Rendered(reply.status, head, frames=frames, abort=reply.declared_length is not None), extra
+            Rendered(reply.status, head, frames=chunks, abort=reply.declared_length is not None), extra
         )
     if reply.kind != "message":
         raise ValueError(f"cannot render a {reply.kind!r} reply")

@@ -18,7 +18,7 @@ import inspect
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from agentloop import _json
 from agentloop._exceptions import ConfigurationError, MissingDependencyError
@@ -29,8 +29,8 @@ from agentloop.testing._replies import Reply, ScriptedCall
 
 __all__ = ["TestModel", "FunctionModel", "generate_arguments"]
 
-CallSpec = Union[ScriptedCall, tuple[str, Any], dict[str, Any]]
-FunctionResult = Union[ModelTurn, Reply, str, Sequence[CallSpec]]
+CallSpec = ScriptedCall | tuple[str, Any] | dict[str, Any]
+FunctionResult = ModelTurn | Reply | str | Sequence[CallSpec]
 ModelFunction = Callable[
     [list[dict[str, Any]], list[dict[str, Any]]], "FunctionResult | Awaitable[FunctionResult]"
 ]
@@ -111,17 +111,18 @@ def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, An
     )
     # No shrinking: the first valid example is already simple (hypothesis tries the simplest
     # first), and `seed` picks a later distinct one, still deterministically.
-    seen: list[Any] = []
+    seen: list[dict[str, Any]] = []
 
     def wanted(value: Any) -> bool:
-        if not validator.is_valid(value):
+        # Arguments are an object: a schema that also admits other JSON values yields only objects.
+        if not isinstance(value, dict) or not validator.is_valid(value):
             return False
         if value not in seen:
             seen.append(value)
         return len(seen) > seed
 
     try:
-        return hypothesis.find(strategy, wanted, settings=settings)
+        found = hypothesis.find(strategy, wanted, settings=settings)
     except hypothesis.errors.NoSuchExample:
         if seen:  # fewer distinct values than `seed` asked for (e.g. `{}` only): cycle through them
             return seen[seed % len(seen)]
@@ -134,6 +135,9 @@ def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, An
         ) from None
     except Exception as e:  # Unsatisfiable, or a schema hypothesis-jsonschema cannot read
         problem = f"{type(e).__name__}: {e}"
+    else:
+        assert isinstance(found, dict), "wanted() accepts objects only"
+        return found
     raise ConfigurationError(
         f"TestModel could not generate arguments for the schema {json.dumps(schema)[:300]} ({problem}). "
         "Leave this tool out with TestModel(call_tools=[...]) and script its calls with FunctionModel, "
