@@ -188,6 +188,8 @@ __all__ = [
 # that wrote them (pydantic, FastAPI and cattrs read them); a class whose annotations cannot be
 # resolved there keeps its module name rather than break them (a test checks that none does).
 def _fix_module_names() -> None:
+    import contextlib
+    import inspect
     import sys
     import typing
 
@@ -197,7 +199,7 @@ def _fix_module_names() -> None:
             "agentloop._"
         ):
             continue
-        own = obj.__dict__.get("__annotations__") if isinstance(obj, type) else None
+        own = inspect.get_annotations(obj) if isinstance(obj, type) else None  # its own, not inherited
         if own:
             # the defining module's names, plus the public ones it imports only for type checking
             namespace = {**globals(), **vars(sys.modules[obj.__module__])}
@@ -206,10 +208,8 @@ def _fix_module_names() -> None:
             except Exception:
                 continue
             obj.__annotations__ = {key: resolved[key] for key in own}
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # typing aliases refuse; they keep theirs
             obj.__module__ = __name__
-        except (AttributeError, TypeError):  # typing aliases refuse; they keep theirs
-            pass
 
 
 _fix_module_names()

@@ -17,6 +17,7 @@ concurrent runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -433,9 +434,9 @@ class Agent(Generic[DepsT, OutputT]):
             return run
         if not isinstance(source, RunResult):
             raise ResumeError(f"resume takes a RunResult or a journaled run id, got {type(source).__name__}")
-        if self.journal is not None:  # the journal knows best (and holds the lease)
-            if source.run_id in {r.run_id for r in await self.journal.list_runs()}:
-                return await self._restore(source.run_id, approvals)
+        # the journal knows best (and holds the lease)
+        if self.journal is not None and source.run_id in {r.run_id for r in await self.journal.list_runs()}:
+            return await self._restore(source.run_id, approvals)
         if not source.pending:
             raise ResumeError(
                 f"run {source.run_id!r} is not paused (stop_reason={source.stop_reason!r}); to continue a "
@@ -714,7 +715,5 @@ async def _journal_failure(journal: Journal, run: Run, exc: BaseException) -> No
         return
     status: str = exc.result.stop_reason if isinstance(exc, RunLimitExceeded) else "failed"
     data = {"stop_reason": status, "error": type(exc).__name__, "message": str(exc)}
-    try:
+    with contextlib.suppress(JournalError):  # the original error is the one to raise
         await journal.append(run.run_id, "failed", data, step=run.steps, status=status)
-    except JournalError:
-        pass  # the original error is the one to raise

@@ -102,7 +102,7 @@ def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolC
     if isinstance(decision, Override):
         from ._dispatch import encode_result
 
-        status, content, error = encode_result(pending.name, decision.result, None)
+        status, content, _ = encode_result(pending.name, decision.result, None)
         if status != "ok":
             raise ResumeError(
                 f"Override for call {pending.id!r}: {content} Pass a str or a JSON-encodable value."

@@ -7,6 +7,7 @@ converters, so the per-call cost is nothing (fast path) or one dict copy plus th
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -178,11 +179,10 @@ def _type_hints(obj: Any, what: str) -> dict[str, Any]:
     globalns = getattr(func, "__globals__", None) or vars(sys.modules.get(obj.__module__, typing))
     localns: dict[str, Any] = {}
     code = getattr(func, "__code__", None)
-    for var, cell in zip(code.co_freevars if code else (), getattr(func, "__closure__", None) or ()):
-        try:
+    cells = getattr(func, "__closure__", None) or ()
+    for var, cell in zip(code.co_freevars if code else (), cells, strict=True):  # one cell per free var
+        with contextlib.suppress(ValueError):  # an empty cell
             localns[var] = cell.cell_contents
-        except ValueError:  # empty cell
-            pass
     frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is not globals():
@@ -267,7 +267,9 @@ def _build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         schema.update(minItems=len(built), maxItems=len(built))  # prefixItems may not be empty
         if not any(convs):
             return schema, tuple
-        return schema, lambda v: tuple(c(x) if c else x for c, x in zip(convs, v))
+        return schema, lambda v: tuple(
+            c(x) if c else x for c, x in zip(convs, v, strict=True)
+        )  # min/maxItems fixed the length
     if container in _MAPPINGS:
         if args and args[0] is not str:
             raise _Unsupported(tp, "JSON object keys are strings, so the key type must be str")
@@ -283,7 +285,7 @@ def _each(conv: Conv) -> Conv:
 
     def conv_list(v: list[Any]) -> list[Any]:
         out = [conv(x) for x in v]
-        return v if all(a is b for a, b in zip(out, v)) else out
+        return v if all(a is b for a, b in zip(out, v, strict=True)) else out
 
     return conv_list
 

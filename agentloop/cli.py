@@ -9,6 +9,7 @@ that comes from the model or the journal is printed with its control characters 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -37,10 +38,8 @@ def _exit_now(code: int) -> None:
     import os
 
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 
@@ -73,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging()
     try:
         status: int = anyio.run(args.func, args)  # every subcommand returns its exit status
-        return status
     except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
@@ -88,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agentloop: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
         raise
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -94,7 +94,7 @@ async def raw_httpx(args: argparse.Namespace, tools: list[Any]):  # type: ignore
                         tg.start_soon(call, results, i, c["function"]["name"], c["function"]["arguments"])
                 messages.extend(
                     {"role": "tool", "tool_call_id": c["id"], "content": res}
-                    for c, res in zip(calls, results)
+                    for c, res in zip(calls, results, strict=True)
                 )
             raise RuntimeError("no final answer")
 
@@ -196,7 +196,9 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
         async with anyio.create_task_group() as tg:
             for _ in range(args.runs):
                 tg.start_soon(run_one)
-            while await server_requests(args.url) - before < args.runs:  # every run is waiting on the model
+            # Every run is waiting on the model once the server has seen them all. The count lives in
+            # the server process: polled, as no anyio.Event can cross to this one.
+            while await server_requests(args.url) - before < args.runs:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
             peak = _rss_mb()
     return {
@@ -230,7 +232,7 @@ def main() -> None:
     p.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     args = p.parse_args()
     args.model = f"bench-s{args.steps}-k{args.tools}" + (f"-l{args.latency_ms}" if args.latency_ms else "")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # many concurrent connections
     print(json.dumps(anyio.run(hold if args.hold else measure, args, backend=args.backend)))
 

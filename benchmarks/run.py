@@ -98,7 +98,7 @@ def main() -> None:
     try:
         for r in range(rounds):
             for key in chosen:
-                title, params = SCENARIOS[key]
+                _title, params = SCENARIOS[key]
                 params = dict(params)
                 if args.quick:
                     params["runs"] = max(params["runs"] // 4, 10)

@@ -52,7 +52,7 @@ def get_order(order_id: Annotated[str, "Order id like A-1001"]) -> dict:
     )
     if row is None:
         raise LookupError(f"no order {order_id}")
-    return dict(zip(("id", "status", "total", "delivered_days_ago"), row))
+    return dict(zip(("id", "status", "total", "delivered_days_ago"), row, strict=True))
 
 
 @tools.tool

@@ -44,7 +44,7 @@ leaves = hashable_leaves
 
 def _dataclass(fields: list[tuple[Any, bool]], frozen: bool) -> Any:
     spec = [
-        (f"f{i}", Optional[tp], field(default=None)) if has_default else (f"f{i}", tp)
+        (f"f{i}", Optional[tp], field(default=None))  # noqa: UP045 - as users write it if has_default else (f"f{i}", tp)
         for i, (tp, has_default) in enumerate(sorted(fields, key=lambda f: f[1]))  # defaults go last
     ]
     return dataclasses.make_dataclass(_fresh("D"), spec, frozen=frozen)
@@ -66,7 +66,7 @@ def types(depth: int) -> st.SearchStrategy[Any]:
         st.tuples(inner, inner).map(lambda ts: tuple[ts[0], ts[1]]),  # type: ignore[valid-type]
         hashable_leaves.map(lambda t: set[t]),  # type: ignore[valid-type]
         inner.map(lambda t: dict[str, t]),  # type: ignore[valid-type]
-        inner.map(lambda t: Optional[t]),
+        inner.map(lambda t: Optional[t]),  # noqa: UP045 - this spelling is one of the grammar's cases
         inner.map(lambda t: t | None),  # the 3.10 spelling, a different object from Optional
         st.tuples(inner, inner).map(lambda ts: Union[ts]),  # noqa: UP007
         inner.map(lambda t: Annotated[t, "a description"]),
@@ -113,7 +113,7 @@ def _param(draw: Any, i: int, depth: int) -> tuple[str, Any, Any]:
     tp = draw(types(draw(st.integers(0, depth))))
     kind = draw(st.sampled_from(["required", "none", "value"]))
     if kind == "none":
-        return f"p{i}", Optional[tp], None
+        return f"p{i}", Optional[tp], None  # noqa: UP045 - as users write it
     if kind == "value" and tp in _DEFAULTS:
         return f"p{i}", tp, _DEFAULTS[tp]
     return f"p{i}", tp, _REQUIRED
@@ -162,7 +162,7 @@ def conforms(value: Any, tp: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(conforms(x, args[0]) for x in value)
-        return len(value) == len(args) and all(conforms(x, a) for x, a in zip(value, args))
+        return len(value) == len(args) and all(conforms(x, a) for x, a in zip(value, args, strict=True))
     if origin is dict:
         return type(value) is dict and all(type(k) is str and conforms(x, args[1]) for k, x in value.items())
     if dataclasses.is_dataclass(tp):

@@ -128,7 +128,7 @@ def test_golden_request_body() -> None:
                     },
                     {"type": "text", "text": "And in Faro?"},
                 ],
-            },  # fmt: skip
+            },
         ],
         "tools": [
             {

@@ -251,7 +251,7 @@ async def test_anthropic_stream_shape() -> None:
         assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
         assert "ping" in names
         datas = [json.loads(d) for _, d in events]
-        assert all(d["type"] == n for n, d in zip(names, datas))
+        assert all(d["type"] == n for n, d in zip(names, datas, strict=True))
         assert datas[0]["message"]["content"] == [] and datas[0]["message"]["usage"]["input_tokens"] == 10
         starts = [d for d in datas if d["type"] == "content_block_start"]
         assert starts[0]["content_block"] == {"type": "text", "text": ""}
@@ -648,7 +648,7 @@ async def test_weather_handler_openai_round_trip() -> None:
         ]
         messages.append(msg)
         results = [{"temperature_c": 18, "conditions": "cloudy"}, "error: station offline"]
-        for tc, res in zip(msg["tool_calls"], results):
+        for tc, res in zip(msg["tool_calls"], results, strict=True):
             content = res if isinstance(res, str) else json.dumps(res)
             messages.append({"role": "tool", "tool_call_id": tc["id"], "content": content})
         r = (await client.post(chat(router, "openai"), json=body_for("openai", messages=messages))).json()

@@ -214,7 +214,7 @@ async def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
     foreign = tmp_path / "other.db"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE users (id INTEGER)")
-    with pytest.raises(JournalCorruptError, match="not an agentloop journal.*users"):
+    with pytest.raises(JournalCorruptError, match=r"not an agentloop journal.*users"):
         await SQLiteJournal(foreign).list_runs()
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)

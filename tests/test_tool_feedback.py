@@ -250,7 +250,7 @@ def test_registration_errors_happen_at_registration() -> None:
 
     with pytest.raises(ToolDefinitionError, match="already registered"):
         tools.register(twin)
-    with pytest.raises(ToolDefinitionError, match="(?i)valid JSON schema"):
+    with pytest.raises(ToolDefinitionError, match=r"(?i)valid JSON schema"):
         tools.register(
             lambda **kw: None, name="bad", parameters={"type": "object", "properties": {"x": {"type": 12}}}
         )

@@ -110,7 +110,7 @@ def bwrap_argv(bwrap: str, path: Sequence[str], extra: Sequence[str] = ()) -> li
 
 def probe_bwrap(bwrap: str, path: Sequence[str], env: dict[str, str]) -> None:
     """Run the real command line once with a trivial program; raise if it does not work."""
-    argv = bwrap_argv(bwrap, path) + [os.path.abspath(sys.executable), "-I", "-c", "import sys; sys.exit(0)"]
+    argv = [*bwrap_argv(bwrap, path), os.path.abspath(sys.executable), "-I", "-c", "import sys; sys.exit(0)"]
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -7,6 +7,7 @@ step fails, the child exits with EXIT_CONFINE_FAILED without calling the tool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import inspect
@@ -239,10 +240,8 @@ def _run(
         return
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(BaseException):
                 stream.flush()
-            except BaseException:
-                pass
 
     try:
         text = result if isinstance(result, str) else _json.dumps_str(result)

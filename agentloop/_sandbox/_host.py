@@ -445,7 +445,9 @@ class ProcessSandbox:
         server: _Server,
         call_id: int,
         sock: socket.socket,
-        timeout: float,
+        # The deadline starts when the zygote reports the call started (not while it is queued),
+        # so the caller cannot express it as a cancel scope: it becomes a move_on_after there.
+        timeout: float,  # noqa: ASYNC109 - see above
         on_started: Callable[[int], None] | None,
     ) -> tuple[dict[str, Any] | None, str | None]:
         try:

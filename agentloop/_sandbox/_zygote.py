@@ -6,6 +6,7 @@ wake-up pipe. Started by the host as `python -I -c BOOT CONFIG` (see _protocol.B
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -187,10 +188,8 @@ class _Zygote:
             self._start_queued()
 
     def _send(self, call: _Call, frame: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the host gave up on this call (cancelled): nothing to tell
             call.status.send(frame)
-        except OSError:
-            pass  # the host gave up on this call (cancelled): nothing to tell
 
     def _start_queued(self) -> None:
         while self.queue and len(self.running) < self.max:
@@ -289,10 +288,8 @@ class _Zygote:
             return self._finish(call, {"killed": reason, "queued": True})
         call.killed = call.killed or reason
         for kill in (os.killpg, os.kill):
-            try:
+            with contextlib.suppress(OSError):
                 kill(call.pid, signal.SIGKILL)
-            except OSError:
-                pass
 
     def _reap(self) -> None:
         while True:
@@ -314,10 +311,8 @@ class _Zygote:
                 self.spare.sock.close()
                 self.spare = None
             return  # a discarded spare, or an orphan re-parented to us (we are a subreaper)
-        try:
+        with contextlib.suppress(OSError):  # the group may be gone already
             os.killpg(pid, signal.SIGKILL)  # whatever the tool left behind in its group
-        except OSError:
-            pass
         self._release_uid(call)  # after this, nothing of the call runs (or its uid is set aside)
         status: dict[str, Any] = {"cpu": rusage.ru_utime + rusage.ru_stime, "rss_kb": rusage.ru_maxrss}
         if os.WIFSIGNALED(wstatus):

@@ -383,7 +383,7 @@ def _apply_faults(frames: list[_Frame], reply: Reply, wire: Wire | None) -> tupl
     abort = False
     for q in reply.quirks:  # in the order given, so an error event can be followed by a drop
         if isinstance(q, StreamError):
-            frames = _cut(frames, q.chunks) + [_error_frame(q.error, wire)]
+            frames = [*_cut(frames, q.chunks), _error_frame(q.error, wire)]
         elif isinstance(q, DropAfter):
             frames = _cut(frames, q.chunks)
             abort = True

@@ -284,10 +284,7 @@ def weather_handler(request: RecordedRequest) -> Reply:
     """
     body = request.json if isinstance(request.json, dict) else {}
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    if request.wire == "anthropic":
-        results = _anthropic_results(messages)
-    else:
-        results = _openai_results(messages)
+    results = _anthropic_results(messages) if request.wire == "anthropic" else _openai_results(messages)
     if results is not None:
         lines = [_summarise(city, content, is_error) for city, content, is_error in results]
         return text("\n".join(lines) if lines else "I have no weather results to report.")
