@@ -75,8 +75,8 @@ class EventStream:
             if isinstance(event, RunFinished):
                 self.result = event.result
             return event
-        # Raised outside the `except`, so the loop's error keeps its own __context__ instead of
-        # showing as raised "during handling of" the channel's EndOfStream.
+        # Raised outside the `except`: the loop's error is not a consequence of the channel's
+        # EndOfStream, and `raise ... from None` would overwrite its own __cause__.
         if self.error is not None and not self.raised:
             self.raised = True
             raise self.error
