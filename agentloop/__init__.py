@@ -40,8 +40,8 @@ from ._events import (
     ToolCallStarted,
 )
 from ._exceptions import (
-    AgentToolError,
     AgentloopError,
+    AgentToolError,
     APIConnectionError,
     APIError,
     APIResponseError,
