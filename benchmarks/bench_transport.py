@@ -141,7 +141,9 @@ def _matrix(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bench-dir", required=True, help="the peer harness's folder (its fake_server.py and drivers/)")
+    p.add_argument(
+        "--bench-dir", required=True, help="the peer harness's folder (its fake_server.py and drivers/)"
+    )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
     p.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
