@@ -32,11 +32,17 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
+from itertools import islice
+
+import anyio.to_thread
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from . import _json
-from ._exceptions import ConfigurationError, ResumeError
+from ._arguments import INLINE_BYTES, clip, truncate
+from ._budget import InputBudget
+from ._exceptions import ConfigurationError, ResumeError, ToolDefinitionError
+from ._validate import build_validator
 from ._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
 
 __all__ = ["TOOL_NAME", "JsonSchema", "OutputInvalid", "OutputMode", "OutputSpec", "jsonable"]
@@ -44,6 +50,7 @@ __all__ = ["TOOL_NAME", "JsonSchema", "OutputInvalid", "OutputMode", "OutputSpec
 OutputMode = Literal["auto", "tool", "native"]
 TOOL_NAME = "final_result"
 _MODES = ("auto", "tool", "native")
+_LINE = 300  # characters of one listed error, at most (as for tool arguments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +118,10 @@ class OutputSpec:
                 f"output_type: not a valid JSON schema at {e.json_path}: {e.message}"
             ) from None
         self.schema = schema
-        self.validator = Draft202012Validator(schema)
+        try:  # the bounded validator tools use: RE2 patterns, lazy errors (see _validate.py)
+            self.validator = build_validator(schema, TOOL_NAME)
+        except ToolDefinitionError as e:
+            raise ConfigurationError(f"output_type: {e}") from None
         self.auto = mode == "auto"  # chosen here: a route that refuses "native" falls back to the tool
         if mode == "auto":
             mode = "native" if wire == "openai" and not has_tools and not self.allows_text else "tool"
@@ -163,21 +173,39 @@ class OutputSpec:
 
     # --- checking answers -------------------------------------------------------------------
 
-    def parse(self, raw: Any) -> Any:
-        """A JSON text (tool arguments or native answer) or already-decoded value → the output."""
+    def parse(self, raw: Any, budget: InputBudget | None = None) -> Any:
+        """A JSON text (tool arguments or native answer) or already-decoded value → the output.
+
+        The answer comes from the model: it is held to `budget` like tool arguments (size and
+        depth before parsing, at most `max_violations + 1` errors, each line cut)."""
+        budget = budget or InputBudget()
         if isinstance(raw, str):
+            size = len(raw.encode("utf-8", "surrogatepass")) if len(raw) * 4 > budget.max_argument_bytes else 0
+            if size > budget.max_argument_bytes:
+                raise OutputInvalid([
+                    f"$: the answer is {size} bytes, more than the limit of {budget.max_argument_bytes} "
+                    "bytes (InputBudget.max_argument_bytes); give a shorter answer"
+                ])  # fmt: skip
             try:
-                value = _json.loads(raw) if raw.strip() else None
+                value = _json.loads(raw, max_depth=budget.max_json_depth) if raw.strip() else None
             except ValueError as e:
-                raise OutputInvalid([f"$: the answer is not valid JSON ({e})"]) from None
+                raise OutputInvalid([f"$: the answer is not valid JSON ({clip(str(e), _LINE)})"]) from None
         else:
             value = raw
-        return self.validate(value)
+        return self.validate(value, budget)
 
-    def validate(self, value: Any) -> Any:
+    async def parse_async(self, raw: Any, budget: InputBudget) -> Any:
+        """`parse`, in a worker thread when the answer is large, so the event loop keeps going."""
+        if not isinstance(raw, str) or len(raw) <= INLINE_BYTES:
+            return self.parse(raw, budget)
+        return await anyio.to_thread.run_sync(self.parse, raw, budget, abandon_on_cancel=True)
+
+    def validate(self, value: Any, budget: InputBudget | None = None) -> Any:
         if not self.validator.is_valid(value):
-            errors = sorted(self.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-            raise OutputInvalid([f"{_path(e.json_path, self.wrapped)}: {e.message}" for e in errors])
+            limit = (budget or InputBudget()).max_violations + 1
+            found = islice(self.validator.iter_errors(value), limit)
+            errors = sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path])
+            raise OutputInvalid([clip(f"{_path(e.json_path, self.wrapped)}: {e.message}", _LINE) for e in errors])
         if self.wrapped:
             value = value["response"]
         if self.convert is None:
@@ -185,7 +213,7 @@ class OutputSpec:
         try:
             return self.convert(value)
         except Exception as e:
-            raise OutputInvalid([f"$: {type(e).__name__}: {e}"]) from None
+            raise OutputInvalid([clip(f"$: {type(e).__name__}: {e}", _LINE)]) from None
 
     def restore(self, stored: Any) -> Any:
         """A journaled output → the output again: its data validated again; text stays text when
@@ -202,10 +230,14 @@ class OutputSpec:
                 "output_type changed since the run finished? Resume it with the agent that ran it."
             ) from None
 
-    def feedback(self, errors: list[str]) -> str:
-        listed = "\n".join(f"- {e}" for e in errors)
+    def feedback(self, errors: list[str], budget: InputBudget | None = None) -> str:
+        budget = budget or InputBudget()
+        shown = errors[: budget.max_violations]
+        more = f" (more than {len(shown)}; the first {len(shown)})" if len(errors) > len(shown) else ""
+        listed = "\n".join(f"- {e}" for e in shown)
         how = f"Call {TOOL_NAME} again" if self.mode == "tool" else "Answer again with only the JSON"
-        return f"The final answer does not match the required schema:\n{listed}\n{how} with the errors fixed."
+        text = f"The final answer does not match the required schema{more}:\n{listed}\n{how} with the errors fixed."
+        return truncate(text, budget.max_error_bytes)
 
     def text_refused(self) -> str:
         return (

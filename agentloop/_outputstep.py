@@ -73,9 +73,9 @@ async def output_step(
         if calls:
             return "tools", None
         try:
-            return "done", spec.parse(content or "")
+            return "done", await spec.parse_async(content or "", dispatcher.budget)
         except OutputInvalid as e:
-            await _fail(agent, run, spec, content, e.errors, spec.feedback(e.errors))
+            await _fail(agent, run, spec, content, e.errors, spec.feedback(e.errors, dispatcher.budget))
             return "retry", None
     finals = [c for c in calls if c["function"]["name"] == TOOL_NAME]
     if not finals:
@@ -90,7 +90,7 @@ async def output_step(
     first = finals[0]
     raw = first["function"]["arguments"]
     try:
-        value = spec.parse(raw)
+        value = await spec.parse_async(raw, dispatcher.budget)
     except OutputInvalid as e:
         errors = e.errors
     else:
@@ -106,7 +106,7 @@ async def output_step(
     # Invalid: the final_result call(s) get the errors as their tool result; the other calls run.
     known = {}
     for c in finals:
-        text = spec.feedback(errors) if c is first else f"Call {TOOL_NAME} only once per answer."
+        text = spec.feedback(errors, dispatcher.budget) if c is first else f"Call {TOOL_NAME} only once per answer."
         record = make_record(c["id"], TOOL_NAME, c["function"]["arguments"], step, "invalid_arguments", text)
         await _settle(run, dispatcher, record)
         known[c["id"]] = record

@@ -60,6 +60,8 @@ def partial_output_emit(emit: Emit, current: Callable[[], OutputSpec]) -> Emit:
         piece = event.arguments_delta if isinstance(event, ToolCallDelta) else event.text
         if not piece:
             return
+        if len(state["buffer"]) > PARTIAL_MAX_CHARS:  # see PARTIAL_MAX_CHARS: no more partials this step
+            return
         state["buffer"] += piece
         value = complete_json(state["buffer"])
         if value is _NOTHING or value == state["last"] or not _plausible(spec, value):
@@ -71,6 +73,10 @@ def partial_output_emit(emit: Emit, current: Callable[[], OutputSpec]) -> Emit:
 
 
 _NOTHING: Any = object()
+# Each fragment re-reads the whole answer so far (in Python), so partials cost O(n²) over a
+# step: past this size, no more OutputDeltas for the step (the final output still arrives). A
+# hostile 5 MB answer in small fragments would otherwise hold the event loop for minutes.
+PARTIAL_MAX_CHARS = 64 * 1024
 _SKIP = frozenset({"required", "minItems", "minProperties", "minLength", "dependentRequired"})
 
 

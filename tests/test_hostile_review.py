@@ -1,0 +1,91 @@
+"""Pre-release adversarial review (issue 16): the exact repros of what broke, through the public
+API, on asyncio and trio. Each test is a hostile input that once stalled the loop, echoed
+megabytes back, or crashed; it now ends in a bounded error fed back or a typed exception."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from wirehelp import WIRES, make_client, run_or_stream
+
+from agentloop import Agent, InputBudget, OutputValidationError
+from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Ints:
+    xs: list[int]
+
+
+def _feedback(exc: OutputValidationError) -> list[str]:
+    """What the model was told about its invalid answers (tool results or user messages)."""
+    msgs = exc.result.messages
+    return [m["content"] for m in msgs[1:] if m["role"] in ("tool", "user")]
+
+
+@pytest.mark.parametrize("how", ["run", "stream"])
+@pytest.mark.parametrize("wire", WIRES)
+async def test_invalid_output_of_100k_errors_is_bounded(wire: str, how: str) -> None:
+    # Repro: a final_result of 100,000 wrong items was validated with every error collected on the
+    # event loop (48 s for 150,000) and its 4.4 MB error list was fed back to the model.
+    bad = {"xs": ["s"] * 100_000}
+    async with FakeFluxRouter() as router, make_client(router, wire) as client:
+        router.add(tool_calls(call("final_result", bad)), tool_calls(call("final_result", bad)))
+        agent = Agent(client=client, output_type=Ints, output_mode="tool", output_retries=1)
+        with pytest.raises(OutputValidationError) as info:
+            await run_or_stream(agent, how, "numbers")
+    told = _feedback(info.value)
+    assert len(told) == 2  # one per invalid answer
+    for t in told:
+        assert len(t.encode()) <= InputBudget().max_error_bytes
+        assert "more than 5" in t and "$.xs[0]" in t
+    assert len(str(info.value)) < 4000
+    assert len(info.value.errors) <= InputBudget().max_violations + 1
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_output_over_the_argument_budget_is_refused_unparsed(wire: str) -> None:
+    huge = json.dumps({"xs": ["s"] * 400_000})  # ~2.4 MB, over max_argument_bytes (1 MiB)
+    async with FakeFluxRouter() as router, make_client(router, wire) as client:
+        router.add(tool_calls(call("final_result", huge)), tool_calls(call("final_result", {"xs": [1]})))
+        agent = Agent(client=client, output_type=Ints, output_mode="tool")
+        result = await agent.run("numbers")
+    assert result.output == Ints([1])
+    told = [m["content"] for m in result.messages if m["role"] == "tool"][0]
+    assert "more than the limit" in told and "max_argument_bytes" in told
+    assert len(told.encode()) <= InputBudget().max_error_bytes
+
+
+async def test_native_output_error_text_respects_max_error_bytes() -> None:
+    budget = InputBudget(max_error_bytes=512)
+    bad = json.dumps({"xs": ["y" * 5000] * 50})  # each error line quotes a 5,000-character item
+    async with FakeFluxRouter() as router, make_client(router, "openai") as client:
+        router.add(text(bad), text('{"xs": [2]}'))
+        agent = Agent(client=client, output_type=Ints, input_budget=budget)
+        result = await agent.run("numbers")
+    assert result.output == Ints([2])
+    told = [m["content"] for m in result.messages if m["role"] == "user"][1]
+    assert len(told.encode()) <= 512 and "truncated" in told
+
+
+async def test_streamed_huge_native_answer_stops_partials_and_finishes() -> None:
+    # Each fragment re-read the whole answer so far: a big answer in small pieces was O(n²).
+    from agentloop._outputstream import PARTIAL_MAX_CHARS, OutputDelta
+
+    items = list(range(40_000))  # ~230 KB of JSON
+    body = json.dumps({"xs": items})
+    async with FakeFluxRouter() as router, make_client(router, "openai") as client:
+        router.add(text(body))
+        agent = Agent(client=client, output_type=Ints)
+        partials = 0
+        async with agent.stream("numbers") as events:
+            async for event in events:
+                if isinstance(event, OutputDelta):
+                    partials += 1
+                    assert len(json.dumps(event.output)) <= PARTIAL_MAX_CHARS + 64
+                result = getattr(event, "result", None)
+    assert result is not None and result.output == Ints(items)
