@@ -46,7 +46,12 @@ from ._approval import (
 )
 from ._budget import InputBudget
 from ._context import check_instructions, check_no_running_loop, resolve_instructions
-from ._conversation import ToolChoice, check_conversation, history_message, normalize_tool_choice
+from ._conversation import (
+    ToolChoice,
+    check_conversation,
+    history_message_async,
+    normalize_tool_choice,
+)
 from ._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._events import (
     ModelRequestStarted,
@@ -650,7 +655,8 @@ class Agent(Generic[DepsT, OutputT]):
             run.turns.append((model, turn.usage))  # split by model when a result is made, not per step
             if run.parent is not None:
                 spend(run, model, turn.usage)  # counted once in every run above, too
-            run.messages.append(history_message(message))  # `calls` keep the model's raw arguments
+            # `calls` keep the model's raw arguments
+            run.messages.append(await history_message_async(message))
             if emit is not None and message.get("content") and not turn.streamed:
                 await emit(TextDelta(run.run_id, step, message["content"]))
             if self.reset_tool_choice and step == 1 and request.tool_choice not in unforced:

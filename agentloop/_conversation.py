@@ -13,6 +13,7 @@ __all__ = [
     "normalize_tool_choice",
     "check_conversation",
     "history_message",
+    "history_message_async",
     "messages_to_json",
     "messages_from_json",
 ]
@@ -108,6 +109,21 @@ def history_message(message: dict[str, Any]) -> dict[str, Any]:
             fixed = fixed if fixed is not None else list(calls)
             fixed[i] = {**c, "function": {**fn, "arguments": text}}
     return message if fixed is None else {**message, "tool_calls": fixed}
+
+
+_THREAD_CHARS = 1024 * 1024  # arguments larger than this (all calls together) are checked off the loop
+
+
+async def history_message_async(message: dict[str, Any]) -> dict[str, Any]:
+    """`history_message`, in a worker thread when the calls' arguments are large: it parses
+    each one, and a hostile 5 MB argument took ~250 ms of the event loop (every run stood still)."""
+    calls = message.get("tool_calls") or ()
+    size = sum(len(a) for c in calls if isinstance(a := (c.get("function") or {}).get("arguments"), str))
+    if size <= _THREAD_CHARS:
+        return history_message(message)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(history_message, message, abandon_on_cancel=True)
 
 
 def _object_text(raw: Any) -> Any:

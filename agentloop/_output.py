@@ -30,9 +30,8 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Union
-
 from itertools import islice
+from typing import Any, Literal, Union
 
 import anyio.to_thread
 from jsonschema import Draft202012Validator
@@ -42,8 +41,8 @@ from . import _json
 from ._arguments import INLINE_BYTES, clip, truncate
 from ._budget import InputBudget
 from ._exceptions import ConfigurationError, ResumeError, ToolDefinitionError
-from ._validate import build_validator
 from ._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
+from ._validate import build_validator
 
 __all__ = ["TOOL_NAME", "JsonSchema", "OutputInvalid", "OutputMode", "OutputSpec", "jsonable"]
 
@@ -180,7 +179,9 @@ class OutputSpec:
         depth before parsing, at most `max_violations + 1` errors, each line cut)."""
         budget = budget or InputBudget()
         if isinstance(raw, str):
-            size = len(raw.encode("utf-8", "surrogatepass")) if len(raw) * 4 > budget.max_argument_bytes else 0
+            size = (
+                len(raw.encode("utf-8", "surrogatepass")) if len(raw) * 4 > budget.max_argument_bytes else 0
+            )
             if size > budget.max_argument_bytes:
                 raise OutputInvalid([
                     f"$: the answer is {size} bytes, more than the limit of {budget.max_argument_bytes} "
@@ -205,7 +206,9 @@ class OutputSpec:
             limit = (budget or InputBudget()).max_violations + 1
             found = islice(self.validator.iter_errors(value), limit)
             errors = sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path])
-            raise OutputInvalid([clip(f"{_path(e.json_path, self.wrapped)}: {e.message}", _LINE) for e in errors])
+            raise OutputInvalid(
+                [clip(f"{_path(e.json_path, self.wrapped)}: {e.message}", _LINE) for e in errors]
+            )
         if self.wrapped:
             value = value["response"]
         if self.convert is None:

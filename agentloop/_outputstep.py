@@ -106,7 +106,11 @@ async def output_step(
     # Invalid: the final_result call(s) get the errors as their tool result; the other calls run.
     known = {}
     for c in finals:
-        text = spec.feedback(errors, dispatcher.budget) if c is first else f"Call {TOOL_NAME} only once per answer."
+        text = (
+            spec.feedback(errors, dispatcher.budget)
+            if c is first
+            else f"Call {TOOL_NAME} only once per answer."
+        )
         record = make_record(c["id"], TOOL_NAME, c["function"]["arguments"], step, "invalid_arguments", text)
         await _settle(run, dispatcher, record)
         known[c["id"]] = record

@@ -55,7 +55,7 @@ async def test_output_over_the_argument_budget_is_refused_unparsed(wire: str) ->
         agent = Agent(client=client, output_type=Ints, output_mode="tool")
         result = await agent.run("numbers")
     assert result.output == Ints([1])
-    told = [m["content"] for m in result.messages if m["role"] == "tool"][0]
+    told = next(m["content"] for m in result.messages if m["role"] == "tool")
     assert "more than the limit" in told and "max_argument_bytes" in told
     assert len(told.encode()) <= InputBudget().max_error_bytes
 
@@ -89,3 +89,25 @@ async def test_streamed_huge_native_answer_stops_partials_and_finishes() -> None
                     assert len(json.dumps(event.output)) <= PARTIAL_MAX_CHARS + 64
                 result = getattr(event, "result", None)
     assert result is not None and result.output == Ints(items)
+
+
+async def test_huge_tool_arguments_do_not_stall_the_loop_in_history() -> None:
+    # Repro: a 5 MB argument was parsed on the event loop to decide what the history carries
+    # (`history_message`), and the 5-10 MB body too. Now both run in a worker thread; this pins
+    # the outcome (a bounded error fed back, the run goes on).
+    from agentloop import ToolRegistry
+
+    reg = ToolRegistry()
+
+    @reg.tool
+    async def take(xs: list[int]) -> int:
+        return len(xs)
+
+    async with FakeFluxRouter() as router, make_client(router, "openai") as client:
+        router.add(tool_calls(call("take", {"xs": ["s"] * 1_000_000})), text("done"))
+        result = await Agent(client=client, tools=reg).run("go")
+    assert result.output == "done"
+    (record,) = result.tool_calls
+    assert record.status == "invalid_arguments" and "more than the limit" in record.content
+    sent = router.requests[1].json["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["arguments"].startswith('{"xs":["s"')  # kept as sent
