@@ -111,3 +111,28 @@ async def test_huge_tool_arguments_do_not_stall_the_loop_in_history() -> None:
     assert record.status == "invalid_arguments" and "more than the limit" in record.content
     sent = router.requests[1].json["messages"]
     assert sent[-2]["tool_calls"][0]["function"]["arguments"].startswith('{"xs":["s"')  # kept as sent
+
+
+def test_process_sandbox_without_libseccomp_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Repro: with libseccomp missing, the fork server swallowed the error and ran every call
+    # without its seccomp filter, silently below README's threat table. Now registration refuses.
+    import ctypes
+
+    import sandbox_tools
+
+    from agentloop import SandboxUnavailableError, ToolDefinitionError, ToolRegistry
+
+    real = ctypes.CDLL
+
+    def no_seccomp(name: object, *args: object, **kwargs: object) -> object:
+        if name is not None and "seccomp" in str(name):
+            raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes, "CDLL", no_seccomp)
+    for mode in ("process", "isolated"):
+        reg = ToolRegistry()
+        with pytest.raises((SandboxUnavailableError, ToolDefinitionError)) as info:
+            reg.register(sandbox_tools.trivial, sandbox=mode)
+        assert "libseccomp2" in str(info.value), str(info.value)
+        assert len(reg) == 0

@@ -92,6 +92,24 @@ class _Server:
             self.popen.kill()  # children die through PR_SET_PDEATHSIG / --die-with-parent
 
 
+def _check_seccomp() -> None:
+    """Fail closed without libseccomp: the threat table's "prevented" cells for the host's memory
+    and namespaces rest on the seccomp filter, so a sandbox without it is not the one documented.
+    (The fork server compiles the filter itself; this checks, once, that it can.)"""
+    from ._privs import SeccompUnavailable, compile_seccomp
+
+    try:
+        compile_seccomp()
+    except SeccompUnavailable as exc:
+        raise SandboxUnavailableError(
+            f"the 'process' and 'isolated' sandboxes need the seccomp filter, and it cannot be built "
+            f"here: {exc}. Install the libseccomp2 system library, or run the tool with "
+            "sandbox='thread' (not sandboxed); `agentloop doctor` shows what this machine lacks"
+        ) from None
+    except OSError as exc:  # e.g. no memfd_create in a locked-down container
+        raise SandboxUnavailableError(f"cannot build the seccomp filter here: {exc}") from None
+
+
 class ProcessSandbox:
     """Runs tool calls in fresh child processes forked from a long-lived fork server.
 
@@ -193,6 +211,7 @@ class ProcessSandbox:
                 raise SandboxUnavailableError(f"sandboxed tools need Linux, this is {sys.platform}")
             if not (hasattr(os, "memfd_create") and hasattr(socket, "send_fds") and hasattr(os, "fork")):
                 raise SandboxUnavailableError("this Python lacks os.memfd_create / socket.send_fds / os.fork")
+            _check_seccomp()
             if self.isolated:
                 if not (os.path.isfile(self._bwrap) and os.access(self._bwrap, os.X_OK)):
                     raise SandboxUnavailableError(
