@@ -39,7 +39,16 @@ def default_error_formatter(tool_name: str, exc: BaseException) -> str:
     `SandboxedToolError` standing in for the child's exception (its `exc_type`, message and
     `traceback`); the traceback is never shown to the model by default.
     """
-    return f"Tool {tool_name!r} raised {exception_type(exc)}: {exc}"
+    return f"Tool {tool_name!r} raised {exception_type(exc)}: {safe_str(exc)}"
+
+
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, even for an exception whose `__str__` raises (a tool's own class may): the
+    run must not die of the message of an error it was handling."""
+    try:
+        return str(exc)
+    except Exception as e:
+        return f"<str() of the exception failed: {type(e).__name__}>"
 
 
 def exception_type(exc: BaseException) -> str:
@@ -131,7 +140,7 @@ class Dispatcher:
             record.duration_s = time.perf_counter() - start
             raise
         if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
-            content = truncate(content, self.budget.max_error_bytes)
+            content = truncate(sendable(content), self.budget.max_error_bytes)
         record.status, record.content, record.error = status, content, error
         record.duration_s = time.perf_counter() - start
         if self.on_finish is not None:
@@ -248,7 +257,7 @@ class Dispatcher:
                 return text
             problem = f"returned {type(text).__name__}, not str"
         except Exception as e:
-            problem = f"raised {type(e).__name__}: {e}"
+            problem = f"raised {type(e).__name__}: {safe_str(e)}"
         if log is not None:
             log.warning(
                 "format_tool_error failed; the default text was sent", tool=record.name, problem=problem
@@ -263,10 +272,20 @@ class Dispatcher:
         return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
 
 
+def sendable(text: str) -> str:
+    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
+    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:
     """A tool's return value → the tool-message text: `str` as is, anything else as JSON."""
     if isinstance(value, str):
-        content = value
+        content = sendable(value)
     else:
         try:
             content = _json.dumps_str(value)

@@ -136,3 +136,71 @@ def test_process_sandbox_without_libseccomp_fails_closed(monkeypatch: pytest.Mon
             reg.register(sandbox_tools.trivial, sandbox=mode)
         assert "libseccomp2" in str(info.value), str(info.value)
         assert len(reg) == 0
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_hostile_tool_results_are_fed_back_not_raised(wire: str) -> None:
+    # Repro: a tool raising an exception whose __str__ raises made the run raise a raw
+    # RuntimeError (the default error text called str()). The others pin hostile results.
+    from agentloop import ToolRegistry
+
+    reg = ToolRegistry()
+
+    @reg.tool
+    async def unprintable() -> str:
+        raise _Unprintable
+
+    @reg.tool
+    async def surrogate() -> str:
+        return "half a pair: \ud800 here"
+
+    @reg.tool
+    async def binary() -> bytes:
+        return b"\xff\xfe\x00"
+
+    @reg.tool
+    async def self_ref() -> dict:
+        d: dict = {}
+        d["d"] = d
+        return d
+
+    @reg.tool
+    async def huge_message() -> str:
+        raise ValueError("m" * 5_000_000)
+
+    names = ["unprintable", "surrogate", "binary", "self_ref", "huge_message"]
+    async with FakeFluxRouter() as router, make_client(router, wire) as client:
+        router.add(tool_calls(*(call(n, {}) for n in names)), text("done"))
+        result = await Agent(client=client, tools=reg).run("go")
+        sent = router.requests[1].json["messages"]
+    assert result.output == "done"
+    status = {r.name: r.status for r in result.tool_calls}
+    assert status == {"unprintable": "raised", "surrogate": "ok", "binary": "invalid_result",
+                      "self_ref": "invalid_result", "huge_message": "raised"}  # fmt: skip
+    by_name = {r.name: r.content for r in result.tool_calls}
+    assert (
+        "_Unprintable" in by_name["unprintable"] and "str() of the exception failed" in by_name["unprintable"]
+    )
+    assert len(by_name["huge_message"].encode()) <= InputBudget().max_error_bytes
+    assert len(sent) >= 3  # the second request carried every result, encodable
+
+
+async def test_surrogate_in_an_exception_message_is_sendable() -> None:
+    from agentloop import ToolRegistry
+
+    reg = ToolRegistry()
+
+    @reg.tool
+    async def bad_message() -> str:
+        raise ValueError("lone \udc80 surrogate")
+
+    async with FakeFluxRouter() as router, make_client(router, "openai") as client:
+        router.add(tool_calls(call("bad_message", {})), text("done"))
+        result = await Agent(client=client, tools=reg).run("go")
+    assert result.output == "done"
+    assert "lone \ufffd surrogate" in result.tool_calls[0].content
