@@ -58,6 +58,20 @@ def check_conversation(messages: Any) -> list[dict[str, Any]]:
             raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise ConversationError(f"messages[{i}] is a tool message without a string tool_call_id")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+            raise ConversationError(
+                f"messages[{i}]['tool_calls'] must be a list of dicts "
+                '({"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}), '
+                f"got {type(calls).__name__}"
+            )
+        try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
+            _json.dumps(m)
+        except (TypeError, ValueError) as e:
+            raise ConversationError(
+                f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
+                "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
+            ) from None
     return list(messages)
 
 

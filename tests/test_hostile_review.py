@@ -204,3 +204,35 @@ async def test_surrogate_in_an_exception_message_is_sendable() -> None:
         result = await Agent(client=client, tools=reg).run("go")
     assert result.output == "done"
     assert "lone \ufffd surrogate" in result.tool_calls[0].content
+
+
+class _Opaque:
+    pass
+
+
+_DEEP: object = "x"
+for _ in range(1000):
+    _DEEP = [_DEEP]
+
+HOSTILE_CONVERSATIONS = {
+    "lone surrogate": [{"role": "user", "content": "a\ud800"}],
+    "a set": [{"role": "user", "content": {1, 2}}],
+    "an object": [{"role": "user", "content": [{"type": "text", "text": _Opaque()}]}],
+    "bytes": [{"role": "user", "content": b"\xff"}],
+    "1000 deep": [{"role": "user", "content": _DEEP}],
+    "tool_calls a str": [{"role": "assistant", "content": None, "tool_calls": "zzz"}],
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CONVERSATIONS))
+@pytest.mark.parametrize("wire", WIRES)
+async def test_hostile_caller_messages_are_a_conversation_error(wire: str, case: str) -> None:
+    # Repro: each of these reached the wire and raised a raw TypeError / AttributeError from
+    # the JSON codec or the Anthropic adapter, mid-run, instead of a ConversationError up front.
+    from agentloop import ConversationError
+
+    async with FakeFluxRouter() as router, make_client(router, wire) as client:
+        router.add(text("never sent"))
+        with pytest.raises(ConversationError, match=r"messages\[0\]"):
+            await Agent(client=client).run("q", messages=HOSTILE_CONVERSATIONS[case])
+        assert router.requests == []
