@@ -90,6 +90,15 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     except JournalError as e:
         print(f"agentloop runs: {e}", file=err)
         return 1
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as e:
+        # Valid JSON of the wrong shape (a message that is a number, steps that are text): the
+        # file is damaged or not ours. Say so, as for undecodable bytes, rather than a traceback.
+        print(
+            f"agentloop runs: {safe(path)} has damaged data that cannot be shown "
+            f"({type(e).__name__}: {safe(str(e))}); restore it from a backup or pass another path",
+            file=err,
+        )
+        return 1
     finally:
         journal.close()
     return 0

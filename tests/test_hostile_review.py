@@ -236,3 +236,34 @@ async def test_hostile_caller_messages_are_a_conversation_error(wire: str, case:
         with pytest.raises(ConversationError, match=r"messages\[0\]"):
             await Agent(client=client).run("q", messages=HOSTILE_CONVERSATIONS[case])
         assert router.requests == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "update agentloop_runs set steps='abc', created_at='yesterday'",
+        """update agentloop_entries set data='{"message": 5}'""",
+        """update agentloop_entries set data='{"message": {"role": "assistant", "tool_calls": [7]}}'""",
+    ],
+)
+async def test_runs_show_of_a_journal_with_wrong_shapes_says_damaged(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    # Repro: valid JSON of the wrong shape in a journal made `agentloop runs show` print a raw
+    # TypeError / AttributeError traceback; undecodable bytes already said "damaged data".
+    import sqlite3
+    from pathlib import Path
+
+    from agentloop import SQLiteJournal
+    from agentloop.cli import main
+    from agentloop.testing import ScriptedModel
+
+    path = str(Path(str(tmp_path)) / "runs.db")
+    journal = SQLiteJournal(path)
+    await Agent(client=ScriptedModel([text("hi")]), journal=journal).run("q", run_id="r1")
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute(damage)
+    assert main(["runs", "show", "r1", "--journal", path]) == 1
+    err = capsys.readouterr().err
+    assert "damaged data" in err and "Traceback" not in err
