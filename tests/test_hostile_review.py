@@ -267,3 +267,29 @@ async def test_runs_show_of_a_journal_with_wrong_shapes_says_damaged(
     assert main(["runs", "show", "r1", "--journal", path]) == 1
     err = capsys.readouterr().err
     assert "damaged data" in err and "Traceback" not in err
+
+
+async def test_inspector_page_of_a_journal_with_wrong_shapes_says_damaged(tmp_path: object) -> None:
+    # Repro: the same damage gave the inspector a bare "Internal Server Error" (the exception
+    # escaped to Starlette); now the error page names it, escaped.
+    pytest.importorskip("starlette")
+    import sqlite3
+    from pathlib import Path
+
+    import httpx
+
+    from agentloop import SQLiteJournal
+    from agentloop.testing import ScriptedModel
+    from agentloop.ui import create_app
+
+    path = str(Path(str(tmp_path)) / "runs.db")
+    journal = SQLiteJournal(path)
+    await Agent(client=ScriptedModel([text("hi")]), journal=journal).run("q", run_id="r1")
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("""update agentloop_entries set data='{"message": 5}'""")
+    transport = httpx.ASGITransport(app=create_app(path), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+        page = await web.get("/runs/r1")
+    assert page.status_code == 500
+    assert "damaged data" in page.text and "AttributeError" in page.text

@@ -219,7 +219,9 @@ def create_app(
         Route("/compare", compare),
         Mount("/static", StaticFiles(packages=[("agentloop.ui", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={JournalError: _journal_error(env)})
+    damaged = _damaged(env)  # valid JSON of the wrong shape in the journal: a page, not a bare 500
+    handlers = {JournalError: _journal_error(env), **dict.fromkeys(_SHAPE_ERRORS, damaged)}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     hosts = set(LOOPBACK) | {host, f"[{host}]"}
     app.add_middleware(Guard, hosts=hosts, token=token)
     app.state.inspector = state
@@ -229,6 +231,18 @@ def create_app(
 def _journal_error(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:
     async def handler(request: Request, exc: Exception) -> Response:
         return _error(env, 500, str(exc))
+
+    return handler
+
+
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError)
+
+
+def _damaged(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        what = f"{type(exc).__name__}: {exc}"[:300]
+        return _error(env, 500, f"the journal has damaged data this page cannot show ({what}); "
+                                "restore it from a backup or open another journal")  # fmt: skip
 
     return handler
 
