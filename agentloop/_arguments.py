@@ -125,7 +125,15 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
             f"Invalid arguments for tool {name!r}: {e} You sent: {clip(text, _LINE_CHARS)}",
             "invalid JSON",
         )
-    problems = tool.validation_errors(args, limit=budget.max_violations + 1)
+    try:
+        problems = tool.validation_errors(args, limit=budget.max_violations + 1)
+    except RecursionError:  # a $ref cycle that consumes no input ({"$ref": "#/$defs/a"} -> a -> b -> a)
+        return Rejected(
+            "invalid_arguments",
+            f"Tool {name!r} cannot be called: its parameters schema refers to itself without end "
+            "(a $ref cycle), so no arguments can be checked. Do not call it again.",
+            "schema recursion",
+        )
     if problems:
         return Rejected("invalid_arguments", violations_text(name, problems, budget), "schema violation")
     if not bind:

@@ -27,6 +27,7 @@ import docstring_parser
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from . import _json
 from ._exceptions import ToolDefinitionError
 
 __all__ = ["FunctionSchema", "function_schema"]
@@ -103,6 +104,7 @@ def function_schema(
     description = doc_desc if description is None else description
 
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
+        _check_sendable(name, parameters)
         try:
             Draft202012Validator.check_schema(parameters)
         except SchemaError as e:
@@ -504,3 +506,25 @@ def _json_value(v: Any) -> Any:
         obj = {k: _json_value(x) for k, x in v.items()}
         return _NO if any(x is _NO for x in obj.values()) else obj
     return _NO
+
+
+# Room left under the codec's depth limit for the request around a schema ({"tools": [{"function":
+# {"parameters": ...}}]}): a deeper schema could be registered but never sent.
+_SCHEMA_DEPTH = _json.MAX_DEPTH - 10
+
+
+def _check_sendable(name: str, parameters: Any) -> None:
+    """An explicit schema (yours, or an MCP server's) must be JSON that a request can carry: not
+    nested past the codec's limit (jsonschema would hit a RecursionError first), str keys only."""
+    if isinstance(parameters, dict) and _json.depth_exceeds(parameters, _SCHEMA_DEPTH):
+        raise ToolDefinitionError(
+            f"Tool {name!r}: the parameters schema is nested deeper than {_SCHEMA_DEPTH} levels; "
+            "flatten it (use $defs and $ref for repeated parts)"
+        )
+    try:
+        _json.dumps(parameters)
+    except (TypeError, ValueError) as e:
+        raise ToolDefinitionError(
+            f"Tool {name!r}: the parameters schema cannot be sent as JSON ({e}); use str keys and "
+            "JSON values only"
+        ) from None

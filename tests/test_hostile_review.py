@@ -293,3 +293,42 @@ async def test_inspector_page_of_a_journal_with_wrong_shapes_says_damaged(tmp_pa
         page = await web.get("/runs/r1")
     assert page.status_code == 500
     assert "damaged data" in page.text and "AttributeError" in page.text
+
+
+async def _any_tool(**kwargs: object) -> int:
+    return 1
+
+
+def test_a_schema_too_deep_to_send_is_refused_at_registration() -> None:
+    # Repro: an explicit (or MCP server's) schema 5,000 levels deep raised a raw RecursionError
+    # from jsonschema's check_schema at registration.
+    from agentloop import ToolDefinitionError, ToolRegistry
+
+    deep: dict = {"type": "object"}
+    for _ in range(5000):
+        deep = {"type": "object", "properties": {"a": deep}}
+    reg = ToolRegistry()
+    with pytest.raises(ToolDefinitionError, match="nested deeper than"):
+        reg.register(_any_tool, name="deep", parameters=deep)
+    assert len(reg) == 0
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_ref_cycle_schema_is_a_tool_error_not_a_recursion_error(wire: str) -> None:
+    # Repro: {"$ref": a} -> b -> a registered fine, then the first call raised a raw RecursionError
+    # out of Agent.run.
+    from agentloop import ToolRegistry
+
+    cycle = {
+        "type": "object",
+        "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+        "properties": {"x": {"$ref": "#/$defs/a"}},
+    }
+    reg = ToolRegistry()
+    reg.register(_any_tool, name="cyclic", parameters=cycle)
+    async with FakeFluxRouter() as router, make_client(router, wire) as client:
+        router.add(tool_calls(call("cyclic", {"x": 1})), text("done"))
+        result = await Agent(client=client, tools=reg).run("go")
+    assert result.output == "done"
+    (record,) = result.tool_calls
+    assert record.status == "invalid_arguments" and "$ref cycle" in record.content
