@@ -313,7 +313,7 @@ async def test_max_violations_is_honoured() -> None:
 
 @given(st.text(), st.integers(min_value=1, max_value=4096))
 def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit: int) -> None:
-    from agentloop._arguments import truncate
+    from agentloop._arguments import truncate  # internal unit under test
 
     out = truncate(s, limit)
     assert len(out.encode("utf-8", "surrogatepass")) <= limit
@@ -333,7 +333,7 @@ def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit
     )
 )
 def test_the_depth_check_agrees_with_a_recursive_definition(value: object) -> None:
-    from agentloop._json import depth_exceeds
+    from agentloop._json import depth_exceeds  # internal unit under test
 
     def depth(v: object) -> int:
         if isinstance(v, list):

@@ -360,7 +360,7 @@ async def test_resuming_with_a_changed_output_type_is_a_resume_error(tmp_path: A
 
 
 async def test_the_journal_viewer_shows_the_feedback_message(tmp_path: Any) -> None:
-    from agentloop._journal_cli import render_run
+    from agentloop._journal_cli import render_run  # internal unit under test
 
     journal = SQLiteJournal(tmp_path / "j.db")
     model = ScriptedModel([text("plain"), tool_calls(call("final_result", INVOICE))])
@@ -502,7 +502,7 @@ async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeF
 @settings(max_examples=200, deadline=None)
 @given(json_values, st.data())
 def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data: st.DataObject) -> None:
-    from agentloop._outputstream import _NOTHING, complete_json
+    from agentloop._outputstream import _NOTHING, complete_json  # internal unit under test
 
     textual = json.dumps(value)
     cut = data.draw(st.integers(0, len(textual)))

@@ -12,10 +12,20 @@ from dataclasses import FrozenInstanceError
 import anyio
 import pytest
 
-from agentloop import Agent, ConfigurationError, FluxClient, RunLimitExceeded, StepLimitExceeded, ToolRegistry
-from agentloop._exceptions import LoopDetected, TimeLimitExceeded, TokenLimitExceeded, ToolCallLimitExceeded
-from agentloop._runlimits import RunLimits
-from agentloop._types import RunResult
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    LoopDetected,
+    RunLimitExceeded,
+    RunLimits,
+    RunResult,
+    StepLimitExceeded,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+    ToolCallLimitExceeded,
+    ToolRegistry,
+)
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
