@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,12 +18,6 @@ from agentloop._history import repair_history  # internal unit under test
 from agentloop.testing import FakeFluxRouter, RecordedRequest, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def valid_canonical(messages: list[dict[str, Any]]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -61,12 +60,6 @@ class Contact(TypedDict):
 
 INVOICE = {"number": "INV-1", "total": 12.5, "lines": [{"item": "tea", "amount": 12.5}]}
 EXPECTED = Invoice("INV-1", 12.5, [Line("tea", 12.5)])
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def lookup_tools() -> ToolRegistry:
