@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import assert_valid_conversation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,15 +59,6 @@ async def run_over_http(router_replies, tools: ToolRegistry, wire: str = "openai
 
 def tool_messages(result) -> list[dict]:
     return [m for m in result.messages if m["role"] == "tool"]
-
-
-def assert_valid_conversation(messages: list[dict]) -> None:
-    """Every tool call has exactly one tool message, right after its assistant message."""
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            ids = [c["id"] for c in m["tool_calls"]]
-            answers = [t["tool_call_id"] for t in messages[i + 1 : i + 1 + len(ids)]]
-            assert answers == ids
 
 
 # --- issue #15 repros --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import FrozenInstanceError
 
 import anyio
 import pytest
+from helpers import assert_valid_conversation
 
 from agentloop import (
     Agent,
@@ -19,7 +20,6 @@ from agentloop import (
     LoopDetected,
     RunLimitExceeded,
     RunLimits,
-    RunResult,
     StepLimitExceeded,
     TimeLimitExceeded,
     TokenLimitExceeded,
@@ -48,17 +48,6 @@ def counting_tools() -> tuple[ToolRegistry, list[str]]:
         return "unreachable"
 
     return tools, calls
-
-
-def assert_valid_conversation(result: RunResult) -> None:
-    """Every tool call is answered by exactly one tool message, right after its assistant message."""
-    msgs = result.messages
-    for i, m in enumerate(msgs):
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            ids = [c["id"] for c in m["tool_calls"]]
-            answers = [x["tool_call_id"] for x in msgs[i + 1 : i + 1 + len(ids)]]
-            assert answers == ids, (ids, answers)
-    assert len({r.id for r in result.tool_calls}) == len(result.tool_calls)
 
 
 def test_run_limits_is_frozen_and_validated() -> None:
