@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentloop import _json
-from agentloop._journal import JournalEntry, SQLiteJournal, replay
+from agentloop import SQLiteJournal, _json
+from agentloop._journal import JournalEntry, replay  # internal unit under test
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 STEPS = 5  # as in crash_worker.py

@@ -46,9 +46,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from agentloop import Agent, ToolRegistry
-from agentloop._exceptions import RunNotFoundError
-from agentloop._journal import SQLiteJournal
+from agentloop import Agent, RunNotFoundError, SQLiteJournal, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 STEPS = 5

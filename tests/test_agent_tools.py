@@ -372,7 +372,7 @@ def test_an_agent_tool_cannot_be_sandboxed() -> None:
 
 
 def test_temporal_refuses_agent_tools_and_handoffs() -> None:
-    from agentloop.temporal._spec import agent_spec
+    from agentloop.temporal._spec import agent_spec  # internal unit under test
     from agentloop.testing import ScriptedModel
 
     inner = Agent(client=ScriptedModel([]), name="inner")

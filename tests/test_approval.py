@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-from agentloop import Agent, FluxClient, ToolRegistry
-from agentloop._approval import Override, Reject
-from agentloop._exceptions import ResumeError
-from agentloop._types import PendingCall, RunResult
+from agentloop import Agent, FluxClient, Override, PendingCall, Reject, ResumeError, RunResult, ToolRegistry
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio

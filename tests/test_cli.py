@@ -95,7 +95,7 @@ def test_live_view_on_a_terminal() -> None:
     import anyio
 
     from agentloop import Agent, FluxClient
-    from agentloop._demo import demo_tools
+    from agentloop._demo import demo_tools  # internal unit under test
     from agentloop.cli import _print_run
     from agentloop.testing import FakeFluxRouter, weather_handler
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import runs_main
 
 import agentloop
-from agentloop import Agent
-from agentloop._journal import SQLiteJournal
-from agentloop._journal_cli import main as runs_main
+from agentloop import Agent, SQLiteJournal
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 AGENTLOOP = str(Path(sys.executable).with_name("agentloop"))
@@ -160,7 +159,7 @@ async def test_run_reads_the_prompt_from_stdin_and_its_tool_from_the_current_dir
 
 KILLED = """
 import os, sys, anyio
-from agentloop._journal import SQLiteJournal
+from agentloop import SQLiteJournal
 
 async def main():
     j = SQLiteJournal(sys.argv[1])
@@ -244,7 +243,7 @@ def test_runs_resume_of_an_unknown_run(tmp_path: Path) -> None:
 
 def test_run_and_worker_use_the_same_option_names() -> None:
     pytest.importorskip("temporalio")
-    from agentloop.temporal._worker import _parser as worker_parser
+    from agentloop.temporal._worker import _parser as worker_parser  # internal unit under test
 
     args = worker_parser().parse_args(["--task-queue", "q", "--tool", "m:registry", "--base-url", "http://x"])
     assert args.tool == ["m:registry"] and args.base_url == "http://x"
@@ -285,7 +284,7 @@ async def test_model_text_and_run_ids_are_printed_with_control_characters_escape
 
 
 def test_escaping_keeps_ordinary_text() -> None:
-    from agentloop._cli_common import safe, safe_text
+    from agentloop._cli_common import safe, safe_text  # internal unit under test
 
     assert safe_text("Lisbon: 21 °C\n\tclear — ok ✓") == "Lisbon: 21 °C\n\tclear — ok ✓"
     assert safe("a\nb") == "a\\x0ab"

@@ -189,13 +189,14 @@ async def test_documented_commands_run_as_written(block: Block, workdir: Path) -
 
 CHECK_AGENTLOOP = """
 import sys
-from agentloop._cli_common import load_tools
+from agentloop._cli_common import load_tools  # internal unit under test: the loader behind --tool
 argv = sys.argv[1:]
 if argv[0] == "ui":
-    from agentloop.ui._cli import _parser
+    from agentloop.ui._cli import _parser  # internal unit under test
     _parser().parse_args(argv[1:])
 elif argv[0] == "worker":
-    from agentloop.temporal._worker import _parser, load_registry
+    from agentloop.temporal import load_registry
+    from agentloop.temporal._worker import _parser  # internal unit under test
     args = _parser().parse_args(argv[1:])
     load_registry(args.tool[0]) if len(args.tool) == 1 else load_tools(args.tool)
 else:

@@ -12,7 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from agentloop.testing._replies import (
+from agentloop.testing import (
+    FakeFluxRouter,
+    RecordedRequest,
     Reply,
     call,
     drop,
@@ -24,7 +26,6 @@ from agentloop.testing._replies import (
     tool_calls,
     weather_handler,
 )
-from agentloop.testing._server import FakeFluxRouter, RecordedRequest
 
 pytestmark = pytest.mark.anyio  # both backends: `anyio_backend` comes from tests/conftest.py
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,16 +14,10 @@ from hypothesis import strategies as st
 from wirehelp import WIRES, make_client, run_or_stream
 
 from agentloop import Agent, ConfigurationError, History, RunContext, SQLiteJournal, ToolRegistry
-from agentloop._history import repair_history
+from agentloop._history import repair_history  # internal unit under test
 from agentloop.testing import FakeFluxRouter, RecordedRequest, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def valid_canonical(messages: list[dict[str, Any]]) -> None:
@@ -237,7 +230,7 @@ def test_repair_always_gives_a_history_both_wires_accept(messages: list[dict[str
 )
 def test_temporal_refuses_what_it_cannot_send_to_a_worker(kwargs: dict[str, Any], match: str) -> None:
     pytest.importorskip("temporalio")
-    from agentloop.temporal._spec import agent_spec
+    from agentloop.temporal._spec import agent_spec  # internal unit under test
 
     with pytest.raises(ConfigurationError, match=match):
         agent_spec(Agent(client=ScriptedModel(), **kwargs))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import assert_valid_conversation
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,15 +59,6 @@ async def run_over_http(router_replies, tools: ToolRegistry, wire: str = "openai
 
 def tool_messages(result) -> list[dict]:
     return [m for m in result.messages if m["role"] == "tool"]
-
-
-def assert_valid_conversation(messages: list[dict]) -> None:
-    """Every tool call has exactly one tool message, right after its assistant message."""
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            ids = [c["id"] for c in m["tool_calls"]]
-            answers = [t["tool_call_id"] for t in messages[i + 1 : i + 1 + len(ids)]]
-            assert answers == ids
 
 
 # --- issue #15 repros --------------------------------------------------------------------------
@@ -313,7 +305,7 @@ async def test_max_violations_is_honoured() -> None:
 
 @given(st.text(), st.integers(min_value=1, max_value=4096))
 def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit: int) -> None:
-    from agentloop._arguments import truncate
+    from agentloop._arguments import truncate  # internal unit under test
 
     out = truncate(s, limit)
     assert len(out.encode("utf-8", "surrogatepass")) <= limit
@@ -333,7 +325,7 @@ def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit
     )
 )
 def test_the_depth_check_agrees_with_a_recursive_definition(value: object) -> None:
-    from agentloop._json import depth_exceeds
+    from agentloop._json import depth_exceeds  # internal unit under test
 
     def depth(v: object) -> int:
         if isinstance(v, list):

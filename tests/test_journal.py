@@ -10,17 +10,20 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import runs_main
 
-from agentloop import Agent, APIError, ToolRegistry
-from agentloop._exceptions import (
+from agentloop import (
+    Agent,
+    APIError,
     JournalCorruptError,
     JournalError,
     ResumeError,
     RunLockedError,
     RunNotFoundError,
+    SQLiteJournal,
+    ToolRegistry,
 )
-from agentloop._journal import SQLiteJournal, replay
-from agentloop._journal_cli import main as runs_main
+from agentloop._journal import replay  # internal unit under test
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio

@@ -15,18 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import runs_main
 
-from agentloop import Agent, ToolRegistry
-from agentloop._exceptions import RunLockedError
-from agentloop._journal import SQLiteJournal
-from agentloop._journal_cli import main as runs_main
+from agentloop import Agent, RunLockedError, SQLiteJournal, ToolRegistry
 from agentloop.testing import ScriptedModel, text
 
 pytestmark = pytest.mark.anyio
 
 KILLED = """
 import os, sys, anyio
-from agentloop._journal import SQLiteJournal
+from agentloop import SQLiteJournal
 
 async def main():
     j = SQLiteJournal(sys.argv[1])

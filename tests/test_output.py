@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -61,12 +60,6 @@ class Contact(TypedDict):
 
 INVOICE = {"number": "INV-1", "total": 12.5, "lines": [{"item": "tea", "amount": 12.5}]}
 EXPECTED = Invoice("INV-1", 12.5, [Line("tea", 12.5)])
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def lookup_tools() -> ToolRegistry:
@@ -360,7 +353,7 @@ async def test_resuming_with_a_changed_output_type_is_a_resume_error(tmp_path: A
 
 
 async def test_the_journal_viewer_shows_the_feedback_message(tmp_path: Any) -> None:
-    from agentloop._journal_cli import render_run
+    from agentloop._journal_cli import render_run  # internal unit under test
 
     journal = SQLiteJournal(tmp_path / "j.db")
     model = ScriptedModel([text("plain"), tool_calls(call("final_result", INVOICE))])
@@ -502,7 +495,7 @@ async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeF
 @settings(max_examples=200, deadline=None)
 @given(json_values, st.data())
 def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data: st.DataObject) -> None:
-    from agentloop._outputstream import _NOTHING, complete_json
+    from agentloop._outputstream import _NOTHING, complete_json  # internal unit under test
 
     textual = json.dumps(value)
     cut = data.draw(st.integers(0, len(textual)))

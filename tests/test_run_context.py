@@ -4,7 +4,6 @@ real-HTTP fake router on both wires, through run and stream, on asyncio and trio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.anyio
 class Deps:
     user: str
     db: dict[str, int]  # stands for a live object: a connection pool, a client
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def context_tools(seen: list[RunContext[Deps]]) -> ToolRegistry:

@@ -11,11 +11,21 @@ from dataclasses import FrozenInstanceError
 
 import anyio
 import pytest
+from helpers import assert_valid_conversation
 
-from agentloop import Agent, ConfigurationError, FluxClient, RunLimitExceeded, StepLimitExceeded, ToolRegistry
-from agentloop._exceptions import LoopDetected, TimeLimitExceeded, TokenLimitExceeded, ToolCallLimitExceeded
-from agentloop._runlimits import RunLimits
-from agentloop._types import RunResult
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    LoopDetected,
+    RunLimitExceeded,
+    RunLimits,
+    StepLimitExceeded,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+    ToolCallLimitExceeded,
+    ToolRegistry,
+)
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -38,17 +48,6 @@ def counting_tools() -> tuple[ToolRegistry, list[str]]:
         return "unreachable"
 
     return tools, calls
-
-
-def assert_valid_conversation(result: RunResult) -> None:
-    """Every tool call is answered by exactly one tool message, right after its assistant message."""
-    msgs = result.messages
-    for i, m in enumerate(msgs):
-        if m["role"] == "assistant" and m.get("tool_calls"):
-            ids = [c["id"] for c in m["tool_calls"]]
-            answers = [x["tool_call_id"] for x in msgs[i + 1 : i + 1 + len(ids)]]
-            assert answers == ids, (ids, answers)
-    assert len({r.id for r in result.tool_calls}) == len(result.tool_calls)
 
 
 def test_run_limits_is_frozen_and_validated() -> None:

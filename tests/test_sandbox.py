@@ -17,8 +17,8 @@ import anyio
 import pytest
 import sandbox_tools
 
-from agentloop._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
-from agentloop._sandbox import Limits, ProcessSandbox, SandboxOutcome
+from agentloop import ConfigurationError, Limits, SandboxUnavailableError, ToolDefinitionError
+from agentloop._sandbox import ProcessSandbox, SandboxOutcome  # internal unit under test
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ import hostile_tools as ht
 import pytest
 
 from agentloop import Agent, Limits, ToolRegistry
-from agentloop._sandbox._doctor import probe
+from agentloop._sandbox._doctor import probe  # internal unit under test
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -246,7 +246,7 @@ def test_500_parallel_calls_at_ulimit_1024_all_get_an_outcome() -> None:
 
 
 def test_doctor_reports_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
-    from agentloop._sandbox._doctor import cells
+    from agentloop._sandbox._doctor import cells  # internal unit under test
     from agentloop.cli import main
 
     assert main(["doctor"]) == 0

@@ -21,8 +21,8 @@ from typing import (
 import pytest
 from jsonschema import Draft202012Validator
 
-from agentloop._exceptions import ToolDefinitionError
-from agentloop._schema import FunctionSchema, function_schema
+from agentloop import ToolDefinitionError
+from agentloop._schema import FunctionSchema, function_schema  # internal unit under test
 
 # --- module-level types used by the tools below -------------------------------------------------------
 

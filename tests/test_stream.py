@@ -47,12 +47,6 @@ def weather_tools() -> ToolRegistry:
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
-
-
-@pytest.fixture
 async def client(router: FakeFluxRouter) -> AsyncIterator[FluxClient]:
     async with FluxClient(base_url=router.base_url, api_key="test-key-123456", retry=FAST) as c:
         yield c

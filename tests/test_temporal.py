@@ -26,10 +26,17 @@ temporalio = pytest.importorskip(
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Replayer  # noqa: E402
 
-from agentloop import Agent, FluxClient  # noqa: E402
-from agentloop._approval import Override, Reject  # noqa: E402
-from agentloop._exceptions import ResumeError, StepLimitExceeded, TimeLimitExceeded, ToolCallLimitExceeded  # noqa: E402
-from agentloop._runlimits import RunLimits  # noqa: E402
+from agentloop import (  # noqa: E402  # noqa: E402  # noqa: E402
+    Agent,
+    FluxClient,
+    Override,
+    Reject,
+    ResumeError,
+    RunLimits,  # noqa: E402
+    StepLimitExceeded,
+    TimeLimitExceeded,
+    ToolCallLimitExceeded,
+)
 from agentloop.temporal import (  # noqa: E402
     AgentWorkflow,
     ConversationStore,
@@ -371,7 +378,7 @@ async def test_histories_replay_deterministically(env: WorkflowEnvironment, queu
 
 
 def test_store_is_content_addressed_and_bounded() -> None:
-    from agentloop.temporal._store import ROOT, chain
+    from agentloop.temporal._store import ROOT, chain  # internal unit under test
 
     store = ConversationStore(max_bytes=200)
     msgs = [{"role": "user", "content": "a" * 50}, {"role": "assistant", "content": "b" * 50}]
@@ -513,9 +520,9 @@ async def test_sigterm_lets_the_call_in_flight_finish(
 
 
 def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
-    from agentloop._exceptions import ConfigurationError
+    from agentloop import ConfigurationError
     from agentloop.temporal import worker_main
-    from agentloop.temporal._spec import agent_spec
+    from agentloop.temporal._spec import agent_spec  # internal unit under test
 
     assert worker_main(["--task-queue", "q", "--tools", "no_such_module:registry"]) == 2
     assert "cannot load the tools registry 'no_such_module:registry'" in capsys.readouterr().err

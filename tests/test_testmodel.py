@@ -13,8 +13,15 @@ from typing import Annotated, Any, Literal, TypedDict
 
 import pytest
 
-from agentloop import Agent, BadRequestError, ConfigurationError, ModelTurn, ToolRegistry, Usage
-from agentloop._exceptions import MissingDependencyError
+from agentloop import (
+    Agent,
+    BadRequestError,
+    ConfigurationError,
+    MissingDependencyError,
+    ModelTurn,
+    ToolRegistry,
+    Usage,
+)
 from agentloop.testing import FunctionModel, TestModel, call, error, generate_arguments, text, tool_calls
 
 pytestmark = pytest.mark.anyio

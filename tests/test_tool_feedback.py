@@ -107,7 +107,7 @@ async def test_missing_required_argument_names_the_property() -> None:
 
 
 async def test_already_parsed_object_arguments_are_accepted() -> None:
-    from agentloop._types import ModelTurn, Usage
+    from agentloop import ModelTurn, Usage
 
     turn = ModelTurn(
         {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -43,12 +42,6 @@ class RecordingPolicy(RetryPolicy):
     def delay(self, retry_index: int, headers: Any = None) -> float:
         self.chosen.append(RetryPolicy.delay(self, retry_index, headers))  # type: ignore[attr-defined]
         return 0.001
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[FakeFluxRouter]:
-    async with FakeFluxRouter() as r:
-        yield r
 
 
 def url_for(router: FakeFluxRouter, wire: str) -> str:

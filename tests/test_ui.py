@@ -14,12 +14,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from helpers import ui_main
 
-from agentloop import Agent, SQLiteJournal
-from agentloop._exceptions import JournalError
+from agentloop import Agent, JournalError, SQLiteJournal
 from agentloop.testing import ScriptedModel, text
 from agentloop.ui import create_app
-from agentloop.ui._cli import main as ui_main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ui_runs import build_journal, make_tools

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentloop import Agent, RunLimits, SQLiteJournal, StepLimitExceeded
-from agentloop._journal import Journal, replay
+from agentloop import Agent, Journal, RunLimits, SQLiteJournal, StepLimitExceeded
+from agentloop._journal import replay  # internal unit under test
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 from agentloop.ui import create_app
 
@@ -232,9 +232,9 @@ def test_hostile_query_strings_never_break_the_pages(
 
 
 def test_a_long_pause_does_not_squash_the_timeline() -> None:
-    from agentloop._journal import JournaledRun, JournalEntry, RunInfo
-    from agentloop._journal_query import RunSummary
-    from agentloop.ui._view import build_view
+    from agentloop import RunInfo, RunSummary
+    from agentloop._journal import JournaledRun, JournalEntry  # internal unit under test
+    from agentloop.ui._view import build_view  # internal unit under test
 
     t0 = 1_000.0
     calls = [{"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}]
