@@ -110,8 +110,12 @@ async def no_landlock(mode: str) -> dict[str, object]:
     calls still run, without it, and `agentloop doctor` says which cells then do not hold."""
     import tempfile
 
-    from agentloop._sandbox._doctor import cells, probe
-    from agentloop._sandbox._privs import compile_seccomp, load_seccomp, set_no_new_privs
+    from agentloop._sandbox._doctor import cells, probe  # internal unit under test
+    from agentloop._sandbox._privs import (  # internal unit under test
+        compile_seccomp,
+        load_seccomp,
+        set_no_new_privs,
+    )
 
     set_no_new_privs()
     load_seccomp(compile_seccomp(["landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"]))

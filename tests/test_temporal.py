@@ -32,7 +32,7 @@ from agentloop import (  # noqa: E402  # noqa: E402  # noqa: E402
     Override,
     Reject,
     ResumeError,
-    RunLimits,  # noqa: E402
+    RunLimits,
     StepLimitExceeded,
     TimeLimitExceeded,
     ToolCallLimitExceeded,
