@@ -17,14 +17,14 @@ from typing import Any
 
 import anyio
 
-from . import _json
 from ._arguments import Rejected, checked_arguments, clip, truncate
 from ._budget import InputBudget
+from ._context import RunContext
 from ._events import ToolCallFinished, ToolCallStarted, warning_logger
 from ._exceptions import SandboxedToolError
 from ._model import Emit
 from ._tools import Tool, ToolRegistry
-from ._types import OutcomeStatus, ToolCallRecord
+from ._types import OutcomeStatus, ToolCallRecord, encode_result
 
 __all__ = ["Dispatcher", "default_error_formatter"]
 
@@ -225,7 +225,6 @@ class Dispatcher:
         if self.context is not None:
             return self.context(record)
         # No run behind this dispatcher (a Temporal worker's activity): the call's own facts, no deps.
-        from ._context import RunContext
 
         return RunContext(None, self.run_id, "", record.step, tool_call_id=record.id, tool_name=record.name)
 
@@ -261,25 +260,3 @@ class Dispatcher:
             return await tool.fn(**kwargs)
         # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
         return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
-
-
-def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:
-    """A tool's return value → the tool-message text: `str` as is, anything else as JSON."""
-    if isinstance(value, str):
-        content = value
-    else:
-        try:
-            content = _json.dumps_str(value)
-        except (TypeError, ValueError) as e:
-            return (
-                "invalid_result",
-                f"Tool {name!r} returned a {type(value).__name__} that cannot be encoded as JSON ({e}).",
-                type(value).__name__,
-            )
-    if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char
-        data = content.encode()
-        if len(data) > cap:
-            kept = data[:cap].decode("utf-8", "ignore")
-            marker = f"\n[output truncated: {len(data)} bytes, limit {cap}]"
-            return "output_limit", kept + marker, f"{len(data)} bytes"
-    return "ok", content, None
