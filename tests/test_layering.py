@@ -152,34 +152,19 @@ ALLOWED: dict[str, dict[str, str]] = {
         "agentloop._json": "TODO: a public JSON codec",
         "agentloop._wire._openai": "TODO: a public name for normalize_message",
     },
-    # TODO: the Temporal integration subclasses ToolRegistry, runs the worker's Dispatcher and reads
-    # approval data forms; each needs a public seam (a ToolExecutor factory, a public dispatcher).
-    "agentloop.temporal._activities": dict.fromkeys(
-        ["_dispatch", "_events", "_exceptions", "_ids", "_model", "_tools"], "TODO: Temporal seams"
-    ),
-    "agentloop.temporal._errors": {"_exceptions": "TODO: Temporal seams"},
-    "agentloop.temporal._runs": dict.fromkeys(
-        ["_approval", "_exceptions", "_ids", "_runlimits", "_types"], "TODO: Temporal seams"
-    ),
-    "agentloop.temporal._spec": dict.fromkeys(
-        ["_dispatch", "_exceptions", "_runlimits"], "TODO: Temporal seams"
-    ),
+    # TODO: the Temporal integration runs the worker's Dispatcher, reads approval data forms and the
+    # CLI's tool loading, and mints run ids; each needs a public seam (a public dispatcher, ...).
+    "agentloop.temporal._activities": dict.fromkeys(["_dispatch", "_events", "_ids"], "TODO: Temporal seams"),
+    "agentloop.temporal._runs": dict.fromkeys(["_approval", "_ids"], "TODO: Temporal seams"),
+    "agentloop.temporal._spec": {"_dispatch": "TODO: a public default_error_formatter"},
     "agentloop.temporal._worker": dict.fromkeys(
-        ["_cli_common", "_client", "_dispatch", "_exceptions", "_imports", "_model", "_tools"],
-        "TODO: Temporal seams",
+        ["_cli_common", "_dispatch", "_imports"], "TODO: Temporal seams"
     ),
-    "agentloop.temporal._workflow": dict.fromkeys(
-        ["_agent", "_approval", "_exceptions", "_runlimits", "_tools", "_types"],
-        "TODO: Temporal seams (names imported through the workflow sandbox's pass-through)",
-    ),
+    "agentloop.temporal._workflow": {"_approval": "TODO: public check_decisions / decision_from_data"},
     # TODO: the run inspector reads the journal's replay and the approval data forms.
-    "agentloop.ui._app": dict.fromkeys(
-        ["_agent", "_approval", "_exceptions", "_journal", "_journal_query"], "TODO: inspector seams"
-    ),
-    "agentloop.ui._cli": dict.fromkeys(
-        ["_agent", "_client", "_exceptions", "_imports", "_tools"], "TODO: inspector seams"
-    ),
-    "agentloop.ui._view": dict.fromkeys(["_exceptions", "_journal"], "TODO: inspector seams"),
+    "agentloop.ui._app": dict.fromkeys(["_approval", "_journal", "_journal_query"], "TODO: inspector seams"),
+    "agentloop.ui._cli": {"_imports": "TODO: a public module:attribute resolver"},
+    "agentloop.ui._view": {"_journal": "TODO: public replay / JournaledRun"},
 }
 
 
