@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -181,20 +181,20 @@ class Dispatcher:
     ) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
         if kwargs is None:  # the process modes: the child binds the arguments itself
-            outcome = await self.registry.sandbox_for(tool.sandbox, tool.name).call(tool.ref, args, limits)
+            box = self.registry.sandbox_for(tool.sandbox, tool.name)
+            outcome = await box.call(tool.ref if tool.ref is not None else tool.name, args, limits)
+            # an executor reports an OutcomeStatus (SandboxOutcome types its field as a plain str)
+            status = cast(OutcomeStatus, outcome.status)
             if getattr(outcome, "formatted", False):  # its text was written where it ran (a Temporal worker)
-                record.traceback = getattr(outcome, "traceback", None)
-                return outcome.status, outcome.content, outcome.error
-            if outcome.status == "raised":  # the same formatter, record and log as in-process tools
-                stand_in = SandboxedToolError(
-                    outcome.error or "Exception", outcome.exc_message, outcome.traceback
-                )
-                return "raised", self._raised(record, stand_in, outcome.traceback), outcome.error
-            if outcome.status == "ok" or (
-                outcome.status == "output_limit" and "[output truncated:" in outcome.content
-            ):
-                return outcome.status, outcome.content, outcome.error  # the tool's own output
-            return outcome.status, _named(tool.name, outcome.content), outcome.error
+                record.traceback = outcome.traceback
+                return status, outcome.content, outcome.error
+            if status == "raised":  # the same formatter, record and log as in-process tools
+                trace = outcome.traceback or ""
+                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, trace)
+                return "raised", self._raised(record, stand_in, trace), outcome.error
+            if status == "ok" or (status == "output_limit" and "[output truncated:" in outcome.content):
+                return status, outcome.content, outcome.error  # the tool's own output
+            return status, _named(tool.name, outcome.content), outcome.error
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
             kwargs = {**kwargs, tool.context: self._context(record)}
         timed_out = False
