@@ -160,12 +160,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "agentloop.temporal._worker": dict.fromkeys(
         ["_cli_common", "_dispatch", "_imports"], "TODO: Temporal seams"
     ),
-    # Importing the package `agentloop` inside the workflow's pass-through block would hand Temporal's
-    # sandbox the host's package and leave the workflow code unsandboxed: private modules, by name.
-    "agentloop.temporal._workflow": dict.fromkeys(
-        ["_agent", "_approval", "_exceptions", "_runlimits", "_tools", "_types"],
-        "workflow sandbox: modules passed through by name (see _worker.PASSTHROUGH_MODULES)",
-    ),
+    "agentloop.temporal._workflow": {"_approval": "TODO: public check_decisions / decision_from_data"},
     # TODO: the run inspector reads the journal's replay and the approval data forms.
     "agentloop.ui._app": dict.fromkeys(["_approval", "_journal", "_journal_query"], "TODO: inspector seams"),
     "agentloop.ui._cli": {"_imports": "TODO: a public module:attribute resolver"},

