@@ -13,8 +13,10 @@ from dataclasses import fields, replace
 from typing import Any
 
 from . import _json
+from ._clientconfig import check_int
 from ._exceptions import ConfigurationError, ToolDefinitionError
 from ._runlimits import RunLimits
+from ._seams import ToolSource
 from ._tools import Tool, ToolRegistry
 
 __all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
@@ -60,8 +62,8 @@ def _add(registry: ToolRegistry, item: Any) -> None:
         registry.include(item)
     elif isinstance(item, Tool):
         registry.add(item)
-    elif _is_mcp_server(item):
-        item.register_into(registry)  # raises MCPServerError when the server is not open
+    elif isinstance(item, ToolSource):  # an MCPServer (raises MCPServerError when it is not open)
+        item.register_into(registry)
     elif isinstance(item, (str, bytes)) or not callable(item):
         raise ConfigurationError(
             f"{item!r} is not a tool: pass the function itself (tools=[get_weather], not tools=['get_weather']), "
@@ -69,14 +71,6 @@ def _add(registry: ToolRegistry, item: Any) -> None:
         )
     else:
         registry.register(item)
-
-
-def _is_mcp_server(item: Any) -> bool:
-    if not hasattr(item, "register_into"):
-        return False
-    from .mcp import MCPServer  # imports no mcp package itself: that happens when a server opens
-
-    return isinstance(item, MCPServer)
 
 
 def _label(x: Any) -> str:
@@ -101,11 +95,6 @@ def check_limits(limits: Any, max_steps: Any) -> RunLimits:
             f"e.g. limits=RunLimits(..., max_steps={max_steps}) without max_steps=."
         )
     return replace(limits, max_steps=max_steps)
-
-
-def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
 
 
 def check_model_settings(settings: Any) -> dict[str, Any]:
@@ -163,96 +152,3 @@ def check_choice_needs_tools(choice: Any, registry: ToolRegistry) -> None:
 
 
 Formatter = Callable[[str, BaseException], str]
-
-
-def check_client_options(
-    *,
-    api_key: Any,
-    base_url: Any,
-    max_tokens: Any,
-    stream: Any,
-    timeout: Any,
-    total_timeout: Any,
-    retry: Any,
-    headers: Any,
-    http_client: Any,
-    transport: Any,
-    max_connections: Any,
-) -> None:
-    """FluxClient's arguments, checked before anything is built (the key itself is never echoed)."""
-    import httpx
-
-    from ._retry import RetryPolicy
-
-    if api_key is not None and (
-        not isinstance(api_key, str) or any(c.isspace() or ord(c) < 32 for c in api_key)
-    ):
-        what = (
-            type(api_key).__name__
-            if not isinstance(api_key, str)
-            else "a str with whitespace or control characters"
-        )
-        raise ConfigurationError(
-            f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
-            "check how it was read (e.g. .strip() a line read from a file)."
-        )
-    if base_url is not None and not isinstance(base_url, str):
-        raise ConfigurationError(
-            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}"
-        )
-    check_int("max_tokens", max_tokens)
-    if not isinstance(stream, bool):
-        raise ConfigurationError(f"stream must be True or False, got {stream!r}")
-    if isinstance(timeout, httpx.Timeout):
-        parts = {
-            "connect": timeout.connect,
-            "read": timeout.read,
-            "write": timeout.write,
-            "pool": timeout.pool,
-        }
-        bad = {k: v for k, v in parts.items() if v is not None and v <= 0}
-        if bad:
-            raise ConfigurationError(
-                f"timeout: every part of the httpx.Timeout must be positive or None, got {bad}"
-            )
-    elif timeout is not None:
-        _positive_seconds("timeout", timeout)
-    if total_timeout is not None:
-        _positive_seconds("total_timeout", total_timeout)
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfigurationError(
-            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}"
-        )
-    if headers is not None:
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
-        owned = sorted(k for k in headers if k.lower() in ("authorization", "x-api-key"))
-        if owned:
-            raise ConfigurationError(
-                f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
-            )
-    if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-        raise ConfigurationError(
-            f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
-        )
-    if not isinstance(transport, (str, httpx.AsyncBaseTransport)):
-        raise ConfigurationError(
-            f"transport must be 'auto', 'httpcore', 'sharded', 'aiohttp' or an httpx.AsyncBaseTransport, got {transport!r}"
-        )
-    if http_client is not None and transport != "auto":
-        raise ConfigurationError(
-            "transport= and http_client= disagree: a custom http_client brings its own transport. Pass one of them."
-        )
-    check_int("max_connections", max_connections)
-
-
-def _positive_seconds(name: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or value == float("inf")
-    ):
-        raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")

@@ -16,17 +16,16 @@ decision})` continues it:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, get_args
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
-from . import _json
 from ._arguments import Checked, checked_arguments
 from ._budget import InputBudget
 from ._exceptions import ResumeError
 from ._tools import ToolRegistry
-from ._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage
+from ._types import PendingCall, ToolCallRecord, encode_result, result_from_json, result_to_json
 
 __all__ = [
     "Override",
@@ -100,8 +99,6 @@ def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolC
             pending.id, pending.name, pending.arguments, "rejected", content, pending.step, raw_arguments=raw
         )
     if isinstance(decision, Override):
-        from ._dispatch import encode_result
-
         status, content, _ = encode_result(pending.name, decision.result, None)
         if status != "ok":
             raise ResumeError(
@@ -155,58 +152,3 @@ def check_decisions(
             "approvals={call_id: True | False | Override(result)} for each."
         )
     return approvals
-
-
-# --- JSON form of a RunResult -------------------------------------------------------------------
-
-_FORMAT = "agentloop.RunResult/1"
-
-
-def result_to_json(result: RunResult[Any]) -> str:
-    from ._output import jsonable  # structured outputs (dataclasses, pydantic models) as JSON data
-
-    data = {
-        "format": _FORMAT,
-        "output": jsonable(result.output),
-        "messages": result.messages,
-        "new_start": result.new_start,
-        "steps": result.steps,
-        "usage": result.usage.to_data(),
-        "stop_reason": result.stop_reason,
-        "run_id": result.run_id,
-        "tool_calls": [asdict(r) for r in result.tool_calls],
-        "pending": [asdict(p) for p in result.pending],
-        "agent_name": result.agent_name,
-    }
-    return _json.dumps_str(data)
-
-
-def _stop_reason(value: object) -> StopReason:
-    """`value` as a StopReason; a document naming another (edited, or from elsewhere) is not a RunResult."""
-    for reason in get_args(StopReason):
-        if value == reason:
-            return reason  # type: ignore[no-any-return]  # get_args is untyped: each item is a StopReason
-    raise ValueError(f"unknown stop_reason {value!r}; one of {', '.join(get_args(StopReason))} was expected")
-
-
-def result_from_json(text: str | bytes) -> RunResult:
-    try:
-        data = _json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"not a {_FORMAT} document")
-        return RunResult(
-            output=data["output"],
-            messages=list(data["messages"]),
-            steps=int(data["steps"]),
-            usage=Usage.from_data(data["usage"]),
-            stop_reason=_stop_reason(data["stop_reason"]),
-            run_id=str(data["run_id"]),
-            tool_calls=[ToolCallRecord(**r) for r in data["tool_calls"]],
-            pending=[PendingCall(**p) for p in data["pending"]],
-            new_start=int(data.get("new_start", 0)),
-            agent_name=data.get("agent_name"),
-        )
-    except (ValueError, KeyError, TypeError) as e:
-        raise ResumeError(
-            f"cannot read a RunResult from this JSON ({e}); pass the text RunResult.to_json() produced"
-        ) from None

@@ -22,8 +22,8 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._agentconfig import check_client_options
 from ._budget import InputBudget
+from ._clientconfig import check_client_options
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -40,6 +40,7 @@ from ._exceptions import (
 from ._json import loads
 from ._model import Emit, ModelRequest
 from ._retry import Failure, RetryPolicy
+from ._seams import Wire
 from ._secrets import CREDENTIAL_HEADERS, Redactor
 from ._types import ModelTurn
 from ._wire._anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
@@ -114,7 +115,7 @@ class FluxClient:
         max_connections: int = 1000,
         input_budget: InputBudget | None = None,
     ) -> None:
-        check_client_options(  # every caller mistake is refused here (see _agentconfig)
+        check_client_options(  # every caller mistake is refused here (see _clientconfig)
             api_key=api_key,
             base_url=base_url,
             max_tokens=max_tokens,
@@ -154,7 +155,7 @@ class FluxClient:
             raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
         self.input_budget = input_budget or InputBudget()
         self.base_url = url
-        self._wire: Any = AnthropicWire(max_tokens=max_tokens) if wire == "anthropic" else OpenAIWire()
+        self._wire: Wire = AnthropicWire(max_tokens=max_tokens) if wire == "anthropic" else OpenAIWire()
         self.wire = wire
         self._url = self._wire.url(url)
         self.stream = stream

@@ -13,18 +13,18 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
-from . import _json
 from ._arguments import Rejected, checked_arguments, clip, truncate
 from ._budget import InputBudget
+from ._context import RunContext
 from ._events import ToolCallFinished, ToolCallStarted, warning_logger
 from ._exceptions import SandboxedToolError
 from ._model import Emit
 from ._tools import Tool, ToolRegistry
-from ._types import OutcomeStatus, ToolCallRecord
+from ._types import OutcomeStatus, ToolCallRecord, encode_result, sendable
 
 __all__ = ["Dispatcher", "default_error_formatter"]
 
@@ -190,20 +190,20 @@ class Dispatcher:
     ) -> tuple[OutcomeStatus, str, str | None]:
         limits = tool.limits
         if kwargs is None:  # the process modes: the child binds the arguments itself
-            outcome = await self.registry.sandbox_for(tool.sandbox, tool.name).call(tool.ref, args, limits)
+            box = self.registry.sandbox_for(tool.sandbox, tool.name)
+            outcome = await box.call(tool.ref if tool.ref is not None else tool.name, args, limits)
+            # an executor reports an OutcomeStatus (SandboxOutcome types its field as a plain str)
+            status = cast(OutcomeStatus, outcome.status)
             if getattr(outcome, "formatted", False):  # its text was written where it ran (a Temporal worker)
-                record.traceback = getattr(outcome, "traceback", None)
-                return outcome.status, outcome.content, outcome.error
-            if outcome.status == "raised":  # the same formatter, record and log as in-process tools
-                stand_in = SandboxedToolError(
-                    outcome.error or "Exception", outcome.exc_message, outcome.traceback
-                )
-                return "raised", self._raised(record, stand_in, outcome.traceback), outcome.error
-            if outcome.status == "ok" or (
-                outcome.status == "output_limit" and "[output truncated:" in outcome.content
-            ):
-                return outcome.status, outcome.content, outcome.error  # the tool's own output
-            return outcome.status, _named(tool.name, outcome.content), outcome.error
+                record.traceback = outcome.traceback
+                return status, outcome.content, outcome.error
+            if status == "raised":  # the same formatter, record and log as in-process tools
+                trace = outcome.traceback or ""
+                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, trace)
+                return "raised", self._raised(record, stand_in, trace), outcome.error
+            if status == "ok" or (status == "output_limit" and "[output truncated:" in outcome.content):
+                return status, outcome.content, outcome.error  # the tool's own output
+            return status, _named(tool.name, outcome.content), outcome.error
         if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
             kwargs = {**kwargs, tool.context: self._context(record)}
         timed_out = False
@@ -234,7 +234,6 @@ class Dispatcher:
         if self.context is not None:
             return self.context(record)
         # No run behind this dispatcher (a Temporal worker's activity): the call's own facts, no deps.
-        from ._context import RunContext
 
         return RunContext(None, self.run_id, "", record.step, tool_call_id=record.id, tool_name=record.name)
 
@@ -270,35 +269,3 @@ class Dispatcher:
             return await tool.fn(**kwargs)
         # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
         return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
-
-
-def sendable(text: str) -> str:
-    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
-    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:
-    """A tool's return value → the tool-message text: `str` as is, anything else as JSON."""
-    if isinstance(value, str):
-        content = sendable(value)
-    else:
-        try:
-            content = _json.dumps_str(value)
-        except (TypeError, ValueError) as e:
-            return (
-                "invalid_result",
-                f"Tool {name!r} returned a {type(value).__name__} that cannot be encoded as JSON ({e}).",
-                type(value).__name__,
-            )
-    if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char
-        data = content.encode()
-        if len(data) > cap:
-            kept = data[:cap].decode("utf-8", "ignore")
-            marker = f"\n[output truncated: {len(data)} bytes, limit {cap}]"
-            return "output_limit", kept + marker, f"{len(data)} bytes"
-    return "ok", content, None

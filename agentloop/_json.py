@@ -14,8 +14,10 @@ a `ValueError`; `InputBudget.max_json_depth` sets a smaller limit for tool-call 
 
 from __future__ import annotations
 
+import dataclasses
 import json as _json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "JSONDecodeError",
     "MAX_DEPTH",
     "MAX_VALUE_DEPTH",
+    "jsonable",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -166,3 +169,23 @@ def depth_exceeds(value: Any, limit: int) -> bool:
             below += [v for v in members if type(v) is dict or type(v) is list]
         level = below
     return False
+
+
+def jsonable(value: Any) -> Any:
+    """An output as plain JSON data (journal, `to_json`): dataclasses and pydantic models included."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
+        return jsonable(value.value)
+    return str(value)

@@ -41,6 +41,7 @@ from . import _json
 from ._arguments import INLINE_BYTES, clip, truncate
 from ._budget import InputBudget
 from ._exceptions import ConfigurationError, ResumeError, ToolDefinitionError
+from ._json import jsonable  # re-exported: the output-side name of the one JSON-data form
 from ._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
 from ._validate import build_validator
 
@@ -270,23 +271,3 @@ def _pydantic_schema(tp: Any) -> tuple[dict[str, Any], Any] | None:
     if validate is None or schema is None:
         return None
     return schema(), validate
-
-
-def jsonable(value: Any) -> Any:
-    """An output as plain JSON data (journal, `to_json`): dataclasses and pydantic models included."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
-        return jsonable(value.value)
-    return str(value)

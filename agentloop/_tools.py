@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -30,6 +30,10 @@ from ._fastcheck import compile_fast_check
 from ._limits import Limits
 from ._schema import function_schema
 from ._validate import build_validator
+
+if TYPE_CHECKING:
+    from ._sandbox import ProcessSandbox
+    from ._seams import ToolExecutor
 
 __all__ = ["Tool", "ToolRegistry", "SandboxMode", "parse_arguments"]
 
@@ -97,7 +101,7 @@ class ToolRegistry:
         self._default_limits = limits or Limits()
         self._tools: dict[str, Tool] = {}
         self._definitions: list[dict[str, Any]] = []
-        self._sandboxes: dict[bool, Any] = {}  # isolated? -> ProcessSandbox, created on first use
+        self._sandboxes: dict[bool, ProcessSandbox] = {}  # isolated? -> ProcessSandbox, created on first use
         self._ro_paths = tuple(sandbox_ro_paths)  # extra read-only paths of sandboxed tools
         self._owners: dict[str, ToolRegistry] = {}  # tools taken from another registry run in its sandbox
 
@@ -282,13 +286,12 @@ class ToolRegistry:
         return tool
 
     def _check_sandbox(self, name: str, fn: Callable[..., Any], mode: str) -> str:
-        from ._sandbox import ProcessSandbox  # lazy: the sandbox is not needed by most programs
-
-        ref = ProcessSandbox.tool_ref(fn)
-        self.sandbox_for(mode).check_available()
+        box = self._process_sandbox(mode)
+        ref = box.tool_ref(fn)
+        box.check_available()
         return ref
 
-    def sandbox_for(self, mode: str, tool: str | None = None) -> Any:
+    def sandbox_for(self, mode: str, tool: str | None = None) -> ToolExecutor:
         """The fork-server sandbox for "process" or "isolated" (created on first use).
 
         A tool taken from another registry (`include`) runs in that registry's sandbox, which
@@ -297,9 +300,13 @@ class ToolRegistry:
         owner = self._owners.get(tool) if tool is not None else None
         if owner is not None:
             return owner.sandbox_for(mode)
+        return self._process_sandbox(mode)
+
+    def _process_sandbox(self, mode: str) -> ProcessSandbox:
         isolated = mode == "isolated"
         box = self._sandboxes.get(isolated)
         if box is None:
+            # imported on first use: most programs never start a sandbox, so they never pay its import
             from ._sandbox import ProcessSandbox
 
             box = self._sandboxes[isolated] = ProcessSandbox(isolated=isolated, ro_paths=self._ro_paths)

@@ -7,12 +7,27 @@ chat-format dicts, never wrapped, so nothing is copied or reflected on per reque
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, Literal, get_args
 
 from typing_extensions import TypeVar
 
-__all__ = ["Usage", "ToolCallRecord", "ModelTurn", "RunResult", "PendingCall", "OutcomeStatus", "StopReason"]
+from . import _json
+from ._exceptions import ResumeError
+
+__all__ = [
+    "Usage",
+    "ToolCallRecord",
+    "ModelTurn",
+    "RunResult",
+    "PendingCall",
+    "OutcomeStatus",
+    "StopReason",
+    "encode_result",
+    "sendable",
+    "result_to_json",
+    "result_from_json",
+]
 
 OutcomeStatus = Literal[
     "ok",  # the tool returned a value
@@ -286,8 +301,6 @@ class RunResult(Generic[OutputT]):
 
     def to_json(self) -> str:
         """The whole result as JSON text (a paused run can be resumed from it in another process)."""
-        from ._approval import result_to_json
-
         return result_to_json(self)
 
     @classmethod
@@ -296,10 +309,96 @@ class RunResult(Generic[OutputT]):
 
         A structured `output` comes back as its JSON data (a dict, list, ...), not as the type.
         """
-        from ._approval import result_from_json
-
         return result_from_json(data)
 
     @property
     def last_message(self) -> dict[str, Any] | None:
         return self.messages[-1] if self.messages else None
+
+
+# --- JSON forms ---------------------------------------------------------------------------------
+# They live beside the data they encode so that this module imports nothing above the ground floor
+# (they were in `_approval` and `_dispatch`, which made `_types` part of an import circle).
+
+
+def sendable(text: str) -> str:
+    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
+    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:
+    """A tool's return value → the tool-message text: `str` as is, anything else as JSON."""
+    if isinstance(value, str):
+        content = sendable(value)
+    else:
+        try:
+            content = _json.dumps_str(value)
+        except (TypeError, ValueError) as e:
+            return (
+                "invalid_result",
+                f"Tool {name!r} returned a {type(value).__name__} that cannot be encoded as JSON ({e}).",
+                type(value).__name__,
+            )
+    if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char
+        data = content.encode()
+        if len(data) > cap:
+            kept = data[:cap].decode("utf-8", "ignore")
+            marker = f"\n[output truncated: {len(data)} bytes, limit {cap}]"
+            return "output_limit", kept + marker, f"{len(data)} bytes"
+    return "ok", content, None
+
+
+_FORMAT = "agentloop.RunResult/1"
+
+
+def result_to_json(result: RunResult[Any]) -> str:
+    data = {
+        "format": _FORMAT,
+        "output": _json.jsonable(result.output),  # structured outputs (dataclasses, pydantic) as data
+        "messages": result.messages,
+        "new_start": result.new_start,
+        "steps": result.steps,
+        "usage": result.usage.to_data(),
+        "stop_reason": result.stop_reason,
+        "run_id": result.run_id,
+        "tool_calls": [asdict(r) for r in result.tool_calls],
+        "pending": [asdict(p) for p in result.pending],
+        "agent_name": result.agent_name,
+    }
+    return _json.dumps_str(data)
+
+
+def _stop_reason(value: object) -> StopReason:
+    """`value` as a StopReason; a document naming another (edited, or from elsewhere) is not a RunResult."""
+    for reason in get_args(StopReason):
+        if value == reason:
+            return reason  # type: ignore[no-any-return]  # get_args is untyped: each item is a StopReason
+    raise ValueError(f"unknown stop_reason {value!r}; one of {', '.join(get_args(StopReason))} was expected")
+
+
+def result_from_json(text: str | bytes) -> RunResult:
+    try:
+        data = _json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"not a {_FORMAT} document")
+        return RunResult(
+            output=data["output"],
+            messages=list(data["messages"]),
+            steps=int(data["steps"]),
+            usage=Usage.from_data(data["usage"]),
+            stop_reason=_stop_reason(data["stop_reason"]),
+            run_id=str(data["run_id"]),
+            tool_calls=[ToolCallRecord(**r) for r in data["tool_calls"]],
+            pending=[PendingCall(**p) for p in data["pending"]],
+            new_start=int(data.get("new_start", 0)),
+            agent_name=data.get("agent_name"),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ResumeError(
+            f"cannot read a RunResult from this JSON ({e}); pass the text RunResult.to_json() produced"
+        ) from None

@@ -37,9 +37,15 @@ import anyio
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from ._exceptions import MCPServerError, MCPToolError, MissingDependencyError, ToolDefinitionError
-from ._limits import Limits
-from ._tools import Tool, ToolRegistry
+from agentloop import (
+    Limits,
+    MCPServerError,
+    MCPToolError,
+    MissingDependencyError,
+    Tool,
+    ToolDefinitionError,
+    ToolRegistry,
+)
 
 __all__ = ["MCPServer", "MCPServerError", "MCPToolError", "render_content"]
 

@@ -39,8 +39,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._events import (
+from agentloop import (
     Event,
+    MissingDependencyError,
     ModelRequestStarted,
     ModelResponded,
     RunFinished,
@@ -49,12 +50,11 @@ from ._events import (
     ToolCallFinished,
     ToolCallStarted,
 )
-from ._exceptions import MissingDependencyError
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from ._types import RunResult, ToolCallRecord
+    from agentloop import RunResult, ToolCallRecord
 
 __all__ = ["OTelObserver"]
 

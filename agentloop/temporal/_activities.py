@@ -21,17 +21,19 @@ import anyio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from .._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
-from .._events import run_logger
-from .._exceptions import (
+from agentloop import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
     ConversationError,
+    Model,
+    ModelRequest,
+    ToolRegistry,
 )
+
+from .._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
+from .._events import run_logger
 from .._ids import IdRegistry
-from .._model import Model, ModelRequest
-from .._tools import ToolRegistry
 from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
 from ._store import REFERENCE_MISSING, ROOT, ConversationStore
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._exceptions import ConfigurationError, RunError
+from agentloop import ConfigurationError, RunError
 
 __all__ = ["TemporalRunError", "TemporalNotInstalledError"]
 

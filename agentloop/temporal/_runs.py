@@ -27,12 +27,20 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError
 
-from .. import _exceptions
-from .._approval import Decision, decision_to_data
-from .._exceptions import ConfigurationError, ResumeError, RunLimitExceeded
+import agentloop
+from agentloop import (
+    ConfigurationError,
+    ConversationError,
+    Decision,
+    PendingCall,
+    ResumeError,
+    RunLimitExceeded,
+    RunLimits,
+    RunResult,
+)
+
+from .._approval import decision_to_data
 from .._ids import new_run_id
-from .._runlimits import RunLimits
-from .._types import PendingCall, RunResult
 from ._errors import TemporalRunError
 from ._spec import WORKFLOW_NAME, agent_spec, limits_to_data
 
@@ -76,7 +84,7 @@ class AgentRun:
         result = RunResult.from_json(out["result"])
         error = out.get("error")
         if error:
-            cls = getattr(_exceptions, error["type"], None)
+            cls = getattr(agentloop, error["type"], None)  # every RunLimitExceeded subclass is public
             if not (isinstance(cls, type) and issubclass(cls, RunLimitExceeded)):
                 cls = RunLimitExceeded
             raise cls(error["message"], result)
@@ -134,7 +142,7 @@ async def start_run(
     if limits is not None:
         spec["limits"] = limits_to_data(limits)
     if prompt is None and not messages:
-        raise _exceptions.ConversationError("nothing to send: pass a prompt, messages=[...], or both")
+        raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
     agent._start(prompt, messages, run_id)  # validates the conversation here, not in the worker
     handle = await client.start_workflow(
         WORKFLOW_NAME,

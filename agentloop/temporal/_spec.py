@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .._exceptions import ConfigurationError
-from .._runlimits import RunLimits
+from agentloop import ConfigurationError, RunLimits
 
 __all__ = [
     "WORKFLOW_NAME",

@@ -30,12 +30,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from agentloop import ConfigurationError, Model, ToolRegistry
+
 from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from .._dispatch import ErrorFormatter
-from .._exceptions import ConfigurationError
 from .._imports import resolve
-from .._model import Model
-from .._tools import ToolRegistry
 from ._activities import AgentActivities
 from ._spec import ToolActivityOptions
 from ._store import ConversationStore
@@ -182,7 +181,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
-    from .._client import FluxClient
+    from agentloop import FluxClient
 
     try:
         client = await Client.connect(args.address, namespace=args.namespace)

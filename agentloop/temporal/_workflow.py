@@ -39,12 +39,9 @@ with workflow.unsafe.imports_passed_through():
     import asyncio
     from dataclasses import asdict, replace
 
-    from .._agent import Agent
+    from agentloop import Agent, ModelTurn, PendingCall, RunLimitExceeded, RunLimits, ToolRegistry, Usage
+
     from .._approval import check_decisions, decision_from_data
-    from .._exceptions import RunLimitExceeded
-    from .._runlimits import RunLimits
-    from .._tools import ToolRegistry
-    from .._types import ModelTurn, PendingCall, Usage
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of

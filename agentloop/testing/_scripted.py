@@ -13,17 +13,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from agentloop import _json
-from agentloop._exceptions import (
+from agentloop import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    ModelTurn,
     RateLimitError,
+    Usage,
+    _json,
 )
-from agentloop._model import Emit, ModelRequest
-from agentloop._types import ModelTurn, Usage
 from agentloop._wire._openai import normalize_message
+from agentloop.abc import Emit, ModelRequest
 from agentloop.testing._replies import Reply
 
 __all__ = ["ScriptedModel"]

@@ -20,11 +20,9 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from agentloop import _json
-from agentloop._exceptions import ConfigurationError, MissingDependencyError
-from agentloop._model import Emit, ModelRequest
-from agentloop._types import ModelTurn, Usage
+from agentloop import ConfigurationError, MissingDependencyError, ModelTurn, Usage, _json
 from agentloop._wire._openai import normalize_message
+from agentloop.abc import Emit, ModelRequest
 from agentloop.testing._replies import Reply, ScriptedCall
 
 __all__ = ["TestModel", "FunctionModel", "generate_arguments"]

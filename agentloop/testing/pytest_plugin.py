@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentloop._client import FluxClient
+from agentloop import FluxClient
 from agentloop.testing._server import FakeFluxRouter
 
 
@@ -23,7 +23,7 @@ async def fake_router() -> AsyncIterator[FakeFluxRouter]:
 @pytest.fixture
 async def flux_client(fake_router: FakeFluxRouter) -> AsyncIterator[FluxClient]:
     """A `FluxClient` pointed at `fake_router` (API key "test", retries without waiting)."""
-    from agentloop._retry import RetryPolicy
+    from agentloop import RetryPolicy
 
     async with FluxClient(
         base_url=fake_router.base_url, api_key="test", retry=RetryPolicy(initial_delay=0.001, max_delay=0.01)

@@ -23,10 +23,18 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._agent import Agent
-from .._approval import Decision, Override, Reject, decision_to_data
-from .._exceptions import AgentloopError, JournalError, RunNotFoundError
-from .._journal import SQLiteJournal
+from agentloop import (
+    Agent,
+    AgentloopError,
+    Decision,
+    JournalError,
+    Override,
+    Reject,
+    RunNotFoundError,
+    SQLiteJournal,
+)
+
+from .._approval import decision_to_data
 from .._journal_query import STATUS_GROUPS
 from ._compare import compare_runs
 from ._security import LOOPBACK, Guard

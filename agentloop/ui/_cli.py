@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         return 1
     factory = None
     if args.allow_resume:
-        from .._exceptions import ConfigurationError
+        from agentloop import ConfigurationError
 
         try:
             factory = _agent_factory(args.tools, args.base_url)
@@ -111,11 +111,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
 
 def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-def]
-    from .._agent import Agent
-    from .._client import FluxClient
-    from .._exceptions import ConfigurationError
+    from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry
+
     from .._imports import resolve
-    from .._tools import ToolRegistry
 
     tools = resolve(spec, what="tool registry")
     if not isinstance(tools, ToolRegistry):

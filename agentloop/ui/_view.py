@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from .._exceptions import JournalCorruptError
-from .._journal import JournaledRun, RunSummary, replay
+from agentloop import JournalCorruptError, RunSummary
+
+from .._journal import JournaledRun, replay
 
 __all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
 
