@@ -54,6 +54,7 @@ class CallView:
     end: float | None = None
     duration_s: float | None = None
     runs: int = 0  # how many times it was started (2: re-ran after a crash)
+    start_attempt: int = 0  # which attempt (0, then +1 per `resumed` entry) last started it
     note: str | None = None  # replayed / re-ran / not re-run / decided by a human
     bar: tuple[float, float] = (0.0, 0.0)  # x and width in 0..1000 of the run's span
 
@@ -115,7 +116,7 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
     calls: dict[str, CallView] = {}
     markers: list[Marker] = []
     last_at = start
-    resumed_at: float | None = None
+    attempt = 0  # attempts of the run seen so far in the journal: +1 at each `resumed` entry
     usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     chat: list[dict[str, Any]] = [
         {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []}
@@ -148,8 +149,11 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
         elif e.kind == "tool_start" and e.call_id in calls:
             cv = calls[e.call_id]
             cv.runs += 1
-            if cv.runs > 1 or (resumed_at is not None and cv.start is not None and cv.start < resumed_at):
+            # journal order, not clocks: a start seen before a `resumed` entry belongs to the
+            # attempt that was interrupted (time.time() of two processes need not be ordered)
+            if cv.runs > 1 or (cv.start is not None and cv.start_attempt < attempt):
                 cv.note = "re-ran after the resume (idempotent)"
+            cv.start_attempt = attempt
             cv.start, cv.status = e.at, "running"
         elif e.kind == "tool_end" and e.call_id in calls:
             cv = calls[e.call_id]
@@ -175,9 +179,9 @@ def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
             text = ", ".join(f"{calls[k].name if k in calls else k}: {decisions[k]}" for k in d)
             markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
         elif e.kind == "resumed":
-            resumed_at = e.at
+            attempt += 1
             for cv in steps[-1].calls if steps else []:
-                if cv.end is not None and cv.end <= e.at:
+                if cv.end is not None:  # its outcome entry came before this one: replayed, not run
                     cv.note = cv.note or "replayed from the journal (not run again)"
             markers.append(
                 Marker("resumed", e.step, e.at, f"resumed after it was {d.get('after', 'stopped')}")
