@@ -28,5 +28,10 @@ def test_ci_runs_the_readme_test_command_as_written() -> None:
 
 def test_ci_runs_the_checks_the_readme_names() -> None:
     script = (ROOT / ".ci" / "run").read_text()
-    for check in (".venv/bin/ruff check .", ".venv/bin/ruff format --check .", ".venv/bin/mypy", ".venv/bin/lint-imports"):
+    for check in (
+        ".venv/bin/ruff check .",
+        ".venv/bin/ruff format --check .",
+        ".venv/bin/mypy",
+        ".venv/bin/lint-imports",
+    ):
         assert check in script
