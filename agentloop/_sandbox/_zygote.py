@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,10 @@ __all__ = ["main", "resolve"]
 _CLONE_NEWPID = 0x20000000
 _PR_SET_PDEATHSIG = 1
 _CAP_SYS_ADMIN = 21
-_SWEEP_ROUNDS = 200  # kill + /proc scan rounds before a uid is set aside as dirty (retried later)
+# How long the fork server keeps killing a finished call's uid before it sets the uid aside as
+# dirty (retried later): a 500-process fork bomb takes a while to die, more on a busy machine, and
+# the outcome waits for it, so that nothing of a call runs once its outcome is in.
+_SWEEP_SECONDS = 5.0
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -340,7 +344,9 @@ class _Zygote:
         sent only once nothing of it runs."""
         if self.own_pidns is not None:
             return True
-        for _ in range(_SWEEP_ROUNDS):
+        deadline = time.monotonic() + _SWEEP_SECONDS
+        rounds = 0
+        while True:
             kill_uid(uid)
             while True:  # orphans come to us (PR_SET_CHILD_SUBREAPER); reap them so they vanish
                 try:
@@ -353,8 +359,14 @@ class _Zygote:
                     self.deferred.append((pid, wstatus, rusage))
             if not uid_has_processes(uid):
                 return True
-            os.sched_yield()
-        return False
+            rounds += 1
+            if time.monotonic() >= deadline:
+                return False
+            # the first rounds only yield; then let the kernel finish the exits it has begun
+            if rounds < 50:
+                os.sched_yield()
+            else:
+                time.sleep(0.001)
 
     def _sweep_dirty(self) -> None:
         for uid in list(self.dirty_uids):
