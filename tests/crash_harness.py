@@ -286,6 +286,15 @@ def _check(run: Any, attempts: list[Attempt], p: Problems) -> None:
             elif ln[0] == "RET":
                 later = any(x[:2] == ["APPEND", "tool_end"] and x[3] == ln[1] for x in lines[k + 1 :])
                 cut = a.outside_kill and k == len(lines) - 1  # killed between the return and the commit
+                # or killed while a sibling call's outcome was being committed: outcomes of one
+                # step commit one at a time, so the sibling's commit may come first; nothing but
+                # those commits happened between this return and the kill
+                rest = lines[k + 1 :]
+                cut = cut or (
+                    bool(rest)
+                    and rest[-1][0] == "KILL"
+                    and all(x[:2] == ["APPEND", "tool_end"] and x[3] != ln[1] for x in rest[:-1])
+                )
                 p(
                     later or cut,
                     f"attempt {i}: {ln[1]} returned but its outcome was not committed before the process went on (lost when it dies)",
