@@ -11,7 +11,16 @@ from typing import Any
 
 import anyio
 
-from agentloop import Agent, APIError, FluxClient, Limits, RunLimitExceeded, SQLiteJournal, ToolRegistry
+from agentloop import (
+    Agent,
+    APIError,
+    FluxClient,
+    Limits,
+    RunLimitExceeded,
+    SQLiteJournal,
+    ToolCallFinished,
+    ToolRegistry,
+)
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 SCRIPT_RESULT = '<script>document.title="pwned"</script><b>bold</b>'
@@ -152,11 +161,17 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
     ids["step_limit"] = "looping"
     # a crash mid-tool, then its resume: the idempotent call re-runs, the other is not re-run
     started = anyio.Event()
+    read_done = anyio.Event()  # the crash comes once read_order's outcome is journaled: replayed on resume
     crash_tools = make_tools()
+
+    def watch(event: Any) -> None:  # ToolCallFinished is emitted after the outcome is committed
+        if isinstance(event, ToolCallFinished) and event.record.name == "read_order":
+            read_done.set()
 
     @crash_tools.tool
     async def charge(order: str) -> str:
         """Charge an order (not idempotent)."""
+        await read_done.wait()
         started.set()
         await anyio.sleep_forever()
         return "charged"
@@ -171,10 +186,12 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
         ),
         tools=crash_tools,
         journal=journal,
+        observers=[watch],
     )
     await _interrupt(crashing, "Charge order 5", "crashed", started)
     ids["interrupted"] = "crashed"
     started = anyio.Event()
+    read_done = anyio.Event()
     await _interrupt(
         crashing.__class__(
             client=ScriptedModel(
@@ -186,6 +203,7 @@ async def build_journal(path: str, with_stream: bool = True) -> dict[str, Any]:
             ),
             tools=crash_tools,
             journal=journal,
+            observers=[watch],
         ),
         "Charge order 6",
         "resumed",
