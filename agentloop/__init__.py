@@ -19,12 +19,8 @@ Optional parts live in their own modules and are imported only when used: `agent
 `agentloop.otel`, `agentloop.temporal`, `agentloop.testing`.
 """
 
-from ._agent import Agent, ToolChoice
-from ._approval import Decision, Override, Reject
 from ._budget import InputBudget
-from ._client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
 from ._context import RunContext
-from ._conversation import messages_from_json, messages_to_json
 from ._events import (
     Event,
     ModelRequestStarted,
@@ -75,17 +71,21 @@ from ._exceptions import (
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
-from ._handoff import Handoff
-from ._history import History
-from ._journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
+from ._http.client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
 from ._limits import Limits
 from ._model import Model, ModelRequest
-from ._observe import Observer
-from ._output import JsonSchema
-from ._outputstream import OutputDelta
 from ._retry import RetryPolicy
-from ._runlimits import RunLimits
-from ._tools import SandboxMode, Tool, ToolRegistry
+from ._run.agent import Agent, ToolChoice
+from ._run.approval import Decision, Override, Reject
+from ._run.conversation import messages_from_json, messages_to_json
+from ._run.handoff import Handoff
+from ._run.history import History
+from ._run.journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
+from ._run.limits import RunLimits
+from ._run.observe import Observer
+from ._run.output_spec import JsonSchema
+from ._run.output_stream import OutputDelta
+from ._tools.registry import SandboxMode, Tool, ToolRegistry
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 
 __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._tools import ToolRegistry
+    from ._tools.registry import ToolRegistry
 
 __all__ = ["add_tool_options", "load_tools", "import_from_cwd", "safe", "safe_text", "unwrap"]
 
@@ -51,7 +51,7 @@ def load_tools(specs: Sequence[str]) -> ToolRegistry:
     """The registry the `--tool` options name. One registry is used as it is (its MCP servers and
     sandboxes included); functions and several registries are gathered into a new one."""
     from ._imports import resolve
-    from ._tools import ToolRegistry
+    from ._tools.registry import ToolRegistry
 
     import_from_cwd()
     found = [resolve(spec, what="tool") for spec in specs]

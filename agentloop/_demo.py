@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._tools import ToolRegistry
+from ._tools.registry import ToolRegistry
 
 _WEATHER = {
     "lisbon": (21, "clear"),

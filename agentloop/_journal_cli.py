@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from ._cli_common import add_tool_options, safe, safe_text, unwrap
 from ._exceptions import AgentloopError, JournalError, RunLimitExceeded
-from ._journal import JournaledRun, RunInfo, SQLiteJournal
+from ._run.journal import JournaledRun, RunInfo, SQLiteJournal
 
 __all__ = ["main", "render_run"]
 
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: TextIO) -> int:
     import anyio
 
-    from ._agent import Agent
     from ._cli_common import load_tools
-    from ._client import FluxClient
+    from ._http.client import FluxClient
+    from ._run.agent import Agent
 
     async def go() -> Any:
         model = args.model or journal.load_sync(args.run_id).info.model or "flux-auto"

@@ -26,9 +26,9 @@ from ._model import Emit, Model, ModelRequest
 
 if TYPE_CHECKING:
     from ._limits import Limits
-    from ._tools import ToolRegistry
+    from ._tools.registry import ToolRegistry
     from ._types import ModelTurn
-    from ._wire._stream import StreamAssembler
+    from ._wire.assembler import StreamAssembler
 
 __all__ = ["Emit", "Model", "ModelRequest", "Wire", "ToolExecutor", "ToolOutcome", "ToolSource"]
 

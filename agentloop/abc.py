@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from ._journal import Journal
+from ._run.journal import Journal
 from ._seams import Emit, Model, ModelRequest, ToolExecutor, ToolOutcome, ToolSource, Wire
 
 __all__ = ["Emit", "Journal", "Model", "ModelRequest", "ToolExecutor", "ToolOutcome", "ToolSource", "Wire"]

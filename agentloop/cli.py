@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._agent import Agent
 from ._cli_common import add_tool_options, load_tools, safe, safe_text, unwrap
-from ._client import FluxClient
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
+from ._http.client import FluxClient
+from ._run.agent import Agent
 
 DEMO_PROMPT = "What's the weather in Lisbon and Porto?"
 
@@ -144,7 +144,7 @@ async def _run(args: argparse.Namespace) -> int:
     tools = load_tools(args.tool)
     journal = None
     if args.journal:
-        from ._journal import SQLiteJournal
+        from ._run.journal import SQLiteJournal
 
         journal = SQLiteJournal(args.journal)
     async with FluxClient(base_url=args.base_url) as client, tools:

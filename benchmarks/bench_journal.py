@@ -20,8 +20,8 @@ from pathlib import Path
 import anyio
 
 from agentloop import Agent, ToolRegistry
-from agentloop._journal import SQLiteJournal
-from agentloop._runlimits import RunLimits
+from agentloop._run.journal import SQLiteJournal
+from agentloop._run.limits import RunLimits
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 

@@ -21,7 +21,7 @@ import anyio
 import httpx
 
 from agentloop import _json
-from agentloop._journal import SQLiteJournal
+from agentloop._run.journal import SQLiteJournal
 from agentloop.ui import create_app
 
 STATUSES = ["final"] * 85 + ["paused"] * 5 + ["running"] * 4 + ["failed"] * 4 + ["max_steps"] * 2

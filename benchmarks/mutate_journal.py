@@ -39,14 +39,14 @@ MUTATIONS = [
     Mutation(
         "M1",
         "the `end` entry is never written on resume (final answer committed, `end` missing)",
-        (("agentloop/_agent.py", "if journal is not None and not run.ended:", "if False:"),),
+        (("agentloop/_run/agent.py", "if journal is not None and not run.ended:", "if False:"),),
     ),
     Mutation(
         "M2",
         "a call whose start was never journaled is reported outcome_unknown on resume (lost execution)",
         (
             (
-                "agentloop/_toolstep.py",
+                "agentloop/_run/calls.py",
                 "if cid in started and not",
                 "if (cid in started or resume is not None) and not",
             ),
@@ -57,20 +57,20 @@ MUTATIONS = [
         "tool outcomes are committed in one batch at step end",
         (
             (
-                "agentloop/_runstate.py",
+                "agentloop/_run/state.py",
                 "        self.step_records[record.id] = record\n        if self.journal is not None:\n",
                 "        self.step_records[record.id] = record\n        self.unflushed.append(record)\n\n"
                 "    async def flush(self) -> None:\n        batch, self.unflushed = self.unflushed, []\n"
                 "        for record in batch:\n            if self.journal is None:\n                continue\n",
             ),
-            ("agentloop/_runstate.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
+            ("agentloop/_run/state.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
             (
-                "agentloop/_runstate.py",
+                "agentloop/_run/state.py",
                 "        self.ended = True  #",
                 "        self.unflushed = []\n        self.ended = True  #",
             ),
             (
-                "agentloop/_toolstep.py",
+                "agentloop/_run/calls.py",
                 "        await dispatcher.run(to_run, step)  #",
                 "        await dispatcher.run(to_run, step)\n    await run.flush()  #",
             ),
@@ -81,13 +81,13 @@ MUTATIONS = [
         "a call's outcome is committed before the call runs",
         (
             (
-                "agentloop/_dispatch.py",
+                "agentloop/_tools/dispatch.py",
                 "        try:\n            status, content, error = await self._execute(record, raw)",
                 "        try:\n            if self.on_finish is not None:\n                await self.on_finish(record)\n"
                 "            status, content, error = await self._execute(record, raw)",
             ),
             (
-                "agentloop/_dispatch.py",
+                "agentloop/_tools/dispatch.py",
                 "        if self.on_finish is not None:\n            await self.on_finish(record)\n        if self.log",
                 "        if self.log",
             ),
@@ -98,7 +98,7 @@ MUTATIONS = [
         "a call's start is journaled after the tool ran, not before",
         (
             (
-                "agentloop/_dispatch.py",
+                "agentloop/_tools/dispatch.py",
                 "        if self.limiter is None:\n            if self.on_invoke is not None:\n                await self.on_invoke(record)\n"
                 "            return await self._invoke(tool, args, record)",
                 "        if self.limiter is None:\n            outcome = await self._invoke(tool, args, record)\n"
@@ -111,7 +111,7 @@ MUTATIONS = [
         "an outcome is journaled under the wrong call id (the step's first call)",
         (
             (
-                "agentloop/_runstate.py",
+                "agentloop/_run/state.py",
                 '"tool_end", _record_data(record), step=record.step, call_id=record.id)',
                 "\"tool_end\", _record_data(record), step=record.step, call_id=(self.step_calls or [{'id': record.id}])[0]['id'])",
             ),
@@ -122,7 +122,7 @@ MUTATIONS = [
         "resume forgets the finished calls of the interrupted step (re-runs finished non-idempotent calls)",
         (
             (
-                "agentloop/_runstate.py",
+                "agentloop/_run/state.py",
                 "run.resume = Resume(state.calls, state.records, state.started, {})",
                 "run.resume = Resume(state.calls, {}, state.started, {})",
             ),
@@ -133,7 +133,7 @@ MUTATIONS = [
         "replay forgets which calls had started (re-runs an interrupted non-idempotent call)",
         (
             (
-                "agentloop/_journal.py",
+                "agentloop/_run/journal.py",
                 "            r.started.add(e.call_id)  # type: ignore[arg-type]",
                 "            pass",
             ),
@@ -144,7 +144,7 @@ MUTATIONS = [
         "an interrupted idempotent call is not run again (outcome_unknown for every tool)",
         (
             (
-                "agentloop/_toolstep.py",
+                "agentloop/_run/calls.py",
                 "if cid in started and not (tool is not None and tool.idempotent):",
                 "if cid in started:",
             ),
@@ -155,7 +155,7 @@ MUTATIONS = [
         "a journal write is two transactions (the entry, then the run's status): not atomic",
         (
             (
-                "agentloop/_journal.py",
+                "agentloop/_run/journal.py",
                 "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n",
                 "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n"
                 '            conn.execute("COMMIT")\n            conn.execute("BEGIN IMMEDIATE")\n',
@@ -167,7 +167,7 @@ MUTATIONS = [
         "a step's close is missing: the outcome of a step's last call to finish is not committed",
         (
             (
-                "agentloop/_runstate.py",
+                "agentloop/_run/state.py",
                 "        self.step_records[record.id] = record\n        if self.journal is not None:\n",
                 "        self.step_records[record.id] = record\n"
                 "        if self.journal is not None and len(self.step_records) < len(self.step_calls or ()):\n",
@@ -177,14 +177,14 @@ MUTATIONS = [
     Mutation(
         "M12",
         "replay does not see a committed final answer whose `end` is missing (asks the model again)",
-        (("agentloop/_journal.py", '        r.final = ("final", last.get("content"))', "        pass"),),
+        (("agentloop/_run/journal.py", '        r.final = ("final", last.get("content"))', "        pass"),),
     ),
     Mutation(
         "M13",
         "the outcome_unknown decision of an interrupted call is not committed",
         (
             (
-                "agentloop/_toolstep.py",
+                "agentloop/_run/calls.py",
                 '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        await run.settle(record)',
                 '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        run.step_records[record.id] = record',
             ),

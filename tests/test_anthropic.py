@@ -18,7 +18,7 @@ from agentloop import (
     ToolCallDelta,
     ToolRegistry,
 )
-from agentloop._wire._anthropic import AnthropicWire, encode_messages  # internal unit under test
+from agentloop._wire.anthropic import AnthropicWire, encode_messages  # internal unit under test
 from agentloop.testing import (
     FakeFluxRouter,
     call,

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from agentloop._fastcheck import compile_fast_check  # internal unit under test
+from agentloop._tools.fastcheck import compile_fast_check  # internal unit under test
 
 SCALAR_TYPES = ["string", "integer", "number", "boolean", "null"]
 

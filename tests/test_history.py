@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from wirehelp import WIRES, make_client, run_or_stream
 
 from agentloop import Agent, ConfigurationError, History, RunContext, SQLiteJournal, ToolRegistry
-from agentloop._history import repair_history  # internal unit under test
+from agentloop._run.history import repair_history  # internal unit under test
 from agentloop.testing import FakeFluxRouter, RecordedRequest, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio

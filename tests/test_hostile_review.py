@@ -75,7 +75,7 @@ async def test_native_output_error_text_respects_max_error_bytes() -> None:
 async def test_streamed_huge_native_answer_stops_partials_and_finishes() -> None:
     # Each fragment re-read the whole answer so far: a big answer in small pieces was O(n²).
     from agentloop import OutputDelta
-    from agentloop._outputstream import PARTIAL_MAX_CHARS  # internal unit under test
+    from agentloop._run.output_stream import PARTIAL_MAX_CHARS  # internal unit under test
 
     items = list(range(40_000))  # ~230 KB of JSON
     body = json.dumps({"xs": items})

@@ -305,7 +305,7 @@ async def test_max_violations_is_honoured() -> None:
 
 @given(st.text(), st.integers(min_value=1, max_value=4096))
 def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit: int) -> None:
-    from agentloop._arguments import truncate  # internal unit under test
+    from agentloop._tools.arguments import truncate  # internal unit under test
 
     out = truncate(s, limit)
     assert len(out.encode("utf-8", "surrogatepass")) <= limit

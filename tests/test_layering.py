@@ -130,7 +130,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_the_import_scanner_sees_lazy_and_relative_imports_but_not_type_checking_ones() -> None:
-    found = imports_of("agentloop._tools")
+    found = imports_of("agentloop._tools.registry")
     assert "agentloop._sandbox" in found  # imported inside a method (first use)
     assert "agentloop._json" in found  # `from . import _json`
     assert "agentloop._seams" not in found  # only under `if TYPE_CHECKING:`
@@ -146,25 +146,25 @@ ALLOWED: dict[str, dict[str, str]] = {
     "agentloop.testing._server": {"agentloop._json": "TODO: a public JSON codec"},
     "agentloop.testing._scripted": {
         "agentloop._json": "TODO: a public JSON codec",
-        "agentloop._wire._openai": "TODO: a public name for normalize_message",
+        "agentloop._wire.openai": "TODO: a public name for normalize_message",
     },
     "agentloop.testing._testmodel": {
         "agentloop._json": "TODO: a public JSON codec",
-        "agentloop._wire._openai": "TODO: a public name for normalize_message",
+        "agentloop._wire.openai": "TODO: a public name for normalize_message",
     },
     # TODO: the Temporal integration runs the worker's Dispatcher, reads approval data forms and the
     # CLI's tool loading, and mints run ids; each needs a public seam (a public dispatcher, ...).
-    "agentloop.temporal._activities": dict.fromkeys(["_dispatch", "_events", "_ids"], "TODO: Temporal seams"),
-    "agentloop.temporal._runs": dict.fromkeys(["_approval", "_ids"], "TODO: Temporal seams"),
-    "agentloop.temporal._spec": {"_dispatch": "TODO: a public default_error_formatter"},
+    "agentloop.temporal._activities": dict.fromkeys(["_tools.dispatch", "_events", "_ids"], "TODO: Temporal seams"),
+    "agentloop.temporal._runs": dict.fromkeys(["_run.approval", "_ids"], "TODO: Temporal seams"),
+    "agentloop.temporal._spec": {"_tools.dispatch": "TODO: a public default_error_formatter"},
     "agentloop.temporal._worker": dict.fromkeys(
-        ["_cli_common", "_dispatch", "_imports"], "TODO: Temporal seams"
+        ["_cli_common", "_tools.dispatch", "_imports"], "TODO: Temporal seams"
     ),
-    "agentloop.temporal._workflow": {"_approval": "TODO: public check_decisions / decision_from_data"},
+    "agentloop.temporal._workflow": {"_run.approval": "TODO: public check_decisions / decision_from_data"},
     # TODO: the run inspector reads the journal's replay and the approval data forms.
-    "agentloop.ui._app": dict.fromkeys(["_approval", "_journal", "_journal_query"], "TODO: inspector seams"),
+    "agentloop.ui._app": dict.fromkeys(["_run.approval", "_run.journal", "_run.journal_query"], "TODO: inspector seams"),
     "agentloop.ui._cli": {"_imports": "TODO: a public module:attribute resolver"},
-    "agentloop.ui._view": {"_journal": "TODO: public replay / JournaledRun"},
+    "agentloop.ui._view": {"_run.journal": "TODO: public replay / JournaledRun"},
 }
 
 

@@ -495,7 +495,7 @@ async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeF
 @settings(max_examples=200, deadline=None)
 @given(json_values, st.data())
 def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data: st.DataObject) -> None:
-    from agentloop._outputstream import _NOTHING, complete_json  # internal unit under test
+    from agentloop._run.output_stream import _NOTHING, complete_json  # internal unit under test
 
     textual = json.dumps(value)
     cut = data.draw(st.integers(0, len(textual)))

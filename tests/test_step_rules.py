@@ -1,5 +1,5 @@
-"""The rules of one step's tool calls (agentloop/_toolstep.py) and of the run's state
-(agentloop/_runstate.py), each on its own, through the public API.
+"""The rules of one step's tool calls (agentloop/_run/calls.py) and of the run's state
+(agentloop/_run/state.py), each on its own, through the public API.
 
 The order of the rules for each call of a step: the per-message cap, then the loop guard, then the
 run's `max_tool_calls` budget, then an unfinished call from before a crash, then approval. A call a rule

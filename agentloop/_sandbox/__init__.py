@@ -6,6 +6,6 @@ frame; `isolated=True` runs the fork server inside bubblewrap.
 """
 
 from ._host import ProcessSandbox
-from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
+from ._outcome import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 
 __all__ = ["ProcessSandbox", "Limits", "SandboxOutcome", "DEFAULT_TIMEOUT"]

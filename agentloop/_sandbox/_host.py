@@ -25,8 +25,8 @@ import anyio
 from .. import _json
 from .._exceptions import ConfigurationError, SandboxUnavailableError, ToolDefinitionError
 from ._bwrap import _python_roots, bwrap_argv, probe_bwrap
-from ._limits import DEFAULT_TIMEOUT, Limits, SandboxOutcome
-from ._outcome import classify, unavailable
+from ._classify import classify, unavailable
+from ._outcome import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._privs import others_can_read, set_dumpable
 from ._protocol import BOOT, FRAME_STARTED, FRAME_STATUS, PID, SCRATCH_IN_SANDBOX, base_env
 

@@ -31,9 +31,9 @@ from agentloop import (
     ToolRegistry,
 )
 
-from .._dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from .._events import run_logger
 from .._ids import IdRegistry
+from .._tools.dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
 from ._store import REFERENCE_MISSING, ROOT, ConversationStore
 

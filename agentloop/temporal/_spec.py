@@ -105,7 +105,7 @@ def agent_spec(agent: Any) -> dict[str, Any]:
             f"agent tools ({', '.join(nested)}: Agent.as_tool) are not supported on Temporal yet: an inner "
             "agent run cannot be sent to the worker as an activity. Run the outer agent without Temporal."
         )
-    from .._dispatch import default_error_formatter
+    from .._tools.dispatch import default_error_formatter
 
     if agent.format_tool_error is not default_error_formatter:
         raise ConfigurationError(

@@ -33,8 +33,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from agentloop import ConfigurationError, Model, ToolRegistry
 
 from .._cli_common import add_tool_options, import_from_cwd, load_tools
-from .._dispatch import ErrorFormatter
 from .._imports import resolve
+from .._tools.dispatch import ErrorFormatter
 from ._activities import AgentActivities
 from ._spec import ToolActivityOptions
 from ._store import ConversationStore

@@ -23,7 +23,7 @@ from agentloop import (
     Usage,
     _json,
 )
-from agentloop._wire._openai import normalize_message
+from agentloop._wire.openai import normalize_message
 from agentloop.abc import Emit, ModelRequest
 from agentloop.testing._replies import Reply
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from agentloop import ConfigurationError, MissingDependencyError, ModelTurn, Usage, _json
-from agentloop._wire._openai import normalize_message
+from agentloop._wire.openai import normalize_message
 from agentloop.abc import Emit, ModelRequest
 from agentloop.testing._replies import Reply, ScriptedCall
 

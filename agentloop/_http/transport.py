@@ -1,0 +1,186 @@
+"""The HTTP transport under FluxClient's `httpx.AsyncClient`, chosen per event loop from measurements.
+
+httpx's own pool (httpcore) re-examines every connection and queued request on each request, so
+its cost per request grows with concurrency (see benchmarks/bench_transport.py for the numbers).
+The options, all behind httpx's transport seam so the rest of the client does not change:
+
+- `"httpcore"`: httpx's default pool, keep-alive sized to `max_connections`. Any backend.
+- `"sharded"`: several httpcore pools, the least busy one first: each pool scans only its own
+  connections, and sequential requests reuse one. Any backend, no extra dependency.
+- `"aiohttp"`: aiohttp's connection pool behind httpx's API (`_aiohttp.py`). asyncio only;
+  falls back to `"sharded"` when aiohttp is not installed.
+- `"auto"` (default): decided from the running event loop: see `AUTO`.
+
+The choice waits for an event loop because a client may be built outside any and used on either
+backend. It is made when the client is entered (`async with FluxClient()` calls `prepare()`),
+so the transport's library is imported and its pool built there, not inside the first request
+where the time would count against the request's `total_timeout` (aiohttp's import alone is
+0.3-0.7 s on a busy machine). A client used without `async with` still prepares at its first
+request. When environment proxies are configured the client keeps httpx's own transport (it is
+the one that honours them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import httpx
+
+__all__ = [
+    "TransportKind",
+    "AutoTransport",
+    "ShardedTransport",
+    "make_transport",
+    "prepare",
+    "http_client",
+    "AUTO",
+]
+
+TransportKind = Literal["auto", "httpcore", "sharded", "aiohttp"]
+
+# What "auto" picks per backend (from benchmarks/bench_transport.py; see the module doc).
+AUTO: dict[str, TransportKind] = {"asyncio": "aiohttp", "trio": "sharded"}
+
+_SHARD_SIZE = 16  # connections per httpcore pool in "sharded"
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """httpcore pools of at most `_SHARD_SIZE` connections each; a request goes to the least busy
+    pool, the first one among equals.
+
+    Why not round-robin: it sent each of N sequential requests to a different pool, so each opened
+    its own connection (62 pools at the default 1000 connections: 62 sockets and handshakes where
+    one does). Why not "first pool with a free slot": at 200 concurrent requests that fills pools
+    to 17 connections each, and httpcore's per-request scan of its pool made a step cost ~40 %
+    more CPU than spreading them (~3 per pool). Least busy does both: one request at a time
+    always lands on pool 0 and reuses its connection; many spread evenly. A request holds its
+    slot until its response body is closed, which is when httpcore gives the connection back.
+    """
+
+    def __init__(self, limits: httpx.Limits, **kwargs: object) -> None:
+        total = limits.max_connections or 1000
+        shards = max(1, min(64, total // _SHARD_SIZE))
+        per = -(-total // shards)
+        pool = httpx.Limits(
+            max_connections=per, max_keepalive_connections=per, keepalive_expiry=limits.keepalive_expiry
+        )
+        kwargs.setdefault("verify", httpx.create_ssl_context())  # one context for all (each costs ~30 ms)
+        self._shards = [httpx.AsyncHTTPTransport(limits=pool, **kwargs) for _ in range(shards)]  # type: ignore[arg-type]
+        self._busy = [0] * shards  # requests holding a slot, per pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        busy = self._busy
+        i = busy.index(min(busy))  # C-level scans of <= 64 ints: ~1 µs
+        self._busy[i] += 1
+        try:
+            response = await self._shards[i].handle_async_request(request)
+        except BaseException:
+            self._busy[i] -= 1
+            raise
+        response.stream = _SlotStream(response.stream, self._busy, i)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
+class _SlotStream(httpx.AsyncByteStream):
+    """A response body that gives its pool's slot back when closed (once)."""
+
+    __slots__ = ("_busy", "_i", "_inner")
+
+    def __init__(self, inner: httpx.AsyncByteStream, busy: list[int], i: int) -> None:
+        self._inner, self._busy, self._i = inner, busy, i
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._i >= 0:
+            self._busy[self._i] -= 1
+            self._i = -1
+        await self._inner.aclose()
+
+
+def make_transport(kind: TransportKind, limits: httpx.Limits, **kwargs: object) -> httpx.AsyncBaseTransport:
+    if kind == "httpcore":
+        return httpx.AsyncHTTPTransport(limits=limits, **kwargs)  # type: ignore[arg-type]
+    if kind == "sharded":
+        return ShardedTransport(limits, **kwargs)
+    if kind == "aiohttp":
+        try:
+            from .aiohttp_transport import AiohttpTransport
+        except ImportError:  # aiohttp is not installed: fall back to what works everywhere
+            return ShardedTransport(limits, **kwargs)
+        return AiohttpTransport(limits, **kwargs)  # type: ignore[arg-type]
+    if kind == "auto":
+        return AutoTransport(limits, **kwargs)
+    raise ValueError(f"unknown transport {kind!r}; use 'auto', 'httpcore', 'sharded' or 'aiohttp'")
+
+
+def http_client(
+    timeout: httpx.Timeout | float | None, transport: httpx.AsyncBaseTransport | None, limits: httpx.Limits
+) -> httpx.AsyncClient:
+    """The `httpx.AsyncClient` FluxClient owns: httpx's, with `_SetCookieOnly` as its cookie store."""
+    client = httpx.AsyncClient(timeout=timeout, transport=transport, limits=limits)
+    if isinstance(getattr(client, "_cookies", None), httpx.Cookies):  # httpx's private slot; else leave it be
+        client._cookies = _SetCookieOnly(client.cookies.jar)
+    return client
+
+
+class _SetCookieOnly(httpx.Cookies):
+    """httpx's cookie store, which skips its work on answers that set no cookie.
+
+    httpx hands every response to the cookie jar, wrapping it and its request in urllib objects
+    first: ~10 % of agentloop's CPU per step (profiled in benchmarks/PROFILE.md) for answers that
+    almost never carry `Set-Cookie`. Cookies a router (or the load balancer in front of it) does
+    set are stored and sent back exactly as before.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+def prepare(transport: object) -> None:
+    """Build what `transport` builds lazily, now, inside the running event loop (idempotent)."""
+    ready = getattr(transport, "prepare", None)
+    if ready is not None:
+        ready()
+
+
+class AutoTransport(httpx.AsyncBaseTransport):
+    """Picks the transport for the running event loop (see `AUTO`) when prepared or at the first request."""
+
+    def __init__(self, limits: httpx.Limits, **kwargs: object) -> None:
+        self._limits = limits
+        self._kwargs = kwargs
+        self._inner: httpx.AsyncBaseTransport | None = None
+        self.kind: TransportKind | None = None
+
+    def prepare(self) -> httpx.AsyncBaseTransport:
+        inner = self._inner
+        if inner is None:
+            self.kind = AUTO["asyncio" if _on_asyncio() else "trio"]
+            inner = self._inner = make_transport(self.kind, self._limits, **self._kwargs)
+        prepare(inner)
+        return inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await (self._inner or self.prepare()).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio (or another loop): no asyncio loop in this thread
+        return False
+    return True

@@ -1,0 +1,154 @@
+"""Human approval: which calls need it, the decisions, and the JSON form of a (paused) run.
+
+A tool registered with `requires_approval=True`, or any call for which the agent's
+`require_approval(name, arguments)` predicate returns True, pauses the run: the other calls of
+the step run, and `Agent.run` returns a `RunResult` with `stop_reason="approval_required"` and
+`pending` (id, tool name, validated arguments). `Agent.resume(result, approvals={call_id:
+decision})` continues it:
+
+- `True`: the call runs;
+- `False` (or `Reject("why")`): it is not run; the model is told a human rejected it;
+- `Override(value)`: it is not run; `value` stands in as its result (encoded like a tool's).
+
+`result.to_json()` / `RunResult.from_json(text)` carry a paused run to another process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from .._budget import InputBudget
+from .._exceptions import ResumeError
+from .._tools.arguments import Checked, checked_arguments
+from .._tools.registry import ToolRegistry
+from .._types import PendingCall, ToolCallRecord, encode_result, result_from_json, result_to_json
+
+__all__ = [
+    "Override",
+    "Reject",
+    "Decision",
+    "ApprovalPredicate",
+    "check_approval",
+    "decision_record",
+    "decision_to_data",
+    "decision_from_data",
+    "result_to_json",
+    "result_from_json",
+]
+
+ApprovalPredicate = Callable[[str, dict[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A human-supplied result that stands in for the call (the tool is not run)."""
+
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A rejection with a reason the model is told."""
+
+    reason: str = ""
+
+
+Decision = bool | Override | Reject
+
+
+async def check_approval(
+    registry: ToolRegistry,
+    predicate: ApprovalPredicate | None,
+    name: str,
+    raw: Any,
+    budget: InputBudget,
+    limiter: anyio.CapacityLimiter,
+) -> dict[str, Any] | None:
+    """The validated arguments when this call needs approval, else None.
+
+    Calls that will fail anyway (unknown tool, invalid arguments, arguments over the budget)
+    need no approval: they never reach the tool.
+    """
+    tool = registry.get(name)
+    if tool is None or (not tool.requires_approval and predicate is None):
+        return None
+    checked = await checked_arguments(tool, raw, budget, False, limiter)
+    if not isinstance(checked, Checked):
+        return None
+    args = checked.arguments
+    if tool.requires_approval or predicate(name, args):  # type: ignore[misc]
+        return args
+    return None
+
+
+def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolCallRecord | None:
+    """The record that stands in for a rejected or overridden call; None for an approval."""
+    if decision is True:
+        return None
+    if decision is False or isinstance(decision, Reject):
+        reason = f" Reason: {decision.reason}" if isinstance(decision, Reject) and decision.reason else ""
+        content = (
+            f"Not run: a human rejected this call of {pending.name!r}.{reason} Do not call it again "
+            "with these arguments; continue without it or ask the user."
+        )
+        return ToolCallRecord(
+            pending.id, pending.name, pending.arguments, "rejected", content, pending.step, raw_arguments=raw
+        )
+    if isinstance(decision, Override):
+        status, content, _ = encode_result(pending.name, decision.result, None)
+        if status != "ok":
+            raise ResumeError(
+                f"Override for call {pending.id!r}: {content} Pass a str or a JSON-encodable value."
+            )
+        return ToolCallRecord(
+            pending.id,
+            pending.name,
+            pending.arguments,
+            "overridden",
+            content,
+            pending.step,
+            raw_arguments=raw,
+        )
+    raise ResumeError(
+        f"approval for call {pending.id!r} must be True, False, Reject(reason) or Override(result), got {decision!r}"
+    )
+
+
+def decision_to_data(decision: Decision) -> Any:
+    if isinstance(decision, Override):
+        return {"override": decision.result}
+    if isinstance(decision, Reject):
+        return {"reject": decision.reason}
+    return bool(decision)
+
+
+def decision_from_data(data: Any) -> Decision:
+    if isinstance(data, dict) and "override" in data:
+        return Override(data["override"])
+    if isinstance(data, dict) and "reject" in data:
+        return Reject(data["reject"])
+    return bool(data)
+
+
+def check_decisions(
+    pending: list[PendingCall], approvals: Mapping[str, Decision] | None
+) -> dict[str, Decision]:
+    wanted = {p.id for p in pending}
+    approvals = dict(approvals or {})
+    unknown = sorted(set(approvals) - wanted)
+    if unknown:
+        raise ResumeError(
+            f"approvals given for calls that are not pending: {unknown}; pending: {sorted(wanted)}"
+        )
+    missing = sorted(wanted - set(approvals))
+    if missing:
+        names = ", ".join(f"{p.id} ({p.name})" for p in pending if p.id in missing)
+        raise ResumeError(
+            f"the run waits for a decision on every pending call; missing: {names}. Pass "
+            "approvals={call_id: True | False | Override(result)} for each."
+        )
+    return approvals

@@ -1,0 +1,154 @@
+"""Checking what a caller hands to `Agent(...)`: every mistake is refused at construction.
+
+A mistake found inside `run()` is found late (after a model request was paid for, or never, in a
+branch the caller's tests do not reach). So each argument is checked here, once, and a
+`ConfigurationError` names the argument, what was wrong and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
+from typing import Any
+
+from .. import _json
+from .._exceptions import ConfigurationError, ToolDefinitionError
+from .._http.config import check_int
+from .._seams import ToolSource
+from .._tools.registry import Tool, ToolRegistry
+from .limits import RunLimits
+
+__all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
+
+# Request fields the loop itself sets on every request: a model_settings entry would overwrite them.
+_OWNED = {
+    "model": "pass model=... to Agent",
+    "messages": "pass the conversation to Agent.run(messages=...)",
+    "tools": "pass tools=... to Agent",
+    "tool_choice": "pass tool_choice=... to Agent",
+    "stream": "use Agent.stream(...) for a streamed run",
+    "stream_options": "the loop sets it when it streams",
+    "functions": "the legacy functions API is not used; pass tools=... to Agent",
+    "function_call": "the legacy functions API is not used; pass tool_choice=... to Agent",
+    "system": "pass instructions=... to Agent (or a system message in messages=...)",
+}
+
+
+def build_tools(tools: Any) -> ToolRegistry:
+    """`tools=` as a registry: a registry as is, or a list of functions, registries, `Tool`s, MCP servers."""
+    if tools is None:
+        return ToolRegistry()
+    if isinstance(tools, ToolRegistry):
+        return tools
+    if not isinstance(tools, (list, tuple)):
+        raise ConfigurationError(
+            f"tools must be a ToolRegistry or a list of tools (functions, ToolRegistry, Tool, MCPServer), "
+            f"got {type(tools).__name__}. Wrap a single function in a list: tools=[{_label(tools)}]."
+        )
+    registry = ToolRegistry()
+    for i, item in enumerate(tools):
+        try:
+            _add(registry, item)
+        except ToolDefinitionError as e:
+            raise ToolDefinitionError(f"tools[{i}]: {e}") from None
+        except ConfigurationError as e:
+            raise ConfigurationError(f"tools[{i}]: {e}") from None
+    return registry
+
+
+def _add(registry: ToolRegistry, item: Any) -> None:
+    if isinstance(item, ToolRegistry):
+        registry.include(item)
+    elif isinstance(item, Tool):
+        registry.add(item)
+    elif isinstance(item, ToolSource):  # an MCPServer (raises MCPServerError when it is not open)
+        item.register_into(registry)
+    elif isinstance(item, (str, bytes)) or not callable(item):
+        raise ConfigurationError(
+            f"{item!r} is not a tool: pass the function itself (tools=[get_weather], not tools=['get_weather']), "
+            "a ToolRegistry, a Tool or an open MCPServer."
+        )
+    else:
+        registry.register(item)
+
+
+def _label(x: Any) -> str:
+    return getattr(x, "__name__", None) or repr(x)
+
+
+def check_limits(limits: Any, max_steps: Any) -> RunLimits:
+    """The run limits from `limits=` and the `max_steps=` shortcut; refuses the two disagreeing."""
+    if limits is not None and not isinstance(limits, RunLimits):
+        raise ConfigurationError(
+            f"limits must be a RunLimits (e.g. RunLimits(max_steps=5, timeout=60)), got {limits!r}"
+        )
+    if max_steps is None:
+        return limits or RunLimits()
+    check_int("max_steps", max_steps)
+    if limits is None:
+        return RunLimits(max_steps=max_steps)
+    default = next(f.default for f in fields(RunLimits) if f.name == "max_steps")
+    if limits.max_steps not in (default, max_steps):
+        raise ConfigurationError(
+            f"max_steps={max_steps} disagrees with limits=RunLimits(max_steps={limits.max_steps}); pass it once, "
+            f"e.g. limits=RunLimits(..., max_steps={max_steps}) without max_steps=."
+        )
+    return replace(limits, max_steps=max_steps)
+
+
+def check_model_settings(settings: Any) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise ConfigurationError(
+            f"model_settings must be a dict of extra request fields, e.g. {{'temperature': 0.2}}, got {settings!r}"
+        )
+    for key, value in settings.items():
+        if not isinstance(key, str):
+            raise ConfigurationError(
+                f"model_settings keys must be strings (request field names), got {key!r}"
+            )
+        if key in _OWNED:
+            raise ConfigurationError(
+                f"model_settings may not set {key!r}: the agent loop sets it on every request ({_OWNED[key]})."
+            )
+        if key == "n" and value != 1:
+            raise ConfigurationError(
+                f"model_settings n={value!r}: the loop continues one conversation, so it needs exactly one "
+                "choice per request; remove n (run the agent several times for several answers)."
+            )
+    try:
+        _json.dumps(dict(settings))
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(
+            f"model_settings must be JSON-encodable (they are sent as they are): {e}"
+        ) from None
+    return dict(settings)
+
+
+def check_callable(name: str, fn: Any, args: tuple[str, ...]) -> None:
+    """`fn` is a callable that accepts len(args) positional arguments (named in the message)."""
+    shape = f"({', '.join(args)})"
+    if not callable(fn):
+        raise ConfigurationError(f"{name} must be a callable {shape}, got {fn!r}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable without a signature: trust it
+    try:
+        sig.bind(*args)
+    except TypeError:
+        raise ConfigurationError(
+            f"{name} must accept {len(args)} positional arguments {shape}; {_label(fn)}{sig} does not"
+        ) from None
+
+
+def check_choice_needs_tools(choice: Any, registry: ToolRegistry) -> None:
+    if choice == "required" and not len(registry):
+        raise ConfigurationError(
+            "tool_choice='required' forces a tool call, but the agent has no tools; register tools or use 'auto'."
+        )
+
+
+Formatter = Callable[[str, BaseException], str]

@@ -1,0 +1,155 @@
+"""Checking what the caller hands to an Agent: its conversation and its tool_choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _json
+from .._exceptions import ConfigurationError, ConversationError
+from .._tools.registry import ToolRegistry
+
+__all__ = [
+    "ToolChoice",
+    "normalize_tool_choice",
+    "check_conversation",
+    "history_message",
+    "history_message_async",
+    "messages_to_json",
+    "messages_from_json",
+]
+
+_FORMAT = "agentloop.messages/1"
+
+ToolChoice = str | dict[str, Any]
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, str):
+        name = choice
+        choice = {"type": "function", "function": {"name": name}}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+    else:
+        raise ConfigurationError(
+            f"tool_choice must be 'auto', 'none', 'required', a tool name or "
+            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+        )
+    if name not in tools:
+        raise ConfigurationError(
+            f"tool_choice forces tool {name!r}, which is not registered; registered: {tools.names}"
+        )
+    return choice
+
+
+def check_conversation(messages: Any) -> list[dict[str, Any]]:
+    """Validate the caller's conversation (cheaply) and return a shallow copy the run may extend."""
+    if not isinstance(messages, list):
+        raise ConversationError(
+            f"messages must be a list of chat-format dicts, got {type(messages).__name__}"
+        )
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
+        role = m.get("role")
+        if role not in _ROLES:
+            raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
+        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+            raise ConversationError(f"messages[{i}] is a tool message without a string tool_call_id")
+        calls = m.get("tool_calls")
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+            raise ConversationError(
+                f"messages[{i}]['tool_calls'] must be a list of dicts "
+                '({"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}), '
+                f"got {type(calls).__name__}"
+            )
+        try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
+            _json.dumps(m)
+        except (TypeError, ValueError) as e:
+            raise ConversationError(
+                f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
+                "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
+            ) from None
+    return list(messages)
+
+
+def messages_to_json(messages: list[dict[str, Any]]) -> str:
+    """A whole conversation (e.g. `result.all_messages()`) as JSON text, to store and continue later."""
+    from .. import _json
+
+    return _json.dumps_str({"format": _FORMAT, "messages": check_conversation(messages)})
+
+
+def messages_from_json(data: str | bytes) -> list[dict[str, Any]]:
+    """The inverse of `messages_to_json`: pass the list to `Agent.run(prompt, messages=...)`.
+
+    Raises `ConversationError` for text that is not a stored conversation (a plain JSON list of
+    chat-format messages is accepted too).
+    """
+    from .. import _json
+
+    try:
+        value = _json.loads(data)
+    except ValueError as e:
+        raise ConversationError(f"stored conversation is not valid JSON ({e})") from None
+    if isinstance(value, dict):
+        if value.get("format") != _FORMAT:
+            raise ConversationError(
+                f"not a stored conversation: expected format {_FORMAT!r}, got {value.get('format')!r}"
+            )
+        value = value.get("messages")
+    return check_conversation(value)
+
+
+def history_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message as it enters the conversation: every call's arguments valid JSON object text.
+
+    `flux-auto` may send the next step to another provider, which translates the history; some
+    reject every later request when an earlier call's arguments are not a JSON object. The
+    model's own text stays on the call's record (`raw_arguments`) and in the error it is told.
+    Valid object text is kept byte for byte; the message is copied only when a call changes.
+    """
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    fixed: list[dict[str, Any]] | None = None
+    for i, c in enumerate(calls):
+        fn = c.get("function") or {}
+        raw = fn.get("arguments")
+        text = _object_text(raw)
+        if text is not raw:
+            fixed = fixed if fixed is not None else list(calls)
+            fixed[i] = {**c, "function": {**fn, "arguments": text}}
+    return message if fixed is None else {**message, "tool_calls": fixed}
+
+
+_THREAD_CHARS = 1024 * 1024  # arguments larger than this (all calls together) are checked off the loop
+
+
+async def history_message_async(message: dict[str, Any]) -> dict[str, Any]:
+    """`history_message`, in a worker thread when the calls' arguments are large: it parses
+    each one, and a hostile 5 MB argument took ~250 ms of the event loop (every run stood still)."""
+    calls = message.get("tool_calls") or ()
+    size = sum(len(a) for c in calls if isinstance(a := (c.get("function") or {}).get("arguments"), str))
+    if size <= _THREAD_CHARS:
+        return history_message(message)
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(history_message, message, abandon_on_cancel=True)
+
+
+def _object_text(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            value = _json.loads(raw)
+        except ValueError:
+            return "{}"
+        return raw if isinstance(value, dict) else "{}"
+    if isinstance(raw, dict):
+        try:
+            return _json.dumps_str(raw)
+        except (TypeError, ValueError):
+            return "{}"
+    return "{}"

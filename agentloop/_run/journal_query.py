@@ -1,0 +1,258 @@
+"""Reading a journal page by page: `RunSummary`, `RunPage` and the SQL behind `Journal.query_runs`.
+
+Kept apart from `_journal.py` (which writes) because it only reads: the run inspector
+(`agentloop ui`) lists 100,000 runs a page at a time with it, over a read-only connection.
+
+Pages are keyset-paginated, newest first: a page ends with a `cursor` (its last run's
+`created_at` and id) and the next page starts after it, so a deep page costs what the first
+does and runs that land meanwhile do not shift the pages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import _json
+from .._exceptions import JournalError
+
+if TYPE_CHECKING:
+    from .journal import Journal, JournaledRun
+
+__all__ = [
+    "RunSummary",
+    "RunPage",
+    "STATUS_GROUPS",
+    "query_runs",
+    "summarize",
+    "status_group",
+    "default_query",
+]
+
+# What a user filters by -> the journal statuses it covers. A run that stopped at a limit
+# journals the limit's stop reason; one whose process died keeps "running" (and no live lease).
+STATUS_GROUPS: dict[str, tuple[str, ...]] = {
+    "final": ("final",),
+    "paused": ("paused",),
+    "interrupted": ("running",),
+    "failed": ("failed",),
+    "step_limit": ("max_steps",),
+    "other_limit": ("max_tool_calls", "max_total_tokens", "timeout", "loop_detected"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One line of a runs list: the run's `RunInfo` fields plus counts read from its entries.
+
+    `live` is True while a process holds the run's lease (it is being run or resumed);
+    `prompt` is the last user message the run started with, `output` its final answer.
+    """
+
+    run_id: str
+    status: str
+    model: str | None
+    steps: int
+    created_at: float
+    updated_at: float
+    tool_calls: int
+    total_tokens: int
+    live: bool
+    prompt: str | None
+    output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of runs, newest first. `cursor` is None on the last page; `total` is None
+    when counting would scan the whole journal (a text search)."""
+
+    runs: list[RunSummary]
+    cursor: tuple[float, str] | None
+    total: int | None
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+def _like_json(text: str) -> str:
+    # The term as JSON writes it inside a string (quotes, newlines, backslashes escaped).
+    return _like(_json.dumps_str(text)[1:-1])
+
+
+# The decoded text of the run's messages and final output is searched, not the JSON around it
+# (whose keys would match words such as "content"). A LIKE over the raw JSON text comes first:
+# it is cheap and drops almost every run before any JSON is parsed.
+_SEARCH = (
+    "(r.run_id IN (SELECT run_id FROM agentloop_runs WHERE header LIKE ? ESCAPE '!' AND EXISTS (SELECT 1 FROM "
+    "json_each(header, '$.messages') m WHERE json_extract(m.value, '$.content') LIKE ? ESCAPE '!')) "
+    "OR r.run_id IN (SELECT run_id FROM agentloop_entries WHERE kind = 'end' AND CAST(data AS TEXT) LIKE ? "
+    "ESCAPE '!' AND json_extract(CAST(data AS TEXT), '$.output') LIKE ? ESCAPE '!'))"
+)
+
+
+def query_runs(
+    conn: sqlite3.Connection,
+    *,
+    statuses: tuple[str, ...] | None,
+    search: str | None,
+    limit: int,
+    after: tuple[float, str] | None,
+    alive: Any,
+) -> RunPage:
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses is not None:
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if search:
+        pattern, raw = _like(search), _like_json(search)
+        where.append(_SEARCH)
+        args.extend([raw, pattern, raw, pattern])
+    count_where = " AND ".join(where) or "1"
+    count_args = list(args)
+    if after is not None:
+        where.append("(created_at, run_id) < (?, ?)")
+        args.extend(after)
+    sql = (
+        "SELECT run_id, status, model, steps, created_at, updated_at, header FROM agentloop_runs r "
+        f"WHERE {' AND '.join(where) or '1'} ORDER BY created_at DESC, run_id DESC LIMIT ?"
+    )
+    conn.execute("BEGIN")  # one snapshot for the page and its counts
+    try:
+        rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        total = None
+        if not search:
+            total = conn.execute(
+                f"SELECT COUNT(*) FROM agentloop_runs WHERE {count_where}", count_args
+            ).fetchone()[0]
+        runs = summarize(conn, rows, alive)
+    finally:
+        conn.rollback()
+    cursor = (rows[-1][4], rows[-1][0]) if more and rows else None
+    return RunPage(runs, cursor, total)
+
+
+def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any) -> list[RunSummary]:
+    """RunSummary for each (run_id, status, model, steps, created_at, updated_at, header) row."""
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    marks = ", ".join("?" * len(ids))
+    counts: dict[str, tuple[int, int]] = {}
+    outputs: dict[str, Any] = {}
+    for run_id, kind, data in conn.execute(
+        f"SELECT run_id, kind, data FROM agentloop_entries WHERE run_id IN ({marks}) AND kind IN ('model', 'tool_end', 'end')",
+        ids,
+    ):
+        calls, tokens = counts.get(run_id, (0, 0))
+        if kind == "tool_end":
+            calls += 1
+        elif kind == "model":
+            tokens += _tokens(data)
+        else:
+            outputs[run_id] = _field(data, "output")
+        counts[run_id] = (calls, tokens)
+    leases = {
+        run_id: alive(host, pid, expires_at)
+        for run_id, host, pid, expires_at in conn.execute(
+            f"SELECT run_id, host, pid, expires_at FROM agentloop_leases WHERE run_id IN ({marks})", ids
+        )
+    }
+    out = []
+    for run_id, status, model, steps, created, updated, header in rows:
+        calls, tokens = counts.get(run_id, (0, 0))
+        out.append(
+            RunSummary(
+                run_id,
+                status,
+                model,
+                steps,
+                created,
+                updated,
+                calls,
+                tokens,
+                leases.get(run_id, False),
+                _prompt(header),
+                outputs.get(run_id),
+            )
+        )
+    return out
+
+
+def _tokens(data: str | bytes) -> int:
+    try:
+        value = _json.loads(data)["usage"]["total_tokens"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return value if isinstance(value, int) else 0
+
+
+def _field(data: str | bytes, key: str) -> Any:
+    try:
+        value = _json.loads(data)
+    except ValueError:
+        return None
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _prompt(header: str | bytes) -> str | None:
+    try:
+        messages = _json.loads(header)["messages"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    for m in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            content = m.get("content")
+            return content if isinstance(content, str) else _json.dumps_str(content)
+    return None
+
+
+def status_group(status: str | None) -> tuple[str, ...] | None:
+    if status is None or status == "":
+        return None
+    try:
+        return STATUS_GROUPS[status]
+    except KeyError:
+        raise JournalError(
+            f"unknown status filter {status!r}; use one of {', '.join(STATUS_GROUPS)}"
+        ) from None
+
+
+def _summary_of(run: JournaledRun) -> RunSummary:
+    calls = sum(e.kind == "tool_end" for e in run.entries)
+    tokens = sum((e.data.get("usage") or {}).get("total_tokens", 0) for e in run.entries if e.kind == "model")
+    output = next((e.data.get("output") for e in run.entries if e.kind == "end"), None)
+    users = [m.get("content") for m in run.header.get("messages", []) if m.get("role") == "user"]
+    i = run.info
+    prompt = users[-1] if users else None
+    return RunSummary(
+        i.run_id, i.status, i.model, i.steps, i.created_at, i.updated_at, calls, tokens, False, prompt, output
+    )
+
+
+async def default_query(
+    journal: Journal, *, status: str | None, search: str | None, limit: int, after: tuple[float, str] | None
+) -> RunPage:
+    """`Journal.query_runs` for any journal: reads every run (fine for small journals)."""
+    runs = sorted(await journal.list_runs(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+    statuses = status_group(status)
+    out: list[RunSummary] = []
+    for info in runs:
+        if statuses is not None and info.status not in statuses:
+            continue
+        if after is not None and (info.created_at, info.run_id) >= after:
+            continue
+        summary = _summary_of(await journal.load(info.run_id))
+        if search and not any(search.lower() in (t or "").lower() for t in (summary.prompt, summary.output)):
+            continue
+        out.append(summary)
+        if len(out) > limit:
+            break
+    more = len(out) > limit
+    out = out[:limit]
+    return RunPage(out, (out[-1].created_at, out[-1].run_id) if more else None, None)

@@ -1,0 +1,78 @@
+"""RunLimits: the budgets of one run, a frozen policy object shared freely between agents and runs.
+
+Each limit has its own `RunLimitExceeded` subclass carrying the partial `RunResult`; the partial
+result is always a valid conversation (every tool call has its tool message), so it can be
+continued with `Agent.run(messages=exc.result.messages)`.
+
+- `max_steps`: model requests per run; after that many requests that still asked for tools (and
+  their tools ran): `StepLimitExceeded`.
+- `max_tool_calls`: tool calls per run. Calls of a step beyond the budget are not run, get a tool
+  result saying so (status `skipped`), and the run stops with `ToolCallLimitExceeded`.
+- `max_total_tokens`: checked before every model request against the usage the endpoint
+  reported so far; once reached, no request is sent: `TokenLimitExceeded`. (One request can
+  overshoot it: its size is only known once it is answered.)
+- `timeout` (seconds from the start of `run` / `resume`) and `deadline` (a Unix time, as from
+  `time.time()`): an anyio cancel scope around the whole run, model requests and tools
+  included; whichever comes first wins: `TimeLimitExceeded`. Tools cut short have status
+  `cancelled`.
+- `loop_threshold`: the same tool with the same arguments this many times in a row: that call is
+  not run and the model is told so (status `loop_detected`); if the model repeats it once more,
+  the run stops with `LoopDetected`. `None` turns loop detection off (e.g. for polling tools).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+import anyio
+
+from .._exceptions import ConfigurationError
+
+__all__ = ["RunLimits"]
+
+_INTS = ("max_steps", "max_tool_calls", "max_total_tokens", "loop_threshold")
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """Budgets of one run. `None` means no limit. See the module docs for each field."""
+
+    max_steps: int | None = 10
+    max_tool_calls: int | None = None
+    max_total_tokens: int | None = None
+    timeout: float | None = None
+    deadline: float | None = None
+    loop_threshold: int | None = 3
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            bad = isinstance(value, bool) or not isinstance(value, int if f.name in _INTS else (int, float))
+            if bad or (value < 1 if f.name in _INTS else (value <= 0 and f.name == "timeout")):
+                kind = "a positive integer" if f.name in _INTS else "a positive number of seconds"
+                raise ConfigurationError(f"{f.name} must be {kind} or None, got {value!r}")
+        if self.loop_threshold is not None and self.loop_threshold < 2:
+            raise ConfigurationError(
+                f"loop_threshold must be >= 2 (a single call is not a loop) or None, got {self.loop_threshold!r}"
+            )
+
+    def cancel_deadline(self) -> float:
+        """The run's deadline on the anyio clock (`math.inf` when there is none). Call inside the run."""
+        now = anyio.current_time()
+        deadline = float("inf")
+        if self.timeout is not None:
+            deadline = now + self.timeout
+        if self.deadline is not None:
+            deadline = min(deadline, now + (self.deadline - time.time()))
+        return deadline
+
+    def describe_time(self) -> str:
+        parts = []
+        if self.timeout is not None:
+            parts.append(f"timeout={self.timeout:g} s")
+        if self.deadline is not None:
+            parts.append(f"deadline={time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.deadline))}")
+        return " / ".join(parts)

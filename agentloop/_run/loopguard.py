@@ -1,0 +1,67 @@
+"""Loop detection: the same tool with the same arguments, many times in a row.
+
+The streak runs over the calls of the whole run in the order the model made them (within a
+step: the order it listed them). Arguments are compared as parsed JSON with sorted keys, so
+`{"a":1,"b":2}` and `{"b": 2, "a": 1}` are the same call. Large arguments (over
+`INLINE_BYTES`) are compared as the text the model sent: the loop guard runs on the event loop
+for every call, and parsing and re-encoding a megabyte there would stall every other run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import _json
+from .._tools.arguments import INLINE_BYTES, clip
+from .._tools.registry import ArgumentsError, parse_arguments
+
+__all__ = ["LoopGuard", "call_key"]
+
+
+def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
+    """The identity of a call. Never raises: any depth, any size, any type of arguments."""
+    if isinstance(raw_arguments, str) and len(raw_arguments) > INLINE_BYTES:
+        return name, raw_arguments
+    try:  # the one canonical codec: depth-limited parse, sorted-key encode
+        return name, _json.canonical(parse_arguments(raw_arguments))
+    except (ArgumentsError, TypeError, ValueError):
+        if isinstance(raw_arguments, str):
+            return name, raw_arguments
+        return name, f"<{type(raw_arguments).__name__} {id(raw_arguments)}>"  # unencodable: never equal
+
+
+class LoopGuard:
+    """Tracks the current streak of identical calls. `threshold=None` never fires."""
+
+    __slots__ = ("key", "streak", "threshold")
+
+    def __init__(self, threshold: int | None, history: Iterable[tuple[str, Any]] = ()) -> None:
+        self.threshold = threshold
+        self.key: tuple[str, str] | None = None
+        self.streak = 0
+        for name, raw in history:
+            self.observe(name, raw)
+
+    def observe(self, name: str, raw_arguments: Any) -> int:
+        """Count one call; return 0 (fine), 1 (threshold reached: warn) or 2 (repeated after the warning: stop)."""
+        if self.threshold is None:
+            return 0
+        key = call_key(name, raw_arguments)
+        if key == self.key:
+            self.streak += 1
+        else:
+            self.key, self.streak = key, 1
+        if self.streak < self.threshold:
+            return 0
+        return 1 if self.streak == self.threshold else 2
+
+    def message(self, name: str, verdict: int) -> str:
+        name = clip(name, 256)
+        if verdict == 1:
+            return (
+                f"Not run: you called {name!r} with the same arguments {self.streak} times in a row, and the "
+                "result will not change. Use the results you already have, call it with different "
+                "arguments, or give your answer. Repeating this call again stops the run."
+            )
+        return f"Not run: {name!r} was called with the same arguments again after a warning; the run was stopped."

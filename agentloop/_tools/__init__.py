@@ -1,0 +1,1 @@
+"""Tools: the registry, argument checking and validation, dispatch of one step's calls."""

@@ -1,0 +1,271 @@
+"""Running one assistant message's tool calls: concurrently, each to exactly one outcome.
+
+Every call ends in a `ToolCallRecord` whose `content` is the tool message the model receives.
+Nothing a call does (bad JSON, schema violations, an unknown name, an exception, a timeout, an
+unencodable result) escapes as an exception or touches its siblings: each call is its own task
+in one task group and catches its own failures. Only cancellation of the run propagates, after
+the call's record has been written as `cancelled`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, cast
+
+import anyio
+
+from .._budget import InputBudget
+from .._context import RunContext
+from .._events import ToolCallFinished, ToolCallStarted, warning_logger
+from .._exceptions import SandboxedToolError
+from .._model import Emit
+from .._types import OutcomeStatus, ToolCallRecord, encode_result, sendable
+from .arguments import Rejected, checked_arguments, clip, truncate
+from .registry import Tool, ToolRegistry
+
+__all__ = ["Dispatcher", "default_error_formatter"]
+
+ErrorFormatter = Callable[[str, BaseException], str]
+
+
+def default_error_formatter(tool_name: str, exc: BaseException) -> str:
+    """What the model sees when a tool raises: the tool, the exception type and message, nothing more.
+
+    Override with `Agent(format_tool_error=...)` to reveal less (e.g. only a generic message for
+    some exception types) or more. For "process" / "isolated" tools `exc` is a
+    `SandboxedToolError` standing in for the child's exception (its `exc_type`, message and
+    `traceback`); the traceback is never shown to the model by default.
+    """
+    return f"Tool {tool_name!r} raised {exception_type(exc)}: {safe_str(exc)}"
+
+
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, even for an exception whose `__str__` raises (a tool's own class may): the
+    run must not die of the message of an error it was handling."""
+    try:
+        return str(exc)
+    except Exception as e:
+        return f"<str() of the exception failed: {type(e).__name__}>"
+
+
+def exception_type(exc: BaseException) -> str:
+    """The class name of the exception the tool raised, wherever it ran."""
+    return exc.exc_type if isinstance(exc, SandboxedToolError) else type(exc).__name__
+
+
+def _named(name: str, text: str) -> str:
+    """A sandbox outcome's text with the tool named, as every other error text names it."""
+    return f"Tool {name!r}{text[4:]}" if text.startswith("Tool ") else f"Tool {name!r}: {text}"
+
+
+class Dispatcher:
+    """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
+
+    __slots__ = (
+        "budget",
+        "checker",
+        "context",
+        "emit",
+        "format_error",
+        "limiter",
+        "log",
+        "on_finish",
+        "on_invoke",
+        "registry",
+        "run_id",
+    )
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        *,
+        run_id: str,
+        emit: Emit | None,
+        log: Any,
+        max_concurrent: int | None,
+        format_error: ErrorFormatter,
+        on_invoke: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
+        on_finish: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
+        context: Callable[[ToolCallRecord], Any] | None = None,
+        budget: InputBudget | None = None,
+    ) -> None:
+        self.registry = registry
+        self.run_id = run_id
+        self.emit = emit
+        self.log = log
+        self.limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
+        self.format_error = format_error
+        # Durable runs: awaited right before the tool itself runs, and once its record is final
+        # (not for cancelled calls). The run journal commits there.
+        self.on_invoke = on_invoke
+        self.on_finish = on_finish
+        self.context = context  # record -> RunContext, for tools that take one
+        self.budget = budget or InputBudget()
+        # Large arguments are checked in a worker thread, one at a time for this run: a hostile
+        # answer with many large calls occupies one thread, never the event loop.
+        self.checker = anyio.CapacityLimiter(1)
+
+    async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
+        """Run `calls` concurrently; return their records in the order the model listed them.
+
+        If the run is cancelled meanwhile, `records` still holds a `cancelled` record for every
+        call that did not finish (the caller reads it through `partial`).
+        """
+        records: list[ToolCallRecord | None] = [None] * len(calls)
+        if len(calls) == 1:  # no task group needed for a single call
+            await self._run_one(records, 0, calls[0], step)
+        else:
+            async with anyio.create_task_group() as tg:
+                for i, call in enumerate(calls):
+                    tg.start_soon(self._run_one, records, i, call, step)
+        return records  # type: ignore[return-value]  # every slot is filled
+
+    async def _run_one(self, records: list[Any], i: int, call: dict[str, Any], step: int) -> None:
+        fn = call["function"]
+        call_id: str = call["id"]
+        name: str = fn["name"]
+        raw = fn["arguments"]
+        start = time.perf_counter()
+        record = ToolCallRecord(call_id, name, None, "cancelled", "", step, raw_arguments=raw)
+        records[i] = record  # visible as `cancelled` if the run is cancelled from here on
+        if self.emit is not None:  # every call, whatever its outcome: Started, then Finished
+            await self.emit(ToolCallStarted(self.run_id, step, call_id, name, raw))
+        try:
+            status, content, error = await self._execute(record, raw)
+        except anyio.get_cancelled_exc_class():
+            record.content = f"Tool {name!r} was cancelled before it finished."
+            record.duration_s = time.perf_counter() - start
+            raise
+        if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
+            content = truncate(sendable(content), self.budget.max_error_bytes)
+        record.status, record.content, record.error = status, content, error
+        record.duration_s = time.perf_counter() - start
+        if self.on_finish is not None:
+            await self.on_finish(record)
+        if self.log is not None:
+            self.log.debug(
+                "tool finished",
+                step=step,
+                tool_call_id=call_id,
+                tool=name,
+                outcome=status,
+                duration_s=round(record.duration_s, 6),
+            )
+        if self.emit is not None:
+            await self.emit(ToolCallFinished(self.run_id, step, record))
+
+    async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
+        name = record.name
+        budget = self.budget
+        tool = self.registry.get(name) if name else None
+        if tool is None:
+            available = ", ".join(self.registry.names) or "(none)"
+            shown = clip(name, budget.max_tool_name_chars)
+            what = f"There is no tool named {shown!r}." if name else "The tool call has no function name."
+            text = f"{what} Available tools: {available}. Call one of them by its exact name."
+            return "unknown_tool", text, clip(name, budget.max_tool_name_chars)
+        bind = tool.sandbox not in ("process", "isolated")  # the child process binds for itself
+        checked = await checked_arguments(tool, raw, budget, bind, self.checker)
+        if isinstance(checked, Rejected):
+            return checked.status, checked.content, checked.error  # type: ignore[return-value]
+        args = record.arguments = checked.arguments
+        if self.log is not None:
+            self.log.debug(
+                "tool started", step=record.step, tool_call_id=record.id, tool=name, sandbox=tool.sandbox
+            )
+        if self.limiter is None:
+            if self.on_invoke is not None:
+                await self.on_invoke(record)
+            return await self._invoke(tool, args, checked.kwargs, record)
+        async with self.limiter:
+            if self.on_invoke is not None:
+                await self.on_invoke(record)
+            return await self._invoke(tool, args, checked.kwargs, record)
+
+    async def _invoke(
+        self, tool: Tool, args: dict[str, Any], kwargs: dict[str, Any] | None, record: ToolCallRecord
+    ) -> tuple[OutcomeStatus, str, str | None]:
+        limits = tool.limits
+        if kwargs is None:  # the process modes: the child binds the arguments itself
+            box = self.registry.sandbox_for(tool.sandbox, tool.name)
+            outcome = await box.call(tool.ref if tool.ref is not None else tool.name, args, limits)
+            # an executor reports an OutcomeStatus (SandboxOutcome types its field as a plain str)
+            status = cast(OutcomeStatus, outcome.status)
+            if getattr(outcome, "formatted", False):  # its text was written where it ran (a Temporal worker)
+                record.traceback = outcome.traceback
+                return status, outcome.content, outcome.error
+            if status == "raised":  # the same formatter, record and log as in-process tools
+                trace = outcome.traceback or ""
+                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, trace)
+                return "raised", self._raised(record, stand_in, trace), outcome.error
+            if status == "ok" or (status == "output_limit" and "[output truncated:" in outcome.content):
+                return status, outcome.content, outcome.error  # the tool's own output
+            return status, _named(tool.name, outcome.content), outcome.error
+        if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
+            kwargs = {**kwargs, tool.context: self._context(record)}
+        timed_out = False
+        try:
+            if limits.timeout is None:  # no cancel scope to enter and leave: the common, hot case
+                value = await self._call(tool, kwargs)
+            else:
+                timed_out = True
+                with anyio.move_on_after(limits.timeout):
+                    value = await self._call(tool, kwargs)
+                    timed_out = False
+        except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
+            return "raised", self._raised(record, e, "".join(traceback.format_exception(e))), type(e).__name__
+        if timed_out:
+            abandoned = (
+                "; its worker thread was abandoned and may still be running"
+                if tool.sandbox == "thread"
+                else ""
+            )
+            return (
+                "timeout",
+                f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.",
+                "timeout",
+            )
+        return encode_result(tool.name, value, limits.output_bytes)
+
+    def _context(self, record: ToolCallRecord) -> Any:
+        if self.context is not None:
+            return self.context(record)
+        # No run behind this dispatcher (a Temporal worker's activity): the call's own facts, no deps.
+
+        return RunContext(None, self.run_id, "", record.step, tool_call_id=record.id, tool_name=record.name)
+
+    def _raised(self, record: ToolCallRecord, exc: BaseException, tb: str) -> str:
+        """A tool raised: keep and log its traceback; the model gets only the formatted text."""
+        record.traceback = tb
+        log = self.log or warning_logger(run_id=self.run_id)
+        if log is not None:
+            log.warning(
+                "tool raised",
+                step=record.step,
+                tool_call_id=record.id,
+                tool=record.name,
+                exc_type=exception_type(exc),
+                traceback=tb,
+            )
+        try:
+            text = self.format_error(record.name, exc)
+            if isinstance(text, str):
+                return text
+            problem = f"returned {type(text).__name__}, not str"
+        except Exception as e:
+            problem = f"raised {type(e).__name__}: {safe_str(e)}"
+        if log is not None:
+            log.warning(
+                "format_tool_error failed; the default text was sent", tool=record.name, problem=problem
+            )
+        return default_error_formatter(record.name, exc)
+
+    @staticmethod
+    async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
+        if tool.sandbox == "inline":
+            return await tool.fn(**kwargs)
+        # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
+        return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)

@@ -1,0 +1,388 @@
+"""The Anthropic Messages wire: canonical (OpenAI chat) messages out, canonical `ModelTurn`s in.
+
+The conversation stays in OpenAI chat format; this adapter translates at the edge, per request:
+
+- `system` / `developer` messages are lifted into the top-level `system` string;
+- an assistant message's `tool_calls` become `tool_use` blocks (`input` = the parsed arguments,
+  `{}` when they are not a JSON object: the model already got an "invalid arguments" tool result);
+- consecutive `tool` messages become ONE user message of `tool_result` blocks, and a user message
+  that follows them joins it (results first, then text), as the wire requires;
+- tools become `{"name", "description", "input_schema"}` (converted once per tool list);
+- `tool_choice` "auto" / "required" / "none" / a forced function → auto / any / none / tool;
+- `max_tokens` is required: the agent's setting, else the client's default.
+
+`is_error` on a `tool_result`: the canonical tool message carries no status. The adapter sets it
+for the ids in `ModelRequest.tool_errors` when the request has that attribute (ids of the calls
+whose outcome was not "ok"); otherwise every result goes out with `is_error: false`, and the
+model reads the failure from the result text, which always says what went wrong.
+
+Answers: `text` blocks are joined into `content`, `tool_use` blocks become `tool_calls` with
+`arguments` = the JSON of `input`; `thinking` and unknown blocks are dropped. `stop_reason` maps
+to OpenAI finish reasons. Streams: `message_start`, `content_block_start/delta/stop`
+(`text_delta`, `input_json_delta`), `message_delta`, `message_stop`, `ping`, `error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _json
+from .._exceptions import APIResponseError
+from .._model import ModelRequest
+from .._types import ModelTurn, Usage
+from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
+from .openai import _preview, load_body
+
+__all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+_MESSAGE_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
+           "pause_turn": "stop", "refusal": "content_filter"}  # fmt: skip
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+class AnthropicWire:
+    name = "anthropic"
+
+    __slots__ = ("_tools_in", "_tools_out", "max_tokens")
+
+    def __init__(self, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        self.max_tokens = max_tokens
+        self._tools_in: list[dict[str, Any]] | None = None  # the last tool list converted ...
+        self._tools_out: list[dict[str, Any]] = []  # ... and its conversion (tool lists are immutable)
+
+    @staticmethod
+    def url(base_url: str) -> str:
+        return base_url + ("/messages" if base_url.endswith("/v1") else "/v1/messages")
+
+    @staticmethod
+    def auth_headers(api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+
+    @staticmethod
+    def assembler(run_id: str | None, step: int, request_id: str | None) -> AnthropicStream:
+        return AnthropicStream(run_id, step, request_id)
+
+    def encode(self, request: ModelRequest, *, stream: bool = False) -> bytes:
+        return _json.dumps(self.body(request, stream=stream))
+
+    def body(self, request: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
+        system, messages = encode_messages(request.messages, getattr(request, "tool_errors", None))
+        settings = dict(request.settings)
+        max_tokens = settings.pop("max_tokens", None) or settings.pop("max_completion_tokens", None)
+        settings.pop("max_completion_tokens", None)
+        body: dict[str, Any] = {"model": request.model, "max_tokens": max_tokens or self.max_tokens}
+        if system:
+            body["system"] = system
+        body["messages"] = messages
+        parallel = settings.pop("parallel_tool_calls", None)
+        if request.tools:
+            body["tools"] = self._tools(request.tools)
+            choice = _tool_choice(request.tool_choice)
+            if parallel is False:
+                choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+            if choice is not None:
+                body["tool_choice"] = choice
+        stop = settings.pop("stop", None)
+        if stop is not None:
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        user = settings.pop("user", None)
+        if isinstance(user, str):
+            body["metadata"] = {"user_id": user}
+        body.update(settings)  # temperature, top_p, top_k, thinking, ...: sent as they are
+        if stream:
+            body["stream"] = True
+        return body
+
+    def _tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if tools is not self._tools_in:
+            self._tools_out = [_tool(t) for t in tools]
+            self._tools_in = tools
+        return self._tools_out
+
+    @staticmethod
+    def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
+        return parse_message(load_body(content, request_id), request_id=request_id)
+
+
+# --- request: canonical → Anthropic -----------------------------------------------------------
+
+
+def encode_messages(
+    messages: list[dict[str, Any]], tool_errors: Any = None
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Canonical messages → (`system` text or None, Anthropic `messages`)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role in _SYSTEM_ROLES:
+            text = _text(m.get("content"))
+            if text:
+                system.append(text)
+            continue
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": call_id,
+                "content": _text(m.get("content")),
+            }
+            if tool_errors and call_id in tool_errors:
+                block["is_error"] = True
+            _append(out, "user", [block])
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            text = _text(m.get("content"))
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for tc in m.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
+                               "input": _input(fn.get("arguments"))})  # fmt: skip
+            if blocks:
+                _append(out, "assistant", blocks)
+        else:  # user
+            _append(out, "user", _user_blocks(m.get("content")))
+    return ("\n\n".join(system) or None), out
+
+
+def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Append, merging into the previous message of the same role (the wire alternates roles)."""
+    if out and out[-1]["role"] == role:
+        out[-1]["content"].extend(blocks)
+    else:
+        out.append({"role": role, "content": blocks})
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return "" if content is None else str(content)
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return [{"type": "text", "text": _text(content)}]
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            if url.startswith("data:") and ";base64," in url:
+                media, data = url[5:].split(";base64,", 1)
+                blocks.append(
+                    {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+                )
+            else:
+                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
+    return blocks
+
+
+def _input(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    if isinstance(arguments, str) and arguments.strip():
+        try:  # deeper than any budget accepts: the call was refused, and the body must stay encodable
+            value = _json.loads(arguments, max_depth=_json.MAX_VALUE_DEPTH)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+def _tool(definition: dict[str, Any]) -> dict[str, Any]:
+    fn = definition.get("function", definition)
+    tool: dict[str, Any] = {"name": fn["name"]}
+    if fn.get("description"):
+        tool["description"] = fn["description"]
+    tool["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+    return tool
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None or choice == "auto":
+        return None if choice is None else {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        if name:
+            return {"type": "tool", "name": name}
+    if isinstance(choice, str):
+        return {"type": "tool", "name": choice}
+    return None
+
+
+# --- response: Anthropic → canonical ----------------------------------------------------------
+
+
+def parse_message(data: Any, *, request_id: str | None = None) -> ModelTurn:
+    if not isinstance(data, dict):
+        raise APIResponseError(
+            f"the endpoint answered 200 with a JSON {type(data).__name__} instead of a message object",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    content = data.get("content")
+    if data.get("type") == "error" or (not isinstance(content, list) and data.get("error") is not None):
+        error = data.get("error")
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise APIResponseError(
+            f"the endpoint answered 200 with an error instead of a message: {detail}",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    if not isinstance(content, list):
+        raise APIResponseError(
+            "the endpoint answered 200 with a message that has no content list",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind == "tool_use":
+            calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    stop = data.get("stop_reason")
+    return ModelTurn(
+        message=message,
+        usage=_usage(data.get("usage")),
+        finish_reason=_FINISH.get(stop, stop) if isinstance(stop, str) else None,
+        model=data.get("model") if isinstance(data.get("model"), str) else None,
+        request_id=request_id or data.get("id"),
+    )
+
+
+def _call(cid: Any, name: Any, value: Any) -> dict[str, Any]:
+    if value is None:
+        args = "{}"
+    elif isinstance(value, str):  # not an object: kept, so the dispatcher reports it as invalid
+        args = value if value.strip() else "{}"
+    else:
+        try:
+            args = _json.dumps_str(value)
+        except (TypeError, ValueError):  # not encodable: kept as text the dispatcher refuses as not JSON
+            args = f"<tool_use input that cannot be encoded as JSON: {type(value).__name__}>"
+    return {
+        "id": cid if isinstance(cid, str) else "",
+        "type": "function",
+        "function": {"name": name if isinstance(name, str) else "", "arguments": args},
+    }
+
+
+def _usage(raw: Any, base: Usage | None = None) -> Usage:
+    """Anthropic usage → Usage; cache reads / writes count as prompt tokens and are also kept apart."""
+    if not isinstance(raw, dict):
+        return base or Usage(requests=1)
+    read, write = _pos(raw.get("cache_read_input_tokens")), _pos(raw.get("cache_creation_input_tokens"))
+    p = _pos(raw.get("input_tokens")) + read + write
+    c = _pos(raw.get("output_tokens"))
+    if base is not None:  # message_delta: output tokens are cumulative, input may be absent
+        if not p:
+            p, read, write = base.prompt_tokens, base.cache_read_tokens, base.cache_write_tokens
+        c = c or base.completion_tokens
+    return Usage(1, p, c, p + c, read, write)
+
+
+def _pos(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+class AnthropicStream(StreamAssembler):
+    """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
+        super().__init__(run_id, step, request_id)
+        self.blocks: dict[int, int] = {}  # content block index → tool-call ordinal
+
+    def feed(self, event: str, data: str) -> tuple[Any, ...]:
+        if not data or event == "ping":
+            return NO_EVENTS
+        obj = self.parse(data)
+        if not isinstance(obj, dict):
+            return NO_EVENTS
+        kind = obj.get("type") or event
+        if kind == "error" or event == "error":
+            raise self.error(obj.get("error", obj))
+        if kind not in _MESSAGE_EVENTS:
+            return NO_EVENTS  # a router's own events: not part of the answer (nor proof the stream is alive)
+        self.chunks += 1
+        if kind == "content_block_delta":
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                return NO_EVENTS
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                piece = delta.get("text")
+                return (self.text_delta(piece),) if isinstance(piece, str) and piece else NO_EVENTS
+            if dkind == "input_json_delta":
+                ordinal = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
+                piece = delta.get("partial_json")
+                if ordinal is None or not isinstance(piece, str):
+                    return NO_EVENTS
+                ev = self.tool_delta(ordinal, self.slots[ordinal], piece)
+                return (ev,) if ev is not None else NO_EVENTS
+            return NO_EVENTS  # thinking_delta, signature_delta, citations_delta, ...
+        if kind == "content_block_start":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                ordinal = len(self.slots)
+                self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
+                slot = self.slots[ordinal] = ToolSlot()
+                block_id, name = block.get("id"), block.get("name")
+                slot.id = block_id if isinstance(block_id, str) else ""
+                slot.name = name if isinstance(name, str) else ""
+                initial = block.get("input")
+                first = _json.dumps_str(initial) if isinstance(initial, dict) and initial else ""
+                ev = self.tool_delta(ordinal, slot, first)
+                return (ev,) if ev is not None else NO_EVENTS
+            if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
+                return (self.text_delta(block["text"]),)
+            return NO_EVENTS
+        if kind == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                self.response_id = message.get("id") if isinstance(message.get("id"), str) else None
+                self.model = message.get("model") if isinstance(message.get("model"), str) else None
+                self.usage = _usage(message.get("usage"))
+        elif kind == "message_delta":
+            delta = obj.get("delta")
+            stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+            if isinstance(stop, str):
+                self.finish_reason = _FINISH.get(stop, stop)
+            self.usage = _usage(obj.get("usage"), self.usage)
+        elif kind == "message_stop":
+            self.complete = True
+        return NO_EVENTS

@@ -1,0 +1,253 @@
+"""The OpenAI chat-completions wire: request bodies out, canonical `ModelTurn`s in.
+
+The canonical conversation *is* this wire's format, so encoding is a dict literal and one JSON
+dump, with no per-request reflection. Decoding is lenient where providers differ (see
+shared wire-notes): content null / missing / list of parts, arguments as string / object /
+null / missing, a missing `type`, a legacy `function_call`, any `finish_reason`. What cannot be
+understood becomes an `APIResponseError`, never a `KeyError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _json
+from .._exceptions import APIResponseError
+from .._model import ModelRequest
+from .._types import ModelTurn, Usage
+from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
+
+__all__ = ["OpenAIWire", "OpenAIStream"]
+
+
+class OpenAIWire:
+    name = "openai"
+    path = "/chat/completions"
+
+    @staticmethod
+    def url(base_url: str) -> str:
+        return base_url + "/chat/completions"
+
+    @staticmethod
+    def assembler(run_id: str | None, step: int, request_id: str | None) -> OpenAIStream:
+        return OpenAIStream(run_id, step, request_id)
+
+    @staticmethod
+    def auth_headers(api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
+    @staticmethod
+    def encode(request: ModelRequest, *, stream: bool = False) -> bytes:
+        body: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        if request.tools:  # some providers reject an empty tools array (and tool_choice without tools)
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        if request.settings:
+            body.update(request.settings)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return _json.dumps(body)
+
+    @staticmethod
+    def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
+        return parse_completion(load_body(content, request_id), request_id=request_id)
+
+
+def load_body(content: bytes, request_id: str | None) -> Any:
+    """A 200 body as JSON; not JSON at all is a typed error on every wire, never a crash."""
+    try:
+        return _json.loads(content)
+    except _json.DepthError as e:  # the codec's one depth limit, on every wire
+        raise APIResponseError(
+            f"the endpoint answered 200 with a body that is valid JSON but {e}, more than any answer "
+            "needs; this is a router or proxy fault, retry later or report it with the request id",
+            body=_preview(content),
+            request_id=request_id,
+        ) from None
+    except ValueError:
+        raise APIResponseError(
+            "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
+            "fault, retry later or report it with the request id",
+            body=_preview(content),
+            request_id=request_id,
+        ) from None
+
+
+def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:
+    """A decoded chat.completion body → `ModelTurn`."""
+    if not isinstance(data, dict):
+        raise APIResponseError(
+            f"the endpoint answered 200 with a JSON {type(data).__name__} instead of a completion object",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        error = data.get("error")
+        if error is not None:  # some routers answer 200 with an error object instead of choices
+            message = error.get("message") if isinstance(error, dict) else error
+            raise APIResponseError(
+                f"the endpoint answered 200 with an error instead of a completion: {message}",
+                body=_preview(data),
+                request_id=request_id,
+            )
+        raise APIResponseError(
+            "the endpoint answered 200 without any choices; the routed model returned nothing",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    choice = choices[0]
+    raw = choice.get("message")
+    if not isinstance(raw, dict):
+        raise APIResponseError(
+            "the endpoint answered 200 with a choice that has no message object",
+            body=_preview(data),
+            request_id=request_id,
+        )
+    return ModelTurn(
+        message=normalize_message(raw),
+        usage=Usage.from_openai(data.get("usage")),
+        finish_reason=choice.get("finish_reason"),
+        model=data.get("model"),
+        request_id=request_id or data.get("id"),
+    )
+
+
+def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
+    """A provider's assistant message → the canonical assistant dict (a new dict, unknown keys dropped)."""
+    content = raw.get("content")
+    if isinstance(content, list):  # content parts: keep the text
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
+    elif content is not None and not isinstance(content, str):
+        content = str(content)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    calls = raw.get("tool_calls")
+    if not calls and isinstance(raw.get("function_call"), dict):  # legacy single function_call
+        calls = [{"function": raw["function_call"]}]
+    if calls and isinstance(calls, list):
+        message["tool_calls"] = [normalize_tool_call(c) for c in calls]
+    if isinstance(raw.get("refusal"), str):
+        message["refusal"] = raw["refusal"]
+    return message
+
+
+def normalize_tool_call(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raw = {}
+    fn = raw.get("function")
+    if not isinstance(fn, dict):
+        fn = {}
+    name = fn.get("name")
+    args = fn.get("arguments")
+    if args is None or args == "":
+        args = "{}"  # replayable: some providers reject "" on the next turn
+    elif not isinstance(args, str):
+        try:
+            args = _json.dumps_str(args)  # an already-parsed object: re-encode so the message replays
+        except TypeError:
+            args = str(args)
+    cid = raw.get("id")
+    return {
+        "id": cid if isinstance(cid, str) else "",  # repaired by the loop before it is stored
+        "type": "function",
+        "function": {"name": name if isinstance(name, str) else "", "arguments": args},
+    }
+
+
+class OpenAIStream(StreamAssembler):
+    """`chat.completion.chunk` events → deltas and a `ModelTurn` (see `_stream.py`)."""
+
+    __slots__ = ()
+
+    def feed(self, event: str, data: str) -> tuple[Any, ...]:
+        if event == "error":
+            obj = self.parse(data) if data.strip() else None
+            raise self.error(obj.get("error", obj) if isinstance(obj, dict) else obj)
+        if event not in ("", "message") or not data:
+            return NO_EVENTS  # a router's own events (`event: status`...) and empty data
+        if data == "[DONE]":
+            self.complete = True
+            return NO_EVENTS
+        chunk = self.parse(data)
+        if not isinstance(chunk, dict):
+            return NO_EVENTS
+        if chunk.get("error") is not None:  # a JSON error object mid-stream
+            raise self.error(chunk["error"])
+        self.chunks += 1
+        if self.response_id is None:
+            self.response_id = chunk.get("id") if isinstance(chunk.get("id"), str) else None
+            self.model = chunk.get("model") if isinstance(chunk.get("model"), str) else None
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):  # usually a last chunk with empty choices, after the finish
+            self.usage = Usage.from_openai(usage)
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
+            return NO_EVENTS
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            return NO_EVENTS
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+            self.complete = True
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return NO_EVENTS
+        out: list[Any] = []
+        content = delta.get("content")
+        if content and isinstance(content, str):
+            out.append(self.text_delta(content))
+        if isinstance(delta.get("refusal"), str):
+            self.refusal.append(delta["refusal"])
+        calls = delta.get("tool_calls")
+        if not calls and isinstance(delta.get("function_call"), dict):  # legacy single function_call
+            calls = [{"index": 0, "function": delta["function_call"]}]
+        if calls and isinstance(calls, list):
+            for tc in calls:
+                if isinstance(tc, dict):
+                    ev = self._tool(tc)
+                    if ev is not None:
+                        out.append(ev)
+        return tuple(out)
+
+    def _tool(self, tc: dict[str, Any]) -> Any:
+        slots = self.slots
+        cid = tc.get("id") if isinstance(tc.get("id"), str) else ""
+        index = tc.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # No index (some OpenAI-compatible servers): a new id opens a call, else continue the last.
+            known = next((i for i, s in slots.items() if cid and s.id == cid), None)
+            if known is not None:
+                index = known
+            elif cid or not slots:
+                index = max(slots, default=-1) + 1
+            else:
+                index = max(slots)
+        slot = slots.get(index)
+        if slot is None:
+            slot = slots[index] = ToolSlot()
+        if cid and not slot.id:
+            slot.id = cid  # taken once: routers that repeat it do not change it
+        fn = tc.get("function")
+        fragment = ""
+        if isinstance(fn, dict):
+            name = fn.get("name")
+            if name and isinstance(name, str) and not slot.name:
+                slot.name = name  # taken once, never concatenated
+            args = fn.get("arguments")
+            if isinstance(args, str):
+                fragment = args
+            elif args is not None:  # an already-parsed object
+                try:
+                    fragment = _json.dumps_str(args)
+                except TypeError:
+                    fragment = str(args)
+        return self.tool_delta(index, slot, fragment)
+
+
+def _preview(data: Any, limit: int = 2000) -> str:
+    if isinstance(data, bytes | bytearray):
+        return bytes(data[:limit]).decode("utf-8", "replace")
+    text = data if isinstance(data, str) else repr(data)
+    return text[:limit]
