@@ -1,0 +1,133 @@
+"""The house's size rules, checked: modules, functions and public signatures stay small.
+
+docs/architecture.md and CONTRIBUTING.md promise a newcomer small rooms: no module over ~400
+lines, no function over ~50 (its docstring not counted), no public function with more than 8
+parameters (configuration is grouped into frozen objects instead, as `RunLimits` / `Limits` /
+`InputBudget` do). What still breaks a rule is listed in `KNOWN` with its size today: an entry
+may shrink or go, never grow, and nothing new may join it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "agentloop"
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+MAX_PUBLIC_PARAMETERS = 8
+
+# (kind, where) -> the size it has today. The debts of the restructuring (#16), each to be paid.
+KNOWN: dict[tuple[str, str], int] = {
+    ("module", "_http/client.py"): 498,
+    ("module", "_run/agent.py"): 725,
+    ("module", "_run/journal.py"): 667,
+    ("module", "_sandbox/_host.py"): 563,
+    ("module", "_sandbox/_zygote.py"): 436,
+    ("module", "_schema.py"): 530,
+    ("module", "_tools/registry.py"): 433,
+    ("module", "_types.py"): 404,
+    ("module", "mcp.py"): 456,
+    ("function", "_http/client.py:FluxClient.__init__"): 90,
+    ("function", "_http/config.py:check_client_options"): 76,
+    ("function", "_run/agent.py:Agent.__init__"): 97,
+    ("function", "_run/agent.py:Agent._restore"): 60,
+    ("function", "_run/agent.py:Agent._loop"): 66,
+    ("function", "_run/agent.py:Agent._steps"): 158,
+    ("function", "_run/calls.py:tools_step"): 109,
+    ("function", "_run/journal.py:SQLiteJournal._open"): 62,
+    ("function", "_run/output_step.py:output_step"): 63,
+    ("function", "_sandbox/_child.py:_confine"): 51,
+    ("function", "_sandbox/_classify.py:classify"): 79,
+    ("function", "_sandbox/_doctor.py:cells"): 89,
+    ("function", "_sandbox/_host.py:ProcessSandbox._start_server"): 63,
+    ("function", "_sandbox/_host.py:ProcessSandbox._call_on"): 52,
+    ("function", "_sandbox/_privs.py:compile_seccomp"): 52,
+    ("function", "_schema.py:function_schema"): 74,
+    ("function", "_schema.py:_build"): 75,
+    ("function", "_tools/registry.py:ToolRegistry.register"): 92,
+    ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
+    ("function", "mcp.py:MCPServer.register_into"): 71,
+    ("function", "temporal/_spec.py:agent_spec"): 53,
+    ("function", "testing/_server.py:FakeFluxRouter._respond"): 66,
+    ("function", "testing/_testmodel.py:generate_arguments"): 58,
+    ("function", "ui/_app.py:create_app"): 149,
+    ("function", "ui/_cli.py:main"): 56,
+    ("function", "ui/_view.py:build_view"): 96,
+    ("parameters", "_http/config.py:check_client_options"): 11,
+    ("parameters", "temporal/_worker.py:create_worker"): 14,
+    ("parameters", "testing/_replies.py:raw"): 9,
+}
+
+
+def _sizes() -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        source = path.read_text()
+        lines = source.count("\n")
+        if lines > MAX_MODULE_LINES:
+            found[("module", rel)] = lines
+        _walk(ast.parse(source), rel, "", found)
+    return found
+
+
+def _walk(node: ast.AST, rel: str, prefix: str, found: dict[tuple[str, str], int]) -> None:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef):
+            _walk(child, rel, f"{prefix}{child.name}.", found)
+        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            where = f"{rel}:{prefix}{child.name}"
+            length = _body_lines(child)
+            if length > MAX_FUNCTION_LINES:
+                found[("function", where)] = length
+            args = child.args
+            names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+            count = len([n for n in names if n not in ("self", "cls")])
+            if count > MAX_PUBLIC_PARAMETERS and not child.name.startswith("_"):
+                found[("parameters", where)] = count
+            _walk(child, rel, f"{prefix}{child.name}.", found)
+
+
+def _body_lines(func: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from `def` to the end, without the docstring (it explains; it is not code to read)."""
+    total = (func.end_lineno or func.lineno) - func.lineno + 1
+    first = func.body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        total -= (first.end_lineno or first.lineno) - first.lineno + 1
+    return total
+
+
+SIZES = _sizes()
+
+
+@pytest.mark.parametrize("key", sorted(SIZES), ids=lambda k: f"{k[0]}:{k[1]}")
+def test_nothing_new_breaks_a_size_rule_and_no_known_debt_grows(key: tuple[str, str]) -> None:
+    size = SIZES[key]
+    kind, where = key
+    limit = {"module": MAX_MODULE_LINES, "function": MAX_FUNCTION_LINES}.get(kind, MAX_PUBLIC_PARAMETERS)
+    assert key in KNOWN, (
+        f"{where}: {size} {'parameters' if kind == 'parameters' else 'lines'} (the house's limit is {limit}):"
+        " split it (modules by topic, functions by step; parameters into a frozen config object)"
+    )
+    assert size <= KNOWN[key], (
+        f"{where} grew from {KNOWN[key]} to {size}: it is a known debt, pay it down instead"
+    )
+
+
+def test_the_rules_measure_what_they_say() -> None:
+    # The scanner itself: a 60-line function with a 20-line docstring is 40 lines of code.
+    doc = '    """' + "\n".join(["x"] * 20) + '"""\n'
+    body = "".join(f"    a{i} = {i}\n" for i in range(39))
+    tree = ast.parse("def f(a, b, c, d, e, f, g, h, i):\n" + doc + body)
+    found: dict[tuple[str, str], int] = {}
+    _walk(tree, "m.py", "", found)
+    assert ("function", "m.py:f") not in found
+    assert found[("parameters", "m.py:f")] == 9
