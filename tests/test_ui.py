@@ -262,9 +262,9 @@ async def test_approve_reject_override_resume_the_run(
             )
             assert r.status_code == 303
             with anyio.fail_after(20):
-                await app.state.inspector["done"]["refund"].wait()
+                await app.state.inspector.done["refund"].wait()
             html = (await c.get("/runs/refund")).text
-    assert app.state.inspector["errors"] == {}
+    assert app.state.inspector.errors == {}
     assert '<span class="badge ok" id="run-status">final</span>' in html
     assert "Done with the refund." in html and expected in html_module.unescape(html)
     assert "resumed after it was paused" in html

@@ -92,30 +92,57 @@ def create_app(
     all decided is resumed in the app (its lifespan task group owns the run) and its page
     follows it live; without it, decisions are recorded and the run waits for `Agent.resume`.
     """
-    reader = SQLiteJournal(journal_path, read_only=True)
-    writer = SQLiteJournal(journal_path)
-    env = _env()
-    csrf = secrets.token_urlsafe(16)
-    # "done": run id -> an Event set when the inspector's resume of it ends (tests wait on it)
-    state: dict[str, Any] = {"tasks": None, "resuming": set(), "errors": {}, "done": {}}
+    inspector = _Inspector(journal_path, agent_factory)
+    routes = [
+        Route("/", inspector.runs_list),
+        # the run id comes last in every path: an id may itself contain "/" (or "/state")
+        Route("/state/{run_id:path}", inspector.run_state),
+        Route("/decide/{run_id:path}", inspector.decide, methods=["POST"]),
+        Route("/runs/{run_id:path}", inspector.run_page),
+        Route("/compare", inspector.compare),
+        Mount("/static", StaticFiles(packages=[("agentloop.ui", "static")]), name="static"),
+    ]
+    env = inspector.env
+    damaged = _damaged(env)  # valid JSON of the wrong shape in the journal: a page, not a bare 500
+    handlers = {JournalError: _journal_error(env), **dict.fromkeys(_SHAPE_ERRORS, damaged)}
+    app = Starlette(routes=routes, lifespan=inspector.lifespan, exception_handlers=handlers)
+    hosts = set(LOOPBACK) | {host, f"[{host}]"}
+    app.add_middleware(Guard, hosts=hosts, token=token)
+    app.state.inspector = inspector
+    return app
 
-    def page(name: str, request: Request, **context: Any) -> HTMLResponse:
-        html = env.get_template(name).render(csrf=csrf, path=request.url.path, **context)
+
+class _Inspector:
+    """The app's handlers over one journal: a reader for pages, a writer for decisions and resumes."""
+
+    def __init__(self, journal_path: str, agent_factory: AgentFactory | None) -> None:
+        self.reader = SQLiteJournal(journal_path, read_only=True)
+        self.writer = SQLiteJournal(journal_path)
+        self.agent_factory = agent_factory
+        self.env = _env()
+        self.csrf = secrets.token_urlsafe(16)
+        self.tasks: anyio.abc.TaskGroup | None = None  # the lifespan's: owns the runs resumed here
+        self.resuming: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self.done: dict[str, anyio.Event] = {}  # run id -> set when the inspector's resume of it ends
+
+    def page(self, name: str, request: Request, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(csrf=self.csrf, path=request.url.path, **context)
         return HTMLResponse(html)
 
-    async def runs_list(request: Request) -> Response:
+    async def runs_list(self, request: Request) -> Response:
         q = request.query_params
         status = q.get("status") or None
         if status is not None and status not in STATUS_GROUPS:
-            return _error(env, 400, f"unknown status filter {status!r}")
+            return _error(self.env, 400, f"unknown status filter {status!r}")
         search = (q.get("q") or "").strip() or None
         after = _cursor(q.get("after"))
-        result = await reader.query_runs(status=status, search=search, limit=PAGE_SIZE, after=after)
+        result = await self.reader.query_runs(status=status, search=search, limit=PAGE_SIZE, after=after)
         more = None
         if result.cursor is not None:
             params = {k: v for k, v in {"status": status, "q": search}.items() if v}
             more = "?" + urlencode({**params, "after": f"{result.cursor[0]!r}:{result.cursor[1]}"})
-        return page(
+        return self.page(
             "runs.html",
             request,
             page=result,
@@ -125,115 +152,97 @@ def create_app(
             first=after is not None,
         )
 
-    async def run_page(request: Request) -> Response:
+    async def run_page(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         try:
-            run = await reader.load(run_id)
-            summary = await reader.run_summary(run_id)
+            run = await self.reader.load(run_id)
+            summary = await self.reader.run_summary(run_id)
         except RunNotFoundError as e:
-            return _error(env, 404, str(e))
-        view = build_view(run, summary)
-        live = summary.live or run_id in state["resuming"]
+            return _error(self.env, 404, str(e))
         context = dict(
-            run=view,
-            live=live,
-            can_resume=agent_factory is not None,
-            resume_error=state["errors"].get(run_id),
+            run=build_view(run, summary),
+            live=summary.live or run_id in self.resuming,
+            can_resume=self.agent_factory is not None,
+            resume_error=self.errors.get(run_id),
         )
         if request.query_params.get("partial"):
-            return HTMLResponse(env.get_template("_run_body.html").render(csrf=csrf, **context))
-        return page("run.html", request, **context)
+            return HTMLResponse(self.env.get_template("_run_body.html").render(csrf=self.csrf, **context))
+        return self.page("run.html", request, **context)
 
-    async def run_state(request: Request) -> Response:
+    async def run_state(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         try:
-            run = await reader.load(run_id)
-            summary = await reader.run_summary(run_id)
+            run = await self.reader.load(run_id)
+            summary = await self.reader.run_summary(run_id)
         except RunNotFoundError as e:
             return JSONResponse({"error": str(e)}, status_code=404)
-        live = summary.live or run_id in state["resuming"]
+        live = summary.live or run_id in self.resuming
+        version = build_view(run, summary).version
         return JSONResponse(
-            {
-                "version": build_view(run, summary).version,
-                "live": live,
-                "status": status_label(summary.status, summary.live),
-            }
+            {"version": version, "live": live, "status": status_label(summary.status, summary.live)}
         )
 
-    async def decide(request: Request) -> Response:
+    async def decide(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         form = await request.form()
-        if not secrets.compare_digest(str(form.get("csrf", "")), csrf):
-            return _error(env, 403, "this form is stale or came from another site; reload the run's page")
+        if not secrets.compare_digest(str(form.get("csrf", "")), self.csrf):
+            return _error(
+                self.env, 403, "this form is stale or came from another site; reload the run's page"
+            )
         call_id = str(form.get("call_id", ""))
         try:
             decision = _decision(str(form.get("decision", "")), str(form.get("value", "")))
-            ready = await _record(writer, run_id, call_id, decision)
+            ready = await _record(self.writer, run_id, call_id, decision)
         except (AgentloopError, ValueError) as e:
-            return _error(env, 409, str(e))
-        if ready and agent_factory is not None and state["tasks"] is not None:
-            state["resuming"].add(run_id)
-            state["done"][run_id] = anyio.Event()
-            state["tasks"].start_soon(_resume, run_id)
+            return _error(self.env, 409, str(e))
+        if ready and self.agent_factory is not None and self.tasks is not None:
+            self.resuming.add(run_id)
+            self.done[run_id] = anyio.Event()
+            self.tasks.start_soon(self._resume, run_id)
         return RedirectResponse(f"/runs/{_quote(run_id)}", status_code=303)
 
-    async def _resume(run_id: str) -> None:
-        assert agent_factory is not None
+    async def _resume(self, run_id: str) -> None:
+        assert self.agent_factory is not None
         agent = None
         try:
-            run = await reader.load(run_id)
-            agent = agent_factory(run.info.model, writer)
+            run = await self.reader.load(run_id)
+            agent = self.agent_factory(run.info.model, self.writer)
             await agent.resume(run_id)
         except Exception as e:
-            state["errors"][run_id] = f"{type(e).__name__}: {e}"
+            self.errors[run_id] = f"{type(e).__name__}: {e}"
         finally:
-            state["resuming"].discard(run_id)
-            state["done"][run_id].set()
+            self.resuming.discard(run_id)
+            self.done[run_id].set()
             close = getattr(getattr(agent, "client", None), "aclose", None)
             if close is not None:
                 with anyio.CancelScope(shield=True):
                     await close()
 
-    async def compare(request: Request) -> Response:
+    async def compare(self, request: Request) -> Response:
         ids = [i for i in request.query_params.getlist("run") if i][:2]
         if len(ids) != 2:
-            return _error(env, 400, "pick two runs to compare (tick two boxes in the runs list)")
+            return _error(self.env, 400, "pick two runs to compare (tick two boxes in the runs list)")
         try:
-            runs = [await reader.load(i) for i in ids]
-            summaries = [await reader.run_summary(i) for i in ids]
+            runs = [await self.reader.load(i) for i in ids]
+            summaries = [await self.reader.run_summary(i) for i in ids]
         except RunNotFoundError as e:
-            return _error(env, 404, str(e))
+            return _error(self.env, 404, str(e))
         views = [build_view(r, s) for r, s in zip(runs, summaries, strict=True)]
-        return page("compare.html", request, a=views[0], b=views[1], rows=compare_runs(views[0], views[1]))
+        return self.page(
+            "compare.html", request, a=views[0], b=views[1], rows=compare_runs(views[0], views[1])
+        )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:  # owns the runs the inspector resumes
-            state["tasks"] = tg
+            self.tasks = tg
             try:
                 yield
             finally:
-                state["tasks"] = None
+                self.tasks = None
                 tg.cancel_scope.cancel()
-        reader.close()
-        writer.close()
-
-    routes = [
-        Route("/", runs_list),
-        # the run id comes last in every path: an id may itself contain "/" (or "/state")
-        Route("/state/{run_id:path}", run_state),
-        Route("/decide/{run_id:path}", decide, methods=["POST"]),
-        Route("/runs/{run_id:path}", run_page),
-        Route("/compare", compare),
-        Mount("/static", StaticFiles(packages=[("agentloop.ui", "static")]), name="static"),
-    ]
-    damaged = _damaged(env)  # valid JSON of the wrong shape in the journal: a page, not a bare 500
-    handlers = {JournalError: _journal_error(env), **dict.fromkeys(_SHAPE_ERRORS, damaged)}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
-    hosts = set(LOOPBACK) | {host, f"[{host}]"}
-    app.add_middleware(Guard, hosts=hosts, token=token)
-    app.state.inspector = state
-    return app
+        self.reader.close()
+        self.writer.close()
 
 
 def _journal_error(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:

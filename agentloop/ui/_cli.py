@@ -90,16 +90,12 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         except ConfigurationError as e:
             print(f"agentloop ui: {e}", file=err)
             return 1
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host.strip("[]"), args.port))
+        sock = _listen(args.host, args.port)
     except OSError as e:
         print(f"agentloop ui: cannot listen on {args.host}:{args.port}: {e}", file=err)
         return 1
     port = sock.getsockname()[1]
-    sock.listen(128)  # listening before the URL is printed: an early request waits, never is refused
     app = create_app(path, token=token, host=args.host, agent_factory=factory)
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
@@ -108,6 +104,20 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped
         server.run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket before the URL is printed: an early request waits, never is refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-def]

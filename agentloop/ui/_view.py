@@ -111,101 +111,137 @@ def _decision_text(data: Any) -> str:
 
 
 def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
-    start = run.info.created_at
-    steps: list[StepView] = []
-    calls: dict[str, CallView] = {}
-    markers: list[Marker] = []
-    last_at = start
-    attempt = 0  # attempts of the run seen so far in the journal: +1 at each `resumed` entry
-    usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    chat: list[dict[str, Any]] = [
-        {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []}
-        for m in run.header.get("messages", [])
-    ]
-    decisions: dict[str, Any] = {}
-    for e in run.entries:
+    """The run page's data: steps and calls on a timeline, markers, the chat, usage, pending calls."""
+    builder = _Builder(run)
+    for entry in run.entries:
+        handler = _HANDLERS.get(entry.kind)
+        if handler is not None:
+            handler(builder, entry)
+        builder.last_at = entry.at
+    return builder.finish(run, summary)
+
+
+class _Builder:
+    """Reads the journal's entries in order into the views (one method per entry kind)."""
+
+    def __init__(self, run: JournaledRun) -> None:
+        self.start = self.last_at = run.info.created_at
+        self.steps: list[StepView] = []
+        self.calls: dict[str, CallView] = {}
+        self.markers: list[Marker] = []
+        self.attempt = 0  # attempts of the run seen so far in the journal: +1 at each `resumed` entry
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self.chat: list[dict[str, Any]] = [
+            {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []}
+            for m in run.header.get("messages", [])
+        ]
+        self.decisions: dict[str, Any] = {}
+
+    def model(self, e: Any) -> None:
+        message = e.data.get("message") or {}
+        u = {k: int(v) for k, v in (e.data.get("usage") or {}).items() if isinstance(v, int)}
+        for k in self.usage:
+            self.usage[k] += u.get(k, 0)
+        step = StepView(e.step, self.last_at, e.at, u, message.get("content"))
+        for c in message.get("tool_calls") or ():
+            fn = c.get("function") or {}
+            cv = CallView(
+                str(c.get("id")), str(fn.get("name")), _pretty(fn.get("arguments", "")), "not started"
+            )
+            step.calls.append(cv)
+            self.calls[cv.id] = cv
+        self.steps.append(step)
+        calls = [f"{c.name}({c.arguments})" for c in step.calls]
+        self.chat.append({"role": "assistant", "content": _text(message.get("content")), "calls": calls})
+
+    def tool_start(self, e: Any) -> None:
+        cv = self.calls.get(e.call_id)
+        if cv is None:
+            return
+        cv.runs += 1
+        # journal order, not clocks: a start seen before a `resumed` entry belongs to the
+        # attempt that was interrupted (time.time() of two processes need not be ordered)
+        if cv.runs > 1 or (cv.start is not None and cv.start_attempt < self.attempt):
+            cv.note = "re-ran after the resume (idempotent)"
+        cv.start_attempt = self.attempt
+        cv.start, cv.status = e.at, "running"
+
+    def tool_end(self, e: Any) -> None:
+        cv = self.calls.get(e.call_id)
+        if cv is None:
+            return
         d = e.data
-        if e.kind == "model":
-            message = d.get("message") or {}
-            u = {k: int(v) for k, v in (d.get("usage") or {}).items() if isinstance(v, int)}
-            for k in usage:
-                usage[k] += u.get(k, 0)
-            step = StepView(e.step, last_at, e.at, u, message.get("content"))
-            for c in message.get("tool_calls") or ():
-                fn = c.get("function") or {}
-                cv = CallView(
-                    str(c.get("id")), str(fn.get("name")), _pretty(fn.get("arguments", "")), "not started"
-                )
-                step.calls.append(cv)
-                calls[cv.id] = cv
-            steps.append(step)
-            chat.append(
-                {
-                    "role": "assistant",
-                    "content": _text(message.get("content")),
-                    "calls": [f"{c.name}({c.arguments})" for c in step.calls],
-                }
-            )
-        elif e.kind == "tool_start" and e.call_id in calls:
-            cv = calls[e.call_id]
-            cv.runs += 1
-            # journal order, not clocks: a start seen before a `resumed` entry belongs to the
-            # attempt that was interrupted (time.time() of two processes need not be ordered)
-            if cv.runs > 1 or (cv.start is not None and cv.start_attempt < attempt):
-                cv.note = "re-ran after the resume (idempotent)"
-            cv.start_attempt = attempt
-            cv.start, cv.status = e.at, "running"
-        elif e.kind == "tool_end" and e.call_id in calls:
-            cv = calls[e.call_id]
-            cv.status = str(d.get("status"))
-            cv.content, cv.error = d.get("content"), d.get("error")
-            cv.traceback = d.get("traceback")
-            cv.duration_s = d.get("duration_s") or 0.0
-            cv.end = e.at
-            if cv.start is None:  # decided without running (rejected, skipped, outcome unknown...)
-                cv.start = e.at - (cv.duration_s or 0.0)
-            if cv.status == "outcome_unknown":
-                cv.note = "not re-run after the crash: not idempotent"
-            elif cv.id in decisions:
-                cv.note = f"human decision: {decisions[cv.id]}"
-            chat.append(
-                {"role": "tool", "tool": cv.name, "content": cv.content, "calls": [], "status": cv.status}
-            )
-        elif e.kind == "paused":
-            names = ", ".join(f"{p.get('name')}" for p in d.get("pending", []))
-            markers.append(Marker("paused", e.step, e.at, f"paused for approval of {names}"))
-        elif e.kind == "approvals":
-            decisions.update({k: _decision_text(v) for k, v in d.items()})
-            text = ", ".join(f"{calls[k].name if k in calls else k}: {decisions[k]}" for k in d)
-            markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
-        elif e.kind == "resumed":
-            attempt += 1
-            for cv in steps[-1].calls if steps else []:
-                if cv.end is not None:  # its outcome entry came before this one: replayed, not run
-                    cv.note = cv.note or "replayed from the journal (not run again)"
-            markers.append(
-                Marker("resumed", e.step, e.at, f"resumed after it was {d.get('after', 'stopped')}")
-            )
-        elif e.kind == "failed":
-            markers.append(Marker("failed", e.step, e.at, f"{d.get('error')}: {d.get('message')}"))
-        elif e.kind == "end":
-            markers.append(Marker("end", e.step, e.at, f"finished: {d.get('stop_reason')}"))
-        last_at = e.at
-    for cv in calls.values():
-        if cv.status == "running" and not summary.live:
-            cv.status = "interrupted"
-    end = max([last_at, start, *(c.end or 0 for c in calls.values())])
-    edges = [start, end, *(t for s in steps for t in (s.start, s.end))]
-    edges += [t for c in calls.values() for t in (c.start, c.end) if t is not None]
-    place, span, shortened = _timeline(edges)
-    for s in steps:
-        s.bar = _bar(place(s.start), place(s.end), span)
-        for c in s.calls:
-            if c.start is not None:
-                c.bar = _bar(place(c.start), place(c.end if c.end is not None else end), span)
-    pending, error = _pending(run, calls, decisions)
-    version = f"{run.info.updated_at}:{len(run.entries)}:{summary.live}"
-    return RunView(summary, steps, markers, chat, usage, pending, span, version, error, shortened)
+        cv.status = str(d.get("status"))
+        cv.content, cv.error = d.get("content"), d.get("error")
+        cv.traceback = d.get("traceback")
+        cv.duration_s = d.get("duration_s") or 0.0
+        cv.end = e.at
+        if cv.start is None:  # decided without running (rejected, skipped, outcome unknown...)
+            cv.start = e.at - (cv.duration_s or 0.0)
+        if cv.status == "outcome_unknown":
+            cv.note = "not re-run after the crash: not idempotent"
+        elif cv.id in self.decisions:
+            cv.note = f"human decision: {self.decisions[cv.id]}"
+        self.chat.append(
+            {"role": "tool", "tool": cv.name, "content": cv.content, "calls": [], "status": cv.status}
+        )
+
+    def paused(self, e: Any) -> None:
+        names = ", ".join(f"{p.get('name')}" for p in e.data.get("pending", []))
+        self.markers.append(Marker("paused", e.step, e.at, f"paused for approval of {names}"))
+
+    def approvals(self, e: Any) -> None:
+        self.decisions.update({k: _decision_text(v) for k, v in e.data.items()})
+        text = ", ".join(
+            f"{self.calls[k].name if k in self.calls else k}: {self.decisions[k]}" for k in e.data
+        )
+        self.markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
+
+    def resumed(self, e: Any) -> None:
+        self.attempt += 1
+        for cv in self.steps[-1].calls if self.steps else []:
+            if cv.end is not None:  # its outcome entry came before this one: replayed, not run
+                cv.note = cv.note or "replayed from the journal (not run again)"
+        after = e.data.get("after", "stopped")
+        self.markers.append(Marker("resumed", e.step, e.at, f"resumed after it was {after}"))
+
+    def failed(self, e: Any) -> None:
+        self.markers.append(Marker("failed", e.step, e.at, f"{e.data.get('error')}: {e.data.get('message')}"))
+
+    def end(self, e: Any) -> None:
+        self.markers.append(Marker("end", e.step, e.at, f"finished: {e.data.get('stop_reason')}"))
+
+    def finish(self, run: JournaledRun, summary: RunSummary) -> RunView:
+        calls = self.calls
+        for cv in calls.values():
+            if cv.status == "running" and not summary.live:
+                cv.status = "interrupted"
+        end = max([self.last_at, self.start, *(c.end or 0 for c in calls.values())])
+        edges = [self.start, end, *(t for s in self.steps for t in (s.start, s.end))]
+        edges += [t for c in calls.values() for t in (c.start, c.end) if t is not None]
+        place, span, shortened = _timeline(edges)
+        for s in self.steps:
+            s.bar = _bar(place(s.start), place(s.end), span)
+            for c in s.calls:
+                if c.start is not None:
+                    c.bar = _bar(place(c.start), place(c.end if c.end is not None else end), span)
+        pending, error = _pending(run, calls, self.decisions)
+        version = f"{run.info.updated_at}:{len(run.entries)}:{summary.live}"
+        return RunView(
+            summary, self.steps, self.markers, self.chat, self.usage, pending, span, version, error, shortened
+        )
+
+
+_HANDLERS: dict[str, Callable[[_Builder, Any], None]] = {
+    "model": _Builder.model,
+    "tool_start": _Builder.tool_start,
+    "tool_end": _Builder.tool_end,
+    "paused": _Builder.paused,
+    "approvals": _Builder.approvals,
+    "resumed": _Builder.resumed,
+    "failed": _Builder.failed,
+    "end": _Builder.end,
+}
 
 
 def _pending(
