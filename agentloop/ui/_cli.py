@@ -61,19 +61,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         return int(e.code or 0)
     path = args.journal or os.environ.get("AGENTLOOP_JOURNAL") or "agentloop-runs.db"
     token = secrets.token_urlsafe(16) if args.token == "generate" else args.token
-    if not _is_loopback(args.host) and not token:
-        print(
-            f"agentloop ui: refusing to serve {args.host} without --token: anyone who can reach it could "
-            "read the journal. Pass --token SECRET (or --token generate), or bind 127.0.0.1.",
-            file=err,
-        )
-        return 2
-    if args.allow_resume != bool(args.tools):
-        print("agentloop ui: --allow-resume and --tools MODULE:REGISTRY go together", file=err)
-        return 2
-    if not os.path.exists(path):
-        print(f"agentloop ui: no journal at {path}; pass --journal PATH or set AGENTLOOP_JOURNAL", file=err)
-        return 1
+    refused = _refusal(args, path, token)
+    if refused is not None:
+        print(f"agentloop ui: {refused[1]}", file=err)
+        return refused[0]
     try:
         import uvicorn
 
@@ -104,6 +95,20 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped
         server.run(sockets=[sock])
     return 0
+
+
+def _refusal(args: argparse.Namespace, path: str, token: str | None) -> tuple[int, str] | None:
+    """Why the options cannot be served (exit code, message), or None."""
+    if not _is_loopback(args.host) and not token:
+        return 2, (
+            f"refusing to serve {args.host} without --token: anyone who can reach it could "
+            "read the journal. Pass --token SECRET (or --token generate), or bind 127.0.0.1."
+        )
+    if args.allow_resume != bool(args.tools):
+        return 2, "--allow-resume and --tools MODULE:REGISTRY go together"
+    if not os.path.exists(path):
+        return 1, f"no journal at {path}; pass --journal PATH or set AGENTLOOP_JOURNAL"
+    return None
 
 
 def _listen(host: str, port: int) -> socket.socket:
