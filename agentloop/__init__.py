@@ -80,11 +80,12 @@ from ._run.approval import Decision, Override, Reject
 from ._run.conversation import messages_from_json, messages_to_json
 from ._run.handoff import Handoff
 from ._run.history import History
-from ._run.journal import Journal, RunInfo, RunPage, RunSummary, SQLiteJournal
+from ._run.journal import Journal, RunInfo, RunPage, RunSummary
 from ._run.limits import RunLimits
 from ._run.observe import Observer
 from ._run.output_spec import JsonSchema
 from ._run.output_stream import OutputDelta
+from ._run.sqlite import SQLiteJournal
 from ._tools.registry import SandboxMode, Tool, ToolRegistry
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 

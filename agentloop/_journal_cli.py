@@ -19,7 +19,8 @@ from typing import Any, TextIO
 
 from ._cli_common import add_tool_options, safe, safe_text, unwrap
 from ._exceptions import AgentloopError, JournalError, RunLimitExceeded
-from ._run.journal import JournaledRun, RunInfo, SQLiteJournal
+from ._run.journal import JournaledRun, RunInfo
+from ._run.sqlite import SQLiteJournal
 
 __all__ = ["main", "render_run"]
 

@@ -5,7 +5,12 @@
 - `ToolExecutor`: runs a tool out of the event loop's process and returns a `ToolOutcome`
   (what `ToolRegistry.sandbox_for` returns).
 - `ToolSource`: registers tools into an agent's registry when given in `Agent(tools=[...])`.
-- `Journal`: where durable runs are recorded.
+- `Journal`: where durable runs are recorded; `JournaledRun`, `JournalEntry`, `RunInfo` are what it
+  stores, and `replay(journaled_run) -> Replay` is the state a run resumes from (what the run
+  inspector shows). `STATUS_GROUPS`: the status filters of `Journal.query_runs`.
+- A `Decision` (`True`, `False`, `Reject`, `Override`) in the JSON form runs journal and send
+  between processes: `decision_to_data` / `decision_from_data`; `check_decisions(pending,
+  decisions)` checks that every pending call is decided (as `Agent.resume` does).
 
 `agentloop.temporal`, `agentloop.mcp` and `agentloop.testing` are built on these and on the names
 `agentloop` exports; see docs/architecture.md.
@@ -13,7 +18,31 @@
 
 from __future__ import annotations
 
-from ._run.journal import Journal
+from ._run.approval import check_decisions, decision_from_data, decision_to_data
+from ._run.journal import Journal, JournaledRun, JournalEntry, RunInfo
+from ._run.journal_query import STATUS_GROUPS
+from ._run.recorder import Entry, Replay, replay
 from ._seams import Emit, Model, ModelRequest, ToolExecutor, ToolOutcome, ToolSource, Wire
 
-__all__ = ["Emit", "Journal", "Model", "ModelRequest", "ToolExecutor", "ToolOutcome", "ToolSource", "Wire"]
+__all__ = [
+    "Emit",
+    "Journal",
+    "Model",
+    "ModelRequest",
+    "ToolExecutor",
+    "ToolOutcome",
+    "ToolSource",
+    "Wire",
+    # what a journal stores and how a run is rebuilt from it
+    "Entry",
+    "JournaledRun",
+    "JournalEntry",
+    "RunInfo",
+    "Replay",
+    "replay",
+    "STATUS_GROUPS",
+    # decisions on paused calls, in their data form
+    "check_decisions",
+    "decision_from_data",
+    "decision_to_data",
+]

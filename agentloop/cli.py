@@ -144,7 +144,7 @@ async def _run(args: argparse.Namespace) -> int:
     tools = load_tools(args.tool)
     journal = None
     if args.journal:
-        from ._run.journal import SQLiteJournal
+        from ._run.sqlite import SQLiteJournal
 
         journal = SQLiteJournal(args.journal)
     async with FluxClient(base_url=args.base_url) as client, tools:

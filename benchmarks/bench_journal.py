@@ -19,8 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from agentloop import Agent, ToolRegistry
-from agentloop._run.journal import SQLiteJournal
+from agentloop import Agent, SQLiteJournal, ToolRegistry
 from agentloop._run.limits import RunLimits
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 

@@ -20,8 +20,7 @@ import time
 import anyio
 import httpx
 
-from agentloop import _json
-from agentloop._run.journal import SQLiteJournal
+from agentloop import SQLiteJournal, _json
 from agentloop.ui import create_app
 
 STATUSES = ["final"] * 85 + ["paused"] * 5 + ["running"] * 4 + ["failed"] * 4 + ["max_steps"] * 2

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import SQLiteJournal, _json
-from agentloop._run.journal import JournalEntry, replay  # internal unit under test
+from agentloop.abc import JournalEntry, replay
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 STEPS = 5  # as in crash_worker.py

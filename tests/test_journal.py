@@ -23,7 +23,7 @@ from agentloop import (
     SQLiteJournal,
     ToolRegistry,
 )
-from agentloop._run.journal import replay  # internal unit under test
+from agentloop.abc import replay
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio

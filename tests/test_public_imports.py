@@ -1,6 +1,6 @@
 """Tests import through the public API: a name that is public must not be imported from a private module.
 
-A test written against `agentloop._run.journal.SQLiteJournal` keeps passing when the public export is
+A test written against `agentloop._run.sqlite.SQLiteJournal` keeps passing when the public export is
 dropped or renamed, so it no longer tests what users get. Private imports stay allowed for names that
 have no public home (an internal unit under test on purpose); this scan fails as soon as one of them
 becomes public, so the test files follow.
@@ -95,13 +95,13 @@ def test_no_test_imports_a_public_name_from_a_private_module() -> None:
 def test_the_scan_catches_a_public_name_imported_privately(tmp_path: Path) -> None:
     sample = tmp_path / "test_sample.py"
     sample.write_text(
-        "from agentloop._run.journal import SQLiteJournal\n"
+        "from agentloop._run.sqlite import SQLiteJournal\n"
         "from agentloop._json import depth_exceeds  # internal unit under test\n"
         'SCRIPT = """\nfrom agentloop._exceptions import JournalError\n"""\n'
     )
     found = offenders([sample], public_homes())
     assert found == [
-        "test_sample.py:1: agentloop._run.journal.SQLiteJournal is public as agentloop.SQLiteJournal",
+        "test_sample.py:1: agentloop._run.sqlite.SQLiteJournal is public as agentloop.SQLiteJournal",
         "test_sample.py:2: agentloop._exceptions.JournalError is public as agentloop.JournalError",
     ]
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentloop import Agent, Journal, RunLimits, SQLiteJournal, StepLimitExceeded
-from agentloop._run.journal import replay  # internal unit under test
+from agentloop.abc import replay
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 from agentloop.ui import create_app
 
@@ -237,7 +237,7 @@ def test_hostile_query_strings_never_break_the_pages(
 
 def test_a_long_pause_does_not_squash_the_timeline() -> None:
     from agentloop import RunInfo, RunSummary
-    from agentloop._run.journal import JournaledRun, JournalEntry  # internal unit under test
+    from agentloop.abc import JournaledRun, JournalEntry
     from agentloop.ui._view import build_view  # internal unit under test
 
     t0 = 1_000.0

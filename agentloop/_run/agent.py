@@ -82,13 +82,14 @@ from .conversation import (
 )
 from .handoff import build_handoffs, find_agent, take_handoff, with_handoffs
 from .history import History
-from .journal import Journal, replay
+from .journal import Journal
 from .limits import RunLimits
 from .loopguard import LoopGuard
 from .observe import Observer
 from .output_spec import OutputMode, OutputSpec, StoredOutput, jsonable
 from .output_step import native_refused, output_request, output_step
 from .output_stream import partial_output_emit
+from .recorder import replay
 from .state import Resume, Run, usage_data
 from .stream import EventStream, stream_events
 

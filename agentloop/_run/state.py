@@ -8,9 +8,10 @@ from typing import Any, cast
 from .._context import RunContext
 from .._types import RunResult, StopReason, ToolCallRecord, Usage, _make_usage
 from .approval import Decision
-from .journal import Journal, Replay
+from .journal import Journal
 from .loopguard import LoopGuard
 from .output_spec import StoredOutput
+from .recorder import Replay, close_calls, record_data
 
 __all__ = ["Run", "Resume", "make_record", "usage_data"]
 
@@ -130,7 +131,7 @@ class Run:
         self.step_records[record.id] = record
         if self.journal is not None:
             await self.journal.append(
-                self.run_id, "tool_end", _record_data(record), step=record.step, call_id=record.id
+                self.run_id, "tool_end", record_data(record), step=record.step, call_id=record.id
             )
 
     def close_step(self) -> None:
@@ -142,17 +143,13 @@ class Run:
         calls, self.step_calls = self.step_calls, None
         if not calls:
             return
-        records = []
-        for c in calls:
-            r = self.step_records.get(c["id"])
-            if r is None:
-                name = c["function"]["name"]
-                text = f"Tool {name!r} was cancelled before it finished."
-                r = make_record(c["id"], name, c["function"]["arguments"], self.steps, "cancelled", text)
-            records.append(r)
-        self.step_records = {}
-        self.tool_calls.extend(records)
-        self.messages.extend({"role": "tool", "tool_call_id": r.id, "content": r.content} for r in records)
+        records, self.step_records = self.step_records, {}
+        close_calls(calls, records, self._cancelled, self.tool_calls, self.messages)
+
+    def _cancelled(self, call: dict[str, Any]) -> ToolCallRecord:
+        name = call["function"]["name"]
+        text = f"Tool {name!r} was cancelled before it finished."
+        return make_record(call["id"], name, call["function"]["arguments"], self.steps, "cancelled", text)
 
     def result(self, output: Any, reason: str) -> RunResult[Any]:
         return RunResult(
@@ -203,19 +200,6 @@ def make_record(cid: str, name: str, raw: Any, step: int, status: Any, content: 
     return ToolCallRecord(
         cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else ""
     )
-
-
-def _record_data(r: ToolCallRecord) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "arguments": r.arguments,
-        "status": r.status,
-        "content": r.content,
-        "duration_s": r.duration_s,
-        "error": r.error,
-        "raw_arguments": r.raw_arguments,
-        "traceback": r.traceback,
-    }
 
 
 def usage_data(u: Usage) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from agentloop import (
 )
 
 from .._ids import new_run_id
-from .._run.approval import decision_to_data
+from ..abc import decision_to_data
 from ._errors import TemporalRunError
 from ._spec import WORKFLOW_NAME, agent_spec, limits_to_data
 

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
 
     from agentloop import Agent, ModelTurn, PendingCall, RunLimitExceeded, RunLimits, ToolRegistry, Usage
 
-    from .._run.approval import check_decisions, decision_from_data
+    from ..abc import check_decisions, decision_from_data
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of

@@ -34,8 +34,7 @@ from agentloop import (
     SQLiteJournal,
 )
 
-from .._run.approval import decision_to_data
-from .._run.journal_query import STATUS_GROUPS
+from ..abc import STATUS_GROUPS, decision_to_data
 from ._compare import compare_runs
 from ._security import LOOPBACK, Guard
 from ._view import STATUS_LABELS, build_view, status_class, status_label
@@ -300,7 +299,7 @@ def _decision(kind: str, value: str) -> Decision:
 
 async def _record(journal: SQLiteJournal, run_id: str, call_id: str, decision: Decision) -> bool:
     """Journal one decision under the run's lease; True when every pending call is decided."""
-    from .._run.journal import replay
+    from ..abc import replay
 
     token = await journal.acquire(run_id)  # RunLockedError while a worker runs it
     try:

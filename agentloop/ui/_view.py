@@ -15,7 +15,7 @@ from typing import Any
 
 from agentloop import JournalCorruptError, RunSummary
 
-from .._run.journal import JournaledRun, replay
+from ..abc import JournaledRun, replay
 
 __all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
 
