@@ -39,7 +39,7 @@ MUTATIONS = [
     Mutation(
         "M1",
         "the `end` entry is never written on resume (final answer committed, `end` missing)",
-        (("agentloop/_run/agent.py", "if journal is not None and not run.ended:", "if False:"),),
+        (("agentloop/_run/loop.py", "if not run.ended:", "if False:"),),
     ),
     Mutation(
         "M2",
@@ -47,8 +47,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/calls.py",
-                "if cid in started and not",
-                "if (cid in started or resume is not None) and not",
+                "self.started = resume.started if resume is not None else frozenset()",
+                "self.started = type('All', (), {'__contains__': lambda s, k: True})() if resume is not None else frozenset()",
             ),
         ),
     ),
@@ -58,10 +58,10 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                "        self.step_records[record.id] = record\n        if self.journal is not None:\n",
+                "        self.step_records[record.id] = record\n        await self.recorder.call_settled(record)\n",
                 "        self.step_records[record.id] = record\n        self.unflushed.append(record)\n\n"
                 "    async def flush(self) -> None:\n        batch, self.unflushed = self.unflushed, []\n"
-                "        for record in batch:\n            if self.journal is None:\n                continue\n",
+                "        for record in batch:\n            await self.recorder.call_settled(record)\n",
             ),
             ("agentloop/_run/state.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
             (
@@ -71,8 +71,8 @@ MUTATIONS = [
             ),
             (
                 "agentloop/_run/calls.py",
-                "        await dispatcher.run(to_run, step)  #",
-                "        await dispatcher.run(to_run, step)\n    await run.flush()  #",
+                "            await self.dispatcher.run(t.to_run, step)  #",
+                "            await self.dispatcher.run(t.to_run, step)\n        await run.flush()  #",
             ),
         ),
     ),
@@ -112,8 +112,9 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                '"tool_end", _record_data(record), step=record.step, call_id=record.id)',
-                "\"tool_end\", _record_data(record), step=record.step, call_id=(self.step_calls or [{'id': record.id}])[0]['id'])",
+                "        await self.recorder.call_settled(record)\n",
+                "        await self.recorder.call_settled(__import__('dataclasses').replace("
+                "record, id=(self.step_calls or [{'id': record.id}])[0]['id']))\n",
             ),
         ),
     ),
@@ -133,9 +134,9 @@ MUTATIONS = [
         "replay forgets which calls had started (re-runs an interrupted non-idempotent call)",
         (
             (
-                "agentloop/_run/journal.py",
-                "            r.started.add(e.call_id)  # type: ignore[arg-type]",
-                "            pass",
+                "agentloop/_run/recorder.py",
+                "    r.started.add(_call_id(e))",
+                "    pass",
             ),
         ),
     ),
@@ -145,8 +146,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/calls.py",
-                "if cid in started and not (tool is not None and tool.idempotent):",
-                "if cid in started:",
+                "if cid in t.started and not self._idempotent(name):",
+                "if cid in t.started:",
             ),
         ),
     ),
@@ -155,7 +156,7 @@ MUTATIONS = [
         "a journal write is two transactions (the entry, then the run's status): not atomic",
         (
             (
-                "agentloop/_run/journal.py",
+                "agentloop/_run/sqlite.py",
                 "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n",
                 "                (run_id, run_id, kind, step, call_id, data, now),\n            )\n"
                 '            conn.execute("COMMIT")\n            conn.execute("BEGIN IMMEDIATE")\n',
@@ -168,16 +169,17 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                "        self.step_records[record.id] = record\n        if self.journal is not None:\n",
+                "        self.step_records[record.id] = record\n        await self.recorder.call_settled(record)\n",
                 "        self.step_records[record.id] = record\n"
-                "        if self.journal is not None and len(self.step_records) < len(self.step_calls or ()):\n",
+                "        if len(self.step_records) < len(self.step_calls or ()):\n"
+                "            await self.recorder.call_settled(record)\n",
             ),
         ),
     ),
     Mutation(
         "M12",
         "replay does not see a committed final answer whose `end` is missing (asks the model again)",
-        (("agentloop/_run/journal.py", '        r.final = ("final", last.get("content"))', "        pass"),),
+        (("agentloop/_run/recorder.py", '        r.final = ("final", last.get("content"))', "        pass"),),
     ),
     Mutation(
         "M13",
@@ -185,8 +187,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/calls.py",
-                '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        await run.settle(record)',
-                '        """A call the loop settles without running it (skipped, rejected, ...): still an event."""\n        run.step_records[record.id] = record',
+                '        """A call the step settles without running it (skipped, rejected, ...): committed, then its events."""\n        await run.settle(record)',
+                '        """A call the step settles without running it (skipped, rejected, ...): committed, then its events."""\n        run.step_records[record.id] = record',
             ),
         ),
     ),

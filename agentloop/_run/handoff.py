@@ -56,7 +56,7 @@ class Handoff:
     input_filter: InputFilter | None = None
 
     def __post_init__(self) -> None:
-        if not callable(getattr(self.agent, "_steps", None)):
+        if not callable(getattr(self.agent, "_loop", None)):
             raise ConfigurationError(f"Handoff(agent=...) takes an Agent, got {self.agent!r}")
         if self.input_filter is not None and not callable(self.input_filter):
             raise ConfigurationError(
@@ -128,7 +128,6 @@ def with_handoffs(tools: ToolRegistry, handoffs: tuple[tuple[Handoff, Tool], ...
 async def take_handoff(run: Run) -> Agent[Any, Any]:
     """Pass the run to the agent its model transferred to; return that agent."""
     h: Handoff = run.handoff
-    run.handoff = None
     target = h.agent
     old = run.messages
     head = 0
@@ -154,13 +153,8 @@ async def take_handoff(run: Run) -> Agent[Any, Any]:
     if text:
         messages.insert(0, {"role": "system", "content": text})
         kept += 1
-    run.messages, run.new_start = messages, kept
-    run.agent_name = target.name
-    run.model = target.model
-    run.settings = target.model_settings
-    if run.journal is not None:
-        data = {"agent": target.name, "messages": messages}
-        await run.journal.append(run.run_id, "handoff", data, step=run.steps)
+    run.hand_to(target.name, target.model, target.model_settings, messages, kept)
+    await run.recorder.handed_off(run.steps, target.name, messages)
     return target
 
 

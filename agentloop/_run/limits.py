@@ -1,4 +1,7 @@
-"""RunLimits: the budgets of one run, a frozen policy object shared freely between agents and runs.
+"""RunLimits: the budgets of one run, a frozen policy object shared freely between agents and runs,
+and the one place they are interpreted: each check below answers with the `LimitHit` (the
+exception class and its message) the loop raises, so what a limit means and what the caller is
+told are written once.
 
 Each limit has its own `RunLimitExceeded` subclass carrying the partial `RunResult`; the partial
 result is always a valid conversation (every tool call has its tool message), so it can be
@@ -27,9 +30,19 @@ from dataclasses import dataclass, fields
 
 import anyio
 
-from .._exceptions import ConfigurationError
+from .._exceptions import (
+    ConfigurationError,
+    LoopDetected,
+    RunLimitExceeded,
+    StepLimitExceeded,
+    TimeLimitExceeded,
+    TokenLimitExceeded,
+    ToolCallLimitExceeded,
+)
 
-__all__ = ["RunLimits"]
+__all__ = ["RunLimits", "LimitHit"]
+
+LimitHit = tuple[type[RunLimitExceeded], str]  # the limit's exception class and what it says
 
 _INTS = ("max_steps", "max_tool_calls", "max_total_tokens", "loop_threshold")
 
@@ -76,3 +89,56 @@ class RunLimits:
         if self.deadline is not None:
             parts.append(f"deadline={time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.deadline))}")
         return " / ".join(parts)
+
+    # --- the checks: each returns the LimitHit to raise, or None --------------------------------
+
+    def before_request(self, steps: int, tokens: int) -> LimitHit | None:
+        """Before a model request: `steps` requests made (nested runs' included), `tokens` used."""
+        if self.max_steps is not None and steps >= self.max_steps:
+            return StepLimitExceeded, (
+                f"the model still asked for tools after max_steps={self.max_steps} model requests; the "
+                "partial result (every message and tool result so far) is in .result. Raise max_steps or "
+                "continue with Agent.run(messages=exc.result.messages)."
+            )
+        if self.max_total_tokens is not None and tokens >= self.max_total_tokens:
+            return TokenLimitExceeded, (
+                f"the run used {tokens} tokens, reaching max_total_tokens={self.max_total_tokens}; no further "
+                "model request was sent. The partial result is in .result; raise the limit or continue with "
+                "Agent.run(messages=exc.result.messages)."
+            )
+        return None
+
+    def calls_left(self, used: int) -> bool:
+        """Whether one more tool call fits in `max_tool_calls` after `used` counted calls."""
+        return self.max_tool_calls is None or used < self.max_tool_calls
+
+    def calls_spent_text(self) -> str:
+        """The tool result of a call over the budget (status `skipped`)."""
+        return f"Not run: the run's budget of max_tool_calls={self.max_tool_calls} tool calls is spent."
+
+    def calls_exceeded(self) -> LimitHit:
+        return ToolCallLimitExceeded, (
+            f"the model asked for more than max_tool_calls={self.max_tool_calls} tool calls; the calls over the "
+            "budget were not run (status 'skipped'). The partial result is in .result; raise the limit or "
+            "continue with Agent.run(messages=exc.result.messages)."
+        )
+
+    def time_exceeded(self) -> LimitHit:
+        return TimeLimitExceeded, (
+            f"the run passed its time limit ({self.describe_time()}) and was cancelled; tool calls cut "
+            "short have status 'cancelled'. The partial result is in .result; give the run more time "
+            "or continue with Agent.run(messages=exc.result.messages)."
+        )
+
+
+def loop_detected(streak: int) -> LimitHit:
+    """The model repeated a call after being told to stop (`loop_threshold`)."""
+    return LoopDetected, (
+        f"the model kept calling the same tool with the same arguments ({streak} times in a row, "
+        "after being told to stop); the run was stopped. The partial result is in .result."
+    )
+
+
+def outer_calls_exceeded(text: str) -> LimitHit:
+    """A run above a nested run spent its max_tool_calls (`text`: the skipped calls' tool result)."""
+    return ToolCallLimitExceeded, text.replace("Not run: t", "T") + " The partial result is in .result."

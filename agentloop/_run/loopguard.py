@@ -10,13 +10,25 @@ for every call, and parsing and re-encoding a megabyte there would stall every o
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import IntEnum
 from typing import Any
 
 from .. import _json
 from .._tools.arguments import INLINE_BYTES, clip
 from .._tools.registry import ArgumentsError, parse_arguments
 
-__all__ = ["LoopGuard", "call_key"]
+__all__ = ["LoopGuard", "Streak", "call_key"]
+
+
+class Streak(IntEnum):
+    """What one more call does to the streak of identical calls."""
+
+    FINE = 0  # below the threshold (or a different call)
+    WARN = 1  # the threshold is reached: this call is not run, the model is told
+    STOP = 2  # repeated after the warning: the run stops (LoopDetected)
+
+
+_FINE, _WARN, _STOP = Streak.FINE, Streak.WARN, Streak.STOP  # module constants: no enum lookup per call
 
 
 def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
@@ -43,22 +55,22 @@ class LoopGuard:
         for name, raw in history:
             self.observe(name, raw)
 
-    def observe(self, name: str, raw_arguments: Any) -> int:
-        """Count one call; return 0 (fine), 1 (threshold reached: warn) or 2 (repeated after the warning: stop)."""
+    def observe(self, name: str, raw_arguments: Any) -> Streak:
+        """Count one call: FINE, WARN (threshold reached) or STOP (repeated after the warning)."""
         if self.threshold is None:
-            return 0
+            return _FINE
         key = call_key(name, raw_arguments)
         if key == self.key:
             self.streak += 1
         else:
             self.key, self.streak = key, 1
         if self.streak < self.threshold:
-            return 0
-        return 1 if self.streak == self.threshold else 2
+            return _FINE
+        return _WARN if self.streak == self.threshold else _STOP
 
-    def message(self, name: str, verdict: int) -> str:
+    def message(self, name: str, verdict: Streak) -> str:
         name = clip(name, 256)
-        if verdict == 1:
+        if verdict == _WARN:
             return (
                 f"Not run: you called {name!r} with the same arguments {self.streak} times in a row, and the "
                 "result will not change. Use the results you already have, call it with different "

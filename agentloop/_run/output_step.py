@@ -1,27 +1,21 @@
 """One step's final answer under `output_type`: accept it, or feed the errors back and ask again.
 
-Kept apart from the loop (`_agent.py`) like `_toolstep.py`: the loop only learns whether the
-step ended the run ("done"), paused it, must be repeated ("retry"), or is an ordinary tool step
-("tools"). Every message this adds keeps the conversation valid for both wires: each call of
+Kept apart from the loop (`loop.py`) like `calls.py`: the loop only learns whether the
+step ended the run ("done"), paused it ("paused", with the pending calls), must be repeated
+("retry"), or is an ordinary tool step ("tools"). Every message this adds keeps the conversation valid for both wires: each call of
 the step gets its tool message, and feedback after a text answer is a user message (journaled
 as a "message" entry, so a resumed run replays it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from .._events import ToolCallFinished
 from .._exceptions import BadRequestError, OutputValidationError
 from .._model import ModelRequest
-from .._tools.dispatch import Dispatcher
-from .calls import tools_step
-from .limits import RunLimits
+from .calls import StepCalls
 from .output_spec import TOOL_NAME, OutputInvalid, OutputSpec
 from .state import Resume, Run, make_record
-
-if TYPE_CHECKING:
-    from .agent import Agent
 
 __all__ = ["native_refused", "output_request", "output_step"]
 
@@ -59,94 +53,96 @@ def native_refused(spec: OutputSpec, request: ModelRequest, error: BadRequestErr
 
 
 async def output_step(
-    agent: Agent[Any, Any],
-    run: Run,
-    spec: OutputSpec,
-    message: dict[str, Any],
-    step: int,
-    dispatcher: Dispatcher,
-    limits: RunLimits,
+    spec: OutputSpec, retries: int, calls: StepCalls, run: Run, message: dict[str, Any], step: int
 ) -> tuple[Verdict, Any]:
-    calls = message.get("tool_calls") or []
+    """Judge one answer under `spec`; `retries`: the agent's output_retries."""
+    tool_calls = message.get("tool_calls") or []
     content = message.get("content")
+    budget = calls.policy.budget
     if spec.mode == "native":
-        if calls:
+        if tool_calls:
             return "tools", None
         try:
-            return "done", await spec.parse_async(content or "", dispatcher.budget)
+            return "done", await spec.parse_async(content or "", budget)
         except OutputInvalid as e:
-            await _fail(agent, run, spec, content, e.errors, spec.feedback(e.errors, dispatcher.budget))
+            await _fail(retries, calls, run, content, e.errors, spec.feedback(e.errors, budget))
             return "retry", None
-    finals = [c for c in calls if c["function"]["name"] == TOOL_NAME]
+    finals = [c for c in tool_calls if c["function"]["name"] == TOOL_NAME]
     if not finals:
-        if calls:
+        if tool_calls:
             return "tools", None
         if spec.allows_text:
             return "done", content or ""
-        await _fail(
-            agent, run, spec, content, ["$: plain text instead of a final_result call"], spec.text_refused()
-        )
+        errors = ["$: plain text instead of a final_result call"]
+        await _fail(retries, calls, run, content, errors, spec.text_refused())
         return "retry", None
-    first = finals[0]
-    raw = first["function"]["arguments"]
+    raw = finals[0]["function"]["arguments"]
     try:
-        value = await spec.parse_async(raw, dispatcher.budget)
+        value = await spec.parse_async(raw, budget)
     except OutputInvalid as e:
-        errors = e.errors
-    else:
-        run.step_calls = calls
-        for c in calls:
-            ok = c is first
-            status: Any = "ok" if ok else "skipped"
-            record = make_record(c["id"], c["function"]["name"], c["function"]["arguments"], step, status,
-                                 _ACCEPTED if ok else _NOT_RUN)  # fmt: skip
-            await _settle(run, dispatcher, record)
-        run.close_step()
-        return "done", value
-    # Invalid: the final_result call(s) get the errors as their tool result; the other calls run.
+        return await _invalid(spec, retries, calls, run, tool_calls, finals, step, e.errors)
+    run.open_step(tool_calls, None)
+    for c in tool_calls:
+        ok = c is finals[0]
+        status: Any = "ok" if ok else "skipped"
+        record = make_record(c["id"], c["function"]["name"], c["function"]["arguments"], step, status,
+                             _ACCEPTED if ok else _NOT_RUN)  # fmt: skip
+        await _settle(run, calls, record)
+    run.close_step()
+    return "done", value
+
+
+async def _invalid(
+    spec: OutputSpec,
+    retries: int,
+    calls: StepCalls,
+    run: Run,
+    tool_calls: list[dict[str, Any]],
+    finals: list[dict[str, Any]],
+    step: int,
+    errors: list[str],
+) -> tuple[Verdict, Any]:
+    """An invalid final_result: its call(s) get the errors as their tool result; the other calls run."""
+    run.open_step(tool_calls, None)
     known = {}
     for c in finals:
         text = (
-            spec.feedback(errors, dispatcher.budget)
-            if c is first
+            spec.feedback(errors, calls.policy.budget)
+            if c is finals[0]
             else f"Call {TOOL_NAME} only once per answer."
         )
         record = make_record(c["id"], TOOL_NAME, c["function"]["arguments"], step, "invalid_arguments", text)
-        await _settle(run, dispatcher, record)
+        await _settle(run, calls, record)
         known[c["id"]] = record
-    paused = await tools_step(
-        agent, run, calls, step, dispatcher, limits, Resume(calls, known, frozenset(), {})
-    )
-    if paused is not None:
-        return "paused", paused
-    _count(agent, run, raw, errors)
+    done = await calls.run(run, tool_calls, step, Resume(tool_calls, known, frozenset(), {}))
+    if done.pending:
+        return "paused", done.pending
+    if done.stop is not None:
+        raise run.limit_error(done.stop)
+    _count(retries, run, finals[0]["function"]["arguments"], errors)
     return "retry", None
 
 
-async def _settle(run: Run, dispatcher: Dispatcher, record: Any) -> None:
+async def _settle(run: Run, calls: StepCalls, record: Any) -> None:
     await run.settle(record)
-    if dispatcher.emit is not None:
-        await dispatcher.emit(ToolCallFinished(run.run_id, record.step, record))
+    await calls.recorder.call_finished(record)
 
 
-async def _fail(
-    agent: Agent[Any, Any], run: Run, spec: OutputSpec, answer: Any, errors: list[str], text: str
-) -> None:
+async def _fail(retries: int, calls: StepCalls, run: Run, answer: Any, errors: list[str], text: str) -> None:
     """A text answer that is not an acceptable output: count it, then tell the model why."""
-    _count(agent, run, answer, errors)
+    _count(retries, run, answer, errors)
     feedback = {"role": "user", "content": text}
-    run.messages.append(feedback)
-    if run.journal is not None:
-        await run.journal.append(run.run_id, "message", {"message": feedback}, step=run.steps)
+    run.add_message(feedback)
+    await calls.recorder.message_added(run.steps, feedback)
 
 
-def _count(agent: Agent[Any, Any], run: Run, answer: Any, errors: list[str]) -> None:
-    run.output_failures += 1
-    if run.output_failures > agent.output_retries:
+def _count(retries: int, run: Run, answer: Any, errors: list[str]) -> None:
+    failures = run.output_failed()
+    if failures > retries:
         listed = "; ".join(errors[:5])
         raise OutputValidationError(
-            f"the model's final answer failed output_type validation {run.output_failures} time(s) "
-            f"(output_retries={agent.output_retries}); last errors: {listed}. The last answer is in "
+            f"the model's final answer failed output_type validation {failures} time(s) "
+            f"(output_retries={retries}); last errors: {listed}. The last answer is in "
             ".last_answer and the partial result in .result; raise output_retries, simplify the output "
             "type, or pin a stronger model.",
             run.result(None, OutputValidationError.stop_reason),

@@ -57,35 +57,7 @@ def open_file(path: str, durability: str) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise JournalError(f"cannot open journal {path}: {e}") from None
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        conn.execute("BEGIN IMMEDIATE")
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO agentloop_meta VALUES (?, ?)", [("format", _FORMAT), ("version", _VERSION)]
-            )
-            tables = {"agentloop_meta", "agentloop_runs"}
-        if "agentloop_runs" in tables:  # the runs list's order (added later: older files get them here)
-            conn.execute(_INDEXES[0])
-            conn.execute(_INDEXES[1])
-        conn.execute("COMMIT")
-        if "agentloop_meta" not in tables:
-            raise JournalCorruptError(
-                f"{path} is a SQLite database but not an agentloop journal (its tables: "
-                f"{', '.join(sorted(tables))}); pass another path"
-            )
-        meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
-        if meta.get("format") != _FORMAT:
-            raise JournalCorruptError(f"{path} is not an agentloop journal (format {meta.get('format')!r})")
-        if meta.get("version") != _VERSION:
-            raise JournalCorruptError(
-                f"{path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
-                f"reads version {_VERSION}. Use the agentloop version that wrote it."
-            )
+        _prepare(conn, path, durability)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         rollback(conn)
         conn.close()
@@ -113,3 +85,36 @@ def open_read_only(path: str) -> sqlite3.Connection:
         conn.close()
         raise JournalCorruptError(f"{path} is not an agentloop journal of version {_VERSION}")
     return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: str, durability: str) -> None:
+    """WAL, the durability, the schema of a new file; then the file's format and version checked."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    conn.execute("BEGIN IMMEDIATE")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO agentloop_meta VALUES (?, ?)", [("format", _FORMAT), ("version", _VERSION)]
+        )
+        tables = {"agentloop_meta", "agentloop_runs"}
+    if "agentloop_runs" in tables:  # the runs list's order (added later: older files get them here)
+        conn.execute(_INDEXES[0])
+        conn.execute(_INDEXES[1])
+    conn.execute("COMMIT")
+    if "agentloop_meta" not in tables:
+        raise JournalCorruptError(
+            f"{path} is a SQLite database but not an agentloop journal (its tables: "
+            f"{', '.join(sorted(tables))}); pass another path"
+        )
+    meta = dict(conn.execute("SELECT key, value FROM agentloop_meta").fetchall())
+    if meta.get("format") != _FORMAT:
+        raise JournalCorruptError(f"{path} is not an agentloop journal (format {meta.get('format')!r})")
+    if meta.get("version") != _VERSION:
+        raise JournalCorruptError(
+            f"{path} is an agentloop journal of version {meta.get('version')!r}; this agentloop "
+            f"reads version {_VERSION}. Use the agentloop version that wrote it."
+        )

@@ -1,4 +1,10 @@
-"""The state of one run, and what a restored run picks up from (used by the loop in `_agent.py`)."""
+"""The state of one run, and what a restored run picks up from.
+
+A `Run` is complete when constructed (`Run(...)`, `Run.from_replay`, `Run.from_paused`); the loop
+changes it only through the methods below, each named after what happened (`answered`,
+`open_step`, `settle`, `close_step`, `hand_to`, ...). What still writes fields directly is the
+nesting of agent runs (`agent_tool.py`: the counters of the runs above a nested run).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,20 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from .._context import RunContext
-from .._types import RunResult, StopReason, ToolCallRecord, Usage, _make_usage
+from .._exceptions import RunLimitExceeded
+from .._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage, _make_usage
 from .approval import Decision
 from .journal import Journal
+from .limits import LimitHit, RunLimits
 from .loopguard import LoopGuard
 from .output_spec import StoredOutput
-from .recorder import Replay, close_calls, record_data
+from .recorder import Recorder, Replay, close_calls
 
-__all__ = ["Run", "Resume", "make_record", "usage_data"]
+__all__ = ["Run", "Resume", "make_record", "NOT_COUNTED"]
+
+# calls that do not use the run's max_tool_calls budget
+NOT_COUNTED = frozenset({"skipped", "loop_detected", "too_many_calls"})
+_NO_RECORDER = Recorder("", None, None, None)  # before a loop runs the run: nothing to record
 
 
 class Resume:
@@ -57,6 +69,7 @@ class Run:
         "observers",
         "output_failures",
         "parent",
+        "recorder",
         "resume",
         "run_id",
         "settings",
@@ -69,48 +82,60 @@ class Run:
         "usage",
     )
 
-    def __init__(self, run_id: str, messages: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        new_start: int = 0,
+        instructions: Any = None,
+        agent_name: str | None = None,
+    ) -> None:
         self.run_id = run_id
         self.messages = messages
+        self.new_start = new_start  # index of the first message this run added (RunResult.new_messages)
+        self.instructions = instructions  # a dynamic instructions function the loop still has to call
+        self.agent_name = agent_name  # the agent running the loop (changes at a handoff)
         self.steps = 0
         self.usage = Usage()
+        self.turns: list[tuple[str, Usage]] = []  # (model, usage) of each request: Usage.by_model
         self.tool_calls: list[ToolCallRecord] = []
-        self.tool_count = 0
-        self.guard: LoopGuard | None = None
+        self.tool_count = 0  # calls that spent the max_tool_calls budget
+        self.guard = LoopGuard(None)
         self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
         self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
-        self.journal: Journal | None = None
-        self.lease: str | None = None
+        self.output_failures = 0  # final answers that failed output_type validation
         self.resume: Resume | None = None
         self.final: RunResult[Any] | None = None
         self.ended = True  # False: a journaled final answer still lacks its "end" entry
+        # per run (Agent.run's arguments): set by `configure`
         self.deps: Any = None  # RunContext.deps: live state, never journaled
         self.model = ""  # the model requested for this run (Agent.model unless overridden)
         self.settings: Mapping[str, Any] = {}
-        self.instructions: Any = None  # a dynamic instructions function the loop still has to call
-        self.new_start = 0  # index of the first message this run added (RunResult.new_messages)
-        self.output_failures = 0  # final answers that failed output_type validation
-        self.turns: list[tuple[str, Usage]] = []  # (model, usage) of each request: Usage.by_model
-        # Agents as tools and handoffs (_agenttool.py, _handoff.py):
-        self.parent: Any = None  # a nested run: the outer run's call it works for (a `Parent`)
-        self.nested_steps = 0  # model requests of nested runs, counted against max_steps
+        # set by the loop when it starts (`begin`, `attach`) and for each agent's steps (`recorder`)
+        self.journal: Journal | None = None
+        self.lease: str | None = None
+        self.limits: RunLimits | None = None  # the RunLimits the loop runs under (nested runs check them too)
         self.emit: Any = None  # the run's emit and observers-only emit, for its nested runs
         self.observe: Any = None
+        self.recorder = _NO_RECORDER
+        # Agents as tools and handoffs (agent_tool.py, handoff.py):
+        self.parent: Any = None  # a nested run: the outer run's call it works for (a `Parent`)
+        self.nested_steps = 0  # model requests of nested runs, counted against max_steps
         self.observers: frozenset[Any] = frozenset()  # observers that already see this run's events
         self.handoff: Any = None  # a Handoff the model asked for in the step in progress
-        self.agent_name: str | None = None  # the agent running the loop (changes at a handoff)
-        self.limits: Any = None  # the RunLimits the loop runs under (nested runs check them too)
+
+    # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_replay(cls, run_id: str, state: Replay) -> Run:
-        run = cls(run_id, state.messages)
+    def from_replay(cls, run_id: str, state: Replay, new_start: int) -> Run:
+        run = cls(run_id, state.messages, new_start=new_start, agent_name=state.agent)
         run.steps, run.usage, run.tool_calls, run.turns = (
             state.steps,
             state.usage,
             state.tool_calls,
             state.turns,
         )
-        run.agent_name = state.agent
         if state.final is not None:
             final = run.result(state.final[1], state.final[0])
             if state.has_final_data:  # validated against output_type when the run is finished
@@ -121,18 +146,72 @@ class Run:
             run.resume = Resume(state.calls, state.records, state.started, {})
         return run
 
-    async def journal_start(self, record: ToolCallRecord) -> None:
-        assert self.journal is not None
-        data = {"name": record.name, "arguments": record.raw_arguments}
-        await self.journal.append(self.run_id, "tool_start", data, step=record.step, call_id=record.id)
+    @classmethod
+    def from_paused(
+        cls, source: RunResult[Any], messages: list[dict[str, Any]], resume: Resume, done: set[str]
+    ) -> Run:
+        """A paused `RunResult` (no journal) picked up again; `done`: its last step's settled calls."""
+        run = cls(source.run_id, messages, new_start=source.new_start)
+        run.steps, run.usage = source.steps, source.usage
+        run.tool_calls = [r for r in source.tool_calls if not (r.step == source.steps and r.id in done)]
+        run.resume = resume
+        return run
+
+    def configure(self, deps: Any, model: str, settings: Mapping[str, Any]) -> None:
+        """What one call of run / resume gives: live deps, the model and its settings."""
+        self.deps, self.model, self.settings = deps, model, settings
+
+    def begin(self, emit: Any, observe: Any, limits: RunLimits, journal: Journal | None) -> None:
+        """The loop takes the run: where its events go, its limits, its journal."""
+        self.emit, self.observe, self.limits, self.journal = emit, observe, limits, journal
+
+    def count_from_history(self, threshold: int | None) -> None:
+        """A run's first agent: the loop guard and the call count start from the calls so far."""
+        self.guard = LoopGuard(threshold, ((r.name, r.raw_arguments) for r in self.tool_calls))
+        self.tool_count = sum(r.status not in NOT_COUNTED for r in self.tool_calls)
+
+    def take_instructions(self) -> Any:
+        """The dynamic instructions still to resolve (once), or None."""
+        instructions, self.instructions = self.instructions, None
+        return instructions
+
+    def add_system(self, text: str) -> None:
+        """The resolved instructions, first in the conversation."""
+        self.messages.insert(0, {"role": "system", "content": text})
+        self.new_start += 1
+
+    def take_resume(self) -> Resume | None:
+        resume, self.resume = self.resume, None
+        return resume
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    def answered(self, step: int, model: str, usage: Usage, message: dict[str, Any]) -> None:
+        """A model answer: the step is made, its usage counted, its message appended."""
+        self.steps = step
+        self.usage = self.usage + usage
+        self.turns.append((model, usage))  # split by model when a result is made, not per step
+        self.messages.append(message)
+
+    def add_message(self, message: dict[str, Any]) -> None:
+        """A message the loop itself adds (output-validation feedback)."""
+        self.messages.append(message)
+
+    def output_failed(self) -> int:
+        """One more final answer failed output_type validation; how many have."""
+        self.output_failures += 1
+        return self.output_failures
+
+    def open_step(self, calls: list[dict[str, Any]], resume: Resume | None) -> dict[str, ToolCallRecord]:
+        """A step's calls start; their records so far (a resumed step's) are returned, to add to."""
+        self.step_calls = calls
+        self.step_records = records = dict(resume.records) if resume is not None else {}
+        return records
 
     async def settle(self, record: ToolCallRecord) -> None:
         """A call's outcome is final: commit it (durable runs) before the loop can move on."""
         self.step_records[record.id] = record
-        if self.journal is not None:
-            await self.journal.append(
-                self.run_id, "tool_end", record_data(record), step=record.step, call_id=record.id
-            )
+        await self.recorder.call_settled(record)
 
     def close_step(self) -> None:
         """Append the tool messages of the step in progress, in the model's order.
@@ -151,6 +230,21 @@ class Run:
         text = f"Tool {name!r} was cancelled before it finished."
         return make_record(call["id"], name, call["function"]["arguments"], self.steps, "cancelled", text)
 
+    def hand_to(
+        self,
+        agent_name: str | None,
+        model: str,
+        settings: Mapping[str, Any],
+        messages: list[dict[str, Any]],
+        kept: int,
+    ) -> None:
+        """A handoff: the run goes on with another agent, from the conversation it was given."""
+        self.handoff = None
+        self.messages, self.new_start = messages, kept
+        self.agent_name, self.model, self.settings = agent_name, model, settings
+
+    # --- results ------------------------------------------------------------------------------
+
     def result(self, output: Any, reason: str) -> RunResult[Any]:
         return RunResult(
             output,
@@ -163,6 +257,18 @@ class Run:
             new_start=self.new_start,
             agent_name=self.agent_name,
         )
+
+    def paused(self, pending: list[PendingCall]) -> RunResult[Any]:
+        """The result of a run paused for approval: the step's settled calls are in it, its open ones pending."""
+        done = [self.step_records[c["id"]] for c in self.step_calls or () if c["id"] in self.step_records]
+        result = self.result(None, "approval_required")
+        result.tool_calls, result.pending = [*self.tool_calls, *done], pending
+        return result
+
+    def limit_error(self, hit: LimitHit) -> RunLimitExceeded:
+        """The limit's exception, carrying the run's partial result."""
+        cls, message = hit
+        return cls(message, self.result(None, cls.stop_reason))
 
     def total_usage(self) -> Usage:
         """The run's usage with its split by model (built here, once, rather than at every step)."""
@@ -200,7 +306,3 @@ def make_record(cid: str, name: str, raw: Any, step: int, status: Any, content: 
     return ToolCallRecord(
         cid, name, None, status, content, step, raw_arguments=raw if isinstance(raw, str) else ""
     )
-
-
-def usage_data(u: Usage) -> dict[str, Any]:
-    return u.to_data()

@@ -1,0 +1,91 @@
+"""A run picked up again (`Agent.resume`): from its journal (by id) or from a paused `RunResult`.
+
+From a journal: the run is leased, replayed (`recorder.replay`), the decisions given are checked
+against its pending calls and journaled, and a "resumed" entry says where it picked up. From a
+`RunResult`: the result must be paused, and its last message must be the assistant message of
+the pending calls. Either way the run resumes at its last step (`state.Resume`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from .._exceptions import ResumeError
+from .._types import RunResult
+from .approval import Decision, check_decisions, decision_to_data
+from .conversation import check_conversation
+from .journal import Journal
+from .recorder import Recorder, replay
+from .state import Resume, Run
+
+__all__ = ["restore"]
+
+
+async def restore(
+    journal: Journal | None, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None
+) -> Run:
+    """The run `source` names, ready for the loop; `journal`: the agent's."""
+    if isinstance(source, str):
+        if journal is None:
+            raise ResumeError(
+                f"cannot resume run {source!r} by id: this agent has no journal. Pass journal=... "
+                "to Agent, or resume from the RunResult of a paused run."
+            )
+        return await _from_journal(journal, source, approvals)
+    if not isinstance(source, RunResult):
+        raise ResumeError(f"resume takes a RunResult or a journaled run id, got {type(source).__name__}")
+    # the journal knows best (and holds the lease)
+    if journal is not None and source.run_id in {r.run_id for r in await journal.list_runs()}:
+        return await _from_journal(journal, source.run_id, approvals)
+    return _from_result(source, approvals)
+
+
+async def _from_journal(journal: Journal, run_id: str, approvals: Mapping[str, Decision] | None) -> Run:
+    token = await journal.acquire(run_id)
+    try:
+        loaded = await journal.load(run_id)
+        state = replay(loaded)
+        run = Run.from_replay(run_id, state, int(loaded.header.get("new_start", 0)))
+        run.lease = token
+        rec = Recorder(run_id, journal, None, None)
+        if state.pending:
+            # replay keeps pending calls only while their step's calls are open
+            assert state.calls is not None, "pending calls without their step"
+            decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
+            if approvals:
+                await rec.approvals(run.steps, {k: decision_to_data(v) for k, v in approvals.items()})
+            run.resume = Resume(state.calls, state.records, state.started, decisions)
+        elif approvals:
+            raise ResumeError(f"run {run_id!r} has no pending calls; approvals are not needed")
+        if state.final is None:  # where a resume picked up: shown by the run inspector
+            was = loaded.info.status
+            after = "paused" if state.pending else ("interrupted" if was == "running" else was)
+            await rec.resumed(run.steps, after)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await journal.release(run_id, token)
+        raise
+    return run
+
+
+def _from_result(source: RunResult[Any], approvals: Mapping[str, Decision] | None) -> Run:
+    if not source.pending:
+        raise ResumeError(
+            f"run {source.run_id!r} is not paused (stop_reason={source.stop_reason!r}); to continue a "
+            "conversation, call Agent.run(messages=result.messages)"
+        )
+    decisions = check_decisions(source.pending, approvals)
+    last = source.messages[-1] if source.messages else {}
+    calls = last.get("tool_calls") or []
+    ids = {c.get("id") for c in calls}
+    if last.get("role") != "assistant" or not {p.id for p in source.pending} <= ids:
+        raise ResumeError(
+            f"run {source.run_id!r}: the last message is not the assistant message of the pending calls"
+        )
+    step = source.steps
+    done = {r.id: r for r in source.tool_calls if r.step == step and r.id in ids}
+    messages = check_conversation(source.messages)
+    return Run.from_paused(source, messages, Resume(calls, done, frozenset(), decisions), set(done))
