@@ -83,7 +83,7 @@ def step_calls(
 
     listener = emit if events is not None else None
     recorder = Recorder(run.run_id, None, listener, None)
-    run.recorder = recorder
+    run.record_to(recorder)
     dispatcher = Dispatcher(
         tools,
         run_id=run.run_id,

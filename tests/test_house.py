@@ -23,8 +23,6 @@ MAX_PUBLIC_PARAMETERS = 8
 # (kind, where) -> the size it has today. The debts of the restructuring (#16), each to be paid.
 KNOWN: dict[tuple[str, str], int] = {
     ("module", "_http/client.py"): 498,
-    ("module", "_run/agent.py"): 725,
-    ("module", "_run/journal.py"): 667,
     ("module", "_sandbox/_host.py"): 563,
     ("module", "_sandbox/_zygote.py"): 436,
     ("module", "_schema.py"): 530,
@@ -34,12 +32,6 @@ KNOWN: dict[tuple[str, str], int] = {
     ("function", "_http/client.py:FluxClient.__init__"): 90,
     ("function", "_http/config.py:check_client_options"): 76,
     ("function", "_run/agent.py:Agent.__init__"): 97,
-    ("function", "_run/agent.py:Agent._restore"): 60,
-    ("function", "_run/agent.py:Agent._loop"): 66,
-    ("function", "_run/agent.py:Agent._steps"): 158,
-    ("function", "_run/calls.py:tools_step"): 109,
-    ("function", "_run/journal.py:SQLiteJournal._open"): 62,
-    ("function", "_run/output_step.py:output_step"): 63,
     ("function", "_sandbox/_child.py:_confine"): 51,
     ("function", "_sandbox/_classify.py:classify"): 79,
     ("function", "_sandbox/_doctor.py:cells"): 89,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _json
 from .._exceptions import JournalError
+from .entries import Entry
 
 if TYPE_CHECKING:
     from .journal import Journal, JournaledRun
@@ -137,6 +138,10 @@ def query_runs(
     return RunPage(runs, cursor, total)
 
 
+_MODEL, _TOOL_END, _END = Entry.MODEL.value, Entry.TOOL_END.value, Entry.END.value
+_COUNTED = f"'{_MODEL}', '{_TOOL_END}', '{_END}'"  # the kinds a summary reads
+
+
 def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any) -> list[RunSummary]:
     """RunSummary for each (run_id, status, model, steps, created_at, updated_at, header) row."""
     if not rows:
@@ -146,13 +151,13 @@ def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any)
     counts: dict[str, tuple[int, int]] = {}
     outputs: dict[str, Any] = {}
     for run_id, kind, data in conn.execute(
-        f"SELECT run_id, kind, data FROM agentloop_entries WHERE run_id IN ({marks}) AND kind IN ('model', 'tool_end', 'end')",
+        f"SELECT run_id, kind, data FROM agentloop_entries WHERE run_id IN ({marks}) AND kind IN ({_COUNTED})",
         ids,
     ):
         calls, tokens = counts.get(run_id, (0, 0))
-        if kind == "tool_end":
+        if kind == _TOOL_END:
             calls += 1
-        elif kind == "model":
+        elif kind == _MODEL:
             tokens += _tokens(data)
         else:
             outputs[run_id] = _field(data, "output")

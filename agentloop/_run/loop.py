@@ -86,7 +86,7 @@ async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: Run
     run.begin(emit, observe, limits, agent.journal)
     journal = run.journal
     agent = find_agent(agent, run.agent_name)  # a resumed run that was handed off: that agent
-    run.agent_name = agent.name
+    run.run_by(agent.name)
     instructions = run.take_instructions()
     if instructions is not None:  # dynamic instructions: resolved once, then journaled like static ones
         text = await resolve_instructions(instructions, run.context(0))
@@ -94,7 +94,7 @@ async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: Run
             run.add_system(text)
     if journal is not None and run.lease is None and run.final is None:
         header = {"model": run.model, "messages": run.messages, "new_start": run.new_start, **log_fields(run)}
-        run.lease = await journal.create(run.run_id, header)
+        run.leased(await journal.create(run.run_id, header))
     try:
         if run.final is not None:  # a journaled run that had already finished
             return await _finished_before(agent, run)
@@ -202,7 +202,8 @@ class Steps:
             output_request(self.output, request, agent.tool_choice)
             if emit is not None:  # partial outputs for the stream; the lambda sees a switched spec too
                 rec.emit = dispatcher.emit = partial_output_emit(emit, lambda: self.output)  # type: ignore[arg-type,return-value]
-        self.rec = run.recorder = rec
+        self.rec = rec
+        run.record_to(rec)
         self.calls = StepCalls(policy, dispatcher, rec)
         # after a forced first step: "auto", or "required" while the answer must come through final_result
         out = self.output

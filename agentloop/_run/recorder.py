@@ -6,7 +6,8 @@ by hand: they tell the `Recorder` what happened (`model_answered`, `call_settled
 off: nothing is built). So an event and its journal entry cannot drift apart, and the order they
 happen in is written once.
 
-The journal's entry kinds (`Entry`) are here too, each kind's writer beside its replay: what a
+The journal's entry kinds (`Entry`, named in `entries.py` so the journal's SQL readers can use
+them too) are written and replayed here, each kind's writer beside its replay: what a
 kind's data holds is read in the same place it is written. `replay(run)` rebuilds a journaled
 run (`Replay`) from its entries; `state.Run.from_replay` turns that into a run to resume.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from .._events import (
@@ -34,24 +34,10 @@ from .._model import Emit
 from .._types import ModelTurn, PendingCall, RunResult, ToolCallRecord, Usage
 from .approval import Decision, decision_from_data
 from .conversation import history_message
+from .entries import Entry
 from .journal import Journal, JournaledRun, JournalEntry
 
 __all__ = ["Entry", "Recorder", "Replay", "replay", "close_calls", "record_data"]
-
-
-class Entry(StrEnum):
-    """The kinds of journal entries. The values are what the journal stores (plain strings)."""
-
-    MODEL = "model"  # a model answer (ids repaired), before its calls run
-    MESSAGE = "message"  # a message the loop itself added (output-validation feedback)
-    HANDOFF = "handoff"  # the agent the run passed to, and the conversation it starts from
-    TOOL_START = "tool_start"  # a call is about to run (a crash after it: outcome unknown)
-    TOOL_END = "tool_end"  # a call's outcome
-    PAUSED = "paused"  # calls waiting for a human decision
-    APPROVALS = "approvals"  # the decisions given to resume
-    RESUMED = "resumed"  # where a resume picked up (for the inspector; replay ignores it)
-    FAILED = "failed"  # why a run stopped with an error (for the inspector; replay ignores it)
-    END = "end"  # the run's final result
 
 
 _MODEL, _MESSAGE, _HANDOFF = Entry.MODEL.value, Entry.MESSAGE.value, Entry.HANDOFF.value

@@ -49,7 +49,7 @@ async def _from_journal(journal: Journal, run_id: str, approvals: Mapping[str, D
         loaded = await journal.load(run_id)
         state = replay(loaded)
         run = Run.from_replay(run_id, state, int(loaded.header.get("new_start", 0)))
-        run.lease = token
+        run.leased(token)
         rec = Recorder(run_id, journal, None, None)
         if state.pending:
             # replay keeps pending calls only while their step's calls are open
@@ -57,7 +57,7 @@ async def _from_journal(journal: Journal, run_id: str, approvals: Mapping[str, D
             decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
             if approvals:
                 await rec.approvals(run.steps, {k: decision_to_data(v) for k, v in approvals.items()})
-            run.resume = Resume(state.calls, state.records, state.started, decisions)
+            run.resume_at(Resume(state.calls, state.records, state.started, decisions))
         elif approvals:
             raise ResumeError(f"run {run_id!r} has no pending calls; approvals are not needed")
         if state.final is None:  # where a resume picked up: shown by the run inspector

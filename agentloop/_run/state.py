@@ -165,6 +165,22 @@ class Run:
         """The loop takes the run: where its events go, its limits, its journal."""
         self.emit, self.observe, self.limits, self.journal = emit, observe, limits, journal
 
+    def leased(self, token: str) -> None:
+        """The journal leased the run to this process (`token` releases it)."""
+        self.lease = token
+
+    def run_by(self, agent_name: str | None) -> None:
+        """The agent whose steps run now (a restored run's: the one it was handed to)."""
+        self.agent_name = agent_name
+
+    def resume_at(self, resume: Resume) -> None:
+        """Where the loop picks the run up: its last step's calls and what is known of them."""
+        self.resume = resume
+
+    def record_to(self, recorder: Recorder) -> None:
+        """Where the steps of the agent running now report (events, journal entries, log lines)."""
+        self.recorder = recorder
+
     def count_from_history(self, threshold: int | None) -> None:
         """A run's first agent: the loop guard and the call count start from the calls so far."""
         self.guard = LoopGuard(threshold, ((r.name, r.raw_arguments) for r in self.tool_calls))
