@@ -31,7 +31,7 @@ KNOWN: dict[tuple[str, str], int] = {
     ("module", "mcp.py"): 456,
     ("function", "_http/client.py:FluxClient.__init__"): 90,
     ("function", "_http/config.py:check_client_options"): 76,
-    ("function", "_run/agent.py:Agent.__init__"): 97,
+    ("function", "_run/agent.py:Agent.__init__"): 66,
     ("function", "_sandbox/_child.py:_confine"): 51,
     ("function", "_sandbox/_classify.py:classify"): 79,
     ("function", "_sandbox/_doctor.py:cells"): 89,

@@ -40,9 +40,18 @@ from .config import (
     build_tools,
     check_callable,
     check_choice_needs_tools,
+    check_client,
+    check_flag,
+    check_history,
     check_int,
+    check_journal,
     check_limits,
+    check_model_name,
     check_model_settings,
+    check_name,
+    check_observers,
+    check_output_retries,
+    input_budget_for,
 )
 from .conversation import (
     ToolChoice,
@@ -138,68 +147,37 @@ class Agent(Generic[DepsT, OutputT]):
         name: str | None = None,
         handoffs: Any = (),
     ) -> None:
-        # Every caller mistake is refused here, naming the argument and the fix (see _agentconfig).
+        # Every caller mistake is refused here, naming the argument and the fix (see config.py).
         limits = check_limits(limits, max_steps)
         if max_concurrent_tools is not None:
             check_int("max_concurrent_tools", max_concurrent_tools)
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
-        if not callable(getattr(client, "request", None)):
-            raise ConfigurationError(
-                f"client must implement the Model interface (e.g. a FluxClient or agentloop.testing.ScriptedModel), "
-                f"got {client!r}"
-            )
-        if not isinstance(reset_tool_choice, bool):
-            raise ConfigurationError(f"reset_tool_choice must be True or False, got {reset_tool_choice!r}")
+        self.model = check_model_name(model)
+        check_client(client)
+        self.reset_tool_choice = check_flag("reset_tool_choice", reset_tool_choice)
         if require_approval is not None:
             check_callable("require_approval", require_approval, ("tool_name", "arguments"))
         if format_tool_error is not None:
             check_callable("format_tool_error", format_tool_error, ("tool_name", "exception"))
-        if journal is not None and not all(
-            callable(getattr(journal, m, None)) for m in ("create", "append", "load")
-        ):
-            raise ConfigurationError(
-                f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}"
-            )
-        if not isinstance(observers, (list, tuple)):
-            raise ConfigurationError(
-                f"observers must be a list of callables taking an Event, got {observers!r}"
-            )
-        if input_budget is None:
-            input_budget = getattr(client, "input_budget", None)
-            input_budget = input_budget if isinstance(input_budget, InputBudget) else InputBudget()
-        elif not isinstance(input_budget, InputBudget):
-            raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
-        self.input_budget = input_budget
-        for o in observers:
-            if not callable(o):
-                raise ConfigurationError(f"observers must be callables taking an Event, got {o!r}")
+        check_journal(journal)
+        self.observers = check_observers(observers)
+        self.input_budget = input_budget_for(input_budget, client)
         self.client = client
         self.tools = build_tools(tools)
-        self.model = model
         self.instructions = instructions
         self.limits = limits
         check_choice_needs_tools(tool_choice, self.tools)
         self.tool_choice = normalize_tool_choice(tool_choice, self.tools)
-        self.reset_tool_choice = reset_tool_choice
         self.max_concurrent_tools = max_concurrent_tools
         self.model_settings = check_model_settings(model_settings)
         self.format_tool_error = format_tool_error or default_error_formatter
         self.require_approval = require_approval
         self.journal = journal
-        self.observers = tuple(observers)
         check_instructions(instructions, "Agent")
         self.deps_type = deps_type
-        if not isinstance(output_retries, int) or isinstance(output_retries, bool) or output_retries < 0:
-            raise ConfigurationError(f"output_retries must be an int >= 0, got {output_retries!r}")
+        self.output_retries = check_output_retries(output_retries)
         self.output_type = output_type
-        self.output_retries = output_retries
-        if history is not None and not isinstance(history, History):
-            raise ConfigurationError(f"history must be a History(...) policy, got {history!r}")
-        self.history = history
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.history = check_history(history)
+        self.name = check_name(name)
         self.handoffs = build_handoffs(handoffs, self.tools)
         self.output: OutputSpec | None = None
         if output_type is not str:

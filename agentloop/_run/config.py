@@ -13,10 +13,12 @@ from dataclasses import fields, replace
 from typing import Any
 
 from .. import _json
+from .._budget import InputBudget
 from .._exceptions import ConfigurationError, ToolDefinitionError
 from .._http.config import check_int
 from .._seams import ToolSource
 from .._tools.registry import Tool, ToolRegistry
+from .history import History
 from .limits import RunLimits
 
 __all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
@@ -152,3 +154,70 @@ def check_choice_needs_tools(choice: Any, registry: ToolRegistry) -> None:
 
 
 Formatter = Callable[[str, BaseException], str]
+
+
+# --- Agent(...)'s other arguments, one check each ----------------------------------------------
+
+
+def check_model_name(model: Any) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
+    return model
+
+
+def check_client(client: Any) -> None:
+    if not callable(getattr(client, "request", None)):
+        raise ConfigurationError(
+            f"client must implement the Model interface (e.g. a FluxClient or agentloop.testing.ScriptedModel), "
+            f"got {client!r}"
+        )
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_journal(journal: Any) -> None:
+    if journal is not None and not all(
+        callable(getattr(journal, m, None)) for m in ("create", "append", "load")
+    ):
+        raise ConfigurationError(f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}")
+
+
+def check_observers(observers: Any) -> tuple[Any, ...]:
+    if not isinstance(observers, (list, tuple)):
+        raise ConfigurationError(f"observers must be a list of callables taking an Event, got {observers!r}")
+    for o in observers:
+        if not callable(o):
+            raise ConfigurationError(f"observers must be callables taking an Event, got {o!r}")
+    return tuple(observers)
+
+
+def input_budget_for(budget: Any, client: Any) -> InputBudget:
+    """The budget given, else the client's (`FluxClient(input_budget=...)`), else the default."""
+    if budget is None:
+        budget = getattr(client, "input_budget", None)
+        return budget if isinstance(budget, InputBudget) else InputBudget()
+    if not isinstance(budget, InputBudget):
+        raise ConfigurationError(f"input_budget must be an InputBudget, got {budget!r}")
+    return budget
+
+
+def check_output_retries(retries: Any) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigurationError(f"output_retries must be an int >= 0, got {retries!r}")
+    return retries
+
+
+def check_history(history: Any) -> History | None:
+    if history is not None and not isinstance(history, History):
+        raise ConfigurationError(f"history must be a History(...) policy, got {history!r}")
+    return history
+
+
+def check_name(name: Any) -> str | None:
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
+    return name
