@@ -112,13 +112,13 @@ class Agent(Generic[DepsT, OutputT]):
       at the start of each run; its text becomes the run's system message (and is journaled).
     - `deps_type`: the type of `run(..., deps=...)`, for type checkers only (`Agent[Deps, T]`).
     - `history`: a `History(...)` policy: what of a long conversation each request carries
-      (the run's messages and the journal keep everything); see `_history.py`.
-    - `output_type`: the type of `result.output` (default `str`); see `_output.py`.
+      (the run's messages and the journal keep everything); see `history.py`.
+    - `output_type`: the type of `result.output` (default `str`); see `output_spec.py`.
       `output_mode`: "auto" (default), "tool" or "native". `output_retries`: how many invalid
       final answers are fed back before `OutputValidationError`.
     - `name`: the agent's name (handoff tools are `transfer_to_<name>`; `result.agent_name`).
     - `handoffs`: agents (or `Handoff(agent, input_filter=..., tool_name=..., description=...)`)
-      the model may hand the conversation to; see `_handoff.py`.
+      the model may hand the conversation to; see `handoff.py`.
     """
 
     def __init__(
@@ -203,7 +203,7 @@ class Agent(Generic[DepsT, OutputT]):
         tools.register(research.as_tool(name="research", description="Research a topic"))
         ```
         The model calls it with `{"input": "..."}`; the inner run shares the outer run's client
-        deadline, budgets, deps, event stream and journal (see `_agenttool.py`). `name` defaults
+        deadline, budgets, deps, event stream and journal (see `agent_tool.py`). `name` defaults
         to the agent's `name`.
         """
         return as_tool(self, name, description)

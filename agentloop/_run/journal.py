@@ -18,7 +18,7 @@ One process at a time: a run is leased to the process that runs or resumes it. A
 `resume` of the same run while the first is alive raises `RunLockedError`. The lease of a
 process that died (same machine: the process is gone, at once; another machine: `lease_ttl`
 seconds without a journal write) is taken over. Holders are named by boot id, pid and process
-start time, not by host name (see `_lease.py`).
+start time, not by host name (see `lease.py`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading a journal page by page: `RunSummary`, `RunPage` and the SQL behind `Journal.query_runs`.
 
-Kept apart from `_journal.py` (which writes) because it only reads: the run inspector
+Kept apart from `sqlite.py` (which writes) because it only reads: the run inspector
 (`agentloop ui`) lists 100,000 runs a page at a time with it, over a read-only connection.
 
 Pages are keyset-paginated, newest first: a page ends with a `cursor` (its last run's

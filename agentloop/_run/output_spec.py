@@ -15,7 +15,7 @@ Two mechanisms, one loop:
 
 "auto" (the default) picks "native" on the OpenAI wire when the agent has no tools and no
 text fallback, "tool" otherwise; when the route refuses the response format (a 400 naming it),
-the run repeats the step through the tool (`native_refused` in `_outputstep.py`). An invalid answer is fed back to the model with the JSON paths
+the run repeats the step through the tool (`native_refused` in `output_step.py`). An invalid answer is fed back to the model with the JSON paths
 of its errors and retried; after `output_retries` failed answers the run raises
 `OutputValidationError`, which carries the last answer and the partial result.
 

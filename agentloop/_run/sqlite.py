@@ -268,7 +268,7 @@ class SQLiteJournal(Journal):
         return JournaledRun(RunInfo(*row[:6]), header, entries)
 
     def _alive(self, host: str, pid: int, expires_at: float) -> bool:
-        here = _lease.alive_here(_lease.parse(host, pid))  # see _lease.py: boot id + pid + start time
+        here = _lease.alive_here(_lease.parse(host, pid))  # see lease.py: boot id + pid + start time
         return expires_at > time.time() if here is None else here
 
     def _query(
