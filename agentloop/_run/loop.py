@@ -330,12 +330,10 @@ class Steps:
             self.ids.repair(calls)  # before the message is stored: a bad id is never replayed
         model = turn.model or run.model
         await self.rec.model_answered(step, turn, len(calls or ()), model)
-        run.answered(
-            step, model, turn.usage, await history_message_async(message)
-        )  # calls keep raw arguments
+        stored = await history_message_async(message)  # every call's arguments JSON object text
+        run.answered(step, model, turn.usage, stored)  # (the calls keep the model's raw arguments)
         if run.parent is not None:
             spend(run, model, turn.usage)  # counted once in every run above, too
-        await self.rec.text(step, turn)
         self._reset_choice()
         return message
 

@@ -304,21 +304,21 @@ class Recorder:
             self.log.debug("response_format refused by the route; using the final_result tool", step=step)
 
     async def model_answered(self, step: int, turn: ModelTurn, calls: int, model: str) -> None:
-        """The model's answer: `ModelResponded`, then its "model" entry (committed before its calls run)."""
-        if self.emit is not None:
-            await self.emit(
+        """The model's answer: `ModelResponded`, its "model" entry (committed before its calls run),
+        then its text as one `TextDelta` when it was not streamed."""
+        emit = self.emit
+        if emit is not None:
+            await emit(
                 ModelResponded(
                     self.run_id, step, turn.usage, turn.finish_reason, calls, turn.model, turn.request_id
                 )
             )
         if self.journal is not None:
             await self._append(_MODEL, model_data(turn.message, turn.usage, model), step)
-
-    async def text(self, step: int, turn: ModelTurn) -> None:
-        """The answer's text as one `TextDelta` when it was not streamed."""
-        content = turn.message.get("content")
-        if self.emit is not None and content and not turn.streamed:
-            await self.emit(TextDelta(self.run_id, step, content))
+        if emit is not None and not turn.streamed:
+            content = turn.message.get("content")
+            if content:
+                await emit(TextDelta(self.run_id, step, content))
 
     async def message_added(self, step: int, message: dict[str, Any]) -> None:
         if self.journal is not None:
@@ -338,9 +338,8 @@ class Recorder:
         await self._append(_TOOL_START, data, record.step, record.id)
 
     async def call_settled(self, record: ToolCallRecord) -> None:
-        """A call's outcome is final: committed before the loop can move on."""
-        if self.journal is not None:
-            await self._append(_TOOL_END, record_data(record), record.step, record.id)
+        """A call's outcome is final: committed before the loop can move on (`Run.settle`, journaled runs)."""
+        await self._append(_TOOL_END, record_data(record), record.step, record.id)
 
     async def call_decided(self, record: ToolCallRecord) -> None:
         """A call the step settled without running it: it still gets both events."""

@@ -26,6 +26,7 @@ __all__ = ["Run", "Resume", "make_record", "NOT_COUNTED"]
 # calls that do not use the run's max_tool_calls budget
 NOT_COUNTED = frozenset({"skipped", "loop_detected", "too_many_calls"})
 _NO_RECORDER = Recorder("", None, None, None)  # before a loop runs the run: nothing to record
+_NO_GUARD = LoopGuard(None)  # never fires and keeps no state: shared until the loop sets the run's own
 
 
 class Resume:
@@ -101,7 +102,7 @@ class Run:
         self.turns: list[tuple[str, Usage]] = []  # (model, usage) of each request: Usage.by_model
         self.tool_calls: list[ToolCallRecord] = []
         self.tool_count = 0  # calls that spent the max_tool_calls budget
-        self.guard = LoopGuard(None)
+        self.guard = _NO_GUARD
         self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
         self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
         self.output_failures = 0  # final answers that failed output_type validation
@@ -227,7 +228,8 @@ class Run:
     async def settle(self, record: ToolCallRecord) -> None:
         """A call's outcome is final: commit it (durable runs) before the loop can move on."""
         self.step_records[record.id] = record
-        await self.recorder.call_settled(record)
+        if self.recorder.journal is not None:  # no coroutine per call when there is nothing to commit
+            await self.recorder.call_settled(record)
 
     def close_step(self) -> None:
         """Append the tool messages of the step in progress, in the model's order.
