@@ -28,6 +28,7 @@ from agentloop import (
     ToolRegistry,
 )
 from agentloop._run.calls import CallPolicy, StepCalls  # internal unit under test
+from agentloop._run.loopguard import LoopGuard, Streak, call_key  # internal unit under test
 from agentloop._run.recorder import Recorder  # internal unit under test
 from agentloop._run.state import NOT_COUNTED, Resume, Run, make_record  # internal unit under test
 from agentloop._tools.dispatch import Dispatcher, default_error_formatter  # internal unit under test
@@ -274,3 +275,45 @@ def test_any_step_answers_every_call_once_and_reports_the_limit_it_hit(
     if stop is ToolCallLimitExceeded:
         assert "skipped" in got
     assert done.pending == []
+
+
+# --- the loop guard: only the identity of calls counts, however it is written --------------------
+
+
+def reference_streaks(calls: list[tuple[str, Any]], threshold: int) -> list[Streak]:
+    """The rule as documented: a streak of equal `call_key`s; WARN at the threshold, STOP after it."""
+    out, last, streak = [], None, 0
+    for name, raw in calls:
+        key = call_key(name, raw)
+        streak = streak + 1 if key == last else 1
+        last = key
+        out.append(Streak.FINE if streak < threshold else Streak.WARN if streak == threshold else Streak.STOP)
+    return out
+
+
+ARGUMENTS = st.sampled_from(
+    [
+        '{"a": 1, "b": 2}',
+        '{"b": 2, "a": 1}',
+        '{"a":1,"b":2}',
+        '{"a": 1}',
+        "{}",
+        "not json",
+        "",
+        "[1]",
+        '{"a": 1.0}',
+    ]
+)
+
+
+@given(
+    calls=st.lists(st.tuples(st.sampled_from(["f", "g"]), ARGUMENTS), max_size=30),
+    threshold=st.integers(2, 4),
+    history=st.integers(0, 5),
+)
+def test_the_loop_guard_follows_the_identity_of_calls_not_their_text(
+    calls: list[tuple[str, Any]], threshold: int, history: int
+) -> None:
+    guard = LoopGuard(threshold, calls[:history])  # a restored run's history counts the same way
+    got = [guard.observe(name, raw) for name, raw in calls[history:]]
+    assert got == reference_streaks(calls, threshold)[history:]

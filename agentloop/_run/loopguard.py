@@ -29,6 +29,7 @@ class Streak(IntEnum):
 
 
 _FINE, _WARN, _STOP = Streak.FINE, Streak.WARN, Streak.STOP  # module constants: no enum lookup per call
+_NO_CALL = object()  # the name before the first call: equal to no name the model can send
 
 
 def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
@@ -46,24 +47,35 @@ def call_key(name: str, raw_arguments: Any) -> tuple[str, str]:
 class LoopGuard:
     """Tracks the current streak of identical calls. `threshold=None` never fires."""
 
-    __slots__ = ("key", "streak", "threshold")
+    __slots__ = ("key", "name", "raw", "streak", "threshold")
 
     def __init__(self, threshold: int | None, history: Iterable[tuple[str, Any]] = ()) -> None:
         self.threshold = threshold
-        self.key: tuple[str, str] | None = None
+        self.name: Any = _NO_CALL  # the last call: its name and raw arguments ...
+        self.raw: Any = None
+        self.key: tuple[str, str] | None = None  # ... and its identity, once it had to be computed
         self.streak = 0
         for name, raw in history:
             self.observe(name, raw)
 
     def observe(self, name: str, raw_arguments: Any) -> Streak:
-        """Count one call: FINE, WARN (threshold reached) or STOP (repeated after the warning)."""
+        """Count one call: FINE, WARN (threshold reached) or STOP (repeated after the warning).
+
+        The identity (`call_key`: a JSON parse and a canonical encode) is computed only when the
+        call has the last call's name but other text: another name, or the very same text, decides
+        without it (the common cases, so most calls are never parsed here)."""
         if self.threshold is None:
             return _FINE
-        key = call_key(name, raw_arguments)
-        if key == self.key:
-            self.streak += 1
+        if name != self.name:
+            same, self.key = False, None
+        elif type(raw_arguments) is str and raw_arguments == self.raw:
+            same = True
         else:
-            self.key, self.streak = key, 1
+            previous = self.key if self.key is not None else call_key(name, self.raw)
+            self.key = call_key(name, raw_arguments)
+            same = self.key == previous
+        self.name, self.raw = name, raw_arguments
+        self.streak = self.streak + 1 if same else 1
         if self.streak < self.threshold:
             return _FINE
         return _WARN if self.streak == self.threshold else _STOP
