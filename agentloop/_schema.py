@@ -23,10 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired, Required, Union
 
-import docstring_parser
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from . import _json
 from ._exceptions import ToolDefinitionError
 
@@ -105,6 +101,10 @@ def function_schema(
 
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
         _check_sendable(name, parameters)
+        # imported here, not with the module: registration needs jsonschema, `import agentloop` does not
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(parameters)
         except SchemaError as e:
@@ -160,6 +160,8 @@ def _parse_doc(doc: str | None) -> tuple[str, dict[str, str]]:
     """(description without the params section, {param: description}) for Google/NumPy/reST docstrings."""
     if not doc:
         return "", {}
+    import docstring_parser  # ~5 ms of import, paid by the first registration rather than `import agentloop`
+
     try:
         parsed = docstring_parser.parse(doc)
     except docstring_parser.ParseError:  # odd docstring: keep it whole rather than fail registration
@@ -386,6 +388,8 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
         return schema, None
     # Which member a value belongs to is only known from its shape, so pick the first member schema that
     # accepts it; validators are built here, once.
+    from jsonschema import Draft202012Validator
+
     choices = [(Draft202012Validator(s).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:

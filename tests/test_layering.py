@@ -154,7 +154,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     },
     # TODO: the Temporal integration runs the worker's Dispatcher, reads approval data forms and the
     # CLI's tool loading, and mints run ids; each needs a public seam (a public dispatcher, ...).
-    "agentloop.temporal._activities": dict.fromkeys(["_tools.dispatch", "_events", "_ids"], "TODO: Temporal seams"),
+    "agentloop.temporal._activities": dict.fromkeys(
+        ["_tools.dispatch", "_events", "_ids"], "TODO: Temporal seams"
+    ),
     "agentloop.temporal._runs": dict.fromkeys(["_run.approval", "_ids"], "TODO: Temporal seams"),
     "agentloop.temporal._spec": {"_tools.dispatch": "TODO: a public default_error_formatter"},
     "agentloop.temporal._worker": dict.fromkeys(
@@ -162,7 +164,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     ),
     "agentloop.temporal._workflow": {"_run.approval": "TODO: public check_decisions / decision_from_data"},
     # TODO: the run inspector reads the journal's replay and the approval data forms.
-    "agentloop.ui._app": dict.fromkeys(["_run.approval", "_run.journal", "_run.journal_query"], "TODO: inspector seams"),
+    "agentloop.ui._app": dict.fromkeys(
+        ["_run.approval", "_run.journal", "_run.journal_query"], "TODO: inspector seams"
+    ),
     "agentloop.ui._cli": {"_imports": "TODO: a public module:attribute resolver"},
     "agentloop.ui._view": {"_run.journal": "TODO: public replay / JournaledRun"},
 }
