@@ -21,6 +21,12 @@ all N runs wait there. Then:
   since the last one reach a quarter of the old ones;
 - the event is set, every run must end with "done": the drain time and the result are checked.
 
+`--model http` measures the same through a real `FluxClient` against `_server.py` (in its own
+process) answering after `--latency-s`: every run waits on its first model request, over a pool
+of `--max-connections` (FluxClient's default 1000; the rest of the runs queue for a connection:
+one process cannot hold 100,000 sockets to one server port: ~28,000 ephemeral ports, and the
+fd limit). The runs are then cancelled (timed) instead of released.
+
 `--trace` adds where the memory is (slower; use 10,000): tracemalloc's allocations still alive
 while all wait, per source line (top `--top`), per file, and the objects per run by type
 (`gc.get_objects()` before and while waiting).
@@ -39,11 +45,13 @@ import collections
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -77,6 +85,18 @@ class HeldModel:
 async def work(x: int) -> int:
     """A tool answered at once."""
     return x + 1
+
+
+class CountingClient:
+    """A FluxClient that counts the requests started (to know when all N runs wait)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.started = client, 0
+
+    async def request(self, request: ModelRequest, emit: Any = None) -> ModelTurn:
+        self.started += 1
+        turn: ModelTurn = await self.client.request(request, emit)
+        return turn
 
 
 def rss_mb() -> float:
@@ -131,16 +151,46 @@ def _objects_by_type() -> collections.Counter[str]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    n = args.n
     tools = ToolRegistry()
     tools.register(work)
-    model = HeldModel()
-    agent = Agent(client=model, tools=tools, model="held")
-    model.expected, model.release = 1, anyio.Event()
-    model.release.set()
-    warm = await agent.run("go")  # imports, caches, first-call costs
-    assert warm.output == "done", warm.output
-    model.waiting, model.expected, model.release, model.all_waiting = 0, n, anyio.Event(), anyio.Event()
+    if args.model == "held":
+        model = HeldModel()
+        agent = Agent(client=model, tools=tools, model="held")
+        model.expected, model.release = 1, anyio.Event()
+        model.release.set()
+        warm = await agent.run("go")  # imports, caches, first-call costs
+        assert warm.output == "done", warm.output
+        model.waiting, model.expected, model.release, model.all_waiting = (
+            0,
+            args.n,
+            anyio.Event(),
+            anyio.Event(),
+        )
+        return await hold(args, agent, model)
+    from agentloop import FluxClient
+
+    async with FluxClient(
+        base_url=args.url, api_key="bench-key", max_connections=args.max_connections
+    ) as flux:
+        counting = CountingClient(flux)
+        warm = await Agent(client=counting, tools=tools, model="bench-s0-k0").run("go")
+        assert warm.output == "done", warm.output
+        counting.started = 0
+        slow = Agent(client=counting, tools=tools, model=f"bench-s0-k0-l{int(args.latency_s * 1000)}")
+        return await hold(args, slow, counting)
+
+
+async def all_started(model: Any, n: int) -> None:
+    if isinstance(model, HeldModel):
+        await model.all_waiting.wait()
+        return
+    while model.started < n:  # noqa: ASYNC110  (a counter in the model, no event to wait on)
+        await anyio.sleep(0.05)
+    await anyio.sleep(1.0)  # the last requests reach the pool or the socket
+
+
+async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, Any]:
+    n = args.n
     gc.collect()
     base, before = rss_mb(), (_objects_by_type() if args.trace else None)
     if args.trace:
@@ -152,7 +202,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     async def one() -> None:
         outputs.append((await agent.run("go")).output)
 
-    out: dict[str, Any] = {"runs": n, "backend": args.backend}
+    out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": args.model}
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
         t0 = time.perf_counter()
@@ -163,7 +213,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     await (
                         anyio.lowlevel.checkpoint()
                     )  # let the ticker and the started runs move between batches
-            await model.all_waiting.wait()
+            await all_started(model, n)
             out["start_s"] = time.perf_counter() - t0
             start_lags, out["gc_start"] = ticker.take(), pauses.take()
             t, cpu = time.perf_counter(), time.process_time()
@@ -189,10 +239,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 out["objects_per_run"] = dict(sorted(per_run.items(), key=lambda kv: -kv[1]))
             t1 = time.perf_counter()
-            model.release.set()
+            if isinstance(model, HeldModel):
+                model.release.set()
+            else:
+                runs.cancel_scope.cancel()  # the model answers much later: cancelling all is the end
         out["drain_s"] = round(time.perf_counter() - t1, 2)
         tg.cancel_scope.cancel()
-    assert len(outputs) == n and set(outputs) == {"done"}, (len(outputs), set(outputs))
+    if isinstance(model, HeldModel):
+        assert len(outputs) == n and set(outputs) == {"done"}, (len(outputs), set(outputs))
+    else:
+        assert outputs == [], outputs[:3]
     out["start_s"] = round(out["start_s"], 2)
     out["lag_start_max_ms"] = round(max(start_lags, default=0) * 1000, 1)
     out["lag_hold_max_ms"] = round(max(hold_lags, default=0) * 1000, 2)
@@ -239,13 +295,34 @@ def _short(path: str) -> str:
 
 
 def child(args: argparse.Namespace) -> None:
-    print(json.dumps(anyio.run(measure, args, backend=args.backend)))
+    if args.model == "held":
+        print(json.dumps(anyio.run(measure, args, backend=args.backend)))
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per connection of the pool
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_server.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        args.url = json.loads(server.stdout.readline())["url"] + "/v1"
+        print(json.dumps(anyio.run(measure, args, backend=args.backend)))
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    ap.add_argument(
+        "--model", choices=["held", "http"], default="held", help="in-process model, or FluxClient over HTTP"
+    )
+    ap.add_argument(
+        "--latency-s", type=float, default=300.0, help="the HTTP model's answer delay (--model http)"
+    )
+    ap.add_argument("--max-connections", type=int, default=1000, help="FluxClient's pool (--model http)")
     ap.add_argument("--batch", type=int, default=100, help="runs started between two checkpoints")
     ap.add_argument(
         "--hold-s", type=float, default=2.0, help="seconds all runs wait while the ticker measures"
@@ -273,7 +350,17 @@ def main() -> None:
 
 
 def _passed(args: argparse.Namespace) -> list[str]:
-    out = ["--backend", args.backend, "--batch", str(args.batch), "--hold-s", str(args.hold_s)]
+    out = [
+        "--backend",
+        args.backend,
+        "--batch",
+        str(args.batch),
+        "--hold-s",
+        str(args.hold_s),
+        "--model",
+        args.model,
+    ]
+    out += ["--latency-s", str(args.latency_s), "--max-connections", str(args.max_connections)]
     out += ["--frames", str(args.frames), "--top", str(args.top)]
     return out + (["--trace"] if args.trace else [])
 
@@ -282,14 +369,14 @@ def render(results: list[dict[str, Any]]) -> None:
     load = os.getloadavg()
     print(f"Python {sys.version.split()[0]}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
     print(
-        "| runs | backend | RSS before MB | RSS all waiting MB | KB per run | loop lag while all wait: max / p99 ms "
+        "| runs | backend | model | RSS before MB | RSS all waiting MB | KB per run | loop lag while all wait: max / p99 ms "
         "| one full GC with all waiting: wall (CPU) ms | start s | worst lag while starting ms | full GCs while starting: count, longest ms | drain s |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         g = r["gc_start"]
         print(
-            f"| {r['runs']:,} | {r['backend']} | {r['rss_base_mb']} | {r['rss_waiting_mb']} | **{r['kb_per_run']}** "
+            f"| {r['runs']:,} | {r['backend']} | {r['model']} | {r['rss_base_mb']} | {r['rss_waiting_mb']} | **{r['kb_per_run']}** "
             f"| {r['lag_hold_max_ms']} / {r['lag_hold_p99_ms']} | {r['full_gc_ms']} ({r['full_gc_cpu_ms']}) | {r['start_s']} "
             f"| {r['lag_start_max_ms']} | {g['full']}, {g['max_ms']} | {r['drain_s']} |"
         )
