@@ -101,13 +101,9 @@ def function_schema(
 
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
         _check_sendable(name, parameters)
-        # imported here, not with the module: registration needs jsonschema, `import agentloop` does not
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-
         try:
-            Draft202012Validator.check_schema(parameters)
-        except SchemaError as e:
+            _lazy("jsonschema").Draft202012Validator.check_schema(parameters)
+        except _lazy("jsonschema").exceptions.SchemaError as e:
             raise ToolDefinitionError(
                 f"Tool {name!r}: the explicit parameters= schema is not a valid JSON Schema: {e.message}"
             ) from None
@@ -160,11 +156,9 @@ def _parse_doc(doc: str | None) -> tuple[str, dict[str, str]]:
     """(description without the params section, {param: description}) for Google/NumPy/reST docstrings."""
     if not doc:
         return "", {}
-    import docstring_parser  # ~5 ms of import, paid by the first registration rather than `import agentloop`
-
     try:
-        parsed = docstring_parser.parse(doc)
-    except docstring_parser.ParseError:  # odd docstring: keep it whole rather than fail registration
+        parsed = _lazy("docstring_parser").parse(doc)
+    except _lazy("docstring_parser").ParseError:  # odd docstring: keep it whole rather than fail registration
         return doc.strip(), {}
     text = "\n\n".join(p for p in (parsed.short_description, parsed.long_description) if p)
     return text, {p.arg_name: p.description for p in parsed.params if p.description}
@@ -388,9 +382,7 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
         return schema, None
     # Which member a value belongs to is only known from its shape, so pick the first member schema that
     # accepts it; validators are built here, once.
-    from jsonschema import Draft202012Validator
-
-    choices = [(Draft202012Validator(s).is_valid, c) for s, c in built]
+    choices = [(_lazy("jsonschema").Draft202012Validator(s).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:
         failed: Exception | None = None
@@ -515,6 +507,10 @@ def _json_value(v: Any) -> Any:
 # Room left under the codec's depth limit for the request around a schema ({"tools": [{"function":
 # {"parameters": ...}}]}): a deeper schema could be registered but never sent.
 _SCHEMA_DEPTH = _json.MAX_DEPTH - 10
+
+
+def _lazy(module: str) -> Any:  # jsonschema, docstring_parser: ~35 ms of imports paid at registration
+    return __import__(module)  # rather than by `import agentloop`
 
 
 def _check_sendable(name: str, parameters: Any) -> None:
