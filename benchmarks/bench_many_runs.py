@@ -27,6 +27,9 @@ of `--max-connections` (FluxClient's default 1000; the rest of the runs queue fo
 one process cannot hold 100,000 sockets to one server port: ~28,000 ephemeral ports, and the
 fd limit). The runs are then cancelled (timed) instead of released.
 
+`--model none` is the floor: the caller's N tasks started the same way, waiting on the same
+event, with no agent run at all (what keeping N anyio tasks alive costs anyway).
+
 `--trace` adds where the memory is (slower; use 10,000): tracemalloc's allocations still alive
 while all wait, per source line (top `--top`), per file, and the objects per run by type
 (`gc.get_objects()` before and while waiting).
@@ -153,7 +156,7 @@ def _objects_by_type() -> collections.Counter[str]:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     tools = ToolRegistry()
     tools.register(work)
-    if args.model == "held":
+    if args.model in ("held", "none"):
         model = HeldModel()
         agent = Agent(client=model, tools=tools, model="held")
         model.expected, model.release = 1, anyio.Event()
@@ -200,6 +203,13 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
     ticker, pauses = Ticker(), GCPauses()
 
     async def one() -> None:
+        if args.model == "none":  # the floor: a task of the caller's, waiting, and no run at all
+            model.waiting += 1
+            if model.waiting == n:
+                model.all_waiting.set()
+            await model.release.wait()
+            outputs.append("done")
+            return
         outputs.append((await agent.run("go")).output)
 
     out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": args.model}
@@ -295,7 +305,7 @@ def _short(path: str) -> str:
 
 
 def child(args: argparse.Namespace) -> None:
-    if args.model == "held":
+    if args.model != "http":
         print(json.dumps(anyio.run(measure, args, backend=args.backend)))
         return
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -317,7 +327,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     ap.add_argument(
-        "--model", choices=["held", "http"], default="held", help="in-process model, or FluxClient over HTTP"
+        "--model",
+        choices=["held", "http", "none"],
+        default="held",
+        help="in-process model, FluxClient over HTTP, or none (the caller's waiting tasks alone: the floor)",
     )
     ap.add_argument(
         "--latency-s", type=float, default=300.0, help="the HTTP model's answer delay (--model http)"
@@ -387,7 +400,9 @@ def render(results: list[dict[str, Any]]) -> None:
         print(
             f"\nN={r['runs']:,}: tracemalloc sees {t['traced_bytes_per_run']:,} B per run still allocated\n"
         )
-        print("| bytes / run | allocations / run | where (innermost first) |\n|---:|---:|---|")
+        print(
+            "| bytes / run | allocations / run | where (the last 3 frames; the allocation is the last) |\n|---:|---:|---|"
+        )
         for line in t["top_lines"]:
             print(f"| {line['bytes_per_run']:,} | {line['count_per_run']} | {' ← '.join(line['where'])} |")
         print("\n| file | bytes / run |\n|---|---:|")
