@@ -16,8 +16,12 @@ async with FluxClient() as client:
 ```
 
 Optional parts live in their own modules and are imported only when used: `agentloop.mcp`,
-`agentloop.otel`, `agentloop.temporal`, `agentloop.testing`.
+`agentloop.otel`, `agentloop.temporal`, `agentloop.testing`. The rarely used public names (the
+journal's, approval decisions, handoffs, history, structured-output helpers) are imported on first
+use (PEP 562 `__getattr__`), so `import agentloop` does no work for them.
 """
+
+from typing import TYPE_CHECKING
 
 from ._budget import InputBudget
 from ._context import RunContext
@@ -76,18 +80,20 @@ from ._limits import Limits
 from ._model import Model, ModelRequest
 from ._retry import RetryPolicy
 from ._run.agent import Agent, ToolChoice
-from ._run.approval import Decision, Override, Reject
-from ._run.conversation import messages_from_json, messages_to_json
-from ._run.handoff import Handoff
-from ._run.history import History
-from ._run.journal import Journal, RunInfo, RunPage, RunSummary
 from ._run.limits import RunLimits
 from ._run.observe import Observer
-from ._run.output_spec import JsonSchema
-from ._run.output_stream import OutputDelta
-from ._run.sqlite import SQLiteJournal
 from ._tools.registry import SandboxMode, Tool, ToolRegistry
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
+
+if TYPE_CHECKING:  # imported on first use, by __getattr__ below; type checkers see them here
+    from ._run.approval import Decision, Override, Reject
+    from ._run.conversation import messages_from_json, messages_to_json
+    from ._run.handoff import Handoff
+    from ._run.history import History
+    from ._run.journal import Journal, RunInfo, RunPage, RunSummary
+    from ._run.output_spec import JsonSchema
+    from ._run.output_stream import OutputDelta
+    from ._run.sqlite import SQLiteJournal
 
 __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)
 
@@ -182,19 +188,40 @@ __all__ = [
 ]
 
 
+# The rarely used public names: the module each comes from. A first access through `agentloop`
+# imports that module and fixes up all of its public names at once (below), so an object the
+# journal returns shows as `agentloop.RunInfo` even if only `agentloop.SQLiteJournal` was named.
+_LAZY = {
+    "Decision": "._run.approval",
+    "Override": "._run.approval",
+    "Reject": "._run.approval",
+    "messages_from_json": "._run.conversation",
+    "messages_to_json": "._run.conversation",
+    "Handoff": "._run.handoff",
+    "History": "._run.history",
+    "Journal": "._run.journal",
+    "RunInfo": "._run.journal",
+    "RunPage": "._run.journal",
+    "RunSummary": "._run.journal",
+    "SQLiteJournal": "._run.sqlite",
+    "JsonSchema": "._run.output_spec",
+    "OutputDelta": "._run.output_stream",
+}
+
+
 # Public classes and functions show as `agentloop.X` (in reprs, tracebacks and docs), not as the
 # private module that happens to define them, as httpx does. Pickling still works: `agentloop.X`
 # is where they are found. `typing.get_type_hints` resolves a class's string annotations in the
 # module its `__module__` names, so a class's own annotations are resolved first, in the module
 # that wrote them (pydantic, FastAPI and cattrs read them); a class whose annotations cannot be
 # resolved there keeps its module name rather than break them (a test checks that none does).
-def _fix_module_names() -> None:
+def _fix_module_names(names: list[str]) -> None:
     import contextlib
     import inspect
     import sys
     import typing
 
-    for name in __all__:
+    for name in names:
         obj = globals()[name]
         if not (isinstance(obj, type) or callable(obj)) or not getattr(obj, "__module__", "").startswith(
             "agentloop._"
@@ -213,5 +240,38 @@ def _fix_module_names() -> None:
             obj.__module__ = __name__
 
 
-_fix_module_names()
-del _fix_module_names
+def _load(module: str) -> None:
+    """Import one lazy module and publish (and fix up) all of its public names at once."""
+    import importlib
+
+    loaded = importlib.import_module(module, __name__)
+    names = [n for n, m in _LAZY.items() if m == module]
+    for n in names:
+        globals()[n] = getattr(loaded, n)
+    _fix_module_names(names)
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentloop' has no attribute {name!r}")
+    _load(module)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _fix_loaded() -> None:
+    """Fix up the eager names, and the lazy ones whose module something already imported."""
+    import sys
+
+    _fix_module_names([n for n in __all__ if n not in _LAZY])
+    for module in dict.fromkeys(_LAZY.values()):
+        if f"{__name__}{module}" in sys.modules:
+            _load(module)
+
+
+_fix_loaded()
+del _fix_loaded

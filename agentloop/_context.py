@@ -18,7 +18,6 @@ tool needs as arguments instead.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Sequence
@@ -108,6 +107,8 @@ def check_instructions(instructions: Any, where: str) -> None:
 
 def check_no_running_loop() -> None:
     """`run_sync` starts its own event loop; inside a running one that would deadlock or fail."""
+    import asyncio  # not at import time: ~10 ms, and a trio program never needs it
+
     import sniffio
 
     library: str | None

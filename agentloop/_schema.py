@@ -23,10 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired, Required, Union
 
-import docstring_parser
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from . import _json
 from ._exceptions import ToolDefinitionError
 
@@ -106,8 +102,8 @@ def function_schema(
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
         _check_sendable(name, parameters)
         try:
-            Draft202012Validator.check_schema(parameters)
-        except SchemaError as e:
+            _lazy("jsonschema").Draft202012Validator.check_schema(parameters)
+        except _lazy("jsonschema").exceptions.SchemaError as e:
             raise ToolDefinitionError(
                 f"Tool {name!r}: the explicit parameters= schema is not a valid JSON Schema: {e.message}"
             ) from None
@@ -161,8 +157,8 @@ def _parse_doc(doc: str | None) -> tuple[str, dict[str, str]]:
     if not doc:
         return "", {}
     try:
-        parsed = docstring_parser.parse(doc)
-    except docstring_parser.ParseError:  # odd docstring: keep it whole rather than fail registration
+        parsed = _lazy("docstring_parser").parse(doc)
+    except _lazy("docstring_parser").ParseError:  # odd docstring: keep it whole rather than fail registration
         return doc.strip(), {}
     text = "\n\n".join(p for p in (parsed.short_description, parsed.long_description) if p)
     return text, {p.arg_name: p.description for p in parsed.params if p.description}
@@ -386,7 +382,7 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
         return schema, None
     # Which member a value belongs to is only known from its shape, so pick the first member schema that
     # accepts it; validators are built here, once.
-    choices = [(Draft202012Validator(s).is_valid, c) for s, c in built]
+    choices = [(_lazy("jsonschema").Draft202012Validator(s).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:
         failed: Exception | None = None
@@ -511,6 +507,10 @@ def _json_value(v: Any) -> Any:
 # Room left under the codec's depth limit for the request around a schema ({"tools": [{"function":
 # {"parameters": ...}}]}): a deeper schema could be registered but never sent.
 _SCHEMA_DEPTH = _json.MAX_DEPTH - 10
+
+
+def _lazy(module: str) -> Any:  # jsonschema, docstring_parser: ~35 ms of imports paid at registration
+    return __import__(module)  # rather than by `import agentloop`
 
 
 def _check_sendable(name: str, parameters: Any) -> None:

@@ -1,0 +1,139 @@
+"""`import agentloop` does no work for the parts a program may never use.
+
+Structural, not a timing (issue #19's import-time goal is measured in benchmarks/bench_import.py):
+a fresh interpreter imports agentloop and reports what it loaded and started. An optional part
+(an integration, the sandbox, logging, a transport library) is imported when it is used, never by
+a bare `import agentloop`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import agentloop
+
+# Never loaded by a bare `import agentloop` (a module or any submodule of it).
+OPTIONAL = [
+    "aiohttp",  # the asyncio transport: built when a FluxClient is entered
+    "structlog",  # only when logging is configured
+    "opentelemetry",
+    "temporalio",
+    "mcp",
+    "docstring_parser",  # at the first tool registration
+    "hypothesis",
+    "uvicorn",
+    "agentloop.testing",
+    "agentloop.temporal",
+    "agentloop.mcp",
+    "agentloop.otel",
+    "agentloop.ui",
+    "agentloop.cli",
+    "agentloop._sandbox",  # when a tool asks for a sandbox
+    "anyio._backends",  # the event loop's backend: when something runs
+]
+
+# Loaded today by modules of the run package, the tools and the HTTP client, each for a feature
+# used later (registration, the journal, output validation, picking a transport). Strict: the
+# day one stops being imported this fails and the name moves to OPTIONAL.
+PENDING = {
+    "jsonschema": "_tools/registry.py, _tools/validate.py (a validator class built at import), _run/output_spec.py",
+    "referencing": "_tools/registry.py (the $ref check at registration)",
+    "re2": "_tools/validate.py (patterns compiled at registration)",
+    "sqlite3": "_run/journal*.py, imported through _run/calls.py and _run/state.py",
+    "asyncio": "_http/transport.py (only to ask whether an asyncio loop runs)",
+}
+
+_PROBE = """
+import json, sys, threading
+before = set(sys.modules)
+{statement}
+print(json.dumps({{"modules": sorted(set(sys.modules) - before), "threads": threading.active_count()}}))
+"""
+
+
+def probe(statement: str) -> dict[str, object]:
+    """What a fresh interpreter loaded and started running `statement`."""
+    code = _PROBE.format(statement=statement)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def loads(modules: object, name: str) -> bool:
+    assert isinstance(modules, list)
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+@pytest.fixture(scope="module")
+def bare() -> dict[str, object]:
+    return probe("import agentloop")
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_a_bare_import_does_not_load_an_optional_part(bare: dict[str, object], name: str) -> None:
+    assert not loads(bare["modules"], name)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why)) for n, why in PENDING.items()]
+)
+def test_a_bare_import_does_not_load_what_registration_or_the_journal_need(
+    bare: dict[str, object], name: str
+) -> None:
+    assert not loads(bare["modules"], name)
+
+
+def test_the_probe_sees_what_an_import_loads() -> None:
+    """The check above could pass by seeing nothing: the same probe sees what a feature loads."""
+    used = probe("import agentloop.testing; import agentloop; agentloop.SQLiteJournal")
+    assert loads(used["modules"], "agentloop.testing")
+    assert loads(used["modules"], "sqlite3")
+    assert loads(used["modules"], "agentloop._run.journal")
+
+
+def test_a_bare_import_starts_no_thread(bare: dict[str, object]) -> None:
+    assert bare["threads"] == 1
+
+
+def test_the_everyday_names_load_nothing_optional() -> None:
+    everyday = probe("from agentloop import Agent, FluxClient, ToolRegistry, RunContext, Limits")
+    assert [n for n in OPTIONAL if loads(everyday["modules"], n)] == []
+
+
+def test_every_public_name_is_listed_and_importable_in_a_fresh_interpreter() -> None:
+    out = probe(
+        "import agentloop\n"
+        "listed = set(dir(agentloop))\n"
+        "missing = [n for n in agentloop.__all__ if n not in listed]\n"
+        "ns = {}\n"
+        "exec('from agentloop import *', ns)\n"
+        "assert missing == [], missing\n"
+        "assert set(agentloop.__all__) - {'__version__'} <= set(ns), set(agentloop.__all__) - set(ns)\n"
+        "wrong = [n for n in agentloop.__all__ if isinstance(ns.get(n), type) and ns[n].__module__ != 'agentloop']\n"
+        "assert wrong == [], wrong\n"
+    )
+    assert isinstance(out["modules"], list)
+
+
+def test_naming_one_journal_class_shows_all_of_them_as_agentloop() -> None:
+    """Objects the journal returns (RunInfo, RunSummary) show as `agentloop.X` once the journal is used."""
+    probe(
+        "import sys, agentloop\n"
+        "agentloop.SQLiteJournal\n"
+        "journal = sys.modules['agentloop._run.journal']\n"
+        "assert journal.RunInfo.__module__ == 'agentloop', journal.RunInfo.__module__\n"
+        "assert journal.RunSummary.__module__ == 'agentloop', journal.RunSummary.__module__\n"
+        "assert 'RunInfo' in vars(agentloop)\n"
+    )
+
+
+def test_an_unknown_name_is_an_attribute_error_that_names_it() -> None:
+    with pytest.raises(AttributeError, match="'NoSuchThing'"):
+        agentloop.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    assert not hasattr(agentloop, "sqlite3")
+    assert hasattr(agentloop, "SQLiteJournal")
