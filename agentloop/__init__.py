@@ -76,14 +76,17 @@ from ._exceptions import (
     ToolsNotSupportedError,
 )
 from ._http.client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
+from ._imports import import_ref
 from ._limits import Limits
 from ._model import Model, ModelRequest
 from ._retry import RetryPolicy
 from ._run.agent import Agent, ToolChoice
 from ._run.limits import RunLimits
 from ._run.observe import Observer
+from ._tools.dispatch import ErrorFormatter, default_error_formatter, run_tool_call
 from ._tools.registry import SandboxMode, Tool, ToolRegistry
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
+from ._wire.openai import normalize_message
 
 if TYPE_CHECKING:  # imported on first use, by __getattr__ below; type checkers see them here
     from ._run.approval import Decision, Override, Reject
@@ -112,6 +115,9 @@ __all__ = [
     "RunLimits",
     "InputBudget",
     "SandboxMode",
+    "ErrorFormatter",
+    "default_error_formatter",
+    "run_tool_call",
     "RetryPolicy",
     "RunResult",
     "ToolCallRecord",
@@ -123,9 +129,11 @@ __all__ = [
     "Model",
     "ModelRequest",
     "ModelTurn",
+    "normalize_message",
     "Observer",
     "DEFAULT_BASE_URL",
     "DEFAULT_ANTHROPIC_BASE_URL",
+    "import_ref",
     # approval and durable runs
     "Decision",
     "Override",

@@ -7,11 +7,16 @@ from typing import Any
 
 from ._exceptions import ConfigurationError
 
-__all__ = ["resolve"]
+__all__ = ["import_ref", "resolve"]
 
 
-def resolve(spec: str, *, what: str = "object") -> Any:
-    """Import `module` and walk the dotted `attribute` path; a clear `ConfigurationError` if not."""
+def import_ref(spec: str, *, what: str = "object") -> Any:
+    """The object a `"module:attribute"` reference names (`"myapp.tools:registry"`, `"pkg.mod:Cls.attr"`).
+
+    Imports `module` and walks the dotted `attribute` path, as the command line and the Temporal
+    worker take tools and registries. A reference that does not resolve raises
+    `ConfigurationError` naming it (`what` says what it was meant to be, for the message).
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigurationError(f"a {what} is given as module:attribute, got {spec!r}")
@@ -24,3 +29,6 @@ def resolve(spec: str, *, what: str = "object") -> Any:
             f"cannot load the {what} {spec!r}: {e}. Check that the module is importable here."
         ) from None
     return obj
+
+
+resolve = import_ref  # the name the core's command line uses

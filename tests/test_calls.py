@@ -26,12 +26,13 @@ from agentloop import (
     ToolCallLimitExceeded,
     ToolCallStarted,
     ToolRegistry,
+    default_error_formatter,
 )
 from agentloop._run.calls import CallPolicy, StepCalls  # internal unit under test
 from agentloop._run.loopguard import LoopGuard, Streak, call_key  # internal unit under test
 from agentloop._run.recorder import Recorder  # internal unit under test
 from agentloop._run.state import NOT_COUNTED, Resume, Run, make_record  # internal unit under test
-from agentloop._tools.dispatch import Dispatcher, default_error_formatter  # internal unit under test
+from agentloop._tools.dispatch import Dispatcher  # internal unit under test
 
 pytestmark = pytest.mark.anyio
 

@@ -12,23 +12,26 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from functools import partial
 from typing import Any, cast
 
 import anyio
 
+from .. import _json
 from .._budget import InputBudget
 from .._context import RunContext
-from .._events import ToolCallFinished, ToolCallStarted, warning_logger
+from .._events import ToolCallFinished, ToolCallStarted, run_logger, warning_logger
 from .._exceptions import SandboxedToolError
 from .._model import Emit
 from .._types import OutcomeStatus, ToolCallRecord, encode_result, sendable
 from .arguments import Rejected, checked_arguments, clip, truncate
 from .registry import Tool, ToolRegistry
 
-__all__ = ["Dispatcher", "default_error_formatter"]
+__all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter", "run_tool_call"]
 
 ErrorFormatter = Callable[[str, BaseException], str]
+"""`(tool_name, exception) -> str`: the text the model reads when a tool raises (`Agent(format_tool_error=...)`)."""
 
 
 def default_error_formatter(tool_name: str, exc: BaseException) -> str:
@@ -269,3 +272,35 @@ class Dispatcher:
             return await tool.fn(**kwargs)
         # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
         return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
+
+
+async def run_tool_call(
+    tools: ToolRegistry,
+    name: str,
+    arguments: str | dict[str, Any] | None,
+    *,
+    run_id: str = "",
+    step: int = 0,
+    call_id: str = "call",
+    format_tool_error: ErrorFormatter | None = None,
+) -> ToolCallRecord:
+    """Run one tool call outside an `Agent` run, exactly as a run would (the Temporal worker's seam).
+
+    `arguments` as the model sent them (a JSON string) or already parsed. Every outcome is in the
+    returned record (`status`, `content`, `error`, `traceback`); only cancellation propagates.
+    Failures are logged as in a run, bound to `run_id`.
+    """
+    dispatcher = Dispatcher(
+        tools,
+        run_id=run_id,
+        emit=None,
+        log=run_logger(run_id=run_id),
+        max_concurrent=None,
+        format_error=format_tool_error or default_error_formatter,
+    )
+    raw: Any = arguments if arguments is not None else ""
+    if not isinstance(raw, str):  # the record keeps the text a model would have sent
+        with suppress(TypeError, ValueError):  # not JSON at all: the call ends as invalid_arguments
+            raw = _json.dumps_str(raw)
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
+    return (await dispatcher.run([call], step))[0]

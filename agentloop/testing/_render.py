@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentloop import _json
+from agentloop.testing import _codec
 from agentloop.testing._replies import DEFAULT_USAGE, DropAfter, Reply, ScriptedCall, StreamError
 
 __all__ = ["RenderContext", "Rendered", "render", "render_error", "render_json"]
@@ -48,7 +48,7 @@ class _Frame:
 
 
 def render_json(status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Rendered:
-    return _with_headers(Rendered(status, [("content-type", "application/json")], _json.dumps(obj)), headers)
+    return _with_headers(Rendered(status, [("content-type", "application/json")], _codec.dumps(obj)), headers)
 
 
 def render_error(
@@ -133,7 +133,7 @@ def _usage(reply: Reply) -> dict[str, Any]:
 def _args_text(arguments: Mapping[str, Any] | str | None) -> str | None:
     if arguments is None or isinstance(arguments, str):
         return arguments
-    return _json.dumps_str(dict(arguments))
+    return _codec.dumps_str(dict(arguments))
 
 
 def _pieces(s: str, n: int = 3) -> list[str]:
@@ -146,7 +146,7 @@ def _pieces(s: str, n: int = 3) -> list[str]:
 
 def _sse(obj: Any, event: str | None = None) -> _Frame:
     head = f"event: {event}\n".encode() if event else b""
-    return _Frame(head + b"data: " + _json.dumps(obj) + b"\n\n")
+    return _Frame(head + b"data: " + _codec.dumps(obj) + b"\n\n")
 
 
 # --- OpenAI chat completions ------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _anthropic_input(arguments: Mapping[str, Any] | str | None) -> Any:
     if not arguments.strip():
         return {}
     try:
-        return _json.loads(arguments)
+        return _codec.loads(arguments)
     except ValueError:
         return arguments
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentloop import _json
+from agentloop.testing import _codec
 
 if TYPE_CHECKING:
     from agentloop.testing._server import RecordedRequest
@@ -319,7 +319,7 @@ def _plain_text(content: Any) -> str:
 def _city_of(arguments: Any) -> str | None:
     if isinstance(arguments, str):
         try:
-            arguments = _json.loads(arguments)
+            arguments = _codec.loads(arguments)
         except ValueError:
             return None
     city = arguments.get("city") if isinstance(arguments, dict) else None
@@ -371,7 +371,7 @@ def _anthropic_results(messages: list[dict[str, Any]]) -> list[Result] | None:
 
 def _summarise(city: str | None, content: str, is_error: bool) -> str:
     try:
-        data = _json.loads(content)
+        data = _codec.loads(content)
     except ValueError:
         data = None
     if isinstance(data, dict) and city is None and isinstance(data.get("city"), str):

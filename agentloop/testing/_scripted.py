@@ -21,10 +21,10 @@ from agentloop import (
     ModelTurn,
     RateLimitError,
     Usage,
-    _json,
+    normalize_message,
 )
-from agentloop._wire.openai import normalize_message
 from agentloop.abc import Emit, ModelRequest
+from agentloop.testing import _codec
 from agentloop.testing._replies import Reply
 
 __all__ = ["ScriptedModel"]
@@ -90,7 +90,7 @@ class ScriptedModel:
                 fn: dict[str, Any] = {"name": c.name}
                 if c.arguments is not None:
                     fn["arguments"] = (
-                        c.arguments if isinstance(c.arguments, str) else _json.dumps_str(c.arguments)
+                        c.arguments if isinstance(c.arguments, str) else _codec.dumps_str(c.arguments)
                     )
                 calls.append({"id": c.id if c.id is not None else f"call_{next(self._ids)}", "function": fn})
             raw["tool_calls"] = calls

@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import h11
 
-from agentloop import _json
+from agentloop.testing import _codec
 from agentloop.testing._render import RenderContext, Rendered, Wire, render, render_error, render_json
 from agentloop.testing._replies import Reply
 
@@ -209,7 +209,7 @@ class FakeFluxRouter:
         parsed: Any = None
         if body:
             try:
-                parsed = _json.loads(body)
+                parsed = _codec.loads(body)
             except ValueError:
                 parsed = None
         wire: Wire | None = None

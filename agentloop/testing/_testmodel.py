@@ -20,9 +20,9 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from agentloop import ConfigurationError, MissingDependencyError, ModelTurn, Usage, _json
-from agentloop._wire.openai import normalize_message
+from agentloop import ConfigurationError, MissingDependencyError, ModelTurn, Usage, normalize_message
 from agentloop.abc import Emit, ModelRequest
+from agentloop.testing import _codec
 from agentloop.testing._replies import Reply, ScriptedCall
 
 __all__ = ["TestModel", "FunctionModel", "generate_arguments"]
@@ -37,7 +37,7 @@ ModelFunction = Callable[
 def _usage(messages: list[dict[str, Any]], answer: dict[str, Any]) -> Usage:
     """A deterministic stand-in for token counts (about 4 characters a token), never zero."""
     prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
-    completion = len(_json.dumps_str(answer)) // 4 + 1
+    completion = len(_codec.dumps_str(answer)) // 4 + 1
     return Usage(1, prompt, completion, prompt + completion)
 
 
@@ -49,7 +49,10 @@ def _turn(
         {
             "id": f"call_{i}",
             "type": "function",
-            "function": {"name": name, "arguments": args if isinstance(args, str) else _json.dumps_str(args)},
+            "function": {
+                "name": name,
+                "arguments": args if isinstance(args, str) else _codec.dumps_str(args),
+            },
         }
         for i, (name, args) in enumerate(calls, 1)
     ]

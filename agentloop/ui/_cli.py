@@ -126,11 +126,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-def]
-    from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry
+    from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry, import_ref
 
-    from .._imports import resolve
-
-    tools = resolve(spec, what="tool registry")
+    tools = import_ref(spec, what="tool registry")
     if not isinstance(tools, ToolRegistry):
         raise ConfigurationError(f"--tools {spec!r} is not a ToolRegistry")
 
