@@ -84,7 +84,8 @@ from ._run.agent import Agent, ToolChoice
 from ._run.limits import RunLimits
 from ._run.observe import Observer
 from ._tools.dispatch import ErrorFormatter, default_error_formatter, run_tool_call
-from ._tools.registry import SandboxMode, Tool, ToolRegistry
+from ._tools.registry import ToolRegistry
+from ._tools.tool import SandboxMode, Tool, build_tool
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 from ._wire.openai import normalize_message
 
@@ -111,6 +112,7 @@ __all__ = [
     "FluxClient",
     "ToolRegistry",
     "Tool",
+    "build_tool",
     "Limits",
     "RunLimits",
     "InputBudget",

@@ -8,21 +8,24 @@ each has one or more implementations inside the package:
 - `Wire`: the codec `FluxClient` speaks (`_wire/_openai.OpenAIWire`, `_wire/_anthropic.AnthropicWire`):
   pure functions from a `ModelRequest` to bytes and from bytes to a `ModelTurn`; no I/O.
 - `ToolExecutor`: what runs a tool outside the event loop's process for `sandbox="process"` /
-  `"isolated"` (`_sandbox.ProcessSandbox`; Temporal's activity box). `ToolRegistry.sandbox_for`
-  returns one.
+  `"isolated"` (`_tools/executors.SandboxExecutor` over `_sandbox.ProcessSandbox`), or for
+  `sandbox=<an executor>` (Temporal's activity box). It answers with a `ToolOutcome`, a typed
+  record; the dispatcher writes every text the model reads from it.
 - `ToolSource`: something that registers tools into a registry when given in `Agent(tools=[...])`
   (`agentloop.mcp.MCPServer`).
 - `Journal`: where durable runs are recorded (`SQLiteJournal`). Defined in `_journal.py`.
 
-This module sits on the ground floor: everything it names from higher floors is imported for type
-checking only, so any module may import it.
+This module sits just above the ground floor: everything it names from higher floors is imported
+for type checking only, so any module from `_run`, `_tools`, `_http` and `_wire` may import it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._model import Emit, Model, ModelRequest
+from ._types import OutcomeStatus
 
 if TYPE_CHECKING:
     from ._limits import Limits
@@ -60,27 +63,29 @@ class Wire(Protocol):
         ...
 
 
-class ToolOutcome(Protocol):
-    """How one call run by a `ToolExecutor` ended (`SandboxOutcome` is the reference shape).
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """How one call run by a `ToolExecutor` ended: every failure is one of these, never an exception.
 
-    `status` is an `OutcomeStatus`; `content` is the text the model reads; `error` a short detail.
-    An outcome whose text was already written where the tool ran (a Temporal worker, with the
-    agent's `format_tool_error`) also carries `formatted = True`; the dispatcher then keeps it.
+    - `status`: an `OutcomeStatus` ("ok", "raised", "timeout", "memory", "crashed", ...).
+    - `content`: "ok": the tool's result as text (str results as they are, others as JSON).
+      Otherwise what happened, as `"Tool <what happened>"` ("Tool timed out after 5 s and was
+      killed"); the dispatcher names the tool in it and cuts it to `InputBudget.max_error_bytes`.
+    - `error`: a short machine-friendly detail (exception type, signal name, limit name).
+    - `exception`: status "raised": the exception, or a `SandboxedToolError` standing in for one
+      raised in another process. The model's text is then `format_tool_error(name, exception)`,
+      written by the dispatcher (never by the executor), the same in every mode.
+    - `traceback`: status "raised": the traceback text, kept on the `ToolCallRecord` and logged.
+    - `final`: `content` is already the finished text for the model (it was written by another
+      agentloop dispatcher, e.g. on a Temporal worker, with that side's `format_tool_error`).
     """
 
-    @property
-    def status(self) -> str: ...
-    @property
-    def content(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def exc_message(self) -> str:
-        """status "raised": the exception's message (`error` holds its type name)."""
-        ...
-
-    @property
-    def traceback(self) -> str | None: ...
+    status: OutcomeStatus
+    content: str = ""
+    error: str | None = None
+    exception: BaseException | None = None
+    traceback: str | None = None
+    final: bool = False
 
 
 @runtime_checkable
@@ -88,6 +93,11 @@ class ToolExecutor(Protocol):
     """Runs a registered tool by reference (`module:qualname`, or a name) under `Limits`.
 
     Every failure is an outcome, never an exception: the dispatcher turns it into a tool message.
+    (The dispatcher also survives an executor that breaks this contract: an exception, or a
+    return value that is not a `ToolOutcome`, ends the call as "crashed" with a text saying so.)
+    Cancellation must stop what the call started before it propagates. Give one to a tool with
+    `ToolRegistry.register(fn, sandbox=executor)`; the registry's own are the fork-server
+    sandboxes of "process" and "isolated" (`ToolRegistry.sandbox_for`).
     """
 
     async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> ToolOutcome: ...
@@ -97,7 +107,10 @@ class ToolExecutor(Protocol):
 class ToolSource(Protocol):
     """A source of tools given in `Agent(tools=[...])`: it registers them into the agent's registry."""
 
-    def register_into(self, registry: ToolRegistry) -> Any: ...
+    def register_into(self, registry: ToolRegistry) -> object:
+        """Register the tools (`registry.add(build_tool(...))` or `registry.register(...)`); the
+        return value is not used."""
+        ...
 
 
 # `Journal` is an ABC with a dozen methods; it stays beside its SQLite implementation (`_journal`),

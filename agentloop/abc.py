@@ -2,8 +2,9 @@
 
 - `Model`: answers one `ModelRequest` with a `ModelTurn` (streaming through `Emit`).
 - `Wire`: the codec `FluxClient` speaks on HTTP (OpenAI chat-completions, Anthropic Messages).
-- `ToolExecutor`: runs a tool out of the event loop's process and returns a `ToolOutcome`
-  (what `ToolRegistry.sandbox_for` returns).
+- `ToolExecutor`: runs a tool out of the event loop's process and returns a `ToolOutcome` (a
+  typed record; the dispatcher writes the model's text from it). The "process" / "isolated"
+  fork servers are ones (`ToolRegistry.sandbox_for`); give your own with `sandbox=executor`.
 - `ToolSource`: registers tools into an agent's registry when given in `Agent(tools=[...])`.
 - `Journal`: where durable runs are recorded; `JournaledRun`, `JournalEntry`, `RunInfo` are what it
   stores, and `replay(journaled_run) -> Replay` is the state a run resumes from (what the run

@@ -9,9 +9,10 @@ async with MCPServer.stdio("python", ["-m", "my_server"]) as server:   # or MCPS
 ```
 
 Why it is built this way:
-- Each server tool goes through `ToolRegistry.register(fn, parameters=inputSchema)`, so it gets
-  exactly what a Python tool gets: `check_schema` at registration, the validator built once,
-  lenient argument parsing and the same outcomes. Nothing about a server's tools fails mid-run.
+- Each server tool is built once by `build_tool(fn, parameters=inputSchema)` (what
+  `ToolRegistry.register` uses), so it gets exactly what a Python tool gets: `check_schema` at
+  registration, the validator built once, lenient argument parsing and the same outcomes.
+  Nothing about a server's tools fails mid-run. All are built before any is added.
 - The connection (and the server process, for stdio) lives exactly as long as the `async with`
   block: the `mcp` client's task group belongs to the task that entered it (structured
   concurrency). Enter and leave the block in the same task.
@@ -45,6 +46,7 @@ from agentloop import (
     Tool,
     ToolDefinitionError,
     ToolRegistry,
+    build_tool,
 )
 
 __all__ = ["MCPServer", "MCPServerError", "MCPToolError", "render_content"]
@@ -270,52 +272,53 @@ class MCPServer:
         chosen = [
             t for t in self._tools if (include is None or t["name"] in include) and t["name"] not in exclude
         ]
-        # Check everything in a scratch registry first: the same checks as the real one, and
-        # nothing is half-registered when one tool is bad.
-        scratch = ToolRegistry()
-        planned: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        # Every tool built (and so checked) once, before any is added: nothing is half-registered
+        # when one tool is bad. The registry's default limits apply, as to its other tools.
+        flags = {
+            "limits": registry.limits.merge(limits),
+            "idempotent": idempotent,
+            "requires_approval": requires_approval,
+        }
+        built: dict[str, Tool] = {}
         for spec in chosen:
-            remote = spec["name"]
-            local = self._local_name(prefix, remote)
-            if local in scratch or local in registry:
-                clash = (
-                    "another tool of this server" if local in scratch else "a tool already in the registry"
-                )
-                raise ToolDefinitionError(
-                    f"MCP server {self.name!r}, tool {remote!r}: the name {local!r} is taken by {clash}. Register "
-                    f"this server's tools with a prefix, e.g. register_into(tools, prefix={_suggest(self.name)!r}), "
-                    f"or leave it out with exclude=[{remote!r}]."
-                )
-            schema = self._checked_schema(remote, spec.get("inputSchema"))
-            try:
-                scratch.register(
-                    self._tool_fn(remote, local),
-                    name=local,
-                    description=spec.get("description") or "",
-                    parameters=schema,
-                    sandbox="inline",
-                )
-            except ToolDefinitionError as e:
-                raise ToolDefinitionError(
-                    f"MCP server {self.name!r}, tool {remote!r}: {e} (leave it out with exclude=[{remote!r}])"
-                ) from None
-            planned.append((spec, local, schema))
-        added: list[Tool] = []
-        for spec, local, schema in planned:
-            added.append(
-                registry.register(
-                    self._tool_fn(spec["name"], local),
-                    name=local,
-                    description=spec.get("description") or "",
-                    parameters=schema,
-                    sandbox="inline",  # an async call over the session: runs in the event loop
-                    limits=limits,
-                    idempotent=idempotent,
-                    requires_approval=requires_approval,
-                )
-            )
-            self._registered.append((registry, local))
+            tool = self._build(spec, prefix, registry, built, flags)
+            built[tool.name] = tool
+        added = [registry.add(tool) for tool in built.values()]
+        self._registered.extend((registry, tool.name) for tool in added)
         return added
+
+    def _build(
+        self,
+        spec: dict[str, Any],
+        prefix: str,
+        registry: ToolRegistry,
+        built: Mapping[str, Tool],
+        flags: dict[str, Any],
+    ) -> Tool:
+        """One server tool as a `Tool` (checked as any tool is), or a `ToolDefinitionError` naming it."""
+        remote = spec["name"]
+        local = self._local_name(prefix, remote)
+        if local in built or local in registry:
+            clash = "another tool of this server" if local in built else "a tool already in the registry"
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r}, tool {remote!r}: the name {local!r} is taken by {clash}. Register "
+                f"this server's tools with a prefix, e.g. register_into(tools, prefix={_suggest(self.name)!r}), "
+                f"or leave it out with exclude=[{remote!r}]."
+            )
+        schema = self._checked_schema(remote, spec.get("inputSchema"))
+        try:
+            return build_tool(
+                self._tool_fn(remote, local),
+                name=local,
+                description=spec.get("description") or "",
+                parameters=schema,
+                sandbox="inline",  # an async call over the session: runs in the event loop
+                **flags,
+            )
+        except ToolDefinitionError as e:
+            raise ToolDefinitionError(
+                f"MCP server {self.name!r}, tool {remote!r}: {e} (leave it out with exclude=[{remote!r}])"
+            ) from None
 
     def _local_name(self, prefix: str, remote: str) -> str:
         local = prefix + _BAD_NAME_CHARS.sub("_", remote)

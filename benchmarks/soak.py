@@ -390,7 +390,7 @@ async def soak(
             # `concurrent` connections plus what the sequential phase kept open, and slack for
             # connections closing while new ones open. A leak of one socket per run exceeds it.
             bound = end_seq.sockets + 5 * concurrent
-            box = tools.sandbox_for("process")
+            box = tools.sandbox_for("process").sandbox  # the ProcessSandbox behind the executor
             for s in samples[1:]:
                 at = f"{s.label} at {s.runs} runs"
                 if s.other_fds != after_warm.other_fds:

@@ -60,7 +60,7 @@ async def kills(mode: str) -> dict[str, object]:
         text("survived"),
     ]
     async with registry:
-        box = registry.sandbox_for(mode)
+        box = registry.sandbox_for(mode).sandbox  # the ProcessSandbox behind the executor
         result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
         zygote = box._server.popen.pid if box._server else None
         zygote_alive = zygote is not None and _alive(zygote)

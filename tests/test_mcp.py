@@ -21,7 +21,7 @@ pytest.importorskip(
     "mcp", reason="the MCP tests need the optional 'mcp' package (pip install 'agentloop[mcp]')"
 )
 
-from agentloop import Agent, ToolDefinitionError, ToolRegistry
+from agentloop import Agent, Limits, ToolDefinitionError, ToolRegistry
 from agentloop.mcp import MCPServer, MCPServerError, render_content
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
@@ -114,6 +114,20 @@ async def test_parallel_calls_share_one_session() -> None:
             result = await Agent(client=model, tools=tools).run("meet")
     assert [r.status for r in result.tool_calls] == ["ok"] * 4
     assert all(r.content.startswith("met ") for r in result.tool_calls)
+
+
+async def test_server_tools_are_built_once_with_the_registrys_defaults() -> None:
+    # Built by build_tool, once, then added: the Tool returned is the one registered, and the
+    # registry's default limits apply as they do to its Python tools (register_into's own win).
+    tools = ToolRegistry(limits=Limits(timeout=7, output_bytes=1000))
+    with anyio.fail_after(HANG_GUARD):
+        async with stdio_server() as server:
+            added = server.register_into(
+                tools, include=["add", "shout"], limits=Limits(output_bytes=50), requires_approval=True
+            )
+            assert [tools[t.name] is t for t in added] == [True, True]
+            assert [(t.limits.timeout, t.limits.output_bytes) for t in added] == [(7, 50), (7, 50)]
+            assert all(t.requires_approval and t.sandbox == "inline" for t in added)
 
 
 async def test_name_collisions_and_prefix() -> None:

@@ -17,7 +17,8 @@ from .._budget import InputBudget
 from .._exceptions import ConfigurationError, ToolDefinitionError
 from .._http.config import check_int
 from .._seams import ToolSource
-from .._tools.registry import Tool, ToolRegistry
+from .._tools.registry import ToolRegistry
+from .._tools.tool import Tool
 from .history import History
 from .limits import RunLimits
 

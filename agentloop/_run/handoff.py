@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._context import RunContext, resolve_instructions
 from .._exceptions import ConfigurationError, ConversationError, ResumeError
-from .._tools.registry import Tool, ToolRegistry
+from .._tools.registry import ToolRegistry
+from .._tools.tool import Tool
 from .conversation import check_conversation
 from .history import repair_history
 
@@ -121,7 +122,6 @@ def with_handoffs(tools: ToolRegistry, handoffs: tuple[tuple[Handoff, Tool], ...
     view = ToolRegistry()
     view._tools = {**tools._tools, **{t.name: t for _, t in handoffs}}
     view._definitions = [*tools.definitions, *(t.definition for _, t in handoffs)]
-    view._sandboxes = tools._sandboxes  # the same fork servers: sandboxed tools run as they would
     return view
 
 

@@ -14,8 +14,7 @@ from enum import IntEnum
 from typing import Any
 
 from .. import _json
-from .._tools.arguments import INLINE_BYTES, clip
-from .._tools.registry import ArgumentsError, parse_arguments
+from .._tools.arguments import INLINE_BYTES, ArgumentsError, clip, parse_arguments
 
 __all__ = ["LoopGuard", "Streak", "call_key"]
 

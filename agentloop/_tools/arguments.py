@@ -25,12 +25,13 @@ import anyio.to_thread
 
 from .. import _json
 from .._budget import InputBudget
-from .registry import ArgumentsError, parse_arguments
 
 if TYPE_CHECKING:
-    from .registry import Tool
+    from .tool import Tool
 
 __all__ = [
+    "ArgumentsError",
+    "parse_arguments",
     "Checked",
     "Rejected",
     "INLINE_BYTES",
@@ -55,6 +56,44 @@ class Rejected(NamedTuple):
     status: str
     content: str  # the tool message, already within max_error_bytes
     error: str
+
+
+class ArgumentsError(ValueError):
+    """The arguments of one call cannot be used; the message is written for the model."""
+
+
+def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any]:
+    """Parse a tool call's `arguments` leniently (see wire-notes: `""`, `null`, missing → `{}`).
+
+    Providers normally send a JSON string; some send an already-parsed object. Nesting deeper
+    than `max_depth` is refused (`InputBudget.max_json_depth` in a run).
+    """
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, str):
+        try:
+            value = _json.loads_exact(raw, max_depth=max_depth)  # an int argument must not arrive rounded
+        except _json.DepthError as e:
+            raise ArgumentsError(f"{e}. Send flatter arguments.") from None
+        except ValueError as e:
+            raise ArgumentsError(
+                f"The arguments are not valid JSON ({e}). Send the arguments as one JSON object "
+                "that matches the tool's parameters schema."
+            ) from None
+    else:
+        value = raw
+        if _json.depth_exceeds(value, max_depth):
+            raise ArgumentsError(
+                f"the JSON is nested deeper than {max_depth} levels. Send flatter arguments."
+            )
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ArgumentsError(
+            f"The arguments must be a JSON object, got {type(value).__name__ if not isinstance(value, list) else 'an array'}. "
+            "Send the arguments as one JSON object that matches the tool's parameters schema."
+        )
+    return value
 
 
 def clip(text: str, limit: int) -> str:

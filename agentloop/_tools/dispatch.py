@@ -10,11 +10,9 @@ the call's record has been written as `cancelled`.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
@@ -24,9 +22,12 @@ from .._context import RunContext
 from .._events import ToolCallFinished, ToolCallStarted, run_logger, warning_logger
 from .._exceptions import SandboxedToolError
 from .._model import Emit
-from .._types import OutcomeStatus, ToolCallRecord, encode_result, sendable
+from .._seams import ToolOutcome
+from .._types import OutcomeStatus, ToolCallRecord, sendable
 from .arguments import Rejected, checked_arguments, clip, truncate
-from .registry import Tool, ToolRegistry
+from .executors import call_executor, run_in_process
+from .registry import ToolRegistry
+from .tool import OUT_OF_PROCESS, Tool
 
 __all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter", "run_tool_call"]
 
@@ -170,7 +171,7 @@ class Dispatcher:
             what = f"There is no tool named {shown!r}." if name else "The tool call has no function name."
             text = f"{what} Available tools: {available}. Call one of them by its exact name."
             return "unknown_tool", text, clip(name, budget.max_tool_name_chars)
-        bind = tool.sandbox not in ("process", "isolated")  # the child process binds for itself
+        bind = tool.sandbox not in OUT_OF_PROCESS  # the child process binds for itself
         checked = await checked_arguments(tool, raw, budget, bind, self.checker)
         if isinstance(checked, Rejected):
             return checked.status, checked.content, checked.error  # type: ignore[return-value]
@@ -191,47 +192,34 @@ class Dispatcher:
     async def _invoke(
         self, tool: Tool, args: dict[str, Any], kwargs: dict[str, Any] | None, record: ToolCallRecord
     ) -> tuple[OutcomeStatus, str, str | None]:
-        limits = tool.limits
-        if kwargs is None:  # the process modes: the child binds the arguments itself
-            box = self.registry.sandbox_for(tool.sandbox, tool.name)
-            outcome = await box.call(tool.ref if tool.ref is not None else tool.name, args, limits)
-            # an executor reports an OutcomeStatus (SandboxOutcome types its field as a plain str)
-            status = cast(OutcomeStatus, outcome.status)
-            if getattr(outcome, "formatted", False):  # its text was written where it ran (a Temporal worker)
-                record.traceback = outcome.traceback
-                return status, outcome.content, outcome.error
-            if status == "raised":  # the same formatter, record and log as in-process tools
-                trace = outcome.traceback or ""
-                stand_in = SandboxedToolError(outcome.error or "Exception", outcome.exc_message, trace)
-                return "raised", self._raised(record, stand_in, trace), outcome.error
-            if status == "ok" or (status == "output_limit" and "[output truncated:" in outcome.content):
-                return status, outcome.content, outcome.error  # the tool's own output
-            return status, _named(tool.name, outcome.content), outcome.error
-        if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
-            kwargs = {**kwargs, tool.context: self._context(record)}
-        timed_out = False
-        try:
-            if limits.timeout is None:  # no cancel scope to enter and leave: the common, hot case
-                value = await self._call(tool, kwargs)
-            else:
-                timed_out = True
-                with anyio.move_on_after(limits.timeout):
-                    value = await self._call(tool, kwargs)
-                    timed_out = False
-        except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
-            return "raised", self._raised(record, e, "".join(traceback.format_exception(e))), type(e).__name__
-        if timed_out:
-            abandoned = (
-                "; its worker thread was abandoned and may still be running"
-                if tool.sandbox == "thread"
-                else ""
+        if kwargs is None:  # out of process: the executor (its child, its worker) binds the arguments
+            executor = self.registry.sandbox_for(tool.sandbox, tool.name)
+            ref = tool.ref if tool.ref is not None else tool.name
+            outcome = await call_executor(executor, ref, args, tool.limits)
+        else:
+            if tool.context is not None:  # a new dict: bind may return the validated arguments themselves
+                kwargs = {**kwargs, tool.context: self._context(record)}
+            outcome = await run_in_process(tool, kwargs)
+        return self._text(tool, outcome, record)
+
+    def _text(
+        self, tool: Tool, outcome: ToolOutcome, record: ToolCallRecord
+    ) -> tuple[OutcomeStatus, str, str | None]:
+        """The model-facing text of an outcome, whichever executor ended the call."""
+        status = outcome.status
+        if status == "raised" and not outcome.final:  # the same formatter, record and log in every mode
+            trace = outcome.traceback or ""
+            exc = outcome.exception or SandboxedToolError(
+                outcome.error or "Exception", outcome.content, trace
             )
-            return (
-                "timeout",
-                f"Tool {tool.name!r} timed out after {limits.timeout:g} s{abandoned}.",
-                "timeout",
-            )
-        return encode_result(tool.name, value, limits.output_bytes)
+            return "raised", self._raised(record, exc, trace), outcome.error
+        if outcome.traceback is not None:
+            record.traceback = outcome.traceback
+        if outcome.final:  # the tool's own output as the sandbox cut it, or a worker's finished text
+            return status, outcome.content, outcome.error
+        if status == "ok":  # the result, as an executor of the caller's sent it
+            return status, sendable(outcome.content), outcome.error
+        return status, _named(tool.name, outcome.content), outcome.error
 
     def _context(self, record: ToolCallRecord) -> Any:
         if self.context is not None:
@@ -265,13 +253,6 @@ class Dispatcher:
                 "format_tool_error failed; the default text was sent", tool=record.name, problem=problem
             )
         return default_error_formatter(record.name, exc)
-
-    @staticmethod
-    async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
-        if tool.sandbox == "inline":
-            return await tool.fn(**kwargs)
-        # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
-        return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
 
 
 async def run_tool_call(

@@ -1,0 +1,180 @@
+"""What runs a tool once its arguments are checked: one executor per mode, each ending in a `ToolOutcome`.
+
+- "inline" / "thread" (`run_in_process`): the function itself, awaited on the event loop or in a
+  worker thread, under `Limits.timeout` as a cancel scope. The tool's own exception object is
+  kept on the outcome, so `format_tool_error` sees it as it was raised.
+- "process" / "isolated" (`SandboxExecutor`): the public `ToolExecutor` seam over the fork-server
+  `ProcessSandbox`; its `SandboxOutcome` becomes a typed `ToolOutcome` (an exception raised in
+  the child becomes a `SandboxedToolError` standing in for it).
+- `sandbox=<a ToolExecutor>`: the caller's own (Temporal's activity box). `call_executor`
+  guards every such call: an executor that raises or returns something other than an outcome
+  ends the call as "crashed", with a text for the model, instead of failing the run.
+
+`SandboxPool` owns the fork servers of one registry (created on first use, stopped by
+`aclose`); the registry only holds it. Nothing here writes a model-facing text except the
+executors' own "what happened" (`dispatch.py` names the tool, formats exceptions and bounds it).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast, get_args
+
+import anyio
+import anyio.to_thread
+
+from .._exceptions import SandboxedToolError
+from .._limits import Limits
+from .._seams import ToolExecutor, ToolOutcome
+from .._types import OutcomeStatus, encode_result
+
+if TYPE_CHECKING:
+    from .._sandbox import ProcessSandbox, SandboxOutcome
+    from .tool import Tool
+
+__all__ = ["SandboxExecutor", "SandboxPool", "call_executor", "run_in_process"]
+
+_STATUSES = frozenset(get_args(OutcomeStatus))
+
+
+async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
+    """The "inline" / "thread" executor: call the function here, under its `Limits.timeout`."""
+    timeout = tool.limits.timeout
+    timed_out = False
+    try:
+        if timeout is None:  # no cancel scope to enter and leave: the common, hot case
+            value = await _call(tool, kwargs)
+        else:
+            timed_out = True
+            with anyio.move_on_after(timeout):
+                value = await _call(tool, kwargs)
+                timed_out = False
+    except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
+        tb = "".join(traceback.format_exception(e))
+        return ToolOutcome("raised", error=type(e).__name__, exception=e, traceback=tb)
+    if timed_out:
+        abandoned = (
+            "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
+        )
+        return ToolOutcome("timeout", f"Tool timed out after {timeout:g} s{abandoned}.", "timeout")
+    status, content, error = encode_result(tool.name, value, tool.limits.output_bytes)
+    return ToolOutcome(status, content, error, final=True)  # encode_result names the tool itself
+
+
+async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
+    if tool.sandbox == "inline":
+        return await tool.fn(**kwargs)
+    # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
+    return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
+
+
+class SandboxExecutor:
+    """The "process" / "isolated" `ToolExecutor`: one `ProcessSandbox` (a fork server, started on
+    the first call), its outcomes typed."""
+
+    __slots__ = ("sandbox",)
+
+    def __init__(self, sandbox: ProcessSandbox) -> None:
+        self.sandbox = sandbox
+
+    async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> ToolOutcome:
+        return typed(await self.sandbox.call(ref, arguments, limits))
+
+    async def aclose(self) -> None:
+        await self.sandbox.aclose()
+
+
+def typed(out: SandboxOutcome) -> ToolOutcome:
+    """A `SandboxOutcome` (its status a plain str, written by the sandbox) as a `ToolOutcome`."""
+    status = cast(OutcomeStatus, out.status)
+    if status == "raised":
+        exc = SandboxedToolError(out.error or "Exception", out.exc_message, out.traceback)
+        return ToolOutcome("raised", out.content, out.error, exception=exc, traceback=out.traceback)
+    # the tool's own output, cut with a marker that says so: the model reads it as it is
+    own = status == "ok" or (status == "output_limit" and "[output truncated:" in out.content)
+    return ToolOutcome(status, out.content, out.error, final=own)
+
+
+class SandboxPool:
+    """The fork-server sandboxes of one registry: one per mode, created when a tool first needs it
+    (so a program without sandboxed tools never imports the sandbox), stopped by `aclose`."""
+
+    __slots__ = ("_executors", "_ro_paths")
+
+    def __init__(self, ro_paths: Sequence[str] = ()) -> None:
+        self._ro_paths = tuple(ro_paths)  # extra read-only paths of sandboxed tools
+        self._executors: dict[bool, SandboxExecutor] = {}  # isolated? -> its executor
+
+    def executor(self, mode: str) -> SandboxExecutor:
+        isolated = mode == "isolated"
+        found = self._executors.get(isolated)
+        if found is None:
+            # imported on first use: most programs never start a sandbox, so they never pay its import
+            from .._sandbox import ProcessSandbox
+
+            box = ProcessSandbox(isolated=isolated, ro_paths=self._ro_paths)
+            found = self._executors[isolated] = SandboxExecutor(box)
+        return found
+
+    def check(self, fn: Callable[..., Any], mode: str) -> str:
+        """`fn`'s "module:qualname", once this host is known to run `mode` (else a typed error)."""
+        box = self.executor(mode).sandbox
+        ref = box.tool_ref(fn)
+        box.check_available()
+        return ref
+
+    async def aclose(self) -> None:
+        for executor in self._executors.values():
+            await executor.aclose()
+
+
+async def call_executor(
+    executor: ToolExecutor, ref: str, arguments: dict[str, Any], limits: Limits
+) -> ToolOutcome:
+    """`executor.call(...)`, whatever the executor does short of cancellation: an outcome."""
+    try:
+        out = await executor.call(ref, arguments, limits)
+    except Exception as e:  # a broken executor: the call fails, the run and its siblings go on
+        tb = "".join(traceback.format_exception(e))
+        return ToolOutcome(
+            "crashed",
+            f"Tool could not be run: its executor raised {type(e).__name__}.",
+            type(e).__name__,
+            traceback=tb,
+        )
+    return _checked(out)
+
+
+def _broken(out: Any) -> ToolOutcome:
+    shown = type(out).__name__
+    return ToolOutcome(
+        "crashed", f"Tool could not be run: its executor returned a {shown}, not a ToolOutcome.", "executor"
+    )
+
+
+def _checked(out: Any) -> ToolOutcome:
+    """An executor's answer as a `ToolOutcome` one can rely on. One of the same shape (as executors
+    written before the type return, e.g. a `SandboxOutcome`) is read; anything else is a crash."""
+    status, content = getattr(out, "status", None), getattr(out, "content", None)
+    if status not in _STATUSES or not isinstance(content, str):
+        return _broken(out)
+    error = getattr(out, "error", None)
+    error = error if isinstance(error, str) else None
+    tb = getattr(out, "traceback", None)
+    tb = tb if isinstance(tb, str) and tb else None
+    if isinstance(out, ToolOutcome):
+        exc = out.exception if isinstance(out.exception, BaseException) else None
+        if error is out.error and tb is out.traceback and exc is out.exception:
+            return out  # the common case: nothing to repair
+        return ToolOutcome(out.status, content, error, exc, tb, out.final is True)
+    status = cast(OutcomeStatus, status)
+    if getattr(out, "formatted", False) is True:  # written by another dispatcher (Temporal's worker)
+        return ToolOutcome(status, content, error, traceback=tb, final=True)
+    if status == "raised":
+        message = getattr(out, "exc_message", "")
+        exc = SandboxedToolError(error or "Exception", message if isinstance(message, str) else "", tb or "")
+        return ToolOutcome("raised", content, error, exception=exc, traceback=tb)
+    own = status == "ok" or (status == "output_limit" and "[output truncated:" in content)
+    return ToolOutcome(status, content, error, traceback=tb, final=own)
