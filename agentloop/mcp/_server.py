@@ -1,42 +1,13 @@
-"""Tools from Model Context Protocol servers, registered in a `ToolRegistry` next to Python tools.
-
-```python
-from agentloop.mcp import MCPServer
-
-async with MCPServer.stdio("python", ["-m", "my_server"]) as server:   # or MCPServer.http(url)
-    server.register_into(tools, prefix="fs_")
-    result = await agent.run("...")
-```
-
-Why it is built this way:
-- Each server tool is built once by `build_tool(fn, parameters=inputSchema)` (what
-  `ToolRegistry.register` uses), so it gets exactly what a Python tool gets: `check_schema` at
-  registration, the validator built once, lenient argument parsing and the same outcomes.
-  Nothing about a server's tools fails mid-run. All are built before any is added.
-- The connection (and the server process, for stdio) lives exactly as long as the `async with`
-  block: the `mcp` client's task group belongs to the task that entered it (structured
-  concurrency). Enter and leave the block in the same task.
-- After the block, the tools are removed (when the registry can `unregister`) and in any case
-  unusable: a call gets `MCPServerError` saying the server is closed; calls still in flight
-  when it closes are cancelled and get the same error. Nothing can hang on a dead session.
-- One session serves parallel calls: MCP requests carry ids, so the calls of one assistant
-  message go out concurrently (`max_concurrent_calls` caps them for servers that cannot cope).
-
-The `mcp` package is imported here only, never by `import agentloop` (extra: `agentloop[mcp]`).
-"""
+"""`MCPServer`: one connection to an MCP server, a `ToolSource` (see the package's docs)."""
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 import anyio
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from agentloop import (
     Limits,
@@ -49,10 +20,10 @@ from agentloop import (
     build_tool,
 )
 
-__all__ = ["MCPServer", "MCPServerError", "MCPToolError", "render_content"]
+from ._content import OwnedHTTP, describe, render_content, wire_form
+from ._naming import checked_schema, local_name, suggest
 
-_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
-_MAX_NAME = 64
+__all__ = ["MCPServer"]
 
 
 def _import_mcp() -> Any:
@@ -165,7 +136,7 @@ class MCPServer:
 
             # The SDK's own default timeouts: a server may hold a response stream open for long.
             client = httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(30.0, read=300.0))
-            return _OwnedHTTP(client, streamable_http_client(url, http_client=client))
+            return OwnedHTTP(client, streamable_http_client(url, http_client=client))
 
         return cls(
             None,
@@ -196,7 +167,7 @@ class MCPServer:
             except Exception as e:
                 self._state = "closed"
                 raise MCPServerError(
-                    f"Could not connect to the MCP server {self.name!r}: {_describe(e)}. Check that the "
+                    f"Could not connect to the MCP server {self.name!r}: {describe(e)}. Check that the "
                     "command or URL starts an MCP server (run it by hand to see its errors)."
                 ) from e
             if self._name is None:
@@ -224,7 +195,7 @@ class MCPServer:
         cursor: str | None = None
         while True:  # the list may be paginated
             page = await self._client.list_tools(cursor=cursor)
-            tools.extend(_wire(t) for t in page.tools)
+            tools.extend(wire_form(t) for t in page.tools)
             cursor = getattr(page, "next_cursor", None)
             if not cursor:
                 return tools
@@ -297,15 +268,15 @@ class MCPServer:
     ) -> Tool:
         """One server tool as a `Tool` (checked as any tool is), or a `ToolDefinitionError` naming it."""
         remote = spec["name"]
-        local = self._local_name(prefix, remote)
+        local = local_name(self.name, prefix, remote)
         if local in built or local in registry:
             clash = "another tool of this server" if local in built else "a tool already in the registry"
             raise ToolDefinitionError(
                 f"MCP server {self.name!r}, tool {remote!r}: the name {local!r} is taken by {clash}. Register "
-                f"this server's tools with a prefix, e.g. register_into(tools, prefix={_suggest(self.name)!r}), "
+                f"this server's tools with a prefix, e.g. register_into(tools, prefix={suggest(self.name)!r}), "
                 f"or leave it out with exclude=[{remote!r}]."
             )
-        schema = self._checked_schema(remote, spec.get("inputSchema"))
+        schema = checked_schema(self.name, remote, spec.get("inputSchema"))
         try:
             return build_tool(
                 self._tool_fn(remote, local),
@@ -319,31 +290,6 @@ class MCPServer:
             raise ToolDefinitionError(
                 f"MCP server {self.name!r}, tool {remote!r}: {e} (leave it out with exclude=[{remote!r}])"
             ) from None
-
-    def _local_name(self, prefix: str, remote: str) -> str:
-        local = prefix + _BAD_NAME_CHARS.sub("_", remote)
-        if not local or len(local) > _MAX_NAME:
-            raise ToolDefinitionError(
-                f"MCP server {self.name!r}, tool {remote!r}: the local name {local!r} is not 1-{_MAX_NAME} "
-                "characters long. Use a shorter prefix, or leave the tool out with exclude=[...]."
-            )
-        return local
-
-    def _checked_schema(self, remote: str, schema: Any) -> dict[str, Any]:
-        if not isinstance(schema, dict):
-            raise ToolDefinitionError(
-                f"MCP server {self.name!r}, tool {remote!r}: its inputSchema is not a JSON object ({schema!r}). "
-                f"Fix the tool on the server, or leave it out with exclude=[{remote!r}]."
-            )
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as e:
-            raise ToolDefinitionError(
-                f"MCP server {self.name!r}, tool {remote!r}: its inputSchema is not a valid JSON Schema "
-                f"(at {e.json_path}: {e.message}). Fix the tool on the server, or leave it out with "
-                f"exclude=[{remote!r}]."
-            ) from None
-        return schema
 
     def _tool_fn(self, remote: str, local: str) -> Callable[..., Any]:
         # Called as fn(**arguments) with the validated arguments (an explicit schema means no
@@ -377,13 +323,13 @@ class MCPServer:
                         result = await client.call_tool(tool, arguments or {})
         except Exception as e:
             raise MCPServerError(
-                f"MCP server {self.name!r} failed the call to tool {tool!r}: {_describe(e)}"
+                f"MCP server {self.name!r} failed the call to tool {tool!r}: {describe(e)}"
             ) from e
         finally:
             self._inflight.discard(scope)
         if scope.cancelled_caught:  # only __aexit__ cancels this scope
             raise MCPServerError(f"MCP server {self.name!r} was closed while tool {tool!r} was running.")
-        data = _wire(result)
+        data = wire_form(result)
         text = render_content(data.get("content"), data.get("structuredContent"))
         if data.get("isError"):
             raise MCPToolError(text or "the tool reported an error without a message")
@@ -391,69 +337,3 @@ class MCPServer:
 
     def __repr__(self) -> str:
         return f"MCPServer({self.name!r}, {self._state}, tools={[t['name'] for t in self._tools]})"
-
-
-class _OwnedHTTP:
-    """The streamable-HTTP transport plus the HTTP client it uses, closed together (ours to close)."""
-
-    def __init__(self, client: Any, transport: Any) -> None:
-        self._client, self._transport = client, transport
-
-    async def __aenter__(self) -> Any:
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._client)
-            streams = await stack.enter_async_context(self._transport)
-            self._stack = stack.pop_all()
-        return streams
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        return await self._stack.__aexit__(*exc)
-
-
-def _wire(model: Any) -> dict[str, Any]:
-    """An `mcp` result object as its JSON wire form (camelCase keys, the protocol's own names)."""
-    if isinstance(model, dict):
-        return model
-    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return data
-
-
-def _describe(e: BaseException) -> str:
-    error = getattr(e, "error", None)  # mcp's MCPError carries ErrorData
-    message = getattr(error, "message", None) or str(e) or "no details"
-    return f"{type(e).__name__}: {message}"
-
-
-def _suggest(name: str) -> str:
-    stem = _BAD_NAME_CHARS.sub("_", name.split()[0].rsplit("/", 1)[-1]).strip("_")[:20] or "mcp"
-    return f"{stem}_"
-
-
-def render_content(content: Any, structured: Any = None) -> str:
-    """MCP content blocks → one text for the model: text blocks joined, anything else described.
-
-    Binary data (images, audio, blobs) is never pasted in: the model gets its kind and size.
-    With no content blocks, the structured result is sent as JSON.
-    """
-    parts: list[str] = []
-    for block in content or ():
-        kind = block.get("type")
-        if kind == "text":
-            parts.append(block.get("text", ""))
-        elif kind in ("image", "audio"):
-            size = len(block.get("data", "")) * 3 // 4
-            parts.append(f"[{kind}: {block.get('mimeType', 'unknown type')}, about {size} bytes, not shown]")
-        elif kind == "resource":
-            res = block.get("resource") or {}
-            if "text" in res:
-                parts.append(f"[resource {res.get('uri', '')}]\n{res['text']}")
-            else:
-                parts.append(f"[resource {res.get('uri', '')}: {res.get('mimeType', 'binary')}, not shown]")
-        elif kind == "resource_link":
-            label = block.get("name") or block.get("title") or ""
-            parts.append(f"[resource link {label}: {block.get('uri', '')}]".replace("link :", "link:"))
-        else:
-            parts.append(f"[{kind or 'unknown'} content, not shown]")
-    if not parts and structured is not None:
-        return json.dumps(structured, ensure_ascii=False)
-    return "\n".join(parts)
