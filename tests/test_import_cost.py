@@ -40,8 +40,8 @@ OPTIONAL = [
 # used later (registration, the journal, output validation, picking a transport). Strict: the
 # day one stops being imported this fails and the name moves to OPTIONAL.
 PENDING = {
-    "jsonschema": "_tools/registry.py, _tools/validate.py (a validator class built at import), _run/output_spec.py",
-    "referencing": "_tools/registry.py (the $ref check at registration)",
+    "jsonschema": "_tools/tool.py, _tools/validate.py (a validator class built at import), _run/output_spec.py",
+    "referencing": "_tools/tool.py (the $ref check when a tool is built)",
     "re2": "_tools/validate.py (patterns compiled at registration)",
     "sqlite3": "_run/journal*.py, imported through _run/calls.py and _run/state.py",
     "asyncio": "_http/transport.py (only to ask whether an asyncio loop runs)",
