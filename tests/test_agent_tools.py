@@ -371,17 +371,19 @@ def test_an_agent_tool_cannot_be_sandboxed() -> None:
         Agent(client=ScriptedModel([])).as_tool()
 
 
-def test_temporal_refuses_agent_tools_and_handoffs() -> None:
+def test_temporal_takes_agent_tools_and_handoffs_as_a_graph_of_agents() -> None:
     from agentloop.temporal._spec import agent_spec  # internal unit under test
     from agentloop.testing import ScriptedModel
 
     inner = Agent(client=ScriptedModel([]), name="inner")
     tools = ToolRegistry()
     tools.register(inner.as_tool())
-    with pytest.raises(ConfigurationError, match="not supported on Temporal"):
-        agent_spec(Agent(client=ScriptedModel([]), tools=tools))
-    with pytest.raises(ConfigurationError, match="handoffs"):
-        agent_spec(Agent(client=ScriptedModel([]), handoffs=[inner]))
+    spec = agent_spec(Agent(client=ScriptedModel([]), tools=tools, handoffs=[inner]))
+    # one node for `inner`, named by the agent tool and the handoff alike (tests/test_temporal_agents.py runs it)
+    assert spec["agent_tools"] == [
+        {"name": "inner", "description": tools.get("inner").description, "agent": "a1"}
+    ]
+    assert [h["agent"] for h in spec["handoffs"]] == ["a1"] and list(spec["agents"]) == ["a1"]
 
 
 # --- journal ---------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ KNOWN: dict[tuple[str, str], int] = {
     ("function", "_tools/registry.py:ToolRegistry.register"): 92,
     ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
     ("function", "mcp.py:MCPServer.register_into"): 71,
-    ("function", "temporal/_spec.py:agent_spec"): 53,
     ("function", "testing/_server.py:FakeFluxRouter._respond"): 66,
     ("function", "testing/_testmodel.py:generate_arguments"): 58,
     ("parameters", "_http/config.py:check_client_options"): 11,

@@ -154,6 +154,7 @@ class Run:
         """A paused `RunResult` (no journal) picked up again; `done`: its last step's settled calls."""
         run = cls(source.run_id, messages, new_start=source.new_start)
         run.steps, run.usage = source.steps, source.usage
+        run.agent_name = source.agent_name  # paused after a handoff: the agent it was handed to goes on
         run.tool_calls = [r for r in source.tool_calls if not (r.step == source.steps and r.id in done)]
         run.resume = resume
         return run
