@@ -49,7 +49,6 @@ from agentloop import (
     RunResult,
 )
 
-from .._ids import new_run_id
 from ..abc import decision_to_data
 from ._errors import TemporalRunError
 from ._spec import WORKFLOW_NAME, agent_spec, check_deps, limits_to_data
@@ -178,8 +177,8 @@ async def start_run(
         raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")
     if limits is not None and not isinstance(limits, RunLimits):
         raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
-    run_id = run_id or new_run_id()
     data = await _workflow_input(agent, prompt, messages, run_id, limits, per_run)
+    run_id = data.pop("run_id")  # minted by the agent when not given
     handle = await client.start_workflow(
         WORKFLOW_NAME,
         data,
@@ -194,7 +193,7 @@ async def _workflow_input(
     agent: Any,
     prompt: str | None,
     messages: list[dict[str, Any]] | None,
-    run_id: str,
+    run_id: str | None,
     limits: RunLimits | None,
     per_run: PerRun,
 ) -> dict[str, Any]:
@@ -211,10 +210,11 @@ async def _workflow_input(
         raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
     deps = check_deps(per_run.get("deps"))
     get = per_run.get
-    # validates the conversation and the per-run options here, not in the worker
+    # validates the conversation and the per-run options here, not in the worker; mints the run id
     state = agent._start(
         prompt, messages, run_id, deps, get("model"), get("model_settings"), get("instructions")
     )
+    run_id = state.run_id
     spec.update(model=state.model, model_settings=dict(state.settings))
     if "instructions" in per_run and not callable(per_run["instructions"]):
         spec["instructions"] = per_run["instructions"]
@@ -222,7 +222,7 @@ async def _workflow_input(
         context = RunContext(deps, run_id, state.model, 0, messages=state.messages)
         spec["instructions"] = await _resolve(state.instructions, context)
     conversation = list(messages) if messages is not None else None
-    return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps}
+    return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
 
 
 async def _resolve(instructions: Any, ctx: RunContext[Any]) -> str | None:
