@@ -2,7 +2,8 @@
 another run: through the same loop, sharing the outer run's deadline, budgets, event stream,
 observers, OTel trace and journal. Over the real-HTTP fake router on both wires, through run and
 stream, on asyncio and trio; plus the hostile cases (an agent calling itself, an inner run that
-raises, the outer deadline mid-inner-run, an inner approval pause, a crash mid-inner-run)."""
+raises, the outer deadline mid-inner-run, a crash mid-inner-run). Approval pauses through the
+nesting: tests/test_nested_approval.py."""
 
 from __future__ import annotations
 
@@ -318,45 +319,6 @@ async def test_leaving_the_outer_stream_cancels_the_inner_run(router: FakeFluxRo
                 if type(event).__name__ == "ToolCallStarted" and event.parent_call_id is not None:
                     break  # the inner run's tool has started: leave
     assert cancelled == [True]
-
-
-async def test_an_agent_whose_tools_need_approval_is_refused_as_a_tool() -> None:
-    from agentloop.testing import ScriptedModel
-
-    tools = ToolRegistry()
-
-    @tools.tool(requires_approval=True)
-    async def refund(amount: int) -> str:
-        return "refunded"
-
-    agent = Agent(client=ScriptedModel([]), tools=tools, name="billing")
-    with pytest.raises(ConfigurationError, match="cannot pause the outer one"):
-        agent.as_tool()
-    with pytest.raises(ConfigurationError, match="require_approval"):
-        Agent(client=ScriptedModel([]), name="x", require_approval=lambda n, a: True).as_tool()
-
-
-async def test_an_inner_pause_fails_the_call_clearly(router: FakeFluxRouter) -> None:
-    tools = ToolRegistry()
-    router.add(tool_calls(call("billing", {"input": "refund 5"})), tool_calls(call("refund", {"amount": 5})))
-    router.add(text("Refunds need a human."))
-    async with make_client(router, "openai") as client:
-        billing = Agent(client=client, tools=tools, name="billing")
-        outer_tools = ToolRegistry()
-        outer_tools.register(billing.as_tool())
-
-        @tools.tool(requires_approval=True)  # registered after as_tool: caught when the inner run pauses
-        async def refund(amount: int) -> str:
-            return "refunded"
-
-        result = await Agent(client=client, tools=outer_tools).run("q")
-    record = result.tool_calls[0]
-    assert (
-        record.status == "raised"
-        and "AgentToolError" in record.content
-        and "paused for approval" in record.content
-    )
-    assert result.output == "Refunds need a human."
 
 
 def test_an_agent_tool_cannot_be_sandboxed() -> None:
