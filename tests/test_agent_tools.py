@@ -396,3 +396,30 @@ async def test_a_resumed_outer_run_resumes_the_inner_run(
     # resuming the finished outer run again returns it as it is, requesting nothing
     again = await outer.resume("outer-1")
     assert again.output == "done: hi" and len(router.requests) == 4
+
+
+@pytest.mark.parametrize("failure", ["api", "loop"])
+async def test_the_outer_tool_result_says_what_failed_in_the_inner_run(
+    router: FakeFluxRouter, failure: str
+) -> None:
+    # An inner run's RunFailed event reaches only observers: the outer model must be told, in the
+    # tool result, which error ended the inner run and why.
+    from agentloop.testing import error
+
+    router.add(tool_calls(call("research", {"input": "x"}, id="out")))
+    if failure == "api":
+        router.add(error(401, "bad key for the research route"))
+    else:
+        router.add(*(tool_calls(call("search", {"q": "same"})) for _ in range(3)))
+    router.add(text("I could not research it."))
+    async with make_client(router, "openai") as client:
+        inner = research_agent(client, limits=RunLimits(loop_threshold=2))
+        result = await outer_agent(client, inner).run("q")
+    record = result.tool_calls[0]
+    assert record.status == "raised" and result.output == "I could not research it."
+    told = last_tool_result(router.requests[-1].json)
+    assert told == record.content and told.startswith("Tool 'research' raised ")
+    if failure == "api":
+        assert "AuthenticationError" in told and "bad key for the research route" in told
+    else:
+        assert "LoopDetected" in told and "same tool with the same arguments" in told
