@@ -379,3 +379,33 @@ async def test_a_worker_without_an_agents_tool_fails_the_run_clearly(
     assert isinstance(outcome, TemporalRunError) and outcome.error_type == "ConfigurationError"
     assert "the worker has no tool 'not_on_the_worker'" in str(outcome)
     assert router.model_requests == []
+
+
+async def test_an_approval_inside_an_agent_tool_pauses_the_workflow(
+    env: WorkflowEnvironment, queue: str
+) -> None:
+    billing = client_agent(name="billing", tools=tools_named("refund"))
+    outer_tools = ToolRegistry()
+    outer_tools.register(billing.as_tool())
+    desk = client_agent(name="desk", tools=outer_tools)
+    async with FakeFluxRouter() as router:
+        router.add(
+            tool_calls(call("billing", {"input": "refund 5"}, id="out")),
+            tool_calls(call("refund", {"amount": 5}, id="r")),
+            text("Refunded."),
+            text("Done."),
+        )
+        with anyio.fail_after(BOUND_S):
+            async with FluxClient(base_url=router.base_url, api_key="k") as model:
+                async with create_worker(env.client, queue, tools=worker_tools, model=model):
+                    run = await start_run(env.client, desk, "refund 5", task_queue=queue)
+                    pending = await run.wait_for_approval()
+                    assert [(p.id, p.name, p.arguments) for p in pending] == [
+                        ("out/r", "refund", {"amount": 5})
+                    ]
+                    await run.approve({"out/r": True})
+                    result = await run.result()
+                    history = await run.handle.fetch_history()
+    assert result.output == "Done." and result.usage.requests == 4 and len(router.model_requests) == 4
+    assert last_tool_result(router.model_requests[2].json) == "refunded 5"
+    await replays(history)
