@@ -28,6 +28,7 @@ decision per pending call), then continues with `Agent.resume`, as in-process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -173,7 +174,7 @@ class _ActivityTools(ToolRegistry):
     """An agent's registry in the workflow: proxies of the worker's tools, invoked through `_ActivityBox`
     (plus, registered in-process style, its agent tools)."""
 
-    def __init__(self, box: _ActivityBox, specs: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, box: _ActivityBox, specs: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__()
         self._box = box
         for spec in specs:
