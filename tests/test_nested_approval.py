@@ -157,3 +157,52 @@ async def test_a_pause_two_agent_tools_deep(router: FakeFluxRouter) -> None:
         result = await top.resume(RunResult.from_json(paused.to_json()), approvals={"a/b/c": True})
     assert result.output == "top done" and refunds == [7]
     assert len(router.requests) == 6 and result.usage.requests == 6
+
+
+async def test_a_streamed_run_pauses_on_an_inner_approval(router: FakeFluxRouter) -> None:
+    refunds: list[int] = []
+    sent: list[str] = []
+    router.add(
+        tool_calls(call("billing", {"input": "refund 5"}, id="out"), call("notify", {"to": "ann"}, id="n")),
+        tool_calls(call("refund", {"amount": 5}, id="r")),
+    )
+    async with make_client(router, "openai") as client:
+        tools = ToolRegistry()
+        tools.register(billing_agent(client, refunds).as_tool())
+
+        @tools.tool(requires_approval=True)
+        async def notify(to: str) -> str:
+            sent.append(to)
+            return f"notified {to}"
+
+        desk = Agent(client=client, tools=tools)
+        async with desk.stream("refund and tell ann") as events:
+            kinds = [type(e).__name__ async for e in events]
+        assert kinds[-1] == "RunPaused" and kinds.count("RunPaused") == 2  # the inner run's, then the outer's
+    assert refunds == [] and sent == []
+
+
+async def test_own_and_nested_pending_calls_resume_in_one_decision(router: FakeFluxRouter) -> None:
+    refunds: list[int] = []
+    sent: list[str] = []
+    router.add(
+        tool_calls(call("billing", {"input": "refund 5"}, id="out"), call("notify", {"to": "ann"}, id="n")),
+        tool_calls(call("refund", {"amount": 5}, id="r")),
+    )
+    async with make_client(router, "openai") as client:
+        tools = ToolRegistry()
+        tools.register(billing_agent(client, refunds).as_tool())
+
+        @tools.tool(requires_approval=True)
+        async def notify(to: str) -> str:
+            sent.append(to)
+            return f"notified {to}"
+
+        desk = Agent(client=client, tools=tools)
+        paused = await desk.run("refund and tell ann")
+        assert sorted(p.id for p in paused.pending) == ["n", "out/r"]
+        router.add(text("refunded"), text("all done"))
+        result = await desk.resume(paused, approvals={"n": Reject("not now"), "out/r": True})
+    assert result.output == "all done" and refunds == [5] and sent == []
+    by_id = {r.id: r.status for r in result.tool_calls}
+    assert by_id == {"out": "ok", "n": "rejected"}

@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
 
@@ -409,3 +411,67 @@ async def test_an_approval_inside_an_agent_tool_pauses_the_workflow(
     assert result.output == "Done." and result.usage.requests == 4 and len(router.model_requests) == 4
     assert last_tool_result(router.model_requests[2].json) == "refunded 5"
     await replays(history)
+
+
+# --- the agent graph survives the trip, whatever its shape -------------------------------------
+
+
+@given(
+    n=st.integers(1, 5),
+    edges=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.booleans()), max_size=10),
+)
+@settings(max_examples=60, deadline=None)
+def test_any_graph_of_agent_tools_and_handoffs_is_rebuilt_as_it_was(
+    n: int, edges: list[tuple[int, int, bool]]
+) -> None:
+    """Circles, self-loops, shared targets: `agent_spec` then `build_agents` (what the workflow runs)
+    gives the same agents, each with the same worker tools, agent tools and handoff targets."""
+    from agentloop.temporal._agents import build_agents  # internal units under test
+    from agentloop.temporal._spec import agent_spec
+
+    agents = [
+        client_agent(name=f"ag{i}", tools=tools_named("search") if i % 2 else ToolRegistry())
+        for i in range(n)
+    ]
+    handoffs: dict[int, list[int]] = {i: [] for i in range(n)}
+    for src, dst, as_tool in edges:
+        src, dst = src % n, dst % n
+        if as_tool and f"t{dst}" not in agents[src].tools:
+            agents[src].tools.register(agents[dst].as_tool(name=f"t{dst}"))
+        elif not as_tool and dst not in handoffs[src] and src != dst:
+            handoffs[src].append(dst)
+    for i, targets in handoffs.items():  # after the agent tools: handoffs may close circles too
+        if targets:
+            agents[i].handoffs = client_agent(
+                name=f"ag{i}", tools=agents[i].tools, handoffs=[agents[t] for t in targets]
+            ).handoffs
+
+    def shape(root: Agent[Any, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        todo = [root]
+        while todo:
+            a = todo.pop()
+            if a.name in out:
+                continue
+            inner = {t.name: getattr(t.fn, "__agentloop_agent__", None) for t in a.tools}
+            out[a.name] = (
+                sorted(name for name, agent in inner.items() if agent is None),
+                sorted((name, agent.name) for name, agent in inner.items() if agent is not None),
+                [h.agent.name for h, _ in a.handoffs],
+            )
+            todo += [agent for agent in inner.values() if agent is not None] + [
+                h.agent for h, _ in a.handoffs
+            ]
+        return out
+
+    available = {"search": {"name": "search", "definition": worker_tools.get("search").definition,  # type: ignore[union-attr]
+                            "idempotent": False, "requires_approval": False}}  # fmt: skip
+    model = ScriptedModel([])
+
+    def tools_for(specs: list[dict[str, Any]]) -> ToolRegistry:
+        return tools_named(*(s["name"] for s in specs))
+
+    rebuilt = build_agents(
+        agent_spec(agents[0]), available, tools_for, lambda **kw: Agent(client=model, **kw)
+    )
+    assert shape(rebuilt) == shape(agents[0])
