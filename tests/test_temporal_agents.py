@@ -426,8 +426,8 @@ def test_any_graph_of_agent_tools_and_handoffs_is_rebuilt_as_it_was(
 ) -> None:
     """Circles, self-loops, shared targets: `agent_spec` then `build_agents` (what the workflow runs)
     gives the same agents, each with the same worker tools, agent tools and handoff targets."""
-    from agentloop.temporal._agents import build_agents  # internal units under test
-    from agentloop.temporal._spec import agent_spec
+    from agentloop.temporal._agents import build_agents  # internal unit under test
+    from agentloop.temporal._spec import agent_spec  # internal unit under test
 
     agents = [
         client_agent(name=f"ag{i}", tools=tools_named("search") if i % 2 else ToolRegistry())
