@@ -104,8 +104,7 @@ class Usage:
     total_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
-    # Never mutated after construction; excluded from == so a split does not change equality.
-    by_model: Mapping[str, Usage] = field(default=_NO_SPLIT, compare=False)
+    by_model: Mapping[str, Usage] = field(default=_NO_SPLIT, compare=False)  # never mutated; not in ==
 
     @property
     def input_tokens(self) -> int:
@@ -256,10 +255,11 @@ class ModelTurn:
 class PendingCall:
     """A tool call waiting for a human decision: its id, tool name and validated arguments."""
 
-    id: str
+    id: str  # a call of an agent tool's inner run: its path, "outer_call_id/inner_call_id"
     name: str
     arguments: dict[str, Any]
     step: int
+    inner: str | None = field(default=None, repr=False)  # that run's paused RunResult JSON (no journal)
 
 
 OutputT = TypeVar("OutputT", default=str)  # PEP 696 default: a plain Agent's result is RunResult[str]

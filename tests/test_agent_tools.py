@@ -2,7 +2,8 @@
 another run: through the same loop, sharing the outer run's deadline, budgets, event stream,
 observers, OTel trace and journal. Over the real-HTTP fake router on both wires, through run and
 stream, on asyncio and trio; plus the hostile cases (an agent calling itself, an inner run that
-raises, the outer deadline mid-inner-run, an inner approval pause, a crash mid-inner-run)."""
+raises, the outer deadline mid-inner-run, a crash mid-inner-run). Approval pauses through the
+nesting: tests/test_nested_approval.py."""
 
 from __future__ import annotations
 
@@ -320,45 +321,6 @@ async def test_leaving_the_outer_stream_cancels_the_inner_run(router: FakeFluxRo
     assert cancelled == [True]
 
 
-async def test_an_agent_whose_tools_need_approval_is_refused_as_a_tool() -> None:
-    from agentloop.testing import ScriptedModel
-
-    tools = ToolRegistry()
-
-    @tools.tool(requires_approval=True)
-    async def refund(amount: int) -> str:
-        return "refunded"
-
-    agent = Agent(client=ScriptedModel([]), tools=tools, name="billing")
-    with pytest.raises(ConfigurationError, match="cannot pause the outer one"):
-        agent.as_tool()
-    with pytest.raises(ConfigurationError, match="require_approval"):
-        Agent(client=ScriptedModel([]), name="x", require_approval=lambda n, a: True).as_tool()
-
-
-async def test_an_inner_pause_fails_the_call_clearly(router: FakeFluxRouter) -> None:
-    tools = ToolRegistry()
-    router.add(tool_calls(call("billing", {"input": "refund 5"})), tool_calls(call("refund", {"amount": 5})))
-    router.add(text("Refunds need a human."))
-    async with make_client(router, "openai") as client:
-        billing = Agent(client=client, tools=tools, name="billing")
-        outer_tools = ToolRegistry()
-        outer_tools.register(billing.as_tool())
-
-        @tools.tool(requires_approval=True)  # registered after as_tool: caught when the inner run pauses
-        async def refund(amount: int) -> str:
-            return "refunded"
-
-        result = await Agent(client=client, tools=outer_tools).run("q")
-    record = result.tool_calls[0]
-    assert (
-        record.status == "raised"
-        and "AgentToolError" in record.content
-        and "paused for approval" in record.content
-    )
-    assert result.output == "Refunds need a human."
-
-
 def test_an_agent_tool_cannot_be_sandboxed() -> None:
     from agentloop.testing import ScriptedModel
 
@@ -371,17 +333,19 @@ def test_an_agent_tool_cannot_be_sandboxed() -> None:
         Agent(client=ScriptedModel([])).as_tool()
 
 
-def test_temporal_refuses_agent_tools_and_handoffs() -> None:
+def test_temporal_takes_agent_tools_and_handoffs_as_a_graph_of_agents() -> None:
     from agentloop.temporal._spec import agent_spec  # internal unit under test
     from agentloop.testing import ScriptedModel
 
     inner = Agent(client=ScriptedModel([]), name="inner")
     tools = ToolRegistry()
     tools.register(inner.as_tool())
-    with pytest.raises(ConfigurationError, match="not supported on Temporal"):
-        agent_spec(Agent(client=ScriptedModel([]), tools=tools))
-    with pytest.raises(ConfigurationError, match="handoffs"):
-        agent_spec(Agent(client=ScriptedModel([]), handoffs=[inner]))
+    spec = agent_spec(Agent(client=ScriptedModel([]), tools=tools, handoffs=[inner]))
+    # one node for `inner`, named by the agent tool and the handoff alike (tests/test_temporal_agents.py runs it)
+    assert spec["agent_tools"] == [
+        {"name": "inner", "description": tools.get("inner").description, "agent": "a1"}
+    ]
+    assert [h["agent"] for h in spec["handoffs"]] == ["a1"] and list(spec["agents"]) == ["a1"]
 
 
 # --- journal ---------------------------------------------------------------------------------
@@ -432,3 +396,30 @@ async def test_a_resumed_outer_run_resumes_the_inner_run(
     # resuming the finished outer run again returns it as it is, requesting nothing
     again = await outer.resume("outer-1")
     assert again.output == "done: hi" and len(router.requests) == 4
+
+
+@pytest.mark.parametrize("failure", ["api", "loop"])
+async def test_the_outer_tool_result_says_what_failed_in_the_inner_run(
+    router: FakeFluxRouter, failure: str
+) -> None:
+    # An inner run's RunFailed event reaches only observers: the outer model must be told, in the
+    # tool result, which error ended the inner run and why.
+    from agentloop.testing import error
+
+    router.add(tool_calls(call("research", {"input": "x"}, id="out")))
+    if failure == "api":
+        router.add(error(401, "bad key for the research route"))
+    else:
+        router.add(*(tool_calls(call("search", {"q": "same"})) for _ in range(3)))
+    router.add(text("I could not research it."))
+    async with make_client(router, "openai") as client:
+        inner = research_agent(client, limits=RunLimits(loop_threshold=2))
+        result = await outer_agent(client, inner).run("q")
+    record = result.tool_calls[0]
+    assert record.status == "raised" and result.output == "I could not research it."
+    told = last_tool_result(router.requests[-1].json)
+    assert told == record.content and told.startswith("Tool 'research' raised ")
+    if failure == "api":
+        assert "AuthenticationError" in told and "bad key for the research route" in told
+    else:
+        assert "LoopDetected" in told and "same tool with the same arguments" in told

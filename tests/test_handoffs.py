@@ -18,6 +18,7 @@ from agentloop import (
     ConfigurationError,
     Handoff,
     RunLimits,
+    RunResult,
     SQLiteJournal,
     StepLimitExceeded,
     ToolRegistry,
@@ -173,3 +174,26 @@ def test_handoffs_are_checked_at_construction() -> None:
         "parameters": custom.handoffs[0][1].parameters,
         "description": "Escalate.",
     }
+
+
+async def test_a_paused_result_resumed_without_a_journal_continues_with_the_agent_handed_to() -> None:
+    # Regression: resume(RunResult) ignored result.agent_name, so the run went on with the first agent,
+    # which has no `refund` tool: the approved call became "unknown tool" (found running handoffs on Temporal).
+    script = ScriptedModel([
+        tool_calls(call("transfer_to_billing", {})),
+        tool_calls(call("refund", {"amount": 5}, id="r")),
+        text("Refunded 5."),
+    ])  # fmt: skip
+    billing_tools = ToolRegistry()
+
+    @billing_tools.tool(requires_approval=True)
+    async def refund(amount: int) -> str:
+        return f"refunded {amount}"
+
+    billing = Agent(client=script, name="billing", instructions="You do billing.", tools=billing_tools)
+    triage = Agent(client=script, name="triage", instructions="You triage.", handoffs=[billing])
+    paused = await triage.run("refund A-17")
+    assert paused.stop_reason == "approval_required" and paused.agent_name == "billing"
+    result = await triage.resume(RunResult.from_json(paused.to_json()), approvals={"r": True})
+    assert result.output == "Refunded 5." and result.agent_name == "billing"
+    assert [(r.name, r.status, r.content) for r in result.tool_calls][-1] == ("refund", "ok", "refunded 5")

@@ -223,9 +223,8 @@ def test_repair_always_gives_a_history_both_wires_accept(messages: list[dict[str
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"history": History(keep_last=2)}, "history"),
-        ({"instructions": lambda ctx: "x"}, "instructions"),
-        ({"output_type": dict[str, int]}, "output_type"),
+        ({"history": History(keep_last=2, processor=lambda ctx, m: m)}, "processor"),
+        ({"output_type": str | dict[str, int]}, "text fallback"),
     ],
 )
 def test_temporal_refuses_what_it_cannot_send_to_a_worker(kwargs: dict[str, Any], match: str) -> None:
@@ -234,3 +233,6 @@ def test_temporal_refuses_what_it_cannot_send_to_a_worker(kwargs: dict[str, Any]
 
     with pytest.raises(ConfigurationError, match=match):
         agent_spec(Agent(client=ScriptedModel(), **kwargs))
+    # what it can send since the #17 features run on Temporal (tests/test_temporal_agents.py runs them)
+    spec = agent_spec(Agent(client=ScriptedModel(), history=History(keep_last=2), output_type=dict[str, int]))
+    assert spec["history"]["keep_last"] == 2 and spec["output"]["schema"]["type"] == "object"

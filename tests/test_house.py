@@ -39,7 +39,6 @@ KNOWN: dict[tuple[str, str], int] = {
     ("function", "_schema.py:function_schema"): 74,
     ("function", "_schema.py:_build"): 75,
     ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
-    ("function", "temporal/_spec.py:agent_spec"): 53,
     ("function", "testing/_server.py:FakeFluxRouter._respond"): 66,
     ("function", "testing/_testmodel.py:generate_arguments"): 58,
     ("parameters", "_http/config.py:check_client_options"): 11,

@@ -145,7 +145,6 @@ ALLOWED: dict[str, dict[str, str]] = {
     "agentloop.temporal._activities": dict.fromkeys(
         ["_tools.dispatch", "_events", "_ids"], "TODO: Temporal seams"
     ),
-    "agentloop.temporal._runs": {"_ids": "TODO: Temporal seams"},
     "agentloop.temporal._spec": {"_tools.dispatch": "TODO: a public default_error_formatter"},
     "agentloop.temporal._worker": dict.fromkeys(
         ["_cli_common", "_tools.dispatch", "_imports"], "TODO: Temporal seams"

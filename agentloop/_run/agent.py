@@ -31,7 +31,7 @@ from .._model import Emit, Model
 from .._tools.dispatch import ErrorFormatter, default_error_formatter
 from .._tools.registry import ToolRegistry
 from .._types import OutputT, RunResult
-from .agent_tool import as_tool
+from .agent_tool import as_tool, restore_nested_usage
 from .approval import (
     ApprovalPredicate,
     Decision,
@@ -348,7 +348,7 @@ class Agent(Generic[DepsT, OutputT]):
         run.configure(deps, model or self.model, settings)
 
     async def _restore(self, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None) -> Run:
-        return await restore(self.journal, source, approvals)
+        return await restore(self.journal, source, approvals, partial(restore_nested_usage, self))
 
     async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
         """The loop (`loop.py`) over `run` under `limits`; `emit`: the stream consumer's, if any."""

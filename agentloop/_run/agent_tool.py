@@ -17,9 +17,11 @@ outer call:
   run id derived from the outer run id and the call id. The tool is idempotent: an outer run
   resumed after a crash runs the call again, which resumes the inner run from its journal (or
   returns its result, if it had finished) instead of starting it over.
-- Approval: an inner run cannot pause the outer one (see README); `as_tool` refuses an agent
-  whose tools need approval, and an inner run that pauses anyway fails the call with
-  `AgentToolError`.
+- Approval: an inner run that pauses for approval pauses the outer run. The call's outcome is
+  not settled (no record, no journal entry); the outer result's `pending` names each inner call
+  by its path (`outer_call_id/inner_call_id`) and, when the inner run has no journal, carries its
+  paused state (`PendingCall.inner`). Resuming the outer run with decisions for those paths runs
+  the call again (agent tools are idempotent), which resumes the inner run with them.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from .._context import RunContext
 from .._events import Event, RunStarted
 from .._exceptions import AgentToolError, ConfigurationError, RunNotFoundError
 from .._model import Emit
+from .._types import PendingCall, RunResult, Usage
+from .approval import Decision, NestedDecision
 from .observe import fan_out
 from .output_spec import jsonable
 
 if TYPE_CHECKING:
-    from .._types import RunResult
     from .agent import Agent
     from .state import Run
 
@@ -50,6 +53,8 @@ __all__ = [
     "count_call",
     "ancestor_limit",
     "calls_spent",
+    "nested_pending",
+    "restore_nested_usage",
     "MAX_DEPTH",
 ]
 
@@ -80,16 +85,11 @@ def as_tool(agent: Agent[Any, Any], name: str | None, description: str | None) -
         raise ConfigurationError(
             "as_tool needs a tool name: pass name=... or create the agent with Agent(name=...)"
         )
-    if agent.require_approval is not None or any(t.requires_approval for t in agent.tools):
-        needing = [t.name for t in agent.tools if t.requires_approval] or ["require_approval=<function>"]
-        raise ConfigurationError(
-            f"agent tool {tool_name!r}: the agent's tools need approval ({', '.join(needing)}), and an inner run "
-            "cannot pause the outer one for a human decision. Run that agent on its own (Agent.run / resume), or "
-            "remove the approval requirement from the tools it uses as an inner agent."
-        )
 
     async def call_agent(ctx: RunContext[Any], input: str) -> Any:
         result = await run_nested(agent, ctx, input)
+        if result.pending:  # the outer run pauses too; this text is never an outcome (see settle)
+            return f"Paused: waiting for a human decision on {[p.name for p in result.pending]}."
         output = result.output
         return output if isinstance(output, str) or output is None else jsonable(output)
 
@@ -121,23 +121,107 @@ async def run_nested(agent: Agent[Any, Any], ctx: RunContext[Any], prompt: str) 
         agent.journal = journal
     run_id = nested_run_id(outer.run_id, ctx.tool_call_id)
     parent = Parent(outer, ctx.tool_call_id, depth)
+    decisions, paused = _decisions_for(outer, ctx.tool_call_id)
     run = None
     if journal is not None:
         with contextlib.suppress(RunNotFoundError):  # a resumed outer run: continue the inner one
-            run = await agent._restore(run_id, None)
+            run = await agent._restore(run_id, decisions or None)
+    elif paused is not None:  # resumed with decisions for its paused inner run (no journal)
+        run = await agent._restore(RunResult.from_json(paused), decisions)
     if run is None:
         run = agent._start(prompt, None, run_id, ctx.deps)
     else:
         agent._configure(run, ctx.deps, None, None)
     run.parent = parent
     result = await agent._loop(run, None, agent.limits)
-    if result.pending:
-        raise AgentToolError(
-            f"the agent behind tool {ctx.tool_name!r} paused for approval of {[p.name for p in result.pending]}; an "
-            "inner run cannot pause the outer run. Its journaled run is "
-            f"{run_id!r} (stop_reason 'approval_required')."
-        )
+    if result.pending:  # before the call returns: its outcome is not settled (Run.settle)
+        outer.step_paused[ctx.tool_call_id] = (result, journal is not None)
     return result
+
+
+def _decisions_for(outer: Run, call_id: str) -> tuple[dict[str, Decision], str | None]:
+    """The decisions the outer run resumes with for this call's inner run (path prefix removed),
+    and that run's paused state when it rode along (`PendingCall.inner`)."""
+    prefix = f"{call_id}/"
+    decisions: dict[str, Decision] = {}
+    paused = None
+    for key, d in outer.step_decisions.items():
+        if key.startswith(prefix):
+            if isinstance(d, NestedDecision):
+                paused = d.inner
+            decisions[key[len(prefix) :]] = d.decision if isinstance(d, NestedDecision) else d
+    return decisions, paused
+
+
+def nested_pending(run: Run, step: int) -> list[PendingCall]:
+    """The pending calls of this step's paused inner runs, named by their path from this run."""
+    out: list[PendingCall] = []
+    paused, run.step_paused = run.step_paused, {}
+    for call_id, (result, journaled) in paused.items():
+        inner = None if journaled else result.to_json()  # a journaled inner run resumes from its journal
+        for i, p in enumerate(result.pending):
+            out.append(PendingCall(f"{call_id}/{p.id}", p.name, p.arguments, step, inner if i == 0 else None))
+    return out
+
+
+async def restore_nested_usage(agent: Agent[Any, Any], run: Run) -> None:
+    """A journaled run restored (after a crash, or to resume a pause): count what the inner runs
+    of its agent tools had spent, which its own journal does not hold. Exactly once: a call run
+    again resumes its inner run from the same journal, and only that run's new requests are
+    counted (`spend`) on top."""
+    usage, turns = await _spent_below(agent, run.journal or agent.journal, run.run_id, run.messages, 0)
+    if usage.requests:
+        run.usage, run.nested_steps = run.usage + usage, run.nested_steps + usage.requests
+        run.turns.extend(turns)
+        if run.final is not None:  # a finished run is returned as it is: with the whole usage
+            run.final.usage = run.total_usage()
+
+
+async def _spent_below(
+    agent: Agent[Any, Any], journal: Any, run_id: str, messages: list[dict[str, Any]], depth: int
+) -> tuple[Usage, list[tuple[str, Usage]]]:
+    """The journaled model requests of the inner runs under `run_id` (and under theirs)."""
+    inner = _agent_tools(agent)
+    total, turns = Usage(), list[tuple[str, Usage]]()
+    if not inner or journal is None or depth >= MAX_DEPTH:
+        return total, turns
+    for m in messages:
+        for c in m.get("tool_calls") or ():
+            sub = inner.get(c.get("function", {}).get("name"))
+            if sub is None:
+                continue
+            sub_journal = sub.journal or journal
+            sub_id = nested_run_id(run_id, c.get("id", ""))
+            try:
+                loaded = await sub_journal.load(sub_id)
+            except RunNotFoundError:
+                continue  # the call had not started its inner run
+            sub_messages = list(loaded.header.get("messages") or ())
+            for e in loaded.entries:
+                if e.kind == "model":
+                    u = Usage.from_data(e.data["usage"])
+                    total, turns = total + u, [*turns, (e.data.get("model") or "", u)]
+                    sub_messages.append(e.data["message"])
+            u, t = await _spent_below(sub, sub_journal, sub_id, sub_messages, depth + 1)
+            total, turns = total + u, turns + t
+    return total, turns
+
+
+def _agent_tools(agent: Agent[Any, Any]) -> dict[str, Agent[Any, Any]]:
+    """Tool name -> inner agent, for the agent tools of `agent` and of the agents it hands off to."""
+    found: dict[str, Agent[Any, Any]] = {}
+    todo, seen = [agent], {id(agent)}
+    while todo:
+        a = todo.pop()
+        for t in a.tools:
+            inner = getattr(t.fn, AGENT_TOOL, None)
+            if inner is not None:
+                found.setdefault(t.name, inner)
+        for h, _ in a.handoffs:
+            if id(h.agent) not in seen:
+                seen.add(id(h.agent))
+                todo.append(h.agent)
+    return found
 
 
 # --- hooks of the loop ------------------------------------------------------------------------

@@ -60,6 +60,15 @@ class Reject:
 Decision = bool | Override | Reject
 
 
+@dataclass(frozen=True, slots=True)
+class NestedDecision:
+    """Internal: the decision for a call of an agent tool's inner run, with that run's paused state
+    (`PendingCall.inner`) for the agent tool to resume it from (see `agent_tool.py`)."""
+
+    decision: Decision
+    inner: str
+
+
 async def check_approval(
     registry: ToolRegistry,
     predicate: ApprovalPredicate | None,
@@ -151,4 +160,8 @@ def check_decisions(
             f"the run waits for a decision on every pending call; missing: {names}. Pass "
             "approvals={call_id: True | False | Override(result)} for each."
         )
-    return approvals
+    decided: dict[str, Any] = approvals  # Decision, or NestedDecision: internal, for an agent tool
+    for p in pending:  # an inner run's paused state rides with the decisions to its agent tool
+        if p.inner is not None:
+            decided[p.id] = NestedDecision(approvals[p.id], p.inner)
+    return decided

@@ -21,7 +21,7 @@ from .._tools.arguments import clip, too_many_calls_text
 from .._tools.dispatch import Dispatcher
 from .._tools.registry import ToolRegistry
 from .._types import PendingCall, ToolCallRecord
-from .agent_tool import calls_spent, count_call
+from .agent_tool import calls_spent, count_call, nested_pending
 from .approval import ApprovalPredicate, Decision, check_approval, decision_record
 from .limits import LimitHit, RunLimits, loop_detected, outer_calls_exceeded
 from .loopguard import Streak
@@ -96,6 +96,7 @@ class StepCalls:
     ) -> CallsDone:
         """Admit and run one assistant message's calls; `resume`: what is known of them already."""
         t = _Tally(run.open_step(calls, resume), resume)
+        run.step_decisions = t.decisions  # agent tools find their inner runs' decisions here
         per_message = self.policy.budget.max_tool_calls
         extra = too_many_calls_text(len(calls), self.policy.budget) if len(calls) > per_message else ""
         for i, call in enumerate(calls):
@@ -112,6 +113,7 @@ class StepCalls:
             await self._admit(run, t, call, step)
         if t.to_run:
             await self.dispatcher.run(t.to_run, step)  # each record reaches the run through Run.settle
+        t.pending.extend(nested_pending(run, step))  # agent tools whose inner run paused: this run pauses
         if t.pending:
             return CallsDone(t.pending)
         run.close_step()

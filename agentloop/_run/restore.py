@@ -8,7 +8,7 @@ the pending calls. Either way the run resumes at its last step (`state.Resume`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -24,32 +24,43 @@ from .state import Resume, Run
 __all__ = ["restore"]
 
 
+Restored = Callable[[Run], Awaitable[None]]  # what else a run read back from its journal picks up
+
+
 async def restore(
-    journal: Journal | None, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None
+    journal: Journal | None,
+    source: RunResult[Any] | str,
+    approvals: Mapping[str, Decision] | None,
+    restored: Restored | None = None,
 ) -> Run:
-    """The run `source` names, ready for the loop; `journal`: the agent's."""
+    """The run `source` names, ready for the loop; `journal`: the agent's. `restored(run)`: awaited
+    for a run read from the journal (its agent tools' inner runs' usage, `agent_tool.py`)."""
     if isinstance(source, str):
         if journal is None:
             raise ResumeError(
                 f"cannot resume run {source!r} by id: this agent has no journal. Pass journal=... "
                 "to Agent, or resume from the RunResult of a paused run."
             )
-        return await _from_journal(journal, source, approvals)
+        return await _from_journal(journal, source, approvals, restored)
     if not isinstance(source, RunResult):
         raise ResumeError(f"resume takes a RunResult or a journaled run id, got {type(source).__name__}")
     # the journal knows best (and holds the lease)
     if journal is not None and source.run_id in {r.run_id for r in await journal.list_runs()}:
-        return await _from_journal(journal, source.run_id, approvals)
+        return await _from_journal(journal, source.run_id, approvals, restored)
     return _from_result(source, approvals)
 
 
-async def _from_journal(journal: Journal, run_id: str, approvals: Mapping[str, Decision] | None) -> Run:
+async def _from_journal(
+    journal: Journal, run_id: str, approvals: Mapping[str, Decision] | None, restored: Restored | None
+) -> Run:
     token = await journal.acquire(run_id)
     try:
         loaded = await journal.load(run_id)
         state = replay(loaded)
         run = Run.from_replay(run_id, state, int(loaded.header.get("new_start", 0)))
         run.leased(token)
+        if restored is not None:
+            await restored(run)
         rec = Recorder(run_id, journal, None, None)
         if state.pending:
             # replay keeps pending calls only while their step's calls are open
@@ -81,7 +92,7 @@ def _from_result(source: RunResult[Any], approvals: Mapping[str, Decision] | Non
     last = source.messages[-1] if source.messages else {}
     calls = last.get("tool_calls") or []
     ids = {c.get("id") for c in calls}
-    if last.get("role") != "assistant" or not {p.id for p in source.pending} <= ids:
+    if last.get("role") != "assistant" or not {p.id.split("/")[0] for p in source.pending} <= ids:
         raise ResumeError(
             f"run {source.run_id!r}: the last message is not the assistant message of the pending calls"
         )

@@ -75,6 +75,8 @@ class Run:
         "run_id",
         "settings",
         "step_calls",
+        "step_decisions",
+        "step_paused",
         "step_records",
         "steps",
         "tool_calls",
@@ -105,6 +107,8 @@ class Run:
         self.guard = _NO_GUARD
         self.step_calls: list[dict[str, Any]] | None = None  # the calls of the step in progress
         self.step_records: dict[str, ToolCallRecord] = {}  # ...and the outcomes they have so far
+        self.step_decisions: Mapping[str, Any] = {}  # ...the decisions it resumes with
+        self.step_paused: dict[str, Any] = {}  # ...and its agent tools whose inner run paused
         self.output_failures = 0  # final answers that failed output_type validation
         self.resume: Resume | None = None
         self.final: RunResult[Any] | None = None
@@ -154,6 +158,7 @@ class Run:
         """A paused `RunResult` (no journal) picked up again; `done`: its last step's settled calls."""
         run = cls(source.run_id, messages, new_start=source.new_start)
         run.steps, run.usage = source.steps, source.usage
+        run.agent_name = source.agent_name  # paused after a handoff: the agent it was handed to goes on
         run.tool_calls = [r for r in source.tool_calls if not (r.step == source.steps and r.id in done)]
         run.resume = resume
         return run
@@ -227,6 +232,8 @@ class Run:
 
     async def settle(self, record: ToolCallRecord) -> None:
         """A call's outcome is final: commit it (durable runs) before the loop can move on."""
+        if record.id in self.step_paused:  # an agent tool's inner run paused: no outcome yet
+            return
         self.step_records[record.id] = record
         if self.recorder.journal is not None:  # no coroutine per call when there is nothing to commit
             await self.recorder.call_settled(record)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from agentloop import (
     ConversationError,
     Model,
     ModelRequest,
+    RunContext,
     ToolRegistry,
 )
 
@@ -35,9 +35,9 @@ from .._events import run_logger
 from .._ids import IdRegistry
 from .._tools.dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
-from ._store import REFERENCE_MISSING, ROOT, ConversationStore
+from ._store import REFERENCE_MISSING, ROOT, ConversationStore, tools_digest
 
-__all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS"]
+__all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS", "tools_digest"]
 
 T = TypeVar("T")
 
@@ -50,11 +50,6 @@ NON_RETRYABLE_MODEL_ERRORS = [
     ConversationError.__name__,
     REFERENCE_MISSING,
 ]
-
-
-def tools_digest(definitions: list[dict[str, Any]]) -> str:
-    data = json.dumps(definitions, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(data).hexdigest()[:40]
 
 
 class AgentActivities:
@@ -118,6 +113,7 @@ class AgentActivities:
                     "definition": tool.definition,
                     "idempotent": tool.idempotent,
                     "requires_approval": tool.requires_approval,
+                    "context": tool.context is not None,  # its calls carry the run's deps
                     "start_to_close_timeout": timeout,
                     "heartbeat_timeout": opts.heartbeat_timeout or self.heartbeat_timeout,
                     "maximum_attempts": attempts,
@@ -127,6 +123,7 @@ class AgentActivities:
             "start_to_close_timeout": self.model_timeout,
             "heartbeat_timeout": self.heartbeat_timeout,
             "maximum_attempts": self.model_attempts,
+            "wire": getattr(self.model, "wire", None),  # output_mode="auto" is decided by it
         }
         return {"tools": out, "digest": tools_digest(self.tools.definitions), "model": model}
 
@@ -144,16 +141,7 @@ class AgentActivities:
                 type=REFERENCE_MISSING,
                 non_retryable=True,
             )
-        tools = data.get("tools")
-        if tools is None:
-            definitions = self.tools.definitions
-            if data.get("tools_digest") != tools_digest(definitions):
-                raise ApplicationError(
-                    "this worker's tool definitions differ from the run's; the workflow sends them inline",
-                    type=REFERENCE_MISSING,
-                    non_retryable=True,
-                )
-            tools = definitions
+        tools = self._tools(data)
         delta = data.get("delta") or []
         digest = store.extend(base, delta)
         conversation = [*prefix, *delta]
@@ -181,6 +169,27 @@ class AgentActivities:
             "request_id": turn.request_id,
         }
 
+    def _tools(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """The request's tools array: sent inline (and kept by digest), or referenced by digest."""
+        tools: list[dict[str, Any]] | None = data.get("tools")
+        digest = data.get("tools_digest")
+        if tools is not None:
+            if digest and tools:
+                self.store.put_tools(digest, tools)
+            return tools
+        definitions = self.tools.definitions
+        if digest == tools_digest(definitions):
+            return definitions
+        tools = self.store.tools(digest) if isinstance(digest, str) else None
+        if tools is None:
+            raise ApplicationError(
+                "this worker does not have the run's tool definitions (its own differ, or the agent's set was "
+                "sent to another worker); the workflow sends them inline",
+                type=REFERENCE_MISSING,
+                non_retryable=True,
+            )
+        return tools
+
     # --- tool_call ------------------------------------------------------------------------------
 
     @activity.defn(name=TOOL_ACTIVITY)
@@ -194,6 +203,9 @@ class AgentActivities:
             log=run_logger(run_id=run_id),
             max_concurrent=None,
             format_error=self.format_tool_error,
+            context=lambda r: RunContext(
+                data.get("deps"), run_id, "", r.step, tool_call_id=r.id, tool_name=r.name
+            ),
         )
         call = {
             "id": data.get("call_id") or "call",

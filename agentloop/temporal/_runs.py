@@ -9,13 +9,20 @@ result = await run.result()        # a RunResult, as from Agent.run; limits rais
 The run's id is the workflow id; `get_run(client, run_id)` reattaches from any process.
 Approval: `pending = await run.wait_for_approval()` returns the pending calls (empty once the
 run has finished), `await run.approve({call_id: True | False | Reject(...) | Override(...)})`.
+
+Per run, as `Agent.run`: `deps=` (JSON data: it travels in the history to the worker's tools),
+`model=`, `model_settings=`, `instructions=`. Dynamic instructions of the agent are resolved
+here, once, when the run starts (as in-process, where they are resolved once at the start of
+the run); the text is the run's system message. A structured `output_type` is validated in the
+workflow against its JSON schema and turned back into the type by `AgentRun.result()`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from temporalio.client import (
     Client,
@@ -26,35 +33,51 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError
+from typing_extensions import Unpack
 
 import agentloop
 from agentloop import (
     ConfigurationError,
     ConversationError,
     Decision,
+    OutputValidationError,
     PendingCall,
     ResumeError,
+    RunContext,
     RunLimitExceeded,
     RunLimits,
     RunResult,
 )
 
-from .._ids import new_run_id
 from ..abc import decision_to_data
 from ._errors import TemporalRunError
-from ._spec import WORKFLOW_NAME, agent_spec, limits_to_data
+from ._spec import WORKFLOW_NAME, agent_spec, check_deps, limits_to_data
 
-__all__ = ["AgentRun", "start_run", "run_agent", "get_run"]
+__all__ = ["AgentRun", "PerRun", "start_run", "run_agent", "get_run"]
+
+
+class PerRun(TypedDict, total=False):
+    """`start_run`'s per-run options: the same names and meaning as `Agent.run`'s."""
+
+    deps: Any
+    model: str
+    model_settings: Mapping[str, Any]
+    instructions: Any
 
 
 class AgentRun:
-    """A handle on one agent run on Temporal (a workflow whose id is `run_id`)."""
+    """A handle on one agent run on Temporal (a workflow whose id is `run_id`).
 
-    __slots__ = ("handle", "run_id")
+    `agent`: the agent that was started (or one like it), to turn a structured output back into
+    its `output_type`; without it `result().output` is the validated JSON data.
+    """
 
-    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
+    __slots__ = ("agent", "handle", "run_id")
+
+    def __init__(self, handle: WorkflowHandle[Any, Any], agent: Any = None) -> None:
         self.handle = handle
         self.run_id: str = handle.id
+        self.agent = agent
 
     def __repr__(self) -> str:
         return f"AgentRun(run_id={self.run_id!r})"
@@ -84,10 +107,23 @@ class AgentRun:
         result = RunResult.from_json(out["result"])
         error = out.get("error")
         if error:
+            if error["type"] == OutputValidationError.__name__:
+                raise OutputValidationError(
+                    error["message"], result, error.get("last_answer"), list(error.get("errors") or ())
+                )
             cls = getattr(agentloop, error["type"], None)  # every RunLimitExceeded subclass is public
             if not (isinstance(cls, type) and issubclass(cls, RunLimitExceeded)):
                 cls = RunLimitExceeded
             raise cls(error["message"], result)
+        spec = getattr(self.agent, "output", None)
+        if spec is not None and result.stop_reason == "final" and result.output is not None:
+            try:  # the workflow validated it against the same schema; this makes it the type again
+                result.output = spec.validate(result.output)
+            except Exception as e:
+                raise ResumeError(
+                    f"run {self.run_id!r}: its output does not validate against this agent's output_type ({e}); "
+                    "was output_type changed since the run started?"
+                ) from None
         return result
 
     async def pending(self) -> list[PendingCall]:
@@ -130,28 +166,72 @@ async def start_run(
     run_id: str | None = None,
     limits: RunLimits | None = None,
     execution_timeout: float | None = None,
+    **per_run: Unpack[PerRun],
 ) -> AgentRun:
-    """Start `agent` (an `Agent`: model, instructions, limits, tool choice, settings) as a Temporal
-    workflow served by workers on `task_queue`, and return its handle. The agent's `client` is not
-    used: the worker's model answers, and the worker's registry supplies the tools by name."""
+    """Start `agent` (an `Agent` and the agents it reaches through agent tools and handoffs) as a
+    Temporal workflow served by workers on `task_queue`, and return its handle. The agent's
+    `client` is not used: the worker's model answers, and the worker's registry supplies each
+    agent's tools by name. `per_run`: `deps`, `model`, `model_settings`, `instructions`, as
+    `Agent.run` takes them."""
     if not isinstance(task_queue, str) or not task_queue:
         raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")
     if limits is not None and not isinstance(limits, RunLimits):
         raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
+    data = await _workflow_input(agent, prompt, messages, run_id, limits, per_run)
+    run_id = data.pop("run_id")  # minted by the agent when not given
+    handle = await client.start_workflow(
+        WORKFLOW_NAME,
+        data,
+        id=run_id,
+        task_queue=task_queue,
+        execution_timeout=timedelta(seconds=execution_timeout) if execution_timeout else None,
+    )
+    return AgentRun(handle, agent)
+
+
+async def _workflow_input(
+    agent: Any,
+    prompt: str | None,
+    messages: list[dict[str, Any]] | None,
+    run_id: str | None,
+    limits: RunLimits | None,
+    per_run: PerRun,
+) -> dict[str, Any]:
+    """What the workflow starts from: the agents' spec, the conversation, the deps; all checked here."""
+    unknown = sorted(set(per_run) - set(PerRun.__annotations__))
+    if unknown:
+        raise ConfigurationError(
+            f"start_run() got unknown options {unknown}; per run it takes {sorted(PerRun.__annotations__)}"
+        )
     spec = agent_spec(agent)
     if limits is not None:
         spec["limits"] = limits_to_data(limits)
     if prompt is None and not messages:
         raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
-    agent._start(prompt, messages, run_id)  # validates the conversation here, not in the worker
-    handle = await client.start_workflow(
-        WORKFLOW_NAME,
-        {"agent": spec, "prompt": prompt, "messages": list(messages) if messages is not None else None},
-        id=run_id or new_run_id(),
-        task_queue=task_queue,
-        execution_timeout=timedelta(seconds=execution_timeout) if execution_timeout else None,
+    deps = check_deps(per_run.get("deps"))
+    get = per_run.get
+    # validates the conversation and the per-run options here, not in the worker; mints the run id
+    state = agent._start(
+        prompt, messages, run_id, deps, get("model"), get("model_settings"), get("instructions")
     )
-    return AgentRun(handle)
+    run_id = state.run_id
+    spec.update(model=state.model, model_settings=dict(state.settings))
+    if "instructions" in per_run and not callable(per_run["instructions"]):
+        spec["instructions"] = per_run["instructions"]
+    if state.instructions is not None:  # a function: called once, now, as at the start of an in-process run
+        context = RunContext(deps, run_id, state.model, 0, messages=state.messages)
+        spec["instructions"] = await _resolve(state.instructions, context)
+    conversation = list(messages) if messages is not None else None
+    return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
+
+
+async def _resolve(instructions: Any, ctx: RunContext[Any]) -> str | None:
+    text = instructions(ctx)
+    if inspect.isawaitable(text):
+        text = await text
+    if text is not None and not isinstance(text, str):
+        raise ConfigurationError(f"the instructions function returned {type(text).__name__}, not str")
+    return text
 
 
 async def run_agent(client: Client, agent: Any, prompt: str | None = None, **kwargs: Any) -> RunResult:
@@ -159,6 +239,6 @@ async def run_agent(client: Client, agent: Any, prompt: str | None = None, **kwa
     return await (await start_run(client, agent, prompt, **kwargs)).result()
 
 
-def get_run(client: Client, run_id: str) -> AgentRun:
-    """Reattach to a run started elsewhere."""
-    return AgentRun(client.get_workflow_handle(run_id))
+def get_run(client: Client, run_id: str, agent: Any = None) -> AgentRun:
+    """Reattach to a run started elsewhere (`agent`: to get a structured output back as its type)."""
+    return AgentRun(client.get_workflow_handle(run_id), agent)

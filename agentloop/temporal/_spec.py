@@ -3,10 +3,20 @@
 Temporal's default converter handles JSON values; keeping every payload a plain dict (no pickles,
 no classes) means histories stay readable in the Temporal UI and replayable by any version of
 agentloop that reads the same keys.
+
+An agent is sent as a graph: the root agent's fields at the top (the keys older workflows
+read), and every agent it reaches through agent tools (`Agent.as_tool`) and handoffs under
+`"agents"`, each by a key (`"a1"`, `"a2"`, ...) that the others name. Each agent names its tools;
+the worker's registry supplies them (one registry per worker: a name means one tool).
+Functions cannot cross to the workflow (it is replayed, and nothing is pickled), so what is a
+function is refused here, with the way out: approval predicates, error formatters, history
+processors, handoff input filters, and dynamic instructions of any agent but the root (the
+root's are resolved by the client when the run starts, as in-process: once, at the start).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -17,8 +27,10 @@ __all__ = [
     "MODEL_ACTIVITY",
     "TOOL_ACTIVITY",
     "DESCRIBE_ACTIVITY",
+    "ROOT_KEY",
     "ToolActivityOptions",
     "agent_spec",
+    "check_deps",
     "limits_to_data",
     "limits_from_data",
 ]
@@ -27,6 +39,8 @@ WORKFLOW_NAME = "agentloop.Agent"
 MODEL_ACTIVITY = "agentloop.model_request"
 TOOL_ACTIVITY = "agentloop.tool_call"
 DESCRIBE_ACTIVITY = "agentloop.describe_tools"
+ROOT_KEY = "a0"
+AGENT_TOOL = "__agentloop_agent__"  # set by Agent.as_tool on the function it returns: the inner agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,61 +77,151 @@ def limits_from_data(data: dict[str, Any]) -> RunLimits:
     return RunLimits(**data)
 
 
-def agent_spec(agent: Any) -> dict[str, Any]:
-    """The serializable part of an `Agent`: what the workflow needs to rebuild it.
+def check_deps(deps: Any) -> Any:
+    """`deps` as it crosses to the workflow and the worker: JSON data, exactly, or refused."""
+    try:
+        same = json.loads(json.dumps(deps, allow_nan=False)) == deps
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ConfigurationError(
+            f"deps on Temporal must be JSON data (dicts with str keys, lists, str, numbers, bool, None), got "
+            f"{type(deps).__name__}: the deps travel in the workflow's history to the worker's tools, and "
+            "agentloop never pickles. Pass plain data (e.g. dataclasses.asdict(deps)) and rebuild live objects "
+            "(clients, pools) in the worker's tools."
+        )
+    return deps
 
-    The agent's `client` is not sent: the worker's model answers. Things that cannot cross a
+
+def agent_spec(agent: Any) -> dict[str, Any]:
+    """The serializable part of an `Agent` and of every agent it reaches: what the workflow rebuilds.
+
+    The agents' `client` is not sent: the worker's model answers. Things that cannot cross a
     process boundary are refused with a clear message rather than silently dropped.
     """
-    if agent.require_approval is not None:
-        raise ConfigurationError(
-            "Agent(require_approval=<function>) cannot run on Temporal: a function cannot be sent to the "
-            "worker. Register the tools that need approval with requires_approval=True instead."
-        )
-    if agent.journal is not None:
-        raise ConfigurationError(
-            "Agent(journal=...) is not used on Temporal: Temporal's history makes the run durable. "
-            "Create the agent without a journal."
-        )
-    if callable(agent.instructions):
-        raise ConfigurationError(
-            "Agent(instructions=<function>) cannot run on Temporal: a function cannot be sent to the worker. "
-            "Resolve the instructions first and pass the text."
-        )
-    if getattr(agent, "output", None) is not None:
-        raise ConfigurationError(
-            "Agent(output_type=...) is not supported on Temporal yet: the worker runs a text-output loop. "
-            "Validate the final text yourself, or run the agent without Temporal."
-        )
-    if getattr(agent, "history", None) is not None:
-        raise ConfigurationError(
-            "Agent(history=...) is not supported on Temporal yet: the workflow sends the whole conversation. "
-            "Create the agent without a history policy."
-        )
-    if getattr(agent, "handoffs", ()):
-        raise ConfigurationError(
-            "Agent(handoffs=[...]) is not supported on Temporal yet: the workflow runs one agent's loop. "
-            "Run agents with handoffs without Temporal."
-        )
-    nested = [t.name for t in agent.tools if hasattr(t.fn, "__agentloop_agent__")]
-    if nested:
-        raise ConfigurationError(
-            f"agent tools ({', '.join(nested)}: Agent.as_tool) are not supported on Temporal yet: an inner "
-            "agent run cannot be sent to the worker as an activity. Run the outer agent without Temporal."
-        )
-    from .._tools.dispatch import default_error_formatter
+    keys: dict[int, str] = {id(agent): ROOT_KEY}
+    order = [agent]
+    nodes: dict[str, dict[str, Any]] = {}
+    tools: dict[str, tuple[Any, str]] = {}  # tool name -> (definition, agent label): one tool per name
 
-    if agent.format_tool_error is not default_error_formatter:
-        raise ConfigurationError(
-            "Agent(format_tool_error=...) cannot be sent to a Temporal worker; pass format_tool_error= "
-            "to the worker (create_worker / AgentWorker) instead."
-        )
+    def ref(other: Any) -> str:  # an agent's key; a new one is visited after the ones before it
+        if id(other) not in keys:
+            keys[id(other)] = f"a{len(order)}"
+            order.append(other)
+        return keys[id(other)]
+
+    while len(nodes) < len(order):
+        a = order[len(nodes)]
+        nodes[keys[id(a)]] = _node(a, a is agent, ref, tools)
+    root = nodes.pop(ROOT_KEY)
+    if nodes:
+        root["agents"] = nodes
+    return root
+
+
+def _label(agent: Any) -> str:
+    return f"agent {agent.name!r}" if agent.name else "the agent"
+
+
+def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]]) -> dict[str, Any]:
+    _refuse_functions(agent, is_root)
+    names, agent_tools = [], []
+    for t in agent.tools:
+        inner = getattr(t.fn, AGENT_TOOL, None)
+        if inner is not None:
+            agent_tools.append({"name": t.name, "description": t.description, "agent": ref(inner)})
+            continue
+        other = seen.setdefault(t.name, (t.definition, _label(agent)))
+        if other[0] != t.definition:
+            raise ConfigurationError(
+                f"{_label(agent)} and {other[1]} both have a tool named {t.name!r}, with different definitions; "
+                "on Temporal the worker has one registry, so a name means one tool. Rename one of them."
+            )
+        names.append(t.name)
     return {
+        "name": agent.name,
         "model": agent.model,
-        "instructions": agent.instructions,
+        "instructions": None if callable(agent.instructions) else agent.instructions,
         "tool_choice": agent.tool_choice,
         "reset_tool_choice": agent.reset_tool_choice,
         "max_concurrent_tools": agent.max_concurrent_tools,
         "model_settings": dict(agent.model_settings),
         "limits": limits_to_data(agent.limits),
+        "tools": names,
+        "agent_tools": agent_tools,
+        "handoffs": [
+            {"agent": ref(h.agent), "tool_name": t.name, "description": t.description}
+            for h, t in agent.handoffs
+        ],
+        "output": _output(agent),
+        "history": _history(agent),
+    }
+
+
+def _refuse_functions(agent: Any, is_root: bool) -> None:
+    from .._tools.dispatch import default_error_formatter
+
+    who = _label(agent)
+    if agent.require_approval is not None:
+        raise ConfigurationError(
+            f"{who}: require_approval=<function> cannot run on Temporal: a function cannot be sent to the "
+            "worker. Register the tools that need approval with requires_approval=True instead."
+        )
+    if agent.journal is not None:
+        raise ConfigurationError(
+            f"{who}: journal=... is not used on Temporal: Temporal's history makes the run durable. "
+            "Create the agent without a journal."
+        )
+    if callable(agent.instructions) and not is_root:
+        raise ConfigurationError(
+            f"{who}: instructions=<function> of an agent reached through an agent tool or a handoff cannot "
+            "run on Temporal: the workflow cannot call it (it is replayed, and may not do I/O), and the "
+            "client resolves only the first agent's. Give that agent text instructions."
+        )
+    if agent.format_tool_error is not default_error_formatter:
+        raise ConfigurationError(
+            f"{who}: format_tool_error=... cannot be sent to a Temporal worker; pass format_tool_error= "
+            "to the worker (create_worker / AgentWorker) instead."
+        )
+    for h, t in agent.handoffs:
+        if h.input_filter is not None:
+            raise ConfigurationError(
+                f"{who}: the handoff {t.name!r} has an input_filter function, which cannot run in a Temporal "
+                "workflow (functions are not sent to it). Hand off the whole conversation on Temporal."
+            )
+
+
+def _output(agent: Any) -> dict[str, Any] | None:
+    spec = agent.output
+    if spec is None:
+        return None
+    if spec.allows_text:
+        raise ConfigurationError(
+            f"{_label(agent)}: an output_type with a text fallback (str | ...) is not supported on Temporal "
+            "yet; use the structured type alone."
+        )
+    # The schema as the model sees it (a non-object type is already wrapped in {"response": ...});
+    # the client turns the validated data back into the type (AgentRun.result).
+    return {
+        "schema": spec.schema,
+        "name": spec.name,
+        "mode": "auto" if spec.auto else spec.mode,
+        "retries": agent.output_retries,
+    }
+
+
+def _history(agent: Any) -> dict[str, Any] | None:
+    policy = agent.history
+    if policy is None:
+        return None
+    if policy.processor is not None:
+        raise ConfigurationError(
+            f"{_label(agent)}: History(processor=<function>) cannot run in a Temporal workflow (it is replayed "
+            "and may not do I/O). Use keep_last / max_tokens / keep_tool_results there."
+        )
+    return {
+        "keep_last": policy.keep_last,
+        "max_tokens": policy.max_tokens,
+        "keep_tool_results": policy.keep_tool_results,
+        "tool_result_note": policy.tool_result_note,
     }

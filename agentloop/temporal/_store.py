@@ -24,7 +24,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["ROOT", "digest_of", "chain", "ConversationStore", "REFERENCE_MISSING"]
+__all__ = ["ROOT", "digest_of", "chain", "tools_digest", "ConversationStore", "REFERENCE_MISSING"]
 
 ROOT = ""  # the digest of the empty conversation
 REFERENCE_MISSING = "ReferenceMissing"  # the ApplicationError type a store miss is reported with
@@ -41,6 +41,12 @@ def digest_of(parent: str, message: Any) -> str:
     return h.hexdigest()[:40]
 
 
+def tools_digest(definitions: list[dict[str, Any]]) -> str:
+    """The digest of a request's `tools` array (pure: the workflow computes it too)."""
+    data = json.dumps(definitions, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:40]
+
+
 def chain(parent: str, messages: list[Any]) -> str:
     """The digest of `parent`'s conversation followed by `messages`."""
     for m in messages:
@@ -51,10 +57,15 @@ def chain(parent: str, messages: list[Any]) -> str:
 class ConversationStore:
     """Content-addressed conversation prefixes, bounded by `max_bytes` (LRU). One per worker."""
 
-    __slots__ = ("_bytes", "_nodes", "hits", "max_bytes", "misses")
+    __slots__ = ("_bytes", "_nodes", "_tools", "hits", "max_bytes", "misses")
+
+    MAX_TOOL_SETS = 64  # tools arrays kept by digest (one per agent of the runs in flight, typically)
 
     def __init__(self, max_bytes: int = 256 << 20) -> None:
         self._nodes: OrderedDict[str, tuple[str, Any, int]] = OrderedDict()
+        # tools arrays that are not the worker's own registry (an agent's subset, plus its
+        # final_result / transfer / agent tools), sent once by the workflow and then by digest
+        self._tools: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._bytes = 0
         self.max_bytes = max_bytes
         self.hits = 0
@@ -104,3 +115,15 @@ class ConversationStore:
         out.reverse()
         self.hits += 1
         return out
+
+    def put_tools(self, digest: str, tools: list[dict[str, Any]]) -> None:
+        self._tools[digest] = tools
+        self._tools.move_to_end(digest)
+        while len(self._tools) > self.MAX_TOOL_SETS:
+            self._tools.popitem(last=False)
+
+    def tools(self, digest: str) -> list[dict[str, Any]] | None:
+        found = self._tools.get(digest)
+        if found is not None:
+            self._tools.move_to_end(digest)
+        return found

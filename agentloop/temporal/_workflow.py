@@ -28,6 +28,7 @@ decision per pending call), then continues with `Agent.resume`, as in-process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -37,14 +38,28 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import asyncio
+    import contextvars
+    import operator
     from dataclasses import asdict, replace
 
-    from agentloop import Agent, ModelTurn, PendingCall, RunLimitExceeded, RunLimits, ToolRegistry, Usage
+    from agentloop import (
+        Agent,
+        AgentloopError,
+        ModelTurn,
+        OutputValidationError,
+        PendingCall,
+        RunLimitExceeded,
+        RunLimits,
+        ToolCallStarted,
+        ToolRegistry,
+        Usage,
+    )
 
     from ..abc import check_decisions, decision_from_data
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
+    from ._agents import SpecError, build_agents
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
-    from ._store import REFERENCE_MISSING, ROOT, chain, digest_of
+    from ._store import REFERENCE_MISSING, ROOT, chain, digest_of, tools_digest
 
 __all__ = ["AgentWorkflow"]
 
@@ -100,19 +115,38 @@ class _Outcome:
         self.status, self.content, self.error, self.traceback = status, content, error, traceback
 
 
+# The call a task is running: set when the loop announces it (ToolCallStarted, emitted in the
+# call's own task right before the call runs), read by the box, which the executor seam hands
+# only the tool and its arguments. Task-local, so concurrent calls each see their own.
+_CALL: contextvars.ContextVar[ToolCallStarted] = contextvars.ContextVar("agentloop_temporal_call")
+
+
+def _note_call(event: Any) -> None:
+    """An observer of every agent of the workflow: the model's call id and step reach the worker."""
+    if isinstance(event, ToolCallStarted):
+        _CALL.set(event)
+
+
 class _ActivityBox:
     """Stands in for a fork-server sandbox: a proxy tool's invocation is a `tool_call` activity."""
 
-    def __init__(self, run_id: str, tools: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, run_id: str, tools: dict[str, dict[str, Any]], deps: Any = None) -> None:
         self.run_id = run_id
         self.tools = tools
+        self.deps = deps  # JSON data (checked by the client): sent to tools that take a RunContext
 
     async def call(self, ref: str, args: dict[str, Any], limits: Any) -> _Outcome:
         spec = self.tools[ref]
+        data: dict[str, Any] = {"run_id": self.run_id, "name": ref, "arguments": args}
+        started = _CALL.get(None)
+        if started is not None and started.name == ref:
+            data.update(run_id=started.run_id, call_id=started.tool_call_id, step=started.step)
+        if spec.get("context"):
+            data["deps"] = self.deps
         try:
             out = await _execute_activity(
                 TOOL_ACTIVITY,
-                {"run_id": self.run_id, "name": ref, "arguments": args},
+                data,
                 start_to_close_timeout=timedelta(seconds=spec["start_to_close_timeout"]),
                 heartbeat_timeout=timedelta(seconds=spec["heartbeat_timeout"]),
                 retry_policy=RetryPolicy(maximum_attempts=spec["maximum_attempts"]),
@@ -137,11 +171,14 @@ class _ActivityBox:
 
 
 class _ActivityTools(ToolRegistry):
-    """The workflow's registry: proxies of the worker's tools, invoked through `_ActivityBox`."""
+    """An agent's registry in the workflow: proxies of the worker's tools, invoked through `_ActivityBox`
+    (plus, registered in-process style, its agent tools)."""
 
-    def __init__(self, box: _ActivityBox) -> None:
+    def __init__(self, box: _ActivityBox, specs: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__()
         self._box = box
+        for spec in specs:
+            self.add_spec(spec)
 
     def add_spec(self, spec: dict[str, Any]) -> None:
         fn = spec["definition"]["function"]
@@ -170,9 +207,10 @@ class _ActivityModel:
     """The `Model` the workflow's agent talks to: one `model_request` activity per request."""
 
     def __init__(self, described: dict[str, Any]) -> None:
-        self.tools_digest = described["digest"]
-        self.definitions = [t["definition"] for t in described["tools"]]
+        self.tools_digest = described["digest"]  # the worker's registry: referenced, never sent
+        self.sent_tools: set[str] = set()  # other tools arrays the worker was sent (and stores)
         opts = described["model"]
+        self.wire = opts.get("wire")  # the worker's wire decides output_mode="auto", as in-process
         self.options: dict[str, Any] = {
             "start_to_close_timeout": timedelta(seconds=opts["start_to_close_timeout"]),
             "heartbeat_timeout": timedelta(seconds=opts["heartbeat_timeout"]),
@@ -181,28 +219,36 @@ class _ActivityModel:
                 non_retryable_error_types=NON_RETRYABLE_MODEL_ERRORS,
             ),
         }
-        self.base = ROOT  # the digest of the conversation prefix the worker has stored
-        self.synced = 0  # ...its length
-        self.tail: Any = None  # ...and its last message (identity check: the loop only appends)
+        # Per run (an agent tool's inner run shares this model with the outer run): the digest of
+        # the conversation prefix the worker has stored, and that prefix's messages. A request
+        # whose messages do not start with those very objects (a handoff's new system message, a
+        # history policy's trimmed or noted copy) is sent whole.
+        self.synced: dict[Any, tuple[str, list[Any]]] = {}
         self.full_sends = 0
 
     async def request(self, request: Any, emit: Any = None) -> ModelTurn:
         messages = request.messages
-        n = self.synced
-        if n > len(messages) or (n and messages[n - 1] is not self.tail):
-            self.base, n = ROOT, 0
+        base, prefix = self.synced.get(request.run_id, (ROOT, []))
+        n = len(prefix)
+        if n > len(messages) or not all(map(operator.is_, prefix, messages)):
+            base, n = ROOT, 0
         data: dict[str, Any] = {
             "model": request.model,
-            "base": self.base,
+            "base": base,
             "delta": messages[n:],
-            "tools_digest": self.tools_digest,
             "tool_choice": request.tool_choice,
             "settings": dict(request.settings),
             "run_id": request.run_id,
             "step": request.step,
         }
-        if not request.tools:
+        # The tools array by digest: the worker's registry as it is (the common case), or an
+        # agent's own set (a subset, final_result, transfer and agent tools), sent once.
+        digest = tools_digest(request.tools) if request.tools else None
+        data["tools_digest"] = digest
+        if digest is None:
             data["tools"] = []
+        elif digest != self.tools_digest and digest not in self.sent_tools:
+            data["tools"] = request.tools
         try:
             out = await _execute_activity(
                 MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
@@ -210,15 +256,17 @@ class _ActivityModel:
         except ActivityError as e:
             if _cause_type(e) != REFERENCE_MISSING:
                 raise
-            # This worker does not hold the prefix: send everything, once.
+            # This worker does not hold the prefix (or the tools): send everything, once.
             self.full_sends += 1
-            data.update(base=ROOT, delta=list(messages), tools=self.definitions if request.tools else [])
+            data.update(base=ROOT, delta=list(messages), tools=list(request.tools))
             out = await _execute_activity(
                 MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
             )
+        if digest is not None and digest != self.tools_digest:
+            self.sent_tools.add(digest)
         message = out["message"]
-        self.base = digest_of(chain(data["base"], data["delta"]), message)
-        self.synced, self.tail = len(messages) + 1, message  # the loop appends this very dict
+        head = digest_of(chain(data["base"], data["delta"]), message)
+        self.synced[request.run_id] = (head, [*messages, message])  # the loop appends this very dict
         return ModelTurn(
             message,
             Usage.from_data(out["usage"]),
@@ -230,10 +278,13 @@ class _ActivityModel:
 
 @workflow.defn(name=WORKFLOW_NAME)
 class AgentWorkflow:
-    """One agent run. Input: `{"agent": spec, "prompt": str | None, "messages": list | None}`.
+    """One agent run. Input: `{"agent": spec, "prompt": str | None, "messages": list | None,
+    "deps": JSON | None}` (the spec: `_spec.agent_spec`).
 
-    Output: `{"result": RunResult JSON, "error": None | {"type", "message"}}`; a `RunLimitExceeded`
-    comes back as its type and message with the partial result, for the client to raise.
+    Output: `{"result": RunResult JSON, "error": None | {"type", "message", ...}}`; a
+    `RunLimitExceeded` or `OutputValidationError` comes back as its type and message with the
+    partial result, for the client to raise. Any other error of the loop fails the run for good
+    (not the workflow task, which Temporal would retry forever).
     """
 
     def __init__(self) -> None:
@@ -247,41 +298,53 @@ class AgentWorkflow:
         described = await workflow.execute_activity(
             DESCRIBE_ACTIVITY, start_to_close_timeout=timedelta(seconds=60), summary="tools"
         )
-        box = _ActivityBox(run_id, {t["name"]: t for t in described["tools"]})
-        tools = _ActivityTools(box)
-        for spec in described["tools"]:
-            tools.add_spec(spec)
-        spec = data["agent"]
-        limits = limits_from_data(spec["limits"])
-        agent = Agent(
-            client=_ActivityModel(described),
-            tools=tools,
-            model=spec["model"],
-            instructions=spec.get("instructions"),
-            limits=self._limits(limits),
-            tool_choice=spec.get("tool_choice", "auto"),
-            reset_tool_choice=spec.get("reset_tool_choice", True),
-            max_concurrent_tools=spec.get("max_concurrent_tools"),
-            model_settings=spec.get("model_settings"),
-        )
+        deps = data.get("deps")
+        agent = self._agent(data["agent"], described, _ActivityBox(run_id, {}, deps))
+        limits = limits_from_data(
+            data["agent"]["limits"]
+        )  # a deadline is turned into time left at each resume
         try:
-            result = await agent.run(data.get("prompt"), messages=data.get("messages"), run_id=run_id)
+            result = await agent.run(
+                data.get("prompt"), messages=data.get("messages"), run_id=run_id, deps=deps
+            )
             while result.paused:
                 self._pending = list(result.pending)
                 await workflow.wait_condition(lambda: self._decisions is not None)
                 decisions, self._decisions, self._pending = self._decisions, None, []
-                result = await agent.resume(result, approvals=decisions, limits=self._limits(limits))
-        except RunLimitExceeded as e:
-            return {"result": e.result.to_json(), "error": {"type": type(e).__name__, "message": str(e)}}
+                result = await agent.resume(
+                    result, approvals=decisions, limits=self._limits(limits), deps=deps
+                )
+        except (RunLimitExceeded, OutputValidationError) as e:
+            error: dict[str, Any] = {"type": type(e).__name__, "message": str(e)}
+            if isinstance(e, OutputValidationError):
+                error.update(last_answer=e.last_answer, errors=e.errors)
+            return {"result": e.result.to_json(), "error": error}
         except ActivityError as e:  # the model request failed for good: fail the run, do not retry it
             raise ApplicationError(
                 f"the model request failed: {_cause_message(e)}",
                 type=_cause_type(e) or "ActivityError",
                 non_retryable=True,
             ) from None
+        except AgentloopError as e:  # raised by the loop: another attempt of the task would raise it again
+            raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from None
         finally:
             self._done = True
         return {"result": result.to_json(), "error": None}
+
+    def _agent(self, spec: dict[str, Any], described: dict[str, Any], box: _ActivityBox) -> Agent[Any, Any]:
+        """The spec's agents, on the workflow's model and the worker's tools (see `_agents.py`)."""
+        box.tools = {t["name"]: t for t in described["tools"]}
+        model = _ActivityModel(described)
+
+        def make(**kwargs: Any) -> Agent[Any, Any]:
+            if "limits" in kwargs:
+                kwargs["limits"] = self._limits(kwargs["limits"])
+            return Agent(client=model, observers=[_note_call], **kwargs)
+
+        try:
+            return build_agents(spec, box.tools, lambda specs: _ActivityTools(box, specs), make)
+        except SpecError as e:
+            raise ApplicationError(str(e), type=e.kind, non_retryable=True) from None
 
     @staticmethod
     def _limits(limits: RunLimits) -> RunLimits:

@@ -1,0 +1,108 @@
+"""The workflow's agents, rebuilt from the spec the client sent (`_spec.agent_spec`).
+
+Every agent of the graph is an ordinary `Agent` whose model is the workflow's activity model and
+whose registry holds proxies of the worker's tools it names; agent tools (`Agent.as_tool`) are
+registered as they are in-process (the inner run is the same loop, in the workflow, its model
+requests and tool calls activities of the same workflow), and handoffs are built by `Agent`
+itself. Built in two passes, because agents may reach each other in a circle (an agent that is
+its own tool, two agents handing off to each other): first every agent with its worker tools,
+then the agent tools, the handoffs and the tool choice, which may name them.
+
+Pure construction: no I/O, no clock; it runs in workflow code (passed through the sandbox as
+the loop's modules are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agentloop import Agent, AgentloopError, Handoff, History, JsonSchema, ToolRegistry
+
+from ._spec import ROOT_KEY, limits_from_data
+
+__all__ = ["SpecError", "build_agents"]
+
+
+class SpecError(Exception):
+    """The spec cannot be run by this worker (a tool it does not have, a setting it refuses)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def build_agents(
+    spec: dict[str, Any],
+    available: dict[str, dict[str, Any]],
+    tools_for: Callable[[list[dict[str, Any]]], ToolRegistry],
+    make: Callable[..., Agent[Any, Any]],
+) -> Agent[Any, Any]:
+    """The root agent of `spec`. `tools_for(specs)`: a registry of proxies of those worker tools;
+    `make(**kwargs)`: an `Agent` with the workflow's model, limits and observers."""
+    nodes = {ROOT_KEY: spec, **spec.get("agents", {})}
+    agents: dict[str, Agent[Any, Any]] = {}
+    try:
+        for key, node in nodes.items():
+            agents[key] = _agent(node, available, tools_for, make)
+        for key, node in nodes.items():
+            _connect(agents[key], node, agents, make)
+    except AgentloopError as e:  # e.g. output_mode="native" on a worker speaking the Anthropic wire
+        raise SpecError(f"the worker cannot run this agent: {e}", type(e).__name__) from None
+    return agents[ROOT_KEY]
+
+
+def _agent(
+    node: dict[str, Any],
+    available: dict[str, dict[str, Any]],
+    tools_for: Callable[[list[dict[str, Any]]], ToolRegistry],
+    make: Callable[..., Agent[Any, Any]],
+) -> Agent[Any, Any]:
+    names = node.get("tools")  # None: a spec from an older client, which ran every tool of the worker
+    missing = [n for n in names or () if n not in available]
+    if missing:
+        raise SpecError(
+            f"the worker has no tool {', '.join(map(repr, missing))} (agent {node.get('name')!r} uses it); "
+            f"it has {sorted(available)}. Register it in the worker's registry.",
+            "ConfigurationError",
+        )
+    tools = tools_for([available[n] for n in (available if names is None else names)])
+    output, history = node.get("output"), node.get("history")
+    options: dict[str, Any] = {}
+    if output is not None:
+        options.update(
+            output_type=JsonSchema(output["schema"], name=output["name"]),
+            output_mode=output["mode"],
+            output_retries=output["retries"],
+        )
+    if history is not None:
+        options["history"] = History(**history)
+    return make(
+        tools=tools,
+        name=node.get("name"),
+        model=node["model"],
+        instructions=node.get("instructions"),
+        limits=limits_from_data(node["limits"]),
+        reset_tool_choice=node.get("reset_tool_choice", True),
+        max_concurrent_tools=node.get("max_concurrent_tools"),
+        model_settings=node.get("model_settings"),
+        **options,
+    )
+
+
+def _connect(
+    agent: Agent[Any, Any],
+    node: dict[str, Any],
+    agents: dict[str, Agent[Any, Any]],
+    make: Callable[..., Agent[Any, Any]],
+) -> None:
+    """The second pass: agent tools and handoffs (which may name any agent), then the tool choice."""
+    for t in node.get("agent_tools", ()):
+        agent.tools.register(agents[t["agent"]].as_tool(name=t["name"], description=t["description"]))
+    handoffs = [
+        Handoff(agents[h["agent"]], tool_name=h["tool_name"], description=h["description"])
+        for h in node.get("handoffs", ())
+    ]
+    if handoffs:  # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process
+        agent.handoffs = make(tools=agent.tools, name=agent.name, handoffs=handoffs).handoffs
+    agent.tool_choice = node.get("tool_choice", "auto")  # already checked and normalized by the client
