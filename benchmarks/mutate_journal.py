@@ -58,10 +58,12 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                "        self.step_records[record.id] = record\n        await self.recorder.call_settled(record)\n",
+                "        self.step_records[record.id] = record\n        if self.recorder.journal is not None:  #"
+                " no coroutine per call when there is nothing to commit\n            await self.recorder.call_settled(record)\n",
                 "        self.step_records[record.id] = record\n        self.unflushed.append(record)\n\n"
                 "    async def flush(self) -> None:\n        batch, self.unflushed = self.unflushed, []\n"
-                "        for record in batch:\n            await self.recorder.call_settled(record)\n",
+                "        for record in batch:\n            if self.recorder.journal is not None:\n"
+                "                await self.recorder.call_settled(record)\n",
             ),
             ("agentloop/_run/state.py", '        "ended",\n', '        "ended",\n        "unflushed",\n'),
             (
@@ -100,8 +102,8 @@ MUTATIONS = [
             (
                 "agentloop/_tools/dispatch.py",
                 "        if self.limiter is None:\n            if self.on_invoke is not None:\n                await self.on_invoke(record)\n"
-                "            return await self._invoke(tool, args, record)",
-                "        if self.limiter is None:\n            outcome = await self._invoke(tool, args, record)\n"
+                "            return await self._invoke(tool, args, checked.kwargs, record)",
+                "        if self.limiter is None:\n            outcome = await self._invoke(tool, args, checked.kwargs, record)\n"
                 "            if self.on_invoke is not None:\n                await self.on_invoke(record)\n            return outcome",
             ),
         ),
@@ -112,8 +114,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                "        await self.recorder.call_settled(record)\n",
-                "        await self.recorder.call_settled(__import__('dataclasses').replace("
+                "            await self.recorder.call_settled(record)\n",
+                "            await self.recorder.call_settled(__import__('dataclasses').replace("
                 "record, id=(self.step_calls or [{'id': record.id}])[0]['id']))\n",
             ),
         ),
@@ -169,10 +171,8 @@ MUTATIONS = [
         (
             (
                 "agentloop/_run/state.py",
-                "        self.step_records[record.id] = record\n        await self.recorder.call_settled(record)\n",
-                "        self.step_records[record.id] = record\n"
-                "        if len(self.step_records) < len(self.step_calls or ()):\n"
-                "            await self.recorder.call_settled(record)\n",
+                "        if self.recorder.journal is not None:  #",
+                "        if self.recorder.journal is not None and len(self.step_records) < len(self.step_calls or ()):  #",
             ),
         ),
     ),

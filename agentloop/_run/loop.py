@@ -42,7 +42,7 @@ from .output_spec import OutputSpec, StoredOutput, jsonable
 from .output_step import native_refused, output_request, output_step
 from .output_stream import partial_output_emit
 from .recorder import Recorder
-from .state import Run
+from .state import Resume, Run
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -240,7 +240,7 @@ class Steps:
             return outcome.result
         return None
 
-    async def _resumed_step(self, calls: list[dict[str, Any]], resume: Any) -> Outcome:
+    async def _resumed_step(self, calls: list[dict[str, Any]], resume: Resume) -> Outcome:
         """A restored run's last step: its calls that were not settled, under the same rules."""
         paused = self._after_calls(await self.calls.run(self.run, calls, self.run.steps, resume))
         if paused is not None:
