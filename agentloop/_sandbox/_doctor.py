@@ -119,8 +119,8 @@ def _bwrap() -> tuple[str, bool, str]:
 
 
 def probe() -> Capabilities:
-    from ._host import _interpreter_dirs
     from ._privs import others_can_read
+    from ._server import interpreter_dirs
 
     version, works, detail = _bwrap()
     return Capabilities(
@@ -133,7 +133,7 @@ def probe() -> Capabilities:
         bwrap_version=version,
         bwrap_works=works,
         bwrap_detail=detail,
-        interpreter_readable=others_can_read(_interpreter_dirs()),
+        interpreter_readable=others_can_read(interpreter_dirs()),
     )
 
 
