@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import inspect
 import math
 import os
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 from .. import _json
 from ._landlock import READ, Ruleset, denial_hint
 from ._privs import confine_privileges, early_privileges
-from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
+from ._protocol import DONE, EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
 
@@ -52,16 +53,25 @@ def run_child(
     binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
     cfg: dict[str, Any],
     *,
+    done: socket.socket,
     early_done: bool = False,
     ruleset: Ruleset | None = None,
 ) -> NoReturn:
+    """`done`: the socket on which the child tells the zygote that its result is written; the
+    zygote then kills everything of the call and sends the outcome without waiting for this
+    process to finish exiting (tearing down its namespaces and memory takes milliseconds)."""
     code = EXIT_CONFINE_FAILED
     try:
         if not early_done:
             ruleset = early_setup(cfg)
-        args = _confine(call, fds, scratch, cfg, ruleset)
+        # Above the fds the memfds are moved onto (0-3), so that none of them replaces it.
+        done_fd = fcntl.fcntl(done.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+        done.detach()  # its old number is closed with the zygote's other fds, not by the object
+        args = _confine(call, fds, scratch, cfg, (ruleset, done_fd))
         code = 0
         _run(fn, binder, args, call["limits"], allowed=None if ruleset is None else ruleset.allowed)
+        with contextlib.suppress(OSError):  # the zygote is gone: the exit tells it anyway
+            os.write(done_fd, DONE)
     except BaseException:
         try:
             traceback.print_exc()
@@ -85,7 +95,7 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
     fds3 = (fds[0], fds[1], fds[2])
-    run_child(msg["call"], fds3, msg["scratch"], fn, binder, cfg, early_done=True, ruleset=ruleset)
+    run_child(msg["call"], fds3, msg["scratch"], fn, binder, cfg, done=sock, early_done=True, ruleset=ruleset)
 
 
 def early_setup(cfg: dict[str, Any]) -> Ruleset | None:
@@ -128,17 +138,21 @@ def _confine(
     fds: tuple[int, int, int],
     scratch: str,
     cfg: dict[str, Any],
-    ruleset: Ruleset | None,
+    kept: tuple[Ruleset | None, int],
 ) -> Any:
+    ruleset, done_fd = kept
     res_fd, out_fd, err_fd = fds
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     if res_fd != RESULT_FD:
         os.dup2(res_fd, RESULT_FD)
     top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    keep = ruleset.fd if ruleset is not None else top
-    os.closerange(RESULT_FD + 1, keep)
-    os.closerange(keep + 1, top)
+    keep = sorted({done_fd, ruleset.fd if ruleset is not None else done_fd})
+    low = RESULT_FD + 1
+    for fd in keep:  # everything else the zygote held goes
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, top)
     os.chdir(scratch)
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
