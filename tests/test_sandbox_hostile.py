@@ -215,9 +215,13 @@ def _wrapped(scenario: str, mode: str, *, no_sys_admin: bool = False, timeout: f
     return out  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("no_sys_admin", [False, True], ids=["root", "root-without-CAP_SYS_ADMIN"])
-@pytest.mark.parametrize("mode", ["process", "isolated"])
+@pytest.mark.parametrize(
+    ("mode", "no_sys_admin"),
+    [("process", False), ("isolated", False), ("process", True)],
+    ids=["process-root", "isolated-root", "process-root-without-CAP_SYS_ADMIN"],
+)
 def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> None:
+    """(isolated as root without CAP_SYS_ADMIN fails closed: the test after this one.)"""
     out = _wrapped("kills", mode, no_sys_admin=no_sys_admin)
     assert out["output"] == "survived"  # the host lived through kill(host), kill(-1), ...
     assert out["zygote_alive_after"]  # ...and so did the fork server
@@ -236,6 +240,21 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     assert [r[1] for r in records if r[0] == "daemon"] == ["ok"]
     assert not out["daemon_alive"]  # the double-forked setsid daemon died with its call
     assert out["left"] == []  # nothing of any call runs once its outcome is in
+
+
+def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:
+    """README: "isolated" fails closed where bubblewrap cannot create its namespaces. Registration
+    refuses with what is missing and what to do; the executor, asked anyway, runs nothing."""
+    if not CAPS.bwrap_version:
+        pytest.skip("bubblewrap is not installed")
+    out = _wrapped("fails_closed", "isolated", no_sys_admin=True)
+    refused = str(out.get("refused", ""))
+    assert "CAP_SYS_ADMIN" in refused and "sandbox='process'" in refused, out
+    assert "Nothing runs unsandboxed" in refused
+    assert (out["status"], out["ran"]) == ("sandbox_unavailable", False), out
+    assert "CAP_SYS_ADMIN" in str(out["content"])
+    control = _wrapped("fails_closed", "process", no_sys_admin=True)  # the advice holds: it runs there
+    assert control.get("registered") and (control["status"], control["content"]) == ("ok", "1"), control
 
 
 def test_500_parallel_calls_at_ulimit_1024_all_get_an_outcome() -> None:

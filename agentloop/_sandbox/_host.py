@@ -21,6 +21,7 @@ from .._exceptions import ConfigurationError, SandboxUnavailableError
 from ._bwrap import probe_bwrap
 from ._classify import unavailable
 from ._outcome import Limits, SandboxOutcome
+from ._privs import CAP_SYS_ADMIN, has_cap
 from ._protocol import base_env
 from ._roundtrip import KILL_GRACE, call_on, wait_readable
 from ._server import Server, ServerSpec, check_seccomp, default_uids, discard, host_path, start_server
@@ -119,6 +120,14 @@ class ProcessSandbox:
                 raise SandboxUnavailableError(
                     f"bubblewrap not found ({bwrap!r}): install it (Debian/Ubuntu: "
                     "apt-get install bubblewrap) or use sandbox='process'"
+                )
+            if os.geteuid() == 0 and not has_cap(CAP_SYS_ADMIN):
+                raise SandboxUnavailableError(
+                    "the 'isolated' sandbox cannot run here: this process runs as root without "
+                    "CAP_SYS_ADMIN (as in a typical container), and bubblewrap needs it to create its "
+                    "namespaces. Nothing runs unsandboxed. Use sandbox='process' (per-call uid, "
+                    "seccomp and Landlock hold here: `agentloop doctor` prints the table), or run "
+                    "the host with CAP_SYS_ADMIN"
                 )
             probe_bwrap(bwrap, host_path(), self._spec.env)
 

@@ -26,6 +26,8 @@ __all__ = [
     "set_dumpable",
     "set_subreaper",
     "private_mounts",
+    "has_cap",
+    "CAP_SYS_ADMIN",
     "DENIED_SYSCALLS",
 ]
 
@@ -209,6 +211,18 @@ _LAST_CAP = _last_cap()
 
 
 CAP_DAC_READ_SEARCH = 2
+CAP_SYS_ADMIN = 21
+
+
+def has_cap(cap: int) -> bool:
+    """Whether this process has `cap` in its effective set."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
 _PR_SET_KEEPCAPS = 8
 
 

@@ -31,14 +31,13 @@ from ._child import prctl
 from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, probe_pidns
 from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
-from ._privs import SeccompUnavailable, compile_seccomp, set_dumpable, set_subreaper
+from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
 from ._protocol import DONE, FRAME_STARTED, FRAME_STATUS, PID
 from ._uids import UidPool, kill_uid
 
 __all__ = ["main"]
 
 _PR_SET_PDEATHSIG = 1
-_CAP_SYS_ADMIN = 21
 # The spare child is forked when the zygote is otherwise idle: once a call's outcome is sent, or
 # this long after a call took the spare (a long call), so that the fork (~0.5-1.5 ms of the
 # zygote's time) does not delay the outcome of a short call.
@@ -72,7 +71,7 @@ class _Zygote:
         self.uids = UidPool(start, count, namespaced=pidns is not None)
         # A tmpfs per call, in a mount namespace of its own (~0.2 ms): sized by scratch_mb and
         # invisible to siblings (even to one that kept CAP_DAC_READ_SEARCH).
-        cfg["own_scratch"] = bool(count) and _has_cap(_CAP_SYS_ADMIN)
+        cfg["own_scratch"] = bool(count) and has_cap(CAP_SYS_ADMIN)
         try:
             cfg["seccomp_bpf"] = compile_seccomp(allow_scratch_mount=cfg["own_scratch"])
         except SeccompUnavailable as exc:
@@ -327,14 +326,6 @@ class _Zygote:
                 break
             self._reaped(pid, wstatus, rusage)
         shutil.rmtree(self.cfg["scratch"], ignore_errors=True)
-
-
-def _has_cap(cap: int) -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> cap & 1)
-    return False
 
 
 def main(cfg: dict[str, Any]) -> None:
