@@ -49,21 +49,20 @@ def run_child(
     call: dict[str, Any],
     fds: tuple[int, int, int],
     scratch: str,
-    fn: Callable[..., Any],
-    binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    tool: tuple[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]] | None],
     cfg: dict[str, Any],
     *,
     done: socket.socket,
-    early_done: bool = False,
-    ruleset: Ruleset | None = None,
+    early: tuple[Ruleset | None] | None = None,
 ) -> NoReturn:
-    """`done`: the socket on which the child tells the zygote that its result is written; the
-    zygote then kills everything of the call and sends the outcome without waiting for this
-    process to finish exiting (tearing down its namespaces and memory takes milliseconds)."""
+    """`tool`: the function and its argument binder. `done`: the socket on which the child tells
+    the zygote that its result is written; the zygote then kills everything of the call and sends
+    the outcome without waiting for this process to finish exiting (tearing down its namespaces
+    and memory takes milliseconds). `early`: `early_setup`'s ruleset, when a spare ran it."""
+    fn, binder = tool
     code = EXIT_CONFINE_FAILED
     try:
-        if not early_done:
-            ruleset = early_setup(cfg)
+        ruleset = early[0] if early is not None else early_setup(cfg)
         # Above the fds the memfds are moved onto (0-3), so that none of them replaces it.
         done_fd = fcntl.fcntl(done.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
         done.detach()  # its old number is closed with the zygote's other fds, not by the object
@@ -91,11 +90,11 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
         if not data or len(fds) != 3:
             os._exit(0)  # the zygote discarded us
         msg = _json.loads(data)
-        fn, binder = tools[msg["call"]["ref"]]
+        tool = tools[msg["call"]["ref"]]
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
     fds3 = (fds[0], fds[1], fds[2])
-    run_child(msg["call"], fds3, msg["scratch"], fn, binder, cfg, done=sock, early_done=True, ruleset=ruleset)
+    run_child(msg["call"], fds3, msg["scratch"], tool, cfg, done=sock, early=(ruleset,))
 
 
 def early_setup(cfg: dict[str, Any]) -> Ruleset | None:
@@ -140,19 +139,10 @@ def _confine(
     cfg: dict[str, Any],
     kept: tuple[Ruleset | None, int],
 ) -> Any:
+    """Everything call-dependent, in order: fds, scratch, privileges, Landlock, then the
+    arguments and the rlimits. Returns the arguments."""
     ruleset, done_fd = kept
-    res_fd, out_fd, err_fd = fds
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    if res_fd != RESULT_FD:
-        os.dup2(res_fd, RESULT_FD)
-    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    keep = sorted({done_fd, ruleset.fd if ruleset is not None else done_fd})
-    low = RESULT_FD + 1
-    for fd in keep:  # everything else the zygote held goes
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, top)
+    _take_fds(fds, {done_fd, ruleset.fd if ruleset is not None else done_fd})
     os.chdir(scratch)
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
@@ -170,7 +160,27 @@ def _confine(
     raw = os.pread(RESULT_FD, size, 0) if size else b"{}"
     os.ftruncate(RESULT_FD, 0)
     args = _json.loads(raw)
+    _set_limits(call, cfg)
+    return args
 
+
+def _take_fds(fds: tuple[int, int, int], keep: set[int]) -> None:
+    """The memfds become stdout, stderr and RESULT_FD; every other fd the zygote held is closed,
+    except `keep` (the done socket, the Landlock ruleset)."""
+    res_fd, out_fd, err_fd = fds
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    if res_fd != RESULT_FD:
+        os.dup2(res_fd, RESULT_FD)
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    low = RESULT_FD + 1
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, top)
+
+
+def _set_limits(call: dict[str, Any], cfg: dict[str, Any]) -> None:
     limits = call["limits"]
     _setlimit(resource.RLIMIT_CORE, 0)
     if limits.get("open_files"):
@@ -187,7 +197,6 @@ def _confine(
         with open("/proc/self/statm", "rb") as f:
             mapped = int(f.read().split()[0]) * _PAGE
         _setlimit(resource.RLIMIT_AS, mapped + int(limits["memory_mb"]) * _MIB)
-    return args
 
 
 def _write(data: bytes) -> None:

@@ -126,7 +126,7 @@ class Forker:
         pid = self.fork()
         if pid == 0:
             mine.close()
-            run_child(call.msg, call.fds, scratch, tool[0], tool[1], self.cfg, done=theirs)
+            run_child(call.msg, call.fds, scratch, tool, self.cfg, done=theirs)
         theirs.close()
         if pid < 0:
             mine.close()
