@@ -28,7 +28,6 @@ KNOWN: dict[tuple[str, str], int] = {
     ("function", "_http/client.py:FluxClient.__init__"): 90,
     ("function", "_http/config.py:check_client_options"): 76,
     ("function", "_run/agent.py:Agent.__init__"): 66,
-    ("function", "_sandbox/_doctor.py:cells"): 89,
     ("function", "_schema.py:function_schema"): 74,
     ("function", "_schema.py:_build"): 75,
     ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
