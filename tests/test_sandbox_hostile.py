@@ -195,6 +195,19 @@ async def test_memfds_are_bounded_by_file_size_and_open_files(mode: str) -> None
     assert records[0].status == "ok" and int(records[0].content) <= 16 * 2, records[0].content
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_done_channel_gives_a_tool_nothing(mode: str) -> None:
+    """A child tells the fork server "done" over a socket the tool can reach. Forging it early
+    only ends the tool's own call (killed, no result); closing it only means the outcome waits
+    for the child's exit."""
+    forged, closed, after = await _run(
+        mode, call("forge_done", {}), call("close_done_and_return", {}), call("trivial", {})
+    )
+    assert forged.status == "crashed" and "done without writing a result" in forged.content, forged.content
+    assert (closed.status, closed.content) == ("ok", "closed")
+    assert after.status == "ok"
+
+
 # --- in a PID namespace of their own: kill(-1), daemons, fork bombs, fd exhaustion -------------------
 
 

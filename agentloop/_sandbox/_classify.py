@@ -133,6 +133,8 @@ def _from_report(outcome: _Make, limits: Limits, res: int, cap: int) -> SandboxO
 
 def _from_exit(outcome: _Make, status: dict[str, Any], limits: Limits, stderr: str) -> SandboxOutcome:
     """No result: the zygote's view of how the child ended decides."""
+    if status.get("done"):  # the tool itself sent "done" (it can reach the socket) and was killed
+        return outcome("crashed", "Tool process said it was done without writing a result", "no result")
     sig = status.get("signal")
     cpu = float(status.get("cpu") or 0.0)
     # The kernel kills at RLIMIT_CPU by its precise run time; the rusage reported at reaping lags
