@@ -4,7 +4,10 @@
 
 Calls a trivial tool N times (default 500) per mode on a warm fork server, one call at a time,
 and prints the median / p90 wall-clock time per call as a markdown table. "thread" is the
-`anyio.to_thread.run_sync` baseline the "thread" mode builds on.
+`anyio.to_thread.run_sync` baseline the "thread" mode builds on. "back to back": each call starts
+as soon as the previous one returns; "paced": 10 ms apart, as calls between model turns are
+(the fork server has then forked its spare children and they have confined themselves).
+The machine's load is printed: on a busy machine the medians measure the scheduler.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from agentloop._exceptions import SandboxUnavailableError
 from agentloop._sandbox import Limits, ProcessSandbox
 
 
-async def measure(n: int, once: Callable[[], Awaitable[object]]) -> list[float]:
+async def measure(n: int, once: Callable[[], Awaitable[object]], pause: float = 0.0) -> list[float]:
     for _ in range(20):  # warm up: fork server started, tool imported, caches hot
         await once()
     times = []
     for _ in range(n):
+        if pause:
+            await anyio.sleep(pause)
         t0 = time.perf_counter()
         await once()
         times.append(time.perf_counter() - t0)
@@ -65,7 +70,8 @@ async def main(n: int) -> None:
                 assert out.status == "ok", out
                 return out
 
-            row(mode, await measure(n, sandbox_once))
+            row(f"{mode}, back to back", await measure(n, sandbox_once))
+            row(f"{mode}, paced", await measure(n, sandbox_once, pause=0.01))
 
     print(f"Per-call overhead, trivial tool, N={n}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     load = os.getloadavg()[0]

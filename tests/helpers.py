@@ -6,6 +6,7 @@ Everything here goes through the public API (`agentloop.cli.main` is what the `a
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -33,7 +34,27 @@ def ui_main(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | Non
     return cli(["ui", *argv], out=out, err=err)
 
 
-__all__ = ["assert_valid_conversation", "cli", "runs_main", "ui_main"]
+__all__ = ["assert_valid_conversation", "cli", "runs", "runs_main", "ui_main"]
+
+_PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit()
+
+
+def runs(pid: int) -> bool:
+    """Whether process `pid` may still run an instruction of its own: it exists, is neither a
+    zombie nor exiting, and has no SIGKILL pending (SIGKILL cannot be blocked, caught or outlived).
+    The sandbox kills every process of a call before it sends the call's outcome; the kernel's
+    teardown of the dying processes and their reaping may finish a moment later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if stat[0] in ("Z", "X") or int(stat[6]) & _PF_EXITING:
+        return False
+    pending = int(status["ShdPnd"], 16) | int(status["SigPnd"], 16)
+    return not pending >> (signal.SIGKILL - 1) & 1
 
 
 def assert_valid_conversation(conversation: RunResult | list[dict[str, Any]]) -> None:

@@ -13,17 +13,16 @@ import sys
 
 import anyio
 import hostile_tools as ht
+from helpers import runs
 
 from agentloop import Agent, InputBudget, Limits, SandboxUnavailableError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+    """Whether it may still run: a killed process may be torn down and reaped a moment after the
+    call's outcome; the sandbox promises that it never runs again (see helpers.runs)."""
+    return runs(pid)
 
 
 def _call_uid_processes() -> list[int]:
@@ -138,10 +137,39 @@ async def no_landlock(mode: str) -> dict[str, object]:
     }
 
 
+async def fails_closed(mode: str) -> dict[str, object]:
+    """ "isolated" where it cannot run (root without CAP_SYS_ADMIN): registration refuses, and the
+    executor asked anyway ends the call as sandbox_unavailable without running the tool."""
+    import tempfile
+
+    marker = os.path.join(tempfile.mkdtemp(), "ran-unsandboxed")
+    out: dict[str, object] = {"mode": mode}
+    registry = ToolRegistry(sandbox=mode)
+    try:
+        registry.register(ht.fill_dir)
+        out["registered"] = True
+    except SandboxUnavailableError as exc:
+        out["refused"] = str(exc)
+    async with registry:
+        box = registry.sandbox_for(mode)
+        ref = f"{ht.fill_dir.__module__}:{ht.fill_dir.__qualname__}"
+        # "process" may write only its scratch (Landlock): there the control writes a relative path
+        path = marker if mode == "isolated" else "inside.bin"
+        outcome = await box.call(ref, {"path": path, "mb": 1}, Limits(timeout=30))
+    out["status"], out["content"] = outcome.status, outcome.content
+    out["ran"] = os.path.exists(marker)
+    return out
+
+
 if __name__ == "__main__":
     name, mode = sys.argv[1], sys.argv[2]
     try:
-        scenarios = {"kills": kills, "many_calls": many_calls, "no_landlock": no_landlock}
+        scenarios = {
+            "kills": kills,
+            "many_calls": many_calls,
+            "no_landlock": no_landlock,
+            "fails_closed": fails_closed,
+        }
         out = anyio.run(scenarios[name], mode)
     except SandboxUnavailableError as exc:
         out = {"unavailable": str(exc)}

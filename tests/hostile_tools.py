@@ -242,3 +242,33 @@ def mp_lock() -> str:
 
     multiprocessing.Lock()
     return "locked"
+
+
+def _own_sockets() -> list[int]:
+    """The sockets among our fds: the fork server's "done" channel is one of them."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def forge_done() -> str:
+    """Tells the fork server "done" before any result is written, then keeps running."""
+    for fd in _own_sockets():
+        try:
+            os.write(fd, b"D")
+        except OSError:
+            pass
+    while True:
+        time.sleep(3600)
+
+
+def close_done_and_return() -> str:
+    """Closes the "done" channel (every socket it has), then returns normally."""
+    for fd in _own_sockets():
+        os.close(fd)
+    return "closed"

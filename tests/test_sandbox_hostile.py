@@ -195,6 +195,19 @@ async def test_memfds_are_bounded_by_file_size_and_open_files(mode: str) -> None
     assert records[0].status == "ok" and int(records[0].content) <= 16 * 2, records[0].content
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_done_channel_gives_a_tool_nothing(mode: str) -> None:
+    """A child tells the fork server "done" over a socket the tool can reach. Forging it early
+    only ends the tool's own call (killed, no result); closing it only means the outcome waits
+    for the child's exit."""
+    forged, closed, after = await _run(
+        mode, call("forge_done", {}), call("close_done_and_return", {}), call("trivial", {})
+    )
+    assert forged.status == "crashed" and "done without writing a result" in forged.content, forged.content
+    assert (closed.status, closed.content) == ("ok", "closed")
+    assert after.status == "ok"
+
+
 # --- in a PID namespace of their own: kill(-1), daemons, fork bombs, fd exhaustion -------------------
 
 
@@ -215,9 +228,13 @@ def _wrapped(scenario: str, mode: str, *, no_sys_admin: bool = False, timeout: f
     return out  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("no_sys_admin", [False, True], ids=["root", "root-without-CAP_SYS_ADMIN"])
-@pytest.mark.parametrize("mode", ["process", "isolated"])
+@pytest.mark.parametrize(
+    ("mode", "no_sys_admin"),
+    [("process", False), ("isolated", False), ("process", True)],
+    ids=["process-root", "isolated-root", "process-root-without-CAP_SYS_ADMIN"],
+)
 def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> None:
+    """(isolated as root without CAP_SYS_ADMIN fails closed: the test after this one.)"""
     out = _wrapped("kills", mode, no_sys_admin=no_sys_admin)
     assert out["output"] == "survived"  # the host lived through kill(host), kill(-1), ...
     assert out["zygote_alive_after"]  # ...and so did the fork server
@@ -236,6 +253,21 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     assert [r[1] for r in records if r[0] == "daemon"] == ["ok"]
     assert not out["daemon_alive"]  # the double-forked setsid daemon died with its call
     assert out["left"] == []  # nothing of any call runs once its outcome is in
+
+
+def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:
+    """README: "isolated" fails closed where bubblewrap cannot create its namespaces. Registration
+    refuses with what is missing and what to do; the executor, asked anyway, runs nothing."""
+    if not CAPS.bwrap_version:
+        pytest.skip("bubblewrap is not installed")
+    out = _wrapped("fails_closed", "isolated", no_sys_admin=True)
+    refused = str(out.get("refused", ""))
+    assert "CAP_SYS_ADMIN" in refused and "sandbox='process'" in refused, out
+    assert "Nothing runs unsandboxed" in refused
+    assert (out["status"], out["ran"]) == ("sandbox_unavailable", False), out
+    assert "CAP_SYS_ADMIN" in str(out["content"])
+    control = _wrapped("fails_closed", "process", no_sys_admin=True)  # the advice holds: it runs there
+    assert control.get("registered") and (control["status"], control["content"]) == ("ok", "1"), control
 
 
 def test_500_parallel_calls_at_ulimit_1024_all_get_an_outcome() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import inspect
 import math
 import os
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 from .. import _json
 from ._landlock import READ, Ruleset, denial_hint
 from ._privs import confine_privileges, early_privileges
-from ._protocol import EXIT_CONFINE_FAILED, RESULT_FD
+from ._protocol import DONE, EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
 
@@ -48,20 +49,28 @@ def run_child(
     call: dict[str, Any],
     fds: tuple[int, int, int],
     scratch: str,
-    fn: Callable[..., Any],
-    binder: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    tool: tuple[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]] | None],
     cfg: dict[str, Any],
     *,
-    early_done: bool = False,
-    ruleset: Ruleset | None = None,
+    done: socket.socket,
+    early: tuple[Ruleset | None] | None = None,
 ) -> NoReturn:
+    """`tool`: the function and its argument binder. `done`: the socket on which the child tells
+    the zygote that its result is written; the zygote then kills everything of the call and sends
+    the outcome without waiting for this process to finish exiting (tearing down its namespaces
+    and memory takes milliseconds). `early`: `early_setup`'s ruleset, when a spare ran it."""
+    fn, binder = tool
     code = EXIT_CONFINE_FAILED
     try:
-        if not early_done:
-            ruleset = early_setup(cfg)
-        args = _confine(call, fds, scratch, cfg, ruleset)
+        ruleset = early[0] if early is not None else early_setup(cfg)
+        # Above the fds the memfds are moved onto (0-3), so that none of them replaces it.
+        done_fd = fcntl.fcntl(done.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+        done.detach()  # its old number is closed with the zygote's other fds, not by the object
+        args = _confine(call, fds, scratch, cfg, (ruleset, done_fd))
         code = 0
         _run(fn, binder, args, call["limits"], allowed=None if ruleset is None else ruleset.allowed)
+        with contextlib.suppress(OSError):  # the zygote is gone: the exit tells it anyway
+            os.write(done_fd, DONE)
     except BaseException:
         try:
             traceback.print_exc()
@@ -81,11 +90,11 @@ def spare_main(sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any]) 
         if not data or len(fds) != 3:
             os._exit(0)  # the zygote discarded us
         msg = _json.loads(data)
-        fn, binder = tools[msg["call"]["ref"]]
+        tool = tools[msg["call"]["ref"]]
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
     fds3 = (fds[0], fds[1], fds[2])
-    run_child(msg["call"], fds3, msg["scratch"], fn, binder, cfg, early_done=True, ruleset=ruleset)
+    run_child(msg["call"], fds3, msg["scratch"], tool, cfg, done=sock, early=(ruleset,))
 
 
 def early_setup(cfg: dict[str, Any]) -> Ruleset | None:
@@ -128,17 +137,12 @@ def _confine(
     fds: tuple[int, int, int],
     scratch: str,
     cfg: dict[str, Any],
-    ruleset: Ruleset | None,
+    kept: tuple[Ruleset | None, int],
 ) -> Any:
-    res_fd, out_fd, err_fd = fds
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    if res_fd != RESULT_FD:
-        os.dup2(res_fd, RESULT_FD)
-    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    keep = ruleset.fd if ruleset is not None else top
-    os.closerange(RESULT_FD + 1, keep)
-    os.closerange(keep + 1, top)
+    """Everything call-dependent, in order: fds, scratch, privileges, Landlock, then the
+    arguments and the rlimits. Returns the arguments."""
+    ruleset, done_fd = kept
+    _take_fds(fds, {done_fd, ruleset.fd if ruleset is not None else done_fd})
     os.chdir(scratch)
     os.environ.update({"HOME": scratch, "TMPDIR": scratch, "PWD": scratch})
     if "tempfile" in sys.modules:
@@ -156,7 +160,27 @@ def _confine(
     raw = os.pread(RESULT_FD, size, 0) if size else b"{}"
     os.ftruncate(RESULT_FD, 0)
     args = _json.loads(raw)
+    _set_limits(call, cfg)
+    return args
 
+
+def _take_fds(fds: tuple[int, int, int], keep: set[int]) -> None:
+    """The memfds become stdout, stderr and RESULT_FD; every other fd the zygote held is closed,
+    except `keep` (the done socket, the Landlock ruleset)."""
+    res_fd, out_fd, err_fd = fds
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    if res_fd != RESULT_FD:
+        os.dup2(res_fd, RESULT_FD)
+    top = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    low = RESULT_FD + 1
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, top)
+
+
+def _set_limits(call: dict[str, Any], cfg: dict[str, Any]) -> None:
     limits = call["limits"]
     _setlimit(resource.RLIMIT_CORE, 0)
     if limits.get("open_files"):
@@ -173,7 +197,6 @@ def _confine(
         with open("/proc/self/statm", "rb") as f:
             mapped = int(f.read().split()[0]) * _PAGE
         _setlimit(resource.RLIMIT_AS, mapped + int(limits["memory_mb"]) * _MIB)
-    return args
 
 
 def _write(data: bytes) -> None:

@@ -119,8 +119,8 @@ def _bwrap() -> tuple[str, bool, str]:
 
 
 def probe() -> Capabilities:
-    from ._host import _interpreter_dirs
     from ._privs import others_can_read
+    from ._server import interpreter_dirs
 
     version, works, detail = _bwrap()
     return Capabilities(
@@ -133,7 +133,7 @@ def probe() -> Capabilities:
         bwrap_version=version,
         bwrap_works=works,
         bwrap_detail=detail,
-        interpreter_readable=others_can_read(_interpreter_dirs()),
+        interpreter_readable=others_can_read(interpreter_dirs()),
     )
 
 
@@ -168,43 +168,26 @@ def _landlock_process(process: dict[str, str], c: Capabilities) -> None:
 
 def cells(c: Capabilities) -> dict[str, dict[str, str]]:
     """The threat table's "process" and "isolated" rows as they hold on this machine."""
-    pidns = c.root and c.cap_sys_admin
-    seccomp = " (no seccomp here)" if c.seccomp else ""
-    nproc = "limited to 512 processes per call (RLIMIT_NPROC on the call's own uid)"
-    process: dict[str, str] = {}
-    if c.root:
-        process["host memory/env"] = "prevented (per-call uid, non-dumpable host, seccomp)" + seccomp
-        process["host files"] = (
-            "not prevented (world-readable files"
-            + (
-                ""
-                if c.interpreter_readable
-                else "; all files: the interpreter is unreadable by other uids, so calls keep CAP_DAC_READ_SEARCH"
-            )
-            + ")"
+    process = _process_cells(c)
+    if c.landlock_abi:
+        _landlock_process(process, c)
+    iso = _isolated_cells(c)
+    if c.landlock_abi:
+        iso["host files"] = iso["host files"].replace(
+            "limited to read-only binds", "limited to read-only binds + Landlock"
         )
-        process["write outside scratch"] = "limited to world-writable dirs (/tmp, /dev/shm)"
-        process["signal the host"] = "prevented (per-call uid" + (", own PID namespace)" if pidns else ")")
-        process["outlive the call"] = (
-            "prevented (" + ("own PID namespace" if pidns else "subreaper + kill by the call's uid") + ")"
-        )
-        process["pids"] = nproc
-        process["sibling call"] = (
-            "prevented (per-call uid, own scratch tmpfs)"
-            if c.cap_sys_admin
-            else (
-                "prevented (per-call uid, 0700 scratch)"
-                if c.interpreter_readable
-                else "not prevented (CAP_DAC_READ_SEARCH kept)"
-            )
-        )
-    else:
-        process["host memory/env"] = "prevented (non-dumpable host, seccomp denies ptrace)" + seccomp
-        process["host files"] = process["write outside scratch"] = "not prevented (the host's uid)"
-        process["signal the host"] = process["outlive the call"] = process["sibling call"] = (
-            "not prevented (same uid)"
-        )
-        process["pids"] = "limited to 512 more processes of the host's uid"
+    if c.cgroup_v2 == "delegated":
+        note = " (cgroup v2 is delegated here but not used yet)"
+        process["memory"] += note
+        iso["memory"] = iso.get("memory", "") + note
+    return {"process": process, "isolated": iso}
+
+
+_NPROC = "limited to 512 processes per call (RLIMIT_NPROC on the call's own uid)"
+
+
+def _process_cells(c: Capabilities) -> dict[str, str]:
+    process = _process_root_cells(c) if c.root else _process_user_cells(c)
     process["network"] = "not prevented"
     process["memory"] = (
         "limited to memory_mb per process (RLIMIT_AS), memfds to open_files x file_size_mb"
@@ -215,47 +198,80 @@ def cells(c: Capabilities) -> dict[str, dict[str, str]]:
         if c.root and c.cap_sys_admin
         else "limited to file_size_mb per file; the number of files is not"
     )
-    if c.landlock_abi:
-        _landlock_process(process, c)
-    iso: dict[str, str] = {}
-    if c.bwrap_works:
-        iso["host memory/env"] = "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp
-        iso["host files"] = (
+    return process
+
+
+def _process_root_cells(c: Capabilities) -> dict[str, str]:
+    """A root host: a uid per call (and a PID namespace per call with CAP_SYS_ADMIN)."""
+    pidns = c.cap_sys_admin
+    seccomp = " (no seccomp here)" if c.seccomp else ""
+    unreadable = "; all files: the interpreter is unreadable by other uids, so calls keep CAP_DAC_READ_SEARCH"
+    if c.cap_sys_admin:
+        sibling = "prevented (per-call uid, own scratch tmpfs)"
+    elif c.interpreter_readable:
+        sibling = "prevented (per-call uid, 0700 scratch)"
+    else:
+        sibling = "not prevented (CAP_DAC_READ_SEARCH kept)"
+    return {
+        "host memory/env": "prevented (per-call uid, non-dumpable host, seccomp)" + seccomp,
+        "host files": "not prevented (world-readable files"
+        + ("" if c.interpreter_readable else unreadable)
+        + ")",
+        "write outside scratch": "limited to world-writable dirs (/tmp, /dev/shm)",
+        "signal the host": "prevented (per-call uid" + (", own PID namespace)" if pidns else ")"),
+        "outlive the call": "prevented ("
+        + ("own PID namespace" if pidns else "subreaper + kill by the call's uid")
+        + ")",
+        "pids": _NPROC,
+        "sibling call": sibling,
+    }
+
+
+def _process_user_cells(c: Capabilities) -> dict[str, str]:
+    """A host that is not root: the children share its uid."""
+    seccomp = " (no seccomp here)" if c.seccomp else ""
+    same = "not prevented (same uid)"
+    return {
+        "host memory/env": "prevented (non-dumpable host, seccomp denies ptrace)" + seccomp,
+        "host files": "not prevented (the host's uid)",
+        "write outside scratch": "not prevented (the host's uid)",
+        "signal the host": same,
+        "outlive the call": same,
+        "sibling call": same,
+        "pids": "limited to 512 more processes of the host's uid",
+    }
+
+
+def _isolated_cells(c: Capabilities) -> dict[str, str]:
+    if not c.bwrap_works:
+        return {t: f"unavailable: {c.bwrap_detail}" for t in THREATS}
+    seccomp = " (no seccomp here)" if c.seccomp else ""
+    return {
+        "host memory/env": "prevented (own PID and mount namespaces, per-call uid, seccomp)" + seccomp,
+        "host files": (
             "limited to read-only binds (system dirs, interpreter, site-packages, the tool's package, ro_paths)"
-        )
-        iso["write outside scratch"] = "prevented (read-only root, /proc/sys read-only" + (
-            "; Landlock: only the call's scratch)" if c.landlock_abi else ")"
-        )
-        iso["network"] = "prevented (empty network namespace" + (
-            "; Landlock denies TCP bind/connect)" if c.landlock_abi >= 4 else ")"
-        )
-        iso["signal the host"] = "prevented (own PID namespace)"
-        iso["outlive the call"] = (
+        ),
+        "write outside scratch": "prevented (read-only root, /proc/sys read-only"
+        + ("; Landlock: only the call's scratch)" if c.landlock_abi else ")"),
+        "network": "prevented (empty network namespace"
+        + ("; Landlock denies TCP bind/connect)" if c.landlock_abi >= 4 else ")"),
+        "signal the host": "prevented (own PID namespace)",
+        "outlive the call": (
             "prevented (PID namespace per call)"
-            if pidns
+            if c.root and c.cap_sys_admin
             else "prevented (bubblewrap's PID namespace dies with the fork server; per call: process group)"
-        )
-        iso["memory"] = (
+        ),
+        "memory": (
             "limited to memory_mb per process (RLIMIT_AS) + scratch_mb of tmpfs + open_files x file_size_mb of memfds"
-        )
-        iso["pids"] = nproc if c.root else "limited to 512 processes"
-        iso["disk"] = "limited to scratch_mb (own tmpfs)" if c.root else "limited to 512 MB shared tmpfs"
-        iso["sibling call"] = (
+        ),
+        "pids": _NPROC if c.root else "limited to 512 processes",
+        "disk": "limited to scratch_mb (own tmpfs)" if c.root else "limited to 512 MB shared tmpfs",
+        "sibling call": (
             "prevented (per-call uid, own /scratch tmpfs)"
             if c.root
             else "not prevented (same uid in the sandbox)"
-        )
-    else:
-        iso = {t: f"unavailable: {c.bwrap_detail}" for t in THREATS}
-    if c.landlock_abi:
-        iso["host files"] = iso["host files"].replace(
-            "limited to read-only binds", "limited to read-only binds + Landlock"
-        )
-    if c.cgroup_v2 == "delegated":
-        note = " (cgroup v2 is delegated here but not used yet)"
-        process["memory"] += note
-        iso["memory"] = iso.get("memory", "") + note
-    return {"process": process, "isolated": iso}
+        ),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

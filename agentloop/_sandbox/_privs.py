@@ -25,8 +25,9 @@ __all__ = [
     "set_no_new_privs",
     "set_dumpable",
     "set_subreaper",
-    "kill_uid",
-    "uid_has_processes",
+    "private_mounts",
+    "has_cap",
+    "CAP_SYS_ADMIN",
     "DENIED_SYSCALLS",
 ]
 
@@ -118,10 +119,11 @@ class _SockFprog(ctypes.Structure):
 
 def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS, *, allow_scratch_mount: bool = False) -> bytes:
     """The filter as a classic-BPF program, compiled by libseccomp (once, in the fork server).
-    `allow_scratch_mount`: mount() and unshare(CLONE_NEWNS) stay allowed, for the call's own
-    scratch tmpfs (mounted while still root; the uid switch then takes CAP_SYS_ADMIN away)."""
+    `allow_scratch_mount`: mount() stays allowed, for the call's own scratch tmpfs (mounted while
+    still root; the uid switch then takes CAP_SYS_ADMIN away). The child's mount namespace is made
+    before the filter is loaded (`private_mounts`), so unshare() is denied whatever the flags."""
     if allow_scratch_mount:
-        denied = [d for d in denied if d not in ("mount", "unshare")]
+        denied = [d for d in denied if d != "mount"]
     name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
         lib = ctypes.CDLL(name, use_errno=True)
@@ -150,14 +152,11 @@ def compile_seccomp(denied: Sequence[str] = DENIED_SYSCALLS, *, allow_scratch_mo
             nr = lib.seccomp_syscall_resolve_name(syscall.encode())
             if nr >= 0 and lib.seccomp_rule_add_array(ctx, eperm, nr, 0, None) != 0:
                 raise SeccompUnavailable(f"seccomp rule for {syscall} rejected")
-        for name in ("clone", "unshare") if allow_scratch_mount else ("clone",):
-            nr = lib.seccomp_syscall_resolve_name(name.encode())
-            for flag in _CLONE_NS_FLAGS:
-                if name == "unshare" and flag == _CLONE_NEWNS:
-                    continue
-                cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
-                if lib.seccomp_rule_add_array(ctx, eperm, nr, 1, ctypes.byref(cmp)) != 0:
-                    raise SeccompUnavailable(f"seccomp rule for {name} flags rejected")
+        nr = lib.seccomp_syscall_resolve_name(b"clone")
+        for flag in _CLONE_NS_FLAGS:
+            cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
+            if lib.seccomp_rule_add_array(ctx, eperm, nr, 1, ctypes.byref(cmp)) != 0:
+                raise SeccompUnavailable("seccomp rule for clone flags rejected")
         # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.
         clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
@@ -212,6 +211,18 @@ _LAST_CAP = _last_cap()
 
 
 CAP_DAC_READ_SEARCH = 2
+CAP_SYS_ADMIN = 21
+
+
+def has_cap(cap: int) -> bool:
+    """Whether this process has `cap` in its effective set."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
 _PR_SET_KEEPCAPS = 8
 
 
@@ -249,7 +260,10 @@ def drop_bounding_set(keep: int | None) -> None:
 
 def early_privileges(cfg: dict[str, object]) -> None:
     """The call-independent steps, done by a spare child before it has a call (off the critical
-    path: loading the filter alone costs ~0.5 ms): bounding set, no_new_privs, seccomp."""
+    path: loading the filter alone costs ~0.5 ms): mount namespace, bounding set, no_new_privs,
+    seccomp (which then denies unshare)."""
+    if cfg.get("own_scratch"):
+        private_mounts()
     if cfg.get("uids"):
         drop_bounding_set(CAP_DAC_READ_SEARCH if cfg.get("keep_read") else None)
     set_no_new_privs()
@@ -276,55 +290,25 @@ def drop_root(uid: int, keep: int | None = None) -> None:
         raise OSError(errno.EPERM, "could not drop privileges")
 
 
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid`: the fork server, as root, borrows the uid for one kill(-1),
-    so the kernel lets it signal that uid's processes only. (kill(-1) reports success even when
-    it signalled nothing, so whether any is left is asked of /proc: `uid_has_processes`.)"""
-    if uid <= 0 or os.geteuid() != 0:
-        return
-    os.setresuid(uid, uid, 0)  # the saved uid 0 lets us come back
-    try:
-        if os.getresuid() == (uid, uid, 0):  # never kill(-1) as anyone else
-            os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.setresuid(0, 0, 0)
-
-
-def uid_has_processes(uid: int) -> bool:
-    """Whether any process (zombies included) runs as `uid`. /proc/<pid> of a process that changed
-    uid is owned by root (it is not dumpable), so the Uid line of its status is read instead."""
-    want = str(uid)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if want in line.split()[1:]:
-                            return True
-                        break
-        except OSError:
-            pass
-    return False
-
-
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
-def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
-    """A tmpfs of this call's own at `target`, in a mount namespace of its own: no sibling sees
-    it, its size is the call's alone, and it disappears with the call's last process."""
+def private_mounts() -> None:
+    """A mount namespace of this child's own, private (nothing mounted here propagates back to
+    the fork server's view). Call-independent, so a spare child makes it before it has a call:
+    copying the mount table is most of the cost of a scratch mount."""
     if _libc.unshare(_CLONE_NEWNS) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
-    # Private first, so that nothing mounted here propagates back to the fork server's view.
     if _libc.mount(b"none", b"/", None, _MS_PRIVATE | _MS_REC, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot make the call's mounts private: {os.strerror(err)}")
+
+
+def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
+    """A tmpfs of this call's own at `target`, in the child's own mount namespace: no sibling sees
+    it, its size is the call's alone, and it disappears with the call's last process."""
     opts = f"mode=0700,uid={uid},gid={uid}" + (f",size={int(size_mb)}m" if size_mb else "")
     if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode()) != 0:
         err = ctypes.get_errno()
@@ -353,7 +337,7 @@ def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, obj
     (`early_privileges` already loaded the filter: it lets a process with CAP_SYS_ADMIN mount
     and unshare a mount namespace, which nothing can do once root is gone)."""
     uid = int(call.get("uid") or 0)  # type: ignore[call-overload]
-    if call.get("own_scratch"):
+    if cfg.get("own_scratch"):
         limits = call["limits"]
         _mount_scratch(scratch, uid, limits.get("scratch_mb") if isinstance(limits, dict) else None)
     elif uid:

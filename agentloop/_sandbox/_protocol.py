@@ -8,6 +8,9 @@ Zygote -> host, over the call's own SOCK_SEQPACKET status socket:
   b"P" + pid   the child started (its timeout starts now)
   b"S" + JSON  the child was reaped (exit code / signal / CPU seconds / why it was killed)
 Child -> host, through the result memfd: one JSON header line, then the raw result text.
+Child -> zygote, over its own socket: b"D" once the result is written. The zygote then kills
+  every process of the call (by its uid, or its process group) and sends b"S" at once; reaping
+  the child (and tearing down its namespaces) comes after, off the call's critical path.
 
 Nothing a child writes is ever unpickled; the host reads at most the output cap of every memfd.
 """
@@ -21,6 +24,7 @@ __all__ = [
     "EXIT_CONFINE_FAILED",
     "NOBODY",
     "SCRATCH_IN_SANDBOX",
+    "DONE",
     "FRAME_STARTED",
     "FRAME_STATUS",
     "PID",
@@ -33,6 +37,7 @@ EXIT_CONFINE_FAILED = 71  # the child could not confine itself and did not run t
 NOBODY = 65534  # uid/gid of isolated children when the host runs as root
 SCRATCH_IN_SANDBOX = "/scratch"  # tmpfs inside bubblewrap that holds the per-call scratch dirs
 
+DONE = b"D"
 FRAME_STARTED = b"P"
 FRAME_STATUS = b"S"
 PID = struct.Struct("!i")

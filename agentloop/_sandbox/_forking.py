@@ -1,0 +1,154 @@
+"""What the fork server forks: a call's child (from a spare forked ahead of time, else a fresh
+fork), in a PID namespace of its own where it can; and how it finds a tool by its reference."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import inspect
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _json
+from ._child import run_child, spare_main
+
+__all__ = ["Call", "Spare", "Forker", "resolve", "Tool"]
+
+_CLONE_NEWPID = 0x20000000
+_libc = ctypes.CDLL(None, use_errno=True)
+Tool = tuple[Callable[..., Any], Any]  # the function, and its argument binder
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """`module:qualname` -> the callable. An object that wraps the function (e.g. a registry's
+    tool object that is not itself a function) is unwrapped through `__wrapped__`."""
+    module_name, _, qualname = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    while not callable(obj) or (not _is_function(obj) and hasattr(obj, "__wrapped__")):
+        obj = obj.__wrapped__
+    return obj  # type: ignore[no-any-return]
+
+
+def _is_function(obj: Any) -> bool:
+    return inspect.isfunction(obj) or inspect.isbuiltin(obj) or inspect.ismethod(obj)
+
+
+def load_tool(ref: str) -> Tool:
+    """The function and the same argument binder the host registered (Enum members, dataclasses)."""
+    from .._schema import function_schema
+
+    fn = resolve(ref)
+    return fn, function_schema(fn).bind
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One call, from its message to its reaping."""
+
+    id: int
+    msg: dict[str, Any]
+    status: socket.socket  # to the host
+    fds: tuple[int, int, int]  # result, stdout, stderr memfds
+    pid: int = 0
+    scratch: str = ""
+    killed: str | None = None
+    uid: int = 0
+    done: socket.socket | None = None  # from the child: b"D" once its result is written
+    finished: bool = False  # its outcome was sent (its processes may still be being reaped)
+
+
+@dataclass(slots=True)
+class Spare:
+    pid: int
+    sock: socket.socket  # hands it a call; then carries its b"D"
+    known: frozenset[str]  # the tools it inherited, resolved
+
+
+class Forker:
+    """Forks children of the fork server, each PID 1 of a fresh PID namespace when `pidns` (an
+    fd of our own namespace, to come back to) is given: when that child dies, the kernel kills
+    everything left in the namespace, even processes that escaped the group with setsid."""
+
+    def __init__(self, cfg: dict[str, Any], pidns: int | None) -> None:
+        self.cfg = cfg
+        self.pidns = pidns
+
+    def fork(self) -> int:
+        """os.fork(), in a fresh PID namespace when we can; -1 if the fork failed."""
+        if self.pidns is not None:
+            _libc.unshare(_CLONE_NEWPID)  # the next fork() is PID 1 of a fresh namespace
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid != 0 and self.pidns is not None:
+            _libc.setns(self.pidns, _CLONE_NEWPID)
+        return pid
+
+    def spare(self, tools: dict[str, Tool]) -> Spare | None:
+        """A child forked ahead of time, confining itself while it waits for a call."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self.fork()
+        if pid == 0:
+            mine.close()
+            spare_main(theirs, tools, self.cfg)
+        theirs.close()
+        if pid < 0:
+            mine.close()
+            return None
+        return Spare(pid, mine, frozenset(tools))
+
+    def hand_to(self, spare: Spare, call: Call) -> bool:
+        """Give the call to the spare; False if it does not know the tool (it is then dropped:
+        it sees EOF and exits)."""
+        try:
+            if call.msg["ref"] in spare.known:
+                frame = _json.dumps({"call": call.msg, "scratch": call.scratch or self.cfg["scratch"]})
+                socket.send_fds(spare.sock, [frame], list(call.fds))
+                return True
+        except OSError:
+            pass
+        spare.sock.close()
+        return False
+
+    def fresh(self, call: Call, tool: Tool, scratch: str) -> tuple[int, socket.socket | None]:
+        """A child forked now for the call: its pid (-1 if the fork failed) and its done socket."""
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return -1, None
+        pid = self.fork()
+        if pid == 0:
+            mine.close()
+            run_child(call.msg, call.fds, scratch, tool, self.cfg, done=theirs)
+        theirs.close()
+        if pid < 0:
+            mine.close()
+            return -1, None
+        return pid, mine
+
+
+def probe_pidns() -> int | None:
+    """A PID namespace per call needs CAP_SYS_ADMIN: an fd of our own namespace if we can."""
+    try:
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if _libc.unshare(_CLONE_NEWPID) != 0:
+        os.close(fd)
+        return None
+    if _libc.setns(fd, _CLONE_NEWPID) != 0:  # back to our own namespace for children
+        raise OSError(ctypes.get_errno(), "setns failed after the PID-namespace probe")
+    return fd
+
+
+def close_quietly(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

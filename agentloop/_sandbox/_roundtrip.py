@@ -1,0 +1,184 @@
+"""One call on a running fork server, from the host's side: its fds, the call message, the wait
+for the zygote's frames (with the timeout armed once the child runs), the kill, the outcome.
+
+No background task and no loop-bound object: every call owns a socketpair and three memfds and
+awaits its own socket, so one sandbox serves any number of event loops, on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .. import _json
+from ._classify import Memfds, classify, unavailable
+from ._outcome import DEFAULT_TIMEOUT, Limits, SandboxOutcome
+from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
+from ._server import Server
+
+__all__ = ["call_on", "wait_readable"]
+
+# anyio >= 4.7 (see pyproject) waits on a raw fd (the pidfd) as well as on a socket.
+wait_readable = anyio.wait_readable
+KILL_GRACE = 5.0  # seconds the zygote gets to confirm a kill before it is killed itself
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS}
+_SETUP_PATIENCE = 60.0  # seconds a call waits for fds that other calls of this sandbox hold
+
+
+async def call_on(
+    server: Server,
+    ref: str,
+    arguments: dict[str, Any],
+    limits: Limits,
+    on_started: Callable[[int], None] | None,
+    *,
+    others_running: Callable[[], bool],
+) -> SandboxOutcome:
+    """Run one call on `server`; every failure is an outcome. `others_running()` says whether
+    other calls of the sandbox hold fds that they will free (then a call out of fds waits)."""
+    made = await _call_fds(others_running)
+    if isinstance(made, SandboxOutcome):
+        return made
+    mine, theirs, fds = made
+    try:
+        call_id = next(server.ids)
+        try:
+            _send_call(server, call_id, ref, arguments, limits, theirs, fds)
+        except OSError as exc:
+            server.broken = True
+            return unavailable(f"the fork server does not accept calls: {exc}")
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        timeout = limits.timeout or DEFAULT_TIMEOUT
+        status, host_killed = await _wait(server, call_id, mine, timeout, on_started)
+        if status is None:
+            if not host_killed and server.popen.poll() is None:
+                # The fork server lives but dropped this call (it ran out of fds receiving it).
+                return unavailable("the fork server could not take this call (out of file descriptors?)")
+            server.broken = True
+            if not host_killed:
+                return unavailable(server.why_dead())
+            status = {}  # we killed the zygote itself to stop this call
+        if host_killed:
+            status["killed"] = host_killed
+        return classify(status, limits, fds)
+    finally:
+        mine.close()
+        fds.close()
+
+
+async def _call_fds(
+    others_running: Callable[[], bool],
+) -> tuple[socket.socket, socket.socket, Memfds] | SandboxOutcome:
+    """The call's fds; out of fds / memory here, wait while other calls can free some, else fail."""
+    delay, waited = 0.001, 0.0
+    while True:
+        try:
+            return _new_fds()
+        except OSError as exc:
+            if exc.errno not in _TRANSIENT or not others_running() or waited > _SETUP_PATIENCE:
+                return unavailable(
+                    f"the host cannot start another call ({exc.strerror or exc}); "
+                    "lower the number of parallel calls or raise `ulimit -n`"
+                )
+        await anyio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.05)
+
+
+def _new_fds() -> tuple[socket.socket, socket.socket, Memfds]:
+    """A call's status socketpair and its result/stdout/stderr memfds; nothing leaks on failure."""
+    fds: list[int] = []
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        for n in ("result", "stdout", "stderr"):
+            fds.append(os.memfd_create(f"agentloop-{n}", os.MFD_CLOEXEC))
+    except OSError:
+        mine.close()
+        theirs.close()
+        for fd in fds:
+            os.close(fd)
+        raise
+    return mine, theirs, Memfds(fds[0], fds[1], fds[2])
+
+
+def _send_call(
+    server: Server,
+    call_id: int,
+    ref: str,
+    arguments: dict[str, Any],
+    limits: Limits,
+    status_sock: socket.socket,
+    fds: Memfds,
+) -> None:
+    """The arguments go into the result memfd (the child reads, then empties it); the message
+    carries the status socket and the three memfds."""
+    data = _json.dumps(arguments)
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fds.result, data[written:], written)
+    msg = {"op": "call", "id": call_id, "ref": ref, "limits": limits.to_wire()}
+    server.send(msg, [status_sock.fileno(), fds.result, fds.stdout, fds.stderr])
+
+
+async def _wait(
+    server: Server,
+    call_id: int,
+    sock: socket.socket,
+    # The deadline starts when the zygote reports the call started (not while it is queued),
+    # so the caller cannot express it as a cancel scope: it becomes a move_on_after here.
+    timeout: float,  # noqa: ASYNC109 - see above
+    on_started: Callable[[int], None] | None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        frame = await _recv(sock)  # queued until a slot is free: no timeout while queued
+        if frame[:1] == FRAME_STARTED:
+            if on_started is not None:
+                on_started(PID.unpack(frame[1:])[0])
+            with anyio.move_on_after(timeout):
+                frame = await _recv(sock)
+                return _status(frame), None
+            return await _kill(server, call_id, sock, "timeout"), "timeout"
+        return _status(frame), None
+    except BaseException:
+        # Cancelled (or anything else): the child must be dead before we let go.
+        with anyio.CancelScope(shield=True):
+            await _kill(server, call_id, sock, "cancelled")
+        raise
+
+
+async def _kill(server: Server, call_id: int, sock: socket.socket, reason: str) -> dict[str, Any] | None:
+    try:
+        server.send({"op": "kill", "id": call_id, "reason": reason})
+    except OSError:
+        server.kill()
+        return None
+    with anyio.move_on_after(KILL_GRACE):
+        while True:
+            frame = await _recv(sock)
+            if frame[:1] != FRAME_STARTED:
+                return _status(frame)
+    server.kill()  # the zygote does not answer: kill it, and its children with it
+    return None
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    while True:
+        try:
+            return sock.recv(1 << 16)
+        except BlockingIOError:
+            await wait_readable(sock)
+
+
+def _status(frame: bytes) -> dict[str, Any] | None:
+    """The zygote's status frame; None when the socket closed without one (zygote gone)."""
+    if frame[:1] != FRAME_STATUS:
+        return None
+    status = _json.loads(frame[1:])
+    return status if isinstance(status, dict) else None
