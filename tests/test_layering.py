@@ -140,14 +140,11 @@ INTEGRATIONS = ("agentloop.temporal", "agentloop.mcp", "agentloop.otel", "agentl
 # module -> private core modules it may still import, each with the reason. TODO(#16): each entry is
 # a seam still to be named publicly; remove the entry when it is.
 ALLOWED: dict[str, dict[str, str]] = {
-    # TODO: the Temporal integration runs the worker's Dispatcher, reads approval data forms and the
-    # CLI's tool loading, and mints run ids; each needs a public seam (a public dispatcher, ...).
-    "agentloop.temporal._activities": dict.fromkeys(
-        ["_tools.dispatch", "_events", "_ids"], "TODO: Temporal seams"
-    ),
-    "agentloop.temporal._spec": {"_tools.dispatch": "TODO: a public default_error_formatter"},
+    # TODO: the Temporal worker repairs tool-call ids (randomness stays out of the workflow) and loads
+    # tools as the CLI does; each needs a public name.
+    "agentloop.temporal._activities": {"_ids": "TODO: a public tool-call id repair"},
     "agentloop.temporal._worker": dict.fromkeys(
-        ["_cli_common", "_tools.dispatch", "_imports"], "TODO: Temporal seams"
+        ["_cli_common", "_imports"], "TODO: a public tool loader / module:attribute resolver"
     ),
 }
 

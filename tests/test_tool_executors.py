@@ -372,6 +372,23 @@ async def test_run_tool_call_runs_one_call_as_a_run_would() -> None:
     assert bad.status == "invalid_arguments"
 
 
+async def test_run_tool_call_hands_a_context_tool_its_deps_and_the_calls_own_facts() -> None:
+    # The Temporal worker's tool activity: JSON deps from the workflow, the model's call id and step.
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def whoami(ctx: RunContext[dict[str, str]], greeting: str) -> str:
+        return f"{greeting} {ctx.deps['user']} {ctx.run_id} {ctx.step} {ctx.tool_call_id} {ctx.tool_name}"
+
+    record = await run_tool_call(
+        tools, "whoami", {"greeting": "hi"}, run_id="r1", step=3, call_id="c7", deps={"user": "ann"}
+    )
+    assert (record.status, record.content) == ("ok", "hi ann r1 3 c7 whoami")
+    without = await run_tool_call(tools, "whoami", {"greeting": "hi"})
+    assert without.status == "raised" and "TypeError" in without.content  # deps None: the tool's own error
+
+
 def test_default_error_formatter_is_what_the_model_reads_by_default() -> None:
     assert default_error_formatter("t", ValueError("x")) == "Tool 't' raised ValueError: x"
     stand_in = SandboxedToolError("KeyError", "'k'", "tb")

@@ -264,12 +264,14 @@ async def run_tool_call(
     step: int = 0,
     call_id: str = "call",
     format_tool_error: ErrorFormatter | None = None,
+    deps: Any = None,
 ) -> ToolCallRecord:
     """Run one tool call outside an `Agent` run, exactly as a run would (the Temporal worker's seam).
 
     `arguments` as the model sent them (a JSON string) or already parsed. Every outcome is in the
     returned record (`status`, `content`, `error`, `traceback`); only cancellation propagates.
-    Failures are logged as in a run, bound to `run_id`.
+    Failures are logged as in a run, bound to `run_id`. A tool that takes a `RunContext` gets
+    `deps`, `run_id`, `step`, `call_id` and its name in it.
     """
     dispatcher = Dispatcher(
         tools,
@@ -278,6 +280,7 @@ async def run_tool_call(
         log=run_logger(run_id=run_id),
         max_concurrent=None,
         format_error=format_tool_error or default_error_formatter,
+        context=lambda r: RunContext(deps, run_id, "", r.step, tool_call_id=r.id, tool_name=r.name),
     )
     raw: Any = arguments if arguments is not None else ""
     if not isinstance(raw, str):  # the record keeps the text a model would have sent

@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -25,15 +25,15 @@ from agentloop import (
     BadRequestError,
     ConfigurationError,
     ConversationError,
+    ErrorFormatter,
     Model,
     ModelRequest,
-    RunContext,
     ToolRegistry,
+    default_error_formatter,
+    run_tool_call,
 )
 
-from .._events import run_logger
 from .._ids import IdRegistry
-from .._tools.dispatch import Dispatcher, ErrorFormatter, default_error_formatter
 from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
 from ._store import REFERENCE_MISSING, ROOT, ConversationStore, tools_digest
 
@@ -195,24 +195,18 @@ class AgentActivities:
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool_call(self, data: dict[str, Any]) -> dict[str, Any]:
         self.tool_executions += 1
-        run_id = data.get("run_id") or ""
-        dispatcher = Dispatcher(
+        call = partial(
+            run_tool_call,
             self.tools,
-            run_id=run_id,
-            emit=None,
-            log=run_logger(run_id=run_id),
-            max_concurrent=None,
-            format_error=self.format_tool_error,
-            context=lambda r: RunContext(
-                data.get("deps"), run_id, "", r.step, tool_call_id=r.id, tool_name=r.name
-            ),
+            data["name"],
+            data.get("arguments") or {},
+            run_id=data.get("run_id") or "",
+            step=int(data.get("step", 0)),
+            call_id=data.get("call_id") or "call",
+            format_tool_error=self.format_tool_error,
+            deps=data.get("deps"),  # JSON data, for tools that take a RunContext
         )
-        call = {
-            "id": data.get("call_id") or "call",
-            "type": "function",
-            "function": {"name": data["name"], "arguments": json.dumps(data.get("arguments") or {})},
-        }
-        record = (await _heartbeating(dispatcher.run, [call], int(data.get("step", 0))))[0]
+        record = await _heartbeating(call)
         return {
             "status": record.status,
             "content": record.content,

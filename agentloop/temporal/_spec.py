@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from agentloop import ConfigurationError, RunLimits
+from agentloop import ConfigurationError, RunLimits, default_error_formatter
 
 __all__ = [
     "WORKFLOW_NAME",
@@ -159,8 +159,6 @@ def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]])
 
 
 def _refuse_functions(agent: Any, is_root: bool) -> None:
-    from .._tools.dispatch import default_error_formatter
-
     who = _label(agent)
     if agent.require_approval is not None:
         raise ConfigurationError(

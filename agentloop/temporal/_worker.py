@@ -30,11 +30,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentloop import ConfigurationError, Model, ToolRegistry
+from agentloop import ConfigurationError, ErrorFormatter, Model, ToolRegistry
 
 from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from .._imports import resolve
-from .._tools.dispatch import ErrorFormatter
 from ._activities import AgentActivities
 from ._spec import ToolActivityOptions
 from ._store import ConversationStore
