@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentloop import APIResponseError
+from agentloop import Agent, APIResponseError, FluxClient, TextDelta
 from agentloop._http.bounded import SSEParser, sse_events  # internal unit under test
 from agentloop._retry import Failure  # internal unit under test
+from agentloop.testing import FakeFluxRouter, text
 
 NAMES = [b"data", b"data", b"data", b"event", b"id", b"retry", b"", b"x-router"]
 ENDINGS = [b"\n", b"\r\n", b"\r"]
@@ -150,6 +151,19 @@ def test_a_4_mib_event_is_one_event_whatever_the_cuts() -> None:
     assert broken and events == []
 
 
+@pytest.mark.parametrize("size", [10, 200 * 1024])  # a long line's value is read through a view
+def test_long_and_short_lines_read_alike(size: int) -> None:
+    v = b"\xc3\xa9\xff:" * size  # a colon inside the value, and bytes that are not UTF-8
+    body = b"event:" + v + b"\n" + b"data" + v + b"\n" + b"data:" + v + b"\ndata:  " + v + b"\n\n"
+    decoded = v.decode("utf-8", "replace")
+    want = [(decoded, "\n".join([decoded, " " + decoded]))]  # `data<v>` is a field named so: ignored
+    for cut_at in (1, 7, 4096, len(body)) if size == 10 else (4093, 65536, len(body)):
+        assert parse_pieces([body[i : i + cut_at] for i in range(0, len(body), cut_at)], 1 << 22) == (
+            want,
+            False,
+        )
+
+
 # --- the same through `sse_events`, the reader FluxClient uses, on both backends ------------------
 
 
@@ -211,3 +225,20 @@ async def test_the_body_budget_counts_every_byte_whatever_the_cuts(
         assert "InputBudget.max_response_bytes" in str(info.value.error)
     else:
         assert await read_events(cut(body, offsets), 1 << 20, limit) == [("message", '{"choices": []}')] * n
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_megabyte_events_stream_through_a_run(wire: str) -> None:
+    """Three 1 MB text events, end to end: each one delta, the answer whole."""
+    answer = "".join(chr(0x41 + i % 26) for i in range(3_000_000))
+    async with FakeFluxRouter([text(answer)]) as router:
+        base = router.anthropic_url if wire == "anthropic" else router.base_url
+        async with FluxClient(base_url=base, api_key="k") as client:
+            deltas: list[str] = []
+            async with Agent(client=client).stream("hi") as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        deltas.append(event.text)
+    assert "".join(deltas) == answer and len(deltas) == 3
+    assert events.result is not None and events.result.output == answer

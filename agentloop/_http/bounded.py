@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
-import anyio.to_thread
 import httpx
 
 from .._exceptions import APIResponseError
@@ -26,10 +25,9 @@ from .._retry import Failure
 
 __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big"]
 
-# A read whose events carry more data than this is fed to the assembler in a worker thread:
-# parsing one 4 MiB event (`max_sse_line_bytes`) takes ~10-30 ms, which would stall every
-# other run on the event loop. Smaller ones stay inline (a thread hop costs ~100 µs).
-THREAD_EVENT_BYTES = 256 * 1024
+# Past this size a line's value is decoded through a memoryview instead of being sliced out
+# first: one copy fewer of a multi-megabyte event (each costs ms of page faults, on the loop).
+_BIG_LINE = 64 * 1024
 
 
 def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failure:
@@ -150,7 +148,7 @@ class SSEParser:
         lines = chunk.split(b"\n")
         if tail:
             tail += lines[0]
-            lines[0] = bytes(tail)
+            lines[0] = cast(bytes, tail)  # a bytearray (no copy of a long line): `_field` takes both
         rest = lines.pop()  # after the last LF: the start of the next line
         max_line = self.max_line
         for line in lines:
@@ -167,21 +165,29 @@ class SSEParser:
             raise self._too_long("one line of the streamed response")
         self.tail = bytearray(rest)
 
-    def _field(self, line: bytes) -> None:
-        name, _, value = line.partition(b":")
+    def _field(self, line: bytes | bytearray) -> None:
+        name, _, value = line.partition(b":") if len(line) < _BIG_LINE else _split_big(line)
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self.data.append(value.decode("utf-8", "replace"))
+            self.data.append(str(value, "utf-8", "replace"))
             self.size += len(value) + 1
             if self.size > self.max_line:  # many short data lines make one long event
                 raise self._too_long("one server-sent event")
         elif name == b"event":
-            self.event = value.decode("utf-8", "replace")
+            self.event = str(value, "utf-8", "replace")
         # `name == b""` is a comment (a keep-alive); other fields do not matter here
 
     def _too_long(self, what: str) -> Failure:
         return too_big(what, "max_sse_line_bytes", self.max_line, self.request_id)
+
+
+def _split_big(line: bytes | bytearray) -> tuple[bytes | bytearray, bytes, memoryview]:
+    """`line.partition(b":")` with the value as a view into `line`, not a copy."""
+    colon = line.find(b":")
+    if colon < 0:
+        return line, b"", memoryview(b"")
+    return line[:colon], b":", memoryview(line)[colon + 1 :]
 
 
 class _Progress(Protocol):
@@ -199,12 +205,7 @@ async def pump(batches: Any, assembler: Any, emit: Emit, idle: float, progress: 
     with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
         async for batch in batches:
             seen = assembler.chunks, assembler.complete
-            if sum(len(data) for _, data in batch) > THREAD_EVENT_BYTES:
-                deltas, failure = await anyio.to_thread.run_sync(
-                    assembler.feed_all, batch, abandon_on_cancel=True
-                )
-            else:
-                deltas, failure = assembler.feed_all(batch)
+            deltas, failure = assembler.feed_all(batch)
             if deltas:
                 scope.deadline = math.inf
                 progress.emitted = True
