@@ -1,7 +1,7 @@
 """Worst event-loop stall while 100 runs proceed and one run is fed a hostile model answer.
 
     .venv/bin/python benchmarks/bench_stall.py [--runs 100] [--backend asyncio|trio] [--only NAME ...]
-                                               [--redos-chars 28] [--list]
+                                               [--redos-chars 28] [--streamed] [--list]
 
 A ticker task sleeps 1 ms in a loop and records how late it wakes up: the worst lateness is
 the longest time the event loop could not run anything (every other run on it stood still).
@@ -13,6 +13,10 @@ process, so that rendering a 10 MB answer is not charged to the loop measured; n
 and reports the worst stall during that run (and how the run ended). "baseline" is the same
 without a hostile run. Target: worst stall <= 50 ms for every answer.
 
+`--streamed`: the hostile run is `Agent.stream` (every event consumed) over a streaming client,
+and the answers include two streamed ones: one SSE event carrying ~4 MiB of text (just under
+`InputBudget.max_sse_line_bytes`) and the same text in 4,000 events of 1 KB.
+
 Figures on a shared, loaded machine are noisy (the baseline shows the noise floor); compare
 the rows with each other and with the baseline, not with another machine.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -30,7 +35,7 @@ import anyio
 import anyio.lowlevel
 
 from agentloop import Agent, AgentloopError, FluxClient, RetryPolicy, RunLimits, ToolRegistry
-from agentloop.testing import FakeFluxRouter, FunctionModel, Reply, call, text, tool_calls
+from agentloop.testing import FakeFluxRouter, FunctionModel, Reply, call, raw, text, tool_calls
 
 
 def tools() -> ToolRegistry:
@@ -80,6 +85,22 @@ def hostile_answers(redos_chars: int) -> dict[str, Callable[[], list[Reply]]]:
     }
 
 
+def sse_answer(pieces: list[str]) -> Reply:
+    """An OpenAI stream whose text comes in `pieces`, one SSE event each."""
+    chunks: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    return raw(200, body, content_type="text/event-stream")
+
+
+def streamed_answers() -> dict[str, Callable[[], list[Reply]]]:
+    big = 4 * 1024 * 1024 - 1024  # one event just under the default max_sse_line_bytes (4 MiB)
+    return {
+        "one 4 MiB SSE event (streamed)": lambda: [sse_answer(["x" * big])],
+        "4 MiB in 4096 SSE events (streamed)": lambda: [sse_answer(["x" * (big // 4096)] * 4096)],
+    }
+
+
 def _router_process(replies: multiprocessing.Queue, urls: multiprocessing.Queue) -> None:
     """The fake router in its own process: serves the replies the parent queues, in order."""
 
@@ -120,8 +141,17 @@ async def background(agent: Agent, stop: anyio.Event) -> None:
         await agent.run("go")
 
 
+async def play(agent: Agent, streamed: bool) -> Any:
+    if not streamed:
+        return await agent.run("go")
+    async with agent.stream("go") as events:
+        async for _event in events:
+            pass
+    return events.result
+
+
 async def scenario(
-    replies: list[Reply], runs: int, reg: ToolRegistry, router: Any, client: FluxClient
+    replies: list[Reply], runs: int, reg: ToolRegistry, router: Any, client: FluxClient, streamed: bool
 ) -> tuple[float, str, float]:
     gc.collect()
     ticker = Ticker()
@@ -141,7 +171,7 @@ async def scenario(
             hostile = Agent(client=client, tools=reg, limits=RunLimits(timeout=120))
             t0 = time.perf_counter()
             try:
-                result = await hostile.run("go")
+                result = await play(hostile, streamed)
                 outcome = ", ".join(sorted({r.status for r in result.tool_calls})) or "final"
             except AgentloopError as e:
                 outcome = f"{type(e).__name__}"
@@ -160,11 +190,14 @@ async def scenario(
 async def main(args: argparse.Namespace) -> None:
     reg = tools()
     answers = hostile_answers(args.redos_chars)
+    if args.streamed:
+        answers.update(streamed_answers())
     if args.list:
         print("\n".join(answers))
         return
     names = [n for n in answers if not args.only or any(o.lower() in n.lower() for o in args.only)]
-    print(f"backend={args.backend} runs={args.runs}; worst event-loop stall (target <= 50 ms)")
+    how = "streamed" if args.streamed else "not streamed"
+    print(f"backend={args.backend} runs={args.runs} {how}; worst event-loop stall (target <= 50 ms)")
     print(f"{'hostile answer':32} {'worst stall':>12} {'run took':>9}  outcome")
     # One router and one client for the whole benchmark, warmed up: a service creates its client
     # once, and the first request's imports and TLS setup are not what is measured here.
@@ -175,13 +208,18 @@ async def main(args: argparse.Namespace) -> None:
     try:
         url = await anyio.to_thread.run_sync(urls.get)
         async with FluxClient(
-            base_url=url, api_key="k", stream=False, retry=RetryPolicy(max_retries=0)
+            base_url=url,
+            api_key="k",
+            stream=args.streamed,
+            retry=RetryPolicy(max_retries=0),
         ) as client:
             for r in (tool_calls(call("step", {"n": 1})), text("warm")):
                 replies.put(r)
             await Agent(client=client, tools=reg).run("warm up")
             for name in names:
-                worst, outcome, elapsed = await scenario(answers[name](), args.runs, reg, replies, client)
+                worst, outcome, elapsed = await scenario(
+                    answers[name](), args.runs, reg, replies, client, args.streamed
+                )
                 print(f"{name:32} {worst * 1000:9.1f} ms {elapsed:8.2f}s  {outcome}", flush=True)
     finally:
         child.terminate()
@@ -195,6 +233,7 @@ if __name__ == "__main__":
     p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     p.add_argument("--only", nargs="*", help="run only the answers whose name contains one of these")
     p.add_argument("--redos-chars", type=int, default=28)
+    p.add_argument("--streamed", action="store_true", help="the hostile run streams (Agent.stream)")
     p.add_argument("--list", action="store_true", help="list the hostile answers and exit")
     a = p.parse_args()
     anyio.run(main, a, backend=a.backend)

@@ -12,17 +12,22 @@ it is what makes the line bound possible.
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import AsyncIterator
+from typing import Any, Protocol, cast
 
+import anyio
 import httpx
 
 from .._exceptions import APIResponseError
+from .._model import Emit
 from .._retry import Failure
 
-__all__ = ["read_body", "read_some", "sse_events", "too_big"]
+__all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big"]
 
-_NL = re.compile(rb"\r\n?|\n")
+# Past this size a line's value is decoded through a memoryview instead of being sliced out
+# first: one copy fewer of a multi-megabyte event (each costs ms of page faults, on the loop).
+_BIG_LINE = 64 * 1024
 
 
 def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failure:
@@ -66,51 +71,149 @@ async def read_some(response: httpx.Response, limit: int) -> bytes:
 
 async def sse_events(
     response: httpx.Response, max_line: int, max_body: int
-) -> AsyncIterator[tuple[str, str]]:
-    """`(event, data)` for each dispatched server-sent event; comments and empty events are skipped.
+) -> AsyncIterator[list[tuple[str, str]]]:
+    """For each piece of the body as it arrives, the `(event, data)` pairs it completed (never empty).
 
-    A line longer than `max_line` bytes, or a body past `max_body` bytes in all, ends the stream
-    with a non-retryable `Failure` (`APIResponseError`) naming the budget.
+    One list per network read, not one event at a time: the caller handles what one read brought
+    in one go (one idle-clock restart, one hand-over to the consumer). A line longer than
+    `max_line` bytes, or a body past `max_body` bytes in all, ends the stream with a
+    non-retryable `Failure` (`APIResponseError`) naming the budget.
     """
     request_id = response.headers.get("x-request-id")
-    buf = bytearray()
-    scan = 0  # buf[:scan] holds no line end (but maybe a final CR waiting for its LF)
+    parser = SSEParser(max_line, request_id)
     total = 0
-    event, size = "", 0
-    data: list[str] = []
     async for chunk in response.aiter_bytes():
         total += len(chunk)
         if total > max_body:
             raise too_big("the streamed response", "max_response_bytes", max_body, request_id)
-        buf += chunk
-        start = 0
-        for m in _NL.finditer(buf, max(scan - 1, 0)):
-            if m.end() == len(buf) and m.group() == b"\r":
-                break  # a CR at the very end: its LF may come in the next chunk
-            if m.start() - start > max_line:
-                raise too_big("one line of the streamed response", "max_sse_line_bytes", max_line, request_id)
-            line = buf[start : m.start()].decode("utf-8", "replace")
-            start = m.end()
-            if not line:
-                if data or event:
-                    yield event or "message", "\n".join(data)
-                event, data, size = "", [], 0
-                continue
-            name, _, value = line.partition(":")
-            if not name:
-                continue  # a comment (keep-alive)
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-                size += len(value) + 1
-                if size > max_line:  # many short data lines make one long event
-                    raise too_big("one server-sent event", "max_sse_line_bytes", max_line, request_id)
-        del buf[:start]
-        scan = len(buf)
-        if scan > max_line:
-            raise too_big("one line of the streamed response", "max_sse_line_bytes", max_line, request_id)
-    if buf == b"\r" and (data or event):  # the body ended on the CR of the blank line that dispatches
-        yield event or "message", "\n".join(data)
-    # Otherwise an event without its final blank line is not dispatched (SSE rules).
+        batch = parser.feed(chunk)
+        if batch:
+            yield batch
+            if parser.failure is not None:
+                raise parser.failure
+    # An event without its final blank line is not dispatched (SSE rules): nothing to flush.
+
+
+class SSEParser:
+    """The WHATWG event-stream rules a client needs (`event`, `data`, comments, blank-line dispatch,
+    CR / LF / CRLF line ends), on bytes: a chunk is cut into lines with `bytes.split`, and only
+    a field's value is decoded. Chunks may be cut anywhere (inside a CRLF, inside a UTF-8
+    character: neither CR nor LF occurs inside one). Other fields (`id`, `retry`) are ignored.
+    """
+
+    __slots__ = ("cr", "data", "event", "failure", "max_line", "request_id", "size", "tail")
+
+    def __init__(self, max_line: int, request_id: str | None = None) -> None:
+        self.max_line = max_line
+        self.request_id = request_id
+        self.tail = bytearray()  # the start of a line whose end has not arrived yet
+        self.cr = False  # the last chunk ended with a CR: an LF starting the next one belongs to it
+        self.event = ""
+        self.data: list[str] = []
+        self.size = 0  # bytes of the event's data lines so far
+        self.failure: Failure | None = None  # a bound broken after the events `feed` returned
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        """The events `chunk` completed, in order (usually none or a few).
+
+        A line or event over `max_line` raises the budget's `Failure`; when events before it in
+        the same chunk were complete, they are returned first and the failure is left in
+        `failure` for the caller to raise after handling them (as if they had come one by one).
+        """
+        out: list[tuple[str, str]] = []
+        try:
+            self._feed(chunk, out)
+        except Failure as failure:
+            if not out:
+                raise
+            self.failure = failure
+        return out
+
+    def _feed(self, chunk: bytes, out: list[tuple[str, str]]) -> None:
+        if not chunk:
+            return
+        if self.cr:
+            self.cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:  # every line end becomes one LF (a final CR: see `cr`)
+            self.cr = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        tail = self.tail
+        if b"\n" not in chunk:
+            tail += chunk
+            if len(tail) > self.max_line:
+                raise self._too_long("one line of the streamed response")
+            return
+        lines = chunk.split(b"\n")
+        if tail:
+            tail += lines[0]
+            lines[0] = cast(bytes, tail)  # a bytearray (no copy of a long line): `_field` takes both
+        rest = lines.pop()  # after the last LF: the start of the next line
+        max_line = self.max_line
+        for line in lines:
+            if len(line) > max_line:
+                raise self._too_long("one line of the streamed response")
+            if line:
+                self._field(line)
+            elif self.data or self.event:
+                out.append((self.event or "message", "\n".join(self.data)))
+                self.event, self.data, self.size = "", [], 0
+            else:
+                self.event = ""
+        if len(rest) > max_line:
+            raise self._too_long("one line of the streamed response")
+        self.tail = bytearray(rest)
+
+    def _field(self, line: bytes | bytearray) -> None:
+        name, _, value = line.partition(b":") if len(line) < _BIG_LINE else _split_big(line)
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self.data.append(str(value, "utf-8", "replace"))
+            self.size += len(value) + 1
+            if self.size > self.max_line:  # many short data lines make one long event
+                raise self._too_long("one server-sent event")
+        elif name == b"event":
+            self.event = str(value, "utf-8", "replace")
+        # `name == b""` is a comment (a keep-alive); other fields do not matter here
+
+    def _too_long(self, what: str) -> Failure:
+        return too_big(what, "max_sse_line_bytes", self.max_line, self.request_id)
+
+
+def _split_big(line: bytes | bytearray) -> tuple[bytes | bytearray, bytes, memoryview]:
+    """`line.partition(b":")` with the value as a view into `line`, not a copy."""
+    colon = line.find(b":")
+    if colon < 0:
+        return line, b"", memoryview(b"")
+    return line[:colon], b":", memoryview(line)[colon + 1 :]
+
+
+class _Progress(Protocol):
+    emitted: bool
+
+
+async def pump(batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress) -> bool:
+    """Feed each read's SSE events to the assembler and its deltas to `emit`. False: the stream went idle.
+
+    The idle clock restarts after a read that brought an event the assembler understood (so
+    keep-alive comments, `ping`s and a router's status events do not keep a dead stream open),
+    and stops while `emit` runs: a slow consumer is its own business, not the server's idleness.
+    It is moved once per read, not per event: each move reschedules a timer.
+    """
+    with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
+        async for batch in batches:
+            seen = assembler.chunks, assembler.complete
+            deltas, failure = assembler.feed_all(batch)
+            if deltas:
+                scope.deadline = math.inf
+                progress.emitted = True
+                for delta in deltas:
+                    await emit(delta)
+            if failure is not None:  # after the deltas before it, as if the events came one by one
+                raise failure
+            if deltas or (assembler.chunks, assembler.complete) != seen:
+                scope.deadline = anyio.current_time() + idle
+        return True
+    return False

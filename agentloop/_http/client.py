@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import os
 from typing import Any, Literal
 
@@ -43,7 +42,7 @@ from .._seams import Wire
 from .._types import ModelTurn
 from .._wire.anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from .._wire.openai import OpenAIWire
-from .bounded import read_body, read_some, sse_events
+from .bounded import pump, read_body, read_some, sse_events
 from .config import check_client_options
 from .secrets import CREDENTIAL_HEADERS, Redactor
 from .transport import TransportKind, make_transport, prepare
@@ -322,27 +321,8 @@ class FluxClient:
             raise failure from e
 
     async def _pump(self, events: Any, assembler: Any, emit: Emit, progress: _Progress) -> bool:
-        """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle.
-
-        The idle clock restarts at every event the assembler understood (so keep-alive comments,
-        `ping`s and a router's status events do not keep a dead stream open), and stops while
-        `emit` runs: a slow consumer is its own business, not the server's idleness.
-        """
-        idle = self.input_budget.stream_idle_timeout
-        with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
-            async for event, data in events:
-                seen = assembler.chunks, assembler.complete
-                out = assembler.feed(event, data)
-                if out:
-                    scope.deadline = math.inf
-                    for delta in out:
-                        progress.emitted = True
-                        await emit(delta)
-                    scope.deadline = anyio.current_time() + idle
-                elif (assembler.chunks, assembler.complete) != seen:
-                    scope.deadline = anyio.current_time() + idle
-            return True
-        return False
+        """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle."""
+        return await pump(events, assembler, emit, self.input_budget.stream_idle_timeout, progress)
 
     # --- errors -------------------------------------------------------------------------------
 

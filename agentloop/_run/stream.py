@@ -1,45 +1,60 @@
-"""The event stream behind `Agent.stream`: the loop in a task, its events through a zero-buffer channel.
+"""The event stream behind `Agent.stream`: the loop in a task, its events through a small bounded buffer.
 
-A zero-capacity memory stream means the loop waits for the consumer at every event: a slow
-consumer slows the run instead of events piling up. The loop's own errors are handed to the
-consumer as they are (not wrapped in an ExceptionGroup), where the iteration ends.
+Why a buffer and not a rendezvous: through a zero-capacity channel every event was a round trip
+between two tasks (a checkpoint and two task switches; ~30 events a step made that a quarter of
+a streamed step's CPU). Here the loop appends to a buffer of at most `BUFFER` events without
+suspending, and waits only when it is full; the consumer takes events without suspending while
+there are some, and waits only when there are none. So both sides switch when the loop waits
+for something anyway (the network, a tool), not per event.
+
+Back-pressure is kept: the run is never more than `BUFFER` events ahead of its consumer, so a
+slow consumer slows the run and events never pile up. The loop's own errors are handed to the
+consumer as they are (not wrapped in an ExceptionGroup), after the events before them.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._events import Event, RunFinished
 from .._model import Emit
 from .._types import RunResult
 
-__all__ = ["EventStream", "stream_events"]
+__all__ = ["BUFFER", "EventStream", "stream_events"]
+
+# How many events the run may be ahead of its consumer. A streamed step emits ~10 events plus
+# one or two per delta; most of them come between two waits of the loop, so 32 lets a typical
+# step through without a switch per event. The events hold nothing the run does not hold anyway
+# (a delta's text is the same string the assembler keeps), so the buffer costs no copies.
+BUFFER = 32
 
 
 @asynccontextmanager
 async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator[EventStream]:
     """Run `loop(emit)` in a task group and yield the iterator of what it emits."""
-    send, receive = anyio.create_memory_object_stream[Event](0)
-    events = EventStream(receive)
+    buffer = _Buffer()
+    events = EventStream(buffer)
 
     async def produce() -> None:
-        async with send:
-            try:
-                await loop(send.send)
-            except Exception as e:  # handed to the consumer as is, not wrapped in a group
-                events.error = e
+        try:
+            await loop(buffer.put)
+        except Exception as e:  # handed to the consumer as is, not wrapped in a group
+            events.error = e
+        finally:
+            buffer.close()
 
     try:
-        async with anyio.create_task_group() as tg, receive:
+        async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
             try:
                 yield events
             finally:
+                buffer.leave()  # whatever the loop emits from here on is dropped, never waited on
                 tg.cancel_scope.cancel()  # leaving early cancels the run
     except BaseExceptionGroup as group:
         # The only task that can fail is the consumer's own body (the loop's errors are caught
@@ -52,13 +67,69 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
         raise events.error
 
 
+class _Buffer:
+    """At most `BUFFER` events between one producer (the loop) and its consumer.
+
+    Each side parks on an `anyio.Event` only when it cannot go on (`writer`: the buffer is full;
+    `reader`: it is empty), and the other side sets it when that changes.
+    """
+
+    __slots__ = ("closed", "events", "gone", "reader", "writer")
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+        self.closed = False  # the loop has ended: no more events
+        self.gone = False  # the consumer has left: nobody will read
+        self.reader: anyio.Event | None = None
+        self.writer: anyio.Event | None = None
+
+    async def put(self, event: Event) -> None:
+        """The `emit` the loop is given: returns at once while there is room."""
+        events = self.events
+        while len(events) >= BUFFER and not self.gone:
+            waiter = self.writer = anyio.Event()
+            await waiter.wait()  # cancelled with the run when the consumer leaves
+        if self.gone:
+            return
+        events.append(event)
+        reader = self.reader
+        if reader is not None:
+            self.reader = None
+            reader.set()
+
+    def close(self) -> None:
+        self.closed = True
+        reader = self.reader
+        if reader is not None:
+            self.reader = None
+            reader.set()
+
+    def leave(self) -> None:
+        self.gone = True
+        self.events.clear()
+        self.room()
+
+    async def wait_for_events(self) -> None:
+        waiter = self.reader
+        if waiter is None:  # (a second consumer task waits on the same one)
+            waiter = self.reader = anyio.Event()
+        await waiter.wait()
+
+    def room(self) -> None:
+        """Wake the loop waiting for room (the consumer took half the buffer: refill it at once)."""
+        writer = self.writer
+        if writer is not None:
+            self.writer = None
+            writer.set()
+
+
 class EventStream:
     """The async iterator `Agent.stream` yields; raises the run's error where iteration ends."""
 
-    __slots__ = ("_receive", "error", "raised", "result")
+    __slots__ = ("_buffer", "error", "raised", "result")
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Event]) -> None:
-        self._receive = receive
+    def __init__(self, buffer: _Buffer) -> None:
+        self._buffer = buffer
         self.error: Exception | None = None
         self.raised = False
         self.result: RunResult | None = None
@@ -67,17 +138,18 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        try:
-            event = await self._receive.receive()
-        except anyio.EndOfStream:
-            pass
-        else:
-            if isinstance(event, RunFinished):
-                self.result = event.result
-            return event
-        # Raised outside the `except`: the loop's error is not a consequence of the channel's
-        # EndOfStream, and `raise ... from None` would overwrite its own __cause__.
-        if self.error is not None and not self.raised:
-            self.raised = True
-            raise self.error
-        raise StopAsyncIteration
+        buffer = self._buffer
+        events = buffer.events
+        while not events:  # (the common case skips this: the loop was ahead)
+            if buffer.closed:
+                if self.error is not None and not self.raised:
+                    self.raised = True
+                    raise self.error
+                raise StopAsyncIteration
+            await buffer.wait_for_events()
+        event = events.popleft()
+        if buffer.writer is not None and len(events) <= BUFFER // 2:
+            buffer.room()
+        if isinstance(event, RunFinished):
+            self.result = event.result
+        return event

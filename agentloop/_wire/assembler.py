@@ -1,9 +1,9 @@
 """What both wires' stream assemblers share: text and tool-call slots, deltas out, a turn at the end.
 
-An assembler is fed one SSE event at a time (`feed(event, data)`, already split by `_bounded.sse_events`)
-and returns the events to emit for it (`TextDelta` / `ToolCallDelta`, usually zero or one). It
-never does I/O: the client awaits `emit` for each returned event (back-pressure) and calls
-`result()` when the HTTP body ends. It is lenient about what it receives (wire-notes.md):
+An assembler is fed the SSE events of one network read at a time (`feed_all(batch)`, split by
+`_http.bounded.sse_events`; `feed(event, data)` for one) and returns the events to emit for them
+(`TextDelta` / `ToolCallDelta`). It never does I/O: the client awaits `emit` for each returned
+event (back-pressure) and calls `result()` when the HTTP body ends. It is lenient about what it receives (wire-notes.md):
 unknown events and comments are ignored, ids and names are taken once, arguments concatenated.
 A stream that carries an error, or ends before the answer did, raises a `Failure` whose `error`
 is the typed `APIError` the caller sees.
@@ -83,6 +83,19 @@ class StreamAssembler:
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def feed_all(self, batch: list[tuple[str, str]]) -> tuple[list[Any], Failure | None]:
+        """The deltas of the events one network read brought, in order, and the `Failure` met on
+        the way, if any (returned, not raised: the deltas before it still go out first)."""
+        out: list[Any] = []
+        try:
+            for event, data in batch:
+                got = self.feed(event, data)
+                if got:
+                    out += got
+        except Failure as failure:
+            return out, failure
+        return out, None
 
     # --- helpers for subclasses -------------------------------------------------------------
 
