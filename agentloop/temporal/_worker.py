@@ -47,8 +47,23 @@ __all__ = ["create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULE
 WORKFLOW_MODULE = "agentloop.temporal._workflow"
 
 # Third-party modules the workflow sandbox hands over as they are instead of re-importing them per
-# run. They hold no per-run state that matters to a workflow.
-_THIRD_PARTY_PASSTHROUGH = ("anyio", "sniffio", "structlog", "jsonschema", "orjson", "docstring_parser")
+# run. They hold no per-run state that matters to a workflow. jsonschema's own dependencies and re2
+# are listed too: `import agentloop` may leave them to the first tool registration, which for the
+# workflow's tool proxies runs inside the sandbox (attrs reads `platform` at import: refused there).
+_THIRD_PARTY_PASSTHROUGH = (
+    "anyio",
+    "sniffio",
+    "structlog",
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "attr",
+    "attrs",
+    "rpds",
+    "re2",
+    "orjson",
+    "docstring_parser",
+)
 
 
 def _agentloop_passthrough() -> tuple[str, ...]:
