@@ -104,6 +104,12 @@ def main() -> None:
     p.add_argument(
         "--groups", action="store_true", help="print own time per step grouped by library / agentloop module"
     )
+    p.add_argument(
+        "--cpu-timer",
+        action="store_true",
+        help="cProfile counts CPU time (process_time), not wall time: on a loaded machine the wall "
+        "time of a syscall includes waiting for a core, and then `socket.send` looks like most of a step",
+    )
     args = p.parse_args()
     concurrency, stream = MODES[args.mode]
     server = subprocess.Popen(
@@ -111,7 +117,8 @@ def main() -> None:
     )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
-        prof = cProfile.Profile() if args.cprofile or args.top or args.groups else None
+        timer = time.process_time if args.cpu_timer else time.perf_counter
+        prof = cProfile.Profile(timer) if args.cprofile or args.top or args.groups else None
         out = anyio.run(
             drive, url, args.runs, concurrency, stream, args.steps, args.tools, prof, backend=args.backend
         )
