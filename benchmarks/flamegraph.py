@@ -16,7 +16,13 @@ import argparse
 import html
 from collections import Counter
 
-ROOTS = ("Agent.run ", "EventStream.__anext__ ", "Agent._steps ")
+ROOTS = (
+    "Agent.run ",
+    "EventStream.__anext__ ",
+    "Agent._steps ",
+    "drive (agentloop/",
+    "Steps.until_done ",
+)  # _steps: before #16
 
 
 def load(path: str, roots: tuple[str, ...]) -> Counter[tuple[str, ...]]:
