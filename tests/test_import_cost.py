@@ -36,16 +36,9 @@ OPTIONAL = [
     "anyio._backends",  # the event loop's backend: when something runs
 ]
 
-# Loaded today by modules of the run package, the tools and the HTTP client, each for a feature
-# used later (registration, the journal, output validation, picking a transport). Strict: the
-# day one stops being imported this fails and the name moves to OPTIONAL.
-PENDING = {
-    "jsonschema": "_tools/tool.py, _tools/validate.py (a validator class built at import), _run/output_spec.py",
-    "referencing": "_tools/tool.py (the $ref check when a tool is built)",
-    "re2": "_tools/validate.py (patterns compiled at registration)",
-    "sqlite3": "_run/journal_query.py (through _run/journal.py), for type hints only: TYPE_CHECKING would do",
-    "asyncio": "_http/transport.py (only to ask whether an asyncio loop runs)",
-}
+# Loaded only by a feature used later (registration, the journal, output validation, picking a
+# transport): each was imported at `import agentloop` until this round.
+LATER = ["jsonschema", "referencing", "re2", "sqlite3", "asyncio"]
 
 _PROBE = """
 import json, sys, threading
@@ -79,9 +72,7 @@ def test_a_bare_import_does_not_load_an_optional_part(bare: dict[str, object], n
     assert not loads(bare["modules"], name)
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why)) for n, why in PENDING.items()]
-)
+@pytest.mark.parametrize("name", LATER)
 def test_a_bare_import_does_not_load_what_registration_or_the_journal_need(
     bare: dict[str, object], name: str
 ) -> None:

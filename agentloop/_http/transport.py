@@ -22,7 +22,6 @@ the one that honours them).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -180,6 +179,8 @@ class AutoTransport(httpx.AsyncBaseTransport):
 
 def _on_asyncio() -> bool:
     try:
+        import asyncio
+
         asyncio.get_running_loop()
     except RuntimeError:  # trio (or another loop): no asyncio loop in this thread
         return False

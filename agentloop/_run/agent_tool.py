@@ -227,11 +227,14 @@ def _agent_tools(agent: Agent[Any, Any]) -> dict[str, Agent[Any, Any]]:
 # --- hooks of the loop ------------------------------------------------------------------------
 
 
+_NO_OBSERVERS: frozenset[Any] = frozenset()  # shared by the runs without observers (217 B each)
+
+
 def nested_emits(run: Run, observers: tuple[Any, ...], emit: Emit | None) -> tuple[Emit | None, Emit | None]:
     """The run's (emit, observers-only emit); a nested run's reach the outer run's, tagged with the call id."""
     parent = run.parent
     if parent is None:
-        run.observers = frozenset(observers)
+        run.observers = frozenset(observers) if observers else _NO_OBSERVERS
         observe = fan_out(observers, None) if observers else None
         return (fan_out(observers, emit) if observers else emit), observe
     outer = parent.run

@@ -75,7 +75,7 @@ async def check_approval(
     name: str,
     raw: Any,
     budget: InputBudget,
-    limiter: anyio.CapacityLimiter,
+    limiter: Callable[[], anyio.CapacityLimiter],
 ) -> dict[str, Any] | None:
     """The validated arguments when this call needs approval, else None.
 

@@ -10,7 +10,6 @@ does and runs that land meanwhile do not shift the pages.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,8 @@ from .._exceptions import JournalError
 from .entries import Entry
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .journal import Journal, JournaledRun
 
 __all__ = [

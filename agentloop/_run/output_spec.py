@@ -34,8 +34,6 @@ from itertools import islice
 from typing import Any, Literal, Union
 
 import anyio.to_thread
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from .. import _json
 from .._budget import InputBudget
@@ -111,6 +109,9 @@ class OutputSpec:
         if self.wrapped:
             schema = {"type": "object", "properties": {"response": schema}, "required": ["response"],
                       "additionalProperties": False}  # fmt: skip
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as e:

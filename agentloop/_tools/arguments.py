@@ -18,6 +18,7 @@ than its own run:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
@@ -201,7 +202,7 @@ def violations_text(name: str, problems: list[str], budget: InputBudget) -> str:
 
 
 async def checked_arguments(
-    tool: Tool, raw: Any, budget: InputBudget, bind: bool, limiter: anyio.CapacityLimiter
+    tool: Tool, raw: Any, budget: InputBudget, bind: bool, limiter: Callable[[], anyio.CapacityLimiter]
 ) -> Checked | Rejected:
     """`check_arguments`, in a worker thread when the arguments are large (see the module docs)."""
     size = len(raw) if isinstance(raw, str) else (0 if raw is None else INLINE_BYTES + 1)
@@ -209,7 +210,7 @@ async def checked_arguments(
         return check_arguments(tool, raw, budget, bind)
     # abandon_on_cancel: a deadline cancels the run at once; the thread finishes its bounded work.
     return await anyio.to_thread.run_sync(
-        check_arguments, tool, raw, budget, bind, limiter=limiter, abandon_on_cancel=True
+        check_arguments, tool, raw, budget, bind, limiter=limiter(), abandon_on_cancel=True
     )
 
 

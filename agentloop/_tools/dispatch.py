@@ -69,8 +69,8 @@ class Dispatcher:
     """Runs tool calls for one run. Holds only that run's settings; cheap to create."""
 
     __slots__ = (
+        "_checker",
         "budget",
-        "checker",
         "context",
         "emit",
         "format_error",
@@ -110,7 +110,13 @@ class Dispatcher:
         self.budget = budget or InputBudget()
         # Large arguments are checked in a worker thread, one at a time for this run: a hostile
         # answer with many large calls occupies one thread, never the event loop.
-        self.checker = anyio.CapacityLimiter(1)
+        self._checker: anyio.CapacityLimiter | None = None
+
+    def checker(self) -> anyio.CapacityLimiter:
+        """Made on first use: ~560 B and 3 GC-tracked objects per run that never checks in a thread."""
+        if self._checker is None:
+            self._checker = anyio.CapacityLimiter(1)
+        return self._checker
 
     async def run(self, calls: list[dict[str, Any]], step: int) -> list[ToolCallRecord]:
         """Run `calls` concurrently; return their records in the order the model listed them.

@@ -17,15 +17,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
-# Imported here, not lazily: jsonschema has imported it already, and a lazy import would run inside
-# Temporal's workflow sandbox (the workflow builds its tool proxies), which forbids attrs' import.
-from referencing import Registry, Resource
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
-
 from .._context import context_param
 from .._exceptions import ToolDefinitionError
 from .._limits import Limits
@@ -226,6 +217,9 @@ def _schema(fn: Callable[..., Any], options: ToolOptions, ctx: str | None) -> Fu
             f"tool {fs.name!r}: the parameters schema must be a JSON schema of type 'object' "
             f"(the model always sends an arguments object); got {params!r}"
         )
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(params)
     except SchemaError as e:
@@ -281,6 +275,10 @@ def check_limits(limits: Any) -> None:
 
 def _check_refs(name: str, schema: dict[str, Any]) -> None:
     """Every `$ref` must resolve now: jsonschema would only find out mid-run, on the first call."""
+
+    from referencing import Registry, Resource  # the workflow sandbox passes them through
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
 
     def walk(node: Any, resolver: Any) -> None:
         if isinstance(node, list):

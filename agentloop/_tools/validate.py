@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Iterator
+from functools import cache
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 from .._exceptions import ToolDefinitionError
-
-try:
-    import re2 as _re2
-except ImportError:  # pragma: no cover - only where google-re2 has no wheel
-    _re2 = None
 
 __all__ = ["build_validator", "short_repr"]
 
@@ -58,6 +54,8 @@ def _any_of(validator: Any, any_of: list[Any], instance: Any, schema: Any) -> It
         if not errs:
             return
         context.extend(errs)
+    from jsonschema.exceptions import ValidationError
+
     yield ValidationError(
         f"{short_repr(instance)} is not valid under any of the given schemas", context=context[:_CONTEXT]
     )
@@ -75,24 +73,32 @@ def _one_of(validator: Any, one_of: list[Any], instance: Any, schema: Any) -> It
             if len(valid) > 1:
                 break
     if not valid:
+        from jsonschema.exceptions import ValidationError
+
         yield ValidationError(
             f"{short_repr(instance)} is not valid under any of the given schemas", context=context[:_CONTEXT]
         )
     elif len(valid) > 1:
+        from jsonschema.exceptions import ValidationError
+
         yield ValidationError(
             f"{short_repr(instance)} is valid under more than one of the given schemas "
             f"(oneOf branches {valid[0]} and {valid[1]})"
         )
 
 
-_BoundedValidator = validators.extend(Draft202012Validator, {"anyOf": _any_of, "oneOf": _one_of})
+@cache
+def _bounded() -> Any:
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"anyOf": _any_of, "oneOf": _one_of})
 
 
 def build_validator(schema: dict[str, Any], tool_name: str) -> Any:
     """The validator for `schema`, built once at registration. Raises `ToolDefinitionError`."""
     patterns = _collect_patterns(schema, tool_name)
     if not patterns:
-        return _BoundedValidator(schema)
+        return _bounded()(schema)
     return _with_patterns(patterns)(schema)
 
 
@@ -107,6 +113,8 @@ def _with_patterns(compiled: dict[str, Any]) -> Any:
 
     def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
         if validator.is_type(instance, "string") and not search(patrn, instance):
+            from jsonschema.exceptions import ValidationError
+
             yield ValidationError(f"{short_repr(instance)} does not match {patrn!r}")
 
     def pattern_properties(
@@ -133,6 +141,8 @@ def _with_patterns(compiled: dict[str, Any]) -> Any:
         elif not ap and extras:
             shown = ", ".join(short_repr(k) for k in sorted(extras)[:_CONTEXT])
             more = f" and {len(extras) - _CONTEXT} more" if len(extras) > _CONTEXT else ""
+            from jsonschema.exceptions import ValidationError
+
             yield ValidationError(f"Additional properties are not allowed ({shown}{more} unexpected)")
 
     keywords: dict[str, Callable[..., Any]] = {
@@ -140,7 +150,9 @@ def _with_patterns(compiled: dict[str, Any]) -> Any:
         "patternProperties": pattern_properties,
         "additionalProperties": additional_properties,
     }
-    return validators.extend(_BoundedValidator, keywords)
+    from jsonschema import validators
+
+    return validators.extend(_bounded(), keywords)
 
 
 _DATA_KEYS = frozenset({"const", "enum", "default", "examples"})  # values are data, not schemas
@@ -186,6 +198,10 @@ def _collect_patterns(schema: Any, tool_name: str) -> dict[str, Any]:
 
 def _compile(pattern: str, tool_name: str | None) -> Any:
     where = f"tool {tool_name!r}: " if tool_name else ""
+    try:
+        import re2 as _re2
+    except ImportError:
+        _re2 = None
     if _re2 is None:
         raise ToolDefinitionError(
             f"{where}the schema uses the regular expression {pattern!r}, and google-re2 (the "
