@@ -15,6 +15,7 @@ decision})` continues it:
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,14 @@ from .._budget import InputBudget
 from .._exceptions import ResumeError
 from .._tools.arguments import Checked, checked_arguments
 from .._tools.registry import ToolRegistry
-from .._types import PendingCall, ToolCallRecord, encode_result, result_from_json, result_to_json
+from .._types import (
+    PendingCall,
+    ToolCallRecord,
+    encode_result,
+    result_from_json,
+    result_to_json,
+    sendable,
+)
 
 __all__ = [
     "Override",
@@ -99,7 +107,8 @@ def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolC
     if decision is True:
         return None
     if decision is False or isinstance(decision, Reject):
-        reason = f" Reason: {decision.reason}" if isinstance(decision, Reject) and decision.reason else ""
+        why = decision.reason if isinstance(decision, Reject) else ""
+        reason = f" Reason: {sendable(why)}" if why else ""  # sent to the model: no lone surrogates
         content = (
             f"Not run: a human rejected this call of {pending.name!r}.{reason} Do not call it again "
             "with these arguments; continue without it or ask the user."
@@ -128,19 +137,50 @@ def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolC
 
 
 def decision_to_data(decision: Decision) -> Any:
+    """A decision as JSON data (the journal's "approvals" entry, Temporal's update, the inspector's form).
+
+    Only a decision has a data form: anything else (`"no"`, `1`, `None`) raises `ResumeError`, never
+    turns into an approval (`bool("no")` is True). An `Override` whose result cannot be encoded
+    raises `ResumeError` too, before anything is stored.
+    """
+    if isinstance(decision, bool):
+        return decision
+    if isinstance(decision, Reject) and isinstance(decision.reason, str):
+        return {"reject": sendable(decision.reason)}
     if isinstance(decision, Override):
-        return {"override": decision.result}
-    if isinstance(decision, Reject):
-        return {"reject": decision.reason}
-    return bool(decision)
+        result = decision.result
+        if encode_result("override", result, None)[0] != "ok":  # what the journal and the model need
+            raise ResumeError(
+                f"Override({_shown(result)}): a {type(result).__name__} cannot be encoded as JSON; "
+                "pass a str or a JSON-encodable value"
+            )
+        return {"override": sendable(result) if isinstance(result, str) else result}
+    raise ResumeError(
+        f"a decision must be True, False, Reject(reason: str) or Override(result), got {_shown(decision)}"
+    )
 
 
 def decision_from_data(data: Any) -> Decision:
-    if isinstance(data, dict) and "override" in data:
-        return Override(data["override"])
-    if isinstance(data, dict) and "reject" in data:
-        return Reject(data["reject"])
-    return bool(data)
+    """The decision `decision_to_data` wrote. Data of any other shape raises `ResumeError` (a decision
+    that cannot be read is never taken for an approval)."""
+    if isinstance(data, bool):
+        return data
+    if isinstance(data, dict) and len(data) == 1:
+        if "override" in data:
+            return Override(data["override"])
+        if isinstance(data.get("reject"), str):
+            return Reject(data["reject"])
+    raise ResumeError(
+        'a decision\'s data must be true, false, {"reject": reason} or {"override": result}, '
+        f"got {_shown(data)}"
+    )
+
+
+def _shown(value: Any) -> str:
+    """A bounded repr (the value may be huge or deeply nested data): reprlib bounds the work, the
+    cut bounds the text (reprlib's bounds are per element)."""
+    shown = reprlib.repr(value)
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
 def check_decisions(
@@ -160,6 +200,11 @@ def check_decisions(
             f"the run waits for a decision on every pending call; missing: {names}. Pass "
             "approvals={call_id: True | False | Override(result)} for each."
         )
+    for call_id, value in approvals.items():  # each a decision, checked before any is journaled
+        try:
+            decision_to_data(value)
+        except ResumeError as e:
+            raise ResumeError(f"approval for call {call_id!r}: {e}") from None
     decided: dict[str, Any] = approvals  # Decision, or NestedDecision: internal, for an agent tool
     for p in pending:  # an inner run's paused state rides with the decisions to its agent tool
         if p.inner is not None:

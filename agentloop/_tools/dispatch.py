@@ -20,7 +20,7 @@ from .. import _json
 from .._budget import InputBudget
 from .._context import RunContext
 from .._events import ToolCallFinished, ToolCallStarted, run_logger, warning_logger
-from .._exceptions import SandboxedToolError
+from .._exceptions import ConfigurationError, SandboxedToolError
 from .._model import Emit
 from .._seams import ToolOutcome
 from .._types import OutcomeStatus, ToolCallRecord, sendable
@@ -279,6 +279,11 @@ async def run_tool_call(
     Failures are logged as in a run, bound to `run_id`. A tool that takes a `RunContext` gets
     `deps`, `run_id`, `step`, `call_id` and its name in it.
     """
+    if not isinstance(name, str) or not isinstance(call_id, str):  # a call's record needs both as text
+        raise ConfigurationError(
+            "run_tool_call needs the tool's name and the call id as str, got "
+            f"name: {type(name).__name__}, call_id: {type(call_id).__name__}"
+        )
     dispatcher = Dispatcher(
         tools,
         run_id=run_id,

@@ -144,7 +144,19 @@ async def call_executor(
             type(e).__name__,
             traceback=tb,
         )
-    return _checked(out)
+    return _bounded(_checked(out), limits)
+
+
+def _bounded(out: ToolOutcome, limits: Limits) -> ToolOutcome:
+    """An executor's "ok" text held to what the tool's own result is held to: sendable (no lone
+    surrogates, `final` or not) and cut at `limits.output_bytes` with the visible marker. The
+    fork-server sandbox cuts in the child already; an executor of the caller's may not."""
+    if out.status != "ok":
+        return out
+    status, content, error = encode_result("", out.content, limits.output_bytes)
+    if content is out.content:  # the common case: nothing to change
+        return out
+    return ToolOutcome(status, content, error or out.error, traceback=out.traceback, final=True)
 
 
 def _broken(out: Any) -> ToolOutcome:

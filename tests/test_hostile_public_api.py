@@ -1,0 +1,323 @@
+"""The public surfaces new in 0.2 tried from the outside, as a careless user and as an attacker.
+
+Each test here is the exact repro of something that broke (or a README claim nobody had tried to
+make false): approval decisions in their data form, executors of the caller's, `run_tool_call`,
+and the lazy public names.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+import agentloop
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    JournalCorruptError,
+    Limits,
+    Override,
+    Reject,
+    ResumeError,
+    SQLiteJournal,
+    ToolRegistry,
+    build_tool,
+    run_tool_call,
+)
+from agentloop.abc import ToolOutcome, check_decisions, decision_from_data, decision_to_data
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
+
+pytestmark = pytest.mark.anyio
+
+
+# --- approval decisions: anything that is not a decision is refused, never read as "approve" -------
+
+PAID: list[str] = []
+
+
+async def pay(to: str) -> str:
+    """Pay someone (the side effect a human must approve)."""
+    PAID.append(to)
+    return f"paid {to}"
+
+
+def _payments() -> ToolRegistry:
+    tools = ToolRegistry()
+    tools.register(pay, requires_approval=True)
+    return tools
+
+
+async def _paused(path: Path) -> Agent[Any, Any]:
+    """A journaled run paused on one call of `pay` (id "c1")."""
+    PAID.clear()
+    model = ScriptedModel([tool_calls(call("pay", {"to": "eve"}, id="c1")), text("done")])
+    agent = Agent(client=model, tools=_payments(), journal=SQLiteJournal(str(path)))
+    result = await agent.run("pay eve", run_id="r1")
+    assert result.stop_reason == "approval_required" and PAID == []
+    return agent
+
+
+NOT_DECISIONS = ["no", "false", "deny", 1, 0, None, [], {"deny": True}, Reject(5)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", NOT_DECISIONS, ids=repr)
+async def test_a_decision_that_is_not_one_is_refused_and_never_journaled_as_an_approval(
+    tmp_path: Path, bad: Any
+) -> None:
+    # The bug: resume journaled `bool(decision)` before checking it, so `approvals={"c1": "no"}`
+    # raised ResumeError but left `True` in the journal: the next plain resume paid.
+    agent = await _paused(tmp_path / "runs.db")
+    with pytest.raises(ResumeError, match="approval for call 'c1'"):
+        await agent.resume("r1", approvals={"c1": bad})
+    with pytest.raises(ResumeError, match="missing: c1"):  # still undecided: nothing was journaled
+        await agent.resume("r1")
+    assert PAID == []
+    result = await agent.resume("r1", approvals={"c1": False})
+    assert result.tool_calls[-1].status == "rejected" and PAID == []
+
+
+@pytest.mark.parametrize(
+    "override",
+    [Override({1, 2}), Override(object()), Override({"a": "\ud800"})],
+    ids=["set", "object", "surrogate"],
+)
+async def test_an_override_that_cannot_be_stored_is_a_resume_error_not_a_raw_type_error(
+    tmp_path: Path, override: Override
+) -> None:
+    agent = await _paused(tmp_path / "runs.db")
+    # it raised a raw TypeError from the journal
+    with pytest.raises(ResumeError, match="cannot be encoded as JSON"):
+        await agent.resume("r1", approvals={"c1": override})
+    result = await agent.resume("r1", approvals={"c1": Override("ok")})  # the run is still resumable
+    assert (result.tool_calls[-1].status, result.tool_calls[-1].content) == ("overridden", "ok")
+    assert PAID == []
+
+
+async def test_a_rejection_reason_with_a_lone_surrogate_is_sent_and_journaled(tmp_path: Path) -> None:
+    agent = await _paused(tmp_path / "runs.db")
+    result = await agent.resume("r1", approvals={"c1": Reject("half \ud800 a pair")})  # raised TypeError
+    record = result.tool_calls[-1]
+    assert record.status == "rejected" and "half \ufffd a pair" in record.content
+    again = await agent.resume("r1")  # finished: read back from the journal as it was
+    assert again.tool_calls[-1].content == record.content and PAID == []
+
+
+async def test_a_tampered_approvals_entry_is_a_damaged_journal_never_an_approval(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    await _paused(path)
+    journal = SQLiteJournal(str(path))
+    token = await journal.acquire("r1")  # an edit through the public Journal API, as a tool could make it
+    await journal.append("r1", "approvals", {"c1": "no"}, step=1)  # was read as bool("no") == True: paid
+    await journal.release("r1", token)
+    agent = Agent(client=ScriptedModel([text("done")]), tools=_payments(), journal=journal)
+    with pytest.raises(JournalCorruptError, match="decision"):
+        await agent.resume("r1")
+    assert PAID == []
+
+
+JSON = hs.recursive(
+    hs.none() | hs.booleans() | hs.integers() | hs.floats(allow_nan=False) | hs.text(max_size=8),
+    lambda inner: hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=JSON | hs.dictionaries(hs.sampled_from(["override", "reject", "approve"]), JSON, max_size=2))
+def test_decision_data_is_read_exactly_or_refused(data: Any) -> None:
+    try:
+        decision = decision_from_data(data)
+    except ResumeError as e:
+        assert len(str(e)) < 400  # a bounded repr, whatever was sent
+        return
+    assert decision_from_data(json.loads(json.dumps(decision_to_data(decision)))) == decision
+    if decision is True:
+        assert data is True  # nothing but `true` approves
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    decision=hs.booleans()
+    | hs.builds(Reject, hs.text())
+    | hs.builds(Override, hs.text() | hs.integers() | hs.lists(hs.integers(), max_size=3))
+)
+def test_every_decision_survives_its_data_form(decision: Any) -> None:
+    data = json.loads(json.dumps(decision_to_data(decision)))  # plain JSON, as the journal stores it
+    back = decision_from_data(data)
+    assert type(back) is type(decision)
+    if isinstance(decision, Reject):
+        assert isinstance(back, Reject)
+        back.reason.encode("utf-8")  # sendable: no lone surrogates left
+    if isinstance(decision, bool):
+        assert back is decision
+
+
+def test_decision_data_that_is_huge_or_deep_is_refused_with_a_short_message() -> None:
+    deep: Any = "x"
+    for _ in range(10_000):
+        deep = [deep]
+    for data in (deep, "no" * 5_000_000, {"reject": deep}):
+        with pytest.raises(ResumeError) as caught:
+            decision_from_data(data)
+        assert len(str(caught.value)) < 400
+    assert decision_from_data({"override": deep}) == Override(deep)  # a result may be any JSON
+
+
+def test_check_decisions_checks_the_decisions_not_only_the_ids() -> None:
+    pending = [agentloop.PendingCall("c1", "pay", {"to": "eve"}, 1)]
+    assert check_decisions(pending, {"c1": Reject("no")}) == {"c1": Reject("no")}
+    with pytest.raises(ResumeError, match="approval for call 'c1'"):
+        check_decisions(pending, {"c1": "no"})  # type: ignore[dict-item]
+
+
+# --- an executor of the caller's: its "ok" text is held to what a tool's own result is held to -----
+
+
+class Answers:
+    """A `ToolExecutor` of the caller's that answers `outcome` whatever it is asked."""
+
+    def __init__(self, outcome: ToolOutcome) -> None:
+        self.outcome = outcome
+
+    async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> ToolOutcome:
+        return self.outcome
+
+
+def echo(text: str) -> str:
+    """Echo (never called here: the executor answers)."""
+    raise AssertionError("run by its executor")
+
+
+@pytest.mark.parametrize("final", [False, True])
+async def test_an_executors_ok_text_with_a_lone_surrogate_reaches_the_router_sendable(final: bool) -> None:
+    # final=True kept the text as written: the next request raised a raw TypeError on the wire
+    tool = build_tool(echo, sandbox=Answers(ToolOutcome("ok", "half \ud800 a pair", final=final)))
+    router = FakeFluxRouter([tool_calls(call("echo", {"text": "x"}, id="c1")), text("done")])
+    async with router, FluxClient(base_url=router.base_url, api_key="test") as client:
+        result = await Agent(client=client, tools=[tool]).run("go")
+    assert result.output == "done" and result.tool_calls[0].content == "half \ufffd a pair"
+    assert router.requests[-1].json["messages"][-1]["content"] == "half \ufffd a pair"
+
+
+@pytest.mark.parametrize("final", [False, True])
+async def test_an_executors_ok_text_is_cut_at_the_tools_output_bytes(final: bool) -> None:
+    # README: `output_limit` when the result is longer than `Limits(output_bytes=...)`: an
+    # executor of the caller's could put 1 MB in the conversation past a 1 KB limit
+    tool = build_tool(
+        echo, sandbox=Answers(ToolOutcome("ok", "é" * 500_000, final=final)), limits=Limits(output_bytes=1000)
+    )
+    model = ScriptedModel([tool_calls(call("echo", {"text": "x"}, id="c1")), text("done")])
+    result = await Agent(client=model, tools=[tool]).run("go")
+    record = result.tool_calls[0]
+    assert (
+        record.status == "output_limit" and "[output truncated: 1000000 bytes, limit 1000]" in record.content
+    )
+    assert len(record.content.encode()) < 1100
+    assert model.requests[1]["messages"][-1]["content"] == record.content
+
+
+# --- run_tool_call: "every outcome is in the returned record" ----------------------------------------
+
+
+@pytest.mark.parametrize("name", [None, 3, b"echo"], ids=repr)
+async def test_run_tool_call_refuses_a_name_that_is_not_text_with_a_typed_error(name: Any) -> None:
+    tools = ToolRegistry()
+    tools.register(echo)
+    with pytest.raises(ConfigurationError, match="as str"):  # it raised TypeError: no len()
+        await run_tool_call(tools, name, {})
+
+
+async def test_run_tool_call_with_arguments_that_are_not_json_never_runs_the_tool() -> None:
+    ran: list[Any] = []
+
+    async def note(value: str = "default") -> str:
+        ran.append(value)
+        return value
+
+    tools = ToolRegistry()
+    tools.register(note)
+    for arguments in ({"value": {1, 2}}, {"value": "\ud800"}, {"value": object()}):
+        record = await run_tool_call(tools, "note", arguments)  # type: ignore[arg-type]
+        assert record.status == "invalid_arguments" and "note" in record.content
+    assert ran == []  # never run with its defaults instead
+
+
+# --- lazy public names, as a fresh interpreter meets them -------------------------------------------
+
+
+def _fresh(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_lazy_names_load_on_first_use_and_show_as_agentloop() -> None:
+    out = _fresh(
+        """
+        import sys, agentloop
+        assert "agentloop._run.sqlite" not in sys.modules, "imported eagerly"
+        assert {"SQLiteJournal", "Decision", "Reject"} <= set(dir(agentloop))
+        print(repr(agentloop.SQLiteJournal), agentloop.Decision, repr(agentloop.Reject("why")))
+        """
+    )
+    assert "<class 'agentloop.SQLiteJournal'>" in out and "agentloop.Reject" in out
+    assert "Reject(reason='why')" in out and "_run" not in out
+
+
+def test_star_import_gives_every_public_name_lazy_ones_included() -> None:
+    out = _fresh(
+        """
+        ns = {}
+        exec("from agentloop import *", ns)
+        import agentloop
+        missing = [n for n in agentloop.__all__ if n not in ns]
+        wrong = [n for n in agentloop.__all__ if isinstance(ns.get(n), type) and ns[n].__module__ != "agentloop"]
+        print(missing, wrong)
+        """
+    )
+    assert out.strip() == "[] []"
+
+
+def test_lazy_public_objects_unpickle_in_a_process_that_never_named_them() -> None:
+    import pickle
+
+    blob = pickle.dumps(
+        [
+            agentloop.Reject("no"),
+            agentloop.Override({"a": 1}),
+            agentloop.History(keep_last=3),
+            agentloop.RunInfo("r", "final", "m", 1, 0.0, 0.0),
+        ]
+    )
+    out = _fresh(
+        f"""
+        import pickle
+        objs = pickle.loads({blob!r})
+        print([type(o).__module__ + "." + type(o).__name__ for o in objs])
+        """
+    )
+    assert out.strip() == str(
+        ["agentloop.Reject", "agentloop.Override", "agentloop.History", "agentloop.RunInfo"]
+    )
+
+
+def test_mcp_is_a_package_with_the_same_public_names() -> None:
+    from agentloop.mcp import MCPServer, render_content
+
+    assert MCPServer.__module__ == "agentloop.mcp" and render_content.__module__ == "agentloop.mcp"
+    assert repr(MCPServer).endswith("'agentloop.mcp.MCPServer'>")
