@@ -17,7 +17,11 @@ def import_ref(spec: str, *, what: str = "object") -> Any:
     worker take tools and registries. A reference that does not resolve raises
     `ConfigurationError` naming it (`what` says what it was meant to be, for the message).
     """
+    if not isinstance(spec, str):
+        raise ConfigurationError(f"a {what} is given as a 'module:attribute' str, got {type(spec).__name__}")
     module_name, _, attr = spec.partition(":")
+    if module_name.startswith("."):  # importlib needs a package to resolve it against: there is none
+        raise ConfigurationError(f"a {what} reference needs an absolute module name, got {spec!r}")
     if not module_name or not attr:
         raise ConfigurationError(f"a {what} is given as module:attribute, got {spec!r}")
     try:

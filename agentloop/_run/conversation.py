@@ -7,6 +7,7 @@ from typing import Any
 from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
+from .._types import sendable
 
 __all__ = [
     "ToolChoice",
@@ -101,6 +102,40 @@ def messages_from_json(data: str | bytes) -> list[dict[str, Any]]:
             )
         value = value.get("messages")
     return check_conversation(value)
+
+
+def sendable_answer(message: dict[str, Any]) -> dict[str, Any]:
+    """A `Model`'s answer with lone surrogates in its text, call ids, names and arguments replaced
+    by U+FFFD (as tool results are): a `Model` of the caller's can return them, and the journal,
+    then the next request, would fail on them with a raw TypeError. The same dict when clean (an
+    answer that came over HTTP always is; `str.isascii` keeps the check cheap)."""
+
+    def fixed(value: Any) -> Any:
+        return sendable(value) if isinstance(value, str) and not value.isascii() else value
+
+    content = message.get("content")
+    out = message if fixed(content) is content else {**message, "content": fixed(content)}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        clean = [_sendable_call(c, fixed) for c in calls]
+        if any(a is not b for a, b in zip(clean, calls, strict=True)):
+            out = {**out, "tool_calls": clean}
+    return out
+
+
+def _sendable_call(call: Any, fixed: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    fn = call.get("function")
+    new_fn = fn
+    if isinstance(fn, dict):
+        new_fn = {k: fixed(fn[k]) if k in ("name", "arguments") else fn[k] for k in fn}
+        if all(new_fn[k] is fn[k] for k in fn):
+            new_fn = fn
+    call_id = fixed(call.get("id"))
+    if new_fn is fn and call_id is call.get("id"):
+        return call
+    return {**call, "id": call_id, "function": new_fn}
 
 
 def history_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -33,10 +33,10 @@ from .._exceptions import (
 from .._ids import IdRegistry
 from .._model import Emit, ModelRequest
 from .._tools.dispatch import Dispatcher
-from .._types import ModelTurn, RunResult, Usage
+from .._types import ModelTurn, RunResult, Usage, sendable
 from .agent_tool import ancestor_limit, log_fields, nested_emits, spend
 from .calls import CallPolicy, CallsDone, StepCalls
-from .conversation import history_message_async
+from .conversation import history_message_async, sendable_answer
 from .handoff import find_agent, take_handoff, with_handoffs
 from .limits import LimitHit, RunLimits
 from .output_spec import OutputSpec, StoredOutput, jsonable
@@ -331,11 +331,12 @@ class Steps:
 
     async def _answered(self, step: int, turn: ModelTurn) -> dict[str, Any]:
         """The answer is recorded (committed before its calls run) and joins the conversation."""
-        run, message = self.run, turn.message
+        run = self.run
+        message = turn.message = sendable_answer(turn.message)  # a Model of the caller's may send anything
         calls = message.get("tool_calls")
         if calls:
             self.ids.repair(calls)  # before the message is stored: a bad id is never replayed
-        model = turn.model or run.model
+        model = sendable(turn.model) if turn.model else run.model
         await self.rec.model_answered(step, turn, len(calls or ()), model)
         stored = await history_message_async(message)  # every call's arguments JSON object text
         run.answered(step, model, turn.usage, stored)  # (the calls keep the model's raw arguments)

@@ -129,6 +129,12 @@ class ToolRegistry:
             raise ToolDefinitionError(
                 f"add() takes a Tool (from register()), got {tool!r}; use register(fn) for a function"
             )
+        sent = tool.definition.get("function", {}).get("name") if isinstance(tool.definition, dict) else None
+        if sent != tool.name:  # e.g. dataclasses.replace(tool, name=...): the model would call the old name
+            raise ToolDefinitionError(
+                f"tool {tool.name!r} is offered to the model as {sent!r}; build it under the new name "
+                "with build_tool(fn, name=...) instead of changing a built Tool"
+            )
         return self._insert(tool)
 
     def _insert(self, tool: Tool) -> Tool:

@@ -238,6 +238,10 @@ def _mode(
 ) -> tuple[SandboxMode, ToolExecutor | None]:
     """The execution mode, and the caller's own executor when `sandbox` is one."""
     if sandbox is not None and not isinstance(sandbox, str):
+        if isinstance(sandbox, type):  # its `call` is an unbound function: every call would crash
+            raise ToolDefinitionError(
+                f"tool {fs.name!r}: sandbox={sandbox.__qualname__} is a class; pass an instance of it"
+            )
         if not callable(getattr(sandbox, "call", None)):
             raise ToolDefinitionError(
                 f"tool {fs.name!r}: sandbox must be one of {', '.join(MODES)} or a ToolExecutor "
