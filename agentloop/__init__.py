@@ -225,14 +225,15 @@ _LAZY = {
 # module its `__module__` names, so a class's own annotations are resolved first, in the module
 # that wrote them (pydantic, FastAPI and cattrs read them); a class whose annotations cannot be
 # resolved there keeps its module name rather than break them (a test checks that none does).
-def _fix_module_names(names: list[str]) -> None:
+def _fix_module_names(names: list[str], home: str = __name__, scope: dict[str, object] | None = None) -> None:
     import contextlib
     import inspect
     import sys
     import typing
 
+    scope = globals() if scope is None else scope  # `agentloop.abc` publishes its names as its own
     for name in names:
-        obj = globals()[name]
+        obj = scope[name]
         if not (isinstance(obj, type) or callable(obj)) or not getattr(obj, "__module__", "").startswith(
             "agentloop._"
         ):
@@ -247,7 +248,7 @@ def _fix_module_names(names: list[str]) -> None:
                 continue
             obj.__annotations__ = {key: resolved[key] for key in own}
         with contextlib.suppress(AttributeError, TypeError):  # typing aliases refuse; they keep theirs
-            obj.__module__ = __name__
+            obj.__module__ = home
 
 
 def _load(module: str) -> None:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from . import _fix_module_names
 from ._run.approval import check_decisions, decision_from_data, decision_to_data
 from ._run.journal import Journal, JournaledRun, JournalEntry, RunInfo
 from ._run.journal_query import STATUS_GROUPS
@@ -47,3 +48,7 @@ __all__ = [
     "decision_from_data",
     "decision_to_data",
 ]
+
+# Shown as `agentloop.abc.X` (reprs, tracebacks, pickles), not as the private module that defines
+# them: private paths move between releases, a pickled `ToolOutcome` or `Replay` must not break.
+_fix_module_names(__all__, __name__, globals())

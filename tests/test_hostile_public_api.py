@@ -38,7 +38,17 @@ from agentloop import (
     normalize_message,
     run_tool_call,
 )
-from agentloop.abc import ToolOutcome, check_decisions, decision_from_data, decision_to_data
+from agentloop.abc import (
+    JournaledRun,
+    JournalEntry,
+    Replay,
+    RunInfo,
+    ToolOutcome,
+    check_decisions,
+    decision_from_data,
+    decision_to_data,
+    replay,
+)
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -427,3 +437,117 @@ def test_mcp_is_a_package_with_the_same_public_names() -> None:
 
     assert MCPServer.__module__ == "agentloop.mcp" and render_content.__module__ == "agentloop.mcp"
     assert repr(MCPServer).endswith("'agentloop.mcp.MCPServer'>")
+
+
+# --- replay: whatever a journal holds, a Replay or JournalCorruptError -------------------------------
+
+KINDS = ["model", "message", "handoff", "tool_start", "tool_end", "paused", "approvals", "end", "failed", "?"]
+
+
+def _entry(seq: int, kind: str, data: Any, call_id: Any) -> JournalEntry:
+    return JournalEntry(seq, kind, 1, call_id, data, 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=hs.fixed_dictionaries({"messages": JSON}) | JSON,
+    entries=hs.lists(
+        hs.tuples(
+            hs.sampled_from(KINDS),
+            JSON
+            | hs.fixed_dictionaries(
+                {
+                    "message": JSON,
+                    "usage": JSON | hs.just({}),
+                    "pending": JSON,
+                    "stop_reason": JSON,
+                    "output": JSON,
+                }
+            ),
+            hs.none() | hs.text(max_size=3) | hs.integers(),
+        ),
+        max_size=6,
+    ),
+)
+def test_replay_of_any_entries_is_a_replay_or_a_damaged_journal(header: Any, entries: list[Any]) -> None:
+    info = RunInfo("r", "running", None, 1, 0.0, 0.0)
+    run = JournaledRun(info, header, [_entry(i, k, d, c) for i, (k, d, c) in enumerate(entries)])
+    try:
+        state = replay(run)
+    except JournalCorruptError as e:
+        assert "r" in str(e)
+        return
+    assert isinstance(state, Replay) and isinstance(state.messages, list)
+
+
+def test_replay_of_a_deep_or_huge_entry_is_a_damaged_journal_not_a_recursion_error() -> None:
+    deep: Any = {}
+    for _ in range(100_000):
+        deep = {"message": deep}
+    info = RunInfo("r", "running", None, 1, 0.0, 0.0)
+    for data in (deep, {"message": {"tool_calls": deep}, "usage": {}}, {"pending": [deep]}):
+        for kind in ("model", "paused", "tool_end", "handoff"):
+            try:
+                replay(JournaledRun(info, {"messages": []}, [_entry(0, kind, data, "c")]))
+            except JournalCorruptError:
+                pass
+
+
+def test_the_extension_points_show_as_agentloop_abc_and_unpickle_from_there() -> None:
+    import pickle
+    import typing
+
+    import agentloop.abc as abc
+
+    for name in abc.__all__:
+        obj = getattr(abc, name)
+        if isinstance(obj, type) or callable(obj):
+            assert obj.__module__ in ("agentloop.abc", "agentloop", "collections.abc"), (name, obj.__module__)
+        if isinstance(obj, type):
+            typing.get_type_hints(obj)  # still resolvable where the module name now points
+    assert repr(abc.ToolOutcome).endswith("'agentloop.abc.ToolOutcome'>")  # was agentloop._seams
+    blob = pickle.dumps(
+        [
+            ToolOutcome("ok", "x"),
+            abc.Entry.MODEL,
+            JournalEntry(1, "model", 1, None, {}, 0.0),
+            Replay(messages=[]),
+        ]
+    )
+    out = _fresh(
+        f"""
+        import pickle
+        print([type(o).__module__ for o in pickle.loads({blob!r})])
+        """
+    )
+    assert out.strip() == str(["agentloop.abc"] * 4)
+
+
+def test_a_strict_type_checker_sees_the_lazy_names(tmp_path: Path) -> None:
+    # the lazy names exist for type checkers only under TYPE_CHECKING: a user's mypy --strict must
+    # see them as the classes they are (and catch a wrong use), not as `Any` from __getattr__
+    snippet = tmp_path / "user.py"
+    snippet.write_text(
+        textwrap.dedent(
+            """
+            import agentloop
+            from agentloop import Decision, Override, Reject, SQLiteJournal
+            from agentloop.abc import ToolOutcome, decision_to_data
+
+            journal: agentloop.Journal = SQLiteJournal("runs.db")
+            decisions: dict[str, Decision] = {"a": True, "b": Reject("no"), "c": Override(1)}
+            data = [decision_to_data(d) for d in decisions.values()]
+            outcome = ToolOutcome("ok", "text")
+            wrong: int = agentloop.History(keep_last=2)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(snippet)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert len(lines) == 1 and 'expression has type "History"' in lines[0], done.stdout
