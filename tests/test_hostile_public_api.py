@@ -551,3 +551,43 @@ def test_a_strict_type_checker_sees_the_lazy_names(tmp_path: Path) -> None:
     )
     lines = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert len(lines) == 1 and 'expression has type "History"' in lines[0], done.stdout
+
+
+# --- README claims about executors, tried ------------------------------------------------------------
+
+
+class Exits:
+    async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> ToolOutcome:
+        raise SystemExit(3)  # e.g. an executor that runs the tool's code in this process
+
+
+async def test_an_executor_that_raises_system_exit_ends_its_call_never_the_run_or_its_sibling() -> None:
+    # README: "An executor that raises ... ends the call as `crashed`, never the run"; and "A
+    # failing call never cancels or loses its siblings". SystemExit went through both.
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    tools = [build_tool(echo, sandbox=Exits()), build_tool(add)]
+    model = ScriptedModel(
+        [tool_calls(call("echo", {"text": "x"}), call("add", {"a": 1, "b": 2})), text("done")]
+    )
+    result = await Agent(client=model, tools=tools).run("go")
+    bad, good = result.tool_calls
+    assert (bad.status, bad.error) == ("crashed", "SystemExit") and "'echo'" in bad.content
+    assert (good.status, good.content) == ("ok", "3") and result.output == "done"
+
+
+@pytest.mark.parametrize("status", ["timeout", "raised", "crashed", "memory"])
+async def test_every_error_text_names_the_tool_even_a_final_one(status: str) -> None:
+    # README: "Every error text names the tool, whichever sandbox mode ran it." An executor of the
+    # caller's answering final=True had its text sent as written, naming nothing.
+    tool = build_tool(echo, sandbox=Answers(ToolOutcome(status, "it went wrong", "x", final=True)))  # type: ignore[arg-type]
+    model = ScriptedModel([tool_calls(call("echo", {"text": "x"})), text("done")])
+    result = await Agent(client=model, tools=[tool]).run("go")
+    assert result.tool_calls[0].content == "Tool 'echo': it went wrong"
+    named = build_tool(
+        echo, sandbox=Answers(ToolOutcome(status, "Tool 'echo' timed out on the worker.", final=True))
+    )  # type: ignore[arg-type]
+    model = ScriptedModel([tool_calls(call("echo", {"text": "x"})), text("done")])
+    result = await Agent(client=model, tools=[named]).run("go")
+    assert result.tool_calls[0].content == "Tool 'echo' timed out on the worker."  # a worker's text, kept

@@ -172,9 +172,13 @@ async def test_failure_texts_name_the_tool_and_ok_text_is_kept() -> None:
 
 
 async def test_a_final_outcome_is_kept_as_written() -> None:
-    box = Recording(ToolOutcome("raised", "written on the worker", "ValueError", final=True))
+    box = Recording(
+        ToolOutcome(
+            "raised", "Tool 'echo' raised ValueError, written on the worker", "ValueError", final=True
+        )
+    )
     result, _ = await run_one([build_tool(st.echo, name="echo", sandbox=box)], {"text": "x"})
-    assert result.tool_calls[0].content == "written on the worker"
+    assert result.tool_calls[0].content == "Tool 'echo' raised ValueError, written on the worker"
 
 
 # --- hostile executors ----------------------------------------------------------------------------

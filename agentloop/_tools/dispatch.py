@@ -222,7 +222,10 @@ class Dispatcher:
         if outcome.traceback is not None:
             record.traceback = outcome.traceback
         if outcome.final:  # the tool's own output as the sandbox cut it, or a worker's finished text
-            return status, outcome.content, outcome.error
+            content = outcome.content
+            if status not in ("ok", "output_limit") and repr(tool.name) not in content:
+                content = _named(tool.name, content)  # an error text names the tool, whoever wrote it
+            return status, content, outcome.error
         if status == "ok":  # the result, as an executor of the caller's sent it
             return status, sendable(outcome.content), outcome.error
         return status, _named(tool.name, outcome.content), outcome.error

@@ -136,7 +136,7 @@ async def call_executor(
     """`executor.call(...)`, whatever the executor does short of cancellation: an outcome."""
     try:
         out = await executor.call(ref, arguments, limits)
-    except Exception as e:  # a broken executor: the call fails, the run and its siblings go on
+    except (Exception, SystemExit) as e:  # a broken executor: the call fails, the run and its siblings go on
         tb = "".join(traceback.format_exception(e))
         return ToolOutcome(
             "crashed",
