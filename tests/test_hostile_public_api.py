@@ -591,3 +591,19 @@ async def test_every_error_text_names_the_tool_even_a_final_one(status: str) -> 
     model = ScriptedModel([tool_calls(call("echo", {"text": "x"})), text("done")])
     result = await Agent(client=model, tools=[named]).run("go")
     assert result.tool_calls[0].content == "Tool 'echo' timed out on the worker."  # a worker's text, kept
+
+
+class Source:
+    """A `ToolSource` of the caller's."""
+
+    def register_into(self, registry: ToolRegistry) -> None:
+        registry.register(echo)
+
+
+@pytest.mark.parametrize("cls", [ToolRegistry, Source], ids=lambda c: c.__name__)
+def test_a_tool_source_class_instead_of_an_instance_is_refused_with_the_fix(cls: type) -> None:
+    # ToolRegistry (a callable class) was offered to the model as a tool named "ToolRegistry";
+    # a ToolSource class raised a raw TypeError (unbound register_into)
+    with pytest.raises(ConfigurationError, match=rf"tools\[0\]: {cls.__name__} is a class: pass an instance"):
+        Agent(client=ScriptedModel([text("x")]), tools=[cls])
+    assert Agent(client=ScriptedModel([text("x")]), tools=[cls()]) is not None

@@ -61,6 +61,9 @@ def build_tools(tools: Any) -> ToolRegistry:
 
 
 def _add(registry: ToolRegistry, item: Any) -> None:
+    if isinstance(item, type) and (issubclass(item, ToolRegistry) or isinstance(item, ToolSource)):
+        # a class is callable: ToolRegistry itself became a tool, a ToolSource class a raw TypeError
+        raise ConfigurationError(f"{item.__qualname__} is a class: pass an instance of it")
     if isinstance(item, ToolRegistry):
         registry.include(item)
     elif isinstance(item, Tool):
