@@ -607,3 +607,28 @@ def test_a_tool_source_class_instead_of_an_instance_is_refused_with_the_fix(cls:
     with pytest.raises(ConfigurationError, match=rf"tools\[0\]: {cls.__name__} is a class: pass an instance"):
         Agent(client=ScriptedModel([text("x")]), tools=[cls])
     assert Agent(client=ScriptedModel([text("x")]), tools=[cls()]) is not None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "agentloop/_sandbox/_host.py (busy room): ProcessSandbox.aclose() sets _closed for good and each "
+        "Tool holds its registry's SandboxExecutor, so after `async with tools:` ends every later call of "
+        "a 'process' tool is sandbox_unavailable ('the sandbox was closed')"
+    ),
+)
+async def test_a_registry_used_in_two_async_with_blocks_runs_its_process_tools_in_both() -> None:
+    # README: `async with tools:  # stops the fork servers when done`; the fork servers are "created
+    # on first use". A script that runs twice (two `anyio.run`, a web handler per request) gets a
+    # registry whose sandboxed tools never run again.
+    import sandbox_tools as st
+
+    tools = ToolRegistry(limits=Limits(timeout=30))
+    tools.register(st.echo, name="echo", sandbox="process")
+    statuses = []
+    for _ in range(2):
+        async with tools:
+            model = ScriptedModel([tool_calls(call("echo", {"text": "x"})), text("done")])
+            result = await Agent(client=model, tools=tools).run("go")
+            statuses.append(result.tool_calls[0].status)
+    assert statuses == ["ok", "ok"]
