@@ -632,3 +632,17 @@ async def test_a_registry_used_in_two_async_with_blocks_runs_its_process_tools_i
             result = await Agent(client=model, tools=tools).run("go")
             statuses.append(result.tool_calls[0].status)
     assert statuses == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("approvals", ["c1", [("c1", True)], {1: True, "x": True}], ids=repr)
+async def test_approvals_of_the_wrong_shape_are_a_resume_error_and_decide_nothing(
+    tmp_path: Path, approvals: Any
+) -> None:
+    # a str raised a raw ValueError (dict("c1")), keys of mixed types a raw TypeError (sorting them
+    # for the message); a list of pairs was accepted by one path and not the other
+    agent = await _paused(tmp_path / "runs.db")
+    with pytest.raises(ResumeError, match="approvals"):
+        await agent.resume("r1", approvals=approvals)
+    with pytest.raises(ResumeError, match="missing: c1"):
+        await agent.resume("r1")
+    assert PAID == []

@@ -186,9 +186,15 @@ def _shown(value: Any) -> str:
 def check_decisions(
     pending: list[PendingCall], approvals: Mapping[str, Decision] | None
 ) -> dict[str, Decision]:
+    """The decisions for `pending`, one for each call (`ResumeError`: a call missing, one that is not
+    pending, a value that is not a decision)."""
+    if approvals is not None and not isinstance(approvals, Mapping):
+        raise ResumeError(
+            f"approvals must be a mapping {{call_id: decision}}, got {type(approvals).__name__}"
+        )
     wanted = {p.id for p in pending}
     approvals = dict(approvals or {})
-    unknown = sorted(set(approvals) - wanted)
+    unknown = sorted(set(approvals) - wanted, key=repr)  # keys of any type: the message must not fail
     if unknown:
         raise ResumeError(
             f"approvals given for calls that are not pending: {unknown}; pending: {sorted(wanted)}"

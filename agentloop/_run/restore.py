@@ -35,6 +35,8 @@ async def restore(
 ) -> Run:
     """The run `source` names, ready for the loop; `journal`: the agent's. `restored(run)`: awaited
     for a run read from the journal (its agent tools' inner runs' usage, `agent_tool.py`)."""
+    if approvals is not None and not isinstance(approvals, Mapping):  # before a lease is taken
+        check_decisions([], approvals)  # raises ResumeError, saying what approvals must be
     if isinstance(source, str):
         if journal is None:
             raise ResumeError(
