@@ -646,3 +646,44 @@ async def test_approvals_of_the_wrong_shape_are_a_resume_error_and_decide_nothin
     with pytest.raises(ResumeError, match="missing: c1"):
         await agent.resume("r1")
     assert PAID == []
+
+
+# --- run_tool_call: "exactly as a run would" ------------------------------------------------------
+
+
+async def _typed(n: int, tags: list[str], mode: str = "a") -> str:
+    if n < 0:
+        raise ValueError(f"negative {n}")
+    return f"{n}:{','.join(tags)}:{mode}"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=60, deadline=None)
+@given(
+    raw=hs.one_of(
+        hs.text(max_size=40),
+        JSON.map(json.dumps),
+        hs.fixed_dictionaries(
+            {"n": hs.integers(-5, 5) | hs.floats(allow_nan=False) | hs.text(max_size=3)},
+            optional={"tags": hs.lists(hs.text(max_size=3) | hs.integers(), max_size=3), "mode": JSON},
+        ).map(json.dumps),
+    )
+)
+def test_run_tool_call_ends_a_call_exactly_as_a_run_does(backend: str, raw: str) -> None:
+    import anyio
+
+    async def main() -> None:
+        tools = ToolRegistry()
+        tools.register(_typed, name="typed")
+        alone = await run_tool_call(tools, "typed", raw, call_id="c1")
+        model = ScriptedModel([tool_calls(call("typed", raw, id="c1")), text("done")])
+        result = await Agent(client=model, tools=tools).run("go")
+        in_run = result.tool_calls[0]
+        assert (alone.status, alone.content, alone.arguments, alone.error) == (
+            in_run.status,
+            in_run.content,
+            in_run.arguments,
+            in_run.error,
+        )
+
+    anyio.run(main, backend=backend)
