@@ -687,3 +687,14 @@ def test_run_tool_call_ends_a_call_exactly_as_a_run_does(backend: str, raw: str)
         )
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "loaded",
+    [None, "r", JournaledRun(None, {"messages": 5}, [])],  # type: ignore[arg-type]
+    ids=["none", "str", "no-info"],
+)
+def test_replay_of_what_a_journal_of_the_callers_hands_back_is_a_damaged_journal(loaded: Any) -> None:
+    # the error message read `run.info.run_id` and raised a raw AttributeError in its place
+    with pytest.raises(JournalCorruptError, match="cannot be replayed"):
+        replay(loaded)

@@ -102,8 +102,10 @@ def replay(run: JournaledRun) -> Replay:
     try:
         return _replay(run)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # a Journal of the caller's may hand back anything: naming the run must not fail too
+        run_id = getattr(getattr(run, "info", None), "run_id", None)
         raise JournalCorruptError(
-            f"run {run.info.run_id!r}: the journal entries cannot be replayed ({type(e).__name__}: {e}); "
+            f"run {run_id!r}: the journal entries cannot be replayed ({type(e).__name__}: {e}); "
             "the journal was modified or damaged"
         ) from None
 
