@@ -88,14 +88,9 @@ def function_schema(
         name = getattr(target, "__name__", None) or type(target).__name__
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         fixed = re.sub(r"[^a-zA-Z0-9_-]", "_", str(name)[:64]) or "my_tool"
-        shown = (
-            repr(name[:80]) + f"... ({len(name)} characters)"
-            if isinstance(name, str) and len(name) > 80
-            else repr(name)
-        )
-        raise ToolDefinitionError(  # an MCP server names its tools: its name may be huge
-            f"Tool name {shown} is invalid: names must be 1-64 characters of a-z, A-Z, 0-9, '_' or '-'. "
-            f"Pass a valid name explicitly, e.g. name={fixed!r}."
+        raise ToolDefinitionError(  # cut: an MCP server names its tools, and a name may be huge
+            f"Tool name {(name[:80] if isinstance(name, str) else name)!r} is invalid: names must be 1-64 "
+            f"characters of a-z, A-Z, 0-9, '_' or '-'. Pass a valid name explicitly, e.g. name={fixed!r}."
         )
     # what carries the code, docstring and annotations: the function, a class's __init__, an object's __call__
     attr = "__init__" if isinstance(target, type) else "__call__"
@@ -520,18 +515,14 @@ def _lazy(module: str) -> Any:  # jsonschema, docstring_parser: ~35 ms of import
 
 def _check_sendable(name: str, parameters: Any) -> Any:
     """An explicit schema (yours, or an MCP server's) must be JSON that a request can carry: not
-    nested past the codec's limit (jsonschema would hit a RecursionError first), str keys only.
-
-    Returns the tool's own copy: the validator, the conversion plan and the definition are built
-    once from it, so a dict the caller goes on changing (a template reused for several tools)
-    cannot make the schema sent differ from the one checked."""
+    nested past the codec's limit (jsonschema would hit a RecursionError first), str keys only."""
     if isinstance(parameters, dict) and _json.depth_exceeds(parameters, _SCHEMA_DEPTH):
         raise ToolDefinitionError(
             f"Tool {name!r}: the parameters schema is nested deeper than {_SCHEMA_DEPTH} levels; "
             "flatten it (use $defs and $ref for repeated parts)"
         )
     try:
-        return _json.loads(_json.dumps(parameters))
+        return _json.loads(_json.dumps(parameters))  # the tool's own copy: a reused template can't change it
     except (TypeError, ValueError) as e:
         raise ToolDefinitionError(
             f"Tool {name!r}: the parameters schema cannot be sent as JSON ({e}); use str keys and "

@@ -14,7 +14,8 @@ from typing import Any
 import anyio
 
 from .._exceptions import ResumeError
-from .._types import RunResult
+from .._tools.arguments import parse_arguments
+from .._types import PendingCall, RunResult
 from .approval import Decision, check_decisions, decision_to_data
 from .conversation import check_conversation
 from .journal import Journal
@@ -68,6 +69,7 @@ async def _from_journal(
             # replay keeps pending calls only while their step's calls are open
             assert state.calls is not None, "pending calls without their step"
             decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
+            check_approved_arguments(state.calls, state.pending, decisions)
             if approvals:
                 await rec.approvals(run.steps, {k: decision_to_data(v) for k, v in approvals.items()})
             run.resume_at(Resume(state.calls, state.records, state.started, decisions))
@@ -98,7 +100,29 @@ def _from_result(source: RunResult[Any], approvals: Mapping[str, Decision] | Non
         raise ResumeError(
             f"run {source.run_id!r}: the last message is not the assistant message of the pending calls"
         )
+    check_approved_arguments(calls, source.pending, decisions)
     step = source.steps
     done = {r.id: r for r in source.tool_calls if r.step == step and r.id in ids}
     messages = check_conversation(source.messages)
     return Run.from_paused(source, messages, Resume(calls, done, frozenset(), decisions), set(done))
+
+
+def check_approved_arguments(
+    calls: list[dict[str, Any]], pending: list[PendingCall], decisions: Mapping[str, Any]
+) -> None:
+    """An approved call runs with the arguments the human was shown (`PendingCall.arguments`), or
+    not at all: a stored paused run whose call was changed after the pause is refused, never run
+    with arguments nobody approved. (An agent tool's inner calls are checked by the inner run.)"""
+    raw = {c.get("id"): (c.get("function") or {}).get("arguments") for c in calls if isinstance(c, dict)}
+    for p in pending:
+        if "/" in p.id or decisions.get(p.id) is not True:
+            continue
+        try:
+            runs_with: Any = parse_arguments(raw.get(p.id))
+        except ValueError:
+            runs_with = None
+        if runs_with != p.arguments:
+            raise ResumeError(
+                f"call {p.id!r} ({p.name}) would run with arguments other than the ones shown for "
+                "approval: the paused run was changed after it paused. Decide on the run as stored."
+            )
