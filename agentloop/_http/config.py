@@ -6,15 +6,65 @@ tool registry; the client's do not). The key itself is never echoed in a message
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from .._budget import InputBudget
 from .._exceptions import ConfigurationError
 from .._retry import RetryPolicy
+from .._wire import WIRES, sniff_wire
+from .secrets import CREDENTIAL_HEADERS
 
-__all__ = ["check_client_options", "check_int", "positive_seconds"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ClientConfig",
+    "PoolConfig",
+    "check_client_options",
+    "check_int",
+    "positive_seconds",
+    "resolve_config",
+]
+
+# LLM answers can take minutes; connecting should not. (openai-python uses the same shape.)
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+USER_AGENT = "agentloop/0.1"
+TRANSPORTS = ("auto", "lean", "httpcore", "sharded", "aiohttp")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """What a connection pool is built from (kept so `fresh_pool()` can build an identical one)."""
+
+    timeout: httpx.Timeout
+    transport: Any  # a TransportKind name or the caller's httpx.AsyncBaseTransport
+    max_connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Everything `FluxClient(...)` resolved from its arguments and the environment, once.
+
+    Grouped as httpx groups `Timeout` / `Limits`: the client reads it, never re-derives it.
+    `headers` are the request headers of a plain request, `stream_headers` of a streamed one
+    (both with the key); `credentials` are the values the redactor must never let out.
+    """
+
+    api_key: str
+    base_url: str
+    wire: str
+    max_tokens: int
+    stream: bool
+    total_timeout: float | None
+    retry: RetryPolicy
+    input_budget: InputBudget
+    headers: Mapping[str, str]
+    stream_headers: Mapping[str, str]
+    credentials: tuple[str, ...]
+    pool: PoolConfig
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
@@ -92,7 +142,8 @@ def check_client_options(
         )
     if not isinstance(transport, (str, httpx.AsyncBaseTransport)):
         raise ConfigurationError(
-            f"transport must be 'auto', 'httpcore', 'sharded', 'aiohttp' or an httpx.AsyncBaseTransport, got {transport!r}"
+            f"transport must be 'auto', 'lean', 'httpcore', 'sharded', 'aiohttp' or an httpx.AsyncBaseTransport, "
+            f"got {transport!r}"
         )
     if http_client is not None and transport != "auto":
         raise ConfigurationError(
@@ -109,3 +160,89 @@ def positive_seconds(name: str, value: Any) -> None:
         or value == float("inf")
     ):
         raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
+
+
+def resolve_config(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    wire: str | None,
+    max_tokens: int,
+    stream: bool,
+    total_timeout: float | None,
+    retry: RetryPolicy | None,
+    input_budget: InputBudget | None,
+    headers: Mapping[str, str] | None,
+    pool: PoolConfig,
+) -> ClientConfig:
+    """The arguments (already checked by `check_client_options`) and the environment → a config."""
+    key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
+    if not key:
+        raise ConfigurationError(
+            "no API key: pass FluxClient(api_key=...) or set the FLUX_API_KEY environment variable"
+        )
+    if wire is not None and wire not in WIRES:
+        raise ConfigurationError(f"unknown wire {wire!r}; supported: {', '.join(map(repr, WIRES))}")
+    url = _base_url(base_url, wire)
+    name = wire if wire is not None else sniff_wire(url)
+    if input_budget is not None and not isinstance(input_budget, InputBudget):
+        raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
+    codec = WIRES[name].build(max_tokens)
+    sent = {
+        "content-type": "application/json",
+        "accept": "application/json",
+        "user-agent": USER_AGENT,
+        **(headers or {}),
+        **codec.auth_headers(key),
+    }
+    return ClientConfig(
+        api_key=key,
+        base_url=url,
+        wire=name,
+        max_tokens=max_tokens,
+        stream=stream,
+        total_timeout=total_timeout,
+        retry=retry or RetryPolicy(),
+        input_budget=input_budget or InputBudget(),
+        headers=sent,
+        stream_headers={**sent, "accept": "text/event-stream", "cache-control": "no-cache"},
+        # The key, and every credential header value as sent ("Bearer <key>", a proxy's token).
+        credentials=(key, *(v for k, v in sent.items() if k.lower() in CREDENTIAL_HEADERS)),
+        pool=pool,
+    )
+
+
+def pool_config(timeout: float | httpx.Timeout | None, transport: Any, max_connections: int) -> PoolConfig:
+    if isinstance(transport, str) and transport not in TRANSPORTS:
+        raise ConfigurationError(
+            f"unknown transport {transport!r}; use one of {', '.join(TRANSPORTS)} or an httpx transport"
+        )
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    elif not isinstance(timeout, httpx.Timeout):
+        timeout = httpx.Timeout(timeout)
+    return PoolConfig(timeout, transport, max_connections)
+
+
+def _base_url(base_url: str | None, wire: str | None) -> str:
+    default = WIRES[wire or "openai"].default_base_url
+    url = (base_url or os.environ.get("FLUX_BASE_URL") or default).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+    _refuse_full_endpoint(url)
+    return url
+
+
+def _refuse_full_endpoint(url: str) -> None:
+    """A pasted endpoint (…/v1/chat/completions, …/anthropic/v1/messages) would 404 on every
+    request with the path appended twice: say at construction what to pass instead."""
+    for spec in WIRES.values():
+        endpoint = spec.endpoint
+        if url.endswith(endpoint):
+            root = url.removesuffix(endpoint)
+            if spec.url_marker and root.endswith(spec.url_marker + "/v1"):
+                root = root.removesuffix("/v1")
+            raise ConfigurationError(
+                f"base_url {url!r} is a full endpoint; pass the API root instead: base_url={root!r} "
+                f"(the client appends {endpoint})"
+            )

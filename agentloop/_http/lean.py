@@ -1,0 +1,347 @@
+"""The lean transport: HTTP/1.1 keep-alive for FluxClient's one request shape, on anyio sockets.
+
+Why not httpx + aiohttp (the former default on asyncio): per request httpx builds a `Request`
+(URL merge, header merge), wraps the response in its own objects, and aiohttp writes the body from
+a task of its own: ~300 µs of CPU per step of which this keeps ~50 (benchmarks/PROFILE.md). Here
+the constant part of a request (request line, headers) is encoded once per client and a request
+is one `send` of head + body; the answer is framed by `h1.py`. It runs on asyncio and trio alike.
+
+What it keeps of httpx's guarantees: the same `httpx.Timeout` parts (connect, read per receive,
+write, pool), the same exceptions (`httpx.ConnectError`, `ReadTimeout`, `RemoteProtocolError`...,
+so the client maps failures as before), keep-alive with `keepalive_expiry`, a connection the
+server closed while idle is never reused (checked before each request), `max_connections`,
+TLS with httpx's SSL context (`SSL_CERT_FILE` ...), gzip / deflate bodies (decoded in bounded
+pieces), and cookies a router sets. What it does not do: proxies, HTTP/2, redirects (FluxClient
+never followed them); environment proxies and a caller's `transport=` / `http_client=` keep httpx.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Mapping
+
+import anyio
+import anyio.abc
+import httpx
+
+from .h1 import (
+    CHUNKED,
+    MAX_CHUNK_LINE,
+    MAX_HEAD_BYTES,
+    UNTIL_CLOSE,
+    Head,
+    body_framing,
+    chunk_size,
+    parse_head,
+)
+
+__all__ = ["LeanPool", "LeanResponse"]
+
+_RECEIVE = 65536
+_DECODED_PIECE = 65536  # a compressed chunk is inflated in pieces of this size (bombs stay bounded)
+
+
+def _seconds(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+class _Connection:
+    """One socket, its unread bytes, and when it went idle."""
+
+    __slots__ = ("buf", "idle_since", "raw", "stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+        self.idle_since = 0.0
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        self.raw: socket.socket | None = raw
+        if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def stale(self) -> bool:
+        """Readable while idle: the server closed it (EOF) or sent something unasked. Not reusable."""
+        raw = self.raw
+        if self.buf or raw is None or raw.fileno() < 0:
+            return True
+        readable, _, _ = select.select([raw], [], [], 0)
+        return bool(readable)
+
+
+class LeanPool:
+    """Connections to one origin; `send(head, body)` → a `LeanResponse` whose body is still unread."""
+
+    def __init__(
+        self, url: str, timeout: httpx.Timeout, max_connections: int, keepalive_expiry: float
+    ) -> None:
+        parsed = httpx.URL(url)
+        self.host = parsed.host
+        self.tls = parsed.scheme == "https"
+        self.port = parsed.port or (443 if self.tls else 80)
+        self.netloc = parsed.netloc.decode("ascii")
+        self.target = parsed.raw_path.decode("ascii")
+        self._connect_timeout = _seconds(timeout.connect)
+        self._read_timeout = _seconds(timeout.read)
+        self._write_timeout = _seconds(timeout.write)
+        self._pool_timeout = _seconds(timeout.pool)
+        self._max = max_connections
+        self._expiry = keepalive_expiry
+        self._idle: list[_Connection] = []
+        self._open = 0  # connections open (idle or carrying a request) or being opened
+        self._waiters: list[anyio.Event] = []
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    def prepare(self) -> None:
+        if self.tls and self._ssl is None:
+            self._ssl = httpx.create_ssl_context()  # ~30 ms: here, not in the first request
+
+    async def send(self, data: bytes) -> LeanResponse:
+        """Send one request (head and body in `data`) and read the response head."""
+        conn = await self._acquire()
+        try:
+            with anyio.move_on_after(self._write_timeout) as scope:
+                await conn.stream.send(data)
+            if scope.cancelled_caught:
+                raise httpx.WriteTimeout("writing the request timed out")
+            head = await self._read_head(conn)
+        except BaseException as e:
+            await self._discard(conn)
+            if isinstance(e, (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)):
+                raise httpx.WriteError(f"the connection broke while sending: {e or type(e).__name__}") from e
+            raise
+        return LeanResponse(self, conn, head)
+
+    async def _read_head(self, conn: _Connection) -> Head:
+        while True:
+            buf = conn.buf
+            end = buf.find(b"\r\n\r\n")
+            cut = 4
+            if end < 0 and (end := buf.find(b"\n\n")) >= 0:
+                cut = 2
+            if end >= 0:
+                if end > MAX_HEAD_BYTES:
+                    break
+                head = parse_head(bytes(buf[:end]))
+                del buf[: end + cut]
+                if 100 <= head.status_code < 200 and head.status_code != 101:
+                    continue  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+                return head
+            if len(buf) > MAX_HEAD_BYTES:
+                break
+            if not await self.receive(conn):
+                raise httpx.RemoteProtocolError(
+                    "the server closed the connection without sending a complete response head"
+                    if buf
+                    else "the server closed the connection without sending a response"
+                )
+        raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
+
+    async def receive(self, conn: _Connection) -> bool:
+        """More bytes into `conn.buf`; False at EOF. Each wait is bounded by the read timeout."""
+        with anyio.move_on_after(self._read_timeout) as scope:
+            try:
+                chunk = await conn.stream.receive(_RECEIVE)
+            except anyio.EndOfStream:
+                return False
+            except (anyio.BrokenResourceError, OSError) as e:
+                raise httpx.ReadError(f"the connection broke: {e.__cause__ or e or type(e).__name__}") from e
+            conn.buf += chunk
+            return True
+        if scope.cancelled_caught:
+            raise httpx.ReadTimeout(f"no data from the server for {self._read_timeout:g} s")
+        return False  # pragma: no cover (move_on_after only exits early by its own timeout)
+
+    async def _acquire(self) -> _Connection:
+        if self._closed:
+            raise httpx.ConnectError("the client was closed")
+        while True:
+            now = anyio.current_time()
+            while self._idle:
+                conn = self._idle.pop()
+                if now - conn.idle_since < self._expiry and not conn.stale():
+                    return conn
+                await self._discard(conn)
+            if self._open < self._max:
+                break
+            event = anyio.Event()
+            self._waiters.append(event)
+            with anyio.move_on_after(self._pool_timeout) as scope:
+                await event.wait()
+            if scope.cancelled_caught:
+                self._waiters.remove(event)
+                raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _connect(self) -> _Connection:
+        self.prepare()
+        stream: anyio.abc.ByteStream
+        with anyio.move_on_after(self._connect_timeout):
+            try:
+                if self._ssl is not None:
+                    stream = await anyio.connect_tcp(
+                        self.host,
+                        self.port,
+                        ssl_context=self._ssl,
+                        tls_hostname=self.host,
+                        tls_standard_compatible=False,  # a server may close without close_notify (as httpcore)
+                    )
+                else:
+                    stream = await anyio.connect_tcp(self.host, self.port)
+            except (OSError, anyio.BrokenResourceError, ssl.SSLError) as e:
+                raise httpx.ConnectError(str(e) or type(e).__name__) from e
+            return _Connection(stream)
+        raise httpx.ConnectTimeout(
+            f"connecting to {self.netloc} took longer than {self._connect_timeout:g} s"
+        )
+
+    async def release(self, conn: _Connection, reusable: bool) -> None:
+        """Give a connection back after its response: idle for the next request, or closed."""
+        if reusable and not self._closed and not conn.buf:
+            conn.idle_since = anyio.current_time()
+            self._idle.append(conn)
+            self._wake()
+        else:
+            await self._discard(conn)
+
+    async def _discard(self, conn: _Connection) -> None:
+        self._open -= 1
+        self._wake()
+        await anyio.aclose_forcefully(conn.stream)
+
+    def _wake(self) -> None:
+        if self._waiters:
+            self._waiters.pop(0).set()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn)
+
+
+class LeanResponse:
+    """A response whose head was read; `aiter_bytes()` reads the body once, `aclose()` ends it
+    (the connection goes back to the pool only when the body was read to its end)."""
+
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_framing",
+        "_keep",
+        "_pool",
+        "cookies",
+        "headers",
+        "reason_phrase",
+        "status_code",
+    )
+
+    def __init__(self, pool: LeanPool, conn: _Connection, head: Head) -> None:
+        self._pool, self._conn = pool, conn
+        self.status_code, self.reason_phrase = head.status_code, head.reason_phrase
+        self.headers: Mapping[str, str] = head.headers
+        self.cookies = head.cookies
+        self._framing, self._keep = body_framing(head)
+        self._done = False
+
+    @property
+    def encoding(self) -> str | None:
+        _, _, charset = self.headers.get("content-type", "").partition("charset=")
+        return charset.split(";", 1)[0].strip().strip('"') or None
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        coding = self.headers.get("content-encoding", "identity").strip().lower()
+        if coding in ("identity", ""):
+            async for piece in self._raw():
+                yield piece
+            return
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+        try:
+            async for piece in self._raw():
+                while piece:
+                    out = inflate.decompress(piece, _DECODED_PIECE)
+                    piece = inflate.unconsumed_tail
+                    if out:
+                        yield out
+            if not inflate.eof:
+                raise httpx.DecodingError("the compressed body ends early")
+        except zlib.error as e:
+            raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e
+
+    async def _raw(self) -> AsyncIterator[bytes]:
+        framing, conn, pool = self._framing, self._conn, self._pool
+        if framing == CHUNKED:
+            async for piece in self._chunks():
+                yield piece
+        elif framing == UNTIL_CLOSE:
+            while conn.buf or await pool.receive(conn):
+                piece = bytes(conn.buf)
+                conn.buf.clear()
+                yield piece
+        else:
+            left = framing
+            while left:
+                if not conn.buf and not await pool.receive(conn):
+                    raise httpx.RemoteProtocolError(
+                        f"the server closed the connection {left} bytes before the body's end"
+                    )
+                piece = bytes(conn.buf[:left])
+                del conn.buf[:left]
+                left -= len(piece)
+                yield piece
+        self._done = True
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        conn, pool = self._conn, self._pool
+        while True:
+            size = chunk_size(await self._line(MAX_CHUNK_LINE, "chunk size"))
+            if size == 0:
+                break
+            left = size
+            while left:
+                if not conn.buf and not await pool.receive(conn):
+                    raise httpx.RemoteProtocolError("the server closed the connection inside a chunk")
+                piece = bytes(conn.buf[:left])
+                del conn.buf[:left]
+                left -= len(piece)
+                yield piece
+            if await self._line(2, "chunk end"):
+                raise httpx.RemoteProtocolError("malformed HTTP response: a chunk is longer than its size")
+        trailers = 0
+        while line := await self._line(MAX_HEAD_BYTES - trailers, "trailers"):
+            trailers += len(line) + 2
+
+    async def _line(self, limit: int, what: str) -> bytes:
+        conn = self._conn
+        while (end := conn.buf.find(b"\n")) < 0:
+            if len(conn.buf) > limit:
+                raise httpx.RemoteProtocolError(
+                    f"malformed HTTP response: {what} line longer than {limit} bytes"
+                )
+            if not await self._pool.receive(conn):
+                raise httpx.RemoteProtocolError(
+                    f"the server closed the connection in the chunked body ({what})"
+                )
+        if end > limit:
+            raise httpx.RemoteProtocolError(f"malformed HTTP response: {what} line longer than {limit} bytes")
+        line = bytes(conn.buf[:end]).rstrip(b"\r")
+        del conn.buf[: end + 1]
+        return line
+
+    async def aclose(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None  # type: ignore[assignment]
+        await self._pool.release(conn, self._done and self._keep)
