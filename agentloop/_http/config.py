@@ -7,6 +7,7 @@ tool registry; the client's do not). The key itself is never echoed in a message
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,12 +89,14 @@ def check_client_options(
 ) -> None:
     """FluxClient's arguments, checked before anything is built (the key itself is never echoed)."""
     if api_key is not None and (
-        not isinstance(api_key, str) or any(c.isspace() or ord(c) < 32 for c in api_key)
+        not isinstance(api_key, str)
+        or not api_key.isascii()
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in api_key)
     ):
         what = (
             type(api_key).__name__
             if not isinstance(api_key, str)
-            else "a str with whitespace or control characters"
+            else "a str with whitespace, control or non-ASCII characters"
         )
         raise ConfigurationError(
             f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
@@ -136,6 +139,7 @@ def check_client_options(
             raise ConfigurationError(
                 f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
             )
+        check_header_text(headers)
     if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
         raise ConfigurationError(
             f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
@@ -150,6 +154,23 @@ def check_client_options(
             "transport= and http_client= disagree: a custom http_client brings its own transport. Pass one of them."
         )
     check_int("max_connections", max_connections)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def check_header_text(headers: Mapping[str, str]) -> None:
+    """Names are HTTP tokens, values printable ASCII: a CR or LF in a value would end the header
+    and let the rest forge others (header injection), so it is refused here, not sent."""
+    for name, value in headers.items():
+        if _TOKEN.fullmatch(name) is None or _VALUE.fullmatch(value) is None:
+            raise ConfigurationError(
+                f"header {name!r}: names must be HTTP tokens and values printable ASCII without CR/LF "
+                f"(got value {value[:100]!r})"
+            )
+        if name.lower() in ("content-length", "transfer-encoding"):
+            raise ConfigurationError(f"headers may not set {name}: the client frames the body itself")
 
 
 def positive_seconds(name: str, value: Any) -> None:
@@ -192,7 +213,9 @@ def resolve_config(
         "content-type": "application/json",
         "accept": "application/json",
         "user-agent": USER_AGENT,
-        **(headers or {}),
+        **{
+            k.lower(): v for k, v in (headers or {}).items()
+        },  # one spelling: a caller's "Accept" replaces ours
         **codec.auth_headers(key),
     }
     return ClientConfig(
