@@ -17,14 +17,13 @@ never followed them); environment proxies and a caller's `transport=` / `http_cl
 
 from __future__ import annotations
 
-import select
-import socket
 import ssl
+import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
 
 import anyio
-import anyio.abc
 import httpx
 
 from .h1 import (
@@ -37,38 +36,15 @@ from .h1 import (
     chunk_size,
     parse_head,
 )
+from .sockets import Connection, connect
 
 __all__ = ["LeanPool", "LeanResponse"]
 
-_RECEIVE = 65536
 _DECODED_PIECE = 65536  # a compressed chunk is inflated in pieces of this size (bombs stay bounded)
 
 
 def _seconds(value: float | None) -> float:
     return float("inf") if value is None else value
-
-
-class _Connection:
-    """One socket, its unread bytes, and when it went idle."""
-
-    __slots__ = ("buf", "idle_since", "raw", "stream")
-
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-        self.idle_since = 0.0
-        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
-        self.raw: socket.socket | None = raw
-        if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6):
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def stale(self) -> bool:
-        """Readable while idle: the server closed it (EOF) or sent something unasked. Not reusable."""
-        raw = self.raw
-        if self.buf or raw is None or raw.fileno() < 0:
-            return True
-        readable, _, _ = select.select([raw], [], [], 0)
-        return bool(readable)
 
 
 class LeanPool:
@@ -89,7 +65,7 @@ class LeanPool:
         self._pool_timeout = _seconds(timeout.pool)
         self._max = max_connections
         self._expiry = keepalive_expiry
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._open = 0  # connections open (idle or carrying a request) or being opened
         self._waiters: list[anyio.Event] = []
         self._ssl: ssl.SSLContext | None = None
@@ -103,19 +79,14 @@ class LeanPool:
         """Send one request (head and body in `data`) and read the response head."""
         conn = await self._acquire()
         try:
-            with anyio.move_on_after(self._write_timeout) as scope:
-                await conn.stream.send(data)
-            if scope.cancelled_caught:
-                raise httpx.WriteTimeout("writing the request timed out")
+            await conn.send(data, self._write_timeout)
             head = await self._read_head(conn)
-        except BaseException as e:
+        except BaseException:
             await self._discard(conn)
-            if isinstance(e, (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)):
-                raise httpx.WriteError(f"the connection broke while sending: {e or type(e).__name__}") from e
             raise
         return LeanResponse(self, conn, head)
 
-    async def _read_head(self, conn: _Connection) -> Head:
+    async def _read_head(self, conn: Connection) -> Head:
         while True:
             buf = conn.buf
             end = buf.find(b"\r\n\r\n")
@@ -140,26 +111,15 @@ class LeanPool:
                 )
         raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
 
-    async def receive(self, conn: _Connection) -> bool:
+    def receive(self, conn: Connection) -> Coroutine[Any, Any, bool]:
         """More bytes into `conn.buf`; False at EOF. Each wait is bounded by the read timeout."""
-        with anyio.move_on_after(self._read_timeout) as scope:
-            try:
-                chunk = await conn.stream.receive(_RECEIVE)
-            except anyio.EndOfStream:
-                return False
-            except (anyio.BrokenResourceError, OSError) as e:
-                raise httpx.ReadError(f"the connection broke: {e.__cause__ or e or type(e).__name__}") from e
-            conn.buf += chunk
-            return True
-        if scope.cancelled_caught:
-            raise httpx.ReadTimeout(f"no data from the server for {self._read_timeout:g} s")
-        return False  # pragma: no cover (move_on_after only exits early by its own timeout)
+        return conn.receive(self._read_timeout)
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(self) -> Connection:
         if self._closed:
             raise httpx.ConnectError("the client was closed")
         while True:
-            now = anyio.current_time()
+            now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()
                 if now - conn.idle_since < self._expiry and not conn.stale():
@@ -182,41 +142,23 @@ class LeanPool:
             self._wake()
             raise
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         self.prepare()
-        stream: anyio.abc.ByteStream
-        with anyio.move_on_after(self._connect_timeout):
-            try:
-                if self._ssl is not None:
-                    stream = await anyio.connect_tcp(
-                        self.host,
-                        self.port,
-                        ssl_context=self._ssl,
-                        tls_hostname=self.host,
-                        tls_standard_compatible=False,  # a server may close without close_notify (as httpcore)
-                    )
-                else:
-                    stream = await anyio.connect_tcp(self.host, self.port)
-            except (OSError, anyio.BrokenResourceError, ssl.SSLError) as e:
-                raise httpx.ConnectError(str(e) or type(e).__name__) from e
-            return _Connection(stream)
-        raise httpx.ConnectTimeout(
-            f"connecting to {self.netloc} took longer than {self._connect_timeout:g} s"
-        )
+        return await connect(self.host, self.port, self._ssl, self._connect_timeout)
 
-    async def release(self, conn: _Connection, reusable: bool) -> None:
+    async def release(self, conn: Connection, reusable: bool) -> None:
         """Give a connection back after its response: idle for the next request, or closed."""
         if reusable and not self._closed and not conn.buf:
-            conn.idle_since = anyio.current_time()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
             self._wake()
         else:
             await self._discard(conn)
 
-    async def _discard(self, conn: _Connection) -> None:
+    async def _discard(self, conn: Connection) -> None:
         self._open -= 1
         self._wake()
-        await anyio.aclose_forcefully(conn.stream)
+        await conn.aclose()
 
     def _wake(self) -> None:
         if self._waiters:
@@ -245,7 +187,7 @@ class LeanResponse:
         "status_code",
     )
 
-    def __init__(self, pool: LeanPool, conn: _Connection, head: Head) -> None:
+    def __init__(self, pool: LeanPool, conn: Connection, head: Head) -> None:
         self._pool, self._conn = pool, conn
         self.status_code, self.reason_phrase = head.status_code, head.reason_phrase
         self.headers: Mapping[str, str] = head.headers
