@@ -200,12 +200,14 @@ class LeanResponse:
         _, _, charset = self.headers.get("content-type", "").partition("charset=")
         return charset.split(";", 1)[0].strip().strip('"') or None
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        coding = self.headers.get("content-encoding", "identity").strip().lower()
-        if coding in ("identity", ""):
-            async for piece in self._raw():
-                yield piece
-            return
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, decoded (gzip / deflate); read once."""
+        coding = self.headers.get("content-encoding")
+        if coding is None or coding.strip().lower() in ("identity", ""):
+            return self._raw()  # no generator of its own: one layer less per piece
+        return self._inflated(coding.strip().lower())
+
+    async def _inflated(self, coding: str) -> AsyncIterator[bytes]:
         if coding not in ("gzip", "x-gzip", "deflate"):
             raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
         inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
