@@ -411,3 +411,16 @@ async def test_the_request_head_is_built_once_and_right() -> None:
 def test_header_injection_is_refused_at_construction(headers: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError):
         FluxClient(api_key="k", headers=headers)
+
+
+async def test_http10_answers_are_not_kept_alive_unless_they_say_so() -> None:
+    plain = ok().replace(b"HTTP/1.1", b"HTTP/1.0")
+    async with RawServer(respond(plain, close=False)) as server, client(server.url) as c:
+        await ask(c)
+        await ask(c)
+    assert server.opened == 2
+    kept = ok(extra=b"connection: keep-alive\r\n").replace(b"HTTP/1.1", b"HTTP/1.0")
+    async with RawServer(respond(kept, close=False)) as server, client(server.url) as c:
+        await ask(c)
+        await ask(c)
+    assert server.opened == 1

@@ -36,7 +36,7 @@ CHUNKED = -1  # body_framing(): chunked transfer coding
 UNTIL_CLOSE = -2  # body_framing(): the body runs until the server closes the connection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STATUS = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -64,10 +64,13 @@ class Head:
     """A parsed response head: status, reason, headers (lowercase names, repeats joined by ", " as
     httpx does) and the `Set-Cookie` values kept apart (they cannot be joined)."""
 
-    __slots__ = ("cookies", "headers", "reason_phrase", "status_code")
+    __slots__ = ("cookies", "headers", "http10", "reason_phrase", "status_code")
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str], cookies: list[str]) -> None:
+    def __init__(
+        self, status: int, reason: str, headers: dict[str, str], cookies: list[str], http10: bool = False
+    ) -> None:
         self.status_code, self.reason_phrase, self.headers, self.cookies = status, reason, headers, cookies
+        self.http10 = http10  # HTTP/1.0: the connection closes after the response unless it says keep-alive
 
 
 def _bad(what: str) -> httpx.RemoteProtocolError:
@@ -94,13 +97,14 @@ def parse_head(raw: bytes) -> Head:
             cookies.append(text)
         old = headers.get(key)
         headers[key] = text if old is None else f"{old}, {text}"
-    return Head(int(m.group(1)), (m.group(2) or b"").decode("latin-1"), headers, cookies)
+    return Head(int(m.group(2)), (m.group(3) or b"").decode("latin-1"), headers, cookies, m.group(1) == b"0")
 
 
 def body_framing(head: Head) -> tuple[int, bool]:
     """(length in bytes, or CHUNKED / UNTIL_CLOSE; may the connection be reused afterwards)."""
     status, headers = head.status_code, head.headers
-    keep = "close" not in headers.get("connection", "").lower()
+    connection = headers.get("connection", "").lower()
+    keep = "keep-alive" in connection if head.http10 else "close" not in connection
     if status in (204, 304) or 100 <= status < 200:
         return 0, keep
     te = headers.get("transfer-encoding")

@@ -127,13 +127,7 @@ class LeanPool:
                 await self._discard(conn)
             if self._open < self._max:
                 break
-            event = anyio.Event()
-            self._waiters.append(event)
-            with anyio.move_on_after(self._pool_timeout) as scope:
-                await event.wait()
-            if scope.cancelled_caught:
-                self._waiters.remove(event)
-                raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
+            await self._wait_for_slot()
         self._open += 1
         try:
             return await self._connect()
@@ -141,6 +135,30 @@ class LeanPool:
             self._open -= 1
             self._wake()
             raise
+
+    async def _wait_for_slot(self) -> None:
+        """Until a connection is given back or closed (then the caller looks again), within the pool timeout."""
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            with anyio.move_on_after(self._pool_timeout) as scope:
+                await event.wait()
+        except BaseException:
+            self._leave(event)
+            raise
+        if scope.cancelled_caught:
+            self._leave(event)
+            raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
+
+    def _leave(self, event: anyio.Event) -> None:
+        """A waiter gives up (cancelled, timed out): if it was woken already, wake the next one
+        instead, or that connection would sit idle while others wait. (A cancellation delivered
+        between the wake-up and the waiter's resumption: a deadline firing in the same loop
+        iteration. anyio delivers an explicit cancel() later, so no test here can force it.)"""
+        if event in self._waiters:
+            self._waiters.remove(event)
+        elif event.is_set():
+            self._wake()
 
     async def _connect(self) -> Connection:
         self.prepare()
