@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import socket
+import ssl
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+import trustme
+from anyio.streams.tls import TLSListener
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,26 +66,30 @@ async def read_request(stream: anyio.abc.SocketStream) -> bytes:
 class RawServer:
     """Every accepted connection is handed to `script(index, stream)`; `opened` counts them."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
         self.opened = 0
+        self.tls = tls
 
     async def __aenter__(self) -> RawServer:
-        self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
-        self.url = f"http://127.0.0.1:{port}/v1"
+        tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        self._listener: anyio.abc.Listener[Any] = tcp
+        if self.tls is not None:
+            self._listener = TLSListener(tcp, self.tls, standard_compatible=False)
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v1"
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._listener.serve, self._handle)
         return self
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: Any) -> None:
         index = self.opened
         self.opened += 1
         async with stream:
             try:
                 await self.script(index, stream)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ssl.SSLError):
                 pass
 
     async def __aexit__(self, *exc: object) -> None:
@@ -424,3 +431,50 @@ async def test_http10_answers_are_not_kept_alive_unless_they_say_so() -> None:
         await ask(c)
         await ask(c)
     assert server.opened == 1
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ca(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """A throwaway CA the client trusts through SSL_CERT_FILE (as httpx's context reads it)."""
+    authority = trustme.CA()
+    path = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+    return authority
+
+
+def server_tls(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+async def test_tls_answers_and_keeps_the_connection(ca: trustme.CA) -> None:
+    async with RawServer(respond(ok(), close=False), tls=server_tls(ca)) as server, client(server.url) as c:
+        for _ in range(3):
+            assert (await ask(c)).message["content"] == "ok"
+        assert (await ask(c, stream=True)).message["content"] == "ok"  # a plain answer to a streamed ask
+    assert server.opened == 1
+
+
+async def test_tls_body_until_close_without_close_notify(ca: trustme.CA) -> None:
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + ANSWER
+    async with RawServer(respond(raw), tls=server_tls(ca)) as server, client(server.url) as c:
+        assert (await ask(c)).message["content"] == "ok"
+
+
+async def test_tls_truncated_body_is_a_connection_error(ca: trustme.CA) -> None:
+    async with RawServer(respond(ok()[:-20]), tls=server_tls(ca)) as server, client(server.url) as c:
+        with pytest.raises(APIConnectionError):
+            await ask(c)
+
+
+async def test_an_untrusted_certificate_is_refused(ca: trustme.CA) -> None:
+    stranger = trustme.CA()  # the server's certificate is not from the CA the client trusts
+    async with RawServer(respond(ok()), tls=server_tls(stranger)) as server, client(server.url) as c:
+        with pytest.raises(APIConnectionError, match=r"(?i)certificate") as info:
+            await ask(c)
+    assert not isinstance(info.value, APITimeoutError)
