@@ -462,3 +462,22 @@ async def test_a_cookie_the_router_sets_is_sent_back(
                 await one(c, stream=stream)
         sent = ["cookie" in q.headers for q in router.requests]  # its value is redacted in the record
         assert sent == [False, False, True, True], kind
+
+
+@pytest.mark.parametrize("name", ["HTTP_PROXY", "all_proxy"])
+async def test_proxy_environment_is_honoured(
+    router: FakeFluxRouter, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The lean transport speaks no proxy protocol: with a proxy in the environment, "auto" keeps
+    httpx's transport, which sends through it. The proxy here is dead, so a request that honours
+    it fails, and one that went straight to the (live) router would succeed."""
+    for key in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    async with FakeFluxRouter() as dead:
+        proxy = dead.base_url.removesuffix("/v1")
+    monkeypatch.setenv(name, proxy)
+    router.add(text("direct"))
+    async with FluxClient(base_url=router.base_url, api_key="k", retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises(APIConnectionError):
+            await one(c)
+    assert router.requests == []
