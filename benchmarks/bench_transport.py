@@ -8,7 +8,7 @@ server, once per transport variant and concurrency, each measurement in a fresh 
     /tmp/benchvenv/bin/python benchmarks/bench_transport.py --bench-dir PATH/TO/HARNESS
     /tmp/benchvenv/bin/python benchmarks/bench_transport.py --variants default,aiohttp --conc 200
 
-Variants: `default` (what FluxClient picks), `httpcore` (httpx's own pool as FluxClient sizes it),
+Variants: `default` (what FluxClient picks: the lean transport), `lean` (named explicitly), `httpcore` (httpx's own pool as FluxClient sizes it),
 `httpcore-100` (keep-alive capped at 100, the pre-0.2 setting), `sharded` (httpcore pools, the least
 busy first), `aiohttp` (httpx-aiohttp, asyncio only). `--backend trio` measures on trio.
 """
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("default", "httpcore", "httpcore-100", "sharded", "aiohttp")
+VARIANTS = ("default", "lean", "httpcore", "httpcore-100", "sharded", "aiohttp")
 
 
 def _client(variant: str, url: str, concurrency: int):
@@ -35,6 +35,8 @@ def _client(variant: str, url: str, concurrency: int):
     kw = {"base_url": url + "/v1", "api_key": "x", "retry": RetryPolicy(max_retries=0)}
     if variant == "default":
         return FluxClient(**kw)
+    if variant == "lean":
+        return FluxClient(**kw, transport="lean")
     if variant == "httpcore":
         return FluxClient(**kw, transport="httpcore")
     if variant == "httpcore-100":
@@ -142,7 +144,7 @@ def _matrix(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--bench-dir", required=True, help="the peer harness's folder (its fake_server.py and drivers/)"
+        "--bench-dir", help="the peer harness's folder (its fake_server.py and drivers/); required but for --one"
     )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
@@ -159,6 +161,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--tools", type=int, default=4)
     args = p.parse_args()
+    if not args.one and not args.bench_dir:
+        p.error("--bench-dir is required")  # (the measurement children are started without it)
     _one(args) if args.one else _matrix(args)
 
 
