@@ -88,6 +88,28 @@ def check_client_options(
     max_connections: Any,
 ) -> None:
     """FluxClient's arguments, checked before anything is built (the key itself is never echoed)."""
+    _check_key(api_key)
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigurationError(
+            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}"
+        )
+    check_int("max_tokens", max_tokens)
+    if not isinstance(stream, bool):
+        raise ConfigurationError(f"stream must be True or False, got {stream!r}")
+    _check_timeout(timeout)
+    if total_timeout is not None:
+        positive_seconds("total_timeout", total_timeout)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(
+            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}"
+        )
+    if headers is not None:
+        _check_headers(headers)
+    _check_transport(http_client, transport)
+    check_int("max_connections", max_connections)
+
+
+def _check_key(api_key: Any) -> None:
     if api_key is not None and (
         not isinstance(api_key, str)
         or not api_key.isascii()
@@ -102,13 +124,9 @@ def check_client_options(
             f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
             "check how it was read (e.g. .strip() a line read from a file)."
         )
-    if base_url is not None and not isinstance(base_url, str):
-        raise ConfigurationError(
-            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}"
-        )
-    check_int("max_tokens", max_tokens)
-    if not isinstance(stream, bool):
-        raise ConfigurationError(f"stream must be True or False, got {stream!r}")
+
+
+def _check_timeout(timeout: Any) -> None:
     if isinstance(timeout, httpx.Timeout):
         parts = {
             "connect": timeout.connect,
@@ -123,23 +141,22 @@ def check_client_options(
             )
     elif timeout is not None:
         positive_seconds("timeout", timeout)
-    if total_timeout is not None:
-        positive_seconds("total_timeout", total_timeout)
-    if retry is not None and not isinstance(retry, RetryPolicy):
+
+
+def _check_headers(headers: Any) -> None:
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
+    owned = sorted(k for k in headers if k.lower() in ("authorization", "x-api-key"))
+    if owned:
         raise ConfigurationError(
-            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}"
+            f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
         )
-    if headers is not None:
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
-        owned = sorted(k for k in headers if k.lower() in ("authorization", "x-api-key"))
-        if owned:
-            raise ConfigurationError(
-                f"headers may not set {', '.join(owned)}: the client sends the API key itself; pass api_key=... instead."
-            )
-        check_header_text(headers)
+    check_header_text(headers)
+
+
+def _check_transport(http_client: Any, transport: Any) -> None:
     if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
         raise ConfigurationError(
             f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
@@ -153,7 +170,6 @@ def check_client_options(
         raise ConfigurationError(
             "transport= and http_client= disagree: a custom http_client brings its own transport. Pass one of them."
         )
-    check_int("max_connections", max_connections)
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
