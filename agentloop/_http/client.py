@@ -28,7 +28,7 @@ from .._seams import Wire
 from .._types import ModelTurn
 from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, WIRES
 from .bounded import pump, read_body, read_some, sse_events
-from .config import DEFAULT_TIMEOUT, ClientConfig, check_client_options, pool_config, resolve_config
+from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
 from .errors import Errors
 from .h1 import Response
 from .secrets import Redactor
@@ -94,9 +94,10 @@ class FluxClient:
         max_connections: int = 1000,
         input_budget: InputBudget | None = None,
     ) -> None:
-        check_client_options(  # every caller mistake is refused here (see config.py)
+        options = ClientOptions(
             api_key=api_key,
             base_url=base_url,
+            wire=wire,
             max_tokens=max_tokens,
             stream=stream,
             timeout=timeout,
@@ -106,19 +107,10 @@ class FluxClient:
             http_client=http_client,
             transport=transport,
             max_connections=max_connections,
-        )
-        config = resolve_config(
-            api_key=api_key,
-            base_url=base_url,
-            wire=wire,
-            max_tokens=max_tokens,
-            stream=stream,
-            total_timeout=total_timeout,
-            retry=retry,
             input_budget=input_budget,
-            headers=headers,
-            pool=pool_config(timeout, transport, max_connections),
         )
+        check_client_options(options)  # every caller mistake is refused here (see config.py)
+        config = resolve_config(options)
         self._setup(config, http_client)
 
     def _setup(self, config: ClientConfig, http_client: httpx.AsyncClient | None) -> None:

@@ -23,6 +23,7 @@ from .secrets import CREDENTIAL_HEADERS
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ClientConfig",
+    "ClientOptions",
     "PoolConfig",
     "check_client_options",
     "check_int",
@@ -73,40 +74,48 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
         raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
 
 
-def check_client_options(
-    *,
-    api_key: Any,
-    base_url: Any,
-    max_tokens: Any,
-    stream: Any,
-    timeout: Any,
-    total_timeout: Any,
-    retry: Any,
-    headers: Any,
-    http_client: Any,
-    transport: Any,
-    max_connections: Any,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """`FluxClient(...)`'s keyword arguments as the caller passed them (unchecked, unresolved)."""
+
+    api_key: Any = None
+    base_url: Any = None
+    wire: Any = None
+    max_tokens: Any = None
+    stream: Any = True
+    timeout: Any = None
+    total_timeout: Any = None
+    retry: Any = None
+    headers: Any = None
+    http_client: Any = None
+    transport: Any = "auto"
+    max_connections: Any = 1000
+    input_budget: Any = None
+
+
+def check_client_options(o: ClientOptions) -> None:
     """FluxClient's arguments, checked before anything is built (the key itself is never echoed)."""
-    _check_key(api_key)
-    if base_url is not None and not isinstance(base_url, str):
+    _check_key(o.api_key)
+    if o.base_url is not None and not isinstance(o.base_url, str):
         raise ConfigurationError(
-            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {base_url!r}"
+            f"base_url must be a str such as 'https://api.fluxrouter.ai/v1', got {o.base_url!r}"
         )
-    check_int("max_tokens", max_tokens)
-    if not isinstance(stream, bool):
-        raise ConfigurationError(f"stream must be True or False, got {stream!r}")
-    _check_timeout(timeout)
-    if total_timeout is not None:
-        positive_seconds("total_timeout", total_timeout)
-    if retry is not None and not isinstance(retry, RetryPolicy):
+    check_int("max_tokens", o.max_tokens)
+    if not isinstance(o.stream, bool):
+        raise ConfigurationError(f"stream must be True or False, got {o.stream!r}")
+    _check_timeout(o.timeout)
+    if o.total_timeout is not None:
+        positive_seconds("total_timeout", o.total_timeout)
+    if o.retry is not None and not isinstance(o.retry, RetryPolicy):
         raise ConfigurationError(
-            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {retry!r}"
+            f"retry must be a RetryPolicy (e.g. RetryPolicy(max_retries=5)) or None, got {o.retry!r}"
         )
-    if headers is not None:
-        _check_headers(headers)
-    _check_transport(http_client, transport)
-    check_int("max_connections", max_connections)
+    if o.headers is not None:
+        _check_headers(o.headers)
+    _check_transport(o.http_client, o.transport)
+    check_int("max_connections", o.max_connections)
+    if o.input_budget is not None and not isinstance(o.input_budget, InputBudget):
+        raise ConfigurationError(f"input_budget must be an InputBudget, got {o.input_budget!r}")
 
 
 def _check_key(api_key: Any) -> None:
@@ -199,38 +208,24 @@ def positive_seconds(name: str, value: Any) -> None:
         raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
-def resolve_config(
-    *,
-    api_key: str | None,
-    base_url: str | None,
-    wire: str | None,
-    max_tokens: int,
-    stream: bool,
-    total_timeout: float | None,
-    retry: RetryPolicy | None,
-    input_budget: InputBudget | None,
-    headers: Mapping[str, str] | None,
-    pool: PoolConfig,
-) -> ClientConfig:
-    """The arguments (already checked by `check_client_options`) and the environment → a config."""
-    key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
+def resolve_config(o: ClientOptions) -> ClientConfig:
+    """Checked options (`check_client_options`) and the environment → the client's config."""
+    key = o.api_key if o.api_key is not None else os.environ.get("FLUX_API_KEY")
     if not key:
         raise ConfigurationError(
             "no API key: pass FluxClient(api_key=...) or set the FLUX_API_KEY environment variable"
         )
-    if wire is not None and wire not in WIRES:
-        raise ConfigurationError(f"unknown wire {wire!r}; supported: {', '.join(map(repr, WIRES))}")
-    url = _base_url(base_url, wire)
-    name = wire if wire is not None else sniff_wire(url)
-    if input_budget is not None and not isinstance(input_budget, InputBudget):
-        raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
-    codec = WIRES[name].build(max_tokens)
+    if o.wire is not None and o.wire not in WIRES:
+        raise ConfigurationError(f"unknown wire {o.wire!r}; supported: {', '.join(map(repr, WIRES))}")
+    url = _base_url(o.base_url, o.wire)
+    name = o.wire if o.wire is not None else sniff_wire(url)
+    codec = WIRES[name].build(o.max_tokens)
     sent = {
         "content-type": "application/json",
         "accept": "application/json",
         "user-agent": USER_AGENT,
         **{
-            k.lower(): v for k, v in (headers or {}).items()
+            k.lower(): v for k, v in (o.headers or {}).items()
         },  # one spelling: a caller's "Accept" replaces ours
         **codec.auth_headers(key),
     }
@@ -238,16 +233,16 @@ def resolve_config(
         api_key=key,
         base_url=url,
         wire=name,
-        max_tokens=max_tokens,
-        stream=stream,
-        total_timeout=total_timeout,
-        retry=retry or RetryPolicy(),
-        input_budget=input_budget or InputBudget(),
+        max_tokens=o.max_tokens,
+        stream=o.stream,
+        total_timeout=o.total_timeout,
+        retry=o.retry or RetryPolicy(),
+        input_budget=o.input_budget or InputBudget(),
         headers=sent,
         stream_headers={**sent, "accept": "text/event-stream", "cache-control": "no-cache"},
         # The key, and every credential header value as sent ("Bearer <key>", a proxy's token).
         credentials=(key, *(v for k, v in sent.items() if k.lower() in CREDENTIAL_HEADERS)),
-        pool=pool,
+        pool=pool_config(o.timeout, o.transport, o.max_connections),
     )
 
 
