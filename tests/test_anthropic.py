@@ -364,7 +364,7 @@ async def test_failed_calls_go_back_with_is_error_through_the_loop(
 def test_the_arguments_memo_sends_what_a_fresh_parse_sends() -> None:
     """AnthropicWire parses each earlier call's arguments once (a memo keyed by the text); what it
     sends must equal a fresh conversion, step after step, bad and odd arguments included."""
-    from agentloop._wire.anthropic_request import InputMemo
+    from agentloop._wire.anthropic_request import InputMemo  # internal unit under test
 
     args = ['{"x": 1}', '{"x": 1}', "not json", "", '["a list"]', '{"deep": {"a": [1, 2]}}', '{"x": 1}']
     messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]

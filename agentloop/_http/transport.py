@@ -37,6 +37,7 @@ import httpx
 from .config import PoolConfig
 from .h1 import Response, encode_head
 from .lean import LeanPool, LeanResponse
+from .sockets import on_asyncio
 
 __all__ = [
     "HttpxSender",
@@ -179,7 +180,7 @@ class AutoTransport(httpx.AsyncBaseTransport):
     def prepare(self) -> httpx.AsyncBaseTransport:
         inner = self._inner
         if inner is None:
-            self.kind = AUTO["asyncio" if _on_asyncio() else "trio"]
+            self.kind = AUTO["asyncio" if on_asyncio() else "trio"]
             inner = self._inner = make_transport(self.kind, self._limits, **self._kwargs)
         prepare(inner)
         return inner
@@ -190,16 +191,6 @@ class AutoTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._inner is not None:
             await self._inner.aclose()
-
-
-def _on_asyncio() -> bool:
-    try:
-        import asyncio
-
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio (or another loop): no asyncio loop in this thread
-        return False
-    return True
 
 
 class Sender(Protocol):
