@@ -8,7 +8,13 @@ server, once per transport variant and concurrency, each measurement in a fresh 
     /tmp/benchvenv/bin/python benchmarks/bench_transport.py --bench-dir PATH/TO/HARNESS
     /tmp/benchvenv/bin/python benchmarks/bench_transport.py --variants default,aiohttp --conc 200
 
-Variants: `default` (what FluxClient picks), `httpcore` (httpx's own pool as FluxClient sizes it),
+`--wires` compares the two wires instead (issue #19: Anthropic within 10 % of OpenAI): the same
+runs over `wire="openai"` and `wire="anthropic"` against agentloop's own `FakeFluxRouter` in a
+child process (it speaks both wires; no harness needed), CPU per step of this process only:
+
+    .venv/bin/python benchmarks/bench_transport.py --wires [--rounds 3] [--backend trio]
+
+Variants: `default` (what FluxClient picks: the lean transport), `lean` (named explicitly), `httpcore` (httpx's own pool as FluxClient sizes it),
 `httpcore-100` (keep-alive capped at 100, the pre-0.2 setting), `sharded` (httpcore pools, the least
 busy first), `aiohttp` (httpx-aiohttp, asyncio only). `--backend trio` measures on trio.
 """
@@ -23,8 +29,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-VARIANTS = ("default", "httpcore", "httpcore-100", "sharded", "aiohttp")
+VARIANTS = ("default", "lean", "httpcore", "httpcore-100", "sharded", "aiohttp")
 
 
 def _client(variant: str, url: str, concurrency: int):
@@ -33,8 +40,12 @@ def _client(variant: str, url: str, concurrency: int):
     from agentloop import FluxClient, RetryPolicy
 
     kw = {"base_url": url + "/v1", "api_key": "x", "retry": RetryPolicy(max_retries=0)}
+    if variant.startswith("wire-"):  # --wires: the URL is the wire's own base URL
+        return FluxClient(base_url=url, api_key="x", wire=variant[5:], retry=RetryPolicy(max_retries=0))
     if variant == "default":
         return FluxClient(**kw)
+    if variant == "lean":
+        return FluxClient(**kw, transport="lean")
     if variant == "httpcore":
         return FluxClient(**kw, transport="httpcore")
     if variant == "httpcore-100":
@@ -103,6 +114,54 @@ def _one(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def _serve_wires(steps: int, tools_k: int) -> None:
+    """A FakeFluxRouter scripted like the harness's server: K calls while the conversation has
+    fewer than S assistant turns, then "done". Prints its URLs; serves until stdin closes."""
+    import anyio
+    import anyio.to_thread
+
+    from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+
+    def handler(request: Any) -> Any:
+        turns = sum(1 for m in request.json["messages"] if m.get("role") == "assistant")
+        if turns >= steps:
+            return text("done")
+        return tool_calls(*(call(f"work_{i}", {"x": i, "label": "abc"}) for i in range(tools_k)))
+
+    async def main() -> None:
+        async with FakeFluxRouter(handler) as router:
+            print(json.dumps({"openai": router.base_url, "anthropic": router.anthropic_url}), flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.read)
+
+    anyio.run(main)
+
+
+def _wires(args: argparse.Namespace) -> None:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-wires"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        urls = json.loads(server.stdout.readline())  # type: ignore[union-attr]
+        cpu: dict[str, list[float]] = {"openai": [], "anthropic": []}
+        for _round in range(args.rounds):
+            for wire in cpu:
+                cmd = [sys.executable, __file__, "--one", "--variant", f"wire-{wire}", "--url", urls[wire],
+                       "--runs", str(args.runs), "--concurrency", "1", "--backend", args.backend]  # fmt: skip
+                row = json.loads(
+                    subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+                )
+                print(json.dumps(row), file=sys.stderr)
+                cpu[wire].append(row["cpu_ms_per_step"])
+        med = {w: sorted(v)[len(v) // 2] for w, v in cpu.items()}
+        print(f"\n| wire ({args.backend}, C=1) | CPU ms/step, each round | median |\n|---|---|---:|")
+        for w, v in cpu.items():
+            print(f"| {w} | {' / '.join(map(str, v))} | {med[w]} |")
+        print(f"\nanthropic / openai: {med['anthropic'] / med['openai']:.2f}x")
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait()
+
+
 def _matrix(args: argparse.Namespace) -> None:
     bench = Path(args.bench_dir).resolve()
     pin = shutil.which("taskset") and (os.cpu_count() or 1) > 1
@@ -142,7 +201,8 @@ def _matrix(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--bench-dir", required=True, help="the peer harness's folder (its fake_server.py and drivers/)"
+        "--bench-dir",
+        help="the peer harness's folder (its fake_server.py and drivers/); required but for --one",
     )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
@@ -150,6 +210,8 @@ def main() -> None:
     p.add_argument("--conc", type=int, default=200)
     p.add_argument("--conc-runs", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--wires", action="store_true", help="compare the OpenAI and Anthropic wires (see above)")
+    p.add_argument("--serve-wires", action="store_true", help=argparse.SUPPRESS)
     # one measurement (internal)
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="default")
@@ -159,6 +221,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--tools", type=int, default=4)
     args = p.parse_args()
+    if args.serve_wires:
+        return _serve_wires(args.steps, args.tools)
+    if args.wires:
+        return _wires(args)
+    if not args.one and not args.bench_dir:
+        p.error("--bench-dir is required")  # (the measurement children are started without it)
     _one(args) if args.one else _matrix(args)
 
 

@@ -359,3 +359,21 @@ async def test_failed_calls_go_back_with_is_error_through_the_loop(
     blocks = {b["tool_use_id"]: b for b in results_message["content"]}
     assert blocks["bad"]["is_error"] is True and "LookupError" in str(blocks["bad"]["content"])
     assert not blocks["good"].get("is_error")
+
+
+def test_the_arguments_memo_sends_what_a_fresh_parse_sends() -> None:
+    """AnthropicWire parses each earlier call's arguments once (a memo keyed by the text); what it
+    sends must equal a fresh conversion, step after step, bad and odd arguments included."""
+    from agentloop._wire.anthropic_request import InputMemo  # internal unit under test
+
+    args = ['{"x": 1}', '{"x": 1}', "not json", "", '["a list"]', '{"deep": {"a": [1, 2]}}', '{"x": 1}']
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    memo = InputMemo()
+    for step, arguments in enumerate(args):
+        one = {"id": f"c{step}", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [one]},
+            {"role": "tool", "tool_call_id": f"c{step}", "content": "ok"},
+        ]
+        assert encode_messages(messages, None, memo) == encode_messages(messages)
+    assert encode_messages(messages, None, memo)[1][1]["content"][0]["input"] == {"x": 1}

@@ -219,24 +219,28 @@ import sys, anyio
 from agentloop import FluxClient
 
 async def main():
-    async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key="k"):
-        print("aiohttp" in sys.modules)
+    kind = sys.argv[2]
+    async with FluxClient(base_url="https://127.0.0.1:9/v1", api_key="k", transport=kind) as c:
+        ready = "aiohttp" in sys.modules if kind == "aiohttp" else c._sender.pool._ssl is not None
+        print(ready, "aiohttp" in sys.modules)
 
 anyio.run(main, backend=sys.argv[1])
 """
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_entering_the_client_builds_the_transport_not_the_first_request(backend: str) -> None:
+@pytest.mark.parametrize(("backend", "kind"), [("asyncio", "auto"), ("trio", "auto"), ("asyncio", "aiohttp")])
+def test_entering_the_client_builds_the_transport_not_the_first_request(backend: str, kind: str) -> None:
     # Regression (#13): aiohttp was imported inside the first request on asyncio (0.3-0.7 s
     # charged to that request's total_timeout). A fresh interpreter, so no earlier test imported it.
+    # The lean transport (the default) builds its SSL context (~30 ms) on entering, and never
+    # imports aiohttp.
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", FIRST_REQUEST, backend], capture_output=True, text=True, check=True
+        [sys.executable, "-c", FIRST_REQUEST, backend, kind], capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == ("True" if backend == "asyncio" else "False")
+    assert done.stdout.split() == ["True", "True" if kind == "aiohttp" else "False"]
 
 
 async def test_the_runs_deadline_wins(router: FakeFluxRouter) -> None:
@@ -290,7 +294,7 @@ async def test_200_without_choices(router: FakeFluxRouter) -> None:
 
 
 def kinds_for(backend: str) -> list[str]:
-    return ["auto", "httpcore", "sharded"] + (["aiohttp"] if backend == "asyncio" else [])
+    return ["auto", "lean", "httpcore", "sharded"] + (["aiohttp"] if backend == "asyncio" else [])
 
 
 async def test_every_transport_streams_retries_and_maps_errors(
@@ -347,8 +351,8 @@ async def test_auto_transport_per_backend(router: FakeFluxRouter, anyio_backend:
     router.add(text("ok"))
     async with FluxClient(base_url=router.base_url, api_key="k") as c:
         await one(c)
-        picked = c._http._transport.kind  # type: ignore[attr-defined]
-    assert picked == {"asyncio": "aiohttp", "trio": "sharded"}[anyio_backend]
+        picked = c._sender.kind
+    assert picked == "lean"  # on both backends
 
 
 def test_unknown_transport_is_a_configuration_error() -> None:
@@ -458,3 +462,22 @@ async def test_a_cookie_the_router_sets_is_sent_back(
                 await one(c, stream=stream)
         sent = ["cookie" in q.headers for q in router.requests]  # its value is redacted in the record
         assert sent == [False, False, True, True], kind
+
+
+@pytest.mark.parametrize("name", ["HTTP_PROXY", "all_proxy"])
+async def test_proxy_environment_is_honoured(
+    router: FakeFluxRouter, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The lean transport speaks no proxy protocol: with a proxy in the environment, "auto" keeps
+    httpx's transport, which sends through it. The proxy here is dead, so a request that honours
+    it fails, and one that went straight to the (live) router would succeed."""
+    for key in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    async with FakeFluxRouter() as dead:
+        proxy = dead.base_url.removesuffix("/v1")
+    monkeypatch.setenv(name, proxy)
+    router.add(text("direct"))
+    async with FluxClient(base_url=router.base_url, api_key="k", retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises(APIConnectionError):
+            await one(c)
+    assert router.requests == []

@@ -22,6 +22,7 @@ import httpx
 from .._exceptions import APIResponseError
 from .._model import Emit
 from .._retry import Failure
+from .h1 import Response
 
 __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big"]
 
@@ -44,7 +45,7 @@ def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failur
     )
 
 
-async def read_body(response: httpx.Response, limit: int) -> bytes:
+async def read_body(response: Response, limit: int) -> bytes:
     """The whole (decoded) body, or a non-retryable `Failure` as soon as it passes `limit` bytes."""
     request_id = response.headers.get("x-request-id")
     declared = response.headers.get("content-length")
@@ -58,7 +59,7 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
-async def read_some(response: httpx.Response, limit: int) -> bytes:
+async def read_some(response: Response, limit: int) -> bytes:
     """At most `limit` bytes of the body (an error body: enough to say what went wrong); the rest
     is left unread (the connection is closed instead of drained)."""
     body = bytearray()

@@ -14,48 +14,28 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import anyio.to_thread
 import httpx
 
 from .._budget import InputBudget
-from .._exceptions import (
-    APIConnectionError,
-    APIError,
-    APIResponseError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ConfigurationError,
-    InternalServerError,
-    RateLimitError,
-    ToolsNotSupportedError,
-)
-from .._json import loads
+from .._exceptions import APIError, APITimeoutError
 from .._model import Emit, ModelRequest
 from .._retry import Failure, RetryPolicy
 from .._seams import Wire
 from .._types import ModelTurn
-from .._wire.anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
-from .._wire.openai import OpenAIWire
+from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, WIRES
 from .bounded import pump, read_body, read_some, sse_events
-from .config import check_client_options
-from .secrets import CREDENTIAL_HEADERS, Redactor
-from .transport import TransportKind, make_transport, prepare
-from .transport import http_client as make_http_client
+from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
+from .errors import Errors
+from .h1 import Response
+from .secrets import Redactor
+from .transport import Sender, TransportKind, make_sender
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
-DEFAULT_BASE_URL = "https://api.fluxrouter.ai/v1"
-DEFAULT_ANTHROPIC_BASE_URL = "https://api.fluxrouter.ai/anthropic"
-# LLM answers can take minutes; connecting should not. (openai-python uses the same shape.)
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
-_USER_AGENT = "agentloop/0.1"
-_TRANSPORTS = ("auto", "httpcore", "sharded", "aiohttp")
 _THREAD_BODY_BYTES = 1024 * 1024  # bodies larger than this are parsed off the event loop
 _ERROR_BODY_BYTES = 64 * 1024  # of an error response: enough to say what went wrong, the rest is not read
 
@@ -114,9 +94,10 @@ class FluxClient:
         max_connections: int = 1000,
         input_budget: InputBudget | None = None,
     ) -> None:
-        check_client_options(  # every caller mistake is refused here (see _clientconfig)
+        options = ClientOptions(
             api_key=api_key,
             base_url=base_url,
+            wire=wire,
             max_tokens=max_tokens,
             stream=stream,
             timeout=timeout,
@@ -126,84 +107,43 @@ class FluxClient:
             http_client=http_client,
             transport=transport,
             max_connections=max_connections,
+            input_budget=input_budget,
         )
-        key = api_key if api_key is not None else os.environ.get("FLUX_API_KEY")
-        if not key:
-            raise ConfigurationError(
-                "no API key: pass FluxClient(api_key=...) or set the FLUX_API_KEY environment variable"
-            )
-        self._api_key = key
-        if wire not in (None, "openai", "anthropic"):
-            raise ConfigurationError(f"unknown wire {wire!r}; supported: 'openai', 'anthropic'")
-        url = (
-            base_url
-            or os.environ.get("FLUX_BASE_URL")
-            or (DEFAULT_ANTHROPIC_BASE_URL if wire == "anthropic" else DEFAULT_BASE_URL)
-        )
-        url = url.rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
-        _refuse_full_endpoint(url)
-        if wire is None:
-            wire = "anthropic" if url.endswith("/anthropic") or "/anthropic/" in url else "openai"
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ConfigurationError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-        if total_timeout is not None and total_timeout <= 0:
-            raise ConfigurationError(f"total_timeout must be positive seconds or None, got {total_timeout!r}")
-        if input_budget is not None and not isinstance(input_budget, InputBudget):
-            raise ConfigurationError(f"input_budget must be an InputBudget, got {input_budget!r}")
-        self.input_budget = input_budget or InputBudget()
-        self.base_url = url
-        self._wire: Wire = AnthropicWire(max_tokens=max_tokens) if wire == "anthropic" else OpenAIWire()
-        self.wire = wire
-        self._url = self._wire.url(url)
-        self.stream = stream
-        self.total_timeout = total_timeout
-        self.retry = retry or RetryPolicy()
-        self._headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "user-agent": _USER_AGENT,
-            **(headers or {}),
-            **self._wire.auth_headers(key),
-        }
-        self._stream_headers = {**self._headers, "accept": "text/event-stream", "cache-control": "no-cache"}
-        # The key, and every credential header value as sent ("Bearer <key>", a proxy's token).
-        credentials = [v for k, v in self._headers.items() if k.lower() in CREDENTIAL_HEADERS]
-        self._redactor = Redactor([key, *credentials])
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
-        if isinstance(transport, str) and transport not in _TRANSPORTS:
-            raise ConfigurationError(
-                f"unknown transport {transport!r}; use one of {', '.join(_TRANSPORTS)} or an httpx transport"
-            )
-        self._owns_http = http_client is None
-        self._pool_args = (timeout, transport, max_connections)  # to build a fresh pool: fresh_pool()
-        self._transport: object = None  # what __aenter__ prepares for the running loop
-        if http_client is None:
-            # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
-            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-            built = _built_transport(transport, limits)
-            self._transport = built
-            http_client = make_http_client(timeout, built, limits)
-        self._http = http_client
+        check_client_options(options)  # every caller mistake is refused here (see config.py)
+        config = resolve_config(options)
+        self._setup(config, http_client)
+
+    def _setup(self, config: ClientConfig, http_client: httpx.AsyncClient | None) -> None:
+        """Everything the client holds, from its resolved config (and the caller's http_client)."""
+        self._config = config
+        self.input_budget = config.input_budget
+        self.base_url = config.base_url
+        self.wire = config.wire
+        self.stream = config.stream
+        self.total_timeout = config.total_timeout
+        self.retry = config.retry
+        self._wire: Wire = WIRES[config.wire].build(config.max_tokens)
+        self._url = self._wire.url(config.base_url)
+        self._redactor = Redactor(list(config.credentials))
+        self._errors = Errors(self._url, config.base_url, self._redactor, config.retry)
+        self._headers = (config.headers, config.stream_headers)  # indexed by "streamed?"
+        self._sender: Sender = make_sender(config.pool, self._url, self._headers, http_client)
 
     def __repr__(self) -> str:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
 
     async def __aenter__(self) -> FluxClient:
-        # Build the transport for this event loop now (importing its library: aiohttp takes
-        # 0.3-0.7 s), so the first request is as fast as the next and its total_timeout is spent
-        # on the request only. See benchmarks/bench_first_request.py.
-        prepare(self._transport)
+        # Build the transport for this event loop now (its library's import, an SSL context: tens
+        # of ms on a busy machine), so the first request is as fast as the next and its
+        # total_timeout is spent on the request only. See benchmarks/bench_first_request.py.
+        self._sender.prepare()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        await self._sender.aclose()
 
     def fresh_pool(self) -> FluxClient | None:
         """A copy of this client with a new connection pool of its own (None if the pool is the caller's).
@@ -211,14 +151,10 @@ class FluxClient:
         A connection pool belongs to the event loop it was used in; `Agent.run_sync` starts a new
         loop per call, so it runs on a copy like this and closes it afterwards.
         """
-        if not self._owns_http:
+        if getattr(self._sender, "http", None) is not None and not getattr(self._sender, "_owned", True):
             return None
-        timeout, transport, max_connections = self._pool_args
         twin = copy.copy(self)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        built = _built_transport(transport, limits)
-        twin._transport = built  # its own: entering the twin must not build the original's
-        twin._http = make_http_client(timeout, built, limits)
+        twin._sender = make_sender(self._config.pool, self._url, self._headers, None)
         return twin
 
     # --- the Model protocol -------------------------------------------------------------------
@@ -271,12 +207,15 @@ class FluxClient:
     async def _post(self, body: bytes) -> ModelTurn:
         """One plain request → the decoded turn, or a `Failure`."""
         try:
-            async with self._http.stream("POST", self._url, content=body, headers=self._headers) as response:
+            response = await self._sender.send(body, stream=False)
+            try:
                 if response.status_code >= 300:
-                    raise self._status_failure(response, await read_some(response, _ERROR_BODY_BYTES))
+                    raise self._errors.status(response, await read_some(response, _ERROR_BODY_BYTES))
                 content = await read_body(response, self.input_budget.max_response_bytes)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as e:
-            raise self._transport_failure(e) from e
+            raise self._errors.transport(e) from e
         return await self._decode(content, response.headers.get("x-request-id"))
 
     async def _decode(self, content: bytes, request_id: str | None) -> ModelTurn:
@@ -292,181 +231,46 @@ class FluxClient:
 
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
-        budget = self.input_budget
         try:
-            async with self._http.stream(
-                "POST", self._url, content=body, headers=self._stream_headers
-            ) as response:
-                if response.status_code >= 300:
-                    raise self._status_failure(response, await read_some(response, _ERROR_BODY_BYTES))
-                request_id = response.headers.get("x-request-id")
-                if "text/event-stream" not in response.headers.get("content-type", ""):
-                    # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
-                    content = await read_body(response, budget.max_response_bytes)
-                    return await self._decode(content, request_id)
-                assembler = self._wire.assembler(request.run_id, request.step, request_id)
-                events = sse_events(response, budget.max_sse_line_bytes, budget.max_response_bytes)
-                try:
-                    if await self._pump(events, assembler, emit, progress):
-                        streamed: ModelTurn = assembler.result()
-                        return streamed
-                finally:
-                    await events.aclose()  # type: ignore[attr-defined]
-                raise self._idle_failure(request_id, progress)
+            response = await self._sender.send(body, stream=True)
+            try:
+                return await self._read_stream(response, request, emit, progress)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as e:
-            failure = self._transport_failure(e)
+            failure = self._errors.transport(e)
             if progress.emitted:
                 failure.error.message += " (part of the answer had already been streamed: not retried)"
                 failure.error.args = (failure.error.message,)
             raise failure from e
 
+    async def _read_stream(
+        self, response: Response, request: ModelRequest, emit: Emit, progress: _Progress
+    ) -> ModelTurn:
+        budget = self.input_budget
+        if response.status_code >= 300:
+            raise self._errors.status(response, await read_some(response, _ERROR_BODY_BYTES))
+        request_id = response.headers.get("x-request-id")
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
+            content = await read_body(response, budget.max_response_bytes)
+            return await self._decode(content, request_id)
+        assembler = self._wire.assembler(request.run_id, request.step, request_id)
+        # sse_events reads only `headers` and `aiter_bytes()`, which every `Response` has.
+        events = sse_events(
+            cast(httpx.Response, response), budget.max_sse_line_bytes, budget.max_response_bytes
+        )
+        try:
+            if await self._pump(events, assembler, emit, progress):
+                streamed: ModelTurn = assembler.result()
+                return streamed
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        raise self._errors.idle(budget.stream_idle_timeout, request_id, progress.emitted)
+
     async def _pump(self, events: Any, assembler: Any, emit: Emit, progress: _Progress) -> bool:
         """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle."""
         return await pump(events, assembler, emit, self.input_budget.stream_idle_timeout, progress)
-
-    # --- errors -------------------------------------------------------------------------------
-
-    def _idle_failure(self, request_id: str | None, progress: _Progress) -> Failure:
-        idle = self.input_budget.stream_idle_timeout
-        error = APITimeoutError(
-            f"the stream from {self._url} sent no event for InputBudget.stream_idle_timeout={idle:g} s "
-            "(keep-alives do not count); raise FluxClient(input_budget=InputBudget(stream_idle_timeout=...)) "
-            "if the model pauses longer"
-            + (" (part of the answer had already been streamed: not retried)" if progress.emitted else ""),
-            request_id=request_id,
-        )
-        return Failure(error, retryable=True)
-
-    def _transport_failure(self, e: httpx.HTTPError) -> Failure:
-        if isinstance(e, httpx.DecodingError):  # e.g. a body that claims gzip and is not
-            error: APIError = APIResponseError(
-                f"the response from {self._url} could not be decoded ({self._redact(str(e)) or type(e).__name__}); "
-                "this is a router or proxy fault, retry later or report it"
-            )
-            return Failure(error, retryable=False)
-        if not isinstance(e, httpx.TransportError):  # httpx's other request errors: a broken exchange
-            error = APIConnectionError(
-                f"the request to {self._url} failed: {type(e).__name__}: {self._redact(str(e))}"
-            )
-            return Failure(error, retryable=False)
-        if isinstance(e, httpx.TimeoutException):
-            error = APITimeoutError(
-                f"request to {self._url} timed out ({type(e).__name__}); raise FluxClient(timeout=...) "
-                "if the model needs longer"
-            )
-        else:
-            error = APIConnectionError(
-                f"could not reach {self._url} or the connection broke: "
-                f"{self._redact(str(e)) or type(e).__name__}; check the base URL and the network"
-            )
-        return Failure(error, retryable=True)
-
-    def _status_failure(self, response: httpx.Response, content: bytes) -> Failure:
-        headers = self._redactor.headers(response.headers)
-        retryable = self.retry.should_retry_status(response.status_code, headers)
-        return Failure(self._status_error(response, content, headers), retryable=retryable, headers=headers)
-
-    def _redact(self, text: str) -> str:
-        return self._redactor.text(text)
-
-    def _status_error(
-        self, response: httpx.Response, content: bytes, headers: dict[str, str]
-    ) -> APIStatusError:
-        status = response.status_code
-        text = self._redact(content.decode(response.encoding or "utf-8", "replace"))
-        try:
-            body: Any = self._redactor.value(loads(text))  # again: JSON escapes can spell the key
-        except ValueError:
-            body = text[:2000]
-        # One sentence, whatever the server's ends with: "...key. Check..." never "...key.. Check...".
-        message = (
-            (_error_message(body) or self._redact(response.reason_phrase) or "no error message")
-            .rstrip()
-            .rstrip(".")
-        )
-        request_id = response.headers.get("x-request-id")
-        where = f"FluxRouter answered {status} for POST {self._url}"
-        kwargs = {"status_code": status, "body": body, "request_id": request_id, "headers": headers}
-        if status in (400, 422):
-            if _says_tools_unsupported(message):
-                return ToolsNotSupportedError(
-                    f"{where}: {message}. The routed model does not support tool calling: pin a "
-                    "tool-capable model, e.g. Agent(model='flux-pinned-gpt-5') (any flux-pinned-* id "
-                    "of a model verified to support tools).",
-                    **kwargs,
-                )
-            return BadRequestError(
-                f"{where}: {message}. The request was rejected; retrying will not help.", **kwargs
-            )
-        if status in (401, 403):
-            return AuthenticationError(
-                f"{where}: {message}. Check the API key (FLUX_API_KEY or FluxClient(api_key=...)) "
-                "and its permissions.",
-                **kwargs,
-            )
-        if status == 429:
-            return RateLimitError(
-                f"{where}: {message}. Rate limited after {self.retry.max_retries} retries; slow down "
-                "or raise RetryPolicy(max_retries=...).",
-                **kwargs,
-            )
-        if status >= 500:
-            return InternalServerError(f"{where}: {message}. The router failed; try again later.", **kwargs)
-        if status in (404, 405):
-            return APIStatusError(
-                f"{where}: {message}. Check base_url ({self.base_url!r}): it is the API root, e.g. "
-                f"{DEFAULT_BASE_URL!r} or {DEFAULT_ANTHROPIC_BASE_URL!r}; the client appends the endpoint's path.",
-                **kwargs,
-            )
-        return APIStatusError(f"{where}: {message}", **kwargs)
-
-
-def _refuse_full_endpoint(url: str) -> None:
-    """A pasted endpoint (…/v1/chat/completions, …/anthropic/v1/messages) would 404 on every
-    request with the path appended twice: say at construction what to pass instead."""
-    for endpoint in ("/chat/completions", "/messages"):
-        if url.endswith(endpoint):
-            root = url.removesuffix(endpoint)
-            if endpoint == "/messages" and root.endswith("/anthropic/v1"):
-                root = root.removesuffix("/v1")
-            raise ConfigurationError(
-                f"base_url {url!r} is a full endpoint; pass the API root instead: base_url={root!r} "
-                f"(the client appends {endpoint})"
-            )
-
-
-def _error_message(body: Any) -> str | None:
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("detail")
-            return str(msg) if msg else None
-        if isinstance(err, str):
-            return err
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return None
-
-
-def _says_tools_unsupported(message: str) -> bool:
-    m = message.lower()
-    return ("tool" in m or "function" in m) and any(
-        s in m for s in ("not support", "unsupported", "does not support", "doesn't support", "not available")
-    )
-
-
-def _built_transport(
-    transport: httpx.AsyncBaseTransport | TransportKind, limits: httpx.Limits
-) -> httpx.AsyncBaseTransport | None:
-    """The transport a new pool uses: the caller's own, a built one, or None for httpx's default."""
-    if not isinstance(transport, str):
-        return transport
-    # Environment proxies are honoured by httpx's own transport only: keep it then.
-    return None if _env_proxies() else make_transport(transport, limits)
-
-
-def _env_proxies() -> bool:
-    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in os.environ)
 
 
 class _Progress:

@@ -9,7 +9,13 @@ The options, all behind httpx's transport seam so the rest of the client does no
   connections, and sequential requests reuse one. Any backend, no extra dependency.
 - `"aiohttp"`: aiohttp's connection pool behind httpx's API (`_aiohttp.py`). asyncio only;
   falls back to `"sharded"` when aiohttp is not installed.
-- `"auto"` (default): decided from the running event loop: see `AUTO`.
+- `"lean"`: `lean.py`, HTTP/1.1 on anyio sockets with the request head encoded once per client
+  (not an httpx transport: FluxClient sends through it directly). Any backend, http and https.
+- `"auto"` (default): `"lean"`; with environment proxies httpx's own transport (it honours them).
+  `AutoTransport` (the httpx transport picked per event loop, `AUTO`) remains for benchmarks.
+
+FluxClient sends through a `Sender`: `LeanSender` over a `LeanPool`, or `HttpxSender` over an
+`httpx.AsyncClient` (its own with one of the httpx transports, or the caller's `http_client`).
 
 The choice waits for an event loop because a client may be built outside any and used on either
 backend. It is made when the client is entered (`async with FluxClient()` calls `prepare()`),
@@ -22,12 +28,22 @@ the one that honours them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Literal
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Literal, Protocol, cast
 
 import httpx
 
+from .config import PoolConfig
+from .h1 import Response, encode_head
+from .lean import LeanPool, LeanResponse
+from .sockets import on_asyncio
+
 __all__ = [
+    "HttpxSender",
+    "LeanSender",
+    "Sender",
+    "make_sender",
     "TransportKind",
     "AutoTransport",
     "ShardedTransport",
@@ -37,7 +53,7 @@ __all__ = [
     "AUTO",
 ]
 
-TransportKind = Literal["auto", "httpcore", "sharded", "aiohttp"]
+TransportKind = Literal["auto", "lean", "httpcore", "sharded", "aiohttp"]
 
 # What "auto" picks per backend (from benchmarks/bench_transport.py; see the module doc).
 AUTO: dict[str, TransportKind] = {"asyncio": "aiohttp", "trio": "sharded"}
@@ -164,7 +180,7 @@ class AutoTransport(httpx.AsyncBaseTransport):
     def prepare(self) -> httpx.AsyncBaseTransport:
         inner = self._inner
         if inner is None:
-            self.kind = AUTO["asyncio" if _on_asyncio() else "trio"]
+            self.kind = AUTO["asyncio" if on_asyncio() else "trio"]
             inner = self._inner = make_transport(self.kind, self._limits, **self._kwargs)
         prepare(inner)
         return inner
@@ -177,11 +193,116 @@ class AutoTransport(httpx.AsyncBaseTransport):
             await self._inner.aclose()
 
 
-def _on_asyncio() -> bool:
-    try:
-        import asyncio
+class Sender(Protocol):
+    """How FluxClient sends its one request shape: POST `body` to its endpoint, the response
+    back with its body unread (closed by the caller)."""
 
-        asyncio.get_running_loop()
-    except RuntimeError:  # trio (or another loop): no asyncio loop in this thread
-        return False
-    return True
+    kind: str
+
+    async def send(self, body: bytes, *, stream: bool) -> Response: ...
+    def prepare(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class HttpxSender:
+    """Through an `httpx.AsyncClient`: ours (with a chosen httpx transport) or the caller's."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: tuple[Mapping[str, str], Mapping[str, str]],
+        *,
+        owned: bool,
+        transport: object = None,
+        kind: str = "httpx",
+    ) -> None:
+        self.http, self._url, self._headers = client, url, headers
+        self._owned, self._transport, self.kind = owned, transport, kind
+
+    async def send(self, body: bytes, *, stream: bool) -> Response:
+        http = self.http
+        request = http.build_request("POST", self._url, content=body, headers=self._headers[stream])
+        return await http.send(request, stream=True)
+
+    def prepare(self) -> None:
+        prepare(self._transport)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.http.aclose()
+
+
+class LeanSender:
+    """Through a `LeanPool`: the request head (line and headers) encoded once, per mode."""
+
+    kind = "lean"
+
+    def __init__(
+        self, pool: LeanPool, url: str, headers: tuple[Mapping[str, str], Mapping[str, str]]
+    ) -> None:
+        self.pool, self._url = pool, url
+        common = {"host": pool.netloc, "accept-encoding": "gzip, deflate"}
+        self._heads = tuple(encode_head("POST", pool.target, {**common, **h}) for h in headers)
+        self.cookies = httpx.Cookies()  # what the router (or its load balancer) set; usually empty
+
+    async def send(self, body: bytes, *, stream: bool) -> Response:
+        head = self._heads[stream]
+        if self.cookies.jar:
+            head = self._with_cookies(head)
+        response = await self.pool.send(b"%b%d\r\n\r\n%b" % (head, len(body), body))
+        if response.cookies:
+            self._store(response)
+        return response
+
+    def _with_cookies(self, head: bytes) -> bytes:
+        """The head with the `Cookie` header the jar sends to this URL (httpx's rules: expiry, path)."""
+        probe = httpx.Request("POST", self._url)
+        self.cookies.set_cookie_header(probe)
+        cookie = probe.headers.get("cookie")
+        if not cookie:
+            return head
+        tail = b"content-length: "
+        return bytes(head[: -len(tail)] + b"cookie: " + cookie.encode("latin-1") + b"\r\n" + tail)
+
+    def _store(self, response: LeanResponse) -> None:
+        headers = [("set-cookie", c) for c in response.cookies]
+        self.cookies.extract_cookies(
+            httpx.Response(200, headers=headers, request=httpx.Request("POST", self._url))
+        )
+
+    def prepare(self) -> None:
+        self.pool.prepare()
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def make_sender(
+    pool: PoolConfig,
+    url: str,
+    headers: tuple[Mapping[str, str], Mapping[str, str]],
+    client: httpx.AsyncClient | None,
+) -> Sender:
+    """The sender of a new connection pool (or over the caller's `http_client`)."""
+    if client is not None:
+        return HttpxSender(client, url, headers, owned=False)
+    kind = pool.transport
+    limits = httpx.Limits(
+        max_connections=pool.max_connections, max_keepalive_connections=pool.max_connections
+    )
+    if kind in ("auto", "lean") and not (kind == "auto" and env_proxies()):
+        expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
+        return LeanSender(LeanPool(url, pool.timeout, pool.max_connections, expiry), url, headers)
+    built: httpx.AsyncBaseTransport | None = kind  # the caller's own httpx transport, or:
+    if isinstance(kind, str):
+        # Environment proxies are honoured by httpx's own transport only: keep it then.
+        built = None if env_proxies() else make_transport(cast(TransportKind, kind), limits)
+    # Keep-alive as large as the pool: with fewer, every request past it opens a new connection.
+    built_client = http_client(pool.timeout, built, limits)
+    name = getattr(built, "kind", None) or (kind if isinstance(kind, str) else "custom")
+    return HttpxSender(built_client, url, headers, owned=True, transport=built, kind=name)
+
+
+def env_proxies() -> bool:
+    return any(k.lower() in ("http_proxy", "https_proxy", "all_proxy") for k in os.environ)

@@ -30,6 +30,7 @@ from .. import _json
 from .._exceptions import APIResponseError
 from .._model import ModelRequest
 from .._types import ModelTurn, Usage
+from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
 from .openai import _preview, load_body
 
@@ -49,16 +50,16 @@ _MESSAGE_EVENTS = frozenset(
 )
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
            "pause_turn": "stop", "refusal": "content_filter"}  # fmt: skip
-_SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 class AnthropicWire:
     name = "anthropic"
 
-    __slots__ = ("_tools_in", "_tools_out", "max_tokens")
+    __slots__ = ("_inputs", "_tools_in", "_tools_out", "max_tokens")
 
     def __init__(self, *, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self.max_tokens = max_tokens
+        self._inputs = InputMemo()
         self._tools_in: list[dict[str, Any]] | None = None  # the last tool list converted ...
         self._tools_out: list[dict[str, Any]] = []  # ... and its conversion (tool lists are immutable)
 
@@ -78,7 +79,9 @@ class AnthropicWire:
         return _json.dumps(self.body(request, stream=stream))
 
     def body(self, request: ModelRequest, *, stream: bool = False) -> dict[str, Any]:
-        system, messages = encode_messages(request.messages, getattr(request, "tool_errors", None))
+        system, messages = encode_messages(
+            request.messages, getattr(request, "tool_errors", None), self._inputs
+        )
         settings = dict(request.settings)
         max_tokens = settings.pop("max_tokens", None) or settings.pop("max_completion_tokens", None)
         settings.pop("max_completion_tokens", None)
@@ -89,7 +92,7 @@ class AnthropicWire:
         parallel = settings.pop("parallel_tool_calls", None)
         if request.tools:
             body["tools"] = self._tools(request.tools)
-            choice = _tool_choice(request.tool_choice)
+            choice = tool_choice(request.tool_choice)
             if parallel is False:
                 choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
             if choice is not None:
@@ -107,132 +110,13 @@ class AnthropicWire:
 
     def _tools(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if tools is not self._tools_in:
-            self._tools_out = [_tool(t) for t in tools]
+            self._tools_out = [tool_definition(t) for t in tools]
             self._tools_in = tools
         return self._tools_out
 
     @staticmethod
     def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
         return parse_message(load_body(content, request_id), request_id=request_id)
-
-
-# --- request: canonical → Anthropic -----------------------------------------------------------
-
-
-def encode_messages(
-    messages: list[dict[str, Any]], tool_errors: Any = None
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """Canonical messages → (`system` text or None, Anthropic `messages`)."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.get("role")
-        if role in _SYSTEM_ROLES:
-            text = _text(m.get("content"))
-            if text:
-                system.append(text)
-            continue
-        if role == "tool":
-            call_id = m.get("tool_call_id")
-            block: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": call_id,
-                "content": _text(m.get("content")),
-            }
-            if tool_errors and call_id in tool_errors:
-                block["is_error"] = True
-            _append(out, "user", [block])
-        elif role == "assistant":
-            blocks: list[dict[str, Any]] = []
-            text = _text(m.get("content"))
-            if text:
-                blocks.append({"type": "text", "text": text})
-            for tc in m.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
-                               "input": _input(fn.get("arguments"))})  # fmt: skip
-            if blocks:
-                _append(out, "assistant", blocks)
-        else:  # user
-            _append(out, "user", _user_blocks(m.get("content")))
-    return ("\n\n".join(system) or None), out
-
-
-def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Append, merging into the previous message of the same role (the wire alternates roles)."""
-    if out and out[-1]["role"] == role:
-        out[-1]["content"].extend(blocks)
-    else:
-        out.append({"role": role, "content": blocks})
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return "" if content is None else str(content)
-
-
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
-    if not isinstance(content, list):
-        return [{"type": "text", "text": _text(content)}]
-    blocks: list[dict[str, Any]] = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
-        elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
-            if url.startswith("data:") and ";base64," in url:
-                media, data = url[5:].split(";base64,", 1)
-                blocks.append(
-                    {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-                )
-            else:
-                blocks.append({"type": "image", "source": {"type": "url", "url": url}})
-    return blocks
-
-
-def _input(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    if isinstance(arguments, str) and arguments.strip():
-        try:  # deeper than any budget accepts: the call was refused, and the body must stay encodable
-            value = _json.loads(arguments, max_depth=_json.MAX_VALUE_DEPTH)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
-    return {}
-
-
-def _tool(definition: dict[str, Any]) -> dict[str, Any]:
-    fn = definition.get("function", definition)
-    tool: dict[str, Any] = {"name": fn["name"]}
-    if fn.get("description"):
-        tool["description"] = fn["description"]
-    tool["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
-    return tool
-
-
-def _tool_choice(choice: Any) -> dict[str, Any] | None:
-    if choice is None or choice == "auto":
-        return None if choice is None else {"type": "auto"}
-    if choice == "required":
-        return {"type": "any"}
-    if choice == "none":
-        return {"type": "none"}
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        if name:
-            return {"type": "tool", "name": name}
-    if isinstance(choice, str):
-        return {"type": "tool", "name": choice}
-    return None
 
 
 # --- response: Anthropic → canonical ----------------------------------------------------------

@@ -1,0 +1,138 @@
+"""HTTP/1.1 response framing for the lean transport, without I/O: the head, the body's framing.
+
+Only what a client of one JSON/SSE endpoint needs, and strict where leniency would be a hole:
+a head is at most `MAX_HEAD_BYTES` (h11's default is 16 KiB, aiohttp's 8 KiB per line; a router's
+head is well under 2 KiB), folded header lines, bad names and conflicting `Content-Length`s are
+refused, `Transfer-Encoding` wins over `Content-Length` (RFC 9112 6.3) and such a connection is
+not reused. Violations raise `httpx.RemoteProtocolError`, so the client maps them as it maps
+httpx's own (a retryable `APIConnectionError`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import httpx
+
+__all__ = [
+    "CHUNKED",
+    "MAX_HEAD_BYTES",
+    "UNTIL_CLOSE",
+    "Head",
+    "Response",
+    "ResponseHead",
+    "body_framing",
+    "chunk_size",
+    "encode_head",
+    "parse_head",
+]
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 256
+MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
+CHUNKED = -1  # body_framing(): chunked transfer coding
+UNTIL_CLOSE = -2  # body_framing(): the body runs until the server closes the connection
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class ResponseHead(Protocol):
+    """What the client reads of a response besides its body (httpx.Response has it too)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def encoding(self) -> str | None: ...
+
+
+class Response(ResponseHead, Protocol):
+    """A response with its body still to read (`LeanResponse`, httpx.Response)."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class Head:
+    """A parsed response head: status, reason, headers (lowercase names, repeats joined by ", " as
+    httpx does) and the `Set-Cookie` values kept apart (they cannot be joined)."""
+
+    __slots__ = ("cookies", "headers", "http10", "reason_phrase", "status_code")
+
+    def __init__(
+        self, status: int, reason: str, headers: dict[str, str], cookies: list[str], http10: bool = False
+    ) -> None:
+        self.status_code, self.reason_phrase, self.headers, self.cookies = status, reason, headers, cookies
+        self.http10 = http10  # HTTP/1.0: the connection closes after the response unless it says keep-alive
+
+
+def _bad(what: str) -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError(f"malformed HTTP response from the server: {what}")
+
+
+def parse_head(raw: bytes) -> Head:
+    """`raw`: the bytes before the blank line that ends the head (line ends CRLF or LF)."""
+    lines = raw.split(b"\n")
+    m = _STATUS.fullmatch(lines[0].rstrip(b"\r"))
+    if m is None:
+        raise _bad(f"status line {lines[0][:100]!r}")
+    if len(lines) > MAX_HEADERS + 1:
+        raise _bad(f"more than {MAX_HEADERS} header lines")
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for line in lines[1:]:
+        name, colon, value = line.rstrip(b"\r").partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None or b"\r" in value or b"\0" in value:
+            raise _bad(f"header line {line[:100]!r}")  # also a folded line (it starts with a space)
+        key = name.decode("ascii").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        if key == "set-cookie":
+            cookies.append(text)
+        old = headers.get(key)
+        headers[key] = text if old is None else f"{old}, {text}"
+    return Head(int(m.group(2)), (m.group(3) or b"").decode("latin-1"), headers, cookies, m.group(1) == b"0")
+
+
+def body_framing(head: Head) -> tuple[int, bool]:
+    """(length in bytes, or CHUNKED / UNTIL_CLOSE; may the connection be reused afterwards)."""
+    status, headers = head.status_code, head.headers
+    connection = headers.get("connection", "").lower()
+    keep = "keep-alive" in connection if head.http10 else "close" not in connection
+    if status in (204, 304) or 100 <= status < 200:
+        return 0, keep
+    te = headers.get("transfer-encoding")
+    if te is not None:
+        if te.rsplit(",", 1)[-1].strip().lower() != "chunked":
+            return UNTIL_CLOSE, False
+        return CHUNKED, keep and "content-length" not in headers  # both: a smuggling shape, do not reuse
+    cl = headers.get("content-length")
+    if cl is None:
+        return UNTIL_CLOSE, False
+    values = {v.strip() for v in cl.split(",")}
+    if len(values) != 1 or not (length := values.pop()).isdigit() or len(length) > 18:
+        raise _bad(f"content-length {cl[:100]!r}")
+    return int(length), keep
+
+
+def chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (extensions after `;` ignored)."""
+    size = line.split(b";", 1)[0].strip(b" \t\r")
+    if _HEX.fullmatch(size) is None:
+        raise _bad(f"chunk size {line[:100]!r}")
+    return int(size, 16)
+
+
+def encode_head(method: str, target: str, headers: Mapping[str, str]) -> bytes:
+    """The request head up to (not including) `Content-Length`, which is added per request.
+
+    Header names and values were checked at construction (`config.check_headers`)."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\ncontent-length: ").encode("ascii")

@@ -1,0 +1,311 @@
+"""The lean transport: HTTP/1.1 keep-alive for FluxClient's one request shape, on anyio sockets.
+
+Why not httpx + aiohttp (the former default on asyncio): per request httpx builds a `Request`
+(URL merge, header merge), wraps the response in its own objects, and aiohttp writes the body from
+a task of its own: ~300 µs of CPU per step of which this keeps ~50 (benchmarks/PROFILE.md). Here
+the constant part of a request (request line, headers) is encoded once per client and a request
+is one `send` of head + body; the answer is framed by `h1.py`. It runs on asyncio and trio alike.
+
+What it keeps of httpx's guarantees: the same `httpx.Timeout` parts (connect, read per receive,
+write, pool), the same exceptions (`httpx.ConnectError`, `ReadTimeout`, `RemoteProtocolError`...,
+so the client maps failures as before), keep-alive with `keepalive_expiry`, a connection the
+server closed while idle is never reused (checked before each request), `max_connections`,
+TLS with httpx's SSL context (`SSL_CERT_FILE` ...), gzip / deflate bodies (decoded in bounded
+pieces), and cookies a router sets. What it does not do: proxies, HTTP/2, redirects (FluxClient
+never followed them); environment proxies and a caller's `transport=` / `http_client=` keep httpx.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+import zlib
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
+
+import anyio
+import httpx
+
+from .h1 import (
+    CHUNKED,
+    MAX_CHUNK_LINE,
+    MAX_HEAD_BYTES,
+    UNTIL_CLOSE,
+    Head,
+    body_framing,
+    chunk_size,
+    parse_head,
+)
+from .sockets import Connection, connect
+
+__all__ = ["LeanPool", "LeanResponse"]
+
+_DECODED_PIECE = 65536  # a compressed chunk is inflated in pieces of this size (bombs stay bounded)
+
+
+def _seconds(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+class LeanPool:
+    """Connections to one origin; `send(head, body)` → a `LeanResponse` whose body is still unread."""
+
+    def __init__(
+        self, url: str, timeout: httpx.Timeout, max_connections: int, keepalive_expiry: float
+    ) -> None:
+        parsed = httpx.URL(url)
+        self.host = parsed.host
+        self.tls = parsed.scheme == "https"
+        self.port = parsed.port or (443 if self.tls else 80)
+        self.netloc = parsed.netloc.decode("ascii")
+        self.target = parsed.raw_path.decode("ascii")
+        self._connect_timeout = _seconds(timeout.connect)
+        self._read_timeout = _seconds(timeout.read)
+        self._write_timeout = _seconds(timeout.write)
+        self._pool_timeout = _seconds(timeout.pool)
+        self._max = max_connections
+        self._expiry = keepalive_expiry
+        self._idle: list[Connection] = []
+        self._open = 0  # connections open (idle or carrying a request) or being opened
+        self._waiters: list[anyio.Event] = []
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    def prepare(self) -> None:
+        if self.tls and self._ssl is None:
+            context = httpx.create_ssl_context()  # ~30 ms: here, not in the first request
+            context.set_alpn_protocols(["http/1.1"])  # the one protocol spoken here (as httpcore offers it)
+            self._ssl = context
+
+    async def send(self, data: bytes) -> LeanResponse:
+        """Send one request (head and body in `data`) and read the response head."""
+        conn = await self._acquire()
+        try:
+            await conn.send(data, self._write_timeout)
+            head = await self._read_head(conn)
+        except BaseException:
+            await self._discard(conn)
+            raise
+        return LeanResponse(self, conn, head)
+
+    async def _read_head(self, conn: Connection) -> Head:
+        while True:
+            buf = conn.buf
+            end = buf.find(b"\r\n\r\n")
+            cut = 4
+            if end < 0 and (end := buf.find(b"\n\n")) >= 0:
+                cut = 2
+            if end >= 0:
+                if end > MAX_HEAD_BYTES:
+                    break
+                head = parse_head(bytes(buf[:end]))
+                del buf[: end + cut]
+                if 100 <= head.status_code < 200 and head.status_code != 101:
+                    continue  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+                return head
+            if len(buf) > MAX_HEAD_BYTES:
+                break
+            if not await self.receive(conn):
+                raise httpx.RemoteProtocolError(
+                    "the server closed the connection without sending a complete response head"
+                    if buf
+                    else "the server closed the connection without sending a response"
+                )
+        raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
+
+    def receive(self, conn: Connection) -> Coroutine[Any, Any, bool]:
+        """More bytes into `conn.buf`; False at EOF. Each wait is bounded by the read timeout."""
+        return conn.receive(self._read_timeout)
+
+    async def _acquire(self) -> Connection:
+        if self._closed:
+            raise httpx.ConnectError("the client was closed")
+        while True:
+            now = time.monotonic()
+            while self._idle:
+                conn = self._idle.pop()
+                if now - conn.idle_since < self._expiry and not conn.stale():
+                    return conn
+                await self._discard(conn)
+            if self._open < self._max:
+                break
+            await self._wait_for_slot()
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+
+    async def _wait_for_slot(self) -> None:
+        """Until a connection is given back or closed (then the caller looks again), within the pool timeout."""
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            with anyio.move_on_after(self._pool_timeout) as scope:
+                await event.wait()
+        except BaseException:
+            self._leave(event)
+            raise
+        if scope.cancelled_caught:
+            self._leave(event)
+            raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
+
+    def _leave(self, event: anyio.Event) -> None:
+        """A waiter gives up (cancelled, timed out): if it was woken already, wake the next one
+        instead, or that connection would sit idle while others wait. (A cancellation delivered
+        between the wake-up and the waiter's resumption: a deadline firing in the same loop
+        iteration. anyio delivers an explicit cancel() later, so no test here can force it.)"""
+        if event in self._waiters:
+            self._waiters.remove(event)
+        elif event.is_set():
+            self._wake()
+
+    async def _connect(self) -> Connection:
+        self.prepare()
+        return await connect(self.host, self.port, self._ssl, self._connect_timeout)
+
+    async def release(self, conn: Connection, reusable: bool) -> None:
+        """Give a connection back after its response: idle for the next request, or closed."""
+        if reusable and not self._closed and not conn.buf:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+            self._wake()
+        else:
+            await self._discard(conn)
+
+    async def _discard(self, conn: Connection) -> None:
+        self._open -= 1
+        self._wake()
+        await conn.aclose()
+
+    def _wake(self) -> None:
+        if self._waiters:
+            self._waiters.pop(0).set()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn)
+
+
+class LeanResponse:
+    """A response whose head was read; `aiter_bytes()` reads the body once, `aclose()` ends it
+    (the connection goes back to the pool only when the body was read to its end)."""
+
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_framing",
+        "_keep",
+        "_pool",
+        "cookies",
+        "headers",
+        "reason_phrase",
+        "status_code",
+    )
+
+    def __init__(self, pool: LeanPool, conn: Connection, head: Head) -> None:
+        self._pool, self._conn = pool, conn
+        self.status_code, self.reason_phrase = head.status_code, head.reason_phrase
+        self.headers: Mapping[str, str] = head.headers
+        self.cookies = head.cookies
+        self._framing, self._keep = body_framing(head)
+        self._done = False
+
+    @property
+    def encoding(self) -> str | None:
+        _, _, charset = self.headers.get("content-type", "").partition("charset=")
+        return charset.split(";", 1)[0].strip().strip('"') or None
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, decoded (gzip / deflate); read once."""
+        coding = self.headers.get("content-encoding")
+        if coding is None or coding.strip().lower() in ("identity", ""):
+            return self._raw()  # no generator of its own: one layer less per piece
+        return self._inflated(coding.strip().lower())
+
+    async def _inflated(self, coding: str) -> AsyncIterator[bytes]:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+        try:
+            async for piece in self._raw():
+                while piece:
+                    out = inflate.decompress(piece, _DECODED_PIECE)
+                    piece = inflate.unconsumed_tail
+                    if out:
+                        yield out
+            if not inflate.eof:
+                raise httpx.DecodingError("the compressed body ends early")
+        except zlib.error as e:
+            raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e
+
+    async def _raw(self) -> AsyncIterator[bytes]:
+        framing, conn, pool = self._framing, self._conn, self._pool
+        if framing == CHUNKED:
+            async for piece in self._chunks():
+                yield piece
+        elif framing == UNTIL_CLOSE:
+            while conn.buf or await pool.receive(conn):
+                piece = bytes(conn.buf)
+                conn.buf.clear()
+                yield piece
+        else:
+            left = framing
+            while left:
+                if not conn.buf and not await pool.receive(conn):
+                    raise httpx.RemoteProtocolError(
+                        f"the server closed the connection {left} bytes before the body's end"
+                    )
+                piece = bytes(conn.buf[:left])
+                del conn.buf[:left]
+                left -= len(piece)
+                yield piece
+        self._done = True
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        conn, pool = self._conn, self._pool
+        while True:
+            size = chunk_size(await self._line(MAX_CHUNK_LINE, "chunk size"))
+            if size == 0:
+                break
+            left = size
+            while left:
+                if not conn.buf and not await pool.receive(conn):
+                    raise httpx.RemoteProtocolError("the server closed the connection inside a chunk")
+                piece = bytes(conn.buf[:left])
+                del conn.buf[:left]
+                left -= len(piece)
+                yield piece
+            if await self._line(2, "chunk end"):
+                raise httpx.RemoteProtocolError("malformed HTTP response: a chunk is longer than its size")
+        trailers = 0
+        while line := await self._line(MAX_HEAD_BYTES - trailers, "trailers"):
+            trailers += len(line) + 2
+
+    async def _line(self, limit: int, what: str) -> bytes:
+        conn = self._conn
+        while (end := conn.buf.find(b"\n")) < 0:
+            if len(conn.buf) > limit:
+                raise httpx.RemoteProtocolError(
+                    f"malformed HTTP response: {what} line longer than {limit} bytes"
+                )
+            if not await self._pool.receive(conn):
+                raise httpx.RemoteProtocolError(
+                    f"the server closed the connection in the chunked body ({what})"
+                )
+        if end > limit:
+            raise httpx.RemoteProtocolError(f"malformed HTTP response: {what} line longer than {limit} bytes")
+        line = bytes(conn.buf[:end]).rstrip(b"\r")
+        del conn.buf[: end + 1]
+        return line
+
+    async def aclose(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None  # type: ignore[assignment]
+        await self._pool.release(conn, self._done and self._keep)
