@@ -40,6 +40,22 @@ def _call_uid_processes() -> list[int]:
     return found
 
 
+def _describe(pid: int) -> str:
+    """What a process is, as /proc tells it (a failure message names what was left running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            status = "".join(
+                line for line in f if line.split(":")[0] in ("State", "Uid", "PPid", "SigPnd", "ShdPnd")
+            )
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()[:200]
+    except OSError as e:
+        return f"{pid}: gone while looked at ({e})"
+    return f"{pid}: {cmdline!r} {stat.strip()} {status!r}"
+
+
 def _registry(mode: str, limits: Limits) -> ToolRegistry:
     registry = ToolRegistry(sandbox=mode, limits=limits)  # type: ignore[arg-type]
     for fn in (ht.kill, ht.daemon, ht.fork_bomb, ht.trivial, ht.whoami, ht.number):
@@ -74,6 +90,7 @@ async def kills(mode: str) -> dict[str, object]:
         "daemon_pid": daemon_pid,
         "daemon_alive": mode == "process" and daemon_pid is not None and _alive(daemon_pid),
         "left": left,
+        "left_detail": [_describe(pid) for pid in left],  # for the failure message
     }
 
 

@@ -357,10 +357,6 @@ async def test_a_models_lone_surrogates_are_made_sendable_before_the_journal_and
     assert again.output == result.output and again.messages == result.messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentloop/_wire/openai.py (busy room): normalize_message(None) raises a raw AttributeError",
-)
 @pytest.mark.parametrize("message", [None, "text", ["x"]], ids=repr)
 def test_normalize_message_refuses_what_is_not_a_message_with_a_typed_error(message: Any) -> None:
     with pytest.raises(agentloop.AgentloopError):
@@ -609,14 +605,6 @@ def test_a_tool_source_class_instead_of_an_instance_is_refused_with_the_fix(cls:
     assert Agent(client=ScriptedModel([text("x")]), tools=[cls()]) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "agentloop/_sandbox/_host.py (busy room): ProcessSandbox.aclose() sets _closed for good and each "
-        "Tool holds its registry's SandboxExecutor, so after `async with tools:` ends every later call of "
-        "a 'process' tool is sandbox_unavailable ('the sandbox was closed')"
-    ),
-)
 async def test_a_registry_used_in_two_async_with_blocks_runs_its_process_tools_in_both() -> None:
     # README: `async with tools:  # stops the fork servers when done`; the fork servers are "created
     # on first use". A script that runs twice (two `anyio.run`, a web handler per request) gets a

@@ -254,7 +254,7 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     assert bomb[1] == "ok" and int(bomb[2]) <= 512  # RLIMIT_NPROC binds the call's own uid
     assert [r[1] for r in records if r[0] == "daemon"] == ["ok"]
     assert not out["daemon_alive"]  # the double-forked setsid daemon died with its call
-    assert out["left"] == []  # nothing of any call runs once its outcome is in
+    assert out["left"] == [], out["left_detail"]  # nothing of any call runs once its outcome is in
 
 
 def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:

@@ -72,18 +72,27 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
 
 class SandboxExecutor:
     """The "process" / "isolated" `ToolExecutor`: one `ProcessSandbox` (a fork server, started on
-    the first call), its outcomes typed."""
+    the first call), its outcomes typed.
 
-    __slots__ = ("sandbox",)
+    `aclose` stops the fork server and puts a fresh, unstarted one in its place: a registry is
+    entered (`async with tools:`) once per script run, request or worker lifetime, and its tools
+    hold this executor, so a closed one must not leave them unable to run ("created on first use"
+    holds every time)."""
 
-    def __init__(self, sandbox: ProcessSandbox) -> None:
+    __slots__ = ("_make", "sandbox")
+
+    def __init__(self, sandbox: ProcessSandbox, make: Callable[[], ProcessSandbox] | None = None) -> None:
         self.sandbox = sandbox
+        self._make = make
 
     async def call(self, ref: str, arguments: dict[str, Any], limits: Limits) -> ToolOutcome:
         return typed(await self.sandbox.call(ref, arguments, limits))
 
     async def aclose(self) -> None:
-        await self.sandbox.aclose()
+        closing = self.sandbox
+        if self._make is not None:
+            self.sandbox = self._make()  # before the await: a call from now on starts the new one
+        await closing.aclose()
 
 
 def typed(out: SandboxOutcome) -> ToolOutcome:
@@ -114,8 +123,10 @@ class SandboxPool:
             # imported on first use: most programs never start a sandbox, so they never pay its import
             from .._sandbox import ProcessSandbox
 
-            box = ProcessSandbox(isolated=isolated, ro_paths=self._ro_paths)
-            found = self._executors[isolated] = SandboxExecutor(box)
+            def make() -> ProcessSandbox:
+                return ProcessSandbox(isolated=isolated, ro_paths=self._ro_paths)
+
+            found = self._executors[isolated] = SandboxExecutor(make(), make)
         return found
 
     def check(self, fn: Callable[..., Any], mode: str) -> str:

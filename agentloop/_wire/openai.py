@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _json
-from .._exceptions import APIResponseError
+from .._exceptions import APIResponseError, ConversationError
 from .._model import ModelRequest
 from .._types import ModelTurn, Usage
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
@@ -117,6 +117,11 @@ def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:
 
 def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
     """A provider's assistant message → the canonical assistant dict (a new dict, unknown keys dropped)."""
+    if not isinstance(raw, dict):
+        raise ConversationError(
+            f"normalize_message needs an assistant message (a dict), got {type(raw).__name__}: "
+            "pass the provider's message object, e.g. choices[0]['message']"
+        )
     content = raw.get("content")
     if isinstance(content, list):  # content parts: keep the text
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
