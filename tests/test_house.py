@@ -24,10 +24,7 @@ MAX_PUBLIC_PARAMETERS = 8
 KNOWN: dict[tuple[str, str], int] = {
     ("function", "_run/agent.py:Agent.__init__"): 66,
     ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
-    ("function", "testing/_server.py:FakeFluxRouter._respond"): 66,
-    ("function", "testing/_testmodel.py:generate_arguments"): 58,
     ("parameters", "temporal/_worker.py:create_worker"): 14,
-    ("parameters", "testing/_replies.py:raw"): 9,
 }
 
 
