@@ -1,12 +1,12 @@
-"""Plain data that crosses module boundaries: usage, tool-call records, model turns, run results.
+"""Plain data that crosses module boundaries: tool-call records, model turns, run results.
 
 All of it is slotted dataclasses over plain dicts: the conversation itself stays a list of OpenAI
-chat-format dicts, never wrapped, so nothing is copied or reflected on per request.
+chat-format dicts, never wrapped, so nothing is copied or reflected on per request. `Usage` is in
+`_usage.py` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Literal, get_args
 
@@ -14,6 +14,7 @@ from typing_extensions import TypeVar
 
 from . import _json
 from ._exceptions import ResumeError
+from ._usage import Usage
 
 __all__ = [
     "Usage",
@@ -60,151 +61,6 @@ StopReason = Literal[
     "approval_required",
     "output_invalid",  # OutputValidationError: the final answers kept failing output_type
 ]
-
-
-class _NoSplit(Mapping[str, Any]):
-    """The empty `Usage.by_model`: one shared, immutable instance, so no dict is built per Usage."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: str) -> Any:
-        raise KeyError(key)
-
-    def __iter__(self) -> Any:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __repr__(self) -> str:
-        return "{}"
-
-
-_NO_SPLIT: Mapping[str, Any] = _NoSplit()
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage as reported by the endpoint, summed over a run's model requests.
-
-    `prompt_tokens` (alias `input_tokens`) counts every input token, cached ones included;
-    `cache_read_tokens` / `cache_write_tokens` say how many of them were read from / written to
-    the provider's prompt cache (OpenAI `prompt_tokens_details.cached_tokens`; Anthropic
-    `cache_read_input_tokens` / `cache_creation_input_tokens`). `by_model` splits a run's usage
-    by the model that answered (the router's resolved model when it reports one, e.g. what
-    `flux-auto` routed to), each entry a `Usage` without its own split.
-    """
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    by_model: Mapping[str, Usage] = field(default=_NO_SPLIT, compare=False)  # never mutated; not in ==
-
-    @property
-    def input_tokens(self) -> int:
-        return self.prompt_tokens
-
-    @property
-    def output_tokens(self) -> int:
-        return self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        a, b = self.by_model, other.by_model
-        if not b:
-            split = a
-        elif not a:
-            split = b
-        else:  # rare: adding two totals that were both split
-            split = dict(a)
-            for k, v in b.items():
-                split[k] = split[k] + v if k in split else v
-        return _make_usage(
-            self.requests + other.requests,
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.total_tokens + other.total_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            split,
-        )
-
-    def for_model(self, model: str) -> Usage:
-        """This (one request's) usage, attributed to `model` in `by_model`."""
-        flat = self if not self.by_model else Usage.from_data(self.to_data())
-        return Usage(
-            self.requests, self.prompt_tokens, self.completion_tokens, self.total_tokens,
-            self.cache_read_tokens, self.cache_write_tokens, {model: flat},
-        )  # fmt: skip
-
-    def to_data(self) -> dict[str, Any]:
-        """Plain JSON data (journal, `RunResult.to_json`); `from_data` reads it back."""
-        data: dict[str, Any] = {
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-        if self.cache_read_tokens or self.cache_write_tokens:
-            data["cache_read_tokens"] = self.cache_read_tokens
-            data["cache_write_tokens"] = self.cache_write_tokens
-        if self.by_model:
-            data["by_model"] = {k: v.to_data() for k, v in self.by_model.items()}
-        return data
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> Usage:
-        """The inverse of `to_data` (also reads the data of older versions, which lack the new keys)."""
-        split = data.get("by_model") or {}
-        return cls(
-            int(data.get("requests", 0)),
-            int(data.get("prompt_tokens", 0)),
-            int(data.get("completion_tokens", 0)),
-            int(data.get("total_tokens", 0)),
-            int(data.get("cache_read_tokens", 0)),
-            int(data.get("cache_write_tokens", 0)),
-            {str(k): cls.from_data(v) for k, v in split.items()} if split else _NO_SPLIT,
-        )
-
-    @classmethod
-    def from_openai(cls, raw: Any) -> Usage:
-        """Lenient: a missing or odd `usage` object counts as zero tokens, never an error."""
-        if not isinstance(raw, dict):
-            return cls(requests=1)
-        p = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-        c = _int(raw.get("completion_tokens", raw.get("output_tokens")))
-        t = _int(raw.get("total_tokens")) or p + c
-        details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-        return cls(1, p, c, t, cached)
-
-
-def _make_usage(
-    requests: int, prompt: int, completion: int, total: int, read: int, write: int, split: Mapping[str, Usage]
-) -> Usage:
-    """`Usage(...)` without the frozen dataclass `__init__` (a call and a global lookup per field):
-    the loop adds usages at every step."""
-    u = _new(Usage)
-    _set(u, "requests", requests)
-    _set(u, "prompt_tokens", prompt)
-    _set(u, "completion_tokens", completion)
-    _set(u, "total_tokens", total)
-    _set(u, "cache_read_tokens", read)
-    _set(u, "cache_write_tokens", write)
-    _set(u, "by_model", split)
-    return u
-
-
-_new, _set = object.__new__, object.__setattr__
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(slots=True)

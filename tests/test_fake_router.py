@@ -429,6 +429,22 @@ async def test_raw_reply_is_verbatim() -> None:
     assert r3.content == b'{"choices": ['
 
 
+async def test_raw_sending_keywords_are_one_group_and_unknown_ones_are_refused() -> None:
+    # raw()'s hostile-body options are one typed group (RawSending) passed as keywords, as before.
+    reply = raw(200, b"ab", repeat=3, chunk_delay=0, declared_length=None, chunk_size=None)
+    assert (reply.repeat, reply.chunk_delay, reply.declared_length, reply.chunk_size) == (3, 0, None, None)
+    assert (raw(200, b"ab").repeat, raw(200, b"ab").chunk_size) == (1, None)
+    with pytest.raises(TypeError, match="repaet"):
+        raw(200, b"ab", repaet=3)  # type: ignore[call-arg]  # a typo is not silently ignored
+    with pytest.raises(ValueError, match="repeat must be"):
+        raw(200, b"ab", repeat=0)
+    with pytest.raises(ValueError, match="declared_length must be longer"):
+        raw(200, b"ab", declared_length=2)
+    async with FakeFluxRouter([raw(200, "ab", repeat=3)]) as router, httpx.AsyncClient() as client:
+        r = await client.post(chat(router, "openai"), json=OPENAI_BODY)
+    assert r.content == b"ababab"
+
+
 async def test_drop_closes_without_answer() -> None:
     async with FakeFluxRouter([drop(), text("after")]) as router, httpx.AsyncClient() as client:
         with pytest.raises(httpx.RemoteProtocolError):

@@ -22,16 +22,8 @@ MAX_PUBLIC_PARAMETERS = 8
 
 # (kind, where) -> the size it has today. The debts of the restructuring (#16), each to be paid.
 KNOWN: dict[tuple[str, str], int] = {
-    ("module", "_schema.py"): 530,
-    ("module", "_types.py"): 404,
-    ("function", "_run/agent.py:Agent.__init__"): 66,
-    ("function", "_schema.py:function_schema"): 74,
-    ("function", "_schema.py:_build"): 75,
     ("function", "_wire/anthropic.py:AnthropicStream.feed"): 59,
-    ("function", "testing/_server.py:FakeFluxRouter._respond"): 66,
-    ("function", "testing/_testmodel.py:generate_arguments"): 58,
     ("parameters", "temporal/_worker.py:create_worker"): 14,
-    ("parameters", "testing/_replies.py:raw"): 9,
 }
 
 

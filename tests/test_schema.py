@@ -1,4 +1,4 @@
-"""Tests for agentloop._schema: function -> OpenAI tool schema, and the JSON-args binder."""
+"""Tests for agentloop._schema (the package): function -> OpenAI tool schema, and the JSON-args binder."""
 
 from __future__ import annotations
 

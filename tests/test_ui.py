@@ -194,6 +194,8 @@ async def test_every_response_carries_the_strict_csp(ui: UI) -> None:
 async def test_resume_markers_and_replayed_versus_not_rerun_calls(ui: UI) -> None:
     html = await ui.html("/runs/resumed")
     assert "resumed after it was interrupted" in html
+    # the marker's kind (an abc.Entry) renders as the entry's plain name, the CSS class app.css styles
+    assert '<div class="marker resumed">resumed after it was interrupted</div>' in html
     assert "replayed from the journal (not run again)" in html
     assert "not re-run after the crash: not idempotent" in html
     crashed = await ui.html("/runs/crashed")

@@ -28,7 +28,7 @@ from .._exceptions import (
 )
 from .._ids import new_run_id
 from .._model import Emit, Model
-from .._tools.dispatch import ErrorFormatter, default_error_formatter
+from .._tools.dispatch import ErrorFormatter
 from .._tools.registry import ToolRegistry
 from .._types import OutputT, RunResult
 from .agent_tool import as_tool, restore_nested_usage
@@ -38,12 +38,11 @@ from .approval import (
 )
 from .config import (
     build_tools,
-    check_callable,
-    check_choice_needs_tools,
     check_client,
+    check_concurrency,
     check_flag,
     check_history,
-    check_int,
+    check_hooks,
     check_journal,
     check_limits,
     check_model_name,
@@ -52,11 +51,12 @@ from .config import (
     check_observers,
     check_output_retries,
     input_budget_for,
+    output_spec_for,
+    tool_choice_for,
 )
 from .conversation import (
     ToolChoice,
     check_conversation,
-    normalize_tool_choice,
 )
 from .handoff import build_handoffs
 from .history import History
@@ -64,7 +64,7 @@ from .journal import Journal
 from .limits import RunLimits
 from .loop import drive
 from .observe import Observer
-from .output_spec import OutputMode, OutputSpec
+from .output_spec import OutputMode
 from .restore import restore
 from .state import Run
 from .stream import EventStream, stream_events
@@ -148,45 +148,27 @@ class Agent(Generic[DepsT, OutputT]):
         handoffs: Any = (),
     ) -> None:
         # Every caller mistake is refused here, naming the argument and the fix (see config.py).
-        limits = check_limits(limits, max_steps)
-        if max_concurrent_tools is not None:
-            check_int("max_concurrent_tools", max_concurrent_tools)
+        self.limits = check_limits(limits, max_steps)
+        self.max_concurrent_tools = check_concurrency(max_concurrent_tools)
         self.model = check_model_name(model)
-        check_client(client)
+        self.client = check_client(client)
         self.reset_tool_choice = check_flag("reset_tool_choice", reset_tool_choice)
-        if require_approval is not None:
-            check_callable("require_approval", require_approval, ("tool_name", "arguments"))
-        if format_tool_error is not None:
-            check_callable("format_tool_error", format_tool_error, ("tool_name", "exception"))
-        check_journal(journal)
+        self.require_approval, self.format_tool_error = check_hooks(require_approval, format_tool_error)
+        self.journal = check_journal(journal)
         self.observers = check_observers(observers)
         self.input_budget = input_budget_for(input_budget, client)
-        self.client = client
         self.tools = build_tools(tools)
-        self.instructions = instructions
-        self.limits = limits
-        check_choice_needs_tools(tool_choice, self.tools)
-        self.tool_choice = normalize_tool_choice(tool_choice, self.tools)
-        self.max_concurrent_tools = max_concurrent_tools
+        self.tool_choice = tool_choice_for(tool_choice, self.tools)
         self.model_settings = check_model_settings(model_settings)
-        self.format_tool_error = format_tool_error or default_error_formatter
-        self.require_approval = require_approval
-        self.journal = journal
         check_instructions(instructions, "Agent")
+        self.instructions = instructions
         self.deps_type = deps_type
         self.output_retries = check_output_retries(output_retries)
         self.output_type = output_type
         self.history = check_history(history)
         self.name = check_name(name)
         self.handoffs = build_handoffs(handoffs, self.tools)
-        self.output: OutputSpec | None = None
-        if output_type is not str:
-            if "final_result" in self.tools:
-                raise ConfigurationError(
-                    "a tool named 'final_result' clashes with the final-answer tool of output_type"
-                )
-            wire = getattr(client, "wire", None)
-            self.output = OutputSpec(output_type, output_mode, wire=wire, has_tools=len(self.tools) > 0)
+        self.output = output_spec_for(output_type, output_mode, client, self.tools)
 
     @property
     def max_steps(self) -> int | None:

@@ -10,17 +10,21 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _json
 from .._budget import InputBudget
 from .._exceptions import ConfigurationError, ToolDefinitionError
 from .._http.config import check_int
 from .._seams import ToolSource
+from .._tools.dispatch import ErrorFormatter, default_error_formatter
 from .._tools.registry import ToolRegistry
 from .._tools.tool import Tool
+from .approval import ApprovalPredicate
+from .conversation import ToolChoice, normalize_tool_choice
 from .history import History
 from .limits import RunLimits
+from .output_spec import OutputMode, OutputSpec
 
 __all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
 
@@ -163,18 +167,44 @@ Formatter = Callable[[str, BaseException], str]
 # --- Agent(...)'s other arguments, one check each ----------------------------------------------
 
 
+T = TypeVar("T")
+
+
 def check_model_name(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
     return model
 
 
-def check_client(client: Any) -> None:
+def check_client(client: T) -> T:
     if not callable(getattr(client, "request", None)):
         raise ConfigurationError(
             f"client must implement the Model interface (e.g. a FluxClient or agentloop.testing.ScriptedModel), "
             f"got {client!r}"
         )
+    return client
+
+
+def check_concurrency(max_concurrent_tools: int | None) -> int | None:
+    if max_concurrent_tools is not None:
+        check_int("max_concurrent_tools", max_concurrent_tools)
+    return max_concurrent_tools
+
+
+def check_hooks(
+    require_approval: ApprovalPredicate | None, format_tool_error: ErrorFormatter | None
+) -> tuple[ApprovalPredicate | None, ErrorFormatter]:
+    """The two callables the run calls back (checked for their shape); the default error formatter."""
+    if require_approval is not None:
+        check_callable("require_approval", require_approval, ("tool_name", "arguments"))
+    if format_tool_error is not None:
+        check_callable("format_tool_error", format_tool_error, ("tool_name", "exception"))
+    return require_approval, format_tool_error or default_error_formatter
+
+
+def tool_choice_for(choice: ToolChoice, registry: ToolRegistry) -> ToolChoice:
+    check_choice_needs_tools(choice, registry)
+    return normalize_tool_choice(choice, registry)
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -183,11 +213,12 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def check_journal(journal: Any) -> None:
+def check_journal(journal: T) -> T:
     if journal is not None and not all(
         callable(getattr(journal, m, None)) for m in ("create", "append", "load")
     ):
         raise ConfigurationError(f"journal must be a Journal such as SQLiteJournal(path), got {journal!r}")
+    return journal
 
 
 def check_observers(observers: Any) -> tuple[Any, ...]:
@@ -225,3 +256,16 @@ def check_name(name: Any) -> str | None:
     if name is not None and (not isinstance(name, str) or not name):
         raise ConfigurationError(f"name must be a non-empty string, got {name!r}")
     return name
+
+
+def output_spec_for(
+    output_type: Any, mode: OutputMode, client: Any, tools: ToolRegistry
+) -> OutputSpec | None:
+    """The spec of a structured `output_type` (None for plain text, `str`)."""
+    if output_type is str:
+        return None
+    if "final_result" in tools:
+        raise ConfigurationError(
+            "a tool named 'final_result' clashes with the final-answer tool of output_type"
+        )
+    return OutputSpec(output_type, mode, wire=getattr(client, "wire", None), has_tools=len(tools) > 0)

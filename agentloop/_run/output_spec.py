@@ -39,7 +39,7 @@ from .. import _json
 from .._budget import InputBudget
 from .._exceptions import ConfigurationError, ResumeError, ToolDefinitionError
 from .._json import jsonable  # re-exported: the output-side name of the one JSON-data form
-from .._schema import _build, _Unsupported  # one type -> schema mapping for tools and outputs
+from .._schema import Unsupported, build  # one type -> schema mapping for tools and outputs
 from .._tools.arguments import INLINE_BYTES, clip, truncate
 from .._tools.validate import build_validator
 
@@ -159,8 +159,8 @@ class OutputSpec:
         else:
             tp = Union[tuple(structured)]  # noqa: UP007 - a union built at run time from a list
         try:
-            return _build(tp, ())
-        except _Unsupported as e:
+            return build(tp, ())
+        except Unsupported as e:
             raise ConfigurationError(
                 f"output_type {tp!r} cannot be turned into a JSON schema: {e.why}. Use a dataclass, "
                 "TypedDict, pydantic model, list/dict of those, a union, or JsonSchema({...})."

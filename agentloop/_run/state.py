@@ -13,7 +13,8 @@ from typing import Any, cast
 
 from .._context import RunContext
 from .._exceptions import RunLimitExceeded
-from .._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage, _make_usage
+from .._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage
+from .._usage import make_usage
 from .approval import Decision
 from .journal import Journal
 from .limits import LimitHit, RunLimits
@@ -307,7 +308,7 @@ class Run:
             split = dict(u.by_model)  # a restored run's earlier split, if any
             for model, t in turns:
                 split[model] = split[model] + t if model in split else t
-        return _make_usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
+        return make_usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
                            u.cache_read_tokens, u.cache_write_tokens, split)  # fmt: skip
 
     def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:

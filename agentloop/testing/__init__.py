@@ -28,11 +28,11 @@ from agentloop.testing._replies import (
     stream_error,
     text,
     tool_calls,
-    weather_handler,
 )
 from agentloop.testing._scripted import ScriptedModel
 from agentloop.testing._server import FakeFluxRouter, RecordedRequest
 from agentloop.testing._testmodel import FunctionModel, TestModel, generate_arguments
+from agentloop.testing._weather import weather_handler
 
 __all__ = [
     "FakeFluxRouter",

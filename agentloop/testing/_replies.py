@@ -1,4 +1,4 @@
-"""Scripted replies for `FakeFluxRouter`, plus the offline demo's `weather_handler`.
+"""Scripted replies for `FakeFluxRouter` (the offline demo's `weather_handler` is in `_weather.py`).
 
 A `Reply` is wire-neutral: it holds an OpenAI-format assistant answer (or an error / raw body /
 connection drop) and the server renders it for the wire and mode of the request that consumes it
@@ -17,22 +17,18 @@ Keep-alive noise never counts as one of the n events. Faults apply in the order 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, TypedDict
 
-from agentloop.testing import _codec
-
-if TYPE_CHECKING:
-    from agentloop.testing._server import RecordedRequest
+from typing_extensions import Unpack
 
 __all__ = [
     "DEFAULT_USAGE",
-    "KNOWN_CITIES",
     "STREAM_QUIRKS",
     "DropAfter",
     "Quirk",
+    "RawSending",
     "Reply",
     "ScriptedCall",
     "StreamError",
@@ -44,7 +40,6 @@ __all__ = [
     "stream_error",
     "text",
     "tool_calls",
-    "weather_handler",
 ]
 
 # Named stream quirks (wire-notes.md). The OpenAI-only ones are ignored on the Anthropic wire.
@@ -207,6 +202,15 @@ def error(
     )
 
 
+class RawSending(TypedDict, total=False):
+    """How `raw(...)` sends its body (hostile bodies): the keywords after `delay=`, one group."""
+
+    repeat: int | None  # the body sent this many times, one chunk each (None: forever); default 1
+    chunk_delay: float  # seconds before each chunk (a slow drip); default 0
+    declared_length: int | None  # a Content-Length longer than the body (a truncated response)
+    chunk_size: int | None  # the body written this many bytes at a time (parser boundaries)
+
+
 def raw(
     status: int,
     body: bytes | str,
@@ -214,10 +218,7 @@ def raw(
     headers: Mapping[str, Any] | None = None,
     content_type: str = "application/json",
     delay: float = 0,
-    repeat: int | None = 1,
-    chunk_delay: float = 0,
-    declared_length: int | None = None,
-    chunk_size: int | None = None,
+    **sending: Unpack[RawSending],
 ) -> Reply:
     """A response sent verbatim, whatever the wire: malformed JSON, a 200 carrying an error, ...
 
@@ -225,16 +226,10 @@ def raw(
     endless body or a keep-alive-only SSE stream with `content_type="text/event-stream"`), with
     `chunk_delay` seconds before each (a slow drip). `declared_length`: the Content-Length sent,
     longer than the body; the connection closes after the body (a truncated response).
-    `chunk_size=n`: the body is written n bytes at a time (chunked encoding), so a client's parser
-    meets every boundary a network can cut.
+    `chunk_size=n`: the body written n bytes at a time (chunked encoding), so a client's parser
+    meets every boundary a network can cut. (These four are the `RawSending` group.)
     """
     data = body.encode() if isinstance(body, str) else bytes(body)
-    if repeat is not None and repeat < 1:
-        raise ValueError(f"repeat must be >= 1 or None (forever), got {repeat!r}")
-    if chunk_size is not None and (chunk_size < 1 or repeat != 1 or declared_length is not None):
-        raise ValueError("chunk_size must be >= 1, and goes with repeat=1 and no declared_length")
-    if declared_length is not None and (repeat is None or declared_length <= len(data) * repeat):
-        raise ValueError("declared_length must be longer than the body sent (it makes a truncated response)")
     return Reply(
         "raw",
         status=status,
@@ -242,11 +237,24 @@ def raw(
         content_type=content_type,
         headers=_headers(headers),
         delay=delay,
-        chunk_delay=chunk_delay,
-        repeat=repeat,
-        declared_length=declared_length,
-        chunk_size=chunk_size,
+        **_checked_sending(data, sending),
     )
+
+
+def _checked_sending(data: bytes, sending: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw`'s sending keywords as Reply fields, with their defaults; refuses what cannot be sent."""
+    unknown = sorted(set(sending) - set(RawSending.__annotations__))
+    if unknown:
+        raise TypeError(f"raw() got an unexpected keyword argument {unknown[0]!r}")
+    out = {"repeat": 1, "chunk_delay": 0, "declared_length": None, "chunk_size": None, **sending}
+    repeat, declared_length, chunk_size = out["repeat"], out["declared_length"], out["chunk_size"]
+    if repeat is not None and repeat < 1:
+        raise ValueError(f"repeat must be >= 1 or None (forever), got {repeat!r}")
+    if chunk_size is not None and (chunk_size < 1 or repeat != 1 or declared_length is not None):
+        raise ValueError("chunk_size must be >= 1, and goes with repeat=1 and no declared_length")
+    if declared_length is not None and (repeat is None or declared_length <= len(data) * repeat):
+        raise ValueError("declared_length must be longer than the body sent (it makes a truncated response)")
+    return out
 
 
 def drop(*, delay: float = 0) -> Reply:
@@ -262,131 +270,3 @@ def drop_after(chunks: int) -> DropAfter:
 def stream_error(after_chunks: int, error: Mapping[str, Any] | None = None) -> StreamError:
     """Quirk for `text`/`tool_calls`: an error event after `after_chunks` SSE events (streams only)."""
     return StreamError(after_chunks, error)
-
-
-# ---------------------------------------------------------------------------------------------
-# The offline demo's model: asks get_weather for each known city, then summarises the results.
-
-KNOWN_CITIES = (
-    "Lisbon", "Porto", "Faro", "Madrid", "Barcelona", "Paris", "London", "Berlin", "Rome",
-    "Amsterdam", "New York", "San Francisco", "Tokyo", "Sydney", "Cairo",
-)  # fmt: skip
-_CITY_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in KNOWN_CITIES) + r")\b", re.IGNORECASE)
-_TEMP_KEYS = ("temperature_c", "temp_c", "temperature", "temp", "celsius")
-_COND_KEYS = ("conditions", "condition", "summary", "description", "sky", "weather")
-
-
-def weather_handler(request: RecordedRequest) -> Reply:
-    """Deterministic fake model for the demo, on both wires.
-
-    Last message from the user → one parallel `get_weather` call per known city it names (default
-    Lisbon). Last message(s) carry tool results → a final text, one "City: 21 °C, clear" line each.
-    """
-    body = request.json if isinstance(request.json, dict) else {}
-    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    results = _anthropic_results(messages) if request.wire == "anthropic" else _openai_results(messages)
-    if results is not None:
-        lines = [_summarise(city, content, is_error) for city, content, is_error in results]
-        return text("\n".join(lines) if lines else "I have no weather results to report.")
-    last = messages[-1] if messages else {}
-    if last.get("role") != "user":
-        return text("Ask me about the weather in a city.")
-    cities = find_cities(_plain_text(last.get("content"))) or ["Lisbon"]
-    return tool_calls(*(call("get_weather", {"city": c}) for c in cities))
-
-
-def find_cities(s: str) -> list[str]:
-    """Known cities named in `s`, in order of first mention, canonical spelling, no repeats."""
-    canon = {c.lower(): c for c in KNOWN_CITIES}
-    found: list[str] = []
-    for m in _CITY_RE.finditer(s):
-        city = canon[m.group(1).lower()]
-        if city not in found:
-            found.append(city)
-    return found
-
-
-def _plain_text(content: Any) -> str:
-    """Text of an OpenAI `content` (str or parts) or an Anthropic one (str or blocks)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict)]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
-
-
-def _city_of(arguments: Any) -> str | None:
-    if isinstance(arguments, str):
-        try:
-            arguments = _codec.loads(arguments)
-        except ValueError:
-            return None
-    city = arguments.get("city") if isinstance(arguments, dict) else None
-    return city if isinstance(city, str) else None
-
-
-Result = tuple[str | None, str, bool]  # (city asked for, result text, is_error)
-
-
-def _openai_results(messages: list[dict[str, Any]]) -> list[Result] | None:
-    """Trailing `role: "tool"` messages paired (by id) with the assistant call that asked."""
-    i = len(messages)
-    while i > 0 and messages[i - 1].get("role") == "tool":
-        i -= 1
-    if i == len(messages):
-        return None
-    asked: dict[str, str | None] = {}
-    if i > 0:
-        for tc in messages[i - 1].get("tool_calls") or []:
-            if isinstance(tc, dict):
-                asked[str(tc.get("id"))] = _city_of((tc.get("function") or {}).get("arguments"))
-    return [
-        (asked.get(str(m.get("tool_call_id"))), _plain_text(m.get("content")), False) for m in messages[i:]
-    ]
-
-
-def _anthropic_results(messages: list[dict[str, Any]]) -> list[Result] | None:
-    """`tool_result` blocks of the last user message, paired with the previous `tool_use` blocks."""
-    if (
-        not messages
-        or messages[-1].get("role") != "user"
-        or not isinstance(messages[-1].get("content"), list)
-    ):
-        return None
-    blocks = [b for b in messages[-1]["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
-    if not blocks:
-        return None
-    asked: dict[str, str | None] = {}
-    for m in messages[:-1]:
-        if m.get("role") == "assistant" and isinstance(m.get("content"), list):
-            for b in m["content"]:
-                if isinstance(b, dict) and b.get("type") == "tool_use":
-                    asked[str(b.get("id"))] = _city_of(b.get("input"))
-    return [
-        (asked.get(str(b.get("tool_use_id"))), _plain_text(b.get("content")), bool(b.get("is_error")))
-        for b in blocks
-    ]
-
-
-def _summarise(city: str | None, content: str, is_error: bool) -> str:
-    try:
-        data = _codec.loads(content)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and city is None and isinstance(data.get("city"), str):
-        city = data["city"]
-    label = city or "Unknown city"
-    if is_error:
-        return f"{label}: unavailable ({content.strip()})"
-    if isinstance(data, dict):
-        temp = next((data[k] for k in _TEMP_KEYS if data.get(k) is not None), None)
-        cond = next((data[k] for k in _COND_KEYS if data.get(k)), None)
-        parts = []
-        if temp is not None:
-            parts.append(f"{temp} °C" if isinstance(temp, (int, float)) else str(temp))
-        if cond is not None:
-            parts.append(str(cond))
-        if parts:
-            return f"{label}: {', '.join(parts)}"
-    return f"{label}: {content.strip()}"

@@ -232,33 +232,9 @@ class FakeFluxRouter:
         credentials: dict[str, str],
     ) -> bool:
         """Answer one request. False when the connection must be closed without more ado."""
-        if req.path == "/v1/models":
-            if req.method != "GET":
-                return await _send(
-                    conn,
-                    stream,
-                    render_error(405, "Method not allowed", wire=None, type="invalid_request_error"),
-                )
-            denied = self._check_auth(credentials, "openai")
-            return await _send(conn, stream, denied or render_json(200, _model_list()))
-        if req.wire is None:
-            message = f"FakeFluxRouter: no route for {req.method} {req.path}"
-            wire: Wire | None = "anthropic" if req.path.startswith("/anthropic/") else None
-            return await _send(conn, stream, render_error(404, message, wire=wire, type="not_found_error"))
-        if req.method != "POST":
-            return await _send(
-                conn,
-                stream,
-                render_error(405, "Method not allowed", wire=req.wire, type="invalid_request_error"),
-            )
-        denied = self._check_auth(credentials, req.wire)
-        if denied is not None:
-            return await _send(conn, stream, denied)
-        if not isinstance(req.json, dict):
-            message = "FakeFluxRouter: the request body is not a JSON object"
-            return await _send(
-                conn, stream, render_error(400, message, wire=req.wire, type="invalid_request_error")
-            )
+        own = self._own_answer(req, credentials)
+        if own is not None:
+            return await _send(conn, stream, own)
         # Counted down just before the last write, so a client that has read its whole answer
         # always sees `in_flight` without that request (no race with this task's epilogue).
         self.in_flight += 1
@@ -278,19 +254,42 @@ class FakeFluxRouter:
                 await anyio.sleep(reply.delay)
             if reply.kind == "drop":
                 return False
-            model = req.json.get("model")
-            options = req.json.get("stream_options")
-            ctx = RenderContext(
-                wire=req.wire,
-                stream=req.stream,
-                model=model if isinstance(model, str) else "flux-auto",
-                include_usage=isinstance(options, dict) and options.get("include_usage") is True,
-                serial=next(self._serials),
-                next_call_id=lambda: f"call_{next(self._call_ids)}",
-            )
-            return await _send(conn, stream, render(reply, ctx), reply.chunk_delay, finished)
+            return await _send(conn, stream, render(reply, self._context(req)), reply.chunk_delay, finished)
         finally:
             finished()
+
+    def _own_answer(self, req: RecordedRequest, credentials: dict[str, str]) -> Rendered | None:
+        """What the router answers by itself (model list, unknown route or method, bad key or body);
+        None for a chat request, which the script answers."""
+        if req.path == "/v1/models":
+            if req.method != "GET":
+                return render_error(405, "Method not allowed", wire=None, type="invalid_request_error")
+            return self._check_auth(credentials, "openai") or render_json(200, _model_list())
+        if req.wire is None:
+            message = f"FakeFluxRouter: no route for {req.method} {req.path}"
+            wire: Wire | None = "anthropic" if req.path.startswith("/anthropic/") else None
+            return render_error(404, message, wire=wire, type="not_found_error")
+        if req.method != "POST":
+            return render_error(405, "Method not allowed", wire=req.wire, type="invalid_request_error")
+        denied = self._check_auth(credentials, req.wire)
+        if denied is None and not isinstance(req.json, dict):
+            message = "FakeFluxRouter: the request body is not a JSON object"
+            return render_error(400, message, wire=req.wire, type="invalid_request_error")
+        return denied
+
+    def _context(self, req: RecordedRequest) -> RenderContext:
+        """How `req` wants its answer rendered (wire, stream, model) and the next serials."""
+        assert req.wire is not None, "only chat requests reach the script"
+        model = req.json.get("model")
+        options = req.json.get("stream_options")
+        return RenderContext(
+            wire=req.wire,
+            stream=req.stream,
+            model=model if isinstance(model, str) else "flux-auto",
+            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            serial=next(self._serials),
+            next_call_id=lambda: f"call_{next(self._call_ids)}",
+        )
 
     def _check_auth(self, credentials: dict[str, str], wire: Wire) -> Rendered | None:
         if self.api_key is None:

@@ -81,12 +81,8 @@ def _to_draft7(schema: Any) -> Any:
     return out
 
 
-def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
-    """One arguments object that satisfies `schema`, the same one for the same schema and seed.
-
-    Uses `hypothesis-jsonschema` (install `agentloop[testing]`), derandomized; every value is
-    checked against the 2020-12 schema itself (hypothesis-jsonschema reads draft 7).
-    """
+def _strategy(schema: dict[str, Any]) -> tuple[Any, Any, Callable[[Any], bool]]:
+    """(the hypothesis module, a strategy for `schema`, its 2020-12 validity check)."""
     try:
         import hypothesis
         from hypothesis_jsonschema import from_schema
@@ -102,7 +98,11 @@ def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, An
     # converter would reject it. hypothesis-jsonschema has no "uuid" strategy of its own.
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     strategy = from_schema(_to_draft7(schema), custom_formats={"uuid": st.uuids().map(str)})
-    settings = hypothesis.settings(
+    return hypothesis, strategy, validator.is_valid
+
+
+def _settings(hypothesis: Any) -> Any:
+    return hypothesis.settings(
         database=None,  # no example database files written into the user's project
         derandomize=True,
         max_examples=200,
@@ -110,13 +110,23 @@ def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, An
         suppress_health_check=list(hypothesis.HealthCheck),
         phases=[hypothesis.Phase.generate],
     )
+
+
+def generate_arguments(schema: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """One arguments object that satisfies `schema`, the same one for the same schema and seed.
+
+    Uses `hypothesis-jsonschema` (install `agentloop[testing]`), derandomized; every value is
+    checked against the 2020-12 schema itself (hypothesis-jsonschema reads draft 7).
+    """
+    hypothesis, strategy, valid = _strategy(schema)
+    settings = _settings(hypothesis)
     # No shrinking: the first valid example is already simple (hypothesis tries the simplest
     # first), and `seed` picks a later distinct one, still deterministically.
     seen: list[dict[str, Any]] = []
 
     def wanted(value: Any) -> bool:
         # Arguments are an object: a schema that also admits other JSON values yields only objects.
-        if not isinstance(value, dict) or not validator.is_valid(value):
+        if not isinstance(value, dict) or not valid(value):
             return False
         if value not in seen:
             seen.append(value)

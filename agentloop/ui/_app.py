@@ -34,7 +34,7 @@ from agentloop import (
     SQLiteJournal,
 )
 
-from ..abc import STATUS_GROUPS, decision_to_data
+from ..abc import STATUS_GROUPS, Entry, decision_to_data
 from ._compare import compare_runs
 from ._security import LOOPBACK, Guard
 from ._view import STATUS_LABELS, build_view, status_class, status_label
@@ -309,7 +309,7 @@ async def _record(journal: SQLiteJournal, run_id: str, call_id: str, decision: D
             raise JournalError(
                 f"call {call_id!r} of run {run_id!r} is not waiting for a decision (reload the page)"
             )
-        await journal.append(run_id, "approvals", {call_id: decision_to_data(decision)}, step=state.steps)
+        await journal.append(run_id, Entry.APPROVALS, {call_id: decision_to_data(decision)}, step=state.steps)
         return pending <= {*state.approvals, call_id}
     finally:
         with anyio.CancelScope(shield=True):

@@ -15,7 +15,7 @@ from typing import Any
 
 from agentloop import JournalCorruptError, RunSummary
 
-from ..abc import JournaledRun, replay
+from ..abc import Entry, JournaledRun, replay
 
 __all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
 
@@ -72,7 +72,7 @@ class StepView:
 
 @dataclass
 class Marker:
-    kind: str  # resumed | paused | approvals | failed | end
+    kind: Entry  # the entry it marks: RESUMED | PAUSED | APPROVALS | FAILED | END (its value is a CSS class)
     step: int
     at: float
     text: str
@@ -188,14 +188,14 @@ class _Builder:
 
     def paused(self, e: Any) -> None:
         names = ", ".join(f"{p.get('name')}" for p in e.data.get("pending", []))
-        self.markers.append(Marker("paused", e.step, e.at, f"paused for approval of {names}"))
+        self.markers.append(Marker(Entry.PAUSED, e.step, e.at, f"paused for approval of {names}"))
 
     def approvals(self, e: Any) -> None:
         self.decisions.update({k: _decision_text(v) for k, v in e.data.items()})
         text = ", ".join(
             f"{self.calls[k].name if k in self.calls else k}: {self.decisions[k]}" for k in e.data
         )
-        self.markers.append(Marker("approvals", e.step, e.at, f"decisions: {text}"))
+        self.markers.append(Marker(Entry.APPROVALS, e.step, e.at, f"decisions: {text}"))
 
     def resumed(self, e: Any) -> None:
         self.attempt += 1
@@ -203,13 +203,15 @@ class _Builder:
             if cv.end is not None:  # its outcome entry came before this one: replayed, not run
                 cv.note = cv.note or "replayed from the journal (not run again)"
         after = e.data.get("after", "stopped")
-        self.markers.append(Marker("resumed", e.step, e.at, f"resumed after it was {after}"))
+        self.markers.append(Marker(Entry.RESUMED, e.step, e.at, f"resumed after it was {after}"))
 
     def failed(self, e: Any) -> None:
-        self.markers.append(Marker("failed", e.step, e.at, f"{e.data.get('error')}: {e.data.get('message')}"))
+        self.markers.append(
+            Marker(Entry.FAILED, e.step, e.at, f"{e.data.get('error')}: {e.data.get('message')}")
+        )
 
     def end(self, e: Any) -> None:
-        self.markers.append(Marker("end", e.step, e.at, f"finished: {e.data.get('stop_reason')}"))
+        self.markers.append(Marker(Entry.END, e.step, e.at, f"finished: {e.data.get('stop_reason')}"))
 
     def finish(self, run: JournaledRun, summary: RunSummary) -> RunView:
         calls = self.calls
@@ -233,15 +235,15 @@ class _Builder:
 
 
 _HANDLERS: dict[str, Callable[[_Builder, Any], None]] = {
-    "model": _Builder.model,
-    "tool_start": _Builder.tool_start,
-    "tool_end": _Builder.tool_end,
-    "paused": _Builder.paused,
-    "approvals": _Builder.approvals,
-    "resumed": _Builder.resumed,
-    "failed": _Builder.failed,
-    "end": _Builder.end,
-}
+    Entry.MODEL: _Builder.model,
+    Entry.TOOL_START: _Builder.tool_start,
+    Entry.TOOL_END: _Builder.tool_end,
+    Entry.PAUSED: _Builder.paused,
+    Entry.APPROVALS: _Builder.approvals,
+    Entry.RESUMED: _Builder.resumed,
+    Entry.FAILED: _Builder.failed,
+    Entry.END: _Builder.end,
+}  # the kinds the page shows; the others (message, handoff) only feed `replay`
 
 
 def _pending(

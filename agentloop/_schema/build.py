@@ -1,0 +1,241 @@
+"""Python type -> (JSON schema, converter from the validated JSON value to the Python value).
+
+`build` recurses through a type once, at registration; the converter it returns is `None` when the
+JSON value already is the Python value, so the common case costs nothing per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from .hints import lazy, parse_doc, type_hints
+from .parts import (
+    FORMATS,
+    MAPPINGS,
+    NO,
+    SCALARS,
+    SEQUENCES,
+    SETS,
+    Conv,
+    Schema,
+    Unsupported,
+    each,
+    each_value,
+    enum_schema,
+    hashable,
+    is_pydantic_model,
+    json_value,
+    pydantic_schema,
+    strip_required,
+    to_int,
+)
+
+__all__ = ["Item", "build", "object_schema"]
+
+Item = tuple[str, Any, bool, Any]  # (name, hint, required, default or NO)
+
+
+def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
+    """JSON schema for `tp` and a converter JSON value -> Python value (None when the JSON is already it)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        schema, conv = build(args[0], stack)
+        desc = next((m for m in tp.__metadata__ if isinstance(m, str)), None)
+        return ({**schema, "description": desc} if desc else schema), conv
+    if tp is Any or tp is object:
+        return {}, None
+    if tp is int:  # JSON Schema's "integer" accepts 1.0: the tool still gets the int it asked for
+        return {"type": "integer"}, to_int  # returns its argument unchanged (no copy) for a real int
+    if isinstance(tp, type) and tp in SCALARS:
+        return {"type": SCALARS[tp]}, None
+    if isinstance(tp, type) and tp in FORMATS:
+        fmt, parse = FORMATS[tp]
+        return {"type": "string", "format": fmt}, parse
+    if isinstance(tp, typing.NewType):
+        return build(tp.__supertype__, stack)
+    if origin is Literal:
+        members = {a.value: a for a in args if isinstance(a, enum.Enum)}
+        return enum_schema(tp, [a.value if isinstance(a, enum.Enum) else a for a in args]), (
+            (lambda v: members.get(v, v)) if members else None
+        )
+    if origin is Union or origin is types.UnionType:
+        return _union(args, stack)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return enum_schema(tp, [m.value for m in tp]), tp
+    if tp in stack:
+        raise Unsupported(tp, "it refers to itself, and recursive types are not supported")
+    if is_pydantic_model(tp):
+        return pydantic_schema(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass(tp, (*stack, tp))
+    if typing.is_typeddict(tp):
+        return _typeddict(tp, (*stack, tp))
+    return _container(tp, origin or tp, args, stack)
+
+
+def _container(
+    tp: Any, container: Any, args: tuple[Any, ...], stack: tuple[Any, ...]
+) -> tuple[Schema, Conv | None]:
+    """Arrays (sequences, sets, tuples) and objects (str-keyed mappings)."""
+    if container in SETS and args and not hashable(args[0]):
+        raise Unsupported(
+            tp, "set items must be hashable; use list[...] for items that are lists, dicts or mutable objects"
+        )
+    if container in SEQUENCES or container in SETS:
+        return _array(container, args, stack)
+    if container is tuple:
+        return _tuple(tp, args, stack)
+    if container in MAPPINGS:
+        if args and args[0] is not str:
+            raise Unsupported(tp, "JSON object keys are strings, so the key type must be str")
+        schema, conv = build(args[1], stack) if args else ({}, None)
+        return {"type": "object", **({"additionalProperties": schema} if schema else {})}, (
+            each_value(conv) if conv else None
+        )
+    raise Unsupported(tp, "it is not a JSON-compatible type")
+
+
+def _array(container: Any, args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
+    schema: Schema = {"type": "array"}
+    conv = None
+    if args:
+        schema["items"], conv = build(args[0], stack)
+    if container in SEQUENCES:
+        return schema, each(conv) if conv else None
+    schema["uniqueItems"] = True
+    factory = frozenset if container is frozenset else set
+    if conv is None:
+        return schema, factory
+    item = conv  # a name the lambda can close over with its narrowed type
+    return schema, lambda v: factory(map(item, v))
+
+
+def _tuple(tp: Any, args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
+    if tp is tuple or (len(args) == 2 and args[1] is Ellipsis):
+        schema, conv = build(args[0], stack) if args else ({}, None)
+        return {"type": "array", **({"items": schema} if schema else {})}, (
+            (lambda v: tuple(map(conv, v))) if conv else tuple
+        )
+    built = [build(a, stack) for a in args]
+    convs = [c for _, c in built]
+    schema = {"type": "array", "prefixItems": [s for s, _ in built]} if built else {"type": "array"}
+    schema.update(minItems=len(built), maxItems=len(built))  # prefixItems may not be empty
+    if not any(convs):
+        return schema, tuple
+    return schema, lambda v: tuple(
+        c(x) if c else x for c, x in zip(convs, v, strict=True)
+    )  # min/maxItems fixed the length
+
+
+def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
+    NoneType = type(None)
+    built = [build(a, stack) for a in args if a is not NoneType]
+    nullable = len(built) < len(args)
+    if len(built) == 1:  # Optional[T]
+        schema, conv = built[0]
+        if nullable:
+            if isinstance(schema.get("type"), str) and set(schema) <= {"type", "format"}:
+                schema = {**schema, "type": [schema["type"], "null"]}
+            else:
+                schema = {"anyOf": [schema, {"type": "null"}]}
+            if conv is not None:
+                inner = conv
+                conv = lambda v: None if v is None else inner(v)  # noqa: E731
+        return schema, conv
+    schema = {"anyOf": [s for s, _ in built] + ([{"type": "null"}] if nullable else [])}
+    if not any(c for _, c in built):
+        return schema, None
+    # Which member a value belongs to is only known from its shape, so pick the first member schema that
+    # accepts it; validators are built here, once.
+    choices = [(lazy("jsonschema").Draft202012Validator(s).is_valid, c) for s, c in built]
+
+    def conv_union(v: Any) -> Any:
+        failed: Exception | None = None
+        for accepts, c in choices:
+            if accepts(v):
+                if c is None:
+                    return v
+                try:  # e.g. `datetime | str` given "tomorrow": the schema accepts it, the parse does not
+                    return c(v)
+                except (TypeError, ValueError) as e:
+                    failed = failed or e
+        if failed is not None:
+            raise failed
+        return v
+
+    return schema, conv_union
+
+
+def object_schema(
+    items: list[Item], docs: dict[str, str], stack: tuple[Any, ...]
+) -> tuple[Schema, Conv | None]:
+    """Object schema from (name, hint, required, default) items; converter fixes only the keys that need it."""
+    props: Schema = {}
+    required: list[str] = []
+    convs: list[tuple[str, Conv]] = []
+    for key, hint, is_required, default in items:
+        try:
+            schema, conv = build(hint, stack)
+        except Unsupported as e:
+            e.path.insert(0, key)
+            raise
+        if "description" not in schema and key in docs:  # Annotated description wins over the docstring
+            schema = {"description": docs[key], **schema}
+        if default is not NO and (value := json_value(default)) is not NO:
+            schema = {**schema, "default": value}
+        props[key] = schema
+        if is_required:
+            required.append(key)
+        if conv is not None:
+            convs.append((key, conv))
+    schema = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+    return schema, (_fix_keys(tuple(convs)) if convs else None)
+
+
+def _fix_keys(fixes: tuple[tuple[str, Conv], ...]) -> Conv:
+    def conv_object(d: dict[str, Any]) -> dict[str, Any]:
+        out = d  # copied on the first change: never mutate the caller's dict, never copy for nothing
+        for k, c in fixes:
+            if k in d:
+                old = d[k]
+                new = c(old)
+                if new is not old:
+                    if out is d:
+                        out = dict(d)
+                    out[k] = new
+        return out
+
+    return conv_object
+
+
+def _dataclass(cls: type, stack: tuple[Any, ...]) -> tuple[Schema, Conv]:
+    hints = type_hints(cls, f"dataclass {cls.__qualname__}")
+    items = [
+        (
+            f.name,
+            hints.get(f.name, Any),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            NO if f.default is dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(cls)
+        if f.init
+    ]
+    schema, conv = object_schema(items, parse_doc(cls.__dict__.get("__doc__"))[1], stack)
+    return schema, (lambda v: cls(**conv(v))) if conv else (lambda v: cls(**v))
+
+
+def _typeddict(cls: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
+    hints = type_hints(cls, f"TypedDict {cls.__qualname__}")
+    items = []
+    for key, hint in hints.items():
+        hint, req = strip_required(hint)
+        # __required_keys__ is right for inherited keys; explicit (Not)Required wins because string
+        # annotations can hide it from __required_keys__ on 3.11
+        items.append((key, hint, key in cls.__required_keys__ if req is None else req, NO))
+    return object_schema(
+        items, parse_doc(cls.__dict__.get("__doc__"))[1], stack
+    )  # stays a dict; only its values get converted

@@ -1,0 +1,153 @@
+"""Python function -> OpenAI function-tool definition, plus a binder from validated JSON args to kwargs.
+
+All reflection happens once, in `function_schema()`. The returned `bind` is a closure over precomputed
+converters, so the per-call cost is nothing (fast path) or one dict copy plus the needed conversions.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from .. import _json
+from .._exceptions import ToolDefinitionError
+from .build import Item, object_schema
+from .hints import lazy, parse_doc, type_hints
+from .parts import NO, Unsupported
+
+__all__ = ["FunctionSchema", "function_schema"]
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Room left under the codec's depth limit for the request around a schema ({"tools": [{"function":
+# {"parameters": ...}}]}): a deeper schema could be registered but never sent.
+_SCHEMA_DEPTH = _json.MAX_DEPTH - 10
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSchema:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+    is_async: bool
+    bind: Callable[[dict[str, Any]], dict[str, Any]]  # validated JSON args -> kwargs for fn
+
+
+def _identity(args: dict[str, Any]) -> dict[str, Any]:
+    return args
+
+
+def function_schema(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    skip_params: frozenset[str] = frozenset(),
+) -> FunctionSchema:
+    """Build the tool definition of `fn`. Raises `ToolDefinitionError` for anything unusable."""
+    target = fn
+    while isinstance(target, functools.partial):  # partials carry partial's docstring, not the function's
+        target = target.func
+    if name is None:
+        name = getattr(target, "__name__", None) or type(target).__name__
+    name = _checked_name(name)
+    # what carries the code, docstring and annotations: the function, a class's __init__, an object's __call__
+    attr = "__init__" if isinstance(target, type) else "__call__"
+    code = target if inspect.isroutine(target) else getattr(target, attr)
+    is_async = inspect.iscoroutinefunction(code)
+    doc_desc, param_docs = parse_doc(inspect.getdoc(target) or inspect.getdoc(code))
+    description = doc_desc if description is None else description
+    if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
+        parameters = _check_explicit(name, parameters)
+        return FunctionSchema(name, description, parameters, is_async, _identity)
+    items = _items(fn, code, name, skip_params)
+    try:
+        schema, conv = object_schema(items, param_docs, ())
+    except Unsupported as e:
+        raise _unsupported(name, e) from None
+    return FunctionSchema(name, description, schema, is_async, conv or _identity)
+
+
+def _checked_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        fixed = re.sub(r"[^a-zA-Z0-9_-]", "_", str(name)[:64]) or "my_tool"
+        raise ToolDefinitionError(  # cut: an MCP server names its tools, and a name may be huge
+            f"Tool name {(name[:80] if isinstance(name, str) else name)!r} is invalid: names must be 1-64 "
+            f"characters of a-z, A-Z, 0-9, '_' or '-'. Pass a valid name explicitly, e.g. name={fixed!r}."
+        )
+    return name
+
+
+def _check_explicit(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The user's own schema, checked to be sendable JSON and a JSON Schema; the tool's own copy."""
+    parameters = check_sendable(name, parameters)
+    try:
+        lazy("jsonschema").Draft202012Validator.check_schema(parameters)
+    except lazy("jsonschema").exceptions.SchemaError as e:
+        raise ToolDefinitionError(
+            f"Tool {name!r}: the explicit parameters= schema is not a valid JSON Schema: {e.message}"
+        ) from None
+    return parameters
+
+
+def _items(fn: Callable[..., Any], code: Any, name: str, skip_params: frozenset[str]) -> list[Item]:
+    """(name, hint, required, default) of each parameter the model fills in."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as e:
+        raise ToolDefinitionError(
+            f"Tool {name!r}: cannot read the signature of {fn!r} ({e}). Wrap it in a Python function "
+            "or pass an explicit parameters= schema."
+        ) from None
+    hints = type_hints(code, f"tool {name!r}")
+    items: list[Item] = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            star = "*" if p.kind is p.VAR_POSITIONAL else "**"
+            raise ToolDefinitionError(
+                f"Tool {name!r}: parameter {star}{p.name} is not supported; the model can only send named "
+                "arguments. Replace it with explicit keyword parameters (e.g. a list or dict parameter)."
+            )
+        hint = hints.get(p.name, Any)
+        bare = hint.__origin__ if typing.get_origin(hint) is Annotated else hint
+        if p.name in skip_params or getattr(bare, "__name__", None) in skip_params:
+            continue  # injected by the registry, invisible to the model
+        if p.kind is p.POSITIONAL_ONLY:
+            raise ToolDefinitionError(
+                f"Tool {name!r}: parameter {p.name!r} is positional-only (declared before '/'); tools are "
+                "called with keyword arguments. Remove the '/' from the signature."
+            )
+        items.append((p.name, hint, p.default is p.empty, NO if p.default is p.empty else p.default))
+    return items
+
+
+def _unsupported(name: str, e: Unsupported) -> ToolDefinitionError:
+    where = f"parameter {e.path[0]!r}" + (f" (at {'.'.join(e.path)})" if len(e.path) > 1 else "")
+    return ToolDefinitionError(
+        f"Tool {name!r}: {where} has type {getattr(e.tp, '__qualname__', None) or e.tp!r}, which "
+        f"cannot be turned into a JSON schema: {e.why}. Use a supported type (str, int, float, bool, None, list, tuple, set, dict[str, T], "
+        "Literal, Enum, Optional/Union, dataclass, TypedDict, datetime, date, time, UUID) or pass an "
+        "explicit JSON schema with parameters=..."
+    )
+
+
+def check_sendable(name: str, parameters: Any) -> Any:
+    """An explicit schema (yours, or an MCP server's) must be JSON that a request can carry: not
+    nested past the codec's limit (jsonschema would hit a RecursionError first), str keys only."""
+    if isinstance(parameters, dict) and _json.depth_exceeds(parameters, _SCHEMA_DEPTH):
+        raise ToolDefinitionError(
+            f"Tool {name!r}: the parameters schema is nested deeper than {_SCHEMA_DEPTH} levels; "
+            "flatten it (use $defs and $ref for repeated parts)"
+        )
+    try:
+        return _json.loads(_json.dumps(parameters))  # the tool's own copy: a reused template can't change it
+    except (TypeError, ValueError) as e:
+        raise ToolDefinitionError(
+            f"Tool {name!r}: the parameters schema cannot be sent as JSON ({e}); use str keys and "
+            "JSON values only"
+        ) from None

@@ -1,0 +1,184 @@
+"""The leaves of a type's schema: scalar tables, enums, pydantic models, defaults, converters.
+
+Nothing here recurses into another type's schema (that is `build.py`), so these pieces stand alone.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import dataclasses
+import datetime as dt
+import enum
+import math
+import sys
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NotRequired, Required, Union
+
+__all__ = [
+    "FORMATS",
+    "MAPPINGS",
+    "NO",
+    "SCALARS",
+    "SEQUENCES",
+    "SETS",
+    "Conv",
+    "Schema",
+    "Unsupported",
+    "each",
+    "each_value",
+    "enum_schema",
+    "hashable",
+    "is_pydantic_model",
+    "json_value",
+    "pydantic_schema",
+    "strip_required",
+    "to_int",
+]
+
+Schema = dict[str, Any]
+Conv = Callable[[Any], Any]
+SCALARS: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+FORMATS: dict[Any, tuple[str, Conv]] = {
+    dt.datetime: ("date-time", dt.datetime.fromisoformat),
+    dt.date: ("date", dt.date.fromisoformat),
+    dt.time: ("time", dt.time.fromisoformat),
+    uuid.UUID: ("uuid", uuid.UUID),
+}
+SEQUENCES = (list, cabc.Sequence, cabc.MutableSequence, cabc.Collection, cabc.Iterable)
+SETS = (set, frozenset, cabc.Set, cabc.MutableSet)
+MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
+NO = object()  # "no JSON form" / "no default" sentinel
+
+
+class Unsupported(Exception):
+    """Internal: raised deep inside a type; `path` is filled in on the way up to name the parameter."""
+
+    def __init__(self, tp: Any, why: str) -> None:
+        super().__init__(why)
+        self.tp, self.why = tp, why
+        self.path: list[str] = []
+
+
+def each(conv: Conv) -> Conv:
+    """Convert a list's items; the same list back when no item changed (the common all-int case)."""
+
+    def conv_list(v: list[Any]) -> list[Any]:
+        out = [conv(x) for x in v]
+        return v if all(a is b for a, b in zip(out, v, strict=True)) else out
+
+    return conv_list
+
+
+def each_value(conv: Conv) -> Conv:
+    def conv_dict(v: dict[str, Any]) -> dict[str, Any]:
+        out = {k: conv(x) for k, x in v.items()}
+        return v if all(out[k] is x for k, x in v.items()) else out
+
+    return conv_dict
+
+
+def to_int(v: Any) -> Any:
+    return int(v) if type(v) is float else v
+
+
+def hashable(tp: Any) -> bool:
+    """Whether values converted for `tp` can be set members (decided from the type, at registration)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return hashable(args[0])
+    if isinstance(tp, typing.NewType):
+        return hashable(tp.__supertype__)
+    if origin is Union or origin is types.UnionType:
+        return all(hashable(a) for a in args)
+    if origin is Literal or tp is Any or tp is object:  # Any: whatever arrives is the caller's choice
+        return True
+    if origin in (tuple, frozenset):
+        return all(hashable(a) for a in args if a is not Ellipsis)
+    if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or is_pydantic_model(tp)):
+        return tp.__hash__ is not None
+    if typing.is_typeddict(tp) or (origin or tp) in (*SEQUENCES, *SETS, *MAPPINGS):
+        return (origin or tp) is frozenset
+    return isinstance(tp, type) and getattr(tp, "__hash__", None) is not None
+
+
+def is_pydantic_model(tp: Any) -> bool:
+    # pydantic is never imported here: if the annotation is a pydantic model, pydantic is loaded already.
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+def pydantic_schema(model: Any) -> tuple[Schema, Conv]:
+    """A pydantic model's own JSON schema (its $defs inlined, so it can sit anywhere) and its validation."""
+    try:
+        schema = model.model_json_schema()
+    except Exception as e:
+        raise Unsupported(model, f"pydantic cannot build its JSON schema ({e})") from None
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(x, seen) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref[len("#/$defs/") :]
+            if name in seen or name not in defs:
+                raise Unsupported(
+                    model, f"it refers to {name} recursively, and recursive types are not supported"
+                )
+            rest = {k: inline(v, seen) for k, v in node.items() if k != "$ref"}
+            return {**inline(defs[name], (*seen, name)), **rest}
+        return {k: inline(v, seen) for k, v in node.items()}
+
+    return inline(schema, ()), model.model_validate
+
+
+def enum_schema(tp: Any, values: list[Any]) -> Schema:
+    json_types = set()
+    for v in values:
+        if type(v) not in SCALARS or (isinstance(v, float) and not math.isfinite(v)):
+            raise Unsupported(tp, f"its value {v!r} is not a JSON string, number, boolean or null")
+        json_types.add(SCALARS[type(v)])
+    return {"type": json_types.pop(), "enum": values} if len(json_types) == 1 else {"enum": values}
+
+
+def strip_required(hint: Any) -> tuple[Any, bool | None]:
+    origin = typing.get_origin(hint)
+    if origin is Required or origin is NotRequired:
+        return typing.get_args(hint)[0], origin is Required
+    if origin is Annotated:
+        inner, req = strip_required(hint.__origin__)
+        if req is not None:
+            return Annotated[(inner, *hint.__metadata__)], req
+    return hint, None
+
+
+def json_value(v: Any) -> Any:
+    """`v` as plain JSON data for a schema "default", or `NO` if it has no faithful JSON form."""
+    if isinstance(v, enum.Enum):
+        v = v.value
+    if v is None or isinstance(v, (str, bool, int)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else NO
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        out = [json_value(x) for x in v]
+        return NO if any(x is NO for x in out) else out
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        obj = {k: json_value(x) for k, x in v.items()}
+        return NO if any(x is NO for x in obj.values()) else obj
+    return NO
