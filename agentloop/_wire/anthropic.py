@@ -224,37 +224,48 @@ class AnthropicStream(StreamAssembler):
             return NO_EVENTS  # a router's own events: not part of the answer (nor proof the stream is alive)
         self.chunks += 1
         if kind == "content_block_delta":
-            delta = obj.get("delta")
-            if not isinstance(delta, dict):
-                return NO_EVENTS
-            dkind = delta.get("type")
-            if dkind == "text_delta":
-                piece = delta.get("text")
-                return (self.text_delta(piece),) if isinstance(piece, str) and piece else NO_EVENTS
-            if dkind == "input_json_delta":
-                ordinal = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
-                piece = delta.get("partial_json")
-                if ordinal is None or not isinstance(piece, str):
-                    return NO_EVENTS
-                ev = self.tool_delta(ordinal, self.slots[ordinal], piece)
-                return (ev,) if ev is not None else NO_EVENTS
-            return NO_EVENTS  # thinking_delta, signature_delta, citations_delta, ...
+            return self._block_delta(obj)
         if kind == "content_block_start":
-            block = obj.get("content_block")
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                ordinal = len(self.slots)
-                self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
-                slot = self.slots[ordinal] = ToolSlot()
-                block_id, name = block.get("id"), block.get("name")
-                slot.id = block_id if isinstance(block_id, str) else ""
-                slot.name = name if isinstance(name, str) else ""
-                initial = block.get("input")
-                first = _json.dumps_str(initial) if isinstance(initial, dict) and initial else ""
-                ev = self.tool_delta(ordinal, slot, first)
-                return (ev,) if ev is not None else NO_EVENTS
-            if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
-                return (self.text_delta(block["text"]),)
+            return self._block_start(obj)
+        self._message_event(kind, obj)
+        return NO_EVENTS
+
+    def _block_delta(self, obj: dict[str, Any]) -> tuple[Any, ...]:
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
             return NO_EVENTS
+        dkind = delta.get("type")
+        if dkind == "text_delta":
+            piece = delta.get("text")
+            return (self.text_delta(piece),) if isinstance(piece, str) and piece else NO_EVENTS
+        if dkind == "input_json_delta":
+            ordinal = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
+            piece = delta.get("partial_json")
+            if ordinal is None or not isinstance(piece, str):
+                return NO_EVENTS
+            ev = self.tool_delta(ordinal, self.slots[ordinal], piece)
+            return (ev,) if ev is not None else NO_EVENTS
+        return NO_EVENTS  # thinking_delta, signature_delta, citations_delta, ...
+
+    def _block_start(self, obj: dict[str, Any]) -> tuple[Any, ...]:
+        block = obj.get("content_block")
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            ordinal = len(self.slots)
+            self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
+            slot = self.slots[ordinal] = ToolSlot()
+            block_id, name = block.get("id"), block.get("name")
+            slot.id = block_id if isinstance(block_id, str) else ""
+            slot.name = name if isinstance(name, str) else ""
+            initial = block.get("input")
+            first = _json.dumps_str(initial) if isinstance(initial, dict) and initial else ""
+            ev = self.tool_delta(ordinal, slot, first)
+            return (ev,) if ev is not None else NO_EVENTS
+        if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
+            return (self.text_delta(block["text"]),)
+        return NO_EVENTS
+
+    def _message_event(self, kind: str, obj: dict[str, Any]) -> None:
+        """message_start / message_delta / message_stop: ids, usage, the finish reason, the end."""
         if kind == "message_start":
             message = obj.get("message")
             if isinstance(message, dict):
@@ -269,4 +280,3 @@ class AnthropicStream(StreamAssembler):
             self.usage = _usage(obj.get("usage"), self.usage)
         elif kind == "message_stop":
             self.complete = True
-        return NO_EVENTS
