@@ -143,9 +143,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     # TODO: the Temporal worker repairs tool-call ids (randomness stays out of the workflow) and loads
     # tools as the CLI does; each needs a public name.
     "agentloop.temporal._activities": {"_ids": "TODO: a public tool-call id repair"},
-    "agentloop.temporal._worker": dict.fromkeys(
-        ["_cli_common", "_imports"], "TODO: a public tool loader / module:attribute resolver"
-    ),
+    "agentloop.temporal._worker": {"_cli_common": "TODO: a public tool loader (as the CLI loads tools)"},
 }
 
 

@@ -30,10 +30,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentloop import ConfigurationError, ErrorFormatter, Model, ToolRegistry
+from agentloop import ConfigurationError, ErrorFormatter, Model, ToolRegistry, import_ref
 
 from .._cli_common import add_tool_options, import_from_cwd, load_tools
-from .._imports import resolve
 from ._activities import AgentActivities
 from ._spec import ToolActivityOptions
 from ._store import ConversationStore
@@ -155,7 +154,7 @@ def create_worker(
 def load_registry(spec: str) -> ToolRegistry:
     """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
     import_from_cwd()  # `agentloop worker` runs where the user's modules are, as `python -m` would
-    obj = resolve(spec, what="tools registry")
+    obj = import_ref(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
         obj = obj()
     if not isinstance(obj, ToolRegistry):
