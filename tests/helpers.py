@@ -10,7 +10,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from agentloop import RunResult
+from agentloop import RunResult, ToolRegistry
 from agentloop.cli import main as cli_main
 
 
@@ -34,7 +34,7 @@ def ui_main(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | Non
     return cli(["ui", *argv], out=out, err=err)
 
 
-__all__ = ["assert_valid_conversation", "cli", "runs", "runs_main", "ui_main"]
+__all__ = ["assert_valid_conversation", "cli", "runs", "runs_main", "step_tools", "ui_main"]
 
 _PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit()
 
@@ -72,3 +72,30 @@ def assert_valid_conversation(conversation: RunResult | list[dict[str, Any]]) ->
             assert answers == ids, (ids, answers)
             after = messages[i + 1 + len(ids) : i + 2 + len(ids)]
             assert not after or after[0]["role"] != "tool", f"a tool message answers nothing: {after[0]}"
+
+
+def step_tools() -> tuple[ToolRegistry, list[str]]:
+    """The tools the step-rule tests drive: `lookup`, `read` (idempotent) and `send` (needs
+    approval); the list records, in order, what each actually ran."""
+    tools = ToolRegistry()
+    ran: list[str] = []
+
+    @tools.tool
+    async def lookup(key: str) -> str:
+        """Look a key up."""
+        ran.append(key)
+        return f"value of {key}"
+
+    @tools.tool(idempotent=True)
+    async def read(key: str) -> str:
+        """Read a key (safe to run twice)."""
+        ran.append(f"read {key}")
+        return f"read {key}"
+
+    @tools.tool(requires_approval=True)
+    async def send(to: str) -> str:
+        """Send something (needs a human's yes)."""
+        ran.append(f"send {to}")
+        return f"sent to {to}"
+
+    return tools, ran

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import step_tools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,31 +36,6 @@ from agentloop._run.state import NOT_COUNTED, Resume, Run, make_record  # intern
 from agentloop._tools.dispatch import Dispatcher  # internal unit under test
 
 pytestmark = pytest.mark.anyio
-
-
-def registry() -> tuple[ToolRegistry, list[str]]:
-    tools = ToolRegistry()
-    ran: list[str] = []
-
-    @tools.tool
-    async def lookup(key: str) -> str:
-        """Look a key up."""
-        ran.append(key)
-        return f"value of {key}"
-
-    @tools.tool(idempotent=True)
-    async def read(key: str) -> str:
-        """Read a key (safe to run twice)."""
-        ran.append(f"read {key}")
-        return f"read {key}"
-
-    @tools.tool(requires_approval=True)
-    async def send(to: str) -> str:
-        """Send something (needs a human's yes)."""
-        ran.append(f"send {to}")
-        return f"sent to {to}"
-
-    return tools, ran
 
 
 def call(name: str, key: str, cid: str) -> dict[str, Any]:
@@ -112,7 +88,7 @@ def answered_in_order(run: Run, calls: list[dict[str, Any]]) -> None:
 
 
 async def test_the_loop_guard_warns_then_stops_and_the_step_says_so() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits(loop_threshold=2))
     calls = [call("lookup", "a", f"c{i}") for i in range(3)]
     done = await steps.run(run, calls, 1)
@@ -127,7 +103,7 @@ async def test_the_loop_guard_warns_then_stops_and_the_step_says_so() -> None:
 
 
 async def test_a_warning_alone_does_not_stop_the_run() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits(loop_threshold=2))
     done = await steps.run(run, [call("lookup", "a", "c0"), call("lookup", "a", "c1")], 1)
     assert done.stop is None and done.pending == [] and ran == ["a"]
@@ -135,7 +111,7 @@ async def test_a_warning_alone_does_not_stop_the_run() -> None:
 
 
 async def test_calls_over_the_budget_are_skipped_and_the_step_reports_the_limit() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits(max_tool_calls=2))
     calls = [call("lookup", k, k) for k in "abc"]
     done = await steps.run(run, calls, 1)
@@ -149,7 +125,7 @@ async def test_calls_over_the_budget_are_skipped_and_the_step_reports_the_limit(
 
 
 async def test_the_per_message_cap_settles_the_rest_uncounted_and_unwatched() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(
         tools, RunLimits(max_tool_calls=5, loop_threshold=2), budget=InputBudget(max_tool_calls=2)
     )
@@ -167,7 +143,7 @@ async def test_the_per_message_cap_settles_the_rest_uncounted_and_unwatched() ->
 
 
 async def test_a_call_that_needs_approval_leaves_the_step_open_with_it_pending() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits())
     calls = [call("lookup", "a", "a"), call("send", "bob", "s")]
     done = await steps.run(run, calls, 1)
@@ -180,7 +156,7 @@ async def test_a_call_that_needs_approval_leaves_the_step_open_with_it_pending()
 
 
 async def test_require_approval_of_the_policy_is_asked_with_the_parsed_arguments() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     asked: list[tuple[str, Any]] = []
 
     def needs(tool_name: str, arguments: Any) -> bool:
@@ -194,7 +170,7 @@ async def test_require_approval_of_the_policy_is_asked_with_the_parsed_arguments
 
 
 async def test_a_resumed_step_takes_its_records_decisions_and_interrupted_calls() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits())
     calls = [
         call("lookup", "done", "d"),  # finished before the crash: kept, counted, not run again
@@ -225,7 +201,7 @@ async def test_a_resumed_step_takes_its_records_decisions_and_interrupted_calls(
 
 
 async def test_every_call_gets_both_events_and_a_settled_one_gets_them_at_admission() -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     events: list[Any] = []
     steps, run = step_calls(tools, RunLimits(max_tool_calls=1), events=events)
     await steps.run(run, [call("lookup", "a", "a"), call("lookup", "b", "b")], 1)
@@ -257,7 +233,7 @@ async def test_every_call_gets_both_events_and_a_settled_one_gets_them_at_admiss
 def test_any_step_answers_every_call_once_and_reports_the_limit_it_hit(
     backend: str, keys: list[str], max_calls: int | None, threshold: int | None, cap: int
 ) -> None:
-    tools, ran = registry()
+    tools, ran = step_tools()
     limits = RunLimits(max_tool_calls=max_calls, loop_threshold=threshold)
     steps, run = step_calls(tools, limits, budget=InputBudget(max_tool_calls=cap))
     calls = [call("lookup", k, f"c{i}") for i, k in enumerate(keys)]

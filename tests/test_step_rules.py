@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import assert_valid_conversation
+from helpers import assert_valid_conversation, step_tools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,30 +28,10 @@ from agentloop import (
     ToolCallFinished,
     ToolCallLimitExceeded,
     ToolCallStarted,
-    ToolRegistry,
 )
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
-
-
-def make_tools() -> tuple[ToolRegistry, list[str]]:
-    tools = ToolRegistry()
-    ran: list[str] = []
-
-    @tools.tool
-    async def lookup(key: str) -> str:
-        """Look a key up."""
-        ran.append(key)
-        return f"value of {key}"
-
-    @tools.tool(requires_approval=True)
-    async def send(to: str) -> str:
-        """Send something (needs a human's yes)."""
-        ran.append(f"send {to}")
-        return f"sent to {to}"
-
-    return tools, ran
 
 
 def statuses(result: RunResult) -> list[tuple[str, str]]:
@@ -87,7 +67,7 @@ def expected_under_budget(steps: list[list[str]], budget: int) -> tuple[list[str
 def test_any_sequence_of_calls_stays_within_the_budget(
     backend: str, steps: list[list[str]], budget: int
 ) -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     script = [tool_calls(*[call("lookup", {"key": k}) for k in keys]) for keys in steps] + [text("done")]
     model = ScriptedModel(script)
     limits = RunLimits(max_tool_calls=budget, max_steps=len(steps) + 1, loop_threshold=None)
@@ -115,7 +95,7 @@ def test_any_sequence_of_calls_stays_within_the_budget(
 
 
 async def test_the_budget_message_says_which_limit_was_spent() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     model = ScriptedModel(
         [tool_calls(call("lookup", {"key": "a"}, id="a"), call("lookup", {"key": "b"}, id="b"))]
     )
@@ -128,7 +108,7 @@ async def test_the_budget_message_says_which_limit_was_spent() -> None:
 
 
 async def test_a_call_stopped_by_the_loop_guard_does_not_spend_the_budget() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     model = ScriptedModel(
         [
             tool_calls(*[call("lookup", {"key": "a"}, id=f"a{i}") for i in range(3)]),  # third: loop_detected
@@ -149,7 +129,7 @@ async def test_a_call_stopped_by_the_loop_guard_does_not_spend_the_budget() -> N
 
 
 async def test_calls_over_the_per_message_cap_are_neither_run_nor_counted() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     burst = tool_calls(*[call("lookup", {"key": k}, id=k) for k in "abc"])
     agent = Agent(
         client=ScriptedModel([burst, tool_calls(call("lookup", {"key": "d"}, id="d")), text("done")]),
@@ -167,7 +147,7 @@ async def test_calls_over_the_per_message_cap_are_neither_run_nor_counted() -> N
 
 
 async def test_loop_guard_stops_the_run_after_the_step_with_every_call_answered() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     same = [tool_calls(call("lookup", {"key": "x"}, id=f"x{i}")) for i in range(5)]
     with pytest.raises(LoopDetected, match="same arguments") as info:
         await Agent(client=ScriptedModel(same), tools=tools, limits=RunLimits(loop_threshold=2)).run("go")
@@ -181,7 +161,7 @@ async def test_loop_guard_stops_the_run_after_the_step_with_every_call_answered(
 
 
 async def test_approval_pauses_after_running_what_needs_none_and_events_cover_every_call() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     step = tool_calls(call("send", {"to": "bob"}, id="s"), call("lookup", {"key": "k"}, id="k"))
     agent = Agent(client=ScriptedModel([step, text("done")]), tools=tools)
     paused = await agent.run("go")
@@ -210,7 +190,7 @@ async def test_approval_pauses_after_running_what_needs_none_and_events_cover_ev
 
 
 async def test_a_call_waiting_for_approval_has_spent_the_budget() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     step = tool_calls(call("send", {"to": "bob"}, id="s"), call("lookup", {"key": "k"}, id="k"))
     agent = Agent(
         client=ScriptedModel([step, text("never asked")]), tools=tools, limits=RunLimits(max_tool_calls=1)
@@ -224,7 +204,7 @@ async def test_a_call_waiting_for_approval_has_spent_the_budget() -> None:
 
 
 async def test_resume_recounts_the_budget_from_the_records_without_the_loop_stopped_ones() -> None:
-    tools, ran = make_tools()
+    tools, ran = step_tools()
     step = tool_calls(
         call("lookup", {"key": "x"}, id="x0"),
         call("lookup", {"key": "x"}, id="x1"),  # loop_detected (a warning at threshold 2): not counted
