@@ -159,6 +159,20 @@ async def test_a_pause_two_agent_tools_deep(router: FakeFluxRouter) -> None:
     assert len(router.requests) == 6 and result.usage.requests == 6
 
 
+def notifying_desk(client: Any, refunds: list[int], sent: list[str]) -> Agent[Any, Any]:
+    """A desk with two tools: the billing agent (its refund needs approval) and its own `notify`
+    (needs approval too); `sent` records who was notified."""
+    tools = ToolRegistry()
+    tools.register(billing_agent(client, refunds).as_tool())
+
+    @tools.tool(requires_approval=True)
+    async def notify(to: str) -> str:
+        sent.append(to)
+        return f"notified {to}"
+
+    return Agent(client=client, tools=tools)
+
+
 async def test_a_streamed_run_pauses_on_an_inner_approval(router: FakeFluxRouter) -> None:
     refunds: list[int] = []
     sent: list[str] = []
@@ -167,15 +181,7 @@ async def test_a_streamed_run_pauses_on_an_inner_approval(router: FakeFluxRouter
         tool_calls(call("refund", {"amount": 5}, id="r")),
     )
     async with make_client(router, "openai") as client:
-        tools = ToolRegistry()
-        tools.register(billing_agent(client, refunds).as_tool())
-
-        @tools.tool(requires_approval=True)
-        async def notify(to: str) -> str:
-            sent.append(to)
-            return f"notified {to}"
-
-        desk = Agent(client=client, tools=tools)
+        desk = notifying_desk(client, refunds, sent)
         async with desk.stream("refund and tell ann") as events:
             kinds = [type(e).__name__ async for e in events]
         assert kinds[-1] == "RunPaused" and kinds.count("RunPaused") == 2  # the inner run's, then the outer's
@@ -190,15 +196,7 @@ async def test_own_and_nested_pending_calls_resume_in_one_decision(router: FakeF
         tool_calls(call("refund", {"amount": 5}, id="r")),
     )
     async with make_client(router, "openai") as client:
-        tools = ToolRegistry()
-        tools.register(billing_agent(client, refunds).as_tool())
-
-        @tools.tool(requires_approval=True)
-        async def notify(to: str) -> str:
-            sent.append(to)
-            return f"notified {to}"
-
-        desk = Agent(client=client, tools=tools)
+        desk = notifying_desk(client, refunds, sent)
         paused = await desk.run("refund and tell ann")
         assert sorted(p.id for p in paused.pending) == ["n", "out/r"]
         router.add(text("refunded"), text("all done"))
