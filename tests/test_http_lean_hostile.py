@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from agentloop import (
     APIConnectionError,
     APIResponseError,
+    APIStatusError,
     APITimeoutError,
     ConfigurationError,
     FluxClient,
@@ -236,6 +237,17 @@ async def test_broken_answers_are_typed_errors(name: str, stream: bool) -> None:
         with pytest.raises((APIConnectionError, APIResponseError)) as info:
             await ask(c, stream=stream)
     assert "sk-test" not in str(info.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_101_switching_protocols_is_a_status_error_not_an_answer(stream: bool) -> None:
+    # Only 2xx is an answer. A 101 ends HTTP on the connection (other 1xx are interim and skipped);
+    # it used to be decoded as a completion, and a body that did not parse blamed on an "answered 200".
+    raw = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n" + ANSWER
+    async with RawServer(respond(raw)) as server, client(server.url) as c:
+        with pytest.raises(APIStatusError) as info:
+            await ask(c, stream=stream)
+    assert info.value.status_code == 101 and "answered 101" in str(info.value)
 
 
 @pytest.mark.parametrize(

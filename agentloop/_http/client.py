@@ -209,7 +209,7 @@ class FluxClient:
         try:
             response = await self._sender.send(body, stream=False)
             try:
-                if response.status_code >= 300:
+                if not 200 <= response.status_code < 300:  # a final 1xx (101) is no answer either
                     raise self._errors.status(response, await read_some(response, _ERROR_BODY_BYTES))
                 content = await read_body(response, self.input_budget.max_response_bytes)
             finally:
@@ -248,7 +248,7 @@ class FluxClient:
         self, response: Response, request: ModelRequest, emit: Emit, progress: _Progress
     ) -> ModelTurn:
         budget = self.input_budget
-        if response.status_code >= 300:
+        if not 200 <= response.status_code < 300:  # a final 1xx (101) is no answer either
             raise self._errors.status(response, await read_some(response, _ERROR_BODY_BYTES))
         request_id = response.headers.get("x-request-id")
         if "text/event-stream" not in response.headers.get("content-type", ""):
