@@ -166,6 +166,34 @@ class LeanPool:
         self.prepare()
         return await connect(self.host, self.port, self._ssl, self._connect_timeout)
 
+    async def preconnect(self, count: int) -> None:
+        """Open connections, concurrently, until `count` are idle (never past `max_connections`);
+        the first failure is raised once all attempts ended (the ones that connected are kept)."""
+        if self._closed:
+            raise httpx.ConnectError("the client was closed")
+        wanted = min(count - len(self._idle), self._max - self._open)
+        failures: list[httpx.HTTPError] = []
+
+        async def open_one() -> None:
+            try:
+                conn = await self._connect()
+            except BaseException as e:
+                self._open -= 1
+                self._wake()
+                if not isinstance(e, httpx.HTTPError):
+                    raise
+                failures.append(e)
+                return
+            await self.release(conn, True)
+
+        if wanted > 0:
+            self._open += wanted
+            async with anyio.create_task_group() as tg:
+                for _ in range(wanted):
+                    tg.start_soon(open_one)
+        if failures:
+            raise failures[0]
+
     async def release(self, conn: Connection, reusable: bool) -> None:
         """Give a connection back after its response: idle for the next request, or closed."""
         if reusable and not self._closed and not conn.buf:
