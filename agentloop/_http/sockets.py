@@ -13,6 +13,9 @@ are httpx's (`ReadTimeout`, `ReadError`, `WriteTimeout`, `WriteError`), which th
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 import anyio.abc
 import httpx
+from anyio.streams.tls import TLSStream
 
 if TYPE_CHECKING:
     import asyncio
@@ -58,27 +62,84 @@ async def connect(host: str, port: int, ssl_context: ssl.SSLContext | None, seco
     """A new connection on the running backend, within `seconds` (TLS handshake included).
 
     The `seconds` of these functions bound one operation each (httpx's connect / read / write
-    timeouts) and end it with httpx's timeout error, which is why they are not cancel scopes."""
-    asyncio_loop = on_asyncio()
+    timeouts) and end it with httpx's timeout error, which is why they are not cancel scopes.
+    An IP literal or a `localhost` name is connected to without a name lookup: the event loop
+    would run `getaddrinfo` in a worker thread (started for it on the first request, and kept)."""
     with anyio.move_on_after(seconds):
         try:
-            if asyncio_loop:
-                return await _asyncio_connect(host, port, ssl_context)
-            stream: anyio.abc.ByteStream
-            if ssl_context is not None:
-                stream = await anyio.connect_tcp(
-                    host,
-                    port,
-                    ssl_context=ssl_context,
-                    tls_hostname=host,
-                    tls_standard_compatible=False,  # a server may close without close_notify (as httpcore)
-                )
-            else:
-                stream = await anyio.connect_tcp(host, port)
-            return AnyioConnection(stream)
+            return await _connect_any(host, port, ssl_context)
         except (OSError, anyio.BrokenResourceError, ssl.SSLError) as e:
             raise httpx.ConnectError(str(e) or type(e).__name__) from e
     raise httpx.ConnectTimeout(f"connecting to {host}:{port} took longer than {seconds:g} s")
+
+
+def numeric_addresses(host: str) -> tuple[str, ...]:
+    """The addresses to try for `host` without a lookup: itself if it is an IP literal, the
+    loopback addresses for `localhost` (RFC 6761 6.3: it always means this machine; IPv4 first,
+    what local servers bind by default), else () (the name must be looked up)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ("127.0.0.1", "::1")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return ()
+    return (host,)
+
+
+async def _connect_any(host: str, port: int, ssl_context: ssl.SSLContext | None) -> Connection:
+    """The first address of `host` that accepts; when none does, the first one's error."""
+    first: OSError | None = None
+    for address in numeric_addresses(host) or (host,):
+        try:
+            return await _connect_one(address, port, ssl_context, host)
+        except ssl.SSLError:  # it answered: a TLS failure is the answer, not a reason to try ::1
+            raise
+        except OSError as e:  # nothing listens there (refused, no IPv6...): the next address
+            first = first or e
+    assert first is not None
+    raise first
+
+
+async def _connect_one(address: str, port: int, ssl_context: ssl.SSLContext | None, host: str) -> Connection:
+    if on_asyncio():
+        return await _asyncio_connect(address, port, ssl_context, host)
+    stream: anyio.abc.ByteStream
+    if address == host and not numeric_addresses(host):  # a name: anyio looks it up (happy eyeballs)
+        stream = await anyio.connect_tcp(address, port)
+    else:
+        stream = await _anyio_connect_numeric(address, port)
+    if ssl_context is not None:
+        try:
+            stream = await TLSStream.wrap(
+                stream,
+                hostname=host,  # the certificate names the host, not the address
+                ssl_context=ssl_context,
+                standard_compatible=False,  # a server may close without close_notify (as httpcore)
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+    return AnyioConnection(stream)
+
+
+async def _anyio_connect_numeric(address: str, port: int) -> anyio.abc.SocketStream:
+    """A non-blocking connect to one address. `anyio.connect_tcp` runs a task group, an event and
+    a cancel scope per attempt (happy eyeballs) even for one address: ~0.2 ms of CPU on trio
+    against ~0.03 here (the first connect of a process: 0.6-0.9 ms against 0.23)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex((address, port))
+        if err == errno.EINPROGRESS:
+            await anyio.wait_writable(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address}:{port}: {os.strerror(err)}")
+        return await anyio.abc.SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def on_asyncio() -> bool:
@@ -94,14 +155,16 @@ def on_asyncio() -> bool:
     return True
 
 
-async def _asyncio_connect(host: str, port: int, ssl_context: ssl.SSLContext | None) -> Connection:
+async def _asyncio_connect(
+    address: str, port: int, ssl_context: ssl.SSLContext | None, host: str
+) -> Connection:
     import asyncio  # already imported: an asyncio loop runs
 
     loop = asyncio.get_running_loop()
     conn = AsyncioConnection(loop)
     protocol = cast("asyncio.Protocol", conn)  # it has the protocol's methods (see the class)
     await loop.create_connection(
-        lambda: protocol, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
+        lambda: protocol, address, port, ssl=ssl_context, server_hostname=host if ssl_context else None
     )
     return conn
 

@@ -201,6 +201,7 @@ class Sender(Protocol):
 
     async def send(self, body: bytes, *, stream: bool) -> Response: ...
     def prepare(self) -> None: ...
+    async def preconnect(self, count: int) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -227,6 +228,13 @@ class HttpxSender:
 
     def prepare(self) -> None:
         prepare(self._transport)
+        # httpcore's trio backend looks even an IP literal up with socket.getaddrinfo, which encodes
+        # the host with the stdlib's idna codec: imported on its first use (~1 ms), so here.
+        import encodings.idna  # noqa: F401
+
+    async def preconnect(self, count: int) -> None:
+        """httpx has no public way to open a pooled connection without a request: prepare only."""
+        self.prepare()
 
     async def aclose(self) -> None:
         if self._owned:
@@ -273,6 +281,10 @@ class LeanSender:
 
     def prepare(self) -> None:
         self.pool.prepare()
+
+    async def preconnect(self, count: int) -> None:
+        self.pool.prepare()
+        await self.pool.preconnect(count)
 
     async def aclose(self) -> None:
         await self.pool.aclose()

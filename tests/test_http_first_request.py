@@ -1,0 +1,149 @@
+"""The first request of a client: `FluxClient.warmup()` and connecting without a name lookup.
+
+A raw TCP listener on 127.0.0.1 (from test_http_lean_hostile) counts the connections it
+accepts, so a test can tell a connection opened by `warmup()` from one a request opened. Both
+backends (anyio's pytest plugin, see conftest.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import trustme
+from test_http_lean_hostile import RawServer, ask, ca, client, ok, read_request, respond, server_tls
+
+from agentloop import APIConnectionError, ConfigurationError, FluxClient
+
+pytestmark = pytest.mark.anyio
+__all__ = ["ca"]  # the fixture, imported for the TLS test below
+
+
+async def test_warmup_opens_the_connections_the_first_requests_use() -> None:
+    accepted = anyio.Event()
+    both_asked = anyio.Event()
+    asked = 0
+
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        nonlocal asked
+        if index == 1:
+            accepted.set()  # two connections are open and not a request was sent
+        while await read_request(stream):
+            asked += 1
+            if asked == 2:
+                both_asked.set()
+            await both_asked.wait()  # two requests in flight at once: each needs its own connection
+            await stream.send(ok())
+
+    async with RawServer(script) as server, client(server.url) as c:
+        await c.warmup(2)
+        with anyio.fail_after(30):
+            await accepted.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, c)
+            tg.start_soon(ask, c)
+        assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 2  # the requests used the warm connections, none of their own
+
+
+async def test_warmup_again_opens_only_what_is_missing() -> None:
+    async with RawServer(respond(ok(), close=False)) as server, client(server.url) as c:
+        await c.warmup(1)
+        await c.warmup(1)
+        await c.warmup(0)
+        assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 1
+
+
+async def test_warmup_is_bounded_by_the_pool() -> None:
+    async with RawServer(respond(ok(), close=False)) as server, client(server.url, max_connections=2) as c:
+        await c.warmup(50)
+        assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 2
+
+
+async def test_warmup_against_nothing_is_a_connection_error_without_the_key() -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        c = FluxClient(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-warm-secret-123")
+        async with c:
+            with pytest.raises(APIConnectionError) as info:
+                await c.warmup()
+    assert "sk-warm-secret-123" not in str(info.value) and "sk-warm-secret-123" not in repr(info.value)
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "2", None])
+async def test_warmup_refuses_a_count_that_is_not_a_whole_number(bad: Any) -> None:
+    async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key="k") as c:
+        with pytest.raises(ConfigurationError, match="whole number"):
+            await c.warmup(bad)
+
+
+async def test_warmup_with_an_httpx_transport_prepares_and_requests_still_work() -> None:
+    async with RawServer(respond(ok(), close=False)) as server, client(server.url, transport="httpcore") as c:
+        await c.warmup(3)  # httpx cannot open a connection without a request: accepted, prepares only
+        assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 1
+
+
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+@pytest.mark.parametrize("name", ["localhost", "LOCALHOST", "api.localhost"])
+async def test_localhost_is_connected_to_without_a_lookup_thread(name: str) -> None:
+    async with RawServer(respond(ok(), close=False)) as server:
+        url = server.url.replace("127.0.0.1", name)
+        before = _threads()
+        async with client(url) as c:
+            await c.warmup()
+            assert (await ask(c)).message["content"] == "ok"
+        # The event loop runs getaddrinfo in a worker thread it starts (and keeps) for a name.
+        assert _threads() - before == set()
+    assert server.opened == 1
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_localhost_falls_back_to_ipv6_when_nothing_listens_on_ipv4() -> None:
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            while await read_request(stream):
+                await stream.send(ok())
+
+    listener = await anyio.create_tcp_listener(local_host="::1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    with socket.socket() as blocker:  # make sure 127.0.0.1:port refuses
+        try:
+            blocker.bind(("127.0.0.1", port))
+        except OSError:
+            pytest.skip("the port is taken on IPv4")
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            async with client(f"http://localhost:{port}/v1") as c:
+                assert (await ask(c)).message["content"] == "ok"
+            tg.cancel_scope.cancel()
+
+
+async def test_tls_to_localhost_checks_the_certificate_against_the_name(ca: trustme.CA) -> None:
+    context = server_tls(ca)
+    ca.issue_cert("localhost").configure_cert(context)  # the name only, not the address
+    async with RawServer(respond(ok(), close=False), tls=context) as server:
+        async with client(server.url.replace("127.0.0.1", "localhost")) as c:
+            for _ in range(2):
+                assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 1
