@@ -13,15 +13,13 @@ caller set none (`request_timeout`).
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any, Literal, cast
 
 import anyio
-import anyio.to_thread
 import httpx
 
 from .._budget import InputBudget
-from .._exceptions import APIError, APITimeoutError, ConfigurationError
+from .._exceptions import APIError, APIResponseError, APITimeoutError, ConfigurationError
 from .._model import Emit, ModelRequest
 from .._retry import Failure, RetryPolicy
 from .._seams import Wire
@@ -29,14 +27,13 @@ from .._types import ModelTurn
 from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, WIRES
 from .bounded import pump, read_body, read_some, sse_events
 from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
-from .errors import Errors
+from .errors import Errors, restate_status
 from .h1 import Response
 from .secrets import Redactor
 from .transport import Sender, TransportKind, make_sender
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
-_THREAD_BODY_BYTES = 1024 * 1024  # bodies larger than this are parsed off the event loop
 _ERROR_BODY_BYTES = 64 * 1024  # of an error response: enough to say what went wrong, the rest is not read
 
 
@@ -240,18 +237,17 @@ class FluxClient:
                 await response.aclose()
         except httpx.HTTPError as e:
             raise self._errors.transport(e) from e
-        return await self._decode(content, response.headers.get("x-request-id"))
+        return self._decode(content, response.headers.get("x-request-id"), response.status_code)
 
-    async def _decode(self, content: bytes, request_id: str | None) -> ModelTurn:
-        """The body → the turn; a large body is parsed in a worker thread (orjson takes 40-80 ms
-        for 5-10 MB, which would stall every other run on the loop). Small ones stay inline."""
-        turn: ModelTurn
-        if len(content) <= _THREAD_BODY_BYTES:
-            turn = self._wire.decode(content, request_id=request_id)
-        else:
-            decode = functools.partial(self._wire.decode, content, request_id=request_id)
-            turn = await anyio.to_thread.run_sync(decode, abandon_on_cancel=True)
-        return turn
+    def _decode(self, content: bytes, request_id: str | None, status: int) -> ModelTurn:
+        """The body (within `max_response_bytes`) → the turn, on the event loop: orjson holds the
+        GIL while it parses, so a worker thread gave the other runs nothing (measured) and cost a
+        thread the user did not ask for. The codec knows no status; its errors get the real one."""
+        try:
+            return self._wire.decode(content, request_id=request_id)
+        except APIResponseError as e:
+            restate_status(e, status)
+            raise
 
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
@@ -278,7 +274,7 @@ class FluxClient:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             # A server that ignored `stream: true`: a plain answer, emitted whole by the loop.
             content = await read_body(response, budget.max_response_bytes)
-            return await self._decode(content, request_id)
+            return self._decode(content, request_id, response.status_code)
         assembler = self._wire.assembler(request.run_id, request.step, request_id)
         # sse_events reads only `headers` and `aiter_bytes()`, which every `Response` has.
         events = sse_events(

@@ -29,7 +29,9 @@ from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL
 from .h1 import ResponseHead
 from .secrets import Redactor
 
-__all__ = ["Errors"]
+__all__ = ["Errors", "restate_status"]
+
+_CODEC_STATUS = "the endpoint answered 200 "  # how the wire codecs, which see no status, begin
 
 
 class Errors:
@@ -153,3 +155,11 @@ def _says_tools_unsupported(message: str) -> bool:
     return ("tool" in m or "function" in m) and any(
         s in m for s in ("not support", "unsupported", "does not support", "doesn't support", "not available")
     )
+
+
+def restate_status(error: APIResponseError, status: int) -> None:
+    """A codec's error about a 2xx body names the status it was really sent with (a 202 or a 204
+    with a body is no 200), in place."""
+    if status != 200 and error.message.startswith(_CODEC_STATUS):
+        error.message = f"the endpoint answered {status} " + error.message[len(_CODEC_STATUS) :]
+        error.args = (error.message,)
