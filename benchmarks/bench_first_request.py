@@ -5,14 +5,17 @@ imports agentloop, enters a `FluxClient` (timed: that is where the transport is 
 times one-step model requests and one agent run with a tool call (schema validation included)
 against the stdlib fake server in `_server.py` (started once, in its own process):
 
-- `enter`: `async with FluxClient(...)`: builds the transport (and imports its library);
+- `enter`: `async with FluxClient(...)`: builds the transport (and imports its library); in
+  the `warmup` mode also `await client.warmup()` (one connection opened ahead);
 - `first request` / `steady request`: `client.request(...)`, the first one vs the median of
-  the next 20;
+  the next 20 (wall); `first CPU` / `steady CPU`: the same, the client thread's CPU time (what
+  a busy machine does not blur: the wall time also waits for a core and for the server);
 - `first run` / `steady run`: `Agent.run` of 2 model requests and 1 tool call, the first one
   vs the median of the next 20.
 
     .venv/bin/python benchmarks/bench_first_request.py            # 5 trials per backend
     .venv/bin/python benchmarks/bench_first_request.py --trials 9 --backends asyncio
+    .venv/bin/python benchmarks/bench_first_request.py --transports auto,httpcore --modes cold
 
 Medians over trials are printed as a table (milliseconds). On a loaded machine the figures
 are noisy; compare first against steady from the same run.
@@ -45,15 +48,19 @@ async def main(url):
     tools.register(work_0)
     out = {"import": imported}
     t = time.perf_counter()
-    async with FluxClient(base_url=url + "/v1", api_key="bench-key") as client:
+    async with FluxClient(base_url=url + "/v1", api_key="bench-key", transport=sys.argv[3]) as client:
+        if sys.argv[4] == "warmup":
+            await client.warmup()
         out["enter"] = time.perf_counter() - t
         req = ModelRequest(model="bench-s0-k0", messages=[{"role": "user", "content": "hi"}], tools=[], settings={})
-        times = []
+        times, cpu = [], []
         for _ in range(21):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             await client.request(req)
             times.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
         out["first request"], out["steady request"] = times[0], statistics.median(times[1:])
+        out["first CPU"], out["steady CPU"] = cpu[0], statistics.median(cpu[1:])
         agent = Agent(client=client, tools=tools, model="bench-s1-k1")
         times = []
         for _ in range(21):
@@ -65,12 +72,24 @@ async def main(url):
 
 anyio.run(main, sys.argv[1], backend=sys.argv[2])
 """
-COLUMNS = ("import", "enter", "first request", "steady request", "first run", "steady run")
+COLUMNS = (
+    "import",
+    "enter",
+    "first request",
+    "steady request",
+    "first CPU",
+    "steady CPU",
+    "first run",
+    "steady run",
+)
 
 
-def _trial(url: str, backend: str) -> dict[str, float]:
+def _trial(url: str, backend: str, transport: str, mode: str) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, url, backend], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _CHILD, url, backend, transport, mode],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode:
         raise SystemExit(f"trial failed on {backend}:\n{done.stderr}")
@@ -81,18 +100,34 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--backends", default="asyncio,trio")
+    p.add_argument("--transports", default="auto", help="comma-separated FluxClient(transport=...)")
+    p.add_argument("--modes", default="cold,warmup", help="cold, warmup (client.warmup() in enter)")
     args = p.parse_args()
     server = subprocess.Popen(
         [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
     )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
-        print("| backend | " + " | ".join(COLUMNS) + " |")
-        print("|---|" + "---:|" * len(COLUMNS))
-        for backend in args.backends.split(","):
-            trials = [_trial(url, backend) for _ in range(args.trials)]
-            cells = [f"{statistics.median(t[c] for t in trials) * 1000:.1f}" for c in COLUMNS]
-            print(f"| {backend} | " + " | ".join(cells) + " |", flush=True)
+        print("| backend | transport | mode | " + " | ".join(COLUMNS) + " | first / steady: wall / CPU |")
+        print("|---|---|---|" + "---:|" * (len(COLUMNS) + 1))
+        rows = [
+            (b, tr, m)
+            for b in args.backends.split(",")
+            for tr in args.transports.split(",")
+            for m in args.modes.split(",")
+        ]
+        results: dict[tuple[str, str, str], list[dict[str, float]]] = {row: [] for row in rows}
+        for _ in range(args.trials):  # interleaved, so the machine's load hits every row alike
+            for row in rows:
+                results[row].append(_trial(url, *row))
+        for row, trials in results.items():
+            med = {c: statistics.median(t[c] for t in trials) for c in COLUMNS}
+            cells = [f"{med[c] * 1000:.2f}" for c in COLUMNS]
+            ratio = med["first request"] / med["steady request"]
+            cpu = med["first CPU"] / med["steady CPU"]
+            print(
+                f"| {' | '.join(row)} | " + " | ".join(cells) + f" | {ratio:.1f}x / {cpu:.1f}x |", flush=True
+            )
     finally:
         server.terminate()
         server.wait()
