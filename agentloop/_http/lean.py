@@ -124,7 +124,7 @@ class LeanPool:
             now = time.monotonic()
             while self._idle:
                 conn = self._idle.pop()
-                if now - conn.idle_since < self._expiry and not conn.stale():
+                if now - conn.idle_since < self._expiry and (not conn.stale() or await conn.settle()):
                     return conn
                 await self._discard(conn)
             if self._open < self._max:
