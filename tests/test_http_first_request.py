@@ -147,3 +147,36 @@ async def test_tls_to_localhost_checks_the_certificate_against_the_name(ca: trus
             for _ in range(2):
                 assert (await ask(c)).message["content"] == "ok"
     assert server.opened == 1
+
+
+@pytest.mark.parametrize("tickets", [2, 0], ids=["tls1.3-tickets", "no-tickets"])
+async def test_warmup_over_tls_is_reused_though_the_server_sent_session_tickets(
+    ca: trustme.CA, tickets: int
+) -> None:
+    # TLS 1.3 servers send session tickets after the handshake; nothing reads them on a
+    # connection that never carried a request, and they looked like an unasked answer.
+    context = server_tls(ca)
+    context.num_tickets = tickets
+    async with RawServer(respond(ok(), close=False), tls=context) as server, client(server.url) as c:
+        await c.warmup()
+        assert (await ask(c)).message["content"] == "ok"
+        assert (await ask(c)).message["content"] == "ok"
+    assert server.opened == 1
+
+
+async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA) -> None:
+    closed = anyio.Event()
+
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        if index == 0:
+            await stream.aclose()  # closes the warm connection before any request
+            closed.set()
+            return
+        await respond(ok(), close=False)(index, stream)
+
+    async with RawServer(script, tls=server_tls(ca)) as server, client(server.url) as c:
+        await c.warmup()
+        with anyio.fail_after(30):
+            await closed.wait()
+        assert (await ask(c)).message["content"] == "ok"  # on a new connection, not retried
+    assert server.opened == 2

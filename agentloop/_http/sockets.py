@@ -13,6 +13,7 @@ are httpx's (`ReadTimeout`, `ReadError`, `WriteTimeout`, `WriteError`), which th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import httpx
 from anyio.streams.tls import TLSStream
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["AnyioConnection", "AsyncioConnection", "Connection", "connect", "on_asyncio"]
 
 _RECEIVE = 65536
+_SETTLE_SECONDS = 0.001  # a TLS connection's pending records are read within this (once per connection)
 _HIGH_WATER = 256 * 1024  # unread bytes past which the asyncio connection stops reading (flow control)
 
 
@@ -53,6 +56,12 @@ class Connection:
 
     def stale(self) -> bool:
         raise NotImplementedError
+
+    async def settle(self) -> bool:
+        """After `stale()` said yes: whether the connection is reusable after all. Over TLS 1.3 a
+        server sends session tickets after the handshake; on a connection that never carried a
+        request (`FluxClient.warmup()`) nothing has read them, and they look like unasked bytes."""
+        return False
 
     async def aclose(self) -> None:
         raise NotImplementedError
@@ -282,6 +291,17 @@ class AsyncioConnection(Connection):
         # The loop may not have polled this socket since the server's FIN arrived: ask the kernel.
         return _readable(self._fd)
 
+    async def settle(self) -> bool:
+        transport = self.transport
+        if transport is None or transport.get_extra_info("ssl_object") is None:
+            return False
+        # The loop's TLS protocol reads the socket when the loop polls it: the task resumes
+        # first, the read callback in the same iteration, so two iterations. Tickets are
+        # consumed inside it; data or an EOF would land in buf / _eof.
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        return not self.stale()
+
     async def aclose(self) -> None:
         if self.transport is not None:
             self.transport.abort()  # no graceful close: a connection given up on is not drained
@@ -323,6 +343,17 @@ class AnyioConnection(Connection):
         """Readable while idle: the server closed it (EOF) or sent something unasked."""
         raw = self.raw
         return bool(self.buf) or raw is None or _readable(raw.fileno())
+
+    async def settle(self) -> bool:
+        if self.buf or not isinstance(self.stream, TLSStream):
+            return False
+        # Read through TLS: records without data (tickets) are consumed and the read waits for
+        # more, which ends it; data or an EOF means the connection is not reusable.
+        with anyio.move_on_after(_SETTLE_SECONDS):
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                self.buf += await self.stream.receive(_RECEIVE)
+            return False
+        return not self.stale()
 
     async def aclose(self) -> None:
         await anyio.aclose_forcefully(self.stream)
