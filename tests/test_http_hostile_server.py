@@ -8,13 +8,14 @@ with the API key kept home.
 
 from __future__ import annotations
 
-import gzip
+import tracemalloc
+import zlib
 from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
-from test_http_lean_hostile import RawServer, ask, client, ok, read_request, respond
+from test_http_lean_hostile import ANSWER, RawServer, ask, client, ok, read_request, respond
 
 from agentloop import (
     APIConnectionError,
@@ -86,17 +87,36 @@ async def test_a_one_megabyte_header_line_is_refused(transport: str) -> None:
     assert not isinstance(info.value, APITimeoutError)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_gzip_bomb_stops_at_max_response_bytes(transport: str) -> None:
-    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB from ~64 KiB
-    raw = ok(bomb, b"content-encoding: gzip\r\n")
+def _gzip_zeros(mib: int) -> bytes:
+    """`mib` MiB of zeros, gzip-compressed (~1 KiB per MiB), without holding them uncompressed."""
+    compress = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1024 * 1024)
+    return b"".join(compress.compress(zeros) for _ in range(mib)) + compress.flush()
+
+
+@pytest.mark.parametrize("transport", [*TRANSPORTS, "aiohttp"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+async def test_a_gzip_bomb_stops_at_max_response_bytes_in_bounded_memory(
+    transport: str, streamed: bool, anyio_backend: str
+) -> None:
+    # httpx inflated a whole network chunk (the aiohttp transport: the whole body) at once: a
+    # 255 KB bomb grew the process by 132 MB (httpcore) / 261 MB (aiohttp) past a 1 MiB budget.
+    if transport == "aiohttp" and anyio_backend != "asyncio":
+        pytest.skip("aiohttp runs on asyncio only")
+    raw = ok(_gzip_zeros(128), b"content-encoding: gzip\r\n")
     budget = InputBudget(max_response_bytes=1024 * 1024)
     async with (
         RawServer(respond(raw)) as server,
         client(server.url, transport=transport, input_budget=budget) as c,
     ):
-        with pytest.raises(APIResponseError, match="max_response_bytes"):
-            await ask(c)
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIResponseError, match="max_response_bytes"):
+                await ask(c, stream=streamed)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak / 2**20:.0f} MiB held for a 1 MiB budget"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -139,3 +159,53 @@ async def test_a_server_that_never_answers_is_cut_by_request_timeout(transport: 
     async with RawServer(script) as server, client(server.url, **kw) as c:
         with pytest.raises(APITimeoutError, match=r"request_timeout=0\.5"):
             await ask(c, stream=streamed)
+
+
+@pytest.mark.parametrize("transport", [*TRANSPORTS, "aiohttp"])
+@pytest.mark.parametrize(
+    ("coding", "compress"),
+    [
+        (b"gzip", lambda b: zlib.compress(b, wbits=zlib.MAX_WBITS | 16)),
+        (b"deflate", zlib.compress),
+        (b"identity", lambda b: b),
+    ],
+    ids=["gzip", "deflate", "identity"],
+)
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+async def test_compressed_answers_decode_on_every_transport(
+    transport: str, coding: bytes, compress: Any, streamed: bool, anyio_backend: str
+) -> None:
+    if transport == "aiohttp" and anyio_backend != "asyncio":
+        pytest.skip("aiohttp runs on asyncio only")
+    raw = ok(compress(ANSWER), b"content-encoding: %b\r\n" % coding)
+    async with RawServer(respond(raw)) as server, client(server.url, transport=transport) as c:
+        assert (await ask(c, stream=streamed)).message["content"] == "ok"
+
+
+@pytest.mark.parametrize("transport", [*TRANSPORTS, "aiohttp"])
+@pytest.mark.parametrize(
+    ("body", "coding"),
+    [(b"\x1f\x8b not gzip", b"gzip"), (zlib.compress(ANSWER)[:-6], b"deflate"), (ANSWER, b"br")],
+    ids=["bad-gzip", "truncated-deflate", "unasked-br"],
+)
+async def test_a_body_that_does_not_decode_is_a_response_error(
+    transport: str, body: bytes, coding: bytes, anyio_backend: str
+) -> None:
+    if transport == "aiohttp" and anyio_backend != "asyncio":
+        pytest.skip("aiohttp runs on asyncio only")
+    raw = ok(body, b"content-encoding: %b\r\n" % coding)
+    async with RawServer(respond(raw)) as server, client(server.url, transport=transport) as c:
+        with pytest.raises(APIResponseError, match="could not be decoded"):
+            await ask(c)
+
+
+async def test_the_httpx_path_asks_only_for_the_codings_it_decodes_in_bounded_pieces() -> None:
+    heads: list[bytes] = []
+
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        heads.append(await read_request(stream))
+        await stream.send(ok())
+
+    async with RawServer(script) as server, client(server.url, transport="httpcore") as c:
+        await ask(c)
+    assert b"accept-encoding: gzip, deflate\r\n" in heads[0].lower()

@@ -37,6 +37,7 @@ import httpx
 
 from .config import PoolConfig
 from .h1 import Response, encode_head
+from .inflate import Inflating, compressed
 from .lean import LeanPool, LeanResponse
 from .sockets import on_asyncio
 
@@ -236,13 +237,20 @@ class HttpxSender:
         transport: object = None,
         kind: str = "httpx",
     ) -> None:
-        self.http, self._url, self._headers = client, url, headers
+        # Ask for the codings decoded here in bounded pieces (`inflate.py`), unless the caller chose.
+        self.http, self._url = client, url
+        self._headers = tuple(
+            h if any(k.lower() == "accept-encoding" for k in h) else {"accept-encoding": "gzip, deflate", **h}
+            for h in headers
+        )
         self._owned, self._transport, self.kind = owned, transport, kind
 
     async def send(self, body: bytes, *, stream: bool) -> Response:
         http = self.http
         request = http.build_request("POST", self._url, content=body, headers=self._headers[stream])
-        return await http.send(request, stream=True)
+        response = await http.send(request, stream=True)
+        coding = compressed(response.headers)
+        return response if coding is None else Inflating(response, coding)  # bounded, not httpx's
 
     def prepare(self) -> None:
         prepare(self._transport)
