@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 from test_http_lean_hostile import ANSWER, RawServer, ask, client, ok, read_request, respond
 
@@ -209,3 +210,27 @@ async def test_the_httpx_path_asks_only_for_the_codings_it_decodes_in_bounded_pi
     async with RawServer(script) as server, client(server.url, transport="httpcore") as c:
         await ask(c)
     assert b"accept-encoding: gzip, deflate\r\n" in heads[0].lower()
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_a_callers_client_that_follows_redirects_does_not_take_the_key_abroad(wire: str) -> None:
+    # httpx drops only `Authorization` on a cross-origin redirect; the Anthropic wire's key is
+    # in `x-api-key`. FluxClient never follows a redirect, whatever the caller's client says.
+    heads: list[bytes] = []
+
+    async def foreign_script(index: int, stream: anyio.abc.SocketStream) -> None:
+        heads.append(await read_request(stream))
+        await stream.send(ok())
+
+    async with RawServer(foreign_script) as foreign:
+        location = foreign.url.replace("127.0.0.1", "localhost") + "/messages"
+        raw = (
+            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: %b\r\ncontent-length: 0\r\n\r\n"
+            % location.encode()
+        )
+        async with RawServer(respond(raw)) as server, httpx.AsyncClient(follow_redirects=True) as http:
+            c = client(server.url, http_client=http, wire=wire)
+            with pytest.raises(APIStatusError) as info:
+                await ask(c)
+    assert info.value.status_code == 307
+    assert foreign.opened == 0 and heads == []

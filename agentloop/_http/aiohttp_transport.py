@@ -7,7 +7,7 @@ and a server that hangs up to `ConnectTimeout`, which would tell users to raise 
 host is down; this one maps aiohttp's errors to the httpx exception that says what happened.
 
 The session belongs to the running asyncio loop: it is created by `prepare()` (FluxClient's
-`__aenter__`) or else at the first request, and closed by `aclose()`. Compression is left to httpx (aiohttp does not decompress), as are redirects.
+`__aenter__`) or else at the first request, and closed by `aclose()`. Compression is decoded by FluxClient's sender in bounded pieces (`inflate.py`; aiohttp does not decompress); redirects are never followed.
 """
 
 from __future__ import annotations

@@ -248,7 +248,9 @@ class HttpxSender:
     async def send(self, body: bytes, *, stream: bool) -> Response:
         http = self.http
         request = http.build_request("POST", self._url, content=body, headers=self._headers[stream])
-        response = await http.send(request, stream=True)
+        # Never follow a redirect, whatever a caller's client says: httpx drops only
+        # `Authorization` on a redirect to another host, and the Anthropic key is `x-api-key`.
+        response = await http.send(request, stream=True, follow_redirects=False)
         coding = compressed(response.headers)
         return response if coding is None else Inflating(response, coding)  # bounded, not httpx's
 
