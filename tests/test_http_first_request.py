@@ -17,7 +17,7 @@ import pytest
 import trustme
 from test_http_lean_hostile import RawServer, ask, ca, client, ok, read_request, respond, server_tls
 
-from agentloop import APIConnectionError, ConfigurationError, FluxClient
+from agentloop import APIConnectionError, APITimeoutError, ConfigurationError, FluxClient
 
 pytestmark = pytest.mark.anyio
 __all__ = ["ca"]  # the fixture, imported for the TLS test below
@@ -180,3 +180,14 @@ async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA)
             await closed.wait()
         assert (await ask(c)).message["content"] == "ok"  # on a new connection, not retried
     assert server.opened == 2
+
+
+async def test_warmup_is_bounded_without_a_connect_timeout(ca: trustme.CA) -> None:
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        await anyio.sleep_forever()  # accepts, never answers the TLS handshake
+
+    async with RawServer(script) as server:
+        url = server.url.replace("http://", "https://")
+        async with client(url, timeout=None, total_timeout=0.5) as c:
+            with pytest.raises(APITimeoutError, match=r"took longer than 0\.5 s"):
+                await c.warmup()

@@ -154,11 +154,15 @@ class FluxClient:
             raise ConfigurationError(
                 f"warmup(connections=...) takes a whole number >= 0, got {connections!r}"
             )
+        limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         try:
-            await self._sender.preconnect(connections)
+            with anyio.move_on_after(limit):  # the bound of a request, also with no connect timeout
+                await self._sender.preconnect(connections)
+                return
         except httpx.HTTPError as e:
             failure = self._errors.transport(e)
             raise self._redactor.exception(failure.error) from e
+        raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
