@@ -257,6 +257,25 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     assert out["left"] == [], out["left_detail"]  # nothing of any call runs once its outcome is in
 
 
+@pytest.mark.parametrize(
+    ("mode", "no_sys_admin"),
+    [("process", False), ("isolated", False), ("process", True)],
+    ids=["process-root", "isolated-root", "process-root-without-CAP_SYS_ADMIN"],
+)
+def test_a_call_cannot_kill_the_fork_server_while_it_is_killed(mode: str, no_sys_admin: bool) -> None:
+    """Regression: the fork server kills a call's processes with kill(-1) as the call's uid. It
+    took that uid as its real uid too, and the kernel lets a process signal any process whose
+    real uid is its own: processes left by a call, SIGKILLing the fork server in a loop, killed
+    it in that moment (57 of 200 calls, root without CAP_SYS_ADMIN, where no PID namespace hides
+    it), and whatever the fork server had not killed yet survived the call."""
+    out = _wrapped("stalkers", mode, no_sys_admin=no_sys_admin)
+    assert out["output"] == "after"
+    assert out["statuses"] == ["ok"] * 40, out["contents"]
+    assert len(out["targets"]) == 1  # every call was served by the one fork server it started with
+    assert out["zygote_alive"]
+    assert out["left"] == [], out["left_detail"]  # the stalkers died with their calls
+
+
 def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:
     """README: "isolated" fails closed where bubblewrap cannot create its namespaces. Registration
     refuses with what is missing and what to do; the executor, asked anyway, runs nothing."""

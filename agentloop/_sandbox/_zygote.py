@@ -33,7 +33,7 @@ from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
 from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
 from ._protocol import DONE, FRAME_STARTED, FRAME_STATUS, PID
-from ._uids import UidPool, kill_uid
+from ._uids import UidPool
 
 __all__ = ["main"]
 
@@ -246,7 +246,7 @@ class _Zygote:
             with contextlib.suppress(OSError):
                 os.kill(call.pid, signal.SIGKILL)
         if call.uid:
-            kill_uid(call.uid)
+            self.uids.kill(call.uid)
         else:  # not root: what the tool left in its process group (the table says what escapes)
             with contextlib.suppress(OSError):
                 os.killpg(call.pid, signal.SIGKILL)
