@@ -68,6 +68,8 @@ class Spare:
     pid: int
     sock: socket.socket  # hands it a call; then carries its b"D"
     known: frozenset[str]  # the tools it inherited, resolved
+    uid: int  # the call uid it runs as already (0: none, the host is not root)
+    scratch_mb: int | None  # the size of the scratch tmpfs it mounted ("own_scratch")
 
 
 class Forker:
@@ -91,24 +93,25 @@ class Forker:
             _libc.setns(self.pidns, _CLONE_NEWPID)
         return pid
 
-    def spare(self, tools: dict[str, Tool]) -> Spare | None:
-        """A child forked ahead of time, confining itself while it waits for a call."""
+    def spare(self, tools: dict[str, Tool], uid: int, scratch_mb: int | None) -> Spare | None:
+        """A child forked ahead of time, confining itself (as `uid`, with a scratch tmpfs of
+        `scratch_mb`) while it waits for a call."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = self.fork()
         if pid == 0:
             mine.close()
-            spare_main(theirs, tools, self.cfg)
+            spare_main(theirs, tools, self.cfg, (uid, scratch_mb))
         theirs.close()
         if pid < 0:
             mine.close()
             return None
-        return Spare(pid, mine, frozenset(tools))
+        return Spare(pid, mine, frozenset(tools), uid, scratch_mb)
 
-    def hand_to(self, spare: Spare, call: Call) -> bool:
-        """Give the call to the spare; False if it does not know the tool (it is then dropped:
-        it sees EOF and exits)."""
+    def hand_to(self, spare: Spare, call: Call, fits: bool) -> bool:
+        """Give the call to the spare; False if it does not `fit` the call (its scratch size) or
+        know the tool (it is then dropped: it sees EOF and exits)."""
         try:
-            if call.msg["ref"] in spare.known:
+            if fits and call.msg["ref"] in spare.known:
                 frame = _json.dumps({"call": call.msg, "scratch": call.scratch or self.cfg["scratch"]})
                 socket.send_fds(spare.sock, [frame], list(call.fds))
                 return True
