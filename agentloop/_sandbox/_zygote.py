@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import _json
 from ._child import prctl
-from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, probe_pidns
+from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, make_dir, probe_pidns, remove_dir
 from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
 from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
@@ -83,7 +83,10 @@ class _Zygote:
         cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.forker = Forker(cfg, pidns)
         self.spares: collections.deque[Spare] = collections.deque()  # oldest (most ready) first
-        self.spare_uids: dict[int, int] = {}  # pid -> uid of every spare not handed a call
+        self.spare_held: dict[
+            int, tuple[int, str]
+        ] = {}  # pid -> uid, scratch dir of spares not handed a call
+        self.spare_count = 0
         self.scratch_mb: int | None = None  # the last call's: the size the next spares mount
         self.spare_at: float | None = None  # when to fork the next spare
         self.next_sweep = 0.0
@@ -132,17 +135,27 @@ class _Zygote:
                 self._fork_spare(now)
 
     def _fork_spare(self, now: float) -> None:
-        """One fork per pass (a call may be waiting), with the uid its call will run as."""
+        """One fork per pass (a call may be waiting), with the uid its call will run as and its
+        scratch dir (without "own_scratch": a dir of its own, made here, that uid's)."""
         uid = self.uids.take()
         if self.uids.enabled and not uid:
             return  # every uid is in use or still dying: forked after the next sweep
-        spare = self.forker.spare(self.tools, uid, self.scratch_mb)
+        scratch = str(self.cfg["scratch"])
+        try:
+            if not self.cfg["own_scratch"]:
+                self.spare_count += 1
+                scratch = make_dir(scratch, f"spare{self.spare_count}", uid)
+            spare = self.forker.spare(self.tools, uid, self.scratch_mb, scratch)
+        except OSError:
+            spare = None
         if spare is None:
             if uid:
                 self.uids.free.appendleft(uid)  # no process ever ran as it
+            if not self.cfg["own_scratch"]:
+                remove_dir(scratch)
             return
         self.spares.append(spare)
-        self.spare_uids[spare.pid] = uid
+        self.spare_held[spare.pid] = (uid, "" if self.cfg["own_scratch"] else scratch)
         if len(self.spares) < _SPARES:
             self.spare_at = now
 
@@ -197,10 +210,7 @@ class _Zygote:
         its own mount namespace ("own_scratch"), else a dir of its own in it, owned by its uid."""
         if self.cfg["own_scratch"]:
             return str(self.cfg["scratch"])
-        call.scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
-        os.mkdir(call.scratch, 0o700)
-        if call.uid:
-            os.chown(call.scratch, call.uid, call.uid)
+        call.scratch = make_dir(self.cfg["scratch"], f"call{call.id}", call.uid)
         return call.scratch
 
     def _start(self, call: Call) -> None:
@@ -232,24 +242,17 @@ class _Zygote:
             self.spare_at = time.monotonic() + _SPARE_DELAY
 
     def _to_spare(self, call: Call) -> tuple[int, socket.socket | None]:
-        """Hand the call to the oldest spare that fits it (same scratch size, knows the tool);
-        the others are dropped (they see EOF and exit; their uids come back when reaped)."""
+        """Hand the call to the oldest spare that fits it (same scratch size, knows the tool): it
+        runs it as its uid, in its scratch. The others are dropped (they see EOF and exit; their
+        uids and scratch dirs come back when they are reaped)."""
         while self.spares:
             spare = self.spares.popleft()
             fits = not self.cfg["own_scratch"] or spare.scratch_mb == self.scratch_mb
             call.uid = call.msg["uid"] = spare.uid
-            if fits:
-                try:
-                    self._scratch(call)
-                except OSError:
-                    spare.sock.close()  # it exits; its uid comes back when it is reaped
-                    call.uid = 0
-                    raise
             if self.forker.hand_to(spare, call, fits):
-                self.spare_uids.pop(spare.pid, None)  # the call's now
+                _uid, call.scratch = self.spare_held.pop(spare.pid)  # the call's now
                 return spare.pid, spare.sock
             call.uid = 0
-            self._remove_scratch(call)
         return -1, None
 
     # --- ending a call ------------------------------------------------------------------------------
@@ -308,7 +311,9 @@ class _Zygote:
             for spare in [s for s in self.spares if s.pid == pid]:
                 spare.sock.close()
                 self.spares.remove(spare)
-            self.uids.release(self.spare_uids.pop(pid, 0))
+            uid, scratch = self.spare_held.pop(pid, (0, ""))
+            self.uids.release(uid)
+            remove_dir(scratch)
             return  # a discarded spare, or an orphan re-parented to us (we are a subreaper)
         if not call.finished:  # it ended without saying "done": exit status, crash, limit
             self._contain(call, reaped=True)
@@ -354,12 +359,8 @@ class _Zygote:
 
     @staticmethod
     def _remove_scratch(call: Call) -> None:
-        if call.scratch:
-            try:
-                os.rmdir(call.scratch)  # the common case: the tool left nothing behind
-            except OSError:
-                shutil.rmtree(call.scratch, ignore_errors=True)
-            call.scratch = ""
+        remove_dir(call.scratch)
+        call.scratch = ""
 
     def _shutdown(self) -> None:
         self.closing = True
