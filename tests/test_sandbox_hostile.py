@@ -276,6 +276,24 @@ def test_a_call_cannot_kill_the_fork_server_while_it_is_killed(mode: str, no_sys
     assert out["left"] == [], out["left_detail"]  # the stalkers died with their calls
 
 
+def test_hosts_in_two_pid_namespaces_get_different_call_uids() -> None:
+    """Regression: the default uids came from the host's pid, which is 1 in every container's PID
+    namespace: two containers' sandboxes shared their calls' uids, and so the RLIMIT_NPROC budget
+    of those uids (one's fork bomb made the other's forks fail with EAGAIN)."""
+    if not CAPS.root or shutil.which("unshare") is None:
+        pytest.skip("needs root and util-linux unshare")
+    show = "from agentloop._sandbox import ProcessSandbox as P; import os; r = P()._spec.uids; print(os.getpid(), r.start, r.stop)"
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", show]
+    seen = [
+        subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        for _ in range(2)
+    ]
+    assert seen[0][0] == seen[1][0] == "1"  # the same pid...
+    first, second = (range(int(a), int(b)) for _, a, b in seen)
+    assert len(first) == len(second) == 64
+    assert not set(first) & set(second)  # ...and no uid in common
+
+
 def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:
     """README: "isolated" fails closed where bubblewrap cannot create its namespaces. Registration
     refuses with what is missing and what to do; the executor, asked anyway, runs nothing."""
