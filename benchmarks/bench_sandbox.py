@@ -1,6 +1,6 @@
 """Per-call overhead of the tool execution modes (not a timed test).
 
-    .venv/bin/python benchmarks/bench_sandbox.py [N]
+    .venv/bin/python benchmarks/bench_sandbox.py [N] [--autogroup-nice -20]
 
 Calls a trivial tool N times (default 500) per mode on a warm fork server, one call at a time,
 and prints the median / p90 wall-clock time per call as a markdown table, with the CPU time per
@@ -10,6 +10,8 @@ children's (the children's is counted as the fork server reaps them). "thread" i
 as soon as the previous one returns; "paced": 10 ms apart, as calls between model turns are
 (the fork server has then forked its spare children and they have confined themselves).
 The machine's load is printed: on a busy machine the medians measure the scheduler.
+`--autogroup-nice` (root) puts the benchmark's scheduler autogroups (its own session's and the
+fork server's) at that nice level: the nearest a busy machine comes to a quiet one.
 """
 
 from __future__ import annotations
@@ -75,7 +77,14 @@ async def measure(
     return times, [(b - a) / n for a, b in zip(before, _cpu(pid()), strict=True)]
 
 
-async def main(n: int) -> None:
+def _autogroup_nice(pid: int | None, nice: int | None) -> None:
+    if pid is not None and nice is not None:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+
+
+async def main(n: int, nice: int | None) -> None:
+    _autogroup_nice(os.getpid(), nice)
     rows: list[tuple[str, ...]] = []
 
     async def thread_once() -> object:
@@ -108,6 +117,8 @@ async def main(n: int) -> None:
                 server = sb._server  # noqa: B023 - as above
                 return None if server is None else _zygote(server.popen.pid, isolated)  # noqa: B023
 
+            await sandbox_once()  # the fork server runs (in a session, an autogroup, of its own)
+            _autogroup_nice(server_pid(), nice)
             row(f"{mode}, back to back", await measure(n, sandbox_once, pid=server_pid))
             row(f"{mode}, paced", await measure(n, sandbox_once, pause=0.01, pid=server_pid))
 
@@ -123,4 +134,8 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    nice = int(sys.argv[sys.argv.index("--autogroup-nice") + 1]) if "--autogroup-nice" in sys.argv else None
+    if nice is not None:
+        args = [a for a in args if a != str(nice)]
+    anyio.run(main, int(args[0]) if args else 500, nice)
