@@ -43,7 +43,12 @@ def runs(pid: int) -> bool:
     """Whether process `pid` may still run an instruction of its own: it exists, is neither a
     zombie nor exiting, and has no SIGKILL pending (SIGKILL cannot be blocked, caught or outlived).
     The sandbox kills every process of a call before it sends the call's outcome; the kernel's
-    teardown of the dying processes and their reaping may finish a moment later."""
+    teardown of the dying processes and their reaping may finish a moment later.
+
+    Exiting is read from the PF_EXITING flag and, where /proc shows kernel stacks (root), from a
+    `do_exit` frame: a process that called exit itself (the call's child, right after "done")
+    has a moment in the kernel after it committed to exit and before PF_EXITING, in which the
+    kernel drops a SIGKILL sent to it (nothing is left pending); it never returns from there."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read().rsplit(")", 1)[1].split()
@@ -54,7 +59,20 @@ def runs(pid: int) -> bool:
     if stat[0] in ("Z", "X") or int(stat[6]) & _PF_EXITING:
         return False
     pending = int(status["ShdPnd"], 16) | int(status["SigPnd"], 16)
-    return not pending >> (signal.SIGKILL - 1) & 1
+    if pending >> (signal.SIGKILL - 1) & 1:
+        return False
+    return not _in_do_exit(pid)
+
+
+def _in_do_exit(pid: int) -> bool:
+    """Whether the kernel stack of `pid` is inside do_exit (False where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stack") as f:
+            return any(
+                frame.split()[-1].startswith(("do_exit+", "do_group_exit+")) for frame in f if frame.split()
+            )
+    except OSError:
+        return False
 
 
 def assert_valid_conversation(conversation: RunResult | list[dict[str, Any]]) -> None:

@@ -25,11 +25,13 @@ def _alive(pid: int) -> bool:
     return runs(pid)
 
 
-def _call_uid_processes() -> list[int]:
-    """Live processes running as a non-root uid: in this PID namespace, only calls' processes."""
+def _call_uid_processes(fork_server: int | None) -> list[int]:
+    """Live processes running as a non-root uid: in this PID namespace, only calls' processes.
+    Not the fork server: to kill a call's processes it takes the call's uid as its effective uid
+    for one kill(-1), with a real uid of its own (which is what /proc's first Uid field shows)."""
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and _alive(int(name)):
+        if name.isdigit() and int(name) != fork_server and _alive(int(name)):
             try:
                 with open(f"/proc/{name}/status") as f:
                     uid = next(line for line in f if line.startswith("Uid:")).split()[1]
@@ -53,12 +55,17 @@ def _describe(pid: int) -> str:
             cmdline = f.read()[:200]
     except OSError as e:
         return f"{pid}: gone while looked at ({e})"
-    return f"{pid}: {cmdline!r} {stat.strip()} {status!r}"
+    try:  # where in the kernel it is (root only): says whether it was exiting
+        with open(f"/proc/{pid}/stack") as f:
+            stack = " < ".join(line.split()[-1] for line in f if line.split())
+    except OSError:
+        stack = "?"
+    return f"{pid}: {cmdline!r} {stat.strip()} {status!r} kernel stack: {stack}"
 
 
 def _registry(mode: str, limits: Limits) -> ToolRegistry:
     registry = ToolRegistry(sandbox=mode, limits=limits)  # type: ignore[arg-type]
-    for fn in (ht.kill, ht.daemon, ht.fork_bomb, ht.trivial, ht.whoami, ht.number):
+    for fn in (ht.kill, ht.daemon, ht.fork_bomb, ht.trivial, ht.whoami, ht.number, ht.stalk_fork_server):
         registry.register(fn)
     return registry
 
@@ -79,7 +86,7 @@ async def kills(mode: str) -> dict[str, object]:
         result = await Agent(client=ScriptedModel(script), tools=registry).run("go")
         zygote = box._server.popen.pid if box._server else None
         zygote_alive = zygote is not None and _alive(zygote)
-        left = _call_uid_processes()  # while the fork server still runs: nothing of any call
+        left = _call_uid_processes(zygote)  # while the fork server still runs: nothing of any call
     records = [(r.name, r.status, r.content) for r in result.tool_calls]
     daemon = next(r for r in result.tool_calls if r.name == "daemon")
     daemon_pid = int(daemon.content) if daemon.status == "ok" else None
@@ -92,6 +99,35 @@ async def kills(mode: str) -> dict[str, object]:
         "left": left,
         "left_detail": [_describe(pid) for pid in left],  # for the failure message
     }
+
+
+async def stalkers(mode: str) -> dict[str, object]:
+    """Calls that each leave processes SIGKILLing the fork server in a loop: the fork server
+    kills them when the call ends, and must give them no moment in which it could be killed."""
+    registry = _registry(mode, Limits(timeout=30))
+    script = [tool_calls(call("stalk_fork_server", {"stalkers": 2, "nth": i})) for i in range(_STALKED_CALLS)]
+    async with registry:
+        box = registry.sandbox_for(mode).sandbox
+        agent = Agent(
+            client=ScriptedModel([*script, text("after")]), tools=registry, max_steps=_STALKED_CALLS + 1
+        )
+        result = await agent.run("go")
+        server = box._server
+        zygote = server.popen.pid if server is not None and server.alive() else None
+        zygote_alive = zygote is not None and _alive(zygote)
+        left = _call_uid_processes(zygote)
+    return {
+        "output": result.output,
+        "statuses": [r.status for r in result.tool_calls],
+        "contents": sorted({r.content[:200] for r in result.tool_calls if r.status != "ok"}),
+        "zygote_alive": zygote_alive,
+        "targets": sorted({r.content for r in result.tool_calls if r.status == "ok"}),
+        "left": left,
+        "left_detail": [_describe(pid) for pid in left],
+    }
+
+
+_STALKED_CALLS = 40
 
 
 async def many_calls(mode: str) -> dict[str, object]:
@@ -184,6 +220,7 @@ if __name__ == "__main__":
         scenarios = {
             "kills": kills,
             "many_calls": many_calls,
+            "stalkers": stalkers,
             "no_landlock": no_landlock,
             "fails_closed": fails_closed,
         }

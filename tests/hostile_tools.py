@@ -272,3 +272,20 @@ def close_done_and_return() -> str:
     for fd in _own_sockets():
         os.close(fd)
     return "closed"
+
+
+def stalk_fork_server(stalkers: int, nth: int = 0) -> int:
+    """(`nth`: which call of a series this is, so that no two calls look alike.) Leaves `stalkers` processes behind that SIGKILL the fork server (our parent) over and over:
+    the permission check fails while the fork server is root, and would pass in any moment it
+    took the call's uid as its real uid (as it did to kill the call's processes by uid)."""
+    target = parent_pid()
+    for _ in range(stalkers):
+        if os.fork() == 0:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except OSError:
+                    pass
+            os._exit(0)
+    return target

@@ -117,6 +117,11 @@ def write_file(path: str) -> str:
     return os.path.abspath(path)
 
 
+def list_scratch() -> list[str]:
+    """What the call's scratch dir (its cwd) holds."""
+    return sorted(os.listdir("."))
+
+
 def segfault() -> None:
     ctypes.string_at(0)
 

@@ -235,6 +235,17 @@ async def test_api_key_is_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None
         ProcessSandbox(env={"FLUX_API_KEY": "x"})
 
 
+@pytest.mark.parametrize(
+    "uids", [range(5000, 5000), range(5000, 5001), range(5000, 5010, 2), range(999, 1010)]
+)
+def test_a_uid_range_needs_two_uids_from_1000_up(uids: range) -> None:
+    """The first uid of the range is the fork server's own while it kills a call's processes (a
+    call must never be able to signal it); the calls run as the others."""
+    with pytest.raises(ConfigurationError, match="at least 2 uids"):
+        ProcessSandbox(uid_range=uids)
+    assert ProcessSandbox(uid_range=range(5000, 5002)).max_processes >= 1
+
+
 async def test_isolated_has_no_network(isolated_sb: ProcessSandbox) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:  # reachable from the host...
         port = listener.getsockname()[1]
@@ -257,9 +268,9 @@ async def test_isolated_writes_only_in_scratch(isolated_sb: ProcessSandbox) -> N
 
 async def test_process_mode_scratch_dir_is_fresh_and_removed(process_sb: ProcessSandbox) -> None:
     first = await process_sb.call(T + "write_file", {"path": "note.txt"}, Limits())
-    second = await process_sb.call(T + "write_file", {"path": "note.txt"}, Limits())
+    second = await process_sb.call(T + "list_scratch", {}, Limits())
     assert first.status == second.status == "ok"
-    assert os.path.dirname(first.content) != os.path.dirname(second.content)
+    assert second.content == "[]"  # the next call's scratch is empty (a tmpfs or a dir of its own)
     assert not os.path.exists(first.content)
 
 

@@ -257,6 +257,43 @@ def test_kill_the_host_daemons_and_fork_bombs(mode: str, no_sys_admin: bool) -> 
     assert out["left"] == [], out["left_detail"]  # nothing of any call runs once its outcome is in
 
 
+@pytest.mark.parametrize(
+    ("mode", "no_sys_admin"),
+    [("process", False), ("isolated", False), ("process", True)],
+    ids=["process-root", "isolated-root", "process-root-without-CAP_SYS_ADMIN"],
+)
+def test_a_call_cannot_kill_the_fork_server_while_it_is_killed(mode: str, no_sys_admin: bool) -> None:
+    """Regression: the fork server kills a call's processes with kill(-1) as the call's uid. It
+    took that uid as its real uid too, and the kernel lets a process signal any process whose
+    real uid is its own: processes left by a call, SIGKILLing the fork server in a loop, killed
+    it in that moment (57 of 200 calls, root without CAP_SYS_ADMIN, where no PID namespace hides
+    it), and whatever the fork server had not killed yet survived the call."""
+    out = _wrapped("stalkers", mode, no_sys_admin=no_sys_admin)
+    assert out["output"] == "after"
+    assert out["statuses"] == ["ok"] * 40, out["contents"]
+    assert len(out["targets"]) == 1  # every call was served by the one fork server it started with
+    assert out["zygote_alive"]
+    assert out["left"] == [], out["left_detail"]  # the stalkers died with their calls
+
+
+def test_hosts_in_two_pid_namespaces_get_different_call_uids() -> None:
+    """Regression: the default uids came from the host's pid, which is 1 in every container's PID
+    namespace: two containers' sandboxes shared their calls' uids, and so the RLIMIT_NPROC budget
+    of those uids (one's fork bomb made the other's forks fail with EAGAIN)."""
+    if not CAPS.root or shutil.which("unshare") is None:
+        pytest.skip("needs root and util-linux unshare")
+    show = "from agentloop._sandbox import ProcessSandbox as P; import os; r = P()._spec.uids; print(os.getpid(), r.start, r.stop)"
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", show]
+    seen = [
+        subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        for _ in range(2)
+    ]
+    assert seen[0][0] == seen[1][0] == "1"  # the same pid...
+    first, second = (range(int(a), int(b)) for _, a, b in seen)
+    assert len(first) == len(second) == 64
+    assert not set(first) & set(second)  # ...and no uid in common
+
+
 def test_isolated_as_root_without_cap_sys_admin_fails_closed() -> None:
     """README: "isolated" fails closed where bubblewrap cannot create its namespaces. Registration
     refuses with what is missing and what to do; the executor, asked anyway, runs nothing."""

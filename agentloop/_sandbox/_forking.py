@@ -8,6 +8,7 @@ import ctypes
 import importlib
 import inspect
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ class Spare:
     pid: int
     sock: socket.socket  # hands it a call; then carries its b"D"
     known: frozenset[str]  # the tools it inherited, resolved
+    uid: int  # the uid its call will run as (0: none, the host is not root)
+    scratch_mb: int | None  # the size of the scratch tmpfs it mounted ("own_scratch")
+    scratch: str  # its call's scratch dir, entered already
 
 
 class Forker:
@@ -91,25 +95,26 @@ class Forker:
             _libc.setns(self.pidns, _CLONE_NEWPID)
         return pid
 
-    def spare(self, tools: dict[str, Tool]) -> Spare | None:
-        """A child forked ahead of time, confining itself while it waits for a call."""
+    def spare(self, tools: dict[str, Tool], uid: int, scratch_mb: int | None, scratch: str) -> Spare | None:
+        """A child forked ahead of time, confining itself while it waits for a call (that will
+        run as `uid` in `scratch`, a tmpfs of `scratch_mb` with "own_scratch")."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = self.fork()
         if pid == 0:
             mine.close()
-            spare_main(theirs, tools, self.cfg)
+            spare_main(theirs, tools, self.cfg, (uid, scratch_mb, scratch))
         theirs.close()
         if pid < 0:
             mine.close()
             return None
-        return Spare(pid, mine, frozenset(tools))
+        return Spare(pid, mine, frozenset(tools), uid, scratch_mb, scratch)
 
-    def hand_to(self, spare: Spare, call: Call) -> bool:
-        """Give the call to the spare; False if it does not know the tool (it is then dropped:
-        it sees EOF and exits)."""
+    def hand_to(self, spare: Spare, call: Call, fits: bool) -> bool:
+        """Give the call to the spare; False if it does not `fit` the call (its scratch size) or
+        know the tool (it is then dropped: it sees EOF and exits)."""
         try:
-            if call.msg["ref"] in spare.known:
-                frame = _json.dumps({"call": call.msg, "scratch": call.scratch or self.cfg["scratch"]})
+            if fits and call.msg["ref"] in spare.known:
+                frame = _json.dumps({"call": call.msg, "scratch": spare.scratch})
                 socket.send_fds(spare.sock, [frame], list(call.fds))
                 return True
         except OSError:
@@ -146,6 +151,23 @@ def probe_pidns() -> int | None:
     if _libc.setns(fd, _CLONE_NEWPID) != 0:  # back to our own namespace for children
         raise OSError(ctypes.get_errno(), "setns failed after the PID-namespace probe")
     return fd
+
+
+def make_dir(parent: str, name: str, uid: int) -> str:
+    """A scratch dir of one call's (or spare's) own: mode 0700, its uid's."""
+    path = os.path.join(parent, name)
+    os.mkdir(path, 0o700)
+    if uid:
+        os.chown(path, uid, uid)
+    return path
+
+
+def remove_dir(path: str) -> None:
+    if path:
+        try:
+            os.rmdir(path)  # the common case: the tool left nothing behind
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def close_quietly(sock: socket.socket | None) -> None:

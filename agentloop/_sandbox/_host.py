@@ -33,9 +33,10 @@ __all__ = ["ProcessSandbox"]
 def _check_uid_range(uid_range: range | None) -> range:
     if uid_range is None:
         return default_uids()
-    if len(uid_range) < 1 or uid_range.step != 1 or uid_range.start < 1000 or uid_range.stop > 1 << 32:
+    if len(uid_range) < 2 or uid_range.step != 1 or uid_range.start < 1000 or uid_range.stop > 1 << 32:
         raise ConfigurationError(
-            "uid_range must be a non-empty range(start, stop) of uids >= 1000 with step 1"
+            "uid_range must be a range(start, stop) of at least 2 uids >= 1000 with step 1 (the first "
+            "is the fork server's own while it kills a call's processes, the others are the calls')"
         )
     return uid_range
 

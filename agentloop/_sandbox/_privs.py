@@ -26,6 +26,7 @@ __all__ = [
     "set_dumpable",
     "set_subreaper",
     "private_mounts",
+    "mount_scratch",
     "has_cap",
     "CAP_SYS_ADMIN",
     "DENIED_SYSCALLS",
@@ -306,7 +307,7 @@ def private_mounts() -> None:
         raise OSError(err, f"cannot make the call's mounts private: {os.strerror(err)}")
 
 
-def _mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
+def mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
     """A tmpfs of this call's own at `target`, in the child's own mount namespace: no sibling sees
     it, its size is the call's alone, and it disappears with the call's last process."""
     opts = f"mode=0700,uid={uid},gid={uid}" + (f",size={int(size_mb)}m" if size_mb else "")
@@ -332,16 +333,18 @@ def others_can_read(paths: Sequence[str]) -> bool:
     return True
 
 
-def confine_privileges(call: dict[str, object], scratch: str, cfg: dict[str, object]) -> None:
-    """Everything privilege-related, in the only safe order: mounts need root, then root goes,
-    (`early_privileges` already loaded the filter: it lets a process with CAP_SYS_ADMIN mount
-    and unshare a mount namespace, which nothing can do once root is gone)."""
+def confine_privileges(
+    call: dict[str, object], scratch: str, cfg: dict[str, object], *, mounted: bool = False
+) -> None:
+    """Everything privilege-related, in the only safe order: mounts need root, then root goes
+    (`early_privileges` already loaded the filter: it lets a process with CAP_SYS_ADMIN mount,
+    which nothing can do once root is gone). `mounted`: a spare child mounted the call's scratch
+    tmpfs before it had the call (`mount_scratch`, with the uid and size the fork server gave
+    it). Without "own_scratch" the fork server made the call's scratch dir its uid's already."""
     uid = int(call.get("uid") or 0)  # type: ignore[call-overload]
-    if cfg.get("own_scratch"):
+    if cfg.get("own_scratch") and not mounted:
         limits = call["limits"]
-        _mount_scratch(scratch, uid, limits.get("scratch_mb") if isinstance(limits, dict) else None)
-    elif uid:
-        os.chown(scratch, uid, uid)
+        mount_scratch(scratch, uid, limits.get("scratch_mb") if isinstance(limits, dict) else None)
     if uid:
         drop_root(uid, CAP_DAC_READ_SEARCH if cfg.get("keep_read") else None)
         # A credential change clears PR_SET_PDEATHSIG: arm it again, then make sure the fork

@@ -3,6 +3,7 @@ one running instance."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -25,12 +26,23 @@ NPROC_BUDGET = 512  # processes a sandboxed uid may add (where RLIMIT_NPROC is e
 _PRELOAD = ("asyncio", "agentloop._json", "agentloop._sandbox._child")
 _UID_BLOCK = 64  # per-call uids of one sandbox: calls beyond this many at once queue
 _sandbox_counter = itertools.count()
+_INIT_PIDNS = 0xEFFFFFFC  # the inode number of the machine's initial PID namespace (PROC_PID_INIT_INO)
 
 
 def default_uids() -> range:
-    """64 uids no other live sandbox on this machine uses: derived from our pid (unique among live
-    processes) and which of this process's sandboxes it is (4 may run at once without sharing)."""
+    """64 uids no other live sandbox on this machine uses: derived from our pid and which of this
+    process's sandboxes it is (4 may run at once without sharing). A pid is unique among live
+    processes only within its PID namespace: in any other (a container: its first process is
+    pid 1 in every one) the namespace's identity is hashed in, or the hosts of two containers
+    would share their calls' uids, and with them RLIMIT_NPROC (their fork bombs' budget)."""
     block = ((os.getpid() & 0x3FFFFF) << 2) | (next(_sandbox_counter) & 3)
+    try:
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pidns = _INIT_PIDNS
+    if pidns != _INIT_PIDNS:
+        key = f"{pidns}:{block}".encode()
+        block = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % (1 << 24)
     start = (1 << 30) + block * _UID_BLOCK
     return range(start, start + _UID_BLOCK)
 

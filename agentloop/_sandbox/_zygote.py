@@ -28,12 +28,12 @@ from typing import Any
 
 from .. import _json
 from ._child import prctl
-from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, probe_pidns
+from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, make_dir, probe_pidns, remove_dir
 from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
 from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
 from ._protocol import DONE, FRAME_STARTED, FRAME_STATUS, PID
-from ._uids import UidPool, kill_uid
+from ._uids import UidPool
 
 __all__ = ["main"]
 
@@ -83,6 +83,11 @@ class _Zygote:
         cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.forker = Forker(cfg, pidns)
         self.spares: collections.deque[Spare] = collections.deque()  # oldest (most ready) first
+        self.spare_held: dict[
+            int, tuple[int, str]
+        ] = {}  # pid -> uid, scratch dir of spares not handed a call
+        self.spare_count = 0
+        self.scratch_mb: int | None = None  # the last call's: the size the next spares mount
         self.spare_at: float | None = None  # when to fork the next spare
         self.next_sweep = 0.0
         self.closing = False
@@ -127,11 +132,32 @@ class _Zygote:
                 and self.tools
                 and len(self.running) < self.max
             ):
-                spare = self.forker.spare(self.tools)  # one fork per pass: a call may be waiting
-                if spare is not None:
-                    self.spares.append(spare)
-                    if len(self.spares) < _SPARES:
-                        self.spare_at = now
+                self._fork_spare(now)
+
+    def _fork_spare(self, now: float) -> None:
+        """One fork per pass (a call may be waiting), with the uid its call will run as and its
+        scratch dir (without "own_scratch": a dir of its own, made here, that uid's)."""
+        uid = self.uids.take()
+        if self.uids.enabled and not uid:
+            return  # every uid is in use or still dying: forked after the next sweep
+        scratch = str(self.cfg["scratch"])
+        try:
+            if not self.cfg["own_scratch"]:
+                self.spare_count += 1
+                scratch = make_dir(scratch, f"spare{self.spare_count}", uid)
+            spare = self.forker.spare(self.tools, uid, self.scratch_mb, scratch)
+        except OSError:
+            spare = None
+        if spare is None:
+            if uid:
+                self.uids.free.appendleft(uid)  # no process ever ran as it
+            if not self.cfg["own_scratch"]:
+                remove_dir(scratch)
+            return
+        self.spares.append(spare)
+        self.spare_held[spare.pid] = (uid, "" if self.cfg["own_scratch"] else scratch)
+        if len(self.spares) < _SPARES:
+            self.spare_at = now
 
     def _read_ctl(self) -> bool:
         while True:
@@ -167,8 +193,8 @@ class _Zygote:
                 return  # every uid still has processes dying: wait for the sweep
             self._start(self.queue.popleft())
 
-    def _prepare(self, call: Call) -> tuple[Tool, str]:
-        """The tool (imported once), the call's scratch dir and uid, in the message to the child."""
+    def _prepare(self, call: Call) -> Tool:
+        """The tool (imported once), and what Landlock lets the child read of it."""
         ref = call.msg["ref"]
         if ref not in self.tools:
             self.tools[ref] = load_tool(ref)
@@ -176,28 +202,32 @@ class _Zygote:
             self.tool_dirs[ref] = tool_paths(ref.partition(":")[0])
         if self.cfg["landlock"]:
             call.msg["tool_dirs"] = self.tool_dirs[ref]
-        if self.cfg["own_scratch"] and self.cfg["isolated"]:  # the child mounts its own /scratch
-            scratch = self.cfg["scratch"]
-        else:
-            call.scratch = scratch = os.path.join(self.cfg["scratch"], f"call{call.id}")
-            os.mkdir(call.scratch, 0o700)
-        call.uid = call.msg["uid"] = self.uids.take()
         gc.freeze()  # children then never touch (copy) the zygote's objects in their GC runs
-        return self.tools[ref], scratch
+        return self.tools[ref]
+
+    def _scratch(self, call: Call) -> str:
+        """The call's scratch: a tmpfs of its own that its child mounts over our scratch dir, in
+        its own mount namespace ("own_scratch"), else a dir of its own in it, owned by its uid."""
+        if self.cfg["own_scratch"]:
+            return str(self.cfg["scratch"])
+        call.scratch = make_dir(self.cfg["scratch"], f"call{call.id}", call.uid)
+        return call.scratch
 
     def _start(self, call: Call) -> None:
         try:
-            tool, scratch = self._prepare(call)
+            tool = self._prepare(call)
         except Exception as exc:
             why = f"cannot load tool {call.msg['ref']!r}: {type(exc).__name__}: {exc}"
             return self._finish(call, {"error": why})
-        pid, done = -1, None
-        while self.spares and pid < 0:
-            spare = self.spares.popleft()
-            if self.forker.hand_to(spare, call):  # else it is dropped (forked before the tool was)
-                pid, done = spare.pid, spare.sock
-        if pid < 0:
-            pid, done = self.forker.fresh(call, tool, scratch)
+        if self.cfg["own_scratch"]:
+            self.scratch_mb = call.msg["limits"].get("scratch_mb")
+        try:
+            pid, done = self._to_spare(call)
+            if pid < 0:
+                call.uid = call.msg["uid"] = self.uids.take()
+                pid, done = self.forker.fresh(call, tool, self._scratch(call))
+        except OSError as exc:
+            return self._finish(call, {"error": f"cannot make the call's scratch dir: {exc}"})
         if pid < 0:
             return self._finish(call, {"error": "fork failed (the host is out of processes or memory)"})
         for fd in call.fds:
@@ -210,6 +240,20 @@ class _Zygote:
         self._send(call, FRAME_STARTED + PID.pack(pid))
         if self.spare_at is None:
             self.spare_at = time.monotonic() + _SPARE_DELAY
+
+    def _to_spare(self, call: Call) -> tuple[int, socket.socket | None]:
+        """Hand the call to the oldest spare that fits it (same scratch size, knows the tool): it
+        runs it as its uid, in its scratch. The others are dropped (they see EOF and exit; their
+        uids and scratch dirs come back when they are reaped)."""
+        while self.spares:
+            spare = self.spares.popleft()
+            fits = not self.cfg["own_scratch"] or spare.scratch_mb == self.scratch_mb
+            call.uid = call.msg["uid"] = spare.uid
+            if self.forker.hand_to(spare, call, fits):
+                _uid, call.scratch = self.spare_held.pop(spare.pid)  # the call's now
+                return spare.pid, spare.sock
+            call.uid = 0
+        return -1, None
 
     # --- ending a call ------------------------------------------------------------------------------
 
@@ -246,7 +290,7 @@ class _Zygote:
             with contextlib.suppress(OSError):
                 os.kill(call.pid, signal.SIGKILL)
         if call.uid:
-            kill_uid(call.uid)
+            self.uids.kill(call.uid)
         else:  # not root: what the tool left in its process group (the table says what escapes)
             with contextlib.suppress(OSError):
                 os.killpg(call.pid, signal.SIGKILL)
@@ -267,6 +311,9 @@ class _Zygote:
             for spare in [s for s in self.spares if s.pid == pid]:
                 spare.sock.close()
                 self.spares.remove(spare)
+            uid, scratch = self.spare_held.pop(pid, (0, ""))
+            self.uids.release(uid)
+            remove_dir(scratch)
             return  # a discarded spare, or an orphan re-parented to us (we are a subreaper)
         if not call.finished:  # it ended without saying "done": exit status, crash, limit
             self._contain(call, reaped=True)
@@ -312,12 +359,8 @@ class _Zygote:
 
     @staticmethod
     def _remove_scratch(call: Call) -> None:
-        if call.scratch:
-            try:
-                os.rmdir(call.scratch)  # the common case: the tool left nothing behind
-            except OSError:
-                shutil.rmtree(call.scratch, ignore_errors=True)
-            call.scratch = ""
+        remove_dir(call.scratch)
+        call.scratch = ""
 
     def _shutdown(self) -> None:
         self.closing = True
