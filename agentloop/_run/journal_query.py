@@ -151,8 +151,10 @@ def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any)
     marks = ", ".join("?" * len(ids))
     counts: dict[str, tuple[int, int]] = {}
     outputs: dict[str, Any] = {}
+    # a tool_end is only counted: its data (a tool's output, possibly megabytes) is not read
     for run_id, kind, data in conn.execute(
-        f"SELECT run_id, kind, data FROM agentloop_entries WHERE run_id IN ({marks}) AND kind IN ({_COUNTED})",
+        f"SELECT run_id, kind, CASE kind WHEN '{_TOOL_END}' THEN NULL ELSE data END FROM agentloop_entries "
+        f"WHERE run_id IN ({marks}) AND kind IN ({_COUNTED})",
         ids,
     ):
         calls, tokens = counts.get(run_id, (0, 0))

@@ -243,21 +243,32 @@ class SQLiteJournal(Journal):
     # --- reading ------------------------------------------------------------------------------
 
     def _load(self, conn: sqlite3.Connection, run_id: str) -> JournaledRun:
-        conn.execute("BEGIN")  # one consistent snapshot
+        return self._snapshot(conn, run_id, False)[0]
+
+    def _snapshot(
+        self, conn: sqlite3.Connection, run_id: str, with_summary: bool = True
+    ) -> tuple[JournaledRun, RunSummary | None]:
+        conn.execute("BEGIN")  # one consistent snapshot: the run, its entries (its summary, its lease)
         try:
-            row = conn.execute(
-                f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise RunNotFoundError(
-                    f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
-                )
+            row = self._run_row(conn, run_id)
             rows = conn.execute(
                 "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=? ORDER BY seq",
                 (run_id,),
             ).fetchall()
+            summary = summarize(conn, [row], self._alive)[0] if with_summary else None
         finally:
             conn.rollback()
+        return self._decoded(run_id, row, rows), summary
+
+    def _run_row(self, conn: sqlite3.Connection, run_id: str) -> Any:
+        row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
+            )
+        return row
+
+    def _decoded(self, run_id: str, row: Any, rows: list[Any]) -> JournaledRun:
         try:
             header = _json.loads(row[6])
             entries = [JournalEntry(s, k, st, c, _json.loads(d), at) for s, k, st, c, d, at in rows]
@@ -279,12 +290,11 @@ class SQLiteJournal(Journal):
         )
 
     def _summary(self, conn: sqlite3.Connection, run_id: str) -> RunSummary:
-        row = conn.execute(f"SELECT {_INFO}, header FROM agentloop_runs WHERE run_id=?", (run_id,)).fetchone()
-        if row is None:
-            raise RunNotFoundError(
-                f"no run {run_id!r} in journal {self.path}; `agentloop runs list` shows the runs"
-            )
-        return summarize(conn, [row], self._alive)[0]
+        conn.execute("BEGIN")  # the run's row, its counts and its lease from one snapshot
+        try:
+            return summarize(conn, [self._run_row(conn, run_id)], self._alive)[0]
+        finally:
+            conn.rollback()
 
     def _list(self, conn: sqlite3.Connection) -> list[RunInfo]:
         rows = conn.execute(
@@ -338,6 +348,13 @@ class SQLiteJournal(Journal):
     async def run_summary(self, run_id: str) -> RunSummary:
         """The `RunSummary` of one run (`RunNotFoundError`): counts, tokens, whether it is live."""
         return await self._call(self._summary, run_id)
+
+    async def load_with_summary(self, run_id: str) -> tuple[JournaledRun, RunSummary]:
+        """`load` and `run_summary` of one run read in one transaction: the summary's status and
+        lease belong to exactly the entries returned (two calls can straddle a writer's commit)."""
+        run, summary = await self._call(self._snapshot, run_id)
+        assert summary is not None
+        return run, summary
 
     # Synchronous forms, for tools and the CLI (no event loop needed).
     def load_sync(self, run_id: str) -> JournaledRun:
