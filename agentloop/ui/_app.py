@@ -7,7 +7,8 @@ second, writable journal that leases the run exactly as `Agent.resume` does.
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,21 +24,13 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agentloop import (
-    Agent,
-    AgentloopError,
-    Decision,
-    JournalError,
-    Override,
-    Reject,
-    RunNotFoundError,
-    SQLiteJournal,
-)
+from agentloop import Agent, AgentloopError, JournalError, RunNotFoundError, RunPage, SQLiteJournal
 
-from ..abc import STATUS_GROUPS, Entry, decision_to_data
+from ..abc import STATUS_GROUPS
 from ._compare import compare_runs
+from ._responses import SHAPE_ERRORS, cursor, damaged, decision, error, journal_error, record, run_url
 from ._security import LOOPBACK, Guard
-from ._view import STATUS_LABELS, build_view, status_class, status_label
+from ._view import STATUS_LABELS, build_view, clip, status_class, status_label, version_of
 
 __all__ = ["create_app", "AgentFactory"]
 
@@ -61,6 +54,8 @@ def _env() -> jinja2.Environment:
     )
     env.filters["when"] = _when
     env.filters["ms"] = _ms
+    env.filters["run_url"] = run_url
+    env.filters["clip"] = clip
     env.globals.update(status_label=status_label, status_class=status_class, filters=FILTERS)
     return env
 
@@ -78,20 +73,22 @@ def _ms(seconds: float | None) -> str:
 
 
 def create_app(
-    journal_path: str,
+    journal: str | os.PathLike[str] | SQLiteJournal,
     *,
     token: str | None = None,
     host: str = "127.0.0.1",
     agent_factory: AgentFactory | None = None,
 ) -> Starlette:
-    """The inspector over the journal at `journal_path`.
+    """The inspector over `journal`: a journal file's path, or a `SQLiteJournal` to read through
+    (pages are read with it; decisions are written through a second journal on the same file).
 
     `token`: when set, every request must carry it (`?token=` once, then a cookie; or
     `Authorization: Bearer`). `agent_factory`: when set, a paused run whose pending calls are
     all decided is resumed in the app (its lifespan task group owns the run) and its page
     follows it live; without it, decisions are recorded and the run waits for `Agent.resume`.
     """
-    inspector = _Inspector(journal_path, agent_factory)
+    reader = journal if isinstance(journal, SQLiteJournal) else SQLiteJournal(journal, read_only=True)
+    inspector = _Inspector(reader, agent_factory)
     routes = [
         Route("/", inspector.runs_list),
         # the run id comes last in every path: an id may itself contain "/" (or "/state")
@@ -102,8 +99,7 @@ def create_app(
         Mount("/static", StaticFiles(packages=[("agentloop.ui", "static")]), name="static"),
     ]
     env = inspector.env
-    damaged = _damaged(env)  # valid JSON of the wrong shape in the journal: a page, not a bare 500
-    handlers = {JournalError: _journal_error(env), **dict.fromkeys(_SHAPE_ERRORS, damaged)}
+    handlers = {JournalError: journal_error(env), **dict.fromkeys(SHAPE_ERRORS, damaged(env))}
     app = Starlette(routes=routes, lifespan=inspector.lifespan, exception_handlers=handlers)
     hosts = set(LOOPBACK) | {host, f"[{host}]"}
     app.add_middleware(Guard, hosts=hosts, token=token)
@@ -112,11 +108,14 @@ def create_app(
 
 
 class _Inspector:
-    """The app's handlers over one journal: a reader for pages, a writer for decisions and resumes."""
+    """The app's handlers over one journal: a reader for pages, a writer for decisions and resumes.
 
-    def __init__(self, journal_path: str, agent_factory: AgentFactory | None) -> None:
-        self.reader = SQLiteJournal(journal_path, read_only=True)
-        self.writer = SQLiteJournal(journal_path)
+    Every page, and every live update of one, is built from ONE read of the journal (one SQLite
+    read transaction): its status badge, its live flag and its entries always agree."""
+
+    def __init__(self, reader: SQLiteJournal, agent_factory: AgentFactory | None) -> None:
+        self.reader = reader
+        self.writer = SQLiteJournal(reader.path, durability=reader.durability, lease_ttl=reader.lease_ttl)
         self.agent_factory = agent_factory
         self.env = _env()
         self.csrf = secrets.token_urlsafe(16)
@@ -129,76 +128,98 @@ class _Inspector:
         html = self.env.get_template(name).render(csrf=self.csrf, path=request.url.path, **context)
         return HTMLResponse(html)
 
+    def update(self, name: str, state: tuple[str, bool, str], **context: Any) -> Response:
+        """A live page's update: the body to swap in (or 204: nothing moved) and its state
+        (version, live, status label), read in the same transaction as the body."""
+        version, live, status = state
+        headers = {
+            "x-agentloop-version": version,
+            "x-agentloop-live": str(int(live)),
+            "x-agentloop-status": status,
+        }
+        if not name:
+            return Response(status_code=204, headers=headers)
+        html = self.env.get_template(name).render(csrf=self.csrf, **context)
+        return HTMLResponse(html, headers=headers)
+
     async def runs_list(self, request: Request) -> Response:
         q = request.query_params
         status = q.get("status") or None
         if status is not None and status not in STATUS_GROUPS:
-            return _error(self.env, 400, f"unknown status filter {status!r}")
+            return error(self.env, 400, f"unknown status filter {status!r}")
         search = (q.get("q") or "").strip() or None
-        after = _cursor(q.get("after"))
+        after = cursor(q.get("after"))
+        # one page, one read transaction: bounded work however many runs the journal holds, so a
+        # live list can ask again every few seconds
         result = await self.reader.query_runs(status=status, search=search, limit=PAGE_SIZE, after=after)
+        params = {k: v for k, v in {"status": status, "q": search}.items() if v}
         more = None
         if result.cursor is not None:
-            params = {k: v for k, v in {"status": status, "q": search}.items() if v}
             more = "?" + urlencode({**params, "after": f"{result.cursor[0]!r}:{result.cursor[1]}"})
-        return self.page(
-            "runs.html",
-            request,
-            page=result,
-            status=status,
-            search=search or "",
-            more=more,
-            first=after is not None,
-        )
+        version = _list_version(result)
+        context = dict(page=result, status=status, search=search or "", more=more, first=after is not None)
+        if q.get("partial"):
+            unchanged = q.get("since") == version
+            return self.update("" if unchanged else "_runs_body.html", (version, True, ""), **context)
+        kept = {**params, **({"after": q["after"]} if after is not None else {}), "partial": "1"}
+        return self.page("runs.html", request, version=version, src="/?" + urlencode(kept), **context)
+
+    def _run_id(self, request: Request) -> str:
+        return str(request.path_params["run_id"] or request.query_params.get("id", ""))
 
     async def run_page(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id, q = self._run_id(request), request.query_params
+        resuming = run_id in self.resuming  # seen before the read: a resume ending meanwhile shows next time
         try:
-            run = await self.reader.load(run_id)
-            summary = await self.reader.run_summary(run_id)
+            if q.get("since") is not None:  # a live page asking whether the run moved: the summary tells
+                summary = await self.reader.run_summary(run_id)
+                live = summary.live or resuming
+                if version_of(summary, live) == q["since"]:
+                    return self.update("", (q["since"], live, status_label(summary.status, live)))
+            run, summary = await self.reader.load_with_summary(run_id)
         except RunNotFoundError as e:
-            return _error(self.env, 404, str(e))
+            return error(self.env, 404, str(e))
+        live = summary.live or resuming
+        view = build_view(run, summary, live)
         context = dict(
-            run=build_view(run, summary),
-            live=summary.live or run_id in self.resuming,
+            run=view,
+            live=live,
             can_resume=self.agent_factory is not None,
             resume_error=self.errors.get(run_id),
         )
-        if request.query_params.get("partial"):
-            return HTMLResponse(self.env.get_template("_run_body.html").render(csrf=self.csrf, **context))
-        return self.page("run.html", request, **context)
+        if q.get("partial"):
+            state = (view.version, live, status_label(summary.status, live))
+            return self.update("_run_body.html", state, **context)
+        return self.page("run.html", request, src=run_url(run_id, partial="1"), **context)
 
     async def run_state(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = self._run_id(request)
+        resuming = run_id in self.resuming
         try:
-            run = await self.reader.load(run_id)
-            summary = await self.reader.run_summary(run_id)
+            summary = await self.reader.run_summary(run_id)  # one read: its row, counts and lease
         except RunNotFoundError as e:
             return JSONResponse({"error": str(e)}, status_code=404)
-        live = summary.live or run_id in self.resuming
-        version = build_view(run, summary).version
+        live = summary.live or resuming
         return JSONResponse(
-            {"version": version, "live": live, "status": status_label(summary.status, summary.live)}
+            {"version": version_of(summary, live), "live": live, "status": status_label(summary.status, live)}
         )
 
     async def decide(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = self._run_id(request)
         form = await request.form()
         if not secrets.compare_digest(str(form.get("csrf", "")), self.csrf):
-            return _error(
-                self.env, 403, "this form is stale or came from another site; reload the run's page"
-            )
+            return error(self.env, 403, "this form is stale or came from another site; reload the run's page")
         call_id = str(form.get("call_id", ""))
         try:
-            decision = _decision(str(form.get("decision", "")), str(form.get("value", "")))
-            ready = await _record(self.writer, run_id, call_id, decision)
+            choice = decision(str(form.get("decision", "")), str(form.get("value", "")))
+            ready = await record(self.writer, run_id, call_id, choice)
         except (AgentloopError, ValueError) as e:
-            return _error(self.env, 409, str(e))
+            return error(self.env, 409, str(e))
         if ready and self.agent_factory is not None and self.tasks is not None:
             self.resuming.add(run_id)
             self.done[run_id] = anyio.Event()
             self.tasks.start_soon(self._resume, run_id)
-        return RedirectResponse(f"/runs/{_quote(run_id)}", status_code=303)
+        return RedirectResponse(run_url(run_id), status_code=303)
 
     async def _resume(self, run_id: str) -> None:
         assert self.agent_factory is not None
@@ -220,16 +241,13 @@ class _Inspector:
     async def compare(self, request: Request) -> Response:
         ids = [i for i in request.query_params.getlist("run") if i][:2]
         if len(ids) != 2:
-            return _error(self.env, 400, "pick two runs to compare (tick two boxes in the runs list)")
+            return error(self.env, 400, "pick two runs to compare (tick two boxes in the runs list)")
         try:
-            runs = [await self.reader.load(i) for i in ids]
-            summaries = [await self.reader.run_summary(i) for i in ids]
+            snapshots = [await self.reader.load_with_summary(i) for i in ids]
         except RunNotFoundError as e:
-            return _error(self.env, 404, str(e))
-        views = [build_view(r, s) for r, s in zip(runs, summaries, strict=True)]
-        return self.page(
-            "compare.html", request, a=views[0], b=views[1], rows=compare_runs(views[0], views[1])
-        )
+            return error(self.env, 404, str(e))
+        a, b = (build_view(r, s) for r, s in snapshots)
+        return self.page("compare.html", request, a=a, b=b, rows=compare_runs(a, b))
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -244,76 +262,12 @@ class _Inspector:
         self.writer.close()
 
 
-def _journal_error(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:
-    async def handler(request: Request, exc: Exception) -> Response:
-        return _error(env, 500, str(exc))
-
-    return handler
-
-
-_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError)
-
-
-def _damaged(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:
-    async def handler(request: Request, exc: Exception) -> Response:
-        what = f"{type(exc).__name__}: {exc}"[:300]
-        return _error(env, 500, f"the journal has damaged data this page cannot show ({what}); "
-                                "restore it from a backup or open another journal")  # fmt: skip
-
-    return handler
-
-
-def _error(env: jinja2.Environment, status: int, message: str) -> HTMLResponse:
-    html = env.get_template("error.html").render(status=status, message=message, path="")
-    return HTMLResponse(html, status_code=status)
-
-
-def _quote(run_id: str) -> str:
-    from urllib.parse import quote
-
-    return quote(run_id, safe="/")
-
-
-def _cursor(text: str | None) -> tuple[float, str] | None:
-    if not text:
-        return None
-    ts, _, run_id = text.partition(":")
-    try:
-        return float(ts), run_id
-    except ValueError:
-        return None
-
-
-def _decision(kind: str, value: str) -> Decision:
-    if kind == "approve":
-        return True
-    if kind == "reject":
-        return Reject(value.strip())
-    if kind == "override":
-        try:
-            return Override(json.loads(value))
-        except ValueError:
-            return Override(value)
-    raise ValueError(f"unknown decision {kind!r}: approve, reject or override")
-
-
-async def _record(journal: SQLiteJournal, run_id: str, call_id: str, decision: Decision) -> bool:
-    """Journal one decision under the run's lease; True when every pending call is decided."""
-    from ..abc import replay
-
-    token = await journal.acquire(run_id)  # RunLockedError while a worker runs it
-    try:
-        state = replay(await journal.load(run_id))
-        pending = {p.id for p in state.pending}
-        if call_id not in pending:
-            raise JournalError(
-                f"call {call_id!r} of run {run_id!r} is not waiting for a decision (reload the page)"
-            )
-        await journal.append(run_id, Entry.APPROVALS, {call_id: decision_to_data(decision)}, step=state.steps)
-        return pending <= {*state.approvals, call_id}
-    finally:
-        with anyio.CancelScope(shield=True):
-            await journal.release(run_id, token)
+def _list_version(page: RunPage) -> str:
+    """What a live runs list compares: every shown field of every row, the count and the cursor."""
+    rows = [
+        (r.run_id, r.status, r.live, r.updated_at, r.steps, r.tool_calls, r.total_tokens) for r in page.runs
+    ]
+    return hashlib.blake2b(repr((rows, page.total, page.cursor)).encode(), digest_size=12).hexdigest()
 
 
 __all__ += ["STATUS_LABELS"]

@@ -17,7 +17,12 @@ from agentloop import JournalCorruptError, RunSummary
 
 from ..abc import Entry, JournaledRun, replay
 
-__all__ = ["RunView", "build_view", "status_label", "STATUS_LABELS"]
+__all__ = ["RunView", "build_view", "status_label", "version_of", "clip", "STATUS_LABELS"]
+
+# A tool can return 32 MiB, a model can loop on a long answer: the page shows a bounded slice of
+# each text (and of the whole run), says how much it left out, and never the whole thing.
+FIELD_LIMIT = 64 * 1024  # characters of one text (an argument, a result, a message, a traceback)
+PAGE_LIMIT = 2 * 1024 * 1024  # characters of all the texts of one run page together
 
 STATUS_LABELS = {
     "final": "final",
@@ -34,6 +39,19 @@ STATUS_LABELS = {
 
 def status_label(status: str, live: bool) -> str:
     return "running" if live else STATUS_LABELS.get(status, status)
+
+
+def version_of(summary: RunSummary, live: bool) -> str:
+    """What a live page compares to know whether the run moved (every append moves `updated_at`;
+    a lease taken or given up moves `live`)."""
+    s = summary
+    return f"{s.updated_at!r}:{s.status}:{int(live)}:{s.steps}:{s.tool_calls}:{s.total_tokens}"
+
+
+def clip(text: str, limit: int = FIELD_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… [{len(text) - limit:,} more characters not shown; the journal holds the whole text]"
 
 
 def status_class(status: str, live: bool) -> str:
@@ -95,6 +113,8 @@ class RunView:
 def _pretty(value: Any) -> str:
     if isinstance(value, str):
         text = value
+        if len(text) > FIELD_LIMIT:  # shown clipped anyway: not worth parsing and re-indenting
+            return text
         try:
             value = json.loads(text)
         except ValueError:
@@ -110,15 +130,20 @@ def _decision_text(data: Any) -> str:
     return "approved" if data else "rejected"
 
 
-def build_view(run: JournaledRun, summary: RunSummary) -> RunView:
-    """The run page's data: steps and calls on a timeline, markers, the chat, usage, pending calls."""
+def build_view(run: JournaledRun, summary: RunSummary, live: bool | None = None) -> RunView:
+    """The run page's data: steps and calls on a timeline, markers, the chat, usage, pending calls.
+
+    `run` and `summary` must come from one read (`SQLiteJournal.load_with_summary`): the badge
+    and the entries then always agree. `live`: the run is followed (default `summary.live`)."""
     builder = _Builder(run)
     for entry in run.entries:
         handler = _HANDLERS.get(entry.kind)
         if handler is not None:
             handler(builder, entry)
         builder.last_at = entry.at
-    return builder.finish(run, summary)
+    view = builder.finish(run, summary, summary.live if live is None else live)
+    _Clipper().view(view)
+    return view
 
 
 class _Builder:
@@ -213,10 +238,10 @@ class _Builder:
     def end(self, e: Any) -> None:
         self.markers.append(Marker(Entry.END, e.step, e.at, f"finished: {e.data.get('stop_reason')}"))
 
-    def finish(self, run: JournaledRun, summary: RunSummary) -> RunView:
+    def finish(self, run: JournaledRun, summary: RunSummary, live: bool) -> RunView:
         calls = self.calls
         for cv in calls.values():
-            if cv.status == "running" and not summary.live:
+            if cv.status == "running" and not live:
                 cv.status = "interrupted"
         end = max([self.last_at, self.start, *(c.end or 0 for c in calls.values())])
         edges = [self.start, end, *(t for s in self.steps for t in (s.start, s.end))]
@@ -228,7 +253,7 @@ class _Builder:
                 if c.start is not None:
                     c.bar = _bar(place(c.start), place(c.end if c.end is not None else end), span)
         pending, error = _pending(run, calls, self.decisions)
-        version = f"{run.info.updated_at}:{len(run.entries)}:{summary.live}"
+        version = version_of(summary, live)
         return RunView(
             summary, self.steps, self.markers, self.chat, self.usage, pending, span, version, error, shortened
         )
@@ -299,3 +324,36 @@ def _text(content: Any) -> str | None:
     if content is None or isinstance(content, str):
         return content
     return _pretty(content)
+
+
+class _Clipper:
+    """Clips every text of a view: each to FIELD_LIMIT, all together to PAGE_LIMIT (then short)."""
+
+    def __init__(self) -> None:
+        self.left = PAGE_LIMIT
+
+    def text(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        out = clip(value, max(200, min(FIELD_LIMIT, self.left)))
+        self.left -= len(out)
+        return out
+
+    def view(self, v: RunView) -> None:
+        for s in v.steps:
+            s.content = self.text(s.content)
+            for c in s.calls:
+                c.name, c.arguments = self.text(c.name), self.text(c.arguments)
+                c.content, c.error, c.traceback = (
+                    self.text(c.content),
+                    self.text(c.error),
+                    self.text(c.traceback),
+                )
+        for m in v.chat:
+            m["content"], m["tool"] = self.text(m.get("content")), self.text(m.get("tool"))
+            m["calls"] = [self.text(c) for c in m.get("calls", [])]
+        for p in v.pending:
+            p["arguments"] = self.text(p["arguments"])
+        for k in v.markers:
+            k.text = self.text(k.text)
+        v.error = self.text(v.error)

@@ -1,6 +1,6 @@
 // agentloop run inspector: the page's only script (served as a file: the CSP allows no inline script).
 // - a click on a waterfall bar opens that call's details;
-// - a live run's page polls its /state and swaps in the new body when the journal moved;
+// - a live run's page, and the runs list, follow the journal (see follow);
 // - the status filter submits on change.
 "use strict";
 
@@ -21,35 +21,38 @@ function wire(root) {
   });
 }
 
-async function poll(box) {
-  const id = encodeURIComponent(box.dataset.run);
+// A live box (the run's body, or the runs list) asks its data-src again and again with the
+// version it shows; the server answers 204 when nothing moved, else the new body and its version,
+// both from one read of the journal (so a body and its version always agree). The state headers
+// say whether to go on: a running or paused run, and the runs list, are followed; a stopped run
+// gets one more look, then rest.
+async function follow(box, every, stops) {
   let settled = false;
-  let delay = 700;
   for (;;) {
-    await new Promise((r) => setTimeout(r, delay));
-    let state;
+    await new Promise((r) => setTimeout(r, every));
+    let res;
     try {
-      const res = await fetch("/state/" + id, { cache: "no-store" });
-      if (!res.ok) continue;
-      state = await res.json();
+      const sep = box.dataset.src.includes("?") ? "&" : "?";
+      res = await fetch(box.dataset.src + sep + "since=" + encodeURIComponent(box.dataset.version), { cache: "no-store" });
     } catch (e) {
       continue; // the server restarted or the network blinked: try again
     }
-    if (state.version !== box.dataset.version) {
-      const res = await fetch("/runs/" + id + "?partial=1", { cache: "no-store" });
-      if (res.ok) {
-        const open = [...box.querySelectorAll("details[open]")].map((d) => d.id);
-        box.innerHTML = await res.text(); // server-rendered and escaped by the server
-        open.forEach((i) => { const d = document.getElementById(i); if (d) d.open = true; });
-        box.dataset.version = state.version;
-        wire(box);
-      }
+    if (res.status === 200) {
+      const open = [...box.querySelectorAll("details[open]")].map((d) => d.id);
+      const ticked = [...box.querySelectorAll("input[type=checkbox]:checked")].map((i) => i.value);
+      box.innerHTML = await res.text(); // server-rendered and escaped by the server
+      open.forEach((i) => { const d = document.getElementById(i); if (d) d.open = true; });
+      box.querySelectorAll("input[type=checkbox]").forEach((i) => { if (ticked.includes(i.value)) i.checked = true; });
+      box.dataset.version = res.headers.get("x-agentloop-version") || "";
+      wire(box);
+    } else if (res.status !== 204) {
+      continue;
     }
-    box.dataset.live = state.live ? "1" : "0";
-    // a running run is followed closely; a paused one waits for a decision (taken here or
-    // elsewhere) and a resume; anything else has stopped: one more look, then rest
-    delay = state.live ? 700 : 2000;
-    if (state.live || state.status === "paused") {
+    if (!stops) continue;
+    const live = res.headers.get("x-agentloop-live") === "1";
+    box.dataset.live = live ? "1" : "0";
+    every = live ? 700 : 2000;
+    if (live || res.headers.get("x-agentloop-status") === "paused") {
       settled = false;
     } else if (settled) {
       return;
@@ -67,6 +70,8 @@ document.addEventListener("DOMContentLoaded", () => {
   if (box) {
     if (location.hash.startsWith("#call-")) openCall(location.hash.slice(6));
     // paused runs are polled too: a decision taken elsewhere, or a resume, shows up by itself
-    if (box.dataset.live === "1" || document.getElementById("approvals")) poll(box);
+    if (box.dataset.live === "1" || document.getElementById("approvals")) follow(box, 700, true);
   }
+  const runs = document.getElementById("runs");
+  if (runs) follow(runs, Number(runs.dataset.every) || 2000, false); // new runs appear, statuses change
 });
