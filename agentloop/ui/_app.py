@@ -132,6 +132,7 @@ class _Inspector:
         """A live page's update: the body to swap in (or 204: nothing moved) and its state
         (version, live, status label), read in the same transaction as the body."""
         version, live, status = state
+        status = status if status in _LABELS else "other"  # journal text: not sent as a header as it is
         headers = {
             "x-agentloop-version": version,
             "x-agentloop-live": str(int(live)),
@@ -260,6 +261,9 @@ class _Inspector:
                 tg.cancel_scope.cancel()
         self.reader.close()
         self.writer.close()
+
+
+_LABELS = {*STATUS_LABELS.values(), "running", ""}
 
 
 def _list_version(page: RunPage) -> str:

@@ -4,7 +4,9 @@ A model can write HTML and a tool can return it, so pages are served under a str
 Content-Security-Policy (scripts and styles only from the inspector's own static files, no
 inline script, no eval), on top of escaping every value. The Host check stops DNS rebinding
 (a web page whose domain points at 127.0.0.1 reading the journal); the token guards a
-non-loopback bind. POST forms also carry a per-process CSRF token.
+non-loopback bind. POST forms also carry a per-process CSRF token. A request body (a decision
+form is a few hundred bytes) is cut off at MAX_BODY: any page can make a browser POST to
+127.0.0.1, and a form is parsed whole in memory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ HEADERS = [
 ]
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 COOKIE = "agentloop_ui_token"
+MAX_BODY = 64 * 1024  # bytes of a request body (a decision's override value included)
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class Guard:
@@ -69,7 +76,24 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await self.app(scope, receive, secured)
+        length = headers.get("content-length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            await _plain(send, 413, f"request body over {MAX_BODY} bytes: a decision is a short form")
+            return
+        seen = 0
+
+        async def capped() -> dict[str, Any]:  # a chunked body has no length: count it as it comes
+            nonlocal seen
+            message: dict[str, Any] = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise BodyTooLarge(f"request body over {MAX_BODY} bytes")
+            return message
+
+        try:
+            await self.app(scope, capped, secured)
+        except BodyTooLarge as e:
+            await _plain(send, 413, f"{e}: a decision is a short form")
 
 
 def _cookies(headers: dict[str, str]) -> dict[str, str]:

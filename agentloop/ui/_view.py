@@ -6,6 +6,7 @@ text from a model or a tool can never become markup.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Callable
@@ -38,14 +39,16 @@ STATUS_LABELS = {
 
 
 def status_label(status: str, live: bool) -> str:
-    return "running" if live else STATUS_LABELS.get(status, status)
+    return "running" if live else STATUS_LABELS.get(status, status[:40])  # journal text: clipped
 
 
 def version_of(summary: RunSummary, live: bool) -> str:
     """What a live page compares to know whether the run moved (every append moves `updated_at`;
     a lease taken or given up moves `live`)."""
     s = summary
-    return f"{s.updated_at!r}:{s.status}:{int(live)}:{s.steps}:{s.tool_calls}:{s.total_tokens}"
+    state = (s.updated_at, s.status, live, s.steps, s.tool_calls, s.total_tokens)
+    # a digest: the journal's status text (any string) never reaches an HTTP header as it is
+    return hashlib.blake2b(repr(state).encode(), digest_size=12).hexdigest()
 
 
 def clip(text: str, limit: int = FIELD_LIMIT) -> str:
