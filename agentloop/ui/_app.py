@@ -36,6 +36,7 @@ __all__ = ["create_app", "AgentFactory"]
 
 AgentFactory = Callable[[str | None, SQLiteJournal], Agent]  # (the run's model, journal) -> Agent
 PAGE_SIZE = 50
+BUILDS = 4  # run pages read and built at once
 FILTERS = {
     "final": "final",
     "paused": "paused",
@@ -123,6 +124,14 @@ class _Inspector:
         self.resuming: set[str] = set()
         self.errors: dict[str, str] = {}
         self.done: dict[str, anyio.Event] = {}  # run id -> set when the inspector's resume of it ends
+        self._builds: anyio.CapacityLimiter | None = None
+
+    def builds(self) -> anyio.CapacityLimiter:
+        """Whole runs read and built at once: a run can hold megabytes, and a hundred open pages
+        of it must not hold a hundred copies (made here: a limiter needs the running loop)."""
+        if self._builds is None:
+            self._builds = anyio.CapacityLimiter(BUILDS)
+        return self._builds
 
     def page(self, name: str, request: Request, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(csrf=self.csrf, path=request.url.path, **context)
@@ -177,11 +186,13 @@ class _Inspector:
                 live = summary.live or resuming
                 if version_of(summary, live) == q["since"]:
                     return self.update("", (q["since"], live, status_label(summary.status, live)))
-            run, summary = await self.reader.load_with_summary(run_id)
+            async with self.builds():
+                run, summary = await self.reader.load_with_summary(run_id)
+                live = summary.live or resuming
+                view = build_view(run, summary, live)
+                del run  # the clipped view is what is kept
         except RunNotFoundError as e:
             return error(self.env, 404, str(e))
-        live = summary.live or resuming
-        view = build_view(run, summary, live)
         context = dict(
             run=view,
             live=live,
@@ -244,10 +255,10 @@ class _Inspector:
         if len(ids) != 2:
             return error(self.env, 400, "pick two runs to compare (tick two boxes in the runs list)")
         try:
-            snapshots = [await self.reader.load_with_summary(i) for i in ids]
+            async with self.builds():
+                a, b = [build_view(*await self.reader.load_with_summary(i)) for i in ids]
         except RunNotFoundError as e:
             return error(self.env, 404, str(e))
-        a, b = (build_view(r, s) for r, s in snapshots)
         return self.page("compare.html", request, a=a, b=b, rows=compare_runs(a, b))
 
     @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import zip_longest
 
-from ._view import RunView, status_label
+from ._view import RunView, clip, status_label
 
 __all__ = ["Row", "compare_runs"]
 
@@ -38,7 +38,7 @@ def compare_runs(a: RunView, b: RunView) -> list[Row]:
         Row("steps", str(sa.steps), str(sb.steps)),
         Row("tool calls", str(sa.tool_calls), str(sb.tool_calls)),
         Row("tokens", str(a.usage["total_tokens"]), str(b.usage["total_tokens"])),
-        Row("prompt", sa.prompt or "", sb.prompt or ""),
+        Row("prompt", clip(sa.prompt or ""), clip(sb.prompt or "")),
         Row("final output", _output(a), _output(b)),
     ]
     for sta, stb in zip_longest(a.steps, b.steps):

@@ -354,6 +354,7 @@ class _Clipper:
                 )
         for m in v.chat:
             m["content"], m["tool"] = self.text(m.get("content")), self.text(m.get("tool"))
+            m["role"] = str(m.get("role"))[:40]  # a CSS class, from the journal
             m["calls"] = [self.text(c) for c in m.get("calls", [])]
         for p in v.pending:
             p["arguments"] = self.text(p["arguments"])
