@@ -27,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 Write = Callable[[], Awaitable[None]]
 FINAL_TEXT = "All done: refunded 20."
+WAITING = ("paused", "interrupted")  # a run's page follows these too (a decision, a resume)
 
 
 class SteppedJournal(SQLiteJournal):
@@ -142,7 +143,7 @@ async def follow_like_the_page(c: httpx.AsyncClient, url: str) -> list[tuple[str
     assert box is not None
     src, version, live = html.unescape(box[1]), html.unescape(box[2]), box[3] == "1"
     shown, body = [(page, live)], page
-    followed, settled = live or 'id="approvals"' in page, False
+    followed, settled = live or badge(page) in WAITING, False
     for _ in range(50):
         if not followed:
             break
@@ -152,7 +153,7 @@ async def follow_like_the_page(c: httpx.AsyncClient, url: str) -> list[tuple[str
             body, version = r.text, r.headers["x-agentloop-version"]
         live = r.headers["x-agentloop-live"] == "1"
         shown.append((body, live))
-        if live or r.headers["x-agentloop-status"] == "paused":
+        if live or r.headers["x-agentloop-status"] in WAITING:
             settled = False
         elif settled:
             followed = False
@@ -225,4 +226,34 @@ async def test_the_runs_list_follows_new_runs_and_status_changes(tmp_path: Path)
         None,
     ]
     await writer.release("r2", tokens["r2"])
+    writer.close()
+
+
+async def test_an_interrupted_runs_page_follows_its_resume_to_the_end(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    writer, writes = await half_run(path)
+    await writes[-1]()  # the lease is given up without an end: the run is interrupted
+    tokens: list[str] = []
+
+    async def take_over() -> None:  # another process resumes it
+        tokens.append(await writer.acquire("r1"))
+        await writer.append("r1", "resumed", {"after": "running"}, step=1, status="running")
+
+    async def answer() -> None:
+        await writer.append("r1", "model", {"message": {"role": "assistant", "content": FINAL_TEXT}}, step=2)
+
+    async def finish() -> None:
+        await writer.append(
+            "r1", "end", {"stop_reason": "final", "output": FINAL_TEXT}, step=2, status="final"
+        )
+        await writer.release("r1", tokens[0])
+
+    reader = SteppedJournal(path, [take_over, answer, finish], per_read=1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(reader)), base_url="http://127.0.0.1"
+    ) as c:
+        shown = await follow_like_the_page(c, "/runs/r1")
+    assert badge(shown[0][0]) == "interrupted"
+    last, live = shown[-1]
+    assert badge(last) == "final" and FINAL_TEXT in last and not live
     writer.close()

@@ -26,6 +26,10 @@ function wire(root) {
 // both from one read of the journal (so a body and its version always agree). The state headers
 // say whether to go on: a running or paused run, and the runs list, are followed; a stopped run
 // gets one more look, then rest.
+function waits(status) {
+  return status === "paused" || status === "interrupted";
+}
+
 async function follow(box, every, stops) {
   let settled = false;
   for (;;) {
@@ -51,8 +55,8 @@ async function follow(box, every, stops) {
     if (!stops) continue;
     const live = res.headers.get("x-agentloop-live") === "1";
     box.dataset.live = live ? "1" : "0";
-    every = live ? 700 : 2000;
-    if (live || res.headers.get("x-agentloop-status") === "paused") {
+    every = live ? 700 : 2000; // a paused or interrupted run waits for a decision or a resume
+    if (live || waits(res.headers.get("x-agentloop-status"))) {
       settled = false;
     } else if (settled) {
       return;
@@ -69,8 +73,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("run");
   if (box) {
     if (location.hash.startsWith("#call-")) openCall(location.hash.slice(6));
-    // paused runs are polled too: a decision taken elsewhere, or a resume, shows up by itself
-    if (box.dataset.live === "1" || document.getElementById("approvals")) follow(box, 700, true);
+    // paused and interrupted runs are followed too: a decision taken elsewhere, or a resume,
+    // shows up by itself
+    const status = document.getElementById("run-status");
+    if (box.dataset.live === "1" || waits(status && status.textContent)) follow(box, 700, true);
   }
   const runs = document.getElementById("runs");
   if (runs) follow(runs, Number(runs.dataset.every) || 2000, false); // new runs appear, statuses change
