@@ -19,6 +19,8 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ui_runs import make_tools
 
 from agentloop import Agent, SQLiteJournal
@@ -310,3 +312,45 @@ async def test_a_run_id_with_dot_segments_links_to_its_own_page_and_form(tmp_pat
         victim = (await c.get("/runs/victim")).text
         mine = (await c.get(link)).text
     assert "decided: rejected" in mine and "decided:" not in victim
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(0, 400_000), min_size=1, max_size=25),
+    ch=st.sampled_from(["a", "<", "é", "\n"]),
+)
+def test_a_run_page_is_bounded_whatever_its_calls_returned(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], ch: str
+) -> None:
+    path = str(tmp_path_factory.mktemp("bounded") / "j.db")
+    outputs = [ch * n + f"|end{i}" for i, n in enumerate(sizes)]
+
+    async def main() -> str:
+        journal = SQLiteJournal(path)
+        token = await journal.create("r", {"model": "m", "messages": [{"role": "user", "content": "go"}]})
+        calls = [{"id": f"c{i}", "type": "function", "function": {"name": "t", "arguments": "{}"}} for i in range(len(sizes))]  # fmt: skip
+        await journal.append("r", "model", {"message": {"role": "assistant", "content": None, "tool_calls": calls}}, step=1)  # fmt: skip
+        for i, out in enumerate(outputs):
+            await journal.append(
+                "r", "tool_end", {"name": "t", "status": "ok", "content": out}, step=1, call_id=f"c{i}"
+            )
+        await journal.release("r", token)
+        journal.close()
+        async with client(create_app(path)) as c:
+            r = await c.get("/runs/r")
+        assert r.status_code == 200
+        return r.text
+
+    page = anyio.run(main)
+    # each output shows twice (its call, its chat bubble); "<" is 4 characters once escaped
+    texts = 2 * len(sizes) + 2
+    assert len(page) <= 4 * (2 * 1024 * 1024 + texts * 400) + 3000 * len(sizes) + 20_000
+    shown = [html.unescape(t) for t in re.findall(r'<pre class="result">(.*?)</pre>', page, re.S)]
+    assert len(shown) == len(outputs)
+    for text, out in zip(shown, outputs, strict=True):
+        if len(out) <= 200:
+            assert text == out  # short texts are whole
+        else:
+            kept = text.split("\n… [", 1)[0] if "more characters not shown" in text else text
+            assert out.startswith(kept) and len(kept) >= 200
+            assert kept == out or text.endswith("the journal holds the whole text]")
