@@ -257,3 +257,22 @@ async def test_an_interrupted_runs_page_follows_its_resume_to_the_end(tmp_path: 
     last, live = shown[-1]
     assert badge(last) == "final" and FINAL_TEXT in last and not live
     writer.close()
+
+
+async def test_load_with_summary_describes_exactly_the_entries_it_returns(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    writer, writes = await half_run(path)
+    reader = SQLiteJournal(path, read_only=True)
+    for write in [None, *writes]:
+        if write is not None:
+            await write()
+        run, summary = await reader.load_with_summary("r1")
+        kinds = [e.kind for e in run.entries]
+        assert summary.status == run.info.status and summary.updated_at == run.info.updated_at
+        assert summary.tool_calls == kinds.count("tool_end")
+        assert summary.total_tokens == 10 * kinds.count("model")
+        assert summary.output == (FINAL_TEXT if "end" in kinds else None)
+        assert summary == await reader.run_summary("r1")  # nothing moved in between here
+    assert summary.live is False and summary.status == "final"
+    reader.close()
+    writer.close()
