@@ -12,6 +12,7 @@ import hashlib
 import html
 import re
 import socket
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -380,3 +381,53 @@ def test_a_run_page_is_bounded_whatever_its_calls_returned(
             kept = text.split("\n… [", 1)[0] if "more characters not shown" in text else text
             assert out.startswith(kept) and len(kept) >= 200
             assert kept == out or text.endswith("the journal holds the whole text]")
+
+
+async def test_a_token_on_every_address_is_reached_by_any_name_and_guards_it(evil_db: str) -> None:
+    # `agentloop ui --host 0.0.0.0 --token T` is opened by the machine's name or address, which the
+    # app cannot know: the token is the guard there (the Host check still holds without one)
+    app = create_app(evil_db, token="s3cret", host="0.0.0.0")
+    async with client(app, host="192.0.2.7:8765") as c:
+        assert (await c.get("/")).status_code == 401
+        assert (await c.get("/?token=s3cret")).status_code == 200
+    async with client(create_app(evil_db, host="0.0.0.0"), host="192.0.2.7:8765") as c:
+        assert (await c.get("/")).status_code == 421
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+
+TEMPLATE_TAGS = {"html", "head", "meta", "title", "link", "script", "body", "header", "a", "main", "form", "label",
+                 "select", "option", "input", "button", "p", "table", "thead", "tbody", "tr", "th", "td", "span",
+                 "nav", "div", "section", "h1", "h2", "h3", "dl", "dt", "dd", "pre", "details", "summary", "svg",
+                 "rect", "code"}  # fmt: skip
+
+
+async def test_pages_hold_only_the_templates_markup_no_inline_script_or_style(evil_db: str) -> None:
+    # the CSP's promise (_security.py): scripts and styles only from /static, nothing inline
+    ids = [p if i % 2 else f"run-{i}" for i, p in enumerate(PAYLOADS)]
+    urls = [
+        "/",
+        *(run_path(i) for i in ids),
+        f"/compare?run={quote(ids[0])}&run={quote(ids[1])}",
+        "/runs/nope",
+    ]
+    async with client(create_app(evil_db)) as c:
+        for url in urls:
+            parser = _Tags()
+            parser.feed((await c.get(url)).text)
+            for tag, attrs in parser.found:
+                assert tag in TEMPLATE_TAGS, (url, tag)
+                assert not [a for a in attrs if a.startswith("on") or a in ("style", "srcdoc", "formaction")]
+                if tag == "script":
+                    assert attrs.get("src") == "/static/app.js", url
+                for a in ("href", "src", "action"):
+                    value = (attrs.get(a) or "").lower()
+                    same_site = value.startswith(("/", "#", "?", "data:,")) and not value.startswith("//")
+                    assert same_site or not value, (url, tag, a, value)

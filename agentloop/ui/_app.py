@@ -29,7 +29,7 @@ from agentloop import Agent, AgentloopError, JournalError, RunNotFoundError, Run
 from ..abc import STATUS_GROUPS
 from ._compare import compare_runs
 from ._responses import SHAPE_ERRORS, cursor, damaged, decision, error, journal_error, record, run_url
-from ._security import LOOPBACK, Guard
+from ._security import LOOPBACK, WILDCARDS, Guard
 from ._view import STATUS_LABELS, build_view, clip, status_class, status_label, version_of
 
 __all__ = ["create_app", "AgentFactory"]
@@ -102,7 +102,9 @@ def create_app(
     env = inspector.env
     handlers = {JournalError: journal_error(env), **dict.fromkeys(SHAPE_ERRORS, damaged(env))}
     app = Starlette(routes=routes, lifespan=inspector.lifespan, exception_handlers=handlers)
-    hosts = set(LOOPBACK) | {host, f"[{host}]"}
+    hosts: set[str] | None = set(LOOPBACK) | {host, f"[{host}]"}
+    if token is not None and host.strip("[]") in WILDCARDS:
+        hosts = None  # served on every address: reached by names unknown here; the token guards
     app.add_middleware(Guard, hosts=hosts, token=token)
     app.state.inspector = inspector
     return app

@@ -16,7 +16,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Guard", "CSP", "LOOPBACK"]
+__all__ = ["Guard", "CSP", "LOOPBACK", "WILDCARDS"]
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -30,6 +30,7 @@ HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+WILDCARDS = ("0.0.0.0", "::")  # binds that answer on every address of the machine
 COOKIE = "agentloop_ui_token"
 MAX_BODY = 64 * 1024  # bytes of a request body (a decision's override value included)
 
@@ -39,9 +40,12 @@ class BodyTooLarge(Exception):
 
 
 class Guard:
-    """ASGI middleware: Host allow-list, optional token (query `?token=`, cookie, or Bearer)."""
+    """ASGI middleware: Host allow-list, optional token (query `?token=`, cookie, or Bearer).
 
-    def __init__(self, app: Any, *, hosts: set[str], token: str | None) -> None:
+    `hosts=None` (a token on a wildcard bind only): any Host. A DNS-rebinding page is then
+    another origin, which has neither the token nor its SameSite=Strict cookie."""
+
+    def __init__(self, app: Any, *, hosts: set[str] | None, token: str | None) -> None:
         self.app = app
         self.hosts = hosts
         self.token = token
@@ -53,7 +57,7 @@ class Guard:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
         host = headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in self.hosts:
+        if self.hosts is not None and name not in self.hosts:
             await _plain(
                 send, 421, f"unexpected Host header {host!r}: open the inspector by the URL it printed"
             )
