@@ -19,6 +19,7 @@ import httpx
 __all__ = [
     "CHUNKED",
     "MAX_HEAD_BYTES",
+    "Dechunker",
     "UNTIL_CLOSE",
     "Head",
     "Response",
@@ -136,3 +137,92 @@ def encode_head(method: str, target: str, headers: Mapping[str, str]) -> bytes:
     lines = [f"{method} {target} HTTP/1.1"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\ncontent-length: ").encode("ascii")
+
+
+class Dechunker:
+    """Chunked transfer coding decoded from a buffer without I/O: `take(buf)` decodes every chunk
+    (and the start of the last one) that `buf` holds, at once.
+
+    Why not one chunk per call: a router writes one SSE event per chunk, so one network read holds
+    ~20 of them; decoding them in one pass makes one piece of body per read, and everything above
+    (the SSE parser, the idle clock, the hand-over to the consumer) runs once per read, not per event.
+    The limits are those of a line-by-line reader: a chunk-size line at most `MAX_CHUNK_LINE`
+    bytes, the trailers at most `MAX_HEAD_BYTES` in all, a chunk's data followed by its line end.
+    """
+
+    __slots__ = ("left", "state", "trailers")
+
+    def __init__(self) -> None:
+        self.state = _SIZE
+        self.left = 0  # bytes of the current chunk's data not yet taken
+        self.trailers = 0  # bytes of trailer lines so far
+
+    @property
+    def done(self) -> bool:
+        return self.state == _DONE
+
+    def take(self, buf: bytearray) -> bytes:
+        """The body bytes `buf` holds (removed from it with their framing); b"" when none yet."""
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        state, left = self.state, self.left
+        while pos < end and state != _DONE:
+            if state == _DATA:
+                n = min(left, end - pos)
+                out.append(bytes(buf[pos : pos + n]))
+                pos, left = pos + n, left - n
+                if left:
+                    break
+                state = _END
+                continue
+            nl = buf.find(b"\n", pos)
+            limit = self._limit(state)
+            if nl < 0:
+                if end - pos > limit:
+                    self._raise_long(state, limit)
+                break
+            if nl - pos > limit:
+                self._raise_long(state, limit)
+            line = bytes(buf[pos:nl]).rstrip(b"\r")
+            pos = nl + 1
+            if state == _SIZE:
+                left = chunk_size(line)
+                state = _DATA if left else _TRAILERS
+            elif state == _END:
+                if line:
+                    raise _malformed("a chunk is longer than its size")
+                state = _SIZE
+            elif line:
+                self.trailers += len(line) + 2
+            else:
+                state = _DONE
+        del buf[:pos]
+        self.state, self.left = state, left
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _limit(self, state: int) -> int:
+        if state == _SIZE:
+            return MAX_CHUNK_LINE
+        return 2 if state == _END else MAX_HEAD_BYTES - self.trailers
+
+    @staticmethod
+    def _raise_long(state: int, limit: int) -> None:
+        what = {_SIZE: "chunk size", _END: "chunk end"}.get(state, "trailers")
+        raise _malformed(f"{what} line longer than {limit} bytes")
+
+    def where(self) -> str:
+        """Where in the body a connection closed early (for the error message)."""
+        if self.state == _DATA:
+            return "inside a chunk"
+        return (
+            "in the chunked body ("
+            + {_SIZE: "chunk size", _END: "chunk end"}.get(self.state, "trailers")
+            + ")"
+        )
+
+
+def _malformed(what: str) -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError(f"malformed HTTP response: {what}")
+
+
+_SIZE, _DATA, _END, _TRAILERS, _DONE = range(5)  # Dechunker's states: what the next bytes are

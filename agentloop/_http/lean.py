@@ -28,12 +28,11 @@ import httpx
 
 from .h1 import (
     CHUNKED,
-    MAX_CHUNK_LINE,
     MAX_HEAD_BYTES,
     UNTIL_CLOSE,
+    Dechunker,
     Head,
     body_framing,
-    chunk_size,
     parse_head,
 )
 from .sockets import Connection, connect
@@ -295,41 +294,17 @@ class LeanResponse:
         self._done = True
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        """The chunked body, one piece per network read (every chunk that read completed, joined)."""
         conn, pool = self._conn, self._pool
+        dechunk = Dechunker()
         while True:
-            size = chunk_size(await self._line(MAX_CHUNK_LINE, "chunk size"))
-            if size == 0:
-                break
-            left = size
-            while left:
-                if not conn.buf and not await pool.receive(conn):
-                    raise httpx.RemoteProtocolError("the server closed the connection inside a chunk")
-                piece = bytes(conn.buf[:left])
-                del conn.buf[:left]
-                left -= len(piece)
+            piece = dechunk.take(conn.buf)
+            if piece:
                 yield piece
-            if await self._line(2, "chunk end"):
-                raise httpx.RemoteProtocolError("malformed HTTP response: a chunk is longer than its size")
-        trailers = 0
-        while line := await self._line(MAX_HEAD_BYTES - trailers, "trailers"):
-            trailers += len(line) + 2
-
-    async def _line(self, limit: int, what: str) -> bytes:
-        conn = self._conn
-        while (end := conn.buf.find(b"\n")) < 0:
-            if len(conn.buf) > limit:
-                raise httpx.RemoteProtocolError(
-                    f"malformed HTTP response: {what} line longer than {limit} bytes"
-                )
-            if not await self._pool.receive(conn):
-                raise httpx.RemoteProtocolError(
-                    f"the server closed the connection in the chunked body ({what})"
-                )
-        if end > limit:
-            raise httpx.RemoteProtocolError(f"malformed HTTP response: {what} line longer than {limit} bytes")
-        line = bytes(conn.buf[:end]).rstrip(b"\r")
-        del conn.buf[: end + 1]
-        return line
+            if dechunk.done:
+                return
+            if not await pool.receive(conn):
+                raise httpx.RemoteProtocolError(f"the server closed the connection {dechunk.where()}")
 
     async def aclose(self) -> None:
         conn = self._conn
