@@ -55,7 +55,9 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
                 yield events
             finally:
                 buffer.leave()  # whatever the loop emits from here on is dropped, never waited on
-                tg.cancel_scope.cancel()  # leaving early cancels the run
+                if not buffer.closed:  # leaving early cancels the run
+                    # (not when it has ended: anyio's cancel() formats the task's repr, ~50 µs)
+                    tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The only task that can fail is the consumer's own body (the loop's errors are caught
         # in produce): give the caller its exception, not a group around it.
