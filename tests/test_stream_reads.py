@@ -53,7 +53,11 @@ def answers(draw: Any) -> tuple[list[Any], list[tuple[Any, ...]], dict[str, Any]
         for frag in frags:
             chunks.append({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {"arguments": frag}}]}}]})  # fmt: skip
             deltas.append(("call", i, None, frag))
-        calls.append({"id": f"call_{i}", "type": "function", "function": {"name": f"f{i}", "arguments": "".join(frags)}})  # fmt: skip
+        args = "".join(frags)
+        args = args if args.strip() else "{}"  # blank arguments are stored as "{}" (replayable)
+        calls.append(
+            {"id": f"call_{i}", "type": "function", "function": {"name": f"f{i}", "arguments": args}}
+        )
     chunks.append(
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if calls else "stop"}]}
     )
@@ -156,3 +160,75 @@ def test_many_events_in_one_chunk_and_one_event_over_many_chunks(anyio_backend: 
     turn = anyio.run(stream_over_tcp, [HEAD + body + b"0\r\n\r\n"], seen, backend=anyio_backend)
     assert seen_as_tuples(seen) == [("text", "a")] * 3 + [("text", "b")]
     assert turn.message["content"] == "aaab"
+
+
+def sse_response(deltas: list[dict[str, Any]], finish: str = "tool_calls") -> bytes:
+    """A streamed answer with these `delta` objects, one SSE event each, in one HTTP chunk each."""
+    objs = [{"choices": [{"index": 0, "delta": d}]} for d in deltas]
+    objs.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    events = [b"data: " + json.dumps(o).encode() + b"\n\n" for o in objs] + [b"data: [DONE]\n\n"]
+    return HEAD + b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+
+
+def call(cid: str, name: str, args: str) -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+LENIENT = {  # the shapes OpenAI-compatible servers send besides the usual (wire-notes)
+    "no-index: a new id opens a call, no id continues the last": (
+        [
+            {"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": '{"x"'}}]},
+            {"tool_calls": [{"function": {"arguments": ": 1}"}}]},
+            {"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{}"}}]},
+            {"tool_calls": [{"id": "a", "function": {"arguments": ""}}]},
+        ],
+        [("call", 0, "f", '{"x"'), ("call", 0, None, ": 1}"), ("call", 1, "g", "{}")],
+        {"content": None, "tool_calls": [call("a", "f", '{"x": 1}'), call("b", "g", "{}")]},
+    ),
+    "a bool is not an index": (
+        [{"tool_calls": [{"index": True, "id": "a", "function": {"name": "f", "arguments": "{}"}}]}],
+        [("call", 0, "f", "{}")],
+        {"content": None, "tool_calls": [call("a", "f", "{}")]},
+    ),
+    "role, text and a call in one delta; arguments as an object": (
+        [
+            {
+                "role": "assistant",
+                "content": "hm",
+                "tool_calls": [{"index": 0, "id": "a", "function": {"name": "f"}}],
+            },
+            {"tool_calls": [{"index": 0, "function": {"arguments": {"x": 1}}}]},
+        ],
+        [("text", "hm"), ("call", 0, "f", ""), ("call", 0, None, '{"x":1}')],
+        {"content": "hm", "tool_calls": [call("a", "f", '{"x":1}')]},
+    ),
+    "legacy function_call": (
+        [{"function_call": {"name": "f", "arguments": "{"}}, {"function_call": {"arguments": "}"}}],
+        [("call", 0, "f", "{"), ("call", 0, None, "}")],
+        {"content": None, "tool_calls": [call("", "f", "{}")]},
+    ),
+    "id and name taken once, a repeated name is not appended": (
+        [
+            {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": ""}}]},
+            {"tool_calls": [{"index": 0, "id": "z", "function": {"name": "f", "arguments": "{}"}}]},
+        ],
+        [("call", 0, "f", ""), ("call", 0, None, "{}")],
+        {"content": None, "tool_calls": [call("a", "f", "{}")]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LENIENT))
+def test_lenient_stream_shapes(anyio_backend: str, case: str) -> None:
+    deltas, want, message = LENIENT[case]
+    seen: list[Any] = []
+    turn = anyio.run(stream_over_tcp, [sse_response(deltas)], seen, backend=anyio_backend)
+    assert seen_as_tuples(seen) == want
+    assert turn.message == {"role": "assistant", **message}
+
+
+def test_a_refusal_is_assembled_and_not_emitted_as_text(anyio_backend: str) -> None:
+    raw = sse_response([{"role": "assistant", "refusal": "I can"}, {"refusal": "not."}], finish="stop")
+    seen: list[Any] = []
+    turn = anyio.run(stream_over_tcp, [raw], seen, backend=anyio_backend)
+    assert seen == [] and turn.message == {"role": "assistant", "content": None, "refusal": "I cannot."}

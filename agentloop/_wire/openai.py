@@ -168,7 +168,8 @@ class OpenAIStream(StreamAssembler):
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
         # Hot: once per chunk of every streamed answer. Checks ordered so a usual chunk (one
-        # delta, no usage) takes the fewest steps; every shape is still checked before use.
+        # delta, no usage) takes the fewest steps; every shape is still checked before use
+        # (`type(x) is dict`: the JSON parser makes exact dicts, lists, strs and ints).
         if event != "message" and event:
             if event == "error":
                 obj = self.parse(data) if data.strip() else None
@@ -180,39 +181,51 @@ class OpenAIStream(StreamAssembler):
             self.complete = True
             return NO_EVENTS
         chunk = self.parse(data)
-        if not isinstance(chunk, dict):
+        if type(chunk) is not dict:
             return NO_EVENTS
         get = chunk.get
         if get("error") is not None:  # a JSON error object mid-stream
             raise self.error(chunk["error"])
         self.chunks += 1
         if self.response_id is None:
-            self.response_id = get("id") if isinstance(get("id"), str) else None
-            self.model = get("model") if isinstance(get("model"), str) else None
+            self._identify(chunk)
         usage = get("usage")
-        if usage is not None and isinstance(usage, dict):  # usually a last chunk with no choices
+        if usage is not None and type(usage) is dict:  # usually a last chunk with no choices
             self.usage = Usage.from_openai(usage)
         choices = get("choices")
-        if not choices or not isinstance(choices, list):
+        if not choices or type(choices) is not list:
             return NO_EVENTS
         choice = choices[0]
-        if not isinstance(choice, dict):
+        if type(choice) is not dict:
             return NO_EVENTS
         finish = choice.get("finish_reason")
         if finish:
             self.finish_reason = finish
             self.complete = True
         delta = choice.get("delta")
-        if not delta or not isinstance(delta, dict):
+        if not delta or type(delta) is not dict:
+            return NO_EVENTS
+        calls = delta.get("tool_calls")
+        if calls and len(delta) == 1 and type(calls) is list and len(calls) == 1:
+            tc = calls[0]  # the usual tool-call chunk: one fragment of one call, nothing else
+            if type(tc) is dict:
+                ev = self._tool(tc)
+                if ev is not None:
+                    return (ev,)
             return NO_EVENTS
         return self._delta(delta)
+
+    def _identify(self, chunk: dict[str, Any]) -> None:
+        rid, model = chunk.get("id"), chunk.get("model")
+        self.response_id = rid if isinstance(rid, str) else None
+        self.model = model if isinstance(model, str) else None
 
     def _delta(self, delta: dict[str, Any]) -> tuple[Any, ...]:
         get = delta.get
         content = get("content")
         calls = get("tool_calls")
         if calls and not content and isinstance(calls, list) and len(calls) == 1 and "refusal" not in delta:
-            tc = calls[0]  # the usual tool-call chunk: one fragment of one call
+            tc = calls[0]  # one fragment of one call (with a role, say)
             if isinstance(tc, dict):
                 ev = self._tool(tc)
                 if ev is not None:
@@ -234,31 +247,26 @@ class OpenAIStream(StreamAssembler):
         return tuple(out)
 
     def _tool(self, tc: dict[str, Any]) -> Any:
-        slots = self.slots
-        cid = tc.get("id") if isinstance(tc.get("id"), str) else ""
-        index = tc.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            # No index (some OpenAI-compatible servers): a new id opens a call, else continue the last.
-            known = next((i for i, s in slots.items() if cid and s.id == cid), None)
-            if known is not None:
-                index = known
-            elif cid or not slots:
-                index = max(slots, default=-1) + 1
-            else:
-                index = max(slots)
-        slot = slots.get(index)
+        get = tc.get
+        index = get("index")
+        if type(index) is not int:  # (a bool is not an index either)
+            index = self._place(tc)
+        slot = self.slots.get(index)
         if slot is None:
-            slot = slots[index] = ToolSlot()
-        if cid and not slot.id:
-            slot.id = cid  # taken once: routers that repeat it do not change it
-        fn = tc.get("function")
+            slot = self.slots[index] = ToolSlot()
+        if not slot.id:
+            cid = get("id")
+            if cid and type(cid) is str:
+                slot.id = cid  # taken once: routers that repeat it do not change it
+        fn = get("function")
         fragment = ""
-        if isinstance(fn, dict):
-            name = fn.get("name")
-            if name and isinstance(name, str) and not slot.name:
-                slot.name = name  # taken once, never concatenated
+        if type(fn) is dict:
+            if not slot.name:
+                name = fn.get("name")
+                if name and type(name) is str:
+                    slot.name = name  # taken once, never concatenated
             args = fn.get("arguments")
-            if isinstance(args, str):
+            if type(args) is str:
                 fragment = args
             elif args is not None:  # an already-parsed object
                 try:
@@ -266,6 +274,18 @@ class OpenAIStream(StreamAssembler):
                 except TypeError:
                     fragment = str(args)
         return self.tool_delta(index, slot, fragment)
+
+    def _place(self, tc: dict[str, Any]) -> int:
+        """The slot of a fragment without an index (some OpenAI-compatible servers): a new id
+        opens a call, else it continues the last one."""
+        slots = self.slots
+        cid = tc.get("id") if isinstance(tc.get("id"), str) else ""
+        known = next((i for i, s in slots.items() if cid and s.id == cid), None)
+        if known is not None:
+            return known
+        if cid or not slots:
+            return max(slots, default=-1) + 1
+        return max(slots)
 
 
 def _preview(data: Any, limit: int = 2000) -> str:
