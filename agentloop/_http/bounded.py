@@ -152,16 +152,24 @@ class SSEParser:
             lines[0] = cast(bytes, tail)  # a bytearray (no copy of a long line): `_field` takes both
         rest = lines.pop()  # after the last LF: the start of the next line
         max_line = self.max_line
+        data = self.data
         for line in lines:
             if len(line) > max_line:
                 raise self._too_long("one line of the streamed response")
-            if line:
-                self._field(line)
-            elif self.data or self.event:
-                out.append((self.event or "message", "\n".join(self.data)))
-                self.event, self.data, self.size = "", [], 0
+            if not line:
+                if data or self.event:
+                    out.append((self.event or "message", data[0] if len(data) == 1 else "\n".join(data)))
+                    self.event, self.data, self.size = "", [], 0
+                    data = self.data
+                else:
+                    self.event = ""
+            elif line.startswith(b"data: ") and len(line) < _BIG_LINE:  # the usual line, inline
+                data.append(line[6:].decode("utf-8", "replace"))
+                self.size += len(line) - 5
+                if self.size > max_line:
+                    raise self._too_long("one server-sent event")
             else:
-                self.event = ""
+                self._field(line)
         if len(rest) > max_line:
             raise self._too_long("one line of the streamed response")
         self.tail = bytearray(rest)

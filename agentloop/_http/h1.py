@@ -39,6 +39,7 @@ UNTIL_CLOSE = -2  # body_framing(): the body runs until the server closes the co
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_NEXT = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n")  # a chunk's end, the next chunk's plain size line
 
 
 class ResponseHead(Protocol):
@@ -163,17 +164,22 @@ class Dechunker:
 
     def take(self, buf: bytearray) -> bytes:
         """The body bytes `buf` holds (removed from it with their framing); b"" when none yet."""
-        out: list[bytes] = []
+        out: list[bytearray] = []
         pos, end = 0, len(buf)
         state, left = self.state, self.left
         while pos < end and state != _DONE:
             if state == _DATA:
                 n = min(left, end - pos)
-                out.append(bytes(buf[pos : pos + n]))
+                out.append(buf[pos : pos + n])
                 pos, left = pos + n, left - n
                 if left:
                     break
-                state = _END
+                m = _NEXT.match(buf, pos)
+                if m is not None:  # the usual: the chunk's end and the next size line, in one match
+                    pos, left = m.end(), int(m.group(1), 16)
+                    state = _DATA if left else _TRAILERS
+                else:
+                    state = _END
                 continue
             nl = buf.find(b"\n", pos)
             limit = self._limit(state)
@@ -198,7 +204,7 @@ class Dechunker:
                 state = _DONE
         del buf[:pos]
         self.state, self.left = state, left
-        return out[0] if len(out) == 1 else b"".join(out)
+        return bytes(out[0]) if len(out) == 1 else b"".join(out)
 
     def _limit(self, state: int) -> int:
         if state == _SIZE:
