@@ -182,3 +182,30 @@ async def test_two_streams_interleave_without_sharing_events() -> None:
         assert sum(isinstance(e, StepFinished) for e in seen) == steps
         assert sum(isinstance(e, ToolCallStarted) for e in seen) == steps
         assert isinstance(seen[-1], RunFinished) and seen[-1].result.output == "done"
+
+
+async def test_a_consumer_cancelled_while_it_waits_for_events_ends_the_run_cleanly() -> None:
+    """The consumer's wait for the next event is cancelled from outside (here: a tool of the run
+    itself cancels the scope the consumer iterates in, while the consumer waits for events, and
+    then emits more): the stream ends without an error, the run is cancelled, nothing is left
+    waiting, and the scope says it caught the cancellation."""
+    tools = ToolRegistry()
+    scope = anyio.CancelScope()
+    ran: list[int] = []
+
+    @tools.tool
+    async def stop(n: int) -> int:
+        ran.append(n)
+        scope.cancel()  # the consumer is parked waiting for events right now
+        return n
+
+    model = FunctionModel(lambda messages, _t: [call("stop", {"n": len(messages)})])
+    agent = Agent(client=model, tools=tools, max_steps=5)
+    seen: list[Event] = []
+    with scope:
+        async with agent.stream("go") as events:
+            async for event in events:
+                seen.append(event)
+    await anyio.wait_all_tasks_blocked()
+    assert scope.cancelled_caught and ran == [1]
+    assert seen and not any(isinstance(e, (RunFinished, RunFailed)) for e in seen)

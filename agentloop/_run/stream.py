@@ -14,8 +14,9 @@ consumer as they are (not wrapped in an ExceptionGroup), after the events before
 
 from __future__ import annotations
 
+import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +38,7 @@ BUFFER = 32
 @asynccontextmanager
 async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator[EventStream]:
     """Run `loop(emit)` in a task group and yield the iterator of what it emits."""
-    buffer = _Buffer()
+    buffer = _Buffer(_waiters())
     events = EventStream(buffer)
 
     async def produce() -> None:
@@ -72,39 +73,40 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
 class _Buffer:
     """At most `BUFFER` events between one producer (the loop) and its consumer.
 
-    Each side parks on an `anyio.Event` only when it cannot go on (`writer`: the buffer is full;
-    `reader`: it is empty), and the other side sets it when that changes.
+    Each side parks on a one-shot waiter only when it cannot go on (`writer`: the buffer is
+    full; `reader`: it is empty), and the other side wakes it when that changes.
     """
 
-    __slots__ = ("closed", "events", "gone", "reader", "writer")
+    __slots__ = ("closed", "events", "gone", "new_waiter", "reader", "writer")
 
-    def __init__(self) -> None:
+    def __init__(self, new_waiter: Callable[[], Any]) -> None:
         self.events: deque[Event] = deque()
         self.closed = False  # the loop has ended: no more events
         self.gone = False  # the consumer has left: nobody will read
-        self.reader: anyio.Event | None = None
-        self.writer: anyio.Event | None = None
+        self.new_waiter = new_waiter
+        self.reader: Any = None
+        self.writer: Any = None
 
     async def put(self, event: Event) -> None:
         """The `emit` the loop is given: returns at once while there is room."""
         events = self.events
         while len(events) >= BUFFER and not self.gone:
-            waiter = self.writer = anyio.Event()
-            await waiter.wait()  # cancelled with the run when the consumer leaves
+            waiter = self.writer = self.new_waiter()
+            await waiter  # cancelled with the run when the consumer leaves
         if self.gone:
             return
         events.append(event)
         reader = self.reader
         if reader is not None:
             self.reader = None
-            reader.set()
+            _wake(reader)
 
     def close(self) -> None:
         self.closed = True
         reader = self.reader
         if reader is not None:
             self.reader = None
-            reader.set()
+            _wake(reader)
 
     def leave(self) -> None:
         self.gone = True
@@ -114,15 +116,54 @@ class _Buffer:
     async def wait_for_events(self) -> None:
         waiter = self.reader
         if waiter is None:  # (a second consumer task waits on the same one)
-            waiter = self.reader = anyio.Event()
-        await waiter.wait()
+            waiter = self.reader = self.new_waiter()
+        await waiter
 
     def room(self) -> None:
         """Wake the loop waiting for room (the consumer took half the buffer: refill it at once)."""
         writer = self.writer
         if writer is not None:
             self.writer = None
-            writer.set()
+            _wake(writer)
+
+
+def _waiters() -> Callable[[], Any]:
+    """What makes a one-shot waiter (awaitable; `done()`, `set_result(None)`) on this backend.
+
+    On asyncio a bare future of the running loop: an `anyio.Event` is an `asyncio.Event` inside
+    a wrapper, ~3x the CPU per hand-off, and a streamed step has several. Cancellation is the
+    same: anyio cancels the task, which cancels the future it awaits. Elsewhere an anyio.Event.
+    """
+    asyncio = sys.modules.get("asyncio")  # not imported here: `import agentloop` stays free of it
+    if asyncio is not None:
+        try:
+            return asyncio.get_running_loop().create_future  # type: ignore[no-any-return]
+        except RuntimeError:  # trio: no asyncio loop in this thread
+            pass
+    return _EventWaiter
+
+
+def _wake(waiter: Any) -> None:
+    if not waiter.done():  # (a waiter cancelled with its task is done already)
+        waiter.set_result(None)
+
+
+class _EventWaiter:
+    """An `anyio.Event` with a future's face (trio)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self.event.wait().__await__()
+
+    def done(self) -> bool:
+        return self.event.is_set()
+
+    def set_result(self, _: None) -> None:
+        self.event.set()
 
 
 class EventStream:
