@@ -270,12 +270,14 @@ class LeanResponse:
         except zlib.error as e:
             raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e
 
-    async def _raw(self) -> AsyncIterator[bytes]:
+    def _raw(self) -> AsyncIterator[bytes]:
+        # A chunked body (every streamed answer) is read by `_chunks` itself: one generator
+        # layer less, resumed once per network read.
+        return self._chunks() if self._framing == CHUNKED else self._unchunked()
+
+    async def _unchunked(self) -> AsyncIterator[bytes]:
         framing, conn, pool = self._framing, self._conn, self._pool
-        if framing == CHUNKED:
-            async for piece in self._chunks():
-                yield piece
-        elif framing == UNTIL_CLOSE:
+        if framing == UNTIL_CLOSE:
             while conn.buf or await pool.receive(conn):
                 piece = bytes(conn.buf)
                 conn.buf.clear()
@@ -302,6 +304,7 @@ class LeanResponse:
             if piece:
                 yield piece
             if dechunk.done:
+                self._done = True
                 return
             if not await pool.receive(conn):
                 raise httpx.RemoteProtocolError(f"the server closed the connection {dechunk.where()}")

@@ -51,7 +51,7 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
 
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
+            tg.start_soon(produce, name="agentloop stream")  # (a name: anyio need not build one)
             try:
                 yield events
             finally:
