@@ -232,3 +232,33 @@ def test_a_refusal_is_assembled_and_not_emitted_as_text(anyio_backend: str) -> N
     seen: list[Any] = []
     turn = anyio.run(stream_over_tcp, [raw], seen, backend=anyio_backend)
     assert seen == [] and turn.message == {"role": "assistant", "content": None, "refusal": "I cannot."}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_endless_trailers_are_cut_at_the_head_limit(anyio_backend: str, stream: bool) -> None:
+    """Trailer lines after the last chunk, more than a response head may hold and never ended by a
+    blank line: a typed error once past the limit, not a wait for the end (the server keeps the
+    connection open)."""
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    raw = HEAD + b"%x\r\n%b\r\n0\r\n" % (len(body), body) + b"x-trailer: 1\r\n" * 6000  # ~84 KB
+
+    async def script(index: int, s: anyio.abc.SocketStream) -> None:
+        await read_request(s)
+        await s.send(raw)
+        await anyio.sleep_forever()  # never the blank line; the client must give up on its own
+
+    async def main() -> None:
+        req = ModelRequest(
+            model="m", messages=[{"role": "user", "content": "hi"}], tools=[], run_id="r", step=1
+        )
+
+        async def emit(event: Any) -> None:
+            pass
+
+        async with RawServer(script) as server, client(server.url) as c:
+            with pytest.raises(APIConnectionError, match="trailers line longer than"):
+                await c.request(req, emit if stream else None)
+
+    anyio.run(main, backend=anyio_backend)
