@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from .. import _json
 from .._exceptions import ToolDefinitionError
-from .build import Item, object_schema
+from .build import Defs, Item, object_schema
 from .hints import lazy, parse_doc, type_hints
 from .parts import NO, Unsupported
 
@@ -67,7 +67,9 @@ def function_schema(
         return FunctionSchema(name, description, parameters, is_async, _identity)
     items = _items(fn, code, name, skip_params)
     try:
-        schema, conv = object_schema(items, param_docs, ())
+        defs = Defs()  # the recursive types' $defs, at the root of the parameters schema
+        schema, conv = object_schema(items, param_docs, (defs,))
+        schema = defs.attach(schema)
     except Unsupported as e:
         raise _unsupported(name, e) from None
     return FunctionSchema(name, description, schema, is_async, conv or _identity)
