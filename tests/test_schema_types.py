@@ -98,7 +98,15 @@ async def run_one(annotation: Any, value: Any, budget: InputBudget | None = None
         (pathlib.Path, {"type": "string", "format": "path"}),
         (pathlib.PurePath, {"type": "string", "format": "path"}),
         (pathlib.PurePosixPath, {"type": "string", "format": "path"}),
-        (dt.timedelta, {"type": ["string", "number"], "format": "duration"}),
+        (
+            dt.timedelta,
+            {
+                "type": ["string", "number"],
+                "format": "duration",
+                "minimum": -(10**9 - 1) * 86400,
+                "maximum": (10**9 - 1) * 86400,
+            },
+        ),
         (bytes, {"type": "string", "format": "byte", "contentEncoding": "base64"}),
     ],
 )

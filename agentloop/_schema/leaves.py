@@ -134,8 +134,14 @@ def leaf(tp: Any) -> tuple[Schema, Conv] | None:
         return None
     if tp is decimal.Decimal:
         return {"type": ["number", "string"], "format": "decimal"}, to_decimal
-    if tp is dt.timedelta:
-        return {"type": ["string", "number"], "format": "duration"}, to_timedelta
+    if tp is dt.timedelta:  # minimum/maximum bound the number of seconds (a string is left to the converter)
+        bound = dt.timedelta.max.days * 86400
+        return {
+            "type": ["string", "number"],
+            "format": "duration",
+            "minimum": -bound,
+            "maximum": bound,
+        }, to_timedelta
     if tp is bytes or tp is bytearray:
         conv: Conv = to_bytes if tp is bytes else (lambda v: bytearray(to_bytes(v)))
         return {"type": "string", "format": "byte", "contentEncoding": "base64"}, conv

@@ -1,9 +1,10 @@
-"""A fast acceptance check for the most common tool schema: a flat object of scalar fields
-(or arrays of scalars).
+"""A fast acceptance check for the most common tool schemas: an object of scalar fields, arrays
+of them, and objects of those (dataclasses, TypedDicts), without `$ref` or combinators.
 
 jsonschema stays the authority. For a schema of the shape `{"type": "object", "properties":
 {name: {"type": <scalar>, "enum"?: [strings], ...annotations}}, "required": [...],
-"additionalProperties": false}` this builds a plain-Python check that is *sound for
+"additionalProperties": false}` (a field may also be an array of such fields, or an object of
+this same shape) this builds a plain-Python check that is *sound for
 acceptance*: whenever it says valid, jsonschema would too. When it says invalid (or the schema
 has another shape) the cached jsonschema validator decides and words the errors. The common
 case, valid arguments, then costs a dict walk instead of a validator descent (~12 µs a call).
@@ -16,9 +17,22 @@ from typing import Any
 
 __all__ = ["compile_fast_check"]
 
-# Keys that never affect validity: descriptions, titles, defaults, examples.
+# Keys that never affect validity: descriptions, titles, defaults, examples. "format" and the
+# content keywords are annotations too in Draft 2020-12 unless a format checker is asked for, and
+# the tool validator (`validate.py`) asks for none: a date-time string is parsed by its converter.
 _ANNOTATIONS = frozenset(
-    {"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+    {
+        "description",
+        "title",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "format",
+        "contentEncoding",
+        "contentMediaType",
+    }
 )
 
 
@@ -65,6 +79,9 @@ def _array_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
 def _field_check(schema: Any) -> Callable[[Any], bool] | None:
     if isinstance(schema, dict) and schema.get("type") == "array":
         return _array_check(schema)
+    if isinstance(schema, dict) and schema.get("type") == "object":  # a dataclass or TypedDict
+        inner = compile_fast_check(schema)
+        return None if inner is None else (lambda v: type(v) is dict and inner(v))
     if not isinstance(schema, dict) or not set(schema) <= _ANNOTATIONS | {"type", "enum"}:
         return None
     kind = schema.get("type")
