@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
+from .constraints import annotate
 from .hints import lazy, parse_doc, type_hints
 from .leaves import leaf
 from .parts import (
@@ -90,8 +91,7 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
         schema, conv = build(args[0], stack)
-        desc = next((m for m in tp.__metadata__ if isinstance(m, str)), None)
-        return ({**schema, "description": desc} if desc else schema), conv
+        return annotate(args[0], tp.__metadata__, schema, conv)
     if tp is Any or tp is object:
         return {}, None
     if tp is int:  # JSON Schema's "integer" accepts 1.0: the tool still gets the int it asked for
