@@ -185,3 +185,35 @@ async def test_pydantic_field_as_a_default_is_its_schema_and_its_default() -> No
     assert record.status == "invalid_arguments"
     _, record = await call_tool(with_field_defaults, {"x": 1})
     assert record.status == "invalid_arguments"
+
+
+def logged(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # a sync wrapper, as most logging decorators are
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@logged
+async def fetch(when: dt.date, amount: Decimal = Decimal("1.50")) -> str:
+    return f"{when}:{amount!r}"
+
+
+async def test_an_async_function_under_a_sync_decorator_is_awaited() -> None:
+    # was: run in a thread as a sync tool; the coroutine it returned was never awaited (invalid_result)
+    tool, record = await call_tool(fetch, {"when": "2024-01-02"})
+    assert tool.sandbox == "inline"
+    assert (record.status, record.content) == ("ok", "2024-01-02:Decimal('1.50')")
+
+
+def test_defaults_of_the_new_types_are_shown_in_their_json_form() -> None:
+    def f(
+        a: Decimal = Decimal("1.50"),
+        b: dt.timedelta = dt.timedelta(minutes=5),
+        c: bytes = b"\x00",
+        d: Any = Decimal("NaN"),  # no JSON form: no default shown (the function's own still applies)
+    ) -> None: ...
+
+    props = ToolRegistry().register(f).parameters["properties"]
+    assert [props[k].get("default") for k in "abcd"] == ["1.50", "PT5M", "AA==", None]

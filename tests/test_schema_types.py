@@ -319,3 +319,39 @@ async def test_recursion_is_bounded_by_max_json_depth(max_depth: int) -> None:
     record, got = await run_one(Tree, json.dumps({"x": _deep_tree(max_depth)}), budget)
     assert record.status == "invalid_arguments"
     assert "nested deeper than" in record.content
+
+
+async def test_a_recursive_pydantic_model_is_defined_once_however_often_it_appears() -> None:
+    import pydantic
+
+    class PNode(pydantic.BaseModel):
+        value: int
+        kids: list[PNode] = []
+
+    class Holder(pydantic.BaseModel):
+        node: PNode | None = None
+
+    PNode.model_rebuild()
+    got: list[Any] = []
+
+    def f(root: PNode, held: Holder, other: PNode | int = 0) -> None:
+        got.append((root, held, other))
+
+    tools = ToolRegistry()
+    params = tools.register(f, name="f").parameters
+    assert list(params["$defs"]) == ["PNode"]
+    Draft202012Validator.check_schema(params)
+    sent = {
+        "root": {"value": 1, "kids": [{"value": 2}]},
+        "held": {"node": {"value": 3}},
+        "other": {"value": 4},
+    }
+    record = await run_tool_call(tools, "f", json.dumps(sent))
+    assert record.status == "ok", record.content
+    root, held, other = got[0]
+    assert (root.kids[0].value, held.node.value, other.value) == (2, 3, 4)
+    record = await run_tool_call(
+        tools, "f", json.dumps({**sent, "root": {"value": 1, "kids": [{"value": "x"}]}})
+    )
+    assert record.status == "invalid_arguments"
+    assert "$.root.kids[0].value" in record.content

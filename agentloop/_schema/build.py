@@ -52,6 +52,7 @@ class Defs:
         self.schemas: dict[str, Schema] = {}
         self.names: dict[Any, str] = {}
         self.cells: dict[Any, list[Conv]] = {}
+        self.foreign: dict[tuple[str, str], str] = {}  # (pydantic's $defs text, its name) -> our name
 
     def ref(self, tp: Any) -> tuple[Schema, Conv]:
         """A reference to `tp`, whose schema and converter are still being built further up."""
@@ -117,7 +118,7 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
     if tp in stack:  # a type that refers to itself: a $ref to the $defs entry its outer build makes
         return stack[0].ref(tp)  # type: ignore[no-any-return]  # stack[0] is the root's Defs
     if is_pydantic_model(tp):
-        return pydantic_schema(tp)
+        return pydantic_schema(tp, stack[0])
     for is_kind, make in _RECORDS:
         if is_kind(tp):
             schema, conv = make(tp, (*stack, tp))

@@ -61,7 +61,7 @@ def function_schema(
     # what carries the code, docstring and annotations: the function, a class's __init__, an object's __call__
     attr = "__init__" if isinstance(target, type) else "__call__"
     code = target if inspect.isroutine(target) else getattr(target, attr)
-    is_async = inspect.iscoroutinefunction(code)
+    is_async = inspect.iscoroutinefunction(code) or _wraps_async(code)
     if inspect.isasyncgenfunction(code) or inspect.isgeneratorfunction(code):
         raise ToolDefinitionError(
             f"Tool {name!r} is a generator function: a tool call has one result, and the generator "
@@ -83,6 +83,16 @@ def function_schema(
         raise _unsupported(name, e) from None
     bind = conv or _identity
     return FunctionSchema(name, description, schema, is_async, _filled(bind, fills) if fills else bind)
+
+
+def _wraps_async(code: Any) -> bool:
+    """A sync wrapper (`@functools.wraps`) around an async function returns its coroutine: awaited as
+    an async tool it works; run in a thread as a sync one, it was never awaited."""
+    try:
+        inner = inspect.unwrap(code)
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return inner is not code and inspect.iscoroutinefunction(inner)
 
 
 def _checked_name(name: Any) -> str:
