@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 pydantic = pytest.importorskip("pydantic")
 from pydantic import BaseModel, Field  # noqa: E402
 
-from agentloop import Agent, FluxClient, ToolDefinitionError, ToolRegistry  # noqa: E402
+from agentloop import Agent, FluxClient, ToolRegistry  # noqa: E402
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls  # noqa: E402
 
 pytestmark = pytest.mark.anyio
