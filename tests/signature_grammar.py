@@ -70,7 +70,18 @@ enums = st.sampled_from([("red", "green"), (1, 2, 3), ("x",)]).map(
     lambda values: enum.Enum(_fresh("E"), [(f"m{i}", v) for i, v in enumerate(values)])
 )
 hashable_leaves = st.one_of(st.sampled_from(SCALARS), literals, enums)
-leaves = hashable_leaves
+try:  # Annotated constraints, as pydantic users write them (annotated_types comes with pydantic)
+    import annotated_types as at
+except ImportError:  # pragma: no cover
+    leaves = hashable_leaves
+else:
+    constrained = st.one_of(
+        st.integers(-5, 5).map(lambda n: Annotated[int, at.Ge(n)]),
+        st.integers(0, 4).map(lambda n: Annotated[str, at.MaxLen(n)]),
+        st.floats(-5, 5).map(lambda x: Annotated[float, at.Lt(x)]),
+        st.integers(1, 3).map(lambda n: Annotated[list[int], at.MinLen(n)]),
+    )
+    leaves = st.one_of(hashable_leaves, constrained)
 
 
 def _dataclass(fields: list[tuple[Any, bool]], frozen: bool) -> Any:

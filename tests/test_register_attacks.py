@@ -12,11 +12,12 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any
 
-import annotated_types as at
-import pydantic
 import pytest
 
 from agentloop import ToolDefinitionError, ToolRegistry, run_tool_call
+
+pydantic = pytest.importorskip("pydantic")  # not a dependency of agentloop; annotated_types comes with it
+at = pytest.importorskip("annotated_types")
 
 pytestmark = pytest.mark.anyio
 

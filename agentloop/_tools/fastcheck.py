@@ -12,6 +12,7 @@ case, valid arguments, then costs a dict walk instead of a validator descent (~1
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -76,7 +77,40 @@ def _array_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     return lambda v: type(v) is list and all(map(item, v))
 
 
+# Bounds as Annotated constraints write them (`Ge(0)`, `MaxLen(3)`): value (or length) op bound passes.
+_NUMBER_BOUNDS = {"minimum": operator.ge, "maximum": operator.le,
+                  "exclusiveMinimum": operator.gt, "exclusiveMaximum": operator.lt}  # fmt: skip
+_LENGTH_BOUNDS = {"minLength": operator.ge, "maxLength": operator.le}
+
+
+def _with_bounds(schema: dict[str, Any], keys: set[str]) -> Callable[[Any], bool] | None:
+    """The check of `schema` without `keys`, and the bounds: numeric ones apply to numbers (not
+    bools) only, lengths to strings only, as in JSON Schema."""
+    base = _field_check({k: v for k, v in schema.items() if k not in keys})
+    numbers = [(_NUMBER_BOUNDS[k], schema[k]) for k in keys if k in _NUMBER_BOUNDS]
+    lengths = [(_LENGTH_BOUNDS[k], schema[k]) for k in keys if k in _LENGTH_BOUNDS]
+    if base is None or not all(type(b) in (int, float) and b == b for _, b in numbers):
+        return None
+    if not all(type(b) is int and b >= 0 for _, b in lengths):
+        return None
+
+    def bounded(v: Any) -> bool:
+        if not base(v):
+            return False
+        if type(v) is int or type(v) is float:
+            return all(op(v, b) for op, b in numbers)
+        if type(v) is str:
+            return all(op(len(v), b) for op, b in lengths)
+        return True
+
+    return bounded
+
+
 def _field_check(schema: Any) -> Callable[[Any], bool] | None:
+    if isinstance(schema, dict) and (
+        bounds := schema.keys() & (_NUMBER_BOUNDS.keys() | _LENGTH_BOUNDS.keys())
+    ):
+        return _with_bounds(schema, bounds)
     if isinstance(schema, dict) and schema.get("type") == "array":
         return _array_check(schema)
     if isinstance(schema, dict) and schema.get("type") == "object":  # a dataclass or TypedDict
