@@ -39,6 +39,7 @@ __all__ = [
     "MAX_VALUE_DEPTH",
     "jsonable",
     "plain",
+    "dumps_result",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -234,6 +235,16 @@ def plain(value: Any, depth: int = 0) -> Any:
                 items.sort()
         return items
     return value
+
+
+def dumps_result(value: Any) -> str:
+    """A tool's return value as JSON text: as is when the encoder can write it (the common case,
+    one pass), else its `plain` form. Raises TypeError / ValueError when neither can be written.
+    In the host (`encode_result`) and in a sandbox's child alike, so both send the same text."""
+    try:
+        return dumps_str(value)
+    except (TypeError, ValueError):  # Decimal, bytes, timedelta, a path, a set, a NamedTuple...
+        return dumps_str(plain(value))
 
 
 def jsonable(value: Any) -> Any:
