@@ -129,7 +129,9 @@ async def test_enum_and_dataclass_arguments_are_bound(process_sb: ProcessSandbox
     assert (out.status, out.content) == ("ok", "BLUE at 1,2")
 
 
-async def test_decimal_timedelta_bytes_are_bound_in_the_child_and_sent_back(process_sb: ProcessSandbox) -> None:
+async def test_decimal_timedelta_bytes_are_bound_in_the_child_and_sent_back(
+    process_sb: ProcessSandbox,
+) -> None:
     args = {"amount": "0.10", "wait": "PT1M30S", "data": "AAE="}
     out = await process_sb.call(T + "money", args, Limits())
     assert out.status == "ok", out.content
