@@ -15,7 +15,9 @@ import json
 import time
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, TypedDict
+
+from annotated_types import Ge, MaxLen  # comes with pydantic (a test dependency)
 
 from agentloop import InputBudget, build_tool
 from agentloop._tools.arguments import check_arguments  # the unit measured; internal on purpose
@@ -42,6 +44,17 @@ def decimal(amount: Decimal, note: str) -> None: ...
 def duration(wait: dt.timedelta, note: str) -> None: ...
 
 
+class Node(TypedDict):
+    v: int
+    kids: list[Node | int]
+
+
+def tree(x: Node) -> None: ...
+
+
+def constrained(n: Annotated[int, Ge(0)], q: Annotated[str, MaxLen(100)]) -> None: ...
+
+
 CASES: dict[str, tuple[Any, dict[str, Any]]] = {
     "flat (x: int, label: str)": (flat, {"x": 3, "label": "abc"}),
     "formats (datetime, UUID, int)": (
@@ -54,7 +67,16 @@ CASES: dict[str, tuple[Any, dict[str, Any]]] = {
     ),
     "decimal (Decimal, str)": (decimal, {"amount": "12.50", "note": "n"}),
     "duration (timedelta, str)": (duration, {"wait": "PT1H30M", "note": "n"}),
+    "constrained (Ge(0) int, MaxLen str)": (constrained, {"n": 3, "q": "abc"}),
 }
+
+
+def hostile_tree(depth: int, width: int) -> dict[str, Any]:
+    """~440 KB: `width` leaves under a chain `depth` deep (the union at every level was size x depth)."""
+    node: dict[str, Any] = {"v": 0, "kids": [{"v": 1, "kids": []} for _ in range(width)]}
+    for _ in range(depth):
+        node = {"v": 0, "kids": [node]}
+    return {"x": node}
 
 
 def measure(fn: Any, args: dict[str, Any], calls: int, rounds: int) -> float | None:
@@ -77,6 +99,8 @@ def main() -> None:
     for label, (fn, args) in CASES.items():
         us = measure(fn, args, calls=2000, rounds=7)
         print(f"{label:40} {'refused' if us is None else f'{us:7.2f} µs/call'}")
+    us = measure(tree, hostile_tree(10, 20_000), calls=1, rounds=2)
+    print(f"{'hostile recursive union, 440 KB':40} {'refused' if us is None else f'{us / 1e6:7.2f} s/call'}")
 
 
 if __name__ == "__main__":

@@ -355,3 +355,56 @@ async def test_a_recursive_pydantic_model_is_defined_once_however_often_it_appea
     )
     assert record.status == "invalid_arguments"
     assert "$.root.kids[0].value" in record.content
+
+
+async def test_deep_recursion_in_large_arguments_is_checked_off_the_loop_too() -> None:
+    # over 8 KiB, arguments are parsed, validated and converted in a worker thread
+    node: dict[str, Any] = {"name": "leaf", "when": "2024-01-01", "kids": []}
+    for _ in range(60):  # 120 JSON levels, under max_json_depth=128
+        node = {"name": "n", "when": "2024-01-01", "kids": [node]}
+    node["name"] = "x" * 20_000
+    record, got = await run_one(Branch, json.dumps({"x": node}), InputBudget(max_json_depth=128))
+    assert record.status == "ok", record.content[:300]
+    depth = 0
+    while got.kids:
+        got, depth = got.kids[0], depth + 1
+    assert (depth, got.name) == (60, "leaf")
+
+
+async def test_a_path_argument_is_whatever_the_model_wrote() -> None:
+    # docs/tools.md: a Path argument is not a permission; agentloop neither resolves nor confines it
+    record, got = await run_one(pathlib.Path, "../../etc/passwd")
+    assert record.status == "ok"
+    assert got == pathlib.Path("../../etc/passwd")
+    assert not got.is_absolute()
+
+
+@dataclasses.dataclass
+class Dated:
+    at: dt.date
+
+
+@dataclasses.dataclass
+class Counted:
+    at: int  # the same key as Dated: only the value's type tells them apart, in depth
+
+
+@pytest.mark.parametrize(
+    ("annotation", "sent", "expected"),
+    [
+        (Dated | Counted, {"at": 3}, Counted(3)),
+        (Dated | Counted, {"at": "2024-01-02"}, Dated(dt.date(2024, 1, 2))),
+        (list[Point | Tree], [[1], {"value": 2, "kids": []}], [Point(1), {"value": 2, "kids": []}]),
+        (Tree | Branch, {"name": "a", "when": "2024-01-02"}, Branch("a", dt.date(2024, 1, 2))),
+        (dt.datetime | str, "tomorrow", "tomorrow"),  # both strings: the parse decides
+        (Decimal | bytes, "12", Decimal("12")),  # the first member that takes it
+    ],
+    ids=repr,
+)
+async def test_a_union_converts_with_the_member_the_value_belongs_to(
+    annotation: Any, sent: Any, expected: Any
+) -> None:
+    record, got = await run_one(annotation, sent)
+    assert record.status == "ok", record.content
+    assert got == expected
+    assert type(got) is type(expected)

@@ -37,6 +37,7 @@ from .parts import (
     strip_required,
     to_int,
 )
+from .shallow import may_match
 
 __all__ = ["Defs", "Item", "build", "field_schema", "object_schema"]
 
@@ -198,17 +199,21 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
     schema = {"anyOf": [s for s, _ in built] + ([{"type": "null"}] if nullable else [])}
     if not any(c for _, c in built):
         return schema, None
-    # Which member a value belongs to is only known from its shape, so pick the first member schema that
-    # accepts it; validators are built here, once.
-    # Each member's validator sees the root's $defs (the same dict, filled in once the root is built), so a
-    # member that is a recursive type's $ref resolves.
+    # Which member a value belongs to is only known from its shape: the members its top could match
+    # (`may_match`, cheap), and among several of those the first whose schema accepts it in depth.
+    # Each member's validator sees the root's $defs (the same dict, filled in once the root is built),
+    # so a member that is a recursive type's $ref resolves; validators are built here, once.
     defs = stack[0].schemas
     validator = lazy("jsonschema").Draft202012Validator
-    choices = [(validator({**s, "$defs": defs}).is_valid, c) for s, c in built]
+    choices = [(s, validator({**s, "$defs": defs}).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:
+        possible = [(accepts, c) for s, accepts, c in choices if may_match(s, defs, v)]
+        if len(possible) == 1:  # the value passed the whole schema: this member is the one
+            c = possible[0][1]
+            return v if c is None else c(v)
         failed: Exception | None = None
-        for accepts, c in choices:
+        for accepts, c in possible:
             if accepts(v):
                 if c is None:
                     return v
