@@ -218,3 +218,25 @@ def test_defaults_of_the_new_types_are_shown_in_their_json_form() -> None:
 
     props = ToolRegistry().register(f).parameters["properties"]
     assert [props[k].get("default") for k in "abcd"] == ["1.50", "PT5M", "AA==", None]
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [{"$ref": "#/$defs/a"}, {"anyOf": [{"$ref": "#/$defs/a"}, {"type": "null"}]}],
+    ids=["ref", "anyOf"],
+)
+@pytest.mark.parametrize("closed", [True, False], ids=["fast-path", "jsonschema"])
+async def test_an_explicit_schema_whose_ref_cycle_consumes_no_input_is_told_not_crashed(
+    loop: Any, closed: bool
+) -> None:
+    # a $ref cycle that never descends into the value: checking it recurses without end
+    schema = {"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "$defs": {"a": loop}}
+    if closed:  # the shape the fast acceptance check compiles
+        schema["additionalProperties"] = False
+
+    def f(x: Any) -> str:
+        return "ran"
+
+    _, record = await call_tool(f, {"x": 1}, parameters=schema)
+    assert record.status == "invalid_arguments"
+    assert "refers to itself without end" in record.content

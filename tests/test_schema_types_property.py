@@ -195,3 +195,21 @@ def test_fast_check_and_jsonschema_agree(tool: Any, data: Any) -> None:
         if tool.fast_check is not None and tool.fast_check(args):
             assert expected, f"the fast check accepted what jsonschema refuses: {args!r}"
         assert (tool.validation_errors(args) == []) == expected, args
+
+
+RECURSIVE = [Tree, Pt, Pt | None, list[Tree] | None, Tree | int]
+
+
+@pytest.mark.parametrize("annotation", RECURSIVE, ids=str)
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fast_check_agrees_on_recursive_unions_and_tuples(annotation: Any, data: Any) -> None:
+    tool = registry_for(annotation, []).get("f")
+    assert tool is not None and tool.fast_check is not None  # these shapes have a fast path now
+    reference = Draft202012Validator(tool.parameters)
+    value = data.draw(st.one_of(trees(3).map(tree_json), json_values, st.lists(json_values, max_size=4)))
+    for args in ({"x": value}, {"x": [value]}, {"x": {"value": "1", "kids": [value]}}):
+        expected = reference.is_valid(args)
+        if tool.fast_check(args):
+            assert expected, f"the fast check accepted what jsonschema refuses: {args!r}"
+        assert (tool.validation_errors(args) == []) == expected, args
