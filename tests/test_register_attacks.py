@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -120,6 +121,7 @@ CONSTRAINED: list[tuple[Any, Any, Any, dict[str, Any]]] = [
     (Annotated[dt.timedelta, at.Gt(dt.timedelta(0))], "PT1S", "PT0S", None),
     (Annotated[bytes, at.MaxLen(3)], "YWJj", "YWJjZA==", None),  # b"abc" / b"abcd": bytes, not base64 text
     (Annotated[dt.date, at.Ge(dt.date(2024, 1, 1))], "2024-01-01", "2023-12-31", None),
+    (Annotated[Path, at.MaxLen(5)], "a/b", "a/b/c/d", None),  # a Path has no len(): its text's
 ]
 
 

@@ -201,11 +201,25 @@ async def test_tool_receives_the_converted_value(annotation: Any, sent: Any, exp
         assert str(got) == str(expected)  # the digits too, not only the value (12.50 stays 12.50)
 
 
-async def test_decimal_keeps_every_digit_of_a_long_json_number() -> None:
-    # a float holds ~16 digits: this one would arrive as 0.1 through a float
-    record, got = await run_one(Decimal, '{"x": 0.10000000000000000000000001}')
+async def test_decimal_keeps_every_digit_of_a_long_string() -> None:
+    # a JSON number goes through a float (15 significant digits exact); a string keeps them all
+    record, got = await run_one(Decimal, "0.10000000000000000000000001")
     assert record.status == "ok", record.content
     assert got == Decimal("0.10000000000000000000000001")
+
+
+async def test_float_parameters_of_a_tool_with_a_decimal_one_stay_floats() -> None:
+    # a fuzz find: a re-read of long numbers for the Decimal gave the float parameter a float subclass
+    got: dict[str, Any] = {}
+
+    def f(d: Decimal, x: float) -> None:
+        got.update(d=d, x=x)
+
+    tools = ToolRegistry()
+    tools.register(f)
+    record = await run_tool_call(tools, "f", '{"d": "1.5", "x": -1.9438990881485308e+71}')
+    assert record.status == "ok"
+    assert type(got["x"]) is float and got["x"] == -1.9438990881485308e71
 
 
 @pytest.mark.parametrize(

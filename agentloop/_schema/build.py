@@ -58,7 +58,7 @@ class Defs:
     def ref(self, tp: Any) -> tuple[Schema, Conv]:
         """A reference to `tp`, whose schema and converter are still being built further up."""
         if tp not in self.names:
-            base = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(tp, "__qualname__", "T"))
+            base = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(tp, "__name__", "T"))  # Tree, Tree2 if taken
             name, n = base, 1
             while name in self.schemas or name in self.names.values():
                 n += 1

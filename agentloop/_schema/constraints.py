@@ -141,7 +141,7 @@ def _apply(m: Any, schema: Schema, native: bool) -> tuple[Callable[[Any], bool],
             return None
         op = operator.ge if name == "MinLen" else operator.le
         return (
-            lambda v: op(len(v), limit)
+            lambda v: op(_length(v), limit)
         ), f"must have {'at least' if name == 'MinLen' else 'at most'} {limit} items"
     fields = getattr(m, "__dict__", {})
     if name == "_PydanticGeneralMetadata" and set(fields) == {"pattern"} and kind == "string" and native:
@@ -150,6 +150,10 @@ def _apply(m: Any, schema: Schema, native: bool) -> tuple[Callable[[Any], bool],
     raise Unsupported(
         m, f"agentloop cannot enforce the constraint {m!r} on a tool argument; check it in the tool"
     )
+
+
+def _length(v: Any) -> int:
+    return len(v) if hasattr(v, "__len__") else len(str(v))  # a Path: the length of its text
 
 
 def keyword_text(keyword: str) -> str:

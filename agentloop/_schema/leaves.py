@@ -44,11 +44,9 @@ _DURATION_HELP = (
 
 
 def _exact(v: Any) -> decimal.Decimal:
-    """A JSON number as a Decimal: exact for an int, and for a float the digits of its shortest repr
-    (what the model wrote, up to the 15-17 digits a float holds; see `arguments.exact_floats` for more)."""
-    text = getattr(v, "text", None)  # a float that kept its JSON text (`ExactFloat`)
-    if isinstance(text, str):
-        return decimal.Decimal(text)
+    """A JSON number as a Decimal: exact for an int; for a float, the digits of its shortest repr,
+    which are what the model wrote up to 15 significant digits (0.1 is Decimal("0.1"), not
+    0.1000000000000000055...). More digits than a float holds must be sent as a string."""
     return decimal.Decimal(v) if isinstance(v, int) else decimal.Decimal(repr(v))
 
 
@@ -58,7 +56,11 @@ def to_decimal(v: Any) -> decimal.Decimal:
         raise TypeError(f"a decimal number must be a JSON number or a numeric string, got {type(v).__name__}")
     if isinstance(v, str):
         text = v.strip()
-        if len(text) > MAX_DECIMAL_DIGITS + 20 or not _DECIMAL.fullmatch(text):
+        if len(text) > MAX_DECIMAL_DIGITS + 20:
+            raise ValueError(
+                f"the decimal number is {len(text)} characters long; at most {MAX_DECIMAL_DIGITS} digits are accepted"
+            )
+        if not _DECIMAL.fullmatch(text):
             raise ValueError(
                 f"{v[:40]!r} is not a decimal number; send digits with an optional sign, point and exponent, "
                 "e.g. '12.50' or '-1.5e3' (NaN and Infinity are not accepted)"

@@ -18,8 +18,6 @@ than its own run:
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -181,45 +179,13 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
     if not bind:
         return Checked(args, None)
     try:
-        return Checked(args, tool.bind(exact_floats(text, args) if tool.exact_numbers else args))
+        return Checked(args, tool.bind(args))
     except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
         return Rejected(
             "invalid_arguments",
             f"Invalid arguments for tool {name!r}: {clip(str(e), _LINE_CHARS)}",
             "conversion",
         )
-
-
-class ExactFloat(float):
-    """A JSON number that a float cannot hold exactly, with its text (for a `Decimal` parameter)."""
-
-    __slots__ = ("text",)
-    text: str
-
-    def __new__(cls, text: str) -> ExactFloat:
-        self = super().__new__(cls, text)
-        self.text = text
-        return self
-
-
-_MANY_DIGITS = re.compile(r"(?:\d\.?){16}")  # 16 significant digits or more: a float may round them
-
-
-def _parse_float(text: str) -> float:
-    return ExactFloat(text) if sum(c.isdigit() for c in text) > 15 else float(text)
-
-
-def exact_floats(text: str, args: dict[str, Any]) -> dict[str, Any]:
-    """`args` again, for a tool with a `Decimal` parameter: a number with more digits than a float
-    holds becomes an `ExactFloat` that keeps its text, so the Decimal is what the model wrote.
-    Rare (16+ digits), so paid only then; the depth was checked already."""
-    if not _MANY_DIGITS.search(text):
-        return args
-    try:
-        value = json.loads(text, parse_float=_parse_float)
-    except ValueError:  # e.g. an int past the int-from-text digit limit: keep the float form
-        return args
-    return value if isinstance(value, dict) else args
 
 
 def violations_text(name: str, problems: list[str], budget: InputBudget) -> str:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from .. import _json
 from .._context import context_param
 from .._exceptions import ToolDefinitionError
 from .._limits import Limits
@@ -59,8 +58,6 @@ class Tool:
     context: str | None = None  # the parameter that receives the RunContext (never in the schema)
     # "process" / "isolated": what runs it (a fork-server sandbox, or the one given as sandbox=)
     executor: ToolExecutor | None = field(default=None, repr=False)
-    # a Decimal parameter: long numbers are re-read with their digits (`arguments.exact_floats`)
-    exact_numbers: bool = False
 
     def validation_errors(self, arguments: dict[str, Any], limit: int | None = None) -> list[str]:
         """The schema violations as `"<json path>: <message>"`, empty when the arguments are valid.
@@ -185,7 +182,6 @@ def _assemble(
         requires_approval=bool(options.requires_approval),
         context=ctx,
         executor=executor,
-        exact_numbers='"format":"decimal"' in _json.dumps_str(params),
     )
 
 
