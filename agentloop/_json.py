@@ -15,8 +15,13 @@ a `ValueError`; `InputBudget.max_json_depth` sets a smaller limit for tool-call 
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
+import datetime as _dt
+import decimal
 import json as _json
+import pathlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +38,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_VALUE_DEPTH",
     "jsonable",
+    "plain",
+    "dumps_result",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -179,9 +186,73 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def duration(td: _dt.timedelta) -> str:
+    """ISO 8601 duration, as pydantic writes one: 'PT1H30M', 'P2DT0.5S', '-PT1S', 'PT0S'."""
+    us = td // _dt.timedelta(microseconds=1)
+    sign, us = ("-", -us) if us < 0 else ("", us)
+    days, us = divmod(us, 86_400_000_000)
+    hours, us = divmod(us, 3_600_000_000)
+    minutes, us = divmod(us, 60_000_000)
+    secs = f"{us // 1_000_000}.{us % 1_000_000:06d}".rstrip("0").rstrip(".") if us else ""
+    time = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M")) if n) + (f"{secs}S" if secs else "")
+    text = (f"{days}D" if days else "") + (f"T{time}" if time else "")
+    return f"{sign}P{text or 'T0S'}"
+
+
+def _text_form(value: Any) -> Any:
+    """The JSON form of a type orjson cannot write (the same forms tool arguments of that type take),
+    or `value` itself."""
+    if isinstance(value, decimal.Decimal):
+        return str(value) if value.is_finite() else value  # NaN/Infinity: no JSON form, the encoder says so
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, _dt.timedelta):
+        return duration(value)
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return value
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """`value` with what orjson cannot write turned into JSON data: Decimal -> string, bytes -> base64,
+    timedelta -> ISO 8601 duration, paths -> string, sets and tuple subclasses (NamedTuple) -> arrays,
+    pydantic models -> their JSON data. Anything else is left as it is (the encoder then names it).
+    For a tool's return value, after a plain encode failed: the common case pays nothing."""
+    if depth > MAX_DEPTH:  # let the encoder refuse it
+        return value
+    value = _text_form(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [plain(v, depth + 1) for v in value]
+        if isinstance(value, (set, frozenset)):
+            with contextlib.suppress(TypeError):  # a stable order when the items allow one
+                items.sort()
+        return items
+    return value
+
+
+def dumps_result(value: Any) -> str:
+    """A tool's return value as JSON text: as is when the encoder can write it (the common case,
+    one pass), else its `plain` form. Raises TypeError / ValueError when neither can be written.
+    In the host (`encode_result`) and in a sandbox's child alike, so both send the same text."""
+    try:
+        return dumps_str(value)
+    except (TypeError, ValueError):  # Decimal, bytes, timedelta, a path, a set, a NamedTuple...
+        return dumps_str(plain(value))
+
+
 def jsonable(value: Any) -> Any:
     """An output as plain JSON data (journal, `to_json`): dataclasses and pydantic models included."""
     if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    value = _text_form(value)
+    if isinstance(value, str):
         return value
     dump = getattr(value, "model_dump", None)
     if callable(dump):

@@ -193,7 +193,7 @@ def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus
         content = sendable(value)
     else:
         try:
-            content = _json.dumps_str(value)
+            content = _json.dumps_result(value)
         except (TypeError, ValueError) as e:
             return (
                 "invalid_result",

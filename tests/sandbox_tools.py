@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import datetime as dt
 import enum
 import os
 import signal
 import socket
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 
@@ -45,6 +47,10 @@ class Point:
 
 def describe(color: Color, point: Point) -> str:
     return f"{color.name} at {point.x},{point.y}"
+
+
+def money(amount: Decimal, wait: dt.timedelta, data: bytes) -> dict[str, Any]:
+    return {"got": f"{amount!r} {wait!r} {data!r}", "back": [amount, wait, data]}
 
 
 def boom(message: str) -> None:
@@ -132,7 +138,7 @@ def block_forever() -> None:
 
 
 def not_json() -> object:
-    return {1, 2, 3}
+    return object()  # (a set is sent as a JSON array)
 
 
 def whoami() -> dict[str, Any]:

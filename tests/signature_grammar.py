@@ -8,21 +8,52 @@ keyword arguments it was called with, so a test can check what the tool actually
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import enum
 import itertools
+import pathlib
 import typing
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Optional, TypedDict, Union
 
 from hypothesis import strategies as st
 
-__all__ = ["Signature", "signatures", "conforms", "to_draft7", "invalid_arguments"]
+__all__ = ["FORMATS", "Signature", "signatures", "conforms", "to_draft7", "invalid_arguments"]
 
 _names = itertools.count()
-SCALARS: list[Any] = [str, int, float, bool, dt.datetime, dt.date, uuid.UUID]
+SCALARS: list[Any] = [
+    str,
+    int,
+    float,
+    bool,
+    dt.datetime,
+    dt.date,
+    uuid.UUID,
+    Decimal,
+    dt.timedelta,
+    bytes,
+    pathlib.Path,
+]
+# Strings for the formats hypothesis-jsonschema has no strategy of its own for (what a model sends).
+_ISO_DURATIONS = st.builds(
+    lambda sign, d, h, m, s: f"{sign}P{d}DT{h}H{m}M{s}S",
+    st.sampled_from(["", "-"]),
+    st.integers(0, 10**6),
+    st.integers(0, 100),
+    st.integers(0, 100),
+    st.decimals(0, 10**6, places=6).map(str),
+)
+FORMATS = {
+    "uuid": st.uuids().map(str),
+    "decimal": st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    "duration": _ISO_DURATIONS,
+    "byte": st.binary(max_size=32).map(lambda b: base64.b64encode(b).decode()),
+    "path": st.text(min_size=1, max_size=20).filter(lambda t: "\x00" not in t),
+}
 _DEFAULTS: dict[Any, Any] = {str: "x", int: 0, float: 0.5, bool: False}
 
 
@@ -39,7 +70,18 @@ enums = st.sampled_from([("red", "green"), (1, 2, 3), ("x",)]).map(
     lambda values: enum.Enum(_fresh("E"), [(f"m{i}", v) for i, v in enumerate(values)])
 )
 hashable_leaves = st.one_of(st.sampled_from(SCALARS), literals, enums)
-leaves = hashable_leaves
+try:  # Annotated constraints, as pydantic users write them (annotated_types comes with pydantic)
+    import annotated_types as at
+except ImportError:  # pragma: no cover
+    leaves = hashable_leaves
+else:
+    constrained = st.one_of(
+        st.integers(-5, 5).map(lambda n: Annotated[int, at.Ge(n)]),
+        st.integers(0, 4).map(lambda n: Annotated[str, at.MaxLen(n)]),
+        st.floats(-5, 5).map(lambda x: Annotated[float, at.Lt(x)]),
+        st.integers(1, 3).map(lambda n: Annotated[list[int], at.MinLen(n)]),
+    )
+    leaves = st.one_of(hashable_leaves, constrained)
 
 
 def _dataclass(fields: list[tuple[Any, bool]], frozen: bool) -> Any:
@@ -48,6 +90,10 @@ def _dataclass(fields: list[tuple[Any, bool]], frozen: bool) -> Any:
         for i, (tp, has_default) in enumerate(sorted(fields, key=lambda f: f[1]))  # defaults go last
     ]
     return dataclasses.make_dataclass(_fresh("D"), spec, frozen=frozen)
+
+
+def _namedtuple(fields: list[Any]) -> Any:
+    return typing.NamedTuple(_fresh("NT"), [(f"n{i}", tp) for i, tp in enumerate(fields)])  # type: ignore[misc]
 
 
 def _typeddict(fields: list[Any], total: bool) -> Any:
@@ -74,6 +120,7 @@ def types(depth: int) -> st.SearchStrategy[Any]:
             _dataclass, st.lists(st.tuples(inner, st.booleans()), min_size=1, max_size=3), st.booleans()
         ),
         st.builds(_typeddict, st.lists(inner, min_size=1, max_size=3), st.booleans()),
+        st.builds(_namedtuple, st.lists(inner, min_size=1, max_size=3)),
     )
 
 
@@ -153,6 +200,13 @@ def conforms(value: Any, tp: Any) -> bool:
         return type(value) is dt.date
     if tp in (dt.datetime, uuid.UUID):
         return isinstance(value, tp)
+    if tp in (Decimal, dt.timedelta, bytes):
+        return type(value) is tp
+    if isinstance(tp, type) and issubclass(tp, pathlib.PurePath):
+        return isinstance(value, tp)
+    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):  # NamedTuple
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return type(value) is tp and all(conforms(getattr(value, f), hints[f]) for f in tp._fields)
     if origin is list:
         return type(value) is list and all(conforms(x, args[0]) for x in value)
     if origin is set:

@@ -19,7 +19,28 @@ scalar_schema = st.one_of(
     st.builds(lambda e: {"enum": e}, st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True)),
     st.builds(lambda t: {"type": t, "description": "d", "default": None}, st.sampled_from(SCALAR_TYPES)),
 )
-field_schema = st.one_of(scalar_schema, st.builds(lambda f: {"type": "array", "items": f}, scalar_schema))
+bound_values = st.one_of(
+    st.integers(-3, 3), st.floats(-3, 3, allow_nan=False), st.sampled_from([2**64, 1e300])
+)
+bounded_schema = st.one_of(
+    st.builds(
+        lambda t, k, b: {"type": t, k: b},
+        st.sampled_from(["integer", "number", ["integer", "null"], ["number", "string"]]),
+        st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]),
+        bound_values,
+    ),
+    st.builds(
+        lambda t, k, n: {"type": t, k: n},
+        st.sampled_from(["string", ["string", "null"], ["string", "integer"]]),
+        st.sampled_from(["minLength", "maxLength"]),
+        st.integers(0, 4),
+    ),
+)
+field_schema = st.one_of(
+    scalar_schema,
+    bounded_schema,
+    st.builds(lambda f: {"type": "array", "items": f}, st.one_of(scalar_schema, bounded_schema)),
+)
 
 
 @st.composite
@@ -62,7 +83,7 @@ def test_other_shapes_get_no_fast_path() -> None:
         compile_fast_check(
             {
                 "type": "object",
-                "properties": {"x": {"type": "string", "minLength": 2}},
+                "properties": {"x": {"type": "number", "multipleOf": 0.5}},
                 "additionalProperties": False,
             }
         )

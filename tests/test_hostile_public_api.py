@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,8 @@ async def test_a_decision_that_is_not_one_is_refused_and_never_journaled_as_an_a
 
 @pytest.mark.parametrize(
     "override",
-    [Override({1, 2}), Override(object()), Override({"a": "\ud800"})],
-    ids=["set", "object", "surrogate"],
+    [Override({1: Decimal("NaN")}), Override(object()), Override({"a": "\ud800"})],
+    ids=["nan", "object", "surrogate"],  # (a set is sent and journaled as a list)
 )
 async def test_an_override_that_cannot_be_stored_is_a_resume_error_not_a_raw_type_error(
     tmp_path: Path, override: Override
@@ -115,6 +116,14 @@ async def test_an_override_that_cannot_be_stored_is_a_resume_error_not_a_raw_typ
     result = await agent.resume("r1", approvals={"c1": Override("ok")})  # the run is still resumable
     assert (result.tool_calls[-1].status, result.tool_calls[-1].content) == ("overridden", "ok")
     assert PAID == []
+
+
+async def test_a_set_override_is_sent_and_journaled_as_a_list(tmp_path: Path) -> None:
+    agent = await _paused(tmp_path / "runs.db")
+    result = await agent.resume("r1", approvals={"c1": Override({2, 1})})
+    assert (result.tool_calls[-1].status, result.tool_calls[-1].content) == ("overridden", "[1,2]")
+    again = await agent.resume("r1")  # finished: read back from the journal as it was
+    assert again.tool_calls[-1].content == "[1,2]" and PAID == []
 
 
 async def test_a_rejection_reason_with_a_lone_surrogate_is_sent_and_journaled(tmp_path: Path) -> None:

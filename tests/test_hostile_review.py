@@ -181,9 +181,10 @@ async def test_hostile_tool_results_are_fed_back_not_raised(wire: str) -> None:
         sent = router.requests[1].json["messages"]
     assert result.output == "done"
     status = {r.name: r.status for r in result.tool_calls}
-    assert status == {"unprintable": "raised", "surrogate": "ok", "binary": "invalid_result",
+    assert status == {"unprintable": "raised", "surrogate": "ok", "binary": "ok",
                       "self_ref": "invalid_result", "huge_message": "raised"}  # fmt: skip
     by_name = {r.name: r.content for r in result.tool_calls}
+    assert by_name["binary"] == '"//4A"'  # bytes as base64, the form a bytes argument takes
     assert (
         "_Unprintable" in by_name["unprintable"] and "str() of the exception failed" in by_name["unprintable"]
     )

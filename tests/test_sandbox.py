@@ -7,6 +7,7 @@ sandbox per mode is shared by the whole module: it is used from both backends' e
 from __future__ import annotations
 
 import functools
+import json
 import os
 import resource
 import shutil
@@ -126,6 +127,18 @@ async def test_enum_and_dataclass_arguments_are_bound(process_sb: ProcessSandbox
         pytest.skip("agentloop._schema.function_schema has not landed yet")
     out = await process_sb.call(T + "describe", {"color": "blue", "point": {"x": 1, "y": 2}}, Limits())
     assert (out.status, out.content) == ("ok", "BLUE at 1,2")
+
+
+async def test_decimal_timedelta_bytes_are_bound_in_the_child_and_sent_back(
+    process_sb: ProcessSandbox,
+) -> None:
+    args = {"amount": "0.10", "wait": "PT1M30S", "data": "AAE="}
+    out = await process_sb.call(T + "money", args, Limits())
+    assert out.status == "ok", out.content
+    assert json.loads(out.content) == {
+        "got": "Decimal('0.10') datetime.timedelta(seconds=90) b'\\x00\\x01'",
+        "back": ["0.10", "PT1M30S", "AAE="],
+    }
 
 
 async def test_raised(sb: ProcessSandbox) -> None:

@@ -463,23 +463,6 @@ def test_non_string_dict_keys_rejected() -> None:
         function_schema(f)
 
 
-def test_recursive_types_rejected() -> None:
-    def f(root: Node) -> None: ...
-
-    with pytest.raises(ToolDefinitionError, match="recursive"):
-        function_schema(f)
-
-
-def test_recursive_typeddict_rejected() -> None:
-    class Tree(TypedDict):
-        kids: list[Tree]
-
-    def f(t: Tree) -> None: ...
-
-    with pytest.raises(ToolDefinitionError, match="recursive"):
-        function_schema(f)
-
-
 def test_non_json_enum_values_rejected() -> None:
     class Weird(enum.Enum):
         A = (1, 2)

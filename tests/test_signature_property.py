@@ -18,13 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
-from signature_grammar import Signature, conforms, invalid_arguments, signatures, to_draft7
+from signature_grammar import FORMATS, Signature, conforms, invalid_arguments, signatures, to_draft7
 
 from agentloop import Agent, FluxClient, ToolDefinitionError, ToolRegistry
 from agentloop.testing import FakeFluxRouter, call, text, tool_calls
 
 EXAMPLES = 12  # per backend; the suite's time matters (the long run is in benchmarks/)
-UUIDS = {"uuid": st.uuids().map(str)}  # hypothesis-jsonschema has no "uuid" strategy of its own
 
 
 def check_fast_path(tool: Any, validator: Draft202012Validator, args: Any) -> None:
@@ -47,7 +46,7 @@ async def exercise(sig: Signature, data: Any, router: FakeFluxRouter, client: Fl
     schema = tool.parameters
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema)
-    good = data.draw(from_schema(to_draft7(schema), custom_formats=UUIDS), label="valid arguments")
+    good = data.draw(from_schema(to_draft7(schema), custom_formats=FORMATS), label="valid arguments")
     assert validator.is_valid(good), good
     bad = data.draw(invalid_arguments(schema, good), label="invalid arguments")
     bad_is_valid = isinstance(bad, dict) and validator.is_valid(bad)
@@ -59,12 +58,13 @@ async def exercise(sig: Signature, data: Any, router: FakeFluxRouter, client: Fl
     assert result.output == "done"
     ok, rejected = result.tool_calls
     assert ok.status == "ok", ok.content
-    if bad_is_valid:
-        assert rejected.status == "ok", rejected.content
+    if bad_is_valid:  # valid for the schema; a converter may still refuse a string ("s" as a date)
+        assert rejected.status == "ok" or rejected.error == "conversion", rejected.content
     else:
         assert rejected.status == "invalid_arguments", rejected.content
+    if rejected.status != "ok":
         assert rejected.content.startswith("Invalid arguments for tool 'tool_fn'")
-    assert len(sig.received) == 1 + bad_is_valid
+    assert len(sig.received) == 1 + (rejected.status == "ok")
     got = sig.received[0]
     for name, tp, _default in sig.params:
         assert conforms(got[name], tp), (name, tp, got[name])

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from .. import _json
 from .._budget import InputBudget
 from .._exceptions import ResumeError
 from .._tools.arguments import Checked, checked_arguments
@@ -154,7 +155,9 @@ def decision_to_data(decision: Decision) -> Any:
                 f"Override({_shown(result)}): a {type(result).__name__} cannot be encoded as JSON; "
                 "pass a str or a JSON-encodable value"
             )
-        return {"override": sendable(result) if isinstance(result, str) else result}
+        return {
+            "override": sendable(result) if isinstance(result, str) else _json.plain(result)
+        }  # a set: a list
     raise ResumeError(
         f"a decision must be True, False, Reject(reason: str) or Override(result), got {_shown(decision)}"
     )

@@ -300,7 +300,7 @@ def _run(
                 stream.flush()
 
     try:
-        text = result if isinstance(result, str) else _json.dumps_str(result)
+        text = result if isinstance(result, str) else _json.dumps_result(result)
     except MemoryError:
         _write(_MEMORY_FRAME)
         return

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
+from .constraints import annotate
 from .hints import lazy, parse_doc, type_hints
+from .leaves import leaf
 from .parts import (
     FORMATS,
     MAPPINGS,
@@ -33,19 +37,63 @@ from .parts import (
     strip_required,
     to_int,
 )
+from .shallow import may_match
 
-__all__ = ["Item", "build", "object_schema"]
+__all__ = ["Defs", "Item", "build", "field_schema", "object_schema"]
 
 Item = tuple[str, Any, bool, Any]  # (name, hint, required, default or NO)
 
 
+class Defs:
+    """The `$defs` of one root schema: the recursive types (a TypedDict, dataclass or NamedTuple that
+    refers to itself), each defined once and referred to with `$ref`. It travels as the first item
+    of `stack`, so every `build` below one root shares it, and nothing outlives the root's build."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+        self.names: dict[Any, str] = {}
+        self.cells: dict[Any, list[Conv]] = {}
+        self.foreign: dict[tuple[str, str], str] = {}  # (pydantic's $defs text, its name) -> our name
+
+    def ref(self, tp: Any) -> tuple[Schema, Conv]:
+        """A reference to `tp`, whose schema and converter are still being built further up."""
+        if tp not in self.names:
+            base = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(tp, "__name__", "T"))  # Tree, Tree2 if taken
+            name, n = base, 1
+            while name in self.schemas or name in self.names.values():
+                n += 1
+                name = f"{base}{n}"
+            self.names[tp] = name
+            self.cells[tp] = [lambda v: v]
+        cell = self.cells[tp]
+        return {"$ref": f"#/$defs/{self.names[tp]}"}, lambda v: cell[0](v)
+
+    def close(self, tp: Any, schema: Schema, conv: Conv | None) -> tuple[Schema, Conv | None]:
+        """`tp` built: when it referred to itself, its schema moves to `$defs` and the refs get its converter."""
+        name = self.names.get(tp)
+        if name is None:
+            return schema, conv
+        self.schemas[name] = schema
+        if conv is not None:
+            self.cells[tp][0] = conv
+        return {"$ref": f"#/$defs/{name}"}, conv
+
+    def attach(self, schema: Schema) -> Schema:
+        return {**schema, "$defs": dict(self.schemas)} if self.schemas else schema
+
+
 def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
-    """JSON schema for `tp` and a converter JSON value -> Python value (None when the JSON is already it)."""
+    """JSON schema for `tp` and a converter JSON value -> Python value (None when the JSON is already it).
+
+    A root call (`stack` is `()`) returns a schema with the `$defs` of its recursive types."""
+    if not stack:
+        defs = Defs()
+        schema, conv = build(tp, (defs,))
+        return defs.attach(schema), conv
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Annotated:
         schema, conv = build(args[0], stack)
-        desc = next((m for m in tp.__metadata__ if isinstance(m, str)), None)
-        return ({**schema, "description": desc} if desc else schema), conv
+        return annotate(args[0], tp.__metadata__, schema, conv)
     if tp is Any or tp is object:
         return {}, None
     if tp is int:  # JSON Schema's "integer" accepts 1.0: the tool still gets the int it asked for
@@ -57,6 +105,8 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return {"type": "string", "format": fmt}, parse
     if isinstance(tp, typing.NewType):
         return build(tp.__supertype__, stack)
+    if (known := leaf(tp)) is not None:
+        return known
     if origin is Literal:
         members = {a.value: a for a in args if isinstance(a, enum.Enum)}
         return enum_schema(tp, [a.value if isinstance(a, enum.Enum) else a for a in args]), (
@@ -66,14 +116,14 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return _union(args, stack)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return enum_schema(tp, [m.value for m in tp]), tp
-    if tp in stack:
-        raise Unsupported(tp, "it refers to itself, and recursive types are not supported")
+    if tp in stack:  # a type that refers to itself: a $ref to the $defs entry its outer build makes
+        return stack[0].ref(tp)  # type: ignore[no-any-return]  # stack[0] is the root's Defs
     if is_pydantic_model(tp):
-        return pydantic_schema(tp)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _dataclass(tp, (*stack, tp))
-    if typing.is_typeddict(tp):
-        return _typeddict(tp, (*stack, tp))
+        return pydantic_schema(tp, stack[0])
+    for is_kind, make in _RECORDS:
+        if is_kind(tp):
+            schema, conv = make(tp, (*stack, tp))
+            return stack[0].close(tp, schema, conv)  # type: ignore[no-any-return]
     return _container(tp, origin or tp, args, stack)
 
 
@@ -149,13 +199,21 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
     schema = {"anyOf": [s for s, _ in built] + ([{"type": "null"}] if nullable else [])}
     if not any(c for _, c in built):
         return schema, None
-    # Which member a value belongs to is only known from its shape, so pick the first member schema that
-    # accepts it; validators are built here, once.
-    choices = [(lazy("jsonschema").Draft202012Validator(s).is_valid, c) for s, c in built]
+    # Which member a value belongs to is only known from its shape: the members its top could match
+    # (`may_match`, cheap), and among several of those the first whose schema accepts it in depth.
+    # Each member's validator sees the root's $defs (the same dict, filled in once the root is built),
+    # so a member that is a recursive type's $ref resolves; validators are built here, once.
+    defs = stack[0].schemas
+    validator = lazy("jsonschema").Draft202012Validator
+    choices = [(s, validator({**s, "$defs": defs}).is_valid, c) for s, c in built]
 
     def conv_union(v: Any) -> Any:
+        possible = [(accepts, c) for s, accepts, c in choices if may_match(s, defs, v)]
+        if len(possible) == 1:  # the value passed the whole schema: this member is the one
+            c = possible[0][1]
+            return v if c is None else c(v)
         failed: Exception | None = None
-        for accepts, c in choices:
+        for accepts, c in possible:
             if accepts(v):
                 if c is None:
                     return v
@@ -178,22 +236,29 @@ def object_schema(
     required: list[str] = []
     convs: list[tuple[str, Conv]] = []
     for key, hint, is_required, default in items:
-        try:
-            schema, conv = build(hint, stack)
-        except Unsupported as e:
-            e.path.insert(0, key)
-            raise
-        if "description" not in schema and key in docs:  # Annotated description wins over the docstring
-            schema = {"description": docs[key], **schema}
-        if default is not NO and (value := json_value(default)) is not NO:
-            schema = {**schema, "default": value}
-        props[key] = schema
+        props[key], conv = field_schema(key, hint, default, docs, stack)
         if is_required:
             required.append(key)
         if conv is not None:
             convs.append((key, conv))
     schema = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
     return schema, (_fix_keys(tuple(convs)) if convs else None)
+
+
+def field_schema(
+    key: str, hint: Any, default: Any, docs: dict[str, str], stack: tuple[Any, ...]
+) -> tuple[Schema, Conv | None]:
+    """One field's schema, with its docstring description and its default when it has a JSON form."""
+    try:
+        schema, conv = build(hint, stack)
+    except Unsupported as e:
+        e.path.insert(0, key)
+        raise
+    if "description" not in schema and key in docs:  # Annotated description wins over the docstring
+        schema = {"description": docs[key], **schema}
+    if default is not NO and (value := json_value(default)) is not NO:
+        schema = {**schema, "default": value}
+    return schema, conv
 
 
 def _fix_keys(fixes: tuple[tuple[str, Conv], ...]) -> Conv:
@@ -239,3 +304,37 @@ def _typeddict(cls: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
     return object_schema(
         items, parse_doc(cls.__dict__.get("__doc__"))[1], stack
     )  # stays a dict; only its values get converted
+
+
+def _namedtuple(cls: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv]:
+    """A NamedTuple is a JSON array of its fields in order (pydantic's form); trailing fields with
+    defaults may be left out."""
+    hints = type_hints(cls, f"NamedTuple {cls.__qualname__}")
+    defaults = getattr(cls, "_field_defaults", {})
+    docs = parse_doc(cls.__dict__.get("__doc__"))[1]
+    built = [field_schema(f, hints.get(f, Any), defaults.get(f, NO), docs, stack) for f in cls._fields]
+    convs = [c for _, c in built]
+    required = sum(1 for f in cls._fields if f not in defaults)
+    schema: Schema = {"type": "array", "minItems": required, "maxItems": len(built)}
+    if built:  # prefixItems may not be empty
+        schema["prefixItems"] = [{"title": f, **s} for f, (s, _) in zip(cls._fields, built, strict=True)]
+
+    def conv_namedtuple(v: list[Any]) -> Any:  # min/maxItems bound the length; defaults fill the rest
+        return cls(*[c(x) if c else x for c, x in zip(convs, v, strict=False)])
+
+    return schema, conv_namedtuple
+
+
+def _is_dataclass(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _is_namedtuple(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
+
+
+_RECORDS: tuple[tuple[Callable[[Any], bool], Callable[..., tuple[Schema, Conv | None]]], ...] = (
+    (_is_dataclass, _dataclass),
+    (typing.is_typeddict, _typeddict),
+    (_is_namedtuple, _namedtuple),
+)

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 from .. import _json
 from .._exceptions import ToolDefinitionError
-from .build import Item, object_schema
+from .build import Defs, Item, object_schema
+from .constraints import field_default, is_field_info
 from .hints import lazy, parse_doc, type_hints
 from .parts import NO, Unsupported
 
@@ -50,8 +51,9 @@ def function_schema(
     skip_params: frozenset[str] = frozenset(),
 ) -> FunctionSchema:
     """Build the tool definition of `fn`. Raises `ToolDefinitionError` for anything unusable."""
-    target = fn
+    target, fixed = fn, set[str]()
     while isinstance(target, functools.partial):  # partials carry partial's docstring, not the function's
+        fixed |= target.keywords.keys()  # bound by the developer: never the model's to send (or override)
         target = target.func
     if name is None:
         name = getattr(target, "__name__", None) or type(target).__name__
@@ -59,18 +61,38 @@ def function_schema(
     # what carries the code, docstring and annotations: the function, a class's __init__, an object's __call__
     attr = "__init__" if isinstance(target, type) else "__call__"
     code = target if inspect.isroutine(target) else getattr(target, attr)
-    is_async = inspect.iscoroutinefunction(code)
+    is_async = inspect.iscoroutinefunction(code) or _wraps_async(code)
+    if inspect.isasyncgenfunction(code) or inspect.isgeneratorfunction(code):
+        raise ToolDefinitionError(
+            f"Tool {name!r} is a generator function: a tool call has one result, and the generator "
+            "object it returns cannot be sent to the model. Collect the items and return them "
+            "(e.g. `return [x async for x in gen(...)]`)."
+        )
     doc_desc, param_docs = parse_doc(inspect.getdoc(target) or inspect.getdoc(code))
     description = doc_desc if description is None else description
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
         parameters = _check_explicit(name, parameters)
         return FunctionSchema(name, description, parameters, is_async, _identity)
-    items = _items(fn, code, name, skip_params)
+    fills: dict[str, Callable[[], Any]] = {}
+    items = _items(fn, code, name, (skip_params, frozenset(fixed)), fills)
     try:
-        schema, conv = object_schema(items, param_docs, ())
+        defs = Defs()  # the recursive types' $defs, at the root of the parameters schema
+        schema, conv = object_schema(items, param_docs, (defs,))
+        schema = defs.attach(schema)
     except Unsupported as e:
         raise _unsupported(name, e) from None
-    return FunctionSchema(name, description, schema, is_async, conv or _identity)
+    bind = conv or _identity
+    return FunctionSchema(name, description, schema, is_async, _filled(bind, fills) if fills else bind)
+
+
+def _wraps_async(code: Any) -> bool:
+    """A sync wrapper (`@functools.wraps`) around an async function returns its coroutine: awaited as
+    an async tool it works; run in a thread as a sync one, it was never awaited."""
+    try:
+        inner = inspect.unwrap(code)
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return inner is not code and inspect.iscoroutinefunction(inner)
 
 
 def _checked_name(name: Any) -> str:
@@ -95,8 +117,16 @@ def _check_explicit(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def _items(fn: Callable[..., Any], code: Any, name: str, skip_params: frozenset[str]) -> list[Item]:
-    """(name, hint, required, default) of each parameter the model fills in."""
+def _items(
+    fn: Callable[..., Any],
+    code: Any,
+    name: str,
+    skip: tuple[frozenset[str], frozenset[str]],
+    fills: dict[str, Any],
+) -> list[Item]:
+    """(name, hint, required, default) of each parameter the model fills in; `skip` is (the registry's
+    injected names and types, a partial's bound keywords); `fills` gets the pydantic Field defaults."""
+    skip_params, fixed = skip
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as e:
@@ -105,6 +135,7 @@ def _items(fn: Callable[..., Any], code: Any, name: str, skip_params: frozenset[
             "or pass an explicit parameters= schema."
         ) from None
     hints = type_hints(code, f"tool {name!r}")
+    _check_not_unbound(fn, sig, hints, name)
     items: list[Item] = []
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -115,15 +146,48 @@ def _items(fn: Callable[..., Any], code: Any, name: str, skip_params: frozenset[
             )
         hint = hints.get(p.name, Any)
         bare = hint.__origin__ if typing.get_origin(hint) is Annotated else hint
-        if p.name in skip_params or getattr(bare, "__name__", None) in skip_params:
-            continue  # injected by the registry, invisible to the model
+        if p.name in skip_params or getattr(bare, "__name__", None) in skip_params or p.name in fixed:
+            continue  # injected by the registry, or bound by a partial: invisible to the model
         if p.kind is p.POSITIONAL_ONLY:
             raise ToolDefinitionError(
                 f"Tool {name!r}: parameter {p.name!r} is positional-only (declared before '/'); tools are "
                 "called with keyword arguments. Remove the '/' from the signature."
             )
-        items.append((p.name, hint, p.default is p.empty, NO if p.default is p.empty else p.default))
+        default = NO if p.default is p.empty else p.default
+        if is_field_info(default):  # `x: int = Field(3, ge=0)`
+            try:
+                hint, default, fills[p.name] = field_default(hint, default)
+            except Unsupported as e:
+                e.path.insert(0, p.name)
+                raise _unsupported(name, e) from None
+        items.append((p.name, hint, default is NO and fills.get(p.name) is None, default))
     return items
+
+
+def _check_not_unbound(fn: Any, sig: inspect.Signature, hints: dict[str, Any], name: str) -> None:
+    first = next(iter(sig.parameters.values()), None)
+    if (
+        first is not None
+        and first.name in ("self", "cls")
+        and first.name not in hints
+        and inspect.isfunction(fn)
+    ):
+        raise ToolDefinitionError(
+            f"Tool {name!r}: its first parameter is {first.name!r}, so it looks like a method taken from "
+            f"its class ({getattr(fn, '__qualname__', name)}); the model cannot send {first.name!r}. "
+            "Register the bound method of an instance (e.g. `registry.register(service.method)`)."
+        )
+
+
+def _filled(conv: Callable[[dict[str, Any]], dict[str, Any]], fills: dict[str, Callable[[], Any]]) -> Any:
+    """`conv`, then the defaults of pydantic `Field(...)` parameters the model left out."""
+
+    def bind(args: dict[str, Any]) -> dict[str, Any]:
+        out = conv(args)
+        missing = [k for k in fills if k not in out]
+        return {**out, **{k: fills[k]() for k in missing}} if missing else out
+
+    return bind
 
 
 def _unsupported(name: str, e: Unsupported) -> ToolDefinitionError:

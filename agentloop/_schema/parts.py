@@ -8,14 +8,18 @@ from __future__ import annotations
 import collections.abc as cabc
 import dataclasses
 import datetime as dt
+import decimal
 import enum
 import math
+import pathlib
 import sys
 import types
 import typing
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, NotRequired, Required, Union
+
+from .. import _json
 
 __all__ = [
     "FORMATS",
@@ -116,13 +120,32 @@ def is_pydantic_model(tp: Any) -> bool:
     return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
-def pydantic_schema(model: Any) -> tuple[Schema, Conv]:
-    """A pydantic model's own JSON schema (its $defs inlined, so it can sit anywhere) and its validation."""
+def pydantic_schema(model: Any, root: Any) -> tuple[Schema, Conv]:
+    """A pydantic model's own JSON schema and its validation. Its $defs are inlined, so it can sit
+    anywhere; a recursive one (which cannot be inlined) goes to the root's `$defs` (`root`, the
+    build's `Defs`), once however often the model appears."""
     try:
         schema = model.model_json_schema()
     except Exception as e:
         raise Unsupported(model, f"pydantic cannot build its JSON schema ({e})") from None
     defs = schema.pop("$defs", {})
+    root_defs: dict[str, Schema] = root.schemas
+    renamed: dict[str, str] = {}  # pydantic's def name -> its name in the root $defs
+    todo: list[str] = []
+
+    def root_ref(name: str) -> Schema:
+        key = (_json.canonical(_reachable(defs, name)), name)  # the same text: the same types
+        if name not in renamed and key in root.foreign:
+            renamed[name] = root.foreign[key]
+        if name not in renamed:
+            new, n = name, 1
+            while new in root_defs:
+                n += 1
+                new = f"{name}{n}"
+            root_defs[new] = {}  # reserved; filled below
+            renamed[name] = root.foreign[key] = new
+            todo.append(name)
+        return {"$ref": f"#/$defs/{renamed[name]}"}
 
     def inline(node: Any, seen: tuple[str, ...]) -> Any:
         if isinstance(node, list):
@@ -130,17 +153,33 @@ def pydantic_schema(model: Any) -> tuple[Schema, Conv]:
         if not isinstance(node, dict):
             return node
         ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[len("#/$defs/") :] in defs:
             name = ref[len("#/$defs/") :]
-            if name in seen or name not in defs:
-                raise Unsupported(
-                    model, f"it refers to {name} recursively, and recursive types are not supported"
-                )
             rest = {k: inline(v, seen) for k, v in node.items() if k != "$ref"}
+            if name in seen or name in renamed:  # recursive: refer to it in the root's $defs
+                return {**root_ref(name), **rest}
             return {**inline(defs[name], (*seen, name)), **rest}
         return {k: inline(v, seen) for k, v in node.items()}
 
-    return inline(schema, ()), model.model_validate
+    out = inline(schema, ())
+    while todo:
+        name = todo.pop()
+        root_defs[renamed[name]] = inline(defs[name], (name,))
+    return out, model.model_validate
+
+
+def _reachable(defs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The $defs entries `name` refers to, itself included, directly or not."""
+    found: dict[str, Any] = {}
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in found or n not in defs:
+            continue
+        found[n] = defs[n]
+        text = _json.dumps_str(defs[n])
+        todo += [m for m in defs if f'"#/$defs/{m}"' in text]
+    return found
 
 
 def enum_schema(tp: Any, values: list[Any]) -> Schema:
@@ -175,6 +214,9 @@ def json_value(v: Any) -> Any:
         return v.isoformat()
     if isinstance(v, uuid.UUID):
         return str(v)
+    if isinstance(v, (decimal.Decimal, dt.timedelta, bytes, bytearray, pathlib.PurePath)):
+        text = _json.plain(v)  # the form an argument of that type takes (Decimal NaN stays: no form)
+        return text if isinstance(text, str) else NO
     if isinstance(v, (list, tuple)):
         out = [json_value(x) for x in v]
         return NO if any(x is NO for x in out) else out
