@@ -352,8 +352,7 @@ def test_what_cannot_be_sent_to_a_workflow_is_refused_with_the_way_out() -> None
         agent_spec(client_agent(handoffs=[Handoff(research(), input_filter=lambda m: m)]))
     with pytest.raises(ConfigurationError, match="processor"):
         agent_spec(client_agent(history=History(processor=lambda ctx, m: m)))
-    with pytest.raises(ConfigurationError, match="text fallback"):
-        agent_spec(client_agent(output_type=str | Invoice))
+    # a text fallback (str | Invoice) works on Temporal: tests/test_temporal_parity.py
     other = ToolRegistry()
 
     @other.tool(name="search")

@@ -14,6 +14,7 @@ the loop's modules are).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +78,7 @@ def _agent(
         )
     if history is not None:
         options["history"] = History(**history)
-    return make(
+    agent = make(
         tools=tools,
         name=node.get("name"),
         model=node["model"],
@@ -88,6 +89,18 @@ def _agent(
         model_settings=node.get("model_settings"),
         **options,
     )
+    if output is not None and output.get("text"):
+        agent.output = _text_fallback(agent.output)
+    return agent
+
+
+def _text_fallback(spec: Any) -> Any:
+    """The spec of `output_type=str | T` from the spec of `T` (a JSON schema cannot say "or text"
+    as a Python type can): the same final_result tool, not forced, and a text answer is final.
+    A copy, as `OutputSpec.as_tool()` makes one; the client sent mode "tool", as in-process."""
+    twin = copy.copy(spec)
+    twin.allows_text = True
+    return twin
 
 
 def _connect(

@@ -193,19 +193,19 @@ def _output(agent: Any) -> dict[str, Any] | None:
     spec = agent.output
     if spec is None:
         return None
-    if spec.allows_text:
-        raise ConfigurationError(
-            f"{_label(agent)}: an output_type with a text fallback (str | ...) is not supported on Temporal "
-            "yet; use the structured type alone."
-        )
     # The schema as the model sees it (a non-object type is already wrapped in {"response": ...});
-    # the client turns the validated data back into the type (AgentRun.result).
-    return {
+    # the client turns the validated data back into the type (AgentRun.result). A structured
+    # answer is always a JSON object, so with a text fallback (`str | T`) a str output is the text.
+    # Text is only ever allowed through the final_result tool ("auto" picks it in-process too).
+    out: dict[str, Any] = {
         "schema": spec.schema,
         "name": spec.name,
-        "mode": "auto" if spec.auto else spec.mode,
+        "mode": "auto" if spec.auto and not spec.allows_text else spec.mode,
         "retries": agent.output_retries,
     }
+    if spec.allows_text:
+        out["text"] = True
+    return out
 
 
 def _history(agent: Any) -> dict[str, Any] | None:
