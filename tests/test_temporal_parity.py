@@ -9,6 +9,8 @@ Temporal's Python SDK supports nothing else. Every run is bounded (`fail_after`)
 
 from __future__ import annotations
 
+import functools
+import json
 import sys
 import uuid
 from collections.abc import Callable
@@ -26,9 +28,26 @@ pytest.importorskip("temporalio", reason="temporalio is not installed: pip insta
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from agentloop import Agent, FluxClient, OutputValidationError, RunResult, ToolRegistry
-from agentloop.temporal import AgentWorkflow, create_worker, sandbox_runner, start_run
-from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    Handoff,
+    History,
+    OutputValidationError,
+    RunContext,
+    RunResult,
+    ToolRegistry,
+)
+from agentloop.temporal import (
+    AgentWorkflow,
+    TemporalRunError,
+    WorkerOptions,
+    create_worker,
+    sandbox_runner,
+    start_run,
+)
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_temporal
@@ -225,3 +244,249 @@ async def test_the_output_is_typed_by_the_agent_handed_to(env: WorkflowEnvironme
     b = await both(env, triage, [tool_calls(call("transfer_to_billing", {}, id="t")), tool_calls(FINAL)])
     assert_same(b)
     assert b.remote.output == Invoice("Ana", 9.5) and b.remote.agent_name == "billing"
+
+
+# --- 2. History(processor=...) -------------------------------------------------------------------
+
+processor_calls: list[tuple[Any, ...]] = []
+
+
+async def keep_task_and_last_two(
+    ctx: RunContext[Any], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A processor as users write them: reads its context, rewrites the conversation (async)."""
+    processor_calls.append((ctx.run_id, ctx.step, ctx.deps, len(ctx.messages), len(messages)))
+    note = {"role": "user", "content": f"(step {ctx.step}: {len(ctx.messages) - 3} messages summarised away)"}
+    return [messages[0], note, *messages[-2:]] if len(messages) > 3 else messages
+
+
+def shorten_results(ctx: RunContext[Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sync processor."""
+    return [{**m, "content": m["content"][:9]} if m["role"] == "tool" else m for m in messages]
+
+
+def searcher(processor: Any, **history: Any) -> Callable[[Any], Agent[Any, Any]]:
+    def make(model: Any) -> Agent[Any, Any]:
+        return Agent(client=model, tools=tools, history=History(processor=processor, **history))
+
+    return make
+
+
+SEARCHES = [tool_calls(call("search", {"q": f"topic {i}"}, id=f"s{i}")) for i in range(4)]
+FUNCTIONS = [keep_task_and_last_two, shorten_results]  # what the workers of these tests run
+
+
+@pytest.mark.parametrize(
+    ("processor", "history"),
+    [(keep_task_and_last_two, {}), (shorten_results, {}), (keep_task_and_last_two, {"keep_tool_results": 1}),
+     (shorten_results, {"keep_last": 2})],
+    ids=["async", "sync", "async+keep_tool_results", "sync+keep_last"],
+)  # fmt: skip
+async def test_a_history_processor_sends_the_model_the_same_as_in_process(
+    env: WorkflowEnvironment, processor: Any, history: dict[str, Any]
+) -> None:
+    processor_calls.clear()
+    b = await both(env, searcher(processor, **history), [*SEARCHES, text("done")], functions=FUNCTIONS)
+    assert_same(b)  # the very same requests: the processor's output, repaired by the loop as in-process
+    assert b.remote.output == "done" and len(b.remote.messages) == 10  # the run keeps everything
+    if processor is keep_task_and_last_two:
+        local, remote = processor_calls[:5], processor_calls[5:]
+        assert [c[1:] for c in remote] == [c[1:] for c in local]  # same step, deps, context and input
+        assert "summarised away" in str(b.remote_sent[-1]["messages"])
+
+
+async def test_a_processor_runs_in_an_activity_and_a_replay_does_not_call_it(
+    env: WorkflowEnvironment,
+) -> None:
+    processor_calls.clear()
+    b = await both(env, searcher(keep_task_and_last_two), [*SEARCHES[:2], text("done")], functions=FUNCTIONS)
+    assert_same(b)
+    names = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in b.history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert names.count("agentloop.call_function") == 3 and names.count("agentloop.model_request") == 3
+    assert len(processor_calls) == 6  # 3 in-process + 3 on the worker: the replay (in both()) called none
+
+
+async def test_the_conversation_goes_to_the_processor_by_reference(env: WorkflowEnvironment) -> None:
+    """Only what the step added crosses to the processor; the model request after it refers to the
+    processor's stored result instead of sending it again."""
+    big = "x" * 20_000
+    b = await both(
+        env, searcher(shorten_results), [*SEARCHES[:2], text("done")], prompt=big, functions=FUNCTIONS
+    )
+    assert_same(b)
+    scheduled = [e.activity_task_scheduled_event_attributes for e in b.history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]  # fmt: skip
+    inputs = [
+        json.loads(a.input.payloads[0].data) for a in scheduled if a.input.payloads
+    ]  # not describe_tools
+    calls = [i for i in inputs if i.get("kind") == "history"]
+    models = [i for i in inputs if "tools_digest" in i]
+    assert [[m["role"] for m in c["delta"]] for c in calls] == [
+        ["user"],
+        ["assistant", "tool"],
+        ["assistant", "tool"],
+    ]
+    assert all(c["messages"] is None for c in calls)  # no other policy: the conversation itself
+    assert all(m["delta"] == [] and m["base"] for m in models)  # the processor's result, by digest
+    assert sum(big in json.dumps(i) for i in inputs) == 1  # the big prompt crossed once
+
+
+async def test_a_processor_the_worker_lacks_fails_the_run_clearly_before_any_request(
+    env: WorkflowEnvironment,
+) -> None:
+    remote, sent, _ = await on_temporal(
+        env, searcher(shorten_results), [text("never")], "go"
+    )  # no functions=
+    assert isinstance(remote, TemporalRunError) and remote.error_type == "ConfigurationError"
+    assert "the worker has no function 'test_temporal_parity:shorten_results'" in str(remote)
+    assert "create_worker(functions=[...])" in str(remote) and sent == []
+
+
+def garbage(ctx: RunContext[Any], messages: list[dict[str, Any]]) -> Any:
+    return [{"role": "user", "content": object()}]  # not JSON data
+
+
+def raising(ctx: RunContext[Any], messages: list[dict[str, Any]]) -> Any:
+    raise ValueError("the summariser is down")
+
+
+async def test_a_processor_that_raises_fails_the_run_with_its_error_as_in_process(
+    env: WorkflowEnvironment,
+) -> None:
+    local, _ = await in_process(searcher(raising), [text("never")], "go")
+    remote, sent, _ = await on_temporal(env, searcher(raising), [text("never")], "go", functions=[raising])
+    assert isinstance(local, ValueError) and str(local) == "the summariser is down"
+    assert isinstance(remote, TemporalRunError) and remote.error_type == "ValueError"  # the same, by name
+    assert "test_temporal_parity:raising raised ValueError: the summariser is down" in str(remote)
+    assert sent == []  # not retried, no request made: in-process it is called once too
+
+
+async def test_a_processor_that_returns_what_cannot_cross_fails_the_run_clearly(
+    env: WorkflowEnvironment,
+) -> None:
+    remote, sent, _ = await on_temporal(env, searcher(garbage), [text("never")], "go", functions=[garbage])
+    assert isinstance(remote, TemporalRunError) and remote.error_type == "ConfigurationError"
+    assert "garbage returned list that is not JSON data" in str(remote) and sent == []
+
+
+def test_a_processor_the_worker_cannot_name_is_refused_before_the_run_starts() -> None:
+    from agentloop.temporal._spec import agent_spec  # internal unit under test
+
+    for unnamed in (lambda ctx, m: m, functools.partial(shorten_results)):
+        with pytest.raises(ConfigurationError, match="define it with `def`"):
+            agent_spec(Agent(client=ScriptedModel([]), history=History(processor=unnamed)))
+    spec = agent_spec(
+        Agent(client=ScriptedModel([]), history=History(processor=shorten_results, keep_last=3))
+    )
+    assert spec["history"]["processor"] == "test_temporal_parity:shorten_results"
+
+
+# --- 3. handoff input_filter ---------------------------------------------------------------------
+
+
+def only_user_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["role"] == "user"]
+
+
+async def summary_for_billing(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    tools_used = sorted({c["function"]["name"] for m in messages for c in m.get("tool_calls") or ()})
+    return [{"role": "user", "content": f"{messages[0]['content']} (tools used so far: {tools_used})"}]
+
+
+def careless(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keeps the tool calls, drops their results: the loop repairs it, on Temporal as in-process."""
+    return [m for m in messages if m["role"] != "tool"]
+
+
+def triage_to_billing(input_filter: Any) -> Callable[[Any], Agent[Any, Any]]:
+    def make(model: Any) -> Agent[Any, Any]:
+        reg = ToolRegistry()
+        reg.add(tools.get("lookup"))  # type: ignore[arg-type]
+        billing = Agent(client=model, name="billing", instructions="You do billing.", tools=reg)
+        return Agent(client=model, name="triage", instructions="You triage.", tools=tools,
+                     handoffs=[Handoff(billing, input_filter=input_filter)])  # fmt: skip
+
+    return make
+
+
+HANDOFF = [
+    tool_calls(call("search", {"q": "invoice"}, id="s")),
+    tool_calls(call("transfer_to_billing", {}, id="t")),
+    tool_calls(call("lookup", {"key": "A-1"}, id="l")),
+    text("Paid."),
+]
+FILTERS = [only_user_messages, summary_for_billing, careless]
+
+
+@pytest.mark.parametrize("input_filter", FILTERS, ids=lambda f: f.__name__)
+async def test_an_input_filter_gives_the_next_agent_the_same_conversation_as_in_process(
+    env: WorkflowEnvironment, input_filter: Any
+) -> None:
+    b = await both(env, triage_to_billing(input_filter), HANDOFF, "Is A-1 paid?", functions=FILTERS)
+    assert_same(b)
+    assert b.remote.output == "Paid." and b.remote.agent_name == "billing"
+    billing_first = b.remote_sent[2]["messages"]
+    assert billing_first[0] == {"role": "system", "content": "You do billing."}
+    if input_filter is summary_for_billing:
+        assert billing_first[1:] == [
+            {"role": "user", "content": "Is A-1 paid? (tools used so far: ['search', 'transfer_to_billing'])"}
+        ]
+
+
+async def test_an_input_filter_the_worker_lacks_fails_the_run_clearly(env: WorkflowEnvironment) -> None:
+    remote, sent, _ = await on_temporal(
+        env, triage_to_billing(careless), HANDOFF, "go", functions=[only_user_messages]
+    )
+    assert isinstance(remote, TemporalRunError) and remote.error_type == "ConfigurationError"
+    assert "'test_temporal_parity:careless' (a handoff's input_filter of agent 'triage')" in str(remote)
+    assert sent == []
+
+
+# --- 5. WorkerOptions ------------------------------------------------------------------------------
+
+
+async def test_worker_options_and_the_old_keywords_give_the_same_worker(env: WorkflowEnvironment) -> None:
+    model = ScriptedModel([])
+    new = create_worker(
+        env.client,
+        fresh(),
+        tools=tools,
+        model=model,
+        options=WorkerOptions(heartbeat_timeout=2, model_attempts=1),
+    )
+    with pytest.warns(
+        DeprecationWarning, match=r"options=WorkerOptions\(heartbeat_timeout=..., model_attempts=...\)"
+    ):
+        old = create_worker(
+            env.client, fresh(), tools=tools, model=model, heartbeat_timeout=2, model_attempts=1
+        )
+    for w in (new, old):
+        acts = w.agent_activities  # type: ignore[attr-defined]
+        assert (acts.heartbeat_timeout, acts.model_attempts, acts.model_timeout) == (2, 1, 600.0)
+    with pytest.raises(ConfigurationError, match="put them in the WorkerOptions"):
+        create_worker(
+            env.client, fresh(), tools=tools, model=model, options=WorkerOptions(), heartbeat_timeout=2
+        )
+    with pytest.raises(ConfigurationError, match="options must be a WorkerOptions"):
+        create_worker(env.client, fresh(), tools=tools, model=model, options={"heartbeat_timeout": 2})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="two functions named 'test_temporal_parity:careless'"):
+        create_worker(env.client, fresh(), tools=tools, model=model, functions=[careless, _twin()])
+
+
+def fresh() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"  # one worker per queue and client
+
+
+def _twin() -> Any:
+    """Another function under the name of `careless` (as a second module-level definition would be)."""
+
+    def careless(messages: Any) -> Any:
+        return messages
+
+    careless.__qualname__ = "careless"
+    careless.__module__ = __name__
+    return careless

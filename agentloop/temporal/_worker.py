@@ -21,7 +21,9 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
@@ -30,15 +32,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentloop import ConfigurationError, ErrorFormatter, Model, ToolRegistry, import_ref
+from agentloop import ConfigurationError, Model, ToolRegistry, import_ref
 
 from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from ._activities import AgentActivities
-from ._spec import ToolActivityOptions
-from ._store import ConversationStore
+from ._spec import WorkerOptions
 from ._workflow import AgentWorkflow
 
-__all__ = ["create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
+__all__ = ["WorkerOptions", "create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
 
 # The module whose code runs as the workflow: Temporal's sandbox must load it afresh for every run,
 # with its own restricted view of `datetime`, `time`, `random`, ..., so that a clock read or a
@@ -98,57 +99,67 @@ def sandbox_runner(extra_passthrough: Sequence[str] = ()) -> SandboxedWorkflowRu
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+_OPTION_NAMES = tuple(f.name for f in fields(WorkerOptions))
+
+
 def create_worker(
     client: Client,
     task_queue: str,
     *,
     tools: ToolRegistry,
     model: Model,
-    tool_options: Mapping[str, ToolActivityOptions] | None = None,
-    store: ConversationStore | None = None,
-    heartbeat_timeout: float = 30.0,
-    model_timeout: float = 600.0,
-    model_attempts: int = 3,
-    default_tool_timeout: float = 600.0,
-    format_tool_error: ErrorFormatter | None = None,
-    graceful_shutdown_timeout: float = 30.0,
+    functions: Sequence[Callable[..., Any]] = (),
+    options: WorkerOptions | None = None,
     workflows: Sequence[type] = (),
     activities: Sequence[Any] = (),
     **worker_options: Any,
 ) -> Worker:
     """A Temporal worker that runs agent workflows with `tools` and `model` (see module docs).
 
-    - `tool_options`: per-tool `ToolActivityOptions` (timeouts, heartbeat, attempts).
-    - `heartbeat_timeout`: seconds; how fast a lost worker is noticed (model and tool activities).
-    - `model_timeout` / `model_attempts`: one model request's limit and its attempts (the client's
-      own retries come first).
-    - `graceful_shutdown_timeout`: seconds in-flight activities get to finish on shutdown.
+    - `functions`: the `History(processor=...)` and handoff `input_filter` functions the agents
+      started on this queue use; each runs in an activity on the worker, named by
+      `module:qualname` (as tools are named), never sent. A run whose agent names a function the
+      worker does not have fails with a clear error before its first model request.
+    - `options`: a `WorkerOptions` (timeouts, attempts, the store, `format_tool_error`). Its
+      fields passed as keywords (`heartbeat_timeout=...`, the form before `WorkerOptions`) still
+      work, with a DeprecationWarning.
     - `worker_options`: passed to `temporalio.worker.Worker` (e.g. `max_concurrent_activities`).
     """
     if not isinstance(task_queue, str) or not task_queue:
         raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")
-    acts = AgentActivities(
-        model,
-        tools,
-        store=store,
-        tool_options=tool_options,
-        default_tool_timeout=default_tool_timeout,
-        heartbeat_timeout=heartbeat_timeout,
-        model_timeout=model_timeout,
-        model_attempts=model_attempts,
-        format_tool_error=format_tool_error,
-    )
+    options = _options(options, worker_options)
+    acts = AgentActivities(model, tools, options=options, functions=functions)
     worker_options.setdefault("workflow_runner", sandbox_runner())
     worker = Worker(
         client,
         task_queue=task_queue,
         workflows=[AgentWorkflow, *workflows],
         activities=[*acts.activities, *activities],
-        graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
+        graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_timeout),
         **worker_options,
     )
     worker.agent_activities = acts  # type: ignore[attr-defined]  # for diagnostics and tests
     return worker
+
+
+def _options(options: WorkerOptions | None, keywords: dict[str, Any]) -> WorkerOptions:
+    """`options`, or the old keyword form folded into one (popped from `keywords`), with a warning."""
+    old = {name: keywords.pop(name) for name in _OPTION_NAMES if name in keywords}
+    if options is not None and not isinstance(options, WorkerOptions):
+        raise ConfigurationError(f"options must be a WorkerOptions, got {options!r}")
+    if not old:
+        return options or WorkerOptions()
+    if options is not None:
+        raise ConfigurationError(
+            f"create_worker got options= and {sorted(old)} as keywords: put them in the WorkerOptions"
+        )
+    listed = ", ".join(f"{k}=..." for k in old)
+    warnings.warn(
+        f"create_worker({listed}) is deprecated: pass options=WorkerOptions({listed})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return WorkerOptions(**old)
 
 
 def load_registry(spec: str) -> ToolRegistry:
@@ -210,16 +221,12 @@ async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
     if args.sticky_timeout:
         options["sticky_queue_schedule_to_start_timeout"] = timedelta(seconds=args.sticky_timeout)
     async with FluxClient(base_url=args.base_url) as model, tools:
-        worker = create_worker(
-            client,
-            args.task_queue,
-            tools=tools,
-            model=model,
+        settings = WorkerOptions(
             heartbeat_timeout=args.heartbeat_timeout,
             model_timeout=args.model_timeout,
             graceful_shutdown_timeout=args.graceful_shutdown_timeout,
-            **options,
         )
+        worker = create_worker(client, args.task_queue, tools=tools, model=model, options=settings, **options)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with worker:
                 print(
