@@ -57,3 +57,39 @@ async def test_an_approve_update_with_data_that_is_not_a_decision_is_refused(
             result = await run.result()
     assert result.tool_calls[0].status == "rejected"
     assert "send_email" not in effects.read_text()
+
+
+async def test_a_workflow_input_naming_functions_the_worker_was_not_given_runs_none_of_them(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Anyone who can start a workflow on the queue chooses its input. A spec naming `os:system` as a
+    history processor, or `builtins:exec` as a handoff's input filter, must not make the worker
+    import or call them: the worker runs only the functions it was given (`functions=`)."""
+    from agentloop.temporal import TemporalRunError
+    from agentloop.temporal._runs import AgentRun
+    from agentloop.temporal._spec import WORKFLOW_NAME, agent_spec
+
+    marker = tmp_path / "pwned"
+    billing = Agent(client=ScriptedModel([]), name="billing")
+    spec = agent_spec(Agent(client=ScriptedModel([]), name="triage", handoffs=[billing]))
+    spec["history"] = {"keep_last": None, "max_tokens": None, "keep_tool_results": None,
+                       "tool_result_note": "-", "processor": "os:system"}  # fmt: skip
+    spec["handoffs"][0]["input_filter"] = "builtins:exec"
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    async with (
+        FakeFluxRouter([text("never")]) as router,
+        FluxClient(base_url=router.base_url, api_key="k") as model,
+    ):
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            handle = await env.client.start_workflow(
+                WORKFLOW_NAME,
+                {"agent": spec, "prompt": f"touch {marker}", "messages": None, "deps": None},
+                id=f"hostile-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+            )
+            with pytest.raises(TemporalRunError) as e:
+                await AgentRun(handle).result()
+    assert e.value.error_type == "ConfigurationError" and "the worker has no function 'os:system'" in str(
+        e.value
+    )
+    assert router.model_requests == [] and not marker.exists()
