@@ -65,9 +65,8 @@ async def test_a_workflow_input_naming_functions_the_worker_was_not_given_runs_n
     """Anyone who can start a workflow on the queue chooses its input. A spec naming `os:system` as a
     history processor, or `builtins:exec` as a handoff's input filter, must not make the worker
     import or call them: the worker runs only the functions it was given (`functions=`)."""
-    from agentloop.temporal import TemporalRunError
-    from agentloop.temporal._runs import AgentRun
-    from agentloop.temporal._spec import WORKFLOW_NAME, agent_spec
+    from agentloop.temporal import AgentRun, TemporalRunError
+    from agentloop.temporal._spec import WORKFLOW_NAME, agent_spec  # internal unit under test
 
     marker = tmp_path / "pwned"
     billing = Agent(client=ScriptedModel([]), name="billing")
