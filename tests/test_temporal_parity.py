@@ -50,6 +50,7 @@ from agentloop.temporal import (
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 sys.path.insert(0, str(Path(__file__).parent))
+import temporal_tools
 import test_temporal
 
 anyio_backend, env = test_temporal.anyio_backend, test_temporal.env  # its fixtures
@@ -490,3 +491,19 @@ def _twin() -> Any:
     careless.__qualname__ = "careless"
     careless.__module__ = __name__
     return careless
+
+
+# --- 4. the worker's --tool loading, on public seams only ------------------------------------------
+
+
+def test_several_tool_options_gather_registries_and_functions_into_one() -> None:
+    from agentloop.temporal._worker import _load_tools, _parser  # internal unit under test
+
+    args = _parser().parse_args(
+        ["--task-queue", "q", "--tool", "temporal_tools:registry", "--tools", "test_temporal_parity:tools"]
+    )
+    gathered = _load_tools(args.tool)
+    assert set(gathered.names) == set(temporal_tools.registry.names) | {"search", "lookup"}
+    assert gathered.get("search") is tools.get("search")  # included as built, not rebuilt
+    with pytest.raises(ConfigurationError, match="cannot load the tool 'no_such_module:x'"):
+        _load_tools(["temporal_tools:registry", "no_such_module:x"])

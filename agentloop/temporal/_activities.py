@@ -36,7 +36,7 @@ from agentloop import (
     run_tool_call,
 )
 
-from .._ids import IdRegistry
+from ..abc import repair_tool_call_ids
 from ._spec import (
     DESCRIBE_ACTIVITY,
     FUNCTION_ACTIVITY,
@@ -160,9 +160,7 @@ class AgentActivities:
         turn = await _heartbeating(self.model.request, request, None)
         message = turn.message
         if message.get("tool_calls"):
-            IdRegistry(conversation).repair(
-                message["tool_calls"]
-            )  # here, not in the workflow: ids are random
+            repair_tool_call_ids(conversation, message["tool_calls"])  # here, not in the workflow: random
         store.put(digest, message)
         return {
             "message": message,

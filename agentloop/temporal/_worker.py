@@ -34,7 +34,6 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agentloop import ConfigurationError, Model, ToolRegistry, import_ref
 
-from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from ._activities import AgentActivities
 from ._spec import WorkerOptions
 from ._workflow import AgentWorkflow
@@ -164,13 +163,34 @@ def _options(options: WorkerOptions | None, keywords: dict[str, Any]) -> WorkerO
 
 def load_registry(spec: str) -> ToolRegistry:
     """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
-    import_from_cwd()  # `agentloop worker` runs where the user's modules are, as `python -m` would
+    _import_from_cwd()
     obj = import_ref(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
         obj = obj()
     if not isinstance(obj, ToolRegistry):
         raise ConfigurationError(f"{spec!r} is a {type(obj).__name__}, not a ToolRegistry")
     return obj
+
+
+def _load_tools(specs: Sequence[str]) -> ToolRegistry:
+    """Several `--tool`s: registries (their tools, each still run by its own registry's sandbox)
+    and functions, gathered into one registry, as `agentloop run --tool ... --tool ...` gathers them."""
+    _import_from_cwd()
+    tools = ToolRegistry()
+    for spec in specs:
+        obj = import_ref(spec, what="tool")
+        if isinstance(obj, ToolRegistry):
+            tools.include(obj)
+        else:
+            tools.register(obj)
+    return tools
+
+
+def _import_from_cwd() -> None:
+    """`agentloop worker` runs where the user's modules are: import them from there, as `python -m`
+    does (the entry point's sys.path[0] is its bin directory instead)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,7 +200,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task-queue", required=True, help="the Temporal task queue to poll")
     p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
     p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
-    add_tool_options(p, required=True)  # --tool / --base-url, named as `agentloop run` names them
+    p.add_argument(  # --tool / --base-url, named as `agentloop run` names them
+        "--tool",
+        "--tools",
+        dest="tool",
+        action="append",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the tools to run (repeatable): MODULE:REGISTRY for a ToolRegistry, or MODULE:FUNCTION; "
+        "MODULE is imported from the current directory like `python -m`",
+    )
+    p.add_argument(
+        "--base-url", default=None, help="FluxRouter endpoint (default $FLUX_BASE_URL or FluxRouter's)"
+    )
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds (default 30)")
     p.add_argument(
         "--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)"
@@ -197,7 +229,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0."""
     args = _parser().parse_args(argv)
     try:
-        tools = load_registry(args.tool[0]) if len(args.tool) == 1 else load_tools(args.tool)
+        tools = load_registry(args.tool[0]) if len(args.tool) == 1 else _load_tools(args.tool)
     except ConfigurationError as e:
         print(f"agentloop worker: {e}", file=sys.stderr)
         return 2
