@@ -8,6 +8,9 @@
   the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
   those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
   after `heartbeat_timeout` and cancellation reaches the tool.
+- `call_function`: a `History(processor=...)` or a handoff's `input_filter`, one the worker was
+  given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
+  workflow's input chose that the worker was not given.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ activities at its two seams.
   scheduled together) and pauses for approval. The tool itself runs in the worker through the
   worker's `Dispatcher`, with its sandbox mode and `Limits`.
 
+- The user's functions (a `History(processor=...)`, a handoff's `input_filter`) are stand-ins
+  that run the `call_function` activity on the worker, which was given the functions
+  (`_functions.py`); the loop around them is its own code, unchanged.
+
 Determinism: nothing here reads a clock, a random source or does I/O. The loop runs on
 Temporal's deterministic event loop (anyio's asyncio backend uses the running loop's `time()`,
 `call_at` and tasks, which Temporal makes durable); the only random thing in the loop, minting a
