@@ -296,6 +296,49 @@ async def test_a_history_processor_sends_the_model_the_same_as_in_process(
         assert "summarised away" in str(b.remote_sent[-1]["messages"])
 
 
+@given(
+    processor=st.sampled_from(FUNCTIONS),
+    policy=st.fixed_dictionaries({
+        "keep_last": st.sampled_from([None, 1, 3]),
+        "max_tokens": st.sampled_from([None, 60, 2000]),
+        "keep_tool_results": st.sampled_from([None, 1, 2]),
+    }),
+    steps=st.integers(0, 4),
+)  # fmt: skip
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_history_policy_with_a_processor_sends_what_it_sends_in_process(
+    env: WorkflowEnvironment, processor: Any, policy: dict[str, Any], steps: int
+) -> None:
+    script = [*SEARCHES[:steps], text("done")]
+    assert_same(await both(env, searcher(processor, **policy), script, functions=FUNCTIONS))
+
+
+async def test_an_inner_agents_processor_runs_for_its_own_run(env: WorkflowEnvironment) -> None:
+    """An agent tool's agent with a processor: its requests are processed with its own run's context."""
+
+    def desk(model: Any) -> Agent[Any, Any]:
+        inner = Agent(
+            client=model, name="research", tools=tools, history=History(processor=keep_task_and_last_two)
+        )
+        reg = ToolRegistry()
+        reg.register(inner.as_tool())
+        return Agent(client=model, name="desk", tools=reg)
+
+    script = [
+        tool_calls(call("research", {"input": "tea"}, id="r")),
+        *(tool_calls(call("search", {"q": f"tea {i}"}, id=f"i{i}")) for i in range(3)),
+        text("Tea is good."),
+        text("Research says tea is good."),
+    ]
+    processor_calls.clear()
+    b = await both(env, desk, script, functions=FUNCTIONS)
+    assert_same(b)
+    assert b.remote.output == "Research says tea is good." and b.remote.usage.requests == 6
+    local, remote = processor_calls[:4], processor_calls[4:]
+    assert [c[1:] for c in remote] == [c[1:] for c in local] and len(remote) == 4
+    assert {c[0] for c in remote} != {b.remote.run_id}  # the inner run's own id, as in-process
+
+
 async def test_a_processor_runs_in_an_activity_and_a_replay_does_not_call_it(
     env: WorkflowEnvironment,
 ) -> None:
