@@ -92,3 +92,45 @@ async def test_a_workflow_input_naming_functions_the_worker_was_not_given_runs_n
         e.value
     )
     assert router.model_requests == [] and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"history": {"bogus": 1}},  # a key of a newer client, or garbage
+        {"output": {"schema": "not a schema", "name": "o", "mode": "tool", "retries": 1}},
+        {"handoffs": [{"agent": "a9", "tool_name": "t", "description": "d"}]},  # an agent that is not there
+        {"limits": {"max_steps": "many"}},
+        {"whole": None},  # not a spec at all
+    ],
+    ids=["history", "output", "handoff", "limits", "whole"],
+)
+async def test_a_damaged_agent_spec_fails_the_run_instead_of_retrying_forever(
+    env: WorkflowEnvironment, damage: dict[str, Any]
+) -> None:
+    """A workflow task that raises is retried by Temporal forever (the run would hang): a spec the
+    worker cannot build must fail the run, clearly, before any model request."""
+    import anyio
+
+    from agentloop.temporal import AgentRun, TemporalRunError
+    from agentloop.temporal._spec import WORKFLOW_NAME, agent_spec  # internal unit under test
+
+    spec: Any = {**agent_spec(Agent(client=ScriptedModel([]))), **damage}
+    if damage == {"whole": None}:
+        spec = ["not", "a", "spec"]
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    async with (
+        FakeFluxRouter([text("never")]) as router,
+        FluxClient(base_url=router.base_url, api_key="k") as model,
+    ):
+        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model):
+            handle = await env.client.start_workflow(
+                WORKFLOW_NAME,
+                {"agent": spec, "prompt": "hi", "messages": None, "deps": None},
+                id=f"damaged-{uuid.uuid4().hex[:8]}",
+                task_queue=queue,
+            )
+            with anyio.fail_after(60), pytest.raises(TemporalRunError) as e:
+                await AgentRun(handle).result()
+    assert e.value.error_type == "ConfigurationError" and router.model_requests == []
+    assert "the worker cannot run this agent" in str(e.value) or "start_run" in str(e.value)

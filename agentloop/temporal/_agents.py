@@ -61,6 +61,14 @@ def build_agents(
             _connect(agents[key], node, agents, make, functions)
     except AgentloopError as e:  # e.g. output_mode="native" on a worker speaking the Anthropic wire
         raise SpecError(f"the worker cannot run this agent: {e}", type(e).__name__) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        # The spec is data anyone who can start a workflow wrote (or a newer client): one that
+        # cannot be built fails the run; raised from the workflow task, it would be retried forever.
+        raise SpecError(
+            f"the worker cannot run this agent: its spec is damaged or from a newer agentloop ({type(e).__name__}: "
+            f"{e})",
+            "ConfigurationError",
+        ) from None
     return agents[ROOT_KEY]
 
 

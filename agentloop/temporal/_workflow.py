@@ -254,6 +254,12 @@ class AgentWorkflow:
     @workflow.run
     async def run(self, data: dict[str, Any]) -> dict[str, Any]:
         run_id = workflow.info().workflow_id
+        if not isinstance(data, dict) or not isinstance(data.get("agent"), dict):  # not from start_run
+            raise ApplicationError(
+                "the workflow input is not {'agent': spec, 'prompt': ...}: start agent runs with start_run",
+                type="ConfigurationError",
+                non_retryable=True,
+            )
         described = await workflow.execute_activity(
             DESCRIBE_ACTIVITY, start_to_close_timeout=timedelta(seconds=60), summary="tools"
         )
