@@ -377,6 +377,34 @@ async def test_the_conversation_goes_to_the_processor_by_reference(env: Workflow
     assert all(c["messages"] is None for c in calls)  # no other policy: the conversation itself
     assert all(m["delta"] == [] and m["base"] for m in models)  # the processor's result, by digest
     assert sum(big in json.dumps(i) for i in inputs) == 1  # the big prompt crossed once
+    results = [json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+               for e in b.history.events if e.HasField("activity_task_completed_event_attributes")]  # fmt: skip
+    recorded = [r["items"] for r in results if "items" in r]
+    assert len(recorded) == 3 and all(big not in json.dumps(r) for r in recorded)  # the prompt by index
+    assert recorded[0] == [0]  # the task alone, unchanged: one index
+
+
+def redact_in_place(ctx: RunContext[Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for m in messages:
+        if m["role"] == "tool":
+            m["content"] = "[redacted]"  # changes the dicts it was given, not copies
+    return messages
+
+
+async def test_a_processor_that_changes_its_messages_in_place_changes_only_what_is_sent(
+    env: WorkflowEnvironment,
+) -> None:
+    """What the model gets is what the processor returned; the run's own conversation (the result,
+    the worker's store for later requests) keeps the tool results, as History promises."""
+    remote, sent, history = await on_temporal(
+        env, searcher(redact_in_place), [*SEARCHES[:2], text("done")], "go", functions=[redact_in_place]
+    )
+    assert [m["content"] for m in sent[2]["messages"] if m["role"] == "tool"] == ["[redacted]"] * 2
+    assert [m["content"] for m in remote.messages if m["role"] == "tool"] == [
+        "results for topic 0",
+        "results for topic 1",
+    ]
+    await Replayer(workflows=[AgentWorkflow], workflow_runner=sandbox_runner()).replay_workflow(history)
 
 
 async def test_a_processor_the_worker_lacks_fails_the_run_clearly_before_any_request(

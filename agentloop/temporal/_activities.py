@@ -49,7 +49,7 @@ from ._spec import (
     WorkerOptions,
     functions_by_ref,
 )
-from ._store import REFERENCE_MISSING, ROOT, ConversationStore, tools_digest
+from ._store import REFERENCE_MISSING, ROOT, ConversationStore, index_of, refer, tools_digest
 
 __all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS", "tools_digest"]
 
@@ -250,27 +250,34 @@ class AgentActivities:
                 type=ConfigurationError.__name__,
                 non_retryable=True,
             )
+        given = data.get("messages")  # a processor's: None when it is the conversation itself
+        conversation: list[Any] = []
         if data["kind"] == "history":
             _, conversation = self._conversation(data)
-            given = data.get("messages")  # None: the processor gets the run's conversation as it is
-            args: tuple[Any, ...] = (
-                _context(data, conversation),
-                list(conversation) if given is None else given,
-            )
-        else:
-            args = (data["messages"],)
+        # what the workflow has too (the result refers to these by index), indexed before the
+        # function runs; it gets copies, so changing them in place changes neither this nor the store
+        where = index_of(conversation + (given or []))
+        arg = _copy(conversation if given is None else given)
+        args = (_context(data, _copy(conversation)), arg) if data["kind"] == "history" else (arg,)
         try:
             out = await _heartbeating(_call, fn, *args)
         except Exception as e:
             raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
                                    non_retryable=True) from None  # fmt: skip
         out = _messages_data(ref, out)
-        return {"messages": out, "digest": self.store.extend(ROOT, out)}  # the model request refers to it
+        # Recorded as references into what the workflow sent (only new messages cross), and stored:
+        # the model request right after it refers to it by digest.
+        return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     out = fn(*args)
     return await out if inspect.isawaitable(out) else out
+
+
+def _copy(messages: list[Any]) -> list[Any]:
+    copied: list[Any] = json.loads(json.dumps(messages))  # JSON data already (an activity's input)
+    return copied
 
 
 def _context(data: dict[str, Any], conversation: list[Any]) -> RunContext[Any]:

@@ -9,10 +9,11 @@ of calling the function again. What the loop does around it is the loop's own co
 the history policy's other steps, checking and repairing what the function returned.
 
 The run's conversation goes to a processor by reference (the worker's `ConversationStore`, as
-for model requests): normally only the messages added since its last call cross. Its result
-comes back whole (it is the recorded result), and is stored by the worker, so the model request
-right after it refers to it by digest instead of sending it again. An input filter runs once per
-handoff and gets its messages whole.
+for model requests): normally only the messages added since its last call cross. Its result is
+recorded as references into what the workflow sent (`_store.refer`): a message it returned
+unchanged is an index, only a new or changed one crosses whole; and the worker stores the
+result, so the model request right after it refers to it by digest. An input filter runs once
+per handoff and gets its messages whole.
 
 Plain code, no I/O, no clock: it runs in workflow code (passed through the sandbox as the loop's
 modules are).
@@ -32,7 +33,7 @@ from agentloop import RunContext
 
 from ._agents import SpecError
 from ._spec import FUNCTION_ACTIVITY
-from ._store import REFERENCE_MISSING, ROOT, chain
+from ._store import REFERENCE_MISSING, ROOT, chain, resolve
 
 __all__ = ["WorkflowFunctions", "cause_message", "cause_type", "execute_activity"]
 
@@ -105,7 +106,7 @@ class WorkflowFunctions:
 
         async def input_filter(messages: list[dict[str, Any]]) -> Any:
             out = await self._call({"ref": ref, "kind": kind, "messages": messages}, None)
-            return out["messages"]
+            return resolve(out["items"], messages)
 
         return input_filter
 
@@ -130,8 +131,9 @@ class WorkflowFunctions:
         }
         out = await self._call(data, conversation)
         self.synced[ctx.run_id] = (chain(data["base"], data["delta"]), conversation)
-        self.model.synced[ctx.run_id] = (out["digest"], out["messages"])  # the worker stored it
-        return out["messages"]
+        result = resolve(out["items"], conversation + ([] if same else messages))
+        self.model.synced[ctx.run_id] = (out["digest"], result)  # the worker stored it
+        return result
 
     async def _call(self, data: dict[str, Any], conversation: list[Any] | None) -> Any:
         options = self.model.options
