@@ -243,8 +243,8 @@ def _refuse_functions(agent: Any, is_root: bool) -> None:
         )
     if agent.format_tool_error is not default_error_formatter:
         raise ConfigurationError(
-            f"{who}: format_tool_error=... cannot be sent to a Temporal worker; pass format_tool_error= "
-            "to the worker (create_worker / AgentWorker) instead."
+            f"{who}: format_tool_error=... cannot be sent to a Temporal worker; give it to the worker "
+            "instead: create_worker(..., options=WorkerOptions(format_tool_error=...))."
         )
 
 
