@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["IdRegistry", "new_run_id"]
+__all__ = ["IdRegistry", "new_run_id", "repair_tool_call_ids"]
 
 _SAFE_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}").fullmatch
 _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -57,3 +57,14 @@ class IdRegistry:
                     cid = _mint()
                 tc["id"] = cid
             seen.add(cid)
+
+
+def repair_tool_call_ids(conversation: Iterable[dict[str, Any]], tool_calls: list[dict[str, Any]]) -> None:
+    """Rewrite, in place, the ids of `tool_calls` (one assistant message's, about to join
+    `conversation`) that are empty, already used in the conversation or unsafe for a provider.
+
+    The loop does this for every answer it gets. A `Model` that answers somewhere randomness is
+    not allowed next to it (Temporal's workflow, which is replayed) repairs the ids where it is
+    allowed (the model activity), so that the loop's own repair finds nothing to change.
+    """
+    IdRegistry(conversation).repair(tool_calls)

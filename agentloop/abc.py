@@ -9,6 +9,9 @@
 - `Journal`: where durable runs are recorded; `JournaledRun`, `JournalEntry`, `RunInfo` are what it
   stores, and `replay(journaled_run) -> Replay` is the state a run resumes from (what the run
   inspector shows). `STATUS_GROUPS`: the status filters of `Journal.query_runs`.
+- `repair_tool_call_ids(conversation, tool_calls)`: what the loop does to every answer's tool-call
+  ids (non-empty, unique, safe for every provider), for a `Model` that must do it first, where
+  randomness is allowed (Temporal's model activity: the workflow is replayed).
 - A `Decision` (`True`, `False`, `Reject`, `Override`) in the JSON form runs journal and send
   between processes: `decision_to_data` / `decision_from_data`; `check_decisions(pending,
   decisions)` checks that every pending call is decided (as `Agent.resume` does).
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 from . import _fix_module_names
+from ._ids import repair_tool_call_ids
 from ._run.approval import check_decisions, decision_from_data, decision_to_data
 from ._run.journal import Journal, JournaledRun, JournalEntry, RunInfo
 from ._run.journal_query import STATUS_GROUPS
@@ -35,6 +39,7 @@ __all__ = [
     "ToolOutcome",
     "ToolSource",
     "Wire",
+    "repair_tool_call_ids",
     # what a journal stores and how a run is rebuilt from it
     "Entry",
     "JournaledRun",

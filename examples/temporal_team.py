@@ -3,8 +3,11 @@ output, all in one durable workflow.
 
 - `research.as_tool(...)`: the research agent's run happens inside the front desk's workflow; its
   model requests and tool calls are activities of that workflow, counted in its usage.
-- `handoffs=[billing]`: the run continues with the billing agent, whose `refund` tool needs a
-  human: the workflow waits for `run.approve(...)` (a Temporal update), then goes on with billing.
+- `Handoff(billing, input_filter=billing_view)`: the run continues with the billing agent, which
+  sees only what `billing_view` keeps (the customer's words); the filter is your function, run
+  by the worker in an activity (`create_worker(functions=[billing_view])`), never in the
+  workflow. Billing's `refund` tool needs a human: the workflow waits for `run.approve(...)` (a
+  Temporal update), then goes on with billing.
 - `deps={"customer": ...}`: JSON data, handed to the worker's tools that take a `RunContext`.
 - `output_type=Reply`: validated in the workflow against its JSON schema; `run.result()` gives a
   `Reply` back.
@@ -27,7 +30,7 @@ from typing import Any
 
 import anyio
 
-from agentloop import Agent, FluxClient, RunContext, RunLimits, ToolRegistry
+from agentloop import Agent, FluxClient, Handoff, RunContext, RunLimits, ToolRegistry
 
 # The worker's registry holds every agent's tools; each agent below names the ones it uses.
 worker_tools = ToolRegistry()
@@ -51,6 +54,11 @@ async def refund(ctx: RunContext[dict[str, str]], order: str) -> str:
         order: the order number, e.g. "A-17".
     """
     return f"order {order} of {ctx.deps['customer']} refunded"
+
+
+def billing_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What billing sees of the conversation: the customer's own words, not the research."""
+    return [m for m in messages if m["role"] == "user"]
 
 
 @dataclass
@@ -96,7 +104,8 @@ async def main() -> Reply:
         stack.push_async_callback(env.shutdown)
         router = await stack.enter_async_context(FakeFluxRouter(offline_script()))
         model = await stack.enter_async_context(FluxClient(base_url=router.base_url, api_key="offline"))
-        await stack.enter_async_context(create_worker(env.client, "team", tools=worker_tools, model=model))
+        worker = create_worker(env.client, "team", tools=worker_tools, model=model, functions=[billing_view])
+        await stack.enter_async_context(worker)
 
         # the client side: agents defined as in-process (their client is not used on Temporal)
         here = ScriptedModel([])
@@ -106,7 +115,8 @@ async def main() -> Reply:
                         instructions="You handle refunds.")  # fmt: skip
         desk_tools = ToolRegistry()
         desk_tools.register(research.as_tool(description="Ask the research agent about tea."))
-        desk = Agent(client=here, name="front_desk", tools=desk_tools, handoffs=[billing], output_type=Reply,
+        to_billing = Handoff(billing, input_filter=billing_view)
+        desk = Agent(client=here, name="front_desk", tools=desk_tools, handoffs=[to_billing], output_type=Reply,
                      instructions="Answer with research; hand refunds to billing.", limits=RunLimits(max_steps=8))  # fmt: skip
 
         run = await start_run(env.client, desk, "What is oolong? Refund A-17.", task_queue="team",

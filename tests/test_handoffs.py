@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio.lowlevel
 import pytest
 from wirehelp import WIRES, last_tool_result, make_client, run_or_stream, system_text, tool_names
 
@@ -96,6 +97,26 @@ async def test_the_input_filter_decides_what_the_next_agent_sees_and_the_wire_st
     # the orphan tool calls the filter left were removed, not sent (the wire would reject them)
     text_of = str(sent)
     assert "call_l" not in text_of and "call_t" not in text_of
+    assert result.output == "refund done" and result.agent_name == "refunds"
+
+
+async def test_an_async_input_filter_is_awaited(router: FakeFluxRouter) -> None:
+    """An input filter may be async (it may ask a model for a summary; on Temporal it is an
+    activity): its result, not the coroutine, is what the next agent sees."""
+    router.add(tool_calls(call("transfer_to_refunds", {}, id="call_t")), text("refund done"))
+
+    async def summarise(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        await anyio.lowlevel.checkpoint()  # a real suspension point
+        return [{"role": "user", "content": f"Summary: {len(messages)} messages, a refund is wanted."}]
+
+    async with make_client(router, "openai") as client:
+        refunds = Agent(client=client, name="refunds", instructions="Refunds.")
+        triage = Agent(client=client, name="triage", handoffs=[Handoff(refunds, input_filter=summarise)])
+        result = await triage.run("refund please")
+    assert router.requests[1].json["messages"] == [
+        {"role": "system", "content": "Refunds."},
+        {"role": "user", "content": "Summary: 3 messages, a refund is wanted."},
+    ]
     assert result.output == "refund done" and result.agent_name == "refunds"
 
 

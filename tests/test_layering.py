@@ -139,12 +139,7 @@ INTEGRATIONS = ("agentloop.temporal", "agentloop.mcp", "agentloop.otel", "agentl
 
 # module -> private core modules it may still import, each with the reason. TODO(#16): each entry is
 # a seam still to be named publicly; remove the entry when it is.
-ALLOWED: dict[str, dict[str, str]] = {
-    # TODO: the Temporal worker repairs tool-call ids (randomness stays out of the workflow) and loads
-    # tools as the CLI does; each needs a public name.
-    "agentloop.temporal._activities": {"_ids": "TODO: a public tool-call id repair"},
-    "agentloop.temporal._worker": {"_cli_common": "TODO: a public tool loader (as the CLI loads tools)"},
-}
+ALLOWED: dict[str, dict[str, str]] = {}  # all paid: Temporal repairs ids with agentloop.abc's seam
 
 
 def _allowed(module: str) -> set[str]:

@@ -41,6 +41,7 @@ from agentloop.temporal import (  # noqa: E402
     AgentWorkflow,
     ConversationStore,
     TemporalRunError,
+    WorkerOptions,
     create_worker,
     sandbox_runner,
     start_run,
@@ -187,7 +188,9 @@ async def test_a_worker_without_the_prefix_gets_the_whole_conversation_once(
             pending = await run.wait_for_approval()
         assert [p.id for p in pending] == ["mail"]
         fresh = ConversationStore()  # a new worker: its store is empty
-        async with create_worker(env.client, queue, tools=temporal_tools.registry, model=model, store=fresh):
+        async with create_worker(
+            env.client, queue, tools=temporal_tools.registry, model=model, options=WorkerOptions(store=fresh)
+        ):
             await run.approve({"mail": True})
             result = await run.result()
             history = await run.handle.fetch_history()
@@ -282,7 +285,11 @@ async def test_time_limit_cancels_the_tool_activity(
     script = [tool_calls(call("wait_forever", {"key": "w"}, id="w"))]
     async with FakeFluxRouter(script) as router, FluxClient(base_url=router.base_url, api_key="k") as model:
         worker = create_worker(
-            env.client, queue, tools=temporal_tools.registry, model=model, heartbeat_timeout=1
+            env.client,
+            queue,
+            tools=temporal_tools.registry,
+            model=model,
+            options=WorkerOptions(heartbeat_timeout=1),
         )
         async with worker:
             run = await start_run(env.client, agent(limits=RunLimits(timeout=1)), "go", task_queue=queue)

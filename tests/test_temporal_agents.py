@@ -348,12 +348,15 @@ def test_what_cannot_be_sent_to_a_workflow_is_refused_with_the_way_out() -> None
         ConfigurationError, match=r"agent 'inner': instructions=<function>.*text instructions"
     ):
         agent_spec(client_agent(tools=tools))
-    with pytest.raises(ConfigurationError, match="input_filter function"):
+    # a named input_filter / History processor runs on the worker (tests/test_temporal_parity.py); a
+    # lambda has no name the worker could have it by
+    with pytest.raises(
+        ConfigurationError, match=r"input_filter of the handoff 'transfer_to_research'.*`def`"
+    ):
         agent_spec(client_agent(handoffs=[Handoff(research(), input_filter=lambda m: m)]))
-    with pytest.raises(ConfigurationError, match="processor"):
+    with pytest.raises(ConfigurationError, match=r"History\(processor=...\): .*`def`"):
         agent_spec(client_agent(history=History(processor=lambda ctx, m: m)))
-    with pytest.raises(ConfigurationError, match="text fallback"):
-        agent_spec(client_agent(output_type=str | Invoice))
+    # a text fallback (str | Invoice) works on Temporal: tests/test_temporal_parity.py
     other = ToolRegistry()
 
     @other.tool(name="search")

@@ -7,8 +7,8 @@ instructions (replacing the system message), its tools, model, output type and h
 run keeps its id, journal, limits and counters: a handoff loop between two agents is bounded by
 the run's `max_steps` like any other loop. `result.agent_name` says which agent finished.
 
-`input_filter(messages) -> messages` decides what of the conversation the next agent sees (the
-previous agent's system message is already removed). Whatever it returns is checked as a
+`input_filter(messages) -> messages` (sync or async) decides what of the conversation the next
+agent sees (the previous agent's system message is already removed). Whatever it returns is checked as a
 conversation and repaired so the wire accepts it: a tool call whose result it dropped, or a
 result whose call it dropped, is removed rather than sent (the Agents SDK sends them, and the
 provider rejects the request).
@@ -20,8 +20,9 @@ handoffs reachable from the resuming agent.
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Handoff", "build_handoffs", "with_handoffs", "take_handoff", "find_agent"]
 
-InputFilter = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+InputFilter = Callable[[list[dict[str, Any]]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,8 @@ class Handoff:
 
     - `tool_name`: default `transfer_to_<agent name>`.
     - `description`: what the model reads to decide (default: "Hand the conversation to ...").
-    - `input_filter(messages) -> messages`: the conversation the agent continues (default: all of
-      it, without the previous agent's system message).
+    - `input_filter(messages) -> messages` (sync or async): the conversation the agent continues
+      (default: all of it, without the previous agent's system message).
     """
 
     agent: Agent[Any, Any]
@@ -137,6 +138,8 @@ async def take_handoff(run: Run) -> Agent[Any, Any]:
     messages = list(old[head:])
     if h.input_filter is not None:
         filtered = h.input_filter(list(messages))
+        if inspect.isawaitable(filtered):  # e.g. a filter that asks a model, or Temporal's activity
+            filtered = await filtered
         try:
             messages = check_conversation(filtered)
         except ConversationError as e:

@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
 from ._errors import TemporalRunError
 from ._runs import AgentRun, get_run, run_agent, start_run
-from ._spec import ToolActivityOptions
+from ._spec import ToolActivityOptions, WorkerOptions
 from ._store import ConversationStore
 from ._worker import PASSTHROUGH_MODULES, create_worker, load_registry, sandbox_runner, worker_main
 from ._workflow import AgentWorkflow
@@ -42,6 +42,7 @@ __all__ = [
     "PASSTHROUGH_MODULES",
     "TemporalRunError",
     "ToolActivityOptions",
+    "WorkerOptions",
     "create_worker",
     "get_run",
     "load_registry",

@@ -8,11 +8,16 @@
   the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
   those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
   after `heartbeat_timeout` and cancellation reaches the tool.
+- `call_function`: a `History(processor=...)` or a handoff's `input_filter`, one the worker was
+  given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
+  workflow's input chose that the worker was not given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -25,17 +30,26 @@ from agentloop import (
     BadRequestError,
     ConfigurationError,
     ConversationError,
-    ErrorFormatter,
     Model,
     ModelRequest,
+    RunContext,
     ToolRegistry,
+    Usage,
     default_error_formatter,
     run_tool_call,
 )
 
-from .._ids import IdRegistry
-from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, ToolActivityOptions
-from ._store import REFERENCE_MISSING, ROOT, ConversationStore, tools_digest
+from ..abc import repair_tool_call_ids
+from ._spec import (
+    DESCRIBE_ACTIVITY,
+    FUNCTION_ACTIVITY,
+    MODEL_ACTIVITY,
+    TOOL_ACTIVITY,
+    ToolActivityOptions,
+    WorkerOptions,
+    functions_by_ref,
+)
+from ._store import REFERENCE_MISSING, ROOT, ConversationStore, index_of, refer, tools_digest
 
 __all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS", "tools_digest"]
 
@@ -60,13 +74,8 @@ class AgentActivities:
         model: Model,
         tools: ToolRegistry,
         *,
-        store: ConversationStore | None = None,
-        tool_options: Mapping[str, ToolActivityOptions] | None = None,
-        default_tool_timeout: float = 600.0,
-        heartbeat_timeout: float = 30.0,
-        model_timeout: float = 600.0,
-        model_attempts: int = 3,
-        format_tool_error: ErrorFormatter | None = None,
+        options: WorkerOptions | None = None,
+        functions: Sequence[Callable[..., Any]] = (),
     ) -> None:
         if not callable(getattr(model, "request", None)):
             raise ConfigurationError(
@@ -74,25 +83,28 @@ class AgentActivities:
             )
         if not isinstance(tools, ToolRegistry):
             raise ConfigurationError(f"tools must be a ToolRegistry, got {tools!r}")
-        unknown = sorted(set(tool_options or {}) - set(tools.names))
+        options = options or WorkerOptions()
+        tool_options = options.tool_options or {}
+        unknown = sorted(set(tool_options) - set(tools.names))
         if unknown:
             raise ConfigurationError(
                 f"tool_options names tools that are not registered: {unknown}; registered: {tools.names}"
             )
         self.model = model
         self.tools = tools
-        self.store = store if store is not None else ConversationStore()
-        self.tool_options = dict(tool_options or {})
-        self.default_tool_timeout = default_tool_timeout
-        self.heartbeat_timeout = heartbeat_timeout
-        self.model_timeout = model_timeout
-        self.model_attempts = model_attempts
-        self.format_tool_error = format_tool_error or default_error_formatter
+        self.functions = functions_by_ref(functions)
+        self.store = options.store if options.store is not None else ConversationStore()
+        self.tool_options = dict(tool_options)
+        self.default_tool_timeout = options.default_tool_timeout
+        self.heartbeat_timeout = options.heartbeat_timeout
+        self.model_timeout = options.model_timeout
+        self.model_attempts = options.model_attempts
+        self.format_tool_error = options.format_tool_error or default_error_formatter
         self.tool_executions = 0  # tool activities started in this process (soak/diagnostics)
 
     @property
     def activities(self) -> list[Any]:
-        return [self.describe_tools, self.model_request, self.tool_call]
+        return [self.describe_tools, self.model_request, self.tool_call, self.call_function]
 
     # --- describe_tools -------------------------------------------------------------------------
 
@@ -125,26 +137,20 @@ class AgentActivities:
             "maximum_attempts": self.model_attempts,
             "wire": getattr(self.model, "wire", None),  # output_mode="auto" is decided by it
         }
-        return {"tools": out, "digest": tools_digest(self.tools.definitions), "model": model}
+        return {
+            "tools": out,
+            "digest": tools_digest(self.tools.definitions),
+            "model": model,
+            "functions": sorted(self.functions),  # History processors and input filters, by ref
+        }
 
     # --- model_request --------------------------------------------------------------------------
 
     @activity.defn(name=MODEL_ACTIVITY)
     async def model_request(self, data: dict[str, Any]) -> dict[str, Any]:
         store = self.store
-        base = data.get("base", ROOT)
-        prefix = store.conversation(base) if base != ROOT else []
-        if prefix is None:
-            raise ApplicationError(
-                "this worker does not have the conversation prefix the workflow referenced (worker restarted "
-                "or another worker); the workflow sends the whole conversation again",
-                type=REFERENCE_MISSING,
-                non_retryable=True,
-            )
         tools = self._tools(data)
-        delta = data.get("delta") or []
-        digest = store.extend(base, delta)
-        conversation = [*prefix, *delta]
+        digest, conversation = self._conversation(data)
         request = ModelRequest(
             model=data["model"],
             messages=conversation,
@@ -157,9 +163,7 @@ class AgentActivities:
         turn = await _heartbeating(self.model.request, request, None)
         message = turn.message
         if message.get("tool_calls"):
-            IdRegistry(conversation).repair(
-                message["tool_calls"]
-            )  # here, not in the workflow: ids are random
+            repair_tool_call_ids(conversation, message["tool_calls"])  # here, not in the workflow: random
         store.put(digest, message)
         return {
             "message": message,
@@ -168,6 +172,20 @@ class AgentActivities:
             "model": turn.model,
             "request_id": turn.request_id,
         }
+
+    def _conversation(self, data: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The conversation an activity's input names: a stored prefix (by digest) and the delta."""
+        base = data.get("base", ROOT)
+        prefix = self.store.conversation(base) if base != ROOT else []
+        if prefix is None:
+            raise ApplicationError(
+                "this worker does not have the conversation prefix the workflow referenced (worker restarted "
+                "or another worker); the workflow sends the whole conversation again",
+                type=REFERENCE_MISSING,
+                non_retryable=True,
+            )
+        delta = data.get("delta") or []
+        return self.store.extend(base, delta), [*prefix, *delta]
 
     def _tools(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """The request's tools array: sent inline (and kept by digest), or referenced by digest."""
@@ -214,6 +232,75 @@ class AgentActivities:
             "duration_s": record.duration_s,
             "traceback": record.traceback,
         }
+
+    # --- call_function ----------------------------------------------------------------------------
+
+    @activity.defn(name=FUNCTION_ACTIVITY)
+    async def call_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A `History(processor=...)` or a handoff's `input_filter`, by its ref, on this worker.
+
+        Its own exceptions fail the run, as in-process (not retried: it is called once there);
+        its result is recorded in the history, so a replay never calls it again.
+        """
+        ref = data["ref"]
+        fn = self.functions.get(ref)
+        if fn is None:  # the workflow checked describe_tools; a worker of another version may lack it
+            raise ApplicationError(
+                f"this worker has no function {ref!r}; pass it to create_worker(functions=[...])",
+                type=ConfigurationError.__name__,
+                non_retryable=True,
+            )
+        given = data.get("messages")  # a processor's: None when it is the conversation itself
+        conversation: list[Any] = []
+        if data["kind"] == "history":
+            _, conversation = self._conversation(data)
+        # what the workflow has too (the result refers to these by index), indexed before the
+        # function runs; it gets copies, so changing them in place changes neither this nor the store
+        where = index_of(conversation + (given or []))
+        arg = _copy(conversation if given is None else given)
+        args = (_context(data, _copy(conversation)), arg) if data["kind"] == "history" else (arg,)
+        try:
+            out = await _heartbeating(_call, fn, *args)
+        except Exception as e:
+            raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
+                                   non_retryable=True) from None  # fmt: skip
+        out = _messages_data(ref, out)
+        # Recorded as references into what the workflow sent (only new messages cross), and stored:
+        # the model request right after it refers to it by digest.
+        return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    out = fn(*args)
+    return await out if inspect.isawaitable(out) else out
+
+
+def _copy(messages: list[Any]) -> list[Any]:
+    copied: list[Any] = json.loads(json.dumps(messages))  # JSON data already (an activity's input)
+    return copied
+
+
+def _context(data: dict[str, Any], conversation: list[Any]) -> RunContext[Any]:
+    """The RunContext a history processor gets in-process: the run's deps, id, model, step, usage."""
+    usage = Usage.from_data(data.get("usage") or {})
+    return RunContext(data.get("deps"), data["run_id"], data["model"], data["step"], usage,
+                      messages=conversation)  # fmt: skip
+
+
+def _messages_data(ref: str, out: Any) -> Any:
+    """What a function returned, as it crosses to the workflow: JSON data, or a clear failure."""
+    try:
+        same = json.loads(json.dumps(out, allow_nan=False)) == out
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ApplicationError(
+            f"{ref} returned {type(out).__name__} that is not JSON data; on Temporal it must return "
+            "chat-format message dicts (its result is recorded in the workflow's history)",
+            type=ConfigurationError.__name__,
+            non_retryable=True,
+        )
+    return out
 
 
 async def _heartbeating(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

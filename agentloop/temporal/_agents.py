@@ -14,6 +14,7 @@ the loop's modules are).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -32,23 +33,42 @@ class SpecError(Exception):
         self.kind = kind
 
 
+Functions = Callable[[str, str, str], Callable[..., Any]]
+
+
+def _no_functions(ref: str, kind: str, who: str) -> Callable[..., Any]:
+    raise SpecError(
+        f"agent {who!r} names the function {ref!r}, and there are none here", "ConfigurationError"
+    )
+
+
 def build_agents(
     spec: dict[str, Any],
     available: dict[str, dict[str, Any]],
     tools_for: Callable[[list[dict[str, Any]]], ToolRegistry],
     make: Callable[..., Agent[Any, Any]],
+    functions: Functions = _no_functions,
 ) -> Agent[Any, Any]:
     """The root agent of `spec`. `tools_for(specs)`: a registry of proxies of those worker tools;
-    `make(**kwargs)`: an `Agent` with the workflow's model, limits and observers."""
+    `make(**kwargs)`: an `Agent` with the workflow's model, limits and observers;
+    `functions(ref, kind, agent name)`: the stand-in for a worker's function (`_functions.py`)."""
     nodes = {ROOT_KEY: spec, **spec.get("agents", {})}
     agents: dict[str, Agent[Any, Any]] = {}
     try:
         for key, node in nodes.items():
-            agents[key] = _agent(node, available, tools_for, make)
+            agents[key] = _agent(node, available, tools_for, make, functions)
         for key, node in nodes.items():
-            _connect(agents[key], node, agents, make)
+            _connect(agents[key], node, agents, make, functions)
     except AgentloopError as e:  # e.g. output_mode="native" on a worker speaking the Anthropic wire
         raise SpecError(f"the worker cannot run this agent: {e}", type(e).__name__) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        # The spec is data anyone who can start a workflow wrote (or a newer client): one that
+        # cannot be built fails the run; raised from the workflow task, it would be retried forever.
+        raise SpecError(
+            f"the worker cannot run this agent: its spec is damaged or from a newer agentloop ({type(e).__name__}: "
+            f"{e})",
+            "ConfigurationError",
+        ) from None
     return agents[ROOT_KEY]
 
 
@@ -57,6 +77,7 @@ def _agent(
     available: dict[str, dict[str, Any]],
     tools_for: Callable[[list[dict[str, Any]]], ToolRegistry],
     make: Callable[..., Agent[Any, Any]],
+    functions: Functions,
 ) -> Agent[Any, Any]:
     names = node.get("tools")  # None: a spec from an older client, which ran every tool of the worker
     missing = [n for n in names or () if n not in available]
@@ -76,8 +97,12 @@ def _agent(
             output_retries=output["retries"],
         )
     if history is not None:
+        history = dict(history)
+        ref = history.pop("processor", None)
+        if ref is not None:
+            history["processor"] = functions(ref, "history", node.get("name") or "")
         options["history"] = History(**history)
-    return make(
+    agent = make(
         tools=tools,
         name=node.get("name"),
         model=node["model"],
@@ -88,6 +113,18 @@ def _agent(
         model_settings=node.get("model_settings"),
         **options,
     )
+    if output is not None and output.get("text"):
+        agent.output = _text_fallback(agent.output)
+    return agent
+
+
+def _text_fallback(spec: Any) -> Any:
+    """The spec of `output_type=str | T` from the spec of `T` (a JSON schema cannot say "or text"
+    as a Python type can): the same final_result tool, not forced, and a text answer is final.
+    A copy, as `OutputSpec.as_tool()` makes one; the client sent mode "tool", as in-process."""
+    twin = copy.copy(spec)
+    twin.allows_text = True
+    return twin
 
 
 def _connect(
@@ -95,12 +132,20 @@ def _connect(
     node: dict[str, Any],
     agents: dict[str, Agent[Any, Any]],
     make: Callable[..., Agent[Any, Any]],
+    functions: Functions,
 ) -> None:
     """The second pass: agent tools and handoffs (which may name any agent), then the tool choice."""
     for t in node.get("agent_tools", ()):
         agent.tools.register(agents[t["agent"]].as_tool(name=t["name"], description=t["description"]))
     handoffs = [
-        Handoff(agents[h["agent"]], tool_name=h["tool_name"], description=h["description"])
+        Handoff(
+            agents[h["agent"]],
+            tool_name=h["tool_name"],
+            description=h["description"],
+            input_filter=functions(h["input_filter"], "input_filter", agent.name or "")
+            if h.get("input_filter")
+            else None,
+        )
         for h in node.get("handoffs", ())
     ]
     if handoffs:  # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process

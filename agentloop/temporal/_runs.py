@@ -115,16 +115,24 @@ class AgentRun:
             if not (isinstance(cls, type) and issubclass(cls, RunLimitExceeded)):
                 cls = RunLimitExceeded
             raise cls(error["message"], result)
-        spec = getattr(self.agent, "output", None)
-        if spec is not None and result.stop_reason == "final" and result.output is not None:
-            try:  # the workflow validated it against the same schema; this makes it the type again
-                result.output = spec.validate(result.output)
-            except Exception as e:
-                raise ResumeError(
-                    f"run {self.run_id!r}: its output does not validate against this agent's output_type ({e}); "
-                    "was output_type changed since the run started?"
-                ) from None
+        result.output = self._typed(result)
         return result
+
+    def _typed(self, result: RunResult) -> Any:
+        """The output as the agent that gave it (after handoffs: `result.agent_name`) types it."""
+        spec = getattr(_finisher(self.agent, result.agent_name), "output", None)
+        output = result.output
+        if spec is None or result.stop_reason != "final" or output is None:
+            return output
+        if isinstance(output, str) and spec.allows_text:
+            return output  # a structured answer is a JSON object: a str is the text fallback's text
+        try:  # the workflow validated it against the same schema; this makes it the type again
+            return spec.validate(output)
+        except Exception as e:
+            raise ResumeError(
+                f"run {self.run_id!r}: its output does not validate against this agent's output_type ({e}); "
+                "was output_type changed since the run started?"
+            ) from None
 
     async def pending(self) -> list[PendingCall]:
         """The calls waiting for a decision right now (a query; empty when none)."""
@@ -154,6 +162,20 @@ class AgentRun:
     async def cancel(self) -> None:
         """Ask Temporal to cancel the run (`result()` then raises `TemporalRunError`)."""
         await self.handle.cancel()
+
+
+def _finisher(agent: Any, name: str | None) -> Any:
+    """The agent named `name` among those `agent` reaches through handoffs (`agent` when none is)."""
+    seen, todo = {id(agent)}, [agent]
+    while todo:
+        a = todo.pop(0)
+        if getattr(a, "name", None) == name:
+            return a
+        for h, _ in getattr(a, "handoffs", ()):
+            if id(h.agent) not in seen:
+                seen.add(id(h.agent))
+                todo.append(h.agent)
+    return agent
 
 
 async def start_run(

@@ -8,19 +8,24 @@ An agent is sent as a graph: the root agent's fields at the top (the keys older 
 read), and every agent it reaches through agent tools (`Agent.as_tool`) and handoffs under
 `"agents"`, each by a key (`"a1"`, `"a2"`, ...) that the others name. Each agent names its tools;
 the worker's registry supplies them (one registry per worker: a name means one tool).
-Functions cannot cross to the workflow (it is replayed, and nothing is pickled), so what is a
-function is refused here, with the way out: approval predicates, error formatters, history
-processors, handoff input filters, and dynamic instructions of any agent but the root (the
-root's are resolved by the client when the run starts, as in-process: once, at the start).
+Functions cannot cross to the workflow (it is replayed, and nothing is pickled). A history
+processor and a handoff's input filter are sent by name (`module:qualname`): the worker was given
+the same function (`create_worker(functions=[...])`) and runs it in an activity, whose result the
+history records. The other functions are refused here, with the way out: approval predicates,
+error formatters, and dynamic instructions of any agent but the root (the root's are resolved by
+the client when the run starts, as in-process: once, at the start).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from agentloop import ConfigurationError, RunLimits, default_error_formatter
+from agentloop import ConfigurationError, ErrorFormatter, RunLimits, default_error_formatter
+
+from ._store import ConversationStore
 
 __all__ = [
     "WORKFLOW_NAME",
@@ -28,8 +33,12 @@ __all__ = [
     "TOOL_ACTIVITY",
     "DESCRIBE_ACTIVITY",
     "ROOT_KEY",
+    "FUNCTION_ACTIVITY",
     "ToolActivityOptions",
+    "WorkerOptions",
     "agent_spec",
+    "function_ref",
+    "functions_by_ref",
     "check_deps",
     "limits_to_data",
     "limits_from_data",
@@ -38,6 +47,7 @@ __all__ = [
 WORKFLOW_NAME = "agentloop.Agent"
 MODEL_ACTIVITY = "agentloop.model_request"
 TOOL_ACTIVITY = "agentloop.tool_call"
+FUNCTION_ACTIVITY = "agentloop.call_function"  # a History processor or a handoff's input_filter
 DESCRIBE_ACTIVITY = "agentloop.describe_tools"
 ROOT_KEY = "a0"
 AGENT_TOOL = "__agentloop_agent__"  # set by Agent.as_tool on the function it returns: the inner agent
@@ -67,6 +77,55 @@ class ToolActivityOptions:
                 raise ConfigurationError(
                     f"ToolActivityOptions.{f.name} must be a positive number or None, got {v!r}"
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs its activities (`create_worker(..., options=WorkerOptions(...))`).
+
+    - `tool_options`: per-tool `ToolActivityOptions` (timeouts, heartbeat, attempts).
+    - `heartbeat_timeout`: seconds; how fast a lost worker is noticed (every activity).
+    - `model_timeout` / `model_attempts`: one model request's limit and its attempts (the client's
+      own retries come first). The calls of `functions` run under the same.
+    - `default_tool_timeout`: seconds for a tool without `Limits.timeout` or `tool_options`.
+    - `format_tool_error`: the text the model reads when a tool fails (as `Agent(format_tool_error=)`).
+    - `store`: the `ConversationStore` (default: a new one, 256 MB).
+    - `graceful_shutdown_timeout`: seconds in-flight activities get to finish on shutdown.
+    """
+
+    tool_options: Mapping[str, ToolActivityOptions] | None = None
+    heartbeat_timeout: float = 30.0
+    model_timeout: float = 600.0
+    model_attempts: int = 3
+    default_tool_timeout: float = 600.0
+    format_tool_error: ErrorFormatter | None = None
+    store: ConversationStore | None = None
+    graceful_shutdown_timeout: float = 30.0
+
+
+def function_ref(fn: Any, what: str) -> str:
+    """How a function is named between the client and the worker: `module:qualname`, as tools are
+    named; the worker runs the function it was given under that name (`create_worker(functions=)`)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<lambda>" in qualname:
+        raise ConfigurationError(
+            f"{what}: {fn!r} cannot be named on a Temporal worker: define it with `def` (a lambda, a "
+            "functools.partial or a callable object has no name) and pass the same function to "
+            "create_worker(functions=[...])"
+        )
+    return f"{module}:{qualname}"
+
+
+def functions_by_ref(functions: Any) -> dict[str, Any]:
+    """The worker's functions by ref; two functions of one name are refused (a name means one function)."""
+    out: dict[str, Any] = {}
+    for fn in functions or ():
+        if not callable(fn):
+            raise ConfigurationError(f"functions= takes functions, got {fn!r}")
+        ref = function_ref(fn, "functions")
+        if out.setdefault(ref, fn) is not fn:
+            raise ConfigurationError(f"two functions named {ref!r} were passed to the worker: rename one")
+    return out
 
 
 def limits_to_data(limits: RunLimits) -> dict[str, Any]:
@@ -149,13 +208,19 @@ def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]])
         "limits": limits_to_data(agent.limits),
         "tools": names,
         "agent_tools": agent_tools,
-        "handoffs": [
-            {"agent": ref(h.agent), "tool_name": t.name, "description": t.description}
-            for h, t in agent.handoffs
-        ],
+        "handoffs": [_handoff(agent, h, t, ref) for h, t in agent.handoffs],
         "output": _output(agent),
         "history": _history(agent),
     }
+
+
+def _handoff(agent: Any, h: Any, t: Any, ref: Any) -> dict[str, Any]:
+    out = {"agent": ref(h.agent), "tool_name": t.name, "description": t.description}
+    if h.input_filter is not None:  # runs in an activity on the worker, which has it by this name
+        out["input_filter"] = function_ref(
+            h.input_filter, f"{_label(agent)}: the input_filter of the handoff {t.name!r}"
+        )
+    return out
 
 
 def _refuse_functions(agent: Any, is_root: bool) -> None:
@@ -178,48 +243,40 @@ def _refuse_functions(agent: Any, is_root: bool) -> None:
         )
     if agent.format_tool_error is not default_error_formatter:
         raise ConfigurationError(
-            f"{who}: format_tool_error=... cannot be sent to a Temporal worker; pass format_tool_error= "
-            "to the worker (create_worker / AgentWorker) instead."
+            f"{who}: format_tool_error=... cannot be sent to a Temporal worker; give it to the worker "
+            "instead: create_worker(..., options=WorkerOptions(format_tool_error=...))."
         )
-    for h, t in agent.handoffs:
-        if h.input_filter is not None:
-            raise ConfigurationError(
-                f"{who}: the handoff {t.name!r} has an input_filter function, which cannot run in a Temporal "
-                "workflow (functions are not sent to it). Hand off the whole conversation on Temporal."
-            )
 
 
 def _output(agent: Any) -> dict[str, Any] | None:
     spec = agent.output
     if spec is None:
         return None
-    if spec.allows_text:
-        raise ConfigurationError(
-            f"{_label(agent)}: an output_type with a text fallback (str | ...) is not supported on Temporal "
-            "yet; use the structured type alone."
-        )
     # The schema as the model sees it (a non-object type is already wrapped in {"response": ...});
-    # the client turns the validated data back into the type (AgentRun.result).
-    return {
+    # the client turns the validated data back into the type (AgentRun.result). A structured
+    # answer is always a JSON object, so with a text fallback (`str | T`) a str output is the text.
+    # Text is only ever allowed through the final_result tool ("auto" picks it in-process too).
+    out: dict[str, Any] = {
         "schema": spec.schema,
         "name": spec.name,
-        "mode": "auto" if spec.auto else spec.mode,
+        "mode": "auto" if spec.auto and not spec.allows_text else spec.mode,
         "retries": agent.output_retries,
     }
+    if spec.allows_text:
+        out["text"] = True
+    return out
 
 
 def _history(agent: Any) -> dict[str, Any] | None:
     policy = agent.history
     if policy is None:
         return None
-    if policy.processor is not None:
-        raise ConfigurationError(
-            f"{_label(agent)}: History(processor=<function>) cannot run in a Temporal workflow (it is replayed "
-            "and may not do I/O). Use keep_last / max_tokens / keep_tool_results there."
-        )
-    return {
+    out = {
         "keep_last": policy.keep_last,
         "max_tokens": policy.max_tokens,
         "keep_tool_results": policy.keep_tool_results,
         "tool_result_note": policy.tool_result_note,
     }
+    if policy.processor is not None:  # runs in an activity on the worker, which has it by this name
+        out["processor"] = function_ref(policy.processor, f"{_label(agent)}: History(processor=...)")
+    return out

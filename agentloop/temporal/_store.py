@@ -24,7 +24,17 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["ROOT", "digest_of", "chain", "tools_digest", "ConversationStore", "REFERENCE_MISSING"]
+__all__ = [
+    "ROOT",
+    "digest_of",
+    "chain",
+    "tools_digest",
+    "ConversationStore",
+    "REFERENCE_MISSING",
+    "index_of",
+    "refer",
+    "resolve",
+]
 
 ROOT = ""  # the digest of the empty conversation
 REFERENCE_MISSING = "ReferenceMissing"  # the ApplicationError type a store miss is reported with
@@ -52,6 +62,30 @@ def chain(parent: str, messages: list[Any]) -> str:
     for m in messages:
         parent = digest_of(parent, m)
     return parent
+
+
+def index_of(sources: list[Any]) -> dict[bytes, int]:
+    """Each message of `sources` by its canonical JSON (the first of equal ones), for `refer`."""
+    where: dict[bytes, int] = {}
+    for n, m in enumerate(sources):
+        where.setdefault(canonical(m), n)
+    return where
+
+
+def refer(messages: list[Any], where: dict[bytes, int]) -> list[Any]:
+    """`messages` with each one equal to a message of the sources `where` indexes given as its index
+    there (an int), the others as `{"message": m}`: what a user function's result is recorded as.
+    A processor mostly returns messages it was given; the workflow has them, so only new ones cross."""
+    out: list[Any] = []
+    for m in messages:
+        n = where.get(canonical(m))
+        out.append(n if n is not None else {"message": m})
+    return out
+
+
+def resolve(items: list[Any], sources: list[Any]) -> list[Any]:
+    """`refer`'s inverse, in the workflow: indexes become the workflow's own messages again."""
+    return [sources[x] if isinstance(x, int) else x["message"] for x in items]
 
 
 class ConversationStore:

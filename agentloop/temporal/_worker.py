@@ -21,7 +21,9 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
@@ -30,15 +32,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentloop import ConfigurationError, ErrorFormatter, Model, ToolRegistry, import_ref
+from agentloop import ConfigurationError, Model, ToolRegistry, import_ref
 
-from .._cli_common import add_tool_options, import_from_cwd, load_tools
 from ._activities import AgentActivities
-from ._spec import ToolActivityOptions
-from ._store import ConversationStore
+from ._spec import WorkerOptions
 from ._workflow import AgentWorkflow
 
-__all__ = ["create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
+__all__ = ["WorkerOptions", "create_worker", "worker_main", "sandbox_runner", "PASSTHROUGH_MODULES"]
 
 # The module whose code runs as the workflow: Temporal's sandbox must load it afresh for every run,
 # with its own restricted view of `datetime`, `time`, `random`, ..., so that a clock read or a
@@ -98,68 +98,99 @@ def sandbox_runner(extra_passthrough: Sequence[str] = ()) -> SandboxedWorkflowRu
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+_OPTION_NAMES = tuple(f.name for f in fields(WorkerOptions))
+
+
 def create_worker(
     client: Client,
     task_queue: str,
     *,
     tools: ToolRegistry,
     model: Model,
-    tool_options: Mapping[str, ToolActivityOptions] | None = None,
-    store: ConversationStore | None = None,
-    heartbeat_timeout: float = 30.0,
-    model_timeout: float = 600.0,
-    model_attempts: int = 3,
-    default_tool_timeout: float = 600.0,
-    format_tool_error: ErrorFormatter | None = None,
-    graceful_shutdown_timeout: float = 30.0,
+    functions: Sequence[Callable[..., Any]] = (),
+    options: WorkerOptions | None = None,
     workflows: Sequence[type] = (),
     activities: Sequence[Any] = (),
     **worker_options: Any,
 ) -> Worker:
     """A Temporal worker that runs agent workflows with `tools` and `model` (see module docs).
 
-    - `tool_options`: per-tool `ToolActivityOptions` (timeouts, heartbeat, attempts).
-    - `heartbeat_timeout`: seconds; how fast a lost worker is noticed (model and tool activities).
-    - `model_timeout` / `model_attempts`: one model request's limit and its attempts (the client's
-      own retries come first).
-    - `graceful_shutdown_timeout`: seconds in-flight activities get to finish on shutdown.
+    - `functions`: the `History(processor=...)` and handoff `input_filter` functions the agents
+      started on this queue use; each runs in an activity on the worker, named by
+      `module:qualname` (as tools are named), never sent. A run whose agent names a function the
+      worker does not have fails with a clear error before its first model request.
+    - `options`: a `WorkerOptions` (timeouts, attempts, the store, `format_tool_error`). Its
+      fields passed as keywords (`heartbeat_timeout=...`, the form before `WorkerOptions`) still
+      work, with a DeprecationWarning.
     - `worker_options`: passed to `temporalio.worker.Worker` (e.g. `max_concurrent_activities`).
     """
     if not isinstance(task_queue, str) or not task_queue:
         raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")
-    acts = AgentActivities(
-        model,
-        tools,
-        store=store,
-        tool_options=tool_options,
-        default_tool_timeout=default_tool_timeout,
-        heartbeat_timeout=heartbeat_timeout,
-        model_timeout=model_timeout,
-        model_attempts=model_attempts,
-        format_tool_error=format_tool_error,
-    )
+    options = _options(options, worker_options)
+    acts = AgentActivities(model, tools, options=options, functions=functions)
     worker_options.setdefault("workflow_runner", sandbox_runner())
     worker = Worker(
         client,
         task_queue=task_queue,
         workflows=[AgentWorkflow, *workflows],
         activities=[*acts.activities, *activities],
-        graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
+        graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_timeout),
         **worker_options,
     )
     worker.agent_activities = acts  # type: ignore[attr-defined]  # for diagnostics and tests
     return worker
 
 
+def _options(options: WorkerOptions | None, keywords: dict[str, Any]) -> WorkerOptions:
+    """`options`, or the old keyword form folded into one (popped from `keywords`), with a warning."""
+    old = {name: keywords.pop(name) for name in _OPTION_NAMES if name in keywords}
+    if options is not None and not isinstance(options, WorkerOptions):
+        raise ConfigurationError(f"options must be a WorkerOptions, got {options!r}")
+    if not old:
+        return options or WorkerOptions()
+    if options is not None:
+        raise ConfigurationError(
+            f"create_worker got options= and {sorted(old)} as keywords: put them in the WorkerOptions"
+        )
+    listed = ", ".join(f"{k}=..." for k in old)
+    warnings.warn(
+        f"create_worker({listed}) is deprecated: pass options=WorkerOptions({listed})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return WorkerOptions(**old)
+
+
 def load_registry(spec: str) -> ToolRegistry:
     """`module:attribute` → the `ToolRegistry` it names (or a zero-argument callable returning one)."""
-    import_from_cwd()  # `agentloop worker` runs where the user's modules are, as `python -m` would
+    _import_from_cwd()
     obj = import_ref(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
         obj = obj()
     if not isinstance(obj, ToolRegistry):
         raise ConfigurationError(f"{spec!r} is a {type(obj).__name__}, not a ToolRegistry")
     return obj
+
+
+def _load_tools(specs: Sequence[str]) -> ToolRegistry:
+    """Several `--tool`s: registries (their tools, each still run by its own registry's sandbox)
+    and functions, gathered into one registry, as `agentloop run --tool ... --tool ...` gathers them."""
+    _import_from_cwd()
+    tools = ToolRegistry()
+    for spec in specs:
+        obj = import_ref(spec, what="tool")
+        if isinstance(obj, ToolRegistry):
+            tools.include(obj)
+        else:
+            tools.register(obj)
+    return tools
+
+
+def _import_from_cwd() -> None:
+    """`agentloop worker` runs where the user's modules are: import them from there, as `python -m`
+    does (the entry point's sys.path[0] is its bin directory instead)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,7 +200,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task-queue", required=True, help="the Temporal task queue to poll")
     p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
     p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
-    add_tool_options(p, required=True)  # --tool / --base-url, named as `agentloop run` names them
+    p.add_argument(  # --tool / --base-url, named as `agentloop run` names them
+        "--tool",
+        "--tools",
+        dest="tool",
+        action="append",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the tools to run (repeatable): MODULE:REGISTRY for a ToolRegistry, or MODULE:FUNCTION; "
+        "MODULE is imported from the current directory like `python -m`",
+    )
+    p.add_argument(
+        "--base-url", default=None, help="FluxRouter endpoint (default $FLUX_BASE_URL or FluxRouter's)"
+    )
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds (default 30)")
     p.add_argument(
         "--model-timeout", type=float, default=600.0, help="seconds per model request (default 600)"
@@ -186,7 +229,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0."""
     args = _parser().parse_args(argv)
     try:
-        tools = load_registry(args.tool[0]) if len(args.tool) == 1 else load_tools(args.tool)
+        tools = load_registry(args.tool[0]) if len(args.tool) == 1 else _load_tools(args.tool)
     except ConfigurationError as e:
         print(f"agentloop worker: {e}", file=sys.stderr)
         return 2
@@ -210,16 +253,12 @@ async def _serve(args: argparse.Namespace, tools: ToolRegistry) -> int:
     if args.sticky_timeout:
         options["sticky_queue_schedule_to_start_timeout"] = timedelta(seconds=args.sticky_timeout)
     async with FluxClient(base_url=args.base_url) as model, tools:
-        worker = create_worker(
-            client,
-            args.task_queue,
-            tools=tools,
-            model=model,
+        settings = WorkerOptions(
             heartbeat_timeout=args.heartbeat_timeout,
             model_timeout=args.model_timeout,
             graceful_shutdown_timeout=args.graceful_shutdown_timeout,
-            **options,
         )
+        worker = create_worker(client, args.task_queue, tools=tools, model=model, options=settings, **options)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with worker:
                 print(

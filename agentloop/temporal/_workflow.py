@@ -13,6 +13,10 @@ activities at its two seams.
   scheduled together) and pauses for approval. The tool itself runs in the worker through the
   worker's `Dispatcher`, with its sandbox mode and `Limits`.
 
+- The user's functions (a `History(processor=...)`, a handoff's `input_filter`) are stand-ins
+  that run the `call_function` activity on the worker, which was given the functions
+  (`_functions.py`); the loop around them is its own code, unchanged.
+
 Determinism: nothing here reads a clock, a random source or does I/O. The loop runs on
 Temporal's deterministic event loop (anyio's asyncio backend uses the running loop's `time()`,
 `call_at` and tasks, which Temporal makes durable); the only random thing in the loop, minting a
@@ -37,7 +41,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    import asyncio
     import contextvars
     import operator
     from dataclasses import asdict, replace
@@ -58,51 +61,11 @@ with workflow.unsafe.imports_passed_through():
     from ..abc import check_decisions, decision_from_data
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
     from ._agents import SpecError, build_agents
+    from ._functions import WorkflowFunctions, cause_message, cause_type, execute_activity
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of, tools_digest
 
 __all__ = ["AgentWorkflow"]
-
-
-def _cause_type(e: BaseException) -> str | None:
-    cause = e.__cause__
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return cause.type
-        cause = cause.__cause__
-    return None
-
-
-def _cause_message(e: BaseException) -> str:
-    cause = e
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    return str(cause)
-
-
-async def _execute_activity(name: str, arg: Any, **options: Any) -> Any:
-    """`workflow.execute_activity`, but cancellable the way anyio cancels.
-
-    Temporal swallows a task's cancellation while it awaits an activity (it requests the
-    activity's cancellation and keeps waiting for the outcome). anyio's cancel scopes, on the
-    other hand, re-deliver cancellation on every loop iteration until the task leaves the scope,
-    so awaiting the activity directly would spin the workflow's event loop forever. Here the
-    activity is its own Temporal-owned handle; our task only waits on it through a shield, so a
-    cancellation (the run's timeout, a failing sibling) leaves at once, exactly as in-process,
-    and the activity is asked to cancel (the worker sees it at its next heartbeat).
-    """
-    handle = workflow.start_activity(name, arg, **options)
-    try:
-        return await asyncio.shield(handle)
-    except asyncio.CancelledError:
-        handle.cancel()
-        handle.add_done_callback(_consume)
-        raise
-
-
-def _consume(task: Any) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: its outcome no longer matters to the run
 
 
 class _Outcome:
@@ -144,7 +107,7 @@ class _ActivityBox:
         if spec.get("context"):
             data["deps"] = self.deps
         try:
-            out = await _execute_activity(
+            out = await execute_activity(
                 TOOL_ACTIVITY,
                 data,
                 start_to_close_timeout=timedelta(seconds=spec["start_to_close_timeout"]),
@@ -157,7 +120,7 @@ class _ActivityBox:
             # failures are outcomes, not activity failures). Same semantics as a resumed durable run.
             attempts = spec["maximum_attempts"]
             text = (
-                f"Outcome unknown: the worker running {ref!r} was lost ({_cause_message(e)})"
+                f"Outcome unknown: the worker running {ref!r} was lost ({cause_message(e)})"
                 + (f" on all {attempts} attempts" if attempts > 1 else "")
                 + (
                     ", and it was not run again because it is not marked idempotent"
@@ -250,18 +213,14 @@ class _ActivityModel:
         elif digest != self.tools_digest and digest not in self.sent_tools:
             data["tools"] = request.tools
         try:
-            out = await _execute_activity(
-                MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
-            )
+            out = await execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
         except ActivityError as e:
-            if _cause_type(e) != REFERENCE_MISSING:
+            if cause_type(e) != REFERENCE_MISSING:
                 raise
             # This worker does not hold the prefix (or the tools): send everything, once.
             self.full_sends += 1
             data.update(base=ROOT, delta=list(messages), tools=list(request.tools))
-            out = await _execute_activity(
-                MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options
-            )
+            out = await execute_activity(MODEL_ACTIVITY, data, summary=f"step {request.step}", **self.options)
         if digest is not None and digest != self.tools_digest:
             self.sent_tools.add(digest)
         message = out["message"]
@@ -295,6 +254,12 @@ class AgentWorkflow:
     @workflow.run
     async def run(self, data: dict[str, Any]) -> dict[str, Any]:
         run_id = workflow.info().workflow_id
+        if not isinstance(data, dict) or not isinstance(data.get("agent"), dict):  # not from start_run
+            raise ApplicationError(
+                "the workflow input is not {'agent': spec, 'prompt': ...}: start agent runs with start_run",
+                type="ConfigurationError",
+                non_retryable=True,
+            )
         described = await workflow.execute_activity(
             DESCRIBE_ACTIVITY, start_to_close_timeout=timedelta(seconds=60), summary="tools"
         )
@@ -321,8 +286,8 @@ class AgentWorkflow:
             return {"result": e.result.to_json(), "error": error}
         except ActivityError as e:  # the model request failed for good: fail the run, do not retry it
             raise ApplicationError(
-                f"the model request failed: {_cause_message(e)}",
-                type=_cause_type(e) or "ActivityError",
+                f"the model request failed: {cause_message(e)}",
+                type=cause_type(e) or "ActivityError",
                 non_retryable=True,
             ) from None
         except AgentloopError as e:  # raised by the loop: another attempt of the task would raise it again
@@ -341,8 +306,11 @@ class AgentWorkflow:
                 kwargs["limits"] = self._limits(kwargs["limits"])
             return Agent(client=model, observers=[_note_call], **kwargs)
 
+        functions = WorkflowFunctions(described.get("functions", []), model)
         try:
-            return build_agents(spec, box.tools, lambda specs: _ActivityTools(box, specs), make)
+            return build_agents(
+                spec, box.tools, lambda specs: _ActivityTools(box, specs), make, functions.get
+            )
         except SpecError as e:
             raise ApplicationError(str(e), type=e.kind, non_retryable=True) from None
 
