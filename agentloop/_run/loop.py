@@ -186,7 +186,7 @@ class Steps:
             format_error=agent.format_tool_error,
             on_invoke=rec.call_started if run.journal is not None else None,
             on_finish=run.settle,
-            context=lambda r: run.context(r.step, r.id, r.name),
+            context=run.call_context,
             budget=agent.input_budget,
         )
         policy = CallPolicy(agent.tools, agent.require_approval, limits, agent.input_budget)
