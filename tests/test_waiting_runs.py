@@ -219,3 +219,33 @@ async def test_queued_requests_cancelled_while_waiting_do_not_hold_up_the_others
                 scope.cancel()
     assert outputs == ["ok"] * 4
     assert len(router.requests) == 5
+
+
+async def test_thousands_of_queued_requests_cancelled_at_once() -> None:
+    # Cancelling a queued request takes no scan of the queue (100,000 of them cancelled at once
+    # took minutes of loop time); the queue is compacted when mostly cancelled and still serves
+    # the rest in turn.
+    router = FakeFluxRouter([text("first", delay=3600)] + [text("ok")] * 40)
+    async with router, FluxClient(base_url=router.base_url, api_key="k", max_connections=1) as client:
+        agent = Agent(client=client, model="m")
+        outputs: list[Any] = []
+        holder, *scopes = [anyio.CancelScope() for _ in range(2001)]
+
+        async def run(scope: anyio.CancelScope) -> None:
+            with scope:
+                outputs.append((await agent.run("go")).output)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, holder)
+            await sent(router, 1)
+            for scope in scopes:
+                tg.start_soon(run, scope)
+            await anyio.wait_all_tasks_blocked()
+            kept = set(range(0, 2000, 50))  # 40 of them
+            for i, scope in enumerate(scopes):
+                if i not in kept:
+                    scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            holder.cancel()
+    assert outputs == ["ok"] * 40
+    assert len(router.requests) == 41

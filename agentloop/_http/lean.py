@@ -74,6 +74,7 @@ class LeanPool:
         self._idle: list[Connection] = []
         self._open = 0  # connections open (idle or carrying a request) or being opened
         self._waiters: deque[Waiter] = deque()  # requests queued for a connection, first come first served
+        self._gone = 0  # of which given up (cancelled, timed out), left for `_wake` to skip
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
@@ -168,11 +169,16 @@ class LeanPool:
         """A waiter gives up (cancelled, timed out): if it was woken already, wake the next one
         instead, or that connection would sit idle while others wait. (A cancellation delivered
         between the wake-up and the waiter's resumption: a deadline firing in the same loop
-        iteration. anyio delivers an explicit cancel() later, so no test here can force it.)"""
-        if event in self._waiters:
-            self._waiters.remove(event)
-        elif _is_set(event):
+        iteration.) If not, it stays in the queue marked gone and `_wake` skips it: taking it
+        out is a scan of the queue, and cancelling 100,000 queued requests took 333 s of loop."""
+        if _is_set(event):
             self._wake()
+            return
+        _abandon(event)
+        self._gone += 1
+        if self._gone > 1024 and 2 * self._gone > len(self._waiters):  # mostly gone: compact, O(1) amortized
+            self._waiters = deque(w for w in self._waiters if not _is_gone(w))
+            self._gone = 0
 
     async def _connect(self) -> Connection:
         self.prepare()
@@ -227,6 +233,7 @@ class LeanPool:
         while waiters:
             if _set(waiters.popleft()):
                 return
+            self._gone -= 1
 
     async def aclose(self) -> None:
         self._closed = True
@@ -252,20 +259,35 @@ def _wait(waiter: Waiter) -> Awaitable[None]:
 
 
 def _set(waiter: Waiter) -> bool:
-    """Wake `waiter`; False if it is gone (a future cancelled with its task)."""
+    """Wake `waiter`; False if it is gone (given up, or a future cancelled with its task)."""
+    if _is_gone(waiter):
+        return False
     if isinstance(waiter, anyio.Event):
         waiter.set()
-        return True
-    if waiter.done():
-        return False
-    waiter.set_result(None)
+    else:
+        waiter.set_result(None)
     return True
 
 
 def _is_set(waiter: Waiter) -> bool:
+    """Woken by `_wake` (a woken waiter is out of the queue)."""
     if isinstance(waiter, anyio.Event):
         return waiter.is_set()
     return waiter.done() and not waiter.cancelled()
+
+
+def _abandon(waiter: Waiter) -> None:
+    """Mark a waiter still in the queue as gone: an Event is set (`_wake` never sets one twice), a
+    future cancelled (it is already, when its task was)."""
+    if isinstance(waiter, anyio.Event):
+        waiter.set()
+    else:
+        waiter.cancel()
+
+
+def _is_gone(waiter: Waiter) -> bool:
+    """Given up while in the queue: what `_wake` skips."""
+    return waiter.is_set() if isinstance(waiter, anyio.Event) else waiter.done()
 
 
 class LeanResponse:
