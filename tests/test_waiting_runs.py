@@ -10,6 +10,8 @@ step after step.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from typing import Any
 
 import anyio
@@ -249,3 +251,34 @@ async def test_thousands_of_queued_requests_cancelled_at_once() -> None:
             holder.cancel()
     assert outputs == ["ok"] * 40
     assert len(router.requests) == 41
+
+
+GC_SETTINGS = """
+import gc
+before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count(), len(gc.callbacks))
+import anyio
+import agentloop, agentloop.testing
+from agentloop import Agent
+from agentloop.testing import ScriptedModel, text
+
+async def main():
+    async with agentloop.testing.FakeFluxRouter([text("hi")]) as router:
+        async with agentloop.FluxClient(base_url=router.base_url, api_key="k") as client:
+            assert (await Agent(client=client, model="m").run("go")).output == "hi"
+    assert (await Agent(client=ScriptedModel([text("ok")]), model="m").run("go")).output == "ok"
+
+anyio.run(main, backend=__import__("sys").argv[1])
+after = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count(), len(gc.callbacks))
+print(before == after, before, after)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_agentloop_leaves_the_garbage_collector_alone(backend: str) -> None:
+    # Tuning the collector (gc.freeze, thresholds) is the operator's decision for the whole
+    # process (docs/scaling.md), never done for them on import or by a run.
+    done = subprocess.run(
+        [sys.executable, "-c", GC_SETTINGS, backend], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("True"), done.stdout
