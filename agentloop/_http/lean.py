@@ -20,9 +20,8 @@ from __future__ import annotations
 import ssl
 import time
 import zlib
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
 
 import anyio
 import httpx
@@ -37,12 +36,8 @@ from .h1 import (
     chunk_size,
     parse_head,
 )
-from .sockets import Connection, connect, on_asyncio
-
-if TYPE_CHECKING:
-    import asyncio
-
-    Waiter = anyio.Event | asyncio.Future[None]
+from .sockets import Connection, connect
+from .waiters import SlotQueue
 
 __all__ = ["LeanPool", "LeanResponse"]
 
@@ -73,8 +68,7 @@ class LeanPool:
         self._expiry = keepalive_expiry
         self._idle: list[Connection] = []
         self._open = 0  # connections open (idle or carrying a request) or being opened
-        self._waiters: deque[Waiter] = deque()  # requests queued for a connection, first come first served
-        self._gone = 0  # of which given up (cancelled, timed out), left for `_wake` to skip
+        self._queue = SlotQueue()  # requests waiting for a connection, first come first served
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
@@ -136,49 +130,14 @@ class LeanPool:
                 await self._discard(conn)
             if self._open < self._max:
                 break
-            await self._wait_for_slot()
+            await self._queue.wait(self._pool_timeout)
         self._open += 1
         try:
             return await self._connect()
         except BaseException:
             self._open -= 1
-            self._wake()
+            self._queue.wake()
             raise
-
-    async def _wait_for_slot(self) -> None:
-        """Until a connection is given back or closed (then the caller looks again), within the pool timeout."""
-        event = _waiter()
-        self._waiters.append(event)
-        try:
-            if anyio.current_effective_deadline() <= anyio.current_time() + self._pool_timeout:
-                # A deadline around the request (FluxClient's total time, 600 s by default like the
-                # pool timeout) ends the wait first: no scope of its own. A queued request is what
-                # most of 100,000 waiting runs are; its scope and timer were 7 GC-tracked objects.
-                await _wait(event)
-                return
-            with anyio.move_on_after(self._pool_timeout) as scope:
-                await _wait(event)
-        except BaseException:
-            self._leave(event)
-            raise
-        if scope.cancelled_caught:
-            self._leave(event)
-            raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
-
-    def _leave(self, event: Waiter) -> None:
-        """A waiter gives up (cancelled, timed out): if it was woken already, wake the next one
-        instead, or that connection would sit idle while others wait. (A cancellation delivered
-        between the wake-up and the waiter's resumption: a deadline firing in the same loop
-        iteration.) If not, it stays in the queue marked gone and `_wake` skips it: taking it
-        out is a scan of the queue, and cancelling 100,000 queued requests took 333 s of loop."""
-        if _is_set(event):
-            self._wake()
-            return
-        _abandon(event)
-        self._gone += 1
-        if self._gone > 1024 and 2 * self._gone > len(self._waiters):  # mostly gone: compact, O(1) amortized
-            self._waiters = deque(w for w in self._waiters if not _is_gone(w))
-            self._gone = 0
 
     async def _connect(self) -> Connection:
         self.prepare()
@@ -197,7 +156,7 @@ class LeanPool:
                 conn = await self._connect()
             except BaseException as e:
                 self._open -= 1
-                self._wake()
+                self._queue.wake()
                 if not isinstance(e, httpx.HTTPError):
                     raise
                 failures.append(e)
@@ -217,77 +176,20 @@ class LeanPool:
         if reusable and not self._closed and not conn.buf:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
-            self._wake()
+            self._queue.wake()
         else:
             await self._discard(conn)
 
     async def _discard(self, conn: Connection) -> None:
         self._open -= 1
-        self._wake()
+        self._queue.wake()
         await conn.aclose()
-
-    def _wake(self) -> None:
-        """Wake the first queued request (skipping futures cancelled with their task, which
-        `_leave` has not taken out yet)."""
-        waiters = self._waiters
-        while waiters:
-            if _set(waiters.popleft()):
-                return
-            self._gone -= 1
 
     async def aclose(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             await self._discard(conn)
-
-
-def _waiter() -> Waiter:
-    """What a request queued for a connection waits on. On asyncio a bare future: an anyio Event
-    is that future plus an asyncio Event, its deque and two coroutine frames (~1 KB and 5
-    GC-tracked objects more per queued request; at 100,000 waiting runs nearly all are queued)."""
-    if on_asyncio():
-        import asyncio  # already imported: an asyncio loop runs
-
-        return asyncio.get_running_loop().create_future()
-    return anyio.Event()
-
-
-def _wait(waiter: Waiter) -> Awaitable[None]:
-    """What to await until `waiter` is woken (no coroutine of its own: one frame less per queued request)."""
-    return waiter.wait() if isinstance(waiter, anyio.Event) else waiter
-
-
-def _set(waiter: Waiter) -> bool:
-    """Wake `waiter`; False if it is gone (given up, or a future cancelled with its task)."""
-    if _is_gone(waiter):
-        return False
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    else:
-        waiter.set_result(None)
-    return True
-
-
-def _is_set(waiter: Waiter) -> bool:
-    """Woken by `_wake` (a woken waiter is out of the queue)."""
-    if isinstance(waiter, anyio.Event):
-        return waiter.is_set()
-    return waiter.done() and not waiter.cancelled()
-
-
-def _abandon(waiter: Waiter) -> None:
-    """Mark a waiter still in the queue as gone: an Event is set (`_wake` never sets one twice), a
-    future cancelled (it is already, when its task was)."""
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    else:
-        waiter.cancel()
-
-
-def _is_gone(waiter: Waiter) -> bool:
-    """Given up while in the queue: what `_wake` skips."""
-    return waiter.is_set() if isinstance(waiter, anyio.Event) else waiter.done()
 
 
 class LeanResponse:
