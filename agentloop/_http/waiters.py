@@ -54,6 +54,7 @@ class SlotQueue:
             if anyio.current_effective_deadline() <= anyio.current_time() + seconds:
                 # A deadline around the request (FluxClient's total time, 600 s by default like the
                 # pool timeout) ends the wait first: no scope of its own (7 GC-tracked objects).
+                # Should a caller's deadline be moved later meanwhile, FluxClient's own still holds.
                 await _until_woken(waiter)
                 return
             with anyio.move_on_after(seconds) as scope:
