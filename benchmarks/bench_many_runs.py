@@ -260,6 +260,8 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
         async with anyio.create_task_group() as runs:
             for i in range(n):
                 runs.start_soon(one)
+                if args.freeze_every and i % args.freeze_every == args.freeze_every - 1:
+                    gc.freeze()  # the runs started so far leave the collector's walks
                 if i % args.batch == args.batch - 1:
                     await (
                         anyio.lowlevel.checkpoint()
@@ -312,7 +314,7 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
         assert outputs == [], outputs[:3]
     # The runs are over: what a full collection still finds is cyclic garbage they left (with
     # --freeze, what gc.freeze() kept alive until gc.unfreeze()).
-    if args.freeze:
+    if args.freeze or args.freeze_every:
         gc.unfreeze()
     out["cyclic_garbage_per_run"] = round(gc.collect() / n, 2)
     out["start_s"] = round(out["start_s"], 2)
@@ -396,6 +398,12 @@ def main() -> None:
     ap.add_argument(
         "--hold-s", type=float, default=2.0, help="seconds all runs wait while the ticker measures"
     )
+    ap.add_argument(
+        "--freeze-every",
+        type=int,
+        default=0,
+        help="call gc.freeze() after every this many runs started (with --freeze: the opt-in while a wave starts)",
+    )
     ap.add_argument("--trace", action="store_true", help="tracemalloc + objects per run (slow)")
     ap.add_argument(
         "--objects",
@@ -442,6 +450,7 @@ def _passed(args: argparse.Namespace) -> list[str]:
     out += ["--latency-s", str(args.latency_s), "--max-connections", str(args.max_connections)]
     out += ["--frames", str(args.frames), "--top", str(args.top)]
     flags = [f"--{f}" for f in ("trace", "objects", "freeze") if getattr(args, f)]
+    flags += ["--freeze-every", str(args.freeze_every)]
     return out + flags
 
 
