@@ -78,11 +78,15 @@ class LeanPool:
             context.set_alpn_protocols(["http/1.1"])  # the one protocol spoken here (as httpcore offers it)
             self._ssl = context
 
-    async def send(self, data: bytes) -> LeanResponse:
-        """Send one request (head and body in `data`) and read the response head."""
+    async def send(self, request_head: bytes, body: bytes) -> LeanResponse:
+        """Send one request (its line and headers up to the blank line, then `body`) and read the response head.
+
+        Head and body are joined only once a connection is ours, and the joined copy is let go
+        once sent: a request queued for a connection or waiting for its answer holds no second
+        copy of its body (the caller keeps the one it may retry with)."""
         conn = await self._acquire()
         try:
-            await conn.send(data, self._write_timeout)
+            await conn.send(request_head + body, self._write_timeout)
             head = await self._read_head(conn)
         except BaseException:
             await self._discard(conn)
