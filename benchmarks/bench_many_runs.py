@@ -251,8 +251,9 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
             await model.release.wait()
             outputs.append("done")
             return
-        outputs.append((await agent.run("go")).output)
+        outputs.append((await agent.run(prompt)).output)
 
+    prompt = "go" + " x" * (args.prompt_bytes // 2)  # a longer conversation: the request body grows with it
     out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": args.model}
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
@@ -399,6 +400,12 @@ def main() -> None:
         "--hold-s", type=float, default=2.0, help="seconds all runs wait while the ticker measures"
     )
     ap.add_argument(
+        "--prompt-bytes",
+        type=int,
+        default=0,
+        help="this many bytes more in each run's prompt (a larger request body)",
+    )
+    ap.add_argument(
         "--freeze-every",
         type=int,
         default=0,
@@ -450,7 +457,7 @@ def _passed(args: argparse.Namespace) -> list[str]:
     out += ["--latency-s", str(args.latency_s), "--max-connections", str(args.max_connections)]
     out += ["--frames", str(args.frames), "--top", str(args.top)]
     flags = [f"--{f}" for f in ("trace", "objects", "freeze") if getattr(args, f)]
-    flags += ["--freeze-every", str(args.freeze_every)]
+    flags += ["--freeze-every", str(args.freeze_every), "--prompt-bytes", str(args.prompt_bytes)]
     return out + flags
 
 
