@@ -30,17 +30,24 @@ def new_run_id() -> str:
 
 
 class IdRegistry:
-    """The tool-call ids of one conversation."""
+    """The tool-call ids of one conversation (`messages`: the list the run appends to)."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_messages", "_seen")
 
     def __init__(self, messages: Iterable[dict[str, Any]] = ()) -> None:
+        # The set is built at the first repair, from the conversation as it is then: a run that
+        # waits on its first answer holds no set (216 B and a GC-tracked object per waiting run).
+        self._messages = messages
+        self._seen: set[str] | None = None
+
+    def _ids(self) -> set[str]:
         seen: set[str] = set()
-        for m in messages:
+        for m in self._messages:
             for tc in m.get("tool_calls") or ():
                 if isinstance(tc, dict) and isinstance(tc.get("id"), str):
                     seen.add(tc["id"])
-        self._seen = seen
+        self._seen, self._messages = seen, ()
+        return seen
 
     def repair(self, tool_calls: list[dict[str, Any]]) -> None:
         """Rewrite, in place, the ids of one assistant message's tool calls where needed.
@@ -48,7 +55,7 @@ class IdRegistry:
         Called before the message is appended, so its tool messages are built from the repaired
         ids and the pairing stays exact.
         """
-        seen = self._seen
+        seen = self._seen if self._seen is not None else self._ids()
         for tc in tool_calls:
             cid = tc.get("id")
             if not isinstance(cid, str) or cid in seen or not _SAFE_ID(cid):

@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import types
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,47 @@ class Ticker:
         return lags
 
 
+def _kind(o: object) -> str:
+    """An object's type, and for code objects (coroutines, functions, methods, generators) whose."""
+    t = type(o)
+    if t is types.CoroutineType:
+        return f"coroutine {o.cr_code.co_qualname}"  # type: ignore[attr-defined]
+    if t is types.AsyncGeneratorType:
+        return f"async_generator {o.ag_code.co_qualname}"  # type: ignore[attr-defined]
+    if t is types.GeneratorType:
+        return f"generator {o.gi_code.co_qualname}"  # type: ignore[attr-defined]
+    if t is types.MethodType:
+        return f"method {getattr(o.__func__, '__qualname__', '?')}"  # type: ignore[attr-defined]
+    if t is types.FunctionType:
+        return f"function {o.__qualname__}"  # type: ignore[attr-defined]
+    return f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
+
+
+_GENERIC = {"set", "list", "tuple", "dict", "cell", "_contextvars.Context", "collections.deque"}
+_GENERIC |= {"weakref.ReferenceType", "builtin_function_or_method", "_asyncio.FutureIter"}
+
+
 def _objects_by_type() -> collections.Counter[str]:
-    return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    """The objects the cyclic GC tracks (the ones a full collection walks), by `_kind`; a generic
+    container (set, tuple, cell, Context...) also by the kind of one object that refers to it."""
+    objects = gc.get_objects()
+    kinds = {id(o): _kind(o) for o in objects}
+    owner: dict[int, str] = {}
+    for o in objects:
+        k = kinds[id(o)]
+        if k in _GENERIC:
+            continue
+        for r in gc.get_referents(o):
+            rk = kinds.get(id(r))
+            if rk in _GENERIC and id(r) not in owner:
+                owner[id(r)] = k
+    del objects
+    return collections.Counter(k + (f" ← {owner[i]}" if i in owner else "") for i, k in kinds.items())
+
+
+def _tracked() -> int:
+    """How many objects the cyclic GC tracks: what one full collection walks."""
+    return len(gc.get_objects())
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,7 +235,8 @@ async def all_started(model: Any, n: int) -> None:
 async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, Any]:
     n = args.n
     gc.collect()
-    base, before = rss_mb(), (_objects_by_type() if args.trace else None)
+    base, before = rss_mb(), (_objects_by_type() if args.trace or args.objects else None)
+    tracked0 = _tracked()
     if args.trace:
         tracemalloc.start(args.frames)
         snap0 = tracemalloc.take_snapshot()
@@ -210,8 +251,9 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
             await model.release.wait()
             outputs.append("done")
             return
-        outputs.append((await agent.run("go")).output)
+        outputs.append((await agent.run(prompt)).output)
 
+    prompt = "go" + " x" * (args.prompt_bytes // 2)  # a longer conversation: the request body grows with it
     out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": args.model}
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
@@ -219,6 +261,8 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
         async with anyio.create_task_group() as runs:
             for i in range(n):
                 runs.start_soon(one)
+                if args.freeze_every and i % args.freeze_every == args.freeze_every - 1:
+                    gc.freeze()  # the runs started so far leave the collector's walks
                 if i % args.batch == args.batch - 1:
                     await (
                         anyio.lowlevel.checkpoint()
@@ -232,7 +276,16 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
             out["full_gc_cpu_ms"] = round(
                 (time.process_time() - cpu) * 1000, 1
             )  # the load inflates the wall time
-            out["gc_objects"] = len(gc.get_objects())
+            out["gc_objects"] = _tracked()
+            out["tracked_per_run"] = round((out["gc_objects"] - tracked0) / n, 1)
+            if args.freeze:  # the operator's opt-in (docs/scaling.md): the waiting runs leave the GC's walks
+                t = time.perf_counter()
+                gc.freeze()
+                out["freeze_ms"] = round((time.perf_counter() - t) * 1000, 1)
+                t, cpu = time.perf_counter(), time.process_time()
+                gc.collect()
+                out["frozen_full_gc_ms"] = round((time.perf_counter() - t) * 1000, 1)
+                out["frozen_full_gc_cpu_ms"] = round((time.process_time() - cpu) * 1000, 1)
             await anyio.sleep(0.01)
             ticker.take(), pauses.take()  # the tick the collection above made late
             await anyio.sleep(args.hold_s)  # all wait: the loop must stay responsive
@@ -242,10 +295,11 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
             if args.trace:
                 out["trace"] = trace_report(snap0, tracemalloc.take_snapshot(), n, args.top)
                 tracemalloc.stop()
+            if args.trace or args.objects:
                 after = _objects_by_type()
                 assert before is not None
                 per_run = {
-                    k: round((after[k] - before[k]) / n, 2) for k in after if after[k] - before[k] >= n / 2
+                    k: round((after[k] - before[k]) / n, 2) for k in after if after[k] - before[k] >= n / 5
                 }
                 out["objects_per_run"] = dict(sorted(per_run.items(), key=lambda kv: -kv[1]))
             t1 = time.perf_counter()
@@ -259,6 +313,11 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
         assert len(outputs) == n and set(outputs) == {"done"}, (len(outputs), set(outputs))
     else:
         assert outputs == [], outputs[:3]
+    # The runs are over: what a full collection still finds is cyclic garbage they left (with
+    # --freeze, what gc.freeze() kept alive until gc.unfreeze()).
+    if args.freeze or args.freeze_every:
+        gc.unfreeze()
+    out["cyclic_garbage_per_run"] = round(gc.collect() / n, 2)
     out["start_s"] = round(out["start_s"], 2)
     out["lag_start_max_ms"] = round(max(start_lags, default=0) * 1000, 1)
     out["lag_hold_max_ms"] = round(max(hold_lags, default=0) * 1000, 2)
@@ -340,7 +399,29 @@ def main() -> None:
     ap.add_argument(
         "--hold-s", type=float, default=2.0, help="seconds all runs wait while the ticker measures"
     )
+    ap.add_argument(
+        "--prompt-bytes",
+        type=int,
+        default=0,
+        help="this many bytes more in each run's prompt (a larger request body)",
+    )
+    ap.add_argument(
+        "--freeze-every",
+        type=int,
+        default=0,
+        help="call gc.freeze() after every this many runs started (with --freeze: the opt-in while a wave starts)",
+    )
     ap.add_argument("--trace", action="store_true", help="tracemalloc + objects per run (slow)")
+    ap.add_argument(
+        "--objects",
+        action="store_true",
+        help="the GC-tracked objects per run by type and code (no tracemalloc)",
+    )
+    ap.add_argument(
+        "--freeze",
+        action="store_true",
+        help="call gc.freeze() once all runs wait (the operator's opt-in of docs/scaling.md) and time a full GC then",
+    )
     ap.add_argument("--frames", type=int, default=1, help="traceback depth of tracemalloc (with --trace)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", action="store_true", help="print the raw JSON lines only")
@@ -375,42 +456,55 @@ def _passed(args: argparse.Namespace) -> list[str]:
     ]
     out += ["--latency-s", str(args.latency_s), "--max-connections", str(args.max_connections)]
     out += ["--frames", str(args.frames), "--top", str(args.top)]
-    return out + (["--trace"] if args.trace else [])
+    flags = [f"--{f}" for f in ("trace", "objects", "freeze") if getattr(args, f)]
+    flags += ["--freeze-every", str(args.freeze_every), "--prompt-bytes", str(args.prompt_bytes)]
+    return out + flags
 
 
 def render(results: list[dict[str, Any]]) -> None:
     load = os.getloadavg()
     print(f"Python {sys.version.split()[0]}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
     print(
-        "| runs | backend | model | RSS before MB | RSS all waiting MB | KB per run | loop lag while all wait: max / p99 ms "
-        "| one full GC with all waiting: wall (CPU) ms | start s | worst lag while starting ms | full GCs while starting: count, longest ms | drain s |"
+        "| runs | backend | model | RSS before MB | RSS all waiting MB | KB per run | GC-tracked objects per run "
+        "| loop lag while all wait: max / p99 ms | one full GC with all waiting: wall (CPU) ms | start s "
+        "| worst lag while starting ms | full GCs while starting: count, longest ms | drain s | cyclic garbage per run |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         g = r["gc_start"]
         print(
             f"| {r['runs']:,} | {r['backend']} | {r['model']} | {r['rss_base_mb']} | {r['rss_waiting_mb']} | **{r['kb_per_run']}** "
-            f"| {r['lag_hold_max_ms']} / {r['lag_hold_p99_ms']} | {r['full_gc_ms']} ({r['full_gc_cpu_ms']}) | {r['start_s']} "
-            f"| {r['lag_start_max_ms']} | {g['full']}, {g['max_ms']} | {r['drain_s']} |"
+            f"| {r['tracked_per_run']} | {r['lag_hold_max_ms']} / {r['lag_hold_p99_ms']} | {r['full_gc_ms']} ({r['full_gc_cpu_ms']}) "
+            f"| {r['start_s']} | {r['lag_start_max_ms']} | {g['full']}, {g['max_ms']} | {r['drain_s']} | {r['cyclic_garbage_per_run']} |"
         )
     for r in results:
-        if "trace" not in r:
-            continue
-        t = r["trace"]
-        print(
-            f"\nN={r['runs']:,}: tracemalloc sees {t['traced_bytes_per_run']:,} B per run still allocated\n"
-        )
-        print(
-            "| bytes / run | allocations / run | where (the last 3 frames; the allocation is the last) |\n|---:|---:|---|"
-        )
-        for line in t["top_lines"]:
-            print(f"| {line['bytes_per_run']:,} | {line['count_per_run']} | {' ← '.join(line['where'])} |")
-        print("\n| file | bytes / run |\n|---|---:|")
-        for f, b in t["per_file"].items():
-            print(f"| {f} | {b:,} |")
-        print("\n| object type | per run |\n|---|---:|")
-        for k, v in r["objects_per_run"].items():
-            print(f"| {k} | {v} |")
+        if "freeze_ms" in r:
+            print(
+                f"\nN={r['runs']:,}, gc.freeze() once all wait: the call {r['freeze_ms']} ms, then one full GC "
+                f"{r['frozen_full_gc_ms']} ms ({r['frozen_full_gc_cpu_ms']} CPU); loop lag while all wait "
+                f"{r['lag_hold_max_ms']} / {r['lag_hold_p99_ms']} ms (max / p99)"
+            )
+    for r in results:
+        if "trace" in r:
+            _render_trace(r)
+        if "objects_per_run" in r:
+            print(f"\nN={r['runs']:,}: GC-tracked objects per waiting run, by type (and code)\n")
+            print("| object | per run |\n|---|---:|")
+            for k, v in r["objects_per_run"].items():
+                print(f"| {k} | {v} |")
+
+
+def _render_trace(r: dict[str, Any]) -> None:
+    t = r["trace"]
+    print(f"\nN={r['runs']:,}: tracemalloc sees {t['traced_bytes_per_run']:,} B per run still allocated\n")
+    print(
+        "| bytes / run | allocations / run | where (the last 3 frames; the allocation is the last) |\n|---:|---:|---|"
+    )
+    for line in t["top_lines"]:
+        print(f"| {line['bytes_per_run']:,} | {line['count_per_run']} | {' ← '.join(line['where'])} |")
+    print("\n| file | bytes / run |\n|---|---:|")
+    for f, b in t["per_file"].items():
+        print(f"| {f} | {b:,} |")
 
 
 if __name__ == "__main__":

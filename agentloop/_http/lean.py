@@ -36,6 +36,7 @@ from .h1 import (
     parse_head,
 )
 from .sockets import Connection, connect
+from .waiters import SlotQueue
 
 __all__ = ["LeanPool", "LeanResponse"]
 
@@ -66,7 +67,7 @@ class LeanPool:
         self._expiry = keepalive_expiry
         self._idle: list[Connection] = []
         self._open = 0  # connections open (idle or carrying a request) or being opened
-        self._waiters: list[anyio.Event] = []
+        self._queue = SlotQueue()  # requests waiting for a connection, first come first served
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
@@ -76,11 +77,15 @@ class LeanPool:
             context.set_alpn_protocols(["http/1.1"])  # the one protocol spoken here (as httpcore offers it)
             self._ssl = context
 
-    async def send(self, data: bytes) -> LeanResponse:
-        """Send one request (head and body in `data`) and read the response head."""
+    async def send(self, request_head: bytes, body: bytes) -> LeanResponse:
+        """Send one request (its line and headers up to the blank line, then `body`) and read the response head.
+
+        Head and body are joined only once a connection is ours, and the joined copy is let go
+        once sent: a request queued for a connection or waiting for its answer holds no second
+        copy of its body (the caller keeps the one it may retry with)."""
         conn = await self._acquire()
         try:
-            await conn.send(data, self._write_timeout)
+            await conn.send(request_head + body, self._write_timeout)
             head = await self._read_head(conn)
         except BaseException:
             await self._discard(conn)
@@ -128,38 +133,14 @@ class LeanPool:
                 await self._discard(conn)
             if self._open < self._max:
                 break
-            await self._wait_for_slot()
+            await self._queue.wait(self._pool_timeout)
         self._open += 1
         try:
             return await self._connect()
         except BaseException:
             self._open -= 1
-            self._wake()
+            self._queue.wake()
             raise
-
-    async def _wait_for_slot(self) -> None:
-        """Until a connection is given back or closed (then the caller looks again), within the pool timeout."""
-        event = anyio.Event()
-        self._waiters.append(event)
-        try:
-            with anyio.move_on_after(self._pool_timeout) as scope:
-                await event.wait()
-        except BaseException:
-            self._leave(event)
-            raise
-        if scope.cancelled_caught:
-            self._leave(event)
-            raise httpx.PoolTimeout(f"no free connection within {self._pool_timeout:g} s")
-
-    def _leave(self, event: anyio.Event) -> None:
-        """A waiter gives up (cancelled, timed out): if it was woken already, wake the next one
-        instead, or that connection would sit idle while others wait. (A cancellation delivered
-        between the wake-up and the waiter's resumption: a deadline firing in the same loop
-        iteration. anyio delivers an explicit cancel() later, so no test here can force it.)"""
-        if event in self._waiters:
-            self._waiters.remove(event)
-        elif event.is_set():
-            self._wake()
 
     async def _connect(self) -> Connection:
         self.prepare()
@@ -178,7 +159,7 @@ class LeanPool:
                 conn = await self._connect()
             except BaseException as e:
                 self._open -= 1
-                self._wake()
+                self._queue.wake()
                 if not isinstance(e, httpx.HTTPError):
                     raise
                 failures.append(e)
@@ -198,18 +179,14 @@ class LeanPool:
         if reusable and not self._closed and not conn.buf:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
-            self._wake()
+            self._queue.wake()
         else:
             await self._discard(conn)
 
     async def _discard(self, conn: Connection) -> None:
         self._open -= 1
-        self._wake()
+        self._queue.wake()
         await conn.aclose()
-
-    def _wake(self) -> None:
-        if self._waiters:
-            self._waiters.pop(0).set()
 
     async def aclose(self) -> None:
         self._closed = True

@@ -190,9 +190,9 @@ def _readable(fd: int) -> bool:
         return True
 
 
-def _expire(waiter: asyncio.Future[None], error: Exception) -> None:
+def _expire(waiter: asyncio.Future[None], error: type[Exception], message: str, seconds: float) -> None:
     if not waiter.done():
-        waiter.set_exception(error)
+        waiter.set_exception(error(message.format(seconds)))
 
 
 class AsyncioConnection(Connection):
@@ -260,8 +260,7 @@ class AsyncioConnection(Connection):
                 if self._error is not None:
                     raise httpx.ReadError(f"the connection broke: {self._error}") from self._error
                 return False
-            error = httpx.ReadTimeout(f"no data from the server for {seconds:g} s")
-            await self._wait(seconds, error)
+            await self._wait(seconds, httpx.ReadTimeout, "no data from the server for {:g} s")
         return True
 
     async def send(self, data: bytes, seconds: float) -> None:
@@ -270,13 +269,20 @@ class AsyncioConnection(Connection):
             raise httpx.WriteError("the connection was closed")
         transport.write(data)
         while not self._writable and not self._closed:  # a large body: wait until the kernel took it
-            await self._wait(seconds, httpx.WriteTimeout("writing the request timed out"))
+            await self._wait(seconds, httpx.WriteTimeout, "writing the request timed out")
         if self._closed and self._error is not None:
             raise httpx.WriteError(f"the connection broke while sending: {self._error}") from self._error
 
-    async def _wait(self, seconds: float, error: Exception) -> None:
+    async def _wait(self, seconds: float, error: type[Exception], message: str) -> None:
+        """Until `_wake`, or `error(message.format(seconds))` after `seconds`. The error is made
+        only if the timer fires: made up front, every waiting request held one (2 GC-tracked
+        objects and ~200 B)."""
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(seconds, _expire, waiter, error) if seconds != float("inf") else None
+        timer = (
+            self._loop.call_later(seconds, _expire, waiter, error, message, seconds)
+            if seconds != float("inf")
+            else None
+        )
         try:
             await waiter
         finally:

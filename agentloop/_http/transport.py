@@ -286,7 +286,7 @@ class LeanSender:
         head = self._heads[stream]
         if self.cookies.jar:
             head = self._with_cookies(head)
-        response = await self.pool.send(b"%b%d\r\n\r\n%b" % (head, len(body), body))
+        response = await self.pool.send(b"%b%d\r\n\r\n" % (head, len(body)), body)
         if response.cookies:
             self._store(response)
         return response

@@ -11,7 +11,7 @@ before the loop moves on, and `resume(run_id)` continues a run after a crash (`r
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Generic
@@ -332,8 +332,11 @@ class Agent(Generic[DepsT, OutputT]):
     async def _restore(self, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None) -> Run:
         return await restore(self.journal, source, approvals, partial(restore_nested_usage, self))
 
-    async def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
-        """The loop (`loop.py`) over `run` under `limits`; `emit`: the stream consumer's, if any."""
+    def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> Coroutine[Any, Any, RunResult[Any]]:
+        """The loop (`loop.py`) over `run` under `limits`; `emit`: the stream consumer's, if any.
+
+        Not a coroutine itself: it hands back `drive`'s, so a waiting run holds one coroutine
+        frame fewer (every caller awaits it at once)."""
         if not isinstance(limits, RunLimits):
             raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
-        return await drive(self, run, emit, limits)
+        return drive(self, run, emit, limits)

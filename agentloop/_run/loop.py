@@ -79,6 +79,7 @@ class HandedOff:
 
 Outcome = Final | Paused | Continue | HandedOff
 CONTINUE, HANDED_OFF = Continue(), HandedOff()
+_NO_SCOPE = contextlib.nullcontext()  # stateless and reentrant: one for every run without a time limit
 
 
 async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
@@ -101,11 +102,7 @@ async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: Run
             return await _finished_before(agent, run)
         deadline = limits.cancel_deadline()
         # a cancel scope only for a run with a time limit: ~550 B and 3 GC-tracked objects otherwise
-        with (
-            anyio.CancelScope(deadline=deadline)
-            if deadline != math.inf
-            else contextlib.nullcontext() as scope
-        ):
+        with anyio.CancelScope(deadline=deadline) if deadline != math.inf else _NO_SCOPE as scope:
             first = True
             while True:
                 result = await Steps(agent, run, emit, limits, first).until_done(first)
@@ -189,7 +186,7 @@ class Steps:
             format_error=agent.format_tool_error,
             on_invoke=rec.call_started if run.journal is not None else None,
             on_finish=run.settle,
-            context=lambda r: run.context(r.step, r.id, r.name),
+            context=run.call_context,
             budget=agent.input_budget,
         )
         policy = CallPolicy(agent.tools, agent.require_approval, limits, agent.input_budget)

@@ -311,6 +311,11 @@ class Run:
         return make_usage(u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens,
                            u.cache_read_tokens, u.cache_write_tokens, split)  # fmt: skip
 
+    def call_context(self, record: ToolCallRecord) -> RunContext[Any]:
+        """The RunContext for the call of `record` (the dispatcher's `context`: a bound method
+        is one GC-tracked object per run where a lambda over the run was three)."""
+        return self.context(record.step, record.id, record.name)
+
     def context(self, step: int, call_id: str | None = None, tool: str | None = None) -> RunContext[Any]:
         """The RunContext for a tool call (or, without a call, for dynamic instructions)."""
         retry = sum(1 for r in self.tool_calls if r.name == tool and r.status != "ok") if tool else 0
