@@ -137,7 +137,8 @@ class Dispatcher:
                 # get), and runs until it first waits: what a task per call does in the same
                 # order, without the task when it never waits (3.12's eager tasks, on both event
                 # loops). When one waits, the calls after it start as tasks and it goes on here,
-                # in the task group, under the same cancel scopes as a task of the group.
+                # in the task group, under the same cancel scopes as a task of the group. Until a
+                # call waits, the current task is the step's (as it always was for a lone call).
                 ctx = contextvars.copy_context()
                 coro = self._run_one(records, i, call, step)
                 try:
