@@ -81,8 +81,8 @@ def own_cancel(exc: BaseException) -> bool:
     asyncio = sys.modules.get("asyncio")  # never imported here: a CancelledError means it is loaded
     if asyncio is None or not isinstance(exc, asyncio.CancelledError):
         return False
-    task = asyncio.current_task()
-    return task is not None and not task.cancelling()
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # a foreign task type: real
+    return cancelling is not None and not cancelling()
 
 
 async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
