@@ -366,6 +366,39 @@ async def test_a_models_lone_surrogates_are_made_sendable_before_the_journal_and
     assert again.output == result.output and again.messages == result.messages
 
 
+@pytest.mark.parametrize("field", ["id", "name", "arguments"])
+async def test_a_lone_surrogate_in_any_one_field_of_a_call_is_made_sendable(field: str) -> None:
+    # each field alone: the clean answer takes a shortcut that must not skip a dirty one
+    async def note(a: str) -> str:
+        return f"noted {a}"
+
+    fields = {"id": "c1", "name": "note", "arguments": '{"a": "x"}'}
+    fields[field] = {"id": "c\ud800", "name": "no\udfffte", "arguments": '{"a": "x\ud800"}'}[field]
+    turn = ModelTurn(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": fields["id"],
+                    "type": "function",
+                    "function": {"name": fields["name"], "arguments": fields["arguments"]},
+                }
+            ],
+        },
+        Usage(),
+    )
+    result = await Agent(client=ScriptedModel([turn, text("done")]), tools=[build_tool(note)]).run("go")
+    json.dumps(result.messages, ensure_ascii=False).encode("utf-8")  # all sendable
+    record = result.tool_calls[0]
+    sent = result.messages[1]["tool_calls"][0]
+    if field == "id":  # a fixed id is a new one (the id registry's repair): the tool message answers it
+        assert sent["id"] == record.id == result.messages[2]["tool_call_id"] != "c1"
+    else:
+        assert "\ufffd" in (sent["function"]["name"] if field == "name" else sent["function"]["arguments"])
+    assert record.status == ("unknown_tool" if field == "name" else "ok")
+
+
 @pytest.mark.parametrize("message", [None, "text", ["x"]], ids=repr)
 def test_normalize_message_refuses_what_is_not_a_message_with_a_typed_error(message: Any) -> None:
     with pytest.raises(agentloop.AgentloopError):

@@ -127,6 +127,13 @@ def _sendable_call(call: Any, fixed: Any) -> Any:
     if not isinstance(call, dict):
         return call
     fn = call.get("function")
+    if (
+        isinstance(fn, dict)
+        and _clean(call.get("id"))
+        and _clean(fn.get("name"))
+        and _clean(fn.get("arguments"))
+    ):
+        return call  # the common case, without building the call's dicts to compare them
     new_fn = fn
     if isinstance(fn, dict):
         new_fn = {k: fixed(fn[k]) if k in ("name", "arguments") else fn[k] for k in fn}
@@ -136,6 +143,11 @@ def _sendable_call(call: Any, fixed: Any) -> Any:
     if new_fn is fn and call_id is call.get("id"):
         return call
     return {**call, "id": call_id, "function": new_fn}
+
+
+def _clean(value: Any) -> bool:
+    """Nothing `sendable` would change: not text, or ASCII text."""
+    return not isinstance(value, str) or value.isascii()
 
 
 def history_message(message: dict[str, Any]) -> dict[str, Any]:

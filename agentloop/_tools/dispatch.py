@@ -2,15 +2,18 @@
 
 Every call ends in a `ToolCallRecord` whose `content` is the tool message the model receives.
 Nothing a call does (bad JSON, schema violations, an unknown name, an exception, a timeout, an
-unencodable result) escapes as an exception or touches its siblings: each call is its own task
-in one task group and catches its own failures. Only cancellation of the run propagates, after
+unencodable result) escapes as an exception or touches its siblings: each call runs as if it were
+its own task in one task group (its own context; a call that never waits needs no task, see
+`Dispatcher.run`) and catches its own failures. Only cancellation of the run propagates, after
 the call's record has been written as `cancelled`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextlib import suppress
 from typing import Any
 
@@ -127,10 +130,25 @@ class Dispatcher:
         records: list[ToolCallRecord | None] = [None] * len(calls)
         if len(calls) == 1:  # no task group needed for a single call
             await self._run_one(records, 0, calls[0], step)
-        else:
-            async with anyio.create_task_group() as tg:
-                for i, call in enumerate(calls):
-                    tg.start_soon(self._run_one, records, i, call, step)
+            return records  # type: ignore[return-value]  # every slot is filled
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                # Each call starts here, in this task, in a context of its own (as a task would
+                # get), and runs until it first waits: what a task per call does in the same
+                # order, without the task when it never waits (3.12's eager tasks, on both event
+                # loops). When one waits, the calls after it start as tasks and it goes on here,
+                # in the task group, under the same cancel scopes as a task of the group. Until a
+                # call waits, the current task is the step's (as it always was for a lone call).
+                ctx = contextvars.copy_context()
+                coro = self._run_one(records, i, call, step)
+                try:
+                    waits_on = ctx.run(coro.send, None)
+                except StopIteration:
+                    continue  # finished without waiting
+                for j in range(i + 1, len(calls)):
+                    tg.start_soon(self._run_one, records, j, calls[j], step)
+                await _go_on(ctx, coro, waits_on)
+                break
         return records  # type: ignore[return-value]  # every slot is filled
 
     async def _run_one(self, records: list[Any], i: int, call: dict[str, Any], step: int) -> None:
@@ -262,6 +280,31 @@ class Dispatcher:
                 "format_tool_error failed; the default text was sent", tool=record.name, problem=problem
             )
         return default_error_formatter(record.name, exc)
+
+
+@types.coroutine
+def _go_on(
+    ctx: contextvars.Context, coro: Coroutine[Any, Any, None], waits_on: Any
+) -> Generator[Any, Any, None]:
+    """Await `coro`, already started and suspended on `waits_on`, in its own context: `yield from`
+    for a coroutine the caller started, so whatever the event loop sends or throws (a wake-up, a
+    cancellation) reaches the call as if it were awaited directly."""
+    while True:
+        try:
+            sent = yield waits_on
+        except GeneratorExit:
+            ctx.run(coro.close)
+            raise
+        except BaseException as exc:  # a cancellation, delivered to this task: the call gets it
+            try:
+                waits_on = ctx.run(coro.throw, exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waits_on = ctx.run(coro.send, sent)
+            except StopIteration:
+                return
 
 
 async def run_tool_call(

@@ -17,6 +17,7 @@ executors' own "what happened" (`dispatch.py` names the tool, formats exceptions
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .._sandbox import ProcessSandbox, SandboxOutcome
     from .tool import Tool
 
-__all__ = ["SandboxExecutor", "SandboxPool", "call_executor", "run_in_process"]
+__all__ = ["SandboxExecutor", "SandboxPool", "call_executor", "own_cancel", "run_in_process"]
 
 _STATUSES = frozenset(get_args(OutcomeStatus))
 
@@ -52,8 +53,11 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
                 value = await _call(tool, kwargs)
                 timed_out = False
     except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
-        tb = "".join(traceback.format_exception(e))
-        return ToolOutcome("raised", error=type(e).__name__, exception=e, traceback=tb)
+        return _raised(e)
+    except BaseException as e:
+        if not own_cancel(e):
+            raise
+        return _raised(e)
     if timed_out:
         abandoned = (
             "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
@@ -61,6 +65,24 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
         return ToolOutcome("timeout", f"Tool timed out after {timeout:g} s{abandoned}.", "timeout")
     status, content, error = encode_result(tool.name, value, tool.limits.output_bytes)
     return ToolOutcome(status, content, error, final=True)  # encode_result names the tool itself
+
+
+def _raised(e: BaseException) -> ToolOutcome:
+    tb = "".join(traceback.format_exception(e))
+    return ToolOutcome("raised", error=type(e).__name__, exception=e, traceback=tb)
+
+
+def own_cancel(exc: BaseException) -> bool:
+    """An asyncio `CancelledError` the tool raised without its task being cancelled (it awaited a
+    future someone else cancelled, or raised one): the tool's own failure, not the run's
+    cancellation, so it ends the call as "raised" and the run goes on, whether the call ran alone
+    or beside others. A real cancellation (a deadline, the caller cancelling) always propagates.
+    trio's `Cancelled` cannot be raised by a tool, so it is always a real one."""
+    asyncio = sys.modules.get("asyncio")  # never imported here: a CancelledError means it is loaded
+    if asyncio is None or not isinstance(exc, asyncio.CancelledError):
+        return False
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # a foreign task type: real
+    return cancelling is not None and not cancelling()
 
 
 async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
@@ -147,7 +169,9 @@ async def call_executor(
     """`executor.call(...)`, whatever the executor does short of cancellation: an outcome."""
     try:
         out = await executor.call(ref, arguments, limits)
-    except (Exception, SystemExit) as e:  # a broken executor: the call fails, the run and its siblings go on
+    except BaseException as e:  # a broken executor: the call fails, the run and its siblings go on
+        if not isinstance(e, (Exception, SystemExit)) and not own_cancel(e):
+            raise  # a real cancellation (or KeyboardInterrupt)
         tb = "".join(traceback.format_exception(e))
         return ToolOutcome(
             "crashed",
