@@ -161,6 +161,27 @@ async def test_user_processor_can_summarise_and_is_repaired() -> None:
     assert len(result.messages) == len(long_chat(10)) + 1
 
 
+async def test_a_processor_that_changes_messages_in_place_does_not_change_the_run() -> None:
+    # The docstring's promise: the run's own conversation is never changed, only what is sent.
+    # A processor is handed message dicts it may change freely, nested parts included.
+    def vandal(ctx: RunContext[None], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for m in messages:
+            if isinstance(m.get("content"), str):
+                m["content"] = "EDITED"
+            for c in m.get("tool_calls") or []:
+                c["function"]["arguments"] = "{}"
+        messages[0]["extra"] = ["added"]
+        return messages
+
+    chat = long_chat(3)
+    model = ScriptedModel([text("ok")])
+    result = await Agent(client=model, history=History(processor=vandal)).run(messages=chat)
+    assert result.messages[: len(chat)] == long_chat(3)  # nothing the processor did reached the run
+    assert chat == long_chat(3)  # nor the caller's list
+    sent = model.requests[0]["messages"]
+    assert sent[1]["content"] == "EDITED"  # what it returned is what was sent
+
+
 @pytest.mark.parametrize("bad", [[], "nope", None])
 async def test_a_processor_returning_nonsense_is_a_clear_error(bad: Any) -> None:
     agent = Agent(client=ScriptedModel([text("x")]), history=History(processor=lambda ctx, m: bad))

@@ -118,8 +118,10 @@ async def test_a_waiting_run_keeps_no_more_objects_step_after_step() -> None:
     total6, conversation6 = await waiting_after(6)
     # Each step adds its messages to the conversation and, to the run, its tool call's record and
     # its (model, usage) entry: nothing else may pile up (Steps, dispatchers, scopes, coroutines).
-    # (+0.5: a stray object of the test's own, spread over RUNS runs)
-    assert (total6 - conversation6) - (total2 - conversation2) <= 4 * 3 + 0.5, (total2, total6)
+    # (+1.5: the counts are process-wide, and in a full suite up to ~100 objects of other code come
+    # and go between two counts (seen: total2 0.7 per run low on trio); one more object per step
+    # for 4 steps (+4) is still caught)
+    assert (total6 - conversation6) - (total2 - conversation2) <= 4 * 3 + 1.5, (total2, total6)
     assert total2 - conversation2 <= WAITING_RUN_BOUND, (
         f"a run waiting on its model keeps {total2 - conversation2:.1f} GC-tracked objects besides its "
         f"conversation (bound {WAITING_RUN_BOUND}): what was added to the waiting path?"

@@ -107,7 +107,7 @@ class HistoryState:
         if p.keep_tool_results is not None:
             out = _drop_tool_results(out, head, p.keep_tool_results, p.tool_result_note)
         if p.processor is not None:
-            result = p.processor(ctx, list(out))
+            result = p.processor(ctx, _copied(out))
             if inspect.isawaitable(result):
                 result = await result
             if not isinstance(result, list) or not result:
@@ -219,3 +219,17 @@ def _close(out: list[dict[str, Any]], open_calls: dict[str, Any], answered: set[
                 del out[j]
             break
     open_calls.clear()
+
+
+def _copied(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages a processor may change in place, nested parts included, without touching the run's
+    own conversation (a shallow list copy shared the dicts: an edit reached the run and the journal)."""
+    return [_copy(m) for m in messages]
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
