@@ -116,7 +116,9 @@ class WorkflowFunctions:
         n = len(prefix)
         if n > len(conversation) or not all(map(operator.is_, prefix, conversation)):
             base, n = ROOT, 0
-        same = len(messages) == len(conversation) and all(map(operator.is_, messages, conversation))
+        # By value: the loop hands a processor copies (it may change them in place), so identity
+        # no longer says "unchanged"; equal messages are the conversation itself all the same.
+        same = len(messages) == len(conversation) and messages == conversation
         data = {
             "ref": ref,
             "kind": "history",
