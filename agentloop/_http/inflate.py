@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-__all__ = ["Inflating", "compressed"]
+__all__ = ["Inflating", "compressed", "inflated"]
 
 _PIECE = 65536  # decoded bytes per step
 
@@ -53,22 +53,27 @@ class Inflating:
     def encoding(self) -> str | None:
         return self._response.encoding
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        coding = self._coding
-        if coding not in ("gzip", "x-gzip", "deflate"):
-            raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
-        inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
-        try:
-            async for piece in self._response.aiter_raw():
-                while piece:
-                    out = inflate.decompress(piece, _PIECE)
-                    piece = inflate.unconsumed_tail
-                    if out:
-                        yield out
-            if not inflate.eof:
-                raise httpx.DecodingError("the compressed body ends early")
-        except zlib.error as e:
-            raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return inflated(self._response.aiter_raw(), self._coding)
 
     async def aclose(self) -> None:
         await self._response.aclose()
+
+
+async def inflated(raw: AsyncIterator[bytes], coding: str) -> AsyncIterator[bytes]:
+    """`raw` decoded from `coding` (gzip / deflate) in pieces of at most 64 KiB: what a bomb
+    inflates to is produced piece by piece, so a byte budget downstream stops it in time."""
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
+    inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
+    try:
+        async for piece in raw:
+            while piece:
+                out = inflate.decompress(piece, _PIECE)
+                piece = inflate.unconsumed_tail
+                if out:
+                    yield out
+        if not inflate.eof:
+            raise httpx.DecodingError("the compressed body ends early")
+    except zlib.error as e:
+        raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e

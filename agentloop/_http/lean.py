@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ssl
 import time
-import zlib
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
@@ -35,12 +34,11 @@ from .h1 import (
     body_framing,
     parse_head,
 )
+from .inflate import inflated
 from .sockets import Connection, connect
 from .waiters import SlotQueue
 
 __all__ = ["LeanPool", "LeanResponse"]
-
-_DECODED_PIECE = 65536  # a compressed chunk is inflated in pieces of this size (bombs stay bounded)
 
 
 def _seconds(value: float | None) -> float:
@@ -231,21 +229,8 @@ class LeanResponse:
             return self._raw()  # no generator of its own: one layer less per piece
         return self._inflated(coding.strip().lower())
 
-    async def _inflated(self, coding: str) -> AsyncIterator[bytes]:
-        if coding not in ("gzip", "x-gzip", "deflate"):
-            raise httpx.DecodingError(f"unsupported content-encoding {coding[:50]!r}")
-        inflate = zlib.decompressobj(zlib.MAX_WBITS | (16 if "gzip" in coding else 0))
-        try:
-            async for piece in self._raw():
-                while piece:
-                    out = inflate.decompress(piece, _DECODED_PIECE)
-                    piece = inflate.unconsumed_tail
-                    if out:
-                        yield out
-            if not inflate.eof:
-                raise httpx.DecodingError("the compressed body ends early")
-        except zlib.error as e:
-            raise httpx.DecodingError(f"the body is not valid {coding}: {e}") from e
+    def _inflated(self, coding: str) -> AsyncIterator[bytes]:
+        return inflated(self._raw(), coding)
 
     def _raw(self) -> AsyncIterator[bytes]:
         # A chunked body (every streamed answer) is read by `_chunks` itself: one generator
