@@ -48,6 +48,7 @@ from ._spec import (
     ToolActivityOptions,
     WorkerOptions,
     functions_by_ref,
+    is_json_data,
 )
 from ._store import REFERENCE_MISSING, ROOT, ConversationStore, index_of, refer, tools_digest
 
@@ -289,11 +290,7 @@ def _context(data: dict[str, Any], conversation: list[Any]) -> RunContext[Any]:
 
 def _messages_data(ref: str, out: Any) -> Any:
     """What a function returned, as it crosses to the workflow: JSON data, or a clear failure."""
-    try:
-        same = json.loads(json.dumps(out, allow_nan=False)) == out
-    except (TypeError, ValueError):
-        same = False
-    if not same:
+    if not is_json_data(out):
         raise ApplicationError(
             f"{ref} returned {type(out).__name__} that is not JSON data; on Temporal it must return "
             "chat-format message dicts (its result is recorded in the workflow's history)",

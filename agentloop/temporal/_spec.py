@@ -136,13 +136,17 @@ def limits_from_data(data: dict[str, Any]) -> RunLimits:
     return RunLimits(**data)
 
 
+def is_json_data(value: Any) -> bool:
+    """Whether `value` survives a JSON round trip unchanged: what may cross into a workflow's history."""
+    try:
+        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+    except (TypeError, ValueError):
+        return False
+
+
 def check_deps(deps: Any) -> Any:
     """`deps` as it crosses to the workflow and the worker: JSON data, exactly, or refused."""
-    try:
-        same = json.loads(json.dumps(deps, allow_nan=False)) == deps
-    except (TypeError, ValueError):
-        same = False
-    if not same:
+    if not is_json_data(deps):
         raise ConfigurationError(
             f"deps on Temporal must be JSON data (dicts with str keys, lists, str, numbers, bool, None), got "
             f"{type(deps).__name__}: the deps travel in the workflow's history to the worker's tools, and "
