@@ -13,6 +13,7 @@ import gc
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -200,15 +201,16 @@ async def test_a_run_deadline_ends_its_queued_request() -> None:
     assert len(router.requests) == 1
 
 
-async def test_queued_requests_cancelled_while_waiting_do_not_hold_up_the_others() -> None:
-    # One connection; eight requests queue behind the first; the first and every other queued one
-    # are cancelled. The rest must each get a connection in turn (none stranded behind a
-    # cancelled waiter).
-    router = FakeFluxRouter([text("first", delay=3600)] + [text("ok")] * 8)
+async def queued_behind_one(
+    queued: int, answers: int, cancel: Callable[[anyio.CancelScope, list[anyio.CancelScope]], Awaitable[None]]
+) -> tuple[list[Any], int]:
+    """One connection held by a first run whose answer never comes, `queued` runs waiting behind
+    it; `cancel(holder, scopes)` once all wait. Returns the outputs and the requests the router got."""
+    router = FakeFluxRouter([text("first", delay=3600)] + [text("ok")] * answers)
     async with router, FluxClient(base_url=router.base_url, api_key="k", max_connections=1) as client:
         agent = Agent(client=client, model="m")
         outputs: list[Any] = []
-        holder, *scopes = [anyio.CancelScope() for _ in range(9)]
+        holder, *scopes = [anyio.CancelScope() for _ in range(queued + 1)]
 
         async def run(scope: anyio.CancelScope) -> None:
             with scope:
@@ -220,43 +222,41 @@ async def test_queued_requests_cancelled_while_waiting_do_not_hold_up_the_others
             for scope in scopes:
                 tg.start_soon(run, scope)
             await anyio.wait_all_tasks_blocked()
-            # All in one go: the first's connection is given up, and the wake-up it sends meets
-            # waiters that are cancelled but not yet out of the queue (their tasks run later).
-            holder.cancel()
-            for scope in scopes[::2]:
-                scope.cancel()
+            await cancel(holder, scopes)
+    return outputs, len(router.requests)
+
+
+async def test_queued_requests_cancelled_while_waiting_do_not_hold_up_the_others() -> None:
+    # One connection; eight requests queue behind the first; the first and every other queued one
+    # are cancelled. The rest must each get a connection in turn (none stranded behind a
+    # cancelled waiter).
+    async def cancel(holder: anyio.CancelScope, scopes: list[anyio.CancelScope]) -> None:
+        # All in one go: the first's connection is given up, and the wake-up it sends meets
+        # waiters that are cancelled but not yet out of the queue (their tasks run later).
+        holder.cancel()
+        for scope in scopes[::2]:
+            scope.cancel()
+
+    outputs, requests = await queued_behind_one(8, 8, cancel)
     assert outputs == ["ok"] * 4
-    assert len(router.requests) == 5
+    assert requests == 5
 
 
 async def test_thousands_of_queued_requests_cancelled_at_once() -> None:
     # Cancelling a queued request takes no scan of the queue (100,000 of them cancelled at once
     # took minutes of loop time); the queue is compacted when mostly cancelled and still serves
     # the rest in turn.
-    router = FakeFluxRouter([text("first", delay=3600)] + [text("ok")] * 40)
-    async with router, FluxClient(base_url=router.base_url, api_key="k", max_connections=1) as client:
-        agent = Agent(client=client, model="m")
-        outputs: list[Any] = []
-        holder, *scopes = [anyio.CancelScope() for _ in range(2001)]
+    async def cancel(holder: anyio.CancelScope, scopes: list[anyio.CancelScope]) -> None:
+        kept = set(range(0, 2000, 50))  # 40 of them
+        for i, scope in enumerate(scopes):
+            if i not in kept:
+                scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        holder.cancel()
 
-        async def run(scope: anyio.CancelScope) -> None:
-            with scope:
-                outputs.append((await agent.run("go")).output)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run, holder)
-            await sent(router, 1)
-            for scope in scopes:
-                tg.start_soon(run, scope)
-            await anyio.wait_all_tasks_blocked()
-            kept = set(range(0, 2000, 50))  # 40 of them
-            for i, scope in enumerate(scopes):
-                if i not in kept:
-                    scope.cancel()
-            await anyio.wait_all_tasks_blocked()
-            holder.cancel()
+    outputs, requests = await queued_behind_one(2000, 40, cancel)
     assert outputs == ["ok"] * 40
-    assert len(router.requests) == 41
+    assert requests == 41
 
 
 GC_SETTINGS = """
