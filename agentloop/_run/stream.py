@@ -96,13 +96,13 @@ class _Buffer:
         if self.gone:
             return
         events.append(event)
-        reader = self.reader
-        if reader is not None:
-            self.reader = None
-            _wake(reader)
+        self._wake_reader()
 
     def close(self) -> None:
         self.closed = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         reader = self.reader
         if reader is not None:
             self.reader = None
