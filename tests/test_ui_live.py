@@ -116,16 +116,21 @@ def shown_consistently(body: str, live: bool) -> None:
         assert live, "a page without the final answer is not followed live"
 
 
+async def stepped(path: str, before: int, per_read: int) -> tuple[SQLiteJournal, SteppedJournal]:
+    """A half run with its first `before` finishing writes made, and a reader that lets the
+    writer make the rest, `per_read` after each read the inspector makes."""
+    writer, writes = await half_run(path)
+    for write in writes[:before]:
+        await write()
+    return writer, SteppedJournal(path, writes[before:], per_read)
+
+
 @pytest.mark.parametrize("before", [0, 1, 2])
 @pytest.mark.parametrize("per_read", [1, 3])
 async def test_a_run_page_is_one_snapshot_while_the_writer_commits(
     tmp_path: Path, before: int, per_read: int
 ) -> None:
-    path = str(tmp_path / "j.db")
-    writer, writes = await half_run(path)
-    for write in writes[:before]:
-        await write()
-    reader = SteppedJournal(path, writes[before:], per_read)
+    writer, reader = await stepped(str(tmp_path / "j.db"), before, per_read)
     app = create_app(reader)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         page = (await c.get("/runs/r1")).text
@@ -168,11 +173,7 @@ async def follow_like_the_page(c: httpx.AsyncClient, url: str) -> list[tuple[str
 async def test_a_followed_run_page_ends_final_with_its_last_message(
     tmp_path: Path, before: int, per_read: int
 ) -> None:
-    path = str(tmp_path / "j.db")
-    writer, writes = await half_run(path)
-    for write in writes[:before]:
-        await write()
-    reader = SteppedJournal(path, writes[before:], per_read)
+    writer, reader = await stepped(str(tmp_path / "j.db"), before, per_read)
     app = create_app(reader)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         shown = await follow_like_the_page(c, "/runs/r1")
