@@ -422,3 +422,19 @@ async def test_a_union_converts_with_the_member_the_value_belongs_to(
     assert record.status == "ok", record.content
     assert got == expected
     assert type(got) is type(expected)
+
+
+def test_the_example_in_docs_tools_md_runs_as_written() -> None:
+    # A doc example is a claim: copied into a fresh module it must register (it once used an
+    # undefined `tools`), and the model must be asked for each parameter it shows.
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "tools.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    namespace: dict[str, object] = {"__name__": "docs_tools_example"}
+    exec(compile(blocks[0], "docs/tools.md", "exec"), namespace)
+    (definition,) = namespace["tools"].definitions  # type: ignore[attr-defined]
+    properties = definition["function"]["parameters"]["properties"]
+    assert set(properties) == {"amount", "memo", "wait", "attachment", "report", "at", "tree"}
