@@ -40,6 +40,7 @@ import secrets
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from typing import Any
 
@@ -58,10 +59,18 @@ _fd = os.open(effects_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 _lockstep = False  # from "GO" on, with KILL "lockstep"
 
 
+# Every line is written under this lock, and a self-kill writes its KILL line and dies holding it:
+# the journal's worker thread kills the process while the event loop's thread runs on, and a line
+# that thread wrote after the KILL line (a tool's RET, say) would be a moment the process never
+# lived past in the harness's reading of the file (it did, for microseconds, before the signal).
+_write_lock = threading.Lock()
+
+
 def note(*fields: Any) -> None:
     global _lockstep
     line = " ".join(str(f) for f in fields) + f" {time.time():.6f}\n"
-    os.write(_fd, line.encode())
+    with _write_lock:
+        os.write(_fd, line.encode())
     if _lockstep:  # the parent picks the event after which it kills: it says when to run freely
         sys.stdout.write(line)
         sys.stdout.flush()
@@ -88,7 +97,9 @@ def checkpoint(name: str, step: int, call_id: str | None = None) -> None:
         return
     _hits += 1
     if _hits == KILL_NTH:
-        note("KILL", name, step, call_id or "-")
+        line = f"KILL {name} {step} {call_id or '-'} {time.time():.6f}\n"
+        _write_lock.acquire()  # never released: no line follows this one (see _write_lock)
+        os.write(_fd, line.encode())
         os.kill(os.getpid(), signal.SIGKILL)
 
 
