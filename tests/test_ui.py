@@ -214,15 +214,25 @@ async def test_compare_highlights_the_differences(ui: UI) -> None:
     assert (await ui.get("/compare?run=weather")).status_code == 400
 
 
-async def test_state_endpoint_changes_when_the_journal_moves(db: str, ui: UI) -> None:
-    before = (await ui.get("/state/refund")).json()
+def state(r: httpx.Response) -> dict[str, Any]:
+    """A live update's state headers (what app.js reads), as a dict."""
+    h = r.headers
+    return {
+        "version": h["x-agentloop-version"],
+        "live": h["x-agentloop-live"] == "1",
+        "status": h["x-agentloop-status"],
+    }
+
+
+async def test_a_live_update_changes_version_when_the_journal_moves(db: str, ui: UI) -> None:
+    before = state(await ui.get("/runs/refund?partial=1"))
     assert before["live"] is False and before["status"] == "paused"
     journal = SQLiteJournal(db)
     token = await journal.acquire("refund")
     await journal.append("refund", "approvals", {"r1": True}, step=1)
     await journal.release("refund", token)
     journal.close()
-    after = (await ui.get("/state/refund")).json()
+    after = state(await ui.get("/runs/refund?partial=1"))
     assert after["version"] != before["version"]
     assert "decided: approved" in await ui.html("/runs/refund")
 
@@ -376,13 +386,13 @@ async def test_a_running_run_is_live_and_its_state_moves_as_steps_land(tmp_path:
             tg.start_soon(go)
             with anyio.fail_after(10):
                 await started.wait()
-            during = (await c.get("/state/live")).json()
+            during = state(await c.get("/runs/live?partial=1"))
             assert during["live"] is True and during["status"] == "running"
             page = (await c.get("/runs/live")).text
             assert 'data-live="1"' in page and '<span class="badge st-running">running</span>' in page
             assert 'class="badge live">running</span>' in (await c.get("/")).text
             release.set()
-        after = (await c.get("/state/live")).json()
+        after = state(await c.get("/runs/live?partial=1"))
         assert after["live"] is False and after["status"] == "final" and after["version"] != during["version"]
         partial = (await c.get("/runs/live?partial=1")).text
         assert "<html" not in partial and "finished" in partial and "let go" in partial
@@ -442,7 +452,7 @@ def test_the_served_inspector_sees_commits_of_other_processes(db: str) -> None:
             == 303
         )
         anyio.run(pause)
-        before = c.get("/state/s2").json()["version"]
+        before = state(c.get("/runs/s2?partial=1"))["version"]
         anyio.run(decide)
-        assert c.get("/state/s2").json()["version"] != before
+        assert state(c.get("/runs/s2?partial=1"))["version"] != before
         assert "decided: rejected" in c.get("/runs/s2").text

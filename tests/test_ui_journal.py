@@ -220,13 +220,13 @@ def test_hostile_query_strings_never_break_the_pages(
         app = create_app(str(path))
         params = {"status": status, "q": q, **({"after": after} if after is not None else {})}
         # follow_redirects: a run id of "." or ".." is a dot segment, which the client removes
-        # (`/state/.` is sent as `/state`); the app redirects that to `/state/`, which is a 404
+        # (`/runs/.` is sent as `/runs`); the app redirects that to `/runs/`, which is a 404
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", follow_redirects=True
         ) as c:
             codes = [(await c.get("/", params=params)).status_code]
             codes.append((await c.get("/compare", params=[("run", run), ("run", "r000")])).status_code)
-            codes.append((await c.get("/state/" + quote(run, safe=""))).status_code)
+            codes.append((await c.get("/runs/" + quote(run, safe=""), params={"partial": "1"})).status_code)
         return codes
 
     listing, compare, state = anyio.run(main)

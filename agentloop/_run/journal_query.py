@@ -20,7 +20,7 @@ from .entries import Entry
 if TYPE_CHECKING:
     import sqlite3
 
-    from .journal import Journal, JournaledRun
+    from .journal import Journal, JournaledRun, JournalEntry
 
 __all__ = [
     "RunSummary",
@@ -30,6 +30,8 @@ __all__ = [
     "summarize",
     "status_group",
     "default_query",
+    "RunWindow",
+    "window_rows",
 ]
 
 # What a user filters by -> the journal statuses it covers. A run that stopped at a limit
@@ -73,6 +75,47 @@ class RunPage:
     runs: list[RunSummary]
     cursor: tuple[float, str] | None
     total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunWindow:
+    """A window of one run's entries with what describes the whole run, from ONE read
+    transaction (`SQLiteJournal.read_window`): a run of 100,000 calls is shown a page at a time,
+    and the badge, the counts and the entries of a page always agree.
+
+    `run.entries` are the entries with `first <= seq < first + limit`; `tail` the run's last
+    `tail` entries after those (oldest first; none when the window reaches the run's end);
+    `last_seq` the seq of its last entry (0: none yet).
+    `summary.tool_calls`, `.total_tokens` and `.output` count only the entries after `counted`
+    (entries are append-only: a reader that counted the ones before adds these)."""
+
+    run: JournaledRun
+    summary: RunSummary
+    last_seq: int
+    tail: list[JournalEntry]
+
+
+_ROWS = "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=?"
+
+
+def window_rows(
+    conn: sqlite3.Connection, row: Any, alive: Any, first: int, limit: int, tail: int, counted: int
+) -> tuple[list[Any], list[Any], int, RunSummary]:
+    """The rows behind a `RunWindow` (the caller holds the read transaction): every query is
+    bounded by the window, the tail or the entries after `counted`, never by the run's size."""
+    run_id = row[0]
+    rows: list[Any] = []
+    if limit > 0:
+        query = f"{_ROWS} AND seq >= ? AND seq < ? ORDER BY seq"
+        rows = conn.execute(query, (run_id, first, first + limit)).fetchall()
+    tail_rows: list[Any] = []
+    if tail > 0:
+        tail_rows = conn.execute(
+            f"{_ROWS} AND seq >= ? ORDER BY seq DESC LIMIT ?", (run_id, first + max(limit, 0), tail)
+        ).fetchall()[::-1]
+    last = conn.execute("SELECT MAX(seq) FROM agentloop_entries WHERE run_id=?", (run_id,)).fetchone()[0]
+    summary = summarize(conn, [row], alive, after=counted)[0]
+    return rows, tail_rows, last or 0, summary
 
 
 def _like(text: str) -> str:
@@ -143,8 +186,11 @@ _MODEL, _TOOL_END, _END = Entry.MODEL.value, Entry.TOOL_END.value, Entry.END.val
 _COUNTED = f"'{_MODEL}', '{_TOOL_END}', '{_END}'"  # the kinds a summary reads
 
 
-def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any) -> list[RunSummary]:
-    """RunSummary for each (run_id, status, model, steps, created_at, updated_at, header) row."""
+def summarize(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any, after: int = 0
+) -> list[RunSummary]:
+    """RunSummary for each (run_id, status, model, steps, created_at, updated_at, header) row;
+    its counts cover the entries with seq > `after`."""
     if not rows:
         return []
     ids = [r[0] for r in rows]
@@ -154,8 +200,8 @@ def summarize(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any)
     # a tool_end is only counted: its data (a tool's output, possibly megabytes) is not read
     for run_id, kind, data in conn.execute(
         f"SELECT run_id, kind, CASE kind WHEN '{_TOOL_END}' THEN NULL ELSE data END FROM agentloop_entries "
-        f"WHERE run_id IN ({marks}) AND kind IN ({_COUNTED})",
-        ids,
+        f"WHERE run_id IN ({marks}) AND kind IN ({_COUNTED}) AND seq > ?",
+        [*ids, after],
     ):
         calls, tokens = counts.get(run_id, (0, 0))
         if kind == _TOOL_END:

@@ -28,7 +28,7 @@ from .._exceptions import (
 from . import lease as _lease
 from .journal import Journal, JournaledRun, JournalEntry, RunInfo
 from .journal_errors import rollback, typed_error
-from .journal_query import RunPage, RunSummary, query_runs, status_group, summarize
+from .journal_query import RunPage, RunSummary, RunWindow, query_runs, status_group, summarize, window_rows
 from .sqlite_file import open_file, open_read_only
 
 __all__ = ["SQLiteJournal"]
@@ -355,6 +355,23 @@ class SQLiteJournal(Journal):
         run, summary = await self._call(self._snapshot, run_id)
         assert summary is not None
         return run, summary
+
+    async def read_window(
+        self, run_id: str, *, first: int = 1, limit: int = 0, tail: int = 0, counted: int = 0
+    ) -> RunWindow:
+        """Entries `first <= seq < first + limit` of a run, its last `tail` entries and its summary
+        (counting the entries after `counted`), read in one transaction (`RunNotFoundError`)."""
+        return await self._call(self._window, run_id, first, limit, tail, counted)
+
+    def _window(self, conn: sqlite3.Connection, run_id: str, *args: int) -> RunWindow:
+        conn.execute("BEGIN")
+        try:
+            row = self._run_row(conn, run_id)
+            rows, tail, last, summary = window_rows(conn, row, self._alive, *args)
+        finally:
+            conn.rollback()
+        run = self._decoded(run_id, row, rows)
+        return RunWindow(run, summary, last, self._decoded(run_id, (*row[:6], "{}"), tail).entries)
 
     # Synchronous forms, for tools and the CLI (no event loop needed).
     def load_sync(self, run_id: str) -> JournaledRun:

@@ -7,9 +7,11 @@ second, writable journal that leases the run exactly as `Agent.resume` does.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,14 +22,23 @@ import anyio.abc
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from agentloop import Agent, AgentloopError, JournalError, RunNotFoundError, RunPage, SQLiteJournal
+from agentloop import (
+    Agent,
+    AgentloopError,
+    JournalError,
+    RunNotFoundError,
+    RunPage,
+    RunSummary,
+    SQLiteJournal,
+)
 
 from ..abc import STATUS_GROUPS
 from ._compare import compare_runs
+from ._pages import AHEAD, TAIL, Window, page_number, pages_of
 from ._responses import SHAPE_ERRORS, cursor, damaged, decision, error, journal_error, record, run_url
 from ._security import LOOPBACK, WILDCARDS, Guard
 from ._view import STATUS_LABELS, build_view, clip, status_class, status_label, version_of
@@ -36,6 +47,8 @@ __all__ = ["create_app", "AgentFactory"]
 
 AgentFactory = Callable[[str | None, SQLiteJournal], Agent]  # (the run's model, journal) -> Agent
 PAGE_SIZE = 50
+ENTRIES = 300  # journal entries on one page of a run (a call is 2: its start and its outcome)
+COUNTED = 1024  # runs whose counts (calls, tokens) are kept: a page then reads only the new entries
 BUILDS = 4  # run pages read and built at once
 FILTERS = {
     "final": "final",
@@ -79,6 +92,7 @@ def create_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     agent_factory: AgentFactory | None = None,
+    entries_per_page: int = ENTRIES,
 ) -> Starlette:
     """The inspector over `journal`: a journal file's path, or a `SQLiteJournal` to read through
     (pages are read with it; decisions are written through a second journal on the same file).
@@ -87,13 +101,16 @@ def create_app(
     `Authorization: Bearer`). `agent_factory`: when set, a paused run whose pending calls are
     all decided is resumed in the app (its lifespan task group owns the run) and its page
     follows it live; without it, decisions are recorded and the run waits for `Agent.resume`.
+    `entries_per_page`: a run's page shows this many of its journal entries (a run of 100,000
+    calls is read and sent a page at a time).
     """
+    if entries_per_page < 1:
+        raise ValueError(f"entries_per_page must be 1 or more, got {entries_per_page}")
     reader = journal if isinstance(journal, SQLiteJournal) else SQLiteJournal(journal, read_only=True)
-    inspector = _Inspector(reader, agent_factory)
+    inspector = _Inspector(reader, agent_factory, entries_per_page)
     routes = [
         Route("/", inspector.runs_list),
-        # the run id comes last in every path: an id may itself contain "/" (or "/state")
-        Route("/state/{run_id:path}", inspector.run_state),
+        # the run id comes last in every path: an id may itself contain "/"
         Route("/decide/{run_id:path}", inspector.decide, methods=["POST"]),
         Route("/runs/{run_id:path}", inspector.run_page),
         Route("/compare", inspector.compare),
@@ -116,8 +133,11 @@ class _Inspector:
     Every page, and every live update of one, is built from ONE read of the journal (one SQLite
     read transaction): its status badge, its live flag and its entries always agree."""
 
-    def __init__(self, reader: SQLiteJournal, agent_factory: AgentFactory | None) -> None:
+    def __init__(self, reader: SQLiteJournal, agent_factory: AgentFactory | None, size: int) -> None:
         self.reader = reader
+        self.size = size
+        # run id -> (created_at, seq, tool calls, tokens, output) counted up to seq (entries are append-only)
+        self.counts: OrderedDict[str, tuple[float, int, int, int, Any]] = OrderedDict()
         self.writer = SQLiteJournal(reader.path, durability=reader.durability, lease_ttl=reader.lease_ttl)
         self.agent_factory = agent_factory
         self.env = _env()
@@ -179,20 +199,45 @@ class _Inspector:
     def _run_id(self, request: Request) -> str:
         return str(request.path_params["run_id"] or request.query_params.get("id", ""))
 
+    async def read(self, run_id: str, first: int = 1, limit: int = 0, tail: int = 0) -> Any:
+        """A window of the run (see `SQLiteJournal.read_window`) and the run's summary, whose counts
+        add the entries new since the last read of the run to the ones counted then: however long
+        the run, a read costs its window and the entries written since."""
+        base = self.counts.get(run_id)
+        w = await self.reader.read_window(
+            run_id, first=first, limit=limit, tail=tail, counted=base[1] if base else 0
+        )
+        s = w.summary
+        if base is not None and (base[0] != s.created_at or w.last_seq < base[1]):
+            del self.counts[run_id]  # deleted and made again under the same id: count it afresh
+            return await self.read(run_id, first, limit, tail)
+        calls, tokens, output = s.tool_calls, s.total_tokens, s.output
+        if base is not None:
+            calls, tokens = calls + base[2], tokens + base[3]
+            output = base[4] if output is None else output
+        self.counts[run_id] = (s.created_at, w.last_seq, calls, tokens, output)
+        self.counts.move_to_end(run_id)
+        while len(self.counts) > COUNTED:
+            self.counts.popitem(last=False)
+        return w, dataclasses.replace(s, tool_calls=calls, total_tokens=tokens, output=output)
+
     async def run_page(self, request: Request) -> Response:
         run_id, q = self._run_id(request), request.query_params
+        try:
+            number = page_number(q.get("page"))
+        except ValueError as e:
+            return error(self.env, 400, str(e))
         resuming = run_id in self.resuming  # seen before the read: a resume ending meanwhile shows next time
         try:
-            if q.get("since") is not None:  # a live page asking whether the run moved: the summary tells
-                summary = await self.reader.run_summary(run_id)
+            if q.get("since") is not None:  # the run's state, no entries: O(1)
+                w, summary = await self.read(run_id)
                 live = summary.live or resuming
-                if version_of(summary, live) == q["since"]:
+                if version_of(summary, live, w.last_seq) == q["since"]:
                     return self.update("", (q["since"], live, status_label(summary.status, live)))
             async with self.builds():
-                run, summary = await self.reader.load_with_summary(run_id)
-                live = summary.live or resuming
-                view = build_view(run, summary, live)
-                del run  # the clipped view is what is kept
+                if number is None:  # the latest page
+                    number = pages_of((await self.read(run_id))[0].last_seq, self.size)
+                view, summary, live = await self._view(run_id, number, resuming)
         except RunNotFoundError as e:
             return error(self.env, 404, str(e))
         context = dict(
@@ -200,23 +245,45 @@ class _Inspector:
             live=live,
             can_resume=self.agent_factory is not None,
             resume_error=self.errors.get(run_id),
+            pager=self._pager(run_id, number, view.pages),
         )
         if q.get("partial"):
             state = (view.version, live, status_label(summary.status, live))
             return self.update("_run_body.html", state, **context)
-        return self.page("run.html", request, src=run_url(run_id, partial="1"), **context)
+        src = run_url(run_id, partial="1", page=str(number))
+        return self.page("run.html", request, src=src, **context)
 
-    async def run_state(self, request: Request) -> Response:
-        run_id = self._run_id(request)
-        resuming = run_id in self.resuming
-        try:
-            summary = await self.reader.run_summary(run_id)  # one read: its row, counts and lease
-        except RunNotFoundError as e:
-            return JSONResponse({"error": str(e)}, status_code=404)
+    async def _view(self, run_id: str, number: int, resuming: bool) -> tuple[Any, RunSummary, bool]:
+        """Page `number` of the run, from one read: its entries, the one before (where its first
+        step started) and up to AHEAD after (its calls' outcomes), the run's tail (pending calls)."""
+        first = (number - 1) * self.size + 1
+        start = max(1, first - 1)
+        w, summary = await self.read(run_id, start, self.size + AHEAD + (first - start), TAIL)
+        entries = w.run.entries
+        before = entries[0].at if entries and first > 1 and entries[0].seq == first - 1 else None
+        shown = [e for e in entries if first <= e.seq < first + self.size]
+        ahead = [e for e in entries if e.seq >= first + self.size]
+        tail = [*entries, *w.tail][
+            -TAIL:
+        ]  # the run's last entries (the read gives the ones after the window)
+        window = Window(shown, before, ahead, tail, first=number == 1)
         live = summary.live or resuming
-        return JSONResponse(
-            {"version": version_of(summary, live), "live": live, "status": status_label(summary.status, live)}
-        )
+        view = build_view(w.run, summary, live, window, w.last_seq)
+        view.pages = pages_of(w.last_seq, self.size)
+        return view, summary, live
+
+    def _pager(self, run_id: str, number: int, pages: int) -> dict[str, Any]:
+        def link(n: int) -> str | None:
+            return run_url(run_id, page=str(n)) if 1 <= n <= pages and n != number else None
+
+        return {
+            "number": number,
+            "pages": pages,
+            "first": link(1),
+            "earlier": link(number - 1),
+            "later": link(number + 1),
+            "latest": link(pages),
+        }
 
     async def decide(self, request: Request) -> Response:
         run_id = self._run_id(request)
@@ -257,8 +324,8 @@ class _Inspector:
         if len(ids) != 2:
             return error(self.env, 400, "pick two runs to compare (tick two boxes in the runs list)")
         try:
-            async with self.builds():
-                a, b = [build_view(*await self.reader.load_with_summary(i)) for i in ids]
+            async with self.builds():  # the first page of each: bounded however long the runs
+                a, b = [(await self._view(i, 1, False))[0] for i in ids]
         except RunNotFoundError as e:
             return error(self.env, 404, str(e))
         return self.page("compare.html", request, a=a, b=b, rows=compare_runs(a, b))

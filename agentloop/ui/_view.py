@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from agentloop import JournalCorruptError, RunSummary
+from agentloop import RunSummary
 
-from ..abc import Entry, JournaledRun, replay
+from ..abc import Entry, JournaledRun
+from ._pages import AHEAD, Window, pending_of
 
 __all__ = ["RunView", "build_view", "status_label", "version_of", "clip", "STATUS_LABELS"]
 
@@ -42,11 +43,11 @@ def status_label(status: str, live: bool) -> str:
     return "running" if live else STATUS_LABELS.get(status, status[:40])  # journal text: clipped
 
 
-def version_of(summary: RunSummary, live: bool) -> str:
-    """What a live page compares to know whether the run moved (every append moves `updated_at`;
-    a lease taken or given up moves `live`)."""
+def version_of(summary: RunSummary, live: bool, last_seq: int) -> str:
+    """What a live page compares to know whether the run moved (every append moves `last_seq`
+    and `updated_at`; a lease taken or given up moves `live`): read without counting anything."""
     s = summary
-    state = (s.updated_at, s.status, live, s.steps, s.tool_calls, s.total_tokens)
+    state = (s.updated_at, s.status, live, s.steps, last_seq)
     # a digest: the journal's status text (any string) never reaches an HTTP header as it is
     return hashlib.blake2b(repr(state).encode(), digest_size=12).hexdigest()
 
@@ -111,6 +112,7 @@ class RunView:
     version: str
     error: str | None = None  # the journal could not be replayed
     shortened: float = 0.0  # seconds of idle time (a pause, a crash) left out of the timeline
+    pages: int = 1  # how many pages the run's entries fill
 
 
 def _pretty(value: Any) -> str:
@@ -133,18 +135,31 @@ def _decision_text(data: Any) -> str:
     return "approved" if data else "rejected"
 
 
-def build_view(run: JournaledRun, summary: RunSummary, live: bool | None = None) -> RunView:
+def build_view(
+    run: JournaledRun,
+    summary: RunSummary,
+    live: bool | None = None,
+    window: Window | None = None,
+    last_seq: int = 0,
+) -> RunView:
     """The run page's data: steps and calls on a timeline, markers, the chat, usage, pending calls.
 
-    `run` and `summary` must come from one read (`SQLiteJournal.load_with_summary`): the badge
-    and the entries then always agree. `live`: the run is followed (default `summary.live`)."""
-    builder = _Builder(run)
-    for entry in run.entries:
+    `window`: the entries the page shows (default: all of `run.entries`, the run's first page).
+    `run`, `summary` and the window must come from one read (`SQLiteJournal.read_window`): the
+    badge and the entries then always agree. `live`: the run is followed (default `summary.live`)."""
+    window = window or Window(run.entries, tail=run.entries)
+    builder = _Builder(run, window)
+    for entry in window.entries:
         handler = _HANDLERS.get(entry.kind)
         if handler is not None:
             handler(builder, entry)
         builder.last_at = entry.at
-    view = builder.finish(run, summary, summary.live if live is None else live)
+    for entry in window.ahead:  # only the outcomes of this page's calls: the rest is on later pages
+        if entry.kind in (Entry.TOOL_START, Entry.TOOL_END) and entry.call_id in builder.calls:
+            _HANDLERS[entry.kind](builder, entry)
+    builder.cut = len(window.ahead) >= AHEAD
+    live = summary.live if live is None else live
+    view = builder.finish(summary, live, window, version_of(summary, live, last_seq))
     _Clipper().view(view)
     return view
 
@@ -152,8 +167,9 @@ def build_view(run: JournaledRun, summary: RunSummary, live: bool | None = None)
 class _Builder:
     """Reads the journal's entries in order into the views (one method per entry kind)."""
 
-    def __init__(self, run: JournaledRun) -> None:
-        self.start = self.last_at = run.info.created_at
+    def __init__(self, run: JournaledRun, window: Window) -> None:
+        self.start = self.last_at = run.info.created_at if window.before is None else window.before
+        self.cut = False  # the entries read after the page stop short of the run's end
         self.steps: list[StepView] = []
         self.calls: dict[str, CallView] = {}
         self.markers: list[Marker] = []
@@ -161,7 +177,7 @@ class _Builder:
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self.chat: list[dict[str, Any]] = [
             {"role": m.get("role", "?"), "content": _text(m.get("content")), "calls": []}
-            for m in run.header.get("messages", [])
+            for m in (run.header.get("messages", []) if window.first else [])
         ]
         self.decisions: dict[str, Any] = {}
 
@@ -241,10 +257,12 @@ class _Builder:
     def end(self, e: Any) -> None:
         self.markers.append(Marker(Entry.END, e.step, e.at, f"finished: {e.data.get('stop_reason')}"))
 
-    def finish(self, run: JournaledRun, summary: RunSummary, live: bool) -> RunView:
+    def finish(self, summary: RunSummary, live: bool, window: Window, version: str) -> RunView:
         calls = self.calls
         for cv in calls.values():
-            if cv.status == "running" and not live:
+            if cv.end is None and self.cut:
+                cv.note = "its outcome is on a later page"
+            elif cv.status == "running" and not live:
                 cv.status = "interrupted"
         end = max([self.last_at, self.start, *(c.end or 0 for c in calls.values())])
         edges = [self.start, end, *(t for s in self.steps for t in (s.start, s.end))]
@@ -255,8 +273,7 @@ class _Builder:
             for c in s.calls:
                 if c.start is not None:
                     c.bar = _bar(place(c.start), place(c.end if c.end is not None else end), span)
-        pending, error = _pending(run, calls, self.decisions)
-        version = version_of(summary, live)
+        pending, error = _pending(summary.status, window, calls)
         return RunView(
             summary, self.steps, self.markers, self.chat, self.usage, pending, span, version, error, shortened
         )
@@ -275,21 +292,22 @@ _HANDLERS: dict[str, Callable[[_Builder, Any], None]] = {
 
 
 def _pending(
-    run: JournaledRun, calls: dict[str, CallView], decisions: dict[str, Any]
+    status: str, window: Window, calls: dict[str, CallView]
 ) -> tuple[list[dict[str, Any]], str | None]:
-    if run.info.status != "paused":
-        return [], None
-    try:
-        state = replay(run)
-    except JournalCorruptError as e:
-        return [], str(e)
-    for p in state.pending:
-        if p.id in calls and calls[p.id].status == "not started":
-            calls[p.id].status = "awaiting_approval"
-    return [
-        {"id": p.id, "name": p.name, "arguments": _pretty(p.arguments), "decision": decisions.get(p.id)}
-        for p in state.pending
-    ], None
+    pending, decisions, error = pending_of(status, window.tail)
+    for p in pending:
+        if p["id"] in calls and calls[p["id"]].status == "not started":
+            calls[p["id"]].status = "awaiting_approval"
+    shown = [
+        {
+            "id": str(p["id"]),
+            "name": str(p.get("name")),
+            "arguments": _pretty(p.get("arguments")),
+            "decision": _decision_text(decisions[p["id"]]) if p["id"] in decisions else None,
+        }
+        for p in pending
+    ]
+    return shown, error
 
 
 GAP = 2.0  # seconds: a quieter stretch than this is idle (a pause for approval, a crash) and is shortened
