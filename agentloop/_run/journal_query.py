@@ -10,6 +10,7 @@ does and runs that land meanwhile do not shift the pages.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "default_query",
     "RunWindow",
     "window_rows",
+    "change_marker",
 ]
 
 # What a user filters by -> the journal statuses it covers. A run that stopped at a limit
@@ -116,6 +118,27 @@ def window_rows(
     last = conn.execute("SELECT MAX(seq) FROM agentloop_entries WHERE run_id=?", (run_id,)).fetchone()[0]
     summary = summarize(conn, [row], alive, after=counted)[0]
     return rows, tail_rows, last or 0, summary
+
+
+# Every append moves its run's `updated_at` (to the microsecond), a new or deleted run the count,
+# a lease taken, given up or gone stale the set of live runs: together they say "something moved"
+# without reading an entry. (Integer microseconds mod 2**32: the sum over 10**6 runs stays exact.)
+_MARKER = (
+    "SELECT COUNT(*), MAX(updated_at), TOTAL(CAST(updated_at * 1000000 AS INTEGER) % 4294967296) "
+    "FROM agentloop_runs"
+)
+
+
+def change_marker(conn: sqlite3.Connection, alive: Any) -> str:
+    """A short text that changes whenever anything a runs list shows may have changed."""
+    conn.execute("BEGIN")
+    try:
+        runs = conn.execute(_MARKER).fetchone()
+        leases = conn.execute("SELECT run_id, host, pid, expires_at FROM agentloop_leases").fetchall()
+    finally:
+        conn.rollback()
+    live = sorted(run_id for run_id, host, pid, expires_at in leases if alive(host, pid, expires_at))
+    return hashlib.blake2b(repr((tuple(runs), live)).encode(), digest_size=12).hexdigest()
 
 
 def _like(text: str) -> str:

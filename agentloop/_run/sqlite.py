@@ -25,10 +25,11 @@ from .._exceptions import (
     RunLockedError,
     RunNotFoundError,
 )
+from . import journal_query as _q
 from . import lease as _lease
 from .journal import Journal, JournaledRun, JournalEntry, RunInfo
 from .journal_errors import rollback, typed_error
-from .journal_query import RunPage, RunSummary, RunWindow, query_runs, status_group, summarize, window_rows
+from .journal_query import RunPage, RunSummary, RunWindow, query_runs, status_group, summarize
 from .sqlite_file import open_file, open_read_only
 
 __all__ = ["SQLiteJournal"]
@@ -363,11 +364,16 @@ class SQLiteJournal(Journal):
         (counting the entries after `counted`), read in one transaction (`RunNotFoundError`)."""
         return await self._call(self._window, run_id, first, limit, tail, counted)
 
+    async def change_marker(self) -> str:
+        """A short text that changes whenever a run is added, deleted, appended to, or taken up or
+        left by a process: what a live runs list (a text search) compares before it searches again."""
+        return await self._call(_q.change_marker, self._alive)
+
     def _window(self, conn: sqlite3.Connection, run_id: str, *args: int) -> RunWindow:
         conn.execute("BEGIN")
         try:
             row = self._run_row(conn, run_id)
-            rows, tail, last, summary = window_rows(conn, row, self._alive, *args)
+            rows, tail, last, summary = _q.window_rows(conn, row, self._alive, *args)
         finally:
             conn.rollback()
         run = self._decoded(run_id, row, rows)

@@ -181,6 +181,11 @@ class _Inspector:
             return error(self.env, 400, f"unknown status filter {status!r}")
         search = (q.get("q") or "").strip() or None
         after = cursor(q.get("after"))
+        marker = None
+        if search:  # a search may scan every run: a live one searches again only when the journal moved
+            marker = await self.reader.change_marker()  # read first: a write after it shows next time
+            if q.get("partial") and q.get("since") == marker:
+                return self.update("", (marker, True, ""))
         # one page, one read transaction: bounded work however many runs the journal holds, so a
         # live list can ask again every few seconds
         result = await self.reader.query_runs(status=status, search=search, limit=PAGE_SIZE, after=after)
@@ -188,7 +193,7 @@ class _Inspector:
         more = None
         if result.cursor is not None:
             more = "?" + urlencode({**params, "after": f"{result.cursor[0]!r}:{result.cursor[1]}"})
-        version = _list_version(result)
+        version = marker or _list_version(result)
         context = dict(page=result, status=status, search=search or "", more=more, first=after is not None)
         if q.get("partial"):
             unchanged = q.get("since") == version
