@@ -1,5 +1,8 @@
 """`agentloop ui --journal runs.db [--host H] [--port P] [--token T] [--allow-resume --tools M:R]`.
 
+Client limits (see `_serve.py`): `--max-connections` (64), `--request-timeout` (10 s for a
+request to arrive), `--keep-alive` (5 s idle), `--max-header-bytes` (16 KiB).
+
 Binds 127.0.0.1 by default; a non-loopback --host is refused without --token (the journal
 holds prompts, tool arguments and results). Prints the URL and opens nothing by itself.
 Exit status: 0 stopped, 1 journal or setup error, 2 usage error.
@@ -40,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base-url", default=None, help="model endpoint for resumed runs (default $FLUX_BASE_URL)"
     )
+    limits = p.add_argument_group("client limits (a slow, idle or greedy client cannot hold the server)")
+    limits.add_argument("--max-connections", type=int, default=64, help="connections held at once (64)")
+    limits.add_argument(
+        "--request-timeout", type=float, default=10.0, help="seconds for a request to arrive (10)"
+    )
+    limits.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection is kept (5)")
+    limits.add_argument(
+        "--max-header-bytes", type=int, default=16384, help="size of a request's head (16384)"
+    )
     return p
 
 
@@ -69,9 +81,15 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         import uvicorn
 
         from ._app import create_app
+        from ._serve import Limits
     except ImportError as e:
         print(f"agentloop ui: {e}; install the inspector with: pip install 'agentloop[ui]'", file=err)
         return 1
+    try:
+        limits = Limits(args.max_connections, args.request_timeout, args.keep_alive, args.max_header_bytes)
+    except ValueError as e:
+        print(f"agentloop ui: {e}", file=err)
+        return 2
     factory = None
     if args.allow_resume:
         from agentloop import ConfigurationError
@@ -91,7 +109,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"agentloop run inspector for {path}: {url}", file=out, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **limits.uvicorn()))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped
         server.run(sockets=[sock])
     return 0
@@ -118,7 +136,7 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
-        sock.listen(128)
+        sock.listen(128)  # waiting to be accepted: past max-connections they are closed at once
     except OSError:
         sock.close()
         raise

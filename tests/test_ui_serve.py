@@ -1,0 +1,127 @@
+"""`agentloop ui` bounds what clients can hold: idle sockets, slowloris heads, huge heads.
+
+Against the real served CLI (a subprocess, loopback only); waits are for events (a socket
+closed by the server) under generous deadlines, never sleeps.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from test_ui_hostile import _server_pid
+from ui_browser import served
+
+from agentloop import SQLiteJournal
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "j.db")
+
+    async def make() -> None:
+        journal = SQLiteJournal(path)
+        token = await journal.create("r1", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        await journal.release("r1", token)
+        journal.close()
+
+    anyio.run(make)
+    return path
+
+
+def address(url: str) -> tuple[str, int]:
+    return "127.0.0.1", int(url.split(":")[2].split("/")[0])
+
+
+def closed_by_server(s: socket.socket, deadline: float = 120.0) -> bool:
+    """Reads until the server closes the socket (True) or `deadline` seconds pass (False)."""
+    s.settimeout(deadline)
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def sockets_of(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if fd.readlink().name.startswith("socket:"))
+
+
+def test_a_slowloris_client_is_cut(db: str) -> None:
+    with served(db, "--request-timeout", "1") as url:
+        host, port = address(url)
+        with socket.create_connection((host, port)) as silent:  # connects, never says a word
+            assert closed_by_server(silent)
+        with socket.create_connection((host, port)) as slow:  # a head that never ends
+            slow.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nX-a: b".encode())
+            assert closed_by_server(slow)
+        with socket.create_connection((host, port)) as kept:  # one request, then a slow second one
+            kept.sendall(f"GET /static/app.css HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            kept.settimeout(60)
+            assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+            kept.sendall(b"GET / HTTP/1.1\r\n")
+            assert closed_by_server(kept)
+        with socket.create_connection((host, port)) as body:  # a decision form whose body never comes
+            body.sendall(
+                f"POST /decide/r1 HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 500\r\n\r\nx".encode()
+            )
+            assert closed_by_server(body)
+        assert httpx.get(url, trust_env=False).status_code == 200  # and the server goes on
+
+
+def test_idle_connections_cannot_exhaust_the_server(db: str) -> None:
+    with served(db, "--max-connections", "8", "--request-timeout", "600") as url:
+        host, port = address(url)
+        pid = _server_pid(db)
+        idle = [socket.create_connection((host, port)) for _ in range(40)]
+        try:
+            # the server keeps 8; every other one is closed (each new one evicts the oldest idle)
+            open_ = list(idle)
+            while len(open_) > 8:
+                readable, _, _ = select.select(open_, [], [], 120)
+                assert readable, "the server held more idle connections than --max-connections"
+                for s in readable:
+                    assert closed_by_server(s, 10)
+                    open_.remove(s)
+            assert sockets_of(pid) <= 8 + 4  # the 8, the listening socket, the event loop's own
+            for _ in range(3):  # a real client is served at once, without waiting for the idle ones' timeout
+                r = httpx.get(url, trust_env=False, timeout=60)
+                assert r.status_code == 200 and "r1" in r.text
+            assert sockets_of(pid) <= 8 + 4
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_a_huge_request_head_is_refused(db: str) -> None:
+    with served(db, "--max-header-bytes", "4096") as url:
+        r = httpx.get(url, headers={"x-big": "a" * 8000}, trust_env=False)
+        assert r.status_code in (400, 431)
+        assert httpx.get(url, trust_env=False).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-connections", "0"],
+        ["--request-timeout", "0"],
+        ["--keep-alive", "-1"],
+        ["--max-header-bytes", "10"],
+    ],
+)
+def test_nonsense_limits_are_a_usage_error(db: str, args: list[str]) -> None:
+    import io
+
+    from agentloop.ui._cli import main
+
+    err = io.StringIO()
+    assert main(["--journal", db, *args], out=io.StringIO(), err=err) == 2
+    assert "must be" in err.getvalue()
