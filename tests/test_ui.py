@@ -456,3 +456,33 @@ def test_the_served_inspector_sees_commits_of_other_processes(db: str) -> None:
         anyio.run(decide)
         assert state(c.get("/runs/s2?partial=1"))["version"] != before
         assert "decided: rejected" in c.get("/runs/s2").text
+
+
+async def test_a_second_decision_while_the_run_resumes_is_refused_and_resumes_once(db: str) -> None:
+    # Regression: two decisions posted back to back (two tabs, a double click) both found the
+    # call pending before the first resume took the run's lease: two resumes raced, and the
+    # loser's RunLockedError was shown as "resuming failed" on a run that had finished fine.
+    tools = make_tools()
+    made: list[str | None] = []
+
+    def factory(model: str | None, journal: SQLiteJournal) -> Agent:
+        made.append(model)
+        return Agent(client=ScriptedModel([text("Done with the refund.")]), tools=tools, journal=journal)
+
+    app = create_app(db, agent_factory=factory)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as c:
+            csrf = csrf_of((await c.get("/runs/refund")).text)
+            form = {"call_id": "r1", "decision": "approve", "csrf": csrf}
+            first = await c.post("/decide/refund", data=form)
+            second = await c.post("/decide/refund", data={**form, "decision": "reject"})
+            assert first.status_code == 303 and second.status_code == 409
+            assert "being resumed" in second.text
+            for _ in range(200):  # each request lets the resume task run; it ends in a few
+                page = (await c.get("/runs/refund")).text
+                if 'id="run-status">final<' in page:
+                    break
+            assert 'id="run-status">final<' in page and "resuming failed" not in page
+    assert len(made) == 1

@@ -296,12 +296,21 @@ class _Inspector:
         if not secrets.compare_digest(str(form.get("csrf", "")), self.csrf):
             return error(self.env, 403, "this form is stale or came from another site; reload the run's page")
         call_id = str(form.get("call_id", ""))
+        if run_id in self.resuming:  # decided already, and resuming: a second resume would race it
+            return error(
+                self.env, 409, f"run {run_id!r} is being resumed with the decisions given; reload its page"
+            )
         try:
             choice = decision(str(form.get("decision", "")), str(form.get("value", "")))
             ready = await record(self.writer, run_id, call_id, choice)
         except (AgentloopError, ValueError) as e:
             return error(self.env, 409, str(e))
-        if ready and self.agent_factory is not None and self.tasks is not None:
+        if (
+            ready
+            and self.agent_factory is not None
+            and self.tasks is not None
+            and run_id not in self.resuming
+        ):
             self.resuming.add(run_id)
             self.done[run_id] = anyio.Event()
             self.tasks.start_soon(self._resume, run_id)
