@@ -49,73 +49,75 @@ class Limits:
 
 def protocol(limits: Limits) -> type[asyncio.Protocol]:
     """An h11 protocol class bound to `limits` (a class per server: no module state)."""
+    return type("BoundedH11", (_Bounded,), {"limits": limits})
 
-    class Bounded(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-        _opened = 0.0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._opened = self.loop.time()
-            if len(self.connections) > limits.max_connections:
-                idle = [c for c in self.connections if isinstance(c, Bounded) and c is not self and c.idle()]
-                if not idle:
-                    transport.abort()  # every connection is being served: this one waits its turn elsewhere
-                    return
-                min(idle, key=lambda c: c._opened).transport.abort()  # the oldest idle one makes room
-            self._watch()
+class _Bounded(H11Protocol):
+    """uvicorn's h11 protocol with the connection cap, the request deadline and the head cap."""
 
-        def idle(self) -> bool:
-            """No request of this connection is being served (none yet, or between two)."""
-            served = self.cycle is not None and not self.cycle.response_complete
-            return not served and not self.transport.is_closing()
+    limits: Limits
+    _deadline: asyncio.TimerHandle | None = None
+    _opened = 0.0
+    _head = 0  # bytes of the request head received so far
 
-        _head = 0  # bytes of the request head received so far
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._opened = self.loop.time()
+        if len(self.connections) > self.limits.max_connections:
+            idle = [c for c in self.connections if isinstance(c, _Bounded) and c is not self and c.idle()]
+            if not idle:
+                transport.abort()  # every connection is being served: this one waits its turn elsewhere
+                return
+            min(idle, key=lambda c: c._opened).transport.abort()  # the oldest idle one makes room
+        self._watch()
 
-        def data_received(self, data: bytes) -> None:
-            if self.conn.their_state is h11.IDLE:  # h11 only limits a head that arrives in pieces
-                end = data.find(b"\r\n\r\n")
-                self._head += len(data) if end < 0 else end
-                if self._head > limits.max_header_bytes:
-                    self._refuse_head()
-                    return
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._head = 0
-            self._watch()
+    def idle(self) -> bool:
+        """No request of this connection is being served (none yet, or between two)."""
+        served = self.cycle is not None and not self.cycle.response_complete
+        return not served and not self.transport.is_closing()
 
-        def _refuse_head(self) -> None:
-            text = f"request head over {limits.max_header_bytes} bytes".encode()
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(text), text)
-            )
-            self.transport.close()
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:  # h11 only limits a head that arrives in pieces
+            end = data.find(b"\r\n\r\n")
+            self._head += len(data) if end < 0 else end
+            if self._head > self.limits.max_header_bytes:
+                self._refuse_head()
+                return
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._head = 0
+        self._watch()
 
-        def connection_lost(self, exc: Exception | None) -> None:
+    def _refuse_head(self) -> None:
+        text = f"request head over {self.limits.max_header_bytes} bytes".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(text), text)
+        )
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._stop()  # idle now: uvicorn's keep-alive timer takes over until the next byte
+
+    def _watch(self) -> None:
+        # IDLE (its head not all here yet) or SEND_BODY (its body not all here): still arriving
+        arriving = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
+        if arriving and self._deadline is None and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(self.limits.request_timeout, self._cut)
+        elif not arriving:
             self._stop()
-            super().connection_lost(exc)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._stop()  # idle now: uvicorn's keep-alive timer takes over until the next byte
-
-        def _watch(self) -> None:
-            # IDLE (its head not all here yet) or SEND_BODY (its body not all here): still arriving
-            arriving = self.conn.their_state in (h11.IDLE, h11.SEND_BODY)
-            if arriving and self._deadline is None and not self.transport.is_closing():
-                self._deadline = self.loop.call_later(limits.request_timeout, self._cut)
-            elif not arriving:
-                self._stop()
-
-        def _stop(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _cut(self) -> None:
+    def _stop(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
             self._deadline = None
-            if not self.transport.is_closing():
-                self.transport.abort()
 
-    return Bounded
+    def _cut(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.abort()
