@@ -228,3 +228,30 @@ async def test_read_window_is_one_bounded_read(tmp_path: Path) -> None:
     assert [e.seq for e in near_end.run.entries] == [10, 11, 12] and near_end.tail == []
     reader.close()
     writer.close()
+
+
+TOKENS = [7, -3, 0, True, 2.5, "12", None, [1], {"n": 1}, 2**40 - 1, 2**62, -(2**63)]
+
+
+@pytest.mark.parametrize("bad", [False, True])
+async def test_counts_read_by_sqlite_take_only_integer_tokens(tmp_path: Path, bad: bool) -> None:
+    # the counts are summed by SQLite (json_extract), not by Python: a journal of the wrong
+    # shape (a string, a float, a list for total_tokens, no usage at all) counts 0 for that answer,
+    # and so does a nonsense count (2**40 or more) that would overflow the sum
+    path = str(tmp_path / "j.db")
+    journal = SQLiteJournal(path)
+    token = await journal.create("r", {"model": "m", "messages": []})
+    for step, value in enumerate(TOKENS, 1):
+        usage: Any = {"total_tokens": value} if not bad else [value]
+        await journal.append(
+            "r", "model", {"message": {"role": "assistant", "content": "x"}, "usage": usage}, step=step
+        )
+    await journal.append("r", "end", {"stop_reason": "final", "output": "first"}, step=10, status="final")
+    await journal.append("r", "end", {"stop_reason": "final", "output": "second"}, step=10, status="final")
+    await journal.release("r", token)
+    expected = 0 if bad else sum(v for v in TOKENS if isinstance(v, int) and abs(v) < 2**40)
+    summary = await journal.run_summary("r")
+    assert summary.total_tokens == expected and summary.output == "second"
+    page = await journal.query_runs()
+    assert page.runs[0].total_tokens == expected
+    journal.close()

@@ -209,6 +209,16 @@ _MODEL, _TOOL_END, _END = Entry.MODEL.value, Entry.TOOL_END.value, Entry.END.val
 _COUNTED = f"'{_MODEL}', '{_TOOL_END}', '{_END}'"  # the kinds a summary reads
 
 
+_TOKENS = "json_extract(CAST(data AS TEXT), '$.usage.total_tokens')"
+_COUNT = (
+    # an integer under 2**40 a turn (no model answers more): a damaged journal cannot overflow the sum
+    f"SELECT run_id, SUM(kind = '{_TOOL_END}'), SUM(CASE WHEN kind = '{_MODEL}' AND json_valid(CAST(data AS TEXT)) "
+    f"AND typeof({_TOKENS}) = 'integer' AND {_TOKENS} BETWEEN -1099511627775 AND 1099511627775 THEN {_TOKENS} END), "
+    f"MAX(CASE WHEN kind = '{_END}' THEN seq END) "
+    "FROM agentloop_entries"
+)
+
+
 def summarize(
     conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any, after: int = 0
 ) -> list[RunSummary]:
@@ -220,20 +230,19 @@ def summarize(
     marks = ", ".join("?" * len(ids))
     counts: dict[str, tuple[int, int]] = {}
     outputs: dict[str, Any] = {}
-    # a tool_end is only counted: its data (a tool's output, possibly megabytes) is not read
-    for run_id, kind, data in conn.execute(
-        f"SELECT run_id, kind, CASE kind WHEN '{_TOOL_END}' THEN NULL ELSE data END FROM agentloop_entries "
-        f"WHERE run_id IN ({marks}) AND kind IN ({_COUNTED}) AND seq > ?",
+    ends = []
+    # counted by SQLite, not row by row in Python (a run of 100,000 calls); a tool_end's data (a
+    # tool's output, possibly megabytes) is never read, a model answer's only for its tokens
+    for run_id, calls, tokens, end in conn.execute(
+        f"{_COUNT} WHERE run_id IN ({marks}) AND kind IN ({_COUNTED}) AND seq > ? GROUP BY run_id",
         [*ids, after],
     ):
-        calls, tokens = counts.get(run_id, (0, 0))
-        if kind == _TOOL_END:
-            calls += 1
-        elif kind == _MODEL:
-            tokens += _tokens(data)
-        else:
-            outputs[run_id] = _field(data, "output")
-        counts[run_id] = (calls, tokens)
+        counts[run_id] = (calls, tokens or 0)
+        if end is not None:
+            ends.append((run_id, end))
+    for run_id, end in ends:
+        data = conn.execute("SELECT data FROM agentloop_entries WHERE run_id=? AND seq=?", (run_id, end))
+        outputs[run_id] = _field(data.fetchone()[0], "output")
     leases = {
         run_id: alive(host, pid, expires_at)
         for run_id, host, pid, expires_at in conn.execute(
@@ -259,14 +268,6 @@ def summarize(
             )
         )
     return out
-
-
-def _tokens(data: str | bytes) -> int:
-    try:
-        value = _json.loads(data)["usage"]["total_tokens"]
-    except (ValueError, KeyError, TypeError):
-        return 0
-    return value if isinstance(value, int) else 0
 
 
 def _field(data: str | bytes, key: str) -> Any:
