@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 import pytest
 from test_ui_live import SteppedJournal, Write, follow_like_the_page
@@ -254,4 +255,42 @@ async def test_counts_read_by_sqlite_take_only_integer_tokens(tmp_path: Path, ba
     assert summary.total_tokens == expected and summary.output == "second"
     page = await journal.query_runs()
     assert page.runs[0].total_tokens == expected
+    journal.close()
+
+
+@pytest.mark.parametrize("size", [0, -5, 100_001, 10**18])
+def test_a_nonsense_page_size_is_refused_up_front(tmp_path: Path, size: int) -> None:
+    with pytest.raises(ValueError, match="entries_per_page"):
+        create_app(str(tmp_path / "j.db"), entries_per_page=size)
+
+
+async def test_two_decisions_posted_at_once_are_both_journaled(tmp_path: Path) -> None:
+    # Regression: two pending calls decided at once (two quick clicks): both decisions took the
+    # run's lease through the inspector's one writer, and the second was refused with a 409
+    # "being run by another process" although nothing else ran the run.
+    path = str(tmp_path / "j.db")
+    journal = SQLiteJournal(path)
+    token = await journal.create("p", {"model": "m", "messages": [{"role": "user", "content": "go"}]})
+    fn = {"name": "refund", "arguments": "{}"}
+    calls = [{"id": i, "type": "function", "function": fn} for i in ("a", "b")]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    await journal.append("p", "model", {"message": message, "usage": USAGE}, step=1)
+    pending = [{"id": i, "name": "refund", "arguments": {}, "step": 1} for i in ("a", "b")]
+    await journal.append("p", "paused", {"pending": pending}, step=1, status="paused")
+    await journal.release("p", token)
+    app = create_app(path)
+    async with client(app) as c:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/runs/p")).text).group(1)
+        codes: list[int] = []
+
+        async def decide(call_id: str) -> None:
+            form = {"call_id": call_id, "decision": "approve", "csrf": csrf}
+            codes.append((await c.post("/decide/p", data=form)).status_code)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(decide, "a")
+            tg.start_soon(decide, "b")
+        assert codes == [303, 303]
+        page = (await c.get("/runs/p")).text
+    assert page.count("decided: approved") == 2
     journal.close()

@@ -104,8 +104,8 @@ def create_app(
     `entries_per_page`: a run's page shows this many of its journal entries (a run of 100,000
     calls is read and sent a page at a time).
     """
-    if entries_per_page < 1:
-        raise ValueError(f"entries_per_page must be 1 or more, got {entries_per_page}")
+    if not 1 <= entries_per_page <= 100_000:
+        raise ValueError(f"entries_per_page must be from 1 to 100000, got {entries_per_page}")
     reader = journal if isinstance(journal, SQLiteJournal) else SQLiteJournal(journal, read_only=True)
     inspector = _Inspector(reader, agent_factory, entries_per_page)
     routes = [
@@ -147,6 +147,7 @@ class _Inspector:
         self.errors: dict[str, str] = {}
         self.done: dict[str, anyio.Event] = {}  # run id -> set when the inspector's resume of it ends
         self._builds: anyio.CapacityLimiter | None = None
+        self._deciding: anyio.Lock | None = None
 
     def builds(self) -> anyio.CapacityLimiter:
         """Whole runs read and built at once: a run can hold megabytes, and a hundred open pages
@@ -154,6 +155,13 @@ class _Inspector:
         if self._builds is None:
             self._builds = anyio.CapacityLimiter(BUILDS)
         return self._builds
+
+    def deciding(self) -> anyio.Lock:
+        """One decision journaled at a time: each takes the run's lease through the one writer,
+        and a second one at once was refused as if another process ran the run."""
+        if self._deciding is None:
+            self._deciding = anyio.Lock()
+        return self._deciding
 
     def page(self, name: str, request: Request, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(csrf=self.csrf, path=request.url.path, **context)
@@ -214,7 +222,7 @@ class _Inspector:
         )
         s = w.summary
         if base is not None and (base[0] != s.created_at or w.last_seq < base[1]):
-            del self.counts[run_id]  # deleted and made again under the same id: count it afresh
+            self.counts.pop(run_id, None)  # deleted and made again under the same id: count it afresh
             return await self.read(run_id, first, limit, tail)
         calls, tokens, output = s.tool_calls, s.total_tokens, s.output
         if base is not None:
@@ -302,7 +310,8 @@ class _Inspector:
             )
         try:
             choice = decision(str(form.get("decision", "")), str(form.get("value", "")))
-            ready = await record(self.writer, run_id, call_id, choice)
+            async with self.deciding():
+                ready = await record(self.writer, run_id, call_id, choice)
         except (AgentloopError, ValueError) as e:
             return error(self.env, 409, str(e))
         if (
