@@ -15,6 +15,8 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_ui_live import SteppedJournal, Write, follow_like_the_page
 
 from agentloop import SQLiteJournal
@@ -294,3 +296,35 @@ async def test_two_decisions_posted_at_once_are_both_journaled(tmp_path: Path) -
         page = (await c.get("/runs/p")).text
     assert page.count("decided: approved") == 2
     journal.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    page=st.one_of(st.none(), st.text(max_size=12), st.integers(-(2**70), 2**70).map(str)),
+    since=st.one_of(st.none(), st.text(max_size=40)),
+    partial=st.one_of(st.none(), st.text(max_size=3)),
+)
+def test_hostile_page_queries_never_break_a_run_page(
+    tmp_path_factory: pytest.TempPathFactory, page: str | None, since: str | None, partial: str | None
+) -> None:
+    path = tmp_path_factory.getbasetemp() / "pages.db"
+    if not path.exists():
+
+        async def make() -> None:
+            writer, token = await long_run(str(path), "r", steps=12)
+            await writer.release("r", token)
+            writer.close()
+
+        anyio.run(make)
+
+    async def main() -> httpx.Response:
+        params = {
+            k: v for k, v in {"page": page, "since": since, "partial": partial}.items() if v is not None
+        }
+        async with client(create_app(str(path), entries_per_page=7)) as c:
+            return await c.get("/runs/r", params=params)
+
+    r = anyio.run(main)
+    assert r.status_code in (200, 204, 400), r.text[:300]
+    if r.status_code == 200:
+        assert ("<script>" not in r.text and (since is not None and partial)) or "page " in r.text
