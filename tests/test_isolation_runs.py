@@ -1,0 +1,178 @@
+"""Cross-run isolation: many runs at once on one shared FluxClient, some of them answered by a
+hostile server (tests/test_isolation_server.py), on every transport and both backends.
+
+The properties, for any mix of healthy and hostile runs:
+- every healthy run finishes with its own right answer, whatever the hostile ones get;
+- every hostile run ends with a typed `AgentloopError` (or, for a bad model answer, the model is
+  told and the run finishes), and no error in its chain shows the API key;
+- no connection of the pool is left poisoned: healthy runs on the same client afterwards work;
+- no task and no thread is left behind;
+- memory does not grow round after round.
+
+Version 0.1 broke the first one: one bad model answer stalled every run in the process. A run
+whose server stalls is ended by its own deadline (`RunLimits(timeout=...)`): nothing here sleeps,
+and no timing is asserted. The long version is benchmarks/soak_isolation.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import tracemalloc
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_isolation_server import (
+    HTTP_KINDS,
+    MODEL_KINDS,
+    STREAM_KINDS,
+    client_for,
+    make_agent,
+    play_round,
+    problems,
+    serving,
+    task_count,
+)
+
+# Every transport on every backend it runs on (aiohttp is asyncio-only).
+ON_BACKENDS = [
+    ("lean", "asyncio"),
+    ("lean", "trio"),
+    ("httpcore", "asyncio"),
+    ("httpcore", "trio"),
+    ("sharded", "asyncio"),
+    ("sharded", "trio"),
+    ("aiohttp", "asyncio"),
+]
+GUARD = 120  # seconds: a round that hangs fails here instead of hanging the suite (not a timing claim)
+HOSTILE = HTTP_KINDS + STREAM_KINDS + MODEL_KINDS
+
+# Known bugs, each with its own strict xfail below; the property runs without them.
+POISONING = {"httpcore": {"short_length"}, "sharded": {"short_length"}}
+
+
+def _kinds(transport: str) -> list[str]:
+    return [k for k in HOSTILE if k not in POISONING.get(transport, set())]
+
+
+def _plans(transport: str) -> st.SearchStrategy[list[tuple[str, str]]]:
+    hostile = st.tuples(st.sampled_from(_kinds(transport)), st.sampled_from(["run", "stream"])).filter(
+        lambda km: km != ("many_calls", "stream")  # the stream buffer's lost wake-up: see test_isolation_tools
+    )
+    healthy = st.tuples(st.just("healthy"), st.sampled_from(["run", "stream"]))
+    return st.tuples(st.lists(hostile, min_size=1, max_size=6), st.lists(healthy, min_size=1, max_size=4)).flatmap(
+        lambda parts: st.permutations(parts[0] + parts[1])
+    )
+
+
+# anyio's / trio's worker-thread cache (a large tool-call argument is parsed off the loop): idle
+# workers are kept for reuse and retire on their own; at most the default limiter's 40 of them.
+WORKERS = 40
+
+
+def own_threads() -> set[threading.Thread]:
+    """Every thread but the worker caches' (a thread the client started and left would show here)."""
+    return {
+        t
+        for t in threading.enumerate()
+        if not type(t).__module__.startswith("anyio.") and not t.name.startswith("Trio thread")
+    }
+
+
+async def _round_holds(agent: Any, plan: list[tuple[str, str]]) -> None:
+    """One round of `plan` at once, then healthy runs on the same client; asserts every property."""
+    tasks, threads = task_count(), own_threads()
+    with anyio.fail_after(GUARD):
+        outcomes = await play_round(agent, plan)
+    assert problems(outcomes) == [], plan
+    after = [("healthy", mode) for mode in ("run", "stream") for _ in range(max(2, len(plan)))]
+    with anyio.fail_after(GUARD):
+        assert problems(await play_round(agent, after)) == [], "a connection was left poisoned"
+    assert task_count() == tasks
+    assert own_threads() == threads
+    assert len(threading.enumerate()) - len(threads) <= WORKERS
+
+
+@pytest.mark.parametrize(("transport", "anyio_backend"), ON_BACKENDS)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_runs_never_touch_healthy_ones(transport: str, anyio_backend: str, data: st.DataObject) -> None:
+    plan = data.draw(_plans(transport), label="plan")
+
+    async def main() -> None:
+        async with client_for(server.url, transport) as client:
+            agent = make_agent(client)
+            assert problems(await play_round(agent, [("healthy", "run")])) == []  # warm: pool, threads
+            await _round_holds(agent, plan)
+
+    with serving() as server:
+        anyio.run(main, backend=anyio_backend)
+
+
+@pytest.mark.parametrize(("transport", "anyio_backend"), ON_BACKENDS)
+def test_every_hostile_kind_at_once(transport: str, anyio_backend: str) -> None:
+    """The whole catalogue in one round, each kind streamed and not, beside healthy runs."""
+    plan = [(k, m) for k in _kinds(transport) for m in ("run", "stream") if (k, m) != ("many_calls", "stream")]
+    plan += [("healthy", "run"), ("healthy", "stream")] * 4
+
+    async def main() -> None:
+        async with client_for(server.url, transport) as client:
+            agent = make_agent(client)
+            assert problems(await play_round(agent, [("healthy", "run")])) == []
+            await _round_holds(agent, plan)
+
+    with serving() as server:
+        anyio.run(main, backend=anyio_backend)
+
+
+@pytest.mark.parametrize(("transport", "anyio_backend"), [tb for tb in ON_BACKENDS if tb[0] in POISONING])
+@pytest.mark.xfail(
+    strict=True,
+    reason="agentloop/_http (httpx transports): a body shorter than its content-length says leaves the "
+    "extra bytes on the connection, which goes back to the pool; the next request on it (another run's) "
+    "fails with 'illegal status line'. The lean transport closes such a connection.",
+)
+def test_a_too_short_content_length_does_not_poison_the_next_run(transport: str, anyio_backend: str) -> None:
+    async def main() -> None:
+        async with client_for(server.url, transport, max_connections=1) as client:
+            agent = make_agent(client)
+            hostile = await play_round(agent, [("short_length", "run")])
+            assert problems(hostile) == []  # the hostile run itself ends in a typed error
+            assert problems(await play_round(agent, [("healthy", "run")])) == []
+
+    with serving() as server:
+        anyio.run(main, backend=anyio_backend)
+
+
+# Measured (2 cores, busy, tracemalloc on): after a warm-up round, rounds 3..6 of the whole catalogue
+# grow the traced memory by well under 1 MB. The bound leaves ample headroom and still catches a leak
+# of ~20 KB per run (60 runs a round, 4 rounds: ~5 MB).
+GROWTH_BYTES = 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+def test_memory_does_not_grow_round_after_round(anyio_backend: str) -> None:
+    plan = [(k, m) for k in _kinds("lean") for m in ("run", "stream") if (k, m) != ("many_calls", "stream")]
+    plan += [("healthy", "run"), ("healthy", "stream")] * 8
+    current: list[int] = []
+
+    async def main() -> None:
+        async with client_for(server.url, "lean") as client:
+            agent = make_agent(client)
+            for _ in range(6):
+                with anyio.fail_after(GUARD):
+                    assert problems(await play_round(agent, plan)) == []
+                gc.collect()
+                current.append(tracemalloc.get_traced_memory()[0])
+
+    tracemalloc.start()
+    try:
+        with serving() as server:
+            anyio.run(main, backend=anyio_backend)
+    finally:
+        tracemalloc.stop()
+    print(f"traced memory after each round (bytes): {current}")
+    assert current[-1] - current[1] <= GROWTH_BYTES, current
