@@ -8,7 +8,8 @@ Which answer a request gets is read from the run's first user message, `"run <i>
 healthy run (`kind == "healthy"`) first gets a call of the `echo` tool with `{"text": "<i>"}`,
 then, once the tool's answer is in the conversation, the final text `done <i>: <tool answer>`.
 Every other kind is hostile on the run's first request (HTTP kinds) or is a hostile model answer
-(MODEL_KINDS) followed by the same final text.
+(MODEL_KINDS) followed by the same final text; `call_<name>` calls tool `<name>` with no arguments,
+then gives the final text.
 
 No sleeps: a slowloris body sends one byte each time the server answers a healthy request (a tick
 driven by the healthy runs' own progress), and waits for nothing else; a stall waits until the
@@ -198,6 +199,9 @@ class HostileServer:
                 return await self._hostile(stream, r)
         elif r.kind in MODEL_KINDS and r.answered is None:
             await stream.send(_answer(_model_calls(r.kind, r.index), None, r.index, r.stream))
+            return not r.stream
+        if r.kind.startswith("call_") and r.answered is None:  # a call of the tool named, no arguments
+            await stream.send(_answer([(r.kind.removeprefix("call_"), "{}")], None, r.index, r.stream))
             return not r.stream
         if r.answered is None:  # a healthy run's first request
             await stream.send(_answer([("echo", json.dumps({"text": str(r.index)}))], None, r.index, r.stream))
