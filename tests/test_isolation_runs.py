@@ -60,12 +60,14 @@ def _kinds(transport: str) -> list[str]:
 
 def _plans(transport: str) -> st.SearchStrategy[list[tuple[str, str]]]:
     hostile = st.tuples(st.sampled_from(_kinds(transport)), st.sampled_from(["run", "stream"])).filter(
-        lambda km: km != ("many_calls", "stream")  # the stream buffer's lost wake-up: see test_isolation_tools
+        lambda km: (
+            km != ("many_calls", "stream")
+        )  # the stream buffer's lost wake-up: see test_isolation_tools
     )
     healthy = st.tuples(st.just("healthy"), st.sampled_from(["run", "stream"]))
-    return st.tuples(st.lists(hostile, min_size=1, max_size=6), st.lists(healthy, min_size=1, max_size=4)).flatmap(
-        lambda parts: st.permutations(parts[0] + parts[1])
-    )
+    return st.tuples(
+        st.lists(hostile, min_size=1, max_size=6), st.lists(healthy, min_size=1, max_size=4)
+    ).flatmap(lambda parts: st.permutations(parts[0] + parts[1]))
 
 
 # anyio's / trio's worker-thread cache (a large tool-call argument is parsed off the loop): idle
@@ -99,7 +101,9 @@ async def _round_holds(agent: Any, plan: list[tuple[str, str]]) -> None:
 @pytest.mark.parametrize(("transport", "anyio_backend"), ON_BACKENDS)
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_hostile_runs_never_touch_healthy_ones(transport: str, anyio_backend: str, data: st.DataObject) -> None:
+def test_hostile_runs_never_touch_healthy_ones(
+    transport: str, anyio_backend: str, data: st.DataObject
+) -> None:
     plan = data.draw(_plans(transport), label="plan")
 
     async def main() -> None:
@@ -115,7 +119,9 @@ def test_hostile_runs_never_touch_healthy_ones(transport: str, anyio_backend: st
 @pytest.mark.parametrize(("transport", "anyio_backend"), ON_BACKENDS)
 def test_every_hostile_kind_at_once(transport: str, anyio_backend: str) -> None:
     """The whole catalogue in one round, each kind streamed and not, beside healthy runs."""
-    plan = [(k, m) for k in _kinds(transport) for m in ("run", "stream") if (k, m) != ("many_calls", "stream")]
+    plan = [
+        (k, m) for k in _kinds(transport) for m in ("run", "stream") if (k, m) != ("many_calls", "stream")
+    ]
     plan += [("healthy", "run"), ("healthy", "stream")] * 4
 
     async def main() -> None:

@@ -23,14 +23,23 @@ import json
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.from_thread
-from dataclasses import dataclass, field
 
-from agentloop import AgentloopError, Agent, FluxClient, InputBudget, RetryPolicy, RunFinished, RunLimits, ToolRegistry
+from agentloop import (
+    Agent,
+    AgentloopError,
+    FluxClient,
+    InputBudget,
+    RetryPolicy,
+    RunFinished,
+    RunLimits,
+    ToolRegistry,
+)
 
 __all__ = [
     "HTTP_KINDS",
@@ -84,7 +93,12 @@ def _sse(obj: Any) -> bytes:
 
 def _calls(calls: list[tuple[str, str]], index: int) -> list[dict[str, Any]]:
     return [
-        {"index": n, "id": f"call_{index}_{n}", "type": "function", "function": {"name": name, "arguments": args}}
+        {
+            "index": n,
+            "id": f"call_{index}_{n}",
+            "type": "function",
+            "function": {"name": name, "arguments": args},
+        }
         for n, (name, args) in enumerate(calls)
     ]
 
@@ -94,12 +108,18 @@ def _answer(calls: list[tuple[str, str]] | None, content: str | None, index: int
     if not stream:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
-            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in _calls(calls, index)]
+            message["tool_calls"] = [
+                {k: v for k, v in c.items() if k != "index"} for c in _calls(calls, index)
+            ]
         reason = "tool_calls" if calls else "stop"
         body = json.dumps(
-            {"id": f"r{index}", "object": "chat.completion", "model": "m",
-             "choices": [{"index": 0, "message": message, "finish_reason": reason}],
-             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            {
+                "id": f"r{index}",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
         ).encode()
         return _head(len(body)) + body
     delta: dict[str, Any] = {"role": "assistant"}
@@ -185,7 +205,9 @@ class HostileServer:
         self.connections += 1
         buf = bytearray()
         # OSError: the connection this handler reset itself; the server must outlive every connection
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+        with contextlib.suppress(
+            anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError
+        ):
             async with stream:
                 while (request := await _read_request(stream, buf)) is not None:
                     self.requests += 1
@@ -204,7 +226,9 @@ class HostileServer:
             await stream.send(_answer([(r.kind.removeprefix("call_"), "{}")], None, r.index, r.stream))
             return not r.stream
         if r.answered is None:  # a healthy run's first request
-            await stream.send(_answer([("echo", json.dumps({"text": str(r.index)}))], None, r.index, r.stream))
+            await stream.send(
+                _answer([("echo", json.dumps({"text": str(r.index)}))], None, r.index, r.stream)
+            )
         else:
             await stream.send(_answer(None, f"done {r.index}: {r.answered}", r.index, r.stream))
         self._wake_slowloris()
@@ -241,7 +265,7 @@ class HostileServer:
             await _reset(stream)
         elif kind == "short_length":
             whole = _answer(None, "never the answer", r.index, False)
-            head, body = whole.split(b"\r\n\r\n", 1)
+            body = whole.split(b"\r\n\r\n", 1)[1]
             await stream.send(_head(len(body) - 12) + body)
             return True  # keep-alive: 12 stray bytes are left on the connection
         elif kind == "long_length":
@@ -250,12 +274,14 @@ class HostileServer:
         elif kind == "chunked_forever":
             await stream.send(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-                b"5\r\n{\"a\":\r\n"
+                b'5\r\n{"a":\r\n'
             )
             await _until_closed(stream)
         elif kind == "error_status_echo":
             auth = [line for line in r.head.split(b"\r\n") if line.lower().startswith(b"authorization")]
-            body = json.dumps({"error": {"message": f"bad key: {auth[0].decode() if auth else KEY} {KEY}"}}).encode()
+            body = json.dumps(
+                {"error": {"message": f"bad key: {auth[0].decode() if auth else KEY} {KEY}"}}
+            ).encode()
             await stream.send(_head(len(body), b"401 Unauthorized") + body)
             return True
         else:

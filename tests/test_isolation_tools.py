@@ -39,7 +39,7 @@ def hostile_tools() -> ToolRegistry:
     @tools.tool
     async def blocks_the_loop() -> str:
         """Blocks the event loop (a sync sleep in an async tool): the hostile act under test."""
-        time.sleep(0.05)
+        time.sleep(0.05)  # noqa: ASYNC251 (the hostile act under test)
         return "blocked"
 
     @tools.tool
@@ -83,11 +83,16 @@ def hostile_tools() -> ToolRegistry:
 
 
 def _agent(client: Any) -> Agent[Any, Any]:
-    return Agent(client=client, tools=hostile_tools(), model="m", limits=RunLimits(max_steps=4, loop_threshold=None))
+    return Agent(
+        client=client, tools=hostile_tools(), model="m", limits=RunLimits(max_steps=4, loop_threshold=None)
+    )
 
 
 def _round(tool: str, backend: str, check: Callable[[Outcome], None]) -> None:
-    plan = [(f"call_{tool}", "run"), (f"call_{tool}", "stream")] + [("healthy", "run"), ("healthy", "stream")] * 3
+    plan = [(f"call_{tool}", "run"), (f"call_{tool}", "stream")] + [
+        ("healthy", "run"),
+        ("healthy", "stream"),
+    ] * 3
 
     async def main() -> None:
         async with client_for(server.url, "lean") as client:
@@ -124,7 +129,11 @@ backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 def test_a_tool_blocking_the_loop_only_delays_its_siblings(anyio_backend: str) -> None:
     """README: an "inline" tool is awaited in the event loop, so a sync sleep in it blocks every run
     for that long (use sandbox="thread" for blocking code); it must cost the siblings time, nothing else."""
-    _round("blocks_the_loop", anyio_backend, lambda o: (o.error is None and o.output.endswith("blocked")) or pytest.fail(repr(o)))
+    _round(
+        "blocks_the_loop",
+        anyio_backend,
+        lambda o: (o.error is None and o.output.endswith("blocked")) or pytest.fail(repr(o)),
+    )
 
 
 @backends
@@ -141,7 +150,9 @@ def test_sys_exit_in_a_tool_is_fed_back(anyio_backend: str) -> None:
         ("raises_a_group", ("BaseExceptionGroup",)),
     ],
 )
-def test_a_base_exception_of_a_tools_own_is_fed_back(anyio_backend: str, tool: str, words: tuple[str, ...]) -> None:
+def test_a_base_exception_of_a_tools_own_is_fed_back(
+    anyio_backend: str, tool: str, words: tuple[str, ...]
+) -> None:
     """A BaseException subclass that is not KeyboardInterrupt, GeneratorExit or a real cancellation
     (pytest's `Failed`, gevent's `Timeout`, a plugin's own) is the tool's failure: before the fix it
     left `Agent.run` raw and tore down every sibling run in the caller's task group."""

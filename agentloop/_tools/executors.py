@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .._sandbox import ProcessSandbox, SandboxOutcome
     from .tool import Tool
 
-__all__ = ["SandboxExecutor", "SandboxPool", "call_executor", "own_cancel", "run_in_process"]
+__all__ = ["SandboxExecutor", "SandboxPool", "call_executor", "own_cancel", "run_in_process", "tool_failure"]
 
 _STATUSES = frozenset(get_args(OutcomeStatus))
 
@@ -52,10 +52,8 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
             with anyio.move_on_after(timeout):
                 value = await _call(tool, kwargs)
                 timed_out = False
-    except (Exception, SystemExit) as e:  # SystemExit: a tool calling sys.exit() must not end the host
-        return _raised(e)
     except BaseException as e:
-        if not own_cancel(e):
+        if not tool_failure(e):
             raise
         return _raised(e)
     if timed_out:
@@ -70,6 +68,24 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
 def _raised(e: BaseException) -> ToolOutcome:
     tb = "".join(traceback.format_exception(e))
     return ToolOutcome("raised", error=type(e).__name__, exception=e, traceback=tb)
+
+
+def tool_failure(exc: BaseException) -> bool:
+    """Whether what a tool raised ends only its call ("raised"), not the run: everything but a
+    real cancellation, KeyboardInterrupt and GeneratorExit. SystemExit (a tool calling sys.exit())
+    and a library's own BaseException (pytest's `Failed`, gevent's `Timeout`) are the tool's
+    failure: let out, they would tear down every sibling run in the caller's task group. A Ctrl-C
+    lands in whatever code runs, a tool's too, and must stop the program; GeneratorExit is how a
+    coroutine is closed and must not be swallowed."""
+    if isinstance(exc, (Exception, SystemExit)):
+        return True
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return all(tool_failure(e) for e in exc.exceptions)
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return own_cancel(exc)
+    return True
 
 
 def own_cancel(exc: BaseException) -> bool:
@@ -170,7 +186,7 @@ async def call_executor(
     try:
         out = await executor.call(ref, arguments, limits)
     except BaseException as e:  # a broken executor: the call fails, the run and its siblings go on
-        if not isinstance(e, (Exception, SystemExit)) and not own_cancel(e):
+        if not tool_failure(e):
             raise  # a real cancellation (or KeyboardInterrupt)
         tb = "".join(traceback.format_exception(e))
         return ToolOutcome(
