@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_isolation_server import (
@@ -36,6 +37,9 @@ from test_isolation_server import (
     serving,
     task_count,
 )
+
+from agentloop import Agent, RunFinished, RunLimits, ToolRegistry
+from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 # Every transport on every backend it runs on (aiohttp is asyncio-only).
 ON_BACKENDS = [
@@ -105,9 +109,12 @@ def test_hostile_runs_never_touch_healthy_ones(
     transport: str, anyio_backend: str, data: st.DataObject
 ) -> None:
     plan = data.draw(_plans(transport), label="plan")
+    # a small pool: stalled connections hold slots, so healthy runs queue behind them until the
+    # hostile runs' deadlines free them (a queue nothing wakes would hang here)
+    pool = data.draw(st.sampled_from([2, 1000]), label="max_connections")
 
     async def main() -> None:
-        async with client_for(server.url, transport) as client:
+        async with client_for(server.url, transport, max_connections=pool) as client:
             agent = make_agent(client)
             assert problems(await play_round(agent, [("healthy", "run")])) == []  # warm: pool, threads
             await _round_holds(agent, plan)
@@ -182,3 +189,45 @@ def test_memory_does_not_grow_round_after_round(anyio_backend: str) -> None:
         tracemalloc.stop()
     print(f"traced memory after each round (bytes): {current}")
     assert current[-1] - current[1] <= GROWTH_BYTES, current
+
+
+@pytest.mark.parametrize("calls", [40, 128])
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="agentloop/_run/stream.py: _Buffer keeps ONE writer waiter; the calls of one message emit "
+    "from concurrent tasks, so when the 32-event buffer is full the second writer overwrites the "
+    "first's waiter and room() wakes only the last: the first waits forever (a lost wake-up), and the "
+    "run with it (till its deadline, if it has one).",
+)
+def test_a_streamed_message_with_many_tool_calls_finishes(anyio_backend: str, calls: int) -> None:
+    """A model message with more tool calls than the stream buffer holds events (a legal answer,
+    under InputBudget.max_tool_calls=128). Everything is in memory (ScriptedModel, an inline tool),
+    so once every task is blocked the run has either finished or deadlocked: no clock involved."""
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def echo(text: str) -> str:
+        """Echo the text back."""
+        return f"echo {text}"
+
+    model = ScriptedModel([tool_calls(*[call("echo", {"text": str(i)}) for i in range(calls)]), text("done")])
+    agent = Agent(client=model, tools=tools, limits=RunLimits(loop_threshold=None))
+    finished: list[Any] = []
+
+    async def consume() -> None:
+        async with agent.stream("go") as events:
+            async for event in events:
+                if isinstance(event, RunFinished):
+                    finished.append(event.result.output)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await wait_all_tasks_blocked()
+            stuck = not finished
+            tg.cancel_scope.cancel()
+        assert not stuck, "the run deadlocked: every task is blocked and it has not finished"
+        assert finished == ["done"]
+
+    anyio.run(main, backend=anyio_backend)
