@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from test_isolation_server import (  # noqa: E402
+from test_isolation_server import (
     HTTP_KINDS,
     MODEL_KINDS,
     STREAM_KINDS,
