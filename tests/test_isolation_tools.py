@@ -264,3 +264,83 @@ def test_a_tool_leaving_an_orphan_task_does_not_touch_other_runs() -> None:
 
     with serving() as server:
         anyio.run(main, backend="asyncio")
+
+
+def _self_cancelling(calls: int) -> Agent[Any, Any]:
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def cancels_itself(n: int = 0) -> str:
+        """Cancels the task it runs in."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+        return "never"
+
+    script = [tool_calls(*[call("cancels_itself", {"n": i}) for i in range(calls)]), text("done")]
+    return Agent(client=ScriptedModel(script), tools=tools)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agentloop/_run/stream.py: Agent.stream runs the loop in a task of its own; a native cancel "
+    "of that task (here by the run's own tool) ends produce() with CancelledError, its `finally` closes "
+    "the buffer with no error, and the consumer's `async for` ends as if the run were complete: no "
+    "RunFinished, no exception, the run silently lost.",
+)
+@pytest.mark.parametrize("calls", [1, 2])
+def test_a_streamed_run_whose_tool_cancels_its_task_does_not_end_silently(calls: int) -> None:
+    seen: list[str] = []
+    ended: list[str] = []
+
+    async def main() -> None:
+        try:
+            async with _self_cancelling(calls).stream("go") as events:
+                async for event in events:
+                    seen.append(type(event).__name__)
+        except Exception as e:  # a typed error is a fine end; a clean end without RunFinished is not
+            ended.append(type(e).__name__)
+        else:
+            ended.append("clean")
+
+    anyio.run(main, backend="asyncio")
+    assert ended != ["clean"] or seen[-1] == "RunFinished", (ended, seen)
+
+
+def test_a_tool_cancelling_a_task_of_the_dispatchers_own_ends_only_its_call() -> None:
+    """When the self-cancelling call runs in a task of the dispatcher's group (the calls after the
+    first that waits do), the cancel reaches only agentloop's own task: that call ends "cancelled"
+    and the run goes on. (The first call runs in the step's task, which in `Agent.run` is the
+    caller's: cancelling it is cancelling the caller, see the test above.)"""
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def waits() -> str:
+        """Waits once, so the calls after it start as tasks."""
+        await anyio.lowlevel.checkpoint()
+        return "waited"
+
+    @tools.tool
+    async def cancels_itself() -> str:
+        """Cancels the task it runs in."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+        return "never"
+
+    script = [tool_calls(call("waits", {}), call("cancels_itself", {})), text("done")]
+    agent = Agent(client=ScriptedModel(script), tools=tools)
+    results: list[Any] = []
+
+    async def main() -> None:
+        results.append(await agent.run("go"))
+
+    anyio.run(main, backend="asyncio")
+    (result,) = results
+    assert result.output == "done"
+    assert [(r.name, r.status) for r in result.tool_calls] == [
+        ("waits", "ok"),
+        ("cancels_itself", "cancelled"),
+    ]
