@@ -348,6 +348,50 @@ async def test_max_processes_queues_calls_and_siblings_keep_results() -> None:
     assert [results[i].status for i in range(4)] == ["ok", "crashed", "raised", "ok"]
 
 
+async def test_a_short_call_reports_its_pid_once(sb: ProcessSandbox) -> None:
+    # A call that ends before the fork server reports it started sends no "started" frame (one
+    # wake-up of the host less): its pid comes with the outcome, and on_started still runs once.
+    pids: list[int] = []
+    out = await sb.call(T + "trivial", {}, Limits(timeout=10), on_started=pids.append)
+    assert out.status == "ok", out
+    assert len(pids) == 1 and pids[0] > 0, pids
+
+
+async def test_a_queued_call_reports_its_start_once_and_runs_after_the_slot_frees() -> None:
+    # max_processes=1: the second call waits ("Q"); its on_started comes when it runs, once.
+    async with ProcessSandbox(max_processes=1) as sb:
+        first_started = anyio.Event()
+        second: list[int] = []
+        outcomes: dict[str, SandboxOutcome] = {}
+
+        async def first() -> None:
+            outcomes["first"] = await sb.call(
+                T + "block_forever", {}, Limits(timeout=60), on_started=lambda _: first_started.set()
+            )
+
+        async def then_second(scope: anyio.CancelScope) -> None:
+            await first_started.wait()
+            async with anyio.create_task_group() as inner:
+
+                async def run_second() -> None:
+                    outcomes["second"] = await sb.call(
+                        T + "trivial", {}, Limits(timeout=0.5), on_started=second.append
+                    )
+
+                inner.start_soon(run_second)
+                await anyio.wait_all_tasks_blocked()
+                assert second == []  # queued behind the first: not started
+                scope.cancel()  # frees the slot: the second runs
+
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as blocker:
+                tg.start_soon(then_second, blocker)
+                await first()
+    assert "first" not in outcomes  # cancelled with its scope
+    assert outcomes["second"].status == "ok", outcomes["second"]
+    assert len(second) == 1 and second[0] > 0, second
+
+
 async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
     sb = ProcessSandbox()
     started = anyio.Event()

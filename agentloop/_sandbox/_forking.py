@@ -3,6 +3,7 @@ fork), in a PID namespace of its own where it can; and how it finds a tool by it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import importlib
@@ -17,7 +18,7 @@ from typing import Any
 from .. import _json
 from ._child import run_child, spare_main
 
-__all__ = ["Call", "Spare", "Forker", "resolve", "Tool"]
+__all__ = ["Call", "Spare", "Spares", "Forker", "resolve", "Tool"]
 
 _CLONE_NEWPID = 0x20000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -62,6 +63,9 @@ class Call:
     uid: int = 0
     done: socket.socket | None = None  # from the child: b"D" once its result is written
     finished: bool = False  # its outcome was sent (its processes may still be being reaped)
+    waited: bool = False  # queued for a slot: the host was told ("Q"), and is told when it starts
+    reported: bool = False  # "P" (started, its pid) sent
+    report_at: float = 0.0  # when to send "P" if it still runs (a call started at once)
 
 
 @dataclass(slots=True)
@@ -137,6 +141,62 @@ class Forker:
             mine.close()
             return -1, None
         return pid, mine
+
+
+class Spares:
+    """The spare children not handed a call yet, oldest (most ready) first, and the uid and
+    scratch dir each holds until it is handed one or reaped."""
+
+    def __init__(self, forker: Forker) -> None:
+        self.forker = forker
+        self.own_scratch = bool(forker.cfg["own_scratch"])
+        self.ready: collections.deque[Spare] = collections.deque()
+        self.held: dict[int, tuple[int, str]] = {}  # pid -> uid, scratch dir
+        self.made = 0
+
+    def fork(self, tools: dict[str, Tool], uid: int, scratch_mb: int | None) -> bool:
+        """One more spare, to run its call as `uid` in its scratch (without "own_scratch": a dir
+        of its own, made here, that uid's); False if none could be made (`uid` was not used)."""
+        scratch = str(self.forker.cfg["scratch"])
+        try:
+            if not self.own_scratch:
+                self.made += 1
+                scratch = make_dir(scratch, f"spare{self.made}", uid)
+            spare = self.forker.spare(tools, uid, scratch_mb, scratch)
+        except OSError:
+            spare = None
+        if spare is None:
+            if not self.own_scratch:
+                remove_dir(scratch)
+            return False
+        self.ready.append(spare)
+        self.held[spare.pid] = (uid, "" if self.own_scratch else scratch)
+        return True
+
+    def take(self, call: Call, scratch_mb: int | None) -> tuple[int, socket.socket | None]:
+        """Hand the call to the oldest spare that fits it (same scratch size, knows the tool): it
+        runs it as its uid, in its scratch. The others are dropped (they see EOF and exit; their
+        uids and scratch dirs come back when they are reaped). (-1, None) if none is left."""
+        while self.ready:
+            spare = self.ready.popleft()
+            fits = not self.own_scratch or spare.scratch_mb == scratch_mb
+            call.uid = call.msg["uid"] = spare.uid
+            if self.forker.hand_to(spare, call, fits):
+                _uid, call.scratch = self.held.pop(spare.pid)  # the call's now
+                return spare.pid, spare.sock
+            call.uid = 0
+        return -1, None
+
+    def reaped(self, pid: int) -> tuple[int, str]:
+        """A spare (or an orphan) `pid` was reaped: the uid and scratch dir it held, if any."""
+        for spare in [s for s in self.ready if s.pid == pid]:
+            spare.sock.close()
+            self.ready.remove(spare)
+        return self.held.pop(pid, (0, ""))
+
+    def close(self) -> None:
+        while self.ready:
+            self.ready.popleft().sock.close()
 
 
 def probe_pidns() -> int | None:

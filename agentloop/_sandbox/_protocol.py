@@ -5,8 +5,12 @@ Host -> zygote, over a SOCK_SEQPACKET control socket, one JSON message each:
   stdout memfd, stderr memfd]; the arguments JSON is pre-written into the result memfd.
   {"op": "kill", "id", "reason"}: kill that call's process group (timeout / cancellation).
 Zygote -> host, over the call's own SOCK_SEQPACKET status socket:
-  b"P" + pid   the child started (its timeout starts now)
-  b"S" + JSON  the child was reaped (exit code / signal / CPU seconds / why it was killed)
+  b"Q"         the call waits for a slot (max_processes): its timeout starts with its "P"
+  b"P" + pid   the child runs (sent at once after a "Q"; else only if it still runs ~2 ms after
+               it started: the host's timeout runs from its send, and a short call's pid comes
+               with its "S", one wake-up of the host less)
+  b"S" + JSON  the outcome (done, exit code / signal / CPU seconds / why it was killed; "pid"
+               when no "P" was sent)
 Child -> host, through the result memfd: one JSON header line, then the raw result text.
 Child -> zygote, over its own socket: b"D" once the result is written. The zygote then kills
   every process of the call (by its uid, or its process group) and sends b"S" at once; reaping
@@ -26,6 +30,7 @@ __all__ = [
     "SCRATCH_IN_SANDBOX",
     "DONE",
     "FRAME_STARTED",
+    "FRAME_QUEUED",
     "FRAME_STATUS",
     "PID",
     "BOOT",
@@ -39,6 +44,7 @@ SCRATCH_IN_SANDBOX = "/scratch"  # tmpfs inside bubblewrap that holds the per-ca
 
 DONE = b"D"
 FRAME_STARTED = b"P"
+FRAME_QUEUED = b"Q"
 FRAME_STATUS = b"S"
 PID = struct.Struct("!i")
 

@@ -18,7 +18,7 @@ import anyio
 from .. import _json
 from ._classify import Memfds, classify, unavailable
 from ._outcome import DEFAULT_TIMEOUT, Limits, SandboxOutcome
-from ._protocol import FRAME_STARTED, FRAME_STATUS, PID
+from ._protocol import FRAME_QUEUED, FRAME_STARTED, FRAME_STATUS, PID
 from ._server import Server
 
 __all__ = ["call_on", "wait_readable"]
@@ -131,26 +131,52 @@ async def _wait(
     server: Server,
     call_id: int,
     sock: socket.socket,
-    # The deadline starts when the zygote reports the call started (not while it is queued),
-    # so the caller cannot express it as a cancel scope: it becomes a move_on_after here.
+    # The deadline runs from the send, or from the "P" of a call that waited for a slot ("Q"),
+    # so the caller cannot express it as a cancel scope: it becomes a deadline here.
     timeout: float,  # noqa: ASYNC109 - see above
     on_started: Callable[[int], None] | None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        frame = await _recv(sock)  # queued until a slot is free: no timeout while queued
-        if frame[:1] == FRAME_STARTED:
-            if on_started is not None:
-                on_started(PID.unpack(frame[1:])[0])
-            with anyio.move_on_after(timeout):
-                frame = await _recv(sock)
-                return _status(frame), None
-            return await _kill(server, call_id, sock, "timeout"), "timeout"
-        return _status(frame), None
+        deadline = anyio.current_time() + timeout
+        frame = await _recv_by(sock, deadline)
+        if frame is not None and frame[:1] == FRAME_QUEUED:
+            frame = await _recv(sock)  # queued until a slot is free: no timeout while queued
+            deadline = anyio.current_time() + timeout
+        if frame is not None and frame[:1] == FRAME_STARTED:
+            _started(on_started, PID.unpack(frame[1:5])[0])
+            frame = await _recv_by(sock, deadline)
+        if frame is not None:
+            return _final(frame, on_started), None
+        return await _kill(server, call_id, sock, "timeout"), "timeout"  # the deadline passed
     except BaseException:
         # Cancelled (or anything else): the child must be dead before we let go.
         with anyio.CancelScope(shield=True):
             await _kill(server, call_id, sock, "cancelled")
         raise
+
+
+def _started(on_started: Callable[[int], None] | None, pid: int) -> None:
+    if on_started is not None:
+        on_started(pid)
+
+
+def _final(frame: bytes, on_started: Callable[[int], None] | None) -> dict[str, Any] | None:
+    """The outcome's status; a call too short to have been reported started gives its pid here."""
+    status = _status(frame)
+    if status is not None and "pid" in status:
+        _started(on_started, int(status.pop("pid")))
+    return status
+
+
+async def _recv_by(sock: socket.socket, deadline: float) -> bytes | None:
+    """The next frame (b"": the socket closed), or None if none came by `deadline` (one that
+    came just as it passed is taken)."""
+    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        return await _recv(sock)
+    try:
+        return sock.recv(1 << 16)
+    except BlockingIOError:
+        return None
 
 
 async def _kill(server: Server, call_id: int, sock: socket.socket, reason: str) -> dict[str, Any] | None:
@@ -162,7 +188,7 @@ async def _kill(server: Server, call_id: int, sock: socket.socket, reason: str) 
     with anyio.move_on_after(KILL_GRACE):
         while True:
             frame = await _recv(sock)
-            if frame[:1] != FRAME_STARTED:
+            if frame[:1] not in (FRAME_STARTED, FRAME_QUEUED):
                 return _status(frame)
     server.kill()  # the zygote does not answer: kill it, and its children with it
     return None

@@ -28,11 +28,11 @@ from typing import Any
 
 from .. import _json
 from ._child import prctl
-from ._forking import Call, Forker, Spare, Tool, close_quietly, load_tool, make_dir, probe_pidns, remove_dir
+from ._forking import Call, Forker, Spares, Tool, close_quietly, load_tool, make_dir, probe_pidns, remove_dir
 from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
 from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
-from ._protocol import DONE, FRAME_STARTED, FRAME_STATUS, PID
+from ._protocol import DONE, FRAME_QUEUED, FRAME_STARTED, FRAME_STATUS, PID
 from ._uids import UidPool
 
 __all__ = ["main"]
@@ -46,6 +46,13 @@ _SPARE_DELAY = 0.005
 # mount namespace: ~1 ms), not the one forked after the previous outcome.
 _SPARES = 2
 _SWEEP_EVERY = 0.002  # seconds between sweeps of uids whose processes are still dying
+# After an outcome is sent, the next spare is forked this much later, not at once: the outcome's
+# wake-up is a synchronous one (the kernel may put the host on our CPU, expecting us to sleep),
+# and a fork right then (~0.5-1 ms of our CPU) would hold the host off the CPU it was given.
+_AFTER_OUTCOME = 0.002
+# A call started at once is reported started ("P": its pid) only if it still runs this much later;
+# a shorter one's pid comes with its outcome. One wake-up of the host less per short call.
+_REPORT_AFTER = 0.002
 
 
 class _Zygote:
@@ -61,6 +68,7 @@ class _Zygote:
         self.running: dict[int, Call] = {}  # by pid, until reaped
         self.by_id: dict[int, Call] = {}  # until finished
         self.queue: collections.deque[Call] = collections.deque()
+        self.unreported: collections.deque[Call] = collections.deque()  # started, no "P" sent yet
         os.makedirs(cfg["scratch"], exist_ok=True)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.ctl, selectors.EVENT_READ, "ctl")
@@ -81,12 +89,7 @@ class _Zygote:
             cfg["seccomp_bpf"], cfg["seccomp_error"] = b"", str(exc)
         # Landlock (ABI > 0): each child builds and enters a domain reading only what it needs.
         cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
-        self.forker = Forker(cfg, pidns)
-        self.spares: collections.deque[Spare] = collections.deque()  # oldest (most ready) first
-        self.spare_held: dict[
-            int, tuple[int, str]
-        ] = {}  # pid -> uid, scratch dir of spares not handed a call
-        self.spare_count = 0
+        self.spares = Spares(Forker(cfg, pidns))
         self.scratch_mb: int | None = None  # the last call's: the size the next spares mount
         self.spare_at: float | None = None  # when to fork the next spare
         self.next_sweep = 0.0
@@ -113,13 +116,20 @@ class _Zygote:
         waits = []
         if self.uids.dirty:
             waits.append(_SWEEP_EVERY)
-        if len(self.spares) < _SPARES and self.spare_at is not None:
+        if len(self.spares.ready) < _SPARES and self.spare_at is not None:
             waits.append(self.spare_at - time.monotonic())
+        if self.unreported:
+            waits.append(self.unreported[0].report_at - time.monotonic())
         return max(0.0, min(waits)) if waits else None
 
     def _housekeeping(self) -> None:
-        """What waits for an idle moment: sweeping dying uids, forking the next spare."""
+        """What waits for an idle moment: reporting long calls started, sweeping dying uids,
+        forking the next spare."""
         now = time.monotonic()
+        while self.unreported and (self.unreported[0].finished or self.unreported[0].report_at <= now):
+            call = self.unreported.popleft()
+            if not call.finished:
+                self._report(call)
         if self.uids.dirty and now >= self.next_sweep:
             self.next_sweep = now + _SWEEP_EVERY
             self.uids.sweep()
@@ -127,7 +137,7 @@ class _Zygote:
         if self.spare_at is not None and now >= self.spare_at:
             self.spare_at = None
             if (
-                len(self.spares) < _SPARES
+                len(self.spares.ready) < _SPARES
                 and not self.closing
                 and self.tools
                 and len(self.running) < self.max
@@ -135,28 +145,14 @@ class _Zygote:
                 self._fork_spare(now)
 
     def _fork_spare(self, now: float) -> None:
-        """One fork per pass (a call may be waiting), with the uid its call will run as and its
-        scratch dir (without "own_scratch": a dir of its own, made here, that uid's)."""
+        """One fork per pass (a call may be waiting), with the uid its call will run as."""
         uid = self.uids.take()
         if self.uids.enabled and not uid:
             return  # every uid is in use or still dying: forked after the next sweep
-        scratch = str(self.cfg["scratch"])
-        try:
-            if not self.cfg["own_scratch"]:
-                self.spare_count += 1
-                scratch = make_dir(scratch, f"spare{self.spare_count}", uid)
-            spare = self.forker.spare(self.tools, uid, self.scratch_mb, scratch)
-        except OSError:
-            spare = None
-        if spare is None:
+        if not self.spares.fork(self.tools, uid, self.scratch_mb):
             if uid:
                 self.uids.free.appendleft(uid)  # no process ever ran as it
-            if not self.cfg["own_scratch"]:
-                remove_dir(scratch)
-            return
-        self.spares.append(spare)
-        self.spare_held[spare.pid] = (uid, "" if self.cfg["own_scratch"] else scratch)
-        if len(self.spares) < _SPARES:
+        elif len(self.spares.ready) < _SPARES:
             self.spare_at = now
 
     def _read_ctl(self) -> bool:
@@ -176,6 +172,10 @@ class _Zygote:
                     fds = []
                     self.by_id[call.id] = call
                     self.queue.append(call)
+                    self._start_queued()
+                    if call.pid == 0 and not call.finished:  # waits for a slot: its timeout too
+                        call.waited = True
+                        self._send(call, FRAME_QUEUED)
                 elif msg["op"] == "kill":
                     self._kill(int(msg["id"]), str(msg.get("reason", "cancelled")))
             except (ValueError, KeyError, TypeError):
@@ -222,10 +222,10 @@ class _Zygote:
         if self.cfg["own_scratch"]:
             self.scratch_mb = call.msg["limits"].get("scratch_mb")
         try:
-            pid, done = self._to_spare(call)
+            pid, done = self.spares.take(call, self.scratch_mb)
             if pid < 0:
                 call.uid = call.msg["uid"] = self.uids.take()
-                pid, done = self.forker.fresh(call, tool, self._scratch(call))
+                pid, done = self.spares.forker.fresh(call, tool, self._scratch(call))
         except OSError as exc:
             return self._finish(call, {"error": f"cannot make the call's scratch dir: {exc}"})
         if pid < 0:
@@ -237,23 +237,13 @@ class _Zygote:
             done.setblocking(False)
             self.sel.register(done, selectors.EVENT_READ, call)
         self.running[pid] = call
-        self._send(call, FRAME_STARTED + PID.pack(pid))
+        if call.waited:
+            self._report(call)  # the host's timeout starts now
+        else:
+            call.report_at = time.monotonic() + _REPORT_AFTER
+            self.unreported.append(call)
         if self.spare_at is None:
             self.spare_at = time.monotonic() + _SPARE_DELAY
-
-    def _to_spare(self, call: Call) -> tuple[int, socket.socket | None]:
-        """Hand the call to the oldest spare that fits it (same scratch size, knows the tool): it
-        runs it as its uid, in its scratch. The others are dropped (they see EOF and exit; their
-        uids and scratch dirs come back when they are reaped)."""
-        while self.spares:
-            spare = self.spares.popleft()
-            fits = not self.cfg["own_scratch"] or spare.scratch_mb == self.scratch_mb
-            call.uid = call.msg["uid"] = spare.uid
-            if self.forker.hand_to(spare, call, fits):
-                _uid, call.scratch = self.spare_held.pop(spare.pid)  # the call's now
-                return spare.pid, spare.sock
-            call.uid = 0
-        return -1, None
 
     # --- ending a call ------------------------------------------------------------------------------
 
@@ -308,10 +298,7 @@ class _Zygote:
     def _reaped(self, pid: int, wstatus: int, rusage: Any) -> None:
         call = self.running.pop(pid, None)
         if call is None:
-            for spare in [s for s in self.spares if s.pid == pid]:
-                spare.sock.close()
-                self.spares.remove(spare)
-            uid, scratch = self.spare_held.pop(pid, (0, ""))
+            uid, scratch = self.spares.reaped(pid)
             self.uids.release(uid)
             remove_dir(scratch)
             return  # a discarded spare, or an orphan re-parented to us (we are a subreaper)
@@ -332,6 +319,8 @@ class _Zygote:
     def _finish(self, call: Call, status: dict[str, Any]) -> None:
         """Send the outcome. A call that never ran gives its fds, scratch and uid back now."""
         call.finished = True
+        if call.pid > 0 and not call.reported:
+            status["pid"] = call.pid  # on_started(pid) was not called yet
         if call.pid <= 0:
             for fd in call.fds:
                 os.close(fd)
@@ -342,9 +331,13 @@ class _Zygote:
         self._send(call, FRAME_STATUS + _json.dumps(status))
         call.status.close()
         self.by_id.pop(call.id, None)
-        self.spare_at = time.monotonic()  # idle from here on: the next spare can be forked
+        self.spare_at = time.monotonic() + _AFTER_OUTCOME  # idle from here on: fork the next spare
         if call.pid <= 0:
             self._start_queued()
+
+    def _report(self, call: Call) -> None:
+        call.reported = True
+        self._send(call, FRAME_STARTED + PID.pack(call.pid))
 
     def _send(self, call: Call, frame: bytes) -> None:
         with contextlib.suppress(OSError):  # the host gave up on this call (cancelled): nothing to tell
@@ -364,8 +357,7 @@ class _Zygote:
 
     def _shutdown(self) -> None:
         self.closing = True
-        while self.spares:
-            self.spares.popleft().sock.close()
+        self.spares.close()
         for call in list(self.queue):
             self._finish(call, {"killed": "closed", "queued": True})
         self.queue.clear()
