@@ -46,10 +46,6 @@ _SPARE_DELAY = 0.005
 # mount namespace: ~1 ms), not the one forked after the previous outcome.
 _SPARES = 2
 _SWEEP_EVERY = 0.002  # seconds between sweeps of uids whose processes are still dying
-# After an outcome is sent, the next spare is forked this much later, not at once: the outcome's
-# wake-up is a synchronous one (the kernel may put the host on our CPU, expecting us to sleep),
-# and a fork right then (~0.5-1 ms of our CPU) would hold the host off the CPU it was given.
-_AFTER_OUTCOME = 0.002
 # A call started at once is reported started ("P": its pid) only if it still runs this much later;
 # a shorter one's pid comes with its outcome. One wake-up of the host less per short call.
 _REPORT_AFTER = 0.002
@@ -331,7 +327,7 @@ class _Zygote:
         self._send(call, FRAME_STATUS + _json.dumps(status))
         call.status.close()
         self.by_id.pop(call.id, None)
-        self.spare_at = time.monotonic() + _AFTER_OUTCOME  # idle from here on: fork the next spare
+        self.spare_at = time.monotonic()  # idle from here on: the next spare can be forked
         if call.pid <= 0:
             self._start_queued()
 
