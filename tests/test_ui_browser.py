@@ -90,10 +90,13 @@ def test_approve_a_paused_call_and_watch_the_run_continue(site: tuple[str, Any])
     expect(page.locator("#run-status")).to_have_text("final", timeout=60_000)
     # read once, not waited for: a body is one snapshot of the journal, so a page that says
     # final holds the run's last messages (#18: it was once seen without the last bubble)
-    chat = page.inner_text(".chat")
-    assert "Refund approved and done." in chat and "refunded 20" in chat
+    # text_content, not inner_text: inner_text is the rendered text, and the role labels are
+    # upper-cased by the stylesheet, which a reloaded page may not have applied yet ("user" vs
+    # "USER": this test failed once that way on a busy machine)
+    chat = page.text_content(".chat")
+    assert chat is not None and "Refund approved and done." in chat and "refunded 20" in chat
     page.reload()
-    assert page.inner_text(".chat") == chat
+    assert page.text_content(".chat") == chat
 
 
 def test_the_runs_list_shows_a_new_run_without_reloading(site: tuple[str, Any]) -> None:
