@@ -54,8 +54,14 @@ class Wire(Protocol):
         """The request body for the canonical (OpenAI chat-format) request."""
         ...
 
-    def decode(self, content: bytes, *, request_id: str | None = None) -> ModelTurn:
-        """A whole (non-streamed) response body → the assistant turn in canonical form."""
+    def decode(self, content: bytes, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
+        """A whole (non-streamed) response body → the assistant turn in canonical form.
+
+        `status` is the 2xx status the body came with (a router may answer 202 or 203): an error
+        about the body names it ("the endpoint answered 203 with a body that is not JSON").
+        A `decode` written before this keyword (without `status` or `**kwargs`) still works:
+        `FluxClient` looks at its signature once and then calls it without `status`.
+        """
         ...
 
     def assembler(self, run_id: str | None, step: int, request_id: str | None) -> StreamAssembler:

@@ -19,7 +19,7 @@ import anyio
 import httpx
 
 from .._budget import InputBudget
-from .._exceptions import APIError, APIResponseError, APITimeoutError, ConfigurationError
+from .._exceptions import APIError, APITimeoutError, ConfigurationError
 from .._model import Emit, ModelRequest
 from .._retry import Failure, RetryPolicy
 from .._seams import Wire
@@ -27,7 +27,7 @@ from .._types import ModelTurn
 from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, WIRES
 from .bounded import pump, read_body, read_some, sse_events
 from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
-from .errors import Errors, restate_status
+from .errors import Errors, takes_status
 from .h1 import Response
 from .secrets import Redactor
 from .transport import Sender, TransportKind, make_sender
@@ -120,6 +120,7 @@ class FluxClient:
         self.total_timeout = config.total_timeout
         self.retry = config.retry
         self._wire: Wire = WIRES[config.wire].build(config.max_tokens)
+        self._decode_status = takes_status(self._wire.decode)
         self._url = self._wire.url(config.base_url)
         self._redactor = Redactor(list(config.credentials))
         self._errors = Errors(self._url, config.base_url, self._redactor, config.retry)
@@ -246,12 +247,12 @@ class FluxClient:
     def _decode(self, content: bytes, request_id: str | None, status: int) -> ModelTurn:
         """The body (within `max_response_bytes`) → the turn, on the event loop: orjson holds the
         GIL while it parses, so a worker thread gave the other runs nothing (measured) and cost a
-        thread the user did not ask for. The codec knows no status; its errors get the real one."""
-        try:
-            return self._wire.decode(content, request_id=request_id)
-        except APIResponseError as e:
-            restate_status(e, status)
-            raise
+        thread the user did not ask for. The codec is told the real 2xx status (its errors name
+        it), unless it is a `Wire` written before `decode` took `status`."""
+        if self._decode_status:
+            return self._wire.decode(content, request_id=request_id, status=status)
+        return self._wire.decode(content, request_id=request_id)
+
 
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""

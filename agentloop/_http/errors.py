@@ -7,6 +7,8 @@ back in an error body or a reason phrase does not leak it.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,9 +31,7 @@ from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL
 from .h1 import ResponseHead
 from .secrets import Redactor
 
-__all__ = ["Errors", "restate_status"]
-
-_CODEC_STATUS = "the endpoint answered 200 "  # how the wire codecs, which see no status, begin
+__all__ = ["Errors", "takes_status"]
 
 
 class Errors:
@@ -157,9 +157,15 @@ def _says_tools_unsupported(message: str) -> bool:
     )
 
 
-def restate_status(error: APIResponseError, status: int) -> None:
-    """A codec's error about a 2xx body names the status it was really sent with (a 202 or a 204
-    with a body is no 200), in place."""
-    if status != 200 and error.message.startswith(_CODEC_STATUS):
-        error.message = f"the endpoint answered {status} " + error.message[len(_CODEC_STATUS) :]
-        error.args = (error.message,)
+def takes_status(decode: Callable[..., Any]) -> bool:
+    """Whether a `Wire.decode` takes the `status` keyword (a third-party wire written before it
+    existed does not, and is called without it; its errors then say what it knows)."""
+    try:
+        parameters = inspect.signature(decode).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a C callable): the old call is safe
+        return False
+    return any(
+        (p.name == "status" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        or p.kind is p.VAR_KEYWORD
+        for p in parameters
+    )

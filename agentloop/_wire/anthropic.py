@@ -115,17 +115,18 @@ class AnthropicWire:
         return self._tools_out
 
     @staticmethod
-    def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
-        return parse_message(load_body(content, request_id), request_id=request_id)
+    def decode(content: bytes, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
+        return parse_message(load_body(content, request_id, status), request_id=request_id, status=status)
 
 
 # --- response: Anthropic → canonical ----------------------------------------------------------
 
 
-def parse_message(data: Any, *, request_id: str | None = None) -> ModelTurn:
+def parse_message(data: Any, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
+    """A decoded Messages body (sent with the 2xx `status`) → `ModelTurn`."""
     if not isinstance(data, dict):
         raise APIResponseError(
-            f"the endpoint answered 200 with a JSON {type(data).__name__} instead of a message object",
+            f"the endpoint answered {status} with a JSON {type(data).__name__} instead of a message object",
             body=_preview(data),
             request_id=request_id,
         )
@@ -134,13 +135,13 @@ def parse_message(data: Any, *, request_id: str | None = None) -> ModelTurn:
         error = data.get("error")
         detail = error.get("message") if isinstance(error, dict) else error
         raise APIResponseError(
-            f"the endpoint answered 200 with an error instead of a message: {detail}",
+            f"the endpoint answered {status} with an error instead of a message: {detail}",
             body=_preview(data),
             request_id=request_id,
         )
     if not isinstance(content, list):
         raise APIResponseError(
-            "the endpoint answered 200 with a message that has no content list",
+            f"the endpoint answered {status} with a message that has no content list",
             body=_preview(data),
             request_id=request_id,
         )

@@ -51,35 +51,36 @@ class OpenAIWire:
         return _json.dumps(body)
 
     @staticmethod
-    def decode(content: bytes, *, request_id: str | None = None) -> ModelTurn:
-        return parse_completion(load_body(content, request_id), request_id=request_id)
+    def decode(content: bytes, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
+        return parse_completion(load_body(content, request_id, status), request_id=request_id, status=status)
 
 
-def load_body(content: bytes, request_id: str | None) -> Any:
-    """A 200 body as JSON; not JSON at all is a typed error on every wire, never a crash."""
+def load_body(content: bytes, request_id: str | None, status: int = 200) -> Any:
+    """A 2xx body (`status`, named in the errors) as JSON; not JSON at all is a typed error on
+    every wire, never a crash."""
     try:
         return _json.loads(content)
     except _json.DepthError as e:  # the codec's one depth limit, on every wire
         raise APIResponseError(
-            f"the endpoint answered 200 with a body that is valid JSON but {e}, more than any answer "
+            f"the endpoint answered {status} with a body that is valid JSON but {e}, more than any answer "
             "needs; this is a router or proxy fault, retry later or report it with the request id",
             body=_preview(content),
             request_id=request_id,
         ) from None
     except ValueError:
         raise APIResponseError(
-            "the endpoint answered 200 with a body that is not JSON; this is a router or proxy "
+            f"the endpoint answered {status} with a body that is not JSON; this is a router or proxy "
             "fault, retry later or report it with the request id",
             body=_preview(content),
             request_id=request_id,
         ) from None
 
 
-def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:
-    """A decoded chat.completion body → `ModelTurn`."""
+def parse_completion(data: Any, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
+    """A decoded chat.completion body (sent with the 2xx `status`) → `ModelTurn`."""
     if not isinstance(data, dict):
         raise APIResponseError(
-            f"the endpoint answered 200 with a JSON {type(data).__name__} instead of a completion object",
+            f"the endpoint answered {status} with a JSON {type(data).__name__} instead of a completion object",
             body=_preview(data),
             request_id=request_id,
         )
@@ -89,12 +90,12 @@ def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:
         if error is not None:  # some routers answer 200 with an error object instead of choices
             message = error.get("message") if isinstance(error, dict) else error
             raise APIResponseError(
-                f"the endpoint answered 200 with an error instead of a completion: {message}",
+                f"the endpoint answered {status} with an error instead of a completion: {message}",
                 body=_preview(data),
                 request_id=request_id,
             )
         raise APIResponseError(
-            "the endpoint answered 200 without any choices; the routed model returned nothing",
+            f"the endpoint answered {status} without any choices; the routed model returned nothing",
             body=_preview(data),
             request_id=request_id,
         )
@@ -102,7 +103,7 @@ def parse_completion(data: Any, *, request_id: str | None = None) -> ModelTurn:
     raw = choice.get("message")
     if not isinstance(raw, dict):
         raise APIResponseError(
-            "the endpoint answered 200 with a choice that has no message object",
+            f"the endpoint answered {status} with a choice that has no message object",
             body=_preview(data),
             request_id=request_id,
         )
