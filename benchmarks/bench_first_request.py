@@ -6,25 +6,33 @@ times one-step model requests and one agent run with a tool call (schema validat
 against the stdlib fake server in `_server.py` (started once, in its own process):
 
 - `enter`: `async with FluxClient(...)`: builds the transport (and imports its library); in
-  the `warmup` mode also `await client.warmup()` (one connection opened ahead);
+  the `warmup` mode also `await client.warmup()` (one connection opened ahead, and the request
+  path rehearsed on canned bytes: `agentloop/_http/rehearsal.py`);
 - `first request` / `steady request`: `client.request(...)`, the first one vs the median of
-  the next 20 (wall); `first CPU` / `steady CPU`: the same, the client thread's CPU time (what
-  a busy machine does not blur: the wall time also waits for a core and for the server);
+  the 21st to the 41st (wall); `first CPU` / `steady CPU`: the same, the client thread's CPU
+  time (what a busy machine does not blur: the wall time also waits for a core and for the
+  server); `2nd-9th CPU`: the median of the 2nd to the 9th, the requests CPython runs before it
+  has quickened their code (a steady state taken from the 2nd on counted them and read low);
 - `first run` / `steady run`: `Agent.run` of 2 model requests and 1 tool call, the first one
   vs the median of the next 20.
 
     .venv/bin/python benchmarks/bench_first_request.py            # 5 trials per backend
     .venv/bin/python benchmarks/bench_first_request.py --trials 9 --backends asyncio
     .venv/bin/python benchmarks/bench_first_request.py --transports auto,httpcore --modes cold
+    .venv/bin/python benchmarks/bench_first_request.py --paths /tmp/base,.   # checkouts side by side
 
-Medians over trials are printed as a table (milliseconds). On a loaded machine the figures
-are noisy; compare first against steady from the same run.
+Medians over trials are printed as a table (milliseconds); the last column is also the median
+of each process's own first / steady CPU ratio (robust to a trial that ran at another load).
+`--paths`: each checkout goes first on the children's `PYTHONPATH`, its rows interleaved with the
+others trial by trial. On a loaded machine the figures are noisy; compare first against steady
+from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,13 +62,16 @@ async def main(url):
         out["enter"] = time.perf_counter() - t
         req = ModelRequest(model="bench-s0-k0", messages=[{"role": "user", "content": "hi"}], tools=[], settings={})
         times, cpu = [], []
-        for _ in range(21):
+        for _ in range(41):
             t, c = time.perf_counter(), time.thread_time()
             await client.request(req)
             times.append(time.perf_counter() - t)
             cpu.append(time.thread_time() - c)
-        out["first request"], out["steady request"] = times[0], statistics.median(times[1:])
-        out["first CPU"], out["steady CPU"] = cpu[0], statistics.median(cpu[1:])
+        # Steady: the last 20 (CPython 3.11 quickens a function at its 8th call: the 2nd to the
+        # ~10th request of a cold process are still slower, and counting them lowered "steady").
+        out["first request"], out["steady request"] = times[0], statistics.median(times[21:])
+        out["first CPU"], out["steady CPU"] = cpu[0], statistics.median(cpu[21:])
+        out["2nd-9th CPU"] = statistics.median(cpu[1:9])
         agent = Agent(client=client, tools=tools, model="bench-s1-k1")
         times = []
         for _ in range(21):
@@ -78,18 +89,23 @@ COLUMNS = (
     "first request",
     "steady request",
     "first CPU",
+    "2nd-9th CPU",
     "steady CPU",
     "first run",
     "steady run",
 )
 
 
-def _trial(url: str, backend: str, transport: str, mode: str) -> dict[str, float]:
+def _trial(url: str, path: str, backend: str, transport: str, mode: str) -> dict[str, float]:
+    env = dict(os.environ)
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(path), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, url, backend, transport, mode],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if done.returncode:
         raise SystemExit(f"trial failed on {backend}:\n{done.stderr}")
@@ -102,21 +118,27 @@ def main() -> None:
     p.add_argument("--backends", default="asyncio,trio")
     p.add_argument("--transports", default="auto", help="comma-separated FluxClient(transport=...)")
     p.add_argument("--modes", default="cold,warmup", help="cold, warmup (client.warmup() in enter)")
+    p.add_argument("--paths", default="", help="comma-separated checkouts to compare (PYTHONPATH)")
     args = p.parse_args()
     server = subprocess.Popen(
         [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
     )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]
-        print("| backend | transport | mode | " + " | ".join(COLUMNS) + " | first / steady: wall / CPU |")
-        print("|---|---|---|" + "---:|" * (len(COLUMNS) + 1))
+        print(
+            "| checkout | backend | transport | mode | "
+            + " | ".join(COLUMNS)
+            + " | first / steady: wall / CPU (per process) |"
+        )
+        print("|---|---|---|---|" + "---:|" * (len(COLUMNS) + 1))
         rows = [
-            (b, tr, m)
+            (path, b, tr, m)
+            for path in args.paths.split(",")
             for b in args.backends.split(",")
             for tr in args.transports.split(",")
             for m in args.modes.split(",")
         ]
-        results: dict[tuple[str, str, str], list[dict[str, float]]] = {row: [] for row in rows}
+        results: dict[tuple[str, str, str, str], list[dict[str, float]]] = {row: [] for row in rows}
         for _ in range(args.trials):  # interleaved, so the machine's load hits every row alike
             for row in rows:
                 results[row].append(_trial(url, *row))
@@ -125,8 +147,11 @@ def main() -> None:
             cells = [f"{med[c] * 1000:.2f}" for c in COLUMNS]
             ratio = med["first request"] / med["steady request"]
             cpu = med["first CPU"] / med["steady CPU"]
+            own = statistics.median(t["first CPU"] / t["steady CPU"] for t in trials)
+            label = " | ".join((row[0] or "installed", *row[1:]))
             print(
-                f"| {' | '.join(row)} | " + " | ".join(cells) + f" | {ratio:.1f}x / {cpu:.1f}x |", flush=True
+                f"| {label} | " + " | ".join(cells) + f" | {ratio:.1f}x / {cpu:.1f}x ({own:.1f}x) |",
+                flush=True,
             )
     finally:
         server.terminate()

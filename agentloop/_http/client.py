@@ -13,6 +13,8 @@ caller set none (`request_timeout`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal, cast
 
 import anyio
@@ -29,12 +31,38 @@ from .bounded import pump, read_body, read_some, sse_events
 from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
 from .errors import Errors, takes_status
 from .h1 import Response
+from .lean import Dial
+from .rehearsal import REHEARSALS, rehearse
 from .secrets import Redactor
-from .transport import Sender, TransportKind, make_sender
+from .transport import LeanSender, Sender, TransportKind, make_sender
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
 _ERROR_BODY_BYTES = 64 * 1024  # of an error response: enough to say what went wrong, the rest is not read
+
+# The request warmup()'s rehearsal sends: a conversation with a tool result, and a tool.
+_REHEARSAL_MESSAGES = (
+    {"role": "system", "content": "rehearsal"},
+    {"role": "user", "content": "hi"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_0", "type": "function", "function": {"name": "tool", "arguments": '{"x": 1}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_0", "content": "1"},
+)
+_REHEARSAL_TOOLS = (
+    {
+        "type": "function",
+        "function": {
+            "name": "tool",
+            "description": "rehearsal",
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+        },
+    },
+)
 
 
 class FluxClient:
@@ -110,8 +138,11 @@ class FluxClient:
         config = resolve_config(options)
         self._setup(config, http_client)
 
-    def _setup(self, config: ClientConfig, http_client: httpx.AsyncClient | None) -> None:
-        """Everything the client holds, from its resolved config (and the caller's http_client)."""
+    def _setup(
+        self, config: ClientConfig, http_client: httpx.AsyncClient | None, dial: Dial | None = None
+    ) -> None:
+        """Everything the client holds, from its resolved config (and the caller's http_client;
+        `dial`: how its lean pool connects, for warmup()'s rehearsal)."""
         self._config = config
         self.input_budget = config.input_budget
         self.base_url = config.base_url
@@ -119,13 +150,16 @@ class FluxClient:
         self.stream = config.stream
         self.total_timeout = config.total_timeout
         self.retry = config.retry
-        self._wire: Wire = WIRES[config.wire].build(config.max_tokens)
+        spec = WIRES[config.wire]
+        self._wire: Wire = spec.build(config.max_tokens)
+        self._samples = spec.samples  # what warmup()'s rehearsal answers with
         self._decode_status = takes_status(self._wire.decode)
         self._url = self._wire.url(config.base_url)
         self._redactor = Redactor(list(config.credentials))
         self._errors = Errors(self._url, config.base_url, self._redactor, config.retry)
         self._headers = (config.headers, config.stream_headers)  # indexed by "streamed?"
-        self._sender: Sender = make_sender(config.pool, self._url, self._headers, http_client)
+        self._sender: Sender = make_sender(config.pool, self._url, self._headers, http_client, dial)
+        self._rehearsed = False
 
     def __repr__(self) -> str:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
@@ -139,13 +173,18 @@ class FluxClient:
 
     async def warmup(self, connections: int = 1) -> None:
         """Open `connections` connections to the endpoint now (TLS handshake included) and keep
-        them in the pool, so the first requests do not wait for a connect.
+        them in the pool, and run the request path once over on canned bytes, so the first
+        requests neither wait for a connect nor run cold code.
 
-        A new connection costs a round trip (three with TLS) and, in a fresh process, a few
-        hundred microseconds of first-time code: only the first request of a process pays it
-        otherwise. Opt in where that latency counts (a server answering its first user): call
-        it once after entering the client. Unused connections close after the pool's keep-alive
-        expiry (5 s), like any idle connection; requests open more as they need them.
+        A new connection costs a round trip (three with TLS), and a fresh process runs its first
+        requests on code CPython has not yet optimized (it quickens a function after 8 calls):
+        the first request of a process cost ~4x a later one in CPU even on a warm connection.
+        The rehearsal sends 16 canned requests through this client's own code to a loopback
+        connection the client opens to itself and answers with the wire's sample answers
+        (nothing leaves the process, and those requests carry no credential; 3-5 ms of CPU on a
+        busy machine, once per client). Opt in where that latency counts (a server answering its first
+        user): call it once after entering the client. Unused connections close after the pool's
+        keep-alive expiry (5 s), like any idle connection; requests open more as they need them.
         Raises `APIConnectionError` / `APITimeoutError` (the connect timeout) when the endpoint
         cannot be reached, so a wrong `base_url` shows here. With an httpx transport
         (`transport="httpcore"`..., `http_client=`, environment proxies) httpx offers no way to
@@ -159,11 +198,36 @@ class FluxClient:
         try:
             with anyio.move_on_after(limit):  # the bound of a request, also with no connect timeout
                 await self._sender.preconnect(connections)
+                await self._rehearse()
                 return
         except httpx.HTTPError as e:
             failure = self._errors.transport(e)
             raise self._redactor.exception(failure.error) from e
         raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
+
+    async def _rehearse(self) -> None:
+        """The request path run on canned bytes by a twin of this client (`rehearsal.py`), once
+        per client: the lean transport only (an httpx transport cannot be handed a connection)."""
+        sender = self._sender
+        if self._rehearsed or not self._samples or not isinstance(sender, LeanSender):
+            return
+        request = ModelRequest(
+            model="rehearsal", messages=list(_REHEARSAL_MESSAGES), tools=list(_REHEARSAL_TOOLS)
+        )
+
+        async def drive(dial: Dial) -> None:
+            twin = FluxClient.__new__(FluxClient)  # built as this one was: the same attribute layouts
+            twin._setup(_rehearsal_config(self._config), None, dial)
+            twin_sender = cast(LeanSender, twin._sender)
+            twin_sender.pool._ssl = sender.pool._ssl  # prepared by preconnect: not ~30 ms again
+            try:
+                for _ in range(REHEARSALS):
+                    await twin.request(request)
+            finally:
+                await twin.aclose()
+
+        await rehearse(self._samples, drive)
+        self._rehearsed = True
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -253,7 +317,6 @@ class FluxClient:
             return self._wire.decode(content, request_id=request_id, status=status)
         return self._wire.decode(content, request_id=request_id)
 
-
     async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
         try:
@@ -296,6 +359,24 @@ class FluxClient:
     async def _pump(self, events: Any, assembler: Any, emit: Emit, progress: _Progress) -> bool:
         """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle."""
         return await pump(events, assembler, emit, self.input_budget.stream_idle_timeout, progress)
+
+
+def _rehearsal_config(config: ClientConfig) -> ClientConfig:
+    """The config of warmup()'s twin: no retries (a rehearsal that fails says so at once), and
+    every credential in its headers replaced (its requests stay in the process; keep it so)."""
+
+    def masked(headers: Mapping[str, str]) -> dict[str, str]:
+        out = dict(headers)
+        for secret in config.credentials:
+            out = {k: v.replace(secret, "rehearsal") for k, v in out.items()}
+        return out
+
+    return replace(
+        config,
+        retry=RetryPolicy(max_retries=0),
+        headers=masked(config.headers),
+        stream_headers=masked(config.stream_headers),
+    )
 
 
 class _Progress:

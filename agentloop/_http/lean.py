@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import anyio
@@ -38,7 +38,10 @@ from .inflate import inflated
 from .sockets import Connection, connect
 from .waiters import SlotQueue
 
-__all__ = ["LeanPool", "LeanResponse"]
+__all__ = ["Dial", "LeanPool", "LeanResponse"]
+
+# How a pool opens a connection: (host, port, TLS context, seconds) -> a connection.
+Dial = Callable[[str, int, "ssl.SSLContext | None", float], Awaitable[Connection]]
 
 
 def _seconds(value: float | None) -> float:
@@ -49,7 +52,12 @@ class LeanPool:
     """Connections to one origin; `send(head, body)` → a `LeanResponse` whose body is still unread."""
 
     def __init__(
-        self, url: str, timeout: httpx.Timeout, max_connections: int, keepalive_expiry: float
+        self,
+        url: str,
+        timeout: httpx.Timeout,
+        max_connections: int,
+        keepalive_expiry: float,
+        dial: Dial = connect,  # FluxClient.warmup()'s rehearsal dials a socket pair (rehearsal.py)
     ) -> None:
         parsed = httpx.URL(url)
         self.host = parsed.host
@@ -68,6 +76,7 @@ class LeanPool:
         self._queue = SlotQueue()  # requests waiting for a connection, first come first served
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        self._dial = dial
 
     def prepare(self) -> None:
         if self.tls and self._ssl is None:
@@ -142,7 +151,7 @@ class LeanPool:
 
     async def _connect(self) -> Connection:
         self.prepare()
-        return await connect(self.host, self.port, self._ssl, self._connect_timeout)
+        return await self._dial(self.host, self.port, self._ssl, self._connect_timeout)
 
     async def preconnect(self, count: int) -> None:
         """Open connections, concurrently, until `count` are idle (never past `max_connections`);

@@ -38,8 +38,8 @@ import httpx
 from .config import PoolConfig
 from .h1 import Response, encode_head
 from .inflate import Inflating, compressed
-from .lean import LeanPool, LeanResponse
-from .sockets import on_asyncio
+from .lean import Dial, LeanPool, LeanResponse
+from .sockets import connect, on_asyncio
 
 __all__ = [
     "HttpxSender",
@@ -323,8 +323,10 @@ def make_sender(
     url: str,
     headers: tuple[Mapping[str, str], Mapping[str, str]],
     client: httpx.AsyncClient | None,
+    dial: Dial | None = None,
 ) -> Sender:
-    """The sender of a new connection pool (or over the caller's `http_client`)."""
+    """The sender of a new connection pool (or over the caller's `http_client`); `dial`: how the
+    lean pool connects (`rehearsal.py`'s socket pair; by default `sockets.connect`)."""
     if client is not None:
         return HttpxSender(client, url, headers, owned=False)
     kind = pool.transport
@@ -333,7 +335,8 @@ def make_sender(
     )
     if kind in ("auto", "lean") and not (kind == "auto" and env_proxies()):
         expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
-        return LeanSender(LeanPool(url, pool.timeout, pool.max_connections, expiry), url, headers)
+        lean = LeanPool(url, pool.timeout, pool.max_connections, expiry, dial or connect)
+        return LeanSender(lean, url, headers)
     built: httpx.AsyncBaseTransport | None = kind  # the caller's own httpx transport, or:
     if isinstance(kind, str):
         # Environment proxies are honoured by httpx's own transport only: keep it then.

@@ -38,6 +38,9 @@ class WireSpec:
       when `wire=` is not given, e.g. `/anthropic`. None: only by name.
     - `endpoint`: the path the codec appends; a base URL pasted with it is refused with the root to
       pass instead (it would 404 with the path doubled).
+    - `samples`: whole answers of this wire's endpoint (a tool call, a text) that
+      `FluxClient.warmup()` decodes while it runs the request path on canned bytes (`_http/rehearsal.py`);
+      none: the rehearsal is skipped.
     """
 
     name: str
@@ -45,18 +48,46 @@ class WireSpec:
     default_base_url: str
     url_marker: str | None
     endpoint: str
+    samples: tuple[bytes, ...] = ()
+
+
+# What each built-in wire's endpoint answers: a tool call, then a text (both of the decoder's paths).
+_OPENAI_SAMPLES = (
+    b'{"id":"chatcmpl-rehearsal","object":"chat.completion","model":"rehearsal","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function",'
+    b'"function":{"name":"tool","arguments":"{\\"x\\": 1}"}}]},"finish_reason":"tool_calls"}],'
+    b'"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}',
+    b'{"id":"chatcmpl-rehearsal","object":"chat.completion","model":"rehearsal","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}',
+)
+_ANTHROPIC_SAMPLES = (
+    b'{"id":"msg_rehearsal","type":"message","role":"assistant","model":"rehearsal","content":['
+    b'{"type":"tool_use","id":"toolu_0","name":"tool","input":{"x":1}}],"stop_reason":"tool_use",'
+    b'"usage":{"input_tokens":12,"output_tokens":5}}',
+    b'{"id":"msg_rehearsal","type":"message","role":"assistant","model":"rehearsal","content":['
+    b'{"type":"text","text":"done"}],"stop_reason":"end_turn","usage":{"input_tokens":20,"output_tokens":1}}',
+)
 
 
 WIRES: dict[str, WireSpec] = {
     spec.name: spec
     for spec in (
-        WireSpec("openai", lambda _max_tokens: OpenAIWire(), DEFAULT_BASE_URL, None, "/chat/completions"),
+        WireSpec(
+            "openai",
+            lambda _max_tokens: OpenAIWire(),
+            DEFAULT_BASE_URL,
+            None,
+            "/chat/completions",
+            _OPENAI_SAMPLES,
+        ),
         WireSpec(
             "anthropic",
             lambda max_tokens: AnthropicWire(max_tokens=max_tokens),
             DEFAULT_ANTHROPIC_BASE_URL,
             "/anthropic",
             "/messages",
+            _ANTHROPIC_SAMPLES,
         ),
     )
 }

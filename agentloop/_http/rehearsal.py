@@ -1,0 +1,148 @@
+"""`FluxClient.warmup()`'s rehearsal: the whole request path, run on canned bytes, no network.
+
+Why: a fresh process runs its first requests on cold code. CPython 3.11 quickens a function's
+bytecode only at its 8th call (and specializes its instructions after more), and the first pass
+also meets cold caches (type attribute caches, the allocator's free lists, the CPU's): measured
+with `benchmarks/bench_first_request.py`, the first request on a warm connection cost 4-5x the
+steady one in CPU, the 2nd to the 8th 1.2-2x, the 9th on steady. Running the codec once on
+canned data changed nothing measurable: once is not enough, and the codec is a fifth of the path.
+
+So the client's own code runs `REHEARSALS` times, end to end, on a twin of the client built the
+way the client was (the same classes, the same attribute layouts: CPython's specialized
+instructions are keyed on them): `FluxClient.request` (its time bound, the codec's encode), the
+sender (the encoded head), the lean pool (acquire, send, read the head, frame and read the body,
+release), a connection of the running backend (its socket reads, the event loop's read path),
+then the codec's decode. The pool dials `dial`: the near end of a loopback TCP connection the
+rehearsal opens to itself, whose far end answers each request with one of the wire's sample
+answers. Nothing leaves the process: a second dial (the connection was lost, a bug) raises
+instead of connecting anywhere, and the twin's request head carries no credential.
+
+What stays cold: TLS. The pair is plain, so an https endpoint's record layer (asyncio's
+`sslproto`, anyio's `TLSStream`) runs its first request's reads cold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+import anyio.abc
+import httpx
+
+from .lean import Dial
+from .sockets import AnyioConnection, Connection, on_asyncio
+
+__all__ = ["REHEARSALS", "rehearse"]
+
+# 3.11 quickens a code object at its 8th call; a few more let the adaptive instructions specialize.
+REHEARSALS = 16
+
+_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: rehearsal\r\ncontent-length: %d\r\n\r\n"
+
+
+async def rehearse(answers: Sequence[bytes], drive: Callable[[Dial], Awaitable[None]]) -> None:
+    """`drive(dial)`, while the far end of `dial`'s one connection answers each request with
+    the next of `answers` (each a JSON body, sent as a 200 with `Content-Length`)."""
+    try:
+        near, far = _pair()
+    except OSError:  # no socket to be had (descriptors exhausted): the first request runs cold
+        return
+    dialed = False
+
+    async def dial(host: str, port: int, context: ssl.SSLContext | None, seconds: float) -> Connection:
+        nonlocal dialed
+        if dialed:
+            raise httpx.ConnectError("the rehearsal's connection was lost (a bug in agentloop: report it)")
+        dialed = True
+        try:
+            return await _wrap(near)
+        except BaseException:
+            near.close()
+            raise
+
+    replies = [_HEAD % len(body) + body for body in answers]
+    try:
+        far.setblocking(False)
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_answer, far, replies)
+            try:
+                await drive(dial)
+            except Exception as e:  # raised as itself, not in the task group's ExceptionGroup
+                failure = e
+            tg.cancel_scope.cancel()  # the far end waits for a next request: none comes
+        if failure is not None:
+            raise failure
+    finally:
+        if not dialed:
+            near.close()  # else the connection owns it: the pool closed it
+        far.close()
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    """Two connected TCP sockets on 127.0.0.1, made here (the listener lives for the two calls
+    and takes one connection, checked to be ours): the kernel's TCP paths are the first
+    request's too, and warming them took ~40 µs more off it than a Unix socket pair
+    (bench_first_request.py). Where the loopback cannot listen, a Unix socket pair."""
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(1.0)  # the connection is queued before accept: never waits
+            near = socket.create_connection(listener.getsockname(), timeout=1.0)
+            try:
+                far, peer = listener.accept()
+            except BaseException:
+                near.close()
+                raise
+            if peer != near.getsockname():  # another local process connected first: not ours
+                far.close()
+                near.close()
+                raise OSError("the rehearsal's listener accepted a stranger")
+            return near, far
+    except OSError:
+        return socket.socketpair()
+
+
+async def _wrap(sock: socket.socket) -> Connection:
+    """A connection of the running backend's kind over `sock` (what `sockets.connect` makes)."""
+    sock.setblocking(False)
+    if on_asyncio():
+        import asyncio  # already imported: an asyncio loop runs
+
+        from .sockets import AsyncioConnection
+
+        conn = AsyncioConnection(asyncio.get_running_loop())
+        protocol: asyncio.Protocol = conn  # type: ignore[assignment]  # the protocol's methods, duck-typed
+        await asyncio.get_running_loop().create_connection(lambda: protocol, sock=sock)
+        return conn
+    return AnyioConnection(await anyio.abc.SocketStream.from_socket(sock))
+
+
+async def _answer(far: socket.socket, replies: list[bytes]) -> None:
+    """The far end: reads each whole request (head, then `content-length` bytes) and answers it."""
+    buf = b""
+    try:
+        for reply in itertools.cycle(replies):
+            while (size := _request_size(buf)) is None or len(buf) < size:
+                await anyio.wait_readable(far)
+                chunk = far.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            buf = buf[size:]
+            far.sendall(reply)  # a few hundred bytes into an empty socket buffer: never blocks
+    except OSError:  # the near end sees the connection end, and the rehearsal fails with that
+        far.close()
+
+
+def _request_size(buf: bytes) -> int | None:
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    for line in buf[:end].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return end + 4 + int(value)
+    return end + 4
