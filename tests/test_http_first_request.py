@@ -125,13 +125,21 @@ async def test_localhost_falls_back_to_ipv6_when_nothing_listens_on_ipv4() -> No
             while await read_request(stream):
                 await stream.send(ok())
 
-    listener = await anyio.create_tcp_listener(local_host="::1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    with socket.socket() as blocker:  # make sure 127.0.0.1:port refuses
+    # A port free on ::1 whose 127.0.0.1 twin we hold bound (so it refuses); on a busy machine
+    # another process may hold the twin: try another port (it once skipped the test instead).
+    for _ in range(50):
+        listener = await anyio.create_tcp_listener(local_host="::1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        blocker = socket.socket()
         try:
             blocker.bind(("127.0.0.1", port))
+            break
         except OSError:
-            pytest.skip("the port is taken on IPv4")
+            blocker.close()
+            await listener.aclose()
+    else:
+        raise AssertionError("no port free on both ::1 and 127.0.0.1 in 50 tries")
+    with blocker:
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, handle)
             async with client(f"http://localhost:{port}/v1") as c:
