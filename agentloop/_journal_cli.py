@@ -123,6 +123,12 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
         result = anyio.run(go)
     except BaseException as raised:
         e = unwrap(raised)
+        if isinstance(e, KeyboardInterrupt):  # the journal has every step so far
+            print(
+                f"agentloop runs: interrupted; `agentloop runs resume {safe(args.run_id)}` continues",
+                file=err,
+            )
+            return 130
         if isinstance(e, JournalError):
             raise e from None
         if isinstance(e, RunLimitExceeded):
