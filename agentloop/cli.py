@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._cli_common import add_tool_options, load_tools, safe, safe_text, unwrap
+from ._cli_common import add_tool_options, load_tools, safe, safe_text, until_interrupted, unwrap
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
 from ._http.client import FluxClient
@@ -68,7 +69,8 @@ def _run_command(argv: list[str]) -> int:
     if args.verbose:
         _configure_logging()
     try:
-        status: int = anyio.run(args.func, args)  # every subcommand returns its exit status
+        # every subcommand returns its exit status
+        status: int = anyio.run(until_interrupted, functools.partial(args.func, args))
     except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
