@@ -60,7 +60,12 @@ def _env(base_url: str | None) -> dict[str, str]:
 
 def _agentloop(args: list[str], cwd: Path, base_url: str | None = None, *, pre: str = "") -> Any:
     """Run `agentloop ARGS`; `pre` is Python run first in the same process (to hide an extra)."""
-    argv = [sys.executable, "-c", f"{pre}\nimport sys\nfrom agentloop.cli import main\nsys.exit(main())", *args]
+    argv = [
+        sys.executable,
+        "-c",
+        f"{pre}\nimport sys\nfrom agentloop.cli import main\nsys.exit(main())",
+        *args,
+    ]
     return subprocess.run(
         argv, cwd=cwd, env=_env(base_url), capture_output=True, text=True, timeout=120, check=False
     )
@@ -129,7 +134,9 @@ def _answer(request: RecordedRequest) -> Reply:
 async def test_every_bad_invocation_is_a_clear_message_and_a_non_zero_status(workdir: Path) -> None:
     async with FakeFluxRouter(_answer, api_key=KEY) as router:
         for args, says in BAD_ARGS:
-            done = await anyio.to_thread.run_sync(functools.partial(_agentloop, args, workdir, router.base_url))
+            done = await anyio.to_thread.run_sync(
+                functools.partial(_agentloop, args, workdir, router.base_url)
+            )
             try:
                 _assert_clear_failure(done, says)
             except AssertionError as e:
