@@ -153,3 +153,51 @@ async def test_an_abandoned_thread_tool_does_not_keep_the_process_alive(anyio_ba
         assert threads and threads[0].daemon
     finally:
         release.set()
+
+
+EXTRA_IMPORT = """
+import sys
+sys.modules[{dep!r}] = None  # the extra is not installed
+from agentloop import MissingDependencyError
+try:
+    import agentloop.{module}
+except MissingDependencyError as e:
+    assert "pip install 'agentloop[{extra}]'" in str(e), str(e)
+    print("clear")
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "dep", "extra"),
+    [
+        pytest.param(
+            "ui",
+            "jinja2",
+            "ui",
+            marks=pytest.mark.xfail(
+                strict=True, reason="agentloop/ui owner: a raw ModuleNotFoundError (jinja2)"
+            ),
+        ),
+        pytest.param(
+            "temporal",
+            "temporalio",
+            "temporal",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="agentloop/temporal owner: TemporalNotInstalledError is not a MissingDependencyError",
+            ),
+        ),
+    ],
+)
+def test_importing_an_extra_that_is_not_installed_is_a_missing_dependency_error(
+    module: str, dep: str, extra: str
+) -> None:
+    # README's tree: "MissingDependencyError  an optional extra is not installed".
+    import subprocess
+    import sys
+
+    code = EXTRA_IMPORT.format(dep=dep, module=module, extra=extra)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "clear"), done.stderr[-2000:]
