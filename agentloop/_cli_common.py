@@ -9,13 +9,23 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from ._tools.registry import ToolRegistry
 
-__all__ = ["add_tool_options", "load_tools", "import_from_cwd", "safe", "safe_text", "unwrap"]
+T = TypeVar("T")
+
+__all__ = [
+    "add_tool_options",
+    "load_tools",
+    "import_from_cwd",
+    "safe",
+    "safe_text",
+    "unwrap",
+    "until_interrupted",
+]
 
 TOOL_HELP = (
     "a tool to offer (repeatable): MODULE:FUNCTION, or MODULE:REGISTRY for a whole ToolRegistry; "
@@ -100,3 +110,40 @@ def unwrap(e: BaseException) -> BaseException:
     while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
         e = e.exceptions[0]
     return e
+
+
+async def until_interrupted(command: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; Ctrl-C cancels it and raises KeyboardInterrupt (exit 130).
+
+    The loop watches SIGINT itself (anyio's signal receiver: a wakeup fd on both backends).
+    asyncio's own Ctrl-C handling only runs once the main thread wakes up, and the kernel may
+    hand the signal to a thread tool's thread instead, which does not wake it: `agentloop run`
+    then sat in its event loop until the tool returned.
+    """
+    import signal
+    import threading
+
+    import anyio
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return await command()
+    interrupted = False
+    result: list[T] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+
+        async def run() -> None:
+            result.append(await command())
+            tg.cancel_scope.cancel()  # done: stop watching
+
+        tg.start_soon(watch)
+        tg.start_soon(run)
+    if interrupted or not result:
+        raise KeyboardInterrupt
+    return result[0]

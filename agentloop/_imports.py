@@ -32,6 +32,12 @@ def import_ref(spec: str, *, what: str = "object") -> Any:
         raise ConfigurationError(
             f"cannot load the {what} {spec!r}: {e}. Check that the module is importable here."
         ) from None
+    except Exception as e:  # the module's own code failed (a SyntaxError, a raise at import time)
+        where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
+        raise ConfigurationError(
+            f"cannot load the {what} {spec!r}: importing {module_name!r} raised {type(e).__name__}: "
+            f"{e}{where}. Fix the module; `python -c 'import {module_name}'` shows the traceback."
+        ) from e
     return obj
 
 

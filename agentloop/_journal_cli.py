@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ._cli_common import add_tool_options, safe, safe_text, unwrap
+from ._cli_common import add_tool_options, safe, safe_text, until_interrupted, unwrap
 from ._exceptions import AgentloopError, JournalError, RunLimitExceeded
 from ._run.journal import JournaledRun, RunInfo
 from ._run.sqlite import SQLiteJournal
@@ -120,9 +120,15 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
             return await agent.resume(args.run_id, approvals=approvals or None)
 
     try:
-        result = anyio.run(go)
+        result = anyio.run(until_interrupted, go)
     except BaseException as raised:
         e = unwrap(raised)
+        if isinstance(e, KeyboardInterrupt):  # the journal has every step so far
+            print(
+                f"agentloop runs: interrupted; `agentloop runs resume {safe(args.run_id)}` continues",
+                file=err,
+            )
+            return 130
         if isinstance(e, JournalError):
             raise e from None
         if isinstance(e, RunLimitExceeded):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import anyio
 
-from ._cli_common import add_tool_options, load_tools, safe, safe_text, unwrap
+from ._cli_common import add_tool_options, load_tools, safe, safe_text, until_interrupted, unwrap
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
 from ._http.client import FluxClient
@@ -46,35 +48,33 @@ def _exit_now(code: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     process_exit = argv is None  # the `agentloop` command itself, not a caller passing argv
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["runs"]:  # `agentloop runs list|show|delete|resume`: its own parser
-        from ._journal_cli import main as runs_main
+    verbose = []
+    while argv[:1] in (["-v"], ["--verbose"]):  # `agentloop -v runs list`: -v before any command
+        verbose.append(argv.pop(0))
+    if argv[:1] and argv[0] in _DELEGATED:
+        if verbose:
+            _configure_logging()
+        code = _run_delegated(argv[0], argv[1:])
+    else:
+        code = _run_command(verbose + argv)
+    if process_exit and (argv[:1] == ["worker"] or _abandoned_threads()):
+        _exit_now(code)
+    return code
 
-        return runs_main(argv[1:])
-    if argv[:1] == ["ui"]:  # `agentloop ui --journal runs.db`: the run inspector (extra `ui`)
-        from .ui._cli import main as ui_main
 
-        return ui_main(argv[1:])
-    if argv[:1] == ["doctor"]:  # `agentloop doctor`: what the sandbox can enforce on this machine
-        from ._sandbox._doctor import main as doctor_main
-
-        return doctor_main(argv[1:])
-    if argv[:1] == ["worker"]:  # `agentloop worker --task-queue Q --tool module:registry`
-        from .temporal import worker_main
-
-        code = worker_main(argv[1:])
-        if process_exit:
-            _exit_now(code)
-        return code
+def _run_command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "prompt", None) == "-":  # `echo "..." | agentloop run -`
         args.prompt = sys.stdin.read()
     if args.verbose:
         _configure_logging()
     try:
-        status: int = anyio.run(args.func, args)  # every subcommand returns its exit status
+        # every subcommand returns its exit status
+        status: int = anyio.run(until_interrupted, functools.partial(args.func, args))
     except BaseException as raised:
         e = unwrap(raised)
         if isinstance(e, KeyboardInterrupt):
+            print("agentloop: interrupted", file=sys.stderr)
             return 130
         if isinstance(e, BrokenPipeError):  # e.g. `agentloop demo --json | head`
             sys.stderr.close()
@@ -87,6 +87,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     return status
+
+
+def _abandoned_threads() -> list[threading.Thread]:
+    """Tool threads still running once the command is done: a thread tool that timed out, or
+    that was running at Ctrl-C, is abandoned (Python cannot stop a thread), and the interpreter
+    would wait for it at exit, so `agentloop run` would hang after its run ended."""
+    main_thread = threading.main_thread()
+    left = [t for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
+    if left:
+        print(f"agentloop: not waiting for {len(left)} abandoned tool thread(s)", file=sys.stderr)
+    return left
+
+
+# Commands with a parser of their own, and the extra each needs (None: none).
+_DELEGATED = {"runs": None, "ui": "ui", "doctor": None, "worker": "temporal"}
+
+
+def _run_delegated(command: str, argv: list[str]) -> int:
+    """`agentloop runs|ui|doctor|worker ...`; a missing extra is a message, never a traceback."""
+    try:
+        sub_main = _load_delegated(command)
+    except ImportError as e:  # an optional extra is not installed
+        extra = _DELEGATED[command]
+        print(
+            f"agentloop {command}: needs the '{extra}' extra, which is not installed here ({e}); "
+            f"install it with: pip install 'agentloop[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+    return sub_main(argv)
+
+
+def _load_delegated(command: str) -> Callable[[list[str]], int]:
+    if command == "runs":  # `agentloop runs list|show|delete|resume`
+        from ._journal_cli import main as runs_main
+
+        return runs_main
+    if command == "ui":  # `agentloop ui --journal runs.db`: the run inspector
+        from .ui._cli import main as ui_main
+
+        return ui_main
+    if command == "doctor":  # what the sandbox can enforce on this machine
+        from ._sandbox._doctor import main as doctor_main
+
+        return doctor_main
+    from .temporal import worker_main  # `agentloop worker --task-queue Q --tool module:registry`
+
+    return worker_main
 
 
 def _parser() -> argparse.ArgumentParser:

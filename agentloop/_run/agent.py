@@ -298,6 +298,8 @@ class Agent(Generic[DepsT, OutputT]):
         model_settings: Mapping[str, Any] | None = None,
         instructions: Any = None,
     ) -> Run:
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):  # "" once meant "a new id"
+            raise ConfigurationError(f"run_id must be a non-empty str (or None for a new id), got {run_id!r}")
         conversation = check_conversation(messages) if messages is not None else []
         if prompt is not None:
             if not isinstance(prompt, str):

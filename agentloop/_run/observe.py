@@ -28,7 +28,8 @@ def fan_out(observers: Sequence[Observer], emit: Emit | None) -> Emit:
                 result = observer(event)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:
+            except (Exception, SystemExit):  # sys.exit() in telemetry must not end the run (or
+                # the host); KeyboardInterrupt and cancellation still do, as they should
                 _log.warning(
                     "agentloop observer %r failed on %s", observer, type(event).__name__, exc_info=True
                 )

@@ -21,6 +21,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from functools import partial
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 import anyio
@@ -105,7 +106,19 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
     if tool.sandbox == "inline":
         return await tool.fn(**kwargs)
     # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
-    return await anyio.to_thread.run_sync(partial(tool.fn, **kwargs), abandon_on_cancel=True)
+    return await anyio.to_thread.run_sync(partial(_in_thread, tool.fn, kwargs), abandon_on_cancel=True)
+
+
+def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    result = fn(**kwargs)
+    if isinstance(result, CoroutineType):  # trio refuses it with a puzzling TypeError, asyncio
+        # could not encode it: one clear error on both, and no "never awaited" warning
+        result.close()
+        raise TypeError(
+            "it returned a coroutine, which nothing awaits (a missing `await`?): "
+            "make the tool an `async def` that awaits it"
+        )
+    return result
 
 
 class SandboxExecutor:

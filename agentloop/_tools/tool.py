@@ -267,6 +267,12 @@ def _mode(
             f"tool {fs.name!r}: sandbox='inline' needs an async function; a sync function would "
             "block the event loop. Use sandbox='thread' (the default for sync functions)."
         )
+    if mode == "thread" and fs.is_async:  # every call would return an unawaited coroutine
+        raise ToolDefinitionError(
+            f"tool {fs.name!r}: sandbox='thread' runs a sync function in a worker thread; an async "
+            "function runs in the event loop. Use sandbox='inline' (the default for async functions), "
+            "or make it a plain def."
+        )
     return mode, None
 
 
