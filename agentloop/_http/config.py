@@ -263,6 +263,14 @@ def _base_url(base_url: str | None, wire: str | None) -> str:
     url = (base_url or os.environ.get("FLUX_BASE_URL") or default).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+    try:  # a typo'd address ("http://[::1", a newline) would otherwise fail mid-run, as httpx's error
+        host = httpx.URL(url).host
+    except httpx.InvalidURL as e:
+        raise ConfigurationError(f"base_url {url!r} is not a valid URL ({e}); check it for typos") from None
+    if not host:
+        raise ConfigurationError(
+            f"base_url {url!r} names no host; pass one such as 'https://api.fluxrouter.ai/v1'"
+        )
     _refuse_full_endpoint(url)
     return url
 
