@@ -165,14 +165,8 @@ except MissingDependencyError as e:
 @pytest.mark.parametrize(
     ("module", "dep", "extra"),
     [
-        pytest.param(
-            "ui",
-            "jinja2",
-            "ui",
-            marks=pytest.mark.xfail(
-                strict=True, reason="agentloop/ui owner: a raw ModuleNotFoundError (jinja2)"
-            ),
-        ),
+        ("ui", "jinja2", "ui"),
+        ("ui", "starlette", "ui"),
         pytest.param(
             "temporal",
             "temporalio",
