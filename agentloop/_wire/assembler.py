@@ -23,6 +23,13 @@ __all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS"]
 
 NO_EVENTS: tuple[()] = ()
 
+# A JSON text this short cannot nest deeper than the codec's limit (each level takes an opening
+# and a closing bracket), so `parse` calls the codec's parser without the depth check around it
+# (`_json.loads` counts brackets, then walks the value when there are many): a stream's events
+# are nearly all this short, and each pays the check otherwise. Same value, same ValueError.
+SHORT = 2 * _json.MAX_DEPTH + 1
+_parse_short = _json._loads
+
 # Error types a server may send mid-stream that are worth a retry (before anything was emitted).
 _RETRYABLE_TYPES = frozenset(
     {"server_error", "api_error", "overloaded_error", "rate_limit_error", "timeout_error", "internal_error"}
@@ -101,7 +108,7 @@ class StreamAssembler:
 
     def parse(self, data: str) -> Any:
         try:
-            return _json.loads(data)
+            return _parse_short(data) if len(data) <= SHORT else _json.loads(data)
         except ValueError:
             raise Failure(
                 APIResponseError(
