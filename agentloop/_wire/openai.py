@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _json
+from .._events import ToolCallDelta
 from .._exceptions import APIResponseError, ConversationError
 from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn, Usage
-from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
+from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
 
@@ -174,11 +175,14 @@ class OpenAIStream(StreamAssembler):
         out: list[Any] = []
         try:
             for event, data in batch:
-                got = (
-                    self.chunk(self.parse(data))
-                    if event == "message" and data[:1] == "{"
-                    else self.feed(event, data)
-                )
+                if event == "message" and data[:1] == "{" and len(data) <= SHORT:
+                    try:  # `parse`, inline
+                        obj = parse_short(data)
+                    except ValueError:
+                        raise self.not_json(data) from None
+                    got = self.chunk(obj)
+                else:
+                    got = self.feed(event, data)
                 if got:
                     out += got
         except Failure as failure:
@@ -271,6 +275,16 @@ class OpenAIStream(StreamAssembler):
     def _tool(self, tc: dict[str, Any]) -> Any:
         get = tc.get
         index = get("index")
+        if len(tc) == 2 and type(index) is int:  # the usual: {"index": i, "function": {"arguments": "..."}}
+            slot = self.slots.get(index)
+            fn = get("function")
+            if slot is not None and slot.announced and type(fn) is dict:
+                args = fn.get("arguments")
+                if type(args) is str:  # a later fragment of an announced call (its id and name are taken)
+                    if not args:
+                        return None
+                    slot.args.append(args)
+                    return ToolCallDelta(self.run_id, self.step, index, None, args)
         if type(index) is not int:  # (a bool is not an index either)
             index = self._place(tc)
         slot = self.slots.get(index)
