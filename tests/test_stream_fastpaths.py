@@ -2,7 +2,8 @@
 
 Each shortcut the stream takes for the usual case (issue #19) is checked against the general code
 it bypasses: the stream parser skips the codec's depth check for event data too short to nest
-past the limit; events are built by an `__init__` that sets their slots directly. The property
+past the limit; events are built by an `__init__` that sets their slots directly; the SSE reader
+takes whole events of the usual shapes at once instead of line by line. The property
 tests draw the input; the end-to-end tests send it through a real stream.
 """
 
@@ -18,6 +19,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_sse_split import cut, expected, parse_pieces
 from test_stream_reads import HEAD, stream_over_tcp
 
 import agentloop
@@ -183,3 +185,46 @@ def test_the_signatures_are_the_dataclass_ones() -> None:
         ):
             assert p.kind == (p.KEYWORD_ONLY if f.kw_only else p.POSITIONAL_OR_KEYWORD)
             assert p.default == (p.empty if f.default is dataclasses.MISSING else f.default)
+
+
+# --- SSE: whole events of the usual shapes taken at once --------------------------------------
+
+
+@st.composite
+def router_bodies(draw: Any) -> tuple[bytes, list[bytes]]:
+    """What routers send (`data: <json>` and `event: <name>` + `data: ...`, each ended by a blank
+    line), mixed with every other shape the line-by-line reader knows, in a drawn order."""
+    value = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=10)
+    shapes = st.sampled_from(["data", "data", "event", "other", "blank", "bare", "no-space", "two-data"])
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(0, 16))):
+        shape, v, name = draw(shapes), draw(value).encode(), draw(value).encode()
+        lines += {
+            "data": [b"data: " + v, b""],
+            "event": [b"event: " + name, b"data: " + v, b""],
+            "other": [b": keep-alive", b"id: " + v, b"data: " + v, b""],
+            "blank": [b""],
+            "bare": [b"data", b""],
+            "no-space": [b"data:" + v, b"event:" + name, b""],
+            "two-data": [b"data: " + v, b"data: " + name, b""],
+        }[shape]
+    end = draw(st.sampled_from([b"\n", b"\r\n"]))
+    body = b"".join(line + end for line in lines)
+    if draw(st.booleans()):  # an event still arriving
+        unfinished = b"data: " + draw(value).encode()
+        body += unfinished
+        lines.append(unfinished)
+    return body, lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=router_bodies(), max_line=st.sampled_from([1 << 20, 12, 30]), data=st.data())
+def test_router_shaped_streams_read_as_line_by_line_whatever_the_cuts(
+    drawn: tuple[bytes, list[bytes]], max_line: int, data: Any
+) -> None:
+    body, lines = drawn
+    ended = not lines or body.endswith(b"\n")
+    offsets = data.draw(st.lists(st.integers(0, len(body)), max_size=12))
+    want = expected(lines, max_line, ended)
+    assert parse_pieces([body], max_line) == want
+    assert parse_pieces(cut(body, offsets), max_line) == want
