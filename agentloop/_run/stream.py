@@ -43,7 +43,7 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
 
     async def produce() -> None:
         try:
-            await loop(buffer.put)
+            await loop(buffer)
         except Exception as e:  # handed to the consumer as is, not wrapped in a group
             events.error = e
         finally:
@@ -87,7 +87,7 @@ class _Buffer:
         self.reader: Any = None
         self.writer: Any = None
 
-    async def put(self, event: Event) -> None:
+    async def __call__(self, event: Event) -> None:
         """The `emit` the loop is given: returns at once while there is room."""
         events = self.events
         while len(events) >= BUFFER and not self.gone:
@@ -97,6 +97,21 @@ class _Buffer:
             return
         events.append(event)
         self._wake_reader()
+
+    def offer(self, events: list[Event]) -> bool:
+        """All of `events` at once when they fit (True), else none of them (False: `await` each).
+
+        What the client's stream reader uses for the deltas of one network read: the same as
+        awaiting this emit for each while there is room (it would not wait), in one call.
+        """
+        if self.gone:
+            return True  # dropped, as `__call__` drops them
+        queue = self.events
+        if len(queue) + len(events) > BUFFER:
+            return False
+        queue.extend(events)
+        self._wake_reader()
+        return True
 
     def close(self) -> None:
         self.closed = True
