@@ -193,13 +193,6 @@ def test_memory_does_not_grow_round_after_round(anyio_backend: str) -> None:
 
 @pytest.mark.parametrize("calls", [40, 128])
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="agentloop/_run/stream.py: _Buffer keeps ONE writer waiter; the calls of one message emit "
-    "from concurrent tasks, so when the 32-event buffer is full the second writer overwrites the "
-    "first's waiter and room() wakes only the last: the first waits forever (a lost wake-up), and the "
-    "run with it (till its deadline, if it has one).",
-)
 def test_a_streamed_message_with_many_tool_calls_finishes(anyio_backend: str, calls: int) -> None:
     """A model message with more tool calls than the stream buffer holds events (a legal answer,
     under InputBudget.max_tool_calls=128). Everything is in memory (ScriptedModel, an inline tool),

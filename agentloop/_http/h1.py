@@ -167,19 +167,23 @@ class Dechunker:
         out: list[bytearray] = []
         pos, end = 0, len(buf)
         state, left = self.state, self.left
+        match, append = _NEXT.match, out.append
         while pos < end and state != _DONE:
             if state == _DATA:
-                n = min(left, end - pos)
-                out.append(buf[pos : pos + n])
-                pos, left = pos + n, left - n
-                if left:
-                    break
-                m = _NEXT.match(buf, pos)
-                if m is not None:  # the usual: the chunk's end and the next size line, in one match
+                while (stop := pos + left) <= end:  # whole chunks, back to back (the usual)
+                    append(buf[pos:stop])
+                    m = match(buf, stop)  # the chunk's end and the next size line, in one match
+                    if m is None:
+                        pos, left, state = stop, 0, _END
+                        break
                     pos, left = m.end(), int(m.group(1), 16)
-                    state = _DATA if left else _TRAILERS
-                else:
-                    state = _END
+                    if not left:
+                        state = _TRAILERS
+                        break
+                else:  # the buffer ends inside this chunk
+                    append(buf[pos:end])
+                    pos, left = end, stop - end
+                    break
                 continue
             nl = buf.find(b"\n", pos)
             limit = self._limit(state)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _json
-from .._events import Event, TextDelta, ToolCallDelta
+from .._events import Event, TextDelta, ToolCallDelta, quick_init
 from .._model import Emit
 from .output_spec import TOOL_NAME, OutputSpec
 
 __all__ = ["OutputDelta", "complete_json", "partial_output_emit"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OutputDelta(Event):
     """The structured output received so far (JSON data), after each piece of a streamed answer."""

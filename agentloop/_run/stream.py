@@ -43,7 +43,7 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
 
     async def produce() -> None:
         try:
-            await loop(buffer.put)
+            await loop(buffer)
         except Exception as e:  # handed to the consumer as is, not wrapped in a group
             events.error = e
         finally:
@@ -73,11 +73,11 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
 class _Buffer:
     """At most `BUFFER` events between one producer (the loop) and its consumer.
 
-    Each side parks on a one-shot waiter only when it cannot go on (`writer`: the buffer is
+    Each side parks on a one-shot waiter only when it cannot go on (`writers`: the buffer is
     full; `reader`: it is empty), and the other side wakes it when that changes.
     """
 
-    __slots__ = ("closed", "events", "gone", "new_waiter", "reader", "writer")
+    __slots__ = ("closed", "events", "gone", "new_waiter", "reader", "writers")
 
     def __init__(self, new_waiter: Callable[[], Any]) -> None:
         self.events: deque[Event] = deque()
@@ -85,18 +85,36 @@ class _Buffer:
         self.gone = False  # the consumer has left: nobody will read
         self.new_waiter = new_waiter
         self.reader: Any = None
-        self.writer: Any = None
+        # Every task waiting for room: the calls of one step emit from tasks of their own, so
+        # several can find the buffer full (one waiter slot lost all wake-ups but the last).
+        self.writers: list[Any] = []
 
-    async def put(self, event: Event) -> None:
+    async def __call__(self, event: Event) -> None:
         """The `emit` the loop is given: returns at once while there is room."""
         events = self.events
         while len(events) >= BUFFER and not self.gone:
-            waiter = self.writer = self.new_waiter()
+            waiter = self.new_waiter()
+            self.writers.append(waiter)
             await waiter  # cancelled with the run when the consumer leaves
         if self.gone:
             return
         events.append(event)
         self._wake_reader()
+
+    def offer(self, events: list[Event]) -> bool:
+        """All of `events` at once when they fit (True), else none of them (False: `await` each).
+
+        What the client's stream reader uses for the deltas of one network read: the same as
+        awaiting this emit for each while there is room (it would not wait), in one call.
+        """
+        if self.gone:
+            return True  # dropped, as `__call__` drops them
+        queue = self.events
+        if len(queue) + len(events) > BUFFER:
+            return False
+        queue.extend(events)
+        self._wake_reader()
+        return True
 
     def close(self) -> None:
         self.closed = True
@@ -120,11 +138,13 @@ class _Buffer:
         await waiter
 
     def room(self) -> None:
-        """Wake the loop waiting for room (the consumer took half the buffer: refill it at once)."""
-        writer = self.writer
-        if writer is not None:
-            self.writer = None
-            _wake(writer)
+        """Wake every task waiting for room (the consumer took half the buffer: refill it at once);
+        each checks again, so the buffer never holds more than `BUFFER`."""
+        writers = self.writers
+        if writers:
+            self.writers = []
+            for writer in writers:
+                _wake(writer)
 
 
 def _waiters() -> Callable[[], Any]:
@@ -191,7 +211,7 @@ class EventStream:
                 raise StopAsyncIteration
             await buffer.wait_for_events()
         event = events.popleft()
-        if buffer.writer is not None and len(events) <= BUFFER // 2:
+        if buffer.writers and len(events) <= BUFFER // 2:
             buffer.room()
         if isinstance(event, RunFinished):
             self.result = event.result

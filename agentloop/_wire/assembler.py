@@ -19,9 +19,16 @@ from .._exceptions import APIConnectionError, APIResponseError
 from .._retry import Failure
 from .._types import ModelTurn, Usage
 
-__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS"]
+__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS", "SHORT", "parse_short"]
 
 NO_EVENTS: tuple[()] = ()
+
+# A JSON text this short cannot nest deeper than the codec's limit (each level takes an opening
+# and a closing bracket), so `parse` calls the codec's parser without the depth check around it
+# (`_json.loads` counts brackets, then walks the value when there are many): a stream's events
+# are nearly all this short, and each pays the check otherwise. Same value, same ValueError.
+SHORT = 2 * _json.MAX_DEPTH + 1
+parse_short = _json._loads
 
 # Error types a server may send mid-stream that are worth a retry (before anything was emitted).
 _RETRYABLE_TYPES = frozenset(
@@ -101,17 +108,20 @@ class StreamAssembler:
 
     def parse(self, data: str) -> Any:
         try:
-            return _json.loads(data)
+            return parse_short(data) if len(data) <= SHORT else _json.loads(data)
         except ValueError:
-            raise Failure(
-                APIResponseError(
-                    "the stream carried an event whose data is not JSON; this is a router or proxy fault, "
-                    "retry later or report it with the request id",
-                    body=data[:2000],
-                    request_id=self.request_id,
-                ),
-                retryable=True,
-            ) from None
+            raise self.not_json(data) from None
+
+    def not_json(self, data: str) -> Failure:
+        return Failure(
+            APIResponseError(
+                "the stream carried an event whose data is not JSON; this is a router or proxy fault, "
+                "retry later or report it with the request id",
+                body=data[:2000],
+                request_id=self.request_id,
+            ),
+            retryable=True,
+        )
 
     def text_delta(self, piece: str) -> TextDelta:
         self.text.append(piece)
