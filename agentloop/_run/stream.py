@@ -14,6 +14,7 @@ consumer as they are (not wrapped in an ExceptionGroup), after the events before
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -21,8 +22,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .._events import Event, RunFinished
+from .._exceptions import RunError
 from .._model import Emit
 from .._types import RunResult
 
@@ -46,6 +49,17 @@ async def stream_events(loop: Callable[[Emit], Awaitable[Any]]) -> AsyncIterator
             await loop(buffer)
         except Exception as e:  # handed to the consumer as is, not wrapped in a group
             events.error = e
+        except anyio.get_cancelled_exc_class():
+            if anyio.current_effective_deadline() == -math.inf:  # a cancel scope's: a real cancellation
+                raise
+            # asyncio: something called cancel() on this task itself (a tool cancelling "its" task),
+            # no scope asked for it. Ending quietly would end the consumer's `async for` as if the
+            # run were complete, with no RunFinished and no error: the run silently lost.
+            events.error = RunError(
+                "The streamed run's task was cancelled from inside the run (a tool or observer "
+                "called cancel() on its own asyncio task) before the run finished; no result. Cancel "
+                "a run through a cancel scope around it, not by cancelling the task it runs in."
+            )
         finally:
             buffer.close()
 
@@ -208,6 +222,10 @@ class EventStream:
                 if self.error is not None and not self.raised:
                     self.raised = True
                     raise self.error
+                # Once per stream: a scope cancelled around it (which is what ended the run, if
+                # no RunFinished came) is delivered here, not after a clean-looking end of the
+                # `async for` (asyncio took events without a checkpoint up to this point).
+                await anyio.lowlevel.checkpoint()
                 raise StopAsyncIteration
             await buffer.wait_for_events()
         event = events.popleft()
