@@ -238,37 +238,60 @@ class AgentActivities:
 
     @activity.defn(name=FUNCTION_ACTIVITY)
     async def call_function(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A `History(processor=...)` or a handoff's `input_filter`, by its ref, on this worker.
+        """A `History(processor=...)`, a handoff's `input_filter` or an agent's dynamic
+        instructions, by its ref, on this worker.
 
         Its own exceptions fail the run, as in-process (not retried: it is called once there);
         its result is recorded in the history, so a replay never calls it again.
         """
-        ref = data["ref"]
-        fn = self.functions.get(ref)
-        if fn is None:  # the workflow checked describe_tools; a worker of another version may lack it
+        ref, kind = data.get("ref"), data.get("kind")
+        fn = self.functions.get(ref) if isinstance(ref, str) else None
+        if fn is None or not isinstance(
+            ref, str
+        ):  # the workflow checked describe_tools; a worker of another version may lack it
             raise ApplicationError(
-                f"this worker has no function {ref!r}; pass it to create_worker(functions=[...])",
+                f"this worker has no function {ref!r:.200}; pass it to create_worker(functions=[...])",
                 type=ConfigurationError.__name__,
                 non_retryable=True,
             )
+        if kind == "instructions":
+            _, conversation = self._conversation(data)
+            text = await _run_function(ref, fn, _context(data, _copy(conversation)))
+            return {"text": _text(ref, text)}
         given = data.get("messages")  # a processor's: None when it is the conversation itself
-        conversation: list[Any] = []
-        if data["kind"] == "history":
+        conversation = []
+        if kind == "history":
             _, conversation = self._conversation(data)
         # what the workflow has too (the result refers to these by index), indexed before the
         # function runs; it gets copies, so changing them in place changes neither this nor the store
         where = index_of(conversation + (given or []))
         arg = _copy(conversation if given is None else given)
-        args = (_context(data, _copy(conversation)), arg) if data["kind"] == "history" else (arg,)
-        try:
-            out = await _heartbeating(_call, fn, *args)
-        except Exception as e:
-            raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
-                                   non_retryable=True) from None  # fmt: skip
-        out = _messages_data(ref, out)
+        args = (_context(data, _copy(conversation)), arg) if kind == "history" else (arg,)
+        out = _messages_data(ref, await _run_function(ref, fn, *args))
         # Recorded as references into what the workflow sent (only new messages cross), and stored:
         # the model request right after it refers to it by digest.
         return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
+
+
+async def _run_function(ref: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """The user's function, heartbeating; its own exception fails the run with its type, not retried."""
+    try:
+        return await _heartbeating(_call, fn, *args)
+    except Exception as e:
+        raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
+                               non_retryable=True) from None  # fmt: skip
+
+
+def _text(ref: str, text: Any) -> str | None:
+    """Dynamic instructions' result, checked as the loop checks it in-process."""
+    if text is not None and not isinstance(text, str):
+        raise ApplicationError(
+            f"the instructions function {ref!r} returned {type(text).__name__}; it must return a str (or None "
+            "for no instructions)",
+            type=ConfigurationError.__name__,
+            non_retryable=True,
+        )
+    return text
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

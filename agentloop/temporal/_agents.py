@@ -22,15 +22,16 @@ from agentloop import Agent, AgentloopError, Handoff, History, JsonSchema, ToolR
 
 from ._spec import ROOT_KEY, limits_from_data
 
-__all__ = ["SpecError", "build_agents"]
+__all__ = ["SpecError", "build_agents", "start_instructions"]
 
 
 class SpecError(Exception):
     """The spec cannot be run by this worker (a tool it does not have, a setting it refuses)."""
 
-    def __init__(self, message: str, kind: str) -> None:
+    def __init__(self, message: str, kind: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.details = details  # data for the client (the features a worker lacks)
 
 
 Functions = Callable[[str, str, str], Callable[..., Any]]
@@ -106,7 +107,7 @@ def _agent(
         tools=tools,
         name=node.get("name"),
         model=node["model"],
-        instructions=node.get("instructions"),
+        instructions=_instructions(node, functions),
         limits=limits_from_data(node["limits"]),
         reset_tool_choice=node.get("reset_tool_choice", True),
         max_concurrent_tools=node.get("max_concurrent_tools"),
@@ -116,6 +117,23 @@ def _agent(
     if output is not None and output.get("text"):
         agent.output = _text_fallback(agent.output)
     return agent
+
+
+def _instructions(node: dict[str, Any], functions: Functions) -> Any:
+    """The agent's own instructions: text, or the stand-in for its function on the worker. The
+    first agent's `instructions` is the run's start text (resolved by the client); its own, when
+    another agent reaches it again, is `instructions_function` or `own_instructions`."""
+    ref = node.get("instructions_function")
+    if ref is not None:
+        return functions(ref, "instructions", node.get("name") or "")
+    return node["own_instructions"] if "own_instructions" in node else node.get("instructions")
+
+
+def start_instructions(spec: dict[str, Any]) -> str | None:
+    """What the run starts with when the first agent's own instructions differ from it (None: its own)."""
+    if "instructions_function" in spec or "own_instructions" in spec:
+        return spec.get("instructions") or ""  # "": none, as the client resolved (not the function again)
+    return None
 
 
 def _text_fallback(spec: Any) -> Any:

@@ -50,8 +50,9 @@ from agentloop import (
 )
 
 from ..abc import decision_to_data
-from ._errors import TemporalRunError
-from ._spec import WORKFLOW_NAME, agent_spec, check_deps, limits_to_data
+from ._errors import IncompatibleWorkerError, TemporalRunError
+from ._spec import ROOT_KEY, WORKFLOW_NAME, agent_spec, check_deps, limits_to_data, reached
+from ._version import INCOMPATIBLE, requirements
 
 __all__ = ["AgentRun", "PerRun", "start_run", "run_agent", "get_run"]
 
@@ -98,7 +99,8 @@ class AgentRun:
                 what = "timed out (workflow execution timeout)"
             else:
                 what = f"failed: {cause.message if isinstance(cause, ApplicationError) else cause}"
-            raise TemporalRunError(
+            failed = IncompatibleWorkerError if kind == INCOMPATIBLE else TemporalRunError
+            raise failed(
                 f"agent run {self.run_id!r} {what}. See its history with `temporal workflow show --workflow-id "
                 f"{self.run_id}`; fix the cause and start it again.",
                 run_id=self.run_id,
@@ -243,6 +245,13 @@ async def _workflow_input(
     if state.instructions is not None:  # a function: called once, now, as at the start of an in-process run
         context = RunContext(deps, run_id, state.model, 0, messages=state.messages)
         spec["instructions"] = await _resolve(state.instructions, context)
+    if (
+        ROOT_KEY in reached([spec, *spec.get("agents", {}).values()])
+        and not callable(agent.instructions)
+        and spec["instructions"] != agent.instructions
+    ):  # the run starts with other instructions than the agent's own, which a handoff back to it uses
+        spec["own_instructions"] = agent.instructions
+    spec.update(requires=requirements(spec), agentloop=agentloop.__version__)
     conversation = list(messages) if messages is not None else None
     return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
 
