@@ -8,8 +8,8 @@
   the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
   those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
   after `heartbeat_timeout` and cancellation reaches the tool.
-- `call_function`: a `History(processor=...)` or a handoff's `input_filter`, one the worker was
-  given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
+- `call_function`: a `History(processor=...)`, a handoff's `input_filter` or an agent's dynamic
+  instructions, one the worker was given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
   workflow's input chose that the worker was not given.
 """
 
@@ -149,6 +149,7 @@ class AgentActivities:
 
     @activity.defn(name=MODEL_ACTIVITY)
     async def model_request(self, data: dict[str, Any]) -> dict[str, Any]:
+        _check_input(data, model=str, delta=list)
         store = self.store
         tools = self._tools(data)
         digest, conversation = self._conversation(data)
@@ -213,6 +214,7 @@ class AgentActivities:
 
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool_call(self, data: dict[str, Any]) -> dict[str, Any]:
+        _check_input(data, name=str, arguments=dict)
         self.tool_executions += 1
         call = partial(
             run_tool_call,
@@ -244,7 +246,8 @@ class AgentActivities:
         Its own exceptions fail the run, as in-process (not retried: it is called once there);
         its result is recorded in the history, so a replay never calls it again.
         """
-        ref, kind = data.get("ref"), data.get("kind")
+        _check_input(data, ref=str, kind=str)
+        ref, kind = data["ref"], data["kind"]
         fn = self.functions.get(ref) if isinstance(ref, str) else None
         if fn is None or not isinstance(
             ref, str
@@ -268,9 +271,24 @@ class AgentActivities:
         arg = _copy(conversation if given is None else given)
         args = (_context(data, _copy(conversation)), arg) if kind == "history" else (arg,)
         out = _messages_data(ref, await _run_function(ref, fn, *args))
+        if not isinstance(out, list):  # not messages: the loop in the workflow refuses it, as in-process
+            return {"value": out}
         # Recorded as references into what the workflow sent (only new messages cross), and stored:
         # the model request right after it refers to it by digest.
         return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
+
+
+def _check_input(data: Any, **fields: type) -> None:
+    """An activity's input has the fields it needs, of their types: a workflow of any type on the
+    queue can schedule these activities, and a KeyError would be retried as if the worker were lost."""
+    wrong = [k for k, t in fields.items() if not isinstance(data, dict) or not isinstance(data.get(k), t)]
+    if wrong:
+        raise ApplicationError(
+            f"the activity's input is not what an agentloop workflow sends (fields {wrong} missing or of the "
+            "wrong type); agentloop's activities are scheduled by its AgentWorkflow only",
+            type=ConfigurationError.__name__,
+            non_retryable=True,
+        )
 
 
 async def _run_function(ref: str, fn: Callable[..., Any], *args: Any) -> Any:

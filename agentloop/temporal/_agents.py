@@ -166,6 +166,11 @@ def _connect(
         )
         for h in node.get("handoffs", ())
     ]
-    if handoffs:  # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process
-        agent.handoffs = make(tools=agent.tools, name=agent.name, handoffs=handoffs).handoffs
-    agent.tool_choice = node.get("tool_choice", "auto")  # already checked and normalized by the client
+    # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process; the tool
+    # choice checked again (the client did, but anyone who can start a workflow writes its input)
+    checked = make(
+        tools=agent.tools, name=agent.name, handoffs=handoffs, tool_choice=node.get("tool_choice", "auto")
+    )
+    if handoffs:
+        agent.handoffs = checked.handoffs
+    agent.tool_choice = checked.tool_choice

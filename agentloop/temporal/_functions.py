@@ -1,5 +1,6 @@
 """The workflow side of activities: starting one the way anyio cancels, and the user's functions
-(`History(processor=...)`, a handoff's `input_filter`) as calls of the `call_function` activity.
+(`History(processor=...)`, a handoff's `input_filter`, dynamic instructions of an agent the run
+reaches) as calls of the `call_function` activity.
 
 The rule: a user function never runs in workflow code. It may do I/O (summarise with a model),
 read a clock or be slow, and the workflow is replayed. The client names it (`module:qualname`),
@@ -121,7 +122,7 @@ class WorkflowFunctions:
 
         async def input_filter(messages: list[dict[str, Any]]) -> Any:
             out = await self._call({"ref": ref, "kind": kind, "messages": messages}, None)
-            return resolve(out["items"], messages)
+            return out["value"] if "value" in out else resolve(out["items"], messages)
 
         return input_filter
 
@@ -132,6 +133,8 @@ class WorkflowFunctions:
         same = len(messages) == len(conversation) and messages == conversation
         # None: the conversation itself (no other policy)
         out = await self._with_context(ref, "history", ctx, {"messages": None if same else messages})
+        if "value" in out:  # not a list of messages: what the loop's own check refuses, as in-process
+            return out["value"]
         result = resolve(out["items"], conversation + ([] if same else messages))
         self.model.synced[ctx.run_id] = (out["digest"], result)  # the worker stored it
         return result

@@ -203,13 +203,23 @@ async def start_run(
         raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
     data = await _workflow_input(agent, prompt, messages, run_id, limits, per_run)
     run_id = data.pop("run_id")  # minted by the agent when not given
-    handle = await client.start_workflow(
-        WORKFLOW_NAME,
-        data,
-        id=run_id,
-        task_queue=task_queue,
-        execution_timeout=timedelta(seconds=execution_timeout) if execution_timeout else None,
-    )
+    timeout = timedelta(seconds=execution_timeout) if execution_timeout else None
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=run_id, task_queue=task_queue, execution_timeout=timeout
+        )
+    except RecursionError:
+        raise ConfigurationError(
+            "the run's input (prompt, messages or the agents' settings) is nested too deeply to be sent as "
+            "JSON to Temporal; flatten it"
+        ) from None
+    except RPCError as e:
+        if "exceeds limit" not in e.message:
+            raise
+        raise ConfigurationError(
+            f"the run's input is larger than the Temporal server accepts in a workflow's history ({e.message}); "
+            "keep large documents out of the prompt and the messages: give the agent a tool that fetches them"
+        ) from None
     return AgentRun(handle, agent)
 
 

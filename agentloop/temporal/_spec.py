@@ -9,11 +9,15 @@ read), and every agent it reaches through agent tools (`Agent.as_tool`) and hand
 `"agents"`, each by a key (`"a1"`, `"a2"`, ...) that the others name. Each agent names its tools;
 the worker's registry supplies them (one registry per worker: a name means one tool).
 Functions cannot cross to the workflow (it is replayed, and nothing is pickled). A history
-processor and a handoff's input filter are sent by name (`module:qualname`): the worker was given
-the same function (`create_worker(functions=[...])`) and runs it in an activity, whose result the
-history records. The other functions are refused here, with the way out: approval predicates,
-error formatters, and dynamic instructions of any agent but the root (the root's are resolved by
-the client when the run starts, as in-process: once, at the start).
+processor, a handoff's input filter and the dynamic instructions of an agent reached by a handoff
+or an agent tool (`instructions_function`) are sent by name (`module:qualname`): the worker was
+given the same function (`create_worker(functions=[...])`) and runs it in an activity, whose
+result the history records. The root's dynamic instructions are resolved by the client when the
+run starts (as in-process: once, at the start); its `instructions` is then the run's start text,
+and its own (`instructions_function` / `own_instructions`) are sent only when another agent
+reaches it again. The other functions are refused here, with the way out: approval predicates
+and error formatters. Fields added after agentloop 0.1's format are features a spec declares
+(`_version.py`).
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def is_json_data(value: Any) -> bool:
     """Whether `value` survives a JSON round trip unchanged: what may cross into a workflow's history."""
     try:
         return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than JSON goes here
         return False
 
 

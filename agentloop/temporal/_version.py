@@ -26,7 +26,7 @@ import agentloop
 from ._agents import SpecError
 from ._spec import ROOT_KEY
 
-__all__ = ["FEATURES", "INCOMPATIBLE", "check_spec", "requirements"]
+__all__ = ["FEATURES", "HONOURED", "INCOMPATIBLE", "check_spec", "requirements"]
 
 # feature -> the agentloop version whose workers honour it first (append only: never rename one)
 FEATURES: dict[str, str] = {
@@ -35,6 +35,7 @@ FEATURES: dict[str, str] = {
     "handoff_input_filter": "0.2.0",  # handoffs[].input_filter on the worker
     "dynamic_instructions": "0.2.0",  # instructions_function, own_instructions
 }
+HONOURED = frozenset(FEATURES)  # what this worker runs (a test makes it an older worker's)
 INCOMPATIBLE = "IncompatibleWorkerError"  # the ApplicationError type the client turns into that class
 
 # every field of an agent's node this worker reads; the root also carries the graph and the versions
@@ -71,7 +72,7 @@ def check_spec(spec: dict[str, Any]) -> None:
         raise SpecError(
             f"the spec's requires is not {{feature: version}}: {requires!r:.200}", "ConfigurationError"
         )
-    missing = {str(f): v for f, v in requires.items() if f not in FEATURES}
+    missing = {str(f): v for f, v in requires.items() if f not in HONOURED}
     if missing:
         needed = ", ".join(f"{f!r} (agentloop >= {v})" for f, v in sorted(missing.items()))
         raise SpecError(

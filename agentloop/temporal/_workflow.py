@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -236,6 +236,21 @@ class _ActivityModel:
         )
 
 
+def _input(raw: RawValue) -> Any:
+    """The workflow's input, decoded here rather than by the SDK: an input it cannot decode (JSON
+    nested deeper than Python's parser goes, not JSON at all) fails the workflow task, which
+    Temporal retries forever. Anyone who can start a workflow on the queue writes this input."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload)
+    except Exception as e:  # RecursionError, a decoding error, an unknown encoding
+        raise ApplicationError(
+            f"the workflow input cannot be read ({type(e).__name__}: {str(e)[:200]}): start agent runs with "
+            "start_run (JSON nested deeper than a few hundred levels is refused)",
+            type="ConfigurationError",
+            non_retryable=True,
+        ) from None
+
+
 def _refuse(check: Any, *args: Any) -> Any:
     """`check(*args)`, a `SpecError` failing the run for good (raised from the workflow task, it
     would be retried forever: the run would hang)."""
@@ -263,8 +278,9 @@ class AgentWorkflow:
         self._done = False
 
     @workflow.run
-    async def run(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, raw: RawValue) -> dict[str, Any]:
         run_id = workflow.info().workflow_id
+        data = _input(raw)
         if not isinstance(data, dict) or not isinstance(data.get("agent"), dict):  # not from start_run
             raise ApplicationError(
                 "the workflow input is not {'agent': spec, 'prompt': ...}: start agent runs with start_run",
