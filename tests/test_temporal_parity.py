@@ -637,10 +637,11 @@ async def test_the_first_agents_dynamic_instructions_resolve_again_when_it_is_ha
     assert b.remote.agent_name == "triage" and b.remote.output == "Back at triage."
 
 
-async def test_per_run_instructions_do_not_outlive_the_start_when_the_first_agent_is_handed_back_to(
+async def test_per_run_options_do_not_outlive_the_start_when_the_first_agent_is_handed_back_to(
     env: WorkflowEnvironment,
 ) -> None:
-    """In-process, `run(instructions=...)` is the start's; a handoff back uses the agent's own."""
+    """In-process, `run(instructions=, model=, model_settings=)` are the start's; a handoff back to
+    the first agent uses its own."""
 
     def make(model: Any) -> Agent[Any, Any]:
         triage = Agent(client=model, name="triage", instructions="You triage.", tools=tools)
@@ -648,10 +649,14 @@ async def test_per_run_instructions_do_not_outlive_the_start_when_the_first_agen
         triage.handoffs = Agent(client=model, name="triage", tools=tools, handoffs=[billing]).handoffs
         return triage
 
-    b = await both(env, make, BACK_AND_FORTH, per_run={"instructions": "Just for this run."})
+    per_run = {"instructions": "Just for this run.", "model": "flux-fast", "model_settings": {"seed": 7}}
+    b = await both(env, make, BACK_AND_FORTH, per_run=per_run)
     assert_same(b)
     firsts = [r["messages"][0]["content"] for r in b.remote_sent]
     assert firsts == ["Just for this run.", "Just for this run.", "You bill.", "You triage."]
+    assert [(r["model"], r.get("seed")) for r in b.remote_sent] == [("flux-fast", 7)] * 2 + [
+        ("flux-auto", None)
+    ] * 2
 
 
 async def test_dynamic_instructions_run_in_an_activity_and_a_replay_does_not_call_them(

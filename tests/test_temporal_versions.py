@@ -32,7 +32,16 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 import agentloop
-from agentloop import Agent, ConfigurationError, FluxClient, Handoff, History, RunContext, ToolRegistry
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    Handoff,
+    History,
+    Limits,
+    RunContext,
+    ToolRegistry,
+)
 from agentloop.temporal import (
     AgentRun,
     IncompatibleWorkerError,
@@ -241,7 +250,7 @@ async def test_a_workflow_input_that_cannot_be_read_fails_the_run_instead_of_han
      {"instructions": 5}, {"model_settings": "x"}, {"tool_choice": {"weird": 1}},
      {"tool_choice": "no_such_tool"}, {"max_concurrent_tools": "x"},
      {"agent_tools": [{"name": 1, "description": None, "agent": "a0"}]},
-     {"own_instructions": ["not", "text"]}],
+     {"own": {"instructions": ["not", "text"]}}, {"own": {"model": 5}}, {"own": "x"}],
     ids=repr,
 )  # fmt: skip
 async def test_a_spec_with_wrong_types_fails_the_run_clearly_before_any_request(
@@ -359,3 +368,38 @@ async def test_a_processor_returning_the_wrong_type_fails_the_run_as_in_process(
     assert isinstance(b.local, ConfigurationError) or isinstance(b.local, agentloop.AgentloopError)
     assert isinstance(b.remote, TemporalRunError) and b.remote.error_type == type(b.local).__name__
     assert str(b.local) in str(b.remote) and b.remote_sent == b.local_sent == []
+
+
+# --- 2. a tool result larger than a history event may hold ----------------------------------------------
+
+huge_tools = ToolRegistry()
+
+
+@huge_tools.tool(limits=Limits(output_bytes=None))  # no cap in-process: the model would get all of it
+async def dump(n: int) -> str:
+    """Dump n bytes."""
+    return "\u0001" * n  # escaped as JSON: 6 bytes each
+
+
+async def test_a_tool_result_too_large_for_the_history_is_truncated_not_an_unknown_outcome(
+    env: WorkflowEnvironment,
+) -> None:
+    """Temporal refuses a payload over ~2 MB; the result used to be lost and reported as "outcome
+    unknown: the worker was lost" although the tool had run."""
+    queue = fresh()
+    script = [tool_calls(call("dump", {"n": 1_000_000}, id="d")), text("done")]
+    with anyio.fail_after(BOUND_S):
+        async with (
+            FakeFluxRouter(script) as router,
+            FluxClient(base_url=router.base_url, api_key="k") as model,
+        ):
+            async with create_worker(env.client, queue, tools=huge_tools, model=model):
+                agent = Agent(client=ScriptedModel([]), tools=huge_tools)
+                result = await (await start_run(env.client, agent, "go", task_queue=queue)).result()
+    [record] = result.tool_calls
+    assert result.output == "done" and record.status == "output_limit"
+    assert record.error and record.error.endswith(" bytes of JSON")  # the cause, for the run's reader
+    assert int(record.error.split()[0]) > 6_000_000
+    # a limit's text is an error text: cut to the loop's error budget, as in-process (8 KB)
+    assert record.content.startswith("\x01" * 1000) and "[error text truncated:" in record.content
+    assert router.model_requests[1].json["messages"][-1]["content"] == record.content  # what the model read

@@ -56,6 +56,9 @@ __all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS", "tools_digest"]
 
 T = TypeVar("T")
 
+MAX_RESULT_JSON = 1_500_000  # bytes of JSON a tool result may take in the history (Temporal's limit: 2 MB)
+MAX_TRACEBACK = 20_000  # characters of a tool's traceback kept (its end: where it raised)
+
 # Model errors that another attempt cannot fix (FluxClient already retried the transient ones).
 NON_RETRYABLE_MODEL_ERRORS = [
     BadRequestError.__name__,
@@ -228,13 +231,14 @@ class AgentActivities:
             deps=data.get("deps"),  # JSON data, for tools that take a RunContext
         )
         record = await _heartbeating(call)
-        return {
+        out = {
             "status": record.status,
             "content": record.content,
             "error": record.error,
             "duration_s": record.duration_s,
-            "traceback": record.traceback,
+            "traceback": record.traceback and record.traceback[-MAX_TRACEBACK:],
         }
+        return _fitted(out)
 
     # --- call_function ----------------------------------------------------------------------------
 
@@ -276,6 +280,24 @@ class AgentActivities:
         # Recorded as references into what the workflow sent (only new messages cross), and stored:
         # the model request right after it refers to it by digest.
         return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
+
+
+def _fitted(out: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's outcome, its text truncated when the JSON would not fit in a history event.
+
+    Temporal refuses a payload over ~2 MB (a tool with `Limits(output_bytes=None)` may return
+    more); the refused result would read as a lost worker ("outcome unknown") although the tool
+    ran. Measured as JSON, because escaping can make the text several times longer."""
+    size = len(json.dumps(out))
+    if size <= MAX_RESULT_JSON:
+        return out
+    content: str = out["content"]
+    kept = content[: int(len(content) * MAX_RESULT_JSON * 0.9 / size)]
+    marker = (
+        f"\n[output truncated: the result is {len(content.encode()):,} bytes; on Temporal a result is "
+        f"capped at {MAX_RESULT_JSON:,} bytes of JSON (the history's payload limit)]"
+    )
+    return {**out, "status": "output_limit", "content": kept + marker, "error": f"{size} bytes of JSON"}
 
 
 def _check_input(data: Any, **fields: type) -> None:

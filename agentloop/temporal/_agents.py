@@ -22,7 +22,7 @@ from agentloop import Agent, AgentloopError, Handoff, History, JsonSchema, ToolR
 
 from ._spec import ROOT_KEY, limits_from_data
 
-__all__ = ["SpecError", "build_agents", "start_instructions"]
+__all__ = ["SpecError", "build_agents", "start_options"]
 
 
 class SpecError(Exception):
@@ -103,15 +103,16 @@ def _agent(
         if ref is not None:
             history["processor"] = functions(ref, "history", node.get("name") or "")
         options["history"] = History(**history)
+    own = {**node, **node.get("own", {})}  # the first agent's own, where the run starts with others
     agent = make(
         tools=tools,
         name=node.get("name"),
-        model=node["model"],
-        instructions=_instructions(node, functions),
+        model=own["model"],
+        instructions=_instructions(own, functions),
         limits=limits_from_data(node["limits"]),
         reset_tool_choice=node.get("reset_tool_choice", True),
         max_concurrent_tools=node.get("max_concurrent_tools"),
-        model_settings=node.get("model_settings"),
+        model_settings=own.get("model_settings"),
         **options,
     )
     if output is not None and output.get("text"):
@@ -120,20 +121,23 @@ def _agent(
 
 
 def _instructions(node: dict[str, Any], functions: Functions) -> Any:
-    """The agent's own instructions: text, or the stand-in for its function on the worker. The
-    first agent's `instructions` is the run's start text (resolved by the client); its own, when
-    another agent reaches it again, is `instructions_function` or `own_instructions`."""
+    """The agent's own instructions: text, or the stand-in for its function on the worker."""
     ref = node.get("instructions_function")
     if ref is not None:
         return functions(ref, "instructions", node.get("name") or "")
-    return node["own_instructions"] if "own_instructions" in node else node.get("instructions")
+    return node.get("instructions")
 
 
-def start_instructions(spec: dict[str, Any]) -> str | None:
-    """What the run starts with when the first agent's own instructions differ from it (None: its own)."""
-    if "instructions_function" in spec or "own_instructions" in spec:
-        return spec.get("instructions") or ""  # "": none, as the client resolved (not the function again)
-    return None
+def start_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the run starts with where it differs from the first agent's own (`Agent.run`'s per-run
+    options): the start's instructions (resolved by the client), model and settings."""
+    if "instructions_function" not in spec and "own" not in spec:
+        return {}  # the agent was built with them
+    return {
+        "instructions": spec.get("instructions") or "",  # "": none, as resolved (not the function again)
+        "model": spec["model"],
+        "model_settings": spec.get("model_settings"),
+    }
 
 
 def _text_fallback(spec: Any) -> Any:

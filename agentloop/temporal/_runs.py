@@ -255,15 +255,25 @@ async def _workflow_input(
     if state.instructions is not None:  # a function: called once, now, as at the start of an in-process run
         context = RunContext(deps, run_id, state.model, 0, messages=state.messages)
         spec["instructions"] = await _resolve(state.instructions, context)
-    if (
-        ROOT_KEY in reached([spec, *spec.get("agents", {}).values()])
-        and not callable(agent.instructions)
-        and spec["instructions"] != agent.instructions
-    ):  # the run starts with other instructions than the agent's own, which a handoff back to it uses
-        spec["own_instructions"] = agent.instructions
+    if ROOT_KEY in reached([spec, *spec.get("agents", {}).values()]):
+        _own(spec, agent)
     spec.update(requires=requirements(spec), agentloop=agentloop.__version__)
     conversation = list(messages) if messages is not None else None
     return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
+
+
+def _own(spec: dict[str, Any], agent: Any) -> None:
+    """The first agent's own settings where the run starts with others (per-run options, resolved
+    instructions): a handoff back to it, or it as an agent tool, uses its own, as in-process."""
+    own: dict[str, Any] = {}
+    if not callable(agent.instructions) and spec["instructions"] != agent.instructions:
+        own["instructions"] = agent.instructions
+    if spec["model"] != agent.model:
+        own["model"] = agent.model
+    if spec["model_settings"] != dict(agent.model_settings):
+        own["model_settings"] = dict(agent.model_settings)
+    if own:
+        spec["own"] = own
 
 
 async def _resolve(instructions: Any, ctx: RunContext[Any]) -> str | None:

@@ -14,8 +14,8 @@ or an agent tool (`instructions_function`) are sent by name (`module:qualname`):
 given the same function (`create_worker(functions=[...])`) and runs it in an activity, whose
 result the history records. The root's dynamic instructions are resolved by the client when the
 run starts (as in-process: once, at the start); its `instructions` is then the run's start text,
-and its own (`instructions_function` / `own_instructions`) are sent only when another agent
-reaches it again. The other functions are refused here, with the way out: approval predicates
+and its own (`instructions_function`; `own`: instructions, model and settings where per-run
+options replaced them) are sent only when another agent reaches it again. The other functions are refused here, with the way out: approval predicates
 and error formatters. Fields added after agentloop 0.1's format are features a spec declares
 (`_version.py`).
 """

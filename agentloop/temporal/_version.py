@@ -33,7 +33,8 @@ FEATURES: dict[str, str] = {
     "text_output": "0.2.0",  # output.text: `output_type=str | T`
     "history_processor": "0.2.0",  # history.processor: History(processor=...) on the worker
     "handoff_input_filter": "0.2.0",  # handoffs[].input_filter on the worker
-    "dynamic_instructions": "0.2.0",  # instructions_function, own_instructions
+    "dynamic_instructions": "0.2.0",  # instructions_function: on the worker
+    "own_settings": "0.2.0",  # own: the first agent's, where the run starts with per-run ones
 }
 HONOURED = frozenset(FEATURES)  # what this worker runs (a test makes it an older worker's)
 INCOMPATIBLE = "IncompatibleWorkerError"  # the ApplicationError type the client turns into that class
@@ -42,7 +43,7 @@ INCOMPATIBLE = "IncompatibleWorkerError"  # the ApplicationError type the client
 _NODE = frozenset({
     "name", "model", "instructions", "tool_choice", "reset_tool_choice", "max_concurrent_tools",
     "model_settings", "limits", "tools", "agent_tools", "handoffs", "output", "history",
-    "instructions_function", "own_instructions",
+    "instructions_function", "own",
 })  # fmt: skip
 _ROOT = _NODE | {"agents", "requires", "agentloop"}
 
@@ -57,8 +58,10 @@ def requirements(spec: dict[str, Any]) -> dict[str, str]:
             used.add("history_processor")
         if any(h.get("input_filter") for h in node.get("handoffs", ())):
             used.add("handoff_input_filter")
-        if "instructions_function" in node or "own_instructions" in node:
+        if "instructions_function" in node:
             used.add("dynamic_instructions")
+        if "own" in node:
+            used.add("own_settings")
     return {f: FEATURES[f] for f in sorted(used)}
 
 

@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
 
     from ..abc import check_decisions, decision_from_data
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
-    from ._agents import SpecError, build_agents, start_instructions
+    from ._agents import SpecError, build_agents, start_options
     from ._functions import WorkflowFunctions, cause_message, cause_type, execute_activity
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of, tools_digest
@@ -301,7 +301,7 @@ class AgentWorkflow:
                 messages=data.get("messages"),
                 run_id=run_id,
                 deps=deps,
-                instructions=start_instructions(spec),
+                **start_options(spec),
             )
             while result.paused:
                 self._pending = list(result.pending)
