@@ -358,8 +358,9 @@ async def test_a_processor_runs_in_an_activity_and_a_replay_does_not_call_it(
 
 
 async def test_the_conversation_goes_to_the_processor_by_reference(env: WorkflowEnvironment) -> None:
-    """Only what the step added crosses to the processor; the model request after it refers to the
-    processor's stored result instead of sending it again."""
+    """Only what the step added crosses to the processor (not even the model's answer, which the
+    worker stored); the model request after it refers to the processor's stored result instead of
+    sending it again."""
     big = "x" * 20_000
     b = await both(
         env, searcher(shorten_results), [*SEARCHES[:2], text("done")], prompt=big, functions=FUNCTIONS
@@ -372,11 +373,10 @@ async def test_the_conversation_goes_to_the_processor_by_reference(env: Workflow
     ]  # not describe_tools
     calls = [i for i in inputs if i.get("kind") == "history"]
     models = [i for i in inputs if "tools_digest" in i]
-    assert [[m["role"] for m in c["delta"]] for c in calls] == [
-        ["user"],
-        ["assistant", "tool"],
-        ["assistant", "tool"],
-    ]
+    # the second call: the worker holds the conversation up to the model's answer (the first
+    # request's messages were the conversation's own), so only the tool result crosses; the third:
+    # the second request's were shortened copies, so from the processor's own last call
+    assert [[m["role"] for m in c["delta"]] for c in calls] == [["user"], ["tool"], ["assistant", "tool"]]
     assert all(c["messages"] is None for c in calls)  # no other policy: the conversation itself
     assert all(m["delta"] == [] and m["base"] for m in models)  # the processor's result, by digest
     assert sum(big in json.dumps(i) for i in inputs) == 1  # the big prompt crossed once

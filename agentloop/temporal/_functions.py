@@ -75,6 +75,18 @@ async def execute_activity(name: str, arg: Any, **options: Any) -> Any:
         raise
 
 
+def _prefix(conversation: list[Any], *known: tuple[str, list[Any]] | None) -> tuple[str, int]:
+    """The longest prefix of `conversation` the worker holds (the digest, its length): what this
+    run's earlier calls sent, or what its model requests did (a handoff's first call, the worker
+    has the conversation up to the last answer). The very message objects, or nothing."""
+    best = (ROOT, 0)
+    for digest, prefix in filter(None, known):
+        n = len(prefix)
+        if best[1] < n <= len(conversation) and all(map(operator.is_, prefix, conversation)):
+            best = (digest, n)
+    return best
+
+
 def _consume(task: Any) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: its outcome no longer matters to the run
@@ -144,10 +156,7 @@ class WorkflowFunctions:
         conversation by reference (what the worker has of it from this run's earlier calls), the
         rest of the `RunContext` by value."""
         conversation = list(ctx.messages)
-        base, prefix = self.synced.get(ctx.run_id, (ROOT, []))
-        n = len(prefix)
-        if n > len(conversation) or not all(map(operator.is_, prefix, conversation)):
-            base, n = ROOT, 0
+        base, n = _prefix(conversation, self.synced.get(ctx.run_id), self.model.synced.get(ctx.run_id))
         data = {
             "ref": ref,
             "kind": kind,
