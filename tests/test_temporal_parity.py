@@ -92,14 +92,14 @@ class Both:
 
 
 async def in_process(
-    make: Callable[[Any], Agent[Any, Any]], script: list[Any], prompt: str
+    make: Callable[[Any], Agent[Any, Any]], script: list[Any], prompt: str, **per_run: Any
 ) -> tuple[Any, list[Any]]:
     async with (
         FakeFluxRouter(list(script)) as router,
         FluxClient(base_url=router.base_url, api_key="k") as model,
     ):
         try:
-            out: Any = await make(model).run(prompt)
+            out: Any = await make(model).run(prompt, **per_run)
         except Exception as e:
             out = e
         return out, [r.json for r in router.model_requests]
@@ -110,6 +110,7 @@ async def on_temporal(
     make: Callable[[Any], Agent[Any, Any]],
     script: list[Any],
     prompt: str,
+    per_run: dict[str, Any] | None = None,
     **worker: Any,
 ) -> tuple[Any, list[Any], Any]:
     queue = f"q-{uuid.uuid4().hex[:8]}"
@@ -118,7 +119,7 @@ async def on_temporal(
         FluxClient(base_url=router.base_url, api_key="k") as model,
     ):
         async with create_worker(env.client, queue, tools=tools, model=model, **worker):
-            run = await start_run(env.client, make(model), prompt, task_queue=queue)
+            run = await start_run(env.client, make(model), prompt, task_queue=queue, **(per_run or {}))
             try:
                 out: Any = await run.result()
             except Exception as e:
@@ -131,13 +132,15 @@ async def both(
     make: Callable[[Any], Agent[Any, Any]],
     script: list[Any],
     prompt: str = "go",
+    per_run: dict[str, Any] | None = None,
     **worker: Any,
 ) -> Both:
     """`make(model)` builds the agent (its client is used in-process only; on Temporal the worker's
-    model answers). The same `script` of answers is given to both runs."""
+    model answers). The same `script` of answers is given to both runs, with the same `per_run`
+    options (`deps=`, `instructions=`, ...)."""
     with anyio.fail_after(BOUND_S):
-        local, local_sent = await in_process(make, script, prompt)
-        remote, remote_sent, history = await on_temporal(env, make, script, prompt, **worker)
+        local, local_sent = await in_process(make, script, prompt, **(per_run or {}))
+        remote, remote_sent, history = await on_temporal(env, make, script, prompt, per_run, **worker)
         await Replayer(workflows=[AgentWorkflow], workflow_runner=sandbox_runner()).replay_workflow(history)
     return Both(local, remote, local_sent, remote_sent, history)
 
@@ -355,8 +358,9 @@ async def test_a_processor_runs_in_an_activity_and_a_replay_does_not_call_it(
 
 
 async def test_the_conversation_goes_to_the_processor_by_reference(env: WorkflowEnvironment) -> None:
-    """Only what the step added crosses to the processor; the model request after it refers to the
-    processor's stored result instead of sending it again."""
+    """Only what the step added crosses to the processor (not even the model's answer, which the
+    worker stored); the model request after it refers to the processor's stored result instead of
+    sending it again."""
     big = "x" * 20_000
     b = await both(
         env, searcher(shorten_results), [*SEARCHES[:2], text("done")], prompt=big, functions=FUNCTIONS
@@ -369,11 +373,10 @@ async def test_the_conversation_goes_to_the_processor_by_reference(env: Workflow
     ]  # not describe_tools
     calls = [i for i in inputs if i.get("kind") == "history"]
     models = [i for i in inputs if "tools_digest" in i]
-    assert [[m["role"] for m in c["delta"]] for c in calls] == [
-        ["user"],
-        ["assistant", "tool"],
-        ["assistant", "tool"],
-    ]
+    # the second call: the worker holds the conversation up to the model's answer (the first
+    # request's messages were the conversation's own), so only the tool result crosses; the third:
+    # the second request's were shortened copies, so from the processor's own last call
+    assert [[m["role"] for m in c["delta"]] for c in calls] == [["user"], ["tool"], ["assistant", "tool"]]
     assert all(c["messages"] is None for c in calls)  # no other policy: the conversation itself
     assert all(m["delta"] == [] and m["base"] for m in models)  # the processor's result, by digest
     assert sum(big in json.dumps(i) for i in inputs) == 1  # the big prompt crossed once
@@ -474,11 +477,13 @@ def careless(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in messages if m["role"] != "tool"]
 
 
-def triage_to_billing(input_filter: Any) -> Callable[[Any], Agent[Any, Any]]:
+def triage_to_billing(
+    input_filter: Any, instructions: Any = "You do billing."
+) -> Callable[[Any], Agent[Any, Any]]:
     def make(model: Any) -> Agent[Any, Any]:
         reg = ToolRegistry()
         reg.add(tools.get("lookup"))  # type: ignore[arg-type]
-        billing = Agent(client=model, name="billing", instructions="You do billing.", tools=reg)
+        billing = Agent(client=model, name="billing", instructions=instructions, tools=reg)
         return Agent(client=model, name="triage", instructions="You triage.", tools=tools,
                      handoffs=[Handoff(billing, input_filter=input_filter)])  # fmt: skip
 
@@ -515,6 +520,193 @@ async def test_an_input_filter_the_worker_lacks_fails_the_run_clearly(env: Workf
     )
     assert isinstance(remote, TemporalRunError) and remote.error_type == "ConfigurationError"
     assert "'test_temporal_parity:careless' (a handoff's input_filter of agent 'triage')" in str(remote)
+    assert sent == []
+
+
+# --- 4. dynamic instructions of the agents a run reaches ------------------------------------------
+
+instruction_calls: list[tuple[Any, ...]] = []
+
+
+def _seen_by_instructions(who: str, ctx: RunContext[Any]) -> str:
+    """What an instructions function gets, recorded, and put in its text (so the model sees it too)."""
+    call = (who, ctx.run_id, ctx.model, ctx.step, ctx.deps, ctx.usage.requests, len(ctx.messages),
+            ctx.tool_call_id, ctx.messages[-1]["content"] if ctx.messages else None)  # fmt: skip
+    instruction_calls.append(call)
+    return f"You are {who}. Step {ctx.step}, {len(ctx.messages)} messages so far, deps {ctx.deps}."
+
+
+def billing_instructions(ctx: RunContext[Any]) -> str:
+    return _seen_by_instructions("billing", ctx)
+
+
+async def research_instructions(ctx: RunContext[Any]) -> str:
+    return _seen_by_instructions("research", ctx)
+
+
+def triage_instructions(ctx: RunContext[Any]) -> str:
+    return _seen_by_instructions("triage", ctx)
+
+
+def no_instructions(ctx: RunContext[Any]) -> None:
+    _seen_by_instructions("nobody", ctx)
+
+
+INSTRUCTIONS = [billing_instructions, research_instructions, triage_instructions, no_instructions]
+
+
+def desk_with_research(instructions: Any) -> Callable[[Any], Agent[Any, Any]]:
+    def make(model: Any) -> Agent[Any, Any]:
+        inner = Agent(client=model, name="research", tools=tools, instructions=instructions)
+        reg = ToolRegistry()
+        reg.register(inner.as_tool())
+        return Agent(client=model, name="desk", instructions="You answer.", tools=reg)
+
+    return make
+
+
+def triage_and_back(model: Any) -> Agent[Any, Any]:
+    """triage (dynamic) -> billing (dynamic) -> triage again: each resolved at its handoff."""
+    triage = Agent(client=model, name="triage", instructions=triage_instructions, tools=tools)
+    billing = Agent(client=model, name="billing", instructions=billing_instructions, handoffs=[triage])
+    triage.handoffs = Agent(client=model, name="triage", tools=tools, handoffs=[billing]).handoffs
+    return triage
+
+
+BACK_AND_FORTH = [
+    tool_calls(call("search", {"q": "invoice"}, id="s")),
+    tool_calls(call("transfer_to_billing", {}, id="t1")),
+    tool_calls(call("transfer_to_triage", {}, id="t2")),
+    text("Back at triage."),
+]
+
+
+@pytest.mark.parametrize("instructions", [billing_instructions, research_instructions, no_instructions],
+                         ids=["sync", "async", "returns_none"])  # fmt: skip
+async def test_a_handed_to_agents_dynamic_instructions_resolve_as_in_process(
+    env: WorkflowEnvironment, instructions: Any
+) -> None:
+    instruction_calls.clear()
+    b = await both(env, triage_to_billing(None, instructions), HANDOFF, "Is A-1 paid?",
+                   {"deps": {"user": "ann"}}, functions=INSTRUCTIONS)  # fmt: skip
+    assert_same(b)  # the same system message, from the same context, at the same time
+    local, remote = (
+        instruction_calls[: len(instruction_calls) // 2],
+        instruction_calls[len(instruction_calls) // 2 :],
+    )
+    assert remote == [(*c[:1], b.remote.run_id, *c[2:]) for c in local] and len(remote) == 1
+    if instructions is not no_instructions:
+        assert local[0][3:7] == (2, {"user": "ann"}, 2, 6)  # at the handoff: step 2, two requests made
+        assert b.remote_sent[2]["messages"][0]["content"].endswith(
+            "Step 2, 6 messages so far, deps {'user': 'ann'}."
+        )
+    else:
+        assert b.remote_sent[2]["messages"][0]["role"] == "user"  # None: no system message, as in-process
+
+
+async def test_an_agent_tools_dynamic_instructions_resolve_for_its_own_run(env: WorkflowEnvironment) -> None:
+    instruction_calls.clear()
+    script = [
+        tool_calls(call("research", {"input": "tea"}, id="r")),
+        tool_calls(call("search", {"q": "tea"}, id="i")),
+        text("Tea is good."),
+        text("Research says tea is good."),
+    ]
+    b = await both(env, desk_with_research(research_instructions), script, per_run={"deps": [1, 2]},
+                   functions=INSTRUCTIONS)  # fmt: skip
+    assert_same(b)
+    local, remote = instruction_calls[:1], instruction_calls[1:]
+    assert len(remote) == 1 and remote[0][0] == "research" and remote[0][2:] == local[0][2:]
+    assert remote[0][1] != b.remote.run_id and remote[0][1].startswith(b.remote.run_id)  # the inner run's id
+    assert local[0][3:] == (0, [1, 2], 0, 1, None, "tea")  # its own run's start: step 0, the input only
+    assert b.remote_sent[1]["messages"][0]["content"].startswith("You are research. Step 0, 1 messages")
+
+
+async def test_the_first_agents_dynamic_instructions_resolve_again_when_it_is_handed_back_to(
+    env: WorkflowEnvironment,
+) -> None:
+    """The start's are resolved by start_run, a handoff back's by the worker: both as in-process."""
+    instruction_calls.clear()
+    b = await both(env, triage_and_back, BACK_AND_FORTH, per_run={"deps": "d"}, functions=INSTRUCTIONS)
+    assert_same(b)
+    n = len(instruction_calls) // 2
+    local, remote = instruction_calls[:n], instruction_calls[n:]
+    assert [c[0] for c in local] == ["triage", "billing", "triage"]
+    assert [c[2:] for c in remote] == [c[2:] for c in local]
+    assert [c[3] for c in local] == [0, 2, 3]
+    assert b.remote.agent_name == "triage" and b.remote.output == "Back at triage."
+
+
+async def test_per_run_options_do_not_outlive_the_start_when_the_first_agent_is_handed_back_to(
+    env: WorkflowEnvironment,
+) -> None:
+    """In-process, `run(instructions=, model=, model_settings=)` are the start's; a handoff back to
+    the first agent uses its own."""
+
+    def make(model: Any) -> Agent[Any, Any]:
+        triage = Agent(client=model, name="triage", instructions="You triage.", tools=tools)
+        billing = Agent(client=model, name="billing", instructions="You bill.", handoffs=[triage])
+        triage.handoffs = Agent(client=model, name="triage", tools=tools, handoffs=[billing]).handoffs
+        return triage
+
+    per_run = {"instructions": "Just for this run.", "model": "flux-fast", "model_settings": {"seed": 7}}
+    b = await both(env, make, BACK_AND_FORTH, per_run=per_run)
+    assert_same(b)
+    firsts = [r["messages"][0]["content"] for r in b.remote_sent]
+    assert firsts == ["Just for this run.", "Just for this run.", "You bill.", "You triage."]
+    assert [(r["model"], r.get("seed")) for r in b.remote_sent] == [("flux-fast", 7)] * 2 + [
+        ("flux-auto", None)
+    ] * 2
+
+
+async def test_dynamic_instructions_run_in_an_activity_and_a_replay_does_not_call_them(
+    env: WorkflowEnvironment,
+) -> None:
+    instruction_calls.clear()
+    b = await both(env, triage_and_back, BACK_AND_FORTH, functions=INSTRUCTIONS)  # both() replays it
+    assert_same(b)
+    assert len(instruction_calls) == 6  # 3 in-process + start_run's + 2 on the worker: none by the replay
+    scheduled = [e.activity_task_scheduled_event_attributes for e in b.history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]  # fmt: skip
+    inputs = [json.loads(a.input.payloads[0].data) for a in scheduled if a.input.payloads]
+    assert [(i["ref"], i["step"]) for i in inputs if i.get("kind") == "instructions"] == [
+        ("test_temporal_parity:billing_instructions", 2),
+        ("test_temporal_parity:triage_instructions", 3),
+    ]
+
+
+def raising_instructions(ctx: RunContext[Any]) -> str:
+    raise LookupError("the profile service is down")
+
+
+def wrong_instructions(ctx: RunContext[Any]) -> Any:
+    return {"role": "system"}
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind", "says"),
+    [(raising_instructions, "LookupError", "raised LookupError: the profile service is down"),
+     (wrong_instructions, "ConfigurationError", "returned dict; it must return a str")],
+    ids=["raises", "wrong_type"],
+)  # fmt: skip
+async def test_failing_dynamic_instructions_fail_the_run_with_their_error_as_in_process(
+    env: WorkflowEnvironment, fn: Any, kind: str, says: str
+) -> None:
+    local, _ = await in_process(triage_to_billing(None, fn), HANDOFF, "go")
+    remote, sent, _ = await on_temporal(env, triage_to_billing(None, fn), HANDOFF, "go", functions=[fn])
+    assert type(local).__name__ == kind and says.split(": ")[-1].split(";")[0][-20:] in str(local)
+    assert isinstance(remote, TemporalRunError) and remote.error_type == kind and says in str(remote)
+    assert len(sent) == 2  # the requests before the handoff; none after it, and not retried
+
+
+async def test_dynamic_instructions_the_worker_lacks_fail_the_run_before_any_request(
+    env: WorkflowEnvironment,
+) -> None:
+    remote, sent, _ = await on_temporal(env, triage_to_billing(None, billing_instructions), HANDOFF, "go")
+    assert isinstance(remote, TemporalRunError) and remote.error_type == "ConfigurationError"
+    assert "'test_temporal_parity:billing_instructions' (instructions=<function> of agent 'billing')" in str(
+        remote
+    )
     assert sent == []
 
 

@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         "agentloop.temporal needs the temporalio package: pip install 'agentloop[temporal]'"
     ) from e
 
-from ._errors import TemporalRunError
+from ._errors import IncompatibleWorkerError, TemporalRunError
 from ._runs import AgentRun, get_run, run_agent, start_run
 from ._spec import ToolActivityOptions, WorkerOptions
 from ._store import ConversationStore
@@ -39,6 +39,7 @@ __all__ = [
     "AgentRun",
     "AgentWorkflow",
     "ConversationStore",
+    "IncompatibleWorkerError",
     "PASSTHROUGH_MODULES",
     "TemporalRunError",
     "ToolActivityOptions",

@@ -8,8 +8,8 @@
   the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
   those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
   after `heartbeat_timeout` and cancellation reaches the tool.
-- `call_function`: a `History(processor=...)` or a handoff's `input_filter`, one the worker was
-  given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
+- `call_function`: a `History(processor=...)`, a handoff's `input_filter` or an agent's dynamic
+  instructions, one the worker was given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
   workflow's input chose that the worker was not given.
 """
 
@@ -55,6 +55,9 @@ from ._store import REFERENCE_MISSING, ROOT, ConversationStore, index_of, refer,
 __all__ = ["AgentActivities", "NON_RETRYABLE_MODEL_ERRORS", "tools_digest"]
 
 T = TypeVar("T")
+
+MAX_RESULT_JSON = 1_500_000  # bytes of JSON a tool result may take in the history (Temporal's limit: 2 MB)
+MAX_TRACEBACK = 20_000  # characters of a tool's traceback kept (its end: where it raised)
 
 # Model errors that another attempt cannot fix (FluxClient already retried the transient ones).
 NON_RETRYABLE_MODEL_ERRORS = [
@@ -149,6 +152,7 @@ class AgentActivities:
 
     @activity.defn(name=MODEL_ACTIVITY)
     async def model_request(self, data: dict[str, Any]) -> dict[str, Any]:
+        _check_input(data, model=str, delta=list)
         store = self.store
         tools = self._tools(data)
         digest, conversation = self._conversation(data)
@@ -213,6 +217,7 @@ class AgentActivities:
 
     @activity.defn(name=TOOL_ACTIVITY)
     async def tool_call(self, data: dict[str, Any]) -> dict[str, Any]:
+        _check_input(data, name=str, arguments=dict)
         self.tool_executions += 1
         call = partial(
             run_tool_call,
@@ -226,49 +231,107 @@ class AgentActivities:
             deps=data.get("deps"),  # JSON data, for tools that take a RunContext
         )
         record = await _heartbeating(call)
-        return {
+        out = {
             "status": record.status,
             "content": record.content,
             "error": record.error,
             "duration_s": record.duration_s,
-            "traceback": record.traceback,
+            "traceback": record.traceback and record.traceback[-MAX_TRACEBACK:],
         }
+        return _fitted(out)
 
     # --- call_function ----------------------------------------------------------------------------
 
     @activity.defn(name=FUNCTION_ACTIVITY)
     async def call_function(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A `History(processor=...)` or a handoff's `input_filter`, by its ref, on this worker.
+        """A `History(processor=...)`, a handoff's `input_filter` or an agent's dynamic
+        instructions, by its ref, on this worker.
 
         Its own exceptions fail the run, as in-process (not retried: it is called once there);
         its result is recorded in the history, so a replay never calls it again.
         """
-        ref = data["ref"]
-        fn = self.functions.get(ref)
-        if fn is None:  # the workflow checked describe_tools; a worker of another version may lack it
+        _check_input(data, ref=str, kind=str)
+        ref, kind = data["ref"], data["kind"]
+        fn = self.functions.get(ref) if isinstance(ref, str) else None
+        if fn is None or not isinstance(
+            ref, str
+        ):  # the workflow checked describe_tools; a worker of another version may lack it
             raise ApplicationError(
-                f"this worker has no function {ref!r}; pass it to create_worker(functions=[...])",
+                f"this worker has no function {ref!r:.200}; pass it to create_worker(functions=[...])",
                 type=ConfigurationError.__name__,
                 non_retryable=True,
             )
+        if kind == "instructions":
+            _, conversation = self._conversation(data)
+            text = await _run_function(ref, fn, _context(data, _copy(conversation)))
+            return {"text": _text(ref, text)}
         given = data.get("messages")  # a processor's: None when it is the conversation itself
-        conversation: list[Any] = []
-        if data["kind"] == "history":
+        conversation = []
+        if kind == "history":
             _, conversation = self._conversation(data)
         # what the workflow has too (the result refers to these by index), indexed before the
         # function runs; it gets copies, so changing them in place changes neither this nor the store
         where = index_of(conversation + (given or []))
         arg = _copy(conversation if given is None else given)
-        args = (_context(data, _copy(conversation)), arg) if data["kind"] == "history" else (arg,)
-        try:
-            out = await _heartbeating(_call, fn, *args)
-        except Exception as e:
-            raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
-                                   non_retryable=True) from None  # fmt: skip
-        out = _messages_data(ref, out)
+        args = (_context(data, _copy(conversation)), arg) if kind == "history" else (arg,)
+        out = _messages_data(ref, await _run_function(ref, fn, *args))
+        if not isinstance(out, list):  # not messages: the loop in the workflow refuses it, as in-process
+            return {"value": out}
         # Recorded as references into what the workflow sent (only new messages cross), and stored:
         # the model request right after it refers to it by digest.
         return {"items": refer(out, where), "digest": self.store.extend(ROOT, out)}
+
+
+def _fitted(out: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's outcome, its text truncated when the JSON would not fit in a history event.
+
+    Temporal refuses a payload over ~2 MB (a tool with `Limits(output_bytes=None)` may return
+    more); the refused result would read as a lost worker ("outcome unknown") although the tool
+    ran. Measured as JSON, because escaping can make the text several times longer."""
+    size = len(json.dumps(out))
+    if size <= MAX_RESULT_JSON:
+        return out
+    content: str = out["content"]
+    kept = content[: int(len(content) * MAX_RESULT_JSON * 0.9 / size)]
+    marker = (
+        f"\n[output truncated: the result is {len(content.encode()):,} bytes; on Temporal a result is "
+        f"capped at {MAX_RESULT_JSON:,} bytes of JSON (the history's payload limit)]"
+    )
+    return {**out, "status": "output_limit", "content": kept + marker, "error": f"{size} bytes of JSON"}
+
+
+def _check_input(data: Any, **fields: type) -> None:
+    """An activity's input has the fields it needs, of their types: a workflow of any type on the
+    queue can schedule these activities, and a KeyError would be retried as if the worker were lost."""
+    wrong = [k for k, t in fields.items() if not isinstance(data, dict) or not isinstance(data.get(k), t)]
+    if wrong:
+        raise ApplicationError(
+            f"the activity's input is not what an agentloop workflow sends (fields {wrong} missing or of the "
+            "wrong type); agentloop's activities are scheduled by its AgentWorkflow only",
+            type=ConfigurationError.__name__,
+            non_retryable=True,
+        )
+
+
+async def _run_function(ref: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """The user's function, heartbeating; its own exception fails the run with its type, not retried."""
+    try:
+        return await _heartbeating(_call, fn, *args)
+    except Exception as e:
+        raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
+                               non_retryable=True) from None  # fmt: skip
+
+
+def _text(ref: str, text: Any) -> str | None:
+    """Dynamic instructions' result, checked as the loop checks it in-process."""
+    if text is not None and not isinstance(text, str):
+        raise ApplicationError(
+            f"the instructions function {ref!r} returned {type(text).__name__}; it must return a str (or None "
+            "for no instructions)",
+            type=ConfigurationError.__name__,
+            non_retryable=True,
+        )
+    return text
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

@@ -22,15 +22,16 @@ from agentloop import Agent, AgentloopError, Handoff, History, JsonSchema, ToolR
 
 from ._spec import ROOT_KEY, limits_from_data
 
-__all__ = ["SpecError", "build_agents"]
+__all__ = ["SpecError", "build_agents", "start_options"]
 
 
 class SpecError(Exception):
     """The spec cannot be run by this worker (a tool it does not have, a setting it refuses)."""
 
-    def __init__(self, message: str, kind: str) -> None:
+    def __init__(self, message: str, kind: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.details = details  # data for the client (the features a worker lacks)
 
 
 Functions = Callable[[str, str, str], Callable[..., Any]]
@@ -102,20 +103,41 @@ def _agent(
         if ref is not None:
             history["processor"] = functions(ref, "history", node.get("name") or "")
         options["history"] = History(**history)
+    own = {**node, **node.get("own", {})}  # the first agent's own, where the run starts with others
     agent = make(
         tools=tools,
         name=node.get("name"),
-        model=node["model"],
-        instructions=node.get("instructions"),
+        model=own["model"],
+        instructions=_instructions(own, functions),
         limits=limits_from_data(node["limits"]),
         reset_tool_choice=node.get("reset_tool_choice", True),
         max_concurrent_tools=node.get("max_concurrent_tools"),
-        model_settings=node.get("model_settings"),
+        model_settings=own.get("model_settings"),
         **options,
     )
     if output is not None and output.get("text"):
         agent.output = _text_fallback(agent.output)
     return agent
+
+
+def _instructions(node: dict[str, Any], functions: Functions) -> Any:
+    """The agent's own instructions: text, or the stand-in for its function on the worker."""
+    ref = node.get("instructions_function")
+    if ref is not None:
+        return functions(ref, "instructions", node.get("name") or "")
+    return node.get("instructions")
+
+
+def start_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the run starts with where it differs from the first agent's own (`Agent.run`'s per-run
+    options): the start's instructions (resolved by the client), model and settings."""
+    if "instructions_function" not in spec and "own" not in spec:
+        return {}  # the agent was built with them
+    return {
+        "instructions": spec.get("instructions") or "",  # "": none, as resolved (not the function again)
+        "model": spec["model"],
+        "model_settings": spec.get("model_settings"),
+    }
 
 
 def _text_fallback(spec: Any) -> Any:
@@ -148,6 +170,11 @@ def _connect(
         )
         for h in node.get("handoffs", ())
     ]
-    if handoffs:  # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process
-        agent.handoffs = make(tools=agent.tools, name=agent.name, handoffs=handoffs).handoffs
-    agent.tool_choice = node.get("tool_choice", "auto")  # already checked and normalized by the client
+    # built by Agent itself (checks, transfer tools), as `a.handoffs = ...` in-process; the tool
+    # choice checked again (the client did, but anyone who can start a workflow writes its input)
+    checked = make(
+        tools=agent.tools, name=agent.name, handoffs=handoffs, tool_choice=node.get("tool_choice", "auto")
+    )
+    if handoffs:
+        agent.handoffs = checked.handoffs
+    agent.tool_choice = checked.tool_choice

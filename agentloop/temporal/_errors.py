@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentloop import ConfigurationError, RunError
 
-__all__ = ["TemporalRunError", "TemporalNotInstalledError"]
+__all__ = ["IncompatibleWorkerError", "TemporalRunError", "TemporalNotInstalledError"]
 
 
 class TemporalRunError(RunError):
@@ -20,3 +20,10 @@ class TemporalRunError(RunError):
 
 class TemporalNotInstalledError(ConfigurationError, ImportError):
     """`agentloop.temporal` was imported without the `temporalio` package."""
+
+
+class IncompatibleWorkerError(TemporalRunError, ConfigurationError):
+    """The worker that took the run cannot honour its agent: the spec needs a feature (or has a
+    field) of a newer agentloop than the worker's. The run failed at once, before any model
+    request or tool call. The message names the feature and the agentloop version it needs:
+    upgrade the workers of the task queue (workers before clients) and start the run again."""

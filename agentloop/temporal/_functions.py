@@ -1,5 +1,6 @@
 """The workflow side of activities: starting one the way anyio cancels, and the user's functions
-(`History(processor=...)`, a handoff's `input_filter`) as calls of the `call_function` activity.
+(`History(processor=...)`, a handoff's `input_filter`, dynamic instructions of an agent the run
+reaches) as calls of the `call_function` activity.
 
 The rule: a user function never runs in workflow code. It may do I/O (summarise with a model),
 read a clock or be slow, and the workflow is replayed. The client names it (`module:qualname`),
@@ -74,9 +75,28 @@ async def execute_activity(name: str, arg: Any, **options: Any) -> Any:
         raise
 
 
+def _prefix(conversation: list[Any], *known: tuple[str, list[Any]] | None) -> tuple[str, int]:
+    """The longest prefix of `conversation` the worker holds (the digest, its length): what this
+    run's earlier calls sent, or what its model requests did (a handoff's first call, the worker
+    has the conversation up to the last answer). The very message objects, or nothing."""
+    best = (ROOT, 0)
+    for digest, prefix in filter(None, known):
+        n = len(prefix)
+        if best[1] < n <= len(conversation) and all(map(operator.is_, prefix, conversation)):
+            best = (digest, n)
+    return best
+
+
 def _consume(task: Any) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: its outcome no longer matters to the run
+
+
+_WHAT = {
+    "history": "History(processor=...)",
+    "input_filter": "a handoff's input_filter",
+    "instructions": "instructions=<function>",
+}
 
 
 class WorkflowFunctions:
@@ -91,7 +111,7 @@ class WorkflowFunctions:
     def get(self, ref: str, kind: str, who: str) -> Callable[..., Any]:
         """The stand-in for the function `ref` (kind "history" or "input_filter") of agent `who`."""
         if ref not in self.available:
-            what = "History(processor=...)" if kind == "history" else "a handoff's input_filter"
+            what = _WHAT[kind]
             raise SpecError(
                 f"the worker has no function {ref!r} ({what} of agent {who!r}); pass the same function to "
                 "create_worker(functions=[...]) on the worker",
@@ -103,28 +123,46 @@ class WorkflowFunctions:
                 return await self._process(ref, ctx, messages)
 
             return process
+        if kind == "instructions":
+
+            async def instructions(ctx: RunContext[Any]) -> Any:
+                out = await self._with_context(ref, kind, ctx, {})
+                return out["text"]
+
+            instructions.__name__ = ref  # what the loop's messages name it by
+            return instructions
 
         async def input_filter(messages: list[dict[str, Any]]) -> Any:
             out = await self._call({"ref": ref, "kind": kind, "messages": messages}, None)
-            return resolve(out["items"], messages)
+            return out["value"] if "value" in out else resolve(out["items"], messages)
 
         return input_filter
 
     async def _process(self, ref: str, ctx: RunContext[Any], messages: list[dict[str, Any]]) -> Any:
         conversation = list(ctx.messages)
-        base, prefix = self.synced.get(ctx.run_id, (ROOT, []))
-        n = len(prefix)
-        if n > len(conversation) or not all(map(operator.is_, prefix, conversation)):
-            base, n = ROOT, 0
         # By value: the loop hands a processor copies (it may change them in place), so identity
         # no longer says "unchanged"; equal messages are the conversation itself all the same.
         same = len(messages) == len(conversation) and messages == conversation
+        # None: the conversation itself (no other policy)
+        out = await self._with_context(ref, "history", ctx, {"messages": None if same else messages})
+        if "value" in out:  # not a list of messages: what the loop's own check refuses, as in-process
+            return out["value"]
+        result = resolve(out["items"], conversation + ([] if same else messages))
+        self.model.synced[ctx.run_id] = (out["digest"], result)  # the worker stored it
+        return result
+
+    async def _with_context(self, ref: str, kind: str, ctx: RunContext[Any], extra: dict[str, Any]) -> Any:
+        """A call of a function of the run's context (a processor, dynamic instructions): the
+        conversation by reference (what the worker has of it from this run's earlier calls), the
+        rest of the `RunContext` by value."""
+        conversation = list(ctx.messages)
+        base, n = _prefix(conversation, self.synced.get(ctx.run_id), self.model.synced.get(ctx.run_id))
         data = {
             "ref": ref,
-            "kind": "history",
+            "kind": kind,
             "base": base,
             "delta": conversation[n:],
-            "messages": None if same else messages,  # None: the conversation itself (no other policy)
+            **extra,
             "deps": ctx.deps,
             "run_id": ctx.run_id,
             "model": ctx.model,
@@ -133,9 +171,7 @@ class WorkflowFunctions:
         }
         out = await self._call(data, conversation)
         self.synced[ctx.run_id] = (chain(data["base"], data["delta"]), conversation)
-        result = resolve(out["items"], conversation + ([] if same else messages))
-        self.model.synced[ctx.run_id] = (out["digest"], result)  # the worker stored it
-        return result
+        return out
 
     async def _call(self, data: dict[str, Any], conversation: list[Any] | None) -> Any:
         options = self.model.options

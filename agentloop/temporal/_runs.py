@@ -50,8 +50,9 @@ from agentloop import (
 )
 
 from ..abc import decision_to_data
-from ._errors import TemporalRunError
-from ._spec import WORKFLOW_NAME, agent_spec, check_deps, limits_to_data
+from ._errors import IncompatibleWorkerError, TemporalRunError
+from ._spec import ROOT_KEY, WORKFLOW_NAME, agent_spec, check_deps, limits_to_data, reached
+from ._version import INCOMPATIBLE, requirements
 
 __all__ = ["AgentRun", "PerRun", "start_run", "run_agent", "get_run"]
 
@@ -98,7 +99,8 @@ class AgentRun:
                 what = "timed out (workflow execution timeout)"
             else:
                 what = f"failed: {cause.message if isinstance(cause, ApplicationError) else cause}"
-            raise TemporalRunError(
+            failed = IncompatibleWorkerError if kind == INCOMPATIBLE else TemporalRunError
+            raise failed(
                 f"agent run {self.run_id!r} {what}. See its history with `temporal workflow show --workflow-id "
                 f"{self.run_id}`; fix the cause and start it again.",
                 run_id=self.run_id,
@@ -201,13 +203,23 @@ async def start_run(
         raise ConfigurationError(f"limits must be a RunLimits, got {limits!r}")
     data = await _workflow_input(agent, prompt, messages, run_id, limits, per_run)
     run_id = data.pop("run_id")  # minted by the agent when not given
-    handle = await client.start_workflow(
-        WORKFLOW_NAME,
-        data,
-        id=run_id,
-        task_queue=task_queue,
-        execution_timeout=timedelta(seconds=execution_timeout) if execution_timeout else None,
-    )
+    timeout = timedelta(seconds=execution_timeout) if execution_timeout else None
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_NAME, data, id=run_id, task_queue=task_queue, execution_timeout=timeout
+        )
+    except RecursionError:
+        raise ConfigurationError(
+            "the run's input (prompt, messages or the agents' settings) is nested too deeply to be sent as "
+            "JSON to Temporal; flatten it"
+        ) from None
+    except RPCError as e:
+        if "exceeds limit" not in e.message:
+            raise
+        raise ConfigurationError(
+            f"the run's input is larger than the Temporal server accepts in a workflow's history ({e.message}); "
+            "keep large documents out of the prompt and the messages: give the agent a tool that fetches them"
+        ) from None
     return AgentRun(handle, agent)
 
 
@@ -243,8 +255,25 @@ async def _workflow_input(
     if state.instructions is not None:  # a function: called once, now, as at the start of an in-process run
         context = RunContext(deps, run_id, state.model, 0, messages=state.messages)
         spec["instructions"] = await _resolve(state.instructions, context)
+    if ROOT_KEY in reached([spec, *spec.get("agents", {}).values()]):
+        _own(spec, agent)
+    spec.update(requires=requirements(spec), agentloop=agentloop.__version__)
     conversation = list(messages) if messages is not None else None
     return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
+
+
+def _own(spec: dict[str, Any], agent: Any) -> None:
+    """The first agent's own settings where the run starts with others (per-run options, resolved
+    instructions): a handoff back to it, or it as an agent tool, uses its own, as in-process."""
+    own: dict[str, Any] = {}
+    if not callable(agent.instructions) and spec["instructions"] != agent.instructions:
+        own["instructions"] = agent.instructions
+    if spec["model"] != agent.model:
+        own["model"] = agent.model
+    if spec["model_settings"] != dict(agent.model_settings):
+        own["model_settings"] = dict(agent.model_settings)
+    if own:
+        spec["own"] = own
 
 
 async def _resolve(instructions: Any, ctx: RunContext[Any]) -> str | None:

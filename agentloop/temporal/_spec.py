@@ -9,11 +9,15 @@ read), and every agent it reaches through agent tools (`Agent.as_tool`) and hand
 `"agents"`, each by a key (`"a1"`, `"a2"`, ...) that the others name. Each agent names its tools;
 the worker's registry supplies them (one registry per worker: a name means one tool).
 Functions cannot cross to the workflow (it is replayed, and nothing is pickled). A history
-processor and a handoff's input filter are sent by name (`module:qualname`): the worker was given
-the same function (`create_worker(functions=[...])`) and runs it in an activity, whose result the
-history records. The other functions are refused here, with the way out: approval predicates,
-error formatters, and dynamic instructions of any agent but the root (the root's are resolved by
-the client when the run starts, as in-process: once, at the start).
+processor, a handoff's input filter and the dynamic instructions of an agent reached by a handoff
+or an agent tool (`instructions_function`) are sent by name (`module:qualname`): the worker was
+given the same function (`create_worker(functions=[...])`) and runs it in an activity, whose
+result the history records. The root's dynamic instructions are resolved by the client when the
+run starts (as in-process: once, at the start); its `instructions` is then the run's start text,
+and its own (`instructions_function`; `own`: instructions, model and settings where per-run
+options replaced them) are sent only when another agent reaches it again. The other functions are refused here, with the way out: approval predicates
+and error formatters. Fields added after agentloop 0.1's format are features a spec declares
+(`_version.py`).
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def is_json_data(value: Any) -> bool:
     """Whether `value` survives a JSON round trip unchanged: what may cross into a workflow's history."""
     try:
         return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested deeper than JSON goes here
         return False
 
 
@@ -175,7 +179,11 @@ def agent_spec(agent: Any) -> dict[str, Any]:
 
     while len(nodes) < len(order):
         a = order[len(nodes)]
-        nodes[keys[id(a)]] = _node(a, a is agent, ref, tools)
+        nodes[keys[id(a)]] = _node(a, ref, tools, root=a is agent)
+    if callable(agent.instructions) and ROOT_KEY in reached(nodes.values()):
+        # start_run resolves them for the run's start; a handoff back to this agent, or this agent as
+        # an agent tool, resolves them again, in-process as on the worker (which calls the function)
+        nodes[ROOT_KEY]["instructions_function"] = _instructions_ref(agent)
     root = nodes.pop(ROOT_KEY)
     if nodes:
         root["agents"] = nodes
@@ -186,8 +194,15 @@ def _label(agent: Any) -> str:
     return f"agent {agent.name!r}" if agent.name else "the agent"
 
 
-def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]]) -> dict[str, Any]:
-    _refuse_functions(agent, is_root)
+def reached(nodes: Any) -> set[str]:
+    """The keys of the agents some agent of `nodes` reaches through an agent tool or a handoff."""
+    return {
+        link["agent"] for node in nodes for link in (*node.get("agent_tools", ()), *node.get("handoffs", ()))
+    }
+
+
+def _node(agent: Any, ref: Any, seen: dict[str, tuple[Any, str]], *, root: bool) -> dict[str, Any]:
+    _refuse_functions(agent)
     names, agent_tools = [], []
     for t in agent.tools:
         inner = getattr(t.fn, AGENT_TOOL, None)
@@ -201,7 +216,7 @@ def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]])
                 "on Temporal the worker has one registry, so a name means one tool. Rename one of them."
             )
         names.append(t.name)
-    return {
+    node: dict[str, Any] = {
         "name": agent.name,
         "model": agent.model,
         "instructions": None if callable(agent.instructions) else agent.instructions,
@@ -216,6 +231,13 @@ def _node(agent: Any, is_root: bool, ref: Any, seen: dict[str, tuple[Any, str]])
         "output": _output(agent),
         "history": _history(agent),
     }
+    if callable(agent.instructions) and not root:  # the root's: only when it is reached again (agent_spec)
+        node["instructions_function"] = _instructions_ref(agent)
+    return node
+
+
+def _instructions_ref(agent: Any) -> str:
+    return function_ref(agent.instructions, f"{_label(agent)}: instructions=<function>")
 
 
 def _handoff(agent: Any, h: Any, t: Any, ref: Any) -> dict[str, Any]:
@@ -227,7 +249,7 @@ def _handoff(agent: Any, h: Any, t: Any, ref: Any) -> dict[str, Any]:
     return out
 
 
-def _refuse_functions(agent: Any, is_root: bool) -> None:
+def _refuse_functions(agent: Any) -> None:
     who = _label(agent)
     if agent.require_approval is not None:
         raise ConfigurationError(
@@ -238,12 +260,6 @@ def _refuse_functions(agent: Any, is_root: bool) -> None:
         raise ConfigurationError(
             f"{who}: journal=... is not used on Temporal: Temporal's history makes the run durable. "
             "Create the agent without a journal."
-        )
-    if callable(agent.instructions) and not is_root:
-        raise ConfigurationError(
-            f"{who}: instructions=<function> of an agent reached through an agent tool or a handoff cannot "
-            "run on Temporal: the workflow cannot call it (it is replayed, and may not do I/O), and the "
-            "client resolves only the first agent's. Give that agent text instructions."
         )
     if agent.format_tool_error is not default_error_formatter:
         raise ConfigurationError(

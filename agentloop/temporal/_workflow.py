@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -60,10 +60,11 @@ with workflow.unsafe.imports_passed_through():
 
     from ..abc import check_decisions, decision_from_data
     from ._activities import NON_RETRYABLE_MODEL_ERRORS
-    from ._agents import SpecError, build_agents
+    from ._agents import SpecError, build_agents, start_options
     from ._functions import WorkflowFunctions, cause_message, cause_type, execute_activity
     from ._spec import DESCRIBE_ACTIVITY, MODEL_ACTIVITY, TOOL_ACTIVITY, WORKFLOW_NAME, limits_from_data
     from ._store import REFERENCE_MISSING, ROOT, chain, digest_of, tools_digest
+    from ._version import check_spec
 
 __all__ = ["AgentWorkflow"]
 
@@ -235,6 +236,31 @@ class _ActivityModel:
         )
 
 
+def _input(raw: RawValue) -> Any:
+    """The workflow's input, decoded here rather than by the SDK: an input it cannot decode (JSON
+    nested deeper than Python's parser goes, not JSON at all) fails the workflow task, which
+    Temporal retries forever. Anyone who can start a workflow on the queue writes this input."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload)
+    except Exception as e:  # RecursionError, a decoding error, an unknown encoding
+        raise ApplicationError(
+            f"the workflow input cannot be read ({type(e).__name__}: {str(e)[:200]}): start agent runs with "
+            "start_run (JSON nested deeper than a few hundred levels is refused)",
+            type="ConfigurationError",
+            non_retryable=True,
+        ) from None
+
+
+def _refuse(check: Any, *args: Any) -> Any:
+    """`check(*args)`, a `SpecError` failing the run for good (raised from the workflow task, it
+    would be retried forever: the run would hang)."""
+    try:
+        return check(*args)
+    except SpecError as e:
+        details = [e.details] if e.details else []
+        raise ApplicationError(str(e), *details, type=e.kind, non_retryable=True) from None
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class AgentWorkflow:
     """One agent run. Input: `{"agent": spec, "prompt": str | None, "messages": list | None,
@@ -252,25 +278,30 @@ class AgentWorkflow:
         self._done = False
 
     @workflow.run
-    async def run(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, raw: RawValue) -> dict[str, Any]:
         run_id = workflow.info().workflow_id
+        data = _input(raw)
         if not isinstance(data, dict) or not isinstance(data.get("agent"), dict):  # not from start_run
             raise ApplicationError(
                 "the workflow input is not {'agent': spec, 'prompt': ...}: start agent runs with start_run",
                 type="ConfigurationError",
                 non_retryable=True,
             )
+        spec = data["agent"]
+        _refuse(check_spec, spec)  # before any activity: a spec this worker cannot honour fails at once
         described = await workflow.execute_activity(
             DESCRIBE_ACTIVITY, start_to_close_timeout=timedelta(seconds=60), summary="tools"
         )
         deps = data.get("deps")
-        agent = self._agent(data["agent"], described, _ActivityBox(run_id, {}, deps))
-        limits = limits_from_data(
-            data["agent"]["limits"]
-        )  # a deadline is turned into time left at each resume
+        agent = self._agent(spec, described, _ActivityBox(run_id, {}, deps))
+        limits = limits_from_data(spec["limits"])  # a deadline is turned into time left at each resume
         try:
             result = await agent.run(
-                data.get("prompt"), messages=data.get("messages"), run_id=run_id, deps=deps
+                data.get("prompt"),
+                messages=data.get("messages"),
+                run_id=run_id,
+                deps=deps,
+                **start_options(spec),
             )
             while result.paused:
                 self._pending = list(result.pending)
@@ -307,12 +338,10 @@ class AgentWorkflow:
             return Agent(client=model, observers=[_note_call], **kwargs)
 
         functions = WorkflowFunctions(described.get("functions", []), model)
-        try:
-            return build_agents(
-                spec, box.tools, lambda specs: _ActivityTools(box, specs), make, functions.get
-            )
-        except SpecError as e:
-            raise ApplicationError(str(e), type=e.kind, non_retryable=True) from None
+        agent: Agent[Any, Any] = _refuse(
+            build_agents, spec, box.tools, lambda specs: _ActivityTools(box, specs), make, functions.get
+        )
+        return agent
 
     @staticmethod
     def _limits(limits: RunLimits) -> RunLimits:
