@@ -167,15 +167,7 @@ except MissingDependencyError as e:
     [
         ("ui", "jinja2", "ui"),
         ("ui", "starlette", "ui"),
-        pytest.param(
-            "temporal",
-            "temporalio",
-            "temporal",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="agentloop/temporal owner: TemporalNotInstalledError is not a MissingDependencyError",
-            ),
-        ),
+        ("temporal", "temporalio", "temporal"),
     ],
 )
 def test_importing_an_extra_that_is_not_installed_is_a_missing_dependency_error(

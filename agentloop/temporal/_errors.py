@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentloop import ConfigurationError, RunError
+from agentloop import ConfigurationError, MissingDependencyError, RunError
 
 __all__ = ["IncompatibleWorkerError", "TemporalRunError", "TemporalNotInstalledError"]
 
@@ -18,8 +18,9 @@ class TemporalRunError(RunError):
         self.error_type = error_type
 
 
-class TemporalNotInstalledError(ConfigurationError, ImportError):
-    """`agentloop.temporal` was imported without the `temporalio` package."""
+class TemporalNotInstalledError(MissingDependencyError):
+    """`agentloop.temporal` was imported without the `temporalio` package (a `MissingDependencyError`,
+    so also a `ConfigurationError` and an `ImportError`, as before)."""
 
 
 class IncompatibleWorkerError(TemporalRunError, ConfigurationError):
