@@ -95,6 +95,13 @@ async def boom(x: int) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - `python temporal_tools.py ARGS`: a worker
+    import os
+
     from agentloop.temporal import worker_main
 
-    sys.exit(worker_main(sys.argv[1:]))
+    code = worker_main(sys.argv[1:])
+    # As `agentloop worker` does (see worker_main): a normal exit aborts now and then in
+    # temporalio's native threads during interpreter finalization (a SIGTERM test saw exit -6).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

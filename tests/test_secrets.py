@@ -7,8 +7,10 @@ nor anywhere in its cause / context chain (the request objects httpx and aiohttp
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import string
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -70,10 +72,14 @@ def url_of(router: FakeFluxRouter, wire: str) -> str:
     return router.anthropic_url if wire == "anthropic" else router.base_url
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def refused_url() -> Iterator[str]:
+    """A URL whose port refuses connections for as long as the block runs: bound, never listening.
+    (A port that was free a moment ago was once taken by another test's server in between: the
+    request reached it and failed differently.)"""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 @pytest.fixture(params=["openai", "anthropic"])
@@ -97,9 +103,10 @@ async def test_key_echoed_in_a_response_header_is_not_kept(wire: str) -> None:
 async def test_connection_error_cause_carries_no_authorization(wire: str, transport: str) -> None:
     """Issue #15: APIConnectionError.__cause__.request.headers carried the authorization header.
     httpx's errors carry the request (scrubbed); the lean transport's carry none at all."""
-    async with client_for(f"http://127.0.0.1:{free_port()}/v1", KEY, wire, transport=transport) as client:
-        with pytest.raises(APIConnectionError) as info:
-            await Agent(client=client).run("hi")
+    with refused_url() as url:
+        async with client_for(url, KEY, wire, transport=transport) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await Agent(client=client).run("hi")
     cause = info.value.__cause__
     assert cause is not None  # the cause is kept (for diagnosis), scrubbed
     header = "x-api-key" if wire == "anthropic" else "authorization"
@@ -145,8 +152,8 @@ MODES = sorted(failures("sk-placeholder-key"))
        streamed=st.booleans())  # fmt: skip
 async def test_no_failure_mode_carries_the_key(key: str, mode: str, wire: str, streamed: bool) -> None:
     script = [] if mode == "refused" else [failures(key)[mode]]
-    async with FakeFluxRouter(script, api_key=None) as router:
-        url = f"http://127.0.0.1:{free_port()}/v1" if mode == "refused" else url_of(router, wire)
+    async with FakeFluxRouter(script, api_key=None) as router, contextlib.AsyncExitStack() as stack:
+        url = stack.enter_context(refused_url()) if mode == "refused" else url_of(router, wire)
         async with client_for(url, key, wire) as client:
             agent = Agent(client=client)
             with pytest.raises(AgentloopError) as info:

@@ -639,23 +639,23 @@ def test_worker_command_exits_cleanly_when_temporal_is_unreachable() -> None:
     import socket
     import subprocess
 
-    with socket.socket() as s:  # a port nothing listens on
+    with socket.socket() as s:  # a port nothing listens on, held bound (never listening) throughout
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    agentloop_cmd = str(Path(sys.executable).parent / "agentloop")
-    cmd = [
-        agentloop_cmd,
-        "worker",
-        "--task-queue",
-        "q",
-        "--tool",
-        "temporal_tools:registry",
-        "--address",
-        f"localhost:{port}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    for _ in range(6):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-        assert done.returncode == 1, done.stderr[-2000:]
-        assert f"cannot connect to Temporal at localhost:{port}" in done.stderr
-        assert "Fatal Python error" not in done.stderr
+        agentloop_cmd = str(Path(sys.executable).parent / "agentloop")
+        cmd = [
+            agentloop_cmd,
+            "worker",
+            "--task-queue",
+            "q",
+            "--tool",
+            "temporal_tools:registry",
+            "--address",
+            f"localhost:{port}",
+        ]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        for _ in range(6):
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+            assert done.returncode == 1, done.stderr[-2000:]
+            assert f"cannot connect to Temporal at localhost:{port}" in done.stderr
+            assert "Fatal Python error" not in done.stderr

@@ -226,7 +226,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
-    """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0."""
+    """`agentloop worker ...`: run until SIGTERM / SIGINT, then shut down gracefully. Returns 0.
+
+    Called from a script of your own, end the process with `os._exit(code)` after flushing
+    stdout/stderr, as the `agentloop worker` command does: temporalio's native runtime keeps
+    threads that may call into Python while the interpreter finalizes, which aborts a normal exit
+    ("Fatal Python error: PyGILState_Release") now and then, after the worker has stopped cleanly.
+    """
     args = _parser().parse_args(argv)
     try:
         tools = load_registry(args.tool[0]) if len(args.tool) == 1 else _load_tools(args.tool)
