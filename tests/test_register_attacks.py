@@ -151,7 +151,12 @@ async def test_annotated_constraints_are_enforced(annotation: Any, good: Any, ba
         (Annotated[int, pydantic.Field(default=3)], "write `= value`"),
         (Annotated[dt.datetime, at.Timezone(None)], "cannot enforce the constraint Timezone"),
     ],
-    ids=repr,
+    ids=[
+        "Predicate",
+        "Field-alias",
+        "Field-default",
+        "Timezone",
+    ],  # stable ids (a lambda's repr has its address)
 )
 def test_a_constraint_that_cannot_be_enforced_is_refused(annotation: Any, match: str) -> None:
     # was: registered, and the constraint silently ignored
