@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from test_isolation_server import (
     HTTP_KINDS,
     MODEL_KINDS,
+    ON_BACKENDS,
     STREAM_KINDS,
     client_for,
     make_agent,
@@ -56,15 +57,6 @@ from test_isolation_server import (
     task_count,
 )
 
-ON_BACKENDS = [
-    ("lean", "asyncio"),
-    ("lean", "trio"),
-    ("httpcore", "asyncio"),
-    ("httpcore", "trio"),
-    ("sharded", "asyncio"),
-    ("sharded", "trio"),
-    ("aiohttp", "asyncio"),
-]
 KNOWN_BUGS = {"httpcore": {"short_length"}, "sharded": {"short_length"}}
 GUARD = 300  # seconds a round may take before it counts as hung
 

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from test_isolation_server import (
     HTTP_KINDS,
     MODEL_KINDS,
+    ON_BACKENDS,
     STREAM_KINDS,
     client_for,
     make_agent,
@@ -41,16 +42,6 @@ from test_isolation_server import (
 from agentloop import Agent, RunFinished, RunLimits, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
-# Every transport on every backend it runs on (aiohttp is asyncio-only).
-ON_BACKENDS = [
-    ("lean", "asyncio"),
-    ("lean", "trio"),
-    ("httpcore", "asyncio"),
-    ("httpcore", "trio"),
-    ("sharded", "asyncio"),
-    ("sharded", "trio"),
-    ("aiohttp", "asyncio"),
-]
 GUARD = 120  # seconds: a round that hangs fails here instead of hanging the suite (not a timing claim)
 HOSTILE = HTTP_KINDS + STREAM_KINDS + MODEL_KINDS
 

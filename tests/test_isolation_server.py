@@ -42,6 +42,7 @@ from agentloop import (
 )
 
 __all__ = [
+    "ON_BACKENDS",
     "HTTP_KINDS",
     "KEY",
     "MODEL_KINDS",
@@ -59,6 +60,17 @@ __all__ = [
 KEY = "sk-isolation-SECRET-7f3a9c"  # the API key: no error may show it
 
 # hostile answers to the first request of a run, at the HTTP level
+# Every transport on every backend it runs on (aiohttp is asyncio-only).
+ON_BACKENDS = [
+    ("lean", "asyncio"),
+    ("lean", "trio"),
+    ("httpcore", "asyncio"),
+    ("httpcore", "trio"),
+    ("sharded", "asyncio"),
+    ("sharded", "trio"),
+    ("aiohttp", "asyncio"),
+]
+
 HTTP_KINDS = (
     "stall_head",  # the head, then nothing until the client leaves
     "slowloris",  # the head (a 1 MB body announced), then one byte per tick

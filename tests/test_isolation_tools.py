@@ -209,11 +209,7 @@ def test_a_tool_cancelling_its_own_task_cancels_only_its_run() -> None:
     @tools.tool
     async def cancels_itself() -> str:
         """Cancels its own task."""
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0)
-        return "never"
+        return await _cancel_own_task()
 
     async def main() -> None:
         async with client_for(server.url, "lean") as client:
@@ -266,17 +262,22 @@ def test_a_tool_leaving_an_orphan_task_does_not_touch_other_runs() -> None:
         anyio.run(main, backend="asyncio")
 
 
+async def _cancel_own_task() -> str:
+    """What the self-cancelling tools do: cancel the asyncio task they run in, then wait once."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+    return "never"
+
+
 def _self_cancelling(calls: int) -> Agent[Any, Any]:
     tools = ToolRegistry()
 
     @tools.tool
     async def cancels_itself(n: int = 0) -> str:
         """Cancels the task it runs in."""
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0)
-        return "never"
+        return await _cancel_own_task()
 
     script = [tool_calls(*[call("cancels_itself", {"n": i}) for i in range(calls)]), text("done")]
     return Agent(client=ScriptedModel(script), tools=tools)
@@ -347,11 +348,7 @@ def test_a_tool_cancelling_a_task_of_the_dispatchers_own_ends_only_its_call() ->
     @tools.tool
     async def cancels_itself() -> str:
         """Cancels the task it runs in."""
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()
-        await asyncio.sleep(0)
-        return "never"
+        return await _cancel_own_task()
 
     script = [tool_calls(call("waits", {}), call("cancels_itself", {})), text("done")]
     agent = Agent(client=ScriptedModel(script), tools=tools)
