@@ -91,13 +91,17 @@ class _no_never_awaited_warning:
         "http://[::1",
         "http://a\nb/v1",
         "http:///v1",
+        "http://127.0.0.1:99999/v1",
+        "http://host.example:0/v1",
+        "http://host.example:-1/v1",
         "api.fluxrouter.ai/v1",
         "ftp://api.fluxrouter.ai/v1",
     ],
 )
 async def test_a_malformed_base_url_is_a_configuration_error(url: str) -> None:
     # `FluxClient(base_url="http://[::1")` (a typo'd IPv6 address) got through construction and
-    # the run raised httpx.InvalidURL ("Invalid port: ':1'"), outside the AgentloopError tree.
+    # the run raised httpx.InvalidURL ("Invalid port: ':1'"), outside the AgentloopError tree;
+    # port 99999 raised a raw OverflowError from connect().
     with pytest.raises(ConfigurationError) as info:
         async with FluxClient(base_url=url, api_key=KEY) as client:
             await Agent(client=client).run("hi")

@@ -264,13 +264,15 @@ def _base_url(base_url: str | None, wire: str | None) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
     try:  # a typo'd address ("http://[::1", a newline) would otherwise fail mid-run, as httpx's error
-        host = httpx.URL(url).host
+        parsed = httpx.URL(url)
     except httpx.InvalidURL as e:
         raise ConfigurationError(f"base_url {url!r} is not a valid URL ({e}); check it for typos") from None
-    if not host:
+    if not parsed.host:
         raise ConfigurationError(
             f"base_url {url!r} names no host; pass one such as 'https://api.fluxrouter.ai/v1'"
         )
+    if parsed.port is not None and not 0 < parsed.port < 65536:  # 99999 was a raw OverflowError mid-run
+        raise ConfigurationError(f"base_url {url!r} has port {parsed.port}; a port is 1-65535")
     _refuse_full_endpoint(url)
     return url
 
