@@ -13,10 +13,12 @@ import gc
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import httpx
 import pytest
@@ -164,40 +166,38 @@ async def test_a_run_queued_for_a_connection_keeps_few_objects(anyio_backend: st
     )
 
 
-async def test_the_pool_timeout_still_bounds_a_queued_request() -> None:
+@asynccontextmanager
+async def one_connection_held(
+    **options: Any,
+) -> AsyncIterator[tuple[Agent, anyio.abc.TaskGroup, FakeFluxRouter]]:
+    """A client with one connection, held by a first run whose answer never comes; yields its
+    agent, a task group to start more runs in (cancelled at the end) and the router."""
     router = FakeFluxRouter([text("late", delay=3600)])
-    timeout = httpx.Timeout(600.0, pool=0.2)
     async with (
         router,
-        FluxClient(
-            base_url=router.base_url,
-            api_key="k",
-            max_connections=1,
-            timeout=timeout,
-            retry=RetryPolicy(max_retries=0),
-        ) as client,
+        FluxClient(base_url=router.base_url, api_key="k", max_connections=1, **options) as client,
     ):
         agent = Agent(client=client, model="m")
         async with anyio.create_task_group() as tg:
             tg.start_soon(agent.run, "go")  # holds the one connection
             await sent(router, 1)
-            with pytest.raises(APITimeoutError, match=r"PoolTimeout"):
-                await agent.run("go")
+            yield agent, tg, router
             tg.cancel_scope.cancel()
+
+
+async def test_the_pool_timeout_still_bounds_a_queued_request() -> None:
+    timeout = httpx.Timeout(600.0, pool=0.2)
+    async with one_connection_held(timeout=timeout, retry=RetryPolicy(max_retries=0)) as (agent, _, _):
+        with pytest.raises(APITimeoutError, match=r"PoolTimeout"):
+            await agent.run("go")
 
 
 async def test_a_run_deadline_ends_its_queued_request() -> None:
     # The pool timeout (600 s) is longer than the run's time limit: the run's deadline ends the wait.
-    router = FakeFluxRouter([text("late", delay=3600)])
-    async with router, FluxClient(base_url=router.base_url, api_key="k", max_connections=1) as client:
-        agent = Agent(client=client, model="m")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(agent.run, "go")  # holds the one connection
-            await sent(router, 1)
-            with pytest.raises(TimeLimitExceeded) as caught:
-                await agent.run("go", limits=RunLimits(timeout=0.3))
-            assert caught.value.result.steps == 0  # it never got a connection
-            tg.cancel_scope.cancel()
+    async with one_connection_held() as (agent, _, router):
+        with pytest.raises(TimeLimitExceeded) as caught:
+            await agent.run("go", limits=RunLimits(timeout=0.3))
+        assert caught.value.result.steps == 0  # it never got a connection
     assert len(router.requests) == 1
 
 
@@ -319,20 +319,14 @@ async def test_a_queued_request_holds_one_copy_of_its_body() -> None:
     # two copies (31.2 KB per waiting run with a 10 KB prompt over HTTP; 21.1 KB since).
     size, runs = 50_000, 20
     prompts = [f"{i} " + "x" * size for i in range(runs)]  # made before counting: not the runs' own
-    router = FakeFluxRouter([text("late", delay=3600)])
-    async with router, FluxClient(base_url=router.base_url, api_key="k", max_connections=1) as client:
-        agent = Agent(client=client, model="m")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(agent.run, "go")  # holds the one connection
-            await sent(router, 1)
-            tracemalloc.start()
-            try:
-                before = tracemalloc.get_traced_memory()[0]
-                for prompt in prompts:
-                    tg.start_soon(agent.run, prompt)
-                await anyio.wait_all_tasks_blocked()  # every one of them waits for a connection
-                per_run = (tracemalloc.get_traced_memory()[0] - before) / runs
-            finally:
-                tracemalloc.stop()
-            tg.cancel_scope.cancel()
+    async with one_connection_held() as (agent, tg, _):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for prompt in prompts:
+                tg.start_soon(agent.run, prompt)
+            await anyio.wait_all_tasks_blocked()  # every one of them waits for a connection
+            per_run = (tracemalloc.get_traced_memory()[0] - before) / runs
+        finally:
+            tracemalloc.stop()
     assert size < per_run < 1.5 * size, per_run
