@@ -22,7 +22,7 @@ import httpx
 from .._exceptions import APIResponseError
 from .._model import Emit
 from .._retry import Failure
-from .h1 import Response
+from .h1 import Response, StreamIdle
 
 __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big"]
 
@@ -244,7 +244,13 @@ class _Progress(Protocol):
     emitted: bool
 
 
-async def pump(batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress) -> bool:
+class _Clock(Protocol):
+    idle_deadline: float
+
+
+async def pump(
+    batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress, clock: _Clock | None = None
+) -> bool:
     """Feed each read's SSE events to the assembler and its deltas to `emit`. False: the stream went idle.
 
     The idle clock restarts after a read that brought an event the assembler understood (so
@@ -255,21 +261,56 @@ async def pump(batches: Any, assembler: Any, emit: Emit, idle: float, progress: 
     An `emit` with an `offer(deltas) -> bool` method (`Agent.stream`'s buffer) takes a read's
     deltas in one call when they fit without waiting; then nothing waits, and the clock is not
     stopped at all (one timer move per read instead of two).
+
+    `clock`: the response when it keeps the deadline itself (`LeanResponse.idle_deadline`: a
+    read of its body waits at most until then, then raises `StreamIdle`): no cancel scope and no
+    timer of its own then, and the deadline costs nothing while the bytes are already there.
+    Otherwise the deadline is a cancel scope's around the reading.
     """
-    offer = getattr(emit, "offer", None)
-    with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
-        async for batch in batches:
-            seen = assembler.chunks, assembler.complete
-            deltas, failure = assembler.feed_all(batch)
-            if deltas:
-                progress.emitted = True
-                if offer is None or not offer(deltas):
-                    scope.deadline = math.inf
-                    for delta in deltas:
-                        await emit(delta)
-            if failure is not None:  # after the deltas before it, as if the events came one by one
-                raise failure
-            if deltas or (assembler.chunks, assembler.complete) != seen:
-                scope.deadline = anyio.current_time() + idle
-        return True
+    if clock is not None:
+        try:
+            return await _feed(batches, assembler, emit, idle, progress, clock)
+        except StreamIdle:
+            return False
+    with anyio.CancelScope() as scope:  # (`_feed` sets its deadline first)
+        return await _feed(batches, assembler, emit, idle, progress, _ScopeClock(scope))
     return False
+
+
+async def _feed(
+    batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress, clock: _Clock
+) -> bool:
+    offer = getattr(emit, "offer", None)
+    now = anyio.current_time
+    clock.idle_deadline = now() + idle
+    async for batch in batches:
+        seen = assembler.chunks, assembler.complete
+        deltas, failure = assembler.feed_all(batch)
+        if deltas:
+            progress.emitted = True
+            if offer is None or not offer(deltas):
+                clock.idle_deadline = math.inf
+                for delta in deltas:
+                    await emit(delta)
+        if failure is not None:  # after the deltas before it, as if the events came one by one
+            raise failure
+        if deltas or (assembler.chunks, assembler.complete) != seen:
+            clock.idle_deadline = now() + idle
+    return True
+
+
+class _ScopeClock:
+    """The idle deadline as a cancel scope's (a response that does not keep one itself)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+
+    @property
+    def idle_deadline(self) -> float:
+        return self.scope.deadline
+
+    @idle_deadline.setter
+    def idle_deadline(self, value: float) -> None:
+        self.scope.deadline = value

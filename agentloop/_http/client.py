@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import anyio
 import httpx
@@ -31,7 +31,7 @@ from .bounded import pump, read_body, read_some, sse_events
 from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
 from .errors import Errors, takes_status
 from .h1 import Response
-from .lean import Dial
+from .lean import Dial, LeanResponse
 from .rehearsal import REHEARSALS, rehearse
 from .secrets import Redactor
 from .transport import LeanSender, Sender, TransportKind, make_sender
@@ -348,17 +348,15 @@ class FluxClient:
         events = sse_events(
             cast(httpx.Response, response), budget.max_sse_line_bytes, budget.max_response_bytes
         )
+        # The lean transport's response keeps the idle deadline in its own reads (no cancel scope).
+        clock = response if isinstance(response, LeanResponse) else None
         try:
-            if await self._pump(events, assembler, emit, progress):
+            if await pump(events, assembler, emit, budget.stream_idle_timeout, progress, clock):
                 streamed: ModelTurn = assembler.result()
                 return streamed
         finally:
             await events.aclose()  # type: ignore[attr-defined]
         raise self._errors.idle(budget.stream_idle_timeout, request_id, progress.emitted)
-
-    async def _pump(self, events: Any, assembler: Any, emit: Emit, progress: _Progress) -> bool:
-        """Feed SSE events to the assembler and its deltas to `emit`. False: the stream went idle."""
-        return await pump(events, assembler, emit, self.input_budget.stream_idle_timeout, progress)
 
 
 def _rehearsal_config(config: ClientConfig) -> ClientConfig:

@@ -24,6 +24,7 @@ __all__ = [
     "Head",
     "Response",
     "ResponseHead",
+    "StreamIdle",
     "body_framing",
     "chunk_size",
     "encode_head",
@@ -60,6 +61,11 @@ class Response(ResponseHead, Protocol):
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
     async def aclose(self) -> None: ...
+
+
+class StreamIdle(Exception):
+    """A streamed body's idle deadline (`LeanResponse.idle_deadline`) passed while its read waited
+    for bytes: not a fault of the connection; `bounded.pump` turns it into "the stream went idle"."""
 
 
 class Head:

@@ -17,6 +17,7 @@ never followed them); environment proxies and a caller's `transport=` / `http_cl
 
 from __future__ import annotations
 
+import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -31,6 +32,7 @@ from .h1 import (
     UNTIL_CLOSE,
     Dechunker,
     Head,
+    StreamIdle,
     body_framing,
     parse_head,
 )
@@ -124,9 +126,24 @@ class LeanPool:
                 )
         raise httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes")
 
-    def receive(self, conn: Connection) -> Coroutine[Any, Any, bool]:
-        """More bytes into `conn.buf`; False at EOF. Each wait is bounded by the read timeout."""
-        return conn.receive(self._read_timeout)
+    def receive(self, conn: Connection, until: float = math.inf) -> Coroutine[Any, Any, bool]:
+        """More bytes into `conn.buf`; False at EOF. Each wait is bounded by the read timeout, and
+        by `until` when given (a streamed body's idle deadline, on anyio's clock): `StreamIdle`
+        once it has passed."""
+        if until == math.inf:
+            return conn.receive(self._read_timeout)
+        return self._receive_until(conn, until)
+
+    async def _receive_until(self, conn: Connection, until: float) -> bool:
+        left = until - anyio.current_time()
+        if left >= self._read_timeout:
+            return await conn.receive(self._read_timeout)
+        if left <= 0:
+            raise StreamIdle
+        try:
+            return await conn.receive(left)
+        except httpx.ReadTimeout:  # the wait was cut by `until`, before the read timeout
+            raise StreamIdle from None
 
     async def _acquire(self) -> Connection:
         if self._closed:
@@ -204,7 +221,12 @@ class LeanPool:
 
 class LeanResponse:
     """A response whose head was read; `aiter_bytes()` reads the body once, `aclose()` ends it
-    (the connection goes back to the pool only when the body was read to its end)."""
+    (the connection goes back to the pool only when the body was read to its end).
+
+    `idle_deadline` (anyio's clock; none by default): a wait for body bytes past it raises
+    `StreamIdle`. The streamed answer's idle clock (`bounded.pump`) moves it: a deadline checked
+    where the body waits costs nothing while bytes are already there, where a cancel scope
+    around the reading armed and moved a timer per answer (~10 µs of a streamed step's CPU)."""
 
     __slots__ = (
         "_conn",
@@ -214,6 +236,7 @@ class LeanResponse:
         "_pool",
         "cookies",
         "headers",
+        "idle_deadline",
         "reason_phrase",
         "status_code",
     )
@@ -225,6 +248,7 @@ class LeanResponse:
         self.cookies = head.cookies
         self._framing, self._keep = body_framing(head)
         self._done = False
+        self.idle_deadline = math.inf
 
     @property
     def encoding(self) -> str | None:
@@ -249,14 +273,14 @@ class LeanResponse:
     async def _unchunked(self) -> AsyncIterator[bytes]:
         framing, conn, pool = self._framing, self._conn, self._pool
         if framing == UNTIL_CLOSE:
-            while conn.buf or await pool.receive(conn):
+            while conn.buf or await pool.receive(conn, self.idle_deadline):
                 piece = bytes(conn.buf)
                 conn.buf.clear()
                 yield piece
         else:
             left = framing
             while left:
-                if not conn.buf and not await pool.receive(conn):
+                if not conn.buf and not await pool.receive(conn, self.idle_deadline):
                     raise httpx.RemoteProtocolError(
                         f"the server closed the connection {left} bytes before the body's end"
                     )
@@ -277,7 +301,7 @@ class LeanResponse:
             if dechunk.done:
                 self._done = True
                 return
-            if not await pool.receive(conn):
+            if not await pool.receive(conn, self.idle_deadline):
                 raise httpx.RemoteProtocolError(f"the server closed the connection {dechunk.where()}")
 
     async def aclose(self) -> None:
