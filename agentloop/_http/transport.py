@@ -4,7 +4,8 @@ httpx's own pool (httpcore) re-examines every connection and queued request on e
 its cost per request grows with concurrency (see benchmarks/bench_transport.py for the numbers).
 The options, all behind httpx's transport seam so the rest of the client does not change:
 
-- `"httpcore"`: httpx's default pool, keep-alive sized to `max_connections`. Any backend.
+- `"httpcore"`: httpx's default pool, keep-alive sized to `max_connections`. Any backend. Both
+  httpcore kinds are fenced (`fence.py`): a connection the server over-sent on is closed, not pooled.
 - `"sharded"`: several httpcore pools, the least busy one first: each pool scans only its own
   connections, and sequential requests reuse one. Any backend, no extra dependency.
 - `"aiohttp"`: aiohttp's connection pool behind httpx's API (`_aiohttp.py`). asyncio only;
@@ -36,6 +37,7 @@ from typing import Literal, Protocol, cast
 import httpx
 
 from .config import PoolConfig
+from .fence import FencedTransport
 from .h1 import Response, encode_head
 from .inflate import Inflating, compressed
 from .lean import Dial, LeanPool, LeanResponse
@@ -84,7 +86,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             max_connections=per, max_keepalive_connections=per, keepalive_expiry=limits.keepalive_expiry
         )
         kwargs.setdefault("verify", httpx.create_ssl_context())  # one context for all (each costs ~30 ms)
-        self._shards = [httpx.AsyncHTTPTransport(limits=pool, **kwargs) for _ in range(shards)]  # type: ignore[arg-type]
+        self._shards = [FencedTransport(limits=pool, **kwargs) for _ in range(shards)]  # type: ignore[arg-type]
         self._busy = [0] * shards  # requests holding a slot, per pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -125,7 +127,7 @@ class _SlotStream(httpx.AsyncByteStream):
 
 def make_transport(kind: TransportKind, limits: httpx.Limits, **kwargs: object) -> httpx.AsyncBaseTransport:
     if kind == "httpcore":
-        return httpx.AsyncHTTPTransport(limits=limits, **kwargs)  # type: ignore[arg-type]
+        return FencedTransport(limits=limits, **kwargs)  # type: ignore[arg-type]
     if kind == "sharded":
         return ShardedTransport(limits, **kwargs)
     if kind == "aiohttp":
