@@ -101,6 +101,49 @@ def test_idle_connections_cannot_exhaust_the_server(db: str) -> None:
                 s.close()
 
 
+def _stalled_reader(host: str, port: int, path: str) -> socket.socket:
+    """A client that asks for a page and never reads a byte of it (a tiny receive buffer, so the
+    server's writer fills up and pauses)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    return s
+
+
+def dropped_without_reading(s: socket.socket, deadline: float = 120.0) -> bool:
+    """Waits, reading nothing, until the server resets or closes `s` (True) or `deadline` passes."""
+    p = select.poll()
+    p.register(s, select.POLLRDHUP)  # POLLHUP / POLLERR (a reset) are reported whatever the mask
+    return bool(p.poll(int(deadline * 1000)))
+
+
+def test_clients_that_never_read_cannot_hold_the_server(tmp_path: Path) -> None:
+    """Regression: uvicorn's writer waits for as long as a client reads nothing, holding the
+    connection (never idle, so never evicted) and its task: `--max-connections` such clients held
+    the inspector for good. Each is now reset after `--write-timeout` seconds without progress."""
+    path = str(tmp_path / "big.db")
+
+    async def make() -> None:  # a 2 MiB page (40 texts of 60 KB): more than socket buffers hold
+        journal = SQLiteJournal(path)
+        msgs = [{"role": "user", "content": f"{i} " + "x" * 60_000} for i in range(40)]
+        await journal.release("big", await journal.create("big", {"model": "m", "messages": msgs}))
+        journal.close()
+
+    anyio.run(make)
+    with served(path, "--max-connections", "4", "--write-timeout", "1", "--request-timeout", "600") as url:
+        host, port = address(url)
+        stalled = [_stalled_reader(host, port, "/runs/big") for _ in range(6)]
+        try:
+            for s in stalled:
+                assert dropped_without_reading(s), "a client that reads nothing held its connection"
+            r = httpx.get(url.rstrip("/") + "/runs/big", trust_env=False, timeout=60)
+            assert r.status_code == 200 and len(r.content) > 1_000_000  # a reading client gets it all
+        finally:
+            for s in stalled:
+                s.close()
+
+
 def test_a_huge_request_head_is_refused(db: str) -> None:
     with served(db, "--max-header-bytes", "4096") as url:
         r = httpx.get(url, headers={"x-big": "a" * 8000}, trust_env=False)
@@ -115,6 +158,7 @@ def test_a_huge_request_head_is_refused(db: str) -> None:
         ["--request-timeout", "0"],
         ["--keep-alive", "-1"],
         ["--max-header-bytes", "10"],
+        ["--write-timeout", "0"],
     ],
 )
 def test_nonsense_limits_are_a_usage_error(db: str, args: list[str]) -> None:

@@ -1,7 +1,8 @@
 """`agentloop ui --journal runs.db [--host H] [--port P] [--token T] [--allow-resume --tools M:R]`.
 
 Client limits (see `_serve.py`): `--max-connections` (64), `--request-timeout` (10 s for a
-request to arrive), `--keep-alive` (5 s idle), `--max-header-bytes` (16 KiB).
+request to arrive), `--keep-alive` (5 s idle), `--max-header-bytes` (16 KiB), `--write-timeout` (30 s for a
+client that reads none of its answer).
 
 Binds 127.0.0.1 by default; a non-loopback --host is refused without --token (the journal
 holds prompts, tool arguments and results). Prints the URL and opens nothing by itself.
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--max-header-bytes", type=int, default=16384, help="size of a request's head (16384)"
     )
+    limits.add_argument(
+        "--write-timeout", type=float, default=30.0, help="seconds a client may read none of its answer (30)"
+    )
     return p
 
 
@@ -62,6 +66,9 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_LIMITS = ("max_connections", "request_timeout", "keep_alive", "max_header_bytes", "write_timeout")
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"agentloop ui: {e}; install the inspector with: pip install 'agentloop[ui]'", file=err)
         return 1
     try:
-        limits = Limits(args.max_connections, args.request_timeout, args.keep_alive, args.max_header_bytes)
+        limits = Limits(**{k: getattr(args, k) for k in _LIMITS})
     except ValueError as e:
         print(f"agentloop ui: {e}", file=err)
         return 2

@@ -8,12 +8,22 @@ oldest connection with no request being served (an idle or a still-arriving one)
 at once when every one is being served; and it cuts one
 whose request (head and body) has not fully arrived `request_timeout` seconds after its first
 byte (or after the connection opened); `keep_alive` bounds an idle kept-alive connection and
-`max_header_bytes` the head of a request (h11 answers 400 beyond it).
+`max_header_bytes` the head of a request (h11 answers 400 beyond it). A client that stops reading
+its answer (the socket's buffers full, uvicorn's writer paused) is cut after `write_timeout`
+seconds without progress: a paused writer holds its connection and task, so without this
+`max_connections` such clients held the server for good. The cut is a reset (SO_LINGER 0), so the
+unsent part of the page is dropped at once rather than kept in the kernel for the stalled peer.
+Each connection's kernel send buffer is capped at `SEND_BUFFER` (Linux autotunes it up to ~4 MiB,
+which swallowed a whole 2 MiB page, so the writer never paused and a client that reads nothing left
+its page in kernel memory after the connection closed); the cap bounds that memory per connection
+and lets the write timeout see a stalled reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +32,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["Limits", "protocol"]
 
+SEND_BUFFER = 256 * 1024  # bytes of kernel send buffer per connection (Linux reserves twice this)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -29,12 +41,13 @@ class Limits:
     request_timeout: float = 10.0  # seconds for a request's head and body to arrive
     keep_alive: int = 5  # seconds an idle kept-alive connection stays open
     max_header_bytes: int = 16 * 1024
+    write_timeout: float = 30.0  # seconds an answer may wait for a client that reads none of it
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_header_bytes < 1024:
             raise ValueError("max_connections must be >= 1 and max_header_bytes >= 1024")
-        if not (self.request_timeout > 0 and self.keep_alive > 0):
-            raise ValueError("request_timeout and keep_alive must be more than 0 seconds")
+        if not (self.request_timeout > 0 and self.keep_alive > 0 and self.write_timeout > 0):
+            raise ValueError("request_timeout, keep_alive and write_timeout must be more than 0 seconds")
 
     def uvicorn(self) -> dict[str, Any]:
         """The uvicorn.Config arguments that carry these limits."""
@@ -57,11 +70,15 @@ class _Bounded(H11Protocol):
 
     limits: Limits
     _deadline: asyncio.TimerHandle | None = None
+    _stalled: asyncio.TimerHandle | None = None  # the write timeout, while the writer is paused
     _opened = 0.0
     _head = 0  # bytes of the request head received so far
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._opened = self.loop.time()
         if len(self.connections) > self.limits.max_connections:
             idle = [c for c in self.connections if isinstance(c, _Bounded) and c is not self and c.idle()]
@@ -98,7 +115,30 @@ class _Bounded(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop()
+        self._unstall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.write_timeout, self._reset)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()  # the client read: the clock starts again at the next pause
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _reset(self) -> None:
+        """The client read nothing for `write_timeout` seconds: drop the connection and its page."""
+        self._stalled = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # connection_lost resumes uvicorn's writer: the request's task ends
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
