@@ -35,6 +35,7 @@ from .parts import (
     json_value,
     pydantic_schema,
     strip_required,
+    to_float,
     to_int,
 )
 from .shallow import may_match
@@ -98,6 +99,8 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return {}, None
     if tp is int:  # JSON Schema's "integer" accepts 1.0: the tool still gets the int it asked for
         return {"type": "integer"}, to_int  # returns its argument unchanged (no copy) for a real int
+    if tp is float:  # and "number" accepts 2: the tool still gets the float it asked for
+        return {"type": "number"}, to_float
     if isinstance(tp, type) and tp in SCALARS:
         return {"type": SCALARS[tp]}, None
     if isinstance(tp, type) and tp in FORMATS:
@@ -209,6 +212,8 @@ def _union(args: tuple[Any, ...], stack: tuple[Any, ...]) -> tuple[Schema, Conv 
 
     def conv_union(v: Any) -> Any:
         possible = [(accepts, c) for s, accepts, c in choices if may_match(s, defs, v)]
+        if type(v) is int and len(possible) > 1:  # `float | int` given 2: the int (exact type first)
+            possible.sort(key=lambda p: p[1] is not to_int)
         if len(possible) == 1:  # the value passed the whole schema: this member is the one
             c = possible[0][1]
             return v if c is None else c(v)

@@ -19,7 +19,7 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
-from .parts import NO, Conv, Schema, Unsupported, to_int
+from .parts import NO, Conv, Schema, Unsupported, to_float, to_int
 
 __all__ = ["annotate", "field_default", "is_field_info"]
 
@@ -98,7 +98,7 @@ def annotate(
     info: dict[str, Any] = {}
     checks: list[tuple[Callable[[Any], bool], str]] = []
     schema = dict(schema)
-    native = conv is None or conv is to_int  # the JSON value is the Python value
+    native = conv is None or conv is to_int or conv is to_float  # the JSON value is the Python value
     try:
         for m in _flatten(metadata, info):
             check = _apply(m, schema, native)

@@ -39,6 +39,7 @@ __all__ = [
     "json_value",
     "pydantic_schema",
     "strip_required",
+    "to_float",
     "to_int",
 ]
 
@@ -92,6 +93,17 @@ def each_value(conv: Conv) -> Conv:
 
 def to_int(v: Any) -> Any:
     return int(v) if type(v) is float else v
+
+
+def to_float(v: Any) -> Any:
+    """A JSON number as the float a `float` parameter asked for: the model's `2` arrives as `2.0`
+    (as pydantic does). A bool is not a JSON number, so the schema refuses it before this runs."""
+    if type(v) is not int:
+        return v
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"an integer of {len(str(v))} digits is too large for a float") from None
 
 
 def hashable(tp: Any) -> bool:
