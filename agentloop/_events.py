@@ -146,7 +146,11 @@ class ToolCallStarted(Event):
 
     Every call gets one, then one `ToolCallFinished`, whatever its outcome: also calls that are
     refused before they run (unknown tool, invalid arguments, loop detected, over budget,
-    rejected). `arguments` is the model's raw text.
+    rejected). One exception: an agent tool (`Agent.as_tool`) whose inner run pauses for approval
+    has no outcome yet, so no `ToolCallFinished` (as it has no record in the result and no entry
+    in the journal); the inner run's `RunPaused` (its `parent_call_id` is this call) and then the
+    outer run's name its pending calls, and the resumed run starts the call again (a new
+    `ToolCallStarted`, then its `ToolCallFinished`). `arguments` is the model's raw text.
     """
 
     step: int

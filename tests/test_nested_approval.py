@@ -204,3 +204,50 @@ async def test_own_and_nested_pending_calls_resume_in_one_decision(router: FakeF
     assert result.output == "all done" and refunds == [5] and sent == []
     by_id = {r.id: r.status for r in result.tool_calls}
     assert by_id == {"out": "ok", "n": "rejected"}
+
+
+def _tool_events(events: list[Any]) -> list[tuple[str, str, str]]:
+    """(event, call id, status) of the outer run's tool events (the inner run's have parent_call_id)."""
+    out = []
+    for e in events:
+        if getattr(e, "parent_call_id", None) is not None:
+            continue
+        if type(e).__name__ == "ToolCallStarted":
+            out.append(("started", e.tool_call_id, ""))
+        elif type(e).__name__ == "ToolCallFinished":
+            out.append(("finished", e.record.id, e.record.status))
+    return out
+
+
+async def test_a_paused_agent_tool_has_no_finished_event_streamed_or_not(router: FakeFluxRouter) -> None:
+    """Regression: a streamed run showed ToolCallFinished(status "ok", "Paused: waiting for a human
+    decision ...") for an agent tool whose inner run paused, an outcome the result and the journal
+    do not have. Now neither Agent.stream nor Agent.run's observers see a Finished for it before the
+    pause; the resumed call starts again and finishes with its real outcome."""
+    seen: dict[str, list[Any]] = {}
+    for mode in ("run", "stream"):
+        router.add(*SCRIPT)
+        events: list[Any] = []
+        sink = [events]  # where the observer puts what it sees: this run's, then the resumed run's
+        async with make_client(router, "openai") as client:
+            desk = desk_agent(
+                client, billing_agent(client, []), [], observers=[lambda e, sink=sink: sink[0].append(e)]
+            )
+            if mode == "run":
+                paused = await desk.run("refund order 5")
+            else:
+                async with desk.stream("refund order 5") as stream:
+                    streamed = [e async for e in stream]
+                paused = streamed[-1].result
+                assert [type(e) for e in streamed] == [type(e) for e in events]  # the same story
+            assert [p.id for p in paused.pending] == ["out/r"]
+            assert all("Paused: waiting" not in repr(e) for e in events)
+            seen[mode] = _tool_events(events)
+            router.add(text("Refunded 5 euros."), text("Done: refunded."))
+            after: list[Any] = []
+            sink[0] = after
+            result = await desk.resume(paused, approvals={"out/r": True})
+        assert result.output == "Done: refunded."
+        assert _tool_events(after) == [("started", "out", ""), ("finished", "out", "ok")]
+    assert seen["run"] == seen["stream"]
+    assert sorted(seen["stream"]) == [("finished", "s", "ok"), ("started", "out", ""), ("started", "s", "")]

@@ -231,13 +231,15 @@ class Run:
         self.step_records = records = dict(resume.records) if resume is not None else {}
         return records
 
-    async def settle(self, record: ToolCallRecord) -> None:
-        """A call's outcome is final: commit it (durable runs) before the loop can move on."""
-        if record.id in self.step_paused:  # an agent tool's inner run paused: no outcome yet
-            return
+    async def settle(self, record: ToolCallRecord) -> bool:
+        """A call's outcome is final: commit it (durable runs) before the loop can move on. False
+        when it has none yet (an agent tool's inner run paused): nothing kept, no event."""
+        if record.id in self.step_paused:
+            return False
         self.step_records[record.id] = record
         if self.recorder.journal is not None:  # no coroutine per call when there is nothing to commit
             await self.recorder.call_settled(record)
+        return True
 
     def close_step(self) -> None:
         """Append the tool messages of the step in progress, in the model's order.

@@ -95,7 +95,7 @@ class Dispatcher:
         max_concurrent: int | None,
         format_error: ErrorFormatter,
         on_invoke: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
-        on_finish: Callable[[ToolCallRecord], Awaitable[None]] | None = None,
+        on_finish: Callable[[ToolCallRecord], Awaitable[bool | None]] | None = None,
         context: Callable[[ToolCallRecord], Any] | None = None,
         budget: InputBudget | None = None,
     ) -> None:
@@ -171,8 +171,10 @@ class Dispatcher:
             content = truncate(sendable(content), self.budget.max_error_bytes)
         record.status, record.content, record.error = status, content, error
         record.duration_s = time.perf_counter() - start
-        if self.on_finish is not None:
-            await self.on_finish(record)
+        # on_finish answers False when the call has no outcome yet (an agent tool whose inner run
+        # paused for approval): no ToolCallFinished then, as no record and no journal entry; the
+        # run's RunPaused names its pending inner calls, and the resumed call starts again
+        settled = True if self.on_finish is None else await self.on_finish(record) is not False
         if self.log is not None:
             self.log.debug(
                 "tool finished",
@@ -182,7 +184,7 @@ class Dispatcher:
                 outcome=status,
                 duration_s=round(record.duration_s, 6),
             )
-        if self.emit is not None:
+        if self.emit is not None and settled:
             await self.emit(ToolCallFinished(self.run_id, step, record))
 
     async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
