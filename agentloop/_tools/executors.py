@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import CoroutineType
@@ -58,12 +59,29 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
             raise
         return _raised(e)
     if timed_out:
-        abandoned = (
-            "; its worker thread was abandoned and may still be running" if tool.sandbox == "thread" else ""
-        )
+        abandoned = ""
+        if tool.sandbox == "thread":
+            abandoned = "; its worker thread was abandoned and may still be running"
+            _warn_abandoned(tool.name)
         return ToolOutcome("timeout", f"Tool timed out after {timeout:g} s{abandoned}.", "timeout")
     status, content, error = encode_result(tool.name, value, tool.limits.output_bytes)
     return ToolOutcome(status, content, error, final=True)  # encode_result names the tool itself
+
+
+def _warn_abandoned(name: str) -> None:
+    """Said when it becomes true: on asyncio the abandoned thread is one of anyio's worker threads,
+    which are not daemon threads (on purpose, upstream: anyio PR 321), so the interpreter waits for
+    the tool to return before it exits. Trio's worker threads are daemon threads: nothing to say."""
+    asyncio = sys.modules.get("asyncio")  # a thread tool ran: an event loop runs in this thread
+    on_asyncio = asyncio is not None and asyncio._get_running_loop() is not None
+    if on_asyncio:
+        warnings.warn(
+            f"tool {name!r} timed out in a thread, which was abandoned (Python cannot stop a thread): "
+            "on asyncio the interpreter will wait for it to return before exiting. Give a tool "
+            "that may hang sandbox='process' (it is killed), or make it return on its own.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _raised(e: BaseException) -> ToolOutcome:
