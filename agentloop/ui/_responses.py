@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from agentloop import Decision, JournalError, Override, Reject, SQLiteJournal
 
 from ..abc import Entry, decision_to_data
+from ._pages import TAIL, pending_of
 
 __all__ = ["run_url", "cursor", "decision", "record", "error", "journal_error", "damaged", "SHAPE_ERRORS"]
 
@@ -56,22 +57,37 @@ def decision(kind: str, value: str) -> Decision:
 
 
 async def record(journal: SQLiteJournal, run_id: str, call_id: str, choice: Decision) -> bool:
-    """Journal one decision under the run's lease; True when every pending call is decided."""
-    from ..abc import replay
+    """Journal one decision under the run's lease; True when every pending call is decided.
 
+    What is pending is read from the run's last `TAIL` entries (its `paused` entry and the
+    decisions since), as the run's page reads it: a decision costs the tail, not a replay of the
+    whole run (a run of 100,000 entries was loaded and replayed whole on every click). Only when
+    the tail cannot say (no `paused` entry in it: more than `TAIL` entries since the pause) is
+    the run replayed."""
     token = await journal.acquire(run_id)  # RunLockedError while a worker runs it
     try:
-        state = replay(await journal.load(run_id))
-        pending = {p.id for p in state.pending}
+        pending, decided, step = await _waiting(journal, run_id)
         if call_id not in pending:
             raise JournalError(
                 f"call {call_id!r} of run {run_id!r} is not waiting for a decision (reload the page)"
             )
-        await journal.append(run_id, Entry.APPROVALS, {call_id: decision_to_data(choice)}, step=state.steps)
-        return pending <= {*state.approvals, call_id}
+        await journal.append(run_id, Entry.APPROVALS, {call_id: decision_to_data(choice)}, step=step)
+        return pending <= {*decided, call_id}
     finally:
         with anyio.CancelScope(shield=True):
             await journal.release(run_id, token)
+
+
+async def _waiting(journal: SQLiteJournal, run_id: str) -> tuple[set[str], set[str], int]:
+    """The ids of the calls waiting for a decision, those decided already, and the run's step."""
+    from ..abc import replay
+
+    w = await journal.read_window(run_id, tail=TAIL)
+    pending, decided, problem = pending_of(w.summary.status, w.tail)
+    if w.summary.status == "paused" and problem is None:
+        return {p["id"] for p in pending}, set(decided), w.run.info.steps
+    state = replay(await journal.load(run_id))
+    return {p.id for p in state.pending}, set(state.approvals), state.steps
 
 
 def error(env: jinja2.Environment, status: int, message: str) -> HTMLResponse:
