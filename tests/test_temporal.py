@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ async def env() -> Any:
         ui=False,
         dev_server_log_level="error",
         dev_server_extra_args=["--log-level", "error"],
+        # temporalio's default is 5 s: a busy machine (the suite beside other jobs) can take longer
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     try:
         yield env
