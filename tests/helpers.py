@@ -10,6 +10,8 @@ import signal
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from hypothesis import settings
+
 from agentloop import RunResult, ToolRegistry
 from agentloop.cli import main as cli_main
 
@@ -34,7 +36,13 @@ def ui_main(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | Non
     return cli(["ui", *argv], out=out, err=err)
 
 
-__all__ = ["assert_valid_conversation", "cli", "runs", "runs_main", "step_tools", "ui_main"]
+def examples(n: int) -> int:
+    """A property test's example count: `n`, its smoke size, under the suite's hypothesis profile;
+    scaled with the loaded profile's `max_examples` (2,000 under `--hypothesis-profile=fuzz`: 20n)."""
+    return n * max(1, settings.default.max_examples // 100)
+
+
+__all__ = ["assert_valid_conversation", "cli", "examples", "runs", "runs_main", "step_tools", "ui_main"]
 
 _PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -65,7 +66,7 @@ arguments = st.dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(schemas(), arguments)
 def test_fast_acceptance_implies_jsonschema_acceptance(schema: dict, args: dict) -> None:
     check = compile_fast_check(schema)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wirehelp import WIRES, make_client, run_or_stream
@@ -232,7 +233,7 @@ message = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(message, max_size=14))
 def test_repair_always_gives_a_history_both_wires_accept(messages: list[dict[str, Any]]) -> None:
     out = repair_history(messages)

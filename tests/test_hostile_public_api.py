@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
@@ -486,7 +487,7 @@ def _entry(seq: int, kind: str, data: Any, call_id: Any) -> JournalEntry:
     return JournalEntry(seq, kind, 1, call_id, data, 0.0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     header=hs.fixed_dictionaries({"messages": JSON}) | JSON,
     entries=hs.lists(

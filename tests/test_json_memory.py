@@ -13,6 +13,7 @@ import json
 import tracemalloc
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +57,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(json_values)
 def test_the_bytes_are_the_same_json_as_before(value: object) -> None:
     encoded = dumps(value)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypedDict
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -26,7 +27,9 @@ from signature_grammar import FORMATS, to_draft7, types
 from agentloop import ToolDefinitionError, ToolRegistry, run_tool_call
 
 BACKENDS = st.sampled_from(["asyncio", "trio"])  # each example runs its own event loop, on either
-SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=examples(30), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 class Pt(NamedTuple):
@@ -181,7 +184,7 @@ def mutations(schema: dict[str, Any], valid: dict[str, Any]) -> st.SearchStrateg
     )
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(50), deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(tool=registered(), data=st.data())
 def test_fast_check_and_jsonschema_agree(tool: Any, data: Any) -> None:
     if tool is None:
@@ -201,7 +204,7 @@ RECURSIVE = [Tree, Pt, Pt | None, list[Tree] | None, Tree | int]
 
 
 @pytest.mark.parametrize("annotation", RECURSIVE, ids=str)
-@settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(30), deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fast_check_agrees_on_recursive_unions_and_tuples(annotation: Any, data: Any) -> None:
     tool = registry_for(annotation, []).get("f")

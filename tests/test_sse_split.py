@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +117,7 @@ def parse_pieces(pieces: list[bytes], max_line: int) -> tuple[list[tuple[str, st
     return events, False
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(drawn=sse_bodies(), data=st.data())
 def test_any_cuts_give_the_events_of_the_whole_body(drawn: tuple[bytes, list[bytes]], data: Any) -> None:
     body, lines = drawn
@@ -128,7 +129,7 @@ def test_any_cuts_give_the_events_of_the_whole_body(drawn: tuple[bytes, list[byt
     assert parse_pieces([body[i : i + 1] for i in range(len(body))], 1 << 20) == (want, False)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(drawn=sse_bodies(), max_line=st.integers(1, 40), data=st.data())
 def test_the_line_budget_holds_the_same_whatever_the_cuts(
     drawn: tuple[bytes, list[bytes]], max_line: int, data: Any

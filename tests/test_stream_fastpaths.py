@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sse_split import cut, expected, parse_pieces
@@ -68,7 +69,7 @@ def fast(text: str) -> Any:
         return ("error", "ValueError")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(text=nested_texts())
 def test_the_depth_shortcut_accepts_and_refuses_what_the_codec_does(text: str) -> None:
     got, want = fast(text), slow(text)
@@ -217,7 +218,7 @@ def router_bodies(draw: Any) -> tuple[bytes, list[bytes]]:
     return body, lines
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(drawn=router_bodies(), max_line=st.sampled_from([1 << 20, 12, 30]), data=st.data())
 def test_router_shaped_streams_read_as_line_by_line_whatever_the_cuts(
     drawn: tuple[bytes, list[bytes]], max_line: int, data: Any

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -421,7 +422,7 @@ async def test_an_approval_inside_an_agent_tool_pauses_the_workflow(
     n=st.integers(1, 5),
     edges=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.booleans()), max_size=10),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 def test_any_graph_of_agent_tools_and_handoffs_is_rebuilt_as_it_was(
     n: int, edges: list[tuple[int, int, bool]]
 ) -> None:
