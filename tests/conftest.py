@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # bytecode is written as usual / a worker: the controller set it up / set already
     prefix = tempfile.mkdtemp(prefix="agentloop-tests-pycache-")
     saved = {k: os.environ.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # absent when set by `python -B`
     os.environ["PYTHONPYCACHEPREFIX"] = prefix
     sys.pycache_prefix, sys.dont_write_bytecode = prefix, False
 
