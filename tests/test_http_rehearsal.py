@@ -115,3 +115,19 @@ async def test_a_sample_the_codec_refuses_fails_warmup_loudly(monkeypatch: pytes
         with pytest.raises(APIResponseError, match="answered 200 with a body that is not JSON"):
             await c.warmup()
         assert isinstance(c, FluxClient) and (await ask(c)).message["content"] == "ok"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_warmup_leaves_no_cancelled_timer_for_the_first_request(anyio_backend: str) -> None:
+    # Regression (bench_first_request.py): the rehearsal's ~30 cancelled timers stayed in
+    # asyncio's heap behind warmup's own time bound, and the first real request popped them one
+    # by one (~130 calls of the Python TimerHandle.__lt__: its 591 calls against a later one's
+    # 289). asyncio only: trio's deadline heap is not reachable (its stale entries are C tuples).
+    import asyncio
+
+    async with RawServer(Counting()) as server, client(server.url) as c:
+        loop = asyncio.get_running_loop()
+        before = sum(h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+        await c.warmup()
+        assert sum(h.cancelled() for h in loop._scheduled) <= before  # type: ignore[attr-defined]
+        assert (await ask(c)).message["content"] == "ok"

@@ -32,7 +32,7 @@ from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_o
 from .errors import Errors, takes_status
 from .h1 import Response
 from .lean import Dial, LeanResponse
-from .rehearsal import REHEARSALS, rehearse
+from .rehearsal import REHEARSALS, rehearse, sweep
 from .secrets import Redactor
 from .transport import LeanSender, Sender, TransportKind, make_sender
 
@@ -196,14 +196,15 @@ class FluxClient:
             )
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         try:
-            with anyio.move_on_after(limit):  # the bound of a request, also with no connect timeout
+            with anyio.move_on_after(limit) as scope:  # the bound of a request, also with no connect timeout
                 await self._sender.preconnect(connections)
                 await self._rehearse()
-                return
         except httpx.HTTPError as e:
             failure = self._errors.transport(e)
             raise self._redactor.exception(failure.error) from e
-        raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
+        if scope.cancelled_caught:
+            raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
+        await sweep()
 
     async def _rehearse(self) -> None:
         """The request path run on canned bytes by a twin of this client (`rehearsal.py`), once
