@@ -3,7 +3,8 @@
 What it measures (issue #19: "first request of a process within 2x of the steady state"): each
 trial is a fresh interpreter (import caches, CPython's quickened code and the process's heap
 are per process, which is the point). It imports agentloop, enters a `FluxClient` (timed: that
-is where the transport is built) and, in the `warmup` mode, `await client.warmup()`; then it
+is where the transport is built) and, in the `warmup` mode, `await client.warmup()` (in the
+`agent` mode also `await agent.warmup()`, which rehearses the run path); then it
 sends 41 one-step model requests, one after the other, to a `FakeFluxRouter` in its own process
 (started once; it speaks both wires and streams), and one agent run with a tool call 21 times.
 
@@ -77,8 +78,11 @@ async def main():
     sink = emit if stream == "stream" else None
     t = time.perf_counter()
     async with FluxClient(base_url=url, api_key="bench-key", transport=transport, wire=wire) as client:
-        if mode == "warmup":
+        agent = Agent(client=client, tools=tools, model="bench-s1-k1")
+        if mode in ("warmup", "agent"):
             await client.warmup()
+        if mode == "agent":
+            await agent.warmup()
         out["enter"] = time.perf_counter() - t
         times, cpu = [], []
         for _ in range(41):
@@ -91,7 +95,6 @@ async def main():
         out["first request"], out["steady request"] = times[0], statistics.median(times[21:])
         out["first CPU"], out["steady CPU"] = cpu[0], statistics.median(cpu[21:])
         out["2nd-9th CPU"] = statistics.median(cpu[1:9])
-        agent = Agent(client=client, tools=tools, model="bench-s1-k1")
         times = []
         for _ in range(21):
             t = time.perf_counter()
@@ -171,7 +174,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=15)
     p.add_argument("--backends", default="asyncio,trio")
     p.add_argument("--transports", default="auto", help="comma-separated FluxClient(transport=...)")
-    p.add_argument("--modes", default="warmup", help="cold, warmup (client.warmup() after entering)")
+    p.add_argument(
+        "--modes",
+        default="warmup",
+        help="cold, warmup (client.warmup() after entering), agent (and agent.warmup())",
+    )
     p.add_argument("--wires", default="openai", help="openai, anthropic")
     p.add_argument("--streams", default="plain", help="plain, stream (client.request with an emit)")
     p.add_argument("--paths", default="", help="comma-separated checkouts to compare (PYTHONPATH)")
