@@ -21,8 +21,9 @@ sends 41 one-step model requests, one after the other, to a `FakeFluxRouter` in 
   processes and costs several times more CPU (measured: ~4x after 20 ms at load ~8), first or
   not. With a gap, first and steady meet the same caches and the ratio is the process's own
   first-time cost; without, it also counts what only back-to-back requests enjoy.
-- `first run` / `steady run` (wall): `Agent.run` of 2 model requests and 1 tool call, the first
-  one vs the median of the next 20.
+- `first run` / `steady run` (wall, then the thread's CPU): `Agent.run` (`Agent.stream` with
+  `--streams stream`) of 2 model requests and 1 tool call, the first one vs the median of the
+  next 20; the last column is the per-process CPU ratio of the runs.
 
     .venv/bin/python benchmarks/bench_first_request.py                      # 15 trials, both backends
     .venv/bin/python benchmarks/bench_first_request.py --wires openai,anthropic --streams plain,stream
@@ -76,14 +77,14 @@ async def main():
     out = {"import": imported}
     req = ModelRequest(model="bench-s0-k0", messages=[{"role": "user", "content": "hi"}], tools=[], settings={})
     sink = emit if stream == "stream" else None
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     async with FluxClient(base_url=url, api_key="bench-key", transport=transport, wire=wire) as client:
         agent = Agent(client=client, tools=tools, model="bench-s1-k1")
         if mode in ("warmup", "agent"):
             await client.warmup()
         if mode == "agent":
             await agent.warmup()
-        out["enter"] = time.perf_counter() - t
+        out["enter"], out["enter CPU"] = time.perf_counter() - t, time.thread_time() - c
         times, cpu = [], []
         for _ in range(41):
             if gap:
@@ -95,12 +96,14 @@ async def main():
         out["first request"], out["steady request"] = times[0], statistics.median(times[21:])
         out["first CPU"], out["steady CPU"] = cpu[0], statistics.median(cpu[21:])
         out["2nd-9th CPU"] = statistics.median(cpu[1:9])
-        times = []
+        times, cpu = [], []
         for _ in range(21):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             await (streamed(agent) if stream == "stream" else agent.run("go"))
             times.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
         out["first run"], out["steady run"] = times[0], statistics.median(times[1:])
+        out["first run CPU"], out["steady run CPU"] = cpu[0], statistics.median(cpu[1:])
     print(json.dumps(out))
 
 anyio.run(main, backend=backend)
@@ -108,6 +111,7 @@ anyio.run(main, backend=backend)
 COLUMNS = (
     "import",
     "enter",
+    "enter CPU",
     "first request",
     "steady request",
     "first CPU",
@@ -115,6 +119,8 @@ COLUMNS = (
     "steady CPU",
     "first run",
     "steady run",
+    "first run CPU",
+    "steady run CPU",
 )
 
 
@@ -162,9 +168,12 @@ def _print(row: tuple[str, ...], trials: list[dict[str, float]]) -> None:
     wall = statistics.median(t["first request"] / t["steady request"] for t in trials)
     own = [t["first CPU"] / t["steady CPU"] for t in trials]
     q = statistics.quantiles(own, n=4) if len(own) > 1 else [own[0]] * 3
+    run = statistics.median(t["first run CPU"] / t["steady run CPU"] for t in trials)
     label = " | ".join((row[0] or "installed", *row[1:]))
     print(
-        f"| {label} | " + " | ".join(cells) + f" | {wall:.1f}x | **{q[1]:.2f}x** ({q[0]:.2f}-{q[2]:.2f}) |",
+        f"| {label} | "
+        + " | ".join(cells)
+        + f" | {wall:.1f}x | **{q[1]:.2f}x** ({q[0]:.2f}-{q[2]:.2f}) | {run:.2f}x |",
         flush=True,
     )
 
@@ -195,9 +204,9 @@ def main() -> None:
         print(
             "| checkout | backend | transport | mode | wire | stream | "
             + " | ".join(COLUMNS)
-            + " | first / steady wall | **first / steady CPU** (quartiles), per process |"
+            + " | first / steady wall | **first / steady CPU** (quartiles), per process | run: first / steady CPU |"
         )
-        print("|---|---|---|---|---|---|" + "---:|" * (len(COLUMNS) + 2))
+        print("|---|---|---|---|---|---|" + "---:|" * (len(COLUMNS) + 3))
         opts = (args.paths, args.backends, args.transports, args.modes, args.wires, args.streams)
         rows = list(itertools.product(*(o.split(",") for o in opts)))
         results: dict[tuple[str, ...], list[dict[str, float]]] = {row: [] for row in rows}
