@@ -30,6 +30,7 @@ sends 41 one-step model requests, one after the other, to a `FakeFluxRouter` in 
     .venv/bin/python benchmarks/bench_first_request.py --transports auto,httpcore --modes cold,warmup
     .venv/bin/python benchmarks/bench_first_request.py --paths /tmp/base,.   # checkouts side by side
     .venv/bin/python benchmarks/bench_first_request.py --gap 20
+    .venv/bin/python benchmarks/bench_first_request.py --servers fake,stdlib   # a slower / faster server
 
 Rows are interleaved trial by trial (the machine's load hits every row alike). On a loaded
 machine a 15-trial median of the per-process ratio moves by ~0.5x from one run to the next:
@@ -149,11 +150,11 @@ def _serve() -> None:
 
 
 def _trial(urls: dict[str, str], row: tuple[str, ...], gap: float) -> dict[str, float]:
-    path, backend, transport, mode, wire, stream = row
+    server, path, backend, transport, mode, wire, stream = row
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(path), env.get("PYTHONPATH")]))
-    args = [urls[wire], backend, transport, mode, wire, stream, str(gap)]
+    args = [urls[f"{server}:{wire}"], backend, transport, mode, wire, stream, str(gap)]
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False, env=env
     )
@@ -169,13 +170,33 @@ def _print(row: tuple[str, ...], trials: list[dict[str, float]]) -> None:
     own = [t["first CPU"] / t["steady CPU"] for t in trials]
     q = statistics.quantiles(own, n=4) if len(own) > 1 else [own[0]] * 3
     run = statistics.median(t["first run CPU"] / t["steady run CPU"] for t in trials)
-    label = " | ".join((row[0] or "installed", *row[1:]))
+    label = " | ".join((row[0], row[1] or "installed", *row[2:]))
     print(
         f"| {label} | "
         + " | ".join(cells)
         + f" | {wall:.1f}x | **{q[1]:.2f}x** ({q[0]:.2f}-{q[2]:.2f}) | {run:.2f}x |",
         flush=True,
     )
+
+
+def _start(names: list[str]) -> tuple[list[subprocess.Popen[str]], dict[str, str]]:
+    """The servers, and their URL per "server:wire": `fake` (a FakeFluxRouter, both wires) and
+    `stdlib` (`_server.py`: OpenAI only, hand-parsed, answers in ~0.1 ms: the client idles less
+    between its send and the answer, which makes a back-to-back request cheaper)."""
+    servers, urls = [], {}
+    if "fake" in names:
+        fake = subprocess.Popen(
+            [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        servers.append(fake)
+        urls.update({f"fake:{w}": u for w, u in json.loads(fake.stdout.readline()).items()})  # type: ignore[union-attr]
+    if "stdlib" in names:
+        stdlib = subprocess.Popen(
+            [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+        )
+        servers.append(stdlib)
+        urls["stdlib:openai"] = json.loads(stdlib.stdout.readline())["url"] + "/v1"  # type: ignore[union-attr]
+    return servers, urls
 
 
 def main() -> None:
@@ -192,23 +213,31 @@ def main() -> None:
     p.add_argument("--streams", default="plain", help="plain, stream (client.request with an emit)")
     p.add_argument("--paths", default="", help="comma-separated checkouts to compare (PYTHONPATH)")
     p.add_argument("--gap", type=float, default=0.0, help="ms of idle before every request")
+    p.add_argument(
+        "--servers", default="fake", help="fake (FakeFluxRouter), stdlib (_server.py, OpenAI only)"
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return _serve()
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    servers, urls = _start(args.servers.split(","))
     try:
-        urls = json.loads(server.stdout.readline())  # type: ignore[union-attr]
         print(
-            "| checkout | backend | transport | mode | wire | stream | "
+            "| server | checkout | backend | transport | mode | wire | stream | "
             + " | ".join(COLUMNS)
             + " | first / steady wall | **first / steady CPU** (quartiles), per process | run: first / steady CPU |"
         )
-        print("|---|---|---|---|---|---|" + "---:|" * (len(COLUMNS) + 3))
-        opts = (args.paths, args.backends, args.transports, args.modes, args.wires, args.streams)
-        rows = list(itertools.product(*(o.split(",") for o in opts)))
+        print("|---|---|---|---|---|---|---|" + "---:|" * (len(COLUMNS) + 3))
+        opts = (
+            args.servers,
+            args.paths,
+            args.backends,
+            args.transports,
+            args.modes,
+            args.wires,
+            args.streams,
+        )
+        rows = [r for r in itertools.product(*(o.split(",") for o in opts)) if f"{r[0]}:{r[5]}" in urls]
         results: dict[tuple[str, ...], list[dict[str, float]]] = {row: [] for row in rows}
         for _ in range(args.trials):  # interleaved, so the machine's load hits every row alike
             for row in rows:
@@ -216,8 +245,11 @@ def main() -> None:
         for row, trials in results.items():
             _print(row, trials)
     finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait()
+        for server in servers:
+            if server.stdin is not None:
+                server.stdin.close()
+            server.terminate()
+            server.wait()
     with open("/proc/loadavg") as f:
         print(f"\nload average: {f.read().split()[:3]}")
 
