@@ -156,7 +156,7 @@ class FluxClient:
         The rehearsal sends 16 canned requests through this client's own code (and 16 streamed
         ones when the client streams) to a loopback connection the client opens to itself and
         answers with the wire's sample answers (nothing leaves the process, those requests carry
-        no credential, their deltas reach no caller; 5-10 ms of CPU on a busy machine, once per
+        no credential, their deltas reach no caller; 10-15 ms of CPU on a busy machine, once per
         client). Opt in where that latency counts (a server answering its first
         user): call it once after entering the client. Unused connections close after the pool's
         keep-alive expiry (5 s), like any idle connection; requests open more as they need them.

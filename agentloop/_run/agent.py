@@ -196,13 +196,14 @@ class Agent(Generic[DepsT, OutputT]):
     async def warmup(self) -> None:
         """Rehearse the run path, so the first real run does not run cold code: 16 runs and 16
         streamed runs of a private `Agent` (a tool call, then a text), in the
-        process, ~10-20 ms of CPU once per process (`_run/warmup.py`).
+        process, ~20 ms of CPU on a busy machine, once per process (`_run/warmup.py`).
 
         Invisible: the twin has none of this agent's client, tools, hooks, observers, journal,
         instructions or output type; its model is in the process (no request, no credential,
         no socket) and its one tool is its own; its log lines are muted. Cancelling the caller
         cancels it; it leaves no task behind. It warms code, not connections: for the request
-        path and a pooled connection call `await client.warmup()` too (a `FluxClient`)."""
+        path and a pooled connection call `await client.warmup()` too (a `FluxClient`), after
+        this: what ran last is what the CPU's caches hold for the first request."""
         twin: Agent[Any, Any] = Agent(  # not type(self): a subclass is user code
             client=RehearsalModel(getattr(self.client, "wire", "openai")),
             tools=rehearsal_tools(),
