@@ -14,10 +14,11 @@ sender (the encoded head), the lean pool (acquire, send, read the head, frame an
 release), a connection of the running backend (its socket reads, the event loop's read path),
 then the codec's decode; then as many streamed requests (when the client streams and the wire
 has streamed samples): the chunked body, the SSE reader, the wire's stream assembler, the
-deltas handed to an `emit` that drops them. The pool dials `dial`: the near end of a loopback TCP connection the
-rehearsal opens to itself, whose far end answers each request with the next of the wire's
-sample answers. Nothing leaves the process: a second dial (the connection was lost, a bug) raises
-instead of connecting anywhere, and the twin's request head carries no credential.
+deltas handed to an `emit` that drops them. The pool dials `dial`: the near end of a loopback
+TCP connection the rehearsal opens to itself, whose far end answers each request with the next
+of the wire's sample answers. Nothing leaves the process: a second dial (the connection was
+lost, a bug) raises instead of connecting anywhere, and the twin's request head carries no
+credential. Before `warmup()` returns, the event loop sweeps what the rehearsal left (`sweep`).
 
 What stays cold: TLS. The pair is plain, so an https endpoint's record layer (asyncio's
 `sslproto`, anyio's `TLSStream`) runs its first request's reads cold.
