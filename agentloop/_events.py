@@ -12,8 +12,11 @@ installed (structlog.dev pulls it in), a cost `import agentloop` should not pay 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -204,8 +207,25 @@ class RunFailed(Event):
     error: BaseException
 
 
+# Set while `Agent.warmup()` rehearses runs (`_run/warmup.py`): their log lines are nobody's.
+# A context variable, not a global: the tasks of the rehearsal see it, the application's do not.
+_quiet: contextvars.ContextVar[bool] = contextvars.ContextVar("agentloop_quiet_logs", default=False)
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """No run or warning logger (None) in this context and the tasks started from it."""
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
 def warning_logger(**bound: Any) -> Any:
     """Like `run_logger`, for the rare warnings (a tool raised): logged at WARNING without DEBUG on."""
+    if _quiet.get():
+        return None
     loaded = sys.modules.get("structlog")
     if (loaded is None or not loaded.is_configured()) and not _stdlib_logger.isEnabledFor(logging.WARNING):
         return None
@@ -222,6 +242,8 @@ def warning_logger(**bound: Any) -> Any:
 
 def run_logger(**bound: Any) -> Any:
     """A structlog logger bound to `bound`, or None when nothing would be logged."""
+    if _quiet.get():
+        return None
     loaded = sys.modules.get("structlog")  # configured by the application => imported already
     if loaded is not None and loaded.is_configured():
         return loaded.get_logger("agentloop").bind(**bound)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import pytest
-from test_http_lean_hostile import ANSWER, RawServer, ask, client, ok, read_request
+from test_http_lean_hostile import ANSWER, SSE, RawServer, ask, chunked, client, ok, read_request
 from test_wire_status import StatusWire, _Recording
 
-from agentloop import Agent, APIResponseError, FluxClient
+from agentloop import Agent, APIResponseError, FluxClient, ModelRequest
 from agentloop._wire import WIRES, WireSpec  # internal unit under test: the registry a third-party wire joins
 
 pytestmark = pytest.mark.anyio
@@ -115,3 +116,86 @@ async def test_a_sample_the_codec_refuses_fails_warmup_loudly(monkeypatch: pytes
         with pytest.raises(APIResponseError, match="answered 200 with a body that is not JSON"):
             await c.warmup()
         assert isinstance(c, FluxClient) and (await ask(c)).message["content"] == "ok"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_warmup_leaves_no_cancelled_timer_for_the_first_request(anyio_backend: str) -> None:
+    # Regression (bench_first_request.py): the rehearsal's ~30 cancelled timers stayed in
+    # asyncio's heap behind warmup's own time bound, and the first real request popped them one
+    # by one (~130 calls of the Python TimerHandle.__lt__: its 591 calls against a later one's
+    # 289). asyncio only: trio's deadline heap is not reachable (its stale entries are C tuples).
+    import asyncio
+
+    async with RawServer(Counting()) as server, client(server.url) as c:
+        loop = asyncio.get_running_loop()
+        before = sum(h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+        await c.warmup()
+        assert sum(h.cancelled() for h in loop._scheduled) <= before  # type: ignore[attr-defined]
+        assert (await ask(c)).message["content"] == "ok"
+
+
+class CountingAssembler:
+    """The built-in codec of a wire, counting the stream assemblers it makes (one per streamed answer)."""
+
+    def __init__(self, name: str) -> None:
+        self.inner = WIRES[name].build(1024)
+        self.assemblers = 0
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def assembler(self, *args: Any) -> Any:
+        self.assemblers += 1
+        return self.inner.assembler(*args)
+
+
+def _register_streaming(monkeypatch: pytest.MonkeyPatch, name: str) -> CountingAssembler:
+    wire = CountingAssembler(name)
+    spec = replace(WIRES[name], name="mine", build=lambda _max_tokens: wire)
+    monkeypatch.setitem(WIRES, "mine", spec)
+    return wire
+
+
+def _streaming(stream: Any) -> Any:
+    async def script(index: int, conn: Any) -> None:
+        while await read_request(conn):
+            await conn.send(stream)
+
+    return script
+
+
+@pytest.mark.parametrize("name", sorted(WIRES))
+async def test_warmup_rehearses_the_streamed_path_and_no_delta_reaches_the_caller(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    wire = _register_streaming(monkeypatch, name)
+    served = Counting()
+    async with RawServer(served) as server, client(server.url, wire="mine") as c:
+        await c.warmup()
+        assert wire.assemblers >= 8  # the SSE reader and this wire's assembler ran, in the process
+        assert served.requests == 0
+    # The caller's first streamed request gets its own answer's deltas, nothing of the rehearsal's.
+    wire = _register_streaming(monkeypatch, "openai")
+    async with RawServer(
+        _streaming(chunked([SSE]).replace(b"application/json", b"text/event-stream"))
+    ) as server:
+        async with client(server.url, wire="mine") as c:
+            await c.warmup()
+            seen: list[Any] = []
+
+            async def emit(event: Any) -> None:
+                seen.append(event)
+
+            req = ModelRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=[])
+            turn = await c.request(req, emit)
+    assert turn.message["content"] == "ok" and turn.streamed
+    assert [type(e).__name__ for e in seen] == ["TextDelta", "TextDelta"]  # the answer's two, no more
+    assert "".join(e.text for e in seen) == "ok"
+
+
+async def test_a_client_that_does_not_stream_rehearses_no_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    wire = _register_streaming(monkeypatch, "openai")
+    async with RawServer(Counting()) as server, client(server.url, wire="mine", stream=False) as c:
+        await c.warmup()
+        assert wire.assemblers == 0
+        assert (await ask(c, stream=True)).message["content"] == "ok"  # one plain request, emitted whole

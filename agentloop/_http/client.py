@@ -13,8 +13,6 @@ caller set none (`request_timeout`).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import replace
 from typing import Literal, cast
 
 import anyio
@@ -32,37 +30,13 @@ from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_o
 from .errors import Errors, takes_status
 from .h1 import Response
 from .lean import Dial, LeanResponse
-from .rehearsal import REHEARSALS, rehearse
+from .rehearsal import perform, rehearsal_config, rehearse, replies, sweep
 from .secrets import Redactor
 from .transport import LeanSender, Sender, TransportKind, make_sender
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
 _ERROR_BODY_BYTES = 64 * 1024  # of an error response: enough to say what went wrong, the rest is not read
-
-# The request warmup()'s rehearsal sends: a conversation with a tool result, and a tool.
-_REHEARSAL_MESSAGES = (
-    {"role": "system", "content": "rehearsal"},
-    {"role": "user", "content": "hi"},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": "call_0", "type": "function", "function": {"name": "tool", "arguments": '{"x": 1}'}}
-        ],
-    },
-    {"role": "tool", "tool_call_id": "call_0", "content": "1"},
-)
-_REHEARSAL_TOOLS = (
-    {
-        "type": "function",
-        "function": {
-            "name": "tool",
-            "description": "rehearsal",
-            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
-        },
-    },
-)
 
 
 class FluxClient:
@@ -152,7 +126,7 @@ class FluxClient:
         self.retry = config.retry
         spec = WIRES[config.wire]
         self._wire: Wire = spec.build(config.max_tokens)
-        self._samples = spec.samples  # what warmup()'s rehearsal answers with
+        self._samples = (spec.samples, spec.stream_samples)  # what warmup()'s rehearsal answers with
         self._decode_status = takes_status(self._wire.decode)
         self._url = self._wire.url(config.base_url)
         self._redactor = Redactor(list(config.credentials))
@@ -179,10 +153,11 @@ class FluxClient:
         A new connection costs a round trip (three with TLS), and a fresh process runs its first
         requests on code CPython has not yet optimized (it quickens a function after 8 calls):
         the first request of a process cost ~4x a later one in CPU even on a warm connection.
-        The rehearsal sends 16 canned requests through this client's own code to a loopback
-        connection the client opens to itself and answers with the wire's sample answers
-        (nothing leaves the process, and those requests carry no credential; 3-5 ms of CPU on a
-        busy machine, once per client). Opt in where that latency counts (a server answering its first
+        The rehearsal sends 16 canned requests through this client's own code (and 16 streamed
+        ones when the client streams) to a loopback connection the client opens to itself and
+        answers with the wire's sample answers (nothing leaves the process, those requests carry
+        no credential, their deltas reach no caller; 10-15 ms of CPU on a busy machine, once per
+        client). Opt in where that latency counts (a server answering its first
         user): call it once after entering the client. Unused connections close after the pool's
         keep-alive expiry (5 s), like any idle connection; requests open more as they need them.
         Raises `APIConnectionError` / `APITimeoutError` (the connect timeout) when the endpoint
@@ -196,37 +171,37 @@ class FluxClient:
             )
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         try:
-            with anyio.move_on_after(limit):  # the bound of a request, also with no connect timeout
+            with anyio.move_on_after(limit) as scope:  # the bound of a request, also with no connect timeout
                 await self._sender.preconnect(connections)
                 await self._rehearse()
-                return
         except httpx.HTTPError as e:
             failure = self._errors.transport(e)
             raise self._redactor.exception(failure.error) from e
-        raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
+        if scope.cancelled_caught:
+            raise APITimeoutError(f"opening connections to {self._url} took longer than {limit:g} s")
+        await sweep()
 
     async def _rehearse(self) -> None:
-        """The request path run on canned bytes by a twin of this client (`rehearsal.py`), once
-        per client: the lean transport only (an httpx transport cannot be handed a connection)."""
+        """The request path, plain and streamed, run on canned bytes by a twin of this client
+        (`rehearsal.py`), once per client: the lean transport only (an httpx transport cannot be
+        handed a connection)."""
         sender = self._sender
-        if self._rehearsed or not self._samples or not isinstance(sender, LeanSender):
+        samples, stream_samples = self._samples
+        if self._rehearsed or not samples or not isinstance(sender, LeanSender):
             return
-        request = ModelRequest(
-            model="rehearsal", messages=list(_REHEARSAL_MESSAGES), tools=list(_REHEARSAL_TOOLS)
-        )
+        streamed = self.stream and bool(stream_samples)
 
         async def drive(dial: Dial) -> None:
             twin = FluxClient.__new__(FluxClient)  # built as this one was: the same attribute layouts
-            twin._setup(_rehearsal_config(self._config), None, dial)
+            twin._setup(rehearsal_config(self._config), None, dial)
             twin_sender = cast(LeanSender, twin._sender)
             twin_sender.pool._ssl = sender.pool._ssl  # prepared by preconnect: not ~30 ms again
             try:
-                for _ in range(REHEARSALS):
-                    await twin.request(request)
+                await perform(twin.request, streamed)
             finally:
                 await twin.aclose()
 
-        await rehearse(self._samples, drive)
+        await rehearse(replies(samples, stream_samples if streamed else ()), drive)
         self._rehearsed = True
 
     async def __aexit__(self, *exc: object) -> None:
@@ -357,24 +332,6 @@ class FluxClient:
         finally:
             await events.aclose()  # type: ignore[attr-defined]
         raise self._errors.idle(budget.stream_idle_timeout, request_id, progress.emitted)
-
-
-def _rehearsal_config(config: ClientConfig) -> ClientConfig:
-    """The config of warmup()'s twin: no retries (a rehearsal that fails says so at once), and
-    every credential in its headers replaced (its requests stay in the process; keep it so)."""
-
-    def masked(headers: Mapping[str, str]) -> dict[str, str]:
-        out = dict(headers)
-        for secret in config.credentials:
-            out = {k: v.replace(secret, "rehearsal") for k, v in out.items()}
-        return out
-
-    return replace(
-        config,
-        retry=RetryPolicy(max_retries=0),
-        headers=masked(config.headers),
-        stream_headers=masked(config.stream_headers),
-    )
 
 
 class _Progress:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .._seams import Wire
 from .anthropic import DEFAULT_MAX_TOKENS, AnthropicWire
 from .openai import OpenAIWire
+from .samples import ANTHROPIC_SAMPLES, ANTHROPIC_STREAM_SAMPLES, OPENAI_SAMPLES, OPENAI_STREAM_SAMPLES
 
 __all__ = [
     "DEFAULT_ANTHROPIC_BASE_URL",
@@ -40,7 +41,8 @@ class WireSpec:
       pass instead (it would 404 with the path doubled).
     - `samples`: whole answers of this wire's endpoint (a tool call, a text) that
       `FluxClient.warmup()` decodes while it runs the request path on canned bytes (`_http/rehearsal.py`);
-      none: the rehearsal is skipped.
+      none: the rehearsal is skipped. `stream_samples`: the same answers streamed (the SSE
+      body); none: streamed requests are not rehearsed. Both in `samples.py`.
     """
 
     name: str
@@ -49,25 +51,7 @@ class WireSpec:
     url_marker: str | None
     endpoint: str
     samples: tuple[bytes, ...] = ()
-
-
-# What each built-in wire's endpoint answers: a tool call, then a text (both of the decoder's paths).
-_OPENAI_SAMPLES = (
-    b'{"id":"chatcmpl-rehearsal","object":"chat.completion","model":"rehearsal","choices":[{"index":0,'
-    b'"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function",'
-    b'"function":{"name":"tool","arguments":"{\\"x\\": 1}"}}]},"finish_reason":"tool_calls"}],'
-    b'"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}',
-    b'{"id":"chatcmpl-rehearsal","object":"chat.completion","model":"rehearsal","choices":[{"index":0,'
-    b'"message":{"role":"assistant","content":"done"},"finish_reason":"stop"}],'
-    b'"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}',
-)
-_ANTHROPIC_SAMPLES = (
-    b'{"id":"msg_rehearsal","type":"message","role":"assistant","model":"rehearsal","content":['
-    b'{"type":"tool_use","id":"toolu_0","name":"tool","input":{"x":1}}],"stop_reason":"tool_use",'
-    b'"usage":{"input_tokens":12,"output_tokens":5}}',
-    b'{"id":"msg_rehearsal","type":"message","role":"assistant","model":"rehearsal","content":['
-    b'{"type":"text","text":"done"}],"stop_reason":"end_turn","usage":{"input_tokens":20,"output_tokens":1}}',
-)
+    stream_samples: tuple[bytes, ...] = ()
 
 
 WIRES: dict[str, WireSpec] = {
@@ -79,7 +63,8 @@ WIRES: dict[str, WireSpec] = {
             DEFAULT_BASE_URL,
             None,
             "/chat/completions",
-            _OPENAI_SAMPLES,
+            OPENAI_SAMPLES,
+            OPENAI_STREAM_SAMPLES,
         ),
         WireSpec(
             "anthropic",
@@ -87,7 +72,8 @@ WIRES: dict[str, WireSpec] = {
             DEFAULT_ANTHROPIC_BASE_URL,
             "/anthropic",
             "/messages",
-            _ANTHROPIC_SAMPLES,
+            ANTHROPIC_SAMPLES,
+            ANTHROPIC_STREAM_SAMPLES,
         ),
     )
 }
