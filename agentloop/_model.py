@@ -8,6 +8,7 @@ deltas as they arrive: one loop for both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -33,6 +34,11 @@ class ModelRequest:
     # ids of the calls whose outcome was not "ok": wires that can mark a failed result (the
     # Anthropic wire's `is_error`) read it; the OpenAI wire has no such flag.
     tool_errors: set[str] = field(default_factory=set)
+    # When a cancel scope around this request ends it, on the anyio clock (`anyio.current_time()`),
+    # set by the run loop to its time limit (`RunLimits.timeout` / `deadline`), a scope it never
+    # moves later; `math.inf`: none promised. A model may leave its own timer out when this comes
+    # first: `FluxClient` then sets no timer of its own on a request queued for a connection.
+    deadline: float = math.inf
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ import collections
 import gc
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from agentloop import Agent, ModelRequest, ModelTurn, ToolRegistry, Usage
+from agentloop import Agent, ModelRequest, ModelTurn, RunLimits, ToolRegistry, Usage
 
 
 class HeldModel:
@@ -101,6 +102,30 @@ class CountingClient:
         self.started += 1
         turn: ModelTurn = await self.client.request(request, emit)
         return turn
+
+
+class ChurnModel:
+    """`--churn`: step 0 one tool call; step 1 answers after `latency` seconds (the first `n`
+    answers after a uniform 0..latency, so the runs end at an even rate from the start). Each
+    of the N workers runs one run after another: ~N / latency runs end and start per second
+    while N stay alive, what a long-running worker process does."""
+
+    def __init__(self, latency: float, n: int) -> None:
+        self.latency, self.staggered = latency, n
+        self.rng = random.Random(19)
+
+    async def request(self, request: ModelRequest, emit: Any = None) -> ModelTurn:
+        usage = Usage(requests=1, prompt_tokens=10, completion_tokens=5, total_tokens=15)
+        if request.messages[-1]["role"] == "user":
+            call = {"id": "call_1", "type": "function", "function": {"name": "work", "arguments": '{"x": 1}'}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return ModelTurn(message, usage, "tool_calls", model="churn")
+        delay = self.latency
+        if self.staggered > 0:
+            self.staggered -= 1
+            delay = self.rng.uniform(0, self.latency)
+        await anyio.sleep(delay)
+        return ModelTurn({"role": "assistant", "content": "done"}, usage, "stop", model="churn")
 
 
 def rss_mb() -> float:
@@ -196,6 +221,12 @@ def _tracked() -> int:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     tools = ToolRegistry()
     tools.register(work)
+    if args.churn:
+        churn_model = ChurnModel(0.001, 0)
+        agent = Agent(client=churn_model, tools=tools, model="churn")
+        assert (await agent.run("go")).output == "done"
+        churn_model.latency, churn_model.staggered = args.churn, args.n
+        return await churn(args, agent)
     if args.model in ("held", "none"):
         model = HeldModel()
         agent = Agent(client=model, tools=tools, model="held")
@@ -251,9 +282,10 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
             await model.release.wait()
             outputs.append("done")
             return
-        outputs.append((await agent.run(prompt)).output)
+        outputs.append((await agent.run(prompt, limits=limits)).output)
 
     prompt = "go" + " x" * (args.prompt_bytes // 2)  # a longer conversation: the request body grows with it
+    limits = RunLimits(timeout=args.run_timeout) if args.run_timeout else None  # the run's own deadline
     out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": args.model}
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
@@ -328,6 +360,56 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
     return out
 
 
+async def churn(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
+    """N workers each running runs back to back (`ChurnModel`): the loop's lag and the GC's
+    collections while ~N / latency runs end and start per second, over `--churn-s` seconds
+    once all N run (no forced collection: what the collector does on its own)."""
+    n, done, stop = args.n, [0], anyio.Event()
+    ticker, pauses = Ticker(), GCPauses()
+    limits = RunLimits(timeout=args.run_timeout) if args.run_timeout else None
+
+    async def worker() -> None:
+        while not stop.is_set():
+            result = await agent.run("go", limits=limits)
+            assert result.output == "done", result.output
+            done[0] += 1
+
+    gc.collect()
+    base = rss_mb()
+    out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": f"churn {args.churn:g} s"}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker.run)
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as runs:
+            for i in range(n):
+                runs.start_soon(worker)
+                if i % args.batch == args.batch - 1:
+                    await anyio.lowlevel.checkpoint()
+            out["start_s"] = round(time.perf_counter() - t0, 2)
+            start_lags, out["gc_start"] = ticker.take(), pauses.take()
+            done0, cpu0, t1 = done[0], time.process_time(), time.perf_counter()
+            await anyio.sleep(args.churn_s)
+            lags, gcs = ticker.take(), list(pauses.pauses)
+            out["gc_churn"] = pauses.take()
+            wall = time.perf_counter() - t1
+            out["churn_runs_per_s"] = round((done[0] - done0) / wall, 1)
+            out["churn_cpu_share"] = round((time.process_time() - cpu0) / wall, 2)
+            out["rss_mb"], out["kb_per_run"] = round(rss_mb(), 1), round((rss_mb() - base) * 1024 / n, 2)
+            out["tracked_per_run"] = round(_tracked() / n, 1)
+            stop.set()
+            runs.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
+    out["gen2_ms"] = [round(d * 1000, 1) for g, d in gcs if g == 2]
+    out["gen1_max_ms"] = round(max((d for g, d in gcs if g == 1), default=0) * 1000, 1)
+    out["lag_start_max_ms"] = round(max(start_lags, default=0) * 1000, 1)
+    out["lag_max_ms"] = round(max(lags, default=0) * 1000, 2)
+    out["lag_p99_ms"] = round(statistics.quantiles(lags, n=100)[98] * 1000, 2) if len(lags) > 2 else None
+    out["lag_p999_ms"] = round(statistics.quantiles(lags, n=1000)[998] * 1000, 2) if len(lags) > 2 else None
+    out["lags_over_10ms"] = sum(1 for x in lags if x > 0.010)
+    out["ticks"] = len(lags)
+    return out
+
+
 def trace_report(snap0: Any, snap1: Any, n: int, top: int) -> dict[str, Any]:
     """Allocations alive while all wait that were not before: per line and per file, bytes per run."""
     diff = snap1.compare_to(snap0, "traceback")
@@ -364,7 +446,9 @@ def _short(path: str) -> str:
 
 
 def child(args: argparse.Namespace) -> None:
-    if args.model != "http":
+    if args.gc_threshold:
+        gc.set_threshold(*args.gc_threshold)
+    if args.model != "http" or args.churn:
         print(json.dumps(anyio.run(measure, args, backend=args.backend)))
         return
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -410,6 +494,19 @@ def main() -> None:
         type=int,
         default=0,
         help="call gc.freeze() after every this many runs started (with --freeze: the opt-in while a wave starts)",
+    )
+    ap.add_argument(
+        "--run-timeout", type=float, default=0.0, help="RunLimits(timeout=...) for every run (0: none)"
+    )
+    ap.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="churn mode: N workers run runs back to back, each model answer after this many seconds",
+    )
+    ap.add_argument("--churn-s", type=float, default=30.0, help="seconds measured in churn mode")
+    ap.add_argument(
+        "--gc-threshold", type=int, nargs="+", help="gc.set_threshold(...) first (the operator's)"
     )
     ap.add_argument("--trace", action="store_true", help="tracemalloc + objects per run (slow)")
     ap.add_argument(
@@ -458,12 +555,25 @@ def _passed(args: argparse.Namespace) -> list[str]:
     out += ["--frames", str(args.frames), "--top", str(args.top)]
     flags = [f"--{f}" for f in ("trace", "objects", "freeze") if getattr(args, f)]
     flags += ["--freeze-every", str(args.freeze_every), "--prompt-bytes", str(args.prompt_bytes)]
+    flags += [
+        "--run-timeout",
+        str(args.run_timeout),
+        "--churn",
+        str(args.churn),
+        "--churn-s",
+        str(args.churn_s),
+    ]
+    if args.gc_threshold:
+        flags += ["--gc-threshold", *map(str, args.gc_threshold)]
     return out + flags
 
 
 def render(results: list[dict[str, Any]]) -> None:
     load = os.getloadavg()
     print(f"Python {sys.version.split()[0]}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}\n")
+    if "churn_runs_per_s" in results[0]:
+        _render_churn(results)
+        return
     print(
         "| runs | backend | model | RSS before MB | RSS all waiting MB | KB per run | GC-tracked objects per run "
         "| loop lag while all wait: max / p99 ms | one full GC with all waiting: wall (CPU) ms | start s "
@@ -492,6 +602,21 @@ def render(results: list[dict[str, Any]]) -> None:
             print("| object | per run |\n|---|---:|")
             for k, v in r["objects_per_run"].items():
                 print(f"| {k} | {v} |")
+
+
+def _render_churn(results: list[dict[str, Any]]) -> None:
+    print(
+        "| runs alive | backend | model | runs ended per s | CPU share | KB per run | tracked objects per run "
+        "| full GCs (gen 2) while churning, ms each | longest gen-1 ms | loop lag max / p99.9 / p99 ms | ticks > 10 ms |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    for r in results:
+        gen2 = ", ".join(f"{d:,}" for d in r["gen2_ms"]) or "none"
+        print(
+            f"| {r['runs']:,} | {r['backend']} | {r['model']} | {r['churn_runs_per_s']} | {r['churn_cpu_share']} "
+            f"| {r['kb_per_run']} | {r['tracked_per_run']} | {len(r['gen2_ms'])}: {gen2} | {r['gen1_max_ms']} "
+            f"| {r['lag_max_ms']} / {r['lag_p999_ms']} / {r['lag_p99_ms']} | {r['lags_over_10ms']} of {r['ticks']} |"
+        )
 
 
 def _render_trace(r: dict[str, Any]) -> None:

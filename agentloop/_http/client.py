@@ -13,7 +13,8 @@ caller set none (`request_timeout`).
 from __future__ import annotations
 
 import copy
-from typing import Literal, cast
+import math
+from typing import Any, Literal, cast
 
 import anyio
 import httpx
@@ -33,6 +34,7 @@ from .lean import Dial, LeanResponse
 from .rehearsal import perform, rehearsal_config, rehearse, replies, sweep
 from .secrets import Redactor
 from .transport import LeanSender, Sender, TransportKind, make_sender
+from .waiters import Expired, own_deadline
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
 
@@ -231,23 +233,16 @@ class FluxClient:
         awaited into `emit` as they arrive, and the turn comes back with `streamed=True`.
         """
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
+        deadline = own_deadline(limit, getattr(request, "deadline", math.inf))
         try:
-            with anyio.move_on_after(limit):
-                return await self._request(request, emit)
-            if self.total_timeout is not None:
-                raise APITimeoutError(
-                    f"the model request to {self._url} took longer than total_timeout={limit:g} s "
-                    "(retries included); raise FluxClient(total_timeout=...) if the model needs longer"
-                )
-            raise APITimeoutError(
-                f"the model request to {self._url} took longer than InputBudget.request_timeout={limit:g} s "
-                "(retries included; the bound every request has when FluxClient(total_timeout=...) is not set); "
-                "raise FluxClient(total_timeout=...) if the model needs longer"
-            )
+            try:
+                return await self._request(request, emit, deadline)
+            except Expired:  # (not contextlib.suppress: 3 GC-tracked objects per waiting request)
+                raise self._errors.total_time(limit, configured=self.total_timeout is not None) from None
         except APIError as e:
             raise self._redactor.exception(e) from e.__cause__
 
-    async def _request(self, request: ModelRequest, emit: Emit | None) -> ModelTurn:
+    async def _request(self, request: ModelRequest, emit: Emit | None, deadline: float) -> ModelTurn:
         streaming = emit is not None and self.stream
         body = self._wire.encode(request, stream=streaming)
         progress = _Progress() if streaming else None
@@ -255,9 +250,15 @@ class FluxClient:
         attempt = 0
         while True:
             try:
-                if progress is None:
-                    return await self._post(body)
-                return await self._stream(body, request, emit, progress)  # type: ignore[arg-type]
+                try:  # queued for a connection with no scope: `Expired` past the deadline
+                    slot = await self._sender.acquire(deadline)
+                except httpx.HTTPError as e:  # the pool's timeout, a connect that failed
+                    raise self._errors.transport(e) from e
+                with anyio.CancelScope(deadline=deadline):
+                    if progress is None:
+                        return await self._post(body, slot)
+                    return await self._stream(body, request, emit, progress, slot)  # type: ignore[arg-type]
+                raise Expired  # only reached when the deadline cancelled the request
             except Failure as f:
                 if (
                     not f.retryable
@@ -266,13 +267,16 @@ class FluxClient:
                 ):
                     raise f.error from f.__cause__
                 delay = policy.delay(attempt, f.headers)
+            if anyio.current_time() + delay >= deadline:
+                await anyio.sleep_until(deadline)
+                raise Expired
             await anyio.sleep(delay)
             attempt += 1
 
-    async def _post(self, body: bytes) -> ModelTurn:
-        """One plain request → the decoded turn, or a `Failure`."""
+    async def _post(self, body: bytes, slot: Any) -> ModelTurn:
+        """One plain request over `slot` (the sender's `acquire`) → the decoded turn, or a `Failure`."""
         try:
-            response = await self._sender.send(body, stream=False)
+            response = await self._sender.send(body, stream=False, slot=slot)
             try:
                 if not 200 <= response.status_code < 300:  # a final 1xx (101) is no answer either
                     raise self._errors.status(response, await read_some(response, _ERROR_BODY_BYTES))
@@ -292,10 +296,12 @@ class FluxClient:
             return self._wire.decode(content, request_id=request_id, status=status)
         return self._wire.decode(content, request_id=request_id)
 
-    async def _stream(self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress) -> ModelTurn:
+    async def _stream(
+        self, body: bytes, request: ModelRequest, emit: Emit, progress: _Progress, slot: Any
+    ) -> ModelTurn:
         """One streamed request: deltas awaited into `emit` as they arrive; the turn, or a `Failure`."""
         try:
-            response = await self._sender.send(body, stream=True)
+            response = await self._sender.send(body, stream=True, slot=slot)
             try:
                 return await self._read_stream(response, request, emit, progress)
             finally:

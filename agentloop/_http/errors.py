@@ -52,6 +52,20 @@ class Errors:
         )
         return Failure(error, retryable=True)
 
+    def total_time(self, limit: float, *, configured: bool) -> APITimeoutError:
+        """A request past its total time (`configured`: FluxClient's `total_timeout`, else the
+        budget's `request_timeout`): not retried."""
+        if configured:
+            return APITimeoutError(
+                f"the model request to {self.url} took longer than total_timeout={limit:g} s "
+                "(retries included); raise FluxClient(total_timeout=...) if the model needs longer"
+            )
+        return APITimeoutError(
+            f"the model request to {self.url} took longer than InputBudget.request_timeout={limit:g} s "
+            "(retries included; the bound every request has when FluxClient(total_timeout=...) is not set); "
+            "raise FluxClient(total_timeout=...) if the model needs longer"
+        )
+
     def transport(self, e: httpx.HTTPError) -> Failure:
         redact = self.redactor.text
         if isinstance(e, httpx.DecodingError):  # e.g. a body that claims gzip and is not

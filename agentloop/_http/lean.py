@@ -38,7 +38,7 @@ from .h1 import (
 )
 from .inflate import inflated
 from .sockets import Connection, connect
-from .waiters import SlotQueue
+from .waiters import Expired, SlotQueue
 
 __all__ = ["Dial", "LeanPool", "LeanResponse"]
 
@@ -86,13 +86,13 @@ class LeanPool:
             context.set_alpn_protocols(["http/1.1"])  # the one protocol spoken here (as httpcore offers it)
             self._ssl = context
 
-    async def send(self, request_head: bytes, body: bytes) -> LeanResponse:
-        """Send one request (its line and headers up to the blank line, then `body`) and read the response head.
+    async def send(self, request_head: bytes, body: bytes, conn: Connection) -> LeanResponse:
+        """Send one request (its line and headers up to the blank line, then `body`) over `conn`
+        (from `acquire`) and read the response head.
 
         Head and body are joined only once a connection is ours, and the joined copy is let go
         once sent: a request queued for a connection or waiting for its answer holds no second
         copy of its body (the caller keeps the one it may retry with)."""
-        conn = await self._acquire()
         try:
             await conn.send(request_head + body, self._write_timeout)
             head = await self._read_head(conn)
@@ -145,7 +145,11 @@ class LeanPool:
         except httpx.ReadTimeout:  # the wait was cut by `until`, before the read timeout
             raise StreamIdle from None
 
-    async def _acquire(self) -> Connection:
+    async def acquire(self, deadline: float = math.inf) -> Connection:
+        """A connection for one request: an idle one, a new one, or the next one given back
+        (first come first served). `deadline` (the anyio clock) is the request's own bound: past
+        it, `Expired`; `math.inf` when a scope around the request ends it first. Give the
+        connection to `send`, or back with `release`."""
         if self._closed:
             raise httpx.ConnectError("the client was closed")
         while True:
@@ -157,10 +161,14 @@ class LeanPool:
                 await self._discard(conn)
             if self._open < self._max:
                 break
-            await self._queue.wait(self._pool_timeout)
+            await self._queue.wait(self._pool_timeout, deadline)
         self._open += 1
         try:
-            return await self._connect()
+            # A connect is bounded by the request's deadline too (one scope per connect, at most
+            # max_connections at once: not one per queued request).
+            with anyio.CancelScope(deadline=deadline):
+                return await self._connect()
+            raise Expired
         except BaseException:
             self._open -= 1
             self._queue.wake()

@@ -30,9 +30,9 @@ the one that honours them).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from http.cookiejar import CookieJar
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import httpx
 
@@ -41,7 +41,7 @@ from .fence import FencedTransport
 from .h1 import Response, encode_head
 from .inflate import Inflating, compressed
 from .lean import Dial, LeanPool, LeanResponse
-from .sockets import connect, on_asyncio
+from .sockets import Connection, connect, on_asyncio
 
 __all__ = [
     "HttpxSender",
@@ -216,11 +216,17 @@ class AutoTransport(httpx.AsyncBaseTransport):
 
 class Sender(Protocol):
     """How FluxClient sends its one request shape: POST `body` to its endpoint, the response
-    back with its body unread (closed by the caller)."""
+    back with its body unread (closed by the caller).
+
+    In two parts, so that a request queued for a connection holds no cancel scope: `acquire`
+    waits for a connection within the request's `deadline` (a float on the anyio clock; past
+    it, `waiters.Expired`), then `send` (under the request's scope) sends over it. A sender
+    whose library queues inside its own send (httpx) acquires nothing (`None`)."""
 
     kind: str
 
-    async def send(self, body: bytes, *, stream: bool) -> Response: ...
+    async def acquire(self, deadline: float) -> Any: ...
+    async def send(self, body: bytes, *, stream: bool, slot: Any) -> Response: ...
     def prepare(self) -> None: ...
     async def preconnect(self, count: int) -> None: ...
     async def aclose(self) -> None: ...
@@ -247,7 +253,10 @@ class HttpxSender:
         )
         self._owned, self._transport, self.kind = owned, transport, kind
 
-    async def send(self, body: bytes, *, stream: bool) -> Response:
+    async def acquire(self, deadline: float) -> None:
+        """httpx's pool queues a request inside `send` (under the request's scope)."""
+
+    async def send(self, body: bytes, *, stream: bool, slot: Any = None) -> Response:
         http = self.http
         request = http.build_request("POST", self._url, content=body, headers=self._headers[stream])
         # Never follow a redirect, whatever a caller's client says: httpx drops only
@@ -284,11 +293,19 @@ class LeanSender:
         self._heads = tuple(encode_head("POST", pool.target, {**common, **h}) for h in headers)
         self.cookies: httpx.Cookies = _SetCookieOnly()  # what the router (or its load balancer) set, bounded
 
-    async def send(self, body: bytes, *, stream: bool) -> Response:
-        head = self._heads[stream]
-        if self.cookies.jar:
-            head = self._with_cookies(head)
-        response = await self.pool.send(b"%b%d\r\n\r\n" % (head, len(body)), body)
+    def acquire(self, deadline: float) -> Coroutine[Any, Any, Connection]:
+        return self.pool.acquire(deadline)
+
+    async def send(self, body: bytes, *, stream: bool, slot: Any) -> Response:
+        """Over `slot`, the connection from `acquire` (given back to the pool however this ends)."""
+        try:
+            head = self._heads[stream]
+            if self.cookies.jar:
+                head = self._with_cookies(head)
+        except BaseException:
+            await self.pool.release(slot, True)
+            raise
+        response = await self.pool.send(b"%b%d\r\n\r\n" % (head, len(body)), body, slot)
         if response.cookies:
             self._store(response)
         return response

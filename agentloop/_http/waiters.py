@@ -14,13 +14,23 @@ docs/scaling.md). A waiter is therefore the least the running event loop needs t
 A waiter that gives up (cancelled, timed out) is not taken out of the queue (a scan of it:
 cancelling 100,000 queued requests took 333 s of loop); it is marked gone and skipped by the
 wake-up, and the queue is compacted when mostly gone.
+
+A queued request's time bounds come as numbers, not as cancel scopes around it: the pool
+timeout and the request's own deadline (FluxClient's total time, passed down as a float). The
+wait sets one timer for the earlier of the two: on asyncio a timer handle on the loop (2
+GC-tracked objects; an anyio scope around the request was 7), elsewhere a cancel scope. None
+at all when a scope around the request that is never moved later ends it first (the run's
+time limit: `ModelRequest.deadline`), so a run with a time limit waits in the queue with no
+timer of the client's.
 """
 
 from __future__ import annotations
 
+import contextvars
+import math
 import sys
 from collections import deque
-from collections.abc import Awaitable, Generator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,9 +41,27 @@ from .sockets import on_asyncio
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["SlotQueue"]
+__all__ = ["Expired", "SlotQueue", "own_deadline"]
 
 _COMPACT_AFTER = 1024  # waiters gone before the queue is compacted (when also half of it)
+_EXPIRED = object()  # what an asyncio waiter's future gets from its timer
+_TIMER_CONTEXT = contextvars.Context()  # the timers' callbacks read no context: one for all, not a copy each
+
+
+class Expired(Exception):
+    """The request's own deadline (FluxClient's total time) passed while it was queued."""
+
+
+def own_deadline(limit: float | None, promised: float) -> float:
+    """The request's own bound on the anyio clock: `limit` seconds from now, or `math.inf` when
+    the run's deadline (`ModelRequest.deadline`: a scope around the request that is never moved
+    later) comes first and a scope with at most that deadline is in force around this call (a
+    request that merely says so, with no scope, keeps its bound). With `math.inf` the request
+    sets no timer of its own while queued for a connection (~7 GC-tracked objects less)."""
+    own = math.inf if limit is None else anyio.current_time() + limit
+    if promised <= own and anyio.current_effective_deadline() <= promised:
+        return math.inf
+    return own
 
 
 class SlotQueue:
@@ -45,26 +73,45 @@ class SlotQueue:
         self._waiters: deque[Waiter] = deque()
         self._gone = 0  # of which given up, left for `wake` to skip
 
-    async def wait(self, seconds: float) -> None:
-        """Until woken (then the caller looks for a connection again), or `httpx.PoolTimeout`
-        after `seconds` (the pool timeout)."""
+    async def wait(self, seconds: float, deadline: float = math.inf) -> None:
+        """Until woken (then the caller looks for a connection again); `httpx.PoolTimeout` after
+        `seconds` (the pool timeout), `Expired` at `deadline` (the anyio clock: the request's own
+        bound, `math.inf` when a scope around it that is never moved later ends it first)."""
+        now = anyio.current_time()
+        pool_at = now + seconds
+        if anyio.current_effective_deadline() <= pool_at:
+            # A scope around the request ends the wait before the pool timeout would; should a
+            # caller move its deadline later meanwhile, `deadline` (or the run's) still holds.
+            pool_at = math.inf
+        at = min(pool_at, deadline)
         waiter = _waiter()
         self._waiters.append(waiter)
+        timer = None
         try:
-            if anyio.current_effective_deadline() <= anyio.current_time() + seconds:
-                # A deadline around the request (FluxClient's total time, 600 s by default like the
-                # pool timeout) ends the wait first: no scope of its own (7 GC-tracked objects).
-                # Should a caller's deadline be moved later meanwhile, FluxClient's own still holds.
-                await _until_woken(waiter)
+            if at == math.inf:
+                await (waiter.wait() if isinstance(waiter, anyio.Event) else waiter)
                 return
-            with anyio.move_on_after(seconds) as scope:
-                await _until_woken(waiter)
+            if isinstance(waiter, _TrioWaiter):  # trio's own scope: no anyio one around it
+                with sys.modules["trio"].CancelScope(deadline=at):
+                    await waiter
+            elif isinstance(waiter, anyio.Event):
+                with anyio.CancelScope(deadline=at):
+                    await waiter.wait()
+            else:  # asyncio (its loop's clock is anyio's): a timer resolves the future, no scope
+                timer = waiter.get_loop().call_at(at, _expire, waiter, context=_TIMER_CONTEXT)
+                await waiter
+                timer.cancel()
         except BaseException:
+            if timer is not None:
+                timer.cancel()
             self._leave(waiter)
             raise
-        if scope.cancelled_caught:
-            self._leave(waiter)
-            raise httpx.PoolTimeout(f"no free connection within {seconds:g} s")
+        if _is_set(waiter):
+            return
+        self._leave(waiter)
+        if at == deadline:
+            raise Expired
+        raise httpx.PoolTimeout(f"no free connection within {seconds:g} s")
 
     def wake(self) -> None:
         """Let the first waiter still waiting go (skipping the ones gone)."""
@@ -122,7 +169,7 @@ class _TrioWaiter:
 
 
 if TYPE_CHECKING:
-    Waiter = anyio.Event | asyncio.Future[None] | _TrioWaiter
+    Waiter = anyio.Event | asyncio.Future[Any] | _TrioWaiter
 
 
 def _waiter() -> Waiter:
@@ -139,9 +186,9 @@ def _waiter() -> Waiter:
     return anyio.Event()
 
 
-def _until_woken(waiter: Waiter) -> Awaitable[Any]:
-    """What to await (no coroutine of its own: one frame less per queued request)."""
-    return waiter.wait() if isinstance(waiter, anyio.Event) else waiter
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(_EXPIRED)
 
 
 def _set(waiter: Waiter) -> bool:
@@ -159,7 +206,9 @@ def _is_set(waiter: Waiter) -> bool:
     """Woken by `wake` (a woken waiter is out of the queue)."""
     if isinstance(waiter, anyio.Event):
         return waiter.is_set()
-    return waiter.done() and not waiter.cancelled()
+    if isinstance(waiter, _TrioWaiter):
+        return waiter.done() and not waiter.cancelled()
+    return waiter.done() and not waiter.cancelled() and waiter.result() is not _EXPIRED
 
 
 def _abandon(waiter: Waiter) -> None:

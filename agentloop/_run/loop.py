@@ -105,7 +105,9 @@ async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: Run
         with anyio.CancelScope(deadline=deadline) if deadline != math.inf else _NO_SCOPE as scope:
             first = True
             while True:
-                result = await Steps(agent, run, emit, limits, first).until_done(first)
+                steps = Steps(agent, run, emit, limits, first)
+                steps.request.deadline = deadline  # the model may rely on this scope (never moved)
+                result = await steps.until_done(first)
                 if result is not None:
                     return result
                 agent, first = await take_handoff(run), False  # the model handed the run over
