@@ -373,16 +373,22 @@ async def churn(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
             result = await agent.run("go", limits=limits)
             assert result.output == "done", result.output
             done[0] += 1
+            if args.freeze_every and done[0] % args.freeze_every == 0:
+                gc.freeze()  # the operator's recipe (docs/scaling.md): the live runs leave the walks
 
     gc.collect()
     base = rss_mb()
-    out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": f"churn {args.churn:g} s"}
+    recipe = f", gc.freeze() every {args.freeze_every:,} runs" if args.freeze_every else ""
+    recipe += f", gc.set_threshold{tuple(args.gc_threshold)}" if args.gc_threshold else ""
+    out: dict[str, Any] = {"runs": n, "backend": args.backend, "model": f"churn {args.churn:g} s{recipe}"}
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker.run)
         t0 = time.perf_counter()
         async with anyio.create_task_group() as runs:
             for i in range(n):
                 runs.start_soon(worker)
+                if args.freeze_every and i % args.freeze_every == args.freeze_every - 1:
+                    gc.freeze()
                 if i % args.batch == args.batch - 1:
                     await anyio.lowlevel.checkpoint()
             out["start_s"] = round(time.perf_counter() - t0, 2)
@@ -399,6 +405,8 @@ async def churn(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
             stop.set()
             runs.cancel_scope.cancel()
         tg.cancel_scope.cancel()
+    if args.freeze_every:
+        gc.unfreeze()
     out["gen2_ms"] = [round(d * 1000, 1) for g, d in gcs if g == 2]
     out["gen1_max_ms"] = round(max((d for g, d in gcs if g == 1), default=0) * 1000, 1)
     out["lag_start_max_ms"] = round(max(start_lags, default=0) * 1000, 1)
