@@ -234,44 +234,40 @@ class FluxClient:
         """
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         deadline = own_deadline(limit, getattr(request, "deadline", math.inf))
-        try:
-            try:
-                return await self._request(request, emit, deadline)
-            except Expired:  # (not contextlib.suppress: 3 GC-tracked objects per waiting request)
-                raise self._errors.total_time(limit, configured=self.total_timeout is not None) from None
-        except APIError as e:
-            raise self._redactor.exception(e) from e.__cause__
-
-    async def _request(self, request: ModelRequest, emit: Emit | None, deadline: float) -> ModelTurn:
         streaming = emit is not None and self.stream
         body = self._wire.encode(request, stream=streaming)
         progress = _Progress() if streaming else None
-        policy = self.retry
         attempt = 0
-        while True:
-            try:
-                try:  # queued for a connection with no scope: `Expired` past the deadline
-                    slot = await self._sender.acquire(deadline)
-                except httpx.HTTPError as e:  # the pool's timeout, a connect that failed
-                    raise self._errors.transport(e) from e
-                with anyio.CancelScope(deadline=deadline):
-                    if progress is None:
-                        return await self._post(body, slot)
-                    return await self._stream(body, request, emit, progress, slot)  # type: ignore[arg-type]
-                raise Expired  # only reached when the deadline cancelled the request
-            except Failure as f:
-                if (
-                    not f.retryable
-                    or attempt >= policy.max_retries
-                    or (progress is not None and progress.emitted)
-                ):
-                    raise f.error from f.__cause__
-                delay = policy.delay(attempt, f.headers)
-            if anyio.current_time() + delay >= deadline:
-                await anyio.sleep_until(deadline)
-                raise Expired
-            await anyio.sleep(delay)
-            attempt += 1
+        try:  # (one coroutine: a layer more is one more object per waiting request)
+            while True:
+                try:
+                    try:  # queued for a connection with no scope: `Expired` past the deadline
+                        slot = await self._sender.acquire(deadline)
+                    except httpx.HTTPError as e:  # the pool's timeout, a connect that failed
+                        raise self._errors.transport(e) from e
+                    with anyio.CancelScope(deadline=deadline):
+                        if progress is None:
+                            return await self._post(body, slot)
+                        return await self._stream(body, request, emit, progress, slot)  # type: ignore[arg-type]
+                    raise Expired  # only reached when the deadline cancelled the request
+                except Failure as f:
+                    if (
+                        not f.retryable
+                        or attempt >= self.retry.max_retries
+                        or (progress and progress.emitted)
+                    ):
+                        raise f.error from f.__cause__
+                    delay = self.retry.delay(attempt, f.headers)
+                if anyio.current_time() + delay >= deadline:
+                    await anyio.sleep_until(deadline)
+                    raise Expired
+                await anyio.sleep(delay)
+                attempt += 1
+        except Expired:  # (not contextlib.suppress: 3 GC-tracked objects per waiting request)
+            error = self._errors.total_time(limit, configured=self.total_timeout is not None)
+            raise self._redactor.exception(error) from None
+        except APIError as e:
+            raise self._redactor.exception(e) from e.__cause__
 
     async def _post(self, body: bytes, slot: Any) -> ModelTurn:
         """One plain request over `slot` (the sender's `acquire`) → the decoded turn, or a `Failure`."""

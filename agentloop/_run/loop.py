@@ -79,7 +79,25 @@ class HandedOff:
 
 Outcome = Final | Paused | Continue | HandedOff
 CONTINUE, HANDED_OFF = Continue(), HandedOff()
-_NO_SCOPE = contextlib.nullcontext()  # stateless and reentrant: one for every run without a time limit
+
+
+class _NoScope:
+    """What a run without a time limit runs under: nothing. Stateless and reentrant, one for all
+    runs; its `__exit__` a static method, so a `with` keeps no bound method of it per run (a
+    `contextlib.nullcontext` did: one GC-tracked object per waiting run)."""
+
+    __slots__ = ()
+    cancelled_caught = False
+
+    def __enter__(self) -> _NoScope:
+        return self
+
+    @staticmethod
+    def __exit__(*_: object) -> None:
+        return None
+
+
+_NO_SCOPE = _NoScope()
 
 
 async def drive(agent: Agent[Any, Any], run: Run, emit: Emit | None, limits: RunLimits) -> RunResult[Any]:
