@@ -139,6 +139,7 @@ class GCPauses:
     def __init__(self) -> None:
         self.pauses: list[tuple[int, float]] = []
         self.cpu: list[float] = []  # the CPU time of each pause (the wall time counts the load too)
+        self.collected = 0  # cyclic garbage found (objects)
         self._t = self._cpu = 0.0
         gc.callbacks.append(self._callback)
 
@@ -148,6 +149,7 @@ class GCPauses:
         else:
             self.pauses.append((info["generation"], time.perf_counter() - self._t))
             self.cpu.append(time.process_time() - self._cpu)
+            self.collected += info["collected"]
 
     def take(self) -> dict[str, Any]:
         pauses, self.pauses, self.cpu = self.pauses, [], []
@@ -228,7 +230,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         agent = Agent(client=churn_model, tools=tools, model="churn")
         assert (await agent.run("go")).output == "done"
         churn_model.latency, churn_model.staggered = args.churn, args.n
-        return await churn(args, agent)
+        return await churn(args, agent, churn_model)
     if args.model in ("held", "none"):
         model = HeldModel()
         agent = Agent(client=model, tools=tools, model="held")
@@ -362,7 +364,7 @@ async def hold(args: argparse.Namespace, agent: Agent, model: Any) -> dict[str, 
     return out
 
 
-async def churn(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
+async def churn(args: argparse.Namespace, agent: Agent, model: ChurnModel) -> dict[str, Any]:
     """N workers each running runs back to back (`ChurnModel`): the loop's lag and the GC's
     collections while ~N / latency runs end and start per second, over `--churn-s` seconds
     once all N run (no forced collection: what the collector does on its own)."""
@@ -393,11 +395,16 @@ async def churn(args: argparse.Namespace, agent: Agent) -> dict[str, Any]:
                     gc.freeze()
                 if i % args.batch == args.batch - 1:
                     await anyio.lowlevel.checkpoint()
+            while model.staggered > 0:  # noqa: ASYNC110  (until every worker's first run waits on its model)
+                await anyio.sleep(0.05)
+            await anyio.sleep(args.settle_s)  # the heap's growth over: the window sees the steady churn
             out["start_s"] = round(time.perf_counter() - t0, 2)
             start_lags, out["gc_start"] = ticker.take(), pauses.take()
             done0, cpu0, t1 = done[0], time.process_time(), time.perf_counter()
+            pauses.collected = 0
             await anyio.sleep(args.churn_s)
             lags, gcs = ticker.take(), list(zip(pauses.pauses, pauses.cpu, strict=True))
+            out["cyclic_garbage_per_run_ended"] = round(pauses.collected / max(1, done[0] - done0), 2)
             out["gc_churn"] = pauses.take()
             wall = time.perf_counter() - t1
             out["churn_runs_per_s"] = round((done[0] - done0) / wall, 1)
@@ -519,6 +526,9 @@ def main() -> None:
         help="churn mode: N workers run runs back to back, each model answer after this many seconds",
     )
     ap.add_argument("--churn-s", type=float, default=30.0, help="seconds measured in churn mode")
+    ap.add_argument(
+        "--settle-s", type=float, default=5.0, help="churn mode: seconds between all started and the window"
+    )
     ap.add_argument(
         "--gc-threshold", type=int, nargs="+", help="gc.set_threshold(...) first (the operator's)"
     )
