@@ -241,3 +241,22 @@ async def test_a_run_with_a_time_limit_queued_keeps_no_timer_of_the_clients(anyi
     # 3600 s: after the client's own bound (600 s), so the client keeps its timer; 300 s: before.
     later, sooner = await per_run(RunLimits(timeout=3600)), await per_run(RunLimits(timeout=300))
     assert sooner <= later - 1.5, (sooner, later)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_run_time_limit_ends_a_request_in_flight_with_no_timer_of_the_clients(streamed: bool) -> None:
+    # The run's deadline is passed down and comes first: the client's scope around the request in
+    # flight has none of its own; the run's scope still ends the request at its time limit.
+    router = FakeFluxRouter([text("late", delay=3600)])
+    async with router, FluxClient(base_url=router.base_url, api_key="k") as client:
+        agent = Agent(client=client, model="m")
+        limits = RunLimits(timeout=0.3)
+        with anyio.fail_after(60), pytest.raises(TimeLimitExceeded) as caught:
+            if streamed:
+                async with agent.stream("go", limits=limits) as events:
+                    async for _ in events:
+                        pass
+            else:
+                await agent.run("go", limits=limits)
+    assert caught.value.result.steps == 0
+    assert len(router.requests) == 1
