@@ -75,11 +75,14 @@ async def one_connection_held(
 @asynccontextmanager
 async def requeued(total_timeout: float, **options: Any) -> AsyncIterator[tuple[FluxClient, Any]]:
     """A request B that queues for the one connection with the earlier deadline: B is sent
-    first and answered a 503 (after 1 s, "retry at once"); meanwhile a later request A queues,
+    first and answered a 503 (after 2 s, "retry in 0.1 s"); meanwhile a later request A queues,
     gets the connection B gives back and holds it (its answer never comes); B's retry queues
     behind A. Yields the client and `start(call)`, which runs `call()` as B and returns once A
     waits; the router must see B's first attempt and A, never B's retry."""
-    busy = error(503, "busy", type="server_error", headers={"retry-after-ms": "0"}, delay=1.0)
+    # B retries 0.1 s after the 503, so A (woken when B gives the connection back) takes it first:
+    # a woken waiter is not handed the connection, whoever asks first gets it (trio runs ready
+    # tasks in random order).
+    busy = error(503, "busy", type="server_error", headers={"retry-after-ms": "100"}, delay=2.0)
     router = FakeFluxRouter([busy, text("late", delay=3600)])
     async with (
         router,
@@ -106,7 +109,8 @@ async def requeued(total_timeout: float, **options: Any) -> AsyncIterator[tuple[
 
             yield client, start
             tg.cancel_scope.cancel()
-        assert len(router.requests) == 2
+        # The router's second request is A's: B's retry never left the queue.
+        assert b"hold" in router.requests[1].body
 
 
 def a_request() -> ModelRequest:
@@ -114,11 +118,11 @@ def a_request() -> ModelRequest:
 
 
 async def test_total_timeout_ends_a_request_queued_for_a_connection() -> None:
-    async with requeued(total_timeout=3) as (client, start):
+    async with requeued(total_timeout=4) as (client, start):
         failed = anyio.Event()
 
         async def b() -> None:
-            with pytest.raises(APITimeoutError, match=r"longer than total_timeout=3 s"):
+            with pytest.raises(APITimeoutError, match=r"longer than total_timeout=4 s"):
                 await client.request(a_request())
             failed.set()
 
@@ -129,11 +133,11 @@ async def test_total_timeout_ends_a_request_queued_for_a_connection() -> None:
 
 async def test_total_timeout_shorter_than_the_run_time_limit_wins() -> None:
     # The run's deadline (60 s) is passed down, but the client's own bound comes first.
-    async with requeued(total_timeout=3) as (client, start):
+    async with requeued(total_timeout=4) as (client, start):
         failed = anyio.Event()
 
         async def b() -> None:
-            with pytest.raises(APITimeoutError, match=r"total_timeout=3 s"):
+            with pytest.raises(APITimeoutError, match=r"total_timeout=4 s"):
                 await Agent(client=client, model="m").run("go", limits=RunLimits(timeout=60))
             failed.set()
 
@@ -145,12 +149,12 @@ async def test_total_timeout_shorter_than_the_run_time_limit_wins() -> None:
 async def test_a_caller_moving_its_deadline_later_does_not_unbound_the_queued_request() -> None:
     # The caller's scope (300 s, before the pool timeout) would end the wait first, so the queue
     # sets no pool timer; the caller moves it to never while B waits: B's total time still ends it.
-    async with requeued(total_timeout=3) as (client, start):
+    async with requeued(total_timeout=4) as (client, start):
         scope = anyio.CancelScope(deadline=anyio.current_time() + 300)
         failed = anyio.Event()
 
         async def b() -> None:
-            with scope, pytest.raises(APITimeoutError, match=r"total_timeout=3 s"):
+            with scope, pytest.raises(APITimeoutError, match=r"total_timeout=4 s"):
                 await client.request(a_request())
             failed.set()
 
