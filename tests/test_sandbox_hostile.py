@@ -282,12 +282,23 @@ def test_hosts_in_two_pid_namespaces_get_different_call_uids() -> None:
     of those uids (one's fork bomb made the other's forks fail with EAGAIN)."""
     if not CAPS.root or shutil.which("unshare") is None:
         pytest.skip("needs root and util-linux unshare")
-    show = "from agentloop._sandbox import ProcessSandbox as P; import os; r = P()._spec.uids; print(os.getpid(), r.start, r.stop)"
+    # Both namespaces stay alive until both have answered: a PID namespace's inode number is
+    # reused once it is freed, so two containers one after the other may share it (and need not
+    # differ: their calls never overlap); two live at once must not.
+    show = (
+        "from agentloop._sandbox import ProcessSandbox as P; import os, sys; r = P()._spec.uids; "
+        "print(os.getpid(), r.start, r.stop, flush=True); sys.stdin.read()"
+    )
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", show]
-    seen = [
-        subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.split()
-        for _ in range(2)
+    hosts = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]
+    try:
+        seen = [host.stdout.readline().split() for host in hosts if host.stdout is not None]
+    finally:
+        for host in hosts:
+            host.communicate(input="", timeout=60)
+    assert [host.returncode for host in hosts] == [0, 0], seen
     assert seen[0][0] == seen[1][0] == "1"  # the same pid...
     first, second = (range(int(a), int(b)) for _, a, b in seen)
     assert len(first) == len(second) == 64
