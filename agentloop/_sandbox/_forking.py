@@ -56,7 +56,7 @@ class Call:
     id: int
     msg: dict[str, Any]
     status: socket.socket  # to the host
-    fds: tuple[int, int, int]  # result, stdout, stderr memfds
+    fds: tuple[int, ...]  # result, stdout, stderr memfds (none for an offered spare's call)
     pid: int = 0
     scratch: str = ""
     killed: str | None = None
@@ -135,7 +135,7 @@ class Forker:
         pid = self.fork()
         if pid == 0:
             mine.close()
-            run_child(call.msg, call.fds, scratch, tool, self.cfg, done=theirs)
+            run_child(call.msg, (call.fds[0], call.fds[1], call.fds[2]), scratch, tool, self.cfg, done=theirs)
         theirs.close()
         if pid < 0:
             mine.close()
