@@ -67,6 +67,10 @@ class Call:
     reported: bool = False  # "P" (started, its pid) sent
     report_at: float = 0.0  # when to send "P" if it still runs (a call started at once)
 
+    def drop_scratch(self) -> None:
+        remove_dir(self.scratch)
+        self.scratch = ""
+
 
 @dataclass(slots=True)
 class Spare:

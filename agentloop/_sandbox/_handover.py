@@ -11,6 +11,7 @@ included, are at most `max_processes`: past that, calls go through the fork serv
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import socket
@@ -74,7 +75,7 @@ def _read_offers(server: Server) -> None:
     assert server.rx is not None
     while True:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(server.rx, 1 << 12, _FDS, socket.MSG_CMSG_CLOEXEC)
+            data, fds = _recv_cloexec(server.rx)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -88,6 +89,19 @@ def _read_offers(server: Server) -> None:
                 os.close(fd)
         else:
             server.offers.append(offer)
+
+
+def _recv_cloexec(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One message and its fds, close-on-exec from the start: no program the host starts
+    inherits an offer. (`socket.recv_fds` drops its `flags` argument on Python 3.11.)"""
+    data, ancillary, _flags, _addr = sock.recvmsg(
+        1 << 12, socket.CMSG_SPACE(_FDS * 4), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 def _offer(data: bytes, fds: list[int]) -> Offer | None:
@@ -114,7 +128,7 @@ def write_arguments(fd: int, arguments: dict[str, Any]) -> None:
         written += os.pwrite(fd, data[written:], written)
 
 
-def hand_over(offer: Offer, ref: str, arguments: dict[str, Any], limits: Limits) -> bool:
+def hand_over(server: Server, offer: Offer, ref: str, arguments: dict[str, Any], limits: Limits) -> bool:
     """The call, to the offered spare, on its own socket, which then closes: it carries this one
     call only. False if the spare is gone (nothing of the call ran: try another way)."""
     try:
@@ -124,4 +138,5 @@ def hand_over(offer: Offer, ref: str, arguments: dict[str, Any], limits: Limits)
         return False
     finally:
         offer.call.close()
+    server.handed += 1
     return True

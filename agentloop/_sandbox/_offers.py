@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import selectors
 import signal
 import socket
 from typing import Any
@@ -39,10 +40,14 @@ class Offers:
     is a `Call` already (id -sid; its status socket, done socket, uid and scratch), so that its
     call's end is the fork server's usual one."""
 
-    def __init__(self, spares: Spares, ctl: socket.socket) -> None:
+    def __init__(
+        self, spares: Spares, ctl: socket.socket, sel: selectors.BaseSelector, by_id: dict[int, Call]
+    ) -> None:
         self.spares = spares  # holds the uid and scratch of a spare never offered, until reaped
         self.forker = spares.forker
         self.ctl = ctl
+        self.sel = sel  # the fork server's: an offer's done socket is watched from the start
+        self.by_id = by_id  # the fork server's calls by id: an offer's is -sid
         self.by_pid: dict[int, Call] = {}
         self.sids = itertools.count(1)
         self.made = 0
@@ -57,9 +62,9 @@ class Offers:
 
     def offer(
         self, tools: dict[str, Tool], tool_dirs: dict[str, list[str]], uid: int, scratch_mb: int | None
-    ) -> tuple[Call | None, bool]:
-        """Fork a spare and offer it to the host: its call (None if none was offered), and whether
-        `uid` is in use (by the offer, or by a spare forked but not offered: held until reaped)."""
+    ) -> bool:
+        """Fork a spare and offer it to the host; whether `uid` is in use (by the offer, or by a
+        spare forked but not offered, killed: held until it is reaped)."""
         scratch = str(self.forker.cfg["scratch"])
         own = bool(self.forker.cfg["own_scratch"])
         sid = next(self.sids)
@@ -73,15 +78,16 @@ class Offers:
         if made is None:
             if not own:
                 remove_dir(scratch)
-            return None, False
+            return False
         if isinstance(made, int):  # forked, but the host could not be told: killed, reaped later
             self.spares.held[made] = (uid, "" if own else scratch)
-            return None, True
+            return True
         pid, done, status = made
         call = Call(-sid, {}, status, (), pid=pid, uid=uid, done=done, reported=True)
         call.scratch = "" if own else scratch
-        self.by_pid[pid] = call
-        return call, True
+        self.by_pid[pid] = self.by_id[call.id] = call
+        self.sel.register(done, selectors.EVENT_READ, call)
+        return True
 
     def _fork(
         self,

@@ -80,11 +80,10 @@ async def _call_offer(
     """The call, on an offered spare: handed over, its timeout from the send, its outcome (and
     kills: id -sid) through the fork server. None if the spare was gone before it got the call."""
     try:
-        if not hand_over(offer, ref, arguments, limits):
+        if not hand_over(server, offer, ref, arguments, limits):
             return None
-        _started(on_started, offer.pid)
         timeout = limits.timeout or DEFAULT_TIMEOUT
-        waited = await _wait(server, -offer.sid, offer.status, timeout, None)
+        waited = await _wait(server, -offer.sid, offer.status, timeout, on_started, started=offer.pid)
         return _conclude(server, waited, limits, offer.fds)
     finally:
         offer.close()
@@ -170,9 +169,13 @@ async def _wait(
     # so the caller cannot express it as a cancel scope: it becomes a deadline here.
     timeout: float,  # noqa: ASYNC109 - see above
     on_started: Callable[[int], None] | None,
+    *,
+    started: int | None = None,  # the pid of a call handed to an offered spare: it runs now
 ) -> tuple[dict[str, Any] | None, str | None]:
     try:
         deadline = anyio.current_time() + timeout
+        if started is not None:
+            _started(on_started, started)
         frame = await _recv_by(sock, deadline)
         if frame is not None and frame[:1] == FRAME_QUEUED:
             frame = await _recv(sock)  # queued until a slot is free: no timeout while queued

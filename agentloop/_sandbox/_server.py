@@ -102,6 +102,7 @@ class Server:
     took: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     rx: socket.socket | None = None  # the control socket again, non-blocking: offers are read here
+    handed: int = 0  # calls handed to an offered spare (for tests and benchmarks)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     broken: bool = False
     inflight: int = 0  # calls using this server (guarded by the sandbox's lock)
@@ -210,6 +211,17 @@ def _zygote_config(spec: ServerSpec, binds: frozenset[str], scratch: str, ctl_fd
     }
 
 
+def _reader(ctl: socket.socket) -> socket.socket | None:
+    """The control socket again, never blocking (a socket with a timeout polls before it reads):
+    offers are read here. None: no offers are read, every call goes through the fork server."""
+    try:
+        rx = socket.socket(fileno=os.dup(ctl.fileno()))
+    except OSError:
+        return None
+    rx.setblocking(False)
+    return rx
+
+
 def start_server(spec: ServerSpec, binds: frozenset[str]) -> Server:
     """Start a zygote (inside bubblewrap, binding `binds` too, for "isolated")."""
     try:
@@ -248,11 +260,6 @@ def start_server(spec: ServerSpec, binds: frozenset[str]) -> Server:
     finally:
         child.close()
     host.settimeout(2.0)  # sends only block if the zygote is stuck; it is then declared broken
-    try:
-        rx = socket.socket(fileno=os.dup(host.fileno()))  # never blocks (a timeout would poll first)
-        rx.setblocking(False)
-    except OSError:
-        rx = None  # no offers read: every call goes through the fork server
     return Server(
         popen,
         host,
@@ -260,5 +267,5 @@ def start_server(spec: ServerSpec, binds: frozenset[str]) -> Server:
         err_fd,
         binds=binds,
         max_processes=spec.max_processes,
-        rx=rx,
+        rx=_reader(host),
     )

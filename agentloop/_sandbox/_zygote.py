@@ -87,7 +87,7 @@ class _Zygote:
         # Landlock (ABI > 0): each child builds and enters a domain reading only what it needs.
         cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.spares = Spares(Forker(cfg, pidns))
-        self.offers = Offers(self.spares, self.ctl)  # spares the host hands calls to itself
+        self.offers = Offers(self.spares, self.ctl, self.sel, self.by_id)  # the host hands them calls
         self.queued = False  # a call waited for a slot: spares of our own are kept for such calls
         self.scratch_mb: int | None = None  # the last call's: the size the next spares mount
         self.spare_at: float | None = None  # when to fork the next spare
@@ -151,10 +151,7 @@ class _Zygote:
             return  # every uid is in use or still dying: forked after the next sweep
         if len(self.offers) < _SPARES:
             dirs = self.tool_dirs if self.cfg["landlock"] else {}
-            offered, used = self.offers.offer(self.tools, dirs, uid, self.scratch_mb)
-            if offered is not None and offered.done is not None:
-                self.by_id[offered.id] = offered
-                self.sel.register(offered.done, selectors.EVENT_READ, offered)
+            used = self.offers.offer(self.tools, dirs, uid, self.scratch_mb)
         else:
             used = self.spares.fork(self.tools, uid, self.scratch_mb)
         if not used:
@@ -324,11 +321,11 @@ class _Zygote:
         self._forget_done(call)
         self.uids.release(call.uid)
         call.uid = 0
-        self._remove_scratch(call)
+        call.drop_scratch()
         self._start_queued()
+        self.spare_at = self.spare_at or time.monotonic()  # a slot is free: spares may be forked
 
-    def _take(self, call: Call | None) -> None:
-        """An offered spare has a call (or ended): from here on it is a running call of ours."""
+    def _take(self, call: Call | None) -> None:  # an offer has a call (or ended): it is a call
         if call is not None and self.offers.taken(call.pid) is not None:
             self.running[call.pid] = call
 
@@ -340,7 +337,7 @@ class _Zygote:
         if call.pid <= 0:
             for fd in call.fds:
                 os.close(fd)
-            self._remove_scratch(call)
+            call.drop_scratch()
             if call.uid:
                 self.uids.free.appendleft(call.uid)  # no process ever ran as it
                 call.uid = 0
@@ -365,11 +362,6 @@ class _Zygote:
                 self.sel.unregister(call.done)
             close_quietly(call.done)
             call.done = None
-
-    @staticmethod
-    def _remove_scratch(call: Call) -> None:
-        remove_dir(call.scratch)
-        call.scratch = ""
 
     def _shutdown(self) -> None:
         self.closing = True
