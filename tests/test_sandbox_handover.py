@@ -303,9 +303,10 @@ async def test_no_fd_of_the_sandbox_outlives_it_in_the_host_and_offers_are_close
         zygote = sb._server.popen.pid
         await offered(sb, 2)
         zygote_fds = len(_fds(zygote))
-        for _ in range(6):
+        for _ in range(20):
             await offered(sb)
             await sb.call(T + "trivial", {}, Limits(timeout=30))
         await offered(sb, 2)
-        assert len(_fds(zygote)) <= zygote_fds + 2  # no fd per call is left behind in the fork server
+        # No fd per call is left behind in the fork server (a spare being forked holds 9 more).
+        assert len(_fds(zygote)) <= zygote_fds + 9, (zygote_fds, _fds(zygote))
     assert set(_fds("self")) <= set(before), set(_fds("self")) - set(before)
