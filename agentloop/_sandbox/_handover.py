@@ -45,6 +45,9 @@ class Offer:
     def fits(self, ref: str, limits: Limits) -> bool:
         return ref in self.tools and (not self.sized or self.scratch_mb == limits.scratch_mb)
 
+    def fileno(self) -> tuple[int, ...]:
+        return (self.call.fileno(), self.status.fileno(), self.fds.result, self.fds.stdout, self.fds.stderr)
+
     def close(self) -> None:
         """Discard: the spare sees its call socket close and exits (the fork server reaps it)."""
         for sock in (self.call, self.status):

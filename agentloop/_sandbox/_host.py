@@ -221,6 +221,12 @@ class ProcessSandbox:
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    def offer_fds(self) -> frozenset[int]:
+        """The fds this sandbox holds for the spares its fork server offered (leak checks)."""
+        with self._lock:
+            server = self._server
+        return frozenset() if server is None else server.offer_fds()
+
     # --- shutdown -----------------------------------------------------------------------------------
 
     async def aclose(self) -> None:

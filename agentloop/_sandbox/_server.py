@@ -132,6 +132,10 @@ class Server:
             self.rx.close()
         self.ctl.close()  # the zygote sees EOF, kills its children and exits
 
+    def offer_fds(self) -> frozenset[int]:
+        with self.lock:
+            return frozenset(fd for offer in self.offers for fd in offer.fileno())
+
     def drop_offers(self) -> None:
         with self.lock:
             while self.offers:
