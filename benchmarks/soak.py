@@ -9,9 +9,9 @@ descendants, and checks:
 - after warm-up, the sequential phase ends with exactly the fds, sockets, tasks, threads and
   children it had, and RSS grew by at most `rss_seq_mb` (a leak of ~1 KB a run over 10,000 runs
   exceeds the default);
-- non-socket fds, threads outside the worker-thread pool and the child processes (the process
+- non-socket fds (but those of the spares offered to the host), threads outside the worker-thread pool and the child processes (the process
   sandbox's fork server) never change; the fork server's own children stay within its bound
-  (running calls + one spare); sockets stay within the pool's bound (one leaked socket per run
+  (running calls, the spares, calls still exiting: max_processes + 6); sockets stay within the pool's bound (one leaked socket per run
   would exceed it); pool threads stay within the pools' bounds;
 - each concurrent batch after the first ends with at most `rss_batch_mb` more RSS than the first
   (the first one sets the peak the allocator keeps; the same batch again must reuse it);
@@ -113,9 +113,13 @@ _POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_")
 MAX_POOL_THREADS = 40 + min(32, (os.cpu_count() or 1) + 4)
 
 
-def _fds() -> tuple[int, int]:
+def _fds(held: frozenset[int] = frozenset()) -> tuple[int, int]:
+    """Open fds and sockets among them, but for `held`: those of the spares the sandbox's fork
+    server offered (0-2 at any moment, 2 sockets and 3 memfds each: not a leak)."""
     total = sockets = 0
     for name in os.listdir("/proc/self/fd"):
+        if int(name) in held:
+            continue
         try:
             target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:  # the fd of the listdir itself, closed meanwhile
@@ -169,9 +173,9 @@ def _tasks() -> int:
     return count(trio.lowlevel.current_root_task())
 
 
-def sample(label: str, runs: int) -> Sample:
+def sample(label: str, runs: int, held: frozenset[int] = frozenset()) -> Sample:
     gc.collect()
-    fds, sockets = _fds()
+    fds, sockets = _fds(held)
     pool = sum(t.name.startswith(_POOL_THREADS) for t in threading.enumerate())
     children = _children()
     return Sample(
@@ -322,7 +326,7 @@ async def soak(
     seen: set[int] = set()  # every process ever seen below this one
 
     def take(label: str) -> Sample:
-        s = sample(label, ok)
+        s = sample(label, ok, tools.sandbox_for("process").sandbox.offer_fds())
         seen.update(s.children, s.descendants)
         samples.append(s)
         return s
@@ -409,9 +413,12 @@ async def soak(
                     problems.append(
                         f"{at}: child processes {s.children}, after warm-up {after_warm.children} (baseline + the fork server)"
                     )
-                if len(s.descendants) > box.max_processes + 1:
+                # Calls in flight, two spares offered to the host and two of the fork server's own;
+                # a call's killed process may still be exiting (reaped a moment later) as the next
+                # one is handed over: a leak grows past any bound, this one holds a busy machine.
+                if len(s.descendants) > box.max_processes + 6:
                     problems.append(
-                        f"{at}: {len(s.descendants)} processes below the fork server, more than its {box.max_processes} + a spare"
+                        f"{at}: {len(s.descendants)} processes below the fork server, more than its {box.max_processes} + 6"
                     )
                 if s.sockets > bound:
                     problems.append(f"{at}: {s.sockets} sockets, more than the pool's bound {bound}")

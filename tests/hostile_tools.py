@@ -289,3 +289,58 @@ def stalk_fork_server(stalkers: int, nth: int = 0) -> int:
                     pass
             os._exit(0)
     return target
+
+
+def _fd_targets(pid: str) -> dict[int, str]:
+    """What the fds of process `pid` (as /proc names it) point at, those we may read."""
+    found = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for name in names:
+        try:
+            found[int(name)] = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            pass
+    return found
+
+
+def forge_outcome() -> dict[str, object]:
+    """Writes forged outcomes (the fork server's status frame: b"S" + JSON) to every socket it
+    holds, and tries to see the fds of every other process (another call's memfds, the host's or
+    the fork server's sockets) through /proc; then returns what it holds and what it reached."""
+    forged = 0
+    for fd in _own_sockets():
+        try:
+            os.write(fd, b'S{"exit": 0, "forged": true}')
+            forged += 1
+        except OSError:
+            pass
+    me = os.readlink("/proc/self")  # our pid as this /proc names it (we may be PID 1 of our own)
+    foreign = [
+        f"{pid}:{fd}:{target}"
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and pid != me
+        for fd, target in _fd_targets(pid).items()
+    ]
+    return {"own": sorted(_fd_targets("self").values()), "forged": forged, "foreign": foreign}
+
+
+def other_calls(first_uid: int, count: int) -> list[str]:
+    """Processes of the sandbox's call uids (`first_uid` and the `count` after it) other than
+    this one that are not zombies: another call still running beside this one."""
+    me = os.readlink("/proc/self")
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        uid = int(fields["Uid"].split()[0])
+        if first_uid <= uid < first_uid + count and not fields["State"].strip().startswith("Z"):
+            found.append(f"{pid} uid {uid} {fields['State'].strip()}")
+    return found

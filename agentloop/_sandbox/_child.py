@@ -83,14 +83,19 @@ def run_child(
 
 
 def spare_main(
-    sock: socket.socket, tools: dict[str, Any], cfg: dict[str, Any], ahead: tuple[int, int | None, str]
+    sock: socket.socket,
+    tools: dict[str, Any],
+    cfg: dict[str, Any],
+    ahead: tuple[int, int | None, str],
+    direct: Direct | None = None,
 ) -> NoReturn:
     """A child forked ahead of time: the fork and its first scheduling (~1.5 ms on a loaded
     2-core machine) are then off the call's critical path, and so is the call-independent part
     of its confinement and, with `ahead` = (uid, scratch_mb, scratch) from the fork server, the
     mount of the call's scratch tmpfs and entering it (~0.25 ms). It stays root until it has
     the call (a process of a call's uid is always a call's), waits for one call, then runs it
-    (the fork server gives it only a call with that scratch size, to run as that uid)."""
+    (it is only given a call with that scratch size, to run as that uid). `direct`: an offered
+    spare (`_offers`), which takes its call from the host instead of from the fork server."""
     try:
         ruleset = early_setup(cfg)
         uid, scratch_mb, scratch = ahead
@@ -98,15 +103,37 @@ def spare_main(
             mount_scratch(scratch, uid, scratch_mb)
         _enter(scratch)
         _prefault()
-        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
-        if not data or len(fds) != 3:
-            os._exit(0)  # the zygote discarded us
-        msg = _json.loads(data)
-        tool = tools[msg["call"]["ref"]]
+        if direct is not None:
+            call, fds3 = _take_direct(direct, uid)
+        else:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
+            if not data or len(fds) != 3:
+                os._exit(0)  # the zygote discarded us
+            msg = _json.loads(data)
+            call, scratch, fds3 = msg["call"], msg["scratch"], (fds[0], fds[1], fds[2])
+        tool = tools[call["ref"]]
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
-    fds3 = (fds[0], fds[1], fds[2])
-    run_child(msg["call"], fds3, msg["scratch"], tool, cfg, done=sock, early=(ruleset,))
+    run_child(call, fds3, scratch, tool, cfg, done=sock, early=(ruleset,))
+
+
+# An offered spare's call socket (from the host), its three memfds (the host holds the same) and
+# what Landlock lets each known tool read of its package.
+Direct = tuple[socket.socket, tuple[int, int, int], dict[str, list[str]]]
+
+
+def _take_direct(direct: Direct, uid: int) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """The one call the host hands an offered spare. Plain recv: an fd sent along would be
+    dropped by the kernel, not installed here. The socket is closed at once (it carries this
+    call only), and the call's uid and readable dirs are ours, not the message's."""
+    call_sock, fds3, tool_dirs = direct
+    data = call_sock.recv(1 << 16)
+    call_sock.close()
+    if not data:
+        os._exit(0)  # the host discarded us (or went away)
+    msg = _json.loads(data)
+    ref = str(msg["ref"])
+    return {"ref": ref, "limits": dict(msg["limits"]), "uid": uid, "tool_dirs": tool_dirs.get(ref)}, fds3
 
 
 def early_setup(cfg: dict[str, Any]) -> Ruleset | None:

@@ -56,7 +56,7 @@ class Call:
     id: int
     msg: dict[str, Any]
     status: socket.socket  # to the host
-    fds: tuple[int, int, int]  # result, stdout, stderr memfds
+    fds: tuple[int, ...]  # result, stdout, stderr memfds (none for an offered spare's call)
     pid: int = 0
     scratch: str = ""
     killed: str | None = None
@@ -66,6 +66,10 @@ class Call:
     waited: bool = False  # queued for a slot: the host was told ("Q"), and is told when it starts
     reported: bool = False  # "P" (started, its pid) sent
     report_at: float = 0.0  # when to send "P" if it still runs (a call started at once)
+
+    def drop_scratch(self) -> None:
+        remove_dir(self.scratch)
+        self.scratch = ""
 
 
 @dataclass(slots=True)
@@ -135,7 +139,7 @@ class Forker:
         pid = self.fork()
         if pid == 0:
             mine.close()
-            run_child(call.msg, call.fds, scratch, tool, self.cfg, done=theirs)
+            run_child(call.msg, (call.fds[0], call.fds[1], call.fds[2]), scratch, tool, self.cfg, done=theirs)
         theirs.close()
         if pid < 0:
             mine.close()

@@ -85,8 +85,9 @@ class ProcessSandbox:
         self._available: SandboxUnavailableError | bool | None = None  # cached probe result
         self._closed = False
         self._active = 0  # calls between admission and their outcome (guarded by _lock)
-        # 4 fds per queued call in the fork server, which shares our hard limit; 32 for itself.
-        self._max_active = max(1, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 32) // 4)
+        # 4 fds per queued call in the fork server, which shares our hard limit; 64 for itself and
+        # the offered spares (5 fds each here while held, 2 each there, and a fork's worth more).
+        self._max_active = max(1, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 64) // 4)
         self._tool_binds: dict[str, frozenset[str]] = {}
 
     # --- registration-time checks -------------------------------------------------------------------
@@ -219,6 +220,12 @@ class ProcessSandbox:
                     return
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def offer_fds(self) -> frozenset[int]:
+        """The fds this sandbox holds for the spares its fork server offered (leak checks)."""
+        with self._lock:
+            server = self._server
+        return frozenset() if server is None else server.offer_fds()
 
     # --- shutdown -----------------------------------------------------------------------------------
 

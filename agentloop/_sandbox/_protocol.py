@@ -3,7 +3,14 @@
 Host -> zygote, over a SOCK_SEQPACKET control socket, one JSON message each:
   {"op": "call", "id", "ref", "limits", ...} with SCM_RIGHTS fds [status socket, result memfd,
   stdout memfd, stderr memfd]; the arguments JSON is pre-written into the result memfd.
-  {"op": "kill", "id", "reason"}: kill that call's process group (timeout / cancellation).
+  {"op": "kill", "id", "reason"}: kill that call's processes (timeout / cancellation).
+  Either may carry "took": [sid, ...], the offers handed a call since the last message (below).
+Zygote -> host, over the same control socket (read by the host without blocking, as a call starts):
+  {"op": "spare", "sid", "pid", "tools", "scratch_mb", "sized"} with SCM_RIGHTS fds [call socket,
+  status socket, result memfd, stdout memfd, stderr memfd]: an offered spare (`_offers`). The host
+  writes the arguments into the result memfd and sends {"ref", "limits"} on the call socket, once
+  (no fds; it then closes it); the call's id is -sid, its status frames come on the status socket,
+  and the "P" frame is never sent (its pid came with the offer; its timeout runs from the send).
 Zygote -> host, over the call's own SOCK_SEQPACKET status socket:
   b"Q"         the call waits for a slot (max_processes): its timeout starts with its "P"
   b"P" + pid   the child runs (sent at once after a "Q"; else only if it still runs ~2 ms after

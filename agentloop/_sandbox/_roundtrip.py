@@ -17,6 +17,7 @@ import anyio
 
 from .. import _json
 from ._classify import Memfds, classify, unavailable
+from ._handover import Offer, hand_over, take_offer, write_arguments
 from ._outcome import DEFAULT_TIMEOUT, Limits, SandboxOutcome
 from ._protocol import FRAME_QUEUED, FRAME_STARTED, FRAME_STATUS, PID
 from ._server import Server
@@ -40,7 +41,12 @@ async def call_on(
     others_running: Callable[[], bool],
 ) -> SandboxOutcome:
     """Run one call on `server`; every failure is an outcome. `others_running()` says whether
-    other calls of the sandbox hold fds that they will free (then a call out of fds waits)."""
+    other calls of the sandbox hold fds that they will free (then a call out of fds waits).
+    A spare the fork server offered takes the call straight from us when one fits."""
+    while (offer := take_offer(server, ref, limits)) is not None:
+        outcome = await _call_offer(server, offer, ref, arguments, limits, on_started)
+        if outcome is not None:
+            return outcome
     made = await _call_fds(others_running)
     if isinstance(made, SandboxOutcome):
         return made
@@ -56,21 +62,52 @@ async def call_on(
             theirs.close()
         mine.setblocking(False)
         timeout = limits.timeout or DEFAULT_TIMEOUT
-        status, host_killed = await _wait(server, call_id, mine, timeout, on_started)
-        if status is None:
-            if not host_killed and server.popen.poll() is None:
-                # The fork server lives but dropped this call (it ran out of fds receiving it).
-                return unavailable("the fork server could not take this call (out of file descriptors?)")
-            server.broken = True
-            if not host_killed:
-                return unavailable(server.why_dead())
-            status = {}  # we killed the zygote itself to stop this call
-        if host_killed:
-            status["killed"] = host_killed
-        return classify(status, limits, fds)
+        waited = await _wait(server, call_id, mine, timeout, on_started)
+        return _conclude(server, waited, limits, fds)
     finally:
         mine.close()
         fds.close()
+
+
+async def _call_offer(
+    server: Server,
+    offer: Offer,
+    ref: str,
+    arguments: dict[str, Any],
+    limits: Limits,
+    on_started: Callable[[int], None] | None,
+) -> SandboxOutcome | None:
+    """The call, on an offered spare: handed over, its timeout from the send, its outcome (and
+    kills: id -sid) through the fork server. None if the spare was gone before it got the call."""
+    try:
+        if not hand_over(server, offer, ref, arguments, limits):
+            return None
+        timeout = limits.timeout or DEFAULT_TIMEOUT
+        waited = await _wait(server, -offer.sid, offer.status, timeout, on_started, started=offer.pid)
+        return _conclude(server, waited, limits, offer.fds)
+    finally:
+        offer.close()
+        with server.lock:  # the fork server knows of the call now (it sent its outcome)
+            if offer.sid in server.took:
+                server.took.remove(offer.sid)
+
+
+def _conclude(
+    server: Server, waited: tuple[dict[str, Any] | None, str | None], limits: Limits, fds: Memfds
+) -> SandboxOutcome:
+    """The outcome, from the fork server's status (None: it sent none) and the host's kill."""
+    status, host_killed = waited
+    if status is None:
+        if not host_killed and server.popen.poll() is None:
+            # The fork server lives but dropped this call (it ran out of fds receiving it).
+            return unavailable("the fork server could not take this call (out of file descriptors?)")
+        server.broken = True
+        if not host_killed:
+            return unavailable(server.why_dead())
+        status = {}  # we killed the zygote itself to stop this call
+    if host_killed:
+        status["killed"] = host_killed
+    return classify(status, limits, fds)
 
 
 async def _call_fds(
@@ -119,10 +156,7 @@ def _send_call(
 ) -> None:
     """The arguments go into the result memfd (the child reads, then empties it); the message
     carries the status socket and the three memfds."""
-    data = _json.dumps(arguments)
-    written = 0
-    while written < len(data):
-        written += os.pwrite(fds.result, data[written:], written)
+    write_arguments(fds.result, arguments)
     msg = {"op": "call", "id": call_id, "ref": ref, "limits": limits.to_wire()}
     server.send(msg, [status_sock.fileno(), fds.result, fds.stdout, fds.stderr])
 
@@ -135,9 +169,13 @@ async def _wait(
     # so the caller cannot express it as a cancel scope: it becomes a deadline here.
     timeout: float,  # noqa: ASYNC109 - see above
     on_started: Callable[[int], None] | None,
+    *,
+    started: int | None = None,  # the pid of a call handed to an offered spare: it runs now
 ) -> tuple[dict[str, Any] | None, str | None]:
     try:
         deadline = anyio.current_time() + timeout
+        if started is not None:
+            _started(on_started, started)
         frame = await _recv_by(sock, deadline)
         if frame is not None and frame[:1] == FRAME_QUEUED:
             frame = await _recv(sock)  # queued until a slot is free: no timeout while queued

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +94,15 @@ class Server:
     scratch: str | None  # "process": the host-side dir of the calls' scratch dirs (removed at the end)
     err_fd: int  # the zygote's stderr (a memfd): why it died, when it does
     binds: frozenset[str] = frozenset()  # what bubblewrap binds for the tools ("isolated")
+    max_processes: int = 1
+    # Spares the fork server offered (`_handover.Offer`), the sids of those handed a call since the
+    # last control message (it carries them: the fork server counts those calls as running
+    # before it starts any call sent after them), and the lock over both and over the socket.
+    offers: deque[Any] = field(default_factory=deque)
+    took: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rx: socket.socket | None = None  # the control socket again, non-blocking: offers are read here
+    handed: int = 0  # calls handed to an offered spare (for tests and benchmarks)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     broken: bool = False
     inflight: int = 0  # calls using this server (guarded by the sandbox's lock)
@@ -102,7 +113,10 @@ class Server:
         return not self.broken and self.popen.poll() is None
 
     def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
-        socket.send_fds(self.ctl, [_json.dumps(msg)], fds or [])
+        with self.lock:
+            if self.took:
+                msg["took"], self.took = self.took, []
+            socket.send_fds(self.ctl, [_json.dumps(msg)], fds or [])
 
     def why_dead(self) -> str:
         """The tail of the zygote's stderr: the reason it failed to start, usually."""
@@ -113,7 +127,19 @@ class Server:
 
     def stop(self) -> None:
         self.broken = True
+        self.drop_offers()
+        if self.rx is not None:
+            self.rx.close()
         self.ctl.close()  # the zygote sees EOF, kills its children and exits
+
+    def offer_fds(self) -> frozenset[int]:
+        with self.lock:
+            return frozenset(fd for offer in self.offers for fd in offer.fileno())
+
+    def drop_offers(self) -> None:
+        with self.lock:
+            while self.offers:
+                self.offers.popleft().close()
 
     def kill(self) -> None:
         self.broken = True
@@ -125,6 +151,9 @@ def discard(server: Server) -> None:
     if server.discarded:
         return
     server.discarded = True
+    server.drop_offers()
+    if server.rx is not None:
+        server.rx.close()
     server.kill()
     server.popen.wait()  # already dead or SIGKILLed: reaping is immediate
     os.close(server.err_fd)
@@ -186,6 +215,17 @@ def _zygote_config(spec: ServerSpec, binds: frozenset[str], scratch: str, ctl_fd
     }
 
 
+def _reader(ctl: socket.socket) -> socket.socket | None:
+    """The control socket again, never blocking (a socket with a timeout polls before it reads):
+    offers are read here. None: no offers are read, every call goes through the fork server."""
+    try:
+        rx = socket.socket(fileno=os.dup(ctl.fileno()))
+    except OSError:
+        return None
+    rx.setblocking(False)
+    return rx
+
+
 def start_server(spec: ServerSpec, binds: frozenset[str]) -> Server:
     """Start a zygote (inside bubblewrap, binding `binds` too, for "isolated")."""
     try:
@@ -224,4 +264,12 @@ def start_server(spec: ServerSpec, binds: frozenset[str]) -> Server:
     finally:
         child.close()
     host.settimeout(2.0)  # sends only block if the zygote is stuck; it is then declared broken
-    return Server(popen, host, None if spec.isolated else scratch, err_fd, binds=binds)
+    return Server(
+        popen,
+        host,
+        None if spec.isolated else scratch,
+        err_fd,
+        binds=binds,
+        max_processes=spec.max_processes,
+        rx=_reader(host),
+    )

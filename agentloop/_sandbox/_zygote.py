@@ -31,6 +31,7 @@ from ._child import prctl
 from ._forking import Call, Forker, Spares, Tool, close_quietly, load_tool, make_dir, probe_pidns, remove_dir
 from ._landlock import abi as landlock_abi
 from ._landlock import tool_paths
+from ._offers import Offers
 from ._privs import CAP_SYS_ADMIN, SeccompUnavailable, compile_seccomp, has_cap, set_dumpable, set_subreaper
 from ._protocol import DONE, FRAME_QUEUED, FRAME_STARTED, FRAME_STATUS, PID
 from ._uids import UidPool
@@ -86,6 +87,8 @@ class _Zygote:
         # Landlock (ABI > 0): each child builds and enters a domain reading only what it needs.
         cfg["landlock"] = landlock_abi() if cfg.get("landlock", True) else 0
         self.spares = Spares(Forker(cfg, pidns))
+        self.offers = Offers(self.spares, self.ctl, self.sel, self.by_id)  # the host hands them calls
+        self.queued = False  # a call waited for a slot: spares of our own are kept for such calls
         self.scratch_mb: int | None = None  # the last call's: the size the next spares mount
         self.spare_at: float | None = None  # when to fork the next spare
         self.next_sweep = 0.0
@@ -97,6 +100,7 @@ class _Zygote:
         while True:
             for key, _ in self.sel.select(self._timeout()):
                 if isinstance(key.data, Call):
+                    self._take(key.data)
                     self._done(key.data)
                 elif key.data == "ctl":
                     if not self._read_ctl():
@@ -112,7 +116,7 @@ class _Zygote:
         waits = []
         if self.uids.dirty:
             waits.append(_SWEEP_EVERY)
-        if len(self.spares.ready) < _SPARES and self.spare_at is not None:
+        if self.spare_at is not None and self._short_of_spares():
             waits.append(self.spare_at - time.monotonic())
         if self.unreported:
             waits.append(self.unreported[0].report_at - time.monotonic())
@@ -132,23 +136,28 @@ class _Zygote:
             self._start_queued()
         if self.spare_at is not None and now >= self.spare_at:
             self.spare_at = None
-            if (
-                len(self.spares.ready) < _SPARES
-                and not self.closing
-                and self.tools
-                and len(self.running) < self.max
-            ):
+            if self._short_of_spares() and not self.closing and self.tools and len(self.running) < self.max:
                 self._fork_spare(now)
+
+    def _short_of_spares(self) -> bool:
+        """Offers to the host first; spares of our own only once a call queued for a slot (the
+        host hands a call to an offer only while a slot is free)."""
+        return len(self.offers) < _SPARES or (self.queued and len(self.spares.ready) < _SPARES)
 
     def _fork_spare(self, now: float) -> None:
         """One fork per pass (a call may be waiting), with the uid its call will run as."""
         uid = self.uids.take()
         if self.uids.enabled and not uid:
             return  # every uid is in use or still dying: forked after the next sweep
-        if not self.spares.fork(self.tools, uid, self.scratch_mb):
+        if len(self.offers) < _SPARES:
+            dirs = self.tool_dirs if self.cfg["landlock"] else {}
+            used = self.offers.offer(self.tools, dirs, uid, self.scratch_mb)
+        else:
+            used = self.spares.fork(self.tools, uid, self.scratch_mb)
+        if not used:
             if uid:
                 self.uids.free.appendleft(uid)  # no process ever ran as it
-        elif len(self.spares.ready) < _SPARES:
+        elif self._short_of_spares():
             self.spare_at = now
 
     def _read_ctl(self) -> bool:
@@ -161,6 +170,8 @@ class _Zygote:
                 return False  # the host closed the control socket (or died)
             try:
                 msg = _json.loads(data)
+                for sid in msg.get("took") or ():  # offers the host handed calls to, since its last
+                    self._take(self.by_id.get(-int(sid)))
                 if msg["op"] == "call" and len(fds) == 4:
                     status = socket.socket(fileno=fds[0])
                     status.setblocking(False)
@@ -170,7 +181,7 @@ class _Zygote:
                     self.queue.append(call)
                     self._start_queued()
                     if call.pid == 0 and not call.finished:  # waits for a slot: its timeout too
-                        call.waited = True
+                        call.waited = self.queued = True
                         self._send(call, FRAME_QUEUED)
                 elif msg["op"] == "kill":
                     self._kill(int(msg["id"]), str(msg.get("reason", "cancelled")))
@@ -261,6 +272,7 @@ class _Zygote:
         call = self.by_id.get(call_id)
         if call is None:
             return
+        self._take(call)
         if call.pid == 0:  # still queued
             self.queue.remove(call)
             return self._finish(call, {"killed": reason, "queued": True})
@@ -292,7 +304,7 @@ class _Zygote:
             self._reaped(pid, wstatus, rusage)
 
     def _reaped(self, pid: int, wstatus: int, rusage: Any) -> None:
-        call = self.running.pop(pid, None)
+        call = self.running.pop(pid, None) or self.offers.taken(pid)
         if call is None:
             uid, scratch = self.spares.reaped(pid)
             self.uids.release(uid)
@@ -309,8 +321,13 @@ class _Zygote:
         self._forget_done(call)
         self.uids.release(call.uid)
         call.uid = 0
-        self._remove_scratch(call)
+        call.drop_scratch()
         self._start_queued()
+        self.spare_at = self.spare_at or time.monotonic()  # a slot is free: spares may be forked
+
+    def _take(self, call: Call | None) -> None:  # an offer has a call (or ended): it is a call
+        if call is not None and self.offers.taken(call.pid) is not None:
+            self.running[call.pid] = call
 
     def _finish(self, call: Call, status: dict[str, Any]) -> None:
         """Send the outcome. A call that never ran gives its fds, scratch and uid back now."""
@@ -320,7 +337,7 @@ class _Zygote:
         if call.pid <= 0:
             for fd in call.fds:
                 os.close(fd)
-            self._remove_scratch(call)
+            call.drop_scratch()
             if call.uid:
                 self.uids.free.appendleft(call.uid)  # no process ever ran as it
                 call.uid = 0
@@ -346,14 +363,11 @@ class _Zygote:
             close_quietly(call.done)
             call.done = None
 
-    @staticmethod
-    def _remove_scratch(call: Call) -> None:
-        remove_dir(call.scratch)
-        call.scratch = ""
-
     def _shutdown(self) -> None:
         self.closing = True
         self.spares.close()
+        for offered in list(self.offers.by_pid.values()):
+            self._take(offered)  # killed and reaped below, as the calls they may have
         for call in list(self.queue):
             self._finish(call, {"killed": "closed", "queued": True})
         self.queue.clear()
