@@ -3,6 +3,7 @@ of a break found by using agentloop as a new user or an attacker would, on async
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -71,3 +72,87 @@ async def test_a_plain_base_url_still_works() -> None:
     ):
         result = await Agent(client=client).run("hi")
     assert result.output == "ok"
+
+
+# --- a client used after close, or from another event loop ----------------------------------
+
+
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
+async def test_a_closed_client_is_a_configuration_error_at_once_not_a_retried_connection_error(
+    transport: str,
+) -> None:
+    # Lean transport: APIConnectionError after ~1.3 s of retries, "check the base URL and the
+    # network"; httpx transports: a raw RuntimeError from httpx, outside the AgentloopError tree.
+    async with FakeFluxRouter([text("one"), text("two")]) as r:
+        client = FluxClient(base_url=r.base_url, api_key=KEY, transport=transport)  # type: ignore[arg-type]
+        async with client:
+            assert (await Agent(client=client).run("hi")).output == "one"
+        with pytest.raises(ConfigurationError, match="FluxClient is closed") as info:
+            await Agent(client=client).run("hi")
+        assert KEY not in str(info.value)
+        assert len(r.requests) == 1  # nothing was sent, nothing retried
+        with pytest.raises(ConfigurationError, match="FluxClient is closed"):
+            async with client:
+                pass
+
+
+async def test_a_closed_client_is_refused_by_a_stream_and_by_warmup_too() -> None:
+    async with FakeFluxRouter([text("one")]) as r:
+        client = FluxClient(base_url=r.base_url, api_key=KEY)
+        await client.aclose()
+        with pytest.raises(ConfigurationError, match="FluxClient is closed"):
+            async with Agent(client=client).stream("hi") as events:
+                async for _ in events:
+                    pass
+        with pytest.raises(ConfigurationError, match="FluxClient is closed"):
+            await client.warmup()
+        assert r.requests == []
+
+
+async def test_nested_async_with_blocks_over_one_client_close_it_at_the_outermost() -> None:
+    # The inner block's exit closed the client under the outer one: the next run failed.
+    async with FakeFluxRouter([text("one"), text("two")]) as r:
+        client = FluxClient(base_url=r.base_url, api_key=KEY)
+        async with client:
+            async with client:
+                assert (await Agent(client=client).run("hi")).output == "one"
+            assert (await Agent(client=client).run("hi")).output == "two"
+        with pytest.raises(ConfigurationError, match="FluxClient is closed"):
+            await Agent(client=client).run("hi")
+
+
+def _run_in_fresh_loop(backend: str, agent: Agent) -> BaseException | None:
+    """Run the agent in a new event loop of its own, in this (worker) thread: a second
+    asyncio.run, a notebook's restarted loop; the exception it ended with, if any."""
+    try:
+        anyio.run(agent.run, "again", backend=backend)
+    except BaseException as e:
+        return e
+    return None
+
+
+@pytest.mark.parametrize("other", ["asyncio", "trio"])
+async def test_a_client_used_from_a_second_event_loop_is_a_clear_typed_error(other: str) -> None:
+    # A module-level client shared by two event loops: "RuntimeError: ... got Future attached to
+    # a different loop" on asyncio; on trio the run went through on another loop's pool, and the
+    # client's aclose() then raised RuntimeError("must be called from async context").
+    async with FakeFluxRouter([text("one"), text("two")]) as r:
+        async with FluxClient(base_url=r.base_url, api_key=KEY) as client:
+            agent = Agent(client=client)
+            assert (await agent.run("hi")).output == "one"
+            error = await anyio.to_thread.run_sync(_run_in_fresh_loop, other, agent)
+            assert isinstance(error, ConfigurationError), error
+            assert "another event loop" in str(error) and "one per loop" in str(error)
+            assert len(r.requests) == 1
+            assert (await agent.run("hi")).output == "two"  # its own loop still works
+
+
+async def test_run_sync_twice_on_one_client_works() -> None:
+    # run_sync starts a loop per call: each gets a copy of the client with a pool of its own.
+    async with FakeFluxRouter([text("one"), text("two")]) as r:
+        agent = Agent(client=FluxClient(base_url=r.base_url, api_key=KEY))
+
+        def twice() -> list[object]:
+            return [agent.run_sync("a").output for _ in range(2)]
+
+        assert await anyio.to_thread.run_sync(twice) == ["one", "two"]
