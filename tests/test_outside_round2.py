@@ -3,13 +3,21 @@ of a break found by using agentloop as a new user or an attacker would, on async
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
+import pathlib
+import uuid
+from typing import Annotated, Any
+
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentloop import Agent, ConfigurationError, FluxClient
-from agentloop.testing import FakeFluxRouter, text
+from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry
+from agentloop.testing import FakeFluxRouter, ScriptedModel, TestModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-outside-round2-SECRET-77"
@@ -156,3 +164,88 @@ async def test_run_sync_twice_on_one_client_works() -> None:
             return [agent.run_sync("a").output for _ in range(2)]
 
         assert await anyio.to_thread.run_sync(twice) == ["one", "two"]
+
+
+# --- signatures people write: `x: T = None`, Path ---------------------------------------------
+
+
+class _Mode(enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int = 0
+
+
+_TYPES: list[Any] = [
+    int,
+    str,
+    float,
+    bool,
+    list[int],
+    dict[str, int],
+    pathlib.Path,
+    datetime.date,
+    uuid.UUID,
+    decimal.Decimal,
+    _Mode,
+    _Point,
+    tuple[int, str],
+    set[str],
+    Annotated[int, "a count"],
+]
+
+
+def _tool_with_none_default(tp: Any) -> ToolRegistry:
+    def f(value=None) -> str:  # type: ignore[no-untyped-def]
+        return repr(value)
+
+    f.__annotations__ = {"value": tp, "return": str}
+    tools = ToolRegistry()
+    tools.register(f)
+    return tools
+
+
+@pytest.mark.parametrize("tp", _TYPES, ids=lambda t: getattr(t, "__name__", None) or str(t))
+async def test_a_none_default_lets_the_model_send_null_and_the_tool_gets_none(tp: Any) -> None:
+    # `limit: int = None`: the schema said {"type": "integer", "default": null}, and a model that
+    # sent the advertised default back was told "None is not of type 'integer'".
+    tools = _tool_with_none_default(tp)
+    model = ScriptedModel([tool_calls(call("f", {"value": None}), call("f", {})), text("done")])
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [(c.status, c.content) for c in result.tool_calls] == [("ok", "None"), ("ok", "None")]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+# Decimal is left out: its schema ({"type": ["number", "string"], "format": "decimal"}) does not
+# say which strings are numbers, so TestModel can still send "" (see the round's report).
+@pytest.mark.parametrize(
+    "tp",
+    [t for t in _TYPES if t is not decimal.Decimal],
+    ids=lambda t: getattr(t, "__name__", None) or str(t),
+)
+def test_testmodel_arguments_for_any_signature_are_accepted_by_the_tool(tp: Any, seed: int) -> None:
+    # TestModel generates arguments from the schema that is sent; for a Path the schema did not say
+    # "non-empty", so TestModel sent "" and the tool refused its own schema's value.
+    tools = ToolRegistry()
+
+    def g(value) -> str:  # type: ignore[no-untyped-def]
+        return repr(value)
+
+    g.__annotations__ = {"value": tp, "return": str}
+    tools.register(g)
+    result = anyio.run(Agent(client=TestModel(seed=seed), tools=tools).run, "go")
+    assert [c.status for c in result.tool_calls] == ["ok"], result.tool_calls
+
+
+def test_a_path_parameter_says_non_empty_in_its_schema() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    def read(path: pathlib.Path) -> str:
+        return str(path)
+
+    assert tools.definitions[0]["function"]["parameters"]["properties"]["path"]["minLength"] == 1
