@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import json
 import pathlib
 import uuid
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry
-from agentloop.testing import FakeFluxRouter, ScriptedModel, TestModel, call, text, tool_calls
+from agentloop.testing import FakeFluxRouter, ScriptedModel, TestModel, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 KEY = "sk-outside-round2-SECRET-77"
@@ -249,3 +250,70 @@ def test_a_path_parameter_says_non_empty_in_its_schema() -> None:
         return str(path)
 
     assert tools.definitions[0]["function"]["parameters"]["properties"]["path"]["minLength"] == 1
+
+
+# --- a final answer cut at max_tokens looked whole ---------------------------------------------
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_final_answer_cut_at_max_tokens_says_so(
+    wire: str, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # finish_reason "length" (Anthropic: stop_reason "max_tokens", 4096 tokens by default) ended
+    # the run as "final" with the cut text as output and nothing on the result to tell.
+    async with FakeFluxRouter([text("The first half of an ans", finish_reason="length")]) as r:
+        base = r.anthropic_url if wire == "anthropic" else r.base_url
+        async with FluxClient(base_url=base, api_key=KEY, stream=stream) as client:
+            agent = Agent(client=client)
+            with caplog.at_level("WARNING", logger="agentloop"):
+                if stream:
+                    async with agent.stream("hi") as events:
+                        result = [e async for e in events][-1].result  # type: ignore[attr-defined]
+                else:
+                    result = await agent.run("hi")
+    assert result.output == "The first half of an ans" and result.stop_reason == "final"
+    assert result.finish_reason == "length"
+    assert type(result).from_json(result.to_json()).finish_reason == "length"
+    assert [rec.getMessage() for rec in caplog.records] == ["final answer incomplete"]
+
+
+async def test_a_whole_final_answer_has_finish_reason_stop_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="agentloop"):
+        result = await Agent(client=ScriptedModel([text("ok")])).run("hi")
+    assert result.finish_reason == "stop" and caplog.records == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    reason=st.one_of(
+        st.none(),
+        st.text(max_size=200),
+        st.integers(),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
+)
+def test_any_finish_reason_a_router_sends_ends_the_run_and_round_trips(reason: Any) -> None:
+    # The wire passes finish_reason through as JSON: any value must give a result that to_json
+    # and from_json carry, and a short str or None on it.
+    body = {
+        "id": "x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": reason}],
+    }
+
+    async def go() -> Any:
+        async with (
+            FakeFluxRouter([raw(200, json.dumps(body))]) as r,
+            FluxClient(base_url=r.base_url, api_key=KEY, stream=False) as client,
+        ):
+            return await Agent(client=client).run("hi")
+
+    result = anyio.run(go)
+    assert result.output == "hi"
+    assert result.finish_reason is None or (
+        isinstance(result.finish_reason, str) and len(result.finish_reason) <= 64
+    )
+    assert type(result).from_json(result.to_json()).finish_reason == result.finish_reason
