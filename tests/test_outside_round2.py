@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentloop import Agent, ConfigurationError, FluxClient, ToolRegistry
+from agentloop import Agent, ConfigurationError, FluxClient, LoopDetected, RunLimits, ToolRegistry
 from agentloop.testing import FakeFluxRouter, ScriptedModel, TestModel, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -317,3 +317,78 @@ def test_any_finish_reason_a_router_sends_ends_the_run_and_round_trips(reason: A
         isinstance(result.finish_reason, str) and len(result.finish_reason) <= 64
     )
     assert type(result).from_json(result.to_json()).finish_reason == result.finish_reason
+
+
+# --- parallel identical calls are a burst, not a loop -----------------------------------------
+
+
+async def test_a_default_agent_rolls_four_dice_in_one_message() -> None:
+    # loop_threshold=3 by default counted the calls of one message one by one: the third die was
+    # refused ("the result will not change") and a fourth stopped the run with LoopDetected
+    # "after being told to stop", though the model had been told nothing yet.
+    rolled: list[int] = []
+    tools = ToolRegistry()
+
+    @tools.tool
+    def roll_die() -> int:
+        rolled.append(len(rolled) % 6 + 1)
+        return rolled[-1]
+
+    dice = tool_calls(*[call("roll_die", {}) for _ in range(4)])
+    result = await Agent(client=ScriptedModel([dice, text("1, 2, 3, 4")]), tools=tools).run("roll 4 dice")
+    assert [c.status for c in result.tool_calls] == ["ok"] * 4 and rolled == [1, 2, 3, 4]
+
+
+_CALLS = st.sampled_from([("f", "{}"), ("f", '{"a": 1}'), ("f", '{ "a" : 1 }'), ("g", "{}")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.lists(_CALLS, min_size=1, max_size=5), min_size=1, max_size=8),
+    threshold=st.integers(2, 4),
+)
+def test_a_loop_is_counted_in_steps_however_the_model_bursts(
+    steps: list[list[tuple[str, str]]], threshold: int
+) -> None:
+    # Reference: collapse identical neighbours within a step, then count streaks; every call of a
+    # step's burst has its first call's status. Run through Agent.run with one message per step.
+    def canonical(c: tuple[str, str]) -> tuple[str, str]:
+        return c[0], json.dumps(json.loads(c[1]), sort_keys=True)
+
+    expected: list[str] = []
+    streak, last, stopped = 0, None, False
+    for calls in steps:
+        prev_in_step = None
+        for c in calls:
+            key = canonical(c)
+            if key == prev_in_step:
+                expected.append(expected[-1])
+                continue
+            streak = streak + 1 if key == last else 1
+            last = prev_in_step = key
+            expected.append("ok" if streak < threshold else "loop_detected")
+            stopped = stopped or streak > threshold
+        if stopped:
+            break
+    tools = ToolRegistry()
+
+    @tools.tool
+    def f(a: int = 0) -> int:
+        return a
+
+    @tools.tool
+    def g() -> int:
+        return 0
+
+    script = [tool_calls(*[call(n, args) for n, args in calls]) for calls in steps] + [text("done")]
+    agent = Agent(
+        client=ScriptedModel(script), tools=tools, limits=RunLimits(loop_threshold=threshold, max_steps=20)
+    )
+    try:
+        result = anyio.run(agent.run, "go")
+    except LoopDetected as e:
+        assert stopped
+        result = e.result
+    else:
+        assert not stopped
+    assert [c.status for c in result.tool_calls] == expected
