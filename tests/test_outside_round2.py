@@ -392,3 +392,62 @@ def test_a_loop_is_counted_in_steps_however_the_model_bursts(
     else:
         assert not stopped
     assert [c.status for c in result.tool_calls] == expected
+
+
+# --- answers that lost the model's intent --------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_openai_refusal_is_a_finish_reason_refusal(stream: bool) -> None:
+    # {"content": null, "refusal": "..."} with finish_reason "stop": output None and nothing said.
+    body = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    async with (
+        FakeFluxRouter([raw(200, json.dumps(body))]) as r,
+        FluxClient(base_url=r.base_url, api_key=KEY, stream=False) as client,
+    ):
+        agent = Agent(client=client)
+        if stream:
+            async with agent.stream("hi") as events:
+                result = [e async for e in events][-1].result  # type: ignore[attr-defined]
+        else:
+            result = await agent.run("hi")
+    assert result.output is None and result.finish_reason == "refusal"
+    assert result.messages[-1]["refusal"] == "I can't help with that."
+
+
+async def test_a_single_tool_call_sent_as_an_object_is_run_not_dropped() -> None:
+    # "tool_calls": {...} instead of [{...}]: the call was dropped and the run ended "final" with
+    # output None, as if the model had answered nothing.
+    one = {"id": "c1", "type": "function", "function": {"name": "echo", "arguments": '{"text": "hi"}'}}
+    body = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": one},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def echo(text: str) -> str:
+        return text
+
+    async with (
+        FakeFluxRouter([raw(200, json.dumps(body)), text("done")]) as r,
+        FluxClient(base_url=r.base_url, api_key=KEY, stream=False) as client,
+    ):
+        result = await Agent(client=client, tools=tools).run("hi")
+    assert [(c.name, c.status, c.content) for c in result.tool_calls] == [("echo", "ok", "hi")]
+    assert result.output == "done"

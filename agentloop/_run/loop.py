@@ -367,6 +367,8 @@ def finished(result: RunResult[Any], turn: ModelTurn) -> RunResult[Any]:
     "final" (its text is what the model sent), but it is logged at WARNING and visible on the
     result: a truncated answer used to look exactly like a whole one."""
     reason = turn.finish_reason
+    if reason == "stop" and isinstance(turn.message.get("refusal"), str) and not turn.message.get("content"):
+        reason = "refusal"  # OpenAI's refusal field: the answer is the refusal, finish_reason says "stop"
     if not isinstance(reason, str):
         return result
     result.finish_reason = reason = sendable(reason[:64])
