@@ -17,7 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentloop import Agent, ConfigurationError, FluxClient, LoopDetected, RunLimits, ToolRegistry
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    ConversationError,
+    FluxClient,
+    LoopDetected,
+    RunLimits,
+    ToolRegistry,
+)
 from agentloop.testing import FakeFluxRouter, ScriptedModel, TestModel, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -451,3 +459,52 @@ async def test_a_single_tool_call_sent_as_an_object_is_run_not_dropped() -> None
         result = await Agent(client=client, tools=tools).run("hi")
     assert [(c.name, c.status, c.content) for c in result.tool_calls] == [("echo", "ok", "hi")]
     assert result.output == "done"
+
+
+# --- the caller's conversation -------------------------------------------------------------------
+
+
+_CALL = {"id": "c1", "type": "function", "function": {"name": "echo", "arguments": '{"text": "a"}'}}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [_CALL]}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": None, "tool_calls": [_CALL, {**_CALL, "id": "c2"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a"},
+            {"role": "user", "content": "and?"},
+        ],
+    ],
+    ids=["unanswered at the end", "one of two answered"],
+)
+async def test_a_conversation_with_an_unanswered_tool_call_is_refused_before_any_request(
+    messages: list[dict[str, Any]],
+) -> None:
+    # Sent as it was: the fake router took it, every real provider answers 400 ("tool_calls must
+    # be followed by tool messages"), so it failed in production only.
+    async with FakeFluxRouter([text("ok")]) as r, FluxClient(base_url=r.base_url, api_key=KEY) as client:
+        with pytest.raises(ConversationError, match="no tool message answering it") as info:
+            await Agent(client=client).run("next", messages=messages)
+        assert r.requests == []
+    assert "agent.resume" in str(info.value)
+
+
+async def test_a_paused_runs_messages_go_to_resume_not_to_run() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool(requires_approval=True)
+    async def echo(text: str) -> str:
+        return text
+
+    model = ScriptedModel([tool_calls(call("echo", {"text": "a"})), text("done"), text("again")])
+    agent = Agent(client=model, tools=tools)
+    paused = await agent.run("go")
+    assert paused.stop_reason == "approval_required"
+    with pytest.raises(ConversationError, match=r"agent\.resume"):
+        await agent.run("more", messages=paused.messages)
+    result = await agent.resume(paused, approvals={paused.pending[0].id: True})
+    assert result.output == "done"
+    assert (await agent.run("more", messages=result.messages)).output == "again"  # answered: fine
