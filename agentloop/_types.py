@@ -141,6 +141,9 @@ class RunResult(Generic[OutputT]):
     pending: list[PendingCall] = field(default_factory=list)  # stop_reason "approval_required"
     new_start: int = 0  # index in `messages` where this run's own messages begin
     agent_name: str | None = None  # the `Agent(name=...)` that finished the run (after handoffs)
+    # Why the model's final answer ended, as the wire said ("stop"; "length": cut at max_tokens,
+    # the output is incomplete; "content_filter", "refusal", ...); None when unknown.
+    finish_reason: str | None = None
 
     @property
     def paused(self) -> bool:
@@ -225,6 +228,7 @@ def result_to_json(result: RunResult[Any]) -> str:
         "tool_calls": [asdict(r) for r in result.tool_calls],
         "pending": [asdict(p) for p in result.pending],
         "agent_name": result.agent_name,
+        "finish_reason": result.finish_reason,
     }
     return _json.dumps_str(data)
 
@@ -235,6 +239,12 @@ def _stop_reason(value: object) -> StopReason:
         if value == reason:
             return reason  # type: ignore[no-any-return]  # get_args is untyped: each item is a StopReason
     raise ValueError(f"unknown stop_reason {value!r}; one of {', '.join(get_args(StopReason))} was expected")
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"finish_reason must be a str or null, got {type(value).__name__}")
 
 
 def result_from_json(text: str | bytes) -> RunResult:
@@ -253,6 +263,7 @@ def result_from_json(text: str | bytes) -> RunResult:
             pending=[PendingCall(**p) for p in data["pending"]],
             new_start=int(data.get("new_start", 0)),
             agent_name=data.get("agent_name"),
+            finish_reason=_optional_str(data.get("finish_reason")),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ResumeError(

@@ -122,7 +122,7 @@ async def test_every_outcome_kind_gets_started_then_finished_when_streamed() -> 
 async def test_loop_detected_and_skipped_calls_get_both_events() -> None:
     same = call("add", {"a": 1, "b": 1})
     seen: list[Any] = []
-    model = ScriptedModel([tool_calls(same, same, same)])
+    model = ScriptedModel([tool_calls(same), tool_calls(same), tool_calls(same)])  # a loop spans steps
     agent = Agent(client=model, tools=tools(), limits=RunLimits(loop_threshold=2), observers=[seen.append])
     with pytest.raises(RunLimitExceeded):
         await agent.run("go")

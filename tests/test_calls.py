@@ -91,7 +91,9 @@ async def test_the_loop_guard_warns_then_stops_and_the_step_says_so() -> None:
     tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits(loop_threshold=2))
     calls = [call("lookup", "a", f"c{i}") for i in range(3)]
-    done = await steps.run(run, calls, 1)
+    for step, c in enumerate(calls, 1):  # one per step: identical calls in one message are a burst
+        done = await steps.run(run, [c], step)
+        assert (done.stop is None) == (step < 3)
     assert ran == ["a"]
     assert statuses(run) == [("c0", "ok"), ("c1", "loop_detected"), ("c2", "loop_detected")]
     assert "Repeating this call again stops the run" in run.tool_calls[1].content
@@ -105,9 +107,23 @@ async def test_the_loop_guard_warns_then_stops_and_the_step_says_so() -> None:
 async def test_a_warning_alone_does_not_stop_the_run() -> None:
     tools, ran = step_tools()
     steps, run = step_calls(tools, RunLimits(loop_threshold=2))
-    done = await steps.run(run, [call("lookup", "a", "c0"), call("lookup", "a", "c1")], 1)
+    await steps.run(run, [call("lookup", "a", "c0")], 1)
+    done = await steps.run(run, [call("lookup", "a", "c1")], 2)
     assert done.stop is None and done.pending == [] and ran == ["a"]
     assert statuses(run) == [("c0", "ok"), ("c1", "loop_detected")]
+
+
+async def test_identical_calls_in_one_message_are_a_burst_not_a_loop() -> None:
+    # Counted one by one, the second of two parallel identical calls was refused ("the result will
+    # not change") and a third stopped the run, though the model had seen no result yet.
+    tools, ran = step_tools()
+    steps, run = step_calls(tools, RunLimits(loop_threshold=2))
+    done = await steps.run(run, [call("lookup", "a", f"c{i}") for i in range(5)], 1)
+    assert done.stop is None and ran == ["a"] * 5
+    done = await steps.run(run, [call("lookup", "a", f"d{i}") for i in range(3)], 2)  # the next step: a loop
+    assert done.stop is None and statuses(run)[5:] == [(f"d{i}", "loop_detected") for i in range(3)]
+    done = await steps.run(run, [call("lookup", "a", "e0"), call("lookup", "a", "e1")], 3)
+    assert done.stop is not None and done.stop[0] is LoopDetected
 
 
 async def test_calls_over_the_budget_are_skipped_and_the_step_reports_the_limit() -> None:

@@ -200,15 +200,20 @@ async def test_loop_that_persists_stops_the_run() -> None:
     assert_valid_conversation(partial)
 
 
-async def test_loop_detection_counts_calls_within_one_message_and_can_be_off() -> None:
+async def test_identical_calls_in_one_message_count_once_and_detection_can_be_off() -> None:
+    # A burst (roll four dice) is not a loop: the model has seen none of the results yet.
     tools, executed = counting_tools()
-    burst = tool_calls(*[call("lookup", {"key": "x"}) for _ in range(3)])
+    burst = tool_calls(*[call("lookup", {"key": "x"}) for _ in range(4)])
     result = await Agent(client=ScriptedModel([burst, text("ok")]), tools=tools).run("go")
-    assert [r.status for r in result.tool_calls] == ["ok", "ok", "loop_detected"]
+    assert [r.status for r in result.tool_calls] == ["ok"] * 4 and executed == ["x"] * 4
     executed.clear()
-    off = Agent(client=ScriptedModel([burst, text("ok")]), tools=tools, limits=RunLimits(loop_threshold=None))
+    again = [burst, burst, burst, text("ok")]  # the third step of the same burst is a loop
+    result = await Agent(client=ScriptedModel(again), tools=tools).run("go")
+    assert [r.status for r in result.tool_calls] == ["ok"] * 8 + ["loop_detected"] * 4
+    executed.clear()
+    off = Agent(client=ScriptedModel(again), tools=tools, limits=RunLimits(loop_threshold=None))
     result = await off.run("go")
-    assert executed == ["x", "x", "x"] and result.output == "ok"
+    assert executed == ["x"] * 12 and result.output == "ok"
 
 
 async def test_different_arguments_reset_the_streak() -> None:

@@ -95,9 +95,9 @@ async def run_one(annotation: Any, value: Any, budget: InputBudget | None = None
     ("annotation", "schema"),
     [
         (Decimal, {"type": ["number", "string"], "format": "decimal"}),
-        (pathlib.Path, {"type": "string", "format": "path"}),
-        (pathlib.PurePath, {"type": "string", "format": "path"}),
-        (pathlib.PurePosixPath, {"type": "string", "format": "path"}),
+        (pathlib.Path, {"type": "string", "format": "path", "minLength": 1}),
+        (pathlib.PurePath, {"type": "string", "format": "path", "minLength": 1}),
+        (pathlib.PurePosixPath, {"type": "string", "format": "path", "minLength": 1}),
         (
             dt.timedelta,
             {

@@ -111,7 +111,7 @@ async def test_a_call_stopped_by_the_loop_guard_does_not_spend_the_budget() -> N
     tools, ran = step_tools()
     model = ScriptedModel(
         [
-            tool_calls(*[call("lookup", {"key": "a"}, id=f"a{i}") for i in range(3)]),  # third: loop_detected
+            *[tool_calls(call("lookup", {"key": "a"}, id=f"a{i}")) for i in range(3)],  # third: loop_detected
             tool_calls(call("lookup", {"key": "b"}, id="b")),  # the budget's third call
             tool_calls(call("lookup", {"key": "c"}, id="c")),  # over it
         ]
@@ -205,13 +205,13 @@ async def test_a_call_waiting_for_approval_has_spent_the_budget() -> None:
 
 async def test_resume_recounts_the_budget_from_the_records_without_the_loop_stopped_ones() -> None:
     tools, ran = step_tools()
+    first = tool_calls(call("lookup", {"key": "x"}, id="x0"))
     step = tool_calls(
-        call("lookup", {"key": "x"}, id="x0"),
         call("lookup", {"key": "x"}, id="x1"),  # loop_detected (a warning at threshold 2): not counted
         call("send", {"to": "bob"}, id="s"),  # the budget's second call, waiting for approval
     )
     limits = RunLimits(max_tool_calls=2, loop_threshold=2)
-    agent = Agent(client=ScriptedModel([step, text("done")]), tools=tools, limits=limits)
+    agent = Agent(client=ScriptedModel([first, step, text("done")]), tools=tools, limits=limits)
     paused = await agent.run("go")
     assert statuses(paused) == [("x0", "ok"), ("x1", "loop_detected")] and [p.id for p in paused.pending] == [
         "s"

@@ -26,6 +26,7 @@ from .._retry import Failure, RetryPolicy
 from .._seams import Wire
 from .._types import ModelTurn
 from .._wire import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, WIRES
+from .binding import LoopBinding
 from .bounded import pump, read_body, read_some, sse_events
 from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_options, resolve_config
 from .errors import Errors, takes_status
@@ -136,6 +137,7 @@ class FluxClient:
         self._headers = (config.headers, config.stream_headers)  # indexed by "streamed?"
         self._sender: Sender = make_sender(config.pool, self._url, self._headers, http_client, dial)
         self._rehearsed = False
+        self._binding = LoopBinding()  # open or closed, and the one event loop it serves
 
     def __repr__(self) -> str:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
@@ -144,7 +146,9 @@ class FluxClient:
         # Build the transport for this event loop now (its library's import, an SSL context: tens
         # of ms on a busy machine), so the first request is as fast as the next and its
         # total_timeout is spent on the request only. See benchmarks/bench_first_request.py.
+        self._binding.check_open()
         self._sender.prepare()
+        self._binding.depth += 1
         return self
 
     async def warmup(self, connections: int = 1) -> None:
@@ -171,6 +175,7 @@ class FluxClient:
             raise ConfigurationError(
                 f"warmup(connections=...) takes a whole number >= 0, got {connections!r}"
             )
+        self._binding.check()
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         try:
             with anyio.move_on_after(limit) as scope:  # the bound of a request, also with no connect timeout
@@ -207,9 +212,12 @@ class FluxClient:
         self._rehearsed = True
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        self._binding.depth -= 1
+        if self._binding.depth <= 0:  # nested blocks over one client: the outermost closes it
+            await self.aclose()
 
     async def aclose(self) -> None:
+        self._binding.closed = True
         await self._sender.aclose()
 
     def fresh_pool(self) -> FluxClient | None:
@@ -222,6 +230,7 @@ class FluxClient:
             return None
         twin = copy.copy(self)
         twin._sender = make_sender(self._config.pool, self._url, self._headers, None)
+        twin._binding = LoopBinding()
         return twin
 
     # --- the Model protocol -------------------------------------------------------------------
@@ -232,6 +241,7 @@ class FluxClient:
         With `emit` (and `stream=True`), the answer is streamed: text and tool-call deltas are
         awaited into `emit` as they arrive, and the turn comes back with `streamed=True`.
         """
+        self._binding.check()
         limit = self.total_timeout if self.total_timeout is not None else self.input_budget.request_timeout
         deadline = own_deadline(limit, getattr(request, "deadline", math.inf))
         streaming = emit is not None and self.stream
@@ -262,6 +272,7 @@ class FluxClient:
                     await anyio.sleep_until(deadline)
                     raise Expired
                 await anyio.sleep(delay)
+                self._binding.check_open()  # closed meanwhile (by another task): no retry can succeed
                 attempt += 1
         except Expired:  # (not contextlib.suppress: 3 GC-tracked objects per waiting request)
             error = self._errors.total_time(limit, configured=self.total_timeout is not None)

@@ -263,6 +263,7 @@ def _base_url(base_url: str | None, wire: str | None) -> str:
     url = (base_url or os.environ.get("FLUX_BASE_URL") or default).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+    _refuse_secrets_in_url(url)
     try:  # a typo'd address ("http://[::1", a newline) would otherwise fail mid-run, as httpx's error
         parsed = httpx.URL(url)
     except httpx.InvalidURL as e:
@@ -290,3 +291,27 @@ def _refuse_full_endpoint(url: str) -> None:
                 f"base_url {url!r} is a full endpoint; pass the API root instead: base_url={root!r} "
                 f"(the client appends {endpoint})"
             )
+
+
+def _refuse_secrets_in_url(url: str) -> None:
+    """A URL is shown in reprs, logs and every connection error, so it must not hold a secret:
+    `https://user:KEY@host` (userinfo, which the client would never send either) or a query
+    (`?key=...`; the client appends the endpoint's path after it, so it 404s as well). Checked
+    before any other message could echo the URL, and the refusals never show the secret part."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in netloc:
+        host = netloc.rsplit("@", 1)[1]
+        raise ConfigurationError(
+            f"base_url must not carry credentials ('{scheme}://[credentials removed]@{host}...'): a URL "
+            "shows in reprs, logs and errors, and the client never sends them. Pass the key as "
+            "FluxClient(api_key=...) or FLUX_API_KEY, and the URL without 'user:password@'"
+        )
+    if "?" in rest or "#" in rest:
+        root = url.split("?", 1)[0].split("#", 1)[0]
+        raise ConfigurationError(
+            f"base_url must be the API root without a query or fragment, e.g. {root!r}: the client "
+            "appends the endpoint's path to it (a query would end up before the path), and a URL "
+            "shows in reprs, logs and errors (a key in '?key=...' would too). Pass the key as "
+            "FluxClient(api_key=...) or FLUX_API_KEY; other fields as FluxClient(headers={...})"
+        )

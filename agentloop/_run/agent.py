@@ -56,6 +56,7 @@ from .config import (
 )
 from .conversation import (
     ToolChoice,
+    check_answered,
     check_conversation,
 )
 from .handoff import build_handoffs
@@ -320,6 +321,7 @@ class Agent(Generic[DepsT, OutputT]):
         if run_id is not None and (not isinstance(run_id, str) or not run_id):  # "" once meant "a new id"
             raise ConfigurationError(f"run_id must be a non-empty str (or None for a new id), got {run_id!r}")
         conversation = check_conversation(messages) if messages is not None else []
+        check_answered(conversation)
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise ConversationError(f"prompt must be a str, got {type(prompt).__name__}")

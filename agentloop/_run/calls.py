@@ -124,7 +124,7 @@ class StepCalls:
         """One call through the rules, in order; the first that settles it decides its record."""
         cid, fn = call["id"], call["function"]
         name, raw = fn["name"], fn["arguments"]
-        verdict = run.guard.observe(name, raw)
+        verdict = run.guard.observe(name, raw, step)
         done = t.records.get(cid)
         if done is not None:  # settled before the run was interrupted: counted, never run again
             run.tool_count += done.status not in NOT_COUNTED

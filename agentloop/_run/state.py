@@ -190,7 +190,7 @@ class Run:
 
     def count_from_history(self, threshold: int | None) -> None:
         """A run's first agent: the loop guard and the call count start from the calls so far."""
-        self.guard = LoopGuard(threshold, ((r.name, r.raw_arguments) for r in self.tool_calls))
+        self.guard = LoopGuard(threshold, ((r.name, r.raw_arguments, r.step) for r in self.tool_calls))
         self.tool_count = sum(r.status not in NOT_COUNTED for r in self.tool_calls)
 
     def take_instructions(self) -> Any:

@@ -152,5 +152,5 @@ def leaf(tp: Any) -> tuple[Schema, Conv] | None:
             tp("x")  # WindowsPath on POSIX (and the reverse) cannot be made: refuse it now, not per call
         except Exception:
             return None
-        return {"type": "string", "format": "path"}, _path(tp)
+        return {"type": "string", "format": "path", "minLength": 1}, _path(tp)  # "" is refused: say so
     return None

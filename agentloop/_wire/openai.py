@@ -134,6 +134,8 @@ def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
     calls = raw.get("tool_calls")
     if not calls and isinstance(raw.get("function_call"), dict):  # legacy single function_call
         calls = [{"function": raw["function_call"]}]
+    if isinstance(calls, dict):  # one call sent bare, not in a list: dropping it ended the run silently
+        calls = [calls]
     if calls and isinstance(calls, list):
         message["tool_calls"] = [normalize_tool_call(c) for c in calls]
     if isinstance(raw.get("refusal"), str):
