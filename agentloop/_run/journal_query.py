@@ -33,6 +33,8 @@ __all__ = [
     "default_query",
     "RunWindow",
     "window_rows",
+    "clipped",
+    "entry_data",
     "change_marker",
 ]
 
@@ -98,23 +100,60 @@ class RunWindow:
 
 
 _ROWS = "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=?"
+CLIP_HEAD = 64 * 1024  # bytes of a clipped entry's raw text kept: what a page shows of one text
+# The kinds a paused run's pending calls are read from (`ui/_pages.pending_of`): never clipped.
+_WHOLE = f"'{Entry.PAUSED.value}', '{Entry.APPROVALS.value}'"
+_SIZE = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST(data AS BLOB)) END"
+# An entry whose stored text is over the bound comes back as its size and first bytes: SQLite
+# measures and cuts it, so the whole text is never copied into Python, let alone parsed.
+_CLIPPED_ROWS = (
+    "SELECT seq, kind, step, call_id, CASE WHEN n > ? THEN NULL ELSE data END, at, n, "
+    "CASE WHEN n > ? THEN substr(CAST(data AS BLOB), 1, ?) END FROM (SELECT run_id, seq, kind, step, "
+    f"call_id, data, at, CASE WHEN kind IN ({_WHOLE}) THEN 0 ELSE {_SIZE} END AS n FROM agentloop_entries) "
+    "WHERE run_id=?"
+)
+
+
+def clipped(size: int, head: bytes) -> dict[str, Any]:
+    """An entry's data read clipped: `{"$clipped": {"bytes": N, "head": its first bytes as text}}`
+    (a character cut at the end of the head shows as U+FFFD)."""
+    return {"$clipped": {"bytes": size, "head": head.decode("utf-8", "replace")}}
+
+
+def entry_data(data: Any) -> Any:
+    """An entry row's data decoded (a dict already when it was read `clipped`)."""
+    return data if isinstance(data, dict) else _json.loads(data)
+
+
+def _entry_rows(conn: sqlite3.Connection, bound: int, where: str, *args: Any) -> list[Any]:
+    """Entry rows of one run (`args[0]` its id); over `bound` bytes (0: none) an entry's data is
+    `clipped`, except the kinds in `_WHOLE`."""
+    if bound <= 0:
+        return conn.execute(f"{_ROWS} AND {where}", args).fetchall()
+    rows = conn.execute(f"{_CLIPPED_ROWS} AND {where}", (bound, bound, min(bound, CLIP_HEAD), *args))
+    return [r[:6] if r[7] is None else (*r[:4], clipped(r[6], r[7]), r[5]) for r in rows]
 
 
 def window_rows(
-    conn: sqlite3.Connection, row: Any, alive: Any, first: int, limit: int, tail: int, counted: int
+    conn: sqlite3.Connection,
+    row: Any,
+    alive: Any,
+    first: int,
+    limit: int,
+    tail: int,
+    counted: int,
+    bound: int,
 ) -> tuple[list[Any], list[Any], int, RunSummary]:
     """The rows behind a `RunWindow` (the caller holds the read transaction): every query is
     bounded by the window, the tail or the entries after `counted`, never by the run's size."""
     run_id = row[0]
     rows: list[Any] = []
     if limit > 0:
-        query = f"{_ROWS} AND seq >= ? AND seq < ? ORDER BY seq"
-        rows = conn.execute(query, (run_id, first, first + limit)).fetchall()
+        rows = _entry_rows(conn, bound, "seq >= ? AND seq < ? ORDER BY seq", run_id, first, first + limit)
     tail_rows: list[Any] = []
     if tail > 0:
-        tail_rows = conn.execute(
-            f"{_ROWS} AND seq >= ? ORDER BY seq DESC LIMIT ?", (run_id, first + max(limit, 0), tail)
-        ).fetchall()[::-1]
+        after = first + max(limit, 0)
+        tail_rows = _entry_rows(conn, bound, "seq >= ? ORDER BY seq DESC LIMIT ?", run_id, after, tail)[::-1]
     last = conn.execute("SELECT MAX(seq) FROM agentloop_entries WHERE run_id=?", (run_id,)).fetchone()[0]
     summary = summarize(conn, [row], alive, after=counted)[0]
     return rows, tail_rows, last or 0, summary

@@ -272,7 +272,7 @@ class SQLiteJournal(Journal):
     def _decoded(self, run_id: str, row: Any, rows: list[Any]) -> JournaledRun:
         try:
             header = _json.loads(row[6])
-            entries = [JournalEntry(s, k, st, c, _json.loads(d), at) for s, k, st, c, d, at in rows]
+            entries = [JournalEntry(s, k, st, c, _q.entry_data(d), at) for s, k, st, c, d, at in rows]
         except ValueError as e:
             raise JournalCorruptError(
                 f"run {run_id!r} in journal {self.path} has damaged data: {e}"
@@ -358,11 +358,14 @@ class SQLiteJournal(Journal):
         return run, summary
 
     async def read_window(
-        self, run_id: str, *, first: int = 1, limit: int = 0, tail: int = 0, counted: int = 0
-    ) -> RunWindow:
+        self, run_id: str, *, first: int = 1, limit: int = 0, tail: int = 0, counted: int = 0,
+        max_entry_bytes: int = 0,
+    ) -> RunWindow:  # fmt: skip
         """Entries `first <= seq < first + limit` of a run, its last `tail` entries and its summary
-        (counting the entries after `counted`), read in one transaction (`RunNotFoundError`)."""
-        return await self._call(self._window, run_id, first, limit, tail, counted)
+        (counting the entries after `counted`), read in one transaction (`RunNotFoundError`).
+        `max_entry_bytes` (0: no bound): an entry stored larger comes back unparsed, as
+        `{"$clipped": {"bytes": N, "head": its first 64 KiB}}` (never a `paused` or `approvals` one)."""
+        return await self._call(self._window, run_id, first, limit, tail, counted, max_entry_bytes)
 
     async def change_marker(self) -> str:
         """A short text that changes whenever a run is added, deleted, appended to, or taken up or

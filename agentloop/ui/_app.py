@@ -47,6 +47,7 @@ __all__ = ["create_app", "AgentFactory"]
 
 AgentFactory = Callable[[str | None, SQLiteJournal], Agent]  # (the run's model, journal) -> Agent
 PAGE_SIZE = 50
+ENTRY_BYTES = 256 * 1024  # an entry stored larger is shown clipped: its size and first 64 KiB
 ENTRIES = 300  # journal entries on one page of a run (a call is 2: its start and its outcome)
 COUNTED = 1024  # runs whose counts (calls, tokens) are kept: a page then reads only the new entries
 BUILDS = 4  # run pages read and built at once
@@ -93,6 +94,7 @@ def create_app(
     host: str = "127.0.0.1",
     agent_factory: AgentFactory | None = None,
     entries_per_page: int = ENTRIES,
+    max_entry_bytes: int = ENTRY_BYTES,
 ) -> Starlette:
     """The inspector over `journal`: a journal file's path, or a `SQLiteJournal` to read through
     (pages are read with it; decisions are written through a second journal on the same file).
@@ -102,12 +104,16 @@ def create_app(
     all decided is resumed in the app (its lifespan task group owns the run) and its page
     follows it live; without it, decisions are recorded and the run waits for `Agent.resume`.
     `entries_per_page`: a run's page shows this many of its journal entries (a run of 100,000
-    calls is read and sent a page at a time).
+    calls is read and sent a page at a time). `max_entry_bytes`: an entry stored larger (a 32 MiB
+    tool result) is shown as its size and first 64 KiB, never parsed (0: every entry is read whole).
     """
     if not 1 <= entries_per_page <= 100_000:
         raise ValueError(f"entries_per_page must be from 1 to 100000, got {entries_per_page}")
+    if max_entry_bytes < 0:
+        raise ValueError(f"max_entry_bytes must be 0 (no bound) or more, got {max_entry_bytes}")
     reader = journal if isinstance(journal, SQLiteJournal) else SQLiteJournal(journal, read_only=True)
     inspector = _Inspector(reader, agent_factory, entries_per_page)
+    inspector.entry_bytes = max_entry_bytes
     routes = [
         Route("/", inspector.runs_list),
         # the run id comes last in every path: an id may itself contain "/"
@@ -136,6 +142,7 @@ class _Inspector:
     def __init__(self, reader: SQLiteJournal, agent_factory: AgentFactory | None, size: int) -> None:
         self.reader = reader
         self.size = size
+        self.entry_bytes = ENTRY_BYTES  # an entry stored larger is read clipped (see read_window)
         # run id -> (created_at, seq, tool calls, tokens, output) counted up to seq (entries are append-only)
         self.counts: OrderedDict[str, tuple[float, int, int, int, Any]] = OrderedDict()
         self.writer = SQLiteJournal(reader.path, durability=reader.durability, lease_ttl=reader.lease_ttl)
@@ -218,8 +225,9 @@ class _Inspector:
         the run, a read costs its window and the entries written since."""
         base = self.counts.get(run_id)
         w = await self.reader.read_window(
-            run_id, first=first, limit=limit, tail=tail, counted=base[1] if base else 0
-        )
+            run_id, first=first, limit=limit, tail=tail, counted=base[1] if base else 0,
+            max_entry_bytes=self.entry_bytes,
+        )  # fmt: skip
         s = w.summary
         if base is not None and (base[0] != s.created_at or w.last_seq < base[1]):
             self.counts.pop(run_id, None)  # deleted and made again under the same id: count it afresh

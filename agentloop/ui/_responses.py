@@ -82,7 +82,9 @@ async def _waiting(journal: SQLiteJournal, run_id: str) -> tuple[set[str], set[s
     """The ids of the calls waiting for a decision, those decided already, and the run's step."""
     from ..abc import replay
 
-    w = await journal.read_window(run_id, tail=TAIL)
+    # every entry but `paused` / `approvals` read as its size and first byte: what is pending
+    # needs only those two kinds' data and the outcomes' call ids (a 32 MiB result is not read)
+    w = await journal.read_window(run_id, tail=TAIL, max_entry_bytes=1)
     pending, decided, problem = pending_of(w.summary.status, w.tail)
     if w.summary.status == "paused" and problem is None:
         return {p["id"] for p in pending}, set(decided), w.run.info.steps

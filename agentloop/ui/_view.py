@@ -17,14 +17,10 @@ from typing import Any
 from agentloop import RunSummary
 
 from ..abc import Entry, JournaledRun
+from ._clip import FIELD_LIMIT, Clipper, clip, clipped_entry
 from ._pages import AHEAD, Window, pending_of
 
 __all__ = ["RunView", "build_view", "status_label", "version_of", "clip", "STATUS_LABELS"]
-
-# A tool can return 32 MiB, a model can loop on a long answer: the page shows a bounded slice of
-# each text (and of the whole run), says how much it left out, and never the whole thing.
-FIELD_LIMIT = 64 * 1024  # characters of one text (an argument, a result, a message, a traceback)
-PAGE_LIMIT = 2 * 1024 * 1024  # characters of all the texts of one run page together
 
 STATUS_LABELS = {
     "final": "final",
@@ -50,12 +46,6 @@ def version_of(summary: RunSummary, live: bool, last_seq: int) -> str:
     state = (s.updated_at, s.status, live, s.steps, last_seq)
     # a digest: the journal's status text (any string) never reaches an HTTP header as it is
     return hashlib.blake2b(repr(state).encode(), digest_size=12).hexdigest()
-
-
-def clip(text: str, limit: int = FIELD_LIMIT) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}\n… [{len(text) - limit:,} more characters not shown; the journal holds the whole text]"
 
 
 def status_class(status: str, live: bool) -> str:
@@ -150,17 +140,15 @@ def build_view(
     window = window or Window(run.entries, tail=run.entries)
     builder = _Builder(run, window)
     for entry in window.entries:
-        handler = _HANDLERS.get(entry.kind)
-        if handler is not None:
-            handler(builder, entry)
+        builder.take(entry)
         builder.last_at = entry.at
     for entry in window.ahead:  # only the outcomes of this page's calls: the rest is on later pages
         if entry.kind in (Entry.TOOL_START, Entry.TOOL_END) and entry.call_id in builder.calls:
-            _HANDLERS[entry.kind](builder, entry)
+            builder.take(entry)
     builder.cut = len(window.ahead) >= AHEAD
     live = summary.live if live is None else live
     view = builder.finish(summary, live, window, version_of(summary, live, last_seq))
-    _Clipper().view(view)
+    Clipper().view(view)
     return view
 
 
@@ -180,6 +168,29 @@ class _Builder:
             for m in (run.header.get("messages", []) if window.first else [])
         ]
         self.decisions: dict[str, Any] = {}
+
+    def take(self, e: Any) -> None:
+        handler = _HANDLERS.get(e.kind)
+        shown = clipped_entry(e.data)  # a tool_start's data is not shown: clipped or not, the same
+        if shown is not None and handler is not None and e.kind != Entry.TOOL_START:
+            self.clipped(e, shown)
+        elif handler is not None:
+            handler(self, e)
+
+    def clipped(self, e: Any, text: str) -> None:
+        """An entry the journal read clipped (too large): its size and first bytes, where it goes."""
+        if e.kind == Entry.MODEL:
+            self.steps.append(StepView(e.step, self.last_at, e.at, {}, text))
+            self.chat.append({"role": "assistant", "content": text, "calls": []})
+        elif e.kind == Entry.TOOL_END and e.call_id in self.calls:
+            cv = self.calls[e.call_id]
+            cv.status, cv.content, cv.end = "clipped", text, e.at
+            cv.start = e.at if cv.start is None else cv.start
+            self.chat.append(
+                {"role": "tool", "tool": cv.name, "content": text, "calls": [], "status": "clipped"}
+            )
+        elif e.kind != Entry.TOOL_END:
+            self.markers.append(Marker(e.kind, e.step, e.at, text))
 
     def model(self, e: Any) -> None:
         message = e.data.get("message") or {}
@@ -345,37 +356,3 @@ def _text(content: Any) -> str | None:
     if content is None or isinstance(content, str):
         return content
     return _pretty(content)
-
-
-class _Clipper:
-    """Clips every text of a view: each to FIELD_LIMIT, all together to PAGE_LIMIT (then short)."""
-
-    def __init__(self) -> None:
-        self.left = PAGE_LIMIT
-
-    def text(self, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        out = clip(value, max(200, min(FIELD_LIMIT, self.left)))
-        self.left -= len(out)
-        return out
-
-    def view(self, v: RunView) -> None:
-        for s in v.steps:
-            s.content = self.text(s.content)
-            for c in s.calls:
-                c.name, c.arguments = self.text(c.name), self.text(c.arguments)
-                c.content, c.error, c.traceback = (
-                    self.text(c.content),
-                    self.text(c.error),
-                    self.text(c.traceback),
-                )
-        for m in v.chat:
-            m["content"], m["tool"] = self.text(m.get("content")), self.text(m.get("tool"))
-            m["role"] = str(m.get("role"))[:40]  # a CSS class, from the journal
-            m["calls"] = [self.text(c) for c in m.get("calls", [])]
-        for p in v.pending:
-            p["arguments"] = self.text(p["arguments"])
-        for k in v.markers:
-            k.text = self.text(k.text)
-        v.error = self.text(v.error)
