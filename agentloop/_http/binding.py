@@ -22,7 +22,8 @@ __all__ = ["LoopBinding", "current_loop"]
 
 def current_loop() -> object:
     """The running event loop (asyncio) or run (trio) of this thread; None outside both.
-    ~0.1 µs: called once per model request. Never imports asyncio or trio itself."""
+    Called once per model request (with `check`, ~2.7 µs measured on a busy machine: under 1 % of a
+    step). Never imports asyncio or trio itself."""
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
         loop = asyncio._get_running_loop()
