@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+import anyio.from_thread
 from hypothesis import settings
 
 from agentloop import RunResult, ToolRegistry
@@ -125,3 +126,28 @@ def step_tools() -> tuple[ToolRegistry, list[str]]:
         return f"sent to {to}"
 
     return tools, ran
+
+
+def registry_for(annotation: Any, got: list[Any]) -> ToolRegistry:
+    """A registry of one thread tool `f(x: annotation)` that appends every `x` it gets to `got`."""
+
+    def f(x: Any) -> str:
+        got.append(x)
+        return "ok"
+
+    f.__annotations__ = {"x": annotation}
+    tools = ToolRegistry()
+    tools.register(f, sandbox="thread")
+    return tools
+
+
+@contextlib.contextmanager
+def serving_in_thread(serve: Callable[..., Awaitable[Any]]) -> Iterator[None]:
+    """`serve` (a server's `serve(task_status=...)`) running in a thread of its own, on its own
+    asyncio loop, for the duration of the block (so its writes are not paced by the client's)."""
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        future, _ = portal.start_task(serve)
+        try:
+            yield
+        finally:
+            future.cancel()

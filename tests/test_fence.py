@@ -24,6 +24,7 @@ import anyio.from_thread
 import h11
 import httpx
 import pytest
+from helpers import serving_in_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_isolation_server import ON_BACKENDS
@@ -122,12 +123,8 @@ async def _request(stream: anyio.abc.SocketStream, conn: h11.Connection) -> dict
 def serving() -> Iterator[OverSender]:
     """The server in a thread of its own (its own loop), so its writes are not paced by the client's."""
     server = OverSender()
-    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
-        future, _ = portal.start_task(server.serve)
-        try:
-            yield server
-        finally:
-            future.cancel()
+    with serving_in_thread(server.serve):
+        yield server
 
 
 async def run_once(agent: Agent[Any, Any], prompt: str, stream: bool) -> Any:

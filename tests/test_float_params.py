@@ -16,6 +16,7 @@ from typing import Any, Optional, TypedDict
 
 import anyio
 import pytest
+from helpers import registry_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,14 +39,7 @@ class Reading(TypedDict):
 
 def send(annotation: Any, raw: str | dict[str, Any], backend: str) -> tuple[Any, list[Any]]:
     got: list[Any] = []
-
-    def f(x: Any) -> str:
-        got.append(x)
-        return "ok"
-
-    f.__annotations__ = {"x": annotation}
-    tools = ToolRegistry()
-    tools.register(f, sandbox="thread")
+    tools = registry_for(annotation, got)
 
     async def main() -> Any:
         return await run_tool_call(tools, "f", raw)

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.from_thread
+from helpers import serving_in_thread
 
 from agentloop import (
     Agent,
@@ -347,12 +348,8 @@ async def _reset(stream: anyio.abc.SocketStream) -> None:
 def serving() -> Iterator[HostileServer]:
     """The server running in a thread of its own (its own asyncio loop) for the duration of the block."""
     server = HostileServer()
-    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
-        future, _ = portal.start_task(server.serve)
-        try:
-            yield server
-        finally:
-            future.cancel()
+    with serving_in_thread(server.serve):
+        yield server
 
 
 # --- one round: N concurrent runs on one shared client, some of them hostile -------------------------

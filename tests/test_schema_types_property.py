@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypedDict
 
 import anyio
 import pytest
-from helpers import examples
+from helpers import examples, registry_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -41,17 +41,6 @@ class Pt(NamedTuple):
 class Tree(TypedDict):
     value: Decimal
     kids: list[Tree]
-
-
-def registry_for(annotation: Any, got: list[Any]) -> ToolRegistry:
-    def f(x: Any) -> str:
-        got.append(x)
-        return "ok"
-
-    f.__annotations__ = {"x": annotation}
-    tools = ToolRegistry()
-    tools.register(f, sandbox="thread")
-    return tools
 
 
 def send(annotation: Any, raw: str, backend: str = "asyncio") -> tuple[Any, list[Any]]:
