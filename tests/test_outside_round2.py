@@ -9,6 +9,7 @@ import decimal
 import enum
 import json
 import pathlib
+import typing
 import uuid
 from typing import Annotated, Any
 
@@ -226,6 +227,34 @@ async def test_a_none_default_lets_the_model_send_null_and_the_tool_gets_none(tp
     model = ScriptedModel([tool_calls(call("f", {"value": None}), call("f", {})), text("done")])
     result = await Agent(client=model, tools=tools).run("go")
     assert [(c.status, c.content) for c in result.tool_calls] == [("ok", "None"), ("ok", "None")]
+
+
+@pytest.mark.parametrize("tp", _TYPES, ids=lambda t: getattr(t, "__name__", None) or str(t))
+async def test_a_none_default_in_a_dataclass_or_namedtuple_field_takes_null_too(tp: Any) -> None:
+    # The same mistake one level down: `tags: list[str] = None` in a dataclass parameter still
+    # advertised {"type": "array", "default": null} and refused the null it advertised.
+    holder = dataclasses.make_dataclass("Holder", [("value", tp, dataclasses.field(default=None))])
+    pair = typing.NamedTuple("Pair", [("value", tp)])  # noqa: UP014 - tp is a runtime value
+    pair.__new__.__defaults__ = (None,)
+    pair._field_defaults = {"value": None}  # type: ignore[attr-defined]
+    got: list[Any] = []
+
+    def f(h: Any, p: Any) -> str:
+        got.extend([h.value, p.value])
+        return "ok"
+
+    f.__annotations__ = {"h": holder, "p": pair, "return": str}
+    tools = ToolRegistry()
+    tools.register(f)
+    model = ScriptedModel(
+        [
+            tool_calls(call("f", {"h": {"value": None}, "p": [None]}), call("f", {"h": {}, "p": []})),
+            text("done"),
+        ]
+    )
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [c.status for c in result.tool_calls] == ["ok", "ok"], result.tool_calls
+    assert got == [None, None, None, None]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -253,7 +253,11 @@ def object_schema(
 def field_schema(
     key: str, hint: Any, default: Any, docs: dict[str, str], stack: tuple[Any, ...]
 ) -> tuple[Schema, Conv | None]:
-    """One field's schema, with its docstring description and its default when it has a JSON form."""
+    """One field's schema, with its docstring description and its default when it has a JSON form.
+    A field whose default is None takes None (`_implicitly_optional`): a function's parameter, a
+    dataclass's or a NamedTuple's field alike."""
+    if default is None:
+        hint = _implicitly_optional(hint)
     try:
         schema, conv = build(hint, stack)
     except Unsupported as e:
@@ -264,6 +268,23 @@ def field_schema(
     if default is not NO and (value := json_value(default)) is not NO:
         schema = {**schema, "default": value}
     return schema, conv
+
+
+_NULLABLE_ORIGINS = (typing.Union, types.UnionType, typing.Literal)
+
+
+def _implicitly_optional(hint: Any) -> Any:
+    """`limit: int = None` (PEP 484's implicit Optional, common in real code; also a dataclass
+    field `tags: list[str] = None`) as `int | None`: the schema advertised `"default": null`
+    beside `"type": "integer"`, so a model that sent the default back was told `None is not of
+    type 'integer'`. The field's own default says it takes None."""
+    bare = hint.__origin__ if typing.get_origin(hint) is Annotated else hint
+    if bare is Any or bare is object or bare is None or bare is type(None):
+        return hint
+    members = typing.get_args(bare) if typing.get_origin(bare) in _NULLABLE_ORIGINS else ()
+    if None in members or type(None) in members:
+        return hint
+    return typing.Optional[hint]  # noqa: UP045 - hint is a runtime object, `|` may not apply to it
 
 
 def _fix_keys(fixes: tuple[tuple[str, Conv], ...]) -> Conv:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,26 +160,8 @@ def _items(
             except Unsupported as e:
                 e.path.insert(0, p.name)
                 raise _unsupported(name, e) from None
-        if default is None:
-            hint = _implicitly_optional(hint)
         items.append((p.name, hint, default is NO and fills.get(p.name) is None, default))
     return items
-
-
-_NULLABLE_ORIGINS = (typing.Union, types.UnionType, typing.Literal)
-
-
-def _implicitly_optional(hint: Any) -> Any:
-    """`limit: int = None` (PEP 484's implicit Optional, common in real code) as `int | None`: the
-    schema advertised `"default": null` beside `"type": "integer"`, so a model that sent the default
-    back was told `None is not of type 'integer'`. The function's own default says it takes None."""
-    bare = hint.__origin__ if typing.get_origin(hint) is Annotated else hint
-    if bare is Any or bare is object or bare is None or bare is type(None):
-        return hint
-    members = typing.get_args(bare) if typing.get_origin(bare) in _NULLABLE_ORIGINS else ()
-    if None in members or type(None) in members:
-        return hint
-    return typing.Optional[hint]  # noqa: UP045 - hint is a runtime object, `|` may not apply to it
 
 
 def _check_not_unbound(fn: Any, sig: inspect.Signature, hints: dict[str, Any], name: str) -> None:
