@@ -10,6 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+import anyio.abc
 import anyio.from_thread
 from hypothesis import settings
 
@@ -151,3 +152,19 @@ def serving_in_thread(serve: Callable[..., Awaitable[Any]]) -> Iterator[None]:
             yield
         finally:
             future.cancel()
+
+
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 (a free port) whose every connection `_connection` handles; `url`
+    is its `/v1` root once `serve` has started (run it with `serving_in_thread(server.serve)`)."""
+
+    url = ""
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/v1"
+        task_status.started()
+        await listener.serve(self._connection)
+
+    async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        raise NotImplementedError

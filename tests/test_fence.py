@@ -24,7 +24,7 @@ import anyio.from_thread
 import h11
 import httpx
 import pytest
-from helpers import serving_in_thread
+from helpers import LoopbackServer, serving_in_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_isolation_server import ON_BACKENDS
@@ -65,7 +65,7 @@ def answer(text: str, *, stream: bool, chunked: bool, chunks: int = 1) -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-type: %b\r\ntransfer-encoding: chunked\r\n\r\n%b" % (ctype, framed)
 
 
-class OverSender:
+class OverSender(LoopbackServer):
     """Answers a prompt "first" with `self.writes` (the answer, split, the over-sent bytes riding on
     its last write) and any other prompt with its own well-framed answer."""
 
@@ -73,12 +73,6 @@ class OverSender:
         self.url = ""
         self.writes: list[bytes] = []
         self.chunked = False
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/v1"
-        task_status.started()
-        await listener.serve(self._connection)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.from_thread
-from helpers import serving_in_thread
+from helpers import LoopbackServer, serving_in_thread
 
 from agentloop import (
     Agent,
@@ -199,7 +199,7 @@ async def _read_request(stream: anyio.abc.ByteStream, buf: bytearray) -> Request
     return Request(head, body)
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     """The server's state: `requests` counts what it was asked, `tick` wakes slowloris bodies."""
 
     def __init__(self) -> None:
@@ -207,12 +207,6 @@ class HostileServer:
         self.connections = 0
         self.tick = anyio.Event()
         self.url = ""
-
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/v1"
-        task_status.started()
-        await listener.serve(self._connection)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
