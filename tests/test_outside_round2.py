@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from agentloop import (
     Agent,
+    APIError,
     ConfigurationError,
     ConversationError,
     FluxClient,
@@ -537,3 +538,15 @@ async def test_a_paused_runs_messages_go_to_resume_not_to_run() -> None:
     result = await agent.resume(paused, approvals={paused.pending[0].id: True})
     assert result.output == "done"
     assert (await agent.run("more", messages=result.messages)).output == "again"  # answered: fine
+
+
+async def test_a_script_item_that_is_not_a_reply_is_named_even_after_the_client_retried() -> None:
+    # A dict written where text(...) was meant: the first request got "expected a Reply", the
+    # client retried that 500, and the error the user saw was only "script exhausted after 0 replies".
+    async with FakeFluxRouter([{"choices": [{"message": {"content": "hi"}}]}]) as r:  # type: ignore[list-item]
+        async with FluxClient(base_url=r.base_url, api_key=KEY) as client:
+            with pytest.raises(APIError) as info:
+                await Agent(client=client).run("hi")
+    message = str(info.value)
+    assert "not a Reply but dict" in message and "text(), tool_calls(), raw() or error()" in message
+    assert len(r.requests) >= 2  # it was retried, and the retry's message still names the mistake

@@ -85,6 +85,9 @@ class FakeFluxRouter:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.served = 0  # replies taken from the script / handler so far
+        # The last item that was not a Reply: the client retries the 500 it got, and the retry's
+        # "script exhausted" alone hid the mistake (a dict written where `text(...)` was meant).
+        self._not_a_reply = ""
         self._port: int | None = None
         self._call_ids = itertools.count(1)
         self._serials = itertools.count(1)
@@ -322,10 +325,16 @@ class FakeFluxRouter:
                     )
             else:
                 return render_error(
-                    500, f"FakeFluxRouter: script exhausted after {self.served} replies", wire=req.wire
+                    500,
+                    f"FakeFluxRouter: script exhausted after {self.served} replies{self._not_a_reply}",
+                    wire=req.wire,
                 )
         if not isinstance(reply, Reply):
-            return render_error(500, f"FakeFluxRouter: expected a Reply, got {reply!r}", wire=req.wire)
+            self._not_a_reply = (
+                f" (an item was not a Reply but {type(reply).__name__} {reply!r:.200}: build answers with "
+                "text(), tool_calls(), raw() or error() from agentloop.testing)"
+            )
+            return render_error(500, f"FakeFluxRouter: expected a Reply{self._not_a_reply}", wire=req.wire)
         self.served += 1
         return reply
 
