@@ -85,9 +85,7 @@ class FakeFluxRouter:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.served = 0  # replies taken from the script / handler so far
-        # The last item that was not a Reply: the client retries the 500 it got, and the retry's
-        # "script exhausted" alone hid the mistake (a dict written where `text(...)` was meant).
-        self._not_a_reply = ""
+        self._not_a_reply = ""  # named in every later 500 too: the client retries the first one
         self._port: int | None = None
         self._call_ids = itertools.count(1)
         self._serials = itertools.count(1)
@@ -324,11 +322,8 @@ class FakeFluxRouter:
                         500, f"FakeFluxRouter: handler raised {type(e).__name__}: {e}", wire=req.wire
                     )
             else:
-                return render_error(
-                    500,
-                    f"FakeFluxRouter: script exhausted after {self.served} replies{self._not_a_reply}",
-                    wire=req.wire,
-                )
+                exhausted = f"FakeFluxRouter: script exhausted after {self.served} replies{self._not_a_reply}"
+                return render_error(500, exhausted, wire=req.wire)
         if not isinstance(reply, Reply):
             self._not_a_reply = (
                 f" (an item was not a Reply but {type(reply).__name__} {reply!r:.200}: build answers with "
