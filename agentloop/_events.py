@@ -29,6 +29,7 @@ __all__ = [
     "ModelRequestStarted",
     "ModelResponded",
     "TextDelta",
+    "ThinkingDelta",
     "ToolCallDelta",
     "ToolCallStarted",
     "ToolCallFinished",
@@ -122,6 +123,17 @@ class ModelResponded(Event):
 @dataclass(frozen=True, slots=True)
 class TextDelta(Event):
     """A piece of the assistant's text (the whole text at once when the wire is not streamed)."""
+
+    step: int
+    text: str
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta(Event):
+    """A piece of the model's extended thinking (Anthropic wire with `thinking` enabled; the whole
+    text of each thinking block when the answer is not streamed). Redacted thinking has no text
+    and no event. The blocks themselves stay on the assistant message (`thinking_blocks`)."""
 
     step: int
     text: str

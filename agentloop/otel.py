@@ -47,6 +47,7 @@ from agentloop import (
     RunFinished,
     RunStarted,
     TextDelta,
+    ThinkingDelta,
     ToolCallFinished,
     ToolCallStarted,
 )
@@ -120,7 +121,7 @@ class OTelObserver:
             return
         if run is None:
             return  # a run that started before this observer, or already ended
-        if not (isinstance(event, TextDelta) and event.step in run.chats):
+        if not (isinstance(event, TextDelta | ThinkingDelta) and event.step in run.chats):
             self._end_answered_chats(run)
         if isinstance(event, ModelRequestStarted):
             self._start_chat(run, event)

@@ -8,6 +8,8 @@ from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
+from .._wire.thinking import KINDS as THINKING_KINDS
+from .._wire.thinking import THINKING_KEY, canonical_block
 
 __all__ = [
     "ToolChoice",
@@ -67,6 +69,8 @@ def check_conversation(messages: Any) -> list[dict[str, Any]]:
                 '({"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}), '
                 f"got {type(calls).__name__}"
             )
+        if THINKING_KEY in m:
+            _check_thinking(i, m[THINKING_KEY])
         try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
             _json.dumps(m)
         except (TypeError, ValueError) as e:
@@ -75,6 +79,19 @@ def check_conversation(messages: Any) -> list[dict[str, Any]]:
                 "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
             ) from None
     return list(messages)
+
+
+def _check_thinking(i: int, blocks: Any) -> None:
+    """`thinking_blocks` (the extension field, `_wire/thinking.py`): a list of blocks whose fields
+    are text, or the Anthropic wire would send what the provider refuses, a step later."""
+    for j, b in enumerate(blocks if isinstance(blocks, list) else [blocks]):
+        problem = canonical_block(b) if isinstance(b, dict) and b.get("type") in THINKING_KINDS else "?"
+        if isinstance(problem, str):
+            raise ConversationError(
+                f"messages[{i}]['thinking_blocks'][{j}] is not a thinking block: it must be "
+                '{"type": "thinking", "thinking": str, "signature": str} or {"type": "redacted_thinking", '
+                f'"data": str}}, in a list, as an answer of the Anthropic wire holds them; got {b!r:.200}'
+            )
 
 
 def messages_to_json(messages: list[dict[str, Any]]) -> str:

@@ -26,12 +26,14 @@ from .._events import (
     RunStarted,
     StepFinished,
     TextDelta,
+    ThinkingDelta,
     ToolCallFinished,
     ToolCallStarted,
 )
 from .._exceptions import JournalCorruptError
 from .._model import Emit
 from .._types import ModelTurn, PendingCall, RunResult, ToolCallRecord, Usage
+from .._wire.thinking import THINKING_KEY
 from .approval import Decision, decision_from_data
 from .conversation import history_message
 from .entries import Entry
@@ -318,6 +320,10 @@ class Recorder:
         if self.journal is not None:
             await self._append(_MODEL, model_data(turn.message, turn.usage, model), step)
         if emit is not None and not turn.streamed:
+            for block in turn.message.get(THINKING_KEY) or ():  # before the text, as a stream has them
+                text = block.get("thinking") if isinstance(block, dict) else None
+                if text and isinstance(text, str):
+                    await emit(ThinkingDelta(self.run_id, step, text))
             content = turn.message.get("content")
             if content:
                 await emit(TextDelta(self.run_id, step, content))

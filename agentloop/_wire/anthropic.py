@@ -17,9 +17,13 @@ whose outcome was not "ok"); otherwise every result goes out with `is_error: fal
 model reads the failure from the result text, which always says what went wrong.
 
 Answers: `text` blocks are joined into `content`, `tool_use` blocks become `tool_calls` with
-`arguments` = the JSON of `input`; `thinking` and unknown blocks are dropped. `stop_reason` maps
-to OpenAI finish reasons. Streams: `message_start`, `content_block_start/delta/stop`
-(`text_delta`, `input_json_delta`), `message_delta`, `message_stop`, `ping`, `error`.
+`arguments` = the JSON of `input`; `thinking` / `redacted_thinking` blocks are kept in order on
+the message's `thinking_blocks` and sent back first, unchanged (`thinking.py`); unknown blocks
+are dropped. `stop_reason` maps to OpenAI finish reasons. Streams: `message_start`,
+`content_block_start/delta/stop` (`text_delta`, `input_json_delta`, `thinking_delta` and
+`signature_delta`: thinking text as `ThinkingDelta` events), `message_delta`, `message_stop`,
+`ping`, `error`. Thinking settings pass through `model_settings` as they are:
+`{"thinking": {"type": "enabled", "budget_tokens": N}}`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _json
+from .._events import ThinkingDelta
 from .._exceptions import APIResponseError
 from .._model import ModelRequest
+from .._retry import Failure
 from .._types import ModelTurn, Usage
 from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
 from .openai import _preview, load_body
+from .thinking import KINDS as THINKING_KINDS
+from .thinking import THINKING_KEY, ThinkingSlot, canonical_block
 
 __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 
@@ -147,6 +155,7 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
         )
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, dict):
             continue
@@ -155,9 +164,13 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
             texts.append(block["text"])
         elif kind == "tool_use":
             calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
+        elif kind in THINKING_KINDS:
+            thinking.append(_thinking(block, data, request_id, status))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message[THINKING_KEY] = thinking
     stop = data.get("stop_reason")
     return ModelTurn(
         message=message,
@@ -165,6 +178,22 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
         finish_reason=_FINISH.get(stop, stop) if isinstance(stop, str) else None,
         model=data.get("model") if isinstance(data.get("model"), str) else None,
         request_id=request_id or data.get("id"),
+    )
+
+
+def _thinking(block: dict[str, Any], data: Any, request_id: str | None, status: int) -> dict[str, Any]:
+    out = canonical_block(block)
+    if isinstance(out, str):
+        raise APIResponseError(
+            bad_thinking(f"answered {status} with {out}"), body=_preview(data), request_id=request_id
+        )
+    return out
+
+
+def bad_thinking(what: str) -> str:
+    return (
+        f"the endpoint {what}: it cannot be sent back as the Anthropic wire requires when the "
+        "conversation goes on; this is a router or proxy fault, retry later or report it with the request id"
     )
 
 
@@ -206,11 +235,12 @@ def _pos(v: Any) -> int:
 class AnthropicStream(StreamAssembler):
     """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ("blocks",)
+    __slots__ = ("blocks", "thinking")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
         self.blocks: dict[int, int] = {}  # content block index → tool-call ordinal
+        self.thinking: dict[int, ThinkingSlot] = {}  # content block index → thinking block
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
         if not data or event == "ping":
@@ -246,7 +276,52 @@ class AnthropicStream(StreamAssembler):
                 return NO_EVENTS
             ev = self.tool_delta(ordinal, self.slots[ordinal], piece)
             return (ev,) if ev is not None else NO_EVENTS
-        return NO_EVENTS  # thinking_delta, signature_delta, citations_delta, ...
+        if dkind == "thinking_delta" or dkind == "signature_delta":
+            return self._thinking_delta(obj.get("index"), dkind, delta)
+        return NO_EVENTS  # citations_delta, ...
+
+    def _thinking_delta(self, index: Any, kind: str, delta: dict[str, Any]) -> tuple[Any, ...]:
+        thinking = self.thinking
+        if type(index) is not int:  # (unhashable, even): the last block opened, if any
+            index = max(thinking) if thinking else None
+        slot = thinking.get(index)
+        if slot is None:  # a delta without its block's start: the block is opened here
+            slot = self._open_thinking(index, {"type": "thinking"})
+        try:
+            if kind == "signature_delta":
+                slot.add_signature(delta.get("signature"))
+                return NO_EVENTS
+            piece = delta.get("thinking")
+            slot.add_text(piece)
+        except ValueError as e:
+            raise self._bad_thinking(str(e)) from None
+        return (ThinkingDelta(self.run_id, self.step, piece),) if piece else NO_EVENTS
+
+    def _open_thinking(self, index: Any, block: dict[str, Any]) -> ThinkingSlot:
+        if type(index) is not int:
+            index = max(self.thinking, default=-1) + 1
+        try:
+            slot = self.thinking[index] = ThinkingSlot(block)
+        except ValueError as e:
+            raise self._bad_thinking(str(e)) from None
+        return slot
+
+    def _bad_thinking(self, what: str) -> Failure:
+        return Failure(
+            APIResponseError(bad_thinking(f"streamed {what}"), request_id=self.request_id), retryable=True
+        )
+
+    def result(self) -> ModelTurn:
+        turn = super().result()
+        if self.thinking:
+            blocks = []
+            for index in sorted(self.thinking):
+                block = self.thinking[index].block()
+                if isinstance(block, str):
+                    raise self._bad_thinking(block)
+                blocks.append(block)
+            turn.message[THINKING_KEY] = blocks
+        return turn
 
     def _block_start(self, obj: dict[str, Any]) -> tuple[Any, ...]:
         block = obj.get("content_block")
@@ -263,6 +338,10 @@ class AnthropicStream(StreamAssembler):
             return (ev,) if ev is not None else NO_EVENTS
         if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
             return (self.text_delta(block["text"]),)
+        if isinstance(block, dict) and block.get("type") in THINKING_KINDS:
+            thought = self._open_thinking(obj.get("index"), block)
+            if thought.text and thought.text[0]:  # a start that already carries text (not Anthropic's way)
+                return (ThinkingDelta(self.run_id, self.step, thought.text[0]),)
         return NO_EVENTS
 
     def _message_event(self, kind: str, obj: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _json
+from .thinking import THINKING_KEY, thinking_out
 
 __all__ = ["InputMemo", "encode_messages", "tool_choice", "tool_definition"]
 
@@ -54,7 +55,9 @@ def encode_messages(
                 blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
                                "input": parse(fn.get("arguments"))})  # fmt: skip
             if not blocks:
-                continue
+                continue  # (thinking alone answers nothing: not sent)
+            if THINKING_KEY in m:  # first, unchanged: the wire's rule (thinking.py)
+                blocks[:0] = thinking_out(m[THINKING_KEY])
         elif role in _SYSTEM_ROLES:
             text = _text(m.get("content"))
             if text:

@@ -18,6 +18,7 @@ from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn, Usage
 from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
+from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
 
@@ -40,7 +41,9 @@ class OpenAIWire:
 
     @staticmethod
     def encode(request: ModelRequest, *, stream: bool = False) -> bytes:
-        body: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        # Anthropic's thinking blocks, kept on the canonical message, never go out here: OpenAI
+        # answers 400 to a message property it does not know (`without_thinking`: one scan).
+        body: dict[str, Any] = {"model": request.model, "messages": without_thinking(request.messages)}
         if request.tools:  # some providers reject an empty tools array (and tool_choice without tools)
             body["tools"] = request.tools
             if request.tool_choice is not None:
