@@ -281,7 +281,7 @@ def _anthropic_input(arguments: Mapping[str, Any] | str | None) -> Any:
 def _anthropic_message(
     reply: Reply, ctx: RenderContext, calls: list[tuple[str, ScriptedCall]]
 ) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
+    content: list[dict[str, Any]] = [b.block() for b in reply.thinking]  # thinking first, as Anthropic
     if reply.content:
         content.append({"type": "text", "text": reply.content})
     for call_id, c in calls:
@@ -321,7 +321,7 @@ def _anthropic_stream(
         "usage": {**{k: v for k, v in usage.items() if k != "output_tokens"}, "output_tokens": 1},
     }
     frames = [ev("message_start", message=start)]
-    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [b.streamed() for b in reply.thinking]
     if reply.content:
         blocks.append(
             (

@@ -23,6 +23,8 @@ from typing import Any, Literal, TypedDict
 
 from typing_extensions import Unpack
 
+from agentloop.testing._checks import fake_signature
+
 __all__ = [
     "DEFAULT_USAGE",
     "STREAM_QUIRKS",
@@ -31,14 +33,17 @@ __all__ = [
     "RawSending",
     "Reply",
     "ScriptedCall",
+    "ScriptedThinking",
     "StreamError",
     "call",
     "drop",
     "drop_after",
     "error",
     "raw",
+    "redacted_thinking",
     "stream_error",
     "text",
+    "thinking",
     "tool_calls",
 ]
 
@@ -81,6 +86,39 @@ class ScriptedCall:
 
 
 @dataclass(frozen=True)
+class ScriptedThinking:
+    """One extended-thinking block of a scripted answer (`thinking(...)`, `redacted_thinking(...)`).
+    Rendered on the Anthropic wire only, before the text and tool calls; the OpenAI wire has no
+    thinking and leaves it out. `signature=None`: the router's own (`fake_signature(thinking)`)."""
+
+    thinking: str = ""
+    signature: str | None = None
+    data: str | None = None  # set: a redacted_thinking block
+
+    def block(self) -> dict[str, Any]:
+        """The content block exactly as the router sends it: what must come back, unchanged."""
+        if self.data is not None:
+            return {"type": "redacted_thinking", "data": self.data}
+        signature = self.signature if self.signature is not None else fake_signature(self.thinking)
+        return {"type": "thinking", "thinking": self.thinking, "signature": signature}
+
+    def streamed(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Its `content_block_start` block and `content_block_delta` deltas, as Anthropic streams it:
+        the text in pieces, then the signature (a redacted block comes whole in its start)."""
+        block = self.block()
+        if self.data is not None:
+            return block, []
+        text, size = self.thinking, max(1, -(-len(self.thinking) // 3))
+        deltas = [
+            {"type": "thinking_delta", "thinking": text[i : i + size]} for i in range(0, len(text), size)
+        ]
+        return {"type": "thinking", "thinking": ""}, [
+            *deltas,
+            {"type": "signature_delta", "signature": block["signature"]},
+        ]
+
+
+@dataclass(frozen=True)
 class Reply:
     """One scripted answer. Build it with the constructors below rather than directly."""
 
@@ -104,6 +142,17 @@ class Reply:
     chunk_size: int | None = (
         None  # raw: the body written in pieces of this many bytes (parser boundary tests)
     )
+
+    thinking: tuple[ScriptedThinking, ...] = ()  # Anthropic wire: blocks before the text and calls
+
+    def with_thinking(self, *blocks: ScriptedThinking) -> Reply:
+        """A copy that thinks first: `tool_calls(call(...)).with_thinking(thinking("..."))`."""
+        for b in blocks:
+            if not isinstance(b, ScriptedThinking):
+                raise TypeError(
+                    f"with_thinking() takes thinking(...) / redacted_thinking(...) values, not {b!r}"
+                )
+        return replace(self, thinking=self.thinking + blocks)
 
     def with_quirks(self, *quirks: Quirk) -> Reply:
         """A copy with more quirks / stream faults appended (they compose)."""
@@ -133,6 +182,16 @@ def call(
 ) -> ScriptedCall:
     """A tool call for `tool_calls(...)`."""
     return ScriptedCall(name, arguments, id)
+
+
+def thinking(text: str, *, signature: str | None = None) -> ScriptedThinking:
+    """A thinking block for `Reply.with_thinking`; signed by the router unless `signature` is given."""
+    return ScriptedThinking(text, signature)
+
+
+def redacted_thinking(data: str) -> ScriptedThinking:
+    """A redacted_thinking block (opaque `data`) for `Reply.with_thinking`."""
+    return ScriptedThinking(data=data)
 
 
 def text(

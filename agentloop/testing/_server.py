@@ -21,6 +21,7 @@ import anyio.abc
 import h11
 
 from agentloop.testing import _codec
+from agentloop.testing._checks import auth_refusal, refusal
 from agentloop.testing._render import RenderContext, Rendered, Wire, render, render_error, render_json
 from agentloop.testing._replies import Reply
 
@@ -86,6 +87,7 @@ class FakeFluxRouter:
         self.in_flight = 0
         self.served = 0  # replies taken from the script / handler so far
         self._not_a_reply = ""  # named in every later 500 too: the client retries the first one
+        self._issued: set[tuple[str, str]] = set()  # scripted (thinking, signature) pairs sent (_checks)
         self._port: int | None = None
         self._call_ids = itertools.count(1)
         self._serials = itertools.count(1)
@@ -255,6 +257,7 @@ class FakeFluxRouter:
                 await anyio.sleep(reply.delay)
             if reply.kind == "drop":
                 return False
+            self._issued.update((b.thinking, b.signature) for b in reply.thinking if b.signature is not None)
             return await _send(conn, stream, render(reply, self._context(req)), reply.chunk_delay, finished)
         finally:
             finished()
@@ -276,7 +279,8 @@ class FakeFluxRouter:
         if denied is None and not isinstance(req.json, dict):
             message = "FakeFluxRouter: the request body is not a JSON object"
             return render_error(400, message, wire=req.wire, type="invalid_request_error")
-        return denied
+        refused = None if denied else refusal(req.wire, req.json, self._issued)  # as the provider would
+        return denied or (refused and render_error(*refused[:2], wire=req.wire, type=refused[2]))
 
     def _context(self, req: RecordedRequest) -> RenderContext:
         """How `req` wants its answer rendered (wire, stream, model) and the next serials."""
@@ -293,16 +297,12 @@ class FakeFluxRouter:
         )
 
     def _check_auth(self, credentials: dict[str, str], wire: Wire) -> Rendered | None:
-        if self.api_key is None:
-            return None
-        if wire == "anthropic":
-            if credentials.get("x-api-key") == self.api_key:
-                return None
-            return render_error(401, "invalid x-api-key", wire="anthropic", type="authentication_error")
-        if credentials.get("authorization") == f"Bearer {self.api_key}":
-            return None
-        message = "Incorrect API key provided. You must pass it as `Authorization: Bearer <key>`."
-        return render_error(401, message, wire="openai", type="invalid_request_error", code="invalid_api_key")
+        refused = auth_refusal(credentials, wire, self.api_key)
+        return (
+            None
+            if refused is None
+            else render_error(*refused[:2], wire=wire, type=refused[2], code=refused[3])
+        )
 
     async def _next_reply(self, req: RecordedRequest) -> Reply | Rendered:
         """The next Reply (script, then `add()`ed, then handler) or a 500 explaining why not."""
