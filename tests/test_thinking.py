@@ -422,3 +422,51 @@ async def test_a_malformed_thinking_blocks_field_in_the_callers_conversation_is_
         with pytest.raises(ConversationError, match=r"messages\[1\]\['thinking_blocks'\]"):
             await Agent(client=client).run("again", messages=conversation)
     assert router.model_requests == []
+
+
+async def test_a_callers_model_with_unsendable_thinking_is_cleaned_not_a_crash(tmp_path: Path) -> None:
+    """Found attacking this change: lone surrogates in a custom Model's thinking_blocks reached
+    the journal as a raw TypeError. Now they are replaced (as in the text) and junk is dropped."""
+    from agentloop import ModelTurn, Usage
+    from agentloop.testing import FunctionModel
+
+    bad = [
+        {"type": "thinking", "thinking": "bad \ud800", "signature": "s"},
+        5,
+        {"type": "redacted_thinking", "data": 1},
+    ]
+    answers = iter(
+        [
+            ModelTurn(
+                message={
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": "{}"},
+                        }
+                    ],
+                    "thinking_blocks": bad,
+                },
+                usage=Usage(requests=1),
+            ),
+            "done",
+        ]
+    )
+    seen: list[list[dict[str, Any]]] = []
+
+    def model(messages: list[dict[str, Any]], tools: Any) -> Any:
+        seen.append(messages)
+        return next(answers)
+
+    agent = Agent(
+        client=FunctionModel(model), tools=weather_tools(), journal=SQLiteJournal(tmp_path / "j.db")
+    )
+    result = await agent.run("q")
+    assert result.output == "done"
+    assert result.messages[1]["thinking_blocks"] == [
+        {"type": "thinking", "thinking": "bad \ufffd", "signature": "s"}
+    ]
+    assert seen[1][1]["thinking_blocks"] == result.messages[1]["thinking_blocks"]

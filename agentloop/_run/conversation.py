@@ -138,7 +138,25 @@ def sendable_answer(message: dict[str, Any]) -> dict[str, Any]:
         clean = [_sendable_call(c, fixed) for c in calls]
         if any(a is not b for a, b in zip(clean, calls, strict=True)):
             out = {**out, "tool_calls": clean}
+    if THINKING_KEY in message:
+        blocks = message[THINKING_KEY]
+        thinking = _sendable_thinking(blocks, fixed)
+        if thinking is not blocks:
+            out = {**out, THINKING_KEY: thinking}
     return out
+
+
+def _sendable_thinking(blocks: Any, fixed: Any) -> Any:
+    """`thinking_blocks` of a caller's `Model`: its blocks of text, lone surrogates replaced (the
+    signature no longer matches, but such text could never be sent); anything else is dropped, as
+    a wire drops a block it does not know. The same list when it is so already (a wire's always is)."""
+    clean = []
+    for b in blocks if isinstance(blocks, list) else ():
+        if isinstance(b, dict) and b.get("type") in THINKING_KINDS:
+            block = canonical_block({k: fixed(v) for k, v in b.items()})
+            if not isinstance(block, str):
+                clean.append(block)
+    return blocks if clean == blocks else clean
 
 
 def _sendable_call(call: Any, fixed: Any) -> Any:
