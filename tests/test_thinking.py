@@ -470,3 +470,95 @@ async def test_a_callers_model_with_unsendable_thinking_is_cleaned_not_a_crash(t
         {"type": "thinking", "thinking": "bad \ufffd", "signature": "s"}
     ]
     assert seen[1][1]["thinking_blocks"] == result.messages[1]["thinking_blocks"]
+
+
+async def test_the_scripted_model_plays_thinking_as_the_wire_decodes_it() -> None:
+    from agentloop.testing import ScriptedModel
+
+    model = ScriptedModel(script())
+    result = await Agent(client=model, tools=weather_tools()).run("q")
+    assert result.messages[1]["thinking_blocks"] == [FIRST.block(), HIDDEN.block()]
+    assert model.requests[1]["messages"][1]["thinking_blocks"] == [FIRST.block(), HIDDEN.block()]
+
+
+# --- the fake router's rules, from a plain HTTP client ---------------------------------------------
+
+TOOL_LOOP = [
+    {"role": "user", "content": "q"},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "21"}]},
+]
+RULES = [
+    pytest.param(
+        {
+            "max_tokens": 1024,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": TOOL_LOOP[:1],
+        },
+        "`max_tokens` must be greater than `thinking.budget_tokens`",
+        id="budget",
+    ),
+    pytest.param(
+        {"max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": TOOL_LOOP},
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`",
+        id="tool-loop",
+    ),
+    pytest.param(
+        {
+            "max_tokens": 64,
+            "messages": [
+                TOOL_LOOP[0],
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "x"}, {"type": "redacted_thinking", "data": "d"}],
+                },
+            ],
+        },
+        "messages.1.content.0: If an assistant message contains any thinking blocks, the first block must be",
+        id="thinking-not-first",
+    ),
+    pytest.param(
+        {
+            "max_tokens": 64,
+            "messages": [
+                TOOL_LOOP[0],
+                {
+                    "role": "assistant",
+                    "content": [{"type": "redacted_thinking"}, {"type": "text", "text": "x"}],
+                },
+            ],
+        },
+        "messages.1.content.0.data: Field required",
+        id="redacted-without-data",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), RULES)
+async def test_the_fake_router_refuses_what_anthropic_refuses(
+    router: FakeFluxRouter, body: dict[str, Any], message: str
+) -> None:
+    import httpx
+
+    router.add(text("never sent"))
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(router.anthropic_url + "/v1/messages", json={"model": "m", **body})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert answer.json()["error"]["message"].startswith(message)
+    assert router.served == 0
+
+
+async def test_the_fake_router_refuses_thinking_blocks_on_the_openai_wire(router: FakeFluxRouter) -> None:
+    import httpx
+
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "thinking_blocks": []},
+    ]
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            router.base_url + "/chat/completions", json={"model": "m", "messages": messages}
+        )
+    assert answer.status_code == 400
+    assert "'thinking_blocks' was unexpected" in answer.json()["error"]["message"]

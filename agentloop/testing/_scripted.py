@@ -95,8 +95,11 @@ class ScriptedModel:
                 calls.append({"id": c.id if c.id is not None else f"call_{next(self._ids)}", "function": fn})
             raw["tool_calls"] = calls
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+        message = normalize_message(raw)
+        if reply.thinking:  # as the Anthropic wire decodes them
+            message["thinking_blocks"] = [b.block() for b in reply.thinking]
         return ModelTurn(
-            normalize_message(raw),
+            message,
             Usage.from_openai(reply.usage or {"prompt_tokens": 10, "completion_tokens": 5}),
             finish,
         )
