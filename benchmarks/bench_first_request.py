@@ -155,8 +155,10 @@ def _trial(urls: dict[str, str], row: tuple[str, ...], gap: float) -> dict[str, 
     if path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(path), env.get("PYTHONPATH")]))
     args = [urls[f"{server}:{wire}"], backend, transport, mode, wire, stream, str(gap)]
+    # -P: without it `python -c` puts the working directory first on sys.path, so every
+    # `--paths` row imported the checkout the bench was started from, not its own.
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False, env=env
+        [sys.executable, "-P", "-c", _CHILD, *args], capture_output=True, text=True, check=False, env=env
     )
     if done.returncode:
         raise SystemExit(f"trial failed on {row}:\n{done.stderr}")

@@ -28,6 +28,7 @@ class Witness:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any]] = []
+        self.threads: list[threading.Thread] = []  # where the (sync) tool ran
 
     def observer(self, event: Any) -> None:
         self.seen.append(("observer", type(event).__name__))
@@ -44,21 +45,26 @@ class Witness:
         self.seen.append(("instructions", None))
         return "be brief"
 
-    def tools(self) -> ToolRegistry:
+    def tools(self, sync: bool = True) -> ToolRegistry:
         registry = ToolRegistry()
 
         def tool(x: int) -> int:  # the rehearsal's own tool is named `tool` too: it must not be this one
             self.seen.append(("tool", x))
+            self.threads.append(threading.current_thread())
             return x
 
-        registry.register(tool)
+        async def async_tool(x: int) -> int:
+            self.seen.append(("tool", x))
+            return x
+
+        registry.register(tool if sync else async_tool, name="tool")
         return registry
 
 
-def _agent(client: Any, witness: Witness, journal: Any) -> Agent[Any, Any]:
+def _agent(client: Any, witness: Witness, journal: Any, sync: bool = True) -> Agent[Any, Any]:
     return Agent(
         client=client,
-        tools=witness.tools(),
+        tools=witness.tools(sync),
         journal=journal,
         observers=[witness.observer],
         require_approval=witness.approve,
@@ -71,13 +77,13 @@ async def test_warmup_touches_nothing_of_the_user(tmp_path: Path, caplog: pytest
     witness = Witness()
     model = ScriptedModel([tool_calls(call("tool", {"x": 7})), text("done")])
     journal = SQLiteJournal(tmp_path / "runs.db")
-    agent = _agent(model, witness, journal)
+    agent = _agent(model, witness, journal, sync=False)
     threads = set(threading.enumerate())
     tasks = len(anyio.get_running_tasks())
     with caplog.at_level(logging.DEBUG, logger="agentloop"):
         await agent.warmup()
         assert caplog.records == []  # not a line logged for the rehearsal's runs
-    assert set(threading.enumerate()) == threads  # its tool is async: no worker thread
+    assert set(threading.enumerate()) == threads  # the agent's tools are async: no worker thread
     assert witness.seen == []
     assert model.requests == []  # the user's model was never asked
     assert await journal.list_runs() == []  # (the journal's own worker thread from here on)
@@ -137,3 +143,35 @@ async def test_warmup_inside_a_stream_and_concurrent_runs_sees_none_of_them() ->
     assert events.count("ToolCallFinished") == 1
     assert witness.seen.count(("observer", "RunStarted")) == 1
     assert [s for s in witness.seen if s[0] == "tool"] == [("tool", 1)]
+
+
+async def test_with_a_sync_tool_warmup_starts_the_one_worker_thread_the_first_call_uses(
+    anyio_backend: str,
+) -> None:
+    # The first run of an agent with a sync tool started anyio's worker thread (~0.5-0.7 ms):
+    # `warmup()` (the user asking) starts it, one, and runs nothing of the user's in it.
+    witness = Witness()
+    model = ScriptedModel([tool_calls(call("tool", {"x": 7})), text("done")])
+    agent = _agent(model, witness, None)
+    before = set(threading.enumerate())
+    await agent.warmup()
+    started = set(threading.enumerate()) - before
+    assert witness.seen == [] and model.requests == []
+    assert (await agent.run("go")).output == "done"
+    assert [s for s in witness.seen if s[0] == "tool"] == [("tool", 7)]
+    if anyio_backend == "asyncio":
+        # anyio's workers belong to the event loop, and it reuses its last idle one however long
+        # it idled: exactly one started by warmup(), the one the first call ran in.
+        assert len(started) == 1
+        assert witness.threads == list(started)
+        assert set(threading.enumerate()) - before == started  # the first call started none
+    else:  # trio's thread cache is the process's: an idle thread of an earlier loop may serve
+        assert len(started) <= 1
+
+
+async def test_warmup_of_an_agent_without_tools_starts_no_thread() -> None:
+    agent = Agent(client=ScriptedModel([text("done")]))
+    before = set(threading.enumerate())
+    await agent.warmup()
+    assert set(threading.enumerate()) == before
+    assert (await agent.run("go")).output == "done"

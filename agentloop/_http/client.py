@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from typing import Any, Literal, cast
 
 import anyio
@@ -32,9 +33,9 @@ from .config import DEFAULT_TIMEOUT, ClientConfig, ClientOptions, check_client_o
 from .errors import Errors, takes_status
 from .h1 import Response
 from .lean import Dial, LeanResponse
-from .rehearsal import perform, rehearsal_config, rehearse, replies, sweep
+from .rehearsal import perform, rehearsal_config, rehearse, rehearse_listening, replies, sweep
 from .secrets import Redactor
-from .transport import LeanSender, Sender, TransportKind, make_sender
+from .transport import LeanSender, Sender, TransportKind, make_sender, rehearsal_http
 from .waiters import Expired, own_deadline
 
 __all__ = ["FluxClient", "DEFAULT_BASE_URL", "DEFAULT_ANTHROPIC_BASE_URL", "DEFAULT_TIMEOUT"]
@@ -190,26 +191,44 @@ class FluxClient:
 
     async def _rehearse(self) -> None:
         """The request path, plain and streamed, run on canned bytes by a twin of this client
-        (`rehearsal.py`), once per client: the lean transport only (an httpx transport cannot be
-        handed a connection)."""
-        sender = self._sender
+        (`rehearsal.py`), once per client. The lean transport's twin is handed a loopback
+        connection; an httpx transport's (it takes none) dials a loopback listener of the
+        rehearsal's own, through an httpx client of the same transport kind."""
         samples, stream_samples = self._samples
-        if self._rehearsed or not samples or not isinstance(sender, LeanSender):
+        if self._rehearsed or not samples:
             return
         streamed = self.stream and bool(stream_samples)
-
-        async def drive(dial: Dial) -> None:
-            twin = FluxClient.__new__(FluxClient)  # built as this one was: the same attribute layouts
-            twin._setup(rehearsal_config(self._config), None, dial)
-            twin_sender = cast(LeanSender, twin._sender)
-            twin_sender.pool._ssl = sender.pool._ssl  # prepared by preconnect: not ~30 ms again
+        answers = replies(samples, stream_samples if streamed else ())
+        if isinstance(self._sender, LeanSender):
+            await rehearse(answers, lambda dial: self._twin(dial, None, streamed))
+        else:
+            owned = getattr(self._sender, "_owned", False)  # a caller's http_client: not ours to copy
+            http = rehearsal_http(self._config.pool) if owned else None
+            if http is None:
+                return
             try:
-                await perform(twin.request, streamed)
+                await rehearse_listening(answers, lambda origin: self._twin(origin, http, streamed))
             finally:
-                await twin.aclose()
-
-        await rehearse(replies(samples, stream_samples if streamed else ()), drive)
+                await http.aclose()
         self._rehearsed = True
+
+    async def _twin(self, where: Dial | str, http: httpx.AsyncClient | None, streamed: bool) -> None:
+        """`perform` by a twin of this client, built as this one was (the same attribute layouts),
+        its credentials masked: over `where`, the lean pool's `Dial`, or with `http` to the
+        loopback origin `where`."""
+        config = rehearsal_config(self._config)
+        twin = FluxClient.__new__(FluxClient)
+        if isinstance(where, str):
+            config = replace(config, base_url=where + httpx.URL(config.base_url).path)
+            twin._setup(config, http)  # the rehearsal's httpx client: closed by the caller
+        else:
+            twin._setup(config, None, where)
+            prepared = cast(LeanSender, self._sender).pool._ssl
+            cast(LeanSender, twin._sender).pool._ssl = prepared  # by preconnect: not ~30 ms again
+        try:
+            await perform(twin.request, streamed)
+        finally:
+            await twin.aclose()
 
     async def __aexit__(self, *exc: object) -> None:
         self._binding.depth -= 1

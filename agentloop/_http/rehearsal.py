@@ -44,7 +44,7 @@ from .config import ClientConfig
 from .lean import Dial
 from .sockets import AnyioConnection, Connection, on_asyncio
 
-__all__ = ["REHEARSALS", "perform", "rehearsal_config", "rehearse", "replies", "sweep"]
+__all__ = ["REHEARSALS", "perform", "rehearsal_config", "rehearse", "rehearse_listening", "replies", "sweep"]
 
 # 3.11 quickens a code object at its 8th call; a few more let the adaptive instructions specialize.
 REHEARSALS = 16
@@ -169,16 +169,72 @@ async def rehearse(answers: Sequence[bytes], drive: Callable[[Dial], Awaitable[N
         far.close()
 
 
+async def rehearse_listening(answers: Sequence[bytes], drive: Callable[[str], Awaitable[None]]) -> None:
+    """`drive(origin)` (`http://127.0.0.1:<port>`), while a listener on the loopback, in this
+    task group and gone before this returns, answers each request of every connection it
+    accepts with the next of `answers`. For httpx transports, which dial by themselves (they
+    take no prepared connection): the twin's own pool connects here, never to the endpoint.
+    Every connection gets all the answers, so a stranger connecting too starves nobody (what it
+    reads is the wire's samples). Where the loopback cannot listen, nothing is rehearsed."""
+    try:
+        listener = socket.create_server(("127.0.0.1", 0))
+    except OSError:
+        return
+    try:
+        listener.setblocking(False)
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_accept, listener, answers, tg)
+            try:
+                await drive(f"http://127.0.0.1:{listener.getsockname()[1]}")
+            except Exception as e:  # raised as itself, not in the task group's ExceptionGroup
+                failure = e
+            tg.cancel_scope.cancel()  # the listener and the connections' ends: none is needed now
+        if failure is not None:
+            raise failure
+    finally:
+        listener.close()
+
+
+async def _accept(listener: socket.socket, answers: Sequence[bytes], tg: anyio.abc.TaskGroup) -> None:
+    while True:
+        await anyio.wait_readable(listener)
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:  # taken back by the peer before we got to it
+            continue
+        conn.setblocking(False)
+        tg.start_soon(_serve, conn, list(answers))
+
+
+async def _serve(conn: socket.socket, answers: list[bytes]) -> None:
+    try:
+        await _answer(conn, answers)
+    finally:
+        conn.close()
+
+
 async def sweep() -> None:
     """Let the event loop clear what the rehearsal (and warmup's own time bound) left behind,
     before warmup() returns: else the first real request pays for it. On asyncio the ~30 timers
     the rehearsal cancelled sit in the loop's heap behind warmup's bound until its timer is
     cancelled too; the next loop iteration pops them one by one (~130 calls of the Python
-    `TimerHandle.__lt__`) and delivers the rehearsal task group's last cancellation. Trio's
-    deadline heap drops its stale entries likewise. Two iterations do it (measured by counting
-    the calls of the first request against a later one: 591 against 289 before, equal after)."""
+    `TimerHandle.__lt__`) and delivers the rehearsal task group's last cancellation. Two
+    iterations do it (measured by counting the calls of the first request against a later one:
+    591 against 289 before, equal after). Trio drops its deadline heap's stale entries (~95 of
+    the rehearsal's requests' deadlines) only when it is about to block with no task to run,
+    which a checkpoint never is (the task is runnable again at once): the first real request
+    popped them while waiting for its answer. So the sweep also waits once for a byte already
+    there, on a socket pair of its own: the loop blocks (for no time) and pops them first."""
     await anyio.lowlevel.checkpoint()
     await anyio.lowlevel.checkpoint()
+    try:
+        ready, waiting = socket.socketpair()
+    except OSError:  # no descriptor to be had: the first request pops them
+        return
+    with ready, waiting:
+        ready.send(b"\0")
+        await anyio.wait_readable(waiting)
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:

@@ -30,6 +30,7 @@ the one that honours them).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from http.cookiejar import CookieJar
 from typing import Any, Literal, Protocol, cast
@@ -54,6 +55,7 @@ __all__ = [
     "make_transport",
     "prepare",
     "http_client",
+    "rehearsal_http",
     "AUTO",
 ]
 
@@ -149,6 +151,27 @@ def http_client(
     if isinstance(getattr(client, "_cookies", None), httpx.Cookies):  # httpx's private slot; else leave it be
         client._cookies = _SetCookieOnly(client.cookies.jar)
     return client
+
+
+def rehearsal_http(pool: PoolConfig) -> httpx.AsyncClient | None:
+    """An httpx client of `pool`'s own transport kind for `FluxClient.warmup()`'s twin (the same
+    classes as the client's: CPython's specialized code is keyed on them), or None where it
+    cannot be rehearsed: a caller's own transport, environment proxies (httpx would send the
+    rehearsal to the proxy), aiohttp off asyncio. The twin only speaks plain HTTP to the
+    rehearsal's loopback listener: its TLS context trusts no CA (never used; a pool loading the
+    CA bundle costs ~30 ms)."""
+    kind = pool.transport
+    if not isinstance(kind, str) or kind in ("auto", "lean") or env_proxies():
+        return None
+    if kind == "aiohttp" and not on_asyncio():
+        return None
+    limits = httpx.Limits(
+        max_connections=pool.max_connections, max_keepalive_connections=pool.max_connections
+    )
+    trusts_nothing = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return http_client(
+        pool.timeout, make_transport(cast(TransportKind, kind), limits, verify=trusts_nothing), limits
+    )
 
 
 class _SetCookieOnly(httpx.Cookies):

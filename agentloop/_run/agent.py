@@ -69,7 +69,7 @@ from .output_spec import OutputMode
 from .restore import restore
 from .state import Run
 from .stream import EventStream, stream_events
-from .warmup import RehearsalModel, rehearsal_tools, rehearse_runs
+from .warmup import RehearsalModel, rehearsal_tools, rehearse_runs, threaded
 
 DepsT = TypeVar("DepsT", default=None)
 
@@ -204,10 +204,16 @@ class Agent(Generic[DepsT, OutputT]):
         no socket) and its one tool is its own; its log lines are muted. Cancelling the caller
         cancels it; it leaves no task behind. It warms code, not connections: for the request
         path and a pooled connection call `await client.warmup()` too (a `FluxClient`), after
-        this: what ran last is what the CPU's caches hold for the first request."""
+        this: what ran last is what the CPU's caches hold for the first request.
+
+        A thread, when asked for: if one of this agent's tools runs in a worker thread (a sync
+        function, `sandbox="thread"`), the twin's tool does too, so the rehearsal also starts
+        the event loop's worker thread that tool's first call would start (anyio's pool, one
+        thread; ~0.5-0.7 ms of the first run's CPU). It stays idle in that pool, which lets an
+        idle worker go after 10 s: a first call later than that starts a new one as usual."""
         twin: Agent[Any, Any] = Agent(  # not type(self): a subclass is user code
             client=RehearsalModel(getattr(self.client, "wire", "openai")),
-            tools=rehearsal_tools(),
+            tools=rehearsal_tools(threaded(self.tools)),
             model="rehearsal",
         )
         await rehearse_runs(twin, _consume)

@@ -10,7 +10,9 @@ So `rehearse_runs` runs `RUNS` runs (and as many streamed ones) of a twin built 
 from the same `Agent` class, with nothing of the user's: its model is `RehearsalModel` (in the
 process: no request, no credential, no socket), answering a call of its own `tool` then a text,
 decoded by the wire's codec from the wire's sample answers (so the turns are what a real answer
-decodes to); its one tool is `tool` below (async: no worker thread); no journal, no observers,
+decodes to); its one tool is `tool` below (async), or `threaded_tool` when the user's agent has a
+tool that runs in a worker thread (the thread path is warmed, and anyio's worker thread started:
+the first such call of a process started it, ~0.5-0.7 ms of CPU); no journal, no observers,
 no hooks, no instructions, no output type. The runs' log lines are muted (`quiet_logs`): a
 rehearsal is not the application's business. Structured: the runs are awaited in the caller's
 task, so cancelling the caller cancels them.
@@ -27,7 +29,7 @@ from .._tools.registry import ToolRegistry
 from .._types import ModelTurn
 from .._wire import WIRES
 
-__all__ = ["RUNS", "RehearsalModel", "rehearsal_tools", "rehearse_runs"]
+__all__ = ["RUNS", "RehearsalModel", "rehearsal_tools", "rehearse_runs", "threaded"]
 
 RUNS = 16  # 3.11 quickens a code object at its 8th call; a few more let it specialize
 
@@ -37,9 +39,18 @@ async def tool(x: int) -> int:
     return x
 
 
-def rehearsal_tools() -> ToolRegistry:
+def threaded_tool(x: int) -> int:
+    """rehearsal"""
+    return x
+
+
+def rehearsal_tools(threaded: bool = False) -> ToolRegistry:
+    """The twin's one tool, `tool`: async, or (`threaded`: the user's agent has a tool that runs
+    in a worker thread) sync, so the rehearsal runs the thread path too (anyio's `to_thread`)
+    and starts the worker thread the first real call would start (`Agent.warmup()` says what
+    that means)."""
     tools = ToolRegistry()
-    tools.register(tool)
+    tools.register(threaded_tool if threaded else tool, name="tool")
     return tools
 
 
@@ -58,6 +69,11 @@ class RehearsalModel:
         answered = request.messages[-1].get("role") == "tool"
         turn: ModelTurn = self._codec.decode(self._samples[answered], request_id="rehearsal")
         return turn
+
+
+def threaded(tools: ToolRegistry) -> bool:
+    """Whether one of `tools` runs in a worker thread (a sync function's default)."""
+    return any(t.sandbox == "thread" for t in tools)
 
 
 async def rehearse_runs(twin: Any, stream: Callable[..., Any]) -> None:
