@@ -10,6 +10,7 @@ faster is a timing: benchmarks/bench_first_request.py. Both backends.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from agentloop import Agent, SQLiteJournal, ToolRegistry
+from agentloop.abc import ToolOutcome
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +177,56 @@ async def test_warmup_of_an_agent_without_tools_starts_no_thread() -> None:
     await agent.warmup()
     assert set(threading.enumerate()) == before
     assert (await agent.run("go")).output == "done"
+
+
+def _children() -> set[int]:
+    """This process's child processes (a fork server is one)."""
+    out: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            out |= {int(pid) for pid in f.read().split()}
+    return out
+
+
+async def test_warmup_starts_the_fork_server_a_sandboxed_tool_uses_and_runs_no_tool_of_the_user() -> None:
+    # The first sandboxed call of a process started the fork server (an interpreter's boot):
+    # warmup() starts it, with a call of its own no-op tool; the user's tool is not run.
+    import sandbox_tools as st
+
+    witness = Witness()
+    tools = ToolRegistry()
+    tools.register(st.echo, sandbox="process")
+    model = ScriptedModel([tool_calls(call("echo", {"text": "hi"})), text("done")])
+    agent = Agent(client=model, tools=tools, observers=[witness.observer])
+    async with tools:
+        before = _children()
+        await agent.warmup()
+        started = _children() - before
+        assert len(started) == 1  # the fork server, and nothing else
+        assert witness.seen == [] and model.requests == []
+        result = await agent.run("go")
+        assert result.output == "done"
+        answer = model.requests[1]["messages"][-1]
+        assert answer["role"] == "tool" and '"pid_is_child":true' in answer["content"]  # it ran, once
+        assert _children() - before == started  # the first call used it: no second server
+    assert _children() - before == set()  # closing the registry stopped it
+
+
+async def test_warmup_leaves_a_callers_own_executor_alone() -> None:
+    # A `sandbox=<ToolExecutor>` is the caller's (Temporal's activities): warmup never calls it.
+    calls: list[str] = []
+
+    class Executor:
+        async def call(self, ref: str, arguments: dict[str, Any], limits: Any) -> Any:
+            calls.append(ref)
+            return ToolOutcome("ok", "1")
+
+    tools = ToolRegistry()
+
+    def remote(x: int) -> int:
+        return x
+
+    tools.register(remote, sandbox=Executor())
+    agent = Agent(client=ScriptedModel([text("done")]), tools=tools)
+    await agent.warmup()
+    assert calls == []
