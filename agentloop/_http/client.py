@@ -169,8 +169,11 @@ class FluxClient:
         keep-alive expiry (5 s), like any idle connection; requests open more as they need them.
         Raises `APIConnectionError` / `APITimeoutError` (the connect timeout) when the endpoint
         cannot be reached, so a wrong `base_url` shows here. With an httpx transport
-        (`transport="httpcore"`..., `http_client=`, environment proxies) httpx offers no way to
-        open a connection without a request: only the transport is prepared.
+        (`transport="httpcore"`, `"sharded"`, `"aiohttp"`) httpx offers no way to open a
+        connection without a request: the first request still connects, and the rehearsal's
+        twin (an httpx client of the same kind) sends to a loopback listener the rehearsal
+        opens in this process and closes before returning (~30-80 ms of CPU). A caller's
+        `http_client` and environment proxies are not rehearsed (httpx would send to the proxy).
         """
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
             raise ConfigurationError(
