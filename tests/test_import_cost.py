@@ -151,6 +151,10 @@ def test_the_sandbox_fork_server_and_the_command_line_load_no_http_library() -> 
     loaded = probe("import agentloop._sandbox._zygote, agentloop.cli")["modules"]
     assert loads(loaded, "agentloop._sandbox._zygote")
     assert [n for n in HTTP + HTTPX_CLI if loads(loaded, n)] == []
+    # nor the host's side of the sandbox (it starts the fork server; the fork server never needs it)
+    assert [
+        m for m in ("agentloop._sandbox._host", "agentloop._sandbox._roundtrip") if loads(loaded, m)
+    ] == []
 
 
 def test_agentloop_demo_uses_httpx_without_its_command_line_which_still_works() -> None:
