@@ -76,7 +76,6 @@ from ._exceptions import (
     ToolDefinitionError,
     ToolsNotSupportedError,
 )
-from ._http.client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
 from ._imports import import_ref
 from ._limits import Limits
 from ._model import Model, ModelRequest
@@ -91,6 +90,7 @@ from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason
 from ._wire.openai import normalize_message
 
 if TYPE_CHECKING:  # imported on first use, by __getattr__ below; type checkers see them here
+    from ._http.client import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_BASE_URL, FluxClient
     from ._run.approval import Decision, Override, Reject
     from ._run.conversation import messages_from_json, messages_to_json
     from ._run.handoff import Handoff
@@ -204,6 +204,12 @@ __all__ = [
 # imports that module and fixes up all of its public names at once (below), so an object the
 # journal returns shows as `agentloop.RunInfo` even if only `agentloop.SQLiteJournal` was named.
 _LAZY = {
+    # The HTTP client: httpx (and what it imports) loads when a program first names FluxClient, not
+    # in a program that never talks HTTP itself (the sandbox's fork server, a tool module, a test
+    # with a scripted model, `agentloop runs`).
+    "FluxClient": "._http.client",
+    "DEFAULT_BASE_URL": "._http.client",
+    "DEFAULT_ANTHROPIC_BASE_URL": "._http.client",
     "Decision": "._run.approval",
     "Override": "._run.approval",
     "Reject": "._run.approval",

@@ -33,11 +33,12 @@ HTTP (checked by `FluxClient`, per model request):
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from ._exceptions import ConfigurationError
 from ._json import MAX_VALUE_DEPTH
 
-__all__ = ["InputBudget"]
+__all__ = ["InputBudget", "check_int"]
 
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -80,3 +81,12 @@ class InputBudget:
                 f"InputBudget.max_json_depth must be at most {MAX_VALUE_DEPTH} (arguments are sent back "
                 f"inside a request body, which the JSON codec holds to 200 levels), got {self.max_json_depth}"
             )
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
+    """A count a caller configures (max_steps, max_connections...): an int, not a bool, >= minimum.
+
+    Here, on the ground floor, so that the agent's checks do not import the HTTP package (and
+    httpx with it) to reach the client's."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")

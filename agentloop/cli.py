@@ -22,7 +22,6 @@ import anyio
 from ._cli_common import add_tool_options, load_tools, safe, safe_text, until_interrupted, unwrap
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
-from ._http.client import FluxClient
 from ._run.agent import Agent
 
 DEMO_PROMPT = "What's the weather in Lisbon and Porto?"
@@ -177,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _demo(args: argparse.Namespace) -> int:
     from ._demo import demo_tools
+    from ._http.client import FluxClient
     from .testing import FakeFluxRouter, weather_handler
 
     async with FakeFluxRouter(weather_handler) as router:
@@ -189,6 +189,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from ._http.client import FluxClient  # here: `agentloop runs|doctor|--help` never load httpx
+
     tools = load_tools(args.tool)
     journal = None
     if args.journal:

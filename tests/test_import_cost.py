@@ -36,6 +36,14 @@ OPTIONAL = [
     "anyio._backends",  # the event loop's backend: when something runs
 ]
 
+# httpx (and its pool's h11): loaded when a program first names FluxClient, never by a bare import,
+# by the sandbox's fork server (which makes no HTTP request) or by `agentloop runs|doctor|--help`.
+HTTP = ["httpx", "httpcore", "h11"]
+
+# httpx's own command line and what it imports (click is installed here: import-linter brings it):
+# never loaded by agentloop, not even by a FluxClient at work (`agentloop demo`).
+HTTPX_CLI = ["httpx._main", "click", "rich", "pygments"]
+
 # Loaded only by a feature used later (registration, the journal, output validation, picking a
 # transport): each was imported at `import agentloop` until this round.
 LATER = ["jsonschema", "referencing", "re2", "sqlite3", "asyncio"]
@@ -128,3 +136,51 @@ def test_an_unknown_name_is_an_attribute_error_that_names_it() -> None:
         agentloop.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
     assert not hasattr(agentloop, "sqlite3")
     assert hasattr(agentloop, "SQLiteJournal")
+
+
+@pytest.mark.parametrize("name", HTTP + HTTPX_CLI)
+def test_a_bare_import_loads_no_http_library(bare: dict[str, object], name: str) -> None:
+    assert not loads(bare["modules"], name)
+
+
+def test_the_sandbox_fork_server_and_the_command_line_load_no_http_library() -> None:
+    """The fork server imports what `_protocol.BOOT` imports; `agentloop runs|doctor` the CLI module."""
+    from agentloop._sandbox._protocol import BOOT  # internal unit under test: what the host starts
+
+    assert "from agentloop._sandbox._zygote import main" in BOOT  # the probe below imports the same
+    loaded = probe("import agentloop._sandbox._zygote, agentloop.cli")["modules"]
+    assert loads(loaded, "agentloop._sandbox._zygote")
+    assert [n for n in HTTP + HTTPX_CLI if loads(loaded, n)] == []
+    # nor the host's side of the sandbox (it starts the fork server; the fork server never needs it)
+    assert [
+        m for m in ("agentloop._sandbox._host", "agentloop._sandbox._roundtrip") if loads(loaded, m)
+    ] == []
+
+
+def test_agentloop_demo_uses_httpx_without_its_command_line_which_still_works() -> None:
+    """`agentloop demo` talks HTTP (httpx loads) but never loads click / rich / pygments; a program
+    that calls `httpx.main` afterwards still gets httpx's command line."""
+    probe(
+        "import contextlib, io\n"
+        "from agentloop.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as demo:\n"
+        "    assert main(['demo']) == 0\n"
+        "assert 'get_weather' in demo.getvalue(), demo.getvalue()\n"
+        f"cli = {HTTPX_CLI!r}\n"
+        "assert 'httpx' in sys.modules\n"
+        "assert [m for m in sys.modules if m in cli or m.split('.')[0] in cli] == [], sys.modules\n"
+        "import httpx\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as help, contextlib.suppress(SystemExit):\n"
+        "    httpx.main(['--help'])\n"
+        "assert 'Usage' in help.getvalue(), help.getvalue()\n"
+    )
+
+
+def test_a_program_that_imported_httpx_first_keeps_it_as_it_was() -> None:
+    probe(
+        "import httpx\n"
+        "real = httpx.main\n"
+        "import agentloop\n"
+        "agentloop.FluxClient\n"
+        "assert httpx.main is real and 'httpx._main' in sys.modules\n"
+    )

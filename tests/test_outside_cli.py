@@ -5,12 +5,13 @@ against the fake router on loopback."""
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -129,18 +130,71 @@ def _answer(request: RecordedRequest) -> Reply:
     return text("done")
 
 
+# One interpreter runs the invocations in turn, each as `python -c "...main()"` would (its exit
+# status, what it printed, a traceback if an exception escaped): a fresh interpreter apiece cost
+# ~0.3 s of CPU each (its imports) for what the command line does in milliseconds.
+_IN_TURN = """
+import contextlib, io, json, sys, traceback
+from agentloop.cli import main
+done = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as e:  # what the interpreter makes of it at exit
+            code = e.code if isinstance(e.code, int) or e.code is None else 1
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    done.append({"returncode": code or 0, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(done))
+"""
+
+
+def _agentloop_in_turn(many: list[list[str]], cwd: Path, base_url: str, *, pre: str = "") -> list[Any]:
+    """`agentloop ARGS` for each of `many`, in one subprocess (see `_IN_TURN`); `pre` runs first."""
+    done = subprocess.run(
+        [sys.executable, "-c", pre + "\n" + _IN_TURN, json.dumps(many)],
+        cwd=cwd,
+        env=_env(base_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = [SimpleNamespace(**r) for r in json.loads(done.stdout)]
+    assert len(results) == len(many)
+    return results
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the command picks its own loop
 @pytest.mark.anyio
 async def test_every_bad_invocation_is_a_clear_message_and_a_non_zero_status(workdir: Path) -> None:
     async with FakeFluxRouter(_answer, api_key=KEY) as router:
-        for args, says in BAD_ARGS:
-            done = await anyio.to_thread.run_sync(
-                functools.partial(_agentloop, args, workdir, router.base_url)
-            )
+        many = [args for args, _ in BAD_ARGS]
+        results = await anyio.to_thread.run_sync(_agentloop_in_turn, many, workdir, router.base_url)
+        for (args, says), done in zip(BAD_ARGS, results, strict=True):
             try:
                 _assert_clear_failure(done, says)
             except AssertionError as e:
                 raise AssertionError(f"agentloop {' '.join(args)}: {e}") from None
+
+
+def test_the_invocations_in_turn_see_what_a_process_of_its_own_sees(workdir: Path) -> None:
+    """The shared process above must not hide a failure: an exception escaping `main` is a
+    traceback and status 1 there, as in a process of its own, and the next invocation still runs."""
+    escape = "import agentloop.cli as c; c._run_command = lambda argv: 1 / 0 if argv == ['demo'] else 0"
+    many = [["demo"], ["--version"], ["runs", "list", "--journal", "missing.db"]]
+    crashed, version, missing = _agentloop_in_turn(many, workdir, "http://127.0.0.1:9/v1", pre=escape)
+    assert crashed.returncode == 1 and "Traceback" in crashed.stderr and "ZeroDivisionError" in crashed.stderr
+    with pytest.raises(AssertionError):
+        _assert_clear_failure(crashed)
+    assert version.returncode == 0
+    assert missing.returncode != 0 and "no journal at missing.db" in missing.stderr
 
 
 def _blocking_model(request: RecordedRequest) -> Reply:

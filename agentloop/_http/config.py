@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .._budget import InputBudget
+from .._budget import InputBudget, check_int
 from .._exceptions import ConfigurationError
 from .._retry import RetryPolicy
 from .._wire import WIRES, sniff_wire
@@ -67,11 +67,6 @@ class ClientConfig:
     stream_headers: Mapping[str, str]
     credentials: tuple[str, ...]
     pool: PoolConfig
-
-
-def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,8 @@ from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from .. import _json
-from .._budget import InputBudget
+from .._budget import InputBudget, check_int
 from .._exceptions import ConfigurationError, ToolDefinitionError
-from .._http.config import check_int
 from .._seams import ToolSource
 from .._tools.dispatch import ErrorFormatter, default_error_formatter
 from .._tools.registry import ToolRegistry
