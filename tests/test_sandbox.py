@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -20,7 +21,7 @@ import sandbox_tools
 from helpers import runs
 
 from agentloop import ConfigurationError, Limits, SandboxUnavailableError, ToolDefinitionError
-from agentloop._sandbox import ProcessSandbox, SandboxOutcome  # internal unit under test
+from agentloop._sandbox import ProcessSandbox, SandboxOutcome, _host  # internal unit under test
 
 pytestmark = pytest.mark.anyio
 
@@ -410,6 +411,35 @@ async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
     assert outcome[0].status == "cancelled"
     out = await sb.call(T + "trivial", {}, Limits())
     assert out.status == "sandbox_unavailable"
+
+
+async def test_aclose_past_a_fork_server_that_cannot_answer_ends_the_call_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (flaky under load before): `aclose` gave up waiting for a fork server that did not
+    exit, closed its stderr memfd, and the call still in flight read that fd to explain the death:
+    a raw `OSError` (EBADF) out of `call()`, or another file's tail had the fd number been reused.
+    A stopped fork server makes the slow exit certain; the grace is shortened, not skipped."""
+    monkeypatch.setattr(_host, "KILL_GRACE", 0.2)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    sb = ProcessSandbox()
+    started = anyio.Event()
+    outcome: list[SandboxOutcome] = []
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            outcome.append(
+                await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set())
+            )
+
+        tg.start_soon(run)
+        await started.wait()
+        zygote = _zygote_pid(sb)
+        os.kill(zygote, signal.SIGSTOP)
+        await sb.aclose()
+    assert outcome[0].status == "cancelled", outcome[0]
+    assert not runs(zygote)
+    assert set(os.listdir("/proc/self/fd")) <= fds_before  # the server's fds went with its last call
 
 
 async def test_dead_fork_server_is_sandbox_unavailable_then_restarted() -> None:

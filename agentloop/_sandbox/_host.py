@@ -248,7 +248,15 @@ class ProcessSandbox:
                         await wait_readable(pidfd)  # readable once the zygote has exited
                 finally:
                     os.close(pidfd)
-            discard(server)
+            # A call still in flight reads the server (its stderr memfd, its socket) to conclude:
+            # the last one discards it, as for a replaced server. Dead either way from here.
+            with self._lock:
+                server.retired = True
+                last = server.inflight == 0
+            if last:
+                discard(server)
+            else:
+                server.kill()
 
     async def __aenter__(self) -> ProcessSandbox:
         return self

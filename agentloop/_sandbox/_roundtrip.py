@@ -97,7 +97,9 @@ def _conclude(
 ) -> SandboxOutcome:
     """The outcome, from the fork server's status (None: it sent none) and the host's kill."""
     status, host_killed = waited
-    if status is None:
+    if status is None and server.stopped and not host_killed:
+        status = {"killed": "closed"}  # the sandbox was closed (`aclose`) under the call
+    elif status is None:
         if not host_killed and server.popen.poll() is None:
             # The fork server lives but dropped this call (it ran out of fds receiving it).
             return unavailable("the fork server could not take this call (out of file descriptors?)")

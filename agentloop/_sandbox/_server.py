@@ -106,8 +106,9 @@ class Server:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     broken: bool = False
     inflight: int = 0  # calls using this server (guarded by the sandbox's lock)
-    retired: bool = False  # replaced: discarded once its last call ends
+    retired: bool = False  # replaced or closed: discarded once its last call ends
     discarded: bool = False
+    stopped: bool = False  # the sandbox was closed (`stop()`): a call it ends was cancelled
 
     def alive(self) -> bool:
         return not self.broken and self.popen.poll() is None
@@ -119,14 +120,15 @@ class Server:
             socket.send_fds(self.ctl, [_json.dumps(msg)], fds or [])
 
     def why_dead(self) -> str:
-        """The tail of the zygote's stderr: the reason it failed to start, usually."""
+        """The tail of the zygote's stderr: the reason it failed to start, usually. Only while a
+        call holds the server (`inflight`): `discard` closes `err_fd` after the last one."""
         size = os.fstat(self.err_fd).st_size
         tail = os.pread(self.err_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip()
         code = self.popen.poll()
         return f"the fork server exited ({code})" + (f": {tail}" if tail else "")
 
     def stop(self) -> None:
-        self.broken = True
+        self.broken = self.stopped = True
         self.drop_offers()
         if self.rx is not None:
             self.rx.close()
