@@ -1,0 +1,119 @@
+"""Outside-in review, round 3: what a user's own objects and callbacks can do to a run. Each test
+is the exact repro of a break found from the outside (public API only), kept as a regression
+test; async ones run on asyncio and trio."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from agentloop import (
+    ConfigurationError,
+    FluxClient,
+    Limits,
+    RetryPolicy,
+    RunLimits,
+    ToolDefinitionError,
+    ToolRegistry,
+)
+from agentloop.testing import FakeFluxRouter, error, text
+
+pytestmark = pytest.mark.anyio
+
+
+# --- config objects: a number that cannot work is refused where it is written ------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("output_bytes", 1.5),  # registered, then the run raised a raw TypeError when cutting a result
+        ("output_bytes", math.nan),
+        ("output_bytes", math.inf),
+        ("timeout", math.nan),  # the call ended "raised ValueError: deadline must not be NaN"
+        ("timeout", math.inf),
+        ("cpu_s", math.nan),
+        ("memory_mb", 1.5),
+        ("memory_mb", math.inf),
+        ("open_files", 64.0),
+        ("file_size_mb", math.nan),
+        ("scratch_mb", 0.5),
+    ],
+)
+def test_a_limit_that_cannot_work_is_refused_at_construction(field: str, value: Any) -> None:
+    with pytest.raises(
+        ToolDefinitionError, match=rf"Limits\.{field} must be a positive.*or None \(no limit\)"
+    ):
+        Limits(**{field: value})
+
+
+def test_limits_that_work_are_still_accepted() -> None:
+    assert Limits(timeout=0.5, cpu_s=1.5, output_bytes=10, memory_mb=64, scratch_mb=8).output_bytes == 10
+    assert Limits(timeout=10**30).timeout == 10**30  # a huge int is finite: no OverflowError either
+
+
+async def test_a_fractional_output_bytes_no_longer_breaks_the_run_mid_way() -> None:
+    # The exact repro: accepted at registration, then Agent.run raised
+    # "TypeError: slice indices must be integers" once the result was longer than 1.5 bytes.
+    with pytest.raises(ToolDefinitionError, match="output_bytes must be a positive int"):
+        tools = ToolRegistry()
+
+        @tools.tool(limits=Limits(output_bytes=1.5))
+        async def long() -> str:
+            return "x" * 100
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("timeout", math.nan), ("timeout", math.inf), ("deadline", math.nan), ("deadline", math.inf)],
+)
+def test_a_run_limit_that_is_not_finite_is_refused_at_construction(field: str, value: float) -> None:
+    # timeout=nan raised anyio's raw "deadline must not be NaN" out of Agent.run; deadline=nan was
+    # accepted and meant no deadline at all.
+    with pytest.raises(ConfigurationError, match=f"{field} must be a .*finite"):
+        RunLimits(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "what"),
+    [
+        ({"max_retries": "5"}, "max_retries"),  # raw TypeError from a comparison
+        ({"max_retries": -1}, "max_retries"),  # a plain ValueError, outside the tree
+        ({"max_retries": True}, "max_retries"),
+        ({"max_retries": math.nan}, "max_retries"),  # accepted: retried without end
+        ({"max_retries": math.inf}, "max_retries"),
+        ({"initial_delay": "5"}, "initial_delay"),  # raw TypeError at the first retry, mid-run
+        ({"initial_delay": -1}, "initial_delay"),  # raw ValueError at the first retry
+        ({"max_delay": math.nan}, "max_delay"),
+        ({"jitter": math.nan}, "jitter"),  # raw ValueError at the first retry
+        ({"jitter": 2}, "jitter"),  # a negative delay: the same
+        ({"max_retry_after": math.nan}, "max_retry_after"),
+        ({"retry_statuses": {"500"}}, "retry_statuses"),  # accepted, never matched
+        ({"retry_statuses": "500"}, "retry_statuses"),
+        ({"retry_statuses": 500}, "retry_statuses"),
+    ],
+)
+def test_a_retry_policy_that_cannot_work_is_a_configuration_error(kwargs: dict[str, Any], what: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"RetryPolicy\.{what} must be"):
+        RetryPolicy(**kwargs)
+
+
+def test_a_retry_policy_given_a_list_of_statuses_keeps_a_frozenset() -> None:
+    policy = RetryPolicy(retry_statuses=[400])  # type: ignore[arg-type]
+    assert policy.retry_statuses == frozenset({400}) and policy.should_retry_status(400, {})
+    assert RetryPolicy(max_retries=0, initial_delay=0, jitter=0).max_retries == 0
+
+
+@pytest.mark.parametrize("policy", [{"jitter": math.nan}, {"initial_delay": -1}])
+async def test_a_retry_that_used_to_crash_mid_run_is_refused_before_any_request(
+    policy: dict[str, Any],
+) -> None:
+    # The exact repro: the client was built, the first 429 came back, and the run raised
+    # "ValueError: delay must be a non-negative number" instead of retrying or a typed error.
+    async with FakeFluxRouter() as router:
+        router.add(error(429, "slow down"), text("ok"))
+        with pytest.raises(ConfigurationError, match="RetryPolicy"):
+            FluxClient(api_key="k", base_url=router.base_url, retry=RetryPolicy(**policy))
+        assert router.requests == []
