@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentloop import (
+    Agent,
     ConfigurationError,
     FluxClient,
     Limits,
@@ -18,7 +19,7 @@ from agentloop import (
     ToolDefinitionError,
     ToolRegistry,
 )
-from agentloop.testing import FakeFluxRouter, error, text
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, error, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +118,86 @@ async def test_a_retry_that_used_to_crash_mid_run_is_refused_before_any_request(
         with pytest.raises(ConfigurationError, match="RetryPolicy"):
             FluxClient(api_key="k", base_url=router.base_url, retry=RetryPolicy(**policy))
         assert router.requests == []
+
+
+# --- user callbacks: an observer or an error formatter never ends the run --------------------
+
+
+class LibraryAbort(BaseException):
+    """A library's own BaseException (pytest's `Failed`, gevent's `Timeout`), as the README's
+    outcome table names them for tools."""
+
+
+def _raising(exc: BaseException) -> Any:
+    def callback(*_: Any) -> Any:
+        raise exc
+
+    return callback
+
+
+def _own_cancel(sync: bool) -> Any:
+    import asyncio
+
+    def cancelled_future() -> Any:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return future
+
+    def callback(*_: Any) -> Any:
+        return cancelled_future().result()  # raises CancelledError: nobody cancelled this task
+
+    async def async_callback(*_: Any) -> Any:
+        await cancelled_future()  # an exporter awaiting a future its client cancelled
+
+    return callback if sync else async_callback
+
+
+def _failing_tools() -> ToolRegistry:
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def bad() -> str:
+        raise ValueError("boom")
+
+    return tools
+
+
+# a CancelledError the callback raised itself exists on asyncio only: trio's Cancelled cannot be raised
+CALLBACK_FAILURES = [("library", "asyncio"), ("library", "trio"), ("own-cancel", "asyncio")]
+
+
+def _callback(kind: str, sync: bool = True) -> Any:
+    return _raising(LibraryAbort("telemetry gave up")) if kind == "library" else _own_cancel(sync)
+
+
+@pytest.mark.parametrize(("kind", "anyio_backend"), CALLBACK_FAILURES)
+async def test_an_observer_that_raises_any_failure_is_logged_and_ignored(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # README: "an observer that raises is logged and ignored". An observer raising a library's
+    # BaseException, or a CancelledError it raised itself (awaiting a future its exporter
+    # cancelled), ended Agent.run with that exception.
+    model = ScriptedModel([tool_calls(call("bad", {})), text("done")])
+    agent = Agent(
+        client=model, tools=_failing_tools(), observers=[_callback(kind), _callback(kind, sync=False)]
+    )
+    result = await agent.run("go")
+    assert result.output == "done" and result.steps == 2
+    assert any("observer" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("kind", "anyio_backend"), CALLBACK_FAILURES)
+async def test_a_format_tool_error_that_raises_any_failure_sends_the_default_text(kind: str) -> None:
+    # README: "A formatter that raises or returns a non-str is logged and the default text is
+    # sent." One raising a BaseException subclass or its own CancelledError ended the run.
+    model = ScriptedModel([tool_calls(call("bad", {})), text("done")])
+    result = await Agent(client=model, tools=_failing_tools(), format_tool_error=_callback(kind)).run("go")
+    assert result.output == "done"
+    assert result.tool_calls[0].content == "Tool 'bad' raised ValueError: boom"
+
+
+async def test_keyboard_interrupt_in_an_observer_still_ends_the_run() -> None:
+    # The other side of the rule: a Ctrl-C lands in whatever code runs and must stop the program.
+    model = ScriptedModel([text("done")])
+    with pytest.raises(KeyboardInterrupt):
+        await Agent(client=model, observers=[_raising(KeyboardInterrupt())]).run("go")
