@@ -4,6 +4,8 @@ test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Any
 
@@ -201,3 +203,61 @@ async def test_keyboard_interrupt_in_an_observer_still_ends_the_run() -> None:
     model = ScriptedModel([text("done")])
     with pytest.raises(KeyboardInterrupt):
         await Agent(client=model, observers=[_raising(KeyboardInterrupt())]).run("go")
+
+
+# --- tool shapes: a decorated tool that could never be called is refused at registration ------
+
+
+def _to_text(fn: Any) -> Any:
+    """A decorator that changes the signature but copies the wrapped one's metadata."""
+
+    @functools.wraps(fn)
+    def wrapper(y: str) -> str:
+        return str(fn(int(y)))
+
+    return wrapper
+
+
+def _logged(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_wraps_decorator_that_changes_the_signature_is_refused_at_registration() -> None:
+    # The exact repro: registered with the wrapped function's schema ({"x": integer}), then every
+    # call the model made by that schema ended "raised TypeError: got an unexpected keyword
+    # argument 'x'" mid-run; README: an unsupported signature raises ToolDefinitionError "then,
+    # never mid-run".
+    tools = ToolRegistry()
+    with pytest.raises(
+        ToolDefinitionError, match=r"functools\.wraps wrapper .* parameter 'x'.*__signature__"
+    ):
+
+        @tools.tool
+        @_to_text
+        def double(x: int) -> int:
+            return 2 * x
+
+    assert tools.definitions == []
+
+
+async def test_a_wraps_decorator_that_passes_everything_on_still_registers_and_runs() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    @_logged
+    def double(x: int) -> int:
+        return 2 * x
+
+    def with_own_signature(y: str) -> str:
+        return y * 2
+
+    wrapper = _to_text(lambda x: x)
+    wrapper.__signature__ = inspect.signature(with_own_signature)  # says what it really takes
+    tools.register(wrapper, name="twice")
+    model = ScriptedModel([tool_calls(call("double", {"x": 4}), call("twice", {"y": "3"})), text("done")])
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [r.content for r in result.tool_calls] == ["8", "3"]
