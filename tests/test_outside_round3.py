@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from agentloop import (
     Limits,
     RetryPolicy,
     RunLimits,
+    SQLiteJournal,
     ToolDefinitionError,
     ToolRegistry,
 )
@@ -261,3 +263,36 @@ async def test_a_wraps_decorator_that_passes_everything_on_still_registers_and_r
     model = ScriptedModel([tool_calls(call("double", {"x": 4}), call("twice", {"y": "3"})), text("done")])
     result = await Agent(client=model, tools=tools).run("go")
     assert [r.content for r in result.tool_calls] == ["8", "3"]
+
+
+# --- journal: an option that cannot work is refused before the run, not blamed on the file ----
+
+
+@pytest.mark.parametrize("ttl", ["5", math.nan, math.inf, 0, -1, True, 10**400])
+async def test_a_lease_ttl_that_cannot_work_is_a_configuration_error_before_any_write(
+    ttl: Any, tmp_path: Path
+) -> None:
+    # The exact repros: lease_ttl="5" raised a raw TypeError out of Agent.run at the first write;
+    # lease_ttl=nan raised JournalCorruptError ("damaged or not an agentloop journal") about a
+    # healthy file; 10**400 an OverflowError; 0 and -1 let another machine take a live run at once.
+    path = tmp_path / "runs.db"
+    with pytest.raises(
+        ConfigurationError, match=r"lease_ttl=\.\.\.\) must be a positive, finite number"
+    ) as info:
+        SQLiteJournal(path, lease_ttl=ttl)
+    assert len(str(info.value)) < 200  # a huge value is not echoed whole
+    assert not path.exists()
+
+
+async def test_a_fractional_lease_ttl_still_works(tmp_path: Path) -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def t() -> str:
+        return "x"
+
+    journal = SQLiteJournal(tmp_path / "runs.db", lease_ttl=0.5)
+    model = ScriptedModel([tool_calls(call("t", {})), text("done")])
+    result = await Agent(client=model, tools=tools, journal=journal).run("go", run_id="r1")
+    assert result.output == "done"
+    assert (await Agent(client=ScriptedModel([]), journal=journal).resume("r1")).output == "done"
