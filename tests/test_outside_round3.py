@@ -16,6 +16,7 @@ from agentloop import (
     Agent,
     ConfigurationError,
     FluxClient,
+    InputBudget,
     Limits,
     RetryPolicy,
     RunLimits,
@@ -296,3 +297,26 @@ async def test_a_fractional_lease_ttl_still_works(tmp_path: Path) -> None:
     result = await Agent(client=model, tools=tools, journal=journal).run("go", run_id="r1")
     assert result.output == "done"
     assert (await Agent(client=ScriptedModel([]), journal=journal).resume("r1")).output == "done"
+
+
+@pytest.mark.parametrize("field", ["request_timeout", "stream_idle_timeout"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_an_input_budget_timeout_that_is_no_bound_is_refused(field: str, value: float) -> None:
+    # request_timeout=nan: every request raised anyio's raw "deadline must not be NaN" (the run
+    # died with a ValueError); stream_idle_timeout=nan was accepted and silently removed the bound
+    # on a server that stalls a stream, the very thing the budget exists for.
+    with pytest.raises(ConfigurationError, match=rf"InputBudget\.{field} must be a positive, finite number"):
+        InputBudget(**{field: value})
+
+
+async def test_a_nan_request_timeout_no_longer_reaches_a_request() -> None:
+    async with FakeFluxRouter() as router:
+        router.add(text("ok"))
+        with pytest.raises(ConfigurationError, match="request_timeout"):
+            FluxClient(
+                api_key="k", base_url=router.base_url, input_budget=InputBudget(request_timeout=math.nan)
+            )
+        async with FluxClient(
+            api_key="k", base_url=router.base_url, input_budget=InputBudget(request_timeout=30.5)
+        ) as client:
+            assert (await Agent(client=client).run("x")).output == "ok"
