@@ -4,6 +4,7 @@ test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -320,3 +321,37 @@ async def test_a_nan_request_timeout_no_longer_reaches_a_request() -> None:
             api_key="k", base_url=router.base_url, input_budget=InputBudget(request_timeout=30.5)
         ) as client:
             assert (await Agent(client=client).run("x")).output == "ok"
+
+
+@dataclasses.dataclass
+class Transfer:
+    amount: int
+    fee: dataclasses.InitVar[int]  # an __init__ parameter, not a field
+    note: str = "none"
+
+    def __post_init__(self, fee: int) -> None:
+        self.amount -= fee
+
+
+async def test_a_dataclass_with_a_required_initvar_can_be_called() -> None:
+    # The exact repro: the schema left `fee` out (dataclasses.fields() skips InitVars) and forbade
+    # extra keys, so no call could ever succeed: with `fee` "Additional properties are not
+    # allowed", without it "__init__() missing 1 required positional argument: 'fee'".
+    tools = ToolRegistry()
+
+    @tools.tool
+    def pay(t: Transfer) -> int:
+        return t.amount
+
+    schema = tools.definitions[0]["function"]["parameters"]["properties"]["t"]
+    assert schema["required"] == ["amount", "fee"] and schema["properties"]["fee"] == {"type": "integer"}
+    model = ScriptedModel(
+        [
+            tool_calls(call("pay", {"t": {"amount": 10}}), call("pay", {"t": {"amount": 10, "fee": 3}})),
+            text("ok"),
+        ]
+    )
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [r.status for r in result.tool_calls] == ["invalid_arguments", "ok"]
+    assert "'fee' is a required property" in result.tool_calls[0].content
+    assert result.tool_calls[1].content == "7"
