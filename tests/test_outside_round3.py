@@ -355,3 +355,44 @@ async def test_a_dataclass_with_a_required_initvar_can_be_called() -> None:
     assert [r.status for r in result.tool_calls] == ["invalid_arguments", "ok"]
     assert "'fee' is a required property" in result.tool_calls[0].content
     assert result.tool_calls[1].content == "7"
+
+
+# --- the key from the environment is checked as the argument is ------------------------------
+
+ENV_SECRET = "sk-round3-SECRET-7f3a"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ENV_SECRET + "\n",  # a .env line or a secret file's newline: it was written into the request head
+        "sk-£-" + ENV_SECRET,  # a raw UnicodeEncodeError whose .object held the whole head, key included
+        ENV_SECRET + "\r\nX-Forged: 1",  # a header of the environment's choosing
+        " ",
+        "sk " + ENV_SECRET,
+    ],
+)
+async def test_a_flux_api_key_from_the_environment_that_cannot_be_sent_is_refused_unshown(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README: FluxClient refuses "an API key with a newline — never echoed —" with a
+    # ConfigurationError. That held for api_key=...; the same key from FLUX_API_KEY went
+    # unchecked into the request head.
+    monkeypatch.setenv("FLUX_API_KEY", key)
+    async with FakeFluxRouter() as router:
+        router.add(text("ok"))
+        with pytest.raises(ConfigurationError, match="FLUX_API_KEY environment variable must be") as info:
+            async with FluxClient(base_url=router.base_url) as client:
+                await Agent(client=client).run("x")
+        assert router.requests == []
+    shown = f"{info.value!s} {info.value!r} {info.value.args!r}"
+    assert "SECRET" not in shown and info.value.__cause__ is None
+
+
+async def test_a_clean_flux_api_key_from_the_environment_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUX_API_KEY", ENV_SECRET)
+    async with FakeFluxRouter(record_secrets=True) as router:
+        router.add(text("ok"))
+        async with FluxClient(base_url=router.base_url) as client:
+            assert (await Agent(client=client).run("x")).output == "ok"
+        assert router.requests[0].headers["authorization"] == f"Bearer {ENV_SECRET}"
