@@ -20,6 +20,15 @@ __all__ = ["Limits", "SANDBOX_DEFAULT_TIMEOUT"]
 SANDBOX_DEFAULT_TIMEOUT = 60.0
 
 _SECONDS = frozenset({"timeout", "cpu_s"})  # the other fields count bytes, MB or files: ints
+# The rlimits are 64-bit counts (bytes, seconds): a bigger value registered fine and then made
+# every sandboxed call "sandbox_unavailable" (OverflowError in the child's setrlimit).
+_MAX = {
+    "memory_mb": 2**40,
+    "file_size_mb": 2**40,
+    "scratch_mb": 2**40,
+    "cpu_s": 2**40,
+    "open_files": 2**31 - 1,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,11 @@ class Limits:
             ):
                 kind = "a positive, finite number of seconds" if seconds else "a positive int"
                 raise ToolDefinitionError(f"Limits.{f.name} must be {kind} or None (no limit), got {value!r}")
+            if value > _MAX.get(f.name, value):
+                raise ToolDefinitionError(
+                    f"Limits.{f.name} must be at most {_MAX[f.name]} (the kernel's limit is a 64-bit "
+                    f"count), got {value!r:.40}; use None for no limit"
+                )
         if self.open_files is not None and self.open_files < 8:
             raise ToolDefinitionError("Limits.open_files must be at least 8 (the interpreter needs a few)")
 

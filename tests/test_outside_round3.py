@@ -396,3 +396,28 @@ async def test_a_clean_flux_api_key_from_the_environment_still_works(monkeypatch
         async with FluxClient(base_url=router.base_url) as client:
             assert (await Agent(client=client).run("x")).output == "ok"
         assert router.requests[0].headers["authorization"] == f"Bearer {ENV_SECRET}"
+
+
+@pytest.mark.parametrize("field", ["memory_mb", "cpu_s", "file_size_mb", "scratch_mb", "open_files"])
+def test_a_limit_past_what_the_kernel_can_count_is_refused_at_construction(field: str) -> None:
+    # The exact repro: Limits(memory_mb=10**30) (or cpu_s, file_size_mb) registered a "process"
+    # tool, then every call ended "sandbox_unavailable: the child process could not be confined"
+    # with a cut traceback (OverflowError in setrlimit).
+    with pytest.raises(
+        ToolDefinitionError, match=rf"Limits\.{field} must be at most \d+ .*None for no limit"
+    ) as info:
+        Limits(**{field: 10**30})
+    assert len(str(info.value)) < 200
+
+
+async def test_the_largest_limits_allowed_still_run_a_sandboxed_call() -> None:
+    import sandbox_tools as st
+
+    big = Limits(timeout=30, memory_mb=2**40, cpu_s=2**40, file_size_mb=2**40, open_files=2**31 - 1)
+    tools = ToolRegistry(sandbox="process")
+    tools.register(st.shout, limits=big)
+    async with tools:
+        result = await Agent(
+            client=ScriptedModel([tool_calls(call("shout", {"text": "hi"})), text("done")]), tools=tools
+        ).run("go")
+    assert (result.tool_calls[0].status, result.tool_calls[0].content) == ("ok", "HI")
