@@ -421,3 +421,36 @@ async def test_the_largest_limits_allowed_still_run_a_sandboxed_call() -> None:
             client=ScriptedModel([tool_calls(call("shout", {"text": "hi"})), text("done")]), tools=tools
         ).run("go")
     assert (result.tool_calls[0].status, result.tool_calls[0].content) == ("ok", "HI")
+
+
+# --- approval: an async predicate is awaited, not taken for "yes" -----------------------------
+
+
+async def test_an_async_require_approval_predicate_is_awaited() -> None:
+    # The exact repro: `async def` predicates passed the construction check (a callable of two
+    # arguments), then their coroutine was truthy: every call paused for approval whatever the
+    # predicate said, its code never ran ("coroutine was never awaited").
+    tools = ToolRegistry()
+    ran: list[str] = []
+
+    @tools.tool
+    async def delete_row(key: str) -> str:
+        ran.append(key)
+        return "deleted"
+
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def only_protected(name: str, arguments: dict[str, Any]) -> bool:
+        asked.append((name, arguments))
+        return arguments["key"].startswith("protected/")
+
+    model = ScriptedModel(
+        [
+            tool_calls(call("delete_row", {"key": "tmp/1"}), call("delete_row", {"key": "protected/2"})),
+            text("done"),
+        ]
+    )
+    result = await Agent(client=model, tools=tools, require_approval=only_protected).run("go")
+    assert result.stop_reason == "approval_required"
+    assert [p.arguments for p in result.pending] == [{"key": "protected/2"}]
+    assert ran == ["tmp/1"] and len(asked) == 2
