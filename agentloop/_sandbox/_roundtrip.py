@@ -97,6 +97,8 @@ def _conclude(
 ) -> SandboxOutcome:
     """The outcome, from the fork server's status (None: it sent none) and the host's kill."""
     status, host_killed = waited
+    if status is None and server.discarded and not host_killed:
+        status, host_killed = {}, "cancelled"  # aclose() stopped the fork server under this call
     if status is None:
         if not host_killed and server.popen.poll() is None:
             # The fork server lives but dropped this call (it ran out of fds receiving it).

@@ -120,6 +120,8 @@ class Server:
 
     def why_dead(self) -> str:
         """The tail of the zygote's stderr: the reason it failed to start, usually."""
+        if self.discarded:  # aclose() ran while a call waited: err_fd is closed (or another file's now)
+            return "the sandbox was closed while the call ran"
         size = os.fstat(self.err_fd).st_size
         tail = os.pread(self.err_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip()
         code = self.popen.poll()
