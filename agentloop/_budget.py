@@ -32,6 +32,7 @@ HTTP (checked by `FluxClient`, per model request):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -71,8 +72,11 @@ class InputBudget:
             value = getattr(self, f.name)
             want_int = f.type in ("int", int)
             ok = not isinstance(value, bool) and isinstance(value, int if want_int else (int, float))
+            # NaN passes `<= 0`: request_timeout=nan raised anyio's raw ValueError out of every
+            # request, stream_idle_timeout=nan silently removed the bound on a stalled stream
+            ok = ok and not (isinstance(value, float) and not math.isfinite(value))
             if not ok or value <= 0:
-                kind = "a positive integer" if want_int else "a positive number of seconds"
+                kind = "a positive integer" if want_int else "a positive, finite number of seconds"
                 raise ConfigurationError(
                     f"InputBudget.{f.name} must be {kind}, got {value!r}; leave it out to keep the default"
                 )

@@ -6,6 +6,7 @@ Limits (the timeout and the output cap apply in every mode), few programs need a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -17,6 +18,17 @@ __all__ = ["Limits", "SANDBOX_DEFAULT_TIMEOUT"]
 # RLIMIT_CPU does not count time spent blocked: a wall-clock kill is always needed, so a
 # sandboxed call without an explicit timeout still gets this one.
 SANDBOX_DEFAULT_TIMEOUT = 60.0
+
+_SECONDS = frozenset({"timeout", "cpu_s"})  # the other fields count bytes, MB or files: ints
+# The rlimits are 64-bit counts (bytes, seconds): a bigger value registered fine and then made
+# every sandboxed call "sandbox_unavailable" (OverflowError in the child's setrlimit).
+_MAX = {
+    "memory_mb": 2**40,
+    "file_size_mb": 2**40,
+    "scratch_mb": 2**40,
+    "cpu_s": 2**40,
+    "open_files": 2**31 - 1,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +59,25 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            if value is None:
+                continue
+            # NaN passes `<= 0` and infinity means "no limit" (that is None); a byte count or a
+            # file count that is not an int failed only mid-run (`output_bytes=1.5` raised a raw
+            # TypeError out of the run when the result was cut)
+            seconds = f.name in _SECONDS
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float if seconds else int)
+                or (isinstance(value, float) and not math.isfinite(value))
+                or value <= 0
             ):
-                raise ToolDefinitionError(f"Limits.{f.name} must be a positive number or None, got {value!r}")
+                kind = "a positive, finite number of seconds" if seconds else "a positive int"
+                raise ToolDefinitionError(f"Limits.{f.name} must be {kind} or None (no limit), got {value!r}")
+            if value > _MAX.get(f.name, value):
+                raise ToolDefinitionError(
+                    f"Limits.{f.name} must be at most {_MAX[f.name]} (the kernel's limit is a 64-bit "
+                    f"count), got {value!r:.40}; use None for no limit"
+                )
         if self.open_files is not None and self.open_files < 8:
             raise ToolDefinitionError("Limits.open_files must be at least 8 (the interpreter needs a few)")
 

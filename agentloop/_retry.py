@@ -9,12 +9,13 @@ when it is at most 60 s; `x-should-retry: true|false` overrides the status rule.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ._exceptions import APIError
+from ._exceptions import APIError, ConfigurationError
 
 __all__ = ["RetryPolicy", "Failure"]
 
@@ -31,8 +32,31 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = frozenset({408, 409, 429})  # plus every status >= 500
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError("RetryPolicy.max_retries must be >= 0")
+        # Checked here, not at the first failure: a string, a negative or a NaN delay passed
+        # construction and raised a raw TypeError / ValueError out of the run only once the router
+        # first failed, the moment the caller most needs the typed error.
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.max_retries must be an int >= 0 (0 turns retries off), got {self.max_retries!r}"
+            )
+        for name in ("initial_delay", "max_delay", "jitter", "max_retry_after"):
+            _check_seconds(name, getattr(self, name))
+        if self.jitter > 1:
+            raise ConfigurationError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter!r}")
+        statuses = self.retry_statuses
+        if (
+            isinstance(statuses, str | bytes)
+            or not isinstance(statuses, Iterable)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in statuses)
+        ):
+            raise ConfigurationError(
+                f"RetryPolicy.retry_statuses must be a set of HTTP status ints, got {statuses!r}"
+            )
+        object.__setattr__(self, "retry_statuses", frozenset(statuses))
 
     def should_retry_status(self, status: int, headers: Mapping[str, str]) -> bool:
         override = headers.get("x-should-retry")
@@ -52,6 +76,16 @@ class RetryPolicy:
                 return server
         backoff = min(self.initial_delay * 2.0**retry_index, self.max_delay)
         return backoff * (1 - self.jitter * random.random())
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
+        raise ConfigurationError(f"RetryPolicy.{name} must be a finite number >= 0, got {value!r}")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -72,3 +72,13 @@ def test_the_exception_tree_in_the_docs_is_the_real_one() -> None:
     rows = [re.match(r"    (\s*\w+(?:  \(also [^)]*\))?)", row) for row in block.splitlines()]
     drawn = [m.group(1) if m else "" for m in rows]
     assert drawn == _tree(agentloop.AgentloopError)
+
+
+def test_the_exception_tree_in_the_readme_names_every_public_exception() -> None:
+    # README's "Errors" tree had no AgentToolError or OutputValidationError: a reader catching
+    # by the tree missed two ways a run ends (found by the outside-in review, round 3).
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("```\nAgentloopError\n", 1)[1].split("```", 1)[0]
+    drawn = {"AgentloopError", *re.findall(r"[├└]── (\w+)", block)}
+    real = {row.split()[0] for row in _tree(agentloop.AgentloopError)}
+    assert drawn == real

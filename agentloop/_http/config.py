@@ -113,7 +113,7 @@ def check_client_options(o: ClientOptions) -> None:
         raise ConfigurationError(f"input_budget must be an InputBudget, got {o.input_budget!r}")
 
 
-def _check_key(api_key: Any) -> None:
+def _check_key(api_key: Any, name: str = "api_key") -> None:
     if api_key is not None and (
         not isinstance(api_key, str)
         or not api_key.isascii()
@@ -125,7 +125,7 @@ def _check_key(api_key: Any) -> None:
             else "a str with whitespace, control or non-ASCII characters"
         )
         raise ConfigurationError(
-            f"api_key must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
+            f"{name} must be the key as a str without spaces or newlines, got {what} (the key is not shown); "
             "check how it was read (e.g. .strip() a line read from a file)."
         )
 
@@ -206,6 +206,8 @@ def positive_seconds(name: str, value: Any) -> None:
 def resolve_config(o: ClientOptions) -> ClientConfig:
     """Checked options (`check_client_options`) and the environment → the client's config."""
     key = o.api_key if o.api_key is not None else os.environ.get("FLUX_API_KEY")
+    if o.api_key is None:  # the environment's key is checked as an argument is: it goes into a header
+        _check_key(key or None, "the FLUX_API_KEY environment variable")
     if not key:
         raise ConfigurationError(
             "no API key: pass FluxClient(api_key=...) or set the FLUX_API_KEY environment variable"

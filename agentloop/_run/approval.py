@@ -15,8 +15,9 @@ decision})` continues it:
 
 from __future__ import annotations
 
+import inspect
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,9 @@ __all__ = [
     "result_from_json",
 ]
 
-ApprovalPredicate = Callable[[str, dict[str, Any]], bool]
+# sync or async: an async predicate's coroutine was truthy, so every call paused unasked and its
+# own logic never ran (with a "never awaited" warning)
+ApprovalPredicate = Callable[[str, dict[str, Any]], "bool | Awaitable[bool]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +101,12 @@ async def check_approval(
     if not isinstance(checked, Checked):
         return None
     args = checked.arguments
-    if tool.requires_approval or predicate(name, args):  # type: ignore[misc]
+    if tool.requires_approval:
         return args
-    return None
+    verdict = predicate(name, args)  # type: ignore[misc]
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return args if verdict else None
 
 
 def decision_record(pending: PendingCall, decision: Decision, raw: str) -> ToolCallRecord | None:

@@ -20,10 +20,32 @@ agentloop and is judged the old way.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+from typing import Any
 
-__all__ = ["Holder", "me", "parse", "alive_here"]
+from .._exceptions import ConfigurationError
+
+__all__ = ["Holder", "me", "parse", "alive_here", "checked_ttl"]
+
+
+def checked_ttl(ttl: Any) -> float:
+    """`SQLiteJournal(lease_ttl=...)`, refused at construction when it cannot work: a string raised
+    a raw TypeError at the run's first write, NaN was reported as a damaged journal (a NOT NULL
+    constraint), a huge int as an OverflowError, and 0 or less let another machine take over a
+    live run at once."""
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not (isinstance(ttl, float) or abs(ttl) < 2**53)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
+        raise ConfigurationError(
+            f"SQLiteJournal(lease_ttl=...) must be a positive, finite number of seconds (default 60), got {ttl!r:.40}"
+        )
+    return float(ttl)
 
 
 class Holder:

@@ -25,6 +25,7 @@ continued with `Agent.run(messages=exc.result.messages)`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
 
@@ -64,8 +65,13 @@ class RunLimits:
             if value is None:
                 continue
             bad = isinstance(value, bool) or not isinstance(value, int if f.name in _INTS else (int, float))
+            # NaN passed every comparison: timeout=nan raised anyio's raw ValueError out of the
+            # run, deadline=nan silently meant no deadline at all
+            bad = bad or (isinstance(value, float) and not math.isfinite(value))
             if bad or (value < 1 if f.name in _INTS else (value <= 0 and f.name == "timeout")):
-                kind = "a positive integer" if f.name in _INTS else "a positive number of seconds"
+                kind = "a positive integer" if f.name in _INTS else "a positive, finite number of seconds"
+                if f.name == "deadline":
+                    kind = "a finite Unix time (as from time.time())"
                 raise ConfigurationError(f"{f.name} must be {kind} or None, got {value!r}")
         if self.loop_threshold is not None and self.loop_threshold < 2:
             raise ConfigurationError(

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._events import Event
 from .._model import Emit
+from .._tools.executors import tool_failure
 
 __all__ = ["Observer", "fan_out"]
 
@@ -28,8 +29,13 @@ def fan_out(observers: Sequence[Observer], emit: Emit | None) -> Emit:
                 result = observer(event)
                 if inspect.isawaitable(result):
                     await result
-            except (Exception, SystemExit):  # sys.exit() in telemetry must not end the run (or
-                # the host); KeyboardInterrupt and cancellation still do, as they should
+            except BaseException as exc:
+                # Judged as a tool's exception is: sys.exit(), a library's own BaseException and
+                # a CancelledError the observer raised itself (an exporter awaiting a future its
+                # client cancelled) must not end the run; KeyboardInterrupt and a real
+                # cancellation still do, as they should.
+                if not tool_failure(exc):
+                    raise
                 _log.warning(
                     "agentloop observer %r failed on %s", observer, type(event).__name__, exc_info=True
                 )

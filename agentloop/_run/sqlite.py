@@ -59,7 +59,7 @@ class SQLiteJournal(Journal):
             raise JournalError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.path = os.fspath(path)
         self.durability = durability
-        self.lease_ttl = lease_ttl
+        self.lease_ttl = _lease.checked_ttl(lease_ttl)
         self.read_only = read_only  # opened with SQLite's mode=ro: reads never block or change the file
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one statement sequence at a time on the connection

@@ -122,6 +122,8 @@ class Server:
     def why_dead(self) -> str:
         """The tail of the zygote's stderr: the reason it failed to start, usually. Only while a
         call holds the server (`inflight`): `discard` closes `err_fd` after the last one."""
+        if self.discarded:  # never read a closed fd (its number may be another file's by now)
+            return "the sandbox was closed while the call ran"
         size = os.fstat(self.err_fd).st_size
         tail = os.pread(self.err_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip()
         code = self.popen.poll()

@@ -308,15 +308,27 @@ def _dataclass(cls: type, stack: tuple[Any, ...]) -> tuple[Schema, Conv]:
     items = [
         (
             f.name,
-            hints.get(f.name, Any),
+            hint.type if isinstance(hint, dataclasses.InitVar) else hint,
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
             NO if f.default is dataclasses.MISSING else f.default,
         )
-        for f in dataclasses.fields(cls)
-        if f.init
+        for f, hint in _init_fields(cls, hints)
     ]
     schema, conv = object_schema(items, parse_doc(cls.__dict__.get("__doc__"))[1], stack)
     return schema, (lambda v: cls(**conv(v))) if conv else (lambda v: cls(**v))
+
+
+def _init_fields(cls: type, hints: dict[str, Any]) -> list[tuple[dataclasses.Field[Any], Any]]:
+    """The parameters of the dataclass's `__init__`, in order: its init fields and its `InitVar`s.
+    `dataclasses.fields()` leaves the InitVars out, and a required one left out of the schema made
+    the tool uncallable: the model could not send it, and every call failed "missing argument"."""
+    regular = {f.name for f in dataclasses.fields(cls)}
+    out = []
+    for f in cls.__dataclass_fields__.values():  # type: ignore[attr-defined]
+        hint = hints.get(f.name, Any)
+        if f.init and (f.name in regular or isinstance(hint, dataclasses.InitVar)):
+            out.append((f, hint))
+    return out
 
 
 def _typeddict(cls: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:

@@ -136,6 +136,7 @@ def _items(
         ) from None
     hints = type_hints(code, f"tool {name!r}")
     _check_not_unbound(fn, sig, hints, name)
+    _check_wrapper_accepts(fn, sig, name)
     items: list[Item] = []
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -177,6 +178,30 @@ def _check_not_unbound(fn: Any, sig: inspect.Signature, hints: dict[str, Any], n
             f"its class ({getattr(fn, '__qualname__', name)}); the model cannot send {first.name!r}. "
             "Register the bound method of an instance (e.g. `registry.register(service.method)`)."
         )
+
+
+def _check_wrapper_accepts(fn: Any, sig: inspect.Signature, name: str) -> None:
+    """A `functools.wraps` wrapper whose own signature differs from the function it wraps: the
+    schema (from the wrapped function, as `inspect.signature` reads it) would ask the model for
+    arguments the wrapper refuses, and every call would fail mid-run with a TypeError."""
+    if not inspect.isroutine(fn) or getattr(fn, "__wrapped__", None) is None:
+        return
+    try:
+        own = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in own.parameters.values()):
+        return  # `*args, **kwargs`: passes whatever the wrapped function takes
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for p in sig.parameters.values():
+        mine = own.parameters.get(p.name)
+        if mine is None or mine.kind not in keyword:
+            raise ToolDefinitionError(
+                f"Tool {name!r}: it is a functools.wraps wrapper whose own signature {own} does not take "
+                f"the wrapped function's parameter {p.name!r}. The schema comes from the wrapped "
+                "function, so every call would fail. Give the wrapper `*args, **kwargs`, set its "
+                "__signature__ to the signature it really has, or register the undecorated function."
+            )
 
 
 def _filled(conv: Callable[[dict[str, Any]], dict[str, Any]], fills: dict[str, Callable[[], Any]]) -> Any:

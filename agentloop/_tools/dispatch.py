@@ -28,7 +28,7 @@ from .._model import Emit
 from .._seams import ToolOutcome
 from .._types import OutcomeStatus, ToolCallRecord, sendable
 from .arguments import Rejected, checked_arguments, clip, truncate
-from .executors import call_executor, run_in_process
+from .executors import call_executor, run_in_process, tool_failure
 from .registry import ToolRegistry
 from .tool import OUT_OF_PROCESS, Tool
 
@@ -275,7 +275,11 @@ class Dispatcher:
             if isinstance(text, str):
                 return text
             problem = f"returned {type(text).__name__}, not str"
-        except Exception as e:
+        except (
+            BaseException
+        ) as e:  # as for a tool: only KeyboardInterrupt or a real cancellation ends the run
+            if not tool_failure(e):
+                raise
             problem = f"raised {type(e).__name__}: {safe_str(e)}"
         if log is not None:
             log.warning(
