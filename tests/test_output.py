@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wirehelp import (
@@ -318,7 +319,9 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(answers=st.lists(json_values | st.text(max_size=20), min_size=1, max_size=3))
 async def test_any_answer_ends_in_an_output_or_a_typed_error(answers: list[Any]) -> None:
     def script(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
@@ -492,7 +495,7 @@ async def test_streaming_yields_partial_outputs_of_a_native_answer(router: FakeF
     assert all(isinstance(p, list) for p in partials)  # unwrapped, like the output
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(json_values, st.data())
 def test_completing_any_cut_of_a_json_text_gives_a_piece_of_it(value: Any, data: st.DataObject) -> None:
     from agentloop._run.output_stream import _NOTHING, complete_json  # internal unit under test

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -380,7 +381,7 @@ async def test_a_default_agent_rolls_four_dice_in_one_message() -> None:
 _CALLS = st.sampled_from([("f", "{}"), ("f", '{"a": 1}'), ("f", '{ "a" : 1 }'), ("g", "{}")])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(
     steps=st.lists(st.lists(_CALLS, min_size=1, max_size=5), min_size=1, max_size=8),
     threshold=st.integers(2, 4),

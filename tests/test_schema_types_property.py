@@ -173,7 +173,7 @@ def mutations(schema: dict[str, Any], valid: dict[str, Any]) -> st.SearchStrateg
     )
 
 
-@settings(max_examples=examples(50), deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(15), deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(tool=registered(), data=st.data())
 def test_fast_check_and_jsonschema_agree(tool: Any, data: Any) -> None:
     if tool is None:

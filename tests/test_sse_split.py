@@ -117,7 +117,7 @@ def parse_pieces(pieces: list[bytes], max_line: int) -> tuple[list[tuple[str, st
     return events, False
 
 
-@settings(max_examples=examples(100), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(drawn=sse_bodies(), data=st.data())
 def test_any_cuts_give_the_events_of_the_whole_body(drawn: tuple[bytes, list[bytes]], data: Any) -> None:
     body, lines = drawn
@@ -129,7 +129,7 @@ def test_any_cuts_give_the_events_of_the_whole_body(drawn: tuple[bytes, list[byt
     assert parse_pieces([body[i : i + 1] for i in range(len(body))], 1 << 20) == (want, False)
 
 
-@settings(max_examples=examples(100), deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(drawn=sse_bodies(), max_line=st.integers(1, 40), data=st.data())
 def test_the_line_budget_holds_the_same_whatever_the_cuts(
     drawn: tuple[bytes, list[bytes]], max_line: int, data: Any
@@ -192,7 +192,9 @@ async def read_events(
 
 
 @pytest.mark.anyio
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(drawn=cut_bodies(), max_line=st.integers(1, 40))
 async def test_sse_events_gives_the_same_events_and_errors(
     drawn: tuple[bytes, list[bytes], list[int]], max_line: int

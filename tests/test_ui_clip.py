@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -176,7 +177,9 @@ def stored_size(path: str, seq: int) -> tuple[int, bytes]:
     return len(raw), raw
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(content=st.text(min_size=0, max_size=300), offset=st.sampled_from([-1, 0, 1]))
 def test_entries_around_the_bound_are_whole_or_clipped_never_broken(
     tmp_path_factory: pytest.TempPathFactory, content: str, offset: int

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -193,7 +194,9 @@ async def test_a_raised_calls_traceback_is_shown_escaped(tmp_path: Path) -> None
     assert '<span class="badge st-interrupted">interrupted</span>' not in html  # it has its outcome
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     status=st.one_of(st.sampled_from(["", "final", "paused", "failed", "step_limit"]), st.text(max_size=10)),
     q=st.text(max_size=20),

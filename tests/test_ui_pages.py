@@ -15,6 +15,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ui_live import SteppedJournal, Write, follow_like_the_page
@@ -298,7 +299,9 @@ async def test_two_decisions_posted_at_once_are_both_journaled(tmp_path: Path) -
     journal.close()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     page=st.one_of(st.none(), st.text(max_size=12), st.integers(-(2**70), 2**70).map(str)),
     since=st.one_of(st.none(), st.text(max_size=40)),

@@ -6,6 +6,7 @@ is never used (it downloads browsers).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -34,9 +35,9 @@ def chromium_path() -> str | None:
 
 def why_no_browser() -> str | None:
     """None when the browser tests can run, else the reason they are skipped."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    # find_spec, not an import: this runs at collection in every xdist worker, and importing
+    # playwright.sync_api cost ~1 s of CPU there whether or not the worker runs a browser test.
+    if importlib.util.find_spec("playwright") is None:
         return "the playwright package is not installed (pip install playwright)"
     if chromium_path() is None:
         return "no system Chromium (apt-get install chromium; .ci/run installs it when it can)"
