@@ -46,6 +46,9 @@ __all__ = ["Dial", "LeanPool", "LeanResponse"]
 Dial = Callable[[str, int, "ssl.SSLContext | None", float], Awaitable[Connection]]
 
 
+_SLOT = object()  # what a waiter is handed when a connection closed: leave to open a new one
+
+
 def _seconds(value: float | None) -> float:
     return float("inf") if value is None else value
 
@@ -75,7 +78,8 @@ class LeanPool:
         self._expiry = keepalive_expiry
         self._idle: list[Connection] = []
         self._open = 0  # connections open (idle or carrying a request) or being opened
-        self._queue = SlotQueue()  # requests waiting for a connection, first come first served
+        # requests waiting for a connection, first come first served
+        self._queue = SlotQueue(self._give_back)
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
         self._dial = dial
@@ -146,23 +150,57 @@ class LeanPool:
             raise StreamIdle from None
 
     async def acquire(self, deadline: float = math.inf) -> Connection:
-        """A connection for one request: an idle one, a new one, or the next one given back
-        (first come first served). `deadline` (the anyio clock) is the request's own bound: past
-        it, `Expired`; `math.inf` when a scope around the request ends it first. Give the
-        connection to `send`, or back with `release`."""
+        """A connection for one request: an idle one, a new one, or the next one freed (first
+        come first served: handed straight to the request that waited longest). `deadline` (the
+        anyio clock) is the request's own bound: past it, `Expired`; `math.inf` when a scope
+        around the request ends it first. Give the connection to `send`, or back with `release`."""
         if self._closed:
             raise httpx.ConnectError("the client was closed")
-        while True:
-            now = time.monotonic()
-            while self._idle:
-                conn = self._idle.pop()
-                if now - conn.idle_since < self._expiry and (not conn.stale() or await conn.settle()):
-                    return conn
-                await self._discard(conn)
-            if self._open < self._max:
-                break
-            await self._queue.wait(self._pool_timeout, deadline)
-        self._open += 1
+        now = time.monotonic()
+        while self._idle:  # (only when no request waits: what is freed then goes to a waiter)
+            conn = self._idle.pop()
+            if now - conn.idle_since < self._expiry and await self._usable(conn):
+                return conn
+            await self._discard(conn)
+        if self._open < self._max:
+            self._open += 1
+        else:
+            handed = await self._queue.wait(self._pool_timeout, deadline)
+            if handed is not _SLOT:
+                return await self._take(handed)
+        return await self._open_slot(deadline)
+
+    async def _usable(self, conn: Connection) -> bool:
+        """Whether a connection that sat idle (or was just handed over) can carry a request; if
+        the check is cancelled, the connection is closed (never lost with its slot)."""
+        try:
+            return not conn.stale() or await conn.settle()
+        except BaseException:
+            await self._discard(conn)
+            raise
+
+    async def _take(self, conn: Connection) -> Connection:
+        """A connection handed over by `release`. If this request was cancelled meanwhile (trio
+        resumes a task handed a value, and delivers the cancellation at its next checkpoint), the
+        connection goes on to the next waiter rather than into a send that would close it. One
+        that went stale is closed; the request keeps its slot and opens a new one."""
+        if anyio.current_effective_deadline() == -math.inf:
+            await self._queue.pass_on(conn)
+            await anyio.lowlevel.checkpoint()  # raises the cancellation
+        if await self._usable(conn):
+            return conn
+        try:
+            await conn.aclose()
+        except BaseException:
+            self._free_slot()
+            raise
+        return await self._open_slot(math.inf)
+
+    async def _open_slot(self, deadline: float) -> Connection:
+        """A new connection on a slot counted in `_open` for this request (freed if this fails)."""
+        if self._closed:  # closed while the request waited: it got the slot of a closed connection
+            self._free_slot()
+            raise httpx.ConnectError("the client was closed")
         try:
             # A connect is bounded by the request's deadline too (one scope per connect, at most
             # max_connections at once: not one per queued request).
@@ -170,9 +208,23 @@ class LeanPool:
                 return await self._connect()
             raise Expired
         except BaseException:
-            self._open -= 1
-            self._queue.wake()
+            self._free_slot()
             raise
+
+    def _free_slot(self) -> None:
+        """A connection closed (or never opened): its slot to the first waiter, else uncounted."""
+        if not self._queue.hand(_SLOT):
+            self._open -= 1
+
+    async def _give_back(self, handed: Any) -> None:
+        """What a cancelled waiter was handed and no other waiter took (the queue's `give_back`)."""
+        if handed is _SLOT:
+            self._open -= 1
+        elif self._closed:
+            await self._discard(handed)
+        else:
+            handed.idle_since = time.monotonic()
+            self._idle.append(handed)
 
     async def _connect(self) -> Connection:
         self.prepare()
@@ -190,8 +242,7 @@ class LeanPool:
             try:
                 conn = await self._connect()
             except BaseException as e:
-                self._open -= 1
-                self._queue.wake()
+                self._free_slot()
                 if not isinstance(e, httpx.HTTPError):
                     raise
                 failures.append(e)
@@ -209,15 +260,14 @@ class LeanPool:
     async def release(self, conn: Connection, reusable: bool) -> None:
         """Give a connection back after its response: idle for the next request, or closed."""
         if reusable and not self._closed and not conn.buf:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-            self._queue.wake()
+            if not self._queue.hand(conn):  # the request that waited longest takes it as it is
+                conn.idle_since = time.monotonic()
+                self._idle.append(conn)
         else:
             await self._discard(conn)
 
     async def _discard(self, conn: Connection) -> None:
-        self._open -= 1
-        self._queue.wake()
+        self._free_slot()
         await conn.aclose()
 
     async def aclose(self) -> None:

@@ -1,5 +1,9 @@
 """The queue of requests waiting for a connection of the lean pool, first come first served.
 
+What is freed goes to the first request still waiting, never back to the pool while one waits
+(a connection given back, or leave to open one when a connection closed): a request that asks
+again at once, or arrives just then, cannot take it first, so under load none starves.
+
 When more runs wait on the model than the pool has connections (100,000 runs, 1,000
 connections), nearly every waiting run is a request in this queue, so what one waiter keeps
 alive is what the process keeps alive per run (and what each pass of Python's cyclic GC walks;
@@ -9,11 +13,11 @@ docs/scaling.md). A waiter is therefore the least the running event loop needs t
   coroutine frames: ~1 KB and 5 GC-tracked objects more);
 - trio: `_TrioWaiter`, the task parked with `wait_task_rescheduled` (an anyio Event is a trio
   Event, its set of tasks, two coroutine frames, a closure and its cell besides);
-- any other backend: an anyio Event.
+- any other backend: an anyio Event (`_EventWaiter`).
 
 A waiter that gives up (cancelled, timed out) is not taken out of the queue (a scan of it:
 cancelling 100,000 queued requests took 333 s of loop); it is marked gone and skipped by the
-wake-up, and the queue is compacted when mostly gone.
+hand-over, and the queue is compacted when mostly gone.
 
 A queued request's time bounds come as numbers, not as cancel scopes around it: the pool
 timeout and the request's own deadline (FluxClient's total time, passed down as a float). The
@@ -30,7 +34,7 @@ import contextvars
 import math
 import sys
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,6 +49,7 @@ __all__ = ["Expired", "SlotQueue", "own_deadline"]
 
 _COMPACT_AFTER = 1024  # waiters gone before the queue is compacted (when also half of it)
 _EXPIRED = object()  # what an asyncio waiter's future gets from its timer
+_NOTHING = object()  # what a waiter that was handed nothing holds
 _TIMER_CONTEXT = contextvars.Context()  # the timers' callbacks read no context: one for all, not a copy each
 
 
@@ -65,18 +70,25 @@ def own_deadline(limit: float | None, promised: float) -> float:
 
 
 class SlotQueue:
-    """Requests waiting for a free connection; `wake()` lets the first one still waiting go."""
+    """Requests waiting for a free connection, served first come first served: `hand(value)`
+    gives what was freed (a connection, or leave to open one) to the first one still waiting,
+    whose `wait` returns it. Nothing freed while someone waits passes through the pool, so a
+    request arriving (or retrying) just then cannot take it first: it queues behind them.
 
-    __slots__ = ("_gone", "_waiters")
+    `give_back(value)` is the pool's: what a waiter was handed but could not take (cancelled
+    between the hand-over and its resumption) and no one else waits for goes back to it."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_give_back", "_gone", "_waiters")
+
+    def __init__(self, give_back: Callable[[Any], Awaitable[None]]) -> None:
         self._waiters: deque[Waiter] = deque()
-        self._gone = 0  # of which given up, left for `wake` to skip
+        self._gone = 0  # of which given up, left for `hand` to skip
+        self._give_back = give_back
 
-    async def wait(self, seconds: float, deadline: float = math.inf) -> None:
-        """Until woken (then the caller looks for a connection again); `httpx.PoolTimeout` after
-        `seconds` (the pool timeout), `Expired` at `deadline` (the anyio clock: the request's own
-        bound, `math.inf` when a scope around it that is never moved later ends it first)."""
+    async def wait(self, seconds: float, deadline: float = math.inf) -> Any:
+        """Until handed a value (returned); `httpx.PoolTimeout` after `seconds` (the pool
+        timeout), `Expired` at `deadline` (the anyio clock: the request's own bound, `math.inf`
+        when a scope around it that is never moved later ends it first)."""
         now = anyio.current_time()
         pool_at = now + seconds
         if anyio.current_effective_deadline() <= pool_at:
@@ -88,88 +100,128 @@ class SlotQueue:
         self._waiters.append(waiter)
         timer = None
         try:
-            if at == math.inf:
-                await (waiter.wait() if isinstance(waiter, anyio.Event) else waiter)
-                return
             if isinstance(waiter, _TrioWaiter):  # trio's own scope: no anyio one around it
-                with sys.modules["trio"].CancelScope(deadline=at):
+                if at == math.inf:
                     await waiter
-            elif isinstance(waiter, anyio.Event):
+                else:
+                    with sys.modules["trio"].CancelScope(deadline=at):
+                        await waiter
+            elif isinstance(waiter, _EventWaiter):
                 with anyio.CancelScope(deadline=at):
-                    await waiter.wait()
+                    await waiter.event.wait()
             else:  # asyncio (its loop's clock is anyio's): a timer resolves the future, no scope
-                timer = waiter.get_loop().call_at(at, _expire, waiter, context=_TIMER_CONTEXT)
+                if at != math.inf:
+                    timer = waiter.get_loop().call_at(at, _expire, waiter, context=_TIMER_CONTEXT)
                 await waiter
-                timer.cancel()
+                if timer is not None:
+                    timer.cancel()
         except BaseException:
             if timer is not None:
                 timer.cancel()
-            self._leave(waiter)
+            handed = self._leave(waiter)
+            if handed is not _NOTHING:
+                await self.pass_on(handed)
             raise
-        if _is_set(waiter):
-            return
+        handed = _handed(waiter)
+        if handed is not _NOTHING:
+            return handed
         self._leave(waiter)
         if at == deadline:
             raise Expired
         raise httpx.PoolTimeout(f"no free connection within {seconds:g} s")
 
-    def wake(self) -> None:
-        """Let the first waiter still waiting go (skipping the ones gone)."""
+    def hand(self, value: Any) -> bool:
+        """Give `value` to the first waiter still waiting (skipping the ones gone); False if none."""
         waiters = self._waiters
         while waiters:
-            if _set(waiters.popleft()):
-                return
+            if _set(waiters.popleft(), value):
+                return True
             self._gone -= 1
+        return False
 
-    def _leave(self, waiter: Waiter) -> None:
-        """A waiter gives up: if it was woken already, wake the next one instead, or that
-        connection would sit idle while others wait (a cancellation delivered between the wake-up
-        and the waiter's resumption: a deadline firing in the same loop iteration). If not, it
-        stays in the queue marked gone."""
-        if _is_set(waiter):
-            self.wake()
-            return
+    async def pass_on(self, value: Any) -> None:
+        """`value`, handed to a waiter that cannot take it: to the next one, else back to the pool
+        (shielded: this runs while the waiter is being cancelled)."""
+        if not self.hand(value):
+            with anyio.CancelScope(shield=True):
+                await self._give_back(value)
+
+    def _leave(self, waiter: Waiter) -> Any:
+        """A waiter gives up. If it was handed something already (a cancellation delivered between
+        the hand-over and the waiter's resumption: a deadline firing in the same loop iteration),
+        that is returned for the caller to pass on. If not, it stays in the queue marked gone."""
+        handed = _handed(waiter)
+        if handed is not _NOTHING:
+            return handed
         _abandon(waiter)
         self._gone += 1
         if self._gone > _COMPACT_AFTER and 2 * self._gone > len(self._waiters):
             self._waiters = deque(w for w in self._waiters if not _is_gone(w))
             self._gone = 0
+        return _NOTHING
+
+
+_WAITING = object()  # a _TrioWaiter's / _EventWaiter's state before it is handed a value
+_GONE = object()  # ... once it gave up
 
 
 class _TrioWaiter:
-    """A trio task parked until `set_result` (the part of the future interface used here)."""
+    """A trio task parked until `set_result` (the part of the future interface used here). Its
+    state is the value it was handed, once it was (one slot for both)."""
 
     __slots__ = ("_state", "_task")
 
     def __init__(self, task: Any) -> None:
         self._task = task
-        self._state = 0  # 0 waiting, 1 woken, 2 gone (cancelled while waiting)
+        self._state: Any = _WAITING
 
     def done(self) -> bool:
-        return self._state != 0
+        return self._state is not _WAITING
 
     def cancelled(self) -> bool:
-        return self._state == 2
+        return self._state is _GONE
 
-    def set_result(self, _: None) -> None:
-        self._state = 1
+    def result(self) -> Any:
+        return self._state
+
+    def set_result(self, value: Any) -> None:
+        self._state = value
         sys.modules["trio"].lowlevel.reschedule(self._task)
 
     def cancel(self) -> None:
-        if self._state == 0:
-            self._state = 2
+        if self._state is _WAITING:
+            self._state = _GONE
 
     def _abort(self, _raise_cancel: Any) -> Any:
         trio = sys.modules["trio"]
-        self._state = 2  # trio asks only while the task is parked, i.e. not woken
+        self._state = _GONE  # trio asks only while the task is parked, i.e. not handed anything
         return trio.lowlevel.Abort.SUCCEEDED
 
     def __await__(self) -> Generator[Any, None, None]:
         return sys.modules["trio"].lowlevel.wait_task_rescheduled(self._abort).__await__()  # type: ignore[no-any-return]
 
 
+class _EventWaiter(_TrioWaiter):
+    """Any other backend: an anyio Event, and the value beside it."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.event = anyio.Event()
+
+    def set_result(self, value: Any) -> None:
+        self._state = value
+        self.event.set()
+
+    def cancel(self) -> None:
+        if self._state is _WAITING:
+            self._state = _GONE
+            self.event.set()
+
+
 if TYPE_CHECKING:
-    Waiter = anyio.Event | asyncio.Future[Any] | _TrioWaiter
+    Waiter = asyncio.Future[Any] | _TrioWaiter
 
 
 def _waiter() -> Waiter:
@@ -183,7 +235,7 @@ def _waiter() -> Waiter:
             return _TrioWaiter(trio.lowlevel.current_task())
         except RuntimeError:  # not inside trio.run: another backend
             pass
-    return anyio.Event()
+    return _EventWaiter()
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:
@@ -191,35 +243,27 @@ def _expire(waiter: asyncio.Future[Any]) -> None:
         waiter.set_result(_EXPIRED)
 
 
-def _set(waiter: Waiter) -> bool:
-    """Wake `waiter`; False if it is gone."""
-    if _is_gone(waiter):
+def _set(waiter: Waiter, value: Any) -> bool:
+    """Hand `value` to `waiter`; False if it is gone."""
+    if waiter.done():
         return False
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    else:
-        waiter.set_result(None)
+    waiter.set_result(value)
     return True
 
 
-def _is_set(waiter: Waiter) -> bool:
-    """Woken by `wake` (a woken waiter is out of the queue)."""
-    if isinstance(waiter, anyio.Event):
-        return waiter.is_set()
-    if isinstance(waiter, _TrioWaiter):
-        return waiter.done() and not waiter.cancelled()
-    return waiter.done() and not waiter.cancelled() and waiter.result() is not _EXPIRED
+def _handed(waiter: Waiter) -> Any:
+    """What `hand` gave the waiter, or `_NOTHING`."""
+    if not waiter.done() or waiter.cancelled():
+        return _NOTHING
+    value = waiter.result()
+    return _NOTHING if value is _EXPIRED or value is _GONE else value
 
 
 def _abandon(waiter: Waiter) -> None:
-    """Mark a waiter still in the queue gone: an Event is set (`wake` never sets one twice), a
-    future cancelled (it is already, when its task was)."""
-    if isinstance(waiter, anyio.Event):
-        waiter.set()
-    else:
-        waiter.cancel()
+    """Mark a waiter still in the queue gone (a future is already, when its task was cancelled)."""
+    waiter.cancel()
 
 
 def _is_gone(waiter: Waiter) -> bool:
-    """Given up while in the queue: what `wake` skips."""
-    return waiter.is_set() if isinstance(waiter, anyio.Event) else waiter.done()
+    """Given up while in the queue: what `hand` skips."""
+    return waiter.done()
