@@ -49,36 +49,51 @@ def normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice
 
 
 def check_conversation(messages: Any) -> list[dict[str, Any]]:
-    """Validate the caller's conversation (cheaply) and return a shallow copy the run may extend."""
+    """Validate the caller's conversation (cheaply) and return a shallow copy the run may extend.
+
+    Each message must be one the OpenAI chat format accepts (the canonical form both wires
+    translate from): a known role, content of the kind that role takes, tool calls and tool
+    messages with their ids, and JSON-encodable. Sent as it was, a malformed one was refused by
+    the provider with a 400 naming nothing of the caller's."""
     if not isinstance(messages, list):
         raise ConversationError(
             f"messages must be a list of chat-format dicts, got {type(messages).__name__}"
         )
     for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
-        role = m.get("role")
-        if role not in _ROLES:
-            raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
-        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise ConversationError(f"messages[{i}] is a tool message without a string tool_call_id")
-        calls = m.get("tool_calls")
-        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
-            raise ConversationError(
-                f"messages[{i}]['tool_calls'] must be a list of dicts "
-                '({"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}), '
-                f"got {type(calls).__name__}"
-            )
-        if THINKING_KEY in m:
-            _check_thinking(i, m[THINKING_KEY])
-        try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
-            _json.dumps(m)
-        except (TypeError, ValueError) as e:
-            raise ConversationError(
-                f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
-                "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
-            ) from None
+        _check_message(i, m)
     return list(messages)
+
+
+def _check_message(i: int, m: Any) -> None:
+    if not isinstance(m, dict):
+        raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
+    role = m.get("role")
+    if role not in _ROLES:
+        raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
+    if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+        raise ConversationError(
+            f"messages[{i}] is a tool message without a string tool_call_id: send "
+            "{'role': 'tool', 'tool_call_id': <the id of the call it answers>, 'content': '...'}"
+        )
+    _check_content(i, role, m)
+    calls = m.get("tool_calls")
+    if calls is not None:
+        if not (isinstance(calls, list) and all(isinstance(c, dict) for c in calls)):
+            raise ConversationError(
+                f"messages[{i}]['tool_calls'] must be a list of dicts ({_CALL_SHAPE}), got {type(calls).__name__}"
+            )
+        if role == "assistant":
+            for j, call in enumerate(calls):
+                _check_call(i, j, call)
+    if THINKING_KEY in m:
+        _check_thinking(i, m[THINKING_KEY])
+    try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
+        _json.dumps(m)
+    except (TypeError, ValueError) as e:
+        raise ConversationError(
+            f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
+            "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
+        ) from None
 
 
 def _check_thinking(i: int, blocks: Any) -> None:
@@ -92,6 +107,91 @@ def _check_thinking(i: int, blocks: Any) -> None:
                 '{"type": "thinking", "thinking": str, "signature": str} or {"type": "redacted_thinking", '
                 f'"data": str}}, in a list, as an answer of the Anthropic wire holds them; got {b!r:.200}'
             )
+
+
+_CALL_SHAPE = '{"id": ..., "type": "function", "function": {"name": ..., "arguments": "<JSON object text>"}}'
+# Each content part type (OpenAI's chat format): the field it needs, of which type, and an example.
+_PARTS: dict[str, tuple[str, Any, str]] = {
+    "text": ("text", str, "{'type': 'text', 'text': '...'}"),
+    "refusal": ("refusal", str, "{'type': 'refusal', 'refusal': '...'}"),
+    "image_url": (
+        "image_url",
+        dict,
+        "{'type': 'image_url', 'image_url': {'url': 'https://... or data:...'}}",
+    ),
+    "input_audio": (
+        "input_audio",
+        dict,
+        "{'type': 'input_audio', 'input_audio': {'data': ..., 'format': 'wav'}}",
+    ),
+    "file": ("file", dict, "{'type': 'file', 'file': {'file_id': '...'}}"),
+}
+# The part types each role takes.
+_ROLE_PARTS = {
+    "user": ("text", "image_url", "input_audio", "file"),
+    "assistant": ("text", "refusal"),
+}
+
+
+def _check_content(i: int, role: str, m: dict[str, Any]) -> None:
+    """`content` as the role takes it: a str, or a non-empty list of content parts of the
+    role's types; an assistant message may have none (its tool calls are the message)."""
+    content = m.get("content")
+    if isinstance(content, str) or (content is None and role == "assistant"):
+        return
+    kinds = _ROLE_PARTS.get(role, ("text",))
+    examples = " or ".join(_PARTS[k][2] for k in kinds[:2])
+    what = f"messages[{i}] (role {role!r})"
+    if not isinstance(content, list) or not content:
+        got = "no content" if "content" not in m else f"content {_kind(content)}"
+        raise ConversationError(
+            f"{what} has {got}; send a str, or a non-empty list of content parts like {examples}"
+        )
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds:
+            got = _kind(part) if kind is None else f"a part of type {kind!r}"
+            raise ConversationError(
+                f"{what} content[{j}] is {got}; a {role} message's parts are dicts of type {list(kinds)}, like {examples}"
+            )
+        field, value_type, example = _PARTS[kind]
+        value: Any = part.get(field)
+        if not isinstance(value, value_type) or (
+            kind == "image_url" and not isinstance(value.get("url"), str)
+        ):
+            raise ConversationError(
+                f"{what} content[{j}] of type {kind!r} has no valid {field!r}; send {example}"
+            )
+
+
+def _check_call(i: int, j: int, call: dict[str, Any]) -> None:
+    """An assistant message's tool call as the providers take it back."""
+    fn = call.get("function")
+    if (
+        isinstance(call.get("id"), str)
+        and call.get("type", "function") == "function"
+        and isinstance(fn, dict)
+        and isinstance(fn.get("name"), str)
+        and fn["name"]
+        and isinstance(fn.get("arguments"), str)
+    ):
+        return
+    raise ConversationError(
+        f"messages[{i}]['tool_calls'][{j}] is not a tool call as providers take it back: send {_CALL_SHAPE} "
+        "(a str id, a non-empty str name, arguments as JSON text: json.dumps(arguments))"
+    )
+
+
+def _kind(value: Any) -> str:
+    """A short description of a caller's value: never the repr of a container (a hostile one
+    nests 1,000 deep) nor of a whole long text."""
+    if isinstance(value, str):
+        return f"{value[:60]!r} (str)"
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"{value!r:.60} ({type(value).__name__})"
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 def messages_to_json(messages: list[dict[str, Any]]) -> str:

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _json
+from .._exceptions import ConversationError
 from .thinking import THINKING_KEY, thinking_out
 
 __all__ = ["InputMemo", "encode_messages", "tool_choice", "tool_definition"]
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_NOT_CARRIED = frozenset({"input_audio", "file"})  # OpenAI content parts with no Anthropic block here
 
 
 def encode_messages(
@@ -32,7 +34,7 @@ def encode_messages(
     out: list[dict[str, Any]] = []
     last_role: Any = None
     last: list[dict[str, Any]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         role = m.get("role")
         if role == "tool":
             call_id = m.get("tool_call_id")
@@ -64,7 +66,7 @@ def encode_messages(
                 system.append(text)
             continue
         else:  # user
-            blocks = _user_blocks(m.get("content"))
+            blocks = _user_blocks(i, m.get("content"))
             role = "user"
         if role == last_role:
             last.extend(blocks)
@@ -107,14 +109,20 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
+def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         return [{"type": "text", "text": _text(content)}]
     blocks: list[dict[str, Any]] = []
-    for part in content:
+    for j, part in enumerate(content):
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
+        if kind in _NOT_CARRIED:
+            raise ConversationError(
+                f"messages[{i}] content[{j}] is a part of type {kind!r}, which the Anthropic wire cannot "
+                "carry (it was dropped before: the model never saw it); send text or image_url parts, "
+                "or use wire='openai'"
+            )
         if kind == "text":
             blocks.append({"type": "text", "text": part.get("text", "")})
         elif kind == "image_url":
