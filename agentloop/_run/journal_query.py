@@ -279,9 +279,9 @@ def summarize(
         counts[run_id] = (calls, tokens or 0)
         if end is not None:
             ends.append((run_id, end))
-    for run_id, end in ends:
-        data = conn.execute("SELECT data FROM agentloop_entries WHERE run_id=? AND seq=?", (run_id, end))
-        outputs[run_id] = _field(data.fetchone()[0], "output")
+    for run_id, end in ends:  # the whole entry when it is small, else the output clipped by SQLite
+        (data,) = conn.execute(_SMALL_END, (CLIP_HEAD, run_id, end)).fetchone()
+        outputs[run_id] = _field(data, "output") if data is not None else _output(conn, run_id, end)
     leases = {
         run_id: alive(host, pid, expires_at)
         for run_id, host, pid, expires_at in conn.execute(
@@ -307,6 +307,31 @@ def summarize(
             )
         )
     return out
+
+
+_SMALL_END = f"SELECT CASE WHEN {_SIZE} <= ? THEN data END FROM agentloop_entries WHERE run_id=? AND seq=?"
+# A larger "end" entry's output, read by SQLite: JSON type, value (a longer text's, or object's
+# JSON text's, first CLIP_HEAD characters), length. Python never gets more, however large.
+_OUTPUT = (
+    "SELECT json_type(t, '$.output'), CASE WHEN length(o) <= ? THEN o ELSE substr(o, 1, ?) END, length(o) "
+    "FROM (SELECT t, json_extract(t, '$.output') AS o FROM (SELECT CAST(data AS TEXT) AS t "
+    "FROM agentloop_entries WHERE run_id=? AND seq=?) WHERE json_valid(t))"
+)
+
+
+def _output(conn: sqlite3.Connection, run_id: str, seq: int) -> Any:
+    """The output of a large "end" entry: as stored, or a long one as its head and what was left out."""
+    row = conn.execute(_OUTPUT, (CLIP_HEAD, CLIP_HEAD, run_id, seq)).fetchone()
+    if row is None or row[0] in (None, "null"):
+        return None
+    kind, value, size = row
+    if size > CLIP_HEAD and kind in ("text", "object", "array"):
+        return (
+            f"{value}\n… [{size - CLIP_HEAD:,} more characters not shown; the journal holds the whole output]"
+        )
+    if kind in ("object", "array"):
+        return _json.loads(value)
+    return bool(value) if kind in ("true", "false") else value
 
 
 def _field(data: str | bytes, key: str) -> Any:
