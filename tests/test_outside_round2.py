@@ -260,13 +260,9 @@ async def test_a_none_default_in_a_dataclass_or_namedtuple_field_takes_null_too(
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-# Decimal is left out: its schema ({"type": ["number", "string"], "format": "decimal"}) does not
-# say which strings are numbers, so TestModel can still send "" (see the round's report).
-@pytest.mark.parametrize(
-    "tp",
-    [t for t in _TYPES if t is not decimal.Decimal],
-    ids=lambda t: getattr(t, "__name__", None) or str(t),
-)
+# Decimal included: its schema now says which strings are numbers (a pattern); before, TestModel
+# could send "" for it, which the schema allowed and the tool refused.
+@pytest.mark.parametrize("tp", _TYPES, ids=lambda t: getattr(t, "__name__", None) or str(t))
 def test_testmodel_arguments_for_any_signature_are_accepted_by_the_tool(tp: Any, seed: int) -> None:
     # TestModel generates arguments from the schema that is sent; for a Path the schema did not say
     # "non-empty", so TestModel sent "" and the tool refused its own schema's value.

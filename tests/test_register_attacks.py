@@ -22,6 +22,14 @@ at = pytest.importorskip("annotated_types")
 
 pytestmark = pytest.mark.anyio
 
+# What a Decimal parameter advertises: a number, or a string its converter takes (the pattern).
+DECIMAL_SCHEMA = {
+    "type": ["number", "string"],
+    "format": "decimal",
+    "pattern": r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\s*$",
+    "maxLength": 3300,
+}
+
 
 async def call_tool(fn: Any, args: dict[str, Any] | str, **options: Any) -> Any:
     tools = ToolRegistry()
@@ -117,7 +125,7 @@ CONSTRAINED: list[tuple[Any, Any, Any, dict[str, Any]]] = [
     (Annotated[int | None, at.Ge(0)], None, -1, {"type": ["integer", "null"], "minimum": 0}),
     (Annotated[int, at.doc("how many")], 1, "x", {"type": "integer", "description": "how many"}),
     # converted types: the constraint is checked on the converted value
-    (Annotated[Decimal, at.Ge(0)], "0.00", "-0.01", {"type": ["number", "string"], "format": "decimal"}),
+    (Annotated[Decimal, at.Ge(0)], "0.00", "-0.01", DECIMAL_SCHEMA),
     (Annotated[dt.timedelta, at.Gt(dt.timedelta(0))], "PT1S", "PT0S", None),
     (Annotated[bytes, at.MaxLen(3)], "YWJj", "YWJjZA==", None),  # b"abc" / b"abcd": bytes, not base64 text
     (Annotated[dt.date, at.Ge(dt.date(2024, 1, 1))], "2024-01-01", "2023-12-31", None),

@@ -22,6 +22,14 @@ from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
+# What a Decimal parameter advertises: a number, or a string its converter takes (the pattern).
+DECIMAL_SCHEMA = {
+    "type": ["number", "string"],
+    "format": "decimal",
+    "pattern": r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\s*$",
+    "maxLength": 3300,
+}
+
 
 class Point(NamedTuple):
     """A point.
@@ -94,7 +102,7 @@ async def run_one(annotation: Any, value: Any, budget: InputBudget | None = None
 @pytest.mark.parametrize(
     ("annotation", "schema"),
     [
-        (Decimal, {"type": ["number", "string"], "format": "decimal"}),
+        (Decimal, DECIMAL_SCHEMA),
         (pathlib.Path, {"type": "string", "format": "path", "minLength": 1}),
         (pathlib.PurePath, {"type": "string", "format": "path", "minLength": 1}),
         (pathlib.PurePosixPath, {"type": "string", "format": "path", "minLength": 1}),

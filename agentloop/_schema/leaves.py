@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_DECIMAL_DIGITS", "leaf", "to_decimal", "to_timedelta"]
+__all__ = ["DECIMAL_SCHEMA", "MAX_DECIMAL_DIGITS", "leaf", "to_decimal", "to_timedelta"]
 
 Schema = dict[str, Any]
 Conv = Callable[[Any], Any]
@@ -31,6 +31,15 @@ Conv = Callable[[Any], Any]
 # in the tool costs quadratic time.
 MAX_DECIMAL_DIGITS = 4300
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# What the schema says of a Decimal sent as a string: exactly texts `to_decimal` converts, or fewer
+# (ASCII digits; at most 3 exponent digits and 3,300 characters, so digits and exponent stay
+# within MAX_DECIMAL_DIGITS), so every schema-valid argument converts (TestModel sent "").
+DECIMAL_SCHEMA = {
+    "type": ["number", "string"],
+    "format": "decimal",
+    "pattern": r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\s*$",
+    "maxLength": MAX_DECIMAL_DIGITS - 1000,
+}
 _MAX_SECONDS = decimal.Decimal(dt.timedelta.max.total_seconds())  # 86399999999999.999999 > every duration
 _DURATION = re.compile(
     r"(?P<sign>[-+])?P(?:(?P<W>\d+(?:[.,]\d+)?)W)?(?:(?P<D>\d+(?:[.,]\d+)?)D)?"
@@ -135,7 +144,7 @@ def leaf(tp: Any) -> tuple[Schema, Conv] | None:
     if not isinstance(tp, type):
         return None
     if tp is decimal.Decimal:
-        return {"type": ["number", "string"], "format": "decimal"}, to_decimal
+        return dict(DECIMAL_SCHEMA), to_decimal
     if tp is dt.timedelta:  # minimum/maximum bound the number of seconds (a string is left to the converter)
         bound = dt.timedelta.max.days * 86400
         return {

@@ -13,6 +13,7 @@ case, valid arguments, then costs a dict walk instead of a validator descent (~1
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -129,11 +130,13 @@ def _tuple_check(schema: dict[str, Any], refs: _Refs) -> Check | None:
 _NUMBER_BOUNDS = {"minimum": operator.ge, "maximum": operator.le,
                   "exclusiveMinimum": operator.gt, "exclusiveMaximum": operator.lt}  # fmt: skip
 _LENGTH_BOUNDS = {"minLength": operator.ge, "maxLength": operator.le}
+_STRING_KEYS = _LENGTH_BOUNDS.keys() | {"pattern"}  # apply to strings only
 
 
 def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check | None:
     """The check of `schema` without `keys`, and the bounds: numeric ones apply to numbers (not
-    bools) only, lengths to strings only, as in JSON Schema."""
+    bools) only, lengths and `pattern` to strings only, as in JSON Schema (a pattern is searched
+    with Python's `re`, as jsonschema does)."""
     base = _field_check({k: v for k, v in schema.items() if k not in keys}, refs)
     numbers = [(_NUMBER_BOUNDS[k], schema[k]) for k in keys if k in _NUMBER_BOUNDS]
     lengths = [(_LENGTH_BOUNDS[k], schema[k]) for k in keys if k in _LENGTH_BOUNDS]
@@ -141,6 +144,12 @@ def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check |
         return None
     if not all(type(b) is int and b >= 0 for _, b in lengths):
         return None
+    search = None
+    if "pattern" in keys:
+        try:
+            search = re.compile(schema["pattern"]).search
+        except (re.error, TypeError):
+            return None  # jsonschema decides (and words the error)
 
     def bounded(v: Any) -> bool:
         if not base(v):
@@ -148,7 +157,7 @@ def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check |
         if type(v) is int or type(v) is float:
             return all(op(v, b) for op, b in numbers)
         if type(v) is str:
-            return all(op(len(v), b) for op, b in lengths)
+            return all(op(len(v), b) for op, b in lengths) and (search is None or search(v) is not None)
         return True
 
     return bounded
@@ -157,7 +166,7 @@ def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check |
 def _field_check(schema: Any, refs: _Refs) -> Check | None:
     if not isinstance(schema, dict):
         return None
-    if bounds := schema.keys() & (_NUMBER_BOUNDS.keys() | _LENGTH_BOUNDS.keys()):
+    if bounds := schema.keys() & (_NUMBER_BOUNDS.keys() | _STRING_KEYS):
         return _with_bounds(schema, bounds, refs)
     if "$ref" in schema or "anyOf" in schema:
         return _ref_or_any_of(schema, refs)
