@@ -167,7 +167,9 @@ class LeanPool:
         else:
             handed = await self._queue.wait(self._pool_timeout, deadline)
             if handed is not _SLOT:
-                return await self._take(handed)
+                taken = await self._take(handed, deadline)
+                # None: passed on for a cancellation that was then not delivered; ask afresh
+                return taken if taken is not None else await self.acquire(deadline)
         return await self._open_slot(deadline)
 
     async def _usable(self, conn: Connection) -> bool:
@@ -179,7 +181,7 @@ class LeanPool:
             await self._discard(conn)
             raise
 
-    async def _take(self, conn: Connection) -> Connection:
+    async def _take(self, conn: Connection, deadline: float) -> Connection | None:
         """A connection handed over by `release`. If this request was cancelled meanwhile (trio
         resumes a task handed a value, and delivers the cancellation at its next checkpoint), the
         connection goes on to the next waiter rather than into a send that would close it. One
@@ -187,6 +189,7 @@ class LeanPool:
         if anyio.current_effective_deadline() == -math.inf:
             await self._queue.pass_on(conn)
             await anyio.lowlevel.checkpoint()  # raises the cancellation
+            return None
         if await self._usable(conn):
             return conn
         try:
@@ -194,7 +197,7 @@ class LeanPool:
         except BaseException:
             self._free_slot()
             raise
-        return await self._open_slot(math.inf)
+        return await self._open_slot(deadline)
 
     async def _open_slot(self, deadline: float) -> Connection:
         """A new connection on a slot counted in `_open` for this request (freed if this fails)."""
