@@ -121,6 +121,21 @@ async def test_well_formed_conversations_still_go_out(conversation: list[Any], w
     jsonschema.validate(sent[0], SCHEMAS[wire])
 
 
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("calls", [None, []])
+async def test_an_assistant_message_with_no_calls_goes_out_without_the_key(calls: Any, wire: str) -> None:
+    # Found by the property below: {"role": "assistant", "tool_calls": None} (what an SDK's
+    # message.model_dump() gives) went out as `"tool_calls": null`, which OpenAI refuses, as it
+    # does an empty list. The caller's dict is left as it was.
+    message = {"role": "assistant", "content": "earlier answer", "tool_calls": calls}
+    error, sent = await outcome([USER_OK, message], wire)
+    assert error is None and len(sent) == 1
+    jsonschema.validate(sent[0], SCHEMAS[wire])
+    if wire == "openai":
+        assert sent[0]["messages"][1] == {"role": "assistant", "content": "earlier answer"}
+    assert message["tool_calls"] == calls
+
+
 async def test_a_part_the_anthropic_wire_cannot_carry_is_refused_not_dropped() -> None:
     # An audio part went nowhere on the Anthropic wire: the model answered a message it never saw.
     conversation = [
@@ -172,7 +187,7 @@ _OPENAI_MESSAGE = {
     "allOf": [
         {"if": {"properties": {"role": {"const": "assistant"}}},
          "then": {"properties": {"content": {"anyOf": [{"type": "null"}, _CONTENT]},
-                                 "tool_calls": {"type": "array", "items": _CALL}}},
+                                 "tool_calls": {"type": "array", "minItems": 1, "items": _CALL}}},
          "else": {"required": ["content"], "properties": {"content": _CONTENT}}},
         {"if": {"properties": {"role": {"const": "tool"}}}, "then": {"required": ["tool_call_id"],
          "properties": {"tool_call_id": _STR}}},

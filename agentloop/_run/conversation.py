@@ -59,9 +59,13 @@ def check_conversation(messages: Any) -> list[dict[str, Any]]:
         raise ConversationError(
             f"messages must be a list of chat-format dicts, got {type(messages).__name__}"
         )
+    out = list(messages)
     for i, m in enumerate(messages):
         _check_message(i, m)
-    return list(messages)
+        if "tool_calls" in m and not m["tool_calls"]:
+            # None or [] (an SDK's `message.model_dump()`): no calls; OpenAI refuses both forms
+            out[i] = {k: v for k, v in m.items() if k != "tool_calls"}
+    return out
 
 
 def _check_message(i: int, m: Any) -> None:
