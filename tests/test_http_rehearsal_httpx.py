@@ -16,12 +16,12 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import anyio
 import httpx
 import pytest
-from test_http_lean_hostile import ANSWER, RawServer, ask, client, ok, read_request
+from test_http_lean_hostile import ANSWER, RawServer, ask, client
+from test_http_rehearsal import Counting
 from test_wire_status import StatusWire
 
 from agentloop import ModelTurn
@@ -30,18 +30,6 @@ from agentloop._wire import WIRES, WireSpec  # internal unit under test: the reg
 pytestmark = pytest.mark.anyio
 
 TRANSPORTS = ["httpcore", "sharded"]
-
-
-class Counting:
-    """A server script that answers every request with `ok()` and counts them."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-    async def __call__(self, index: int, stream: Any) -> None:
-        while await read_request(stream):
-            self.requests += 1
-            await stream.send(ok())
 
 
 class CancellingWire(StatusWire):

@@ -13,7 +13,7 @@ import resource
 import shutil
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -393,8 +393,8 @@ async def test_a_queued_call_reports_its_start_once_and_runs_after_the_slot_free
     assert len(second) == 1 and second[0] > 0, second
 
 
-async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
-    sb = ProcessSandbox()
+async def _aclose_during_a_call(sb: ProcessSandbox, before_close: Callable[[], object]) -> SandboxOutcome:
+    """Close `sb` while a `block_forever` call runs (`before_close()` first); the call's outcome."""
     started = anyio.Event()
     outcome: list[SandboxOutcome] = []
     async with anyio.create_task_group() as tg:
@@ -406,7 +406,14 @@ async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
 
         tg.start_soon(run)
         await started.wait()
+        before_close()
         await sb.aclose()
+    return outcome[0]
+
+
+async def test_aclose_cancels_running_calls_and_is_idempotent() -> None:
+    sb = ProcessSandbox()
+    outcome = [await _aclose_during_a_call(sb, lambda: None)]
     await sb.aclose()
     assert outcome[0].status == "cancelled"
     out = await sb.call(T + "trivial", {}, Limits())
@@ -423,22 +430,15 @@ async def test_aclose_past_a_fork_server_that_cannot_answer_ends_the_call_cancel
     monkeypatch.setattr(_host, "KILL_GRACE", 0.2)
     fds_before = set(os.listdir("/proc/self/fd"))
     sb = ProcessSandbox()
-    started = anyio.Event()
-    outcome: list[SandboxOutcome] = []
-    async with anyio.create_task_group() as tg:
+    zygote: list[int] = []
 
-        async def run() -> None:
-            outcome.append(
-                await sb.call(T + "block_forever", {}, Limits(), on_started=lambda _: started.set())
-            )
+    def stop_the_fork_server() -> None:
+        zygote.append(_zygote_pid(sb))
+        os.kill(zygote[0], signal.SIGSTOP)
 
-        tg.start_soon(run)
-        await started.wait()
-        zygote = _zygote_pid(sb)
-        os.kill(zygote, signal.SIGSTOP)
-        await sb.aclose()
-    assert outcome[0].status == "cancelled", outcome[0]
-    assert not runs(zygote)
+    outcome = await _aclose_during_a_call(sb, stop_the_fork_server)
+    assert outcome.status == "cancelled", outcome
+    assert not runs(zygote[0])
     assert set(os.listdir("/proc/self/fd")) <= fds_before  # the server's fds went with its last call
 
 
