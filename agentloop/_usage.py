@@ -6,11 +6,12 @@ dataclass `__init__`), and it is read from two wires' reports; `_types` re-expor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Usage", "make_usage"]
+__all__ = ["Usage", "make_usage", "tokens", "at_least"]
 
 
 class _NoSplit(Mapping[str, Any]):
@@ -124,15 +125,21 @@ class Usage:
 
     @classmethod
     def from_openai(cls, raw: Any) -> Usage:
-        """Lenient: a missing or odd `usage` object counts as zero tokens, never an error."""
-        if not isinstance(raw, dict):
+        """An OpenAI `usage` object → Usage. Absent (`None`) counts as zero tokens; a count that is
+        not one raises `ValueError` (see `tokens`), which the wire turns into `APIResponseError`.
+
+        `total_tokens` is never below prompt + completion: a router cannot under-report the total the
+        token budget reads."""
+        if raw is None:
             return cls(requests=1)
-        p = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-        c = _int(raw.get("completion_tokens", raw.get("output_tokens")))
-        t = _int(raw.get("total_tokens")) or p + c
+        if not isinstance(raw, dict):
+            raise ValueError(f"usage is a JSON {type(raw).__name__}, not an object")  # noqa: TRY004 - one error for every bad report
+        p = tokens(raw.get("prompt_tokens", raw.get("input_tokens")), "prompt_tokens")
+        c = tokens(raw.get("completion_tokens", raw.get("output_tokens")), "completion_tokens")
+        t = max(tokens(raw.get("total_tokens"), "total_tokens"), p + c)
         details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-        return cls(1, p, c, t, cached)
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0  # not budgeted
+        return cls(1, p, c, t, min(cached, p))
 
 
 def make_usage(
@@ -156,3 +163,37 @@ _new, _set = object.__new__, object.__setattr__
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def tokens(value: Any, name: str) -> int:
+    """One reported token count: absent (`None`) is 0; a whole number, or a finite non-negative
+    float rounded up, counts as sent, however large (so `max_total_tokens` trips on it).
+
+    Anything else (negative, NaN, infinite, a bool, text) raises `ValueError`: counting it as 0
+    would let a router walk past `RunLimits.max_total_tokens`.
+    """
+    if value is None:
+        return 0
+    kind = type(value)
+    if kind is int and value >= 0:  # `type is`: a bool is not a count
+        return int(value)
+    if isinstance(value, float) and value >= 0 and not math.isinf(value):  # NaN fails `>= 0`
+        return math.ceil(value)
+    shown = repr(value) if kind in (int, float, bool) else f"a JSON {kind.__name__}"
+    raise ValueError(f"usage.{name} is {shown[:40]}, not a token count")
+
+
+def at_least(old: Usage | None, new: Usage) -> Usage:
+    """A stream's later usage report: each count the larger of the two, so a report can only
+    raise what a request is counted (a later smaller report never lowers it)."""
+    if old is None:
+        return new
+    return make_usage(
+        max(old.requests, new.requests),
+        max(old.prompt_tokens, new.prompt_tokens),
+        max(old.completion_tokens, new.completion_tokens),
+        max(old.total_tokens, new.total_tokens),
+        max(old.cache_read_tokens, new.cache_read_tokens),
+        max(old.cache_write_tokens, new.cache_write_tokens),
+        new.by_model,
+    )

@@ -123,6 +123,10 @@ class StreamAssembler:
             retryable=True,
         )
 
+    def bad_usage(self, e: ValueError) -> Failure:
+        """A streamed usage report that is not a token count (`_usage.tokens`) → a typed error."""
+        return Failure(usage_error(e, "", self.request_id), retryable=False)
+
     def text_delta(self, piece: str) -> TextDelta:
         self.text.append(piece)
         return TextDelta(self.run_id, self.step, piece)
@@ -184,3 +188,15 @@ class StreamAssembler:
             request_id=self.request_id or self.response_id,
             streamed=True,
         )
+
+
+def usage_error(e: ValueError, body: str, request_id: str | None) -> APIResponseError:
+    """A usage report that is not a token count: refused, since counting it as 0 would let a router
+    walk past `RunLimits.max_total_tokens`."""
+    return APIResponseError(
+        f"the endpoint reported token usage agentloop cannot count ({e}); counting it as 0 would let "
+        "the run pass its token budget, so the run stops. This is a router or proxy fault: report it "
+        "with the request id",
+        body=body,
+        request_id=request_id,
+    )

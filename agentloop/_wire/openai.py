@@ -17,7 +17,8 @@ from .._exceptions import APIResponseError, ConversationError
 from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn, Usage
-from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
+from .._usage import at_least
+from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, usage_error
 from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
@@ -112,9 +113,13 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             body=_preview(data),
             request_id=request_id,
         )
+    try:
+        usage = Usage.from_openai(data.get("usage"))
+    except ValueError as e:
+        raise usage_error(e, _preview(data), request_id) from None
     return ModelTurn(
         message=normalize_message(raw),
-        usage=Usage.from_openai(data.get("usage")),
+        usage=usage,
         finish_reason=choice.get("finish_reason"),
         model=data.get("model"),
         request_id=request_id or data.get("id"),
@@ -221,8 +226,11 @@ class OpenAIStream(StreamAssembler):
         if self.response_id is None:
             self._identify(chunk)
         usage = get("usage")
-        if usage is not None and type(usage) is dict:  # usually a last chunk with no choices
-            self.usage = Usage.from_openai(usage)
+        if usage is not None:  # usually a last chunk with no choices; a later report never lowers it
+            try:
+                self.usage = at_least(self.usage, Usage.from_openai(usage))
+            except ValueError as e:
+                raise self.bad_usage(e) from None
         choices = get("choices")
         if not choices or type(choices) is not list:
             return NO_EVENTS
