@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Generic
 
@@ -68,7 +67,7 @@ from .observe import Observer
 from .output_spec import OutputMode
 from .restore import restore
 from .state import Run
-from .stream import EventStream, stream_events
+from .stream import EventStream, entered_once, stream_events
 from .warmup import RehearsalModel, rehearsal_tools, rehearse_runs, start_sandboxes, threaded
 
 DepsT = TypeVar("DepsT", default=None)
@@ -289,7 +288,7 @@ class Agent(Generic[DepsT, OutputT]):
         self._configure(run, deps, None, None)
         return await self._loop(run, None, limits or self.limits)
 
-    @asynccontextmanager
+    @entered_once
     async def stream(
         self,
         prompt: str | None = None,

@@ -14,28 +14,69 @@ consumer as they are (not wrapped in an ExceptionGroup), after the events before
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from .._events import Event, RunFinished
-from .._exceptions import RunError
+from .._exceptions import ConfigurationError, RunError
 from .._model import Emit
 from .._types import RunResult
 
-__all__ = ["BUFFER", "EventStream", "stream_events"]
+__all__ = ["BUFFER", "EventStream", "entered_once", "stream_events"]
 
 # How many events the run may be ahead of its consumer. A streamed step emits ~10 events plus
 # one or two per delta; most of them come between two waits of the loop, so 32 lets a typical
 # step through without a switch per event. The events hold nothing the run does not hold anyway
 # (a delta's text is the same string the assembler keeps), so the buffer costs no copies.
 BUFFER = 32
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def entered_once(fn: Callable[_P, AsyncIterator[_T]]) -> Callable[_P, AbstractAsyncContextManager[_T]]:
+    """`asynccontextmanager`, except that entering one object a second time (or after it finished)
+    raises `ConfigurationError` saying what to do, not contextlib's bare AttributeError /
+    RuntimeError: a user keeping `s = agent.stream(...)` and entering it twice meets this."""
+    factory = asynccontextmanager(fn)
+
+    @functools.wraps(fn)
+    def make(*args: _P.args, **kwargs: _P.kwargs) -> AbstractAsyncContextManager[_T]:
+        return _Once(factory(*args, **kwargs))
+
+    return make
+
+
+class _Once(AbstractAsyncContextManager[Any]):
+    __slots__ = ("_cm", "_entered")
+
+    def __init__(self, cm: AbstractAsyncContextManager[Any]) -> None:
+        self._cm = cm
+        self._entered = False
+
+    async def __aenter__(self) -> Any:
+        if self._entered:
+            raise ConfigurationError(
+                "this agent.stream(...) object was already entered; a stream can be entered once "
+                "(it is one run): call agent.stream(...) again for another run"
+            )
+        self._entered = True
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._cm.__aexit__(kind, exc, tb)
 
 
 @asynccontextmanager
