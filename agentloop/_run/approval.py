@@ -25,7 +25,7 @@ import anyio
 
 from .. import _json
 from .._budget import InputBudget
-from .._exceptions import ResumeError
+from .._exceptions import ResumeError, RunError
 from .._tools.arguments import Checked, checked_arguments
 from .._tools.registry import ToolRegistry
 from .._types import (
@@ -103,9 +103,16 @@ async def check_approval(
     args = checked.arguments
     if tool.requires_approval:
         return args
-    verdict = predicate(name, args)  # type: ignore[misc]
-    if inspect.isawaitable(verdict):
-        verdict = await verdict
+    try:
+        verdict = predicate(name, args)  # type: ignore[misc]
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception as e:  # fail safe: no call of the step has run yet, and none will
+        raise RunError(
+            f"the require_approval predicate raised {type(e).__name__}: {reprlib.repr(str(e))} for a call of "
+            f"tool {reprlib.repr(name)}; that call and the rest of its step were not run. Fix the predicate "
+            "(it must return True or False), then resume the run or run it again."
+        ) from e
     return args if verdict else None
 
 
