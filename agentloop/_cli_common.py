@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 __all__ = [
     "add_tool_options",
+    "refuse_unknown_leading_options",
     "load_tools",
     "import_from_cwd",
     "safe",
@@ -31,6 +32,26 @@ TOOL_HELP = (
     "a tool to offer (repeatable): MODULE:FUNCTION, or MODULE:REGISTRY for a whole ToolRegistry; "
     "MODULE is imported from the current directory like `python -m`"
 )
+
+
+def refuse_unknown_leading_options(p: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name an unknown option given before the command: argparse says only "the following
+    arguments are required: COMMAND" for `agentloop --bogus`, hiding the typo."""
+    known = [s for action in p._actions for s in action.option_strings]
+    for token in argv:
+        if not token.startswith("-") or token in ("-", "--"):
+            return  # the command (or a positional): the subcommand's parser checks the rest
+        name = token.split("=", 1)[0]
+        # argparse accepts a prefix of a long option (`--verb`) and short flags run together (`-vh`)
+        if name.startswith("--"):
+            ok = any(k.startswith(name) for k in known)
+        else:
+            ok = name in known or all(f"-{c}" in known for c in name[1:])
+        if not ok:
+            p.error(
+                f"unrecognized option {name!r} before the command; options of a command go after it "
+                "(e.g. `agentloop run --help`); see `agentloop --help`"
+            )
 
 
 def add_tool_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -19,7 +19,15 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._cli_common import add_tool_options, load_tools, safe, safe_text, until_interrupted, unwrap
+from ._cli_common import (
+    add_tool_options,
+    load_tools,
+    refuse_unknown_leading_options,
+    safe,
+    safe_text,
+    until_interrupted,
+    unwrap,
+)
 from ._events import Event, RunFinished, StepFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ._exceptions import AgentloopError, RunLimitExceeded
 from ._run.agent import Agent
@@ -62,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    refuse_unknown_leading_options(parser, argv)
+    args = parser.parse_args(argv)
     if getattr(args, "prompt", None) == "-":  # `echo "..." | agentloop run -`
         args.prompt = sys.stdin.read()
     if args.verbose:

@@ -105,6 +105,8 @@ BAD_ARGS: list[tuple[list[str], str]] = [
     ([], "the following arguments are required: COMMAND"),
     (["bogus"], "invalid choice: 'bogus'"),
     (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--bogus"], "unrecognized option '--bogus' before the command"),  # was "COMMAND required"
+    (["-v", "--bogus=1", "demo"], "unrecognized option '--bogus' before the command"),
     (["run"], "the following arguments are required: prompt"),
     (["run", "--max-steps", "0", "hi"], "max_steps must be an integer >= 1"),
     (["run", "--max-steps", "-1", "hi"], "max_steps must be an integer >= 1"),
