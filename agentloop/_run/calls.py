@@ -178,9 +178,14 @@ class StepCalls:
         return tool is not None and tool.idempotent
 
     def _unknown(self, name: str) -> str:
+        why = (
+            "it is not marked idempotent"
+            if name in self.policy.tools
+            else "no tool of that name is registered on the resuming agent"
+        )
         return (
             f"Outcome unknown: the run was interrupted while {clip(name, self.policy.budget.max_tool_name_chars)!r} "
-            "was running, and it was not run again because it is not marked idempotent. It may or may not have "
+            f"was running, and it was not run again because {why}. It may or may not have "
             "taken effect: check before calling it again."
         )
 
