@@ -195,3 +195,12 @@ def test_no_usage_report_passes_the_budget_silently(
         assert out.output == "done" and total < limit and out.usage.total_tokens == total + floor
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.anyio
+async def test_a_scripted_model_refuses_the_same_usage_typed() -> None:
+    from agentloop.testing import ScriptedModel
+
+    model = ScriptedModel([text("x", usage={"prompt_tokens": -1, "completion_tokens": 1})])
+    with pytest.raises(APIResponseError, match=r"usage\.prompt_tokens is -1"):
+        await Agent(client=model).run("go")
