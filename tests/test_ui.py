@@ -197,7 +197,7 @@ async def test_resume_markers_and_replayed_versus_not_rerun_calls(ui: UI) -> Non
     # the marker's kind (an abc.Entry) renders as the entry's plain name, the CSS class app.css styles
     assert '<div class="marker resumed">resumed after it was interrupted</div>' in html
     assert "replayed from the journal (not run again)" in html
-    assert "not re-run after the crash: not idempotent" in html
+    assert "not re-run after the crash (not idempotent, or not registered on resume)" in html
     crashed = await ui.html("/runs/crashed")
     assert '<span class="badge st-interrupted">interrupted</span>' in crashed
 

@@ -234,7 +234,7 @@ class _Builder:
         if cv.start is None:  # decided without running (rejected, skipped, outcome unknown...)
             cv.start = e.at - (cv.duration_s or 0.0)
         if cv.status == "outcome_unknown":
-            cv.note = "not re-run after the crash: not idempotent"
+            cv.note = "not re-run after the crash (not idempotent, or not registered on resume)"
         elif cv.id in self.decisions:
             cv.note = f"human decision: {self.decisions[cv.id]}"
         self.chat.append(
