@@ -143,6 +143,12 @@ class FluxClient:
     def __repr__(self) -> str:
         return f"FluxClient(base_url={self.base_url!r}, wire={self.wire!r})"
 
+    def redact(self, text: str) -> str:
+        """`text` with this client's credentials (the API key, credential header values) cut out.
+        The agent passes every tool outcome through it: a tool that raises or returns its key
+        never hands it to the model, the journal, an event or a log line."""
+        return self._redactor.text(text)
+
     async def __aenter__(self) -> FluxClient:
         # Build the transport for this event loop now (its library's import, an SSL context: tens
         # of ms on a busy machine), so the first request is as fast as the next and its

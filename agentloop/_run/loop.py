@@ -209,6 +209,7 @@ class Steps:
             on_finish=run.settle,
             context=run.call_context,
             budget=agent.input_budget,
+            redact=getattr(agent.client, "redact", None),
         )
         policy = CallPolicy(agent.tools, agent.require_approval, limits, agent.input_budget)
         if first:  # after a handoff the run goes on: its loop guard and counters stay

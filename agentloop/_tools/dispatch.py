@@ -81,6 +81,7 @@ class Dispatcher:
         "log",
         "on_finish",
         "on_invoke",
+        "redact",
         "registry",
         "run_id",
     )
@@ -98,8 +99,12 @@ class Dispatcher:
         on_finish: Callable[[ToolCallRecord], Awaitable[bool | None]] | None = None,
         context: Callable[[ToolCallRecord], Any] | None = None,
         budget: InputBudget | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.registry = registry
+        # The client's credentials cut out of every outcome text (content, error, traceback)
+        # before anything sees it: a tool's exception may quote the key it was given.
+        self.redact = redact
         self.run_id = run_id
         self.emit = emit
         self.log = log
@@ -169,6 +174,10 @@ class Dispatcher:
             raise
         if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
             content = truncate(sendable(content), self.budget.max_error_bytes)
+        if self.redact is not None:
+            content, error = self.redact(content), error if error is None else self.redact(error)
+            if record.traceback is not None:
+                record.traceback = self.redact(record.traceback)
         record.status, record.content, record.error = status, content, error
         record.duration_s = time.perf_counter() - start
         # on_finish answers False when the call has no outcome yet (an agent tool whose inner run
@@ -259,6 +268,8 @@ class Dispatcher:
 
     def _raised(self, record: ToolCallRecord, exc: BaseException, tb: str) -> str:
         """A tool raised: keep and log its traceback; the model gets only the formatted text."""
+        if self.redact is not None:
+            tb = self.redact(tb)
         record.traceback = tb
         log = self.log or warning_logger(run_id=self.run_id)
         if log is not None:
