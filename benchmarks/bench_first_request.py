@@ -48,7 +48,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 _CHILD = r"""
@@ -129,24 +128,9 @@ def _serve() -> None:
     """A FakeFluxRouter scripted like `_server.py`: for a model `bench-s<S>-k<K>`, K calls of
     `work_<i>` while the conversation has fewer than S assistant turns, then "done". Prints its
     URLs; serves until stdin closes."""
-    import anyio
-    import anyio.to_thread
+    from bench_transport import serve_wires  # this script's folder is first on sys.path
 
-    from agentloop.testing import FakeFluxRouter, call, text, tool_calls
-
-    def handler(request: Any) -> Any:
-        steps, tools_k = (int(part[1:]) for part in request.json["model"].split("-")[1:3])
-        turns = sum(1 for m in request.json["messages"] if m.get("role") == "assistant")
-        if turns >= steps:
-            return text("done")
-        return tool_calls(*(call(f"work_{i}", {"x": i, "label": "abc"}) for i in range(tools_k)))
-
-    async def main() -> None:
-        async with FakeFluxRouter(handler) as router:
-            print(json.dumps({"openai": router.base_url, "anthropic": router.anthropic_url}), flush=True)
-            await anyio.to_thread.run_sync(sys.stdin.read)
-
-    anyio.run(main)
+    serve_wires(lambda body: tuple(int(part[1:]) for part in body["model"].split("-")[1:3]))
 
 
 def _trial(urls: dict[str, str], row: tuple[str, ...], gap: float) -> dict[str, float]:

@@ -114,15 +114,17 @@ def _one(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def _serve_wires(steps: int, tools_k: int) -> None:
+def serve_wires(shape: Any) -> None:
     """A FakeFluxRouter scripted like the harness's server: K calls while the conversation has
-    fewer than S assistant turns, then "done". Prints its URLs; serves until stdin closes."""
+    fewer than S assistant turns, then "done", where `shape(request body) -> (S, K)`. Prints its
+    URLs; serves until stdin closes. (`bench_first_request.py` serves with it too.)"""
     import anyio
     import anyio.to_thread
 
     from agentloop.testing import FakeFluxRouter, call, text, tool_calls
 
     def handler(request: Any) -> Any:
+        steps, tools_k = shape(request.json)
         turns = sum(1 for m in request.json["messages"] if m.get("role") == "assistant")
         if turns >= steps:
             return text("done")
@@ -222,7 +224,7 @@ def main() -> None:
     p.add_argument("--tools", type=int, default=4)
     args = p.parse_args()
     if args.serve_wires:
-        return _serve_wires(args.steps, args.tools)
+        return serve_wires(lambda _body: (args.steps, args.tools))
     if args.wires:
         return _wires(args)
     if not args.one and not args.bench_dir:

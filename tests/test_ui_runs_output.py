@@ -20,6 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_ui_clip import peak_of
 
 from agentloop import Agent, SQLiteJournal
 from agentloop.abc import Entry
@@ -49,15 +50,6 @@ def set_output(path: str, output: Any, run_id: str = "r") -> None:
             "UPDATE agentloop_entries SET data=? WHERE run_id=? AND kind=?",
             (json.dumps(value).encode(), run_id, Entry.END),
         )
-
-
-async def peak_of(c: httpx.AsyncClient, url: str) -> tuple[httpx.Response, int]:
-    tracemalloc.start()
-    try:
-        r = await c.get(url)
-        return r, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 async def test_a_32_mib_final_output_costs_the_runs_list_and_run_page_a_bounded_read(tmp_path: Path) -> None:
