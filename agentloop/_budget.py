@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from ._exceptions import ConfigurationError
 from ._json import MAX_VALUE_DEPTH
 
-__all__ = ["InputBudget", "check_int"]
+__all__ = ["InputBudget", "check_int", "is_number"]
 
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -71,11 +71,9 @@ class InputBudget:
         for f in fields(self):
             value = getattr(self, f.name)
             want_int = f.type in ("int", int)
-            ok = not isinstance(value, bool) and isinstance(value, int if want_int else (int, float))
             # NaN passes `<= 0`: request_timeout=nan raised anyio's raw ValueError out of every
             # request, stream_idle_timeout=nan silently removed the bound on a stalled stream
-            ok = ok and not (isinstance(value, float) and not math.isfinite(value))
-            if not ok or value <= 0:
+            if not is_number(value, whole=want_int) or value <= 0:
                 kind = "a positive integer" if want_int else "a positive, finite number of seconds"
                 raise ConfigurationError(
                     f"InputBudget.{f.name} must be {kind}, got {value!r}; leave it out to keep the default"
@@ -92,5 +90,17 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
 
     Here, on the ground floor, so that the agent's checks do not import the HTTP package (and
     httpx with it) to reach the client's."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_number(value, whole=True) or value < minimum:
         raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
+
+
+def is_number(value: Any, *, whole: bool = False) -> TypeGuard[float]:
+    """A number a caller configures (seconds, a size, a count): an int (with `whole`), else an int
+    or a finite float; never a bool, NaN or an infinity. The one test every configuration object
+    (`InputBudget`, `RunLimits`, `Limits`, `RetryPolicy`, a journal's `lease_ttl`) puts its values
+    through before comparing them: NaN passes every comparison, and infinity is what None says."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return not whole and isinstance(value, float) and math.isfinite(value)

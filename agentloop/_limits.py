@@ -6,10 +6,10 @@ Limits (the timeout and the output cap apply in every mode), few programs need a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ._budget import is_number
 from ._exceptions import ToolDefinitionError
 
 __all__ = ["Limits", "SANDBOX_DEFAULT_TIMEOUT"]
@@ -65,12 +65,7 @@ class Limits:
             # file count that is not an int failed only mid-run (`output_bytes=1.5` raised a raw
             # TypeError out of the run when the result was cut)
             seconds = f.name in _SECONDS
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float if seconds else int)
-                or (isinstance(value, float) and not math.isfinite(value))
-                or value <= 0
-            ):
+            if not is_number(value, whole=not seconds) or value <= 0:
                 kind = "a positive, finite number of seconds" if seconds else "a positive int"
                 raise ToolDefinitionError(f"Limits.{f.name} must be {kind} or None (no limit), got {value!r}")
             if value > _MAX.get(f.name, value):

@@ -9,12 +9,12 @@ when it is at most 60 s; `x-should-retry: true|false` overrides the status rule.
 from __future__ import annotations
 
 import email.utils
-import math
 import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ._budget import is_number
 from ._exceptions import APIError, ConfigurationError
 
 __all__ = ["RetryPolicy", "Failure"]
@@ -79,12 +79,7 @@ class RetryPolicy:
 
 
 def _check_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (isinstance(value, float) and not math.isfinite(value))
-        or value < 0
-    ):
+    if not is_number(value) or value < 0:
         raise ConfigurationError(f"RetryPolicy.{name} must be a finite number >= 0, got {value!r}")
 
 

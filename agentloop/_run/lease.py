@@ -20,11 +20,11 @@ agentloop and is judged the old way.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from typing import Any
 
+from .._budget import is_number
 from .._exceptions import ConfigurationError
 
 __all__ = ["Holder", "me", "parse", "alive_here", "checked_ttl"]
@@ -35,13 +35,7 @@ def checked_ttl(ttl: Any) -> float:
     a raw TypeError at the run's first write, NaN was reported as a damaged journal (a NOT NULL
     constraint), a huge int as an OverflowError, and 0 or less let another machine take over a
     live run at once."""
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, int | float)
-        or not (isinstance(ttl, float) or abs(ttl) < 2**53)
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
+    if not is_number(ttl) or ttl <= 0 or (isinstance(ttl, int) and ttl >= 2**53):
         raise ConfigurationError(
             f"SQLiteJournal(lease_ttl=...) must be a positive, finite number of seconds (default 60), got {ttl!r:.40}"
         )

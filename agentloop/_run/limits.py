@@ -25,12 +25,12 @@ continued with `Agent.run(messages=exc.result.messages)`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, fields
 
 import anyio
 
+from .._budget import is_number
 from .._exceptions import (
     ConfigurationError,
     LoopDetected,
@@ -64,10 +64,9 @@ class RunLimits:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            bad = isinstance(value, bool) or not isinstance(value, int if f.name in _INTS else (int, float))
             # NaN passed every comparison: timeout=nan raised anyio's raw ValueError out of the
             # run, deadline=nan silently meant no deadline at all
-            bad = bad or (isinstance(value, float) and not math.isfinite(value))
+            bad = not is_number(value, whole=f.name in _INTS)
             if bad or (value < 1 if f.name in _INTS else (value <= 0 and f.name == "timeout")):
                 kind = "a positive integer" if f.name in _INTS else "a positive, finite number of seconds"
                 if f.name == "deadline":
