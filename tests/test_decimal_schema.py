@@ -50,12 +50,20 @@ def test_the_schema_names_the_strings_it_takes() -> None:
     assert VALID.is_valid("12.50") and VALID.is_valid(" -1.5e3 ") and VALID.is_valid(3)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))  # 7: a "\u3000"-padded number (Python `\s`, not RE2's)
 def test_testmodel_sends_a_decimal_the_tool_takes(seed: int) -> None:
     from agentloop import Agent
 
     result = anyio.run(Agent(client=TestModel(seed=seed), tools=TOOLS).run, "go")
     assert [c.status for c in result.tool_calls] == ["ok"], result.tool_calls
+
+
+@pytest.mark.parametrize("padded", ["\u3000 1.5", "1.5\x85", "\x1e1", "\v1", "\f1"])
+def test_whitespace_the_validator_refuses_the_schema_refuses_too(padded: str) -> None:
+    # The schema's pattern means the same to Python's re (schema generators: TestModel) and to
+    # RE2 (the validator): it named `\s`, Unicode whitespace to one and ASCII to the other.
+    assert not re.search(FIELD["pattern"], padded)
+    assert converted(padded).status == "invalid_arguments"
 
 
 _NEAR = st.one_of(

@@ -5,6 +5,8 @@ real-HTTP fake router, on asyncio and trio."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from helpers import assert_valid_conversation, examples
@@ -176,6 +178,37 @@ async def test_a_backtracking_pattern_runs_in_linear_time() -> None:
     result, _ = await run_over_http(replies, tools)
     assert [r.status for r in result.tool_calls] == ["invalid_arguments", "ok"]
     assert "does not match '^(a+)+$'" in result.tool_calls[0].content
+
+
+_FAST_PATH_REDOS = """
+import resource, anyio
+from typing import Annotated
+from pydantic import Field
+from agentloop import Agent, ToolRegistry
+from agentloop.testing import ScriptedModel, call, text, tool_calls
+resource.setrlimit(resource.RLIMIT_CPU, (60, 60))  # Python's re would need ~2**40 steps: killed here
+tools = ToolRegistry()
+
+@tools.tool
+def check(s: Annotated[str, Field(pattern=r"^(a+)+$")]) -> str:
+    "check"
+    return "matched"
+
+model = ScriptedModel([tool_calls(call("check", {"s": "a" * 40 + "!"}), call("check", {"s": "aaa"})), text("done")])
+result = anyio.run(Agent(client=model, tools=tools).run, "go")
+print([r.status for r in result.tool_calls])
+"""
+
+
+def test_the_fast_check_searches_a_pattern_in_linear_time_too() -> None:
+    # Regression: the argument fast path (a schema of the common shape: additionalProperties
+    # false, as every registered function gets) searched `pattern` with Python's re before the
+    # RE2 validator ever saw it; 26 characters cost 2 s of CPU on the loop, 40 never end.
+    out = subprocess.run(
+        [sys.executable, "-c", _FAST_PATH_REDOS], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['invalid_arguments', 'ok']"
 
 
 async def test_pattern_properties_and_additional_properties_use_the_linear_engine() -> None:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 DECIMAL_SCHEMA = {
     "type": ["number", "string"],
     "format": "decimal",
-    "pattern": r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\s*$",
+    "pattern": r"^[ \t\n\r]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?[ \t\n\r]*$",
     "maxLength": 3300,
 }
 

@@ -1,8 +1,9 @@
 """Leaves whose JSON form is text (or a number) that must be parsed: Decimal, timedelta, bytes, paths.
 
-Each is a (schema, converter) pair. The schemas carry no `pattern` (a pattern needs google-re2 to be
-checked in linear time, see `_tools/validate.py`): the converter checks the text, and its
-`ValueError` is fed back to the model as an invalid-arguments error, like a schema violation.
+Each is a (schema, converter) pair. The converter checks the text, and its `ValueError` is fed back
+to the model as an invalid-arguments error, like a schema violation. Only the Decimal schema carries
+a `pattern` (checked with google-re2 in linear time, see `_tools/validate.py`), so that a schema
+generator sends only text the converter takes.
 
 Every converter bounds its own work: the text is already bounded by
 `InputBudget.max_argument_bytes`, but a Decimal of a million digits, or a duration of 10**400
@@ -33,11 +34,14 @@ MAX_DECIMAL_DIGITS = 4300
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 # What the schema says of a Decimal sent as a string: exactly texts `to_decimal` converts, or fewer
 # (ASCII digits; at most 3 exponent digits and 3,300 characters, so digits and exponent stay
-# within MAX_DECIMAL_DIGITS), so every schema-valid argument converts (TestModel sent "").
+# within MAX_DECIMAL_DIGITS), so every schema-valid argument converts (TestModel sent ""). The
+# whitespace is spelled out: `\s` is Unicode whitespace to Python's `re` (what a schema generator
+# such as TestModel's reads) and ASCII to RE2 (what the validator reads); TestModel sent a
+# "\u3000"-padded number the validator then refused.
 DECIMAL_SCHEMA = {
     "type": ["number", "string"],
     "format": "decimal",
-    "pattern": r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\s*$",
+    "pattern": r"^[ \t\n\r]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?[ \t\n\r]*$",
     "maxLength": MAX_DECIMAL_DIGITS - 1000,
 }
 _MAX_SECONDS = decimal.Decimal(dt.timedelta.max.total_seconds())  # 86399999999999.999999 > every duration

@@ -13,7 +13,6 @@ case, valid arguments, then costs a dict walk instead of a validator descent (~1
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -71,10 +70,12 @@ _SCALARS: dict[str, Callable[[Any], bool]] = {
 
 class _Refs:
     """The checks of one root's `$defs`, compiled on first use; a recursive type's check refers to
-    itself through a cell (recursion bounded by the arguments' depth, `InputBudget.max_json_depth`)."""
+    itself through a cell (recursion bounded by the arguments' depth, `InputBudget.max_json_depth`).
+    Also what every check of the root shares: the schema's compiled regexes."""
 
-    def __init__(self, defs: Any) -> None:
+    def __init__(self, defs: Any, patterns: dict[str, Any]) -> None:
         self.defs = defs if isinstance(defs, dict) else {}
+        self.patterns = patterns  # the validator's RE2-compiled regexes, by pattern text
         self.cells: dict[str, list[Check | None]] = {}
         self.failed = False  # a def with no fast check: the root gets none either
 
@@ -134,9 +135,12 @@ _STRING_KEYS = _LENGTH_BOUNDS.keys() | {"pattern"}  # apply to strings only
 
 
 def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check | None:
-    """The check of `schema` without `keys`, and the bounds: numeric ones apply to numbers (not
-    bools) only, lengths and `pattern` to strings only, as in JSON Schema (a pattern is searched
-    with Python's `re`, as jsonschema does)."""
+    r"""The check of `schema` without `keys`, and the bounds: numeric ones apply to numbers (not
+    bools) only, lengths and `pattern` to strings only, as in JSON Schema. A pattern is searched
+    with the validator's own RE2 regex (`validate.collect_patterns`), never Python's `re`: `re`
+    backtracks (`^(a+)+$` against a hostile 30-character argument blocks the loop for half a
+    minute) and reads `\s` / `\d` as Unicode classes, so it would accept what the validator
+    refuses."""
     base = _field_check({k: v for k, v in schema.items() if k not in keys}, refs)
     numbers = [(_NUMBER_BOUNDS[k], schema[k]) for k in keys if k in _NUMBER_BOUNDS]
     lengths = [(_LENGTH_BOUNDS[k], schema[k]) for k in keys if k in _LENGTH_BOUNDS]
@@ -146,10 +150,10 @@ def _with_bounds(schema: dict[str, Any], keys: set[str], refs: _Refs) -> Check |
         return None
     search = None
     if "pattern" in keys:
-        try:
-            search = re.compile(schema["pattern"]).search
-        except (re.error, TypeError):
+        regex = refs.patterns.get(schema["pattern"]) if isinstance(schema["pattern"], str) else None
+        if regex is None:
             return None  # jsonschema decides (and words the error)
+        search = regex.search
 
     def bounded(v: Any) -> bool:
         if not base(v):
@@ -224,11 +228,15 @@ def _any_of_types(kinds: list[Any]) -> Callable[[Any], bool] | None:
     return lambda v: any(check(v) for check in checks)
 
 
-def compile_fast_check(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
-    """A fast acceptance check for `schema`, or None when the schema is not of the simple shape."""
+def compile_fast_check(
+    schema: dict[str, Any], patterns: dict[str, Any] | None = None
+) -> Callable[[dict[str, Any]], bool] | None:
+    """A fast acceptance check for `schema`, or None when the schema is not of the simple shape.
+    `patterns`: the validator's compiled regexes (`validate.collect_patterns`); a field with a
+    `pattern` not among them gets no fast check."""
     if not isinstance(schema, dict):
         return None
-    refs = _Refs(schema.get("$defs"))
+    refs = _Refs(schema.get("$defs"), patterns or {})
     check = _object_check({k: v for k, v in schema.items() if k != "$defs"}, refs)
     return None if refs.failed else check
 

@@ -23,7 +23,7 @@ from .._limits import Limits
 from .._schema import FunctionSchema, function_schema
 from .._seams import ToolExecutor  # at run time: `typing.get_type_hints(Tool)` resolves it
 from .fastcheck import compile_fast_check
-from .validate import build_validator
+from .validate import build_validator, collect_patterns
 
 __all__ = ["MODES", "OUT_OF_PROCESS", "SandboxMode", "Tool", "build_tool", "check_limits"]
 
@@ -162,6 +162,7 @@ def _assemble(
     ctx: str | None,
 ) -> Tool:
     params = fs.parameters
+    patterns = collect_patterns(params, fs.name)  # RE2, once: the validator and the fast check share them
     definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
     if fs.description:
         definition["function"]["description"] = fs.description
@@ -175,8 +176,8 @@ def _assemble(
         sandbox=mode,
         limits=limits,
         definition=definition,
-        validator=build_validator(params, fs.name),
-        fast_check=compile_fast_check(params),
+        validator=build_validator(params, fs.name, patterns),
+        fast_check=compile_fast_check(params, patterns),
         ref=ref,
         idempotent=bool(idempotent),
         requires_approval=bool(options.requires_approval),

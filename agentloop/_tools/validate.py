@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 from .._exceptions import ToolDefinitionError
 
-__all__ = ["build_validator", "short_repr"]
+__all__ = ["build_validator", "collect_patterns", "short_repr"]
 
 _CONTEXT = 3  # branch errors kept as the context of an anyOf / oneOf failure
 _repr = reprlib.Repr()
@@ -94,9 +94,11 @@ def _bounded() -> Any:
     return validators.extend(Draft202012Validator, {"anyOf": _any_of, "oneOf": _one_of})
 
 
-def build_validator(schema: dict[str, Any], tool_name: str) -> Any:
-    """The validator for `schema`, built once at registration. Raises `ToolDefinitionError`."""
-    patterns = _collect_patterns(schema, tool_name)
+def build_validator(schema: dict[str, Any], tool_name: str, patterns: dict[str, Any] | None = None) -> Any:
+    """The validator for `schema`, built once at registration. Raises `ToolDefinitionError`.
+    `patterns`: `collect_patterns(schema, tool_name)` when the caller has it already."""
+    if patterns is None:
+        patterns = collect_patterns(schema, tool_name)
     if not patterns:
         return _bounded()(schema)
     return _with_patterns(patterns)(schema)
@@ -159,8 +161,9 @@ _DATA_KEYS = frozenset({"const", "enum", "default", "examples"})  # values are d
 _MAP_KEYS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})  # {name: schema}
 
 
-def _collect_patterns(schema: Any, tool_name: str) -> dict[str, Any]:
-    """Every regex of `schema`, compiled with RE2 (no recursion: schemas can be deep)."""
+def collect_patterns(schema: Any, tool_name: str) -> dict[str, Any]:
+    """Every regex of `schema`, compiled with RE2 (no recursion: schemas can be deep). The fast
+    check searches with the same objects (`compile_fast_check(schema, patterns)`)."""
     found: dict[str, Any] = {}
     uses_unevaluated = False
     stack = [schema]
