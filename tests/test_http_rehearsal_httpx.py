@@ -81,7 +81,7 @@ async def test_warmup_rehearses_an_httpx_transport_and_the_endpoint_sees_only_th
             assert server.opened == 0 and script.requests == 0  # not a connection to the endpoint
             assert _fds() - fds - listening == set()  # the loopback listener and its connections: gone
             assert _tasks() == tasks
-            assert set(threading.enumerate()) == threads
+            assert set(threading.enumerate()) - threads == set()  # none started (an idle one may end)
             assert (await ask(c)).message["content"] == "ok"
             assert server.opened == 1 and script.requests == 1  # the first real request, once
             await c.warmup()  # once per client
