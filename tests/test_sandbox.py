@@ -100,7 +100,7 @@ def _nspids(pid: int) -> list[int]:
             for line in f:
                 if line.startswith("NSpid:"):
                     return [int(x) for x in line.split()[1:]]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone (ESRCH: it died as it was opened)
         return []
     return [pid]
 

@@ -20,6 +20,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import _json
@@ -52,23 +53,22 @@ def run_child(
     tool: tuple[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]] | None],
     cfg: dict[str, Any],
     *,
-    done: socket.socket,
-    early: tuple[Ruleset | None] | None = None,
+    done: socket.socket | int,
+    ready: Ready | None = None,
 ) -> NoReturn:
     """`tool`: the function and its argument binder. `done`: the socket on which the child tells
-    the zygote that its result is written; the zygote then kills everything of the call and sends
-    the outcome without waiting for this process to finish exiting (tearing down its namespaces
-    and memory takes milliseconds). `early`: `early_setup`'s ruleset, when a spare ran it (and
-    then mounted the call's scratch tmpfs too)."""
+    the zygote that its result is written (or its fd, moved `_above` already); the zygote then
+    kills everything of the call and sends the outcome without waiting for this process to
+    finish exiting (tearing down its namespaces and memory takes milliseconds). `ready`: what a
+    spare did before it had the call."""
     fn, binder = tool
     code = EXIT_CONFINE_FAILED
     try:
-        ruleset = early[0] if early is not None else early_setup(cfg)
-        # Above the fds the memfds are moved onto (0-3), so that none of them replaces it.
-        done_fd = fcntl.fcntl(done.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
-        done.detach()  # its old number is closed with the zygote's other fds, not by the object
-        args = _confine(call, fds, scratch, cfg, (ruleset, done_fd), mounted=early is not None)
+        ready = ready or Ready(early_setup(cfg))
+        done_fd = done if isinstance(done, int) else _above(done)
+        args = _confine(call, fds, scratch, cfg, (ready, done_fd))
         code = 0
+        ruleset = ready.ruleset
         _run(fn, binder, args, call["limits"], allowed=None if ruleset is None else ruleset.allowed)
         with contextlib.suppress(OSError):  # the zygote is gone: the exit tells it anyway
             os.write(done_fd, DONE)
@@ -80,6 +80,26 @@ def run_child(
             pass
     finally:
         os._exit(code)
+
+
+@dataclass(slots=True, frozen=True)
+class Ready:
+    """How far a child got before its call: `early_setup`'s Landlock ruleset and, for a spare
+    (`ahead`), everything of the confinement that does not depend on the call: scratch mounted
+    and entered, the scratch allowed in the ruleset; for an offered spare
+    (`fds_taken`), its memfds on 1-3 and every other fd the zygote held closed as well."""
+
+    ruleset: Ruleset | None
+    ahead: bool = False
+    fds_taken: bool = False
+
+
+def _above(sock: socket.socket) -> int:
+    """The socket's fd, moved above the fds the memfds go onto (1-3) so that none replaces it;
+    its old number is closed with the zygote's other fds, not by the object."""
+    fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+    sock.detach()
+    return fd
 
 
 def spare_main(
@@ -95,13 +115,18 @@ def spare_main(
     mount of the call's scratch tmpfs and entering it (~0.25 ms). It stays root until it has
     the call (a process of a call's uid is always a call's), waits for one call, then runs it
     (it is only given a call with that scratch size, to run as that uid). `direct`: an offered
-    spare (`_offers`), which takes its call from the host instead of from the fork server."""
+    spare (`_offers`), which takes its call from the host instead of from the fork server.
+    What does not depend on the call happens here, off its path: for an offered spare, whose
+    memfds are known, the fds too."""
     try:
-        ruleset = early_setup(cfg)
         uid, scratch_mb, scratch = ahead
-        if cfg.get("own_scratch"):
-            mount_scratch(scratch, uid, scratch_mb)
-        _enter(scratch)
+        ready = _ahead(cfg, uid, scratch_mb, scratch, offered=direct is not None)
+        done: socket.socket | int = sock
+        if direct is not None:
+            done = _above(sock)
+            call_sock, memfds, tool_dirs = direct
+            direct = (socket.socket(fileno=_above(call_sock)), memfds, tool_dirs)
+            _take_fds(memfds, {done, direct[0].fileno(), _fd(ready.ruleset, done)})
         _prefault()
         if direct is not None:
             call, fds3 = _take_direct(direct, uid)
@@ -114,7 +139,25 @@ def spare_main(
         tool = tools[call["ref"]]
     except BaseException:
         os._exit(EXIT_CONFINE_FAILED)
-    run_child(call, fds3, scratch, tool, cfg, done=sock, early=(ruleset,))
+    run_child(call, fds3, scratch, tool, cfg, done=done, ready=ready)
+
+
+def _ahead(cfg: dict[str, Any], uid: int, scratch_mb: int | None, scratch: str, *, offered: bool) -> Ready:
+    """A spare's call-independent confinement: its scratch (mounted for `uid`, the uid its call
+    will run as) entered and in its Landlock ruleset, no core dumps. It stays root until its
+    call is here (`_confine`)."""
+    ruleset = early_setup(cfg)
+    if cfg.get("own_scratch"):
+        mount_scratch(scratch, uid, scratch_mb)
+    _enter(scratch)
+    if ruleset is not None:
+        ruleset.allow([scratch], ~0)  # the call's scratch: everything
+    _setlimit(resource.RLIMIT_CORE, 0)
+    return Ready(ruleset, ahead=True, fds_taken=offered)
+
+
+def _fd(ruleset: Ruleset | None, default: int) -> int:
+    return default if ruleset is None else ruleset.fd
 
 
 # An offered spare's call socket (from the host), its three memfds (the host holds the same) and
@@ -186,20 +229,21 @@ def _confine(
     fds: tuple[int, int, int],
     scratch: str,
     cfg: dict[str, Any],
-    kept: tuple[Ruleset | None, int],
-    *,
-    mounted: bool,
+    kept: tuple[Ready, int],
 ) -> Any:
-    """Everything call-dependent, in order: fds, scratch, privileges (`mounted`: a spare
-    mounted and entered the scratch already), Landlock, then the arguments and the rlimits.
-    Returns the arguments."""
-    ruleset, done_fd = kept
-    _take_fds(fds, {done_fd, ruleset.fd if ruleset is not None else done_fd})
-    if not mounted:
+    """Everything call-dependent, in order: fds, scratch, privileges (a spare did these ahead, as
+    far as `ready` says), Landlock, then the arguments and the rlimits. Returns the arguments."""
+    ready, done_fd = kept
+    ruleset = ready.ruleset
+    if not ready.fds_taken:
+        _take_fds(fds, {done_fd, _fd(ruleset, done_fd)})
+    if not ready.ahead:
         _enter(scratch)
-    confine_privileges(call, scratch, cfg, mounted=mounted)
+    # Root until the call is here: a process of a call's uid is always a call's.
+    confine_privileges(call, scratch, cfg, mounted=ready.ahead)
     if ruleset is not None:  # after the scratch mount: a Landlock domain may not mount
-        ruleset.allow([scratch], ~0)  # the call's scratch: everything
+        if not ready.ahead:
+            ruleset.allow([scratch], ~0)  # the call's scratch: everything
         ruleset.allow(call.get("tool_dirs") or (), READ)  # the tool's own package (found by the zygote)
         ruleset.restrict()
 
