@@ -8,7 +8,8 @@ call (less noisy than wall time on a busy machine): the host's, the fork server'
 children's (the children's is counted as the fork server reaps them). "thread" is the
 `anyio.to_thread.run_sync` baseline the "thread" mode builds on. "back to back": each call starts
 as soon as the previous one returns; "paced": 10 ms apart, as calls between model turns are
-(the fork server has then forked its spare children and they have confined themselves).
+(the fork server has then forked its spare children and they have confined themselves);
+"2 scratch sizes" alternates scratch_mb 64 / 128, as two tools with their own limits do.
 The machine's load is printed: on a busy machine the medians measure the scheduler.
 `--autogroup-nice` (root) puts the benchmark's scheduler autogroups (its own session's and the
 fork server's) at that nice level: the nearest a busy machine comes to a quiet one.
@@ -16,6 +17,7 @@ fork server's) at that nice level: the nearest a busy machine comes to a quiet o
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import statistics
@@ -121,6 +123,16 @@ async def main(n: int, nice: int | None) -> None:
             _autogroup_nice(server_pid(), nice)
             row(f"{mode}, back to back", await measure(n, sandbox_once, pid=server_pid))
             row(f"{mode}, paced", await measure(n, sandbox_once, pause=0.01, pid=server_pid))
+            sizes = itertools.cycle(
+                [Limits(timeout=10, memory_mb=256, cpu_s=5, scratch_mb=mb) for mb in (64, 128)]
+            )
+
+            async def mixed_once() -> object:  # two tools' limits: scratch sizes alternate
+                out = await sb.call("sandbox_tools:trivial", {}, next(sizes))  # noqa: B023 - as above
+                assert out.status == "ok", out
+                return out
+
+            row(f"{mode}, paced, 2 scratch sizes", await measure(n, mixed_once, pause=0.01, pid=server_pid))
 
     print(f"Per-call overhead, trivial tool, N={n}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n")
     load = os.getloadavg()

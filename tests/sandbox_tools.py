@@ -128,6 +128,12 @@ def list_scratch() -> list[str]:
     return sorted(os.listdir("."))
 
 
+def scratch_mb() -> int:
+    """The size of the filesystem the call's scratch dir (its cwd) is on, MB."""
+    st = os.statvfs(".")
+    return st.f_blocks * st.f_frsize >> 20
+
+
 def segfault() -> None:
     ctypes.string_at(0)
 

@@ -53,6 +53,7 @@ WARM = [
     (T + "block_forever", {}),  # times out
     (H + "forge_outcome", {}),
     (H + "other_calls", {"first_uid": 0, "count": 0}),
+    (T + "scratch_mb", {}),
 ]
 
 
@@ -130,6 +131,24 @@ async def test_a_warm_call_is_handed_to_an_offered_spare(isolated: bool) -> None
         assert out.status == "ok" and json.loads(out.content)["text"] == "hihi", out
         assert sb._server is not None and sb._server.handed == 1
         assert started == pids[:1]  # on_started once, with the spare's pid
+
+
+async def test_calls_of_mixed_scratch_sizes_are_handed_to_offers_each_with_its_own_size() -> None:
+    """Regression: an offer's tmpfs was sized for the fork server's last call, and a call of
+    another size discarded every offer and went through the fork server (a fork on its path);
+    with two tools of different sizes, every call did. The spare now resizes it for its call."""
+    async with warm(False) as sb:
+        sizes = [16, 48, 16, 48, 100, 16]
+        got = []
+        for mb in sizes:
+            await offered(sb)
+            out = await sb.call(T + "scratch_mb", {}, Limits(timeout=30, scratch_mb=mb))
+            assert out.status == "ok", out
+            got.append(int(out.content))
+        if got[0] > 1000:
+            pytest.skip("no tmpfs of the call's own here (not root with CAP_SYS_ADMIN)")
+        assert got == sizes  # each call's own size, never the previous call's
+        assert sb._server is not None and sb._server.handed == len(sizes)  # no call took the long way
 
 
 @pytest.mark.parametrize("isolated", MODES)

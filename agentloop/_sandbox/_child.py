@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from .. import _json
 from ._landlock import READ, Ruleset, denial_hint
-from ._privs import confine_privileges, early_privileges, mount_scratch
+from ._privs import confine_privileges, early_privileges, mount_scratch, remount_scratch
 from ._protocol import DONE, EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
@@ -130,6 +130,9 @@ def spare_main(
         _prefault()
         if direct is not None:
             call, fds3 = _take_direct(direct, uid)
+            size = call["limits"].get("scratch_mb")
+            if cfg.get("own_scratch") and size != scratch_mb:  # still root: resized for the call
+                remount_scratch(scratch, size)
         else:
             data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
             if not data or len(fds) != 3:

@@ -37,13 +37,15 @@ class Offer:
     pid: int
     tools: frozenset[str]
     scratch_mb: int | None
-    sized: bool  # its scratch is a tmpfs of `scratch_mb`: only a call of that size fits
+    sized: bool  # its scratch is a tmpfs of `scratch_mb` (resized by the spare for a call of another)
     call: socket.socket
     status: socket.socket
     fds: Memfds
 
-    def fits(self, ref: str, limits: Limits) -> bool:
-        return ref in self.tools and (not self.sized or self.scratch_mb == limits.scratch_mb)
+    def fits(self, ref: str) -> bool:
+        """It knows the tool. Any scratch size fits: the spare, still root when the call comes,
+        resizes its tmpfs first (cheaper than a discard and a fork on the call's path)."""
+        return ref in self.tools
 
     def fileno(self) -> tuple[int, ...]:
         return (self.call.fileno(), self.status.fileno(), self.fds.result, self.fds.stdout, self.fds.stderr)
@@ -59,15 +61,16 @@ class Offer:
 
 def take_offer(server: Server, ref: str, limits: Limits) -> Offer | None:
     """An offer that fits the call, now the host's to hand it to; None: go through the fork
-    server (no offer fits, or `max_processes` calls are in flight). Offers that do not fit are
-    discarded (an older tool set, another scratch size): the fork server offers new ones."""
+    server (no offer fits, or `max_processes` calls are in flight). Offers that do not know the
+    tool are discarded (forked before the fork server loaded it): the fork server offers new
+    ones, which know it."""
     if server.rx is None or server.inflight > server.max_processes:
         return None
     with server.lock:
         _read_offers(server)
         while server.offers:
             offer: Offer = server.offers.popleft()
-            if offer.fits(ref, limits):
+            if offer.fits(ref):
                 server.took.append(offer.sid)  # before the call is handed over: see the docstring
                 return offer
             offer.close()

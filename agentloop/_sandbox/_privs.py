@@ -291,7 +291,7 @@ def drop_root(uid: int, keep: int | None = None) -> None:
         raise OSError(errno.EPERM, "could not drop privileges")
 
 
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x20, 0x4000, 1 << 18
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
@@ -314,6 +314,17 @@ def mount_scratch(target: str, uid: int, size_mb: int | None) -> None:
     if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot mount the scratch tmpfs: {os.strerror(err)}")
+
+
+def remount_scratch(target: str, size_mb: int | None) -> None:
+    """The scratch tmpfs a spare mounted ahead, resized for its call (nothing was written to it
+    yet): an offered spare is not bound to a scratch size, so calls of mixed sizes do not
+    discard offers. No size is tmpfs's default, half of RAM, as `mount_scratch` leaves it."""
+    opts = f"size={int(size_mb)}m" if size_mb else "size=50%"
+    flags = _MS_REMOUNT | _MS_NOSUID | _MS_NODEV
+    if _libc.mount(None, target.encode(), None, flags, opts.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot resize the scratch tmpfs: {os.strerror(err)}")
 
 
 def others_can_read(paths: Sequence[str]) -> bool:
