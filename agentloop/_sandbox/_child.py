@@ -25,7 +25,14 @@ from typing import Any, NoReturn
 
 from .. import _json
 from ._landlock import READ, Ruleset, denial_hint
-from ._privs import confine_privileges, early_privileges, mount_scratch, remount_scratch
+from ._privs import (
+    confine_privileges,
+    early_privileges,
+    mount_scratch,
+    parent_pid,
+    read_proc_self,
+    remount_scratch,
+)
 from ._protocol import DONE, EXIT_CONFINE_FAILED, RESULT_FD
 
 __all__ = ["run_child", "spare_main", "prctl"]
@@ -190,13 +197,11 @@ def early_setup(cfg: dict[str, Any]) -> Ruleset | None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote, whatever happens
     zygote = cfg.get("zygote_pid")
-    if zygote:
-        # The zygote may have died before PDEATHSIG was armed. getppid() says 0 in a PID namespace
-        # of our own; /proc (the zygote's namespace) still names the real parent. (In "isolated"
-        # the zygote is PID 1 of bubblewrap's namespace: its death kills us anyway.)
-        with open("/proc/self/stat", "rb") as f:
-            if int(f.read().rsplit(b")", 1)[1].split()[1]) != zygote:
-                os._exit(EXIT_CONFINE_FAILED)
+    # The zygote may have died before PDEATHSIG was armed. getppid() says 0 in a PID namespace of
+    # our own; /proc (the zygote's namespace) still names the real parent. (In "isolated" the
+    # zygote is PID 1 of bubblewrap's namespace: its death kills us anyway.)
+    if zygote and parent_pid() != zygote:
+        os._exit(EXIT_CONFINE_FAILED)
     # Own process group, killed as a whole by the zygote. Not setsid(): with scheduler autogroups
     # a new session costs ~1 ms; the zygote already runs in a session of its own, without a tty.
     os.setpgid(0, 0)
@@ -289,8 +294,7 @@ def _set_limits(call: dict[str, Any], cfg: dict[str, Any]) -> None:
         _setlimit(resource.RLIMIT_CPU, secs)  # soft = hard: SIGKILL, also for PID 1 of a namespace
     if limits.get("memory_mb"):
         # Relative to what the forked interpreter already maps, so memory_mb is the tool's share.
-        with open("/proc/self/statm", "rb") as f:
-            mapped = int(f.read().split()[0]) * _PAGE
+        mapped = int(read_proc_self("statm").split()[0]) * _PAGE
         _setlimit(resource.RLIMIT_AS, mapped + int(limits["memory_mb"]) * _MIB)
 
 

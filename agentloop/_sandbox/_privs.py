@@ -27,12 +27,18 @@ __all__ = [
     "set_subreaper",
     "private_mounts",
     "mount_scratch",
+    "remount_scratch",
+    "parent_pid",
+    "read_proc_self",
     "has_cap",
     "CAP_SYS_ADMIN",
     "DENIED_SYSCALLS",
 ]
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Resolved here, in the fork server: a child that resolved one itself (dlsym, a new function
+# object) paid ~0.1 ms on its call's path, for the uid switch's capset.
+_capset, _unshare = _libc.capset, _libc.unshare
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -239,11 +245,31 @@ class _CapData(ctypes.Structure):
     ]
 
 
+_CapPair = _CapData * 2  # made here: a child that made the array type paid ~50 us on its call's path
+
+
+def read_proc_self(name: str) -> bytes:
+    """/proc/self/<name> (stat, statm: one short line). Plain os calls, no io objects: a spare
+    runs this ahead (`parent_pid` in `early_setup`), so its call's path finds it warm (the
+    first io.open in a fresh fork costs ~50 us of copy-on-write faults)."""
+    fd = os.open(f"/proc/self/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def parent_pid() -> int:
+    """Our parent's pid as /proc (the fork server's PID namespace) names it: getppid() says 0 in a
+    PID namespace of our own."""
+    return int(read_proc_self("stat").rsplit(b")", 1)[1].split()[1])
+
+
 def _capset_only(cap: int | None) -> None:
-    data = (_CapData * 2)()
+    data = _CapPair()
     if cap is not None:
         data[cap // 32].effective = data[cap // 32].permitted = 1 << (cap % 32)
-    if _libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
+    if _capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
 
@@ -299,7 +325,7 @@ def private_mounts() -> None:
     """A mount namespace of this child's own, private (nothing mounted here propagates back to
     the fork server's view). Call-independent, so a spare child makes it before it has a call:
     copying the mount table is most of the cost of a scratch mount."""
-    if _libc.unshare(_CLONE_NEWNS) != 0:
+    if _unshare(_CLONE_NEWNS) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
     if _libc.mount(b"none", b"/", None, _MS_PRIVATE | _MS_REC, None) != 0:
@@ -362,8 +388,6 @@ def confine_privileges(
         # server did not die in between (we would have missed its death signal).
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         zygote = cfg.get("zygote_pid")
-        if zygote:
-            with open("/proc/self/stat", "rb") as f:
-                if int(f.read().rsplit(b")", 1)[1].split()[1]) != zygote:
-                    raise OSError(errno.ESRCH, "the fork server died while the call started")
+        if zygote and parent_pid() != zygote:
+            raise OSError(errno.ESRCH, "the fork server died while the call started")
     os.chdir(scratch)  # again: a tmpfs mounted over the cwd is only seen through a fresh chdir
