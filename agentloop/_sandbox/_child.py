@@ -121,22 +121,22 @@ def spare_main(
     of its confinement and, with `ahead` = (uid, scratch_mb, scratch) from the fork server, the
     mount of the call's scratch tmpfs and entering it (~0.25 ms). It stays root until it has
     the call (a process of a call's uid is always a call's), waits for one call, then runs it
-    (it is only given a call with that scratch size, to run as that uid). `direct`: an offered
-    spare (`_offers`), which takes its call from the host instead of from the fork server.
-    What does not depend on the call happens here, off its path: for an offered spare, whose
-    memfds are known, the fds too."""
+    as that uid. `direct`: an offered spare (`_offers`), which takes its call from the host
+    instead of from the fork server (and resizes its tmpfs, still root, for a call of another
+    scratch size; the fork server gives its own spares only calls of their size). What does not
+    depend on the call happens here, off its path: for an offered spare, whose memfds are known,
+    the fds too."""
     try:
         uid, scratch_mb, scratch = ahead
         ready = _ahead(cfg, uid, scratch_mb, scratch, offered=direct is not None)
         done: socket.socket | int = sock
+        call_fd = -1
         if direct is not None:
-            done = _above(sock)
-            call_sock, memfds, tool_dirs = direct
-            direct = (socket.socket(fileno=_above(call_sock)), memfds, tool_dirs)
-            _take_fds(memfds, {done, direct[0].fileno(), _fd(ready.ruleset, done)})
+            done, call_fd = _above(sock), _above(direct[0])
+            _take_fds(direct[1], {done, call_fd, _fd(ready.ruleset, done)})
         _prefault()
         if direct is not None:
-            call, fds3 = _take_direct(direct, uid)
+            call, fds3 = _take_direct(call_fd, direct, uid)
             size = call["limits"].get("scratch_mb")
             if cfg.get("own_scratch") and size != scratch_mb:  # still root: resized for the call
                 remount_scratch(scratch, size)
@@ -175,13 +175,14 @@ def _fd(ruleset: Ruleset | None, default: int) -> int:
 Direct = tuple[socket.socket, tuple[int, int, int], dict[str, list[str]]]
 
 
-def _take_direct(direct: Direct, uid: int) -> tuple[dict[str, Any], tuple[int, int, int]]:
-    """The one call the host hands an offered spare. Plain recv: an fd sent along would be
-    dropped by the kernel, not installed here. The socket is closed at once (it carries this
-    call only), and the call's uid and readable dirs are ours, not the message's."""
-    call_sock, fds3, tool_dirs = direct
-    data = call_sock.recv(1 << 16)
-    call_sock.close()
+def _take_direct(call_fd: int, direct: Direct, uid: int) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """The one call the host hands an offered spare, on `call_fd` (its call socket). A plain
+    read (one message): an fd sent along would be dropped by the kernel, not installed here. The
+    socket is closed at once (it carries this call only), and the call's uid and readable dirs
+    are ours, not the message's. Plain os calls: warm already (see `_prefault`)."""
+    _call_sock, fds3, tool_dirs = direct
+    data = os.read(call_fd, 1 << 16)
+    os.close(call_fd)
     if not data:
         os._exit(0)  # the host discarded us (or went away)
     msg = _json.loads(data)
@@ -305,9 +306,10 @@ def _prefault() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BaseException):
             stream.flush()
-    body = _json.dumps_str({"a": [1, 2.5, "x", None, True]}).encode("utf-8", "replace")
+    body = _json.dumps_result({"a": [1, 2.5, "x", None, True]}).encode("utf-8", "replace")
     _header("ok", n=len(body), cut=False)
     inspect.isawaitable(body)
+    _json.loads(b'{"ref": "m:f", "limits": {"timeout": 1.5, "scratch_mb": null}}')  # the call's message
 
 
 def _write(data: bytes) -> None:
