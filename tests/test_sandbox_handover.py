@@ -80,9 +80,10 @@ async def offered(sb: ProcessSandbox, n: int = 1) -> list[int]:
         return await _wait_offers(server, n)
 
 
-async def _wait_offers(server: Server, n: int) -> list[int]:
+async def _wait_offers(
+    server: Server, n: int, refs: frozenset[str] = frozenset(r for r, _ in WARM)
+) -> list[int]:
     assert server.rx is not None
-    refs = {ref for ref, _ in WARM}
     while True:
         with server.lock:
             _read_offers(server)
@@ -137,11 +138,15 @@ async def test_calls_of_mixed_scratch_sizes_are_handed_to_offers_each_with_its_o
     """Regression: an offer's tmpfs was sized for the fork server's last call, and a call of
     another size discarded every offer and went through the fork server (a fork on its path);
     with two tools of different sizes, every call did. The spare now resizes it for its call."""
-    async with warm(False) as sb:
+    async with ProcessSandbox() as sb:
+        first = await sb.call(T + "scratch_mb", {}, Limits(timeout=30))  # the fork server loads it
+        assert first.status == "ok" and sb._server is not None and sb._server.rx is not None, first
+        sb._server.handed = 0
         sizes = [16, 48, 16, 48, 100, 16]
         got = []
         for mb in sizes:
-            await offered(sb)
+            with anyio.fail_after(120):  # a guard against a hang, not a timing assertion
+                await _wait_offers(sb._server, 1, frozenset({T + "scratch_mb"}))
             out = await sb.call(T + "scratch_mb", {}, Limits(timeout=30, scratch_mb=mb))
             assert out.status == "ok", out
             got.append(int(out.content))
