@@ -262,10 +262,10 @@ class _Zygote:
             return
         except OSError:
             data = b""
-        self._forget_done(call)
         if data[:1] == DONE and not call.finished:
             self._contain(call)
             self._finish(call, {"done": True})
+        self._forget_done(call)  # after the outcome: bookkeeping, off the call's path
 
     def _kill(self, call_id: int, reason: str) -> None:
         """The host's timeout or cancellation."""
