@@ -29,6 +29,12 @@ __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big
 # Past this size a line's value is decoded through a memoryview instead of being sliced out
 # first: one copy fewer of a multi-megabyte event (each costs ms of page faults, on the loop).
 _BIG_LINE = 64 * 1024
+# After the wire's last event ([DONE], message_stop) the rest of the body (a chunked body's
+# terminator, usually in the same or the next read) is read for at most this long, so the
+# connection can be pooled again; a server or proxy that holds the connection open after the end
+# costs that connection and this wait, never the answer (it used to cost the answer, after the
+# whole stream_idle_timeout). A tail that breaks the framing is still the transport's error.
+_END_GRACE = 1.0
 
 
 def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failure:
@@ -271,10 +277,14 @@ async def pump(
         try:
             return await _feed(batches, assembler, emit, idle, progress, clock)
         except StreamIdle:
-            return False
+            return _ended(assembler)  # idle, unless it was the tail's deadline after the end
     with anyio.CancelScope() as scope:  # (`_feed` sets its deadline first)
         return await _feed(batches, assembler, emit, idle, progress, _ScopeClock(scope))
-    return False
+    return _ended(assembler)  # the deadline passed: idle, unless it was the drain's after the end
+
+
+def _ended(assembler: Any) -> bool:
+    return getattr(assembler, "ended", False) is True  # (a `Wire` of the user's may not say)
 
 
 async def _feed(
@@ -296,6 +306,14 @@ async def _feed(
             raise failure
         if deltas or (assembler.chunks, assembler.complete) != seen:
             clock.idle_deadline = now() + idle
+        if _ended(assembler):
+            # The tail (a chunked body's terminator), read only so the connection can be pooled
+            # again; its deadline passing is not idleness (`pump` returns True then), and what
+            # it carries is not part of the answer
+            clock.idle_deadline = now() + min(idle, _END_GRACE)
+            async for _ in batches:
+                pass
+            return True
     return True
 
 

@@ -375,4 +375,4 @@ class AnthropicStream(StreamAssembler):
                 self.finish_reason = _FINISH.get(stop, stop)
             self.usage = self._checked(obj.get("usage"), self.usage)
         elif kind == "message_stop":
-            self.complete = True
+            self.complete = self.ended = True

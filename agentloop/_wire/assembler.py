@@ -62,6 +62,7 @@ class StreamAssembler:
     __slots__ = (
         "chunks",
         "complete",
+        "ended",
         "finish_reason",
         "model",
         "refusal",
@@ -87,6 +88,10 @@ class StreamAssembler:
         self.response_id: str | None = None
         self.chunks = 0  # data events understood
         self.complete = False  # the wire's end marker (finish reason, [DONE], message_stop) was seen
+        # The wire's LAST event ([DONE], message_stop) was seen: the answer is whole, nothing after
+        # it is part of it, and the body is not read further (a server or proxy that then keeps
+        # the connection open cost the whole answer to the idle timeout)
+        self.ended = False
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -100,6 +105,8 @@ class StreamAssembler:
                 got = self.feed(event, data)
                 if got:
                     out += got
+                if self.ended:
+                    break  # events after the last one are not part of the answer
         except Failure as failure:
             return out, failure
         return out, None

@@ -193,6 +193,8 @@ class OpenAIStream(StreamAssembler):
                     got = self.chunk(obj)
                 else:
                     got = self.feed(event, data)
+                    if self.ended:
+                        break  # [DONE]: what follows it is not part of the answer
                 if got:
                     out += got
         except Failure as failure:
@@ -208,7 +210,7 @@ class OpenAIStream(StreamAssembler):
         if not data:
             return NO_EVENTS
         if data == "[DONE]":
-            self.complete = True
+            self.complete = self.ended = True
             return NO_EVENTS
         return self.chunk(self.parse(data))
 

@@ -1,0 +1,102 @@
+"""Round 4 of the outside-in attack: hostile servers, tools, journals and callers, through the public API.
+
+Each test is the exact repro of a hole this round found (the docstring says what it did before)
+or a README claim no other test tried to break. Raw servers are the byte-exact ones of
+test_http_lean_hostile; nothing leaves the loopback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from test_http_lean_hostile import RawServer, ask, client, read_request
+
+from agentloop import InputBudget
+from agentloop.testing import FakeFluxRouter, text
+
+pytestmark = pytest.mark.anyio
+
+TRANSPORTS = ["lean", "httpcore"]
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+OPENAI_STREAM = (
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"o"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":"k"},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+ANTHROPIC_STREAM = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","usage":{"input_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+STREAMS = {"openai": OPENAI_STREAM, "anthropic": ANTHROPIC_STREAM}
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def then_hold_open(raw: bytes) -> Any:
+    """A script: answer with `raw`, then keep the connection open and silent (a stuck proxy)."""
+
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        await read_request(stream)
+        await stream.send(raw)
+        await anyio.sleep_forever()
+
+    return script
+
+
+def wire_client(url: str, wire: str, **kw: Any) -> Any:
+    return client(url, wire=wire, **kw)
+
+
+# --- a whole stream, then a connection held open ------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("framing", ["until-close", "chunked-unterminated"])
+async def test_a_whole_stream_then_a_connection_held_open_is_still_the_answer(
+    transport: str, wire: str, framing: str
+) -> None:
+    """Before: the server sent the whole answer, its last event ([DONE] / message_stop) included,
+    then kept the connection open: the client went on reading until stream_idle_timeout (300 s
+    by default) and then raised APITimeoutError: the complete answer was lost, and not retried
+    (deltas had reached the caller). Now the answer ends at the wire's last event."""
+    body = STREAMS[wire]
+    raw = SSE_HEAD + body if framing == "until-close" else CHUNKED_HEAD + b"%x\r\n%b\r\n" % (len(body), body)
+    budget = InputBudget(stream_idle_timeout=0.2)  # the old failure, fast; the drain takes at most this
+    async with RawServer(then_hold_open(raw)) as server:
+        async with wire_client(server.url, wire, transport=transport, input_budget=budget) as c:
+            turn = await ask(c, stream=True)
+    assert turn.message["content"] == "ok"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_events_after_done_are_not_part_of_the_answer(transport: str) -> None:
+    """Before: content sent after `data: [DONE]` was appended to the answer ('okEVIL')."""
+    late = b'data: {"choices":[{"index":0,"delta":{"content":"EVIL"}}]}\n\ndata: [DONE]\n\n'
+    raw = SSE_HEAD + OPENAI_STREAM + late
+
+    async def script(index: int, stream: anyio.abc.SocketStream) -> None:
+        await read_request(stream)
+        await stream.send(raw)
+
+    async with RawServer(script) as server, client(server.url, transport=transport) as c:
+        turn = await ask(c, stream=True)
+    assert turn.message["content"] == "ok"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_streamed_answers_still_reuse_their_connection(transport: str, wire: str) -> None:
+    """The answer ends at the wire's last event, but the body's tail (the chunked terminator) is
+    still read, so a well-behaved router's connection goes back to the pool."""
+    async with FakeFluxRouter([text("hello") for _ in range(4)]) as router:
+        url = router.base_url if wire == "openai" else router.anthropic_url
+        async with client(url, transport=transport) as c:
+            for _ in range(4):
+                assert (await ask(c, stream=True)).message["content"] == "hello"
+    assert {r.connection for r in router.requests} == {1}
