@@ -83,18 +83,27 @@ def _check_seconds(name: str, value: object) -> None:
         raise ConfigurationError(f"RetryPolicy.{name} must be a finite number >= 0, got {value!r}")
 
 
+def _number(text: str) -> float:
+    """A header's number, ASCII only: Python's `float` also reads other scripts' digits
+    (Arabic-Indic '10' is 10.0) and `1_0`, so a header httpx decoded as UTF-8 waited where the lean
+    transport's (Latin-1) did not."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            return float(ms) / 1000
+            return _number(ms) / 1000
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        return _number(value)
     except ValueError:
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:

@@ -12,9 +12,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from helpers import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_http_lean_hostile import RawServer, ask, client, read_request
 
-from agentloop import InputBudget
+from agentloop import InputBudget, RetryPolicy
 from agentloop.testing import FakeFluxRouter, text
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +103,24 @@ async def test_streamed_answers_still_reuse_their_connection(transport: str, wir
             for _ in range(4):
                 assert (await ask(c, stream=True)).message["content"] == "hello"
     assert {r.connection for r in router.requests} == {1}
+
+
+# --- Retry-After in another script's digits -------------------------------------------------------
+
+NON_ASCII_DIGITS = st.characters(categories=["Nd"]).filter(lambda c: not c.isascii())
+
+
+@settings(max_examples=examples(50))
+@given(
+    digits=st.text(NON_ASCII_DIGITS, min_size=1, max_size=3),
+    header=st.sampled_from(["retry-after", "retry-after-ms"]),
+)
+def test_a_retry_after_in_non_ascii_digits_is_not_a_wait(digits: str, header: str) -> None:
+    """Before: Python's float() reads other scripts' digits (Arabic-Indic '10' is 10.0), so a
+    Retry-After the httpx transports decoded as UTF-8 made the client wait up to max_retry_after
+    where the lean transport (Latin-1) did not: a server picked the wait with digits RFC 9110
+    does not allow. Now only ASCII numbers are read."""
+    policy = RetryPolicy(jitter=0)
+    assert policy.delay(0, {header: digits}) == policy.delay(0, {})
+    assert policy.delay(0, {"retry-after": "1_0"}) == policy.delay(0, {})
+    assert policy.delay(0, {"retry-after": "10"}) == 10.0  # an ASCII one still counts
