@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         else:
             return _resume(args, journal, out, err)
     except JournalError as e:
-        print(f"agentloop runs: {e}", file=err)
+        print(f"agentloop runs: {safe_text(str(e))}", file=err)
         return 1
     except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as e:
         # Valid JSON of the wrong shape (a message that is a number, steps that are text): the
@@ -132,10 +132,10 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
         if isinstance(e, JournalError):
             raise e from None
         if isinstance(e, RunLimitExceeded):
-            print(f"agentloop runs: {e}", file=err)
+            print(f"agentloop runs: {safe_text(str(e))}", file=err)
             return 3
         if isinstance(e, AgentloopError):
-            print(f"agentloop runs: {type(e).__name__}: {e}", file=err)
+            print(f"agentloop runs: {type(e).__name__}: {safe_text(str(e))}", file=err)
             return 2
         raise
     if result.output:

@@ -89,10 +89,11 @@ def _run_command(argv: list[str]) -> int:
             sys.stderr.close()
             return 0
         if isinstance(e, RunLimitExceeded):
-            print(f"agentloop: {e}", file=sys.stderr)
+            print(f"agentloop: {safe_text(str(e))}", file=sys.stderr)
             return 3
         if isinstance(e, AgentloopError):
-            print(f"agentloop: {type(e).__name__}: {e}", file=sys.stderr)
+            # a router's error text is in the message: escaped like the model's (no ESC sequences)
+            print(f"agentloop: {type(e).__name__}: {safe_text(str(e))}", file=sys.stderr)
             return 2
         raise
     return status

@@ -124,3 +124,28 @@ def test_a_retry_after_in_non_ascii_digits_is_not_a_wait(digits: str, header: st
     assert policy.delay(0, {header: digits}) == policy.delay(0, {})
     assert policy.delay(0, {"retry-after": "1_0"}) == policy.delay(0, {})
     assert policy.delay(0, {"retry-after": "10"}) == 10.0  # an ASCII one still counts
+
+
+# --- a router's error text on the terminal ---------------------------------------------------------
+
+HOSTILE_ERROR = "\x1b]0;pwned\x07\x1b[2Jcleared \x9b31m"  # retitle, clear the screen, a C1 CSI
+
+
+def test_a_routers_error_text_reaches_the_terminal_escaped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: "Text from the model or the journal is printed with its control characters
+    escaped". Before: `agentloop run` printed a router's error message (a 400's JSON
+    `error.message`) raw on stderr: the router retitled the user's terminal and cleared it."""
+    from agentloop.cli import main
+    from agentloop.testing import error
+
+    monkeypatch.setenv("FLUX_API_KEY", "sk-round4-terminal-key")
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        router = portal.call(FakeFluxRouter, [error(400, HOSTILE_ERROR)])
+        with portal.wrap_async_context_manager(router):
+            assert main(["run", "--base-url", router.base_url, "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "BadRequestError" in err and "cleared" in err
+    assert not any(c in err for c in "\x1b\x07\x9b")
+    assert "\\x1b]0;pwned\\x07" in err  # shown, escaped
