@@ -149,7 +149,10 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
 
 
 def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    except (OverflowError, OSError):  # a tampered time (1e18: OSError, which ended in a traceback)
+        return f"{t!r:.40} (not a time)"
 
 
 def _list_line(info: RunInfo) -> str:

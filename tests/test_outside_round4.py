@@ -149,3 +149,96 @@ def test_a_routers_error_text_reaches_the_terminal_escaped(
     assert "BadRequestError" in err and "cleared" in err
     assert not any(c in err for c in "\x1b\x07\x9b")
     assert "\\x1b]0;pwned\\x07" in err  # shown, escaped
+
+
+# --- tampered journals -----------------------------------------------------------------------------
+
+
+def _shout(s: str) -> str:
+    return s.upper()
+
+
+async def _journaled_run(path: str) -> None:
+    from agentloop import Agent, SQLiteJournal
+    from agentloop.testing import ScriptedModel
+
+    journal = SQLiteJournal(path)
+    try:
+        await Agent(client=ScriptedModel([text("done")]), journal=journal).run("q", run_id="r1")
+    finally:
+        journal.close()
+
+
+def _tamper(path: str, *sql: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        for statement in sql:
+            db.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("pid", "expires_at"),
+    [(1, "'never'"), (9223372036854775807, "1"), (0, "1"), (-1, "1"), (1, "x'00ff'")],
+    ids=["expiry-text", "pid-past-the-kernel", "pid-0", "pid-minus-1", "expiry-blob"],
+)
+async def test_a_tampered_lease_row_is_journal_corruption_not_a_raw_error(
+    tmp_path: Any, pid: int, expires_at: str
+) -> None:
+    """Before: resuming a run whose lease row had an expiry in text raised a raw TypeError ('>'
+    not supported between str and float), a pid past C's range a raw OverflowError out of
+    os.kill, and pid 0 / -1 (`kill(0, 0)` is this process group) held the run locked forever."""
+    import socket
+
+    from agentloop import Agent, JournalCorruptError, SQLiteJournal
+    from agentloop.testing import ScriptedModel
+
+    path = str(tmp_path / "runs.db")
+    await _journaled_run(path)
+    _tamper(
+        path,
+        f"INSERT INTO agentloop_leases VALUES ('r1', 't', '{socket.gethostname()}', {pid}, {expires_at})",
+    )
+    journal = SQLiteJournal(path)
+    try:
+        with pytest.raises(JournalCorruptError, match="damaged run lease"):
+            await Agent(client=ScriptedModel([text("again")]), journal=journal).resume("r1")
+    finally:
+        journal.close()
+
+
+async def test_run_times_no_clock_can_show_are_still_shown(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a run row with created_at=1e18 made `agentloop runs list` end in a raw OSError
+    traceback (localtime: value too large) and the inspector's pages escape as a bare 500
+    (1e308: OverflowError, which its damaged-data handler did not catch)."""
+    pytest.importorskip("starlette")
+    import httpx
+
+    from agentloop.cli import main
+    from agentloop.ui import create_app
+
+    path = str(tmp_path / "runs.db")
+    await _journaled_run(path)
+    for when in ("1e18", "1e308", "-1e308"):
+        _tamper(path, f"UPDATE agentloop_runs SET created_at={when}, updated_at={when}")
+        _tamper(path, f"UPDATE agentloop_entries SET at={when}")
+        assert main(["runs", "list", "--journal", path]) == 0
+        assert "r1" in capsys.readouterr().out
+        transport = httpx.ASGITransport(app=create_app(path))  # raises what the app does not handle
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            for url in ("/", "/runs/r1"):
+                assert (await web.get(url)).status_code == 200
+
+
+def test_a_deadline_no_clock_can_show_still_ends_the_run_as_a_time_limit() -> None:
+    """Before: RunLimits(deadline=-1e18) (a finite Unix time, accepted) ended the run in a raw
+    OSError from writing the TimeLimitExceeded message, the partial result lost with it."""
+    from agentloop import Agent, RunLimits, TimeLimitExceeded
+    from agentloop.testing import ScriptedModel
+
+    agent = Agent(client=ScriptedModel([text("never")]), limits=RunLimits(deadline=-1e18))
+    with pytest.raises(TimeLimitExceeded, match="Unix time") as info:
+        agent.run_sync("hi")
+    assert info.value.result.messages[0]["content"] == "hi"

@@ -25,9 +25,9 @@ import socket
 from typing import Any
 
 from .._budget import is_number
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, JournalCorruptError
 
-__all__ = ["Holder", "me", "parse", "alive_here", "checked_ttl"]
+__all__ = ["Holder", "me", "parse", "alive_here", "checked_ttl", "check_row"]
 
 
 def checked_ttl(ttl: Any) -> float:
@@ -87,6 +87,20 @@ def me() -> Holder:
     pid = os.getpid()
     stat = _stat(pid)
     return Holder(socket.gethostname(), _machine(), pid, stat[1] if stat else "")
+
+
+def check_row(path: str, column: Any, pid: Any, expires_at: Any) -> None:
+    """A lease row read from the file, checked for the types and ranges agentloop writes. A
+    tampered row (an expiry in text, a pid of 0 or -1, which `kill(pid, 0)` takes for a process
+    group and finds alive, a pid past the kernel's range) is `JournalCorruptError`, never a raw
+    TypeError / OverflowError out of the checks below (it used to be, out of `resume`)."""
+    if isinstance(column, str) and type(pid) is int and 0 < pid < 2**31 and is_number(expires_at):
+        return
+    raise JournalCorruptError(
+        f"journal {path} has a damaged run lease (host {column!r:.80}, pid {pid!r:.40}, "
+        f"expires_at {expires_at!r:.40}); restore the file from a backup, or delete that row of "
+        "agentloop_leases if no process is running the run"
+    )
 
 
 def parse(column: str, pid: int) -> Holder:

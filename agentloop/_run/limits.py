@@ -92,7 +92,11 @@ class RunLimits:
         if self.timeout is not None:
             parts.append(f"timeout={self.timeout:g} s")
         if self.deadline is not None:
-            parts.append(f"deadline={time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.deadline))}")
+            try:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.deadline))
+            except (OverflowError, OSError):  # a Unix time the C library cannot show (-1e18)
+                when = f"{self.deadline:g} (Unix time)"  # it raised out of the run in its place
+            parts.append(f"deadline={when}")
         return " / ".join(parts)
 
     # --- the checks: each returns the LimitHit to raise, or None --------------------------------

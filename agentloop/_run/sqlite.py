@@ -109,6 +109,7 @@ class SQLiteJournal(Journal):
     def _holder_alive(self, token: str, column: str, pid: int, expires_at: float) -> bool:
         if token in self._tokens.values():
             return True
+        _lease.check_row(self.path, column, pid, expires_at)
         here = _lease.alive_here(_lease.parse(column, pid))
         return expires_at > time.time() if here is None else here
 
@@ -280,6 +281,7 @@ class SQLiteJournal(Journal):
         return JournaledRun(RunInfo(*row[:6]), header, entries)
 
     def _alive(self, host: str, pid: int, expires_at: float) -> bool:
+        _lease.check_row(self.path, host, pid, expires_at)
         here = _lease.alive_here(_lease.parse(host, pid))  # see lease.py: boot id + pid + start time
         return expires_at > time.time() if here is None else here
 

@@ -78,7 +78,12 @@ def _env() -> jinja2.Environment:
 def _when(t: float | None) -> str:
     import time
 
-    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    if t is None:
+        return ""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    except (TypeError, ValueError, OverflowError, OSError):  # a tampered time (1e308, 'noon')
+        return f"{t!r:.40} (not a time)"
 
 
 def _ms(seconds: float | None) -> str:

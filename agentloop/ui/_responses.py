@@ -104,7 +104,7 @@ def journal_error(env: jinja2.Environment) -> Callable[[Request, Exception], Any
     return handler
 
 
-SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError)
+SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, OverflowError)  # as `agentloop runs`
 
 
 def damaged(env: jinja2.Environment) -> Callable[[Request, Exception], Any]:
