@@ -26,6 +26,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
+from . import _json
 from ._exceptions import ConfigurationError
 from ._types import Usage
 
@@ -94,6 +95,8 @@ async def resolve_instructions(instructions: Any, ctx: RunContext[Any]) -> str |
             f"the instructions function {getattr(instructions, '__name__', instructions)!r} returned "
             f"{type(text).__name__}; it must return a str (or None for no instructions)"
         )
+    if text and (problem := _json.not_unicode("the instructions function's text", text)):
+        raise ConfigurationError(problem)
     return text or None
 
 
@@ -103,6 +106,10 @@ def check_instructions(instructions: Any, where: str) -> None:
             f"{where}: instructions must be a str or a (sync or async) function of the RunContext "
             f"returning a str, got {instructions!r}"
         )
+    if isinstance(instructions, str) and (
+        problem := _json.not_unicode(f"{where}: instructions", instructions)
+    ):
+        raise ConfigurationError(problem)
 
 
 def check_no_running_loop() -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "jsonable",
     "plain",
     "dumps_result",
+    "not_unicode",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -268,3 +269,20 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
         return jsonable(value.value)
     return str(value)
+
+
+def not_unicode(what: str, text: str) -> str | None:
+    """Why `text` cannot be sent, if it holds a lone surrogate (as `surrogateescape` decoding makes
+    of undecodable bytes): UTF-8, so a request body or a journal row, cannot carry one, and the
+    codec's raw TypeError came out of the first request (or UnicodeEncodeError out of the journal,
+    which left its transaction open for the next run). None when it is valid Unicode."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (
+            f"{what} is not valid Unicode: a lone surrogate ({text[e.start]!r}) at index {e.start}, which "
+            "cannot be sent; decode such text with errors='replace' rather than 'surrogateescape'"
+        )
+    return None

@@ -242,3 +242,70 @@ def test_a_deadline_no_clock_can_show_still_ends_the_run_as_a_time_limit() -> No
     with pytest.raises(TimeLimitExceeded, match="Unix time") as info:
         agent.run_sync("hi")
     assert info.value.result.messages[0]["content"] == "hi"
+
+
+# --- text that is not Unicode, from the caller -------------------------------------------------------
+
+LONE = "caf\udce9"  # what b"caf\xe9".decode("utf-8", "surrogateescape") gives
+
+
+@pytest.mark.parametrize(
+    "where", ["prompt", "run_id", "model", "run-model", "instructions", "run-instructions"]
+)
+async def test_caller_text_with_a_lone_surrogate_is_refused_up_front(where: str) -> None:
+    """Before: a prompt, model or instructions holding a lone surrogate (surrogateescape-decoded
+    input) raised the JSON codec's raw TypeError out of the first request; a run_id raised a raw
+    UnicodeEncodeError out of the journal. Now a typed error names the field and the index."""
+    from agentloop import Agent, ConfigurationError, ConversationError, FluxClient, SQLiteJournal
+
+    async with FakeFluxRouter([text("never")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="sk-round4-surrogates") as c:
+            journal = SQLiteJournal(":memory:")
+            kwargs: dict[str, Any] = {}
+            agent_kwargs: dict[str, Any] = {}
+            prompt = "hi"
+            if where == "prompt":
+                prompt = LONE
+            elif where == "run_id":
+                kwargs["run_id"] = LONE
+            elif where.startswith("run-"):
+                kwargs[where[4:]] = LONE
+            elif where == "instructions-function":
+                agent_kwargs["instructions"] = lambda ctx: LONE
+            else:
+                agent_kwargs[where] = LONE
+            expected = ConversationError if where == "prompt" else ConfigurationError
+            with pytest.raises(expected, match="lone surrogate"):
+                agent = Agent(client=c, journal=journal, **agent_kwargs)
+                await agent.run(prompt, **kwargs)
+            with pytest.raises(ConfigurationError, match="lone surrogate"):
+                await Agent(client=c, journal=journal).resume(LONE)
+            journal.close()
+    assert router.requests == []
+
+
+async def test_a_refused_run_leaves_no_journal_transaction_open_for_the_next(tmp_path: Any) -> None:
+    """Before: a run refused inside the journal's transaction (RunLockedError: a live lease row
+    for its run_id) left that transaction open, so the NEXT run on the same journal failed with
+    JournalCorruptError 'damaged or not an agentloop journal: cannot start a transaction within a
+    transaction'. One caller's refused run broke another's."""
+    import os
+    import socket
+
+    from agentloop import Agent, RunLockedError, SQLiteJournal
+    from agentloop.testing import ScriptedModel
+
+    path = str(tmp_path / "runs.db")
+    await _journaled_run(path)
+    _tamper(
+        path,
+        f"INSERT INTO agentloop_leases VALUES ('taken', 't', '{socket.gethostname()}', {os.getpid()}, 1)",
+    )
+    journal = SQLiteJournal(path)
+    try:
+        with pytest.raises(RunLockedError):
+            await Agent(client=ScriptedModel([text("no")]), journal=journal).run("q", run_id="taken")
+        result = await Agent(client=ScriptedModel([text("yes")]), journal=journal).run("q", run_id="next")
+    finally:
+        journal.close()
+    assert result.output == "yes"

@@ -26,6 +26,7 @@ from .._exceptions import (
     ConversationError,
 )
 from .._ids import new_run_id
+from .._json import not_unicode
 from .._model import Emit, Model
 from .._tools.dispatch import ErrorFormatter
 from .._tools.registry import ToolRegistry
@@ -330,11 +331,15 @@ class Agent(Generic[DepsT, OutputT]):
     ) -> Run:
         if run_id is not None and (not isinstance(run_id, str) or not run_id):  # "" once meant "a new id"
             raise ConfigurationError(f"run_id must be a non-empty str (or None for a new id), got {run_id!r}")
+        if run_id is not None and (problem := not_unicode("run_id", run_id)):
+            raise ConfigurationError(problem)
         conversation = check_conversation(messages) if messages is not None else []
         check_answered(conversation)
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise ConversationError(f"prompt must be a str, got {type(prompt).__name__}")
+            if problem := not_unicode("prompt", prompt):
+                raise ConversationError(problem)
             conversation.append({"role": "user", "content": prompt})
         if not conversation:
             raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
@@ -355,14 +360,16 @@ class Agent(Generic[DepsT, OutputT]):
     def _configure(
         self, run: Run, deps: Any, model: str | None, model_settings: Mapping[str, Any] | None
     ) -> None:
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
+        if model is not None:
+            check_model_name(model)  # the same rules as at construction
         if model_settings is not None:  # per run, the same rules as at construction
             model_settings = check_model_settings(model_settings)
         settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings
         run.configure(deps, model or self.model, settings)
 
     async def _restore(self, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None) -> Run:
+        if isinstance(source, str) and (problem := not_unicode("run_id", source)):
+            raise ConfigurationError(problem)
         return await restore(self.journal, source, approvals, partial(restore_nested_usage, self))
 
     def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> Coroutine[Any, Any, RunResult[Any]]:

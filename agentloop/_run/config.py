@@ -172,6 +172,8 @@ T = TypeVar("T")
 def check_model_name(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
+    if problem := _json.not_unicode("model", model):
+        raise ConfigurationError(problem)
     return model
 
 

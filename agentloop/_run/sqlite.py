@@ -87,6 +87,9 @@ class SQLiteJournal(Journal):
                         f"journal {self.path} was opened read-only; it cannot be written: {e}"
                     ) from None
                 raise typed_error(self.path, e) from None
+            except BaseException:  # e.g. RunLockedError, a lease row found damaged: nothing stays open
+                rollback(conn)  # (an open transaction failed the next run's BEGIN as "damaged")
+                raise
             finally:
                 if self.read_only:  # see _open_read_only
                     conn.close()
@@ -107,11 +110,7 @@ class SQLiteJournal(Journal):
     # --- leases -------------------------------------------------------------------------------
 
     def _holder_alive(self, token: str, column: str, pid: int, expires_at: float) -> bool:
-        if token in self._tokens.values():
-            return True
-        _lease.check_row(self.path, column, pid, expires_at)
-        here = _lease.alive_here(_lease.parse(column, pid))
-        return expires_at > time.time() if here is None else here
+        return token in self._tokens.values() or self._alive(column, pid, expires_at)
 
     def _take_lease(self, conn: sqlite3.Connection, run_id: str) -> str:
         row = conn.execute(
