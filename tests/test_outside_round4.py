@@ -7,6 +7,9 @@ test_http_lean_hostile; nothing leaves the loopback.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from typing import Any
 
 import anyio
@@ -309,3 +312,61 @@ async def test_a_refused_run_leaves_no_journal_transaction_open_for_the_next(tmp
     finally:
         journal.close()
     assert result.output == "yes"
+
+
+# --- hostile tools in the sandboxes (these held: kept so they keep holding) ----------------------------
+
+SANDBOX_MODES = [
+    "process",
+    pytest.param("isolated", marks=pytest.mark.skipif(shutil.which("bwrap") is None, reason="no bwrap here")),
+]
+EXPECTED = {  # tool → (status, a piece of the model's text)
+    "raise_bad_str": ("raised", "BadStr"),
+    "raise_huge_str": ("raised", "HugeStr"),
+    "raise_system_exit": ("raised", "SystemExit: 3"),
+    "raise_keyboard_interrupt": ("raised", "KeyboardInterrupt"),  # the child's, not the user's Ctrl-C
+    "exit_now": ("crashed", "without a result"),
+    "close_all_fds": ("crashed", "without a result"),
+    "block_sigterm_and_sleep": ("timeout", "timed out"),
+    "bad_repr_result": ("invalid_result", "cannot be encoded"),
+    "recursive_result": ("invalid_result", "cannot be encoded"),
+    "deep_result": ("invalid_result", "cannot be encoded"),
+    "huge_result": ("output_limit", "yyyy"),
+    "kill_parent_group": ("raised", "ProcessLookupError"),
+    "non_utf8_result": ("ok", '"//4AIHJhdyBieXRlcw=="'),  # bytes: base64
+    "surrogate_result": ("ok", "half ? a pair"),
+}
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    out = set()
+    for pid in os.listdir("/proc"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if pid.isdigit() and int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == me:
+                out.add(int(pid))
+    return out
+
+
+@pytest.mark.parametrize("mode", SANDBOX_MODES)
+async def test_hostile_tools_end_typed_and_leave_no_process(mode: str) -> None:
+    """Exceptions whose str raises or is 4 MB, SystemExit / KeyboardInterrupt / os._exit in the
+    child, a tool that closes every fd, blocks SIGTERM and sleeps, returns a recursive, 100,000-deep,
+    unprintable, 664 MB or non-UTF-8 value, or kills its parent's group: each call ends in its own
+    typed outcome, the next call works, and no process of ours is left (zombies included)."""
+    import hostile_tools4 as h4
+
+    from agentloop import Limits, ToolRegistry, run_tool_call
+
+    before = _children()
+    async with ToolRegistry(sandbox=mode, limits=Limits(timeout=30)) as tools:
+        for name in EXPECTED:
+            limits = {
+                "block_sigterm_and_sleep": Limits(timeout=0.5),
+                "huge_result": Limits(output_bytes=65536),
+            }.get(name)
+            tools.register(getattr(h4, name), limits=limits)
+        for name, (status, piece) in EXPECTED.items():
+            record = await run_tool_call(tools, name, {})
+            assert (record.status, piece in record.content) == (status, True), (name, record.content[:300])
+    assert _children() <= before
