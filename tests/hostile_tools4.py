@@ -97,3 +97,8 @@ def block_sigterm_and_sleep() -> str:
 def kill_parent_group() -> str:
     os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
     return "group killed?"
+
+
+def echo_raise(text: str) -> None:
+    """Raises with what the model sent (a tool's error message often quotes its input)."""
+    raise ValueError(f"no such city: {text}")

@@ -370,3 +370,38 @@ async def test_hostile_tools_end_typed_and_leave_no_process(mode: str) -> None:
             record = await run_tool_call(tools, name, {})
             assert (record.status, piece in record.content) == (status, True), (name, record.content[:300])
     assert _children() <= before
+
+
+def test_verbose_log_lines_escape_what_the_model_sent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Held (kept so it keeps holding): with `agentloop -v run`, a tool that raises quoting the
+    model's argument logs "tool raised" with its traceback; the model's ESC sequences in it must
+    not reach the terminal raw (structlog's console renderer quotes a str value with spaces
+    through repr; one without spaces it prints as it is, so no such value may carry model text)."""
+    import structlog
+
+    from agentloop.cli import main
+    from agentloop.testing import call, tool_calls
+
+    monkeypatch.setenv("FLUX_API_KEY", "sk-round4-terminal-key")
+    script = [tool_calls(call("echo_raise", {"text": HOSTILE_ERROR})), text("done")]
+    try:
+        with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+            router = portal.call(FakeFluxRouter, script)
+            with portal.wrap_async_context_manager(router):
+                argv = [
+                    "-v",
+                    "run",
+                    "--base-url",
+                    router.base_url,
+                    "--tool",
+                    "hostile_tools4:echo_raise",
+                    "hi",
+                ]
+                assert main(argv) == 0
+    finally:
+        structlog.reset_defaults()  # main(-v) configured structlog for this process
+    captured = capsys.readouterr()
+    assert "tool raised" in captured.err and "no such city" in captured.err
+    assert not any(c in captured.out + captured.err for c in "\x1b\x07\x9b")
