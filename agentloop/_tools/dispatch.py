@@ -14,16 +14,14 @@ import contextvars
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from contextlib import suppress
 from typing import Any
 
 import anyio
 
-from .. import _json
 from .._budget import InputBudget
 from .._context import RunContext
-from .._events import ToolCallFinished, ToolCallStarted, run_logger, warning_logger
-from .._exceptions import ConfigurationError, SandboxedToolError
+from .._events import ToolCallFinished, ToolCallStarted, warning_logger
+from .._exceptions import SandboxedToolError
 from .._model import Emit
 from .._seams import ToolOutcome
 from .._types import OutcomeStatus, ToolCallRecord, sendable
@@ -32,7 +30,7 @@ from .executors import call_executor, run_in_process, tool_failure
 from .registry import ToolRegistry
 from .tool import OUT_OF_PROCESS, Tool
 
-__all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter", "run_tool_call"]
+__all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter"]
 
 ErrorFormatter = Callable[[str, BaseException], str]
 """`(tool_name, exception) -> str`: the text the model reads when a tool raises (`Agent(format_tool_error=...)`)."""
@@ -322,43 +320,3 @@ def _go_on(
                 waits_on = ctx.run(coro.send, sent)
             except StopIteration:
                 return
-
-
-async def run_tool_call(
-    tools: ToolRegistry,
-    name: str,
-    arguments: str | dict[str, Any] | None,
-    *,
-    run_id: str = "",
-    step: int = 0,
-    call_id: str = "call",
-    format_tool_error: ErrorFormatter | None = None,
-    deps: Any = None,
-) -> ToolCallRecord:
-    """Run one tool call outside an `Agent` run, exactly as a run would (the Temporal worker's seam).
-
-    `arguments` as the model sent them (a JSON string) or already parsed. Every outcome is in the
-    returned record (`status`, `content`, `error`, `traceback`); only cancellation propagates.
-    Failures are logged as in a run, bound to `run_id`. A tool that takes a `RunContext` gets
-    `deps`, `run_id`, `step`, `call_id` and its name in it.
-    """
-    if not isinstance(name, str) or not isinstance(call_id, str):  # a call's record needs both as text
-        raise ConfigurationError(
-            "run_tool_call needs the tool's name and the call id as str, got "
-            f"name: {type(name).__name__}, call_id: {type(call_id).__name__}"
-        )
-    dispatcher = Dispatcher(
-        tools,
-        run_id=run_id,
-        emit=None,
-        log=run_logger(run_id=run_id),
-        max_concurrent=None,
-        format_error=format_tool_error or default_error_formatter,
-        context=lambda r: RunContext(deps, run_id, "", r.step, tool_call_id=r.id, tool_name=r.name),
-    )
-    raw: Any = arguments if arguments is not None else ""
-    if not isinstance(raw, str):  # the record keeps the text a model would have sent
-        with suppress(TypeError, ValueError):  # not JSON at all: the call ends as invalid_arguments
-            raw = _json.dumps_str(raw)
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
-    return (await dispatcher.run([call], step))[0]
