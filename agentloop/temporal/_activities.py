@@ -175,13 +175,16 @@ class AgentActivities:
         if message.get("tool_calls"):
             repair_tool_call_ids(conversation, message["tool_calls"])  # here, not in the workflow: random
         store.put(digest, message)
-        return {
+        out: dict[str, Any] = {
             "message": message,
             "usage": turn.usage.to_data(),
             "finish_reason": turn.finish_reason,
             "model": turn.model,
             "request_id": turn.request_id,
         }
+        if turn.usage_problems:  # the workflow decides (refused under a token budget): it knows the budget
+            out["usage_problems"] = list(turn.usage_problems)
+        return out
 
     def _conversation(self, data: dict[str, Any]) -> tuple[str, list[Any]]:
         """The conversation an activity's input names: a stored prefix (by digest) and the delta."""

@@ -1,4 +1,7 @@
-"""On Temporal, a tool (or a worker function) that quotes the model's API key never hands it on.
+"""What the worker decides for the workflow: the API key never leaves it; usage reports it cannot
+count are decided by the workflow, which knows the budget.
+
+On Temporal, a tool (or a worker function) that quotes the model's API key never hands it on.
 
 In-process the loop cuts the client's credentials out of every tool outcome. On Temporal the
 outcome is an activity's result: it goes into the workflow's history, the model's next request
@@ -20,7 +23,7 @@ pytest.importorskip("temporalio", reason="temporalio is not installed: pip insta
 
 from temporalio.testing import WorkflowEnvironment
 
-from agentloop import Agent, FluxClient, History, RunContext, ToolRegistry
+from agentloop import Agent, APIResponseError, FluxClient, History, RunContext, RunLimits, ToolRegistry
 from agentloop.temporal import TemporalRunError, create_worker, start_run
 from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
@@ -108,3 +111,14 @@ async def test_a_worker_function_quoting_the_key_fails_the_run_without_it(
     assert isinstance(error, TemporalRunError) and "history store refused key [redacted]" in str(error)
     assert KEY not in str(error) and KEY.encode() not in stored
     assert router.model_requests == []  # the processor runs before the first request
+
+
+async def test_an_unreadable_usage_report_is_refused_only_under_a_budget(env: WorkflowEnvironment) -> None:
+    """The worker's model activity counts it as 0 and says so; the workflow's loop decides."""
+    script = [text("done", usage={"prompt_tokens": -3, "completion_tokens": 2})]
+    free, _, _ = await on_temporal(env, Agent(client=ScriptedModel([]), tools=tools), script)
+    assert free.output == "done" and free.usage.total_tokens == 2
+    budgeted = Agent(client=ScriptedModel([]), tools=tools, limits=RunLimits(max_total_tokens=100))
+    error, _, _ = await on_temporal(env, budgeted, list(script))
+    assert isinstance(error, TemporalRunError) and error.error_type == APIResponseError.__name__
+    assert "usage.prompt_tokens is -3" in str(error)
