@@ -83,7 +83,8 @@ from ._retry import RetryPolicy
 from ._run.agent import Agent, ToolChoice
 from ._run.limits import RunLimits
 from ._run.observe import Observer
-from ._tools.dispatch import ErrorFormatter, default_error_formatter, run_tool_call
+from ._tools.caller import ToolCaller, run_tool_call
+from ._tools.dispatch import ErrorFormatter, default_error_formatter
 from ._tools.registry import ToolRegistry
 from ._tools.tool import SandboxMode, Tool, build_tool
 from ._types import ModelTurn, OutcomeStatus, PendingCall, RunResult, StopReason, ToolCallRecord, Usage
@@ -121,6 +122,7 @@ __all__ = [
     "ErrorFormatter",
     "default_error_formatter",
     "run_tool_call",
+    "ToolCaller",
     "RetryPolicy",
     "RunResult",
     "ToolCallRecord",

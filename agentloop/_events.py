@@ -166,6 +166,8 @@ class ToolCallStarted(Event):
     in the journal); the inner run's `RunPaused` (its `parent_call_id` is this call) and then the
     outer run's name its pending calls, and the resumed run starts the call again (a new
     `ToolCallStarted`, then its `ToolCallFinished`). `arguments` is the model's raw text.
+    A step's calls are announced together, before any of them runs; in `Agent.stream` they run
+    only once the consumer has gone past the last of these events (see `Agent.stream`).
     """
 
     step: int

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import json as _json
+import math
 import pathlib
 import re
 from collections.abc import Mapping
@@ -241,11 +242,52 @@ def plain(value: Any, depth: int = 0) -> Any:
 def dumps_result(value: Any) -> str:
     """A tool's return value as JSON text: as is when the encoder can write it (the common case,
     one pass), else its `plain` form. Raises TypeError / ValueError when neither can be written.
-    In the host (`encode_result`) and in a sandbox's child alike, so both send the same text."""
+    In the host (`encode_result`) and in a sandbox's child alike, so both send the same text.
+
+    A float NaN / ±infinity (no JSON form) is written as the string "NaN" / "Infinity" /
+    "-Infinity": orjson writes null, which told the model the tool had no value."""
     try:
-        return dumps_str(value)
+        text = dumps_str(value)
+        if "null" not in text or not _non_finite(value):  # (a C search; rarely true, then one C pass)
+            return text
     except (TypeError, ValueError):  # Decimal, bytes, timedelta, a path, a set, a NamedTuple...
-        return dumps_str(plain(value))
+        pass  # (or, on the stdlib encoder, a NaN it refuses)
+    value = plain(value)
+    return dumps_str(_finite(value) if _non_finite(value) else value)
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """`plain`'s output with each float NaN / ±infinity written as Python's json spells it, quoted."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if depth > MAX_DEPTH:  # let the encoder refuse it
+        return value
+    if isinstance(value, dict):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, depth + 1) for v in value]
+    return value
+
+
+def _probe_default(value: Any) -> Any:
+    """For `_nan_probe`: what orjson writes natively and the stdlib cannot, with the floats inside."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return None  # (datetime, UUID, enum...: no float of the tool's inside)
+
+
+_nan_probe = _json.JSONEncoder(allow_nan=False, default=_probe_default)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether `value` holds a float NaN or infinity, in one pass of the stdlib's C encoder."""
+    try:
+        _nan_probe.encode(value)
+    except ValueError as e:
+        return "Out of range float" in str(e)
+    except (TypeError, RecursionError):  # a key the stdlib cannot write: look no further
+        return False
+    return False
 
 
 def jsonable(value: Any) -> Any:

@@ -101,6 +101,10 @@ class ModelTurn:
     model: str | None = None
     request_id: str | None = None
     streamed: bool = False  # True when the text deltas were already emitted while streaming
+    # What of the answer's usage report was not a token count (counted as 0), e.g.
+    # "usage.prompt_tokens is -5, not a token count": refused by a run with a token budget, else
+    # logged once at WARNING (see `RunLimits.max_total_tokens`).
+    usage_problems: tuple[str, ...] = ()
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:

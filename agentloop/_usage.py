@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Usage", "make_usage", "tokens", "at_least"]
+__all__ = ["Usage", "make_usage", "note", "openai_usage", "tokens", "at_least"]
 
 
 class _NoSplit(Mapping[str, Any]):
@@ -124,22 +124,19 @@ class Usage:
         )
 
     @classmethod
-    def from_openai(cls, raw: Any) -> Usage:
+    def from_openai(cls, raw: Any, problems: list[str] | None = None) -> Usage:
         """An OpenAI `usage` object → Usage. Absent (`None`) counts as zero tokens; a count that is
-        not one raises `ValueError` (see `tokens`), which the wire turns into `APIResponseError`.
+        not one (see `tokens`) raises `ValueError`, or, given a `problems` list, counts as 0 and is
+        noted there (for a `Model` of your own: pass them on as `ModelTurn.usage_problems`, and
+        the run decides as it does for FluxClient's answers).
 
         `total_tokens` is never below prompt + completion: a router cannot under-report the total the
         token budget reads."""
-        if raw is None:
-            return cls(requests=1)
-        if not isinstance(raw, dict):
-            raise ValueError(f"usage is a JSON {type(raw).__name__}, not an object")  # noqa: TRY004 - one error for every bad report
-        p = tokens(raw.get("prompt_tokens", raw.get("input_tokens")), "prompt_tokens")
-        c = tokens(raw.get("completion_tokens", raw.get("output_tokens")), "completion_tokens")
-        t = max(tokens(raw.get("total_tokens"), "total_tokens"), p + c)
-        details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0  # not budgeted
-        return cls(1, p, c, t, min(cached, p))
+        noted: list[str] = [] if problems is None else problems
+        usage = openai_usage(raw, noted)
+        if problems is None and noted:
+            raise ValueError(noted[0])
+        return usage
 
 
 def make_usage(
@@ -165,12 +162,37 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def tokens(value: Any, name: str) -> int:
+def openai_usage(raw: Any, problems: list[str]) -> Usage:
+    """`Usage.from_openai`, where a count that is not one counts as 0 and is noted in `problems`
+    (the wire reports it; the loop decides: refused under a token budget, else a warning)."""
+    if raw is None:
+        return Usage(requests=1)
+    if not isinstance(raw, dict):
+        note(problems, f"usage is a JSON {type(raw).__name__}, not an object")
+        return Usage(requests=1)
+    p = tokens(raw.get("prompt_tokens", raw.get("input_tokens")), "prompt_tokens", problems)
+    c = tokens(raw.get("completion_tokens", raw.get("output_tokens")), "completion_tokens", problems)
+    t = max(tokens(raw.get("total_tokens"), "total_tokens", problems), p + c)
+    details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0  # not budgeted
+    return Usage(1, p, c, t, min(cached, p))
+
+
+MAX_PROBLEMS = 8  # a stream may repeat the same bad report in every chunk: a few distinct ones are enough
+
+
+def note(problems: list[str], problem: str) -> None:
+    if problem not in problems and len(problems) < MAX_PROBLEMS:
+        problems.append(problem)
+
+
+def tokens(value: Any, name: str, problems: list[str]) -> int:
     """One reported token count: absent (`None`) is 0; a whole number, or a finite non-negative
     float rounded up, counts as sent, however large (so `max_total_tokens` trips on it).
 
-    Anything else (negative, NaN, infinite, a bool, text) raises `ValueError`: counting it as 0
-    would let a router walk past `RunLimits.max_total_tokens`.
+    Anything else (negative, NaN, infinite, a bool, text) counts as 0 and is noted in `problems`
+    (the value clipped, text never shown): under `RunLimits.max_total_tokens` the loop refuses the
+    answer, since counting it as 0 would let a router walk past the budget.
     """
     if value is None:
         return 0
@@ -180,7 +202,8 @@ def tokens(value: Any, name: str) -> int:
     if isinstance(value, float) and value >= 0 and not math.isinf(value):  # NaN fails `>= 0`
         return math.ceil(value)
     shown = repr(value) if kind in (int, float, bool) else f"a JSON {kind.__name__}"
-    raise ValueError(f"usage.{name} is {shown[:40]}, not a token count")
+    note(problems, f"usage.{name} is {shown[:40]}, not a token count")
+    return 0
 
 
 def at_least(old: Usage | None, new: Usage) -> Usage:

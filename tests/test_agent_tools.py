@@ -298,11 +298,15 @@ async def test_the_outer_deadline_cancels_the_inner_run_and_its_tools(router: Fa
 
 
 async def test_leaving_the_outer_stream_cancels_the_inner_run(router: FakeFluxRouter) -> None:
+    """The inner run's tool is running (the consumer went past its ToolCallStarted: a call waits
+    for that, tests/test_stream_leave.py); the outer stream's block ends: the tool is cancelled."""
     cancelled: list[bool] = []
+    started = anyio.Event()
     tools = ToolRegistry()
 
     @tools.tool
     async def slow() -> str:
+        started.set()
         try:
             await anyio.sleep_forever()
         finally:
@@ -314,11 +318,18 @@ async def test_leaving_the_outer_stream_cancels_the_inner_run(router: FakeFluxRo
         inner = Agent(client=client, tools=tools, name="worker")
         outer_tools = ToolRegistry()
         outer_tools.register(inner.as_tool())
-        async with Agent(client=client, tools=outer_tools).stream("q") as events:
-            async for event in events:
-                if type(event).__name__ == "ToolCallStarted" and event.parent_call_id is not None:
-                    break  # the inner run's tool has started: leave
-    assert cancelled == [True]
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as leave:
+
+                async def leave_once_started() -> None:
+                    await started.wait()
+                    leave.cancel()  # the stream's block ends (as a deadline around it would)
+
+                tg.start_soon(leave_once_started)
+                async with Agent(client=client, tools=outer_tools).stream("q") as events:
+                    async for _ in events:
+                        pass
+    assert started.is_set() and cancelled == [True]
 
 
 def test_an_agent_tool_cannot_be_sandboxed() -> None:

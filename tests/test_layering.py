@@ -131,7 +131,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_import_scanner_sees_lazy_and_relative_imports_but_not_type_checking_ones() -> None:
     assert "agentloop._sandbox" in imports_of("agentloop._tools.executors")  # inside a method (first use)
-    assert "agentloop._json" in imports_of("agentloop._tools.dispatch")  # `from .. import _json`
+    assert "agentloop._json" in imports_of("agentloop._tools.caller")  # `from .. import _json`
     assert "agentloop._seams" not in imports_of("agentloop._tools.registry")  # only under `if TYPE_CHECKING:`
 
 

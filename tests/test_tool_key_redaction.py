@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sandbox_tools as st
 
-from agentloop import Agent, FluxClient, Limits, SQLiteJournal, ToolRegistry
+from agentloop import Agent, FluxClient, Limits, SQLiteJournal, ToolCaller, ToolRegistry
 from agentloop.testing import FakeFluxRouter, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +98,21 @@ async def test_a_client_redacts_its_own_credentials_only() -> None:
     async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key=KEY) as client:
         assert client.redact(f"a {KEY} b {KEY}") == "a [redacted] b [redacted]"
         assert client.redact("sk-live-other-key and text") == "sk-live-other-key and text"
+
+
+async def test_tool_caller_redacts_as_a_run_does() -> None:
+    """The seam a worker of your own calls tools through (`ToolCaller`), given the client's redactor."""
+    tools = ToolRegistry()
+    tools.register(raises_inline, name="raises")
+    tools.register(returns_in_thread, name="returns", sandbox="thread")
+    async with FluxClient(base_url="http://127.0.0.1:9/v1", api_key=KEY) as client:
+        caller = ToolCaller(tools, redact=client.redact)
+        raised = await caller.call("raises", {}, run_id="r1", call_id="c1")
+        returned = await caller.call("returns", {})
+    assert (raised.status, returned.status) == ("raised", "ok")
+    assert "[redacted]" in raised.content and "[redacted]" in (raised.traceback or "")
+    assert returned.content == '{"text":"the key is [redacted]"}'
+    for record in (raised, returned):
+        assert all(KEY not in (f or "") for f in (record.content, record.error, record.traceback))
+    with pytest.raises(ValueError, match="redact must be a callable"):
+        ToolCaller(tools, redact="no")  # type: ignore[arg-type]

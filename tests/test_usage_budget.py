@@ -1,11 +1,13 @@
 """A router's usage report cannot walk a run past `RunLimits(max_total_tokens=...)` (round-3
 outside-in finding): on both wires, streamed and not, a count is counted however large, and a
-count that is not one (negative, a bool, text, NaN) stops the run with `APIResponseError`
-instead of being counted as 0.
+count that is not one (negative, a bool, text, NaN) stops a run with a token budget with
+`APIResponseError` instead of being counted as 0. Without a budget nothing can be walked past:
+the count is 0, one WARNING per answer names the field, and the good answer is kept.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -40,7 +42,7 @@ def lookup_tools() -> ToolRegistry:
     return tools
 
 
-async def play(router: FakeFluxRouter, wire: str, stream: bool, limit: int) -> Any:
+async def play(router: FakeFluxRouter, wire: str, stream: bool, limit: int | None) -> Any:
     """One run against `router`; returns the result or the AgentloopError it raised."""
     url = router.anthropic_url if wire == "anthropic" else router.base_url
     async with FluxClient(base_url=url, api_key=KEY, retry=NO_RETRY) as client:
@@ -198,9 +200,88 @@ def test_no_usage_report_passes_the_budget_silently(
 
 
 @pytest.mark.anyio
-async def test_a_scripted_model_refuses_the_same_usage_typed() -> None:
+async def test_a_scripted_model_refuses_the_same_usage_typed_under_a_budget() -> None:
     from agentloop.testing import ScriptedModel
 
     model = ScriptedModel([text("x", usage={"prompt_tokens": -1, "completion_tokens": 1})])
     with pytest.raises(APIResponseError, match=r"usage\.prompt_tokens is -1"):
-        await Agent(client=model).run("go")
+        await Agent(client=model, limits=RunLimits(max_total_tokens=100)).run("go")
+
+
+# --- without a budget: counted as 0, a warning, the run goes on --------------------------------
+
+GARBAGE = [-(10**6), True, "sk-looks-like-a-secret", [1], -1.5e300]  # (NaN: not JSON, refused by the parser)
+
+
+def usage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The `problems` field of each "token usage not readable" warning."""
+    return [r.problems for r in caplog.records if r.getMessage() == "token usage not readable, counted as 0"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("wire", "stream"), WAYS)
+@pytest.mark.parametrize("bad", GARBAGE, ids=repr)
+async def test_without_a_budget_a_count_that_is_not_one_is_zero_and_a_warning(
+    wire: str, stream: bool, bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exact repro: the same answers as above, no budget; was an APIResponseError, the good
+    answer lost over accounting."""
+    async with FakeFluxRouter() as router:
+        router.add(
+            tool_calls(call("lookup", {"key": "a"}), usage={"prompt_tokens": 5, "completion_tokens": bad}),
+            text("done", usage={"prompt_tokens": 7, "completion_tokens": 2}),
+        )
+        with caplog.at_level(logging.WARNING, logger="agentloop"):
+            out = await play(router, wire, stream, limit=None)
+    assert not isinstance(out, Exception), out
+    assert out.output == "done" and len(router.requests) == 2
+    floor = 1 if (wire, stream) == ("anthropic", True) else 0  # message_start's output_tokens=1
+    assert out.usage.prompt_tokens == 12 and out.usage.completion_tokens == 2 + floor  # the bad one: 0
+    (warning,) = usage_warnings(caplog)  # one answer, one warning
+    field = "output_tokens" if wire == "anthropic" else "completion_tokens"
+    assert f"usage.{field} is" in warning and "sk-looks" not in warning  # named; text never shown
+    assert len(warning) < 600  # the value clipped
+
+
+@pytest.mark.anyio
+async def test_a_stream_repeating_bad_reports_warns_once_and_never_lowers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chunk = '{{"id":"c","object":"chat.completion.chunk","choices":{choices},"usage":{usage}}}'
+    answer = '[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]'
+    frames = [
+        chunk.format(choices=answer, usage='{"prompt_tokens":50,"completion_tokens":5}'),
+        *[chunk.format(choices="[]", usage='{"prompt_tokens":-1,"completion_tokens":"x"}')] * 20,
+    ]
+    body = "".join(f"data: {f}\n\n" for f in frames) + "data: [DONE]\n\n"
+    async with FakeFluxRouter() as router:
+        router.add(raw(200, body, content_type="text/event-stream"))
+        with caplog.at_level(logging.WARNING, logger="agentloop"):
+            out = await play(router, "openai", True, limit=None)
+    assert out.output == "hi" and out.usage.total_tokens == 55  # the later garbage lowers nothing
+    (warning,) = usage_warnings(caplog)
+    assert "usage.prompt_tokens is -1" in warning and "usage.completion_tokens is a JSON str" in warning
+
+
+@pytest.mark.anyio
+async def test_an_outer_budget_refuses_an_inner_agents_unreadable_usage() -> None:
+    """A nested run has no budget of its own, the run above it has: the budget cannot be enforced."""
+    from agentloop.testing import ScriptedModel
+
+    inner = Agent(client=ScriptedModel([text("x", usage={"prompt_tokens": "many"})]), name="inner")
+    outer_model = ScriptedModel([tool_calls(call("ask", {"input": "go"})), text("done")])
+    outer = Agent(
+        client=outer_model,
+        tools=[inner.as_tool(name="ask", description="ask")],
+        limits=RunLimits(max_total_tokens=10_000),
+    )
+    result = await outer.run("go")
+    (record,) = result.tool_calls
+    assert record.status != "ok" and "usage.prompt_tokens is a JSON str" in record.content
+    unbudgeted = Agent(client=ScriptedModel([text("x", usage={"prompt_tokens": "many"})]), name="inner")
+    free = Agent(
+        client=ScriptedModel([tool_calls(call("ask", {"input": "go"})), text("done")]),
+        tools=[unbudgeted.as_tool(name="ask", description="ask")],
+    )
+    (record,) = (await free.run("go")).tool_calls
+    assert (record.status, record.content) == ("ok", "x")

@@ -310,7 +310,9 @@ class Agent(Generic[DepsT, OutputT]):
                 ...                      # RunFinished(result) comes last
         ```
         The loop waits for the consumer (no unbounded buffering: a slow consumer slows the
-        run). Leaving the block early cancels the run. Errors of the run are raised from the
+        run). A step's tool calls start only once the consumer has gone past their
+        `ToolCallStarted` events (asked for the event after them): `break` and no further call
+        starts. Leaving the block early cancels the run. Errors of the run are raised from the
         `async with` / `async for`. Takes the same per-run arguments as `run`.
         """
         state = self._start(prompt, messages, run_id, deps, model, model_settings, instructions)

@@ -43,6 +43,7 @@ from .output_spec import jsonable
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .limits import RunLimits
     from .state import Run
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "spend",
     "count_call",
     "ancestor_limit",
+    "token_budgeted",
     "calls_spent",
     "nested_pending",
     "restore_nested_usage",
@@ -304,6 +306,18 @@ def calls_spent(run: Run) -> str | None:
             )
         p = outer.parent
     return None
+
+
+def token_budgeted(run: Run, limits: RunLimits) -> bool:
+    """Whether a token budget holds for this run: its own, or that of a run above it."""
+    if limits.max_total_tokens is not None:
+        return True
+    p = run.parent
+    while p is not None:
+        if p.run.limits is not None and p.run.limits.max_total_tokens is not None:
+            return True
+        p = p.run.parent
+    return False
 
 
 def ancestor_limit(run: Run) -> tuple[str, str] | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _json
 from .._exceptions import JournalError
 from .entries import Entry
+from .journal_clip import CLIP_HEAD, SMALL_HEADER, output_of, prompt_of
 
 if TYPE_CHECKING:
     import sqlite3
@@ -100,7 +101,6 @@ class RunWindow:
 
 
 _ROWS = "SELECT seq, kind, step, call_id, data, at FROM agentloop_entries WHERE run_id=?"
-CLIP_HEAD = 64 * 1024  # bytes of a clipped entry's raw text kept: what a page shows of one text
 # The kinds a paused run's pending calls are read from (`ui/_pages.pending_of`): never clipped.
 _WHOLE = f"'{Entry.PAUSED.value}', '{Entry.APPROVALS.value}'"
 _SIZE = "CASE typeof(data) WHEN 'blob' THEN length(data) ELSE length(CAST(data AS BLOB)) END"
@@ -224,7 +224,7 @@ def query_runs(
         where.append("(created_at, run_id) < (?, ?)")
         args.extend(after)
     sql = (
-        "SELECT run_id, status, model, steps, created_at, updated_at, header FROM agentloop_runs r "
+        f"SELECT run_id, status, model, steps, created_at, updated_at, {SMALL_HEADER} FROM agentloop_runs r "
         f"WHERE {' AND '.join(where) or '1'} ORDER BY created_at DESC, run_id DESC LIMIT ?"
     )
     conn.execute("BEGIN")  # one snapshot for the page and its counts
@@ -262,7 +262,8 @@ def summarize(
     conn: sqlite3.Connection, rows: list[tuple[Any, ...]], alive: Any, after: int = 0
 ) -> list[RunSummary]:
     """RunSummary for each (run_id, status, model, steps, created_at, updated_at, header) row;
-    its counts cover the entries with seq > `after`."""
+    its counts cover the entries with seq > `after`. A header of None (over `CLIP_HEAD` bytes,
+    `SMALL_HEADER`) has its prompt read clipped by SQLite."""
     if not rows:
         return []
     ids = [r[0] for r in rows]
@@ -281,7 +282,7 @@ def summarize(
             ends.append((run_id, end))
     for run_id, end in ends:  # the whole entry when it is small, else the output clipped by SQLite
         (data,) = conn.execute(_SMALL_END, (CLIP_HEAD, run_id, end)).fetchone()
-        outputs[run_id] = _field(data, "output") if data is not None else _output(conn, run_id, end)
+        outputs[run_id] = _field(data, "output") if data is not None else output_of(conn, run_id, end)
     leases = {
         run_id: alive(host, pid, expires_at)
         for run_id, host, pid, expires_at in conn.execute(
@@ -302,7 +303,7 @@ def summarize(
                 calls,
                 tokens,
                 leases.get(run_id, False),
-                _prompt(header),
+                _prompt(header) if header is not None else prompt_of(conn, run_id),
                 outputs.get(run_id),
             )
         )
@@ -310,28 +311,6 @@ def summarize(
 
 
 _SMALL_END = f"SELECT CASE WHEN {_SIZE} <= ? THEN data END FROM agentloop_entries WHERE run_id=? AND seq=?"
-# A larger "end" entry's output, read by SQLite: JSON type, value (a longer text's, or object's
-# JSON text's, first CLIP_HEAD characters), length. Python never gets more, however large.
-_OUTPUT = (
-    "SELECT json_type(t, '$.output'), CASE WHEN length(o) <= ? THEN o ELSE substr(o, 1, ?) END, length(o) "
-    "FROM (SELECT t, json_extract(t, '$.output') AS o FROM (SELECT CAST(data AS TEXT) AS t "
-    "FROM agentloop_entries WHERE run_id=? AND seq=?) WHERE json_valid(t))"
-)
-
-
-def _output(conn: sqlite3.Connection, run_id: str, seq: int) -> Any:
-    """The output of a large "end" entry: as stored, or a long one as its head and what was left out."""
-    row = conn.execute(_OUTPUT, (CLIP_HEAD, CLIP_HEAD, run_id, seq)).fetchone()
-    if row is None or row[0] in (None, "null"):
-        return None
-    kind, value, size = row
-    if size > CLIP_HEAD and kind in ("text", "object", "array"):
-        return (
-            f"{value}\n… [{size - CLIP_HEAD:,} more characters not shown; the journal holds the whole output]"
-        )
-    if kind in ("object", "array"):
-        return _json.loads(value)
-    return bool(value) if kind in ("true", "false") else value
 
 
 def _field(data: str | bytes, key: str) -> Any:

@@ -13,7 +13,10 @@ continued with `Agent.run(messages=exc.result.messages)`.
   result saying so (status `skipped`), and the run stops with `ToolCallLimitExceeded`.
 - `max_total_tokens`: checked before every model request against the usage the endpoint
   reported so far; once reached, no request is sent: `TokenLimitExceeded`. (One request can
-  overshoot it: its size is only known once it is answered.)
+  overshoot it: its size is only known once it is answered.) A reported count that is not one
+  (negative, NaN, a bool, text) would let a router walk past the budget: under a budget (this
+  run's or a run's above it) the answer is refused with `APIResponseError` (`unreadable_usage`);
+  without one the count is 0 and a WARNING names the field, and the run goes on.
 - `timeout` (seconds from the start of `run` / `resume`) and `deadline` (a Unix time, as from
   `time.time()`): an anyio cancel scope around the whole run, model requests and tools
   included; whichever comes first wins: `TimeLimitExceeded`. Tools cut short have status
@@ -31,7 +34,9 @@ from dataclasses import dataclass, fields
 import anyio
 
 from .._budget import is_number
+from .._events import warning_logger
 from .._exceptions import (
+    APIResponseError,
     ConfigurationError,
     LoopDetected,
     RunLimitExceeded,
@@ -41,7 +46,7 @@ from .._exceptions import (
     ToolCallLimitExceeded,
 )
 
-__all__ = ["RunLimits", "LimitHit"]
+__all__ = ["RunLimits", "LimitHit", "unreadable_usage"]
 
 LimitHit = tuple[type[RunLimitExceeded], str]  # the limit's exception class and what it says
 
@@ -151,3 +156,28 @@ def loop_detected(streak: int) -> LimitHit:
 def outer_calls_exceeded(text: str) -> LimitHit:
     """A run above a nested run spent its max_tool_calls (`text`: the skipped calls' tool result)."""
     return ToolCallLimitExceeded, text.replace("Not run: t", "T") + " The partial result is in .result."
+
+
+def unreadable_usage(problems: tuple[str, ...], request_id: str | None, budgeted: bool, run_id: str) -> None:
+    """An answer whose usage report is not a token count (`ModelTurn.usage_problems`, counted as 0).
+
+    Under a token budget it is refused (counting it as 0 would let a router walk past the budget;
+    not retried: the router would answer the same). Without one, a good answer is not lost over
+    accounting: one WARNING per answer names the fields (their values clipped, text never shown).
+    """
+    what = "; ".join(problems)
+    if budgeted:
+        raise APIResponseError(
+            f"the endpoint reported token usage agentloop cannot count ({what}); counting it as 0 would let "
+            "the run pass its token budget (RunLimits.max_total_tokens), so the run stops. This is a router "
+            "or proxy fault: report it with the request id",
+            request_id=request_id,
+        )
+    log = warning_logger(run_id=run_id)
+    if log is not None:
+        log.warning(
+            "token usage not readable, counted as 0",
+            problems=what,
+            request_id=request_id,
+            hint="a router or proxy fault; with RunLimits(max_total_tokens=...) the run would stop here",
+        )

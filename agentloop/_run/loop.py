@@ -34,12 +34,12 @@ from .._ids import IdRegistry
 from .._model import Emit, ModelRequest
 from .._tools.dispatch import Dispatcher
 from .._types import ModelTurn, RunResult, Usage, sendable
-from .agent_tool import ancestor_limit, log_fields, nested_emits, spend
+from .agent_tool import ancestor_limit, log_fields, nested_emits, spend, token_budgeted
 from .calls import CallPolicy, CallsDone, StepCalls
 from .conversation import history_message_async, sendable_answer
 from .finish import finished
 from .handoff import find_agent, take_handoff, with_handoffs
-from .limits import LimitHit, RunLimits
+from .limits import LimitHit, RunLimits, unreadable_usage
 from .output_spec import OutputSpec, StoredOutput, jsonable
 from .output_step import native_refused, output_request, output_step
 from .output_stream import partial_output_emit
@@ -344,6 +344,10 @@ class Steps:
             )
             self.rec.request_retried(step)
             return None
+        if turn.usage_problems:  # counted as 0 by the wire: refused under a token budget, else a warning
+            unreadable_usage(
+                turn.usage_problems, turn.request_id, token_budgeted(run, self.limits), run.run_id
+            )
         if self.history is not None:
             self.history.observe(turn.usage.prompt_tokens)
         return turn

@@ -10,6 +10,12 @@ for something anyway (the network, a tool), not per event.
 Back-pressure is kept: the run is never more than `BUFFER` events ahead of its consumer, so a
 slow consumer slows the run and events never pile up. The loop's own errors are handed to the
 consumer as they are (not wrapped in an ExceptionGroup), after the events before them.
+
+A tool call waits for its consumer: the task that emits a `ToolCallStarted` waits until the
+consumer has taken that event *and asked for the next one* (its loop body for the event ran to
+the end), so a consumer that `break`s out of its `async for` on any event lets no further tool
+call start: the calls wait there until the `async with` ends, which cancels the run. The
+dispatcher announces a step's calls together (`announce`: one hand-off per step, not per call).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.lowlevel
 
-from .._events import Event, RunFinished
+from .._events import Event, RunFinished, ToolCallStarted
 from .._exceptions import ConfigurationError, RunError
 from .._model import Emit
 from .._types import RunResult
@@ -132,10 +138,13 @@ class _Buffer:
     full; `reader`: it is empty), and the other side wakes it when that changes.
     """
 
-    __slots__ = ("closed", "events", "gone", "new_waiter", "reader", "writers")
+    __slots__ = ("appended", "closed", "events", "gates", "gone", "new_waiter", "popped", "reader", "writers")
 
     def __init__(self, new_waiter: Callable[[], Any]) -> None:
         self.events: deque[Event] = deque()
+        self.appended = 0  # events put in so far (an event's number is the count before it)
+        self.popped = 0  # events the consumer has taken so far
+        self.gates: list[tuple[int, Any]] = []  # (event number, waiter): tool calls not started yet
         self.closed = False  # the loop has ended: no more events
         self.gone = False  # the consumer has left: nobody will read
         self.new_waiter = new_waiter
@@ -154,7 +163,41 @@ class _Buffer:
         if self.gone:
             return
         events.append(event)
+        number = self.appended
+        self.appended = number + 1
         self._wake_reader()
+        if type(event) is ToolCallStarted:  # the call starts once the consumer went past its event
+            await self._gate(number)
+
+    async def announce(self, events: list[Event]) -> None:
+        """A step's `ToolCallStarted`s (the dispatcher's): put in together and gated once, on the
+        last, so the consumer goes past them all in one hand-off, not one per call."""
+        if self.gone or len(self.events) + len(events) > BUFFER:
+            for event in events:  # (rare: many calls, or a full buffer) each waits for room, gated
+                await self(event)
+            return
+        self.events.extend(events)
+        self.appended += len(events)
+        self._wake_reader()
+        await self._gate(self.appended - 1)
+
+    async def _gate(self, number: int) -> None:
+        """Wait until the consumer asked for the event after event `number`, or left (then the
+        run's cancellation is delivered here: the call never starts)."""
+        while self.popped <= number and not self.gone:
+            waiter = self.new_waiter()
+            self.gates.append((number, waiter))
+            await waiter
+        if self.gone:
+            await anyio.lowlevel.checkpoint()  # trio: a wake-up before the cancel is not a checkpoint
+
+    def release(self, taken: int) -> None:
+        """The consumer asks for an event after `taken` events: the calls whose events it took start."""
+        waiting = self.gates
+        self.gates = [g for g in waiting if g[0] >= taken]
+        for number, waiter in waiting:
+            if number < taken:
+                _wake(waiter)
 
     def offer(self, events: list[Event]) -> bool:
         """All of `events` at once when they fit (True), else none of them (False: `await` each).
@@ -168,6 +211,7 @@ class _Buffer:
         if len(queue) + len(events) > BUFFER:
             return False
         queue.extend(events)
+        self.appended += len(events)
         self._wake_reader()
         return True
 
@@ -185,6 +229,7 @@ class _Buffer:
         self.gone = True
         self.events.clear()
         self.room()
+        self.release(self.appended)
 
     async def wait_for_events(self) -> None:
         waiter = self.reader
@@ -257,6 +302,8 @@ class EventStream:
 
     async def __anext__(self) -> Event:
         buffer = self._buffer
+        if buffer.gates:  # the body for the events taken so far has run: their tool calls may start
+            buffer.release(buffer.popped)
         events = buffer.events
         while not events:  # (the common case skips this: the loop was ahead)
             if buffer.closed:
@@ -270,6 +317,7 @@ class EventStream:
                 raise StopAsyncIteration
             await buffer.wait_for_events()
         event = events.popleft()
+        buffer.popped += 1
         if buffer.writers and len(events) <= BUFFER // 2:
             buffer.room()
         if isinstance(event, RunFinished):

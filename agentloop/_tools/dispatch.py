@@ -14,16 +14,14 @@ import contextvars
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from contextlib import suppress
 from typing import Any
 
 import anyio
 
-from .. import _json
 from .._budget import InputBudget
 from .._context import RunContext
-from .._events import ToolCallFinished, ToolCallStarted, run_logger, warning_logger
-from .._exceptions import ConfigurationError, SandboxedToolError
+from .._events import ToolCallFinished, ToolCallStarted, warning_logger
+from .._exceptions import SandboxedToolError
 from .._model import Emit
 from .._seams import ToolOutcome
 from .._types import OutcomeStatus, ToolCallRecord, sendable
@@ -32,7 +30,7 @@ from .executors import call_executor, run_in_process, tool_failure
 from .registry import ToolRegistry
 from .tool import OUT_OF_PROCESS, Tool
 
-__all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter", "run_tool_call"]
+__all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter"]
 
 ErrorFormatter = Callable[[str, BaseException], str]
 """`(tool_name, exception) -> str`: the text the model reads when a tool raises (`Agent(format_tool_error=...)`)."""
@@ -132,12 +130,14 @@ class Dispatcher:
         If the run is cancelled meanwhile, `records` still holds a `cancelled` record for every
         call that did not finish (the caller reads it through `partial`).
         """
-        records: list[ToolCallRecord | None] = [None] * len(calls)
+        records = [self._record(call, step) for call in calls]  # each `cancelled` until it ends
+        if self.emit is not None:  # every call's Started before any call starts (see _announce)
+            await self._announce(records, step)
         if len(calls) == 1:  # no task group needed for a single call
-            await self._run_one(records, 0, calls[0], step)
-            return records  # type: ignore[return-value]  # every slot is filled
+            await self._run_one(records[0])
+            return records
         async with anyio.create_task_group() as tg:
-            for i, call in enumerate(calls):
+            for i, record in enumerate(records):
                 # Each call starts here, in this task, in a context of its own (as a task would
                 # get), and runs until it first waits: what a task per call does in the same
                 # order, without the task when it never waits (3.12's eager tasks, on both event
@@ -145,29 +145,47 @@ class Dispatcher:
                 # in the task group, under the same cancel scopes as a task of the group. Until a
                 # call waits, the current task is the step's (as it always was for a lone call).
                 ctx = contextvars.copy_context()
-                coro = self._run_one(records, i, call, step)
+                coro = self._run_one(record)
                 try:
                     waits_on = ctx.run(coro.send, None)
                 except StopIteration:
                     continue  # finished without waiting
-                for j in range(i + 1, len(calls)):
-                    tg.start_soon(self._run_one, records, j, calls[j], step)
+                for j in range(i + 1, len(records)):
+                    tg.start_soon(self._run_one, records[j])
                 await _go_on(ctx, coro, waits_on)
                 break
-        return records  # type: ignore[return-value]  # every slot is filled
+        return records
 
-    async def _run_one(self, records: list[Any], i: int, call: dict[str, Any], step: int) -> None:
+    @staticmethod
+    def _record(call: dict[str, Any], step: int) -> ToolCallRecord:
         fn = call["function"]
-        call_id: str = call["id"]
-        name: str = fn["name"]
-        raw = fn["arguments"]
-        start = time.perf_counter()
-        record = ToolCallRecord(call_id, name, None, "cancelled", "", step, raw_arguments=raw)
-        records[i] = record  # visible as `cancelled` if the run is cancelled from here on
-        if self.emit is not None:  # every call, whatever its outcome: Started, then Finished
-            await self.emit(ToolCallStarted(self.run_id, step, call_id, name, raw))
+        return ToolCallRecord(
+            call["id"], fn["name"], None, "cancelled", "", step, raw_arguments=fn["arguments"]
+        )
+
+    async def _announce(self, records: list[ToolCallRecord], step: int) -> None:
+        """Every call's `ToolCallStarted`, before any call runs. `Agent.stream`'s buffer holds a
+        call until its consumer has gone past the event (`announce` gates the batch once; a plain
+        emit gates each event): a consumer that leaves on any event lets no call of the step start."""
+        emit: Any = self.emit
+        started = [ToolCallStarted(self.run_id, step, r.id, r.name, r.raw_arguments) for r in records]
         try:
-            status, content, error = await self._execute(record, raw)
+            announce = getattr(emit, "announce", None)
+            if announce is not None:
+                await announce(started)
+                return
+            for event in started:
+                await emit(event)
+        except anyio.get_cancelled_exc_class():
+            for r in records:
+                r.content = f"Tool {r.name!r} was cancelled before it finished."  # (before it started)
+            raise
+
+    async def _run_one(self, record: ToolCallRecord) -> None:
+        name = record.name
+        start = time.perf_counter()
+        try:
+            status, content, error = await self._execute(record, record.raw_arguments)
         except anyio.get_cancelled_exc_class():
             record.content = f"Tool {name!r} was cancelled before it finished."
             record.duration_s = time.perf_counter() - start
@@ -187,14 +205,14 @@ class Dispatcher:
         if self.log is not None:
             self.log.debug(
                 "tool finished",
-                step=step,
-                tool_call_id=call_id,
+                step=record.step,
+                tool_call_id=record.id,
                 tool=name,
                 outcome=status,
                 duration_s=round(record.duration_s, 6),
             )
         if self.emit is not None and settled:
-            await self.emit(ToolCallFinished(self.run_id, step, record))
+            await self.emit(ToolCallFinished(self.run_id, record.step, record))
 
     async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
         name = record.name
@@ -322,43 +340,3 @@ def _go_on(
                 waits_on = ctx.run(coro.send, sent)
             except StopIteration:
                 return
-
-
-async def run_tool_call(
-    tools: ToolRegistry,
-    name: str,
-    arguments: str | dict[str, Any] | None,
-    *,
-    run_id: str = "",
-    step: int = 0,
-    call_id: str = "call",
-    format_tool_error: ErrorFormatter | None = None,
-    deps: Any = None,
-) -> ToolCallRecord:
-    """Run one tool call outside an `Agent` run, exactly as a run would (the Temporal worker's seam).
-
-    `arguments` as the model sent them (a JSON string) or already parsed. Every outcome is in the
-    returned record (`status`, `content`, `error`, `traceback`); only cancellation propagates.
-    Failures are logged as in a run, bound to `run_id`. A tool that takes a `RunContext` gets
-    `deps`, `run_id`, `step`, `call_id` and its name in it.
-    """
-    if not isinstance(name, str) or not isinstance(call_id, str):  # a call's record needs both as text
-        raise ConfigurationError(
-            "run_tool_call needs the tool's name and the call id as str, got "
-            f"name: {type(name).__name__}, call_id: {type(call_id).__name__}"
-        )
-    dispatcher = Dispatcher(
-        tools,
-        run_id=run_id,
-        emit=None,
-        log=run_logger(run_id=run_id),
-        max_concurrent=None,
-        format_error=format_tool_error or default_error_formatter,
-        context=lambda r: RunContext(deps, run_id, "", r.step, tool_call_id=r.id, tool_name=r.name),
-    )
-    raw: Any = arguments if arguments is not None else ""
-    if not isinstance(raw, str):  # the record keeps the text a model would have sent
-        with suppress(TypeError, ValueError):  # not JSON at all: the call ends as invalid_arguments
-            raw = _json.dumps_str(raw)
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": raw}}
-    return (await dispatcher.run([call], step))[0]

@@ -36,9 +36,9 @@ from .._exceptions import APIResponseError
 from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn, Usage
-from .._usage import tokens
+from .._usage import note, tokens
 from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
-from .assembler import NO_EVENTS, StreamAssembler, ToolSlot, usage_error
+from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
 from .openai import _preview, load_body
 from .thinking import KINDS as THINKING_KINDS
 from .thinking import THINKING_KEY, ThinkingSlot, canonical_block
@@ -172,13 +172,14 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
         message["tool_calls"] = calls
     if thinking:
         message[THINKING_KEY] = thinking
-    stop = data.get("stop_reason")
+    stop, problems = data.get("stop_reason"), list[str]()
     return ModelTurn(
         message=message,
-        usage=_body_usage(data, request_id),
+        usage=_usage(data.get("usage"), problems),
         finish_reason=_FINISH.get(stop, stop) if isinstance(stop, str) else None,
         model=data.get("model") if isinstance(data.get("model"), str) else None,
         request_id=request_id or data.get("id"),
+        usage_problems=tuple(problems),
     )
 
 
@@ -215,26 +216,21 @@ def _call(cid: Any, name: Any, value: Any) -> dict[str, Any]:
     }
 
 
-def _body_usage(data: dict[str, Any], request_id: str | None) -> Usage:
-    try:
-        return _usage(data.get("usage"))
-    except ValueError as e:
-        raise usage_error(e, _preview(data), request_id) from None
-
-
-def _usage(raw: Any, base: Usage | None = None) -> Usage:
+def _usage(raw: Any, problems: list[str], base: Usage | None = None) -> Usage:
     """Anthropic usage → Usage; cache reads / writes count as prompt tokens and are also kept apart.
 
-    A count that is not one raises `ValueError` (`_usage.tokens`); a later report in a stream
-    (`base`: message_delta, whose counts are cumulative) never lowers an earlier one."""
+    A count that is not one counts as 0 and is noted in `problems` (`_usage.tokens`); a later
+    report in a stream (`base`: message_delta, whose counts are cumulative) never lowers an
+    earlier one."""
     if raw is None:
         return base or Usage(requests=1)
     if not isinstance(raw, dict):
-        raise ValueError(f"usage is a JSON {type(raw).__name__}, not an object")  # noqa: TRY004 - one error for every bad report
-    read = tokens(raw.get("cache_read_input_tokens"), "cache_read_input_tokens")
-    write = tokens(raw.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
-    p = tokens(raw.get("input_tokens"), "input_tokens") + read + write
-    c = tokens(raw.get("output_tokens"), "output_tokens")
+        note(problems, f"usage is a JSON {type(raw).__name__}, not an object")
+        return base or Usage(requests=1)
+    read = tokens(raw.get("cache_read_input_tokens"), "cache_read_input_tokens", problems)
+    write = tokens(raw.get("cache_creation_input_tokens"), "cache_creation_input_tokens", problems)
+    p = tokens(raw.get("input_tokens"), "input_tokens", problems) + read + write
+    c = tokens(raw.get("output_tokens"), "output_tokens", problems)
     if base is not None:  # message_delta: input may be absent
         if p < base.prompt_tokens:
             p, read, write = base.prompt_tokens, base.cache_read_tokens, base.cache_write_tokens
@@ -354,12 +350,6 @@ class AnthropicStream(StreamAssembler):
                 return (ThinkingDelta(self.run_id, self.step, thought.text[0]),)
         return NO_EVENTS
 
-    def _checked(self, raw: Any, base: Usage | None) -> Usage:
-        try:
-            return _usage(raw, base)
-        except ValueError as e:
-            raise self.bad_usage(e) from None
-
     def _message_event(self, kind: str, obj: dict[str, Any]) -> None:
         """message_start / message_delta / message_stop: ids, usage, the finish reason, the end."""
         if kind == "message_start":
@@ -367,12 +357,12 @@ class AnthropicStream(StreamAssembler):
             if isinstance(message, dict):
                 self.response_id = message.get("id") if isinstance(message.get("id"), str) else None
                 self.model = message.get("model") if isinstance(message.get("model"), str) else None
-                self.usage = self._checked(message.get("usage"), None)
+                self.usage = _usage(message.get("usage"), self.usage_problems)
         elif kind == "message_delta":
             delta = obj.get("delta")
             stop = delta.get("stop_reason") if isinstance(delta, dict) else None
             if isinstance(stop, str):
                 self.finish_reason = _FINISH.get(stop, stop)
-            self.usage = self._checked(obj.get("usage"), self.usage)
+            self.usage = _usage(obj.get("usage"), self.usage_problems, self.usage)
         elif kind == "message_stop":
             self.complete = self.ended = True

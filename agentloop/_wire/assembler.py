@@ -73,6 +73,7 @@ class StreamAssembler:
         "step",
         "text",
         "usage",
+        "usage_problems",
     )  # fmt: skip
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
@@ -84,6 +85,7 @@ class StreamAssembler:
         self.slots: dict[int, ToolSlot] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        self.usage_problems: list[str] = []  # what of the usage reports was not a token count
         self.model: str | None = None
         self.response_id: str | None = None
         self.chunks = 0  # data events understood
@@ -129,10 +131,6 @@ class StreamAssembler:
             ),
             retryable=True,
         )
-
-    def bad_usage(self, e: ValueError) -> Failure:
-        """A streamed usage report that is not a token count (`_usage.tokens`) → a typed error."""
-        return Failure(usage_error(e, "", self.request_id), retryable=False)
 
     def text_delta(self, piece: str) -> TextDelta:
         self.text.append(piece)
@@ -194,16 +192,5 @@ class StreamAssembler:
             model=self.model,
             request_id=self.request_id or self.response_id,
             streamed=True,
+            usage_problems=tuple(self.usage_problems),
         )
-
-
-def usage_error(e: ValueError, body: str, request_id: str | None) -> APIResponseError:
-    """A usage report that is not a token count: refused, since counting it as 0 would let a router
-    walk past `RunLimits.max_total_tokens`."""
-    return APIResponseError(
-        f"the endpoint reported token usage agentloop cannot count ({e}); counting it as 0 would let "
-        "the run pass its token budget, so the run stops. This is a router or proxy fault: report it "
-        "with the request id",
-        body=body,
-        request_id=request_id,
-    )

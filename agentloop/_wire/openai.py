@@ -16,9 +16,9 @@ from .._events import ToolCallDelta
 from .._exceptions import APIResponseError, ConversationError
 from .._model import ModelRequest
 from .._retry import Failure
-from .._types import ModelTurn, Usage
-from .._usage import at_least
-from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, usage_error
+from .._types import ModelTurn
+from .._usage import at_least, openai_usage
+from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
 from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
@@ -113,16 +113,14 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             body=_preview(data),
             request_id=request_id,
         )
-    try:
-        usage = Usage.from_openai(data.get("usage"))
-    except ValueError as e:
-        raise usage_error(e, _preview(data), request_id) from None
+    problems: list[str] = []
     return ModelTurn(
         message=normalize_message(raw),
-        usage=usage,
+        usage=openai_usage(data.get("usage"), problems),
         finish_reason=choice.get("finish_reason"),
         model=data.get("model"),
         request_id=request_id or data.get("id"),
+        usage_problems=tuple(problems),
     )
 
 
@@ -229,10 +227,7 @@ class OpenAIStream(StreamAssembler):
             self._identify(chunk)
         usage = get("usage")
         if usage is not None:  # usually a last chunk with no choices; a later report never lowers it
-            try:
-                self.usage = at_least(self.usage, Usage.from_openai(usage))
-            except ValueError as e:
-                raise self.bad_usage(e) from None
+            self.usage = at_least(self.usage, openai_usage(usage, self.usage_problems))
         choices = get("choices")
         if not choices or type(choices) is not list:
             return NO_EVENTS

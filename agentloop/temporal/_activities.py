@@ -7,7 +7,8 @@
 - `tool_call`: one tool call through the worker's own `Dispatcher`, so argument conversion,
   the sandbox modes ("thread", "process", "isolated"), `Limits` and result encoding are exactly
   those of an in-process run. Every call heartbeats while it runs, so a lost worker is noticed
-  after `heartbeat_timeout` and cancellation reaches the tool.
+  after `heartbeat_timeout` and cancellation reaches the tool. The worker's model credentials
+  are cut out of the outcome (`ToolCaller(redact=model.redact)`), as a run with that client does.
 - `call_function`: a `History(processor=...)`, a handoff's `input_filter` or an agent's dynamic
   instructions, one the worker was given (`create_worker(functions=[...])`), by its `module:qualname`; never a name the
   workflow's input chose that the worker was not given.
@@ -33,10 +34,9 @@ from agentloop import (
     Model,
     ModelRequest,
     RunContext,
+    ToolCaller,
     ToolRegistry,
     Usage,
-    default_error_formatter,
-    run_tool_call,
 )
 
 from ..abc import repair_tool_call_ids
@@ -103,7 +103,12 @@ class AgentActivities:
         self.heartbeat_timeout = options.heartbeat_timeout
         self.model_timeout = options.model_timeout
         self.model_attempts = options.model_attempts
-        self.format_tool_error = options.format_tool_error or default_error_formatter
+        # The model's credentials (a FluxClient's key) cut out of every tool outcome and function
+        # error before it is returned: an activity's result goes to Temporal's history and to the
+        # model's next request. The key is known where the model is: on this worker, whose tools
+        # run in the same process (and environment) as the client holding it.
+        self.redact: Callable[[str], str] = getattr(model, "redact", None) or _unchanged
+        self.caller = ToolCaller(tools, format_tool_error=options.format_tool_error, redact=self.redact)
         self.tool_executions = 0  # tool activities started in this process (soak/diagnostics)
 
     @property
@@ -170,13 +175,16 @@ class AgentActivities:
         if message.get("tool_calls"):
             repair_tool_call_ids(conversation, message["tool_calls"])  # here, not in the workflow: random
         store.put(digest, message)
-        return {
+        out: dict[str, Any] = {
             "message": message,
             "usage": turn.usage.to_data(),
             "finish_reason": turn.finish_reason,
             "model": turn.model,
             "request_id": turn.request_id,
         }
+        if turn.usage_problems:  # the workflow decides (refused under a token budget): it knows the budget
+            out["usage_problems"] = list(turn.usage_problems)
+        return out
 
     def _conversation(self, data: dict[str, Any]) -> tuple[str, list[Any]]:
         """The conversation an activity's input names: a stored prefix (by digest) and the delta."""
@@ -220,14 +228,12 @@ class AgentActivities:
         _check_input(data, name=str, arguments=dict)
         self.tool_executions += 1
         call = partial(
-            run_tool_call,
-            self.tools,
+            self.caller.call,
             data["name"],
             data.get("arguments") or {},
             run_id=data.get("run_id") or "",
             step=int(data.get("step", 0)),
             call_id=data.get("call_id") or "call",
-            format_tool_error=self.format_tool_error,
             deps=data.get("deps"),  # JSON data, for tools that take a RunContext
         )
         record = await _heartbeating(call)
@@ -263,7 +269,7 @@ class AgentActivities:
             )
         if kind == "instructions":
             _, conversation = self._conversation(data)
-            text = await _run_function(ref, fn, _context(data, _copy(conversation)))
+            text = await _run_function(ref, fn, self.redact, _context(data, _copy(conversation)))
             return {"text": _text(ref, text)}
         given = data.get("messages")  # a processor's: None when it is the conversation itself
         conversation = []
@@ -274,7 +280,7 @@ class AgentActivities:
         where = index_of(conversation + (given or []))
         arg = _copy(conversation if given is None else given)
         args = (_context(data, _copy(conversation)), arg) if kind == "history" else (arg,)
-        out = _messages_data(ref, await _run_function(ref, fn, *args))
+        out = _messages_data(ref, await _run_function(ref, fn, self.redact, *args))
         if not isinstance(out, list):  # not messages: the loop in the workflow refuses it, as in-process
             return {"value": out}
         # Recorded as references into what the workflow sent (only new messages cross), and stored:
@@ -313,13 +319,19 @@ def _check_input(data: Any, **fields: type) -> None:
         )
 
 
-async def _run_function(ref: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """The user's function, heartbeating; its own exception fails the run with its type, not retried."""
+async def _run_function(ref: str, fn: Callable[..., Any], redact: Callable[[str], str], *args: Any) -> Any:
+    """The user's function, heartbeating; its own exception fails the run with its type, not retried
+    (its message redacted: it goes to the history and to the client's `TemporalRunError`)."""
     try:
         return await _heartbeating(_call, fn, *args)
     except Exception as e:
-        raise ApplicationError(f"{ref} raised {type(e).__name__}: {e}", type=type(e).__name__,
+        raise ApplicationError(redact(f"{ref} raised {type(e).__name__}: {e}"), type=type(e).__name__,
                                non_retryable=True) from None  # fmt: skip
+
+
+def _unchanged(text: str) -> str:
+    """The redactor of a model without credentials of its own to cut (not a FluxClient)."""
+    return text
 
 
 def _text(ref: str, text: Any) -> str | None:

@@ -123,6 +123,10 @@ def create_worker(
       fields passed as keywords (`heartbeat_timeout=...`, the form before `WorkerOptions`) still
       work, with a DeprecationWarning.
     - `worker_options`: passed to `temporalio.worker.Worker` (e.g. `max_concurrent_activities`).
+
+    `model`'s credentials (`FluxClient.redact`) are cut out of every tool outcome and function
+    error before it leaves an activity (history, the model's next request): the key is known on
+    the worker, where the tools run, never in the workflow.
     """
     if not isinstance(task_queue, str) or not task_queue:
         raise ConfigurationError(f"task_queue must be a non-empty string, got {task_queue!r}")

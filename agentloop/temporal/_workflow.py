@@ -233,6 +233,7 @@ class _ActivityModel:
             out.get("finish_reason"),
             out.get("model"),
             out.get("request_id"),
+            usage_problems=tuple(str(p) for p in out.get("usage_problems") or ()),
         )
 
 
