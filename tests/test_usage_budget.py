@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentloop import (
@@ -162,15 +162,16 @@ def counted(v: Any) -> int | None:
     way=st.sampled_from(WAYS),
     limit=st.integers(1, 5000),
 )
+@example(steps=[(0, 0)] * 4, way=("openai", False), limit=5000)  # found: four equal steps were a loop
 def test_no_usage_report_passes_the_budget_silently(
     backend: str, steps: list[tuple[Any, Any]], way: tuple[str, bool], limit: int
 ) -> None:
     async def main() -> None:
         async with FakeFluxRouter() as router:
-            for p, c in steps:
+            for i, (p, c) in enumerate(steps):  # a key per step: four equal calls would be a loop
                 router.add(
                     tool_calls(
-                        call("lookup", {"key": "a"}), usage={"prompt_tokens": p, "completion_tokens": c}
+                        call("lookup", {"key": f"a{i}"}), usage={"prompt_tokens": p, "completion_tokens": c}
                     )
                 )
             router.add(text("done", usage={"prompt_tokens": 0, "completion_tokens": 0}))
