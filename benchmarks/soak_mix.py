@@ -292,3 +292,75 @@ async def _cancel_then_resume(
     result = await agent.resume(run_id)
     assert result.output == ANSWER, result.output
     return "cancelled+resumed" if scope.cancelled_caught else "finished before the cut"
+
+
+# --- the long run: `benchmarks/soak.py --mix` --------------------------------------------------------
+
+
+@dataclass
+class MixReport:
+    samples: list[dict[str, Any]]  # one per batch: time, runs, runs/s, RSS, fds, threads, children
+    outcomes: dict[str, int]
+    runs: int
+    wall_s: float
+    problems: list[str]
+
+
+async def long_soak(db: Path, duration_s: float, max_runs: int, batch: int, concurrency: int) -> MixReport:
+    """Batches of the mix until `duration_s` or `max_runs`; samples the process after each batch;
+    after closing everything, fds, threads outside the worker pool, tasks and children must be
+    the baseline's, and every process the sandbox started gone."""
+    import gc
+    import time
+
+    import soak  # the process probes of the sequential soak
+
+    problems: list[str] = []
+    baseline = soak.sample("baseline", 0)
+    samples: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    started = time.perf_counter()
+    async with Mix(db) as mix:
+        while mix.runs < max_runs and time.perf_counter() - started < duration_s:
+            t0, runs0 = time.perf_counter(), mix.runs
+            await mix.batch(min(batch, max_runs - mix.runs), concurrency)
+            gc.collect()
+            s = soak.sample("batch", mix.runs, mix.tools.sandbox_for("process").sandbox.offer_fds())
+            seen.update(s.children, s.descendants)
+            samples.append(
+                {
+                    "t_s": round(time.perf_counter() - started, 1),
+                    "runs": mix.runs,
+                    "runs_per_s": round((mix.runs - runs0) / (time.perf_counter() - t0), 1),
+                    "rss_mb": s.rss_mb,
+                    "fds": s.fds,
+                    "sockets": s.sockets,
+                    "tasks": s.tasks,
+                    "threads": s.threads,
+                    "pool_threads": s.pool_threads,
+                    "children": len(s.children),
+                    "below": len(s.descendants),
+                }
+            )
+    end = soak.sample("closed", mix.runs)
+    for what in ("fds", "sockets", "tasks", "other_threads", "children"):
+        if getattr(end, what) != getattr(baseline, what):
+            problems.append(
+                f"after closing: {what} is {getattr(end, what)}, baseline {getattr(baseline, what)}"
+            )
+    left = await soak._still_running(seen - set(baseline.children) - set(baseline.descendants))
+    if left:
+        problems.append(f"after closing: processes {left} still run")
+    return MixReport(samples, dict(mix.outcomes), mix.runs, round(time.perf_counter() - started, 1), problems)
+
+
+def print_report(report: MixReport, backend: str) -> None:
+    rate = report.runs / report.wall_s if report.wall_s else 0.0
+    print(f"{report.runs} mixed runs in {report.wall_s} s ({backend}): {rate:.1f} runs/s")
+    cols = list(report.samples[0]) if report.samples else []
+    print("".join(f"{c:>12}" for c in cols))
+    for s in report.samples:
+        print("".join(f"{s[c]!s:>12}" for c in cols))
+    for outcome, n in sorted(report.outcomes.items()):
+        print(f"  {n:>6}  {outcome}")
+    print("clean" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(report.problems))
