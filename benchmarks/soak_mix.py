@@ -333,6 +333,8 @@ async def long_soak(db: Path, duration_s: float, max_runs: int, batch: int, conc
                     "runs": mix.runs,
                     "runs_per_s": round((mix.runs - runs0) / (time.perf_counter() - t0), 1),
                     "rss_mb": s.rss_mb,
+                    "anon_mb": _status_mb("RssAnon"),  # the heap; RssFile / RssShmem: mapped files
+                    "shmem_mb": _status_mb("RssShmem"),  # (SQLite's WAL index is one)
                     "fds": s.fds,
                     "sockets": s.sockets,
                     "tasks": s.tasks,
@@ -352,6 +354,13 @@ async def long_soak(db: Path, duration_s: float, max_runs: int, batch: int, conc
     if left:
         problems.append(f"after closing: processes {left} still run")
     return MixReport(samples, dict(mix.outcomes), mix.runs, round(time.perf_counter() - started, 1), problems)
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def print_report(report: MixReport, backend: str) -> None:
