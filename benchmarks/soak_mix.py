@@ -232,7 +232,9 @@ class Mix:
 
     async def one(self, i: int) -> None:
         scenario = SCENARIOS[i % len(SCENARIOS)]
-        agent, streamed = self.agents[(i // len(SCENARIOS)) % len(self.agents)]
+        # every 24 runs: each scenario twice, on two of the four clients, and every client; every 48
+        # runs: each scenario on each client
+        agent, streamed = self.agents[(i // len(SCENARIOS) + 2 * (i % 2)) % len(self.agents)]
         outcome = await _play(agent, streamed, scenario, i)
         self.outcomes[f"{scenario}: {outcome}"] += 1
         self.runs += 1

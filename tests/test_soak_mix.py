@@ -27,7 +27,7 @@ from leaks import Probe, children, open_fds, tasks
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import soak_mix
 
-BATCH = len(soak_mix.SCENARIOS) * len(soak_mix.MODES)  # every scenario on every client
+BATCH = 2 * len(soak_mix.SCENARIOS)  # every scenario twice, every client (both batches: each on each)
 CONCURRENCY = 16
 
 
