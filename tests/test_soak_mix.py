@@ -36,7 +36,7 @@ def _sockets() -> int:
 
 
 async def _worker(db: Path) -> dict[str, object]:
-    start = tasks()
+    start, kids = tasks(), set(children())  # a test worker may have children of its own (Temporal's server)
     async with soak_mix.Mix(db) as mix:
         gc.collect()
         m0 = tracemalloc.get_traced_memory()[0]
@@ -46,7 +46,7 @@ async def _worker(db: Path) -> dict[str, object]:
         await mix.batch(BATCH, CONCURRENCY)
         gc.collect()
         m2, s2 = tracemalloc.get_traced_memory()[0], _sockets()
-        sandbox_alive = len(children())
+        sandbox_alive = len(set(children()) - kids)
         assert tasks(but_servers=True) == start  # between batches: every run's tasks ended
     assert tasks() == start
     return {"mix": mix, "mem": (m0, m1, m2), "sockets": (s1, s2), "children": sandbox_alive}
@@ -74,8 +74,11 @@ def test_a_worker_of_mixed_runs_leaves_nothing_behind(backend: str, tmp_path: Pa
     )
     probe.assert_back()
     m0, m1, m2 = seen["mem"]  # type: ignore[misc]
-    # measured (busy 2 cores): asyncio +1.9 MB then +0.03 MB; trio +0.34 MB then +0.03 MB
-    assert m2 - m1 < (m1 - m0) / 4, (m0, m1, m2)
+    # Measured in a fresh process (busy 2 cores): asyncio +1.9 MB then +0.03 MB; trio +0.34 MB
+    # then +0.03 MB. In a test worker that ran other tests first the first batch warms less, so
+    # the second may also add up to 64 KB (under 3 KB a run: a leak of a run's conversation,
+    # ~5 KB, or of its tasks exceeds it).
+    assert m2 - m1 < max((m1 - m0) / 4, 64 * 1024), (m0, m1, m2)
     # the pools did not grow over the second batch (sockets: the four clients' idle connections
     # and the router's ends of them); after `aclose()` every one is closed (probe above)
     s1, s2 = seen["sockets"]  # type: ignore[misc]
