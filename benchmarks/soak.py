@@ -21,6 +21,7 @@ descendants, and checks:
 
     .venv/bin/python benchmarks/soak.py                       # 10,000 back to back, 1,000 at once
     .venv/bin/python benchmarks/soak.py --sequential 1000 --concurrent 200 --json
+    .venv/bin/python benchmarks/soak.py --mix --duration 300 --backend trio   # errors, cancels, resumes
 
 Each run: two model requests, three parallel tool calls (one inline, one in a worker thread,
 one in a fresh child process of the "process" sandbox).
@@ -457,9 +458,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=500, help="sample every N sequential runs")
     p.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="the mixed workload of soak_mix.py instead (errors, cancellation, ...)",
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="--mix: seconds to run")
+    p.add_argument("--runs", type=int, default=10**9, help="--mix: stop after this many runs")
+    p.add_argument("--batch", type=int, default=480, help="--mix: runs per batch (a sample after each)")
+    p.add_argument("--concurrency", type=int, default=32, help="--mix: runs at once")
     args = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 connections need ~4,000 fds
+    if args.mix:
+        return _mix(args)
     report = anyio.run(soak, args.sequential, args.concurrent, args.batches, args.every, backend=args.backend)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -476,6 +488,30 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(s.children):>9}{len(s.descendants):>6}"
             )
         print("clean" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(report.problems))
+    return 0 if not report.problems else 1
+
+
+def _mix(args: argparse.Namespace) -> int:
+    import logging
+    import tempfile
+
+    import soak_mix
+
+    logging.disable(logging.WARNING)  # the mix's tool errors and limits log a warning per run
+    with tempfile.TemporaryDirectory() as tmp:
+        report = anyio.run(
+            soak_mix.long_soak,
+            Path(tmp) / "runs.db",
+            args.duration,
+            args.runs,
+            args.batch,
+            args.concurrency,
+            backend=args.backend,
+        )
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+    else:
+        soak_mix.print_report(report, args.backend)
     return 0 if not report.problems else 1
 
 

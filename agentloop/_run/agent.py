@@ -369,10 +369,18 @@ class Agent(Generic[DepsT, OutputT]):
         settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings
         run.configure(deps, model or self.model, settings)
 
-    async def _restore(self, source: RunResult[Any] | str, approvals: Mapping[str, Decision] | None) -> Run:
+    async def _restore(
+        self,
+        source: RunResult[Any] | str,
+        approvals: Mapping[str, Decision] | None,
+        *,
+        nested: bool = False,
+    ) -> Run:
         if isinstance(source, str) and (problem := not_unicode("run_id", source)):
             raise ConfigurationError(problem)
-        return await restore(self.journal, source, approvals, partial(restore_nested_usage, self))
+        return await restore(
+            self.journal, source, approvals, partial(restore_nested_usage, self), nested=nested
+        )
 
     def _loop(self, run: Run, emit: Emit | None, limits: RunLimits) -> Coroutine[Any, Any, RunResult[Any]]:
         """The loop (`loop.py`) over `run` under `limits`; `emit`: the stream consumer's, if any.

@@ -127,7 +127,8 @@ async def run_nested(agent: Agent[Any, Any], ctx: RunContext[Any], prompt: str) 
     run = None
     if journal is not None:
         with contextlib.suppress(RunNotFoundError):  # a resumed outer run: continue the inner one
-            run = await agent._restore(run_id, decisions or None)
+            # (paused and no decision for it yet: it pauses again, and so does the outer run)
+            run = await agent._restore(run_id, decisions or None, nested=True)
     elif paused is not None:  # resumed with decisions for its paused inner run (no journal)
         run = await agent._restore(RunResult.from_json(paused), decisions)
     if run is None:

@@ -113,9 +113,32 @@ def _transfer(h: Handoff, label: str, names: set[str]) -> Any:
                 f"Not transferred: this step's first transfer ({first['function']['name']}) is the one made."
             )
         run.handoff = h
-        return f"Transferred to {label}: it continues the conversation from here."
+        return f"{TRANSFERRED}{label}: it continues the conversation from here."
 
     return transfer
+
+
+TRANSFERRED = "Transferred to "  # how a transfer's outcome starts when it was the one made
+
+
+def transfer_not_taken(agent: Agent[Any, Any], run: Run) -> bool:
+    """Whether a restored run's last step made a transfer the run was not handed over by: it was cut
+    (cancelled, killed) between the transfer's outcome and the handoff's journal entry, or paused
+    for another call of that step. Sets `run.handoff` so the loop takes it now. Without this the
+    resumed run went on with the agent that transferred, which the conversation says it left."""
+    if run.handoff is not None or not agent.handoffs or run.handed_at >= run.steps:
+        return False
+    by_name = {tool.name: h for h, tool in agent.handoffs}
+    for r in run.tool_calls:
+        if (
+            r.step == run.steps
+            and r.status == "ok"
+            and r.name in by_name
+            and r.content.startswith(TRANSFERRED)
+        ):
+            run.handoff = by_name[r.name]
+            return True
+    return False
 
 
 def with_handoffs(tools: ToolRegistry, handoffs: tuple[tuple[Handoff, Tool], ...]) -> ToolRegistry:

@@ -38,7 +38,7 @@ from .agent_tool import ancestor_limit, log_fields, nested_emits, spend, token_b
 from .calls import CallPolicy, CallsDone, StepCalls
 from .conversation import history_message_async, sendable_answer
 from .finish import finished
-from .handoff import find_agent, take_handoff, with_handoffs
+from .handoff import find_agent, take_handoff, transfer_not_taken, with_handoffs
 from .limits import LimitHit, RunLimits, unreadable_usage
 from .output_spec import OutputSpec, StoredOutput, jsonable
 from .output_step import native_refused, output_request, output_step
@@ -255,7 +255,10 @@ class Steps:
         if first:
             await self.rec.run_started(self.run.model)
         resume = self.run.take_resume()
-        outcome: Outcome = CONTINUE if resume is None else await self._resumed_step(resume.calls, resume)
+        if resume is not None:
+            outcome: Outcome = await self._resumed_step(resume.calls, resume)
+        else:  # a restored run cut right after its last step's transfer: hand it over first
+            outcome = HANDED_OFF if transfer_not_taken(self.agent, self.run) else CONTINUE
         while outcome is CONTINUE:
             outcome = await self.step()
         if isinstance(outcome, Final):
@@ -272,7 +275,11 @@ class Steps:
         if paused is not None:
             return paused
         await self.rec.step_finished(self.run.steps, Usage(), len(calls), log=False)
-        return CONTINUE
+        return (
+            HANDED_OFF
+            if self.run.handoff is not None or transfer_not_taken(self.agent, self.run)
+            else CONTINUE
+        )
 
     def _after_calls(self, done: CallsDone) -> Paused | None:
         if done.pending:

@@ -87,6 +87,7 @@ class Replay:
     final_data: Any = None  # a structured output's JSON data ("output_data"), when there is one
     has_final_data: bool = False
     agent: str | None = None  # the agent a handoff passed the run to (the last one)
+    handoff_step: int = 0  # the step that handoff was made in
 
     def close_step(self) -> None:
         if not self.calls:
@@ -154,7 +155,7 @@ def _replay_message(r: Replay, e: JournalEntry) -> None:
 
 def _replay_handoff(r: Replay, e: JournalEntry) -> None:
     r.close_step()  # the conversation the agent handed to starts from (filtered)
-    r.messages, r.agent = list(e.data["messages"]), e.data["agent"]
+    r.messages, r.agent, r.handoff_step = list(e.data["messages"]), e.data["agent"], e.step
 
 
 def _call_id(entry: JournalEntry) -> str:

@@ -33,9 +33,16 @@ async def restore(
     source: RunResult[Any] | str,
     approvals: Mapping[str, Decision] | None,
     restored: Restored | None = None,
+    *,
+    nested: bool = False,
 ) -> Run:
     """The run `source` names, ready for the loop; `journal`: the agent's. `restored(run)`: awaited
-    for a run read from the journal (its agent tools' inner runs' usage, `agent_tool.py`)."""
+    for a run read from the journal (its agent tools' inner runs' usage, `agent_tool.py`).
+    `nested`: an agent tool's inner run, resumed because its outer run (resumed) calls the tool
+    again; the outer run may have been cut (cancelled, killed) anywhere, so its decisions for the
+    inner run may not be there yet or may have been applied already. A paused inner run without
+    decisions pauses again at once (and so does the outer run: its call must not fail); decisions
+    the inner run has no pending call for any more were applied by an earlier attempt of the call."""
     if approvals is not None and not isinstance(approvals, Mapping):  # before a lease is taken
         check_decisions([], approvals)  # raises ResumeError, saying what approvals must be
     if isinstance(source, str):
@@ -44,7 +51,7 @@ async def restore(
                 f"cannot resume run {source!r} by id: this agent has no journal. Pass journal=... "
                 "to Agent, or resume from the RunResult of a paused run."
             )
-        return await _from_journal(journal, source, approvals, restored)
+        return await _from_journal(journal, source, approvals, restored, nested)
     if not isinstance(source, RunResult):
         raise ResumeError(f"resume takes a RunResult or a journaled run id, got {type(source).__name__}")
     # the journal knows best (and holds the lease)
@@ -54,7 +61,11 @@ async def restore(
 
 
 async def _from_journal(
-    journal: Journal, run_id: str, approvals: Mapping[str, Decision] | None, restored: Restored | None
+    journal: Journal,
+    run_id: str,
+    approvals: Mapping[str, Decision] | None,
+    restored: Restored | None,
+    nested: bool = False,
 ) -> Run:
     token = await journal.acquire(run_id)
     try:
@@ -68,12 +79,14 @@ async def _from_journal(
         if state.pending:
             # replay keeps pending calls only while their step's calls are open
             assert state.calls is not None, "pending calls without their step"
-            decisions = check_decisions(state.pending, {**state.approvals, **dict(approvals or {})})
+            decided = {**state.approvals, **dict(approvals or {})}
+            # nested: the calls without a decision wait for one again (calls.py pauses them)
+            decisions = decided if nested and not approvals else check_decisions(state.pending, decided)
             check_approved_arguments(state.calls, state.pending, decisions)
             if approvals:
                 await rec.approvals(run.steps, {k: decision_to_data(v) for k, v in approvals.items()})
             run.resume_at(Resume(state.calls, state.records, state.started, decisions))
-        elif approvals:
+        elif approvals and not nested:
             raise ResumeError(f"run {run_id!r} has no pending calls; approvals are not needed")
         if state.final is None:  # where a resume picked up: shown by the run inspector
             was = loaded.info.status

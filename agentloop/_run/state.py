@@ -58,6 +58,7 @@ class Run:
         "ended",
         "final",
         "guard",
+        "handed_at",
         "handoff",
         "instructions",
         "journal",
@@ -130,12 +131,14 @@ class Run:
         self.nested_steps = 0  # model requests of nested runs, counted against max_steps
         self.observers: frozenset[Any] = frozenset()  # observers that already see this run's events
         self.handoff: Any = None  # a Handoff the model asked for in the step in progress
+        self.handed_at = 0  # the step of the last handoff taken (journaled), 0 for none
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_replay(cls, run_id: str, state: Replay, new_start: int) -> Run:
         run = cls(run_id, state.messages, new_start=new_start, agent_name=state.agent)
+        run.handed_at = state.handoff_step
         run.steps, run.usage, run.tool_calls, run.turns = (
             state.steps,
             state.usage,
@@ -267,7 +270,7 @@ class Run:
         kept: int,
     ) -> None:
         """A handoff: the run goes on with another agent, from the conversation it was given."""
-        self.handoff = None
+        self.handoff, self.handed_at = None, self.steps
         self.messages, self.new_start = messages, kept
         self.agent_name, self.model, self.settings = agent_name, model, settings
 
