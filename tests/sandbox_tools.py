@@ -155,3 +155,22 @@ def json_loads(text: str) -> Any:  # for the tests: parse a result the sandbox r
     import json
 
     return json.loads(text)
+
+
+class Counter:
+    """Everyday method shapes a user registers with sandbox="process" (tests/test_outside_round4.py)."""
+
+    step = 10
+
+    @classmethod
+    def scaled(cls, x: int) -> int:
+        return x * cls.step
+
+    def bump(self, x: int) -> int:
+        return x + 1
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+counter = Counter()

@@ -63,12 +63,15 @@ def function_schema(
     code = target if inspect.isroutine(target) else getattr(target, attr)
     is_async = inspect.iscoroutinefunction(code) or _wraps_async(code)
     if inspect.isasyncgenfunction(code) or inspect.isgeneratorfunction(code):
+        collect = "[x async for x in gen(...)]" if inspect.isasyncgenfunction(code) else "list(gen(...))"
         raise ToolDefinitionError(
             f"Tool {name!r} is a generator function: a tool call has one result, and the generator "
             "object it returns cannot be sent to the model. Collect the items and return them "
-            "(e.g. `return [x async for x in gen(...)]`)."
+            f"(e.g. `return {collect}`)."
         )
     doc_desc, param_docs = parse_doc(inspect.getdoc(target) or inspect.getdoc(code))
+    if code is not target:  # a class's or callable object's "Args:" may sit on __init__ / __call__
+        param_docs = {**parse_doc(inspect.getdoc(code))[1], **param_docs}
     description = doc_desc if description is None else description
     if parameters is not None:  # the user's own schema: trust it, only check that it is a schema at all
         parameters = _check_explicit(name, parameters)

@@ -1,0 +1,80 @@
+"""Outside-in review, round 4: the everyday path of a new user building a multi-tool agent (tool
+shapes people write, the docs' examples, run/stream on both wires, the CLI). Each test is the exact
+repro of a break found from the outside (public API only), kept as a regression test; async ones
+run on asyncio and trio."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import sandbox_tools as st
+
+from agentloop import Agent, Limits, ToolDefinitionError, ToolRegistry
+from agentloop.testing import ScriptedModel, call, text, tool_calls
+
+pytestmark = pytest.mark.anyio
+
+
+# --- registration: what a tool's shape tells the model and the user ------------------------------
+
+
+class Lookup:
+    """Looks records up in a table."""
+
+    def __init__(self, table: dict[str, int]) -> None:
+        self.table = table
+
+    def __call__(self, key: str, default: int = 0) -> int:
+        """Look a key up.
+
+        Args:
+            key: The record key.
+            default: What to answer for a missing key.
+        """
+        return self.table.get(key, default)
+
+
+def test_a_callable_object_keeps_the_parameter_docs_of_its___call__() -> None:
+    # the class docstring was taken whole and __call__'s "Args:" dropped: the model saw no descriptions
+    tool = ToolRegistry().register(Lookup({"a": 1}), name="lookup")
+    assert tool.description == "Looks records up in a table."
+    props = tool.parameters["properties"]
+    assert props["key"]["description"] == "The record key."
+    assert props["default"]["description"] == "What to answer for a missing key."
+
+
+def test_a_sync_generator_is_refused_with_a_sync_fix() -> None:
+    def rows(n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    # the advice was `[x async for x in gen(...)]`, which a sync generator cannot do
+    with pytest.raises(ToolDefinitionError, match=r"return list\(gen\(\.\.\.\)\)"):
+        ToolRegistry().register(rows)
+
+
+@pytest.mark.parametrize(
+    ("fn", "says"),
+    [
+        (st.counter.bump, r"'Counter.bump' is a method bound to a Counter instance.*staticmethod"),
+        (st.counter, r"a callable Counter instance cannot be sent.*with its state"),
+        (functools.partial(st.echo, n=2), r"a functools.partial of 'echo'.*with its bound arguments"),
+    ],
+    ids=["bound-method", "callable-object", "partial"],
+)
+def test_a_process_tool_that_cannot_be_sent_by_name_says_why(fn: object, says: str) -> None:
+    # was: "sandbox_tools:Counter.bump names another object, not 'bump'; define 'bump' at the top
+    # level" and "define 'functools.partial(<function echo at 0x...>, n=2)' at the top level"
+    with pytest.raises(ToolDefinitionError, match=says):
+        ToolRegistry().register(fn, name="t", sandbox="process")  # type: ignore[arg-type]
+
+
+async def test_a_classmethod_runs_in_the_process_sandbox() -> None:
+    # was refused: "sandbox_tools:Counter.scaled names another object" (a classmethod is bound anew on
+    # every attribute access, so the imported one is equal to the registered one, never identical)
+    tools = ToolRegistry(sandbox="process", limits=Limits(timeout=30))
+    tools.register(st.Counter.scaled)
+    model = ScriptedModel([tool_calls(call("scaled", {"x": 4})), text("done")])
+    async with tools:
+        result = await Agent(client=model, tools=tools).run("go")
+    assert [(r.status, r.content) for r in result.tool_calls] == [("ok", "40")]
