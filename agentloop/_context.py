@@ -27,7 +27,7 @@ from typing import Any, Generic
 from typing_extensions import TypeVar
 
 from . import _json
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, ToolDefinitionError
 from ._types import Usage
 
 __all__ = ["Instructions", "RunContext", "check_no_running_loop", "context_param", "resolve_instructions"]
@@ -67,6 +67,8 @@ Instructions = str | Callable[[RunContext[Any]], str] | Callable[[RunContext[Any
 
 def context_param(fn: Callable[..., Any]) -> str | None:
     """The name of `fn`'s first parameter when it is annotated `RunContext[...]`, else None.
+    A RunContext parameter anywhere else is a `ToolDefinitionError` saying to move it first (the
+    schema builder would call it "not a JSON-compatible type").
 
     String annotations (`from __future__ import annotations`) are recognised by name, so the
     types named inside the brackets need not be resolvable.
@@ -77,12 +79,19 @@ def context_param(fn: Callable[..., Any]) -> str | None:
         return None
     if not params:
         return None
-    p = params[0]
-    ann = p.annotation
+    later = [p.name for p in params[1:] if _is_context(p.annotation)]
+    if later:
+        raise ToolDefinitionError(
+            f"tool {getattr(fn, '__name__', fn)!r}: its RunContext parameter {later[0]!r} must be the "
+            "first parameter (the model's arguments are the others); move it first"
+        )
+    return params[0].name if _is_context(params[0].annotation) else None
+
+
+def _is_context(ann: Any) -> bool:
     if isinstance(ann, str):
-        head = ann.split("[", 1)[0].strip().rsplit(".", 1)[-1]
-        return p.name if head == "RunContext" else None
-    return p.name if (typing.get_origin(ann) or ann) is RunContext else None
+        return ann.split("[", 1)[0].strip().rsplit(".", 1)[-1] == "RunContext"
+    return (typing.get_origin(ann) or ann) is RunContext
 
 
 async def resolve_instructions(instructions: Any, ctx: RunContext[Any]) -> str | None:

@@ -204,7 +204,7 @@ def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus
         except (TypeError, ValueError) as e:
             return (
                 "invalid_result",
-                f"Tool {name!r} returned a {type(value).__name__} that cannot be encoded as JSON ({e}).",
+                f"Tool {name!r} returned a value of type {type(value).__name__} that cannot be encoded as JSON ({e}).",
                 type(value).__name__,
             )
     if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char

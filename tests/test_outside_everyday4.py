@@ -10,7 +10,7 @@ import functools
 import pytest
 import sandbox_tools as st
 
-from agentloop import Agent, Limits, ToolDefinitionError, ToolRegistry
+from agentloop import Agent, Limits, RunContext, ToolDefinitionError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +78,31 @@ async def test_a_classmethod_runs_in_the_process_sandbox() -> None:
     async with tools:
         result = await Agent(client=model, tools=tools).run("go")
     assert [(r.status, r.content) for r in result.tool_calls] == [("ok", "40")]
+
+
+async def _orders(status: str, ctx: RunContext[None]) -> str:
+    return status
+
+
+def test_a_run_context_that_is_not_first_is_refused_with_the_fix() -> None:
+    # was: "parameter 'ctx' has type 'RunContext', which cannot be turned into a JSON schema: it is
+    # not a JSON-compatible type. Use a supported type (str, int, ...)": the fix is to move it first
+    with pytest.raises(ToolDefinitionError, match=r"RunContext parameter 'ctx' must be the first parameter"):
+        ToolRegistry().register(_orders)
+
+
+async def test_an_unencodable_result_names_its_type_in_a_sentence() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def count(n: int) -> object:
+        return 10**5000  # past CPython's int-to-str digit limit
+
+    model = ScriptedModel([tool_calls(call("count", {"n": 1})), text("done")])
+    result = await Agent(client=model, tools=tools).run("go")
+    (record,) = result.tool_calls
+    # was "Tool 'count' returned a int that cannot be encoded as JSON"
+    assert record.status == "invalid_result"
+    assert record.content.startswith(
+        "Tool 'count' returned a value of type int that cannot be encoded as JSON"
+    )
