@@ -6,6 +6,7 @@ run on asyncio and trio."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 import sandbox_tools as st
@@ -106,3 +107,39 @@ async def test_an_unencodable_result_names_its_type_in_a_sentence() -> None:
     assert record.content.startswith(
         "Tool 'count' returned a value of type int that cannot be encoded as JSON"
     )
+
+
+def _log_calls(fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # no functools.wraps: the usual first decorator
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_decorator_without_wraps_is_refused_with_the_fix() -> None:
+    # was only "parameter *args is not supported ... Replace it with explicit keyword parameters":
+    # the user wrote explicit parameters; their decorator hid them
+    tools = ToolRegistry()
+    with pytest.raises(ToolDefinitionError, match=r"decorate its wrapper with @functools\.wraps\(fn\)"):
+
+        @tools.tool
+        @_log_calls
+        def get_weather(city: str) -> str:
+            return city
+
+
+def test_a_real_star_args_tool_gets_no_decorator_hint() -> None:
+    with pytest.raises(ToolDefinitionError, match=r"\*items is not supported") as caught:
+        ToolRegistry().register(lambda x, *items: x, name="t")
+    assert "functools.wraps" not in str(caught.value)
+
+
+def test_tool_above_classmethod_in_a_class_body_says_to_register_after_the_class() -> None:
+    tools = ToolRegistry()
+    with pytest.raises(ToolDefinitionError, match=r"register `Cls\.method` after the class body"):
+
+        class Prices:
+            @tools.tool  # type: ignore[arg-type]
+            @classmethod
+            def quote(cls, sku: str) -> int:
+                return 1

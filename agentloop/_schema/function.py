@@ -88,6 +88,18 @@ def function_schema(
     return FunctionSchema(name, description, schema, is_async, _filled(bind, fills) if fills else bind)
 
 
+# A decorator's `def wrapper(*args, **kwargs)` without functools.wraps hides the tool's signature.
+_WRAPPER_HINT = (
+    " The signature is only (*args, **kwargs): if a decorator made it, decorate its wrapper with "
+    "@functools.wraps(fn) so that the tool's own parameters show."
+)
+
+
+def _looks_like_a_wrapper(sig: inspect.Signature) -> bool:
+    kinds = [p.kind for p in sig.parameters.values()]
+    return kinds == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+
+
 def _wraps_async(code: Any) -> bool:
     """A sync wrapper (`@functools.wraps`) around an async function returns its coroutine: awaited as
     an async tool it works; run in a thread as a sync one, it was never awaited."""
@@ -147,6 +159,8 @@ def _items(
             raise ToolDefinitionError(
                 f"Tool {name!r}: parameter {star}{p.name} is not supported; the model can only send named "
                 "arguments. Replace it with explicit keyword parameters (e.g. a list or dict parameter)."
+                + _WRAPPER_HINT
+                * _looks_like_a_wrapper(sig)
             )
         hint = hints.get(p.name, Any)
         bare = hint.__origin__ if typing.get_origin(hint) is Annotated else hint

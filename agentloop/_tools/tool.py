@@ -187,6 +187,11 @@ def _assemble(
 
 
 def _check_options(fn: Callable[..., Any], options: ToolOptions) -> None:
+    if isinstance(fn, classmethod):  # `@tool` above `@classmethod` in a class body
+        raise ToolDefinitionError(
+            f"cannot register {fn!r}: a classmethod cannot be called until its class exists; register "
+            "`Cls.method` after the class body instead of decorating it inside"
+        )
     if not callable(fn):
         raise ToolDefinitionError(f"cannot register {fn!r}: a tool must be a callable")
     for arg, value in (("name", options.name), ("description", options.description)):
