@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sandbox_tools as st
 
-from agentloop import Agent, Limits, RunContext, ToolDefinitionError, ToolRegistry
+from agentloop import Agent, ConfigurationError, Limits, RunContext, ToolDefinitionError, ToolRegistry
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +143,19 @@ def test_tool_above_classmethod_in_a_class_body_says_to_register_after_the_class
             @classmethod
             def quote(cls, sku: str) -> int:
                 return 1
+
+
+# --- the everyday run path -----------------------------------------------------------------------
+
+
+async def test_async_for_directly_over_agent_stream_says_how_to_use_it() -> None:
+    # was: TypeError "'async for' requires an object with __aiter__ method, got _Once"
+    agent = Agent(client=ScriptedModel([text("hi")]))
+    with pytest.raises(ConfigurationError, match=r"write `async with agent\.stream\(\.\.\.\) as events:`"):
+        async for _ in agent.stream("hi"):  # type: ignore[attr-defined]
+            pass
+    with pytest.raises(ConfigurationError, match=r"or `await agent\.run\(\.\.\.\)` for the result alone"):
+        await agent.stream("hi")  # type: ignore[misc]
+    async with agent.stream("hi") as events:  # the documented spelling still works
+        kinds = [type(e).__name__ async for e in events]
+    assert kinds[-1] == "RunFinished"

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -83,6 +83,19 @@ class _Once(AbstractAsyncContextManager[Any]):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         return await self._cm.__aexit__(kind, exc, tb)
+
+    # `async for e in agent.stream(...)` / `await agent.stream(...)` (other SDKs' spellings) met a
+    # bare TypeError naming this private class; say what the object is and how to use it.
+    _USE = (
+        "agent.stream(...) is an async context manager (it owns the run's tasks): write "
+        "`async with agent.stream(...) as events:` and then `async for event in events:`"
+    )
+
+    def __aiter__(self) -> NoReturn:
+        raise ConfigurationError(f"{self._USE}; `async for` cannot take it directly")
+
+    def __await__(self) -> NoReturn:
+        raise ConfigurationError(f"{self._USE}, or `await agent.run(...)` for the result alone")
 
 
 @asynccontextmanager
