@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import sandbox_tools as st
 
-from agentloop import Agent, ConfigurationError, Limits, RunContext, ToolDefinitionError, ToolRegistry
+from agentloop import (
+    Agent,
+    ConfigurationError,
+    FluxClient,
+    Limits,
+    RunContext,
+    ToolDefinitionError,
+    ToolRegistry,
+)
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +167,33 @@ async def test_async_for_directly_over_agent_stream_says_how_to_use_it() -> None
     async with agent.stream("hi") as events:  # the documented spelling still works
         kinds = [type(e).__name__ async for e in events]
     assert kinds[-1] == "RunFinished"
+
+
+def test_the_client_class_instead_of_an_instance_is_refused_at_construction() -> None:
+    # `client=FluxClient` (parentheses forgotten) was accepted; the run then raised a raw
+    # AttributeError "'ModelRequest' object has no attribute '_binding'"
+    with pytest.raises(ConfigurationError, match=r"client is the class FluxClient, not an instance"):
+        Agent(client=FluxClient)  # type: ignore[arg-type]
+
+
+async def _echo(text: str) -> str:
+    return text
+
+
+@pytest.mark.parametrize(
+    ("tools", "fix"),
+    [
+        ({"echo": _echo}, r"tools=list\(your_dict\.values\(\)\)"),  # was: "tools=[{'echo': <function ...>}]"
+        ({_echo}, r"tools=list\(your_set\)"),
+        (_echo, r"Wrap a single function in a list: tools=\[_echo\]"),
+    ],
+    ids=["dict", "set", "function"],
+)
+def test_tools_that_are_not_a_list_get_the_fix_that_fits(tools: object, fix: str) -> None:
+    with pytest.raises(ConfigurationError, match=fix):
+        Agent(client=ScriptedModel([]), tools=tools)  # type: ignore[arg-type]
+
+
+def test_anthropic_any_as_tool_choice_points_to_required() -> None:
+    with pytest.raises(ConfigurationError, match=r"Anthropic's 'any' is spelt 'required' here"):
+        Agent(client=ScriptedModel([]), tools=[_echo], tool_choice="any")

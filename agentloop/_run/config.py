@@ -50,7 +50,7 @@ def build_tools(tools: Any) -> ToolRegistry:
     if not isinstance(tools, (list, tuple)):
         raise ConfigurationError(
             f"tools must be a ToolRegistry or a list of tools (functions, ToolRegistry, Tool, MCPServer), "
-            f"got {type(tools).__name__}. Wrap a single function in a list: tools=[{_label(tools)}]."
+            f"got {type(tools).__name__}. {_as_list(tools)}"
         )
     registry = ToolRegistry()
     for i, item in enumerate(tools):
@@ -169,6 +169,15 @@ Formatter = Callable[[str, BaseException], str]
 T = TypeVar("T")
 
 
+def _as_list(tools: Any) -> str:
+    """The fix for a `tools=` that is not a list: wrap one tool, list a collection's tools."""
+    if isinstance(tools, dict):
+        return "Pass its tools as a list: tools=list(your_dict.values())."
+    if not callable(tools) and hasattr(tools, "__iter__"):
+        return f"Pass them as a list: tools=list(your_{type(tools).__name__})."
+    return f"Wrap a single function in a list: tools=[{_label(tools)}]."
+
+
 def check_model_name(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
@@ -178,6 +187,11 @@ def check_model_name(model: Any) -> str:
 
 
 def check_client(client: T) -> T:
+    if isinstance(client, type):  # `client=FluxClient` (no parentheses) has a `request` function too
+        raise ConfigurationError(
+            f"client is the class {client.__name__}, not an instance: create one, e.g. "
+            f"`async with {client.__name__}() as client:` and pass `client=client`"
+        )
     if not callable(getattr(client, "request", None)):
         raise ConfigurationError(
             f"client must implement the Model interface (e.g. a FluxClient or agentloop.testing.ScriptedModel), "

@@ -44,6 +44,7 @@ def normalize_tool_choice(choice: ToolChoice, tools: ToolRegistry) -> ToolChoice
     if name not in tools:
         raise ConfigurationError(
             f"tool_choice forces tool {name!r}, which is not registered; registered: {tools.names}"
+            + ("; to force some tool call, Anthropic's 'any' is spelt 'required' here" * (name == "any"))
         )
     return choice
 
