@@ -14,6 +14,7 @@ import sandbox_tools as st
 from agentloop import (
     Agent,
     ConfigurationError,
+    ConversationError,
     FluxClient,
     Limits,
     RunContext,
@@ -197,3 +198,21 @@ def test_tools_that_are_not_a_list_get_the_fix_that_fits(tools: object, fix: str
 def test_anthropic_any_as_tool_choice_points_to_required() -> None:
     with pytest.raises(ConfigurationError, match=r"Anthropic's 'any' is spelt 'required' here"):
         Agent(client=ScriptedModel([]), tools=[_echo], tool_choice="any")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    ],
+    ids=["tool_use", "tool_result"],
+)
+async def test_a_conversation_in_anthropic_format_is_refused_saying_which_format_to_use(
+    message: dict[str, Any],
+) -> None:
+    # was only "a assistant message's parts are dicts of type ['text', 'refusal']": a user storing
+    # conversations from the Anthropic SDK did not learn that messages= is OpenAI chat format
+    agent = Agent(client=ScriptedModel([text("never asked")]))
+    with pytest.raises(ConversationError, match=r"looks like an Anthropic Messages block.*'tool_calls'"):
+        await agent.run("next", messages=[{"role": "user", "content": "hi"}, message])

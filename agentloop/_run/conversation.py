@@ -138,6 +138,18 @@ _ROLE_PARTS = {
 }
 
 
+# Anthropic Messages blocks in a conversation (one stored from the Anthropic SDK): the canonical
+# form is OpenAI chat, whichever wire carries it; say so rather than only "not a valid part".
+_ANTHROPIC_BLOCKS = frozenset(
+    {"tool_use", "tool_result", "thinking", "redacted_thinking", "image", "document"}
+)
+_ANTHROPIC_HINT = (
+    ". This looks like an Anthropic Messages block: messages= takes OpenAI chat format on both wires "
+    "(an assistant's calls in 'tool_calls', each result a {'role': 'tool', 'tool_call_id': ...} "
+    "message); the Anthropic wire converts it"
+)
+
+
 def _check_content(i: int, role: str, m: dict[str, Any]) -> None:
     """`content` as the role takes it: a str, or a non-empty list of content parts of the
     role's types; an assistant message may have none (its tool calls are the message)."""
@@ -157,7 +169,8 @@ def _check_content(i: int, role: str, m: dict[str, Any]) -> None:
         if kind not in kinds:
             got = _kind(part) if kind is None else f"a part of type {kind!r}"
             raise ConversationError(
-                f"{what} content[{j}] is {got}; a {role} message's parts are dicts of type {list(kinds)}, like {examples}"
+                f"{what} content[{j}] is {got}; the parts of a message of role {role!r} are dicts of type "
+                f"{list(kinds)}, like {examples}" + _ANTHROPIC_HINT * (kind in _ANTHROPIC_BLOCKS)
             )
         field, value_type, example = _PARTS[kind]
         value: Any = part.get(field)
