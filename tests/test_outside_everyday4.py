@@ -6,6 +6,7 @@ run on asyncio and trio."""
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import pytest
@@ -216,3 +217,24 @@ async def test_a_conversation_in_anthropic_format_is_refused_saying_which_format
     agent = Agent(client=ScriptedModel([text("never asked")]))
     with pytest.raises(ConversationError, match=r"looks like an Anthropic Messages block.*'tool_calls'"):
         await agent.run("next", messages=[{"role": "user", "content": "hi"}, message])
+
+
+async def test_an_async_tool_returning_an_unawaited_coroutine_says_await_it() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def lookup(x: int) -> int:
+        return fetch(x)  # type: ignore[return-value]  # the missing await
+
+    model = ScriptedModel([tool_calls(call("lookup", {"x": 1})), text("done")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the coroutine is closed: no "never awaited" warning
+        result = await Agent(client=model, tools=tools).run("go")
+    # was invalid_result "returned a value of type coroutine that cannot be encoded as JSON" (and a
+    # RuntimeWarning); a sync tool doing the same was already told about the missing await
+    (record,) = result.tool_calls
+    assert record.status == "raised"
+    assert "a coroutine it did not await (a missing `await`?)" in record.content

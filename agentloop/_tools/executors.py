@@ -122,7 +122,13 @@ def own_cancel(exc: BaseException) -> bool:
 
 async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
     if tool.sandbox == "inline":
-        return await tool.fn(**kwargs)
+        result = await tool.fn(**kwargs)
+        if isinstance(result, CoroutineType):  # `return fetch(x)` in an async def: the same case
+            result.close()
+            raise TypeError(
+                "it returned a coroutine it did not await (a missing `await`?): `return await ...`"
+            )
+        return result
     # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
     return await anyio.to_thread.run_sync(partial(_in_thread, tool.fn, kwargs), abandon_on_cancel=True)
 
@@ -132,11 +138,14 @@ def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     if isinstance(result, CoroutineType):  # trio refuses it with a puzzling TypeError, asyncio
         # could not encode it: one clear error on both, and no "never awaited" warning
         result.close()
-        raise TypeError(
-            "it returned a coroutine, which nothing awaits (a missing `await`?): "
-            "make the tool an `async def` that awaits it"
-        )
+        raise TypeError(_UNAWAITED)
     return result
+
+
+_UNAWAITED = (
+    "it returned a coroutine, which nothing awaits (a missing `await`?): make the tool an `async def` "
+    "that awaits it"
+)
 
 
 class SandboxExecutor:
