@@ -238,3 +238,16 @@ async def test_an_async_tool_returning_an_unawaited_coroutine_says_await_it() ->
     (record,) = result.tool_calls
     assert record.status == "raised"
     assert "a coroutine it did not await (a missing `await`?)" in record.content
+
+
+async def test_a_process_tool_missing_a_relative_file_is_told_where_it_runs() -> None:
+    # was only "No such file or directory: 'config.json'", with config.json beside the user's
+    # script: the call's current directory is its own scratch, which nothing said
+    tools = ToolRegistry(sandbox="process", limits=Limits(timeout=30))
+    tools.register(st.read_relative)
+    model = ScriptedModel([tool_calls(call("read_relative", {"name": "config.json"})), text("done")])
+    async with tools:
+        result = await Agent(client=model, tools=tools).run("go")
+    (record,) = result.tool_calls
+    assert record.status == "raised" and "FileNotFoundError" in record.content
+    assert "runs in a scratch directory of its own, not the host's current directory" in record.content
