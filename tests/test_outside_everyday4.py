@@ -251,3 +251,15 @@ async def test_a_process_tool_missing_a_relative_file_is_told_where_it_runs() ->
     (record,) = result.tool_calls
     assert record.status == "raised" and "FileNotFoundError" in record.content
     assert "runs in a scratch directory of its own, not the host's current directory" in record.content
+
+
+@pytest.mark.parametrize(
+    "prompt", [[{"type": "text", "text": "hi"}], {"role": "user", "content": "hi"}], ids=["parts", "message"]
+)
+async def test_a_prompt_of_parts_or_a_message_is_pointed_to_messages(prompt: object) -> None:
+    # was only "prompt must be a str, got list": where an image or a message goes was not said
+    agent = Agent(client=ScriptedModel([text("never asked")]))
+    with pytest.raises(
+        ConversationError, match=r"go in messages=\[\{'role': 'user', 'content': \[\.\.\.\]\}\]"
+    ):
+        await agent.run(prompt)  # type: ignore[arg-type]

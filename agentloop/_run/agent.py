@@ -339,7 +339,10 @@ class Agent(Generic[DepsT, OutputT]):
         check_answered(conversation)
         if prompt is not None:
             if not isinstance(prompt, str):
-                raise ConversationError(f"prompt must be a str, got {type(prompt).__name__}")
+                raise ConversationError(
+                    f"prompt must be a str, got {type(prompt).__name__}; content parts (an image) or whole "
+                    "messages go in messages=[{'role': 'user', 'content': [...]}]"
+                )
             if problem := not_unicode("prompt", prompt):
                 raise ConversationError(problem)
             conversation.append({"role": "user", "content": prompt})
