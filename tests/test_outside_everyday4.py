@@ -6,11 +6,13 @@ run on asyncio and trio."""
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import sandbox_tools as st
+from typing_extensions import TypeAliasType, TypeVar
 
 from agentloop import (
     Agent,
@@ -263,3 +265,49 @@ async def test_a_prompt_of_parts_or_a_message_is_pointed_to_messages(prompt: obj
         ConversationError, match=r"go in messages=\[\{'role': 'user', 'content': \[\.\.\.\]\}\]"
     ):
         await agent.run(prompt)  # type: ignore[arg-type]
+
+
+# --- type aliases (`type X = ...` of Python 3.12; typing_extensions.TypeAliasType before it) ----
+
+_T = TypeVar("_T")
+Celsius = TypeAliasType("Celsius", Annotated[float, "degrees C"])
+Pair = TypeAliasType("Pair", tuple[_T, _T], type_params=(_T,))
+Names = TypeAliasType("Names", list[str])
+
+
+async def test_a_type_alias_parameter_is_its_value() -> None:
+    # was refused: "parameter 'c' has type Celsius, which cannot be turned into a JSON schema: it is
+    # not a JSON-compatible type"
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def plan(c: Celsius, p: Pair[int], names: Names) -> str:
+        return repr((c, p, names))
+
+    props = tools.get("plan").parameters["properties"]  # type: ignore[union-attr]
+    assert props["c"] == {"type": "number", "description": "degrees C"}
+    assert props["p"]["prefixItems"] == [{"type": "integer"}, {"type": "integer"}]
+    model = ScriptedModel([tool_calls(call("plan", {"c": 21, "p": [1, 2], "names": ["a"]})), text("done")])
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [r.content for r in result.tool_calls] == ["(21.0, (1, 2), ['a'])"]
+
+
+def test_a_type_alias_spelt_as_a_string_is_refused_with_the_fix() -> None:
+    Tree = TypeAliasType("Tree", "dict[str, Tree] | int")
+
+    def grow(t: Tree) -> str:  # type: ignore[valid-type]
+        return ""
+
+    with pytest.raises(
+        ToolDefinitionError, match=r"type alias Tree is the string .*use the `type` statement"
+    ):
+        ToolRegistry().register(grow)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the `type` statement is Python 3.12+")
+def test_a_recursive_type_statement_alias_is_a_ref() -> None:
+    namespace: dict[str, Any] = {}
+    exec("type Json = dict[str, Json] | list[Json] | int\ndef load(j: Json) -> str: return ''", namespace)
+    schema = ToolRegistry().register(namespace["load"]).parameters
+    assert schema["properties"]["j"] == {"$ref": "#/$defs/Json"}
+    assert schema["$defs"]["Json"]["anyOf"][0]["additionalProperties"] == {"$ref": "#/$defs/Json"}

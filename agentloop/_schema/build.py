@@ -27,6 +27,7 @@ from .parts import (
     Conv,
     Schema,
     Unsupported,
+    alias_value,
     each,
     each_value,
     enum_schema,
@@ -108,6 +109,12 @@ def build(tp: Any, stack: tuple[Any, ...]) -> tuple[Schema, Conv | None]:
         return {"type": "string", "format": fmt}, parse
     if isinstance(tp, typing.NewType):
         return build(tp.__supertype__, stack)
+    if (
+        value := alias_value(tp, origin, args)
+    ) is not None:  # `type X = ...`: built once, $ref'd if recursive
+        if tp in stack:
+            return stack[0].ref(tp)  # type: ignore[no-any-return]  # stack[0] is the root's Defs
+        return stack[0].close(tp, *build(value, (*stack, tp)))  # type: ignore[no-any-return]
     if (known := leaf(tp)) is not None:
         return known
     if origin is Literal:

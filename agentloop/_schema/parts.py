@@ -236,3 +236,22 @@ def json_value(v: Any) -> Any:
         obj = {k: json_value(x) for k, x in v.items()}
         return NO if any(x is NO for x in obj.values()) else obj
     return NO
+
+
+def alias_value(tp: Any, origin: Any, args: tuple[Any, ...]) -> Any:
+    """The type a type alias stands for (`type Celsius = Annotated[float, ...]` of Python 3.12, or
+    typing_extensions.TypeAliasType; a generic one with its arguments, `Pair[int]`), or None when
+    `tp` is not an alias. Its value is read lazily, so a recursive alias names itself in it."""
+    alias = origin if args else tp
+    if type(alias).__name__ != "TypeAliasType" or not hasattr(alias, "__value__"):
+        return None
+    value = alias.__value__
+    if isinstance(value, str):  # typing_extensions on 3.11: a recursive alias is spelt as a string
+        raise Unsupported(tp, f"the value of type alias {alias.__name__} is the string {value!r}, which "
+                          "cannot be resolved; use the `type` statement (Python 3.12+) or a plain type")  # fmt: skip
+    if args:
+        try:
+            value = value[args]
+        except TypeError as e:
+            raise Unsupported(tp, f"cannot apply type alias {alias.__name__} to {args}: {e}") from None
+    return value
