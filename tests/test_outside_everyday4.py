@@ -12,6 +12,9 @@ from typing import Annotated, Any
 
 import pytest
 import sandbox_tools as st
+from helpers import examples
+from hypothesis import given, settings
+from signature_grammar import types
 from typing_extensions import TypeAliasType, TypeVar
 
 from agentloop import (
@@ -311,3 +314,21 @@ def test_a_recursive_type_statement_alias_is_a_ref() -> None:
     schema = ToolRegistry().register(namespace["load"]).parameters
     assert schema["properties"]["j"] == {"$ref": "#/$defs/Json"}
     assert schema["$defs"]["Json"]["anyOf"][0]["additionalProperties"] == {"$ref": "#/$defs/Json"}
+
+
+@settings(max_examples=examples(25))
+@given(types(2))
+def test_any_type_behind_an_alias_gives_the_schema_of_the_type(tp: Any) -> None:
+    # the grammar's types (nested records, unions, Annotated, containers) through one alias
+    alias = TypeAliasType("Alias", tp)
+    plain = ToolRegistry().register(_typed_as(tp), name="t").parameters
+    aliased = ToolRegistry().register(_typed_as(alias), name="t").parameters
+    assert aliased == plain
+
+
+def _typed_as(tp: Any) -> Any:
+    def tool(x):  # type: ignore[no-untyped-def]
+        return x
+
+    tool.__annotations__ = {"x": tp}
+    return tool
