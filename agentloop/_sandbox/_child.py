@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import _json
-from ._landlock import READ, Ruleset, denial_hint
+from ._landlock import READ, Ruleset, denial_hint, relative_hint
 from ._privs import (
     confine_privileges,
     early_privileges,
@@ -323,24 +323,12 @@ def _header(status: str, **fields: Any) -> bytes:
     return _json.dumps({"s": status, **fields}) + b"\n"
 
 
-def _relative_hint(exc: BaseException) -> str | None:
-    """A relative path the tool did not find: the call runs in its own scratch directory, not in
-    the host's current directory, which the user expects ('config.json' beside their script)."""
-    name = getattr(exc, "filename", None) if isinstance(exc, FileNotFoundError) else None
-    if not isinstance(name, (str, bytes)) or os.path.isabs(name):
-        return None
-    return (
-        "a sandboxed call runs in a scratch directory of its own, not the host's current directory: "
-        "give the tool an absolute path, readable through ToolRegistry(sandbox_ro_paths=[...])"
-    )
-
-
 def _exc_fields(
     exc: BaseException, *, with_traceback: bool = False, allowed: list[str] | None = None
 ) -> dict[str, Any]:
     try:
         message = str(exc)
-        hint = (denial_hint(exc, allowed) if allowed is not None else None) or _relative_hint(exc)
+        hint = (denial_hint(exc, allowed) if allowed is not None else None) or relative_hint(exc)
         if hint:
             message = f"{message} ({hint})"
     except Exception:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from ._bwrap import _ETC_FILES, _SYSTEM_DIRS
 
-__all__ = ["abi", "Ruleset", "read_paths", "tool_paths", "denial_hint", "LandlockError"]
+__all__ = ["abi", "Ruleset", "read_paths", "tool_paths", "denial_hint", "relative_hint", "LandlockError"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -176,4 +176,16 @@ def denial_hint(exc: BaseException, allowed: Sequence[str]) -> str | None:
         f"{path} is outside what sandboxed tools may read (the interpreter, the site-packages in use, "
         "agentloop, the tool's own package); if the tool needs it, add it to "
         "ToolRegistry(sandbox_ro_paths=[...])"
+    )
+
+
+def relative_hint(exc: BaseException) -> str | None:
+    """A relative path the tool did not find: the call runs in its own scratch directory, not in
+    the host's current directory, which the user expects ('config.json' beside their script)."""
+    name = getattr(exc, "filename", None) if isinstance(exc, FileNotFoundError) else None
+    if not isinstance(name, (str, bytes)) or os.path.isabs(name):
+        return None
+    return (
+        "a sandboxed call runs in a scratch directory of its own, not the host's current directory: "
+        "give the tool an absolute path, readable through ToolRegistry(sandbox_ro_paths=[...])"
     )
