@@ -74,6 +74,7 @@ from .warmup import RehearsalModel, rehearsal_tools, rehearse_runs, start_sandbo
 DepsT = TypeVar("DepsT", default=None)
 
 __all__ = ["Agent", "ToolChoice"]
+_PARTS_GO = "content parts (an image) or whole messages go in messages=[{'role': 'user', 'content': [...]}]"
 
 
 class Agent(Generic[DepsT, OutputT]):
@@ -339,10 +340,7 @@ class Agent(Generic[DepsT, OutputT]):
         check_answered(conversation)
         if prompt is not None:
             if not isinstance(prompt, str):
-                raise ConversationError(
-                    f"prompt must be a str, got {type(prompt).__name__}; content parts (an image) or whole "
-                    "messages go in messages=[{'role': 'user', 'content': [...]}]"
-                )
+                raise ConversationError(f"prompt must be a str, got {type(prompt).__name__}; {_PARTS_GO}")
             if problem := not_unicode("prompt", prompt):
                 raise ConversationError(problem)
             conversation.append({"role": "user", "content": prompt})
