@@ -97,6 +97,21 @@ async def test_the_last_user_message_of_a_long_conversation_is_the_prompt(tmp_pa
     assert (await listed_prompt(path))[0] is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="SQLite's json_extract (3.40) returns a text only up to its first NUL; the runs list shows a "
+    "large header's prompt up to there (the journal keeps it whole)",
+)
+async def test_a_nul_in_a_large_headers_prompt_ends_the_shown_text(tmp_path: Path) -> None:
+    """Found by the property below: the prompt "\\x00" of a large header was listed as ""."""
+    path = str(tmp_path / "j.db")
+    await journaled_run(path)
+    set_messages(
+        path, [{"role": "system", "content": "s" * (2 * HEAD)}, {"role": "user", "content": "a\x00b"}]
+    )
+    assert (await listed_prompt(path))[0] == "a\x00b"
+
+
 async def test_a_damaged_large_header_lists_the_run_without_a_prompt(tmp_path: Path) -> None:
     path = str(tmp_path / "j.db")
     await journaled_run(path)
@@ -109,7 +124,8 @@ async def test_a_damaged_large_header_lists_the_run_without_a_prompt(tmp_path: P
 
 
 CONTENT = st.one_of(
-    st.text(max_size=30),
+    # NUL: see test_a_nul_in_a_large_headers_prompt_ends_the_shown_text (a known limit)
+    st.text(st.characters(exclude_characters="\x00"), max_size=30),
     st.none(),
     st.booleans(),
     st.integers(-5, 5),
