@@ -81,3 +81,43 @@ def test_run_is_subprocess_run(tmp_path: Path) -> None:
     path.write_text("import sys\nprint(' '.join(sys.argv[1:]))\nsys.exit(5)\n")
     done = warm_fork.run(path, ["a", "b"], preload=PRELOAD, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (5, "a b\n", "")
+
+
+LAUNCHED = """
+import os, signal, sys
+print(sys.argv[1:], os.environ.get("ONLY_HERE"), os.getcwd(), flush=True)
+if sys.stdin.readline().strip() == "wait":
+    print("waiting", flush=True)
+    signal.pause()
+print("to stderr", file=sys.stderr)
+sys.exit(4)
+"""
+
+
+def launch(tmp_path: Path) -> subprocess.Popen[str]:
+    path = tmp_path / "launched.py"
+    path.write_text(LAUNCHED)
+    cmd = warm_fork.command(path, ["a"], preload=PRELOAD)
+    env = {"PATH": os.environ["PATH"], "ONLY_HERE": "yes"}  # as an MCP client passes a few variables
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=env, cwd=tmp_path)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == f"['a'] yes {tmp_path}\n"  # argv, the launcher's env and cwd
+    return proc
+
+
+def test_a_launched_script_ends_the_launcher_with_its_exit_code(tmp_path: Path) -> None:
+    proc = launch(tmp_path)
+    out, err = proc.communicate("go\n", timeout=60)
+    assert (proc.returncode, out, err) == (4, "", "to stderr\n")
+
+
+def test_a_launcher_passes_sigterm_on_and_ends_as_the_script_does(tmp_path: Path) -> None:
+    proc = launch(tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("wait\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "waiting\n"
+    proc.terminate()
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    assert proc.communicate(timeout=60) == ("", "")  # the pipes end with the script

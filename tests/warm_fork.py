@@ -11,6 +11,7 @@ interpreter exit: atexit handlers, non-daemon threads joined, stdio flushed).
 
     proc = spawn(script, [args...], preload=("agentloop", "trio"))   # Popen-like
     done = run(script, [args...], preload=..., timeout=120)          # CompletedProcess
+    argv = command(script, [args...], preload=...)  # for code that starts the process (MCP clients)
 
 `AGENTLOOP_TESTS_FRESH_WORKERS=1` starts fresh interpreters instead (`subprocess.Popen`), to
 compare. The server holds nothing but imported modules (no thread, no event loop, no open file of a
@@ -26,10 +27,12 @@ import importlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,21 @@ def run(
     return subprocess.CompletedProcess([script, *args], proc.wait(), out, err)
 
 
+def command(script: Path, args: list[str], *, preload: tuple[str, ...]) -> list[str]:
+    """A command line for code that starts the process itself (an MCP client, `anyio.open_process`):
+    a small launcher (`python -S`, no site-packages: ~20 ms) hands its stdin, stdout and stderr and
+    its environment to the server, which forks the script with them; the launcher passes on
+    SIGTERM / SIGINT / SIGHUP and ends as the script ends (its exit code, or killed by the same
+    signal). Fresh mode: `[sys.executable, script, *args]`."""
+    argv = [str(script), *map(str, args)]
+    if os.environ.get("AGENTLOOP_TESTS_FRESH_WORKERS") == "1":
+        return [sys.executable, *argv]
+    server = _servers.get(preload)
+    if server is None:
+        server = _servers[preload] = _Server(preload)
+    return [sys.executable, "-S", __file__, "launch", server.address, *argv]
+
+
 def _readable(fd: int, timeout: float | None) -> bool:
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
@@ -132,12 +150,19 @@ class _Server:
 
     def __init__(self, preload: tuple[str, ...]) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a message per send
+        self.dir = tempfile.mkdtemp(prefix="agentloop-warm-fork-")
+        self.address = os.path.join(self.dir, "socket")  # for launchers (`command`)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(self.address)
+        listener.listen(64)
+        fds = [theirs.fileno(), listener.fileno()]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(theirs.fileno()), *preload],
-            pass_fds=[theirs.fileno()],
+            [sys.executable, __file__, "serve", *map(str, fds), *preload],
+            pass_fds=fds,
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
+        listener.close()
         self.sock = mine
         self.statuses: dict[int, int] = {}  # exit statuses the server reported, not yet claimed
         atexit.register(self.close)
@@ -178,53 +203,103 @@ class _Server:
     def close(self) -> None:
         self.sock.close()  # the server reads EOF and exits
         self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the server -----------------------------------------------------------------------------------
 
 
-def _serve(ctl: socket.socket) -> list[str] | None:
-    """Fork a child per request; report each child's exit. Returns the request's argv in a child,
-    None in the server once the client is gone."""
+def _serve(ctl: socket.socket, listener: socket.socket) -> dict[str, Any] | None:
+    """Fork a child per request (from the pytest process on `ctl`, or from a launcher connected to
+    `listener`); report each child's exit to whoever asked for it. Returns the request in a child,
+    None in the server once the pytest process is gone."""
     sel = selectors.DefaultSelector()
-    sel.register(ctl, selectors.EVENT_READ)
+    sel.register(ctl, selectors.EVENT_READ, ctl)
+    sel.register(listener, selectors.EVENT_READ, "accept")
     while True:
         for key, _ in sel.select():
-            if key.fileobj is ctl:
-                msg, fds, _flags, _addr = socket.recv_fds(ctl, 65536, 3)
-                if not msg:
+            if key.data == "accept":
+                conn, _addr = listener.accept()
+                sel.register(conn, selectors.EVENT_READ, conn)
+            elif isinstance(key.data, socket.socket):
+                conn = key.data
+                msg, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+                if not msg and conn is ctl:
                     return None
-                req = json.loads(msg)
+                if not msg:  # a launcher went away (its child, if any, is reported to nobody)
+                    sel.unregister(conn)
+                    conn.close()
+                    continue
                 pid = os.fork()
                 if pid == 0:
-                    for other in list(sel.get_map().values()):  # the pidfds of its siblings
-                        if other.fileobj is not ctl:
-                            os.close(other.fd)
-                    sel.close()
-                    ctl.close()
-                    os.chdir(req["cwd"])
-                    for target, fd in enumerate(fds):
-                        os.dup2(fd, target)
-                        os.close(fd)
-                    return list(req["argv"])
+                    _leave_the_server(sel, fds)
+                    return dict(json.loads(msg))
                 for fd in fds:
                     os.close(fd)
                 pidfd = os.pidfd_open(pid)  # before the child can be reaped: the pid is still its
-                sel.register(pidfd, selectors.EVENT_READ, pid)
-                socket.send_fds(ctl, [json.dumps({"pid": pid}).encode()], [pidfd])
+                sel.register(pidfd, selectors.EVENT_READ, (pid, conn))
+                socket.send_fds(conn, [json.dumps({"pid": pid}).encode()], [pidfd])
             else:
+                pid, conn = key.data
                 sel.unregister(key.fd)
                 os.close(key.fd)
-                _pid, status = os.waitpid(key.data, 0)
-                ctl.send(json.dumps({"pid": key.data, "exit": os.waitstatus_to_exitcode(status)}).encode())
+                _pid, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # a launcher that was killed
+                    conn.send(json.dumps({"pid": pid, "exit": os.waitstatus_to_exitcode(status)}).encode())
 
 
-def _run_child(argv: list[str]) -> None:
+def _leave_the_server(sel: selectors.BaseSelector, fds: list[int]) -> None:
+    """In a new child: drop the server's sockets and its siblings' pidfds; stdio from `fds`."""
+    for key in list(sel.get_map().values()):
+        if isinstance(key.fileobj, socket.socket):
+            key.fileobj.close()
+        else:
+            os.close(key.fd)
+    sel.close()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def _launch(address: str, argv: list[str]) -> None:
+    """The launcher of `command`: hand stdio and the environment over, then be the child's stand-in."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.connect(address)
+    req = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+    socket.send_fds(conn, [json.dumps(req).encode()], [0, 1, 2])
+    _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)  # the pid, and a pidfd for it
+    pidfd = fds[0]
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)  # only the child holds the pipes now: their ends are its ends
+    os.dup2(devnull, 1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda n, _f: _forward(pidfd, n))
+    code = json.loads(conn.recv(4096))["exit"]
+    if code < 0:  # killed by a signal: end the same way
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def _forward(pidfd: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, sig)
+
+
+def _run_child(request: dict[str, Any]) -> None:
     """Become `python argv[0] argv[1:]`: the script runs as `__main__`, its errors and its exit as
     a fresh interpreter's (an uncaught exception: traceback on stderr, exit 1)."""
     import runpy
 
-    unbuffered = sys.stdout.write_through  # -u / PYTHONUNBUFFERED, as the server was started
+    argv = request["argv"]
+    os.chdir(request["cwd"])
+    if "env" in request:
+        os.environ.clear()
+        os.environ.update(request["env"])
+
+    unbuffered = sys.stdout.write_through  # -u / PYTHONUNBUFFERED, as the server was started...
+    if "env" in request:  # ... or as the launcher's environment says
+        unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
     # new stdio objects over fds 0-2 (the test's pipes now), buffered as a fresh interpreter's on pipes
     sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", closefd=False, buffering=-1)
@@ -236,8 +311,11 @@ def _run_child(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[2:]:
+    if sys.argv[1] == "launch":
+        _launch(sys.argv[2], sys.argv[3:])
+    ctl_fd, listener_fd, *preload = sys.argv[2:]
+    for name in preload:
         importlib.import_module(name)
-    child_argv = _serve(socket.socket(fileno=int(sys.argv[1])))
-    if child_argv is not None:
-        _run_child(child_argv)
+    request = _serve(socket.socket(fileno=int(ctl_fd)), socket.socket(fileno=int(listener_fd)))
+    if request is not None:
+        _run_child(request)
