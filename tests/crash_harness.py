@@ -28,16 +28,7 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 STEPS = 5  # as in crash_worker.py
 WHOLE_RUN_APPENDS = 6 + 13 + 13 + 1  # model answers, call starts, call outcomes, end
 FINAL = "all steps done"
-# what the worker imports, imported once by the fork server its processes are forked from
-PRELOAD = (
-    "agentloop",
-    "agentloop.testing",
-    "anyio",
-    "anyio._backends._asyncio",
-    "anyio._backends._trio",
-    "trio",
-    "sqlite3",
-)
+PRELOAD = warm_fork.AGENTLOOP_PRELOAD  # the worker's imports, done once by the server it is forked from
 KILLED = -signal.SIGKILL
 
 

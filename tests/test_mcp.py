@@ -30,16 +30,7 @@ pytestmark = pytest.mark.anyio
 
 FIXTURE = Path(__file__).with_name("mcp_server_fixture.py")
 HANG_GUARD = 60  # seconds; only ever reached if something hangs
-# The fixture server's imports (`mcp` alone is ~0.65 s of CPU): done once by a warm server that
-# forks each fixture process (tests/warm_fork.py; the client starts a small launcher for it)
-PRELOAD = (
-    "anyio",
-    "anyio._backends._asyncio",
-    "mcp_types",
-    "mcp.server.lowlevel",
-    "mcp.server.stdio",
-    "uvicorn",
-)
+PRELOAD = warm_fork.MCP_FIXTURE_PRELOAD  # one warm server forks each fixture process (tests/warm_fork.py)
 
 
 def stdio_server(variant: str = "normal", **kw: object) -> MCPServer:

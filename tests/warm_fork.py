@@ -39,6 +39,28 @@ from typing import Any
 
 _servers: dict[tuple[str, ...], _Server] = {}  # preload list -> its server, in this pytest process
 
+# agentloop with both anyio backends and SQLite: the crash workers, a router or a lease holder in a
+# process of its own
+AGENTLOOP_PRELOAD = (
+    "agentloop",
+    "agentloop.testing",
+    "anyio",
+    "anyio._backends._asyncio",
+    "anyio._backends._trio",
+    "trio",
+    "sqlite3",
+)
+# tests/mcp_server_fixture.py's imports (`mcp` alone is ~0.65 s of CPU), for every test file that
+# starts it (the same tuple: the same server)
+MCP_FIXTURE_PRELOAD = (
+    "anyio",
+    "anyio._backends._asyncio",
+    "mcp_types",
+    "mcp.server.lowlevel",
+    "mcp.server.stdio",
+    "uvicorn",
+)
+
 
 class WarmProcess:
     """The subset of `subprocess.Popen` the tests use, for a child of the fork server."""
