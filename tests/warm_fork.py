@@ -121,7 +121,7 @@ class WarmProcess:
 def spawn(script: Path, args: list[str], *, preload: tuple[str, ...]) -> WarmProcess | subprocess.Popen[str]:
     """`Popen([sys.executable, script, *args], stdin/stdout/stderr=PIPE, text=True)`, forked from a
     server that imported `preload`."""
-    if os.environ.get("AGENTLOOP_TESTS_FRESH_WORKERS") == "1":
+    if _fresh():
         pipe = subprocess.PIPE
         return subprocess.Popen(
             [sys.executable, str(script), *map(str, args)], stdin=pipe, stdout=pipe, stderr=pipe, text=True
@@ -153,12 +153,18 @@ def command(script: Path, args: list[str], *, preload: tuple[str, ...]) -> list[
     SIGTERM / SIGINT / SIGHUP and ends as the script ends (its exit code, or killed by the same
     signal). Fresh mode: `[sys.executable, script, *args]`."""
     argv = [str(script), *map(str, args)]
-    if os.environ.get("AGENTLOOP_TESTS_FRESH_WORKERS") == "1":
+    if _fresh():
         return [sys.executable, *argv]
     server = _servers.get(preload)
     if server is None:
         server = _servers[preload] = _Server(preload)
     return [sys.executable, "-S", __file__, "launch", server.address, *argv]
+
+
+def _fresh() -> bool:
+    """Fresh interpreters when asked to, or where there is no pidfd / fd passing (not Linux)."""
+    usable = hasattr(os, "pidfd_open") and hasattr(socket, "send_fds") and hasattr(os, "fork")
+    return os.environ.get("AGENTLOOP_TESTS_FRESH_WORKERS") == "1" or not usable
 
 
 def _readable(fd: int, timeout: float | None) -> bool:
@@ -338,6 +344,9 @@ if __name__ == "__main__":
     ctl_fd, listener_fd, *preload = sys.argv[2:]
     for name in preload:
         importlib.import_module(name)
-    request = _serve(socket.socket(fileno=int(ctl_fd)), socket.socket(fileno=int(listener_fd)))
+    listener = socket.socket(fileno=int(listener_fd))
+    request = _serve(socket.socket(fileno=int(ctl_fd)), listener)
     if request is not None:
         _run_child(request)
+    else:  # the pytest process is gone (it removes the directory too, unless it was killed)
+        shutil.rmtree(os.path.dirname(listener.getsockname()), ignore_errors=True)
