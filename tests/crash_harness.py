@@ -13,12 +13,13 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import warm_fork
 
 from agentloop import SQLiteJournal, _json
 from agentloop.abc import JournalEntry, replay
@@ -27,6 +28,7 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 STEPS = 5  # as in crash_worker.py
 WHOLE_RUN_APPENDS = 6 + 13 + 13 + 1  # model answers, call starts, call outcomes, end
 FINAL = "all steps done"
+PRELOAD = warm_fork.AGENTLOOP_PRELOAD  # the worker's imports, done once by the server it is forked from
 KILLED = -signal.SIGKILL
 
 
@@ -67,18 +69,8 @@ def run_attempt(
     kill from outside, `s` seconds after its k-th event (counting from 0, its "GO"); the worker
     runs in lockstep with this process up to that event, then freely."""
     before = effects.stat().st_size if effects.exists() else 0
-    cmd = [
-        sys.executable,
-        str(WORKER),
-        str(journal),
-        str(effects),
-        run_id,
-        "lockstep" if kill_at else kill,
-        backend,
-    ]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = [str(journal), str(effects), run_id, "lockstep" if kill_at else kill, backend]
+    proc = warm_fork.spawn(WORKER, args, preload=PRELOAD)  # a real process, forked warm: tests/warm_fork.py
     assert proc.stdout is not None and proc.stdin is not None
     proc.stdout.readline()  # "ready": imports done
     started = time.perf_counter()

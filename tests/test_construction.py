@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import warm_fork
 
 from agentloop import (
     Agent,
@@ -64,8 +65,9 @@ async def test_tools_list_takes_an_open_mcp_server() -> None:
     pytest.importorskip("mcp")
     from agentloop.mcp import MCPServer
 
-    fixture = str(Path(__file__).parent / "mcp_server_fixture.py")
-    async with MCPServer.stdio(sys.executable, [fixture, "stdio", "normal"]) as server:
+    fixture = Path(__file__).parent / "mcp_server_fixture.py"
+    executable, *args = warm_fork.command(fixture, ["stdio", "normal"], preload=warm_fork.MCP_FIXTURE_PRELOAD)
+    async with MCPServer.stdio(executable, args) as server:  # forked warm: tests/warm_fork.py
         bot = agent(tools=[get_weather, server])
         assert bot.tools.names[0] == "get_weather"
         assert len(bot.tools) == 1 + len(server.tools) > 1

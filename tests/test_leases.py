@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import warm_fork
 from helpers import runs_main
 
 from agentloop import Agent, RunLockedError, SQLiteJournal, ToolRegistry
@@ -36,7 +35,9 @@ anyio.run(main)
 
 
 def killed_holder(db: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", KILLED, str(db)], capture_output=True, text=True)
+    script = db.with_name("holder.py")
+    script.write_text(KILLED)
+    done = warm_fork.run(script, [str(db)], preload=warm_fork.AGENTLOOP_PRELOAD, timeout=120)  # forked warm
     assert done.returncode == -9, done.stderr
 
 

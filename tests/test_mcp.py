@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import warm_fork
 
 pytest.importorskip(
     "mcp", reason="the MCP tests need the optional 'mcp' package (pip install 'agentloop[mcp]')"
@@ -27,12 +28,14 @@ from agentloop.testing import ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
-FIXTURE = str(Path(__file__).with_name("mcp_server_fixture.py"))
+FIXTURE = Path(__file__).with_name("mcp_server_fixture.py")
 HANG_GUARD = 60  # seconds; only ever reached if something hangs
+PRELOAD = warm_fork.MCP_FIXTURE_PRELOAD  # one warm server forks each fixture process (tests/warm_fork.py)
 
 
 def stdio_server(variant: str = "normal", **kw: object) -> MCPServer:
-    return MCPServer.stdio(sys.executable, [FIXTURE, "stdio", variant], **kw)  # type: ignore[arg-type]
+    executable, *args = warm_fork.command(FIXTURE, ["stdio", variant], preload=PRELOAD)
+    return MCPServer.stdio(executable, args, **kw)  # type: ignore[arg-type]
 
 
 def python_tools() -> ToolRegistry:
@@ -249,7 +252,8 @@ def subprocess_devnull():  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def http_url() -> AsyncIterator[str]:
     """The fixture server over streamable HTTP on 127.0.0.1 (port chosen by the OS, announced on stdout)."""
-    async with await anyio.open_process([sys.executable, FIXTURE, "http"], stderr=subprocess.DEVNULL) as proc:
+    cmd = warm_fork.command(FIXTURE, ["http"], preload=PRELOAD)
+    async with await anyio.open_process(cmd, stderr=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None
         line = b""
         with anyio.fail_after(HANG_GUARD):

@@ -9,12 +9,12 @@ the answer that was committed counts)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
+import crash_harness as harness
 import pytest
+import warm_fork
 
 from agentloop import SQLiteJournal
 
@@ -23,12 +23,8 @@ KILLS = ["model@inner#1", "model@inner#3", "end@inner#1", "tool_end@outer#1", "m
 
 
 def attempt(journal: Path, kill: str, backend: str, out: Path) -> int:
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), str(journal), "outer-1", kill, backend, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = [str(journal), "outer-1", kill, backend, str(out)]
+    proc = warm_fork.run(WORKER, args, preload=harness.PRELOAD, timeout=120)  # a real process, forked warm
     assert proc.returncode in (0, -9), proc.stderr[-3000:]
     return proc.returncode
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import warm_fork
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wirehelp import WIRES, make_client, run_or_stream, system_text
@@ -54,12 +53,8 @@ def test_run_sync_takes_the_per_run_arguments() -> None:
 
 @pytest.fixture
 def router_process() -> Iterator[dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "router_process.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    script = Path(__file__).parent / "router_process.py"
+    proc = warm_fork.spawn(script, [], preload=warm_fork.AGENTLOOP_PRELOAD)  # forked warm: tests/warm_fork.py
     assert proc.stdout is not None and proc.stdin is not None
     try:
         yield json.loads(proc.stdout.readline())

@@ -547,6 +547,20 @@ def test_the_workflow_module_is_not_passed_through() -> None:
     assert importer.module_configured_passthrough("agentloop._types")  # data shared with the host
 
 
+def test_pytest_is_passed_through_for_the_modules_the_sandbox_re_runs() -> None:
+    """Under pytest, agentloop's plugin (entry point pytest11) gets the package's modules
+    assertion-rewritten, and a rewritten module imports `_pytest.assertion.rewrite`. The sandbox
+    re-runs the workflow module for every workflow run: unless `_pytest` is passed through, it
+    imported pytest (pluggy, pygments...) again each time, ~0.35 s of CPU per run in a user's tests."""
+    from temporalio.worker.workflow_sandbox._importer import Importer
+
+    from agentloop.temporal import _workflow
+
+    assert type(_workflow.__loader__).__name__ == "AssertionRewritingHook"  # what makes it import _pytest
+    importer = Importer(sandbox_runner().restrictions, restriction_context=None)  # type: ignore[arg-type]
+    assert importer.module_configured_passthrough("_pytest.assertion.rewrite")
+
+
 def patched_package(tmp_path: Path, import_line: str, call_line: str) -> Path:
     import agentloop
 
