@@ -6,8 +6,9 @@ Everything here goes through the public API (`agentloop.cli.main` is what the `a
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 import anyio.abc
@@ -168,3 +169,22 @@ class LoopbackServer:
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
         raise NotImplementedError
+
+
+@contextlib.asynccontextmanager
+async def journaled_client(
+    script: Any, wire: str, db: str | os.PathLike[str]
+) -> AsyncIterator[tuple[Any, Any]]:
+    """A `FluxClient` on `wire` ("openai" / "anthropic") against a `FakeFluxRouter(script)`, and
+    a `SQLiteJournal` at `db`, closed after."""
+    from agentloop import FluxClient, SQLiteJournal  # FluxClient imports httpx: only when used
+    from agentloop.testing import FakeFluxRouter
+
+    journal = SQLiteJournal(db)
+    try:
+        async with FakeFluxRouter(script) as router:
+            base = router.anthropic_url if wire == "anthropic" else router.base_url
+            async with FluxClient(base_url=base, api_key="k") as client:
+                yield client, journal
+    finally:
+        journal.close()

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import assert_valid_conversation, examples
+from helpers import assert_valid_conversation, examples, journaled_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leaks import Probe, tasks
@@ -124,18 +124,12 @@ def _at(k: int) -> Any:
 
 async def _one(wire: str, cuts: list[int], db: Path) -> None:
     start = tasks()
-    journal = SQLiteJournal(db)
-    try:
-        async with FakeFluxRouter(script) as router:
-            base = router.anthropic_url if wire == "anthropic" else router.base_url
-            async with FluxClient(base_url=base, api_key="k") as client:
-                desk = Desk(client, journal)
-                result = await desk.until_done([_at(k) for k in cuts])
-                assert result.output == FINAL and result.agent_name == "billing"
-                assert_valid_conversation(result)
-                assert all(n == 1 for n in desk.ran.values()), desk.ran
-    finally:
-        journal.close()
+    async with journaled_client(script, wire, db) as (client, journal):
+        desk = Desk(client, journal)
+        result = await desk.until_done([_at(k) for k in cuts])
+        assert result.output == FINAL and result.agent_name == "billing"
+        assert_valid_conversation(result)
+        assert all(n == 1 for n in desk.ran.values()), desk.ran
     assert tasks() == start
 
 

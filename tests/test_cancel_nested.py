@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import assert_valid_conversation, examples
+from helpers import assert_valid_conversation, examples, journaled_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leaks import Probe, tasks
@@ -30,7 +30,7 @@ from agentloop import (
     ToolCallFinished,
     ToolRegistry,
 )
-from agentloop.testing import FakeFluxRouter, RecordedRequest, Reply, call, text, tool_calls
+from agentloop.testing import RecordedRequest, Reply, call, text, tool_calls
 
 FINAL = "desk: all done"
 
@@ -103,35 +103,29 @@ async def _attempt(world: World, k: int | None, approvals: Any, resume: bool) ->
 
 async def _one(wire: str, cuts: list[int], db: Path) -> None:
     start = tasks()
-    journal = SQLiteJournal(db)
-    try:
-        async with FakeFluxRouter(script) as router:
-            base = router.anthropic_url if wire == "anthropic" else router.base_url
-            async with FluxClient(base_url=base, api_key="k") as client:
-                world = World(client, journal)
-                resume, approvals, result = False, None, None
-                for attempt in range(len(cuts) + 3):
-                    k = cuts[attempt] if attempt < len(cuts) else None
-                    try:
-                        result = await _attempt(world, k, approvals, resume)
-                    except RunNotFoundError:
-                        continue
-                    except ResumeError as e:
-                        assert "h1/p1" in str(e), e
-                        approvals = {"h1/p1": True}
-                        continue
-                    resume, approvals = True, None
-                    if result is not None and result.stop_reason == "approval_required":
-                        assert [p.id for p in result.pending] == ["h1/p1"]
-                        approvals = {"h1/p1": True}
-                    elif result is not None:
-                        break
-                assert result is not None and result.output == FINAL, result
-                assert_valid_conversation(result)
-                assert all(n == 1 for n in world.ran.values()), world.ran  # never twice
-                assert [r.status for r in result.tool_calls] == ["ok"]  # the agent tool: resumed whole
-    finally:
-        journal.close()
+    async with journaled_client(script, wire, db) as (client, journal):
+        world = World(client, journal)
+        resume, approvals, result = False, None, None
+        for attempt in range(len(cuts) + 3):
+            k = cuts[attempt] if attempt < len(cuts) else None
+            try:
+                result = await _attempt(world, k, approvals, resume)
+            except RunNotFoundError:
+                continue
+            except ResumeError as e:
+                assert "h1/p1" in str(e), e
+                approvals = {"h1/p1": True}
+                continue
+            resume, approvals = True, None
+            if result is not None and result.stop_reason == "approval_required":
+                assert [p.id for p in result.pending] == ["h1/p1"]
+                approvals = {"h1/p1": True}
+            elif result is not None:
+                break
+        assert result is not None and result.output == FINAL, result
+        assert_valid_conversation(result)
+        assert all(n == 1 for n in world.ran.values()), world.ran  # never twice
+        assert [r.status for r in result.tool_calls] == ["ok"]  # the agent tool: resumed whole
     assert tasks() == start
 
 
@@ -158,33 +152,27 @@ async def test_outer_run_cancelled_after_its_inner_run_paused_pauses_again_on_re
     # agent tool again, whose inner run, resumed from the journal without a decision, raised
     # ResumeError: the outer model was told the helper "raised", the run ended "final", and the
     # approval was never asked for (nor the payment made). It must pause again, naming "h1/p1".
-    journal = SQLiteJournal(tmp_path / "runs.db")
-    try:
-        async with FakeFluxRouter(script) as router:
-            base = router.anthropic_url if wire == "anthropic" else router.base_url
-            async with FluxClient(base_url=base, api_key="k") as client:
-                world = World(client, journal)
-                scope = anyio.CancelScope()
+    async with journaled_client(script, wire, tmp_path / "runs.db") as (client, journal):
+        world = World(client, journal)
+        scope = anyio.CancelScope()
 
-                def cut(event: object) -> None:
-                    if isinstance(event, RunPaused) and event.parent_call_id == "h1":
-                        scope.cancel()
+        def cut(event: object) -> None:
+            if isinstance(event, RunPaused) and event.parent_call_id == "h1":
+                scope.cancel()
 
-                world.watch = cut
-                with scope:
-                    await world.desk.run("go", run_id="r")
-                assert scope.cancelled_caught
-                world.watch = None
-                paused = await world.desk.resume("r")
-                assert paused.stop_reason == "approval_required"
-                assert [p.id for p in paused.pending] == ["h1/p1"]
-                assert world.ran == {"charge 1": 1}
-                result = await world.desk.resume("r", approvals={"h1/p1": True})
-                assert result.output == FINAL
-                assert [r.status for r in result.tool_calls] == ["ok"]
-                assert world.ran == {"charge 1": 1, "pay 5": 1}
-    finally:
-        journal.close()
+        world.watch = cut
+        with scope:
+            await world.desk.run("go", run_id="r")
+        assert scope.cancelled_caught
+        world.watch = None
+        paused = await world.desk.resume("r")
+        assert paused.stop_reason == "approval_required"
+        assert [p.id for p in paused.pending] == ["h1/p1"]
+        assert world.ran == {"charge 1": 1}
+        result = await world.desk.resume("r", approvals={"h1/p1": True})
+        assert result.output == FINAL
+        assert [r.status for r in result.tool_calls] == ["ok"]
+        assert world.ran == {"charge 1": 1, "pay 5": 1}
 
 
 @pytest.mark.anyio
@@ -196,28 +184,22 @@ async def test_approving_resume_cancelled_after_the_inner_call_ran_resumes_whole
     # decision and run `pay`. The next `resume(run_id)` ran the agent tool again with the outer
     # run's journaled decision, and the inner run, no longer pending, refused it (ResumeError "has
     # no pending calls; approvals are not needed"): the helper "raised" and the run ended "final".
-    journal = SQLiteJournal(tmp_path / "runs.db")
-    try:
-        async with FakeFluxRouter(script) as router:
-            base = router.anthropic_url if wire == "anthropic" else router.base_url
-            async with FluxClient(base_url=base, api_key="k") as client:
-                world = World(client, journal)
-                paused = await world.desk.run("go", run_id="r")
-                assert [p.id for p in paused.pending] == ["h1/p1"]
-                scope = anyio.CancelScope()
+    async with journaled_client(script, wire, tmp_path / "runs.db") as (client, journal):
+        world = World(client, journal)
+        paused = await world.desk.run("go", run_id="r")
+        assert [p.id for p in paused.pending] == ["h1/p1"]
+        scope = anyio.CancelScope()
 
-                def cut(event: object) -> None:
-                    if isinstance(event, ToolCallFinished) and event.parent_call_id == "h1":
-                        scope.cancel()  # `pay` ran; the inner run has not answered yet
+        def cut(event: object) -> None:
+            if isinstance(event, ToolCallFinished) and event.parent_call_id == "h1":
+                scope.cancel()  # `pay` ran; the inner run has not answered yet
 
-                world.watch = cut
-                with scope:
-                    await world.desk.resume("r", approvals={"h1/p1": True})
-                assert scope.cancelled_caught
-                world.watch = None
-                result = await world.desk.resume("r")
-                assert result.output == FINAL
-                assert [r.status for r in result.tool_calls] == ["ok"]
-                assert world.ran == {"charge 1": 1, "pay 5": 1}
-    finally:
-        journal.close()
+        world.watch = cut
+        with scope:
+            await world.desk.resume("r", approvals={"h1/p1": True})
+        assert scope.cancelled_caught
+        world.watch = None
+        result = await world.desk.resume("r")
+        assert result.output == FINAL
+        assert [r.status for r in result.tool_calls] == ["ok"]
+        assert world.ran == {"charge 1": 1, "pay 5": 1}
