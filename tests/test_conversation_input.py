@@ -194,8 +194,8 @@ _OPENAI_MESSAGE = {
     ],
 }  # fmt: skip
 _ANTHROPIC_BLOCK = {
-    "oneOf": [
-        _TEXT_PART,
+    "oneOf": [  # text blocks must be non-empty (Anthropic's 400), in assistant turns too
+        {**_TEXT_PART, "properties": {"type": {"const": "text"}, "text": {"type": "string", "minLength": 1}}},
         {"type": "object", "required": ["type", "source"], "properties": {"type": {"const": "image"}, "source": {"type": "object"}}},
         {"type": "object", "required": ["type", "id", "name", "input"], "properties": {"type": {"const": "tool_use"},
          "id": _STR, "name": {"type": "string", "minLength": 1}, "input": {"type": "object"}}},

@@ -111,7 +111,10 @@ def _text(content: Any) -> str:
 
 def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
     if not isinstance(content, list):
-        return [{"type": "text", "text": _text(content)}]
+        text = _text(content)
+        if not text:
+            raise _empty_text(f"messages[{i}] is a user message with empty text")
+        return [{"type": "text", "text": text}]
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         if not isinstance(part, dict):
@@ -124,7 +127,10 @@ def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
                 "or use wire='openai'"
             )
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            text = part.get("text", "")
+            if not text:
+                raise _empty_text(f"messages[{i}] content[{j}] is a text part with empty text")
+            blocks.append({"type": "text", "text": text})
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url", "")
             if url.startswith("data:") and ";base64," in url:
@@ -135,6 +141,15 @@ def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
     return blocks
+
+
+def _empty_text(what: str) -> ConversationError:
+    # Anthropic answers 400 "text content blocks must be non-empty": refused here, before any
+    # request, naming the message (an assistant's empty text is dropped instead: see above)
+    return ConversationError(
+        f"{what}, which the Anthropic wire refuses (text content blocks must be non-empty); "
+        "send some text, or leave the message (or part) out"
+    )
 
 
 def _input(arguments: Any) -> dict[str, Any]:
