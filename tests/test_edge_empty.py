@@ -5,13 +5,14 @@ Each test is the exact repro of what the review found (the docstring says what h
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from wirehelp import make_client, run_or_stream
+from wirehelp import WIRES, make_client, run_or_stream
 
 from agentloop import Agent, ConversationError
-from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+from agentloop.testing import FakeFluxRouter, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +75,79 @@ async def test_an_assistant_turn_with_empty_text_and_calls_goes_on_without_an_em
             for m in request.json["messages"]:
                 for block in m["content"]:
                     assert block.get("type") != "text" or block["text"], request.json
+
+
+# --- 2. an empty final answer ------------------------------------------------------------------
+
+EMPTY_FINALS = {
+    "openai": [
+        {"role": "assistant", "content": ""},
+        {"role": "assistant", "content": None},
+        {"role": "assistant"},
+    ],
+    "anthropic": [[{"type": "text", "text": ""}], []],
+}
+
+
+def _empty_body(wire: str, shape: Any) -> bytes:
+    if wire == "openai":
+        choice = {"index": 0, "message": shape, "finish_reason": "stop"}
+        return json.dumps({"id": "x", "choices": [choice]}).encode()
+    body = {"id": "m", "type": "message", "role": "assistant", "content": shape, "stop_reason": "end_turn"}
+    return json.dumps(body).encode()
+
+
+def _empty_stream(wire: str, shape: Any) -> bytes:
+    if wire == "openai":
+        delta = {k: v for k, v in shape.items() if k != "role"}
+        chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", **delta}}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+        return b"".join(b"data: %s\n\n" % json.dumps(c).encode() for c in chunks) + b"data: [DONE]\n\n"
+    events = [{"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}]
+    for i, block in enumerate(shape):
+        events += [{"type": "content_block_start", "index": i, "content_block": block},
+                   {"type": "content_block_stop", "index": i}]  # fmt: skip
+    events += [{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 0}},
+               {"type": "message_stop"}]  # fmt: skip
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
+
+
+CASES = [(wire, shape) for wire, shapes in EMPTY_FINALS.items() for shape in shapes]
+
+
+@pytest.mark.parametrize(("how", "streamed"), [("run", False), ("stream", False), ("stream", True)])
+@pytest.mark.parametrize(("wire", "shape"), CASES, ids=[f"{w}-{i}" for i, (w, _) in enumerate(CASES)])
+async def test_an_empty_final_answer_is_an_empty_str_on_every_wire(
+    wire: str, shape: Any, streamed: bool, how: str
+) -> None:
+    """Before: `output` was "" or None by wire and shape (OpenAI "" → "", null → None; Anthropic
+    an empty text block or no block → None), and the stored `{"content": null}` without calls
+    was sent back as it was on the next turn. Now: "" and `content: ""`, and a next run over the
+    stored messages sends them on either wire."""
+    reply = (
+        raw(200, _empty_stream(wire, shape), content_type="text/event-stream")
+        if streamed
+        else raw(200, _empty_body(wire, shape))
+    )
+    async with FakeFluxRouter([reply, text("again")]) as router, make_client(router, wire) as client:
+        agent = Agent(client=client, model="m")
+        result = await run_or_stream(agent, how, "hi")
+        assert result.output == "" and result.stop_reason == "final"
+        assert result.messages[-1]["role"] == "assistant" and result.messages[-1]["content"] == ""
+        follow = await agent.run("more", messages=result.messages)
+        assert follow.output == "again"
+        sent = router.model_requests[-1].json["messages"]
+        if wire == "openai":
+            assert {"role": "assistant", "content": ""} in sent
+            assert all(m.get("content") is not None for m in sent if not m.get("tool_calls"))
+        else:  # the empty answer is dropped (Anthropic refuses empty text), roles still alternate
+            assert [m["role"] for m in sent] == ["user"] and sent[0]["content"][-1]["text"] == "more"
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_an_empty_answer_under_an_output_type_that_allows_text_is_still_an_empty_str(wire: str) -> None:
+    # output_type=str (text allowed): the same "" as without one.
+    async with FakeFluxRouter([raw(200, _empty_body(wire, EMPTY_FINALS[wire][-1]))]) as router:
+        async with make_client(router, wire) as client:
+            result = await Agent(client=client, model="m", output_type=str).run("hi")
+    assert result.output == ""

@@ -434,7 +434,7 @@ def test_a_loop_is_counted_in_steps_however_the_model_bursts(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_an_openai_refusal_is_a_finish_reason_refusal(stream: bool) -> None:
-    # {"content": null, "refusal": "..."} with finish_reason "stop": output None and nothing said.
+    # {"content": null, "refusal": "..."} with finish_reason "stop": no output and nothing said.
     body = {
         "id": "x",
         "choices": [
@@ -455,7 +455,7 @@ async def test_an_openai_refusal_is_a_finish_reason_refusal(stream: bool) -> Non
                 result = [e async for e in events][-1].result  # type: ignore[attr-defined]
         else:
             result = await agent.run("hi")
-    assert result.output is None and result.finish_reason == "refusal"
+    assert result.output == "" and result.finish_reason == "refusal"  # no text: "" on every wire
     assert result.messages[-1]["refusal"] == "I can't help with that."
 
 

@@ -366,6 +366,8 @@ class Steps:
         calls = message.get("tool_calls")
         if calls:
             self.ids.repair(calls)  # before the message is stored: a bad id is never replayed
+        elif message.get("content") is None:  # an answer with no text: "" on every wire, streamed or
+            message = turn.message = {**message, "content": ""}  # not (a null without calls is not sendable)
         model = sendable(turn.model) if turn.model else run.model
         await self.rec.model_answered(step, turn, len(calls or ()), model)
         stored = await history_message_async(message)  # every call's arguments JSON object text
