@@ -6,12 +6,13 @@ Each test is the exact repro of what the review found (the docstring says what h
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from wirehelp import WIRES, make_client, run_or_stream
 
-from agentloop import Agent, ConversationError
+from agentloop import Agent, APIResponseError, ConversationError
 from agentloop.testing import FakeFluxRouter, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -151,3 +152,63 @@ async def test_an_empty_answer_under_an_output_type_that_allows_text_is_still_an
         async with make_client(router, wire) as client:
             result = await Agent(client=client, model="m", output_type=str).run("hi")
     assert result.output == ""
+
+
+# --- 3. an Anthropic delta for a block that was never started ----------------------------------
+
+
+def _sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
+
+
+_START = {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}
+_END = (
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+    {"type": "message_stop"},
+)
+_TEXT0 = (
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+    {"type": "content_block_stop", "index": 0},
+)
+
+
+@pytest.mark.parametrize(
+    ("delta", "index"),
+    [
+        ({"type": "input_json_delta", "partial_json": '{"x": 1}'}, 1),
+        ({"type": "text_delta", "text": " and more"}, 1),
+        ({"type": "text_delta", "text": " and more"}, None),
+        ({"type": "input_json_delta", "partial_json": "{}"}, [0]),
+    ],
+)
+async def test_an_anthropic_delta_for_a_block_never_started_is_a_typed_error(delta: Any, index: Any) -> None:
+    """Before: the delta (arguments or text for content block 1, never started) was dropped and
+    the answer "ok" looked whole. Now it is the APIResponseError of a malformed stream, naming
+    the index (retryable, like other malformed streams, while nothing has reached the caller)."""
+    orphan = {"type": "content_block_delta", "index": index, "delta": delta}
+    body = _sse(_START, *_TEXT0, orphan, *_END)
+    reply = raw(200, body, content_type="text/event-stream")
+    async with FakeFluxRouter(lambda _: reply) as router, make_client(router, "anthropic") as client:
+        agent = Agent(client=client, model="m")
+        with pytest.raises(
+            APIResponseError, match=re.escape(f"{delta['type']} for content block index {index!r}")
+        ) as info:
+            await run_or_stream(agent, "stream", "hi")
+        assert "never started" in str(info.value)
+
+
+async def test_a_delta_for_a_started_block_of_another_kind_is_still_dropped() -> None:
+    # A server tool's block (started, not a tool_use) streams input_json_delta: not an orphan,
+    # not a call of ours: dropped, as unknown blocks are.
+    server = (
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "content_block_stop", "index": 1},
+    )  # fmt: skip
+    body = _sse(_START, *_TEXT0, *server, *_END)
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        async with make_client(router, "anthropic") as client:
+            result = await run_or_stream(Agent(client=client, model="m"), "stream", "hi")
+    assert result.output == "ok" and result.tool_calls == []

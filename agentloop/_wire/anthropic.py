@@ -22,7 +22,8 @@ the message's `thinking_blocks` and sent back first, unchanged (`thinking.py`); 
 are dropped. `stop_reason` maps to OpenAI finish reasons. Streams: `message_start`,
 `content_block_start/delta/stop` (`text_delta`, `input_json_delta`, `thinking_delta` and
 `signature_delta`: thinking text as `ThinkingDelta` events), `message_delta`, `message_stop`,
-`ping`, `error`. Thinking settings pass through `model_settings` as they are:
+`ping`, `error`; a `text_delta` / `input_json_delta` for a block index never started is an
+`APIResponseError` (its text or arguments belong nowhere). Thinking settings pass through `model_settings` as they are:
 `{"thinking": {"type": "enabled", "budget_tokens": N}}`.
 """
 
@@ -241,11 +242,12 @@ def _usage(raw: Any, problems: list[str], base: Usage | None = None) -> Usage:
 class AnthropicStream(StreamAssembler):
     """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ("blocks", "thinking")
+    __slots__ = ("blocks", "started", "thinking")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
         self.blocks: dict[int, int] = {}  # content block index → tool-call ordinal
+        self.started: set[Any] = set()  # every content block index started (any type)
         self.thinking: dict[int, ThinkingSlot] = {}  # content block index → thinking block
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
@@ -272,10 +274,14 @@ class AnthropicStream(StreamAssembler):
         if not isinstance(delta, dict):
             return NO_EVENTS
         dkind = delta.get("type")
+        if dkind == "text_delta" or dkind == "input_json_delta":
+            index = obj.get("index")
+            if type(index) is not int or index not in self.started:  # (unhashable, even)
+                raise self._unstarted(dkind, index)
         if dkind == "text_delta":
             piece = delta.get("text")
             return (self.text_delta(piece),) if isinstance(piece, str) and piece else NO_EVENTS
-        if dkind == "input_json_delta":
+        if dkind == "input_json_delta":  # a started block that is not a tool_use (server tools): dropped
             ordinal = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
             piece = delta.get("partial_json")
             if ordinal is None or not isinstance(piece, str):
@@ -285,6 +291,19 @@ class AnthropicStream(StreamAssembler):
         if dkind == "thinking_delta" or dkind == "signature_delta":
             return self._thinking_delta(obj.get("index"), dkind, delta)
         return NO_EVENTS  # citations_delta, ...
+
+    def _unstarted(self, kind: str, index: Any) -> Failure:
+        # A delta for no block: its text or arguments belong nowhere, and dropping them silently
+        # made a malformed answer look whole. A typed error, like every malformed stream.
+        return Failure(
+            APIResponseError(
+                f"the stream carried a {kind} for content block index {_preview(index, 40)}, which was "
+                "never started (no content_block_start); this is a router or proxy fault, retry later "
+                "or report it with the request id",
+                request_id=self.request_id,
+            ),
+            retryable=True,
+        )
 
     def _thinking_delta(self, index: Any, kind: str, delta: dict[str, Any]) -> tuple[Any, ...]:
         thinking = self.thinking
@@ -331,6 +350,9 @@ class AnthropicStream(StreamAssembler):
 
     def _block_start(self, obj: dict[str, Any]) -> tuple[Any, ...]:
         block = obj.get("content_block")
+        index = obj.get("index")
+        if type(index) is int:
+            self.started.add(index)
         if isinstance(block, dict) and block.get("type") == "tool_use":
             ordinal = len(self.slots)
             self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
