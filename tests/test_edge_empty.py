@@ -212,3 +212,33 @@ async def test_a_delta_for_a_started_block_of_another_kind_is_still_dropped() ->
         async with make_client(router, "anthropic") as client:
             result = await run_or_stream(Agent(client=client, model="m"), "stream", "hi")
     assert result.output == "ok" and result.tool_calls == []
+
+
+# --- 4. an event or a body nested deeper than the codec's bound --------------------------------
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("wire", WIRES)
+@pytest.mark.parametrize("streamed", [False, True], ids=["body", "sse"])
+async def test_json_nested_too_deep_says_so_and_names_the_bound(wire: str, streamed: bool) -> None:
+    """Before: an SSE event nested past the codec's 200 levels was "an event whose data is not
+    JSON", and the user went looking for a syntax error. Now both an event and a body say it is
+    nested too deep, and that InputBudget.max_json_depth (the setting a user would try) does not
+    raise this bound."""
+    value = {"x": json.loads(_deep(300))}
+    if not streamed:
+        reply = raw(200, json.dumps(value))
+    elif wire == "openai":
+        reply = raw(200, b"data: %s\n\n" % json.dumps(value).encode(), content_type="text/event-stream")
+    else:
+        event = {"type": "content_block_delta", "index": 0, "delta": value}
+        reply = raw(200, _sse(_START, event), content_type="text/event-stream")
+    async with FakeFluxRouter(lambda _: reply) as router, make_client(router, wire) as client:
+        with pytest.raises(APIResponseError) as info:
+            await run_or_stream(Agent(client=client, model="m"), "stream" if streamed else "run", "hi")
+    message = str(info.value)
+    assert "nested too deep" in message and "nested deeper than 200 levels" in message
+    assert "InputBudget.max_json_depth" in message and "not JSON" not in message

@@ -19,7 +19,7 @@ from .._exceptions import APIConnectionError, APIResponseError
 from .._retry import Failure
 from .._types import ModelTurn, Usage
 
-__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS", "SHORT", "parse_short"]
+__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS", "SHORT", "parse_short", "too_deep"]
 
 NO_EVENTS: tuple[()] = ()
 
@@ -34,6 +34,16 @@ parse_short = _json._loads
 _RETRYABLE_TYPES = frozenset(
     {"server_error", "api_error", "overloaded_error", "rate_limit_error", "timeout_error", "internal_error"}
 )
+
+
+def too_deep(error: _json.DepthError) -> str:
+    """What a body or an event nested past the codec's bound is, and that no setting admits it:
+    the user's first guess is `InputBudget.max_json_depth`, which bounds arguments below it."""
+    return (
+        f"nested too deep: {error}; that is the codec's fixed bound on every value "
+        f"(InputBudget.max_json_depth, at most {_json.MAX_VALUE_DEPTH}, bounds a tool call's arguments "
+        "below it: no setting raises it)"
+    )
 
 
 class ToolSlot:
@@ -118,13 +128,15 @@ class StreamAssembler:
     def parse(self, data: str) -> Any:
         try:
             return parse_short(data) if len(data) <= SHORT else _json.loads(data)
+        except _json.DepthError as e:  # (only a long text can be this deep)
+            raise self.not_json(data, too_deep(e)) from None
         except ValueError:
             raise self.not_json(data) from None
 
-    def not_json(self, data: str) -> Failure:
+    def not_json(self, data: str, what: str = "not JSON") -> Failure:
         return Failure(
             APIResponseError(
-                "the stream carried an event whose data is not JSON; this is a router or proxy fault, "
+                f"the stream carried an event whose data is {what}; this is a router or proxy fault, "
                 "retry later or report it with the request id",
                 body=data[:2000],
                 request_id=self.request_id,

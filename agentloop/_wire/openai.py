@@ -18,7 +18,7 @@ from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn
 from .._usage import at_least, openai_usage
-from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
+from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, too_deep
 from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
@@ -68,8 +68,8 @@ def load_body(content: bytes, request_id: str | None, status: int = 200) -> Any:
         return _json.loads(content)
     except _json.DepthError as e:  # the codec's one depth limit, on every wire
         raise APIResponseError(
-            f"the endpoint answered {status} with a body that is valid JSON but {e}, more than any answer "
-            "needs; this is a router or proxy fault, retry later or report it with the request id",
+            f"the endpoint answered {status} with a body that is {too_deep(e)}; this is a router or proxy "
+            "fault, retry later or report it with the request id",
             body=_preview(content),
             request_id=request_id,
         ) from None
