@@ -26,6 +26,9 @@ pytestmark = pytest.mark.anyio
     "messages",
     [
         None,  # agent.run("")
+        [
+            {"role": "user", "content": " \n\t"}
+        ],  # blank: "text content blocks must contain non-whitespace text"
         [{"role": "user", "content": [{"type": "text", "text": ""}]}],
         [{"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "text", "text": ""}]}],
     ],
@@ -37,7 +40,7 @@ async def test_an_empty_user_text_is_refused_before_any_request_on_the_anthropic
     with a 400 ("text content blocks must be non-empty") that named nothing of the caller's."""
     async with FakeFluxRouter([text("ok")]) as router, make_client(router, "anthropic") as client:
         agent = Agent(client=client, model="m")
-        with pytest.raises(ConversationError, match=r"messages\[0\].*empty text.*Anthropic") as info:
+        with pytest.raises(ConversationError, match=r"messages\[0\].*(empty|blank) text.*Anthropic") as info:
             await run_or_stream(agent, how, "" if messages is None else "go", messages=messages)
         assert router.model_requests == []
     if messages is not None and len(messages[0]["content"]) == 2:
@@ -52,7 +55,7 @@ async def test_an_empty_user_text_still_goes_out_on_the_openai_wire() -> None:
         assert router.model_requests[0].json["messages"][-1] == {"role": "user", "content": ""}
 
 
-@pytest.mark.parametrize("content", ["", None])
+@pytest.mark.parametrize("content", ["", None, "\n\n"])
 async def test_an_assistant_turn_with_empty_text_and_calls_goes_on_without_an_empty_block(
     content: Any,
 ) -> None:
@@ -75,7 +78,7 @@ async def test_an_assistant_turn_with_empty_text_and_calls_goes_on_without_an_em
         for request in router.model_requests:
             for m in request.json["messages"]:
                 for block in m["content"]:
-                    assert block.get("type") != "text" or block["text"], request.json
+                    assert block.get("type") != "text" or block["text"].strip(), request.json
 
 
 # --- 2. an empty final answer ------------------------------------------------------------------

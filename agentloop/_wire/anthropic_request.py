@@ -50,7 +50,7 @@ def encode_messages(
         elif role == "assistant":
             blocks = []
             text = _text(m.get("content"))
-            if text:
+            if text and not text.isspace():  # empty or blank text is refused by the wire: dropped
                 blocks.append({"type": "text", "text": text})
             for tc in m.get("tool_calls") or ():
                 fn = tc.get("function") or {}
@@ -112,8 +112,8 @@ def _text(content: Any) -> str:
 def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         text = _text(content)
-        if not text:
-            raise _empty_text(f"messages[{i}] is a user message with empty text")
+        if not text or text.isspace():
+            raise _empty_text(f"messages[{i}] is a user message with {'blank' if text else 'empty'} text")
         return [{"type": "text", "text": text}]
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
@@ -144,11 +144,12 @@ def _user_blocks(i: int, content: Any) -> list[dict[str, Any]]:
 
 
 def _empty_text(what: str) -> ConversationError:
-    # Anthropic answers 400 "text content blocks must be non-empty": refused here, before any
-    # request, naming the message (an assistant's empty text is dropped instead: see above)
+    # Anthropic answers 400 "text content blocks must be non-empty" (and "... must contain
+    # non-whitespace text" for a message whose only text is blank): refused here, before any
+    # request, naming the message (an assistant's empty or blank text is dropped instead: see above)
     return ConversationError(
-        f"{what}, which the Anthropic wire refuses (text content blocks must be non-empty); "
-        "send some text, or leave the message (or part) out"
+        f"{what}, which the Anthropic wire refuses (text content blocks must be non-empty, and a "
+        "message's only text must not be whitespace); send some text, or leave the message (or part) out"
     )
 
 
