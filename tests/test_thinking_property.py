@@ -24,6 +24,7 @@ BLOCKS = st.lists(st.one_of(THINKING, UNSIGNED, REDACTED), min_size=1, max_size=
 
 
 def assistant(blocks: list[dict[str, Any]], text: str, calls: int) -> dict[str, Any]:
+    text = "" if text.isspace() else text  # blank text is not sent (the wire refuses it): none comes back
     assume(text or calls)  # thinking alone answers nothing: such a message is not sent (by design)
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
