@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+import httpx
 import pytest
 from wirehelp import WIRES, make_client, run_or_stream
 
@@ -245,3 +246,28 @@ async def test_json_nested_too_deep_says_so_and_names_the_bound(wire: str, strea
     message = str(info.value)
     assert "nested too deep" in message and "nested deeper than 200 levels" in message
     assert "InputBudget.max_json_depth" in message and "not JSON" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ([{"type": "text", "text": ""}], "must be non-empty"),
+        ("", "must be non-empty"),
+        ([{"type": "text", "text": "\n"}], "non-whitespace"),
+        ([{"type": "text", "text": " "}, {"type": "text", "text": "real"}], None),
+    ],
+)
+async def test_the_fake_router_refuses_empty_anthropic_text_as_anthropic_does(
+    content: Any, said: Any
+) -> None:
+    # So a client (or a test's raw request) that sends one fails its tests, not production.
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    async with FakeFluxRouter([text("ok")]) as router, httpx.AsyncClient() as http:
+        response = await http.post(
+            router.anthropic_url + "/v1/messages", json=body,
+            headers={"x-api-key": "test-key-0123456789", "anthropic-version": "2023-06-01"},
+        )  # fmt: skip
+    if said is None:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 400 and said in response.json()["error"]["message"]

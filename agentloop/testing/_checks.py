@@ -10,6 +10,7 @@ tests instead of production:
   back unchanged (the fake signs the thinking it sends, `fake_signature`, and checks the
   signature of every thinking block that comes back); an assistant message holding thinking
   starts with it; `max_tokens` is more than `budget_tokens`.
+- Anthropic's text blocks: an empty one anywhere, or a message whose only text is whitespace.
 - OpenAI: a message property it does not know (`thinking_blocks`) is refused.
 """
 
@@ -60,8 +61,24 @@ def refusal(wire: str | None, body: Any, issued: Container[tuple[str, str]]) -> 
         return None
     if wire != "anthropic":
         return None
-    problem = _blocks_problem(messages, issued) or _thinking_problem(body, messages)
+    problem = (
+        _text_problem(messages) or _blocks_problem(messages, issued) or _thinking_problem(body, messages)
+    )
     return (400, problem, "invalid_request_error", None) if problem else None
+
+
+def _text_problem(messages: list[Any]) -> str | None:
+    """Anthropic's 400s for text blocks: empty anywhere; blank when the message has no other text."""
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        blocks = [content] if isinstance(content, str) else content if isinstance(content, list) else []
+        texts = [b if isinstance(b, str) else b.get("text") for b in blocks
+                 if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text")]  # fmt: skip
+        if any(t == "" for t in texts):
+            return "messages: text content blocks must be non-empty"
+        if texts and all(isinstance(t, str) and t.isspace() for t in texts):
+            return "messages: text content blocks must contain non-whitespace text"
+    return None
 
 
 def _blocks_problem(messages: list[Any], issued: Container[tuple[str, str]]) -> str | None:
