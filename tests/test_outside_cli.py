@@ -112,7 +112,10 @@ BAD_ARGS: list[tuple[list[str], str]] = [
     (["run", "--max-steps", "-1", "hi"], "max_steps must be an integer >= 1"),
     (["run", "--max-steps", "lots", "hi"], "invalid int value: 'lots'"),
     (["run", "--model", "", "hi"], "model must be a non-empty string"),
-    (["run", "--base-url", "api.fluxrouter.ai", "hi"], "base_url must start with http:// or https://"),
+    (
+        ["run", "--base-url", "api.fluxrouter.ai", "hi"],
+        "(--base-url or $FLUX_BASE_URL) must start with http:// or https://",
+    ),
     (["run", "--run-id", "", "hi"], "run_id must be a non-empty str"),
     (["run", "--tool", "goodtools", "hi"], "given as module:attribute"),
     (["run", "--tool", "nosuchmodule:x", "hi"], "No module named 'nosuchmodule'"),
