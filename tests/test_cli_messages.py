@@ -135,3 +135,26 @@ def test_worker_single_tool_function_is_a_tool_not_a_factory(monkeypatch: pytest
     with pytest.raises(ConfigurationError) as e:
         temporal.load_registry("agentloop:__version__")
     assert "'agentloop:__version__'" in str(e.value) and "of type str" in str(e.value)
+
+
+# --- agentloop ui (the ui extra) -----------------------------------------------------------------------
+
+
+def test_ui_allow_resume_without_a_key_says_so_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("starlette")
+    db = tmp_path / "runs.db"
+    db.touch()
+    monkeypatch.delenv("FLUX_API_KEY", raising=False)
+    monkeypatch.syspath_prepend(str(TESTS))
+    argv = ["ui", "--journal", str(db), "--port", "0", "--allow-resume", "--tools", "ui_runs:TOOLS"]
+    assert (
+        main(argv) == 1
+    )  # before: it served, and the first resume in the page failed with FluxClient advice
+    err = capsys.readouterr().err
+    assert "--allow-resume needs an API key" in err and "FLUX_API_KEY" in err
+    _no_python_advice(err)
+    monkeypatch.setenv("FLUX_API_KEY", "sk-test-0000000000")
+    assert main([*argv[:-1], "agentloop:__version__"]) == 1
+    assert "names an object of type str, not a ToolRegistry" in capsys.readouterr().err
