@@ -151,6 +151,9 @@ _CLI_SPEAK = (
     ("Agent(model='flux-pinned-gpt-5')", "--model flux-pinned-gpt-5"),
     ("; other fields as FluxClient(headers={...})", ""),
     ("base_url must", "the base URL (--base-url or $FLUX_BASE_URL) must"),
+    ("max_steps must", "--max-steps must"),
+    ("run_id must", "--run-id must"),
+    ("model must be a non-empty string", "--model must be a non-empty string"),
 )
 
 
