@@ -84,6 +84,7 @@ def test_base_url_with_credentials_names_the_option(
     _no_python_advice(err)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the command picks its own loop
 @pytest.mark.anyio
 async def test_a_refused_key_says_check_flux_api_key_not_fluxclient() -> None:
     """A 401 from the router, through the command as written (its own process: `main` runs a loop)."""
