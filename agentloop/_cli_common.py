@@ -10,15 +10,19 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from ._http.client import FluxClient
     from ._tools.registry import ToolRegistry
 
 T = TypeVar("T")
 
 __all__ = [
     "add_tool_options",
+    "check_tool_ref",
+    "cli_text",
+    "flux_client",
     "refuse_unknown_leading_options",
     "load_tools",
     "import_from_cwd",
@@ -85,7 +89,7 @@ def load_tools(specs: Sequence[str]) -> ToolRegistry:
     from ._tools.registry import ToolRegistry
 
     import_from_cwd()
-    found = [resolve(spec, what="tool") for spec in specs]
+    found = [check_tool_ref(spec, resolve(spec, what="tool")) for spec in specs]
     if len(found) == 1 and isinstance(found[0], ToolRegistry):
         return found[0]
     tools = ToolRegistry()
@@ -104,6 +108,60 @@ def load_tools(specs: Sequence[str]) -> ToolRegistry:
         if not isinstance(obj, ToolRegistry):
             tools.register(obj)
     return tools
+
+
+def check_tool_ref(spec: str, obj: object) -> Callable[..., Any] | ToolRegistry:
+    """`obj` if a `--tool` may name it (a callable or a ToolRegistry); otherwise an error naming the
+    reference and what it is (the registry's "cannot register 42" named neither the option nor the spec)."""
+    from ._exceptions import ConfigurationError
+    from ._tools.registry import ToolRegistry
+
+    if callable(obj) or isinstance(obj, ToolRegistry):
+        return obj
+    shown = safe(repr(obj))
+    shown = shown if len(shown) <= 60 else f"{shown[:57]}..."
+    raise ConfigurationError(
+        f"--tool {safe(spec)!r} names {shown} (of type {type(obj).__name__}), not a function or a ToolRegistry: "
+        "name a function (MODULE:FUNCTION) or a registry (MODULE:REGISTRY)"
+    )
+
+
+KEY_ADVICE = (
+    "set the FLUX_API_KEY environment variable (e.g. `export FLUX_API_KEY=...`); there is no key "
+    "option, as a key in a command's arguments would show in `ps` and the shell history"
+)
+
+
+def flux_client(base_url: str | None) -> FluxClient:
+    """The client of a command: with no key, the advice is how to give it to the command (the
+    library's "pass FluxClient(api_key=...)" is no help there)."""
+    from ._exceptions import ConfigurationError
+    from ._http.client import FluxClient
+
+    if not os.environ.get("FLUX_API_KEY"):
+        raise ConfigurationError(f"no API key: {KEY_ADVICE}")
+    return FluxClient(base_url=base_url)
+
+
+# The library's advice names its Python API; on the command line the same fix is an option or the
+# environment. (Phrases of _http/config.py and _http/errors.py; tests/test_cli_messages.py holds them.)
+_CLI_SPEAK = (
+    ("FLUX_API_KEY or FluxClient(api_key=...)", "the FLUX_API_KEY environment variable"),
+    ("FluxClient(api_key=...) or FLUX_API_KEY", "the FLUX_API_KEY environment variable"),
+    ("Agent(model='flux-pinned-gpt-5')", "--model flux-pinned-gpt-5"),
+    ("; other fields as FluxClient(headers={...})", ""),
+    ("base_url must", "the base URL (--base-url or $FLUX_BASE_URL) must"),
+    ("max_steps must", "--max-steps must"),
+    ("run_id must", "--run-id must"),
+    ("model must be a non-empty string", "--model must be a non-empty string"),
+)
+
+
+def cli_text(message: str) -> str:
+    """An error message for a command's stderr: the library's Python advice in command-line terms."""
+    for library, cli in _CLI_SPEAK:
+        message = message.replace(library, cli)
+    return safe_text(message)
 
 
 # C0 controls except tab and newline, DEL, C1 controls: a model (or whoever wrote a run id) can

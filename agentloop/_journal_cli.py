@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ._cli_common import add_tool_options, safe, safe_text, until_interrupted, unwrap
+from ._cli_common import add_tool_options, cli_text, safe, safe_text, until_interrupted, unwrap
 from ._exceptions import AgentloopError, JournalError, RunLimitExceeded
 from ._run.journal import JournaledRun, RunInfo
 from ._run.sqlite import SQLiteJournal
@@ -108,14 +108,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: TextIO) -> int:
     import anyio
 
-    from ._cli_common import load_tools
-    from ._http.client import FluxClient
+    from ._cli_common import flux_client, load_tools
     from ._run.agent import Agent
 
     async def go() -> Any:
         model = args.model or journal.load_sync(args.run_id).info.model or "flux-auto"
         approvals = {**{i: True for i in args.approve}, **{i: False for i in args.deny}}
-        async with FluxClient(base_url=args.base_url) as client, load_tools(args.tool) as tools:
+        async with flux_client(args.base_url) as client, load_tools(args.tool) as tools:
             agent = Agent(client=client, tools=tools, model=model, journal=journal)
             return await agent.resume(args.run_id, approvals=approvals or None)
 
@@ -135,7 +134,7 @@ def _resume(args: argparse.Namespace, journal: SQLiteJournal, out: TextIO, err: 
             print(f"agentloop runs: {safe_text(str(e))}", file=err)
             return 3
         if isinstance(e, AgentloopError):
-            print(f"agentloop runs: {type(e).__name__}: {safe_text(str(e))}", file=err)
+            print(f"agentloop runs: {type(e).__name__}: {cli_text(str(e))}", file=err)
             return 2
         raise
     if result.output:

@@ -21,6 +21,8 @@ import anyio
 
 from ._cli_common import (
     add_tool_options,
+    cli_text,
+    flux_client,
     load_tools,
     refuse_unknown_leading_options,
     safe,
@@ -93,7 +95,7 @@ def _run_command(argv: list[str]) -> int:
             return 3
         if isinstance(e, AgentloopError):
             # a router's error text is in the message: escaped like the model's (no ESC sequences)
-            print(f"agentloop: {type(e).__name__}: {safe_text(str(e))}", file=sys.stderr)
+            print(f"agentloop: {type(e).__name__}: {cli_text(str(e))}", file=sys.stderr)
             return 2
         raise
     return status
@@ -200,15 +202,13 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from ._http.client import FluxClient  # here: `agentloop runs|doctor|--help` never load httpx
-
     tools = load_tools(args.tool)
     journal = None
     if args.journal:
         from ._run.sqlite import SQLiteJournal
 
         journal = SQLiteJournal(args.journal)
-    async with FluxClient(base_url=args.base_url) as client, tools:
+    async with flux_client(args.base_url) as client, tools:  # httpx loaded here, not by `runs|doctor`
         agent = Agent(
             client=client,
             tools=tools,

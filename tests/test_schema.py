@@ -307,7 +307,9 @@ def sphinx_style(city: str, days: int = 3) -> str:
 @pytest.mark.parametrize("fn", [google, numpy_style, sphinx_style], ids=lambda f: f.__name__)
 def test_docstring_styles(fn: Any) -> None:
     fs = function_schema(fn)
-    assert fs.description == "Get the weather forecast.\n\nUses the public forecast service."
+    # the parameters section is taken out; the rest stays as written (Returns included: polish4)
+    assert fs.description.startswith("Get the weather forecast.\n\nUses the public forecast service.\n\n")
+    assert fs.description.endswith("The forecast.") and "city" not in fs.description
     p = props(fs)
     assert p["city"] == {"description": "Name of the city.", "type": "string"}
     assert p["days"]["description"].split() == "How many days to forecast.".split()

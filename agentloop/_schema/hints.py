@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import types
 import typing
@@ -18,15 +19,97 @@ def lazy(module: str) -> Any:  # jsonschema, docstring_parser: ~35 ms of imports
 
 
 def parse_doc(doc: str | None) -> tuple[str, dict[str, str]]:
-    """(description without the params section, {param: description}) for Google/NumPy/reST docstrings."""
+    """(description without the params section, {param: description}) for Google/NumPy/reST docstrings.
+
+    The description is the docstring as written minus the sections docstring_parser reads as parameters
+    (their text goes to the parameters' schema): `Returns:`, `Example:`, `Note:` and prose after `Args:`
+    stay, in order, because docstring_parser's own description would drop them. It is never longer than
+    the docstring.
+    """
     if not doc:
         return "", {}
+    dp = lazy("docstring_parser")
     try:
-        parsed = lazy("docstring_parser").parse(doc)
-    except lazy("docstring_parser").ParseError:  # odd docstring: keep it whole rather than fail registration
+        parsed = dp.parse(doc)
+    except dp.ParseError:  # odd docstring: keep it whole rather than fail registration
         return doc.strip(), {}
-    text = "\n\n".join(p for p in (parsed.short_description, parsed.long_description) if p)
-    return text, {p.arg_name: p.description for p in parsed.params if p.description}
+    params = {p.arg_name: p.description for p in parsed.params if p.description}
+    if not parsed.params:  # nothing was read as a parameter: nothing to take out of the text
+        return doc.strip(), params
+    strip = _STRIPPERS.get(parsed.style.name, _strip_fields)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(strip(doc.strip().splitlines()))).strip(), params
+
+
+# Section titles whose entries docstring_parser returns as parameters (google.py / numpydoc.py).
+_GOOGLE_TITLES = frozenset({"Args", "Arguments", "Parameters", "Params", "Attributes"})
+_NUMPY_TITLES = _GOOGLE_TITLES | {
+    "Attribute", "Other Parameters", "Other Params", "Other Arguments", "Other Args", "Receives", "Receive"
+}  # fmt: skip
+_FIELD = re.compile(r"\s*[:@](?:param|parameter|arg|argument|attribute|key|keyword|type)\b[^:]*:")
+_UNDERLINE = re.compile(r"\s*-{3,}\s*$")
+_NUMPY_ITEM = re.compile(r"\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*\s*(?::.*)?$")  # `x, y : float, optional`
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _strip_google(lines: list[str]) -> list[str]:
+    """Drop `Args:`-like sections: the title and the lines indented under it."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        title = lines[i].strip()
+        if title.endswith(":") and title[:-1].rstrip() in _GOOGLE_TITLES:
+            ind, i = _indent(lines[i]), i + 1
+            while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > ind):
+                i += 1
+            out.append("")  # the text either side stays a separate paragraph
+            continue
+        out.append(lines[i])
+        i += 1
+    return out
+
+
+def _numpy_title(lines: list[str], i: int) -> bool:
+    return bool(lines[i].strip()) and i + 1 < len(lines) and bool(_UNDERLINE.match(lines[i + 1]))
+
+
+def _strip_numpy(lines: list[str]) -> list[str]:
+    """Drop `Parameters` / `---` sections: up to the next titled section or an unindented non-item line."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not (_numpy_title(lines, i) and lines[i].strip() in _NUMPY_TITLES):
+            out.append(lines[i])
+            i += 1
+            continue
+        ind, i = _indent(lines[i]), i + 2
+        while i < len(lines) and not _numpy_title(lines, i):
+            line = lines[i]
+            if line.strip() and _indent(line) <= ind and not _NUMPY_ITEM.match(line.strip()):
+                break  # prose after the parameters
+            i += 1
+        out.append("")
+    return out
+
+
+def _strip_fields(lines: list[str]) -> list[str]:
+    """Drop reST / epydoc `:param x:` and `:type x:` fields with their indented continuation lines."""
+    out: list[str] = []
+    ind = -1  # the indent of the field being dropped; -1: not in one
+    for line in lines:
+        if _FIELD.match(line):
+            ind = _indent(line)
+        elif ind >= 0 and line.strip() and _indent(line) > ind:
+            pass  # continuation of the dropped field
+        else:
+            ind = -1
+            out.append(line)
+    return out
+
+
+_STRIPPERS = {"GOOGLE": _strip_google, "NUMPYDOC": _strip_numpy}
 
 
 def _ours(frame: types.FrameType) -> bool:

@@ -32,7 +32,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentloop import ConfigurationError, Model, ToolRegistry, import_ref
+from agentloop import ConfigurationError, Model, ToolDefinitionError, ToolRegistry, import_ref
 
 from ._activities import AgentActivities
 from ._spec import WorkerOptions
@@ -175,10 +175,30 @@ def load_registry(spec: str) -> ToolRegistry:
     _import_from_cwd()
     obj = import_ref(spec, what="tools registry")
     if not isinstance(obj, ToolRegistry) and callable(obj):
+        if _needs_arguments(obj):  # `--tool mod:fn` (a tool function) was called here as a factory
+            tools = ToolRegistry()
+            tools.register(obj)
+            return tools
         obj = obj()
     if not isinstance(obj, ToolRegistry):
-        raise ConfigurationError(f"{spec!r} is a {type(obj).__name__}, not a ToolRegistry")
+        raise ConfigurationError(
+            f"{spec!r} names an object of type {type(obj).__name__}, not a ToolRegistry, a function returning one, or a "
+            "tool function"
+        )
     return obj
+
+
+def _needs_arguments(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin): call it as before
+        return False
+    return any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for p in params
+    )
 
 
 def _load_tools(specs: Sequence[str]) -> ToolRegistry:
@@ -190,8 +210,12 @@ def _load_tools(specs: Sequence[str]) -> ToolRegistry:
         obj = import_ref(spec, what="tool")
         if isinstance(obj, ToolRegistry):
             tools.include(obj)
-        else:
+        elif callable(obj):
             tools.register(obj)
+        else:  # the registry's "cannot register 42" named neither the option nor the reference
+            raise ConfigurationError(
+                f"--tool {spec!r} names an object of type {type(obj).__name__}, not a function or a ToolRegistry"
+            )
     return tools
 
 
@@ -243,9 +267,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     ("Fatal Python error: PyGILState_Release") now and then, after the worker has stopped cleanly.
     """
     args = _parser().parse_args(argv)
+    if not os.environ.get("FLUX_API_KEY"):  # checked before connecting: FluxClient's advice is Python's
+        print("agentloop worker: no API key: set the FLUX_API_KEY environment variable", file=sys.stderr)
+        return 2
     try:
         tools = load_registry(args.tool[0]) if len(args.tool) == 1 else _load_tools(args.tool)
-    except ConfigurationError as e:
+    except (ConfigurationError, ToolDefinitionError) as e:
         print(f"agentloop worker: {e}", file=sys.stderr)
         return 2
     return anyio.run(_serve, args, tools, backend="asyncio")  # temporalio runs on asyncio

@@ -8,7 +8,8 @@
   can look at the conversation.
 
 Both keep no state about a run (a `TestModel` decides from the conversation whether it has
-called its tools yet), so one instance can serve concurrent runs.
+called its tools yet; it only remembers which tool names it was offered), so one instance can
+serve concurrent runs.
 """
 
 from __future__ import annotations
@@ -177,7 +178,15 @@ class TestModel:
     ```
 
     - `call_tools`: `"all"` (default) or the names of the tools to call, in that order.
-    - `arguments`: fixed arguments for some tools, `{name: {...}}`, instead of generated ones.
+    - `arguments`: fixed arguments for some tools, `{name: {...}}`, instead of generated ones. A
+      name no tool has is an error (a typo would otherwise leave that tool on generated
+      arguments, silently): `ConfigurationError` naming it, raised when the TestModel gives a
+      final answer and none of the tools it was offered so far, in any request, has that name.
+      Not per request, so one TestModel can serve handoffs and agents used as tools, whose tools
+      it meets later in the run; a TestModel reused by agents with other tools in separate runs
+      should be given only the names of the tools of the runs so far (or one TestModel each).
+      (An unknown *parameter* inside `{...}` is sent as is: the tool's validation refuses it,
+      as `invalid_arguments` in the run's result.)
     - `seed`: another seed gives other (still deterministic) arguments.
     - `final_text`: the final answer; default: JSON `{tool_name: tool message content}`.
 
@@ -202,12 +211,15 @@ class TestModel:
         self.final_text = final_text
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._generated: dict[str, dict[str, Any]] = {}  # schema JSON -> arguments (generation is slow-ish)
+        self._offered: set[str] = set()  # every tool name any request offered: `arguments` keys are checked
 
     async def request(self, request: ModelRequest, emit: Emit | None = None) -> ModelTurn:
         messages = request.messages
-        if _answered_since_last_user(messages):
-            return _turn(messages, self.final_text if self.final_text is not None else _summary(messages))
         available = {d["function"]["name"]: d["function"] for d in request.tools}
+        self._offered.update(available)
+        if _answered_since_last_user(messages):
+            self._check_arguments()
+            return _turn(messages, self.final_text if self.final_text is not None else _summary(messages))
         names = list(available) if self.call_tools == "all" else list(self.call_tools)
         missing = [n for n in names if n not in available]
         if missing:
@@ -216,10 +228,21 @@ class TestModel:
                 f"Available: {', '.join(available) or '(none)'}."
             )
         if request.tool_choice == "none" or not names:
+            self._check_arguments()
             return _turn(messages, self.final_text if self.final_text is not None else "{}")
         calls = [(name, self._arguments_for(name, available[name].get("parameters") or {})) for name in names]
         self.calls.extend(calls)
         return _turn(messages, None, calls)
+
+    def _check_arguments(self) -> None:
+        """At a final answer: every `arguments` key must be a tool some request offered (see the class)."""
+        unknown = sorted(set(self.arguments) - self._offered)
+        if unknown:
+            raise ConfigurationError(
+                f"TestModel(arguments=...) names tools it was never offered: {', '.join(map(repr, unknown))}. "
+                f"Offered: {', '.join(sorted(self._offered)) or '(none)'}. Check the spelling: a name no "
+                "tool has would leave the tool it meant on generated arguments."
+            )
 
     def _arguments_for(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         if name in self.arguments:

@@ -155,7 +155,11 @@ def _agent_factory(spec: str, base_url: str | None):  # type: ignore[no-untyped-
 
     tools = import_ref(spec, what="tool registry")
     if not isinstance(tools, ToolRegistry):
-        raise ConfigurationError(f"--tools {spec!r} is not a ToolRegistry")
+        raise ConfigurationError(
+            f"--tools {spec!r} names an object of type {type(tools).__name__}, not a ToolRegistry"
+        )
+    if not os.environ.get("FLUX_API_KEY"):  # said now, not by FluxClient at the first resume in the page
+        raise ConfigurationError("--allow-resume needs an API key: set the FLUX_API_KEY environment variable")
 
     def make(model: str | None, journal):  # type: ignore[no-untyped-def]
         return Agent(
