@@ -1,4 +1,4 @@
-"""A worker's life at smoke size: every way a run ends, twice over, in this process; then nothing left.
+"""A worker's life at smoke size: every way a run ends, three times over, in this process; then nothing left.
 
 `benchmarks/soak_mix.py` is the workload (its docstring lists the scenarios): two wires, streamed
 and not, tools inline / in a thread / in the "process" sandbox, model errors (429 with Retry-After
@@ -8,7 +8,7 @@ everything the user opened is closed (clients, the registry's sandbox, the journ
 no fd, thread (but the backend's worker pool, see tests/leaks.py), child process or zombie, or task
 is left, and no ResourceWarning or unraisable exception was raised (the warning is an error here
 and the suite errors on PytestUnraisableExceptionWarning). Memory: Python's own allocations
-(tracemalloc, after gc.collect()) grow much less over a second equal batch than over the first.
+(tracemalloc, after gc.collect()) grow much less over a second (or third) equal batch than over the first.
 
 `benchmarks/soak.py --mix` runs the same workload for as long as you like and reports RSS and runs/s.
 """
@@ -27,7 +27,7 @@ from leaks import Probe, children, open_fds, tasks
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import soak_mix
 
-BATCH = 2 * len(soak_mix.SCENARIOS)  # every scenario twice, every client (both batches: each on each)
+BATCH = 2 * len(soak_mix.SCENARIOS)  # every scenario twice, every client (every batch: each on each)
 CONCURRENCY = 16
 
 
@@ -46,10 +46,13 @@ async def _worker(db: Path) -> dict[str, object]:
         await mix.batch(BATCH, CONCURRENCY)
         gc.collect()
         m2, s2 = tracemalloc.get_traced_memory()[0], _sockets()
+        await mix.batch(BATCH, CONCURRENCY)  # a third: what a leak adds, it adds every batch
+        gc.collect()
+        m3 = tracemalloc.get_traced_memory()[0]
         sandbox_alive = len(set(children()) - kids)
         assert tasks(but_servers=True) == start  # between batches: every run's tasks ended
     assert tasks() == start
-    return {"mix": mix, "mem": (m0, m1, m2), "sockets": (s1, s2), "children": sandbox_alive}
+    return {"mix": mix, "mem": (m0, m1, m2, m3), "sockets": (s1, s2), "children": sandbox_alive}
 
 
 @pytest.mark.filterwarnings("error::ResourceWarning")
@@ -63,22 +66,24 @@ def test_a_worker_of_mixed_runs_leaves_nothing_behind(backend: str, tmp_path: Pa
         tracemalloc.stop()
     mix = seen["mix"]
     assert isinstance(mix, soak_mix.Mix)
-    assert mix.runs == 2 * BATCH
+    assert mix.runs == 3 * BATCH
     # every scenario ended the way it should, on every client (the counts are per outcome text)
     outcomes = dict(mix.outcomes)
     assert (
         outcomes["ok: ok"]
         == outcomes["429: ok"]
         == outcomes["500: ok"]
-        == 2 * BATCH // len(soak_mix.SCENARIOS)
+        == 3 * BATCH // len(soak_mix.SCENARIOS)
     )
     probe.assert_back()
-    m0, m1, m2 = seen["mem"]  # type: ignore[misc]
+    m0, m1, m2, m3 = seen["mem"]  # type: ignore[misc]
     # Measured in a fresh process (busy 2 cores): asyncio +1.9 MB then +0.03 MB; trio +0.34 MB
     # then +0.03 MB. In a test worker that ran other tests first the first batch warms less, so
     # the second may also add up to 64 KB (under 3 KB a run: a leak of a run's conversation,
-    # ~5 KB, or of its tasks exceeds it).
-    assert m2 - m1 < max((m1 - m0) / 4, 64 * 1024), (m0, m1, m2)
+    # ~5 KB, or of its tasks exceeds it). One later batch may still warm something once (seen on
+    # trio in a busy suite: +255 KB, +94 KB): a leak adds to every batch, so the smaller of the
+    # two later batches' growth is what is bounded.
+    assert min(m2 - m1, m3 - m2) < max((m1 - m0) / 4, 64 * 1024), (m0, m1, m2, m3)
     # the pools did not grow over the second batch (sockets: the four clients' idle connections
     # and the router's ends of them); after `aclose()` every one is closed (probe above)
     s1, s2 = seen["sockets"]  # type: ignore[misc]

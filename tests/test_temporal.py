@@ -510,8 +510,12 @@ async def test_sigterm_lets_the_call_in_flight_finish(
     assert [(r.id, r.status, r.content) for r in result.tool_calls] == [("g", "ok", "gated g")]
 
 
-def test_worker_main_and_start_run_refuse_what_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
+def test_worker_main_and_start_run_refuse_what_cannot_work(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from agentloop import ConfigurationError
+
+    monkeypatch.setenv("FLUX_API_KEY", "k")  # (without one the worker stops first, at the key)
     from agentloop.temporal import worker_main
     from agentloop.temporal._spec import agent_spec  # internal unit under test
 
@@ -651,7 +655,7 @@ def test_worker_command_exits_cleanly_when_temporal_is_unreachable() -> None:
             "--address",
             f"localhost:{port}",
         ]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "FLUX_API_KEY": "k"}
         for _ in range(6):
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
             assert done.returncode == 1, done.stderr[-2000:]
