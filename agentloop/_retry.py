@@ -35,11 +35,7 @@ class RetryPolicy:
         # Checked here, not at the first failure: a string, a negative or a NaN delay passed
         # construction and raised a raw TypeError / ValueError out of the run only once the router
         # first failed, the moment the caller most needs the typed error.
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
+        if not is_number(self.max_retries, whole=True) or self.max_retries < 0:
             raise ConfigurationError(
                 f"RetryPolicy.max_retries must be an int >= 0 (0 turns retries off), got {self.max_retries!r}"
             )

@@ -22,21 +22,15 @@ from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ui_clip import peak_of
+from test_ui_runs_output import journaled_run
 
-from agentloop import Agent, SQLiteJournal
-from agentloop.testing import ScriptedModel, text
+from agentloop import SQLiteJournal
 from agentloop.ui import create_app
 
 pytestmark = pytest.mark.anyio
 BIG = 8 * 1024 * 1024  # enough to tell: the whole header read and parsed costs > 16 MiB
 HEAD = 64 * 1024
 NOTE = "\n… [{:,} more characters not shown; the journal holds the whole prompt]"
-
-
-async def journaled_run(path: str, run_id: str = "r") -> None:
-    journal = SQLiteJournal(path)
-    await Agent(client=ScriptedModel([text("done")]), journal=journal).run("go", run_id=run_id)
-    journal.close()
 
 
 def set_messages(path: str, messages: Any, run_id: str = "r") -> None:
