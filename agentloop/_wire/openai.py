@@ -113,6 +113,13 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             body=_preview(data),
             request_id=request_id,
         )
+    calls = raw.get("tool_calls")
+    if calls and not isinstance(calls, list | dict):  # dropped, it ended the run as an empty answer
+        raise APIResponseError(
+            f"the endpoint answered {status} with `tool_calls` as a JSON {type(calls).__name__}, not a list of calls",
+            body=_preview(data),
+            request_id=request_id,
+        )
     problems: list[str] = []
     return ModelTurn(
         message=normalize_message(raw),
