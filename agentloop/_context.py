@@ -19,6 +19,7 @@ tool needs as arguments instead.
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,18 +124,28 @@ def check_instructions(instructions: Any, where: str) -> None:
 
 def check_no_running_loop() -> None:
     """`run_sync` starts its own event loop; inside a running one that would deadlock or fail."""
-    import asyncio  # not at import time: ~10 ms, and a trio program never needs it
-
-    import sniffio
-
-    library: str | None
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        library = "asyncio" if asyncio._get_running_loop() is not None else None  # e.g. a notebook cell
+    library = _running_loop_library()
     if library is not None:
         raise ConfigurationError(
             f"Agent.run_sync was called inside a running {library} event loop (an async function, a "
             "notebook, a web handler); it cannot start another loop there. Use `await agent.run(...)` "
             "instead."
         )
+
+
+def _running_loop_library() -> str | None:
+    """The library of the event loop this thread runs ("asyncio" / "trio"), else None. Asked of the
+    loops themselves: sniffio is not a dependency (recent anyio no longer brings it), and importing
+    it made `run_sync` raise ModuleNotFoundError on a fresh install."""
+    import asyncio  # not at import time: ~10 ms, and a trio program never needs it
+
+    if asyncio._get_running_loop() is not None:  # also a notebook cell's loop
+        return "asyncio"
+    trio = sys.modules.get("trio")  # a trio loop runs only where trio was imported
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:  # "must be called from async context"
+            return None
+        return "trio"
+    return None

@@ -1,0 +1,83 @@
+"""Outside-in review, round 5: a Python developer who knows the OpenAI Agents SDK / PydanticAI
+evaluates agentloop for an async service (a fresh install, the tools people write, FastAPI-style
+embedding, their own pytest suite). Each test is the exact repro of a break found from the outside
+(public API only), kept as a regression test; async ones run on asyncio and trio."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentloop import Agent, ConfigurationError
+from agentloop.testing import FunctionModel
+
+pytestmark = pytest.mark.anyio
+
+PACKAGE = Path(__file__).resolve().parent.parent / "agentloop"
+
+
+# --- a fresh install: what `pip install agentloop` brings is all agentloop imports ---------------
+
+
+def test_run_sync_works_where_sniffio_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `pip install -e .` into a fresh venv has no sniffio (recent anyio no longer depends on it):
+    # run_sync raised ModuleNotFoundError: No module named 'sniffio' before it did anything
+    monkeypatch.setitem(sys.modules, "sniffio", None)  # `import sniffio` raises ImportError
+    agent = Agent(client=FunctionModel(lambda messages, tools: "hi"))
+    assert agent.run_sync("x").output == "hi"
+
+
+async def test_run_sync_inside_a_loop_is_still_refused_without_sniffio(
+    monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "sniffio", None)
+    agent = Agent(client=FunctionModel(lambda messages, tools: "hi"))
+    backend = anyio_backend if isinstance(anyio_backend, str) else anyio_backend[0]
+    with pytest.raises(ConfigurationError, match=f"inside a running {backend} event loop.*await agent.run"):
+        agent.run_sync("x")
+
+
+# Imported by agentloop but brought by a declared dependency that cannot work without it.
+_BROUGHT_BY = {
+    "multidict": "aiohttp's own header type (only aiohttp hands one over; the import is guarded)",
+    "httpx2": "the HTTP client of mcp (the mcp extra)",
+}
+
+
+def _imported_top_level_modules() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(PACKAGE.parent)))
+    return found
+
+
+def _norm(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def test_every_third_party_module_agentloop_imports_is_a_declared_dependency() -> None:
+    # sniffio was imported by run_sync but declared nowhere: it came with anyio until anyio dropped it
+    requires = importlib.metadata.requires("agentloop") or []
+    declared = {_norm(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requires}
+    owners = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for module, where in _imported_top_level_modules().items():
+        if module in sys.stdlib_module_names or module == "agentloop" or module in _BROUGHT_BY:
+            continue
+        dists = {_norm(d) for d in owners.get(module, [module])}
+        if not dists & declared:
+            undeclared[module] = where
+    assert undeclared == {}, f"imported but not declared in pyproject.toml (core or an extra): {undeclared}"
