@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sandbox_tools as st
 
-from agentloop import Agent, ConfigurationError
-from agentloop.testing import FunctionModel
+from agentloop import Agent, ConfigurationError, Limits, ToolRegistry
+from agentloop.testing import FunctionModel, call
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +82,41 @@ def test_every_third_party_module_agentloop_imports_is_a_declared_dependency() -
         if not dists & declared:
             undeclared[module] = where
     assert undeclared == {}, f"imported but not declared in pyproject.toml (core or an extra): {undeclared}"
+
+
+# --- a large result: the model reads up to Limits.output_bytes of it, under a true marker --------
+
+
+async def _big() -> str:
+    return "x" * 200_000
+
+
+def _big_sync() -> str:
+    return "x" * 200_000
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread", "process"])
+async def test_a_result_over_output_bytes_reaches_the_model_cut_at_output_bytes(mode: str) -> None:
+    # the default Limits(output_bytes=64_000): the model got 8 KiB of the result (the error budget cut
+    # it again) under "[error text truncated: 64047 bytes, limit 8192]", not the result's real size
+    tools = ToolRegistry(limits=Limits(timeout=30))
+    fn = {"inline": _big, "thread": _big_sync, "process": st.echo}[mode]
+    sandbox = "process" if mode == "process" else None
+    tools.register(fn, name="big", sandbox=sandbox)
+    args = {"text": "x", "n": 200_000} if mode == "process" else {}
+    seen: list[str] = []
+
+    def model(messages: list[dict], offered: list[dict]) -> object:
+        if messages[-1]["role"] == "user":
+            return [call("big", args)]
+        seen.append(messages[-1]["content"])
+        return "done"
+
+    async with tools:
+        result = await Agent(client=FunctionModel(model), tools=tools).run("go")
+    record = result.tool_calls[0]
+    assert record.status == "output_limit"
+    assert seen == [record.content]
+    assert 60_000 < len(record.content.encode()) <= 64_000 + 512
+    assert "error text truncated" not in record.content
+    assert re.search(r"output truncated: .*200,?0\d\d", record.content), record.content[-200:]

@@ -30,6 +30,9 @@ from .executors import call_executor, run_in_process, tool_failure
 from .registry import ToolRegistry
 from .tool import OUT_OF_PROCESS, Tool
 
+# Room for the "[output truncated: ...]" marker an executor appends to a result cut at its cap.
+_MARKER_ROOM = 512
+
 __all__ = ["Dispatcher", "ErrorFormatter", "default_error_formatter"]
 
 ErrorFormatter = Callable[[str, BaseException], str]
@@ -191,7 +194,7 @@ class Dispatcher:
             record.duration_s = time.perf_counter() - start
             raise
         if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
-            content = truncate(sendable(content), self.budget.max_error_bytes)
+            content = truncate(sendable(content), self._text_cap(name, status))
         if self.redact is not None:
             content, error = self.redact(content), error if error is None else self.redact(error)
             if record.traceback is not None:
@@ -213,6 +216,16 @@ class Dispatcher:
             )
         if self.emit is not None and settled:
             await self.emit(ToolCallFinished(self.run_id, record.step, record))
+
+    def _text_cap(self, name: str, status: OutcomeStatus) -> int:
+        """Bytes of a non-"ok" text the model may read. An `output_limit` text is the tool's result,
+        already cut to its `Limits.output_bytes` with a marker saying so: cutting it again to the
+        error budget (8 KiB) sent 8 KiB of a 64 KB result under a marker that named the wrong size."""
+        cap = self.budget.max_error_bytes
+        tool = self.registry.get(name) if status == "output_limit" else None
+        if tool is not None and tool.limits.output_bytes is not None:
+            cap = max(cap, tool.limits.output_bytes + _MARKER_ROOM)
+        return cap
 
     async def _execute(self, record: ToolCallRecord, raw: str) -> tuple[OutcomeStatus, str, str | None]:
         name = record.name
