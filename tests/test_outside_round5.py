@@ -15,7 +15,7 @@ import pytest
 import sandbox_tools as st
 
 from agentloop import Agent, ConfigurationError, Limits, ToolRegistry
-from agentloop.testing import FunctionModel, call
+from agentloop.testing import FunctionModel, ScriptedModel, call, text
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +120,26 @@ async def test_a_result_over_output_bytes_reaches_the_model_cut_at_output_bytes(
     assert 60_000 < len(record.content.encode()) <= 64_000 + 512
     assert "error text truncated" not in record.content
     assert re.search(r"output truncated: .*200,?0\d\d", record.content), record.content[-200:]
+
+
+# --- a PydanticAI user's Agent(...): the model object and the model name change places ------------
+
+
+def test_a_model_object_given_as_model_says_it_goes_in_client() -> None:
+    # PydanticAI writes Agent(model=TestModel()): the message said only "model must be a non-empty
+    # string such as 'flux-auto', got <...TestModel object at 0x...>"
+    with pytest.raises(ConfigurationError, match=r"got a ScriptedModel object.*goes in client=") as e:
+        Agent(client=ScriptedModel([text("hi")]), model=ScriptedModel([text("hi")]))  # type: ignore[arg-type]
+    assert " at 0x" not in str(e.value)
+
+
+async def test_a_model_object_given_as_a_runs_model_says_it_goes_in_client() -> None:
+    agent = Agent(client=ScriptedModel([text("hi")]))
+    with pytest.raises(ConfigurationError, match=r"goes in client="):
+        await agent.run("x", model=FunctionModel(lambda messages, tools: "hi"))  # type: ignore[arg-type]
+
+
+def test_a_model_name_given_as_client_says_it_goes_in_model() -> None:
+    # was: "client must implement the Model interface (e.g. a FluxClient ...), got 'flux-auto'"
+    with pytest.raises(ConfigurationError, match=r"a model name goes in model= .*model='flux-pinned-gpt-5'"):
+        Agent(client="flux-pinned-gpt-5")  # type: ignore[arg-type]

@@ -179,6 +179,12 @@ def _as_list(tools: Any) -> str:
 
 
 def check_model_name(model: Any) -> str:
+    if not isinstance(model, str) and callable(getattr(model, "request", None)):  # PydanticAI's `model=`
+        raise ConfigurationError(
+            f"model is the name the router is asked for (a str such as 'flux-auto'), got a "
+            f"{type(model).__name__} object: a Model object (TestModel, FunctionModel, a FluxClient) "
+            f"goes in client=, e.g. Agent(client={type(model).__name__}(...))"
+        )
     if not isinstance(model, str) or not model.strip():
         raise ConfigurationError(f"model must be a non-empty string such as 'flux-auto', got {model!r}")
     if problem := _json.not_unicode("model", model):
@@ -191,6 +197,12 @@ def check_client(client: T) -> T:
         raise ConfigurationError(
             f"client is the class {client.__name__}, not an instance: create one, e.g. "
             f"`async with {client.__name__}() as client:` and pass `client=client`"
+        )
+    if isinstance(client, str):  # a model name where the client goes
+        raise ConfigurationError(
+            f"client is the string {client!r}: a model name goes in model= (Agent(client=client, "
+            f"model={client!r})), and client= is a FluxClient (`async with FluxClient() as client:`) or "
+            "another Model such as agentloop.testing.TestModel()"
         )
     if not callable(getattr(client, "request", None)):
         raise ConfigurationError(
