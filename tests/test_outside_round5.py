@@ -6,16 +6,18 @@ embedding, their own pytest suite). Each test is the exact repro of a break foun
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.metadata
 import re
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 import sandbox_tools as st
 
 from agentloop import Agent, ConfigurationError, Limits, ToolRegistry
-from agentloop.testing import FunctionModel, ScriptedModel, call, text
+from agentloop.testing import FakeFluxRouter, FunctionModel, ScriptedModel, call, text
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +145,20 @@ def test_a_model_name_given_as_client_says_it_goes_in_model() -> None:
     # was: "client must implement the Model interface (e.g. a FluxClient ...), got 'flux-auto'"
     with pytest.raises(ConfigurationError, match=r"a model name goes in model= .*model='flux-pinned-gpt-5'"):
         Agent(client="flux-pinned-gpt-5")  # type: ignore[arg-type]
+
+
+# --- the user's own pytest-asyncio fixture around FakeFluxRouter ---------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # pytest-asyncio's way: trio ends such a task itself
+async def test_a_router_closed_in_another_task_says_why_and_what_to_use() -> None:
+    # pytest-asyncio (1.x) sets an async fixture up in one task and tears it down in another: the
+    # teardown of `async with FakeFluxRouter() as r: yield r` raised anyio's bare "Attempted to
+    # exit cancel scope in a different task than it was entered in", and an accept loop then died
+    # of ClosedResourceError ("Task exception was never retrieved")
+    router = FakeFluxRouter()
+    await asyncio.get_running_loop().create_task(router.__aenter__())  # what pytest-asyncio's setup does
+    with pytest.raises(RuntimeError, match=r"closed in another task.*pytest-asyncio.*fake_router.*anyio"):
+        await router.__aexit__(None, None, None)
+    with pytest.raises(OSError):  # the server is stopped: its port refuses
+        await anyio.connect_tcp("127.0.0.1", int(router.url.rsplit(":", 1)[1]))

@@ -12,6 +12,8 @@ tests instead of production:
   starts with it; `max_tokens` is more than `budget_tokens`.
 - Anthropic's text blocks: an empty one anywhere, or a message whose only text is whitespace.
 - OpenAI: a message property it does not know (`thinking_blocks`) is refused.
+
+And its own misuse, `OTHER_TASK`: closed in another task than the one that opened it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ import hashlib
 from collections.abc import Container
 from typing import Any
 
-__all__ = ["Refusal", "auth_refusal", "fake_signature", "refusal"]
+__all__ = ["OTHER_TASK", "Refusal", "auth_refusal", "fake_signature", "refusal"]
+
+# pytest-asyncio runs an async fixture's setup and its teardown in two tasks; the router's task
+# group can only be closed by the task that opened it (anyio's raw error said just that).
+OTHER_TASK = (
+    "FakeFluxRouter was closed in another task than the one that opened it, as an async fixture of "
+    "pytest-asyncio does (setup and teardown run in different tasks); its server is stopped now. Use "
+    "agentloop's `fake_router` / `flux_client` fixtures in tests marked @pytest.mark.anyio, or open the "
+    "router inside the test: `async with FakeFluxRouter(...) as router:`."
+)
 
 Refusal = tuple[int, str, str, str | None]  # status, message, error type, error code
 _KINDS = frozenset({"thinking", "redacted_thinking"})

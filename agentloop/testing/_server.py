@@ -21,7 +21,8 @@ import anyio.abc
 import h11
 
 from agentloop.testing import _codec
-from agentloop.testing._checks import auth_refusal, refusal
+from agentloop.testing._checks import OTHER_TASK, auth_refusal, refusal
+from agentloop.testing._h11io import next_event, out, send
 from agentloop.testing._render import RenderContext, Rendered, Wire, render, render_error, render_json
 from agentloop.testing._replies import Reply
 
@@ -30,6 +31,7 @@ __all__ = ["FakeFluxRouter", "Handler", "RecordedRequest"]
 OPENAI_CHAT_PATH = "/v1/chat/completions"
 ANTHROPIC_MESSAGES_PATH = "/anthropic/v1/messages"
 MODELS = ("flux-auto", "flux-fast", "flux-smart")
+_WIRES: dict[str, Wire] = {OPENAI_CHAT_PATH: "openai", ANTHROPIC_MESSAGES_PATH: "anthropic"}
 
 # Request headers that carry credentials: recorded as "[redacted]" unless `record_secrets=True`.
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
@@ -93,6 +95,8 @@ class FakeFluxRouter:
         self._serials = itertools.count(1)
         self._connections = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._owner = 0  # the task that entered: only it can close the task group
+        self._stopped: anyio.Event | None = None
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -109,8 +113,20 @@ class FakeFluxRouter:
             await listener.aclose()
             raise
         self._listener, self._tg = listener, tg
-        tg.start_soon(listener.serve, self._serve_connection, tg)
+        self._owner, self._stopped = anyio.get_current_task().id, anyio.Event()
+        tg.start_soon(self._accept, listener, tg, self._stopped)
         return self
+
+    async def _accept(
+        self,
+        listener: anyio.abc.Listener[anyio.abc.SocketStream],
+        tg: anyio.abc.TaskGroup,
+        stopped: anyio.Event,
+    ) -> None:
+        try:
+            await listener.serve(self._serve_connection, tg)
+        finally:
+            stopped.set()  # closed from another task, __aexit__ waits for this before closing the socket
 
     async def __aexit__(
         self,
@@ -118,13 +134,19 @@ class FakeFluxRouter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        tg, listener = self._tg, self._listener
-        assert tg is not None and listener is not None, "FakeFluxRouter was not started"
+        tg, listener, stopped = self._tg, self._listener, self._stopped
+        assert tg is not None and listener is not None and stopped is not None, (
+            "FakeFluxRouter was not started"
+        )
         self._tg = self._listener = None
         # Cancelling the group stops the accept loop and every connection (in-flight requests
         # included: their clients see the connection close); sockets close in `async with`.
         tg.cancel_scope.cancel()
         try:
+            if anyio.get_current_task().id != self._owner:  # e.g. a pytest-asyncio fixture
+                with anyio.CancelScope(shield=True):
+                    await stopped.wait()  # the accept loop, cancelled above, has let go of the socket
+                raise RuntimeError(OTHER_TASK)
             # The body's own exception is not handed to the group: it propagates as is after
             # the group closes, instead of coming out wrapped in an ExceptionGroup.
             await tg.__aexit__(None, None, None)
@@ -178,14 +200,14 @@ class FakeFluxRouter:
 
     async def _serve_one(self, conn: h11.Connection, stream: anyio.abc.SocketStream, conn_id: int) -> bool:
         """Read one request, answer it. True when the connection may serve another one."""
-        event = await _next_event(conn, stream)
+        event = await next_event(conn, stream)
         if not isinstance(event, h11.Request):
             return False  # ConnectionClosed between requests: a normal keep-alive ending
         if conn.client_is_waiting_for_100_continue:
-            await stream.send(_out(conn, h11.InformationalResponse(status_code=100, headers=[])))
+            await stream.send(out(conn, h11.InformationalResponse(status_code=100, headers=[])))
         body = bytearray()
         while True:
-            part = await _next_event(conn, stream)
+            part = await next_event(conn, stream)
             if isinstance(part, h11.Data):
                 body += part.data
             elif isinstance(part, h11.EndOfMessage):
@@ -215,11 +237,7 @@ class FakeFluxRouter:
                 parsed = _codec.loads(body)
             except ValueError:
                 parsed = None
-        wire: Wire | None = None
-        if path == OPENAI_CHAT_PATH:
-            wire = "openai"
-        elif path == ANTHROPIC_MESSAGES_PATH:
-            wire = "anthropic"
+        wire = _WIRES.get(path)
         stream = isinstance(parsed, dict) and parsed.get("stream") is True
         rec = RecordedRequest(
             event.method.decode("latin-1"), path, headers, body, parsed, wire, stream, conn_id
@@ -237,7 +255,7 @@ class FakeFluxRouter:
         """Answer one request. False when the connection must be closed without more ado."""
         own = self._own_answer(req, credentials)
         if own is not None:
-            return await _send(conn, stream, own)
+            return await send(conn, stream, own)
         # Counted down just before the last write, so a client that has read its whole answer
         # always sees `in_flight` without that request (no race with this task's epilogue).
         self.in_flight += 1
@@ -252,13 +270,13 @@ class FakeFluxRouter:
         try:
             reply = await self._next_reply(req)
             if isinstance(reply, Rendered):  # the script could not answer: a loud 500
-                return await _send(conn, stream, reply, before_last_write=finished)
+                return await send(conn, stream, reply, before_last_write=finished)
             if reply.delay > 0:
                 await anyio.sleep(reply.delay)
             if reply.kind == "drop":
                 return False
             self._issued.update((b.thinking, b.signature) for b in reply.thinking if b.signature is not None)
-            return await _send(conn, stream, render(reply, self._context(req)), reply.chunk_delay, finished)
+            return await send(conn, stream, render(reply, self._context(req)), reply.chunk_delay, finished)
         finally:
             finished()
 
@@ -338,56 +356,9 @@ class FakeFluxRouter:
     ) -> None:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
-                await _send(conn, stream, render_error(e.error_status_hint, f"Bad request: {e}", wire=None))
+                await send(conn, stream, render_error(e.error_status_hint, f"Bad request: {e}", wire=None))
             except (*_CONNECTION_ERRORS, h11.LocalProtocolError):
                 pass
-
-
-async def _next_event(conn: h11.Connection, stream: anyio.abc.SocketStream) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await stream.receive(65536)
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            data = b""  # h11 turns EOF into ConnectionClosed, or an error mid-message
-        conn.receive_data(data)
-
-
-async def _send(
-    conn: h11.Connection,
-    stream: anyio.abc.SocketStream,
-    r: Rendered,
-    chunk_delay: float = 0,
-    before_last_write: Callable[[], None] = lambda: None,
-) -> bool:
-    """Write a rendered response. With `frames`, one chunk per SSE event (chunked encoding,
-    chosen by h11 because there is no Content-Length). False after an `abort` (mid-stream drop)."""
-    headers = [*r.headers, ("server", "fake-fluxrouter")]
-    if r.frames is None:
-        headers.append(("content-length", str(len(r.body))))
-        out = _out(conn, h11.Response(status_code=r.status, headers=headers))
-        out += _out(conn, h11.Data(data=r.body)) if r.body else b""
-        before_last_write()
-        await stream.send(out + _out(conn, h11.EndOfMessage()))  # one write: no partial answers
-        return True
-    await stream.send(_out(conn, h11.Response(status_code=r.status, headers=headers)))
-    for frame in r.frames:
-        if chunk_delay > 0:
-            await anyio.sleep(chunk_delay)
-        await stream.send(_out(conn, h11.Data(data=frame)))
-    before_last_write()
-    if r.abort:
-        return False
-    await stream.send(_out(conn, h11.EndOfMessage()))
-    return True
-
-
-def _out(conn: h11.Connection, event: Any) -> bytes:
-    data: bytes | None = conn.send(event)
-    assert data is not None  # only ConnectionClosed yields None, and we never send it
-    return data
 
 
 def _model_list() -> dict[str, Any]:
