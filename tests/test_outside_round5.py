@@ -16,7 +16,7 @@ import anyio
 import pytest
 import sandbox_tools as st
 
-from agentloop import Agent, ConfigurationError, Limits, ToolRegistry
+from agentloop import Agent, ConfigurationError, FluxClient, Limits, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, ScriptedModel, call, text
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +162,31 @@ async def test_a_router_closed_in_another_task_says_why_and_what_to_use() -> Non
         await router.__aexit__(None, None, None)
     with pytest.raises(OSError):  # the server is stopped: its port refuses
         await anyio.connect_tcp("127.0.0.1", int(router.url.rsplit(":", 1)[1]))
+
+
+# --- FastAPI-style embedding: the first thing a web developer writes ------------------------------
+
+
+def test_a_module_level_client_under_starlettes_test_client_is_pointed_to_the_lifespan() -> None:
+    # Starlette's TestClient (outside `with`) runs each request in an event loop of its own: a client
+    # created at module level served the first request and refused the second, telling a web
+    # developer to create it "in the function given to asyncio.run / trio.run / anyio.run"
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(FakeFluxRouter(lambda request: text("hi"))) as router,
+    ):
+        client = FluxClient(base_url=router.base_url, api_key="sk-test")
+        agent = Agent(client=client)
+
+        async def ask(request: object) -> PlainTextResponse:
+            return PlainTextResponse((await agent.run("x")).output)
+
+        http = TestClient(Starlette(routes=[Route("/ask", ask)]))
+        assert http.get("/ask").text == "hi"
+        with pytest.raises(ConfigurationError, match=r"another event loop.*in the app's lifespan"):
+            http.get("/ask")

@@ -73,6 +73,6 @@ _OTHER_LOOP = (
     "this FluxClient was first used in another event loop, and its connections belong to that "
     "loop; a client serves one event loop. Create it inside the loop that runs the agents (e.g. "
     "`async with FluxClient() as client:` in the function given to asyncio.run / trio.run / "
-    "anyio.run), one per loop, or use Agent.run_sync, which gives each call a copy of the client "
-    "with a pool of its own"
+    "anyio.run; in a web app, in the app's lifespan, not at module level), one per loop, or use "
+    "Agent.run_sync, which gives each call a copy of the client with a pool of its own"
 )
