@@ -80,7 +80,8 @@ async def test_100k_bad_items_give_a_short_error_listing_the_first_violations(to
         assert "$.xs[0]: 's' is not of type 'integer'" in msg["content"]
         assert "$.xs[4]" in msg["content"] and "$.xs[5]" not in msg["content"]
     else:
-        assert "$.xs: " in msg["content"] and "is not valid under any of the given schemas" in msg["content"]
+        # `list[int] | None`: the list branch's first error, the one the model can fix (round 5)
+        assert "$.xs[0]: 's' is not of type 'integer'" in msg["content"]
     # the next request carries the short text, not megabytes
     assert requests[1].json["messages"][-1]["content"] == msg["content"]
 

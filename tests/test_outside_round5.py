@@ -8,9 +8,12 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib.metadata
+import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -190,3 +193,57 @@ def test_a_module_level_client_under_starlettes_test_client_is_pointed_to_the_li
         assert http.get("/ask").text == "hi"
         with pytest.raises(ConfigurationError, match=r"another event loop.*in the app's lifespan"):
             http.get("/ask")
+
+
+# --- an argument that fails inside `X | None`: the model is told which field to fix ---------------
+
+
+@dataclass
+class Address:
+    street: str
+    zip: int
+
+
+def ship(
+    to: Address | None = None, codes: list[int] | None = None, speed: Literal["std", "fast"] | None = None
+) -> str:
+    """Ship an order."""
+    return "shipped"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "told"),
+    [
+        ({"to": {"street": "Main", "zip": "x"}}, "$.to.zip: 'x' is not of type 'integer'"),
+        ({"to": {"street": "Main"}}, "$.to: 'zip' is a required property"),
+        ({"codes": [1, "two"]}, "$.codes[1]: 'two' is not of type 'integer'"),
+        ({"speed": "slow"}, "$.speed: 'slow' is not one of ['std', 'fast']"),
+        ({"to": 3}, "$.to: 3 is not valid under any of the given schemas"),  # meant for neither: as it was
+    ],
+)
+async def test_a_bad_optional_argument_names_the_field_to_fix(arguments: dict[str, Any], told: str) -> None:
+    # every `X | None` parameter answered "$.to: {'street': 'Main', 'zip': 'x'} is not valid under any
+    # of the given schemas": no field named, the model had nothing to correct
+    def model(messages: list[dict], offered: list[dict]) -> object:
+        return [call("ship", arguments)] if messages[-1]["role"] == "user" else "done"
+
+    result = await Agent(client=FunctionModel(model), tools=[ship]).run("go")
+    record = result.tool_calls[0]
+    assert record.status == "invalid_arguments"
+    assert f"- {told}\n" in record.content, record.content
+
+
+@dataclass
+class Order:
+    id: str
+    to: Address | None = None
+
+
+async def test_a_bad_optional_field_of_a_structured_output_names_the_field_to_fix() -> None:
+    from agentloop import OutputValidationError
+
+    bad = {"id": "A1", "to": {"street": "Main", "zip": "x"}}
+    agent = Agent(client=ScriptedModel([text(json.dumps(bad))] * 2), output_type=Order, output_mode="native")
+    with pytest.raises(OutputValidationError) as e:
+        await agent.run("go")
+    assert e.value.errors == ["$.to.zip: 'x' is not of type 'integer'"]

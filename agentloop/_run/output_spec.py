@@ -41,7 +41,7 @@ from .._exceptions import ConfigurationError, ResumeError, ToolDefinitionError
 from .._json import jsonable  # re-exported: the output-side name of the one JSON-data form
 from .._schema import Unsupported, build  # one type -> schema mapping for tools and outputs
 from .._tools.arguments import INLINE_BYTES, clip, truncate
-from .._tools.validate import build_validator
+from .._tools.validate import build_validator, precise
 
 __all__ = ["TOOL_NAME", "JsonSchema", "OutputInvalid", "OutputMode", "OutputSpec", "jsonable"]
 
@@ -206,7 +206,7 @@ class OutputSpec:
     def validate(self, value: Any, budget: InputBudget | None = None) -> Any:
         if not self.validator.is_valid(value):
             limit = (budget or InputBudget()).max_violations + 1
-            found = islice(self.validator.iter_errors(value), limit)
+            found = map(precise, islice(self.validator.iter_errors(value), limit))
             errors = sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path])
             raise OutputInvalid(
                 [clip(f"{_path(e.json_path, self.wrapped)}: {e.message}", _LINE) for e in errors]

@@ -23,7 +23,7 @@ from .._limits import Limits
 from .._schema import FunctionSchema, function_schema
 from .._seams import ToolExecutor  # at run time: `typing.get_type_hints(Tool)` resolves it
 from .fastcheck import compile_fast_check
-from .validate import build_validator, collect_patterns
+from .validate import build_validator, collect_patterns, precise
 
 __all__ = ["MODES", "OUT_OF_PROCESS", "SandboxMode", "Tool", "build_tool", "check_limits"]
 
@@ -70,7 +70,7 @@ class Tool:
             return []
         if self.validator.is_valid(arguments):  # the common case: one pass, no error objects
             return []
-        found = islice(self.validator.iter_errors(arguments), limit)
+        found = map(precise, islice(self.validator.iter_errors(arguments), limit))
         errors = sorted(found, key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path])
         return [f"{e.json_path}: {e.message}" for e in errors]
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 from .._exceptions import ToolDefinitionError
 
-__all__ = ["build_validator", "collect_patterns", "short_repr"]
+__all__ = ["build_validator", "collect_patterns", "precise", "short_repr"]
 
 _CONTEXT = 3  # branch errors kept as the context of an anyOf / oneOf failure
 _repr = reprlib.Repr()
@@ -41,6 +41,19 @@ _repr.maxlevel = 3
 def short_repr(value: Any) -> str:
     """`repr` cut to a few lines whatever the size of `value` (cost bounded too)."""
     return _repr.repr(value)
+
+
+def precise(error: ValidationError) -> ValidationError:
+    """The error the model can act on. An `anyOf` failure whose branches all but one fail on the
+    instance's type (`X | None`, `list[X] | None`, `Model | None`) is that one branch's error:
+    `$.a.zip: 'x' is not of type 'integer'`, not `$.a: {...} is not valid under any of the given
+    schemas`, which named no field to fix. Ambiguous failures (`int | str` given 1.5) stay as they are."""
+    while error.context:
+        meant = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+        if len(meant) != 1:
+            break
+        error = meant[0]
+    return error
 
 
 def _first_errors(validator: Any, instance: Any, subschema: Any, index: int) -> list[ValidationError]:
