@@ -18,8 +18,11 @@ from typing import Any, Literal
 import anyio
 import pytest
 import sandbox_tools as st
+from helpers import examples
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
-from agentloop import Agent, ConfigurationError, FluxClient, Limits, ToolRegistry
+from agentloop import Agent, ConfigurationError, FluxClient, Limits, ToolRegistry, build_tool
 from agentloop.testing import FakeFluxRouter, FunctionModel, ScriptedModel, call, text
 
 pytestmark = pytest.mark.anyio
@@ -247,3 +250,30 @@ async def test_a_bad_optional_field_of_a_structured_output_names_the_field_to_fi
     with pytest.raises(OutputValidationError) as e:
         await agent.run("go")
     assert e.value.errors == ["$.to.zip: 'x' is not of type 'integer'"]
+
+
+_JSON = hs.recursive(
+    hs.none() | hs.booleans() | hs.integers() | hs.text("abz", max_size=3),
+    lambda inner: (
+        hs.lists(inner, max_size=3)
+        | hs.dictionaries(hs.sampled_from(["street", "zip", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _resolve(value: Any, path: str) -> Any:
+    for key, index in re.findall(r"\.(\w+)|\[(\d+)\]", path.removeprefix("$")):
+        value = value[key] if key else value[int(index)]
+    return value
+
+
+@settings(max_examples=examples(50))
+@given(to=_JSON, codes=_JSON, speed=_JSON)
+def test_every_named_path_is_in_what_the_model_sent(to: Any, codes: Any, speed: Any) -> None:
+    # the precise error must still point into the arguments the model sent, never at a field it
+    # did not send (the branch chosen is the one the value was meant for)
+    arguments = {"to": to, "codes": codes, "speed": speed}
+    for line in build_tool(ship).validation_errors(arguments):
+        path = line.split(": ", 1)[0]
+        _resolve(arguments, path)  # raises KeyError / IndexError / TypeError if not there
