@@ -1,0 +1,108 @@
+"""Round 5 of the outside-in attack: hostile routers, tools, journals and callers, through the public API.
+
+Each test is the exact repro of a hole this round found (its docstring says what it did before),
+or a README claim no other test tried to break. Raw servers are the byte-exact ones of
+test_http_lean_hostile; nothing leaves the loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_http_lean_hostile import RawServer, ask, client, respond
+
+from agentloop import APIConnectionError, RateLimitError, RetryPolicy
+
+pytestmark = pytest.mark.anyio
+
+TRANSPORTS = ["lean", "httpcore"]
+ANSWER = b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'
+
+
+# --- a Content-Length in digits that are not ASCII ------------------------------------------------
+
+# Latin-1 bytes whose character str.isdigit() calls a digit but int() cannot read: superscripts.
+LATIN1_DIGITS = [b"\xb2", b"\xb9\xb2\xb3", b"1\xb2"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("length", LATIN1_DIGITS)
+async def test_a_content_length_in_superscript_digits_is_a_typed_error(transport: str, length: bytes) -> None:
+    """Before: the lean transport decodes a head as Latin-1 and checked `Content-Length` with
+    str.isdigit(), which is True for '²': int('²') then raised a raw ValueError out of
+    FluxClient.request (and Agent.run). Now it is a malformed response, as httpcore says."""
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %b\r\n\r\n%b" % (
+        length,
+        ANSWER,
+    )
+    async with RawServer(respond(raw)) as server, client(server.url, transport=transport) as c:
+        with pytest.raises(APIConnectionError, match=r"(?i)content-length"):
+            await ask(c)
+
+
+# --- a Retry-After date no clock can hold ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_retry_after_date_past_any_clock_is_not_a_crash(transport: str) -> None:
+    """Before: `Retry-After: Mon, 01 Jan 99999999999 00:00:00 GMT` (a valid-looking HTTP date)
+    made email.utils.mktime_tz raise OverflowError, which escaped FluxClient.request raw instead
+    of the 429's RateLimitError. Now an unreadable date is ignored (the usual backoff)."""
+    head = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: Mon, 01 Jan 99999999999 00:00:00 GMT\r\n"
+    raw = head + b"content-length: 0\r\n\r\n"
+    retry = RetryPolicy(max_retries=1, initial_delay=0, max_delay=0)
+    async with RawServer(respond(raw)) as server, client(server.url, transport=transport, retry=retry) as c:
+        with pytest.raises(RateLimitError):
+            await ask(c)
+    assert server.opened == 2  # retried once, after the backoff
+
+
+@settings(max_examples=examples(50))
+@given(
+    year=st.integers(min_value=10_000, max_value=10**30),
+    zone=st.sampled_from(["", " GMT", " +0000", " -9999"]),
+)
+def test_a_retry_after_date_of_any_year_gives_a_delay(year: int, zone: str) -> None:
+    policy = RetryPolicy(jitter=0)
+    assert policy.delay(0, {"retry-after": f"Mon, 01 Jan {year} 00:00:00{zone}"}) == policy.delay(0, {})
+
+
+async def test_the_inspector_answers_a_content_length_in_superscript_digits(tmp_path: Path) -> None:
+    """Before: the inspector's guard (an ASGI middleware, for any ASGI server: README "Serving
+    `create_app` with another ASGI server") read `Content-Length: ²` with str.isdigit() and
+    int() raised a raw ValueError out of the app. Now it is refused like any bad length (413)."""
+    pytest.importorskip("starlette")
+    from agentloop import SQLiteJournal
+    from agentloop.ui import create_app
+
+    path = str(tmp_path / "runs.db")
+    SQLiteJournal(path).close()
+    app = create_app(path)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"\xb2")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
