@@ -7,6 +7,7 @@ test_http_lean_hostile; nothing leaves the loopback.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,42 @@ async def test_the_inspector_answers_a_content_length_in_superscript_digits(tmp_
     }
     await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+
+
+# --- a tool's exception with a lone surrogate in its message ---------------------------------------
+
+SURROGATE_MODES = [
+    "thread",
+    "process",
+    pytest.param("isolated", marks=pytest.mark.skipif(shutil.which("bwrap") is None, reason="no bwrap here")),
+]
+
+
+@pytest.mark.parametrize("mode", SURROGATE_MODES)
+async def test_a_tool_raising_with_a_lone_surrogate_is_raised_and_journaled(
+    mode: str, tmp_path: Path
+) -> None:
+    """Before: an exception message with a lone surrogate (e.g. `b'\\xff'.decode(errors=
+    'surrogateescape')` quoted in it) is common in file tools. In a thread the model's text was
+    cleaned, but the traceback kept it: a journaled run then died with a raw TypeError (the
+    journal's codec refused the record). In "process" / "isolated" the child could not encode its
+    result frame and the call ended `crashed` ("exited with code 0 without a result"), the tool's
+    error lost. Now the call is `raised` in every mode, its traceback journaled with U+FFFD."""
+    import hostile_tools5 as h5
+
+    from agentloop import Agent, Limits, SQLiteJournal, ToolRegistry
+    from agentloop.testing import ScriptedModel, call, text, tool_calls
+
+    journal = SQLiteJournal(str(tmp_path / "runs.db"))
+    model = ScriptedModel([tool_calls(call("raise_surrogate", {"text": "name"})), text("done")])
+    try:
+        async with ToolRegistry(sandbox=mode, limits=Limits(timeout=30)) as tools:
+            tools.register(h5.raise_surrogate)
+            result = await Agent(client=model, tools=tools, journal=journal).run("hi", run_id="r")
+        (record,) = result.tool_calls
+        assert (record.status, result.output) == ("raised", "done")
+        assert "cannot decode name \ufffd" in record.content and "\ufffd" in (record.traceback or "")
+        (end,) = [e for e in (await journal.load("r")).entries if e.kind == "tool_end"]
+    finally:
+        journal.close()
+    assert end.data["traceback"] == record.traceback
