@@ -146,3 +146,135 @@ async def test_a_tool_raising_with_a_lone_surrogate_is_raised_and_journaled(
     finally:
         journal.close()
     assert end.data["traceback"] == record.traceback
+
+
+# --- a call the model sent without a name ----------------------------------------------------------
+
+
+async def test_a_conversation_with_a_call_without_a_name_can_be_continued() -> None:
+    """README: `result.messages` is "ready to continue with run(..., messages=result.messages)",
+    and a call with an empty name is `unknown_tool`. Before: the call entered the conversation
+    with its empty name, which check_conversation (rightly: providers refuse it) rejected, so
+    the run's own result could not be continued (ConversationError), and every later request of
+    the run carried a name providers refuse. Now it is stored under a name, like bad arguments
+    under "{}"; the record keeps what the model sent."""
+    from agentloop import Agent, ToolRegistry
+    from agentloop.testing import ScriptedModel, call, text, tool_calls
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def get_weather(city: str) -> str:
+        """Weather."""
+        return "sunny"
+
+    model = ScriptedModel([tool_calls(call("", {"city": "Lisbon"})), text("sorry"), text("again")])
+    agent = Agent(client=model, tools=tools)
+    first = await agent.run("weather?")
+    (record,) = first.tool_calls
+    assert (record.status, record.name) == ("unknown_tool", "")
+    named = first.messages[1]["tool_calls"][0]["function"]["name"]
+    assert isinstance(named, str) and named
+    second = await agent.run("and now?", messages=first.messages)
+    assert second.output == "again"
+
+
+# --- a journal edited by hand ----------------------------------------------------------------------
+
+
+def _edit_header(path: Path, messages: object) -> None:
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        (header,) = con.execute("SELECT header FROM agentloop_runs WHERE run_id = 'r1'").fetchone()
+        data = json.loads(header)
+        data["messages"] = messages
+        con.execute("UPDATE agentloop_runs SET header = ? WHERE run_id = 'r1'", (json.dumps(data),))
+        con.commit()
+    finally:
+        con.close()
+
+
+TAMPERED_CONVERSATIONS = {
+    "a message that is a str": ["hello"],
+    "content 5": [{"role": "user", "content": 5}],
+    "a part of no type": [{"role": "user", "content": [{"type": "zzz"}]}],
+}
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@pytest.mark.parametrize("case", sorted(TAMPERED_CONVERSATIONS))
+async def test_a_journal_whose_conversation_was_edited_is_a_damaged_journal(
+    wire: str, case: str, tmp_path: Path
+) -> None:
+    """Before: the journal's header (the conversation a run started with) was replayed without a
+    check. A message that is a str crashed the Anthropic wire's encoder with a raw AttributeError
+    on resume; content 5 or an unknown part was sent to the router as it was (the check that
+    `run(messages=...)` makes was skipped). Now resume raises JournalCorruptError, sends nothing,
+    and leaves the run's lease free."""
+    from agentloop import Agent, FluxClient, JournalCorruptError, SQLiteJournal, ToolRegistry
+    from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+
+    tools = ToolRegistry()
+
+    @tools.tool(requires_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return f"paid {amount}"
+
+    path = tmp_path / "runs.db"
+    async with FakeFluxRouter([tool_calls(call("pay", {"amount": 3}, id="c1")), text("done")]) as router:
+        url = router.base_url if wire == "openai" else router.anthropic_url
+        journal = SQLiteJournal(str(path))
+        try:
+            async with FluxClient(base_url=url, api_key="sk-round5") as c:
+                agent = Agent(client=c, tools=tools, journal=journal)
+                paused = await agent.run("pay", run_id="r1")
+                assert paused.stop_reason == "approval_required"
+                _edit_header(path, TAMPERED_CONVERSATIONS[case])
+                with pytest.raises(JournalCorruptError, match="modified or damaged"):
+                    await agent.resume("r1", approvals={"c1": True})
+                assert len(router.requests) == 1  # nothing sent after the pause
+                _edit_header(
+                    path, [{"role": "user", "content": "pay"}]
+                )  # repaired by hand: the lease is free
+                assert (await agent.resume("r1", approvals={"c1": True})).output == "done"
+        finally:
+            journal.close()
+
+
+async def test_a_stored_paused_run_whose_pending_call_was_renamed_never_runs() -> None:
+    """The arguments of a pending call were already checked against the call that runs (an
+    approval of {"to": "bob"} never pays "eve"), not its name. Before: a paused run stored as
+    JSON (or a journal's `paused` entry) whose pending call was renamed "pay" -> "lookup" showed the
+    reviewer a harmless `lookup`; approving it ran `pay`. Now resume refuses, as for arguments."""
+    import json
+
+    from agentloop import Agent, ResumeError, RunResult, ToolRegistry
+    from agentloop.testing import ScriptedModel, call, text, tool_calls
+
+    paid: list[str] = []
+    tools = ToolRegistry()
+
+    @tools.tool(requires_approval=True)
+    async def pay(to: str) -> str:
+        """Pay."""
+        paid.append(to)
+        return "paid"
+
+    @tools.tool(requires_approval=True)
+    async def lookup(to: str) -> str:
+        """Look up."""
+        return "found"
+
+    model = ScriptedModel([tool_calls(call("pay", {"to": "bob"}, id="c1")), text("done")])
+    paused = await Agent(client=model, tools=tools).run("pay bob")
+    data = json.loads(paused.to_json())
+    data["pending"][0]["name"] = "lookup"
+    changed = RunResult.from_json(json.dumps(data))
+    assert changed.pending[0].name == "lookup"  # what the reviewer sees
+    with pytest.raises(ResumeError, match="another tool"):
+        await Agent(client=model, tools=tools).resume(changed, approvals={"c1": True})
+    assert paid == []

@@ -304,8 +304,14 @@ def _clean(value: Any) -> bool:
     return not isinstance(value, str) or value.isascii()
 
 
+# The name a call without one is stored under (the model was told it had none): providers refuse
+# an empty function name in the history, and `run(messages=result.messages)` refused it too.
+UNNAMED = "unnamed_call"
+
+
 def history_message(message: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message as it enters the conversation: every call's arguments valid JSON object text.
+    """The assistant message as it enters the conversation: every call's arguments valid JSON
+    object text, and every call named (`UNNAMED` for one the model sent without a name).
 
     `flux-auto` may send the next step to another provider, which translates the history; some
     reject every later request when an earlier call's arguments are not a JSON object. The
@@ -318,11 +324,12 @@ def history_message(message: dict[str, Any]) -> dict[str, Any]:
     fixed: list[dict[str, Any]] | None = None
     for i, c in enumerate(calls):
         fn = c.get("function") or {}
-        raw = fn.get("arguments")
+        raw, name = fn.get("arguments"), fn.get("name")
         text = _object_text(raw)
-        if text is not raw:
+        named = isinstance(name, str) and name
+        if text is not raw or not named:
             fixed = fixed if fixed is not None else list(calls)
-            fixed[i] = {**c, "function": {**fn, "arguments": text}}
+            fixed[i] = {**c, "function": {**fn, "name": name if named else UNNAMED, "arguments": text}}
     return message if fixed is None else {**message, "tool_calls": fixed}
 
 
