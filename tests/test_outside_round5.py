@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 from helpers import examples
 from hypothesis import given, settings
@@ -278,3 +279,47 @@ async def test_a_stored_paused_run_whose_pending_call_was_renamed_never_runs() -
     with pytest.raises(ResumeError, match="another tool"):
         await Agent(client=model, tools=tools).resume(changed, approvals={"c1": True})
     assert paid == []
+
+
+# --- `agentloop runs` on a journal edited by hand ---------------------------------------------------
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"  # retitle, clear the screen, a C1 CSI
+
+
+def test_agentloop_runs_prints_a_tampered_journals_fields_escaped(tmp_path: Path) -> None:
+    """README: "Text from the model or the journal is printed with its control characters
+    escaped". Before: `agentloop runs list` / `show` escaped the run id, model and texts, but
+    printed a run's status, its step counts and an end entry's stop reason raw (SQLite stores
+    text in an INTEGER column): a journal retitled and cleared the user's terminal."""
+    import io
+    import json
+    import sqlite3
+
+    from helpers import runs_main
+
+    from agentloop import Agent, SQLiteJournal
+    from agentloop.testing import ScriptedModel, text
+
+    path = str(tmp_path / "runs.db")
+
+    async def make() -> None:
+        journal = SQLiteJournal(path)
+        try:
+            await Agent(client=ScriptedModel([text("done")]), journal=journal).run("hi", run_id="r")
+        finally:
+            journal.close()
+
+    anyio.run(make)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE agentloop_runs SET status = ?, steps = ?", (ESCAPES + "status", ESCAPES + "steps"))
+    con.execute("UPDATE agentloop_entries SET step = ? WHERE kind = 'model'", (ESCAPES + "step",))
+    end = json.dumps({"stop_reason": ESCAPES + "stop", "output": "done"})
+    con.execute("UPDATE agentloop_entries SET data = ? WHERE kind = 'end'", (end,))
+    con.commit()
+    con.close()
+    for argv in (["list", "--journal", path], ["show", "r", "--journal", path]):
+        out, err = io.StringIO(), io.StringIO()
+        assert runs_main(argv, out=out, err=err) == 0
+        shown = out.getvalue() + err.getvalue()
+        assert not any(c in shown for c in "\x1b\x07\x9b"), (argv[0], shown)
+        assert "\\x1b]0;pwned\\x07" in shown  # shown, escaped
