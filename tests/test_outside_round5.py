@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -323,3 +324,44 @@ def test_agentloop_runs_prints_a_tampered_journals_fields_escaped(tmp_path: Path
         shown = out.getvalue() + err.getvalue()
         assert not any(c in shown for c in "\x1b\x07\x9b"), (argv[0], shown)
         assert "\\x1b]0;pwned\\x07" in shown  # shown, escaped
+
+
+# --- a tool definition no request can carry --------------------------------------------------------
+
+
+def _surrogate_tools() -> dict[str, Any]:
+    async def plain() -> str:
+        return "x"
+
+    async def documented(city: str) -> str:
+        return city
+
+    documented.__doc__ = "Weather.\n\nArgs:\n    city: the city (\udcff)\n"
+
+    async def literal(unit: Literal["c", "\udcff"]) -> str:
+        return unit
+
+    async def default(city: str = "\udcff") -> str:
+        return city
+
+    return {
+        "description=": lambda tools: tools.register(plain, description="Weather \udcff"),
+        "docstring Args": lambda tools: tools.register(documented),
+        "Literal value": lambda tools: tools.register(literal),
+        "default": lambda tools: tools.register(default),
+    }
+
+
+@pytest.mark.parametrize("case", ["description=", "docstring Args", "Literal value", "default"])
+async def test_a_tool_definition_with_a_lone_surrogate_is_refused_at_registration(case: str) -> None:
+    """README: "Everything is checked at registration ... raises ToolDefinitionError then, never
+    mid-run". Before: a description (or a docstring read as one), a parameter's description, a
+    Literal value or a default holding a lone surrogate (text decoded with 'surrogateescape')
+    registered fine, then every run failed at its first request with a raw TypeError from the
+    JSON codec. Now registration refuses it, naming the tool."""
+    from agentloop import ToolDefinitionError, ToolRegistry
+
+    tools = ToolRegistry()
+    with pytest.raises(ToolDefinitionError, match="valid Unicode"):
+        _surrogate_tools()[case](tools)
+    assert not list(tools.names)
