@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from test_http_lean_hostile import RawServer, ask, client, respond
 
 from agentloop import APIConnectionError, RateLimitError, RetryPolicy
+from agentloop.testing import text
 
 pytestmark = pytest.mark.anyio
 
@@ -365,3 +366,68 @@ async def test_a_tool_definition_with_a_lone_surrogate_is_refused_at_registratio
     with pytest.raises(ToolDefinitionError, match="valid Unicode"):
         _surrogate_tools()[case](tools)
     assert not list(tools.names)
+
+
+# --- an output schema no request can carry -----------------------------------------------------------
+
+
+def _deep_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+OUTPUT_TYPES = {
+    "JsonSchema 5,000 deep": lambda: _jsonschema(_deep_schema(5000)),
+    "a dict 5,000 deep": lambda: _deep_schema(5000),
+    "a lone surrogate in the schema": lambda: _jsonschema({"type": "object", "description": "\udcff"}),
+    "a lone surrogate in the name": lambda: _jsonschema({"type": "object"}, name="out\udcff"),
+}
+
+
+def _jsonschema(schema: dict[str, Any], name: str = "out") -> Any:
+    from agentloop import JsonSchema
+
+    return JsonSchema(schema, name=name)
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_TYPES))
+def test_an_output_schema_no_request_can_carry_is_refused_at_construction(case: str) -> None:
+    """README: "Every argument is checked at construction". Before: `output_type=` a schema
+    nested 5,000 deep raised a raw RecursionError from jsonschema's check_schema, and one holding
+    a lone surrogate was accepted, then every run failed at its first request with a raw
+    TypeError. Now each is a ConfigurationError naming output_type, as a tool's schema is a
+    ToolDefinitionError at registration."""
+    from agentloop import Agent, ConfigurationError
+    from agentloop.testing import ScriptedModel
+
+    with pytest.raises(ConfigurationError, match="output_type"):
+        Agent(client=ScriptedModel([]), output_type=OUTPUT_TYPES[case]())
+
+
+# --- a failed run's error text in the journal --------------------------------------------------------
+
+
+async def test_a_journaled_run_failing_with_a_lone_surrogate_raises_its_own_error(tmp_path: Path) -> None:
+    """Before: a journaled run that failed (here: its history processor raised, quoting a file
+    name decoded with 'surrogateescape') journaled a `failed` entry with the error's text; the
+    journal's codec refused the lone surrogate and a raw TypeError replaced the run's own error.
+    Now the run raises its own error and the entry holds the text with U+FFFD."""
+    from agentloop import Agent, History, SQLiteJournal
+    from agentloop.testing import ScriptedModel
+
+    def summarise(ctx: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise ValueError("cannot read notes-\udcff.txt")
+
+    journal = SQLiteJournal(str(tmp_path / "runs.db"))
+    try:
+        agent = Agent(
+            client=ScriptedModel([text("done")]), history=History(processor=summarise), journal=journal
+        )
+        with pytest.raises(ValueError, match="cannot read notes"):
+            await agent.run("hi", run_id="r")
+        (failed,) = [e for e in (await journal.load("r")).entries if e.kind == "failed"]
+    finally:
+        journal.close()
+    assert failed.data["message"] == "cannot read notes-\ufffd.txt"
