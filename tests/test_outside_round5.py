@@ -431,3 +431,80 @@ async def test_a_journaled_run_failing_with_a_lone_surrogate_raises_its_own_erro
     finally:
         journal.close()
     assert failed.data["message"] == "cannot read notes-\ufffd.txt"
+
+
+# --- an override nested deeper than the journal reads --------------------------------------------------
+
+
+def _nested(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+async def _paused_payment(path: Path) -> Any:
+    from agentloop import Agent, SQLiteJournal, ToolRegistry
+    from agentloop.testing import ScriptedModel, call, tool_calls
+
+    tools = ToolRegistry()
+
+    @tools.tool(requires_approval=True)
+    async def pay(amount: int) -> str:
+        """Pay."""
+        return "paid"
+
+    journal = SQLiteJournal(str(path))
+    model = ScriptedModel([tool_calls(call("pay", {"amount": 1}, id="c1")), text("done")])
+    agent = Agent(client=model, tools=tools, journal=journal)
+    assert (await agent.run("pay", run_id="r")).stop_reason == "approval_required"
+    return agent, journal
+
+
+@pytest.mark.parametrize("levels", [198, 250])
+async def test_an_override_nested_deeper_than_the_journal_reads_is_refused(
+    levels: int, tmp_path: Path
+) -> None:
+    """Before: Override(value) nested 198-253 levels was accepted: the run finished, the journal
+    wrote the `approvals` entry (orjson writes 254 levels) but every later read refused it (200),
+    so the run was lost to `agentloop runs show`, the inspector and resume (JournalCorruptError).
+    Now the decision is refused before anything is stored (ResumeError), and the run can still
+    be decided."""
+    from agentloop import Override, ResumeError
+
+    agent, journal = await _paused_payment(tmp_path / "runs.db")
+    try:
+        with pytest.raises(ResumeError, match="nested deeper"):
+            await agent.resume("r", approvals={"c1": Override(_nested(levels))})
+        await journal.load("r")  # still readable
+        assert (await agent.resume("r", approvals={"c1": Override({"paid": True})})).output == "done"
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("levels", [250, 3000])
+async def test_the_inspectors_override_form_refuses_a_value_nested_too_deep(
+    levels: int, tmp_path: Path
+) -> None:
+    """Before: in `agentloop ui`, an override of 250 nested brackets was journaled and the run's
+    page answered 500 from then on; one of 3,000 (it fits in the 64 KiB form) was a 500 at once
+    (a raw RecursionError from json.loads). Now both are refused (409) and the page still shows."""
+    pytest.importorskip("starlette")
+    import re
+
+    import httpx
+
+    from agentloop.ui import create_app
+
+    path = tmp_path / "runs.db"
+    _, journal = await _paused_payment(path)
+    journal.close()
+    app = create_app(str(path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', (await c.get("/runs/r")).text).group(1)  # type: ignore[union-attr]
+            value = "[" * levels + "]" * levels
+            form = {"call_id": "c1", "decision": "override", "value": value, "csrf": csrf}
+            assert (await c.post("/decide/r", data=form)).status_code == 409
+            assert (await c.get("/runs/r")).status_code == 200
