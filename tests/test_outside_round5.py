@@ -508,3 +508,41 @@ async def test_the_inspectors_override_form_refuses_a_value_nested_too_deep(
             form = {"call_id": "c1", "decision": "override", "value": value, "csrf": csrf}
             assert (await c.post("/decide/r", data=form)).status_code == 409
             assert (await c.get("/runs/r")).status_code == 200
+
+
+# --- a conversation nested deeper than anything can read back --------------------------------------------
+
+
+def _deep_message(levels: int) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    for _ in range(levels - 4):  # the message, its content list, the part and image_url are 4 levels
+        detail = {"a": detail}
+    part = {"type": "image_url", "image_url": {"url": "https://example.invalid/a.png", "detail": detail}}
+    return {"role": "user", "content": [part]}
+
+
+async def test_a_conversation_nested_deeper_than_a_journal_reads_is_refused_up_front(tmp_path: Path) -> None:
+    """Before: a message nested 200-250 levels passed run()'s check (orjson writes 254) and the
+    run finished, but its journal could never be read again (JournalCorruptError: the run was lost
+    to runs show, the inspector and resume), nor could `result.to_json()` or `messages_to_json`'s
+    text be read back. Now it is a ConversationError before anything is sent or journaled; a
+    message within the bound still runs and reads back."""
+    from agentloop import Agent, ConversationError, RunNotFoundError, SQLiteJournal, messages_to_json
+    from agentloop.testing import ScriptedModel
+
+    model = ScriptedModel([text("done")])
+    journal = SQLiteJournal(str(tmp_path / "runs.db"))
+    try:
+        agent = Agent(client=model, journal=journal)
+        with pytest.raises(ConversationError, match="nested deeper"):
+            await agent.run(messages=[_deep_message(200)], run_id="deep")
+        with pytest.raises(ConversationError, match="nested deeper"):
+            messages_to_json([_deep_message(200)])
+        with pytest.raises(RunNotFoundError):
+            await journal.load("deep")  # nothing journaled
+        result = await agent.run(messages=[_deep_message(120)], run_id="fine")
+        await journal.load("fine")
+    finally:
+        journal.close()
+    assert result.output == "done"
+    assert type(result).from_json(result.to_json()).output == "done"

@@ -93,12 +93,19 @@ def _check_message(i: int, m: Any) -> None:
     if THINKING_KEY in m:
         _check_thinking(i, m[THINKING_KEY])
     try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
-        _json.dumps(m)
+        data = _json.dumps(m)
     except (TypeError, ValueError) as e:
         raise ConversationError(
             f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
             "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
         ) from None
+    # and read back: a message nested 200 deep was sent and journaled, but no journal, RunResult
+    # or stored conversation holding it could be read again (brackets first: one pass in C)
+    if data.count(b"[") + data.count(b"{") > _DEPTH and _json.depth_exceeds(m, _DEPTH):
+        raise ConversationError(
+            f"messages[{i}] is nested deeper than {_DEPTH} levels (arrays and objects); a journal or a "
+            "stored conversation could not read it back: send it flatter"
+        )
 
 
 def _check_thinking(i: int, blocks: Any) -> None:
@@ -114,6 +121,7 @@ def _check_thinking(i: int, blocks: Any) -> None:
             )
 
 
+_DEPTH = _json.MAX_VALUE_DEPTH  # a message's nesting, the message itself level 1
 _CALL_SHAPE = '{"id": ..., "type": "function", "function": {"name": ..., "arguments": "<JSON object text>"}}'
 # Each content part type (OpenAI's chat format): the field it needs, of which type, and an example.
 _PARTS: dict[str, tuple[str, Any, str]] = {
