@@ -546,3 +546,60 @@ async def test_a_conversation_nested_deeper_than_a_journal_reads_is_refused_up_f
         journal.close()
     assert result.output == "done"
     assert type(result).from_json(result.to_json()).output == "done"
+
+
+# --- tool calls streamed without an index ----------------------------------------------------------------
+
+
+def _indexless_stream(n: int) -> bytes:
+    import json
+
+    events = []
+    for start in range(0, n, 1000):
+        calls = [
+            {"id": f"c{k}", "function": {"name": "f", "arguments": "{}"}}
+            for k in range(start, min(n, start + 1000))
+        ]
+        events.append({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+
+
+async def test_tool_calls_streamed_without_an_index_are_placed_in_linear_time() -> None:
+    """Before: a fragment without an index (some OpenAI-compatible servers) found its call by
+    scanning every slot, and the next slot with max(): quadratic in the calls, on the event loop.
+    870 KiB of index-less calls held the loop (every run of the process) 7.8 s
+    (benchmarks/bench_stall.py --streamed: 224 ms after), and the 32 MiB a response may have,
+    hours. Here 40,000 calls (1.8 MiB) took ~30 s and hit this request's 10 s guard (the
+    assertion is on the answer, not on a time: linear, it takes well under a second)."""
+    n = 40_000
+    async with RawServer(respond(_indexless_stream(n))) as server, client(server.url, total_timeout=10) as c:
+        turn = await ask(c, stream=True)
+    calls = turn.message["tool_calls"]
+    assert [c["id"] for c in calls] == [f"c{k}" for k in range(n)]
+
+
+def test_index_less_fragments_still_continue_their_call() -> None:
+    """The linear placement keeps the lenient rules: a fragment without an id continues the last
+    call, one with a known id continues that call, a new id opens the next slot."""
+    import json
+
+    deltas = [
+        [{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x":'}}],
+        [{"id": "b", "function": {"name": "g", "arguments": "{"}}],  # a new id: the next slot
+        [{"function": {"arguments": "}"}}],  # no id: the last call
+        [{"id": "a", "function": {"arguments": "1}"}}],  # a known id: that call
+    ]
+    events = [{"choices": [{"index": 0, "delta": {"tool_calls": d}}]} for d in deltas]
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+
+    async def go() -> Any:
+        async with RawServer(respond(raw)) as server, client(server.url) as c:
+            return await ask(c, stream=True)
+
+    turn = anyio.run(go)
+    got = [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in turn.message["tool_calls"]]
+    assert got == [("a", "f", '{"x":1}'), ("b", "g", "{}")]
