@@ -603,3 +603,35 @@ def test_index_less_fragments_still_continue_their_call() -> None:
     turn = anyio.run(go)
     got = [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in turn.message["tool_calls"]]
     assert got == [("a", "f", '{"x":1}'), ("b", "g", "{}")]
+
+
+@pytest.mark.parametrize("index", [[1], {"i": 1}], ids=["a list", "an object"])
+async def test_an_anthropic_tool_block_with_an_unhashable_index_is_not_a_crash(index: Any) -> None:
+    """Before: a streamed `content_block_start` of a tool_use block whose "index" was a list or an
+    object raised a raw TypeError (unhashable) out of FluxClient.request. Now the call is kept
+    with its input (a delta can only name an int index, so none can reach it)."""
+    import json
+
+    def event(kind: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + kind.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+    block = {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Lisbon"}}
+    body = (
+        event(
+            "message_start", {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}
+        )
+        + event(
+            "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+        )
+        + event("content_block_stop", {"type": "content_block_stop", "index": index})
+        + event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {}})
+        + event("message_stop", {"type": "message_stop"})
+    )
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+    async with RawServer(respond(raw)) as server, client(server.url, wire="anthropic") as c:
+        turn = await ask(c, stream=True)
+    (call,) = turn.message["tool_calls"]
+    assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
+        "get_weather",
+        {"city": "Lisbon"},
+    )

@@ -355,7 +355,8 @@ class AnthropicStream(StreamAssembler):
             self.started.add(index)
         if isinstance(block, dict) and block.get("type") == "tool_use":
             ordinal = len(self.slots)
-            self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
+            if type(index) is int:  # deltas reach only a block of an int index (a list: unhashable)
+                self.blocks[index] = ordinal
             slot = self.slots[ordinal] = ToolSlot()
             block_id, name = block.get("id"), block.get("name")
             slot.id = block_id if isinstance(block_id, str) else ""
