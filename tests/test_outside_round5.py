@@ -635,3 +635,131 @@ async def test_an_anthropic_tool_block_with_an_unhashable_index_is_not_a_crash(i
         "get_weather",
         {"city": "Lisbon"},
     )
+
+
+# --- a list or an object where a name was expected (unhashable: not a set's member) ------------------
+
+UNHASHABLE_MESSAGES = {
+    "a role that is a list": [{"role": ["user"], "content": "hi"}],
+    "a part type that is a list": [{"role": "user", "content": [{"type": ["text"], "text": "hi"}]}],
+    "a part type that is an object": [{"role": "user", "content": [{"type": {"t": 1}, "text": "hi"}]}],
+    "a thinking block type that is a list": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "ok", "thinking_blocks": [{"type": ["thinking"], "thinking": "t"}]},
+        {"role": "user", "content": "again"},
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNHASHABLE_MESSAGES))
+async def test_a_caller_message_with_a_list_for_a_name_is_a_conversation_error(case: str) -> None:
+    """Before: run(messages=...) looked a message's role, a content part's type and a thinking
+    block's type up in a frozenset; a list or an object there is unhashable, and a raw TypeError
+    came out of Agent.run instead of the ConversationError naming the message."""
+    from agentloop import Agent, ConversationError
+    from agentloop.testing import ScriptedModel
+
+    with pytest.raises(ConversationError, match=r"messages\[\d\]"):
+        await Agent(client=ScriptedModel([text("done")])).run(messages=UNHASHABLE_MESSAGES[case])
+
+
+def _anthropic_events(overrides: dict[str, Any]) -> bytes:
+    """A streamed Anthropic answer (a tool call and a text) with `overrides` put into its events:
+    {"<event index>.<key>[.<key>]": value}."""
+    import json
+
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'},
+        },
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 1}},
+        {"type": "message_stop"},
+    ]
+    for where, value in overrides.items():
+        first, *keys = where.split(".")
+        target: Any = events[int(first)]
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    body = b"".join(b"event: x\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"2.type": {"t": 1}}, {"3.content_block.type": ["thinking"]}, {"1.type": ["content_block_start"]}],
+    ids=["an event type that is an object", "a block type that is a list", "a start's type that is a list"],
+)
+async def test_an_anthropic_stream_with_a_list_for_a_type_is_not_a_crash(overrides: dict[str, Any]) -> None:
+    """Before: an event whose "type" was an object, or a content block whose "type" was a list,
+    raised a raw TypeError out of FluxClient.request (frozenset lookups). Now such an event or
+    block is not one of the answer's (a router's own events are skipped the same way), and a
+    delta for a block so skipped is the typed error of any delta for a block never started."""
+    from agentloop import APIResponseError
+
+    async with (
+        RawServer(respond(_anthropic_events(overrides))) as server,
+        client(server.url, wire="anthropic") as c,
+    ):
+        try:
+            turn = await ask(c, stream=True)
+        except APIResponseError as e:
+            assert "never started" in str(e)
+            return
+    assert turn.message.get("tool_calls") or turn.message["content"]
+
+
+async def test_an_anthropic_answer_with_a_list_for_a_block_type_is_not_a_crash() -> None:
+    """Before: a whole (not streamed) answer with a content block whose "type" was a list raised
+    a raw TypeError from the decoder. Now the block is skipped like any block of unknown type."""
+    import json
+
+    from agentloop import Agent, FluxClient
+    from agentloop.testing import FakeFluxRouter, raw
+
+    body = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": ["thinking"], "thinking": "x"}, {"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    async with FakeFluxRouter([raw(200, json.dumps(body))]) as router:
+        async with FluxClient(base_url=router.anthropic_url, api_key="sk-round5", stream=False) as c:
+            assert (await Agent(client=c).run("hi")).output == "ok"
+
+
+async def test_an_executor_answering_a_list_for_a_status_ends_the_call_crashed() -> None:
+    """README: "An executor that raises or returns something else ends the call as `crashed`,
+    never the run." Before: an outcome whose status was a list raised a raw TypeError (a frozenset
+    lookup) out of Agent.run."""
+    from agentloop import Agent, build_tool
+    from agentloop.testing import ScriptedModel, call, tool_calls
+
+    class Outcome:
+        def __init__(self) -> None:
+            self.status, self.content = ["ok"], "42"
+
+    class Executor:
+        async def call(self, ref: str, arguments: dict[str, Any], limits: Any) -> Any:
+            return Outcome()
+
+    def answer() -> str:
+        """The answer."""
+        return "42"
+
+    tool = build_tool(answer, name="answer", sandbox=Executor())
+    model = ScriptedModel([tool_calls(call("answer", {})), text("done")])
+    result = await Agent(client=model, tools=[tool]).run("hi")
+    assert (result.tool_calls[0].status, result.output) == ("crashed", "done")

@@ -8,8 +8,8 @@ from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
-from .._wire.thinking import KINDS as THINKING_KINDS
 from .._wire.thinking import THINKING_KEY, canonical_block
+from .._wire.thinking import is_kind as is_thinking
 
 __all__ = [
     "ToolChoice",
@@ -73,8 +73,9 @@ def _check_message(i: int, m: Any) -> None:
     if not isinstance(m, dict):
         raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
     role = m.get("role")
-    if role not in _ROLES:
-        raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
+    if type(role) is not str or role not in _ROLES:  # (a list is unhashable: not a frozenset's member)
+        shown = repr(role[:60]) if type(role) is str else _kind(role)
+        raise ConversationError(f"messages[{i}] has role {shown}; expected one of {sorted(_ROLES)}")
     if role == "tool" and not isinstance(m.get("tool_call_id"), str):
         raise ConversationError(
             f"messages[{i}] is a tool message without a string tool_call_id: send "
@@ -112,7 +113,7 @@ def _check_thinking(i: int, blocks: Any) -> None:
     """`thinking_blocks` (the extension field, `_wire/thinking.py`): a list of blocks whose fields
     are text, or the Anthropic wire would send what the provider refuses, a step later."""
     for j, b in enumerate(blocks if isinstance(blocks, list) else [blocks]):
-        problem = canonical_block(b) if isinstance(b, dict) and b.get("type") in THINKING_KINDS else "?"
+        problem = canonical_block(b) if isinstance(b, dict) and is_thinking(b.get("type")) else "?"
         if isinstance(problem, str):
             raise ConversationError(
                 f"messages[{i}]['thinking_blocks'][{j}] is not a thinking block: it must be "
@@ -174,11 +175,12 @@ def _check_content(i: int, role: str, m: dict[str, Any]) -> None:
         )
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in kinds:
-            got = _kind(part) if kind is None else f"a part of type {kind!r}"
+        if kind not in kinds:  # (a tuple: compared, not hashed)
+            got = _kind(part) if kind is None else f"a part of type {_kind(kind)}"
+            hint = _ANTHROPIC_HINT if type(kind) is str and kind in _ANTHROPIC_BLOCKS else ""
             raise ConversationError(
                 f"{what} content[{j}] is {got}; the parts of a message of role {role!r} are dicts of type "
-                f"{list(kinds)}, like {examples}" + _ANTHROPIC_HINT * (kind in _ANTHROPIC_BLOCKS)
+                f"{list(kinds)}, like {examples}{hint}"
             )
         field, value_type, example = _PARTS[kind]
         value: Any = part.get(field)
@@ -278,7 +280,7 @@ def _sendable_thinking(blocks: Any, fixed: Any) -> Any:
     a wire drops a block it does not know. The same list when it is so already (a wire's always is)."""
     clean = []
     for b in blocks if isinstance(blocks, list) else ():
-        if isinstance(b, dict) and b.get("type") in THINKING_KINDS:
+        if isinstance(b, dict) and is_thinking(b.get("type")):
             block = canonical_block({k: fixed(v) for k, v in b.items()})
             if not isinstance(block, str):
                 clean.append(block)
