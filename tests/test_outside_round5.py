@@ -763,3 +763,22 @@ async def test_an_executor_answering_a_list_for_a_status_ends_the_call_crashed()
     model = ScriptedModel([tool_calls(call("answer", {})), text("done")])
     result = await Agent(client=model, tools=[tool]).run("hi")
     assert (result.tool_calls[0].status, result.output) == ("crashed", "done")
+
+
+# --- model_settings a request cannot carry ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"budget": [float("-inf")]}])
+async def test_model_settings_with_a_nan_or_an_infinity_are_refused(value: Any) -> None:
+    """README: `model_settings` "checked at construction". Before: {"temperature": nan} was
+    accepted and sent as `"temperature": null` (the codec writes NaN and infinities as null): the
+    setting silently fell back to the router's default. Now it is a ConfigurationError, at
+    construction and per run."""
+    from agentloop import Agent, ConfigurationError
+    from agentloop.testing import ScriptedModel
+
+    with pytest.raises(ConfigurationError, match="NaN or an infinity"):
+        Agent(client=ScriptedModel([text("done")]), model_settings={"temperature": value})
+    agent = Agent(client=ScriptedModel([text("done")]))
+    with pytest.raises(ConfigurationError, match="NaN or an infinity"):
+        await agent.run("hi", model_settings={"temperature": value})
