@@ -7,6 +7,7 @@ test_http_lean_hostile; nothing leaves the loopback.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import anyio
 import pytest
 from helpers import examples
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http_lean_hostile import RawServer, ask, client, respond
 
@@ -782,3 +783,79 @@ async def test_model_settings_with_a_nan_or_an_infinity_are_refused(value: Any) 
     agent = Agent(client=ScriptedModel([text("done")]))
     with pytest.raises(ConfigurationError, match="NaN or an infinity"):
         await agent.run("hi", model_settings={"temperature": value})
+
+
+# --- property: any JSON value anywhere in one event of a stream ------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _openai_events() -> list[dict[str, Any]]:
+    tool = {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x"'}}
+    return [
+        {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "o"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [tool]}}]},
+        {
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+    ]
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _places(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _places(v, (*path, i))
+    return out
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+@settings(max_examples=examples(25), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_json_value_anywhere_in_a_stream_event_ends_typed(
+    anyio_backend: str, wire: str, data: Any
+) -> None:
+    """Hostile router: one event of a valid stream (a text, a tool call, usage) gets any JSON value
+    at any place of its data. FluxClient.request returns a turn or raises an AgentloopError, never
+    anything else (the unhashable "type" and "index" holes above were of this kind)."""
+    import json
+
+    from agentloop import AgentloopError
+
+    if wire == "openai":
+        events: list[dict[str, Any]] = _openai_events()
+        tail = b"data: [DONE]\n\n"
+    else:
+        raw_head = _anthropic_events({}).split(b"\r\n\r\n", 1)[1]
+        events = [json.loads(line[6:]) for line in raw_head.split(b"\n") if line.startswith(b"data: ")]
+        tail = b""
+    i = data.draw(st.integers(0, len(events) - 1))
+    path = data.draw(st.sampled_from(_places(events[i])[1:]))
+    target: Any = events[i]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = data.draw(JSON_VALUES)
+    body = b"".join(b"event: x\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events) + tail
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
+
+    async def go() -> None:
+        async with RawServer(respond(raw)) as server, client(server.url, wire=wire) as c:
+            with contextlib.suppress(AgentloopError):
+                await ask(c, stream=True)
+
+    anyio.run(go, backend=anyio_backend)
