@@ -156,7 +156,7 @@ def _when(t: float) -> str:
 
 def _list_line(info: RunInfo) -> str:
     return (
-        f"{safe(info.run_id)}  {info.status:<17} steps={info.steps:<3} model={safe(info.model)}  "
+        f"{safe(info.run_id)}  {safe(info.status):<17} steps={safe(info.steps):<3} model={safe(info.model)}  "
         f"updated {_when(info.updated_at)}"
     )
 
@@ -171,7 +171,7 @@ def render_run(run: JournaledRun) -> str:
     """A journaled run as a transcript: the conversation, each call with its outcome, pauses, the end."""
     info = run.info
     lines = [
-        f"run {safe(info.run_id)}  status={info.status}  model={safe(info.model)}  steps={info.steps}",
+        f"run {safe(info.run_id)}  status={safe(info.status)}  model={safe(info.model)}  steps={safe(info.steps)}",
         f"started {_when(info.created_at)}, last update {_when(info.updated_at)}",
         "",
     ]
@@ -183,7 +183,7 @@ def render_run(run: JournaledRun) -> str:
         if e.kind == "model":
             msg = d.get("message", {})
             usage = d.get("usage", {})
-            lines.append(f"--- step {e.step} ({usage.get('total_tokens', 0)} tokens)")
+            lines.append(f"--- step {safe(e.step)} ({safe(usage.get('total_tokens', 0))} tokens)")
             if msg.get("content"):
                 lines.append(f"[assistant] {_short(msg['content'])}")
             for c in msg.get("tool_calls") or ():
@@ -207,7 +207,7 @@ def render_run(run: JournaledRun) -> str:
         elif e.kind == "approvals":
             lines.append("=== approvals: " + ", ".join(f"{safe(k)}={safe(v)}" for k, v in d.items()))
         elif e.kind == "end":
-            lines.append(f"=== finished: {d.get('stop_reason')}")
+            lines.append(f"=== finished: {safe(d.get('stop_reason'))}")
     for cid, name in open_calls.items():
         lines.append(f"[tool {safe(name)} id={safe(cid)}] started, no outcome journaled (interrupted)")
     return "\n".join(lines) + "\n"

@@ -42,6 +42,7 @@ __all__ = [
     "plain",
     "dumps_result",
     "not_unicode",
+    "sendable",
 ]
 
 JSONDecodeError = ValueError  # both codecs raise a ValueError subclass on bad input
@@ -311,6 +312,16 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
         return jsonable(value.value)
     return str(value)
+
+
+def sendable(text: str) -> str:
+    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
+    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def not_unicode(what: str, text: str) -> str | None:

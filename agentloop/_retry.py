@@ -104,7 +104,10 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        return email.utils.mktime_tz(parsed) - time.time()
+        try:
+            return email.utils.mktime_tz(parsed) - time.time()
+        except (OverflowError, ValueError):  # a year no clock holds (99999999999): no date at all
+            return None
 
 
 class Failure(Exception):

@@ -184,14 +184,7 @@ class RunResult(Generic[OutputT]):
 # (they were in `_approval` and `_dispatch`, which made `_types` part of an import circle).
 
 
-def sendable(text: str) -> str:
-    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
-    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+sendable = _json.sendable  # lone surrogates replaced by U+FFFD (it lives with the codec the child uses too)
 
 
 def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus, str, str | None]:

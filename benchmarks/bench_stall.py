@@ -93,11 +93,24 @@ def sse_answer(pieces: list[str]) -> Reply:
     return raw(200, body, content_type="text/event-stream")
 
 
+def indexless_calls(n: int) -> Reply:
+    """An OpenAI stream of `n` tool calls sent without an index, each with an id of its own, 1,000
+    to an event (each fragment is placed by its id: was a scan of the slots, quadratic)."""
+    chunks: list[dict[str, Any]] = []
+    for start in range(0, n, 1000):
+        calls = [{"id": f"c{k}", "function": {"name": "step"}} for k in range(start, min(n, start + 1000))]
+        chunks.append({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]})
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    return raw(200, body, content_type="text/event-stream")
+
+
 def streamed_answers() -> dict[str, Callable[[], list[Reply]]]:
     big = 4 * 1024 * 1024 - 1024  # one event just under the default max_sse_line_bytes (4 MiB)
     return {
         "one 4 MiB SSE event (streamed)": lambda: [sse_answer(["x" * big])],
         "4 MiB in 4096 SSE events (streamed)": lambda: [sse_answer(["x" * (big // 4096)] * 4096)],
+        "20,000 index-less tool calls, 870 KiB (streamed)": lambda: [indexless_calls(20_000)],
     }
 
 

@@ -55,7 +55,7 @@ async def read_body(response: Response, limit: int) -> bytes:
     """The whole (decoded) body, or a non-retryable `Failure` as soon as it passes `limit` bytes."""
     request_id = response.headers.get("x-request-id")
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_big("the response body", "max_response_bytes", limit, request_id)
     body = bytearray()
     async for chunk in response.aiter_bytes():

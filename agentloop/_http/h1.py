@@ -124,7 +124,9 @@ def body_framing(head: Head) -> tuple[int, bool]:
     if cl is None:
         return UNTIL_CLOSE, False
     values = {v.strip() for v in cl.split(",")}
-    if len(values) != 1 or not (length := values.pop()).isdigit() or len(length) > 18:
+    # isascii: the head is Latin-1 text, and str.isdigit() is True for '²', which int() refuses
+    length = values.pop() if len(values) == 1 else ""
+    if not (length.isascii() and length.isdigit()) or len(length) > 18:
         raise _bad(f"content-length {cl[:100]!r}")
     return int(length), keep
 

@@ -168,9 +168,14 @@ def decision_to_data(decision: Decision) -> Any:
                 f"Override({_shown(result)}): a {type(result).__name__} cannot be encoded as JSON; "
                 "pass a str or a JSON-encodable value"
             )
-        return {
-            "override": sendable(result) if isinstance(result, str) else _json.plain(result)
-        }  # a set: a list
+        value = sendable(result) if isinstance(result, str) else _json.plain(result)  # a set: a list
+        if not isinstance(value, str) and _json.depth_exceeds(value, _json.MAX_VALUE_DEPTH):
+            # the journal wrote it (orjson goes to 254) but never read it back (200): the run was lost
+            raise ResumeError(
+                f"Override({_shown(result)}): the value is nested deeper than {_json.MAX_VALUE_DEPTH} "
+                "levels (arrays and objects); pass a flatter value or its JSON text as a str"
+            )
+        return {"override": value}
     raise ResumeError(
         f"a decision must be True, False, Reject(reason: str) or Override(result), got {_shown(decision)}"
     )

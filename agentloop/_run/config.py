@@ -8,6 +8,7 @@ branch the caller's tests do not reach). So each argument is checked here, once,
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from typing import Any, TypeVar
@@ -133,7 +134,26 @@ def check_model_settings(settings: Any) -> dict[str, Any]:
         raise ConfigurationError(
             f"model_settings must be JSON-encodable (they are sent as they are): {e}"
         ) from None
+    for key, value in settings.items():  # the codec writes NaN and infinities as null: silently unset
+        if _nonfinite(value):
+            raise ConfigurationError(
+                f"model_settings[{key!r}] holds a NaN or an infinity, which JSON cannot carry (it would "
+                "be sent as null); pass a finite number"
+            )
     return dict(settings)
+
+
+def _nonfinite(value: Any) -> bool:
+    stack = [value]  # JSON-encodable already: no cycle, at most the codec's depth
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return False
 
 
 def check_callable(name: str, fn: Any, args: tuple[str, ...]) -> None:

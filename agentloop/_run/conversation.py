@@ -8,8 +8,8 @@ from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
-from .._wire.thinking import KINDS as THINKING_KINDS
 from .._wire.thinking import THINKING_KEY, canonical_block
+from .._wire.thinking import is_kind as is_thinking
 
 __all__ = [
     "ToolChoice",
@@ -73,8 +73,9 @@ def _check_message(i: int, m: Any) -> None:
     if not isinstance(m, dict):
         raise ConversationError(f"messages[{i}] must be a dict, got {type(m).__name__}")
     role = m.get("role")
-    if role not in _ROLES:
-        raise ConversationError(f"messages[{i}] has role {role!r}; expected one of {sorted(_ROLES)}")
+    if type(role) is not str or role not in _ROLES:  # (a list is unhashable: not a frozenset's member)
+        shown = repr(role[:60]) if type(role) is str else _kind(role)
+        raise ConversationError(f"messages[{i}] has role {shown}; expected one of {sorted(_ROLES)}")
     if role == "tool" and not isinstance(m.get("tool_call_id"), str):
         raise ConversationError(
             f"messages[{i}] is a tool message without a string tool_call_id: send "
@@ -93,19 +94,26 @@ def _check_message(i: int, m: Any) -> None:
     if THINKING_KEY in m:
         _check_thinking(i, m[THINKING_KEY])
     try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
-        _json.dumps(m)
+        data = _json.dumps(m)
     except (TypeError, ValueError) as e:
         raise ConversationError(
             f"messages[{i}] cannot be sent as JSON ({e}); messages must hold only str, int, float, "
             "bool, None, lists and dicts with str keys, and text must be valid Unicode (no lone surrogates)"
         ) from None
+    # and read back: a message nested 200 deep was sent and journaled, but no journal, RunResult
+    # or stored conversation holding it could be read again (brackets first: one pass in C)
+    if data.count(b"[") + data.count(b"{") > _DEPTH and _json.depth_exceeds(m, _DEPTH):
+        raise ConversationError(
+            f"messages[{i}] is nested deeper than {_DEPTH} levels (arrays and objects); a journal or a "
+            "stored conversation could not read it back: send it flatter"
+        )
 
 
 def _check_thinking(i: int, blocks: Any) -> None:
     """`thinking_blocks` (the extension field, `_wire/thinking.py`): a list of blocks whose fields
     are text, or the Anthropic wire would send what the provider refuses, a step later."""
     for j, b in enumerate(blocks if isinstance(blocks, list) else [blocks]):
-        problem = canonical_block(b) if isinstance(b, dict) and b.get("type") in THINKING_KINDS else "?"
+        problem = canonical_block(b) if isinstance(b, dict) and is_thinking(b.get("type")) else "?"
         if isinstance(problem, str):
             raise ConversationError(
                 f"messages[{i}]['thinking_blocks'][{j}] is not a thinking block: it must be "
@@ -114,6 +122,7 @@ def _check_thinking(i: int, blocks: Any) -> None:
             )
 
 
+_DEPTH = _json.MAX_VALUE_DEPTH  # a message's nesting, the message itself level 1
 _CALL_SHAPE = '{"id": ..., "type": "function", "function": {"name": ..., "arguments": "<JSON object text>"}}'
 # Each content part type (OpenAI's chat format): the field it needs, of which type, and an example.
 _PARTS: dict[str, tuple[str, Any, str]] = {
@@ -166,11 +175,12 @@ def _check_content(i: int, role: str, m: dict[str, Any]) -> None:
         )
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in kinds:
-            got = _kind(part) if kind is None else f"a part of type {kind!r}"
+        if kind not in kinds:  # (a tuple: compared, not hashed)
+            got = _kind(part) if kind is None else f"a part of type {_kind(kind)}"
+            hint = _ANTHROPIC_HINT if type(kind) is str and kind in _ANTHROPIC_BLOCKS else ""
             raise ConversationError(
                 f"{what} content[{j}] is {got}; the parts of a message of role {role!r} are dicts of type "
-                f"{list(kinds)}, like {examples}" + _ANTHROPIC_HINT * (kind in _ANTHROPIC_BLOCKS)
+                f"{list(kinds)}, like {examples}{hint}"
             )
         field, value_type, example = _PARTS[kind]
         value: Any = part.get(field)
@@ -270,7 +280,7 @@ def _sendable_thinking(blocks: Any, fixed: Any) -> Any:
     a wire drops a block it does not know. The same list when it is so already (a wire's always is)."""
     clean = []
     for b in blocks if isinstance(blocks, list) else ():
-        if isinstance(b, dict) and b.get("type") in THINKING_KINDS:
+        if isinstance(b, dict) and is_thinking(b.get("type")):
             block = canonical_block({k: fixed(v) for k, v in b.items()})
             if not isinstance(block, str):
                 clean.append(block)
@@ -304,8 +314,14 @@ def _clean(value: Any) -> bool:
     return not isinstance(value, str) or value.isascii()
 
 
+# The name a call without one is stored under (the model was told it had none): providers refuse
+# an empty function name in the history, and `run(messages=result.messages)` refused it too.
+UNNAMED = "unnamed_call"
+
+
 def history_message(message: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message as it enters the conversation: every call's arguments valid JSON object text.
+    """The assistant message as it enters the conversation: every call's arguments valid JSON
+    object text, and every call named (`UNNAMED` for one the model sent without a name).
 
     `flux-auto` may send the next step to another provider, which translates the history; some
     reject every later request when an earlier call's arguments are not a JSON object. The
@@ -318,11 +334,12 @@ def history_message(message: dict[str, Any]) -> dict[str, Any]:
     fixed: list[dict[str, Any]] | None = None
     for i, c in enumerate(calls):
         fn = c.get("function") or {}
-        raw = fn.get("arguments")
+        raw, name = fn.get("arguments"), fn.get("name")
         text = _object_text(raw)
-        if text is not raw:
+        named = isinstance(name, str) and name
+        if text is not raw or not named:
             fixed = fixed if fixed is not None else list(calls)
-            fixed[i] = {**c, "function": {**fn, "arguments": text}}
+            fixed[i] = {**c, "function": {**fn, "name": name if named else UNNAMED, "arguments": text}}
     return message if fixed is None else {**message, "tool_calls": fixed}
 
 

@@ -169,7 +169,11 @@ async def _journal_failure(run: Run, exc: BaseException) -> None:
     if not isinstance(exc, Exception) or isinstance(exc, JournalError):
         return
     status: str = exc.result.stop_reason if isinstance(exc, RunLimitExceeded) else "failed"
-    data = {"stop_reason": status, "error": type(exc).__name__, "message": str(exc)}
+    try:  # the caller's own function raised it (a history processor, an input filter): any text
+        message = sendable(str(exc))
+    except Exception:
+        message = "<the exception's str() raised>"
+    data = {"stop_reason": status, "error": type(exc).__name__, "message": message}
     with contextlib.suppress(JournalError):  # the original error is the one to raise
         await Recorder(run.run_id, run.journal, None, None).failed(run.steps, status, data)
 

@@ -75,6 +75,29 @@ class OutputInvalid(Exception):
         self.errors = errors
 
 
+_SCHEMA_DEPTH = _json.MAX_DEPTH - 10  # room for the request around it, as for a tool's schema
+
+
+def _sendable(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """The schema and name go out with every request, and jsonschema recurses: a schema nested
+    5,000 deep raised a raw RecursionError here, one holding a lone surrogate a raw TypeError at
+    the first request (as a tool's schema is checked at registration)."""
+    if _json.depth_exceeds(schema, _SCHEMA_DEPTH):
+        raise ConfigurationError(
+            f"output_type: the schema is nested deeper than {_SCHEMA_DEPTH} levels; flatten it "
+            "(use $defs and $ref for repeated parts)"
+        )
+    try:
+        copied: dict[str, Any] = _json.loads(_json.dumps(schema))
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(
+            f"output_type: the schema cannot be sent as JSON ({e}); use str keys, JSON values and valid Unicode"
+        ) from None
+    if problem := _json.not_unicode("output_type's name", name):
+        raise ConfigurationError(problem)
+    return copied
+
+
 class OutputSpec:
     """What a run must answer with, and how the answer is asked for, checked and converted."""
 
@@ -112,6 +135,7 @@ class OutputSpec:
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
+        schema = _sendable(schema, self.name)
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as e:

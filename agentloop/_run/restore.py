@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from .._exceptions import ResumeError
+from .._exceptions import ConversationError, JournalCorruptError, ResumeError
 from .._tools.arguments import parse_arguments
 from .._types import PendingCall, RunResult
 from .approval import Decision, check_decisions, decision_to_data
@@ -71,6 +71,7 @@ async def _from_journal(
     try:
         loaded = await journal.load(run_id)
         state = replay(loaded)
+        _check_replayed(run_id, state.messages)
         run = Run.from_replay(run_id, state, int(loaded.header.get("new_start", 0)))
         run.leased(token)
         if restored is not None:
@@ -99,6 +100,19 @@ async def _from_journal(
     return run
 
 
+def _check_replayed(run_id: str, messages: list[dict[str, Any]]) -> None:
+    """The conversation read back is held to what `run(messages=...)` takes: a journal row edited
+    by hand (a message that is a str, content 5) was sent as it was, or crashed the Anthropic
+    wire's encoder with a raw AttributeError."""
+    try:
+        check_conversation(messages)
+    except ConversationError as e:
+        raise JournalCorruptError(
+            f"run {run_id!r}: the journal's conversation is not one a run can send ({e}); "
+            "the journal was modified or damaged"
+        ) from None
+
+
 def _from_result(source: RunResult[Any], approvals: Mapping[str, Decision] | None) -> Run:
     if not source.pending:
         raise ResumeError(
@@ -123,19 +137,22 @@ def _from_result(source: RunResult[Any], approvals: Mapping[str, Decision] | Non
 def check_approved_arguments(
     calls: list[dict[str, Any]], pending: list[PendingCall], decisions: Mapping[str, Any]
 ) -> None:
-    """An approved call runs with the arguments the human was shown (`PendingCall.arguments`), or
-    not at all: a stored paused run whose call was changed after the pause is refused, never run
+    """An approved call runs as the tool and with the arguments the human was shown
+    (`PendingCall.name`, `.arguments`), or not at all: a stored paused run whose call was changed after the pause is refused, never run
     with arguments nobody approved. (An agent tool's inner calls are checked by the inner run.)"""
-    raw = {c.get("id"): (c.get("function") or {}).get("arguments") for c in calls if isinstance(c, dict)}
+    fns = {c.get("id"): c.get("function") or {} for c in calls if isinstance(c, dict)}
     for p in pending:
         if "/" in p.id or decisions.get(p.id) is not True:
             continue
+        fn = fns.get(p.id, {})
         try:
-            runs_with: Any = parse_arguments(raw.get(p.id))
+            runs_with: Any = parse_arguments(fn.get("arguments"))
         except ValueError:
             runs_with = None
-        if runs_with != p.arguments:
+        # the name too: a pending call renamed after the pause ("pay" shown as "get_weather") ran "pay"
+        if runs_with != p.arguments or fn.get("name") != p.name:
             raise ResumeError(
-                f"call {p.id!r} ({p.name}) would run with arguments other than the ones shown for "
-                "approval: the paused run was changed after it paused. Decide on the run as stored."
+                f"call {p.id!r} ({p.name}) would run as another tool or with arguments other than the "
+                "ones shown for approval: the paused run was changed after it paused. Decide on the run "
+                "as stored."
             )

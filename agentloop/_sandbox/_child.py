@@ -333,13 +333,14 @@ def _exc_fields(
             message = f"{message} ({hint})"
     except Exception:
         message = "<unprintable>"
-    fields = {"t": type(exc).__name__, "m": message[:_MSG_CAP]}
+    # sendable: a lone surrogate in the message made the frame unencodable, and the call "crashed"
+    fields = {"t": type(exc).__name__, "m": _json.sendable(message[:_MSG_CAP])}
     if with_traceback:  # sent back in the result frame: the host keeps it on the call's record
         try:
             tb = "".join(traceback.format_exception(exc))
         except Exception:
             tb = f"{type(exc).__name__}: <unprintable>\n"
-        fields["tb"] = tb[-_TB_CAP:]
+        fields["tb"] = _json.sendable(tb[-_TB_CAP:])
     return fields
 
 

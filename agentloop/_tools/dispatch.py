@@ -195,6 +195,10 @@ class Dispatcher:
             raise
         if status != "ok":  # an error text, maybe echoing the model's input: never longer than the budget
             content = truncate(sendable(content), self._text_cap(name, status))
+        # the error and traceback quote the tool's exception: journaled and sent like the content
+        error = error if error is None else sendable(error)
+        if record.traceback is not None:
+            record.traceback = sendable(record.traceback)
         if self.redact is not None:
             content, error = self.redact(content), error if error is None else self.redact(error)
             if record.traceback is not None:

@@ -261,7 +261,8 @@ def _checked(out: Any) -> ToolOutcome:
     """An executor's answer as a `ToolOutcome` one can rely on. One of the same shape (as executors
     written before the type return, e.g. a `SandboxOutcome`) is read; anything else is a crash."""
     status, content = getattr(out, "status", None), getattr(out, "content", None)
-    if status not in _STATUSES or not isinstance(content, str):
+    # type first: a status that is a list is unhashable, not a member of the set
+    if type(status) is not str or status not in _STATUSES or not isinstance(content, str):
         return _broken(out)
     error = getattr(out, "error", None)
     error = error if isinstance(error, str) else None

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
+from .. import _json
 from .._context import context_param
 from .._exceptions import ToolDefinitionError
+from .._json import not_unicode
 from .._limits import Limits
 from .._schema import FunctionSchema, function_schema
 from .._seams import ToolExecutor  # at run time: `typing.get_type_hints(Tool)` resolves it
@@ -166,6 +168,7 @@ def _assemble(
     definition: dict[str, Any] = {"type": "function", "function": {"name": fs.name, "parameters": params}}
     if fs.description:
         definition["function"]["description"] = fs.description
+    _check_sendable_definition(definition)
     return Tool(
         name=fs.name,
         description=fs.description,
@@ -183,6 +186,24 @@ def _assemble(
         requires_approval=bool(options.requires_approval),
         context=ctx,
         executor=executor,
+    )
+
+
+def _check_sendable_definition(definition: dict[str, Any]) -> None:
+    """The definition goes out with every request: text no codec can send (a lone surrogate in a
+    description, a docstring's "Args:", a Literal or a default) failed every run's first request
+    with a raw TypeError, long after registration."""
+    fn = definition["function"]
+    if (problem := not_unicode("description", fn.get("description") or "")) is None:
+        try:
+            _json.dumps(definition)
+        except (TypeError, ValueError) as e:
+            problem = f"its schema cannot be sent as JSON ({e})"
+        else:
+            return
+    raise ToolDefinitionError(
+        f"Tool {fn['name']!r}: {problem}; every request carries the tool's definition, so it must be "
+        "valid Unicode JSON (check its description, docstring, Literal values and defaults)"
     )
 
 

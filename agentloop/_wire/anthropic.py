@@ -41,8 +41,8 @@ from .._usage import note, tokens
 from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
 from .openai import _preview, load_body
-from .thinking import KINDS as THINKING_KINDS
 from .thinking import THINKING_KEY, ThinkingSlot, canonical_block
+from .thinking import is_kind as is_thinking
 
 __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 
@@ -166,7 +166,7 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
             texts.append(block["text"])
         elif kind == "tool_use":
             calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
-        elif kind in THINKING_KINDS:
+        elif is_thinking(kind):
             thinking.append(_thinking(block, data, request_id, status))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
@@ -259,7 +259,7 @@ class AnthropicStream(StreamAssembler):
         kind = obj.get("type") or event
         if kind == "error" or event == "error":
             raise self.error(obj.get("error", obj))
-        if kind not in _MESSAGE_EVENTS:
+        if type(kind) is not str or kind not in _MESSAGE_EVENTS:  # (a list or an object: unhashable)
             return NO_EVENTS  # a router's own events: not part of the answer (nor proof the stream is alive)
         self.chunks += 1
         if kind == "content_block_delta":
@@ -355,7 +355,8 @@ class AnthropicStream(StreamAssembler):
             self.started.add(index)
         if isinstance(block, dict) and block.get("type") == "tool_use":
             ordinal = len(self.slots)
-            self.blocks[obj.get("index")] = ordinal  # type: ignore[index]
+            if type(index) is int:  # deltas reach only a block of an int index (a list: unhashable)
+                self.blocks[index] = ordinal
             slot = self.slots[ordinal] = ToolSlot()
             block_id, name = block.get("id"), block.get("name")
             slot.id = block_id if isinstance(block_id, str) else ""
@@ -366,7 +367,7 @@ class AnthropicStream(StreamAssembler):
             return (ev,) if ev is not None else NO_EVENTS
         if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
             return (self.text_delta(block["text"]),)
-        if isinstance(block, dict) and block.get("type") in THINKING_KINDS:
+        if isinstance(block, dict) and is_thinking(block.get("type")):
             thought = self._open_thinking(obj.get("index"), block)
             if thought.text and thought.text[0]:  # a start that already carries text (not Anthropic's way)
                 return (ThinkingDelta(self.run_id, self.step, thought.text[0]),)

@@ -182,7 +182,15 @@ def normalize_tool_call(raw: Any) -> dict[str, Any]:
 class OpenAIStream(StreamAssembler):
     """`chat.completion.chunk` events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ()
+    # For fragments without an index (`_place`): each call's slot by its id, and the highest slot.
+    # Found by scanning the slots before: quadratic, so 870 KiB of index-less calls held the event
+    # loop (every run in the process) for 7 s, and the 32 MiB a response may have for hours.
+    __slots__ = ("_by_id", "_top")
+
+    def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
+        super().__init__(run_id, step, request_id)
+        self._by_id: dict[str, int] | None = None  # made at the first index-less fragment with an id
+        self._top: int | None = None  # the highest slot index (None: no slot yet)
 
     def feed_all(self, batch: list[tuple[str, str]]) -> tuple[list[Any], Failure | None]:
         # Hot: once per network read of every streamed answer; a plain data event (nearly all of
@@ -307,10 +315,13 @@ class OpenAIStream(StreamAssembler):
         slot = self.slots.get(index)
         if slot is None:
             slot = self.slots[index] = ToolSlot()
+            self._top = index if self._top is None or index > self._top else self._top
         if not slot.id:
             cid = get("id")
             if cid and type(cid) is str:
                 slot.id = cid  # taken once: routers that repeat it do not change it
+                if self._by_id is not None:
+                    self._by_id.setdefault(cid, index)
         fn = get("function")
         fragment = ""
         if type(fn) is dict:
@@ -331,14 +342,21 @@ class OpenAIStream(StreamAssembler):
     def _place(self, tc: dict[str, Any]) -> int:
         """The slot of a fragment without an index (some OpenAI-compatible servers): a new id
         opens a call, else it continues the last one."""
-        slots = self.slots
         cid = tc.get("id") if isinstance(tc.get("id"), str) else ""
-        known = next((i for i, s in slots.items() if cid and s.id == cid), None)
-        if known is not None:
-            return known
-        if cid or not slots:
-            return max(slots, default=-1) + 1
-        return max(slots)
+        if cid:
+            by_id = self._by_id
+            if by_id is None:  # the slots opened by index so far, once
+                by_id = self._by_id = {}
+                for i, s in self.slots.items():
+                    if s.id:
+                        by_id.setdefault(s.id, i)
+            known = by_id.get(cid)
+            if known is not None:
+                return known
+        top = self._top
+        if top is None:
+            return 0
+        return top + 1 if cid else top
 
 
 def _preview(data: Any, limit: int = 2000) -> str:

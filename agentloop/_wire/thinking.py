@@ -24,11 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["THINKING_KEY", "ThinkingSlot", "canonical_block", "thinking_out", "without_thinking"]
+__all__ = ["THINKING_KEY", "ThinkingSlot", "canonical_block", "is_kind", "thinking_out", "without_thinking"]
 
 THINKING_KEY = "thinking_blocks"
 THINKING, REDACTED = "thinking", "redacted_thinking"
 KINDS = frozenset({THINKING, REDACTED})
+
+
+def is_kind(kind: Any) -> bool:
+    """A thinking block's type (a list or an object is none, and unhashable: not a set member)."""
+    return type(kind) is str and kind in KINDS
 
 
 def canonical_block(block: dict[str, Any]) -> dict[str, Any] | str:

@@ -51,6 +51,10 @@ def decision(kind: str, value: str) -> Decision:
     if kind == "override":
         try:
             return Override(json.loads(value))
+        except RecursionError:  # 3,000 brackets fit in a form: a 500 before
+            raise ValueError(
+                "the override value is nested too deep to read as JSON; send a flatter value, or text"
+            ) from None
         except ValueError:
             return Override(value)
     raise ValueError(f"unknown decision {kind!r}: approve, reject or override")

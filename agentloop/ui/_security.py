@@ -81,7 +81,7 @@ class Guard:
             await send(message)
 
         length = headers.get("content-length") or "0"
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY:
             await _plain(send, 413, f"request body over {MAX_BODY} bytes: a decision is a short form")
             return
         seen = 0
