@@ -720,6 +720,21 @@ async def test_an_anthropic_stream_with_a_list_for_a_type_is_not_a_crash(overrid
     assert turn.message.get("tool_calls") or turn.message["content"]
 
 
+@pytest.mark.parametrize("text", [1, ["a"], {"a": 1}, True], ids=["an int", "a list", "an object", "a bool"])
+async def test_an_anthropic_text_block_started_with_a_text_that_is_not_a_str(text: Any) -> None:
+    """Before: a text block whose content_block_start carried a text that is not a str (1) was
+    kept, and assembling the turn raised a raw TypeError out of FluxClient.request (str.join; 4 of
+    4 failed before, found by the property below). Now it is dropped, as a text_delta's piece that
+    is not a str is: the deltas that follow make the text."""
+    async with (
+        RawServer(respond(_anthropic_events({"1.content_block.text": text}))) as server,
+        client(server.url, wire="anthropic") as c,
+    ):
+        turn = await ask(c, stream=True)
+    assert turn.message["content"] == "ok"
+    assert turn.message["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+
+
 async def test_an_anthropic_answer_with_a_list_for_a_block_type_is_not_a_crash() -> None:
     """Before: a whole (not streamed) answer with a content block whose "type" was a list raised
     a raw TypeError from the decoder. Now the block is skipped like any block of unknown type."""

@@ -365,8 +365,9 @@ class AnthropicStream(StreamAssembler):
             first = _json.dumps_str(initial) if isinstance(initial, dict) and initial else ""
             ev = self.tool_delta(ordinal, slot, first)
             return (ev,) if ev is not None else NO_EVENTS
-        if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
-            return (self.text_delta(block["text"]),)
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")  # (not a str: dropped, as a text_delta's piece that is not one)
+            return (self.text_delta(text),) if isinstance(text, str) and text else NO_EVENTS
         if isinstance(block, dict) and is_thinking(block.get("type")):
             thought = self._open_thinking(obj.get("index"), block)
             if thought.text and thought.text[0]:  # a start that already carries text (not Anthropic's way)
