@@ -567,15 +567,14 @@ def _indexless_stream(n: int) -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
 
 
-async def test_tool_calls_streamed_without_an_index_are_placed_in_linear_time() -> None:
+async def test_many_tool_calls_streamed_without_an_index_keep_their_order() -> None:
     """Before: a fragment without an index (some OpenAI-compatible servers) found its call by
     scanning every slot, and the next slot with max(): quadratic in the calls, on the event loop.
-    870 KiB of index-less calls held the loop (every run of the process) 7.8 s
-    (benchmarks/bench_stall.py --streamed: 224 ms after), and the 32 MiB a response may have,
-    hours. Here 40,000 calls (1.8 MiB) took ~30 s and hit this request's 10 s guard (the
-    assertion is on the answer, not on a time: linear, it takes well under a second)."""
-    n = 40_000
-    async with RawServer(respond(_indexless_stream(n))) as server, client(server.url, total_timeout=10) as c:
+    870 KiB of index-less calls held the loop (every run of the process) 7.8 s; 224 ms after. The
+    time is a benchmark's (`benchmarks/bench_stall.py --streamed`), not a test's: here, that the
+    dict placement keeps every call, in order, over a few thousand."""
+    n = 3_000
+    async with RawServer(respond(_indexless_stream(n))) as server, client(server.url) as c:
         turn = await ask(c, stream=True)
     calls = turn.message["tool_calls"]
     assert [c["id"] for c in calls] == [f"c{k}" for k in range(n)]
