@@ -82,6 +82,16 @@ def _anon_kb() -> int:
     return 0
 
 
+def native_mb() -> dict[str, float]:
+    """SQLite's memory and glibc's heap (in use / free in its arenas), MB: the mix soak's columns."""
+    mi = _libc.mallinfo2()
+    return {
+        "sqlite_mb": round(_sqlite.sqlite3_memory_used() / 2**20, 1),
+        "malloc_used_mb": round(mi.uordblks / 2**20, 1),
+        "malloc_free_mb": round(mi.fordblks / 2**20, 1),
+    }
+
+
 def sample(runs: int, trim: bool) -> dict[str, Any]:
     gc.collect()
     mi = _libc.mallinfo2()
