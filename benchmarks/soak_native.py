@@ -92,6 +92,13 @@ def native_mb() -> dict[str, float]:
     }
 
 
+def trimmed_mb() -> float:
+    """RssAnon after `malloc_trim(0)`: what of it was free memory glibc kept (the mix soak's
+    `SOAK_TRIM=1` column; it changes the process, so it is asked for)."""
+    _libc.malloc_trim(0)
+    return round(_anon_kb() / 1024, 1)
+
+
 def sample(runs: int, trim: bool) -> dict[str, Any]:
     gc.collect()
     mi = _libc.mallinfo2()
