@@ -9,7 +9,7 @@ from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
 from .._wire.thinking import KINDS as THINKING_KINDS
-from .._wire.thinking import THINKING_KEY, canonical_block
+from .._wire.thinking import LAYOUT_KEY, THINKING_KEY, canonical_block, layout_problem
 
 __all__ = [
     "ToolChoice",
@@ -92,6 +92,8 @@ def _check_message(i: int, m: Any) -> None:
                 _check_call(i, j, call)
     if THINKING_KEY in m:
         _check_thinking(i, m[THINKING_KEY])
+    if LAYOUT_KEY in m and (problem := layout_problem(m[LAYOUT_KEY])):
+        raise ConversationError(f"messages[{i}]['{LAYOUT_KEY}'] must be {problem} (an answer's block order)")
     try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
         _json.dumps(m)
     except (TypeError, ValueError) as e:
