@@ -23,25 +23,25 @@ SMALL_HEADER = f"CASE WHEN length(CAST(header AS BLOB)) <= {CLIP_HEAD} THEN head
 
 # JSON type, value (a longer text's, or an object's JSON text's, first CLIP_HEAD characters), length;
 # then, for a text with a NUL (SQLite's json_extract returns a text only up to its first NUL), its
-# JSON text's first `_RAW` characters (NUL escaped there) and its exact length. `e` is the JSON
-# text with every `\\` escape written `\u005c` (the same text), so a `\u0000` found in `e` is a
-# NUL of the text, never a backslash followed by "u0000"; in `e` with NUL written `\u0001` no
-# NUL is left, and json_extract's length is exact.
-_NUL = "json_type(t, ?) = 'text' AND instr(e, '\\u0000')"
+# JSON text's first `_RAW` characters (NUL escaped there) and its exact length. `_ESCAPED` is the JSON
+# text with every `\\` escape written `\u005c` (the same text), so a `\u0000` found in it is a
+# NUL of the text, never a backslash followed by "u0000"; in it with NUL written `\u0001` no
+# NUL is left, and json_extract's length is exact. (`t` without "\u0000" anywhere, the common
+# case, is told by one scan: no copy of a large text is made for it.)
+_ESCAPED = "replace(t, '\\\\', '\\u005c')"
+_NUL = f"instr(t, '\\u0000') AND json_type(t, ?) = 'text' AND instr({_ESCAPED}, '\\u0000')"
 _CUT = (
     "json_type(t, ?), CASE WHEN length(v) <= ? THEN v ELSE substr(v, 1, ?) END, length(v), "
     f"CASE WHEN {_NUL} THEN substr({{raw}}, 1, ?) END, "
-    f"CASE WHEN {_NUL} THEN length(json_extract(replace(e, '\\u0000', '\\u0001'), ?)) END"
+    f"CASE WHEN {_NUL} THEN length(json_extract(replace({_ESCAPED}, '\\u0000', '\\u0001'), ?)) END"
 )
-_ESCAPED = "replace({}, '\\\\', '\\u005c') AS e"
 _OUTPUT = (
-    f"SELECT {_CUT} FROM (SELECT t, json_extract(t, '$.output') AS v, {_ESCAPED.format('t')} FROM "
+    f"SELECT {_CUT} FROM (SELECT t, json_extract(t, '$.output') AS v FROM "
     "(SELECT CAST(data AS TEXT) AS t FROM agentloop_entries WHERE run_id=? AND seq=?) WHERE json_valid(t))"
 )
 # The last user message's content (the prompt the run started with), as `_prompt` reads it.
 _PROMPT = (
-    f"SELECT {_CUT} FROM (SELECT m.value AS t, json_extract(m.value, '$.content') AS v, "
-    f"{_ESCAPED.format('m.value')} "
+    f"SELECT {_CUT} FROM (SELECT m.value AS t, json_extract(m.value, '$.content') AS v "
     "FROM agentloop_runs r, json_each(r.header, '$.messages') m WHERE r.run_id=? AND json_valid(r.header) "
     "AND json_type(r.header, '$.messages') = 'array' AND json_type(m.value) = 'object' "
     "AND json_extract(m.value, '$.role') = 'user' ORDER BY m.key DESC LIMIT 1)"
