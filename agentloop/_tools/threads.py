@@ -22,6 +22,7 @@ then warns when it abandons a thread).
 
 from __future__ import annotations
 
+import inspect
 import os
 import queue
 import threading
@@ -37,9 +38,10 @@ import sniffio
 
 try:  # anyio's own way of making a thread one of its workers (for anyio.from_thread in the tool)
     from anyio._core._eventloop import claim_worker_thread, threadlocals
+    from anyio.lowlevel import current_token  # (anyio >= 4.11)
 
-    DAEMON = True
-except ImportError:  # pragma: no cover - a future anyio: fall back to its (non-daemon) workers
+    DAEMON = list(inspect.signature(claim_worker_thread).parameters) == ["backend_class", "token"]
+except ImportError:  # pragma: no cover - another anyio: fall back to its (non-daemon) workers
     DAEMON = False
 
 __all__ = ["DAEMON", "IDLE_S", "THREAD_NAME", "run_sync"]
@@ -57,7 +59,7 @@ async def run_sync(fn: Callable[[], T]) -> T:
 
     await anyio.lowlevel.checkpoint()
     async with anyio.to_thread.current_default_thread_limiter():
-        token = anyio.lowlevel.current_token()
+        token = current_token()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         context = copy_context()
