@@ -110,7 +110,7 @@ class Sample:
 
 # anyio's worker threads (its default limiter: 40 at once), trio's thread cache, and asyncio's
 # default executor (getaddrinfo; at most min(32, CPUs + 4) threads)
-_POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_")
+_POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_", "agentloop tool thread")
 MAX_POOL_THREADS = 40 + min(32, (os.cpu_count() or 1) + 4)
 
 

@@ -24,6 +24,7 @@ Used by `benchmarks/soak.py --mix` (long runs) and `tests/test_soak_mix.py` (smo
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -316,6 +317,7 @@ async def long_soak(db: Path, duration_s: float, max_runs: int, batch: int, conc
     import time
 
     import soak  # the process probes of the sequential soak
+    import soak_native  # SQLite's and glibc's own figures
 
     problems: list[str] = []
     baseline = soak.sample("baseline", 0)
@@ -337,6 +339,8 @@ async def long_soak(db: Path, duration_s: float, max_runs: int, batch: int, conc
                     "rss_mb": s.rss_mb,
                     "anon_mb": _status_mb("RssAnon"),  # the heap; RssFile / RssShmem: mapped files
                     "shmem_mb": _status_mb("RssShmem"),  # (SQLite's WAL index is one)
+                    **soak_native.native_mb(),  # anon's parts: SQLite's caches, malloc's heap
+                    **({"trimmed_mb": soak_native.trimmed_mb()} if os.environ.get("SOAK_TRIM") else {}),
                     "fds": s.fds,
                     "sockets": s.sockets,
                     "tasks": s.tasks,

@@ -2,7 +2,8 @@
 
 `Probe.take()` before, `probe.assert_back()` after: open fds, threads, child processes (zombies
 included) and tasks must be what they were. Worker threads of the backend's thread pool (anyio's
-"AnyIO worker thread", trio's "Trio thread" cache) are not counted: the user asked for them by
+"AnyIO worker thread", trio's "Trio thread" cache, and on asyncio the daemon threads
+agentloop runs `def` tools in, "agentloop tool thread") are not counted: the user asked for them by
 giving a sync tool or a journal (`to_thread`), they are reused, and trio lets an idle one go only
 after 10 s; a thread of any other name that was not there before is a leak. A sync tool's job may
 still run in a pool thread after its run was cancelled: agentloop abandons it (Python cannot kill a
@@ -21,7 +22,7 @@ from typing import Any
 
 import sniffio
 
-POOL_THREADS = ("AnyIO worker thread", "Trio thread")
+POOL_THREADS = ("AnyIO worker thread", "Trio thread", "agentloop tool thread")
 # the fake router's tasks, and anyio's listener tasks under it
 SERVER_TASKS = (
     "agentloop.testing.",

@@ -152,7 +152,7 @@ async def test_warmup_inside_a_stream_and_concurrent_runs_sees_none_of_them() ->
 async def test_with_a_sync_tool_warmup_starts_the_one_worker_thread_the_first_call_uses(
     anyio_backend: str,
 ) -> None:
-    # The first run of an agent with a sync tool started anyio's worker thread (~0.5-0.7 ms):
+    # The first run of an agent with a sync tool started a worker thread (~0.5-0.7 ms):
     # `warmup()` (the user asking) starts it, one, and runs nothing of the user's in it.
     witness = Witness()
     model = ScriptedModel([tool_calls(call("tool", {"x": 7})), text("done")])
@@ -164,11 +164,12 @@ async def test_with_a_sync_tool_warmup_starts_the_one_worker_thread_the_first_ca
     assert (await agent.run("go")).output == "done"
     assert [s for s in witness.seen if s[0] == "tool"] == [("tool", 7)]
     if anyio_backend == "asyncio":
-        # anyio's workers belong to the event loop, and it reuses its last idle one however long
-        # it idled: exactly one started by warmup(), the one the first call ran in.
-        assert len(started) == 1
-        assert witness.threads == list(started)
-        assert set(threading.enumerate()) - before == started  # the first call started none
+        # agentloop's daemon threads of `def` tools are a process-wide cache (as trio's): an idle
+        # one of an earlier loop may serve; else warmup() started exactly one. A thread is idle
+        # again before its caller resumes, so the first call reuses it and starts none.
+        assert len(started) <= 1
+        assert set(threading.enumerate()) - before == started
+        assert witness.threads[0].daemon
     else:  # trio's thread cache is the process's: an idle thread of an earlier loop may serve
         assert len(started) <= 1
 

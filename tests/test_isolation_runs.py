@@ -66,9 +66,10 @@ def _plans(transport: str) -> st.SearchStrategy[list[tuple[str, str]]]:
     ).flatmap(lambda parts: st.permutations(parts[0] + parts[1]))
 
 
-# anyio's / trio's worker-thread cache (a large tool-call argument is parsed off the loop): idle
-# workers are kept for reuse and retire on their own; at most the default limiter's 40 of them.
-WORKERS = 40
+# anyio's / trio's worker-thread cache (a large tool-call argument is parsed off the loop) and, on
+# asyncio, agentloop's daemon threads of `def` tools: idle workers are kept for reuse and retire on
+# their own; at most the default limiter's 40 of each cache.
+WORKERS = 2 * 40
 
 
 def own_threads() -> set[threading.Thread]:
@@ -76,7 +77,8 @@ def own_threads() -> set[threading.Thread]:
     return {
         t
         for t in threading.enumerate()
-        if not type(t).__module__.startswith("anyio.") and not t.name.startswith("Trio thread")
+        if not type(t).__module__.startswith("anyio.")
+        and not t.name.startswith(("Trio thread", "agentloop tool thread"))
     }
 
 

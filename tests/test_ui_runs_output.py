@@ -97,6 +97,38 @@ async def test_query_runs_gives_a_long_output_as_its_head_and_what_was_left_out(
         journal.close()
 
 
+@pytest.mark.parametrize(
+    ("output", "shown"),
+    [
+        (
+            "a\x00b" + "x" * HEAD,
+            "a\x00b"
+            + "x" * (HEAD - 3)
+            + "\n… [3 more characters not shown; the journal holds the whole output]",
+        ),
+        (
+            "\\u0000\x00" + "y" * HEAD,
+            "\\u0000\x00"
+            + "y" * (HEAD - 7)
+            + "\n… [7 more characters not shown; the journal holds the whole output]",
+        ),
+    ],
+)
+async def test_a_nul_in_a_large_output_does_not_end_the_listed_text(
+    tmp_path: Path, output: str, shown: str
+) -> None:
+    # json_extract returns a text only up to its first NUL: the output "a\x00b..." was listed as "a"
+    path = str(tmp_path / "j.db")
+    await journaled_run(path)
+    set_output(path, output)
+    journal = SQLiteJournal(path)
+    try:
+        (summary,) = (await journal.query_runs()).runs
+    finally:
+        journal.close()
+    assert summary.output == shown
+
+
 async def test_a_damaged_end_entry_lists_the_run_with_no_output(tmp_path: Path) -> None:
     path = str(tmp_path / "j.db")
     await journaled_run(path)

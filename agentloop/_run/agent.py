@@ -209,9 +209,9 @@ class Agent(Generic[DepsT, OutputT]):
 
         A thread, when asked for: if one of this agent's tools runs in a worker thread (a sync
         function, `sandbox="thread"`), the twin's tool does too, so the rehearsal also starts
-        the event loop's worker thread that tool's first call would start (anyio's pool, one
-        thread; ~0.5-0.7 ms of the first run's CPU). It stays idle in that pool, which lets an
-        idle worker go after 10 s: a first call later than that starts a new one as usual.
+        the worker thread that tool's first call would start (one daemon thread, ~0.5-0.7 ms of
+        the first run's CPU). It stays idle in its cache, which lets an idle worker go after
+        10 s: a first call later than that starts a new one as usual.
         Likewise, if a tool runs in the registry's fork-server sandbox ("process", "isolated"),
         its fork server is started (one call of the rehearsal's own no-op tool in it: a fresh
         interpreter's boot, 0.1-2.7 s of wall, is no longer the first call's); it runs until

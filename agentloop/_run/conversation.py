@@ -8,7 +8,7 @@ from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
-from .._wire.thinking import THINKING_KEY, canonical_block
+from .._wire.thinking import LAYOUT_KEY, THINKING_KEY, canonical_block, layout_problem
 from .._wire.thinking import is_kind as is_thinking
 
 __all__ = [
@@ -93,6 +93,8 @@ def _check_message(i: int, m: Any) -> None:
                 _check_call(i, j, call)
     if THINKING_KEY in m:
         _check_thinking(i, m[THINKING_KEY])
+    if LAYOUT_KEY in m and (problem := layout_problem(m[LAYOUT_KEY])):
+        raise ConversationError(f"messages[{i}]['{LAYOUT_KEY}'] must be {problem} (an answer's block order)")
     try:  # what is sent must be JSON: else the first model request fails with a raw TypeError
         data = _json.dumps(m)
     except (TypeError, ValueError) as e:

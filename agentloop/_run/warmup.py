@@ -11,7 +11,7 @@ from the same `Agent` class, with nothing of the user's: its model is `Rehearsal
 process: no request, no credential, no socket), answering a call of its own `tool` then a text,
 decoded by the wire's codec from the wire's sample answers (so the turns are what a real answer
 decodes to); its one tool is `tool` below (async), or `threaded_tool` when the user's agent has a
-tool that runs in a worker thread (the thread path is warmed, and anyio's worker thread started:
+tool that runs in a worker thread (the thread path is warmed, and its worker thread started:
 the first such call of a process started it, ~0.5-0.7 ms of CPU); no journal, no observers,
 no hooks, no instructions, no output type. The runs' log lines are muted (`quiet_logs`): a
 rehearsal is not the application's business. Structured: the runs are awaited in the caller's
@@ -48,7 +48,7 @@ def threaded_tool(x: int) -> int:
 
 def rehearsal_tools(threaded: bool = False) -> ToolRegistry:
     """The twin's one tool, `tool`: async, or (`threaded`: the user's agent has a tool that runs
-    in a worker thread) sync, so the rehearsal runs the thread path too (anyio's `to_thread`)
+    in a worker thread) sync, so the rehearsal runs the thread path too (`_tools/threads.py`)
     and starts the worker thread the first real call would start (`Agent.warmup()` says what
     that means)."""
     tools = ToolRegistry()

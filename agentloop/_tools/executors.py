@@ -26,12 +26,12 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 import anyio
-import anyio.to_thread
 
 from .._exceptions import SandboxedToolError
 from .._limits import Limits
 from .._seams import ToolExecutor, ToolOutcome
 from .._types import OutcomeStatus, encode_result
+from . import threads
 
 if TYPE_CHECKING:
     from .._sandbox import ProcessSandbox, SandboxOutcome
@@ -69,12 +69,12 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
 
 
 def _warn_abandoned(name: str) -> None:
-    """Said when it becomes true: on asyncio the abandoned thread is one of anyio's worker threads,
-    which are not daemon threads (on purpose, upstream: anyio PR 321), so the interpreter waits for
-    the tool to return before it exits. Trio's worker threads are daemon threads: nothing to say."""
+    """Said when it becomes true: only where `threads.py` could not give the call a daemon thread
+    (an anyio without the internals it uses), the abandoned thread is one of anyio's asyncio worker
+    threads, which are not daemon threads, so the interpreter waits for the tool before it exits."""
     asyncio = sys.modules.get("asyncio")  # a thread tool ran: an event loop runs in this thread
     on_asyncio = asyncio is not None and asyncio._get_running_loop() is not None
-    if on_asyncio:
+    if on_asyncio and not threads.DAEMON:
         warnings.warn(
             f"tool {name!r} timed out in a thread, which was abandoned (Python cannot stop a thread): "
             "on asyncio the interpreter will wait for it to return before exiting. Give a tool "
@@ -129,8 +129,9 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
                 "it returned a coroutine it did not await (a missing `await`?): `return await ...`"
             )
         return result
-    # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned
-    return await anyio.to_thread.run_sync(partial(_in_thread, tool.fn, kwargs), abandon_on_cancel=True)
+    # thread: Python cannot kill a thread; on timeout or cancellation it is abandoned (a daemon
+    # thread: it never keeps the process alive; threads.py)
+    return await threads.run_sync(partial(_in_thread, tool.fn, kwargs))
 
 
 def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:

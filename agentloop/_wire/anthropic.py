@@ -41,7 +41,7 @@ from .._usage import note, tokens
 from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
 from .openai import _preview, load_body
-from .thinking import THINKING_KEY, ThinkingSlot, canonical_block
+from .thinking import THINKING_KEY, BlockOrder, Layout, ThinkingSlot, canonical_block, keep_layout
 from .thinking import is_kind as is_thinking
 
 __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
@@ -134,54 +134,54 @@ class AnthropicWire:
 
 def parse_message(data: Any, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
     """A decoded Messages body (sent with the 2xx `status`) → `ModelTurn`."""
+    content = data.get("content") if isinstance(data, dict) else None
+    what = None  # what came instead of a message
     if not isinstance(data, dict):
-        raise APIResponseError(
-            f"the endpoint answered {status} with a JSON {type(data).__name__} instead of a message object",
-            body=_preview(data),
-            request_id=request_id,
-        )
-    content = data.get("content")
-    if data.get("type") == "error" or (not isinstance(content, list) and data.get("error") is not None):
+        what = f"a JSON {type(data).__name__} instead of a message object"
+    elif data.get("type") == "error" or (not isinstance(content, list) and data.get("error") is not None):
         error = data.get("error")
-        detail = error.get("message") if isinstance(error, dict) else error
+        what = f"an error instead of a message: {error.get('message') if isinstance(error, dict) else error}"
+    elif not isinstance(content, list):
+        what = "a message that has no content list"
+    if what is not None:
         raise APIResponseError(
-            f"the endpoint answered {status} with an error instead of a message: {detail}",
-            body=_preview(data),
-            request_id=request_id,
+            f"the endpoint answered {status} with {what}", body=_preview(data), request_id=request_id
         )
-    if not isinstance(content, list):
-        raise APIResponseError(
-            f"the endpoint answered {status} with a message that has no content list",
-            body=_preview(data),
-            request_id=request_id,
-        )
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    thinking: list[dict[str, Any]] = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif kind == "tool_use":
-            calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
-        elif is_thinking(kind):
-            thinking.append(_thinking(block, data, request_id, status))
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
-    if calls:
-        message["tool_calls"] = calls
-    if thinking:
-        message[THINKING_KEY] = thinking
     stop, problems = data.get("stop_reason"), list[str]()
     return ModelTurn(
-        message=message,
+        message=_message(content, data, request_id, status),
         usage=_usage(data.get("usage"), problems),
         finish_reason=_FINISH.get(stop, stop) if isinstance(stop, str) else None,
         model=data.get("model") if isinstance(data.get("model"), str) else None,
         request_id=request_id or data.get("id"),
         usage_problems=tuple(problems),
     )
+
+
+def _message(content: Any, data: Any, request_id: str | None, status: int) -> dict[str, Any]:
+    """The content blocks → the canonical assistant message (texts joined, calls, thinking)."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
+    kinds: Layout = []  # the blocks' order, for thinking_layout (thinking.py)
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+            kinds.append(len(block["text"]))
+        elif kind == "tool_use":
+            calls.append(_call(block.get("id"), block.get("name"), block.get("input")))
+            kinds.append(kind)
+        elif is_thinking(kind):
+            thinking.append(_thinking(block, data, request_id, status))
+            kinds.append("thinking")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message[THINKING_KEY] = thinking
+        keep_layout(message, kinds)
+    return message
 
 
 def _thinking(block: dict[str, Any], data: Any, request_id: str | None, status: int) -> dict[str, Any]:
@@ -242,13 +242,14 @@ def _usage(raw: Any, problems: list[str], base: Usage | None = None) -> Usage:
 class AnthropicStream(StreamAssembler):
     """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ("blocks", "started", "thinking")
+    __slots__ = ("blocks", "order", "started", "thinking")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
         self.blocks: dict[int, int] = {}  # content block index → tool-call ordinal
         self.started: set[Any] = set()  # every content block index started (any type)
         self.thinking: dict[int, ThinkingSlot] = {}  # content block index → thinking block
+        self.order = BlockOrder()  # for thinking_layout (thinking.py)
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
         if not data or event == "ping":
@@ -280,6 +281,7 @@ class AnthropicStream(StreamAssembler):
                 raise self._unstarted(dkind, index)
         if dkind == "text_delta":
             piece = delta.get("text")
+            self.order.text(obj["index"], piece)
             return (self.text_delta(piece),) if isinstance(piece, str) and piece else NO_EVENTS
         if dkind == "input_json_delta":  # a started block that is not a tool_use (server tools): dropped
             ordinal = self.blocks.get(obj.get("index"))  # type: ignore[arg-type]
@@ -346,6 +348,7 @@ class AnthropicStream(StreamAssembler):
                     raise self._bad_thinking(block)
                 blocks.append(block)
             turn.message[THINKING_KEY] = blocks
+            keep_layout(turn.message, self.order.kinds())
         return turn
 
     def _block_start(self, obj: dict[str, Any]) -> tuple[Any, ...]:
@@ -353,6 +356,7 @@ class AnthropicStream(StreamAssembler):
         index = obj.get("index")
         if type(index) is int:
             self.started.add(index)
+            self.order.start(index, block)
         if isinstance(block, dict) and block.get("type") == "tool_use":
             ordinal = len(self.slots)
             if type(index) is int:  # deltas reach only a block of an int index (a list: unhashable)
@@ -367,7 +371,10 @@ class AnthropicStream(StreamAssembler):
             return (ev,) if ev is not None else NO_EVENTS
         if isinstance(block, dict) and block.get("type") == "text":
             text = block.get("text")  # (not a str: dropped, as a text_delta's piece that is not one)
-            return (self.text_delta(text),) if isinstance(text, str) and text else NO_EVENTS
+            if not isinstance(text, str) or not text:
+                return NO_EVENTS
+            self.order.text(index, text)
+            return (self.text_delta(text),)
         if isinstance(block, dict) and is_thinking(block.get("type")):
             thought = self._open_thinking(obj.get("index"), block)
             if thought.text and thought.text[0]:  # a start that already carries text (not Anthropic's way)

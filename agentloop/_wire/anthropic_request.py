@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import _json
 from .._exceptions import ConversationError
-from .thinking import THINKING_KEY, thinking_out
+from .thinking import LAYOUT_KEY, THINKING_KEY, in_layout, thinking_out
 
 __all__ = ["InputMemo", "encode_messages", "tool_choice", "tool_definition"]
 
@@ -48,18 +48,9 @@ def encode_messages(
             blocks = [block]
             role = "user"
         elif role == "assistant":
-            blocks = []
-            text = _text(m.get("content"))
-            if text and not text.isspace():  # empty or blank text is refused by the wire: dropped
-                blocks.append({"type": "text", "text": text})
-            for tc in m.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
-                               "input": parse(fn.get("arguments"))})  # fmt: skip
+            blocks = _assistant_blocks(m, parse)
             if not blocks:
                 continue  # (thinking alone answers nothing: not sent)
-            if THINKING_KEY in m:  # first, unchanged: the wire's rule (thinking.py)
-                blocks[:0] = thinking_out(m[THINKING_KEY])
         elif role in _SYSTEM_ROLES:
             text = _text(m.get("content"))
             if text:
@@ -74,6 +65,28 @@ def encode_messages(
             out.append({"role": role, "content": blocks})
             last_role, last = role, blocks
     return ("\n\n".join(system) or None), out
+
+
+def _assistant_blocks(m: dict[str, Any], parse: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """An assistant message's blocks: its thinking first, unchanged (the wire's rule), then its
+    text and tool_use blocks; or, for an answer that thought between its blocks, in the order it
+    came (`thinking_layout`, thinking.py), while that still fits the message."""
+    text = _text(m.get("content"))
+    calls = [
+        {"type": "tool_use", "id": tc.get("id"), "name": (tc.get("function") or {}).get("name"),
+         "input": parse((tc.get("function") or {}).get("arguments"))}
+        for tc in m.get("tool_calls") or ()
+    ]  # fmt: skip
+    if not calls and (not text or text.isspace()):
+        return []  # (thinking alone answers nothing: not sent)
+    thinking = thinking_out(m[THINKING_KEY]) if THINKING_KEY in m else []
+    if LAYOUT_KEY in m:
+        ordered = in_layout(m[LAYOUT_KEY], thinking, text, calls)
+        if ordered is not None:
+            return ordered
+    if text and not text.isspace():  # empty or blank text is refused by the wire: dropped
+        calls.insert(0, {"type": "text", "text": text})
+    return thinking + calls
 
 
 class InputMemo:
