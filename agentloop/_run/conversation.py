@@ -8,8 +8,7 @@ from .. import _json
 from .._exceptions import ConfigurationError, ConversationError
 from .._tools.registry import ToolRegistry
 from .._types import sendable
-from .._wire.thinking import LAYOUT_KEY, THINKING_KEY, canonical_block, layout_problem
-from .._wire.thinking import is_kind as is_thinking
+from .._wire.thinking import LAYOUT_KEY, THINKING_KEY, canonical_block, is_kind, layout_problem
 
 __all__ = [
     "ToolChoice",
@@ -115,7 +114,7 @@ def _check_thinking(i: int, blocks: Any) -> None:
     """`thinking_blocks` (the extension field, `_wire/thinking.py`): a list of blocks whose fields
     are text, or the Anthropic wire would send what the provider refuses, a step later."""
     for j, b in enumerate(blocks if isinstance(blocks, list) else [blocks]):
-        problem = canonical_block(b) if isinstance(b, dict) and is_thinking(b.get("type")) else "?"
+        problem = canonical_block(b) if isinstance(b, dict) and is_kind(b.get("type")) else "?"
         if isinstance(problem, str):
             raise ConversationError(
                 f"messages[{i}]['thinking_blocks'][{j}] is not a thinking block: it must be "
@@ -282,7 +281,7 @@ def _sendable_thinking(blocks: Any, fixed: Any) -> Any:
     a wire drops a block it does not know. The same list when it is so already (a wire's always is)."""
     clean = []
     for b in blocks if isinstance(blocks, list) else ():
-        if isinstance(b, dict) and is_thinking(b.get("type")):
+        if isinstance(b, dict) and is_kind(b.get("type")):
             block = canonical_block({k: fixed(v) for k, v in b.items()})
             if not isinstance(block, str):
                 clean.append(block)
