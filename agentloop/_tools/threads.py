@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -34,7 +35,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import sniffio
 
 try:  # anyio's own way of making a thread one of its workers (for anyio.from_thread in the tool)
     from anyio._core._eventloop import claim_worker_thread, threadlocals
@@ -53,7 +53,10 @@ IDLE_S = 10.0  # as anyio's and trio's workers
 
 async def run_sync(fn: Callable[[], T]) -> T:
     """`fn()` in a worker thread, abandoned (not waited for) if the caller is cancelled."""
-    if not DAEMON or sniffio.current_async_library() != "asyncio":
+    # asked of asyncio itself, not sniffio: sniffio is not a dependency (recent anyio no longer
+    # brings it), and a trio program may never import asyncio
+    aio = sys.modules.get("asyncio")
+    if not DAEMON or aio is None or aio._get_running_loop() is None:
         return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
     import asyncio  # running on it
 
@@ -63,7 +66,9 @@ async def run_sync(fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         context = copy_context()
-        context.run(sniffio.current_async_library_cvar.set, None)
+        sniffio = sys.modules.get("sniffio")  # its "current library" stays in the loop's thread
+        if sniffio is not None:
+            context.run(sniffio.current_async_library_cvar.set, None)
         with anyio.CancelScope() as scope:  # what from_thread.check_cancelled reads
             _CACHE.submit((fn, context, future, loop, token, scope))
             return await future  # cancelled: the future is too, and the thread's result dropped
