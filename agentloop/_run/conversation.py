@@ -365,6 +365,11 @@ def _object_text(raw: Any) -> Any:
             value = _json.loads(raw)
         except ValueError:
             return "{}"
+        if isinstance(value, str):  # encoded twice: the object the call ran with (parse_arguments)
+            try:
+                return value if isinstance(_json.object_in_text(value), dict) else "{}"
+            except ValueError:
+                return "{}"
         return raw if isinstance(value, dict) else "{}"
     if isinstance(raw, dict):
         try:
