@@ -21,10 +21,7 @@ from typing_extensions import TypeVar
 
 from .._budget import InputBudget
 from .._context import check_instructions, check_no_running_loop
-from .._exceptions import (
-    ConfigurationError,
-    ConversationError,
-)
+from .._exceptions import ConfigurationError, ConversationError
 from .._ids import new_run_id
 from .._json import not_unicode
 from .._model import Emit, Model
@@ -32,10 +29,7 @@ from .._tools.dispatch import ErrorFormatter
 from .._tools.registry import ToolRegistry
 from .._types import OutputT, RunResult
 from .agent_tool import as_tool, restore_nested_usage
-from .approval import (
-    ApprovalPredicate,
-    Decision,
-)
+from .approval import ApprovalPredicate, Decision
 from .config import (
     build_tools,
     check_client,
