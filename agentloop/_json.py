@@ -33,6 +33,7 @@ __all__ = [
     "canonical",
     "loads",
     "loads_exact",
+    "object_in_text",
     "depth_exceeds",
     "DepthError",
     "JSONDecodeError",
@@ -159,6 +160,26 @@ def loads_exact(data: str, *, max_depth: int = MAX_DEPTH) -> Any:
     # then, rarely, again with the stdlib parser, which keeps long ints exact (the depth is
     # known to be bounded, so its recursion is too)
     return _json.loads(data) if _LONG_INT.search(data) else value
+
+
+def object_in_text(value: Any, *, max_depth: int = MAX_DEPTH, exact: bool = False) -> Any:
+    """A decoded tool-call argument value, one level of double encoding undone: when `value` is a
+    str holding a JSON object's text, that object; anything else (another str, an array's text, an
+    object's text encoded once more) is returned unchanged, for the caller to refuse as before.
+
+    Some models send `"arguments": "\"{\\\"city\\\": ...}\""`: the object's JSON text, encoded
+    again as a JSON string. Unwrapping exactly one level, and only into an object, cannot turn
+    a valid call into another: a tool's arguments are always an object, never a string.
+    `DepthError` when the object is nested deeper than `max_depth`, as for arguments sent once."""
+    if not isinstance(value, str) or not value.lstrip().startswith("{"):
+        return value
+    try:
+        inner = loads_exact(value, max_depth=max_depth) if exact else loads(value, max_depth=max_depth)
+    except DepthError:
+        raise
+    except ValueError:
+        return value
+    return inner if isinstance(inner, dict) else value
 
 
 def _brackets(data: bytes | bytearray | memoryview | str) -> int:

@@ -118,7 +118,7 @@ async def on_temporal(
         FakeFluxRouter(list(script)) as router,
         FluxClient(base_url=router.base_url, api_key="k") as model,
     ):
-        async with create_worker(env.client, queue, tools=tools, model=model, **worker):
+        async with create_worker(env.client, queue, **{"tools": tools, "model": model, **worker}):
             run = await start_run(env.client, make(model), prompt, task_queue=queue, **(per_run or {}))
             try:
                 out: Any = await run.result()
@@ -137,7 +137,8 @@ async def both(
 ) -> Both:
     """`make(model)` builds the agent (its client is used in-process only; on Temporal the worker's
     model answers). The same `script` of answers is given to both runs, with the same `per_run`
-    options (`deps=`, `instructions=`, ...)."""
+    options (`deps=`, `instructions=`, ...); `worker` goes to `create_worker` (`tools=` replaces
+    this module's registry)."""
     with anyio.fail_after(BOUND_S):
         local, local_sent = await in_process(make, script, prompt, **(per_run or {}))
         remote, remote_sent, history = await on_temporal(env, make, script, prompt, per_run, **worker)

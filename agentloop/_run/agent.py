@@ -21,10 +21,7 @@ from typing_extensions import TypeVar
 
 from .._budget import InputBudget
 from .._context import check_instructions, check_no_running_loop
-from .._exceptions import (
-    ConfigurationError,
-    ConversationError,
-)
+from .._exceptions import ConfigurationError, ConversationError
 from .._ids import new_run_id
 from .._json import not_unicode
 from .._model import Emit, Model
@@ -32,14 +29,12 @@ from .._tools.dispatch import ErrorFormatter
 from .._tools.registry import ToolRegistry
 from .._types import OutputT, RunResult
 from .agent_tool import as_tool, restore_nested_usage
-from .approval import (
-    ApprovalPredicate,
-    Decision,
-)
+from .approval import ApprovalPredicate, Decision
 from .config import (
     build_tools,
     check_client,
     check_concurrency,
+    check_deps,
     check_flag,
     check_history,
     check_hooks,
@@ -113,7 +108,9 @@ class Agent(Generic[DepsT, OutputT]):
       An observer that raises is logged and ignored: telemetry never breaks a run.
     - `instructions` may also be a function (sync or async) of the `RunContext`, evaluated once
       at the start of each run; its text becomes the run's system message (and is journaled).
-    - `deps_type`: the type of `run(..., deps=...)`, for type checkers only (`Agent[Deps, T]`).
+    - `deps_type`: the type of `run(..., deps=...)` (`Agent[Deps, T]`). Type checkers check the
+      deps given; at run time a run without deps is refused (`ConfigurationError`) when the type
+      does not admit None (declare `Deps | None` for deps that are optional).
     - `history`: a `History(...)` policy: what of a long conversation each request carries
       (the run's messages and the journal keep everything); see `history.py`.
     - `output_type`: the type of `result.output` (default `str`); see `output_spec.py`.
@@ -368,6 +365,7 @@ class Agent(Generic[DepsT, OutputT]):
         if model_settings is not None:  # per run, the same rules as at construction
             model_settings = check_model_settings(model_settings)
         settings = {**self.model_settings, **model_settings} if model_settings else self.model_settings
+        check_deps(self, deps)
         run.configure(deps, model or self.model, settings)
 
     async def _restore(

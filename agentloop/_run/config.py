@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from typing import Any, TypeVar
@@ -20,13 +22,14 @@ from .._seams import ToolSource
 from .._tools.dispatch import ErrorFormatter, default_error_formatter
 from .._tools.registry import ToolRegistry
 from .._tools.tool import Tool
+from .agent_tool import AGENT_TOOL
 from .approval import ApprovalPredicate
 from .conversation import ToolChoice, normalize_tool_choice
 from .history import History
 from .limits import RunLimits
 from .output_spec import OutputMode, OutputSpec
 
-__all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int"]
+__all__ = ["build_tools", "check_limits", "check_model_settings", "check_callable", "check_int", "check_deps"]
 
 # Request fields the loop itself sets on every request: a model_settings entry would overwrite them.
 _OWNED = {
@@ -316,3 +319,61 @@ def output_spec_for(
             "a tool named 'final_result' clashes with the final-answer tool of output_type"
         )
     return OutputSpec(output_type, mode, wire=getattr(client, "wire", None), has_tools=len(tools) > 0)
+
+
+def check_deps(agent: Any, deps: Any) -> None:
+    """A run without deps, of an agent that declared a deps type not admitting None: refused at the
+    start of the run (run / stream / run_sync / resume / Temporal's start_run), before a request is
+    paid for. Otherwise its tools got `ctx.deps = None`, and the first to read a field raised an
+    AttributeError the model was told about. The agents it hands off to and its agent tools share
+    the run's deps, so they are checked too. Deps of another type are not checked: `Agent[Deps, T]`
+    types `run(deps=...)` for type checkers, while `deps=None`, the default, is invisible to them;
+    and an isinstance check would refuse duck typing (a test's stand-in, a Protocol) and cannot
+    check a generic. Costs a walk of the agent's tools when deps is None (a few microseconds)."""
+    if deps is not None:
+        return
+    todo: list[tuple[Any, str | None]] = [(agent, None)]
+    seen = {id(agent)}
+    while todo:
+        a, via = todo.pop()
+        wanted = a.deps_type
+        if wanted is not None and not admits_none(wanted):
+            raise ConfigurationError(_no_deps(a, via, _type_name(wanted)))
+        linked = [(h.agent, "a handoff") for h, _ in a.handoffs]
+        linked += [(inner, "an agent tool") for t in a.tools if (inner := getattr(t.fn, AGENT_TOOL, None))]
+        for other, how in linked:
+            if id(other) not in seen:
+                seen.add(id(other))
+                todo.append((other, via or how))
+
+
+def _no_deps(agent: Any, via: str | None, name: str) -> str:
+    who = f"agent {agent.name!r}" if agent.name else "the agent"
+    if via is not None:
+        who = f"{who} ({via} of this run's agent: it shares the run's deps)"
+    return (
+        f"this run got no deps, but {who} was created with deps_type={name}: its tools and instructions would "
+        f"get ctx.deps = None. Pass deps=... (a {name}) to run() / stream() / run_sync() / start_run(), and "
+        f"again to resume() (deps are live state, never journaled); if the agent also runs without deps, "
+        f"declare deps_type={name} | None."
+    )
+
+
+def admits_none(tp: Any) -> bool:
+    """Whether None is a value of the type `tp`; True when that cannot be told (a TypeVar, a string
+    forward reference, a NewType): only a type that surely excludes None refuses a run without deps."""
+    if tp is None or tp is type(None) or tp is Any or tp is object:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return admits_none(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return any(admits_none(arg) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return None in typing.get_args(tp)
+    # a class, or a generic one (list[int], Box[T]), excludes None; anything else cannot be told
+    return not (isinstance(tp, type) or isinstance(origin, type))
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__qualname__ if isinstance(tp, type) else repr(tp).replace("typing.", "")

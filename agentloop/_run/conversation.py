@@ -360,18 +360,14 @@ async def history_message_async(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _object_text(raw: Any) -> Any:
-    if isinstance(raw, str):
-        try:
+    try:
+        if isinstance(raw, str):
             value = _json.loads(raw)
-        except ValueError:
-            return "{}"
-        return raw if isinstance(value, dict) else "{}"
-    if isinstance(raw, dict):
-        try:
-            return _json.dumps_str(raw)
-        except (TypeError, ValueError):
-            return "{}"
-    return "{}"
+            inner = _json.object_in_text(value)  # encoded twice: the object it ran with
+            return raw if isinstance(value, dict) else value if inner is not value else "{}"
+        return _json.dumps_str(raw) if isinstance(raw, dict) else "{}"
+    except (TypeError, ValueError):  # not JSON, too deep, not encodable
+        return "{}"
 
 
 def check_answered(messages: list[dict[str, Any]]) -> None:

@@ -66,14 +66,17 @@ class ArgumentsError(ValueError):
 def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any]:
     """Parse a tool call's `arguments` leniently (see wire-notes: `""`, `null`, missing → `{}`).
 
-    Providers normally send a JSON string; some send an already-parsed object. Nesting deeper
-    than `max_depth` is refused (`InputBudget.max_json_depth` in a run).
+    Providers normally send a JSON string; some send an already-parsed object; some models send
+    the object's JSON text encoded twice (a JSON string of it): one level is unwrapped
+    (`_json.object_in_text`). Nesting deeper than `max_depth` is refused
+    (`InputBudget.max_json_depth` in a run).
     """
     if raw is None or raw == "":
         return {}
     if isinstance(raw, str):
         try:
             value = _json.loads_exact(raw, max_depth=max_depth)  # an int argument must not arrive rounded
+            value = _json.object_in_text(value, max_depth=max_depth, exact=True)
         except _json.DepthError as e:
             raise ArgumentsError(f"{e}. Send flatter arguments.") from None
         except ValueError as e:

@@ -172,6 +172,7 @@ def _input(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, str) and arguments.strip():
         try:  # deeper than any budget accepts: the call was refused, and the body must stay encodable
             value = _json.loads(arguments, max_depth=_json.MAX_VALUE_DEPTH)
+            value = _json.object_in_text(value, max_depth=_json.MAX_VALUE_DEPTH)  # encoded twice
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
