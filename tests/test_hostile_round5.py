@@ -605,12 +605,21 @@ def test_index_less_fragments_still_continue_their_call() -> None:
     assert got == [("a", "f", '{"x":1}'), ("b", "g", "{}")]
 
 
-@pytest.mark.parametrize("index", [[1], {"i": 1}], ids=["a list", "an object"])
-async def test_an_anthropic_tool_block_with_an_unhashable_index_is_not_a_crash(index: Any) -> None:
+@pytest.mark.parametrize(
+    ("index", "shown"),
+    [([1], "a JSON array [1]"), ({"i": 1}, 'a JSON object {"i":1}')],
+    ids=["a list", "an object"],
+)
+async def test_an_anthropic_tool_block_with_an_unhashable_index_is_not_a_crash(
+    index: Any, shown: str
+) -> None:
     """Before: a streamed `content_block_start` of a tool_use block whose "index" was a list or an
-    object raised a raw TypeError (unhashable) out of FluxClient.request. Now the call is kept
-    with its input (a delta can only name an int index, so none can reach it)."""
+    object raised a raw TypeError (unhashable) out of FluxClient.request. Now it is the typed error
+    of any value of the wrong JSON type in a stream (`_wire/shapes.py`), naming the field and what
+    was sent, as for an OpenAI call's index (no delta could reach such a block anyway)."""
     import json
+
+    from agentloop import APIResponseError
 
     def event(kind: str, data: dict[str, Any]) -> bytes:
         return b"event: " + kind.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
@@ -629,12 +638,9 @@ async def test_an_anthropic_tool_block_with_an_unhashable_index_is_not_a_crash(i
     )
     raw = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + body
     async with RawServer(respond(raw)) as server, client(server.url, wire="anthropic") as c:
-        turn = await ask(c, stream=True)
-    (call,) = turn.message["tool_calls"]
-    assert (call["function"]["name"], json.loads(call["function"]["arguments"])) == (
-        "get_weather",
-        {"city": "Lisbon"},
-    )
+        with pytest.raises(APIResponseError) as caught:
+            await ask(c, stream=True)
+    assert f"a content_block_start whose `index` is {shown}, not a position" in str(caught.value)
 
 
 # --- a list or an object where a name was expected (unhashable: not a set's member) ------------------
@@ -696,50 +702,73 @@ def _anthropic_events(overrides: dict[str, Any]) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [{"2.type": {"t": 1}}, {"3.content_block.type": ["thinking"]}, {"1.type": ["content_block_start"]}],
+    ("overrides", "error"),
+    [
+        ({"2.type": {"t": 1}}, None),
+        ({"3.content_block.type": ["thinking"]}, 'a content block whose `type` is a JSON array ["thinking"]'),
+        ({"1.type": ["content_block_start"]}, "never started"),
+    ],
     ids=["an event type that is an object", "a block type that is a list", "a start's type that is a list"],
 )
-async def test_an_anthropic_stream_with_a_list_for_a_type_is_not_a_crash(overrides: dict[str, Any]) -> None:
+async def test_an_anthropic_stream_with_a_list_for_a_type_is_not_a_crash(
+    overrides: dict[str, Any], error: str | None
+) -> None:
     """Before: an event whose "type" was an object, or a content block whose "type" was a list,
-    raised a raw TypeError out of FluxClient.request (frozenset lookups). Now such an event or
-    block is not one of the answer's (a router's own events are skipped the same way), and a
-    delta for a block so skipped is the typed error of any delta for a block never started."""
+    raised a raw TypeError out of FluxClient.request (frozenset lookups). Now such an event is
+    not one of the answer's (a router's own events are skipped the same way), and a delta for a
+    block so skipped is the typed error of any delta for a block never started; a block whose
+    type is not a string is the typed error of a block of the wrong shape (it may have been a
+    call: never dropped)."""
     from agentloop import APIResponseError
 
     async with (
         RawServer(respond(_anthropic_events(overrides))) as server,
         client(server.url, wire="anthropic") as c,
     ):
-        try:
-            turn = await ask(c, stream=True)
-        except APIResponseError as e:
-            assert "never started" in str(e)
+        if error is not None:
+            with pytest.raises(APIResponseError) as caught:
+                await ask(c, stream=True)
+            assert error in str(caught.value)
             return
-    assert turn.message.get("tool_calls") or turn.message["content"]
+        turn = await ask(c, stream=True)
+    assert turn.message.get("tool_calls")  # the text delta (the skipped event) is gone, the call kept
 
 
-@pytest.mark.parametrize("text", [1, ["a"], {"a": 1}, True], ids=["an int", "a list", "an object", "a bool"])
-async def test_an_anthropic_text_block_started_with_a_text_that_is_not_a_str(text: Any) -> None:
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (1, "a JSON number 1"),
+        (["a"], 'a JSON array ["a"]'),
+        ({"a": 1}, 'a JSON object {"a":1}'),
+        (True, "a JSON boolean true"),
+    ],
+    ids=["an int", "a list", "an object", "a bool"],
+)
+async def test_an_anthropic_text_block_started_with_a_text_that_is_not_a_str(text: Any, shown: str) -> None:
     """Before: a text block whose content_block_start carried a text that is not a str (1) was
     kept, and assembling the turn raised a raw TypeError out of FluxClient.request (str.join; 4 of
-    4 failed before, found by the property below). Now it is dropped, as a text_delta's piece that
-    is not a str is: the deltas that follow make the text."""
+    4 failed before, found by the property below). Now it is the typed error of any value of the
+    wrong JSON type in a stream (`_wire/shapes.py`: a text_delta's piece that is not a str too),
+    naming the field and what was sent."""
+    from agentloop import APIResponseError
+
     async with (
         RawServer(respond(_anthropic_events({"1.content_block.text": text}))) as server,
         client(server.url, wire="anthropic") as c,
     ):
-        turn = await ask(c, stream=True)
-    assert turn.message["content"] == "ok"
-    assert turn.message["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+        with pytest.raises(APIResponseError) as caught:
+            await ask(c, stream=True)
+    assert f"a text block whose `text` is {shown}, not a string" in str(caught.value)
 
 
 async def test_an_anthropic_answer_with_a_list_for_a_block_type_is_not_a_crash() -> None:
     """Before: a whole (not streamed) answer with a content block whose "type" was a list raised
-    a raw TypeError from the decoder. Now the block is skipped like any block of unknown type."""
+    a raw TypeError from the decoder. Now it is the typed error of a block of the wrong shape,
+    as in a stream: a block of an unknown *string* type is skipped (a new kind of block), one
+    whose type is no string at all is a malformed answer (it may have been a call)."""
     import json
 
-    from agentloop import Agent, FluxClient
+    from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy
     from agentloop.testing import FakeFluxRouter, raw
 
     body = {
@@ -751,8 +780,14 @@ async def test_an_anthropic_answer_with_a_list_for_a_block_type_is_not_a_crash()
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }
     async with FakeFluxRouter([raw(200, json.dumps(body))]) as router:
-        async with FluxClient(base_url=router.anthropic_url, api_key="sk-round5", stream=False) as c:
-            assert (await Agent(client=c).run("hi")).output == "ok"
+        retry = RetryPolicy(max_retries=0)
+        async with FluxClient(
+            base_url=router.anthropic_url, api_key="sk-round5", stream=False, retry=retry
+        ) as c:
+            with pytest.raises(
+                APIResponseError, match=r'a content block whose `type` is a JSON array \["thinking"\]'
+            ):
+                await Agent(client=c).run("hi")
 
 
 async def test_an_executor_answering_a_list_for_a_status_ends_the_call_crashed() -> None:

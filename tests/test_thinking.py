@@ -322,7 +322,8 @@ async def test_streamed_thinking_that_is_not_text_is_a_typed_error(
 
 
 async def test_odd_but_valid_streamed_thinking_is_kept(router: FakeFluxRouter) -> None:
-    """Deltas without a start, indexes that are no ints (a list, even), a start carrying text."""
+    """Deltas without a start, delta indexes that are no ints (a list, even), a start carrying text.
+    (A START whose index is no position is a malformed stream: tests/test_wire_calls_shape_stream.py.)"""
     from agentloop.testing import raw
 
     events = [
@@ -335,7 +336,7 @@ async def test_odd_but_valid_streamed_thinking_is_kept(router: FakeFluxRouter) -
         },
         {
             "type": "content_block_start",
-            "index": {"i": 1},
+            "index": 1,
             "content_block": {"type": "thinking", "thinking": "c"},
         },
         {

@@ -144,6 +144,23 @@ class StreamAssembler:
             retryable=True,
         )
 
+    def malformed(self, problem: str, sent: Any) -> Failure:
+        """A value of the wrong shape in the stream (`problem`, from `_wire/shapes.py`, shows it):
+        a malformed answer, retried while nothing of it has reached the caller."""
+        try:
+            body = _json.dumps_str(sent)[:2000]
+        except (TypeError, ValueError):
+            body = repr(sent)[:2000]
+        return Failure(
+            APIResponseError(
+                f"the stream carried {problem}; this is a router or proxy fault, retry later or report it "
+                "with the request id",
+                body=body,
+                request_id=self.request_id,
+            ),
+            retryable=True,
+        )
+
     def text_delta(self, piece: str) -> TextDelta:
         self.text.append(piece)
         return TextDelta(self.run_id, self.step, piece)

@@ -19,6 +19,7 @@ from .._retry import Failure
 from .._types import ModelTurn
 from .._usage import at_least, openai_usage
 from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, too_deep
+from .shapes import call_problem, index_problem, shown
 from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
@@ -113,10 +114,11 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             body=_preview(data),
             request_id=request_id,
         )
-    calls = raw.get("tool_calls")
-    if calls and not isinstance(calls, list | dict):  # dropped, it ended the run as an empty answer
+    problem = _calls_problem(raw.get("tool_calls"), raw.get("function_call"))
+    if problem is not None:  # dropped or a nameless call: the model's call lost without a word
         raise APIResponseError(
-            f"the endpoint answered {status} with `tool_calls` as a JSON {type(calls).__name__}, not a list of calls",
+            f"the endpoint answered {status} with {problem}; this is a router or proxy fault, retry later "
+            "or report it with the request id",
             body=_preview(data),
             request_id=request_id,
         )
@@ -129,6 +131,17 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
         request_id=request_id or data.get("id"),
         usage_problems=tuple(problems),
     )
+
+
+def _calls_problem(calls: Any, legacy: Any) -> str | None:
+    """The first call of a whole answer's `tool_calls` (a list, or one call sent bare) or legacy
+    `function_call` whose shape is wrong (`shapes.call_problem`), or None."""
+    if not calls:
+        calls = None if legacy is None else [{"function": legacy}]
+    elif not isinstance(calls, list | dict):  # (dropped, it ended the run as an empty answer)
+        return f"`tool_calls` as {shown(calls)}, not a list of calls"
+    entries = [calls] if isinstance(calls, dict) else calls or ()
+    return next((p for p in map(call_problem, entries) if p is not None), None)
 
 
 def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
@@ -258,12 +271,8 @@ class OpenAIStream(StreamAssembler):
             return NO_EVENTS
         calls = delta.get("tool_calls")
         if calls and len(delta) == 1 and type(calls) is list and len(calls) == 1:
-            tc = calls[0]  # the usual tool-call chunk: one fragment of one call, nothing else
-            if type(tc) is dict:
-                ev = self._tool(tc)
-                if ev is not None:
-                    return (ev,)
-            return NO_EVENTS
+            ev = self._tool(calls[0])  # the usual tool-call chunk: one fragment of one call, nothing else
+            return (ev,) if ev is not None else NO_EVENTS
         return self._delta(delta)
 
     def _identify(self, chunk: dict[str, Any]) -> None:
@@ -275,42 +284,46 @@ class OpenAIStream(StreamAssembler):
         get = delta.get
         content = get("content")
         calls = get("tool_calls")
-        if calls and not content and isinstance(calls, list) and len(calls) == 1 and "refusal" not in delta:
-            tc = calls[0]  # one fragment of one call (with a role, say)
-            if isinstance(tc, dict):
-                ev = self._tool(tc)
-                if ev is not None:
-                    return (ev,)
-            return NO_EVENTS
+        if calls and not content and type(calls) is list and len(calls) == 1 and "refusal" not in delta:
+            ev = self._tool(calls[0])  # one fragment of one call (with a role, say)
+            return (ev,) if ev is not None else NO_EVENTS
         out: list[Any] = []
         if content and isinstance(content, str):
             out.append(self.text_delta(content))
         if isinstance(get("refusal"), str):
             self.refusal.append(delta["refusal"])
-        if not calls and isinstance(get("function_call"), dict):  # legacy single function_call
+        if not calls and get("function_call") is not None:  # legacy single function_call
             calls = [{"index": 0, "function": delta["function_call"]}]
-        if calls and isinstance(calls, list):
+        if calls:
+            if type(calls) is dict:  # one call sent bare, as a whole answer may (`normalize_message`)
+                calls = [calls]
+            elif type(calls) is not list:  # dropped, it ended the run as an answer without calls
+                raise self.malformed(f"`tool_calls` as {shown(calls)}, not a list of calls", calls)
             for tc in calls:
-                if isinstance(tc, dict):
-                    ev = self._tool(tc)
-                    if ev is not None:
-                        out.append(ev)
+                ev = self._tool(tc)
+                if ev is not None:
+                    out.append(ev)
         return tuple(out)
 
-    def _tool(self, tc: dict[str, Any]) -> Any:
+    def _tool(self, tc: Any) -> Any:
+        if type(tc) is not dict:  # dropped, it lost the model's call without a word
+            raise self.malformed(f"a tool call that is {shown(tc)}, not an object", tc)
         get = tc.get
         index = get("index")
         if len(tc) == 2 and type(index) is int:  # the usual: {"index": i, "function": {"arguments": "..."}}
-            slot = self.slots.get(index)
+            slot = self.slots.get(index)  # (only a checked index has a slot)
             fn = get("function")
-            if slot is not None and slot.announced and type(fn) is dict:
+            if slot is not None and slot.announced and type(fn) is dict and len(fn) == 1:
                 args = fn.get("arguments")
                 if type(args) is str:  # a later fragment of an announced call (its id and name are taken)
                     if not args:
                         return None
                     slot.args.append(args)
                     return ToolCallDelta(self.run_id, self.step, index, None, args)
-        if type(index) is not int:  # (a bool is not an index either)
+        problem = call_problem(tc) or index_problem(index)
+        if problem is not None:  # (dropped, a fragment of the wrong shape lost the model's call)
+            raise self.malformed(problem, tc)
+        if index is None:
             index = self._place(tc)
         slot = self.slots.get(index)
         if slot is None:
@@ -332,10 +345,10 @@ class OpenAIStream(StreamAssembler):
             args = fn.get("arguments")
             if type(args) is str:
                 fragment = args
-            elif args is not None:  # an already-parsed object
+            elif args is not None:  # an already-parsed object (`call_problem` let nothing else by)
                 try:
                     fragment = _json.dumps_str(args)
-                except TypeError:
+                except (TypeError, ValueError):  # (a float the parser made infinite)
                     fragment = str(args)
         return self.tool_delta(index, slot, fragment)
 
