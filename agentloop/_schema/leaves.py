@@ -1,9 +1,9 @@
 """Leaves whose JSON form is text (or a number) that must be parsed: Decimal, timedelta, bytes, paths.
 
 Each is a (schema, converter) pair. The converter checks the text, and its `ValueError` is fed back
-to the model as an invalid-arguments error, like a schema violation. Only the Decimal schema carries
-a `pattern` (checked with google-re2 in linear time, see `_tools/validate.py`), so that a schema
-generator sends only text the converter takes.
+to the model as an invalid-arguments error, like a schema violation. The Decimal and bytes schemas
+carry a `pattern` (checked with google-re2 in linear time, see `_tools/validate.py`), so that a
+schema generator sends only text the converter takes.
 
 Every converter bounds its own work: the text is already bounded by
 `InputBudget.max_argument_bytes`, but a Decimal of a million digits, or a duration of 10**400
@@ -14,7 +14,6 @@ here, with a message that says what is accepted.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import decimal
 import pathlib
@@ -22,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DECIMAL_SCHEMA", "MAX_DECIMAL_DIGITS", "leaf", "to_decimal", "to_timedelta"]
+__all__ = ["BYTES_SCHEMA", "DECIMAL_SCHEMA", "MAX_DECIMAL_DIGITS", "leaf", "to_decimal", "to_timedelta"]
 
 Schema = dict[str, Any]
 Conv = Callable[[Any], Any]
@@ -44,6 +43,20 @@ DECIMAL_SCHEMA = {
     "pattern": r"^[ \t\n\r]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?[ \t\n\r]*$",
     "maxLength": MAX_DECIMAL_DIGITS - 1000,
 }
+# What the schema says of bytes: standard base64 with its padding (RFC 4648, section 4), exactly
+# the texts `to_bytes` takes ("" is b""), in syntax RE2 (the validator's engine) and Python's `re`
+# read alike. `b64decode(validate=True)` alone also took padding after a whole quantum ("QUJD=",
+# "QUJD===") on 3.11 and refused it on others: `to_bytes` checks this pattern first, so the schema
+# and the binder agree on every Python. (`$`: the end of the text to RE2 and to
+# hypothesis-jsonschema; the binder uses `fullmatch`, which takes no trailing newline either.)
+_BASE64_TEXT = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+BYTES_SCHEMA = {
+    "type": "string",
+    "format": "byte",
+    "contentEncoding": "base64",
+    "pattern": f"^{_BASE64_TEXT}$",
+}
+_BASE64 = re.compile(_BASE64_TEXT)  # fixed-width groups: linear on a text of any length
 _MAX_SECONDS = decimal.Decimal(dt.timedelta.max.total_seconds())  # 86399999999999.999999 > every duration
 _DURATION = re.compile(
     r"(?P<sign>[-+])?P(?:(?P<W>\d+(?:[.,]\d+)?)W)?(?:(?P<D>\d+(?:[.,]\d+)?)D)?"
@@ -124,12 +137,12 @@ def _duration_seconds(text: str) -> decimal.Decimal:
 def to_bytes(v: Any) -> bytes:
     if not isinstance(v, str):
         raise TypeError(f"bytes must be sent as a base64 string, got {type(v).__name__}")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError):
+    if _BASE64.fullmatch(v) is None:
         raise ValueError(
-            f"{v[:40]!r} is not valid base64; send the bytes base64-encoded (A-Z a-z 0-9 + /, padded with '=')"
-        ) from None
+            f"{v[:40]!r} is not valid base64; send the bytes base64-encoded (A-Z a-z 0-9 + /, padded "
+            "with '=' to a multiple of 4 characters, no whitespace)"
+        )
+    return base64.b64decode(v, validate=True)
 
 
 def _path(cls: type[pathlib.PurePath]) -> Conv:
@@ -159,7 +172,7 @@ def leaf(tp: Any) -> tuple[Schema, Conv] | None:
         }, to_timedelta
     if tp is bytes or tp is bytearray:
         conv: Conv = to_bytes if tp is bytes else (lambda v: bytearray(to_bytes(v)))
-        return {"type": "string", "format": "byte", "contentEncoding": "base64"}, conv
+        return dict(BYTES_SCHEMA), conv
     if issubclass(tp, pathlib.PurePath):
         try:
             tp("x")  # WindowsPath on POSIX (and the reverse) cannot be made: refuse it now, not per call
