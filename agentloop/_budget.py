@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard, overload
 
 from ._exceptions import ConfigurationError
 from ._json import MAX_VALUE_DEPTH
@@ -94,11 +94,19 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
         raise ConfigurationError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
 
 
+@overload
+def is_number(value: Any, *, whole: Literal[True]) -> TypeGuard[int]: ...
+@overload
+def is_number(value: Any, *, whole: bool = False) -> TypeGuard[float]: ...
+
+
 def is_number(value: Any, *, whole: bool = False) -> TypeGuard[float]:
     """A number a caller configures (seconds, a size, a count): an int (with `whole`), else an int
     or a finite float; never a bool, NaN or an infinity. The one test every configuration object
-    (`InputBudget`, `RunLimits`, `Limits`, `RetryPolicy`, a journal's `lease_ttl`) puts its values
-    through before comparing them: NaN passes every comparison, and infinity is what None says."""
+    (`InputBudget`, `RunLimits`, `Limits`, `RetryPolicy`, a journal's `lease_ttl`, Temporal's
+    `WorkerOptions`) puts its values through before comparing them: NaN passes every comparison,
+    and infinity is what None says. Typed per `whole`: a checked count stays an `int` to the type
+    checker (one `TypeGuard[float]` made `warmup(connections=)`'s int a float)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):

@@ -12,6 +12,9 @@
 - `repair_tool_call_ids(conversation, tool_calls)`: what the loop does to every answer's tool-call
   ids (non-empty, unique, safe for every provider), for a `Model` that must do it first, where
   randomness is allowed (Temporal's model activity: the workflow is replayed).
+- `is_number(value, whole=False)`: the one test agentloop's configuration objects put a number
+  through (an int, or with `whole=False` a finite float; never a bool, NaN or an infinity), for
+  the configuration of an integration or a seam of yours (Temporal's `WorkerOptions` uses it).
 - A `Decision` (`True`, `False`, `Reject`, `Override`) in the JSON form runs journal and send
   between processes: `decision_to_data` / `decision_from_data`; `check_decisions(pending,
   decisions)` checks that every pending call is decided (as `Agent.resume` does).
@@ -23,6 +26,7 @@
 from __future__ import annotations
 
 from . import _fix_module_names
+from ._budget import is_number
 from ._ids import repair_tool_call_ids
 from ._run.approval import check_decisions, decision_from_data, decision_to_data
 from ._run.journal import Journal, JournaledRun, JournalEntry, RunInfo
@@ -40,6 +44,7 @@ __all__ = [
     "ToolSource",
     "Wire",
     "repair_tool_call_ids",
+    "is_number",
     # what a journal stores and how a run is rebuilt from it
     "Entry",
     "JournaledRun",

@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 import anyio
 import httpx
 
-from .._budget import InputBudget
+from .._budget import InputBudget, is_number
 from .._exceptions import APIError, APITimeoutError, ConfigurationError
 from .._model import Emit, ModelRequest
 from .._retry import Failure, RetryPolicy
@@ -181,7 +181,7 @@ class FluxClient:
         opens in this process and closes before returning (~30-80 ms of CPU). A caller's
         `http_client` and environment proxies are not rehearsed (httpx would send to the proxy).
         """
-        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 0:
+        if not is_number(connections, whole=True) or connections < 0:
             raise ConfigurationError(
                 f"warmup(connections=...) takes a whole number >= 0, got {connections!r}"
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .._budget import InputBudget, check_int
+from .._budget import InputBudget, check_int, is_number
 from .._exceptions import ConfigurationError
 from .._retry import RetryPolicy
 from .._wire import WIRES, sniff_wire
@@ -194,12 +194,7 @@ def check_header_text(headers: Mapping[str, str]) -> None:
 
 
 def positive_seconds(name: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or value == float("inf")
-    ):
+    if not is_number(value) or value <= 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 

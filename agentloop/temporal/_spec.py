@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from typing import Any
 
 from agentloop import ConfigurationError, ErrorFormatter, RunLimits, default_error_formatter
+from agentloop.abc import is_number
 
 from ._store import ConversationStore
 
@@ -76,11 +78,8 @@ class ToolActivityOptions:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            v = getattr(self, f.name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-                raise ConfigurationError(
-                    f"ToolActivityOptions.{f.name} must be a positive number or None, got {v!r}"
-                )
+            if getattr(self, f.name) is not None:  # None: the default the docs above say
+                check_option(self, f.name, "leave it out (None) for the default")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +104,41 @@ class WorkerOptions:
     format_tool_error: ErrorFormatter | None = None
     store: ConversationStore | None = None
     graceful_shutdown_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in _NUMBERS:
+            check_option(self, name, "leave it out for the default")
+        for tool, opts in (self.tool_options or {}).items():
+            if not isinstance(opts, ToolActivityOptions):
+                raise ConfigurationError(
+                    f"WorkerOptions.tool_options[{tool!r}] must be a ToolActivityOptions, got {opts!r}"
+                )
+
+
+# Seconds end as timedelta(seconds=...) in workflow code, where NaN raised ValueError and 1e20
+# OverflowError on every replay of the workflow task: refused here, where the caller can act.
+_MAX_SECONDS = timedelta.max.days * 86400  # (a whole day short of the end: every fraction fits)
+_NUMBERS = (
+    "heartbeat_timeout",
+    "model_timeout",
+    "model_attempts",
+    "default_tool_timeout",
+    "graceful_shutdown_timeout",
+)
+_COUNTS = frozenset({"maximum_attempts", "model_attempts"})
+
+
+def check_option(options: object, name: str, default: str) -> None:
+    """`options.name` is a whole number >= 1 (attempts) or a positive, finite number of seconds
+    that a `timedelta` holds; else a `ConfigurationError` that says what to pass."""
+    value = getattr(options, name)
+    whole = name in _COUNTS
+    if is_number(value, whole=whole) and 0 < value <= _MAX_SECONDS:
+        return
+    kind = (
+        "a whole number >= 1" if whole else f"a positive, finite number of seconds (at most {_MAX_SECONDS})"
+    )
+    raise ConfigurationError(f"{type(options).__name__}.{name} must be {kind}, got {value!r}; {default}")
 
 
 def function_ref(fn: Any, what: str) -> str:
