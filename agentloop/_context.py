@@ -31,7 +31,15 @@ from . import _json
 from ._exceptions import ConfigurationError, ToolDefinitionError
 from ._types import Usage
 
-__all__ = ["Instructions", "RunContext", "check_no_running_loop", "context_param", "resolve_instructions"]
+__all__ = [
+    "Instructions",
+    "RunContext",
+    "check_no_running_loop",
+    "context_param",
+    "place_instructions",
+    "put_system",
+    "resolve_instructions",
+]
 
 DepsT = TypeVar("DepsT", default=None)
 
@@ -120,6 +128,41 @@ def check_instructions(instructions: Any, where: str) -> None:
         problem := _json.not_unicode(f"{where}: instructions", instructions)
     ):
         raise ConfigurationError(problem)
+
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def place_instructions(conversation: list[dict[str, Any]], own: Any, per_run: Any) -> tuple[Any, int]:
+    """Put a run's instructions into its `conversation` (a new list of the caller's messages).
+
+    The agent's `own` keep a conversation that already starts with a system (or developer)
+    message as it is: that is how a multi-turn conversation comes back (`messages=result.messages`).
+    Instructions passed for this run (`per_run`, not None) REPLACE that leading message: the caller
+    said so for this run. Empty instructions change nothing. Returns the dynamic instructions
+    function the loop must still call (`put_system` places its text), or None, and how many
+    messages were inserted before the caller's (0 or 1)."""
+    instructions = own if per_run is None else per_run
+    if not instructions or (per_run is None and _leads(conversation)):
+        return None, 0
+    if callable(instructions):
+        return instructions, 0  # resolved by the loop, which can await it
+    return None, put_system(conversation, instructions)
+
+
+def put_system(messages: list[dict[str, Any]], text: str) -> int:
+    """`text` as the conversation's leading system message: it replaces the one there (a new dict
+    of the same role, other keys kept: the caller's message is never changed), else is inserted.
+    Returns how many messages were inserted (0 or 1)."""
+    if _leads(messages):
+        messages[0] = {**messages[0], "content": text}
+        return 0
+    messages.insert(0, {"role": "system", "content": text})
+    return 1
+
+
+def _leads(messages: list[dict[str, Any]]) -> bool:
+    return bool(messages) and messages[0].get("role") in _SYSTEM_ROLES
 
 
 def check_no_running_loop() -> None:

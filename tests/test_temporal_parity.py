@@ -771,3 +771,40 @@ def test_several_tool_options_gather_registries_and_functions_into_one() -> None
     assert gathered.get("search") is tools.get("search")  # included as built, not rebuilt
     with pytest.raises(ConfigurationError, match="cannot load the tool 'no_such_module:x'"):
         _load_tools(["temporal_tools:registry", "no_such_module:x"])
+
+
+# --- 5. per-run instructions over a conversation that has its own ----------------------------------
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer in English."},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "hello"},
+]
+
+
+def french(ctx: RunContext[Any]) -> str:
+    return "Answer in French."
+
+
+@pytest.mark.parametrize(
+    ("own", "per_run", "first"),
+    [
+        ("Be terse.", "Answer in French.", "Answer in French."),  # per-run: replaces it
+        ("Be terse.", french, "Answer in French."),  # a function per run: its text replaces it
+        ("Be terse.", None, "Answer in English."),  # the agent's own: the conversation's stay
+        (triage_instructions, "Answer in French.", "Answer in French."),  # own dynamic: per-run wins
+        (triage_instructions, None, "Answer in English."),
+    ],
+    ids=["text", "function", "agents-own", "own-function-and-text", "own-function"],
+)
+async def test_per_run_instructions_replace_a_leading_system_message_as_in_process(
+    env: WorkflowEnvironment, own: Any, per_run: Any, first: str
+) -> None:
+    options: dict[str, Any] = {"messages": [dict(m) for m in CONVERSATION]}
+    if per_run is not None:
+        options["instructions"] = per_run
+    b = await both(env, lambda model: Agent(client=model, instructions=own), [text("ok")], "again", options,
+                   functions=INSTRUCTIONS)  # fmt: skip
+    assert_same(b)
+    assert b.remote_sent[0]["messages"][0] == {"role": "system", "content": first}
+    assert b.remote.messages[0] == {"role": "system", "content": first}

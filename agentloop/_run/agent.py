@@ -20,7 +20,7 @@ import anyio.lowlevel
 from typing_extensions import TypeVar
 
 from .._budget import InputBudget
-from .._context import check_instructions, check_no_running_loop
+from .._context import check_instructions, check_no_running_loop, place_instructions
 from .._exceptions import ConfigurationError, ConversationError
 from .._ids import new_run_id
 from .._json import not_unicode
@@ -240,8 +240,9 @@ class Agent(Generic[DepsT, OutputT]):
         hit, and the `APIError` subclasses when the model endpoint fails.
 
         Per run: `deps` reaches tools and instructions as `RunContext.deps`; `limits`, `model`
-        and `instructions` replace the agent's for this run; `model_settings` is merged over the
-        agent's (this run's keys win).
+        and `instructions` replace the agent's for this run (`instructions` also replace a
+        system message that `messages` starts with; the agent's own leave it); `model_settings`
+        is merged over the agent's (this run's keys win).
         """
         run = self._start(prompt, messages, run_id, deps, model, model_settings, instructions)
         return await self._loop(run, None, limits or self.limits)
@@ -345,15 +346,8 @@ class Agent(Generic[DepsT, OutputT]):
             raise ConversationError("nothing to send: pass a prompt, messages=[...], or both")
         new_start = len(conversation) - 1 if prompt is not None else len(conversation)
         check_instructions(instructions, "run")
-        instructions = self.instructions if instructions is None else instructions
-        dynamic = None
-        if instructions and conversation[0].get("role") not in ("system", "developer"):
-            if callable(instructions):
-                dynamic = instructions  # resolved by the loop, which can await it
-            else:
-                conversation.insert(0, {"role": "system", "content": instructions})
-                new_start += 1
-        run = Run(run_id or new_run_id(), conversation, new_start=new_start, instructions=dynamic)
+        dynamic, added = place_instructions(conversation, self.instructions, instructions)
+        run = Run(run_id or new_run_id(), conversation, new_start=new_start + added, instructions=dynamic)
         self._configure(run, deps, model, model_settings)
         return run
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from .._context import RunContext
+from .._context import RunContext, put_system
 from .._exceptions import RunLimitExceeded
 from .._types import PendingCall, RunResult, StopReason, ToolCallRecord, Usage
 from .._usage import make_usage
@@ -202,9 +202,10 @@ class Run:
         return instructions
 
     def add_system(self, text: str) -> None:
-        """The resolved instructions, first in the conversation."""
-        self.messages.insert(0, {"role": "system", "content": text})
-        self.new_start += 1
+        """The resolved instructions, first in the conversation (`place_instructions` left the
+        dynamic ones to the loop only where they go first: no leading system message, or one
+        that per-run instructions replace)."""
+        self.new_start += put_system(self.messages, text)
 
     def take_resume(self) -> Resume | None:
         resume, self.resume = self.resume, None

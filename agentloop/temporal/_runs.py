@@ -259,7 +259,15 @@ async def _workflow_input(
         _own(spec, agent)
     spec.update(requires=requirements(spec), agentloop=agentloop.__version__)
     conversation = list(messages) if messages is not None else None
+    text = spec.get("instructions")
+    if get("instructions") is not None and text and conversation and conversation[0].get("role") in _SYSTEM:
+        # Agent.run's rule: this run's instructions replace the leading system message. The
+        # worker's agent has them as its own, which keep a leading system message: put them there.
+        conversation[0] = {**conversation[0], "content": text}
     return {"agent": spec, "prompt": prompt, "messages": conversation, "deps": deps, "run_id": run_id}
+
+
+_SYSTEM = ("system", "developer")
 
 
 def _own(spec: dict[str, Any], agent: Any) -> None:
