@@ -245,6 +245,11 @@ def check_hooks(
     require_approval: ApprovalPredicate | None, format_tool_error: ErrorFormatter | None
 ) -> tuple[ApprovalPredicate | None, ErrorFormatter]:
     """The two callables the run calls back (checked for their shape); the default error formatter."""
+    if isinstance(require_approval, bool):  # the tool's flag, given to the agent
+        raise ConfigurationError(
+            f"require_approval must be a callable (tool_name, arguments) -> bool, got {require_approval!r}; "
+            "to pause every call of a tool, register the tool with requires_approval=True (with an s)"
+        )
     if require_approval is not None:
         check_callable("require_approval", require_approval, ("tool_name", "arguments"))
     if format_tool_error is not None:

@@ -9,6 +9,7 @@ are in flight is safe (the runs keep the tools array they started with).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -76,7 +77,8 @@ class ToolRegistry:
         unknown = sorted(set(options) - _TOOL_OPTIONS)
         if unknown:
             raise ToolDefinitionError(
-                f"unknown option {unknown[0]!r} for tool(); the options are {', '.join(sorted(_TOOL_OPTIONS))}"
+                f"unknown option {unknown[0]!r} for tool(){_meant(unknown[0])}; the options are "
+                f"{', '.join(sorted(_TOOL_OPTIONS))}"
             )
         if fn is not None:
             self.register(fn, **options)
@@ -227,3 +229,15 @@ class ToolRegistry:
 _TOOL_OPTIONS = frozenset(
     {"name", "description", "parameters", "sandbox", "limits", "idempotent", "requires_approval"}
 )
+
+
+def _meant(option: str) -> str:
+    """The option a misspelt one most likely meant. The agent's `require_approval` (a predicate
+    over calls) and a tool's `requires_approval` (a flag) differ by one letter: each is named."""
+    if option == "require_approval":
+        return (
+            ": a tool's flag is requires_approval=True (every call waits for a decision); "
+            "require_approval=... is the Agent's predicate over calls"
+        )
+    close = difflib.get_close_matches(option, _TOOL_OPTIONS, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -224,8 +224,15 @@ def _check_options(fn: Callable[..., Any], options: ToolOptions) -> None:
         )
     for arg, flag in (("idempotent", options.idempotent), ("requires_approval", options.requires_approval)):
         if not isinstance(flag, bool):
-            raise ToolDefinitionError(f"{arg} must be True or False, got {flag!r}")
+            hint = _PREDICATE_HINT if arg == "requires_approval" and callable(flag) else ""
+            raise ToolDefinitionError(f"{arg} must be True or False, got {flag!r}{hint}")
     check_limits(options.limits)
+
+
+_PREDICATE_HINT = (
+    "; a function deciding per call is the Agent's: Agent(require_approval=fn) (without the s), "
+    "fn(tool_name, arguments) -> bool"
+)
 
 
 def _schema(fn: Callable[..., Any], options: ToolOptions, ctx: str | None) -> FunctionSchema:

@@ -234,8 +234,15 @@ async def _workflow_input(
     """What the workflow starts from: the agents' spec, the conversation, the deps; all checked here."""
     unknown = sorted(set(per_run) - set(PerRun.__annotations__))
     if unknown:
+        approval = {"require_approval", "requires_approval"} & set(unknown)
         raise ConfigurationError(
             f"start_run() got unknown options {unknown}; per run it takes {sorted(PerRun.__annotations__)}"
+            + (
+                " (approval is not set per run: Agent(require_approval=fn) for the agent, "
+                "requires_approval=True when a tool is registered)"
+                if approval
+                else ""
+            )
         )
     spec = agent_spec(agent)
     if limits is not None:
