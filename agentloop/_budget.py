@@ -26,6 +26,12 @@ HTTP (checked by `FluxClient`, per model request):
 - `max_response_bytes`: bytes of one response body (non-streamed).
 - `max_sse_line_bytes`: bytes of one line of a streamed response.
 - `stream_idle_timeout`: seconds between two stream events (keep-alive comments do not count).
+- `stream_end_grace`: seconds the rest of a streamed body is read after the wire's last event
+  (`[DONE]`, `message_stop`), at most `stream_idle_timeout`. The answer is whole by then; the
+  tail (a chunked body's terminator) is read only so the connection can be reused. A server or
+  proxy that holds the connection open after the end costs this wait and that connection, never
+  the answer. Smaller: a slow tail closes the connection sooner; larger: a slow proxy's
+  connections are still reused.
 - `request_timeout`: seconds for one whole model request, retries included, when the client
   has no `total_timeout` of its own.
 """
@@ -65,6 +71,7 @@ class InputBudget:
     max_response_bytes: int = 32 * _MiB
     max_sse_line_bytes: int = 4 * _MiB
     stream_idle_timeout: float = 300.0
+    stream_end_grace: float = 1.0
     request_timeout: float = 600.0
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 import anyio
 import httpx
 
+from .._budget import InputBudget
 from .._exceptions import APIResponseError
 from .._model import Emit
 from .._retry import Failure
@@ -29,12 +30,6 @@ __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big
 # Past this size a line's value is decoded through a memoryview instead of being sliced out
 # first: one copy fewer of a multi-megabyte event (each costs ms of page faults, on the loop).
 _BIG_LINE = 64 * 1024
-# After the wire's last event ([DONE], message_stop) the rest of the body (a chunked body's
-# terminator, usually in the same or the next read) is read for at most this long, so the
-# connection can be pooled again; a server or proxy that holds the connection open after the end
-# costs that connection and this wait, never the answer (it used to cost the answer, after the
-# whole stream_idle_timeout). A tail that breaks the framing is still the transport's error.
-_END_GRACE = 1.0
 
 
 def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failure:
@@ -255,7 +250,12 @@ class _Clock(Protocol):
 
 
 async def pump(
-    batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress, clock: _Clock | None = None
+    batches: Any,
+    assembler: Any,
+    emit: Emit,
+    budget: InputBudget,
+    progress: _Progress,
+    clock: _Clock | None = None,
 ) -> bool:
     """Feed each read's SSE events to the assembler and its deltas to `emit`. False: the stream went idle.
 
@@ -272,14 +272,21 @@ async def pump(
     read of its body waits at most until then, then raises `StreamIdle`): no cancel scope and no
     timer of its own then, and the deadline costs nothing while the bytes are already there.
     Otherwise the deadline is a cancel scope's around the reading.
+
+    `budget`: `stream_idle_timeout` is the idle deadline; after the wire's last event the rest of
+    the body (a chunked body's terminator, usually in the same or the next read) is read for at
+    most `stream_end_grace` (no longer than the idle timeout), so the connection can be pooled
+    again: a server or proxy that holds it open after the end costs that connection and this
+    wait, never the answer (it used to cost the answer, after the whole idle timeout). A tail
+    that breaks the framing is still the transport's error.
     """
     if clock is not None:
         try:
-            return await _feed(batches, assembler, emit, idle, progress, clock)
+            return await _feed(batches, assembler, emit, budget, progress, clock)
         except StreamIdle:
             return _ended(assembler)  # idle, unless it was the tail's deadline after the end
     with anyio.CancelScope() as scope:  # (`_feed` sets its deadline first)
-        return await _feed(batches, assembler, emit, idle, progress, _ScopeClock(scope))
+        return await _feed(batches, assembler, emit, budget, progress, _ScopeClock(scope))
     return _ended(assembler)  # the deadline passed: idle, unless it was the drain's after the end
 
 
@@ -288,8 +295,9 @@ def _ended(assembler: Any) -> bool:
 
 
 async def _feed(
-    batches: Any, assembler: Any, emit: Emit, idle: float, progress: _Progress, clock: _Clock
+    batches: Any, assembler: Any, emit: Emit, budget: InputBudget, progress: _Progress, clock: _Clock
 ) -> bool:
+    idle = budget.stream_idle_timeout
     offer = getattr(emit, "offer", None)
     now = anyio.current_time
     clock.idle_deadline = now() + idle
@@ -310,7 +318,7 @@ async def _feed(
             # The tail (a chunked body's terminator), read only so the connection can be pooled
             # again; its deadline passing is not idleness (`pump` returns True then), and what
             # it carries is not part of the answer
-            clock.idle_deadline = now() + min(idle, _END_GRACE)
+            clock.idle_deadline = now() + min(idle, budget.stream_end_grace)
             async for _ in batches:
                 pass
             return True

@@ -367,7 +367,7 @@ class FluxClient:
         # The lean transport's response keeps the idle deadline in its own reads (no cancel scope).
         clock = response if isinstance(response, LeanResponse) else None
         try:
-            if await pump(events, assembler, emit, budget.stream_idle_timeout, progress, clock):
+            if await pump(events, assembler, emit, budget, progress, clock):
                 streamed: ModelTurn = assembler.result()
                 return streamed
         finally:
