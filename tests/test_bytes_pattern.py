@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentloop import Agent, ToolRegistry, run_tool_call
-from agentloop._schema.leaves import to_bytes  # internal unit under test: the binder alone
+from agentloop._schema.leaves import OWN_PATTERNS, to_bytes  # internal unit under test: binder, re regex
 from agentloop.testing import TestModel
 
 SETTINGS = settings(
@@ -96,6 +96,9 @@ def texts(draw: Any) -> str:
 @example(text="QUJDQ")
 def test_the_pattern_matches_exactly_what_the_binder_takes(text: str) -> None:
     assert (REGEX.search(text) is not None) == binder_accepts(text), text
+    # without google-re2 the validator searches with this Python `re` regex instead (`\Z`: `$`
+    # took "QUJD\n"); see tests/test_without_re2.py
+    assert (OWN_PATTERNS[PATTERN].search(text) is not None) == binder_accepts(text), text
 
 
 @SETTINGS

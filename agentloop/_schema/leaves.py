@@ -21,7 +21,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BYTES_SCHEMA", "DECIMAL_SCHEMA", "MAX_DECIMAL_DIGITS", "leaf", "to_decimal", "to_timedelta"]
+__all__ = [
+    "BYTES_SCHEMA",
+    "DECIMAL_SCHEMA",
+    "MAX_DECIMAL_DIGITS",
+    "OWN_PATTERNS",
+    "leaf",
+    "to_decimal",
+    "to_timedelta",
+]
 
 Schema = dict[str, Any]
 Conv = Callable[[Any], Any]
@@ -57,6 +65,14 @@ BYTES_SCHEMA = {
     "pattern": f"^{_BASE64_TEXT}$",
 }
 _BASE64 = re.compile(_BASE64_TEXT)  # fixed-width groups: linear on a text of any length
+# agentloop's own patterns, each to a Python `re` regex for the same texts, linear in the text's
+# length (here: fixed-width groups). Without google-re2 (a platform with no wheel, PyPy), the
+# validator checks these with `re` instead of refusing the schema, so a `bytes` parameter
+# registers everywhere; any other pattern still needs RE2 there. `\A...\Z`, not `^...$`: Python's
+# `$` also matches before a final "\n" (RE2's does not), and "QUJD\n" must fail the schema.
+OWN_PATTERNS: dict[str, re.Pattern[str]] = {
+    BYTES_SCHEMA["pattern"]: re.compile(rf"\A{_BASE64_TEXT}\Z"),
+}
 _MAX_SECONDS = decimal.Decimal(dt.timedelta.max.total_seconds())  # 86399999999999.999999 > every duration
 _DURATION = re.compile(
     r"(?P<sign>[-+])?P(?:(?P<W>\d+(?:[.,]\d+)?)W)?(?:(?P<D>\d+(?:[.,]\d+)?)D)?"

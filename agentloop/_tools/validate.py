@@ -7,7 +7,9 @@ Two changes from the stock `Draft202012Validator`, both because the instance com
   `additionalProperties` (which consults `patternProperties`) use patterns compiled once, at
   registration; a pattern RE2 cannot compile (lookarounds, backreferences) is a
   `ToolDefinitionError` there. Without google-re2 (a platform with no wheel) a schema with a
-  pattern is refused at registration rather than checked in exponential time.
+  pattern is refused at registration rather than checked in exponential time, except
+  agentloop's own patterns (a `bytes` parameter's base64): `leaves.OWN_PATTERNS` holds a
+  Python `re` regex for each that matches the same texts in linear time.
 - **`anyOf` / `oneOf` stop at each branch's first error.** The stock keywords collect every
   error of every branch (`list(...)`), so `xs: list[int] | None` fed 100,000 strings built
   100,000 error objects even for a yes/no `is_valid`. Here a branch is tried until its first
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
 from .._exceptions import ToolDefinitionError
+from .._schema.leaves import OWN_PATTERNS
 
 __all__ = ["build_validator", "collect_patterns", "precise", "short_repr"]
 
@@ -219,6 +222,9 @@ def _compile(pattern: str, tool_name: str | None) -> Any:
     except ImportError:
         _re2 = None
     if _re2 is None:
+        own = OWN_PATTERNS.get(pattern)
+        if own is not None:  # a bytes parameter: the most ordinary signature must register
+            return own
         raise ToolDefinitionError(
             f"{where}the schema uses the regular expression {pattern!r}, and google-re2 (the "
             "linear-time engine agentloop checks patterns with) is not installed; install it "
