@@ -2,8 +2,9 @@
 for it): the most ordinary signatures still register, and nothing is checked with a backtracking
 regex.
 
-Before: a `bytes` parameter's schema carries a base64 `pattern`, and without RE2 every pattern
-was refused at registration, so `def store(blob: bytes)` raised ToolDefinitionError. Now
+Before: a `bytes` parameter's schema carries a base64 `pattern`, a `Decimal` parameter's a
+numeric one, and without RE2 every pattern was refused at registration, so `def store(blob:
+bytes)` and `def pay(amount: Decimal)` raised ToolDefinitionError. Now
 agentloop's own patterns are checked with a Python `re` regex for the same texts that runs in
 linear time (`agentloop._schema.leaves.OWN_PATTERNS`); a tool author's pattern is still refused
 there, with the fix named.
@@ -17,11 +18,17 @@ from __future__ import annotations
 import base64
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
+import re2
+from helpers import examples
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from agentloop import Agent, FluxClient, ToolDefinitionError, ToolRegistry
-from agentloop.testing import FakeFluxRouter, call, text, tool_calls
+from agentloop._schema.leaves import DECIMAL_SCHEMA, OWN_PATTERNS  # internal unit under test
+from agentloop.testing import FakeFluxRouter, ScriptedModel, call, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +80,44 @@ async def test_a_bytes_field_of_a_structured_output_works_without_re2(no_re2: No
             result = await Agent[None, Blob](client=client, output_type=Blob).run("go")
     assert result.output == Blob(b"\x00\xffhello")
     assert len(router.model_requests) == 2  # the first answer was refused and fed back
+
+
+async def test_a_decimal_parameter_registers_and_binds_without_re2(no_re2: None) -> None:
+    tools = ToolRegistry()
+    got: list[Decimal] = []
+
+    @tools.tool  # raised ToolDefinitionError ("google-re2 ... is not installed")
+    def pay(amount: Decimal) -> str:
+        """Pay an amount."""
+        got.append(amount)
+        return "paid"
+
+    sent: list[object] = [" 12.50 ", "-1.5e3", 3, "1.5\n", "12.50\nx", "", "1e1234", "١٢"]
+    model = ScriptedModel([tool_calls(*(call("pay", {"amount": a}) for a in sent)), text("done")])
+    result = await Agent(client=model, tools=tools).run("go")
+    assert [c.status for c in result.tool_calls] == ["ok"] * 4 + ["invalid_arguments"] * 4
+    assert sorted(got) == [Decimal("-1500"), Decimal("1.5"), Decimal("3"), Decimal("12.50")]
+
+
+# Texts at the edges of the Decimal pattern: what it admits, and near misses (a trailing newline,
+# Unicode digits and spaces, long exponents, doubled signs and points)
+DECIMAL_NEAR = st.one_of(
+    st.from_regex(DECIMAL_SCHEMA["pattern"]),
+    st.text(alphabet="0123456789+-.eE \t\n\r\v_٣\u3000x", max_size=14),
+)
+
+
+@settings(max_examples=examples(100), deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(value=DECIMAL_NEAR)
+@example(value="1\n")  # `$` in Python's re takes a final newline; the schema's ws class too
+@example(value="1.5\n\n")
+@example(value="1e1234")
+@example(value="+.5")
+@example(value="5.")
+@example(value=".")
+def test_the_decimal_regex_without_re2_matches_what_re2_matches(value: str) -> None:
+    pattern = DECIMAL_SCHEMA["pattern"]
+    assert (OWN_PATTERNS[pattern].search(value) is not None) == (re2.search(pattern, value) is not None)
 
 
 def test_a_tool_authors_pattern_is_still_refused_without_re2_with_the_fix_named(no_re2: None) -> None:

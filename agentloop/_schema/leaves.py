@@ -45,7 +45,7 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 # whitespace is spelled out: `\s` is Unicode whitespace to Python's `re` (what a schema generator
 # such as TestModel's reads) and ASCII to RE2 (what the validator reads); TestModel sent a
 # "\u3000"-padded number the validator then refused.
-DECIMAL_SCHEMA = {
+DECIMAL_SCHEMA: Schema = {
     "type": ["number", "string"],
     "format": "decimal",
     "pattern": r"^[ \t\n\r]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?[ \t\n\r]*$",
@@ -66,12 +66,17 @@ BYTES_SCHEMA = {
 }
 _BASE64 = re.compile(_BASE64_TEXT)  # fixed-width groups: linear on a text of any length
 # agentloop's own patterns, each to a Python `re` regex for the same texts, linear in the text's
-# length (here: fixed-width groups). Without google-re2 (a platform with no wheel, PyPy), the
-# validator checks these with `re` instead of refusing the schema, so a `bytes` parameter
-# registers everywhere; any other pattern still needs RE2 there. `\A...\Z`, not `^...$`: Python's
-# `$` also matches before a final "\n" (RE2's does not), and "QUJD\n" must fail the schema.
+# length. Without google-re2 (a platform with no wheel, PyPy), the validator checks these with
+# `re` instead of refusing the schema, so a `bytes` or `Decimal` parameter registers everywhere;
+# any other pattern still needs RE2 there. `\A...\Z`, not `^...$`: Python's `$` also matches
+# before a final "\n" (RE2's does not), and "QUJD\n" must fail the schema. Base64: fixed-width
+# groups. Decimal: `[0-9]+(?:\.[0-9]*)?` is the schema's `[0-9]+\.?[0-9]*` (the same texts)
+# without its quadratic backtracking (two adjacent runs of digits could split "111...1x" n ways).
 OWN_PATTERNS: dict[str, re.Pattern[str]] = {
     BYTES_SCHEMA["pattern"]: re.compile(rf"\A{_BASE64_TEXT}\Z"),
+    DECIMAL_SCHEMA["pattern"]: re.compile(
+        r"\A[ \t\n\r]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?[ \t\n\r]*\Z"
+    ),
 }
 _MAX_SECONDS = decimal.Decimal(dt.timedelta.max.total_seconds())  # 86399999999999.999999 > every duration
 _DURATION = re.compile(

@@ -8,7 +8,7 @@ Two changes from the stock `Draft202012Validator`, both because the instance com
   registration; a pattern RE2 cannot compile (lookarounds, backreferences) is a
   `ToolDefinitionError` there. Without google-re2 (a platform with no wheel) a schema with a
   pattern is refused at registration rather than checked in exponential time, except
-  agentloop's own patterns (a `bytes` parameter's base64): `leaves.OWN_PATTERNS` holds a
+  agentloop's own patterns (`bytes`, `Decimal` parameters): `leaves.OWN_PATTERNS` holds a
   Python `re` regex for each that matches the same texts in linear time.
 - **`anyOf` / `oneOf` stop at each branch's first error.** The stock keywords collect every
   error of every branch (`list(...)`), so `xs: list[int] | None` fed 100,000 strings built
@@ -223,7 +223,7 @@ def _compile(pattern: str, tool_name: str | None) -> Any:
         _re2 = None
     if _re2 is None:
         own = OWN_PATTERNS.get(pattern)
-        if own is not None:  # a bytes parameter: the most ordinary signature must register
+        if own is not None:  # bytes, Decimal: the most ordinary signatures must register
             return own
         raise ToolDefinitionError(
             f"{where}the schema uses the regular expression {pattern!r}, and google-re2 (the "
