@@ -85,11 +85,17 @@ async def test_warmup_refuses_a_count_that_is_not_a_whole_number(bad: Any) -> No
             await c.warmup(bad)
 
 
-async def test_warmup_with_an_httpx_transport_prepares_and_requests_still_work() -> None:
-    async with RawServer(respond(ok(), close=False)) as server, client(server.url, transport="httpcore") as c:
-        await c.warmup(3)  # httpx cannot open a connection without a request: accepted, prepares only
-        assert (await ask(c)).message["content"] == "ok"
-    assert server.opened == 1
+@pytest.mark.parametrize("transport", ["httpcore", "sharded"])
+async def test_warmup_with_an_httpcore_transport_opens_connections_the_requests_use(transport: str) -> None:
+    # No request is sent to open them (the server answers only what it is asked), and the requests
+    # after warmup() connect no more; a second warmup() opens none while they are idle.
+    async with RawServer(respond(ok(), close=False)) as server, client(server.url, transport=transport) as c:
+        await c.warmup(3)
+        assert server.opened == 3
+        for _ in range(3):
+            assert (await ask(c)).message["content"] == "ok"
+        await c.warmup(3)
+    assert server.opened == 3
 
 
 def _threads() -> set[threading.Thread]:
@@ -157,22 +163,27 @@ async def test_tls_to_localhost_checks_the_certificate_against_the_name(ca: trus
     assert server.opened == 1
 
 
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
 @pytest.mark.parametrize("tickets", [2, 0], ids=["tls1.3-tickets", "no-tickets"])
 async def test_warmup_over_tls_is_reused_though_the_server_sent_session_tickets(
-    ca: trustme.CA, tickets: int
+    ca: trustme.CA, tickets: int, transport: Any
 ) -> None:
     # TLS 1.3 servers send session tickets after the handshake; nothing reads them on a
     # connection that never carried a request, and they looked like an unasked answer.
     context = server_tls(ca)
     context.num_tickets = tickets
-    async with RawServer(respond(ok(), close=False), tls=context) as server, client(server.url) as c:
+    async with (
+        RawServer(respond(ok(), close=False), tls=context) as server,
+        client(server.url, transport=transport) as c,
+    ):
         await c.warmup()
         assert (await ask(c)).message["content"] == "ok"
         assert (await ask(c)).message["content"] == "ok"
     assert server.opened == 1
 
 
-async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA) -> None:
+@pytest.mark.parametrize("transport", ["auto", "httpcore"])
+async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA, transport: Any) -> None:
     closed = anyio.Event()
 
     async def script(index: int, stream: anyio.abc.SocketStream) -> None:
@@ -182,7 +193,7 @@ async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA)
             return
         await respond(ok(), close=False)(index, stream)
 
-    async with RawServer(script, tls=server_tls(ca)) as server, client(server.url) as c:
+    async with RawServer(script, tls=server_tls(ca)) as server, client(server.url, transport=transport) as c:
         await c.warmup()
         with anyio.fail_after(30):
             await closed.wait()

@@ -3,9 +3,10 @@
 httpx takes no prepared connection, so the twin's httpx client (the same transport kind as the
 client's) dials a listener on 127.0.0.1 that the rehearsal opens inside `warmup()` and closes
 before it returns. What a user can see from the outside: the codec ran, the endpoint received
-nothing (no connection, no request), no socket, task or thread is left behind, cancelling
-`warmup()` anywhere leaves nothing either, the first real request goes to the endpoint exactly
-once, and what cannot be rehearsed safely (a caller's `http_client`, environment proxies) is not.
+no request (only the connection `warmup()` opens before the rehearsal, which the first request
+then uses), no other socket, task or thread is left behind, cancelling `warmup()` anywhere
+leaves nothing else either, the first real request goes to the endpoint exactly once, and what
+cannot be rehearsed safely (a caller's `http_client`, environment proxies) is not.
 Whether it made the first request faster is a timing: benchmarks/bench_first_request.py.
 Also trio's stale deadlines (the rehearsal's) are swept before `warmup()` returns. Both backends.
 """
@@ -76,15 +77,17 @@ async def test_warmup_rehearses_an_httpx_transport_and_the_endpoint_sees_only_th
             tasks = _tasks()
             await c.warmup()
             rehearsed = len(wire.calls)
+            await anyio.wait_all_tasks_blocked()  # the server has taken the connection warmup() opened
             assert rehearsed >= 8  # CPython 3.11 quickens a function at its 8th call
             assert all(call == {"request_id": "rehearsal", "status": 200} for call in wire.calls)
-            assert server.opened == 0 and script.requests == 0  # not a connection to the endpoint
-            assert _fds() - fds - listening == set()  # the loopback listener and its connections: gone
-            assert _tasks() == tasks
+            assert server.opened == 1 and script.requests == 0  # a connection opened, no request
+            # its two ends (ours, the server's) only: the loopback listener and its connections are gone
+            assert len(_fds() - fds - listening) == 2
+            assert _tasks() == tasks + 1  # the server's task serving that connection
             assert set(threading.enumerate()) - threads == set()  # none started (an idle one may end)
             assert (await ask(c)).message["content"] == "ok"
-            assert server.opened == 1 and script.requests == 1  # the first real request, once
-            await c.warmup()  # once per client
+            assert server.opened == 1 and script.requests == 1  # the first real request, once, on it
+            await c.warmup()  # rehearsed once per client; the connection is idle in the pool: none opened
             assert len(wire.calls) == rehearsed + 1 and server.opened == 1
     assert _fds() - fds == set()
 
@@ -121,9 +124,10 @@ async def test_a_warmup_cancelled_mid_rehearsal_leaves_nothing_behind(
                 wire.scope = scope
                 await c.warmup()
             assert scope.cancelled_caught and len(wire.calls) == at
-            assert _fds() - fds - listening == set()
-            assert _tasks() == tasks
-            assert server.opened == 0
+            await anyio.wait_all_tasks_blocked()  # the server has taken the connection warmup() opened
+            assert server.opened == 1 and script.requests == 0
+            assert len(_fds() - fds - listening) == 2  # the connection opened before the rehearsal
+            assert _tasks() == tasks + 1  # and the server's task serving it
             wire.scope = None
             assert (await ask(c)).message["content"] == "ok"
             assert server.opened == 1 and script.requests == 1

@@ -72,7 +72,7 @@ class FluxClient:
       only while nothing of it was handed to the caller.
     - `transport`: `"auto"` (default: the fastest measured HTTP transport for the running event
       loop: aiohttp's pool through `httpx-aiohttp` on asyncio, sharded httpx pools on trio),
-      `"httpcore"` (httpx's own pool), `"sharded"`, `"aiohttp"`, or any `httpx.AsyncBaseTransport`.
+      `"httpcore"` (httpcore's pool, as httpx's own), `"sharded"`, `"aiohttp"`, or any `httpx.AsyncBaseTransport`.
       With environment proxies (`HTTPS_PROXY`...) the client keeps httpx's own transport.
     - `http_client`: a custom `httpx.AsyncClient` (tests, proxies, mTLS); not closed by `aclose()`.
     - `max_connections`: the connection pool's size (all kept alive).
@@ -174,12 +174,13 @@ class FluxClient:
         user): call it once after entering the client. Unused connections close after the pool's
         keep-alive expiry (5 s), like any idle connection; requests open more as they need them.
         Raises `APIConnectionError` / `APITimeoutError` (the connect timeout) when the endpoint
-        cannot be reached, so a wrong `base_url` shows here. With an httpx transport
-        (`transport="httpcore"`, `"sharded"`, `"aiohttp"`) httpx offers no way to open a
-        connection without a request: the first request still connects, and the rehearsal's
-        twin (an httpx client of the same kind) sends to a loopback listener the rehearsal
-        opens in this process and closes before returning (~30-80 ms of CPU). A caller's
-        `http_client` and environment proxies are not rehearsed (httpx would send to the proxy).
+        cannot be reached, so a wrong `base_url` shows here. With `transport="httpcore"` or
+        `"sharded"` the connections are opened for httpcore's pool (no request is sent); with
+        `"aiohttp"` (it offers no way to open one without a request) the first request still
+        connects. An httpx transport's rehearsal twin (an httpx client of the same kind) sends
+        to a loopback listener the rehearsal opens in this process and closes before returning
+        (~30-80 ms of CPU). A caller's `http_client` and environment proxies are not rehearsed
+        (httpx would send to the proxy).
         """
         if not is_number(connections, whole=True) or connections < 0:
             raise ConfigurationError(

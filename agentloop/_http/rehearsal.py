@@ -26,7 +26,8 @@ on 127.0.0.1 that `rehearse_listening` opens in its own task group and closes be
 every connection it accepts is answered the same way. Measured: the first httpx request after
 `warmup()` made ~900 (asyncio) / ~650 (trio) Python calls more than a later one, mostly cold
 first calls (ABC subclass checks, httpx's and httpcore's own), 3.2-4.0x a steady request's CPU;
-with the rehearsal ~1.8-2.2x, what is left being the connect of its own connection.
+with the rehearsal ~1.8-2.2x, what is left being the connect of its own connection, which
+`warmup()` now opens beforehand for the httpcore kinds (`corepool.CoreTransport.preconnect`).
 
 What stays cold: TLS. The pair is plain, so an https endpoint's record layer (asyncio's
 `sslproto`, anyio's `TLSStream`) runs its first request's reads cold.

@@ -4,12 +4,12 @@ httpx's own pool (httpcore) re-examines every connection and queued request on e
 its cost per request grows with concurrency (see benchmarks/bench_transport.py for the numbers).
 The options, all behind httpx's transport seam so the rest of the client does not change:
 
-- `"httpcore"`: httpx's default pool, keep-alive sized to `max_connections`. Any backend. Both
-  httpcore kinds are fenced (`fence.py`): a connection the server over-sent on is closed, not pooled.
+- `"httpcore"`: httpcore's pool (`corepool.py`: httpx's transport rebuilt, `warmup()` opens its
+  connections), keep-alive sized to `max_connections`. Any backend. Both httpcore kinds are fenced
+  (`fence.py`: no over-sent connection pooled; requests queue in front of the pool, not in it).
 - `"sharded"`: several httpcore pools, the least busy one first: each pool scans only its own
   connections, and sequential requests reuse one. Any backend, no extra dependency.
-- `"aiohttp"`: aiohttp's connection pool behind httpx's API (`_aiohttp.py`). asyncio only;
-  falls back to `"sharded"` when aiohttp is not installed.
+- `"aiohttp"`: aiohttp's pool behind httpx's API (asyncio only; `"sharded"` without aiohttp).
 - `"lean"`: `lean.py`, HTTP/1.1 on anyio sockets with the request head encoded once per client
   (not an httpx transport: FluxClient sends through it directly). Any backend, http and https.
 - `"auto"` (default): `"lean"`; with environment proxies httpx's own transport (it honours them).
@@ -19,12 +19,11 @@ FluxClient sends through a `Sender`: `LeanSender` over a `LeanPool`, or `HttpxSe
 `httpx.AsyncClient` (its own with one of the httpx transports, or the caller's `http_client`).
 
 The choice waits for an event loop because a client may be built outside any and used on either
-backend. It is made when the client is entered (`async with FluxClient()` calls `prepare()`),
-so the transport's library is imported and its pool built there, not inside the first request
+backend. It is made when the client is entered (`async with FluxClient()` calls `prepare()`), so
+the transport's library is imported and its pool built there, not inside the first request
 where the time would count against the request's `total_timeout` (aiohttp's import alone is
 0.3-0.7 s on a busy machine). A client used without `async with` still prepares at its first
-request. When environment proxies are configured the client keeps httpx's own transport (it is
-the one that honours them).
+request. With environment proxies the client keeps httpx's own transport (it honours them).
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from typing import Any, Literal, Protocol, cast
 import httpx
 
 from .config import PoolConfig
-from .fence import FencedTransport
 from .h1 import Response, encode_head
 from .inflate import Inflating, compressed
 from .lean import Dial, LeanPool, LeanResponse
@@ -77,8 +75,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     to 17 connections each, and httpcore's per-request scan of its pool made a step cost ~40 %
     more CPU than spreading them (~3 per pool). Least busy does both: one request at a time
     always lands on pool 0 and reuses its connection; many spread evenly. A request holds its
-    slot until its response body is closed, which is when httpcore gives the connection back.
-    """
+    slot until its response body is closed, which is when httpcore gives the connection back."""
 
     def __init__(self, limits: httpx.Limits, **kwargs: object) -> None:
         total = limits.max_connections or 1000
@@ -88,7 +85,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             max_connections=per, max_keepalive_connections=per, keepalive_expiry=limits.keepalive_expiry
         )
         kwargs.setdefault("verify", httpx.create_ssl_context())  # one context for all (each costs ~30 ms)
-        self._shards = [FencedTransport(limits=pool, **kwargs) for _ in range(shards)]  # type: ignore[arg-type]
+        from .fence import FencedTransport  # imports httpcore: only for the transports built on it
+
+        self._shards = [FencedTransport(limits=pool, **kwargs) for _ in range(shards)]
         self._busy = [0] * shards  # requests holding a slot, per pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -102,6 +101,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             raise
         response.stream = _SlotStream(response.stream, self._busy, i)  # type: ignore[arg-type]
         return response
+
+    async def preconnect(self, url: str, count: int, seconds: float | None) -> None:
+        await self._shards[0].preconnect(url, count, seconds)  # where sequential requests go
 
     async def aclose(self) -> None:
         for shard in self._shards:
@@ -129,7 +131,9 @@ class _SlotStream(httpx.AsyncByteStream):
 
 def make_transport(kind: TransportKind, limits: httpx.Limits, **kwargs: object) -> httpx.AsyncBaseTransport:
     if kind == "httpcore":
-        return FencedTransport(limits=limits, **kwargs)  # type: ignore[arg-type]
+        from .fence import FencedTransport  # (as above)
+
+        return FencedTransport(limits=limits, **kwargs)
     if kind == "sharded":
         return ShardedTransport(limits, **kwargs)
     if kind == "aiohttp":
@@ -295,8 +299,11 @@ class HttpxSender:
         import encodings.idna  # noqa: F401
 
     async def preconnect(self, count: int) -> None:
-        """httpx has no public way to open a pooled connection without a request: prepare only."""
+        """Open `count` connections in our httpcore pool (`corepool`; no request); else prepare."""
         self.prepare()
+        opener = getattr(self._transport, "preconnect", None)
+        if opener is not None and count:
+            await opener(self._url, count, self.http.timeout.connect)
 
     async def aclose(self) -> None:
         if self._owned:

@@ -45,7 +45,7 @@ from .sockets import on_asyncio
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Expired", "SlotQueue", "own_deadline"]
+__all__ = ["Expired", "Slots", "SlotQueue", "own_deadline"]
 
 _COMPACT_AFTER = 1024  # waiters gone before the queue is compacted (when also half of it)
 _EXPIRED = object()  # what an asyncio waiter's future gets from its timer
@@ -159,6 +159,35 @@ class SlotQueue:
             self._waiters = deque(w for w in self._waiters if not _is_gone(w))
             self._gone = 0
         return _NOTHING
+
+
+class Slots:
+    """At most `size` holders at once, served first come first served: a slot given back goes to
+    the first request still waiting (`SlotQueue`), else back to the free count. Used in front of
+    httpcore's pool (`fence.FencedTransport`) so that no request ever waits inside it: httpcore
+    leaks a slot when a request waiting there is cancelled just as a connection opened for it
+    (encode/httpcore#1093); a request cancelled while it waits here passes its slot on."""
+
+    __slots__ = ("_free", "_queue")
+
+    def __init__(self, size: int) -> None:
+        self._free = size  # > 0 only while nobody waits: `release` hands to a waiter first
+        self._queue = SlotQueue(self._give_back)
+
+    async def acquire(self, seconds: float) -> None:
+        """A slot, at once if one is free; else after the requests already waiting, within
+        `seconds` (the pool timeout: `httpx.PoolTimeout` past it)."""
+        if self._free:
+            self._free -= 1
+            return
+        await self._queue.wait(seconds)
+
+    def release(self) -> None:
+        if not self._queue.hand(True):
+            self._free += 1
+
+    async def _give_back(self, _slot: object) -> None:
+        self._free += 1
 
 
 _WAITING = object()  # a _TrioWaiter's / _EventWaiter's state before it is handed a value
