@@ -22,8 +22,11 @@ from agentloop import APIConnectionError, APITimeoutError, ConfigurationError, F
 pytestmark = pytest.mark.anyio
 __all__ = ["ca"]  # the fixture, imported for the TLS test below
 
+POOLS = ["auto", "httpcore"]  # the lean pool; httpcore's (warmup() opens its connections too)
 
-async def test_warmup_opens_the_connections_the_first_requests_use() -> None:
+
+@pytest.mark.parametrize("transport", POOLS)
+async def test_warmup_opens_the_connections_the_first_requests_use(transport: Any) -> None:
     accepted = anyio.Event()
     both_asked = anyio.Event()
     asked = 0
@@ -39,7 +42,7 @@ async def test_warmup_opens_the_connections_the_first_requests_use() -> None:
             await both_asked.wait()  # two requests in flight at once: each needs its own connection
             await stream.send(ok())
 
-    async with RawServer(script) as server, client(server.url) as c:
+    async with RawServer(script) as server, client(server.url, transport=transport) as c:
         await c.warmup(2)
         with anyio.fail_after(30):
             await accepted.wait()
@@ -50,8 +53,9 @@ async def test_warmup_opens_the_connections_the_first_requests_use() -> None:
     assert server.opened == 2  # the requests used the warm connections, none of their own
 
 
-async def test_warmup_again_opens_only_what_is_missing() -> None:
-    async with RawServer(respond(ok(), close=False)) as server, client(server.url) as c:
+@pytest.mark.parametrize("transport", POOLS)
+async def test_warmup_again_opens_only_what_is_missing(transport: Any) -> None:
+    async with RawServer(respond(ok(), close=False)) as server, client(server.url, transport=transport) as c:
         await c.warmup(1)
         await c.warmup(1)
         await c.warmup(0)
@@ -59,18 +63,25 @@ async def test_warmup_again_opens_only_what_is_missing() -> None:
     assert server.opened == 1
 
 
-async def test_warmup_is_bounded_by_the_pool() -> None:
-    async with RawServer(respond(ok(), close=False)) as server, client(server.url, max_connections=2) as c:
+@pytest.mark.parametrize("transport", POOLS)
+async def test_warmup_is_bounded_by_the_pool(transport: Any) -> None:
+    async with (
+        RawServer(respond(ok(), close=False)) as server,
+        client(server.url, max_connections=2, transport=transport) as c,
+    ):
         await c.warmup(50)
         assert (await ask(c)).message["content"] == "ok"
     assert server.opened == 2
 
 
-async def test_warmup_against_nothing_is_a_connection_error_without_the_key() -> None:
+@pytest.mark.parametrize("transport", POOLS)
+async def test_warmup_against_nothing_is_a_connection_error_without_the_key(transport: Any) -> None:
     with socket.socket() as s:  # a port nothing listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        c = FluxClient(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-warm-secret-123")
+        c = FluxClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-warm-secret-123", transport=transport
+        )
         async with c:
             with pytest.raises(APIConnectionError) as info:
                 await c.warmup()
@@ -201,12 +212,13 @@ async def test_a_warm_connection_the_server_closed_is_not_reused(ca: trustme.CA,
     assert server.opened == 2
 
 
-async def test_warmup_is_bounded_without_a_connect_timeout(ca: trustme.CA) -> None:
+@pytest.mark.parametrize("transport", POOLS)
+async def test_warmup_is_bounded_without_a_connect_timeout(ca: trustme.CA, transport: Any) -> None:
     async def script(index: int, stream: anyio.abc.SocketStream) -> None:
         await anyio.sleep_forever()  # accepts, never answers the TLS handshake
 
     async with RawServer(script) as server:
         url = server.url.replace("http://", "https://")
-        async with client(url, timeout=None, total_timeout=0.5) as c:
+        async with client(url, timeout=None, total_timeout=0.5, transport=transport) as c:
             with pytest.raises(APITimeoutError, match=r"took longer than 0\.5 s"):
                 await c.warmup()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpcore
@@ -55,10 +55,18 @@ _SETTLE_SECONDS = 0.001  # a parked TLS connection's pending records are read wi
 
 
 def _mapped(exc: Exception) -> Exception:
+    """httpx's exception for httpcore's `exc` (raise it `from exc`); `exc` itself when unmapped."""
     for theirs, ours in _MAP:
         if isinstance(exc, theirs):
             return ours(str(exc))
     return exc
+
+
+def _raise(exc: Exception) -> NoReturn:
+    mapped = _mapped(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 class CoreTransport(httpx.AsyncBaseTransport):
@@ -92,7 +100,7 @@ class CoreTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._pool.handle_async_request(core)
         except Exception as e:
-            raise _mapped(e) from e
+            _raise(e)
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
@@ -118,7 +126,7 @@ class CoreTransport(httpx.AsyncBaseTransport):
         try:
             await self._backend.preconnect(host, port, secure, seconds, wanted)
         except Exception as e:
-            raise _mapped(e) from e
+            _raise(e)
 
     async def aclose(self) -> None:
         await self._backend.aclose()
@@ -139,7 +147,7 @@ class _CoreStream(httpx.AsyncByteStream):
             async for part in self._httpcore_stream:
                 yield part
         except Exception as e:
-            raise _mapped(e) from e
+            _raise(e)
 
     async def aclose(self) -> None:
         close = getattr(self._httpcore_stream, "aclose", None)
