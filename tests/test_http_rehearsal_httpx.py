@@ -47,8 +47,16 @@ class CancellingWire(StatusWire):
         return super().decode(content, request_id=request_id, status=status)
 
 
-def _fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+def _fds() -> set[tuple[str, str]]:
+    """The process's open descriptors, each with what it points at (`socket:[inode]`...): a number
+    freed meanwhile (another test's garbage collected) and reused by a new socket still shows."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except OSError:  # closed between the listing and the look
+            pass
+    return out
 
 
 def _tasks() -> int:
