@@ -15,7 +15,8 @@ or one the server closed (or sent something on) meanwhile, is closed and a new o
 
 What httpx's transport does besides is done the same way here: the request and response are
 carried across (`httpcore.Request` / `httpx.Response`), and httpcore's exceptions become httpx's
-(`_mapped`: the same table as httpx's, most specific first), also while the body is read.
+(`_mapped`: the same table as httpx's, most specific first; httpcore's others, which httpx lets
+out as they are, `httpx.TransportError`), also while the body is read.
 """
 
 from __future__ import annotations
@@ -55,10 +56,18 @@ _SETTLE_SECONDS = 0.001  # a parked TLS connection's pending records are read wi
 
 
 def _mapped(exc: Exception) -> Exception:
-    """httpx's exception for httpcore's `exc` (raise it `from exc`); `exc` itself when unmapped."""
+    """httpx's exception for httpcore's `exc` (raise it `from exc`); `exc` itself if not httpcore's."""
     for theirs, ours in _MAP:
         if isinstance(exc, theirs):
             return ours(str(exc))
+    if type(exc).__module__.partition(".")[0] == "httpcore":
+        # httpcore's others (`ConnectionNotAvailable`, which its pool retries, and any it adds)
+        # are a broken exchange too: the client raises `APIConnectionError`, never httpcore's own.
+        # httpx's transport raises them as they are, outside agentloop's exception tree.
+        return httpx.TransportError(f"{type(exc).__name__}: {exc}")
+    # Not httpcore's: a bug (httpcore's RuntimeError for a request sent to another origin's
+    # connection, or ours), raised as itself as httpx does: neither retried nor reported as the
+    # network's fault.
     return exc
 
 
