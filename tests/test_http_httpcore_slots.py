@@ -21,6 +21,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from helpers import examples
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from test_http_pool_fairness import Step, _interleaving, _steps
 
 from agentloop import APITimeoutError, FluxClient, RetryPolicy
 from agentloop.abc import ModelRequest
@@ -167,3 +171,18 @@ async def test_the_pool_timeout_still_bounds_a_request_queued_for_a_connection(t
                 tg.cancel_scope.cancel()
             assert (await client.request(ask("probe"))).message["content"] == "re: probe"
     assert gated.probes == 1
+
+
+@settings(max_examples=examples(6), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps(), size=st.sampled_from([1, 2]), transport=st.sampled_from(TRANSPORTS))
+@example(steps=[("arrive", 0), ("arrive", 0), ("cutover", 2)], size=1, transport="httpcore")  # #1093
+def test_any_interleaving_of_cancellations_keeps_every_slot(
+    anyio_backend: str, steps: list[Step], size: int, transport: Any
+) -> None:
+    # The lean pool's property (tests/test_http_pool_fairness.py) on the httpcore transports: any
+    # interleaving of arrivals, answers, cancellations of queued or in-flight requests, and
+    # cancellations at the hand-over (a waiter cancelled after a slot was handed to it, before its
+    # task resumed): FIFO, never more than `size` at the router, and every request not cancelled
+    # is answered, and `size` requests reach the router at once afterwards: no request kept a
+    # slot. (The explicit example is #1093's order, which the random ones find at fuzz counts.)
+    anyio.run(_interleaving, steps, size, transport, backend=anyio_backend)

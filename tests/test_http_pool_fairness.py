@@ -39,6 +39,7 @@ class GatedRouter:
     def __init__(self) -> None:
         self.router = FakeFluxRouter(self._answer)
         self.gates: dict[str, anyio.Event] = {}
+        self.arrivals: dict[str, anyio.Event] = {}  # set when the request saying `name` reaches it
         self.order: list[str] = []
         self.busy: set[str] = set()  # answers not yet sent
         self.cut: set[str] = set()  # requests the test cancelled: the client closed their connection
@@ -51,12 +52,16 @@ class GatedRouter:
     def open(self, name: str) -> None:
         self.gate(name).set()
 
+    def arrived(self, name: str) -> anyio.Event:
+        return self.arrivals.setdefault(name, anyio.Event())
+
     async def _answer(self, req: RecordedRequest) -> Any:
         name = req.json["messages"][-1]["content"]
         self.order.append(name)
         self.connections.add(req.connection)
         self.busy.add(name)
         self.most_busy = max(self.most_busy, len(self.busy - self.cut))
+        self.arrived(name).set()
         try:
             await self.gate(name).wait()
         finally:
@@ -163,7 +168,10 @@ async def test_a_waiter_cancelled_at_the_hand_over_passes_the_connection_on() ->
 
 # --- every interleaving of arrivals, answers and cancellations --------------------------------
 
-Step = tuple[str, int]  # ("arrive", -), ("answer", k-th in flight), ("cancel", k-th alive)
+# ("arrive", -), ("answer", k-th in flight), ("cancel", k-th alive), ("handover", k-th waiting),
+# ("cutover", k): the first in flight is cancelled (its connection closes, so the pool opens a new
+# one for a waiter) and the first waiting one k % 4 loop passes later (encode/httpcore#1093's order)
+Step = tuple[str, int]
 
 
 def _steps() -> st.SearchStrategy[list[Step]]:
@@ -172,6 +180,7 @@ def _steps() -> st.SearchStrategy[list[Step]]:
         st.tuples(st.just("answer"), st.integers(0, 3)),
         st.tuples(st.just("cancel"), st.integers(0, 7)),
         st.tuples(st.just("handover"), st.integers(0, 7)),
+        st.tuples(st.just("cutover"), st.integers(0, 7)),
     )
     return st.lists(one, min_size=1, max_size=14)
 
@@ -183,13 +192,14 @@ def test_any_interleaving_serves_in_order_within_the_pool(
 ) -> None:
     # A model of the pool: requests arrive one at a time; the router answers one in flight, or a
     # request is cancelled (queued or in flight), or an answered request's own task cancels a
-    # still-waiting one at the hand-over moment. Whatever the interleaving: requests reach the
-    # router in arrival order, never more than `size` at once, and every one not cancelled is
-    # answered (none stranded behind a lost connection).
+    # still-waiting one at the hand-over moment, or a waiting one is cancelled a few loop passes
+    # after an in-flight one. Whatever the interleaving: requests reach the router in arrival
+    # order, never more than `size` at once, every one not cancelled is answered (none stranded
+    # behind a lost connection), and then `size` requests reach the router at once (no slot lost).
     anyio.run(_interleaving, steps, size, backend=anyio_backend)
 
 
-async def _interleaving(steps: list[Step], size: int) -> None:
+async def _interleaving(steps: list[Step], size: int, transport: Any = "auto") -> None:
     gated = GatedRouter()
     names: list[str] = []
     scopes: dict[str, anyio.CancelScope] = {}
@@ -197,7 +207,9 @@ async def _interleaving(steps: list[Step], size: int) -> None:
     after: dict[str, Callable[[], None]] = {}
     async with (
         gated.router,
-        FluxClient(base_url=gated.router.base_url, api_key="k", max_connections=size) as c,
+        FluxClient(
+            base_url=gated.router.base_url, api_key="k", max_connections=size, transport=transport
+        ) as c,
     ):
 
         async def one(name: str) -> None:
@@ -231,16 +243,34 @@ async def _interleaving(steps: list[Step], size: int) -> None:
                             victim = waiting[k % len(waiting)]
                             after[flying[0]] = scopes[victim].cancel
                             gated.open(flying[0])
+                    elif kind == "cutover" and flying:
+                        waiting = [n for n in live if n not in gated.order]
+                        if waiting:
+                            gated.cut.update((flying[0], waiting[0]))
+                            scopes[flying[0]].cancel()
+                            for _ in range(k % 4):
+                                await anyio.lowlevel.checkpoint()
+                            scopes[waiting[0]].cancel()
                     await settle()
                 for name in names:  # the rest are answered, in turn
                     gated.open(name)
-    assert gated.order == sorted(gated.order, key=names.index)
+            order, connections = list(gated.order), len(gated.connections)
+            # no cancelled request kept a slot: `size` requests still reach the router at once
+            probes = [f"probe{i}" for i in range(size)]
+            async with anyio.create_task_group() as tg:
+                for name in probes:
+                    tg.start_soon(c.request, ask(name))
+                for name in probes:
+                    await gated.arrived(name).wait()
+                for name in probes:
+                    gated.open(name)
+    assert order == sorted(order, key=names.index)
     assert gated.most_busy <= size
     cancelled = {n for n in names if scopes[n].cancel_called}
     assert set(done) | cancelled == set(names)
     # a connection is closed only when a request on it was cancelled: none at a hand-over
-    cut = {n for n in cancelled if n in gated.order}
-    assert len(gated.connections) <= size + len(cut)
+    cut = {n for n in cancelled if n in order}
+    assert connections <= size + len(cut)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
