@@ -13,7 +13,7 @@ import httpcore
 import httpx
 import pytest
 
-from agentloop._http.corepool import _mapped
+from agentloop._http.corepool import _mapped  # internal unit under test
 
 HTTPCORE_ERRORS = [
     cls
