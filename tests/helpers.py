@@ -5,6 +5,7 @@ Everything here goes through the public API (`agentloop.cli.main` is what the `a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,6 +14,8 @@ from typing import Any, TextIO
 
 import anyio.abc
 import anyio.from_thread
+import anyio.lowlevel
+import sniffio
 from hypothesis import settings
 
 from agentloop import RunResult, ToolRegistry
@@ -39,13 +42,41 @@ def ui_main(argv: Sequence[str], *, out: TextIO | None = None, err: TextIO | Non
     return cli(["ui", *argv], out=out, err=err)
 
 
+async def all_tasks_blocked() -> None:
+    """`anyio.wait_all_tasks_blocked()` without its naps on asyncio: there anyio sleeps 0.1 s each
+    time it finds a task not yet waiting (trio's scheduler knows at once), so a test settling a few
+    times per step spent seconds asleep (the pool-fairness property: 10 s on asyncio, 1 s on trio).
+    The same check (every other task waits on a pending future), polled at each loop iteration."""
+    if sniffio.current_async_library() != "asyncio":
+        await anyio.wait_all_tasks_blocked()
+        return
+    await anyio.lowlevel.checkpoint()
+    me = asyncio.current_task()
+    while not all(_waits(task) for task in asyncio.all_tasks() if task is not me):
+        await anyio.lowlevel.checkpoint()  # one turn of the loop: ready tasks run, sockets are read
+
+
+def _waits(task: asyncio.Task[Any]) -> bool:
+    waiter = task._fut_waiter  # type: ignore[attr-defined]  # what anyio reads too
+    return waiter is not None and not waiter.done()
+
+
 def examples(n: int) -> int:
     """A property test's example count: `n`, its smoke size, under the suite's hypothesis profile;
     scaled with the loaded profile's `max_examples` (2,000 under `--hypothesis-profile=fuzz`: 20n)."""
     return n * max(1, settings.default.max_examples // 100)
 
 
-__all__ = ["assert_valid_conversation", "cli", "examples", "runs", "runs_main", "step_tools", "ui_main"]
+__all__ = [
+    "all_tasks_blocked",
+    "assert_valid_conversation",
+    "cli",
+    "examples",
+    "runs",
+    "runs_main",
+    "step_tools",
+    "ui_main",
+]
 
 _PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit()
 

@@ -118,7 +118,7 @@ async def test_well_formed_conversations_still_go_out(conversation: list[Any], w
     error, sent = await outcome(conversation, wire)
     assert error is None
     assert len(sent) == 1
-    jsonschema.validate(sent[0], SCHEMAS[wire])
+    assert_valid_on_the_wire(sent[0], wire)
 
 
 @pytest.mark.parametrize("wire", WIRES)
@@ -130,7 +130,7 @@ async def test_an_assistant_message_with_no_calls_goes_out_without_the_key(calls
     message = {"role": "assistant", "content": "earlier answer", "tool_calls": calls}
     error, sent = await outcome([USER_OK, message], wire)
     assert error is None and len(sent) == 1
-    jsonschema.validate(sent[0], SCHEMAS[wire])
+    assert_valid_on_the_wire(sent[0], wire)
     if wire == "openai":
         assert sent[0]["messages"][1] == {"role": "assistant", "content": "earlier answer"}
     assert message["tool_calls"] == calls
@@ -217,6 +217,19 @@ SCHEMAS = {
     },
 }  # fmt: skip
 
+# One validator per wire, its schema checked once: jsonschema.validate() checks the schema against
+# the metaschema and builds a new validator on every call (17-50 ms, 2-6x the run it checks). Same
+# verdict and error as jsonschema.validate().
+VALIDATORS = {wire: jsonschema.validators.validator_for(schema)(schema) for wire, schema in SCHEMAS.items()}
+for _validator in VALIDATORS.values():
+    type(_validator).check_schema(_validator.schema)
+
+
+def assert_valid_on_the_wire(body: Any, wire: str) -> None:
+    error = jsonschema.exceptions.best_match(VALIDATORS[wire].iter_errors(body))
+    if error is not None:
+        raise error
+
 
 # --- any conversation: accepted and valid for the wire, or a ConversationError ------------------
 
@@ -284,7 +297,7 @@ def test_any_conversation_goes_out_valid_or_is_refused_before_any_request(
     event("accepted" if error is None else "refused")
     if error is None:
         assert len(sent) == 1
-        jsonschema.validate(sent[0], SCHEMAS[wire])
+        assert_valid_on_the_wire(sent[0], wire)
     else:
         assert isinstance(error, ConversationError), repr(error)
         assert sent == []

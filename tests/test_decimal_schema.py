@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -76,7 +77,8 @@ _NEAR = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+# The smoke size (it was 300, ~6 s of CPU under load); `--hypothesis-profile=fuzz` draws 2,000.
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=list(HealthCheck))
 @given(value=_NEAR)
 def test_every_argument_the_schema_accepts_converts(value: Any) -> None:
     record = converted(value)

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from helpers import all_tasks_blocked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,9 +77,9 @@ def ask(name: str) -> ModelRequest:
 async def settle() -> None:
     """Until every task (client, router) waits on something only the test can give."""
     for _ in range(3):  # the router's reads and the client's wake-ups take a few rounds
-        await anyio.wait_all_tasks_blocked()
+        await all_tasks_blocked()
         await anyio.lowlevel.checkpoint()
-    await anyio.wait_all_tasks_blocked()
+    await all_tasks_blocked()
 
 
 async def test_a_request_asking_again_at_once_does_not_take_the_connection_from_a_waiter() -> None:

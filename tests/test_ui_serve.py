@@ -6,6 +6,7 @@ closed by the server) under generous deadlines, never sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 from pathlib import Path
@@ -56,24 +57,28 @@ def sockets_of(pid: int) -> int:
 
 
 def test_a_slowloris_client_is_cut(db: str) -> None:
-    with served(db, "--request-timeout", "1") as url:
+    # The four slow clients are opened together: each one's 1 s deadline runs at the same time as
+    # the others' (one after the other, the test waited out four of them).
+    with served(db, "--request-timeout", "1") as url, contextlib.ExitStack() as stack:
         host, port = address(url)
-        with socket.create_connection((host, port)) as silent:  # connects, never says a word
-            assert closed_by_server(silent)
-        with socket.create_connection((host, port)) as slow:  # a head that never ends
-            slow.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nX-a: b".encode())
-            assert closed_by_server(slow)
-        with socket.create_connection((host, port)) as kept:  # one request, then a slow second one
-            kept.sendall(f"GET /static/app.css HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            kept.settimeout(60)
-            assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-            kept.sendall(b"GET / HTTP/1.1\r\n")
-            assert closed_by_server(kept)
-        with socket.create_connection((host, port)) as body:  # a decision form whose body never comes
-            body.sendall(
-                f"POST /decide/r1 HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 500\r\n\r\nx".encode()
-            )
-            assert closed_by_server(body)
+
+        def connect() -> socket.socket:
+            return stack.enter_context(socket.create_connection((host, port)))
+
+        silent = connect()  # connects, never says a word
+        slow = connect()  # a head that never ends
+        slow.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nX-a: b".encode())
+        body = connect()  # a decision form whose body never comes
+        body.sendall(
+            f"POST /decide/r1 HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 500\r\n\r\nx".encode()
+        )
+        kept = connect()  # one request, then a slow second one
+        kept.sendall(f"GET /static/app.css HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        kept.settimeout(60)
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET / HTTP/1.1\r\n")
+        for cut in (silent, slow, body, kept):
+            assert closed_by_server(cut)
         assert httpx.get(url, trust_env=False).status_code == 200  # and the server goes on
 
 
