@@ -11,8 +11,9 @@ counts the client process's instructions (the server is a child process it does 
 for `profile_step.py` at two run counts; their difference over the extra steps is the cost of
 one step, imports and warm-up cancelled out (±0.5 % between repeats, `PYTHONHASHSEED=0`).
 Instructions are not time: a cache miss or a syscall's kernel side costs no instruction here,
-and `re` / `memcpy` loops run many cheap ones (`benchmarks/README.md`, "Round 9 (d)"). Use it to
-compare two versions of the same code; confirm in CPU with the peer harness. ~2-4 min a figure.
+and `re` / `memcpy` loops run many cheap ones, so two different programs' counts do not compare
+(`benchmarks/README.md`, "Streaming, seventh pass"). Use it to compare two versions of the same
+code; confirm in CPU with the peer harness. ~2-4 min a figure on a quiet machine, 10+ at load 20+.
 """
 
 from __future__ import annotations
