@@ -10,6 +10,7 @@ each tool call's id and name then its arguments in 3 fragments (or the text), a 
 a usage chunk, `data: [DONE]`.
 
     python benchmarks/_server.py --port 0     # prints {"url": ...} once listening
+    python benchmarks/_server.py --plain      # never streams: a streamed run gets every answer whole
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 
 _MODEL = re.compile(rb'"model"\s*:\s*"bench-s(\d+)-k(\d+)(?:-l(\d+))?"')
 STATS = {"requests": 0}
+PLAIN = {"on": False}  # --plain: every answer plain JSON, also to `stream: true` (see profile_step.py)
 
 
 def message_for(body: bytes) -> tuple[dict[str, object], str]:
@@ -119,7 +121,7 @@ class Http(asyncio.Protocol):
             self.send(json.dumps(STATS).encode())
             return
         STATS["requests"] += 1
-        if _STREAM.search(body):
+        if not PLAIN["on"] and _STREAM.search(body):
             self.send_stream(sse_chunks(body))
             return
         delay = latency_ms(body)
@@ -157,7 +159,9 @@ async def serve(port: int) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--plain", action="store_true", help="never stream: a plain answer to `stream: true` too")
     args = p.parse_args()
+    PLAIN["on"] = args.plain
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

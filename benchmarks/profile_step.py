@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/profile_step.py --mode seq  --runs 300     # (a) C=1, not streamed
     .venv/bin/python benchmarks/profile_step.py --mode conc --runs 1000    # (b) C=200
     .venv/bin/python benchmarks/profile_step.py --mode sseq --runs 300     # (d) C=1, streamed
+    .venv/bin/python benchmarks/profile_step.py --mode sseq --plain-server # (d) without SSE: the stream's own cost
     add --cprofile FILE.pstats to save cProfile's data; --top N prints the N costliest functions
     py-spy record -o benchmarks/profiles/seq.svg -- .venv/bin/python benchmarks/profile_step.py --mode seq
 
@@ -110,10 +111,24 @@ def main() -> None:
         help="cProfile counts CPU time (process_time), not wall time: on a loaded machine the wall "
         "time of a syscall includes waiting for a core, and then `socket.send` looks like most of a step",
     )
+    p.add_argument(
+        "--plain-server",
+        action="store_true",
+        help="the server answers `stream: true` with a plain body (a streamed run, no SSE): sseq minus this "
+        "is what the SSE wire costs, this minus seq what the event stream itself costs",
+    )
     args = p.parse_args()
     concurrency, stream = MODES[args.mode]
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "_server.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+        [
+            sys.executable,
+            str(HERE / "_server.py"),
+            "--port",
+            "0",
+            *(["--plain"] if args.plain_server else []),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         url = json.loads(server.stdout.readline())["url"]  # type: ignore[union-attr]

@@ -151,13 +151,28 @@ class _Buffer:
     full; `reader`: it is empty), and the other side wakes it when that changes.
     """
 
-    __slots__ = ("appended", "closed", "events", "gates", "gone", "new_waiter", "popped", "reader", "writers")
+    __slots__ = (
+        "appended",
+        "closed",
+        "events",
+        "first_gate",
+        "gates",
+        "gone",
+        "new_waiter",
+        "popped",
+        "reader",
+        "writers",
+    )
 
     def __init__(self, new_waiter: Callable[[], Any]) -> None:
         self.events: deque[Event] = deque()
         self.appended = 0  # events put in so far (an event's number is the count before it)
         self.popped = 0  # events the consumer has taken so far
         self.gates: list[tuple[int, Any]] = []  # (event number, waiter): tool calls not started yet
+        # The lowest event number in `gates` (inf: none). The consumer compares it once per event
+        # and calls `release` only when a gate opens: while a step's deltas and `ToolCallStarted`s
+        # are taken, a call per event rebuilt `gates` each time (~16 per streamed tool step).
+        self.first_gate = math.inf
         self.closed = False  # the loop has ended: no more events
         self.gone = False  # the consumer has left: nobody will read
         self.new_waiter = new_waiter
@@ -200,6 +215,8 @@ class _Buffer:
         while self.popped <= number and not self.gone:
             waiter = self.new_waiter()
             self.gates.append((number, waiter))
+            if number < self.first_gate:
+                self.first_gate = number
             await waiter
         if self.gone:
             await anyio.lowlevel.checkpoint()  # trio: a wake-up before the cancel is not a checkpoint
@@ -208,6 +225,7 @@ class _Buffer:
         """The consumer asks for an event after `taken` events: the calls whose events it took start."""
         waiting = self.gates
         self.gates = [g for g in waiting if g[0] >= taken]
+        self.first_gate = min((g[0] for g in self.gates), default=math.inf)
         for number, waiter in waiting:
             if number < taken:
                 _wake(waiter)
@@ -315,8 +333,8 @@ class EventStream:
 
     async def __anext__(self) -> Event:
         buffer = self._buffer
-        if buffer.gates:  # the body for the events taken so far has run: their tool calls may start
-            buffer.release(buffer.popped)
+        if buffer.first_gate < buffer.popped:  # the body for the events taken so far has run:
+            buffer.release(buffer.popped)  # the tool calls gated on them may start
         events = buffer.events
         while not events:  # (the common case skips this: the loop was ahead)
             if buffer.closed:
