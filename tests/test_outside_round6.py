@@ -1,0 +1,75 @@
+"""Outside-in review, round 6: a new user following README.md and docs/ (history slices, tools
+written the ordinary way, journaled runs) and a hostile model (odd answer fields, streams). Each
+test is the exact repro of a break found from the outside (public API only), kept as a
+regression test; async ones run on asyncio and trio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentloop import Agent, ConversationError, FluxClient
+from agentloop.testing import FakeFluxRouter, FunctionModel, text
+
+pytestmark = pytest.mark.anyio
+
+WIRES = ["openai", "anthropic"]
+
+
+def _url(router: FakeFluxRouter, wire: str) -> str:
+    return router.base_url if wire == "openai" else router.anthropic_url
+
+
+def _calls_then(answer: str, *calls: Any) -> FunctionModel:
+    """A model that makes `calls` on the user's turn, then answers `answer`."""
+    return FunctionModel(lambda messages, tools: list(calls) if messages[-1]["role"] == "user" else answer)
+
+
+# --- a new user keeps the last few messages of a conversation ------------------------------------
+
+
+def _conversation() -> list[dict[str, Any]]:
+    call_ = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    return [
+        {"role": "user", "content": "Where is order 7?"},
+        {"role": "assistant", "content": None, "tool_calls": [call_]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "shipped"},
+        {"role": "assistant", "content": "It has shipped."},
+    ]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_history_slice_that_cuts_a_call_from_its_result_is_refused_before_any_request(
+    wire: str,
+) -> None:
+    # `messages=result.messages[-3:]` (keep the last few) starts at a tool message whose call was
+    # cut off: sent as it was, every provider refuses it with a 400 (OpenAI: "messages with role
+    # 'tool' must be a response to a preceding message with 'tool_calls'"), the fake router took it
+    async with FakeFluxRouter([text("ok")]) as router:
+        async with FluxClient(base_url=_url(router, wire), api_key="k") as client:
+            with pytest.raises(
+                ConversationError,
+                match=r"messages\[0\] \(role 'tool'\) answers tool call 'call_1'.*History\(keep_last=",
+            ) as e:
+                await Agent(client=client).run("And order 8?", messages=_conversation()[2:])
+            assert router.requests == []
+    assert isinstance(e.value, ValueError)
+
+
+async def test_a_tool_message_answering_a_call_of_another_turn_is_refused() -> None:
+    messages = _conversation()
+    stray = [
+        *messages,
+        {"role": "user", "content": "thanks"},
+        dict(messages[2]),
+    ]  # answers call_1 again, later
+    with pytest.raises(ConversationError, match=r"messages\[5\] \(role 'tool'\) answers tool call 'call_1'"):
+        await Agent(client=FunctionModel(lambda m, t: "ok")).run(messages=stray)
+
+
+async def test_whole_conversations_and_their_continuations_still_pass() -> None:
+    agent = Agent(client=FunctionModel(lambda m, t: "ok"))
+    result = await agent.run("And order 8?", messages=_conversation())
+    assert (await agent.run("next", messages=result.messages)).output == "ok"
+    assert (await agent.run("again", messages=_conversation()[3:])).output == "ok"  # a slice at a turn
