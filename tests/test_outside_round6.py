@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agentloop import Agent, ConversationError, FluxClient
-from agentloop.testing import FakeFluxRouter, FunctionModel, text
+from agentloop import Agent, ConversationError, FluxClient, ToolRegistry
+from agentloop.testing import FakeFluxRouter, FunctionModel, call, text
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +73,29 @@ async def test_whole_conversations_and_their_continuations_still_pass() -> None:
     result = await agent.run("And order 8?", messages=_conversation())
     assert (await agent.run("next", messages=result.messages)).output == "ok"
     assert (await agent.run("again", messages=_conversation()[3:])).output == "ok"  # a slice at a turn
+
+
+# --- tools written the ordinary way ---------------------------------------------------------------
+
+
+class Float64(float):
+    """What numpy.float64 is to Python (a float subclass): `df["price"].mean()` returns one."""
+
+
+async def test_a_float_subclass_result_numpy_float64_reaches_the_model_as_a_number() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    def mean_price() -> Float64:
+        return Float64(2.5)
+
+    @tools.tool
+    def stats() -> dict[str, Any]:
+        return {"mean": Float64(2.5), "values": [Float64(1.0), Float64("nan")]}
+
+    model = _calls_then("done", call("mean_price", {}), call("stats", {}))
+    result = await Agent(client=model, tools=tools).run("price?")
+    assert [(r.status, r.content) for r in result.tool_calls] == [
+        ("ok", "2.5"),
+        ("ok", '{"mean":2.5,"values":[1.0,"NaN"]}'),
+    ]
