@@ -99,3 +99,40 @@ async def test_a_float_subclass_result_numpy_float64_reaches_the_model_as_a_numb
         ("ok", "2.5"),
         ("ok", '{"mean":2.5,"values":[1.0,"NaN"]}'),
     ]
+
+
+def find_user(name: str) -> dict[str, str]:
+    """Find a user by name (the ordinary slip: `next` without a default)."""
+    users = [{"name": "ana"}]
+    return next(u for u in users if u["name"] == name)
+
+
+async def afind_user(name: str) -> dict[str, str]:
+    users = [{"name": "ana"}]
+    return next(u for u in users if u["name"] == name)
+
+
+async def test_a_tool_raising_stopiteration_is_reported_as_stopiteration_inline_and_in_a_thread() -> None:
+    # a `next(...)` that found nothing: the model was told "RuntimeError: coroutine raised
+    # StopIteration" (a sync tool has no coroutine), and the record's traceback of the thread tool
+    # ended in anyio's frames; a "process" tool already said StopIteration
+    seen: list[BaseException] = []
+
+    def fmt(name: str, exc: BaseException) -> str:
+        seen.append(exc)
+        return f"Tool {name!r} raised {type(exc).__name__}"
+
+    tools = [find_user, afind_user]
+    model = _calls_then("done", call("find_user", {"name": "bob"}), call("afind_user", {"name": "bob"}))
+    result = await Agent(client=model, tools=tools).run("who is bob?")
+    for record in result.tool_calls:
+        assert record.status == "raised"
+        assert record.content == f"Tool {record.name!r} raised StopIteration: "
+        assert record.traceback is not None and "next(u for u in users" in record.traceback
+        assert record.traceback.rstrip().endswith("StopIteration")
+    result = await Agent(client=model, tools=tools, format_tool_error=fmt).run("who is bob?")
+    assert [type(e) for e in seen] == [StopIteration, StopIteration]
+    assert [r.content for r in result.tool_calls] == [
+        "Tool 'find_user' raised StopIteration",
+        "Tool 'afind_user' raised StopIteration",
+    ]
