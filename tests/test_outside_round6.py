@@ -5,11 +5,12 @@ regression test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentloop import Agent, ConversationError, FluxClient, ToolRegistry
+from agentloop import Agent, ConversationError, FluxClient, SQLiteJournal, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, text
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +137,19 @@ async def test_a_tool_raising_stopiteration_is_reported_as_stopiteration_inline_
         "Tool 'find_user' raised StopIteration",
         "Tool 'afind_user' raised StopIteration",
     ]
+
+
+# --- durable runs: "a finished run is returned as it is" ------------------------------------------
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_resuming_a_finished_run_keeps_its_finish_reason(wire: str, tmp_path: Path) -> None:
+    # an answer cut at max_tokens: resume(run_id) of the finished run said finish_reason None, so
+    # a worker that resumes every job (docs/recipes.md) took the cut answer for a whole one
+    async with FakeFluxRouter([text("Half an answ", finish_reason="length")]) as router:
+        async with FluxClient(base_url=_url(router, wire), api_key="k") as client:
+            agent = Agent(client=client, journal=SQLiteJournal(tmp_path / "runs.db"))
+            first = await agent.run("Write a long essay", run_id="job-1")
+            again = await agent.resume("job-1")
+    assert first.finish_reason == again.finish_reason == "length"
+    assert again.output == "Half an answ"
