@@ -5,13 +5,14 @@ regression test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentloop import Agent, ConversationError, FluxClient, SQLiteJournal, ToolRegistry
-from agentloop.testing import FakeFluxRouter, FunctionModel, call, text
+from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw, text
 
 pytestmark = pytest.mark.anyio
 
@@ -153,3 +154,26 @@ async def test_resuming_a_finished_run_keeps_its_finish_reason(wire: str, tmp_pa
             again = await agent.resume("job-1")
     assert first.finish_reason == again.finish_reason == "length"
     assert again.output == "Half an answ"
+
+
+# --- a hostile model's odd answer fields ----------------------------------------------------------
+
+
+def _completion(**fields: Any) -> str:
+    message = {"role": "assistant", "content": "hi"}
+    return json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], **fields})
+
+
+@pytest.mark.parametrize(
+    "fields", [{"model": 5}, {"model": ["m"]}, {"model": {"a": 1}}, {"id": [1], "model": 7}]
+)
+async def test_a_whole_openai_answer_whose_model_is_not_text_is_read_not_a_crash(
+    fields: dict[str, Any],
+) -> None:
+    # "model": 5 in a chat.completion raised a raw AttributeError ('int' object has no attribute
+    # 'encode') out of Agent.run; the streamed and Anthropic decoders already ignored it
+    async with FakeFluxRouter([raw(200, _completion(**fields))]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=False) as client:
+            result = await Agent(client=client).run("hi")
+    assert result.output == "hi"
+    assert list(result.usage.by_model) == ["flux-auto"]

@@ -121,12 +121,13 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             request_id=request_id,
         )
     problems: list[str] = []
+    model, rid = data.get("model"), data.get("id")  # any JSON: kept only as text, as a stream's are
     return ModelTurn(
         message=normalize_message(raw),
         usage=openai_usage(data.get("usage"), problems),
         finish_reason=choice.get("finish_reason"),
-        model=data.get("model"),
-        request_id=request_id or data.get("id"),
+        model=model if isinstance(model, str) else None,
+        request_id=request_id or (rid if isinstance(rid, str) else None),
         usage_problems=tuple(problems),
     )
 
