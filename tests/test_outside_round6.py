@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agentloop import Agent, ConversationError, FluxClient, SQLiteJournal, ToolRegistry
-from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw, text
+from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +177,52 @@ async def test_a_whole_openai_answer_whose_model_is_not_text_is_read_not_a_crash
             result = await Agent(client=client).run("hi")
     assert result.output == "hi"
     assert list(result.usage.by_model) == ["flux-auto"]
+
+
+def _sse_chunks(*deltas: dict[str, Any]) -> str:
+    chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+async def test_streamed_content_parts_are_kept_as_a_whole_answers_are() -> None:
+    # a router passing on a provider's content parts ({"type": "text", ...}) in stream deltas: the
+    # whole answer joined their text, the streamed one dropped it and ended "final" with ""
+    parts = [{"type": "text", "text": "Sun"}, {"type": "text", "text": "ny."}]
+    body = _sse_chunks({"role": "assistant", "content": parts[:1]}, {"content": parts[1:]})
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k") as client:
+            async with Agent(client=client).stream("Weather?") as events:
+                texts = [e.text async for e in events if type(e).__name__ == "TextDelta"]
+    assert texts == ["Sun", "ny."]
+
+
+async def test_a_tool_call_with_whole_content_parts_still_runs() -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    def ping() -> str:
+        return "pong"
+
+    async with FakeFluxRouter([tool_calls(call("ping", {})), text("done")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k") as client:
+            async with Agent(client=client, tools=tools).stream("ping") as events:
+                async for _ in events:
+                    pass
+    assert router.requests[1].json["messages"][-1]["content"] == "pong"
+
+
+@pytest.mark.parametrize("part_text", [5, None, ["a"]])
+async def test_a_whole_answers_content_part_whose_text_is_not_text_is_skipped_not_a_crash(
+    part_text: Any,
+) -> None:
+    # content [{"type": "text", "text": 5}] raised a raw TypeError (sequence item 0: expected str
+    # instance) out of Agent.run
+    message = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": part_text}, {"type": "text", "text": "ok"}],
+    }
+    body = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+    async with FakeFluxRouter([raw(200, body)]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=False) as client:
+            assert (await Agent(client=client).run("hi")).output == "ok"

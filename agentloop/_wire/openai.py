@@ -141,7 +141,7 @@ def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
         )
     content = raw.get("content")
     if isinstance(content, list):  # content parts: keep the text
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
+        content = parts_text(content) or None
     elif content is not None and not isinstance(content, str):
         content = str(content)
     message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -155,6 +155,12 @@ def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw.get("refusal"), str):
         message["refusal"] = raw["refusal"]
     return message
+
+
+def parts_text(parts: list[Any]) -> str:
+    """The text of content parts (`{"type": "text", "text": ...}`, as some providers send content,
+    whole or streamed); a part without text (a "thinking" part, a text that is not a str) adds none."""
+    return "".join(t for p in parts if isinstance(p, dict) and isinstance(t := p.get("text"), str))
 
 
 def normalize_tool_call(raw: Any) -> dict[str, Any]:
@@ -286,6 +292,8 @@ class OpenAIStream(StreamAssembler):
         out: list[Any] = []
         if content and isinstance(content, str):
             out.append(self.text_delta(content))
+        elif content and isinstance(content, list) and (text := parts_text(content)):
+            out.append(self.text_delta(text))  # content parts, as a whole answer may have them
         if isinstance(get("refusal"), str):
             self.refusal.append(delta["refusal"])
         if not calls and isinstance(get("function_call"), dict):  # legacy single function_call
