@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agentloop import Agent, ConversationError, FluxClient, SQLiteJournal, ToolRegistry
+from agentloop import Agent, APIResponseError, ConversationError, FluxClient, SQLiteJournal, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw, text, tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -226,3 +226,25 @@ async def test_a_whole_answers_content_part_whose_text_is_not_text_is_skipped_no
     async with FakeFluxRouter([raw(200, body)]) as router:
         async with FluxClient(base_url=router.base_url, api_key="k", stream=False) as client:
             assert (await Agent(client=client).run("hi")).output == "ok"
+
+
+async def test_a_streamed_thinking_signature_that_is_not_text_is_worded_once() -> None:
+    # the message read "the endpoint streamed streamed thinking whose `signature` is int"
+    events = [
+        {"type": "message_start", "message": {"id": "m", "role": "assistant", "content": [], "usage": {}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": 5}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+        {"type": "message_stop"},
+    ]
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    reply = raw(200, body, content_type="text/event-stream")
+    async with FakeFluxRouter(lambda request: reply) as router:
+        async with FluxClient(base_url=router.anthropic_url, api_key="k") as client:
+            with pytest.raises(APIResponseError) as e:
+                async with Agent(client=client).stream("hi") as stream:
+                    async for _ in stream:
+                        pass
+    assert "the endpoint streamed thinking whose `signature` is int, not text" in str(e.value)
