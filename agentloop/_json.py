@@ -234,6 +234,8 @@ def _text_form(value: Any) -> Any:
         return duration(value)
     if isinstance(value, pathlib.PurePath):
         return str(value)
+    if isinstance(value, float) and type(value) is not float:  # numpy.float64 (pandas' mean()...)
+        return float(value)
     return value
 
 

@@ -29,6 +29,7 @@ from .._tools.dispatch import ErrorFormatter
 from .._tools.registry import ToolRegistry
 from .._types import OutputT, RunResult
 from .agent_tool import as_tool, restore_nested_usage
+from .answered import check_answered
 from .approval import ApprovalPredicate, Decision
 from .config import (
     build_tools,
@@ -49,11 +50,7 @@ from .config import (
     output_spec_for,
     tool_choice_for,
 )
-from .conversation import (
-    ToolChoice,
-    check_answered,
-    check_conversation,
-)
+from .conversation import ToolChoice, check_conversation
 from .handoff import build_handoffs
 from .history import History
 from .journal import Journal

@@ -13,7 +13,6 @@ from .._wire.thinking import LAYOUT_KEY, THINKING_KEY, canonical_block, is_kind,
 __all__ = [
     "ToolChoice",
     "normalize_tool_choice",
-    "check_answered",
     "check_conversation",
     "history_message",
     "history_message_async",
@@ -368,29 +367,3 @@ def _object_text(raw: Any) -> Any:
         return _json.dumps_str(raw) if isinstance(raw, dict) else "{}"
     except (TypeError, ValueError):  # not JSON, too deep, not encodable
         return "{}"
-
-
-def check_answered(messages: list[dict[str, Any]]) -> None:
-    """Every tool call of the caller's conversation must have its tool message before the next
-    message that is not one. Unanswered, it went out as it was: every provider rejects such a
-    request (OpenAI: 400 "tool_calls must be followed by tool messages"), while the fake router
-    accepted it, so it failed in production only. A paused run's messages end that way: those
-    are continued with `Agent.resume`."""
-    waiting: dict[str, int] = {}  # call id -> index of the assistant message that made it
-    for i, m in enumerate(messages):
-        if m.get("role") == "tool":
-            waiting.pop(m["tool_call_id"], None)
-            continue
-        if waiting:
-            break
-        for call in m.get("tool_calls") or () if m.get("role") == "assistant" else ():
-            cid = call.get("id")
-            waiting[cid if isinstance(cid, str) else repr(cid)] = i
-    if waiting:
-        cid, i = next(iter(waiting.items()))
-        raise ConversationError(
-            f"messages[{i}] has tool call {cid[:80]!r} with no tool message answering it; providers "
-            "refuse such a conversation. Add {'role': 'tool', 'tool_call_id': ..., 'content': ...} "
-            "after it for each call, or drop the calls; a paused run (stop_reason "
-            "'approval_required') is continued with agent.resume(result, approvals=...)"
-        )

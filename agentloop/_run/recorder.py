@@ -37,6 +37,7 @@ from .._wire.thinking import THINKING_KEY
 from .approval import Decision, decision_from_data
 from .conversation import history_message
 from .entries import Entry
+from .finish import finish_reason
 from .journal import Journal, JournaledRun, JournalEntry
 
 __all__ = ["Entry", "Recorder", "Replay", "replay", "close_calls", "record_data"]
@@ -83,6 +84,7 @@ class Replay:
     pending: list[PendingCall] = field(default_factory=list)
     approvals: dict[str, Decision] = field(default_factory=dict)
     final: tuple[str, str | None] | None = None  # (stop_reason, output)
+    finish_reason: str | None = None  # of the last answer (RunResult.finish_reason when it was the final one)
     ended: bool = False  # the "end" entry is there (a crash can come between the final answer and it)
     final_data: Any = None  # a structured output's JSON data ("output_data"), when there is one
     has_final_data: bool = False
@@ -130,8 +132,13 @@ def _replay(run: JournaledRun) -> Replay:
 # --- each entry kind: what is written, and how it is replayed -----------------------------------
 
 
-def model_data(message: dict[str, Any], usage: Usage, model: str) -> dict[str, Any]:
-    return {"message": message, "usage": usage.to_data(), "model": model}
+def model_data(
+    message: dict[str, Any], usage: Usage, model: str, finish: str | None = None
+) -> dict[str, Any]:
+    data = {"message": message, "usage": usage.to_data(), "model": model}
+    if finish is not None:  # read back as a finished run's finish_reason (resume returns it as it was)
+        data["finish_reason"] = finish
+    return data
 
 
 def _replay_model(r: Replay, e: JournalEntry) -> None:
@@ -144,6 +151,8 @@ def _replay_model(r: Replay, e: JournalEntry) -> None:
     r.usage = r.usage + usage
     if "model" in d:
         r.turns.append((d["model"], usage))
+    finish = d.get("finish_reason")
+    r.finish_reason = finish if isinstance(finish, str) else None
     r.calls = message.get("tool_calls") or None
 
 
@@ -319,7 +328,7 @@ class Recorder:
                 )
             )
         if self.journal is not None:
-            await self._append(_MODEL, model_data(turn.message, turn.usage, model), step)
+            await self._append(_MODEL, model_data(turn.message, turn.usage, model, finish_reason(turn)), step)
         if emit is not None and not turn.streamed:
             for block in turn.message.get(THINKING_KEY) or ():  # before the text, as a stream has them
                 text = block.get("thinking") if isinstance(block, dict) else None

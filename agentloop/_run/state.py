@@ -147,6 +147,7 @@ class Run:
         )
         if state.final is not None:
             final = run.result(state.final[1], state.final[0])
+            final.finish_reason = state.finish_reason
             if state.has_final_data:  # validated against output_type when the run is finished
                 final.output = StoredOutput(state.final_data)
             run.final = final

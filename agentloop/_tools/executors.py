@@ -57,7 +57,7 @@ async def run_in_process(tool: Tool, kwargs: dict[str, Any]) -> ToolOutcome:
     except BaseException as e:
         if not tool_failure(e):
             raise
-        return _raised(e)
+        return _raised(_stopped(e))
     if timed_out:
         abandoned = ""
         if tool.sandbox == "thread":
@@ -82,6 +82,30 @@ def _warn_abandoned(name: str) -> None:
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+class _Stopped(Exception):
+    """Carries a thread tool's StopIteration to the event loop, which would turn it into
+    "RuntimeError: coroutine raised StopIteration" (a future cannot hold a StopIteration)."""
+
+    def __init__(self, stop: StopIteration) -> None:
+        self.stop = stop
+
+
+def _stopped(e: BaseException) -> BaseException:
+    """The StopIteration a tool raised (a `next(...)` that found nothing), as "process" tools report
+    it: Python turns it into `RuntimeError('coroutine raised StopIteration')` in an async tool,
+    naming a coroutine the tool author never wrote, and the thread's carrier holds it."""
+    if isinstance(e, _Stopped):
+        return e.stop
+    cause = e.__cause__
+    if (
+        type(e) is RuntimeError
+        and isinstance(cause, StopIteration)
+        and str(e).endswith("raised StopIteration")
+    ):
+        return cause
+    return e
 
 
 def _raised(e: BaseException) -> ToolOutcome:
@@ -135,7 +159,10 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
 
 
 def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    result = fn(**kwargs)
+    try:
+        result = fn(**kwargs)
+    except StopIteration as e:
+        raise _Stopped(e) from None
     if isinstance(result, CoroutineType):  # trio refuses it with a puzzling TypeError, asyncio
         # could not encode it: one clear error on both, and no "never awaited" warning
         result.close()

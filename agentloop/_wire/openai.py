@@ -123,12 +123,13 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             request_id=request_id,
         )
     problems: list[str] = []
+    model, rid = data.get("model"), data.get("id")  # any JSON: kept only as text, as a stream's are
     return ModelTurn(
         message=normalize_message(raw),
         usage=openai_usage(data.get("usage"), problems),
         finish_reason=choice.get("finish_reason"),
-        model=data.get("model"),
-        request_id=request_id or data.get("id"),
+        model=model if isinstance(model, str) else None,
+        request_id=request_id or (rid if isinstance(rid, str) else None),
         usage_problems=tuple(problems),
     )
 
@@ -153,7 +154,7 @@ def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
         )
     content = raw.get("content")
     if isinstance(content, list):  # content parts: keep the text
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
+        content = parts_text(content) or None
     elif content is not None and not isinstance(content, str):
         content = str(content)
     message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -167,6 +168,12 @@ def normalize_message(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(raw.get("refusal"), str):
         message["refusal"] = raw["refusal"]
     return message
+
+
+def parts_text(parts: list[Any]) -> str:
+    """The text of content parts (`{"type": "text", "text": ...}`, as some providers send content,
+    whole or streamed); a part without text (a "thinking" part, a text that is not a str) adds none."""
+    return "".join(t for p in parts if isinstance(p, dict) and isinstance(t := p.get("text"), str))
 
 
 def normalize_tool_call(raw: Any) -> dict[str, Any]:
@@ -290,6 +297,8 @@ class OpenAIStream(StreamAssembler):
         out: list[Any] = []
         if content and isinstance(content, str):
             out.append(self.text_delta(content))
+        elif content and isinstance(content, list) and (text := parts_text(content)):
+            out.append(self.text_delta(text))  # content parts, as a whole answer may have them
         if isinstance(get("refusal"), str):
             self.refusal.append(delta["refusal"])
         if not calls and get("function_call") is not None:  # legacy single function_call

@@ -101,13 +101,13 @@ class ThinkingSlot:
         if isinstance(piece, str):
             self.text.append(piece)
         elif piece is not None:
-            raise ValueError(f"streamed thinking whose `thinking` is {type(piece).__name__}, not text")
+            raise ValueError(f"thinking whose `thinking` is {type(piece).__name__}, not text")
 
     def add_signature(self, piece: Any) -> None:
         if isinstance(piece, str):
             self.signature = [*(self.signature or ()), piece]
         elif piece is not None:
-            raise ValueError(f"streamed thinking whose `signature` is {type(piece).__name__}, not text")
+            raise ValueError(f"thinking whose `signature` is {type(piece).__name__}, not text")
 
     def block(self) -> dict[str, Any] | str:
         if self.redacted:
