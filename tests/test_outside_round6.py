@@ -248,3 +248,40 @@ async def test_a_streamed_thinking_signature_that_is_not_text_is_worded_once() -
                     async for _ in stream:
                         pass
     assert "the endpoint streamed thinking whose `signature` is int, not text" in str(e.value)
+
+
+def _choices_stream(*chunks: list[tuple[int, dict[str, Any], str | None]]) -> str:
+    """SSE of chunks, each a list of (choice index, delta, finish_reason)."""
+    out = [{"choices": [{"index": i, "delta": d, "finish_reason": f} for i, d, f in c]} for c in chunks]
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in out) + "data: [DONE]\n\n"
+
+
+async def _streamed(agent: Agent) -> Any:
+    async with agent.stream("Weather?") as events:
+        finished = [e.result async for e in events if type(e).__name__ == "RunFinished"]
+    return finished[0]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["chunks of their own", "in one chunk"])
+async def test_a_second_choice_streamed_is_not_mixed_into_the_answer(together: bool) -> None:
+    # a router streaming two choices (n was never asked for): the chunks of choice 1 were read as
+    # the answer's (choices[0] of each chunk, whatever its index), so its text was mixed in and
+    # its finish_reason ended the answer (the chunks-of-their-own case: 2 of 2 failed before)
+    first = [(0, {"role": "assistant", "content": "Sun"}, None)]
+    second = [(1, {"role": "assistant", "content": "Rain"}, None)]
+    rest = [[(0, {"content": "ny."}, None)], [(1, {}, "length")], [(0, {}, "stop")]]
+    body = _choices_stream(first + second, *rest) if together else _choices_stream(first, second, *rest)
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
+            result = await _streamed(Agent(client=client))
+    assert (result.output, result.finish_reason) == ("Sunny.", "stop")
+
+
+async def test_a_single_choice_streamed_with_another_index_is_still_the_answer() -> None:
+    # the first choice streamed is the answer whatever its index (a router numbering from 1)
+    body = _choices_stream(
+        [(1, {"role": "assistant", "content": "Sun"}, None)], [(1, {"content": "ny."}, "stop")]
+    )
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
+            assert (await _streamed(Agent(client=client))).output == "Sunny."

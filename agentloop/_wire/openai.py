@@ -202,15 +202,16 @@ def normalize_tool_call(raw: Any) -> dict[str, Any]:
 class OpenAIStream(StreamAssembler):
     """`chat.completion.chunk` events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    # For fragments without an index (`_place`): each call's slot by its id, and the highest slot.
-    # Found by scanning the slots before: quadratic, so 870 KiB of index-less calls held the event
-    # loop (every run in the process) for 7 s, and the 32 MiB a response may have for hours.
-    __slots__ = ("_by_id", "_top")
+    # `_by_id`, `_top`: each index-less fragment's slot by its id, the highest slot (a scan of the
+    # slots was quadratic: 870 KiB of such calls held the event loop 7 s). `_choice`: the first
+    # choice streamed, the only one read (another's text was mixed into the answer).
+    __slots__ = ("_by_id", "_choice", "_top")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
         self._by_id: dict[str, int] | None = None  # made at the first index-less fragment with an id
         self._top: int | None = None  # the highest slot index (None: no slot yet)
+        self._choice: Any = ...  # (none seen yet)
 
     def feed_all(self, batch: list[tuple[str, str]]) -> tuple[list[Any], Failure | None]:
         # Hot: once per network read of every streamed answer; a plain data event (nearly all of
@@ -269,6 +270,8 @@ class OpenAIStream(StreamAssembler):
         choice = choices[0]
         if type(choice) is not dict:
             return NO_EVENTS
+        if choice.get("index") != self._choice and (choice := self._own_choice(choices)) is None:
+            return NO_EVENTS
         finish = choice.get("finish_reason")
         if finish:
             self.finish_reason = finish
@@ -281,6 +284,13 @@ class OpenAIStream(StreamAssembler):
             ev = self._tool(calls[0])  # the usual tool-call chunk: one fragment of one call, nothing else
             return (ev,) if ev is not None else NO_EVENTS
         return self._delta(delta)
+
+    def _own_choice(self, choices: list[Any]) -> dict[str, Any] | None:
+        """The answer's choice in a chunk: the first streamed (whatever its index), never another."""
+        if self._choice is ...:
+            self._choice = choices[0].get("index")
+            return choices[0]  # type: ignore[no-any-return]
+        return next((c for c in choices if type(c) is dict and c.get("index") == self._choice), None)
 
     def _identify(self, chunk: dict[str, Any]) -> None:
         rid, model = chunk.get("id"), chunk.get("model")
