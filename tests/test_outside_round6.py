@@ -285,3 +285,27 @@ async def test_a_single_choice_streamed_with_another_index_is_still_the_answer()
     async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
         async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
             assert (await _streamed(Agent(client=client))).output == "Sunny."
+
+
+@pytest.mark.parametrize("content", [{"a": 1}, 5, True], ids=["an object", "a number", "a bool"])
+async def test_a_whole_openai_answer_whose_content_is_not_text_is_a_typed_error(content: Any) -> None:
+    # the answer's text became Python's str() of it ("{'a': 1}"), handed on as the model's answer
+    # (6 of 6 failed before); now it is an APIResponseError that shows what came, as any value of
+    # the wrong JSON type in an answer is
+    message = {"role": "assistant", "content": content}
+    body = json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+    async with FakeFluxRouter([raw(200, body)] * 3) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=False) as client:
+            with pytest.raises(APIResponseError, match=r"a message whose `content` is a JSON"):
+                await Agent(client=client).run("hi")
+
+
+@pytest.mark.parametrize("content", [{"a": 1}, 5, True], ids=["an object", "a number", "a bool"])
+async def test_a_streamed_openai_delta_whose_content_is_not_text_is_a_typed_error(content: Any) -> None:
+    # streamed, the same content was dropped: the run ended "final" with its text lost (6 of 6
+    # failed before)
+    body = _sse_chunks({"role": "assistant", "content": "Sun"}, {"content": content})
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")] * 3) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
+            with pytest.raises(APIResponseError, match=r"a delta whose `content` is a JSON"):
+                await _streamed(Agent(client=client))

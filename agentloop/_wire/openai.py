@@ -19,7 +19,7 @@ from .._retry import Failure
 from .._types import ModelTurn
 from .._usage import at_least, openai_usage
 from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, too_deep
-from .shapes import call_problem, index_problem, shown
+from .shapes import call_problem, index_problem, shown, value_problem
 from .thinking import without_thinking
 
 __all__ = ["OpenAIWire", "OpenAIStream"]
@@ -114,7 +114,8 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             body=_preview(data),
             request_id=request_id,
         )
-    problem = _calls_problem(raw.get("tool_calls"), raw.get("function_call"))
+    problem = value_problem("content", raw.get("content"), str, list, owner="a message")
+    problem = problem or _calls_problem(raw.get("tool_calls"), raw.get("function_call"))
     if problem is not None:  # dropped or a nameless call: the model's call lost without a word
         raise APIResponseError(
             f"the endpoint answered {status} with {problem}; this is a router or proxy fault, retry later "
@@ -135,8 +136,7 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
 
 
 def _calls_problem(calls: Any, legacy: Any) -> str | None:
-    """The first call of a whole answer's `tool_calls` (a list, or one call sent bare) or legacy
-    `function_call` whose shape is wrong (`shapes.call_problem`), or None."""
+    """The first call of `tool_calls` (a list, or one sent bare) or legacy `function_call` of the wrong shape."""
     if not calls:
         calls = None if legacy is None else [{"function": legacy}]
     elif not isinstance(calls, list | dict):  # (dropped, it ended the run as an empty answer)
@@ -309,6 +309,8 @@ class OpenAIStream(StreamAssembler):
             out.append(self.text_delta(content))
         elif content and isinstance(content, list) and (text := parts_text(content)):
             out.append(self.text_delta(text))  # content parts, as a whole answer may have them
+        elif content and type(content) is not list:  # (dropped, the run ended with the text lost)
+            raise self.malformed(f"a delta whose `content` is {shown(content)}, not a string", content)
         if isinstance(get("refusal"), str):
             self.refusal.append(delta["refusal"])
         if not calls and get("function_call") is not None:  # legacy single function_call
