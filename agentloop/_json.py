@@ -242,7 +242,8 @@ def _text_form(value: Any) -> Any:
 def plain(value: Any, depth: int = 0) -> Any:
     """`value` with what orjson cannot write turned into JSON data: Decimal -> string, bytes -> base64,
     timedelta -> ISO 8601 duration, paths -> string, sets and tuple subclasses (NamedTuple) -> arrays,
-    pydantic models -> their JSON data. Anything else is left as it is (the encoder then names it).
+    pydantic models -> their JSON data, what has a `tolist()` (numpy's scalars and arrays) -> its list
+    or Python scalar. Anything else is left as it is (the encoder then names it).
     For a tool's return value, after a plain encode failed: the common case pays nothing."""
     if depth > MAX_DEPTH:  # let the encoder refuse it
         return value
@@ -260,6 +261,9 @@ def plain(value: Any, depth: int = 0) -> Any:
             with contextlib.suppress(TypeError):  # a stable order when the items allow one
                 items.sort()
         return items
+    tolist = getattr(value, "tolist", None)  # numpy's scalars (int64, bool_) and arrays, array.array
+    if callable(tolist) and not isinstance(value, type):
+        return plain(tolist(), depth + 1)
     return value
 
 

@@ -53,6 +53,23 @@ def money(amount: Decimal, wait: dt.timedelta, data: bytes) -> dict[str, Any]:
     return {"got": f"{amount!r} {wait!r} {data!r}", "back": [amount, wait, data]}
 
 
+class Int64:
+    """What numpy.int64 is to Python: not an int subclass; `tolist()` gives the Python int."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def tolist(self) -> int:
+        return self.value
+
+
+def array_stats() -> dict[str, Any]:
+    """Results as numpy / pandas code returns them: a scalar that is not an int, arrays."""
+    import array
+
+    return {"count": Int64(3), "values": array.array("d", [1.5, 2.5]), "rows": [array.array("i", [1, 2])]}
+
+
 def boom(message: str) -> None:
     raise ValueError(message)
 

@@ -103,6 +103,23 @@ async def test_a_float_subclass_result_numpy_float64_reaches_the_model_as_a_numb
     ]
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
+async def test_numpy_like_scalars_and_arrays_in_a_result_reach_the_model_as_json(mode: str) -> None:
+    # numpy.int64 (`df["x"].sum()`) is not an int subclass, an ndarray not a list: the result
+    # ended invalid_result ("Type is not JSON serializable"); what has a tolist() is now written
+    # as its list or Python scalar, in the host and in a sandbox's child alike (4 of 4 failed before)
+    import sandbox_tools as st
+
+    tools = ToolRegistry()
+    tools.register(st.array_stats, sandbox=mode)
+    model = _calls_then("done", call("array_stats", {}))
+    async with tools:
+        result = await Agent(client=model, tools=tools).run("stats?")
+    assert [(r.status, r.content) for r in result.tool_calls] == [
+        ("ok", '{"count":3,"values":[1.5,2.5],"rows":[[1,2]]}')
+    ]
+
+
 def find_user(name: str) -> dict[str, str]:
     """Find a user by name (the ordinary slip: `next` without a default)."""
     users = [{"name": "ana"}]
