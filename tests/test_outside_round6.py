@@ -326,3 +326,15 @@ async def test_a_streamed_openai_delta_whose_content_is_not_text_is_a_typed_erro
         async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
             with pytest.raises(APIResponseError, match=r"a delta whose `content` is a JSON"):
                 await _streamed(Agent(client=client))
+
+
+async def test_chunks_without_a_choice_index_stay_the_answers() -> None:
+    # a router that drops the index after the first chunk (or never sends one): still one answer
+    body = _choices_stream([(0, {"role": "assistant", "content": "Sun"}, None)])
+    tail = [{"choices": [{"delta": {"content": "ny."}, "finish_reason": "stop"}]}]
+    body = body.replace(
+        "data: [DONE]\n\n", "".join(f"data: {json.dumps(c)}\n\n" for c in tail) + "data: [DONE]\n\n"
+    )
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        async with FluxClient(base_url=router.base_url, api_key="k", stream=True) as client:
+            assert (await _streamed(Agent(client=client))).output == "Sunny."

@@ -270,7 +270,7 @@ class OpenAIStream(StreamAssembler):
         choice = choices[0]
         if type(choice) is not dict:
             return NO_EVENTS
-        if choice.get("index") != self._choice and (choice := self._own_choice(choices)) is None:
+        if choice.get("index") not in (self._choice, None) and (choice := self._own_choice(choices)) is None:
             return NO_EVENTS
         finish = choice.get("finish_reason")
         if finish:
@@ -286,7 +286,7 @@ class OpenAIStream(StreamAssembler):
         return self._delta(delta)
 
     def _own_choice(self, choices: list[Any]) -> dict[str, Any] | None:
-        """The answer's choice in a chunk: the first streamed (whatever its index), never another."""
+        """The answer's choice in a chunk: the first with an index (any), or none: never another."""
         if self._choice is ...:
             self._choice = choices[0].get("index")
             return choices[0]  # type: ignore[no-any-return]
