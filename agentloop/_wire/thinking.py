@@ -184,10 +184,10 @@ class BlockOrder:
     def __init__(self) -> None:
         self._kinds: dict[int, str | int] = {}
 
-    def start(self, index: Any, block: Any) -> None:
-        kind = block.get("type") if isinstance(block, dict) else None
-        if type(index) is int and type(kind) is str and kind in _ORDERED:  # (a list: unhashable)
-            self._kinds[index] = _ORDERED[kind]
+    def start(self, index: int, block: dict[str, Any]) -> None:
+        """A started block: its index and its type checked already (`shapes.block_problem`)."""
+        if block["type"] in _ORDERED:
+            self._kinds[index] = _ORDERED[block["type"]]
 
     def text(self, index: Any, piece: Any) -> None:
         before = self._kinds.get(index) if type(index) is int else None
