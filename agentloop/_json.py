@@ -27,6 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._unicode import SurrogateError, lone_surrogate, not_unicode, sendable
+
 __all__ = [
     "dumps",
     "dumps_str",
@@ -36,6 +38,8 @@ __all__ = [
     "object_in_text",
     "depth_exceeds",
     "DepthError",
+    "SurrogateError",
+    "lone_surrogate",
     "JSONDecodeError",
     "MAX_DEPTH",
     "MAX_VALUE_DEPTH",
@@ -143,6 +147,8 @@ def loads(data: bytes | bytearray | memoryview | str, *, max_depth: int = MAX_DE
             raise DepthError(
                 f"the JSON is nested deeper than {max_depth} levels (arrays and objects)"
             ) from None
+        if "surrogate" in str(e):  # orjson: "no low surrogate in string", "invalid high surrogate..."
+            _raise_surrogate(data, max_depth)
         raise
     if _brackets(data) > max_depth and depth_exceeds(value, max_depth):
         raise DepthError(f"the JSON is nested deeper than {max_depth} levels (arrays and objects)")
@@ -175,11 +181,29 @@ def object_in_text(value: Any, *, max_depth: int = MAX_DEPTH, exact: bool = Fals
         return value
     try:
         inner = loads_exact(value, max_depth=max_depth) if exact else loads(value, max_depth=max_depth)
-    except DepthError:
+    except (DepthError, SurrogateError):
         raise
     except ValueError:
         return value
     return inner if isinstance(inner, dict) else value
+
+
+def _raise_surrogate(data: bytes | bytearray | memoryview | str, max_depth: int) -> None:
+    """Raise `SurrogateError` when `data` is JSON whose only fault is a lone surrogate escape
+    (else return: the caller re-raises the parser's own error). Only on that error path."""
+    try:  # the stdlib reads the escape; NaN / Infinity, which it also reads, stay refused
+        value = _json.loads(bytes(data) if isinstance(data, memoryview) else data, parse_constant=_refuse)
+    except (ValueError, RecursionError):
+        return  # not JSON for another reason as well
+    if _brackets(data) > max_depth and depth_exceeds(value, max_depth):
+        return  # (refused as too deep by the caller's own check, had orjson read it)
+    where = lone_surrogate(value)
+    if where is not None:
+        raise SurrogateError(where, value) from None
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _brackets(data: bytes | bytearray | memoryview | str) -> int:
@@ -339,30 +363,3 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__ != "builtins":  # Enum
         return jsonable(value.value)
     return str(value)
-
-
-def sendable(text: str) -> str:
-    """`text` with lone surrogates (a tool's str, an exception message) replaced by U+FFFD:
-    no JSON codec can send them, and the next model request would fail with a raw TypeError."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def not_unicode(what: str, text: str) -> str | None:
-    """Why `text` cannot be sent, if it holds a lone surrogate (as `surrogateescape` decoding makes
-    of undecodable bytes): UTF-8, so a request body or a journal row, cannot carry one, and the
-    codec's raw TypeError came out of the first request (or UnicodeEncodeError out of the journal,
-    which left its transaction open for the next run). None when it is valid Unicode."""
-    if text.isascii():
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return (
-            f"{what} is not valid Unicode: a lone surrogate ({text[e.start]!r}) at index {e.start}, which "
-            "cannot be sent; decode such text with errors='replace' rather than 'surrogateescape'"
-        )
-    return None

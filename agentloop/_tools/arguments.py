@@ -79,6 +79,11 @@ def parse_arguments(raw: Any, max_depth: int = _json.MAX_DEPTH) -> dict[str, Any
             value = _json.object_in_text(value, max_depth=max_depth, exact=True)
         except _json.DepthError as e:
             raise ArgumentsError(f"{e}. Send flatter arguments.") from None
+        except _json.SurrogateError as e:  # valid JSON, but that text is not a character
+            raise ArgumentsError(
+                f"The arguments hold {e.problem}: half of a UTF-16 pair, not a character, so the text "
+                "cannot be used. Write the text as characters (or both halves of the pair)."
+            ) from None
         except ValueError as e:
             raise ArgumentsError(
                 f"The arguments are not valid JSON ({e}). Send the arguments as one JSON object "

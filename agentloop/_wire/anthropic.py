@@ -30,8 +30,8 @@ from .. import _json
 from .._model import ModelRequest
 from .._types import ModelTurn
 from .anthropic_request import InputMemo, encode_messages, tool_choice, tool_definition
-from .anthropic_response import AnthropicStream, parse_message
-from .openai import load_body
+from .anthropic_response import AnthropicStream, parse_message, tool_inputs
+from .body import load_body
 
 __all__ = ["AnthropicWire", "AnthropicStream", "encode_messages", "ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS"]
 
@@ -103,4 +103,5 @@ class AnthropicWire:
 
     @staticmethod
     def decode(content: bytes, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
-        return parse_message(load_body(content, request_id, status), request_id=request_id, status=status)
+        data = load_body(content, request_id, status, tool_inputs)
+        return parse_message(data, request_id=request_id, status=status)

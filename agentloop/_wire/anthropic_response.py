@@ -15,6 +15,7 @@ belongs is a malformed answer (`shapes.py`), never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from .. import _json
@@ -24,12 +25,12 @@ from .._retry import Failure
 from .._types import ModelTurn, Usage
 from .._usage import note, tokens
 from .assembler import NO_EVENTS, StreamAssembler, ToolSlot
-from .openai import _preview
+from .body import preview
 from .shapes import block_problem, index_problem, shown, value_problem
 from .thinking import THINKING_KEY, BlockOrder, Layout, ThinkingSlot, canonical_block, keep_layout
 from .thinking import is_kind as is_thinking
 
-__all__ = ["AnthropicStream", "bad_thinking", "parse_message"]
+__all__ = ["AnthropicStream", "bad_thinking", "parse_message", "tool_inputs"]
 
 _MESSAGE_EVENTS = frozenset(
     {
@@ -53,7 +54,7 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
     if not isinstance(data, dict):
         raise APIResponseError(
             f"the endpoint answered {status} with a JSON {type(data).__name__} instead of a message object",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     content = data.get("content")
@@ -62,13 +63,13 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
         detail = error.get("message") if isinstance(error, dict) else error
         raise APIResponseError(
             f"the endpoint answered {status} with an error instead of a message: {detail}",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     if not isinstance(content, list):
         raise APIResponseError(
             f"the endpoint answered {status} with a message that has no content list",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     stop, problems = data.get("stop_reason"), list[str]()
@@ -80,6 +81,14 @@ def parse_message(data: Any, *, request_id: str | None = None, status: int = 200
         request_id=request_id or data.get("id"),
         usage_problems=tuple(problems),
     )
+
+
+def tool_inputs(data: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """Where this wire's tool-call arguments are in a message body: (the tool_use block, "input")."""
+    content = data.get("content") if isinstance(data, dict) else None
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, dict) and block.get("type") == "tool_use" and "input" in block:
+            yield block, "input"
 
 
 def _message(content: list[Any], data: Any, request_id: str | None, status: int) -> dict[str, Any]:
@@ -94,7 +103,7 @@ def _message(content: list[Any], data: Any, request_id: str | None, status: int)
             raise APIResponseError(
                 f"the endpoint answered {status} with {problem}; this is a router or proxy fault, retry "
                 "later or report it with the request id",
-                body=_preview(data),
+                body=preview(data),
                 request_id=request_id,
             )
         kind = block.get("type")
@@ -120,7 +129,7 @@ def _thinking(block: dict[str, Any], data: Any, request_id: str | None, status: 
     out = canonical_block(block)
     if isinstance(out, str):
         raise APIResponseError(
-            bad_thinking(f"answered {status} with {out}"), body=_preview(data), request_id=request_id
+            bad_thinking(f"answered {status} with {out}"), body=preview(data), request_id=request_id
         )
     return out
 
@@ -247,7 +256,7 @@ class AnthropicStream(StreamAssembler):
         # made a malformed answer look whole. A typed error, like every malformed stream.
         return Failure(
             APIResponseError(
-                f"the stream carried a {kind} for content block index {_preview(index, 40)}, which was "
+                f"the stream carried a {kind} for content block index {preview(index, 40)}, which was "
                 "never started (no content_block_start); this is a router or proxy fault, retry later "
                 "or report it with the request id",
                 request_id=self.request_id,

@@ -19,7 +19,7 @@ from .._exceptions import APIConnectionError, APIResponseError
 from .._retry import Failure
 from .._types import ModelTurn, Usage
 
-__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS", "SHORT", "parse_short", "too_deep"]
+__all__ = ["StreamAssembler", "ToolSlot", "NO_EVENTS", "SHORT", "parse_short", "too_deep", "lone_surrogate"]
 
 NO_EVENTS: tuple[()] = ()
 
@@ -43,6 +43,16 @@ def too_deep(error: _json.DepthError) -> str:
         f"nested too deep: {error}; that is the codec's fixed bound on every value "
         f"(InputBudget.max_json_depth, at most {_json.MAX_VALUE_DEPTH}, bounds a tool call's arguments "
         "below it: no setting raises it)"
+    )
+
+
+def lone_surrogate(problem: str) -> str:
+    """What an answer holding a lone surrogate escape (`_json.SurrogateError.problem`) is, and what
+    to do: it is JSON (the message said "not JSON" before), but no UTF-8 text can hold its text."""
+    return (
+        f"JSON that holds {problem}: half of a UTF-16 pair, not a character, so no UTF-8 text can hold "
+        "it (the answer could be neither journaled nor sent back to the model); the model or a router "
+        "cut a character in two: retry, and report it with the request id if it persists"
     )
 
 
@@ -134,6 +144,13 @@ class StreamAssembler:
             raise self.not_json(data) from None
 
     def not_json(self, data: str, what: str = "not JSON") -> Failure:
+        if what == "not JSON":  # (the error path only) JSON the parser refused for a lone surrogate?
+            try:
+                _json.loads(data)
+            except _json.SurrogateError as e:
+                what = lone_surrogate(e.problem)
+            except ValueError:
+                pass
         return Failure(
             APIResponseError(
                 f"the stream carried an event whose data is {what}; this is a router or proxy fault, "

@@ -9,6 +9,7 @@ understood becomes an `APIResponseError`, never a `KeyError`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from .. import _json
@@ -18,7 +19,8 @@ from .._model import ModelRequest
 from .._retry import Failure
 from .._types import ModelTurn
 from .._usage import at_least, openai_usage
-from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short, too_deep
+from .assembler import NO_EVENTS, SHORT, StreamAssembler, ToolSlot, parse_short
+from .body import load_body, preview
 from .shapes import call_problem, index_problem, shown, value_problem
 from .thinking import without_thinking
 
@@ -59,28 +61,22 @@ class OpenAIWire:
 
     @staticmethod
     def decode(content: bytes, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
-        return parse_completion(load_body(content, request_id, status), request_id=request_id, status=status)
+        data = load_body(content, request_id, status, _arguments_objects)
+        return parse_completion(data, request_id=request_id, status=status)
 
 
-def load_body(content: bytes, request_id: str | None, status: int = 200) -> Any:
-    """A 2xx body (`status`, named in the errors) as JSON; not JSON at all is a typed error on
-    every wire, never a crash."""
-    try:
-        return _json.loads(content)
-    except _json.DepthError as e:  # the codec's one depth limit, on every wire
-        raise APIResponseError(
-            f"the endpoint answered {status} with a body that is {too_deep(e)}; this is a router or proxy "
-            "fault, retry later or report it with the request id",
-            body=_preview(content),
-            request_id=request_id,
-        ) from None
-    except ValueError:
-        raise APIResponseError(
-            f"the endpoint answered {status} with a body that is not JSON; this is a router or proxy "
-            "fault, retry later or report it with the request id",
-            body=_preview(content),
-            request_id=request_id,
-        ) from None
+def _arguments_objects(data: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """Where this wire's tool-call arguments are in a completion body: (the function object, key)."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        calls = message.get("tool_calls")
+        calls = [calls] if isinstance(calls, dict) else calls if isinstance(calls, list) else []
+        for fn in [c.get("function") for c in calls if isinstance(c, dict)] + [message.get("function_call")]:
+            if isinstance(fn, dict) and "arguments" in fn:
+                yield fn, "arguments"
 
 
 def parse_completion(data: Any, *, request_id: str | None = None, status: int = 200) -> ModelTurn:
@@ -88,7 +84,7 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
     if not isinstance(data, dict):
         raise APIResponseError(
             f"the endpoint answered {status} with a JSON {type(data).__name__} instead of a completion object",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     choices = data.get("choices")
@@ -98,12 +94,12 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
             message = error.get("message") if isinstance(error, dict) else error
             raise APIResponseError(
                 f"the endpoint answered {status} with an error instead of a completion: {message}",
-                body=_preview(data),
+                body=preview(data),
                 request_id=request_id,
             )
         raise APIResponseError(
             f"the endpoint answered {status} without any choices; the routed model returned nothing",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     choice = choices[0]
@@ -111,7 +107,7 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
     if not isinstance(raw, dict):
         raise APIResponseError(
             f"the endpoint answered {status} with a choice that has no message object",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     problem = value_problem("content", raw.get("content"), str, list, owner="a message")
@@ -120,7 +116,7 @@ def parse_completion(data: Any, *, request_id: str | None = None, status: int = 
         raise APIResponseError(
             f"the endpoint answered {status} with {problem}; this is a router or proxy fault, retry later "
             "or report it with the request id",
-            body=_preview(data),
+            body=preview(data),
             request_id=request_id,
         )
     problems: list[str] = []
@@ -391,10 +387,3 @@ class OpenAIStream(StreamAssembler):
         if top is None:
             return 0
         return top + 1 if cid else top
-
-
-def _preview(data: Any, limit: int = 2000) -> str:
-    if isinstance(data, bytes | bytearray):
-        return bytes(data[:limit]).decode("utf-8", "replace")
-    text = data if isinstance(data, str) else repr(data)
-    return text[:limit]
