@@ -86,9 +86,12 @@ def _warn_abandoned(name: str) -> None:
 
 class _Stopped(Exception):
     """Carries a thread tool's StopIteration to the event loop, which would turn it into
-    "RuntimeError: coroutine raised StopIteration" (a future cannot hold a StopIteration)."""
+    "RuntimeError: coroutine raised StopIteration" (a future cannot hold a StopIteration), and its
+    GeneratorExit: asyncio delivers a future's exception with `coro.throw`, and a GeneratorExit
+    thrown into a coroutine closes it (the run ended as a bare GeneratorExit, or asyncio's
+    "coroutine ignored GeneratorExit")."""
 
-    def __init__(self, stop: StopIteration) -> None:
+    def __init__(self, stop: StopIteration | GeneratorExit) -> None:
         self.stop = stop
 
 
@@ -115,14 +118,24 @@ def _raised(e: BaseException) -> ToolOutcome:
 
 def tool_failure(exc: BaseException) -> bool:
     """Whether what a tool raised ends only its call ("raised"), not the run: everything but a
-    real cancellation, KeyboardInterrupt and GeneratorExit. SystemExit (a tool calling sys.exit())
-    and a library's own BaseException (pytest's `Failed`, gevent's `Timeout`) are the tool's
-    failure: let out, they would tear down every sibling run in the caller's task group. A Ctrl-C
-    lands in whatever code runs, a tool's too, and must stop the program; GeneratorExit is how a
-    coroutine is closed and must not be swallowed."""
+    real cancellation, KeyboardInterrupt and the GeneratorExit of a coroutine being closed.
+    SystemExit (a tool calling sys.exit()) and a library's own BaseException (pytest's `Failed`,
+    gevent's `Timeout`) are the tool's failure: let out, they would tear down every sibling run in
+    the caller's task group. A Ctrl-C lands in whatever code runs, a tool's too, and must stop the
+    program.
+
+    GeneratorExit is how a coroutine is closed and must not be swallowed then: `close()` closes
+    the innermost awaited object first and then raises a fresh GeneratorExit in each suspended
+    frame, so the one the catching frame sees was raised in that very frame (its traceback has no
+    frame below). One that unwound from below (a tool's `raise GeneratorExit`, a generator's
+    misuse in a thread) is the tool's failure: let out, it left the run as a bare exception group
+    (or asyncio's "coroutine ignored GeneratorExit")."""
     if isinstance(exc, (Exception, SystemExit)):
         return True
-    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+    if isinstance(exc, GeneratorExit):
+        tb = exc.__traceback__
+        return tb is not None and tb.tb_next is not None
+    if isinstance(exc, KeyboardInterrupt):
         return False
     if isinstance(exc, BaseExceptionGroup):
         return all(tool_failure(e) for e in exc.exceptions)
@@ -161,7 +174,7 @@ async def _call(tool: Tool, kwargs: dict[str, Any]) -> Any:
 def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     try:
         result = fn(**kwargs)
-    except StopIteration as e:
+    except (StopIteration, GeneratorExit) as e:
         raise _Stopped(e) from None
     if isinstance(result, CoroutineType):  # trio refuses it with a puzzling TypeError, asyncio
         # could not encode it: one clear error on both, and no "never awaited" warning
