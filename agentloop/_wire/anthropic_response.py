@@ -9,6 +9,9 @@ reasons. Streams: `message_start`, `content_block_start/delta/stop` (`text_delta
 `input_json_delta`, `thinking_delta` and `signature_delta`: thinking text as `ThinkingDelta`
 events), `message_delta`, `message_stop`, `ping`, `error`; a `text_delta` / `input_json_delta`
 for a block index never started is an `APIResponseError` (its text or arguments belong nowhere).
+A `tool_use` start whose `input` is already filled (a router's way; Anthropic's is `{}`) gives the
+arguments when no `input_json_delta` brings any; when deltas do, they are the arguments, as
+Anthropic's SDK reads a stream (never the two joined).
 A value of the wrong JSON type where a block, its index, a call's id or name, or a delta's text
 belongs is a malformed answer (`shapes.py`), never dropped.
 """
@@ -198,7 +201,7 @@ def _usage(raw: Any, problems: list[str], base: Usage | None = None) -> Usage:
 class AnthropicStream(StreamAssembler):
     """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ("blocks", "order", "started", "thinking")
+    __slots__ = ("blocks", "initial", "order", "started", "thinking")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
@@ -206,6 +209,11 @@ class AnthropicStream(StreamAssembler):
         self.started: set[Any] = set()  # every content block index started (any type)
         self.thinking: dict[int, ThinkingSlot] = {}  # content block index → thinking block
         self.order = BlockOrder()  # for thinking_layout (thinking.py)
+        # tool-call ordinal → the JSON of an `input` its start already carried (a router's way, not
+        # Anthropic's): the arguments only if no input_json_delta brings any (as Anthropic's SDK
+        # reads a stream); sent as a fragment when the block stops. Fragments appended to it made
+        # `{"x":1}{"x":1}`, refused as not JSON.
+        self.initial: dict[int, str] = {}
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
         if not data or event == "ping":
@@ -223,6 +231,8 @@ class AnthropicStream(StreamAssembler):
             return self._block_delta(obj)
         if kind == "content_block_start":
             return self._block_start(obj)
+        if kind == "content_block_stop":
+            return self._block_stop(obj.get("index"))
         self._message_event(kind, obj)
         return NO_EVENTS
 
@@ -245,6 +255,8 @@ class AnthropicStream(StreamAssembler):
             piece = delta.get("partial_json")
             if ordinal is None or piece is None:
                 return NO_EVENTS
+            if piece:  # the deltas are the arguments: an input the start carried is dropped
+                self.initial.pop(ordinal, None)
             ev = self.tool_delta(ordinal, self.slots[ordinal], piece)
             return (ev,) if ev is not None else NO_EVENTS
         if dkind == "thinking_delta" or dkind == "signature_delta":
@@ -295,7 +307,17 @@ class AnthropicStream(StreamAssembler):
             APIResponseError(bad_thinking(f"streamed {what}"), request_id=self.request_id), retryable=True
         )
 
+    def _block_stop(self, index: Any) -> tuple[Any, ...]:
+        ordinal = self.blocks.get(index) if type(index) is int else None
+        if ordinal is None or ordinal not in self.initial:
+            return NO_EVENTS
+        ev = self.tool_delta(ordinal, self.slots[ordinal], self.initial.pop(ordinal))
+        return (ev,) if ev is not None else NO_EVENTS
+
     def result(self) -> ModelTurn:
+        for ordinal, args in self.initial.items():  # (a block that never stopped)
+            self.slots[ordinal].args.append(args)
+        self.initial.clear()
         turn = super().result()
         if self.thinking:
             blocks = []
@@ -325,8 +347,9 @@ class AnthropicStream(StreamAssembler):
             slot = self.slots[ordinal] = ToolSlot()
             slot.id, slot.name = block.get("id") or "", block.get("name") or ""
             initial = block.get("input")  # Anthropic's is {}: the arguments come in input_json_delta
-            first = _call(None, None, initial)["function"]["arguments"] if initial else ""
-            ev = self.tool_delta(ordinal, slot, first)
+            if initial:
+                self.initial[ordinal] = _call(None, None, initial)["function"]["arguments"]
+            ev = self.tool_delta(ordinal, slot, "")
             return (ev,) if ev is not None else NO_EVENTS
         if kind == "text" and block.get("text"):
             self.order.text(index, block["text"])
