@@ -247,11 +247,7 @@ def warning_logger(**bound: Any) -> Any:
 
     if structlog.is_configured():
         return structlog.get_logger("agentloop").bind(**bound)
-    return structlog.wrap_logger(
-        _stdlib_logger,
-        wrapper_class=structlog.stdlib.BoundLogger,
-        processors=[structlog.stdlib.render_to_log_kwargs],
-    ).bind(**bound)
+    return _stdlib(structlog, bound)
 
 
 def run_logger(**bound: Any) -> Any:
@@ -264,9 +260,34 @@ def run_logger(**bound: Any) -> Any:
     if _stdlib_logger.isEnabledFor(logging.DEBUG):
         import structlog
 
-        return structlog.wrap_logger(
-            _stdlib_logger,
-            wrapper_class=structlog.stdlib.BoundLogger,
-            processors=[structlog.stdlib.render_to_log_kwargs],
-        ).bind(**bound)
+        return _stdlib(structlog, bound)
     return None
+
+
+def _stdlib(structlog: Any, bound: dict[str, Any]) -> Any:
+    """A structlog logger over the stdlib logger "agentloop": the fields in `extra=` (attributes of
+    the record) AND in the message text, which is all a plain `logging.basicConfig()` shows: the
+    text said only "tool raised", without the tool, the call, the run or the exception."""
+    return structlog.wrap_logger(
+        _stdlib_logger,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[_fields_in_text, structlog.stdlib.render_to_log_kwargs],
+    ).bind(**bound)
+
+
+def _fields_in_text(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """`event` as "tool raised: step=1 tool=bad exc_type=ValueError run_id=..." (a multi-line
+    field, the traceback, after the line, as `logging.exception` prints one). Only where a line is
+    logged: a disabled level never reaches the processors."""
+    event, last = str(event_dict.get("event", "")), ""
+    pairs = []
+    for key, value in event_dict.items():
+        if key == "event":
+            continue
+        text = value if isinstance(value, str) else repr(value)
+        if "\n" in text:
+            last += "\n" + text.rstrip("\n")
+        else:
+            shown = text if text and not any(c in text for c in " \"'=") else repr(text)
+            pairs.append(f"{key}={shown}")
+    return {**event_dict, "event": f"{event}: {' '.join(pairs)}{last}" if pairs or last else event}

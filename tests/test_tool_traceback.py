@@ -87,7 +87,7 @@ async def test_traceback_is_logged_with_run_step_and_call_ids(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="agentloop"):
         result, _ = await run_boom(mode)
-    [entry] = [r for r in caplog.records if r.getMessage() == "tool raised"]
+    [entry] = [r for r in caplog.records if r.getMessage().startswith("tool raised: ")]
     assert entry.levelno == logging.WARNING
     assert entry.run_id == result.run_id  # type: ignore[attr-defined]
     assert entry.step == 1 and entry.tool_call_id == "c1" and entry.tool == "boom"  # type: ignore[attr-defined]
