@@ -52,7 +52,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # soak_tools, importable by the 
 import soak_tools
 
 
-def make_tools() -> ToolRegistry:
+def make_tools(*, process: bool = True) -> ToolRegistry:
+    """The soak's tools: an async one (inline), a sync one (a worker thread) and, with `process`, one
+    in a fresh child of the "process" sandbox per call. `soak_native.py` leaves that one out: its
+    figures are the run loop's, the tools' and the journal's, without a fork server's."""
     tools = ToolRegistry()
 
     @tools.tool
@@ -65,7 +68,8 @@ def make_tools() -> ToolRegistry:
         """The local time in a city (a sync tool: runs in a worker thread)."""
         return f"12:00 in {city}"
 
-    tools.register(soak_tools.word_count, sandbox="process")  # a fresh child process per call
+    if process:
+        tools.register(soak_tools.word_count, sandbox="process")  # a fresh child process per call
     return tools
 
 

@@ -41,8 +41,11 @@ from typing import Any
 
 import anyio
 
-from agentloop import Agent, FluxClient, SQLiteJournal, ToolRegistry
+from agentloop import Agent, FluxClient, SQLiteJournal
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, text, tool_calls
+
+sys.path.insert(0, str(Path(__file__).parent))
+from soak import make_tools  # the soak's tools, without its "process" one
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"))
 _sqlite = ctypes.CDLL("libsqlite3.so.0")  # the one _sqlite3 links (ldd), loaded once per process
@@ -122,22 +125,6 @@ def sample(runs: int, trim: bool) -> dict[str, Any]:
     return out
 
 
-def make_tools() -> ToolRegistry:
-    tools = ToolRegistry()
-
-    @tools.tool
-    async def get_weather(city: str) -> dict:
-        """Get the weather for a city."""
-        return {"city": city, "temp_c": 21}
-
-    @tools.tool
-    def local_time(city: str) -> str:
-        """The local time in a city (a sync tool: runs in a worker thread)."""
-        return f"12:00 in {city}"
-
-    return tools
-
-
 def answer(messages: list[dict[str, Any]], tools: Any = None) -> Any:
     if messages[-1]["role"] == "tool":
         return text("Lisbon: 21 °C, 12:00")
@@ -150,7 +137,7 @@ def handler(request: Any) -> Any:
 
 async def soak(args: argparse.Namespace, db: str) -> list[dict[str, Any]]:
     journal = SQLiteJournal(db) if args.journal else None
-    tools = make_tools()
+    tools = make_tools(process=False)
     samples: list[dict[str, Any]] = []
     async with FakeFluxRouter(handler) as router:
         client: Any
