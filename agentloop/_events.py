@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._unicode import sendable
+
 if TYPE_CHECKING:
     from ._types import RunResult, ToolCallRecord, Usage
 
@@ -290,4 +292,7 @@ def _fields_in_text(_logger: Any, _method: str, event_dict: dict[str, Any]) -> d
         else:
             shown = text if text and not any(c in text for c in " \"'=") else repr(text)
             pairs.append(f"{key}={shown}")
-    return {**event_dict, "event": f"{event}: {' '.join(pairs)}{last}" if pairs or last else event}
+    # sendable: a tool's exception message may hold a lone surrogate, which no UTF-8 handler (a log
+    # file, a terminal) can write ("--- Logging error ---"); the attributes keep it as it was
+    text = f"{event}: {' '.join(pairs)}{last}" if pairs or last else event
+    return {**event_dict, "event": sendable(text)}

@@ -43,3 +43,22 @@ async def test_tool_raised_through_stdlib_logging_names_tool_call_run_and_except
     assert rest == result.tool_calls[0].traceback.rstrip("\n")  # type: ignore[union-attr]
     assert rest.startswith("Traceback") and "raise KeyError(key)" in rest
     assert (entry.tool, entry.tool_call_id, entry.run_id) == ("lookup", "call-7", result.run_id)  # type: ignore[attr-defined]
+
+
+async def test_the_message_text_is_utf8_even_when_the_exception_holds_a_lone_surrogate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def bad() -> str:
+        """Raises with a message decoded with surrogateescape."""
+        raise ValueError("lone \udc80 byte")
+
+    model = ScriptedModel([tool_calls(call("bad", {})), text("done")])
+    with caplog.at_level(logging.WARNING, logger="agentloop"):
+        await Agent(client=model, tools=tools).run("go")
+    [entry] = [r for r in caplog.records if r.getMessage().startswith("tool raised")]
+    assert (
+        "ValueError: lone \ufffd byte" in entry.getMessage().encode("utf-8").decode()
+    )  # a handler can write it
