@@ -30,6 +30,7 @@ __all__ = ["SSEParser", "pump", "read_body", "read_some", "sse_events", "too_big
 # Past this size a line's value is decoded through a memoryview instead of being sliced out
 # first: one copy fewer of a multi-megabyte event (each costs ms of page faults, on the loop).
 _BIG_LINE = 64 * 1024
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 
 
 def too_big(what: str, field: str, limit: int, request_id: str | None) -> Failure:
@@ -103,7 +104,7 @@ class SSEParser:
     character: neither CR nor LF occurs inside one). Other fields (`id`, `retry`) are ignored.
     """
 
-    __slots__ = ("cr", "data", "event", "failure", "max_line", "request_id", "size", "tail")
+    __slots__ = ("cr", "data", "event", "failure", "head", "max_line", "request_id", "size", "tail")
 
     def __init__(self, max_line: int, request_id: str | None = None) -> None:
         self.max_line = max_line
@@ -114,6 +115,10 @@ class SSEParser:
         self.data: list[str] = []
         self.size = 0  # bytes of the event's data lines so far
         self.failure: Failure | None = None  # a bound broken after the events `feed` returned
+        # The stream's first bytes while they may still be a UTF-8 BOM (None: past them). WHATWG:
+        # one leading U+FEFF is ignored; read as part of the first line, it hid the first event
+        # (a field named "\ufeffdata"), and with it the whole answer of a one-event stream.
+        self.head: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         """The events `chunk` completed, in order (usually none or a few).
@@ -123,6 +128,14 @@ class SSEParser:
         `failure` for the caller to raise after handling them (as if they had come one by one).
         """
         out: list[tuple[str, str]] = []
+        if self.head is not None:
+            chunk = self.head + chunk
+            if len(chunk) < 3 and _BOM.startswith(chunk):
+                self.head = chunk  # (cut inside the BOM: wait for its end)
+                return out
+            self.head = None
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
         try:
             self._feed(chunk, out)
         except Failure as failure:

@@ -1,0 +1,68 @@
+"""Outside-in review, round 7: a new user's ordinary agents, a hostile model over real HTTP, a
+hostile tool and caller. Each test is the exact repro of a break found from the outside (public
+API only), kept as a regression test; async ones run on asyncio and trio."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentloop import Agent, FluxClient, RetryPolicy
+from agentloop.testing import FakeFluxRouter, raw
+
+pytestmark = pytest.mark.anyio
+
+BOM = b"\xef\xbb\xbf"
+OPENAI_HI = (
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+ANTHROPIC_START = {
+    "type": "message_start",
+    "message": {"id": "m", "type": "message", "role": "assistant", "content": [], "model": "claude-x"},
+}
+ANTHROPIC_TEXT = [
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+    {"type": "content_block_stop", "index": 0},
+]
+ANTHROPIC_END = [
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+    {"type": "message_stop"},
+]
+
+
+def anthropic_sse(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
+
+
+ANTHROPIC_HI = anthropic_sse([ANTHROPIC_START, *ANTHROPIC_TEXT, *ANTHROPIC_END])
+
+
+async def _stream_result(router: FakeFluxRouter, wire: str) -> Any:
+    url = router.base_url if wire == "openai" else router.anthropic_url
+    async with FluxClient(base_url=url, api_key="k", retry=RetryPolicy(max_retries=0)) as client:
+        async with Agent(client=client).stream("hi") as events:
+            finished = [e async for e in events if type(e).__name__ == "RunFinished"]
+    return finished[0].result
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2])
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_a_stream_starting_with_a_byte_order_mark_keeps_its_first_event(
+    wire: str, chunk_size: Any
+) -> None:
+    """WHATWG's event-stream rules ignore one leading U+FEFF. Read as part of the first line, it
+    made a field named "\\ufeffdata" of it and the first event was lost: an OpenAI answer of one
+    event ended the run as a final "" (the model's text gone without a word), an Anthropic one
+    lost its message_start (id, model, input usage). 6 of 6 failed before."""
+    body = BOM + (OPENAI_HI if wire == "openai" else ANTHROPIC_HI)
+    async with FakeFluxRouter(
+        [raw(200, body, content_type="text/event-stream", chunk_size=chunk_size)]
+    ) as router:
+        result = await _stream_result(router, wire)
+    assert result.output == "hi"
+    if wire == "anthropic":
+        assert result.usage.by_model.keys() == {"claude-x"}  # what the message_start said
