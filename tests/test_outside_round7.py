@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentloop import Agent, FluxClient, RetryPolicy
+from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy
 from agentloop.testing import FakeFluxRouter, raw
 
 pytestmark = pytest.mark.anyio
@@ -66,3 +66,38 @@ async def test_a_stream_starting_with_a_byte_order_mark_keeps_its_first_event(
     assert result.output == "hi"
     if wire == "anthropic":
         assert result.usage.by_model.keys() == {"claude-x"}  # what the message_start said
+
+
+EMPTY_STREAMS = {
+    "openai-done-only": ("openai", b"data: [DONE]\n\n"),
+    "openai-usage-only": (
+        "openai",
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n'
+        b"data: [DONE]\n\n",
+    ),
+    "anthropic-stop-only": ("anthropic", b'event: message_stop\ndata: {"type":"message_stop"}\n\n'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EMPTY_STREAMS))
+async def test_a_stream_that_carries_no_answer_is_a_response_error_not_an_empty_final_answer(
+    case: str,
+) -> None:
+    """A body without choices (OpenAI) or without a message (Anthropic) is an APIResponseError;
+    the same nothing streamed (`[DONE]` alone, a usage chunk alone, `message_stop` alone) ended
+    the run "final" with output "", as if the model had answered nothing. 3 of 3 failed before."""
+    wire, body = EMPTY_STREAMS[case]
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        with pytest.raises(APIResponseError, match="the stream ended without"):
+            await _stream_result(router, wire)
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+async def test_an_empty_answer_that_says_so_is_still_an_empty_final_answer(wire: str) -> None:
+    """What the check above must not catch: a choice (a message) with no text is an answer, ""."""
+    if wire == "openai":
+        body = b'data: {"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    else:
+        body = anthropic_sse([ANTHROPIC_START, *ANTHROPIC_END])
+    async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
+        assert (await _stream_result(router, wire)).output == ""

@@ -201,7 +201,7 @@ def _usage(raw: Any, problems: list[str], base: Usage | None = None) -> Usage:
 class AnthropicStream(StreamAssembler):
     """Messages stream events → deltas and a `ModelTurn` (see `_stream.py`)."""
 
-    __slots__ = ("blocks", "initial", "order", "started", "thinking")
+    __slots__ = ("blocks", "initial", "opened", "order", "started", "thinking")
 
     def __init__(self, run_id: str | None, step: int, request_id: str | None) -> None:
         super().__init__(run_id, step, request_id)
@@ -214,6 +214,7 @@ class AnthropicStream(StreamAssembler):
         # reads a stream); sent as a fragment when the block stops. Fragments appended to it made
         # `{"x":1}{"x":1}`, refused as not JSON.
         self.initial: dict[int, str] = {}
+        self.opened = False  # a message_start came (its message is what a body's is)
 
     def feed(self, event: str, data: str) -> tuple[Any, ...]:
         if not data or event == "ping":
@@ -314,6 +315,9 @@ class AnthropicStream(StreamAssembler):
         ev = self.tool_delta(ordinal, self.slots[ordinal], self.initial.pop(ordinal))
         return (ev,) if ev is not None else NO_EVENTS
 
+    def answered(self) -> bool:  # a message_start or a block is one (as a body's content list is)
+        return self.opened or bool(self.started) or super().answered()
+
     def result(self) -> ModelTurn:
         for ordinal, args in self.initial.items():  # (a block that never stopped)
             self.slots[ordinal].args.append(args)
@@ -363,6 +367,7 @@ class AnthropicStream(StreamAssembler):
     def _message_event(self, kind: str, obj: dict[str, Any]) -> None:
         """message_start / message_delta / message_stop: ids, usage, the finish reason, the end."""
         if kind == "message_start":
+            self.opened = True
             message = obj.get("message")
             if isinstance(message, dict):
                 self.response_id = message.get("id") if isinstance(message.get("id"), str) else None

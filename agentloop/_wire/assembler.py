@@ -212,6 +212,12 @@ class StreamAssembler:
             retryable=retryable,
         )
 
+    def answered(self) -> bool:
+        """Whether the stream carried an answer at all: a text, a call, a refusal or a finish
+        reason. A body without one (no choices, no message) is an error; a stream of nothing
+        (`[DONE]` alone, a usage chunk alone) ended the run as if the model had said nothing."""
+        return bool(self.text or self.slots or self.refusal) or self.finish_reason is not None
+
     # --- the end --------------------------------------------------------------------------------
 
     def result(self) -> ModelTurn:
@@ -222,6 +228,15 @@ class StreamAssembler:
                 APIConnectionError(
                     f"the stream ended {what} (the connection was closed early); the request is retried "
                     "when nothing had been handed to the caller yet",
+                    request_id=self.request_id,
+                ),
+                retryable=True,
+            )
+        if not self.answered():
+            raise Failure(
+                APIResponseError(
+                    "the stream ended without an answer (no text, tool call or finish reason): the routed "
+                    "model returned nothing; a router or proxy fault, retry later or report it with the request id",
                     request_id=self.request_id,
                 ),
                 retryable=True,
