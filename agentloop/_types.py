@@ -195,11 +195,9 @@ def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus
         try:
             content = _json.dumps_result(value)
         except (TypeError, ValueError) as e:
-            return (
-                "invalid_result",
-                f"Tool {name!r} returned a value of type {type(value).__name__} that cannot be encoded as JSON ({e}).",
-                type(value).__name__,
-            )
+            return _unencodable(name, value, str(e))
+        except (Exception, SystemExit) as e:  # the value's own model_dump / tolist / __getattr__ raised
+            return _unencodable(name, value, f"{type(e).__name__}: {e}")  # (it escaped the run, raw)
     if cap is not None and len(content) * 4 > cap:  # cheap pre-check: UTF-8 is at most 4 bytes a char
         data = content.encode()
         if len(data) > cap:
@@ -207,6 +205,15 @@ def encode_result(name: str, value: Any, cap: int | None) -> tuple[OutcomeStatus
             marker = f"\n[output truncated: {len(data)} bytes, limit {cap}]"
             return "output_limit", kept + marker, f"{len(data)} bytes"
     return "ok", content, None
+
+
+def _unencodable(name: str, value: Any, why: str) -> tuple[OutcomeStatus, str, str | None]:
+    kind = type(value).__name__
+    return (
+        "invalid_result",
+        f"Tool {name!r} returned a value of type {kind} that cannot be encoded as JSON ({why}).",
+        kind,
+    )
 
 
 _FORMAT = "agentloop.RunResult/1"

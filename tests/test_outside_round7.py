@@ -4,13 +4,14 @@ API only), kept as a regression test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import pytest
 
 from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy
-from agentloop.testing import FakeFluxRouter, raw
+from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw
 
 pytestmark = pytest.mark.anyio
 
@@ -101,3 +102,41 @@ async def test_an_empty_answer_that_says_so_is_still_an_empty_final_answer(wire:
         body = anthropic_sse([ANTHROPIC_START, *ANTHROPIC_END])
     async with FakeFluxRouter([raw(200, body, content_type="text/event-stream")]) as router:
         assert (await _stream_result(router, wire)).output == ""
+
+
+RESULT_HOOKS = {
+    "bad_dump": "RuntimeError: model_dump failed",
+    "bad_tolist": "RuntimeError: tolist failed",
+    "proxy": "LookupError: proxy has no",
+    "exiting_tolist": "SystemExit: 3",
+}
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread", "process"])
+async def test_a_result_whose_own_conversion_raises_is_invalid_result_not_a_crash(mode: str) -> None:
+    """A value that cannot be encoded becomes an error message for the model (README, Results).
+    One whose own `model_dump` / `tolist` / `__getattr__` raised while agentloop encoded it let
+    that exception out of `Agent.run` (inline and thread: the run lost, a raw RuntimeError) or
+    was told as "process exited with code 0 without a result" ("process"). 6 of 6 failed before."""
+    import hostile_tools7 as h7
+
+    from agentloop import ToolRegistry
+
+    async def wrap(fn: Any) -> Any:
+        return fn()
+
+    calls = [call(name, {}) for name in RESULT_HOOKS]
+    model = FunctionModel(lambda messages, tools: calls if messages[-1]["role"] == "user" else "done")
+    async with ToolRegistry(sandbox=None if mode == "inline" else mode) as tools:
+        for name in RESULT_HOOKS:
+            fn = getattr(h7, name)
+            if mode == "inline":  # the same function, async: awaited in the event loop
+                tools.register(functools.partial(wrap, fn), name=name, description=name)
+            else:
+                tools.register(fn)
+        result = await Agent(client=model, tools=tools).run("go")
+    assert result.output == "done"
+    for record in result.tool_calls:
+        assert (record.status, RESULT_HOOKS[record.name] in record.content) == ("invalid_result", True), (
+            record
+        )

@@ -385,8 +385,8 @@ def _run(
     except MemoryError:
         _write(_MEMORY_FRAME)
         return
-    except (TypeError, ValueError) as exc:
-        _write(_header("invalid_result", **_exc_fields(exc)))
+    except BaseException as exc:  # TypeError / ValueError, or the value's own model_dump / tolist raising
+        _write(_header("invalid_result", **_exc_fields(exc)))  # (it was "exited without a result")
         return
     cap = limits.get("output_bytes")
     # Cut before encoding: a 1 GB string is not copied again, the host never sees more than cap.
