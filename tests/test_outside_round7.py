@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy
+from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +141,48 @@ async def test_a_result_whose_own_conversion_raises_is_invalid_result_not_a_cras
         assert (record.status, RESULT_HOOKS[record.name] in record.content) == ("invalid_result", True), (
             record
         )
+
+
+@dataclass
+class Box:
+    width: int
+
+    def __post_init__(self) -> None:
+        if self.width < 0:
+            raise RuntimeError(f"a box cannot be {self.width} wide")
+
+
+async def test_a_parameters_own_check_raising_on_the_models_values_is_fed_back_not_a_crash() -> None:
+    """A pydantic validator or a dataclass `__post_init__` that raises something other than
+    ValueError / TypeError (a RuntimeError, a KeyError) on the values the model sent: that
+    exception came out of `Agent.run`, so any model could end the caller's run by sending such a
+    value. Now it is `invalid_arguments` naming it, as the same check on a structured output is
+    (the run goes on; the model can correct itself). 2 of 2 failed before."""
+    pydantic = pytest.importorskip("pydantic")
+
+    class Order(pydantic.BaseModel):
+        sku: str
+
+        @pydantic.field_validator("sku")
+        @classmethod
+        def known(cls, sku: str) -> str:
+            return {"A-1": sku}[sku]  # a lookup table: KeyError for an unknown sku
+
+    tools = ToolRegistry()
+
+    @tools.tool
+    def pack(box: Box, order: Order) -> str:
+        """Pack an order."""
+        return f"{order.sku} in {box.width}"
+
+    bad = [
+        call("pack", {"box": {"width": -1}, "order": {"sku": "A-1"}}),
+        call("pack", {"box": {"width": 2}, "order": {"sku": "Z"}}),
+    ]
+    model = FunctionModel(lambda messages, tools: bad if messages[-1]["role"] == "user" else "sorry")
+    result = await Agent(client=model, tools=tools).run("pack it")
+    assert result.output == "sorry"
+    assert [(r.status, r.content) for r in result.tool_calls] == [
+        ("invalid_arguments", "Invalid arguments for tool 'pack': RuntimeError: a box cannot be -1 wide"),
+        ("invalid_arguments", "Invalid arguments for tool 'pack': KeyError: 'Z'"),
+    ]

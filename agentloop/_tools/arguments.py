@@ -189,11 +189,12 @@ def check_arguments(tool: Tool, raw: Any, budget: InputBudget, bind: bool) -> Ch
     try:
         return Checked(args, tool.bind(args))
     except (TypeError, ValueError) as e:  # e.g. a string with a "format" the schema cannot check
-        return Rejected(
-            "invalid_arguments",
-            f"Invalid arguments for tool {name!r}: {clip(str(e), _LINE_CHARS)}",
-            "conversion",
-        )
+        why = str(e)
+    except Exception as e:  # a pydantic validator's or a dataclass __post_init__'s own error, on
+        why = f"{type(e).__name__}: {e}"  # the model's values (it escaped Agent.run: the run lost)
+    return Rejected(
+        "invalid_arguments", f"Invalid arguments for tool {name!r}: {clip(why, _LINE_CHARS)}", "conversion"
+    )
 
 
 def violations_text(name: str, problems: list[str], budget: InputBudget) -> str:
