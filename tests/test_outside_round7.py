@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agentloop import Agent, APIResponseError, FluxClient, RetryPolicy, ToolRegistry
+from agentloop import Agent, APIResponseError, ConfigurationError, FluxClient, RetryPolicy, ToolRegistry
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw
 
 pytestmark = pytest.mark.anyio
@@ -186,3 +186,20 @@ async def test_a_parameters_own_check_raising_on_the_models_values_is_fed_back_n
         ("invalid_arguments", "Invalid arguments for tool 'pack': RuntimeError: a box cannot be -1 wide"),
         ("invalid_arguments", "Invalid arguments for tool 'pack': KeyError: 'Z'"),
     ]
+
+
+async def test_events_read_after_their_stream_block_ended_say_so_instead_of_ending_empty() -> None:
+    """`async for` dedented one level out of `async with agent.stream(...)` (leaving the block
+    cancels the run): the loop ended at once with no event and no error, as if the run had
+    produced nothing. Events taken inside the block, to the end, still end quietly. 1 of 1 failed
+    before."""
+    model = FunctionModel(lambda messages, tools: "done")
+    agent = Agent(client=model)
+    async with agent.stream("hi") as events:
+        pass
+    with pytest.raises(ConfigurationError, match="put the `async for event in events:` loop inside"):
+        async for _ in events:
+            pass
+    async with agent.stream("hi") as events:
+        seen = [type(e).__name__ async for e in events]
+    assert seen[-1] == "RunFinished" and [e async for e in events] == []

@@ -317,6 +317,13 @@ class _EventWaiter:
         self.event.set()
 
 
+_AFTER_THE_BLOCK = (
+    "these events are read after their `async with agent.stream(...)` block ended; leaving the block "
+    "ended the run (cancelled it, if it had not finished) and dropped its events: put the "
+    "`async for event in events:` loop inside the `async with` block"
+)
+
+
 class EventStream:
     """The async iterator `Agent.stream` yields; raises the run's error where iteration ends."""
 
@@ -341,6 +348,8 @@ class EventStream:
                 if self.error is not None and not self.raised:
                     self.raised = True
                     raise self.error
+                if buffer.gone and self.result is None:  # the `async for` dedented out of the block:
+                    raise ConfigurationError(_AFTER_THE_BLOCK)  # it ended at once, empty, without a word
                 # Once per stream: a scope cancelled around it (which is what ended the run, if
                 # no RunFinished came) is delivered here, not after a clean-looking end of the
                 # `async for` (asyncio took events without a checkpoint up to this point).
