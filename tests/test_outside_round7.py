@@ -9,9 +9,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.abc
 import pytest
 
-from agentloop import Agent, APIResponseError, ConfigurationError, FluxClient, RetryPolicy, ToolRegistry
+from agentloop import (
+    Agent,
+    APIResponseError,
+    APIStatusError,
+    ConfigurationError,
+    FluxClient,
+    RetryPolicy,
+    ToolRegistry,
+)
 from agentloop.testing import FakeFluxRouter, FunctionModel, call, raw
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +213,50 @@ async def test_events_read_after_their_stream_block_ended_say_so_instead_of_endi
     async with agent.stream("hi") as events:
         seen = [type(e).__name__ async for e in events]
     assert seen[-1] == "RunFinished" and [e async for e in events] == []
+
+
+TOO_LARGE = (
+    b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b'content-length: 44\r\n\r\n{"error":{"message":"the request is large"}}'
+)
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpcore"])
+async def test_an_answer_sent_before_the_request_was_read_is_that_answer(
+    transport: str, anyio_backend: str
+) -> None:
+    """A router (nginx over `client_max_body_size`) that answers 413 after the request head and
+    closes without reading the body: the client's write breaks with "connection reset". The lean
+    transport reported that ("could not reach ... the connection broke while sending") and retried
+    it, where httpcore reads the answer that was sent, as here: the 413 with its reason, not
+    retried. 2 of 2 failed before (lean); httpcore's own pool on asyncio still loses it."""
+    if transport == "httpcore" and anyio_backend == "asyncio":
+        pytest.skip("httpcore over anyio's asyncio stream drops what arrived before the reset")
+    opened = 0
+
+    async def answer_early(stream: anyio.abc.SocketStream) -> None:
+        nonlocal opened
+        opened += 1
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            await stream.send(TOO_LARGE)  # then close, the body unread: the kernel resets
+
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(listener.serve, answer_early)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with FluxClient(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key="k",
+            transport=transport,
+            retry=RetryPolicy(max_retries=1),
+        ) as client:
+            with pytest.raises(APIStatusError) as info:
+                await Agent(client=client).run("x" * 8_000_000)  # more than the socket buffers take
+        tg.cancel_scope.cancel()
+    assert (info.value.status_code, opened) == (413, 1)
+    assert "the request is large" in str(info.value)

@@ -98,12 +98,26 @@ class LeanPool:
         once sent: a request queued for a connection or waiting for its answer holds no second
         copy of its body (the caller keeps the one it may retry with)."""
         try:
-            await conn.send(request_head + body, self._write_timeout)
-            head = await self._read_head(conn)
+            try:
+                await conn.send(request_head + body, self._write_timeout)
+            except httpx.WriteError as broken:
+                head = await self._early_head(conn, broken)
+            else:
+                head = await self._read_head(conn)
         except BaseException:
             await self._discard(conn)
             raise
         return LeanResponse(self, conn, head)
+
+    async def _early_head(self, conn: Connection, broken: httpx.WriteError) -> Head:
+        """The head of an answer the server sent before it had read the whole request, then
+        closed (nginx's 413 for a body over `client_max_body_size`, a 400, a 401), as httpcore
+        reads it: the answer says why, where the broken write only said "connection reset", and
+        was retried as such. No answer there: the write's own error."""
+        try:
+            return await self._read_head(conn)
+        except httpx.TransportError:
+            raise broken from None
 
     async def _read_head(self, conn: Connection) -> Head:
         while True:
