@@ -305,7 +305,12 @@ def dumps_result(value: Any) -> str:
     except (TypeError, ValueError):  # Decimal, bytes, timedelta, a path, a set, a NamedTuple...
         pass  # (or, on the stdlib encoder, a NaN it refuses)
     value = plain(value)
-    return dumps_str(_finite(value) if _non_finite(value) else value)
+    try:
+        return dumps_str(_finite(value) if _non_finite(value) else value)
+    except TypeError as e:  # orjson's own words named an option of its, not the value's problem
+        if "OPT_NON_STR_KEYS" in str(e):
+            raise TypeError("a dict key is not a str, int, float, bool or None (e.g. a tuple)") from None
+        raise
 
 
 def _finite(value: Any, depth: int = 0) -> Any:

@@ -4,7 +4,9 @@ API only), kept as a regression test; async ones run on asyncio and trio."""
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -260,3 +262,25 @@ async def test_an_answer_sent_before_the_request_was_read_is_that_answer(
         tg.cancel_scope.cancel()
     assert (info.value.status_code, opened) == (413, 1)
     assert "the request is large" in str(info.value)
+
+
+async def test_a_result_with_tuple_keys_is_told_in_the_models_words_not_orjsons() -> None:
+    """A `Counter` of pairs (a dict with tuple keys) cannot be JSON: the model was told "Dict key
+    must a type serializable with OPT_NON_STR_KEYS", the encoder's option name in broken English,
+    which neither the model nor the tool's author can act on. 1 of 1 failed before."""
+    tools = ToolRegistry()
+
+    @tools.tool
+    def pair_counts(text: str) -> dict[Any, int]:
+        """Count the pairs of neighbouring letters."""
+        return collections.Counter(itertools.pairwise(text))
+
+    model = FunctionModel(
+        lambda messages, tools: (
+            [call("pair_counts", {"text": "abab"})] if messages[-1]["role"] == "user" else "ok"
+        )
+    )
+    record = (await Agent(client=model, tools=tools).run("count")).tool_calls[0]
+    assert record.status == "invalid_result"
+    assert "a dict key is not a str, int, float, bool or None (e.g. a tuple)" in record.content
+    assert "OPT_" not in record.content
