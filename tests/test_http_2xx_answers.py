@@ -94,3 +94,29 @@ async def test_a_large_body_is_decoded_without_a_thread(transport: str) -> None:
     async with RawServer(respond(answer(b"200 OK", body, b"application/json"))) as server:
         with pytest.raises(APIResponseError, match="max_response_bytes"):
             await run(server.url, transport, False, input_budget=small)
+
+
+SSE = b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: [DONE]\n\n'
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "says"),
+    [
+        (b"204 No Content", b"", b"application/json", "(it is empty)"),
+        (b"205 Reset Content", b"", b"application/json", "(it is empty)"),
+        (b"200 OK", b"  \r\n", b"application/json", "(it is empty)"),
+        # a stream labelled as one JSON body (round 7), or sent to a request that did not stream
+        (b"200 OK", SSE, b"application/json", "(it is a stream of server-sent events"),
+        (b"200 OK", b"event: message\n" + SSE, b"text/plain", "(it is a stream of server-sent events"),
+    ],
+    ids=["204", "205", "blank", "sse-as-json", "sse-with-event"],
+)
+async def test_a_body_that_is_not_json_says_what_it_is_instead(
+    transport: str, status: bytes, body: bytes, content_type: bytes, says: str
+) -> None:
+    # round 7: "answered 204 with a body that is not JSON" sent readers looking for a syntax error
+    async with RawServer(respond(answer(status, body, content_type))) as server:
+        with pytest.raises(APIResponseError) as info:
+            await run(server.url, transport, False)
+    assert "with a body that is not JSON " + says in str(info.value)

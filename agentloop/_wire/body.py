@@ -51,11 +51,23 @@ def load_body(
         ) from None
     except ValueError:
         raise APIResponseError(
-            f"the endpoint answered {status} with a body that is not JSON; this is a router or proxy "
-            "fault, retry later or report it with the request id",
+            f"the endpoint answered {status} with a body that is not JSON{_what_instead(content)}; this "
+            "is a router or proxy fault, retry later or report it with the request id",
             body=preview(content),
             request_id=request_id,
         ) from None
+
+
+def _what_instead(content: bytes) -> str:
+    """What a body that is not JSON is, when that is plain: empty (a 204 or 205, or a proxy that
+    cut it), or a stream of server-sent events (a router that streamed unasked, or labelled its
+    stream application/json). The bare "not JSON" sent readers looking for a syntax error."""
+    head = bytes(content[:64]).lstrip()
+    if not head:
+        return " (it is empty)"
+    if head.startswith((b"data:", b"event:", b"id:", b"retry:", b": ")):
+        return " (it is a stream of server-sent events, where one JSON answer was expected)"
+    return ""
 
 
 def preview(data: Any, limit: int = 2000) -> str:
