@@ -134,15 +134,16 @@ def _refusal(args: argparse.Namespace, path: str, token: str | None) -> tuple[in
     if not os.path.exists(path):
         return 1, f"no journal at {path}; pass --journal PATH or set AGENTLOOP_JOURNAL"
     # A file that is not a journal (or of another version) is refused here, as `agentloop runs`
-    # refuses it, rather than served as a 500 on every page.
-    from .._cli_common import safe_text
-    from .._exceptions import JournalError
-    from .._run.sqlite_file import open_read_only
+    # refuses it, rather than served as a 500 on every page. One read of the journal's meta.
+    import anyio
+
+    from agentloop import JournalError, SQLiteJournal
 
     try:
-        open_read_only(path).close()
+        anyio.run(SQLiteJournal(path, read_only=True).change_marker)
     except JournalError as e:
-        return 1, f"{safe_text(str(e))}; pass --journal PATH of an agentloop journal"
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))  # no terminal escapes
+        return 1, f"{shown}; pass --journal PATH of an agentloop journal"
     return None
 
 
