@@ -115,9 +115,15 @@ async def test_keep_tool_results_replaces_old_outputs_with_a_note() -> None:
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_a_1000_step_run_stays_within_its_token_budget(router: FakeFluxRouter, wire: str) -> None:
+async def test_a_1000_step_run_stays_within_its_token_budget(
+    router: FakeFluxRouter, wire: str, anyio_backend: str
+) -> None:
+    # Measured (both wires): the requests reach the budget by step ~50 and are then flat to the
+    # token (3,932 / 3,990 from step 150 to step 999). The README's 1,000-step run is trio's, on
+    # both wires; asyncio runs the same at 300 steps (250 at the bound, what both assertions below
+    # need: a history that is not trimmed passes the budget by step ~55), ~3-4 s of CPU less.
     budget = 4_000
-    steps = 1_000
+    steps = 1_000 if anyio_backend == "trio" else 300
     sizes: list[int] = []
 
     def handler(req: RecordedRequest) -> Any:
@@ -139,7 +145,7 @@ async def test_a_1000_step_run_stays_within_its_token_budget(router: FakeFluxRou
     assert result.output == "finished" and result.steps == steps
     assert (
         len(result.messages) == 2 * steps
-    )  # user + 999 (call, result) pairs + the answer: nothing lost from the run's own conversation
+    )  # user + (steps - 1) (call, result) pairs + the answer: nothing lost from the run's own conversation
     assert max(sizes[10:]) <= budget * 1.1, max(sizes)  # calibrated after the first requests
     assert sizes[-1] < sizes[steps // 2] * 1.5  # flat, not growing with the run
 
