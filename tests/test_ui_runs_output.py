@@ -55,13 +55,16 @@ def set_output(path: str, output: Any, run_id: str = "r") -> None:
 async def test_a_32_mib_final_output_costs_the_runs_list_and_run_page_a_bounded_read(tmp_path: Path) -> None:
     path = str(tmp_path / "j.db")
     await journaled_run(path)
-    set_output(path, "<b>" + "x" * BIG)
     app = create_app(path)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            await c.get("/")  # first-call costs (templates, imports) out of the measure
+            # first-call costs (templates, imports) out of the measure, before the output is made
+            # big: each request over the 32 MiB entry costs ~1 s of CPU in SQLite (the app caches
+            # no page: every request below reads the journal as it is then)
+            await c.get("/")
             await c.get("/runs/r")
+            set_output(path, "<b>" + "x" * BIG)
             listed, list_peak = await peak_of(c, "/")
             page, page_peak = await peak_of(c, "/runs/r")
             found = await c.get("/", params={"q": "<b>xxx"})  # the search still reads the whole output
