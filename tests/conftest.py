@@ -54,6 +54,45 @@ def pytest_configure(config: pytest.Config) -> None:
         shutil.rmtree(prefix, ignore_errors=True)
 
     config.add_cleanup(restore)
+    if config.getoption("dist", "no") != "no" and not config.getoption("collectonly"):
+        _rewrite_ahead(config)
+
+
+def _rewrite_ahead(config: pytest.Config) -> None:
+    """Each xdist worker assertion-rewrote every test module and every module of the pytest-plugin
+    packages (agentloop, hypothesis, anyio) again, at the same moment, so neither found the other's
+    cached result in the shared prefix: ~15 s of CPU per worker. The controller, which collects
+    nothing, rewrites them once into the prefix before the workers start; the workers read them as
+    pytest's own cache (hash-checked against the source: pytest ignores and redoes a stale one).
+    Uses pytest's own rewriting functions; if they move, this is skipped, not an error."""
+    try:
+        from _pytest.assertion import assertstate_key
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            AssertionRewritingHook,
+            _rewrite_test,
+            _write_pyc,
+            get_cache_dir,
+        )
+    except ImportError:
+        return
+    state = config.stash.get(assertstate_key, None)
+    if state is None:  # --assert=plain
+        return
+    here = Path(__file__).parent
+    files = {here / "conftest.py", *here.glob("test_*.py")}
+    package = Path(sys.modules["agentloop"].__file__ or here).parent
+    files |= set(package.rglob("*.py"))  # the plugin's package: the tests import nearly all of it
+    for module in list(sys.modules.values()):  # the plugin modules loaded so far (hypothesis, anyio...)
+        origin = getattr(getattr(module, "__spec__", None), "origin", None)
+        if isinstance(getattr(module, "__loader__", None), AssertionRewritingHook) and origin:
+            files.add(Path(origin))
+    for fn in sorted(files):
+        cache = get_cache_dir(fn)
+        with contextlib.suppress(OSError, SyntaxError):
+            cache.mkdir(parents=True, exist_ok=True)
+            source_hash, co = _rewrite_test(fn, config)
+            _write_pyc(state, co, source_hash, cache / (fn.name[:-3] + PYC_TAIL))
 
 
 def _link_installed_bytecode(prefix: str) -> None:
