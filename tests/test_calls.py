@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import step_tools
+from helpers import examples, step_tools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -239,7 +239,9 @@ async def test_every_call_gets_both_events_and_a_settled_one_gets_them_at_admiss
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     keys=st.lists(st.sampled_from("aab"), min_size=1, max_size=12),
     max_calls=st.none() | st.integers(1, 6),

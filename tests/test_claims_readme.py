@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -146,7 +147,9 @@ async def test_an_observer_that_raises_never_breaks_the_run(exc: BaseException, 
 _ids = st.sampled_from(["", "call_1", "call_1", "bad id with spaces", "x" * 300, "\x00", "ok_2"])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ids=st.lists(_ids, min_size=1, max_size=4), user=st.text(max_size=30))
 def test_run_never_mutates_the_callers_messages(anyio_backend: str, ids: list[str], user: str) -> None:
     # README: "`run(messages=...)` never mutates the caller's list". The list holds a tool-call

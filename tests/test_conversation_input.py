@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -288,7 +289,10 @@ def _conversation() -> st.SearchStrategy[list[Any]]:
     return st.lists(_messages(), max_size=4).map(lambda groups: [m for group in groups for m in group])
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=examples(50),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(conversation=_conversation(), wire=st.sampled_from(WIRES))
 def test_any_conversation_goes_out_valid_or_is_refused_before_any_request(
     anyio_backend: str, conversation: list[Any], wire: str

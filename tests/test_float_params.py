@@ -16,14 +16,16 @@ from typing import Any, Optional, TypedDict
 
 import anyio
 import pytest
-from helpers import registry_for
+from helpers import examples, registry_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentloop import Agent, RunFinished, ToolRegistry, run_tool_call
 from agentloop.testing import ScriptedModel, call, text, tool_calls
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=examples(30), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @dataclasses.dataclass

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 from anyio.from_thread import start_blocking_portal
+from helpers import examples
 from hostile_answers import AnswerServer, anthropic_body, fuzz_tools, openai_body, rss_mb, run_one
 from hypothesis import HealthCheck, given, settings
 
 from agentloop import FluxClient, RetryPolicy
 from agentloop.testing import FakeFluxRouter
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+SETTINGS = settings(
+    max_examples=examples(12), deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
 
 
 @pytest.fixture(scope="module", params=["asyncio", "trio"])

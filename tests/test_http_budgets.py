@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -248,7 +249,9 @@ ANTHROPIC_EVENTS = [
 ]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(wire=st.sampled_from(["openai", "anthropic"]), newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
        chunk_size=st.integers(1, 64))  # fmt: skip
 async def test_any_line_ending_and_any_chunking_parse_alike(

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from helpers import all_tasks_blocked
+from helpers import all_tasks_blocked, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -186,7 +186,7 @@ def _steps() -> st.SearchStrategy[list[Step]]:
     return st.lists(one, min_size=1, max_size=14)
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(20), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=_steps(), size=st.sampled_from([1, 2]))
 def test_any_interleaving_serves_in_order_within_the_pool(
     anyio_backend: str, steps: list[Step], size: int

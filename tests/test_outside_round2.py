@@ -68,7 +68,7 @@ _secret = st.text(
 ).map(lambda s: "SECRET" + s)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(75), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(secret=_secret, where=st.sampled_from(["userinfo", "password", "query", "fragment"]))
 def test_no_secret_in_a_base_url_ever_reaches_a_message_or_repr(secret: str, where: str) -> None:
     url = {
@@ -321,7 +321,7 @@ async def test_a_whole_final_answer_has_finish_reason_stop_and_logs_nothing(
     assert result.finish_reason == "stop" and caplog.records == []
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     reason=st.one_of(
         st.none(),

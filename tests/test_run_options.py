@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import warm_fork
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wirehelp import WIRES, make_client, run_or_stream, system_text
@@ -258,7 +259,7 @@ def test_messages_from_json_rejects_what_is_not_a_conversation(text_in: str) -> 
         messages_from_json(text_in)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     st.lists(
         st.fixed_dictionaries(
@@ -321,7 +322,7 @@ def test_usage_adds_per_model_without_mixing() -> None:
     ) == Usage(1, 2, 3, 5)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(
     st.lists(
         st.tuples(

@@ -215,7 +215,9 @@ async def test_sse_events_gives_the_same_events_and_errors(
 
 
 @pytest.mark.anyio
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(n=st.integers(1, 40), over=st.integers(-3, 3), offsets=st.lists(st.integers(0, 1000), max_size=30))
 async def test_the_body_budget_counts_every_byte_whatever_the_cuts(
     n: int, over: int, offsets: list[int]

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import assert_valid_conversation, step_tools
+from helpers import assert_valid_conversation, examples, step_tools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,7 +59,9 @@ def expected_under_budget(steps: list[list[str]], budget: int) -> tuple[list[str
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     steps=st.lists(st.lists(st.integers(0, 5).map(str), min_size=1, max_size=4, unique=True), max_size=5),
     budget=st.integers(1, 8),

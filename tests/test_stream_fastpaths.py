@@ -146,7 +146,7 @@ def test_every_event_class_has_the_quick_init() -> None:
         assert "_set_run_id" in cls.__init__.__code__.co_names, cls  # set through the slot descriptors
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(75), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_events_behave_as_frozen_dataclasses(data: Any) -> None:
     cls = data.draw(st.sampled_from(EVENTS))

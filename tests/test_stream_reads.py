@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http_lean_hostile import RawServer, client, read_request
@@ -119,7 +120,9 @@ async def stream_over_tcp(sends: list[bytes], seen: list[Any]) -> Any:
         return await c.request(req, emit)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(drawn=bodies(), offsets=st.lists(st.integers(0, 100_000), max_size=25))
 def test_any_framing_and_any_reads_give_the_same_deltas_and_turn(
     anyio_backend: str, drawn: tuple[bytes, list[tuple[Any, ...]], dict[str, Any]], offsets: list[int]
@@ -132,7 +135,9 @@ def test_any_framing_and_any_reads_give_the_same_deltas_and_turn(
         assert turn.streamed and turn.message == message and turn.usage.completion_tokens == 2
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(drawn=bodies(), at=st.integers(0, 100_000), offsets=st.lists(st.integers(0, 100_000), max_size=10))
 def test_a_stream_cut_anywhere_is_a_connection_error_after_a_prefix_of_the_deltas(
     anyio_backend: str,

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ui_runs import make_tools
@@ -343,7 +344,9 @@ async def test_a_run_id_with_dot_segments_links_to_its_own_page_and_form(tmp_pat
     assert "decided: rejected" in mine and "decided:" not in victim
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     sizes=st.lists(st.integers(0, 400_000), min_size=1, max_size=25),
     ch=st.sampled_from(["a", "<", "é", "\n"]),

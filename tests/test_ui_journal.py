@@ -79,7 +79,9 @@ async def test_default_query_runs_agrees_with_the_sql_one(tmp_path: Path) -> Non
 ascii_text = st.text(alphabet=st.sampled_from(list('ab%_!"\\\n <>xyZ')), max_size=8)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     runs=st.lists(st.tuples(ascii_text, ascii_text), min_size=1, max_size=6),
     term=ascii_text.filter(str.strip),

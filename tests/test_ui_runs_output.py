@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ui_clip import peak_of
@@ -152,7 +153,9 @@ _JSON = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(output=_JSON)
 def test_an_output_within_the_bound_is_listed_exactly_as_stored(
     tmp_path_factory: pytest.TempPathFactory, output: Any

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -156,7 +157,9 @@ def counted(v: Any) -> int | None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     steps=st.lists(st.tuples(COUNTS, COUNTS), min_size=1, max_size=4),
     way=st.sampled_from(WAYS),

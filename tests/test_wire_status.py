@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_http_2xx_answers import answer
@@ -43,7 +44,9 @@ REFUSED = {
 }
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), status=st.integers(200, 299), wire=st.sampled_from(sorted(REFUSED)))
 def test_a_refused_2xx_body_names_its_status(anyio_backend: str, data: Any, status: int, wire: str) -> None:
     body = data.draw(st.sampled_from(REFUSED[wire]), label="body")
