@@ -89,7 +89,7 @@ def _rewrite_ahead(config: pytest.Config) -> None:
             files.add(Path(origin))
     for fn in sorted(files):
         cache = get_cache_dir(fn)
-        with contextlib.suppress(OSError, SyntaxError):
+        with contextlib.suppress(Exception):  # only a head start: on any failure a worker rewrites it
             cache.mkdir(parents=True, exist_ok=True)
             source_hash, co = _rewrite_test(fn, config)
             _write_pyc(state, co, source_hash, cache / (fn.name[:-3] + PYC_TAIL))
