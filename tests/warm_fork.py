@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -344,6 +345,13 @@ if __name__ == "__main__":
     ctl_fd, listener_fd, *preload = sys.argv[2:]
     for name in preload:
         importlib.import_module(name)
+    # The preloaded objects go to the GC's permanent generation: a child's collections (its
+    # interpreter's exit runs several) never visit them, so never write to (copy) their pages. A
+    # child that exited cost 0.25 s of CPU (AGENTLOOP_PRELOAD) to 0.6 s (the MCP fixture's) without
+    # it, most of a fresh interpreter's start; ~0.02-0.05 s with it. The child's own objects are
+    # collected as usual; nothing else of its exit changes.
+    gc.collect()
+    gc.freeze()
     listener = socket.socket(fileno=int(listener_fd))
     request = _serve(socket.socket(fileno=int(ctl_fd)), listener)
     if request is not None:
