@@ -130,13 +130,16 @@ async def stalkers(mode: str) -> dict[str, object]:
 _STALKED_CALLS = 40
 
 
-async def many_calls(mode: str) -> dict[str, object]:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+async def many_calls(mode: str, n: int = 500, nofile: int = 1024) -> dict[str, object]:
+    """`n` calls at once under `ulimit -n nofile`: the host admits (nofile - 64) // 4 calls at a
+    time (4 fds each in the fork server), the rest queue. The suite runs a smoke size (100 at 256:
+    2x past its budget of 48); benchmarks/sandbox_many_calls.py the long run (500 at 1024)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     registry = _registry(mode, Limits(timeout=60))
-    script = [tool_calls(*[call("number", {"i": i}) for i in range(500)]), text("after")]
+    script = [tool_calls(*[call("number", {"i": i}) for i in range(n)]), text("after")]
     async with registry:
-        # 500 calls in one message: past the default InputBudget.max_tool_calls (128), on purpose
-        budget = InputBudget(max_tool_calls=500)
+        # n calls in one message: past the default InputBudget.max_tool_calls (128), on purpose
+        budget = InputBudget(max_tool_calls=n)
         result = await Agent(client=ScriptedModel(script), tools=registry, input_budget=budget).run("go")
     statuses: dict[str, int] = {}
     for r in result.tool_calls:
@@ -215,7 +218,7 @@ async def fails_closed(mode: str) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    name, mode = sys.argv[1], sys.argv[2]
+    name, mode, *sizes = sys.argv[1:]  # sizes: many_calls' n and nofile
     try:
         scenarios = {
             "kills": kills,
@@ -224,7 +227,7 @@ if __name__ == "__main__":
             "no_landlock": no_landlock,
             "fails_closed": fails_closed,
         }
-        out = anyio.run(scenarios[name], mode)
+        out = anyio.run(scenarios[name], mode, *map(int, sizes))
     except SandboxUnavailableError as exc:
         out = {"unavailable": str(exc)}
     print(json.dumps(out))
