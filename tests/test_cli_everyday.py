@@ -1,6 +1,12 @@
 """The CLI's everyday path (#13), each bug's repro as a test, run as a user runs it: the
 installed `agentloop` entry point (or `python -m agentloop`) in a subprocess, against the fake
-router on loopback."""
+router on loopback.
+
+The entry point's processes are forked warm (tests/warm_fork.py: a process of its own running the
+installed `agentloop` script as `__main__`, with its own argv, environment, cwd and stdio, forked
+from a server that imported agentloop once): a fresh interpreter cost ~0.7 s of CPU a command on
+a busy machine, 25 commands here. The entry point as a fresh interpreter runs in
+test_doc_commands.py (every documented `agentloop ...` command) and `python -m agentloop` below."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import warm_fork
 from helpers import runs_main
 
 import agentloop
@@ -55,7 +62,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGENTLOOP_JOURNAL")}
     return subprocess.run(
-        [AGENTLOOP, *args],
+        warm_fork.command(Path(AGENTLOOP), list(args), preload=warm_fork.AGENTLOOP_PRELOAD),
         cwd=cwd,
         input=stdin,
         capture_output=True,

@@ -41,9 +41,10 @@ from typing import Any
 _servers: dict[tuple[str, ...], _Server] = {}  # preload list -> its server, in this pytest process
 
 # agentloop with both anyio backends and SQLite: the crash workers, a router or a lease holder in a
-# process of its own
+# process of its own, the `agentloop` command (tests/test_cli_everyday.py)
 AGENTLOOP_PRELOAD = (
     "agentloop",
+    "agentloop.cli",
     "agentloop.testing",
     "anyio",
     "anyio._backends._asyncio",
