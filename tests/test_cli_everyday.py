@@ -72,6 +72,13 @@ def cli(
     )
 
 
+# The async tests here run on one backend: what they test is the command, a process of its own
+# that picks its own loop; this process's loop only hosts the fake router (tested on both backends
+# in its own files), so a second backend would run the same commands again and test nothing more
+# (as test_doc_commands.py).
+one_backend = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
 async def acli(
     *args: str, cwd: Path | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -142,6 +149,7 @@ def test_prompt_from_stdin() -> None:
     assert json.loads(done.stdout.splitlines()[-1])["result"]["output"].startswith("Tokyo: 15")
 
 
+@one_backend
 @pytest.mark.anyio
 async def test_run_reads_the_prompt_from_stdin_and_its_tool_from_the_current_directory(project: Path) -> None:
     # The repro: `agentloop run --tool mytools:registry` could not import mytools from the cwd.
@@ -177,6 +185,7 @@ anyio.run(main)
 """
 
 
+@one_backend
 @pytest.mark.anyio
 async def test_runs_resume_continues_a_killed_run(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
@@ -191,6 +200,7 @@ async def test_runs_resume_continues_a_killed_run(tmp_path: Path) -> None:
     assert (await acli("runs", "list", "--journal", str(db))).stdout.split()[:2] == ["r", "final"]
 
 
+@one_backend
 @pytest.mark.anyio
 async def test_runs_resume_approves_a_paused_call(project: Path) -> None:
     db = project / "runs.db"
@@ -273,6 +283,7 @@ def test_no_colour_when_not_a_terminal() -> None:
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b"
 
 
+@one_backend
 @pytest.mark.anyio
 async def test_model_text_and_run_ids_are_printed_with_control_characters_escaped(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
