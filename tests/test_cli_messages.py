@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentloop import ConfigurationError
+from agentloop import ConfigurationError, SQLiteJournal
 from agentloop.cli import main
 from agentloop.testing import FakeFluxRouter, text
 
@@ -146,7 +146,7 @@ def test_ui_allow_resume_without_a_key_says_so_at_start_up(
 ) -> None:
     pytest.importorskip("starlette")
     db = tmp_path / "runs.db"
-    db.touch()
+    SQLiteJournal(db).list_runs_sync()  # a journal (an empty file is refused as not one)
     monkeypatch.delenv("FLUX_API_KEY", raising=False)
     monkeypatch.syspath_prepend(str(TESTS))
     argv = ["ui", "--journal", str(db), "--port", "0", "--allow-resume", "--tools", "ui_runs:TOOLS"]

@@ -133,6 +133,8 @@ def _refusal(args: argparse.Namespace, path: str, token: str | None) -> tuple[in
         return 2, "--allow-resume and --tools MODULE:REGISTRY go together"
     if not os.path.exists(path):
         return 1, f"no journal at {path}; pass --journal PATH or set AGENTLOOP_JOURNAL"
+    if os.path.isfile(path) and os.path.getsize(path) == 0:  # the inspector only reads: it creates none
+        return 1, f"{path} is empty, not a journal yet: runs with SQLiteJournal({path!r}) create it"
     # A file that is not a journal (or of another version) is refused here, as `agentloop runs`
     # refuses it, rather than served as a 500 on every page. One read of the journal's meta.
     import anyio
