@@ -32,12 +32,12 @@ def lone_surrogate(value: Any) -> str | None:
         below: list[tuple[str, Any]] = []
         for path, v in level:
             if isinstance(v, str):
-                if (char := _lone(v)) is not None:
-                    return f"a lone surrogate ({char!r}) at {path}"
+                if (at := _lone(v)) is not None:
+                    return f"a lone surrogate ({v[at]!r}) at {path}"
             elif isinstance(v, dict):
                 for k, item in v.items():
-                    if isinstance(k, str) and (char := _lone(k)) is not None:
-                        return f"a lone surrogate ({char!r}) in a key at {path}"
+                    if isinstance(k, str) and (at := _lone(k)) is not None:
+                        return f"a lone surrogate ({k[at]!r}) in a key at {path}"
                     below.append((f"{path}.{k}" if k.isidentifier() else f"{path}[{k!r}]", item))
             elif isinstance(v, list):
                 below += [(f"{path}[{i}]", item) for i, item in enumerate(v)]
@@ -45,13 +45,14 @@ def lone_surrogate(value: Any) -> str | None:
     return None
 
 
-def _lone(text: str) -> str | None:
+def _lone(text: str) -> int | None:
+    """The index of the first lone surrogate in `text`, or None (valid Unicode)."""
     if text.isascii():
         return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        return text[e.start]
+        return e.start
     return None
 
 
@@ -70,13 +71,10 @@ def not_unicode(what: str, text: str) -> str | None:
     of undecodable bytes): UTF-8, so a request body or a journal row, cannot carry one, and the
     codec's raw TypeError came out of the first request (or UnicodeEncodeError out of the journal,
     which left its transaction open for the next run). None when it is valid Unicode."""
-    if text.isascii():
+    at = _lone(text)
+    if at is None:
         return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return (
-            f"{what} is not valid Unicode: a lone surrogate ({text[e.start]!r}) at index {e.start}, which "
-            "cannot be sent; decode such text with errors='replace' rather than 'surrogateescape'"
-        )
-    return None
+    return (
+        f"{what} is not valid Unicode: a lone surrogate ({text[at]!r}) at index {at}, which "
+        "cannot be sent; decode such text with errors='replace' rather than 'surrogateescape'"
+    )
