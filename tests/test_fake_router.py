@@ -729,3 +729,13 @@ async def test_an_error_in_the_body_propagates_unwrapped() -> None:
     with pytest.raises(KeyError):
         async with FakeFluxRouter():
             raise KeyError("mine")
+
+
+@pytest.mark.parametrize("arguments", [[1, 2], 7, True, ("a",)])
+def test_a_call_scripted_with_arguments_not_a_dict_or_text_is_refused_where_it_is_written(
+    arguments: Any,
+) -> None:
+    # it was accepted, then the fake router's own task died on it with its renderer's TypeError
+    with pytest.raises(TypeError, match=r"call\('t', \.\.\.\): arguments are a dict, a str .*json\.dumps"):
+        call("t", arguments)
+    assert call("t", json.dumps(arguments)).arguments == json.dumps(arguments)  # the way to send it

@@ -180,7 +180,15 @@ def _headers(headers: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
 def call(
     name: str, arguments: Mapping[str, Any] | str | None = None, *, id: str | None = None
 ) -> ScriptedCall:
-    """A tool call for `tool_calls(...)`."""
+    """A tool call for `tool_calls(...)`: `arguments` a dict (sent as its JSON), a str (sent as the
+    arguments text exactly, valid JSON or not), or None."""
+    if arguments is not None and not isinstance(arguments, str | Mapping):
+        # (it failed later, inside the fake router's task, as a TypeError of its renderer)
+        raise TypeError(
+            f"call({name!r}, ...): arguments are a dict, a str (the arguments text exactly) or None, "
+            f"not {type(arguments).__name__}; to script a model sending {arguments!r:.40}, pass "
+            "json.dumps(...) of it"
+        )
     return ScriptedCall(name, arguments, id)
 
 
