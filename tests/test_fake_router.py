@@ -739,3 +739,13 @@ def test_a_call_scripted_with_arguments_not_a_dict_or_text_is_refused_where_it_i
     with pytest.raises(TypeError, match=r"call\('t', \.\.\.\): arguments are a dict, a str .*json\.dumps"):
         call("t", arguments)
     assert call("t", json.dumps(arguments)).arguments == json.dumps(arguments)  # the way to send it
+
+
+@pytest.mark.parametrize("arguments", [{"x": float("inf")}, {"x": {1, 2}}, {"x": object()}])
+def test_a_call_scripted_with_arguments_json_cannot_hold_is_refused_where_it_is_written(
+    arguments: Any,
+) -> None:
+    # accepted, then the fake router's task died on it (ValueError / TypeError of its encoder)
+    with pytest.raises(TypeError, match=r"call\('t', \.\.\.\): the arguments cannot be sent as JSON"):
+        call("t", arguments)
+    assert call("t", '{"x": Infinity}').arguments == '{"x": Infinity}'  # such text is scripted as a str

@@ -23,6 +23,7 @@ from typing import Any, Literal, TypedDict
 
 from typing_extensions import Unpack
 
+from agentloop.testing import _codec
 from agentloop.testing._checks import fake_signature
 
 __all__ = [
@@ -189,6 +190,14 @@ def call(
             f"not {type(arguments).__name__}; to script a model sending {arguments!r:.40}, pass "
             "json.dumps(...) of it"
         )
+    if isinstance(arguments, Mapping):  # what the router will send: refused here, not in its task
+        try:
+            _codec.dumps_str(dict(arguments))
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"call({name!r}, ...): the arguments cannot be sent as JSON ({e}); to script a model "
+                "sending text that is not standard JSON (NaN, Infinity), pass that text as a str"
+            ) from None
     return ScriptedCall(name, arguments, id)
 
 
